@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Regenerates the Python modules for lifeboat's own etcd v3 API message definitions.
+# The generated files are committed, so users never need grpcio-tools.
+set -euo pipefail
+cd "$(dirname "$0")/../src"
+../.venv/bin/python -m grpc_tools.protoc -I. \
+  --python_out=. --grpc_python_out=. --mypy_out=. \
+  lifeboat/etcd/proto/*.proto

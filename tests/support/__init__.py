@@ -1,0 +1,1 @@
+"""Controllers for the real servers the integration tests run (etcd, SeaweedFS S3)."""
