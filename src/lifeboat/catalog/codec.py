@@ -1,0 +1,162 @@
+"""How backup objects are stored: zstd, then optionally age, as streams.
+
+Stored object = raw bytes → zstd (one frame) → age (when recipients are given). Anyone can
+get the raw bytes back with the stock tools: ``age -d -i key.txt | zstd -d``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import pyrage
+import zstandard
+
+from lifeboat.catalog.age_keys import Identity, Recipient
+from lifeboat.catalog.streams import Cancelled, Pipe
+from lifeboat.errors import DecryptionError, IntegrityError
+
+DEFAULT_ZSTD_LEVEL = 3
+CHUNK = 1 << 20
+
+
+def compressing(chunks: Iterable[bytes], level: int, threads: int = 2) -> Iterator[bytes]:
+    """zstd-compress a stream into one frame; with ``threads`` > 0 zstd uses worker threads."""
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    stream = compressor.compressobj(size=-1)
+    for chunk in chunks:
+        out = stream.compress(chunk)
+        if out:
+            yield out
+    tail = stream.flush()
+    if tail:
+        yield tail
+
+
+def decompressing(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Undo :func:`compressing`; corrupt input is an IntegrityError."""
+    stream = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        for chunk in chunks:
+            out = stream.decompress(chunk)
+            if out:
+                yield out
+        if not stream.eof:
+            raise IntegrityError("compressed object ends before its zstd frame does (truncated)")
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"compressed object is corrupt: {exc}") from None
+
+
+class _IteratorReader(io.RawIOBase):
+    """A read-only file over a chunk iterator (what pyrage's *_io functions pull from)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class _PipeWriter(io.RawIOBase):
+    """A write-only file that hands what is written to a :class:`Pipe`, in ~1 MiB chunks."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self._pipe = pipe
+        self._buffer = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: "bytes | bytearray | memoryview") -> int:  # type: ignore[override]
+        self._buffer += data
+        if len(self._buffer) >= CHUNK:
+            self._pipe.put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def drain(self) -> None:
+        if self._buffer:
+            self._pipe.put(bytes(self._buffer))
+            self._buffer.clear()
+
+
+def _pump(work: "Callable[[_IteratorReader, _PipeWriter], None]", chunks: Iterable[bytes],
+          name: str) -> Iterator[bytes]:
+    """Run a pull-style codec (reader → writer) in a thread, yielding its output here."""
+    pipe = Pipe()
+    reader = _IteratorReader(chunks)
+
+    def run() -> None:
+        writer = _PipeWriter(pipe)
+        try:
+            work(reader, writer)
+            writer.drain()
+            pipe.close()
+        except Cancelled:
+            pass
+        except BaseException as exc:  # re-raised by the consumer
+            try:
+                pipe.fail(exc)
+            except Cancelled:
+                pass
+
+    worker = threading.Thread(target=run, name=f"lifeboat-{name}", daemon=True)
+    worker.start()
+    try:
+        yield from pipe
+    finally:
+        pipe.cancel()
+        worker.join(timeout=10)
+
+
+def encrypting(chunks: Iterable[bytes], recipients: Sequence[Recipient]) -> Iterator[bytes]:
+    """age-encrypt a stream to every recipient (binary age format, not armored)."""
+    keys = [r.key for r in recipients]
+
+    def work(reader: _IteratorReader, writer: _PipeWriter) -> None:
+        try:
+            pyrage.encrypt_io(reader, writer, keys)
+        except pyrage.EncryptError as exc:
+            raise IntegrityError(f"age encryption failed: {exc}") from None
+
+    return _pump(work, chunks, "age-encrypt")
+
+
+def decrypting(chunks: Iterable[bytes], identities: Sequence[Identity]) -> Iterator[bytes]:
+    """Decrypt an age stream with any of ``identities``."""
+    keys = [i.key for i in identities]
+
+    def work(reader: _IteratorReader, writer: _PipeWriter) -> None:
+        try:
+            pyrage.decrypt_io(reader, writer, keys)
+        except pyrage.DecryptError as exc:
+            raise DecryptionError(
+                f"cannot decrypt the backup with the identity given ({exc}); "
+                "pass the age identity matching one of the backup's recipients"
+            ) from None
+
+    return _pump(work, chunks, "age-decrypt")
+
+
+def encode(chunks: Iterable[bytes], level: int, recipients: Sequence[Recipient]) -> Iterator[bytes]:
+    """Raw bytes → stored bytes."""
+    compressed = compressing(chunks, level)
+    return encrypting(compressed, recipients) if recipients else compressed
+
+
+def decode(chunks: Iterable[bytes], identities: Sequence[Identity] | None) -> Iterator[bytes]:
+    """Stored bytes → raw bytes. ``identities`` must be given for encrypted objects."""
+    return decompressing(decrypting(chunks, identities) if identities else chunks)

@@ -1,0 +1,136 @@
+"""Streaming building blocks: bounded hand-off between threads, and hashing.
+
+Backups are pipelines of chunk iterators (etcd stream → spool + sha256 → zstd → age →
+upload). :func:`threaded` runs the upstream part of a pipeline in its own thread so that
+stages overlap; zstd, sha256, age and file I/O release the GIL, so on two cores the stages
+really run side by side. Memory stays bounded by the queue depth × chunk size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+_EOF: Final = object()
+
+
+class Cancelled(Exception):
+    """The consumer of a pipe went away; the producer should stop."""
+
+
+class Pipe:
+    """A bounded queue of chunks from one producer thread to one consumer."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._cancelled = threading.Event()
+
+    def put(self, chunk: bytes) -> None:
+        self._put(chunk)
+
+    def close(self) -> None:
+        self._put(_EOF)
+
+    def fail(self, exc: BaseException) -> None:
+        self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._cancelled.is_set():
+                raise Cancelled()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is _EOF:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+
+
+def threaded(chunks: Iterable[bytes], name: str, depth: int = 8) -> Iterator[bytes]:
+    """Iterate ``chunks`` in a background thread, yielding its chunks here.
+
+    An exception upstream is re-raised here; when this generator is closed early, the
+    upstream iterator is closed too (so a gRPC stream or a file is released).
+    """
+    pipe = Pipe(depth)
+
+    def produce() -> None:
+        iterator = iter(chunks)
+        try:
+            for chunk in iterator:
+                pipe.put(chunk)
+            pipe.close()
+        except Cancelled:
+            pass
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            try:
+                pipe.fail(exc)
+            except Cancelled:
+                pass
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name=f"lifeboat-{name}", daemon=True)
+    worker.start()
+    try:
+        yield from pipe
+    finally:
+        pipe.cancel()
+        # The producer notices the cancel at its next put; one stuck in a read of a dead
+        # server is a daemon thread and must not hold the caller hostage.
+        worker.join(timeout=10)
+
+
+class Digest:
+    """Running sha256 and byte count of what passed through :func:`hashing`."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self.size += len(chunk)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def hashing(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:
+    """Pass ``chunks`` through unchanged, feeding each into ``digest``."""
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Regroup ``chunks`` into pieces of ``size`` bytes (the last may be shorter)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)

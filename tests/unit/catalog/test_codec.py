@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from lifeboat.catalog.age_keys import load_identities, load_recipients
+from lifeboat.catalog.codec import decode, encode
+from lifeboat.catalog.streams import Digest, hashing, rechunk, threaded
+from lifeboat.errors import DecryptionError, IntegrityError, UsageError
+from tests.support.binaries import tool
+
+
+def chunks_of(data: bytes, size: int = 100_000) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.fixture
+def payload() -> bytes:
+    return os.urandom(300_000) + b"/registry/pods/default/x" * 200_000
+
+
+@pytest.fixture
+def age_identity(tmp_path: Path) -> tuple[Path, str]:
+    identity = pyrage.x25519.Identity.generate()
+    path = tmp_path / "key.txt"
+    path.write_text(f"# created for a test\n{identity}\n")
+    return path, str(identity.to_public())
+
+
+def test_round_trip_without_encryption(payload: bytes) -> None:
+    stored = b"".join(encode(chunks_of(payload), 3, []))
+    assert len(stored) < len(payload) / 2
+    assert b"".join(decode(chunks_of(stored, 7777), None)) == payload
+
+
+def test_round_trip_with_age(payload: bytes, age_identity: tuple[Path, str]) -> None:
+    key, public = age_identity
+    stored = b"".join(encode(chunks_of(payload), 3, load_recipients([public])))
+    assert stored.startswith(b"age-encryption.org/v1")
+    plain = decode(chunks_of(stored, 5000), load_identities([str(key)]))
+    assert b"".join(plain) == payload
+
+
+def test_stock_age_and_zstd_open_a_stored_object(
+    payload: bytes, age_identity: tuple[Path, str], tmp_path: Path
+) -> None:
+    age, zstd = tool("age", "Debian age"), tool("zstd", "Debian zstd")
+    key, public = age_identity
+    stored = tmp_path / "snapshot.db.zst.age"
+    stored.write_bytes(b"".join(encode(chunks_of(payload), 3, load_recipients([public]))))
+    decrypted = subprocess.run([age, "-d", "-i", key, stored], capture_output=True, check=True)
+    raw = subprocess.run([zstd, "-d", "-c"], input=decrypted.stdout, capture_output=True, check=True)
+    assert raw.stdout == payload
+
+
+def test_wrong_identity_is_a_decryption_error(payload: bytes, age_identity: tuple[Path, str],
+                                              tmp_path: Path) -> None:
+    _, public = age_identity
+    stored = b"".join(encode(chunks_of(payload), 3, load_recipients([public])))
+    other = tmp_path / "other.txt"
+    other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    with pytest.raises(DecryptionError):
+        b"".join(decode([stored], load_identities([str(other)])))
+
+
+def test_truncated_object_is_an_integrity_error(payload: bytes) -> None:
+    stored = b"".join(encode([payload], 3, []))
+    with pytest.raises(IntegrityError):
+        b"".join(decode([stored[: len(stored) // 2]], None))
+
+
+def test_tampered_object_is_an_integrity_error(payload: bytes) -> None:
+    stored = bytearray(b"".join(encode([payload], 3, [])))
+    stored[len(stored) // 2] ^= 0xFF
+    with pytest.raises(IntegrityError):
+        b"".join(decode([bytes(stored)], None))
+
+
+def test_bad_recipient_and_identity_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        load_recipients(["age1notakey"])
+    bad = tmp_path / "bad.txt"
+    bad.write_text("AGE-SECRET-KEY-1NOTREALLY\n")
+    with pytest.raises(UsageError) as err:
+        load_identities([str(bad)])
+    assert "NOTREALLY" not in str(err.value)
+    with pytest.raises(UsageError):
+        load_identities([str(tmp_path / "missing.txt")])
+
+
+def test_threaded_reraises_upstream_error_and_closes_upstream() -> None:
+    closed = []
+
+    def source():  # type: ignore[no-untyped-def]
+        try:
+            yield b"a"
+            raise OSError("disk on fire")
+        finally:
+            closed.append(True)
+
+    with pytest.raises(OSError, match="disk on fire"):
+        list(threaded(source(), "test"))
+    assert closed == [True]
+
+
+def test_threaded_consumer_stopping_early_stops_producer() -> None:
+    produced = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        n = 0
+        while True:
+            produced.append(n)
+            n += 1
+            yield b"x"
+
+    stream = threaded(endless(), "test", depth=2)
+    assert next(stream) == b"x"
+    stream.close()
+    count = len(produced)
+    assert count < 10
+    assert len(produced) == count
+
+
+def test_hashing_and_rechunk_preserve_bytes(payload: bytes) -> None:
+    digest = Digest()
+    out = list(rechunk(hashing(chunks_of(payload, 333), digest), 4096))
+    assert b"".join(out) == payload
+    assert all(len(c) == 4096 for c in out[:-1])
+    assert digest.size == len(payload)
