@@ -1,1 +1,56 @@
+"""Retention: which backups to keep and why, as a pure function of backups, policies and now.
 
+``evaluate(parse_policies("keep-last=7,keep-daily=7"), backups, now)`` returns a
+:class:`RetentionPlan` with a verdict and a human reason for every backup. No I/O
+here: the prune executor deletes ``plan.to_delete``.
+"""
+
+from lifeboat.retention.durations import format_duration, parse_duration
+from lifeboat.retention.evaluate import INCOMPLETE_GRACE, evaluate
+from lifeboat.retention.periodic import (
+    KeepDaily,
+    KeepHourly,
+    KeepMonthly,
+    KeepWeekly,
+    KeepYearly,
+    PeriodicPolicy,
+)
+from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
+from lifeboat.retention.policies import (
+    CountPolicy,
+    DurationPolicy,
+    KeepLast,
+    KeepWithin,
+    Policy,
+    RecoveryWindow,
+)
+from lifeboat.retention.records import COMPLETE, BackupRecord
+from lifeboat.retention.spec import POLICY_CLASSES, parse_policies, parse_policy, policy_from
+
+__all__ = [
+    "COMPLETE",
+    "INCOMPLETE_GRACE",
+    "POLICY_CLASSES",
+    "BackupRecord",
+    "CountPolicy",
+    "Decision",
+    "DurationPolicy",
+    "KeepDaily",
+    "KeepHourly",
+    "KeepLast",
+    "KeepMonthly",
+    "KeepWeekly",
+    "KeepWithin",
+    "KeepYearly",
+    "PeriodicPolicy",
+    "Policy",
+    "RecoveryWindow",
+    "RetentionPlan",
+    "Verdict",
+    "evaluate",
+    "format_duration",
+    "parse_duration",
+    "parse_policies",
+    "parse_policy",
+    "policy_from",
+]
