@@ -1,0 +1,115 @@
+"""A minimal, bounds-checked reader of the protobuf wire format.
+
+Only what decoding Kubernetes' stored objects needs: walk the fields of one message,
+giving varints and fixed-width numbers as ints and length-delimited fields as bytes.
+Every malformed or truncated buffer raises :class:`SnapshotFormatError`; nothing here
+can raise IndexError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from lifeboat.errors import SnapshotFormatError
+
+VARINT = 0
+FIXED64 = 1
+LENGTH_DELIMITED = 2
+FIXED32 = 5
+
+_MAX_VARINT_BYTES = 10
+_INT64_WRAP = 1 << 64
+_INT64_SIGN = 1 << 63
+
+
+def malformed(what: str) -> SnapshotFormatError:
+    """The error for a stored Kubernetes object whose bytes cannot be decoded."""
+    return SnapshotFormatError(
+        f"stored Kubernetes object is malformed ({what}); the value is corrupt or truncated"
+    )
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Read one base-128 varint at ``pos``; return (value, position after it)."""
+    result = 0
+    shift = 0
+    end = len(buf)
+    for _ in range(_MAX_VARINT_BYTES):
+        if pos >= end:
+            raise malformed(f"varint truncated at byte {pos}")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    raise malformed(f"varint longer than {_MAX_VARINT_BYTES} bytes before byte {pos}")
+
+
+def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field number, wire type, value) for each field of one message, in order.
+
+    Varint and fixed-width values are unsigned ints; length-delimited values are bytes.
+    Groups (wire types 3 and 4) are rejected: no Kubernetes type uses them.
+    """
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        tag, pos = read_varint(buf, pos)
+        field = tag >> 3
+        wire_type = tag & 0x7
+        if field == 0:
+            raise malformed(f"field number 0 at byte {pos}")
+        value: int | bytes
+        if wire_type == VARINT:
+            value, pos = read_varint(buf, pos)
+        elif wire_type == LENGTH_DELIMITED:
+            length, pos = read_varint(buf, pos)
+            if length > end - pos:
+                raise malformed(f"field {field} needs {length} bytes, {end - pos} left")
+            value = buf[pos : pos + length]
+            pos += length
+        elif wire_type == FIXED64:
+            if end - pos < 8:
+                raise malformed(f"fixed64 field {field} truncated")
+            value = int.from_bytes(buf[pos : pos + 8], "little")
+            pos += 8
+        elif wire_type == FIXED32:
+            if end - pos < 4:
+                raise malformed(f"fixed32 field {field} truncated")
+            value = int.from_bytes(buf[pos : pos + 4], "little")
+            pos += 4
+        else:
+            raise malformed(f"unsupported wire type {wire_type} for field {field}")
+        yield field, wire_type, value
+
+
+def as_bytes(field: int, value: int | bytes) -> bytes:
+    """The value of a length-delimited field; any other wire type is malformed."""
+    if isinstance(value, bytes):
+        return value
+    raise malformed(f"field {field} should be length-delimited")
+
+
+def as_string(field: int, value: int | bytes) -> str:
+    """A length-delimited field holding UTF-8 text."""
+    raw = as_bytes(field, value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise malformed(f"field {field} is not valid UTF-8") from None
+
+
+def as_int64(field: int, value: int | bytes) -> int:
+    """A varint field of protobuf type int64 (two's complement, so negatives wrap)."""
+    if isinstance(value, bytes):
+        raise malformed(f"field {field} should be a varint")
+    value &= _INT64_WRAP - 1
+    return value - _INT64_WRAP if value >= _INT64_SIGN else value
+
+
+def as_bool(field: int, value: int | bytes) -> bool:
+    """A varint field of protobuf type bool."""
+    if isinstance(value, bytes):
+        raise malformed(f"field {field} should be a varint")
+    return value != 0
