@@ -1,1 +1,27 @@
+"""Reading an etcd snapshot file offline: status, integrity and contents, in pure Python."""
 
+from __future__ import annotations
+
+from .mvcc import (
+    KeyValue,
+    SnapshotMember,
+    SnapshotMeta,
+    iter_latest,
+    read_members,
+    read_meta,
+)
+from .status import SnapshotStatus, snapshot_status
+from .trailer import TrailerCheck, check_trailer
+
+__all__ = [
+    "KeyValue",
+    "SnapshotMember",
+    "SnapshotMeta",
+    "SnapshotStatus",
+    "TrailerCheck",
+    "check_trailer",
+    "iter_latest",
+    "read_members",
+    "read_meta",
+    "snapshot_status",
+]

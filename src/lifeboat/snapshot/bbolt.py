@@ -1,0 +1,333 @@
+"""Read-only access to a bbolt database file through an ``mmap``.
+
+On-disk facts (bbolt v1.3.6, which etcd 3.4 and 3.5 use; page.go, bucket.go, db.go, tx.go):
+
+- The file is an array of pages of ``page_size`` bytes. Every page starts with a 16-byte
+  header: page id (u64), flags (u16), element count (u16), overflow (u32). A page with
+  ``overflow = n`` occupies ``n + 1`` consecutive pages.
+- Pages 0 and 1 are meta pages. The meta follows the header: magic, version, page size,
+  flags (u32 each), root bucket (root page id, sequence; u64 each), freelist page id,
+  high-water page id, txid, checksum (u64 each). The checksum is FNV-64a over the meta bytes
+  before it. A reader uses the valid meta with the higher txid.
+- Branch pages hold 16-byte elements (key position, key size: u32; child page id: u64);
+  leaf pages hold 16-byte elements (flags, key position, key size, value size: u32). A
+  position is relative to the element's own address; a value follows its key.
+- A bucket is a leaf value with the bucket flag: root page id and sequence (u64 each). A
+  root of 0 means an inline bucket: a leaf page follows the 16-byte header in the value.
+- All integers are little-endian (bbolt writes native order; we support little-endian hosts'
+  files, which is every amd64 and arm64 etcd).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from lifeboat.errors import SnapshotFormatError
+
+from .mapping import mapped, translated_faults
+from .trailer import TRAILER_SIZE, has_trailer_length
+
+PAGE_HEADER = struct.Struct("<QHHI")
+META = struct.Struct("<IIIIQQQQQQ")
+BUCKET_HEADER = struct.Struct("<QQ")
+BRANCH_ELEMENT = struct.Struct("<IIQ")
+LEAF_ELEMENT = struct.Struct("<IIII")
+PAGE_HEADER_SIZE = 16
+ELEMENT_SIZE = 16
+META_CHECKSUMMED = 56
+
+BRANCH_PAGE = 0x01
+LEAF_PAGE = 0x02
+FREELIST_PAGE = 0x10
+BUCKET_LEAF_FLAG = 0x01
+
+MAGIC = 0xED0CDAED
+VERSION = 2
+NO_FREELIST = 0xFFFFFFFFFFFFFFFF
+# bbolt stores a freelist longer than 0xFFFF ids with count 0xFFFF and the real count in
+# the first u64 after the header (freelist.go).
+FREELIST_COUNT_OVERFLOW = 0xFFFF
+
+Buffer = Union[mmap.mmap, bytes]
+
+def fnv64a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The meta page a reader uses: the valid one with the highest txid."""
+
+    page_id: int
+    page_size: int
+    root: int
+    freelist: int
+    high_water: int
+    txid: int
+
+    @property
+    def tx_size(self) -> int:
+        """Bytes of the database this transaction sees (bbolt ``Tx.Size``)."""
+        return self.high_water * self.page_size
+
+
+@dataclass(frozen=True)
+class BucketRef:
+    """Where a bucket's pages are: a root page id, or an inline leaf page (root 0)."""
+
+    root: int
+    inline: bytes | None = None
+
+
+# A leaf page ready to read: (buffer, page offset, end of the page's bytes, element count).
+Leaf = tuple[Buffer, int, int, int]
+
+
+class BoltFile:
+    """An open, read-only bbolt file; use :meth:`open` as a context manager."""
+
+    def __init__(self, path: Path, mm: mmap.mmap, file_size: int) -> None:
+        self.path = path
+        self.mm = mm
+        self.file_size = file_size
+        self.has_trailer = has_trailer_length(file_size)
+        self.db_size = file_size - TRAILER_SIZE if self.has_trailer else file_size
+        self.meta = self._choose_meta()
+        self.page_size = self.meta.page_size
+        if self.meta.tx_size > self.db_size:
+            raise SnapshotFormatError(
+                f"{path}: truncated: the database needs {self.meta.tx_size} bytes but the "
+                f"file holds {self.db_size}; fetch or take the snapshot again"
+            )
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: str | os.PathLike[str]) -> Iterator[BoltFile]:
+        """Map ``path`` and read its meta; decoding faults inside the block are translated."""
+        p = Path(path)
+        with mapped(p) as mm, translated_faults(p):
+            size = 0 if mm is None else len(mm)
+            if mm is None or size < PAGE_HEADER_SIZE + META.size:
+                raise SnapshotFormatError(
+                    f"{p}: {size} bytes is too short for a bbolt database; "
+                    "it is not an etcd snapshot"
+                )
+            yield cls(p, mm, size)
+
+    def corrupted(self, what: str) -> SnapshotFormatError:
+        return SnapshotFormatError(f"{self.path}: {what}; the snapshot is corrupted, use another copy")
+
+    # -- meta -------------------------------------------------------------------------------
+
+    def _read_meta(self, page_id: int, offset: int) -> Meta | None:
+        end = offset + PAGE_HEADER_SIZE + META.size
+        if end > self.db_size:
+            return None
+        body = self.mm[offset + PAGE_HEADER_SIZE : end]
+        magic, version, page_size, _flags, root, _seq, freelist, high_water, txid, checksum = (
+            META.unpack(body)
+        )
+        if magic != MAGIC or version != VERSION or checksum != fnv64a(body[:META_CHECKSUMMED]):
+            return None
+        if page_size < 512 or page_size & (page_size - 1) or page_size > 1 << 20:
+            return None
+        if page_id == 1 and offset != page_size:
+            return None
+        return Meta(page_id, page_size, root, freelist, high_water, txid)
+
+    def _choose_meta(self) -> Meta:
+        first = self._read_meta(0, 0)
+        if first is not None:
+            candidates = [first, self._read_meta(1, first.page_size)]
+        else:
+            # Meta 0 is unreadable, so its page size is unknown: meta 1 names its own offset.
+            sizes = [1 << shift for shift in range(9, 21)]
+            candidates = [self._read_meta(1, size) for size in sizes]
+        valid = [m for m in candidates if m is not None]
+        if not valid:
+            if self.mm[16:20] != struct.pack("<I", MAGIC):
+                raise SnapshotFormatError(
+                    f"{self.path}: not a bbolt database (no bbolt magic number); "
+                    "it is not an etcd snapshot"
+                )
+            raise self.corrupted("both bbolt meta pages fail their checksum")
+        meta = max(valid, key=lambda m: m.txid)
+        if meta.high_water < 3 or not 2 <= meta.root < meta.high_water:
+            raise self.corrupted(f"meta page {meta.page_id} has an impossible root or size")
+        return meta
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def tree_page(self, pgid: int, seen: bytearray) -> tuple[int, int, int, int]:
+        """Validate branch/leaf page ``pgid`` and mark it seen: (offset, end, flags, count)."""
+        if not 2 <= pgid < self.meta.high_water:
+            raise self.corrupted(f"page reference {pgid} is outside the database")
+        offset = pgid * self.page_size
+        header_id, flags, count, overflow = PAGE_HEADER.unpack_from(self.mm, offset)
+        last = pgid + overflow
+        if header_id != pgid:
+            raise self.corrupted(f"page {pgid} carries the id {header_id}")
+        if last >= self.meta.high_water:
+            raise self.corrupted(f"page {pgid} overflows past the end of the database")
+        if flags != BRANCH_PAGE and flags != LEAF_PAGE:
+            raise self.corrupted(f"page {pgid} has type {flags:#x} inside a bucket")
+        if seen.find(1, pgid, last + 1) != -1:
+            raise self.corrupted(f"page {pgid} is referenced more than once")
+        seen[pgid : last + 1] = b"\x01" * (overflow + 1)
+        end = offset + (overflow + 1) * self.page_size
+        if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
+            raise self.corrupted(f"page {pgid} claims more elements than fit in it")
+        return offset, end, flags, count
+
+    def branch_children(self, pgid: int, offset: int, count: int) -> list[int]:
+        if count == 0:
+            raise self.corrupted(f"branch page {pgid} is empty")
+        raw = struct.unpack_from("<" + "IIQ" * count, self.mm, offset + PAGE_HEADER_SIZE)
+        return list(raw[2::3])
+
+    def leaves(self, bucket: BucketRef, seen: bytearray) -> Iterator[Leaf]:
+        """The bucket's leaf pages in key order, marking every page visited in ``seen``."""
+        if bucket.inline is not None:
+            yield self.inline_leaf(bucket.inline)
+            return
+        stack = [bucket.root]
+        while stack:
+            pgid = stack.pop()
+            offset, end, flags, count = self.tree_page(pgid, seen)
+            if flags == LEAF_PAGE:
+                yield self.mm, offset, end, count
+            else:
+                children = self.branch_children(pgid, offset, count)
+                children.reverse()
+                stack.extend(children)
+
+    def inline_leaf(self, page: bytes) -> Leaf:
+        if len(page) < PAGE_HEADER_SIZE:
+            raise self.corrupted("an inline bucket is shorter than a page header")
+        _id, flags, count, _overflow = PAGE_HEADER.unpack_from(page, 0)
+        if flags != LEAF_PAGE:
+            raise self.corrupted(f"an inline bucket holds a page of type {flags:#x}")
+        if PAGE_HEADER_SIZE + count * ELEMENT_SIZE > len(page):
+            raise self.corrupted("an inline bucket claims more elements than it holds")
+        return page, 0, len(page), count
+
+    def leaf_elements(self, leaf: Leaf) -> Iterator[tuple[int, int, int, int]]:
+        """(flags, key start, key end, value end) of each element; the value starts at key end."""
+        buf, offset, end, count = leaf
+        element = offset + PAGE_HEADER_SIZE
+        for flags, pos, ksize, vsize in LEAF_ELEMENT.iter_unpack(
+            buf[element : element + count * ELEMENT_SIZE]
+        ):
+            kstart = element + pos
+            kend = kstart + ksize
+            vend = kend + vsize
+            if vend > end:
+                raise self.corrupted(f"a leaf element at byte {element} points past its page")
+            yield flags, kstart, kend, vend
+            element += ELEMENT_SIZE
+
+    # -- buckets ----------------------------------------------------------------------------
+
+    def bucket_ref(self, buf: Buffer, start: int, end: int) -> BucketRef:
+        if end - start < BUCKET_HEADER.size:
+            raise self.corrupted("a bucket header is shorter than 16 bytes")
+        root, _sequence = BUCKET_HEADER.unpack_from(buf, start)
+        if root == 0:
+            return BucketRef(0, bytes(buf[start + BUCKET_HEADER.size : end]))
+        return BucketRef(root)
+
+    def items(
+        self, bucket: BucketRef, seen: bytearray
+    ) -> Iterator[tuple[bytes, bytes | None, Buffer, int, int]]:
+        """Each (key, value, buffer, value start, value end) in key order; value None for a bucket."""
+        for leaf in self.leaves(bucket, seen):
+            buf = leaf[0]
+            for flags, kstart, kend, vend in self.leaf_elements(leaf):
+                value = None if flags & BUCKET_LEAF_FLAG else bytes(buf[kend:vend])
+                yield bytes(buf[kstart:kend]), value, buf, kend, vend
+
+    def top_level(self, seen: bytearray) -> Iterator[tuple[bytes, BucketRef]]:
+        """The top-level buckets (etcd's ``key``, ``meta``, ...) in name order."""
+        for name, value, buf, vstart, vend in self.items(BucketRef(self.meta.root), seen):
+            if value is not None:
+                raise self.corrupted(f"top-level key {name!r} is not a bucket")
+            yield name, self.bucket_ref(buf, vstart, vend)
+
+    def bucket(self, name: bytes) -> BucketRef | None:
+        for found, ref in self.top_level(self.new_seen()):
+            if found == name:
+                return ref
+        return None
+
+    def new_seen(self) -> bytearray:
+        return bytearray(self.meta.high_water)
+
+    # -- consistency (bbolt Tx.Check) -------------------------------------------------------
+
+    def mark_nested(self, bucket: BucketRef, seen: bytearray) -> None:
+        """Visit every page of ``bucket`` and of the buckets nested in it."""
+        pending = [bucket]
+        while pending:
+            current = pending.pop()
+            for leaf in self.leaves(current, seen):
+                buf = leaf[0]
+                for flags, _kstart, kend, vend in self.leaf_elements(leaf):
+                    if flags & BUCKET_LEAF_FLAG:
+                        pending.append(self.bucket_ref(buf, kend, vend))
+
+    def freed_pages(self, seen: bytearray) -> bytearray | None:
+        """The freelist as a page bitmap (its own pages marked in ``seen``), or None if not stored."""
+        pgid = self.meta.freelist
+        if pgid == NO_FREELIST:
+            return None
+        if not 2 <= pgid < self.meta.high_water:
+            raise self.corrupted(f"the freelist page {pgid} is outside the database")
+        offset = pgid * self.page_size
+        _id, flags, count, overflow = PAGE_HEADER.unpack_from(self.mm, offset)
+        if not flags & FREELIST_PAGE or pgid + overflow >= self.meta.high_water:
+            raise self.corrupted(f"page {pgid} is not the freelist the meta page names")
+        seen[pgid : pgid + overflow + 1] = b"\x01" * (overflow + 1)
+        start = offset + PAGE_HEADER_SIZE
+        if count == FREELIST_COUNT_OVERFLOW:
+            (count,) = struct.unpack_from("<Q", self.mm, start)
+            start += 8
+        if start + 8 * count > offset + (overflow + 1) * self.page_size:
+            raise self.corrupted(f"the freelist page {pgid} claims more ids than fit in it")
+        freed = bytearray(self.meta.high_water)
+        for free_id in struct.unpack_from(f"<{count}Q", self.mm, start):
+            if not 2 <= free_id < self.meta.high_water or freed[free_id]:
+                raise self.corrupted(f"the freelist holds a bad or repeated page id {free_id}")
+            freed[free_id] = 1
+        return freed
+
+    def check_accounting(self, seen: bytearray, freed: bytearray | None) -> None:
+        """Every page below the high-water mark is reachable or free, never both."""
+        seen[0:2] = b"\x01\x01"
+        if freed is None:
+            return
+        reached = int.from_bytes(seen, "little")
+        free = int.from_bytes(freed, "little")
+        if reached & free:
+            first = (reached & free).bit_length() - 1
+            raise self.corrupted(f"page {first // 8} is both in use and on the freelist")
+        everything = int.from_bytes(b"\x01" * len(seen), "little")
+        missing = everything & ~(reached | free)
+        if missing:
+            raise self.corrupted(f"page {(missing.bit_length() - 1) // 8} is neither in use nor free")
+
+    def check(self) -> None:
+        """Walk every page of every bucket and the freelist, like bbolt's ``Tx.Check``."""
+        seen = self.new_seen()
+        freed = self.freed_pages(seen)
+        self.mark_nested(BucketRef(self.meta.root), seen)
+        self.check_accounting(seen, freed)

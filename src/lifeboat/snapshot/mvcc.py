@@ -1,0 +1,242 @@
+"""etcd's MVCC data inside a snapshot: live keys, compaction marks, cluster members.
+
+Facts from etcd 3.4/3.5 (server/mvcc/revision.go, kvstore.go, kvstore_compaction.go,
+api/mvccpb/kv.proto, etcdserver/api/membership/store.go):
+
+- Bucket ``key`` maps a revision (8-byte big-endian main, ``_``, 8-byte big-endian sub, and
+  a trailing ``t`` for a deletion) to a protobuf ``mvccpb.KeyValue``; rows sort by revision.
+- Bucket ``meta`` holds ``consistent_index`` (8-byte big-endian) and, once compacted,
+  ``scheduledCompactRev``/``finishedCompactRev`` (a revision in the 17-byte form above).
+- Bucket ``members`` maps a member id in hex to the JSON of etcd's ``Member``;
+  ``members_removed`` holds the hex ids of removed members.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .bbolt import BoltFile, Buffer
+
+KEY_BUCKET = b"key"
+META_BUCKET = b"meta"
+MEMBERS_BUCKET = b"members"
+MEMBERS_REMOVED_BUCKET = b"members_removed"
+
+_REVISION = struct.Struct(">QxQ")
+_REVISION_SIZE = 17
+_TOMBSTONE = ord("t")
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One key as etcd's range would return it (mvccpb.KeyValue)."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """Bookkeeping from bucket ``meta``; a field is None when etcd never wrote it."""
+
+    consistent_index: int | None
+    term: int | None
+    scheduled_compact_revision: int | None
+    finished_compact_revision: int | None
+
+
+@dataclass(frozen=True)
+class SnapshotMember:
+    """A cluster member as recorded in bucket ``members``."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+class MalformedValue(ValueError):
+    """A protobuf or revision that does not decode; translated to SnapshotFormatError."""
+
+
+def _varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise MalformedValue("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _int64(raw: int) -> int:
+    raw &= 0xFFFFFFFFFFFFFFFF
+    return raw - (1 << 64) if raw >= 1 << 63 else raw
+
+
+def decode_key_value(buf: Buffer, start: int, end: int) -> KeyValue:
+    """Decode an ``mvccpb.KeyValue`` from ``buf[start:end]``; unknown fields are skipped."""
+    fields: dict[int, int | bytes] = {}
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            raw, pos = _varint(buf, pos, end)
+            fields[number] = _int64(raw)
+        elif wire_type == 2:
+            size, pos = _varint(buf, pos, end)
+            if pos + size > end:
+                raise MalformedValue(f"field {number} runs past the value")
+            fields[number] = bytes(buf[pos : pos + size])
+            pos += size
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise MalformedValue(f"wire type {wire_type} in field {number}")
+    if pos != end:
+        raise MalformedValue("a fixed-size field runs past the value")
+    return KeyValue(
+        key=_bytes_field(fields, 1),
+        value=_bytes_field(fields, 5),
+        create_revision=_int_field(fields, 2),
+        mod_revision=_int_field(fields, 3),
+        version=_int_field(fields, 4),
+        lease=_int_field(fields, 6),
+    )
+
+
+def _bytes_field(fields: dict[int, int | bytes], number: int) -> bytes:
+    value = fields.get(number, b"")
+    if not isinstance(value, bytes):
+        raise MalformedValue(f"field {number} should be bytes")
+    return value
+
+
+def _int_field(fields: dict[int, int | bytes], number: int) -> int:
+    value = fields.get(number, 0)
+    if not isinstance(value, int):
+        raise MalformedValue(f"field {number} should be an integer")
+    return value
+
+
+def decode_revision(key: bytes) -> tuple[int, int, bool]:
+    """(main, sub, is_tombstone) of a row key in bucket ``key``."""
+    if len(key) not in (_REVISION_SIZE, _REVISION_SIZE + 1) or key[8] != ord("_"):
+        raise MalformedValue(f"{key!r} is not an etcd revision")
+    if len(key) == _REVISION_SIZE + 1 and key[-1] != _TOMBSTONE:
+        raise MalformedValue(f"{key!r} has an unknown revision marker")
+    main, sub = _REVISION.unpack_from(key)
+    return main, sub, len(key) == _REVISION_SIZE + 1
+
+
+def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[KeyValue]:
+    """The live keys at the snapshot's revision, sorted by key; deleted keys are absent.
+
+    Memory grows with the number of live keys under ``prefix`` (a few ints each), not
+    with the file: values are decoded from the map only when yielded.
+    """
+    with BoltFile.open(path) as db:
+        bucket = db.bucket(KEY_BUCKET)
+        if bucket is None:
+            return
+        # Rows come in revision order, so a later row for the same key supersedes it.
+        latest: dict[bytes, tuple[Buffer, int, int]] = {}
+        for row_key, value, buf, vstart, vend in db.items(bucket, db.new_seen()):
+            if value is None:
+                raise db.corrupted("bucket 'key' contains a nested bucket")
+            _main, _sub, tombstone = decode_revision(row_key)
+            user_key = _user_key(buf, vstart, vend)
+            if not user_key.startswith(prefix):
+                continue
+            if tombstone:
+                latest.pop(user_key, None)
+            else:
+                latest[user_key] = (buf, vstart, vend)
+        for user_key in sorted(latest):
+            buf, vstart, vend = latest.pop(user_key)
+            yield decode_key_value(buf, vstart, vend)
+
+
+def _user_key(buf: Buffer, start: int, end: int) -> bytes:
+    """Field 1 of an ``mvccpb.KeyValue``; etcd always writes it first."""
+    tag, pos = _varint(buf, start, end)
+    if tag != (1 << 3 | 2):
+        return decode_key_value(buf, start, end).key
+    size, pos = _varint(buf, pos, end)
+    if pos + size > end:
+        raise MalformedValue("the key field runs past the value")
+    return bytes(buf[pos : pos + size])
+
+
+def read_meta(path: str | os.PathLike[str]) -> SnapshotMeta:
+    """Consistent index, term and compaction marks from bucket ``meta``."""
+    with BoltFile.open(path) as db:
+        rows = _bucket_dict(db, META_BUCKET)
+        return SnapshotMeta(
+            consistent_index=_u64(rows.get(b"consistent_index")),
+            term=_u64(rows.get(b"term")),
+            scheduled_compact_revision=_compact_mark(rows.get(b"scheduledCompactRev")),
+            finished_compact_revision=_compact_mark(rows.get(b"finishedCompactRev")),
+        )
+
+
+def read_members(path: str | os.PathLike[str]) -> tuple[list[SnapshotMember], list[int]]:
+    """(members, removed member ids) recorded in the snapshot, members sorted by id."""
+    with BoltFile.open(path) as db:
+        members = [
+            _member(key, value) for key, value in _bucket_dict(db, MEMBERS_BUCKET).items()
+        ]
+        removed = [int(key, 16) for key in _bucket_dict(db, MEMBERS_REMOVED_BUCKET)]
+        return sorted(members, key=lambda m: m.id), sorted(removed)
+
+
+def _bucket_dict(db: BoltFile, name: bytes) -> dict[bytes, bytes]:
+    bucket = db.bucket(name)
+    if bucket is None:
+        return {}
+    return {
+        key: value
+        for key, value, _buf, _start, _end in db.items(bucket, db.new_seen())
+        if value is not None
+    }
+
+
+def _u64(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    if len(raw) != 8:
+        raise MalformedValue(f"expected an 8-byte integer, found {len(raw)} bytes")
+    value: int = _U64.unpack(raw)[0]
+    return value
+
+
+def _compact_mark(raw: bytes | None) -> int | None:
+    return None if raw is None else decode_revision(raw)[0]
+
+
+def _member(key: bytes, value: bytes) -> SnapshotMember:
+    try:
+        doc = json.loads(value)
+        return SnapshotMember(
+            id=int(key, 16),
+            name=str(doc.get("name", "")),
+            peer_urls=tuple(str(u) for u in doc.get("peerURLs") or ()),
+            client_urls=tuple(str(u) for u in doc.get("clientURLs") or ()),
+            is_learner=bool(doc.get("isLearner", False)),
+        )
+    except (AttributeError, TypeError, UnicodeDecodeError) as exc:
+        raise MalformedValue(f"member {key!r} is not etcd member JSON") from exc

@@ -1,0 +1,150 @@
+"""The numbers ``etcdutl snapshot status`` prints, computed offline.
+
+etcd (etcdutl/snapshot/v3_snapshot.go in 3.5, clientv3/snapshot in 3.4) runs bbolt's
+``Tx.Check`` and then, for each top-level bucket in name order, feeds the bucket name and
+then every key and value of that bucket (``Bucket.ForEach``: a nested bucket's value counts
+as empty) into one CRC-32 Castagnoli. ``revision`` is the main revision of the last key of
+bucket ``key``, ``totalKey`` counts every ForEach entry, ``totalSize`` is ``Tx.Size``:
+high-water page id times page size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+
+import google_crc32c
+
+from .bbolt import (
+    BUCKET_LEAF_FLAG,
+    ELEMENT_SIZE,
+    PAGE_HEADER_SIZE,
+    BoltFile,
+    BucketRef,
+    Leaf,
+)
+from .trailer import check_trailer
+
+_KEY_BUCKET = b"key"
+_MAIN_REVISION = struct.Struct(">Q")
+_leaf_layouts: dict[int, struct.Struct] = {}
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    """What a snapshot holds, in ``etcdutl snapshot status`` terms, plus file facts."""
+
+    hash: int
+    revision: int
+    total_key: int
+    total_size: int
+    db_size: int
+    file_size: int
+    has_trailer: bool
+    page_size: int
+    txid: int
+
+    def to_etcdutl_json(self) -> dict[str, int]:
+        """The object ``etcdutl snapshot status -w json`` prints, same keys and order."""
+        return {
+            "hash": self.hash,
+            "revision": self.revision,
+            "totalKey": self.total_key,
+            "totalSize": self.total_size,
+        }
+
+    def etcdutl_json_text(self) -> str:
+        """Byte-for-byte what ``etcdutl snapshot status -w json`` writes (no newline)."""
+        return json.dumps(self.to_etcdutl_json(), separators=(",", ":"))
+
+
+def snapshot_status(path: str | os.PathLike[str], *, verify_trailer: bool = False) -> SnapshotStatus:
+    """Check the bbolt structure of ``path`` and compute etcdutl's status numbers.
+
+    With ``verify_trailer``, first require the sha256 trailer to be present and to match
+    (:class:`IntegrityError` otherwise), which also catches damage inside keys and values
+    that no structural check can see.
+    """
+    if verify_trailer:
+        check_trailer(path).require_match(path)
+    with BoltFile.open(path) as db:
+        seen = db.new_seen()
+        freed = db.freed_pages(seen)
+        crc, total_key, revision = 0, 0, 0
+        for name, bucket in db.top_level(seen):
+            crc = google_crc32c.extend(crc, name)
+            crc, count, last_key = _hash_bucket(db, bucket, seen, crc)
+            total_key += count
+            if name == _KEY_BUCKET and last_key is not None:
+                revision = _main_revision(db, last_key)
+        db.check_accounting(seen, freed)
+        return SnapshotStatus(
+            hash=crc,
+            revision=revision,
+            total_key=total_key,
+            total_size=db.meta.tx_size,
+            db_size=db.db_size,
+            file_size=db.file_size,
+            has_trailer=db.has_trailer,
+            page_size=db.page_size,
+            txid=db.meta.txid,
+        )
+
+
+def _main_revision(db: BoltFile, key: bytes) -> int:
+    if len(key) < 8:
+        raise db.corrupted(f"a key in bucket 'key' is {len(key)} bytes, too short for a revision")
+    main: int = _MAIN_REVISION.unpack_from(key)[0]
+    # etcd reads it as a signed int64.
+    return main - (1 << 64) if main >= 1 << 63 else main
+
+
+def _hash_bucket(
+    db: BoltFile, bucket: BucketRef, seen: bytearray, crc: int
+) -> tuple[int, int, bytes | None]:
+    """Extend ``crc`` with every key and value of ``bucket``: (crc, entries, last key)."""
+    count = 0
+    last_key: bytes | None = None
+    nested: list[BucketRef] = []
+    for leaf in db.leaves(bucket, seen):
+        if leaf[3] == 0:
+            continue
+        crc, last_key = _hash_leaf(db, leaf, crc, nested)
+        count += leaf[3]
+    for child in nested:
+        db.mark_nested(child, seen)
+    return crc, count, last_key
+
+
+def _hash_leaf(db: BoltFile, leaf: Leaf, crc: int, nested: list[BucketRef]) -> tuple[int, bytes]:
+    """Hash one non-empty leaf page; (crc, its last key)."""
+    buf, offset, end, count = leaf
+    layout = _leaf_layouts.get(count)
+    if layout is None:
+        layout = _leaf_layouts[count] = struct.Struct("<" + "IIII" * count)
+    fields = layout.unpack_from(buf, offset + PAGE_HEADER_SIZE)
+    # bbolt writes keys and values back to back, in element order, right after the element
+    # array (node.go write): then the whole page's data is one run for the CRC.
+    element = offset + PAGE_HEADER_SIZE
+    data = cursor = element + count * ELEMENT_SIZE
+    contiguous = not any(fields[0::4])
+    if contiguous:
+        for pos, ksize, vsize in zip(fields[1::4], fields[2::4], fields[3::4]):
+            if element + pos != cursor:
+                contiguous = False
+                break
+            cursor += ksize + vsize
+            element += ELEMENT_SIZE
+    if contiguous and cursor <= end:
+        kstart = cursor - fields[-1] - fields[-2]
+        return google_crc32c.extend(crc, buf[data:cursor]), bytes(buf[kstart : kstart + fields[-2]])
+    kstart = kend = 0
+    for flags, kstart, kend, vend in db.leaf_elements(leaf):
+        crc = google_crc32c.extend(crc, buf[kstart:kend])
+        if flags & BUCKET_LEAF_FLAG:
+            nested.append(db.bucket_ref(buf, kend, vend))
+        else:
+            crc = google_crc32c.extend(crc, buf[kend:vend])
+    return crc, bytes(buf[kstart:kend])
