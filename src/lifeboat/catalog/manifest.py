@@ -56,16 +56,21 @@ class SnapshotInfo:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One captured control-plane file, as it was on the host."""
+    """One captured control-plane file or symlink, as it was on the host.
+
+    For a symlink, ``size`` and ``sha256`` describe its target path text (UTF-8).
+    """
 
     path: str
-    type: str  # "file" | "symlink" | "dir"
+    kind: str  # "file" | "symlink"
     mode: int
     uid: int
     gid: int
-    mtime: float
+    owner: str
+    group: str
+    mtime_ns: int
     size: int
-    sha256: str | None
+    sha256: str
     link_target: str | None = None
 
 
