@@ -1,13 +1,16 @@
-"""Session-wide fixtures: the real etcd releases, a throwaway PKI."""
+"""Session-wide fixtures: the real etcd releases, a throwaway PKI, a SeaweedFS S3 server."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.binaries import EtcdRelease, etcd_34, etcd_35
+from tests.support.binaries import EtcdRelease, etcd_34, etcd_35, weed
 from tests.support.pki import Pki, make_pki
+from tests.support.seaweed import S3Endpoint, SeaweedServer
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +43,20 @@ def release(request: pytest.FixtureRequest) -> EtcdRelease:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """One real SeaweedFS S3 server for the whole session, with an empty bucket."""
+    with SeaweedServer(weed(), tmp_path_factory.mktemp("seaweed")) as server:
+        yield server.s3()
+
+
+@pytest.fixture
+def s3_repo(seaweed: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An ``s3://`` URL with a fresh prefix; the AWS_* variables point at ``seaweed``."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{seaweed.bucket}/t-{uuid.uuid4().hex[:12]}"

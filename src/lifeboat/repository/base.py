@@ -1,25 +1,31 @@
 """The object-store seam: what every backend (memory, file, s3) promises.
 
-Keys are ``/``-separated relative names (``clusters/prod/backups/<id>/snapshot.db.zst``),
-never starting with ``/`` and never containing ``..``; backends reject others with
-:class:`~lifeboat.errors.UsageError`.
+Keys are ``/``-separated relative names (``clusters/prod/backups/<id>/snapshot.db.zst``):
+non-empty segments of letters, digits and ``._-+=@,:``, never starting or ending with ``/``,
+no segment ``.`` or ``..``, at most 1024 characters. Backends reject others with
+:class:`~lifeboat.errors.UsageError` (see :func:`check_key`). The restricted alphabet keeps a key
+the same string on every backend, with no percent-encoding and no path tricks.
 
 Contract, checked by ``tests/contract/`` against every backend:
 
 * ``put_stream`` writes an object from an iterable of chunks without holding it whole in
   memory. The object becomes visible only when the whole stream was written: an exception
   from the iterable or from the backend leaves no object under that key (a partial upload
-  is aborted / its temp file removed).
+  is aborted / its temp file removed). An exception raised by the iterable propagates
+  unchanged; the backend's own failures are translated into :mod:`lifeboat.errors`.
+  Writing an existing key replaces it atomically (readers see the old or the new object).
 * ``put_bytes(..., create_only=True)`` is atomic: when the key already exists it raises
   :class:`~lifeboat.errors.AlreadyExists` and leaves the existing object untouched. The
   catalog uses it to write ``manifest.json`` exactly once.
-* ``get_stream`` yields the object's bytes in chunks; ``get_bytes`` returns them whole (for
-  small objects only). A missing key raises :class:`~lifeboat.errors.NotFound`.
-* ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix),
-  sorted by key.
+* ``get_stream`` yields the object's bytes in non-empty chunks of at most ``chunk_size``
+  bytes; ``get_bytes`` returns them whole (for small objects only). A missing
+  key raises :class:`~lifeboat.errors.NotFound` from the call itself, before iteration.
+* ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix:
+  ``"a/b"`` matches ``a/b/c`` and ``a/bc``), sorted by key.
 * ``delete`` of a missing key is not an error (deletes are retried after interruptions).
 * Unreachable store, bad credentials or a missing bucket raise
-  :class:`~lifeboat.errors.RepositoryUnavailable`.
+  :class:`~lifeboat.errors.RepositoryUnavailable`; a full disk raises
+  :class:`~lifeboat.errors.OperationFailed`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,46 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+from lifeboat.errors import UsageError
+
+MAX_KEY_LENGTH = 1024
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=@,:/")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid object key, else raise :class:`UsageError`."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise UsageError(f"invalid object key {key[:80]!r}: must be 1 to {MAX_KEY_LENGTH} characters")
+    _check_chars(key)
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise UsageError(
+            f"invalid object key {key[:80]!r}: use a relative name without empty, '.' or '..' parts"
+        )
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start valid keys (``""`` and a trailing ``/`` allowed)."""
+    if not prefix:
+        return prefix
+    _check_chars(prefix)
+    parts = prefix.split("/")
+    if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] == "..":
+        raise UsageError(
+            f"invalid key prefix {prefix[:80]!r}: use a relative name without empty, '.' or '..' parts"
+        )
+    return prefix
+
+
+def _check_chars(name: str) -> None:
+    bad = set(name) - _KEY_CHARS
+    if bad:
+        shown = "".join(sorted(bad))[:10]
+        raise UsageError(
+            f"invalid object key {name[:80]!r}: characters {shown!r} are not allowed "
+            "(use letters, digits and ._-+=@,:/)"
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,238 @@
+"""Objects as files under one directory (``file://PATH``).
+
+A write goes to a temp file in the target's directory, is fsynced, and is then renamed
+onto the key (``os.replace``) or, for create-only, hard-linked onto it (``os.link`` fails
+when the name exists, so two writers can never both win). The directory is fsynced after
+either so the new name survives a power loss. Temp files carry the :data:`TEMP_PREFIX`
+name, are removed on failure and never appear in a listing.
+
+A key and a key below it (``a`` and ``a/b``) cannot both exist here, as a name cannot be a
+file and a directory at once; writing the second raises :class:`OperationFailed`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from lifeboat.errors import (
+    AlreadyExists,
+    NotFound,
+    OperationFailed,
+    RepositoryUnavailable,
+    UsageError,
+)
+from lifeboat.repository.base import ObjectInfo, check_key, check_prefix
+
+TEMP_PREFIX = ".lifeboat-tmp-"
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class LocalStore:
+    """A repository in a local (or mounted network) directory."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(os.path.abspath(root))
+        self._url = self._root.as_uri()
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if any(part.startswith(TEMP_PREFIX) for part in key.split("/")):
+            raise UsageError(f"invalid object key {key!r}: names starting {TEMP_PREFIX!r} are reserved")
+        path = self._root / key
+        # A symlink planted inside the repository must not lead a key outside it.
+        real_root = os.path.realpath(self._root)
+        if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+            raise UsageError(f"object key {key!r} resolves outside the repository {self._url}")
+        return path
+
+    @contextmanager
+    def _translated(self, action: str, key: str) -> Iterator[None]:
+        """Turn an OSError from our own file operations into a lifeboat error."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise NotFound(f"object {key} not found in {self._url}") from None
+        except (IsADirectoryError, NotADirectoryError) as exc:
+            if action == "writing":
+                raise self._error(action, key, exc) from exc
+            # Only a directory (or a file) stands where the key would be: no such object.
+            raise NotFound(f"object {key} not found in {self._url}") from None
+        except OSError as exc:
+            raise self._error(action, key, exc) from exc
+
+    def _error(self, action: str, key: str, exc: OSError) -> Exception:
+        where = f"{action} {key} in {self._url}"
+        if exc.errno in _DISK_FULL:
+            return OperationFailed(f"{where} failed: the disk is full; free space and retry")
+        if exc.errno in _REFUSED:
+            return RepositoryUnavailable(
+                f"{where} failed: {exc.strerror}; check ownership and mode of {self._root}"
+            )
+        if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+            return OperationFailed(
+                f"{where} failed: the key collides with a directory or file of another key"
+            )
+        return OperationFailed(f"{where} failed: {exc.strerror or exc}")
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        return self._put(key, chunks, create_only=False)
+
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
+        return self._put(key, (data,), create_only=create_only)
+
+    def _put(self, key: str, chunks: Iterable[bytes], *, create_only: bool) -> ObjectInfo:
+        path = self._path(key)
+        with self._translated("writing", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        try:
+            size = self._write_chunks(fd, key, chunks)
+            with self._translated("writing", key):
+                os.fsync(fd)
+                os.close(fd)
+                fd = -1
+                self._publish(temp, path, key, create_only)
+                _fsync_dir(path.parent)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            _remove_quietly(temp)
+        return ObjectInfo(key, size)
+
+    def _write_chunks(self, fd: int, key: str, chunks: Iterable[bytes]) -> int:
+        size = 0
+        for chunk in chunks:  # an exception from the caller's iterable propagates unchanged
+            with self._translated("writing", key):
+                _write_all(fd, chunk)
+            size += len(chunk)
+        return size
+
+    def _publish(self, temp: str, path: Path, key: str, create_only: bool) -> None:
+        if not create_only:
+            os.replace(temp, path)
+            return
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            raise AlreadyExists(
+                f"object {key} already exists in {self._url}; it was left unchanged"
+            ) from None
+
+    def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        path = self._path(key)
+        with self._translated("reading", key):
+            file = path.open("rb")
+        return self._read_chunks(file, key, chunk_size)
+
+    def _read_chunks(self, file: BinaryIO, key: str, chunk_size: int) -> Iterator[bytes]:
+        try:
+            while True:
+                with self._translated("reading", key):
+                    chunk = file.read(chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            file.close()
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        with self._translated("reading", key):
+            return path.read_bytes()
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            with self._translated("inspecting", key):
+                info = path.stat()
+        except NotFound:
+            return None
+        if not _is_file(info.st_mode):
+            return None
+        return ObjectInfo(key, info.st_size)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        # Only the directory that holds the prefix's last segment needs walking.
+        start = self._root / prefix.rpartition("/")[0]
+        found: list[ObjectInfo] = []
+        with self._translated("listing", prefix or "/"):
+            for directory, dirnames, filenames in os.walk(start, onerror=_raise):
+                dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
+                rel = Path(directory).relative_to(self._root).as_posix()
+                for name in filenames:
+                    key = name if rel == "." else f"{rel}/{name}"
+                    if name.startswith(TEMP_PREFIX) or not key.startswith(prefix):
+                        continue
+                    info = os.stat(os.path.join(directory, name), follow_symlinks=False)
+                    if _is_file(info.st_mode):
+                        found.append(ObjectInfo(key, info.st_size))
+        found.sort(key=lambda o: o.key)
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            with self._translated("deleting", key):
+                path.unlink()
+        except NotFound:
+            return
+        self._prune_empty_dirs(path.parent)
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        """Remove directories emptied by a delete, up to the root (best effort)."""
+        while directory != self._root and self._root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # already renamed into place, or the failure being reported is the real one
+
+
+def _is_file(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+def _raise(exc: OSError) -> None:
+    # A prefix whose directory does not exist (or is a file) simply has no objects.
+    if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        raise exc

@@ -1,0 +1,146 @@
+"""An in-memory object store for unit tests, with injectable faults.
+
+It honours the whole contract of :mod:`lifeboat.repository.base` (create-only, a failed
+stream leaves nothing) so code tested against it behaves the same on real backends. It is
+not a backend for users: ``memory://`` exists for tests only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from lifeboat.errors import AlreadyExists, LifeboatError, NotFound, RepositoryUnavailable
+from lifeboat.repository.base import ObjectInfo, check_key, check_prefix
+
+OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "stat", "list", "delete")
+
+
+@dataclass
+class Fault:
+    """One injected failure; it fires once, then is discarded.
+
+    It hits the call of ``operation`` after ``after_calls`` matching calls succeeded, on
+    keys starting with ``key_prefix``. With ``after_bytes``, a ``put_stream`` or ``get_stream``
+    fails only once that many bytes have passed, i.e. midway through the stream.
+    """
+
+    operation: str
+    after_calls: int = 0
+    after_bytes: int | None = None
+    key_prefix: str = ""
+    error: LifeboatError = field(
+        default_factory=lambda: RepositoryUnavailable("memory store: injected fault")
+    )
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {self.operation!r}; one of {OPERATIONS}")
+        if self.after_bytes is not None and self.operation not in ("put_stream", "get_stream"):
+            raise ValueError("after_bytes applies to put_stream and get_stream only")
+
+
+class MemoryStore:
+    """Objects in a dict. ``calls`` counts every operation, for assertions in tests."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self._url = url
+        self._objects: dict[str, bytes] = {}
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def inject(self, fault: Fault) -> None:
+        """Arm ``fault``; several faults may be armed at once."""
+        self._faults.append(fault)
+
+    def keys(self) -> list[str]:
+        """Every stored key, sorted (for test assertions)."""
+        return sorted(self._objects)
+
+    def _fault_for(self, operation: str, key: str) -> Fault | None:
+        self.calls[operation] += 1
+        for fault in self._faults:
+            if fault.operation != operation or not key.startswith(fault.key_prefix):
+                continue
+            if fault.after_calls > 0:
+                fault.after_calls -= 1
+                continue
+            self._faults.remove(fault)
+            if fault.after_bytes is None:
+                raise fault.error
+            return fault
+        return None
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        check_key(key)
+        fault = self._fault_for("put_stream", key)
+        parts: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if fault is not None and fault.after_bytes is not None and size > fault.after_bytes:
+                raise fault.error
+            parts.append(bytes(chunk))
+        with self._lock:
+            self._objects[key] = b"".join(parts)
+        return ObjectInfo(key, size)
+
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
+        check_key(key)
+        self._fault_for("put_bytes", key)
+        with self._lock:
+            if create_only and key in self._objects:
+                raise AlreadyExists(f"object {key} already exists in {self._url}; it was left unchanged")
+            self._objects[key] = bytes(data)
+        return ObjectInfo(key, len(data))
+
+    def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        check_key(key)
+        fault = self._fault_for("get_stream", key)
+        data = self._get(key)
+        return self._chunks(data, chunk_size, fault)
+
+    @staticmethod
+    def _chunks(data: bytes, chunk_size: int, fault: Fault | None) -> Iterator[bytes]:
+        for start in range(0, len(data), chunk_size):
+            end = min(start + chunk_size, len(data))
+            if fault is not None and fault.after_bytes is not None and end > fault.after_bytes:
+                raise fault.error
+            yield data[start:end]
+
+    def get_bytes(self, key: str) -> bytes:
+        check_key(key)
+        self._fault_for("get_bytes", key)
+        return self._get(key)
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self._objects[key]
+        except KeyError:
+            raise NotFound(f"object {key} not found in {self._url}") from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        check_key(key)
+        self._fault_for("stat", key)
+        data = self._objects.get(key)
+        return None if data is None else ObjectInfo(key, len(data))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        self._fault_for("list", prefix)
+        with self._lock:
+            found = sorted((k, len(v)) for k, v in self._objects.items() if k.startswith(prefix))
+        return iter([ObjectInfo(k, size) for k, size in found])
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        self._fault_for("delete", key)
+        with self._lock:
+            self._objects.pop(key, None)

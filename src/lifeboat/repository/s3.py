@@ -1,0 +1,320 @@
+"""Objects in an S3 bucket (``s3://BUCKET/PREFIX``), through obstore.
+
+Credentials, region and endpoint come from the standard AWS variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` defaulting to ``us-east-1``,
+``AWS_ENDPOINT_URL``); without explicit keys obstore's usual chain applies (web identity,
+container and instance credentials). With an endpoint, requests use path-style addressing,
+and ``http://`` is allowed for it.
+
+Guarantees, as S3 gives them:
+
+* ``put_stream`` is a multipart upload of :data:`PART_SIZE` parts with at most
+  :data:`PARTS_IN_FLIGHT` in flight, so memory stays near their product whatever the object
+  size. The object appears only when the upload completes; an exception from the chunk
+  iterable or a failed part aborts the upload, so no object and no pending upload remain
+  (if the abort request itself fails, the parts linger invisibly until a bucket lifecycle
+  rule removes them).
+* ``put_bytes(create_only=True)`` is one PUT with ``If-None-Match: *``: the store itself
+  refuses to overwrite, atomically, even against a concurrent writer. AWS S3 (since 2024-08)
+  and SeaweedFS (checked against 4.48 in the contract suite) honour it; a store that ignored
+  the header would silently overwrite, so do not point lifeboat at such a store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import obstore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store as _Client
+
+from lifeboat.errors import (
+    AlreadyExists,
+    NotFound,
+    OperationFailed,
+    RepositoryUnavailable,
+    UsageError,
+)
+from lifeboat.repository.base import ObjectInfo, check_key, check_prefix
+
+if TYPE_CHECKING:
+    from obstore.store import S3Config
+
+PART_SIZE = 8 << 20
+PARTS_IN_FLIGHT = 4
+DEFAULT_REGION = "us-east-1"
+
+_S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+# A probe key under our prefix that no one writes; listing it costs one small request.
+_PROBE = ".lifeboat-bucket-probe/"
+
+
+class S3Store:
+    """One bucket (and optional key prefix) on S3 or an S3-compatible server."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str = DEFAULT_REGION,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+    ) -> None:
+        if not bucket:
+            raise UsageError("S3 repository URL has no bucket; use s3://BUCKET/PREFIX")
+        self._bucket = bucket
+        self._prefix = check_prefix(prefix.strip("/") + "/") if prefix.strip("/") else ""
+        self._endpoint = _without_credentials(endpoint) if endpoint else None
+        self._url = f"s3://{bucket}/{self._prefix}".rstrip("/")
+        self._bucket_seen = False
+        config: S3Config = {"region": region}
+        if endpoint:
+            config["endpoint"] = endpoint.rstrip("/")
+            config["virtual_hosted_style_request"] = False
+        if access_key_id and secret_access_key:
+            config["access_key_id"] = access_key_id
+            config["secret_access_key"] = secret_access_key
+            if session_token:
+                config["session_token"] = session_token
+        self._client = _Client(
+            bucket,
+            config=config,
+            client_options={
+                "allow_http": bool(endpoint and endpoint.startswith("http://")),
+                "connect_timeout": "5s",
+                # obstore's 30 s limit covers a whole request, body included, and would cut
+                # a multi-gigabyte download short; a stalled transfer is caught by the read
+                # timeout instead.
+                "timeout": "12h",
+                "read_timeout": "120s",
+            },
+            # Fail an unreachable store in about a second instead of obstore's three minutes;
+            # the backup schedule, not this call, is the place for long retries.
+            retry_config={
+                "max_retries": 3,
+                "retry_timeout": dt.timedelta(seconds=30),
+                "backoff": {"init_backoff": dt.timedelta(milliseconds=100), "base": 2},
+            },
+        )
+
+    @classmethod
+    def from_env(
+        cls, bucket: str, prefix: str = "", environ: Mapping[str, str] = os.environ
+    ) -> S3Store:
+        """Open ``bucket`` with credentials and endpoint from the standard AWS variables."""
+        return cls(
+            bucket,
+            prefix,
+            endpoint=environ.get("AWS_ENDPOINT_URL") or None,
+            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            access_key_id=environ.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=environ.get("AWS_SESSION_TOKEN") or None,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def _where(self) -> str:
+        at = f" at {self._endpoint}" if self._endpoint else ""
+        return f"S3 bucket {self._bucket}{at}"
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        path = self._prefix + check_key(key)
+        counted = _Counted(chunks)
+        try:
+            obstore.put(
+                self._client, path, counted, use_multipart=True,
+                chunk_size=PART_SIZE, max_concurrency=PARTS_IN_FLIGHT,
+            )
+        except (BaseError, OSError) as exc:
+            if counted.failure is not None:
+                raise counted.failure from None
+            self._raise(exc, "writing", key)
+        return ObjectInfo(key, counted.size)
+
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
+        path = self._prefix + check_key(key)
+        try:
+            obstore.put(
+                self._client, path, data, use_multipart=False,
+                mode="create" if create_only else "overwrite",
+            )
+        except (AlreadyExistsError, PreconditionError):
+            raise AlreadyExists(
+                f"object {key} already exists in {self._url}; it was left unchanged"
+            ) from None
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "writing", key)
+        return ObjectInfo(key, len(data))
+
+    def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        path = self._prefix + check_key(key)
+        try:
+            result = obstore.get(self._client, path)
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "reading", key)
+        return self._stream(result.stream(min_chunk_size=chunk_size), key, chunk_size)
+
+    def _stream(self, body: Iterator[bytes], key: str, chunk_size: int) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = memoryview(next(body))
+            except StopIteration:
+                return
+            except (BaseError, OSError) as exc:
+                self._raise(exc, "reading", key)
+            # obstore yields at least min_chunk_size bytes; the contract promises at most.
+            for start in range(0, len(chunk), chunk_size):
+                yield bytes(chunk[start:start + chunk_size])
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.get_stream(key))
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._prefix + check_key(key)
+        try:
+            meta = obstore.head(self._client, path)
+        except FileNotFoundError:
+            self._require_bucket()
+            return None
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "inspecting", key)
+        return ObjectInfo(key, int(meta["size"]))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self._prefix + check_prefix(prefix)
+        # obstore matches prefixes by whole path segments; S3 prefixes are plain strings, so
+        # list the enclosing "directory" and filter by the string prefix here.
+        directory = full.rpartition("/")[0]
+        found: list[ObjectInfo] = []
+        try:
+            for batch in obstore.list(self._client, prefix=directory or None, chunk_size=1000):
+                for meta in batch:
+                    if meta["path"].startswith(full):
+                        found.append(ObjectInfo(meta["path"][len(self._prefix):], int(meta["size"])))
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "listing", prefix or "/")
+        self._bucket_seen = True
+        found.sort(key=lambda o: o.key)
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        path = self._prefix + check_key(key)
+        try:
+            obstore.delete(self._client, path)
+        except FileNotFoundError:
+            self._require_bucket()
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "deleting", key)
+
+    def _require_bucket(self) -> None:
+        """Raise RepositoryUnavailable if the bucket is missing (checked once per store).
+
+        S3 answers a HEAD on a missing bucket with a bare 404, the same as for a missing
+        key, so a "not found" is only trusted once the bucket is known to exist.
+        """
+        if self._bucket_seen:
+            return
+        try:
+            for _ in obstore.list(self._client, prefix=self._prefix + _PROBE):
+                break
+        except FileNotFoundError:
+            raise RepositoryUnavailable(
+                f"{self._where()} does not exist; create it or fix the repository URL"
+            ) from None
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "checking", "the bucket")
+        self._bucket_seen = True
+
+    def _raise(self, exc: BaseException, action: str, key: str) -> NoReturn:
+        """Translate an obstore failure into the lifeboat error tree."""
+        code = _s3_code(exc)
+        if code == "NoSuchBucket":
+            raise RepositoryUnavailable(
+                f"{self._where()} does not exist; create it or fix the repository URL"
+            ) from None
+        if isinstance(exc, FileNotFoundError):
+            self._require_bucket()
+            raise NotFound(f"object {key} not found in {self._url}") from None
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or code in (
+            "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken",
+        ):
+            raise RepositoryUnavailable(
+                f"{self._where()} refused our credentials ({code or 'access denied'}) while "
+                f"{action} {key}; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            ) from None
+        if isinstance(exc, BaseError):
+            raise RepositoryUnavailable(
+                f"{self._where()} failed while {action} {key}: {_reason(exc, code)}; "
+                "check the endpoint and network"
+            ) from None
+        raise OperationFailed(f"{self._where()}: {action} {key} failed: {_reason(exc, code)}") from None
+
+
+class _Counted:
+    """Pass chunks through, counting their bytes and keeping what the source raised."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.size = 0
+        self.failure: BaseException | None = None
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        self.size += len(chunk)
+        return chunk
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    match = _S3_CODE.search(str(exc))
+    return match.group(1) if match else None
+
+
+def _reason(exc: BaseException, code: str | None) -> str:
+    """A short, single-line cause: the S3 error code, or the transport error's gist."""
+    if code:
+        return code
+    text = str(exc)
+    for gist in ("error sending request", "connection refused", "timed out", "dns error"):
+        if gist in text.lower():
+            return gist
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return _URL.sub("<url>", first)[:160]
+
+
+_URL = re.compile(r"https?://\S+")
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` removed, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
