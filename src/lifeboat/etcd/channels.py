@@ -1,0 +1,187 @@
+"""gRPC channels to etcd endpoints, and the failover loop every unary call goes through."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+# grpc-core logs every failed TLS handshake to stderr; the errors we raise already say
+# what failed. Set before grpc is imported; a user's own GRPC_VERBOSITY wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402
+
+from lifeboat.etcd.failures import (  # noqa: E402
+    Attempt,
+    Kind,
+    attempt,
+    exhausted,
+    translate,
+    write_timed_out,
+)
+from lifeboat.etcd.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
+from lifeboat.etcd.settings import (  # noqa: E402
+    ConnectionSettings,
+    Endpoint,
+    TlsMaterial,
+    parse_endpoint,
+)
+
+T = TypeVar("T")
+
+# The generated service stubs carry no type hints; callers get Any-typed stubs either way.
+_services: Any = rpc_pb2_grpc
+
+# etcd's own client accepts messages up to math.MaxInt32; big Range pages need far more
+# than grpc's 4 MiB default.
+MAX_MESSAGE_BYTES = 2**31 - 1
+
+_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Pings detect a dead or paused member under a long Snapshot or Watch stream. etcd
+    # refuses pings more often than --grpc-keepalive-min-time (5s by default) and pings
+    # without an active stream, hence 10s and permit_without_calls=0.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A member that comes back is retried within seconds, not grpc's default two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+@dataclass(frozen=True)
+class Stubs:
+    """The etcd services on one channel."""
+
+    endpoint: Endpoint
+    kv: Any
+    watch: Any
+    lease: Any
+    cluster: Any
+    maintenance: Any
+
+
+class _Connection:
+    def __init__(self, endpoint: Endpoint, credentials: grpc.ChannelCredentials | None) -> None:
+        self.endpoint = endpoint
+        if credentials is None:
+            self.channel = grpc.insecure_channel(endpoint.target, options=_CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.secure_channel(endpoint.target, credentials, options=_CHANNEL_OPTIONS)
+        self.stubs = Stubs(
+            endpoint=endpoint,
+            kv=_services.KVStub(self.channel),
+            watch=_services.WatchStub(self.channel),
+            lease=_services.LeaseStub(self.channel),
+            cluster=_services.ClusterStub(self.channel),
+            maintenance=_services.MaintenanceStub(self.channel),
+        )
+        self.proven = False
+
+    def prove(self, dial_timeout: float) -> None:
+        """Check once that the endpoint answers; raises the ``grpc.RpcError`` when not.
+
+        A Status call without wait_for_ready fails at once with grpc's reason when the
+        connection failed (refused, TLS handshake) and otherwise waits for the connection,
+        so one call both bounds connecting by ``dial_timeout`` and says why it failed.
+        Status is answered from the member's local state and needs no etcd role.
+        """
+        if not self.proven:
+            self.stubs.maintenance.Status(rpc_pb2.StatusRequest(), timeout=dial_timeout, wait_for_ready=False)
+            self.proven = True
+
+
+class EndpointPool:
+    """One lazily opened channel per endpoint; calls fail over between the configured ones."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.endpoints = settings.parsed_endpoints()
+        self._material: TlsMaterial | None = settings.tls.load() if settings.tls else None
+        self._connections: dict[str, _Connection] = {}
+        self._preferred = 0
+        self._lock = threading.Lock()
+
+    def _credentials(self, endpoint: Endpoint) -> grpc.ChannelCredentials | None:
+        if not endpoint.uses_tls(self._material is not None):
+            return None
+        material = self._material or TlsMaterial(None, None, None)
+        return grpc.ssl_channel_credentials(
+            root_certificates=material.ca, private_key=material.key, certificate_chain=material.cert
+        )
+
+    def _connection(self, endpoint: Endpoint) -> _Connection:
+        with self._lock:
+            found = self._connections.get(endpoint.url)
+            if found is None:
+                found = _Connection(endpoint, self._credentials(endpoint))
+                self._connections[endpoint.url] = found
+            return found
+
+    def resolve(self, endpoint: str) -> Endpoint:
+        """The configured endpoint with this URL, or a new one (e.g. a member's client URL)."""
+        for known in self.endpoints:
+            if endpoint in (known.url, known.target):
+                return known
+        return parse_endpoint(endpoint)
+
+    def _order(self) -> list[Endpoint]:
+        start = self._preferred
+        return [self.endpoints[(start + i) % len(self.endpoints)] for i in range(len(self.endpoints))]
+
+    def call(
+        self, what: str, invoke: Callable[[Stubs, float], T], *,
+        idempotent: bool = True, endpoint: str | None = None,
+    ) -> T:
+        """Run ``invoke`` on one endpoint after another until one answers.
+
+        With ``endpoint`` only that one is tried. ``UNAVAILABLE`` and TLS failures move on
+        to the next endpoint; a deadline moves on only for ``idempotent`` calls, since a
+        write that timed out may have been applied.
+        """
+        candidates = [self.resolve(endpoint)] if endpoint else self._order()
+        attempts: list[Attempt] = []
+        for candidate in candidates:
+            connection = self._connection(candidate)
+            try:
+                connection.prove(self.settings.dial_timeout)
+            except grpc.RpcError as error:
+                failed = attempt(candidate.url, error)
+                if failed.kind is Kind.FINAL:
+                    raise translate(what, candidate.url, error) from None
+                if failed.kind is Kind.TIMEOUT:
+                    failed = Attempt(candidate.url, Kind.UNREACHABLE,
+                                     f"no answer within --dial-timeout {self.settings.dial_timeout:g}s")
+                attempts.append(failed)
+                continue
+            try:
+                result = invoke(connection.stubs, self.settings.command_timeout)
+            except grpc.RpcError as error:
+                failed = attempt(candidate.url, error)
+                connection.proven = False
+                if failed.kind is Kind.TIMEOUT and not idempotent:
+                    raise write_timed_out(what, candidate.url, self.settings.command_timeout) from None
+                if failed.kind is Kind.FINAL:
+                    raise translate(what, candidate.url, error) from None
+                attempts.append(failed)
+                continue
+            if endpoint is None:
+                self._preferred = self.endpoints.index(candidate)
+            return result
+        raise exhausted(what, attempts)
+
+    def stubs_for(self, what: str, endpoint: str | None = None) -> Stubs:
+        """A proven endpoint's stubs, for a streaming call (no failover once it started)."""
+        return self.call(what, lambda stubs, _timeout: stubs, endpoint=endpoint)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            connection.channel.close()
+

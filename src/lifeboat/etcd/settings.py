@@ -1,0 +1,133 @@
+"""How to reach etcd: endpoints, TLS files and timeouts, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lifeboat.errors import UsageError
+
+DEFAULT_CLIENT_PORT = 2379
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One etcd client URL: ``url`` as the user wrote it, ``target`` as gRPC dials it."""
+
+    url: str
+    host: str
+    port: int
+    scheme: str | None
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def uses_tls(self, tls_configured: bool) -> bool:
+        """https always, http never; a bare ``host:port`` when TLS files were given (as etcdctl)."""
+        if self.scheme is None:
+            return tls_configured
+        return self.scheme == "https"
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """Parse ``https://host:port``, ``http://host:port`` or bare ``host:port``."""
+    raw = text.strip()
+    if not raw:
+        raise UsageError("--endpoints: an endpoint is empty; give URLs like https://10.0.0.1:2379")
+    has_scheme = "://" in raw
+    try:
+        parts = urlsplit(raw if has_scheme else f"//{raw}")
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"--endpoints: {raw!r} is not host:port or a URL ({exc})") from None
+    scheme = parts.scheme.lower() if has_scheme else None
+    if scheme not in (None, "http", "https"):
+        raise UsageError(f"--endpoints: {raw!r} uses scheme {scheme!r}; use https:// or http://")
+    if not parts.hostname:
+        raise UsageError(f"--endpoints: {raw!r} names no host; give URLs like https://10.0.0.1:2379")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"--endpoints: {raw!r} has a path; give only scheme, host and port")
+    return Endpoint(url=raw, host=parts.hostname, port=port or DEFAULT_CLIENT_PORT, scheme=scheme)
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """The PEM bytes read from a :class:`TlsConfig`; never logged or put in messages."""
+
+    ca: bytes | None = field(repr=False)
+    cert: bytes | None = field(repr=False)
+    key: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS files named like etcdctl's flags: ``--cacert``, ``--cert``, ``--key``."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise UsageError("--cert and --key must be given together (client certificate and its key)")
+
+    def load(self) -> TlsMaterial:
+        """Read and sanity-check the files; a missing or non-PEM file raises ``UsageError``."""
+        return TlsMaterial(
+            ca=_read_pem(self.ca, "--cacert", b"CERTIFICATE"),
+            cert=_read_pem(self.cert, "--cert", b"CERTIFICATE"),
+            key=_read_pem(self.key, "--key", b"PRIVATE KEY"),
+        )
+
+
+def _read_pem(path: Path | None, flag: str, label: bytes) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: file does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    if b"-----BEGIN " not in data or label + b"-----" not in data:
+        raise UsageError(f"{flag} {path}: not a PEM file holding a {label.decode().lower()}")
+    return data
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where etcd is and how long to wait for it.
+
+    ``dial_timeout`` bounds connecting to (and the TLS handshake with) one endpoint;
+    ``command_timeout`` is the deadline of every unary call.
+    """
+
+    endpoints: tuple[str, ...]
+    tls: TlsConfig | None = None
+    dial_timeout: float = 5.0
+    command_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoints, str):
+            raise UsageError("--endpoints must be a list of URLs, not one string")
+        if not self.endpoints:
+            raise UsageError("--endpoints: no etcd endpoint given; pass e.g. https://127.0.0.1:2379")
+        for value, flag in ((self.dial_timeout, "--dial-timeout"), (self.command_timeout, "--command-timeout")):
+            if not value > 0:
+                raise UsageError(f"{flag} must be a positive number of seconds, got {value}")
+        self.parsed_endpoints()
+
+    def parsed_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(parse_endpoint(e) for e in self.endpoints)
+
+    @classmethod
+    def from_flags(
+        cls, endpoints: str, tls: TlsConfig | None = None,
+        dial_timeout: float = 5.0, command_timeout: float = 10.0,
+    ) -> ConnectionSettings:
+        """Build from an etcdctl-style comma-separated ``--endpoints`` value."""
+        items = tuple(e.strip() for e in endpoints.split(",") if e.strip())
+        return cls(items, tls, dial_timeout, command_timeout)

@@ -1,0 +1,297 @@
+"""lifeboat's etcd client against real etcd 3.5.1 and 3.4.23 members, over mTLS."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.errors import EtcdAuthError, EtcdUnavailable, OperationFailed, UsageError
+from lifeboat.etcd import (
+    Compare,
+    ConnectionSettings,
+    Delete,
+    EtcdClient,
+    EventType,
+    Get,
+    Put,
+    RevisionCompacted,
+    Target,
+    TlsConfig,
+)
+from tests.support.binaries import EtcdRelease
+from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.etcd_load import load_keys, numbered
+from tests.support.pki import Pki
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def tls(pki: Pki) -> TlsConfig:
+    return TlsConfig(ca=pki.ca, cert=pki.client.cert, key=pki.client.key)
+
+
+def connect(endpoints: list[str], tls_config: TlsConfig | None, dial: float = 2, command: float = 5) -> EtcdClient:
+    return EtcdClient(ConnectionSettings(tuple(endpoints), tls_config, dial_timeout=dial, command_timeout=command))
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    release: EtcdRelease, pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EtcdCluster]:
+    with EtcdCluster(release, tmp_path_factory.mktemp(f"etcd{release.version}"), size=3, pki=pki) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster: EtcdCluster, pki: Pki) -> Iterator[EtcdClient]:
+    with connect(cluster.endpoints, tls(pki)) as c:
+        yield c
+
+
+def wait_applied(client: EtcdClient, endpoints: list[str], revision: int) -> None:
+    deadline = time.monotonic() + 10
+    while any(client.status(e).revision < revision for e in endpoints):
+        assert time.monotonic() < deadline, f"members did not reach revision {revision}"
+        time.sleep(0.05)
+
+
+def test_status_describes_the_member_behind_the_endpoint(
+    client: EtcdClient, cluster: EtcdCluster, release: EtcdRelease
+) -> None:
+    statuses = [client.status(e) for e in cluster.endpoints]
+    assert {s.version for s in statuses} == {release.version}
+    assert len({s.member_id for s in statuses}) == 3
+    assert len({s.leader_id for s in statuses}) == 1
+    assert statuses[0].leader_id in {s.member_id for s in statuses}
+    assert sum(s.is_leader for s in statuses) == 1
+    assert all(s.db_size > 0 and 0 < s.db_size_in_use <= s.db_size for s in statuses)
+    assert all(s.raft_term > 0 and s.raft_applied_index > 0 for s in statuses)
+    assert not any(s.is_learner or s.errors for s in statuses)
+    assert statuses[1].endpoint == cluster.endpoints[1]
+
+
+def test_member_list_names_every_member_and_the_cluster(client: EtcdClient, cluster: EtcdCluster) -> None:
+    listed = client.member_list()
+    assert sorted(m.name for m in listed.members) == ["m0", "m1", "m2"]
+    assert sorted(u for m in listed.members for u in m.client_urls) == sorted(cluster.endpoints)
+    assert sorted(u for m in listed.members for u in m.peer_urls) == sorted(m.peer_url for m in cluster.members)
+    assert listed.cluster_id == client.status(cluster.endpoints[0]).cluster_id != 0
+    assert not any(m.is_learner for m in listed.members)
+
+
+def test_paged_range_stays_at_the_revision_of_its_first_page(client: EtcdClient) -> None:
+    for i in range(25):
+        client.put(f"/paged/{i:03d}", b"v%d" % i)
+    pages = client.range_pages("/paged/", prefix=True, page_size=10)
+    first = next(pages)
+    for i in range(25, 35):
+        client.put(f"/paged/{i:03d}", b"late")
+    client.put("/paged/000", b"changed")
+    rest = [kv for page in pages for kv in page.kvs]
+    keys = [kv.key for kv in first.kvs + tuple(rest)]
+    assert keys == [f"/paged/{i:03d}".encode() for i in range(25)]
+    assert first.kvs[0].value == b"v0"
+    assert all(kv.mod_revision <= first.revision for kv in rest)
+    assert len(list(client.range_all("/paged/", prefix=True, page_size=7))) == 35
+
+
+def test_put_get_delete_and_conditional_writes(client: EtcdClient) -> None:
+    first = client.put("/kv/a", b"1")
+    second = client.put("/kv/a", b"2")
+    assert second > first
+    got = client.get("/kv/a")
+    assert got is not None and got.value == b"2" and got.version == 2 and got.create_revision == first
+    assert client.get("/kv/missing") is None
+
+    assert client.put_if_absent("/kv/once", b"x") is True
+    assert client.put_if_absent("/kv/once", b"y") is False
+    assert client.get("/kv/once").value == b"x"  # type: ignore[union-attr]
+
+    outcome = client.txn(
+        [Compare("/kv/a", Target.VALUE, "==", b"2"), Compare("/kv/a", Target.MOD_REVISION, "==", second)],
+        [Put("/kv/b", b"from-txn"), Get("/kv/a")],
+        [Delete("/kv/a")],
+    )
+    assert outcome.succeeded and outcome.revision == second + 2
+    assert outcome.outcomes[1].kvs[0].value == b"2"  # type: ignore[union-attr]
+    failed = client.txn([Compare("/kv/a", Target.VERSION, ">", 5)], [Delete("/kv/a")], [Get("/kv/b")])
+    assert not failed.succeeded and failed.outcomes[0].kvs[0].value == b"from-txn"  # type: ignore[union-attr]
+    assert client.get("/kv/a") is not None
+    assert client.delete_range("/kv/", prefix=True) == 3
+    assert client.range("/kv/", prefix=True).count == 0
+
+
+def test_watch_sees_puts_and_deletes_after_it_started(client: EtcdClient) -> None:
+    with client.watch("/watched/", prefix=True) as watch:
+        revision = client.put("/watched/x", b"hello")
+        client.delete_range("/watched/x")
+        put = watch.next_event(timeout=5)
+        deleted = watch.next_event(timeout=5)
+    assert put is not None and put.type is EventType.PUT
+    assert (put.kv.key, put.kv.value, put.kv.mod_revision) == (b"/watched/x", b"hello", revision)
+    assert deleted is not None and deleted.type is EventType.DELETE and deleted.kv.key == b"/watched/x"
+    assert watch.next_event(timeout=0.1) is None
+
+
+def test_watch_replays_history_from_a_start_revision(client: EtcdClient) -> None:
+    revision = client.put("/replay/k", b"old")
+    client.put("/replay/k", b"new")
+    with client.watch("/replay/k", start_revision=revision) as watch:
+        values = [watch.next_event(timeout=5), watch.next_event(timeout=5)]
+    assert [e.kv.value for e in values if e] == [b"old", b"new"]
+
+
+def test_lease_grant_keepalive_and_revoke(client: EtcdClient) -> None:
+    lease = client.lease_grant(30)
+    client.put("/leased/k", b"v", lease=lease)
+    assert 0 < client.lease_keepalive_once(lease) <= 30
+    alive = client.lease_time_to_live(lease, keys=True)
+    assert alive.granted_ttl == 30 and alive.keys == (b"/leased/k",)
+    client.lease_revoke(lease)
+    assert client.get("/leased/k") is None
+    assert client.lease_keepalive_once(lease) <= 0
+    assert client.lease_time_to_live(lease).ttl == -1
+
+
+def test_a_healthy_cluster_has_no_alarms(client: EtcdClient) -> None:
+    assert client.alarms() == []
+
+
+def test_hash_kv_is_equal_on_every_member(client: EtcdClient, cluster: EtcdCluster) -> None:
+    revision = client.put("/hashed", b"x")
+    wait_applied(client, cluster.endpoints, revision)
+    hashes = [client.hash_kv(e, revision) for e in cluster.endpoints]
+    assert len({h.hash for h in hashes}) == 1
+    assert {h.revision for h in hashes} == {revision}
+    assert len({h.member_id for h in hashes}) == 3
+
+
+def test_snapshot_stream_is_the_db_followed_by_its_sha256(
+    client: EtcdClient, cluster: EtcdCluster, release: EtcdRelease, tmp_path: Path
+) -> None:
+    load_keys(client, numbered("/snap/", 300, 1024))
+    endpoint = cluster.endpoints[1]
+    ours = tmp_path / "ours.db"
+    chunks = 0
+    with ours.open("wb") as out:
+        for chunk in client.snapshot(endpoint):
+            out.write(chunk)
+            chunks += 1
+    data = ours.read_bytes()
+    assert chunks > 1
+    assert len(data) % 512 == 32
+    assert hashlib.sha256(data[:-32]).digest() == data[-32:]
+
+    theirs = tmp_path / "theirs.db"
+    cluster.members[1].etcdctl("snapshot", "save", str(theirs))
+    # etcdctl strips nothing: both files carry the trailer, and describe the same db.
+    assert abs(theirs.stat().st_size - len(data)) <= 64 * 4096
+    tool = release.etcdutl or release.etcdctl
+    status = subprocess.run(
+        [str(tool), "snapshot", "status", str(ours), "-w", "json"],
+        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
+    )
+    assert '"totalKey"' in status.stdout
+
+
+def test_read_at_a_compacted_revision_says_so(client: EtcdClient) -> None:
+    old = client.put("/compacted/k", b"1")
+    newer = client.put("/compacted/k", b"2")
+    client.compact(newer)
+    with pytest.raises(RevisionCompacted, match="compacted"):
+        client.range("/compacted/k", revision=old)
+    with pytest.raises(RevisionCompacted):
+        client.watch("/compacted/k", start_revision=old).next_event(timeout=5)
+
+
+def test_learner_can_be_added_and_removed(client: EtcdClient) -> None:
+    peer_url = f"https://127.0.0.1:{free_port()}"
+    deadline = time.monotonic() + 15
+    while True:
+        # etcd refuses membership changes ("unhealthy cluster") until every member has
+        # been connected for a few seconds, which a freshly started cluster may not be.
+        try:
+            learner = client.member_add([peer_url], learner=True)
+            break
+        except EtcdUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        assert learner.is_learner and learner.name == "" and learner.id != 0
+        assert learner.id in {m.id for m in client.member_list().members}
+        with pytest.raises(OperationFailed):
+            client.member_promote(learner.id)  # never started, so never caught up
+    finally:
+        left = client.member_remove(learner.id)
+    assert learner.id not in {m.id for m in left} and len(left) == 3
+
+
+def test_calls_fail_over_from_a_dead_endpoint(cluster: EtcdCluster, pki: Pki) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"
+    with connect([dead, cluster.endpoints[2]], tls(pki), dial=1, command=3) as client:
+        assert client.put("/failover/dead", b"x") > 0
+        assert client.get("/failover/dead") is not None
+
+
+def test_calls_fail_over_from_a_paused_member(cluster: EtcdCluster, pki: Pki) -> None:
+    paused: EtcdMember = cluster.members[0]
+    with connect([paused.client_url, cluster.endpoints[1], cluster.endpoints[2]], tls(pki), dial=1, command=2) as client:
+        assert client.get("/failover/probe") is None  # first endpoint now proven and preferred
+        paused.pause()
+        try:
+            started = time.monotonic()
+            listed = client.member_list()
+            assert time.monotonic() - started < 5
+            assert len(listed.members) == 3
+            with connect([paused.client_url, cluster.endpoints[2]], tls(pki), dial=1, command=2) as fresh:
+                assert len(fresh.member_list().members) == 3
+        finally:
+            paused.resume()
+    paused.wait_healthy()
+
+
+def test_unreachable_endpoints_raise_unavailable_quickly(pki: Pki) -> None:
+    endpoints = [f"https://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    started = time.monotonic()
+    with connect(endpoints, tls(pki), dial=1, command=2) as client, pytest.raises(EtcdUnavailable) as raised:
+        client.member_list()
+    assert time.monotonic() - started < 3
+    assert endpoints[0] in str(raised.value) and endpoints[1] in str(raised.value)
+
+
+def test_server_certificate_from_another_ca_is_an_auth_error(
+    cluster: EtcdCluster, pki: Pki, other_pki: Pki
+) -> None:
+    started = time.monotonic()
+    wrong_ca = TlsConfig(ca=other_pki.ca, cert=pki.client.cert, key=pki.client.key)
+    with connect(cluster.endpoints, wrong_ca, dial=2) as client, pytest.raises(EtcdAuthError, match="--cacert"):
+        client.status(cluster.endpoints[0])
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("which", ["foreign client certificate", "no client certificate"])
+def test_client_certificate_etcd_does_not_trust_is_an_auth_error(
+    cluster: EtcdCluster, pki: Pki, other_pki: Pki, which: str
+) -> None:
+    if which == "no client certificate":
+        config = TlsConfig(ca=pki.ca)
+    else:
+        config = TlsConfig(ca=pki.ca, cert=other_pki.client.cert, key=other_pki.client.key)
+    with connect(cluster.endpoints, config, dial=2) as client:
+        with pytest.raises(EtcdAuthError, match="client certificate"):
+            client.member_list()
+        with pytest.raises(EtcdAuthError):
+            list(client.snapshot(cluster.endpoints[0]))
+
+
+def test_missing_tls_file_is_a_usage_error_naming_the_flag(pki: Pki, tmp_path: Path) -> None:
+    config = TlsConfig(ca=tmp_path / "nope.crt", cert=pki.client.cert, key=pki.client.key)
+    with pytest.raises(UsageError, match="--cacert"):
+        EtcdClient(ConnectionSettings(("https://127.0.0.1:2379",), config))
