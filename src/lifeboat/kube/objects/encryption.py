@@ -235,7 +235,9 @@ def _decrypt_cbc(secret: bytes, payload: bytes) -> bytes | None:
 
 def _parse_rule(doc: object) -> ResourceRule:
     rule = _config_mapping(doc, "resources[]")
-    names = tuple(_config_str(r, "resources[].resources[]") for r in _config_list(rule, "resources"))
+    names = tuple(
+        _config_str(r, "resources[].resources[]") for r in _config_list(rule, "resources")
+    )
     providers = tuple(_parse_provider(p) for p in _config_list(rule, "providers"))
     return ResourceRule(names, providers)
 
@@ -258,7 +260,9 @@ def _parse_key(provider: str, doc: object) -> EncryptionKey:
     key = _config_mapping(doc, f"{provider}.keys[]")
     name = _config_str(key.get("name"), f"{provider}.keys[].name")
     try:
-        secret = base64.b64decode(_config_str(key.get("secret"), f"{provider} key {name!r}"), validate=True)
+        secret = base64.b64decode(
+            _config_str(key.get("secret"), f"{provider} key {name!r}"), validate=True
+        )
     except (binascii.Error, ValueError):
         raise UsageError(
             f"encryption configuration: {provider} key {name!r} is not valid base64"
