@@ -182,11 +182,7 @@ def _write(root: Path, plan: Sequence[tuple[str, CapturedFile | None]], out: Bin
     archived: list[CapturedFile] = []
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for path, expected in plan:
-
-            def add(info: tarfile.TarInfo, content: _HashingReader | None) -> None:
-                tar.addfile(info, content)
-
-            entry = _read_member(root, path, names, add)
+            entry = _read_member(root, path, names, tar.addfile)
             if expected is not None and entry != expected:
                 raise _changed(path, "since it was collected")
             archived.append(entry)
@@ -481,7 +477,7 @@ def _safe_name(name: str) -> str:
     """A member name as a clean relative path; absolute or ``..`` names are refused."""
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if name.startswith("/") or ".." in parts or not parts or "\0" in name:
-        raise IntegrityError(f"control-plane archive member {name!r} escapes the destination; refusing to extract it")
+        raise IntegrityError(f"control-plane archive member {name!r} is not a safe relative path; refusing it")
     return "/".join(parts)
 
 
@@ -497,7 +493,7 @@ def _make_parents(dest: Path, relative: str) -> None:
         if not stat.S_ISDIR(mode):
             raise IntegrityError(
                 f"control-plane archive member {relative} would be written through {here},"
-                " which is not a directory; refusing to extract it"
+                " which is not a directory; refusing it"
             )
 
 

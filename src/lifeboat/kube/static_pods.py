@@ -132,21 +132,19 @@ def _pod_from_document(manifest: Path, document: object, container: str | None) 
     if not isinstance(document, Mapping) or document.get("kind") != "Pod":
         raise _bad_manifest(manifest, "no 'kind: Pod' at the top")
     spec = document.get("spec")
-    containers = spec.get("containers") if isinstance(spec, Mapping) else None
-    if not isinstance(containers, list) or not containers:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list):
         raise _bad_manifest(manifest, "no spec.containers")
-    chosen = _choose_container(containers, container)
+    chosen = _choose_container(spec["containers"], container)
     if chosen is None:
         raise _bad_manifest(manifest, "spec.containers holds no container")
     argv = [*_strings(chosen.get("command")), *_strings(chosen.get("args"))]
     if not argv:
         raise _bad_manifest(manifest, "the container has no command")
-    assert isinstance(spec, Mapping)
     return StaticPod(
         manifest=manifest,
         container=str(chosen.get("name", "")),
         image=str(chosen.get("image", "")),
-        flags=parse_flags(argv[1:] if not argv[0].startswith("-") else argv),
+        flags=parse_flags(argv),
         mounts=_host_mounts(spec, chosen),
     )
 

@@ -321,7 +321,7 @@ def test_extraction_refuses_paths_that_leave_the_destination(
     tmp_path: Path, members: list[tuple[str, bytes | str]]
 ) -> None:
     dest = tmp_path / "dest"
-    with pytest.raises(IntegrityError, match="refusing to extract"):
+    with pytest.raises(IntegrityError, match="refusing it"):
         extract_archive(evil_archive(*members), dest)
     assert not (tmp_path / "escape.txt").exists()
     assert not Path("/etc/escape.txt").exists()
