@@ -199,8 +199,9 @@ def etcd_version_from_image(image: str) -> str | None:
 class EtcdDiscovery:
     """What the etcd static pod says about reaching and rebuilding the local member.
 
-    Paths are where the files are found under the ``root`` that was searched. ``cert`` and
-    ``key`` are None when neither kubeadm client certificate exists there.
+    Paths are where the files are found under the ``root`` that was searched; ``ca`` and
+    ``data_dir`` are what the manifest names, whether or not they exist. ``cert`` and ``key``
+    are None when neither kubeadm client certificate pair exists there.
     """
 
     manifest: Path

@@ -115,6 +115,17 @@ def world_readable_node() -> Iterator[KubeadmNode]:
         shutil.rmtree(base)
 
 
+def test_dangling_and_directory_symlinks_are_kept_as_links_only(node: KubeadmNode) -> None:
+    os.symlink("/etc/kubernetes/pki/gone.crt", node.host("/etc/kubernetes/pki/dangling.crt"))
+    os.symlink("/var/lib/etcd", node.host("/etc/kubernetes/pki/etcd-data"))
+    entries = {entry.path: entry for entry in collect(node.root)}
+    assert set(entries) == node.expected_files() | {
+        "/etc/kubernetes/pki/dangling.crt", "/etc/kubernetes/pki/etcd-data"
+    }
+    assert entries["/etc/kubernetes/pki/etcd-data"].kind == "symlink"
+    assert entries["/etc/kubernetes/pki/dangling.crt"].link_target == "/etc/kubernetes/pki/gone.crt"
+
+
 def test_unreadable_file_fails_naming_its_path(world_readable_node: KubeadmNode) -> None:
     # Root reads any file, so the capture runs in a child that drops to user nobody.
     node = world_readable_node
