@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lifeboat.kube.objects.wire import as_bytes, as_string, iter_fields, malformed
+from lifeboat.kube.objects.wire import as_bytes, as_string, fields, malformed
 
 # k8s.io/apimachinery/pkg/runtime/serializer/protobuf: every protobuf-encoded object
 # starts with these four bytes, followed by a runtime.Unknown message.
@@ -37,7 +37,7 @@ def decode_envelope(value: bytes) -> Envelope:
         raise malformed("no k8s protobuf magic")
     api_version = kind = content_encoding = content_type = ""
     raw = b""
-    for field, _, val in iter_fields(value[len(PROTOBUF_MAGIC) :]):
+    for field, val in fields(value[len(PROTOBUF_MAGIC) :]):
         if field == _UNKNOWN_TYPE_META:
             api_version, kind = _decode_type_meta(as_bytes(field, val))
         elif field == _UNKNOWN_RAW:
@@ -51,7 +51,7 @@ def decode_envelope(value: bytes) -> Envelope:
 
 def _decode_type_meta(buf: bytes) -> tuple[str, str]:
     api_version = kind = ""
-    for field, _, val in iter_fields(buf):
+    for field, val in fields(buf):
         if field == _TYPE_META_API_VERSION:
             api_version = as_string(field, val)
         elif field == _TYPE_META_KIND:

@@ -13,7 +13,7 @@ from lifeboat.kube.objects.wire import (
     as_bytes,
     as_int64,
     as_string,
-    iter_fields,
+    fields,
     malformed,
 )
 
@@ -114,9 +114,10 @@ def metadata_from_raw(kind: str, raw: bytes) -> ObjectMeta | None:
     """
     if not has_object_meta(kind):
         return None
-    for number, _, value in iter_fields(raw):
+    # Kubernetes' generated marshallers write fields in number order: metadata comes first.
+    for number, value in fields(raw, limit=1):
         if number != 1:
-            continue
+            return None
         if kind:
             return decode_object_meta(as_bytes(number, value))
         if not isinstance(value, bytes):
@@ -140,28 +141,33 @@ def decode_object_meta(buf: bytes) -> ObjectMeta:
     owners: list[OwnerReference] = []
     finalizers: list[str] = []
     managed = 0
-    for number, _, value in iter_fields(buf):
-        if number <= _RESOURCE_VERSION:
-            strings[number] = as_string(number, value)
-        elif number == _GENERATION:
-            generation = as_int64(number, value)
-        elif number == _CREATION_TIMESTAMP:
-            created = _decode_time(as_bytes(number, value))
-        elif number == _DELETION_TIMESTAMP:
-            deleted = _decode_time(as_bytes(number, value))
-        elif number == _DELETION_GRACE_PERIOD_SECONDS:
-            grace = as_int64(number, value)
-        elif number == _LABELS:
-            _add_map_entry(labels, as_bytes(number, value))
-        elif number == _ANNOTATIONS:
-            _add_map_entry(annotations, as_bytes(number, value))
-        elif number == _OWNER_REFERENCES:
-            owners.append(_decode_owner_reference(as_bytes(number, value)))
-        elif number == _FINALIZERS:
-            finalizers.append(as_string(number, value))
-        elif number == _MANAGED_FIELDS:
-            as_bytes(number, value)
-            managed += 1
+    try:
+        for number, value in fields(buf):
+            if number <= _RESOURCE_VERSION and type(value) is bytes:
+                strings[number] = value.decode("utf-8")
+            elif number <= _RESOURCE_VERSION:
+                raise malformed(f"ObjectMeta field {number} should be length-delimited")
+            elif number == _GENERATION:
+                generation = as_int64(number, value)
+            elif number == _CREATION_TIMESTAMP:
+                created = _decode_time(as_bytes(number, value))
+            elif number == _DELETION_TIMESTAMP:
+                deleted = _decode_time(as_bytes(number, value))
+            elif number == _DELETION_GRACE_PERIOD_SECONDS:
+                grace = as_int64(number, value)
+            elif number == _LABELS:
+                _add_map_entry(labels, as_bytes(number, value))
+            elif number == _ANNOTATIONS:
+                _add_map_entry(annotations, as_bytes(number, value))
+            elif number == _OWNER_REFERENCES:
+                owners.append(_decode_owner_reference(as_bytes(number, value)))
+            elif number == _FINALIZERS:
+                finalizers.append(as_string(number, value))
+            elif number == _MANAGED_FIELDS:
+                as_bytes(number, value)
+                managed += 1
+    except UnicodeDecodeError:
+        raise malformed("ObjectMeta holds a string that is not valid UTF-8") from None
     return ObjectMeta(
         name=strings.get(_NAME, ""),
         generate_name=strings.get(_GENERATE_NAME, ""),
@@ -184,7 +190,7 @@ def decode_object_meta(buf: bytes) -> ObjectMeta:
 def _decode_time(buf: bytes) -> datetime | None:
     # metav1.Time marshals the zero time as an empty message; it is "unset".
     seconds = 0
-    for number, _, value in iter_fields(buf):
+    for number, value in fields(buf):
         if number == 1:
             seconds = as_int64(number, value)
     if not buf or seconds == _GO_ZERO_TIME_SECONDS:
@@ -197,7 +203,7 @@ def _decode_time(buf: bytes) -> datetime | None:
 
 def _add_map_entry(target: dict[str, str], buf: bytes) -> None:
     key = value = ""
-    for number, _, val in iter_fields(buf):
+    for number, val in fields(buf):
         if number == 1:
             key = as_string(number, val)
         elif number == 2:
@@ -208,7 +214,7 @@ def _add_map_entry(target: dict[str, str], buf: bytes) -> None:
 def _decode_owner_reference(buf: bytes) -> OwnerReference:
     strings: dict[int, str] = {}
     flags: dict[int, bool] = {}
-    for number, _, value in iter_fields(buf):
+    for number, value in fields(buf):
         if number in (_OWNER_KIND, _OWNER_NAME, _OWNER_UID, _OWNER_API_VERSION):
             strings[number] = as_string(number, value)
         elif number in (_OWNER_CONTROLLER, _OWNER_BLOCK_OWNER_DELETION):

@@ -8,8 +8,6 @@ can raise IndexError.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from lifeboat.errors import SnapshotFormatError
 
 VARINT = 0
@@ -46,42 +44,50 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     raise malformed(f"varint longer than {_MAX_VARINT_BYTES} bytes before byte {pos}")
 
 
-def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield (field number, wire type, value) for each field of one message, in order.
+def fields(buf: bytes, limit: int = -1) -> list[tuple[int, int | bytes]]:
+    """The (field number, value) pairs of one message, in order; at most ``limit`` if given.
 
     Varint and fixed-width values are unsigned ints; length-delimited values are bytes.
     Groups (wire types 3 and 4) are rejected: no Kubernetes type uses them.
     """
+    # One flat loop building a list: this runs for every field of every object listed.
+    result: list[tuple[int, int | bytes]] = []
     pos = 0
     end = len(buf)
-    while pos < end:
-        tag, pos = read_varint(buf, pos)
+    while pos < end and limit != 0:
+        limit -= 1
+        # Tags and lengths below 128 are one byte: the common case, read inline.
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(buf, pos)
         field = tag >> 3
         wire_type = tag & 0x7
         if field == 0:
             raise malformed(f"field number 0 at byte {pos}")
-        value: int | bytes
-        if wire_type == VARINT:
-            value, pos = read_varint(buf, pos)
-        elif wire_type == LENGTH_DELIMITED:
-            length, pos = read_varint(buf, pos)
+        if wire_type == LENGTH_DELIMITED:
+            if pos < end and buf[pos] < 0x80:
+                length = buf[pos]
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos)
             if length > end - pos:
                 raise malformed(f"field {field} needs {length} bytes, {end - pos} left")
-            value = buf[pos : pos + length]
+            result.append((field, buf[pos : pos + length]))
             pos += length
-        elif wire_type == FIXED64:
-            if end - pos < 8:
-                raise malformed(f"fixed64 field {field} truncated")
-            value = int.from_bytes(buf[pos : pos + 8], "little")
-            pos += 8
-        elif wire_type == FIXED32:
-            if end - pos < 4:
-                raise malformed(f"fixed32 field {field} truncated")
-            value = int.from_bytes(buf[pos : pos + 4], "little")
-            pos += 4
+        elif wire_type == VARINT:
+            value, pos = read_varint(buf, pos)
+            result.append((field, value))
+        elif wire_type in (FIXED64, FIXED32):
+            size = 8 if wire_type == FIXED64 else 4
+            if end - pos < size:
+                raise malformed(f"fixed-width field {field} truncated")
+            result.append((field, int.from_bytes(buf[pos : pos + size], "little")))
+            pos += size
         else:
             raise malformed(f"unsupported wire type {wire_type} for field {field}")
-        yield field, wire_type, value
+    return result
 
 
 def as_bytes(field: int, value: int | bytes) -> bytes:

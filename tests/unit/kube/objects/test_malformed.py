@@ -15,7 +15,7 @@ from lifeboat.kube.objects import (
     decode_value,
     metadata_from_raw,
 )
-from lifeboat.kube.objects.wire import iter_fields
+from lifeboat.kube.objects.wire import fields
 from tests.unit.kube.objects.fixtures import fixture_names, load
 
 KEY = b"/registry/configmaps/ns/name"
@@ -28,7 +28,7 @@ SAMPLE = [
 
 def _object_meta_bytes(value: bytes) -> bytes:
     envelope = decode_envelope(value)
-    field, _, meta = next(iter_fields(envelope.raw))
+    field, meta = fields(envelope.raw)[0]
     assert field == 1 and isinstance(meta, bytes)
     return meta
 
@@ -38,7 +38,7 @@ def _ends_on_an_envelope_field(value: bytes, cut: int) -> bool:
     if cut < len(PROTOBUF_MAGIC):
         return False
     try:
-        list(iter_fields(value[len(PROTOBUF_MAGIC) : cut]))
+        fields(value[len(PROTOBUF_MAGIC) : cut])
     except SnapshotFormatError:
         return False
     return True
@@ -86,17 +86,17 @@ def test_every_single_byte_corruption_gives_a_lifeboat_error_or_an_object(name: 
 
 def test_varint_that_never_ends_is_rejected() -> None:
     with pytest.raises(SnapshotFormatError, match="varint"):
-        list(iter_fields(b"\x08" + b"\xff" * 11))
+        fields(b"\x08" + b"\xff" * 11)
 
 
 def test_length_beyond_the_buffer_is_rejected() -> None:
     with pytest.raises(SnapshotFormatError, match="needs 100 bytes"):
-        list(iter_fields(b"\x0a\x64abc"))
+        fields(b"\x0a\x64abc")
 
 
 def test_group_wire_type_is_rejected() -> None:
     with pytest.raises(SnapshotFormatError, match="wire type 3"):
-        list(iter_fields(b"\x0b"))
+        fields(b"\x0b")
 
 
 def test_metadata_field_with_the_wrong_wire_type_is_rejected() -> None:
