@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from lifeboat.errors import DecryptionError, LifeboatError
@@ -65,19 +65,7 @@ def decode_value(
     except LifeboatError as exc:
         return _encrypted(key, resource, value, None, exc)
     decoded = _decode_plain(key, resource, value, plaintext)
-    return StoredObject(
-        etcd_key=key,
-        resource=resource,
-        api_version=decoded.api_version,
-        kind=decoded.kind,
-        encoding=decoded.encoding,
-        metadata=decoded.metadata,
-        raw=value,
-        encryption=info,
-        plaintext=plaintext,
-        error=decoded.error,
-    )
-
+    return replace(decoded, encryption=info, plaintext=plaintext)
 
 def _decode_plain(
     key: bytes, resource: ResourceKey | None, value: bytes, plain: bytes
