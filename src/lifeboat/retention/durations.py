@@ -19,12 +19,12 @@ def parse_duration(key: str, value: object) -> timedelta:
     match = _DURATION.fullmatch(value.strip().lower()) if isinstance(value, str) else None
     if match is None:
         raise UsageError(
-            f"retention policy {key}={value!r}: not a duration; "
+            f"retention policy {key}={value}: not a duration; "
             f"write a whole number followed by h, d or w, e.g. {key}=7d"
         )
     duration = int(match.group(1)) * _UNITS[match.group(2)]
     if not duration:
-        raise UsageError(f"retention policy {key}={value!r}: the duration must be longer than zero")
+        raise UsageError(f"retention policy {key}={value}: the duration must be longer than zero")
     return duration
 
 

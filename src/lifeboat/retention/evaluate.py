@@ -147,7 +147,8 @@ def _judge_incomplete(
         what = f"incomplete ({backup.status})"
         if now - backup.taken_at < grace:
             keep[backup.id].append(
-                f"{what}, younger than the {format_duration(grace)} grace period: may still be running"
+                f"{what}, younger than the {format_duration(grace)} grace period: "
+                "may still be running"
             )
         elif newest_complete is None or backup.taken_at > newest_complete:
             keep[backup.id].append(f"{what}, newer than every complete backup: the latest failure")

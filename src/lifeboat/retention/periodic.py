@@ -3,8 +3,8 @@
 ``keep-daily=n`` (and hourly, weekly, monthly, yearly alike) is defined as: group the
 complete backups by calendar period in UTC, take the ``n`` most recent periods that
 contain at least one backup (empty periods do not count and are not filled), and keep
-the newest backup of each. Weeks are ISO 8601 weeks (Monday to Sunday, numbered
-within the ISO year, so 2026-12-31 may belong to 2027-W53 or 2027-W01). The policies
+the newest backup of each. Weeks are ISO 8601 weeks: Monday to Sunday, numbered in the
+ISO year, so 2027-01-01 (a Friday) is in week 2026-W53. The policies
 are independent: a backup kept as the newest of its day and of its week is kept once
 with both reasons.
 """

@@ -76,7 +76,7 @@ class CountPolicy(Policy):
 
 def _bad_count(key: str, value: object) -> UsageError:
     return UsageError(
-        f"retention policy {key}={value!r}: the count must be a whole number of at least 1, "
+        f"retention policy {key}={value}: the count must be a whole number of at least 1, "
         f"e.g. {key}=7"
     )
 

@@ -28,7 +28,7 @@ def policy_from(key: str, value: object) -> Policy:
     cls = POLICY_CLASSES.get(key.strip().lower().replace("_", "-"))
     if cls is None:
         raise UsageError(
-            f"unknown retention policy {key!r}={value!r}; "
+            f"unknown retention policy {key}={value}; "
             f"use one of {', '.join(POLICY_CLASSES)}"
         )
     return cls.parse(value)
