@@ -1,0 +1,210 @@
+"""``lifeboat backup``, ``list``, ``show``, ``verify``, ``delete``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from lifeboat.backup.pipeline import BackupOptions, take_backup
+from lifeboat.catalog.age_keys import load_identities, load_recipients
+from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
+from lifeboat.catalog.ids import check_cluster_name
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.cli.connect import (
+    add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+)
+from lifeboat.cli.output import Progress, emit_json, human_size, table
+from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.etcd import EtcdClient
+from lifeboat.verify.backup import verify_backup
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "backup", parents=[common], help="take a verified backup of etcd and the control-plane files",
+        description="Stream a snapshot from one healthy voting etcd member, check etcd's sha256 "
+        "trailer, compress (zstd), optionally encrypt (age), upload, and capture the control-plane "
+        "files (PKI, kubeconfigs, static-pod manifests, kubelet config, encryption config). The "
+        "manifest is written last: an interrupted backup never looks complete.",
+    )
+    add_etcd_flags(p)
+    add_repo_flags(p)
+    add_root_flag(p)
+    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
+                   help="age recipient (age1...), SSH public key, or a file of them; repeatable")
+    p.add_argument("--no-files", action="store_true", help="back up etcd only, not the control-plane files")
+    p.add_argument("--zstd-level", type=int, default=DEFAULT_ZSTD_LEVEL, metavar="N",
+                   help=f"zstd level 1-19 (default {DEFAULT_ZSTD_LEVEL})")
+    p.add_argument("--tmp-dir", type=Path, metavar="DIR",
+                   help="where the snapshot is spooled while it is checked (needs the db's size free)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label recorded in the manifest; repeatable")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("list", parents=[common], help="list the backups in a repository",
+                       description="List committed backups, oldest first.")
+    add_repo_flags(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="show one backup's manifest",
+                       description="Show what a backup holds: source member, snapshot status, "
+                       "objects and their checksums, captured files.")
+    p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
+    add_repo_flags(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "verify", parents=[common], help="fetch a backup and check every checksum and the snapshot",
+        description="Download every object, check its stored sha256, decrypt, decompress, check the "
+        "raw sha256 and etcd's trailer, read the snapshot offline and compare revision, hash, key "
+        "count and size with the manifest, and check every control-plane file's sha256. Exit 1 if "
+        "anything does not match.",
+    )
+    p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
+    add_repo_flags(p)
+    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
+                   help="age identity file (or SSH private key) for encrypted backups; repeatable")
+    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the snapshot is unpacked while checked")
+    p.add_argument("--save-snapshot", type=Path, metavar="FILE",
+                   help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("delete", parents=[common], help="delete one backup (data first, manifest last)",
+                       description="Delete a backup's objects, then its manifest. Safe to re-run "
+                       "after an interruption.")
+    p.add_argument("backup_id", metavar="ID", help="a backup id")
+    add_repo_flags(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_delete)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    cluster = check_cluster_name(cluster_name(args) or "default")
+    if not 1 <= args.zstd_level <= 19:
+        raise UsageError(f"--zstd-level must be 1-19, got {args.zstd_level}")
+    labels = dict(_label(v) for v in args.label)
+    recipients = tuple(load_recipients(args.encrypt_to))
+    resolved = etcd_settings(args)
+    repo = open_repository(args, create=True)
+    options = BackupOptions(
+        cluster=cluster, endpoints=resolved.settings.endpoints, recipients=recipients,
+        zstd_level=args.zstd_level, capture_files=not args.no_files, root=args.root,
+        tmp_dir=args.tmp_dir, labels=labels,
+    )
+    progress = Progress()
+    with EtcdClient(resolved.settings) as etcd:
+        manifest = take_backup(etcd, repo, options, progress=progress)
+    progress.finish()
+    if args.output == "json":
+        emit_json(manifest.to_dict())
+    else:
+        snap = manifest.snapshot
+        assert snap is not None and manifest.source is not None
+        print(f"backup {manifest.id} of cluster {manifest.cluster} committed to {repo.url}")
+        print(f"  from member {manifest.source.name} ({manifest.source.endpoint}), etcd {manifest.source.etcd_version}")
+        print(f"  revision {snap.revision}, {snap.total_key} keys, db {human_size(snap.total_size)}, "
+              f"stored {human_size(manifest.stored_size)}"
+              + (", encrypted with age" if manifest.encryption else ""))
+        print(f"  control-plane files: {len(manifest.files)}")
+    return 0
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--label {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    repo = open_repository(args)
+    manifests = list(repo.manifests(cluster_name(args, default=None)))
+    if args.output == "json":
+        emit_json([_summary(m) for m in manifests])
+        return 0
+    rows = [
+        (m.id, m.cluster, m.status, m.snapshot.revision if m.snapshot else "-",
+         m.snapshot.total_key if m.snapshot else "-", human_size(m.stored_size),
+         "age" if m.encryption else "-", len(m.files), m.source.name if m.source else "-")
+        for m in manifests
+    ]
+    table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE"), rows)
+    return 0
+
+
+def _summary(m: Manifest) -> dict[str, object]:
+    return {
+        "id": m.id, "cluster": m.cluster, "status": m.status, "started_at": m.started_at,
+        "finished_at": m.finished_at, "revision": m.snapshot.revision if m.snapshot else None,
+        "total_key": m.snapshot.total_key if m.snapshot else None, "stored_size": m.stored_size,
+        "encryption": m.encryption, "files": len(m.files),
+        "source": m.source.name if m.source else None,
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    repo = open_repository(args)
+    m = repo.find(args.backup_id, cluster_name(args, default=None))
+    if args.output == "json":
+        emit_json(m.to_dict())
+        return 0
+    print(f"backup     {m.id}\ncluster    {m.cluster}\nstatus     {m.status}")
+    print(f"taken      {m.started_at} → {m.finished_at} by lifeboat {m.tool_version}")
+    if m.source:
+        s = m.source
+        print(f"source     {s.name} ({s.endpoint}) member {s.member_id}, cluster {s.cluster_id}, "
+              f"etcd {s.etcd_version}, raft term {s.raft_term} index {s.raft_index}"
+              + (", leader" if s.is_leader else ""))
+    if m.snapshot:
+        sn = m.snapshot
+        print(f"snapshot   revision {sn.revision}, hash {sn.hash}, {sn.total_key} keys, "
+              f"size {sn.total_size} ({human_size(sn.total_size)})")
+    print(f"codec      {m.compression}" + (f", age to {len(m.recipients)} recipient(s)" if m.encryption else ""))
+    print("objects:")
+    table(("NAME", "STORED", "RAW", "SHA256"),
+          [(o.name, human_size(o.size), human_size(o.raw_size), o.sha256) for o in m.objects])
+    if m.files:
+        print("control-plane files:")
+        table(("PATH", "MODE", "OWNER", "SIZE", "SHA256"),
+              [(f.path, f"{f.mode:04o}", f"{f.owner or f.uid}:{f.group or f.gid}", f.size, f.sha256[:16]) for f in m.files])
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    identities = load_identities(args.identity) if args.identity else None
+    repo = open_repository(args)
+    manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    progress = Progress()
+    report = verify_backup(repo, manifest, identities, tmp_dir=args.tmp_dir,
+                           keep_snapshot=args.save_snapshot, progress=progress)
+    progress.finish()
+    if args.output == "json":
+        emit_json({"id": manifest.id, "ok": report.ok, "checks": [asdict(c) for c in report.checks]})
+    else:
+        table(("CHECK", "RESULT", "DETAIL"), [(c.name, "ok" if c.ok else "FAILED", c.detail) for c in report.checks])
+        print(f"backup {manifest.id}: " + ("verified" if report.ok else "VERIFICATION FAILED"))
+    failure = report.first_failure()
+    if failure is not None:
+        raise IntegrityError(f"backup {manifest.id} failed verification: {failure.name}: {failure.detail}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    repo = open_repository(args)
+    manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete backup {manifest.id} without --yes")
+        answer = input(f"delete backup {manifest.id} of cluster {manifest.cluster}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted")
+            return 1
+    repo.delete(manifest)
+    if args.output == "json":
+        emit_json({"deleted": manifest.id, "cluster": manifest.cluster})
+    else:
+        print(f"deleted backup {manifest.id} of cluster {manifest.cluster}")
+    return 0
