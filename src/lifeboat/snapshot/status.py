@@ -29,6 +29,7 @@ from .trailer import check_trailer
 
 _KEY_BUCKET = b"key"
 _MAIN_REVISION = struct.Struct(">Q")
+_REVISION_KEY = 17
 _leaf_layouts: dict[int, struct.Struct] = {}
 
 
@@ -75,7 +76,7 @@ def snapshot_status(path: str | os.PathLike[str], *, verify_trailer: bool = Fals
         crc, total_key, revision = 0, 0, 0
         for name, bucket in db.top_level(seen):
             crc = google_crc32c.extend(crc, name)
-            crc, count, last_key = _hash_bucket(db, bucket, seen, crc)
+            crc, count, last_key = _hash_bucket(db, bucket, seen, crc, name == _KEY_BUCKET)
             total_key += count
             if name == _KEY_BUCKET and last_key is not None:
                 revision = _main_revision(db, last_key)
@@ -102,24 +103,32 @@ def _main_revision(db: BoltFile, key: bytes) -> int:
 
 
 def _hash_bucket(
-    db: BoltFile, bucket: BucketRef, seen: bytearray, crc: int
+    db: BoltFile, bucket: BucketRef, seen: bytearray, crc: int, revision_keys: bool
 ) -> tuple[int, int, bytes | None]:
-    """Extend ``crc`` with every key and value of ``bucket``: (crc, entries, last key)."""
+    """Extend ``crc`` with every key and value of ``bucket``: (crc, entries, last key).
+
+    With ``revision_keys`` every key must have the length of an etcd revision (17, or 18
+    with the tombstone mark); etcdutl decodes each one and crashes on a short key.
+    """
     count = 0
     last_key: bytes | None = None
     nested: list[BucketRef] = []
     for leaf in db.leaves(bucket, seen):
         if leaf[3] == 0:
             continue
-        crc, last_key = _hash_leaf(db, leaf, crc, nested)
+        crc, last_key, shortest, longest = _hash_leaf(db, leaf, crc, nested)
+        if revision_keys and (shortest < _REVISION_KEY or longest > _REVISION_KEY + 1):
+            raise db.corrupted(f"bucket 'key' holds a {shortest}-byte key, not an etcd revision")
         count += leaf[3]
     for child in nested:
         db.mark_nested(child, seen)
     return crc, count, last_key
 
 
-def _hash_leaf(db: BoltFile, leaf: Leaf, crc: int, nested: list[BucketRef]) -> tuple[int, bytes]:
-    """Hash one non-empty leaf page; (crc, its last key)."""
+def _hash_leaf(
+    db: BoltFile, leaf: Leaf, crc: int, nested: list[BucketRef]
+) -> tuple[int, bytes, int, int]:
+    """Hash one non-empty leaf page; (crc, its last key, shortest and longest key size)."""
     buf, offset, end, count = leaf
     layout = _leaf_layouts.get(count)
     if layout is None:
@@ -137,9 +146,12 @@ def _hash_leaf(db: BoltFile, leaf: Leaf, crc: int, nested: list[BucketRef]) -> t
                 break
             cursor += ksize + vsize
             element += ELEMENT_SIZE
+    key_sizes = fields[2::4]
+    shortest, longest = min(key_sizes), max(key_sizes)
     if contiguous and cursor <= end:
         kstart = cursor - fields[-1] - fields[-2]
-        return google_crc32c.extend(crc, buf[data:cursor]), bytes(buf[kstart : kstart + fields[-2]])
+        last_key = bytes(buf[kstart : kstart + fields[-2]])
+        return google_crc32c.extend(crc, buf[data:cursor]), last_key, shortest, longest
     kstart = kend = 0
     for flags, kstart, kend, vend in db.leaf_elements(leaf):
         crc = google_crc32c.extend(crc, buf[kstart:kend])
@@ -147,4 +159,4 @@ def _hash_leaf(db: BoltFile, leaf: Leaf, crc: int, nested: list[BucketRef]) -> t
             nested.append(db.bucket_ref(buf, kend, vend))
         else:
             crc = google_crc32c.extend(crc, buf[kend:vend])
-    return crc, bytes(buf[kstart:kend])
+    return crc, bytes(buf[kstart:kend]), shortest, longest
