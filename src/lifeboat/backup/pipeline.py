@@ -1,0 +1,307 @@
+"""Taking a backup: snapshot one member, check it, compress, encrypt, upload, commit.
+
+The stages overlap (see :mod:`lifeboat.catalog.streams`): while etcd streams its snapshot,
+the bytes are spooled to a temp file and hashed in one thread, compressed by zstd's worker
+threads, encrypted by age in another, and uploaded here. Nothing becomes visible in the
+repository until every object is stored and the manifest is written (create-only) last; a
+failure at any point removes what was uploaded and leaves no manifest.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from lifeboat import __version__
+from lifeboat.backup.source import ClusterView, SourceChoice, choose_source_member
+from lifeboat.catalog.age_keys import Recipient
+from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
+from lifeboat.catalog.ids import check_cluster_name, new_backup_id
+from lifeboat.catalog.manifest import FileEntry, Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.streams import Digest, hashing, threaded
+from lifeboat.errors import IntegrityError, OperationFailed
+from lifeboat.kube.control_plane_files import CapturedFile, capture
+from lifeboat.snapshot import snapshot_status
+
+# etcd appends sha256(db) to the snapshot stream (server/etcdserver/api/v3rpc/maintenance.go);
+# the db itself is a whole number of 512-byte-aligned pages, so a saved file is 32 past a
+# multiple of 512 (etcdutl's hash check relies on the same fact).
+TRAILER = 32
+READ_CHUNK = 1 << 20
+
+
+class SnapshotSource(ClusterView, Protocol):
+    """The etcd connection as the backup uses it."""
+
+    def snapshot(self, endpoint: str) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """What the user asked for; validated where it is built (the CLI or the config)."""
+
+    cluster: str
+    endpoints: tuple[str, ...]
+    recipients: tuple[Recipient, ...] = ()
+    zstd_level: int = DEFAULT_ZSTD_LEVEL
+    capture_files: bool = True
+    root: Path = Path("/")
+    tmp_dir: Path | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+Progress = Callable[[str, int], None]
+
+
+def _no_progress(stage: str, done: int) -> None:
+    return None
+
+
+def take_backup(
+    etcd: SnapshotSource,
+    repo: BackupRepository,
+    options: BackupOptions,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    progress: Progress = _no_progress,
+) -> Manifest:
+    """Take one backup and commit it; returns the committed manifest."""
+    check_cluster_name(options.cluster)
+    started = now()
+    backup_id = new_backup_id(started)
+    source = choose_source_member(etcd, options.endpoints)
+    draft = _Draft(repo, options, backup_id)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lifeboat-", dir=options.tmp_dir) as tmp:
+            _check_room(Path(tmp), source.status.db_size)
+            snapshot_obj, info = draft.store_snapshot(etcd, source, Path(tmp), progress)
+            files_obj, entries = draft.store_files(Path(tmp)) if options.capture_files else (None, [])
+        manifest = Manifest(
+            id=backup_id,
+            cluster=options.cluster,
+            status="complete",
+            started_at=_rfc3339(started),
+            finished_at=_rfc3339(now()),
+            tool_version=__version__,
+            source=_source_member(source),
+            snapshot=info,
+            compression=f"zstd:{options.zstd_level}",
+            encryption="age" if options.recipients else None,
+            recipients=tuple(r.text for r in options.recipients),
+            objects=tuple(o for o in (snapshot_obj, files_obj) if o is not None),
+            files=tuple(_file_entry(f) for f in entries),
+            labels=dict(options.labels),
+        )
+        repo.commit(manifest)
+    except BaseException:
+        draft.discard()
+        raise
+    return manifest
+
+
+class _Draft:
+    """The objects of one backup being written, so that a failure can remove them."""
+
+    def __init__(self, repo: BackupRepository, options: BackupOptions, backup_id: str) -> None:
+        self.repo = repo
+        self.options = options
+        self.backup_id = backup_id
+        self.written = False
+
+    def key(self, name: str) -> str:
+        return f"clusters/{self.options.cluster}/backups/{self.backup_id}/{name}"
+
+    def suffix(self) -> str:
+        return ".zst.age" if self.options.recipients else ".zst"
+
+    def upload(self, name: str, raw: Iterator[bytes], raw_digest: Digest) -> StoredObject:
+        stored = Digest()
+        encoded = encode(raw, self.options.zstd_level, self.options.recipients)
+        self.written = True
+        self.repo.store.put_stream(self.key(name), hashing(threaded(encoded, "encode"), stored))
+        return StoredObject(
+            name=name, size=stored.size, sha256=stored.hexdigest(),
+            raw_size=raw_digest.size, raw_sha256=raw_digest.hexdigest(),
+        )
+
+    def store_snapshot(
+        self, etcd: SnapshotSource, source: SourceChoice, tmp: Path, progress: Progress
+    ) -> tuple[StoredObject, SnapshotInfo]:
+        spool = tmp / "snapshot.db"
+        receiver = _SnapshotReceiver(etcd.snapshot(source.endpoint), spool, progress)
+        obj = self.upload("snapshot.db" + self.suffix(), threaded(receiver, "etcd-snapshot"),
+                          receiver.digest)
+        status = snapshot_status(spool)
+        info = SnapshotInfo(
+            revision=status.revision, hash=status.hash, total_key=status.total_key,
+            total_size=status.total_size, db_sha256=receiver.db_sha256,
+        )
+        return obj, info
+
+    def store_files(self, tmp: Path) -> tuple[StoredObject | None, list[CapturedFile]]:
+        archive = tmp / "control-plane.tar"
+        with archive.open("wb") as out:
+            entries = capture(self.options.root, out)
+        if not entries:
+            return None, []
+        digest = Digest()
+        obj = self.upload("control-plane.tar" + self.suffix(),
+                          hashing(_read_file(archive), digest), digest)
+        return obj, entries
+
+    def discard(self) -> None:
+        if not self.written:
+            return
+        try:
+            self.repo.discard_objects(self.options.cluster, self.backup_id)
+        except Exception:  # the original failure matters more; leftovers have no manifest
+            pass
+
+
+class _SnapshotReceiver:
+    """Iterates etcd's snapshot stream: spools it, hashes it, checks etcd's sha256 trailer.
+
+    It yields the raw bytes (trailer included, exactly as ``etcdctl snapshot save`` writes
+    them). When the stream ends it verifies the trailer *before* finishing, so an upload fed
+    from it never completes with a snapshot that failed the check.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], spool: Path, progress: Progress) -> None:
+        self.chunks = chunks
+        self.spool = spool
+        self.progress = progress
+        self.digest = _TrailerDigest()
+        self.db_sha256 = ""
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            # Snapshots hold every Secret of the cluster: owner-only, like etcdctl's files.
+            fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                for chunk in self.chunks:
+                    out.write(chunk)
+                    self.digest.update(chunk)
+                    self.progress("snapshot", self.digest.size)
+                    yield chunk
+        except OSError as exc:
+            raise _spool_error(exc, self.spool) from None
+        finally:
+            close = getattr(self.chunks, "close", None)
+            if close is not None:
+                close()
+        self.db_sha256 = self.digest.verify_trailer()
+
+
+class _TrailerDigest(Digest):
+    """sha256 of the db (all but the last 32 bytes) and of the whole stream, in one pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._db = hashlib.sha256()
+        self._tail = b""
+        self._whole: str | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if len(chunk) >= TRAILER:
+            self._db.update(self._tail)
+            self._db.update(memoryview(chunk)[:-TRAILER])
+            self._tail = chunk[-TRAILER:]
+        else:
+            data = self._tail + chunk
+            self._db.update(data[:-TRAILER])
+            self._tail = data[-TRAILER:]
+
+    def verify_trailer(self) -> str:
+        """Check etcd's trailer; returns the db sha256 (hex). Raises IntegrityError."""
+        if self.size < TRAILER or self.size % 512 != TRAILER:
+            raise IntegrityError(
+                f"etcd's snapshot stream ended after {self.size} bytes, which is not a db plus "
+                "its sha256 trailer; the transfer was cut short"
+            )
+        db = self._db.digest()
+        if db != self._tail:
+            raise IntegrityError("etcd's snapshot failed its sha256 check: the stream was corrupted")
+        whole = self._db.copy()
+        whole.update(self._tail)
+        self._whole = whole.hexdigest()
+        return db.hex()
+
+    def hexdigest(self) -> str:
+        if self._whole is None:
+            raise IntegrityError("snapshot digest read before the stream was verified")
+        return self._whole
+
+
+def _check_room(tmp: Path, db_size: int) -> None:
+    free = shutil.disk_usage(tmp).free
+    need = db_size + db_size // 20 + (16 << 20)
+    if free < need:
+        raise OperationFailed(
+            f"temp dir {tmp.parent} has {free >> 20} MiB free but the snapshot needs about "
+            f"{need >> 20} MiB; free space or pass --tmp-dir"
+        )
+
+
+def _spool_error(exc: OSError, spool: Path) -> OperationFailed:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OperationFailed(f"temp dir {spool.parent.parent} is full; free space or pass --tmp-dir")
+    return OperationFailed(f"cannot write the snapshot to {spool}: {exc.strerror}")
+
+
+def _read_file(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from iter(lambda: f.read(READ_CHUNK), b"")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _source_member(source: SourceChoice) -> SourceMember:
+    st = source.status
+    return SourceMember(
+        member_id=f"{st.member_id:x}", name=source.member.name, endpoint=source.endpoint,
+        etcd_version=st.version, cluster_id=f"{source.cluster_id:x}", raft_term=st.raft_term,
+        raft_index=st.raft_index, is_leader=st.is_leader,
+    )
+
+
+def _file_entry(f: CapturedFile) -> FileEntry:
+    return FileEntry(
+        path=f.path, kind=f.kind, mode=f.mode, uid=f.uid, gid=f.gid, owner=f.owner,
+        group=f.group, mtime_ns=f.mtime_ns, size=f.size, sha256=f.sha256,
+        link_target=f.link_target,
+    )
+
+
+def save_snapshot(etcd: SnapshotSource, endpoints: tuple[str, ...], path: Path,
+                  progress: Progress = _no_progress) -> tuple[SourceChoice, int]:
+    """Write a raw snapshot file like ``etcdctl snapshot save`` (trailer kept, checked).
+
+    Written to ``path.part`` and renamed once complete and verified, so ``path`` never holds
+    a partial snapshot. Returns the source and the file size.
+    """
+    source = choose_source_member(etcd, endpoints)
+    part = path.with_name(path.name + ".part")
+    receiver = _SnapshotReceiver(etcd.snapshot(source.endpoint), part, progress)
+    try:
+        for _ in receiver:
+            pass
+        with part.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return source, receiver.digest.size
+

@@ -1,0 +1,83 @@
+"""The ``lifeboat`` command: parse, dispatch, and map errors to exit codes (the only exit)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from lifeboat import __version__
+from lifeboat.cli import backups, snapshots
+from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
+
+DESCRIPTION = """\
+Disaster recovery for Kubernetes control planes backed by etcd.
+
+Takes verified, compressed, optionally age-encrypted backups of etcd and of the control-plane
+files into a local directory or an S3 bucket, lists and verifies them, and reads etcd snapshot
+files offline. On a kubeadm control-plane node no etcd flags are needed: the endpoint and
+certificates come from /etc/kubernetes/manifests/etcd.yaml.
+"""
+
+EPILOG = """\
+examples:
+  lifeboat backup --repo s3://backups/prod --cluster prod --encrypt-to age1...
+  lifeboat list --repo /var/backups/lifeboat
+  lifeboat verify latest --repo s3://backups/prod --identity key.txt
+  lifeboat snapshot status snapshot.db -w json
+
+exit codes: 0 ok, 1 operation failed, 2 etcd or repository unavailable,
+            3 usage or configuration error, 4 unexpected (a bug: please report it)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                        help="output format (default: table)")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress and show tracebacks of unexpected errors")
+    parser = argparse.ArgumentParser(
+        prog="lifeboat", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lifeboat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backups.register(sub, common)
+    snapshots.register(sub, common)
+    return parser
+
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return EXIT_USAGE if exc.code not in (0, None) else 0
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="lifeboat: %(message)s")
+    try:
+        code: int = args.func(args)
+        return code
+    except LifeboatError as exc:
+        print(f"lifeboat: error: {exc}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lifeboat: interrupted; nothing was committed", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"lifeboat: unexpected error: {type(exc).__name__}: {exc} "
+              "(a bug: please report it, with the output of -v)", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

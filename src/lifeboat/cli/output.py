@@ -1,0 +1,61 @@
+"""How commands report: human tables by default, JSON with ``-o json``, progress on a TTY."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+
+def emit_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    json.dump(data, out, indent=2, sort_keys=True, default=str)
+    out.write("\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO | None = None) -> None:
+    """Print aligned columns; an empty table prints only the headers."""
+    out = out or sys.stdout
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+class Progress:
+    """A one-line progress display on stderr, shown only when stdout is a terminal."""
+
+    def __init__(self, enabled: bool | None = None, stream: TextIO | None = None) -> None:
+        self.enabled = sys.stdout.isatty() if enabled is None else enabled
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.total: int | None = None
+
+    def __call__(self, stage: str, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6)
+        of = f" of ~{human_size(self.total)}" if self.total else ""
+        self.stream.write(f"\r{stage}: {human_size(done)}{of} ({human_size(int(rate))}/s)   ")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.last:
+            self.stream.write("\r" + " " * 72 + "\r")
+            self.stream.flush()
