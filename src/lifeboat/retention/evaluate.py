@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.retention.durations import format_duration
@@ -47,6 +47,7 @@ def evaluate(
     Backups of several clusters may be mixed: each cluster is judged on its own.
     """
     _check_arguments(policies, now, min_redundancy, incomplete_grace)
+    now = now.astimezone(UTC)
     by_cluster: dict[str, list[BackupRecord]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for backup in backups:

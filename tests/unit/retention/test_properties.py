@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lifeboat.errors import OperationFailed
@@ -63,12 +63,16 @@ policy = st.one_of(
 policies = st.lists(policy, min_size=1, max_size=4, unique_by=lambda p: p.name)
 floors = st.integers(1, 4)
 
+# No deadline: CI machines are shared and a slow example is not a wrong one.
+relaxed = settings(deadline=None)
+
 
 def past_complete(backups: Iterable[BackupRecord], cluster: str) -> list[BackupRecord]:
     chosen = [b for b in backups if b.cluster == cluster and b.is_complete and b.taken_at <= NOW]
     return sorted(chosen, key=lambda b: b.taken_at, reverse=True)
 
 
+@relaxed
 @given(records, policies, floors)
 def test_every_backup_has_exactly_one_verdict_with_a_reason(
     backups: list[BackupRecord], chosen: list[Policy], floor: int
@@ -84,6 +88,7 @@ def test_every_backup_has_exactly_one_verdict_with_a_reason(
     assert times == sorted(times, reverse=True)
 
 
+@relaxed
 @given(records, policies, floors)
 def test_pinned_and_future_backups_are_never_deleted(
     backups: list[BackupRecord], chosen: list[Policy], floor: int
@@ -92,6 +97,7 @@ def test_pinned_and_future_backups_are_never_deleted(
     assert not [b for b in plan.to_delete if b.pinned or b.taken_at > NOW]
 
 
+@relaxed
 @given(records, policies, floors)
 def test_never_fewer_complete_backups_than_the_floor_when_enough_exist(
     backups: list[BackupRecord], chosen: list[Policy], floor: int
@@ -102,6 +108,7 @@ def test_never_fewer_complete_backups_than_the_floor_when_enough_exist(
         assert len([b for b in complete if b in kept]) >= min(floor, len(complete))
 
 
+@relaxed
 @given(records, policies, floors)
 def test_applying_the_plan_and_evaluating_again_deletes_nothing_more(
     backups: list[BackupRecord], chosen: list[Policy], floor: int
@@ -112,6 +119,7 @@ def test_applying_the_plan_and_evaluating_again_deletes_nothing_more(
     assert second.decisions == tuple(d for d in first.decisions if d.verdict is Verdict.KEEP)
 
 
+@relaxed
 @given(records, counts, floors)
 def test_keep_last_keeps_the_newest_n_complete_backups(
     backups: list[BackupRecord], n: int, floor: int
@@ -125,6 +133,7 @@ def test_keep_last_keeps_the_newest_n_complete_backups(
             assert len([b for b in kept_complete if b.taken_at >= deleted.taken_at]) >= n
 
 
+@relaxed
 @given(records, policies, floors)
 def test_input_order_does_not_change_the_plan(
     backups: list[BackupRecord], chosen: list[Policy], floor: int
@@ -134,6 +143,7 @@ def test_input_order_does_not_change_the_plan(
     assert forward == backward
 
 
+@relaxed
 @given(records, policies, floors)
 def test_incomplete_backup_is_deleted_only_when_superseded_and_past_the_grace(
     backups: list[BackupRecord], chosen: list[Policy], floor: int
@@ -147,6 +157,7 @@ def test_incomplete_backup_is_deleted_only_when_superseded_and_past_the_grace(
         assert NOW - gone.taken_at >= timedelta(hours=6)
 
 
+@relaxed
 @given(records, policies)
 def test_without_a_floor_a_plan_is_refused_exactly_when_it_keeps_no_complete_backup(
     backups: list[BackupRecord], chosen: list[Policy]
