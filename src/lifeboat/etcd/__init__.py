@@ -1,5 +1,12 @@
 """Talking to a live etcd over gRPC: connection settings, the client, the values it returns."""
 
+import os
+
+# grpc-core logs every failed TLS handshake to stderr; the errors we raise already say
+# what failed. This must happen before grpc is first imported; a user's own
+# GRPC_VERBOSITY wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.failures import RevisionCompacted
 from lifeboat.etcd.model import (

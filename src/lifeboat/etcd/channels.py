@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-# grpc-core logs every failed TLS handshake to stderr; the errors we raise already say
-# what failed. Set before grpc is imported; a user's own GRPC_VERBOSITY wins.
-os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+import grpc
 
-import grpc  # noqa: E402
-
-from lifeboat.etcd.failures import (  # noqa: E402
+from lifeboat.etcd.failures import (
     Attempt,
     Kind,
     attempt,
@@ -22,8 +17,8 @@ from lifeboat.etcd.failures import (  # noqa: E402
     translate,
     write_timed_out,
 )
-from lifeboat.etcd.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from lifeboat.etcd.settings import (  # noqa: E402
+from lifeboat.etcd.proto import rpc_pb2, rpc_pb2_grpc
+from lifeboat.etcd.settings import (
     ConnectionSettings,
     Endpoint,
     TlsMaterial,

@@ -33,6 +33,7 @@ import grpc
 
 from lifeboat.errors import OperationFailed
 from lifeboat.etcd import decode
+from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.channels import EndpointPool, Stubs
 from lifeboat.etcd.failures import translate
 from lifeboat.etcd.keys import Key, as_bytes, prefix_end
@@ -49,7 +50,6 @@ from lifeboat.etcd.model import LeaseTimeToLive as LeaseTtl
 from lifeboat.etcd.proto import rpc_pb2
 from lifeboat.etcd.settings import ConnectionSettings
 from lifeboat.etcd.txn import Compare, Operation, Put, TxnResult, key_absent
-from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.watch import WatchStream
 
 
