@@ -258,9 +258,14 @@ class BoltFile:
 
     def top_level(self, seen: bytearray) -> Iterator[tuple[bytes, BucketRef]]:
         """The top-level buckets (etcd's ``key``, ``meta``, ...) in name order."""
+        previous: bytes | None = None
         for name, value, buf, vstart, vend in self.items(BucketRef(self.meta.root), seen):
             if value is not None:
                 raise self.corrupted(f"top-level key {name!r} is not a bucket")
+            # bbolt finds a bucket by binary search, so a name out of order is unreachable.
+            if previous is not None and name <= previous:
+                raise self.corrupted(f"top-level bucket {name!r} is out of order")
+            previous = name
             yield name, self.bucket_ref(buf, vstart, vend)
 
     def bucket(self, name: bytes) -> BucketRef | None:
