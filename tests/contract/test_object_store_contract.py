@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,3 +230,18 @@ def test_invalid_prefixes_are_rejected(store: ObjectStore, prefix: str) -> None:
     with pytest.raises(UsageError):
         list(store.list(prefix))
 
+
+
+def test_concurrent_create_only_writers_have_exactly_one_winner(store: ObjectStore) -> None:
+    def attempt(i: int) -> int | None:
+        try:
+            store.put_bytes("race/manifest.json", f"writer-{i}".encode(), create_only=True)
+            return i
+        except AlreadyExists:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        winners = [i for i in pool.map(attempt, range(8)) if i is not None]
+
+    assert len(winners) == 1
+    assert store.get_bytes("race/manifest.json") == f"writer-{winners[0]}".encode()

@@ -1,0 +1,103 @@
+"""Time a streamed upload through ``S3Store.put_stream`` to a local SeaweedFS, vs. raw obstore.
+
+Usage: ``python benchmarks/bench_s3_upload.py [--size-mb 500] [--repeat 3]``.
+Starts ``weed mini`` on free loopback ports and uploads SIZE MB of fresh 1 MiB chunks (as a
+compressing producer hands them over) once per run through lifeboat and once through a bare
+``obstore.put`` with obstore's default multipart settings, alternating. Each upload runs in
+a new process so its peak RSS (VmHWM) is its own. Prints medians, MB/s, the ratio and the
+peak memory, and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+for entry in (REPO, REPO / "src"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from tests.support.binaries import weed  # noqa: E402
+from tests.support.seaweed import SeaweedServer  # noqa: E402
+
+BENCH_WORK = REPO / "bench-work"
+
+UPLOAD = """
+import json, os, sys, time
+import obstore
+from obstore.store import S3Store as Client
+from lifeboat.repository import open_store
+
+def peak_mib():
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
+
+tool, size = sys.argv[1], int(sys.argv[2])
+block = os.urandom(1 << 20)
+chunks = (memoryview(block).tobytes()[: min(1 << 20, size - i)] for i in range(0, size, 1 << 20))
+started = time.perf_counter()
+if tool == "lifeboat":
+    open_store(os.environ["LIFEBOAT_REPO"]).put_stream("bench/lifeboat", chunks)
+else:
+    client = Client(os.environ["BUCKET"], endpoint=os.environ["AWS_ENDPOINT_URL"],
+                    client_options={"allow_http": True, "timeout": "1h"})
+    obstore.put(client, "bench/obstore", chunks)
+print(json.dumps({"seconds": time.perf_counter() - started, "peak_mib": peak_mib()}))
+"""
+
+
+def upload(tool: str, size: int, env: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", UPLOAD, tool, str(size)], env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{tool} upload failed: {done.stderr}")
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mb", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=BENCH_WORK / "bench_s3_upload.json")
+    args = parser.parse_args()
+    size = args.size_mb * 1_000_000
+
+    runs: dict[str, list[dict[str, float]]] = {"lifeboat": [], "obstore": []}
+    with tempfile.TemporaryDirectory() as work, SeaweedServer(weed(), Path(work)) as server:
+        s3 = server.s3()
+        env = dict(
+            os.environ, **s3.env(), BUCKET=s3.bucket, LIFEBOAT_REPO=f"s3://{s3.bucket}",
+            PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        )
+        for _ in range(args.repeat):
+            for tool in runs:
+                runs[tool].append(upload(tool, size, env))
+
+    medians = {tool: statistics.median(r["seconds"] for r in measured) for tool, measured in runs.items()}
+    result: dict[str, object] = {"size_bytes": size, "repeat": args.repeat, "runs": runs,
+                                 "python": platform.python_version(), "cpus": os.cpu_count()}
+    for tool, seconds in medians.items():
+        peak = max(r["peak_mib"] for r in runs[tool])
+        result.update({f"{tool}_median_s": seconds, f"{tool}_mb_per_s": size / 1e6 / seconds,
+                       f"{tool}_peak_mib": peak})
+        print(f"{tool:9} median {seconds:6.2f}s  {size / 1e6 / seconds:6.0f} MB/s  "
+              f"peak RSS {peak:.0f} MiB")
+    result["ratio"] = medians["lifeboat"] / medians["obstore"]
+    print(f"lifeboat / obstore time ratio {result['ratio']:.2f}x for {args.size_mb} MB")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
