@@ -35,20 +35,49 @@ def _value_size(rng: random.Random) -> int:
     return rng.randrange(100, 1024)
 
 
-def _round(rng: random.Random, round_: int) -> Iterator[tuple[bytes, bytes]]:
+# Words that recur in stored Kubernetes objects (field names, managers, label keys), so that
+# the "kube" style compresses roughly as real etcd data does (zstd -3: about 3-4x).
+_WORDS = [w.encode() for w in (
+    "metadata", "namespace", "creationTimestamp", "resourceVersion", "managedFields", "fieldsV1",
+    "f:metadata", "f:labels", "f:spec", "f:status", "kube-controller-manager", "kubectl-client-side-apply",
+    "app.kubernetes.io/name", "app.kubernetes.io/instance", "pod-template-hash", "containers", "image",
+    "registry.k8s.io/pause:3.9", "imagePullPolicy", "IfNotPresent", "resources", "requests", "limits",
+    "cpu", "memory", "volumeMounts", "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly", "true",
+    "terminationMessagePath", "/dev/termination-log", "ownerReferences", "ReplicaSet", "apps/v1",
+    "Running", "Ready", "ContainersReady", "PodScheduled", "conditions", "lastTransitionTime",
+)]
+
+
+def _kube_like(rng: random.Random, size: int) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        if rng.random() < 0.1:
+            out += rng.randbytes(16).hex().encode()  # uids, hashes: incompressible
+        else:
+            out += rng.choice(_WORDS) + b'":"' + str(rng.randrange(1000)).encode() + b'",'
+    return bytes(out[:size])
+
+
+def _round(rng: random.Random, round_: int, style: str = "random") -> Iterator[tuple[bytes, bytes]]:
     for i in range(KEYS_PER_ROUND):
         resource = RESOURCES[i % len(RESOURCES)]
         key = f"/registry/{resource}/ns-{i % 97:02d}/obj-{i:06d}".encode()
         header = b"k8s\x00\n\x0bv1\x12\x03" + resource.encode() + f"#{round_}".encode()
-        yield key, header + rng.randbytes(_value_size(rng))
+        size = _value_size(rng)
+        body = _kube_like(rng, size) if style == "kube" else rng.randbytes(size)
+        yield key, header + body
 
 
 def _db_size(gw: Gateway) -> int:
     return int(gw.call("/v3/maintenance/status", {})["dbSize"])
 
 
-def make_snapshot(size_bytes: int, path: Path) -> Path:
-    """Return ``path``, creating it unless it already exists (delete it to regenerate)."""
+def make_snapshot(size_bytes: int, path: Path, style: str = "random") -> Path:
+    """Return ``path``, creating it unless it already exists (delete it to regenerate).
+
+    ``style`` "random" fills values with random bytes (incompressible); "kube" with
+    Kubernetes-like text that compresses about as real etcd data does.
+    """
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +91,7 @@ def make_snapshot(size_bytes: int, path: Path) -> Path:
         try:
             round_ = 0
             while _db_size(gw) < size_bytes:
-                gw.put_many(_round(rng, round_))
+                gw.put_many(_round(rng, round_, style))
                 round_ += 1
                 print(f"round {round_}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
         finally:

@@ -17,7 +17,7 @@ from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.streams import Cancelled, Pipe
 from lifeboat.errors import DecryptionError, IntegrityError
 
-DEFAULT_ZSTD_LEVEL = 3
+DEFAULT_ZSTD_LEVEL = 1
 CHUNK = 1 << 20
 
 

@@ -89,6 +89,8 @@ class BucketRef:
     inline: bytes | None = None
 
 
+RELEASE_EVERY = 32 << 20
+
 # A leaf page ready to read: (buffer, page offset, end of the page's bytes, element count).
 Leaf = tuple[Buffer, int, int, int]
 
@@ -101,6 +103,7 @@ class BoltFile:
         self.mm = mm
         self.file_size = file_size
         self.has_trailer = has_trailer_length(file_size)
+        self._touched = 0
         self.db_size = file_size - TRAILER_SIZE if self.has_trailer else file_size
         self.meta = self._choose_meta()
         self.page_size = self.meta.page_size
@@ -185,9 +188,21 @@ class BoltFile:
             raise self.corrupted(f"page {pgid} is referenced more than once")
         seen[pgid : last + 1] = b"\x01" * (overflow + 1)
         end = offset + (overflow + 1) * self.page_size
+        self._release_pages(end - offset)
         if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
             raise self.corrupted(f"page {pgid} claims more elements than fit in it")
         return offset, end, flags, count
+
+    def _release_pages(self, touched: int) -> None:
+        """Drop mapped pages from our RSS every so often; they stay in the page cache.
+
+        Without this, walking a multi-GB snapshot leaves every page of it counted in the
+        process's resident memory, and a backup's memory would grow with the db.
+        """
+        self._touched += touched
+        if self._touched >= RELEASE_EVERY:
+            self._touched = 0
+            self.mm.madvise(mmap.MADV_DONTNEED)
 
     def branch_children(self, pgid: int, offset: int, count: int) -> list[int]:
         if count == 0:

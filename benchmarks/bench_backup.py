@@ -1,0 +1,139 @@
+"""`lifeboat backup` side by side with `etcdctl snapshot save`, on one live ~1 GB etcd.
+
+The db is a cached Kubernetes-like snapshot (``benchmarks/dataset.py``, style "kube", which
+compresses about 4x like real etcd data), restored into a data dir and served by etcd 3.5.1
+over mTLS on loopback. Each round runs, in turn: ``etcdctl snapshot save``; ``lifeboat backup``
+to a local repository (zstd); the same with age encryption; the same to SeaweedFS S3. Times
+and the children's peak RSS are recorded; ratios are medians against etcdctl's median from the
+same run. Results go to ``bench-work/bench_backup.json`` and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import pyrage  # noqa: E402
+
+from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
+from tests.support.binaries import etcd_35, weed  # noqa: E402
+from tests.support.etcd import EtcdMember  # noqa: E402
+from tests.support.pki import make_pki  # noqa: E402
+from tests.support.seaweed import SeaweedServer  # noqa: E402
+
+LIFEBOAT = Path(sys.executable).parent / "lifeboat"
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run ``argv``; return wall seconds and the child's peak RSS in bytes."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        assert proc.stderr is not None
+        raise SystemExit(f"{argv[0]} failed: {proc.stderr.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def serve(snapshot: Path, work: Path) -> EtcdMember:
+    release = etcd_35()
+    pki = make_pki(work / "pki")
+    member = EtcdMember(release, "bench", work, pki)
+    assert release.etcdutl is not None
+    shutil.rmtree(member.data_dir, ignore_errors=True)
+    subprocess.run([str(release.etcdutl), "snapshot", "restore", str(snapshot), "--data-dir",
+                    str(member.data_dir), "--name", "bench", "--initial-cluster",
+                    f"bench={member.peer_url}", "--initial-advertise-peer-urls", member.peer_url],
+                   check=True, capture_output=True)
+    member.start(f"bench={member.peer_url}", "bench", state="new")
+    member.wait_healthy(120)
+    return member
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-s3", action="store_true")
+    args = parser.parse_args()
+
+    snapshot = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
+    work = BENCH_WORK / "backup-run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    member = serve(snapshot, work)
+    seaweed = None if args.no_s3 else SeaweedServer(weed(), work / "seaweed").start()
+    try:
+        results = run_rounds(member, work, seaweed, args.rounds)
+    finally:
+        member.stop()
+        if seaweed is not None:
+            seaweed.stop()
+    report(results, snapshot)
+
+
+def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
+               rounds: int) -> dict[str, list[tuple[float, int]]]:
+    release = etcd_35()
+    tls = member.tls_flags()
+    conn = [f"--endpoints={member.client_url}", *tls]
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    env = dict(os.environ, ETCDCTL_API="3")
+    s3_env = dict(env, **seaweed.s3().env()) if seaweed else env
+    cases: dict[str, tuple[list[str], dict[str, str]]] = {
+        "etcdctl snapshot save": ([str(release.etcdctl), *conn, "snapshot", "save", str(work / "etcdctl.db")], env),
+        "lifeboat backup, local, zstd (default level)": (
+            [str(LIFEBOAT), "backup", *conn, "--no-files", "--repo", str(work / "repo-plain")], env),
+        "lifeboat backup, local, zstd -3": (
+            [str(LIFEBOAT), "backup", *conn, "--no-files", "--zstd-level", "3", "--repo", str(work / "repo-plain")], env),
+        "lifeboat backup, local, zstd + age": (
+            [str(LIFEBOAT), "backup", *conn, "--no-files", "--repo", str(work / "repo-age"),
+             "--encrypt-to", recipient], env),
+    }
+    if seaweed:
+        bucket = seaweed.s3().bucket
+        cases["lifeboat backup, SeaweedFS S3, zstd"] = (
+            [str(LIFEBOAT), "backup", *conn, "--no-files", "--repo", f"s3://{bucket}/bench"], s3_env)
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in cases}
+    for round_ in range(rounds):
+        for name, (argv, case_env) in cases.items():
+            results[name].append(timed(argv, case_env))
+            print(f"round {round_ + 1} {name}: {results[name][-1][0]:.2f}s", file=sys.stderr)
+            (work / "etcdctl.db").unlink(missing_ok=True)
+            for repo in ("repo-plain", "repo-age"):
+                shutil.rmtree(work / repo, ignore_errors=True)
+    return results
+
+
+def report(results: dict[str, list[tuple[float, int]]], snapshot: Path) -> None:
+    base = statistics.median(t for t, _ in results["etcdctl snapshot save"])
+    rows = []
+    for name, runs in results.items():
+        median = statistics.median(t for t, _ in runs)
+        rss = max(r for _, r in runs)
+        rows.append({"case": name, "median_s": round(median, 3), "ratio": round(median / base, 3),
+                     "peak_rss_mb": round(rss / 1e6, 1), "runs_s": [round(t, 3) for t, _ in runs]})
+    out = {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size,
+           "cpus": os.cpu_count(), "load_before": os.getloadavg(), "results": rows}
+    (BENCH_WORK / "bench_backup.json").write_text(json.dumps(out, indent=2))
+    print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(next(iter(results.values())))} rounds, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| case | median | ratio to etcdctl | peak RSS |\n| --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['case']} | {r['median_s']:.2f} s | {r['ratio']:.2f}× | {r['peak_rss_mb']:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
