@@ -308,3 +308,12 @@ class TestBadInput:
     def test_bad_recipient_is_a_usage_error(self, cli: Cli, tmp_path: Path) -> None:
         code, _, err = cli("backup", "--repo", str(tmp_path / "r"), "--encrypt-to", "age1bogus")
         assert code == 3 and "recipient" in err
+
+
+def test_key_not_matching_the_certificate_is_a_usage_error(
+    cli: Cli, etcd35: EtcdMember, pki: Pki, tmp_path: Path
+) -> None:
+    code, _, err = cli("backup", f"--endpoints={etcd35.client_url}", f"--cacert={pki.ca}",
+                       f"--cert={pki.client.cert}", f"--key={pki.node.key}",
+                       "--repo", str(tmp_path / "repo"))
+    assert code == 3 and "does not belong" in err

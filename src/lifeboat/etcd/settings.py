@@ -75,12 +75,19 @@ class TlsConfig:
             raise UsageError("--cert and --key must be given together (client certificate and its key)")
 
     def load(self) -> TlsMaterial:
-        """Read and sanity-check the files; a missing or non-PEM file raises ``UsageError``."""
-        return TlsMaterial(
+        """Read and sanity-check the files; a missing or non-PEM file raises ``UsageError``.
+
+        A key that does not belong to the certificate is refused here: the server would
+        otherwise only report a failed handshake.
+        """
+        material = TlsMaterial(
             ca=_read_pem(self.ca, "--cacert", b"CERTIFICATE"),
             cert=_read_pem(self.cert, "--cert", b"CERTIFICATE"),
             key=_read_pem(self.key, "--key", b"PRIVATE KEY"),
         )
+        if material.cert is not None and material.key is not None:
+            _check_pair(material.cert, material.key, self.cert, self.key)
+        return material
 
 
 def _read_pem(path: Path | None, flag: str, label: bytes) -> bytes | None:
@@ -131,3 +138,20 @@ class ConnectionSettings:
         """Build from an etcdctl-style comma-separated ``--endpoints`` value."""
         items = tuple(e.strip() for e in endpoints.split(",") if e.strip())
         return cls(items, tls, dial_timeout, command_timeout)
+
+
+def _check_pair(cert_pem: bytes, key_pem: bytes, cert_path: Path | None, key_path: Path | None) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise UsageError(f"--cert {cert_path}: the certificate cannot be parsed") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise UsageError(f"--key {key_path}: the private key cannot be read (encrypted keys are not supported)") from None
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*raw) != key.public_key().public_bytes(*raw):
+        raise UsageError(f"--key {key_path} does not belong to the certificate --cert {cert_path}")
