@@ -93,8 +93,7 @@ def test_cert_without_key_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_loaded_tls_material_never_shows_in_repr(tmp_path: Path) -> None:
-    key = tmp_path / "c.key"
-    key.write_bytes(KEY)
-    cert = tmp_path / "c.crt"
-    cert.write_bytes(CERT)
-    assert "PRIVATE" not in repr(TlsConfig(cert=cert, key=key).load())
+    from tests.support.pki import make_pki
+
+    pki = make_pki(tmp_path)
+    assert "PRIVATE" not in repr(TlsConfig(cert=pki.client.cert, key=pki.client.key).load())
