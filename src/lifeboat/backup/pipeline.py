@@ -25,7 +25,7 @@ from lifeboat.backup.source import ClusterView, SourceChoice, choose_source_memb
 from lifeboat.catalog.age_keys import Recipient
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
-from lifeboat.catalog.manifest import FileEntry, Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, hashing, threaded
 from lifeboat.errors import IntegrityError, OperationFailed
@@ -98,7 +98,7 @@ def take_backup(
             encryption="age" if options.recipients else None,
             recipients=tuple(r.text for r in options.recipients),
             objects=tuple(o for o in (snapshot_obj, files_obj) if o is not None),
-            files=tuple(_file_entry(f) for f in entries),
+            files=tuple(entries),
             labels=dict(options.labels),
         )
         repo.commit(manifest)
@@ -273,14 +273,6 @@ def _source_member(source: SourceChoice) -> SourceMember:
         member_id=f"{st.member_id:x}", name=source.member.name, endpoint=source.endpoint,
         etcd_version=st.version, cluster_id=f"{source.cluster_id:x}", raft_term=st.raft_term,
         raft_index=st.raft_index, is_leader=st.is_leader,
-    )
-
-
-def _file_entry(f: CapturedFile) -> FileEntry:
-    return FileEntry(
-        path=f.path, kind=f.kind, mode=f.mode, uid=f.uid, gid=f.gid, owner=f.owner,
-        group=f.group, mtime_ns=f.mtime_ns, size=f.size, sha256=f.sha256,
-        link_target=f.link_target,
     )
 
 

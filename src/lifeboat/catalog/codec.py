@@ -7,14 +7,13 @@ get the raw bytes back with the stock tools: ``age -d -i key.txt | zstd -d``.
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pyrage
 import zstandard
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.streams import Cancelled, Pipe
+from lifeboat.catalog.streams import Pipe, produced
 from lifeboat.errors import DecryptionError, IntegrityError
 
 DEFAULT_ZSTD_LEVEL = 1
@@ -93,33 +92,16 @@ class _PipeWriter(io.RawIOBase):
             self._buffer.clear()
 
 
-def _pump(work: "Callable[[_IteratorReader, _PipeWriter], None]", chunks: Iterable[bytes],
+def _pump(work: Callable[[_IteratorReader, _PipeWriter], None], chunks: Iterable[bytes],
           name: str) -> Iterator[bytes]:
     """Run a pull-style codec (reader → writer) in a thread, yielding its output here."""
-    pipe = Pipe()
-    reader = _IteratorReader(chunks)
 
-    def run() -> None:
+    def produce(pipe: Pipe) -> None:
         writer = _PipeWriter(pipe)
-        try:
-            work(reader, writer)
-            writer.drain()
-            pipe.close()
-        except Cancelled:
-            pass
-        except BaseException as exc:  # re-raised by the consumer
-            try:
-                pipe.fail(exc)
-            except Cancelled:
-                pass
+        work(_IteratorReader(chunks), writer)
+        writer.drain()
 
-    worker = threading.Thread(target=run, name=f"lifeboat-{name}", daemon=True)
-    worker.start()
-    try:
-        yield from pipe
-    finally:
-        pipe.cancel()
-        worker.join(timeout=10)
+    return produced(produce, name)
 
 
 def encrypting(chunks: Iterable[bytes], recipients: Sequence[Recipient]) -> Iterator[bytes]:

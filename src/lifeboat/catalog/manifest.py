@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from lifeboat.errors import IntegrityError
+from lifeboat.kube.control_plane_files import CapturedFile
 
 MANIFEST_FORMAT = 1
 Status = Literal["complete", "failed"]
@@ -55,26 +56,6 @@ class SnapshotInfo:
 
 
 @dataclass(frozen=True)
-class FileEntry:
-    """One captured control-plane file or symlink, as it was on the host.
-
-    For a symlink, ``size`` and ``sha256`` describe its target path text (UTF-8).
-    """
-
-    path: str
-    kind: str  # "file" | "symlink"
-    mode: int
-    uid: int
-    gid: int
-    owner: str
-    group: str
-    mtime_ns: int
-    size: int
-    sha256: str
-    link_target: str | None = None
-
-
-@dataclass(frozen=True)
 class Manifest:
     """Everything lifeboat knows about one backup."""
 
@@ -90,7 +71,7 @@ class Manifest:
     encryption: str | None  # "age" or None
     recipients: tuple[str, ...]  # public age/ssh recipients, never identities
     objects: tuple[StoredObject, ...]
-    files: tuple[FileEntry, ...] = ()
+    files: tuple[CapturedFile, ...] = ()  # every captured control-plane file, as on the host
     failure_reason: str | None = None
     format: int = MANIFEST_FORMAT
     labels: dict[str, str] = field(default_factory=dict)
@@ -142,7 +123,7 @@ class Manifest:
             encryption=raw["encryption"],
             recipients=tuple(raw["recipients"]),
             objects=tuple(StoredObject(**o) for o in raw["objects"]),
-            files=tuple(FileEntry(**f) for f in raw.get("files", ())),
+            files=tuple(CapturedFile(**f) for f in raw.get("files", ())),
             failure_reason=raw.get("failure_reason"),
             format=int(raw["format"]),
             labels=dict(raw.get("labels", {})),

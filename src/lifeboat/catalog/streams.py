@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 _EOF: Final = object()
@@ -65,19 +65,18 @@ class Pipe:
             yield item
 
 
-def threaded(chunks: Iterable[bytes], name: str, depth: int = 8) -> Iterator[bytes]:
-    """Iterate ``chunks`` in a background thread, yielding its chunks here.
+def produced(produce: Callable[[Pipe], None], name: str, depth: int = 8) -> Iterator[bytes]:
+    """Run ``produce(pipe)`` in a background thread and yield what it puts into the pipe.
 
-    An exception upstream is re-raised here; when this generator is closed early, the
-    upstream iterator is closed too (so a gRPC stream or a file is released).
+    ``produce`` puts chunks and returns; the pipe is closed for it. Its exception is
+    re-raised here. When this generator is closed early, the pipe is cancelled, so the
+    producer's next ``put`` raises :class:`Cancelled` and the thread ends.
     """
     pipe = Pipe(depth)
 
-    def produce() -> None:
-        iterator = iter(chunks)
+    def run() -> None:
         try:
-            for chunk in iterator:
-                pipe.put(chunk)
+            produce(pipe)
             pipe.close()
         except Cancelled:
             pass
@@ -86,12 +85,8 @@ def threaded(chunks: Iterable[bytes], name: str, depth: int = 8) -> Iterator[byt
                 pipe.fail(exc)
             except Cancelled:
                 pass
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
 
-    worker = threading.Thread(target=produce, name=f"lifeboat-{name}", daemon=True)
+    worker = threading.Thread(target=run, name=f"lifeboat-{name}", daemon=True)
     worker.start()
     try:
         yield from pipe
@@ -100,6 +95,26 @@ def threaded(chunks: Iterable[bytes], name: str, depth: int = 8) -> Iterator[byt
         # The producer notices the cancel at its next put; one stuck in a read of a dead
         # server is a daemon thread and must not hold the caller hostage.
         worker.join(timeout=10)
+
+
+def threaded(chunks: Iterable[bytes], name: str, depth: int = 8) -> Iterator[bytes]:
+    """Iterate ``chunks`` in a background thread, yielding its chunks here.
+
+    An exception upstream is re-raised here; when this generator is closed early, the
+    upstream iterator is closed too (so a gRPC stream or a file is released).
+    """
+
+    def produce(pipe: Pipe) -> None:
+        iterator = iter(chunks)
+        try:
+            for chunk in iterator:
+                pipe.put(chunk)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    return produced(produce, name, depth)
 
 
 class Digest:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .bbolt import BoltFile, Buffer
+from lifeboat.etcd.model import KeyValue as KeyValue  # the value a live Range returns too
 
 KEY_BUCKET = b"key"
 META_BUCKET = b"meta"
@@ -30,18 +31,6 @@ _REVISION = struct.Struct(">QxQ")
 _REVISION_SIZE = 17
 _TOMBSTONE = ord("t")
 _U64 = struct.Struct(">Q")
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    """One key as etcd's range would return it (mvccpb.KeyValue)."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
 
 
 @dataclass(frozen=True)

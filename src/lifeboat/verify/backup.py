@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
@@ -18,7 +18,7 @@ from lifeboat.catalog.manifest import Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, hashing, threaded
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
-from lifeboat.kube.control_plane_files import CapturedFile, verify_archive
+from lifeboat.kube.control_plane_files import verify_archive
 from lifeboat.snapshot import check_trailer, snapshot_status
 
 
@@ -139,7 +139,7 @@ def _check_snapshot(manifest: Manifest, spool: Path, report: VerifyReport) -> No
 
 
 def _check_files(manifest: Manifest, archive: Path, report: VerifyReport) -> None:
-    expected = [CapturedFile(**asdict(e)) for e in manifest.files]
+    expected = list(manifest.files)
     try:
         with archive.open("rb") as f:
             verify_archive(f, expected)
