@@ -18,6 +18,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import obstore
+from obstore.store import S3Store
+
 from .ports import free_port
 
 
@@ -133,9 +136,6 @@ class SeaweedServer:
 
     def wait_ready(self, timeout: float) -> None:
         """Poll until the S3 gateway answers and the bucket accepts a signed listing."""
-        import obstore
-        from obstore.store import S3Store
-
         store = S3Store(
             self.bucket, endpoint=self.endpoint, access_key_id=self.access_key,
             secret_access_key=self.secret_key, region="us-east-1",

@@ -85,7 +85,7 @@ class LocalStore:
             return RepositoryUnavailable(
                 f"{where} failed: {exc.strerror}; check ownership and mode of {self._root}"
             )
-        if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+        if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
             return OperationFailed(
                 f"{where} failed: the key collides with a directory or file of another key"
             )
@@ -100,7 +100,7 @@ class LocalStore:
     def _put(self, key: str, chunks: Iterable[bytes], *, create_only: bool) -> ObjectInfo:
         path = self._path(key)
         with self._translated("writing", key):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(path.parent)
             fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
         try:
             size = self._write_chunks(fd, key, chunks)
@@ -211,6 +211,20 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents, each made durable in its own parent."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        if not directory.is_dir():
+            raise
+        return
+    _fsync_dir(directory.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

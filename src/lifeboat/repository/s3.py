@@ -8,9 +8,10 @@ and ``http://`` is allowed for it.
 
 Guarantees, as S3 gives them:
 
-* ``put_stream`` is a multipart upload of :data:`PART_SIZE` parts with at most
-  :data:`PARTS_IN_FLIGHT` in flight, so memory stays near their product whatever the object
-  size. The object appears only when the upload completes; an exception from the chunk
+* ``put_stream`` of more than :data:`PART_SIZE` bytes is a multipart upload of
+  :data:`PART_SIZE` parts with at most :data:`PARTS_IN_FLIGHT` in flight, so memory stays
+  near their product whatever the object size; a smaller stream is buffered and sent as
+  one PUT. The object appears only when the upload completes; an exception from the chunk
   iterable or a failed part aborts the upload, so no object and no pending upload remain
   (if the abort request itself fails, the parts linger invisibly until a bucket lifecycle
   rule removes them).
@@ -23,6 +24,7 @@ Guarantees, as S3 gives them:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -137,9 +139,17 @@ class S3Store:
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         path = self._prefix + check_key(key)
         counted = _Counted(chunks)
+        head = counted.take(PART_SIZE)
+        if counted.exhausted:
+            # Smaller than one part: one plain PUT instead of three multipart requests.
+            try:
+                obstore.put(self._client, path, b"".join(head), use_multipart=False)
+            except (BaseError, OSError) as exc:
+                self._raise(exc, "writing", key)
+            return ObjectInfo(key, counted.size)
         try:
             obstore.put(
-                self._client, path, counted, use_multipart=True,
+                self._client, path, itertools.chain(head, counted), use_multipart=True,
                 chunk_size=PART_SIZE, max_concurrency=PARTS_IN_FLIGHT,
             )
         except (BaseError, OSError) as exc:
@@ -274,6 +284,17 @@ class _Counted:
         self._chunks = iter(chunks)
         self.size = 0
         self.failure: BaseException | None = None
+        self.exhausted = False
+
+    def take(self, limit: int) -> list[bytes]:
+        """Read chunks until more than ``limit`` bytes or the end of the source."""
+        taken: list[bytes] = []
+        while self.size <= limit:
+            try:
+                taken.append(next(self))
+            except StopIteration:
+                break
+        return taken
 
     def __iter__(self) -> _Counted:
         return self
@@ -282,6 +303,7 @@ class _Counted:
         try:
             chunk = next(self._chunks)
         except StopIteration:
+            self.exhausted = True
             raise
         except BaseException as exc:
             self.failure = exc

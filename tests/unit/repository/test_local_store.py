@@ -129,6 +129,14 @@ def test_a_key_where_a_directory_stands_is_not_an_object(store: LocalStore) -> N
     assert store.get_bytes("a/b") == b"x"
 
 
+def test_a_key_below_an_existing_object_collides(store: LocalStore) -> None:
+    store.put_bytes("a", b"x")
+
+    with pytest.raises(OperationFailed, match="collides"):
+        store.put_bytes("a/b/c", b"y")
+    assert store.get_bytes("a") == b"x" and temp_files(store.root) == []
+
+
 def test_objects_are_plain_files_readable_without_lifeboat(store: LocalStore) -> None:
     store.put_stream("clusters/prod/snap.db.zst", [b"ab", b"cd"])
 
