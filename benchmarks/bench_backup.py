@@ -32,7 +32,22 @@ from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 
-LIFEBOAT = Path(sys.executable).parent / "lifeboat"
+LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
+
+
+def frozen_source() -> dict[str, str]:
+    """Measure the committed code: export HEAD's src/ and put it first on PYTHONPATH.
+
+    The working tree may be mid-edit while a long benchmark runs.
+    """
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    target = BENCH_WORK / f"src-{head}"
+    if not target.exists():
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", "HEAD", "src"], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return dict(os.environ, PYTHONPATH=str(target / "src"))
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
@@ -90,22 +105,22 @@ def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
     tls = member.tls_flags()
     conn = [f"--endpoints={member.client_url}", *tls]
     recipient = str(pyrage.x25519.Identity.generate().to_public())
-    env = dict(os.environ, ETCDCTL_API="3")
+    env = dict(frozen_source(), ETCDCTL_API="3")
     s3_env = dict(env, **seaweed.s3().env()) if seaweed else env
     cases: dict[str, tuple[list[str], dict[str, str]]] = {
         "etcdctl snapshot save": ([str(release.etcdctl), *conn, "snapshot", "save", str(work / "etcdctl.db")], env),
         "lifeboat backup, local, zstd (default level)": (
-            [str(LIFEBOAT), "backup", *conn, "--no-files", "--repo", str(work / "repo-plain")], env),
+            [*LIFEBOAT, "backup", *conn, "--no-files", "--repo", str(work / "repo-plain")], env),
         "lifeboat backup, local, zstd -3": (
-            [str(LIFEBOAT), "backup", *conn, "--no-files", "--zstd-level", "3", "--repo", str(work / "repo-plain")], env),
+            [*LIFEBOAT, "backup", *conn, "--no-files", "--zstd-level", "3", "--repo", str(work / "repo-plain")], env),
         "lifeboat backup, local, zstd + age": (
-            [str(LIFEBOAT), "backup", *conn, "--no-files", "--repo", str(work / "repo-age"),
+            [*LIFEBOAT, "backup", *conn, "--no-files", "--repo", str(work / "repo-age"),
              "--encrypt-to", recipient], env),
     }
     if seaweed:
         bucket = seaweed.s3().bucket
         cases["lifeboat backup, SeaweedFS S3, zstd"] = (
-            [str(LIFEBOAT), "backup", *conn, "--no-files", "--repo", f"s3://{bucket}/bench"], s3_env)
+            [*LIFEBOAT, "backup", *conn, "--no-files", "--repo", f"s3://{bucket}/bench"], s3_env)
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in cases}
     for round_ in range(rounds):
         for name, (argv, case_env) in cases.items():
