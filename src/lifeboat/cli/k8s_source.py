@@ -1,0 +1,82 @@
+"""Turning a SOURCE argument of ``lifeboat k8s`` into something to read objects from.
+
+SOURCE is ``live`` (the etcd the etcd flags point at), an existing snapshot file, or a
+backup id (or ``latest``) in ``--repo``. A backup is fetched, checked like ``lifeboat
+verify`` does and decrypted to a temporary file once, then read offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from lifeboat.catalog.age_keys import load_identities
+from lifeboat.cli.connect import (
+    add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+)
+from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.etcd import EtcdClient
+from lifeboat.kube.inventory import LiveEtcdSource, ObjectSource, SnapshotFileSource
+from lifeboat.kube.objects import EncryptionConfiguration, load_encryption_configuration
+from lifeboat.verify.backup import verify_backup
+
+LIVE = "live"
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every ``k8s`` command needs to open a SOURCE: repository, age identity, etcd."""
+    add_repo_flags(parser)
+    parser.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
+                        help="age identity file for encrypted backups; repeatable")
+    parser.add_argument("--tmp-dir", type=Path, metavar="DIR",
+                        help="where a backup's snapshot is unpacked while it is read")
+    parser.add_argument("--encryption-config", type=Path, metavar="FILE",
+                        help="the kube-apiserver's --encryption-provider-config, to decrypt "
+                             "objects encrypted at rest (aescbc, aesgcm, secretbox)")
+    add_etcd_flags(parser)
+    add_root_flag(parser)
+
+
+def encryption_config(args: argparse.Namespace) -> EncryptionConfiguration | None:
+    path: Path | None = args.encryption_config
+    return load_encryption_configuration(path) if path else None
+
+
+def live_client(args: argparse.Namespace, stack: ExitStack) -> tuple[EtcdClient, str]:
+    resolved = etcd_settings(args)
+    client = stack.enter_context(EtcdClient(resolved.settings))
+    return client, ",".join(resolved.settings.endpoints)
+
+
+def open_source(text: str, args: argparse.Namespace, stack: ExitStack) -> ObjectSource:
+    """The source ``text`` names; temporary files and connections close with ``stack``."""
+    if text == LIVE:
+        client, endpoints = live_client(args, stack)
+        return LiveEtcdSource(client, endpoints)
+    path = Path(text)
+    if path.exists():
+        return SnapshotFileSource(path)
+    if not (args.repo or os.environ.get("LIFEBOAT_REPO")):
+        raise UsageError(f"SOURCE {text!r} is not 'live' nor an existing snapshot file; "
+                         "to read a backup of that id pass --repo URL")
+    return _backup_source(text, args, stack)
+
+
+def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -> ObjectSource:
+    identities = load_identities(args.identity) if args.identity else None
+    repo = open_repository(args)
+    manifest = repo.find(backup_id, cluster_name(args, default=None))
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lifeboat-k8s-", dir=args.tmp_dir)))
+    spool = tmp / "snapshot.db"
+    report = verify_backup(repo, manifest, identities, tmp_dir=args.tmp_dir, keep_snapshot=spool)
+    failure = report.first_failure()
+    if failure is not None:
+        raise IntegrityError(f"backup {manifest.id} failed verification ({failure.name}: "
+                             f"{failure.detail}); pick another backup")
+    cluster_id = int(manifest.source.cluster_id, 16) if manifest.source else None
+    revision = manifest.snapshot.revision if manifest.snapshot else None
+    return SnapshotFileSource(spool, description=f"backup {manifest.id} of cluster {manifest.cluster}",
+                              cluster_id=cluster_id, revision=revision)

@@ -1,0 +1,114 @@
+"""Inventory of stored objects: decoded entries, per-namespace/per-resource summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from lifeboat.kube.inventory.kinds import KindQuery, resource_label
+from lifeboat.kube.inventory.source import StoredKeyValue
+from lifeboat.kube.objects import (
+    EncryptionConfiguration,
+    StoredObject,
+    decode_value,
+    parse_registry_key,
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key of a source with its decoded object."""
+
+    kv: StoredKeyValue
+    obj: StoredObject
+
+    @property
+    def namespace(self) -> str | None:
+        return self.obj.resource.namespace if self.obj.resource else None
+
+    @property
+    def resource(self) -> str:
+        return resource_label(self.obj.resource) if self.obj.resource else ""
+
+    @property
+    def name(self) -> str:
+        return self.obj.resource.name if self.obj.resource else self.kv.key.decode("utf-8", "replace")
+
+    @property
+    def uid(self) -> str:
+        return self.obj.metadata.uid if self.obj.metadata else ""
+
+    @property
+    def is_secret(self) -> bool:
+        """Secrets' values are never shown unless asked for."""
+        r = self.obj.resource
+        return r is not None and r.group == "" and r.resource == "secrets"
+
+
+def keys_in_namespace(kvs: Iterable[StoredKeyValue], namespace: str) -> Iterator[StoredKeyValue]:
+    """The keys of ``namespace``'s objects and of its Namespace object, judged by key alone."""
+    for kv in kvs:
+        parsed = parse_registry_key(kv.key)
+        if parsed is None:
+            continue
+        if parsed.namespace == namespace or (
+            parsed.group == "" and parsed.resource == "namespaces" and parsed.name == namespace
+        ):
+            yield kv
+
+
+def decode_entries(
+    kvs: Iterable[StoredKeyValue], encryption: EncryptionConfiguration | None = None,
+) -> Iterator[Entry]:
+    """Decode every key; a value that fails to decode keeps its error in ``obj.error``."""
+    for kv in kvs:
+        yield Entry(kv, decode_value(kv.key, kv.value, encryption))
+
+
+def select(
+    entries: Iterable[Entry], namespace: str | None = None, kind: KindQuery | None = None,
+    name: str | None = None,
+) -> Iterator[Entry]:
+    """The entries in ``namespace`` (a Namespace object counts as in itself), of ``kind``."""
+    for e in entries:
+        if namespace is not None and e.namespace != namespace and not _is_namespace_object(e, namespace):
+            continue
+        if kind is not None and not kind.matches(e.obj.resource, e.obj.kind):
+            continue
+        if name is not None and e.name != name:
+            continue
+        yield e
+
+
+def _is_namespace_object(entry: Entry, namespace: str) -> bool:
+    r = entry.obj.resource
+    return r is not None and r.group == "" and r.resource == "namespaces" and r.name == namespace
+
+
+@dataclass
+class ResourceSummary:
+    """How many objects of one resource one namespace holds, their bytes, newest change."""
+
+    namespace: str | None
+    resource: str
+    count: int = 0
+    bytes: int = 0
+    newest_mod_revision: int = 0
+    encrypted: int = 0
+    errors: int = 0
+
+
+def summarize(entries: Iterable[Entry]) -> list[ResourceSummary]:
+    """One summary per (namespace, resource), cluster-scoped resources first."""
+    groups: dict[tuple[str | None, str], ResourceSummary] = {}
+    for e in entries:
+        group_key = (e.namespace, e.resource)
+        s = groups.get(group_key)
+        if s is None:
+            s = groups[group_key] = ResourceSummary(e.namespace, e.resource)
+        s.count += 1
+        s.bytes += len(e.kv.value)
+        s.newest_mod_revision = max(s.newest_mod_revision, e.kv.mod_revision)
+        s.encrypted += e.obj.encryption is not None or e.obj.encoding == "encrypted"
+        s.errors += e.obj.error is not None
+    return sorted(groups.values(), key=lambda s: (s.namespace is not None, s.namespace or "", s.resource))

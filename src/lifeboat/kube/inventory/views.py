@@ -1,0 +1,117 @@
+"""Plain data (for JSON, YAML and tables) describing stored objects; never secret values."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from lifeboat.kube.inventory.listing import Entry
+from lifeboat.kube.objects import ObjectMeta
+
+REDACTED = "<redacted: pass --show-secrets>"
+# kubectl apply keeps the whole applied object, Secret data included, in this annotation.
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def encryption_text(entry: Entry) -> str | None:
+    info = entry.obj.encryption
+    if info is None:
+        return None
+    return f"{info.provider}:{info.key_name}"
+
+
+def object_row(entry: Entry) -> dict[str, Any]:
+    """One object of ``k8s ls``: identity, age and how it is stored."""
+    meta = entry.obj.metadata
+    return {
+        "namespace": entry.namespace,
+        "resource": entry.resource,
+        "kind": entry.obj.kind,
+        "name": entry.name,
+        "uid": meta.uid if meta else None,
+        "created": _time(meta.creation_timestamp) if meta else None,
+        "create_revision": entry.kv.create_revision,
+        "mod_revision": entry.kv.mod_revision,
+        "encoding": entry.obj.encoding,
+        "encryption": encryption_text(entry),
+        "bytes": len(entry.kv.value),
+        "error": str(entry.obj.error) if entry.obj.error else None,
+    }
+
+
+def metadata_document(meta: ObjectMeta, redact_last_applied: bool) -> dict[str, Any]:
+    annotations = dict(meta.annotations)
+    if redact_last_applied and _LAST_APPLIED in annotations:
+        annotations[_LAST_APPLIED] = REDACTED
+    return {
+        "name": meta.name,
+        "generateName": meta.generate_name or None,
+        "namespace": meta.namespace or None,
+        "uid": meta.uid,
+        "resourceVersion": meta.resource_version or None,
+        "generation": meta.generation,
+        "creationTimestamp": _time(meta.creation_timestamp),
+        "deletionTimestamp": _time(meta.deletion_timestamp),
+        "labels": dict(meta.labels),
+        "annotations": annotations,
+        "ownerReferences": [
+            {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid,
+             "controller": o.controller}
+            for o in meta.owner_references
+        ],
+        "finalizers": list(meta.finalizers),
+        "managedFieldsEntries": meta.managed_fields_count,
+    }
+
+
+def object_document(entry: Entry, show_secrets: bool = False) -> dict[str, Any]:
+    """One object of ``k8s get``: JSON-stored ones in full, others as metadata plus bytes."""
+    hide = entry.is_secret and not show_secrets
+    obj = entry.obj
+    doc: dict[str, Any] = {
+        "key": entry.kv.key.decode("utf-8", "replace"),
+        "resource": entry.resource,
+        "namespace": entry.namespace,
+        "name": entry.name,
+        "apiVersion": obj.api_version,
+        "kind": obj.kind,
+        "encoding": obj.encoding,
+        "encryption": encryption_text(entry),
+        "create_revision": entry.kv.create_revision,
+        "mod_revision": entry.kv.mod_revision,
+        "lease": entry.kv.lease,
+        "bytes": len(entry.kv.value),
+        "error": str(obj.error) if obj.error else None,
+        "metadata": metadata_document(obj.metadata, hide) if obj.metadata else None,
+    }
+    plain = obj.plaintext if obj.plaintext is not None else obj.raw
+    if obj.encoding == "json" and obj.error is None:
+        full = json.loads(plain)
+        doc["object"] = _redact_json_secret(full) if hide else full
+    elif hide:
+        doc["value"] = REDACTED
+    else:
+        doc["value_base64"] = base64.b64encode(obj.raw).decode()
+        if obj.plaintext is not None:
+            doc["decrypted_base64"] = base64.b64encode(obj.plaintext).decode()
+    return doc
+
+
+def _redact_json_secret(doc: Any) -> Any:
+    if not isinstance(doc, dict):
+        return REDACTED
+    out = dict(doc)
+    for field in ("data", "stringData"):
+        if isinstance(out.get(field), dict):
+            out[field] = {k: REDACTED for k in out[field]}
+    meta = out.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) \
+            and _LAST_APPLIED in meta["annotations"]:
+        out["metadata"] = {**meta, "annotations": {**meta["annotations"], _LAST_APPLIED: REDACTED}}
+    return out
