@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from lifeboat import __version__
-from lifeboat.cli import backups, snapshots
+from lifeboat.cli import backups, k8s, snapshots
 from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
 
 DESCRIPTION = """\
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backups.register(sub, common)
     snapshots.register(sub, common)
+    k8s.register(sub, common)
     return parser
 
 
