@@ -1,0 +1,189 @@
+"""The shape of ``lifeboat.yaml``: one frozen pydantic model per section, keys in kebab-case.
+
+Every section rejects unknown keys. No field holds a secret: S3 keys come from the AWS_*
+variables or from files named by ``*-file`` keys, age identities only by file path.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from lifeboat.config.values import (
+    CommaList,
+    Count,
+    CronExpression,
+    NonBlank,
+    PositiveCount,
+    RetentionDuration,
+    Seconds,
+)
+
+DEFAULT_ZSTD_LEVEL = 3  # the same default as lifeboat.catalog.codec
+DEFAULT_LISTEN = "127.0.0.1:9847"
+# Cluster names become object-key segments (the same rule as lifeboat.catalog.ids).
+_CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+
+
+def kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class Section(BaseModel):
+    """A mapping in the file: kebab-case keys, unknown keys refused, immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=kebab)
+
+
+class EtcdSection(Section):
+    """How to reach etcd; unset endpoints and certificates mean "discover on a kubeadm node"."""
+
+    endpoints: CommaList | None = None
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    dial_timeout: Seconds = 5.0
+    command_timeout: Seconds = 10.0
+
+    @field_validator("endpoints")
+    @classmethod
+    def _some_endpoint(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must name at least one endpoint, e.g. https://127.0.0.1:2379")
+        return value
+
+
+class S3Section(Section):
+    """S3 settings the URL cannot carry. Keys only through files (or AWS_* variables)."""
+
+    region: NonBlank | None = None
+    endpoint_url: NonBlank | None = None
+    access_key_id_file: Path | None = None
+    secret_access_key_file: Path | None = None
+    session_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_key_files(self) -> S3Section:
+        if (self.access_key_id_file is None) != (self.secret_access_key_file is None):
+            raise ValueError("set both access-key-id-file and secret-access-key-file, or neither")
+        return self
+
+
+class RepositorySection(Section):
+    url: NonBlank | None = None
+    s3: S3Section = Field(default_factory=S3Section)
+
+
+class EncryptionSection(Section):
+    """age recipients (public keys or files of them) and identity files (for verify, drills)."""
+
+    recipients: list[NonBlank] = Field(default_factory=list)
+    identity_files: list[Path] = Field(default_factory=list)
+
+
+class BackupSection(Section):
+    zstd_level: int = DEFAULT_ZSTD_LEVEL
+    tmp_dir: Path | None = None
+    capture_files: StrictBool = True
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("zstd_level", mode="before")
+    @classmethod
+    def _zstd_level(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 19:
+            raise ValueError(f"must be an integer from 1 to 19, got {value!r}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.strip():
+                raise ValueError("label names must not be empty")
+        return value
+
+
+class SchedulesSection(Section):
+    """Cron expressions (five fields, read in UTC) for the agent."""
+
+    backup: CronExpression | None = None
+    drill: CronExpression | None = None
+
+
+class RetentionSection(Section):
+    """The policies ``lifeboat.retention.parse_policies`` accepts, plus the floor and orphan grace."""
+
+    keep_last: PositiveCount | None = None
+    keep_within: RetentionDuration | None = None
+    keep_hourly: PositiveCount | None = None
+    keep_daily: PositiveCount | None = None
+    keep_weekly: PositiveCount | None = None
+    keep_monthly: PositiveCount | None = None
+    keep_yearly: PositiveCount | None = None
+    recovery_window: RetentionDuration | None = None
+    min_redundancy: Count = 1
+    orphan_grace: Seconds = 24 * 3600.0
+
+    @model_validator(mode="after")
+    def _some_policy(self) -> RetentionSection:
+        if not self.policies():
+            raise ValueError("names no policy; set at least one, e.g. keep-last: 7")
+        return self
+
+    def policies(self) -> dict[str, object]:
+        """The policies set, as ``{"keep-last": 7, "recovery-window": "7d"}``."""
+        settings = ("min_redundancy", "orphan_grace")
+        return {
+            kebab(name): getattr(self, name)
+            for name in type(self).model_fields
+            if name not in settings and getattr(self, name) is not None
+        }
+
+
+class AgentSection(Section):
+    listen: str = DEFAULT_LISTEN
+    lease_ttl: Seconds = 15.0
+    log_format: Literal["json", "text"] = "text"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdecimal() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, e.g. 0.0.0.0:9847, got {value!r}")
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        # etcd grants whole seconds and raises very short TTLs to its minimum (about
+        # 1.5 election timeouts, 1.5 s by default): below 2 s the TTL is not what it says.
+        if value < 2:
+            raise ValueError(f"must be at least 2s, got {value:g}s")
+        return value
+
+
+class LifeboatConfig(Section):
+    """Everything the CLI flags set, plus schedules, retention and agent settings."""
+
+    cluster: str = "default"
+    root: Path = Path("/")
+    etcd: EtcdSection = Field(default_factory=EtcdSection)
+    repository: RepositorySection = Field(default_factory=RepositorySection)
+    encryption: EncryptionSection = Field(default_factory=EncryptionSection)
+    backup: BackupSection = Field(default_factory=BackupSection)
+    schedules: SchedulesSection = Field(default_factory=SchedulesSection)
+    retention: RetentionSection | None = None
+    agent: AgentSection = Field(default_factory=AgentSection)
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, value: str) -> str:
+        if not _CLUSTER_NAME.fullmatch(value):
+            raise ValueError(
+                f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {value!r}"
+            )
+        return value
