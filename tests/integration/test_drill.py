@@ -1,0 +1,181 @@
+"""`lifeboat verify ID --drill` against backups of real etcd 3.5.1 and 3.4.23."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lifeboat.cli.main import main
+from lifeboat.etcd import ConnectionSettings, EtcdClient
+from lifeboat.verify import drill as drill_module
+from lifeboat.verify.throwaway_etcd import ThrowawayEtcd
+from tests.support.binaries import EtcdRelease
+from tests.support.etcd import EtcdCluster
+from tests.support.etcd_load import load_keys
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Backup:
+    release: EtcdRelease
+    repo: Path
+    id: str
+    revision: int
+    compacted: bool
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fill(client: EtcdClient, compact: bool) -> None:
+    """Live, overwritten, deleted and leased keys; with ``compact``, a compaction mid-way."""
+    load_keys(client, ((f"/registry/pods/ns-{i % 5}/p{i:04d}".encode(), b"v1-" + bytes([i % 251]) * 300)
+                       for i in range(400)))
+    for i in range(0, 400, 7):
+        client.put(f"/registry/pods/ns-{i % 5}/p{i:04d}".encode(), b"v2")
+    if compact:
+        client.compact(client.put(b"/registry/marker", b"m"), physical=True)
+    client.delete_range(b"/registry/pods/ns-3/", prefix=True)
+    lease = client.lease_grant(3600)
+    client.put(b"/registry/masterleases/10.0.0.1", b"lease-held", lease=lease)
+    client.put(b"/registry/pods/ns-0/p0000", b"v3")
+
+
+@pytest.fixture(scope="module", params=["3.5", "3.4"])
+def backup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backup]:
+    """One backup per release in a file repository; the 3.5 one was compacted before it."""
+    release: EtcdRelease = request.getfixturevalue(f"release{request.param.replace('.', '')}")
+    work = tmp_path_factory.mktemp(f"drill-{request.param}")
+    compacted = request.param == "3.5"
+    with EtcdCluster(release, work / "etcd") as cluster:
+        member = cluster.first()
+        with EtcdClient(ConnectionSettings((member.client_url,))) as client:
+            fill(client, compacted)
+        repo = work / "repo"
+        code = main(["backup", f"--endpoints={member.client_url}", "--repo", f"file://{repo}",
+                     "--no-files", "-o", "json"])
+        assert code == 0
+    manifest_path = next(repo.rglob("manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    yield Backup(release, repo, manifest["id"], manifest["snapshot"]["revision"], compacted)
+
+
+def drill_args(backup: Backup, tmp: Path, repo: Path | None = None) -> list[str]:
+    tools = backup.release.etcdutl or backup.release.etcdctl
+    return ["verify", backup.id, "--drill", "--repo", f"file://{repo or backup.repo}",
+            "--tmp-dir", str(tmp), "--restore-tool", str(tools),
+            "--etcd-binary", str(backup.release.etcd), "-o", "json"]
+
+
+@pytest.fixture
+def drill_tmp(tmp_path: Path) -> Path:
+    path = tmp_path / "drills"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of every throwaway etcd the drill starts."""
+    pids: list[int] = []
+    original = ThrowawayEtcd.__enter__
+
+    def recording(self: ThrowawayEtcd) -> ThrowawayEtcd:
+        result = original(self)
+        assert self.pid is not None
+        pids.append(self.pid)
+        return result
+
+    monkeypatch.setattr(ThrowawayEtcd, "__enter__", recording)
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_drill_of_a_good_backup_passes_and_reports_phases(
+    backup: Backup, drill_tmp: Path, started: list[int], capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] is True
+    checks = {c["name"]: c for c in report["drill_checks"]}
+    assert all(c["ok"] for c in checks.values()), checks
+    assert checks["revision"]["detail"] == f"{backup.revision} (snapshot: {backup.revision})"
+    # 400 pods - 80 in ns-3 + masterlease (+ marker when compacted)
+    live = 320 + 1 + (1 if backup.compacted else 0)
+    assert checks["key count"]["detail"].startswith(f"{live} keys")
+    assert checks["hash"]["detail"].startswith("HashKV ")
+    assert [p["name"] for p in report["phases"]] == [
+        "fetch and verify", "read snapshot offline", "restore", "start etcd", "check", "stop etcd"]
+    assert backup.release.version in report["etcd"]
+    assert len(started) == 1 and not alive(started[0])
+    assert list(drill_tmp.iterdir()) == []
+
+
+def test_drill_of_a_tampered_backup_fails_before_starting_etcd(
+    backup: Backup, drill_tmp: Path, tmp_path: Path, started: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = tmp_path / "tampered"
+    shutil.copytree(backup.repo, repo)
+    stored = next(p for p in repo.rglob("snapshot.db*") if p.is_file())
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+
+    code, out, err = run_cli(capsys, *drill_args(backup, drill_tmp, repo))
+    assert code == 1
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert report["drill_checks"] == []
+    assert "failed verification, not restored" in err
+    assert started == []
+    assert list(drill_tmp.iterdir()) == []
+
+
+def test_drill_stops_etcd_and_removes_its_files_when_a_check_fails(
+    backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def failing_check(report: drill_module.DrillReport, *args: object) -> None:
+        report.add("sampled key/values", False, "1 of 500 differ, e.g. b'/registry/x'")
+
+    monkeypatch.setattr(drill_module, "check_restored", failing_check)
+    code, out, err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    assert code == 1
+    assert "drill of backup" in err and "sampled key/values" in err
+    assert json.loads(out)["ok"] is False
+    assert len(started) == 1 and not alive(started[0])
+    assert list(drill_tmp.iterdir()) == []
+
+
+def test_drill_stops_etcd_when_a_check_raises(
+    backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def exploding_check(*args: object) -> None:
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr(drill_module, "check_restored", exploding_check)
+    code, _out, err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    assert code == 4 and "a bug in a check" in err
+    assert len(started) == 1 and not alive(started[0])
+    assert list(drill_tmp.iterdir()) == []
