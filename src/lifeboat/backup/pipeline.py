@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +31,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, hashing, threaded
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.kube.control_plane_files import CapturedFile, capture
-from lifeboat.snapshot import snapshot_status
+from lifeboat.snapshot import SnapshotStatus, snapshot_status
 
 # etcd appends sha256(db) to the snapshot stream (server/etcdserver/api/v3rpc/maintenance.go);
 # the db itself is a whole number of 512-byte-aligned pages, so a saved file is 32 past a
@@ -137,10 +138,17 @@ class _Draft:
         self, etcd: SnapshotSource, source: SourceChoice, tmp: Path, progress: Progress
     ) -> tuple[StoredObject, SnapshotInfo]:
         spool = tmp / "snapshot.db"
-        receiver = _SnapshotReceiver(etcd.snapshot(source.endpoint), spool, progress)
-        obj = self.upload("snapshot.db" + self.suffix(), threaded(receiver, "etcd-snapshot"),
-                          receiver.digest)
-        status = snapshot_status(spool)
+        # The offline status read starts as soon as the spool is complete and checked, while
+        # zstd, age and the upload are still draining.
+        with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-status") as pool:
+            reading: list[Future[SnapshotStatus]] = []
+            receiver = _SnapshotReceiver(
+                etcd.snapshot(source.endpoint), spool, progress,
+                on_complete=lambda: reading.append(pool.submit(snapshot_status, spool)),
+            )
+            obj = self.upload("snapshot.db" + self.suffix(), threaded(receiver, "etcd-snapshot"),
+                              receiver.digest)
+            status = reading[0].result()
         info = SnapshotInfo(
             revision=status.revision, hash=status.hash, total_key=status.total_key,
             total_size=status.total_size, db_sha256=receiver.db_sha256,
@@ -175,8 +183,10 @@ class _SnapshotReceiver:
     from it never completes with a snapshot that failed the check.
     """
 
-    def __init__(self, chunks: Iterator[bytes], spool: Path, progress: Progress) -> None:
+    def __init__(self, chunks: Iterator[bytes], spool: Path, progress: Progress,
+                 on_complete: Callable[[], object] = lambda: None) -> None:
         self.chunks = chunks
+        self.on_complete = on_complete
         self.spool = spool
         self.progress = progress
         self.digest = _TrailerDigest()
@@ -199,6 +209,7 @@ class _SnapshotReceiver:
             if close is not None:
                 close()
         self.db_sha256 = self.digest.verify_trailer()
+        self.on_complete()
 
 
 class _TrailerDigest(Digest):
