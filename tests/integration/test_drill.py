@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -179,3 +180,24 @@ def test_drill_stops_etcd_when_a_check_raises(
     assert code == 4 and "a bug in a check" in err
     assert len(started) == 1 and not alive(started[0])
     assert list(drill_tmp.iterdir()) == []
+
+
+def test_drill_detects_a_restored_etcd_that_differs_from_the_snapshot(
+    backup: Backup, drill_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Skew what the snapshot is said to hold, so every comparison has something to catch.
+    original = drill_module.read_snapshot_facts
+
+    def skewed(snapshot: Path, sample_size: int) -> drill_module.SnapshotFacts:
+        facts = original(snapshot, sample_size)
+        first = dataclasses.replace(facts.sample[0], value=b"not what etcd has")
+        wrong_hash = dataclasses.replace(facts.hash_kv, hash=(facts.hash_kv.hash or 0) ^ 1)
+        return dataclasses.replace(facts, live_keys=facts.live_keys + 1, hash_kv=wrong_hash,
+                                   sample=(first, *facts.sample[1:]))
+
+    monkeypatch.setattr(drill_module, "read_snapshot_facts", skewed)
+    code, out, _err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    assert code == 1
+    failed = {c["name"] for c in json.loads(out)["drill_checks"] if not c["ok"]}
+    assert failed == {"key count", "hash", "sampled key/values"}
