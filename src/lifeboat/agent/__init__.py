@@ -1,1 +1,1 @@
-
+"""The unattended agent: schedules, one active agent per cluster, backups, prune, drills, metrics."""

@@ -1,0 +1,142 @@
+"""What the active agent does on a tick: a backup that only the leader may commit.
+
+The backup is :func:`lifeboat.backup.pipeline.take_backup`, with two guards around it:
+
+* the snapshot stream stops at the next chunk once the agent is asked to stop, so an
+  upload in flight is abandoned and take_backup removes what it uploaded;
+* the commit (the create-only manifest write that makes a backup exist) happens only
+  after leadership was confirmed a moment before, and never while stopping.
+
+Each backup carries the tick it was taken for as a label. A new leader that finds a
+committed backup for the tick it is about to run adopts it instead of taking a second
+one (the previous leader may have committed it and died before recording the tick).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import OperationFailed
+from lifeboat.etcd.model import Alarm, MemberList, MemberStatus
+
+TICK_LABEL = "lifeboat.tick"
+AGENT_LABEL = "lifeboat.agent"
+
+
+class Abandoned(OperationFailed):
+    """The agent was asked to stop; the backup in progress was dropped uncommitted."""
+
+
+class LeadershipLost(OperationFailed):
+    """This agent stopped being the active agent before it could commit."""
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """A committed backup as the agent reports it."""
+
+    backup_id: str
+    finished_at: datetime
+    duration: float
+    size: int
+    revision: int
+    adopted: bool = False
+
+    @classmethod
+    def of(cls, manifest: Manifest, *, adopted: bool = False) -> BackupOutcome:
+        started = _parse_time(manifest.started_at)
+        finished = _parse_time(manifest.finished_at)
+        return cls(
+            backup_id=manifest.id, finished_at=finished,
+            duration=max((finished - started).total_seconds(), 0.0),
+            size=sum(o.size for o in manifest.objects),
+            revision=manifest.snapshot.revision if manifest.snapshot else 0, adopted=adopted,
+        )
+
+    def as_record(self) -> dict[str, object]:
+        return {"backup_id": self.backup_id, "duration": self.duration, "size": self.size,
+                "revision": self.revision}
+
+
+def _parse_time(text: str | None) -> datetime:
+    if not text:
+        return datetime.fromtimestamp(0, timezone.utc)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class BackupJob:
+    """Takes the backup of one tick."""
+
+    def __init__(self, etcd: SnapshotSource, open_repository: Callable[[], BackupRepository],
+                 options: BackupOptions, agent_id: str, now: Callable[[], datetime]) -> None:
+        self.etcd = etcd
+        self.open_repository = open_repository
+        self.options = options
+        self.agent_id = agent_id
+        self.now = now
+
+    def run(self, tick: datetime, may_commit: Callable[[], bool], stop: threading.Event) -> BackupOutcome:
+        """Back up for ``tick``, or adopt a backup already committed for it."""
+        repo = self.open_repository()
+        tick_text = tick.isoformat()
+        for manifest in repo.manifests(self.options.cluster):
+            if manifest.labels.get(TICK_LABEL) == tick_text and manifest.status == "complete":
+                return BackupOutcome.of(manifest, adopted=True)
+        labels = {**self.options.labels, TICK_LABEL: tick_text, AGENT_LABEL: self.agent_id}
+        guarded = _GuardedRepository(repo, may_commit, stop)
+        manifest = take_backup(_StoppableSource(self.etcd, stop), guarded,
+                               replace(self.options, labels=labels), now=self.now)
+        return BackupOutcome.of(manifest)
+
+
+class _GuardedRepository(BackupRepository):
+    """The repository, with a commit that checks the agent may still commit."""
+
+    def __init__(self, repo: BackupRepository, may_commit: Callable[[], bool], stop: threading.Event) -> None:
+        super().__init__(repo.store)
+        self._may_commit = may_commit
+        self._stop = stop
+
+    def commit(self, manifest: Manifest) -> None:
+        if self._stop.is_set():
+            raise Abandoned(f"backup {manifest.id} abandoned uncommitted: the agent is stopping")
+        if not self._may_commit():
+            raise LeadershipLost(
+                f"backup {manifest.id} not committed: this agent is no longer the active agent"
+            )
+        super().commit(manifest)
+
+
+class _StoppableSource:
+    """The etcd connection, with a snapshot stream that ends early once ``stop`` is set."""
+
+    def __init__(self, etcd: SnapshotSource, stop: threading.Event) -> None:
+        self._etcd = etcd
+        self._stop = stop
+
+    def member_list(self) -> MemberList:
+        return self._etcd.member_list()
+
+    def status(self, endpoint: str) -> MemberStatus:
+        return self._etcd.status(endpoint)
+
+    def alarms(self) -> list[Alarm]:
+        return self._etcd.alarms()
+
+    def snapshot(self, endpoint: str) -> Iterator[bytes]:
+        chunks = self._etcd.snapshot(endpoint)
+        try:
+            for chunk in chunks:
+                if self._stop.is_set():
+                    raise Abandoned("backup abandoned mid-upload: the agent is stopping")
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()

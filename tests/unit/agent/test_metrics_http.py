@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lifeboat.agent.clock import FakeClock
+from lifeboat.agent.http import AgentHttp, parse_address
+from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.errors import UsageError
+
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_parse_and_report_rpo_as_time_since_the_last_good_backup() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", 'node-"a"', "0.1.0", clock.now)
+    m.leader(True)
+    m.backup_succeeded(T0 - timedelta(minutes=10), 12.5, 4096, 777)
+    m.failed("repository_unavailable")
+    m.failed("repository_unavailable")
+    m.drill(False, T0)
+    s = samples(m.render())
+    assert s[("lifeboat_agent_is_leader", ())] == 1
+    assert s[("lifeboat_backup_age_seconds", ())] == 600
+    assert s[("lifeboat_backup_last_success_timestamp_seconds", ())] == (T0 - timedelta(minutes=10)).timestamp()
+    assert s[("lifeboat_backup_last_size_bytes", ())] == 4096
+    assert s[("lifeboat_backup_last_revision", ())] == 777
+    assert s[("lifeboat_backup_last_duration_seconds", ())] == 12.5
+    assert s[("lifeboat_backup_failures_total", (("reason", "repository_unavailable"),))] == 2
+    assert s[("lifeboat_drill_last_result", ())] == 0
+    assert s[("lifeboat_drills_total", (("result", "fail"),))] == 1
+    assert s[("lifeboat_agent_info", (("agent", 'node-"a"'), ("cluster", "prod"), ("version", "0.1.0")))] == 1
+    clock.advance(60)
+    assert samples(m.render())[("lifeboat_backup_age_seconds", ())] == 660
+
+
+def test_an_older_backup_learned_later_does_not_move_the_last_success_back() -> None:
+    m = AgentMetrics("prod", "a", "0", lambda: T0)
+    m.backup_succeeded(T0, 1.0, 10, 5)
+    m.backup_succeeded(T0 - timedelta(hours=1), 1.0, 20, 3, ours=False)
+    assert samples(m.render())[("lifeboat_backup_last_revision", ())] == 5
+
+
+def test_no_backup_yet_means_no_age_sample_rather_than_zero() -> None:
+    s = samples(AgentMetrics("prod", "a", "0", lambda: T0).render())
+    assert ("lifeboat_backup_age_seconds", ()) not in s
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_healthz_reports_the_age_of_the_last_good_cycle() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock.now)
+    server = AgentHttp("127.0.0.1:0", m, clock.monotonic, health_threshold=60)
+    try:
+        assert get(server.url + "/healthz")[0] == 503
+        assert get(server.url + "/readyz")[0] == 503
+        m.good_cycle(clock.monotonic())
+        clock.advance(30)
+        assert get(server.url + "/healthz") == (200, "ok: last good cycle 30s ago (threshold 60s)\n")
+        assert get(server.url + "/readyz")[0] == 200
+        clock.advance(45)
+        code, body = get(server.url + "/healthz")
+        assert (code, body) == (503, "stale: last good cycle 75s ago (threshold 60s)\n")
+        code, body = get(server.url + "/metrics")
+        assert code == 200 and "lifeboat_agent_cycles_total 1" in body
+        assert get(server.url + "/nope")[0] == 404
+    finally:
+        server.close()
+
+
+def test_listen_address_is_checked() -> None:
+    assert parse_address("0.0.0.0:9847") == ("0.0.0.0", 9847)
+    assert parse_address("[::1]:80") == ("::1", 80)
+    for bad in ("localhost", "1.2.3.4:http", "h:70000"):
+        with pytest.raises(UsageError, match="HOST:PORT"):
+            parse_address(bad)
+
+
+def test_a_taken_port_is_a_usage_error() -> None:
+    m = AgentMetrics("prod", "a", "0", lambda: T0)
+    first = AgentHttp("127.0.0.1:0", m, lambda: 0.0, 60)
+    try:
+        with pytest.raises(UsageError, match="cannot listen"):
+            AgentHttp(first.url.removeprefix("http://"), m, lambda: 0.0, 60)
+    finally:
+        first.close()
+    assert threading.active_count() >= 1
