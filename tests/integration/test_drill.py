@@ -189,8 +189,8 @@ def test_drill_detects_a_restored_etcd_that_differs_from_the_snapshot(
     # Skew what the snapshot is said to hold, so every comparison has something to catch.
     original = drill_module.read_snapshot_facts
 
-    def skewed(snapshot: Path, sample_size: int) -> drill_module.SnapshotFacts:
-        facts = original(snapshot, sample_size)
+    def skewed(snapshot: Path, revision: int, sample_size: int) -> drill_module.SnapshotFacts:
+        facts = original(snapshot, revision, sample_size)
         first = dataclasses.replace(facts.sample[0], value=b"not what etcd has")
         wrong_hash = dataclasses.replace(facts.hash_kv, hash=(facts.hash_kv.hash or 0) ^ 1)
         return dataclasses.replace(facts, live_keys=facts.live_keys + 1, hash_kv=wrong_hash,

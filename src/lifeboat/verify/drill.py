@@ -25,7 +25,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd import EtcdClient
 from lifeboat.restore.tool import RestoreTool, find_etcd_server, find_restore_tool
-from lifeboat.snapshot import KeyValue, iter_latest, snapshot_status
+from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.verify.backup import Check, Progress, VerifyReport, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 from lifeboat.verify.throwaway_etcd import ThrowawayEtcd, free_loopback_port, peer_url
@@ -117,20 +117,21 @@ def run_drill(
             phases=[Phase("fetch and verify", round(time.monotonic() - started, 3))],
             restore_tool=tool.describe(), etcd=f"etcd {server.version} at {server.path}",
         )
-        if not report.verify.ok:
+        # verify fails a manifest without snapshot status, so both guards fall together.
+        if not report.verify.ok or manifest.snapshot is None:
             return report
-        _restore_and_check(report, tool, server.path, snapshot, work, sample_size,
-                           ready_timeout)
+        _restore_and_check(report, tool, server.path, snapshot, manifest.snapshot.revision,
+                           work, sample_size, ready_timeout)
     return report
 
 
 def _restore_and_check(
-    report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path, work: Path,
-    sample_size: int, ready_timeout: float,
+    report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path, revision: int,
+    work: Path, sample_size: int, ready_timeout: float,
 ) -> None:
     try:
         with report.timed("read snapshot offline"):
-            facts = read_snapshot_facts(snapshot, sample_size)
+            facts = read_snapshot_facts(snapshot, revision, sample_size)
         client_port, peer_port = free_loopback_port(), free_loopback_port()
         data_dir = work / "data"
         with report.timed("restore"):
@@ -150,9 +151,11 @@ def _restore_and_check(
         report.add("drill", False, str(exc))
 
 
-def read_snapshot_facts(snapshot: Path, sample_size: int) -> SnapshotFacts:
-    """Revision, live key count, a seeded random sample of live keys, and HashKV offline."""
-    revision = snapshot_status(snapshot).revision
+def read_snapshot_facts(snapshot: Path, revision: int, sample_size: int) -> SnapshotFacts:
+    """Live key count, a seeded random sample of live keys, and HashKV at ``revision``.
+
+    ``revision`` is the snapshot's own, already checked by verify against the manifest.
+    """
     chooser = random.Random(revision)  # the same backup samples the same keys every drill
     sample: list[KeyValue] = []
     count = 0
