@@ -3,8 +3,9 @@
 :func:`read_cluster_health` does all the asking (MemberList, Status of every member on
 its own advertised client URLs and on the endpoints the user gave, Alarm); :func:`assess`
 turns the answers into a :class:`ClusterHealth` and is pure. A member counts as healthy
-when it answers Status, knows a leader, reports no error and has no CORRUPT alarm.
-Quorum is judged from the voting members only: learners never vote.
+when it answers Status, follows a leader that answers, reports no error and has no CORRUPT alarm.
+A leader counts only when it answers and calls itself leader. Quorum is judged from the
+voting members only: learners never vote.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class MemberHealth:
     unreachable_reason: str | None
     alarms: tuple[AlarmType, ...]
     quota_bytes: int
+    leader_answers: bool = True
+    """Whether the leader this member names answered us and called itself leader."""
 
     @property
     def reachable(self) -> bool:
@@ -76,6 +79,8 @@ class MemberHealth:
             return "CORRUPT alarm: its data differs from the other members'"
         if self.status.leader_id == 0:
             return "has no leader"
+        if not self.leader_answers:
+            return f"follows leader {self.status.leader_id:x}, which does not answer as leader here"
         errors = [e for e in self.status.errors if not _ALARM_TEXT.search(e)]
         if errors:
             return "reports errors: " + "; ".join(errors)
@@ -207,6 +212,9 @@ def assess(
     ``alarms`` (the cluster's list) and those members mention in their Status errors, so
     they are known even when the list could not be read for want of a leader.
     """
+    # With raft's pre-vote (etcd 3.5's default) a follower that lost its leader keeps naming
+    # it while it campaigns, so a named leader counts only if it says so itself.
+    leaders = {member_id for member_id, s in statuses.items() if s.leader_id == member_id}
     raised: dict[int, set[AlarmType]] = {}
     for alarm in [*alarms, *_alarms_in_statuses(statuses.values())]:
         raised.setdefault(alarm.member_id, set()).add(alarm.type)
@@ -217,6 +225,7 @@ def assess(
             status=statuses.get(m.id), unreachable_reason=unreachable.get(m.id),
             alarms=tuple(sorted(raised.get(m.id, ()), key=lambda a: a.value)),
             quota_bytes=quota_bytes,
+            leader_answers=m.id not in statuses or statuses[m.id].leader_id in leaders,
         )
         for m in (members.members if members else ())
     )
@@ -245,7 +254,7 @@ def read_cluster_health(
 
     Every endpoint given is asked for Status, then every member not yet heard from is
     tried on its advertised client URLs. The alarm list is read only when some member
-    knows a leader: etcd serves it through raft, so without one it would just time out.
+    is a leader that answers: etcd serves it through raft, so without one it would just time out.
     """
     with ThreadPoolExecutor(max_workers=8) as pool:
         by_endpoint = dict(zip(endpoints, pool.map(lambda url: _try_status(probe, url), endpoints)))
@@ -272,13 +281,13 @@ def read_cluster_health(
                 unreachable[member.id] = found
     alarms: list[Alarm] = []
     alarms_error = None
-    if any(s.leader_id for s in statuses.values()):
+    if any(s.leader_id == s.member_id for s in statuses.values()):
         try:
             alarms = probe.alarms()
         except LifeboatError as exc:
             alarms_error = str(exc)
     else:
-        alarms_error = "no member knows a leader, so the alarm list cannot be read"
+        alarms_error = "no leader answered, so the alarm list cannot be read"
     return assess(
         members, statuses, unreachable, alarms, endpoints=endpoints, endpoint_failures=failures,
         alarms_error=alarms_error, quota_bytes=quota_bytes,

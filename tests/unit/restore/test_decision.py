@@ -16,7 +16,8 @@ def health_of(size: int, down: set[int] | None = None, learners: set[int] | None
         Member(i, f"m{i}", (f"https://10.0.0.{i}:2380",), (f"https://10.0.0.{i}:2379",), i in learners)
         for i in range(1, size + 1)
     ), 1)
-    leader = 0 if size - len(down) <= size // 2 else 1
+    alive = [i for i in range(1, size + 1) if i not in down]
+    leader = alive[0] if alive and len(alive) > size // 2 else 0
     statuses = {
         i: MemberStatus(f"https://10.0.0.{i}:2379", i, 7, "3.5.9", 1 << 20, 1 << 19, leader,
                         100, 3, 100, i in learners, (), 50)

@@ -38,6 +38,7 @@ def status(i: int, leader: int = 1, errors: tuple[str, ...] = (), learner: bool 
 def cluster(size: int, down: set[int] | None = None, learners: set[int] | None = None,
             leader: int = 1, alarms: list[Alarm] | None = None) -> ClusterHealth:
     down, learners = down or set(), learners or set()
+    leader = leader if leader not in down else min(set(range(1, size + 1)) - down, default=0)
     members = MemberList(7, tuple(member(i, i in learners) for i in range(1, size + 1)), 1)
     statuses = {i: status(i, leader, learner=i in learners) for i in range(1, size + 1) if i not in down}
     unreachable = {i: "connection refused" for i in down}
@@ -132,6 +133,14 @@ def test_db_near_quota_is_a_warning_not_a_failure() -> None:
     assert only.healthy
     assert only.db_share_of_quota == pytest.approx(0.9)
     assert any("90%" in w for w in only.warnings)
+
+
+def test_follower_of_a_leader_that_does_not_answer_is_unhealthy() -> None:
+    # etcd 3.5's pre-vote: a follower that lost its leader keeps naming it while campaigning.
+    members = MemberList(7, (member(1), member(2), member(3)), 1)
+    health = assess(members, {1: status(1, leader=3)}, {2: "refused", 3: "refused"}, [])
+    assert health.members[0].problem == "follows leader 3, which does not answer as leader here"
+    assert health.quorum_lost
 
 
 def test_leader_is_the_one_healthy_members_agree_on() -> None:

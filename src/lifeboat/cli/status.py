@@ -1,0 +1,204 @@
+"""``lifeboat status``: member health, quorum, the recommended action, the newest backup's age."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.cli.connect import (
+    add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+)
+from lifeboat.cli.output import emit_json, human_size, table
+from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, UsageError
+from lifeboat.etcd import EtcdClient
+from lifeboat.kube.paths import ETCD_MANIFEST, on_host
+from lifeboat.kube.static_pods import read_static_pod
+from lifeboat.restore.decision import Action, Decision, decide_recovery
+from lifeboat.restore.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
+
+DESCRIPTION = """\
+Ask every etcd member for its status, on its own advertised client URLs and on the endpoints
+given: reachable or not (and why), leader, raft term and index, db size against the quota,
+alarms, learners. Then say how many voting members may still fail before quorum is lost and
+what to do, following the decision table in docs/recovery.md:
+
+  every member healthy            nothing to do
+  one voting member, broken       restore it from a backup
+  HA, quorum intact, some failed  do not restore: lifeboat member replace NAME
+  HA, quorum lost                 restore every member from the same backup
+
+With --repo (or $LIFEBOAT_REPO) the age of the newest complete backup is shown too.
+
+exit codes: 0 every member healthy, 1 degraded or quorum lost (or an alarm raised),
+            2 no etcd member answered, 3 usage error
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[common], help="etcd member health, quorum and what to do",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_etcd_flags(p)
+    add_root_flag(p)
+    add_repo_flags(p)
+    p.add_argument("--quota-backend-bytes", type=int, metavar="BYTES",
+                   help="etcd's backend quota, to compare db sizes with (default: the etcd static "
+                        "pod's flag on a kubeadm node, else etcd's default of 2 GiB)")
+    p.set_defaults(func=cmd_status)
+
+
+@dataclass(frozen=True)
+class NewestBackup:
+    """The newest complete backup in the repository, or why it is not known."""
+
+    manifest: Manifest | None
+    age_seconds: float | None
+    problem: str | None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    resolved = etcd_settings(args)
+    quota = args.quota_backend_bytes or _quota_from_manifest(args.root) or DEFAULT_QUOTA_BYTES
+    with EtcdClient(resolved.settings) as etcd:
+        health = read_cluster_health(etcd, resolved.settings.endpoints, quota_bytes=quota)
+    decision = decide_recovery(health)
+    newest = _newest_backup(args) if (args.repo or os.environ.get("LIFEBOAT_REPO")) else None
+    if args.output == "json":
+        emit_json(status_document(health, decision, newest))
+    else:
+        _print_status(health, decision, newest)
+    if decision.action is Action.UNKNOWN:
+        return EXIT_UNAVAILABLE
+    return EXIT_OK if decision.action is Action.NOTHING else EXIT_FAILED
+
+
+def _quota_from_manifest(root: Path) -> int | None:
+    pod = read_static_pod(on_host(root, ETCD_MANIFEST), container="etcd")
+    value = pod.flags.value("quota-backend-bytes") if pod else None
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{pod.manifest if pod else ETCD_MANIFEST}: --quota-backend-bytes={value!r} is "
+                         "not a number of bytes; pass --quota-backend-bytes") from None
+
+
+def _newest_backup(args: argparse.Namespace, now: datetime | None = None) -> NewestBackup:
+    """The newest complete backup; a repository problem is reported, not raised."""
+    try:
+        repo = open_repository(args)
+        complete = [m for m in repo.manifests(cluster_name(args, default=None)) if m.status == "complete"]
+    except LifeboatError as exc:
+        return NewestBackup(None, None, str(exc))
+    if not complete:
+        return NewestBackup(None, None, "no complete backup in the repository")
+    newest = complete[-1]
+    return NewestBackup(newest, backup_age(newest, now or datetime.now(UTC)), None)
+
+
+def backup_age(manifest: Manifest, now: datetime) -> float | None:
+    """Seconds since the backup finished; None when its time is unreadable."""
+    try:
+        finished = datetime.fromisoformat(manifest.finished_at)
+    except ValueError:
+        return None
+    if finished.tzinfo is None:
+        finished = finished.replace(tzinfo=UTC)
+    return max((now - finished).total_seconds(), 0.0)
+
+
+def human_age(seconds: float) -> str:
+    minutes, hours, days = int(seconds // 60), int(seconds // 3600), int(seconds // 86400)
+    if days:
+        return f"{days}d {hours % 24}h"
+    if hours:
+        return f"{hours}h {minutes % 60}m"
+    if minutes:
+        return f"{minutes}m"
+    return f"{int(seconds)}s"
+
+
+def status_document(health: ClusterHealth, decision: Decision, newest: NewestBackup | None) -> dict[str, object]:
+    """The ``-o json`` form of status."""
+    leader = health.leader
+    document: dict[str, object] = {
+        "cluster_id": f"{health.cluster_id:x}" if health.cluster_id is not None else None,
+        "members": [_member_document(m, leader) for m in health.members],
+        "voting_members": len(health.voting),
+        "healthy_voting_members": len(health.healthy_voting),
+        "learners": len(health.learners),
+        "quorum": health.quorum if health.answered else None,
+        "quorum_lost": health.quorum_lost if health.answered else None,
+        "can_lose": health.can_lose if health.answered else None,
+        "leader": (leader.name or f"{leader.id:x}") if leader else None,
+        "summary": health.summary(),
+        "endpoint_failures": list(health.endpoint_failures),
+        "alarms_error": health.alarms_error,
+        "decision": {
+            "action": decision.action.value, "reason": decision.reason,
+            "members": list(decision.members), "commands": list(decision.commands),
+            "full_restore_refused": decision.restore_refusal is not None,
+        },
+    }
+    if newest is not None:
+        document["newest_backup"] = {
+            "id": newest.manifest.id if newest.manifest else None,
+            "finished_at": newest.manifest.finished_at if newest.manifest else None,
+            "age_seconds": newest.age_seconds,
+            "problem": newest.problem,
+        }
+    return document
+
+
+def _member_document(m: MemberHealth, leader: MemberHealth | None) -> dict[str, object]:
+    s = m.status
+    return {
+        "id": f"{m.id:x}", "name": m.name, "peer_urls": list(m.peer_urls), "client_urls": list(m.client_urls),
+        "is_learner": m.is_learner, "reachable": m.reachable, "healthy": m.healthy, "problem": m.problem,
+        "warnings": list(m.warnings), "is_leader": leader is not None and leader.id == m.id,
+        "endpoint": s.endpoint if s else None, "version": s.version if s else None,
+        "leader_id": f"{s.leader_id:x}" if s else None, "raft_term": s.raft_term if s else None,
+        "raft_index": s.raft_index if s else None, "raft_applied_index": s.raft_applied_index if s else None,
+        "db_size": s.db_size if s else None, "db_size_in_use": s.db_size_in_use if s else None,
+        "quota_bytes": m.quota_bytes, "alarms": [a.value for a in m.alarms],
+    }
+
+
+def _print_status(health: ClusterHealth, decision: Decision, newest: NewestBackup | None) -> None:
+    leader = health.leader
+    rows = []
+    for m in health.members:
+        s = m.status
+        share = m.db_share_of_quota
+        rows.append((
+            m.name or "(unstarted)", f"{m.id:x}", "healthy" if m.healthy else "FAILED",
+            ("leader" if leader and leader.id == m.id else "learner" if m.is_learner else "follower"),
+            s.endpoint if s else "-", s.version if s else "-", s.raft_term if s else "-",
+            s.raft_index if s else "-", s.raft_applied_index if s else "-",
+            human_size(s.db_size) if s else "-", f"{share:.0%}" if share is not None else "-",
+            ",".join(a.value for a in m.alarms) or "-",
+        ))
+    if rows:
+        table(("NAME", "ID", "HEALTH", "ROLE", "ENDPOINT", "VERSION", "TERM", "INDEX", "APPLIED",
+               "DB", "OF QUOTA", "ALARMS"), rows)
+        print()
+    for m in health.members:
+        for line in ([m.problem] if m.problem else []) + list(m.warnings):
+            print(f"{m.name or format(m.id, 'x')}: {line}")
+    for failure in health.endpoint_failures:
+        print(f"endpoint {failure}")
+    print(health.summary())
+    if newest is not None:
+        if newest.manifest is not None:
+            age = human_age(newest.age_seconds) if newest.age_seconds is not None else "unknown age"
+            print(f"newest backup: {newest.manifest.id} ({age} ago)")
+        else:
+            print(f"newest backup: none ({newest.problem})")
+    print(f"recommended: {decision.action.value}: {decision.reason}")
+    for command in decision.commands:
+        print(f"  {command}")

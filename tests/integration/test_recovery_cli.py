@@ -1,0 +1,187 @@
+"""`lifeboat status` and `lifeboat member replace` against real 3-member etcd 3.5.1 and 3.4.23 over mTLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.cli.main import main
+from tests.support.binaries import EtcdRelease
+from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.pki import Pki
+
+pytestmark = pytest.mark.integration
+
+
+class Cli:
+    """Runs the real `lifeboat` entry point in-process and captures what it printed."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> tuple[int, dict[str, object]]:
+        code, out, err = self(*args, "-o", "json")
+        assert out, err
+        document = json.loads(out)
+        assert isinstance(document, dict)
+        return code, document
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+@pytest.fixture
+def trio(release: EtcdRelease, pki: Pki, tmp_path: Path) -> Iterator[EtcdCluster]:
+    with EtcdCluster(release, tmp_path / "etcd", size=3, pki=pki) as cluster:
+        yield cluster
+
+
+def tls(pki: Pki, *endpoints: str) -> list[str]:
+    return [f"--endpoints={','.join(endpoints)}", f"--cacert={pki.ca}", f"--cert={pki.client.cert}",
+            f"--key={pki.client.key}", "--dial-timeout=2"]
+
+
+def status_until(cli: Cli, flags: list[str], action: str, timeout: float = 15) -> tuple[int, dict[str, object]]:
+    """`status -o json` until it recommends ``action`` (etcd needs an election timeout to notice)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, document = cli.json("status", *flags)
+        decision = document["decision"]
+        assert isinstance(decision, dict)
+        if decision["action"] == action or time.monotonic() > deadline:
+            return code, document
+        time.sleep(0.3)
+
+
+def test_status_follows_the_cluster_from_healthy_to_quorum_lost(
+    cli: Cli, trio: EtcdCluster, pki: Pki, tmp_path: Path
+) -> None:
+    m0, m1, m2 = trio.members
+    # Only m0 is given: the others are found on the client URLs they advertise.
+    flags = tls(pki, m0.client_url)
+    repo = tmp_path / "repo"
+    code, _, err = cli("backup", *flags, f"--repo={repo}", "--no-files")
+    assert code == 0, err
+
+    code, document = cli.json("status", *flags, f"--repo={repo}")
+    assert code == 0
+    assert document["summary"] == "3 voting members, 3 healthy, quorum 2, can lose 1"
+    assert document["can_lose"] == 1
+    members = document["members"]
+    assert isinstance(members, list)
+    assert sorted(m["name"] for m in members) == ["m0", "m1", "m2"]
+    assert all(m["healthy"] and m["raft_term"] >= 1 and m["db_size"] > 0 for m in members)
+    assert sum(m["is_leader"] for m in members) == 1
+    newest = document["newest_backup"]
+    assert isinstance(newest, dict) and newest["id"] and 0 <= newest["age_seconds"] < 120
+    assert document["decision"] == {"action": "nothing", "reason": document["decision"]["reason"],  # type: ignore[index]
+                                    "members": [], "commands": [], "full_restore_refused": True}
+
+    code, out, _ = cli("status", *flags)
+    assert code == 0
+    assert "3 voting members, 3 healthy, quorum 2, can lose 1" in out
+    assert "recommended: nothing" in out
+
+    code, _, err = cli("member", "replace", "m1", *flags)
+    assert code == 1 and "m1 is healthy" in err
+
+    m2.kill()
+    code, document = status_until(cli, flags, "replace-members")
+    assert code == 1
+    assert document["can_lose"] == 0 and document["quorum_lost"] is False
+    assert document["decision"]["members"] == ["m2"]  # type: ignore[index]
+    assert document["decision"]["commands"] == ["lifeboat member replace m2"]  # type: ignore[index]
+    down = next(m for m in document["members"] if m["name"] == "m2")  # type: ignore[union-attr]
+    assert not down["reachable"] and "unreachable" in down["problem"]
+
+    m1.kill()
+    code, document = status_until(cli, flags, "restore-all")
+    assert code == 1
+    assert document["quorum_lost"] is True
+    assert document["decision"]["action"] == "restore-all"  # type: ignore[index]
+    # m0 may still call itself leader for one election timeout before check-quorum demotes it.
+    assert str(document["summary"]).startswith("3 voting members, ")
+    assert str(document["summary"]).endswith(", quorum 2, QUORUM LOST")
+    code, _, err = cli("member", "replace", "m2", *flags)
+    assert code == 1 and "quorum is lost" in err
+
+    m0.kill()
+    code, document = cli.json("status", *flags)
+    assert code == 2
+    assert document["decision"]["action"] == "unknown"  # type: ignore[index]
+
+
+def start_command(member: EtcdMember, pidfile: Path) -> str:
+    """A shell command starting ``member``'s etcd in the background, with name and cluster
+    from the LIFEBOAT_* variables lifeboat sets."""
+    lifeboat_flags = ("--name=", "--initial-cluster=", "--initial-cluster-state=", "--initial-advertise-peer-urls=")
+    args = [a for a in member.args("unused", "lifeboat-test", "existing") if not a.startswith(lifeboat_flags)]
+    return (f'{shlex.join(args)} --name="$LIFEBOAT_NAME" --initial-cluster="$LIFEBOAT_INITIAL_CLUSTER" '
+            '--initial-advertise-peer-urls="$LIFEBOAT_INITIAL_ADVERTISE_PEER_URLS" '
+            '--initial-cluster-state="$LIFEBOAT_INITIAL_CLUSTER_STATE" '
+            f">>{shlex.quote(str(member.log_path))} 2>&1 & echo $! >{shlex.quote(str(pidfile))}")
+
+
+def stop_pid(pidfile: Path) -> None:
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_member_replace_heals_a_cluster_that_kept_quorum(
+    cli: Cli, trio: EtcdCluster, pki: Pki, tmp_path: Path
+) -> None:
+    m0, _, m2 = trio.members
+    flags = tls(pki, m0.client_url)
+    m0.etcdctl("put", "/registry/before-replace", "kept")
+    m2.kill()
+    old_db = (m2.data_dir / "member" / "snap" / "db").read_bytes()
+
+    code, out, err = cli("member", "replace", "m2", *flags, f"--data-dir={m2.data_dir}", "--dry-run")
+    assert code == 0, err
+    assert "remove member m2" in out and ".lifeboat-moved-" in out and "as a learner" in out
+    assert m2.data_dir.exists() and not list(m2.data_dir.parent.glob("*.lifeboat-moved-*"))
+
+    pidfile = tmp_path / "m2.pid"
+    try:
+        code, out, err = cli("member", "replace", "m2", *flags, f"--data-dir={m2.data_dir}",
+                             f"--start-command={start_command(m2, pidfile)}", "--timeout=30")
+        assert code == 0, err + m2.log_tail()
+        assert "promoted" in out and "member m2 replaced" in out
+
+        moved = list(m2.data_dir.parent.glob(f"{m2.data_dir.name}.lifeboat-moved-*"))
+        assert len(moved) == 1
+        assert (moved[0] / "member" / "snap" / "db").read_bytes() == old_db
+        assert (m2.data_dir / "member").is_dir()  # the new member's own data
+
+        code, document = cli.json("status", *flags)
+        assert code == 0, document
+        assert document["summary"] == "3 voting members, 3 healthy, quorum 2, can lose 1"
+        assert document["learners"] == 0
+        # The rebuilt member serves the data written before it failed.
+        assert "kept" in m2.etcdctl("get", "/registry/before-replace", "--consistency=s")
+    finally:
+        stop_pid(pidfile)
