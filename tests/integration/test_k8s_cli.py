@@ -261,5 +261,8 @@ def test_snapshot_file_source_is_recognised_as_its_own_cluster(
         client.delete_range(b"/registry/jobs/team-b/jobs-1")
     doc = cli.json("k8s", "undelete", "--from", str(snapshot), "-n", "team-b", *etcd_flags(cluster, pki))
     assert [s["key"] for s in doc["steps"] if s["action"] == "write"] == ["/registry/jobs/team-b/jobs-1"]
+    code, out, err = cli("k8s", "undelete", "--from", str(snapshot), "-n", "team-b", *etcd_flags(cluster, pki))
+    assert code == 0, err
+    assert "dry run: nothing written; 1 objects would be written" in out and "never overwritten" in out
     listed = cli.json("k8s", "ls", str(snapshot), "-n", "kube-system", "--kind", "jobs")
     assert [o["name"] for o in listed["objects"]] == ["jobs-0", "jobs-1"]

@@ -14,7 +14,8 @@ from lifeboat.cli.k8s_source import add_source_flags, encryption_config, open_so
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory import (
-    REGISTRY_PREFIX, Entry, KindQuery, decode_entries, diff_keys, filter_changes, select, summarize,
+    REGISTRY_PREFIX, Entry, KindQuery, decode_entries, diff_keys, filter_changes, keys_in_namespace,
+    select, summarize, summarize_keys,
 )
 from lifeboat.kube.inventory.views import object_document, object_row
 from lifeboat.kube.objects import decode_value, parse_registry_key
@@ -86,30 +87,32 @@ def _kind(text: str | None) -> KindQuery | None:
 def cmd_ls(args: argparse.Namespace) -> int:
     kind = _kind(args.kind)
     encryption = encryption_config(args)
+    filtered = args.namespace is not None or kind is not None
     with ExitStack() as stack:
         source = open_source(args.source, args, stack)
-        entries = list(decode_entries(source.key_values(), encryption))
+        kvs = source.key_values()
+        if filtered:
+            if args.namespace is not None:
+                kvs = keys_in_namespace(kvs, args.namespace)
+            chosen = list(select(decode_entries(kvs, encryption), args.namespace, kind))
+            summary, failed = summarize(chosen), [e for e in chosen if e.obj.error is not None]
+        else:
+            chosen = []
+            summary, failed = summarize_keys(kvs, encryption)
         revision = source.revision()
         description = source.description
-    filtered = args.namespace is not None or kind is not None
-    chosen = list(select(entries, args.namespace, kind)) if filtered else entries
-    summary = summarize(chosen)
-    errors = [{"key": e.kv.key.decode("utf-8", "replace"), "error": str(e.obj.error)}
-              for e in chosen if e.obj.error is not None]
+    total = sum(s.count for s in summary)
+    errors = [{"key": e.kv.key.decode("utf-8", "replace"), "error": str(e.obj.error)} for e in failed]
     if args.output == "json":
-        doc: dict[str, Any] = {"source": description, "revision": revision,
-                               "objects_total": len(chosen),
+        doc: dict[str, Any] = {"source": description, "revision": revision, "objects_total": total,
                                "summary": [vars(s) for s in summary], "errors": errors}
         if filtered:
             doc["objects"] = [object_row(e) for e in chosen]
         emit_json(doc)
         return 0
-    print(f"{description}: {len(chosen)} objects" + (f" at revision {revision}" if revision else ""))
+    print(f"{description}: {total} objects" + (f" at revision {revision}" if revision else ""))
     if filtered:
-        rows = [(r["namespace"] or "-", r["resource"], r["name"], r["uid"] or "-", r["created"] or "-",
-                 r["mod_revision"], r["encoding"], r["encryption"] or "-")
-                for r in map(object_row, chosen)]
-        table(("NAMESPACE", "RESOURCE", "NAME", "UID", "CREATED", "MOD-REV", "ENCODING", "ENCRYPTION"), rows)
+        _print_objects(chosen)
     else:
         table(("NAMESPACE", "RESOURCE", "COUNT", "SIZE", "NEWEST-MOD-REV", "ENCRYPTED", "ERRORS"),
               [(s.namespace or "-", s.resource, s.count, human_size(s.bytes), s.newest_mod_revision,
@@ -117,6 +120,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for err in errors:
         print(f"error: {err['key']}: {err['error']}", file=sys.stderr)
     return 0
+
+
+def _print_objects(entries: list[Entry]) -> None:
+    rows = [(r["namespace"] or "-", r["resource"], r["name"], r["uid"] or "-", r["created"] or "-",
+             r["mod_revision"], r["encoding"], r["encryption"] or "-")
+            for r in map(object_row, entries)]
+    table(("NAMESPACE", "RESOURCE", "NAME", "UID", "CREATED", "MOD-REV", "ENCODING", "ENCRYPTION"), rows)
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ from lifeboat.kube.inventory.listing import (
     ResourceSummary,
     decode_entries,
     select,
+    keys_in_namespace,
     summarize,
+    summarize_keys,
 )
 from lifeboat.kube.inventory.source import (
     REGISTRY_PREFIX,
@@ -37,5 +39,5 @@ __all__ = [
     "ObjectSource", "ResourceSummary", "SnapshotFileSource", "Step", "StoredKeyValue",
     "UndeletePlan", "UndeleteResult", "cluster_id_from_members", "decode_entries",
     "diff_keys", "execute_plan", "filter_changes", "plan_undelete", "resource_label",
-    "same_cluster", "select", "summarize",
+    "keys_in_namespace", "same_cluster", "select", "summarize", "summarize_keys",
 ]

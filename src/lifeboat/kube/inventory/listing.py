@@ -13,6 +13,7 @@ from lifeboat.kube.objects import (
     decode_value,
     parse_registry_key,
 )
+from lifeboat.kube.objects.encryption import ENCRYPTED_PREFIX
 
 
 @dataclass(frozen=True)
@@ -99,16 +100,51 @@ class ResourceSummary:
 
 
 def summarize(entries: Iterable[Entry]) -> list[ResourceSummary]:
-    """One summary per (namespace, resource), cluster-scoped resources first."""
+    """One summary per (namespace, resource) of decoded entries, cluster-scoped first."""
     groups: dict[tuple[str | None, str], ResourceSummary] = {}
     for e in entries:
-        group_key = (e.namespace, e.resource)
-        s = groups.get(group_key)
-        if s is None:
-            s = groups[group_key] = ResourceSummary(e.namespace, e.resource)
-        s.count += 1
-        s.bytes += len(e.kv.value)
-        s.newest_mod_revision = max(s.newest_mod_revision, e.kv.mod_revision)
-        s.encrypted += e.obj.encryption is not None or e.obj.encoding == "encrypted"
-        s.errors += e.obj.error is not None
+        encrypted = e.obj.encryption is not None or e.obj.encoding == "encrypted"
+        _add(groups, e.namespace, e.resource, e.kv, encrypted, e.obj.error is not None)
+    return _sorted(groups)
+
+
+def summarize_keys(
+    kvs: Iterable[StoredKeyValue], encryption: EncryptionConfiguration | None = None,
+) -> tuple[list[ResourceSummary], list[Entry]]:
+    """Summaries read from keys and value prefixes only, and the entries that failed.
+
+    Only encrypted values are decoded (to tell which cannot be decrypted): an inventory of
+    a whole cluster stays fast. Decoding errors of other objects show when they are listed.
+    """
+    groups: dict[tuple[str | None, str], ResourceSummary] = {}
+    failed: list[Entry] = []
+    for kv in kvs:
+        parsed = parse_registry_key(kv.key)
+        namespace = parsed.namespace if parsed else None
+        resource = resource_label(parsed) if parsed else ""
+        encrypted = kv.value.startswith(ENCRYPTED_PREFIX)
+        error = False
+        if encrypted:
+            entry = Entry(kv, decode_value(kv.key, kv.value, encryption))
+            if entry.obj.error is not None:
+                failed.append(entry)
+                error = True
+        _add(groups, namespace, resource, kv, encrypted, error)
+    return _sorted(groups), failed
+
+
+def _add(groups: dict[tuple[str | None, str], ResourceSummary], namespace: str | None,
+         resource: str, kv: StoredKeyValue, encrypted: bool, error: bool) -> None:
+    s = groups.get((namespace, resource))
+    if s is None:
+        s = groups[(namespace, resource)] = ResourceSummary(namespace, resource)
+    s.count += 1
+    s.bytes += len(kv.value)
+    if kv.mod_revision > s.newest_mod_revision:
+        s.newest_mod_revision = kv.mod_revision
+    s.encrypted += encrypted
+    s.errors += error
+
+
+def _sorted(groups: dict[tuple[str | None, str], ResourceSummary]) -> list[ResourceSummary]:
     return sorted(groups.values(), key=lambda s: (s.namespace is not None, s.namespace or "", s.resource))

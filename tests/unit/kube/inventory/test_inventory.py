@@ -1,0 +1,137 @@
+"""Pure parts of the k8s commands: kinds, summaries, diff, the undelete plan, redaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from lifeboat.errors import NotFound, UsageError
+from lifeboat.kube.inventory import (
+    ClusterIdentity, KindQuery, cluster_id_from_members, decode_entries, diff_keys,
+    execute_plan, plan_undelete, same_cluster, summarize, summarize_keys,
+)
+from lifeboat.kube.inventory.views import REDACTED, object_document
+from lifeboat.kube.objects import parse_registry_key
+from tests.support.k8s_keyspace import Owner, build_keyspace, fixture, renamed
+from tests.unit.kube.objects.fixtures import require_fixtures
+
+
+@dataclass(frozen=True)
+class KV:
+    key: bytes
+    value: bytes
+    create_revision: int = 1
+    mod_revision: int = 1
+    lease: int = 0
+
+
+def kvs(items: dict[bytes, bytes], lease_on: bytes = b"") -> list[KV]:
+    return [KV(k, v, i + 1, i + 1, 7 if k == lease_on else 0) for i, (k, v) in enumerate(sorted(items.items()))]
+
+
+@pytest.mark.parametrize("text, key, kind", [
+    ("pods", b"/registry/pods/ns/a", ""), ("pod", b"/registry/pods/ns/a", ""),
+    ("po", b"/registry/pods/ns/a", ""), ("Deployment", b"/registry/deployments/ns/a", "Deployment"),
+    ("deployments.apps", b"/registry/deployments/ns/a", ""), ("svc", b"/registry/services/specs/ns/a", ""),
+    ("widget", b"/registry/example.com/widgets/ns/a", "Widget"),
+    ("widgets.example.com", b"/registry/example.com/widgets/ns/a", ""),
+])
+def test_kind_query_accepts_resources_singulars_short_names_and_kinds(text: str, key: bytes, kind: str) -> None:
+    assert KindQuery.parse(text).matches(parse_registry_key(key), kind)
+
+
+def test_kind_query_does_not_match_another_group_or_resource() -> None:
+    assert not KindQuery.parse("deployments.extensions").matches(parse_registry_key(b"/registry/deployments/ns/a"))
+    assert not KindQuery.parse("pods").matches(parse_registry_key(b"/registry/configmaps/ns/a"), "ConfigMap")
+    with pytest.raises(UsageError):
+        KindQuery.parse("pods/web")
+
+
+def test_cluster_identity_matches_by_recorded_id_derived_id_or_shared_member() -> None:
+    derived = cluster_id_from_members([3, 1, 2])
+    live = ClusterIdentity(derived, frozenset({1, 2, 3, 4}))
+    assert same_cluster(ClusterIdentity(None, frozenset({3, 2, 1})), live)
+    assert same_cluster(ClusterIdentity(None, frozenset({4, 9})), live)
+    assert not same_cluster(ClusterIdentity(None, frozenset({9})), live)
+    assert not same_cluster(ClusterIdentity(derived + 1, frozenset({1})), live)
+    assert not same_cluster(ClusterIdentity(None), live)
+
+
+def test_diff_reports_added_removed_and_changed_keys_only() -> None:
+    a = [KV(b"/registry/pods/ns/a", b"1"), KV(b"/registry/pods/ns/b", b"2"), KV(b"/registry/pods/ns/c", b"3")]
+    b = [KV(b"/registry/pods/ns/b", b"2", mod_revision=9), KV(b"/registry/pods/ns/c", b"x", mod_revision=8),
+         KV(b"/registry/pods/ns/d", b"4", mod_revision=7)]
+    changes = [(c.change, c.name, c.a_mod_revision, c.b_mod_revision) for c in diff_keys(a, b)]
+    assert changes == [("removed", "a", 1, None), ("changed", "c", 1, 8), ("added", "d", None, 7)]
+
+
+def test_fast_summary_agrees_with_the_decoded_one_and_names_undecryptable_values() -> None:
+    require_fixtures()
+    space = build_keyspace(("x", "y"))
+    rows = kvs(space.items)
+    fast, failed = summarize_keys(rows)
+    assert fast == summarize(decode_entries(rows))
+    assert sorted(e.kv.key for e in failed) == sorted(space.secret_plaintexts)
+
+
+def _plan_for(space_items: dict[bytes, bytes], live: set[bytes], **kw: object) -> list[tuple[str, str, str]]:
+    plan = plan_undelete(decode_entries(kvs(space_items, lease_on=b"/registry/configmaps/x/configmaps-1")),
+                         live, "x", **kw)  # type: ignore[arg-type]
+    return [(s.action, s.key.decode(), s.reason) for s in plan.steps]
+
+
+def test_undelete_plan_puts_namespace_first_owners_before_owned_and_explains_skips() -> None:
+    require_fixtures()
+    space = build_keyspace(("x", "y"))
+    live = {b"/registry/configmaps/x/configmaps-0"}
+    steps = _plan_for(space.in_namespace("x"), live)
+    keys = [k for _a, k, _r in steps]
+    assert keys[0] == "/registry/namespaces/x"
+    assert keys.index("/registry/deployments/x/zz-web") < keys.index("/registry/replicasets/x/web-5d4f") \
+        < keys.index("/registry/pods/x/a-web-5d4f-0")
+    reasons = {k: (a, r) for a, k, r in steps}
+    assert reasons["/registry/configmaps/x/configmaps-0"][0] == "skip"
+    assert "never overwritten" in reasons["/registry/configmaps/x/configmaps-0"][1]
+    assert "lease" in reasons["/registry/configmaps/x/configmaps-1"][1]
+    assert not any("/y/" in k for k in keys)
+
+
+def test_undelete_plan_notes_owners_that_are_not_restored() -> None:
+    require_fixtures()
+    orphan = renamed(fixture("core.v1.Pod"), "p", "x", "uid-p", (Owner("apps/v1", "ReplicaSet", "gone", "uid-gone"),))
+    plan = plan_undelete(decode_entries(kvs({b"/registry/pods/x/p": orphan})), set(), "x")
+    (step,) = plan.steps
+    assert step.action == "write" and any("ReplicaSet/gone" in n for n in step.notes)
+
+
+def test_undelete_plan_rejects_a_namespace_the_source_does_not_hold() -> None:
+    require_fixtures()
+    with pytest.raises(NotFound, match="'zzz' is not in"):
+        plan_undelete(decode_entries(kvs(build_keyspace(("x",)).items)), set(), "zzz")
+
+
+def test_execute_plan_reports_keys_that_appeared_after_planning() -> None:
+    require_fixtures()
+    space = build_keyspace(("x",))
+    plan = plan_undelete(decode_entries(kvs(space.in_namespace("x"))), set(), "x")
+    store: dict[bytes, bytes] = {b"/registry/pods/x/a-web-5d4f-1": b"newer"}
+
+    def put_if_absent(key: bytes, value: bytes) -> bool:
+        return store.setdefault(key, value) == value and key != b"/registry/pods/x/a-web-5d4f-1"
+
+    result = execute_plan(plan, put_if_absent)
+    assert [s.key for s in result.skipped] == [b"/registry/pods/x/a-web-5d4f-1"]
+    assert store[b"/registry/pods/x/a-web-5d4f-1"] == b"newer"
+    assert len(result.written) == len(plan.writes) - 1
+
+
+def test_json_secret_documents_are_redacted_unless_asked() -> None:
+    doc = {"apiVersion": "v1", "kind": "Secret", "data": {"password": "c2VjcmV0"},
+           "metadata": {"name": "s", "namespace": "x", "uid": "u", "annotations": {
+               "kubectl.kubernetes.io/last-applied-configuration": '{"data":{"password":"c2VjcmV0"}}'}}}
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps(doc).encode())])
+    hidden = json.dumps(object_document(entry))
+    assert "c2VjcmV0" not in hidden and REDACTED in hidden
+    assert "c2VjcmV0" in json.dumps(object_document(entry, show_secrets=True))
