@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from lifeboat import __version__
-from lifeboat.cli import backups, k8s, snapshots
+from lifeboat.cli import backups, k8s, member, snapshots, status
 from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
 
 DESCRIPTION = """\
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     backups.register(sub, common)
     snapshots.register(sub, common)
     k8s.register(sub, common)
+    status.register(sub, common)
+    member.register(sub, common)
     return parser
 
 
