@@ -202,6 +202,9 @@ class Agent:
             with self._renewing():
                 outcome = self.jobs.backup(tick, self.election.confirm, self.stop)
         except LifeboatError as exc:
+            if self.stop.is_set() and not isinstance(exc, Abandoned):
+                # The upload was cut by our own stop; the store's error says only "aborted".
+                raise Abandoned(f"backup for tick {tick.isoformat()} abandoned: the agent is stopping") from exc
             if not isinstance(exc, Abandoned):
                 delay = self.backup_backoff.failed(self.clock.monotonic())
                 log.error("backup for tick %s failed, retrying in %.0fs: %s", tick.isoformat(), delay, exc,

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from lifeboat import __version__
-from lifeboat.cli import backups, k8s, member, snapshots, status
+from lifeboat.cli import agent, backups, k8s, member, snapshots, status
 from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
 
 DESCRIPTION = """\
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lifeboat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backups.register(sub, common)
+    agent.register(sub, common)
     snapshots.register(sub, common)
     k8s.register(sub, common)
     status.register(sub, common)

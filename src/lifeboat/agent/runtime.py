@@ -1,0 +1,157 @@
+"""Building a running agent from a validated config: etcd, repository, jobs, HTTP.
+
+Where things come from: the config file (see :mod:`lifeboat.config`); the agent's id from
+``$LIFEBOAT_AGENT_ID``, else ``$NODE_NAME`` (the DaemonSet sets it from the node name),
+else the host name. Each agent's configuration hash leaves out what legitimately
+differs between nodes (``agent.listen``, ``agent.log-format``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+
+from lifeboat import __version__
+from lifeboat.agent.clock import Clock, SystemClock
+from lifeboat.agent.election import Election
+from lifeboat.agent.http import AgentHttp
+from lifeboat.agent.jobs import BackupJob
+from lifeboat.agent.loop import Agent, AgentSettings, Jobs
+from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.backup.pipeline import BackupOptions
+from lifeboat.catalog.age_keys import load_identities, load_recipients
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.config import LifeboatConfig, store_environ
+from lifeboat.errors import UsageError
+from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
+from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
+from lifeboat.repository import open_store
+from lifeboat.retention import parse_policies
+from lifeboat.verify.drill import run_drill
+
+log = logging.getLogger("lifeboat.agent")
+
+DEFAULT_ENDPOINT = "127.0.0.1:2379"
+# A backup runs inside one cycle, so the threshold must outlast the longest backup.
+HEALTH_THRESHOLD = 600.0
+MAX_INTERVAL = 5.0
+
+Prune = Callable[[], int]
+DrillRun = Callable[[], bool]
+
+
+def agent_id(environ: Mapping[str, str]) -> str:
+    return environ.get("LIFEBOAT_AGENT_ID") or environ.get("NODE_NAME") or socket.gethostname()
+
+
+def config_hash(config: LifeboatConfig) -> str:
+    """sha256 of the effective configuration, less what differs between nodes by design."""
+    data = config.model_dump(mode="json", by_alias=True)
+    data.get("agent", {}).pop("listen", None)
+    data.get("agent", {}).pop("log-format", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def etcd_connection(config: LifeboatConfig) -> ConnectionSettings:
+    """The configured endpoints and TLS files, else the kubeadm etcd manifest, else 127.0.0.1:2379."""
+    etcd = config.etcd
+    endpoints = list(etcd.endpoints or [])
+    ca, cert, key = etcd.cacert, etcd.cert, etcd.key
+    if not endpoints and not (ca or cert or key):
+        found = etcd_endpoint_from_manifest(config.root)
+        if found is not None:
+            endpoints = list(found.endpoints)
+            ca, cert, key = found.ca, found.cert, found.key
+    tls = TlsConfig(ca=ca, cert=cert, key=key) if (ca or cert or key) else None
+    return ConnectionSettings.from_flags(",".join(endpoints) or DEFAULT_ENDPOINT, tls,
+                                         etcd.dial_timeout, etcd.command_timeout)
+
+
+def agent_settings(config: LifeboatConfig, environ: Mapping[str, str]) -> AgentSettings:
+    if config.schedules.backup is None:
+        raise UsageError("the agent needs schedules.backup (a cron expression) in its config file")
+    ttl = int(round(config.agent.lease_ttl))
+    return AgentSettings(
+        cluster=config.cluster, agent_id=agent_id(environ), backup_cron=config.schedules.backup,
+        drill_cron=config.schedules.drill, lease_ttl=ttl, interval=min(MAX_INTERVAL, ttl / 3),
+        health_threshold=HEALTH_THRESHOLD,
+    ).check()
+
+
+def backup_options(config: LifeboatConfig, endpoints: tuple[str, ...]) -> BackupOptions:
+    return BackupOptions(
+        cluster=config.cluster, endpoints=endpoints,
+        recipients=tuple(load_recipients(list(config.encryption.recipients))),
+        zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files,
+        root=config.root, tmp_dir=config.backup.tmp_dir, labels=dict(config.backup.labels),
+    )
+
+
+class _Repository:
+    """Opens the repository on each use, so one that is down at start-up is not fatal."""
+
+    def __init__(self, url: str, environ: Mapping[str, str]) -> None:
+        self.url = url
+        self.environ = dict(environ)
+
+    def __call__(self) -> BackupRepository:
+        return BackupRepository.open(open_store(self.url, self.environ), create=True)
+
+
+def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
+              settings: AgentSettings, clock: Clock) -> Jobs:
+    job = BackupJob(etcd, open_repo, backup_options(config, etcd.settings.endpoints),
+                    settings.agent_id, clock.now)
+
+    prune = _prune_job(config, open_repo, clock) if config.retention is not None else None
+    drill = _drill_job(config, open_repo) if config.schedules.drill is not None else None
+    return Jobs(backup=job.run, prune=prune, drill=drill)
+
+
+def _prune_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> Prune:
+    # TODO(prune): call lifeboat.backup.prune's plan_prune/apply_prune once it is committed.
+    assert config.retention is not None
+    parse_policies(config.retention.policies())
+    return lambda: 0
+
+
+def _drill_job(config: LifeboatConfig, open_repo: _Repository) -> DrillRun:
+    identities = load_identities([str(p) for p in config.encryption.identity_files])
+
+    def drill() -> bool:
+        repo = open_repo()
+        manifest = repo.find("latest", config.cluster)
+        report = run_drill(repo, manifest, identities or None, tmp_dir=config.backup.tmp_dir)
+        failure = report.first_failure()
+        if failure is not None:
+            log.error("drill of backup %s failed: %s: %s", manifest.id, failure.name, failure.detail,
+                      extra={"event": "drill_failed", "backup_id": manifest.id})
+        return failure is None
+
+    return drill
+
+
+def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threading.Event,
+              clock: Clock | None = None) -> int:
+    """Run the agent until ``stop`` is set; returns the exit code."""
+    clock = clock or SystemClock()
+    settings = agent_settings(config, environ)
+    if not config.repository.url:
+        raise UsageError("the agent needs repository.url in its config file (or $LIFEBOAT_REPO)")
+    open_repo = _Repository(config.repository.url, store_environ(config, environ))
+    metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock.now)
+    with EtcdClient(etcd_connection(config)) as etcd:
+        jobs = make_jobs(config, etcd, open_repo, settings, clock)
+        election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
+                            config_hash(config))
+        server = AgentHttp(config.agent.listen, metrics, clock.monotonic, settings.health_threshold)
+        log.info("serving /metrics, /healthz and /readyz on %s", server.url, extra={"event": "http_started"})
+        try:
+            return Agent(settings, election, jobs, metrics, clock, stop).run()
+        finally:
+            server.close()

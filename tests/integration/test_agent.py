@@ -1,0 +1,227 @@
+"""`lifeboat agent`: three agents, one real etcd 3.5.1, one SeaweedFS; election, ticks, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from lifeboat.agent.jobs import TICK_LABEL
+from lifeboat.agent.runtime import run_agent
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.config import LifeboatConfig
+from lifeboat.etcd import ConnectionSettings, EtcdClient
+from lifeboat.repository import open_store
+from tests.support.binaries import EtcdRelease
+from tests.support.etcd import EtcdCluster
+from tests.support.etcd_load import load_keys
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+TTL = 2
+
+
+class SteppedWallClock:
+    """Real monotonic time and waits; a wall clock the test moves to the next cron tick."""
+
+    def __init__(self, start: datetime) -> None:
+        self.offset = start - datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        return wake.wait(seconds)
+
+    def jump(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def etcd(release35: EtcdRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    with EtcdCluster(release35, tmp_path_factory.mktemp("agent-etcd")) as cluster:
+        yield cluster
+
+
+def config_data(etcd: EtcdCluster, repo: str, cluster: str, listen: str = "127.0.0.1:0") -> dict[str, object]:
+    return {
+        "cluster": cluster,
+        "etcd": {"endpoints": ",".join(etcd.endpoints)},
+        "repository": {"url": repo},
+        "backup": {"capture-files": False},
+        "schedules": {"backup": "* * * * *"},
+        "agent": {"lease-ttl": TTL, "listen": listen},
+    }
+
+
+def manifests(repo: str, cluster: str) -> list[dict[str, str]]:
+    store = BackupRepository.open(open_store(repo), create=True)
+    return [dict(m.labels) for m in store.manifests(cluster)]
+
+
+def backup_objects(repo: str, cluster: str) -> list[str]:
+    return [o.key for o in open_store(repo).list(f"clusters/{cluster}/")]
+
+
+def leader(etcd: EtcdCluster, cluster: str) -> str | None:
+    with EtcdClient(ConnectionSettings.from_flags(",".join(etcd.endpoints))) as client:
+        kv = client.get(f"/lifeboat/{cluster}/leader")
+        return kv.value.decode() if kv else None
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_three_agents_make_exactly_one_backup_per_tick(etcd: EtcdCluster, s3_repo: str) -> None:
+    cluster = "ticks"
+    clock = SteppedWallClock(datetime(2024, 5, 1, 10, 0, 20, tzinfo=timezone.utc))
+    config = LifeboatConfig.model_validate(config_data(etcd, s3_repo, cluster))
+    stop = threading.Event()
+    codes: dict[str, int] = {}
+
+    def agent(name: str) -> None:
+        codes[name] = run_agent(config, {**os.environ, "LIFEBOAT_AGENT_ID": name}, stop, clock)
+
+    threads = [threading.Thread(target=agent, args=(f"node-{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 20, "the first backup")
+        clock.jump(60)
+        wait_for(lambda: len(manifests(s3_repo, cluster)) == 2, 20, "the second tick's backup")
+        time.sleep(3 * TTL / 3 + 0.5)  # a few more cycles of every agent: no extra backup
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    labels = manifests(s3_repo, cluster)
+    assert [m[TICK_LABEL] for m in labels] == ["2024-05-01T10:00:00+00:00", "2024-05-01T10:01:00+00:00"]
+    assert len({m["lifeboat.agent"] for m in labels}) == 1
+    assert codes == {"node-0": 0, "node-1": 0, "node-2": 0}
+    assert leader(etcd, cluster) is None  # every agent resigned on stop
+
+
+class AgentProcess:
+    def __init__(self, name: str, config: Path, port: int) -> None:
+        self.name = name
+        self.port = port
+        env = {**os.environ, "LIFEBOAT_AGENT_ID": name}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lifeboat.cli.main", "agent", "--config", str(config), "--log-format", "json"],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[dict[str, object]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                self.lines.append({"message": line})
+
+    def events(self) -> list[object]:
+        return [line.get("event") for line in list(self.lines)]
+
+    def scrape(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {s.name + json.dumps(s.labels, sort_keys=True): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def test_killing_the_active_agent_hands_over_within_one_ttl(
+    etcd: EtcdCluster, s3_repo: str, tmp_path: Path
+) -> None:
+    cluster = "handover"
+    agents: list[AgentProcess] = []
+    try:
+        for i in range(3):
+            port = free_port()
+            path = tmp_path / f"node-{i}.yaml"
+            path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")))
+            agents.append(AgentProcess(f"node-{i}", path, port))
+        wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 30, "the first backup")
+        first = leader(etcd, cluster)
+        active = next(a for a in agents if a.name == first)
+        wait_for(lambda: active.scrape().get("lifeboat_backups_total{}") == 1, 10, "metrics of the backup")
+        m = active.scrape()
+        assert m["lifeboat_agent_is_leader{}"] == 1
+        assert m["lifeboat_backup_last_revision{}"] > 0
+        assert m["lifeboat_backup_last_size_bytes{}"] > 0
+        assert 0 <= m["lifeboat_backup_age_seconds{}"] < 30
+        followers = [a for a in agents if a is not active]
+        wait_for(lambda: all("lifeboat_backup_age_seconds{}" in f.scrape() for f in followers), 10,
+                 "followers learning the backup from etcd")
+        assert all(f.scrape()["lifeboat_agent_is_leader{}"] == 0 for f in followers)
+
+        active.proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: leader(etcd, cluster) not in (None, first), 3 * TTL, "a new leader")
+        handover = time.monotonic() - killed
+        # etcd expires the lease within TTL; the new leader claims it on its next cycle.
+        assert handover <= TTL + TTL / 3 + 1.0, handover
+        assert len(manifests(s3_repo, cluster)) == 1  # the tick already done is not redone
+
+        follower = next(a for a in followers if a.name != leader(etcd, cluster))
+        follower.proc.send_signal(signal.SIGTERM)
+        assert follower.proc.wait(10) == 0
+        assert "agent_stopped" in follower.events()
+    finally:
+        for a in agents:
+            a.stop()
+
+
+def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
+    etcd: EtcdCluster, s3_repo: str, tmp_path: Path
+) -> None:
+    cluster = "sigterm"
+    with EtcdClient(ConnectionSettings.from_flags(",".join(etcd.endpoints))) as client:
+        if client.status(etcd.endpoints[0]).db_size < 48 << 20:
+            load_keys(client, ((f"/bulk/{i:07d}".encode(), os.urandom(2048)) for i in range(24_000)))
+    port = free_port()
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")))
+    agent = AgentProcess("solo", path, port)
+    try:
+        wait_for(lambda: "backup_started" in agent.events(), 20, "the backup to start")
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(20) == 0
+    finally:
+        agent.stop()
+    time.sleep(0.2)
+    events = agent.events()
+    assert "backup_committed" not in events, events
+    assert any(line.get("reason") == "abandoned" for line in agent.lines), agent.lines
+    assert manifests(s3_repo, cluster) == []
+    assert backup_objects(s3_repo, cluster) == []
+    assert leader(etcd, cluster) is None
