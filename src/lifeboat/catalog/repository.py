@@ -6,6 +6,7 @@ Layout inside an object store::
     clusters/<cluster>/backups/<id>/snapshot.db.zst[.age]
     clusters/<cluster>/backups/<id>/control-plane.tar.zst[.age]
     clusters/<cluster>/backups/<id>/manifest.json  written last, deleted last
+    clusters/<cluster>/backups/<id>/pin.json       optional, only beside a manifest (see pins.py)
 
 A backup exists only once its manifest exists: data objects without a manifest are the
 remains of an interrupted backup or delete and are never listed as backups.
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from lifeboat import __version__
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.pins import PIN_NAME, Pin
 from lifeboat.errors import AlreadyExists, NotFound, UsageError
 from lifeboat.repository.base import ObjectStore
 
@@ -135,6 +137,43 @@ class BackupRepository:
             if obj.key != manifest_key:
                 self.store.delete(obj.key)
         self.store.delete(manifest_key)
+
+    def pin(self, manifest: Manifest, pin: Pin) -> None:
+        """Pin a committed backup (replacing an earlier pin's who/when/why)."""
+        prefix = backup_prefix(manifest.cluster, manifest.id)
+        if self.store.stat(prefix + MANIFEST_NAME) is None:
+            raise NotFound(f"backup {manifest.id} of cluster {manifest.cluster} no longer exists")
+        self.store.put_bytes(prefix + PIN_NAME, pin.to_json())
+
+    def unpin(self, manifest: Manifest) -> bool:
+        """Remove the pin; False when the backup was not pinned."""
+        key = backup_prefix(manifest.cluster, manifest.id) + PIN_NAME
+        if self.store.stat(key) is None:
+            return False
+        self.store.delete(key)
+        return True
+
+    def pin_of(self, manifest: Manifest) -> Pin | None:
+        """The backup's pin, read now (not cached), or None."""
+        key = backup_prefix(manifest.cluster, manifest.id) + PIN_NAME
+        try:
+            return Pin.from_json(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
+        except NotFound:
+            return None
+
+    def pins(self, cluster: str | None = None) -> dict[tuple[str, str], Pin]:
+        """Every pin, by (cluster, backup id), from one listing."""
+        prefix = f"clusters/{cluster}/backups/" if cluster else "clusters/"
+        found: dict[tuple[str, str], Pin] = {}
+        for obj in self.store.list(prefix):
+            parts = obj.key.split("/")
+            if len(parts) == 5 and parts[4] == PIN_NAME:
+                try:
+                    data = self.store.get_bytes(obj.key)
+                except NotFound:
+                    continue  # unpinned while we listed
+                found[(parts[1], parts[3])] = Pin.from_json(data, where=f"{self.store.url}/{obj.key}")
+        return found
 
     def discard_objects(self, cluster: str, backup_id: str) -> None:
         """Remove the data objects of a backup that was never committed (best effort)."""

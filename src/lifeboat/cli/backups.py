@@ -12,8 +12,10 @@ from lifeboat.catalog.age_keys import load_identities, load_recipients
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+    resolved_config,
 )
 from lifeboat.cli.drills import add_drill_flags, cmd_drill
 from lifeboat.cli.output import Progress, emit_json, human_size, table
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
                    help="age recipient (age1...), SSH public key, or a file of them; repeatable")
     p.add_argument("--no-files", action="store_true", help="back up etcd only, not the control-plane files")
-    p.add_argument("--zstd-level", type=int, default=DEFAULT_ZSTD_LEVEL, metavar="N",
+    p.add_argument("--zstd-level", type=int, metavar="N",
                    help=f"zstd level 1-19 (default {DEFAULT_ZSTD_LEVEL})")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR",
                    help="where the snapshot is spooled while it is checked (needs the db's size free)")
@@ -80,21 +82,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("backup_id", metavar="ID", help="a backup id")
     add_repo_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--force", action="store_true", help="delete the backup even if it is pinned")
     p.set_defaults(func=cmd_delete)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    config = resolved_config(args).config
     cluster = check_cluster_name(cluster_name(args) or "default")
-    if not 1 <= args.zstd_level <= 19:
-        raise UsageError(f"--zstd-level must be 1-19, got {args.zstd_level}")
-    labels = dict(_label(v) for v in args.label)
-    recipients = tuple(load_recipients(args.encrypt_to))
+    recipients = tuple(load_recipients(config.encryption.recipients))
     resolved = etcd_settings(args)
     repo = open_repository(args, create=True)
     options = BackupOptions(
         cluster=cluster, endpoints=resolved.settings.endpoints, recipients=recipients,
-        zstd_level=args.zstd_level, capture_files=not args.no_files, root=args.root,
-        tmp_dir=args.tmp_dir, labels=labels,
+        zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files,
+        root=config.root, tmp_dir=config.backup.tmp_dir, labels=dict(config.backup.labels),
     )
     progress = Progress()
     with EtcdClient(resolved.settings) as etcd:
@@ -114,46 +115,48 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise UsageError(f"--label {text!r}: expected KEY=VALUE")
-    return key, value
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     repo = open_repository(args)
-    manifests = list(repo.manifests(cluster_name(args, default=None)))
+    cluster = cluster_name(args, default=None)
+    manifests = list(repo.manifests(cluster))
+    pins = repo.pins(cluster)
     if args.output == "json":
-        emit_json([_summary(m) for m in manifests])
+        emit_json([_summary(m, pins.get((m.cluster, m.id))) for m in manifests])
         return 0
     rows = [
         (m.id, m.cluster, m.status, m.snapshot.revision if m.snapshot else "-",
          m.snapshot.total_key if m.snapshot else "-", human_size(m.stored_size),
-         "age" if m.encryption else "-", len(m.files), m.source.name if m.source else "-")
+         "age" if m.encryption else "-", len(m.files), m.source.name if m.source else "-",
+         "pinned" if (m.cluster, m.id) in pins else "-")
         for m in manifests
     ]
-    table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE"), rows)
+    table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE", "PIN"),
+          rows)
     return 0
 
 
-def _summary(m: Manifest) -> dict[str, object]:
+def _summary(m: Manifest, pin: Pin | None) -> dict[str, object]:
     return {
         "id": m.id, "cluster": m.cluster, "status": m.status, "started_at": m.started_at,
         "finished_at": m.finished_at, "revision": m.snapshot.revision if m.snapshot else None,
         "total_key": m.snapshot.total_key if m.snapshot else None, "stored_size": m.stored_size,
         "encryption": m.encryption, "files": len(m.files),
         "source": m.source.name if m.source else None,
+        "pin": asdict(pin) if pin else None,
     }
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     m = repo.find(args.backup_id, cluster_name(args, default=None))
+    pin = repo.pin_of(m)
     if args.output == "json":
-        emit_json(m.to_dict())
+        # The manifest as stored, plus the pin (a separate object) only when there is one.
+        emit_json({**m.to_dict(), "pin": asdict(pin)} if pin else m.to_dict())
         return 0
     print(f"backup     {m.id}\ncluster    {m.cluster}\nstatus     {m.status}")
+    if pin:
+        print(f"pinned     by {pin.pinned_by} at {pin.pinned_at}" + (f": {pin.reason}" if pin.reason else ""))
     print(f"taken      {m.started_at} → {m.finished_at} by lifeboat {m.tool_version}")
     if m.source:
         s = m.source
@@ -176,13 +179,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    identities = load_identities(args.identity) if args.identity else None
+    config = resolved_config(args).config
+    files = [str(path) for path in config.encryption.identity_files]
+    identities = load_identities(files) if files else None
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     if args.drill:
         return cmd_drill(args, repo, manifest, identities)
     progress = Progress()
-    report = verify_backup(repo, manifest, identities, tmp_dir=args.tmp_dir,
+    report = verify_backup(repo, manifest, identities, tmp_dir=config.backup.tmp_dir,
                            keep_snapshot=args.save_snapshot, progress=progress)
     progress.finish()
     if args.output == "json":
@@ -199,6 +204,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    pin = repo.pin_of(manifest)
+    if pin is not None and not args.force:
+        raise UsageError(f"backup {manifest.id} is pinned ({pin.reason or 'no reason given'}); "
+                         f"run 'lifeboat unpin {manifest.id}' first, or pass --force")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to delete backup {manifest.id} without --yes")

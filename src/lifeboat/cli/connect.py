@@ -1,6 +1,8 @@
-"""Turning flags, ``ETCDCTL_*``/``LIFEBOAT_*`` variables and the kubeadm node into connections.
+"""Turning flags, ``ETCDCTL_*``/``LIFEBOAT_*`` variables, the config file and the kubeadm node
+into connections.
 
-Precedence for etcd: flags, then etcdctl's environment variables, then (on a kubeadm
+Precedence: flags, then environment variables, then the config file (``--config`` or
+``$LIFEBOAT_CONFIG``, see :mod:`lifeboat.config`), then, for etcd only (on a kubeadm
 control-plane node, or under ``--root``) the etcd static-pod manifest and kubeadm's client
 certificate, then etcdctl's default ``127.0.0.1:2379``.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.config import CONFIG_ENV, FlagValue, ResolvedConfig, resolve_config, store_environ
 from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
@@ -21,7 +24,17 @@ from lifeboat.repository import open_store
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
 
 
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``; safe to call more than once on one parser."""
+    if "--config" in parser._option_string_actions:
+        return
+    parser.add_argument("--config", metavar="FILE", type=Path,
+                        help="YAML config file; flags and environment variables override it "
+                             f"[${CONFIG_ENV}]")
+
+
 def add_etcd_flags(parser: argparse.ArgumentParser) -> None:
+    add_config_flag(parser)
     g = parser.add_argument_group("etcd connection (etcdctl's flags and ETCDCTL_* variables)")
     g.add_argument("--endpoints", metavar="URLS",
                    help="comma-separated client URLs [$ETCDCTL_ENDPOINTS; on a kubeadm node: "
@@ -42,6 +55,7 @@ def add_root_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_repo_flags(parser: argparse.ArgumentParser) -> None:
+    add_config_flag(parser)
     parser.add_argument("--repo", metavar="URL",
                         help="repository: file:///path, /path or s3://bucket/prefix [$LIFEBOAT_REPO]; "
                              "S3 uses AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL")
@@ -67,57 +81,98 @@ class ResolvedEtcd:
 
 
 def etcd_settings(args: argparse.Namespace) -> ResolvedEtcd:
-    """Work out how to reach etcd from flags, environment and the kubeadm node."""
-    env = os.environ
-    endpoints = args.endpoints or env.get("ETCDCTL_ENDPOINTS")
-    cacert = args.cacert or env.get("ETCDCTL_CACERT")
-    cert = args.cert or env.get("ETCDCTL_CERT")
-    key = args.key or env.get("ETCDCTL_KEY")
-    dial = args.dial_timeout or _env_seconds("ETCDCTL_DIAL_TIMEOUT") or 5.0
-    command = args.command_timeout or _env_seconds("ETCDCTL_COMMAND_TIMEOUT") or 10.0
-    origin = "flags" if args.endpoints else "environment" if endpoints else ""
+    """Work out how to reach etcd from flags, environment, config file and the kubeadm node."""
+    resolved = resolved_config(args)
+    etcd = resolved.config.etcd
+    endpoints = ",".join(etcd.endpoints) if etcd.endpoints else None
+    cacert, cert, key = etcd.cacert, etcd.cert, etcd.key
+    origin = _describe(resolved, "etcd.endpoints") if endpoints else ""
     if not endpoints and not (cacert or cert or key):
         found = etcd_endpoint_from_manifest(args.root)
         if found is not None:
             endpoints = ",".join(found.endpoints)
-            cacert = str(found.ca) if found.ca else None
-            cert = str(found.cert) if found.cert else None
-            key = str(found.key) if found.key else None
+            cacert, cert, key = found.ca, found.cert, found.key
             origin = f"kubeadm manifest {found.manifest}"
     if not endpoints:
         endpoints, origin = DEFAULT_ENDPOINT, "default"
-    tls = None
-    if cacert or cert or key:
-        tls = TlsConfig(
-            ca=Path(cacert) if cacert else None,
-            cert=Path(cert) if cert else None,
-            key=Path(key) if key else None,
-        )
-    settings = ConnectionSettings.from_flags(endpoints, tls, dial, command)
+    tls = TlsConfig(ca=cacert, cert=cert, key=key) if cacert or cert or key else None
+    settings = ConnectionSettings.from_flags(endpoints, tls, etcd.dial_timeout, etcd.command_timeout)
     return ResolvedEtcd(settings, origin or "flags")
 
 
-def _env_seconds(name: str) -> float | None:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    try:
-        return _seconds(value)
-    except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"${name}: {exc}") from None
+def _describe(resolved: ResolvedConfig, key: str) -> str:
+    origin = resolved.origin(key)
+    return {"flag": "flags", "env": "environment"}.get(origin.kind, f"config file {origin.name}")
+
+
+# argparse destination -> (config key, flag as typed); values are converted in _flag_values.
+_FLAG_KEYS = {
+    "endpoints": ("etcd.endpoints", "--endpoints"),
+    "cacert": ("etcd.cacert", "--cacert"),
+    "cert": ("etcd.cert", "--cert"),
+    "key": ("etcd.key", "--key"),
+    "dial_timeout": ("etcd.dial-timeout", "--dial-timeout"),
+    "command_timeout": ("etcd.command-timeout", "--command-timeout"),
+    "repo": ("repository.url", "--repo"),
+    "cluster": ("cluster", "--cluster"),
+    "encrypt_to": ("encryption.recipients", "--encrypt-to"),
+    "identity": ("encryption.identity-files", "--identity"),
+    "zstd_level": ("backup.zstd-level", "--zstd-level"),
+    "tmp_dir": ("backup.tmp-dir", "--tmp-dir"),
+    "label": ("backup.labels", "--label"),
+}
+
+
+def resolved_config(args: argparse.Namespace) -> ResolvedConfig:
+    """The config for this command: flags > environment > ``--config`` file > defaults."""
+    cached: ResolvedConfig | None = getattr(args, "_resolved_config", None)
+    if cached is None:
+        path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or None
+        cached = resolve_config(Path(path) if path else None, os.environ, _flag_values(args))
+        args._resolved_config = cached
+    return cached
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, FlagValue]:
+    """The config keys set by flags the user actually gave (None and [] mean "not given")."""
+    given: dict[str, FlagValue] = {}
+    for dest, (key, flag) in _FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is None or value == []:
+            continue
+        if dest == "label":
+            value = dict(_label(text) for text in value)
+        given[key] = FlagValue(flag, value)
+    if getattr(args, "no_files", False):
+        given["backup.capture-files"] = FlagValue("--no-files", False)
+    root = getattr(args, "root", None)
+    # --root defaults to $LIFEBOAT_ROOT or /, which the config layer reads itself.
+    if root is not None and root != Path(os.environ.get("LIFEBOAT_ROOT") or "/"):
+        given["root"] = FlagValue("--root", root)
+    return given
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--label {text!r}: expected KEY=VALUE")
+    return key, value
 
 
 def repo_url(args: argparse.Namespace) -> str:
-    url: str | None = args.repo or os.environ.get("LIFEBOAT_REPO")
+    url = resolved_config(args).config.repository.url
     if not url:
-        raise UsageError("no repository given: pass --repo URL or set LIFEBOAT_REPO")
+        raise UsageError("no repository given: pass --repo URL, set LIFEBOAT_REPO, "
+                         "or set repository.url in the config file")
     return url
 
 
 def open_repository(args: argparse.Namespace, *, create: bool = False) -> BackupRepository:
-    return BackupRepository.open(open_store(repo_url(args)), create=create)
+    environ = store_environ(resolved_config(args).config, os.environ)
+    return BackupRepository.open(open_store(repo_url(args), environ), create=create)
 
 
 def cluster_name(args: argparse.Namespace, default: str | None = "default") -> str | None:
-    name: str | None = args.cluster or os.environ.get("LIFEBOAT_CLUSTER") or default
-    return name
+    """The cluster from flag, environment or config file; ``default`` when none names one."""
+    resolved = resolved_config(args)
+    return resolved.config.cluster if resolved.is_set("cluster") else default

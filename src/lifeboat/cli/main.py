@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from lifeboat import __version__
-from lifeboat.cli import agent, backups, k8s, member, snapshots, status
+from lifeboat.cli import agent, backups, configuration, k8s, member, prune, snapshots, status
 from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
 
 DESCRIPTION = """\
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.register(sub, common)
     snapshots.register(sub, common)
     k8s.register(sub, common)
+    prune.register(sub, common)
+    configuration.register(sub, common)
     status.register(sub, common)
     member.register(sub, common)
     return parser

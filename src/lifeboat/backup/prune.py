@@ -1,0 +1,134 @@
+"""Pruning: apply the retention plan to a repository and clean up uncommitted leftovers.
+
+:func:`plan_prune` reads the catalog and asks :func:`lifeboat.retention.evaluate` for a
+verdict on every backup; :func:`apply_prune` executes that same plan object. Deleting a
+backup goes through :meth:`BackupRepository.delete` (data first, manifest last), so an
+interrupted prune leaves every touched backup with its manifest and the same verdict: the
+next prune finishes the job. Orphans (objects of a backup id without a manifest) are
+removed once older than ``orphan_grace``; younger ones may be a backup still uploading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.orphans import Orphan, find_orphans
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import IntegrityError
+from lifeboat.retention import BackupRecord, Decision, Policy, RetentionPlan, Verdict, evaluate
+
+ORPHAN_GRACE = timedelta(hours=24)
+"""Longer than any backup upload takes, so a running backup's objects are never orphans."""
+
+
+@dataclass(frozen=True)
+class OrphanDecision:
+    orphan: Orphan
+    remove: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.orphan.backup_id, "cluster": self.orphan.cluster,
+            "objects": len(self.orphan.keys), "size": self.orphan.size,
+            "verdict": "delete" if self.remove else "keep", "reasons": [self.reason],
+        }
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What a prune will do: the retention plan, and the fate of every orphan."""
+
+    retention: RetentionPlan
+    manifests: dict[tuple[str, str], Manifest]
+    orphans: tuple[OrphanDecision, ...]
+
+    def manifest_of(self, decision: Decision) -> Manifest:
+        return self.manifests[(decision.backup.cluster, decision.backup.id)]
+
+    @property
+    def deletions(self) -> tuple[Decision, ...]:
+        return tuple(d for d in self.retention.decisions if d.verdict is Verdict.DELETE)
+
+    @property
+    def orphans_to_remove(self) -> tuple[Orphan, ...]:
+        return tuple(o.orphan for o in self.orphans if o.remove)
+
+
+@dataclass
+class PruneResult:
+    deleted: list[str]
+    skipped: list[str]  # planned for deletion but pinned since the plan was made
+    orphans_removed: list[str]
+    bytes_freed: int = 0
+
+
+def plan_prune(
+    repo: BackupRepository,
+    policies: Sequence[Policy],
+    now: datetime,
+    *,
+    cluster: str | None = None,
+    min_redundancy: int = 1,
+    orphan_grace: timedelta = ORPHAN_GRACE,
+) -> PrunePlan:
+    """Decide, without changing anything, what pruning ``cluster`` (or all clusters) does."""
+    pins = repo.pins(cluster)
+    manifests = {(m.cluster, m.id): m for m in repo.manifests(cluster)}
+    records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
+    retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
+    orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
+    return PrunePlan(retention, manifests, orphans)
+
+
+def apply_prune(
+    repo: BackupRepository,
+    plan: PrunePlan,
+    *,
+    on_step: Callable[[str, str], None] = lambda what, backup_id: None,
+) -> PruneResult:
+    """Carry out ``plan``; ``on_step(what, id)`` is told of each deletion as it finishes.
+
+    A pin is checked again just before each deletion, so a backup pinned after the plan
+    was made survives. A failure stops the prune; running it again completes it.
+    """
+    result = PruneResult([], [], [])
+    for decision in plan.deletions:
+        manifest = plan.manifest_of(decision)
+        if repo.pin_of(manifest) is not None:
+            result.skipped.append(manifest.id)
+            on_step("skipped (pinned since planned)", manifest.id)
+            continue
+        repo.delete(manifest)
+        result.deleted.append(manifest.id)
+        result.bytes_freed += manifest.stored_size
+        on_step("deleted", manifest.id)
+    for orphan in plan.orphans_to_remove:
+        repo.discard_objects(orphan.cluster, orphan.backup_id)
+        result.orphans_removed.append(orphan.backup_id)
+        result.bytes_freed += orphan.size
+        on_step("removed orphan", orphan.backup_id)
+    return result
+
+
+def _record(manifest: Manifest, pinned: bool) -> BackupRecord:
+    try:
+        taken_at = datetime.fromisoformat(manifest.started_at)
+    except ValueError:
+        raise IntegrityError(
+            f"backup {manifest.cluster}/{manifest.id} has an unreadable started_at "
+            f"{manifest.started_at!r}; refusing to prune from it"
+        ) from None
+    return BackupRecord(manifest.id, manifest.cluster, taken_at, manifest.status,
+                        pinned=pinned, size=manifest.stored_size)
+
+
+def _judge_orphan(orphan: Orphan, now: datetime, grace: timedelta) -> OrphanDecision:
+    age = now - orphan.started_at
+    hours = f"{grace.total_seconds() / 3600:g}h"
+    if age < grace:
+        return OrphanDecision(orphan, False, f"no manifest, started less than {hours} ago: may still be uploading")
+    return OrphanDecision(orphan, True, f"no manifest, started more than {hours} ago: left by an interrupted backup")

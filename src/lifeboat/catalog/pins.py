@@ -1,0 +1,48 @@
+"""Pins: a small ``pin.json`` object beside a backup's manifest that retention never deletes.
+
+Manifests are immutable (written once, create-only), so a pin cannot be a manifest field.
+A pin is only written for a backup whose manifest exists; deleting a backup removes its
+pin with the other data objects, before the manifest.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from lifeboat.errors import IntegrityError
+
+PIN_NAME = "pin.json"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """Who pinned a backup, when (RFC 3339 UTC) and why."""
+
+    pinned_at: str
+    pinned_by: str
+    reason: str = ""
+
+    @classmethod
+    def now(cls, reason: str = "", *, when: datetime | None = None) -> Pin:
+        """A pin by the current user on this host."""
+        moment = (when or datetime.now(UTC)).astimezone(UTC)
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):
+            user = "unknown"
+        return cls(moment.isoformat(timespec="seconds"), f"{user}@{socket.gethostname()}", reason)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Pin:
+        try:
+            raw = json.loads(data)
+            return cls(str(raw["pinned_at"]), str(raw["pinned_by"]), str(raw.get("reason", "")))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise IntegrityError(f"pin {where} is malformed: {exc}") from None

@@ -1,0 +1,72 @@
+"""``lifeboat config validate`` and ``lifeboat config show``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, resolved_config
+from lifeboat.cli.output import emit_json, table
+from lifeboat.config import CONFIG_ENV, load_config, shown_values
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    group = sub.add_parser("config", help="check a config file, or show the settings in effect",
+                           description="The YAML config file (see docs/configuration.md). Values "
+                           "come from flags, then environment variables, then the file, then "
+                           "defaults.")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("validate", parents=[common], help="check a config file; exit 3 if it is wrong",
+                         description="Load FILE and check every key and value: unknown keys, wrong "
+                         "types, negative counts, bad cron expressions and durations are errors "
+                         "that name the key. Exit 0 when valid, 3 when not.")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+    p = verbs.add_parser("show", parents=[common], help="show every setting and where it came from",
+                         description="Print each setting in effect and its origin (flag, env, file, "
+                         "default). Secrets are never printed: for S3 keys only where they come "
+                         f"from. The file is --config FILE or ${CONFIG_ENV}.")
+    add_etcd_flags(p)
+    add_repo_flags(p)
+    add_root_flag(p)
+    p.set_defaults(func=cmd_show)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    if args.output == "json":
+        emit_json({"file": str(args.file), "valid": True})
+    else:
+        policies = config.retention.policies() if config.retention else {}
+        retention = ", ".join(f"{k}={v}" for k, v in policies.items()) or "none"
+        print(f"{args.file}: valid (cluster {config.cluster}, retention {retention}, "
+              f"backup schedule {config.schedules.backup or 'none'})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    resolved = resolved_config(args)
+    rows = shown_values(resolved, os.environ)
+    if args.output == "json":
+        emit_json({"file": str(resolved.path) if resolved.path else None,
+                   "values": [{"key": r.key, "value": r.value, "origin": r.origin} for r in rows]})
+        return 0
+    print(f"config file: {resolved.path or 'none'}")
+    table(("KEY", "VALUE", "FROM"), [(r.key, _text(r.value), r.origin) for r in rows])
+    return 0
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "[]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

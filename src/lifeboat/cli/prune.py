@@ -1,0 +1,168 @@
+"""``lifeboat prune``, ``lifeboat pin`` and ``lifeboat unpin``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+
+from lifeboat.backup.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
+from lifeboat.catalog.pins import Pin
+from lifeboat.cli.connect import add_repo_flags, cluster_name, open_repository, resolved_config
+from lifeboat.cli.output import emit_json, human_size, table
+from lifeboat.config import parse_seconds
+from lifeboat.errors import UsageError
+from lifeboat.retention import POLICY_CLASSES, Policy, parse_policies
+from lifeboat.retention.records import format_time
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "prune", parents=[common], help="delete the backups the retention policies do not keep",
+        description="Give every backup a verdict (keep or delete) with its reasons, then delete "
+        "the 'delete' ones, data first and manifest last, so an interrupted prune can be run "
+        "again. Pinned backups and the minimum-redundancy floor are never deleted. Also removes "
+        "the objects of backups that never got a manifest once older than the orphan grace "
+        "period. Policies come from the config file's retention: section, or from the flags "
+        "below (which then replace the file's policies).",
+    )
+    add_repo_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="print the verdicts, delete nothing")
+    policies = p.add_argument_group("retention policies (replace the config file's)")
+    for name in POLICY_CLASSES:
+        kind = "DURATION" if name in ("keep-within", "recovery-window") else "N"
+        policies.add_argument(f"--{name}", metavar=kind, dest=name.replace("-", "_"),
+                              help=_POLICY_HELP[name])
+    p.add_argument("--min-redundancy", type=int, metavar="N",
+                   help="never keep fewer complete backups than N (default 1, or the config file's)")
+    p.add_argument("--orphan-grace", metavar="DURATION",
+                   help="remove manifest-less leftovers older than this (default 24h)")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("pin", parents=[common], help="pin a backup so that no prune deletes it",
+                       description="Write a pin (who, when, why) beside the backup's manifest. "
+                       "Pinned backups are kept by every retention policy and 'delete' refuses "
+                       "them without --force.")
+    p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why it is kept (shown by list/show)")
+    add_repo_flags(p)
+    p.set_defaults(func=cmd_pin)
+
+    p = sub.add_parser("unpin", parents=[common], help="remove a backup's pin",
+                       description="Remove the pin; retention decides about the backup again.")
+    p.add_argument("backup_id", metavar="ID", help="a backup id")
+    add_repo_flags(p)
+    p.set_defaults(func=cmd_unpin)
+
+
+_POLICY_HELP = {
+    "keep-last": "keep the N newest complete backups",
+    "keep-within": "keep every backup taken within DURATION (36h, 7d, 2w)",
+    "keep-hourly": "keep the newest backup of each of the last N hours that have one",
+    "keep-daily": "keep the newest backup of each of the last N days (UTC) that have one",
+    "keep-weekly": "keep the newest backup of each of the last N ISO weeks that have one",
+    "keep-monthly": "keep the newest backup of each of the last N months that have one",
+    "keep-yearly": "keep the newest backup of each of the last N years that have one",
+    "recovery-window": "keep what is needed to restore any moment of the last DURATION",
+}
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    policies, min_redundancy, grace = _retention(args)
+    repo = open_repository(args)
+    plan = plan_prune(repo, policies, datetime.now(UTC), cluster=cluster_name(args, default=None),
+                      min_redundancy=min_redundancy, orphan_grace=grace)
+    as_json = args.output == "json"
+    if not as_json:
+        _print_plan(plan)
+    result = None
+    if not args.dry_run:
+        say = (lambda what, backup_id: None) if as_json else (lambda what, backup_id: print(f"{what} {backup_id}"))
+        result = apply_prune(repo, plan, on_step=say)
+    if as_json:
+        emit_json(_plan_json(plan, result))
+    elif result is None:
+        print("dry run: nothing deleted")
+    else:
+        print(f"deleted {len(result.deleted)} backup(s) and {len(result.orphans_removed)} orphan(s), "
+              f"freed {human_size(result.bytes_freed)}")
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> tuple[list[Policy], int, timedelta]:
+    config = resolved_config(args).config.retention
+    given = {name: getattr(args, name.replace("-", "_")) for name in POLICY_CLASSES}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given:
+        policies = parse_policies(given)
+    elif config is not None:
+        policies = parse_policies(config.policies())
+    else:
+        raise UsageError("no retention policy: set retention: in the config file "
+                         "or pass one, e.g. --keep-last 7")
+    min_redundancy = args.min_redundancy if args.min_redundancy is not None else (
+        config.min_redundancy if config else 1)
+    if min_redundancy < 0:
+        raise UsageError(f"--min-redundancy must be 0 or more, got {min_redundancy}")
+    if args.orphan_grace is not None:
+        try:
+            grace = timedelta(seconds=parse_seconds(args.orphan_grace))
+        except ValueError as exc:
+            raise UsageError(f"--orphan-grace: {exc}") from None
+    else:
+        grace = timedelta(seconds=config.orphan_grace) if config else ORPHAN_GRACE
+    return policies, min_redundancy, grace
+
+
+def _print_plan(plan: PrunePlan) -> None:
+    rows: list[tuple[object, ...]] = [
+        (d.verdict.value.upper(), d.backup.id, d.backup.cluster, format_time(d.backup.taken_at),
+         d.backup.status, human_size(d.backup.size), "pinned" if d.backup.pinned else "-",
+         "; ".join(d.reasons))
+        for d in plan.retention.decisions
+    ]
+    rows += [
+        ("DELETE" if o.remove else "KEEP", o.orphan.backup_id, o.orphan.cluster,
+         format_time(o.orphan.started_at), "orphan", human_size(o.orphan.size), "-", o.reason)
+        for o in plan.orphans
+    ]
+    table(("VERDICT", "ID", "CLUSTER", "TAKEN", "STATUS", "SIZE", "PIN", "REASON"), rows)
+    print(plan.retention.summary())
+
+
+def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]:
+    return {
+        "dry_run": result is None,
+        "policies": list(plan.retention.policies),
+        "min_redundancy": plan.retention.min_redundancy,
+        "decisions": [d.as_dict() for d in plan.retention.decisions],
+        "orphans": [o.as_dict() for o in plan.orphans],
+        "deleted": result.deleted if result else [],
+        "skipped": result.skipped if result else [],
+        "orphans_removed": result.orphans_removed if result else [],
+        "bytes_freed": result.bytes_freed if result else 0,
+    }
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    repo = open_repository(args)
+    manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    pin = Pin.now(args.reason)
+    repo.pin(manifest, pin)
+    if args.output == "json":
+        emit_json({"pinned": manifest.id, "cluster": manifest.cluster, "pin": asdict(pin)})
+    else:
+        print(f"pinned backup {manifest.id} of cluster {manifest.cluster}")
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    repo = open_repository(args)
+    manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    was_pinned = repo.unpin(manifest)
+    if args.output == "json":
+        emit_json({"unpinned": manifest.id, "cluster": manifest.cluster, "was_pinned": was_pinned})
+    else:
+        print(f"unpinned backup {manifest.id}" if was_pinned else f"backup {manifest.id} was not pinned")
+    return 0

@@ -1,0 +1,177 @@
+"""Pruning a repository: dry run, exact deletions, pins, orphans, interrupted re-runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lifeboat.backup.prune import apply_prune, plan_prune
+from lifeboat.catalog.ids import new_backup_id
+from lifeboat.catalog.manifest import Manifest, StoredObject
+from lifeboat.catalog.pins import Pin
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import OperationFailed, RepositoryUnavailable
+from lifeboat.repository import Fault, MemoryStore
+from lifeboat.retention import KeepLast, KeepWithin, Verdict
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def store_backup(repo: BackupRepository, started: datetime, *, cluster: str = "prod",
+                 status: str = "complete", commit: bool = True) -> Manifest:
+    """Two data objects and (with ``commit``) a manifest, as the backup pipeline leaves them."""
+    backup_id = new_backup_id(started)
+    objects = []
+    for name, size in (("snapshot.db.zst", 300), ("control-plane.tar.zst", 100)):
+        repo.store.put_bytes(f"clusters/{cluster}/backups/{backup_id}/{name}", b"x" * size)
+        objects.append(StoredObject(name, size, "0" * 64, size * 3, "1" * 64))
+    manifest = Manifest(
+        id=backup_id, cluster=cluster, status=status,  # type: ignore[arg-type]
+        started_at=started.isoformat(), finished_at=(started + timedelta(minutes=1)).isoformat(),
+        tool_version="test", source=None, snapshot=None, compression="zstd:3", encryption=None,
+        recipients=(), objects=tuple(objects),
+    )
+    if commit:
+        repo.commit(manifest)
+    return manifest
+
+
+@pytest.fixture
+def repo() -> BackupRepository:
+    return BackupRepository.open(MemoryStore(), create=True)
+
+
+def daily(repo: BackupRepository, count: int) -> list[Manifest]:
+    """``count`` backups, one a day, the newest a day before NOW; oldest first."""
+    return [store_backup(repo, NOW - timedelta(days=count - i)) for i in range(count)]
+
+
+def test_planning_changes_nothing(repo: BackupRepository) -> None:
+    daily(repo, 5)
+    store = repo.store
+    assert isinstance(store, MemoryStore)
+    before, writes = store.keys(), store.calls["put_bytes"] + store.calls["put_stream"]
+    plan = plan_prune(repo, [KeepLast(2)], NOW)
+    assert len(plan.deletions) == 3
+    assert store.keys() == before
+    assert store.calls["delete"] == 0
+    assert store.calls["put_bytes"] + store.calls["put_stream"] == writes
+
+
+def test_apply_deletes_exactly_the_delete_verdicts(repo: BackupRepository) -> None:
+    backups = daily(repo, 5)
+    plan = plan_prune(repo, [KeepLast(2)], NOW)
+    result = apply_prune(repo, plan)
+    assert result.deleted == [b.id for b in reversed(backups[:3])]
+    assert [m.id for m in repo.manifests()] == [b.id for b in backups[3:]]
+    prefixes = {obj.key.split("/")[3] for obj in repo.store.list("clusters/")}
+    assert prefixes == {b.id for b in backups[3:]}
+    assert result.bytes_freed == 3 * 400
+
+
+def test_every_backup_gets_a_verdict_with_a_reason(repo: BackupRepository) -> None:
+    daily(repo, 3)
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    verdicts = [(d.verdict, d.reason) for d in plan.retention.decisions]
+    assert verdicts[0] == (Verdict.KEEP, "kept: newest 1 (keep-last 1)")
+    assert all(v == (Verdict.DELETE, "deleted: matched no policy") for v in verdicts[1:])
+
+
+def test_pinned_backups_survive(repo: BackupRepository) -> None:
+    backups = daily(repo, 4)
+    repo.pin(backups[0], Pin.now("audit 2026", when=NOW))
+    apply_prune(repo, plan_prune(repo, [KeepLast(1)], NOW))
+    assert [m.id for m in repo.manifests()] == [backups[0].id, backups[3].id]
+    pin = repo.pin_of(backups[0])
+    assert pin is not None and pin.reason == "audit 2026"
+
+
+def test_backup_pinned_after_planning_is_not_deleted(repo: BackupRepository) -> None:
+    backups = daily(repo, 3)
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    repo.pin(backups[0], Pin.now("late pin"))
+    result = apply_prune(repo, plan)
+    assert result.skipped == [backups[0].id] and result.deleted == [backups[1].id]
+    assert [m.id for m in repo.manifests()] == [backups[0].id, backups[2].id]
+
+
+def test_deleting_a_backup_removes_its_pin_before_its_manifest(repo: BackupRepository) -> None:
+    backup = daily(repo, 1)[0]
+    repo.pin(backup, Pin.now())
+    store = repo.store
+    assert isinstance(store, MemoryStore)
+    store.inject(Fault("delete", key_prefix=f"clusters/prod/backups/{backup.id}/manifest.json"))
+    with pytest.raises(RepositoryUnavailable):
+        repo.delete(backup)
+    # Only the marker and the manifest are left: data objects and the pin went first.
+    assert store.keys() == [f"clusters/prod/backups/{backup.id}/manifest.json", "lifeboat-repository.json"]
+
+
+def test_old_orphans_are_removed_and_young_ones_kept(repo: BackupRepository) -> None:
+    daily(repo, 2)
+    old = store_backup(repo, NOW - timedelta(hours=30), commit=False)
+    young = store_backup(repo, NOW - timedelta(hours=2), commit=False)
+    plan = plan_prune(repo, [KeepLast(5)], NOW, orphan_grace=timedelta(hours=24))
+    fates = {o.orphan.backup_id: (o.remove, o.reason) for o in plan.orphans}
+    assert fates[old.id] == (True, "no manifest, started more than 24h ago: left by an interrupted backup")
+    assert fates[young.id] == (False, "no manifest, started less than 24h ago: may still be uploading")
+    result = apply_prune(repo, plan)
+    assert result.orphans_removed == [old.id] and result.deleted == []
+    remaining = {key.key.split("/")[3] for key in repo.store.list("clusters/")}
+    assert old.id not in remaining and young.id in remaining
+    assert len(list(repo.manifests())) == 2
+
+
+def test_objects_outside_lifeboat_ids_are_not_orphans(repo: BackupRepository) -> None:
+    repo.store.put_bytes("clusters/prod/backups/not-a-backup/file", b"keep me")
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    assert plan.orphans == ()
+
+
+def test_interrupted_prune_completes_when_run_again(repo: BackupRepository) -> None:
+    backups = daily(repo, 5)
+    store = repo.store
+    assert isinstance(store, MemoryStore)
+    # Fail the fourth delete: the second doomed backup has lost one object, not its manifest.
+    store.inject(Fault("delete", after_calls=4))
+    with pytest.raises(RepositoryUnavailable):
+        apply_prune(repo, plan_prune(repo, [KeepLast(2)], NOW))
+    listed = [m.id for m in repo.manifests()]
+    assert backups[2].id not in listed and backups[1].id in listed  # newest doomed went first
+    again = plan_prune(repo, [KeepLast(2)], NOW)
+    assert [d.backup.id for d in again.deletions] == [backups[1].id, backups[0].id]
+    apply_prune(repo, again)
+    assert [m.id for m in repo.manifests()] == [b.id for b in backups[3:]]
+    assert {k.split("/")[3] for k in store.keys() if k.startswith("clusters/")} == {b.id for b in backups[3:]}
+    assert plan_prune(repo, [KeepLast(2)], NOW).deletions == ()
+
+
+def test_plan_that_would_delete_every_backup_is_refused(repo: BackupRepository) -> None:
+    daily(repo, 3)
+    with pytest.raises(OperationFailed, match="refusing to delete all 3 complete backups"):
+        plan_prune(repo, [KeepWithin(timedelta(hours=1))], NOW, min_redundancy=0)
+    assert len(list(repo.manifests())) == 3
+
+
+def test_floor_keeps_the_newest_when_policies_keep_none(repo: BackupRepository) -> None:
+    backups = daily(repo, 3)
+    apply_prune(repo, plan_prune(repo, [KeepWithin(timedelta(hours=1))], NOW, min_redundancy=1))
+    assert [m.id for m in repo.manifests()] == [backups[2].id]
+
+
+def test_failed_backup_older_than_a_complete_one_is_pruned(repo: BackupRepository) -> None:
+    failed = store_backup(repo, NOW - timedelta(days=3), status="failed")
+    good = store_backup(repo, NOW - timedelta(days=1))
+    plan = plan_prune(repo, [KeepLast(5)], NOW)
+    assert [d.backup.id for d in plan.deletions] == [failed.id]
+    apply_prune(repo, plan)
+    assert [m.id for m in repo.manifests()] == [good.id]
+
+
+def test_clusters_are_pruned_separately(repo: BackupRepository) -> None:
+    prod = [store_backup(repo, NOW - timedelta(days=d), cluster="prod") for d in (3, 2, 1)]
+    stage = [store_backup(repo, NOW - timedelta(days=d), cluster="stage") for d in (3, 2)]
+    apply_prune(repo, plan_prune(repo, [KeepLast(1)], NOW, cluster="prod"))
+    assert [m.id for m in repo.manifests("prod")] == [prod[2].id]
+    assert [m.id for m in repo.manifests("stage")] == [b.id for b in stage]

@@ -1,0 +1,145 @@
+"""`lifeboat prune`, `pin`, `unpin`, `delete` of a pinned backup, and `config` on a local repository."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.main import main
+from lifeboat.repository import open_store
+from tests.unit.backup.test_prune import store_backup
+
+
+class Run:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    for var in ("LIFEBOAT_CONFIG", "LIFEBOAT_REPO", "LIFEBOAT_CLUSTER", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    return Run(capsys)
+
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> Path:
+    return tmp_path / "repo"
+
+
+def five_backups(repo_dir: Path) -> list[str]:
+    repo = BackupRepository.open(open_store(str(repo_dir)), create=True)
+    now = datetime.now(UTC)
+    return [store_backup(repo, now - timedelta(days=5 - i)).id for i in range(5)]
+
+
+def listed(repo_dir: Path) -> list[str]:
+    return [m.id for m in BackupRepository.open(open_store(str(repo_dir))).manifests()]
+
+
+def test_dry_run_prints_every_verdict_and_deletes_nothing(run: Run, repo_dir: Path) -> None:
+    ids = five_backups(repo_dir)
+    code, out, _ = run("prune", "--repo", str(repo_dir), "--keep-last", "2", "--dry-run")
+    assert code == 0
+    for backup_id in ids[:3]:
+        assert any(line.startswith("DELETE") and backup_id in line for line in out.splitlines())
+    assert sum(line.startswith("KEEP") and "newest 2 (keep-last 2)" in line for line in out.splitlines()) == 2
+    assert "dry run: nothing deleted" in out
+    assert listed(repo_dir) == ids
+
+
+def test_prune_uses_the_config_file_and_flags_replace_its_policies(
+    run: Run, repo_dir: Path, tmp_path: Path
+) -> None:
+    ids = five_backups(repo_dir)
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"repository:\n  url: {repo_dir}\nretention:\n  keep-last: 4\n")
+    code, out, err = run("prune", "--config", str(config), "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["deleted"] == [ids[0]]
+    code, out, err = run("prune", "--config", str(config), "--keep-last", "1", "-o", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["policies"] == ["keep-last=1"] and report["deleted"] == ids[3:0:-1]
+    assert listed(repo_dir) == [ids[4]]
+
+
+def test_prune_without_any_policy_is_a_usage_error(run: Run, repo_dir: Path) -> None:
+    five_backups(repo_dir)
+    code, _, err = run("prune", "--repo", str(repo_dir))
+    assert code == 3 and "no retention policy" in err
+
+
+def test_bad_policy_flag_is_a_usage_error(run: Run, repo_dir: Path) -> None:
+    five_backups(repo_dir)
+    code, _, err = run("prune", "--repo", str(repo_dir), "--keep-last", "-3")
+    assert code == 3 and "keep-last=-3" in err
+    assert len(listed(repo_dir)) == 5
+
+
+def test_pin_is_listed_shown_kept_by_prune_and_refused_by_delete(run: Run, repo_dir: Path) -> None:
+    ids = five_backups(repo_dir)
+    repo = ["--repo", str(repo_dir)]
+    assert run("pin", ids[0], "--reason", "before upgrade", *repo)[0] == 0
+    code, out, _ = run("list", *repo, "-o", "json")
+    assert [b["pin"]["reason"] if b["pin"] else None for b in json.loads(out)] == ["before upgrade"] + [None] * 4
+    assert "pinned     by " in run("show", ids[0], *repo)[1]
+    code, _, err = run("delete", ids[0], "--yes", *repo)
+    assert code == 3 and "is pinned (before upgrade)" in err
+    assert run("prune", *repo, "--keep-last", "1")[0] == 0
+    assert listed(repo_dir) == [ids[0], ids[4]]
+    code, out, _ = run("unpin", ids[0], *repo)
+    assert code == 0 and "unpinned" in out
+    assert run("prune", *repo, "--keep-last", "1")[0] == 0
+    assert listed(repo_dir) == [ids[4]]
+
+
+def test_delete_with_force_removes_a_pinned_backup(run: Run, repo_dir: Path) -> None:
+    ids = five_backups(repo_dir)
+    assert run("pin", ids[1], "--repo", str(repo_dir))[0] == 0
+    assert run("delete", ids[1], "--yes", "--force", "--repo", str(repo_dir))[0] == 0
+    assert ids[1] not in listed(repo_dir)
+
+
+def test_config_validate_exit_codes(run: Run, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("cluster: prod\nretention:\n  keep-last: 7\n")
+    bad.write_text("retention:\n  keep-last: -3\n")
+    code, out, _ = run("config", "validate", str(good))
+    assert code == 0 and "valid" in out and "keep-last=7" in out
+    code, _, err = run("config", "validate", str(bad))
+    assert code == 3
+    assert err.strip() == f"lifeboat: error: {bad}: retention.keep-last: must be a positive integer, got -3"
+
+
+def test_config_show_names_origins_and_hides_secrets(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text("cluster: from-file\nrepository:\n  url: s3://bucket/prefix\n")
+    monkeypatch.setenv("LIFEBOAT_CONFIG", str(config))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id-value-xyz")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-secret-value")
+    monkeypatch.setenv("ETCDCTL_ENDPOINTS", "https://10.1.1.1:2379")
+    code, out, _ = run("config", "show", "--cluster", "from-flag", "-o", "json")
+    assert code == 0
+    values = {v["key"]: (v["value"], v["origin"]) for v in json.loads(out)["values"]}
+    assert values["cluster"] == ("from-flag", "flag --cluster")
+    assert values["repository.url"] == ("s3://bucket/prefix", f"file {config}")
+    assert values["etcd.endpoints"] == (["https://10.1.1.1:2379"], "env $ETCDCTL_ENDPOINTS")
+    assert values["backup.zstd-level"] == (3, "default")
+    code, table_out, _ = run("config", "show")
+    for text in (out, table_out):
+        assert "hunter2" not in text and "key-id-value" not in text
+    assert "AWS_SECRET_ACCESS_KEY (values hidden)" in table_out
