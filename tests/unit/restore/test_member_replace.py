@@ -1,0 +1,238 @@
+"""Planning a member replacement (refusals, steps) and running it against an in-memory etcd."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifeboat.errors import EtcdUnavailable, NotFound, OperationFailed, UsageError
+from lifeboat.etcd.model import Alarm, Member, MemberList, MemberStatus
+from lifeboat.restore.health import ClusterHealth, assess
+from lifeboat.restore.member_replace import (
+    OperatorStarter,
+    ReplacePlan,
+    StartSpec,
+    StepKind,
+    moved_aside_path,
+    plan_replacement,
+    replace_member,
+)
+
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+def url(i: int) -> str:
+    return f"https://10.0.0.{i}:2379"
+
+
+def peer(i: int) -> str:
+    return f"https://10.0.0.{i}:2380"
+
+
+def member(i: int, learner: bool = False) -> Member:
+    return Member(i, f"m{i}", (peer(i),), (url(i),), learner)
+
+
+def status(i: int, leader: int = 1, applied: int = 100, learner: bool = False) -> MemberStatus:
+    return MemberStatus(url(i), i, 7, "3.5.9", 1 << 20, 1 << 19, leader, applied, 3, applied, learner, (), 50)
+
+
+def health_of(size: int, down: set[int], learners: set[int] | None = None) -> ClusterHealth:
+    learners = learners or set()
+    alive = [i for i in range(1, size + 1) if i not in down]
+    leader = next((i for i in alive if i not in learners), 0)
+    members = MemberList(7, tuple(member(i, i in learners) for i in range(1, size + 1)), 1)
+    statuses = {i: status(i, leader, learner=i in learners) for i in alive}
+    return assess(members, statuses, {i: "refused" for i in down}, [])
+
+
+def plan(health: ClusterHealth, name: str, **kwargs: Any) -> ReplacePlan:
+    return plan_replacement(health, name, now=NOW, starter=OperatorStarter(), **kwargs)
+
+
+def test_dead_member_is_removed_moved_aside_added_started_and_promoted() -> None:
+    p = plan(health_of(3, {3}), "m3", data_dir=Path("/var/lib/etcd"), data_dir_exists=True)
+    assert [s.kind for s in p.steps] == [StepKind.REMOVE, StepKind.MOVE_DATA_DIR, StepKind.ADD_LEARNER,
+                                         StepKind.START, StepKind.PROMOTE]
+    assert p.moved_to == Path("/var/lib/etcd.lifeboat-moved-20250304T050607Z")
+    assert p.peer_urls == (peer(3),)
+    assert p.member_id == 3
+    assert "move the data dir /var/lib/etcd aside" in p.describe()[1]
+
+
+def test_moved_aside_name_is_a_timestamped_sibling() -> None:
+    assert moved_aside_path(Path("/data/etcd/"), NOW) == Path("/data/etcd.lifeboat-moved-20250304T050607Z")
+
+
+def test_healthy_member_is_refused_unless_forced() -> None:
+    with pytest.raises(OperationFailed, match="m2 is healthy.*--force"):
+        plan(health_of(3, set()), "m2")
+    assert plan(health_of(3, set()), "m2", force=True).steps[0].kind is StepKind.REMOVE
+
+
+def test_lost_quorum_is_refused_with_a_pointer_to_restore() -> None:
+    with pytest.raises(OperationFailed, match="quorum is lost.*restore every member"):
+        plan(health_of(3, {2, 3}), "m3")
+
+
+def test_even_cluster_without_quorum_is_refused_although_removal_arithmetic_fits() -> None:
+    # 4 members, 2 down: 2 healthy < quorum 3; after removing one, 2 >= quorum 2 of 3,
+    # but etcd cannot commit the removal itself.
+    with pytest.raises(OperationFailed, match="quorum is lost"):
+        plan(health_of(4, {3, 4}), "m4")
+
+
+def test_forced_removal_that_would_lose_quorum_is_refused() -> None:
+    with pytest.raises(OperationFailed, match="would leave 1 healthy of 2 voting members"):
+        plan(health_of(3, {3}), "m2", force=True)
+
+
+def test_single_member_cluster_cannot_replace_its_member() -> None:
+    with pytest.raises(UsageError, match="lifeboat restore"):
+        plan(health_of(1, set()), "m1", force=True)
+
+
+def test_unknown_member_needs_peer_urls() -> None:
+    with pytest.raises(NotFound, match="--peer-urls"):
+        plan(health_of(3, set()), "m9")
+    p = plan(health_of(3, set()), "m9", peer_urls=[peer(9)])
+    assert [s.kind for s in p.steps] == [StepKind.ADD_LEARNER, StepKind.START, StepKind.PROMOTE]
+    assert p.member_id is None
+
+
+def test_running_learner_is_only_promoted() -> None:
+    p = plan(health_of(3, set(), learners={3}), "m3")
+    assert [s.kind for s in p.steps] == [StepKind.PROMOTE]
+
+
+def test_data_dir_elsewhere_or_absent_is_a_note_not_a_step() -> None:
+    elsewhere = plan(health_of(3, {3}), "m3")
+    assert StepKind.MOVE_DATA_DIR not in [s.kind for s in elsewhere.steps]
+    assert any("not on this host" in n for n in elsewhere.notes)
+    absent = plan(health_of(3, {3}), "m3", data_dir=Path("/nope"), data_dir_exists=False)
+    assert any("does not exist" in n for n in absent.notes)
+
+
+def test_nothing_answering_is_refused() -> None:
+    with pytest.raises(OperationFailed, match="no etcd member answered"):
+        plan(assess(None, {}, {}, []), "m1")
+
+
+def test_start_spec_flags_say_existing_cluster() -> None:
+    spec = StartSpec("m3", (peer(3),), f"m1={peer(1)},m3={peer(3)}", Path("/var/lib/etcd"))
+    assert "--initial-cluster-state=existing" in spec.flags()
+    assert spec.environment()["LIFEBOAT_INITIAL_CLUSTER"] == f"m1={peer(1)},m3={peer(3)}"
+    assert not any(k.startswith("ETCD_") for k in spec.environment())
+
+
+class FakeEtcd:
+    """Membership in memory. Learners catch up ``catch_up`` applied entries per status read."""
+
+    def __init__(self, size: int, down: set[int]) -> None:
+        self.members = {i: member(i) for i in range(1, size + 1)}
+        self.running = {i for i in self.members if i not in down}
+        self.applied = {i: 100 for i in self.members}
+        self.calls: list[str] = []
+        self.refuse_add = 1  # "unhealthy cluster" refusals before an add is accepted
+        self.refuse_promote = 1  # "not in sync" refusals before a promote is accepted
+        self.next_id = 100
+
+    def member_list(self) -> MemberList:
+        return MemberList(7, tuple(self.members.values()), 1)
+
+    def status(self, endpoint: str) -> MemberStatus:
+        for i, m in self.members.items():
+            if endpoint in m.client_urls and i in self.running:
+                self.applied[i] = min(self.applied[i] + 40, 100)
+                return status(i, leader=1, applied=self.applied[i], learner=m.is_learner)
+        raise EtcdUnavailable(f"status of {endpoint}: refused")
+
+    def alarms(self) -> list[Alarm]:
+        return []
+
+    def member_remove(self, member_id: int) -> tuple[Member, ...]:
+        self.calls.append(f"remove {member_id}")
+        del self.members[member_id]
+        return tuple(self.members.values())
+
+    def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member:
+        if self.refuse_add:
+            self.refuse_add -= 1
+            raise EtcdUnavailable("member add: no etcd endpoint answered; tried x (UNAVAILABLE: "
+                                  "etcdserver: unhealthy cluster)")
+        self.calls.append(f"add {','.join(peer_urls)} learner={learner}")
+        new = Member(self.next_id, "", tuple(peer_urls), (), learner)
+        self.members[new.id] = new
+        return new
+
+    def member_promote(self, member_id: int) -> tuple[Member, ...]:
+        if self.refuse_promote:
+            self.refuse_promote -= 1
+            raise OperationFailed("member promote failed: etcdserver: can only promote a learner "
+                                  "member which is in sync with leader")
+        self.calls.append(f"promote {member_id}")
+        self.members[member_id] = replace(self.members[member_id], is_learner=False)
+        return tuple(self.members.values())
+
+    def start(self, member_id: int, name: str, client_url: str) -> None:
+        self.members[member_id] = replace(self.members[member_id], name=name, client_urls=(client_url,))
+        self.running.add(member_id)
+        self.applied[member_id] = 0
+
+
+class FakeStarter:
+    def __init__(self, etcd: FakeEtcd) -> None:
+        self.etcd = etcd
+        self.specs: list[StartSpec] = []
+
+    def describe(self) -> str:
+        return "start it in memory"
+
+    def start(self, spec: StartSpec, report: Callable[[str], None]) -> None:
+        self.specs.append(spec)
+        self.etcd.start(self.etcd.next_id, spec.name, url(3))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_replacement_runs_every_step_and_retries_what_etcd_says_is_not_yet_possible(tmp_path: Path) -> None:
+    etcd = FakeEtcd(3, {3})
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    health = assess(etcd.member_list(), {i: etcd.status(url(i)) for i in (1, 2)}, {3: "refused"}, [])
+    p = plan_replacement(health, "m3", now=NOW, starter=OperatorStarter(), data_dir=data_dir,
+                         data_dir_exists=True)
+    starter, clock, lines = FakeStarter(etcd), FakeClock(), list[str]()
+    result = replace_member(etcd, p, starter, [url(1)], report=lines.append, clock=clock, sleep=clock.sleep)
+    assert etcd.calls == ["remove 3", f"add {peer(3)} learner=True", "promote 100"]
+    assert not data_dir.exists() and p.moved_to is not None and (p.moved_to / "member").is_dir()
+    assert starter.specs[0].initial_cluster == f"m1={peer(1)},m2={peer(2)},m3={peer(3)}"
+    assert result.member_id == 100
+    assert result.health.summary() == "3 voting members, 3 healthy, quorum 2, can lose 1"
+    assert any("promoted" in line for line in lines)
+
+
+def test_member_that_never_starts_gives_up_with_a_resumable_error() -> None:
+    etcd = FakeEtcd(3, {3})
+    etcd.refuse_add = 0
+    health = assess(etcd.member_list(), {i: etcd.status(url(i)) for i in (1, 2)}, {3: "refused"}, [])
+    p = plan_replacement(health, "m3", now=NOW, starter=OperatorStarter())
+    clock = FakeClock()
+    with pytest.raises(OperationFailed, match="m3 to start and answer after 30s.*re-run to resume"):
+        replace_member(etcd, p, OperatorStarter(), [url(1)], report=lambda _: None, timeout=30,
+                       clock=clock, sleep=clock.sleep)
+    assert etcd.calls == ["remove 3", f"add {peer(3)} learner=True"]
