@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def main() -> None:
         "repeat": args.repeat,
         "ls_median_s": statistics.median(times),
         "ls_s": times,
+        # ru_maxrss of the largest child so far (KiB on Linux): the ls runs, or etcdctl.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "target_s": TARGET_SECONDS,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -95,7 +98,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     mib = result["snapshot_bytes"] / (1 << 20)  # type: ignore[operator]
     print(f"snapshot {snapshot} ({mib:.0f} MiB, {result['objects']} objects, {result['errors']} errors)")
-    print(f"lifeboat k8s ls -o json  median {result['ls_median_s']:.2f}s  (target <= {TARGET_SECONDS:.0f}s)")
+    print(f"lifeboat k8s ls -o json  median {result['ls_median_s']:.2f}s  (target <= {TARGET_SECONDS:.0f}s), "
+          f"peak RSS {result['peak_rss_mib']:.0f} MiB")
     print(f"wrote {args.out}")
 
 
