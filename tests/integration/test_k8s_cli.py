@@ -266,3 +266,26 @@ def test_snapshot_file_source_is_recognised_as_its_own_cluster(
     assert "dry run: nothing written; 1 objects would be written" in out and "never overwritten" in out
     listed = cli.json("k8s", "ls", str(snapshot), "-n", "kube-system", "--kind", "jobs")
     assert [o["name"] for o in listed["objects"]] == ["jobs-0", "jobs-1"]
+
+
+def test_ls_live_lists_undecodable_objects_with_their_error_and_the_rest(
+    cli: Cli, cluster: EtcdMember, pki: Pki, tmp_path: Path, keyspace: Keyspace,
+) -> None:
+    stored = keyspace.items[b"/registry/pods/team-a/a-web-5d4f-1"]
+    wrong_key = tmp_path / "wrong.yaml"
+    wrong_key.write_text(encryption_config_yaml().replace(
+        base64.b64encode(bytes(range(32))).decode(), base64.b64encode(bytes(32)).decode()))
+    with client_for(cluster, pki) as client:
+        client.put(b"/registry/pods/team-a/a-web-5d4f-1", stored[: len(stored) // 2])
+        client.put(b"/registry/pods/team-a/unknown-envelope", b"k8s\x00\x0a\x03\x0a\x01")
+    flags = etcd_flags(cluster, pki)
+    doc = cli.json("k8s", "ls", "live", "-n", "team-a", *flags, "--encryption-config", str(wrong_key))
+    errors = {e["key"]: e["error"] for e in doc["errors"]}
+    assert set(errors) == {"/registry/pods/team-a/a-web-5d4f-1", "/registry/pods/team-a/unknown-envelope",
+                           "/registry/secrets/team-a/db-password"}
+    assert "malformed" in errors["/registry/pods/team-a/a-web-5d4f-1"]
+    assert "wrong key" in errors["/registry/secrets/team-a/db-password"]
+    names = {o["name"] for o in doc["objects"]}
+    assert {"a-web-5d4f-0", "zz-web", "widget-0", "team-a"} <= names
+    assert doc["objects_total"] == len(keyspace.in_namespace("team-a")) + 1
+    assert doc["revision"] > 0

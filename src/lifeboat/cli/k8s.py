@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Any
 
@@ -15,10 +16,10 @@ from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory import (
     REGISTRY_PREFIX, Entry, KindQuery, decode_entries, diff_keys, filter_changes, keys_in_namespace,
-    select, summarize, summarize_keys,
+    StoredKeyValue, select, summarize, summarize_keys,
 )
 from lifeboat.kube.inventory.views import object_document, object_row
-from lifeboat.kube.objects import decode_value, parse_registry_key
+from lifeboat.kube.objects import EncryptionConfiguration, decode_value, parse_registry_key
 
 SOURCE_HELP = "'live' (the etcd of the etcd flags), a snapshot file, or a backup id / 'latest' in --repo"
 
@@ -152,8 +153,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_object(kvs: Any, text: str, namespace: str | None, encryption: Any,
-                 where: str) -> Entry:
+def _find_object(kvs: Iterable[StoredKeyValue], text: str, namespace: str | None,
+                 encryption: EncryptionConfiguration | None, where: str) -> Entry:
     if text.startswith("/"):
         if not text.startswith(REGISTRY_PREFIX.decode()):
             raise UsageError(f"key {text!r} is outside /registry/, where kube-apiserver keeps objects")
