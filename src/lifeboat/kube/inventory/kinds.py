@@ -81,7 +81,7 @@ class KindQuery:
             group, resource = _ALIASES[cleaned]
             return cls(text, resource, group)
         name, _, group = cleaned.partition(".")
-        if group and f"{name}" in _ALIASES and _ALIASES[name][0] == group:
+        if group and name in _ALIASES and _ALIASES[name][0] == group:
             return cls(text, _ALIASES[name][1], group)
         return cls(text, name, group or None)
 
