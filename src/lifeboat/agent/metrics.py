@@ -30,6 +30,7 @@ class _Values:
     pruned: int = 0
     config_conflicts: int = 0
     last_good_cycle: float | None = None
+    last_good_cycle_wall: float | None = None
     cycles: int = 0
 
 
@@ -93,6 +94,7 @@ class AgentMetrics:
         """A cycle that finished without error, at monotonic time ``when``."""
         with self._lock:
             self._v.last_good_cycle = when
+            self._v.last_good_cycle_wall = self._now().timestamp()
             self._v.cycles += 1
 
     def last_good_cycle(self) -> float | None:
@@ -126,6 +128,8 @@ class AgentMetrics:
         gauge("lifeboat_agent_is_leader", "1 while this agent is the active agent of its cluster.", v.is_leader)
         gauge("lifeboat_agent_config_conflicts",
               "Other agents of this cluster running with a different configuration.", v.config_conflicts)
+        gauge("lifeboat_agent_last_good_cycle_timestamp_seconds",
+              "Unix time of the newest cycle that finished without error.", v.last_good_cycle_wall)
         metric("lifeboat_agent_cycles", "counter", "Agent cycles that finished without error.",
                [({}, v.cycles)])
         gauge("lifeboat_backup_last_success_timestamp_seconds",
