@@ -233,3 +233,13 @@ def test_next_run_follows_the_cron_expression_in_utc() -> None:
     # 2026-11-22 is a Sunday: the weekly drill runs later the same day.
     assert next_run("0 4 * * 0", now) == datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
     assert next_run("0 4 * * 0", now.replace(hour=4)) == datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    doc = Path(__file__).parents[3] / "docs" / "configuration.md"
+    text = doc.read_text()
+    example = text.split("## A full example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, example))
+    assert config.cluster == "prod" and config.retention is not None
+    assert config.retention.policies() == {"keep-last": 12, "keep-daily": 7, "keep-weekly": 4, "keep-monthly": 6}
+    assert config.schedules.backup == "*/30 * * * *" and config.agent.log_format == "json"
