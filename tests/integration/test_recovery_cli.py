@@ -15,6 +15,7 @@ import pytest
 from lifeboat.cli.main import main
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.kubeadm_node import install_etcd_client_files, make_kubeadm_node
 from tests.support.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -185,3 +186,27 @@ def test_member_replace_heals_a_cluster_that_kept_quorum(
         assert "kept" in m2.etcdctl("get", "/registry/before-replace", "--consistency=s")
     finally:
         stop_pid(pidfile)
+
+
+def test_kubeadm_node_needs_no_flags_and_its_data_dir_and_quota_are_found(
+    cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path
+) -> None:
+    with EtcdCluster(release35, tmp_path / "etcd", size=3, pki=pki) as cluster:
+        m0, _, m2 = cluster.members
+        # This host is m2's node; its manifest's loopback listener stands for m0's URL.
+        node = make_kubeadm_node(tmp_path / "node", name="m2")
+        manifest = node.host("/etc/kubernetes/manifests/etcd.yaml")
+        manifest.write_text(manifest.read_text().replace("https://127.0.0.1:2379", m0.client_url)
+                            .replace("    - --name=m2\n", "    - --name=m2\n    - --quota-backend-bytes=8589934592\n"))
+        install_etcd_client_files(node, pki.ca, pki.client.cert, pki.client.key,
+                                  "/etc/kubernetes/pki/etcd/healthcheck-client")
+        code, document = cli.json("status", "--root", str(node.root))
+        assert code == 0
+        assert document["healthy_voting_members"] == 3
+        assert {m["quota_bytes"] for m in document["members"]} == {8 * 1024**3}  # type: ignore[union-attr]
+
+        m2.kill()
+        code, out, err = cli("member", "replace", "m2", "--root", str(node.root), "--dry-run")
+        assert code == 0, err
+        assert f"move the data dir {node.host('/var/lib/etcd')} aside" in out
+        assert node.host("/var/lib/etcd/member/snap/db").exists()

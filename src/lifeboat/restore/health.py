@@ -11,8 +11,9 @@ voting members only: learners never vote.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -249,13 +250,30 @@ def _alarms_in_statuses(statuses: Iterable[MemberStatus]) -> list[Alarm]:
 
 def read_cluster_health(
     probe: ClusterProbe, endpoints: Sequence[str], *, quota_bytes: int = DEFAULT_QUOTA_BYTES,
+    settle: float = 5.0, clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[], None] = lambda: time.sleep(0.25),
 ) -> ClusterHealth:
     """Ask etcd everything :func:`assess` needs; members are probed in parallel.
 
     Every endpoint given is asked for Status, then every member not yet heard from is
     tried on its advertised client URLs. The alarm list is read only when some member
     is a leader that answers: etcd serves it through raft, so without one it would just time out.
+
+    Right after a leader fails its followers still name it for an election timeout (1s
+    by default), which would read as "quorum lost". So while a quorum of voting members
+    answers but no leader does, this asks again for up to ``settle`` seconds.
     """
+    deadline = clock() + settle
+    while True:
+        health = _read_once(probe, endpoints, quota_bytes)
+        answering = sum(1 for m in health.voting if m.reachable)
+        electing = health.answered and health.leader is None and answering >= health.quorum
+        if not electing or clock() >= deadline:
+            return health
+        sleep()
+
+
+def _read_once(probe: ClusterProbe, endpoints: Sequence[str], quota_bytes: int) -> ClusterHealth:
     with ThreadPoolExecutor(max_workers=8) as pool:
         by_endpoint = dict(zip(endpoints, pool.map(lambda url: _try_status(probe, url), endpoints)))
         statuses = {s.member_id: s for s in by_endpoint.values() if isinstance(s, MemberStatus)}

@@ -234,3 +234,27 @@ def test_endpoint_answering_as_a_removed_member_is_reported() -> None:
     health = read_cluster_health(probe, [url(1), url(9)])
     assert any("not in the member list" in f for f in health.endpoint_failures)
     assert [m.id for m in health.members] == [1]
+
+
+def test_leader_election_in_progress_is_waited_out_not_reported_as_quorum_lost() -> None:
+    members = MemberList(7, (member(1), member(2), member(3)), 1)
+    # Leader 3 just died; 1 and 2 still name it until one of them wins the election.
+    probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
+    sleeps: list[int] = []
+
+    def sleep() -> None:
+        sleeps.append(1)
+        probe.statuses = {url(1): status(1, leader=1), url(2): status(2, leader=1)}
+
+    health = read_cluster_health(probe, [url(1)], sleep=sleep)
+    assert len(sleeps) == 1
+    assert not health.quorum_lost and health.can_lose == 0
+
+
+def test_leaderless_majority_is_reported_once_the_settle_time_is_over() -> None:
+    members = MemberList(7, (member(1), member(2), member(3)), 1)
+    probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
+    ticks = iter(range(100))
+    health = read_cluster_health(probe, [url(1)], settle=3, clock=lambda: float(next(ticks)), sleep=lambda: None)
+    assert health.quorum_lost
+    assert all("does not answer as leader" in (m.problem or "") for m in health.members[:2])
