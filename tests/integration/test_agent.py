@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -97,7 +98,7 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
 def test_three_agents_make_exactly_one_backup_per_tick(etcd: EtcdCluster, s3_repo: str) -> None:
     cluster = "ticks"
     clock = SteppedWallClock(datetime(2024, 5, 1, 10, 0, 20, tzinfo=timezone.utc))
-    config = LifeboatConfig.model_validate(config_data(etcd, s3_repo, cluster))
+    config = LifeboatConfig.model_validate({**config_data(etcd, s3_repo, cluster), "retention": {"keep-last": 2}})
     stop = threading.Event()
     codes: dict[str, int] = {}
 
@@ -111,13 +112,16 @@ def test_three_agents_make_exactly_one_backup_per_tick(etcd: EtcdCluster, s3_rep
         wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 20, "the first backup")
         clock.jump(60)
         wait_for(lambda: len(manifests(s3_repo, cluster)) == 2, 20, "the second tick's backup")
+        clock.jump(60)
+        wait_for(lambda: [m[TICK_LABEL][11:16] for m in manifests(s3_repo, cluster)] == ["10:01", "10:02"], 20,
+                 "the third tick's backup, and the first pruned (keep-last 2)")
         time.sleep(3 * TTL / 3 + 0.5)  # a few more cycles of every agent: no extra backup
     finally:
         stop.set()
         for t in threads:
             t.join(30)
     labels = manifests(s3_repo, cluster)
-    assert [m[TICK_LABEL] for m in labels] == ["2024-05-01T10:00:00+00:00", "2024-05-01T10:01:00+00:00"]
+    assert [m[TICK_LABEL] for m in labels] == ["2024-05-01T10:01:00+00:00", "2024-05-01T10:02:00+00:00"]
     assert len({m["lifeboat.agent"] for m in labels}) == 1
     assert codes == {"node-0": 0, "node-1": 0, "node-2": 0}
     assert leader(etcd, cluster) is None  # every agent resigned on stop
@@ -148,8 +152,13 @@ class AgentProcess:
         return [line.get("event") for line in list(self.lines)]
 
     def scrape(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
+        """The parsed samples; empty while the process is still starting to listen."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except urllib.error.URLError:
+            assert self.proc.poll() is None, f"agent {self.name} exited: {self.lines}"
+            return {}
         return {s.name + json.dumps(s.labels, sort_keys=True): s.value
                 for f in text_string_to_metric_families(text) for s in f.samples}
 
@@ -182,7 +191,7 @@ def test_killing_the_active_agent_hands_over_within_one_ttl(
         followers = [a for a in agents if a is not active]
         wait_for(lambda: all("lifeboat_backup_age_seconds{}" in f.scrape() for f in followers), 10,
                  "followers learning the backup from etcd")
-        assert all(f.scrape()["lifeboat_agent_is_leader{}"] == 0 for f in followers)
+        assert all(f.scrape().get("lifeboat_agent_is_leader{}") == 0 for f in followers)
 
         active.proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()

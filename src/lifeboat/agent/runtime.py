@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 
 from lifeboat import __version__
 from lifeboat.agent.clock import Clock, SystemClock
@@ -24,6 +25,7 @@ from lifeboat.agent.jobs import BackupJob
 from lifeboat.agent.loop import Agent, AgentSettings, Jobs
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.backup.pipeline import BackupOptions
+from lifeboat.backup.prune import apply_prune, plan_prune
 from lifeboat.catalog.age_keys import load_identities, load_recipients
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ
@@ -114,10 +116,19 @@ def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
 
 
 def _prune_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> Prune:
-    # TODO(prune): call lifeboat.backup.prune's plan_prune/apply_prune once it is committed.
-    assert config.retention is not None
-    parse_policies(config.retention.policies())
-    return lambda: 0
+    """Prune the cluster's backups as ``lifeboat prune`` does, with the config's retention."""
+    retention = config.retention
+    assert retention is not None
+    policies = parse_policies(retention.policies())  # a bad policy fails at start, not at the first prune
+    grace = timedelta(seconds=retention.orphan_grace)
+
+    def prune() -> int:
+        repo = open_repo()
+        plan = plan_prune(repo, policies, clock.now(), cluster=config.cluster,
+                          min_redundancy=retention.min_redundancy, orphan_grace=grace)
+        return len(apply_prune(repo, plan).deleted)
+
+    return prune
 
 
 def _drill_job(config: LifeboatConfig, open_repo: _Repository) -> DrillRun:
