@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from lifeboat import __version__
-from lifeboat.cli import agent, backups, configuration, k8s, member, prune, snapshots, status
+from lifeboat.cli import agent, backups, configuration, k8s, member, prune, restore, snapshots, status
 from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
 
 DESCRIPTION = """\
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     configuration.register(sub, common)
     status.register(sub, common)
     member.register(sub, common)
+    restore.register(sub, common)
     return parser
 
 

@@ -1,0 +1,263 @@
+"""``lifeboat restore ID|latest`` (with ``--dry-run``, ``--rollback``) and ``lifeboat restore plan ID``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lifeboat.catalog.age_keys import load_identities
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
+from lifeboat.cli.output import emit_json
+from lifeboat.errors import UsageError
+from lifeboat.etcd import ConnectionSettings, TlsConfig
+from lifeboat.kube.static_pods import EtcdDiscovery
+from lifeboat.restore.cluster_plan import plan_cluster_restore
+from lifeboat.restore.executor import execute
+from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
+from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, utc_stamp
+from lifeboat.restore.steps import RestoreContext, RestorePaths
+from lifeboat.restore.supervisor import (
+    Component, ManualSupervisor, NodeLiveness, StaticPodSupervisor, Supervisor, SystemdSupervisor,
+)
+from lifeboat.restore.target import RestoreTarget, make_target, new_cluster_token
+from lifeboat.restore.tool import find_restore_tool
+
+DESCRIPTION = """\
+Rebuild this node's etcd member from a backup, in journaled steps: fetch and verify the backup
+(a bad one stops here, node untouched), stop kube-apiserver and etcd, move the old data dir
+aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcdctl snapshot
+restore, optionally put the control-plane files back (--files), start etcd, check that it serves
+the backup's revision and keys, start kube-apiserver. --dry-run prints exactly these steps.
+Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+
+For a cluster of several members, 'lifeboat restore plan ID --initial-cluster ...' prints the
+command to run on each member's node.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("restore", parents=[common], help="restore this node's etcd member from a backup",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("backup_id", metavar="ID", nargs="?",
+                   help="a backup id or 'latest'; or 'plan' followed by an ID for a whole cluster")
+    p.add_argument("plan_backup_id", metavar="PLAN_ID", nargs="?", help=argparse.SUPPRESS)
+    add_repo_flags(p)
+    add_root_flag(p)
+    add_etcd_flags(p)
+    g = p.add_argument_group("the member to restore (etcdutl's flags; default: the etcd static pod under --root)")
+    g.add_argument("--name", help="this member's name")
+    g.add_argument("--initial-cluster", metavar="NAME=URL,...", help="every member of the restored cluster")
+    g.add_argument("--initial-cluster-token", metavar="TOKEN",
+                   help="the restored cluster's token (default: a fresh one; the same on every member)")
+    g.add_argument("--initial-advertise-peer-urls", metavar="URLS", help="this member's peer URLs")
+    g.add_argument("--data-dir", type=Path, metavar="DIR", help="etcd's data dir on this node (a host path)")
+    p.add_argument("--supervisor", choices=("kubeadm", "systemd", "none"),
+                   help="what stops and starts etcd: kubeadm static pods (default when etcd.yaml is found), "
+                        "systemd units, or none (you stop and start it)")
+    p.add_argument("--etcd-unit", default="etcd", metavar="UNIT", help="systemd unit of etcd (default etcd)")
+    p.add_argument("--apiserver-unit", metavar="UNIT", help="systemd unit of kube-apiserver, if it has one")
+    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
+                   help="age identity file for encrypted backups; repeatable")
+    p.add_argument("--files", action="store_true",
+                   help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
+    p.add_argument("--restore-tool", type=Path, metavar="PATH", help="etcdutl (3.5+) or etcdctl (3.4) to use")
+    p.add_argument("--bump-revision", type=int, metavar="N",
+                   help="raise the restored revision by N (default 1000000000 when the tool can; 0: never)")
+    p.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for the restored member to serve (default 300)")
+    p.add_argument("--no-auto-rollback", action="store_true",
+                   help="if the restored single member fails to start, leave it for inspection")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    p.add_argument("--rollback", action="store_true",
+                   help="put the data dir the last restore moved aside back in place and start etcd")
+    p.set_defaults(func=cmd_restore)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if args.backup_id == "plan":
+        return cmd_plan(args)
+    if args.plan_backup_id:
+        raise UsageError(f"unexpected argument {args.plan_backup_id!r}; give one backup id")
+    if args.rollback:
+        return cmd_rollback(args)
+    if not args.backup_id:
+        raise UsageError("give a backup id or 'latest' (see 'lifeboat list')")
+    say = _say(args)
+    target, probe, supervisor = _node(args)
+    path = journal_path(target.data_dir)
+    journal = load_journal(path)
+    backup_id = args.backup_id
+    resuming = journal is not None and not journal.finished and not journal.rolled_back
+    if journal is not None and resuming:
+        if backup_id not in ("latest", journal.backup_id):
+            raise UsageError(f"an unfinished restore of backup {journal.backup_id} is journaled in {path}; "
+                             f"re-run with {journal.backup_id} to resume it, or roll it back with --rollback")
+        backup_id = journal.backup_id
+        target = replace(target, token=args.initial_cluster_token or journal.token)
+    repo = open_repository(args)
+    manifest = repo.find(backup_id, cluster_name(args, default=None))
+    stamp = journal.stamp if journal is not None and resuming else utc_stamp(datetime.now(timezone.utc))
+    if journal is None or not resuming:
+        journal = _new_journal(manifest, target, stamp)
+    version = manifest.source.etcd_version if manifest.source else None
+    tool = find_restore_tool(args.restore_tool, snapshot_version=version)
+    plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
+                                      bump_revision=args.bump_revision))
+    if args.dry_run:
+        _print_plan(args, plan, journal.done)
+        return 0
+    for line in plan.lines(journal.done):
+        say(line)
+    save_journal(path, journal)
+    ctx = RestoreContext(
+        target=target, paths=plan.paths, supervisor=supervisor, member=probe, root=args.root,
+        journal=journal, save=lambda j: save_journal(path, j), manifest=manifest, tool=tool, repo=repo,
+        identities=load_identities(args.identity) if args.identity else None, say=say,
+        health_timeout=args.wait_timeout,
+    )
+    outcome = execute(plan, ctx, auto_rollback=target.single_member and not args.no_auto_rollback)
+    if args.output == "json":
+        emit_json({**plan.to_dict(ctx.journal.done), "ran": list(outcome.ran), "skipped": list(outcome.skipped),
+                   "moved_aside": ctx.journal.state.get("moved_aside"), "journal": str(path)})
+    else:
+        moved = ctx.journal.state.get("moved_aside")
+        print(f"restored backup {manifest.id} as member {target.name} in {target.data_dir}"
+              + (f"; the old data dir is kept at {moved}" if moved else ""))
+        print("next:")
+        for line in plan.next_steps:
+            print(f"  - {line}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    say = _say(args)
+    target, probe, supervisor = _node(args)
+    path = journal_path(target.data_dir)
+    journal = load_journal(path)
+    if journal is None:
+        raise UsageError(f"no restore journal {path}; lifeboat restored nothing into {target.data_dir}")
+    if journal.rolled_back:
+        say(f"the restore of backup {journal.backup_id} in {target.data_dir} was already rolled back")
+        return 0
+    stamp = journal.rollback_stamp or utc_stamp(datetime.now(timezone.utc))
+    paths = RestorePaths(target.data_dir, journal.stamp)
+    plan = plan_rollback(journal, paths, supervisor, stamp)
+    if args.dry_run:
+        _print_plan(args, plan, journal.rollback_done)
+        return 0
+    journal = replace(journal, rollback_stamp=stamp)
+    save_journal(path, journal)
+    for line in plan.lines(journal.rollback_done):
+        say(line)
+    ctx = RestoreContext(
+        target=target, paths=paths, supervisor=supervisor, member=probe, root=args.root, journal=journal,
+        save=lambda j: save_journal(path, j), say=say,
+    )
+    execute(plan, ctx, auto_rollback=False)
+    if args.output == "json":
+        emit_json({**plan.to_dict(ctx.journal.rollback_done), "restored_set_aside":
+                   ctx.journal.state.get("restored_set_aside")})
+    else:
+        print(f"rolled back: {target.data_dir} holds the old data again; the restored data is kept at "
+              f"{ctx.journal.state.get('restored_set_aside')}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    if not args.plan_backup_id or not args.initial_cluster:
+        raise UsageError("usage: lifeboat restore plan ID --initial-cluster NAME=PEER_URL,... [--repo URL]")
+    backup_id = args.plan_backup_id
+    repo_flags: list[str] = []
+    if args.repo or args.cluster:
+        manifest = open_repository(args).find(backup_id, cluster_name(args, default=None))
+        backup_id = manifest.id  # 'latest' must mean the same backup on every node
+        repo_flags = [f"--repo={args.repo}"] if args.repo else []
+        repo_flags += [f"--cluster={manifest.cluster}"]
+    if args.files:
+        repo_flags.append("--files")
+    token = args.initial_cluster_token or new_cluster_token()
+    plan = plan_cluster_restore(backup_id, args.initial_cluster, token, repo_flags)
+    if args.output == "json":
+        emit_json({"backup_id": plan.backup_id, "initial_cluster": plan.initial_cluster, "token": plan.token,
+                   "members": [{"name": m.name, "peer_urls": list(m.peer_urls), "command": m.command,
+                                "argv": list(m.argv)} for m in plan.members]})
+        return 0
+    print(f"restore backup {plan.backup_id} onto {len(plan.members)} members (token {plan.token}).")
+    print("Stop etcd and kube-apiserver on every node first; then on each node run its command "
+          "(add --data-dir, --supervisor and etcd TLS flags as that node needs):")
+    for m in plan.members:
+        print(f"\n# on the node of {m.name} ({','.join(m.peer_urls)}):\n{m.command}")
+    return 0
+
+
+def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Supervisor]:
+    discovered = discover_etcd(args.root)
+    data_dir = args.root / args.data_dir.relative_to("/") if args.data_dir and args.data_dir.is_absolute() \
+        else args.data_dir
+    target = make_target(name=args.name, initial_cluster=args.initial_cluster,
+                         token=args.initial_cluster_token, peer_urls=args.initial_advertise_peer_urls,
+                         data_dir=data_dir, discovered=discovered)
+    settings = _member_settings(args, discovered)
+    port = apiserver_port(args.root) if discovered is not None else None
+    liveness = NodeLiveness(settings.endpoints, target.data_dir, port)
+    kind = args.supervisor or ("kubeadm" if discovered is not None else None)
+    if kind is None:
+        raise UsageError("no etcd static pod under --root: pass --supervisor systemd or --supervisor none")
+    supervisor: Supervisor
+    if kind == "kubeadm":
+        supervisor = StaticPodSupervisor(args.root, liveness)
+    elif kind == "systemd":
+        units: dict[Component, str] = {"etcd": args.etcd_unit}
+        if args.apiserver_unit:
+            units["kube-apiserver"] = args.apiserver_unit
+        supervisor = SystemdSupervisor(units, liveness)
+    else:
+        supervisor = ManualSupervisor(liveness)
+    return target, EtcdMemberProbe(settings), supervisor
+
+
+def _member_settings(args: argparse.Namespace, discovered: EtcdDiscovery | None) -> ConnectionSettings:
+    settings = etcd_settings(args).settings
+    explicit = args.endpoints or args.cacert or args.cert or args.key or os.environ.get("ETCDCTL_ENDPOINTS")
+    if discovered is not None and not explicit:
+        # Mid-restore the manifest is held, where connect's discovery does not look.
+        tls = TlsConfig(discovered.ca, discovered.cert, discovered.key)
+        settings = replace(settings, endpoints=discovered.endpoints, tls=tls)
+    # Only this member is asked: it is the one that was restored.
+    return replace(settings, endpoints=settings.endpoints[:1])
+
+
+def _new_journal(manifest: Manifest, target: RestoreTarget, stamp: str) -> Journal:
+    return Journal(backup_id=manifest.id, cluster=manifest.cluster, data_dir=str(target.data_dir),
+                   name=target.name, initial_cluster=target.initial_cluster, token=target.token, stamp=stamp)
+
+
+def _print_plan(args: argparse.Namespace, plan: RestorePlan, done: tuple[str, ...]) -> None:
+    if args.output == "json":
+        emit_json(plan.to_dict(done))
+        return
+    for line in plan.lines(done):
+        print(line)
+    if plan.next_steps:
+        print("after it:")
+        for line in plan.next_steps:
+            print(f"  - {line}")
+    print("(dry run: nothing was changed)")
+
+
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    stream = sys.stderr if args.output == "json" else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    return say
+

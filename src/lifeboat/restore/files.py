@@ -1,0 +1,76 @@
+"""Fetching a backup's control-plane archive and putting its files back, old ones moved aside.
+
+The archive is first extracted into a staging dir inside lifeboat's work dir; then each file
+is copied beside its destination and renamed over it, so every destination changes in one
+step and an existing file is first renamed to ``<path>.lifeboat-moved-<stamp>``. A static-pod
+manifest whose component is held stopped goes to the holding dir instead, so the kubelet
+does not start it before the restore says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.codec import decode
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import OperationFailed
+from lifeboat.kube.control_plane_files import extract_archive, verify_archive
+from lifeboat.kube.paths import on_host
+
+
+def fetch_archive(repo: BackupRepository, manifest: Manifest,
+                  identities: Sequence[Identity] | None, dest: Path) -> None:
+    """Download and decode the archive to ``dest``; IntegrityError unless every file matches."""
+    stored = manifest.object_named("control-plane.tar")
+    if stored is None:
+        raise OperationFailed(f"backup {manifest.id} holds no control-plane files (taken with --no-files); "
+                              "restore without --files")
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    chunks = repo.store.get_stream(repo.object_key(manifest, stored.name))
+    with dest.open("wb") as out:
+        for chunk in decode(chunks, identities if manifest.encryption else None):
+            out.write(chunk)
+    with dest.open("rb") as archive:
+        verify_archive(archive, manifest.files)
+
+
+def install_archive(archive: Path, root: Path, stamp: str,
+                    destination: Callable[[str], str] = lambda path: path) -> list[str]:
+    """Put every file of ``archive`` in place under ``root``; return the host paths written."""
+    staging = archive.with_name("control-plane-files")
+    if staging.exists():
+        shutil.rmtree(staging)
+    with archive.open("rb") as f:
+        written = extract_archive(f, staging)
+    for host_path in written:
+        _install(staging / host_path.lstrip("/"), on_host(root, destination(host_path)), stamp)
+    shutil.rmtree(staging)
+    return written
+
+
+def _install(staged: Path, target: Path, stamp: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
+        if os.path.lexists(target) and not os.path.lexists(aside):
+            os.rename(target, aside)
+        temporary = target.with_name(f".{target.name}.lifeboat-new")
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        if staged.is_symlink():
+            os.symlink(os.readlink(staged), temporary)
+        else:
+            shutil.copy2(staged, temporary)
+            st = staged.stat()
+            if os.geteuid() == 0:
+                os.chown(temporary, st.st_uid, st.st_gid)
+                os.chmod(temporary, st.st_mode & 0o7777)
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise OperationFailed(f"cannot put {target} in place: {exc.strerror or exc}; "
+                              "fix that path and re-run the restore") from None

@@ -1,0 +1,189 @@
+"""The restore planner: a pure function from what is known to the ordered steps the executor runs.
+
+``--dry-run`` prints the very :class:`RestorePlan` the executor would run. Order: everything
+that only reads or downloads (preflight, fetch and verify) comes before anything that
+touches etcd, so a bad backup or a bad flag stops the restore with the node unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.restore.journal import Journal
+from lifeboat.restore.steps import (
+    WAL_SEGMENT,
+    CleanUp,
+    FetchFiles,
+    FetchSnapshot,
+    MoveAside,
+    Preflight,
+    PutBack,
+    PutInPlace,
+    RestoreData,
+    RestoreFiles,
+    RestorePaths,
+    RestoreTool,
+    Start,
+    Step,
+    Stop,
+    VerifyMember,
+)
+from lifeboat.restore.supervisor import Supervisor
+from lifeboat.restore.target import RestoreTarget
+
+# etcd's own restore guide suggests a bump of a billion: more writes than any cluster made
+# between the backup and the disaster, so every client-seen revision is left behind.
+DEFAULT_BUMP = 1_000_000_000
+
+NEXT_STEPS = (
+    "restart every kube-apiserver (after all etcd members are restored), then kube-controller-manager, "
+    "kube-scheduler and every kubelet, so no component keeps state newer than the backup",
+    "stale /registry/masterleases/* and leader-election leases (kube-system Lease objects) from before "
+    "the restore may linger until they expire; delete them if a component waits on one",
+)
+
+
+def utc_stamp(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class RestoreInputs:
+    """Everything the planner needs; nothing here is read from the node or the network."""
+
+    manifest: Manifest
+    target: RestoreTarget
+    supervisor: Supervisor
+    tool: RestoreTool
+    stamp: str
+    files: bool = False
+    bump_revision: int | None = None  # None: bump by DEFAULT_BUMP when the tool can; 0: never
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """The ordered steps of a restore (or rollback), and what the operator must know."""
+
+    title: str
+    paths: RestorePaths
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...]
+    next_steps: tuple[str, ...]
+    rollback: bool = False
+
+    def lines(self, done: tuple[str, ...] = ()) -> list[str]:
+        """The plan as an operator reads it; steps in ``done`` are marked as such."""
+        out = [self.title]
+        for number, step in enumerate(self.steps, 1):
+            mark = " (done)" if step.key in done else ""
+            out.append(f"  {number:2}. {step.describe()}{mark}")
+        out += [f"  note: {note}" for note in self.notes]
+        return out
+
+    def to_dict(self, done: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {
+            "title": self.title, "rollback": self.rollback,
+            "data_dir": str(self.paths.data_dir), "stamp": self.paths.stamp,
+            "steps": [{"key": s.key, "describe": s.describe(), "done": s.key in done} for s in self.steps],
+            "notes": list(self.notes), "next_steps": list(self.next_steps),
+        }
+
+
+def plan_restore(inputs: RestoreInputs) -> RestorePlan:
+    """The steps that restore ``inputs.manifest`` into ``inputs.target`` on this node."""
+    m, t, sup = inputs.manifest, inputs.target, inputs.supervisor
+    if m.status != "complete" or m.snapshot is None or m.source is None:
+        raise OperationFailed(f"backup {m.id} is {m.status}, not a complete backup; choose another")
+    if inputs.files and not m.files:
+        raise UsageError(f"backup {m.id} holds no control-plane files; restore without --files")
+    bump, notes = _bump(inputs)
+    paths = RestorePaths(t.data_dir, inputs.stamp)
+    apiserver = sup.manages("kube-apiserver")
+    steps: list[Step] = [
+        Preflight("preflight", data_dir=t.data_dir, tool=inputs.tool.describe(),
+                  etcd_version=m.source.etcd_version,
+                  need_bytes=2 * m.snapshot.total_size + WAL_SEGMENT),
+        FetchSnapshot("fetch-snapshot", backup_id=m.id, snapshot=paths.snapshot,
+                      stored=f"{m.stored_size} bytes stored, {m.compression}"
+                      + (", age-encrypted" if m.encryption else "")),
+    ]
+    if inputs.files:
+        steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
+    if apiserver:
+        steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
+                          how=sup.describe_stop("kube-apiserver")))
+    steps += [
+        Stop("stop:etcd", component="etcd", how=sup.describe_stop("etcd")),
+        MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
+        RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging,
+                    revision=m.snapshot.revision, bump_revision=bump, tool=inputs.tool.describe()),
+        PutInPlace("put-in-place", staging=paths.staging, data_dir=t.data_dir),
+    ]
+    if inputs.files:
+        steps.append(RestoreFiles("restore-files", archive=paths.archive, count=len(m.files),
+                                  stamp=inputs.stamp))
+    steps += [
+        Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
+        VerifyMember("verify-member", revision=m.snapshot.revision + (bump or 0), snapshot=paths.snapshot,
+                     bumped=bool(bump), undo_on_failure=True),
+    ]
+    if apiserver:
+        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
+                           how=sup.describe_start("kube-apiserver")))
+    else:
+        notes.append("kube-apiserver is not managed here: stop every kube-apiserver before this restore "
+                     "and start them after all etcd members are back")
+    steps.append(CleanUp("clean-up", work=paths.work, moved_aside=paths.moved_aside))
+    if not t.single_member:
+        notes.append(f"member {t.name} of {len(t.members)}: restore every member from backup {m.id} with "
+                     "the same --initial-cluster and --initial-cluster-token (see 'lifeboat restore plan')")
+    title = (f"restore backup {m.id} (cluster {m.cluster}, revision {m.snapshot.revision}, "
+             f"{m.snapshot.total_key} keys) as member {t.name} into {t.data_dir} "
+             f"[supervisor: {sup.kind}]")
+    return RestorePlan(title, paths, tuple(steps), tuple(notes), NEXT_STEPS)
+
+
+def _bump(inputs: RestoreInputs) -> tuple[int | None, list[str]]:
+    tool, wanted = inputs.tool, inputs.bump_revision
+    if wanted == 0:
+        return None, ["--bump-revision 0: the restored revision is the snapshot's; Kubernetes watch caches "
+                      "and informers may miss changes until every client relists (restart them)"]
+    if tool.can_bump_revision:
+        return wanted or DEFAULT_BUMP, []
+    if wanted:
+        raise UsageError(f"{tool.describe()} has no --bump-revision; use etcdutl 3.5.10+ / etcdctl 3.4.27+ "
+                         "or pass --bump-revision 0")
+    return None, [f"{tool.describe()} cannot --bump-revision/--mark-compacted (needs etcd 3.5.10+ or "
+                  "3.4.27+): the restored revision is the snapshot's, so Kubernetes watch caches and "
+                  "informers may silently miss changes; restart every client of the API server"]
+
+
+def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, stamp: str) -> RestorePlan:
+    """The steps that put the moved-aside data dir back and start etcd again."""
+    moved = journal.state.get("moved_aside")
+    if not moved:
+        raise UsageError(f"the restore journaled for {paths.data_dir} moved no data dir aside "
+                         "(there was none); there is nothing to roll back to")
+    steps: list[Step] = []
+    apiserver = supervisor.manages("kube-apiserver")
+    if apiserver:
+        steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
+                          how=supervisor.describe_stop("kube-apiserver")))
+    steps += [
+        Stop("stop:etcd", component="etcd", how=supervisor.describe_stop("etcd")),
+        MoveAside("set-restored-aside", source=paths.data_dir, destination=paths.set_aside(stamp),
+                  journal_field="restored_set_aside"),
+        PutBack("put-back", moved_aside=Path(moved), data_dir=paths.data_dir),
+        Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")),
+    ]
+    if apiserver:
+        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
+                           how=supervisor.describe_start("kube-apiserver")))
+    title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: "
+             f"put {moved} back [supervisor: {supervisor.kind}]")
+    return RestorePlan(title, paths, tuple(steps), (), (), rollback=True)

@@ -1,0 +1,431 @@
+"""The steps of a restore and of its rollback: each describes itself, checks, and runs.
+
+Every ``run`` is safe to repeat after a crash that happened after its effect but before the
+journal recorded it (a rename already done is recognised, not redone). Nothing here deletes
+data the node had: old data dirs and files are renamed aside; only lifeboat's own work
+files (the downloaded snapshot, a half-written staging dir) are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
+from lifeboat.etcd import KeyValue
+from lifeboat.restore.content import keyspace_digest, sample_keys
+from lifeboat.restore.files import fetch_archive, install_archive
+from lifeboat.restore.journal import Journal
+from lifeboat.restore.supervisor import Component, Supervisor
+from lifeboat.restore.target import RestoreTarget
+from lifeboat.verify.backup import verify_backup
+
+# etcd preallocates each WAL segment at 64 MB (wal.SegmentSizeBytes).
+WAL_SEGMENT = 64 * 1024 * 1024
+
+
+class RestoreTool(Protocol):
+    """What the restore needs of ``restore.tool.RestoreTool`` (fakes stand in for unit tests)."""
+
+    @property
+    def can_bump_revision(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+    def check_compatible(self, snapshot_version: str) -> None: ...
+
+    def run(self, snapshot: Path, data_dir: Path, name: str, initial_cluster: str, token: str,
+            advertise_peer_urls: Sequence[str] | str, bump_revision: int | None = None) -> None: ...
+
+
+class MemberProbe(Protocol):
+    """Reads from the restored member only; raise ``BackendUnavailable`` while it cannot serve."""
+
+    def revision(self) -> int:
+        """The store revision of a linearizable read (needs a leader, so a quorum)."""
+
+    def get(self, key: bytes) -> KeyValue | None: ...
+
+
+@dataclass(frozen=True)
+class RestorePaths:
+    """Every path a restore touches, derived from the data dir and the plan's stamp."""
+
+    data_dir: Path
+    stamp: str
+
+    @property
+    def moved_aside(self) -> Path:
+        return self.data_dir.with_name(f"{self.data_dir.name}.lifeboat-moved-{self.stamp}")
+
+    @property
+    def work(self) -> Path:
+        return self.data_dir.with_name(f"{self.data_dir.name}.lifeboat-work")
+
+    @property
+    def snapshot(self) -> Path:
+        return self.work / "snapshot.db"
+
+    @property
+    def archive(self) -> Path:
+        return self.work / "control-plane.tar"
+
+    @property
+    def staging(self) -> Path:
+        return self.work / "data"
+
+    def set_aside(self, stamp: str) -> Path:
+        """Where rollback puts the restored data dir."""
+        return self.data_dir.with_name(f"{self.data_dir.name}.lifeboat-restored-{stamp}")
+
+
+@dataclass
+class RestoreContext:
+    """What the steps act on: the seams, the journal, and a way to talk to the operator."""
+
+    target: RestoreTarget
+    paths: RestorePaths
+    supervisor: Supervisor
+    member: MemberProbe
+    root: Path
+    journal: Journal
+    save: Callable[[Journal], None]
+    manifest: Manifest | None = None  # None while rolling back
+    tool: RestoreTool | None = None
+    repo: BackupRepository | None = None
+    identities: Sequence[Identity] | None = None
+    say: Callable[[str], None] = lambda line: None
+    stop_timeout: float = 120.0
+    start_timeout: float = 120.0
+    health_timeout: float = 300.0
+    probe_interval: float = 0.5
+
+    def restoring(self) -> tuple[Manifest, RestoreTool]:
+        if self.manifest is None or self.tool is None:
+            raise UsageError("this step restores a backup; it needs the backup and a restore tool")
+        return self.manifest, self.tool
+
+    def remember(self, **values: Any) -> None:
+        self.journal = self.journal.with_state(**values)
+        self.save(self.journal)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step; subclasses set ``key`` (journal id) and override describe/check/run."""
+
+    key: str
+    undo_on_failure: bool = field(default=False, kw_only=True)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def check(self, ctx: RestoreContext) -> None:
+        """Raise if the step's precondition does not hold; changes nothing."""
+
+    def run(self, ctx: RestoreContext) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Preflight(Step):
+    data_dir: Path
+    tool: str
+    etcd_version: str
+    need_bytes: int
+
+    def describe(self) -> str:
+        return (f"check the node: {self.data_dir} is an etcd data dir (or absent) and not a mount point; "
+                f"{self.tool} fits etcd {self.etcd_version}; {_size(self.need_bytes)} free beside it")
+
+    def check(self, ctx: RestoreContext) -> None:
+        _check_data_dir(self.data_dir, "move-aside" in ctx.journal.done)
+        ctx.restoring()[1].check_compatible(self.etcd_version)
+        parent = _existing_parent(self.data_dir)
+        stat = os.statvfs(parent)
+        free = stat.f_bavail * stat.f_frsize
+        if free < self.need_bytes:
+            raise OperationFailed(
+                f"{parent} has {_size(free)} free; the restore needs {_size(self.need_bytes)} "
+                "(the snapshot, the restored db and a WAL segment); free space and re-run"
+            )
+
+    def run(self, ctx: RestoreContext) -> None:
+        owner = self.data_dir if self.data_dir.exists() else _existing_parent(self.data_dir)
+        st = owner.stat()
+        ctx.remember(owner_uid=st.st_uid, owner_gid=st.st_gid)
+
+
+def _check_data_dir(data_dir: Path, already_moved: bool) -> None:
+    if already_moved or not os.path.lexists(data_dir):
+        return
+    if data_dir.is_symlink() or not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a directory; point it at etcd's data dir")
+    if not (data_dir / "member").is_dir():
+        raise UsageError(f"--data-dir {data_dir} exists but holds no member/ directory: it is not an "
+                         "etcd data dir; check --data-dir")
+    if os.path.ismount(data_dir):
+        raise UsageError(f"--data-dir {data_dir} is a mount point and cannot be moved aside; "
+                         "restore into a directory inside it and point etcd's --data-dir there")
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+@dataclass(frozen=True)
+class FetchSnapshot(Step):
+    backup_id: str
+    stored: str
+    snapshot: Path
+
+    def describe(self) -> str:
+        return (f"fetch backup {self.backup_id} ({self.stored}) to {self.snapshot}; check every sha256, "
+                "etcd's trailer, and revision/hash/keys against the manifest")
+
+    def run(self, ctx: RestoreContext) -> None:
+        manifest = ctx.restoring()[0]
+        if ctx.repo is None:
+            raise UsageError("no repository to fetch the backup from; pass --repo")
+        self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        report = verify_backup(ctx.repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
+                               keep_snapshot=self.snapshot)
+        failure = report.first_failure()
+        if failure is not None or not report.ok:
+            self.snapshot.unlink(missing_ok=True)
+            what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
+            raise IntegrityError(f"backup {self.backup_id} failed verification ({what}); "
+                                 "nothing on the node was changed; restore another backup")
+
+
+@dataclass(frozen=True)
+class FetchFiles(Step):
+    backup_id: str
+    archive: Path
+
+    def describe(self) -> str:
+        return f"fetch the control-plane files of backup {self.backup_id} to {self.archive} and check each sha256"
+
+    def run(self, ctx: RestoreContext) -> None:
+        if ctx.repo is None:
+            raise UsageError("no repository to fetch the backup from; pass --repo")
+        fetch_archive(ctx.repo, ctx.restoring()[0], ctx.identities, self.archive)
+
+
+@dataclass(frozen=True)
+class Stop(Step):
+    component: Component
+    how: str
+
+    def describe(self) -> str:
+        return self.how
+
+    def run(self, ctx: RestoreContext) -> None:
+        ctx.supervisor.stop(self.component)
+        ctx.supervisor.wait_stopped(self.component, ctx.stop_timeout)
+
+
+@dataclass(frozen=True)
+class Start(Step):
+    component: Component
+    how: str
+
+    def describe(self) -> str:
+        return self.how
+
+    def run(self, ctx: RestoreContext) -> None:
+        ctx.supervisor.start(self.component)
+        ctx.supervisor.wait_started(self.component, ctx.start_timeout)
+
+
+@dataclass(frozen=True)
+class MoveAside(Step):
+    source: Path
+    destination: Path
+    journal_field: str
+
+    def describe(self) -> str:
+        return f"move {self.source} aside to {self.destination} (kept, never deleted)"
+
+    def run(self, ctx: RestoreContext) -> None:
+        if os.path.lexists(self.source):
+            if os.path.lexists(self.destination):
+                raise OperationFailed(f"{self.destination} already exists; move it away, then re-run")
+            os.rename(self.source, self.destination)
+            _fsync_dir(self.source.parent)
+        elif not os.path.lexists(self.destination):
+            ctx.remember(**{self.journal_field: None})
+            return
+        ctx.remember(**{self.journal_field: str(self.destination)})
+
+
+@dataclass(frozen=True)
+class RestoreData(Step):
+    snapshot: Path
+    staging: Path
+    revision: int
+    bump_revision: int | None
+    tool: str
+
+    def describe(self) -> str:
+        bump = (f" with --bump-revision {self.bump_revision} --mark-compacted" if self.bump_revision
+                else " WITHOUT --bump-revision/--mark-compacted")
+        return (f"run {self.tool} snapshot restore into {self.staging}{bump}; compare its keyspace "
+                f"up to revision {self.revision} with the snapshot's; set mode 0700 and the old owner")
+
+    def run(self, ctx: RestoreContext) -> None:
+        if self.staging.exists():
+            shutil.rmtree(self.staging)  # our own output of an interrupted run, never the node's data
+        t = ctx.target
+        ctx.restoring()[1].run(self.snapshot, self.staging, t.name, t.initial_cluster, t.token, t.peer_urls,
+                     self.bump_revision)
+        want = keyspace_digest(self.snapshot, self.revision)
+        got = keyspace_digest(self.staging / "member" / "snap" / "db", self.revision)
+        if got != want or got.last_revision != self.revision:
+            raise IntegrityError(
+                f"the restored db's keyspace differs from the snapshot's ({got.rows} rows to revision "
+                f"{got.last_revision}, snapshot {want.rows} to {want.last_revision}); the old data is "
+                "untouched or moved aside; report this"
+            )
+        _own_tree(self.staging, ctx.journal.state.get("owner_uid"), ctx.journal.state.get("owner_gid"))
+        os.chmod(self.staging, 0o700)
+
+
+def _own_tree(top: Path, uid: int | None, gid: int | None) -> None:
+    if os.geteuid() != 0 or uid is None or gid is None:
+        return
+    for directory, dirnames, filenames in os.walk(top):
+        os.lchown(directory, uid, gid)
+        for name in (*dirnames, *filenames):
+            os.lchown(os.path.join(directory, name), uid, gid)
+
+
+@dataclass(frozen=True)
+class PutInPlace(Step):
+    staging: Path
+    data_dir: Path
+
+    def describe(self) -> str:
+        return f"rename {self.staging} to {self.data_dir}"
+
+    def run(self, ctx: RestoreContext) -> None:
+        if not self.staging.exists() and (self.data_dir / "member").is_dir():
+            return  # renamed before a crash
+        if os.path.lexists(self.data_dir):
+            raise OperationFailed(f"{self.data_dir} exists again; something recreated it. Move it away, "
+                                  "then re-run")
+        os.rename(self.staging, self.data_dir)
+        _fsync_dir(self.data_dir.parent)
+
+
+@dataclass(frozen=True)
+class RestoreFiles(Step):
+    archive: Path
+    count: int
+    stamp: str
+
+    def describe(self) -> str:
+        return (f"restore {self.count} control-plane files from {self.archive}, moving each existing one "
+                f"aside to <path>.lifeboat-moved-{self.stamp}")
+
+    def run(self, ctx: RestoreContext) -> None:
+        install_archive(self.archive, ctx.root, self.stamp, ctx.supervisor.restored_file_destination)
+
+
+@dataclass(frozen=True)
+class VerifyMember(Step):
+    revision: int
+    snapshot: Path
+    bumped: bool
+
+    def describe(self) -> str:
+        return (f"wait for the member to serve reads; check its revision is at least {self.revision} and "
+                "a sample of keys matches the snapshot")
+
+    def run(self, ctx: RestoreContext) -> None:
+        served = _wait_serving(ctx)
+        if served < self.revision:
+            raise IntegrityError(f"the restored member serves revision {served}, below the expected "
+                                 f"{self.revision}; roll back with 'lifeboat restore --rollback'")
+        sample = sample_keys(self.snapshot)
+        for want in sample:
+            got = ctx.member.get(want.key)
+            # --bump-revision rewrites the newest key at a higher revision: only values must match.
+            if got is None or got.value != want.value or (not self.bumped and got != want):
+                raise IntegrityError(f"the restored member's key {want.key!r} differs from the snapshot's; "
+                                     "roll back with 'lifeboat restore --rollback'")
+        ctx.say(f"member serves revision {served}; {len(sample)} sampled keys match the snapshot")
+
+
+def _wait_serving(ctx: RestoreContext) -> int:
+    deadline = time.monotonic() + ctx.health_timeout
+    while True:
+        try:
+            return ctx.member.revision()
+        except LifeboatError as exc:
+            if time.monotonic() >= deadline:
+                raise OperationFailed(
+                    f"the restored member did not serve a read within {ctx.health_timeout:.0f}s ({exc}); "
+                    "in a multi-member restore, every member must be restored and started"
+                ) from None
+        time.sleep(ctx.probe_interval)
+
+
+@dataclass(frozen=True)
+class CleanUp(Step):
+    work: Path
+    moved_aside: Path
+
+    def describe(self) -> str:
+        return f"remove lifeboat's work dir {self.work} (the downloaded snapshot); {self.moved_aside} stays"
+
+    def run(self, ctx: RestoreContext) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PutBack(Step):
+    moved_aside: Path
+    data_dir: Path
+
+    def describe(self) -> str:
+        return f"rename the moved-aside {self.moved_aside} back to {self.data_dir}"
+
+    def check(self, ctx: RestoreContext) -> None:
+        if not self.moved_aside.is_dir() and not (self.data_dir / "member").is_dir():
+            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to")
+
+    def run(self, ctx: RestoreContext) -> None:
+        if not self.moved_aside.exists():
+            return  # renamed before a crash
+        if os.path.lexists(self.data_dir):
+            raise OperationFailed(f"{self.data_dir} exists; move it away, then re-run the rollback")
+        os.rename(self.moved_aside, self.data_dir)
+        _fsync_dir(self.data_dir.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

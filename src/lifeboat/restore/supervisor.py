@@ -1,0 +1,337 @@
+"""Stopping and starting etcd and kube-apiserver: kubeadm static pods, systemd units, or the operator.
+
+How lifeboat knows etcd is gone (every supervisor): nothing accepts a TCP connection on
+any of its client URLs, *and* the data dir's bbolt file ``member/snap/db`` is not locked.
+bbolt takes an exclusive ``flock`` on the db file for as long as a writer has it open
+(bbolt's ``flock`` in bolt_unix.go), so a free lock means no etcd is using that data dir,
+even one that stopped listening but has not exited yet. kube-apiserver is gone when
+nothing accepts a connection on its secure port.
+
+:class:`MemorySupervisor` is the in-memory double for unit tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.kube.paths import APISERVER_MANIFEST, ETCD_MANIFEST, on_host
+
+Component = Literal["etcd", "kube-apiserver"]
+HOLDING_DIR = "/etc/kubernetes/lifeboat-held-manifests"
+_MANIFESTS: dict[Component, str] = {"etcd": ETCD_MANIFEST, "kube-apiserver": APISERVER_MANIFEST}
+
+
+class Supervisor(Protocol):
+    """What the restore needs from whatever runs etcd and kube-apiserver on this node."""
+
+    kind: str
+
+    def manages(self, component: Component) -> bool:
+        """Whether this supervisor can stop and start ``component`` (else the operator must)."""
+
+    def describe_stop(self, component: Component) -> str: ...
+
+    def describe_start(self, component: Component) -> str: ...
+
+    def stop(self, component: Component) -> None:
+        """Ask for ``component`` to stop; idempotent. Does not wait."""
+
+    def start(self, component: Component) -> None:
+        """Ask for ``component`` to start; idempotent. Does not wait."""
+
+    def is_running(self, component: Component) -> bool: ...
+
+    def wait_stopped(self, component: Component, timeout: float) -> None:
+        """Return once ``component`` is gone; OperationFailed after ``timeout`` seconds."""
+
+    def wait_started(self, component: Component, timeout: float) -> None:
+        """Return once ``component`` accepts connections; OperationFailed after ``timeout``."""
+
+    def restored_file_destination(self, host_path: str) -> str:
+        """Where a restored control-plane file goes while its component is held stopped."""
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def db_locked(data_dir: Path) -> bool:
+    """Whether a process holds bbolt's exclusive lock on ``data_dir``'s db file."""
+    db = data_dir / "member" / "snap" / "db"
+    try:
+        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OperationFailed(f"cannot open {db} to see whether etcd uses it: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise OperationFailed(f"cannot test the lock on {db}: {exc.strerror}") from None
+    finally:
+        os.close(fd)  # closing drops our lock too
+    return False
+
+
+@dataclass(frozen=True)
+class NodeLiveness:
+    """Whether etcd and kube-apiserver run on this node, from ports and the db lock."""
+
+    etcd_client_urls: tuple[str, ...]
+    data_dir: Path
+    apiserver_port: int | None = None
+
+    def is_running(self, component: Component) -> bool:
+        if component == "kube-apiserver":
+            return self.apiserver_port is not None and port_answers("127.0.0.1", self.apiserver_port)
+        for url in self.etcd_client_urls:
+            parts = urlsplit(url if "://" in url else "//" + url)
+            if parts.hostname and parts.port and port_answers(parts.hostname, parts.port):
+                return True
+        return db_locked(self.data_dir)
+
+    def where(self, component: Component) -> str:
+        if component == "kube-apiserver":
+            return f"port {self.apiserver_port}"
+        return f"{','.join(self.etcd_client_urls)} or the lock on {self.data_dir}/member/snap/db"
+
+
+class Polling:
+    """``wait_stopped``/``wait_started`` by polling ``is_running``."""
+
+    poll_interval = 0.2
+
+    def is_running(self, component: Component) -> bool:
+        raise NotImplementedError
+
+    def wait_stopped(self, component: Component, timeout: float) -> None:
+        if not self._wait(component, False, timeout):
+            raise OperationFailed(f"{component} is still running {timeout:.0f}s after it was stopped; "
+                                  "stop it by hand, then re-run the restore")
+
+    def wait_started(self, component: Component, timeout: float) -> None:
+        if not self._wait(component, True, timeout):
+            raise OperationFailed(f"{component} did not start within {timeout:.0f}s; check its logs")
+
+    def _wait(self, component: Component, running: bool, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.is_running(component) != running:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll_interval)
+        return True
+
+
+class StaticPodSupervisor(Polling):
+    """kubeadm: the kubelet runs what ``/etc/kubernetes/manifests`` holds.
+
+    Stopping moves the component's manifest into a holding dir beside it (same filesystem,
+    so a rename; outside the directory the kubelet watches); starting moves it back.
+    """
+
+    kind = "kubeadm"
+
+    def __init__(self, root: Path, liveness: NodeLiveness) -> None:
+        self.root = root
+        self.liveness = liveness
+
+    def _paths(self, component: Component) -> tuple[Path, Path]:
+        manifest = _MANIFESTS[component]
+        return on_host(self.root, manifest), on_host(self.root, f"{HOLDING_DIR}/{Path(manifest).name}")
+
+    def manages(self, component: Component) -> bool:
+        live, held = self._paths(component)
+        return live.exists() or held.exists()
+
+    def describe_stop(self, component: Component) -> str:
+        return f"stop {component}: move {_MANIFESTS[component]} to {HOLDING_DIR}/ and wait until it is gone"
+
+    def describe_start(self, component: Component) -> str:
+        return f"start {component}: move its manifest back from {HOLDING_DIR}/ and wait until it answers"
+
+    def stop(self, component: Component) -> None:
+        live, held = self._paths(component)
+        if not live.exists():
+            if held.exists():
+                return
+            raise UsageError(f"no static-pod manifest {live} to stop {component} with")
+        if held.exists():
+            raise OperationFailed(f"{held} already exists; move one of {live} and {held} away, then re-run")
+        held.parent.mkdir(mode=0o700, exist_ok=True)
+        os.replace(live, held)
+        _fsync_dir(held.parent)
+        _fsync_dir(live.parent)
+
+    def start(self, component: Component) -> None:
+        live, held = self._paths(component)
+        if not held.exists():
+            return
+        if live.exists():
+            raise OperationFailed(f"both {live} and {held} exist; keep one, then re-run")
+        os.replace(held, live)
+        _fsync_dir(live.parent)
+
+    def is_running(self, component: Component) -> bool:
+        return self.liveness.is_running(component)
+
+    def restored_file_destination(self, host_path: str) -> str:
+        for component, manifest in _MANIFESTS.items():
+            held = self._paths(component)[1]
+            if host_path == manifest and held.exists():
+                return f"{HOLDING_DIR}/{Path(manifest).name}"
+        return host_path
+
+
+Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OperationFailed(f"{' '.join(argv)} failed: {exc}") from None
+
+
+class SystemdSupervisor(Polling):
+    """etcd (and optionally kube-apiserver) as systemd units: ``systemctl stop/start UNIT``."""
+
+    kind = "systemd"
+
+    def __init__(self, units: Mapping[Component, str], liveness: NodeLiveness,
+                 run: Runner = run_command) -> None:
+        self.units = dict(units)
+        self.liveness = liveness
+        self.run = run
+
+    def manages(self, component: Component) -> bool:
+        return component in self.units
+
+    def describe_stop(self, component: Component) -> str:
+        return f"stop {component}: systemctl stop {self.units[component]} and wait until it is gone"
+
+    def describe_start(self, component: Component) -> str:
+        return f"start {component}: systemctl start {self.units[component]} and wait until it answers"
+
+    def _systemctl(self, verb: str, component: Component) -> None:
+        done = self.run(["systemctl", verb, self.units[component]])
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise OperationFailed(f"systemctl {verb} {self.units[component]} failed: "
+                                  f"{detail[-1] if detail else 'exit ' + str(done.returncode)}")
+
+    def stop(self, component: Component) -> None:
+        self._systemctl("stop", component)
+
+    def start(self, component: Component) -> None:
+        self._systemctl("start", component)
+
+    def is_running(self, component: Component) -> bool:
+        return self.liveness.is_running(component)
+
+    def restored_file_destination(self, host_path: str) -> str:
+        return host_path
+
+
+class ManualSupervisor(Polling):
+    """``--supervisor none``: the operator stops and starts etcd; lifeboat only checks."""
+
+    kind = "none"
+
+    def __init__(self, liveness: NodeLiveness) -> None:
+        self.liveness = liveness
+
+    def manages(self, component: Component) -> bool:
+        return component == "etcd"
+
+    def describe_stop(self, component: Component) -> str:
+        return f"check that {component} is stopped (you stop it; lifeboat refuses while it answers)"
+
+    def describe_start(self, component: Component) -> str:
+        return f"you start {component} now (--supervisor none); lifeboat waits for it to answer"
+
+    def stop(self, component: Component) -> None:
+        if self.is_running(component):
+            raise OperationFailed(
+                f"{component} is still running ({self.liveness.where(component)} answers or is "
+                "locked); stop it yourself, or pass --supervisor kubeadm|systemd"
+            )
+
+    def start(self, component: Component) -> None:
+        return None
+
+    def wait_stopped(self, component: Component, timeout: float) -> None:
+        self.stop(component)
+
+    def is_running(self, component: Component) -> bool:
+        return self.liveness.is_running(component)
+
+    def restored_file_destination(self, host_path: str) -> str:
+        return host_path
+
+
+@dataclass
+class MemorySupervisor:
+    """In-memory double: records every call; ``fail_start`` makes a component never start."""
+
+    kind: str = "memory"
+    running: set[str] = field(default_factory=lambda: {"etcd", "kube-apiserver"})
+    managed: frozenset[str] = frozenset({"etcd", "kube-apiserver"})
+    fail_start: set[str] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)
+
+    def manages(self, component: Component) -> bool:
+        return component in self.managed
+
+    def describe_stop(self, component: Component) -> str:
+        return f"stop {component}"
+
+    def describe_start(self, component: Component) -> str:
+        return f"start {component}"
+
+    def stop(self, component: Component) -> None:
+        self.calls.append(f"stop {component}")
+        self.running.discard(component)
+
+    def start(self, component: Component) -> None:
+        self.calls.append(f"start {component}")
+        if component not in self.fail_start:
+            self.running.add(component)
+
+    def is_running(self, component: Component) -> bool:
+        return component in self.running
+
+    def wait_stopped(self, component: Component, timeout: float) -> None:
+        if component in self.running:
+            raise OperationFailed(f"{component} is still running")
+
+    def wait_started(self, component: Component, timeout: float) -> None:
+        if component not in self.running:
+            raise OperationFailed(f"{component} did not start within {timeout:.0f}s; check its logs")
+
+    def restored_file_destination(self, host_path: str) -> str:
+        return host_path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,238 @@
+"""`lifeboat restore` against real etcd 3.5.1 and 3.4.23: a kubeadm-style node and a 3-member cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lifeboat.cli.main import main
+from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
+from lifeboat.restore.steps import PutInPlace
+from lifeboat.snapshot import iter_latest
+from tests.support.binaries import EtcdRelease
+from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.etcd_load import load_keys
+from tests.support.kubeadm_node import (
+    APISERVER_YAML, KubeadmNode, etcd_manifest, install_etcd_client_files, make_kubeadm_node, write,
+)
+from tests.support.kubelet import FakeKubelet
+from tests.support.pki import Pki
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class Cli:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> dict[str, object]:
+        code, out, err = self(*args, "-o", "json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert isinstance(data, dict)
+        return data
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+def client(url: str, pki: Pki) -> EtcdClient:
+    return EtcdClient(ConnectionSettings((url,), TlsConfig(pki.ca, pki.client.cert, pki.client.key)))
+
+
+def keyspace(url: str, pki: Pki) -> dict[bytes, bytes]:
+    with client(url, pki) as c:
+        return {kv.key: kv.value for kv in c.range_all(b"", prefix=True)}
+
+
+def revision(url: str, pki: Pki) -> int:
+    with client(url, pki) as c:
+        return c.range(b"\0", limit=1).revision
+
+
+def objects(count: int, tag: str = "") -> list[tuple[bytes, bytes]]:
+    return [(f"/registry/configmaps/ns-{i % 5}/cm-{i:04d}".encode(), f"v{i}{tag}".encode() * 20)
+            for i in range(count)]
+
+
+@dataclass
+class NodeEtcd(EtcdMember):
+    """A member whose data dir is the kubeadm node's /var/lib/etcd."""
+
+    root: Path = Path("/nonexistent")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "var/lib/etcd"
+
+
+@dataclass
+class Node:
+    node: KubeadmNode
+    etcd: NodeEtcd
+    repo: str
+
+    @property
+    def root(self) -> Path:
+        return self.node.root
+
+    def host(self, path: str) -> Path:
+        return self.node.host(path)
+
+
+@pytest.fixture
+def kubeadm_node(release: EtcdRelease, pki: Pki, tmp_path: Path) -> object:
+    node = make_kubeadm_node(tmp_path / "node")
+    shutil.rmtree(node.host("/var/lib/etcd"))  # the fake node's decoy db
+    install_etcd_client_files(node, pki.ca, pki.client.cert, pki.client.key,
+                              "/etc/kubernetes/pki/etcd/healthcheck-client")
+    etcd = NodeEtcd(release, "cp-1", tmp_path / "logs", pki, root=node.root)
+    write(node.host("/etc/kubernetes/manifests/etcd.yaml"),
+          etcd_manifest("cp-1", listen=etcd.client_url, advertise=etcd.client_url, peer=etcd.peer_url), 0o600)
+    api_port = free_port()
+    write(node.host("/etc/kubernetes/manifests/kube-apiserver.yaml"),
+          APISERVER_YAML.format(ip="127.0.0.1").replace("--secure-port=6443", f"--secure-port={api_port}"), 0o600)
+    kubelet = FakeKubelet(node.root, etcd, f"cp-1={etcd.peer_url}", "kubeadm-token", api_port)
+    with kubelet:
+        etcd_wait = time.monotonic() + 30
+        while etcd.process is None and time.monotonic() < etcd_wait:
+            time.sleep(0.05)
+        etcd.wait_healthy()
+        yield Node(node, etcd, f"file://{tmp_path / 'repo'}")
+        assert not kubelet.errors
+
+
+def test_kubeadm_node_restore_resumes_after_a_crash_and_rolls_back(
+    kubeadm_node: Node, cli: Cli, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = kubeadm_node
+    url = node.etcd.client_url
+    with client(url, pki) as c:
+        load_keys(c, objects(300))
+    before, backed_up_revision = keyspace(url, pki), revision(url, pki)
+    backup = cli.json("backup", "--root", str(node.root), "--repo", node.repo)
+    assert backup["snapshot"]["revision"] == backed_up_revision  # type: ignore[index]
+    with client(url, pki) as c:
+        c.delete_range(b"/registry/configmaps/ns-1/", prefix=True)
+        c.put(b"/registry/configmaps/ns-9/after-backup", b"new")
+    after = keyspace(url, pki)
+
+    plan = cli.json("restore", "latest", "--root", str(node.root), "--repo", node.repo, "--dry-run")
+    assert [s["key"] for s in plan["steps"]][:3] == ["preflight", "fetch-snapshot", "stop:kube-apiserver"]  # type: ignore[index]
+    assert any("WITHOUT --bump-revision" in s["describe"] for s in plan["steps"])  # type: ignore[union-attr]
+    assert keyspace(url, pki) == after  # a dry run changes nothing
+
+    def crash(self: PutInPlace, ctx: object) -> None:
+        raise KeyboardInterrupt  # lifeboat killed between two steps
+    monkeypatch.setattr(PutInPlace, "run", crash)
+    code, _out, _err = cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)
+    assert code == 130
+    assert not node.host("/var/lib/etcd").exists()
+    monkeypatch.undo()
+
+    result = cli.json("restore", "latest", "--root", str(node.root), "--repo", node.repo)
+    assert "restore-data" in result["skipped"] and "put-in-place" in result["ran"]  # type: ignore[operator]
+    assert keyspace(url, pki) == before
+    assert revision(url, pki) == backed_up_revision
+    moved = Path(str(result["moved_aside"]))
+    assert moved.name.startswith("etcd.lifeboat-moved-")
+    moved_keys = {kv.key: kv.value for kv in iter_latest(moved / "member/snap/db")}
+    assert moved_keys == after  # the old data dir is intact, beside the restored one
+    assert node.host("/etc/kubernetes/manifests/etcd.yaml").exists()
+    assert node.host("/etc/kubernetes/manifests/kube-apiserver.yaml").exists()
+    assert not node.host("/var/lib/etcd.lifeboat-work").exists()
+
+    rolled = cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+    assert keyspace(url, pki) == after
+    assert not moved.exists() and Path(str(rolled["restored_set_aside"])).is_dir()
+
+
+def test_tampered_backup_stops_before_touching_the_node(kubeadm_node: Node, cli: Cli, pki: Pki) -> None:
+    node = kubeadm_node
+    with client(node.etcd.client_url, pki) as c:
+        load_keys(c, objects(50))
+    backup = cli.json("backup", "--root", str(node.root), "--repo", node.repo, "--no-files")
+    stored = next(Path(node.repo.removeprefix("file://")).rglob("snapshot.db.zst"))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    manifests = sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir())
+
+    code, _out, err = cli("restore", str(backup["id"]), "--root", str(node.root), "--repo", node.repo)
+    assert code == 1 and "failed verification" in err and "nothing on the node was changed" in err
+    assert sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir()) == manifests
+    assert not list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
+    assert node.etcd.healthy()
+
+
+def test_three_member_cluster_that_lost_two_members_is_rebuilt_from_one_backup(
+    release: EtcdRelease, pki: Pki, cli: Cli, tmp_path: Path
+) -> None:
+    repo = f"file://{tmp_path / 'repo'}"
+    cluster = EtcdCluster(release, tmp_path / "etcd", size=3, pki=pki)
+    with cluster:
+        first = cluster.first()
+        with client(first.client_url, pki) as c:
+            load_keys(c, objects(400))
+        before, backed_up_revision = keyspace(first.client_url, pki), revision(first.client_url, pki)
+        tls = [f"--cacert={pki.ca}", f"--cert={pki.client.cert}", f"--key={pki.client.key}"]
+        backup = cli.json("backup", f"--endpoints={first.client_url}", *tls, "--repo", repo, "--no-files")
+        for lost in cluster.members[1:]:
+            lost.kill()
+            shutil.rmtree(lost.data_dir)
+        first.stop()
+
+        plan = cli.json("restore", "plan", str(backup["id"]), "--initial-cluster", cluster.initial_cluster,
+                        "--repo", repo)
+        commands = {m["name"]: m["argv"] for m in plan["members"]}  # type: ignore[union-attr]
+        assert sorted(commands) == ["m0", "m1", "m2"]
+        codes: dict[str, int] = {}
+
+        def restore(member: EtcdMember) -> None:
+            argv = list(commands[member.name][2:]) + [
+                f"--data-dir={member.data_dir}", "--supervisor=none", f"--endpoints={member.client_url}",
+                *tls, "--wait-timeout=60"]
+            codes[member.name] = main(argv)
+
+        def operator_starts_restored_members() -> None:
+            # With --supervisor none the operator starts etcd once its data dir is back in place.
+            pending = list(cluster.members)
+            deadline = time.monotonic() + 90
+            while pending and time.monotonic() < deadline:
+                for member in [m for m in pending if (m.data_dir / "member").is_dir()
+                               and not m.data_dir.with_name(m.data_dir.name + ".lifeboat-work/data").exists()]:
+                    member.start(str(plan["initial_cluster"]), str(plan["token"]))
+                    pending.remove(member)
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=restore, args=(m,)) for m in cluster.members]
+        threads.append(threading.Thread(target=operator_starts_restored_members))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert codes == {"m0": 0, "m1": 0, "m2": 0}
+        for member in cluster.members:
+            assert keyspace(member.client_url, pki) == before
+            assert revision(member.client_url, pki) == backed_up_revision
+        with client(first.client_url, pki) as c:
+            members = {m.name: tuple(m.peer_urls) for m in c.member_list().members}
+        assert members == {m.name: (m.peer_url,) for m in cluster.members}
+        assert list((tmp_path / "etcd").glob("m0.etcd.lifeboat-moved-*"))  # the survivor's old data kept
+        assert not list((tmp_path / "etcd").glob("m1.etcd.lifeboat-moved-*"))  # nothing was left to move
