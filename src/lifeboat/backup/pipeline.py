@@ -28,7 +28,7 @@ from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.streams import Digest, hashing, threaded
+from lifeboat.catalog.streams import Digest, coalesce, hashing, threaded
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.kube.control_plane_files import CapturedFile, capture
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
@@ -197,7 +197,7 @@ class _SnapshotReceiver:
             # Snapshots hold every Secret of the cluster: owner-only, like etcdctl's files.
             fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
-                for chunk in self.chunks:
+                for chunk in coalesce(self.chunks, READ_CHUNK):
                     out.write(chunk)
                     self.digest.update(chunk)
                     self.progress("snapshot", self.digest.size)

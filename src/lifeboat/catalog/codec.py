@@ -18,11 +18,17 @@ from lifeboat.errors import DecryptionError, IntegrityError
 
 DEFAULT_ZSTD_LEVEL = 1
 CHUNK = 1 << 20
+ZSTD_JOB_SIZE = 2 << 20
 
 
 def compressing(chunks: Iterable[bytes], level: int, threads: int = 2) -> Iterator[bytes]:
     """zstd-compress a stream into one frame; with ``threads`` > 0 zstd uses worker threads."""
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    # zstd's worker threads each hold a job's input and output; small jobs keep a backup's
+    # memory bounded (and near-constant) whatever the snapshot size.
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, threads=threads, job_size=ZSTD_JOB_SIZE if threads else 0, write_checksum=1
+    )
+    compressor = zstandard.ZstdCompressor(compression_params=params)
     stream = compressor.compressobj(size=-1)
     for chunk in chunks:
         out = stream.compress(chunk)

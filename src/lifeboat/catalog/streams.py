@@ -24,7 +24,7 @@ class Cancelled(Exception):
 class Pipe:
     """A bounded queue of chunks from one producer thread to one consumer."""
 
-    def __init__(self, depth: int = 8) -> None:
+    def __init__(self, depth: int = 4) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._cancelled = threading.Event()
 
@@ -65,7 +65,7 @@ class Pipe:
             yield item
 
 
-def produced(produce: Callable[[Pipe], None], name: str, depth: int = 8) -> Iterator[bytes]:
+def produced(produce: Callable[[Pipe], None], name: str, depth: int = 4) -> Iterator[bytes]:
     """Run ``produce(pipe)`` in a background thread and yield what it puts into the pipe.
 
     ``produce`` puts chunks and returns; the pipe is closed for it. Its exception is
@@ -97,7 +97,7 @@ def produced(produce: Callable[[Pipe], None], name: str, depth: int = 8) -> Iter
         worker.join(timeout=10)
 
 
-def threaded(chunks: Iterable[bytes], name: str, depth: int = 8) -> Iterator[bytes]:
+def threaded(chunks: Iterable[bytes], name: str, depth: int = 4) -> Iterator[bytes]:
     """Iterate ``chunks`` in a background thread, yielding its chunks here.
 
     An exception upstream is re-raised here; when this generator is closed early, the
@@ -139,13 +139,20 @@ def hashing(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:
         yield chunk
 
 
-def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Regroup ``chunks`` into pieces of ``size`` bytes (the last may be shorter)."""
-    buffer = bytearray()
+def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Join small chunks into pieces of at least ``size`` bytes (the last may be shorter).
+
+    Every stage of a pipeline (hashing, spooling, zstd, each hand-off between threads) costs
+    per piece as well as per byte; etcd streams a snapshot in 32 KiB messages, so a gigabyte
+    arrives as 30,000 pieces.
+    """
+    pending: list[bytes] = []
+    held = 0
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
