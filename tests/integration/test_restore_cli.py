@@ -13,6 +13,7 @@ import pytest
 
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
+from lifeboat.restore.journal import journal_path
 from lifeboat.restore.steps import PutInPlace
 from lifeboat.snapshot import iter_latest
 from tests.support.binaries import EtcdRelease
@@ -205,18 +206,24 @@ def test_three_member_cluster_that_lost_two_members_is_rebuilt_from_one_backup(
         codes: dict[str, int] = {}
 
         def restore(member: EtcdMember) -> None:
-            argv = list(commands[member.name][2:]) + [
+            argv = list(commands[member.name][1:]) + [
                 f"--data-dir={member.data_dir}", "--supervisor=none", f"--endpoints={member.client_url}",
                 *tls, "--wait-timeout=60"]
             codes[member.name] = main(argv)
+
+        def data_back_in_place(member: EtcdMember) -> bool:
+            journal = journal_path(member.data_dir)
+            try:
+                return "put-in-place" in json.loads(journal.read_text())["done"]
+            except (OSError, ValueError):
+                return False  # not written yet, or being replaced
 
         def operator_starts_restored_members() -> None:
             # With --supervisor none the operator starts etcd once its data dir is back in place.
             pending = list(cluster.members)
             deadline = time.monotonic() + 90
             while pending and time.monotonic() < deadline:
-                for member in [m for m in pending if (m.data_dir / "member").is_dir()
-                               and not m.data_dir.with_name(m.data_dir.name + ".lifeboat-work/data").exists()]:
+                for member in [m for m in pending if data_back_in_place(m)]:
                     member.start(str(plan["initial_cluster"]), str(plan["token"]))
                     pending.remove(member)
                 time.sleep(0.05)
