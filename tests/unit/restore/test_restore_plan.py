@@ -1,0 +1,213 @@
+"""The restore planner, target validation, journal and executor, with in-memory doubles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.errors import EtcdUnavailable, OperationFailed, UsageError
+from lifeboat.etcd import KeyValue
+from lifeboat.restore.cluster_plan import plan_cluster_restore
+from lifeboat.restore.executor import execute
+from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore
+from lifeboat.restore.steps import RestoreContext, Step
+from lifeboat.restore.supervisor import MemorySupervisor
+from lifeboat.restore.target import make_target, parse_initial_cluster
+
+
+@dataclass
+class FakeTool:
+    can_bump_revision: bool = False
+    version: str = "3.5.1"
+
+    def describe(self) -> str:
+        return f"etcdutl {self.version}"
+
+    def check_compatible(self, snapshot_version: str) -> None:
+        if snapshot_version.split(".")[0] != self.version.split(".")[0]:
+            raise UsageError("wrong major version")
+
+    def run(self, snapshot: Path, data_dir: Path, name: str, initial_cluster: str, token: str,
+            advertise_peer_urls: Sequence[str] | str, bump_revision: int | None = None) -> None:
+        raise AssertionError("not run in planner tests")
+
+
+def manifest(revision: int = 42, files: int = 0) -> Manifest:
+    return Manifest(
+        id="20240101T000000Z-abcdef", cluster="prod", status="complete", started_at="t", finished_at="t",
+        tool_version="0", source=SourceMember("1", "m0", "https://a:2379", "3.5.1", "2", 1, 1, True),
+        snapshot=SnapshotInfo(revision, 1, 10, 4096, "00"), compression="zstd:3", encryption=None,
+        recipients=(), objects=(StoredObject("snapshot.db.zst", 1, "x", 1, "y"),),
+    )
+
+
+def target(tmp_path: Path, cluster: str = "m0=https://10.0.0.1:2380") -> object:
+    return make_target(name="m0", initial_cluster=cluster, token="tok", peer_urls=None,
+                       data_dir=tmp_path / "etcd", discovered=None)
+
+
+def plan_for(tmp_path: Path, **changes: object) -> RestorePlan:
+    inputs = RestoreInputs(manifest(), target(tmp_path), MemorySupervisor(), FakeTool(),  # type: ignore[arg-type]
+                           "20240102T030405Z")
+    return plan_restore(replace(inputs, **changes))  # type: ignore[arg-type]
+
+
+def test_plan_reads_and_verifies_before_it_stops_or_moves_anything(tmp_path: Path) -> None:
+    keys = [s.key for s in plan_for(tmp_path).steps]
+    assert keys == ["preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd", "move-aside",
+                    "restore-data", "put-in-place", "start:etcd", "verify-member", "start:kube-apiserver",
+                    "clean-up"]
+
+
+def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    assert plan.paths.moved_aside == tmp_path / "etcd.lifeboat-moved-20240102T030405Z"
+    assert any(str(plan.paths.moved_aside) in s.describe() for s in plan.steps)
+
+
+def test_tool_without_bump_revision_is_said_plainly(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    assert any("WITHOUT --bump-revision" in s.describe() for s in plan.steps)
+    assert any("cannot --bump-revision" in n for n in plan.notes)
+
+
+def test_tool_with_bump_revision_bumps_and_expects_the_higher_revision(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, tool=FakeTool(can_bump_revision=True))
+    described = " ".join(s.describe() for s in plan.steps)
+    assert "--bump-revision 1000000000 --mark-compacted" in described
+    assert f"at least {42 + 1_000_000_000}" in described
+    assert not plan.notes
+
+
+def test_asking_for_a_bump_the_tool_lacks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--bump-revision"):
+        plan_for(tmp_path, bump_revision=5)
+
+
+def test_files_add_fetch_and_restore_steps_only_when_the_backup_has_files(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no control-plane files"):
+        plan_for(tmp_path, files=True)
+
+
+def test_supervisor_without_apiserver_leaves_it_to_the_operator(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, supervisor=MemorySupervisor(managed=frozenset({"etcd"})))
+    assert "stop:kube-apiserver" not in [s.key for s in plan.steps]
+    assert any("kube-apiserver is not managed" in n for n in plan.notes)
+
+
+def test_initial_cluster_without_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no member named 'm0'"):
+        target(tmp_path, "m1=https://10.0.0.2:2380")
+
+
+def test_peer_urls_must_match_initial_cluster(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="differs from what --initial-cluster lists"):
+        make_target(name="m0", initial_cluster="m0=https://10.0.0.1:2380", token=None,
+                    peer_urls="https://10.0.0.9:2380", data_dir=tmp_path / "etcd", discovered=None)
+
+
+def test_missing_flags_without_a_static_pod_are_named(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--initial-cluster, --data-dir"):
+        make_target(name="m0", initial_cluster=None, token=None, peer_urls=None, data_dir=None, discovered=None)
+
+
+def test_malformed_initial_cluster_entry_is_refused() -> None:
+    with pytest.raises(UsageError, match="not NAME=PEER_URL"):
+        parse_initial_cluster("m0=https://a:2380,oops")
+    with pytest.raises(UsageError, match="not a peer URL"):
+        parse_initial_cluster("m0=a:2380")
+
+
+def test_cluster_plan_gives_every_member_the_same_cluster_and_token() -> None:
+    plan = plan_cluster_restore("ID", "a=https://1.1.1.1:2380,b=https://1.1.1.2:2380", "tok", ["--repo=x"])
+    assert [m.name for m in plan.members] == ["a", "b"]
+    for m in plan.members:
+        assert "--initial-cluster=a=https://1.1.1.1:2380,b=https://1.1.1.2:2380" in m.argv
+        assert "--initial-cluster-token=tok" in m.argv and m.argv[:4] == ("lifeboat", "restore", "ID", "--repo=x")
+    assert "--initial-advertise-peer-urls=https://1.1.1.2:2380" in plan.members[1].argv
+
+
+def test_journal_round_trips_and_damage_is_an_error(tmp_path: Path) -> None:
+    path = journal_path(tmp_path / "etcd")
+    journal = Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp").with_done("a").with_state(moved_aside="/x")
+    save_journal(path, journal)
+    assert load_journal(path) == journal
+    path.write_text("{not json")
+    with pytest.raises(UsageError, match="unreadable"):
+        load_journal(path)
+
+
+@dataclass(frozen=True)
+class Recorded(Step):
+    log: list[str] = field(default_factory=list)
+    fail: bool = False
+
+    def describe(self) -> str:
+        return self.key
+
+    def run(self, ctx: RestoreContext) -> None:
+        self.log.append(self.key)
+        if self.fail:
+            raise OperationFailed(f"{self.key} failed")
+
+
+class NoMember:
+    def revision(self) -> int:
+        raise EtcdUnavailable("down")
+
+    def get(self, key: bytes) -> KeyValue | None:
+        return None
+
+
+def context(tmp_path: Path, journal: Journal) -> tuple[RestoreContext, list[Journal]]:
+    saved: list[Journal] = []
+    ctx = RestoreContext(target=target(tmp_path), paths=plan_for(tmp_path).paths,  # type: ignore[arg-type]
+                         supervisor=MemorySupervisor(), member=NoMember(), root=tmp_path, journal=journal,
+                         save=saved.append)
+    return ctx, saved
+
+
+def test_rerun_after_a_crash_skips_the_steps_the_journal_lists(tmp_path: Path) -> None:
+    log: list[str] = []
+    steps = tuple(Recorded(k, log=log) for k in ("a", "b", "c"))
+    plan = RestorePlan("t", plan_for(tmp_path).paths, steps, (), ())
+    journal = Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp", done=("a", "b"))
+    ctx, saved = context(tmp_path, journal)
+    outcome = execute(plan, ctx, auto_rollback=False)
+    assert log == ["c"] and outcome.skipped == ("a", "b") and outcome.ran == ("c",)
+    assert saved[-1].finished and saved[-1].done == ("a", "b", "c")
+
+
+def test_a_failing_step_is_not_journaled_as_done(tmp_path: Path) -> None:
+    log: list[str] = []
+    plan = RestorePlan("t", plan_for(tmp_path).paths, (Recorded("a", log=log), Recorded("b", log=log, fail=True)),
+                       (), ())
+    ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    with pytest.raises(OperationFailed, match="b failed"):
+        execute(plan, ctx, auto_rollback=False)
+    assert saved[-1].done == ("a",) and not saved[-1].finished
+
+
+def test_failed_start_rolls_back_to_the_old_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    moved = tmp_path / "etcd.lifeboat-moved-20240102T030405Z"
+    (moved / "member").mkdir(parents=True)
+    (moved / "member" / "old").write_text("old data")
+    log: list[str] = []
+    plan = RestorePlan("t", plan_for(tmp_path).paths,
+                       (Recorded("start:etcd", log=log, fail=True, undo_on_failure=True),), (), ())
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z",
+                      state={"moved_aside": str(moved)})
+    ctx, _saved = context(tmp_path, journal)
+    with pytest.raises(OperationFailed, match="rolled back"):
+        execute(plan, ctx, auto_rollback=True)
+    assert (data_dir / "member" / "old").read_text() == "old data"
+    assert (tmp_path / "etcd.lifeboat-restored-20240102T030405Z" / "member").is_dir()
+    assert isinstance(ctx.supervisor, MemorySupervisor)
+    assert ctx.supervisor.calls[-2:] == ["start etcd", "start kube-apiserver"]
