@@ -14,9 +14,9 @@ import zstandard
 
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.streams import Pipe, produced
+from lifeboat.config.model import DEFAULT_ZSTD_LEVEL as DEFAULT_ZSTD_LEVEL
 from lifeboat.errors import DecryptionError, IntegrityError
 
-DEFAULT_ZSTD_LEVEL = 1
 CHUNK = 1 << 20
 ZSTD_JOB_SIZE = 2 << 20
 

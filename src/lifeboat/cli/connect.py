@@ -49,9 +49,14 @@ def add_etcd_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_root_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", metavar="DIR", type=Path, default=Path(os.environ.get("LIFEBOAT_ROOT", "/")),
+    parser.add_argument("--root", metavar="DIR", type=_absolute, default=_absolute(os.environ.get("LIFEBOAT_ROOT") or "/"),
                         help="prefix for every host path (/etc/kubernetes, /var/lib/kubelet); "
                              "for chroots and tests [$LIFEBOAT_ROOT]")
+
+
+def _absolute(text: str) -> Path:
+    """Host paths found under --root (data dirs, certificates) must not depend on the cwd."""
+    return Path(text).absolute()
 
 
 def add_repo_flags(parser: argparse.ArgumentParser) -> None:

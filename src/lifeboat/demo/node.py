@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from lifeboat.demo.local_etcd import LocalEtcd
 from lifeboat.demo.pki import Pki
 
 ETCD_MANIFEST = """\
@@ -22,20 +23,29 @@ spec:
     image: registry.k8s.io/etcd:3.5.1-0
     command:
     - etcd
-    - --name=demo-0
-    - --data-dir={data_dir}
+    - --name={name}
+    - --data-dir=/var/lib/etcd
     - --advertise-client-urls={client_url}
     - --listen-client-urls={client_url}
     - --initial-advertise-peer-urls={peer_url}
-    - --initial-cluster=demo-0={peer_url}
+    - --listen-peer-urls={peer_url}
+    - --initial-cluster={initial_cluster}
+    - --initial-cluster-token={token}
+    - --initial-cluster-state=new
     - --cert-file=/etc/kubernetes/pki/etcd/server.crt
     - --key-file=/etc/kubernetes/pki/etcd/server.key
     - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
     - --client-cert-auth=true
+    - --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
+    - --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
+    - --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    - --peer-client-cert-auth=true
     volumeMounts:
+    - {{mountPath: /var/lib/etcd, name: etcd-data}}
     - {{mountPath: /etc/kubernetes/pki/etcd, name: etcd-certs}}
   volumes:
   - {{hostPath: {{path: /etc/kubernetes/pki/etcd, type: DirectoryOrCreate}}, name: etcd-certs}}
+  - {{hostPath: {{path: /var/lib/etcd, type: DirectoryOrCreate}}, name: etcd-data}}
 """
 
 APISERVER_MANIFEST = """\
@@ -49,6 +59,7 @@ spec:
     image: registry.k8s.io/kube-apiserver:v1.29.4
     command:
     - kube-apiserver
+    - --secure-port={apiserver_port}
     - --etcd-servers={client_url}
     - --encryption-provider-config=/etc/kubernetes/enc/encryption.yaml
 """
@@ -79,20 +90,27 @@ def _write(path: Path, text: str | bytes, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def make_node(root: Path, pki: Pki, client_url: str, peer_url: str, data_dir: Path) -> Path:
-    """Write the node's /etc/kubernetes and /var/lib/kubelet under ``root``; returns ``root``."""
+def make_node(root: Path, pki: Pki, etcd: LocalEtcd, apiserver_port: int) -> Path:
+    """Write the node's /etc/kubernetes and /var/lib/kubelet under ``root``; returns ``root``.
+
+    The node's etcd member keeps its data in ``root/var/lib/etcd``, which its manifest names
+    as ``/var/lib/etcd``: lifeboat reads every host path under ``--root``.
+    """
     etc = root / "etc/kubernetes"
     pki_dir = etc / "pki/etcd"
     pki_dir.mkdir(parents=True, exist_ok=True)
     for source, name in ((pki.ca, "ca.crt"), (pki.node.cert, "server.crt"), (pki.node.key, "server.key"),
+                         (pki.node.cert, "peer.crt"), (pki.node.key, "peer.key"),
                          (pki.client.cert, "healthcheck-client.crt"), (pki.client.key, "healthcheck-client.key")):
         shutil.copyfile(source, pki_dir / name)
         os.chmod(pki_dir / name, 0o600 if name.endswith(".key") else 0o644)
     shutil.copyfile(pki.ca, etc / "pki/ca.crt")
     manifests = etc / "manifests"
     _write(manifests / "etcd.yaml", ETCD_MANIFEST.format(
-        client_url=client_url, peer_url=peer_url, data_dir=data_dir.resolve()), 0o600)
-    _write(manifests / "kube-apiserver.yaml", APISERVER_MANIFEST.format(client_url=client_url), 0o600)
+        name=etcd.name, client_url=etcd.client_url, peer_url=etcd.peer_url,
+        initial_cluster=etcd.initial_cluster, token=etcd.token), 0o600)
+    _write(manifests / "kube-apiserver.yaml", APISERVER_MANIFEST.format(
+        client_url=etcd.client_url, apiserver_port=apiserver_port), 0o600)
     _write(etc / "enc/encryption.yaml", ENCRYPTION_CONFIG, 0o600)
     for conf in ("admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"):
         _write(etc / conf, KUBECONFIG % (conf, conf), 0o600)

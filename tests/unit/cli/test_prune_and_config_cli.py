@@ -138,7 +138,7 @@ def test_config_show_names_origins_and_hides_secrets(
     assert values["cluster"] == ("from-flag", "flag --cluster")
     assert values["repository.url"] == ("s3://bucket/prefix", f"file {config}")
     assert values["etcd.endpoints"] == (["https://10.1.1.1:2379"], "env $ETCDCTL_ENDPOINTS")
-    assert values["backup.zstd-level"] == (3, "default")
+    assert values["backup.zstd-level"] == (1, "default")
     code, table_out, _ = run("config", "show")
     for text in (out, table_out):
         assert "hunter2" not in text and "key-id-value" not in text
