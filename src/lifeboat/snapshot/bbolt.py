@@ -89,7 +89,7 @@ class BucketRef:
     inline: bytes | None = None
 
 
-RELEASE_EVERY = 32 << 20
+RELEASE_EVERY = 8 << 20
 
 # A leaf page ready to read: (buffer, page offset, end of the page's bytes, element count).
 Leaf = tuple[Buffer, int, int, int]

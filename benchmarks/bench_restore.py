@@ -1,0 +1,158 @@
+"""`lifeboat restore` from SeaweedFS S3 side by side with the same restore done by hand.
+
+One ~1 GB Kubernetes-like backup (``benchmarks/dataset.py``, style "kube") is taken once into
+a real SeaweedFS S3. Then, alternating, on a kubeadm-like node run by the demo's stand-in for
+the kubelet (etcd 3.5.1 over mTLS on loopback):
+
+* by hand: download the stored object, ``zstd -d``, ``etcdutl snapshot restore`` into a new
+  data dir, start etcd, wait until it answers;
+* lifeboat: ``lifeboat restore latest --root NODE`` (which also verifies every checksum and the
+  snapshot, moves the old data dir aside, checks the restored keyspace, and waits for the
+  member to serve the backup's revision).
+
+Both end with a started, healthy member. Results go to ``bench-work/bench_restore.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_backup import LIFEBOAT, frozen_source, serve  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
+from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
+from lifeboat.demo.local_etcd import LocalEtcd, free_port  # noqa: E402
+from lifeboat.demo.node import make_node  # noqa: E402
+from lifeboat.demo.pki import make_pki  # noqa: E402
+from lifeboat.repository import open_store  # noqa: E402
+from tests.support.binaries import etcd_35, tool, weed  # noqa: E402
+from tests.support.seaweed import SeaweedServer  # noqa: E402
+
+
+def take_backup(snapshot: Path, work: Path, env: dict[str, str], repo: str) -> dict[str, object]:
+    member = serve(snapshot, work / "source")
+    try:
+        out = subprocess.run([*LIFEBOAT, "backup", f"--endpoints={member.client_url}", *member.tls_flags(),
+                              "--no-files", "--repo", repo, "--cluster", "bench", "-o", "json"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+    finally:
+        member.stop()
+    manifest: dict[str, object] = json.loads(out)
+    return manifest
+
+
+def wait_answers(etcd: LocalEtcd, timeout: float = 120) -> None:
+    release = etcd_35()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run([str(release.etcdctl), f"--endpoints={etcd.client_url}", f"--cacert={etcd.pki.ca}",
+                               f"--cert={etcd.pki.client.cert}", f"--key={etcd.pki.client.key}",
+                               "endpoint", "health", "--command-timeout=2s"], capture_output=True)
+        if done.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise SystemExit("etcd did not become healthy")
+
+
+def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, kubelet: DemoKubelet, work: Path) -> float:
+    """What an operator does without lifeboat (the node's etcd is already stopped)."""
+    release = etcd_35()
+    assert release.etcdutl is not None
+    started = time.monotonic()
+    stored = work / "snapshot.db.zst"
+    store = open_store(store_url)
+    with stored.open("wb") as out:
+        for chunk in store.get_stream(key):
+            out.write(chunk)
+    raw = work / "snapshot.db"
+    subprocess.run([str(tool("zstd", "Debian zstd")), "-d", "-q", "-f", str(stored), "-o", str(raw)], check=True)
+    subprocess.run([str(release.etcdutl), "snapshot", "restore", str(raw), "--data-dir", str(node_etcd.data_dir),
+                    "--name", node_etcd.name, "--initial-cluster", node_etcd.initial_cluster,
+                    "--initial-cluster-token", "by-hand", "--initial-advertise-peer-urls", node_etcd.peer_url],
+                   check=True, capture_output=True)
+    kubelet.up()
+    wait_answers(node_etcd)
+    elapsed = time.monotonic() - started
+    stored.unlink()
+    raw.unlink()
+    return elapsed
+
+
+def with_lifeboat(root: Path, repo: str, env: dict[str, str]) -> float:
+    started = time.monotonic()
+    subprocess.run([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo, "--cluster", "bench"],
+                   env=env, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    snapshot = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
+    work = BENCH_WORK / "restore-run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with SeaweedServer(weed(), work / "seaweed") as seaweed:
+        s3 = seaweed.s3()
+        env = dict(frozen_source(), **s3.env())
+        os.environ.update(s3.env())
+        repo = f"s3://{s3.bucket}/bench"
+        manifest = take_backup(snapshot, work, env, repo)
+        key = f"clusters/bench/backups/{manifest['id']}/snapshot.db.zst"
+        results = run_rounds(work, repo, key, env, args.rounds)
+    report(results, snapshot)
+
+
+def run_rounds(work: Path, repo: str, key: str, env: dict[str, str], rounds: int) -> dict[str, list[float]]:
+    pki = make_pki(work / "pki")
+    etcd = LocalEtcd("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
+    etcd.initial_cluster = f"bench={etcd.peer_url}"
+    apiserver_port = free_port()
+    root = make_node(work / "node", pki, etcd, apiserver_port)
+    kubelet = DemoKubelet(root, etcd, apiserver_port)
+    results: dict[str, list[float]] = {"by hand (download, zstd -d, etcdutl restore, start)": [],
+                                       "lifeboat restore latest": []}
+    try:
+        for round_ in range(rounds):
+            kubelet.down()
+            shutil.rmtree(etcd.data_dir, ignore_errors=True)
+            results["by hand (download, zstd -d, etcdutl restore, start)"].append(
+                by_hand(repo, key, etcd, kubelet, work))
+            results["lifeboat restore latest"].append(with_lifeboat(root, repo, env))
+            for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
+                shutil.rmtree(moved)
+            print(f"round {round_ + 1}: " + ", ".join(f"{k}: {v[-1]:.2f}s" for k, v in results.items()),
+                  file=sys.stderr)
+    finally:
+        kubelet.down()
+    return results
+
+
+def report(results: dict[str, list[float]], snapshot: Path) -> None:
+    base = statistics.median(next(iter(results.values())))
+    rows = [{"case": name, "median_s": round(statistics.median(runs), 3),
+             "ratio": round(statistics.median(runs) / base, 3), "runs_s": [round(r, 3) for r in runs]}
+            for name, runs in results.items()]
+    (BENCH_WORK / "bench_restore.json").write_text(json.dumps(
+        {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size, "results": rows}, indent=2))
+    print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(rows[0]['runs_s'])} rounds\n")  # type: ignore[arg-type]
+    print("| case | median | ratio to by hand |\n| --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['case']} | {r['median_s']:.2f} s | {r['ratio']:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
