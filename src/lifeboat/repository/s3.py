@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from obstore.store import S3Config
 
 PART_SIZE = 8 << 20
-PARTS_IN_FLIGHT = 4
+PARTS_IN_FLIGHT = 2
 DEFAULT_REGION = "us-east-1"
 
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
