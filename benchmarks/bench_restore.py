@@ -4,8 +4,8 @@ One ~1 GB Kubernetes-like backup (``benchmarks/dataset.py``, style "kube") is ta
 a real SeaweedFS S3. Then, alternating, on a kubeadm-like node run by the demo's stand-in for
 the kubelet (etcd 3.5.1 over mTLS on loopback):
 
-* by hand: download the stored object, ``zstd -d``, ``etcdutl snapshot restore`` into a new
-  data dir, start etcd, wait until it answers;
+* by hand: stop etcd, move its data dir aside, download the stored object, ``zstd -d``,
+  ``etcdutl snapshot restore`` into a new data dir, start etcd, wait until it answers;
 * lifeboat: ``lifeboat restore latest --root NODE`` (which also verifies every checksum and the
   snapshot, moves the old data dir aside, checks the restored keyspace, and waits for the
   member to serve the backup's revision).
@@ -66,10 +66,12 @@ def wait_answers(etcd: LocalEtcd, timeout: float = 120) -> None:
 
 
 def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, kubelet: DemoKubelet, work: Path) -> float:
-    """What an operator does without lifeboat (the node's etcd is already stopped)."""
+    """What an operator does without lifeboat, from a running member to a restored, started one."""
     release = etcd_35()
     assert release.etcdutl is not None
     started = time.monotonic()
+    kubelet.down()  # stop etcd (on a kubeadm node: move its manifest away and wait)
+    node_etcd.data_dir.rename(node_etcd.data_dir.with_name("etcd.by-hand-moved"))
     stored = work / "snapshot.db.zst"
     store = open_store(store_url)
     with stored.open("wb") as out:
@@ -123,16 +125,17 @@ def run_rounds(work: Path, repo: str, key: str, env: dict[str, str], rounds: int
     apiserver_port = free_port()
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
-    results: dict[str, list[float]] = {"by hand (download, zstd -d, etcdutl restore, start)": [],
+    results: dict[str, list[float]] = {"by hand (stop, download, zstd -d, etcdutl restore, start)": [],
                                        "lifeboat restore latest": []}
     try:
+        kubelet.up()  # a running member to restore over, as on a real node
+        wait_answers(etcd)
         for round_ in range(rounds):
-            kubelet.down()
-            shutil.rmtree(etcd.data_dir, ignore_errors=True)
-            results["by hand (download, zstd -d, etcdutl restore, start)"].append(
+            results["by hand (stop, download, zstd -d, etcdutl restore, start)"].append(
                 by_hand(repo, key, etcd, kubelet, work))
             results["lifeboat restore latest"].append(with_lifeboat(root, repo, env))
-            for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
+            for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),
+                          *etcd.data_dir.parent.glob("etcd.by-hand-moved")]:
                 shutil.rmtree(moved)
             print(f"round {round_ + 1}: " + ", ".join(f"{k}: {v[-1]:.2f}s" for k, v in results.items()),
                   file=sys.stderr)

@@ -28,15 +28,11 @@ from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.streams import Digest, coalesce, hashing, threaded
+from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.kube.control_plane_files import CapturedFile, capture
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
 
-# etcd appends sha256(db) to the snapshot stream (server/etcdserver/api/v3rpc/maintenance.go);
-# the db itself is a whole number of 512-byte-aligned pages, so a saved file is 32 past a
-# multiple of 512 (etcdutl's hash check relies on the same fact).
-TRAILER = 32
 READ_CHUNK = 1 << 20
 
 
@@ -189,7 +185,7 @@ class _SnapshotReceiver:
         self.on_complete = on_complete
         self.spool = spool
         self.progress = progress
-        self.digest = _TrailerDigest()
+        self.digest = SnapshotDigest()
         self.db_sha256 = ""
 
     def __iter__(self) -> Iterator[bytes]:
@@ -210,47 +206,6 @@ class _SnapshotReceiver:
                 close()
         self.db_sha256 = self.digest.verify_trailer()
         self.on_complete()
-
-
-class _TrailerDigest(Digest):
-    """sha256 of the db (all but the last 32 bytes) and of the whole stream, in one pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._db = hashlib.sha256()
-        self._tail = b""
-        self._whole: str | None = None
-
-    def update(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if len(chunk) >= TRAILER:
-            self._db.update(self._tail)
-            self._db.update(memoryview(chunk)[:-TRAILER])
-            self._tail = chunk[-TRAILER:]
-        else:
-            data = self._tail + chunk
-            self._db.update(data[:-TRAILER])
-            self._tail = data[-TRAILER:]
-
-    def verify_trailer(self) -> str:
-        """Check etcd's trailer; returns the db sha256 (hex). Raises IntegrityError."""
-        if self.size < TRAILER or self.size % 512 != TRAILER:
-            raise IntegrityError(
-                f"etcd's snapshot stream ended after {self.size} bytes, which is not a db plus "
-                "its sha256 trailer; the transfer was cut short"
-            )
-        db = self._db.digest()
-        if db != self._tail:
-            raise IntegrityError("etcd's snapshot failed its sha256 check: the stream was corrupted")
-        whole = self._db.copy()
-        whole.update(self._tail)
-        self._whole = whole.hexdigest()
-        return db.hex()
-
-    def hexdigest(self) -> str:
-        if self._whole is None:
-            raise IntegrityError("snapshot digest read before the stream was verified")
-        return self._whole
 
 
 def _check_room(tmp: Path, db_size: int) -> None:

@@ -14,7 +14,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
+from lifeboat.errors import IntegrityError
+
 _EOF: Final = object()
+# etcd appends sha256(db) to the snapshot stream (server/etcdserver/api/v3rpc/maintenance.go);
+# etcdutl's restore hash check relies on the same layout.
+TRAILER = 32
 
 
 class Cancelled(Exception):
@@ -130,6 +135,53 @@ class Digest:
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
+
+
+class SnapshotDigest(Digest):
+    """sha256 of an etcd snapshot stream and of its db (all but the last 32 bytes), in one pass.
+
+    etcd appends sha256(db) to the snapshot stream (its maintenance Snapshot RPC), and the db
+    is whole 512-byte-aligned pages, so a complete stream is 32 bytes past a multiple of 512
+    and ends with the sha256 of what came before. ``verify_trailer`` checks both.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._db = hashlib.sha256()
+        self._tail = b""
+        self._whole: str | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if len(chunk) >= TRAILER:
+            self._db.update(self._tail)
+            self._db.update(memoryview(chunk)[:-TRAILER])
+            self._tail = chunk[-TRAILER:]
+        else:
+            data = self._tail + chunk
+            self._db.update(data[:-TRAILER])
+            self._tail = data[-TRAILER:]
+
+    def verify_trailer(self) -> str:
+        """Check etcd's trailer; returns the db sha256 (hex). Raises IntegrityError."""
+        if self.size < TRAILER or self.size % 512 != TRAILER:
+            raise IntegrityError(
+                f"etcd's snapshot stream ended after {self.size} bytes, which is not a db plus "
+                "its sha256 trailer; the transfer was cut short"
+            )
+        db = self._db.digest()
+        if db != self._tail:
+            raise IntegrityError("etcd's snapshot failed its sha256 check: the stream was corrupted")
+        whole = self._db.copy()
+        whole.update(self._tail)
+        self._whole = whole.hexdigest()
+        return db.hex()
+
+    def hexdigest(self) -> str:
+        if self._whole is None:
+            raise IntegrityError("snapshot digest read before the stream was verified")
+        return self._whole
+
 
 
 def hashing(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:

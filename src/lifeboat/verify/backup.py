@@ -16,10 +16,10 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.codec import decode
 from lifeboat.catalog.manifest import Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.streams import Digest, hashing, threaded
+from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, threaded
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.kube.control_plane_files import verify_archive
-from lifeboat.snapshot import check_trailer, snapshot_status
+from lifeboat.snapshot import snapshot_status
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,12 @@ def verify_backup(
             report.add("snapshot object", False, "manifest lists no snapshot object")
             return report
         spool = keep_snapshot or Path(tmp) / "snapshot.db"
-        if _fetch(repo, manifest, snapshot_obj, keys, spool, report, progress):
+        if _fetch(repo, manifest, snapshot_obj, keys, spool, report, progress, SnapshotDigest()):
             _check_snapshot(manifest, spool, report)
         files_obj = manifest.object_named("control-plane.tar")
         if files_obj is not None:
             archive = Path(tmp) / "control-plane.tar"
-            if _fetch(repo, manifest, files_obj, keys, archive, report, progress):
+            if _fetch(repo, manifest, files_obj, keys, archive, report, progress, Digest()):
                 _check_files(manifest, archive, report)
         elif manifest.files:
             report.add("control-plane files", False, "files are listed but no archive is stored")
@@ -91,10 +91,15 @@ def verify_backup(
 def _fetch(
     repo: BackupRepository, manifest: Manifest, obj: StoredObject,
     identities: Sequence[Identity] | None, dest: Path, report: VerifyReport, progress: Progress,
+    raw: Digest,
 ) -> bool:
-    """Download, decode and write ``obj`` to ``dest``, recording the checksum checks."""
+    """Download, decode and write ``obj`` to ``dest``, recording the checksum checks.
+
+    With a :class:`SnapshotDigest` for ``raw``, etcd's own sha256 trailer is checked in the
+    same pass.
+    """
     key = repo.object_key(manifest, obj.name)
-    stored, raw = Digest(), Digest()
+    stored = Digest()
     try:
         fetched = hashing(threaded(repo.store.get_stream(key), "download"), stored)
         with dest.open("wb") as out:
@@ -108,6 +113,13 @@ def _fetch(
         return False
     except OSError as exc:
         raise OperationFailed(f"cannot write {dest}: {exc.strerror}") from None
+    if isinstance(raw, SnapshotDigest):
+        try:
+            raw.verify_trailer()
+        except IntegrityError as exc:
+            report.add("etcd sha256 trailer", False, str(exc))
+            return False
+        report.add("etcd sha256 trailer", True, "present and matches the db")
     ok = report.add(f"{obj.name} stored size", stored.size == obj.size,
                     f"{stored.size} bytes (manifest: {obj.size})")
     ok &= report.add(f"{obj.name} stored sha256", stored.hexdigest() == obj.sha256,
@@ -120,8 +132,6 @@ def _fetch(
 def _check_snapshot(manifest: Manifest, spool: Path, report: VerifyReport) -> None:
     expected = manifest.snapshot
     try:
-        trailer = check_trailer(spool)
-        report.add("etcd sha256 trailer", bool(trailer.matches), "present and matches the db")
         status = snapshot_status(spool)
     except LifeboatError as exc:
         report.add("snapshot readable", False, str(exc))
