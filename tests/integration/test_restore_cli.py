@@ -14,7 +14,7 @@ import pytest
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.restore.journal import journal_path
-from lifeboat.restore.steps import PutInPlace
+from lifeboat.restore.steps import PutInPlace, RestoreData
 from lifeboat.snapshot import iter_latest
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember
@@ -180,6 +180,34 @@ def test_tampered_backup_stops_before_touching_the_node(kubeadm_node: Node, cli:
     assert sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir()) == manifests
     assert not list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
     assert node.etcd.healthy()
+
+
+def test_snapshot_damaged_on_disk_before_a_resumed_restore_is_refused(
+    kubeadm_node: Node, cli: Cli, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = kubeadm_node
+    with client(node.etcd.client_url, pki) as c:
+        load_keys(c, objects(50))
+    before = keyspace(node.etcd.client_url, pki)
+    cli.json("backup", "--root", str(node.root), "--repo", node.repo, "--no-files")
+
+    def crash(self: RestoreData, ctx: object) -> None:
+        raise KeyboardInterrupt  # lifeboat killed after the fetch, before the restore tool ran
+    monkeypatch.setattr(RestoreData, "run", crash)
+    assert cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)[0] == 130
+    monkeypatch.undo()
+
+    fetched = node.host("/var/lib/etcd.lifeboat-work/snapshot.db")
+    data = bytearray(fetched.read_bytes())
+    data[len(data) // 3] ^= 0x01  # the disk rots between the two runs
+    fetched.write_bytes(bytes(data))
+    code, _out, err = cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)
+    assert code == 1 and "sha256" in err
+    assert not node.host("/var/lib/etcd.lifeboat-work/data").exists()
+
+    cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+    assert keyspace(node.etcd.client_url, pki) == before
 
 
 def test_three_member_cluster_that_lost_two_members_is_rebuilt_from_one_backup(

@@ -109,11 +109,13 @@ class RestoreTool:
         token: str,
         advertise_peer_urls: Sequence[str] | str,
         bump_revision: int | None = None,
+        skip_hash_check: bool = False,
     ) -> list[str]:
         """The argv that restores ``snapshot`` into ``data_dir`` (which must not exist yet).
 
         ``bump_revision`` > 0 adds ``--bump-revision N --mark-compacted``; UsageError if the
         tool lacks them (the caller decides whether to go on without, and says so).
+        ``skip_hash_check`` is only for a caller that checks etcd's sha256 trailer itself.
         """
         urls = advertise_peer_urls if isinstance(advertise_peer_urls, str) else (
             ",".join(advertise_peer_urls))
@@ -135,6 +137,8 @@ class RestoreTool:
                     "(etcd 3.5.10+ or 3.4.27+ has them); restore without bumping or use a newer tool"
                 )
             argv += [f"--bump-revision={bump_revision}", "--mark-compacted"]
+        if skip_hash_check:
+            argv.append("--skip-hash-check")
         return argv
 
     def run(
@@ -147,11 +151,12 @@ class RestoreTool:
         advertise_peer_urls: Sequence[str] | str,
         bump_revision: int | None = None,
         *,
+        skip_hash_check: bool = False,
         timeout: float = RESTORE_TIMEOUT,
     ) -> None:
         """Run :meth:`command`; OperationFailed with the tool's last error line on failure."""
         argv = self.command(snapshot, data_dir, name, initial_cluster, token,
-                            advertise_peer_urls, bump_revision)
+                            advertise_peer_urls, bump_revision, skip_hash_check)
         if data_dir.exists():
             raise UsageError(f"restore target {data_dir} already exists; move it aside first")
         try:

@@ -33,7 +33,8 @@ class FakeTool:
             raise UsageError("wrong major version")
 
     def run(self, snapshot: Path, data_dir: Path, name: str, initial_cluster: str, token: str,
-            advertise_peer_urls: Sequence[str] | str, bump_revision: int | None = None) -> None:
+            advertise_peer_urls: Sequence[str] | str, bump_revision: int | None = None, *,
+            skip_hash_check: bool = False) -> None:
         raise AssertionError("not run in planner tests")
 
 
