@@ -124,7 +124,9 @@ class _Draft:
         stored = Digest()
         encoded = encode(raw, self.options.zstd_level, self.options.recipients)
         self.written = True
-        self.repo.store.put_stream(self.key(name), hashing(threaded(encoded, "encode"), stored))
+        # With age, encoding already runs in its own thread (the age pump); without, zstd gets one.
+        source = encoded if self.options.recipients else threaded(encoded, "encode")
+        self.repo.store.put_stream(self.key(name), hashing(source, stored))
         return StoredObject(
             name=name, size=stored.size, sha256=stored.hexdigest(),
             raw_size=raw_digest.size, raw_sha256=raw_digest.hexdigest(),
