@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.binaries import EtcdRelease, etcd_34, etcd_35, weed
+from tests.support.cli import Cli
 from tests.support.pki import Pki, make_pki
 from tests.support.seaweed import S3Endpoint, SeaweedServer
 
@@ -60,3 +61,9 @@ def s3_repo(seaweed: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
     return f"s3://{seaweed.bucket}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The real ``lifeboat`` entry point, run in-process (see ``tests/support/cli.py``)."""
+    return Cli(capsys)

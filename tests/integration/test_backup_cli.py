@@ -10,10 +10,10 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.repository import open_store
 from tests.support.binaries import EtcdRelease, tool
+from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys
 from tests.support.kubeadm_node import install_etcd_client_files, make_kubeadm_node
@@ -27,29 +27,6 @@ def kube_like_keys(count: int) -> Iterator[tuple[bytes, bytes]]:
     for i in range(count):
         kind = kinds[i % len(kinds)]
         yield f"/registry/{kind}/ns-{i % 7}/obj-{i:05d}".encode(), b"k8s\x00" + bytes([i % 251]) * (200 + i % 900)
-
-
-class Cli:
-    """Runs the real `lifeboat` entry point in-process and captures what it printed."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(args))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *args: str) -> object:
-        code, out, err = self(*args, "-o", "json")
-        assert code == 0, err
-        return json.loads(out)
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 def tls_flags(member: EtcdMember, pki: Pki) -> list[str]:

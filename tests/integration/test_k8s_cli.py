@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.inventory import cluster_id_from_members
 from lifeboat.snapshot import read_members
 from tests.support.binaries import EtcdRelease
+from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys
 from tests.support.k8s_keyspace import Keyspace, build_keyspace, encryption_config_yaml, iter_items
@@ -23,29 +22,6 @@ from tests.unit.kube.objects.fixtures import require_fixtures
 pytestmark = pytest.mark.integration
 
 Snapshot = dict[bytes, tuple[bytes, int, int]]  # key -> (value, create_revision, mod_revision)
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(args))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
-        code, out, err = self(*args, "-o", "json")
-        assert code == 0, err
-        doc = json.loads(out)
-        assert isinstance(doc, dict)
-        return doc
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 def client_for(member: EtcdMember, pki: Pki) -> EtcdClient:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -12,38 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.cli.main import main
 from tests.support.binaries import EtcdRelease
+from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.kubeadm_node import install_etcd_client_files, make_kubeadm_node
 from tests.support.pki import Pki
 
 pytestmark = pytest.mark.integration
-
-
-class Cli:
-    """Runs the real `lifeboat` entry point in-process and captures what it printed."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(args))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *args: str) -> tuple[int, dict[str, object]]:
-        code, out, err = self(*args, "-o", "json")
-        assert out, err
-        document = json.loads(out)
-        assert isinstance(document, dict)
-        return code, document
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 @pytest.fixture
@@ -61,7 +35,7 @@ def status_until(cli: Cli, flags: list[str], action: str, timeout: float = 15) -
     """`status -o json` until it recommends ``action`` (etcd needs an election timeout to notice)."""
     deadline = time.monotonic() + timeout
     while True:
-        code, document = cli.json("status", *flags)
+        code, document = cli.json_with_code("status", *flags)
         decision = document["decision"]
         assert isinstance(decision, dict)
         if decision["action"] == action or time.monotonic() > deadline:
@@ -79,7 +53,7 @@ def test_status_follows_the_cluster_from_healthy_to_quorum_lost(
     code, _, err = cli("backup", *flags, f"--repo={repo}", "--no-files")
     assert code == 0, err
 
-    code, document = cli.json("status", *flags, f"--repo={repo}")
+    code, document = cli.json_with_code("status", *flags, f"--repo={repo}")
     assert code == 0
     assert document["summary"] == "3 voting members, 3 healthy, quorum 2, can lose 1"
     assert document["can_lose"] == 1
@@ -122,7 +96,7 @@ def test_status_follows_the_cluster_from_healthy_to_quorum_lost(
     assert code == 1 and "quorum is lost" in err
 
     m0.kill()
-    code, document = cli.json("status", *flags)
+    code, document = cli.json_with_code("status", *flags)
     assert code == 2
     assert document["decision"]["action"] == "unknown"  # type: ignore[index]
 
@@ -178,7 +152,7 @@ def test_member_replace_heals_a_cluster_that_kept_quorum(
         assert (moved[0] / "member" / "snap" / "db").read_bytes() == old_db
         assert (m2.data_dir / "member").is_dir()  # the new member's own data
 
-        code, document = cli.json("status", *flags)
+        code, document = cli.json_with_code("status", *flags)
         assert code == 0, document
         assert document["summary"] == "3 voting members, 3 healthy, quorum 2, can lose 1"
         assert document["learners"] == 0
@@ -200,7 +174,7 @@ def test_kubeadm_node_needs_no_flags_and_its_data_dir_and_quota_are_found(
                             .replace("    - --name=m2\n", "    - --name=m2\n    - --quota-backend-bytes=8589934592\n"))
         install_etcd_client_files(node, pki.ca, pki.client.cert, pki.client.key,
                                   "/etc/kubernetes/pki/etcd/healthcheck-client")
-        code, document = cli.json("status", "--root", str(node.root))
+        code, document = cli.json_with_code("status", "--root", str(node.root))
         assert code == 0
         assert document["healthy_voting_members"] == 3
         assert {m["quota_bytes"] for m in document["members"]} == {8 * 1024**3}  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from lifeboat.restore.journal import journal_path
 from lifeboat.restore.steps import PutInPlace, RestoreData
 from lifeboat.snapshot import iter_latest
 from tests.support.binaries import EtcdRelease
+from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys
 from tests.support.kubeadm_node import (
@@ -27,29 +28,6 @@ from tests.support.pki import Pki
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(args))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *args: str) -> dict[str, object]:
-        code, out, err = self(*args, "-o", "json")
-        assert code == 0, err
-        data = json.loads(out)
-        assert isinstance(data, dict)
-        return data
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 def client(url: str, pki: Pki) -> EtcdClient:
