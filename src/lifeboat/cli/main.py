@@ -17,17 +17,22 @@ DESCRIPTION = """\
 Disaster recovery for Kubernetes control planes backed by etcd.
 
 Takes verified, compressed, optionally age-encrypted backups of etcd and of the control-plane
-files into a local directory or an S3 bucket, lists and verifies them, and reads etcd snapshot
-files offline. On a kubeadm control-plane node no etcd flags are needed: the endpoint and
-certificates come from /etc/kubernetes/manifests/etcd.yaml.
+files into a local directory or an S3 bucket; proves them with drills; restores one member or a
+whole cluster that lost quorum, never deleting the old data; runs unattended as an agent with
+retention and metrics; and shows, diffs and undeletes Kubernetes objects inside a backup.
+On a kubeadm control-plane node no etcd flags are needed: the endpoint and certificates come
+from /etc/kubernetes/manifests/etcd.yaml.
 """
 
 EPILOG = """\
 examples:
   lifeboat backup --repo s3://backups/prod --cluster prod --encrypt-to age1...
   lifeboat list --repo /var/backups/lifeboat
-  lifeboat verify latest --repo s3://backups/prod --identity key.txt
-  lifeboat snapshot status snapshot.db -w json
+  lifeboat verify latest --drill --repo s3://backups/prod --identity key.txt
+  lifeboat status
+  lifeboat restore latest --repo s3://backups/prod --identity key.txt --dry-run
+  lifeboat k8s undelete --from latest -n team-a --repo s3://backups/prod --identity key.txt
+  lifeboat agent --config /etc/lifeboat/lifeboat.yaml
 
 exit codes: 0 ok, 1 operation failed, 2 etcd or repository unavailable,
             3 usage or configuration error, 4 unexpected (a bug: please report it)
