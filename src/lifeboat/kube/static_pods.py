@@ -220,9 +220,13 @@ class EtcdDiscovery:
     version: str | None
 
 
-def etcd_endpoint_from_manifest(root: Path) -> EtcdDiscovery | None:
-    """Discover the local etcd member from kubeadm's etcd static pod; None without one."""
-    pod = read_static_pod(on_host(root, ETCD_MANIFEST), container="etcd")
+def etcd_endpoint_from_manifest(root: Path, manifest: str = ETCD_MANIFEST) -> EtcdDiscovery | None:
+    """Discover the local etcd member from kubeadm's etcd static pod; None without one.
+
+    ``manifest`` is the host path of the pod file, for one kept elsewhere (a restore holds
+    it outside the kubelet's directory while etcd must stay stopped).
+    """
+    pod = read_static_pod(on_host(root, manifest), container="etcd")
     if pod is None:
         return None
     flags = pod.flags
