@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,14 @@ def main() -> int:
         print("\n(every etcd the demo started is stopped; its files are in demo-work/)")
 
 
+def _stopped(journal: Path) -> bool:
+    """Whether lifeboat's journal says it has stopped etcd on that node (its manifest went away)."""
+    try:
+        return "stop:etcd" in json.loads(journal.read_text()).get("done", ())
+    except (OSError, ValueError):
+        return False
+
+
 class Story:
     def __init__(self, nodes: list[Node], pki: Pki, started: float) -> None:
         self.nodes, self.pki, self.started = nodes, pki, started
@@ -200,11 +209,15 @@ class Story:
             print("$ " + " ".join(shlex.quote(a) for a in ("lifeboat", *argv)))
             log = (WORK / "logs" / f"restore-{node.etcd.name}.log").open("w")
             procs.append((node, log, subprocess.Popen([*LIFEBOAT, *argv], stdout=log, stderr=subprocess.STDOUT)))
-        for node, _, proc in procs[1:]:
-            # The replaced machines' kubelets come up once lifeboat has taken etcd's manifest away,
-            # so they never start an empty etcd.
-            self._wait_for_held_manifest(node, proc)
-            node.kubelet.up()
+        # The replaced machines' kubelets come up once lifeboat has taken etcd's manifest away,
+        # so they never start an empty etcd. Each node is watched on its own: a restore can hold
+        # and release the manifest within a fraction of a second.
+        watchers = [threading.Thread(target=self._bring_up_when_held, args=(node, proc))
+                    for node, _, proc in procs[1:]]
+        for watcher in watchers:
+            watcher.start()
+        for watcher in watchers:
+            watcher.join()
         failed = []
         for node, log, proc in procs:
             code = proc.wait(timeout=180)
@@ -220,12 +233,15 @@ class Story:
         if failed:
             raise SystemExit(f"demo: the restore failed on {', '.join(failed)}")
 
-    def _wait_for_held_manifest(self, node: Node, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    def _bring_up_when_held(self, node: Node, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+        held = node.root / "etc/kubernetes/lifeboat-held-manifests/etcd.yaml"
+        journal = node.etcd.data_dir.with_name("etcd.lifeboat-restore.json")  # lifeboat's step journal
         deadline = time.monotonic() + timeout
-        while node.kubelet.etcd_manifest.exists():
+        while node.kubelet.etcd_manifest.exists() and not held.exists() and not _stopped(journal):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"demo: lifeboat restore never stopped etcd on {node.root}")
-            time.sleep(0.1)
+                return  # the restore ended or never got there: its exit code tells
+            time.sleep(0.01)
+        node.kubelet.up()
 
     def prove(self, before: tuple[int, dict[bytes, bytes]]) -> None:
         say("Proof: the cluster is healthy and every key is back")
