@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from croniter import CroniterError, croniter
 
+from lifeboat.config import next_run as config_next_run
 from lifeboat.errors import UsageError
 
 FUTURE_TOLERANCE = timedelta(hours=1)
@@ -43,10 +44,9 @@ def next_run(cron: str, now: datetime) -> datetime:
     """The first tick strictly after ``now`` (UTC)."""
     now = _utc(now)
     try:
-        result: datetime = croniter(cron, now).get_next(datetime)
+        return config_next_run(cron, now)
     except (CroniterError, ValueError) as exc:
         raise UsageError(f"cron expression {cron!r}: {exc}") from None
-    return result
 
 
 def latest_tick(cron: str, now: datetime) -> datetime:

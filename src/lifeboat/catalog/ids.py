@@ -6,6 +6,7 @@ import re
 import secrets
 from datetime import datetime, timezone
 
+from lifeboat.config.model import CLUSTER_NAME
 from lifeboat.errors import UsageError
 
 # 20261122T030405Z-1a2b3c: UTC start time to the second, then 24 random bits so two agents
@@ -32,12 +33,11 @@ def check_backup_id(text: str) -> str:
     return text
 
 
-CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 def check_cluster_name(name: str) -> str:
     """Cluster names become object-key segments: lowercase DNS-label-like only."""
-    if not CLUSTER_NAME_RE.match(name):
+    if not CLUSTER_NAME.fullmatch(name):
         raise UsageError(
             f"cluster name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '_' or '-'"
         )

@@ -26,8 +26,8 @@ from lifeboat.config.values import (
 # which keeps a backup as fast as `etcdctl snapshot save` (docs/benchmarks.md).
 DEFAULT_ZSTD_LEVEL = 1
 DEFAULT_LISTEN = "127.0.0.1:9847"
-# Cluster names become object-key segments (the same rule as lifeboat.catalog.ids).
-_CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+# Cluster names become object-key segments (lifeboat.catalog.ids checks them with this rule too).
+CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 
 
 def kebab(name: str) -> str:
@@ -184,7 +184,7 @@ class LifeboatConfig(Section):
     @field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str) -> str:
-        if not _CLUSTER_NAME.fullmatch(value):
+        if not CLUSTER_NAME.fullmatch(value):
             raise ValueError(
                 f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {value!r}"
             )
