@@ -35,7 +35,7 @@ from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.local_etcd import LocalEtcd, free_port  # noqa: E402
 from lifeboat.demo.node import make_node  # noqa: E402
 from lifeboat.demo.pki import make_pki  # noqa: E402
-from lifeboat.repository import open_store  # noqa: E402
+from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import etcd_35, tool, weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 

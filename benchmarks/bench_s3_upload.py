@@ -34,7 +34,7 @@ UPLOAD = """
 import json, os, sys, time
 import obstore
 from obstore.store import S3Store as Client
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 
 def peak_mib():
     with open("/proc/self/status") as status:

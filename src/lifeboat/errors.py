@@ -2,7 +2,7 @@
 
 Every failure that leaves a lifeboat module is a :class:`LifeboatError`. Lower-level
 errors (grpc, obstore, OSError, zstd, age) are translated where the seam to that system
-lives (``etcd/``, ``repository/``, ``backup/``), never further up. The CLI is the only
+lives (``etcd/``, ``store/``, ``backup/``), never further up. The CLI is the only
 place that exits; it maps the branches of this tree to exit codes:
 
     LifeboatError

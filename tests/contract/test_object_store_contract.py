@@ -1,4 +1,4 @@
-"""The ObjectStore contract (lifeboat.repository.base), run against every backend.
+"""The ObjectStore contract (lifeboat.store.base), run against every backend.
 
 memory is the unit-test double, local a temp directory, s3 the real SeaweedFS server of the
 session (``seaweed`` fixture) under a fresh prefix per test.
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import AlreadyExists, NotFound, UsageError
-from lifeboat.repository import ObjectStore, open_store
-from lifeboat.repository.local import TEMP_PREFIX
-from lifeboat.repository.s3 import PART_SIZE
+from lifeboat.store import ObjectStore, open_store
+from lifeboat.store.local import TEMP_PREFIX
+from lifeboat.store.s3 import PART_SIZE
 from tests.support.seaweed import S3Endpoint
 
 MiB = 1 << 20

@@ -24,7 +24,7 @@ from lifeboat.agent.runtime import run_agent
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster
 from tests.support.etcd_load import load_keys

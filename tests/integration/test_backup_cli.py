@@ -11,7 +11,7 @@ import pyrage
 import pytest
 
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease, tool
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember

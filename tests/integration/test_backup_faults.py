@@ -14,7 +14,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcd.model import Alarm, MemberList, MemberStatus
-from lifeboat.repository.memory import Fault, MemoryStore
+from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys, numbered

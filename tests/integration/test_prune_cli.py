@@ -13,7 +13,7 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys, numbered

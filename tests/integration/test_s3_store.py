@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from lifeboat.errors import RepositoryUnavailable
-from lifeboat.repository import ObjectStore, S3Store, open_store
+from lifeboat.store import ObjectStore, S3Store, open_store
 from tests.support.ports import free_port
 from tests.support.seaweed import S3Endpoint
 
@@ -81,7 +81,7 @@ def test_unreachable_endpoint_is_repository_unavailable_quickly(operation: str) 
 # obstore's runtime and connection pool, a one-off cost rather than per-object memory.
 RSS_PROBE = """
 import json, os, sys, time
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 
 def peak_kib():
     with open("/proc/self/status") as status:

@@ -32,7 +32,7 @@ from lifeboat.config import LifeboatConfig, store_environ
 from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 from lifeboat.retention import parse_policies
 from lifeboat.verify.drill import run_drill
 

@@ -23,7 +23,7 @@ from lifeboat.catalog.ids import check_backup_id, check_cluster_name
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.pins import PIN_NAME, Pin
 from lifeboat.errors import AlreadyExists, NotFound, UsageError
-from lifeboat.repository.base import ObjectStore
+from lifeboat.store.base import ObjectStore
 
 MARKER_KEY = "lifeboat-repository.json"
 REPOSITORY_FORMAT = 1

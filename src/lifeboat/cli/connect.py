@@ -19,7 +19,7 @@ from lifeboat.config import CONFIG_ENV, FlagValue, ResolvedConfig, resolve_confi
 from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
 

@@ -12,7 +12,7 @@ from lifeboat.catalog.manifest import Manifest, StoredObject
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import OperationFailed, RepositoryUnavailable
-from lifeboat.repository import Fault, MemoryStore
+from lifeboat.store import Fault, MemoryStore
 from lifeboat.retention import KeepLast, KeepWithin, Verdict
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

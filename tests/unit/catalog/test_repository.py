@@ -9,7 +9,7 @@ from lifeboat.catalog.ids import is_backup_id, new_backup_id
 from lifeboat.catalog.manifest import Manifest, SnapshotInfo, StoredObject
 from lifeboat.catalog.repository import MARKER_KEY, BackupRepository, backup_prefix
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, RepositoryUnavailable, UsageError
-from lifeboat.repository.memory import Fault, MemoryStore
+from lifeboat.store.memory import Fault, MemoryStore
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 

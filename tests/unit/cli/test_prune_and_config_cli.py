@@ -10,7 +10,7 @@ import pytest
 
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
-from lifeboat.repository import open_store
+from lifeboat.store import open_store
 from tests.unit.backup.test_prune import store_backup
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lifeboat.errors import UsageError
-from lifeboat.repository.base import ObjectInfo, ObjectStore, check_key, check_prefix
-from lifeboat.repository.local import LocalStore
-from lifeboat.repository.memory import Fault, MemoryStore
-from lifeboat.repository.s3 import S3Store
+from lifeboat.store.base import ObjectInfo, ObjectStore, check_key, check_prefix
+from lifeboat.store.local import LocalStore
+from lifeboat.store.memory import Fault, MemoryStore
+from lifeboat.store.s3 import S3Store
 
 __all__ = [
     "Fault",

@@ -28,7 +28,7 @@ from lifeboat.errors import (
     RepositoryUnavailable,
     UsageError,
 )
-from lifeboat.repository.base import ObjectInfo, check_key, check_prefix
+from lifeboat.store.base import ObjectInfo, check_key, check_prefix
 
 TEMP_PREFIX = ".lifeboat-tmp-"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import UsageError
-from lifeboat.repository import LocalStore, MemoryStore, S3Store, open_store
-from lifeboat.repository.s3 import _without_credentials
+from lifeboat.store import LocalStore, MemoryStore, S3Store, open_store
+from lifeboat.store.s3 import _without_credentials
 
 NO_AWS: dict[str, str] = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lifeboat.errors import UsageError
-from lifeboat.repository import check_key, check_prefix
+from lifeboat.store import check_key, check_prefix
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from lifeboat.errors import IntegrityError, RepositoryUnavailable
-from lifeboat.repository import Fault, MemoryStore
+from lifeboat.store import Fault, MemoryStore
 
 
 def chunks(n: int, size: int = 100) -> list[bytes]:

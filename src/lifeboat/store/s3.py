@@ -48,7 +48,7 @@ from lifeboat.errors import (
     RepositoryUnavailable,
     UsageError,
 )
-from lifeboat.repository.base import ObjectInfo, check_key, check_prefix
+from lifeboat.store.base import ObjectInfo, check_key, check_prefix
 
 if TYPE_CHECKING:
     from obstore.store import S3Config

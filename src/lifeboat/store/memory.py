@@ -1,6 +1,6 @@
 """An in-memory object store for unit tests, with injectable faults.
 
-It honours the whole contract of :mod:`lifeboat.repository.base` (create-only, a failed
+It honours the whole contract of :mod:`lifeboat.store.base` (create-only, a failed
 stream leaves nothing) so code tested against it behaves the same on real backends. It is
 not a backend for users: ``memory://`` exists for tests only.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from lifeboat.errors import AlreadyExists, LifeboatError, NotFound, RepositoryUnavailable
-from lifeboat.repository.base import ObjectInfo, check_key, check_prefix
+from lifeboat.store.base import ObjectInfo, check_key, check_prefix
 
 OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "stat", "list", "delete")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import NotFound, OperationFailed, RepositoryUnavailable, UsageError
-from lifeboat.repository import LocalStore
-from lifeboat.repository import local as local_module
-from lifeboat.repository.local import TEMP_PREFIX
+from lifeboat.store import LocalStore
+from lifeboat.store import local as local_module
+from lifeboat.store.local import TEMP_PREFIX
 
 
 @pytest.fixture
