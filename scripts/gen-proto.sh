@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../src"
 export PATH="$PWD/../.venv/bin:$PATH"
 ../.venv/bin/python -m grpc_tools.protoc -I. \
   --python_out=. --grpc_python_out=. --mypy_out=. \
-  lifeboat/etcd/proto/*.proto
+  lifeboat/etcdapi/proto/*.proto

@@ -13,7 +13,7 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from lifeboat.etcd.model import Alarm, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, MemberList, MemberStatus
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from lifeboat.errors import BackendUnavailable
 from lifeboat.etcd.keys import Key
-from lifeboat.etcd.model import KeyValue, RangePage
+from lifeboat.etcdapi.model import KeyValue, RangePage
 from lifeboat.etcd.txn import Compare, Get, Operation, Put, Target, TxnResult, key_absent
 
 log = logging.getLogger("lifeboat.agent")

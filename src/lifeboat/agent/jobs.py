@@ -23,7 +23,7 @@ from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import OperationFailed
-from lifeboat.etcd.model import Alarm, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, MemberList, MemberStatus
 
 TICK_LABEL = "lifeboat.tick"
 AGENT_LABEL = "lifeboat.agent"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lifeboat.errors import BackendUnavailable, NoHealthyMember
-from lifeboat.etcd.model import Alarm, AlarmType, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 
 
 class ClusterView(Protocol):

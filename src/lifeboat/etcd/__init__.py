@@ -1,4 +1,4 @@
-"""Talking to a live etcd over gRPC: connection settings, the client, the values it returns."""
+"""Talking to a live etcd over gRPC: connection settings, the client, the values it returns (from :mod:`lifeboat.etcdapi`)."""
 
 import os
 
@@ -9,7 +9,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.failures import RevisionCompacted
-from lifeboat.etcd.model import (
+from lifeboat.etcdapi.model import (
     Alarm,
     AlarmType,
     EventType,

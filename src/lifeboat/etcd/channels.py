@@ -17,7 +17,7 @@ from lifeboat.etcd.failures import (
     translate,
     write_timed_out,
 )
-from lifeboat.etcd.proto import rpc_pb2, rpc_pb2_grpc
+from lifeboat.etcdapi.proto import rpc_pb2, rpc_pb2_grpc
 from lifeboat.etcd.settings import (
     ConnectionSettings,
     Endpoint,

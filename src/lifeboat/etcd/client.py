@@ -2,7 +2,7 @@
 
 Contract:
 
-* Every method returns immutable values from :mod:`lifeboat.etcd.model` (never protobuf
+* Every method returns immutable values from :mod:`lifeboat.etcdapi.model` (never protobuf
   messages) or raises a :class:`~lifeboat.errors.LifeboatError`; gRPC errors are
   translated in :mod:`lifeboat.etcd.failures` and nowhere else.
 * Failover: calls without a named endpoint try the configured endpoints in turn,
@@ -37,7 +37,7 @@ from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.channels import EndpointPool, Stubs
 from lifeboat.etcd.failures import translate
 from lifeboat.etcd.keys import Key, as_bytes, prefix_end
-from lifeboat.etcd.model import (
+from lifeboat.etcdapi.model import (
     Alarm,
     HashKV,
     KeyValue,
@@ -46,8 +46,8 @@ from lifeboat.etcd.model import (
     MemberStatus,
     RangePage,
 )
-from lifeboat.etcd.model import LeaseTimeToLive as LeaseTtl
-from lifeboat.etcd.proto import rpc_pb2
+from lifeboat.etcdapi.model import LeaseTimeToLive as LeaseTtl
+from lifeboat.etcdapi.proto import rpc_pb2
 from lifeboat.etcd.settings import ConnectionSettings
 from lifeboat.etcd.txn import Compare, Operation, Put, TxnResult, key_absent
 from lifeboat.etcd.watch import WatchStream

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifeboat.etcd.model import (
+from lifeboat.etcdapi.model import (
     Alarm,
     AlarmType,
     EventType,
@@ -14,7 +14,7 @@ from lifeboat.etcd.model import (
     RangePage,
     WatchEvent,
 )
-from lifeboat.etcd.proto import kv_pb2, rpc_pb2
+from lifeboat.etcdapi.proto import kv_pb2, rpc_pb2
 
 
 def key_value(kv: kv_pb2.KeyValue) -> KeyValue:

@@ -12,8 +12,8 @@ from typing import Literal
 
 from lifeboat.etcd.decode import range_page
 from lifeboat.etcd.keys import Key, as_bytes
-from lifeboat.etcd.model import RangePage
-from lifeboat.etcd.proto import rpc_pb2
+from lifeboat.etcdapi.model import RangePage
+from lifeboat.etcdapi.proto import rpc_pb2
 
 
 class Target(enum.Enum):

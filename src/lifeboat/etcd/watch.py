@@ -13,8 +13,8 @@ from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.channels import Stubs
 from lifeboat.etcd.decode import watch_event
 from lifeboat.etcd.failures import RevisionCompacted, translate
-from lifeboat.etcd.model import WatchEvent
-from lifeboat.etcd.proto import rpc_pb2
+from lifeboat.etcdapi.model import WatchEvent
+from lifeboat.etcdapi.proto import rpc_pb2
 
 _END = object()
 

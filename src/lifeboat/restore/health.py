@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lifeboat.errors import LifeboatError
-from lifeboat.etcd.model import Alarm, AlarmType, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 
 # etcd's default --quota-backend-bytes (DefaultQuotaBytes in etcd's server/storage/quota.go,
 # 3.4 and 3.5): 2 GiB.

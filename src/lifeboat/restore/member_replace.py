@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
-from lifeboat.etcd.model import Alarm, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
 from lifeboat.restore.health import ClusterHealth, MemberHealth, quorum_of, read_cluster_health
 from lifeboat.restore.supervisor import db_locked
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .bbolt import BoltFile, Buffer
-from lifeboat.etcd.model import KeyValue as KeyValue  # the value a live Range returns too
+from lifeboat.etcdapi.model import KeyValue as KeyValue  # the value a live Range returns too
 
 KEY_BUCKET = b"key"
 META_BUCKET = b"meta"

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from lifeboat.agent.clock import FakeClock
 from lifeboat.errors import EtcdUnavailable
 from lifeboat.etcd.keys import Key, as_bytes, prefix_end
-from lifeboat.etcd.model import KeyValue, RangePage
+from lifeboat.etcdapi.model import KeyValue, RangePage
 from lifeboat.etcd.txn import Compare, Delete, Get, Operation, Put, Target, TxnResult
 from lifeboat.etcd.txn import Deleted, Written
 

@@ -6,7 +6,7 @@ import pytest
 
 from lifeboat.backup.source import choose_source_member
 from lifeboat.errors import EtcdUnavailable, NoHealthyMember
-from lifeboat.etcd.model import Alarm, AlarmType, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 
 
 def member(i: int, learner: bool = False) -> Member:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lifeboat.etcd.keys import prefix_end
-from lifeboat.etcd.proto import rpc_pb2
+from lifeboat.etcdapi.proto import rpc_pb2
 from lifeboat.etcd.txn import Compare, Delete, Get, Put, Target, key_absent, request, result
 
 

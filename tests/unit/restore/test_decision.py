@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lifeboat.etcd.model import Alarm, AlarmType, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 from lifeboat.restore.decision import Action, decide_recovery, restore_allowed
 from lifeboat.restore.health import ClusterHealth, assess
 

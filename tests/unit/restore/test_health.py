@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from lifeboat.errors import EtcdUnavailable
-from lifeboat.etcd.model import Alarm, AlarmType, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 from lifeboat.restore.health import (
     DEFAULT_QUOTA_BYTES,
     ClusterHealth,

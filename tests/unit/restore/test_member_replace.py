@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lifeboat.errors import EtcdUnavailable, NotFound, OperationFailed, UsageError
-from lifeboat.etcd.model import Alarm, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
 from lifeboat.restore.health import ClusterHealth, assess
 from lifeboat.restore.member_replace import (
     OperatorStarter,

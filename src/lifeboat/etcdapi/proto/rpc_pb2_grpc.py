@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from lifeboat.etcd.proto import rpc_pb2 as lifeboat_dot_etcd_dot_proto_dot_rpc__pb2
+from lifeboat.etcdapi.proto import rpc_pb2 as lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in lifeboat/etcd/proto/rpc_pb2_grpc.py depends on'
+        + ' but the generated code in lifeboat/etcdapi/proto/rpc_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class KVStub:
         """
         self.Range = channel.unary_unary(
                 '/etcdserverpb.KV/Range',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.RangeRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.RangeResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.RangeRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.RangeResponse.FromString,
                 _registered_method=True)
         self.Put = channel.unary_unary(
                 '/etcdserverpb.KV/Put',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.PutRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.PutResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.PutRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.PutResponse.FromString,
                 _registered_method=True)
         self.DeleteRange = channel.unary_unary(
                 '/etcdserverpb.KV/DeleteRange',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DeleteRangeRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DeleteRangeResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DeleteRangeRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DeleteRangeResponse.FromString,
                 _registered_method=True)
         self.Txn = channel.unary_unary(
                 '/etcdserverpb.KV/Txn',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.TxnRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.TxnResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.TxnRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.TxnResponse.FromString,
                 _registered_method=True)
         self.Compact = channel.unary_unary(
                 '/etcdserverpb.KV/Compact',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.CompactionRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.CompactionResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.CompactionRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.CompactionResponse.FromString,
                 _registered_method=True)
 
 
@@ -99,28 +99,28 @@ def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Range': grpc.unary_unary_rpc_method_handler(
                     servicer.Range,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.RangeRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.RangeResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.RangeRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.RangeResponse.SerializeToString,
             ),
             'Put': grpc.unary_unary_rpc_method_handler(
                     servicer.Put,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.PutRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.PutResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.PutRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.PutResponse.SerializeToString,
             ),
             'DeleteRange': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRange,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DeleteRangeRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DeleteRangeResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DeleteRangeRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DeleteRangeResponse.SerializeToString,
             ),
             'Txn': grpc.unary_unary_rpc_method_handler(
                     servicer.Txn,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.TxnRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.TxnResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.TxnRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.TxnResponse.SerializeToString,
             ),
             'Compact': grpc.unary_unary_rpc_method_handler(
                     servicer.Compact,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.CompactionRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.CompactionResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.CompactionRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.CompactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -148,8 +148,8 @@ class KV:
             request,
             target,
             '/etcdserverpb.KV/Range',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.RangeRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.RangeResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.RangeRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.RangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -175,8 +175,8 @@ class KV:
             request,
             target,
             '/etcdserverpb.KV/Put',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.PutRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.PutResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.PutRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.PutResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -202,8 +202,8 @@ class KV:
             request,
             target,
             '/etcdserverpb.KV/DeleteRange',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DeleteRangeRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DeleteRangeResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DeleteRangeRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DeleteRangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -229,8 +229,8 @@ class KV:
             request,
             target,
             '/etcdserverpb.KV/Txn',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.TxnRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.TxnResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.TxnRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.TxnResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,8 +256,8 @@ class KV:
             request,
             target,
             '/etcdserverpb.KV/Compact',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.CompactionRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.CompactionResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.CompactionRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.CompactionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -280,8 +280,8 @@ class WatchStub:
         """
         self.Watch = channel.stream_stream(
                 '/etcdserverpb.Watch/Watch',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.WatchRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.WatchResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.WatchRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.WatchResponse.FromString,
                 _registered_method=True)
 
 
@@ -299,8 +299,8 @@ def add_WatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Watch': grpc.stream_stream_rpc_method_handler(
                     servicer.Watch,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.WatchRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.WatchResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.WatchRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,8 +328,8 @@ class Watch:
             request_iterator,
             target,
             '/etcdserverpb.Watch/Watch',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.WatchRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.WatchResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.WatchRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -352,23 +352,23 @@ class LeaseStub:
         """
         self.LeaseGrant = channel.unary_unary(
                 '/etcdserverpb.Lease/LeaseGrant',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseGrantRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseGrantResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseGrantRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseGrantResponse.FromString,
                 _registered_method=True)
         self.LeaseRevoke = channel.unary_unary(
                 '/etcdserverpb.Lease/LeaseRevoke',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseRevokeRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseRevokeResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseRevokeRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseRevokeResponse.FromString,
                 _registered_method=True)
         self.LeaseKeepAlive = channel.stream_stream(
                 '/etcdserverpb.Lease/LeaseKeepAlive',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseKeepAliveRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseKeepAliveResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseKeepAliveResponse.FromString,
                 _registered_method=True)
         self.LeaseTimeToLive = channel.unary_unary(
                 '/etcdserverpb.Lease/LeaseTimeToLive',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseTimeToLiveRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseTimeToLiveResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseTimeToLiveRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseTimeToLiveResponse.FromString,
                 _registered_method=True)
 
 
@@ -404,23 +404,23 @@ def add_LeaseServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'LeaseGrant': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseGrant,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseGrantRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseGrantResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseGrantRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseGrantResponse.SerializeToString,
             ),
             'LeaseRevoke': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseRevoke,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseRevokeRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseRevokeResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseRevokeRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseRevokeResponse.SerializeToString,
             ),
             'LeaseKeepAlive': grpc.stream_stream_rpc_method_handler(
                     servicer.LeaseKeepAlive,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseKeepAliveRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseKeepAliveResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseKeepAliveResponse.SerializeToString,
             ),
             'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseTimeToLive,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseTimeToLiveRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseTimeToLiveResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseTimeToLiveRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseTimeToLiveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,8 +448,8 @@ class Lease:
             request,
             target,
             '/etcdserverpb.Lease/LeaseGrant',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseGrantRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseGrantResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseGrantRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -475,8 +475,8 @@ class Lease:
             request,
             target,
             '/etcdserverpb.Lease/LeaseRevoke',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseRevokeRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseRevokeResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseRevokeRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseRevokeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -502,8 +502,8 @@ class Lease:
             request_iterator,
             target,
             '/etcdserverpb.Lease/LeaseKeepAlive',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseKeepAliveRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseKeepAliveResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseKeepAliveRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseKeepAliveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -529,8 +529,8 @@ class Lease:
             request,
             target,
             '/etcdserverpb.Lease/LeaseTimeToLive',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseTimeToLiveRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.LeaseTimeToLiveResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseTimeToLiveRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.LeaseTimeToLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -553,23 +553,23 @@ class ClusterStub:
         """
         self.MemberAdd = channel.unary_unary(
                 '/etcdserverpb.Cluster/MemberAdd',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberAddRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberAddResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberAddResponse.FromString,
                 _registered_method=True)
         self.MemberRemove = channel.unary_unary(
                 '/etcdserverpb.Cluster/MemberRemove',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberRemoveRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberRemoveResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberRemoveResponse.FromString,
                 _registered_method=True)
         self.MemberList = channel.unary_unary(
                 '/etcdserverpb.Cluster/MemberList',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberListRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberListResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberListRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberListResponse.FromString,
                 _registered_method=True)
         self.MemberPromote = channel.unary_unary(
                 '/etcdserverpb.Cluster/MemberPromote',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberPromoteRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberPromoteResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberPromoteRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberPromoteResponse.FromString,
                 _registered_method=True)
 
 
@@ -605,23 +605,23 @@ def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'MemberAdd': grpc.unary_unary_rpc_method_handler(
                     servicer.MemberAdd,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberAddRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberAddResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberAddRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberAddResponse.SerializeToString,
             ),
             'MemberRemove': grpc.unary_unary_rpc_method_handler(
                     servicer.MemberRemove,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberRemoveRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberRemoveResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberRemoveResponse.SerializeToString,
             ),
             'MemberList': grpc.unary_unary_rpc_method_handler(
                     servicer.MemberList,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberListRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberListResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberListRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberListResponse.SerializeToString,
             ),
             'MemberPromote': grpc.unary_unary_rpc_method_handler(
                     servicer.MemberPromote,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberPromoteRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberPromoteResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberPromoteRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberPromoteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -649,8 +649,8 @@ class Cluster:
             request,
             target,
             '/etcdserverpb.Cluster/MemberAdd',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberAddRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberAddResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberAddRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberAddResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -676,8 +676,8 @@ class Cluster:
             request,
             target,
             '/etcdserverpb.Cluster/MemberRemove',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberRemoveRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberRemoveResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberRemoveRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberRemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -703,8 +703,8 @@ class Cluster:
             request,
             target,
             '/etcdserverpb.Cluster/MemberList',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberListRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberListResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberListRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberListResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -730,8 +730,8 @@ class Cluster:
             request,
             target,
             '/etcdserverpb.Cluster/MemberPromote',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberPromoteRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.MemberPromoteResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberPromoteRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.MemberPromoteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -754,33 +754,33 @@ class MaintenanceStub:
         """
         self.Alarm = channel.unary_unary(
                 '/etcdserverpb.Maintenance/Alarm',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.AlarmRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.AlarmResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.AlarmRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.AlarmResponse.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/etcdserverpb.Maintenance/Status',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.StatusRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.StatusResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.StatusRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.Defragment = channel.unary_unary(
                 '/etcdserverpb.Maintenance/Defragment',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DefragmentRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DefragmentResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DefragmentRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DefragmentResponse.FromString,
                 _registered_method=True)
         self.Hash = channel.unary_unary(
                 '/etcdserverpb.Maintenance/Hash',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashResponse.FromString,
                 _registered_method=True)
         self.HashKV = channel.unary_unary(
                 '/etcdserverpb.Maintenance/HashKV',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashKVRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashKVResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashKVRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashKVResponse.FromString,
                 _registered_method=True)
         self.Snapshot = channel.unary_stream(
                 '/etcdserverpb.Maintenance/Snapshot',
-                request_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.SnapshotRequest.SerializeToString,
-                response_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.SnapshotResponse.FromString,
+                request_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.SnapshotResponse.FromString,
                 _registered_method=True)
 
 
@@ -828,33 +828,33 @@ def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Alarm': grpc.unary_unary_rpc_method_handler(
                     servicer.Alarm,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.AlarmRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.AlarmResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.AlarmRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.AlarmResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.StatusRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.StatusResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.StatusRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.StatusResponse.SerializeToString,
             ),
             'Defragment': grpc.unary_unary_rpc_method_handler(
                     servicer.Defragment,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DefragmentRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DefragmentResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DefragmentRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DefragmentResponse.SerializeToString,
             ),
             'Hash': grpc.unary_unary_rpc_method_handler(
                     servicer.Hash,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashResponse.SerializeToString,
             ),
             'HashKV': grpc.unary_unary_rpc_method_handler(
                     servicer.HashKV,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashKVRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashKVResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashKVRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashKVResponse.SerializeToString,
             ),
             'Snapshot': grpc.unary_stream_rpc_method_handler(
                     servicer.Snapshot,
-                    request_deserializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.SnapshotRequest.FromString,
-                    response_serializer=lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.SnapshotResponse.SerializeToString,
+                    request_deserializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.SnapshotRequest.FromString,
+                    response_serializer=lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.SnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -882,8 +882,8 @@ class Maintenance:
             request,
             target,
             '/etcdserverpb.Maintenance/Alarm',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.AlarmRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.AlarmResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.AlarmRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.AlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -909,8 +909,8 @@ class Maintenance:
             request,
             target,
             '/etcdserverpb.Maintenance/Status',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.StatusRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.StatusResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.StatusRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -936,8 +936,8 @@ class Maintenance:
             request,
             target,
             '/etcdserverpb.Maintenance/Defragment',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DefragmentRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.DefragmentResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DefragmentRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.DefragmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -963,8 +963,8 @@ class Maintenance:
             request,
             target,
             '/etcdserverpb.Maintenance/Hash',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -990,8 +990,8 @@ class Maintenance:
             request,
             target,
             '/etcdserverpb.Maintenance/HashKV',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashKVRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.HashKVResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashKVRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.HashKVResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1017,8 +1017,8 @@ class Maintenance:
             request,
             target,
             '/etcdserverpb.Maintenance/Snapshot',
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.SnapshotRequest.SerializeToString,
-            lifeboat_dot_etcd_dot_proto_dot_rpc__pb2.SnapshotResponse.FromString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.SnapshotRequest.SerializeToString,
+            lifeboat_dot_etcdapi_dot_proto_dot_rpc__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

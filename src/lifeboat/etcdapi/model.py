@@ -1,4 +1,4 @@
-"""Immutable values read from a live etcd; importable without grpc or protobuf."""
+"""Immutable values read from etcd (live or from a snapshot); importable without grpc or protobuf."""
 
 from __future__ import annotations
 

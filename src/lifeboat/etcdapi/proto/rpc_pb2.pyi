@@ -12,7 +12,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-from lifeboat.etcd.proto import kv_pb2 as _kv_pb2
+from lifeboat.etcdapi.proto import kv_pb2 as _kv_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
