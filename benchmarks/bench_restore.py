@@ -32,9 +32,9 @@ if str(REPO) not in sys.path:
 from benchmarks.bench_backup import LIFEBOAT, frozen_source, serve  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
-from lifeboat.demo.local_etcd import LocalEtcd, free_port  # noqa: E402
-from lifeboat.demo.node import make_node  # noqa: E402
-from lifeboat.demo.pki import make_pki  # noqa: E402
+from lifeboat.demo.node import demo_member, make_node  # noqa: E402
+from lifeboat.demo.pki import Pki, make_pki  # noqa: E402
+from lifeboat.etcd.local import LocalEtcd, free_loopback_port  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import etcd_35, tool, weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
@@ -52,12 +52,12 @@ def take_backup(snapshot: Path, work: Path, env: dict[str, str], repo: str) -> d
     return manifest
 
 
-def wait_answers(etcd: LocalEtcd, timeout: float = 120) -> None:
+def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
     release = etcd_35()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = subprocess.run([str(release.etcdctl), f"--endpoints={etcd.client_url}", f"--cacert={etcd.pki.ca}",
-                               f"--cert={etcd.pki.client.cert}", f"--key={etcd.pki.client.key}",
+        done = subprocess.run([str(release.etcdctl), f"--endpoints={etcd.client_url}", f"--cacert={pki.ca}",
+                               f"--cert={pki.client.cert}", f"--key={pki.client.key}",
                                "endpoint", "health", "--command-timeout=2s"], capture_output=True)
         if done.returncode == 0:
             return
@@ -65,7 +65,7 @@ def wait_answers(etcd: LocalEtcd, timeout: float = 120) -> None:
     raise SystemExit("etcd did not become healthy")
 
 
-def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, kubelet: DemoKubelet, work: Path) -> float:
+def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: DemoKubelet, work: Path) -> float:
     """What an operator does without lifeboat, from a running member to a restored, started one."""
     release = etcd_35()
     assert release.etcdutl is not None
@@ -84,7 +84,7 @@ def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, kubelet: DemoKubelet
                     "--initial-cluster-token", "by-hand", "--initial-advertise-peer-urls", node_etcd.peer_url],
                    check=True, capture_output=True)
     kubelet.up()
-    wait_answers(node_etcd)
+    wait_answers(node_etcd, pki)
     elapsed = time.monotonic() - started
     stored.unlink()
     raw.unlink()
@@ -120,19 +120,19 @@ def main() -> None:
 
 def run_rounds(work: Path, repo: str, key: str, env: dict[str, str], rounds: int) -> dict[str, list[float]]:
     pki = make_pki(work / "pki")
-    etcd = LocalEtcd("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
+    etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
-    apiserver_port = free_port()
+    apiserver_port = free_loopback_port()
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
     results: dict[str, list[float]] = {"by hand (stop, download, zstd -d, etcdutl restore, start)": [],
                                        "lifeboat restore latest": []}
     try:
         kubelet.up()  # a running member to restore over, as on a real node
-        wait_answers(etcd)
+        wait_answers(etcd, pki)
         for round_ in range(rounds):
             results["by hand (stop, download, zstd -d, etcdutl restore, start)"].append(
-                by_hand(repo, key, etcd, kubelet, work))
+                by_hand(repo, key, etcd, pki, kubelet, work))
             results["lifeboat restore latest"].append(with_lifeboat(root, repo, env))
             for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),
                           *etcd.data_dir.parent.glob("etcd.by-hand-moved")]:

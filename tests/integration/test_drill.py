@@ -15,7 +15,7 @@ import pytest
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.verify import drill as drill_module
-from lifeboat.verify.throwaway_etcd import ThrowawayEtcd
+from lifeboat.etcd.local import LocalEtcd
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster
 from tests.support.etcd_load import load_keys
@@ -90,15 +90,15 @@ def drill_tmp(tmp_path: Path) -> Path:
 def started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The pids of every throwaway etcd the drill starts."""
     pids: list[int] = []
-    original = ThrowawayEtcd.__enter__
+    original = LocalEtcd.__enter__
 
-    def recording(self: ThrowawayEtcd) -> ThrowawayEtcd:
+    def recording(self: LocalEtcd) -> LocalEtcd:
         result = original(self)
         assert self.pid is not None
         pids.append(self.pid)
         return result
 
-    monkeypatch.setattr(ThrowawayEtcd, "__enter__", recording)
+    monkeypatch.setattr(LocalEtcd, "__enter__", recording)
     return pids
 
 

@@ -27,7 +27,7 @@ from lifeboat.restore.supervisor import (
     Component, ManualSupervisor, NodeLiveness, StaticPodSupervisor, Supervisor, SystemdSupervisor,
 )
 from lifeboat.restore.target import RestoreTarget, make_target, new_cluster_token
-from lifeboat.restore.tool import find_restore_tool
+from lifeboat.etcd.binaries import find_restore_tool
 
 DESCRIPTION = """\
 Rebuild this node's etcd member from a backup, in journaled steps: fetch and verify the backup

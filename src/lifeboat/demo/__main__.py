@@ -25,10 +25,10 @@ from pathlib import Path
 import pyrage
 
 from lifeboat.demo.kubelet import DemoKubelet
-from lifeboat.demo.local_etcd import LocalEtcd, etcd_bin_dir, free_port
-from lifeboat.demo.node import make_node
+from lifeboat.demo.node import demo_member, etcd_bin_dir, make_node
 from lifeboat.demo.pki import Pki, make_pki
 from lifeboat.etcd import ConnectionSettings, EtcdClient, Put, TlsConfig
+from lifeboat.etcd.local import LocalEtcd, free_loopback_port
 
 WORK = Path("demo-work")
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
@@ -61,14 +61,14 @@ class Node:
 
 def make_nodes(pki: Pki, count: int = 3) -> list[Node]:
     members = [
-        LocalEtcd(f"cp-{i}", WORK / f"node-{i}/var/lib/etcd", WORK / f"logs/etcd-cp-{i}.log", pki)
+        demo_member(f"cp-{i}", WORK / f"node-{i}/var/lib/etcd", WORK / f"logs/etcd-cp-{i}.log", pki)
         for i in range(count)
     ]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     nodes = []
     for i, member in enumerate(members):
         member.initial_cluster = initial
-        apiserver_port = free_port()
+        apiserver_port = free_loopback_port()
         root = make_node(WORK / f"node-{i}", pki, member, apiserver_port)
         nodes.append(Node(root, member, DemoKubelet(root, member, apiserver_port)))
     return nodes

@@ -13,7 +13,7 @@ import socket
 import threading
 from pathlib import Path
 
-from lifeboat.demo.local_etcd import LocalEtcd
+from lifeboat.etcd.local import LocalEtcd
 
 
 class DemoKubelet:

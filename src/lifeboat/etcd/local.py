@@ -1,0 +1,178 @@
+"""One etcd member run as a local process on loopback: the drill's throwaway etcd, the demo's members.
+
+It listens on 127.0.0.1 only, logs to a file, inherits no ``ETCD_*`` variables (etcd reads
+every flag from one, and a stray ``ETCD_LISTEN_METRICS_URLS`` would bind elsewhere), runs in
+its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period.
+Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certificates.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.etcd.binaries import last_error_line
+from lifeboat.etcd.client import EtcdClient
+from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
+
+LOOPBACK = "127.0.0.1"
+STOP_GRACE = 10.0
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def peer_url(port: int) -> str:
+    """The plain-HTTP peer URL of a local member listening on ``port``."""
+    return f"http://{LOOPBACK}:{port}"
+
+
+@dataclass(frozen=True)
+class MemberTls:
+    """The certificate a member serves to clients and peers, and the CA it requires theirs from."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass
+class LocalEtcd:
+    """``with LocalEtcd(...) as etcd:`` starts etcd; leaving the block stops it.
+
+    ``initial_cluster`` defaults to this member alone; ``token`` is passed only when given;
+    ``flags`` are added as they are (the demo's faster elections, for instance).
+    """
+
+    binary: Path
+    name: str
+    data_dir: Path
+    log: Path
+    client_port: int = field(default_factory=free_loopback_port)
+    peer_port: int = field(default_factory=free_loopback_port)
+    tls: MemberTls | None = None
+    initial_cluster: str = ""
+    token: str | None = None
+    flags: Sequence[str] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"{self.scheme}://{LOOPBACK}:{self.peer_port}"
+
+    def argv(self) -> list[str]:
+        argv = [
+            str(self.binary),
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster={self.initial_cluster or f'{self.name}={self.peer_url}'}",
+        ]
+        if self.token is not None:
+            argv.append(f"--initial-cluster-token={self.token}")
+        if self.tls is not None:
+            t = self.tls
+            argv += [
+                f"--cert-file={t.cert}", f"--key-file={t.key}", f"--trusted-ca-file={t.ca}",
+                "--client-cert-auth", f"--peer-cert-file={t.cert}", f"--peer-key-file={t.key}",
+                f"--peer-trusted-ca-file={t.ca}", "--peer-client-cert-auth",
+            ]
+        return argv + list(self.flags)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start etcd in the background, appending its output to ``log``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=env, start_new_session=True,
+                )
+            except OSError as exc:
+                raise OperationFailed(f"cannot start {self.binary}: {exc.strerror}") from None
+
+    def __enter__(self) -> LocalEtcd:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop etcd (idempotent) with ``sig``, then SIGKILL after a grace period."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def client(self, tls: TlsConfig | None = None) -> EtcdClient:
+        """A client of this member alone (``tls``: the client certificate a TLS member requires)."""
+        return EtcdClient(ConnectionSettings((self.client_url,), tls, dial_timeout=2.0,
+                                             command_timeout=10.0))
+
+    def wait_ready(self, timeout: float, clock: Callable[[], float] = time.monotonic,
+                   tls: TlsConfig | None = None) -> None:
+        """Wait until etcd answers and has elected itself leader; OperationFailed if not."""
+        deadline = clock() + timeout
+        with self.client(tls) as client:
+            while True:
+                if not self.running:
+                    raise OperationFailed(
+                        f"etcd {self.name} exited before it was ready: {self.last_log_line()}"
+                    )
+                try:
+                    if client.status(self.client_url).leader_id != 0:
+                        return
+                except LifeboatError:  # not listening or not ready yet
+                    pass
+                if clock() > deadline:
+                    raise OperationFailed(
+                        f"etcd {self.name} was not ready after {timeout:.0f}s: {self.last_log_line()}"
+                    )
+                time.sleep(0.1)
+
+    def last_log_line(self) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return "no log"
+        return last_error_line(text)
