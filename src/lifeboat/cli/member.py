@@ -12,8 +12,8 @@ from lifeboat.cli.output import emit_json
 from lifeboat.errors import UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
-from lifeboat.restore.health import read_cluster_health
-from lifeboat.restore.member_replace import (
+from lifeboat.recovery.health import read_cluster_health
+from lifeboat.recovery.member_replace import (
     CommandStarter, MemberStarter, OperatorStarter, plan_replacement, replace_member,
 )
 

@@ -17,8 +17,8 @@ from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatErro
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.paths import ETCD_MANIFEST, on_host
 from lifeboat.kube.static_pods import read_static_pod
-from lifeboat.restore.decision import Action, Decision, decide_recovery
-from lifeboat.restore.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
+from lifeboat.recovery.decision import Action, Decision, decide_recovery
+from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
 
 DESCRIPTION = """\
 Ask every etcd member for its status, on its own advertised client URLs and on the endpoints

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from lifeboat.restore.health import ClusterHealth
+from lifeboat.recovery.health import ClusterHealth
 
 
 class Action(enum.Enum):

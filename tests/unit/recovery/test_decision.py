@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
-from lifeboat.restore.decision import Action, decide_recovery, restore_allowed
-from lifeboat.restore.health import ClusterHealth, assess
+from lifeboat.recovery.decision import Action, decide_recovery, restore_allowed
+from lifeboat.recovery.health import ClusterHealth, assess
 
 
 def health_of(size: int, down: set[int] | None = None, learners: set[int] | None = None,

@@ -8,7 +8,7 @@ import pytest
 
 from lifeboat.errors import EtcdUnavailable
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
-from lifeboat.restore.health import (
+from lifeboat.recovery.health import (
     DEFAULT_QUOTA_BYTES,
     ClusterHealth,
     assess,

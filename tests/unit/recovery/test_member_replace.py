@@ -12,8 +12,8 @@ import pytest
 
 from lifeboat.errors import EtcdUnavailable, NotFound, OperationFailed, UsageError
 from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
-from lifeboat.restore.health import ClusterHealth, assess
-from lifeboat.restore.member_replace import (
+from lifeboat.recovery.health import ClusterHealth, assess
+from lifeboat.recovery.member_replace import (
     OperatorStarter,
     ReplacePlan,
     StartSpec,

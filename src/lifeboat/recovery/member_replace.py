@@ -27,7 +27,7 @@ from typing import Protocol, TypeVar
 
 from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
 from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
-from lifeboat.restore.health import ClusterHealth, MemberHealth, quorum_of, read_cluster_health
+from lifeboat.recovery.health import ClusterHealth, MemberHealth, quorum_of, read_cluster_health
 from lifeboat.etcd.data_dir import db_locked
 
 T = TypeVar("T")
