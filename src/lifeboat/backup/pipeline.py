@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Protocol
 
 from lifeboat import __version__
+from lifeboat.backup.control_plane import capture
 from lifeboat.backup.source import ClusterView, SourceChoice, choose_source_member
 from lifeboat.catalog.age_keys import Recipient
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
+from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
 from lifeboat.errors import IntegrityError, OperationFailed
-from lifeboat.kube.control_plane_files import CapturedFile, capture
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
 
 READ_CHUNK = 1 << 20

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from lifeboat.errors import IntegrityError
-from lifeboat.kube.control_plane_files import CapturedFile
+from lifeboat.catalog.file_archive import CapturedFile
 
 MANIFEST_FORMAT = 1
 Status = Literal["complete", "failed"]

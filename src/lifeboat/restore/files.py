@@ -19,7 +19,7 @@ from lifeboat.catalog.codec import decode
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import OperationFailed
-from lifeboat.kube.control_plane_files import extract_archive, verify_archive
+from lifeboat.catalog.file_archive import extract_archive, verify_archive
 from lifeboat.kube.paths import on_host
 
 

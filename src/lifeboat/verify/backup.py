@@ -18,7 +18,7 @@ from lifeboat.catalog.manifest import Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, threaded
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
-from lifeboat.kube.control_plane_files import verify_archive
+from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import snapshot_status
 
 

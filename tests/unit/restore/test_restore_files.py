@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lifeboat.kube.control_plane_files import capture
+from lifeboat.backup.control_plane import capture
 from lifeboat.restore.files import install_archive
 from tests.support.kubeadm_node import make_kubeadm_node
 

@@ -17,14 +17,8 @@ from typing import BinaryIO
 import pytest
 
 from lifeboat.errors import IntegrityError, OperationFailed
-from lifeboat.kube.control_plane_files import (
-    CapturedFile,
-    capture,
-    collect,
-    extract_archive,
-    verify_archive,
-    write_archive,
-)
+from lifeboat.backup.control_plane import capture, collect
+from lifeboat.catalog.file_archive import CapturedFile, extract_archive, verify_archive, write_archive
 from tests.support.binaries import tool
 from tests.support.kubeadm_node import APISERVER_YAML, KubeadmNode, make_kubeadm_node, write
 
