@@ -25,7 +25,7 @@ from lifeboat.agent.jobs import BackupJob
 from lifeboat.agent.loop import Agent, AgentSettings, Jobs
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.backup.pipeline import BackupOptions
-from lifeboat.backup.prune import apply_prune, plan_prune
+from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.age_keys import load_identities, load_recipients
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
-from lifeboat.backup.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
+from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import add_repo_flags, cluster_name, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table

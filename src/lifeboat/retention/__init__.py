@@ -1,8 +1,9 @@
 """Retention: which backups to keep and why, as a pure function of backups, policies and now.
 
 ``evaluate(parse_policies("keep-last=7,keep-daily=7"), backups, now)`` returns a
-:class:`RetentionPlan` with a verdict and a human reason for every backup. No I/O
-here: the prune executor deletes ``plan.to_delete``.
+:class:`RetentionPlan` with a verdict and a human reason for every backup; planning does no
+I/O. The executor beside it, :mod:`lifeboat.retention.prune`, applies that same plan to a
+repository (and removes uncommitted leftovers).
 """
 
 from lifeboat.retention.durations import format_duration, parse_duration

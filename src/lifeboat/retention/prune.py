@@ -18,7 +18,10 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError
-from lifeboat.retention import BackupRecord, Decision, Policy, RetentionPlan, Verdict, evaluate
+from lifeboat.retention.evaluate import evaluate
+from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
+from lifeboat.retention.policies import Policy
+from lifeboat.retention.records import BackupRecord
 
 ORPHAN_GRACE = timedelta(hours=24)
 """Longer than any backup upload takes, so a running backup's objects are never orphans."""

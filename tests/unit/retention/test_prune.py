@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lifeboat.backup.prune import apply_prune, plan_prune
+from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.ids import new_backup_id
 from lifeboat.catalog.manifest import Manifest, StoredObject
 from lifeboat.catalog.pins import Pin
