@@ -11,7 +11,7 @@ import pytest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
 from lifeboat.store import open_store
-from tests.unit.backup.test_prune import store_backup
+from tests.unit.retention.test_prune import store_backup
 
 
 class Run:
