@@ -28,6 +28,7 @@ from lifeboat.catalog.age_keys import Recipient
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
+from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
@@ -115,19 +116,13 @@ class _Draft:
         self.backup_id = backup_id
         self.written = False
 
-    def key(self, name: str) -> str:
-        return f"clusters/{self.options.cluster}/backups/{self.backup_id}/{name}"
-
-    def suffix(self) -> str:
-        return ".zst.age" if self.options.recipients else ".zst"
-
     def upload(self, name: str, raw: Iterator[bytes], raw_digest: Digest) -> StoredObject:
         stored = Digest()
         encoded = encode(raw, self.options.zstd_level, self.options.recipients)
         self.written = True
         # With age, encoding already runs in its own thread (the age pump); without, zstd gets one.
         source = encoded if self.options.recipients else threaded(encoded, "encode")
-        self.repo.store.put_stream(self.key(name), hashing(source, stored))
+        self.repo.write_object(self.options.cluster, self.backup_id, name, hashing(source, stored))
         return StoredObject(
             name=name, size=stored.size, sha256=stored.hexdigest(),
             raw_size=raw_digest.size, raw_sha256=raw_digest.hexdigest(),
@@ -145,7 +140,8 @@ class _Draft:
                 etcd.snapshot(source.endpoint), spool, progress,
                 on_complete=lambda: reading.append(pool.submit(snapshot_status, spool)),
             )
-            obj = self.upload("snapshot.db" + self.suffix(), threaded(receiver, "etcd-snapshot"),
+            obj = self.upload(stored_name(SNAPSHOT_OBJECT, bool(self.options.recipients)),
+                              threaded(receiver, "etcd-snapshot"),
                               receiver.digest)
             status = reading[0].result()
         info = SnapshotInfo(
@@ -161,7 +157,7 @@ class _Draft:
         if not entries:
             return None, []
         digest = Digest()
-        obj = self.upload("control-plane.tar" + self.suffix(),
+        obj = self.upload(stored_name(FILES_OBJECT, bool(self.options.recipients)),
                           hashing(_read_file(archive), digest), digest)
         return obj, entries
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lifeboat.catalog.ids import is_backup_id
-from lifeboat.catalog.repository import MANIFEST_NAME, BackupRepository
+from lifeboat.catalog.repository import BackupRepository
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,13 @@ def find_orphans(repo: BackupRepository, cluster: str | None = None) -> list[Orp
 
     Prefixes whose name is not a lifeboat backup id are not ours and are left out.
     """
-    prefix = f"clusters/{cluster}/backups/" if cluster else "clusters/"
     groups: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
     committed: set[tuple[str, str]] = set()
-    for obj in repo.store.list(prefix):
-        parts = obj.key.split("/")
-        if len(parts) < 5 or parts[0] != "clusters" or parts[2] != "backups" or not is_backup_id(parts[3]):
+    for name, obj in repo.backup_objects(cluster):
+        if not is_backup_id(name.backup_id):
             continue
-        ident = (parts[1], parts[3])
-        if parts[4] == MANIFEST_NAME and len(parts) == 5:
+        ident = (name.cluster, name.backup_id)
+        if name.is_manifest:
             committed.add(ident)
         groups[ident].append((obj.key, obj.size))
     return [

@@ -15,9 +15,6 @@ from datetime import UTC, datetime
 
 from lifeboat.errors import IntegrityError
 
-PIN_NAME = "pin.json"
-
-
 @dataclass(frozen=True)
 class Pin:
     """Who pinned a backup, when (RFC 3339 UTC) and why."""

@@ -1,38 +1,35 @@
-"""The backup repository: format marker, key layout, commit and delete order.
+"""The backup repository: format marker, a backup's objects, commit and delete order.
 
-Layout inside an object store::
-
-    lifeboat-repository.json                       format marker (written once, create-only)
-    clusters/<cluster>/backups/<id>/snapshot.db.zst[.age]
-    clusters/<cluster>/backups/<id>/control-plane.tar.zst[.age]
-    clusters/<cluster>/backups/<id>/manifest.json  written last, deleted last
-    clusters/<cluster>/backups/<id>/pin.json       optional, only beside a manifest (see pins.py)
-
-A backup exists only once its manifest exists: data objects without a manifest are the
-remains of an interrupted backup or delete and are never listed as backups.
+Object names come from :mod:`lifeboat.catalog.layout`. A backup exists only once its
+manifest exists: data objects without a manifest are the remains of an interrupted backup
+or delete and are never listed as backups. Callers read and write a backup's objects
+through :class:`BackupRepository`, never through its object store.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
 from lifeboat import __version__
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
+from lifeboat.catalog.layout import (
+    MARKER_KEY,
+    BackupObjectName,
+    backup_object_key,
+    backup_prefix,
+    backups_prefix,
+    manifest_key,
+    parse_backup_key,
+    pin_key,
+)
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.catalog.pins import PIN_NAME, Pin
+from lifeboat.catalog.pins import Pin
 from lifeboat.errors import AlreadyExists, NotFound, UsageError
-from lifeboat.store.base import ObjectStore
+from lifeboat.store.base import ObjectInfo, ObjectStore
 
-MARKER_KEY = "lifeboat-repository.json"
 REPOSITORY_FORMAT = 1
-MANIFEST_NAME = "manifest.json"
-
-
-def backup_prefix(cluster: str, backup_id: str) -> str:
-    return f"clusters/{cluster}/backups/{backup_id}/"
-
 
 class BackupRepository:
     """Backups of one or more clusters in one object store."""
@@ -94,18 +91,33 @@ class BackupRepository:
             )
 
     def object_key(self, manifest: Manifest, name: str) -> str:
-        return backup_prefix(manifest.cluster, manifest.id) + name
+        return backup_object_key(manifest.cluster, manifest.id, name)
+
+    def write_object(self, cluster: str, backup_id: str, name: str, chunks: Iterable[bytes]) -> None:
+        """Store one data object of a backup not committed yet (overwriting a partial one)."""
+        self.store.put_stream(backup_object_key(cluster, backup_id, name), chunks)
+
+    def read_object(self, manifest: Manifest, name: str) -> Iterator[bytes]:
+        """The stored bytes of one of a committed backup's objects, as they come."""
+        return self.store.get_stream(self.object_key(manifest, name))
+
+    def backup_objects(self, cluster: str | None = None) -> Iterator[tuple[BackupObjectName, ObjectInfo]]:
+        """Every object in a backup's folder, committed or not, with its name taken apart."""
+        for obj in self.store.list(backups_prefix(cluster)):
+            name = parse_backup_key(obj.key)
+            if name is not None:
+                yield name, obj
 
     def commit(self, manifest: Manifest) -> None:
         """Write the manifest, create-only: the moment the backup starts to exist."""
-        key = backup_prefix(check_cluster_name(manifest.cluster), manifest.id) + MANIFEST_NAME
+        key = manifest_key(check_cluster_name(manifest.cluster), manifest.id)
         self.store.put_bytes(key, manifest.to_json(), create_only=True)
 
     def manifests(self, cluster: str | None = None) -> Iterator[Manifest]:
         """Every committed backup (complete or failed), oldest first."""
-        prefix = f"clusters/{cluster}/backups/" if cluster else "clusters/"
-        keys = [o.key for o in self.store.list(prefix) if o.key.endswith("/" + MANIFEST_NAME)]
-        keys.sort(key=lambda k: (k.rsplit("/", 2)[-2], k))
+        names = [name for name, _ in self.backup_objects(cluster) if name.is_manifest]
+        names.sort(key=lambda n: (n.backup_id, n.cluster))
+        keys = [manifest_key(n.cluster, n.backup_id) for n in names]
         for key in keys:
             try:
                 data = self.store.get_bytes(key)
@@ -131,23 +143,21 @@ class BackupRepository:
 
     def delete(self, manifest: Manifest) -> None:
         """Delete the backup's data objects first and its manifest last (re-runnable)."""
-        prefix = backup_prefix(manifest.cluster, manifest.id)
-        manifest_key = prefix + MANIFEST_NAME
-        for obj in list(self.store.list(prefix)):
-            if obj.key != manifest_key:
+        last = manifest_key(manifest.cluster, manifest.id)
+        for obj in list(self.store.list(backup_prefix(manifest.cluster, manifest.id))):
+            if obj.key != last:
                 self.store.delete(obj.key)
-        self.store.delete(manifest_key)
+        self.store.delete(last)
 
     def pin(self, manifest: Manifest, pin: Pin) -> None:
         """Pin a committed backup (replacing an earlier pin's who/when/why)."""
-        prefix = backup_prefix(manifest.cluster, manifest.id)
-        if self.store.stat(prefix + MANIFEST_NAME) is None:
+        if self.store.stat(manifest_key(manifest.cluster, manifest.id)) is None:
             raise NotFound(f"backup {manifest.id} of cluster {manifest.cluster} no longer exists")
-        self.store.put_bytes(prefix + PIN_NAME, pin.to_json())
+        self.store.put_bytes(pin_key(manifest.cluster, manifest.id), pin.to_json())
 
     def unpin(self, manifest: Manifest) -> bool:
         """Remove the pin; False when the backup was not pinned."""
-        key = backup_prefix(manifest.cluster, manifest.id) + PIN_NAME
+        key = pin_key(manifest.cluster, manifest.id)
         if self.store.stat(key) is None:
             return False
         self.store.delete(key)
@@ -155,7 +165,7 @@ class BackupRepository:
 
     def pin_of(self, manifest: Manifest) -> Pin | None:
         """The backup's pin, read now (not cached), or None."""
-        key = backup_prefix(manifest.cluster, manifest.id) + PIN_NAME
+        key = pin_key(manifest.cluster, manifest.id)
         try:
             return Pin.from_json(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
         except NotFound:
@@ -163,21 +173,19 @@ class BackupRepository:
 
     def pins(self, cluster: str | None = None) -> dict[tuple[str, str], Pin]:
         """Every pin, by (cluster, backup id), from one listing."""
-        prefix = f"clusters/{cluster}/backups/" if cluster else "clusters/"
         found: dict[tuple[str, str], Pin] = {}
-        for obj in self.store.list(prefix):
-            parts = obj.key.split("/")
-            if len(parts) == 5 and parts[4] == PIN_NAME:
+        for name, obj in list(self.backup_objects(cluster)):
+            if name.is_pin:
                 try:
                     data = self.store.get_bytes(obj.key)
                 except NotFound:
                     continue  # unpinned while we listed
-                found[(parts[1], parts[3])] = Pin.from_json(data, where=f"{self.store.url}/{obj.key}")
+                found[(name.cluster, name.backup_id)] = Pin.from_json(data, where=f"{self.store.url}/{obj.key}")
         return found
 
     def discard_objects(self, cluster: str, backup_id: str) -> None:
         """Remove the data objects of a backup that was never committed (best effort)."""
-        prefix = backup_prefix(cluster, backup_id)
-        for obj in list(self.store.list(prefix)):
-            if not obj.key.endswith("/" + MANIFEST_NAME):
+        last = manifest_key(cluster, backup_id)
+        for obj in list(self.store.list(backup_prefix(cluster, backup_id))):
+            if obj.key != last:
                 self.store.delete(obj.key)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.codec import decode
+from lifeboat.catalog.layout import FILES_OBJECT
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import OperationFailed
@@ -26,12 +27,12 @@ from lifeboat.kube.paths import on_host
 def fetch_archive(repo: BackupRepository, manifest: Manifest,
                   identities: Sequence[Identity] | None, dest: Path) -> None:
     """Download and decode the archive to ``dest``; IntegrityError unless every file matches."""
-    stored = manifest.object_named("control-plane.tar")
+    stored = manifest.object_named(FILES_OBJECT)
     if stored is None:
         raise OperationFailed(f"backup {manifest.id} holds no control-plane files (taken with --no-files); "
                               "restore without --files")
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    chunks = repo.store.get_stream(repo.object_key(manifest, stored.name))
+    chunks = repo.read_object(manifest, stored.name)
     with dest.open("wb") as out:
         for chunk in decode(chunks, identities if manifest.encryption else None):
             out.write(chunk)

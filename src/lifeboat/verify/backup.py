@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.codec import decode
+from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
 from lifeboat.catalog.manifest import Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, threaded
@@ -71,14 +72,14 @@ def verify_backup(
     report = VerifyReport(manifest.id)
     keys = identities if manifest.encryption else None
     with tempfile.TemporaryDirectory(prefix="lifeboat-verify-", dir=tmp_dir) as tmp:
-        snapshot_obj = manifest.object_named("snapshot.db")
+        snapshot_obj = manifest.object_named(SNAPSHOT_OBJECT)
         if snapshot_obj is None:
             report.add("snapshot object", False, "manifest lists no snapshot object")
             return report
         spool = keep_snapshot or Path(tmp) / "snapshot.db"
         if _fetch(repo, manifest, snapshot_obj, keys, spool, report, progress, SnapshotDigest()):
             _check_snapshot(manifest, spool, report)
-        files_obj = manifest.object_named("control-plane.tar")
+        files_obj = manifest.object_named(FILES_OBJECT)
         if files_obj is not None:
             archive = Path(tmp) / "control-plane.tar"
             if _fetch(repo, manifest, files_obj, keys, archive, report, progress, Digest()):
@@ -98,10 +99,9 @@ def _fetch(
     With a :class:`SnapshotDigest` for ``raw``, etcd's own sha256 trailer is checked in the
     same pass.
     """
-    key = repo.object_key(manifest, obj.name)
     stored = Digest()
     try:
-        fetched = hashing(threaded(repo.store.get_stream(key), "download"), stored)
+        fetched = hashing(threaded(repo.read_object(manifest, obj.name), "download"), stored)
         with dest.open("wb") as out:
             for chunk in hashing(threaded(decode(fetched, identities), "decode"), raw):
                 out.write(chunk)

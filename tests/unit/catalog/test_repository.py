@@ -7,7 +7,8 @@ import pytest
 
 from lifeboat.catalog.ids import is_backup_id, new_backup_id
 from lifeboat.catalog.manifest import Manifest, SnapshotInfo, StoredObject
-from lifeboat.catalog.repository import MARKER_KEY, BackupRepository, backup_prefix
+from lifeboat.catalog.layout import MARKER_KEY, backup_prefix
+from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, RepositoryUnavailable, UsageError
 from lifeboat.store.memory import Fault, MemoryStore
 
