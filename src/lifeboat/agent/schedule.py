@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from croniter import CroniterError, croniter
 
+from lifeboat.config import cron_fields
 from lifeboat.config import next_run as config_next_run
 from lifeboat.errors import UsageError
 
@@ -24,13 +25,11 @@ FUTURE_TOLERANCE = timedelta(hours=1)
 
 
 def check_cron(cron: str, where: str = "schedule") -> str:
-    """Return ``cron`` if it is a valid 5-field cron expression; else a UsageError naming ``where``."""
-    fields = cron.split()
-    if len(fields) != 5 or not croniter.is_valid(cron):
-        raise UsageError(
-            f"{where}: {cron!r} is not a cron expression with 5 fields "
-            "(minute hour day-of-month month day-of-week), e.g. '0 */6 * * *'"
-        )
+    """Return ``cron`` if ``config validate`` accepts it (the same rule); else a UsageError naming ``where``."""
+    try:
+        cron_fields(cron)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}, e.g. '0 */6 * * *' or '@daily'") from None
     return cron
 
 
@@ -53,7 +52,7 @@ def latest_tick(cron: str, now: datetime) -> datetime:
     """The newest tick at or before ``now`` (UTC)."""
     now = _utc(now)
     try:
-        tick: datetime = croniter(cron, now).get_prev(datetime)
+        tick: datetime = croniter(cron_fields(cron), now).get_prev(datetime)
     except (CroniterError, ValueError) as exc:
         raise UsageError(f"cron expression {cron!r}: {exc}") from None
     # croniter's get_prev is strictly before ``now``; a tick exactly at ``now`` counts.

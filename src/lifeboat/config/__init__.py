@@ -42,10 +42,11 @@ from lifeboat.config.model import (
     SchedulesSection,
 )
 from lifeboat.config.show import ShownValue, shown_values
-from lifeboat.config.values import next_run, parse_seconds
+from lifeboat.config.values import CRON_NICKNAMES, cron_fields, next_run, parse_seconds
 
 __all__ = [
     "CONFIG_ENV",
+    "CRON_NICKNAMES",
     "DEFAULT_LISTEN",
     "ENV_KEYS",
     "AgentSection",
@@ -62,6 +63,7 @@ __all__ = [
     "SchedulesSection",
     "ShownValue",
     "credentials_source",
+    "cron_fields",
     "load_config",
     "next_run",
     "parse_seconds",

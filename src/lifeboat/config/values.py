@@ -7,7 +7,7 @@ the file name and key path in front of it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
@@ -56,20 +56,53 @@ def check_count(value: object) -> int:
     return value
 
 
-def check_cron(value: object) -> str:
-    """A five-field cron expression (minute hour day-of-month month day-of-week), or @daily etc."""
+# The nicknames cron (crontab(5)) and croniter both know, as the five fields each stands for.
+# @reboot is left out: it names no time, and the agent has no boot to run at.
+CRON_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_CRON_PROBE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def cron_fields(value: object) -> str:
+    """The five fields of a cron schedule: five fields as given, or one of :data:`CRON_NICKNAMES`.
+
+    The one cron rule of lifeboat: ``config validate`` and the agent both call it, so a
+    schedule one accepts the other runs. A schedule that never fires (``0 0 31 2 *``) is
+    refused too. Raises ``ValueError`` with a message for operators.
+    """
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a cron expression such as '0 3 * * *', got {value!r}")
+        raise ValueError(f"must be a cron expression such as '0 3 * * *' or '@daily', got {value!r}")
     text = " ".join(value.split())
-    if not text.startswith("@") and len(text.split()) != 5:
+    if text.startswith("@"):
+        if text.lower() not in CRON_NICKNAMES:
+            raise ValueError(f"{value!r} is not a cron nickname; use one of "
+                             f"{', '.join(CRON_NICKNAMES)} or five fields")
+        return CRON_NICKNAMES[text.lower()]
+    if len(text.split()) != 5:
         raise ValueError(
             f"must be a cron expression of five fields (minute hour day month weekday), got {value!r}"
         )
     try:
-        croniter(text)
-    except (CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, ValueError, KeyError):
+        croniter(text, _CRON_PROBE).get_next(datetime)
+    except (CroniterBadCronError, CroniterNotAlphaError, ValueError, KeyError):
         raise ValueError(f"is not a valid cron expression: {value!r}") from None
+    except CroniterBadDateError:
+        raise ValueError(f"never fires: {value!r}") from None
     return text
+
+
+def check_cron(value: object) -> str:
+    """A cron schedule as the user wrote it (spaces collapsed), once :func:`cron_fields` accepts it."""
+    cron_fields(value)
+    assert isinstance(value, str)
+    return " ".join(value.split())
 
 
 def next_run(expression: str, after: datetime) -> datetime:
@@ -80,7 +113,7 @@ def next_run(expression: str, after: datetime) -> datetime:
     """
     if after.utcoffset() is None:
         raise ValueError("next_run needs a timezone-aware datetime")
-    found: datetime = croniter(expression, after).get_next(datetime)
+    found: datetime = croniter(cron_fields(expression), after).get_next(datetime)
     return found
 
 

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from lifeboat.agent.election import Election
 from lifeboat.agent.jobs import BackupOutcome, LeadershipLost
 from lifeboat.agent.loop import Agent, AgentSettings, Backoff, Jobs
 from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.config import load_config
 from lifeboat.errors import RepositoryUnavailable, UsageError
 from tests.unit.agent.fake_etcd import FakeEtcd
 
@@ -68,15 +70,16 @@ class World:
 
 
 def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
-               drill: Callable[[], bool] | None = None, prune: Callable[[], int] | None = None) -> World:
-    clock = FakeClock(T0)
+               drill: Callable[[], bool] | None = None, prune: Callable[[], int] | None = None,
+               backup_cron: str = EVERY_MINUTE, start: datetime = T0) -> World:
+    clock = FakeClock(start)
     etcd = FakeEtcd(clock)
     repo = Repo()
     agents: dict[str, Agent] = {}
     stops: dict[str, threading.Event] = {}
     for i in range(count):
         name = f"node-{i}"
-        settings = AgentSettings(cluster="prod", agent_id=name, backup_cron=EVERY_MINUTE,
+        settings = AgentSettings(cluster="prod", agent_id=name, backup_cron=backup_cron,
                                  drill_cron="*/5 * * * *" if drill else None, lease_ttl=TTL,
                                  interval=2.0, backoff_base=4.0, backoff_max=16.0)
         stops[name] = threading.Event()
@@ -262,3 +265,40 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     assert not b.ready(34) and b.ready(35)
     b.succeeded()
     assert b.ready(0) and b.failed(0) == 10
+
+
+# Saturday 2022-12-31 23:59:30 UTC: every nickname's next tick is the midnight that follows.
+NEW_YEAR = datetime(2023, 1, 1, tzinfo=timezone.utc)
+ACCEPTED_SCHEDULES = [
+    ("@yearly", datetime(2022, 1, 1, tzinfo=timezone.utc)),
+    ("@annually", datetime(2022, 1, 1, tzinfo=timezone.utc)),
+    ("@monthly", datetime(2022, 12, 1, tzinfo=timezone.utc)),
+    ("@weekly", datetime(2022, 12, 25, tzinfo=timezone.utc)),
+    ("@daily", datetime(2022, 12, 31, tzinfo=timezone.utc)),
+    ("@midnight", datetime(2022, 12, 31, tzinfo=timezone.utc)),
+    ("@hourly", datetime(2022, 12, 31, 23, tzinfo=timezone.utc)),
+    ("0 0 * * *", datetime(2022, 12, 31, tzinfo=timezone.utc)),
+    ("0  *  *  *  *", datetime(2022, 12, 31, 23, tzinfo=timezone.utc)),
+]
+
+
+@pytest.mark.parametrize(("cron", "previous_tick"), ACCEPTED_SCHEDULES)
+def test_agent_runs_every_schedule_config_validate_accepts(
+        tmp_path: Path, cron: str, previous_tick: datetime) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"schedules:\n  backup: '{cron}'\n")
+    accepted = load_config(config).schedules.backup
+    assert accepted is not None
+    w = make_world(count=1, backup_cron=accepted, start=NEW_YEAR - timedelta(seconds=30))
+    w.run_for(90)
+    assert [t for t, _ in w.repo.backups] == [previous_tick, NEW_YEAR]
+
+
+@pytest.mark.parametrize("cron", ["@reboot", "@every 5m", "0 0 * * * *", "0 0 31 2 *", "0 0 * *"])
+def test_agent_refuses_the_schedules_config_validate_refuses(tmp_path: Path, cron: str) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"schedules:\n  backup: '{cron}'\n")
+    with pytest.raises(UsageError, match="schedules.backup"):
+        load_config(config)
+    with pytest.raises(UsageError, match="agent backup schedule"):
+        make_world(count=1, backup_cron=cron)
