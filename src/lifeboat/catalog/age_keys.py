@@ -8,6 +8,7 @@ from typing import Any
 
 import pyrage
 
+from lifeboat.config.secrets import USE_THE_PUBLIC_KEY, looks_like_secret, shown
 from lifeboat.errors import UsageError
 
 
@@ -30,9 +31,16 @@ class Identity:
         return f"Identity(source={self.source!r})"
 
 
-def parse_recipient(text: str) -> Recipient:
-    """Parse one recipient string; a bad one is a UsageError naming it."""
+def parse_recipient(text: str, where: str = "recipient") -> Recipient:
+    """Parse one recipient string; a bad one is a UsageError naming ``where``.
+
+    A private key given here is recognised and refused without any of its characters in the
+    message; other bad values are shown only when they look like the public keys they should be.
+    """
     text = text.strip()
+    if looks_like_secret(text):
+        raise UsageError(f"{where} is a private key (age identity or SSH private key), not a recipient; "
+                         f"the key is not shown; {USE_THE_PUBLIC_KEY}")
     try:
         if text.startswith("age1"):
             return Recipient(text, pyrage.x25519.Recipient.from_str(text))
@@ -40,9 +48,9 @@ def parse_recipient(text: str) -> Recipient:
             return Recipient(text, pyrage.ssh.Recipient.from_str(text))
     except (pyrage.RecipientError, ValueError):
         pass
+    value = shown(text) if text.startswith(("age1", "ssh-")) else "(value not shown)"
     raise UsageError(
-        f"--encrypt-to {text[:60]!r} is not an age recipient (age1...) or SSH public key, "
-        "nor a readable recipients file"
+        f"{where} {value} is not an age recipient (age1...) or SSH public key, nor a readable recipients file"
     )
 
 
@@ -51,14 +59,26 @@ def load_recipients(values: list[str]) -> list[Recipient]:
     found: list[Recipient] = []
     for value in values:
         path = Path(value)
-        if not value.startswith(("age1", "ssh-")) and path.is_file():
-            try:
-                lines = path.read_text().splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"cannot read recipients file {value}: {exc}") from None
-            found += [parse_recipient(ln) for ln in lines if ln.strip() and not ln.startswith("#")]
+        if not value.startswith(("age1", "ssh-")) and not looks_like_secret(value) and path.is_file():
+            found += _recipients_file(path)
         else:
-            found.append(parse_recipient(value))
+            found.append(parse_recipient(value, "--encrypt-to / encryption.recipients value"))
+    return found
+
+
+def _recipients_file(path: Path) -> list[Recipient]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise UsageError(f"cannot read recipients file {path}: {reason}") from None
+    if looks_like_secret(text):
+        raise UsageError(f"recipients file {path} holds a private key (age identity or SSH private key), "
+                         f"not recipients; its content is not shown; {USE_THE_PUBLIC_KEY}")
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            found.append(parse_recipient(line, f"recipients file {path} line {number}"))
     return found
 
 

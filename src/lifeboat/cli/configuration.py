@@ -6,9 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
+from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.config import CONFIG_ENV, load_config, shown_values
+from lifeboat.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -21,8 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = verbs.add_parser("validate", parents=[common], help="check a config file; exit 3 if it is wrong",
                          description="Load FILE and check every key and value: unknown keys, wrong "
-                         "types, negative counts, bad cron expressions and durations are errors "
-                         "that name the key. Exit 0 when valid, 3 when not.")
+                         "types, negative counts, bad cron expressions and durations, and a private key "
+                         "among encryption.recipients (inline or in a recipients file on this host) "
+                         "are errors that name the key. Exit 0 when valid, 3 when not.")
     p.add_argument("file", type=Path, metavar="FILE")
     p.set_defaults(func=cmd_validate)
 
@@ -38,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    _check_recipient_files(args.file, config.encryption.recipients)
     if args.output == "json":
         emit_json({"file": str(args.file), "valid": True})
     else:
@@ -46,6 +50,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{args.file}: valid (cluster {config.cluster}, retention {retention}, "
               f"backup schedule {config.schedules.backup or 'none'})")
     return 0
+
+
+def _check_recipient_files(path: Path, recipients: list[str]) -> None:
+    """Read every recipients file this host has: a private key there is refused like one inline.
+
+    A file absent here is left for the host that runs the backups (it may live only there).
+    """
+    for value in recipients:
+        if Path(value).is_file():
+            try:
+                load_recipients([value])
+            except UsageError as exc:
+                raise UsageError(f"{path}: encryption.recipients: {exc}") from None
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator,
+)
 
+from lifeboat.config.secrets import public_recipient
 from lifeboat.config.values import (
     CommaList,
     Count,
@@ -82,7 +85,7 @@ class RepositorySection(Section):
 class EncryptionSection(Section):
     """age recipients (public keys or files of them) and identity files (for verify, drills)."""
 
-    recipients: list[NonBlank] = Field(default_factory=list)
+    recipients: list[Annotated[NonBlank, AfterValidator(public_recipient)]] = Field(default_factory=list)
     identity_files: list[Path] = Field(default_factory=list)
 
 

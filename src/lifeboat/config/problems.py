@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from lifeboat.config.model import LifeboatConfig, kebab
+from lifeboat.config.secrets import shown
 
 _SECRET_HINT = {
     "access-key-id": "access-key-id-file",
@@ -30,7 +31,7 @@ def key_path(loc: Sequence[int | str]) -> str:
 def describe(error: ErrorDetails) -> str:
     """What is wrong with one value, without the key path. Never echoes an unknown key's value."""
     kind = error["type"]
-    got = _shown(error.get("input"))
+    got = shown(error.get("input"))
     if kind == "extra_forbidden":
         return _unknown_key(error["loc"])
     if kind in ("value_error", "assertion_error"):
@@ -55,11 +56,6 @@ def translate(exc: ValidationError, where: Callable[[tuple[int | str, ...]], str
     """All of ``exc``'s problems, each as ``<where(loc)>: <what is wrong>``, joined by ``; ``."""
     lines = [f"{where(tuple(e['loc']))}: {describe(e)}" for e in exc.errors()]
     return "; ".join(lines)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _unknown_key(loc: tuple[int | str, ...]) -> str:

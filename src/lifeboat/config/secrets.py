@@ -1,0 +1,40 @@
+"""What a secret looks like, so that no message, log line or table shows one.
+
+lifeboat never asks for a secret where a public value belongs, but users paste them there
+(an age identity given as a recipient is the classic). Every place that echoes a value a
+user gave passes it through :func:`shown` first.
+"""
+
+from __future__ import annotations
+
+import re
+
+# age identities: native X25519 ones ("AGE-SECRET-KEY-1" and Bech32, age's format spec) and
+# plugin ones ("AGE-PLUGIN-<NAME>-1..."); and any PEM or OpenSSH private key block.
+_SECRET = re.compile(r"AGE-SECRET-KEY-|AGE-PLUGIN-[A-Z0-9]+-1|PRIVATE KEY", re.IGNORECASE)
+
+
+def looks_like_secret(text: str) -> bool:
+    """True when ``text`` holds (part of) an age identity or a private key."""
+    return _SECRET.search(text) is not None
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, or a placeholder when it looks like a secret."""
+    text = repr(value)
+    if looks_like_secret(text):
+        return "(a value that looks like a private key; not shown)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# What to do when a private key is given where a public recipient belongs.
+USE_THE_PUBLIC_KEY = ("give its public key instead ('age-keygen -y KEYFILE' prints an age identity's, "
+                      "'ssh-keygen -y -f KEYFILE' an SSH key's)")
+
+
+def public_recipient(value: str) -> str:
+    """A recipient as the config holds it (``age1...``, an SSH public key or a file): never a private key."""
+    if looks_like_secret(value):
+        raise ValueError(f"is a private key (age identity or SSH private key), not a recipient; "
+                         f"the value is not shown; {USE_THE_PUBLIC_KEY}")
+    return value

@@ -1,0 +1,124 @@
+"""A private key given where a public recipient belongs is refused, and none of it is ever shown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from lifeboat.cli.main import main
+
+WINDOW = 8
+
+
+class Run:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str]:
+        self.capsys.readouterr()
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out + err
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    for var in ("LIFEBOAT_CONFIG", "LIFEBOAT_REPO", "LIFEBOAT_CLUSTER"):
+        monkeypatch.delenv(var, raising=False)
+    return Run(capsys)
+
+
+@pytest.fixture
+def secret() -> str:
+    return str(pyrage.x25519.Identity.generate())
+
+
+def assert_no_part_of(secret: str, text: str) -> None:
+    """No WINDOW consecutive characters of ``secret`` appear in ``text`` (any case)."""
+    folded = text.upper()
+    leaked = [secret[i:i + WINDOW] for i in range(len(secret) - WINDOW + 1)
+              if secret[i:i + WINDOW].upper() in folded]
+    assert not leaked, f"output shows part of the secret: {leaked[:3]}"
+
+
+def identity_file(tmp_path: Path, secret: str, name: str = "key.txt") -> Path:
+    path = tmp_path / name
+    path.write_text(f"# created: 2026-01-01T00:00:00Z\n# public key: age1...\n{secret}\n")
+    return path
+
+
+def test_identity_file_given_to_encrypt_to_is_refused_naming_the_file_only(
+        run: Run, tmp_path: Path, secret: str) -> None:
+    key = identity_file(tmp_path, secret)
+    code, output = run("backup", "-v", "--repo", str(tmp_path / "repo"), "--encrypt-to", str(key),
+                       "--endpoints", "127.0.0.1:1")
+    assert code == 3
+    assert str(key) in output and "private key" in output and "age-keygen -y" in output
+    assert_no_part_of(secret, output)
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("mangle", [lambda s: s, lambda s: s[:-3] + "QQQ", lambda s: s.lower(), lambda s: s[:40]])
+def test_identity_given_inline_to_encrypt_to_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, mangle: object) -> None:
+    assert callable(mangle)
+    value = mangle(secret)
+    code, output = run("backup", "-v", "--repo", str(tmp_path / "repo"), "--encrypt-to", value,
+                       "--endpoints", "127.0.0.1:1")
+    assert code == 3 and "private key" in output
+    assert_no_part_of(value, output)
+
+
+def test_ssh_private_key_given_to_encrypt_to_is_refused_without_its_content(run: Run, tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQ"
+    key.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n")
+    code, output = run("backup", "-v", "--repo", str(tmp_path / "repo"), "--encrypt-to", str(key))
+    assert code == 3 and str(key) in output
+    assert_no_part_of(body, output)
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_config_validate_refuses_an_identity_among_the_recipients(
+        run: Run, tmp_path: Path, secret: str, inline: bool) -> None:
+    value = secret if inline else str(identity_file(tmp_path, secret))
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: ['{value}']\n")
+    code, output = run("config", "validate", "-v", str(config))
+    assert code == 3 and "encryption.recipients" in output and "private key" in output
+    assert_no_part_of(secret, output)
+    code, output = run("config", "show", "-v", "--config", str(config))
+    assert code == (3 if inline else 0)  # a file is shown by its path
+    assert_no_part_of(secret, output)
+
+
+def test_identity_where_a_list_belongs_is_not_echoed_in_the_type_error(
+        run: Run, tmp_path: Path, secret: str) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: {secret}\n")
+    code, output = run("config", "validate", str(config))
+    assert code == 3 and "must be a list" in output
+    assert_no_part_of(secret, output)
+
+
+def test_agent_with_an_identity_as_recipient_exits_3_and_logs_none_of_it(tmp_path: Path, secret: str) -> None:
+    key = identity_file(tmp_path, secret)
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(
+        f"repository: {{url: {tmp_path / 'repo'}}}\n"
+        f"etcd: {{endpoints: [127.0.0.1:1]}}\n"
+        f"encryption: {{recipients: ['{key}']}}\n"
+        "schedules: {backup: '@hourly'}\n"
+        "agent: {listen: '127.0.0.1:0', log-format: json}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFEBOAT_", "ETCDCTL_"))}
+    done = subprocess.run([sys.executable, "-m", "lifeboat.cli.main", "agent", "-v", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 3, done.stderr
+    assert str(key) in done.stderr
+    assert_no_part_of(secret, done.stdout + done.stderr)
