@@ -14,7 +14,8 @@ import pytest
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.restore.journal import journal_path
-from lifeboat.restore.steps import PutInPlace, RestoreData
+from lifeboat.errors import UsageError
+from lifeboat.restore.steps import Preflight, PutInPlace, RestoreData
 from lifeboat.snapshot import iter_latest
 from tests.support.binaries import EtcdRelease
 from tests.support.cli import Cli
@@ -158,6 +159,43 @@ def test_tampered_backup_stops_before_touching_the_node(kubeadm_node: Node, cli:
     assert sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir()) == manifests
     assert not list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
     assert node.etcd.healthy()
+
+
+def test_restores_refused_before_they_changed_the_node_block_no_later_restore(
+    kubeadm_node: Node, cli: Cli, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = kubeadm_node
+    flags = ("--root", str(node.root), "--repo", node.repo)
+    with client(node.etcd.client_url, pki) as c:
+        load_keys(c, objects(50))
+    before = keyspace(node.etcd.client_url, pki)
+    good = cli.json("backup", *flags, "--no-files")
+    bad = cli.json("backup", *flags, "--no-files")
+    stored = next(Path(node.repo.removeprefix("file://")).rglob(f"{bad['id']}/snapshot.db.zst"))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    journal = journal_path(node.host("/var/lib/etcd"))
+
+    code, _out, err = cli("restore", str(bad["id"]), *flags)
+    assert code == 1 and "nothing on the node was changed" in err and journal.exists()
+
+    def mount_point(self: Preflight, ctx: object) -> None:
+        raise UsageError(f"--data-dir {self.data_dir} is a mount point and cannot be moved aside")
+    monkeypatch.setattr(Preflight, "check", mount_point)
+    code, _out, err = cli("restore", str(good["id"]), *flags)
+    assert code == 3 and "mount point" in err  # refused for itself, not for the earlier restore
+    monkeypatch.undo()
+
+    code, out, _err = cli("restore", "--rollback", "--root", str(node.root))
+    assert code == 0 and "nothing to roll back" in out
+    assert not journal.exists() and not node.host("/var/lib/etcd.lifeboat-work").exists()
+    assert node.etcd.healthy()
+
+    assert cli("restore", str(bad["id"]), *flags)[0] == 1
+    result = cli.json("restore", str(good["id"]), *flags)
+    assert result["journal"] == str(journal)
+    assert keyspace(node.etcd.client_url, pki) == before
 
 
 def test_snapshot_damaged_on_disk_before_a_resumed_restore_is_refused(

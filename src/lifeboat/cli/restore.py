@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -95,7 +96,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     path = journal_path(target.data_dir)
     journal = load_journal(path)
     backup_id = args.backup_id
-    resuming = journal is not None and not journal.finished and not journal.rolled_back
+    resuming = journal is not None and journal.unfinished
+    if journal is not None and not resuming and not journal.finished and not journal.rolled_back:
+        say(f"the earlier restore of backup {journal.backup_id} journaled in {path} stopped before it "
+            "changed this node; starting a new restore")
     if journal is not None and resuming:
         if backup_id not in ("latest", journal.backup_id):
             raise UsageError(f"an unfinished restore of backup {journal.backup_id} is journaled in {path}; "
@@ -147,6 +151,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if journal.rolled_back:
         say(f"the restore of backup {journal.backup_id} in {target.data_dir} was already rolled back")
         return 0
+    if not journal.node_changed:
+        return _abandon(args, journal, path, RestorePaths(target.data_dir, journal.stamp))
     stamp = journal.rollback_stamp or utc_stamp(datetime.now(timezone.utc))
     paths = RestorePaths(target.data_dir, journal.stamp)
     plan = plan_rollback(journal, paths, supervisor, stamp)
@@ -168,6 +174,22 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"rolled back: {target.data_dir} holds the old data again; the restored data is kept at "
               f"{ctx.journal.state.get('restored_set_aside')}")
+    return 0
+
+
+def _abandon(args: argparse.Namespace, journal: Journal, path: Path, paths: RestorePaths) -> int:
+    """Clear the journal of a restore that stopped before it changed the node (and its download)."""
+    if not args.dry_run:
+        shutil.rmtree(paths.work, ignore_errors=True)  # lifeboat's own download, never the node's data
+        path.unlink(missing_ok=True)
+    message = (f"nothing to roll back: the restore of backup {journal.backup_id} stopped before it changed "
+               f"{paths.data_dir} or stopped anything; " + ("its journal and work dir would be removed"
+               if args.dry_run else f"its journal {path} and work dir {paths.work} are removed"))
+    if args.output == "json":
+        emit_json({"rolled_back": False, "nothing_to_roll_back": True, "journal": str(path),
+                   "removed": not args.dry_run})
+    else:
+        print(message)
     return 0
 
 

@@ -35,6 +35,9 @@ def execute(plan: RestorePlan, ctx: RestoreContext, *, auto_rollback: bool) -> O
         if step.key in done:
             continue
         ctx.say(f"[{number}/{total}] {step.describe()}")
+        if step.changes_node and not plan.rollback and not ctx.journal.node_changed:
+            ctx.journal = replace(ctx.journal, node_changed=True)
+            ctx.save(ctx.journal)
         try:
             step.check(ctx)
             step.run(ctx)

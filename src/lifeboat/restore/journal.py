@@ -40,7 +40,15 @@ class Journal:
     rollback_stamp: str | None = None
     rollback_done: tuple[str, ...] = ()
     rolled_back: bool = False
+    # Set (and saved) before the first step that changes the node runs; until then the restore
+    # only read and downloaded, and its journal blocks nothing (see ``unfinished``).
+    node_changed: bool = False
     format: int = JOURNAL_FORMAT
+
+    @property
+    def unfinished(self) -> bool:
+        """A restore that changed the node and neither finished nor was rolled back: resume or roll it back."""
+        return self.node_changed and not self.finished and not self.rolled_back
 
     def with_done(self, step_key: str, rollback: bool = False) -> Journal:
         if rollback:
@@ -68,6 +76,8 @@ def load_journal(path: Path) -> Journal | None:
             raise ValueError(f"format {raw.get('format')!r}")
         raw["done"] = tuple(raw["done"])
         raw["rollback_done"] = tuple(raw.get("rollback_done", ()))
+        # A journal from before node_changed was recorded: assume the restore changed the node.
+        raw.setdefault("node_changed", True)
         return Journal(**raw)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"restore journal {path} is not one this lifeboat wrote ({exc}); "

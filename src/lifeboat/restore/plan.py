@@ -164,13 +164,19 @@ def _bump(inputs: RestoreInputs) -> tuple[int | None, list[str]]:
 
 
 def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, stamp: str) -> RestorePlan:
-    """The steps that put the moved-aside data dir back and start etcd again."""
+    """The steps that put the moved-aside data dir back and start etcd again.
+
+    A restore that stopped etcd but had not moved the data dir yet is rolled back by starting
+    what it stopped (after putting the data dir back, should a crash have hit mid-rename).
+    """
+    apiserver = supervisor.manages("kube-apiserver")
+    if "moved_aside" not in journal.state:
+        return _plan_restart(journal, paths, supervisor)
     moved = journal.state.get("moved_aside")
     if not moved:
         raise UsageError(f"the restore journaled for {paths.data_dir} moved no data dir aside "
                          "(there was none); there is nothing to roll back to")
     steps: list[Step] = []
-    apiserver = supervisor.manages("kube-apiserver")
     if apiserver:
         steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
                           how=supervisor.describe_stop("kube-apiserver")))
@@ -186,4 +192,17 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
                            how=supervisor.describe_start("kube-apiserver")))
     title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: "
              f"put {moved} back [supervisor: {supervisor.kind}]")
+    return RestorePlan(title, paths, tuple(steps), (), (), rollback=True)
+
+
+def _plan_restart(journal: Journal, paths: RestorePaths, supervisor: Supervisor) -> RestorePlan:
+    steps: list[Step] = [
+        PutBack("put-back", moved_aside=paths.moved_aside, data_dir=paths.data_dir),
+        Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")),
+    ]
+    if supervisor.manages("kube-apiserver"):
+        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
+                           how=supervisor.describe_start("kube-apiserver")))
+    title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: it stopped before "
+             f"moving the data dir; start what it stopped [supervisor: {supervisor.kind}]")
     return RestorePlan(title, paths, tuple(steps), (), (), rollback=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
@@ -127,6 +127,9 @@ class Step:
 
     key: str
     undo_on_failure: bool = field(default=False, kw_only=True)
+    # False for steps that only read the node and download: a restore that stopped before any
+    # other step ran left the node as it was, and its journal must not block the next one.
+    changes_node: ClassVar[bool] = True
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -140,6 +143,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Preflight(Step):
+    changes_node: ClassVar[bool] = False
     data_dir: Path
     tool: str
     etcd_version: str
@@ -188,6 +192,7 @@ def _existing_parent(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class FetchSnapshot(Step):
+    changes_node: ClassVar[bool] = False
     backup_id: str
     stored: str
     snapshot: Path
@@ -213,6 +218,7 @@ class FetchSnapshot(Step):
 
 @dataclass(frozen=True)
 class FetchFiles(Step):
+    changes_node: ClassVar[bool] = False
     backup_id: str
     archive: Path
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -14,8 +16,8 @@ from lifeboat.etcd import KeyValue
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
-from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore
-from lifeboat.restore.steps import RestoreContext, Step
+from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback
+from lifeboat.restore.steps import RestoreContext, RestorePaths, Step
 from lifeboat.restore.supervisor import MemorySupervisor
 from lifeboat.restore.target import make_target, parse_initial_cluster
 
@@ -212,3 +214,62 @@ def test_failed_start_rolls_back_to_the_old_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "etcd.lifeboat-restored-20240102T030405Z" / "member").is_dir()
     assert isinstance(ctx.supervisor, MemorySupervisor)
     assert ctx.supervisor.calls[-2:] == ["start etcd", "start kube-apiserver"]
+
+
+@dataclass(frozen=True)
+class ReadOnly(Recorded):
+    changes_node: ClassVar[bool] = False
+
+
+def test_restore_that_failed_before_changing_the_node_leaves_a_journal_that_blocks_nothing(
+        tmp_path: Path) -> None:
+    log: list[str] = []
+    plan = RestorePlan("t", plan_for(tmp_path).paths,
+                       (ReadOnly("preflight", log=log), ReadOnly("fetch-snapshot", log=log, fail=True),
+                        Recorded("stop:etcd", log=log)), (), ())
+    ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    with pytest.raises(OperationFailed):
+        execute(plan, ctx, auto_rollback=False)
+    assert log == ["preflight", "fetch-snapshot"]
+    assert not saved[-1].node_changed and not saved[-1].unfinished
+
+
+def test_journal_says_the_node_changed_before_the_first_step_that_changes_it_runs(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    @dataclass(frozen=True)
+    class Stopping(Recorded):
+        def run(self, ctx: RestoreContext) -> None:
+            seen.append(saved[-1].node_changed)
+            raise KeyboardInterrupt  # killed while stopping etcd
+
+    plan = RestorePlan("t", plan_for(tmp_path).paths, (ReadOnly("preflight"), Stopping("stop:etcd")), (), ())
+    ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan, ctx, auto_rollback=False)
+    assert seen == [True] and saved[-1].unfinished
+
+
+def test_journal_written_before_node_changed_existed_still_blocks(tmp_path: Path) -> None:
+    path = journal_path(tmp_path / "etcd")
+    save_journal(path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp", done=("preflight",)))
+    raw = json.loads(path.read_text())
+    del raw["node_changed"]
+    path.write_text(json.dumps(raw))
+    loaded = load_journal(path)
+    assert loaded is not None and loaded.unfinished
+
+
+def test_rollback_of_a_restore_that_stopped_etcd_but_moved_nothing_starts_it_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z",
+                      done=("preflight", "fetch-snapshot", "stop:kube-apiserver"), node_changed=True)
+    supervisor = MemorySupervisor()
+    plan = plan_rollback(journal, RestorePaths(data_dir, journal.stamp), supervisor, "20240102T040000Z")
+    assert [s.key for s in plan.steps] == ["put-back", "start:etcd", "start:kube-apiserver"]
+    ctx, saved = context(tmp_path, journal)
+    ctx.supervisor = supervisor
+    execute(plan, ctx, auto_rollback=False)
+    assert supervisor.calls == ["start etcd", "start kube-apiserver"] and saved[-1].rolled_back
+    assert (data_dir / "member").is_dir()
