@@ -189,6 +189,41 @@ def test_delete_removes_data_then_manifest(cli: Cli, etcd35: EtcdMember, pki: Pk
     assert code == 1 and "not found" in err
 
 
+def test_one_damaged_manifest_does_not_disable_the_cluster(
+    cli: Cli, etcd35: EtcdMember, pki: Pki, tmp_path: Path
+) -> None:
+    root = tmp_path / "repo"
+    repo = f"file://{root}"
+    older = cli.json("backup", *tls_flags(etcd35, pki), "--repo", repo, "--no-files")
+    newer = cli.json("backup", *tls_flags(etcd35, pki), "--repo", repo, "--no-files")
+    older_manifest = next(root.rglob(f"{older['id']}/manifest.json"))
+    older_manifest.write_bytes(older_manifest.read_bytes()[:200])  # truncated
+
+    listed = cli.json("list", "--repo", repo)
+    assert [(b["id"], b["status"]) for b in listed] == [  # type: ignore[index]
+        (newer["id"], "complete"), (older["id"], "damaged")]
+    assert "not valid JSON" in listed[1]["reason"]  # type: ignore[index]
+    code, out, _err = cli("list", "--repo", repo)
+    assert code == 0 and "DAMAGED" in out and f"damaged: default/{older['id']}: " in out
+    assert cli.json("verify", "latest", "--repo", repo)["id"] == newer["id"]  # type: ignore[index]
+    assert cli.json("verify", str(newer["id"]), "--repo", repo)["ok"] is True  # type: ignore[index]
+    code, _out, err = cli("verify", str(older["id"]), "--repo", repo)
+    assert code == 1 and "damaged" in err and f"lifeboat delete {older['id']}" in err
+    assert cli("delete", str(older["id"]), "--repo", repo, "--yes")[0] == 0
+    assert not (root / "clusters/default/backups" / str(older["id"])).exists()
+
+    newer_manifest = next(root.rglob(f"{newer['id']}/manifest.json"))
+    document = json.loads(newer_manifest.read_text())
+    document["snapshot"]["revision"] = "eighty"
+    document["objects"][0]["size"] = -5
+    newer_manifest.write_text(json.dumps(document))
+    code, _out, err = cli("restore", str(newer["id"]), "--dry-run", "--repo", repo, "--supervisor", "none",
+                          "--data-dir", str(tmp_path / "etcd"), "--name", "m0",
+                          "--initial-cluster", "m0=https://127.0.0.1:2380")
+    assert code == 1 and err.count("\n") == 1
+    assert "snapshot.revision: must be an integer, got 'eighty'" in err and "objects[0].size" in err
+
+
 def test_backup_from_etcd_34_matches_its_own_snapshot_status(
     cli: Cli, release34: EtcdRelease, pki: Pki, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
-from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import OperationFailed
 from lifeboat.etcdapi.model import Alarm, MemberList, MemberStatus
@@ -56,7 +56,7 @@ class BackupOutcome:
             backup_id=manifest.id, finished_at=finished,
             duration=max((finished - started).total_seconds(), 0.0),
             size=sum(o.size for o in manifest.objects),
-            revision=manifest.snapshot.revision if manifest.snapshot else 0, adopted=adopted,
+            revision=manifest.snapshot.revision, adopted=adopted,
         )
 
     def as_record(self) -> dict[str, object]:
@@ -86,7 +86,7 @@ class BackupJob:
         repo = self.open_repository()
         tick_text = tick.isoformat()
         for manifest in repo.manifests(self.options.cluster):
-            if manifest.labels.get(TICK_LABEL) == tick_text and manifest.status == "complete":
+            if manifest.labels.get(TICK_LABEL) == tick_text and manifest.status == BackupStatus.COMPLETE:
                 return BackupOutcome.of(manifest, adopted=True)
         labels = {**self.options.labels, TICK_LABEL: tick_text, AGENT_LABEL: self.agent_id}
         guarded = _GuardedRepository(repo, may_commit, stop)

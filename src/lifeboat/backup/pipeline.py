@@ -29,7 +29,7 @@ from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
-from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.manifest import BackupStatus, Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
 from lifeboat.errors import IntegrityError, OperationFailed
@@ -87,7 +87,7 @@ def take_backup(
         manifest = Manifest(
             id=backup_id,
             cluster=options.cluster,
-            status="complete",
+            status=BackupStatus.COMPLETE,
             started_at=_rfc3339(started),
             finished_at=_rfc3339(now()),
             tool_version=__version__,

@@ -4,77 +4,120 @@ It is written last (create-only) after every data object is stored, and deleted 
 records everything needed to check and restore the backup without asking etcd: the source
 member, the snapshot's etcdutl-compatible status, the sha256 of the raw snapshot and of every
 stored object, the codecs used, and every captured control-plane file.
+
+One strict schema (pydantic, strict types) both writes and reads it: a manifest whose fields
+have the wrong type (``"revision": "eighty"``), an impossible value (``"size": -5``), an unknown
+status or a missing field is *damaged*: :meth:`Manifest.from_json` raises an IntegrityError that
+names the object and the field, and a listing reports it (:class:`DamagedManifest`) instead of
+failing as a whole.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lifeboat.config.problems import key_path, translate
 from lifeboat.errors import IntegrityError
 from lifeboat.catalog.file_archive import CapturedFile
+from lifeboat.catalog.layout import SNAPSHOT_OBJECT
 
-MANIFEST_FORMAT = 1
-Status = Literal["complete", "failed"]
+MANIFEST_FORMAT: Literal[1] = 1
 
 
-@dataclass(frozen=True)
-class SourceMember:
+class BackupStatus(StrEnum):
+    """What a manifest says about its backup; only ``complete`` backups are listed as usable."""
+
+    COMPLETE = "complete"
+    FAILED = "failed"  # reserved by the format for recording failures; lifeboat writes none today
+
+
+def _rfc3339(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"must be an RFC 3339 time such as 2026-11-22T03:04:05Z, got {text!r}") from None
+    if moment.utcoffset() is None:
+        raise ValueError(f"must be an RFC 3339 time with a zone (Z), got {text!r}")
+    return text
+
+
+Count = Annotated[int, Field(ge=0)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{1,16}$")]  # etcd's 64-bit ids, as etcdctl prints them
+Time = Annotated[str, AfterValidator(_rfc3339)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Record(BaseModel):
+    """A part of a manifest: strict types, unknown keys refused, immutable."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class SourceMember(_Record):
     """The etcd member the snapshot was streamed from, as it described itself."""
 
-    member_id: str  # hex, as etcdctl prints it
+    member_id: HexId
     name: str
-    endpoint: str
-    etcd_version: str
-    cluster_id: str  # hex
-    raft_term: int
-    raft_index: int
+    endpoint: NonEmpty
+    etcd_version: NonEmpty
+    cluster_id: HexId
+    raft_term: Count
+    raft_index: Count
     is_leader: bool
 
 
-@dataclass(frozen=True)
-class StoredObject:
+class StoredObject(_Record):
     """One immutable object of the backup: its name under the backup prefix and checksums."""
 
-    name: str
-    size: int  # bytes as stored (compressed, maybe encrypted)
-    sha256: str  # of the stored bytes
-    raw_size: int  # bytes before compression
-    raw_sha256: str  # of the bytes before compression
+    name: NonEmpty
+    size: Count  # bytes as stored (compressed, maybe encrypted)
+    sha256: Sha256  # of the stored bytes
+    raw_size: Count  # bytes before compression
+    raw_sha256: Sha256  # of the bytes before compression
 
 
-@dataclass(frozen=True)
-class SnapshotInfo:
+class SnapshotInfo(_Record):
     """What the offline reader found in the raw snapshot (same numbers as etcdutl)."""
 
-    revision: int
-    hash: int
-    total_key: int
-    total_size: int
-    db_sha256: str  # the trailer etcd appended: sha256 of the db bytes before it
+    revision: Count
+    hash: Count
+    total_key: Count
+    total_size: Count
+    db_sha256: Sha256  # the trailer etcd appended: sha256 of the db bytes before it
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(_Record):
     """Everything lifeboat knows about one backup."""
 
-    id: str
-    cluster: str
-    status: Status
-    started_at: str  # RFC 3339, UTC
-    finished_at: str
+    id: NonEmpty
+    cluster: NonEmpty
+    status: BackupStatus
+    started_at: Time  # RFC 3339, UTC
+    finished_at: Time
     tool_version: str
-    source: SourceMember | None
-    snapshot: SnapshotInfo | None
-    compression: str  # "zstd:<level>"
-    encryption: str | None  # "age" or None
+    source: SourceMember
+    snapshot: SnapshotInfo
+    compression: Annotated[str, Field(pattern=r"^zstd:[0-9]+$")]
+    encryption: Literal["age"] | None  # None: stored unencrypted
     recipients: tuple[str, ...]  # public age/ssh recipients, never identities
     objects: tuple[StoredObject, ...]
     files: tuple[CapturedFile, ...] = ()  # every captured control-plane file, as on the host
-    failure_reason: str | None = None
-    format: int = MANIFEST_FORMAT
-    labels: dict[str, str] = field(default_factory=dict)
+    failure_reason: str | None = None  # set only with status "failed"
+    format: Literal[1] = MANIFEST_FORMAT
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_a_snapshot(self) -> Manifest:
+        if self.object_named(SNAPSHOT_OBJECT) is None:
+            raise ValueError(f"objects: names no {SNAPSHOT_OBJECT} object")
+        return self
 
     def object_named(self, prefix: str) -> StoredObject | None:
         """The stored object whose name starts with ``prefix`` ("snapshot", "control-plane")."""
@@ -91,40 +134,30 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The manifest as stored: plain JSON types."""
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Manifest:
-        """Parse a stored manifest; a malformed one is an IntegrityError naming ``where``."""
+        """Parse a stored manifest; a damaged one is an IntegrityError naming ``where`` and the field."""
         try:
-            raw = json.loads(data)
-            if not isinstance(raw, dict):
-                raise TypeError("not an object")
-            if raw.get("format") != MANIFEST_FORMAT:
-                raise ValueError(f"unsupported manifest format {raw.get('format')!r}")
-            return cls._from_dict(raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise IntegrityError(f"manifest {where} is malformed: {exc}") from None
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise IntegrityError(f"manifest {where} is damaged: {_problems(exc)}") from None
 
-    @classmethod
-    def _from_dict(cls, raw: dict[str, Any]) -> Manifest:
-        source = raw["source"]
-        snapshot = raw["snapshot"]
-        return cls(
-            id=str(raw["id"]),
-            cluster=str(raw["cluster"]),
-            status=raw["status"],
-            started_at=str(raw["started_at"]),
-            finished_at=str(raw["finished_at"]),
-            tool_version=str(raw["tool_version"]),
-            source=SourceMember(**source) if source is not None else None,
-            snapshot=SnapshotInfo(**snapshot) if snapshot is not None else None,
-            compression=str(raw["compression"]),
-            encryption=raw["encryption"],
-            recipients=tuple(raw["recipients"]),
-            objects=tuple(StoredObject(**o) for o in raw["objects"]),
-            files=tuple(CapturedFile(**f) for f in raw.get("files", ())),
-            failure_reason=raw.get("failure_reason"),
-            format=int(raw["format"]),
-            labels=dict(raw.get("labels", {})),
-        )
+
+def _problems(exc: ValidationError) -> str:
+    errors = exc.errors()
+    if len(errors) == 1 and errors[0]["type"] == "json_invalid":
+        return f"not valid JSON ({errors[0].get('ctx', {}).get('error', 'truncated?')})"
+    return translate(exc, lambda loc: key_path(loc) or "the document")
+
+
+@dataclass(frozen=True)
+class DamagedManifest:
+    """A manifest that exists but cannot be read: its backup is listed as damaged, never used."""
+
+    cluster: str
+    id: str
+    key: str  # the manifest's object key
+    reason: str

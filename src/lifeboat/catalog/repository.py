@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 from lifeboat import __version__
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
@@ -24,12 +26,30 @@ from lifeboat.catalog.layout import (
     parse_backup_key,
     pin_key,
 )
-from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.manifest import BackupStatus, DamagedManifest, Manifest
 from lifeboat.catalog.pins import Pin
-from lifeboat.errors import AlreadyExists, NotFound, UsageError
+from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, UsageError
 from lifeboat.store.base import ObjectInfo, ObjectStore
 
 REPOSITORY_FORMAT = 1
+
+class BackupRef(Protocol):
+    """What names a backup: a manifest, or a damaged one."""
+
+    @property
+    def cluster(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a repository holds: readable backups (oldest first) and damaged manifests."""
+
+    backups: tuple[Manifest, ...]
+    damaged: tuple[DamagedManifest, ...]
+
 
 class BackupRepository:
     """Backups of one or more clusters in one object store."""
@@ -113,38 +133,72 @@ class BackupRepository:
         key = manifest_key(check_cluster_name(manifest.cluster), manifest.id)
         self.store.put_bytes(key, manifest.to_json(), create_only=True)
 
-    def manifests(self, cluster: str | None = None) -> Iterator[Manifest]:
-        """Every committed backup (complete or failed), oldest first."""
+    def scan(self, cluster: str | None = None) -> Listing:
+        """Every committed backup (oldest first) and every damaged manifest, from one listing.
+
+        A manifest that cannot be read does not stop the listing: it is reported in
+        ``damaged`` with the reason, and its backup is never used.
+        """
         names = [name for name, _ in self.backup_objects(cluster) if name.is_manifest]
         names.sort(key=lambda n: (n.backup_id, n.cluster))
-        keys = [manifest_key(n.cluster, n.backup_id) for n in names]
-        for key in keys:
+        backups: list[Manifest] = []
+        damaged: list[DamagedManifest] = []
+        for name in names:
+            cluster_name, backup_id = name.cluster, name.backup_id
+            key = manifest_key(cluster_name, backup_id)
             try:
                 data = self.store.get_bytes(key)
             except NotFound:
                 continue  # deleted while we listed
-            yield Manifest.from_json(data, where=f"{self.store.url}/{key}")
+            try:
+                manifest = Manifest.from_json(data, where=f"{self.store.url}/{key}")
+                if (manifest.cluster, manifest.id) != (cluster_name, backup_id):
+                    raise IntegrityError(f"manifest {self.store.url}/{key} names backup {manifest.id} of "
+                                         f"cluster {manifest.cluster}, not the one it is stored as")
+            except IntegrityError as exc:
+                damaged.append(DamagedManifest(cluster_name, backup_id, key, str(exc)))
+                continue
+            backups.append(manifest)
+        return Listing(tuple(backups), tuple(damaged))
+
+    def manifests(self, cluster: str | None = None) -> Iterator[Manifest]:
+        """Every committed backup (complete or failed) whose manifest is readable, oldest first."""
+        yield from self.scan(cluster).backups
 
     def find(self, backup_id: str, cluster: str | None = None) -> Manifest:
-        """The manifest of ``backup_id``; ``latest`` is the newest complete backup."""
+        """The manifest of ``backup_id``; ``latest`` is the newest complete backup.
+
+        A damaged manifest is never chosen as ``latest``; asked for by id, it is an
+        IntegrityError that says why and how to delete it.
+        """
+        found = self.locate(backup_id, cluster)
+        if isinstance(found, DamagedManifest):
+            raise IntegrityError(f"{found.reason}; the backup cannot be used (remove it with "
+                                 f"'lifeboat delete {found.id} --cluster {found.cluster}')")
+        return found
+
+    def locate(self, backup_id: str, cluster: str | None = None) -> Manifest | DamagedManifest:
+        """Like :meth:`find`, but a damaged manifest asked for by id is returned (for ``delete``)."""
+        listing = self.scan(cluster)
         if backup_id == "latest":
-            complete = [m for m in self.manifests(cluster) if m.status == "complete"]
+            complete = [m for m in listing.backups if m.status == BackupStatus.COMPLETE]
             if not complete:
                 where = f" of cluster {cluster}" if cluster else ""
                 raise NotFound(f"no complete backup{where} in {self.store.url}")
             return complete[-1]
         check_backup_id(backup_id)
-        found = [m for m in self.manifests(cluster) if m.id == backup_id]
+        found: list[Manifest | DamagedManifest] = [m for m in listing.backups if m.id == backup_id]
+        found += [d for d in listing.damaged if d.id == backup_id]
         if not found:
             raise NotFound(f"backup {backup_id} not found in {self.store.url} (see 'lifeboat list')")
         if len(found) > 1:
             raise UsageError(f"backup {backup_id} exists for several clusters; pass --cluster")
         return found[0]
 
-    def delete(self, manifest: Manifest) -> None:
+    def delete(self, backup: BackupRef) -> None:
         """Delete the backup's data objects first and its manifest last (re-runnable)."""
-        last = manifest_key(manifest.cluster, manifest.id)
-        for obj in list(self.store.list(backup_prefix(manifest.cluster, manifest.id))):
+        last = manifest_key(backup.cluster, backup.id)
+        for obj in list(self.store.list(backup_prefix(backup.cluster, backup.id))):
             if obj.key != last:
                 self.store.delete(obj.key)
         self.store.delete(last)
@@ -163,9 +217,9 @@ class BackupRepository:
         self.store.delete(key)
         return True
 
-    def pin_of(self, manifest: Manifest) -> Pin | None:
+    def pin_of(self, backup: BackupRef) -> Pin | None:
         """The backup's pin, read now (not cached), or None."""
-        key = pin_key(manifest.cluster, manifest.id)
+        key = pin_key(backup.cluster, backup.id)
         try:
             return Pin.from_json(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
         except NotFound:

@@ -105,7 +105,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
         emit_json(manifest.to_dict())
     else:
         snap = manifest.snapshot
-        assert snap is not None and manifest.source is not None
         print(f"backup {manifest.id} of cluster {manifest.cluster} committed to {repo.url}")
         print(f"  from member {manifest.source.name} ({manifest.source.endpoint}), etcd {manifest.source.etcd_version}")
         print(f"  revision {snap.revision}, {snap.total_key} keys, db {human_size(snap.total_size)}, "
@@ -118,30 +117,34 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     cluster = cluster_name(args, default=None)
-    manifests = list(repo.manifests(cluster))
+    listing = repo.scan(cluster)
+    manifests = listing.backups
     pins = repo.pins(cluster)
     if args.output == "json":
-        emit_json([_summary(m, pins.get((m.cluster, m.id))) for m in manifests])
+        emit_json([_summary(m, pins.get((m.cluster, m.id))) for m in manifests]
+                  + [{"id": d.id, "cluster": d.cluster, "status": "damaged", "reason": d.reason}
+                     for d in listing.damaged])
         return 0
-    rows = [
-        (m.id, m.cluster, m.status, m.snapshot.revision if m.snapshot else "-",
-         m.snapshot.total_key if m.snapshot else "-", human_size(m.stored_size),
-         "age" if m.encryption else "-", len(m.files), m.source.name if m.source else "-",
+    rows: list[tuple[object, ...]] = [
+        (m.id, m.cluster, m.status.value, m.snapshot.revision, m.snapshot.total_key, human_size(m.stored_size),
+         "age" if m.encryption else "-", len(m.files), m.source.name,
          "pinned" if (m.cluster, m.id) in pins else "-")
         for m in manifests
     ]
+    rows += [(d.id, d.cluster, "DAMAGED", "-", "-", "-", "-", "-", "-", "-") for d in listing.damaged]
     table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE", "PIN"),
           rows)
+    for d in listing.damaged:
+        print(f"damaged: {d.cluster}/{d.id}: {d.reason}")
     return 0
 
 
 def _summary(m: Manifest, pin: Pin | None) -> dict[str, object]:
     return {
-        "id": m.id, "cluster": m.cluster, "status": m.status, "started_at": m.started_at,
-        "finished_at": m.finished_at, "revision": m.snapshot.revision if m.snapshot else None,
-        "total_key": m.snapshot.total_key if m.snapshot else None, "stored_size": m.stored_size,
-        "encryption": m.encryption, "files": len(m.files),
-        "source": m.source.name if m.source else None,
+        "id": m.id, "cluster": m.cluster, "status": m.status.value, "started_at": m.started_at,
+        "finished_at": m.finished_at, "revision": m.snapshot.revision,
+        "total_key": m.snapshot.total_key, "stored_size": m.stored_size,
+        "encryption": m.encryption, "files": len(m.files), "source": m.source.name,
         "pin": asdict(pin) if pin else None,
     }
 
@@ -154,18 +157,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         # The manifest as stored, plus the pin (a separate object) only when there is one.
         emit_json({**m.to_dict(), "pin": asdict(pin)} if pin else m.to_dict())
         return 0
-    print(f"backup     {m.id}\ncluster    {m.cluster}\nstatus     {m.status}")
+    print(f"backup     {m.id}\ncluster    {m.cluster}\nstatus     {m.status.value}")
     if pin:
         print(f"pinned     by {pin.pinned_by} at {pin.pinned_at}" + (f": {pin.reason}" if pin.reason else ""))
     print(f"taken      {m.started_at} → {m.finished_at} by lifeboat {m.tool_version}")
-    if m.source:
-        s = m.source
-        print(f"source     {s.name} ({s.endpoint}) member {s.member_id}, cluster {s.cluster_id}, "
-              f"etcd {s.etcd_version}, raft term {s.raft_term} index {s.raft_index}"
-              + (", leader" if s.is_leader else ""))
-    if m.snapshot:
-        sn = m.snapshot
-        print(f"snapshot   revision {sn.revision}, hash {sn.hash}, {sn.total_key} keys, "
+    s, sn = m.source, m.snapshot
+    print(f"source     {s.name} ({s.endpoint}) member {s.member_id}, cluster {s.cluster_id}, "
+          f"etcd {s.etcd_version}, raft term {s.raft_term} index {s.raft_index}"
+          + (", leader" if s.is_leader else ""))
+    print(f"snapshot   revision {sn.revision}, hash {sn.hash}, {sn.total_key} keys, "
               f"size {sn.total_size} ({human_size(sn.total_size)})")
     print(f"codec      {m.compression}" + (f", age to {len(m.recipients)} recipient(s)" if m.encryption else ""))
     print("objects:")
@@ -203,7 +203,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     repo = open_repository(args)
-    manifest = repo.find(args.backup_id, cluster_name(args, default=None))
+    manifest = repo.locate(args.backup_id, cluster_name(args, default=None))  # a damaged one too
     pin = repo.pin_of(manifest)
     if pin is not None and not args.force:
         raise UsageError(f"backup {manifest.id} is pinned ({pin.reason or 'no reason given'}); "

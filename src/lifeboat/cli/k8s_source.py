@@ -76,7 +76,7 @@ def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -
     if failure is not None:
         raise IntegrityError(f"backup {manifest.id} failed verification ({failure.name}: "
                              f"{failure.detail}); pick another backup")
-    cluster_id = int(manifest.source.cluster_id, 16) if manifest.source else None
-    revision = manifest.snapshot.revision if manifest.snapshot else None
+    cluster_id = int(manifest.source.cluster_id, 16)
+    revision = manifest.snapshot.revision
     return SnapshotFileSource(spool, description=f"backup {manifest.id} of cluster {manifest.cluster}",
                               cluster_id=cluster_id, revision=revision)

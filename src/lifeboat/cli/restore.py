@@ -111,7 +111,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(datetime.now(timezone.utc))
     if journal is None or not resuming:
         journal = _new_journal(manifest, target, stamp)
-    version = manifest.source.etcd_version if manifest.source else None
+    version = manifest.source.etcd_version
     tool = find_restore_tool(args.restore_tool, snapshot_version=version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
                                       bump_revision=args.bump_revision))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
 )
@@ -92,7 +92,7 @@ def _newest_backup(args: argparse.Namespace, now: datetime | None = None) -> New
     """The newest complete backup; a repository problem is reported, not raised."""
     try:
         repo = open_repository(args)
-        complete = [m for m in repo.manifests(cluster_name(args, default=None)) if m.status == "complete"]
+        complete = [m for m in repo.manifests(cluster_name(args, default=None)) if m.status == BackupStatus.COMPLETE]
     except LifeboatError as exc:
         return NewestBackup(None, None, str(exc))
     if not complete:

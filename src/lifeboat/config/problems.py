@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, get_args
+from typing import get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -34,6 +34,12 @@ def describe(error: ErrorDetails) -> str:
     got = shown(error.get("input"))
     if kind == "extra_forbidden":
         return _unknown_key(error["loc"])
+    if kind == "missing":
+        return "is missing"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer, got {got}"
+    if kind == "enum":
+        return f"must be one of {error.get('ctx', {}).get('expected')}, got {got}"
     if kind in ("value_error", "assertion_error"):
         return str(error.get("ctx", {}).get("error", error["msg"]))
     if kind in ("bool_type", "bool_parsing"):

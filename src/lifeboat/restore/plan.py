@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.restore.journal import Journal
 from lifeboat.restore.steps import (
@@ -97,8 +97,8 @@ class RestorePlan:
 def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     """The steps that restore ``inputs.manifest`` into ``inputs.target`` on this node."""
     m, t, sup = inputs.manifest, inputs.target, inputs.supervisor
-    if m.status != "complete" or m.snapshot is None or m.source is None:
-        raise OperationFailed(f"backup {m.id} is {m.status}, not a complete backup; choose another")
+    if m.status != BackupStatus.COMPLETE:
+        raise OperationFailed(f"backup {m.id} is {m.status.value}, not a complete backup; choose another")
     if inputs.files and not m.files:
         raise UsageError(f"backup {m.id} holds no control-plane files; restore without --files")
     bump, notes = _bump(inputs)

@@ -103,7 +103,7 @@ def run_drill(
 
     Raises UsageError when no fit restore tool or etcd binary is found, before any download.
     """
-    version = manifest.source.etcd_version if manifest.source else None
+    version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
     with tempfile.TemporaryDirectory(prefix="lifeboat-drill-", dir=tmp_dir) as tmp:
@@ -117,8 +117,7 @@ def run_drill(
             phases=[Phase("fetch and verify", round(time.monotonic() - started, 3))],
             restore_tool=tool.describe(), etcd=f"etcd {server.version} at {server.path}",
         )
-        # verify fails a manifest without snapshot status, so both guards fall together.
-        if not report.verify.ok or manifest.snapshot is None:
+        if not report.verify.ok:
             return report
         _restore_and_check(report, tool, server.path, snapshot, manifest.snapshot.revision,
                            work, sample_size, ready_timeout)

@@ -6,22 +6,22 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from lifeboat.catalog.ids import is_backup_id, new_backup_id
-from lifeboat.catalog.manifest import Manifest, SnapshotInfo, StoredObject
 from lifeboat.catalog.layout import MARKER_KEY, backup_prefix
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, RepositoryUnavailable, UsageError
 from lifeboat.store.memory import Fault, MemoryStore
+from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 
 
 def manifest(backup_id: str, cluster: str = "prod", status: str = "complete") -> Manifest:
     return Manifest(
-        id=backup_id, cluster=cluster, status=status,  # type: ignore[arg-type]
+        id=backup_id, cluster=cluster, status=BackupStatus(status),
         started_at="2026-11-22T03:00:00Z", finished_at="2026-11-22T03:00:09Z", tool_version="0.1.0",
-        source=None, snapshot=SnapshotInfo(10, 1234, 99, 20480, "ab" * 32), compression="zstd:1",
-        encryption=None, recipients=(),
-        objects=(StoredObject("snapshot.db.zst", 100, "cd" * 32, 20512, "ef" * 32),),
+        source=SOURCE, snapshot=snapshot_info(10, 99), compression="zstd:1",
+        encryption=None, recipients=(), objects=(stored_object(),),
     )
 
 
@@ -89,12 +89,95 @@ def test_latest_skips_failed_backups_and_missing_ids_are_not_found() -> None:
         repo.find("not-an-id")
 
 
-def test_a_malformed_manifest_is_an_integrity_error() -> None:
+def test_a_malformed_manifest_is_listed_as_damaged_and_refused_by_id() -> None:
     repo = BackupRepository.open(MemoryStore(), create=True)
-    key = backup_prefix("prod", new_backup_id(T0)) + "manifest.json"
+    backup_id = new_backup_id(T0)
+    key = backup_prefix("prod", backup_id) + "manifest.json"
     repo.store.put_bytes(key, b'{"format": 1, "id": 3}')
-    with pytest.raises(IntegrityError, match="malformed"):
-        list(repo.manifests())
+    assert list(repo.manifests()) == []
+    [damaged] = repo.scan().damaged
+    assert (damaged.cluster, damaged.id, damaged.key) == ("prod", backup_id, key)
+    assert key in damaged.reason and "id: must be a string" in damaged.reason
+    with pytest.raises(IntegrityError, match=f"{key}.*damaged.*lifeboat delete {backup_id}"):
+        repo.find(backup_id)
+
+
+def stored_document(repo: BackupRepository, m: Manifest) -> dict[str, object]:
+    document = json.loads(repo.store.get_bytes(repo.object_key(m, "manifest.json")))
+    assert isinstance(document, dict)
+    return document
+
+
+def rewrite(repo: BackupRepository, m: Manifest, document: object) -> str:
+    key = repo.object_key(m, "manifest.json")
+    repo.store.delete(key)
+    repo.store.put_bytes(key, json.dumps(document).encode())
+    return key
+
+
+@pytest.mark.parametrize(("damage", "field", "problem"), [
+    (lambda d: d["snapshot"].update(revision="eighty"), "snapshot.revision", "must be an integer, got 'eighty'"),
+    (lambda d: d["objects"][0].update(size=-5), "objects[0].size", "greater than or equal to 0, got -5"),
+    (lambda d: d.update(status="half-done"), "status", "must be one of 'complete' or 'failed'"),
+    (lambda d: d.pop("source"), "source", "is missing"),
+    (lambda d: d["source"].update(raft_term="2"), "source.raft_term", "must be an integer"),
+    (lambda d: d.update(started_at="yesterday"), "started_at", "RFC 3339"),
+    (lambda d: d["objects"][0].update(sha256="not hex"), "objects[0].sha256", "should match pattern"),
+    (lambda d: d.update(format=2), "format", "got 2"),
+    (lambda d: d.update(encryption="rot13"), "encryption", "got 'rot13'"),
+    (lambda d: d.update(objects=[]), "the document", "objects: names no snapshot.db object"),
+])
+def test_wrong_types_in_a_manifest_are_rejected_naming_the_object_and_field(
+        damage: object, field: str, problem: str) -> None:
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    m = stored(repo, manifest(new_backup_id(T0)))
+    document = stored_document(repo, m)
+    assert callable(damage)
+    damage(document)
+    key = rewrite(repo, m, document)
+    with pytest.raises(IntegrityError) as caught:
+        repo.find(m.id)
+    message = str(caught.value)
+    assert key in message and f"{field}: " in message and problem in message
+    assert "\n" not in message
+
+
+def test_one_damaged_manifest_leaves_the_rest_of_the_cluster_usable() -> None:
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    old = stored(repo, manifest(new_backup_id(T0)))
+    good = stored(repo, manifest(new_backup_id(T0 + timedelta(hours=1))))
+    newest = stored(repo, manifest(new_backup_id(T0 + timedelta(hours=2))))
+    key = repo.object_key(old, "manifest.json")
+    data = repo.store.get_bytes(key)
+    repo.store.delete(key)
+    repo.store.put_bytes(key, data[: len(data) // 2])  # truncated
+    rewrite(repo, newest, {**stored_document(repo, newest), "status": 7})
+
+    listing = repo.scan("prod")
+    assert [m.id for m in listing.backups] == [good.id]
+    assert [d.id for d in listing.damaged] == [old.id, newest.id]
+    assert "not valid JSON" in listing.damaged[0].reason
+    assert repo.find("latest").id == good.id  # the newest is damaged: skipped
+    assert repo.find(good.id) == good
+    damaged = repo.locate(old.id)
+    repo.delete(damaged)
+    assert not list(repo.store.list(backup_prefix("prod", old.id)))
+    assert [d.id for d in repo.scan().damaged] == [newest.id]
+
+
+def test_manifest_stored_under_another_backup_id_is_damaged() -> None:
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    m = stored(repo, manifest(new_backup_id(T0)))
+    other = new_backup_id(T0 + timedelta(hours=1))
+    repo.store.put_bytes(backup_prefix("prod", other) + "manifest.json", m.to_json())
+    assert [d.id for d in repo.scan().damaged] == [other]
+    assert [b.id for b in repo.scan().backups] == [m.id]
+
+
+def test_manifest_round_trips_through_its_schema() -> None:
+    m = manifest(new_backup_id(T0))
+    assert Manifest.from_json(m.to_json(), where="x") == m
+    assert json.loads(m.to_json())["status"] == "complete"
 
 
 class RecordingStore(MemoryStore):

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from lifeboat.catalog.manifest import Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import EtcdUnavailable, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.restore.cluster_plan import plan_cluster_restore
@@ -20,6 +20,7 @@ from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan
 from lifeboat.restore.steps import RestoreContext, RestorePaths, Step
 from lifeboat.restore.supervisor import MemorySupervisor
 from lifeboat.restore.target import make_target, parse_initial_cluster
+from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
 
 @dataclass
@@ -42,10 +43,10 @@ class FakeTool:
 
 def manifest(revision: int = 42, files: int = 0) -> Manifest:
     return Manifest(
-        id="20240101T000000Z-abcdef", cluster="prod", status="complete", started_at="t", finished_at="t",
-        tool_version="0", source=SourceMember("1", "m0", "https://a:2379", "3.5.1", "2", 1, 1, True),
-        snapshot=SnapshotInfo(revision, 1, 10, 4096, "00"), compression="zstd:3", encryption=None,
-        recipients=(), objects=(StoredObject("snapshot.db.zst", 1, "x", 1, "y"),),
+        id="20240101T000000Z-abcdef", cluster="prod", status=BackupStatus.COMPLETE,
+        started_at="2024-01-01T00:00:00Z", finished_at="2024-01-01T00:00:09Z",
+        tool_version="0", source=SOURCE, snapshot=snapshot_info(revision, total_size=4096),
+        compression="zstd:3", encryption=None, recipients=(), objects=(stored_object(),),
     )
 
 

@@ -8,12 +8,13 @@ import pytest
 
 from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.ids import new_backup_id
-from lifeboat.catalog.manifest import Manifest, StoredObject
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import OperationFailed, RepositoryUnavailable
 from lifeboat.store import Fault, MemoryStore
 from lifeboat.retention import KeepLast, KeepWithin, Verdict
+from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -25,11 +26,11 @@ def store_backup(repo: BackupRepository, started: datetime, *, cluster: str = "p
     objects = []
     for name, size in (("snapshot.db.zst", 300), ("control-plane.tar.zst", 100)):
         repo.store.put_bytes(f"clusters/{cluster}/backups/{backup_id}/{name}", b"x" * size)
-        objects.append(StoredObject(name, size, "0" * 64, size * 3, "1" * 64))
+        objects.append(stored_object(name, size))
     manifest = Manifest(
-        id=backup_id, cluster=cluster, status=status,  # type: ignore[arg-type]
+        id=backup_id, cluster=cluster, status=BackupStatus(status),
         started_at=started.isoformat(), finished_at=(started + timedelta(minutes=1)).isoformat(),
-        tool_version="test", source=None, snapshot=None, compression="zstd:3", encryption=None,
+        tool_version="test", source=SOURCE, snapshot=snapshot_info(), compression="zstd:3", encryption=None,
         recipients=(), objects=tuple(objects),
     )
     if commit:
