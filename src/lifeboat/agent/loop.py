@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 
-from lifeboat.agent.clock import Clock
+from lifeboat.clock import Clock
 from lifeboat.agent.election import Election, TickRecord
 from lifeboat.agent.jobs import Abandoned, BackupOutcome, LeadershipLost
 from lifeboat.agent.metrics import AgentMetrics

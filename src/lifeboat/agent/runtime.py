@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from lifeboat import __version__
-from lifeboat.agent.clock import Clock, SystemClock
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.agent.election import Election
 from lifeboat.agent.http import AgentHttp
 from lifeboat.agent.jobs import BackupJob

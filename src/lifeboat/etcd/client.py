@@ -36,7 +36,7 @@ from lifeboat.etcd import decode
 from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.channels import EndpointPool, Stubs
 from lifeboat.etcd.failures import translate
-from lifeboat.etcd.keys import Key, as_bytes, prefix_end
+from lifeboat.etcd.keys import Key, as_bytes, key_range
 from lifeboat.etcdapi.model import (
     Alarm,
     HashKV,
@@ -48,20 +48,13 @@ from lifeboat.etcdapi.model import (
 )
 from lifeboat.etcdapi.model import LeaseTimeToLive as LeaseTtl
 from lifeboat.etcdapi.proto import rpc_pb2
+from lifeboat.etcd.seam import KeyValueReads
 from lifeboat.etcd.settings import ConnectionSettings
-from lifeboat.etcd.txn import Compare, Operation, Put, TxnResult, key_absent
+from lifeboat.etcd.txn import Compare, Operation, TxnResult
 from lifeboat.etcd.watch import WatchStream
 
 
-def _bounds(key: Key, range_end: Key | None, prefix: bool) -> tuple[bytes, bytes]:
-    """``(key, range_end)`` on the wire; an empty ``key`` with ``prefix`` means every key."""
-    start = as_bytes(key)
-    if prefix:
-        return (start or b"\0"), prefix_end(start)
-    return start, as_bytes(range_end) if range_end is not None else b""
-
-
-class EtcdClient:
+class EtcdClient(KeyValueReads):
     """A connection to one etcd cluster; see the module docstring for the contract."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
@@ -185,47 +178,13 @@ class EtcdClient:
         limit: int = 0, keys_only: bool = False, serializable: bool = False,
     ) -> RangePage:
         """One Range call: ``key`` alone, ``[key, range_end)``, or every key under ``prefix``."""
-        start, end = _bounds(key, range_end, prefix)
+        start, end = key_range(key, range_end, prefix)
         request = rpc_pb2.RangeRequest(
             key=start, range_end=end, revision=revision, limit=limit,
             keys_only=keys_only, serializable=serializable,
         )
         response = self._pool.call("range", lambda s, t: s.kv.Range(request, timeout=t))
         return decode.range_page(response)
-
-    def range_pages(
-        self, key: Key = b"", range_end: Key | None = None, *, prefix: bool = False,
-        revision: int = 0, page_size: int = 1000, keys_only: bool = False,
-    ) -> Iterator[RangePage]:
-        """Page through a range; every page is read at the first page's revision.
-
-        An empty ``key`` with ``prefix=True`` pages through the whole keyspace. Keys
-        written after the first page never show up, so the pages form one consistent view.
-        """
-        if page_size <= 0:
-            raise ValueError("page_size must be positive")
-        start, end = _bounds(key, range_end, prefix)
-        while True:
-            page = self.range(start, end, revision=revision, limit=page_size, keys_only=keys_only)
-            revision = revision or page.revision
-            yield page
-            if not page.more or not page.kvs or not end:
-                return
-            start = page.kvs[-1].key + b"\0"
-
-    def range_all(
-        self, key: Key = b"", range_end: Key | None = None, *, prefix: bool = False,
-        revision: int = 0, page_size: int = 1000, keys_only: bool = False,
-    ) -> Iterator[KeyValue]:
-        """Every key of :meth:`range_pages`, one by one."""
-        for page in self.range_pages(
-            key, range_end, prefix=prefix, revision=revision, page_size=page_size, keys_only=keys_only
-        ):
-            yield from page.kvs
-
-    def get(self, key: Key, *, revision: int = 0) -> KeyValue | None:
-        kvs = self.range(key, revision=revision).kvs
-        return kvs[0] if kvs else None
 
     def put(self, key: Key, value: bytes, lease: int = 0) -> int:
         """Write ``key``; returns the revision of the write."""
@@ -235,7 +194,7 @@ class EtcdClient:
 
     def delete_range(self, key: Key, range_end: Key | None = None, *, prefix: bool = False) -> int:
         """Delete ``key``, ``[key, range_end)`` or a prefix; returns how many keys went."""
-        start, end = _bounds(key, range_end, prefix)
+        start, end = key_range(key, range_end, prefix)
         request = rpc_pb2.DeleteRangeRequest(key=start, range_end=end)
         response = self._pool.call(
             "delete", lambda s, t: s.kv.DeleteRange(request, timeout=t), idempotent=False
@@ -251,10 +210,6 @@ class EtcdClient:
         response = self._pool.call("txn", lambda s, t: s.kv.Txn(request, timeout=t), idempotent=False)
         return txn_messages.result(response)
 
-    def put_if_absent(self, key: Key, value: bytes, lease: int = 0) -> bool:
-        """Create ``key`` unless it exists; True when this call created it."""
-        return self.txn([key_absent(key)], [Put(key, value, lease)]).succeeded
-
     def compact(self, revision: int, *, physical: bool = False) -> None:
         """Drop history older than ``revision``; ``physical`` waits until the db file has it."""
         request = rpc_pb2.CompactionRequest(revision=revision, physical=physical)
@@ -265,7 +220,7 @@ class EtcdClient:
         start_revision: int = 0, prev_kv: bool = False,
     ) -> WatchStream:
         """Watch a key, range or prefix from ``start_revision`` (0: from now on)."""
-        start, end = _bounds(key, range_end, prefix)
+        start, end = key_range(key, range_end, prefix)
         create = rpc_pb2.WatchCreateRequest(
             key=start, range_end=end, start_revision=start_revision, prev_kv=prev_kv
         )

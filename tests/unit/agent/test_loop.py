@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.agent.clock import FakeClock
 from lifeboat.agent.election import Election
 from lifeboat.agent.jobs import BackupOutcome, LeadershipLost
 from lifeboat.agent.loop import Agent, AgentSettings, Backoff, Jobs
 from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.clock import FakeClock
 from lifeboat.config import load_config
 from lifeboat.errors import RepositoryUnavailable, UsageError
-from tests.unit.agent.fake_etcd import FakeEtcd
+from lifeboat.etcd.memory import MemoryEtcd
 
 T0 = datetime(2024, 3, 1, 10, 0, 30, tzinfo=timezone.utc)
 EVERY_MINUTE = "* * * * *"
@@ -50,7 +50,7 @@ def backup_job(repo: Repo, name: str, clock: FakeClock) -> Callable[..., BackupO
 @dataclass
 class World:
     clock: FakeClock
-    etcd: FakeEtcd
+    etcd: MemoryEtcd
     repo: Repo
     agents: dict[str, Agent]
     stop: dict[str, threading.Event]
@@ -73,7 +73,7 @@ def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
                drill: Callable[[], bool] | None = None, prune: Callable[[], int] | None = None,
                backup_cron: str = EVERY_MINUTE, start: datetime = T0) -> World:
     clock = FakeClock(start)
-    etcd = FakeEtcd(clock)
+    etcd = MemoryEtcd(clock)
     repo = Repo()
     agents: dict[str, Agent] = {}
     stops: dict[str, threading.Event] = {}
@@ -127,7 +127,7 @@ def test_stopped_agent_resigns_so_another_leads_at_once() -> None:
     assert w.agents["node-0"].run() == 0
     w.cycle_all(["node-1"])
     assert w.leaders() == ["node-1"]
-    assert w.etcd.value("/lifeboat/prod/config/node-0") is None
+    assert w.etcd.get("/lifeboat/prod/config/node-0") is None
 
 
 def test_paused_leader_loses_leadership_and_cannot_commit() -> None:
@@ -197,11 +197,11 @@ def test_etcd_outage_drops_leadership_and_fails_cycles_until_it_returns() -> Non
     w = make_world(1)
     agent = w.agents["node-0"]
     assert agent.cycle() is True
-    w.etcd.down = True
+    w.etcd.stop(1)  # the only member: nothing answers
     assert agent.cycle() is False
     assert agent.election.leading is False
     assert 'reason="etcd_unavailable"' in agent.metrics.render()
-    w.etcd.down = False
+    w.etcd.start(1)
     assert agent.cycle() is True
     assert agent.election.leading is True
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lifeboat.agent.clock import FakeClock
+from lifeboat.clock import FakeClock
 from lifeboat.agent.http import AgentHttp, parse_address
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.errors import UsageError
