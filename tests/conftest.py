@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.binaries import EtcdRelease, etcd_34, etcd_35, weed
+from tests.support.bolt_oracle import BoltOracle
 from tests.support.cli import Cli
 from tests.support.pki import Pki, make_pki
 from tests.support.seaweed import S3Endpoint, SeaweedServer
@@ -39,6 +40,12 @@ def release34() -> EtcdRelease:
 def release(request: pytest.FixtureRequest) -> EtcdRelease:
     """Parametrises a test over both etcd releases the project supports in tests."""
     return etcd_35() if request.param == "3.5" else etcd_34()
+
+
+@pytest.fixture(scope="session")
+def bolt_oracle(tmp_path_factory: pytest.TempPathFactory) -> BoltOracle:
+    """Go's bbolt ``Tx.Check`` and dump, built once per session (see ``bolt_oracle.py``)."""
+    return BoltOracle.build(tmp_path_factory.mktemp("bolt-oracle"))
 
 
 @pytest.fixture

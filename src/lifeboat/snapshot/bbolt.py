@@ -45,6 +45,7 @@ META_CHECKSUMMED = 56
 
 BRANCH_PAGE = 0x01
 LEAF_PAGE = 0x02
+META_PAGE = 0x04
 FREELIST_PAGE = 0x10
 BUCKET_LEAF_FLAG = 0x01
 
@@ -74,6 +75,8 @@ class Meta:
     freelist: int
     high_water: int
     txid: int
+    flags: int = 0
+    root_sequence: int = 0
 
     @property
     def tx_size(self) -> int:
@@ -137,16 +140,20 @@ class BoltFile:
         if end > self.db_size:
             return None
         body = self.mm[offset + PAGE_HEADER_SIZE : end]
-        magic, version, page_size, _flags, root, _seq, freelist, high_water, txid, checksum = (
+        magic, version, page_size, flags, root, sequence, freelist, high_water, txid, checksum = (
             META.unpack(body)
         )
         if magic != MAGIC or version != VERSION or checksum != fnv64a(body[:META_CHECKSUMMED]):
             return None
         if page_size < 512 or page_size & (page_size - 1) or page_size > 1 << 20:
-            return None
+            # The meta is intact, so this is what the file says, not damage.
+            raise SnapshotFormatError(
+                f"{self.path}: bbolt page size {page_size} is not a power of two between "
+                "512 bytes and 1 MiB; it is not an etcd snapshot lifeboat can read"
+            )
         if page_id == 1 and offset != page_size:
             return None
-        return Meta(page_id, page_size, root, freelist, high_water, txid)
+        return Meta(page_id, page_size, root, freelist, high_water, txid, flags, sequence)
 
     def _choose_meta(self) -> Meta:
         first = self._read_meta(0, 0)
@@ -209,6 +216,48 @@ class BoltFile:
             raise self.corrupted(f"branch page {pgid} is empty")
         raw = struct.unpack_from("<" + "IIQ" * count, self.mm, offset + PAGE_HEADER_SIZE)
         return list(raw[2::3])
+
+    def branch_entries(self, pgid: int, offset: int, count: int) -> list[tuple[bytes, int]]:
+        """(first key, child page id) of each element of branch page ``pgid``."""
+        if count == 0:
+            raise self.corrupted(f"branch page {pgid} is empty")
+        element = offset + PAGE_HEADER_SIZE
+        end = offset + (PAGE_HEADER.unpack_from(self.mm, offset)[3] + 1) * self.page_size
+        entries = []
+        for pos, ksize, child in BRANCH_ELEMENT.iter_unpack(
+            self.mm[element : element + count * ELEMENT_SIZE]
+        ):
+            if element + pos + ksize > end:
+                raise self.corrupted(f"a branch element of page {pgid} points past its page")
+            entries.append((bytes(self.mm[element + pos : element + pos + ksize]), child))
+            element += ELEMENT_SIZE
+        return entries
+
+    def leaf_items(self, leaf: Leaf) -> list[tuple[int, bytes, bytes]]:
+        """(flags, key, value) of each element of a leaf page, in page order."""
+        buf = leaf[0]
+        return [
+            (flags, bytes(buf[kstart:kend]), bytes(buf[kend:vend]))
+            for flags, kstart, kend, vend in self.leaf_elements(leaf)
+        ]
+
+    def last_key(self, bucket: BucketRef) -> bytes | None:
+        """The greatest key of ``bucket`` (following the right edge), or None when it is empty."""
+        if bucket.inline is None:
+            pgid, seen = bucket.root, self.new_seen()
+            while True:
+                offset, end, flags, count = self.tree_page(pgid, seen)
+                if flags == LEAF_PAGE:
+                    break
+                pgid = self.branch_children(pgid, offset, count)[-1]
+            if count:
+                items = self.leaf_items((self.mm, offset, end, count))
+                return items[-1][1]
+        # An empty right-most leaf (bbolt leaves one behind only as an empty root): scan.
+        last = None
+        for key, _value, _buf, _start, _end in self.items(bucket, self.new_seen()):
+            last = key
+        return last
 
     def leaves(self, bucket: BucketRef, seen: bytearray) -> Iterator[Leaf]:
         """The bucket's leaf pages in key order, marking every page visited in ``seen``."""

@@ -132,6 +132,11 @@ def decode_revision(key: bytes) -> tuple[int, int, bool]:
     return main, sub, len(key) == _REVISION_SIZE + 1
 
 
+def encode_revision(main: int, sub: int = 0) -> bytes:
+    """The 17-byte row key of revision (main, sub) in bucket ``key`` (also ``meta``'s marks)."""
+    return _U64.pack(main) + b"_" + _U64.pack(sub)
+
+
 def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[KeyValue]:
     """The live keys at the snapshot's revision, sorted by key; deleted keys are absent.
 
@@ -148,6 +153,9 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
             if value is None:
                 raise db.corrupted("bucket 'key' contains a nested bucket")
             _main, _sub, tombstone = decode_revision(row_key)
+            if vstart == vend:
+                # etcd's revision bump row (see writer.bump_revision): no key, never served.
+                continue
             user_key = _user_key(buf, vstart, vend)
             if not user_key.startswith(prefix):
                 continue

@@ -1,0 +1,427 @@
+"""The bbolt writer, judged by Go's bbolt (Tx.Check and its own reading), etcdutl and our reader.
+
+Sources are made by Go's bbolt itself (any shape: nested and inline buckets, overflow
+pages, several page sizes) or saved from a real etcd; every file the writer produces must
+pass Go's ``Tx.Check``, read back row for row through Go's bbolt, and get the same
+``snapshot status`` from etcdutl 3.5.1 as from lifeboat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
+from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
+from lifeboat.snapshot.mvcc import encode_revision
+from lifeboat.snapshot.writer import BucketChanges, bump_revision, write_db
+from tests.integration.snapshot_corpus import Corpus, etcdctl_get_all, etcdutl_status
+from tests.integration.test_snapshot_reader import corpus_for
+from tests.support.binaries import EtcdRelease
+from tests.support.bolt_oracle import BoltOracle, Dump
+from tests.support.etcd import EtcdMember
+
+pytestmark = pytest.mark.integration
+
+KEY, META = b"key", b"meta"
+
+
+def rev(main: int, sub: int = 0) -> bytes:
+    return encode_revision(main, sub)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_sound(oracle: BoltOracle, path: Path) -> None:
+    """Go's Tx.Check passes, and etcdutl's status equals ours (which walks every page too)."""
+    assert oracle.check(path) == []
+    assert etcdutl_status(path) == snapshot_status(path).to_etcdutl_json()
+    if check_trailer(path).present:
+        check_trailer(path).require_match(path)
+
+
+def rows(dump: dict[str, Dump], bucket: bytes) -> list[tuple[bytes, bytes]]:
+    return [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in dump[bucket.hex()]["rows"]]
+
+
+@pytest.fixture
+def etcd_shaped(bolt_oracle: BoltOracle, tmp_path: Path) -> Path:
+    """A Go-made db shaped like etcd's: MVCC rows (some with overflow values), meta, members."""
+    first = [["bucket", [KEY]], ["bucket", [META]], ["bucket", [b"members"]],
+             ["put", [META], b"consistent_index", struct.pack(">Q", 77)],
+             ["put", [b"members"], b"8e9e05c52164694d", b'{"name":"m0"}']]
+    history = [["put", [KEY], rev(i), b"\x0a\x03k%02d" % (i % 50) + b"v" * (i % 200)]
+               for i in range(2, 4000)]
+    big = [["put", [KEY], rev(4000 + i), b"\x0a\x03big" + bytes([i]) * 9000] for i in range(3)]
+    tomb = [["put", [KEY], rev(4003) + b"t", b"\x0a\x03k07"]]
+    return bolt_oracle.create(tmp_path / "source.db", [first, history, big + tomb])
+
+
+# -- the revision bump -------------------------------------------------------------------------
+
+
+def test_bump_writes_one_empty_row_and_schedules_compaction_there(
+    bolt_oracle: BoltOracle, etcd_shaped: Path, tmp_path: Path
+) -> None:
+    before = bolt_oracle.dump(etcd_shaped)
+    result = bump_revision(etcd_shaped, tmp_path / "bumped.db", 1_000_000_000)
+
+    assert (result.old_revision, result.new_revision) == (4003, 1_000_004_003)
+    after = bolt_oracle.dump(tmp_path / "bumped.db")
+    assert rows(after, KEY) == rows(before, KEY) + [(rev(1_000_004_003), b"")]
+    assert dict(rows(after, META)) == {
+        **dict(rows(before, META)), b"scheduledCompactRev": rev(1_000_004_003),
+    }
+    assert after[b"members".hex()] == before[b"members".hex()]
+    assert snapshot_status(tmp_path / "bumped.db").revision == 1_000_004_003
+    assert read_meta(tmp_path / "bumped.db").scheduled_compact_revision == 1_000_004_003
+    assert_sound(bolt_oracle, tmp_path / "bumped.db")
+
+
+def test_bumped_file_carries_a_trailer_only_when_asked(etcd_shaped: Path, tmp_path: Path) -> None:
+    with_trailer = bump_revision(etcd_shaped, tmp_path / "a.db", 5).written
+    without = bump_revision(etcd_shaped, tmp_path / "b.db", 5, trailer=False).written
+
+    assert check_trailer(tmp_path / "a.db").matches is True
+    assert with_trailer.file_size == (tmp_path / "a.db").stat().st_size == without.db_size + 32
+    assert not check_trailer(tmp_path / "b.db").present
+    assert with_trailer.db_sha256 == without.db_sha256 == check_trailer(tmp_path / "b.db").db_sha256
+
+
+def test_bump_past_the_largest_int64_revision_is_refused(
+    bolt_oracle: BoltOracle, tmp_path: Path
+) -> None:
+    source = bolt_oracle.create(tmp_path / "near-max.db", [[
+        ["put", [KEY], rev((1 << 63) - 10), b"\x0a\x01a"], ["bucket", [META]],
+    ]])
+    digest = sha256(source)
+    with pytest.raises(UsageError, match="largest revision"):
+        bump_revision(source, tmp_path / "out.db", 10)
+    assert bump_revision(source, tmp_path / "out.db", 9).new_revision == (1 << 63) - 1
+    assert sha256(source) == digest
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_bump_must_be_positive(etcd_shaped: Path, tmp_path: Path, amount: int) -> None:
+    with pytest.raises(UsageError):
+        bump_revision(etcd_shaped, tmp_path / "out.db", amount)
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_bump_of_saved_etcd_snapshots_agrees_with_etcdutl_and_keeps_every_key(
+    bolt_oracle: BoltOracle, release: EtcdRelease, tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> None:
+    corpus: Corpus = corpus_for(release, tmp_path_factory)
+    for shot in (corpus.empty, corpus.busy):
+        digest = sha256(shot.path)
+        out = tmp_path / f"{shot.path.stem}-bumped.db"
+        result = bump_revision(shot.path, out, 1_000_000_000)
+
+        assert result.new_revision == snapshot_status(shot.path).revision + 1_000_000_000
+        assert list(iter_latest(out)) == list(iter_latest(shot.path))
+        assert_sound(bolt_oracle, out)
+        assert sha256(shot.path) == digest
+
+
+# -- appends, puts and deletes ---------------------------------------------------------------
+
+
+def test_appended_rows_follow_every_existing_row(
+    bolt_oracle: BoltOracle, etcd_shaped: Path, tmp_path: Path
+) -> None:
+    appended = [(rev(5000 + i), b"\x0a\x02ap" + b"x" * (i % 700)) for i in range(60_000)]
+    written = write_db(etcd_shaped, tmp_path / "out.db", [
+        BucketChanges(KEY, appends=iter(appended)),
+        BucketChanges(META, puts={b"consistent_index": struct.pack(">Q", 99)}),
+    ])
+
+    dump = bolt_oracle.dump(tmp_path / "out.db")
+    assert rows(dump, KEY) == rows(bolt_oracle.dump(etcd_shaped), KEY) + appended
+    assert dict(rows(dump, META))[b"consistent_index"] == struct.pack(">Q", 99)
+    assert written.high_water * written.page_size == written.db_size
+    assert_sound(bolt_oracle, tmp_path / "out.db")
+
+
+def test_appends_grow_an_inline_bucket_into_a_tree_of_pages(
+    bolt_oracle: BoltOracle, tmp_path: Path
+) -> None:
+    source = bolt_oracle.create(tmp_path / "tiny.db", [[["put", [b"b"], b"a", b"1"]]])
+    appended = [(b"k%06d" % i, b"v" * 50) for i in range(20_000)]
+    write_db(source, tmp_path / "out.db", [BucketChanges(b"b", appends=appended)])
+
+    assert rows(bolt_oracle.dump(tmp_path / "out.db"), b"b") == [(b"a", b"1")] + appended
+    assert_sound(bolt_oracle, tmp_path / "out.db")
+
+
+def test_puts_and_deletes_land_anywhere_in_the_tree(
+    bolt_oracle: BoltOracle, etcd_shaped: Path, tmp_path: Path
+) -> None:
+    before = dict(rows(bolt_oracle.dump(etcd_shaped), KEY))
+    puts = {rev(1): b"first", rev(2000): b"replaced" * 2000, rev(2500, 1): b"between",
+            rev(4002): b"", rev(9000): b"last"}
+    deletes = frozenset({rev(3), rev(3999), rev(4003) + b"t", b"absent"})
+    write_db(etcd_shaped, tmp_path / "out.db", [BucketChanges(KEY, puts=puts, deletes=deletes)])
+
+    expected = {**{k: v for k, v in before.items() if k not in deletes}, **puts}
+    assert rows(bolt_oracle.dump(tmp_path / "out.db"), KEY) == sorted(expected.items())
+    assert_sound(bolt_oracle, tmp_path / "out.db")
+
+
+def test_deleting_every_row_leaves_an_empty_bucket(
+    bolt_oracle: BoltOracle, etcd_shaped: Path, tmp_path: Path
+) -> None:
+    every = frozenset(k for k, _ in rows(bolt_oracle.dump(etcd_shaped), KEY))
+    write_db(etcd_shaped, tmp_path / "out.db", [BucketChanges(KEY, deletes=every)])
+
+    assert rows(bolt_oracle.dump(tmp_path / "out.db"), KEY) == []
+    assert bolt_oracle.check(tmp_path / "out.db") == []
+    assert snapshot_status(tmp_path / "out.db").revision == 0
+
+
+# -- any shape: a property test --------------------------------------------------------------
+
+_names = st.sampled_from([b"alpha", b"b", b"members", b"zz"])
+# Keys "r000000", "r000003", ...: a drawn key "r%06d" hits an existing row or falls between two.
+_row_keys = st.builds(lambda i: b"r%06d" % i, st.integers(0, 2500))
+_keys = st.one_of(_row_keys, st.binary(min_size=1, max_size=12)).filter(
+    lambda k: not k.startswith(b"\xff")
+)
+_values = st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda n, b: bytes([b]) * n, st.integers(900, 9000), st.integers(0, 255)),
+)
+
+
+@st.composite
+def _bucket_rows(draw: st.DrawFn) -> dict[bytes, bytes]:
+    """Enough rows for trees of several levels, plus a few drawn ones of any size."""
+    count = draw(st.sampled_from([0, 3, 150, 800]))
+    rows = {b"r%06d" % (3 * i): b"%d" % i * (i % 7) for i in range(count)}
+    rows.update(draw(st.dictionaries(_keys, _values, max_size=20)))
+    return rows
+
+
+@st.composite
+def _case(draw: st.DrawFn) -> dict[str, Any]:
+    buckets = draw(st.dictionaries(_names, _bucket_rows(), min_size=1, max_size=3))
+    nested = draw(st.dictionaries(_keys, _bucket_rows(), max_size=2))
+    home = draw(st.sampled_from(sorted(buckets)))
+    nested = {n: r for n, r in nested.items() if n not in buckets[home]}
+    changes = []
+    for name in draw(st.lists(st.sampled_from(sorted(buckets)), unique=True)):
+        puts = draw(st.dictionaries(_keys, _values, max_size=40))
+        deletes = draw(st.frozensets(_keys, max_size=40)) - set(puts)
+        if name == home:
+            puts = {k: v for k, v in puts.items() if k not in nested}
+            deletes -= set(nested)
+        count = draw(st.sampled_from([0, 1, 40, 400]))
+        size = draw(st.sampled_from([3, 60, 5000]))
+        appends = [(b"\xff\xff" + struct.pack(">I", i), b"%d" % i * size) for i in range(count)]
+        changes.append((name, puts, deletes, appends))
+    page_size = draw(st.sampled_from([1024, 4096]))
+    return {"buckets": buckets, "nested": nested, "home": home, "changes": changes,
+            "page_size": page_size, "freelist": draw(st.booleans())}
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(case=_case())
+def test_any_changes_to_any_bucket_shape_read_back_through_go_bbolt(
+    bolt_oracle: BoltOracle, tmp_path_factory: pytest.TempPathFactory, case: dict[str, Any]
+) -> None:
+    work = tmp_path_factory.mktemp("prop")
+    ops: list[list[Any]] = []
+    for name, bucket_rows in case["buckets"].items():
+        ops.append(["bucket", [name]])
+        ops += [["put", [name], k, v] for k, v in bucket_rows.items()]
+    for inner, inner_rows in case["nested"].items():
+        ops.append(["bucket", [case["home"], inner]])
+        ops += [["put", [case["home"], inner], k, v] for k, v in inner_rows.items()]
+    source = bolt_oracle.create(work / "source.db", [ops], page_size=case["page_size"],
+                                no_freelist_sync=not case["freelist"])
+    digest = sha256(source)
+    before = bolt_oracle.dump(source)
+
+    write_db(source, work / "out.db", [
+        BucketChanges(name, puts=puts, deletes=deletes, appends=iter(appends))
+        for name, puts, deletes, appends in case["changes"]
+    ])
+
+    expected = before
+    for name, puts, deletes, appends in case["changes"]:
+        current = {k: v for k, v in rows(before, name) if k not in deletes}
+        current.update(puts)
+        expected[name.hex()]["rows"] = [
+            [k.hex(), v.hex()] for k, v in sorted(current.items()) + appends
+        ]
+    assert bolt_oracle.dump(work / "out.db") == expected
+    assert_sound(bolt_oracle, work / "out.db")
+    assert sha256(source) == digest
+
+
+# -- bad input: refused, the source untouched, nothing left behind ---------------------------
+
+
+def _only(directory: Path, *names: str) -> None:
+    assert sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ([BucketChanges(KEY, appends=[(rev(9001), b"a"), (rev(9000), b"b")])], UsageError,
+         "strictly ascending"),
+        ([BucketChanges(KEY, appends=[(rev(4003), b"a")])], UsageError, "not greater"),
+        ([BucketChanges(KEY, puts={rev(9000): b"x"}, appends=[(rev(8000), b"a")])], UsageError,
+         "not greater"),
+        ([BucketChanges(b"nope", puts={b"a": b"b"})], UsageError, "no bucket"),
+        ([BucketChanges(KEY), BucketChanges(KEY)], UsageError, "same bucket"),
+        ([BucketChanges(META, puts={b"x": b"1"}, deletes=frozenset({b"x"}))], UsageError,
+         "both put and deleted"),
+        ([BucketChanges(META, puts={b"": b"1"})], UsageError, "empty"),
+    ],
+)
+def test_bad_changes_are_refused_and_nothing_is_written(
+    etcd_shaped: Path, tmp_path: Path, changes: list[BucketChanges], error: type, message: str
+) -> None:
+    digest = sha256(etcd_shaped)
+    with pytest.raises(error, match=message):
+        write_db(etcd_shaped, tmp_path / "out.db", changes)
+    assert sha256(etcd_shaped) == digest
+    _only(tmp_path, "source.db")
+
+
+def test_a_nested_bucket_cannot_be_overwritten_as_a_row(
+    bolt_oracle: BoltOracle, tmp_path: Path
+) -> None:
+    source = bolt_oracle.create(tmp_path / "source.db", [[["put", [b"b", b"inner"], b"k", b"v"]]])
+    with pytest.raises(UsageError, match="nested bucket"):
+        write_db(source, tmp_path / "out.db", [BucketChanges(b"b", puts={b"inner": b"x"})])
+    _only(tmp_path, "source.db")
+
+
+def test_truncated_source_is_refused(etcd_shaped: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.db"
+    truncated.write_bytes(etcd_shaped.read_bytes()[: 40 * 4096])
+    with pytest.raises(SnapshotFormatError, match="truncated"):
+        bump_revision(truncated, tmp_path / "out.db", 10)
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_a_file_that_is_not_bbolt_is_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all " * 1000)
+    with pytest.raises(SnapshotFormatError, match="not a bbolt database"):
+        write_db(junk, tmp_path / "out.db", [BucketChanges(KEY)])
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_an_unknown_page_size_is_named(bolt_oracle: BoltOracle, tmp_path: Path) -> None:
+    from lifeboat.snapshot.bbolt import META, fnv64a
+
+    source = bolt_oracle.create(tmp_path / "source.db", [[["put", [b"b"], b"a", b"1"]]])
+    raw = bytearray(source.read_bytes())
+    for offset in (16, 4096 + 16):
+        fields = list(META.unpack_from(raw, offset))
+        fields[2] = 3000
+        body = META.pack(*fields)[:56]
+        raw[offset : offset + 64] = body + struct.pack("<Q", fnv64a(body))
+    source.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotFormatError, match="page size 3000"):
+        write_db(source, tmp_path / "out.db", [BucketChanges(b"b")])
+
+
+def test_a_source_whose_trailer_does_not_match_is_refused(
+    etcd_shaped: Path, tmp_path: Path
+) -> None:
+    bump_revision(etcd_shaped, tmp_path / "with-trailer.db", 1)
+    damaged = tmp_path / "damaged.db"
+    raw = bytearray((tmp_path / "with-trailer.db").read_bytes())
+    raw[-1] ^= 0xFF
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="does not match"):
+        bump_revision(damaged, tmp_path / "out.db", 1)
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_the_source_cannot_be_its_own_destination(etcd_shaped: Path) -> None:
+    digest = sha256(etcd_shaped)
+    with pytest.raises(UsageError, match="must not replace its source"):
+        bump_revision(etcd_shaped, etcd_shaped, 1)
+    assert sha256(etcd_shaped) == digest
+
+
+def test_not_enough_disk_is_found_before_writing(
+    etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shutil.disk_usage(tmp_path)
+    needed = etcd_shaped.stat().st_size
+    monkeypatch.setattr(
+        "lifeboat.snapshot.writer.shutil.disk_usage",
+        lambda _path: real._replace(free=needed // 2),
+    )
+    with pytest.raises(OperationFailed, match="not enough disk space"):
+        bump_revision(etcd_shaped, tmp_path / "out.db", 1)
+    _only(tmp_path, "source.db")
+
+
+# -- etcd itself on a bumped file ------------------------------------------------------------
+
+
+def restore_with_stock_tool(release: EtcdRelease, snapshot: Path, member: EtcdMember) -> None:
+    """etcdutl (3.5) or etcdctl (3.4) snapshot restore, with the hash check left on."""
+    tool = release.etcdutl or release.etcdctl
+    subprocess.run(
+        [str(tool), "snapshot", "restore", str(snapshot), f"--name={member.name}",
+         f"--data-dir={member.data_dir}", f"--initial-cluster={member.name}={member.peer_url}",
+         "--initial-cluster-token=bumped", f"--initial-advertise-peer-urls={member.peer_url}"],
+        check=True, capture_output=True, timeout=120, env=dict(os.environ, ETCDCTL_API="3"),
+    )
+
+
+def header_revision(member: EtcdMember) -> int:
+    return int(json.loads(member.etcdctl("get", "none", "-w", "json"))["header"]["revision"])
+
+
+def test_etcd_restores_and_serves_a_bumped_snapshot(
+    release: EtcdRelease, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    shot = corpus_for(release, tmp_path_factory).busy
+    bumped = bump_revision(shot.path, tmp_path / "bumped.db", 1_000_000_000)
+    member = EtcdMember(release, "m0", tmp_path / "etcd")
+    restore_with_stock_tool(release, tmp_path / "bumped.db", member)
+    member.start(f"m0={member.peer_url}", "bumped", "new")
+    try:
+        member.wait_healthy()
+        assert etcdctl_get_all(member) == shot.keys
+        assert header_revision(member) == bumped.new_revision
+        watch = subprocess.run(
+            [str(release.etcdctl), f"--endpoints={member.client_url}", "watch", "--prefix",
+             f"--rev={bumped.old_revision}", "/registry/"],
+            capture_output=True, text=True, timeout=20, env=dict(os.environ, ETCDCTL_API="3"),
+        )
+        assert "required revision has been compacted" in watch.stdout + watch.stderr
+
+        member.etcdctl("put", "/after/restore", "written")
+        assert header_revision(member) == bumped.new_revision + 1
+        member.stop()
+        member.start(f"m0={member.peer_url}", "bumped", "new")
+        member.wait_healthy()
+        assert member.etcdctl("get", "/after/restore", "--print-value-only").strip() == "written"
+        assert header_revision(member) == bumped.new_revision + 1
+    finally:
+        member.stop()
