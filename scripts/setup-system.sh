@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs: etcd 3.4 (server and etcdctl) for the
-# 3.4 integration tests, and the stock `age` and `zstd` tools that prove a backup can be
-# opened without lifeboat. Does nothing when they are already there.
+# 3.4 integration tests, the stock `age` and `zstd` tools that prove a backup can be
+# opened without lifeboat, and Go 1.19 with bbolt's sources, from which the tests build
+# Go's own bbolt checker for every db file lifeboat writes. Does nothing when they are
+# already there.
 set -euo pipefail
 need=()
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 command -v age >/dev/null || need+=(age)
 command -v zstd >/dev/null || need+=(zstd)
+[ -x /usr/lib/go-1.19/bin/go ] || need+=(golang-1.19-go)
+[ -d /usr/share/gocode/src/go.etcd.io/bbolt ] || need+=(golang-github-coreos-bbolt-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
