@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
 from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
+from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.snapshot.writer import BucketChanges, bump_revision, write_db
 from tests.integration.snapshot_corpus import Corpus, etcdctl_get_all, etcdutl_status
@@ -45,8 +46,9 @@ def sha256(path: Path) -> str:
 
 
 def assert_sound(oracle: BoltOracle, path: Path) -> None:
-    """Go's Tx.Check passes, and etcdutl's status equals ours (which walks every page too)."""
+    """Go's Tx.Check and our structural check pass, and etcdutl's status equals ours."""
     assert oracle.check(path) == []
+    assert check_snapshot(path).problems == ()
     assert etcdutl_status(path) == snapshot_status(path).to_etcdutl_json()
     if check_trailer(path).present:
         check_trailer(path).require_match(path)

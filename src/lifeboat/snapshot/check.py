@@ -1,0 +1,174 @@
+"""The structural check of a db or snapshot file: what ``lifeboat snapshot check`` reports.
+
+It goes further than bbolt's ``Tx.Check`` (tx.go), which only accounts for pages: every
+page below the high-water mark is reachable exactly once or free (never both, never
+overlapping another page's overflow), every bucket (nested ones too) can be walked, keys
+are strictly ascending within each leaf and lie between the branch keys that lead to them
+(a key out of place is one a lookup never finds), and the sha256 trailer matches when the
+file has one. When the meta records no freelist (etcd's ``NoFreelistSync``), the
+unreachable pages are the free ones, as bbolt itself rebuilds them on open.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lifeboat.errors import LifeboatError, SnapshotFormatError
+
+from .bbolt import BUCKET_LEAF_FLAG, LEAF_PAGE, BoltFile, BucketRef
+from .trailer import check_trailer
+
+_MAX_PROBLEMS = 50
+
+
+@dataclass(frozen=True)
+class SnapshotCheck:
+    """The verdict on one file; ``problems`` is empty when it is sound."""
+
+    path: str
+    problems: tuple[str, ...]
+    page_size: int | None = None
+    high_water: int | None = None
+    txid: int | None = None
+    pages_in_use: int = 0
+    pages_free: int = 0
+    freelist: str = "none"
+    buckets: int = 0
+    nested_buckets: int = 0
+    keys: int = 0
+    trailer: str = "absent"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "problems": list(self.problems), "ok": self.ok}
+
+    def require_ok(self) -> None:
+        """Raise :class:`SnapshotFormatError` naming the first problem, unless sound."""
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            raise SnapshotFormatError(
+                f"{self.path}: fails the structural check: {self.problems[0]}{more}"
+            )
+
+
+@dataclass
+class _Walk:
+    db: BoltFile
+    seen: bytearray
+    problems: list[str] = field(default_factory=list)
+    nested: int = 0
+    keys: int = 0
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(text)
+
+    def bucket(self, name: str, ref: BucketRef) -> None:
+        """Walk one bucket and those nested in it, recording what is wrong instead of stopping."""
+        try:
+            self._tree(name, ref)
+        except LifeboatError as exc:
+            self.problem(f"bucket {name}: {_reason(exc, self.db)}")
+
+    def _tree(self, name: str, ref: BucketRef) -> None:
+        # (page id or None for the inline page, lowest allowed key, first key not allowed)
+        start = None if ref.inline is not None else ref.root
+        stack: list[tuple[int | None, bytes | None, bytes | None]] = [(start, None, None)]
+        previous: bytes | None = None
+        while stack:
+            pgid, low, high = stack.pop()
+            if pgid is None:
+                assert ref.inline is not None
+                leaf = self.db.inline_leaf(ref.inline)
+            else:
+                offset, end, flags, count = self.db.tree_page(pgid, self.seen)
+                if flags != LEAF_PAGE:
+                    entries = self.db.branch_entries(pgid, offset, count)
+                    children = []
+                    for i, (key, child) in enumerate(entries):
+                        if i and key <= entries[i - 1][0]:
+                            self.problem(f"bucket {name}: branch page {pgid} keys out of order")
+                        upper = entries[i + 1][0] if i + 1 < len(entries) else high
+                        children.append((child, key if i else low, upper))
+                    stack.extend(reversed(children))
+                    continue
+                leaf = (self.db.mm, offset, end, count)
+            buf = leaf[0]
+            for flags, kstart, kend, vend in self.db.leaf_elements(leaf):
+                key = bytes(buf[kstart:kend])
+                if previous is not None and key <= previous:
+                    self.problem(f"bucket {name}: key {key!r:.60} is not after {previous!r:.60}")
+                elif (low is not None and key < low) or (high is not None and key >= high):
+                    where = f"page {pgid}" if pgid is not None else "its inline page"
+                    self.problem(f"bucket {name}: key {key!r:.60} in {where} is outside the "
+                                 "range its branch keys give it; lookups cannot find it")
+                previous = key
+                self.keys += 1
+                if flags & BUCKET_LEAF_FLAG:
+                    self.nested += 1
+                    self.bucket(f"{name}/{key!r}", self.db.bucket_ref(buf, kend, vend))
+
+
+def _reason(exc: LifeboatError, db: BoltFile) -> str:
+    """The error's text without the file name and advice the reader puts around it."""
+    text = str(exc).removeprefix(f"{db.path}: ")
+    return text.removesuffix("; the snapshot is corrupted, use another copy")
+
+
+def check_snapshot(path: str | os.PathLike[str]) -> SnapshotCheck:
+    """Check ``path`` structurally; every problem found is listed (up to 50)."""
+    p = Path(path)
+    trailer = check_trailer(p)
+    trailer_state = "absent" if not trailer.present else "matches" if trailer.matches else "mismatch"
+    problems: list[str] = []
+    if trailer_state == "mismatch":
+        problems.append("the sha256 trailer does not match the database bytes")
+    try:
+        with BoltFile.open(p) as db:
+            return _check_open(db, problems, trailer_state)
+    except SnapshotFormatError as exc:
+        return SnapshotCheck(str(p), tuple(problems + [str(exc).removeprefix(f"{p}: ")]),
+                             trailer=trailer_state)
+
+
+def _check_open(db: BoltFile, problems: list[str], trailer: str) -> SnapshotCheck:
+    seen = db.new_seen()
+    walk = _Walk(db, seen, problems)
+    freed = None
+    try:
+        freed = db.freed_pages(seen)
+    except SnapshotFormatError as exc:
+        walk.problem(_reason(exc, db))
+    top = 0
+    try:
+        for name, ref in db.top_level(seen):
+            top += 1
+            walk.bucket(repr(name), ref)
+    except SnapshotFormatError as exc:
+        walk.problem(f"the root bucket: {_reason(exc, db)}")
+    seen[0:2] = b"\x01\x01"
+    in_use = seen.count(1)
+    if freed is not None:
+        try:
+            db.check_accounting(seen, freed)
+        except SnapshotFormatError as exc:
+            walk.problem(_reason(exc, db))
+    return SnapshotCheck(
+        path=str(db.path),
+        problems=tuple(walk.problems),
+        page_size=db.page_size,
+        high_water=db.meta.high_water,
+        txid=db.meta.txid,
+        pages_in_use=in_use,
+        pages_free=db.meta.high_water - in_use,
+        freelist="rebuilt on open" if freed is None else "stored",
+        buckets=top,
+        nested_buckets=walk.nested,
+        keys=walk.keys,
+        trailer=trailer,
+    )
