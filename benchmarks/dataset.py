@@ -104,6 +104,38 @@ def make_snapshot(size_bytes: int, path: Path, style: str = "random") -> Path:
     return path
 
 
+def make_many_keys_snapshot(path: Path, keys: int = 450_000, value_size: int = 1200) -> Path:
+    """Return ``path``, creating it unless it exists: ``keys`` keys of ~``value_size`` bytes,
+    each written once (the shape of a big cluster's many small objects: pods, events)."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = path.parent / f".{path.name}.etcd"
+    shutil.rmtree(workdir, ignore_errors=True)
+    rng = random.Random(450)
+    started = time.monotonic()
+
+    def items() -> Iterator[tuple[bytes, bytes]]:
+        for i in range(keys):
+            resource = RESOURCES[i % len(RESOURCES)]
+            key = f"/registry/{resource}/ns-{i % 311:03d}/obj-{i:07d}".encode()
+            yield key, b"k8s\x00\n\x0bv1\x12\x03" + _kube_like(rng, value_size - rng.randrange(0, 200))
+
+    with EtcdCluster(etcd_35(), workdir) as cluster:
+        member = cluster.first()
+        gw = Gateway(member.client_port)
+        try:
+            gw.put_many(items())
+        finally:
+            gw.close()
+        partial = path.with_suffix(".part")
+        member.etcdctl("snapshot", "save", str(partial), timeout=600)
+        partial.rename(path)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"made {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
