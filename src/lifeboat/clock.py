@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -38,6 +40,20 @@ class Clock(Protocol):
         The condition is checked at least once, and once more at the deadline.
         """
         ...
+
+
+def wait_for(clock: Clock, check: Callable[[], T | None], timeout: float, interval: float) -> T | None:
+    """The first value ``check`` returns other than None, polling as :meth:`Clock.wait_until` does; None on timeout."""
+    found: list[T] = []
+
+    def ready() -> bool:
+        value = check()
+        if value is not None:
+            found.append(value)
+        return bool(found)
+
+    clock.wait_until(ready, timeout, interval)
+    return found[0] if found else None
 
 
 def _wait_until(clock: Clock, condition: Callable[[], bool], timeout: float, interval: float) -> bool:

@@ -12,12 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.binaries import last_error_line
 from lifeboat.etcd.client import EtcdClient
@@ -25,6 +25,7 @@ from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE = 10.0
+READY_POLL = 0.1
 
 
 def free_loopback_port() -> int:
@@ -149,26 +150,20 @@ class LocalEtcd:
         return EtcdClient(ConnectionSettings((self.client_url,), tls, dial_timeout=2.0,
                                              command_timeout=10.0))
 
-    def wait_ready(self, timeout: float, clock: Callable[[], float] = time.monotonic,
-                   tls: TlsConfig | None = None) -> None:
+    def wait_ready(self, timeout: float, clock: Clock | None = None, tls: TlsConfig | None = None) -> None:
         """Wait until etcd answers and has elected itself leader; OperationFailed if not."""
-        deadline = clock() + timeout
+
+        def ready(client: EtcdClient) -> bool:
+            if not self.running:
+                raise OperationFailed(f"etcd {self.name} exited before it was ready: {self.last_log_line()}")
+            try:
+                return client.status(self.client_url).leader_id != 0
+            except LifeboatError:  # not listening or not ready yet
+                return False
+
         with self.client(tls) as client:
-            while True:
-                if not self.running:
-                    raise OperationFailed(
-                        f"etcd {self.name} exited before it was ready: {self.last_log_line()}"
-                    )
-                try:
-                    if client.status(self.client_url).leader_id != 0:
-                        return
-                except LifeboatError:  # not listening or not ready yet
-                    pass
-                if clock() > deadline:
-                    raise OperationFailed(
-                        f"etcd {self.name} was not ready after {timeout:.0f}s: {self.last_log_line()}"
-                    )
-                time.sleep(0.1)
+            if not (clock or SystemClock()).wait_until(lambda: ready(client), timeout, READY_POLL):
+                raise OperationFailed(f"etcd {self.name} was not ready after {timeout:.0f}s: {self.last_log_line()}")
 
     def last_log_line(self) -> str:
         try:

@@ -78,6 +78,7 @@ class MemberState:
     member: Member
     up: bool = True
     applied: int = 100
+    applied_at: float = 0.0  # when ``applied`` was last brought forward (the clock's monotonic)
     version: str = "3.5.1"
     db_size: int = 1 << 20
     errors: tuple[str, ...] = ()
@@ -103,15 +104,22 @@ def member_urls(index: int) -> tuple[str, str]:
 
 
 class MemoryEtcd(KeyValueReads):
-    """An etcd cluster of ``members`` members (all up), keys empty, at revision 1."""
+    """An etcd cluster, keys empty, at revision 1, every member up.
 
-    def __init__(self, clock: Clock | None = None, members: int = 1, cluster_id: int = 0xC1) -> None:
+    ``members`` is a count (members ``m1``... at :func:`member_urls`) or the members
+    themselves. A member started after being added applies ``catch_up_rate`` raft entries
+    per second of the clock until it reaches the leader.
+    """
+
+    def __init__(self, clock: Clock | None = None, members: int | Sequence[Member] = 1,
+                 cluster_id: int = 0xC1, catch_up_rate: float = 1e9) -> None:
         self.clock: Clock = clock or SystemClock()
         self.cluster_id = cluster_id
-        self.members: dict[int, MemberState] = {}
-        for index in range(1, members + 1):
-            client, peer = member_urls(index)
-            self.members[index] = MemberState(Member(index, f"m{index}", (peer,), (client,), False))
+        self.catch_up_rate = catch_up_rate
+        if isinstance(members, int):
+            members = [Member(i, f"m{i}", (member_urls(i)[1],), (member_urls(i)[0],), False)
+                       for i in range(1, members + 1)]
+        self.members: dict[int, MemberState] = {m.id: MemberState(m) for m in members}
         self.raised: list[Alarm] = []
         self.calls: Counter[str] = Counter()
         self.revision = 1
@@ -143,7 +151,7 @@ class MemoryEtcd(KeyValueReads):
             state = self.members[member_id]
             announced = replace(state.member, name=name or state.member.name,
                                 client_urls=(client_url,) if client_url else state.member.client_urls)
-            state.member, state.up = announced, True
+            state.member, state.up, state.applied_at = announced, True, self.clock.monotonic()
 
     def raise_alarm(self, member_id: int, kind: AlarmType) -> None:
         with self._lock:
@@ -161,6 +169,16 @@ class MemoryEtcd(KeyValueReads):
         if quorum and self._leader() == 0:
             raise EtcdUnavailable(f"{operation}: no etcd endpoint answered (etcdserver: no leader)")
         self._expire_leases()
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        leader = self.members.get(self._leader())
+        now = self.clock.monotonic()
+        for state in self.members.values():
+            if leader is not None and state.up and state.applied < leader.applied:
+                gained = int(self.catch_up_rate * (now - state.applied_at))
+                state.applied = min(state.applied + gained, leader.applied)
+            state.applied_at = now
 
     # ---- membership ----
 
@@ -208,6 +226,10 @@ class MemoryEtcd(KeyValueReads):
     def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member:
         with self._lock:
             self._enter("member_add")
+            taken = {url for state in self.members.values() for url in state.member.peer_urls}
+            if taken & set(peer_urls):
+                raise OperationFailed("member add failed on etcd at memory: FAILED_PRECONDITION: "
+                                      "etcdserver: Peer URLs already exists")
             member = Member(next(self._member_ids), "", tuple(peer_urls), (), learner)
             self.members[member.id] = MemberState(member, up=False, applied=0)
             return member
@@ -479,6 +501,7 @@ class MemoryWatch:
 
     def next_event(self, timeout: float | None = None) -> WatchEvent | None:
         """The next event, or None when none came within ``timeout`` (real seconds) or it was closed."""
+        # Real time, not the double's clock: events come from other threads, as a stream's do.
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._etcd._changed:
             while not self._pending and not self._closed:

@@ -11,13 +11,13 @@ voting members only: learners never vote.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import LifeboatError
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 
@@ -25,6 +25,8 @@ from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberS
 # 3.4 and 3.5): 2 GiB.
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 
+# How often a leaderless majority is asked again while it may be electing.
+SETTLE_POLL = 0.25
 # Share of the quota above which a member's db is reported as nearly full.
 QUOTA_WARNING_SHARE = 0.8
 
@@ -250,8 +252,7 @@ def _alarms_in_statuses(statuses: Iterable[MemberStatus]) -> list[Alarm]:
 
 def read_cluster_health(
     probe: ClusterProbe, endpoints: Sequence[str], *, quota_bytes: int = DEFAULT_QUOTA_BYTES,
-    settle: float = 5.0, clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[], None] = lambda: time.sleep(0.25),
+    settle: float = 5.0, clock: Clock | None = None,
 ) -> ClusterHealth:
     """Ask etcd everything :func:`assess` needs; members are probed in parallel.
 
@@ -263,14 +264,16 @@ def read_cluster_health(
     by default), which would read as "quorum lost". So while a quorum of voting members
     answers but no leader does, this asks again for up to ``settle`` seconds.
     """
-    deadline = clock() + settle
-    while True:
+    read: list[ClusterHealth] = []
+
+    def settled() -> bool:
         health = _read_once(probe, endpoints, quota_bytes)
+        read.append(health)
         answering = sum(1 for m in health.voting if m.reachable)
-        electing = health.answered and health.leader is None and answering >= health.quorum
-        if not electing or clock() >= deadline:
-            return health
-        sleep()
+        return not (health.answered and health.leader is None and answering >= health.quorum)
+
+    (clock or SystemClock()).wait_until(settled, settle, SETTLE_POLL)
+    return read[-1]
 
 
 def _read_once(probe: ClusterProbe, endpoints: Sequence[str], quota_bytes: int) -> ClusterHealth:

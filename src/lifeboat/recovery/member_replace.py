@@ -18,13 +18,13 @@ from __future__ import annotations
 import enum
 import os
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
 from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
 from lifeboat.recovery.health import ClusterHealth, MemberHealth, quorum_of, read_cluster_health
@@ -259,18 +259,14 @@ class ReplaceResult:
     health: ClusterHealth
 
 
-class _Clock(Protocol):
-    def __call__(self) -> float: ...
-
-
 def replace_member(
     etcd: MembershipClient, plan: ReplacePlan, starter: MemberStarter, endpoints: Sequence[str], *,
     report: Callable[[str], None], timeout: float = 300, poll: float = 0.5,
-    clock: _Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    clock: Clock | None = None,
 ) -> ReplaceResult:
     """Run ``plan``'s steps in order, reporting each; returns the cluster's health after."""
     member_id = plan.member_id
-    waiter = _Waiter(clock, sleep, timeout, poll)
+    waiter = _Waiter(clock or SystemClock(), timeout, poll)
     for step in plan.steps:
         report(f"→ {step.description}")
         if step.kind is StepKind.REMOVE:
@@ -392,16 +388,12 @@ def _healthy_voting(etcd: MembershipClient, endpoints: Sequence[str], member_id:
 class _Waiter:
     """Polls until a check returns a value, or fails with a one-line error after ``timeout``."""
 
-    def __init__(self, clock: _Clock, sleep: Callable[[float], None], timeout: float, poll: float) -> None:
-        self.clock, self.sleep, self.timeout, self.poll = clock, sleep, timeout, poll
+    def __init__(self, clock: Clock, timeout: float, poll: float) -> None:
+        self.clock, self.timeout, self.poll = clock, timeout, poll
 
     def until(self, check: Callable[[], T | None], what: str) -> T:
-        deadline = self.clock() + self.timeout
-        while True:
-            found = check()
-            if found is not None:
-                return found
-            if self.clock() >= deadline:
-                raise OperationFailed(f"gave up waiting for {what} after {self.timeout:.0f}s; the steps "
-                                      "done so far stay done: fix the cause and re-run to resume")
-            self.sleep(self.poll)
+        found = wait_for(self.clock, check, self.timeout, self.poll)
+        if found is None:
+            raise OperationFailed(f"gave up waiting for {what} after {self.timeout:.0f}s; the steps "
+                                  "done so far stay done: fix the cause and re-run to resume")
+        return found

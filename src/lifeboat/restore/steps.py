@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.restore.content import KeyspaceDigest, keyspace_digest, sample_keys
@@ -110,6 +110,7 @@ class RestoreContext:
     start_timeout: float = 120.0
     health_timeout: float = 300.0
     probe_interval: float = 0.5
+    clock: Clock = field(default_factory=SystemClock)
 
     def restoring(self) -> tuple[Manifest, RestoreTool]:
         if self.manifest is None or self.tool is None:
@@ -394,17 +395,22 @@ class VerifyMember(Step):
 
 
 def _wait_serving(ctx: RestoreContext) -> int:
-    deadline = time.monotonic() + ctx.health_timeout
-    while True:
+    last: list[LifeboatError] = []
+
+    def serving() -> int | None:
         try:
             return ctx.member.revision()
         except LifeboatError as exc:
-            if time.monotonic() >= deadline:
-                raise OperationFailed(
-                    f"the restored member did not serve a read within {ctx.health_timeout:.0f}s ({exc}); "
-                    "in a multi-member restore, every member must be restored and started"
-                ) from None
-        time.sleep(ctx.probe_interval)
+            last[:] = [exc]
+            return None
+
+    revision = wait_for(ctx.clock, serving, ctx.health_timeout, ctx.probe_interval)
+    if revision is None:
+        raise OperationFailed(
+            f"the restored member did not serve a read within {ctx.health_timeout:.0f}s ({last[0]}); "
+            "in a multi-member restore, every member must be restored and started"
+        )
+    return revision
 
 
 @dataclass(frozen=True)

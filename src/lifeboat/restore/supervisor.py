@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd.data_dir import db_locked
 from lifeboat.kube.paths import APISERVER_MANIFEST, ETCD_MANIFEST, on_host
@@ -96,6 +96,7 @@ class Polling:
     """``wait_stopped``/``wait_started`` by polling ``is_running``."""
 
     poll_interval = 0.2
+    clock: Clock = SystemClock()
 
     def is_running(self, component: Component) -> bool:
         raise NotImplementedError
@@ -110,12 +111,7 @@ class Polling:
             raise OperationFailed(f"{component} did not start within {timeout:.0f}s; check its logs")
 
     def _wait(self, component: Component, running: bool, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.is_running(component) != running:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(self.poll_interval)
-        return True
+        return self.clock.wait_until(lambda: self.is_running(component) == running, timeout, self.poll_interval)
 
 
 class StaticPodSupervisor(Polling):

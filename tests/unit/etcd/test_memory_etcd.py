@@ -83,14 +83,19 @@ def test_without_quorum_keys_are_unavailable_but_members_still_answer_status() -
 
 
 def test_a_learner_is_promoted_only_once_it_caught_up() -> None:
-    etcd = MemoryEtcd(members=3)
+    clock = FakeClock()
+    etcd = MemoryEtcd(clock, members=3, catch_up_rate=10)
+    with pytest.raises(OperationFailed, match="Peer URLs already exists"):
+        etcd.member_add([member_urls(3)[1]], learner=True)
     etcd.member_remove(3)
     learner = etcd.member_add([member_urls(3)[1]], learner=True)
     assert learner.name == "" and learner.is_learner
     etcd.start(learner.id, "m3", member_urls(3)[0])
+    clock.advance(5)
+    assert etcd.status(member_urls(3)[0]).raft_applied_index == 50
     with pytest.raises(OperationFailed, match="in sync with leader"):
         etcd.member_promote(learner.id)
-    etcd.members[learner.id].applied = etcd.members[1].applied
+    clock.advance(5)
     promoted = {m.id: m for m in etcd.member_promote(learner.id)}
     assert not promoted[learner.id].is_learner and len(promoted) == 3
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from lifeboat.clock import FakeClock
 from lifeboat.errors import EtcdUnavailable
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 from lifeboat.recovery.health import (
@@ -240,13 +241,15 @@ def test_leader_election_in_progress_is_waited_out_not_reported_as_quorum_lost()
     members = MemberList(7, (member(1), member(2), member(3)), 1)
     # Leader 3 just died; 1 and 2 still name it until one of them wins the election.
     probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
-    sleeps: list[int] = []
+    sleeps: list[float] = []
 
-    def sleep() -> None:
-        sleeps.append(1)
-        probe.statuses = {url(1): status(1, leader=1), url(2): status(2, leader=1)}
+    class ElectionEnds(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            sleeps.append(seconds)
+            probe.statuses = {url(1): status(1, leader=1), url(2): status(2, leader=1)}
+            super().sleep(seconds)
 
-    health = read_cluster_health(probe, [url(1)], sleep=sleep)
+    health = read_cluster_health(probe, [url(1)], clock=ElectionEnds())
     assert len(sleeps) == 1
     assert not health.quorum_lost and health.can_lose == 0
 
@@ -254,7 +257,9 @@ def test_leader_election_in_progress_is_waited_out_not_reported_as_quorum_lost()
 def test_leaderless_majority_is_reported_once_the_settle_time_is_over() -> None:
     members = MemberList(7, (member(1), member(2), member(3)), 1)
     probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
-    ticks = iter(range(100))
-    health = read_cluster_health(probe, [url(1)], settle=3, clock=lambda: float(next(ticks)), sleep=lambda: None)
+    clock = FakeClock()
+    started = clock.monotonic()
+    health = read_cluster_health(probe, [url(1)], settle=3, clock=clock)
+    assert clock.monotonic() - started == 3
     assert health.quorum_lost
     assert all("does not answer as leader" in (m.problem or "") for m in health.members[:2])

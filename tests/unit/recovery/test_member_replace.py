@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lifeboat.clock import FakeClock
 from lifeboat.errors import EtcdUnavailable, NotFound, OperationFailed, UsageError
-from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
+from lifeboat.etcd.memory import Fault, MemoryEtcd
+from lifeboat.etcdapi.model import Member, MemberList, MemberStatus
 from lifeboat.recovery.health import ClusterHealth, assess
 from lifeboat.recovery.member_replace import (
     OperatorStarter,
@@ -130,63 +131,22 @@ def test_start_spec_flags_say_existing_cluster() -> None:
     assert not any(k.startswith("ETCD_") for k in spec.environment())
 
 
-class FakeEtcd:
-    """Membership in memory. Learners catch up ``catch_up`` applied entries per status read."""
+def running_cluster(clock: FakeClock, down: int) -> MemoryEtcd:
+    """Three members at ``url(i)``; member ``down`` has stopped. Learners catch up 40 entries per 0.5 s poll."""
+    etcd = MemoryEtcd(clock, members=[member(i) for i in (1, 2, 3)], cluster_id=7, catch_up_rate=80)
+    etcd.stop(down)
+    return etcd
 
-    def __init__(self, size: int, down: set[int]) -> None:
-        self.members = {i: member(i) for i in range(1, size + 1)}
-        self.running = {i for i in self.members if i not in down}
-        self.applied = {i: 100 for i in self.members}
-        self.calls: list[str] = []
-        self.refuse_add = 1  # "unhealthy cluster" refusals before an add is accepted
-        self.refuse_promote = 1  # "not in sync" refusals before a promote is accepted
-        self.next_id = 100
 
-    def member_list(self) -> MemberList:
-        return MemberList(7, tuple(self.members.values()), 1)
-
-    def status(self, endpoint: str) -> MemberStatus:
-        for i, m in self.members.items():
-            if endpoint in m.client_urls and i in self.running:
-                self.applied[i] = min(self.applied[i] + 40, 100)
-                return status(i, leader=1, applied=self.applied[i], learner=m.is_learner)
-        raise EtcdUnavailable(f"status of {endpoint}: refused")
-
-    def alarms(self) -> list[Alarm]:
-        return []
-
-    def member_remove(self, member_id: int) -> tuple[Member, ...]:
-        self.calls.append(f"remove {member_id}")
-        del self.members[member_id]
-        return tuple(self.members.values())
-
-    def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member:
-        if self.refuse_add:
-            self.refuse_add -= 1
-            raise EtcdUnavailable("member add: no etcd endpoint answered; tried x (UNAVAILABLE: "
-                                  "etcdserver: unhealthy cluster)")
-        self.calls.append(f"add {','.join(peer_urls)} learner={learner}")
-        new = Member(self.next_id, "", tuple(peer_urls), (), learner)
-        self.members[new.id] = new
-        return new
-
-    def member_promote(self, member_id: int) -> tuple[Member, ...]:
-        if self.refuse_promote:
-            self.refuse_promote -= 1
-            raise OperationFailed("member promote failed: etcdserver: can only promote a learner "
-                                  "member which is in sync with leader")
-        self.calls.append(f"promote {member_id}")
-        self.members[member_id] = replace(self.members[member_id], is_learner=False)
-        return tuple(self.members.values())
-
-    def start(self, member_id: int, name: str, client_url: str) -> None:
-        self.members[member_id] = replace(self.members[member_id], name=name, client_urls=(client_url,))
-        self.running.add(member_id)
-        self.applied[member_id] = 0
+def health_now(etcd: MemoryEtcd) -> ClusterHealth:
+    statuses = {i: etcd.status(url(i)) for i in (1, 2)}
+    return assess(etcd.member_list(), statuses, {3: "refused"}, [])
 
 
 class FakeStarter:
-    def __init__(self, etcd: FakeEtcd) -> None:
+    """Starts the member etcd added last (it has no name yet) on ``url(3)``."""
+
+    def __init__(self, etcd: MemoryEtcd) -> None:
         self.etcd = etcd
         self.specs: list[StartSpec] = []
 
@@ -195,44 +155,40 @@ class FakeStarter:
 
     def start(self, spec: StartSpec, report: Callable[[str], None]) -> None:
         self.specs.append(spec)
-        self.etcd.start(self.etcd.next_id, spec.name, url(3))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+        added = next(i for i, state in self.etcd.members.items() if not state.member.name)
+        self.etcd.start(added, spec.name, url(3))
 
 
 def test_replacement_runs_every_step_and_retries_what_etcd_says_is_not_yet_possible(tmp_path: Path) -> None:
-    etcd = FakeEtcd(3, {3})
+    clock = FakeClock()
+    etcd = running_cluster(clock, down=3)
+    # etcd refuses the first add (a member just removed) and the first promote, as it does.
+    etcd.inject(Fault("member_add", EtcdUnavailable("member add: no etcd endpoint answered; tried x "
+                                                   "(UNAVAILABLE: etcdserver: unhealthy cluster)")))
+    etcd.inject(Fault("member_promote", OperationFailed("member promote failed: etcdserver: can only promote "
+                                                        "a learner member which is in sync with leader")))
     data_dir = tmp_path / "etcd"
     (data_dir / "member").mkdir(parents=True)
-    health = assess(etcd.member_list(), {i: etcd.status(url(i)) for i in (1, 2)}, {3: "refused"}, [])
-    p = plan_replacement(health, "m3", now=NOW, starter=OperatorStarter(), data_dir=data_dir,
+    p = plan_replacement(health_now(etcd), "m3", now=NOW, starter=OperatorStarter(), data_dir=data_dir,
                          data_dir_exists=True)
-    starter, clock, lines = FakeStarter(etcd), FakeClock(), list[str]()
-    result = replace_member(etcd, p, starter, [url(1)], report=lines.append, clock=clock, sleep=clock.sleep)
-    assert etcd.calls == ["remove 3", f"add {peer(3)} learner=True", "promote 100"]
+    starter, lines = FakeStarter(etcd), list[str]()
+    result = replace_member(etcd, p, starter, [url(1)], report=lines.append, clock=clock)
+    assert (etcd.calls["member_remove"], etcd.calls["member_add"], etcd.calls["member_promote"]) == (1, 2, 2)
+    assert [(m.id, m.peer_urls, m.is_learner) for m in etcd.member_list().members] == [
+        (1, (peer(1),), False), (2, (peer(2),), False), (result.member_id, (peer(3),), False)]
     assert not data_dir.exists() and p.moved_to is not None and (p.moved_to / "member").is_dir()
     assert starter.specs[0].initial_cluster == f"m1={peer(1)},m2={peer(2)},m3={peer(3)}"
-    assert result.member_id == 100
+    assert result.member_id not in (1, 2, 3)
     assert result.health.summary() == "3 voting members, 3 healthy, quorum 2, can lose 1"
     assert any("promoted" in line for line in lines)
 
 
 def test_member_that_never_starts_gives_up_with_a_resumable_error() -> None:
-    etcd = FakeEtcd(3, {3})
-    etcd.refuse_add = 0
-    health = assess(etcd.member_list(), {i: etcd.status(url(i)) for i in (1, 2)}, {3: "refused"}, [])
-    p = plan_replacement(health, "m3", now=NOW, starter=OperatorStarter())
     clock = FakeClock()
+    etcd = running_cluster(clock, down=3)
+    p = plan_replacement(health_now(etcd), "m3", now=NOW, starter=OperatorStarter())
     with pytest.raises(OperationFailed, match="m3 to start and answer after 30s.*re-run to resume"):
-        replace_member(etcd, p, OperatorStarter(), [url(1)], report=lambda _: None, timeout=30,
-                       clock=clock, sleep=clock.sleep)
-    assert etcd.calls == ["remove 3", f"add {peer(3)} learner=True"]
+        replace_member(etcd, p, OperatorStarter(), [url(1)], report=lambda _: None, timeout=30, clock=clock)
+    assert (etcd.calls["member_remove"], etcd.calls["member_add"], etcd.calls["member_promote"]) == (1, 1, 0)
+    assert [(m.peer_urls, m.is_learner) for m in etcd.member_list().members] == [
+        ((peer(1),), False), ((peer(2),), False), ((peer(3),), True)]
