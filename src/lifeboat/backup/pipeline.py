@@ -72,13 +72,18 @@ def take_backup(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     progress: Progress = _no_progress,
+    inspect: Callable[[Path], object] = lambda snapshot: None,
 ) -> Manifest:
-    """Take one backup and commit it; returns the committed manifest."""
+    """Take one backup and commit it; returns the committed manifest.
+
+    ``inspect`` is called with the raw snapshot file once it is complete and checked, while
+    it still exists (capture reads its compaction marks there).
+    """
     check_cluster_name(options.cluster)
     started = now()
     backup_id = new_backup_id(started)
     source = choose_source_member(etcd, options.endpoints)
-    draft = _Draft(repo, options, backup_id)
+    draft = _Draft(repo, options, backup_id, inspect)
     try:
         with tempfile.TemporaryDirectory(prefix="lifeboat-", dir=options.tmp_dir) as tmp:
             _check_room(Path(tmp), source.status.db_size)
@@ -110,7 +115,9 @@ def take_backup(
 class _Draft:
     """The objects of one backup being written, so that a failure can remove them."""
 
-    def __init__(self, repo: BackupRepository, options: BackupOptions, backup_id: str) -> None:
+    def __init__(self, repo: BackupRepository, options: BackupOptions, backup_id: str,
+                 inspect: Callable[[Path], object] = lambda snapshot: None) -> None:
+        self.inspect = inspect
         self.repo = repo
         self.options = options
         self.backup_id = backup_id
@@ -144,6 +151,7 @@ class _Draft:
                               threaded(receiver, "etcd-snapshot"),
                               receiver.digest)
             status = reading[0].result()
+        self.inspect(spool)
         info = SnapshotInfo(
             revision=status.revision, hash=status.hash, total_key=status.total_key,
             total_size=status.total_size, db_sha256=receiver.db_sha256,

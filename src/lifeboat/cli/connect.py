@@ -125,6 +125,10 @@ _FLAG_KEYS = {
     "zstd_level": ("backup.zstd-level", "--zstd-level"),
     "tmp_dir": ("backup.tmp-dir", "--tmp-dir"),
     "label": ("backup.labels", "--label"),
+    "flush_interval": ("capture.flush-interval", "--flush-interval"),
+    "segment_max_bytes": ("capture.segment-max-bytes", "--segment-max-bytes"),
+    "spool_dir": ("capture.spool-dir", "--spool-dir"),
+    "spool_max_bytes": ("capture.spool-max-bytes", "--spool-max-bytes"),
 }
 
 

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Sequence
 
 from lifeboat import __version__
-from lifeboat.cli import agent, backups, configuration, k8s, member, prune, restore, snapshots, status
+from lifeboat.cli import agent, backups, capture, configuration, k8s, member, prune, restore, snapshots, status
 from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
 
 DESCRIPTION = """\
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.register(sub, common)
     member.register(sub, common)
     restore.register(sub, common)
+    capture.register(sub, common)
     return parser
 
 

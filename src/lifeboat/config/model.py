@@ -16,6 +16,7 @@ from pydantic import (
 
 from lifeboat.config.secrets import public_recipient
 from lifeboat.config.values import (
+    ByteSize,
     CommaList,
     Count,
     CronExpression,
@@ -111,6 +112,32 @@ class BackupSection(Section):
         return value
 
 
+class CaptureSection(Section):
+    """Continuous capture: a watch on the whole keyspace written as segments (``lifeboat capture``).
+
+    ``enabled`` makes the elected agent capture; ``lifeboat capture`` runs whatever it says.
+    """
+
+    enabled: StrictBool = False
+    flush_interval: Seconds = 1.0
+    segment_max_bytes: ByteSize = 16 << 20
+    heartbeat_interval: Seconds = 30.0
+    spool_dir: Path | None = None
+    spool_max_bytes: ByteSize = 256 << 20
+    retry_interval: Seconds = 2.0
+
+    @model_validator(mode="after")
+    def _sizes(self) -> CaptureSection:
+        if self.segment_max_bytes < 4096:
+            raise ValueError(f"segment-max-bytes must be at least 4KiB, got {self.segment_max_bytes}")
+        if self.spool_max_bytes < self.segment_max_bytes:
+            raise ValueError("spool-max-bytes must be at least segment-max-bytes "
+                             f"({self.spool_max_bytes} < {self.segment_max_bytes})")
+        if self.flush_interval > 60:
+            raise ValueError(f"flush-interval must be at most 60s, got {self.flush_interval:g}s")
+        return self
+
+
 class SchedulesSection(Section):
     """Cron expressions (five fields, read in UTC) for the agent."""
 
@@ -181,6 +208,7 @@ class LifeboatConfig(Section):
     encryption: EncryptionSection = Field(default_factory=EncryptionSection)
     backup: BackupSection = Field(default_factory=BackupSection)
     schedules: SchedulesSection = Field(default_factory=SchedulesSection)
+    capture: CaptureSection = Field(default_factory=CaptureSection)
     retention: RetentionSection | None = None
     agent: AgentSection = Field(default_factory=AgentSection)
 

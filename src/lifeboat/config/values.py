@@ -35,6 +35,25 @@ def parse_seconds(value: object) -> float:
     return seconds
 
 
+_SIZE = re.compile(r"(\d+)\s*(b|kib|mib|gib|kb|mb|gb)?")
+_UNIT_BYTES = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 10**6, "gb": 10**9}
+
+
+def parse_bytes(value: object) -> int:
+    """``4096``, ``512KiB``, ``16MiB``, ``1GiB`` (or kB/MB/GB) as a number of bytes (more than 0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a size such as 16MiB, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip().lower())):
+        size = int(match.group(1)) * _UNIT_BYTES[match.group(2) or "b"]
+    else:
+        raise ValueError(f"must be a size such as 16MiB or 1GiB, got {value!r}")
+    if size <= 0:
+        raise ValueError(f"must be more than zero bytes, got {value!r}")
+    return size
+
+
 def check_retention_duration(value: object) -> str:
     """A retention duration: a whole number followed by h, d or w (``36h``, ``7d``, ``2w``)."""
     if not isinstance(value, str) or not (match := _RETENTION_DURATION.fullmatch(value.strip().lower())):
@@ -128,6 +147,7 @@ RetentionDuration = Annotated[str, BeforeValidator(check_retention_duration)]
 PositiveCount = Annotated[int, BeforeValidator(check_positive_count)]
 Count = Annotated[int, BeforeValidator(check_count)]
 CronExpression = Annotated[str, BeforeValidator(check_cron)]
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
 
 

@@ -34,6 +34,7 @@ class WatchStream:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._pending: list[WatchEvent] = []
         self._closed = False
+        self._ended = False
         self._call = stubs.watch.Watch(self._outgoing())
         self._reader = threading.Thread(target=self._read, name="etcd-watch", daemon=True)
         self._reader.start()
@@ -43,6 +44,9 @@ class WatchStream:
             raise OperationFailed(f"watch: etcd at {self.endpoint} did not confirm the watch in time; retry")
         self.watch_id: int = first.watch_id
         self.revision: int = first.header.revision
+        # The store revision etcd last vouched for with a progress notification: every event
+        # up to it was delivered (etcd's WatchProgressRequest, 3.4+).
+        self.progress_revision: int | None = None
         self._absorb(first)
 
     def _outgoing(self) -> Iterator[Any]:
@@ -69,6 +73,7 @@ class WatchStream:
             return None
         if item is _END:
             self._inbox.put(_END)
+            self._ended = True
             return None
         if isinstance(item, LifeboatError):
             raise item
@@ -85,6 +90,8 @@ class WatchStream:
             if response.cancel_reason:
                 raise OperationFailed(f"watch cancelled by etcd at {self.endpoint}: {response.cancel_reason}")
             return
+        if not response.events and not response.created:
+            self.progress_revision = response.header.revision
         self._pending.extend(watch_event(e) for e in response.events)
 
     def next_event(self, timeout: float | None = None) -> WatchEvent | None:
@@ -97,6 +104,37 @@ class WatchStream:
                 return None
             self._absorb(response)
         return self._pending.pop(0)
+
+    def next_batch(self, timeout: float | None = None) -> list[WatchEvent] | None:
+        """The events of the next response that carries any; None on timeout or at the end.
+
+        etcd never splits one revision's events over two responses (a transaction is
+        delivered whole, server/mvcc/watchable_store.go), so a batch ends on a revision boundary.
+        """
+        if self._pending:
+            batch, self._pending = self._pending, []
+            return batch
+        while not self._closed:
+            response = self._take(timeout)
+            if response is None:
+                return None
+            self._absorb(response)
+            if self._pending:
+                batch, self._pending = self._pending, []
+                return batch
+            if timeout is not None:
+                return []  # a progress notification: nothing new, but etcd answered
+        return None
+
+    @property
+    def ended(self) -> bool:
+        """The stream is over: closed here, or etcd (or the connection) ended it."""
+        return self._closed or self._ended
+
+    def request_progress(self) -> None:
+        """Ask etcd for a progress notification (answered when the watcher is in sync)."""
+        if not self._closed:
+            self._requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
 
     def __iter__(self) -> Iterator[WatchEvent]:
         while (event := self.next_event()) is not None:

@@ -237,3 +237,18 @@ def _member(key: bytes, value: bytes) -> SnapshotMember:
         )
     except (AttributeError, TypeError, UnicodeDecodeError) as exc:
         raise MalformedValue(f"member {key!r} is not etcd member JSON") from exc
+
+
+LEASE_BUCKET = b"lease"
+
+
+def read_lease_ids(path: str | os.PathLike[str]) -> frozenset[int]:
+    """The ids of the leases recorded in bucket ``lease`` (8-byte big-endian signed ids)."""
+    with BoltFile.open(path) as db:
+        ids = set()
+        for key in _bucket_dict(db, LEASE_BUCKET):
+            if len(key) != 8:
+                raise MalformedValue(f"lease id {key!r} is not 8 bytes")
+            raw: int = _U64.unpack(key)[0]
+            ids.add(raw - (1 << 64) if raw >= 1 << 63 else raw)
+        return frozenset(ids)

@@ -1,0 +1,358 @@
+"""Continuous capture: a base backup, then every revision of etcd as segments in the repository.
+
+One loop, one thread of control (the watch has its own reader thread):
+
+* start: resume right after the last segment of the newest open chain (no gap, no
+  duplicate), or take a base backup and start a new chain;
+* follow: watch the whole keyspace from the next revision; close a segment every
+  ``flush_interval`` or at ``segment_max_bytes`` and commit it create-only; while idle, ask
+  etcd for a progress notification and record a heartbeat;
+* when the watch cannot continue (etcd compacted the next revision, the cluster went back
+  in time, the spool filled while the repository was down) the chain ends: a gap is recorded
+  with its reason and a new base starts a new chain at once;
+* the repository down: segments go to a bounded local spool and are uploaded in order later.
+
+``stop`` (SIGTERM in ``lifeboat capture``, losing leadership in the agent) commits what was
+received and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
+from lifeboat.capture.resume import Resume, decide_resume
+from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, leases_of
+from lifeboat.capture.spool import Spool, SpoolFull
+from lifeboat.catalog.age_keys import Recipient
+from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import Predecessor, Segment
+from lifeboat.errors import (
+    AlreadyExists, BackendUnavailable, EtcdUnavailable, LifeboatError, OperationFailed, RepositoryUnavailable,
+)
+from lifeboat.etcd.failures import RevisionCompacted
+from lifeboat.etcdapi.model import LeaseTimeToLive, WatchEvent
+from lifeboat.snapshot import SnapshotMeta, read_meta
+
+log = logging.getLogger("lifeboat.capture")
+
+
+class EventStream(Protocol):
+    """What capture needs of :class:`lifeboat.etcd.watch.WatchStream`."""
+
+    progress_revision: int | None
+
+    @property
+    def ended(self) -> bool: ...
+
+    def next_batch(self, timeout: float | None = None) -> list[WatchEvent] | None: ...
+
+    def request_progress(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CaptureSource(SnapshotSource, Protocol):
+    """The etcd connection as capture uses it."""
+
+    def watch(self, key: bytes, range_end: bytes | None = None, *, prefix: bool = False,
+              start_revision: int = 0, prev_kv: bool = False) -> EventStream: ...
+
+    def lease_time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseTimeToLive: ...
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    backup: BackupOptions  # cluster, endpoints, recipients, zstd level for base backups
+    flush_interval: float = 1.0
+    segment_max_bytes: int = 16 << 20
+    heartbeat_interval: float = 30.0
+    spool_dir: Path = Path("/var/lib/lifeboat/capture-spool")
+    spool_max_bytes: int = 256 << 20
+    retry_interval: float = 2.0
+
+    @property
+    def cluster(self) -> str:
+        return self.backup.cluster
+
+    @property
+    def recipients(self) -> Sequence[Recipient]:
+        return self.backup.recipients
+
+
+@dataclass
+class CaptureStatus:
+    """What capture has done so far; read by ``/metrics`` and the CLI (one writer: the loop)."""
+
+    chain: str | None = None
+    last_revision: int = 0  # the last revision committed (or spooled for upload)
+    last_seen: datetime | None = None
+    oldest_pending: datetime | None = None  # seen time of the oldest revision not yet committed
+    segments: int = 0
+    events: int = 0
+    gaps: int = 0
+    bases: int = 0
+    spooled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def lag_seconds(self, now: datetime) -> float:
+        """How long the oldest uncommitted revision has waited (0 when all are committed)."""
+        return max(0.0, (now - self.oldest_pending).total_seconds()) if self.oldest_pending else 0.0
+
+
+class ChainBroken(LifeboatError):
+    """The chain can go no further; a gap is recorded and a new base taken."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Position:
+    info: ChainInfo
+    previous: Predecessor
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Capture:
+    """The capture loop; :meth:`run` returns once ``stop`` is set (after committing)."""
+
+    def __init__(self, etcd: CaptureSource, repo: BackupRepository, options: CaptureOptions, *,
+                 stop: threading.Event | None = None, now: Callable[[], datetime] = _utcnow,
+                 status: CaptureStatus | None = None) -> None:
+        self.etcd = etcd
+        self.repo = repo
+        self.chains = ChainStore(repo.store)
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.now = now
+        self.status = status or CaptureStatus()
+        self.spool = Spool(options.spool_dir / options.cluster, options.spool_max_bytes)
+        self._position: _Position | None = None
+        self._pending_gap: tuple[str, int, str] | None = None  # chain, last revision, reason
+        self._leases: set[int] = set()
+
+    def run(self) -> CaptureStatus:
+        while not self.stop.is_set():
+            try:
+                self._follow(self._start())
+            except ChainBroken as broken:
+                assert self._position is not None
+                log.warning("capture chain %s ends at revision %d: %s", self._position.info.chain,
+                            self._position.previous.last_revision, broken.reason)
+                self._pending_gap = (self._position.info.chain, self._position.previous.last_revision,
+                                     broken.reason)
+                self._position = None
+            except AlreadyExists:
+                log.warning("another capture wrote the same segment; resuming after the newest one")
+                self._position = None
+            except (BackendUnavailable, OperationFailed) as exc:
+                self._note(f"{exc}; retrying in {self.options.retry_interval:g}s")
+                self.stop.wait(self.options.retry_interval)
+        return self.status
+
+    def _note(self, message: str) -> None:
+        log.warning("capture: %s", message)
+        self.status.errors = [*self.status.errors[-9:], message]
+
+    # ---- where to start ----
+
+    def _start(self) -> _Position:
+        self._drain_spool()
+        if self._pending_gap is not None:
+            chain, last, reason = self._pending_gap
+            self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.now()))
+            self.status.gaps += 1
+            self._pending_gap = None
+        if self._position is not None:
+            return self._position
+        decision = decide_resume(self.options.cluster, list(self.repo.manifests(self.options.cluster)),
+                                 self.chains.chains(self.options.cluster), self._cluster_id())
+        if decision.gap is not None:
+            chain, last, reason = decision.gap
+            self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.now()))
+            self.status.gaps += 1
+        position = self._resumed(decision) if decision.info is not None else self._new_chain()
+        self._position = position
+        self.status.chain = position.info.chain
+        self.status.last_revision = position.previous.last_revision
+        return position
+
+    def _etcd_revision(self) -> int:
+        revisions = []
+        for endpoint in self.options.backup.endpoints:
+            try:
+                revisions.append(self.etcd.status(endpoint).revision)
+            except BackendUnavailable:
+                continue
+        if not revisions:
+            raise EtcdUnavailable("no etcd endpoint answered a status request")
+        return max(revisions)
+
+    def _cluster_id(self) -> str:
+        return f"{self.etcd.member_list().cluster_id:x}"
+
+    def _resumed(self, decision: Resume) -> _Position:
+        assert decision.info is not None and decision.previous is not None
+        last = decision.previous.last_revision
+        current = self._etcd_revision()
+        if current < last:
+            # Same cluster id but an older revision: the cluster was restored from a backup
+            # (without a revision bump); its history after ``current`` is not the chain's.
+            self._position = _Position(decision.info, decision.previous)
+            raise ChainBroken(f"etcd's revision {current} is behind the chain's {last}: "
+                              "the cluster was restored or replaced")
+        log.info("capture resumes chain %s after revision %d", decision.info.chain,
+                 decision.previous.last_revision)
+        return _Position(decision.info, decision.previous)
+
+    def _new_chain(self) -> _Position:
+        marks: list[SnapshotMeta] = []
+        manifest = take_backup(self.etcd, self.repo, self.options.backup, now=self.now,
+                               inspect=lambda snapshot: marks.append(read_meta(snapshot)))
+        assert manifest.snapshot is not None and manifest.source is not None
+        self.status.bases += 1
+        # etcd's revision is the newest row or the compaction mark, whichever is higher: a
+        # compaction removes a tombstone at its own revision (kvstore.go restore, keyIndex.compact),
+        # so the snapshot's last row can be below the revision its state is at.
+        revision = max(manifest.snapshot.revision, marks[0].finished_compact_revision or 0,
+                       marks[0].scheduled_compact_revision or 0)
+        info = ChainInfo(chain=manifest.id, cluster=manifest.cluster, base_backup=manifest.id,
+                         base_revision=revision, cluster_id=manifest.source.cluster_id,
+                         started_at=manifest.finished_at)
+        self.chains.start(info)
+        self._leases = set()
+        log.info("capture starts chain %s at base revision %d", info.chain, info.base_revision)
+        return _Position(info, Predecessor("base", revision, manifest.id))
+
+    # ---- following the watch ----
+
+    def _follow(self, position: _Position) -> None:
+        start = position.previous.last_revision + 1
+        try:
+            stream = self.etcd.watch(b"", prefix=True, start_revision=start)
+        except RevisionCompacted:
+            raise ChainBroken(f"etcd compacted revision {start} before capture could read it "
+                              "(capture was stopped or fell behind)") from None
+        builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes)
+        idle_since = self.now()
+        asked_progress = False
+        try:
+            while True:
+                if self.stop.is_set():
+                    self._commit(position, builder)
+                    return
+                left = builder.seconds_left(self.now())
+                try:
+                    batch = stream.next_batch(min(0.2, left) if left is not None else 0.2)
+                except RevisionCompacted:
+                    raise ChainBroken(f"etcd compacted revision {position.previous.last_revision + 1} "
+                                      "under the watch") from None
+                now = self.now()
+                if batch:
+                    self._take(batch, now, builder)
+                    idle_since, asked_progress = now, False
+                elif batch is None and stream.ended:
+                    self._commit(position, builder)
+                    raise EtcdUnavailable("the etcd watch ended (member stopped or connection lost)")
+                if builder.due(now):
+                    self._commit(position, builder)
+                if builder.empty and (now - idle_since).total_seconds() >= self.options.heartbeat_interval:
+                    asked_progress = self._heartbeat(stream, position, asked_progress, now)
+                    if not asked_progress:
+                        idle_since = now
+        finally:
+            stream.close()
+
+    def _take(self, batch: list[WatchEvent], now: datetime, builder: SegmentBuilder) -> None:
+        revisions = group_revisions(batch, now)
+        if not revisions:
+            return
+        for lease in leases_of(revisions) - self._leases:
+            self._learn_lease(lease, builder)
+        builder.add(revisions)
+        self.status.oldest_pending = builder.revisions[0].seen
+
+    def _learn_lease(self, lease: int, builder: SegmentBuilder) -> None:
+        """Record a lease's granted TTL: lease grants are not watch events (etcd's watch API)."""
+        try:
+            found = self.etcd.lease_time_to_live(lease)
+        except LifeboatError as exc:
+            self._note(f"could not read lease {lease:x}: {exc}")
+            return
+        self._leases.add(lease)
+        if found.ttl >= 0 and found.granted_ttl > 0:
+            builder.leases[lease] = found.granted_ttl
+
+    def _heartbeat(self, stream: EventStream, position: _Position, asked: bool, now: datetime) -> bool:
+        """Ask etcd for progress; once it vouches nothing is newer, record a heartbeat."""
+        if not asked:
+            stream.progress_revision = None
+            stream.request_progress()
+            return True
+        if stream.progress_revision is None:
+            return True
+        if stream.progress_revision == position.previous.last_revision:
+            try:
+                self.chains.beat(self.options.cluster, position.info.chain,
+                                 Heartbeat(position.previous.last_revision, now))
+            except RepositoryUnavailable as exc:
+                self._note(f"heartbeat not written: {exc}")
+        return False
+
+    def _commit(self, position: _Position, builder: SegmentBuilder) -> None:
+        if builder.empty:
+            return
+        segment = builder.close(self.options.cluster, position.info.chain, position.previous)
+        encrypted = bool(self.options.recipients)
+        name = segment_name(segment, encrypted)
+        data = self.chains.encoded(segment, self.options.recipients, self.options.backup.zstd_level)
+        self._store(position.info.chain, name, data)
+        position.previous = Predecessor("segment", segment.last_revision, name)
+        self._committed(segment)
+
+    def _store(self, chain: str, name: str, data: bytes) -> None:
+        if len(self.spool) == 0:
+            try:
+                self.chains.put_encoded(self.options.cluster, chain, name, data)
+                return
+            except RepositoryUnavailable as exc:
+                self._note(f"repository unavailable, spooling segments locally: {exc}")
+        try:
+            self.spool.add(chain, name, data)
+        except SpoolFull:
+            raise ChainBroken("the repository was unavailable and the local spool filled up "
+                              f"({self.options.spool_max_bytes} bytes)") from None
+        self.status.spooled = len(self.spool)
+        try:
+            self._drain_spool()
+        except RepositoryUnavailable:
+            pass
+
+    def _drain_spool(self) -> None:
+        def upload(chain: str, name: str, data: bytes) -> None:
+            try:
+                self.chains.put_encoded(self.options.cluster, chain, name, data)
+            except AlreadyExists:
+                pass  # uploaded before a crash removed it from the spool
+        self.spool.drain(upload)
+        self.status.spooled = len(self.spool)
+
+    def _committed(self, segment: Segment) -> None:
+        s = self.status
+        s.last_revision = segment.last_revision
+        s.last_seen = segment.last_seen
+        s.oldest_pending = None
+        s.segments += 1
+        s.events += segment.event_count

@@ -1,0 +1,67 @@
+"""Cutting the watch's revisions into segments: by time and by size, whole revisions only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment
+from lifeboat.etcdapi.model import EventType, WatchEvent
+
+# What an event costs in a segment beyond its key and value: JSON field names, numbers, base64.
+_EVENT_OVERHEAD = 160
+
+
+def group_revisions(events: list[WatchEvent], seen: datetime) -> list[CapturedRevision]:
+    """One watch response's events as whole revisions, in order (they arrive sorted)."""
+    grouped: list[CapturedRevision] = []
+    run: list[WatchEvent] = []
+    for event in events:
+        if run and event.kv.mod_revision != run[0].kv.mod_revision:
+            grouped.append(CapturedRevision(run[0].kv.mod_revision, seen, tuple(run)))
+            run = []
+        run.append(event)
+    if run:
+        grouped.append(CapturedRevision(run[0].kv.mod_revision, seen, tuple(run)))
+    return grouped
+
+
+def leases_of(revisions: list[CapturedRevision]) -> set[int]:
+    return {e.kv.lease for r in revisions for e in r.events if e.type is EventType.PUT and e.kv.lease}
+
+
+@dataclass
+class SegmentBuilder:
+    """The open segment: revisions received but not yet committed."""
+
+    flush_interval: float
+    max_bytes: int
+    revisions: list[CapturedRevision] = field(default_factory=list)
+    leases: dict[int, int] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, revisions: list[CapturedRevision]) -> None:
+        self.revisions.extend(revisions)
+        self.size += sum(_EVENT_OVERHEAD + 4 * (len(e.kv.key) + len(e.kv.value)) // 3
+                         for r in revisions for e in r.events)
+
+    @property
+    def empty(self) -> bool:
+        return not self.revisions
+
+    def due(self, now: datetime) -> bool:
+        """Time to close: the oldest revision waited ``flush_interval``, or the size is reached."""
+        if not self.revisions:
+            return False
+        return self.size >= self.max_bytes or (now - self.revisions[0].seen).total_seconds() >= self.flush_interval
+
+    def seconds_left(self, now: datetime) -> float | None:
+        """How long until :meth:`due` turns true by time; None while empty."""
+        if not self.revisions:
+            return None
+        return max(0.0, self.flush_interval - (now - self.revisions[0].seen).total_seconds())
+
+    def close(self, cluster: str, chain: str, previous: Predecessor) -> Segment:
+        segment = Segment(cluster, chain, previous, tuple(self.revisions), dict(self.leases))
+        self.revisions, self.leases, self.size = [], {}, 0
+        return segment

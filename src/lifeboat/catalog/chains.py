@@ -1,0 +1,269 @@
+"""Capture chains in the repository: where a chain, its segments, its end and its gap live.
+
+Layout (see docs/repository-format.md)::
+
+    clusters/<cluster>/chains/<chain>/chain.json        written once, before the first segment
+    clusters/<cluster>/chains/<chain>/segments/<first>-<last>-<first seen>-<last seen>.jsonl.zst[.age]
+    clusters/<cluster>/chains/<chain>/heartbeat.json    rewritten while capture is idle
+    clusters/<cluster>/chains/<chain>/gap.json          written once when the chain can go no further
+
+A chain's id is the id of its base backup; its first segment starts at the base revision + 1.
+Every segment is written create-only, in one put: it exists only once complete. The names
+carry the revision range and the seen times, so the timeline is read from a listing alone
+(segments may be encrypted; the listing never needs an identity).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from lifeboat.catalog.age_keys import Identity, Recipient
+from lifeboat.catalog.codec import decode, encode
+from lifeboat.catalog.ids import check_backup_id, check_cluster_name
+from lifeboat.catalog.segments import Segment, decode_segment, encode_segment
+from lifeboat.errors import AlreadyExists, IntegrityError, NotFound
+from lifeboat.store.base import ObjectStore
+
+CHAIN_NAME = "chain.json"
+GAP_NAME = "gap.json"
+HEARTBEAT_NAME = "heartbeat.json"
+SEGMENTS_DIR = "segments/"
+CHAIN_FORMAT = 1
+
+_STAMP = "%Y%m%dT%H%M%S"
+_SEGMENT_RE = re.compile(
+    r"^(?P<first>\d{20})-(?P<last>\d{20})-(?P<t1>\d{8}T\d{6}\.\d{3}Z)-(?P<t2>\d{8}T\d{6}\.\d{3}Z)"
+    r"\.jsonl\.zst(?P<age>\.age)?$"
+)
+
+
+def chains_prefix(cluster: str) -> str:
+    return f"clusters/{cluster}/chains/"
+
+
+def chain_prefix(cluster: str, chain: str) -> str:
+    return f"{chains_prefix(cluster)}{chain}/"
+
+
+def _stamp(moment: datetime) -> str:
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc.strftime(_STAMP)}.{utc.microsecond // 1000:03d}Z"
+
+
+def _unstamp(text: str) -> datetime:
+    whole, millis = text[:-1].split(".")
+    return datetime.strptime(whole, _STAMP).replace(
+        microsecond=int(millis) * 1000, tzinfo=timezone.utc)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True, order=True)
+class SegmentRef:
+    """A stored segment as its name describes it (no download needed)."""
+
+    first_revision: int
+    last_revision: int
+    first_seen: datetime
+    last_seen: datetime
+    name: str
+    size: int = 0
+
+    @property
+    def encrypted(self) -> bool:
+        return self.name.endswith(".age")
+
+
+def segment_name(segment: Segment, encrypted: bool) -> str:
+    return (f"{segment.first_revision:020d}-{segment.last_revision:020d}-"
+            f"{_stamp(segment.first_seen)}-{_stamp(segment.last_seen)}.jsonl.zst"
+            + (".age" if encrypted else ""))
+
+
+def parse_segment_name(name: str, size: int = 0) -> SegmentRef | None:
+    match = _SEGMENT_RE.match(name)
+    if match is None:
+        return None
+    return SegmentRef(int(match["first"]), int(match["last"]), _unstamp(match["t1"]),
+                      _unstamp(match["t2"]), name, size)
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    """``chain.json``: the chain's base backup and the cluster it follows."""
+
+    chain: str
+    cluster: str
+    base_backup: str
+    base_revision: int
+    cluster_id: str  # hex, as in the manifest's source
+    started_at: str  # RFC 3339
+    format: int = CHAIN_FORMAT
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> ChainInfo:
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != CHAIN_FORMAT:
+                raise ValueError(f"unsupported chain format {raw.get('format')!r}")
+            return cls(chain=str(raw["chain"]), cluster=str(raw["cluster"]),
+                       base_backup=str(raw["base_backup"]), base_revision=int(raw["base_revision"]),
+                       cluster_id=str(raw["cluster_id"]), started_at=str(raw["started_at"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"chain record {where} is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """``gap.json``: the chain stops at ``last_revision``; revisions after it were not captured."""
+
+    reason: str
+    last_revision: int  # the last revision the chain holds
+    detected_at: datetime
+
+    def to_json(self) -> bytes:
+        return json.dumps({"reason": self.reason, "last_revision": self.last_revision,
+                           "detected_at": _rfc3339(self.detected_at)}, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Gap:
+        try:
+            raw = json.loads(data)
+            return cls(str(raw["reason"]), int(raw["last_revision"]), _parse_time(raw["detected_at"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"gap record {where} is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """``heartbeat.json``: at ``seen``, etcd's revision was still ``revision`` (capture idle)."""
+
+    revision: int
+    seen: datetime
+
+    def to_json(self) -> bytes:
+        return json.dumps({"revision": self.revision, "seen": _rfc3339(self.seen)}).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Heartbeat:
+        try:
+            raw = json.loads(data)
+            return cls(int(raw["revision"]), _parse_time(raw["seen"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"heartbeat {where} is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ChainListing:
+    """One chain as a listing shows it: its record, segments sorted by range, end marks."""
+
+    info: ChainInfo
+    segments: tuple[SegmentRef, ...]
+    gap: Gap | None
+    heartbeat: Heartbeat | None
+
+
+class ChainStore:
+    """Reads and writes capture chains in an object store (create-only for what must be once)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def start(self, info: ChainInfo) -> None:
+        """Write ``chain.json`` (create-only): the chain exists from now on."""
+        key = chain_prefix(check_cluster_name(info.cluster), check_backup_id(info.chain)) + CHAIN_NAME
+        self.store.put_bytes(key, info.to_json(), create_only=True)
+
+    def commit_segment(self, segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> SegmentRef:
+        """Encode and store ``segment`` create-only; AlreadyExists if that range is there."""
+        data = self.encoded(segment, recipients, zstd_level)
+        name = segment_name(segment, bool(recipients))
+        return self.put_encoded(segment.cluster, segment.chain, name, data)
+
+    @staticmethod
+    def encoded(segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> bytes:
+        return b"".join(encode([encode_segment(segment)], zstd_level, recipients))
+
+    def put_encoded(self, cluster: str, chain: str, name: str, data: bytes) -> SegmentRef:
+        key = chain_prefix(cluster, chain) + SEGMENTS_DIR + name
+        self.store.put_bytes(key, data, create_only=True)
+        ref = parse_segment_name(name, len(data))
+        assert ref is not None
+        return ref
+
+    def record_gap(self, cluster: str, chain: str, gap: Gap) -> None:
+        """Write ``gap.json`` once; a gap already recorded stays as it was."""
+        try:
+            self.store.put_bytes(chain_prefix(cluster, chain) + GAP_NAME, gap.to_json(), create_only=True)
+        except AlreadyExists:
+            pass
+
+    def beat(self, cluster: str, chain: str, heartbeat: Heartbeat) -> None:
+        self.store.put_bytes(chain_prefix(cluster, chain) + HEARTBEAT_NAME, heartbeat.to_json())
+
+    def chains(self, cluster: str) -> list[ChainListing]:
+        """Every chain of ``cluster`` (oldest first), from one listing plus its small records."""
+        prefix = chains_prefix(check_cluster_name(cluster))
+        grouped: dict[str, list[tuple[str, int]]] = {}
+        for obj in self.store.list(prefix):
+            chain, _, rest = obj.key[len(prefix):].partition("/")
+            grouped.setdefault(chain, []).append((rest, obj.size))
+        listings = [listing for chain in sorted(grouped)
+                    if (listing := self._listing(cluster, chain, grouped[chain])) is not None]
+        # Ids carry the second a chain started; two chains of one second sort by base revision.
+        return sorted(listings, key=lambda c: (c.info.started_at, c.info.base_revision))
+
+    def _listing(self, cluster: str, chain: str, names: list[tuple[str, int]]) -> ChainListing | None:
+        present = {name for name, _ in names}
+        if CHAIN_NAME not in present:
+            return None  # segments without a chain record are not a chain (see prune's orphans)
+        base = chain_prefix(cluster, chain)
+        info = ChainInfo.from_json(self.store.get_bytes(base + CHAIN_NAME), f"{self.store.url}/{base}{CHAIN_NAME}")
+        segments = sorted(
+            ref for name, size in names if name.startswith(SEGMENTS_DIR)
+            if (ref := parse_segment_name(name[len(SEGMENTS_DIR):], size)) is not None
+        )
+        gap = Gap.from_json(self._get(base + GAP_NAME), base + GAP_NAME) if GAP_NAME in present else None
+        beat = (Heartbeat.from_json(self._get(base + HEARTBEAT_NAME), base + HEARTBEAT_NAME)
+                if HEARTBEAT_NAME in present else None)
+        return ChainListing(info, tuple(segments), gap, beat)
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self.store.get_bytes(key)
+        except NotFound:
+            return b"{}"
+
+    def read_segment(self, cluster: str, chain: str, ref: SegmentRef,
+                     identities: Sequence[Identity] | None) -> Segment:
+        """Download, decrypt, decompress and check one segment (IntegrityError when damaged)."""
+        key = chain_prefix(cluster, chain) + SEGMENTS_DIR + ref.name
+        where = f"{self.store.url}/{key}"
+        raw = b"".join(decode(self.store.get_stream(key), identities if ref.encrypted else None))
+        segment = decode_segment(raw, where)
+        if (segment.first_revision, segment.last_revision) != (ref.first_revision, ref.last_revision) \
+                or segment.chain != chain or segment.cluster != cluster:
+            raise IntegrityError(f"capture segment {where} holds revisions {segment.first_revision}.."
+                                 f"{segment.last_revision} of chain {segment.chain}, not what its name says")
+        return segment
+
+    def delete_chain(self, cluster: str, chain: str) -> None:
+        """Segments and end marks first, ``chain.json`` last (re-runnable)."""
+        prefix = chain_prefix(cluster, chain)
+        for obj in list(self.store.list(prefix)):
+            if obj.key != prefix + CHAIN_NAME:
+                self.store.delete(obj.key)
+        self.store.delete(prefix + CHAIN_NAME)

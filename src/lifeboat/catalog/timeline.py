@@ -1,0 +1,228 @@
+"""The timeline of a cluster: which revisions and times can be restored, and every gap.
+
+Pure functions of the backups and chains a listing found (and, to map a time inside a
+segment to a revision, of that one segment). A recoverable window is a base backup plus the
+unbroken run of segments after it; a backup without a chain is a window of one revision.
+Anything between windows is a gap, with the reason the chain recorded, or "not captured".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from lifeboat.catalog.chains import ChainListing, SegmentRef
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.segments import Segment
+from lifeboat.errors import UsageError
+
+
+def manifest_time(manifest: Manifest) -> datetime:
+    return datetime.fromisoformat(manifest.finished_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Revisions ``first_revision..last_revision`` (times ``first_time..last_time``) restorable."""
+
+    base: Manifest
+    first_revision: int
+    last_revision: int
+    first_time: datetime
+    last_time: datetime
+    chain: ChainListing | None = None
+    segments: tuple[SegmentRef, ...] = ()  # the unbroken run used, in order
+    capturing: bool = False  # the chain has no end recorded: capture may still extend it
+
+    def covers(self, revision: int) -> bool:
+        return self.first_revision <= revision <= self.last_revision
+
+
+@dataclass(frozen=True)
+class TimelineGap:
+    """Revisions after ``after_revision`` and before ``before_revision`` cannot be restored."""
+
+    after_revision: int
+    before_revision: int | None  # None: nothing restorable after the gap (yet)
+    after_time: datetime
+    before_time: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    cluster: str
+    windows: tuple[Window, ...]  # by first revision
+    gaps: tuple[TimelineGap, ...]
+
+    def window_end(self, manifest: Manifest) -> Window | None:
+        """The window that starts at ``manifest`` (its chain, or itself alone)."""
+        own = [w for w in self.windows if w.base.id == manifest.id]
+        return own[0] if own else None
+
+
+def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing]) -> Timeline:
+    """Windows and gaps of ``cluster`` from its backups and capture chains."""
+    complete = {m.id: m for m in manifests if m.status == "complete" and m.snapshot is not None}
+    windows: list[Window] = []
+    holes: dict[int, str] = {}  # chain end revision -> why the chain stops there
+    chained: set[str] = set()
+    for listing in chains:
+        base = complete.get(listing.info.base_backup)
+        if base is None:
+            continue
+        chained.add(base.id)
+        window, hole = _chain_window(base, listing)
+        windows.append(window)
+        if hole:
+            holes[window.last_revision] = hole
+        elif listing.gap is not None:
+            holes[window.last_revision] = listing.gap.reason
+    for m in complete.values():
+        if m.id not in chained:
+            assert m.snapshot is not None
+            t = manifest_time(m)
+            windows.append(Window(m, m.snapshot.revision, m.snapshot.revision, t, t))
+    windows.sort(key=lambda w: (w.first_revision, w.last_revision))
+    return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
+
+
+def _chain_window(base: Manifest, listing: ChainListing) -> tuple[Window, str | None]:
+    """The unbroken run of segments from the base; the reason it breaks early, if it does."""
+    covered = listing.info.base_revision
+    last_time = manifest_time(base)
+    run: list[SegmentRef] = []
+    hole: str | None = None
+    for ref in listing.segments:
+        if ref.last_revision <= covered:
+            continue  # a second copy of revisions already covered (two writers, same history)
+        if ref.first_revision > covered + 1:
+            hole = (f"segment with revisions {covered + 1}..{ref.first_revision - 1} of chain "
+                    f"{listing.info.chain} is missing from the repository")
+            break
+        run.append(ref)
+        covered = ref.last_revision
+        last_time = max(last_time, ref.last_seen)
+    beat = listing.heartbeat
+    if hole is None and beat is not None and beat.revision == covered:
+        last_time = max(last_time, beat.seen)
+    elif hole is None and beat is not None and beat.revision > covered:
+        hole = (f"chain {listing.info.chain} reached revision {beat.revision} but its segments end "
+                f"at {covered}: the last segments are missing")
+    window = Window(base, listing.info.base_revision, covered, manifest_time(base), last_time,
+                    chain=listing, segments=tuple(run),
+                    capturing=listing.gap is None and hole is None)
+    return window, hole
+
+
+def _gaps(windows: Sequence[Window], holes: dict[int, str]) -> list[TimelineGap]:
+    gaps: list[TimelineGap] = []
+    reach: Window | None = None  # the window reaching furthest so far
+    for w in windows:
+        if reach is not None and w.first_revision > reach.last_revision + 1:
+            reason = holes.get(reach.last_revision, "not captured (no capture chain covers these revisions)")
+            gaps.append(TimelineGap(reach.last_revision, w.first_revision, reach.last_time,
+                                    w.first_time, reason))
+        if reach is None or w.last_revision > reach.last_revision:
+            reach = w
+    if reach is not None and reach.last_revision in holes:
+        gaps.append(TimelineGap(reach.last_revision, None, reach.last_time, None, holes[reach.last_revision]))
+    return gaps
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """What a restore to ``revision`` needs: a base backup, then the segments after it."""
+
+    revision: int
+    window: Window
+    segments: tuple[SegmentRef, ...]  # to apply in order (events after the base, up to revision)
+
+    @property
+    def base(self) -> Manifest:
+        return self.window.base
+
+    @property
+    def base_revision(self) -> int:
+        """The revision the base's state is at (a compaction mark can be above its last row)."""
+        return self.window.first_revision
+
+    @property
+    def replays(self) -> bool:
+        return self.revision > self.base_revision
+
+
+def point_at_revision(timeline: Timeline, revision: int) -> RestorePoint:
+    """The newest base at or before ``revision`` and the segments up to it, or a UsageError."""
+    covering = [w for w in timeline.windows if w.covers(revision)]
+    if not covering:
+        raise UsageError(_not_restorable(timeline, f"revision {revision}", revision=revision))
+    # The window whose base is newest needs the fewest events.
+    window = max(covering, key=lambda w: w.first_revision)
+    segments = tuple(s for s in window.segments if s.first_revision <= revision)
+    return RestorePoint(revision, window, segments)
+
+
+def point_at_time(timeline: Timeline, moment: datetime, now: datetime,
+                  read: Callable[[Window, SegmentRef], Segment]) -> RestorePoint:
+    """The state as capture last saw it at or before ``moment``.
+
+    ``read`` downloads one segment: only the one whose seen times straddle ``moment``.
+    """
+    if moment > now:
+        raise UsageError(f"time {_text(moment)} is in the future (now is {_text(now)})")
+    holding = [w for w in timeline.windows if w.first_time <= moment <= w.last_time]
+    if not holding:
+        raise UsageError(_not_restorable(timeline, f"time {_text(moment)}", moment=moment))
+    window = max(holding, key=lambda w: w.first_revision)
+    revision = window.first_revision
+    for ref in window.segments:
+        if ref.first_seen > moment:
+            break
+        if ref.last_seen <= moment:
+            revision = ref.last_revision
+            continue
+        seen = [r.revision for r in read(window, ref).revisions if r.seen <= moment]
+        revision = seen[-1] if seen else revision
+        break
+    return point_at_revision(timeline, revision)
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _not_restorable(timeline: Timeline, what: str, *, revision: int | None = None,
+                    moment: datetime | None = None) -> str:
+    """Why ``what`` cannot be restored, naming the nearest restorable points."""
+    if not timeline.windows:
+        return f"{what} cannot be restored: cluster {timeline.cluster} has no complete backup"
+    if revision is not None:
+        point = float(revision)
+        span: Callable[[Window], tuple[float, float]] = lambda w: (w.first_revision, w.last_revision)
+    else:
+        assert moment is not None
+        point = moment.timestamp()
+        span = lambda w: (w.first_time.timestamp(), w.last_time.timestamp())
+    before = [w for w in timeline.windows if span(w)[1] < point]
+    after = [w for w in timeline.windows if span(w)[0] > point]
+    if not before:
+        oldest = min(timeline.windows, key=lambda w: span(w)[0])
+        return f"{what} is before the oldest backup; the oldest restorable point is {_start(oldest)}"
+    latest = max(before, key=lambda w: span(w)[1])
+    if not after:
+        return f"{what} is after the newest captured point; the newest restorable point is {_end(latest)}"
+    following = min(after, key=lambda w: span(w)[0])
+    gap = next((g for g in timeline.gaps if g.after_revision == latest.last_revision), None)
+    why = f" ({gap.reason})" if gap else ""
+    return (f"{what} falls in a gap{why}; the nearest restorable points are {_end(latest)} "
+            f"and {_start(following)}")
+
+
+def _start(w: Window) -> str:
+    return f"revision {w.first_revision} ({_text(w.first_time)})"
+
+
+def _end(w: Window) -> str:
+    return f"revision {w.last_revision} ({_text(w.last_time)})"

@@ -1,0 +1,169 @@
+"""`lifeboat capture` against real etcd 3.5 and 3.4, into a directory and into S3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.chains import ChainStore
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.timeline import build_timeline
+from lifeboat.etcd import ConnectionSettings, EtcdClient, EventType
+from lifeboat.store import open_store
+from tests.support.binaries import EtcdRelease
+from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
+from tests.support.cli import Cli
+from tests.support.etcd import EtcdCluster, EtcdMember
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def etcd(release: EtcdRelease, tmp_path: Path) -> Iterator[EtcdMember]:
+    with EtcdCluster(release, tmp_path / "etcd") as cluster:
+        yield cluster.first()
+
+
+@pytest.fixture
+def client(etcd: EtcdMember) -> Iterator[EtcdClient]:
+    with EtcdClient(ConnectionSettings((etcd.client_url,))) as c:
+        yield c
+
+
+def open_repo(url: str) -> BackupRepository:
+    return BackupRepository.open(open_store(url, dict(os.environ)), create=True)
+
+
+def captured_events(repo: BackupRepository, cluster: str) -> list[tuple[int, int, str, bytes, bytes, int, int, int, int]]:
+    store = ChainStore(repo.store)
+    rows = []
+    for listing in store.chains(cluster):
+        for ref in listing.segments:
+            segment = store.read_segment(cluster, listing.info.chain, ref, None)
+            for rev in segment.revisions:
+                for sub, e in enumerate(rev.events):
+                    kv = e.kv
+                    rows.append((rev.revision, sub, e.type.value, kv.key, kv.value, kv.create_revision,
+                                 kv.mod_revision, kv.version, kv.lease))
+    return rows
+
+
+def etcd_events(client: EtcdClient, after: int, up_to: int) -> list[tuple[int, int, str, bytes, bytes, int, int, int, int]]:
+    """etcd's own history, read back with a fresh watch: the oracle for what capture stored."""
+    rows: list[tuple[int, int, str, bytes, bytes, int, int, int, int]] = []
+    with client.watch(b"", prefix=True, start_revision=after + 1) as stream:
+        while not rows or rows[-1][0] < up_to:
+            batch = stream.next_batch(timeout=5)
+            assert batch, "etcd's watch stopped before the end of the history"
+            for event in batch:
+                kv = event.kv
+                sub = rows[-1][1] + 1 if rows and rows[-1][0] == kv.mod_revision else 0
+                rows.append((kv.mod_revision, sub, event.type.value, kv.key, kv.value, kv.create_revision,
+                             kv.mod_revision, kv.version, kv.lease))
+    return rows
+
+
+def test_capture_stores_every_event_of_puts_deletes_txns_and_leases(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    repo = open_repo(str(tmp_path / "repo"))
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.3)
+    client.put("/before/base", b"x")
+    with capturing(client, repo, options) as status:
+        wait_for(lambda: status.chain is not None)
+        write_history(client, 6, tag="early")
+        time.sleep(0.6)  # longer than the flush interval: the next writes go to another segment
+        history = write_history(client, 6, tag="late")
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    chain = ChainStore(repo.store).chains("prod")
+    assert len(chain) == 1 and chain[0].gap is None
+    base = chain[0].info.base_revision
+    stored = captured_events(repo, "prod")
+    assert stored[0][0] == base + 1
+    assert stored == etcd_events(client, base, history.revisions[-1])
+    assert status.segments >= 2, "a flush interval of 0.3 s over this run gives several segments"
+    segments = chain[0].segments
+    assert all(b.first_revision == a.last_revision + 1 for a, b in zip(segments, segments[1:]))
+
+
+def test_restarted_capture_resumes_after_last_segment_without_gap_or_duplicate(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    repo = open_repo(str(tmp_path / "repo"))
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
+    with capturing(client, repo, options) as status:
+        first = write_history(client, 3, tag="one")
+        wait_for(lambda: status.last_revision >= first.revisions[-1])
+    written_while_stopped = write_history(client, 3, tag="gap")
+    with capturing(client, repo, options) as status:
+        wait_for(lambda: status.last_revision >= written_while_stopped.revisions[-1])
+        assert status.bases == 0, "resuming must not take a new base"
+    chains = ChainStore(repo.store).chains("prod")
+    assert len(chains) == 1
+    timeline = build_timeline("prod", list(repo.manifests("prod")), chains)
+    assert timeline.gaps == ()
+    assert [w.last_revision for w in timeline.windows] == [written_while_stopped.revisions[-1]]
+    revisions = [row[:2] for row in captured_events(repo, "prod")]
+    assert len(revisions) == len(set(revisions)), "an event was stored twice"
+
+
+def test_compaction_past_the_capture_point_records_a_gap_and_starts_a_new_chain(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    repo_url = str(tmp_path / "repo")
+    repo = open_repo(repo_url)
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
+    with capturing(client, repo, options) as status:
+        first = write_history(client, 2, tag="one")
+        wait_for(lambda: status.last_revision >= first.revisions[-1])
+    lost = write_history(client, 2, tag="lost")
+    client.compact(lost.revisions[-1])
+    with capturing(client, repo, options) as status:
+        wait_for(lambda: status.bases == 1 and status.chain is not None)
+        after = write_history(client, 2, tag="after")
+        wait_for(lambda: status.last_revision >= after.revisions[-1])
+    chains = ChainStore(repo.store).chains("prod")
+    assert len(chains) == 2
+    assert chains[0].gap is not None and "compacted" in chains[0].gap.reason
+    assert chains[0].gap.last_revision == first.revisions[-1]
+    timeline = cli.json("timeline", "--repo", repo_url, "--cluster", "prod")
+    gaps = timeline[0]["gaps"]
+    assert len(gaps) == 1
+    assert gaps[0]["after_revision"] == first.revisions[-1]
+    assert gaps[0]["before_revision"] == chains[1].info.base_revision
+    assert "compacted" in gaps[0]["reason"]
+
+
+def test_capture_command_commits_what_it_has_on_sigterm(
+        release35: EtcdRelease, tmp_path: Path, s3_repo: str) -> None:
+    with EtcdCluster(release35, tmp_path / "etcd") as cluster, \
+            EtcdClient(ConnectionSettings((cluster.first().client_url,))) as client:
+        env = dict(os.environ)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lifeboat.cli.main", "capture", "--repo", s3_repo, "--cluster", "prod",
+             "--endpoints", cluster.first().client_url, "--no-files", "--flush-interval", "30s",
+             "--spool-dir", str(tmp_path / "spool"), "-o", "json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: _has_chain(s3_repo), timeout=60)
+            last = client.put("/registry/last", b"written just before SIGTERM")
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, err.decode()
+        repo = open_repo(s3_repo)
+        events = captured_events(repo, "prod")
+        assert events[-1][0] == last and events[-1][3] == b"/registry/last"
+
+
+def _has_chain(url: str) -> bool:
+    try:
+        return bool(ChainStore(open_repo(url).store).chains("prod"))
+    except Exception:
+        return False
