@@ -93,7 +93,7 @@ def test_capture_stores_every_event_of_puts_deletes_txns_and_leases(
 
 
 def test_restarted_capture_resumes_after_last_segment_without_gap_or_duplicate(
-        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
     repo = open_repo(str(tmp_path / "repo"))
     options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
     with capturing(client, repo, options) as status:
@@ -110,6 +110,8 @@ def test_restarted_capture_resumes_after_last_segment_without_gap_or_duplicate(
     assert [w.last_revision for w in timeline.windows] == [written_while_stopped.revisions[-1]]
     revisions = [row[:2] for row in captured_events(repo, "prod")]
     assert len(revisions) == len(set(revisions)), "an event was stored twice"
+    (listed,) = cli.json("list", "--repo", str(tmp_path / "repo"))
+    assert listed["window_end"]["revision"] == written_while_stopped.revisions[-1]
 
 
 def test_compaction_past_the_capture_point_records_a_gap_and_starts_a_new_chain(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,11 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.age_keys import load_identities, load_recipients
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
+from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import seen_text
+from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
@@ -120,23 +125,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     listing = repo.scan(cluster)
     manifests = listing.backups
     pins = repo.pins(cluster)
+    ends = window_ends(repo, manifests)
     if args.output == "json":
-        emit_json([_summary(m, pins.get((m.cluster, m.id))) for m in manifests]
+        emit_json([{**_summary(m, pins.get((m.cluster, m.id))), "window_end": ends.get(m.id)}
+                   for m in manifests]
                   + [{"id": d.id, "cluster": d.cluster, "status": "damaged", "reason": d.reason}
                      for d in listing.damaged])
         return 0
     rows: list[tuple[object, ...]] = [
         (m.id, m.cluster, m.status.value, m.snapshot.revision, m.snapshot.total_key, human_size(m.stored_size),
          "age" if m.encryption else "-", len(m.files), m.source.name,
-         "pinned" if (m.cluster, m.id) in pins else "-")
+         "pinned" if (m.cluster, m.id) in pins else "-", _window_end_text(ends.get(m.id)))
         for m in manifests
     ]
-    rows += [(d.id, d.cluster, "DAMAGED", "-", "-", "-", "-", "-", "-", "-") for d in listing.damaged]
-    table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE", "PIN"),
-          rows)
+    rows += [(d.id, d.cluster, "DAMAGED", "-", "-", "-", "-", "-", "-", "-", "-") for d in listing.damaged]
+    table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE", "PIN",
+           "WINDOW END"), rows)
     for d in listing.damaged:
         print(f"damaged: {d.cluster}/{d.id}: {d.reason}")
     return 0
+
+
+def window_ends(repo: BackupRepository, manifests: Sequence[Manifest]) -> dict[str, dict[str, object]]:
+    """Per backup id, the last revision (and time) restorable from it: its chain's end, or itself."""
+    store = ChainStore(repo.store)
+    ends: dict[str, dict[str, object]] = {}
+    for cluster in sorted({m.cluster for m in manifests}):
+        timeline = build_timeline(cluster, [m for m in manifests if m.cluster == cluster], store.chains(cluster))
+        for w in timeline.windows:
+            ends[w.base.id] = {"revision": w.last_revision, "time": seen_text(w.last_time),
+                               "capturing": w.capturing}
+    return ends
+
+
+def _window_end_text(end: dict[str, object] | None) -> str:
+    if end is None:
+        return "-"
+    return f"{end['revision']} ({end['time']})" + (" capturing" if end["capturing"] else "")
 
 
 def _summary(m: Manifest, pin: Pin | None) -> dict[str, object]:

@@ -1,0 +1,88 @@
+"""Where capture resumes, how segments are cut, and the bounded spool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifeboat.capture.resume import decide_resume
+from lifeboat.capture.segmenter import SegmentBuilder, group_revisions
+from lifeboat.capture.spool import Spool, SpoolFull
+from lifeboat.catalog.segments import Predecessor
+from tests.unit.catalog.capture_records import at, chain, manifest, put, ref
+
+BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
+
+
+def test_resume_continues_after_the_last_segment_of_the_open_chain() -> None:
+    decision = decide_resume("prod", [BASE], [chain(BASE, [ref(101, 150, 1, 2)])], "c1")
+    assert decision.info is not None and decision.gap is None
+    assert decision.previous == Predecessor("segment", 150, ref(101, 150, 1, 2).name)
+
+
+def test_resume_of_a_chain_without_segments_starts_after_its_base() -> None:
+    decision = decide_resume("prod", [BASE], [chain(BASE, [])], "c1")
+    assert decision.previous == Predecessor("base", 100, BASE.id)
+
+
+def test_no_open_chain_means_a_new_base() -> None:
+    decision = decide_resume("prod", [BASE], [chain(BASE, [ref(101, 150, 1, 2)], gap="compacted")], "c1")
+    assert decision.info is None and decision.gap is None
+
+
+@pytest.mark.parametrize("listing, cluster_id, words", [
+    (chain(BASE, [ref(101, 150, 1, 2)]), "c2", "now cluster c2"),
+    (chain(BASE, [ref(101, 120, 1, 2), ref(131, 150, 3, 4)]), "c1", "121..130"),
+])
+def test_a_chain_that_cannot_be_continued_gets_a_gap_and_a_new_base(listing: object, cluster_id: str,
+                                                                     words: str) -> None:
+    decision = decide_resume("prod", [BASE], [listing], cluster_id)  # type: ignore[list-item]
+    assert decision.info is None
+    assert decision.gap is not None and words in decision.gap[2]
+
+
+def test_resume_without_its_base_backup_records_a_gap() -> None:
+    decision = decide_resume("prod", [], [chain(BASE, [ref(101, 150, 1, 2)])], "c1")
+    assert decision.gap is not None and "no longer exists" in decision.gap[2]
+
+
+def test_watch_batch_is_grouped_into_whole_revisions_in_order() -> None:
+    events = [put(b"/a", b"", 5, 5, 1), put(b"/b", b"", 6, 6, 1), put(b"/c", b"", 6, 6, 1)]
+    grouped = group_revisions(events, at(1))
+    assert [(r.revision, len(r.events)) for r in grouped] == [(5, 1), (6, 2)]
+
+
+def test_segment_closes_after_the_flush_interval_or_at_its_size() -> None:
+    builder = SegmentBuilder(flush_interval=1.0, max_bytes=10_000)
+    builder.add(group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
+    assert not builder.due(at(0.9)) and builder.due(at(1.0))
+    big = SegmentBuilder(flush_interval=60, max_bytes=10_000)
+    big.add(group_revisions([put(b"/a", b"x" * 9_000, 5, 5, 1)], at(0)))
+    assert big.due(at(0))
+
+
+def test_spool_uploads_in_order_and_keeps_what_failed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1000)
+    spool.add("chain", "a.jsonl.zst", b"1" * 100)
+    spool.add("chain", "b.jsonl.zst", b"2" * 100)
+    uploaded: list[str] = []
+
+    def flaky(chain: str, name: str, data: bytes) -> None:
+        if name.startswith("b"):
+            raise OSError("down")
+        uploaded.append(name)
+
+    with pytest.raises(OSError):
+        spool.drain(flaky)
+    assert uploaded == ["a.jsonl.zst"] and len(spool) == 1
+    assert spool.drain(lambda c, n, d: uploaded.append(n)) == 1
+    assert uploaded == ["a.jsonl.zst", "b.jsonl.zst"] and len(spool) == 0
+
+
+def test_spool_refuses_a_segment_past_its_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 150)
+    spool.add("chain", "a", b"1" * 100)
+    with pytest.raises(SpoolFull):
+        spool.add("chain", "b", b"2" * 100)
+    assert len(spool) == 1

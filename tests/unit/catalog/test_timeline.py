@@ -1,0 +1,102 @@
+"""Timeline: windows of base + unbroken chain, gaps with reasons, and choosing a restore point."""
+
+from __future__ import annotations
+
+import pytest
+
+from lifeboat.catalog.segments import Predecessor
+from lifeboat.catalog.timeline import build_timeline, point_at_revision, point_at_time
+from lifeboat.errors import UsageError
+from tests.unit.catalog.capture_records import at, chain, manifest, put, ref, segment
+
+B1 = manifest("20261201T030000Z-aaaaaa", 100, 0)
+B2 = manifest("20261201T031000Z-bbbbbb", 300, 600)
+
+
+def two_chains_with_a_compaction_gap() -> object:
+    first = chain(B1, [ref(101, 150, 1, 2), ref(151, 200, 3, 4)], gap="etcd compacted revision 201 under the watch")
+    second = chain(B2, [ref(301, 310, 601, 602)])
+    return build_timeline("prod", [B1, B2], [first, second])
+
+
+def test_a_base_and_its_unbroken_chain_make_one_window() -> None:
+    timeline = build_timeline("prod", [B1], [chain(B1, [ref(101, 150, 1, 2), ref(151, 200, 3, 4)])])
+    (window,) = timeline.windows
+    assert (window.first_revision, window.last_revision) == (100, 200)
+    assert (window.first_time, window.last_time) == (at(0), at(4))
+    assert window.capturing and timeline.gaps == ()
+
+
+def test_a_recorded_gap_separates_windows_with_its_reason() -> None:
+    timeline = two_chains_with_a_compaction_gap()
+    (gap,) = timeline.gaps  # type: ignore[attr-defined]
+    assert (gap.after_revision, gap.before_revision) == (200, 300)
+    assert "compacted" in gap.reason
+
+
+def test_a_missing_segment_ends_the_window_and_is_reported() -> None:
+    timeline = build_timeline("prod", [B1], [chain(B1, [ref(101, 150, 1, 2), ref(171, 200, 3, 4)])])
+    (window,) = timeline.windows
+    assert window.last_revision == 150 and not window.capturing
+    (gap,) = timeline.gaps
+    assert "151..170" in gap.reason and gap.before_revision is None
+
+
+def test_overlapping_copies_of_a_range_do_not_break_the_chain() -> None:
+    timeline = build_timeline("prod", [B1], [chain(B1, [ref(101, 120, 1, 1), ref(101, 150, 1, 2), ref(151, 160, 3, 3)])])
+    assert timeline.windows[0].last_revision == 160 and timeline.gaps == ()
+
+
+def test_heartbeat_extends_the_window_in_time_only_when_nothing_is_missing() -> None:
+    quiet = build_timeline("prod", [B1], [chain(B1, [ref(101, 150, 1, 2)], beat=(150, 60))])
+    assert quiet.windows[0].last_time == at(60)
+    lost_tail = build_timeline("prod", [B1], [chain(B1, [ref(101, 150, 1, 2)], beat=(170, 60))])
+    assert lost_tail.windows[0].last_time == at(2)
+    assert "missing" in lost_tail.gaps[0].reason
+
+
+def test_a_chain_starts_at_its_recorded_base_revision_above_a_compacted_tombstone() -> None:
+    timeline = build_timeline("prod", [B1], [chain(B1, [ref(103, 150, 1, 2)], base_revision=102)])
+    assert (timeline.windows[0].first_revision, timeline.windows[0].last_revision) == (102, 150)
+
+
+def test_point_at_revision_uses_the_newest_base_and_only_the_segments_up_to_it() -> None:
+    timeline = two_chains_with_a_compaction_gap()
+    point = point_at_revision(timeline, 160)  # type: ignore[arg-type]
+    assert point.base.id == B1.id and point.base_revision == 100
+    assert [s.first_revision for s in point.segments] == [101, 151]
+    assert point_at_revision(timeline, 300).segments == ()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("revision, words", [
+    (50, ["before the oldest backup", "oldest restorable point is revision 100"]),
+    (250, ["falls in a gap", "compacted", "revision 200", "revision 300"]),
+    (311, ["after the newest captured point", "revision 310"]),
+])
+def test_unrestorable_revision_names_the_nearest_restorable_points(revision: int, words: list[str]) -> None:
+    with pytest.raises(UsageError) as error:
+        point_at_revision(two_chains_with_a_compaction_gap(), revision)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_point_at_time_reads_only_the_straddling_segment() -> None:
+    timeline = two_chains_with_a_compaction_gap()
+    inside = segment(Predecessor("segment", 150, "x"),
+                     (151, 3.0, [put(b"/a", b"1", 151, 151, 1)]),
+                     (160, 3.5, [put(b"/a", b"2", 151, 160, 2)]),
+                     (200, 4.0, [put(b"/a", b"3", 151, 200, 3)]))
+    read: list[int] = []
+
+    def reader(window: object, r: object) -> object:
+        read.append(r.first_revision)  # type: ignore[attr-defined]
+        return inside
+
+    point = point_at_time(timeline, at(3.7), at(9999), reader)  # type: ignore[arg-type]
+    assert point.revision == 160 and read == [151]
+    assert point_at_time(timeline, at(2.5), at(9999), reader).revision == 150  # type: ignore[arg-type]
+
+
+def test_a_time_in_the_future_is_refused() -> None:
+    with pytest.raises(UsageError, match="in the future"):
+        point_at_time(two_chains_with_a_compaction_gap(), at(100), at(50), lambda w, r: None)  # type: ignore[arg-type]

@@ -1,0 +1,41 @@
+"""The ``capture:`` section is validated when the file is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifeboat.config import LifeboatConfig, load_config
+from lifeboat.errors import UsageError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lifeboat.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_capture_settings_load_with_units(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "capture:\n  enabled: true\n  flush-interval: 500ms\n"
+                                        "  segment-max-bytes: 4MiB\n  spool-max-bytes: 1GiB\n"))
+    c = config.capture
+    assert c.enabled and c.flush_interval == 0.5
+    assert (c.segment_max_bytes, c.spool_max_bytes) == (4 << 20, 1 << 30)
+
+
+def test_capture_defaults_flush_every_second() -> None:
+    assert LifeboatConfig().capture.flush_interval == 1.0 and not LifeboatConfig().capture.enabled
+
+
+@pytest.mark.parametrize("body, words", [
+    ("flush-interval: 0s", "longer than zero"),
+    ("flush-interval: 5m", "at most 60s"),
+    ("segment-max-bytes: 12 apples", "size such as"),
+    ("segment-max-bytes: 1KiB", "at least 4KiB"),
+    ("spool-max-bytes: 1MiB\n  segment-max-bytes: 2MiB", "at least segment-max-bytes"),
+    ("flush-every: 1s", "flush-every"),
+])
+def test_bad_capture_settings_are_refused_at_load(tmp_path: Path, body: str, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        load_config(write(tmp_path, f"capture:\n  {body}\n"))
