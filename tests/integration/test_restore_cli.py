@@ -287,3 +287,42 @@ def test_three_member_cluster_that_lost_two_members_is_rebuilt_from_one_backup(
         assert members == {m.name: (m.peer_url,) for m in cluster.members}
         assert list((tmp_path / "etcd").glob("m0.etcd.lifeboat-moved-*"))  # the survivor's old data kept
         assert not list((tmp_path / "etcd").glob("m1.etcd.lifeboat-moved-*"))  # nothing was left to move
+
+
+def test_restore_onto_a_member_of_another_cluster_is_refused_unless_forced(
+    release: EtcdRelease, pki: Pki, cli: Cli, tmp_path: Path
+) -> None:
+    repo = f"file://{tmp_path / 'repo'}"
+    tls = [f"--cacert={pki.ca}", f"--cert={pki.client.cert}", f"--key={pki.client.key}"]
+    with EtcdCluster(release, tmp_path / "a", pki=pki, token="cluster-a") as a, \
+            EtcdCluster(release, tmp_path / "s", pki=pki, token="cluster-s") as s:
+        ours, theirs = a.first(), s.first()
+        with client(ours.client_url, pki) as c:
+            load_keys(c, objects(20, "a"))
+        with client(theirs.client_url, pki) as c:
+            load_keys(c, objects(20, "s"))
+        own = cli.json("backup", f"--endpoints={ours.client_url}", *tls, "--repo", repo, "--cluster", "a",
+                       "--no-files")
+        other = cli.json("backup", f"--endpoints={theirs.client_url}", *tls, "--repo", repo, "--cluster", "s",
+                         "--no-files")
+        restore = ["restore", "--repo", repo, "--supervisor=none", f"--data-dir={ours.data_dir}", "--name=m0",
+                   f"--initial-cluster=m0={ours.peer_url}", f"--initial-advertise-peer-urls={ours.peer_url}",
+                   f"--endpoints={ours.client_url}", *tls, "--dry-run"]
+
+        code, _out, err = cli(*restore[:1], "latest", *restore[1:])
+        assert code == 3 and "'latest' is ambiguous" in err and "clusters a, s" in err
+
+        code, _out, err = cli(*restore[:1], str(other["id"]), *restore[1:])  # the live member answers
+        assert code == 1 and other["source"]["cluster_id"] in err  # type: ignore[index]
+        assert "the etcd member running on this node belongs to cluster" in err and "--force" in err
+        live_id = own["source"]["cluster_id"]  # type: ignore[index]
+        assert live_id in err
+
+        ours.stop()  # now only the data dir, read offline, says which cluster it is
+        code, _out, err = cli(*restore[:1], str(other["id"]), *restore[1:])
+        assert code == 1 and f"{ours.data_dir}/member/snap/db belongs to a cluster of members" in err
+        assert cli(*restore[:1], str(other["id"]), *restore[1:], "--force")[0] == 0
+        assert cli(*restore[:1], str(own["id"]), *restore[1:])[0] == 0
+        code, _out, err = cli(*restore[:1], "latest", *restore[1:], "--cluster", "s")
+        assert code == 1 and "refusing to replace another cluster's data" in err
+        assert not journal_path(ours.data_dir).exists()

@@ -168,6 +168,9 @@ class BackupRepository:
     def find(self, backup_id: str, cluster: str | None = None) -> Manifest:
         """The manifest of ``backup_id``; ``latest`` is the newest complete backup.
 
+        ``latest`` needs ``cluster`` when the repository holds more than one cluster (a
+        UsageError naming them): the newest backup of *any* cluster is never what is meant.
+
         A damaged manifest is never chosen as ``latest``; asked for by id, it is an
         IntegrityError that says why and how to delete it.
         """
@@ -181,6 +184,10 @@ class BackupRepository:
         """Like :meth:`find`, but a damaged manifest asked for by id is returned (for ``delete``)."""
         listing = self.scan(cluster)
         if backup_id == "latest":
+            clusters = sorted({m.cluster for m in listing.backups} | {d.cluster for d in listing.damaged})
+            if cluster is None and len(clusters) > 1:
+                raise UsageError(f"'latest' is ambiguous: {self.store.url} holds backups of clusters "
+                                 f"{', '.join(clusters)}; pass --cluster NAME (or set $LIFEBOAT_CLUSTER)")
             complete = [m for m in listing.backups if m.status == BackupStatus.COMPLETE]
             if not complete:
                 where = f" of cluster {cluster}" if cluster else ""

@@ -20,6 +20,7 @@ from lifeboat.etcd import ConnectionSettings, TlsConfig
 from lifeboat.kube.static_pods import EtcdDiscovery
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
+from lifeboat.restore.identity import check_same_cluster, read_node_cluster
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, utc_stamp
@@ -37,6 +38,14 @@ aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcd
 restore, optionally put the control-plane files back (--files), start etcd, check that it serves
 the backup's revision and keys, start kube-apiserver. --dry-run prints exactly these steps.
 Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+
+A backup of another etcd cluster than this node's (by the live member's cluster id, else the
+member ids in the data dir's db) is refused unless --force. In a repository of several
+clusters, 'latest' needs --cluster.
+
+A backup of another etcd cluster than this node's (by the live member's cluster id, else the
+member ids in the data dir's db) is refused unless --force. In a repository of several
+clusters, 'latest' needs --cluster.
 
 For a cluster of several members, 'lifeboat restore plan ID --initial-cluster ...' prints the
 command to run on each member's node.
@@ -76,6 +85,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="how long to wait for the restored member to serve (default 300)")
     p.add_argument("--no-auto-rollback", action="store_true",
                    help="if the restored single member fails to start, leave it for inspection")
+    p.add_argument("--force", action="store_true",
+                   help="restore even though this node's live member or data dir belongs to another etcd "
+                        "cluster than the backup's (refused without it)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--rollback", action="store_true",
                    help="put the data dir the last restore moved aside back in place and start etcd")
@@ -110,6 +122,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     manifest = repo.find(backup_id, cluster_name(args, default=None))
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(datetime.now(timezone.utc))
     if journal is None or not resuming:
+        check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)
         journal = _new_journal(manifest, target, stamp)
     version = manifest.source.etcd_version
     tool = find_restore_tool(args.restore_tool, snapshot_version=version)

@@ -44,3 +44,8 @@ class EtcdMemberProbe:
     def get(self, key: bytes) -> KeyValue | None:
         with EtcdClient(self.settings) as client:
             return client.get(key)
+
+    def cluster_id(self) -> int:
+        """The cluster id the member reports about itself (Maintenance.Status needs no quorum)."""
+        with EtcdClient(self.settings) as client:
+            return client.status(self.settings.endpoints[0]).cluster_id

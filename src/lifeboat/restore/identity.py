@@ -1,0 +1,92 @@
+"""Which etcd cluster this node's member belongs to, and whether a backup may replace its data.
+
+A restore replaces a member's data with a backup's. Done on the wrong node (a repository
+holds several clusters, ``latest`` was taken from another one, a script ran on the wrong
+host) it silently turns that member into another cluster's. So before it changes anything
+the restore compares the backup's source cluster with what the node says:
+
+* the member running here, when it answers: its responses carry the cluster id;
+* otherwise the data dir, read offline: bucket ``members`` (and ``members_removed``) of
+  ``member/snap/db`` holds the ids of the cluster's members. The backup's source member is
+  among them in the same cluster; and etcd derives a cluster's id from its initial members'
+  ids (see :func:`lifeboat.kube.inventory.cluster_id_from_members`).
+
+An absent or unreadable data dir with no live member says nothing, and nothing is refused.
+A restore gives a cluster a new id (a new token and new member ids), so restoring a backup
+taken *before* an earlier restore of this node needs ``--force`` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.kube.inventory import cluster_id_from_members
+from lifeboat.snapshot import read_members
+
+
+class ClusterIdProbe(Protocol):
+    def cluster_id(self) -> int:
+        """The cluster id the member running here reports; BackendUnavailable when none answers."""
+
+
+@dataclass(frozen=True)
+class NodeCluster:
+    """What this node says about the etcd cluster its member belongs to (None/empty: unknown)."""
+
+    live_cluster_id: int | None
+    member_ids: frozenset[int]
+    removed_ids: frozenset[int]
+    db: Path
+
+    def describe(self) -> str:
+        if self.live_cluster_id is not None:
+            return f"the etcd member running on this node belongs to cluster {self.live_cluster_id:x}"
+        if self.member_ids:
+            members = ", ".join(f"{m:x}" for m in sorted(self.member_ids))
+            return f"{self.db} belongs to a cluster of members {members}"
+        return "this node's etcd cluster is unknown"
+
+
+def read_node_cluster(data_dir: Path, probe: ClusterIdProbe) -> NodeCluster:
+    """Ask the live member, else read the data dir's db offline; what cannot be read stays unknown."""
+    db = data_dir / "member" / "snap" / "db"
+    try:
+        return NodeCluster(probe.cluster_id(), frozenset(), frozenset(), db)
+    except LifeboatError:
+        pass  # nothing answers here: the usual state of a node being restored
+    if not db.is_file():
+        return NodeCluster(None, frozenset(), frozenset(), db)
+    try:
+        members, removed = read_members(db)
+    except (LifeboatError, OSError):
+        return NodeCluster(None, frozenset(), frozenset(), db)  # a damaged db is a reason to restore
+    return NodeCluster(None, frozenset(m.id for m in members), frozenset(removed), db)
+
+
+def same_cluster(manifest: Manifest, node: NodeCluster) -> bool | None:
+    """Whether the backup comes from the node's cluster; None when the node says nothing."""
+    cluster_id = int(manifest.source.cluster_id, 16)
+    if node.live_cluster_id is not None:
+        return node.live_cluster_id == cluster_id
+    if not node.member_ids:
+        return None
+    if int(manifest.source.member_id, 16) in node.member_ids | node.removed_ids:
+        return True
+    return cluster_id in (cluster_id_from_members(node.member_ids),
+                          cluster_id_from_members(node.member_ids | node.removed_ids))
+
+
+def check_same_cluster(manifest: Manifest, node: NodeCluster, *, force: bool) -> None:
+    """Refuse to restore another cluster's backup onto this node unless ``force``."""
+    if force or same_cluster(manifest, node) is not False:
+        return
+    raise OperationFailed(
+        f"backup {manifest.id} (cluster {manifest.cluster}) was taken from etcd cluster "
+        f"{manifest.source.cluster_id}, but {node.describe()}; refusing to replace another cluster's "
+        "data (a restore also gives a cluster a new id: if this node was restored from an older "
+        "backup of the same cluster, or you mean to replace it, pass --force)"
+    )

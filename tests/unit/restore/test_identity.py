@@ -1,0 +1,71 @@
+"""Whether a backup comes from this node's etcd cluster, from the live member or the data dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.manifest import BackupStatus, Manifest
+from lifeboat.errors import EtcdUnavailable, OperationFailed
+from lifeboat.kube.inventory import cluster_id_from_members
+from lifeboat.restore.identity import NodeCluster, check_same_cluster, read_node_cluster, same_cluster
+from tests.support.manifests import SOURCE, snapshot_info, stored_object
+
+DB = Path("/var/lib/etcd/member/snap/db")
+
+
+def backup(member_id: int, cluster_id: int) -> Manifest:
+    return Manifest(
+        id="20240101T000000Z-abcdef", cluster="prod", status=BackupStatus.COMPLETE,
+        started_at="2024-01-01T00:00:00Z", finished_at="2024-01-01T00:00:09Z", tool_version="0",
+        source=SOURCE.model_copy(update={"member_id": f"{member_id:x}", "cluster_id": f"{cluster_id:x}"}),
+        snapshot=snapshot_info(), compression="zstd:1", encryption=None, recipients=(), objects=(stored_object(),),
+    )
+
+
+def offline(*members: int, removed: tuple[int, ...] = ()) -> NodeCluster:
+    return NodeCluster(None, frozenset(members), frozenset(removed), DB)
+
+
+def test_live_member_decides_by_cluster_id() -> None:
+    assert same_cluster(backup(1, 0xA), NodeCluster(0xA, frozenset(), frozenset(), DB)) is True
+    assert same_cluster(backup(1, 0xA), NodeCluster(0xB, frozenset({1}), frozenset(), DB)) is False
+
+
+def test_data_dir_of_the_same_cluster_has_the_source_member_current_or_removed() -> None:
+    assert same_cluster(backup(2, 0xA), offline(1, 2, 3)) is True
+    assert same_cluster(backup(9, 0xA), offline(1, 2, 3, removed=(9,))) is True
+
+
+def test_data_dir_whose_initial_members_give_the_backups_cluster_id_is_the_same_cluster() -> None:
+    assert same_cluster(backup(9, cluster_id_from_members({4, 5})), offline(4, 5)) is True
+    assert same_cluster(backup(9, cluster_id_from_members({4, 5})), offline(5, removed=(4,))) is True
+
+
+def test_data_dir_of_another_cluster_is_refused_unless_forced() -> None:
+    manifest, node = backup(9, 0xA), offline(1, 2)
+    assert same_cluster(manifest, node) is False
+    with pytest.raises(OperationFailed, match=r"etcd cluster a, but .*members 1, 2.*--force"):
+        check_same_cluster(manifest, node, force=False)
+    check_same_cluster(manifest, node, force=True)
+
+
+def test_a_node_that_says_nothing_refuses_nothing() -> None:
+    node = offline()
+    assert same_cluster(backup(9, 0xA), node) is None
+    check_same_cluster(backup(9, 0xA), node, force=False)
+
+
+class Silent:
+    def cluster_id(self) -> int:
+        raise EtcdUnavailable("nothing answers")
+
+
+def test_absent_or_unreadable_data_dir_is_unknown(tmp_path: Path) -> None:
+    assert read_node_cluster(tmp_path / "absent", Silent()).member_ids == frozenset()
+    db = tmp_path / "etcd" / "member" / "snap" / "db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a bbolt file" * 512)
+    node = read_node_cluster(tmp_path / "etcd", Silent())
+    assert node.live_cluster_id is None and node.member_ids == frozenset()
