@@ -24,14 +24,13 @@ from datetime import datetime, timezone
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.codec import decode, encode
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
+from lifeboat.catalog.layout import (
+    CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
+)
 from lifeboat.catalog.segments import Segment, decode_segment, encode_segment
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound
 from lifeboat.store.base import ObjectStore
 
-CHAIN_NAME = "chain.json"
-GAP_NAME = "gap.json"
-HEARTBEAT_NAME = "heartbeat.json"
-SEGMENTS_DIR = "segments/"
 CHAIN_FORMAT = 1
 
 _STAMP = "%Y%m%dT%H%M%S"
@@ -39,14 +38,6 @@ _SEGMENT_RE = re.compile(
     r"^(?P<first>\d{20})-(?P<last>\d{20})-(?P<t1>\d{8}T\d{6}\.\d{3}Z)-(?P<t2>\d{8}T\d{6}\.\d{3}Z)"
     r"\.jsonl\.zst(?P<age>\.age)?$"
 )
-
-
-def chains_prefix(cluster: str) -> str:
-    return f"clusters/{cluster}/chains/"
-
-
-def chain_prefix(cluster: str, chain: str) -> str:
-    return f"{chains_prefix(cluster)}{chain}/"
 
 
 def _stamp(moment: datetime) -> str:
@@ -184,7 +175,7 @@ class ChainStore:
 
     def start(self, info: ChainInfo) -> None:
         """Write ``chain.json`` (create-only): the chain exists from now on."""
-        key = chain_prefix(check_cluster_name(info.cluster), check_backup_id(info.chain)) + CHAIN_NAME
+        key = chain_object_key(check_cluster_name(info.cluster), check_backup_id(info.chain), CHAIN_NAME)
         self.store.put_bytes(key, info.to_json(), create_only=True)
 
     def commit_segment(self, segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> SegmentRef:
@@ -198,7 +189,7 @@ class ChainStore:
         return b"".join(encode([encode_segment(segment)], zstd_level, recipients))
 
     def put_encoded(self, cluster: str, chain: str, name: str, data: bytes) -> SegmentRef:
-        key = chain_prefix(cluster, chain) + SEGMENTS_DIR + name
+        key = segment_key(cluster, chain, name)
         self.store.put_bytes(key, data, create_only=True)
         ref = parse_segment_name(name, len(data))
         assert ref is not None
@@ -207,12 +198,12 @@ class ChainStore:
     def record_gap(self, cluster: str, chain: str, gap: Gap) -> None:
         """Write ``gap.json`` once; a gap already recorded stays as it was."""
         try:
-            self.store.put_bytes(chain_prefix(cluster, chain) + GAP_NAME, gap.to_json(), create_only=True)
+            self.store.put_bytes(chain_object_key(cluster, chain, GAP_NAME), gap.to_json(), create_only=True)
         except AlreadyExists:
             pass
 
     def beat(self, cluster: str, chain: str, heartbeat: Heartbeat) -> None:
-        self.store.put_bytes(chain_prefix(cluster, chain) + HEARTBEAT_NAME, heartbeat.to_json())
+        self.store.put_bytes(chain_object_key(cluster, chain, HEARTBEAT_NAME), heartbeat.to_json())
 
     def chains(self, cluster: str) -> list[ChainListing]:
         """Every chain of ``cluster`` (oldest first), from one listing plus its small records."""
@@ -247,12 +238,27 @@ class ChainStore:
         except NotFound:
             return b"{}"
 
+    def segment_where(self, cluster: str, chain: str, ref: SegmentRef) -> str:
+        return f"{self.store.url}/{segment_key(cluster, chain, ref.name)}"
+
+    def fetch_segment(self, cluster: str, chain: str, ref: SegmentRef,
+                      identities: Sequence[Identity] | None) -> bytes:
+        """A segment's raw bytes: downloaded, decrypted, decompressed (not yet checked)."""
+        key = segment_key(cluster, chain, ref.name)
+        try:
+            return b"".join(decode(self.store.get_stream(key), identities if ref.encrypted else None))
+        except NotFound:
+            raise IntegrityError(f"capture segment {self.store.url}/{key} is missing; "
+                                 "the chain cannot be replayed past it") from None
+
     def read_segment(self, cluster: str, chain: str, ref: SegmentRef,
                      identities: Sequence[Identity] | None) -> Segment:
         """Download, decrypt, decompress and check one segment (IntegrityError when damaged)."""
-        key = chain_prefix(cluster, chain) + SEGMENTS_DIR + ref.name
-        where = f"{self.store.url}/{key}"
-        raw = b"".join(decode(self.store.get_stream(key), identities if ref.encrypted else None))
+        return self.check_segment(self.fetch_segment(cluster, chain, ref, identities), cluster, chain, ref)
+
+    def check_segment(self, raw: bytes, cluster: str, chain: str, ref: SegmentRef) -> Segment:
+        """Decode raw segment bytes and check they are what the name says."""
+        where = self.segment_where(cluster, chain, ref)
         segment = decode_segment(raw, where)
         if (segment.first_revision, segment.last_revision) != (ref.first_revision, ref.last_revision) \
                 or segment.chain != chain or segment.cluster != cluster:

@@ -1,0 +1,167 @@
+"""A snapshot of a cluster at any captured revision or time: base backup + replayed segments."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.chains import ChainStore, SegmentRef
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import Segment, decode_segment
+from lifeboat.catalog.timeline import (
+    RestorePoint, Timeline, Window, build_timeline, point_at_revision, point_at_time,
+)
+from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.pitr.replay import lease_rows, rows, survey
+from lifeboat.snapshot import snapshot_status
+from lifeboat.snapshot.mvcc import read_lease_ids
+from lifeboat.snapshot.writer import BucketChanges, write_db
+from lifeboat.verify.backup import verify_backup
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class PointTarget:
+    """What the user asked for: ``--to-revision R`` or ``--to-time T`` (one of them)."""
+
+    revision: int | None = None
+    moment: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (self.revision is None) == (self.moment is None):
+            raise UsageError("give either --to-revision or --to-time, not both")
+        if self.revision is not None and self.revision < 1:
+            raise UsageError(f"--to-revision must be a revision of 1 or more, got {self.revision}")
+
+    def describe(self) -> str:
+        if self.revision is not None:
+            return f"revision {self.revision}"
+        assert self.moment is not None
+        return self.moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """``--to-time``: RFC 3339 with ``Z`` or an offset (a time without one is ambiguous)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--to-time {text!r} is not an RFC 3339 time such as 2026-12-01T03:04:05Z") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--to-time {text!r} has no offset; add Z (UTC) or e.g. +01:00")
+    return moment.astimezone(timezone.utc)
+
+
+def cluster_timeline(repo: BackupRepository, cluster: str) -> Timeline:
+    return build_timeline(cluster, list(repo.manifests(cluster)), ChainStore(repo.store).chains(cluster))
+
+
+def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
+               identities: Sequence[Identity] | None,
+               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> RestorePoint:
+    """The base backup and segments that restore ``cluster`` to ``target``; UsageError if none can."""
+    timeline = cluster_timeline(repo, cluster)
+    if target.revision is not None:
+        return point_at_revision(timeline, target.revision)
+    assert target.moment is not None
+    chains = ChainStore(repo.store)
+
+    def read(window: Window, ref: SegmentRef) -> Segment:
+        assert window.chain is not None
+        return chains.read_segment(cluster, window.chain.info.chain, ref, identities)
+
+    return point_at_time(timeline, target.moment, now(), read)
+
+
+@dataclass(frozen=True)
+class PointSnapshot:
+    """A raw snapshot file (with etcd's trailer) holding the cluster at ``point.revision``."""
+
+    path: Path
+    point: RestorePoint
+    events: int
+    segments: int
+    leases_added: int
+    seconds: float
+
+
+def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
+                         dest: Path, *, base_snapshot: Path | None = None,
+                         progress: Progress = lambda stage, done: None) -> PointSnapshot:
+    """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
+    fetched) with every captured event up to the point applied. Nothing is applied unless the
+    whole chain up to the point downloads and checks."""
+    started = time.monotonic()
+    work = dest.with_name(dest.name + ".segments")
+    work.mkdir(mode=0o700, parents=True, exist_ok=True)
+    base = base_snapshot or dest.with_name(dest.name + ".base")
+    try:
+        if base_snapshot is None:
+            _fetch_base(repo, point, identities, base)
+        if not point.replays:
+            if base != dest:
+                os.replace(base, dest)
+            return PointSnapshot(dest, point, 0, 0, 0, time.monotonic() - started)
+        files = _download(repo, point, identities, work, progress)
+        facts = survey(_segments(files), point.base.id, point.base_revision, point.revision)
+        leases = lease_rows(facts, read_lease_ids(base))
+        changes = [BucketChanges(b"key", appends=rows(_segments(files), point.base.id,
+                                                      point.base_revision, point.revision))]
+        if leases:
+            changes.append(BucketChanges(b"lease", puts=leases))
+        write_db(base, dest, changes, trailer=True, append_bytes_hint=sum(f.stat().st_size for f in files))
+        _check_revision(dest, point)
+        return PointSnapshot(dest, point, facts.events, len(files), len(leases), time.monotonic() - started)
+    finally:
+        for leftover in work.glob("*"):
+            leftover.unlink()
+        work.rmdir()
+        if base_snapshot is None and base != dest:
+            base.unlink(missing_ok=True)
+
+
+def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
+                path: Path) -> None:
+    report = verify_backup(repo, point.base, identities, tmp_dir=path.parent, keep_snapshot=path)
+    failure = report.first_failure()
+    if failure is not None or not report.ok:
+        path.unlink(missing_ok=True)
+        what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
+        raise IntegrityError(f"base backup {point.base.id} failed verification ({what})")
+
+
+def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
+              work: Path, progress: Progress) -> list[Path]:
+    """Every segment up to the point, decrypted and decompressed into ``work``, each checked."""
+    chain = point.window.chain
+    assert chain is not None
+    store = ChainStore(repo.store)
+    files: list[Path] = []
+    done = 0
+    for number, ref in enumerate(point.segments):
+        raw = store.fetch_segment(chain.info.cluster, chain.info.chain, ref, identities)
+        store.check_segment(raw, chain.info.cluster, chain.info.chain, ref)
+        path = work / f"{number:09d}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+        files.append(path)
+        done += len(raw)
+        progress("segments", done)
+    return files
+
+
+def _segments(files: list[Path]) -> Iterator[Segment]:
+    for path in files:
+        yield decode_segment(path.read_bytes(), str(path))
+
+
+def _check_revision(dest: Path, point: RestorePoint) -> None:
+    status = snapshot_status(dest)
+    if status.revision != point.revision:
+        raise IntegrityError(f"the replayed snapshot is at revision {status.revision}, not {point.revision}")

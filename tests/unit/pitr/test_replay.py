@@ -1,0 +1,80 @@
+"""Replaying segments: the rows up to a point, the leases held there, and refusing broken chains."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from lifeboat.catalog.segments import Predecessor, Segment
+from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.pitr import PointTarget, parse_time
+from lifeboat.pitr.replay import UNKNOWN_LEASE_TTL, lease_rows, rows, survey
+from lifeboat.snapshot.mvcc import decode_revision
+from lifeboat.snapshot.replay import lease_row
+from tests.unit.catalog.capture_records import delete, put, segment
+
+BASE_ID = "20261201T030000Z-aaaaaa"
+
+
+def chain_of_two() -> list[Segment]:
+    first = segment(Predecessor("base", 10, BASE_ID),
+                    (11, 1, [put(b"/a", b"1", 11, 11, 1, lease=5)]),
+                    (12, 2, [put(b"/b", b"1", 12, 12, 1, lease=6), put(b"/c", b"1", 12, 12, 1, lease=7)]),
+                    leases={5: 30, 6: 60})
+    second = segment(Predecessor("segment", 12, "x"),
+                     (13, 3, [delete(b"/b", 13)]),
+                     (14, 4, [put(b"/a", b"2", 11, 14, 2)]))
+    return [first, second]
+
+
+def test_rows_stop_at_the_point_in_revision_and_sub_revision_order() -> None:
+    found = [decode_revision(key) for key, _ in rows(chain_of_two(), BASE_ID, 10, 13)]
+    assert found == [(11, 0, False), (12, 0, False), (12, 1, False), (13, 0, True)]
+
+
+def test_survey_finds_the_leases_keys_hold_at_the_point() -> None:
+    assert survey(chain_of_two(), BASE_ID, 10, 12).leases_at_point() == {5, 6, 7}
+    at_14 = survey(chain_of_two(), BASE_ID, 10, 14)
+    assert at_14.leases_at_point() == {7}, "/b was deleted and /a put again without a lease"
+    assert at_14.events == 5 and at_14.last_revision == 14
+
+
+def test_leases_missing_from_the_base_are_written_with_the_recorded_ttl() -> None:
+    facts = survey(chain_of_two(), BASE_ID, 10, 12)
+    written = lease_rows(facts, base_leases=frozenset({5}))
+    assert written == dict([lease_row(6, 60), lease_row(7, UNKNOWN_LEASE_TTL)])
+
+
+def test_a_missing_segment_is_refused_not_skipped() -> None:
+    first, second = chain_of_two()
+    later = segment(Predecessor("segment", 14, "y"), (15, 5, [put(b"/z", b"", 15, 15, 1)]))
+    with pytest.raises(IntegrityError, match="missing"):
+        list(rows([first, later], BASE_ID, 10, 15))
+    with pytest.raises(IntegrityError, match="ends at revision 14"):
+        survey([first, second], BASE_ID, 10, 16)
+
+
+def test_a_segment_that_does_not_follow_the_base_is_refused() -> None:
+    first, _ = chain_of_two()
+    with pytest.raises(IntegrityError, match="does not follow base backup"):
+        survey([first], "20261201T030000Z-bbbbbb", 10, 12)
+
+
+def test_overlapping_copies_apply_each_revision_once() -> None:
+    first, second = chain_of_two()
+    copy = segment(Predecessor("segment", 11, "z"), (12, 2, list(first.revisions[1].events)),
+                   (13, 3, [delete(b"/b", 13)]))
+    found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], BASE_ID, 10, 14)]
+    assert found == [(11, 0), (12, 0), (12, 1), (13, 0), (14, 0)]
+
+
+def test_to_time_needs_an_offset_and_one_target() -> None:
+    assert parse_time("2026-12-01T03:04:05Z") == datetime(2026, 12, 1, 3, 4, 5, tzinfo=UTC)
+    assert parse_time("2026-12-01T04:04:05+01:00") == datetime(2026, 12, 1, 3, 4, 5, tzinfo=UTC)
+    with pytest.raises(UsageError, match="no offset"):
+        parse_time("2026-12-01T03:04:05")
+    with pytest.raises(UsageError, match="RFC 3339"):
+        parse_time("yesterday")
+    with pytest.raises(UsageError, match="either"):
+        PointTarget(revision=5, moment=datetime(2026, 1, 1, tzinfo=UTC))
