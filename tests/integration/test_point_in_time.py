@@ -11,13 +11,18 @@ from pathlib import Path
 import pytest
 
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import IntegrityError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
+from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.pki import Pki
+from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
+from tests.integration.test_restore_cli import client as tls_client
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +69,84 @@ def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
         assert snapshot_status(built.path).revision == revision
         assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
     assert base > 0
+
+
+def full_state(c: EtcdClient, revision: int = 0) -> dict[bytes, tuple[bytes, int, int, int, int]]:
+    return {kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+            for kv in c.range_all(b"", prefix=True, revision=revision)}
+
+
+def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_at_that_point(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path) -> None:
+    node = kubeadm_node
+    url = node.etcd.client_url
+    flags = ("--root", str(node.root), "--repo", node.repo)
+    repo = BackupRepository.open(open_store(node.repo, dict(os.environ)), create=True)
+    with tls_client(url, pki) as c:
+        c.put("/registry/configmaps/default/before", b"base")
+        options = capture_options("default", url, tmp_path / "spool", flush_interval=0.2)
+        with capturing(c, repo, options) as status:
+            wait_for(lambda: status.chain is not None)
+            first = write_history(c, 3, tag="first")
+            time.sleep(1.2)
+            moment = datetime.now(UTC)
+            time.sleep(0.3)
+            second = write_history(c, 3, tag="second")
+            wait_for(lambda: status.last_revision >= second.revisions[-1])
+        point = first.revisions[-1]
+        expected = full_state(c, point)
+        assert any(lease for *_, lease in expected.values()), "the point must hold lease-attached keys"
+        last = c.range(b"\0", limit=1).revision
+
+    code, _out, err = cli("restore", "--to-revision", str(last + 50), *flags, "--dry-run")
+    assert code == 3 and "after the newest captured point" in err and f"revision {last}" in err
+    code, _out, err = cli("restore", "--to-time", "2999-01-01T00:00:00Z", *flags, "--dry-run")
+    assert code == 3 and "in the future" in err
+    plan = cli.json("restore", "--to-time", moment.isoformat(), *flags, "--dry-run")
+    assert "replay-capture" in [s["key"] for s in plan["steps"]]  # type: ignore[index]
+    assert f"to revision {point} " in plan["title"]  # type: ignore[operator]
+
+    result = cli.json("restore", "--to-revision", str(point), *flags)
+    assert "replay-capture" in result["ran"]  # type: ignore[operator]
+    with tls_client(url, pki) as c:
+        restored_revision = c.range(b"\0", limit=1).revision
+        assert restored_revision == point
+        assert full_state(c) == expected
+        for lease in {lease for *_, lease in expected.values() if lease}:
+            assert c.lease_time_to_live(lease).ttl > 0, "a restored key's lease must exist and run"
+
+
+def test_a_damaged_or_missing_segment_is_refused_never_skipped(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
+    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.1)) as status:
+        wait_for(lambda: status.chain is not None)
+        revisions = []
+        for part in range(3):
+            revisions += write_history(client, 2, tag=f"part{part}").revisions
+            time.sleep(0.4)
+        wait_for(lambda: status.last_revision >= revisions[-1])
+    segments = sorted(repo_dir.rglob("segments/*.jsonl.zst"))
+    assert len(segments) >= 3
+    middle = segments[1]
+    after_middle = int(middle.name.split("-")[1]) + 1
+    data = bytearray(middle.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    middle.write_bytes(bytes(data))
+    point = find_point(repo, "prod", PointTarget(revision=revisions[-1]), None)
+    with pytest.raises(IntegrityError, match="damaged|corrupt"):
+        build_point_snapshot(repo, point, None, tmp_path / "out.db")
+    assert not (tmp_path / "out.db").exists()
+
+    middle.unlink()
+    code, _out, err = cli("restore", "plan", "--to-revision", str(after_middle), "--repo", str(repo_dir),
+                          "--initial-cluster", "m0=http://127.0.0.1:2380")
+    assert code == 3 and "is missing from the repository" in err
+    before_middle = int(segments[0].name.split("-")[1])
+    plan = cli.json("restore", "plan", "--to-revision", str(before_middle), "--repo", str(repo_dir),
+                    "--initial-cluster", "m0=http://127.0.0.1:2380")
+    assert f"--to-revision={before_middle}" in plan["members"][0]["argv"]
+    timeline = cli.json("timeline", "--repo", str(repo_dir))
+    assert "missing" in timeline[0]["gaps"][0]["reason"]

@@ -211,11 +211,12 @@ def _not_restorable(timeline: Timeline, what: str, *, revision: int | None = Non
         oldest = min(timeline.windows, key=lambda w: span(w)[0])
         return f"{what} is before the oldest backup; the oldest restorable point is {_start(oldest)}"
     latest = max(before, key=lambda w: span(w)[1])
-    if not after:
-        return f"{what} is after the newest captured point; the newest restorable point is {_end(latest)}"
-    following = min(after, key=lambda w: span(w)[0])
     gap = next((g for g in timeline.gaps if g.after_revision == latest.last_revision), None)
     why = f" ({gap.reason})" if gap else ""
+    if not after:
+        return (f"{what} is after the newest captured point{why}; the newest restorable point is "
+                f"{_end(latest)}")
+    following = min(after, key=lambda w: span(w)[0])
     return (f"{what} falls in a gap{why}; the nearest restorable points are {_end(latest)} "
             f"and {_start(following)}")
 

@@ -15,6 +15,7 @@ from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
 from lifeboat.cli.output import emit_json
+from lifeboat.cli.point import add_point_flags, point_target, resolve_point
 from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, TlsConfig
 from lifeboat.kube.static_pods import EtcdDiscovery
@@ -43,9 +44,11 @@ A backup of another etcd cluster than this node's (by the live member's cluster 
 member ids in the data dir's db) is refused unless --force. In a repository of several
 clusters, 'latest' needs --cluster.
 
-A backup of another etcd cluster than this node's (by the live member's cluster id, else the
-member ids in the data dir's db) is refused unless --force. In a repository of several
-clusters, 'latest' needs --cluster.
+With --to-revision R or --to-time T (and no ID, or the base's), the newest base backup at or
+before the point is fetched and the events 'lifeboat capture' stored after it are replayed
+offline into the snapshot, so the member holds exactly the cluster's state at R; a point before
+the oldest backup, inside a gap or not yet captured is refused naming the nearest restorable
+points, and a missing or damaged segment is refused, never skipped.
 
 For a cluster of several members, 'lifeboat restore plan ID --initial-cluster ...' prints the
 command to run on each member's node.
@@ -88,6 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--force", action="store_true",
                    help="restore even though this node's live member or data dir belongs to another etcd "
                         "cluster than the backup's (refused without it)")
+    add_point_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--rollback", action="store_true",
                    help="put the data dir the last restore moved aside back in place and start etcd")
@@ -101,8 +105,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(f"unexpected argument {args.plan_backup_id!r}; give one backup id")
     if args.rollback:
         return cmd_rollback(args)
-    if not args.backup_id:
-        raise UsageError("give a backup id or 'latest' (see 'lifeboat list')")
+    if not args.backup_id and point_target(args) is None:
+        raise UsageError("give a backup id or 'latest' (see 'lifeboat list'), or --to-revision/--to-time")
     say = _say(args)
     target, probe, supervisor = _node(args)
     path = journal_path(target.data_dir)
@@ -119,7 +123,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         backup_id = journal.backup_id
         target = replace(target, token=args.initial_cluster_token or journal.token)
     repo = open_repository(args)
-    manifest = repo.find(backup_id, cluster_name(args, default=None))
+    identities = load_identities(args.identity) if args.identity else None
+    point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
+    manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(datetime.now(timezone.utc))
     if journal is None or not resuming:
         check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)
@@ -127,7 +133,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     version = manifest.source.etcd_version
     tool = find_restore_tool(args.restore_tool, snapshot_version=version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
-                                      bump_revision=args.bump_revision))
+                                      bump_revision=args.bump_revision, point=point))
     if args.dry_run:
         _print_plan(args, plan, journal.done)
         return 0
@@ -137,8 +143,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     ctx = RestoreContext(
         target=target, paths=plan.paths, supervisor=supervisor, member=probe, root=args.root,
         journal=journal, save=lambda j: save_journal(path, j), manifest=manifest, tool=tool, repo=repo,
-        identities=load_identities(args.identity) if args.identity else None, say=say,
-        health_timeout=args.wait_timeout,
+        identities=identities, say=say, health_timeout=args.wait_timeout,
     )
     outcome = execute(plan, ctx, auto_rollback=target.single_member and not args.no_auto_rollback)
     if args.output == "json":
@@ -207,11 +212,22 @@ def _abandon(args: argparse.Namespace, journal: Journal, path: Path, paths: Rest
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    if not args.plan_backup_id or not args.initial_cluster:
-        raise UsageError("usage: lifeboat restore plan ID --initial-cluster NAME=PEER_URL,... [--repo URL]")
+    target_point = point_target(args)
+    if not (args.plan_backup_id or target_point) or not args.initial_cluster:
+        raise UsageError("usage: lifeboat restore plan ID|--to-revision R|--to-time T "
+                         "--initial-cluster NAME=PEER_URL,... [--repo URL]")
     backup_id = args.plan_backup_id
     repo_flags: list[str] = []
-    if args.repo or args.cluster:
+    if target_point is not None:
+        repo = open_repository(args)
+        identities = load_identities(args.identity) if args.identity else None
+        point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
+        assert point is not None
+        # A time must mean the same revision on every node: each command gets the revision.
+        backup_id = point.base.id
+        repo_flags = ([f"--repo={args.repo}"] if args.repo else []) + [
+            f"--cluster={point.base.cluster}", f"--to-revision={point.revision}"]
+    elif args.repo or args.cluster:
         manifest = open_repository(args).find(backup_id, cluster_name(args, default=None))
         backup_id = manifest.id  # 'latest' must mean the same backup on every node
         repo_flags = [f"--repo={args.repo}"] if args.repo else []

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.restore.journal import Journal
@@ -26,6 +27,7 @@ from lifeboat.restore.steps import (
     PutInPlace,
     RestoreData,
     RestoreFiles,
+    ReplayCapture,
     RestorePaths,
     RestoreTool,
     Start,
@@ -63,6 +65,12 @@ class RestoreInputs:
     stamp: str
     files: bool = False
     bump_revision: int | None = None  # None: bump by DEFAULT_BUMP when the tool can; 0: never
+    point: RestorePoint | None = None  # --to-revision/--to-time: replay capture onto the manifest's backup
+
+    @property
+    def revision(self) -> int:
+        """The revision the restored member must serve (before any bump)."""
+        return self.point.revision if self.point is not None else self.manifest.snapshot.revision
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
                       stored=f"{m.stored_size} bytes stored, {m.compression}"
                       + (", age-encrypted" if m.encryption else "")),
     ]
+    if inputs.point is not None and inputs.point.replays:
+        steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
     if apiserver:
@@ -121,7 +131,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         Stop("stop:etcd", component="etcd", how=sup.describe_stop("etcd")),
         MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
         RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging,
-                    revision=m.snapshot.revision, bump_revision=bump, tool=inputs.tool.describe()),
+                    revision=inputs.revision, bump_revision=bump, tool=inputs.tool.describe()),
         PutInPlace("put-in-place", staging=paths.staging, data_dir=t.data_dir),
     ]
     if inputs.files:
@@ -129,7 +139,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
                                   stamp=inputs.stamp))
     steps += [
         Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
-        VerifyMember("verify-member", revision=m.snapshot.revision + (bump or 0), snapshot=paths.snapshot,
+        VerifyMember("verify-member", revision=inputs.revision + (bump or 0), snapshot=paths.snapshot,
                      bumped=bool(bump), undo_on_failure=True),
     ]
     if apiserver:
@@ -142,9 +152,11 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     if not t.single_member:
         notes.append(f"member {t.name} of {len(t.members)}: restore every member from backup {m.id} with "
                      "the same --initial-cluster and --initial-cluster-token (see 'lifeboat restore plan')")
-    title = (f"restore backup {m.id} (cluster {m.cluster}, revision {m.snapshot.revision}, "
-             f"{m.snapshot.total_key} keys) as member {t.name} into {t.data_dir} "
-             f"[supervisor: {sup.kind}]")
+    what = (f"backup {m.id} (cluster {m.cluster}, revision {m.snapshot.revision}, {m.snapshot.total_key} keys)"
+            if inputs.point is None else
+            f"cluster {m.cluster} to revision {inputs.point.revision} (base backup {m.id} at revision "
+            f"{inputs.point.base_revision} + {len(inputs.point.segments)} capture segment(s))")
+    title = f"restore {what} as member {t.name} into {t.data_dir} [supervisor: {sup.kind}]"
     return RestorePlan(title, paths, tuple(steps), tuple(notes), NEXT_STEPS)
 
 

@@ -19,11 +19,13 @@ from typing import Any, ClassVar, Protocol
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.restore.content import KeyspaceDigest, keyspace_digest, sample_keys
-from lifeboat.snapshot import check_trailer
+from lifeboat.pitr import build_point_snapshot
+from lifeboat.snapshot import check_trailer, snapshot_status
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal
 from lifeboat.restore.supervisor import Component, Supervisor
@@ -215,6 +217,35 @@ class FetchSnapshot(Step):
             what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
             raise IntegrityError(f"backup {self.backup_id} failed verification ({what}); "
                                  "nothing on the node was changed; restore another backup")
+
+
+@dataclass(frozen=True)
+class ReplayCapture(Step):
+    """Bring the fetched base snapshot forward to the point: replay captured events offline."""
+
+    changes_node: ClassVar[bool] = False
+
+    point: RestorePoint
+    snapshot: Path
+
+    def describe(self) -> str:
+        chain = self.point.window.chain
+        return (f"replay {len(self.point.segments)} capture segment(s) of chain "
+                f"{chain.info.chain if chain else '-'} onto the snapshot, revisions "
+                f"{self.point.base_revision + 1}..{self.point.revision}, offline into its MVCC store "
+                "(a new file, checked, then put in place of the fetched one)")
+
+    def run(self, ctx: RestoreContext) -> None:
+        if ctx.repo is None:
+            raise UsageError("no repository to fetch the capture segments from; pass --repo")
+        if snapshot_status(self.snapshot).revision == self.point.revision:
+            return  # replayed before an interruption that came before the journal entry
+        replayed = self.snapshot.with_name(self.snapshot.name + ".at-point")
+        try:
+            build_point_snapshot(ctx.repo, self.point, ctx.identities, replayed, base_snapshot=self.snapshot)
+            os.replace(replayed, self.snapshot)
+        finally:
+            replayed.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
