@@ -150,3 +150,21 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
     assert f"--to-revision={before_middle}" in plan["members"][0]["argv"]
     timeline = cli.json("timeline", "--repo", str(repo_dir))
     assert "missing" in timeline[0]["gaps"][0]["reason"]
+
+
+def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, release: EtcdRelease) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
+    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.2)) as status:
+        history = write_history(client, 4)
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    point = history.revisions[len(history.revisions) // 2]
+    report = cli.json("verify", "--drill", "--to-revision", str(point), "--repo", str(repo_dir),
+                      "--restore-tool", str(release.etcdutl or release.etcdctl), "--etcd-binary", str(release.etcd))
+    checks = {c["name"]: c for c in report["drill_checks"]}
+    assert report["ok"] and checks["replay capture"]["ok"]
+    assert checks["revision"]["detail"].startswith(f"{point} ")
+    code, _out, err = cli("verify", "--to-revision", str(point), "--repo", str(repo_dir))
+    assert code == 3 and "--drill" in err

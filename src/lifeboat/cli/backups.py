@@ -24,6 +24,7 @@ from lifeboat.cli.connect import (
 )
 from lifeboat.cli.drills import add_drill_flags, cmd_drill
 from lifeboat.cli.output import Progress, emit_json, human_size, table
+from lifeboat.cli.point import add_point_flags, resolve_point
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.verify.backup import verify_backup
@@ -71,7 +72,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         "count and size with the manifest, and check every control-plane file's sha256. Exit 1 if "
         "anything does not match.",
     )
-    p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
+    p.add_argument("backup_id", metavar="ID", nargs="?",
+                   help="a backup id, or 'latest' (with --to-revision/--to-time: optional)")
     add_repo_flags(p)
     p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
                    help="age identity file (or SSH private key) for encrypted backups; repeatable")
@@ -79,6 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)
+    add_point_flags(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("delete", parents=[common], help="delete one backup (data first, manifest last)",
@@ -208,6 +211,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     files = [str(path) for path in config.encryption.identity_files]
     identities = load_identities(files) if files else None
     repo = open_repository(args)
+    point = resolve_point(args, repo, cluster_name(args, default=None), identities, args.backup_id)
+    if point is not None:
+        if not args.drill:
+            raise UsageError("--to-revision/--to-time verify a point by restoring it: add --drill")
+        return cmd_drill(args, repo, point.base, identities, point)
+    if not args.backup_id:
+        raise UsageError("give a backup id or 'latest' (see 'lifeboat list')")
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     if args.drill:
         return cmd_drill(args, repo, manifest, identities)

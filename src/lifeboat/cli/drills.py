@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.timeline import RestorePoint
+from lifeboat.pitr import build_point_snapshot
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.output import Progress, emit_json, table
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
@@ -28,14 +30,17 @@ def add_drill_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manifest,
-              identities: Sequence[Identity] | None) -> int:
-    """Run the drill for ``verify --drill`` and print its report; raise on failure."""
+              identities: Sequence[Identity] | None, point: RestorePoint | None = None) -> int:
+    """Run the drill for ``verify --drill`` and print its report; raise on failure.
+
+    With ``point``, the drill restores the base with the capture replayed up to the point.
+    """
     if args.save_snapshot is not None:
         raise UsageError("--save-snapshot cannot be used with --drill; run verify without --drill")
     progress = Progress()
     report = run_drill(repo, manifest, identities, tmp_dir=args.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
-                       progress=progress)
+                       progress=progress, replay=_replayer(repo, point, identities) if point else None)
     progress.finish()
     _print(report, args.output == "json")
     failure = report.first_failure()
@@ -45,6 +50,13 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
         raise IntegrityError(f"backup {manifest.id} failed verification, not restored: "
                              f"{failure.name}: {failure.detail}")
     raise OperationFailed(f"drill of backup {manifest.id} failed: {failure.name}: {failure.detail}")
+
+
+def _replayer(repo: BackupRepository, point: RestorePoint,
+              identities: Sequence[Identity] | None) -> Callable[[Path, Path], int]:
+    def replay(base: Path, dest: Path) -> int:
+        return build_point_snapshot(repo, point, identities, dest, base_snapshot=base).point.revision
+    return replay
 
 
 def _print(report: DrillReport, as_json: bool) -> None:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from lifeboat.catalog.age_keys import load_identities
+from lifeboat.catalog.age_keys import Identity, load_identities
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.point import add_point_flags, point_target, resolve_point
+from lifeboat.pitr import build_point_snapshot
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
 )
@@ -38,6 +42,7 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
                              "objects encrypted at rest (aescbc, aesgcm, secretbox)")
     add_etcd_flags(parser)
     add_root_flag(parser)
+    add_point_flags(parser)
 
 
 def encryption_config(args: argparse.Namespace) -> EncryptionConfiguration | None:
@@ -68,8 +73,14 @@ def open_source(text: str, args: argparse.Namespace, stack: ExitStack) -> Object
 def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -> ObjectSource:
     identities = load_identities(args.identity) if args.identity else None
     repo = open_repository(args)
-    manifest = repo.find(backup_id, cluster_name(args, default=None))
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lifeboat-k8s-", dir=args.tmp_dir)))
+    if point_target(args) is not None:
+        if getattr(args, "_point_source_opened", False):
+            raise UsageError("--to-revision/--to-time apply to one backup SOURCE; compare a point with "
+                             "'live' or a snapshot file")
+        args._point_source_opened = True
+        return _point_source(backup_id, args, repo, identities, tmp)
+    manifest = repo.find(backup_id, cluster_name(args, default=None))
     spool = tmp / "snapshot.db"
     report = verify_backup(repo, manifest, identities, tmp_dir=args.tmp_dir, keep_snapshot=spool)
     failure = report.first_failure()
@@ -80,3 +91,15 @@ def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -
     revision = manifest.snapshot.revision
     return SnapshotFileSource(spool, description=f"backup {manifest.id} of cluster {manifest.cluster}",
                               cluster_id=cluster_id, revision=revision)
+
+
+def _point_source(backup_id: str, args: argparse.Namespace, repo: BackupRepository,
+                  identities: Sequence[Identity] | None, tmp: Path) -> ObjectSource:
+    """The cluster at ``--to-revision``/``--to-time``: the base replayed offline into a temp file."""
+    point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
+    assert point is not None
+    built = build_point_snapshot(repo, point, identities, tmp / "snapshot.db")
+    m = point.base
+    return SnapshotFileSource(built.path, description=f"cluster {m.cluster} at revision {point.revision} "
+                              f"(backup {m.id} + capture)", cluster_id=int(m.source.cluster_id, 16),
+                              revision=point.revision)

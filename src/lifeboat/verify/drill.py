@@ -98,8 +98,12 @@ def run_drill(
     sample_size: int = SAMPLE_SIZE,
     ready_timeout: float = READY_TIMEOUT,
     progress: Progress = lambda stage, done: None,
+    replay: Callable[[Path, Path], int] | None = None,
 ) -> DrillReport:
     """Drill ``manifest``'s backup; the report says what failed (nothing is raised for that).
+
+    ``replay(base, dest)`` brings the verified snapshot forward to a point in time (capture's
+    events replayed offline) and returns the revision the drill must then find.
 
     Raises UsageError when no fit restore tool or etcd binary is found, before any download.
     """
@@ -119,7 +123,17 @@ def run_drill(
         )
         if not report.verify.ok:
             return report
-        _restore_and_check(report, tool, server.path, snapshot, manifest.snapshot.revision,
+        revision = manifest.snapshot.revision
+        if replay is not None:
+            try:
+                with report.timed("replay capture"):
+                    revision = replay(snapshot, work / "point.db")
+                snapshot = work / "point.db"
+                report.add("replay capture", True, f"capture replayed up to revision {revision}")
+            except LifeboatError as exc:
+                report.add("replay capture", False, str(exc))
+                return report
+        _restore_and_check(report, tool, server.path, snapshot, revision,
                            work, sample_size, ready_timeout)
     return report
 

@@ -1,0 +1,61 @@
+"""`lifeboat k8s` on a point in time: a namespace deleted after the last full backup comes back
+as it was one second before the deletion, from the base backup plus captured events."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.store import open_store
+from tests.integration.test_k8s_cli import client_for, etcd_flags, everything, keyspace  # noqa: F401 (fixture)
+from tests.support.binaries import EtcdRelease
+from tests.support.capture_workload import capture_options, capturing, wait_for
+from tests.support.cli import Cli
+from tests.support.etcd import EtcdCluster
+from tests.support.etcd_load import load_keys
+from tests.support.k8s_keyspace import Keyspace, iter_items
+from tests.support.pki import Pki
+
+pytestmark = pytest.mark.integration
+
+
+def test_undelete_to_time_brings_back_a_namespace_created_and_deleted_after_the_last_backup(
+        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path, keyspace: Keyspace) -> None:
+    repo_url = f"file://{tmp_path / 'repo'}"
+    repo = BackupRepository.open(open_store(repo_url, dict(os.environ)), create=True)
+    team_a = keyspace.in_namespace("team-a")
+    changed = b"/registry/configmaps/team-a/configmaps-0"
+    with EtcdCluster(release35, tmp_path / "etcd", pki=pki) as etcd:
+        member = etcd.first()
+        flags = etcd_flags(member, pki)
+        with client_for(member, pki) as client:
+            options = capture_options("default", member.client_url, tmp_path / "spool", flush_interval=0.2)
+            with capturing(client, repo, options) as status:
+                wait_for(lambda: status.chain is not None)  # the base backup holds no team-a
+                load_keys(client, iter_items(keyspace))
+                client.put(changed, b"k8s\x00as it was one second before")
+                time.sleep(1.2)
+                before_delete = everything(client)
+                time.sleep(0.3)
+                deleted_at = datetime.now(UTC)
+                for key in team_a:
+                    client.delete_range(key)
+                wait_for(lambda: status.last_revision >= client.range(b"\0", limit=1).revision)
+            one_second_before = (deleted_at - timedelta(seconds=1)).isoformat()
+
+            ls = cli.json("k8s", "ls", "latest", "--to-time", one_second_before, "--repo", repo_url)
+            assert any(s["namespace"] == "team-a" for s in ls["summary"])
+            dry = cli.json("k8s", "undelete", "--from", "latest", "--to-time", one_second_before,
+                           "-n", "team-a", "--repo", repo_url, *flags)
+            assert dry["applied"] is False
+            applied = cli.json("k8s", "undelete", "--from", "latest", "--to-time", one_second_before,
+                               "-n", "team-a", "--apply", "--repo", repo_url, *flags)
+            assert sorted(applied["written"]) == sorted(k.decode() for k in team_a)
+            now = everything(client)
+            assert {k: now[k][0] for k in team_a} == {k: before_delete[k][0] for k in team_a}
+            assert now[changed][0] == b"k8s\x00as it was one second before"
