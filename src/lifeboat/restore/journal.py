@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, UsageError
 
 JOURNAL_FORMAT = 1
@@ -94,11 +95,7 @@ def save_journal(path: Path, journal: Journal) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise OperationFailed(f"cannot write the restore journal {path}: {exc.strerror}; "
                               "check that directory's space and permissions") from None

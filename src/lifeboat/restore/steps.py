@@ -21,6 +21,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
+from lifeboat.durable import fsync_dir
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.restore.content import KeyspaceDigest, keyspace_digest, sample_keys
@@ -303,7 +304,7 @@ class MoveAside(Step):
             if os.path.lexists(self.destination):
                 raise OperationFailed(f"{self.destination} already exists; move it away, then re-run")
             os.rename(self.source, self.destination)
-            _fsync_dir(self.source.parent)
+            fsync_dir(self.source.parent)
         elif not os.path.lexists(self.destination):
             ctx.remember(**{self.journal_field: None})
             return
@@ -380,7 +381,7 @@ class PutInPlace(Step):
             raise OperationFailed(f"{self.data_dir} exists again; something recreated it. Move it away, "
                                   "then re-run")
         os.rename(self.staging, self.data_dir)
-        _fsync_dir(self.data_dir.parent)
+        fsync_dir(self.data_dir.parent)
 
 
 @dataclass(frozen=True)
@@ -474,15 +475,8 @@ class PutBack(Step):
         if os.path.lexists(self.data_dir):
             raise OperationFailed(f"{self.data_dir} exists; move it away, then re-run the rollback")
         os.rename(self.moved_aside, self.data_dir)
-        _fsync_dir(self.data_dir.parent)
+        fsync_dir(self.data_dir.parent)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _size(n: int) -> str:

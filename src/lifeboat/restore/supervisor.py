@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from lifeboat.clock import Clock, SystemClock
+from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd.data_dir import db_locked
 from lifeboat.kube.paths import APISERVER_MANIFEST, ETCD_MANIFEST, on_host
@@ -151,8 +152,8 @@ class StaticPodSupervisor(Polling):
             raise OperationFailed(f"{held} already exists; move one of {live} and {held} away, then re-run")
         held.parent.mkdir(mode=0o700, exist_ok=True)
         os.replace(live, held)
-        _fsync_dir(held.parent)
-        _fsync_dir(live.parent)
+        fsync_dir(held.parent)
+        fsync_dir(live.parent)
 
     def start(self, component: Component) -> None:
         live, held = self._paths(component)
@@ -161,7 +162,7 @@ class StaticPodSupervisor(Polling):
         if live.exists():
             raise OperationFailed(f"both {live} and {held} exist; keep one, then re-run")
         os.replace(held, live)
-        _fsync_dir(live.parent)
+        fsync_dir(live.parent)
 
     def is_running(self, component: Component) -> bool:
         return self.liveness.is_running(component)
@@ -303,10 +304,3 @@ class MemorySupervisor:
     def restored_file_destination(self, host_path: str) -> str:
         return host_path
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

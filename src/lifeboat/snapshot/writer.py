@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, SnapshotFormatError, UsageError
 
 from .bbolt import (
@@ -350,7 +351,7 @@ class _replacing:
             self.out.close()
             if exc is None:
                 os.replace(self.tmp, self.dest)
-                _fsync_directory(self.dest.parent)
+                fsync_dir(self.dest.parent)
         except OSError as error:
             self.tmp.unlink(missing_ok=True)
             raise _write_failure(self.dest, error) from error
@@ -366,10 +367,3 @@ def _write_failure(dest: Path, error: OSError) -> OperationFailed:
         return OperationFailed(f"disk full while writing {dest}; free some space or write elsewhere")
     return OperationFailed(f"cannot write {dest}: {error.strerror or error}")
 
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from lifeboat.durable import fsync_dir
 from lifeboat.errors import (
     AlreadyExists,
     NotFound,
@@ -109,7 +110,7 @@ class LocalStore:
                 os.close(fd)
                 fd = -1
                 self._publish(temp, path, key, create_only)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -224,15 +225,8 @@ def _make_dirs(directory: Path) -> None:
         if not directory.is_dir():
             raise
         return
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_quietly(path: str) -> None:
