@@ -26,7 +26,7 @@ from lifeboat.agent.loop import Agent, AgentSettings, Jobs
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.retention.prune import apply_prune, plan_prune
-from lifeboat.catalog.age_keys import load_identities, load_recipients
+from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ
 from lifeboat.errors import UsageError
@@ -86,12 +86,7 @@ def agent_settings(config: LifeboatConfig, environ: Mapping[str, str]) -> AgentS
 
 
 def backup_options(config: LifeboatConfig, endpoints: tuple[str, ...]) -> BackupOptions:
-    return BackupOptions(
-        cluster=config.cluster, endpoints=endpoints,
-        recipients=tuple(load_recipients(list(config.encryption.recipients))),
-        zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files,
-        root=config.root, tmp_dir=config.backup.tmp_dir, labels=dict(config.backup.labels),
-    )
+    return BackupOptions.from_config(config, endpoints)
 
 
 class _Repository:

@@ -24,7 +24,7 @@ from typing import Protocol
 from lifeboat import __version__
 from lifeboat.backup.control_plane import capture
 from lifeboat.backup.source import ClusterView, SourceChoice, choose_source_member
-from lifeboat.catalog.age_keys import Recipient
+from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
@@ -32,6 +32,7 @@ from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import BackupStatus, Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
+from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
 
@@ -56,6 +57,16 @@ class BackupOptions:
     root: Path = Path("/")
     tmp_dir: Path | None = None
     labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: LifeboatConfig, endpoints: tuple[str, ...], cluster: str | None = None) -> BackupOptions:
+        """The options a (validated) config asks for; ``cluster`` overrides the config's."""
+        return cls(
+            cluster=cluster or config.cluster, endpoints=endpoints,
+            recipients=tuple(load_recipients(list(config.encryption.recipients))),
+            zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files,
+            root=config.root, tmp_dir=config.backup.tmp_dir, labels=dict(config.backup.labels),
+        )
 
 
 Progress = Callable[[str, int], None]

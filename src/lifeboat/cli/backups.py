@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from lifeboat.backup.pipeline import BackupOptions, take_backup
-from lifeboat.catalog.age_keys import load_identities, load_recipients
+from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.chains import ChainStore
@@ -97,14 +97,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 def cmd_backup(args: argparse.Namespace) -> int:
     config = resolved_config(args).config
     cluster = check_cluster_name(cluster_name(args) or "default")
-    recipients = tuple(load_recipients(config.encryption.recipients))
+    # A bad recipient fails before etcd or the repository is touched.
+    options = BackupOptions.from_config(config, (), cluster=cluster)
     resolved = etcd_settings(args)
     repo = open_repository(args, create=True)
-    options = BackupOptions(
-        cluster=cluster, endpoints=resolved.settings.endpoints, recipients=recipients,
-        zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files,
-        root=config.root, tmp_dir=config.backup.tmp_dir, labels=dict(config.backup.labels),
-    )
+    options = replace(options, endpoints=resolved.settings.endpoints)
     progress = Progress()
     with EtcdClient(resolved.settings) as etcd:
         manifest = take_backup(etcd, repo, options, progress=progress)
