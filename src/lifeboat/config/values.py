@@ -54,11 +54,24 @@ def parse_bytes(value: object) -> int:
     return size
 
 
+RETENTION_DURATION_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def read_retention_duration(value: object) -> timedelta | None:
+    """``36h``, ``7d``, ``2w`` (a whole number and h, d or w) as a timedelta; None if not so written.
+
+    Months and years are not accepted: they have no fixed length.
+    """
+    match = _RETENTION_DURATION.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    return int(match.group(1)) * RETENTION_DURATION_UNITS[match.group(2)] if match else None
+
+
 def check_retention_duration(value: object) -> str:
     """A retention duration: a whole number followed by h, d or w (``36h``, ``7d``, ``2w``)."""
-    if not isinstance(value, str) or not (match := _RETENTION_DURATION.fullmatch(value.strip().lower())):
+    duration = read_retention_duration(value)
+    if duration is None or not isinstance(value, str):
         raise ValueError(f"must be a whole number followed by h, d or w (e.g. 7d), got {value!r}")
-    if int(match.group(1)) == 0:
+    if not duration:
         raise ValueError(f"must be longer than zero, got {value!r}")
     return value.strip().lower()
 

@@ -1,28 +1,25 @@
-"""Durations as operators write them in retention specs: ``36h``, ``7d``, ``2w``."""
+"""Durations as operators write them in retention specs: ``36h``, ``7d``, ``2w``.
+
+The grammar is the config's (:func:`lifeboat.config.values.read_retention_duration`): a spec
+on the command line and one in the config file accept exactly the same durations.
+"""
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
+from lifeboat.config.values import RETENTION_DURATION_UNITS, read_retention_duration
 from lifeboat.errors import UsageError
-
-_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-_DURATION = re.compile(r"(\d+)([hdw])")
 
 
 def parse_duration(key: str, value: object) -> timedelta:
-    """Parse ``<whole number><h|d|w>`` for the policy ``key``; zero is refused.
-
-    Months and years are not accepted: they have no fixed length.
-    """
-    match = _DURATION.fullmatch(value.strip().lower()) if isinstance(value, str) else None
-    if match is None:
+    """Parse ``<whole number><h|d|w>`` for the policy ``key``; zero is refused."""
+    duration = read_retention_duration(value)
+    if duration is None:
         raise UsageError(
             f"retention policy {key}={value}: not a duration; "
             f"write a whole number followed by h, d or w, e.g. {key}=7d"
         )
-    duration = int(match.group(1)) * _UNITS[match.group(2)]
     if not duration:
         raise UsageError(f"retention policy {key}={value}: the duration must be longer than zero")
     return duration
@@ -30,7 +27,8 @@ def parse_duration(key: str, value: object) -> timedelta:
 
 def format_duration(duration: timedelta) -> str:
     """``duration`` in the largest of w, d, h that divides it, else in whole seconds."""
-    for suffix, unit in (("w", _UNITS["w"]), ("d", _UNITS["d"]), ("h", _UNITS["h"])):
+    for suffix in ("w", "d", "h"):
+        unit = RETENTION_DURATION_UNITS[suffix]
         if duration % unit == timedelta(0):
             return f"{duration // unit}{suffix}"
     return f"{int(duration.total_seconds())}s"
