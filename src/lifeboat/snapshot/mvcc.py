@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .bbolt import BoltFile, Buffer
+from lifeboat.etcdapi.wire import MalformedValue as MalformedValue  # a bad row or revision
+from lifeboat.etcdapi.wire import read_varint, to_int64
 from lifeboat.etcdapi.model import KeyValue as KeyValue  # the value a live Range returns too
 
 KEY_BUCKET = b"key"
@@ -54,40 +56,18 @@ class SnapshotMember:
     is_learner: bool
 
 
-class MalformedValue(ValueError):
-    """A protobuf or revision that does not decode; translated to SnapshotFormatError."""
-
-
-def _varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise MalformedValue("truncated or overlong varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _int64(raw: int) -> int:
-    raw &= 0xFFFFFFFFFFFFFFFF
-    return raw - (1 << 64) if raw >= 1 << 63 else raw
-
-
 def decode_key_value(buf: Buffer, start: int, end: int) -> KeyValue:
     """Decode an ``mvccpb.KeyValue`` from ``buf[start:end]``; unknown fields are skipped."""
     fields: dict[int, int | bytes] = {}
     pos = start
     while pos < end:
-        tag, pos = _varint(buf, pos, end)
+        tag, pos = read_varint(buf, pos, end)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == 0:
-            raw, pos = _varint(buf, pos, end)
-            fields[number] = _int64(raw)
+            raw, pos = read_varint(buf, pos, end)
+            fields[number] = to_int64(raw)
         elif wire_type == 2:
-            size, pos = _varint(buf, pos, end)
+            size, pos = read_varint(buf, pos, end)
             if pos + size > end:
                 raise MalformedValue(f"field {number} runs past the value")
             fields[number] = bytes(buf[pos : pos + size])
@@ -170,10 +150,10 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
 
 def _user_key(buf: Buffer, start: int, end: int) -> bytes:
     """Field 1 of an ``mvccpb.KeyValue``; etcd always writes it first."""
-    tag, pos = _varint(buf, start, end)
+    tag, pos = read_varint(buf, start, end)
     if tag != (1 << 3 | 2):
         return decode_key_value(buf, start, end).key
-    size, pos = _varint(buf, pos, end)
+    size, pos = read_varint(buf, pos, end)
     if pos + size > end:
         raise MalformedValue("the key field runs past the value")
     return bytes(buf[pos : pos + size])

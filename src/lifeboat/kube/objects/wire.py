@@ -1,7 +1,7 @@
-"""A minimal, bounds-checked reader of the protobuf wire format.
+"""A minimal, bounds-checked reader of the protobuf wire format for Kubernetes' stored objects.
 
-Only what decoding Kubernetes' stored objects needs: walk the fields of one message,
-giving varints and fixed-width numbers as ints and length-delimited fields as bytes.
+Walks the fields of one message, giving varints and fixed-width numbers as ints and
+length-delimited fields as bytes (the varint itself is :mod:`lifeboat.etcdapi.wire`'s).
 Every malformed or truncated buffer raises :class:`SnapshotFormatError`; nothing here
 can raise IndexError.
 """
@@ -9,15 +9,9 @@ can raise IndexError.
 from __future__ import annotations
 
 from lifeboat.errors import SnapshotFormatError
+from lifeboat.etcdapi.wire import FIXED32, FIXED64, LENGTH_DELIMITED, VARINT, MalformedValue, to_int64
+from lifeboat.etcdapi.wire import read_varint as _read_varint
 
-VARINT = 0
-FIXED64 = 1
-LENGTH_DELIMITED = 2
-FIXED32 = 5
-
-_MAX_VARINT_BYTES = 10
-_INT64_WRAP = 1 << 64
-_INT64_SIGN = 1 << 63
 
 
 def malformed(what: str) -> SnapshotFormatError:
@@ -29,19 +23,10 @@ def malformed(what: str) -> SnapshotFormatError:
 
 def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     """Read one base-128 varint at ``pos``; return (value, position after it)."""
-    result = 0
-    shift = 0
-    end = len(buf)
-    for _ in range(_MAX_VARINT_BYTES):
-        if pos >= end:
-            raise malformed(f"varint truncated at byte {pos}")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-    raise malformed(f"varint longer than {_MAX_VARINT_BYTES} bytes before byte {pos}")
+    try:
+        return _read_varint(buf, pos)
+    except MalformedValue as exc:
+        raise malformed(str(exc)) from None
 
 
 def fields(buf: bytes, limit: int = -1) -> list[tuple[int, int | bytes]]:
@@ -110,8 +95,7 @@ def as_int64(field: int, value: int | bytes) -> int:
     """A varint field of protobuf type int64 (two's complement, so negatives wrap)."""
     if isinstance(value, bytes):
         raise malformed(f"field {field} should be a varint")
-    value &= _INT64_WRAP - 1
-    return value - _INT64_WRAP if value >= _INT64_SIGN else value
+    return to_int64(value)
 
 
 def as_bool(field: int, value: int | bytes) -> bool:
