@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from lifeboat.errors import IntegrityError
+from lifeboat.snapshot.trailer import TRAILER_SIZE, has_trailer_length
 
 _EOF: Final = object()
-# etcd appends sha256(db) to the snapshot stream (server/etcdserver/api/v3rpc/maintenance.go);
-# etcdutl's restore hash check relies on the same layout.
-TRAILER = 32
 
 
 class Cancelled(Exception):
@@ -140,9 +138,9 @@ class Digest:
 class SnapshotDigest(Digest):
     """sha256 of an etcd snapshot stream and of its db (all but the last 32 bytes), in one pass.
 
-    etcd appends sha256(db) to the snapshot stream (its maintenance Snapshot RPC), and the db
-    is whole 512-byte-aligned pages, so a complete stream is 32 bytes past a multiple of 512
-    and ends with the sha256 of what came before. ``verify_trailer`` checks both.
+    etcd appends sha256(db) to the snapshot stream (its maintenance Snapshot RPC); the size
+    rule and the trailer's length are :mod:`lifeboat.snapshot.trailer`'s, the same ones a
+    saved file is checked with. ``verify_trailer`` checks both.
     """
 
     def __init__(self) -> None:
@@ -153,18 +151,18 @@ class SnapshotDigest(Digest):
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if len(chunk) >= TRAILER:
+        if len(chunk) >= TRAILER_SIZE:
             self._db.update(self._tail)
-            self._db.update(memoryview(chunk)[:-TRAILER])
-            self._tail = chunk[-TRAILER:]
+            self._db.update(memoryview(chunk)[:-TRAILER_SIZE])
+            self._tail = chunk[-TRAILER_SIZE:]
         else:
             data = self._tail + chunk
-            self._db.update(data[:-TRAILER])
-            self._tail = data[-TRAILER:]
+            self._db.update(data[:-TRAILER_SIZE])
+            self._tail = data[-TRAILER_SIZE:]
 
     def verify_trailer(self) -> str:
         """Check etcd's trailer; returns the db sha256 (hex). Raises IntegrityError."""
-        if self.size < TRAILER or self.size % 512 != TRAILER:
+        if not has_trailer_length(self.size):
             raise IntegrityError(
                 f"etcd's snapshot stream ended after {self.size} bytes, which is not a db plus "
                 "its sha256 trailer; the transfer was cut short"
