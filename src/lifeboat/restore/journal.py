@@ -4,27 +4,49 @@
 temporary file, fsynced, renamed over the old one, directory fsynced), so after a crash it
 names exactly the steps whose effects are on disk. Re-running the same restore skips them;
 ``--rollback`` reads it to find the data dir that was moved aside.
+
+One strict schema (pydantic, like the manifest's) writes and reads it: a journal with a wrong
+type, an unknown key or a missing field is refused naming the field, never half-used.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic.dataclasses import dataclass
+from typing_extensions import TypedDict  # pydantic validates only this one on Python < 3.12
+
+from lifeboat.config.problems import key_path, translate
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, UsageError
 
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT: Literal[1] = 1
+
 
 
 def journal_path(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + ".lifeboat-restore.json")
 
 
-@dataclass(frozen=True)
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class JournalState(TypedDict, total=False):
+    """What steps remember; a key is absent until its step ran."""
+
+    moved_aside: str | None  # where the old data dir went; None: there was none to move
+    restored_set_aside: str | None  # a rollback's: where the restored data dir went
+    owner_uid: int  # the old data dir's owner, given to the restored one
+    owner_gid: int
+
+
+PathField = Literal["moved_aside", "restored_set_aside"]
+
+
+@dataclass(frozen=True, config=ConfigDict(strict=True, extra="forbid"))
 class Journal:
     """What one restore (and a rollback of it) has done so far."""
 
@@ -36,7 +58,7 @@ class Journal:
     token: str
     stamp: str  # UTC, the moment the restore was planned; names the moved-aside dir
     done: tuple[str, ...] = ()
-    state: dict[str, Any] = field(default_factory=dict)
+    state: JournalState = field(default_factory=lambda: JournalState())
     finished: bool = False
     rollback_stamp: str | None = None
     rollback_done: tuple[str, ...] = ()
@@ -44,7 +66,7 @@ class Journal:
     # Set (and saved) before the first step that changes the node runs; until then the restore
     # only read and downloaded, and its journal blocks nothing (see ``unfinished``).
     node_changed: bool = False
-    format: int = JOURNAL_FORMAT
+    format: Literal[1] = JOURNAL_FORMAT
 
     @property
     def unfinished(self) -> bool:
@@ -56,8 +78,14 @@ class Journal:
             return replace(self, rollback_done=(*self.rollback_done, step_key))
         return replace(self, done=(*self.done, step_key))
 
-    def with_state(self, **values: Any) -> Journal:
-        return replace(self, state={**self.state, **values})
+    def with_state(self, changes: JournalState) -> Journal:
+        merged: JournalState = {**self.state, **changes}
+        return replace(self, state=merged)
+
+    def with_path(self, name: PathField, path: str | None) -> Journal:
+        """Remember where a step moved a data dir (None: there was nothing to move)."""
+        changes: JournalState = {"moved_aside": path} if name == "moved_aside" else {"restored_set_aside": path}
+        return self.with_state(changes)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
@@ -72,17 +100,19 @@ def load_journal(path: Path) -> Journal | None:
     except (OSError, ValueError) as exc:
         raise UsageError(f"restore journal {path} is unreadable ({exc}); inspect it, or move it away "
                          "to start over (the moved-aside data dir it names stays where it is)") from None
-    try:
-        if raw.get("format") != JOURNAL_FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}")
-        raw["done"] = tuple(raw["done"])
-        raw["rollback_done"] = tuple(raw.get("rollback_done", ()))
-        # A journal from before node_changed was recorded: assume the restore changed the node.
+    if isinstance(raw, dict):
+        # A journal from before these were recorded: assume the restore changed the node.
         raw.setdefault("node_changed", True)
-        return Journal(**raw)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"restore journal {path} is not one this lifeboat wrote ({exc}); "
+        raw.setdefault("rollback_done", [])
+    try:
+        return _SCHEMA.validate_json(json.dumps(raw))
+    except ValidationError as exc:
+        problems = translate(exc, lambda loc: key_path(loc) or "the document")
+        raise UsageError(f"restore journal {path} is not one this lifeboat wrote ({problems}); "
                          "move it away to start over") from None
+
+
+_SCHEMA = TypeAdapter(Journal)
 
 
 def save_journal(path: Path, journal: Journal) -> None:

@@ -28,7 +28,7 @@ from lifeboat.restore.content import KeyspaceDigest, keyspace_digest, sample_key
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.snapshot import check_trailer, snapshot_status
 from lifeboat.restore.files import fetch_archive, install_archive
-from lifeboat.restore.journal import Journal
+from lifeboat.restore.journal import Journal, PathField
 from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
 from lifeboat.verify.backup import verify_backup
@@ -120,8 +120,9 @@ class RestoreContext:
             raise UsageError("this step restores a backup; it needs the backup and a restore tool")
         return self.manifest, self.tool
 
-    def remember(self, **values: Any) -> None:
-        self.journal = self.journal.with_state(**values)
+    def remember(self, journal: Journal) -> None:
+        """Make ``journal`` (this one with what a step learned) the journal, and save it."""
+        self.journal = journal
         self.save(self.journal)
 
 
@@ -172,7 +173,7 @@ class Preflight(Step):
     def run(self, ctx: RestoreContext) -> None:
         owner = self.data_dir if self.data_dir.exists() else _existing_parent(self.data_dir)
         st = owner.stat()
-        ctx.remember(owner_uid=st.st_uid, owner_gid=st.st_gid)
+        ctx.remember(ctx.journal.with_state({"owner_uid": st.st_uid, "owner_gid": st.st_gid}))
 
 
 def _check_data_dir(data_dir: Path, already_moved: bool) -> None:
@@ -294,7 +295,7 @@ class Start(Step):
 class MoveAside(Step):
     source: Path
     destination: Path
-    journal_field: str
+    journal_field: PathField
 
     def describe(self) -> str:
         return f"move {self.source} aside to {self.destination} (kept, never deleted)"
@@ -306,9 +307,9 @@ class MoveAside(Step):
             os.rename(self.source, self.destination)
             fsync_dir(self.source.parent)
         elif not os.path.lexists(self.destination):
-            ctx.remember(**{self.journal_field: None})
+            ctx.remember(ctx.journal.with_path(self.journal_field, None))
             return
-        ctx.remember(**{self.journal_field: str(self.destination)})
+        ctx.remember(ctx.journal.with_path(self.journal_field, str(self.destination)))
 
 
 @dataclass(frozen=True)

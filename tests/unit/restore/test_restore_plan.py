@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -138,12 +139,41 @@ def test_cluster_plan_gives_every_member_the_same_cluster_and_token() -> None:
 
 def test_journal_round_trips_and_damage_is_an_error(tmp_path: Path) -> None:
     path = journal_path(tmp_path / "etcd")
-    journal = Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp").with_done("a").with_state(moved_aside="/x")
+    journal = Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp").with_done("a").with_path("moved_aside", "/x")
     save_journal(path, journal)
     assert load_journal(path) == journal
     path.write_text("{not json")
     with pytest.raises(UsageError, match="unreadable"):
         load_journal(path)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"done": "preflight"}, "done"),
+    ({"state": {"moved_aside": 7}}, "state.moved_aside"),
+    ({"state": {"moved_asid": "/x"}}, "state.moved_asid"),
+    ({"finished": "yes"}, "finished"),
+    ({"format": 2}, "format"),
+    ({"surprise": 1}, "surprise"),
+])
+def test_a_journal_with_a_wrong_type_or_unknown_key_is_refused_naming_it(
+    tmp_path: Path, change: dict[str, object], named: str,
+) -> None:
+    path = journal_path(tmp_path / "etcd")
+    save_journal(path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    raw = json.loads(path.read_bytes())
+    path.write_text(json.dumps({**raw, **change}))
+    with pytest.raises(UsageError, match=f"not one this lifeboat wrote \\({re.escape(named)}"):
+        load_journal(path)
+
+
+def test_a_journal_from_before_node_changed_was_recorded_counts_as_having_changed_the_node(tmp_path: Path) -> None:
+    path = journal_path(tmp_path / "etcd")
+    save_journal(path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    raw = json.loads(path.read_bytes())
+    del raw["node_changed"], raw["rollback_done"]
+    path.write_text(json.dumps(raw))
+    loaded = load_journal(path)
+    assert loaded is not None and loaded.node_changed and loaded.rollback_done == ()
 
 
 @dataclass(frozen=True)
