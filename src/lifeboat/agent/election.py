@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
+
+from pydantic import AwareDatetime, ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic.dataclasses import dataclass
+from typing_extensions import TypedDict  # pydantic validates only this one on Python < 3.12
 
 from lifeboat.errors import BackendUnavailable
 from lifeboat.etcd.keys import Key
@@ -52,14 +54,25 @@ class LeaseKV(Protocol):
     def lease_revoke(self, lease_id: int) -> None: ...
 
 
-@dataclass(frozen=True)
-class TickRecord:
-    """The last tick of a job that ran to the end, and what it produced."""
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class TickOutcome(TypedDict, total=False):
+    """What a tick produced: a backup's id, duration (s), size and revision; a drill's verdict."""
 
-    tick: datetime
-    finished_at: datetime
+    backup_id: str
+    duration: float
+    size: int
+    revision: int
+    passed: bool
+
+
+@dataclass(frozen=True, config=ConfigDict(strict=True, extra="forbid"))
+class TickRecord:
+    """The last tick of a job that ran to the end, and what it produced (one strict schema)."""
+
+    tick: AwareDatetime
+    finished_at: AwareDatetime
     agent: str
-    outcome: dict[str, object]
+    outcome: TickOutcome
 
     def to_json(self) -> bytes:
         return json.dumps({
@@ -69,16 +82,14 @@ class TickRecord:
 
     @classmethod
     def from_json(cls, data: bytes) -> TickRecord | None:
-        """The record, or None when it is unreadable (it is then treated as absent)."""
+        """The record, or None when it is unreadable or off-schema (it is then treated as absent)."""
         try:
-            raw = json.loads(data)
-            return cls(
-                tick=datetime.fromisoformat(raw["tick"]),
-                finished_at=datetime.fromisoformat(raw["finished_at"]),
-                agent=str(raw["agent"]), outcome=dict(raw.get("outcome") or {}),
-            )
-        except (ValueError, KeyError, TypeError):
+            return _TICK_RECORD.validate_json(data)
+        except ValidationError:
             return None
+
+
+_TICK_RECORD = TypeAdapter(TickRecord)
 
 
 class Election:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+from lifeboat.agent.election import TickOutcome
 from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.repository import BackupRepository
@@ -59,7 +60,7 @@ class BackupOutcome:
             revision=manifest.snapshot.revision, adopted=adopted,
         )
 
-    def as_record(self) -> dict[str, object]:
+    def as_record(self) -> TickOutcome:
         return {"backup_id": self.backup_id, "duration": self.duration, "size": self.size,
                 "revision": self.revision}
 

@@ -186,11 +186,8 @@ class Agent:
 
     def _learn(self, record: TickRecord) -> None:
         out = record.outcome
-        try:
-            duration, size, revision = float(str(out["duration"])), int(str(out["size"])), int(str(out["revision"]))
-        except (KeyError, ValueError):
-            return
-        self.metrics.backup_succeeded(record.finished_at, duration, size, revision, ours=False)
+        if "duration" in out and "size" in out and "revision" in out:
+            self.metrics.backup_succeeded(record.finished_at, out["duration"], out["size"], out["revision"], ours=False)
 
     def _maybe_backup(self, record: TickRecord | None) -> None:
         now = self.clock.now()
