@@ -20,6 +20,7 @@ from datetime import datetime
 from types import FrameType
 
 from lifeboat.clock import Clock
+from lifeboat.agent.capture import CaptureSupervisor
 from lifeboat.agent.election import Election, TickRecord
 from lifeboat.agent.jobs import Abandoned, BackupOutcome, LeadershipLost
 from lifeboat.agent.metrics import AgentMetrics
@@ -71,6 +72,7 @@ class Jobs:
     backup: BackupRun
     prune: Callable[[], int] | None = None
     drill: Callable[[], bool] | None = None
+    capture: CaptureSupervisor | None = None  # continuous capture, while this agent leads
 
 
 class Backoff:
@@ -134,6 +136,8 @@ class Agent:
                 self.cycle()
                 self.clock.wait(self.settings.interval, self.stop)
         finally:
+            if self.jobs.capture is not None:
+                self.jobs.capture.stop()  # commits what it received, before the lease goes
             self._resign()
         log.info("agent stopped", extra={"event": "agent_stopped"})
         return 0
@@ -167,6 +171,8 @@ class Agent:
         record = self.election.last_tick("backup")
         if record is not None:
             self._learn(record)
+        if self.jobs.capture is not None:
+            self.jobs.capture.lead(leading and not self.stop.is_set())
         if not leading or self.stop.is_set():
             return
         self._maybe_backup(record)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
+
+from lifeboat.capture import CaptureStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -52,6 +54,12 @@ class AgentMetrics:
         self._now = now
         self._lock = threading.Lock()
         self._v = _Values()
+        self._capture: CaptureStatus | None = None
+        self._capturing: Callable[[], bool] = lambda: False
+
+    def capture(self, status: CaptureStatus, running: Callable[[], bool]) -> None:
+        """Export continuous capture's status (read at scrape time; capture writes it)."""
+        self._capture, self._capturing = status, running
 
     def leader(self, leading: bool) -> None:
         with self._lock:
@@ -148,4 +156,29 @@ class AgentMetrics:
         metric("lifeboat_drills", "counter", "Drills run by result.",
                [({"result": r}, n) for r, n in sorted(v.drill_runs.items())])
         metric("lifeboat_pruned_backups", "counter", "Backups deleted by retention.", [({}, v.pruned)])
+        if self._capture is not None:
+            self._render_capture(self._capture, self._capturing(), now, metric, gauge)
         return "\n".join(out) + "\n"
+
+    @staticmethod
+    def _render_capture(c: CaptureStatus, running: bool, now: float,
+                        metric: Callable[[str, str, str, list[tuple[dict[str, str], float]]], None],
+                        gauge: Callable[[str, str, float | None], None]) -> None:
+        gauge("lifeboat_capture_running", "1 while this agent captures (it leads and capture is enabled).",
+              int(running))
+        gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet committed "
+              "has waited (0 when everything received is committed).",
+              c.lag_seconds(datetime.fromtimestamp(now, timezone.utc)) if running else None)
+        gauge("lifeboat_capture_last_revision", "The newest etcd revision committed to the repository.",
+              c.last_revision or None)
+        gauge("lifeboat_capture_last_seen_timestamp_seconds",
+              "Unix time capture saw the newest committed revision.",
+              c.last_seen.timestamp() if c.last_seen else None)
+        gauge("lifeboat_capture_spooled_segments", "Segments waiting in the local spool for the repository.",
+              c.spooled)
+        metric("lifeboat_capture_segments", "counter", "Capture segments committed.", [({}, c.segments)])
+        metric("lifeboat_capture_events", "counter", "etcd events committed in segments.", [({}, c.events)])
+        metric("lifeboat_capture_gaps", "counter", "Gaps recorded (a chain ended; a new base was taken).",
+               [({}, c.gaps)])
+        metric("lifeboat_capture_base_backups", "counter", "Base backups taken to start a chain.",
+               [({}, c.bases)])

@@ -19,12 +19,14 @@ from datetime import timedelta
 
 from lifeboat import __version__
 from lifeboat.clock import Clock, SystemClock
+from lifeboat.agent.capture import CaptureSupervisor
 from lifeboat.agent.election import Election
 from lifeboat.agent.http import AgentHttp
 from lifeboat.agent.jobs import BackupJob
 from lifeboat.agent.loop import Agent, AgentSettings, Jobs
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.backup.pipeline import BackupOptions
+from lifeboat.capture import Capture, CaptureStatus, capture_options
 from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.repository import BackupRepository
@@ -107,7 +109,18 @@ def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
 
     prune = _prune_job(config, open_repo, clock) if config.retention is not None else None
     drill = _drill_job(config, open_repo) if config.schedules.drill is not None else None
-    return Jobs(backup=job.run, prune=prune, drill=drill)
+    capture = _capture_job(config, etcd, open_repo, settings) if config.capture.enabled else None
+    return Jobs(backup=job.run, prune=prune, drill=drill, capture=capture)
+
+
+def _capture_job(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
+                 settings: AgentSettings) -> CaptureSupervisor:
+    options = capture_options(config, etcd.settings.endpoints, settings.cluster)
+
+    def run(stop: threading.Event, status: CaptureStatus) -> None:
+        Capture(etcd, open_repo(), options, stop=stop, status=status).run()
+
+    return CaptureSupervisor(run)
 
 
 def _prune_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> Prune:
@@ -153,6 +166,8 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
     metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock.now)
     with EtcdClient(etcd_connection(config)) as etcd:
         jobs = make_jobs(config, etcd, open_repo, settings, clock)
+        if jobs.capture is not None:
+            metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)
         election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
                             config_hash(config))
         server = AgentHttp(config.agent.listen, metrics, clock.monotonic, settings.health_threshold)

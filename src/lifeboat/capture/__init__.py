@@ -1,5 +1,5 @@
 """Continuous capture of etcd's history as segments (point-in-time recovery's input)."""
 
-from lifeboat.capture.run import Capture, CaptureOptions, CaptureStatus
+from lifeboat.capture.run import Capture, CaptureOptions, CaptureStatus, capture_options
 
-__all__ = ["Capture", "CaptureOptions", "CaptureStatus"]
+__all__ = ["Capture", "CaptureOptions", "CaptureStatus", "capture_options"]

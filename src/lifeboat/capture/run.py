@@ -30,9 +30,10 @@ from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.capture.resume import Resume, decide_resume
 from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, leases_of
 from lifeboat.capture.spool import Spool, SpoolFull
-from lifeboat.catalog.age_keys import Recipient
+from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.errors import (
     AlreadyExists, BackendUnavailable, EtcdUnavailable, LifeboatError, OperationFailed, RepositoryUnavailable,
@@ -85,6 +86,22 @@ class CaptureOptions:
     @property
     def recipients(self) -> Sequence[Recipient]:
         return self.backup.recipients
+
+
+def capture_options(config: LifeboatConfig, endpoints: tuple[str, ...], cluster: str) -> CaptureOptions:
+    """Capture settings from the (validated) config; shared by ``lifeboat capture`` and the agent."""
+    c = config.capture
+    backup = BackupOptions(
+        cluster=cluster, endpoints=endpoints, recipients=tuple(load_recipients(config.encryption.recipients)),
+        zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files, root=config.root,
+        tmp_dir=config.backup.tmp_dir, labels={**config.backup.labels, "lifeboat.capture": "base"},
+    )
+    spool = c.spool_dir or config.root / "var/lib/lifeboat/capture-spool"
+    return CaptureOptions(
+        backup=backup, flush_interval=c.flush_interval, segment_max_bytes=c.segment_max_bytes,
+        heartbeat_interval=c.heartbeat_interval, spool_dir=spool, spool_max_bytes=c.spool_max_bytes,
+        retry_interval=c.retry_interval,
+    )
 
 
 @dataclass

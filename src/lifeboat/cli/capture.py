@@ -11,9 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lifeboat.backup.pipeline import BackupOptions
-from lifeboat.capture import Capture, CaptureOptions
-from lifeboat.catalog.age_keys import load_recipients
+from lifeboat.capture import Capture, capture_options
 from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.timeline import Timeline, Window, build_timeline
@@ -22,7 +20,6 @@ from lifeboat.cli.connect import (
     resolved_config,
 )
 from lifeboat.cli.output import emit_json, table
-from lifeboat.config import LifeboatConfig
 from lifeboat.etcd import EtcdClient
 
 CAPTURE_DESCRIPTION = """\
@@ -72,22 +69,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                        description=TIMELINE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_repo_flags(p)
     p.set_defaults(func=cmd_timeline)
-
-
-def capture_options(config: LifeboatConfig, endpoints: tuple[str, ...], cluster: str) -> CaptureOptions:
-    """Capture settings from the (validated) config; shared by the CLI and the agent."""
-    c = config.capture
-    backup = BackupOptions(
-        cluster=cluster, endpoints=endpoints, recipients=tuple(load_recipients(config.encryption.recipients)),
-        zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files, root=config.root,
-        tmp_dir=config.backup.tmp_dir, labels={**config.backup.labels, "lifeboat.capture": "base"},
-    )
-    spool = c.spool_dir or config.root / "var/lib/lifeboat/capture-spool"
-    return CaptureOptions(
-        backup=backup, flush_interval=c.flush_interval, segment_max_bytes=c.segment_max_bytes,
-        heartbeat_interval=c.heartbeat_interval, spool_dir=spool, spool_max_bytes=c.spool_max_bytes,
-        retry_interval=c.retry_interval,
-    )
 
 
 @contextmanager

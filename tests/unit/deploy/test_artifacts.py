@@ -18,6 +18,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.capture import CaptureStatus
 from lifeboat.cli.main import build_parser
 from lifeboat.config import resolve_config
 
@@ -159,6 +160,8 @@ def exported_metrics() -> set[str]:
     m.drill(True, datetime.now(timezone.utc))
     m.good_cycle(0.0)
     m.failed("any")
+    now = datetime.now(timezone.utc)
+    m.capture(CaptureStatus(last_revision=5, last_seen=now, oldest_pending=now), lambda: True)
     return set(re.findall(r"^(lifeboat_\w+?)(?:\{| )", m.render(), re.M))
 
 

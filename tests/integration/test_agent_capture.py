@@ -1,0 +1,92 @@
+"""Capture inside `lifeboat agent`: only the leader captures; a new leader resumes with no gap."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lifeboat.catalog.chains import ChainStore
+from lifeboat.etcd import ConnectionSettings, EtcdClient
+from tests.integration.test_agent import TTL, AgentProcess, config_data, leader, wait_for
+from tests.integration.test_capture import captured_events, etcd_events, open_repo
+from tests.support.binaries import EtcdRelease
+from tests.support.cli import Cli
+from tests.support.etcd import EtcdCluster
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def etcd(release35: EtcdRelease, tmp_path: Path) -> Iterator[EtcdCluster]:
+    with EtcdCluster(release35, tmp_path / "etcd") as cluster:
+        yield cluster
+
+
+def test_only_the_leader_captures_and_a_new_leader_resumes_without_a_gap(
+        etcd: EtcdCluster, s3_repo: str, tmp_path: Path, cli: Cli) -> None:
+    cluster = "capture-handover"
+    agents: list[AgentProcess] = []
+    stop_writing = threading.Event()
+    written: list[int] = []
+
+    def write() -> None:
+        with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
+            i = 0
+            while not stop_writing.is_set():
+                written.append(c.put(f"/registry/handover/{i % 50}", f"v{i}".encode()))
+                i += 1
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=write, daemon=True)
+    try:
+        for i in range(2):
+            port = free_port()
+            data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
+            data["capture"] = {"enabled": True, "flush-interval": "200ms", "spool-dir": str(tmp_path / f"spool-{i}")}
+            path = tmp_path / f"node-{i}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            agents.append(AgentProcess(f"node-{i}", path, port))
+        wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
+        first = next(a for a in agents if a.name == leader(etcd, cluster))
+        other = next(a for a in agents if a is not first)
+        writer.start()
+        wait_for(lambda: first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 3, 60, "segments")
+        assert first.scrape()["lifeboat_capture_running{}"] == 1
+        assert other.scrape().get("lifeboat_capture_running{}") == 0, "a follower must not capture"
+
+        first.proc.send_signal(signal.SIGKILL)  # mid-segment: what it had not committed is lost
+        wait_for(lambda: leader(etcd, cluster) == other.name, 3 * TTL + 5, "the new leader")
+        after_kill = written[-1]
+        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= after_kill, 60,
+                 "the new leader capturing past the handover")
+        stop_writing.set()
+        writer.join(10)
+        last = written[-1]
+        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= last, 30, "the last write")
+        assert other.scrape()["lifeboat_capture_base_backups_total{}"] == 0, "the new leader must resume"
+    finally:
+        stop_writing.set()
+        for a in agents:
+            a.stop()
+
+    repo = open_repo(s3_repo)
+    chains = ChainStore(repo.store).chains(cluster)
+    assert len(chains) == 1 and chains[0].gap is None
+    timeline = cli.json("timeline", "--repo", s3_repo, "--cluster", cluster)
+    base = chains[0].info.base_revision
+    # Before capture's base only the scheduled backups exist; from the base on, nothing is missing.
+    assert [g for g in timeline[0]["gaps"] if (g["before_revision"] or 1 << 62) > base] == []
+    window = next(w for w in timeline[0]["windows"] if w["chain"])
+    assert window["last_revision"] >= last
+    with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
+        expected = etcd_events(c, chains[0].info.base_revision, window["last_revision"])
+    stored = captured_events(repo, cluster)
+    deduplicated = list(dict.fromkeys(stored))  # a revision the killed leader committed may be stored twice
+    assert deduplicated == expected

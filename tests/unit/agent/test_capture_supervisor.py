@@ -1,0 +1,56 @@
+"""Capture in the agent runs only while leading, and stops (its run returns) when not."""
+
+from __future__ import annotations
+
+import threading
+
+from lifeboat.agent.capture import CaptureSupervisor
+from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.capture import CaptureStatus
+from tests.unit.catalog.capture_records import at
+
+
+def test_capture_runs_while_leading_and_returns_when_leadership_goes() -> None:
+    started = threading.Event()
+    runs: list[CaptureStatus] = []
+
+    def run(stop: threading.Event, status: CaptureStatus) -> None:
+        runs.append(status)
+        started.set()
+        stop.wait()
+
+    supervisor = CaptureSupervisor(run)
+    supervisor.lead(False)
+    assert not supervisor.running and runs == []
+    supervisor.lead(True)
+    assert started.wait(5) and supervisor.running
+    supervisor.lead(True)
+    assert len(runs) == 1, "a running capture is not started twice"
+    supervisor.lead(False)
+    assert not supervisor.running
+
+
+def test_a_capture_that_failed_is_started_again_on_the_next_cycle() -> None:
+    calls: list[int] = []
+
+    def run(stop: threading.Event, status: CaptureStatus) -> None:
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    supervisor = CaptureSupervisor(run)
+    supervisor.lead(True)
+    supervisor.stop()
+    supervisor.lead(True)
+    supervisor.stop()
+    assert len(calls) == 2
+
+
+def test_metrics_show_capture_lag_revision_segments_and_gaps() -> None:
+    metrics = AgentMetrics("prod", "a", "0", lambda: at(10))
+    status = CaptureStatus(last_revision=42, last_seen=at(8), oldest_pending=at(7), segments=3, gaps=1)
+    metrics.capture(status, lambda: True)
+    text = metrics.render()
+    assert "lifeboat_capture_lag_seconds 3.0" in text
+    assert "lifeboat_capture_last_revision 42" in text
+    assert "lifeboat_capture_segments_total 3" in text and "lifeboat_capture_gaps_total 1" in text
+    assert "lifeboat_capture_running 1" in text
