@@ -85,7 +85,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     elif result is None:
         print("dry run: nothing deleted")
     else:
-        print(f"deleted {len(result.deleted)} backup(s) and {len(result.orphans_removed)} orphan(s), "
+        print(f"deleted {len(result.deleted)} backup(s), {len(result.chains_removed)} capture chain(s) "
+              f"and {len(result.orphans_removed)} orphan(s), "
               f"freed {human_size(result.bytes_freed)}")
     return 0
 
@@ -127,6 +128,12 @@ def _print_plan(plan: PrunePlan) -> None:
          format_time(o.orphan.started_at), "orphan", human_size(o.orphan.size), "-", o.reason)
         for o in plan.orphans
     ]
+    rows += [
+        ("DELETE" if c.remove else "KEEP", c.listing.info.chain, c.listing.info.cluster, c.listing.info.started_at,
+         f"chain ({len(c.listing.segments)} segments)", human_size(sum(s.size for s in c.listing.segments)),
+         "-", c.reason)
+        for c in plan.chains
+    ]
     table(("VERDICT", "ID", "CLUSTER", "TAKEN", "STATUS", "SIZE", "PIN", "REASON"), rows)
     print(plan.retention.summary())
 
@@ -138,6 +145,8 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
         "min_redundancy": plan.retention.min_redundancy,
         "decisions": [d.as_dict() for d in plan.retention.decisions],
         "orphans": [o.as_dict() for o in plan.orphans],
+        "chains": [c.as_dict() for c in plan.chains],
+        "chains_removed": result.chains_removed if result else [],
         "deleted": result.deleted if result else [],
         "skipped": result.skipped if result else [],
         "orphans_removed": result.orphans_removed if result else [],

@@ -11,16 +11,18 @@ removed once older than ``orphan_grace``; younger ones may be a backup still upl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from lifeboat.catalog.chains import ChainListing, ChainStore
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError
 from lifeboat.retention.evaluate import evaluate
 from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
-from lifeboat.retention.policies import Policy
+from lifeboat.retention.policies import Policy, RecoveryWindow
 from lifeboat.retention.records import BackupRecord
 
 ORPHAN_GRACE = timedelta(hours=24)
@@ -42,12 +44,29 @@ class OrphanDecision:
 
 
 @dataclass(frozen=True)
+class ChainDecision:
+    """A capture chain goes with its base backup: it is useless without it."""
+
+    listing: ChainListing
+    remove: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "chain": self.listing.info.chain, "cluster": self.listing.info.cluster,
+            "segments": len(self.listing.segments), "size": sum(s.size for s in self.listing.segments),
+            "verdict": "delete" if self.remove else "keep", "reasons": [self.reason],
+        }
+
+
+@dataclass(frozen=True)
 class PrunePlan:
-    """What a prune will do: the retention plan, and the fate of every orphan."""
+    """What a prune will do: the retention plan, and the fate of every orphan and chain."""
 
     retention: RetentionPlan
     manifests: dict[tuple[str, str], Manifest]
     orphans: tuple[OrphanDecision, ...]
+    chains: tuple[ChainDecision, ...] = ()
 
     def manifest_of(self, decision: Decision) -> Manifest:
         return self.manifests[(decision.backup.cluster, decision.backup.id)]
@@ -67,6 +86,7 @@ class PruneResult:
     skipped: list[str]  # planned for deletion but pinned since the plan was made
     orphans_removed: list[str]
     bytes_freed: int = 0
+    chains_removed: list[str] = field(default_factory=list)
 
 
 def plan_prune(
@@ -83,8 +103,55 @@ def plan_prune(
     manifests = {(m.cluster, m.id): m for m in repo.manifests(cluster)}
     records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
     retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
+    clusters = [cluster] if cluster else sorted({c for c, _ in manifests})
+    store = ChainStore(repo.store)
+    chains = [listing for c in clusters for listing in store.chains(c)]
+    retention = _keep_chain_bases(retention, policies, chains, list(manifests.values()), now)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
-    return PrunePlan(retention, manifests, orphans)
+    return PrunePlan(retention, manifests, orphans, _judge_chains(retention, chains, manifests, now, orphan_grace))
+
+
+def _keep_chain_bases(plan: RetentionPlan, policies: Sequence[Policy], chains: Sequence[ChainListing],
+                      manifests: Sequence[Manifest], now: datetime) -> RetentionPlan:
+    """A recovery window counts captured seconds: keep the base of every chain reaching into it."""
+    windows = [p for p in policies if isinstance(p, RecoveryWindow)]
+    if not windows or not chains:
+        return plan
+    start = now - max(p.duration for p in windows)
+    reaching: dict[str, str] = {}
+    for c in {listing.info.cluster for listing in chains}:
+        timeline = build_timeline(c, [m for m in manifests if m.cluster == c],
+                                  [listing for listing in chains if listing.info.cluster == c])
+        for w in timeline.windows:
+            if w.chain is not None and w.last_time >= start:
+                reaching[w.base.id] = (f"base of capture chain {w.chain.info.chain}, which reaches into the "
+                                       "recovery window (every captured second of it stays restorable)")
+    decisions = tuple(
+        replace(d, verdict=Verdict.KEEP, reasons=(reaching[d.backup.id],))
+        if d.verdict is Verdict.DELETE and d.backup.id in reaching else d
+        for d in plan.decisions
+    )
+    return replace(plan, decisions=decisions)
+
+
+def _judge_chains(plan: RetentionPlan, chains: Sequence[ChainListing],
+                  manifests: dict[tuple[str, str], Manifest], now: datetime,
+                  grace: timedelta) -> tuple[ChainDecision, ...]:
+    deleted = {(d.backup.cluster, d.backup.id) for d in plan.decisions if d.verdict is Verdict.DELETE}
+    found: list[ChainDecision] = []
+    for listing in chains:
+        base = (listing.info.cluster, listing.info.base_backup)
+        if base in deleted:
+            found.append(ChainDecision(listing, True, f"its base backup {base[1]} is deleted"))
+        elif base not in manifests and _started(listing) < now - grace:
+            found.append(ChainDecision(listing, True, f"its base backup {base[1]} no longer exists"))
+        else:
+            found.append(ChainDecision(listing, False, f"its base backup {base[1]} is kept"))
+    return tuple(found)
+
+
+def _started(listing: ChainListing) -> datetime:
+    return datetime.fromisoformat(listing.info.started_at.replace("Z", "+00:00"))
 
 
 def apply_prune(
@@ -99,6 +166,15 @@ def apply_prune(
     was made survives. A failure stops the prune; running it again completes it.
     """
     result = PruneResult([], [], [])
+    store = ChainStore(repo.store)
+    for chain in plan.chains:
+        # A chain goes before its base: a base without its chain is still a good backup.
+        base = plan.manifests.get((chain.listing.info.cluster, chain.listing.info.base_backup))
+        if chain.remove and (base is None or repo.pin_of(base) is None):
+            store.delete_chain(chain.listing.info.cluster, chain.listing.info.chain)
+            result.chains_removed.append(chain.listing.info.chain)
+            result.bytes_freed += sum(s.size for s in chain.listing.segments)
+            on_step("deleted capture chain", chain.listing.info.chain)
     for decision in plan.deletions:
         manifest = plan.manifest_of(decision)
         if repo.pin_of(manifest) is not None:
