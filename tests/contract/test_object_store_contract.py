@@ -170,6 +170,37 @@ def test_list_is_sorted_and_filtered_by_plain_string_prefix(store: ObjectStore) 
     assert [(o.key, o.size) for o in store.list("ab")] == [("ab/x", 3)]
 
 
+def test_list_after_a_name_returns_only_the_folders_entries_sorting_after_it(store: ObjectStore) -> None:
+    keys = ["c/b/0001/m", "c/b/0001/s", "c/b/0002/m", "c/b/0002/p", "c/b/0002-x/m", "c/b/0003/m",
+            "c/b/0004", "c/x", "d/0005/m"]
+    for key in keys:
+        store.put_bytes(key, b"x")
+
+    assert [o.key for o in store.list("c/b/", after="0002")] == ["c/b/0002-x/m", "c/b/0003/m", "c/b/0004"]
+    assert [o.key for o in store.list("c/b/", after="0002-")] == ["c/b/0002-x/m", "c/b/0003/m", "c/b/0004"]
+    assert [o.key for o in store.list("c/b/", after="00020")] == ["c/b/0003/m", "c/b/0004"]
+    assert [o.key for o in store.list("c/b/", after="0003/m")] == ["c/b/0004"]
+    assert [o.key for o in store.list("c/", after="b")] == ["c/x"]
+    assert [o.key for o in store.list("c/b/", after="9")] == []
+    assert [o.key for o in store.list("", after="c")] == ["d/0005/m"]
+    assert [o.key for o in store.list("c/b/", after="0")] == sorted(keys[:7])
+    with pytest.raises(UsageError):
+        list(store.list("c/b", after="0002"))
+
+
+def test_folders_name_one_level_below_a_prefix(store: ObjectStore) -> None:
+    for key in ["clusters/prod/backups/1/m", "clusters/prod/backups/2/m", "clusters/dev/backups/1/m",
+                "clusters/stray", "marker.json"]:
+        store.put_bytes(key, b"x")
+
+    assert store.folders("clusters/") == ["dev", "prod"]
+    assert store.folders("clusters/prod/backups/") == ["1", "2"]
+    assert store.folders("") == ["clusters"]
+    assert store.folders("nothing/here/") == []
+    with pytest.raises(UsageError):
+        store.folders("clusters")
+
+
 def test_list_of_an_unused_prefix_is_empty(store: ObjectStore) -> None:
     store.put_bytes("a/1", b"x")
 

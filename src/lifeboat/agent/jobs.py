@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from lifeboat.agent.election import TickOutcome
 from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
@@ -27,6 +27,7 @@ from lifeboat.errors import OperationFailed
 from lifeboat.etcdapi.model import Alarm, MemberList, MemberStatus
 
 TICK_LABEL = "lifeboat.tick"
+ADOPTION_MARGIN = timedelta(hours=1)
 AGENT_LABEL = "lifeboat.agent"
 
 
@@ -86,7 +87,9 @@ class BackupJob:
         """Back up for ``tick``, or adopt a backup already committed for it."""
         repo = self.open_repository()
         tick_text = tick.isoformat()
-        for manifest in repo.manifests(self.options.cluster):
+        # A backup for this tick started after it (its id says when): only those are read. The
+        # hour of margin covers an agent whose wall clock was stepped back meanwhile.
+        for manifest in repo.manifests(self.options.cluster, since=tick - ADOPTION_MARGIN):
             if manifest.labels.get(TICK_LABEL) == tick_text and manifest.status == BackupStatus.COMPLETE:
                 return BackupOutcome.of(manifest, adopted=True)
         labels = {**self.options.labels, TICK_LABEL: tick_text, AGENT_LABEL: self.agent_id}
@@ -100,7 +103,7 @@ class _GuardedRepository(BackupRepository):
     """The repository, with a commit that checks the agent may still commit."""
 
     def __init__(self, repo: BackupRepository, may_commit: Callable[[], bool], stop: threading.Event) -> None:
-        super().__init__(repo.store)
+        super().__init__(repo.store, repo.clock)
         self._may_commit = may_commit
         self._stop = stop
 

@@ -16,8 +16,13 @@ _ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 def new_backup_id(started_at: datetime) -> str:
     """Make an id for a backup started at ``started_at`` (an aware datetime)."""
-    stamp = started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{secrets.token_hex(3)}"
+    return f"{id_floor(started_at)}-{secrets.token_hex(3)}"
+
+
+def id_floor(moment: datetime) -> str:
+    """A string that the ids of backups started in ``moment``'s second or later sort after,
+    and the ids of backups started in an earlier second sort before."""
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def is_backup_id(text: str) -> bool:

@@ -4,19 +4,28 @@ Object names come from :mod:`lifeboat.catalog.layout`. A backup exists only once
 manifest exists: data objects without a manifest are the remains of an interrupted backup
 or delete and are never listed as backups. Callers read and write a backup's objects
 through :class:`BackupRepository`, never through its object store.
+
+Reads cost what is asked, not what is stored. Backup ids sort by the time the backup
+started, and a listing can start after a given id, so ``latest`` lists the last days' keys
+and reads manifests newest first until one is complete; a backup asked for by id is one
+read of its manifest; a listing of many backups reads their manifests a page at a time,
+several at once. There is no index or cache: every answer comes from the manifests in the
+store as they are now.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from lifeboat import __version__
-from lifeboat.catalog.ids import check_backup_id, check_cluster_name
+from lifeboat.catalog.ids import check_backup_id, check_cluster_name, id_floor
 from lifeboat.catalog.layout import (
+    CLUSTERS,
     MARKER_KEY,
     BackupObjectName,
     backup_object_key,
@@ -28,10 +37,22 @@ from lifeboat.catalog.layout import (
 )
 from lifeboat.catalog.manifest import BackupStatus, DamagedManifest, Manifest
 from lifeboat.catalog.pins import Pin
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, UsageError
 from lifeboat.store.base import ObjectInfo, ObjectStore
 
 REPOSITORY_FORMAT = 1
+
+# Manifests are small objects whose read is mostly a round trip to the store, so a listing
+# reads a page of them at once (5,000 from SeaweedFS on loopback: 4 s one by one, 2.3 s with
+# 16 at a time on 2 busy cores) and shows each page before it reads the next.
+READS_AT_ONCE = 16
+PAGE_SIZE = 250
+
+# ``latest`` looks among the backups started in the last LATEST_WINDOWS[0] first, then the
+# next window, then among all: a repository backed up at least daily is answered from the
+# keys of the last two days.
+LATEST_WINDOWS = (timedelta(days=2), timedelta(days=40))
 
 class BackupRef(Protocol):
     """What names a backup: a manifest, or a damaged one."""
@@ -45,26 +66,40 @@ class BackupRef(Protocol):
 
 @dataclass(frozen=True)
 class Listing:
-    """What a repository holds: readable backups (oldest first) and damaged manifests."""
+    """What a repository holds: readable backups (oldest first) and damaged manifests.
+
+    ``pins`` holds the pin of every pinned backup in ``backups``, by (cluster, id).
+    """
 
     backups: tuple[Manifest, ...]
     damaged: tuple[DamagedManifest, ...]
+    pins: dict[tuple[str, str], Pin] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommittedBackup:
+    """A backup whose manifest a listing of keys showed (the manifest itself not read yet)."""
+
+    cluster: str
+    id: str
+    pinned: bool = False
 
 
 class BackupRepository:
     """Backups of one or more clusters in one object store."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock or SystemClock()
 
     @property
     def url(self) -> str:
         return self.store.url
 
     @classmethod
-    def open(cls, store: ObjectStore, *, create: bool = False) -> BackupRepository:
+    def open(cls, store: ObjectStore, *, create: bool = False, clock: Clock | None = None) -> BackupRepository:
         """Open the repository in ``store``; with ``create``, initialise an empty store."""
-        repo = cls(store)
+        repo = cls(store, clock)
         try:
             marker = store.get_bytes(MARKER_KEY)
         except NotFound:
@@ -133,37 +168,90 @@ class BackupRepository:
         key = manifest_key(check_cluster_name(manifest.cluster), manifest.id)
         self.store.put_bytes(key, manifest.to_json(), create_only=True)
 
-    def scan(self, cluster: str | None = None) -> Listing:
-        """Every committed backup (oldest first) and every damaged manifest, from one listing.
+    def clusters(self) -> tuple[str, ...]:
+        """The clusters that have (or had) objects in the repository, from one folder listing."""
+        return self.store.folders(CLUSTERS)
+
+    def committed(self, cluster: str | None = None, *, since: datetime | None = None) -> list[CommittedBackup]:
+        """Every backup whose manifest exists (oldest first), from listings of keys only.
+
+        With ``since``, only backups started since then (to the second): the listing starts
+        after that id, so it costs what it returns. Without ``cluster``, every cluster's.
+        """
+        after = id_floor(since) if since is not None else ""
+        found: list[CommittedBackup] = []
+        for name in (cluster,) if cluster else self.clusters():
+            manifests: list[str] = []
+            pinned: set[str] = set()
+            for obj in self.store.list(backups_prefix(name), after=after):
+                parsed = parse_backup_key(obj.key)
+                if parsed is not None and parsed.is_manifest:
+                    manifests.append(parsed.backup_id)
+                elif parsed is not None and parsed.is_pin:
+                    pinned.add(parsed.backup_id)
+            found += [CommittedBackup(name, backup_id, backup_id in pinned) for backup_id in manifests]
+        found.sort(key=lambda b: (b.id, b.cluster))
+        return found
+
+    def read_manifest(self, cluster: str, backup_id: str) -> Manifest | DamagedManifest | None:
+        """The manifest of one backup, a damaged one with why, or None when it does not exist."""
+        key = manifest_key(cluster, backup_id)
+        try:
+            data = self.store.get_bytes(key)
+        except NotFound:
+            return None
+        try:
+            manifest = Manifest.from_json(data, where=f"{self.store.url}/{key}")
+            if (manifest.cluster, manifest.id) != (cluster, backup_id):
+                raise IntegrityError(f"manifest {self.store.url}/{key} names backup {manifest.id} of "
+                                     f"cluster {manifest.cluster}, not the one it is stored as")
+        except IntegrityError as exc:
+            return DamagedManifest(cluster, backup_id, key, str(exc))
+        return manifest
+
+    def pages(self, cluster: str | None = None, *, since: datetime | None = None, last: int | None = None,
+              page_size: int = PAGE_SIZE) -> Iterator[Listing]:
+        """The committed backups (oldest first) a page at a time, each page's manifests read together.
+
+        ``since`` keeps backups started since then, ``last`` the newest ``last`` of those
+        (damaged ones count); only the manifests kept are read.
+        """
+        chosen = self.committed(cluster, since=since)
+        if last is not None:
+            chosen = chosen[-last:] if last > 0 else []
+        with ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="lifeboat-manifests") as pool:
+            for start in range(0, len(chosen), page_size):
+                page = chosen[start:start + page_size]
+                read = list(pool.map(lambda b: self.read_manifest(b.cluster, b.id), page))
+                pins = dict(zip(((b.cluster, b.id) for b in page if b.pinned),
+                                pool.map(self.pin_of, [b for b in page if b.pinned])))
+                yield Listing(
+                    tuple(m for m in read if isinstance(m, Manifest)),
+                    tuple(m for m in read if isinstance(m, DamagedManifest)),
+                    {ref: pin for ref, pin in pins.items() if pin is not None},
+                )
+
+    def scan(self, cluster: str | None = None, *, since: datetime | None = None,
+             last: int | None = None) -> Listing:
+        """Every committed backup (oldest first) and every damaged manifest, with the pins.
 
         A manifest that cannot be read does not stop the listing: it is reported in
         ``damaged`` with the reason, and its backup is never used.
         """
-        names = [name for name, _ in self.backup_objects(cluster) if name.is_manifest]
-        names.sort(key=lambda n: (n.backup_id, n.cluster))
-        backups: list[Manifest] = []
-        damaged: list[DamagedManifest] = []
-        for name in names:
-            cluster_name, backup_id = name.cluster, name.backup_id
-            key = manifest_key(cluster_name, backup_id)
-            try:
-                data = self.store.get_bytes(key)
-            except NotFound:
-                continue  # deleted while we listed
-            try:
-                manifest = Manifest.from_json(data, where=f"{self.store.url}/{key}")
-                if (manifest.cluster, manifest.id) != (cluster_name, backup_id):
-                    raise IntegrityError(f"manifest {self.store.url}/{key} names backup {manifest.id} of "
-                                         f"cluster {manifest.cluster}, not the one it is stored as")
-            except IntegrityError as exc:
-                damaged.append(DamagedManifest(cluster_name, backup_id, key, str(exc)))
-                continue
-            backups.append(manifest)
-        return Listing(tuple(backups), tuple(damaged))
+        pages = list(self.pages(cluster, since=since, last=last))
+        return Listing(
+            tuple(m for page in pages for m in page.backups),
+            tuple(d for page in pages for d in page.damaged),
+            {ref: pin for page in pages for ref, pin in page.pins.items()},
+        )
 
-    def manifests(self, cluster: str | None = None) -> Iterator[Manifest]:
-        """Every committed backup (complete or failed) whose manifest is readable, oldest first."""
-        yield from self.scan(cluster).backups
+    def manifests(self, cluster: str | None = None, *, since: datetime | None = None) -> Iterator[Manifest]:
+        """Every committed backup (complete or failed) whose manifest is readable, oldest first.
+
+        With ``since``, only backups started since then (to the second).
+        """
+        for page in self.pages(cluster, since=since):
+            yield from page.backups
 
     def find(self, backup_id: str, cluster: str | None = None) -> Manifest:
         """The manifest of ``backup_id``; ``latest`` is the newest complete backup.
@@ -181,26 +269,51 @@ class BackupRepository:
         return found
 
     def locate(self, backup_id: str, cluster: str | None = None) -> Manifest | DamagedManifest:
-        """Like :meth:`find`, but a damaged manifest asked for by id is returned (for ``delete``)."""
-        listing = self.scan(cluster)
+        """Like :meth:`find`, but a damaged manifest asked for by id is returned (for ``delete``).
+
+        By id it reads that backup's manifest in each cluster (one read when ``cluster`` is given).
+        """
         if backup_id == "latest":
-            clusters = sorted({m.cluster for m in listing.backups} | {d.cluster for d in listing.damaged})
-            if cluster is None and len(clusters) > 1:
-                raise UsageError(f"'latest' is ambiguous: {self.store.url} holds backups of clusters "
-                                 f"{', '.join(clusters)}; pass --cluster NAME (or set $LIFEBOAT_CLUSTER)")
-            complete = [m for m in listing.backups if m.status == BackupStatus.COMPLETE]
-            if not complete:
-                where = f" of cluster {cluster}" if cluster else ""
-                raise NotFound(f"no complete backup{where} in {self.store.url}")
-            return complete[-1]
+            return self.latest(cluster)
         check_backup_id(backup_id)
-        found: list[Manifest | DamagedManifest] = [m for m in listing.backups if m.id == backup_id]
-        found += [d for d in listing.damaged if d.id == backup_id]
+        clusters: Sequence[str] = (cluster,) if cluster else self.clusters()
+        found = [m for m in (self.read_manifest(name, backup_id) for name in clusters) if m is not None]
         if not found:
             raise NotFound(f"backup {backup_id} not found in {self.store.url} (see 'lifeboat list')")
         if len(found) > 1:
             raise UsageError(f"backup {backup_id} exists for several clusters; pass --cluster")
         return found[0]
+
+    def latest(self, cluster: str | None = None) -> Manifest:
+        """The newest complete backup, reading manifests newest first from recent keys only.
+
+        Backups started in the last :data:`LATEST_WINDOWS` are looked at first; only when none
+        of them is complete does the search widen, finally to every backup. Damaged and failed
+        backups are passed over.
+        """
+        cluster = cluster or self._only_cluster()
+        now = self.clock.now()
+        seen: set[tuple[str, str]] = set()
+        for since in [now - window for window in LATEST_WINDOWS] + [None]:
+            for backup in reversed(self.committed(cluster, since=since)):
+                if (backup.cluster, backup.id) in seen:
+                    continue
+                seen.add((backup.cluster, backup.id))
+                manifest = self.read_manifest(backup.cluster, backup.id)
+                if isinstance(manifest, Manifest) and manifest.status == BackupStatus.COMPLETE:
+                    return manifest
+        where = f" of cluster {cluster}" if cluster else ""
+        raise NotFound(f"no complete backup{where} in {self.store.url}")
+
+    def _only_cluster(self) -> str | None:
+        """The one cluster with backups here; several make ``latest`` ambiguous (a UsageError)."""
+        names = self.clusters()
+        if len(names) > 1:  # only then are the clusters' backup keys listed, to see which have any
+            names = tuple(name for name in names if self.committed(name))
+        if len(names) > 1:
+            raise UsageError(f"'latest' is ambiguous: {self.store.url} holds backups of clusters "
+                             f"{', '.join(names)}; pass --cluster NAME (or set $LIFEBOAT_CLUSTER)")
+        return names[0] if names else None
 
     def delete(self, backup: BackupRef) -> None:
         """Delete the backup's data objects first and its manifest last (re-runnable)."""

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 import sys
 from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
-from lifeboat.catalog.chains import ChainStore
-from lifeboat.catalog.manifest import Manifest
-from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.chains import ChainListing, ChainStore
+from lifeboat.catalog.manifest import DamagedManifest, Manifest
+from lifeboat.catalog.repository import BackupRepository, Listing
 from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.pins import Pin
@@ -23,7 +25,7 @@ from lifeboat.cli.connect import (
     resolved_config,
 )
 from lifeboat.cli.drills import add_drill_flags, cmd_drill
-from lifeboat.cli.output import Progress, emit_json, human_size, table
+from lifeboat.cli.output import Progress, StreamedTable, emit_json, human_size, table
 from lifeboat.cli.point import add_point_flags, resolve_point
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
@@ -54,8 +56,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("list", parents=[common], help="list the backups in a repository",
-                       description="List committed backups, oldest first.")
+                       description="List committed backups, oldest first, a page at a time (each "
+                       "page is printed as soon as its manifests are read). --last and --since "
+                       "read only the manifests they show.")
     add_repo_flags(p)
+    p.add_argument("--last", type=_count, metavar="N", help="only the newest N backups")
+    p.add_argument("--since", metavar="TIME", help="only backups started since TIME: an RFC 3339 "
+                   "time or date (2026-11-22T03:00:00Z, 2026-11-22) or an age (36h, 7d, 2w)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", parents=[common], help="show one backup's manifest",
@@ -122,46 +129,94 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     cluster = cluster_name(args, default=None)
-    listing = repo.scan(cluster)
-    manifests = listing.backups
-    pins = repo.pins(cluster)
-    ends = window_ends(repo, manifests)
+    since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    pages = repo.pages(cluster, since=since, last=args.last)
+    ends = WindowEnds(repo)
     if args.output == "json":
-        emit_json([{**_summary(m, pins.get((m.cluster, m.id))), "window_end": ends.get(m.id)}
-                   for m in manifests]
+        listing = [(page, ends.of(page.backups)) for page in pages]
+        emit_json([{**_summary(m, page.pins.get((m.cluster, m.id))), "window_end": page_ends.get(m.id)}
+                   for page, page_ends in listing for m in page.backups]
                   + [{"id": d.id, "cluster": d.cluster, "status": "damaged", "reason": d.reason}
-                     for d in listing.damaged])
+                     for page, _ in listing for d in page.damaged])
         return 0
-    rows: list[tuple[object, ...]] = [
-        (m.id, m.cluster, m.status.value, m.snapshot.revision, m.snapshot.total_key, human_size(m.stored_size),
-         "age" if m.encryption else "-", len(m.files), m.source.name,
-         "pinned" if (m.cluster, m.id) in pins else "-", _window_end_text(ends.get(m.id)))
-        for m in manifests
-    ]
-    rows += [(d.id, d.cluster, "DAMAGED", "-", "-", "-", "-", "-", "-", "-", "-") for d in listing.damaged]
-    table(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES", "SOURCE", "PIN",
-           "WINDOW END"), rows)
-    for d in listing.damaged:
+    shown = StreamedTable(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES",
+                           "SOURCE", "PIN", "WINDOW END"))
+    damaged: list[DamagedManifest] = []
+    for page in pages:
+        shown.rows(_rows(page, ends.of(page.backups)))
+        damaged += page.damaged
+    shown.close()
+    for d in damaged:
         print(f"damaged: {d.cluster}/{d.id}: {d.reason}")
     return 0
 
 
-def window_ends(repo: BackupRepository, manifests: Sequence[Manifest]) -> dict[str, dict[str, object]]:
-    """Per backup id, the last revision (and time) restorable from it: its chain's end, or itself."""
-    store = ChainStore(repo.store)
-    ends: dict[str, dict[str, object]] = {}
-    for cluster in sorted({m.cluster for m in manifests}):
-        timeline = build_timeline(cluster, [m for m in manifests if m.cluster == cluster], store.chains(cluster))
-        for w in timeline.windows:
-            ends[w.base.id] = {"revision": w.last_revision, "time": seen_text(w.last_time),
-                               "capturing": w.capturing}
-    return ends
+def _rows(page: Listing, ends: dict[str, dict[str, object]]) -> list[tuple[object, ...]]:
+    """One page's table rows, damaged manifests among the others in id order."""
+    rows: list[tuple[object, ...]] = [
+        (m.id, m.cluster, m.status.value, m.snapshot.revision, m.snapshot.total_key, human_size(m.stored_size),
+         "age" if m.encryption else "-", len(m.files), m.source.name,
+         "pinned" if (m.cluster, m.id) in page.pins else "-", _window_end_text(ends.get(m.id)))
+        for m in page.backups
+    ]
+    rows += [(d.id, d.cluster, "DAMAGED", "-", "-", "-", "-", "-", "-", "-", "-") for d in page.damaged]
+    return sorted(rows, key=lambda row: (str(row[0]), str(row[1])))
+
+
+class WindowEnds:
+    """Per backup id, the last revision (and time) restorable from it: its chain's end, or itself.
+
+    Each cluster's capture chains are read once, however many pages of backups ask.
+    """
+
+    def __init__(self, repo: BackupRepository) -> None:
+        self._store = ChainStore(repo.store)
+        self._chains: dict[str, list[ChainListing]] = {}
+
+    def of(self, manifests: Sequence[Manifest]) -> dict[str, dict[str, object]]:
+        ends: dict[str, dict[str, object]] = {}
+        for cluster in sorted({m.cluster for m in manifests}):
+            if cluster not in self._chains:
+                self._chains[cluster] = self._store.chains(cluster)
+            timeline = build_timeline(cluster, [m for m in manifests if m.cluster == cluster],
+                                      self._chains[cluster])
+            for w in timeline.windows:
+                ends[w.base.id] = {"revision": w.last_revision, "time": seen_text(w.last_time),
+                                   "capturing": w.capturing}
+        return ends
 
 
 def _window_end_text(end: dict[str, object] | None) -> str:
     if end is None:
         return "-"
     return f"{end['revision']} ({end['time']})" + (" capturing" if end["capturing"] else "")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of backups (1 or more), got {text!r}")
+    return value
+
+
+_AGE = re.compile(r"(\d+)([hdw])")
+_AGE_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: an RFC 3339 time or date (UTC unless it says otherwise), or an age before ``now``."""
+    age = _AGE.fullmatch(text.strip().lower())
+    if age:
+        return now - int(age.group(1)) * _AGE_UNITS[age.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected a time (2026-11-22T03:00:00Z), a date "
+                         "(2026-11-22) or an age (36h, 7d, 2w)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _summary(m: Manifest, pin: Pin | None) -> dict[str, object]:

@@ -24,6 +24,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO 
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
 
 
+class StreamedTable:
+    """Aligned columns printed a batch of rows at a time: the header with the first batch,
+    each column as wide as the widest cell seen so far."""
+
+    def __init__(self, headers: Sequence[str], out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+        self._pending: list[list[str]] | None = [[str(h) for h in headers]]
+        self._widths = [0] * len(headers)
+
+    def rows(self, rows: Sequence[Sequence[object]]) -> None:
+        cells = self._pending or []
+        self._pending = None
+        cells += [[str(c) for c in row] for row in rows]
+        self._widths = [max([w] + [len(r[i]) for r in cells]) for i, w in enumerate(self._widths)]
+        for row in cells:
+            self._out.write("  ".join(c.ljust(w) for c, w in zip(row, self._widths)).rstrip() + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        """Print the header if no row came."""
+        if self._pending is not None:
+            self.rows(())
+
+
 def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

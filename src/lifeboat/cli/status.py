@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lifeboat.catalog.manifest import BackupStatus, Manifest
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
 )
 from lifeboat.cli.output import emit_json, human_size, table
-from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, UsageError
+from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, NotFound, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.paths import ETCD_MANIFEST, on_host
 from lifeboat.kube.static_pods import read_static_pod
@@ -92,12 +92,12 @@ def _newest_backup(args: argparse.Namespace, now: datetime | None = None) -> New
     """The newest complete backup; a repository problem is reported, not raised."""
     try:
         repo = open_repository(args)
-        complete = [m for m in repo.manifests(cluster_name(args, default=None)) if m.status == BackupStatus.COMPLETE]
+        try:
+            newest = repo.latest(cluster_name(args, default=None))
+        except NotFound:
+            return NewestBackup(None, None, "no complete backup in the repository")
     except LifeboatError as exc:
         return NewestBackup(None, None, str(exc))
-    if not complete:
-        return NewestBackup(None, None, "no complete backup in the repository")
-    newest = complete[-1]
     return NewestBackup(newest, backup_age(newest, now or datetime.now(UTC)), None)
 
 

@@ -21,7 +21,14 @@ Contract, checked by ``tests/contract/`` against every backend:
   bytes; ``get_bytes`` returns them whole (for small objects only). A missing
   key raises :class:`~lifeboat.errors.NotFound` from the call itself, before iteration.
 * ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix:
-  ``"a/b"`` matches ``a/b/c`` and ``a/bc``), sorted by key.
+  ``"a/b"`` matches ``a/b/c`` and ``a/bc``), sorted by key. With ``after`` (only with a
+  folder as prefix: empty or ending in ``/``), only objects whose first segment below the
+  folder sorts after ``after``: ``list("b/", after="0002")`` skips ``b/0001/x`` and
+  ``b/0002/x`` and returns ``b/0003/x``. Such a listing costs what it returns, not what the
+  store holds (S3's ``start-after``, which SeaweedFS applies to the folder's entry names).
+* ``folders`` names the folders directly under ``prefix`` (which is empty or ends with ``/``):
+  the distinct next segments of keys that continue past it with a further ``/``, sorted. It
+  reads one level of the tree, not every key below it (S3's delimiter listing).
 * ``delete`` of a missing key is not an error (deletes are retried after interruptions).
 * Unreachable store, bad credentials or a missing bucket raise
   :class:`~lifeboat.errors.RepositoryUnavailable`; a full disk raises
@@ -63,6 +70,29 @@ def check_prefix(prefix: str) -> str:
             f"invalid key prefix {prefix[:80]!r}: use a relative name without empty, '.' or '..' parts"
         )
     return prefix
+
+
+def check_folder(prefix: str) -> str:
+    """Return ``prefix`` if it names a folder: empty, or a valid prefix ending with ``/``."""
+    if prefix and not prefix.endswith("/"):
+        raise UsageError(f"invalid folder {prefix[:80]!r}: a folder is empty or ends with '/'")
+    return check_prefix(prefix)
+
+
+def check_listing(prefix: str, after: str) -> str:
+    """Return ``prefix`` if it is valid, and a folder when ``after`` is given."""
+    return check_folder(prefix) if after else check_prefix(prefix)
+
+
+def after_in_folder(key: str, folder: str, after: str) -> bool:
+    """Whether ``key``'s first segment below ``folder`` sorts after ``after`` (always, without one)."""
+    return not after or key[len(folder):].partition("/")[0] > after
+
+
+def folder_of(key: str, prefix: str) -> str | None:
+    """The folder under ``prefix`` that ``key`` lies in, or None when it is a plain object there."""
+    head, slash, _ = key[len(prefix):].partition("/")
+    return head if slash and key.startswith(prefix) else None
 
 
 def _check_chars(name: str) -> None:
@@ -111,8 +141,12 @@ class ObjectStore(Protocol):
         """Return the object's info, or None when it does not exist."""
         ...
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Yield objects under ``prefix``, sorted by key."""
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        """Yield objects under ``prefix`` (whose first segment sorts after ``after``), sorted by key."""
+        ...
+
+    def folders(self, prefix: str = "") -> tuple[str, ...]:
+        """The names of the folders directly under ``prefix`` ("" or ending in ``/``), sorted."""
         ...
 
     def delete(self, key: str) -> None:

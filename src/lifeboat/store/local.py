@@ -29,7 +29,7 @@ from lifeboat.errors import (
     RepositoryUnavailable,
     UsageError,
 )
-from lifeboat.store.base import ObjectInfo, check_key, check_prefix
+from lifeboat.store.base import ObjectInfo, after_in_folder, check_folder, check_key, check_listing
 
 TEMP_PREFIX = ".lifeboat-tmp-"
 
@@ -169,24 +169,41 @@ class LocalStore:
             return None
         return ObjectInfo(key, info.st_size)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        check_prefix(prefix)
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        check_listing(prefix, after)
         # Only the directory that holds the prefix's last segment needs walking.
         start = self._root / prefix.rpartition("/")[0]
         found: list[ObjectInfo] = []
         with self._translated("listing", prefix or "/"):
             for directory, dirnames, filenames in os.walk(start, onerror=_raise):
-                dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
                 rel = Path(directory).relative_to(self._root).as_posix()
+                folder = "" if rel == "." else f"{rel}/"
+                # A folder before ``after`` is skipped unread, not read and filtered.
+                dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)
+                               and after_in_folder(folder + d, prefix, after)]
                 for name in filenames:
-                    key = name if rel == "." else f"{rel}/{name}"
-                    if name.startswith(TEMP_PREFIX) or not key.startswith(prefix):
+                    key = folder + name
+                    if (name.startswith(TEMP_PREFIX) or not key.startswith(prefix)
+                            or not after_in_folder(key, prefix, after)):
                         continue
                     info = os.stat(os.path.join(directory, name), follow_symlinks=False)
                     if _is_file(info.st_mode):
                         found.append(ObjectInfo(key, info.st_size))
         found.sort(key=lambda o: o.key)
         return iter(found)
+
+    def folders(self, prefix: str = "") -> tuple[str, ...]:
+        check_folder(prefix)
+        names: list[str] = []
+        with self._translated("listing", prefix or "/"):
+            try:
+                entries = list(os.scandir(self._root / prefix))
+            except (FileNotFoundError, NotADirectoryError):
+                return ()
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(TEMP_PREFIX):
+                    names.append(entry.name)
+        return tuple(sorted(names))
 
     def delete(self, key: str) -> None:
         path = self._path(key)

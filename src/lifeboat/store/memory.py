@@ -13,9 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from lifeboat.errors import AlreadyExists, LifeboatError, NotFound, RepositoryUnavailable
-from lifeboat.store.base import ObjectInfo, check_key, check_prefix
+from lifeboat.store.base import (
+    ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix, folder_of,
+)
 
-OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "stat", "list", "delete")
+OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "stat", "list", "folders", "delete")
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Fault:
 
 
 class MemoryStore:
-    """Objects in a dict. ``calls`` counts every operation, for assertions in tests."""
+    """Objects in a dict. ``calls`` counts every operation and ``listed`` the objects every
+    listing returned, for assertions in tests."""
 
     def __init__(self, url: str = "memory://") -> None:
         self._url = url
@@ -51,6 +54,7 @@ class MemoryStore:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.listed = 0  # objects returned by every listing so far
 
     @property
     def url(self) -> str:
@@ -65,7 +69,8 @@ class MemoryStore:
         return sorted(self._objects)
 
     def _fault_for(self, operation: str, key: str) -> Fault | None:
-        self.calls[operation] += 1
+        with self._lock:  # callers may read from several threads; no count may be lost
+            self.calls[operation] += 1
         for fault in self._faults:
             if fault.operation != operation or not key.startswith(fault.key_prefix):
                 continue
@@ -132,12 +137,21 @@ class MemoryStore:
         data = self._objects.get(key)
         return None if data is None else ObjectInfo(key, len(data))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        check_prefix(prefix)
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        check_listing(prefix, after)
         self._fault_for("list", prefix)
         with self._lock:
-            found = sorted((k, len(v)) for k, v in self._objects.items() if k.startswith(prefix))
+            found = sorted((k, len(v)) for k, v in self._objects.items()
+                           if k.startswith(prefix) and after_in_folder(k, prefix, after))
+        self.listed += len(found)
         return iter([ObjectInfo(k, size) for k, size in found])
+
+    def folders(self, prefix: str = "") -> tuple[str, ...]:
+        check_folder(prefix)
+        self._fault_for("folders", prefix)
+        with self._lock:
+            names = {folder_of(k, prefix) for k in self._objects if k.startswith(prefix)}
+        return tuple(sorted(name for name in names if name is not None))
 
     def delete(self, key: str) -> None:
         check_key(key)

@@ -48,7 +48,9 @@ from lifeboat.errors import (
     RepositoryUnavailable,
     UsageError,
 )
-from lifeboat.store.base import ObjectInfo, check_key, check_prefix
+from lifeboat.store.base import (
+    ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix,
+)
 
 if TYPE_CHECKING:
     from obstore.store import S3Config
@@ -210,22 +212,36 @@ class S3Store:
             self._raise(exc, "inspecting", key)
         return ObjectInfo(key, int(meta["size"]))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        full = self._prefix + check_prefix(prefix)
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        full = self._prefix + check_listing(prefix, after)
         # obstore matches prefixes by whole path segments; S3 prefixes are plain strings, so
         # list the enclosing "directory" and filter by the string prefix here.
         directory = full.rpartition("/")[0]
+        # S3 starts after a whole key, SeaweedFS after an entry name of the folder: either
+        # returns every object the folder has after ``after``, and perhaps more, filtered here.
+        offset = full + after if after else None
         found: list[ObjectInfo] = []
         try:
-            for batch in obstore.list(self._client, prefix=directory or None, chunk_size=1000):
+            for batch in obstore.list(self._client, prefix=directory or None, offset=offset, chunk_size=1000):
                 for meta in batch:
-                    if meta["path"].startswith(full):
-                        found.append(ObjectInfo(meta["path"][len(self._prefix):], int(meta["size"])))
+                    path = meta["path"]
+                    if path.startswith(full) and after_in_folder(path, full, after):
+                        found.append(ObjectInfo(path[len(self._prefix):], int(meta["size"])))
         except (BaseError, OSError) as exc:
             self._raise(exc, "listing", prefix or "/")
         self._bucket_seen = True
         found.sort(key=lambda o: o.key)
         return iter(found)
+
+    def folders(self, prefix: str = "") -> tuple[str, ...]:
+        full = self._prefix + check_folder(prefix)
+        try:
+            listing = obstore.list_with_delimiter(self._client, prefix=full.rstrip("/") or None)
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "listing", prefix or "/")
+        self._bucket_seen = True
+        return tuple(sorted(path[len(full):].strip("/") for path in listing["common_prefixes"]
+                            if path.startswith(full)))
 
     def delete(self, key: str) -> None:
         path = self._prefix + check_key(key)

@@ -8,7 +8,9 @@ import pytest
 from lifeboat.catalog.ids import is_backup_id, new_backup_id
 from lifeboat.catalog.layout import MARKER_KEY, backup_prefix
 from lifeboat.catalog.manifest import BackupStatus, Manifest
+from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.clock import FakeClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, RepositoryUnavailable, UsageError
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
@@ -210,3 +212,110 @@ def test_interrupted_delete_keeps_the_manifest_and_can_be_rerun() -> None:
     assert [x.id for x in repo.manifests()] == [m.id]
     repo.delete(m)
     assert store.keys() == [MARKER_KEY]
+
+
+# --- reads that scale with what is asked -------------------------------------------------
+
+HALF_HOURLY = 1000  # three weeks of backups every 30 minutes
+
+
+def half_hourly(store: MemoryStore, count: int = HALF_HOURLY, cluster: str = "prod") -> list[Manifest]:
+    """``count`` backups every 30 minutes, the newest started at T0; the store's counters reset."""
+    repo = BackupRepository.open(store, create=True)
+    made = [stored(repo, manifest(new_backup_id(T0 - timedelta(minutes=30 * i)), cluster))
+            for i in reversed(range(count))]
+    store.calls.clear()
+    store.listed = 0
+    return made
+
+
+def repository_at(store: MemoryStore, now: datetime) -> BackupRepository:
+    """The repository as a command opens it at ``now``; the store's counters start afresh."""
+    repo = BackupRepository.open(store, clock=FakeClock(now))
+    store.calls.clear()
+    store.listed = 0
+    return repo
+
+
+def test_latest_reads_one_manifest_and_lists_only_recent_keys() -> None:
+    store = MemoryStore()
+    made = half_hourly(store)
+    repo = repository_at(store, T0 + timedelta(minutes=10))
+
+    assert repo.find("latest") == made[-1]
+    assert repo.find("latest", "prod") == made[-1]
+    assert store.calls["get_bytes"] == 2  # one manifest each time, of 1,000
+    assert store.listed <= 2 * 2 * 2 * 48  # two days of backups (manifest + data object), twice
+
+
+def test_latest_passes_over_newer_damaged_and_failed_backups_reading_only_those() -> None:
+    store = MemoryStore()
+    made = half_hourly(store)
+    repo = repository_at(store, T0)
+    damaged = made[-1]
+    rewrite(repo, damaged, {**stored_document(repo, damaged), "status": 7})
+    failed = stored(repo, manifest(new_backup_id(T0 + timedelta(minutes=1)), status="failed"))
+    store.calls.clear()
+
+    assert repo.find("latest") == made[-2]
+    assert store.calls["get_bytes"] == 3
+    assert failed.id > damaged.id > made[-2].id
+
+
+def test_latest_widens_its_search_when_recent_days_hold_no_complete_backup() -> None:
+    store = MemoryStore()
+    made = half_hourly(store, 100)
+    repo = repository_at(store, T0 + timedelta(days=400))  # nothing for a year: still found
+
+    assert repo.find("latest") == made[-1]
+    assert store.calls["get_bytes"] == 1
+    with pytest.raises(NotFound, match="no complete backup of cluster dev"):
+        repo.find("latest", "dev")
+
+
+def test_latest_finds_a_backup_whose_id_is_ahead_of_this_clock() -> None:
+    store = MemoryStore()
+    made = half_hourly(store, 10)
+    assert repository_at(store, T0 - timedelta(days=30)).find("latest") == made[-1]
+
+
+def test_a_backup_asked_for_by_id_is_one_read_of_its_manifest() -> None:
+    store = MemoryStore()
+    made = half_hourly(store)
+    half_hourly_dev = half_hourly(store, 3, cluster="dev")
+    repo = repository_at(store, T0)
+
+    assert repo.find(made[10].id, "prod") == made[10]
+    assert store.calls["get_bytes"] == 1 and store.calls["list"] == 0
+    assert repo.find(made[500].id) == made[500]  # no cluster given: one read in each cluster
+    assert store.calls["get_bytes"] == 3 and store.calls["folders"] == 1 and store.calls["list"] == 0
+    assert repo.find(half_hourly_dev[0].id) == half_hourly_dev[0]
+
+
+def test_listing_the_last_backups_or_those_since_a_time_reads_only_their_manifests() -> None:
+    store = MemoryStore()
+    made = half_hourly(store)
+    repo = repository_at(store, T0)
+
+    assert [m.id for m in repo.scan(last=5).backups] == [m.id for m in made[-5:]]
+    assert store.calls["get_bytes"] == 5
+    store.calls.clear()
+    store.listed = 0
+    assert [m.id for m in repo.scan(since=T0 - timedelta(hours=2)).backups] == [m.id for m in made[-5:]]
+    assert store.calls["get_bytes"] == 5 and store.listed == 10
+    assert repo.scan(since=T0 + timedelta(seconds=1)).backups == ()
+
+
+def test_a_full_listing_comes_in_pages_oldest_first_with_damaged_manifests_and_pins() -> None:
+    store = MemoryStore()
+    made = half_hourly(store, 60)
+    repo = repository_at(store, T0)
+    rewrite(repo, made[3], {**stored_document(repo, made[3]), "status": 7})
+    repo.pin(made[7], Pin("2026-11-22T03:00:00+00:00", "ops@node", "audit"))
+
+    pages = list(repo.pages(page_size=25))
+    assert [len(p.backups) + len(p.damaged) for p in pages] == [25, 25, 10]
+    assert [m.id for p in pages for m in p.backups] == [m.id for i, m in enumerate(made) if i != 3]
+    assert [d.id for d in pages[0].damaged] == [made[3].id]
+    assert pages[0].pins == {("prod", made[7].id): Pin("2026-11-22T03:00:00+00:00", "ops@node", "audit")}
+    assert repo.scan().pins == pages[0].pins

@@ -1,0 +1,112 @@
+"""Reads of a SeaweedFS S3 repository with many backups cost what is asked, not what is stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.main import main
+from lifeboat.store import open_store
+from lifeboat.store.base import ObjectInfo, ObjectStore
+from tests.support.manifests import fake_backup
+from tests.support.seaweed import S3Endpoint
+
+pytestmark = pytest.mark.integration
+
+COUNT = 300  # six days of backups every 30 minutes
+
+
+class CountingStore:
+    """The real S3 store, counting the manifests read and the keys listed through it."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self.manifests_read = 0
+        self.listed = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def get_bytes(self, key: str) -> bytes:
+        self.manifests_read += key.endswith("/manifest.json")
+        return self._store.get_bytes(key)
+
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        found = list(self._store.list(prefix, after=after))
+        self.listed += len(found)
+        return iter(found)
+
+
+@pytest.fixture(scope="module")
+def many(seaweed: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Manifest]]]:
+    """A repository in SeaweedFS with COUNT backups, the newest started 10 minutes ago."""
+    mp = pytest.MonkeyPatch()
+    env = seaweed.env()
+    for name, value in env.items():
+        mp.setenv(name, value)
+    url = f"s3://{seaweed.bucket}/reads-{datetime.now(UTC):%H%M%S%f}"
+    repo = BackupRepository.open(open_store(url), create=True)
+    newest = datetime.now(UTC) - timedelta(minutes=10)
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda i: fake_backup(repo, newest - timedelta(minutes=30 * i)), range(COUNT)))
+    yield url, sorted(made, key=lambda m: m.id)
+    mp.undo()
+
+
+def counting(url: str) -> tuple[BackupRepository, CountingStore]:
+    store = CountingStore(open_store(url))
+    return BackupRepository.open(store), store  # type: ignore[arg-type]
+
+
+def test_latest_reads_one_manifest_of_hundreds(many: tuple[str, list[Manifest]]) -> None:
+    url, made = many
+    repo, store = counting(url)
+
+    assert repo.find("latest") == made[-1]
+    assert store.manifests_read == 1
+    assert store.listed <= 2 * 2 * 48  # the last two days' keys: a manifest and a data object each
+
+
+def test_a_backup_by_id_is_one_manifest_read_and_no_listing_of_backups(
+        many: tuple[str, list[Manifest]]) -> None:
+    url, made = many
+    repo, store = counting(url)
+
+    assert repo.find(made[7].id, "prod") == made[7]
+    assert repo.find(made[8].id) == made[8]
+    assert store.manifests_read == 2 and store.listed == 0
+
+
+def test_list_last_and_since_read_only_what_they_show(
+        many: tuple[str, list[Manifest]], capsys: pytest.CaptureFixture[str]) -> None:
+    url, made = many
+    repo, store = counting(url)
+    assert [m.id for m in repo.scan(last=4).backups] == [m.id for m in made[-4:]]
+    assert store.manifests_read == 4
+
+    capsys.readouterr()
+    assert main(["list", "--repo", url, "--since", "2h", "-o", "json"]) == 0
+    assert [b["id"] for b in json.loads(capsys.readouterr().out)] == [m.id for m in made[-4:]]
+    assert main(["list", "--repo", url, "-o", "json"]) == 0
+    assert [b["id"] for b in json.loads(capsys.readouterr().out)] == [m.id for m in made]
+
+
+def test_a_damaged_manifest_among_hundreds_is_listed_as_damaged_and_passed_over_by_latest(
+        seaweed: S3Endpoint, s3_repo: str) -> None:
+    repo = BackupRepository.open(open_store(s3_repo), create=True)
+    newest = datetime.now(UTC) - timedelta(minutes=5)
+    made = [fake_backup(repo, newest - timedelta(minutes=30 * i)) for i in reversed(range(12))]
+    key = f"clusters/prod/backups/{made[-1].id}/manifest.json"
+    repo.store.delete(key)
+    repo.store.put_bytes(key, made[-1].to_json()[:100])
+
+    listing = repo.scan()
+    assert [d.id for d in listing.damaged] == [made[-1].id] and "not valid JSON" in listing.damaged[0].reason
+    assert [m.id for m in listing.backups] == [m.id for m in made[:-1]]
+    assert repo.find("latest") == made[-2]

@@ -1,0 +1,64 @@
+"""`lifeboat list` limited to the newest backups or a time, page by page, on a local repository."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.backups import parse_since
+from lifeboat.errors import UsageError
+from lifeboat.store import open_store
+from tests.unit.cli.test_prune_and_config_cli import Run, run  # noqa: F401 - the fixture
+from tests.unit.retention.test_prune import store_backup
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def hourly(tmp_path: Path) -> tuple[str, list[str]]:
+    """A local repository with one backup an hour for the last 30 hours, oldest first."""
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
+    ids = [store_backup(repo, NOW - timedelta(hours=h, minutes=1)).id for h in reversed(range(30))]
+    return str(tmp_path / "repo"), ids
+
+
+def listed(out: str) -> list[str]:
+    return [row["id"] for row in json.loads(out)]
+
+
+def test_last_shows_only_the_newest_backups_oldest_first(run: Run, hourly: tuple[str, list[str]]) -> None:
+    repo, ids = hourly
+    code, out, _ = run("list", "--repo", repo, "--last", "3", "-o", "json")
+    assert code == 0 and listed(out) == ids[-3:]
+    code, out, _ = run("list", "--repo", repo, "--last", "3")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", *ids[-3:]]
+
+
+def test_since_an_age_or_a_time_shows_the_backups_started_since(run: Run, hourly: tuple[str, list[str]]) -> None:
+    repo, ids = hourly
+    assert listed(run("list", "--repo", repo, "--since", "2h", "-o", "json")[1]) == ids[-2:]
+    since = (NOW - timedelta(hours=4, minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert listed(run("list", "--repo", repo, "--since", since, "-o", "json")[1]) == ids[-5:]
+    assert listed(run("list", "--repo", repo, "--since", "1w", "--last", "2", "-o", "json")[1]) == ids[-2:]
+    assert listed(run("list", "--repo", repo, "-o", "json")[1]) == ids
+
+
+@pytest.mark.parametrize("flags", [("--last", "0"), ("--last", "x"), ("--since", "yesterday")])
+def test_a_bad_limit_is_a_usage_error(run: Run, hourly: tuple[str, list[str]], flags: tuple[str, str]) -> None:
+    code, out, err = run("list", "--repo", hourly[0], *flags)
+    assert code == 3 and out == "" and flags[0] in err
+
+
+def test_since_reads_dates_times_and_ages() -> None:
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert parse_since("36h", now) == datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    assert parse_since("2w", now) == datetime(2026, 11, 8, 12, 0, tzinfo=UTC)
+    assert parse_since("2026-11-20", now) == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parse_since("2026-11-20T05:00:00+02:00", now) == datetime(2026, 11, 20, 3, tzinfo=UTC)
+    with pytest.raises(UsageError, match="--since"):
+        parse_since("7 days", now)
