@@ -1,0 +1,107 @@
+"""Reading a SeaweedFS S3 repository that holds thousands of backups (issue #11).
+
+A cluster backed up every 30 minutes has 5,000 backups after 100 days. This writes that many
+small but valid backups (a manifest listing 30 captured control-plane files, as a kubeadm
+node's does, and a tiny data object) straight through the repository API into a real
+SeaweedFS, then times, alternating, each as a fresh process:
+
+* CLI start-up alone (``lifeboat list --help``: every import, no repository access);
+* ``lifeboat list`` (every backup: one listing of keys and 5,000 manifest reads);
+* ``lifeboat list --last 20``;
+* ``lifeboat show latest``;
+* ``lifeboat restore latest --dry-run`` for a member with explicit flags.
+
+There is no reference tool, so the targets are absolute (list ≤ 2 s; restore latest
+--dry-run ≤ 1 s plus start-up). Results go to ``bench-work/bench_repository.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_backup import LIFEBOAT, frozen_source, timed  # noqa: E402
+from benchmarks.dataset import BENCH_WORK  # noqa: E402
+from lifeboat.catalog.repository import BackupRepository  # noqa: E402
+from lifeboat.store.s3 import S3Store  # noqa: E402
+from tests.support.binaries import etcd_35, weed  # noqa: E402
+from tests.support.manifests import fake_backup  # noqa: E402
+from tests.support.seaweed import SeaweedServer  # noqa: E402
+
+
+def fill(seaweed: SeaweedServer, prefix: str, count: int) -> None:
+    s3 = seaweed.s3()
+    store = S3Store(s3.bucket, prefix, endpoint=s3.endpoint, access_key_id=s3.access_key,
+                    secret_access_key=s3.secret_key)
+    repo = BackupRepository.open(store, create=True)
+    newest = datetime.now(UTC) - timedelta(minutes=7)
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: fake_backup(repo, newest - timedelta(minutes=30 * i), files=30), range(count)))
+    print(f"wrote {count} backups in {time.monotonic() - started:.1f}s", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backups", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    work = BENCH_WORK / "repository-run"
+    seaweed = SeaweedServer(weed(), work / f"seaweed-{time.time_ns()}").start()
+    try:
+        fill(seaweed, "many", args.backups)
+        results = run_rounds(seaweed, work, args.rounds)
+    finally:
+        seaweed.stop()
+    report(results, args.backups)
+
+
+def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int) -> dict[str, list[float]]:
+    repo = f"s3://{seaweed.s3().bucket}/many"
+    env = dict(frozen_source(), **seaweed.s3().env())
+    release = etcd_35()
+    member = ["--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+              "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--data-dir", str(work / "etcd"),
+              "--restore-tool", str(release.etcdutl), "--endpoints", "http://127.0.0.1:2379"]
+    cases = {
+        "CLI start-up (lifeboat list --help)": [*LIFEBOAT, "list", "--help"],
+        "lifeboat list": [*LIFEBOAT, "list", "--repo", repo],
+        "lifeboat list --last 20": [*LIFEBOAT, "list", "--last", "20", "--repo", repo],
+        "lifeboat show latest": [*LIFEBOAT, "show", "latest", "--repo", repo],
+        "lifeboat restore latest --dry-run": [*LIFEBOAT, "restore", "latest", "--dry-run", "--repo", repo, *member],
+    }
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(rounds):
+        for name, argv in cases.items():
+            results[name].append(timed(argv, env)[0])
+            print(f"round {round_ + 1} {name}: {results[name][-1]:.2f}s", file=sys.stderr)
+    return results
+
+
+def report(results: dict[str, list[float]], backups: int) -> None:
+    startup = statistics.median(results["CLI start-up (lifeboat list --help)"])
+    rows = []
+    for name, runs in results.items():
+        median = statistics.median(runs)
+        rows.append({"case": name, "median_s": round(median, 3), "runs_s": [round(r, 3) for r in runs],
+                     "beyond_startup_s": round(median - startup, 3)})
+        print(f"{name:40s} median {median:6.2f}s  (start-up + {median - startup:5.2f}s)  "
+              f"runs {', '.join(f'{r:.2f}' for r in runs)}")
+    out = BENCH_WORK / "bench_repository.json"
+    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "backups": backups, "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
