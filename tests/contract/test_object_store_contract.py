@@ -193,10 +193,10 @@ def test_folders_name_one_level_below_a_prefix(store: ObjectStore) -> None:
                 "clusters/stray", "marker.json"]:
         store.put_bytes(key, b"x")
 
-    assert store.folders("clusters/") == ["dev", "prod"]
-    assert store.folders("clusters/prod/backups/") == ["1", "2"]
-    assert store.folders("") == ["clusters"]
-    assert store.folders("nothing/here/") == []
+    assert store.folders("clusters/") == ("dev", "prod")
+    assert store.folders("clusters/prod/backups/") == ("1", "2")
+    assert store.folders("") == ("clusters",)
+    assert store.folders("nothing/here/") == ()
     with pytest.raises(UsageError):
         store.folders("clusters")
 
