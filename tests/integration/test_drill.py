@@ -124,10 +124,14 @@ def test_drill_of_a_good_backup_passes_and_reports_phases(
     live = 320 + 1 + (1 if backup.compacted else 0)
     assert checks["key count"]["detail"].startswith(f"{live} keys")
     assert checks["hash"]["detail"].startswith("HashKV ")
+    bumped = checks["bumped restore"]["detail"]
+    assert f"bumped by lifeboat: revision {backup.revision + 1_000_000_000} " in bumped
+    assert f"a watch from revision {backup.revision} is refused as compacted" in bumped
     assert [p["name"] for p in report["phases"]] == [
-        "fetch and verify", "read snapshot offline", "restore", "start etcd", "check", "stop etcd"]
+        "fetch and verify", "read snapshot offline", "restore", "start etcd", "check", "stop etcd",
+        "bumped restore", "start bumped etcd", "check bumped"]
     assert backup.release.version in report["etcd"]
-    assert len(started) == 1 and not alive(started[0])
+    assert len(started) == 2 and not any(alive(pid) for pid in started)
     assert list(drill_tmp.iterdir()) == []
 
 
@@ -164,7 +168,7 @@ def test_drill_stops_etcd_and_removes_its_files_when_a_check_fails(
     assert code == 1
     assert "drill of backup" in err and "sampled key/values" in err
     assert json.loads(out)["ok"] is False
-    assert len(started) == 1 and not alive(started[0])
+    assert len(started) == 2 and not any(alive(pid) for pid in started)
     assert list(drill_tmp.iterdir()) == []
 
 
@@ -200,4 +204,19 @@ def test_drill_detects_a_restored_etcd_that_differs_from_the_snapshot(
     code, out, _err = run_cli(capsys, *drill_args(backup, drill_tmp))
     assert code == 1
     failed = {c["name"] for c in json.loads(out)["drill_checks"] if not c["ok"]}
-    assert failed == {"key count", "hash", "sampled key/values"}
+    assert failed - {"bumped restore"} == {"key count", "hash", "sampled key/values"}
+
+
+def test_drill_detects_a_bump_that_etcd_does_not_honour(
+    backup: Backup, drill_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def no_bump(source: Path, dest: Path, amount: int) -> None:
+        shutil.copyfile(source, dest)  # a "bumped" copy that is the snapshot unchanged
+
+    monkeypatch.setattr(drill_module, "bump_revision", no_bump)
+    code, out, _err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    assert code == 1
+    checks = {c["name"]: c for c in json.loads(out)["drill_checks"]}
+    assert [name for name, c in checks.items() if not c["ok"]] == ["bumped restore"]
+    assert "ACCEPTED" in checks["bumped restore"]["detail"]

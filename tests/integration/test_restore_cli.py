@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.cli.main import main
-from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
+from lifeboat.etcd import ConnectionSettings, EtcdClient, RevisionCompacted, TlsConfig
 from lifeboat.restore.journal import journal_path
 from lifeboat.errors import UsageError
 from lifeboat.restore.steps import Preflight, PutInPlace, RestoreData
@@ -113,8 +113,9 @@ def test_kubeadm_node_restore_resumes_after_a_crash_and_rolls_back(
     after = keyspace(url, pki)
 
     plan = cli.json("restore", "latest", "--root", str(node.root), "--repo", node.repo, "--dry-run")
-    assert [s["key"] for s in plan["steps"]][:3] == ["preflight", "fetch-snapshot", "stop:kube-apiserver"]  # type: ignore[index]
-    assert any("WITHOUT --bump-revision" in s["describe"] for s in plan["steps"])  # type: ignore[union-attr]
+    assert [s["key"] for s in plan["steps"]][:4] == [  # type: ignore[index]
+        "preflight", "fetch-snapshot", "bump-revision", "stop:kube-apiserver"]
+    assert plan["revision_bump"]["by"] == "lifeboat"  # type: ignore[index]
     assert keyspace(url, pki) == after  # a dry run changes nothing
 
     def crash(self: PutInPlace, ctx: object) -> None:
@@ -128,7 +129,10 @@ def test_kubeadm_node_restore_resumes_after_a_crash_and_rolls_back(
     result = cli.json("restore", "latest", "--root", str(node.root), "--repo", node.repo)
     assert "restore-data" in result["skipped"] and "put-in-place" in result["ran"]  # type: ignore[operator]
     assert keyspace(url, pki) == before
-    assert revision(url, pki) == backed_up_revision
+    assert revision(url, pki) == backed_up_revision + 1_000_000_000  # lifeboat's bump, etcdutl 3.5.1
+    with client(url, pki) as c, pytest.raises(RevisionCompacted):
+        with c.watch(b"/registry/", prefix=True, start_revision=backed_up_revision) as stream:
+            stream.next_event(timeout=10)
     moved = Path(str(result["moved_aside"]))
     assert moved.name.startswith("etcd.lifeboat-moved-")
     moved_keys = {kv.key: kv.value for kv in iter_latest(moved / "member/snap/db")}
@@ -213,10 +217,11 @@ def test_snapshot_damaged_on_disk_before_a_resumed_restore_is_refused(
     assert cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)[0] == 130
     monkeypatch.undo()
 
-    fetched = node.host("/var/lib/etcd.lifeboat-work/snapshot.db")
-    data = bytearray(fetched.read_bytes())
-    data[len(data) // 3] ^= 0x01  # the disk rots between the two runs
-    fetched.write_bytes(bytes(data))
+    work = node.host("/var/lib/etcd.lifeboat-work")
+    for fetched in (work / "snapshot.db", work / "snapshot-bumped.db"):  # the copy lifeboat bumped
+        data = bytearray(fetched.read_bytes())
+        data[len(data) // 3] ^= 0x01  # the disk rots between the two runs
+        fetched.write_bytes(bytes(data))
     code, _out, err = cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)
     assert code == 1 and "sha256" in err
     assert not node.host("/var/lib/etcd.lifeboat-work/data").exists()
@@ -281,7 +286,7 @@ def test_three_member_cluster_that_lost_two_members_is_rebuilt_from_one_backup(
         assert codes == {"m0": 0, "m1": 0, "m2": 0}
         for member in cluster.members:
             assert keyspace(member.client_url, pki) == before
-            assert revision(member.client_url, pki) == backed_up_revision
+            assert revision(member.client_url, pki) == backed_up_revision + 1_000_000_000
         with client(first.client_url, pki) as c:
             members = {m.name: tuple(m.peer_urls) for m in c.member_list().members}
         assert members == {m.name: (m.peer_url,) for m in cluster.members}

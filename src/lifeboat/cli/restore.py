@@ -37,8 +37,13 @@ Rebuild this node's etcd member from a backup, in journaled steps: fetch and ver
 (a bad one stops here, node untouched), stop kube-apiserver and etcd, move the old data dir
 aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcdctl snapshot
 restore, optionally put the control-plane files back (--files), start etcd, check that it serves
-the backup's revision and keys, start kube-apiserver. --dry-run prints exactly these steps.
-Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+the backup's keys at the bumped revision, start kube-apiserver. --dry-run prints exactly these
+steps. Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+
+The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
+compacted there, so Kubernetes watch caches and informers relist instead of missing changes:
+by the restore tool's --bump-revision --mark-compacted (etcdutl 3.5.10+, etcdctl 3.4.27+), or
+by lifeboat itself in a checked copy of the snapshot for older tools. The plan says which.
 
 A backup of another etcd cluster than this node's (by the live member's cluster id, else the
 member ids in the data dir's db) is refused unless --force. In a repository of several
@@ -83,7 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
     p.add_argument("--restore-tool", type=Path, metavar="PATH", help="etcdutl (3.5+) or etcdctl (3.4) to use")
     p.add_argument("--bump-revision", type=int, metavar="N",
-                   help="raise the restored revision by N (default 1000000000 when the tool can; 0: never)")
+                   help="raise the restored revision by N and compact there (default 1000000000; 0: "
+                        "no bump); the tool does it if it can, else lifeboat does")
     p.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long to wait for the restored member to serve (default 300)")
     p.add_argument("--no-auto-rollback", action="store_true",
@@ -153,6 +159,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         moved = ctx.journal.state.get("moved_aside")
         print(f"restored backup {manifest.id} as member {target.name} in {target.data_dir}"
               + (f"; the old data dir is kept at {moved}" if moved else ""))
+        if plan.bump is not None:
+            print(f"revision bump: {plan.bump.describe()}")
         print("next:")
         for line in plan.next_steps:
             print(f"  - {line}")

@@ -35,7 +35,7 @@ from lifeboat.errors import OperationFailed
 from lifeboat.etcd import decode
 from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.channels import EndpointPool, Stubs
-from lifeboat.etcd.failures import translate
+from lifeboat.etcd.failures import RevisionCompacted, translate
 from lifeboat.etcd.keys import Key, as_bytes, key_range
 from lifeboat.etcdapi.model import (
     Alarm,
@@ -226,6 +226,19 @@ class EtcdClient(KeyValueReads):
         )
         stubs = self._pool.stubs_for("watch")
         return WatchStream(stubs, create, self.settings.command_timeout)
+
+    def refuses_watch_from(self, revision: int, wait: float = 5.0) -> bool:
+        """Whether etcd refuses a watch from ``revision`` because it is compacted.
+
+        etcd answers such a watch at once with a cancel carrying its compact revision
+        (mvcc/watchable_store.go); a watch it accepts is cancelled after ``wait`` seconds.
+        """
+        try:
+            with self.watch(b"\0", prefix=True, start_revision=revision) as stream:
+                stream.next_event(timeout=wait)
+        except RevisionCompacted:
+            return True
+        return False
 
     # ---- leases ----
 

@@ -49,3 +49,7 @@ class EtcdMemberProbe:
         """The cluster id the member reports about itself (Maintenance.Status needs no quorum)."""
         with EtcdClient(self.settings) as client:
             return client.status(self.settings.endpoints[0]).cluster_id
+
+    def watch_refused_as_compacted(self, revision: int) -> bool:
+        with EtcdClient(self.settings) as client:
+            return client.refuses_watch_from(revision)

@@ -18,6 +18,7 @@ from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.restore.journal import Journal
 from lifeboat.restore.steps import (
     WAL_SEGMENT,
+    BumpRevision,
     CleanUp,
     FetchFiles,
     FetchSnapshot,
@@ -37,10 +38,9 @@ from lifeboat.restore.steps import (
 )
 from lifeboat.restore.supervisor import Supervisor
 from lifeboat.restore.target import RestoreTarget
+from lifeboat.snapshot.writer import SUGGESTED_BUMP
 
-# etcd's own restore guide suggests a bump of a billion: more writes than any cluster made
-# between the backup and the disaster, so every client-seen revision is left behind.
-DEFAULT_BUMP = 1_000_000_000
+DEFAULT_BUMP = SUGGESTED_BUMP
 
 NEXT_STEPS = (
     "restart every kube-apiserver (after all etcd members are restored), then kube-controller-manager, "
@@ -64,13 +64,33 @@ class RestoreInputs:
     tool: RestoreTool
     stamp: str
     files: bool = False
-    bump_revision: int | None = None  # None: bump by DEFAULT_BUMP when the tool can; 0: never
+    bump_revision: int | None = None  # None: bump by DEFAULT_BUMP; 0: never
     point: RestorePoint | None = None  # --to-revision/--to-time: replay capture onto the manifest's backup
 
     @property
     def revision(self) -> int:
         """The revision the restored member must serve (before any bump)."""
         return self.point.revision if self.point is not None else self.manifest.snapshot.revision
+
+
+@dataclass(frozen=True)
+class RevisionBump:
+    """How far a restore raises the revision, and who does it: the restore tool or lifeboat."""
+
+    amount: int
+    by: str  # "tool": its --bump-revision/--mark-compacted; "lifeboat": a bumped copy first
+    tool: str
+
+    def describe(self) -> str:
+        if self.amount == 0:
+            return "none (--bump-revision 0)"
+        if self.by == "tool":
+            return f"+{self.amount} by {self.tool} (--bump-revision {self.amount} --mark-compacted)"
+        return (f"+{self.amount} by lifeboat, natively, before the restore ({self.tool} has no "
+                "--bump-revision/--mark-compacted)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"amount": self.amount, "by": self.by if self.amount else None, "tool": self.tool}
 
 
 @dataclass(frozen=True)
@@ -83,10 +103,13 @@ class RestorePlan:
     notes: tuple[str, ...]
     next_steps: tuple[str, ...]
     rollback: bool = False
+    bump: RevisionBump | None = None
 
     def lines(self, done: tuple[str, ...] = ()) -> list[str]:
         """The plan as an operator reads it; steps in ``done`` are marked as such."""
         out = [self.title]
+        if self.bump is not None:
+            out.append(f"  revision bump: {self.bump.describe()}")
         for number, step in enumerate(self.steps, 1):
             mark = " (done)" if step.key in done else ""
             out.append(f"  {number:2}. {step.describe()}{mark}")
@@ -99,6 +122,7 @@ class RestorePlan:
             "data_dir": str(self.paths.data_dir), "stamp": self.paths.stamp,
             "steps": [{"key": s.key, "describe": s.describe(), "done": s.key in done} for s in self.steps],
             "notes": list(self.notes), "next_steps": list(self.next_steps),
+            "revision_bump": None if self.bump is None else self.bump.to_dict(),
         }
 
 
@@ -110,12 +134,14 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     if inputs.files and not m.files:
         raise UsageError(f"backup {m.id} holds no control-plane files; restore without --files")
     bump, notes = _bump(inputs)
+    native = bump.by == "lifeboat" and bump.amount > 0
     paths = RestorePaths(t.data_dir, inputs.stamp)
     apiserver = sup.manages("kube-apiserver")
+    # The snapshot, the restored db, a WAL segment; and the bumped copy when lifeboat bumps.
+    need = (3 if native else 2) * m.snapshot.total_size + WAL_SEGMENT
     steps: list[Step] = [
         Preflight("preflight", data_dir=t.data_dir, tool=inputs.tool.describe(),
-                  etcd_version=m.source.etcd_version,
-                  need_bytes=2 * m.snapshot.total_size + WAL_SEGMENT),
+                  etcd_version=m.source.etcd_version, need_bytes=need),
         FetchSnapshot("fetch-snapshot", backup_id=m.id, snapshot=paths.snapshot,
                       stored=f"{m.stored_size} bytes stored, {m.compression}"
                       + (", age-encrypted" if m.encryption else "")),
@@ -124,14 +150,19 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
+    if native:
+        steps.append(BumpRevision("bump-revision", snapshot=paths.snapshot, bumped=paths.bumped_snapshot,
+                                  amount=bump.amount, revision=inputs.revision))
     if apiserver:
         steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
                           how=sup.describe_stop("kube-apiserver")))
     steps += [
         Stop("stop:etcd", component="etcd", how=sup.describe_stop("etcd")),
         MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
-        RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging,
-                    revision=inputs.revision, bump_revision=bump, tool=inputs.tool.describe()),
+        RestoreData("restore-data", snapshot=paths.bumped_snapshot if native else paths.snapshot,
+                    staging=paths.staging, revision=inputs.revision,
+                    bump_revision=bump.amount if bump.by == "tool" and bump.amount else None,
+                    tool=inputs.tool.describe(), bumped_by_lifeboat=native),
         PutInPlace("put-in-place", staging=paths.staging, data_dir=t.data_dir),
     ]
     if inputs.files:
@@ -139,8 +170,10 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
                                   stamp=inputs.stamp))
     steps += [
         Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
-        VerifyMember("verify-member", revision=inputs.revision + (bump or 0), snapshot=paths.snapshot,
-                     bumped=bool(bump), undo_on_failure=True),
+        VerifyMember("verify-member", revision=inputs.revision + bump.amount,
+                     snapshot=paths.bumped_snapshot if native else paths.snapshot,
+                     compacted_before=inputs.revision if bump.amount else None,
+                     undo_on_failure=True),
     ]
     if apiserver:
         steps.append(Start("start:kube-apiserver", component="kube-apiserver",
@@ -157,22 +190,24 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
             f"cluster {m.cluster} to revision {inputs.point.revision} (base backup {m.id} at revision "
             f"{inputs.point.base_revision} + {len(inputs.point.segments)} capture segment(s))")
     title = f"restore {what} as member {t.name} into {t.data_dir} [supervisor: {sup.kind}]"
-    return RestorePlan(title, paths, tuple(steps), tuple(notes), NEXT_STEPS)
+    return RestorePlan(title, paths, tuple(steps), tuple(notes), NEXT_STEPS, bump=bump)
 
 
-def _bump(inputs: RestoreInputs) -> tuple[int | None, list[str]]:
+def _bump(inputs: RestoreInputs) -> tuple[RevisionBump, list[str]]:
+    """The bump on every etcd version: the tool's own when it has one, else lifeboat's.
+
+    Both write the same rows (see ``snapshot.writer.bump_revision``); the tool's saves
+    copying the snapshot once more, so it is preferred when present.
+    """
     tool, wanted = inputs.tool, inputs.bump_revision
+    if wanted is not None and wanted < 0:
+        raise UsageError(f"--bump-revision must be 0 (off) or a positive number, not {wanted}")
+    by = "tool" if tool.can_bump_revision else "lifeboat"
     if wanted == 0:
-        return None, ["--bump-revision 0: the restored revision is the snapshot's; Kubernetes watch caches "
-                      "and informers may miss changes until every client relists (restart them)"]
-    if tool.can_bump_revision:
-        return wanted or DEFAULT_BUMP, []
-    if wanted:
-        raise UsageError(f"{tool.describe()} has no --bump-revision; use etcdutl 3.5.10+ / etcdctl 3.4.27+ "
-                         "or pass --bump-revision 0")
-    return None, [f"{tool.describe()} cannot --bump-revision/--mark-compacted (needs etcd 3.5.10+ or "
-                  "3.4.27+): the restored revision is the snapshot's, so Kubernetes watch caches and "
-                  "informers may silently miss changes; restart every client of the API server"]
+        return RevisionBump(0, by, tool.describe()), [
+            "--bump-revision 0: the restored revision is the snapshot's; Kubernetes watch caches "
+            "and informers may miss changes until every client relists (restart them)"]
+    return RevisionBump(wanted or DEFAULT_BUMP, by, tool.describe()), []
 
 
 def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, stamp: str) -> RestorePlan:

@@ -27,6 +27,8 @@ from lifeboat.etcd import KeyValue
 from lifeboat.restore.content import KeyspaceDigest, keyspace_digest, sample_keys
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.snapshot import check_trailer, snapshot_status
+from lifeboat.snapshot.check import check_snapshot
+from lifeboat.snapshot.writer import bump_revision
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
 from lifeboat.restore.supervisor import Component, Supervisor
@@ -60,6 +62,9 @@ class MemberProbe(Protocol):
 
     def get(self, key: bytes) -> KeyValue | None: ...
 
+    def watch_refused_as_compacted(self, revision: int) -> bool:
+        """Whether the member refuses a watch from ``revision`` as compacted."""
+
 
 @dataclass(frozen=True)
 class RestorePaths:
@@ -79,6 +84,11 @@ class RestorePaths:
     @property
     def snapshot(self) -> Path:
         return self.work / "snapshot.db"
+
+    @property
+    def bumped_snapshot(self) -> Path:
+        """lifeboat's copy of the snapshot with the revision bump, for tools without one."""
+        return self.work / "snapshot-bumped.db"
 
     @property
     def archive(self) -> Path:
@@ -313,18 +323,50 @@ class MoveAside(Step):
 
 
 @dataclass(frozen=True)
+class BumpRevision(Step):
+    """lifeboat's own revision bump, for restore tools without --bump-revision/--mark-compacted."""
+
+    changes_node: ClassVar[bool] = False  # it only writes into lifeboat's work dir
+    snapshot: Path
+    bumped: Path
+    amount: int
+    revision: int
+
+    def describe(self) -> str:
+        return (f"write {self.bumped}: the snapshot with revision {self.revision} raised by {self.amount} to "
+                f"{self.revision + self.amount} and compacted there (what etcd 3.5.10+'s --bump-revision "
+                "--mark-compacted does), then check its structure")
+
+    def run(self, ctx: RestoreContext) -> None:
+        result = bump_revision(self.snapshot, self.bumped, self.amount)
+        if result.old_revision != self.revision:
+            self.bumped.unlink(missing_ok=True)
+            raise IntegrityError(f"the snapshot's revision is {result.old_revision}, the backup says "
+                                 f"{self.revision}; nothing on the node was changed; report this")
+        check_snapshot(self.bumped).require_ok()
+        ctx.say(f"revision bumped by lifeboat: {result.old_revision} -> {result.new_revision}, "
+                "compaction scheduled there")
+
+
+@dataclass(frozen=True)
 class RestoreData(Step):
     snapshot: Path
     staging: Path
     revision: int
     bump_revision: int | None
     tool: str
+    bumped_by_lifeboat: bool = False
 
     def describe(self) -> str:
-        bump = (f" with --bump-revision {self.bump_revision} --mark-compacted" if self.bump_revision
-                else " WITHOUT --bump-revision/--mark-compacted")
-        return (f"run {self.tool} snapshot restore into {self.staging}{bump}; compare its keyspace "
-                f"up to revision {self.revision} with the snapshot's; set mode 0700 and the old owner")
+        if self.bump_revision:
+            bump = f" with --bump-revision {self.bump_revision} --mark-compacted"
+        elif self.bumped_by_lifeboat:
+            bump = " (from lifeboat's bumped copy)"
+        else:
+            bump = " WITHOUT a revision bump"
+        return (f"run {self.tool} snapshot restore of {self.snapshot} into {self.staging}{bump}; compare "
+                f"its keyspace up to revision {self.revision} with the snapshot's; set mode 0700 and the old "
+                "owner")
 
     def run(self, ctx: RestoreContext) -> None:
         if self.staging.exists():
@@ -403,11 +445,13 @@ class RestoreFiles(Step):
 class VerifyMember(Step):
     revision: int
     snapshot: Path
-    bumped: bool
+    compacted_before: int | None = None  # with a bump: the snapshot's revision
 
     def describe(self) -> str:
-        return (f"wait for the member to serve reads; check its revision is at least {self.revision} and "
-                "a sample of keys matches the snapshot")
+        bumped = (f"; a watch from revision {self.compacted_before} is refused as compacted"
+                  if self.compacted_before is not None else "")
+        return (f"wait for the member to serve reads; check its revision is at least {self.revision}{bumped} "
+                "and a sample of keys matches the snapshot")
 
     def run(self, ctx: RestoreContext) -> None:
         # The sample is read from the snapshot while etcd starts up.
@@ -418,13 +462,19 @@ class VerifyMember(Step):
         if served < self.revision:
             raise IntegrityError(f"the restored member serves revision {served}, below the expected "
                                  f"{self.revision}; roll back with 'lifeboat restore --rollback'")
+        refused = ""
+        if self.compacted_before is not None:
+            if not ctx.member.watch_refused_as_compacted(self.compacted_before):
+                raise IntegrityError(
+                    f"the restored member accepts a watch from revision {self.compacted_before}, before the "
+                    "bump, so clients could miss changes; roll back with 'lifeboat restore --rollback'")
+            refused = f"; a watch from revision {self.compacted_before} is refused as compacted"
         for want in sample:
-            got = ctx.member.get(want.key)
-            # --bump-revision rewrites the newest key at a higher revision: only values must match.
-            if got is None or got.value != want.value or (not self.bumped and got != want):
+            # A bump only adds a row above the snapshot's revision: every key keeps its revisions.
+            if ctx.member.get(want.key) != want:
                 raise IntegrityError(f"the restored member's key {want.key!r} differs from the snapshot's; "
                                      "roll back with 'lifeboat restore --rollback'")
-        ctx.say(f"member serves revision {served}; {len(sample)} sampled keys match the snapshot")
+        ctx.say(f"member serves revision {served}{refused}; {len(sample)} sampled keys match the snapshot")
 
 
 def _wait_serving(ctx: RestoreContext) -> int:

@@ -48,6 +48,9 @@ from .trailer import TRAILER_SIZE, check_trailer
 from .tree_writer import MAX_KEY_SIZE, Edits, Item, PageSink, TreeRewrite
 
 SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
+# etcd's restore guide suggests a bump of a billion: more writes than any cluster made
+# between the backup and the disaster, so every revision a client saw is left behind.
+SUGGESTED_BUMP = 1_000_000_000
 MAX_REVISION = (1 << 63) - 1
 _COPY_CHUNK = 64 << 20
 _HASH_CHUNK = 16 << 20

@@ -11,6 +11,7 @@ happens. A backup that fails verification is never restored.
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -27,6 +28,8 @@ from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_tool
 from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
 from lifeboat.snapshot import KeyValue, iter_latest
+from lifeboat.snapshot.check import check_snapshot
+from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_revision
 from lifeboat.verify.backup import Check, Progress, VerifyReport, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
@@ -85,6 +88,7 @@ class SnapshotFacts:
     live_keys: int
     sample: tuple[KeyValue, ...]
     hash_kv: OfflineHashKV
+    leased_keys: int = 0
 
 
 def run_drill(
@@ -160,8 +164,61 @@ def _restore_and_check(
                 check_restored(report, client, etcd.client_url, facts)
             with report.timed("stop etcd"):
                 etcd.stop()
+        shutil.rmtree(data_dir)  # room for the bumped restore
+        _bumped_restore(report, tool, etcd_binary, snapshot, facts, work, ready_timeout)
     except LifeboatError as exc:
         report.add("drill", False, str(exc))
+
+
+def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path,
+                    facts: SnapshotFacts, work: Path, ready_timeout: float) -> None:
+    """Restore again with the revision bump a real restore applies, and check etcd honours it.
+
+    The first restore keeps the snapshot's revision so HashKV can be compared exactly; this
+    one proves what ``lifeboat restore`` relies on: etcd starts at the bumped revision and
+    refuses a watch from the snapshot's revision as compacted.
+    """
+    client_port, peer_port = free_loopback_port(), free_loopback_port()
+    source, by_tool = snapshot, None
+    with report.timed("bumped restore"):
+        if tool.can_bump_revision:
+            by_tool, who = SUGGESTED_BUMP, f"{tool.kind} --bump-revision"
+        else:
+            source, who = work / "snapshot-bumped.db", "lifeboat"
+            bump_revision(snapshot, source, SUGGESTED_BUMP)
+            check_snapshot(source).require_ok()
+        tool.run(source, work / "data-bumped", DRILL_MEMBER, f"{DRILL_MEMBER}={peer_url(peer_port)}",
+                 f"lifeboat-drill-{uuid.uuid4().hex[:12]}", peer_url(peer_port), by_tool)
+        if source != snapshot:
+            source.unlink()
+    etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data-bumped", work / "etcd-bumped.log",
+                     client_port, peer_port)
+    with etcd:
+        with report.timed("start bumped etcd"):
+            etcd.wait_ready(ready_timeout)
+        with report.timed("check bumped"), etcd.client() as client:
+            check_bumped(report, client, etcd.client_url, facts, who)
+        etcd.stop()
+
+
+def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: SnapshotFacts,
+                 who: str) -> None:
+    """The bumped etcd serves the snapshot's keys at revision + bump, compacted there."""
+    expected = facts.revision + SUGGESTED_BUMP
+    served = client.status(endpoint).revision
+    refused = client.refuses_watch_from(facts.revision)
+    # Reads at the snapshot's revision are compacted away: compare today's keys, which a lease
+    # expiring in the restored etcd may have removed (so leased keys may be missing).
+    counted = client.range(b"", prefix=True, limit=1, keys_only=True).count
+    steady = [kv for kv in facts.sample if kv.lease == 0]
+    mismatched = [kv.key for kv in steady if client.get(kv.key) != kv]
+    ok = (served == expected and refused and not mismatched
+          and facts.live_keys - facts.leased_keys <= counted <= facts.live_keys)
+    report.add("bumped restore", ok,
+               f"bumped by {who}: revision {served} (expected {expected}); a watch from revision "
+               f"{facts.revision} is {'refused as compacted' if refused else 'ACCEPTED'}; {counted} keys "
+               f"(snapshot: {facts.live_keys}); {len(steady) - len(mismatched)} of {len(steady)} "
+               "sampled keys without a lease match")
 
 
 def read_snapshot_facts(snapshot: Path, revision: int, sample_size: int) -> SnapshotFacts:
@@ -171,16 +228,17 @@ def read_snapshot_facts(snapshot: Path, revision: int, sample_size: int) -> Snap
     """
     chooser = random.Random(revision)  # the same backup samples the same keys every drill
     sample: list[KeyValue] = []
-    count = 0
+    count = leased = 0
     for kv in iter_latest(snapshot):
         count += 1
+        leased += kv.lease != 0
         if len(sample) < sample_size:
             sample.append(kv)
         else:
             slot = chooser.randrange(count)
             if slot < sample_size:
                 sample[slot] = kv
-    return SnapshotFacts(revision, count, tuple(sample), offline_hash_kv(snapshot, revision))
+    return SnapshotFacts(revision, count, tuple(sample), offline_hash_kv(snapshot, revision), leased)
 
 
 def check_restored(report: DrillReport, client: EtcdClient, endpoint: str,

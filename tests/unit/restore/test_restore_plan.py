@@ -18,7 +18,14 @@ from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback
-from lifeboat.restore.steps import RestoreContext, RestorePaths, Step
+from lifeboat.restore.steps import (
+    BumpRevision,
+    RestoreContext,
+    RestoreData,
+    RestorePaths,
+    Step,
+    VerifyMember,
+)
 from lifeboat.restore.supervisor import MemorySupervisor
 from lifeboat.restore.target import make_target, parse_initial_cluster
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
@@ -64,8 +71,8 @@ def plan_for(tmp_path: Path, **changes: object) -> RestorePlan:
 
 def test_plan_reads_and_verifies_before_it_stops_or_moves_anything(tmp_path: Path) -> None:
     keys = [s.key for s in plan_for(tmp_path).steps]
-    assert keys == ["preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd", "move-aside",
-                    "restore-data", "put-in-place", "start:etcd", "verify-member", "start:kube-apiserver",
+    assert keys == ["preflight", "fetch-snapshot", "bump-revision", "stop:kube-apiserver", "stop:etcd",
+                    "move-aside", "restore-data", "put-in-place", "start:etcd", "verify-member", "start:kube-apiserver",
                     "clean-up"]
 
 
@@ -75,10 +82,23 @@ def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> Non
     assert any(str(plan.paths.moved_aside) in s.describe() for s in plan.steps)
 
 
-def test_tool_without_bump_revision_is_said_plainly(tmp_path: Path) -> None:
+def test_tool_without_bump_revision_gets_lifeboats_bump_before_anything_stops(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
-    assert any("WITHOUT --bump-revision" in s.describe() for s in plan.steps)
-    assert any("cannot --bump-revision" in n for n in plan.notes)
+    steps = {s.key: s for s in plan.steps}
+    bump = steps["bump-revision"]
+    assert isinstance(bump, BumpRevision)
+    assert (bump.snapshot, bump.bumped, bump.amount, bump.revision) == (
+        plan.paths.snapshot, plan.paths.bumped_snapshot, 1_000_000_000, 42)
+    restore = steps["restore-data"]
+    assert isinstance(restore, RestoreData)
+    assert restore.snapshot == plan.paths.bumped_snapshot and restore.bump_revision is None
+    verify = steps["verify-member"]
+    assert isinstance(verify, VerifyMember)
+    assert (verify.revision, verify.compacted_before) == (42 + 1_000_000_000, 42)
+    assert plan.bump is not None and plan.bump.by == "lifeboat"
+    assert "by lifeboat, natively" in plan.lines()[1]
+    assert plan.to_dict()["revision_bump"] == {"amount": 1_000_000_000, "by": "lifeboat", "tool": "etcdutl 3.5.1"}
+    assert not plan.notes
 
 
 def test_tool_with_bump_revision_bumps_and_expects_the_higher_revision(tmp_path: Path) -> None:
@@ -86,12 +106,33 @@ def test_tool_with_bump_revision_bumps_and_expects_the_higher_revision(tmp_path:
     described = " ".join(s.describe() for s in plan.steps)
     assert "--bump-revision 1000000000 --mark-compacted" in described
     assert f"at least {42 + 1_000_000_000}" in described
+    assert "a watch from revision 42 is refused as compacted" in described
+    assert "bump-revision" not in [s.key for s in plan.steps]
+    assert plan.bump is not None and plan.bump.by == "tool"
     assert not plan.notes
 
 
-def test_asking_for_a_bump_the_tool_lacks_is_refused(tmp_path: Path) -> None:
+def test_an_explicit_bump_with_an_old_tool_is_done_by_lifeboat(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, bump_revision=5)
+    bump = next(s for s in plan.steps if isinstance(s, BumpRevision))
+    assert bump.amount == 5
+    assert f"at least {42 + 5}" in " ".join(s.describe() for s in plan.steps)
+
+
+def test_bump_zero_restores_the_snapshots_revision_and_says_so(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, bump_revision=0)
+    keys = [s.key for s in plan.steps]
+    assert "bump-revision" not in keys
+    verify = next(s for s in plan.steps if isinstance(s, VerifyMember))
+    assert (verify.revision, verify.compacted_before) == (42, None)
+    assert any("WITHOUT a revision bump" in s.describe() for s in plan.steps)
+    assert any("--bump-revision 0" in n for n in plan.notes)
+    assert plan.to_dict()["revision_bump"]["by"] is None
+
+
+def test_a_negative_bump_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--bump-revision"):
-        plan_for(tmp_path, bump_revision=5)
+        plan_for(tmp_path, bump_revision=-1)
 
 
 def test_files_add_fetch_and_restore_steps_only_when_the_backup_has_files(tmp_path: Path) -> None:
@@ -196,6 +237,9 @@ class NoMember:
 
     def get(self, key: bytes) -> KeyValue | None:
         return None
+
+    def watch_refused_as_compacted(self, revision: int) -> bool:
+        raise EtcdUnavailable("down")
 
 
 def context(tmp_path: Path, journal: Journal) -> tuple[RestoreContext, list[Journal]]:
