@@ -211,10 +211,10 @@ def test_drill_detects_a_bump_that_etcd_does_not_honour(
     backup: Backup, drill_tmp: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    def no_bump(source: Path, dest: Path, amount: int) -> None:
-        shutil.copyfile(source, dest)  # a "bumped" copy that is the snapshot unchanged
+    def no_bump(db: Path, amount: int) -> None:
+        pass  # a "bump" that leaves the restored db as it was
 
-    monkeypatch.setattr(drill_module, "bump_revision", no_bump)
+    monkeypatch.setattr(drill_module, "bump_restored_db", no_bump)
     code, out, _err = run_cli(capsys, *drill_args(backup, drill_tmp))
     assert code == 1
     checks = {c["name"]: c for c in json.loads(out)["drill_checks"]}

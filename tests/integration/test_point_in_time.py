@@ -110,7 +110,7 @@ def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_
     assert "replay-capture" in result["ran"]  # type: ignore[operator]
     with tls_client(url, pki) as c:
         restored_revision = c.range(b"\0", limit=1).revision
-        assert restored_revision == point
+        assert restored_revision == point + 1_000_000_000  # every restore bumps (lifeboat's, etcd 3.5.1)
         assert full_state(c) == expected
         for lease in {lease for *_, lease in expected.values() if lease}:
             assert c.lease_time_to_live(lease).ttl > 0, "a restored key's lease must exist and run"

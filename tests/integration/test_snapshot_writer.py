@@ -25,7 +25,8 @@ from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError
 from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
 from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot.mvcc import encode_revision
-from lifeboat.snapshot.writer import BucketChanges, bump_revision, write_db
+from lifeboat.restore.content import keyspace_digest
+from lifeboat.snapshot.writer import BucketChanges, bump_restored_db, bump_revision, write_db
 from tests.integration.snapshot_corpus import Corpus, etcdctl_get_all, etcdutl_status
 from tests.integration.test_snapshot_reader import corpus_for
 from tests.support.binaries import EtcdRelease
@@ -427,3 +428,27 @@ def test_etcd_restores_and_serves_a_bumped_snapshot(
         assert header_revision(member) == bumped.new_revision + 1
     finally:
         member.stop()
+
+
+def test_a_restored_members_db_is_bumped_in_place_keeping_its_rows_owner_and_mode(
+    release: EtcdRelease, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    shot = corpus_for(release, tmp_path_factory).busy
+    member = EtcdMember(release, "m0", tmp_path / "etcd")
+    restore_with_stock_tool(release, shot.path, member)
+    db = member.data_dir / "member" / "snap" / "db"
+    revision = snapshot_status(shot.path).revision
+    os.chmod(db, 0o640)
+    before = keyspace_digest(db, revision)
+
+    result = bump_restored_db(db, 1_000_000_000)
+
+    assert (result.old_revision, result.new_revision) == (revision, revision + 1_000_000_000)
+    assert keyspace_digest(db, revision) == before  # etcdctl 3.4's restore compacted nothing
+    assert snapshot_status(db).revision == revision + 1_000_000_000
+    assert oct(db.stat().st_mode & 0o777) == oct(0o640)
+    assert check_snapshot(db).problems == ()
+    assert not [p for p in db.parent.iterdir() if "lifeboat" in p.name]  # no temporary file left
+    digest = sha256(db)
+    assert bump_restored_db(db, 1_000_000_000).new_revision == revision + 1_000_000_000
+    assert sha256(db) == digest  # a repeated call (a resumed restore) bumps nothing twice

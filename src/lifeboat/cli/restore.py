@@ -43,7 +43,7 @@ steps. Re-running the same command after a crash resumes; --rollback puts the ol
 The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
 compacted there, so Kubernetes watch caches and informers relist instead of missing changes:
 by the restore tool's --bump-revision --mark-compacted (etcdutl 3.5.10+, etcdctl 3.4.27+), or
-by lifeboat itself in a checked copy of the snapshot for older tools. The plan says which.
+by lifeboat itself on the restored db for older tools. The plan says which.
 
 A backup of another etcd cluster than this node's (by the live member's cluster id, else the
 member ids in the data dir's db) is refused unless --force. In a repository of several

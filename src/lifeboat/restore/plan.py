@@ -78,7 +78,7 @@ class RevisionBump:
     """How far a restore raises the revision, and who does it: the restore tool or lifeboat."""
 
     amount: int
-    by: str  # "tool": its --bump-revision/--mark-compacted; "lifeboat": a bumped copy first
+    by: str  # "tool": its --bump-revision/--mark-compacted; "lifeboat": bump-revision on the restored db
     tool: str
 
     def describe(self) -> str:
@@ -86,7 +86,7 @@ class RevisionBump:
             return "none (--bump-revision 0)"
         if self.by == "tool":
             return f"+{self.amount} by {self.tool} (--bump-revision {self.amount} --mark-compacted)"
-        return (f"+{self.amount} by lifeboat, natively, before the restore ({self.tool} has no "
+        return (f"+{self.amount} by lifeboat, natively, on the restored db ({self.tool} has no "
                 "--bump-revision/--mark-compacted)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     native = bump.by == "lifeboat" and bump.amount > 0
     paths = RestorePaths(t.data_dir, inputs.stamp)
     apiserver = sup.manages("kube-apiserver")
-    # The snapshot, the restored db, a WAL segment; and the bumped copy when lifeboat bumps.
+    # The snapshot, the restored db, a WAL segment; and the bumped db's copy when lifeboat bumps.
     need = (3 if native else 2) * m.snapshot.total_size + WAL_SEGMENT
     steps: list[Step] = [
         Preflight("preflight", data_dir=t.data_dir, tool=inputs.tool.describe(),
@@ -150,28 +150,26 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
-    if native:
-        steps.append(BumpRevision("bump-revision", snapshot=paths.snapshot, bumped=paths.bumped_snapshot,
-                                  amount=bump.amount, revision=inputs.revision))
     if apiserver:
         steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
                           how=sup.describe_stop("kube-apiserver")))
     steps += [
         Stop("stop:etcd", component="etcd", how=sup.describe_stop("etcd")),
         MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
-        RestoreData("restore-data", snapshot=paths.bumped_snapshot if native else paths.snapshot,
-                    staging=paths.staging, revision=inputs.revision,
+        RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging, revision=inputs.revision,
                     bump_revision=bump.amount if bump.by == "tool" and bump.amount else None,
-                    tool=inputs.tool.describe(), bumped_by_lifeboat=native),
-        PutInPlace("put-in-place", staging=paths.staging, data_dir=t.data_dir),
+                    tool=inputs.tool.describe()),
     ]
+    if native:
+        steps.append(BumpRevision("bump-revision", staging=paths.staging, amount=bump.amount,
+                                  revision=inputs.revision))
+    steps.append(PutInPlace("put-in-place", staging=paths.staging, data_dir=t.data_dir))
     if inputs.files:
         steps.append(RestoreFiles("restore-files", archive=paths.archive, count=len(m.files),
                                   stamp=inputs.stamp))
     steps += [
         Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
-        VerifyMember("verify-member", revision=inputs.revision + bump.amount,
-                     snapshot=paths.bumped_snapshot if native else paths.snapshot,
+        VerifyMember("verify-member", revision=inputs.revision + bump.amount, snapshot=paths.snapshot,
                      compacted_before=inputs.revision if bump.amount else None,
                      undo_on_failure=True),
     ]

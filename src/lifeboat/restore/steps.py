@@ -27,8 +27,7 @@ from lifeboat.etcd import KeyValue
 from lifeboat.restore.content import KeyspaceDigest, keyspace_digest, sample_keys
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.snapshot import check_trailer, snapshot_status
-from lifeboat.snapshot.check import check_snapshot
-from lifeboat.snapshot.writer import bump_revision
+from lifeboat.snapshot.writer import bump_restored_db
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
 from lifeboat.restore.supervisor import Component, Supervisor
@@ -84,11 +83,6 @@ class RestorePaths:
     @property
     def snapshot(self) -> Path:
         return self.work / "snapshot.db"
-
-    @property
-    def bumped_snapshot(self) -> Path:
-        """lifeboat's copy of the snapshot with the revision bump, for tools without one."""
-        return self.work / "snapshot-bumped.db"
 
     @property
     def archive(self) -> Path:
@@ -323,50 +317,17 @@ class MoveAside(Step):
 
 
 @dataclass(frozen=True)
-class BumpRevision(Step):
-    """lifeboat's own revision bump, for restore tools without --bump-revision/--mark-compacted."""
-
-    changes_node: ClassVar[bool] = False  # it only writes into lifeboat's work dir
-    snapshot: Path
-    bumped: Path
-    amount: int
-    revision: int
-
-    def describe(self) -> str:
-        return (f"write {self.bumped}: the snapshot with revision {self.revision} raised by {self.amount} to "
-                f"{self.revision + self.amount} and compacted there (what etcd 3.5.10+'s --bump-revision "
-                "--mark-compacted does), then check its structure")
-
-    def run(self, ctx: RestoreContext) -> None:
-        result = bump_revision(self.snapshot, self.bumped, self.amount)
-        if result.old_revision != self.revision:
-            self.bumped.unlink(missing_ok=True)
-            raise IntegrityError(f"the snapshot's revision is {result.old_revision}, the backup says "
-                                 f"{self.revision}; nothing on the node was changed; report this")
-        check_snapshot(self.bumped).require_ok()
-        ctx.say(f"revision bumped by lifeboat: {result.old_revision} -> {result.new_revision}, "
-                "compaction scheduled there")
-
-
-@dataclass(frozen=True)
 class RestoreData(Step):
     snapshot: Path
     staging: Path
     revision: int
     bump_revision: int | None
     tool: str
-    bumped_by_lifeboat: bool = False
 
     def describe(self) -> str:
-        if self.bump_revision:
-            bump = f" with --bump-revision {self.bump_revision} --mark-compacted"
-        elif self.bumped_by_lifeboat:
-            bump = " (from lifeboat's bumped copy)"
-        else:
-            bump = " WITHOUT a revision bump"
-        return (f"run {self.tool} snapshot restore of {self.snapshot} into {self.staging}{bump}; compare "
-                f"its keyspace up to revision {self.revision} with the snapshot's; set mode 0700 and the old "
-                "owner")
+        bump = f" with --bump-revision {self.bump_revision} --mark-compacted" if self.bump_revision else ""
+        return (f"run {self.tool} snapshot restore into {self.staging}{bump}; compare its keyspace up to "
+                f"revision {self.revision} with the snapshot's; set mode 0700 and the old owner")
 
     def run(self, ctx: RestoreContext) -> None:
         if self.staging.exists():
@@ -393,6 +354,32 @@ class RestoreData(Step):
             )
         _own_tree(self.staging, ctx.journal.state.get("owner_uid"), ctx.journal.state.get("owner_gid"))
         os.chmod(self.staging, 0o700)
+
+
+@dataclass(frozen=True)
+class BumpRevision(Step):
+    """lifeboat's own revision bump, for restore tools without --bump-revision/--mark-compacted."""
+
+    staging: Path
+    amount: int
+    revision: int
+
+    @property
+    def db(self) -> Path:
+        return self.staging / "member" / "snap" / "db"
+
+    def describe(self) -> str:
+        return (f"raise the restored db's revision {self.revision} by {self.amount} to "
+                f"{self.revision + self.amount} and schedule a compaction there (what etcd 3.5.10+'s "
+                f"--bump-revision --mark-compacted writes), in a checked copy renamed over {self.db}")
+
+    def run(self, ctx: RestoreContext) -> None:
+        result = bump_restored_db(self.db, self.amount)
+        if result.old_revision != self.revision:
+            raise IntegrityError(f"the restored db's revision is {result.old_revision}, not {self.revision}; "
+                                 "the old data is moved aside; report this")
+        ctx.say(f"revision bumped by lifeboat: {result.old_revision} -> {result.new_revision}, "
+                "compaction scheduled there")
 
 
 def _checked_keyspace(snapshot: Path, revision: int) -> KeyspaceDigest:

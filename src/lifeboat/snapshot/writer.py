@@ -43,7 +43,8 @@ from .bbolt import (
     BucketRef,
     fnv64a,
 )
-from .mvcc import KEY_BUCKET, META_BUCKET, MalformedValue, decode_revision, encode_revision
+from .check import check_snapshot
+from .mvcc import KEY_BUCKET, META_BUCKET, MalformedValue, decode_revision, encode_revision, read_meta
 from .trailer import TRAILER_SIZE, check_trailer
 from .tree_writer import MAX_KEY_SIZE, Edits, Item, PageSink, TreeRewrite
 
@@ -203,6 +204,52 @@ def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True
         trailer=trailer,
     )
     return BumpResult(old_revision=latest, new_revision=bumped, written=written)
+
+
+def bump_restored_db(db: Path, amount: int) -> BumpResult:
+    """Bump the db of a freshly restored member (``member/snap/db``) in place.
+
+    The bumped file is written beside ``db`` without a trailer, checked structurally, given
+    ``db``'s owner and mode, and renamed over it. etcd's own restore tool bumps after its
+    restore too: etcdctl 3.4's restore opens the MVCC store, which would run a compaction
+    scheduled in its input at once. A ``db`` already at the bumped revision (a repeated call)
+    is left as it is.
+    """
+    db = Path(db)
+    done = _already_bumped(db, amount)
+    if done is not None:
+        return done
+    bumped = db.with_name(db.name + ".lifeboat-bumped")
+    try:
+        result = bump_revision(db, bumped, amount, trailer=False)
+        check_snapshot(bumped).require_ok()
+        stat = db.stat()
+        os.chown(bumped, stat.st_uid, stat.st_gid)
+        os.chmod(bumped, stat.st_mode & 0o7777)
+        os.replace(bumped, db)
+        fsync_dir(db.parent)
+    except OSError as exc:
+        raise _write_failure(db, exc) from exc
+    finally:
+        bumped.unlink(missing_ok=True)
+    return result
+
+
+def _already_bumped(db: Path, amount: int) -> BumpResult | None:
+    """The bump of an earlier, interrupted call, if ``db`` carries it."""
+    with BoltFile.open(db) as bolt:
+        buckets = _top_level_buckets(bolt)
+        if KEY_BUCKET not in buckets:
+            return None
+        last = bolt.last_key(buckets[KEY_BUCKET][0])
+    if last is None or len(last) != 17:
+        return None
+    marks = read_meta(db)
+    latest = decode_revision(last)[0]
+    if marks.scheduled_compact_revision != latest or latest - amount < 0:
+        return None
+    size = db.stat().st_size
+    return BumpResult(latest - amount, latest, WrittenDb(db, 0, 0, 0, 0, size, size, False, ""))
 
 
 # -- changes ---------------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_tool
 from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
 from lifeboat.snapshot import KeyValue, iter_latest
-from lifeboat.snapshot.check import check_snapshot
-from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_revision
+from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
 from lifeboat.verify.backup import Check, Progress, VerifyReport, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
@@ -179,19 +178,17 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, s
     refuses a watch from the snapshot's revision as compacted.
     """
     client_port, peer_port = free_loopback_port(), free_loopback_port()
-    source, by_tool = snapshot, None
+    data_dir = work / "data-bumped"
     with report.timed("bumped restore"):
-        if tool.can_bump_revision:
-            by_tool, who = SUGGESTED_BUMP, f"{tool.kind} --bump-revision"
-        else:
-            source, who = work / "snapshot-bumped.db", "lifeboat"
-            bump_revision(snapshot, source, SUGGESTED_BUMP)
-            check_snapshot(source).require_ok()
-        tool.run(source, work / "data-bumped", DRILL_MEMBER, f"{DRILL_MEMBER}={peer_url(peer_port)}",
+        by_tool = SUGGESTED_BUMP if tool.can_bump_revision else None
+        tool.run(snapshot, data_dir, DRILL_MEMBER, f"{DRILL_MEMBER}={peer_url(peer_port)}",
                  f"lifeboat-drill-{uuid.uuid4().hex[:12]}", peer_url(peer_port), by_tool)
-        if source != snapshot:
-            source.unlink()
-    etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data-bumped", work / "etcd-bumped.log",
+        if by_tool:
+            who = f"{tool.kind} --bump-revision"
+        else:
+            bump_restored_db(data_dir / "member" / "snap" / "db", SUGGESTED_BUMP)
+            who = "lifeboat"
+    etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, data_dir, work / "etcd-bumped.log",
                      client_port, peer_port)
     with etcd:
         with report.timed("start bumped etcd"):

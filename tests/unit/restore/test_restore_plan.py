@@ -71,8 +71,8 @@ def plan_for(tmp_path: Path, **changes: object) -> RestorePlan:
 
 def test_plan_reads_and_verifies_before_it_stops_or_moves_anything(tmp_path: Path) -> None:
     keys = [s.key for s in plan_for(tmp_path).steps]
-    assert keys == ["preflight", "fetch-snapshot", "bump-revision", "stop:kube-apiserver", "stop:etcd",
-                    "move-aside", "restore-data", "put-in-place", "start:etcd", "verify-member", "start:kube-apiserver",
+    assert keys == ["preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd",
+                    "move-aside", "restore-data", "bump-revision", "put-in-place", "start:etcd", "verify-member", "start:kube-apiserver",
                     "clean-up"]
 
 
@@ -82,21 +82,21 @@ def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> Non
     assert any(str(plan.paths.moved_aside) in s.describe() for s in plan.steps)
 
 
-def test_tool_without_bump_revision_gets_lifeboats_bump_before_anything_stops(tmp_path: Path) -> None:
+def test_tool_without_bump_revision_gets_lifeboats_bump_on_the_restored_db(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
     steps = {s.key: s for s in plan.steps}
     bump = steps["bump-revision"]
     assert isinstance(bump, BumpRevision)
-    assert (bump.snapshot, bump.bumped, bump.amount, bump.revision) == (
-        plan.paths.snapshot, plan.paths.bumped_snapshot, 1_000_000_000, 42)
+    assert (bump.db, bump.amount, bump.revision) == (
+        plan.paths.staging / "member/snap/db", 1_000_000_000, 42)
     restore = steps["restore-data"]
     assert isinstance(restore, RestoreData)
-    assert restore.snapshot == plan.paths.bumped_snapshot and restore.bump_revision is None
+    assert restore.snapshot == plan.paths.snapshot and restore.bump_revision is None
     verify = steps["verify-member"]
     assert isinstance(verify, VerifyMember)
     assert (verify.revision, verify.compacted_before) == (42 + 1_000_000_000, 42)
     assert plan.bump is not None and plan.bump.by == "lifeboat"
-    assert "by lifeboat, natively" in plan.lines()[1]
+    assert "by lifeboat, natively, on the restored db" in plan.lines()[1]
     assert plan.to_dict()["revision_bump"] == {"amount": 1_000_000_000, "by": "lifeboat", "tool": "etcdutl 3.5.1"}
     assert not plan.notes
 
@@ -125,7 +125,7 @@ def test_bump_zero_restores_the_snapshots_revision_and_says_so(tmp_path: Path) -
     assert "bump-revision" not in keys
     verify = next(s for s in plan.steps if isinstance(s, VerifyMember))
     assert (verify.revision, verify.compacted_before) == (42, None)
-    assert any("WITHOUT a revision bump" in s.describe() for s in plan.steps)
+    assert not any("--bump-revision" in s.describe() for s in plan.steps)
     assert any("--bump-revision 0" in n for n in plan.notes)
     assert plan.to_dict()["revision_bump"]["by"] is None
 
