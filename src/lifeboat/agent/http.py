@@ -1,5 +1,7 @@
 """The agent's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz``.
 
+``/metrics`` answers in Prometheus' text format, or OpenMetrics when the scraper asks for it.
+
 ``/healthz`` answers 200 while the last good cycle is younger than the threshold and 503
 with its age otherwise, so a hung or failing loop shows even though the process is up.
 ``/readyz`` answers 200 once the agent has finished one good cycle.
@@ -11,7 +13,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lifeboat.agent.metrics import CONTENT_TYPE, AgentMetrics
+from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.errors import UsageError
 
 
@@ -55,7 +57,8 @@ def _handler(metrics: AgentMetrics, monotonic: Callable[[], float],
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, metrics.render(), CONTENT_TYPE)
+                body, content_type = metrics.exposition(self.headers.get("Accept"))
+                self._send(200, body, content_type)
             elif path == "/healthz":
                 self._health()
             elif path == "/readyz":
@@ -74,8 +77,8 @@ def _handler(metrics: AgentMetrics, monotonic: Callable[[], float],
             self._send(200 if ok else 503,
                        f"{'ok' if ok else 'stale'}: last good cycle {age:.0f}s ago (threshold {threshold:.0f}s)\n")
 
-        def _send(self, code: int, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
-            data = body.encode()
+        def _send(self, code: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            data = body.encode() if isinstance(body, str) else body
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))

@@ -1,20 +1,26 @@
-"""The agent's metrics, rendered in Prometheus' text exposition format (version 0.0.4).
+"""The agent's metrics, exposed with ``prometheus-client``.
 
-The values are plain numbers behind a lock; :meth:`AgentMetrics.render` writes them out.
+The values are plain numbers behind a lock; one custom collector turns them into metric
+families when Prometheus scrapes, so names, types, HELP lines, escaping and the text or
+OpenMetrics format (chosen from the scrape's ``Accept`` header) are the library's.
 ``lifeboat_backup_age_seconds`` (the current RPO) is computed at scrape time from the
-newest good backup this agent knows of, its own or, via etcd, another agent's.
+newest good backup this agent knows of, its own or, via etcd, another agent's; a value not
+known yet (no backup, no drill) has no sample rather than a misleading 0.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from lifeboat.capture import CaptureStatus
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from lifeboat.capture import CaptureStatus
 
 
 @dataclass
@@ -36,14 +42,6 @@ class _Values:
     cycles: int = 0
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
 class AgentMetrics:
     """Thread-safe metric values of one agent."""
 
@@ -56,10 +54,16 @@ class AgentMetrics:
         self._v = _Values()
         self._capture: CaptureStatus | None = None
         self._capturing: Callable[[], bool] = lambda: False
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Families(self))
 
     def capture(self, status: CaptureStatus, running: Callable[[], bool]) -> None:
         """Export continuous capture's status (read at scrape time; capture writes it)."""
         self._capture, self._capturing = status, running
+
+    def capture_status(self) -> tuple[CaptureStatus | None, bool]:
+        """Capture's status and whether it runs now, or (None, False) without capture."""
+        return self._capture, self._capture is not None and self._capturing()
 
     def leader(self, leading: bool) -> None:
         with self._lock:
@@ -113,72 +117,95 @@ class AgentMetrics:
         with self._lock:
             return self._v.last_success
 
-    def render(self) -> str:
-        """The exposition text."""
+    def values(self) -> _Values:
+        """A consistent copy of every value, for one scrape."""
         with self._lock:
-            v = replace(self._v, failures=dict(self._v.failures), drill_runs=dict(self._v.drill_runs))
-        now = self._now().timestamp()
-        out: list[str] = []
+            return replace(self._v, failures=dict(self._v.failures), drill_runs=dict(self._v.drill_runs))
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            sample_name = name + "_total" if kind == "counter" else name
-            for labels, value in samples:
-                text = ",".join(f'{k}="{_escape(val)}"' for k, val in sorted(labels.items()))
-                out.append(f"{sample_name}{{{text}}} {_number(value)}" if text else f"{sample_name} {_number(value)}")
+    def now(self) -> float:
+        return self._now().timestamp()
 
-        def gauge(name: str, help_: str, value: float | None) -> None:
-            metric(name, "gauge", help_, [] if value is None else [({}, value)])
+    def render(self) -> str:
+        """The exposition text (Prometheus' text format 0.0.4)."""
+        return generate_latest(self.registry).decode()
 
-        metric("lifeboat_agent_info", "gauge", "Agent identity; always 1.",
-               [({"cluster": self.cluster, "agent": self.agent_id, "version": self.version}, 1)])
-        gauge("lifeboat_agent_is_leader", "1 while this agent is the active agent of its cluster.", v.is_leader)
-        gauge("lifeboat_agent_config_conflicts",
-              "Other agents of this cluster running with a different configuration.", v.config_conflicts)
-        gauge("lifeboat_agent_last_good_cycle_timestamp_seconds",
-              "Unix time of the newest cycle that finished without error.", v.last_good_cycle_wall)
-        metric("lifeboat_agent_cycles", "counter", "Agent cycles that finished without error.",
-               [({}, v.cycles)])
-        gauge("lifeboat_backup_last_success_timestamp_seconds",
-              "Unix time the newest good backup finished.", v.last_success)
-        gauge("lifeboat_backup_age_seconds",
-              "Seconds since the newest good backup finished (the current RPO).",
-              None if v.last_success is None else max(now - v.last_success, 0.0))
-        gauge("lifeboat_backup_last_duration_seconds", "Duration of the newest good backup.", v.last_duration)
-        gauge("lifeboat_backup_last_size_bytes", "Stored size of the newest good backup.", v.last_size)
-        gauge("lifeboat_backup_last_revision", "etcd revision of the newest good backup.", v.last_revision)
-        metric("lifeboat_backups", "counter", "Backups this agent took and committed.", [({}, v.backups)])
-        metric("lifeboat_backup_failures", "counter", "Failed backup, prune or drill attempts by reason.",
-               [({"reason": r}, n) for r, n in sorted(v.failures.items())])
-        gauge("lifeboat_drill_last_result", "1 if the newest drill passed, 0 if it failed.", v.drill_last_result)
-        gauge("lifeboat_drill_last_run_timestamp_seconds", "Unix time of the newest drill.", v.drill_last_run)
-        metric("lifeboat_drills", "counter", "Drills run by result.",
-               [({"result": r}, n) for r, n in sorted(v.drill_runs.items())])
-        metric("lifeboat_pruned_backups", "counter", "Backups deleted by retention.", [({}, v.pruned)])
-        if self._capture is not None:
-            self._render_capture(self._capture, self._capturing(), now, metric, gauge)
-        return "\n".join(out) + "\n"
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and content type for a scrape that sent ``accept``."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
 
-    @staticmethod
-    def _render_capture(c: CaptureStatus, running: bool, now: float,
-                        metric: Callable[[str, str, str, list[tuple[dict[str, str], float]]], None],
-                        gauge: Callable[[str, str, float | None], None]) -> None:
-        gauge("lifeboat_capture_running", "1 while this agent captures (it leads and capture is enabled).",
-              int(running))
-        gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet committed "
-              "has waited (0 when everything received is committed).",
-              c.lag_seconds(datetime.fromtimestamp(now, timezone.utc)) if running else None)
-        gauge("lifeboat_capture_last_revision", "The newest etcd revision committed to the repository.",
-              c.last_revision or None)
-        gauge("lifeboat_capture_last_seen_timestamp_seconds",
-              "Unix time capture saw the newest committed revision.",
-              c.last_seen.timestamp() if c.last_seen else None)
-        gauge("lifeboat_capture_spooled_segments", "Segments waiting in the local spool for the repository.",
-              c.spooled)
-        metric("lifeboat_capture_segments", "counter", "Capture segments committed.", [({}, c.segments)])
-        metric("lifeboat_capture_events", "counter", "etcd events committed in segments.", [({}, c.events)])
-        metric("lifeboat_capture_gaps", "counter", "Gaps recorded (a chain ended; a new base was taken).",
-               [({}, c.gaps)])
-        metric("lifeboat_capture_base_backups", "counter", "Base backups taken to start a chain.",
-               [({}, c.bases)])
+
+class _Families(Collector):
+    """The agent's metric families, built from one copy of the values at each scrape."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        v = m.values()
+        info = GaugeMetricFamily("lifeboat_agent_info", "Agent identity; always 1.",
+                                 labels=["agent", "cluster", "version"])
+        info.add_metric([m.agent_id, m.cluster, m.version], 1)
+        yield info
+        yield _gauge("lifeboat_agent_is_leader", "1 while this agent is the active agent of its cluster.",
+                     v.is_leader)
+        yield _gauge("lifeboat_agent_config_conflicts",
+                     "Other agents of this cluster running with a different configuration.", v.config_conflicts)
+        yield _gauge("lifeboat_agent_last_good_cycle_timestamp_seconds",
+                     "Unix time of the newest cycle that finished without error.", v.last_good_cycle_wall)
+        yield CounterMetricFamily("lifeboat_agent_cycles", "Agent cycles that finished without error.",
+                                  value=v.cycles)
+        yield _gauge("lifeboat_backup_last_success_timestamp_seconds",
+                     "Unix time the newest good backup finished.", v.last_success)
+        yield _gauge("lifeboat_backup_age_seconds", "Seconds since the newest good backup finished (the current RPO).",
+                     None if v.last_success is None else max(m.now() - v.last_success, 0.0))
+        yield _gauge("lifeboat_backup_last_duration_seconds", "Duration of the newest good backup.", v.last_duration)
+        yield _gauge("lifeboat_backup_last_size_bytes", "Stored size of the newest good backup.", v.last_size)
+        yield _gauge("lifeboat_backup_last_revision", "etcd revision of the newest good backup.", v.last_revision)
+        yield CounterMetricFamily("lifeboat_backups", "Backups this agent took and committed.", value=v.backups)
+        yield _counter("lifeboat_backup_failures", "Failed backup, prune or drill attempts by reason.",
+                       "reason", v.failures)
+        yield _gauge("lifeboat_drill_last_result", "1 if the newest drill passed, 0 if it failed.",
+                     v.drill_last_result)
+        yield _gauge("lifeboat_drill_last_run_timestamp_seconds", "Unix time of the newest drill.", v.drill_last_run)
+        yield _counter("lifeboat_drills", "Drills run by result.", "result", v.drill_runs)
+        yield CounterMetricFamily("lifeboat_pruned_backups", "Backups deleted by retention.", value=v.pruned)
+        capture, running = m.capture_status()
+        if capture is not None:
+            yield from _capture_families(capture, running, m.now())
+
+
+def _capture_families(c: CaptureStatus, running: bool, now: float) -> Iterator[Metric]:
+    yield _gauge("lifeboat_capture_running", "1 while this agent captures (it leads and capture is enabled).",
+                 int(running))
+    yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet committed "
+                 "has waited (0 when everything received is committed).",
+                 c.lag_seconds(datetime.fromtimestamp(now, timezone.utc)) if running else None)
+    yield _gauge("lifeboat_capture_last_revision", "The newest etcd revision committed to the repository.",
+                 c.last_revision or None)
+    yield _gauge("lifeboat_capture_last_seen_timestamp_seconds",
+                 "Unix time capture saw the newest committed revision.",
+                 c.last_seen.timestamp() if c.last_seen else None)
+    yield _gauge("lifeboat_capture_spooled_segments", "Segments waiting in the local spool for the repository.",
+                 c.spooled)
+    yield CounterMetricFamily("lifeboat_capture_segments", "Capture segments committed.", value=c.segments)
+    yield CounterMetricFamily("lifeboat_capture_events", "etcd events committed in segments.", value=c.events)
+    yield CounterMetricFamily("lifeboat_capture_gaps", "Gaps recorded (a chain ended; a new base was taken).",
+                              value=c.gaps)
+    yield CounterMetricFamily("lifeboat_capture_base_backups", "Base backups taken to start a chain.",
+                              value=c.bases)
+
+
+def _gauge(name: str, help_: str, value: float | None) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_)
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+def _counter(name: str, help_: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family

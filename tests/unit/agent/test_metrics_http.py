@@ -85,6 +85,25 @@ def test_healthz_reports_the_age_of_the_last_good_cycle() -> None:
         server.close()
 
 
+def test_a_scraper_asking_for_openmetrics_gets_it_and_others_get_the_text_format() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock.now)
+    m.backup_succeeded(T0, 1.0, 10, 5)
+    server = AgentHttp("127.0.0.1:0", m, clock.monotonic, health_threshold=60)
+    try:
+        asked = urllib.request.Request(server.url + "/metrics",
+                                       headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(asked, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+            body = r.read().decode()
+        assert body.endswith("# EOF\n") and "# TYPE lifeboat_backups counter" in body
+        assert "lifeboat_backup_age_seconds 0.0" in body
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    finally:
+        server.close()
+
+
 def test_listen_address_is_checked() -> None:
     assert parse_address("0.0.0.0:9847") == ("0.0.0.0", 9847)
     assert parse_address("[::1]:80") == ("::1", 80)
