@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,20 @@ def test_folders_name_one_level_below_a_prefix(store: ObjectStore) -> None:
     assert store.folders("nothing/here/") == ()
     with pytest.raises(UsageError):
         store.folders("clusters")
+
+
+def test_list_and_stat_say_when_each_object_was_written(store: ObjectStore) -> None:
+    # Stamped by the store's own clock (the S3 server's here, on this machine): prune measures
+    # an uncommitted backup's age by it.
+    before = datetime.now(timezone.utc) - timedelta(minutes=2)
+    store.put_bytes("w/small", b"x")
+    store.put_stream("w/streamed", pattern_chunks(MiB))
+    after = datetime.now(timezone.utc) + timedelta(minutes=2)
+    listed = {o.key: o.modified for o in store.list("w/")}
+    stated = {key: info.modified for key in listed if (info := store.stat(key)) is not None}
+    assert set(listed) == set(stated) == {"w/small", "w/streamed"}
+    for moment in (*listed.values(), *stated.values()):
+        assert moment is not None and moment.utcoffset() is not None and before <= moment <= after
 
 
 def test_list_of_an_unused_prefix_is_empty(store: ObjectStore) -> None:

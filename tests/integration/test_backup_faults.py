@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lifeboat.backup.pipeline import BackupOptions, take_backup
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcdapi.model import Alarm, MemberList, MemberStatus
+from lifeboat.store import open_store
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.binaries import EtcdRelease
+from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys, numbered
 
@@ -140,3 +145,63 @@ def test_disk_filling_up_while_spooling_is_a_clear_error(
     with pytest.raises(OperationFailed, match="is full"):
         take_backup(client, repo, options(member))
     assert store.keys() == ["lifeboat-repository.json"]
+
+
+@pytest.fixture(params=["local", "s3"])
+def repo_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return f"file://{tmp_path / 'repo'}"
+    url: str = request.getfixturevalue("s3_repo")
+    return url
+
+
+def before_commit(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[Manifest], None]) -> None:
+    """Run ``meanwhile`` when every object of the backup is stored, just before its manifest is written."""
+    commit = BackupRepository.commit
+
+    def commit_after(self: BackupRepository, manifest: Manifest) -> None:
+        meanwhile(manifest)
+        commit(self, manifest)
+    monkeypatch.setattr(BackupRepository, "commit", commit_after)
+
+
+def test_prune_with_a_short_grace_during_a_backup_never_leaves_a_committed_backup_without_its_snapshot(
+    cli: Cli, member: EtcdMember, repo_url: str
+) -> None:
+    prunes: list[tuple[int, str]] = []
+
+    def prune(manifest: Manifest) -> None:
+        time.sleep(1.2)  # the backup started more than a second ago
+        for grace in ("1s", "1h"):
+            code, out, err = cli("prune", "--repo", repo_url, "--cluster", "c", "--keep-last", "3",
+                                 "--orphan-grace", grace, "-o", "json")
+            prunes.append((code, out + err))
+    with pytest.MonkeyPatch.context() as patch:  # not the fixture's: it holds s3_repo's variables
+        before_commit(patch, prune)
+        code, out, err = cli("backup", f"--endpoints={member.client_url}", "--repo", repo_url, "--cluster", "c",
+                             "--no-files", "-o", "json")
+
+    (short_code, short), (safe_code, safe) = prunes
+    assert short_code == 3 and "--orphan-grace" in short and "about to commit" in short
+    assert safe_code == 0 and json.loads(safe)["orphans_removed"] == []
+    assert "may still be uploading" in safe
+    assert code == 0, err
+    committed = json.loads(out)
+    assert cli.json("verify", str(committed["id"]), "--repo", repo_url)["ok"] is True
+
+
+def test_backup_whose_snapshot_vanished_before_its_manifest_fails_and_commits_nothing(
+    cli: Cli, member: EtcdMember, repo_url: str
+) -> None:
+    store = open_store(repo_url)
+
+    def remove_snapshot(manifest: Manifest) -> None:
+        store.delete(f"clusters/{manifest.cluster}/backups/{manifest.id}/{manifest.objects[0].name}")
+    with pytest.MonkeyPatch.context() as patch:
+        before_commit(patch, remove_snapshot)
+        code, _out, err = cli("backup", f"--endpoints={member.client_url}", "--repo", repo_url, "--cluster", "c",
+                              "--no-files")
+    assert code == 1 and err.count("\n") == 1
+    assert "snapshot.db.zst" in err and "is missing" in err and "not committed" in err
+    assert not [o.key for o in store.list("clusters/") if o.key.endswith("manifest.json")]
+    assert cli.json("list", "--repo", repo_url) == []

@@ -13,6 +13,8 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient
+from lifeboat.retention import KeepLast
+from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember
@@ -46,7 +48,8 @@ def test_prune_to_keep_last_two_leaves_the_newest_two_and_the_pinned_one_verifia
             options = BackupOptions(cluster="prod", endpoints=(member.client_url,), capture_files=False)
             moment = start + timedelta(days=day)
             ids.append(take_backup(etcd, repo, options, now=lambda moment=moment: moment).id)
-    # An interrupted backup's leftovers from two days ago: no manifest, past the grace period.
+    # A backup started two days ago that has no manifest: its snapshot was written just now (S3
+    # stamps it), so it may be about to commit; only once it is older than the grace is it removed.
     orphan = (start + timedelta(days=3, hours=1)).strftime("%Y%m%dT%H%M%SZ") + "-0000aa"
     repo.store.put_bytes(f"clusters/prod/backups/{orphan}/snapshot.db.zst", b"partial upload")
     config = tmp_path / "lifeboat.yaml"
@@ -58,13 +61,20 @@ def test_prune_to_keep_last_two_leaves_the_newest_two_and_the_pinned_one_verifia
     dry = json.loads(out)
     assert {d["id"]: d["verdict"] for d in dry["decisions"]} == {
         ids[4]: "keep", ids[3]: "keep", ids[2]: "delete", ids[1]: "delete", ids[0]: "keep"}
-    assert [(o["id"], o["verdict"]) for o in dry["orphans"]] == [(orphan, "delete")]
+    assert [(o["id"], o["verdict"]) for o in dry["orphans"]] == [(orphan, "keep")]
+    assert dry["orphans"][0]["reasons"] == ["no manifest, last written less than 24h ago: may still be uploading"]
     assert [m.id for m in repo.manifests("prod")] == ids
 
     code, out, err = run(capsys, "prune", "--config", str(config))
     assert code == 0, err
-    assert f"deleted {ids[2]}" in out and f"removed orphan {orphan}" in out
+    assert f"deleted {ids[2]}" in out and f"removed orphan {orphan}" not in out
     assert [m.id for m in repo.manifests("prod")] == [ids[0], ids[3], ids[4]]
+    left = {obj.key.split("/")[3] for obj in repo.store.list("clusters/prod/backups/")}
+    assert left == {ids[0], ids[3], ids[4], orphan}
+    # A day later (by S3's own stamp on the object) it is an interrupted backup's leftover.
+    later = plan_prune(repo, [KeepLast(2)], datetime.now(UTC) + timedelta(hours=25), cluster="prod")
+    assert [(o.orphan.backup_id, o.remove) for o in later.orphans] == [(orphan, True)]
+    assert apply_prune(repo, later).orphans_removed == [orphan]
     left = {obj.key.split("/")[3] for obj in repo.store.list("clusters/prod/backups/")}
     assert left == {ids[0], ids[3], ids[4]}
     for backup_id in (ids[0], ids[3], ids[4]):

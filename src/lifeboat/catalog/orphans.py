@@ -2,8 +2,10 @@
 
 They are what an interrupted backup leaves behind (a delete cannot leave any: it removes
 the manifest last, so an interrupted delete still has its manifest). A backup in progress looks
-exactly like an orphan, so only orphans older than a grace period may be removed; their
-age comes from the backup id, which starts with the backup's UTC start time.
+exactly like an orphan, so only orphans older than a grace period may be removed. Their age
+is that of their newest object, by the time the store stamped on it: a backup's objects become
+visible one by one as each upload completes, so however long ago the backup started (its id),
+an object written a moment ago belongs to a backup that may commit any moment now.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 
 from lifeboat.catalog.ids import is_backup_id
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.store.base import ObjectInfo
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Orphan:
     started_at: datetime
     keys: tuple[str, ...]
     size: int
+    last_written: datetime  # the newest object's modification time (never before started_at)
 
 
 def find_orphans(repo: BackupRepository, cluster: str | None = None) -> list[Orphan]:
@@ -32,7 +36,7 @@ def find_orphans(repo: BackupRepository, cluster: str | None = None) -> list[Orp
 
     Prefixes whose name is not a lifeboat backup id are not ours and are left out.
     """
-    groups: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[ObjectInfo]] = defaultdict(list)
     committed: set[tuple[str, str]] = set()
     for name, obj in repo.backup_objects(cluster):
         if not is_backup_id(name.backup_id):
@@ -40,12 +44,19 @@ def find_orphans(repo: BackupRepository, cluster: str | None = None) -> list[Orp
         ident = (name.cluster, name.backup_id)
         if name.is_manifest:
             committed.add(ident)
-        groups[ident].append((obj.key, obj.size))
+        groups[ident].append(obj)
     return [
-        Orphan(c, b, _started(b), tuple(k for k, _ in objs), sum(s for _, s in objs))
+        _orphan(c, b, objs)
         for (c, b), objs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0]))
         if (c, b) not in committed
     ]
+
+
+def _orphan(cluster: str, backup_id: str, objects: list[ObjectInfo]) -> Orphan:
+    started = _started(backup_id)
+    written = [o.modified for o in objects if o.modified is not None]
+    return Orphan(cluster, backup_id, started, tuple(o.key for o in objects), sum(o.size for o in objects),
+                  max([started, *written]))
 
 
 def _started(backup_id: str) -> datetime:

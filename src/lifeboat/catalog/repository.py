@@ -38,7 +38,7 @@ from lifeboat.catalog.layout import (
 from lifeboat.catalog.manifest import BackupStatus, DamagedManifest, Manifest
 from lifeboat.catalog.pins import Pin
 from lifeboat.clock import Clock, SystemClock
-from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, UsageError
+from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, UsageError
 from lifeboat.store.base import ObjectInfo, ObjectStore
 
 REPOSITORY_FORMAT = 1
@@ -164,8 +164,23 @@ class BackupRepository:
                 yield name, obj
 
     def commit(self, manifest: Manifest) -> None:
-        """Write the manifest, create-only: the moment the backup starts to exist."""
+        """Write the manifest, create-only: the moment the backup starts to exist.
+
+        First every object the manifest names must be in the store with the size it records:
+        something (a prune with a short orphan grace, an operator, a lifecycle rule) may have
+        removed or replaced one while the backup ran, and a manifest must never commit a
+        backup whose data is gone. Such a backup fails (OperationFailed) and is not committed.
+        """
         key = manifest_key(check_cluster_name(manifest.cluster), manifest.id)
+        for obj in manifest.objects:
+            found = self.store.stat(self.object_key(manifest, obj.name))
+            if found is None or found.size != obj.size:
+                what = "is missing" if found is None else f"holds {found.size} bytes, not {obj.size}"
+                raise OperationFailed(
+                    f"object {obj.name} of backup {manifest.id} {what} in {self.store.url} just before "
+                    "its manifest was to be written (removed while the backup ran, e.g. by a prune "
+                    "with a short orphan grace?); the backup was not committed"
+                )
         self.store.put_bytes(key, manifest.to_json(), create_only=True)
 
     def clusters(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import add_repo_flags, cluster_name, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
-from lifeboat.config import parse_seconds
+from lifeboat.config import check_orphan_grace, parse_seconds
 from lifeboat.errors import UsageError
 from lifeboat.retention import POLICY_CLASSES, Policy, parse_policies
 from lifeboat.retention.records import format_time
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         description="Give every backup a verdict (keep or delete) with its reasons, then delete "
         "the 'delete' ones, data first and manifest last, so an interrupted prune can be run "
         "again. Pinned backups and the minimum-redundancy floor are never deleted. Also removes "
-        "the objects of backups that never got a manifest once older than the orphan grace "
-        "period. Policies come from the config file's retention: section, or from the flags "
+        "the objects of backups that never got a manifest once their newest object (by the "
+        "store's own time stamp) is older than the orphan grace period. Policies come from the config file's retention: section, or from the flags "
         "below (which then replace the file's policies).",
     )
     add_repo_flags(p)
@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--min-redundancy", type=int, metavar="N",
                    help="never keep fewer complete backups than N (default 1, or the config file's)")
     p.add_argument("--orphan-grace", metavar="DURATION",
-                   help="remove manifest-less leftovers older than this (default 24h)")
+                   help="remove manifest-less leftovers whose newest object is older than this "
+                        "(default 24h; at least 1h, or a backup still being written could lose its objects)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("pin", parents=[common], help="pin a backup so that no prune deletes it",
@@ -108,7 +109,7 @@ def _retention(args: argparse.Namespace) -> tuple[list[Policy], int, timedelta]:
         raise UsageError(f"--min-redundancy must be 0 or more, got {min_redundancy}")
     if args.orphan_grace is not None:
         try:
-            grace = timedelta(seconds=parse_seconds(args.orphan_grace))
+            grace = timedelta(seconds=check_orphan_grace(parse_seconds(args.orphan_grace)))
         except ValueError as exc:
             raise UsageError(f"--orphan-grace: {exc}") from None
     else:

@@ -42,11 +42,14 @@ from lifeboat.config.model import (
     SchedulesSection,
 )
 from lifeboat.config.show import ShownValue, shown_values
-from lifeboat.config.values import CRON_NICKNAMES, cron_fields, next_run, parse_seconds
+from lifeboat.config.values import (
+    CRON_NICKNAMES, MIN_ORPHAN_GRACE, check_orphan_grace, cron_fields, next_run, parse_seconds,
+)
 
 __all__ = [
     "CONFIG_ENV",
     "CRON_NICKNAMES",
+    "MIN_ORPHAN_GRACE",
     "DEFAULT_LISTEN",
     "ENV_KEYS",
     "AgentSection",
@@ -62,6 +65,7 @@ __all__ = [
     "S3Section",
     "SchedulesSection",
     "ShownValue",
+    "check_orphan_grace",
     "credentials_source",
     "cron_fields",
     "load_config",

@@ -21,6 +21,7 @@ from lifeboat.config.values import (
     Count,
     CronExpression,
     NonBlank,
+    OrphanGrace,
     PositiveCount,
     RetentionDuration,
     Seconds,
@@ -157,7 +158,7 @@ class RetentionSection(Section):
     keep_yearly: PositiveCount | None = None
     recovery_window: RetentionDuration | None = None
     min_redundancy: Count = 1
-    orphan_grace: Seconds = 24 * 3600.0
+    orphan_grace: OrphanGrace = 24 * 3600.0
 
     @model_validator(mode="after")
     def _some_policy(self) -> RetentionSection:

@@ -66,6 +66,25 @@ def read_retention_duration(value: object) -> timedelta | None:
     return int(match.group(1)) * RETENTION_DURATION_UNITS[match.group(2)] if match else None
 
 
+# The shortest orphan grace lifeboat accepts. A backup still being written looks exactly like
+# the leftovers of an interrupted one: its objects become visible one by one as each upload
+# completes, and its manifest follows once the rest is stored (the control-plane archive, from
+# seconds to minutes). Their age is read from the time the store stamped on them, by a clock
+# that may be minutes off the pruning host's. An hour covers both.
+MIN_ORPHAN_GRACE = 3600.0
+
+
+def check_orphan_grace(seconds: float) -> float:
+    """``seconds`` if it is a safe orphan grace (at least :data:`MIN_ORPHAN_GRACE`), else ValueError."""
+    if seconds < MIN_ORPHAN_GRACE:
+        raise ValueError(
+            f"{seconds:g}s is shorter than the minimum of {MIN_ORPHAN_GRACE / 3600:g}h: a backup still "
+            "being written has no manifest yet, so a shorter grace could remove objects of a backup "
+            "that is about to commit"
+        )
+    return seconds
+
+
 def check_retention_duration(value: object) -> str:
     """A retention duration: a whole number followed by h, d or w (``36h``, ``7d``, ``2w``)."""
     duration = read_retention_duration(value)
@@ -156,6 +175,7 @@ def _comma_list(value: object) -> object:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+OrphanGrace = Annotated[float, BeforeValidator(parse_seconds), AfterValidator(check_orphan_grace)]
 RetentionDuration = Annotated[str, BeforeValidator(check_retention_duration)]
 PositiveCount = Annotated[int, BeforeValidator(check_positive_count)]
 Count = Annotated[int, BeforeValidator(check_count)]

@@ -19,7 +19,8 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.errors import IntegrityError
+from lifeboat.config import check_orphan_grace
+from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.retention.evaluate import evaluate
 from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy, RecoveryWindow
@@ -98,7 +99,14 @@ def plan_prune(
     min_redundancy: int = 1,
     orphan_grace: timedelta = ORPHAN_GRACE,
 ) -> PrunePlan:
-    """Decide, without changing anything, what pruning ``cluster`` (or all clusters) does."""
+    """Decide, without changing anything, what pruning ``cluster`` (or all clusters) does.
+
+    An ``orphan_grace`` below the safe minimum is a UsageError (see config.check_orphan_grace).
+    """
+    try:
+        check_orphan_grace(orphan_grace.total_seconds())
+    except ValueError as exc:
+        raise UsageError(f"orphan grace {exc}") from None
     pins = repo.pins(cluster)
     manifests = {(m.cluster, m.id): m for m in repo.manifests(cluster)}
     records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
@@ -206,8 +214,12 @@ def _record(manifest: Manifest, pinned: bool) -> BackupRecord:
 
 
 def _judge_orphan(orphan: Orphan, now: datetime, grace: timedelta) -> OrphanDecision:
-    age = now - orphan.started_at
+    # Its newest object's time, not the backup's start: a long upload finishes long after the
+    # start its id records, and the manifest follows the last object.
+    age = now - orphan.last_written
     hours = f"{grace.total_seconds() / 3600:g}h"
     if age < grace:
-        return OrphanDecision(orphan, False, f"no manifest, started less than {hours} ago: may still be uploading")
-    return OrphanDecision(orphan, True, f"no manifest, started more than {hours} ago: left by an interrupted backup")
+        return OrphanDecision(orphan, False, f"no manifest, last written less than {hours} ago: "
+                              "may still be uploading")
+    return OrphanDecision(orphan, True, f"no manifest, last written more than {hours} ago: "
+                          "left by an interrupted backup")

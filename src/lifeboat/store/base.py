@@ -29,6 +29,9 @@ Contract, checked by ``tests/contract/`` against every backend:
 * ``folders`` names the folders directly under ``prefix`` (which is empty or ends with ``/``):
   the distinct next segments of keys that continue past it with a further ``/``, sorted. It
   reads one level of the tree, not every key below it (S3's delimiter listing).
+* ``list`` and ``stat`` report each object's ``modified`` time: when it was last written
+  (became visible), by the store's own clock, timezone-aware. Prune measures how old an
+  uncommitted backup's objects are by it, so a backup still being written is left alone.
 * ``delete`` of a missing key is not an error (deletes are retried after interruptions).
 * Unreachable store, bad credentials or a missing bucket raise
   :class:`~lifeboat.errors.RepositoryUnavailable`; a full disk raises
@@ -38,7 +41,8 @@ Contract, checked by ``tests/contract/`` against every backend:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from lifeboat.errors import UsageError
@@ -111,6 +115,9 @@ class ObjectInfo:
 
     key: str
     size: int
+    # When it was written, by the store's clock: set by list and stat, None in what put_* returns;
+    # not part of equality (the same object, stated twice, is equal).
+    modified: datetime | None = field(default=None, compare=False)
 
 
 class ObjectStore(Protocol):

@@ -18,6 +18,7 @@ import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -167,7 +168,7 @@ class LocalStore:
             return None
         if not _is_file(info.st_mode):
             return None
-        return ObjectInfo(key, info.st_size)
+        return ObjectInfo(key, info.st_size, _modified(info))
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
         check_listing(prefix, after)
@@ -188,7 +189,7 @@ class LocalStore:
                         continue
                     info = os.stat(os.path.join(directory, name), follow_symlinks=False)
                     if _is_file(info.st_mode):
-                        found.append(ObjectInfo(key, info.st_size))
+                        found.append(ObjectInfo(key, info.st_size, _modified(info)))
         found.sort(key=lambda o: o.key)
         return iter(found)
 
@@ -255,6 +256,10 @@ def _remove_quietly(path: str) -> None:
 
 def _is_file(mode: int) -> bool:
     return stat.S_ISREG(mode)
+
+
+def _modified(info: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(info.st_mtime, timezone.utc)
 
 
 def _raise(exc: OSError) -> None:

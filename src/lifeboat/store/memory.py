@@ -11,7 +11,9 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, LifeboatError, NotFound, RepositoryUnavailable
 from lifeboat.store.base import (
     ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix, folder_of,
@@ -46,11 +48,17 @@ class Fault:
 
 class MemoryStore:
     """Objects in a dict. ``calls`` counts every operation and ``listed`` the objects every
-    listing returned, for assertions in tests."""
+    listing returned, for assertions in tests.
 
-    def __init__(self, url: str = "memory://") -> None:
+    ``clock`` stamps each object's ``modified`` time as it is written (a FakeClock makes
+    objects as old as a test needs).
+    """
+
+    def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
         self._url = url
+        self.clock: Clock = clock or SystemClock()
         self._objects: dict[str, bytes] = {}
+        self._modified: dict[str, datetime] = {}
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
@@ -95,6 +103,7 @@ class MemoryStore:
             parts.append(bytes(chunk))
         with self._lock:
             self._objects[key] = b"".join(parts)
+            self._modified[key] = self.clock.now()
         return ObjectInfo(key, size)
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
@@ -104,6 +113,7 @@ class MemoryStore:
             if create_only and key in self._objects:
                 raise AlreadyExists(f"object {key} already exists in {self._url}; it was left unchanged")
             self._objects[key] = bytes(data)
+            self._modified[key] = self.clock.now()
         return ObjectInfo(key, len(data))
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
@@ -134,17 +144,18 @@ class MemoryStore:
     def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)
         self._fault_for("stat", key)
-        data = self._objects.get(key)
-        return None if data is None else ObjectInfo(key, len(data))
+        with self._lock:
+            data = self._objects.get(key)
+            return None if data is None else ObjectInfo(key, len(data), self._modified[key])
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
         check_listing(prefix, after)
         self._fault_for("list", prefix)
         with self._lock:
-            found = sorted((k, len(v)) for k, v in self._objects.items()
-                           if k.startswith(prefix) and after_in_folder(k, prefix, after))
+            found = [ObjectInfo(k, len(v), self._modified[k]) for k, v in sorted(self._objects.items())
+                     if k.startswith(prefix) and after_in_folder(k, prefix, after)]
         self.listed += len(found)
-        return iter([ObjectInfo(k, size) for k, size in found])
+        return iter(found)
 
     def folders(self, prefix: str = "") -> tuple[str, ...]:
         check_folder(prefix)
@@ -158,3 +169,4 @@ class MemoryStore:
         self._fault_for("delete", key)
         with self._lock:
             self._objects.pop(key, None)
+            self._modified.pop(key, None)

@@ -210,7 +210,7 @@ class S3Store:
             return None
         except (BaseError, OSError) as exc:
             self._raise(exc, "inspecting", key)
-        return ObjectInfo(key, int(meta["size"]))
+        return ObjectInfo(key, int(meta["size"]), _aware(meta["last_modified"]))
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
         full = self._prefix + check_listing(prefix, after)
@@ -226,7 +226,8 @@ class S3Store:
                 for meta in batch:
                     path = meta["path"]
                     if path.startswith(full) and after_in_folder(path, full, after):
-                        found.append(ObjectInfo(path[len(self._prefix):], int(meta["size"])))
+                        found.append(ObjectInfo(path[len(self._prefix):], int(meta["size"]),
+                                                _aware(meta["last_modified"])))
         except (BaseError, OSError) as exc:
             self._raise(exc, "listing", prefix or "/")
         self._bucket_seen = True
@@ -359,3 +360,8 @@ def _without_credentials(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """S3's Last-Modified is UTC; obstore may hand it over without a zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)

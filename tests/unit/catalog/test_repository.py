@@ -11,7 +11,9 @@ from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import FakeClock
-from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, RepositoryUnavailable, UsageError
+from lifeboat.errors import (
+    AlreadyExists, IntegrityError, NotFound, OperationFailed, RepositoryUnavailable, UsageError,
+)
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
@@ -319,3 +321,20 @@ def test_a_full_listing_comes_in_pages_oldest_first_with_damaged_manifests_and_p
     assert [d.id for d in pages[0].damaged] == [made[3].id]
     assert pages[0].pins == {("prod", made[7].id): Pin("2026-11-22T03:00:00+00:00", "ops@node", "audit")}
     assert repo.scan().pins == pages[0].pins
+
+
+@pytest.mark.parametrize(("tamper", "problem"), [
+    (lambda store, key: store.delete(key), "snapshot.db.zst of backup .* is missing"),
+    (lambda store, key: store.put_bytes(key, b"x" * 7), "snapshot.db.zst of backup .* holds 7 bytes, not 100"),
+])
+def test_commit_refuses_a_manifest_whose_objects_are_gone_or_changed(tamper: object, problem: str) -> None:
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    m = manifest(new_backup_id(T0))
+    key = repo.object_key(m, "snapshot.db.zst")
+    repo.store.put_bytes(key, b"x" * 100)
+    assert callable(tamper)
+    tamper(repo.store, key)
+    with pytest.raises(OperationFailed, match=f"{problem}.*not committed"):
+        repo.commit(m)
+    assert repo.store.stat(repo.object_key(m, "manifest.json")) is None
+    assert list(repo.manifests()) == []

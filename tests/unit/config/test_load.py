@@ -90,6 +90,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("retention:\n  min-redundancy: 1\n", "retention: names no policy"),
         ("retention:\n  keep-forever: 1\n", "retention.keep-forever: unknown key; expected one of keep-last"),
         ("schedules:\n  backup: '61 * * * *'\n", "schedules.backup: is not a valid cron expression"),
+        ("retention:\n  keep-last: 3\n  orphan-grace: 10m\n",
+         "retention.orphan-grace: 600s is shorter than the minimum of 1h"),
         ("schedules:\n  drill: '0 4 * *'\n", "schedules.drill: must be a cron expression of five fields"),
         ("etcd:\n  dial-timeout: soon\n", "etcd.dial-timeout: must be a duration such as 30s"),
         ("etcd:\n  command-timeout: -5\n", "etcd.command-timeout: must be longer than zero"),

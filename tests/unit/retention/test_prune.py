@@ -8,10 +8,11 @@ import pytest
 
 from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.ids import new_backup_id
+from lifeboat.clock import FakeClock
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.errors import OperationFailed, RepositoryUnavailable
+from lifeboat.errors import OperationFailed, RepositoryUnavailable, UsageError
 from lifeboat.store import Fault, MemoryStore
 from lifeboat.retention import KeepLast, KeepWithin, Verdict
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
@@ -23,6 +24,9 @@ def store_backup(repo: BackupRepository, started: datetime, *, cluster: str = "p
                  status: str = "complete", commit: bool = True) -> Manifest:
     """Two data objects and (with ``commit``) a manifest, as the backup pipeline leaves them."""
     backup_id = new_backup_id(started)
+    clock = getattr(repo.store, "clock", None)
+    if isinstance(clock, FakeClock):  # the store stamps the objects with the time the backup ran
+        clock.jump_wall((started - clock.now()).total_seconds())
     objects = []
     for name, size in (("snapshot.db.zst", 300), ("control-plane.tar.zst", 100)):
         repo.store.put_bytes(f"clusters/{cluster}/backups/{backup_id}/{name}", b"x" * size)
@@ -40,7 +44,7 @@ def store_backup(repo: BackupRepository, started: datetime, *, cluster: str = "p
 
 @pytest.fixture
 def repo() -> BackupRepository:
-    return BackupRepository.open(MemoryStore(), create=True)
+    return BackupRepository.open(MemoryStore(clock=FakeClock(NOW)), create=True)
 
 
 def daily(repo: BackupRepository, count: int) -> list[Manifest]:
@@ -115,13 +119,38 @@ def test_old_orphans_are_removed_and_young_ones_kept(repo: BackupRepository) -> 
     young = store_backup(repo, NOW - timedelta(hours=2), commit=False)
     plan = plan_prune(repo, [KeepLast(5)], NOW, orphan_grace=timedelta(hours=24))
     fates = {o.orphan.backup_id: (o.remove, o.reason) for o in plan.orphans}
-    assert fates[old.id] == (True, "no manifest, started more than 24h ago: left by an interrupted backup")
-    assert fates[young.id] == (False, "no manifest, started less than 24h ago: may still be uploading")
+    assert fates[old.id] == (True, "no manifest, last written more than 24h ago: left by an interrupted backup")
+    assert fates[young.id] == (False, "no manifest, last written less than 24h ago: may still be uploading")
     result = apply_prune(repo, plan)
     assert result.orphans_removed == [old.id] and result.deleted == []
     remaining = {key.key.split("/")[3] for key in repo.store.list("clusters/")}
     assert old.id not in remaining and young.id in remaining
     assert len(list(repo.manifests())) == 2
+
+
+def test_orphan_written_a_moment_ago_is_kept_however_long_ago_its_backup_started(
+        repo: BackupRepository) -> None:
+    # A long upload: the backup started 30 hours ago, its snapshot became visible a minute ago,
+    # and its manifest is about to follow.
+    slow = store_backup(repo, NOW - timedelta(hours=30), commit=False)
+    clock = repo.store.clock  # type: ignore[attr-defined]
+    clock.jump_wall((NOW - timedelta(minutes=1) - clock.now()).total_seconds())
+    repo.store.put_bytes(f"clusters/prod/backups/{slow.id}/snapshot.db.zst", b"y" * 300)
+    plan = plan_prune(repo, [KeepLast(5)], NOW, orphan_grace=timedelta(hours=1))
+    [decision] = plan.orphans
+    assert decision.orphan.last_written == NOW - timedelta(minutes=1)
+    assert (decision.remove, decision.reason) == (False, "no manifest, last written less than 1h ago: "
+                                                         "may still be uploading")
+    assert apply_prune(repo, plan).orphans_removed == []
+
+
+@pytest.mark.parametrize("grace", [timedelta(seconds=1), timedelta(minutes=59)])
+def test_orphan_grace_shorter_than_the_safe_minimum_is_refused_saying_why(
+        repo: BackupRepository, grace: timedelta) -> None:
+    store_backup(repo, NOW - timedelta(hours=30), commit=False)
+    with pytest.raises(UsageError, match="shorter than the minimum of 1h.*about to commit"):
+        plan_prune(repo, [KeepLast(5)], NOW, orphan_grace=grace)
+    assert len(list(repo.store.list("clusters/"))) == 2
 
 
 def test_objects_outside_lifeboat_ids_are_not_orphans(repo: BackupRepository) -> None:
