@@ -158,6 +158,7 @@ def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
     repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
     with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.2)) as status:
+        wait_for(lambda: status.chain is not None)  # the base is taken before the history starts
         history = write_history(client, 4)
         wait_for(lambda: status.last_revision >= history.revisions[-1])
     point = history.revisions[len(history.revisions) // 2]
