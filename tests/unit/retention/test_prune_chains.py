@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lifeboat.catalog.chains import ChainInfo, ChainStore
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor
 from lifeboat.retention import parse_policies
@@ -18,6 +19,13 @@ DAY = 86400.0
 NOW = at(40 * DAY)
 
 
+def committed(repo: BackupRepository, m: Manifest) -> None:
+    """Data first, then the manifest, as a backup writes them."""
+    for obj in m.objects:
+        repo.write_object(m.cluster, m.id, obj.name, [b"x" * obj.size])
+    repo.commit(m)
+
+
 def repo_with_chains() -> BackupRepository:
     repo = BackupRepository.open(MemoryStore(), create=True)
     oldest = manifest("20261101T000000Z-aaaaaa", 100, 0)  # its chain ended 30 days ago
@@ -25,12 +33,12 @@ def repo_with_chains() -> BackupRepository:
     middle = manifest("20261121T000000Z-cccccc", 300, 20 * DAY)  # a plain scheduled backup
     chains = ChainStore(repo.store)
     for m, last_seen in ((oldest, 10 * DAY), (old, NOW.timestamp() - at(0).timestamp() - 3600)):
-        repo.commit(m)
+        committed(repo, m)
         chains.start(ChainInfo(m.id, "prod", m.id, m.snapshot.revision, "c1", m.finished_at))
         base = m.snapshot.revision
         s = segment(Predecessor("base", base, m.id), (base + 1, last_seen, [put(b"/k", b"v", base + 1, base + 1, 1)]))
         chains.commit_segment(replace(s, chain=m.id), (), 1)
-    repo.commit(middle)
+    committed(repo, middle)
     return repo
 
 
