@@ -36,6 +36,7 @@ for entry in (REPO, REPO / "src"):
         sys.path.insert(0, str(entry))
 
 from benchmarks.dataset import BENCH_WORK, make_many_keys_snapshot, make_snapshot  # noqa: E402
+from lifeboat.etcdapi.wire import write_varint  # noqa: E402
 from lifeboat.snapshot import snapshot_status  # noqa: E402
 from lifeboat.snapshot.check import check_snapshot  # noqa: E402
 from lifeboat.snapshot.mvcc import encode_revision  # noqa: E402
@@ -97,18 +98,9 @@ def mvcc_rows(first_revision: int, count: int) -> Iterator[tuple[bytes, bytes]]:
     for i in range(count):
         revision = first_revision + i
         key = b"/registry/events/ns-%02d/ev-%08d" % (i % 97, i)
-        kv = (b"\x0a" + bytes([len(key)]) + key + b"\x10" + _varint(revision) + b"\x18"
-              + _varint(revision) + b"\x20\x01\x2a" + _varint(len(body)) + body)
+        kv = (b"\x0a" + bytes([len(key)]) + key + b"\x10" + write_varint(revision) + b"\x18"
+              + write_varint(revision) + b"\x20\x01\x2a" + write_varint(len(body)) + body)
         yield encode_revision(revision, 0), kv
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def append_rate(snapshot: Path, work: Path, rows: int) -> dict[str, object]:

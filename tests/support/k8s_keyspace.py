@@ -17,6 +17,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from lifeboat.etcdapi.wire import read_varint, write_varint
+
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "k8s-fixtures" / "HEAD"
 MAGIC = b"k8s\x00"
 AESCBC_KEY_NAME = "key1"
@@ -28,42 +30,19 @@ _NAME, _NAMESPACE, _UID, _DELETION_TS, _GRACE, _OWNERS = 1, 3, 5, 9, 10, 13
 Field = tuple[int, int, bytes]  # number, wire type, encoded value (without the tag)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
 def parse(buf: bytes) -> list[Field]:
     """Every field of a message with its wire type, so it can be written back unchanged."""
     out: list[Field] = []
     pos = 0
     while pos < len(buf):
-        tag, pos = _read_varint(buf, pos)
+        tag, pos = read_varint(buf, pos)
         number, wire = tag >> 3, tag & 7
         start = pos
         if wire == 0:
-            _, pos = _read_varint(buf, pos)
+            _, pos = read_varint(buf, pos)
             out.append((number, wire, buf[start:pos]))
         elif wire == 2:
-            length, pos = _read_varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             out.append((number, wire, buf[pos : pos + length]))
             pos += length
         elif wire in (1, 5):
@@ -77,9 +56,9 @@ def parse(buf: bytes) -> list[Field]:
 def encode(fields: list[Field]) -> bytes:
     out = bytearray()
     for number, wire, value in fields:
-        out += _varint(number << 3 | wire)
+        out += write_varint(number << 3 | wire)
         if wire == 2:
-            out += _varint(len(value))
+            out += write_varint(len(value))
         out += value
     return bytes(out)
 

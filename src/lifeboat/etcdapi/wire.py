@@ -1,4 +1,4 @@
-"""protobuf's wire format, the part lifeboat reads by hand.
+"""protobuf's wire format, the part lifeboat reads and writes by hand.
 
 Two readers walk raw protobuf without generated classes, for speed and to survive damage:
 the snapshot reader (etcd's ``mvccpb.KeyValue`` rows) and the Kubernetes object decoder (the
@@ -42,6 +42,17 @@ def read_varint(buf: WireBuffer, pos: int, end: int | None = None) -> tuple[int,
             return result, pos
         shift += 7
     raise MalformedValue(f"varint longer than {MAX_VARINT_BYTES} bytes before byte {pos}")
+
+
+def write_varint(value: int) -> bytes:
+    """``value`` as a varint; a negative int64 takes ten bytes (two's complement, as protobuf writes it)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def to_int64(raw: int) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
+from lifeboat.etcdapi.wire import write_varint
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 
 _REVISION = struct.Struct(">QcQ")
@@ -28,22 +29,12 @@ TOMBSTONE = b"t"
 LEASE_BUCKET = b"lease"
 
 
-def _varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negatives are ten-byte two's complement
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _bytes_field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data if data else b""
+    return write_varint(number << 3 | 2) + write_varint(len(data)) + data if data else b""
 
 
 def _int_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value) if value else b""
+    return write_varint(number << 3) + write_varint(value) if value else b""
 
 
 def encode_key_value(kv: KeyValue) -> bytes:
