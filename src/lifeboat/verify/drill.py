@@ -26,7 +26,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_tool
-from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
+from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
 from lifeboat.verify.backup import Check, Progress, VerifyReport, verify_backup
@@ -148,14 +148,10 @@ def _restore_and_check(
     try:
         with report.timed("read snapshot offline"):
             facts = read_snapshot_facts(snapshot, revision, sample_size)
-        client_port, peer_port = free_loopback_port(), free_loopback_port()
-        data_dir = work / "data"
+        etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data", work / "etcd.log")
         with report.timed("restore"):
-            tool.run(snapshot, data_dir, DRILL_MEMBER, f"{DRILL_MEMBER}={peer_url(peer_port)}",
-                     f"lifeboat-drill-{uuid.uuid4().hex[:12]}", peer_url(peer_port))
+            _restore_into(tool, snapshot, etcd)
         report.add("restore", True, f"{tool.kind} {tool.version} restored into a temp dir")
-        etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, data_dir, work / "etcd.log",
-                         client_port, peer_port)
         with etcd:
             with report.timed("start etcd"):
                 etcd.wait_ready(ready_timeout)
@@ -163,7 +159,7 @@ def _restore_and_check(
                 check_restored(report, client, etcd.client_url, facts)
             with report.timed("stop etcd"):
                 etcd.stop()
-        shutil.rmtree(data_dir)  # room for the bumped restore
+        shutil.rmtree(etcd.data_dir)  # room for the bumped restore
         _bumped_restore(report, tool, etcd_binary, snapshot, facts, work, ready_timeout)
     except LifeboatError as exc:
         report.add("drill", False, str(exc))
@@ -177,19 +173,15 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, s
     one proves what ``lifeboat restore`` relies on: etcd starts at the bumped revision and
     refuses a watch from the snapshot's revision as compacted.
     """
-    client_port, peer_port = free_loopback_port(), free_loopback_port()
-    data_dir = work / "data-bumped"
+    etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data-bumped", work / "etcd-bumped.log")
     with report.timed("bumped restore"):
         by_tool = SUGGESTED_BUMP if tool.can_bump_revision else None
-        tool.run(snapshot, data_dir, DRILL_MEMBER, f"{DRILL_MEMBER}={peer_url(peer_port)}",
-                 f"lifeboat-drill-{uuid.uuid4().hex[:12]}", peer_url(peer_port), by_tool)
+        _restore_into(tool, snapshot, etcd, by_tool)
         if by_tool:
             who = f"{tool.kind} --bump-revision"
         else:
-            bump_restored_db(data_dir / "member" / "snap" / "db", SUGGESTED_BUMP)
+            bump_restored_db(etcd.data_dir / "member" / "snap" / "db", SUGGESTED_BUMP)
             who = "lifeboat"
-    etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, data_dir, work / "etcd-bumped.log",
-                     client_port, peer_port)
     with etcd:
         with report.timed("start bumped etcd"):
             etcd.wait_ready(ready_timeout)
@@ -216,6 +208,12 @@ def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: 
                f"{facts.revision} is {'refused as compacted' if refused else 'ACCEPTED'}; {counted} keys "
                f"(snapshot: {facts.live_keys}); {len(steady) - len(mismatched)} of {len(steady)} "
                "sampled keys without a lease match")
+
+
+def _restore_into(tool: RestoreTool, snapshot: Path, member: LocalEtcd, bump_revision: int | None = None) -> None:
+    """Restore ``snapshot`` into ``member``'s data dir as a cluster of that member alone."""
+    tool.run(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
+             f"lifeboat-drill-{uuid.uuid4().hex[:12]}", member.peer_url, bump_revision)
 
 
 def read_snapshot_facts(snapshot: Path, revision: int, sample_size: int) -> SnapshotFacts:
