@@ -43,3 +43,15 @@ class Pin:
             return cls(str(raw["pinned_at"]), str(raw["pinned_by"]), str(raw.get("reason", "")))
         except (ValueError, TypeError, KeyError) as exc:
             raise IntegrityError(f"pin {where} is malformed: {exc}") from None
+
+    @classmethod
+    def read(cls, data: bytes, where: str) -> Pin:
+        """The pin in ``data``; a damaged one still pins its backup, saying it is damaged.
+
+        Someone meant to keep that backup: retention must not delete it, and one bad pin must
+        not stop listing or pruning the rest. ``lifeboat unpin`` removes it.
+        """
+        try:
+            return cls.from_json(data, where)
+        except IntegrityError as exc:
+            return cls("unknown", "unknown", f"{exc}; still treated as pinned until 'lifeboat unpin' removes it")

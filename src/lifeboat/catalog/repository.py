@@ -356,7 +356,7 @@ class BackupRepository:
         """The backup's pin, read now (not cached), or None."""
         key = pin_key(backup.cluster, backup.id)
         try:
-            return Pin.from_json(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
+            return Pin.read(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
         except NotFound:
             return None
 
@@ -369,7 +369,7 @@ class BackupRepository:
                     data = self.store.get_bytes(obj.key)
                 except NotFound:
                     continue  # unpinned while we listed
-                found[(name.cluster, name.backup_id)] = Pin.from_json(data, where=f"{self.store.url}/{obj.key}")
+                found[(name.cluster, name.backup_id)] = Pin.read(data, where=f"{self.store.url}/{obj.key}")
         return found
 
     def discard_objects(self, cluster: str, backup_id: str) -> None:

@@ -205,3 +205,16 @@ def test_clusters_are_pruned_separately(repo: BackupRepository) -> None:
     apply_prune(repo, plan_prune(repo, [KeepLast(1)], NOW, cluster="prod"))
     assert [m.id for m in repo.manifests("prod")] == [prod[2].id]
     assert [m.id for m in repo.manifests("stage")] == [b.id for b in stage]
+
+
+def test_a_damaged_pin_keeps_its_backup_and_stops_neither_listing_nor_pruning(repo: BackupRepository) -> None:
+    backups = daily(repo, 3)
+    key = f"clusters/prod/backups/{backups[0].id}/pin.json"
+    repo.store.put_bytes(key, b'{"pinned_at": 3')  # truncated
+    assert [m.id for m in repo.scan().backups] == [b.id for b in backups]
+    pin = repo.pin_of(backups[0])
+    assert pin is not None and key in pin.reason and "still treated as pinned" in pin.reason
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    assert {d.backup.id: d.verdict for d in plan.retention.decisions}[backups[0].id] is Verdict.KEEP
+    assert apply_prune(repo, plan).deleted == [backups[1].id]
+    assert repo.unpin(backups[0]) and repo.pin_of(backups[0]) is None
