@@ -177,7 +177,11 @@ def test_killing_the_active_agent_hands_over_within_one_ttl(
         for i in range(3):
             port = free_port()
             path = tmp_path / f"node-{i}.yaml"
-            path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")))
+            data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
+            # A schedule whose next tick is months away: the first backup runs at start (no tick
+            # recorded yet) and no second tick can fall inside the test, whenever it runs.
+            data["schedules"] = {"backup": "@yearly"}
+            path.write_text(yaml.safe_dump(data))
             agents.append(AgentProcess(f"node-{i}", path, port))
         wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 30, "the first backup")
         first = leader(etcd, cluster)
