@@ -92,10 +92,20 @@ def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: D
 
 
 def with_lifeboat(root: Path, repo: str, env: dict[str, str]) -> float:
+    """Run the restore; print when each of its steps began (its own progress lines) to stderr."""
     started = time.monotonic()
-    subprocess.run([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo, "--cluster", "bench"],
-                   env=env, check=True, capture_output=True)
-    return time.monotonic() - started
+    proc = subprocess.Popen([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo,
+                             "--cluster", "bench"], env=dict(env, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]
+    if proc.wait() != 0:
+        raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
+    elapsed = time.monotonic() - started
+    for at, text in lines:
+        if text.startswith("["):
+            print(f"  {at:6.2f}s {text[:110]}", file=sys.stderr)
+    return elapsed
 
 
 def main() -> None:
