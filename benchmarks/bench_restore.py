@@ -94,8 +94,9 @@ def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: D
 def with_lifeboat(root: Path, repo: str, env: dict[str, str]) -> float:
     """Run the restore; print when each of its steps began (its own progress lines) to stderr."""
     started = time.monotonic()
+    # --force: the node's member is a demo cluster of its own, not the one the backup came from.
     proc = subprocess.Popen([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo,
-                             "--cluster", "bench"], env=dict(env, PYTHONUNBUFFERED="1"),
+                             "--cluster", "bench", "--force"], env=dict(env, PYTHONUNBUFFERED="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]

@@ -237,6 +237,23 @@ def test_delete_removes_and_is_idempotent(store: ObjectStore) -> None:
         store.get_bytes("a/b/c")
 
 
+def test_ranges_of_an_object_read_in_parallel_join_to_the_object(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40_000  # 10 MB
+    store.put_stream("big/obj", (data[i:i + MiB] for i in range(0, len(data), MiB)))
+    ranges = [(start, start + 3 * MiB) for start in range(0, len(data), 3 * MiB)]
+
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda r: store.get_range("big/obj", *r), ranges))
+
+    assert b"".join(parts) == data
+    assert len(parts[-1]) == len(data) % (3 * MiB)  # the last range is cut at the object's end
+    assert store.get_range("big/obj", 5, 9) == data[5:9]
+    assert store.get_range("big/obj", len(data) - 2, len(data) + 100) == data[-2:]
+    assert store.get_range("big/obj", 7, 7) == b""
+    with pytest.raises(NotFound):
+        store.get_range("big/missing", 0, 10)
+
+
 def test_missing_object_raises_not_found_before_iteration(store: ObjectStore) -> None:
     with pytest.raises(NotFound):
         store.get_bytes("no/such/object")

@@ -20,6 +20,10 @@ Contract, checked by ``tests/contract/`` against every backend:
 * ``get_stream`` yields the object's bytes in non-empty chunks of at most ``chunk_size``
   bytes; ``get_bytes`` returns them whole (for small objects only). A missing
   key raises :class:`~lifeboat.errors.NotFound` from the call itself, before iteration.
+* ``get_range(key, start, end)`` returns the bytes ``start`` up to (not including) ``end``
+  of the object, fewer when the object ends before ``end``; a missing key raises
+  :class:`~lifeboat.errors.NotFound`. Ranges of one object may be read from several threads
+  at once (a restore downloads a large object that way).
 * ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix:
   ``"a/b"`` matches ``a/b/c`` and ``a/bc``), sorted by key. With ``after`` (only with a
   folder as prefix: empty or ending in ``/``), only objects whose first segment below the
@@ -142,6 +146,10 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, key: str) -> bytes:
         """Return the bytes of a small object."""
+        ...
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Return bytes ``start`` to ``end`` (exclusive) of ``key``, fewer past its end."""
         ...
 
     def stat(self, key: str) -> ObjectInfo | None:

@@ -19,7 +19,8 @@ from lifeboat.store.base import (
     ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix, folder_of,
 )
 
-OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "stat", "list", "folders", "delete")
+OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "get_range", "stat", "list", "folders",
+              "delete")
 
 
 @dataclass
@@ -134,6 +135,11 @@ class MemoryStore:
         check_key(key)
         self._fault_for("get_bytes", key)
         return self._get(key)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        check_key(key)
+        self._fault_for("get_range", key)
+        return self._get(key)[start:end]
 
     def _get(self, key: str) -> bytes:
         try:

@@ -201,6 +201,19 @@ class S3Store:
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.get_stream(key))
 
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        path = self._prefix + check_key(key)
+        if end <= start:
+            if self.stat(key) is None:
+                raise NotFound(f"object {key} not found in {self._url}")
+            return b""
+        try:
+            return bytes(obstore.get_range(self._client, path, start=start, end=end))
+        except (BaseError, OSError) as exc:
+            if "range" in str(exc).lower() and "not satisf" in str(exc).lower():
+                return b""  # the whole range lies past the object's end
+            self._raise(exc, "reading", key)
+
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._prefix + check_key(key)
         try:
