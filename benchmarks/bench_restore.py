@@ -40,6 +40,10 @@ from tests.support.binaries import etcd_35, tool, weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 
 
+BY_HAND = ("by hand (stop, " + ("aws s3 cp" if aws_cli() else "single-stream download")
+           + ", zstd -d, etcdutl restore, start)")
+
+
 def take_backup(snapshot: Path, work: Path, env: dict[str, str], repo: str) -> dict[str, object]:
     member = serve(snapshot, work / "source")
     try:
@@ -50,6 +54,14 @@ def take_backup(snapshot: Path, work: Path, env: dict[str, str], repo: str) -> d
         member.stop()
     manifest: dict[str, object] = json.loads(out)
     return manifest
+
+
+def aws_cli() -> Path | None:
+    """The AWS CLI: on PATH, or installed for benchmarks with
+    ``python3 -m venv bench-work/awscli-venv && bench-work/awscli-venv/bin/pip install awscli``."""
+    found = shutil.which("aws")
+    beside = BENCH_WORK / "awscli-venv" / "bin" / "aws"
+    return Path(found) if found else beside if beside.exists() else None
 
 
 def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
@@ -73,10 +85,16 @@ def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: D
     kubelet.down()  # stop etcd (on a kubeadm node: move its manifest away and wait)
     node_etcd.data_dir.rename(node_etcd.data_dir.with_name("etcd.by-hand-moved"))
     stored = work / "snapshot.db.zst"
-    store = open_store(store_url)
-    with stored.open("wb") as out:
-        for chunk in store.get_stream(key):
-            out.write(chunk)
+    aws = aws_cli()
+    if aws is not None:  # what operators use: parallel ranged downloads, 10 at a time by default
+        bucket, _, prefix = store_url.removeprefix("s3://").partition("/")
+        subprocess.run([str(aws), "s3", "cp", "--quiet", "--endpoint-url", os.environ["AWS_ENDPOINT_URL"],
+                        f"s3://{bucket}/{prefix}/{key}", str(stored)], check=True)
+    else:  # a plain single-stream download
+        store = open_store(store_url)
+        with stored.open("wb") as out:
+            for chunk in store.get_stream(key):
+                out.write(chunk)
     raw = work / "snapshot.db"
     subprocess.run([str(tool("zstd", "Debian zstd")), "-d", "-q", "-f", str(stored), "-o", str(raw)], check=True)
     subprocess.run([str(release.etcdutl), "snapshot", "restore", str(raw), "--data-dir", str(node_etcd.data_dir),
@@ -136,13 +154,13 @@ def run_rounds(work: Path, repo: str, key: str, env: dict[str, str], rounds: int
     apiserver_port = free_loopback_port()
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
-    results: dict[str, list[float]] = {"by hand (stop, download, zstd -d, etcdutl restore, start)": [],
+    results: dict[str, list[float]] = {BY_HAND: [],
                                        "lifeboat restore latest": []}
     try:
         kubelet.up()  # a running member to restore over, as on a real node
         wait_answers(etcd, pki)
         for round_ in range(rounds):
-            results["by hand (stop, download, zstd -d, etcdutl restore, start)"].append(
+            results[BY_HAND].append(
                 by_hand(repo, key, etcd, pki, kubelet, work))
             results["lifeboat restore latest"].append(with_lifeboat(root, repo, env))
             for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),

@@ -37,6 +37,7 @@ from lifeboat.catalog.layout import (
 )
 from lifeboat.catalog.manifest import BackupStatus, DamagedManifest, Manifest
 from lifeboat.catalog.pins import Pin
+from lifeboat.catalog.streams import ranged
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, UsageError
 from lifeboat.store.base import ObjectInfo, ObjectStore
@@ -48,6 +49,12 @@ REPOSITORY_FORMAT = 1
 # 16 at a time on 2 busy cores) and shows each page before it reads the next.
 READS_AT_ONCE = 16
 PAGE_SIZE = 250
+
+# A restore reads a large object as ranges, several at once: one S3 connection carries less
+# than the store and the network can, and decompression and checks run while ranges arrive.
+# Memory stays near RANGE_SIZE × (RANGES_IN_FLIGHT + 1).
+RANGE_SIZE = 4 << 20
+RANGES_IN_FLIGHT = 4
 
 # ``latest`` looks among the backups started in the last LATEST_WINDOWS[0] first, then the
 # next window, then among all: a repository backed up at least daily is answered from the
@@ -153,8 +160,19 @@ class BackupRepository:
         self.store.put_stream(backup_object_key(cluster, backup_id, name), chunks)
 
     def read_object(self, manifest: Manifest, name: str) -> Iterator[bytes]:
-        """The stored bytes of one of a committed backup's objects, as they come."""
-        return self.store.get_stream(self.object_key(manifest, name))
+        """The stored bytes of one of a committed backup's objects, in order, as they come.
+
+        A large object is read as :data:`RANGE_SIZE` ranges, :data:`RANGES_IN_FLIGHT` at once
+        (its size from the store, so that a stored size unlike the manifest's is noticed).
+        """
+        key = self.object_key(manifest, name)
+        info = self.store.stat(key)
+        if info is None:
+            raise NotFound(f"object {key} not found in {self.store.url}")
+        if info.size <= 2 * RANGE_SIZE:
+            return self.store.get_stream(key)
+        return ranged(lambda start, end: self.store.get_range(key, start, end), info.size,
+                      RANGE_SIZE, RANGES_IN_FLIGHT)
 
     def backup_objects(self, cluster: str | None = None) -> Iterator[tuple[BackupObjectName, ObjectInfo]]:
         """Every object in a backup's folder, committed or not, with its name taken apart."""

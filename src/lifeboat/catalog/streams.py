@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
 from lifeboat.errors import IntegrityError
@@ -206,3 +208,32 @@ def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
             pending, held = [], 0
     if pending:
         yield b"".join(pending)
+
+
+def ranged(read: Callable[[int, int], bytes], size: int, part: int, in_flight: int) -> Iterator[bytes]:
+    """Bytes ``0..size`` read as ranges of ``part`` bytes, ``in_flight`` at once, yielded in order.
+
+    ``read(start, end)`` returns one range. Memory stays near ``in_flight`` × ``part``: a range
+    is requested only once the one ``in_flight`` before it was handed on. A failed read is
+    raised here, in order; closing this generator early abandons the reads still running.
+    """
+    starts = iter(range(0, size, part))
+    pool = ThreadPoolExecutor(in_flight, thread_name_prefix="lifeboat-range")
+    pending: deque[Future[bytes]] = deque()
+
+    def request() -> None:
+        start = next(starts, None)
+        if start is not None:
+            pending.append(pool.submit(read, start, min(start + part, size)))
+
+    try:
+        for _ in range(in_flight):
+            request()
+        while pending:
+            data = pending.popleft().result()
+            request()
+            yield data
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=False)

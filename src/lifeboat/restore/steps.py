@@ -97,6 +97,25 @@ class RestorePaths:
         return self.data_dir.with_name(f"{self.data_dir.name}.lifeboat-restored-{stamp}")
 
 
+class CheckedFiles:
+    """Files this process checked as it wrote them (a snapshot's sha256 trailer), so that a later
+    step of the same run need not read them again; a file changed since is not among them."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[int, int]] = {}
+
+    def record(self, path: Path) -> None:
+        info = path.stat()
+        self._seen[path] = (info.st_size, info.st_mtime_ns)
+
+    def unchanged(self, path: Path) -> bool:
+        try:
+            info = path.stat()
+        except OSError:
+            return False
+        return self._seen.get(path) == (info.st_size, info.st_mtime_ns)
+
+
 @dataclass
 class RestoreContext:
     """What the steps act on: the seams, the journal, and a way to talk to the operator."""
@@ -118,6 +137,7 @@ class RestoreContext:
     health_timeout: float = 300.0
     probe_interval: float = 0.5
     clock: Clock = field(default_factory=SystemClock)
+    checked: CheckedFiles = field(default_factory=lambda: CheckedFiles())
 
     def restoring(self) -> tuple[Manifest, RestoreTool]:
         if self.manifest is None or self.tool is None:
@@ -223,6 +243,7 @@ class FetchSnapshot(Step):
             what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
             raise IntegrityError(f"backup {self.backup_id} failed verification ({what}); "
                                  "nothing on the node was changed; restore another backup")
+        ctx.checked.record(self.snapshot)  # its trailer was checked as it came
 
 
 @dataclass(frozen=True)
@@ -337,7 +358,9 @@ class RestoreData(Step):
         # times faster than the tool's own check) and reads the snapshot's side of the keyspace
         # comparison while the restore tool, another process, works.
         with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-keyspace") as pool:
-            expected = pool.submit(_checked_keyspace, self.snapshot, self.revision)
+            # A snapshot fetched by an earlier, interrupted run is checked again before it is used.
+            expected = pool.submit(_checked_keyspace, self.snapshot, self.revision,
+                                   not ctx.checked.unchanged(self.snapshot))
             try:
                 ctx.restoring()[1].run(self.snapshot, self.staging, t.name, t.initial_cluster, t.token,
                                        t.peer_urls, self.bump_revision, skip_hash_check=True)
@@ -382,8 +405,9 @@ class BumpRevision(Step):
                 "compaction scheduled there")
 
 
-def _checked_keyspace(snapshot: Path, revision: int) -> KeyspaceDigest:
-    check_trailer(snapshot).require_match(snapshot)
+def _checked_keyspace(snapshot: Path, revision: int, check: bool = True) -> KeyspaceDigest:
+    if check:
+        check_trailer(snapshot).require_match(snapshot)
     return keyspace_digest(snapshot, revision)
 
 
