@@ -40,10 +40,6 @@ from tests.support.binaries import etcd_35, tool, weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 
 
-BY_HAND = ("by hand (stop, " + ("aws s3 cp" if aws_cli() else "single-stream download")
-           + ", zstd -d, etcdutl restore, start)")
-
-
 def take_backup(snapshot: Path, work: Path, env: dict[str, str], repo: str) -> dict[str, object]:
     member = serve(snapshot, work / "source")
     try:
@@ -62,6 +58,10 @@ def aws_cli() -> Path | None:
     found = shutil.which("aws")
     beside = BENCH_WORK / "awscli-venv" / "bin" / "aws"
     return Path(found) if found else beside if beside.exists() else None
+
+
+BY_HAND = ("by hand (stop, " + ("aws s3 cp" if aws_cli() else "single-stream download")
+           + ", zstd -d, etcdutl restore, start)")
 
 
 def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
