@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, 
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
+from lifeboat.disk import FreeSpace, free_bytes, require_room
 
 READ_CHUNK = 1 << 20
 
@@ -84,11 +84,14 @@ def take_backup(
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     progress: Progress = _no_progress,
     inspect: Callable[[Path], object] = lambda snapshot: None,
+    free_space: FreeSpace = free_bytes,
 ) -> Manifest:
     """Take one backup and commit it; returns the committed manifest.
 
     ``inspect`` is called with the raw snapshot file once it is complete and checked, while
-    it still exists (capture reads its compaction marks there).
+    it still exists (capture reads its compaction marks there). The snapshot is spooled in
+    the temp dir: a backup refuses before it streams anything when the member's db (as its
+    status reports the size) does not fit there.
     """
     check_cluster_name(options.cluster)
     started = now()
@@ -97,7 +100,9 @@ def take_backup(
     draft = _Draft(repo, options, backup_id, inspect)
     try:
         with tempfile.TemporaryDirectory(prefix="lifeboat-", dir=options.tmp_dir) as tmp:
-            _check_room(Path(tmp), source.status.db_size)
+            require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
+                         f"the backup's spooled snapshot (member {source.member.name}'s db)",
+                         "pass --tmp-dir", free_space)
             snapshot_obj, info = draft.store_snapshot(etcd, source, Path(tmp), progress)
             files_obj, entries = draft.store_files(Path(tmp)) if options.capture_files else (None, [])
         manifest = Manifest(
@@ -224,16 +229,6 @@ class _SnapshotReceiver:
                 close()
         self.db_sha256 = self.digest.verify_trailer()
         self.on_complete()
-
-
-def _check_room(tmp: Path, db_size: int) -> None:
-    free = shutil.disk_usage(tmp).free
-    need = db_size + db_size // 20 + (16 << 20)
-    if free < need:
-        raise OperationFailed(
-            f"temp dir {tmp.parent} has {free >> 20} MiB free but the snapshot needs about "
-            f"{need >> 20} MiB; free space or pass --tmp-dir"
-        )
 
 
 def _spool_error(exc: OSError, spool: Path) -> OperationFailed:

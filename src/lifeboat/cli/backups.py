@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--zstd-level", type=int, metavar="N",
                    help=f"zstd level 1-19 (default {DEFAULT_ZSTD_LEVEL})")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR",
-                   help="where the snapshot is spooled while it is checked (needs the db's size free)")
+                   help="where the snapshot is spooled while it is checked (needs the db's size free, "
+                   "as the member reports it; checked before streaming starts)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="a label recorded in the manifest; repeatable")
     p.set_defaults(func=cmd_backup)
@@ -84,7 +85,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_repo_flags(p)
     p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
                    help="age identity file (or SSH private key) for encrypted backups; repeatable")
-    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the snapshot is unpacked while checked")
+    p.add_argument("--tmp-dir", type=Path, metavar="DIR",
+                   help="where the snapshot is unpacked while checked (needs its raw size free, a drill "
+                   "twice that; checked before anything is downloaded)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)

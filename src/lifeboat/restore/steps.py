@@ -21,6 +21,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
+from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
@@ -138,6 +139,7 @@ class RestoreContext:
     probe_interval: float = 0.5
     clock: Clock = field(default_factory=SystemClock)
     checked: CheckedFiles = field(default_factory=lambda: CheckedFiles())
+    free_space: FreeSpace = free_bytes
 
     def restoring(self) -> tuple[Manifest, RestoreTool]:
         if self.manifest is None or self.tool is None:
@@ -185,14 +187,9 @@ class Preflight(Step):
     def check(self, ctx: RestoreContext) -> None:
         _check_data_dir(self.data_dir, "move-aside" in ctx.journal.done)
         ctx.restoring()[1].check_compatible(self.etcd_version)
-        parent = _existing_parent(self.data_dir)
-        stat = os.statvfs(parent)
-        free = stat.f_bavail * stat.f_frsize
-        if free < self.need_bytes:
-            raise OperationFailed(
-                f"{parent} has {_size(free)} free; the restore needs {_size(self.need_bytes)} "
-                "(the snapshot, the restored db and a WAL segment); free space and re-run"
-            )
+        require_room(_existing_parent(self.data_dir), self.need_bytes,
+                     "the restore (the snapshot, the restored db and a WAL segment)",
+                     "re-run when there is room", ctx.free_space)
 
     def run(self, ctx: RestoreContext) -> None:
         owner = self.data_dir if self.data_dir.exists() else _existing_parent(self.data_dir)

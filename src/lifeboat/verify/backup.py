@@ -17,6 +17,7 @@ from lifeboat.catalog.codec import decode
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
 from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, threaded
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
@@ -60,8 +61,12 @@ def verify_backup(
     tmp_dir: Path | None = None,
     keep_snapshot: Path | None = None,
     progress: Progress = lambda stage, done: None,
+    free_space: FreeSpace = free_bytes,
 ) -> VerifyReport:
-    """Verify ``manifest``'s backup. ``keep_snapshot`` also writes the raw db there."""
+    """Verify ``manifest``'s backup. ``keep_snapshot`` also writes the raw db there.
+
+    Refuses (OperationFailed) before any download when the raw snapshot and archive do not fit.
+    """
     if manifest.status != BackupStatus.COMPLETE:
         raise OperationFailed(f"backup {manifest.id} is {manifest.status}, not complete")
     if manifest.encryption and not identities:
@@ -71,6 +76,7 @@ def verify_backup(
         )
     report = VerifyReport(manifest.id)
     keys = identities if manifest.encryption else None
+    require_verify_room(manifest, tmp_dir or Path(tempfile.gettempdir()), keep_snapshot, free_space)
     with tempfile.TemporaryDirectory(prefix="lifeboat-verify-", dir=tmp_dir) as tmp:
         snapshot_obj = manifest.object_named(SNAPSHOT_OBJECT)
         if snapshot_obj is None:
@@ -87,6 +93,23 @@ def verify_backup(
         elif manifest.files:
             report.add("control-plane files", False, "files are listed but no archive is stored")
     return report
+
+
+def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path | None,
+                        free_space: FreeSpace = free_bytes, extra: int = 0) -> None:
+    """Refuse unless the raw snapshot (where it is written) and the files archive fit.
+
+    ``extra`` bytes more are needed beside the snapshot (a drill's restored db).
+    """
+    raw = {o.name: o.raw_size for o in manifest.objects}
+    snapshot = sum(size for name, size in raw.items() if name.startswith(SNAPSHOT_OBJECT))
+    files = sum(size for name, size in raw.items() if name.startswith(FILES_OBJECT))
+    beside = keep_snapshot.parent if keep_snapshot is not None else tmp_dir
+    needs = {tmp_dir: files}
+    needs[beside] = needs.get(beside, 0) + snapshot + extra
+    for path, needed in needs.items():
+        require_room(path, needed, f"checking backup {manifest.id} (its raw snapshot and files"
+                     + (", and a restored copy" if extra else "") + ")", "pass --tmp-dir", free_space)
 
 
 def _fetch(

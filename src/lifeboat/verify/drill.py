@@ -29,7 +29,8 @@ from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_t
 from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
-from lifeboat.verify.backup import Check, Progress, VerifyReport, verify_backup
+from lifeboat.disk import FreeSpace, free_bytes
+from lifeboat.verify.backup import Check, Progress, VerifyReport, require_verify_room, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
 DRILL_MEMBER = "lifeboat-drill"
@@ -102,6 +103,7 @@ def run_drill(
     ready_timeout: float = READY_TIMEOUT,
     progress: Progress = lambda stage, done: None,
     replay: Callable[[Path, Path], int] | None = None,
+    free_space: FreeSpace = free_bytes,
 ) -> DrillReport:
     """Drill ``manifest``'s backup; the report says what failed (nothing is raised for that).
 
@@ -113,6 +115,10 @@ def run_drill(
     version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
+    # The snapshot, then the throwaway member's restored copy of it (a replayed point: a third).
+    copies = 2 if replay is None else 3
+    require_verify_room(manifest, tmp_dir or Path(tempfile.gettempdir()), None, free_space,
+                        extra=(copies - 1) * manifest.snapshot.total_size)
     with tempfile.TemporaryDirectory(prefix="lifeboat-drill-", dir=tmp_dir) as tmp:
         work = Path(tmp)
         snapshot = work / "snapshot.db"

@@ -1,0 +1,129 @@
+"""Backup, verify, drill and restore say how much disk they need and refuse before starting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lifeboat.backup.pipeline import BackupOptions, take_backup
+from lifeboat.catalog.ids import new_backup_id
+from lifeboat.catalog.layout import MARKER_KEY
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.disk import MARGIN, free_bytes, require_room
+from lifeboat.errors import OperationFailed
+from lifeboat.etcd.memory import MemoryEtcd, member_urls
+from lifeboat.restore.executor import execute
+from lifeboat.restore.journal import Journal
+from lifeboat.store.memory import MemoryStore
+from lifeboat.verify.backup import require_verify_room, verify_backup
+from tests.support.manifests import stored_object
+from tests.unit.catalog.test_repository import T0, manifest
+from tests.unit.restore.test_restore_plan import FakeTool, context, plan_for
+from tests.unit.restore.test_restore_plan import manifest as restore_manifest
+
+GiB = 1 << 30
+
+
+class FreeSpace:
+    """A fake filesystem: ``free`` bytes wherever asked, and the paths asked about."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.asked: list[Path] = []
+
+    def __call__(self, path: Path) -> int:
+        self.asked.append(path)
+        return self.free
+
+
+def test_room_is_refused_naming_what_needs_it_where_and_how_much(tmp_path: Path) -> None:
+    with pytest.raises(OperationFailed) as caught:
+        require_room(tmp_path, 8 * GiB, "the restore", "pass --tmp-dir", FreeSpace(3 * GiB))
+    message = str(caught.value)
+    assert "the restore needs about 8.1 GiB free in" in message and str(tmp_path) in message
+    assert "which has 3.0 GiB" in message and "pass --tmp-dir" in message
+    require_room(tmp_path, 8 * GiB, "the restore", "pass --tmp-dir", FreeSpace(8 * GiB + MARGIN))
+    assert free_bytes(tmp_path / "not" / "yet") == free_bytes(tmp_path) > 0
+
+
+def big_backup(store: MemoryStore) -> tuple[BackupRepository, object]:
+    """A committed backup whose raw snapshot is 8 GiB (the stored object is a stand-in)."""
+    repo = BackupRepository.open(store, create=True)
+    m = manifest(new_backup_id(T0))
+    m = m.model_copy(update={"objects": (stored_object("snapshot.db.zst", 100).model_copy(
+        update={"raw_size": 8 * GiB}),)})
+    store.put_bytes(repo.object_key(m, "snapshot.db.zst"), b"x" * 100)
+    repo.commit(m)
+    store.calls.clear()
+    return repo, m
+
+
+def test_verify_refuses_before_downloading_when_the_raw_snapshot_does_not_fit(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, m = big_backup(store)
+    free = FreeSpace(5 * GiB)
+
+    with pytest.raises(OperationFailed, match=r"checking backup .* needs about 8\.1 GiB free"):
+        verify_backup(repo, m, None, tmp_dir=tmp_path, free_space=free)  # type: ignore[arg-type]
+
+    assert free.asked == [tmp_path]
+    assert store.calls["get_stream"] == store.calls["get_range"] == store.calls["stat"] == 0
+
+
+def test_a_drill_needs_room_for_the_snapshot_and_its_restored_copy(tmp_path: Path) -> None:
+    _, m = big_backup(MemoryStore())
+    restored = m.snapshot.total_size  # type: ignore[attr-defined]
+    require_verify_room(m, tmp_path, None, FreeSpace(8 * GiB + restored + MARGIN), extra=restored)  # type: ignore[arg-type]
+    with pytest.raises(OperationFailed, match="and a restored copy"):
+        require_verify_room(m, tmp_path, None, FreeSpace(8 * GiB + MARGIN), extra=restored + 1)  # type: ignore[arg-type]
+
+
+def test_verify_keeping_the_snapshot_elsewhere_asks_both_places(tmp_path: Path) -> None:
+    _, m = big_backup(MemoryStore())
+    free = FreeSpace(9 * GiB)
+    require_verify_room(m, tmp_path / "tmp", tmp_path / "keep" / "snapshot.db", free)  # type: ignore[arg-type]
+    assert free.asked == [tmp_path / "tmp", tmp_path / "keep"]
+
+
+def test_restore_refuses_at_preflight_before_it_fetches_or_stops_anything(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    need = plan.steps[0].need_bytes  # type: ignore[attr-defined]
+    assert "free beside it" in plan.steps[0].describe()  # said up front, in the plan
+    ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    ctx = replace(ctx, free_space=FreeSpace(need - 1), manifest=restore_manifest(), tool=FakeTool())
+
+    with pytest.raises(OperationFailed, match="the restore .* needs about"):
+        execute(plan, ctx, auto_rollback=False)
+
+    assert all(j.done == () for j in saved)
+
+
+class NoSnapshot:
+    """The etcd double's members and status; a snapshot stream that must not be asked for."""
+
+    def __init__(self, etcd: MemoryEtcd) -> None:
+        self.etcd = etcd
+        self.member_list, self.status, self.alarms = etcd.member_list, etcd.status, etcd.alarms
+        self.streamed = 0
+
+    def snapshot(self, endpoint: str) -> Iterator[bytes]:
+        self.streamed += 1
+        raise AssertionError("the snapshot was streamed although it cannot fit")
+
+
+def test_backup_refuses_before_streaming_when_the_members_db_does_not_fit(tmp_path: Path) -> None:
+    etcd = MemoryEtcd()
+    etcd.members[1].db_size = 8 * GiB
+    source = NoSnapshot(etcd)
+    store = MemoryStore()
+    repo = BackupRepository.open(store, create=True)
+    options = BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False, tmp_dir=tmp_path)
+
+    with pytest.raises(OperationFailed, match=r"spooled snapshot .* needs about 8\.5 GiB free in .*--tmp-dir"):
+        take_backup(source, repo, options, free_space=FreeSpace(6 * GiB))  # type: ignore[arg-type]
+
+    assert source.streamed == 0 and store.keys() == [MARKER_KEY]
+    assert list(tmp_path.iterdir()) == []
