@@ -115,8 +115,9 @@ def run_drill(
     version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
-    # The snapshot, then the throwaway member's restored copy of it (a replayed point: a third).
-    copies = 2 if replay is None else 3
+    # The snapshot, the throwaway member's restored copy and, while lifeboat bumps the revision
+    # of the second restore, a copy of that (a replayed point: one more).
+    copies = 3 if replay is None else 4
     require_verify_room(manifest, tmp_dir or Path(tempfile.gettempdir()), None, free_space,
                         extra=(copies - 1) * manifest.snapshot.total_size)
     with tempfile.TemporaryDirectory(prefix="lifeboat-drill-", dir=tmp_dir) as tmp:
