@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="age identity file (or SSH private key) for encrypted backups; repeatable")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR",
                    help="where the snapshot is unpacked while checked (needs its raw size free, a drill "
-                   "twice that; checked before anything is downloaded)")
+                   "three times that; checked before anything is downloaded)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)
