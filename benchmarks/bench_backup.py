@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
 
 import pyrage  # noqa: E402
 
-from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, SHAPES, shaped_snapshot  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
@@ -82,9 +82,12 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--shape", choices=SHAPES, default="kube",
+                        help="the data: Kubernetes-like values of 1-20 KiB, 450k keys of ~1.2 KB, "
+                        "or 40k keys each rewritten 20 times (uncompacted history)")
     args = parser.parse_args()
 
-    snapshot = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
+    snapshot = shaped_snapshot(args.shape, args.size_mib)
     work = BENCH_WORK / "backup-run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -142,7 +145,7 @@ def report(results: dict[str, list[tuple[float, int]]], snapshot: Path) -> None:
                      "peak_rss_mb": round(rss / 1e6, 1), "runs_s": [round(t, 3) for t, _ in runs]})
     out = {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size,
            "cpus": os.cpu_count(), "load_before": os.getloadavg(), "results": rows}
-    (BENCH_WORK / "bench_backup.json").write_text(json.dumps(out, indent=2))
+    (BENCH_WORK / f"bench_backup-{snapshot.stem}.json").write_text(json.dumps(out, indent=2))
     print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(next(iter(results.values())))} rounds, "
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| case | median | ratio to etcdctl | peak RSS |\n| --- | --- | --- | --- |")

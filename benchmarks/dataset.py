@@ -136,6 +136,57 @@ def make_many_keys_snapshot(path: Path, keys: int = 450_000, value_size: int = 1
     return path
 
 
+def make_history_snapshot(path: Path, keys: int = 40_000, writes: int = 21, value_size: int = 1200) -> Path:
+    """Return ``path``, creating it unless it exists: ``keys`` keys each written ``writes`` times
+    (created, then rewritten 20 times) and never compacted, as an uncompacted Kubernetes store
+    keeps every revision: the db holds ``keys`` × ``writes`` revisions of ~``value_size`` bytes."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = path.parent / f".{path.name}.etcd"
+    shutil.rmtree(workdir, ignore_errors=True)
+    rng = random.Random(21)
+    started = time.monotonic()
+
+    def items(write: int) -> Iterator[tuple[bytes, bytes]]:
+        for i in range(keys):
+            resource = RESOURCES[i % len(RESOURCES)]
+            key = f"/registry/{resource}/ns-{i % 131:03d}/obj-{i:06d}".encode()
+            yield key, (b"k8s\x00\n\x0bv1\x12\x03" + f"rv{write}".encode()
+                        + _kube_like(rng, value_size - rng.randrange(0, 200)))
+
+    with EtcdCluster(etcd_35(), workdir) as cluster:
+        member = cluster.first()
+        gw = Gateway(member.client_port)
+        try:
+            for write in range(writes):
+                gw.put_many(items(write))
+                print(f"write {write + 1}/{writes}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
+        finally:
+            gw.close()
+        partial = path.with_suffix(".part")
+        member.etcdctl("snapshot", "save", str(partial), timeout=600)
+        partial.rename(path)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"made {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return path
+
+
+SHAPES = ("kube", "many-keys", "history")
+
+
+def shaped_snapshot(shape: str, size_mib: int = 1024) -> Path:
+    """The cached snapshot of one data shape: "kube" (120k keys of 1-20 KiB written 6 times),
+    "many-keys" (450k keys of ~1.2 KB written once), "history" (40k keys of ~1.2 KB, 21 writes each)."""
+    if shape == "kube":
+        return make_snapshot(size_mib << 20, BENCH_WORK / f"kube-like-{size_mib}MiB.db", style="kube")
+    if shape == "many-keys":
+        return make_many_keys_snapshot(BENCH_WORK / "small-keys-450000.db")
+    if shape == "history":
+        return make_history_snapshot(BENCH_WORK / "history-40000x21.db")
+    raise SystemExit(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,20 +106,21 @@ def test_snapshot_failing_etcds_own_check_is_never_stored(
 
 
 def test_temp_dir_without_room_for_the_snapshot_is_refused_before_streaming(
-    client: EtcdClient, member: EtcdMember, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    client: EtcdClient, member: EtcdMember, tmp_path: Path
 ) -> None:
-    real = shutil.disk_usage
+    asked: list[Path] = []
 
-    def tiny(path: object) -> object:
-        usage = real(path)  # type: ignore[arg-type]
-        return type(usage)(usage.total, usage.total - 1024, 1024)
+    def tiny(path: Path) -> int:
+        asked.append(path)
+        return 1024
 
-    monkeypatch.setattr(shutil, "disk_usage", tiny)
     store = MemoryStore()
     repo = BackupRepository.open(store, create=True)
-    with pytest.raises(OperationFailed, match="temp dir .* MiB free"):
-        take_backup(client, repo, options(member, tmp_dir=tmp_path))
+    with pytest.raises(OperationFailed, match=r"spooled snapshot .* needs about \d+ MiB free in .*, which has "
+                                              r"0 MiB; free space or pass --tmp-dir"):
+        take_backup(client, repo, options(member, tmp_dir=tmp_path), free_space=tiny)
     assert store.keys() == ["lifeboat-repository.json"]
+    assert asked == [tmp_path] and list(tmp_path.iterdir()) == []
 
 
 def test_disk_filling_up_while_spooling_is_a_clear_error(
