@@ -13,7 +13,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,28 +72,20 @@ def _db_size(gw: Gateway) -> int:
     return int(gw.call("/v3/maintenance/status", {})["dbSize"])
 
 
-def make_snapshot(size_bytes: int, path: Path, style: str = "random") -> Path:
-    """Return ``path``, creating it unless it already exists (delete it to regenerate).
-
-    ``style`` "random" fills values with random bytes (incompressible); "kube" with
-    Kubernetes-like text that compresses about as real etcd data does.
-    """
+def _generated(path: Path, fill: Callable[[Gateway], None]) -> Path:
+    """Return ``path``, creating it unless it exists: ``fill`` writes into a fresh etcd 3.5.1,
+    whose snapshot ``etcdctl snapshot save`` then writes to ``path``."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir = path.parent / f".{path.name}.etcd"
     shutil.rmtree(workdir, ignore_errors=True)
-    rng = random.Random(2024)
     started = time.monotonic()
     with EtcdCluster(etcd_35(), workdir) as cluster:
         member = cluster.first()
         gw = Gateway(member.client_port)
         try:
-            round_ = 0
-            while _db_size(gw) < size_bytes:
-                gw.put_many(_round(rng, round_, style))
-                round_ += 1
-                print(f"round {round_}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
+            fill(gw)
         finally:
             gw.close()
         partial = path.with_suffix(".part")
@@ -104,16 +96,28 @@ def make_snapshot(size_bytes: int, path: Path, style: str = "random") -> Path:
     return path
 
 
+def make_snapshot(size_bytes: int, path: Path, style: str = "random") -> Path:
+    """Return ``path``, creating it unless it already exists (delete it to regenerate).
+
+    ``style`` "random" fills values with random bytes (incompressible); "kube" with
+    Kubernetes-like text that compresses about as real etcd data does.
+    """
+    rng = random.Random(2024)
+
+    def fill(gw: Gateway) -> None:
+        round_ = 0
+        while _db_size(gw) < size_bytes:
+            gw.put_many(_round(rng, round_, style))
+            round_ += 1
+            print(f"round {round_}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
+
+    return _generated(path, fill)
+
+
 def make_many_keys_snapshot(path: Path, keys: int = 450_000, value_size: int = 1200) -> Path:
     """Return ``path``, creating it unless it exists: ``keys`` keys of ~``value_size`` bytes,
     each written once (the shape of a big cluster's many small objects: pods, events)."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = path.parent / f".{path.name}.etcd"
-    shutil.rmtree(workdir, ignore_errors=True)
     rng = random.Random(450)
-    started = time.monotonic()
 
     def items() -> Iterator[tuple[bytes, bytes]]:
         for i in range(keys):
@@ -121,32 +125,14 @@ def make_many_keys_snapshot(path: Path, keys: int = 450_000, value_size: int = 1
             key = f"/registry/{resource}/ns-{i % 311:03d}/obj-{i:07d}".encode()
             yield key, b"k8s\x00\n\x0bv1\x12\x03" + _kube_like(rng, value_size - rng.randrange(0, 200))
 
-    with EtcdCluster(etcd_35(), workdir) as cluster:
-        member = cluster.first()
-        gw = Gateway(member.client_port)
-        try:
-            gw.put_many(items())
-        finally:
-            gw.close()
-        partial = path.with_suffix(".part")
-        member.etcdctl("snapshot", "save", str(partial), timeout=600)
-        partial.rename(path)
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(f"made {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return path
+    return _generated(path, lambda gw: gw.put_many(items()))
 
 
 def make_history_snapshot(path: Path, keys: int = 40_000, writes: int = 21, value_size: int = 1200) -> Path:
     """Return ``path``, creating it unless it exists: ``keys`` keys each written ``writes`` times
     (created, then rewritten 20 times) and never compacted, as an uncompacted Kubernetes store
     keeps every revision: the db holds ``keys`` × ``writes`` revisions of ~``value_size`` bytes."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = path.parent / f".{path.name}.etcd"
-    shutil.rmtree(workdir, ignore_errors=True)
     rng = random.Random(21)
-    started = time.monotonic()
 
     def items(write: int) -> Iterator[tuple[bytes, bytes]]:
         for i in range(keys):
@@ -155,21 +141,12 @@ def make_history_snapshot(path: Path, keys: int = 40_000, writes: int = 21, valu
             yield key, (b"k8s\x00\n\x0bv1\x12\x03" + f"rv{write}".encode()
                         + _kube_like(rng, value_size - rng.randrange(0, 200)))
 
-    with EtcdCluster(etcd_35(), workdir) as cluster:
-        member = cluster.first()
-        gw = Gateway(member.client_port)
-        try:
-            for write in range(writes):
-                gw.put_many(items(write))
-                print(f"write {write + 1}/{writes}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
-        finally:
-            gw.close()
-        partial = path.with_suffix(".part")
-        member.etcdctl("snapshot", "save", str(partial), timeout=600)
-        partial.rename(path)
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(f"made {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return path
+    def fill(gw: Gateway) -> None:
+        for write in range(writes):
+            gw.put_many(items(write))
+            print(f"write {write + 1}/{writes}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
+
+    return _generated(path, fill)
 
 
 SHAPES = ("kube", "many-keys", "history")
