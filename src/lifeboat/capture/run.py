@@ -31,7 +31,7 @@ from lifeboat.capture.resume import Resume, decide_resume
 from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, leases_of
 from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.age_keys import Recipient, load_recipients
-from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
+from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -150,7 +150,7 @@ class Capture:
                  status: CaptureStatus | None = None) -> None:
         self.etcd = etcd
         self.repo = repo
-        self.chains = ChainStore(repo.store)
+        self.chains = repo.chain_store
         self.options = options
         self.stop = stop or threading.Event()
         self.now = now

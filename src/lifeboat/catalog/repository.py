@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from lifeboat import __version__
+from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name, id_floor
 from lifeboat.catalog.layout import (
     CLUSTERS,
@@ -102,6 +103,11 @@ class BackupRepository:
     @property
     def url(self) -> str:
         return self.store.url
+
+    @property
+    def chain_store(self) -> ChainStore:
+        """The continuous-capture chains kept in this repository beside its backups."""
+        return ChainStore(self.store)
 
     @classmethod
     def open(cls, store: ObjectStore, *, create: bool = False, clock: Clock | None = None) -> BackupRepository:

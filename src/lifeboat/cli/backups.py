@@ -14,7 +14,7 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
-from lifeboat.catalog.chains import ChainListing, ChainStore
+from lifeboat.catalog.chains import ChainListing
 from lifeboat.catalog.manifest import DamagedManifest, Manifest
 from lifeboat.catalog.repository import BackupRepository, Listing
 from lifeboat.catalog.segments import seen_text
@@ -173,7 +173,7 @@ class WindowEnds:
     """
 
     def __init__(self, repo: BackupRepository) -> None:
-        self._store = ChainStore(repo.store)
+        self._store = repo.chain_store
         self._chains: dict[str, list[ChainListing]] = {}
 
     def of(self, manifests: Sequence[Manifest]) -> dict[str, dict[str, object]]:

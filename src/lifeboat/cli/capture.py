@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat.capture import Capture, capture_options
-from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.timeline import Timeline, Window, build_timeline
 from lifeboat.cli.connect import (
@@ -108,14 +107,14 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def load_timeline(args: argparse.Namespace, cluster: str) -> Timeline:
     repo = open_repository(args)
     manifests = list(repo.manifests(cluster))
-    return build_timeline(cluster, manifests, ChainStore(repo.store).chains(cluster))
+    return build_timeline(cluster, manifests, repo.chain_store.chains(cluster))
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     wanted = cluster_name(args, default=None)
     clusters = [wanted] if wanted else sorted({m.cluster for m in repo.manifests()})
-    store = ChainStore(repo.store)
+    store = repo.chain_store
     timelines = [build_timeline(c, list(repo.manifests(c)), store.chains(c)) for c in clusters]
     if args.output == "json":
         emit_json([timeline_json(t) for t in timelines])

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import ChainStore, SegmentRef
+from lifeboat.catalog.chains import SegmentRef
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment, decode_segment
 from lifeboat.catalog.timeline import (
@@ -58,7 +58,7 @@ def parse_time(text: str) -> datetime:
 
 
 def cluster_timeline(repo: BackupRepository, cluster: str) -> Timeline:
-    return build_timeline(cluster, list(repo.manifests(cluster)), ChainStore(repo.store).chains(cluster))
+    return build_timeline(cluster, list(repo.manifests(cluster)), repo.chain_store.chains(cluster))
 
 
 def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
@@ -69,7 +69,7 @@ def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
     if target.revision is not None:
         return point_at_revision(timeline, target.revision)
     assert target.moment is not None
-    chains = ChainStore(repo.store)
+    chains = repo.chain_store
 
     def read(window: Window, ref: SegmentRef) -> Segment:
         assert window.chain is not None
@@ -140,7 +140,7 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
     """Every segment up to the point, decrypted and decompressed into ``work``, each checked."""
     chain = point.window.chain
     assert chain is not None
-    store = ChainStore(repo.store)
+    store = repo.chain_store
     files: list[Path] = []
     done = 0
     for number, ref in enumerate(point.segments):

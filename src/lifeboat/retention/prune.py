@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from lifeboat.catalog.chains import ChainListing, ChainStore
+from lifeboat.catalog.chains import ChainListing
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.orphans import Orphan, find_orphans
@@ -112,7 +112,7 @@ def plan_prune(
     records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
     retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
     clusters = [cluster] if cluster else sorted({c for c, _ in manifests})
-    store = ChainStore(repo.store)
+    store = repo.chain_store
     chains = [listing for c in clusters for listing in store.chains(c)]
     retention = _keep_chain_bases(retention, policies, chains, list(manifests.values()), now)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
@@ -174,7 +174,7 @@ def apply_prune(
     was made survives. A failure stops the prune; running it again completes it.
     """
     result = PruneResult([], [], [])
-    store = ChainStore(repo.store)
+    store = repo.chain_store
     for chain in plan.chains:
         # A chain goes before its base: a base without its chain is still a good backup.
         base = plan.manifests.get((chain.listing.info.cluster, chain.listing.info.base_backup))
