@@ -1,0 +1,189 @@
+"""Continuous capture under load: RPO, effect on etcd's put latency, capture's memory, PITR speed.
+
+One etcd 3.5.1 on loopback. Rounds alternate "no capture" and "capture" (``lifeboat capture``
+as a child process, to a local repository, default flush interval of 1 s); in each round a
+load generator in this process writes 1 KiB values at a steady target rate (default 2,000
+writes/s) for ``--seconds``, from several threads, and records each put's acknowledgement
+time, revision and latency. Measured:
+
+* **RPO**: for every write of a capture round, the time from etcd's acknowledgement to the
+  moment the segment holding its revision was committed (the segment file's mtime; the local
+  store writes a temp file and renames it into place). p50 / p99 / max.
+* **put latency** with and without capture (p50 / p99), as a ratio of the two.
+* **capture's peak RSS** (the child's ``ru_maxrss``).
+* **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
+  revision (``build_point_snapshot`` with the base already fetched), events per second.
+
+Results go to ``bench-work/bench_capture.json`` and a Markdown table on stdout. The machine
+is shared: run alternating rounds and read the numbers with that in mind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_backup import frozen_source  # noqa: E402
+from benchmarks.dataset import BENCH_WORK  # noqa: E402
+from lifeboat.catalog.repository import BackupRepository  # noqa: E402
+from lifeboat.etcd import ConnectionSettings, EtcdClient  # noqa: E402
+from lifeboat.pitr import PointTarget, build_point_snapshot, find_point  # noqa: E402
+from lifeboat.store import open_store  # noqa: E402
+from lifeboat.verify.backup import verify_backup  # noqa: E402
+from tests.support.binaries import etcd_35  # noqa: E402
+from tests.support.etcd import EtcdCluster  # noqa: E402
+
+LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
+VALUE = os.urandom(1024)
+
+
+def load(endpoint: str, rate: float, seconds: float, threads: int) -> list[tuple[float, int, float]]:
+    """Write at ``rate`` puts/s for ``seconds``; (ack wall time, revision, latency) per put."""
+    results: list[tuple[float, int, float]] = []
+    lock = threading.Lock()
+    start = time.monotonic() + 0.2
+    per_thread = rate / threads
+
+    def worker(n: int) -> None:
+        mine: list[tuple[float, int, float]] = []
+        with EtcdClient(ConnectionSettings((endpoint,))) as client:
+            i = 0
+            while True:
+                due = start + i / per_thread
+                if due - start >= seconds:
+                    break
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                sent = time.monotonic()
+                revision = client.put(f"/registry/bench/{n}/{i % 5000}", VALUE)
+                mine.append((time.time(), revision, time.monotonic() - sent))
+                i += 1
+        with lock:
+            results.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return results
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def segment_commits(repo_dir: Path) -> list[tuple[int, int, float]]:
+    found = []
+    for path in repo_dir.rglob("segments/*.jsonl.zst"):
+        first, last = path.name.split("-")[:2]
+        found.append((int(first), int(last), path.stat().st_mtime))
+    return sorted(found)
+
+
+def rpo(writes: list[tuple[float, int, float]], commits: list[tuple[int, int, float]]) -> list[float]:
+    delays = []
+    for acked, revision, _latency in writes:
+        for first, last, committed in commits:
+            if first <= revision <= last:
+                delays.append(committed - acked)
+                break
+        else:
+            raise SystemExit(f"revision {revision} is in no committed segment")
+    return delays
+
+
+def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
+                  env: dict[str, str]) -> dict[str, object]:
+    repo_dir = work / f"repo-{time.monotonic_ns()}"
+    proc = subprocess.Popen(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
+                                        "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(repo_dir.rglob("chain.json")):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("capture did not start a chain")
+        time.sleep(0.1)
+    writes = load(endpoint, rate, seconds, threads)
+    top = max(r for _, r, _ in writes)
+    while not any(last >= top for _, last, _ in segment_commits(repo_dir)):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, _status, usage = os.wait4(proc.pid, 0)
+    delays = rpo(writes, segment_commits(repo_dir))
+    return {"writes": writes, "delays": delays, "rss": usage.ru_maxrss * 1024, "repo": repo_dir, "top": top}
+
+
+def pitr_rate(repo_dir: Path, revision: int, work: Path) -> dict[str, float]:
+    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)))
+    point = find_point(repo, "bench", PointTarget(revision=revision), None)
+    base = work / "pitr-base.db"
+    verify_backup(repo, point.base, None, tmp_dir=work, keep_snapshot=base)
+    started = time.monotonic()
+    built = build_point_snapshot(repo, point, None, work / "pitr.db", base_snapshot=base)
+    seconds = time.monotonic() - started
+    return {"events": built.events, "seconds": seconds, "events_per_second": built.events / seconds}
+
+
+def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dict[str, object]:
+    plain = [w for r in rounds if r["mode"] == "plain" for w in r["writes"]]  # type: ignore[attr-defined]
+    captured = [r for r in rounds if r["mode"] == "capture"]
+    lat_plain = [w[2] for w in plain]
+    lat_cap = [w[2] for r in captured for w in r["writes"]]  # type: ignore[attr-defined]
+    delays = [d for r in captured for d in r["delays"]]  # type: ignore[attr-defined]
+    achieved = [len(r["writes"]) / seconds for r in rounds]  # type: ignore[arg-type]
+    return {
+        "target_rate": rate, "achieved_rate_min": min(achieved), "achieved_rate_median": statistics.median(achieved),
+        "rpo_p50": percentile(delays, 50), "rpo_p99": percentile(delays, 99), "rpo_max": max(delays),
+        "put_p50_plain": percentile(lat_plain, 50), "put_p99_plain": percentile(lat_plain, 99),
+        "put_p50_capture": percentile(lat_cap, 50), "put_p99_capture": percentile(lat_cap, 99),
+        "put_p50_ratio": percentile(lat_cap, 50) / percentile(lat_plain, 50),
+        "put_p99_ratio": percentile(lat_cap, 99) / percentile(lat_plain, 99),
+        "capture_peak_rss_mb": max(int(r["rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2000.0, help="target writes per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="load per round")
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of (no capture, capture) rounds")
+    parser.add_argument("--threads", type=int, default=16, help="load generator threads")
+    args = parser.parse_args()
+    work = BENCH_WORK / "capture"
+    work.mkdir(parents=True, exist_ok=True)
+    env = frozen_source()
+    rounds: list[dict[str, object]] = []
+    with EtcdCluster(etcd_35(), work / f"etcd-{time.monotonic_ns()}") as cluster:
+        endpoint = cluster.first().client_url
+        for _ in range(args.rounds):
+            rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
+            rounds.append({"mode": "capture", **capture_round(endpoint, work, args.rate, args.seconds,
+                                                              args.threads, env)})
+        last = rounds[-1]
+        pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)
+    result = {**summary(rounds, args.rate, args.seconds), "pitr": pitr,
+              "rounds": [{"mode": r["mode"], "writes": len(r["writes"])} for r in rounds]}  # type: ignore[arg-type]
+    (BENCH_WORK / "bench_capture.json").write_text(json.dumps(result, indent=2))
+    print(f"| metric | value |\n| --- | --- |")
+    for key, value in result.items():
+        if key != "rounds":
+            print(f"| {key} | {value if not isinstance(value, float) else round(value, 4)} |")
+
+
+if __name__ == "__main__":
+    main()
