@@ -59,3 +59,32 @@ def test_undelete_to_time_brings_back_a_namespace_created_and_deleted_after_the_
             now = everything(client)
             assert {k: now[k][0] for k in team_a} == {k: before_delete[k][0] for k in team_a}
             assert now[changed][0] == b"k8s\x00as it was one second before"
+
+
+def test_history_lists_every_version_of_one_object_with_what_changed(
+        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path, keyspace: Keyspace) -> None:
+    repo_url = f"file://{tmp_path / 'repo'}"
+    repo = BackupRepository.open(open_store(repo_url, dict(os.environ)), create=True)
+    widget = b"/registry/example.com/widgets/team-b/widget-0"
+    original = keyspace.items[widget]
+    with EtcdCluster(release35, tmp_path / "etcd", pki=pki) as etcd:
+        member = etcd.first()
+        with client_for(member, pki) as client:
+            load_keys(client, iter_items(keyspace))  # in the base backup
+            options = capture_options("default", member.client_url, tmp_path / "spool", flush_interval=0.2)
+            with capturing(client, repo, options) as status:
+                wait_for(lambda: status.chain is not None)
+                grown = client.put(widget, original.replace(b'"size":0', b'"size":3'))
+                relabelled = client.put(widget, original.replace(b'"size":0', b'"size":3')
+                                        .replace(b'"app":"web"', b'"app":"api"'))
+                gone = client.put(b"/registry/configmaps/team-b/unrelated", b"k8s\x00noise")
+                client.delete_range(widget)
+                wait_for(lambda: status.last_revision >= gone + 1)
+    doc = cli.json("k8s", "history", "widgets.example.com/widget-0", "-n", "team-b", "--repo", repo_url)
+    versions = doc["versions"]
+    assert [v["change"] for v in versions] == ["put", "put", "put", "delete"]
+    assert versions[0]["seen"] is None and versions[0]["changes"] == ["as held by the base backup"]
+    assert [v["revision"] for v in versions[1:3]] == [grown, relabelled]
+    assert versions[1]["changes"] == ["spec.size: 0 → 3"]
+    assert versions[2]["changes"] == ['metadata.labels.app: "web" → "api"']
+    assert versions[3]["changes"] == ["deleted"] and versions[3]["revision"] == gone + 1

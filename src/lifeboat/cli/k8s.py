@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from lifeboat.cli import k8s_undelete
+from lifeboat.cli import k8s_history, k8s_undelete
 from lifeboat.cli.k8s_source import add_source_flags, encryption_config, open_source
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import NotFound, UsageError
@@ -79,6 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(func=cmd_diff)
 
     k8s_undelete.register(verbs, common)
+    k8s_history.register(verbs, common)
 
 
 def _kind(text: str | None) -> KindQuery | None:

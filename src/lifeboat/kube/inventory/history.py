@@ -1,0 +1,96 @@
+"""What changed between two stored versions of one Kubernetes object, in words.
+
+JSON-stored objects (custom resources) are compared field by field (``spec.replicas: 2 → 3``);
+protobuf ones by their metadata (labels, annotations, generation, finalizers, owners,
+deletion) and their size, since their bodies need the API's schemas to read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from lifeboat.kube.objects.stored import StoredObject
+
+# Fields that change on every write and say nothing about what the writer changed.
+_NOISE = ("metadata.resourceVersion", "metadata.managedFields")
+_MAX_CHANGES = 20
+
+
+def describe_change(before: StoredObject | None, after: StoredObject | None) -> tuple[str, ...]:
+    """One line per change from ``before`` to ``after`` (None: absent)."""
+    if before is None and after is None:
+        return ()
+    if before is None:
+        assert after is not None
+        return (f"created ({len(after.raw)} bytes, {after.encoding})",)
+    if after is None:
+        return ("deleted",)
+    if before.raw == after.raw:
+        return ("stored bytes unchanged",)
+    if before.encoding == after.encoding == "json" and before.error is None and after.error is None:
+        changes = list(_json_changes(_json(before), _json(after)))
+    else:
+        changes = list(_meta_changes(before, after))
+        if len(before.raw) != len(after.raw):
+            changes.append(f"size: {len(before.raw)} → {len(after.raw)} bytes")
+        if not changes:
+            changes.append(f"{after.encoding} body changed ({len(after.raw)} bytes)")
+    if len(changes) > _MAX_CHANGES:
+        changes = [*changes[:_MAX_CHANGES], f"... and {len(changes) - _MAX_CHANGES} more"]
+    return tuple(changes) or ("only resourceVersion/managedFields changed",)
+
+
+def _json(obj: StoredObject) -> Any:
+    return json.loads(obj.plaintext if obj.plaintext is not None else obj.raw)
+
+
+def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            yield from _flatten(value[key], f"{path}.{key}" if path else str(key))
+    else:
+        yield path, value
+
+
+def _json_changes(before: Any, after: Any) -> Iterator[str]:
+    old, new = dict(_flatten(before)), dict(_flatten(after))
+    for path in sorted(set(old) | set(new)):
+        if path.startswith(_NOISE):
+            continue
+        if path not in new:
+            yield f"{path}: removed (was {_show(old[path])})"
+        elif path not in old:
+            yield f"{path}: added {_show(new[path])}"
+        elif old[path] != new[path]:
+            yield f"{path}: {_show(old[path])} → {_show(new[path])}"
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _meta_changes(before: StoredObject, after: StoredObject) -> Iterator[str]:
+    a, b = before.metadata, after.metadata
+    if a is None or b is None:
+        return
+    yield from _map_changes("label", a.labels, b.labels)
+    yield from _map_changes("annotation", a.annotations, b.annotations)
+    for name in ("generation", "uid", "deletion_timestamp", "finalizers"):
+        old, new = getattr(a, name), getattr(b, name)
+        if old != new:
+            yield f"metadata.{name}: {old} → {new}"
+    if a.owner_references != b.owner_references:
+        yield f"metadata.ownerReferences: {len(a.owner_references)} → {len(b.owner_references)}"
+
+
+def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str]) -> Iterator[str]:
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            yield f"{what} {key} removed"
+        elif key not in old:
+            yield f"{what} {key}={_show(new[key])} added"
+        elif old[key] != new[key]:
+            yield f"{what} {key}: {_show(old[key])} → {_show(new[key])}"
