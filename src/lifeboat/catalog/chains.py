@@ -27,7 +27,7 @@ from lifeboat.catalog.ids import check_backup_id, check_cluster_name
 from lifeboat.catalog.layout import (
     CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
 )
-from lifeboat.catalog.segments import Segment, decode_segment, encode_segment
+from lifeboat.catalog.segments import Segment, SegmentHeader, decode_segment, encode_segment, read_header
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound
 from lifeboat.store.base import ObjectStore
 
@@ -255,6 +255,16 @@ class ChainStore:
                      identities: Sequence[Identity] | None) -> Segment:
         """Download, decrypt, decompress and check one segment (IntegrityError when damaged)."""
         return self.check_segment(self.fetch_segment(cluster, chain, ref, identities), cluster, chain, ref)
+
+    def check_header(self, raw: bytes, cluster: str, chain: str, ref: SegmentRef) -> SegmentHeader:
+        """Check the end line's sha256 and that the header is what the name says (no full parse)."""
+        where = self.segment_where(cluster, chain, ref)
+        header = read_header(raw, where)
+        if (header.first_revision, header.last_revision) != (ref.first_revision, ref.last_revision) \
+                or header.chain != chain or header.cluster != cluster:
+            raise IntegrityError(f"capture segment {where} holds revisions {header.first_revision}.."
+                                 f"{header.last_revision} of chain {header.chain}, not what its name says")
+        return header
 
     def check_segment(self, raw: bytes, cluster: str, chain: str, ref: SegmentRef) -> Segment:
         """Decode raw segment bytes and check they are what the name says."""

@@ -138,37 +138,71 @@ def encode_segment(segment: Segment) -> bytes:
     return body + end.encode() + b"\n"
 
 
-def decode_segment(data: bytes, where: str) -> Segment:
-    """Parse and check a segment's raw bytes; anything wrong is an IntegrityError naming ``where``."""
+@dataclass(frozen=True)
+class SegmentHeader:
+    """A segment's first line, read after its end line's sha256 was checked."""
+
+    cluster: str
+    chain: str
+    first_revision: int
+    last_revision: int
+    previous: Predecessor
+    leases: Mapping[int, int]
+    revisions: int
+    events: int
+    body: bytes  # the revision lines, one per line
+
+
+def read_header(data: bytes, where: str) -> SegmentHeader:
+    """Check the end line's sha256 and parse the header; an IntegrityError naming ``where``."""
     try:
-        return _decode(data)
-    except (ValueError, KeyError, TypeError) as exc:
+        return _header(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
 
 
-def _decode(data: bytes) -> Segment:
+def _header(data: bytes) -> SegmentHeader:
     body_end = data.rstrip(b"\n").rfind(b"\n") + 1
     if body_end <= 0:
         raise ValueError("no end line (truncated)")
     end = json.loads(data[body_end:])["end"]
     if hashlib.sha256(data[:body_end]).hexdigest() != end["sha256"]:
         raise ValueError("its sha256 does not match its content")
-    lines = iter(data[:body_end].splitlines())
-    header = json.loads(next(lines))
-    if header.get("format") != SEGMENT_FORMAT or header.get("version") != SEGMENT_VERSION:
-        raise ValueError(f"unknown segment format {header.get('format')!r} {header.get('version')!r}")
-    previous = header["previous"]
-    segment = Segment(
-        cluster=str(header["cluster"]), chain=str(header["chain"]),
+    first_line = data.index(b"\n") + 1
+    raw = json.loads(data[:first_line])
+    if raw.get("format") != SEGMENT_FORMAT or raw.get("version") != SEGMENT_VERSION:
+        raise ValueError(f"unknown segment format {raw.get('format')!r} {raw.get('version')!r}")
+    previous = raw["previous"]
+    return SegmentHeader(
+        cluster=str(raw["cluster"]), chain=str(raw["chain"]),
+        first_revision=int(raw["first_revision"]), last_revision=int(raw["last_revision"]),
         previous=Predecessor(str(previous["kind"]), int(previous["last_revision"]), str(previous["name"])),
-        revisions=tuple(_revision(json.loads(line)) for line in lines),
-        leases={int(lease): int(ttl) for lease, ttl in header["leases"].items()},
+        leases={int(lease): int(ttl) for lease, ttl in raw["leases"].items()},
+        revisions=int(raw["revisions"]), events=int(raw["events"]), body=data[first_line:body_end],
     )
-    expected = (header["first_revision"], header["last_revision"], header["revisions"], header["events"])
-    found = (segment.first_revision, segment.last_revision, len(segment.revisions), segment.event_count)
-    if expected != found:
+
+
+def check_counts(header: SegmentHeader, first: int, last: int, revisions: int, events: int) -> None:
+    """The content must be what the header says; ValueError when it is not."""
+    expected = (header.first_revision, header.last_revision, header.revisions, header.events)
+    if expected != (first, last, revisions, events):
         raise ValueError(f"header says revisions {expected[0]}..{expected[1]} ({expected[2]} revisions, "
-                         f"{expected[3]} events), content has {found[0]}..{found[1]} ({found[2]}, {found[3]})")
+                         f"{expected[3]} events), content has {first}..{last} ({revisions}, {events})")
+
+
+def decode_segment(data: bytes, where: str) -> Segment:
+    """Parse and check a segment's raw bytes; anything wrong is an IntegrityError naming ``where``."""
+    header = read_header(data, where)
+    try:
+        segment = Segment(
+            cluster=header.cluster, chain=header.chain, previous=header.previous,
+            revisions=tuple(_revision(json.loads(line)) for line in header.body.splitlines()),
+            leases=header.leases,
+        )
+        check_counts(header, segment.first_revision, segment.last_revision, len(segment.revisions),
+                     segment.event_count)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
     return segment
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.chains import SegmentRef
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.segments import Segment, decode_segment
+from lifeboat.catalog.segments import Segment, SegmentHeader, read_header
 from lifeboat.catalog.timeline import (
     RestorePoint, Timeline, Window, build_timeline, point_at_revision, point_at_time,
 )
 from lifeboat.errors import IntegrityError, UsageError
-from lifeboat.pitr.replay import lease_rows, rows, survey
-from lifeboat.snapshot import snapshot_status
+from lifeboat.pitr.replay import compile_rows, lease_rows, stored_rows
 from lifeboat.snapshot.mvcc import read_lease_ids
 from lifeboat.snapshot.writer import BucketChanges, write_db
 from lifeboat.verify.backup import verify_backup
@@ -108,14 +107,16 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                 os.replace(base, dest)
             return PointSnapshot(dest, point, 0, 0, 0, time.monotonic() - started)
         files = _download(repo, point, identities, work, progress)
-        facts = survey(_segments(files), point.base.id, point.base_revision, point.revision)
+        compiled = work / "rows"
+        with compiled.open("wb", buffering=1 << 20) as out:
+            facts = compile_rows(_headers(files), point.base.id, point.base_revision, point.revision, out)
+        if facts.last_revision != point.revision:
+            raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {point.revision}")
         leases = lease_rows(facts, read_lease_ids(base))
-        changes = [BucketChanges(b"key", appends=rows(_segments(files), point.base.id,
-                                                      point.base_revision, point.revision))]
+        changes = [BucketChanges(b"key", appends=stored_rows(compiled))]
         if leases:
             changes.append(BucketChanges(b"lease", puts=leases))
-        write_db(base, dest, changes, trailer=True, append_bytes_hint=sum(f.stat().st_size for f in files))
-        _check_revision(dest, point)
+        write_db(base, dest, changes, trailer=True, append_bytes_hint=compiled.stat().st_size)
         return PointSnapshot(dest, point, facts.events, len(files), len(leases), time.monotonic() - started)
     finally:
         for leftover in work.glob("*"):
@@ -145,7 +146,7 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
     done = 0
     for number, ref in enumerate(point.segments):
         raw = store.fetch_segment(chain.info.cluster, chain.info.chain, ref, identities)
-        store.check_segment(raw, chain.info.cluster, chain.info.chain, ref)
+        store.check_header(raw, chain.info.cluster, chain.info.chain, ref)
         path = work / f"{number:09d}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -156,12 +157,6 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
     return files
 
 
-def _segments(files: list[Path]) -> Iterator[Segment]:
+def _headers(files: list[Path]) -> Iterator[SegmentHeader]:
     for path in files:
-        yield decode_segment(path.read_bytes(), str(path))
-
-
-def _check_revision(dest: Path, point: RestorePoint) -> None:
-    status = snapshot_status(dest)
-    if status.revision != point.revision:
-        raise IntegrityError(f"the replayed snapshot is at revision {status.revision}, not {point.revision}")
+        yield read_header(path.read_bytes(), str(path))

@@ -16,13 +16,18 @@ expires unless a client keeps it alive.
 
 from __future__ import annotations
 
+import binascii
+import json
+import struct
+from base64 import b64decode
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeVar
 
-from lifeboat.catalog.segments import Segment, events_after
+from lifeboat.catalog.segments import Predecessor, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
-from lifeboat.etcdapi.model import EventType
-from lifeboat.snapshot.replay import event_row, lease_row
+from lifeboat.snapshot.replay import encode_fields, lease_row, revision_key, tombstone_value
 
 # etcd raises a TTL below its minimum (about 1.5 election timeouts) to the minimum when the
 # lease is restored (lessor.go, Lease.refresh), so 1 s means "expire as soon as etcd can".
@@ -31,7 +36,7 @@ UNKNOWN_LEASE_TTL = 1
 
 @dataclass
 class ReplayFacts:
-    """What the first pass over the segments found."""
+    """What the pass over the segments found."""
 
     events: int = 0
     last_revision: int = 0
@@ -42,7 +47,23 @@ class ReplayFacts:
         return {lease for lease in self.lease_of.values() if lease}
 
 
-def walk(segments: Iterable[Segment], base_id: str, base_revision: int, up_to: int) -> Iterator[tuple[Segment, int]]:
+class Linked(Protocol):
+    """What :func:`walk` reads of a segment (a decoded one or just its header)."""
+
+    @property
+    def first_revision(self) -> int: ...
+
+    @property
+    def last_revision(self) -> int: ...
+
+    @property
+    def previous(self) -> Predecessor: ...
+
+
+L = TypeVar("L", bound=Linked)
+
+
+def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) -> Iterator[tuple[L, int]]:
     """Each segment with the revision its events are applied after; a break is an IntegrityError.
 
     A segment must continue the chain: start right after what came before (or overlap it,
@@ -73,23 +94,70 @@ def walk(segments: Iterable[Segment], base_id: str, base_revision: int, up_to: i
         raise IntegrityError(f"the chain ends at revision {covered}, before {up_to}; a segment is missing")
 
 
-def survey(segments: Iterable[Segment], base_id: str, base_revision: int, up_to: int) -> ReplayFacts:
-    """First pass: check the chain up to ``up_to`` and learn the leases keys hold at that point."""
+_ROW = struct.Struct(">II")
+
+
+def compile_rows(segments: Iterable[SegmentHeader], base_id: str, base_revision: int, up_to: int,
+                 out: BinaryIO) -> ReplayFacts:
+    """One pass: check every segment up to ``up_to`` and write its MVCC rows to ``out``.
+
+    Rows go to ``out`` as (4-byte key length, 4-byte value length, key, value), read back by
+    :func:`stored_rows`: the lease rows must be known before the writer starts, and the events
+    are parsed once.
+    """
     facts = ReplayFacts(last_revision=base_revision)
-    for segment, after in walk(segments, base_id, base_revision, up_to):
-        facts.ttls.update(segment.leases)
-        for revision, _sub, event in events_after(segment, after, up_to):
-            facts.events += 1
-            facts.last_revision = revision
-            facts.lease_of[event.kv.key] = event.kv.lease if event.type is EventType.PUT else 0
+    for header, after in walk(segments, base_id, base_revision, up_to):
+        facts.ttls.update(header.leases)
+        try:
+            _compile(header, after, up_to, out, facts)
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
+                                 f"{header.chain} is damaged: {exc}") from None
     return facts
 
 
-def rows(segments: Iterable[Segment], base_id: str, base_revision: int, up_to: int) -> Iterator[tuple[bytes, bytes]]:
-    """Second pass: the MVCC rows of bucket ``key`` for every event after the base, up to ``up_to``."""
-    for segment, after in walk(segments, base_id, base_revision, up_to):
-        for revision, sub, event in events_after(segment, after, up_to):
-            yield event_row(revision, sub, event)
+def _compile(header: SegmentHeader, after: int, up_to: int, out: BinaryIO, facts: ReplayFacts) -> None:
+    first = last = 0
+    revisions = events = 0
+    for line in header.body.splitlines():
+        raw = json.loads(line)
+        revision = int(raw["revision"])
+        if revision <= last:
+            raise ValueError(f"revision {revision} comes after {last}")
+        first, last = first or revision, revision
+        revisions += 1
+        events += len(raw["events"])
+        if not after < revision <= up_to:
+            continue
+        for sub, event in enumerate(raw["events"]):
+            key = b64decode(event["key"], validate=True)
+            if event["mod_revision"] != revision:
+                raise ValueError(f"an event of revision {revision} says it was modified at {event['mod_revision']}")
+            if event["type"] == "put":
+                lease = int(event["lease"])
+                row_key = revision_key(revision, sub)
+                row_value = encode_fields(key, int(event["create_revision"]), revision, int(event["version"]),
+                                          b64decode(event["value"], validate=True), lease)
+            elif event["type"] == "delete":
+                lease = 0
+                row_key, row_value = revision_key(revision, sub, True), tombstone_value(key)
+            else:
+                raise ValueError(f"unknown event type {event['type']!r}")
+            out.write(_ROW.pack(len(row_key), len(row_value)))
+            out.write(row_key)
+            out.write(row_value)
+            facts.lease_of[key] = lease
+            facts.events += 1
+            facts.last_revision = revision
+    check_counts(header, first, last, revisions, events)
+
+
+def stored_rows(path: Path) -> Iterator[tuple[bytes, bytes]]:
+    """The rows :func:`compile_rows` wrote, in order."""
+    with path.open("rb", buffering=1 << 20) as rows:
+        while head := rows.read(_ROW.size):
+            key_size, value_size = _ROW.unpack(head)
+            yield rows.read(key_size), rows.read(value_size)
 
 
 def lease_rows(facts: ReplayFacts, base_leases: frozenset[int]) -> dict[bytes, bytes]:

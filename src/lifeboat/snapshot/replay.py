@@ -39,10 +39,21 @@ def _int_field(number: int, value: int) -> bytes:
 
 def encode_key_value(kv: KeyValue) -> bytes:
     """``mvccpb.KeyValue`` bytes, field by field as etcd's generated marshaller writes them."""
+    return encode_fields(kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
+
+
+def encode_fields(key: bytes, create_revision: int, mod_revision: int, version: int, value: bytes,
+                  lease: int) -> bytes:
+    """:func:`encode_key_value` without building a :class:`KeyValue` first (the replay's hot path)."""
     return b"".join((
-        _bytes_field(1, kv.key), _int_field(2, kv.create_revision), _int_field(3, kv.mod_revision),
-        _int_field(4, kv.version), _bytes_field(5, kv.value), _int_field(6, kv.lease),
+        _bytes_field(1, key), _int_field(2, create_revision), _int_field(3, mod_revision),
+        _int_field(4, version), _bytes_field(5, value), _int_field(6, lease),
     ))
+
+
+def tombstone_value(key: bytes) -> bytes:
+    """A delete's row value: a KeyValue holding only the key."""
+    return _bytes_field(1, key)
 
 
 def revision_key(main: int, sub: int, tombstone: bool = False) -> bytes:
@@ -52,7 +63,7 @@ def revision_key(main: int, sub: int, tombstone: bool = False) -> bytes:
 def event_row(main: int, sub: int, event: WatchEvent) -> tuple[bytes, bytes]:
     """The row etcd wrote for ``event`` at revision (``main``, ``sub``)."""
     if event.type is EventType.DELETE:
-        return revision_key(main, sub, True), encode_key_value(KeyValue(event.kv.key, b"", 0, 0, 0))
+        return revision_key(main, sub, True), tombstone_value(event.kv.key)
     return revision_key(main, sub), encode_key_value(event.kv)
 
 

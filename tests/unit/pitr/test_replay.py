@@ -6,15 +6,33 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lifeboat.catalog.segments import Predecessor, Segment
+from collections.abc import Iterator
+from pathlib import Path
+
+from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr import PointTarget, parse_time
-from lifeboat.pitr.replay import UNKNOWN_LEASE_TTL, lease_rows, rows, survey
+from lifeboat.pitr.replay import UNKNOWN_LEASE_TTL, ReplayFacts, compile_rows, lease_rows, stored_rows
 from lifeboat.snapshot.mvcc import decode_revision
-from lifeboat.snapshot.replay import lease_row
+from lifeboat.snapshot.replay import event_row, lease_row
 from tests.unit.catalog.capture_records import delete, put, segment
 
 BASE_ID = "20261201T030000Z-aaaaaa"
+
+
+def headers(segments: list[Segment]) -> Iterator[SegmentHeader]:
+    for s in segments:
+        yield read_header(encode_segment(s), "test")
+
+
+def survey(segments: list[Segment], base_id: str, base: int, up_to: int, out: Path | None = None) -> ReplayFacts:
+    with (out or Path("/dev/null")).open("wb") as sink:
+        return compile_rows(headers(segments), base_id, base, up_to, sink)
+
+
+def rows(segments: list[Segment], base_id: str, base: int, up_to: int, tmp: Path) -> list[tuple[bytes, bytes]]:
+    survey(segments, base_id, base, up_to, tmp / "rows")
+    return list(stored_rows(tmp / "rows"))
 
 
 def chain_of_two() -> list[Segment]:
@@ -28,8 +46,8 @@ def chain_of_two() -> list[Segment]:
     return [first, second]
 
 
-def test_rows_stop_at_the_point_in_revision_and_sub_revision_order() -> None:
-    found = [decode_revision(key) for key, _ in rows(chain_of_two(), BASE_ID, 10, 13)]
+def test_rows_stop_at_the_point_in_revision_and_sub_revision_order(tmp_path: Path) -> None:
+    found = [decode_revision(key) for key, _ in rows(chain_of_two(), BASE_ID, 10, 13, tmp_path)]
     assert found == [(11, 0, False), (12, 0, False), (12, 1, False), (13, 0, True)]
 
 
@@ -50,7 +68,7 @@ def test_a_missing_segment_is_refused_not_skipped() -> None:
     first, second = chain_of_two()
     later = segment(Predecessor("segment", 14, "y"), (15, 5, [put(b"/z", b"", 15, 15, 1)]))
     with pytest.raises(IntegrityError, match="missing"):
-        list(rows([first, later], BASE_ID, 10, 15))
+        survey([first, later], BASE_ID, 10, 15)
     with pytest.raises(IntegrityError, match="ends at revision 14"):
         survey([first, second], BASE_ID, 10, 16)
 
@@ -61,12 +79,18 @@ def test_a_segment_that_does_not_follow_the_base_is_refused() -> None:
         survey([first], "20261201T030000Z-bbbbbb", 10, 12)
 
 
-def test_overlapping_copies_apply_each_revision_once() -> None:
+def test_overlapping_copies_apply_each_revision_once(tmp_path: Path) -> None:
     first, second = chain_of_two()
     copy = segment(Predecessor("segment", 11, "z"), (12, 2, list(first.revisions[1].events)),
                    (13, 3, [delete(b"/b", 13)]))
-    found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], BASE_ID, 10, 14)]
+    found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], BASE_ID, 10, 14, tmp_path)]
     assert found == [(11, 0), (12, 0), (12, 1), (13, 0), (14, 0)]
+
+
+def test_rows_are_the_ones_etcd_writes_for_each_event(tmp_path: Path) -> None:
+    expected = [event_row(rev.revision, sub, e) for s in chain_of_two() for rev in s.revisions
+                for sub, e in enumerate(rev.events)]
+    assert rows(chain_of_two(), BASE_ID, 10, 14, tmp_path) == expected
 
 
 def test_to_time_needs_an_offset_and_one_target() -> None:
