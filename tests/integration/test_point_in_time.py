@@ -169,3 +169,39 @@ def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
     assert checks["revision"]["detail"].startswith(f"{point} ")
     code, _out, err = cli("verify", "--to-revision", str(point), "--repo", str(repo_dir))
     assert code == 3 and "--drill" in err
+
+
+def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, release: EtcdRelease) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
+    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.1)) as status:
+        wait_for(lambda: status.chain is not None)
+        early = write_history(client, 3, tag="early")
+        time.sleep(0.3)
+        late = write_history(client, 3, tag="late")
+        wait_for(lambda: status.last_revision >= late.revisions[-1])
+    folded = early.revisions[-1]
+    synthetic = cli.json("synthesize", "--to-revision", str(folded), "--repo", str(repo_dir))
+    assert synthetic["snapshot"]["revision"] == folded
+    assert synthetic["labels"]["lifeboat.synthetic-revision"] == str(folded)
+    assert restored_state_of(repo, synthetic["id"], tmp_path) == source_state(client, folded)
+
+    later = late.revisions[2]
+    point = find_point(repo, "prod", PointTarget(revision=later), None)
+    assert point.base.id == synthetic["id"] and point.base_revision == folded
+    built = build_point_snapshot(repo, point, None, tmp_path / "later.db")
+    assert restored_state(built.path) == source_state(client, later)
+
+    drill = cli.json("verify", str(synthetic["id"]), "--drill", "--repo", str(repo_dir),
+                     "--restore-tool", str(release.etcdutl or release.etcdctl), "--etcd-binary", str(release.etcd))
+    assert drill["ok"]
+
+
+def restored_state_of(repo: BackupRepository, backup_id: str, tmp_path: Path) -> list[tuple[bytes, bytes, int, int, int, int]]:
+    from lifeboat.verify.backup import verify_backup
+    path = tmp_path / f"{backup_id}.db"
+    report = verify_backup(repo, repo.find(backup_id, "prod"), None, tmp_dir=tmp_path, keep_snapshot=path)
+    assert report.ok
+    return restored_state(path)

@@ -128,6 +128,41 @@ def take_backup(
     return manifest
 
 
+def commit_snapshot_file(
+    repo: BackupRepository, options: BackupOptions, snapshot: Path, source: SourceMember,
+    labels: dict[str, str], *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> Manifest:
+    """Store a raw snapshot file (with etcd's trailer) as a backup, manifest last.
+
+    For snapshots lifeboat wrote itself (synthetic full backups); ``source`` is the member the
+    data came from originally.
+    """
+    check_cluster_name(options.cluster)
+    started = now()
+    draft = _Draft(repo, options, new_backup_id(started))
+    try:
+        digest = SnapshotDigest()
+        obj = draft.upload(stored_name(SNAPSHOT_OBJECT, bool(options.recipients)),
+                           _trailer_checked(snapshot, digest), digest)
+        db_sha256 = digest.verify_trailer()
+        status = snapshot_status(snapshot)
+        manifest = Manifest(
+            id=draft.backup_id, cluster=options.cluster, status=BackupStatus.COMPLETE,
+            started_at=_rfc3339(started), finished_at=_rfc3339(now()), tool_version=__version__,
+            source=source,
+            snapshot=SnapshotInfo(revision=status.revision, hash=status.hash, total_key=status.total_key,
+                                  total_size=status.total_size, db_sha256=db_sha256),
+            compression=f"zstd:{options.zstd_level}", encryption="age" if options.recipients else None,
+            recipients=tuple(r.text for r in options.recipients), objects=(obj,),
+            labels={**options.labels, **labels},
+        )
+        repo.commit(manifest)
+    except BaseException:
+        draft.discard()
+        raise
+    return manifest
+
+
 class _Draft:
     """The objects of one backup being written, so that a failure can remove them."""
 
@@ -235,6 +270,18 @@ def _spool_error(exc: OSError, spool: Path) -> OperationFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OperationFailed(f"temp dir {spool.parent.parent} is full; free space or pass --tmp-dir")
     return OperationFailed(f"cannot write the snapshot to {spool}: {exc.strerror}")
+
+
+def _trailer_checked(path: Path, digest: SnapshotDigest) -> Iterator[bytes]:
+    """A snapshot file's bytes; etcd's trailer is checked before the last chunk is passed on."""
+    pending = b""
+    for chunk in _read_file(path):
+        if pending:
+            yield pending
+        digest.update(chunk)
+        pending = chunk
+    digest.verify_trailer()
+    yield pending
 
 
 def _read_file(path: Path) -> Iterator[bytes]:

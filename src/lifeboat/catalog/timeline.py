@@ -9,7 +9,7 @@ Anything between windows is a gap, with the reason the chain recorded, or "not c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from lifeboat.catalog.chains import ChainListing, SegmentRef
@@ -34,6 +34,7 @@ class Window:
     chain: ChainListing | None = None
     segments: tuple[SegmentRef, ...] = ()  # the unbroken run used, in order
     capturing: bool = False  # the chain has no end recorded: capture may still extend it
+    synthetic: tuple[Manifest, ...] = ()  # full backups written from this chain (later bases)
 
     def covers(self, revision: int) -> bool:
         return self.first_revision <= revision <= self.last_revision
@@ -62,9 +63,16 @@ class Timeline:
         return own[0] if own else None
 
 
+SYNTHETIC_CHAIN = "lifeboat.synthetic-chain"  # label of a full backup written from a chain
+SYNTHETIC_FROM = "lifeboat.synthetic-from"
+SYNTHETIC_REVISION = "lifeboat.synthetic-revision"
+
+
 def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing]) -> Timeline:
     """Windows and gaps of ``cluster`` from its backups and capture chains."""
     complete = {m.id: m for m in manifests if m.status == "complete" and m.snapshot is not None}
+    chain_ids = {listing.info.chain for listing in chains if listing.info.base_backup in complete}
+    synthetic = {m.id: m for m in complete.values() if m.labels.get(SYNTHETIC_CHAIN) in chain_ids}
     windows: list[Window] = []
     holes: dict[int, str] = {}  # chain end revision -> why the chain stops there
     chained: set[str] = set()
@@ -74,6 +82,10 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             continue
         chained.add(base.id)
         window, hole = _chain_window(base, listing)
+        own = tuple(m for m in synthetic.values() if m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain
+                    and window.covers(m.snapshot.revision))
+        window = replace(window, synthetic=own)
+        chained.update(m.id for m in own)
         windows.append(window)
         if hole:
             holes[window.last_revision] = hole
@@ -138,14 +150,17 @@ class RestorePoint:
     revision: int
     window: Window
     segments: tuple[SegmentRef, ...]  # to apply in order (events after the base, up to revision)
+    synthetic_base: Manifest | None = None  # a full backup written from the chain, nearer the point
 
     @property
     def base(self) -> Manifest:
-        return self.window.base
+        return self.synthetic_base or self.window.base
 
     @property
     def base_revision(self) -> int:
         """The revision the base's state is at (a compaction mark can be above its last row)."""
+        if self.synthetic_base is not None:
+            return self.synthetic_base.snapshot.revision
         return self.window.first_revision
 
     @property
@@ -158,10 +173,13 @@ def point_at_revision(timeline: Timeline, revision: int) -> RestorePoint:
     covering = [w for w in timeline.windows if w.covers(revision)]
     if not covering:
         raise UsageError(_not_restorable(timeline, f"revision {revision}", revision=revision))
-    # The window whose base is newest needs the fewest events.
+    # The window whose base is newest needs the fewest events; so does a synthetic base.
     window = max(covering, key=lambda w: w.first_revision)
-    segments = tuple(s for s in window.segments if s.first_revision <= revision)
-    return RestorePoint(revision, window, segments)
+    nearer = [m for m in window.synthetic if m.snapshot.revision <= revision]
+    synthetic = max(nearer, key=lambda m: m.snapshot.revision) if nearer else None
+    after = synthetic.snapshot.revision if synthetic else window.first_revision
+    segments = tuple(s for s in window.segments if s.last_revision > after and s.first_revision <= revision)
+    return RestorePoint(revision, window, segments, synthetic)
 
 
 def point_at_time(timeline: Timeline, moment: datetime, now: datetime,

@@ -13,7 +13,12 @@ from typing import Any
 
 from lifeboat.capture import Capture, capture_options
 from lifeboat.catalog.ids import check_cluster_name
-from lifeboat.catalog.timeline import Timeline, Window, build_timeline
+from lifeboat.backup.pipeline import BackupOptions
+from lifeboat.backup.synthetic import synthesize
+from lifeboat.catalog.age_keys import load_identities
+from lifeboat.catalog.timeline import Timeline, Window, build_timeline, point_at_revision
+from lifeboat.cli.point import add_point_flags, only_cluster, point_target, resolve_point
+from lifeboat.errors import UsageError
 from lifeboat.cli.connect import (
     add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
     resolved_config,
@@ -64,6 +69,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="spool limit; when full a gap is recorded (default 256MiB) [capture.spool-max-bytes]")
     p.set_defaults(func=cmd_capture)
 
+    p = sub.add_parser(
+        "synthesize", parents=[common], help="write a full backup from a base backup plus captured segments",
+        description="Build the cluster's snapshot at a captured point offline (the chain's base "
+        "backup, or a newer synthetic one, plus the captured events after it) and store it as a new "
+        "full backup, encrypted and compressed like any, with labels lifeboat.synthetic-chain, "
+        "-from and -revision naming where it came from. etcd is not contacted. Restores and drills "
+        "treat it like any backup, and restores to later points of the chain start from it. "
+        "Default point: the newest captured revision.",
+    )
+    add_repo_flags(p)
+    add_point_flags(p)
+    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
+                   help="age identity file to read encrypted backups and segments; repeatable")
+    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
+                   help="age recipient for the new backup (default: encryption.recipients); repeatable")
+    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the snapshot is built")
+    p.set_defaults(func=cmd_synthesize)
+
     p = sub.add_parser("timeline", parents=[common], help="show restorable windows and gaps",
                        description=TIMELINE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_repo_flags(p)
@@ -104,10 +127,30 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_timeline(args: argparse.Namespace, cluster: str) -> Timeline:
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    config = resolved_config(args).config
     repo = open_repository(args)
-    manifests = list(repo.manifests(cluster))
-    return build_timeline(cluster, manifests, repo.chain_store.chains(cluster))
+    cluster = cluster_name(args, default=None) or only_cluster(repo)
+    files = [str(path) for path in config.encryption.identity_files]
+    identities = load_identities(files) if files else None
+    if point_target(args) is None:
+        timeline = build_timeline(cluster, list(repo.manifests(cluster)), repo.chain_store.chains(cluster))
+        chained = [w for w in timeline.windows if w.chain is not None]
+        if not chained:
+            raise UsageError(f"cluster {cluster} has no capture chain to synthesize from (see 'lifeboat timeline')")
+        point = point_at_revision(timeline, chained[-1].last_revision)
+    else:
+        found = resolve_point(args, repo, cluster, identities, None)
+        assert found is not None
+        point = found
+    options = BackupOptions.from_config(config, (), cluster)
+    manifest = synthesize(repo, point, identities, options)
+    if args.output == "json":
+        emit_json(manifest.to_dict())
+    else:
+        print(f"synthetic backup {manifest.id} of cluster {cluster} committed: revision {point.revision} "
+              f"from backup {point.base.id} + {len(point.segments)} capture segment(s)")
+    return 0
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:

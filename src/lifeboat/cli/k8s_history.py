@@ -10,6 +10,7 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.cli.connect import add_repo_flags, cluster_name, open_repository
 from lifeboat.cli.output import emit_json, table
+from lifeboat.cli.point import only_cluster
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory.history import describe_change
 from lifeboat.kube.inventory.kinds import KindQuery
@@ -66,7 +67,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     encryption = load_encryption_configuration(args.encryption_config) if args.encryption_config else None
     matches = object_matcher(args.object, args.namespace, encryption)
     repo = open_repository(args)
-    cluster = cluster_name(args, default=None) or _only_cluster(repo)
+    cluster = cluster_name(args, default=None) or only_cluster(repo)
     identities = load_identities(args.identity) if args.identity else None
     versions = object_history(repo, cluster, matches, identities, args.tmp_dir)
     if not versions:
@@ -80,13 +81,6 @@ def cmd_history(args: argparse.Namespace) -> int:
           [(r["revision"], r["seen"] or "(in base)", r["key"], r["version"] if r["version"] is not None else "-",
             r["source"], "; ".join(r["changes"])) for r in rows])
     return 0
-
-
-def _only_cluster(repo: object) -> str:
-    clusters = sorted({m.cluster for m in repo.manifests()})  # type: ignore[attr-defined]
-    if len(clusters) != 1:
-        raise UsageError("the repository holds several clusters (or none): pass --cluster")
-    return str(clusters[0])
 
 
 def _rows(versions: list[ObjectVersion], encryption: EncryptionConfiguration | None) -> list[dict[str, Any]]:

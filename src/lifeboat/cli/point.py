@@ -37,14 +37,16 @@ def resolve_point(args: argparse.Namespace, repo: BackupRepository, cluster: str
     target = point_target(args)
     if target is None:
         return None
-    if cluster is None:
-        clusters = sorted({m.cluster for m in repo.manifests()})
-        if len(clusters) != 1:
-            raise UsageError("--to-revision/--to-time need --cluster when the repository holds "
-                             f"{'no' if not clusters else 'several'} clusters")
-        cluster = clusters[0]
-    point = find_point(repo, cluster, target, identities)
+    point = find_point(repo, cluster or only_cluster(repo), target, identities)
     if backup_id not in (None, "latest", point.base.id):
         raise UsageError(f"{target.describe()} is restored from base backup {point.base.id}, not {backup_id}; "
                          "leave out the backup id (or give that one)")
     return point
+
+
+def only_cluster(repo: BackupRepository) -> str:
+    """The repository's one cluster, for commands given no --cluster."""
+    clusters = sorted({m.cluster for m in repo.manifests()})
+    if len(clusters) != 1:
+        raise UsageError(f"the repository holds {'no' if not clusters else 'several'} clusters: pass --cluster")
+    return clusters[0]

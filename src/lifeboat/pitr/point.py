@@ -109,7 +109,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         files = _download(repo, point, identities, work, progress)
         compiled = work / "rows"
         with compiled.open("wb", buffering=1 << 20) as out:
-            facts = compile_rows(_headers(files), point.base.id, point.base_revision, point.revision, out)
+            facts = compile_rows(_headers(files), point.window.base.id, point.base_revision, point.revision, out)
         if facts.last_revision != point.revision:
             raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {point.revision}")
         leases = lease_rows(facts, read_lease_ids(base))

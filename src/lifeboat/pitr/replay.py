@@ -64,6 +64,8 @@ L = TypeVar("L", bound=Linked)
 
 
 def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) -> Iterator[tuple[L, int]]:
+    # ``base_id`` is the chain's base backup; ``base_revision`` where the replay starts (the
+    # chain's base, or a synthetic full backup written from the chain later).
     """Each segment with the revision its events are applied after; a break is an IntegrityError.
 
     A segment must continue the chain: start right after what came before (or overlap it,
@@ -71,7 +73,6 @@ def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) ->
     right before it. Anything else means a segment is missing or foreign: refused, never skipped.
     """
     covered = base_revision
-    first = True
     for segment in segments:
         if covered >= up_to:
             return
@@ -79,8 +80,7 @@ def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) ->
         if before.last_revision != segment.first_revision - 1:
             raise IntegrityError(f"segment {segment.first_revision}..{segment.last_revision} says it follows "
                                  f"revision {before.last_revision}, not the one right before it")
-        if first and segment.first_revision == base_revision + 1 and \
-                (before.kind != "base" or before.name != base_id):
+        if before.kind == "base" and before.name != base_id:
             raise IntegrityError(f"segment {segment.first_revision}..{segment.last_revision} does not follow "
                                  f"base backup {base_id} (it names {before.kind} {before.name})")
         if segment.first_revision > covered + 1:
@@ -89,7 +89,6 @@ def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) ->
         if segment.last_revision > covered:
             yield segment, covered
             covered = segment.last_revision
-        first = False
     if covered < up_to:
         raise IntegrityError(f"the chain ends at revision {covered}, before {up_to}; a segment is missing")
 

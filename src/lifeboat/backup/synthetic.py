@@ -1,0 +1,37 @@
+"""Synthetic full backups: a base backup plus captured segments, written as a new full backup.
+
+Nothing asks etcd: the point's snapshot is built offline (:mod:`lifeboat.pitr`) and stored like
+any backup, with labels naming the chain and the backup it came from. A restore or drill uses it
+like any other backup, and a restore to a later point in the same chain starts from it, so fewer
+events are replayed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lifeboat.backup.pipeline import BackupOptions, commit_snapshot_file
+from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, SYNTHETIC_FROM, SYNTHETIC_REVISION, RestorePoint
+from lifeboat.errors import UsageError
+from lifeboat.pitr import build_point_snapshot
+
+
+def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
+               options: BackupOptions, *,
+               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Manifest:
+    """Write and commit a full backup of the cluster at ``point``; returns its manifest."""
+    chain = point.window.chain
+    if chain is None or not point.replays:
+        raise UsageError(f"revision {point.revision} is already a backup ({point.base.id}); "
+                         "choose a later captured revision")
+    with tempfile.TemporaryDirectory(prefix="lifeboat-synthetic-", dir=options.tmp_dir) as tmp:
+        built = build_point_snapshot(repo, point, identities, Path(tmp) / "snapshot.db")
+        labels = {SYNTHETIC_CHAIN: chain.info.chain, SYNTHETIC_FROM: point.base.id,
+                  SYNTHETIC_REVISION: str(point.revision)}
+        return commit_snapshot_file(repo, options, built.path, point.base.source, labels, now=now)
