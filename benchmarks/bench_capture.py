@@ -108,10 +108,11 @@ def rpo(writes: list[tuple[float, int, float]], commits: list[tuple[int, int, fl
 
 
 def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
-                  env: dict[str, str]) -> dict[str, object]:
+                  env: dict[str, str], flush: str) -> dict[str, object]:
     repo_dir = work / f"repo-{time.monotonic_ns()}"
     proc = subprocess.Popen(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
-                                        "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool")],
+                                        "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool"),
+                                        "--flush-interval", flush],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not list(repo_dir.rglob("chain.json")):
@@ -163,6 +164,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="load per round")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of (no capture, capture) rounds")
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
+    parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     args = parser.parse_args()
     work = BENCH_WORK / "capture"
     work.mkdir(parents=True, exist_ok=True)
@@ -173,12 +175,12 @@ def main() -> None:
         for _ in range(args.rounds):
             rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
             rounds.append({"mode": "capture", **capture_round(endpoint, work, args.rate, args.seconds,
-                                                              args.threads, env)})
+                                                              args.threads, env, args.flush_interval)})
         last = rounds[-1]
         pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)
-    result = {**summary(rounds, args.rate, args.seconds), "pitr": pitr,
+    result = {"flush_interval": args.flush_interval, **summary(rounds, args.rate, args.seconds), "pitr": pitr,
               "rounds": [{"mode": r["mode"], "writes": len(r["writes"])} for r in rounds]}  # type: ignore[arg-type]
-    (BENCH_WORK / "bench_capture.json").write_text(json.dumps(result, indent=2))
+    (BENCH_WORK / f"bench_capture-{args.flush_interval}.json").write_text(json.dumps(result, indent=2))
     print(f"| metric | value |\n| --- | --- |")
     for key, value in result.items():
         if key != "rounds":
