@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.errors import IntegrityError
+from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
@@ -205,3 +205,31 @@ def restored_state_of(repo: BackupRepository, backup_id: str, tmp_path: Path) ->
     report = verify_backup(repo, repo.find(backup_id, "prod"), None, tmp_dir=tmp_path, keep_snapshot=path)
     assert report.ok
     return restored_state(path)
+
+
+def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str) -> None:
+    import dataclasses
+
+    import pyrage
+
+    from lifeboat.catalog.age_keys import load_identities, load_recipients
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age-key.txt"
+    key_file.write_text(f"{identity}\n")
+    key_file.chmod(0o600)
+    repo = BackupRepository.open(open_store(s3_repo, dict(os.environ)), create=True)
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
+    options = dataclasses.replace(options, backup=dataclasses.replace(
+        options.backup, recipients=tuple(load_recipients([str(identity.to_public())]))))
+    with capturing(client, repo, options) as status:
+        wait_for(lambda: status.chain is not None)
+        history = write_history(client, 3)
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    assert all(o.key.endswith(".age") for o in repo.store.list("clusters/prod/chains/") if "/segments/" in o.key)
+    point = history.revisions[-2]
+    found = find_point(repo, "prod", PointTarget(revision=point), None)
+    with pytest.raises(UsageError, match="encrypted"):
+        build_point_snapshot(repo, found, None, tmp_path / "no-key.db")
+    built = build_point_snapshot(repo, found, load_identities([str(key_file)]), tmp_path / "with-key.db")
+    assert restored_state(built.path) == source_state(client, point)

@@ -28,7 +28,7 @@ from lifeboat.catalog.layout import (
     CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
 )
 from lifeboat.catalog.segments import Segment, SegmentHeader, decode_segment, encode_segment, read_header
-from lifeboat.errors import AlreadyExists, IntegrityError, NotFound
+from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, UsageError
 from lifeboat.store.base import ObjectStore
 
 CHAIN_FORMAT = 1
@@ -245,6 +245,8 @@ class ChainStore:
                       identities: Sequence[Identity] | None) -> bytes:
         """A segment's raw bytes: downloaded, decrypted, decompressed (not yet checked)."""
         key = segment_key(cluster, chain, ref.name)
+        if ref.encrypted and not identities:
+            raise UsageError(f"capture segment {ref.name} is encrypted: pass the age identity (--identity)")
         try:
             return b"".join(decode(self.store.get_stream(key), identities if ref.encrypted else None))
         except NotFound:
