@@ -498,6 +498,28 @@ class MemoryWatch:
         self._etcd = etcd
         self._pending: list[WatchEvent] = []
         self._closed = False
+        self.progress_revision: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._closed
+
+    def next_batch(self, timeout: float | None = None) -> list[WatchEvent] | None:
+        """The events of the next revision (as a live watch delivers a transaction whole)."""
+        first = self.next_event(timeout)
+        if first is None:
+            return None
+        batch = [first]
+        with self._etcd._changed:
+            while self._pending and self._pending[0].kv.mod_revision == first.kv.mod_revision:
+                batch.append(self._pending.pop(0))
+        return batch
+
+    def request_progress(self) -> None:
+        """Like etcd's progress request: vouch for the store revision once nothing is pending."""
+        with self._etcd._changed:
+            if not self._pending and self.next_revision > self._etcd.revision:
+                self.progress_revision = self._etcd.revision
 
     def next_event(self, timeout: float | None = None) -> WatchEvent | None:
         """The next event, or None when none came within ``timeout`` (real seconds) or it was closed."""

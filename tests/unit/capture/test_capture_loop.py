@@ -1,0 +1,93 @@
+"""The capture loop on the in-memory etcd and object store: spooling while the repository is
+down, then catching up in order with no gap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lifeboat.backup.pipeline import BackupOptions
+from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
+from lifeboat.catalog.chains import ChainInfo, ChainStore
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.timeline import build_timeline
+from lifeboat.errors import RepositoryUnavailable
+from lifeboat.etcd.memory import MemoryEtcd, member_urls
+from lifeboat.store.memory import Fault, MemoryStore
+from tests.unit.catalog.capture_records import manifest
+
+BASE = manifest("20261201T030000Z-aaaaaa", 1, 0, cluster_id="c1")
+
+
+def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_order(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo = BackupRepository.open(store, create=True)
+    for obj in BASE.objects:
+        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
+    repo.commit(BASE)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    segments = f"clusters/prod/chains/{BASE.id}/segments/"
+    for _ in range(4):  # the repository refuses four segment writes in a row
+        store.inject(Fault("put_bytes", key_prefix=segments, error=RepositoryUnavailable("down")))
+    etcd = MemoryEtcd()
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
+    runner.start()
+    try:
+        revisions = []
+        for i in range(8):
+            revisions.append(etcd.put(f"/registry/k{i}", b"v"))
+            time.sleep(0.08)
+        until(lambda: status.last_revision == revisions[-1] and status.spooled == 0)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert any("spooling" in e for e in status.errors)
+    assert status.bases == 0 and status.gaps == 0
+    (listing,) = chains.chains("prod")
+    refs = listing.segments
+    assert refs[0].first_revision == 2 and refs[-1].last_revision == revisions[-1]
+    assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:]))
+    assert build_timeline("prod", [BASE], [listing]).gaps == ()
+    assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []
+
+
+def test_an_idle_capture_records_a_heartbeat_once_etcd_vouches_for_its_revision(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo = BackupRepository.open(store, create=True)
+    for obj in BASE.objects:
+        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
+    repo.commit(BASE)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    etcd = MemoryEtcd()
+    written = etcd.put("/registry/k", b"v")
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
+        flush_interval=0.05, heartbeat_interval=0.2, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop).run, daemon=True)
+    runner.start()
+    try:
+        until(lambda: (chains.chains("prod")[0].heartbeat or None) is not None)
+    finally:
+        stop.set()
+        runner.join(10)
+    (listing,) = chains.chains("prod")
+    assert listing.heartbeat is not None and listing.heartbeat.revision == written
+    timeline = build_timeline("prod", [BASE], [listing])
+    assert timeline.windows[0].last_time == listing.heartbeat.seen
