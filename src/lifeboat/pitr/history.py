@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import Window
 from lifeboat.errors import IntegrityError
@@ -62,7 +61,7 @@ def _window_versions(repo: BackupRepository, cluster: str, window: Window, match
             if matches(kv.key, kv.value):
                 keys.add(kv.key)
                 yield ObjectVersion(kv.key, kv.mod_revision, None, f"base backup {window.base.id}", kv)
-    store = ChainStore(repo.store)
+    store = repo.chain_store
     chain = window.chain.info.chain
     covered = window.first_revision
     for ref in window.segments:
