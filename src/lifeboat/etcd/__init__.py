@@ -1,4 +1,13 @@
-"""Talking to a live etcd over gRPC: connection settings, the client, the values it returns (from :mod:`lifeboat.etcdapi`)."""
+"""Talking to etcd: a live cluster over gRPC, and etcd's own binaries on this host.
+
+* :mod:`~lifeboat.etcd.client` — the gRPC client (connection settings, failover, errors);
+  the values it returns come from :mod:`lifeboat.etcdapi`.
+* :mod:`~lifeboat.etcd.seam` — the :class:`~lifeboat.etcd.seam.Etcd` protocol code depends on;
+  :mod:`~lifeboat.etcd.memory` is its in-memory double for unit tests.
+* :mod:`~lifeboat.etcd.binaries` — finding etcd, etcdutl and etcdctl, running a snapshot restore;
+  :mod:`~lifeboat.etcd.local` — one local member process (drills, the demo);
+  :mod:`~lifeboat.etcd.data_dir` — whether a running etcd holds a data dir.
+"""
 
 import os
 
