@@ -18,6 +18,8 @@ from lifeboat.config.model import DEFAULT_ZSTD_LEVEL as DEFAULT_ZSTD_LEVEL
 from lifeboat.errors import DecryptionError, IntegrityError
 
 CHUNK = 1 << 20
+# pyrage's message when no identity opens any recipient stanza (age's NoMatchingKeys).
+_NO_MATCHING_KEY = "No matching keys"
 ZSTD_JOB_SIZE = 2 << 20
 
 
@@ -59,6 +61,7 @@ class _IteratorReader(io.RawIOBase):
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._pending = memoryview(b"")
+        self.failure: BaseException | None = None  # what the source raised, passed on unchanged
 
     def readable(self) -> bool:
         return True
@@ -69,6 +72,9 @@ class _IteratorReader(io.RawIOBase):
                 self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
+            except BaseException as exc:
+                self.failure = exc
+                raise
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
@@ -124,16 +130,29 @@ def encrypting(chunks: Iterable[bytes], recipients: Sequence[Recipient]) -> Iter
 
 
 def decrypting(chunks: Iterable[bytes], identities: Sequence[Identity]) -> Iterator[bytes]:
-    """Decrypt an age stream with any of ``identities``."""
+    """Decrypt an age stream with any of ``identities``; damaged input is an IntegrityError."""
     keys = [i.key for i in identities]
 
     def work(reader: _IteratorReader, writer: _PipeWriter) -> None:
         try:
             pyrage.decrypt_io(reader, writer, keys)
         except pyrage.DecryptError as exc:
+            if _NO_MATCHING_KEY not in str(exc):
+                # Header is invalid / Header MAC is invalid: the identity matched a stanza (or the
+                # header cannot even be parsed), so the bytes were changed, not the key wrong.
+                raise IntegrityError(f"encrypted object is damaged: age header check failed ({exc})") from None
             raise DecryptionError(
                 f"cannot decrypt the backup with the identity given ({exc}); "
                 "pass the age identity matching one of the backup's recipients"
+            ) from None
+        except OSError as exc:
+            if reader.failure is exc:
+                raise
+            # pyrage reports a payload chunk that fails age's authentication (a flipped byte,
+            # a truncated object) as a bare OSError('decryption error').
+            raise IntegrityError(
+                "encrypted object is damaged: a payload chunk failed age's authentication "
+                "(altered or truncated)"
             ) from None
 
     return _pump(work, chunks, "age-decrypt")

@@ -19,7 +19,7 @@ from lifeboat.catalog.codec import decode
 from lifeboat.catalog.layout import FILES_OBJECT
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.errors import OperationFailed
+from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
 from lifeboat.kube.paths import on_host
 
@@ -33,9 +33,13 @@ def fetch_archive(repo: BackupRepository, manifest: Manifest,
                               "restore without --files")
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     chunks = repo.read_object(manifest, stored.name)
-    with dest.open("wb") as out:
-        for chunk in decode(chunks, identities if manifest.encryption else None):
-            out.write(chunk)
+    try:
+        with dest.open("wb") as out:
+            for chunk in decode(chunks, identities if manifest.encryption else None):
+                out.write(chunk)
+    except IntegrityError as exc:
+        raise IntegrityError(f"object {stored.name} of backup {manifest.id} failed its check: {exc}; "
+                             "restore another backup") from None
     with dest.open("rb") as archive:
         verify_archive(archive, manifest.files)
 

@@ -19,7 +19,7 @@ from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, threaded
-from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
+from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import snapshot_status
 
@@ -129,13 +129,21 @@ def _fetch(
             for chunk in hashing(threaded(decode(fetched, identities), "decode"), raw):
                 out.write(chunk)
                 progress(obj.name, raw.size)
-    except (IntegrityError, OperationFailed) as exc:
-        if stored.size and stored.hexdigest() != obj.sha256 and stored.size == obj.size:
-            report.add(f"{obj.name} stored sha256", False, "mismatch: the object was altered")
+    except (IntegrityError, DecryptionError) as exc:
+        # Decoding stopped part-way; hash the whole stored object to tell a repository copy
+        # that changed since the backup from one that was always wrong.
+        whole = _stored_digest(repo, manifest, obj)
+        if whole is not None and (whole.size, whole.hexdigest()) != (obj.size, obj.sha256):
+            report.add(f"{obj.name} stored sha256", False,
+                       f"{whole.hexdigest()} ({whole.size} bytes) differs from the manifest's "
+                       f"{obj.sha256} ({obj.size} bytes): the stored object was altered or damaged")
         report.add(f"{obj.name} decode", False, str(exc))
         return False
+    except OperationFailed as exc:
+        report.add(f"{obj.name} fetch", False, str(exc))
+        return False
     except OSError as exc:
-        raise OperationFailed(f"cannot write {dest}: {exc.strerror}") from None
+        raise OperationFailed(f"cannot write {dest}: {exc.strerror or exc}") from None
     if isinstance(raw, SnapshotDigest):
         try:
             raw.verify_trailer()
@@ -150,6 +158,17 @@ def _fetch(
     ok &= report.add(f"{obj.name} raw sha256", raw.hexdigest() == obj.raw_sha256
                      and raw.size == obj.raw_size, f"{raw.hexdigest()} ({raw.size} bytes)")
     return ok
+
+
+def _stored_digest(repo: BackupRepository, manifest: Manifest, obj: StoredObject) -> Digest | None:
+    """sha256 and size of the stored object as it is now; None if it cannot be read."""
+    digest = Digest()
+    try:
+        for chunk in repo.read_object(manifest, obj.name):
+            digest.update(chunk)
+    except LifeboatError:
+        return None
+    return digest
 
 
 def _check_snapshot(manifest: Manifest, spool: Path, report: VerifyReport) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyrage
@@ -78,6 +79,31 @@ def test_tampered_object_is_an_integrity_error(payload: bytes) -> None:
     stored[len(stored) // 2] ^= 0xFF
     with pytest.raises(IntegrityError):
         b"".join(decode([bytes(stored)], None))
+
+
+@pytest.mark.parametrize("at", [60, 150, 0.5, -1], ids=["header", "header-mac", "payload", "last-byte"])
+def test_damaged_encrypted_object_is_an_integrity_error_not_an_os_error(
+    payload: bytes, age_identity: tuple[Path, str], at: float
+) -> None:
+    path, public = age_identity
+    stored = bytearray(b"".join(encode(chunks_of(payload), 3, load_recipients([public]))))
+    stored[int(len(stored) * at) if isinstance(at, float) else at] ^= 0x01
+    with pytest.raises(IntegrityError, match="damaged"):
+        b"".join(decode(chunks_of(bytes(stored)), load_identities([str(path)])))
+
+
+def test_failure_of_the_source_of_an_encrypted_object_passes_through_unchanged(
+    payload: bytes, age_identity: tuple[Path, str]
+) -> None:
+    path, public = age_identity
+    stored = b"".join(encode(chunks_of(payload), 3, load_recipients([public])))
+
+    def source() -> Iterator[bytes]:
+        yield stored[:200_000]
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        b"".join(decode(source(), load_identities([str(path)])))
 
 
 def test_bad_recipient_and_identity_are_usage_errors(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""Fault injection against real servers: one etcd 3.5.1 member with data, shared by the module.
+
+The cases here kill, interrupt, corrupt and race lifeboat the way an unlucky operator or a
+hostile environment does (kill -9, SIGTERM from systemd or Kubernetes, flipped bytes in a
+repository, two runs at once) and check that nothing is lost, leaked or misreported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from lifeboat.etcd import ConnectionSettings, EtcdClient
+from tests.support.binaries import EtcdRelease
+from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.etcd_load import load_keys, numbered
+
+
+@pytest.fixture(scope="session")
+def busy_etcd(release35: EtcdRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
+    """A running member holding about 20 MB, so that a backup takes long enough to interrupt."""
+    with EtcdCluster(release35, tmp_path_factory.mktemp("fault-etcd")) as cluster:
+        member = cluster.first()
+        with EtcdClient(ConnectionSettings((member.client_url,))) as client:
+            load_keys(client, numbered("/registry/configmaps/faults/cm-", 5000, 4096))
+        yield member
+
+
+@dataclass(frozen=True)
+class AgeKey:
+    identity_file: Path
+    recipient: str
+
+
+@pytest.fixture(scope="session")
+def age_key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
+    identity = pyrage.x25519.Identity.generate()
+    path = tmp_path_factory.mktemp("age") / "key.txt"
+    path.write_text(f"{identity}\n")
+    path.chmod(0o600)
+    return AgeKey(path, str(identity.to_public()))
+
+
+def lifeboat_process(args: Sequence[str], env: dict[str, str] | None = None,
+                     **popen: object) -> subprocess.Popen[bytes]:
+    """``lifeboat ARGS`` as its own process (signals need a real one), in its own session."""
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "lifeboat.cli.main", *args],
+        env={**os.environ, **(env or {})}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **popen,
+    )
+
+
+def flip_byte(path: Path, at: float = 0.5) -> None:
+    """Flip one bit of the byte at fraction ``at`` of ``path`` (in place)."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x10
+    path.write_bytes(bytes(data))
