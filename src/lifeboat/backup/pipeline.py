@@ -30,7 +30,7 @@ from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import BackupStatus, Manifest, SnapshotInfo, SourceMember, StoredObject
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
+from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
@@ -211,7 +211,7 @@ class _Draft:
 
     def store_files(self, tmp: Path) -> tuple[StoredObject | None, list[CapturedFile]]:
         archive = tmp / "control-plane.tar"
-        with archive.open("wb") as out:
+        with private_file(archive) as out:
             entries = capture(self.options.root, out)
         if not entries:
             return None, []
@@ -249,8 +249,7 @@ class _SnapshotReceiver:
     def __iter__(self) -> Iterator[bytes]:
         try:
             # Snapshots hold every Secret of the cluster: owner-only, like etcdctl's files.
-            fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
+            with private_file(self.spool) as out:
                 for chunk in coalesce(self.chunks, READ_CHUNK):
                     out.write(chunk)
                     self.digest.update(chunk)

@@ -350,7 +350,7 @@ def extract_archive(archive: BinaryIO, dest: Path) -> list[str]:
     owners when running as root. Existing files are replaced. A failure leaves the members
     before it extracted.
     """
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     written: list[str] = []
     for member, content in _members(archive):
         relative = _safe_name(member.name)

@@ -9,12 +9,14 @@ really run side by side. Memory stays bounded by the queue depth × chunk size.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final
+from pathlib import Path
+from typing import BinaryIO, Final
 
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot.trailer import TRAILER_SIZE, has_trailer_length
@@ -182,6 +184,21 @@ class SnapshotDigest(Digest):
             raise IntegrityError("snapshot digest read before the stream was verified")
         return self._whole
 
+
+
+def private_file(path: Path) -> BinaryIO:
+    """Open ``path`` for writing, truncated and owner-only (0600) whatever the umask.
+
+    Snapshots and control-plane archives hold every Secret of the cluster. The mode is set on
+    the open file too, since ``O_CREAT``'s mode does not apply to a file that already exists.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
 
 
 def hashing(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.codec import decode
 from lifeboat.catalog.layout import FILES_OBJECT
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.streams import private_file
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
@@ -34,7 +35,7 @@ def fetch_archive(repo: BackupRepository, manifest: Manifest,
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     chunks = repo.read_object(manifest, stored.name)
     try:
-        with dest.open("wb") as out:
+        with private_file(dest) as out:
             for chunk in decode(chunks, identities if manifest.encryption else None):
                 out.write(chunk)
     except IntegrityError as exc:
@@ -58,9 +59,20 @@ def install_archive(archive: Path, root: Path, stamp: str,
     return written
 
 
+def _make_host_dirs(directory: Path) -> None:
+    """Create missing host directories 0755 (like kubeadm's /etc/kubernetes), whatever the umask."""
+    if directory.is_dir():
+        return
+    _make_host_dirs(directory.parent)
+    try:
+        os.mkdir(directory, 0o755)
+    except FileExistsError:
+        pass
+
+
 def _install(staged: Path, target: Path, stamp: str) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_host_dirs(target.parent)
         aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
         if os.path.lexists(target) and not os.path.lexists(aside):
             os.rename(target, aside)

@@ -247,7 +247,9 @@ def _make_dirs(directory: Path) -> None:
         return
     _make_dirs(directory.parent)
     try:
-        directory.mkdir()
+        # Owner-only whatever the umask: a repository holds every Secret of the cluster
+        # (objects are 0600 already: mkstemp creates them so).
+        directory.mkdir(0o700)
     except FileExistsError:
         if not directory.is_dir():
             raise

@@ -18,7 +18,7 @@ from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
 from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.disk import FreeSpace, free_bytes, require_room
-from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, threaded
+from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import snapshot_status
@@ -125,7 +125,7 @@ def _fetch(
     stored = Digest()
     try:
         fetched = hashing(threaded(repo.read_object(manifest, obj.name), "download"), stored)
-        with dest.open("wb") as out:
+        with private_file(dest) as out:
             for chunk in hashing(threaded(decode(fetched, identities), "decode"), raw):
                 out.write(chunk)
                 progress(obj.name, raw.size)
