@@ -23,6 +23,7 @@ from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
 from lifeboat.restore.identity import check_same_cluster, read_node_cluster
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, utc_stamp
 from lifeboat.restore.steps import RestoreContext, RestorePaths
@@ -115,6 +116,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError("give a backup id or 'latest' (see 'lifeboat list'), or --to-revision/--to-time")
     say = _say(args)
     target, probe, supervisor = _node(args)
+    if args.dry_run:
+        return _restore(args, say, target, probe, supervisor)
+    with restore_lock(target.data_dir):
+        return _restore(args, say, target, probe, supervisor)
+
+
+def _restore(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
+             probe: EtcdMemberProbe, supervisor: Supervisor) -> int:
     path = journal_path(target.data_dir)
     journal = load_journal(path)
     backup_id = args.backup_id
@@ -170,6 +179,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     say = _say(args)
     target, probe, supervisor = _node(args)
+    if args.dry_run:
+        return _rollback(args, say, target, probe, supervisor)
+    with restore_lock(target.data_dir):
+        return _rollback(args, say, target, probe, supervisor)
+
+
+def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
+              probe: EtcdMemberProbe, supervisor: Supervisor) -> int:
     path = journal_path(target.data_dir)
     journal = load_journal(path)
     if journal is None:

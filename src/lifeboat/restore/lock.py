@@ -1,0 +1,53 @@
+"""One restore (or rollback, or resume) of a data dir at a time.
+
+``<data-dir>.lifeboat-restore.lock`` beside the data dir is locked with ``flock(LOCK_EX)`` for
+the whole run and holds the runner's pid. The kernel drops the lock when the process ends,
+however it ends (kill -9 included), so a lock never outlives its holder and the file is never
+removed (removing a lock file races with the next run's open).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lifeboat.errors import OperationFailed
+
+
+def lock_path(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".lifeboat-restore.lock")
+
+
+@contextmanager
+def restore_lock(data_dir: Path) -> Iterator[Path]:
+    """Hold the data dir's restore lock; OperationFailed naming the holder if another run has it."""
+    path = lock_path(data_dir)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise OperationFailed(f"cannot open the restore lock {path}: {exc.strerror}; "
+                              "check that directory's permissions") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise OperationFailed(f"cannot lock {path}: {exc.strerror}") from None
+            raise OperationFailed(
+                f"another lifeboat restore or rollback of {data_dir} is running ({_holder(fd)} holds "
+                f"{path}); wait for it to finish, then re-run"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return f"pid {text}" if text.isdigit() else "a process that has not written its pid yet"
