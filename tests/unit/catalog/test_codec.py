@@ -81,13 +81,16 @@ def test_tampered_object_is_an_integrity_error(payload: bytes) -> None:
         b"".join(decode([bytes(stored)], None))
 
 
-@pytest.mark.parametrize("at", [60, 150, 0.5, -1], ids=["header", "header-mac", "payload", "last-byte"])
+@pytest.mark.parametrize("where", ["version line", "header mac", "payload", "last byte"])
 def test_damaged_encrypted_object_is_an_integrity_error_not_an_os_error(
-    payload: bytes, age_identity: tuple[Path, str], at: float
+    payload: bytes, age_identity: tuple[Path, str], where: str
 ) -> None:
     path, public = age_identity
     stored = bytearray(b"".join(encode(chunks_of(payload), 3, load_recipients([public]))))
-    stored[int(len(stored) * at) if isinstance(at, float) else at] ^= 0x01
+    # (A byte of a recipient stanza is not here: age cannot tell it from a wrong identity.)
+    at = {"version line": 3, "header mac": stored.index(b"\n--- ") + 6,
+          "payload": len(stored) // 2, "last byte": len(stored) - 1}[where]
+    stored[at] ^= 0x01
     with pytest.raises(IntegrityError, match="damaged"):
         b"".join(decode(chunks_of(bytes(stored)), load_identities([str(path)])))
 
