@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -40,6 +41,7 @@ aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcd
 restore, optionally put the control-plane files back (--files), start etcd, check that it serves
 the backup's keys at the bumped revision, start kube-apiserver. --dry-run prints exactly these
 steps. Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+--no-start stops once the restored data dir is in place and prints how to start etcd.
 
 The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
 compacted there, so Kubernetes watch caches and informers relist instead of missing changes:
@@ -99,6 +101,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="restore even though this node's live member or data dir belongs to another etcd "
                         "cluster than the backup's (refused without it)")
     add_point_flags(p)
+    p.add_argument("--no-start", action="store_true",
+                   help="stop once the restored data dir is in place: leave etcd (and kube-apiserver) stopped, "
+                        "exit 0 and print how to start and check it; for scripts restoring every member first")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--rollback", action="store_true",
                    help="put the data dir the last restore moved aside back in place and start etcd")
@@ -114,12 +119,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return cmd_rollback(args)
     if not args.backup_id and point_target(args) is None:
         raise UsageError("give a backup id or 'latest' (see 'lifeboat list'), or --to-revision/--to-time")
-    say = _say(args)
+    return _on_this_node(args, _restore)
+
+
+_Run = Callable[[argparse.Namespace, Callable[[str], None], RestoreTarget, EtcdMemberProbe, Supervisor], int]
+
+
+def _on_this_node(args: argparse.Namespace, run: _Run) -> int:
+    """Restore or roll back this node's data dir, holding its lock (not for a dry run)."""
     target, probe, supervisor = _node(args)
-    if args.dry_run:
-        return _restore(args, say, target, probe, supervisor)
-    with restore_lock(target.data_dir):
-        return _restore(args, say, target, probe, supervisor)
+    with nullcontext() if args.dry_run else restore_lock(target.data_dir):
+        return run(args, _say(args), target, probe, supervisor)
 
 
 def _restore(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
@@ -148,7 +158,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     version = manifest.source.etcd_version
     tool = find_restore_tool(args.restore_tool, snapshot_version=version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
-                                      bump_revision=args.bump_revision, point=point))
+                                      bump_revision=args.bump_revision, point=point, start=not args.no_start))
     if args.dry_run:
         _print_plan(args, plan, journal.done)
         return 0
@@ -163,13 +173,16 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     outcome = execute(plan, ctx, auto_rollback=target.single_member and not args.no_auto_rollback)
     if args.output == "json":
         emit_json({**plan.to_dict(ctx.journal.done), "ran": list(outcome.ran), "skipped": list(outcome.skipped),
-                   "moved_aside": ctx.journal.state.get("moved_aside"), "journal": str(path)})
+                   "moved_aside": ctx.journal.state.get("moved_aside"), "journal": str(path),
+                   "started": not args.no_start})
     else:
         moved = ctx.journal.state.get("moved_aside")
         print(f"restored backup {manifest.id} as member {target.name} in {target.data_dir}"
               + (f"; the old data dir is kept at {moved}" if moved else ""))
         if plan.bump is not None:
             print(f"revision bump: {plan.bump.describe()}")
+        if args.no_start:
+            print("etcd was not started (--no-start)")
         print("next:")
         for line in plan.next_steps:
             print(f"  - {line}")
@@ -177,12 +190,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    say = _say(args)
-    target, probe, supervisor = _node(args)
-    if args.dry_run:
-        return _rollback(args, say, target, probe, supervisor)
-    with restore_lock(target.data_dir):
-        return _rollback(args, say, target, probe, supervisor)
+    return _on_this_node(args, _rollback)
 
 
 def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
@@ -198,7 +206,7 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
         return _abandon(args, journal, path, RestorePaths(target.data_dir, journal.stamp))
     stamp = journal.rollback_stamp or utc_stamp(datetime.now(timezone.utc))
     paths = RestorePaths(target.data_dir, journal.stamp)
-    plan = plan_rollback(journal, paths, supervisor, stamp)
+    plan = plan_rollback(journal, paths, supervisor, stamp, start=not args.no_start)
     if args.dry_run:
         _print_plan(args, plan, journal.rollback_done)
         return 0
@@ -217,6 +225,10 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
     else:
         print(f"rolled back: {target.data_dir} holds the old data again; the restored data is kept at "
               f"{ctx.journal.state.get('restored_set_aside')}")
+        if plan.next_steps:
+            print("etcd was not started (--no-start); next:")
+            for line in plan.next_steps:
+                print(f"  - {line}")
     return 0
 
 
@@ -259,6 +271,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         repo_flags += [f"--cluster={manifest.cluster}"]
     if args.files:
         repo_flags.append("--files")
+    if args.no_start:
+        repo_flags.append("--no-start")
     token = args.initial_cluster_token or new_cluster_token()
     plan = plan_cluster_restore(backup_id, args.initial_cluster, token, repo_flags)
     if args.output == "json":

@@ -65,6 +65,7 @@ class RestoreInputs:
     stamp: str
     files: bool = False
     bump_revision: int | None = None  # None: bump by DEFAULT_BUMP; 0: never
+    start: bool = True  # False (--no-start): stop once the restored data dir is in place
     point: RestorePoint | None = None  # --to-revision/--to-time: replay capture onto the manifest's backup
 
     @property
@@ -167,16 +168,13 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     if inputs.files:
         steps.append(RestoreFiles("restore-files", archive=paths.archive, count=len(m.files),
                                   stamp=inputs.stamp))
-    steps += [
-        Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
-        VerifyMember("verify-member", revision=inputs.revision + bump.amount, snapshot=paths.snapshot,
-                     compacted_before=inputs.revision if bump.amount else None,
-                     undo_on_failure=True),
-    ]
-    if apiserver:
-        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
-                           how=sup.describe_start("kube-apiserver")))
+    if inputs.start:
+        steps += _start_and_check(sup, inputs.revision + bump.amount, paths.snapshot,
+                                  inputs.revision if bump.amount else None)
     else:
+        notes.append("--no-start: etcd is left stopped once the restored data dir is in place (its keyspace "
+                     "was compared with the snapshot's offline); start it and check it yourself")
+    if not apiserver:
         notes.append("kube-apiserver is not managed here: stop every kube-apiserver before this restore "
                      "and start them after all etcd members are back")
     steps.append(CleanUp("clean-up", work=paths.work, moved_aside=paths.moved_aside))
@@ -188,7 +186,32 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
             f"cluster {m.cluster} to revision {inputs.point.revision} (base backup {m.id} at revision "
             f"{inputs.point.base_revision} + {len(inputs.point.segments)} capture segment(s))")
     title = f"restore {what} as member {t.name} into {t.data_dir} [supervisor: {sup.kind}]"
-    return RestorePlan(title, paths, tuple(steps), tuple(notes), NEXT_STEPS, bump=bump)
+    next_steps = NEXT_STEPS if inputs.start else (*how_to_start(sup, t.single_member), *NEXT_STEPS)
+    return RestorePlan(title, paths, tuple(steps), tuple(notes), next_steps, bump=bump)
+
+
+def _start_and_check(sup: Supervisor, revision: int, snapshot: Path, compacted_before: int | None) -> list[Step]:
+    steps: list[Step] = [
+        Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
+        VerifyMember("verify-member", revision=revision, snapshot=snapshot, compacted_before=compacted_before,
+                     undo_on_failure=True),
+    ]
+    if sup.manages("kube-apiserver"):
+        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
+                           how=sup.describe_start("kube-apiserver")))
+    return steps
+
+
+def how_to_start(sup: Supervisor, single_member: bool) -> tuple[str, ...]:
+    """What the operator runs after ``--no-start``: start etcd (then kube-apiserver), check it."""
+    when = "" if single_member else (" (on every member once all are restored: a member serves only "
+                                     "once a quorum of them runs)")
+    lines = [f"start etcd{when}: {sup.start_hint('etcd')}"]
+    if sup.manages("kube-apiserver"):
+        lines.append(f"once etcd is healthy, start kube-apiserver: {sup.start_hint('kube-apiserver')}")
+    lines.append("check it: lifeboat status (with this node's etcd flags) must show every member healthy "
+                 "and one leader")
+    return tuple(lines)
 
 
 def _bump(inputs: RestoreInputs) -> tuple[RevisionBump, list[str]]:
@@ -208,15 +231,16 @@ def _bump(inputs: RestoreInputs) -> tuple[RevisionBump, list[str]]:
     return RevisionBump(wanted or DEFAULT_BUMP, by, tool.describe()), []
 
 
-def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, stamp: str) -> RestorePlan:
-    """The steps that put the moved-aside data dir back and start etcd again.
+def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, stamp: str,
+                  *, start: bool = True) -> RestorePlan:
+    """The steps that put the moved-aside data dir back and start etcd again (unless not ``start``).
 
     A restore that stopped etcd but had not moved the data dir yet is rolled back by starting
     what it stopped (after putting the data dir back, should a crash have hit mid-rename).
     """
     apiserver = supervisor.manages("kube-apiserver")
     if "moved_aside" not in journal.state:
-        return _plan_restart(journal, paths, supervisor)
+        return _plan_restart(journal, paths, supervisor, start)
     moved = journal.state.get("moved_aside")
     if not moved:
         raise UsageError(f"the restore journaled for {paths.data_dir} moved no data dir aside "
@@ -230,24 +254,30 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
         MoveAside("set-restored-aside", source=paths.data_dir, destination=paths.set_aside(stamp),
                   journal_field="restored_set_aside"),
         PutBack("put-back", moved_aside=Path(moved), data_dir=paths.data_dir),
-        Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")),
     ]
-    if apiserver:
-        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
-                           how=supervisor.describe_start("kube-apiserver")))
+    if start:
+        steps.append(Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")))
+        if apiserver:
+            steps.append(Start("start:kube-apiserver", component="kube-apiserver",
+                               how=supervisor.describe_start("kube-apiserver")))
     title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: "
              f"put {moved} back [supervisor: {supervisor.kind}]")
-    return RestorePlan(title, paths, tuple(steps), (), (), rollback=True)
+    return RestorePlan(title, paths, tuple(steps), (), _rollback_next_steps(journal, supervisor, start),
+                       rollback=True)
 
 
-def _plan_restart(journal: Journal, paths: RestorePaths, supervisor: Supervisor) -> RestorePlan:
-    steps: list[Step] = [
-        PutBack("put-back", moved_aside=paths.moved_aside, data_dir=paths.data_dir),
-        Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")),
-    ]
-    if supervisor.manages("kube-apiserver"):
-        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
-                           how=supervisor.describe_start("kube-apiserver")))
+def _plan_restart(journal: Journal, paths: RestorePaths, supervisor: Supervisor, start: bool) -> RestorePlan:
+    steps: list[Step] = [PutBack("put-back", moved_aside=paths.moved_aside, data_dir=paths.data_dir)]
+    if start:
+        steps.append(Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")))
+        if supervisor.manages("kube-apiserver"):
+            steps.append(Start("start:kube-apiserver", component="kube-apiserver",
+                               how=supervisor.describe_start("kube-apiserver")))
     title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: it stopped before "
              f"moving the data dir; start what it stopped [supervisor: {supervisor.kind}]")
-    return RestorePlan(title, paths, tuple(steps), (), (), rollback=True)
+    return RestorePlan(title, paths, tuple(steps), (), _rollback_next_steps(journal, supervisor, start),
+                       rollback=True)
+
+
+def _rollback_next_steps(journal: Journal, supervisor: Supervisor, start: bool) -> tuple[str, ...]:
+    return () if start else how_to_start(supervisor, len(journal.initial_cluster.split(",")) == 1)

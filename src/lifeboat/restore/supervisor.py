@@ -44,6 +44,9 @@ class Supervisor(Protocol):
 
     def describe_start(self, component: Component) -> str: ...
 
+    def start_hint(self, component: Component) -> str:
+        """How the operator starts ``component`` by hand (``restore --no-start`` prints it)."""
+
     def stop(self, component: Component) -> None:
         """Ask for ``component`` to stop; idempotent. Does not wait."""
 
@@ -142,6 +145,10 @@ class StaticPodSupervisor(Polling):
     def describe_start(self, component: Component) -> str:
         return f"start {component}: move its manifest back from {HOLDING_DIR}/ and wait until it answers"
 
+    def start_hint(self, component: Component) -> str:
+        live, held = self._paths(component)
+        return f"mv {held} {live}"
+
     def stop(self, component: Component) -> None:
         live, held = self._paths(component)
         if not live.exists():
@@ -205,6 +212,9 @@ class SystemdSupervisor(Polling):
     def describe_start(self, component: Component) -> str:
         return f"start {component}: systemctl start {self.units[component]} and wait until it answers"
 
+    def start_hint(self, component: Component) -> str:
+        return f"systemctl start {self.units[component]}"
+
     def _systemctl(self, verb: str, component: Component) -> None:
         done = self.run(["systemctl", verb, self.units[component]])
         if done.returncode != 0:
@@ -241,6 +251,10 @@ class ManualSupervisor(Polling):
 
     def describe_start(self, component: Component) -> str:
         return f"you start {component} now (--supervisor none); lifeboat waits for it to answer"
+
+    def start_hint(self, component: Component) -> str:
+        return (f"start {component} the way this node runs it, on {self.liveness.data_dir} (etcd ignores "
+                "--initial-cluster* flags for a data dir that already holds a member)")
 
     def stop(self, component: Component) -> None:
         if self.is_running(component):
@@ -280,6 +294,9 @@ class MemorySupervisor:
 
     def describe_start(self, component: Component) -> str:
         return f"start {component}"
+
+    def start_hint(self, component: Component) -> str:
+        return f"start {component} by hand"
 
     def stop(self, component: Component) -> None:
         self.calls.append(f"stop {component}")

@@ -82,6 +82,28 @@ def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> Non
     assert any(str(plan.paths.moved_aside) in s.describe() for s in plan.steps)
 
 
+def test_no_start_stops_once_the_restored_data_is_in_place_and_says_how_to_start(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, start=False)
+    started = {"start:etcd", "verify-member", "start:kube-apiserver"}
+    assert [s.key for s in plan.steps] == [s.key for s in plan_for(tmp_path).steps if s.key not in started]
+    assert plan.steps[-1].key == "clean-up" and "put-in-place" in [s.key for s in plan.steps]
+    assert plan.next_steps[0] == "start etcd: start etcd by hand"
+    assert plan.next_steps[1].startswith("once etcd is healthy, start kube-apiserver")
+    assert "lifeboat status" in plan.next_steps[2]
+
+
+def test_no_start_rollback_puts_the_old_data_back_and_leaves_etcd_stopped(tmp_path: Path) -> None:
+    journal = Journal(backup_id="b", cluster="c", data_dir=str(tmp_path / "etcd"), name="m0",
+                      initial_cluster="m0=https://10.0.0.1:2380,m1=https://10.0.0.2:2380", token="t",
+                      stamp="20240102T030405Z", state={"moved_aside": str(tmp_path / "etcd.moved")})
+    paths = plan_for(tmp_path).paths
+    started = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z")
+    stopped = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z", start=False)
+    assert [s.key for s in started.steps][-2:] == ["start:etcd", "start:kube-apiserver"]
+    assert [s.key for s in stopped.steps] == ["stop:kube-apiserver", "stop:etcd", "set-restored-aside", "put-back"]
+    assert "once all are restored" in stopped.next_steps[0]
+
+
 def test_tool_without_bump_revision_gets_lifeboats_bump_on_the_restored_db(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
     steps = {s.key: s for s in plan.steps}
