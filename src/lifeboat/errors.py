@@ -19,7 +19,8 @@ place that exits; it maps the branches of this tree to exit codes:
         ├── EtcdAuthError             TLS handshake or authentication rejected
         └── RepositoryUnavailable
 
-Anything else reaching the CLI is a bug: exit 4 with a request to report it.
+Anything else reaching the CLI is a bug: exit 4 with a request to report it. Outside the
+tree, :class:`Terminated` (SIGTERM) unwinds like KeyboardInterrupt: exit 143.
 
 Messages are one line that names what failed and what to do. They never contain
 secrets (keys, credentials, identity file contents).
@@ -32,6 +33,14 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
 EXIT_USAGE = 3
 EXIT_UNEXPECTED = 4
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (systemd, Kubernetes, kill): raised in the main thread to unwind.
+
+    Like KeyboardInterrupt it is not an ``Exception``, so no ``except Exception`` swallows it;
+    every ``finally`` and ``except BaseException`` cleanup runs on the way out.
+    """
 
 
 class LifeboatError(Exception):

@@ -25,11 +25,11 @@ from tests.support.etcd_load import load_keys, numbered
 
 @pytest.fixture(scope="session")
 def busy_etcd(release35: EtcdRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
-    """A running member holding about 20 MB, so that a backup takes long enough to interrupt."""
+    """A running member holding about 33 MB, so that a backup takes long enough to interrupt."""
     with EtcdCluster(release35, tmp_path_factory.mktemp("fault-etcd")) as cluster:
         member = cluster.first()
         with EtcdClient(ConnectionSettings((member.client_url,))) as client:
-            load_keys(client, numbered("/registry/configmaps/faults/cm-", 5000, 4096))
+            load_keys(client, numbered("/registry/configmaps/faults/cm-", 8000, 4096))
         yield member
 
 

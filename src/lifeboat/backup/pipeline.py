@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.snapshot import SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, free_bytes, require_room
+from lifeboat.snapshot.spool import spool_dir
 
 READ_CHUNK = 1 << 20
 
@@ -99,7 +99,7 @@ def take_backup(
     source = choose_source_member(etcd, options.endpoints)
     draft = _Draft(repo, options, backup_id, inspect)
     try:
-        with tempfile.TemporaryDirectory(prefix="lifeboat-", dir=options.tmp_dir) as tmp:
+        with spool_dir("backup", options.tmp_dir) as tmp:
             require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
                          f"the backup's spooled snapshot (member {source.member.name}'s db)",
                          "pass --tmp-dir", free_space)

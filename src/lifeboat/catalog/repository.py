@@ -41,7 +41,7 @@ from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.streams import ranged
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, UsageError
-from lifeboat.store.base import ObjectInfo, ObjectStore
+from lifeboat.store.base import IncompleteUpload, ObjectInfo, ObjectStore
 
 REPOSITORY_FORMAT = 1
 
@@ -396,9 +396,22 @@ class BackupRepository:
                 found[(name.cluster, name.backup_id)] = Pin.read(data, where=f"{self.store.url}/{obj.key}")
         return found
 
+    def incomplete_uploads(self) -> list[IncompleteUpload] | None:
+        """Writes to the store whose writer died; None when the store cannot list them."""
+        return self.store.incomplete_uploads()
+
+    def remove_incomplete(self, upload: IncompleteUpload) -> None:
+        self.store.remove_incomplete(upload)
+
     def discard_objects(self, cluster: str, backup_id: str) -> None:
-        """Remove the data objects of a backup that was never committed (best effort)."""
+        """Remove the data objects of a backup that was never committed (best effort).
+
+        A backup whose manifest exists is left alone: an interruption (SIGTERM) can land after
+        the manifest was written but before the writer knew it.
+        """
         last = manifest_key(cluster, backup_id)
+        if self.store.stat(last) is not None:
+            return
         for obj in list(self.store.list(backup_prefix(cluster, backup_id))):
             if obj.key != last:
                 self.store.delete(obj.key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +24,7 @@ from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.inventory import LiveEtcdSource, ObjectSource, SnapshotFileSource
 from lifeboat.kube.objects import EncryptionConfiguration, load_encryption_configuration
+from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
 
 LIVE = "live"
@@ -73,7 +73,7 @@ def open_source(text: str, args: argparse.Namespace, stack: ExitStack) -> Object
 def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -> ObjectSource:
     identities = load_identities(args.identity) if args.identity else None
     repo = open_repository(args)
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lifeboat-k8s-", dir=args.tmp_dir)))
+    tmp = stack.enter_context(spool_dir("k8s", args.tmp_dir))
     if point_target(args) is not None:
         if getattr(args, "_point_source_opened", False):
             raise UsageError("--to-revision/--to-time apply to one backup SOURCE; compare a point with "

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from lifeboat import __version__
 from lifeboat.cli import agent, backups, capture, configuration, k8s, member, prune, restore, snapshots, status
-from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError
+from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError, Terminated
+
+# 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
+EXIT_TERMINATED = 143
 
 DESCRIPTION = """\
 Disaster recovery for Kubernetes control planes backed by etcd.
@@ -35,7 +42,8 @@ examples:
   lifeboat agent --config /etc/lifeboat/lifeboat.yaml
 
 exit codes: 0 ok, 1 operation failed, 2 etcd or repository unavailable,
-            3 usage or configuration error, 4 unexpected (a bug: please report it)
+            3 usage or configuration error, 4 unexpected (a bug: please report it),
+            130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing half-done is left
 """
 
 
@@ -88,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if exc.code not in (0, None) else 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="lifeboat: %(message)s")
+    with _sigterm_unwinds():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
         return code
@@ -99,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lifeboat: interrupted; nothing was committed", file=sys.stderr)
         return 130
+    except Terminated:
+        print("lifeboat: terminated (SIGTERM); what was in progress was undone: an interrupted backup "
+              "leaves no manifest, no upload and no spool", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as exc:
         print(f"lifeboat: unexpected error: {type(exc).__name__}: {exc} "
               "(a bug: please report it, with the output of -v)", file=sys.stderr)
@@ -106,6 +123,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         return EXIT_UNEXPECTED
 
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` in the main thread, once.
+
+    systemd and Kubernetes stop a process with SIGTERM (SIGKILL only after a grace period);
+    unwinding runs every cleanup: spools, uploaded objects, multipart uploads. A second SIGTERM
+    is ignored so that the cleanup itself is not cut short. (Signals reach only the main thread;
+    a command run from another thread, as tests do, keeps the process's handler.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         "the 'delete' ones, data first and manifest last, so an interrupted prune can be run "
         "again. Pinned backups and the minimum-redundancy floor are never deleted. Also removes "
         "the objects of backups that never got a manifest once their newest object (by the "
-        "store's own time stamp) is older than the orphan grace period. Policies come from the config file's retention: section, or from the flags "
+        "store's own time stamp) is older than the orphan grace period, and the hidden temp files a killed "
+        "backup left in a local repository once not written to for that long. Policies come from the config file's retention: section, or from the flags "
         "below (which then replace the file's policies).",
     )
     add_repo_flags(p)
@@ -86,8 +87,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     elif result is None:
         print("dry run: nothing deleted")
     else:
-        print(f"deleted {len(result.deleted)} backup(s), {len(result.chains_removed)} capture chain(s) "
-              f"and {len(result.orphans_removed)} orphan(s), "
+        print(f"deleted {len(result.deleted)} backup(s), {len(result.chains_removed)} capture chain(s), "
+              f"{len(result.orphans_removed)} orphan(s) and {len(result.incomplete_removed)} incomplete upload(s), "
               f"freed {human_size(result.bytes_freed)}")
     return 0
 
@@ -117,6 +118,12 @@ def _retention(args: argparse.Namespace) -> tuple[list[Policy], int, timedelta]:
     return policies, min_redundancy, grace
 
 
+INCOMPLETE_NOT_LISTED = (
+    "this store cannot list incomplete multipart uploads (obstore has no such call): a backup "
+    "killed with SIGKILL may leave one; a bucket lifecycle rule AbortIncompleteMultipartUpload removes them"
+)
+
+
 def _print_plan(plan: PrunePlan) -> None:
     rows: list[tuple[object, ...]] = [
         (d.verdict.value.upper(), d.backup.id, d.backup.cluster, format_time(d.backup.taken_at),
@@ -135,8 +142,15 @@ def _print_plan(plan: PrunePlan) -> None:
          "-", c.reason)
         for c in plan.chains
     ]
+    rows += [
+        ("DELETE" if i.remove else "KEEP", i.upload.name, "-", format_time(i.upload.modified),
+         "incomplete", human_size(i.upload.size), "-", i.reason)
+        for i in plan.incomplete
+    ]
     table(("VERDICT", "ID", "CLUSTER", "TAKEN", "STATUS", "SIZE", "PIN", "REASON"), rows)
     print(plan.retention.summary())
+    if not plan.incomplete_listed:
+        print(f"note: {INCOMPLETE_NOT_LISTED}")
 
 
 def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]:
@@ -151,6 +165,9 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
         "deleted": result.deleted if result else [],
         "skipped": result.skipped if result else [],
         "orphans_removed": result.orphans_removed if result else [],
+        "temp_objects": [i.as_dict() for i in plan.incomplete],
+        "temp_objects_listed": plan.incomplete_listed,
+        "temp_objects_removed": result.incomplete_removed if result else [],
         "bytes_freed": result.bytes_freed if result else 0,
     }
 

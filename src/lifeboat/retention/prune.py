@@ -5,7 +5,9 @@ verdict on every backup; :func:`apply_prune` executes that same plan object. Del
 backup goes through :meth:`BackupRepository.delete` (data first, manifest last), so an
 interrupted prune leaves every touched backup with its manifest and the same verdict: the
 next prune finishes the job. Orphans (objects of a backup id without a manifest) are
-removed once older than ``orphan_grace``; younger ones may be a backup still uploading.
+removed once older than ``orphan_grace``; younger ones may be a backup still uploading. So are
+incomplete uploads (a local repository's hidden temp files of a killed backup) not written to
+for longer than ``orphan_grace``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import check_orphan_grace
 from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.store.base import IncompleteUpload
 from lifeboat.retention.evaluate import evaluate
 from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy, RecoveryWindow
@@ -42,6 +45,18 @@ class OrphanDecision:
             "objects": len(self.orphan.keys), "size": self.orphan.size,
             "verdict": "delete" if self.remove else "keep", "reasons": [self.reason],
         }
+
+
+@dataclass(frozen=True)
+class IncompleteDecision:
+    upload: IncompleteUpload
+    remove: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"key": self.upload.name, "size": self.upload.size,
+                "modified": self.upload.modified.isoformat(timespec="seconds"),
+                "verdict": "delete" if self.remove else "keep", "reasons": [self.reason]}
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class PrunePlan:
     manifests: dict[tuple[str, str], Manifest]
     orphans: tuple[OrphanDecision, ...]
     chains: tuple[ChainDecision, ...] = ()
+    incomplete: tuple[IncompleteDecision, ...] = ()
+    incomplete_listed: bool = True  # False: the store cannot list its incomplete uploads (S3)
 
     def manifest_of(self, decision: Decision) -> Manifest:
         return self.manifests[(decision.backup.cluster, decision.backup.id)]
@@ -88,6 +105,7 @@ class PruneResult:
     orphans_removed: list[str]
     bytes_freed: int = 0
     chains_removed: list[str] = field(default_factory=list)
+    incomplete_removed: list[str] = field(default_factory=list)
 
 
 def plan_prune(
@@ -116,7 +134,10 @@ def plan_prune(
     chains = [listing for c in clusters for listing in store.chains(c)]
     retention = _keep_chain_bases(retention, policies, chains, list(manifests.values()), now)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
-    return PrunePlan(retention, manifests, orphans, _judge_chains(retention, chains, manifests, now, orphan_grace))
+    uploads = repo.incomplete_uploads()
+    incomplete = tuple(_judge_incomplete(u, now, orphan_grace) for u in uploads or ())
+    return PrunePlan(retention, manifests, orphans, _judge_chains(retention, chains, manifests, now, orphan_grace),
+                     incomplete, uploads is not None)
 
 
 def _keep_chain_bases(plan: RetentionPlan, policies: Sequence[Policy], chains: Sequence[ChainListing],
@@ -198,6 +219,12 @@ def apply_prune(
         result.orphans_removed.append(orphan.backup_id)
         result.bytes_freed += orphan.size
         on_step("removed orphan", orphan.backup_id)
+    for judged in plan.incomplete:
+        if judged.remove:
+            repo.remove_incomplete(judged.upload)
+            result.incomplete_removed.append(judged.upload.name)
+            result.bytes_freed += judged.upload.size
+            on_step("removed incomplete upload", judged.upload.name)
     return result
 
 
@@ -223,3 +250,11 @@ def _judge_orphan(orphan: Orphan, now: datetime, grace: timedelta) -> OrphanDeci
                               "may still be uploading")
     return OrphanDecision(orphan, True, f"no manifest, last written more than {hours} ago: "
                           "left by an interrupted backup")
+
+
+def _judge_incomplete(upload: IncompleteUpload, now: datetime, grace: timedelta) -> IncompleteDecision:
+    hours = f"{grace.total_seconds() / 3600:g}h"
+    if now - upload.modified < grace:
+        return IncompleteDecision(upload, False, f"incomplete upload written to less than {hours} ago: "
+                                  "may still be running")
+    return IncompleteDecision(upload, True, f"incomplete upload not written to for {hours}: its writer died")

@@ -44,6 +44,8 @@ Contract, checked by ``tests/contract/`` against every backend:
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +116,15 @@ def _check_chars(name: str) -> None:
 
 
 @dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload that was started and neither completed nor aborted (its writer died)."""
+
+    name: str  # where it lies, relative to the store's root; not a key
+    size: int
+    modified: datetime  # when its writer last wrote to it (UTC)
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     """What a store knows about one stored object."""
 
@@ -166,4 +177,16 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
+        ...
+
+    def incomplete_uploads(self) -> builtins.list[IncompleteUpload] | None:
+        """Uploads whose writer died before completing or aborting them, oldest first.
+
+        None when the backend cannot list them (see each backend); a live upload is listed
+        too, with a recent ``modified``: only old ones may be removed.
+        """
+        ...
+
+    def remove_incomplete(self, upload: IncompleteUpload) -> None:
+        """Remove (abort) ``upload``; one already gone is not an error."""
         ...

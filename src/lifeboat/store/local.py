@@ -12,6 +12,8 @@ file and a directory at once; writing the second raises :class:`OperationFailed`
 
 from __future__ import annotations
 
+import builtins
+
 import errno
 import os
 import stat
@@ -30,7 +32,7 @@ from lifeboat.errors import (
     RepositoryUnavailable,
     UsageError,
 )
-from lifeboat.store.base import ObjectInfo, after_in_folder, check_folder, check_key, check_listing
+from lifeboat.store.base import IncompleteUpload, ObjectInfo, after_in_folder, check_folder, check_key, check_listing
 
 TEMP_PREFIX = ".lifeboat-tmp-"
 
@@ -219,6 +221,36 @@ class LocalStore:
         path = self._path(key)
         try:
             with self._translated("deleting", key):
+                path.unlink()
+        except NotFound:
+            return
+        self._prune_empty_dirs(path.parent)
+
+    def incomplete_uploads(self) -> builtins.list[IncompleteUpload]:
+        """The temp files of writes whose process died (kill -9, power loss), by age.
+
+        A live write keeps its temp file's mtime fresh: every chunk it writes updates it.
+        """
+        found: builtins.list[IncompleteUpload] = []
+        with self._translated("listing", "/"):
+            for directory, _dirnames, filenames in os.walk(self._root, onerror=_raise):
+                for name in filenames:
+                    if not name.startswith(TEMP_PREFIX):
+                        continue
+                    info = os.stat(os.path.join(directory, name), follow_symlinks=False)
+                    if _is_file(info.st_mode):
+                        rel = Path(directory, name).relative_to(self._root).as_posix()
+                        when = datetime.fromtimestamp(info.st_mtime, timezone.utc)
+                        found.append(IncompleteUpload(rel, info.st_size, when))
+        found.sort(key=lambda u: (u.modified, u.name))
+        return found
+
+    def remove_incomplete(self, upload: IncompleteUpload) -> None:
+        path = self._root / upload.name
+        if not path.name.startswith(TEMP_PREFIX) or ".." in Path(upload.name).parts:
+            raise UsageError(f"{upload.name} is not a temp file of {self._url}")
+        try:
+            with self._translated("deleting", upload.name):
                 path.unlink()
         except NotFound:
             return

@@ -49,7 +49,7 @@ from lifeboat.errors import (
     UsageError,
 )
 from lifeboat.store.base import (
-    ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix,
+    IncompleteUpload, ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix,
 )
 
 if TYPE_CHECKING:
@@ -265,6 +265,18 @@ class S3Store:
             self._require_bucket()
         except (BaseError, OSError) as exc:
             self._raise(exc, "deleting", key)
+
+    def incomplete_uploads(self) -> None:
+        """Not listable: obstore (0.12) has no ListMultipartUploads / AbortMultipartUpload.
+
+        lifeboat aborts its own multipart upload when a backup fails or gets SIGTERM; only a
+        killed process (SIGKILL, power loss) leaves one. Let the bucket's lifecycle rule
+        ``AbortIncompleteMultipartUpload`` remove those (docs/repository-format.md).
+        """
+        return None
+
+    def remove_incomplete(self, upload: IncompleteUpload) -> None:
+        raise UsageError(f"{self._url}: incomplete multipart uploads cannot be aborted through obstore")
 
     def _require_bucket(self) -> None:
         """Raise RepositoryUnavailable if the bucket is missing (checked once per store).

@@ -7,7 +7,6 @@ count and size with the manifest, and check every control-plane file against its
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_fi
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import snapshot_status
+from lifeboat.snapshot.spool import spool_dir
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ def verify_backup(
         )
     report = VerifyReport(manifest.id)
     keys = identities if manifest.encryption else None
-    require_verify_room(manifest, tmp_dir or Path(tempfile.gettempdir()), keep_snapshot, free_space)
-    with tempfile.TemporaryDirectory(prefix="lifeboat-verify-", dir=tmp_dir) as tmp:
+    with spool_dir("verify", tmp_dir) as tmp:
+        require_verify_room(manifest, Path(tmp).parent, keep_snapshot, free_space)
         snapshot_obj = manifest.object_named(SNAPSHOT_OBJECT)
         if snapshot_obj is None:
             report.add("snapshot object", False, "manifest lists no snapshot object")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_tool
 from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
+from lifeboat.snapshot.spool import spool_dir
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
 from lifeboat.disk import FreeSpace, free_bytes
 from lifeboat.verify.backup import Check, Progress, VerifyReport, require_verify_room, verify_backup
@@ -118,9 +118,9 @@ def run_drill(
     # The snapshot, the throwaway member's restored copy and, while lifeboat bumps the revision
     # of the second restore, a copy of that (a replayed point: one more).
     copies = 3 if replay is None else 4
-    require_verify_room(manifest, tmp_dir or Path(tempfile.gettempdir()), None, free_space,
-                        extra=(copies - 1) * manifest.snapshot.total_size)
-    with tempfile.TemporaryDirectory(prefix="lifeboat-drill-", dir=tmp_dir) as tmp:
+    with spool_dir("drill", tmp_dir) as tmp:
+        require_verify_room(manifest, Path(tmp).parent, None, free_space,
+                            extra=(copies - 1) * manifest.snapshot.total_size)
         work = Path(tmp)
         snapshot = work / "snapshot.db"
         started = time.monotonic()

@@ -1,0 +1,148 @@
+"""Interrupted backups leak nothing: SIGTERM cleans up at once, SIGKILL's leftovers are swept later."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.snapshot.spool import spool_dir
+from tests.faults.conftest import lifeboat_process
+from tests.support.cli import Cli
+from tests.support.etcd import EtcdMember
+from tests.support.seaweed import S3Endpoint
+
+pytestmark = pytest.mark.integration
+
+
+def spooling(tmp: Path, process: subprocess.Popen[bytes], at_least: int = 1 << 20,
+             timeout: float = 60) -> Path:
+    """Wait until ``process`` has spooled ``at_least`` bytes of etcd's snapshot in ``tmp``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1].decode()
+        for spool in tmp.glob("lifeboat-*/snapshot.db"):
+            try:
+                if spool.stat().st_size >= at_least:
+                    return spool.parent
+            except FileNotFoundError:
+                pass
+        time.sleep(0.002)
+    raise TimeoutError("the backup never started spooling")
+
+
+@pytest.fixture
+def paused_mid_stream(busy_etcd: EtcdMember) -> Iterator[EtcdMember]:
+    """etcd, to be paused (SIGSTOP) mid-snapshot by the test; always resumed afterwards."""
+    try:
+        yield busy_etcd
+    finally:
+        busy_etcd.resume()
+
+
+def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int,
+              while_paused: Callable[[], object] = lambda: None) -> tuple[int, str]:
+    """Pause etcd (the backup is now stuck mid-stream), signal lifeboat, resume etcd."""
+    etcd.pause()
+    try:
+        while_paused()
+        process.send_signal(sig)
+        time.sleep(0.3)
+    finally:
+        etcd.resume()
+    _out, err = process.communicate(timeout=60)
+    return process.returncode, err.decode()
+
+
+def manifests_and_objects(repo: Path) -> list[str]:
+    return sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")
+                  if p.is_file() and p.name != "lifeboat-repository.json")
+
+
+def test_sigterm_mid_backup_removes_spool_and_uploaded_objects_and_commits_nothing(
+    paused_mid_stream: EtcdMember, tmp_path: Path
+) -> None:
+    tmp, repo = tmp_path / "tmp", tmp_path / "repo"
+    tmp.mkdir()
+    backup = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo),
+                               "--no-files", "--tmp-dir", str(tmp)])
+    spool = spooling(tmp, backup)
+    assert (spool.stat().st_mode & 0o777) == 0o700
+
+    code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM)
+
+    assert code == 143, err
+    assert err.count("\n") == 1 and "terminated" in err and "Traceback" not in err
+    assert list(tmp.iterdir()) == []
+    assert manifests_and_objects(repo) == []  # no manifest, no data object, no hidden temp file
+
+
+def test_sigterm_mid_s3_backup_aborts_its_multipart_upload(
+    paused_mid_stream: EtcdMember, tmp_path: Path, s3_repo: str, seaweed: S3Endpoint, cli: Cli
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    pending_before = set(seaweed.pending_multipart_uploads())
+    backup = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", s3_repo,
+                               "--no-files", "--tmp-dir", str(tmp)])
+    spooling(tmp, backup, at_least=20 << 20)  # the upload is past its first 5 MiB part
+
+    def upload_in_flight() -> None:
+        deadline = time.monotonic() + 10
+        while set(seaweed.pending_multipart_uploads()) == pending_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(seaweed.pending_multipart_uploads()) != pending_before
+
+    code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM, upload_in_flight)
+
+    assert code == 143, err
+    assert set(seaweed.pending_multipart_uploads()) == pending_before
+    assert list(tmp.iterdir()) == []
+    assert cli.json("list", "--repo", s3_repo) == []
+
+
+def test_spool_of_a_sigkilled_backup_is_removed_by_the_next_run_but_a_live_one_is_kept(
+    paused_mid_stream: EtcdMember, tmp_path: Path, cli: Cli
+) -> None:
+    tmp, repo = tmp_path / "tmp", tmp_path / "repo"
+    tmp.mkdir()
+    killed = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo),
+                               "--no-files", "--tmp-dir", str(tmp)])
+    left = spooling(tmp, killed)
+    code, _err = interrupt(killed, paused_mid_stream, signal.SIGKILL)
+    assert code == -signal.SIGKILL and left.is_dir()
+
+    with spool_dir("verify", tmp) as live:  # another run, still working
+        cli.json("backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo), "--no-files",
+                 "--tmp-dir", str(tmp))
+        assert not left.exists()
+        assert live.is_dir() and list(tmp.iterdir()) == [live]
+
+
+def test_prune_removes_the_hidden_temp_object_of_a_sigkilled_backup_once_stale(
+    paused_mid_stream: EtcdMember, tmp_path: Path, cli: Cli
+) -> None:
+    tmp, repo = tmp_path / "tmp", tmp_path / "repo"
+    tmp.mkdir()
+    killed = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo),
+                               "--no-files", "--tmp-dir", str(tmp)])
+    spooling(tmp, killed, at_least=4 << 20)
+    interrupt(killed, paused_mid_stream, signal.SIGKILL)
+    temps = [p for p in repo.rglob(".lifeboat-tmp-*") if p.is_file()]
+    assert len(temps) == 1
+    fresh = repo / "clusters/default/backups/20240101T000000Z-abcdef/.lifeboat-tmp-live"
+    fresh.parent.mkdir(parents=True)
+    fresh.write_bytes(b"an upload still being written")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(temps[0], (two_days_ago, two_days_ago))
+
+    report = cli.json("prune", "--repo", str(repo), "--keep-last", "1")
+
+    assert not temps[0].exists() and fresh.exists()
+    assert [t["key"] for t in report["temp_objects"] if t["verdict"] == "delete"] == [
+        temps[0].relative_to(repo).as_posix()]
