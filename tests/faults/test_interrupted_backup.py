@@ -59,6 +59,14 @@ def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int,
     return process.returncode, err.decode()
 
 
+def start_backup(etcd: EtcdMember, repo: str | Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``lifeboat backup`` of ``etcd`` into ``repo`` with its own empty --tmp-dir."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return lifeboat_process(["backup", f"--endpoints={etcd.client_url}", "--repo", str(repo), "--no-files",
+                             "--tmp-dir", str(tmp)]), tmp
+
+
 def manifests_and_objects(repo: Path) -> list[str]:
     return sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")
                   if p.is_file() and p.name != "lifeboat-repository.json")
@@ -67,10 +75,8 @@ def manifests_and_objects(repo: Path) -> list[str]:
 def test_sigterm_mid_backup_removes_spool_and_uploaded_objects_and_commits_nothing(
     paused_mid_stream: EtcdMember, tmp_path: Path
 ) -> None:
-    tmp, repo = tmp_path / "tmp", tmp_path / "repo"
-    tmp.mkdir()
-    backup = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo),
-                               "--no-files", "--tmp-dir", str(tmp)])
+    repo = tmp_path / "repo"
+    backup, tmp = start_backup(paused_mid_stream, repo, tmp_path)
     spool = spooling(tmp, backup)
     assert (spool.stat().st_mode & 0o777) == 0o700
 
@@ -85,15 +91,13 @@ def test_sigterm_mid_backup_removes_spool_and_uploaded_objects_and_commits_nothi
 def test_sigterm_mid_s3_backup_aborts_its_multipart_upload(
     paused_mid_stream: EtcdMember, tmp_path: Path, s3_repo: str, seaweed: S3Endpoint, cli: Cli
 ) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
     pending_before = set(seaweed.pending_multipart_uploads())
-    backup = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", s3_repo,
-                               "--no-files", "--tmp-dir", str(tmp)])
-    spooling(tmp, backup, at_least=20 << 20)  # the upload is past its first 5 MiB part
+    backup, tmp = start_backup(paused_mid_stream, s3_repo, tmp_path)
+    spooling(tmp, backup, at_least=24 << 20)  # the upload gets past its first 5 MiB part
 
     def upload_in_flight() -> None:
-        deadline = time.monotonic() + 10
+        # What was spooled before the pause still drains through zstd to the uploader.
+        deadline = time.monotonic() + 60
         while set(seaweed.pending_multipart_uploads()) == pending_before and time.monotonic() < deadline:
             time.sleep(0.05)
         assert set(seaweed.pending_multipart_uploads()) != pending_before
@@ -109,10 +113,8 @@ def test_sigterm_mid_s3_backup_aborts_its_multipart_upload(
 def test_spool_of_a_sigkilled_backup_is_removed_by_the_next_run_but_a_live_one_is_kept(
     paused_mid_stream: EtcdMember, tmp_path: Path, cli: Cli
 ) -> None:
-    tmp, repo = tmp_path / "tmp", tmp_path / "repo"
-    tmp.mkdir()
-    killed = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo),
-                               "--no-files", "--tmp-dir", str(tmp)])
+    repo = tmp_path / "repo"
+    killed, tmp = start_backup(paused_mid_stream, repo, tmp_path)
     left = spooling(tmp, killed)
     code, _err = interrupt(killed, paused_mid_stream, signal.SIGKILL)
     assert code == -signal.SIGKILL and left.is_dir()
@@ -127,10 +129,8 @@ def test_spool_of_a_sigkilled_backup_is_removed_by_the_next_run_but_a_live_one_i
 def test_prune_removes_the_hidden_temp_object_of_a_sigkilled_backup_once_stale(
     paused_mid_stream: EtcdMember, tmp_path: Path, cli: Cli
 ) -> None:
-    tmp, repo = tmp_path / "tmp", tmp_path / "repo"
-    tmp.mkdir()
-    killed = lifeboat_process(["backup", f"--endpoints={paused_mid_stream.client_url}", "--repo", str(repo),
-                               "--no-files", "--tmp-dir", str(tmp)])
+    repo = tmp_path / "repo"
+    killed, tmp = start_backup(paused_mid_stream, repo, tmp_path)
     spooling(tmp, killed, at_least=4 << 20)
     interrupt(killed, paused_mid_stream, signal.SIGKILL)
     temps = [p for p in repo.rglob(".lifeboat-tmp-*") if p.is_file()]
