@@ -22,6 +22,7 @@ from lifeboat.config.problems import key_path, translate
 from lifeboat.errors import UsageError
 
 CONFIG_ENV = "LIFEBOAT_CONFIG"
+MAX_CONFIG_BYTES = 1 << 20
 
 ENV_KEYS: dict[str, str] = {
     "LIFEBOAT_CLUSTER": "cluster",
@@ -138,10 +139,15 @@ def _validate_file(path: Path) -> tuple[LifeboatConfig, dict[str, Any]]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"cannot read config file {path}: {reason}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
+                         "a lifeboat config is a few KiB: check the path")
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -158,7 +164,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (plain PyYAML keeps the last one silently)."""
+    """SafeLoader that refuses a key given twice (plain PyYAML keeps the last one silently) and
+    any alias: a few hundred bytes of nested aliases (a "billion laughs") expand to gigabytes.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a lifeboat config; write the value out", mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()

@@ -20,6 +20,7 @@ from lifeboat.config.values import (
     CommaList,
     Count,
     CronExpression,
+    EndpointUrl,
     NonBlank,
     OrphanGrace,
     PositiveCount,
@@ -67,7 +68,7 @@ class S3Section(Section):
     """S3 settings the URL cannot carry. Keys only through files (or AWS_* variables)."""
 
     region: NonBlank | None = None
-    endpoint_url: NonBlank | None = None
+    endpoint_url: EndpointUrl | None = None
     access_key_id_file: Path | None = None
     secret_access_key_file: Path | None = None
     session_token_file: Path | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
 from pydantic import AfterValidator, BeforeValidator
@@ -33,6 +34,24 @@ def parse_seconds(value: object) -> float:
     if seconds <= 0:
         raise ValueError(f"must be longer than zero, got {value!r}")
     return seconds
+
+
+def check_endpoint_url(value: str) -> str:
+    """An S3 endpoint: ``http(s)://HOST[:PORT][/PATH]``, without credentials in it."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold credentials (user:password@); use AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY")
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(
+            c.isspace() for c in text):
+        raise ValueError(f"must be a URL such as https://s3.example.com or http://127.0.0.1:8333, "
+                         f"got {text[:80]!r}")
+    return text
 
 
 _SIZE = re.compile(r"(\d+)\s*(b|kib|mib|gib|kb|mb|gb)?")
@@ -191,6 +210,7 @@ def _no_blank(value: str) -> str:
 
 
 NonBlank = Annotated[str, AfterValidator(_no_blank)]
+EndpointUrl = Annotated[str, AfterValidator(check_endpoint_url)]
 
 
 def as_timedelta(seconds: float) -> timedelta:

@@ -41,6 +41,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store as _Client
 
+from lifeboat.config.values import check_endpoint_url
 from lifeboat.errors import (
     AlreadyExists,
     NotFound,
@@ -83,6 +84,11 @@ class S3Store:
     ) -> None:
         if not bucket:
             raise UsageError("S3 repository URL has no bucket; use s3://BUCKET/PREFIX")
+        if endpoint:
+            try:
+                endpoint = check_endpoint_url(endpoint)
+            except ValueError as exc:
+                raise UsageError(f"S3 endpoint (AWS_ENDPOINT_URL) {exc}") from None
         self._bucket = bucket
         self._prefix = check_prefix(prefix.strip("/") + "/") if prefix.strip("/") else ""
         self._endpoint = _without_credentials(endpoint) if endpoint else None

@@ -1,0 +1,62 @@
+"""Hostile or broken input is refused at once: one line, exit 3, nothing echoed that should not be."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import Cli
+
+
+@pytest.mark.parametrize("endpoint", ["not a url", "s3.example.com", "http://", "http://h:99999",
+                                      "ftp://h"])
+def test_endpoint_that_is_not_a_url_is_a_usage_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    code, out, err = cli("list", "--repo", "s3://bucket/prefix")
+    assert code == 3
+    assert err.count("\n") == 1 and "AWS_ENDPOINT_URL" in err and "Traceback" not in err
+
+
+def test_endpoint_with_credentials_is_refused_without_echoing_them(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://AKIAEXAMPLE:s3cr3tpassw0rd@s3.example.com")
+    code, _out, err = cli("list", "--repo", "s3://bucket/prefix")
+    assert code == 3 and "s3cr3tpassw0rd" not in err and "credentials" in err
+
+
+def billion_laughs(levels: int = 9) -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        this, prev = chr(ord("a") + i), chr(ord("a") + i - 1)
+        lines.append(f"{this}: &{this} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("command", [["config", "validate"], ["list", "--repo", "/nonexistent", "--config"]])
+def test_yaml_alias_bomb_is_refused_at_once(cli: Cli, tmp_path: Path, command: list[str]) -> None:
+    bomb = tmp_path / "lifeboat.yaml"
+    bomb.write_text(billion_laughs())
+    assert bomb.stat().st_size < 400
+    started = time.monotonic()
+    code, _out, err = cli(*command, str(bomb))
+    assert code == 3 and "aliases" in err and err.count("\n") == 1
+    assert time.monotonic() - started < 5
+
+
+def test_config_file_over_one_mib_is_refused_without_reading_it_all(cli: Cli, tmp_path: Path) -> None:
+    big = tmp_path / "lifeboat.yaml"
+    big.write_text("# padding\n" * 200_000)  # 2 MB of comments
+    code, _out, err = cli("config", "validate", str(big))
+    assert code == 3 and "larger than 1 MiB" in err
+
+
+def test_anchors_without_aliases_and_ordinary_configs_still_load(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text("cluster: &name prod\n")
+    code, _out, err = cli("config", "validate", str(config))
+    assert code == 0, err
