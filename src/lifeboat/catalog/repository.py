@@ -180,6 +180,21 @@ class BackupRepository:
         return ranged(lambda start, end: self.store.get_range(key, start, end), info.size,
                       RANGE_SIZE, RANGES_IN_FLIGHT)
 
+    def missing_objects(self, manifest: Manifest) -> list[str]:
+        """What is gone from a committed backup: its manifest, or objects absent or of another size.
+
+        One HEAD (stat) per object, no download: cheap enough for ``show`` and ``list --check``.
+        """
+        problems = [] if self.store.stat(manifest_key(manifest.cluster, manifest.id)) is not None else [
+            "its manifest.json is gone (the backup was deleted)"]
+        for obj in manifest.objects:
+            info = self.store.stat(self.object_key(manifest, obj.name))
+            if info is None:
+                problems.append(f"{obj.name} is missing")
+            elif info.size != obj.size:
+                problems.append(f"{obj.name} is {info.size} bytes, the manifest says {obj.size}")
+        return problems
+
     def backup_objects(self, cluster: str | None = None) -> Iterator[tuple[BackupObjectName, ObjectInfo]]:
         """Every object in a backup's folder, committed or not, with its name taken apart."""
         for obj in self.store.list(backups_prefix(cluster)):

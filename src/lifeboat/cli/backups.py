@@ -59,11 +59,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p = sub.add_parser("list", parents=[common], help="list the backups in a repository",
                        description="List committed backups, oldest first, a page at a time (each "
                        "page is printed as soon as its manifests are read). --last and --since "
-                       "read only the manifests they show.")
+                       "read only the manifests they show. With --check, also ask the store whether every "
+                       "object of each backup shown is there with its recorded size (one HEAD per object, "
+                       "no download; exit 1 if any is not).")
     add_repo_flags(p)
     p.add_argument("--last", type=_count, metavar="N", help="only the newest N backups")
     p.add_argument("--since", metavar="TIME", help="only backups started since TIME: an RFC 3339 "
                    "time or date (2026-11-22T03:00:00Z, 2026-11-22) or an age (36h, 7d, 2w)")
+    p.add_argument("--check", action="store_true",
+                   help="check that every backup's objects exist with their recorded sizes")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", parents=[common], help="show one backup's manifest",
@@ -135,22 +139,42 @@ def cmd_list(args: argparse.Namespace) -> int:
     since = parse_since(args.since, datetime.now(UTC)) if args.since else None
     pages = repo.pages(cluster, since=since, last=args.last)
     ends = WindowEnds(repo)
+    problems: dict[tuple[str, str], list[str]] = {}
+
+    def check(m: Manifest) -> dict[str, object]:
+        if not args.check:
+            return {}
+        problems[(m.cluster, m.id)] = found = repo.missing_objects(m)
+        return {"check": found or "ok"}
+
     if args.output == "json":
         listing = [(page, ends.of(page.backups)) for page in pages]
-        emit_json([{**_summary(m, page.pins.get((m.cluster, m.id))), "window_end": page_ends.get(m.id)}
+        emit_json([{**_summary(m, page.pins.get((m.cluster, m.id))), "window_end": page_ends.get(m.id), **check(m)}
                    for page, page_ends in listing for m in page.backups]
                   + [{"id": d.id, "cluster": d.cluster, "status": "damaged", "reason": d.reason}
                      for page, _ in listing for d in page.damaged])
-        return 0
+        return _checked(problems)
     shown = StreamedTable(("ID", "CLUSTER", "STATUS", "REVISION", "KEYS", "STORED", "ENCRYPTED", "FILES",
                            "SOURCE", "PIN", "WINDOW END"))
     damaged: list[DamagedManifest] = []
     for page in pages:
         shown.rows(_rows(page, ends.of(page.backups)))
         damaged += page.damaged
+        for m in page.backups:
+            check(m)
     shown.close()
     for d in damaged:
         print(f"damaged: {d.cluster}/{d.id}: {d.reason}")
+    for (cluster, backup_id), found in problems.items():
+        print(f"{cluster}/{backup_id}: " + ("objects present" if not found else "; ".join(found)))
+    return _checked(problems)
+
+
+def _checked(problems: dict[tuple[str, str], list[str]]) -> int:
+    bad = [f"{cluster}/{backup_id}" for (cluster, backup_id), found in problems.items() if found]
+    if bad:
+        raise IntegrityError(f"{len(bad)} backup(s) lack objects or hold objects of the wrong size "
+                             f"({', '.join(bad[:5])}); they cannot be restored: delete them, or restore another")
     return 0
 
 
@@ -236,10 +260,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     m = repo.find(args.backup_id, cluster_name(args, default=None))
     pin = repo.pin_of(m)
+    missing = repo.missing_objects(m)
     if args.output == "json":
-        # The manifest as stored, plus the pin (a separate object) only when there is one.
-        emit_json({**m.to_dict(), "pin": asdict(pin)} if pin else m.to_dict())
-        return 0
+        # The manifest as stored, plus the pin (a separate object) and what is missing, only when
+        # there is such a thing.
+        emit_json({**m.to_dict(), **({"pin": asdict(pin)} if pin else {}),
+                   **({"missing_objects": missing} if missing else {})})
+        return _shown(m, missing)
     print(f"backup     {m.id}\ncluster    {m.cluster}\nstatus     {m.status.value}")
     if pin:
         print(f"pinned     by {pin.pinned_by} at {pin.pinned_at}" + (f": {pin.reason}" if pin.reason else ""))
@@ -258,6 +285,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("control-plane files:")
         table(("PATH", "MODE", "OWNER", "SIZE", "SHA256"),
               [(f.path, f"{f.mode:04o}", f"{f.owner or f.uid}:{f.group or f.gid}", f.size, f.sha256[:16]) for f in m.files])
+    print("in store   " + ("every object present with its size" if not missing else "; ".join(missing)))
+    return _shown(m, missing)
+
+
+def _shown(m: Manifest, missing: list[str]) -> int:
+    if missing:
+        raise IntegrityError(f"backup {m.id} is incomplete in the repository: {'; '.join(missing)}; "
+                             "it cannot be restored")
     return 0
 
 

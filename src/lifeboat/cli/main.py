@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -12,10 +14,11 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import TextIO
 
 from lifeboat import __version__
 from lifeboat.cli import agent, backups, capture, configuration, k8s, member, prune, restore, snapshots, status
-from lifeboat.errors import EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError, Terminated
+from lifeboat.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError, Terminated
 
 # 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
 EXIT_TERMINATED = 143
@@ -101,8 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    code = EXIT_OK
     try:
-        code: int = args.func(args)
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError as exc:
+        if not _reader_gone(sys.stdout):
+            return _unexpected(args, exc)
+        # `lifeboat backup | head -1`: the reader stopped reading; the command's work (a backup
+        # committed, a listing read) is done, and only its report was cut short.
+        _discard_stdout()
         return code
     except LifeboatError as exc:
         print(f"lifeboat: error: {exc}", file=sys.stderr)
@@ -117,11 +129,32 @@ def _dispatch(args: argparse.Namespace) -> int:
               "leaves no manifest, no upload and no spool", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as exc:
-        print(f"lifeboat: unexpected error: {type(exc).__name__}: {exc} "
-              "(a bug: please report it, with the output of -v)", file=sys.stderr)
-        if args.verbose:
-            traceback.print_exc()
-        return EXIT_UNEXPECTED
+        return _unexpected(args, exc)
+
+
+def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
+    print(f"lifeboat: unexpected error: {type(exc).__name__}: {exc} "
+          "(a bug: please report it, with the output of -v)", file=sys.stderr)
+    if args.verbose:
+        traceback.print_exc()
+    return EXIT_UNEXPECTED
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a pipe whose reading end was closed (poll reports POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @contextmanager

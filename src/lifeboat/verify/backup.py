@@ -92,6 +92,10 @@ def verify_backup(
                 _check_files(manifest, archive, report)
         elif manifest.files:
             report.add("control-plane files", False, "files are listed but no archive is stored")
+    # A download that began before a delete goes on reading what was unlinked (a local file
+    # stays readable while open): look again, so a deleted backup is never "verified".
+    gone = repo.missing_objects(manifest)
+    report.add("backup still in the repository", not gone, "; ".join(gone) or "manifest and every object present")
     return report
 
 
