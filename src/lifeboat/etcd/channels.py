@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from lifeboat.etcd.certificates import server_certificate_problem
 from lifeboat.etcd.failures import (
     Attempt,
     Kind,
@@ -149,6 +150,12 @@ class EndpointPool:
                 failed = attempt(candidate.url, error)
                 if failed.kind is Kind.FINAL:
                     raise translate(what, candidate.url, error) from None
+                if failed.kind is Kind.TLS and "not signed by the CA" in failed.reason:
+                    # Verification failed; an expired certificate fails it with the same words.
+                    tls = self.settings.tls
+                    expired = server_certificate_problem(candidate.host, candidate.port, self.settings.dial_timeout,
+                                                         tls.cert if tls else None, tls.key if tls else None)
+                    failed = Attempt(candidate.url, Kind.TLS, expired) if expired else failed
                 if failed.kind is Kind.TIMEOUT:
                     failed = Attempt(candidate.url, Kind.UNREACHABLE,
                                      f"no answer within --dial-timeout {self.settings.dial_timeout:g}s")

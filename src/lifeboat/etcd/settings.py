@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lifeboat.errors import UsageError
+from lifeboat.etcd.certificates import pem_certificates, validity_problem
 
 DEFAULT_CLIENT_PORT = 2379
 
@@ -87,7 +88,21 @@ class TlsConfig:
         )
         if material.cert is not None and material.key is not None:
             _check_pair(material.cert, material.key, self.cert, self.key)
+        _check_dates(material, self)
         return material
+
+
+def _check_dates(material: TlsMaterial, paths: TlsConfig) -> None:
+    """An expired client certificate (or CA) is named as such: TLS would only say "verify failed"."""
+    leaf = next(pem_certificates(material.cert), None) if material.cert else None
+    problem = validity_problem(leaf) if leaf is not None else None
+    if problem:
+        raise UsageError(f"--cert {paths.cert}: the client certificate {problem}; renew it "
+                         "(on kubeadm: 'kubeadm certs renew')")
+    # A CA bundle may keep an old CA beside its successor: refuse only when none is valid.
+    problems = [validity_problem(ca) for ca in pem_certificates(material.ca)] if material.ca else []
+    if problems and all(problems):
+        raise UsageError(f"--cacert {paths.ca}: the CA certificate {problems[0]}; renew the CA")
 
 
 def _read_pem(path: Path | None, flag: str, label: bytes) -> bytes | None:
