@@ -25,7 +25,7 @@ from tests.support.etcd_load import load_keys, numbered
 
 @pytest.fixture(scope="session")
 def busy_etcd(release35: EtcdRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
-    """A running member holding about 33 MB, so that a backup takes long enough to interrupt."""
+    """A running member holding about 49 MB (random values: zstd cannot shrink them), so that a backup takes long enough to interrupt."""
     with EtcdCluster(release35, tmp_path_factory.mktemp("fault-etcd")) as cluster:
         member = cluster.first()
         with EtcdClient(ConnectionSettings((member.client_url,))) as client:
