@@ -1,4 +1,4 @@
-"""Read-only access to a bbolt database file through an ``mmap``.
+"""Read-only access to a bbolt database file, read by offsets with ``pread`` (see ``mapping``).
 
 On-disk facts (bbolt v1.3.6, which etcd 3.4 and 3.5 use; page.go, bucket.go, db.go, tx.go):
 
@@ -20,7 +20,6 @@ On-disk facts (bbolt v1.3.6, which etcd 3.4 and 3.5 use; page.go, bucket.go, db.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import Union
 
 from lifeboat.errors import SnapshotFormatError
 
-from .mapping import mapped, translated_faults
+from .mapping import PagedFile, paged, translated_faults
 from .trailer import TRAILER_SIZE, has_trailer_length
 
 PAGE_HEADER = struct.Struct("<QHHI")
@@ -56,7 +55,7 @@ NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 # the first u64 after the header (freelist.go).
 FREELIST_COUNT_OVERFLOW = 0xFFFF
 
-Buffer = Union[mmap.mmap, bytes]
+Buffer = Union[PagedFile, bytes]
 
 def fnv64a(data: bytes) -> int:
     h = 0xCBF29CE484222325
@@ -92,8 +91,6 @@ class BucketRef:
     inline: bytes | None = None
 
 
-RELEASE_EVERY = 8 << 20
-
 # A leaf page ready to read: (buffer, page offset, end of the page's bytes, element count).
 Leaf = tuple[Buffer, int, int, int]
 
@@ -101,12 +98,11 @@ Leaf = tuple[Buffer, int, int, int]
 class BoltFile:
     """An open, read-only bbolt file; use :meth:`open` as a context manager."""
 
-    def __init__(self, path: Path, mm: mmap.mmap, file_size: int) -> None:
+    def __init__(self, path: Path, mm: PagedFile, file_size: int) -> None:
         self.path = path
         self.mm = mm
         self.file_size = file_size
         self.has_trailer = has_trailer_length(file_size)
-        self._touched = 0
         self.db_size = file_size - TRAILER_SIZE if self.has_trailer else file_size
         self.meta = self._choose_meta()
         self.page_size = self.meta.page_size
@@ -119,11 +115,11 @@ class BoltFile:
     @classmethod
     @contextmanager
     def open(cls, path: str | os.PathLike[str]) -> Iterator[BoltFile]:
-        """Map ``path`` and read its meta; decoding faults inside the block are translated."""
+        """Open ``path`` and read its meta; decoding faults inside the block are translated."""
         p = Path(path)
-        with mapped(p) as mm, translated_faults(p):
-            size = 0 if mm is None else len(mm)
-            if mm is None or size < PAGE_HEADER_SIZE + META.size:
+        with paged(p) as mm, translated_faults(p):
+            size = len(mm)
+            if size < PAGE_HEADER_SIZE + META.size:
                 raise SnapshotFormatError(
                     f"{p}: {size} bytes is too short for a bbolt database; "
                     "it is not an etcd snapshot"
@@ -183,7 +179,7 @@ class BoltFile:
         if not 2 <= pgid < self.meta.high_water:
             raise self.corrupted(f"page reference {pgid} is outside the database")
         offset = pgid * self.page_size
-        header_id, flags, count, overflow = PAGE_HEADER.unpack_from(self.mm, offset)
+        header_id, flags, count, overflow = self.mm.unpack_from(PAGE_HEADER, offset)
         last = pgid + overflow
         if header_id != pgid:
             raise self.corrupted(f"page {pgid} carries the id {header_id}")
@@ -195,26 +191,15 @@ class BoltFile:
             raise self.corrupted(f"page {pgid} is referenced more than once")
         seen[pgid : last + 1] = b"\x01" * (overflow + 1)
         end = offset + (overflow + 1) * self.page_size
-        self._release_pages(end - offset)
+        self.mm.read(offset, end - offset)  # the whole page, once: its elements are sliced from it
         if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
             raise self.corrupted(f"page {pgid} claims more elements than fit in it")
         return offset, end, flags, count
 
-    def _release_pages(self, touched: int) -> None:
-        """Drop mapped pages from our RSS every so often; they stay in the page cache.
-
-        Without this, walking a multi-GB snapshot leaves every page of it counted in the
-        process's resident memory, and a backup's memory would grow with the db.
-        """
-        self._touched += touched
-        if self._touched >= RELEASE_EVERY:
-            self._touched = 0
-            self.mm.madvise(mmap.MADV_DONTNEED)
-
     def branch_children(self, pgid: int, offset: int, count: int) -> list[int]:
         if count == 0:
             raise self.corrupted(f"branch page {pgid} is empty")
-        raw = struct.unpack_from("<" + "IIQ" * count, self.mm, offset + PAGE_HEADER_SIZE)
+        raw = self.mm.unpack_from(struct.Struct("<" + "IIQ" * count), offset + PAGE_HEADER_SIZE)
         return list(raw[2::3])
 
     def branch_entries(self, pgid: int, offset: int, count: int) -> list[tuple[bytes, int]]:
@@ -222,7 +207,7 @@ class BoltFile:
         if count == 0:
             raise self.corrupted(f"branch page {pgid} is empty")
         element = offset + PAGE_HEADER_SIZE
-        end = offset + (PAGE_HEADER.unpack_from(self.mm, offset)[3] + 1) * self.page_size
+        end = offset + (self.mm.unpack_from(PAGE_HEADER, offset)[3] + 1) * self.page_size
         entries = []
         for pos, ksize, child in BRANCH_ELEMENT.iter_unpack(
             self.mm[element : element + count * ELEMENT_SIZE]
@@ -305,7 +290,7 @@ class BoltFile:
     def bucket_ref(self, buf: Buffer, start: int, end: int) -> BucketRef:
         if end - start < BUCKET_HEADER.size:
             raise self.corrupted("a bucket header is shorter than 16 bytes")
-        root, _sequence = BUCKET_HEADER.unpack_from(buf, start)
+        root, _sequence = BUCKET_HEADER.unpack(buf[start : start + BUCKET_HEADER.size])
         if root == 0:
             return BucketRef(0, bytes(buf[start + BUCKET_HEADER.size : end]))
         return BucketRef(root)
@@ -362,18 +347,18 @@ class BoltFile:
         if not 2 <= pgid < self.meta.high_water:
             raise self.corrupted(f"the freelist page {pgid} is outside the database")
         offset = pgid * self.page_size
-        _id, flags, count, overflow = PAGE_HEADER.unpack_from(self.mm, offset)
+        _id, flags, count, overflow = self.mm.unpack_from(PAGE_HEADER, offset)
         if not flags & FREELIST_PAGE or pgid + overflow >= self.meta.high_water:
             raise self.corrupted(f"page {pgid} is not the freelist the meta page names")
         seen[pgid : pgid + overflow + 1] = b"\x01" * (overflow + 1)
         start = offset + PAGE_HEADER_SIZE
         if count == FREELIST_COUNT_OVERFLOW:
-            (count,) = struct.unpack_from("<Q", self.mm, start)
+            (count,) = self.mm.unpack_from(struct.Struct("<Q"), start)
             start += 8
         if start + 8 * count > offset + (overflow + 1) * self.page_size:
             raise self.corrupted(f"the freelist page {pgid} claims more ids than fit in it")
         freed = bytearray(self.meta.high_water)
-        for free_id in struct.unpack_from(f"<{count}Q", self.mm, start):
+        for free_id in self.mm.unpack_from(struct.Struct(f"<{count}Q"), start):
             if not 2 <= free_id < self.meta.high_water or freed[free_id]:
                 raise self.corrupted(f"the freelist holds a bad or repeated page id {free_id}")
             freed[free_id] = 1

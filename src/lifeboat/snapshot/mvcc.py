@@ -58,6 +58,8 @@ class SnapshotMember:
 
 def decode_key_value(buf: Buffer, start: int, end: int) -> KeyValue:
     """Decode an ``mvccpb.KeyValue`` from ``buf[start:end]``; unknown fields are skipped."""
+    if not isinstance(buf, bytes):  # one read of the value, then decoded in memory
+        buf, start, end = buf[start:end], 0, end - start
     fields: dict[int, int | bytes] = {}
     pos = start
     while pos < end:
@@ -136,7 +138,7 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
             if vstart == vend:
                 # etcd's revision bump row (see writer.bump_revision): no key, never served.
                 continue
-            user_key = _user_key(buf, vstart, vend)
+            user_key = _user_key(value, 0, len(value))
             if not user_key.startswith(prefix):
                 continue
             if tombstone:
@@ -148,7 +150,7 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
             yield decode_key_value(buf, vstart, vend)
 
 
-def _user_key(buf: Buffer, start: int, end: int) -> bytes:
+def _user_key(buf: bytes, start: int, end: int) -> bytes:
     """Field 1 of an ``mvccpb.KeyValue``; etcd always writes it first."""
     tag, pos = read_varint(buf, start, end)
     if tag != (1 << 3 | 2):

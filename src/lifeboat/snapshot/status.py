@@ -133,7 +133,7 @@ def _hash_leaf(
     layout = _leaf_layouts.get(count)
     if layout is None:
         layout = _leaf_layouts[count] = struct.Struct("<" + "IIII" * count)
-    fields = layout.unpack_from(buf, offset + PAGE_HEADER_SIZE)
+    fields = layout.unpack(buf[offset + PAGE_HEADER_SIZE : offset + PAGE_HEADER_SIZE + layout.size])
     # bbolt writes keys and values back to back, in element order, right after the element
     # array (node.go write): then the whole page's data is one run for the CRC.
     element = offset + PAGE_HEADER_SIZE

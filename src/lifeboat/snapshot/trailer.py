@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lifeboat.errors import IntegrityError
+from lifeboat.errors import IntegrityError, SnapshotFormatError
 
-from .mapping import mapped
+from .mapping import translated_faults
 
 TRAILER_SIZE = 32
-_CHUNK = 64 << 20
+_CHUNK = 8 << 20
 
 
 def has_trailer_length(file_size: int) -> bool:
@@ -53,17 +53,22 @@ def check_trailer(path: str | os.PathLike[str]) -> TrailerCheck:
     """Hash the database part of ``path`` and compare it with the trailer, if there is one."""
     p = Path(path)
     digest = hashlib.sha256()
-    with mapped(p) as mm:
-        size = 0 if mm is None else len(mm)
+    recorded = None
+    with translated_faults(p), p.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
         present = has_trailer_length(size)
         db_size = size - TRAILER_SIZE if present else size
-        recorded = None
-        if mm is not None:
-            with memoryview(mm) as view:
-                for start in range(0, db_size, _CHUNK):
-                    digest.update(view[start : min(start + _CHUNK, db_size)])
-            if present:
-                recorded = mm[db_size:size].hex()
+        left = db_size
+        while left:
+            # Plain reads, never a map: a file that shrinks while hashed is a short read here.
+            chunk = f.read(min(_CHUNK, left))
+            if not chunk:
+                raise SnapshotFormatError(f"{p}: the file shrank while it was hashed; read a copy that "
+                                          "nothing writes to")
+            digest.update(chunk)
+            left -= len(chunk)
+        if present:
+            recorded = f.read(TRAILER_SIZE).hex()
     actual = digest.hexdigest()
     return TrailerCheck(
         present=present,

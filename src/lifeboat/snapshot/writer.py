@@ -286,7 +286,7 @@ def _top_level_buckets(db: BoltFile) -> dict[bytes, tuple[BucketRef, int]]:
     for name, value, buf, start, end in db.items(BucketRef(db.meta.root), db.new_seen()):
         if value is not None:
             raise db.corrupted(f"top-level key {name!r} is not a bucket")
-        _root, sequence = BUCKET_HEADER.unpack_from(buf, start)
+        _root, sequence = BUCKET_HEADER.unpack(buf[start : start + BUCKET_HEADER.size])
         found[name] = (db.bucket_ref(buf, start, end), sequence)
     return found
 
