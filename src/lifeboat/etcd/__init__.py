@@ -2,6 +2,8 @@
 
 * :mod:`~lifeboat.etcd.client` — the gRPC client (connection settings, failover, errors);
   the values it returns come from :mod:`lifeboat.etcdapi`.
+* :mod:`~lifeboat.etcd.certificates` — why a certificate is refused (its dates), checked on
+  the files given and, after a failed verification, on etcd's own.
 * :mod:`~lifeboat.etcd.seam` — the :class:`~lifeboat.etcd.seam.Etcd` protocol code depends on;
   :mod:`~lifeboat.etcd.memory` is its in-memory double for unit tests.
 * :mod:`~lifeboat.etcd.binaries` — finding etcd, etcdutl and etcdctl, running a snapshot restore;
