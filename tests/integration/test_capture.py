@@ -15,6 +15,7 @@ import pytest
 from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import build_timeline
+from lifeboat.errors import LifeboatError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, EventType
 from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
@@ -164,8 +165,42 @@ def test_capture_command_commits_what_it_has_on_sigterm(
         assert events[-1][0] == last and events[-1][3] == b"/registry/last"
 
 
+def _answers(client: EtcdClient) -> bool:
+    try:
+        client.put("/registry/ready", b"")
+        return True
+    except LifeboatError:
+        return False
+
+
 def _has_chain(url: str) -> bool:
     try:
         return bool(ChainStore(open_repo(url).store).chains("prod"))
     except Exception:
         return False
+
+
+def test_etcd_killed_under_the_watch_and_restarted_continues_the_same_chain(
+        release: EtcdRelease, tmp_path: Path) -> None:
+    with EtcdCluster(release, tmp_path / "etcd") as cluster:
+        member = cluster.first()
+        with EtcdClient(ConnectionSettings((member.client_url,), dial_timeout=1.0)) as client:
+            repo = open_repo(str(tmp_path / "repo"))
+            options = capture_options("prod", member.client_url, tmp_path / "spool", flush_interval=0.2)
+            with capturing(client, repo, options) as status:
+                wait_for(lambda: status.chain is not None)
+                before = write_history(client, 2, tag="before")
+                wait_for(lambda: status.last_revision >= before.revisions[-1])
+                member.kill()
+                time.sleep(1.0)  # capture's watch ends; it retries
+                member.start(cluster.initial_cluster, cluster.token)
+                member.wait_healthy()
+                wait_for(lambda: _answers(client))  # a restarted member may still be electing itself
+                after = write_history(client, 2, tag="after")
+                wait_for(lambda: status.last_revision >= after.revisions[-1], timeout=60)
+            assert status.bases == 1 and status.gaps == 0
+            assert any("watch ended" in e or "etcd" in e for e in status.errors)
+            chains = ChainStore(repo.store).chains("prod")
+            assert len(chains) == 1 and chains[0].gap is None
+            assert captured_events(repo, "prod") == etcd_events(client, chains[0].info.base_revision,
+                                                                after.revisions[-1])
