@@ -3,9 +3,10 @@ down, then catching up in order with no gap."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lifeboat.backup.pipeline import BackupOptions
@@ -17,6 +18,7 @@ from lifeboat.errors import RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, member_urls
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.unit.catalog.capture_records import manifest
+from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
 
 BASE = manifest("20261201T030000Z-aaaaaa", 1, 0, cluster_id="c1")
 
@@ -91,3 +93,49 @@ def test_an_idle_capture_records_a_heartbeat_once_etcd_vouches_for_its_revision(
     assert listing.heartbeat is not None and listing.heartbeat.revision == written
     timeline = build_timeline("prod", [BASE], [listing])
     assert timeline.windows[0].last_time == listing.heartbeat.seen
+
+
+class SnapshottingEtcd(MemoryEtcd):
+    """The double plus a snapshot stream: a small real bbolt db and etcd's sha256 trailer."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__()
+        self.db = db
+
+    def snapshot(self, endpoint: str) -> Iterator[bytes]:
+        data = self.db.read_bytes()
+        yield data
+        yield hashlib.sha256(data).digest()
+
+
+def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo = BackupRepository.open(store, create=True)
+    for obj in BASE.objects:
+        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
+    repo.commit(BASE)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    for _ in range(50):  # the repository stays down for this chain's segments
+        store.inject(Fault("put_bytes", key_prefix=f"clusters/prod/chains/{BASE.id}/segments/",
+                           error=RepositoryUnavailable("down")))
+    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
+                             tmp_dir=tmp_path),
+        flush_interval=0.05, spool_dir=tmp_path / "spool", spool_max_bytes=10, retry_interval=0.05)
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
+    runner.start()
+    try:
+        etcd.put("/registry/k", b"v")
+        until(lambda: status.bases == 1 and len(chains.chains("prod")) == 2)
+    finally:
+        stop.set()
+        runner.join(10)
+    first, second = chains.chains("prod")
+    assert first.info.chain == BASE.id and first.gap is not None
+    assert "spool filled up" in first.gap.reason and first.gap.last_revision == 1
+    assert second.gap is None and status.gaps == 1
+    assert list((tmp_path / "spool" / "prod").iterdir()) == [], "nothing is left behind in memory or spool"
