@@ -23,6 +23,17 @@ from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
 BASE = manifest("20261201T030000Z-aaaaaa", 1, 0, cluster_id="c1")
 
 
+def resumable(store: MemoryStore) -> tuple[BackupRepository, ChainStore]:
+    """A repository holding BASE (data, then manifest) and its open chain, with no segment yet."""
+    repo = BackupRepository.open(store, create=True)
+    for obj in BASE.objects:
+        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
+    repo.commit(BASE)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    return repo, chains
+
+
 def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -32,12 +43,7 @@ def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_order(tmp_path: Path) -> None:
     store = MemoryStore()
-    repo = BackupRepository.open(store, create=True)
-    for obj in BASE.objects:
-        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
-    repo.commit(BASE)
-    chains = ChainStore(store)
-    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    repo, chains = resumable(store)
     segments = f"clusters/prod/chains/{BASE.id}/segments/"
     for _ in range(4):  # the repository refuses four segment writes in a row
         store.inject(Fault("put_bytes", key_prefix=segments, error=RepositoryUnavailable("down")))
@@ -70,12 +76,7 @@ def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_or
 
 def test_an_idle_capture_records_a_heartbeat_once_etcd_vouches_for_its_revision(tmp_path: Path) -> None:
     store = MemoryStore()
-    repo = BackupRepository.open(store, create=True)
-    for obj in BASE.objects:
-        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
-    repo.commit(BASE)
-    chains = ChainStore(store)
-    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    repo, chains = resumable(store)
     etcd = MemoryEtcd()
     written = etcd.put("/registry/k", b"v")
     options = CaptureOptions(
@@ -110,12 +111,7 @@ class SnapshottingEtcd(MemoryEtcd):
 
 def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(tmp_path: Path) -> None:
     store = MemoryStore()
-    repo = BackupRepository.open(store, create=True)
-    for obj in BASE.objects:
-        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
-    repo.commit(BASE)
-    chains = ChainStore(store)
-    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    repo, chains = resumable(store)
     for _ in range(50):  # the repository stays down for this chain's segments
         store.inject(Fault("put_bytes", key_prefix=f"clusters/prod/chains/{BASE.id}/segments/",
                            error=RepositoryUnavailable("down")))
