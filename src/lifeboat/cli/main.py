@@ -30,6 +30,9 @@ Takes verified, compressed, optionally age-encrypted backups of etcd and of the 
 files into a local directory or an S3 bucket; proves them with drills; restores one member or a
 whole cluster that lost quorum, never deleting the old data; runs unattended as an agent with
 retention and metrics; and shows, diffs and undeletes Kubernetes objects inside a backup.
+With continuous capture (lifeboat capture, or the agent's capture:) every change of etcd is
+stored within about a second, and restores, drills and the k8s commands can go to any captured
+revision or time (--to-revision, --to-time).
 On a kubeadm control-plane node no etcd flags are needed: the endpoint and certificates come
 from /etc/kubernetes/manifests/etcd.yaml.
 """
@@ -38,6 +41,9 @@ EPILOG = """\
 examples:
   lifeboat backup --repo s3://backups/prod --cluster prod --encrypt-to age1...
   lifeboat list --repo /var/backups/lifeboat
+  lifeboat capture --repo s3://backups/prod --cluster prod --encrypt-to age1...
+  lifeboat timeline --repo s3://backups/prod --cluster prod
+  lifeboat restore --to-time 2026-12-01T03:04:05Z --repo s3://backups/prod --identity key.txt --dry-run
   lifeboat verify latest --drill --repo s3://backups/prod --identity key.txt
   lifeboat status
   lifeboat restore latest --repo s3://backups/prod --identity key.txt --dry-run
