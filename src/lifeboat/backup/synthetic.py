@@ -8,7 +8,6 @@ events are replayed.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, SYNTHETIC_FROM, SYNTHETIC_REVISION, RestorePoint
 from lifeboat.errors import UsageError
 from lifeboat.pitr import build_point_snapshot
+from lifeboat.snapshot.spool import spool_dir
 
 
 def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
@@ -30,7 +30,7 @@ def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence
     if chain is None or not point.replays:
         raise UsageError(f"revision {point.revision} is already a backup ({point.base.id}); "
                          "choose a later captured revision")
-    with tempfile.TemporaryDirectory(prefix="lifeboat-synthetic-", dir=options.tmp_dir) as tmp:
+    with spool_dir("synthetic", options.tmp_dir) as tmp:
         built = build_point_snapshot(repo, point, identities, Path(tmp) / "snapshot.db")
         labels = {SYNTHETIC_CHAIN: chain.info.chain, SYNTHETIC_FROM: point.base.id,
                   SYNTHETIC_REVISION: str(point.revision)}

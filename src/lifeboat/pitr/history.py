@@ -6,7 +6,6 @@ captured put or delete of the key, with its revision and the time capture saw it
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue
 from lifeboat.pitr.point import cluster_timeline
 from lifeboat.snapshot import iter_latest
+from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
 
 KeyMatch = Callable[[bytes, bytes], bool]  # (etcd key, stored value) -> is it the object?
@@ -50,7 +50,7 @@ def _window_versions(repo: BackupRepository, cluster: str, window: Window, match
                      identities: Sequence[Identity] | None, tmp_dir: Path | None) -> Iterator[ObjectVersion]:
     assert window.chain is not None
     keys: set[bytes] = set()
-    with tempfile.TemporaryDirectory(prefix="lifeboat-history-", dir=tmp_dir) as tmp:
+    with spool_dir("history", tmp_dir) as tmp:
         base = Path(tmp) / "base.db"
         report = verify_backup(repo, window.base, identities, tmp_dir=Path(tmp), keep_snapshot=base)
         failure = report.first_failure()
