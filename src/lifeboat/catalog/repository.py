@@ -128,6 +128,12 @@ class BackupRepository:
 
     def _create_marker(self) -> None:
         if next(iter(self.store.list("")), None) is not None:
+            # Another agent may have created the repository since we found no marker.
+            try:
+                self._check_marker(self.store.get_bytes(MARKER_KEY))
+                return
+            except NotFound:
+                pass
             raise UsageError(
                 f"{self.store.url} is not empty and is not a lifeboat repository; "
                 "use an empty bucket prefix or directory"

@@ -338,3 +338,27 @@ def test_commit_refuses_a_manifest_whose_objects_are_gone_or_changed(tamper: obj
         repo.commit(m)
     assert repo.store.stat(repo.object_key(m, "manifest.json")) is None
     assert list(repo.manifests()) == []
+
+
+
+class _MarkerWrittenBetweenReadAndList(MemoryStore):
+    """Another agent creates the repository right after this one found no marker."""
+
+    raced = False
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return super().get_bytes(key)
+        except NotFound:
+            if key == MARKER_KEY and not self.raced:
+                self.raced = True
+                self.put_bytes(MARKER_KEY, json.dumps(
+                    {"format": "lifeboat-repository", "version": 1}).encode(), create_only=True)
+            raise
+
+
+def test_two_openers_creating_one_repository_at_once_both_succeed() -> None:
+    store = _MarkerWrittenBetweenReadAndList()
+    BackupRepository.open(store, create=True)
+    assert store.raced
+    assert json.loads(store.get_bytes(MARKER_KEY))["format"] == "lifeboat-repository"
