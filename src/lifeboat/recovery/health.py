@@ -261,8 +261,9 @@ def read_cluster_health(
     is a leader that answers: etcd serves it through raft, so without one it would just time out.
 
     Right after a leader fails its followers still name it for an election timeout (1s
-    by default), which would read as "quorum lost". So while a quorum of voting members
-    answers but no leader does, this asks again for up to ``settle`` seconds.
+    by default), and a follower can still name the dead one for a moment after another
+    member won, either of which would read as "quorum lost". So while a quorum of voting
+    members answers but fewer of them are healthy, this asks again for up to ``settle`` seconds.
     """
     read: list[ClusterHealth] = []
 
@@ -270,7 +271,7 @@ def read_cluster_health(
         health = _read_once(probe, endpoints, quota_bytes)
         read.append(health)
         answering = sum(1 for m in health.voting if m.reachable)
-        return not (health.answered and health.leader is None and answering >= health.quorum)
+        return not (health.answered and answering >= health.quorum and health.quorum_lost)
 
     (clock or SystemClock()).wait_until(settled, settle, SETTLE_POLL)
     return read[-1]

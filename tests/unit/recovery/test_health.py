@@ -254,6 +254,23 @@ def test_leader_election_in_progress_is_waited_out_not_reported_as_quorum_lost()
     assert not health.quorum_lost and health.can_lose == 0
 
 
+def test_election_won_but_not_yet_followed_is_waited_out_not_reported_as_quorum_lost() -> None:
+    members = MemberList(7, (member(1), member(2), member(3)), 1)
+    # Leader 3 just died; 1 has won the election but 2 still names 3 as its leader.
+    probe = FakeProbe({url(1): status(1, leader=1), url(2): status(2, leader=3)}, members)
+    sleeps: list[float] = []
+
+    class FollowerCatchesUp(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            sleeps.append(seconds)
+            probe.statuses = {url(1): status(1, leader=1), url(2): status(2, leader=1)}
+            super().sleep(seconds)
+
+    health = read_cluster_health(probe, [url(1)], clock=FollowerCatchesUp())
+    assert len(sleeps) == 1
+    assert not health.quorum_lost and health.can_lose == 0
+
+
 def test_leaderless_majority_is_reported_once_the_settle_time_is_over() -> None:
     members = MemberList(7, (member(1), member(2), member(3)), 1)
     probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
