@@ -23,8 +23,9 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, SnapshotFormatError, UsageError
@@ -118,8 +119,6 @@ def write_db(
         raise UsageError("changes name the same bucket twice; give one BucketChanges per bucket")
     _refuse_same_file(source, dest)
     with BoltFile.open(source) as db:
-        if db.has_trailer:
-            check_trailer(source).require_match(source)
         buckets = _top_level_buckets(db)
         for name in edits:
             if name not in buckets:
@@ -129,28 +128,16 @@ def write_db(
         with _replacing(dest) as (tmp, out):
             # Decoding faults in the source and OSErrors here are translated on the way out:
             # by _replacing (writing) and by BoltFile.open (a malformed source).
-            _copy_pages(db, out)
             sink = PageSink(out, db.page_size, db.meta.high_water)
-            rewrite = TreeRewrite(db, sink, str(source))
-            roots: dict[bytes, Item | None] = {}
-            for change in changes:
-                ref, sequence = buckets[change.bucket]
-                root = _rewrite_bucket(db, rewrite, ref, edits[change.bucket], change.appends)
-                value = BUCKET_HEADER.pack(root, sequence)
-                roots[change.bucket] = (BUCKET_LEAF_FLAG, change.bucket, value)
-            new_root = rewrite.tree(db.meta.root, Edits.of(roots), None)
+            new_root = _rewrite(db, sink, changes, edits, buckets)
             sink.flush()
             txid = db.meta.txid + 1
-            out.seek((txid % 2) * db.page_size)
-            out.write(_meta_page(db, new_root, sink.next_pgid, txid))
             db_size = sink.next_pgid * db.page_size
-            out.truncate(db_size)
-            out.flush()
-            digest = _sha256_of(tmp, db_size)
+            meta = _meta_page(db, new_root, sink.next_pgid, txid)
+            digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size)
             if trailer:
                 out.seek(db_size)
                 out.write(bytes.fromhex(digest))
-            file_size = db_size + TRAILER_SIZE if trailer else db_size
         return WrittenDb(
             path=dest,
             page_size=db.page_size,
@@ -158,10 +145,70 @@ def write_db(
             txid=txid,
             pages_written=sink.pages_written,
             db_size=db_size,
-            file_size=file_size,
+            file_size=db_size + TRAILER_SIZE if trailer else db_size,
             has_trailer=trailer,
             db_sha256=digest,
         )
+
+
+def _rewrite(
+    db: BoltFile,
+    sink: PageSink,
+    changes: Sequence[BucketChanges],
+    edits: Mapping[bytes, Edits],
+    buckets: Mapping[bytes, tuple[BucketRef, int]],
+) -> int:
+    """Write the changed pages of every bucket and of the root bucket; the new root's id."""
+    rewrite = TreeRewrite(db, sink, str(db.path))
+    roots: dict[bytes, Item | None] = {}
+    for change in changes:
+        ref, sequence = buckets[change.bucket]
+        root = _rewrite_bucket(db, rewrite, ref, edits[change.bucket], change.appends)
+        roots[change.bucket] = (BUCKET_LEAF_FLAG, change.bucket, BUCKET_HEADER.pack(root, sequence))
+    return rewrite.tree(db.meta.root, Edits.of(roots), None)
+
+
+def _complete(db: BoltFile, out: BinaryIO, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:
+    """Copy the source's pages under the new ones, then the meta page; the new db's sha256.
+
+    The copy, the check of the source's trailer and the hash of the new db run at once (the
+    two hashes are most of the time on a large db, and hashlib releases the GIL). The hash
+    reads the source's pages with the new meta in place, so it need not wait for the copy.
+    """
+    out.flush()
+    with ThreadPoolExecutor(2, thread_name_prefix="lifeboat-writer") as pool:
+        trailer = pool.submit(check_trailer, db.path) if db.has_trailer else None
+        digest = pool.submit(_new_db_sha256, db, tmp, meta, meta_offset, db_size)
+        _copy_pages(db, out)
+        out.seek(meta_offset)
+        out.write(meta)
+        if trailer is not None:
+            trailer.result().require_match(db.path)
+        return digest.result()
+
+
+def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:
+    digest = hashlib.sha256()
+    copied = db.meta.tx_size
+    with db.path.open("rb") as source:
+        head = bytearray(source.read(min(_HASH_CHUNK, copied)))
+        head[meta_offset : meta_offset + len(meta)] = meta
+        digest.update(head)
+        _hash_range(digest, source, len(head), copied)
+    with tmp.open("rb") as written:
+        _hash_range(digest, written, copied, db_size)
+    return digest.hexdigest()
+
+
+def _hash_range(digest: Any, f: BinaryIO, start: int, end: int) -> None:
+    f.seek(start)
+    remaining = end - start
+    while remaining > 0:
+        chunk = f.read(min(_HASH_CHUNK, remaining))
+        if not chunk:
+            raise SnapshotFormatError(f"{f.name}: shrank while it was being read")
+        digest.update(chunk)
+        remaining -= len(chunk)
 
 
 def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True) -> BumpResult:
@@ -341,19 +388,6 @@ def _copy_pages(db: BoltFile, out: BinaryIO) -> None:
                     raise SnapshotFormatError(f"{db.path}: shrank while it was being copied") from None
                 out.write(chunk)
                 copied += len(chunk)
-
-
-def _sha256_of(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        remaining = size
-        while remaining:
-            chunk = f.read(min(_HASH_CHUNK, remaining))
-            if not chunk:
-                break
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
 
 
 def _refuse_same_file(source: Path, dest: Path) -> None:
