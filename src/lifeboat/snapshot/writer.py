@@ -86,7 +86,7 @@ class WrittenDb:
     db_size: int
     file_size: int
     has_trailer: bool
-    db_sha256: str
+    db_sha256: str | None  # the trailer's; None without one (not computed)
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,8 @@ def write_db(
             txid = db.meta.txid + 1
             db_size = sink.next_pgid * db.page_size
             meta = _meta_page(db, new_root, sink.next_pgid, txid)
-            digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size)
-            if trailer:
+            digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size, trailer)
+            if digest is not None:
                 out.seek(db_size)
                 out.write(bytes.fromhex(digest))
         return WrittenDb(
@@ -168,9 +168,12 @@ def _rewrite(
     return rewrite.tree(db.meta.root, Edits.of(roots), None)
 
 
-def _complete(db: BoltFile, out: BinaryIO, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:
+def _complete(
+    db: BoltFile, out: BinaryIO, tmp: Path, meta: bytes, meta_offset: int, db_size: int, hashed: bool
+) -> str | None:
     """Copy the source's pages under the new ones, then the meta page; the new db's sha256.
 
+    The sha256 is only computed when ``hashed`` (for the trailer); None otherwise.
     The copy, the check of the source's trailer and the hash of the new db run at once (the
     two hashes are most of the time on a large db, and hashlib releases the GIL). The hash
     reads the source's pages with the new meta in place, so it need not wait for the copy.
@@ -178,13 +181,13 @@ def _complete(db: BoltFile, out: BinaryIO, tmp: Path, meta: bytes, meta_offset: 
     out.flush()
     with ThreadPoolExecutor(2, thread_name_prefix="lifeboat-writer") as pool:
         trailer = pool.submit(check_trailer, db.path) if db.has_trailer else None
-        digest = pool.submit(_new_db_sha256, db, tmp, meta, meta_offset, db_size)
+        digest = pool.submit(_new_db_sha256, db, tmp, meta, meta_offset, db_size) if hashed else None
         _copy_pages(db, out)
         out.seek(meta_offset)
         out.write(meta)
         if trailer is not None:
             trailer.result().require_match(db.path)
-        return digest.result()
+        return None if digest is None else digest.result()
 
 
 def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:
@@ -296,7 +299,7 @@ def _already_bumped(db: Path, amount: int) -> BumpResult | None:
     if marks.scheduled_compact_revision != latest or latest - amount < 0:
         return None
     size = db.stat().st_size
-    return BumpResult(latest - amount, latest, WrittenDb(db, 0, 0, 0, 0, size, size, False, ""))
+    return BumpResult(latest - amount, latest, WrittenDb(db, 0, 0, 0, 0, size, size, False, None))
 
 
 # -- changes ---------------------------------------------------------------------------------
