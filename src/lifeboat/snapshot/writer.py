@@ -222,67 +222,95 @@ def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True
     (latest main revision + N, sub 0) with an empty value, and ``scheduledCompactRev`` in
     bucket ``meta`` set to that revision, so etcd finishes the compaction when it starts.
     """
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise UsageError(f"the revision bump must be a positive number of revisions, not {amount!r}")
     source = Path(source)
     with BoltFile.open(source) as db:
-        buckets = _top_level_buckets(db)
-        for name in (KEY_BUCKET, META_BUCKET):
-            if name not in buckets:
-                raise SnapshotFormatError(
-                    f"{source}: has no bucket {name.decode()!r}; it is not an etcd snapshot"
-                )
-        last = db.last_key(buckets[KEY_BUCKET][0])
-        try:
-            latest = 0 if last is None else decode_revision(last)[0]
-        except MalformedValue as exc:
-            raise db.corrupted(f"the last row of bucket 'key' is not a revision ({exc})") from exc
-    bumped = latest + amount
-    if bumped > MAX_REVISION:
+        latest, changes = _bump_changes(db, amount)
+    written = write_db(source, dest, changes, trailer=trailer)
+    return BumpResult(old_revision=latest, new_revision=latest + amount, written=written)
+
+
+def _bump_changes(db: BoltFile, amount: int) -> tuple[int, list[BucketChanges]]:
+    """The source's latest main revision, and the changes that bump it by ``amount``."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise UsageError(f"the revision bump must be a positive number of revisions, not {amount!r}")
+    buckets = _top_level_buckets(db)
+    for name in (KEY_BUCKET, META_BUCKET):
+        if name not in buckets:
+            raise SnapshotFormatError(f"{db.path}: has no bucket {name.decode()!r}; it is not an etcd snapshot")
+    last = db.last_key(buckets[KEY_BUCKET][0])
+    try:
+        latest = 0 if last is None else decode_revision(last)[0]
+    except MalformedValue as exc:
+        raise db.corrupted(f"the last row of bucket 'key' is not a revision ({exc})") from exc
+    if latest + amount > MAX_REVISION:
         raise UsageError(
             f"bumping revision {latest} by {amount} passes etcd's largest revision "
             f"{MAX_REVISION}; choose a smaller --bump-revision"
         )
-    row = encode_revision(bumped, 0)
-    written = write_db(
-        source,
-        dest,
-        [
-            BucketChanges(KEY_BUCKET, appends=[(row, b"")]),
-            BucketChanges(META_BUCKET, puts={SCHEDULED_COMPACT_KEY: row}),
-        ],
-        trailer=trailer,
-    )
-    return BumpResult(old_revision=latest, new_revision=bumped, written=written)
+    row = encode_revision(latest + amount, 0)
+    return latest, [
+        BucketChanges(KEY_BUCKET, appends=[(row, b"")]),
+        BucketChanges(META_BUCKET, puts={SCHEDULED_COMPACT_KEY: row}),
+    ]
 
 
 def bump_restored_db(db: Path, amount: int) -> BumpResult:
     """Bump the db of a freshly restored member (``member/snap/db``) in place.
 
-    The bumped file is written beside ``db`` without a trailer, checked structurally, given
-    ``db``'s owner and mode, and renamed over it. etcd's own restore tool bumps after its
-    restore too: etcdctl 3.4's restore opens the MVCC store, which would run a compaction
-    scheduled in its input at once. A ``db`` already at the bumped revision (a repeated call)
-    is left as it is.
+    This is lifeboat's own staging output, so it is changed the way bbolt commits a
+    transaction (db.go, tx.go): the new pages go after the high-water mark and are fsynced,
+    then the new meta (one txid later) replaces the older of the two meta pages and is
+    fsynced. A crash before the meta leaves the db as it was; a torn meta fails its checksum
+    and bbolt uses the other one. The result is checked structurally, and the meta put back
+    if the check fails. A ``db`` already bumped (a repeated call) is left as it is.
+
+    etcd's restore tool bumps after its restore too: etcdctl 3.4's restore opens the MVCC
+    store, which would run a compaction scheduled in its input at once.
     """
     db = Path(db)
     done = _already_bumped(db, amount)
     if done is not None:
         return done
-    bumped = db.with_name(db.name + ".lifeboat-bumped")
-    try:
-        result = bump_revision(db, bumped, amount, trailer=False)
-        check_snapshot(bumped).require_ok()
-        stat = db.stat()
-        os.chown(bumped, stat.st_uid, stat.st_gid)
-        os.chmod(bumped, stat.st_mode & 0o7777)
-        os.replace(bumped, db)
-        fsync_dir(db.parent)
-    except OSError as exc:
-        raise _write_failure(db, exc) from exc
-    finally:
-        bumped.unlink(missing_ok=True)
-    return result
+    with BoltFile.open(db) as bolt:
+        latest, changes = _bump_changes(bolt, amount)
+        edits = {change.bucket: _bucket_edits(change) for change in changes}
+        offset = ((bolt.meta.txid + 1) % 2) * bolt.page_size
+        previous = bytes(bolt.mm[offset : offset + bolt.page_size])
+        try:
+            with db.open("r+b") as out:
+                written = _commit_in_place(bolt, out, changes, edits)
+        except OSError as exc:  # raised here, not as a read fault of the source
+            raise _write_failure(db, exc) from exc
+    check = check_snapshot(db)
+    if not check.ok:
+        try:
+            with db.open("r+b") as out:
+                out.seek(offset)
+                out.write(previous)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            raise _write_failure(db, exc) from exc
+        check.require_ok()
+    return BumpResult(latest, latest + amount, written)
+
+
+def _commit_in_place(
+    bolt: BoltFile, out: BinaryIO, changes: Sequence[BucketChanges], edits: Mapping[bytes, Edits]
+) -> WrittenDb:
+    sink = PageSink(out, bolt.page_size, bolt.meta.high_water)
+    new_root = _rewrite(bolt, sink, changes, edits, _top_level_buckets(bolt))
+    sink.flush()
+    out.flush()
+    os.fsync(out.fileno())
+    txid = bolt.meta.txid + 1
+    out.seek((txid % 2) * bolt.page_size)
+    out.write(_meta_page(bolt, new_root, sink.next_pgid, txid))
+    out.flush()
+    os.fsync(out.fileno())
+    size = os.fstat(out.fileno()).st_size
+    return WrittenDb(bolt.path, bolt.page_size, sink.next_pgid, txid, sink.pages_written,
+                     sink.next_pgid * bolt.page_size, size, False, None)
 
 
 def _already_bumped(db: Path, amount: int) -> BumpResult | None:
