@@ -453,3 +453,11 @@ def test_a_restored_members_db_is_bumped_in_place_keeping_its_rows_owner_and_mod
     digest = sha256(db)
     assert bump_restored_db(db, 1_000_000_000).new_revision == revision + 1_000_000_000
     assert sha256(db) == digest  # a repeated call (a resumed restore) bumps nothing twice
+
+
+def test_a_snapshot_file_is_never_bumped_in_place(etcd_shaped: Path, tmp_path: Path) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "with-trailer.db", 1).written.path
+    digest = sha256(snapshot)
+    with pytest.raises(UsageError, match="snapshot file"):
+        bump_restored_db(snapshot, 10)
+    assert sha256(snapshot) == digest

@@ -272,6 +272,9 @@ def bump_restored_db(db: Path, amount: int) -> BumpResult:
     if done is not None:
         return done
     with BoltFile.open(db) as bolt:
+        if bolt.has_trailer:
+            raise UsageError(f"{db} is a snapshot file (it has etcd's sha256 trailer), not a member's "
+                             "db; write a bumped copy of it with bump_revision instead")
         latest, changes = _bump_changes(bolt, amount)
         edits = {change.bucket: _bucket_edits(change) for change in changes}
         offset = ((bolt.meta.txid + 1) % 2) * bolt.page_size
