@@ -461,3 +461,20 @@ def test_a_snapshot_file_is_never_bumped_in_place(etcd_shaped: Path, tmp_path: P
     with pytest.raises(UsageError, match="snapshot file"):
         bump_restored_db(snapshot, 10)
     assert sha256(snapshot) == digest
+
+
+def test_a_db_whose_bump_etcd_already_compacted_is_bumped_again(
+    etcd_shaped: Path, tmp_path: Path
+) -> None:
+    """A backup taken from a bumped cluster before any new write ends with the bump row, its
+    compaction finished; restoring it must bump again, not take it for an interrupted bump."""
+    first = bump_revision(etcd_shaped, tmp_path / "bumped.db", 100)
+    row = encode_revision(first.new_revision)
+    compacted = tmp_path / "compacted.db"
+    write_db(first.written.path, compacted, [BucketChanges(META, puts={b"finishedCompactRev": row})],
+             trailer=False)
+
+    again = bump_restored_db(compacted, 1_000)
+
+    assert (again.old_revision, again.new_revision) == (first.new_revision, first.new_revision + 1_000)
+    assert snapshot_status(compacted).revision == first.new_revision + 1_000

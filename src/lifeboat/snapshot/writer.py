@@ -46,7 +46,7 @@ from .bbolt import (
 )
 from .check import check_snapshot
 from .mvcc import KEY_BUCKET, META_BUCKET, MalformedValue, decode_revision, encode_revision, read_meta
-from .trailer import TRAILER_SIZE, check_trailer
+from .trailer import TRAILER_SIZE, check_trailer, has_trailer_length
 from .tree_writer import MAX_KEY_SIZE, Edits, Item, PageSink, TreeRewrite
 
 SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
@@ -268,13 +268,13 @@ def bump_restored_db(db: Path, amount: int) -> BumpResult:
     store, which would run a compaction scheduled in its input at once.
     """
     db = Path(db)
+    if has_trailer_length(db.stat().st_size):
+        raise UsageError(f"{db} is a snapshot file (it has etcd's sha256 trailer), not a member's "
+                         "db; write a bumped copy of it with bump_revision instead")
     done = _already_bumped(db, amount)
     if done is not None:
         return done
     with BoltFile.open(db) as bolt:
-        if bolt.has_trailer:
-            raise UsageError(f"{db} is a snapshot file (it has etcd's sha256 trailer), not a member's "
-                             "db; write a bumped copy of it with bump_revision instead")
         latest, changes = _bump_changes(bolt, amount)
         edits = {change.bucket: _bucket_edits(change) for change in changes}
         offset = ((bolt.meta.txid + 1) % 2) * bolt.page_size
@@ -327,7 +327,10 @@ def _already_bumped(db: Path, amount: int) -> BumpResult | None:
         return None
     marks = read_meta(db)
     latest = decode_revision(last)[0]
-    if marks.scheduled_compact_revision != latest or latest - amount < 0:
+    # etcd records finishedCompactRev once it has compacted: a db of a cluster that was bumped
+    # and has not been written since has both marks at its last revision, and needs a bump.
+    if (marks.scheduled_compact_revision != latest or marks.finished_compact_revision == latest
+            or latest - amount < 0):
         return None
     size = db.stat().st_size
     return BumpResult(latest - amount, latest, WrittenDb(db, 0, 0, 0, 0, size, size, False, None))
