@@ -134,7 +134,7 @@ def _plain_leaf_keys(leaf: Leaf) -> list[bytes] | None:
     layout = _layouts.get(count)
     if layout is None:
         layout = _layouts[count] = struct.Struct("<" + "IIII" * count)
-    fields = layout.unpack_from(buf, offset + PAGE_HEADER_SIZE)
+    fields = layout.unpack(buf[offset + PAGE_HEADER_SIZE : offset + PAGE_HEADER_SIZE + layout.size])
     if any(fields[0::4]):
         return None
     first = offset + PAGE_HEADER_SIZE
