@@ -7,6 +7,7 @@ traffic use mTLS and the members require client certificates.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .binaries import EtcdRelease
 from .pki import Pki
-from .ports import free_port
+from .ports import PORT_ATTEMPTS, PortTaken, free_port, lost_port_race
 
 
 @dataclass
@@ -119,6 +120,25 @@ class EtcdMember:
             time.sleep(0.1)
         raise TimeoutError(f"etcd {self.name} not healthy after {timeout}s: {self.log_tail()}")
 
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def exited(self, log_from: int) -> RuntimeError | None:
+        """Why the process ended (PortTaken if a port was taken), or None while it runs."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        with self.log_path.open("rb") as log:
+            log.seek(log_from)
+            said = log.read().decode(errors="replace")
+        kind = PortTaken if lost_port_race(said) else RuntimeError
+        return kind(f"etcd {self.name} exited: {self.log_tail()}")
+
+    def new_ports(self) -> None:
+        self.client_port, self.peer_port = free_port(), free_port()
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -171,10 +191,38 @@ class EtcdCluster:
         return [m.client_url for m in self.members]
 
     def start(self, timeout: float = 30) -> EtcdCluster:
+        """Start every member; a new cluster that lost a port race starts again on new ports."""
+        fresh = not any(m.data_dir.exists() for m in self.members)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                # Only a cluster with no data yet may change its peer URLs: an existing member
+                # keeps the URLs it was created with in its membership.
+                if not fresh or attempt == PORT_ATTEMPTS:
+                    raise
+                self.stop()
+                for m in self.members:
+                    shutil.rmtree(m.data_dir, ignore_errors=True)
+                    m.new_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> EtcdCluster:
+        logs = [m.log_size() for m in self.members]
         for m in self.members:
             m.start(self.initial_cluster, self.token)
-        for m in self.members:
-            m.wait_healthy(timeout)
+        deadline = time.monotonic() + timeout
+        waiting = list(zip(self.members, logs))
+        while waiting:
+            for m, log_from in waiting:
+                if (ended := m.exited(log_from)) is not None:
+                    raise ended
+            waiting = [(m, log_from) for m, log_from in waiting if not m.healthy()]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(m.name for m, _ in waiting)
+                raise TimeoutError(f"etcd {names} not healthy after {timeout}s: {waiting[0][0].log_tail()}")
+            if waiting:
+                time.sleep(0.1)
         return self
 
     def stop(self) -> None:

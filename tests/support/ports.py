@@ -6,7 +6,20 @@ import socket
 import time
 
 
+# What a server that lost the race for a port it was given says: etcd reports the OS's
+# EADDRINUSE message; ``weed mini`` checks the ports it was given before binding and exits
+# with "Port allocation failed" (for a port it chose itself it only warns and picks another).
+PORT_TAKEN = ("address already in use", "Port allocation failed")
+# How many times a server is started again on new ports after losing such a race.
+PORT_ATTEMPTS = 4
+
+
+class PortTaken(RuntimeError):
+    """A server exited because another process bound one of its ports first."""
+
+
 def free_port() -> int:
+    """A port nothing listens on now; another process may still take it before our server binds."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -21,3 +34,8 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def lost_port_race(log: str) -> bool:
+    """Whether a server's log says another process had bound one of its ports."""
+    return any(phrase in log for phrase in PORT_TAKEN)

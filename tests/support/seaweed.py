@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import obstore
 from obstore.store import S3Store
 
-from .ports import free_port
+from .ports import PORT_ATTEMPTS, PortTaken, free_port, lost_port_race
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,32 @@ class SeaweedServer:
         ]
 
     def start(self, timeout: float = 60) -> SeaweedServer:
+        """Start ``weed mini``; if another process took one of its ports, again on new ports."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.workdir,
-            )
-        self.wait_ready(timeout)
-        return self
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, cwd=self.workdir,
+                )
+            try:
+                self.wait_ready(timeout, log_from)
+                return self
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                self.stop()
+                shutil.rmtree(self.workdir / "data", ignore_errors=True)  # nothing was stored yet
+                self.s3_port, self.filer_port = free_port(), free_port()
+        raise AssertionError("unreachable")
 
-    def wait_ready(self, timeout: float) -> None:
+    def _lost_port_race(self, log_from: int) -> bool:
+        with self.log_path.open("rb") as log:
+            log.seek(log_from)
+            return lost_port_race(log.read().decode(errors="replace"))
+
+    def wait_ready(self, timeout: float, log_from: int = 0) -> None:
         """Poll until the S3 gateway answers and the bucket accepts a signed listing."""
         store = S3Store(
             self.bucket, endpoint=self.endpoint, access_key_id=self.access_key,
@@ -145,6 +162,9 @@ class SeaweedServer:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
+            # One of weed mini's servers failing to bind may not end the process: read its log.
+            if self._lost_port_race(log_from):
+                raise PortTaken(f"weed mini lost a port: {self.log_tail()}")
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"weed mini exited: {self.log_tail()}")
             if self._answers_http():
