@@ -154,7 +154,9 @@ class AgentProcess:
     def scrape(self) -> dict[str, float]:
         """The parsed samples; empty while the process is still starting to listen."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            # The collector only copies numbers under a lock; what can take seconds is this
+            # process and the agent's waiting for a CPU on a loaded machine.
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
                 text = r.read().decode()
         except urllib.error.URLError:
             assert self.proc.poll() is None, f"agent {self.name} exited: {self.lines}"
