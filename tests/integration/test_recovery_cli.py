@@ -162,6 +162,32 @@ def test_member_replace_heals_a_cluster_that_kept_quorum(
         stop_pid(pidfile)
 
 
+def test_restore_is_refused_while_the_backups_cluster_keeps_quorum_unless_forced(
+    cli: Cli, trio: EtcdCluster, pki: Pki, tmp_path: Path
+) -> None:
+    m0, _, m2 = trio.members
+    repo = f"file://{tmp_path / 'repo'}"
+    backup = cli.json("backup", *tls(pki, m0.client_url), "--repo", repo, "--no-files")
+    m2.kill()
+    old_db = (m2.data_dir / "member" / "snap" / "db").read_bytes()
+    plan = cli.json("restore", "plan", str(backup["id"]), "--initial-cluster", trio.initial_cluster,
+                    "--repo", repo)
+    argv = next(m["argv"] for m in plan["members"] if m["name"] == "m2")[1:]
+    # m2's own etcd is down: its endpoint comes first (the member restored), then one still up.
+    restore = [*argv, f"--data-dir={m2.data_dir}", "--supervisor=none", "--wait-timeout=20",
+               *tls(pki, m2.client_url, m0.client_url)]
+
+    code, out, err = cli(*restore)
+    assert code == 1, out + err
+    assert "still has quorum" in err and "lifeboat member replace m2" in err and "--force" in err
+    assert (m2.data_dir / "member" / "snap" / "db").read_bytes() == old_db
+    assert not list(m2.data_dir.parent.glob("*.lifeboat-moved-*"))
+
+    code, out, err = cli(*restore, "--force", "--dry-run")
+    assert code == 0, err
+    assert ".lifeboat-moved-" in out
+
+
 def test_kubeadm_node_needs_no_flags_and_its_data_dir_and_quota_are_found(
     cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path
 ) -> None:

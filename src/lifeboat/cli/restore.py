@@ -17,9 +17,11 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
-from lifeboat.errors import UsageError
-from lifeboat.etcd import ConnectionSettings, TlsConfig
+from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import EtcdDiscovery
+from lifeboat.recovery.decision import decide_recovery, restore_allowed
+from lifeboat.recovery.health import read_cluster_health
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
 from lifeboat.restore.identity import check_same_cluster, read_node_cluster
@@ -51,6 +53,14 @@ by lifeboat itself on the restored db for older tools. The plan says which.
 A backup of another etcd cluster than this node's (by the live member's cluster id, else the
 member ids in the data dir's db) is refused unless --force. In a repository of several
 clusters, 'latest' needs --cluster.
+
+While the backup's etcd cluster keeps quorum with more than one voting member, a restore is
+refused (exit 1) with the 'lifeboat member replace' command to run instead: it would roll the
+working cluster back. lifeboat asks the etcd endpoints given (default: this node's member) and
+every member they list; when this node's etcd is down, give --endpoints=THIS,OTHER,... (this
+node's member first: it is the one stopped, restored and checked).
+--force restores anyway. A cluster that lost quorum, one where nothing answers (e.g. every
+member stopped to be restored) and members already restored (a new cluster id) do not stop it.
 
 With --to-revision R or --to-time T (and no ID, or the base's), the newest base backup at or
 before the point is fetched and the events 'lifeboat capture' stored after it are replayed
@@ -99,7 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="if the restored single member fails to start, leave it for inspection")
     p.add_argument("--force", action="store_true",
                    help="restore even though this node's live member or data dir belongs to another etcd "
-                        "cluster than the backup's (refused without it)")
+                        "cluster than the backup's, or that cluster still has quorum (refused without it)")
     add_point_flags(p)
     p.add_argument("--no-start", action="store_true",
                    help="stop once the restored data dir is in place: leave etcd (and kube-apiserver) stopped, "
@@ -154,6 +164,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(datetime.now(timezone.utc))
     if journal is None or not resuming:
         check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)
+        _refuse_while_quorum(args, manifest)
         journal = _new_journal(manifest, target, stamp)
     version = manifest.source.etcd_version
     tool = find_restore_tool(args.restore_tool, snapshot_version=version)
@@ -314,15 +325,39 @@ def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Sup
     return target, EtcdMemberProbe(settings), supervisor
 
 
+def _refuse_while_quorum(args: argparse.Namespace, manifest: Manifest) -> None:
+    """Stop before touching the node while the backup's cluster keeps quorum (the decision table).
+
+    Only the backup's own cluster counts: members already restored from it answer as a new
+    cluster (a restore gives a new cluster id), and must not stop the rest of that restore.
+    Not asked on resume: by then this member is stopped and its data moved aside.
+    """
+    if args.force:
+        return
+    settings = _cluster_settings(args, discover_etcd(args.root))
+    with EtcdClient(settings) as etcd:
+        health = read_cluster_health(etcd, settings.endpoints)
+    decision = decide_recovery(health)
+    if health.cluster_id != int(manifest.source.cluster_id, 16) or restore_allowed(decision, force=False):
+        return
+    instead = "; ".join(decision.commands)
+    raise OperationFailed(f"{decision.restore_refusal}" + (f" (run: {instead})" if instead else ""))
+
+
 def _member_settings(args: argparse.Namespace, discovered: EtcdDiscovery | None) -> ConnectionSettings:
+    settings = _cluster_settings(args, discovered)
+    # Only this member is asked: it is the one that was restored.
+    return replace(settings, endpoints=settings.endpoints[:1])
+
+
+def _cluster_settings(args: argparse.Namespace, discovered: EtcdDiscovery | None) -> ConnectionSettings:
     settings = etcd_settings(args).settings
     explicit = args.endpoints or args.cacert or args.cert or args.key or os.environ.get("ETCDCTL_ENDPOINTS")
     if discovered is not None and not explicit:
         # Mid-restore the manifest is held, where connect's discovery does not look.
         tls = TlsConfig(discovered.ca, discovered.cert, discovered.key)
         settings = replace(settings, endpoints=discovered.endpoints, tls=tls)
-    # Only this member is asked: it is the one that was restored.
-    return replace(settings, endpoints=settings.endpoints[:1])
+    return settings
 
 
 def _new_journal(manifest: Manifest, target: RestoreTarget, stamp: str) -> Journal:
