@@ -109,11 +109,11 @@ def test_three_agents_make_exactly_one_backup_per_tick(etcd: EtcdCluster, s3_rep
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 20, "the first backup")
+        wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 60, "the first backup")
         clock.jump(60)
-        wait_for(lambda: len(manifests(s3_repo, cluster)) == 2, 20, "the second tick's backup")
+        wait_for(lambda: len(manifests(s3_repo, cluster)) == 2, 60, "the second tick's backup")
         clock.jump(60)
-        wait_for(lambda: [m[TICK_LABEL][11:16] for m in manifests(s3_repo, cluster)] == ["10:01", "10:02"], 20,
+        wait_for(lambda: [m[TICK_LABEL][11:16] for m in manifests(s3_repo, cluster)] == ["10:01", "10:02"], 60,
                  "the third tick's backup, and the first pruned (keep-last 2)")
         time.sleep(3 * TTL / 3 + 0.5)  # a few more cycles of every agent: no extra backup
     finally:
@@ -188,7 +188,7 @@ def test_killing_the_active_agent_hands_over_within_one_ttl(
         wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 30, "the first backup")
         first = leader(etcd, cluster)
         active = next(a for a in agents if a.name == first)
-        wait_for(lambda: active.scrape().get("lifeboat_backups_total{}") == 1, 10, "metrics of the backup")
+        wait_for(lambda: active.scrape().get("lifeboat_backups_total{}") == 1, 30, "metrics of the backup")
         m = active.scrape()
         assert m["lifeboat_agent_is_leader{}"] == 1
         assert m["lifeboat_backup_last_revision{}"] > 0
@@ -228,7 +228,7 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")))
     agent = AgentProcess("solo", path, port)
     try:
-        wait_for(lambda: "backup_started" in agent.events(), 20, "the backup to start")
+        wait_for(lambda: "backup_started" in agent.events(), 60, "the backup to start")
         agent.proc.send_signal(signal.SIGTERM)
         assert agent.proc.wait(20) == 0
     finally:

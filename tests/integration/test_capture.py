@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def etcd_events(client: EtcdClient, after: int, up_to: int) -> list[tuple[int, i
     rows: list[tuple[int, int, str, bytes, bytes, int, int, int, int]] = []
     with client.watch(b"", prefix=True, start_revision=after + 1) as stream:
         while not rows or rows[-1][0] < up_to:
-            batch = stream.next_batch(timeout=5)
+            batch = stream.next_batch(timeout=30)
             assert batch, "etcd's watch stopped before the end of the history"
             for event in batch:
                 kv = event.kv
@@ -78,8 +77,10 @@ def test_capture_stores_every_event_of_puts_deletes_txns_and_leases(
     client.put("/before/base", b"x")
     with capturing(client, repo, options) as status:
         wait_for(lambda: status.chain is not None)
-        write_history(client, 6, tag="early")
-        time.sleep(0.6)  # longer than the flush interval: the next writes go to another segment
+        early = write_history(client, 6, tag="early")
+        # Once these are committed the next writes go to another segment (a fixed sleep was not
+        # enough when the capture thread waited for a CPU).
+        wait_for(lambda: status.last_revision >= early.revisions[-1])
         history = write_history(client, 6, tag="late")
         wait_for(lambda: status.last_revision >= history.revisions[-1])
     chain = ChainStore(repo.store).chains("prod")

@@ -38,7 +38,9 @@ def test_undelete_to_time_brings_back_a_namespace_created_and_deleted_after_the_
             with capturing(client, repo, options) as status:
                 wait_for(lambda: status.chain is not None)  # the base backup holds no team-a
                 load_keys(client, iter_items(keyspace))
-                client.put(changed, b"k8s\x00as it was one second before")
+                written = client.put(changed, b"k8s\x00as it was one second before")
+                # Capture must have seen it before deleted_at is taken, however loaded the machine.
+                wait_for(lambda: status.last_revision >= written)
                 time.sleep(1.2)
                 before_delete = everything(client)
                 time.sleep(0.3)

@@ -57,7 +57,7 @@ def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
                                                  flush_interval=0.2)) as status:
         wait_for(lambda: status.chain is not None)
         early = write_history(client, 4, tag="early")
-        time.sleep(0.5)
+        wait_for(lambda: status.last_revision >= early.revisions[-1])  # late starts a new segment
         late = write_history(client, 4, tag="late")
         wait_for(lambda: status.last_revision >= late.revisions[-1])
     base = status.last_revision - len(early.revisions) - len(late.revisions)
@@ -88,6 +88,8 @@ def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_
         with capturing(c, repo, options) as status:
             wait_for(lambda: status.chain is not None)
             first = write_history(c, 3, tag="first")
+            # Capture must have seen the first writes before the chosen moment, however loaded.
+            wait_for(lambda: status.last_revision >= first.revisions[-1])
             time.sleep(1.2)
             moment = datetime.now(UTC)
             time.sleep(0.3)
@@ -126,7 +128,7 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
         revisions = []
         for part in range(3):
             revisions += write_history(client, 2, tag=f"part{part}").revisions
-            time.sleep(0.4)
+            wait_for(lambda: status.last_revision >= revisions[-1])  # each part in its own segment(s)
         wait_for(lambda: status.last_revision >= revisions[-1])
     segments = sorted(repo_dir.rglob("segments/*.jsonl.zst"))
     assert len(segments) >= 3
