@@ -50,7 +50,12 @@ def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int) -> t
     etcd.pause()
     try:
         process.send_signal(sig)
-        time.sleep(0.3)
+        # Keep etcd paused until lifeboat has acted on the signal: on a loaded machine a fixed
+        # 0.3 s could end first, and the resumed stream could then finish the backup.
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # it may need etcd to wind down; communicate() below waits for it
     finally:
         etcd.resume()
     _out, err = process.communicate(timeout=60)
