@@ -262,20 +262,14 @@ class ChainStore:
         """Check the end line's sha256 and that the header is what the name says (no full parse)."""
         where = self.segment_where(cluster, chain, ref)
         header = read_header(raw, where)
-        if (header.first_revision, header.last_revision) != (ref.first_revision, ref.last_revision) \
-                or header.chain != chain or header.cluster != cluster:
-            raise IntegrityError(f"capture segment {where} holds revisions {header.first_revision}.."
-                                 f"{header.last_revision} of chain {header.chain}, not what its name says")
+        _require_as_named(header, where, cluster, chain, ref)
         return header
 
     def check_segment(self, raw: bytes, cluster: str, chain: str, ref: SegmentRef) -> Segment:
         """Decode raw segment bytes and check they are what the name says."""
         where = self.segment_where(cluster, chain, ref)
         segment = decode_segment(raw, where)
-        if (segment.first_revision, segment.last_revision) != (ref.first_revision, ref.last_revision) \
-                or segment.chain != chain or segment.cluster != cluster:
-            raise IntegrityError(f"capture segment {where} holds revisions {segment.first_revision}.."
-                                 f"{segment.last_revision} of chain {segment.chain}, not what its name says")
+        _require_as_named(segment, where, cluster, chain, ref)
         return segment
 
     def delete_chain(self, cluster: str, chain: str) -> None:
@@ -285,3 +279,12 @@ class ChainStore:
             if obj.key != prefix + CHAIN_NAME:
                 self.store.delete(obj.key)
         self.store.delete(prefix + CHAIN_NAME)
+
+
+def _require_as_named(found: SegmentHeader | Segment, where: str, cluster: str, chain: str,
+                      ref: SegmentRef) -> None:
+    """IntegrityError unless a segment holds the cluster, chain and revisions its name says."""
+    if (found.first_revision, found.last_revision) != (ref.first_revision, ref.last_revision) \
+            or found.chain != chain or found.cluster != cluster:
+        raise IntegrityError(f"capture segment {where} holds revisions {found.first_revision}.."
+                             f"{found.last_revision} of chain {found.chain}, not what its name says")
