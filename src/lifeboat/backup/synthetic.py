@@ -16,7 +16,10 @@ from lifeboat.backup.pipeline import BackupOptions, commit_snapshot_file
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, SYNTHETIC_FROM, SYNTHETIC_REVISION, RestorePoint
+from lifeboat.catalog.segments import seen_text
+from lifeboat.catalog.timeline import (
+    SYNTHETIC_CHAIN, SYNTHETIC_FROM, SYNTHETIC_REVISION, SYNTHETIC_SEEN, RestorePoint,
+)
 from lifeboat.errors import UsageError
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.snapshot.spool import spool_dir
@@ -33,5 +36,15 @@ def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence
     with spool_dir("synthetic", options.tmp_dir) as tmp:
         built = build_point_snapshot(repo, point, identities, Path(tmp) / "snapshot.db")
         labels = {SYNTHETIC_CHAIN: chain.info.chain, SYNTHETIC_FROM: point.base.id,
-                  SYNTHETIC_REVISION: str(point.revision)}
+                  SYNTHETIC_REVISION: str(point.revision),
+                  SYNTHETIC_SEEN: seen_text(_seen(repo, point, identities))}
         return commit_snapshot_file(repo, options, built.path, point.base.source, labels, now=now)
+
+
+def _seen(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None) -> datetime:
+    """When capture saw the point's revision: once the chain's own base is deleted, the synthetic
+    backup's window starts at this time (see :func:`lifeboat.catalog.timeline.synthetic_time`)."""
+    chain = point.window.chain
+    assert chain is not None and point.segments
+    last = repo.chain_store.read_segment(chain.info.cluster, chain.info.chain, point.segments[-1], identities)
+    return max(r.seen for r in last.revisions if r.revision <= point.revision)

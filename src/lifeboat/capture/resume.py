@@ -42,7 +42,9 @@ def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[
     if not window.capturing:
         hole = next((g.reason for g in timeline.gaps), "the chain is broken")
         return Resume(gap=(chain, window.last_revision, hole))
-    last = window.segments[-1] if window.segments else None
+    # The newest segment of the listing, not of the window: when a synthetic backup at the
+    # chain's end folded it, the window holds no segment, but capture continues after it.
+    last = max(newest.segments, key=lambda s: s.last_revision, default=None)
     previous = (Predecessor("segment", last.last_revision, last.name) if last is not None
                 else Predecessor("base", newest.info.base_revision, newest.info.base_backup))
     return Resume(newest.info, previous)

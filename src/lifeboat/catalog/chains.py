@@ -272,6 +272,11 @@ class ChainStore:
         _require_as_named(segment, where, cluster, chain, ref)
         return segment
 
+    def delete_segments(self, cluster: str, chain: str, refs: Sequence[SegmentRef]) -> None:
+        """Delete these segments, oldest first, so an interruption leaves the chain's tail whole."""
+        for ref in sorted(refs):
+            self.store.delete(segment_key(cluster, chain, ref.name))
+
     def delete_chain(self, cluster: str, chain: str) -> None:
         """Segments and end marks first, ``chain.json`` last (re-runnable)."""
         prefix = chain_prefix(cluster, chain)

@@ -4,6 +4,10 @@ Pure functions of the backups and chains a listing found (and, to map a time ins
 segment to a revision, of that one segment). A recoverable window is a base backup plus the
 unbroken run of segments after it; a backup without a chain is a window of one revision.
 Anything between windows is a gap, with the reason the chain recorded, or "not captured".
+
+A chain's window starts at its own base backup; once retention has deleted that base (and the
+segments before a synthetic full backup of the chain), it starts at the chain's oldest
+remaining synthetic backup, which folded everything before it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ class Window:
     def covers(self, revision: int) -> bool:
         return self.first_revision <= revision <= self.last_revision
 
+    def bases(self) -> tuple[Base, ...]:
+        """Every full backup a restore inside this window can start from, oldest first."""
+        own = Base(self.base, self.first_revision, self.first_time)
+        later = (Base(m, m.snapshot.revision, synthetic_time(m, self.segments)) for m in self.synthetic)
+        return (own, *sorted(later, key=lambda b: b.revision))
+
+
+@dataclass(frozen=True)
+class Base:
+    """A full backup as a starting point: the state at ``revision``, as capture saw it at ``time``."""
+
+    manifest: Manifest
+    revision: int
+    time: datetime
+
 
 @dataclass(frozen=True)
 class TimelineGap:
@@ -66,24 +85,48 @@ class Timeline:
 SYNTHETIC_CHAIN = "lifeboat.synthetic-chain"  # label of a full backup written from a chain
 SYNTHETIC_FROM = "lifeboat.synthetic-from"
 SYNTHETIC_REVISION = "lifeboat.synthetic-revision"
+SYNTHETIC_SEEN = "lifeboat.synthetic-seen"  # when capture saw the revision it holds (RFC 3339)
+
+
+def synthetic_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
+    """When capture saw the revision a synthetic backup holds, or a time no earlier than that.
+
+    The label is exact. Without it (backups written before it existed), the last time seen of
+    the segment holding the revision, else the time the backup was written: both are at or
+    after the true time, so a window never claims a moment it cannot restore.
+    """
+    text = m.labels.get(SYNTHETIC_SEEN)
+    if text is not None:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+        except ValueError:
+            pass
+    holding = [s.last_seen for s in segments if s.first_revision <= m.snapshot.revision <= s.last_revision]
+    return min(holding) if holding else manifest_time(m)
 
 
 def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing]) -> Timeline:
     """Windows and gaps of ``cluster`` from its backups and capture chains."""
     complete = {m.id: m for m in manifests if m.status == "complete" and m.snapshot is not None}
-    chain_ids = {listing.info.chain for listing in chains if listing.info.base_backup in complete}
+    chain_ids = {listing.info.chain for listing in chains}
     synthetic = {m.id: m for m in complete.values() if m.labels.get(SYNTHETIC_CHAIN) in chain_ids}
     windows: list[Window] = []
     holes: dict[int, str] = {}  # chain end revision -> why the chain stops there
     chained: set[str] = set()
     for listing in chains:
+        written = sorted((m for m in synthetic.values() if m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain),
+                         key=lambda m: m.snapshot.revision)
         base = complete.get(listing.info.base_backup)
-        if base is None:
+        if base is not None:
+            start = (listing.info.base_revision, manifest_time(base))
+        elif written:  # the chain's own base is gone: its oldest synthetic backup folded it
+            base, written = written[0], written[1:]
+            start = (base.snapshot.revision, synthetic_time(base, listing.segments))
+        else:
             continue
         chained.add(base.id)
-        window, hole = _chain_window(base, listing)
-        own = tuple(m for m in synthetic.values() if m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain
-                    and window.covers(m.snapshot.revision))
+        window, hole = _chain_window(base, start, listing)
+        own = tuple(m for m in written if window.covers(m.snapshot.revision))
         window = replace(window, synthetic=own)
         chained.update(m.id for m in own)
         windows.append(window)
@@ -100,15 +143,15 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
 
 
-def _chain_window(base: Manifest, listing: ChainListing) -> tuple[Window, str | None]:
-    """The unbroken run of segments from the base; the reason it breaks early, if it does."""
-    covered = listing.info.base_revision
-    last_time = manifest_time(base)
+def _chain_window(base: Manifest, start: tuple[int, datetime], listing: ChainListing) -> tuple[Window, str | None]:
+    """The unbroken run of segments after ``start`` (the base's revision and time); the reason
+    it breaks early, if it does."""
+    covered, last_time = start
     run: list[SegmentRef] = []
     hole: str | None = None
     for ref in listing.segments:
         if ref.last_revision <= covered:
-            continue  # a second copy of revisions already covered (two writers, same history)
+            continue  # revisions the base holds, or a second copy of revisions already covered
         if ref.first_revision > covered + 1:
             hole = (f"segment with revisions {covered + 1}..{ref.first_revision - 1} of chain "
                     f"{listing.info.chain} is missing from the repository")
@@ -122,7 +165,7 @@ def _chain_window(base: Manifest, listing: ChainListing) -> tuple[Window, str | 
     elif hole is None and beat is not None and beat.revision > covered:
         hole = (f"chain {listing.info.chain} reached revision {beat.revision} but its segments end "
                 f"at {covered}: the last segments are missing")
-    window = Window(base, listing.info.base_revision, covered, manifest_time(base), last_time,
+    window = Window(base, start[0], covered, start[1], last_time,
                     chain=listing, segments=tuple(run),
                     capturing=listing.gap is None and hole is None)
     return window, hole
@@ -169,17 +212,18 @@ class RestorePoint:
 
 
 def point_at_revision(timeline: Timeline, revision: int) -> RestorePoint:
-    """The newest base at or before ``revision`` and the segments up to it, or a UsageError."""
+    """The newest base at or before ``revision`` and the segments up to it, or a UsageError.
+
+    Every base of every window covering ``revision`` is a candidate (a chain's own base, a
+    synthetic backup written from it, a later chain's base): the newest needs the fewest events.
+    """
     covering = [w for w in timeline.windows if w.covers(revision)]
     if not covering:
         raise UsageError(_not_restorable(timeline, f"revision {revision}", revision=revision))
-    # The window whose base is newest needs the fewest events; so does a synthetic base.
-    window = max(covering, key=lambda w: w.first_revision)
-    nearer = [m for m in window.synthetic if m.snapshot.revision <= revision]
-    synthetic = max(nearer, key=lambda m: m.snapshot.revision) if nearer else None
-    after = synthetic.snapshot.revision if synthetic else window.first_revision
-    segments = tuple(s for s in window.segments if s.last_revision > after and s.first_revision <= revision)
-    return RestorePoint(revision, window, segments, synthetic)
+    base, window = max(((b, w) for w in covering for b in w.bases() if b.revision <= revision),
+                       key=lambda found: (found[0].revision, found[1].first_revision))
+    segments = tuple(s for s in window.segments if s.last_revision > base.revision and s.first_revision <= revision)
+    return RestorePoint(revision, window, segments, None if base.manifest.id == window.base.id else base.manifest)
 
 
 def point_at_time(timeline: Timeline, moment: datetime, now: datetime,

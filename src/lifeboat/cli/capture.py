@@ -74,8 +74,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         description="Build the cluster's snapshot at a captured point offline (the chain's base "
         "backup, or a newer synthetic one, plus the captured events after it) and store it as a new "
         "full backup, encrypted and compressed like any, with labels lifeboat.synthetic-chain, "
-        "-from and -revision naming where it came from. etcd is not contacted. Restores and drills "
-        "treat it like any backup, and restores to later points of the chain start from it. "
+        "-from, -revision and -seen naming where it came from. etcd is not contacted. Restores and "
+        "drills treat it like any backup, and restores to later points of the chain start from it; "
+        "retention then lets the older base and the segments before it go (the chain is folded). "
+        "The agent does not run it: schedule it with cron (docs/continuous-capture.md). "
         "Default point: the newest captured revision.",
     )
     add_repo_flags(p)
@@ -191,6 +193,7 @@ def window_json(w: Window) -> dict[str, Any]:
         "first_revision": w.first_revision, "last_revision": w.last_revision,
         "first_time": _time(w.first_time), "last_time": _time(w.last_time),
         "segments": len(w.segments), "capturing": w.capturing,
+        "synthetic": [m.id for m in w.synthetic],  # later bases in the window, written from the chain
     }
 
 

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         "again. Pinned backups and the minimum-redundancy floor are never deleted. Also removes "
         "the objects of backups that never got a manifest once their newest object (by the "
         "store's own time stamp) is older than the orphan grace period, and the hidden temp files a killed "
-        "backup left in a local repository once not written to for that long. Policies come from the config file's retention: section, or from the flags "
+        "backup left in a local repository once not written to for that long. Capture chains go with "
+        "their bases; a chain whose oldest kept base is a synthetic backup is folded (its segments "
+        "before it go). Policies come from the config file's retention: section, or from the flags "
         "below (which then replace the file's policies).",
     )
     add_repo_flags(p)
@@ -88,6 +90,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print("dry run: nothing deleted")
     else:
         print(f"deleted {len(result.deleted)} backup(s), {len(result.chains_removed)} capture chain(s), "
+              f"{result.segments_removed} folded capture segment(s), "
               f"{len(result.orphans_removed)} orphan(s) and {len(result.incomplete_removed)} incomplete upload(s), "
               f"freed {human_size(result.bytes_freed)}")
     return 0
@@ -137,8 +140,9 @@ def _print_plan(plan: PrunePlan) -> None:
         for o in plan.orphans
     ]
     rows += [
-        ("DELETE" if c.remove else "KEEP", c.listing.info.chain, c.listing.info.cluster, c.listing.info.started_at,
-         f"chain ({len(c.listing.segments)} segments)", human_size(sum(s.size for s in c.listing.segments)),
+        (c.verdict.upper(), c.listing.info.chain, c.listing.info.cluster, c.listing.info.started_at,
+         f"chain ({len(c.listing.segments)} segments" + (f", {len(c.folded)} go)" if c.folded else ")"),
+         human_size(sum(s.size for s in (c.folded or c.listing.segments))),
          "-", c.reason)
         for c in plan.chains
     ]
@@ -162,6 +166,7 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
         "orphans": [o.as_dict() for o in plan.orphans],
         "chains": [c.as_dict() for c in plan.chains],
         "chains_removed": result.chains_removed if result else [],
+        "segments_removed": result.segments_removed if result else 0,
         "deleted": result.deleted if result else [],
         "skipped": result.skipped if result else [],
         "orphans_removed": result.orphans_removed if result else [],

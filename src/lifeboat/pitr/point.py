@@ -109,7 +109,10 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         files = _download(repo, point, identities, work, progress)
         compiled = work / "rows"
         with compiled.open("wb", buffering=1 << 20) as out:
-            facts = compile_rows(_headers(files), point.window.base.id, point.base_revision, point.revision, out)
+            # The first segment names the chain's own base, which may be gone (folded into a synthetic one).
+            assert point.window.chain is not None
+            facts = compile_rows(_headers(files), point.window.chain.info.base_backup, point.base_revision,
+                                 point.revision, out)
         if facts.last_revision != point.revision:
             raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {point.revision}")
         leases = lease_rows(facts, read_lease_ids(base))

@@ -13,20 +13,20 @@ for longer than ``orphan_grace``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from lifeboat.catalog.chains import ChainListing
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.catalog.timeline import build_timeline
+from lifeboat.catalog.timeline import SYNTHETIC_SEEN, build_timeline, synthetic_time
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import check_orphan_grace
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.store.base import IncompleteUpload
 from lifeboat.retention.evaluate import evaluate
+from lifeboat.retention.chains import ChainDecision, judge_chains, keep_window_bases
 from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
-from lifeboat.retention.policies import Policy, RecoveryWindow
+from lifeboat.retention.policies import Policy
 from lifeboat.retention.records import BackupRecord
 
 ORPHAN_GRACE = timedelta(hours=24)
@@ -60,22 +60,6 @@ class IncompleteDecision:
 
 
 @dataclass(frozen=True)
-class ChainDecision:
-    """A capture chain goes with its base backup: it is useless without it."""
-
-    listing: ChainListing
-    remove: bool
-    reason: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "chain": self.listing.info.chain, "cluster": self.listing.info.cluster,
-            "segments": len(self.listing.segments), "size": sum(s.size for s in self.listing.segments),
-            "verdict": "delete" if self.remove else "keep", "reasons": [self.reason],
-        }
-
-
-@dataclass(frozen=True)
 class PrunePlan:
     """What a prune will do: the retention plan, and the fate of every orphan and chain."""
 
@@ -105,6 +89,7 @@ class PruneResult:
     orphans_removed: list[str]
     bytes_freed: int = 0
     chains_removed: list[str] = field(default_factory=list)
+    segments_removed: int = 0  # of chains folded into a synthetic backup
     incomplete_removed: list[str] = field(default_factory=list)
 
 
@@ -132,55 +117,14 @@ def plan_prune(
     clusters = [cluster] if cluster else sorted({c for c, _ in manifests})
     store = repo.chain_store
     chains = [listing for c in clusters for listing in store.chains(c)]
-    retention = _keep_chain_bases(retention, policies, chains, list(manifests.values()), now)
+    timelines = [build_timeline(c, [m for m in manifests.values() if m.cluster == c],
+                                [listing for listing in chains if listing.info.cluster == c]) for c in clusters]
+    retention = keep_window_bases(retention, policies, timelines, now)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
     uploads = repo.incomplete_uploads()
     incomplete = tuple(_judge_incomplete(u, now, orphan_grace) for u in uploads or ())
-    return PrunePlan(retention, manifests, orphans, _judge_chains(retention, chains, manifests, now, orphan_grace),
+    return PrunePlan(retention, manifests, orphans, judge_chains(retention, chains, timelines, now, orphan_grace),
                      incomplete, uploads is not None)
-
-
-def _keep_chain_bases(plan: RetentionPlan, policies: Sequence[Policy], chains: Sequence[ChainListing],
-                      manifests: Sequence[Manifest], now: datetime) -> RetentionPlan:
-    """A recovery window counts captured seconds: keep the base of every chain reaching into it."""
-    windows = [p for p in policies if isinstance(p, RecoveryWindow)]
-    if not windows or not chains:
-        return plan
-    start = now - max(p.duration for p in windows)
-    reaching: dict[str, str] = {}
-    for c in {listing.info.cluster for listing in chains}:
-        timeline = build_timeline(c, [m for m in manifests if m.cluster == c],
-                                  [listing for listing in chains if listing.info.cluster == c])
-        for w in timeline.windows:
-            if w.chain is not None and w.last_time >= start:
-                reaching[w.base.id] = (f"base of capture chain {w.chain.info.chain}, which reaches into the "
-                                       "recovery window (every captured second of it stays restorable)")
-    decisions = tuple(
-        replace(d, verdict=Verdict.KEEP, reasons=(reaching[d.backup.id],))
-        if d.verdict is Verdict.DELETE and d.backup.id in reaching else d
-        for d in plan.decisions
-    )
-    return replace(plan, decisions=decisions)
-
-
-def _judge_chains(plan: RetentionPlan, chains: Sequence[ChainListing],
-                  manifests: dict[tuple[str, str], Manifest], now: datetime,
-                  grace: timedelta) -> tuple[ChainDecision, ...]:
-    deleted = {(d.backup.cluster, d.backup.id) for d in plan.decisions if d.verdict is Verdict.DELETE}
-    found: list[ChainDecision] = []
-    for listing in chains:
-        base = (listing.info.cluster, listing.info.base_backup)
-        if base in deleted:
-            found.append(ChainDecision(listing, True, f"its base backup {base[1]} is deleted"))
-        elif base not in manifests and _started(listing) < now - grace:
-            found.append(ChainDecision(listing, True, f"its base backup {base[1]} no longer exists"))
-        else:
-            found.append(ChainDecision(listing, False, f"its base backup {base[1]} is kept"))
-    return tuple(found)
-
-
-def _started(listing: ChainListing) -> datetime:
-    return datetime.fromisoformat(listing.info.started_at.replace("Z", "+00:00"))
 
 
 def apply_prune(
@@ -197,9 +141,8 @@ def apply_prune(
     result = PruneResult([], [], [])
     store = repo.chain_store
     for chain in plan.chains:
-        # A chain goes before its base: a base without its chain is still a good backup.
-        base = plan.manifests.get((chain.listing.info.cluster, chain.listing.info.base_backup))
-        if chain.remove and (base is None or repo.pin_of(base) is None):
+        # A chain goes before its bases: a base without its chain is still a good backup.
+        if chain.remove and not _pinned_since(repo, plan, chain):
             store.delete_chain(chain.listing.info.cluster, chain.listing.info.chain)
             result.chains_removed.append(chain.listing.info.chain)
             result.bytes_freed += sum(s.size for s in chain.listing.segments)
@@ -214,6 +157,14 @@ def apply_prune(
         result.deleted.append(manifest.id)
         result.bytes_freed += manifest.stored_size
         on_step("deleted", manifest.id)
+    for chain in plan.chains:
+        # Folded segments go after the older bases: until then those bases still replay them,
+        # and an interrupted prune leaves a window that starts at the synthetic backup.
+        if chain.folded and all(b in result.deleted for b in chain.folded_bases):
+            store.delete_segments(chain.listing.info.cluster, chain.listing.info.chain, chain.folded)
+            result.segments_removed += len(chain.folded)
+            result.bytes_freed += sum(s.size for s in chain.folded)
+            on_step(f"folded capture chain ({len(chain.folded)} segments deleted)", chain.listing.info.chain)
     for orphan in plan.orphans_to_remove:
         repo.discard_objects(orphan.cluster, orphan.backup_id)
         result.orphans_removed.append(orphan.backup_id)
@@ -228,6 +179,13 @@ def apply_prune(
     return result
 
 
+def _pinned_since(repo: BackupRepository, plan: PrunePlan, chain: ChainDecision) -> bool:
+    """A base of the chain was pinned after the plan was made: the chain stays with it."""
+    cluster = chain.listing.info.cluster
+    bases = [plan.manifests.get((cluster, b)) for b in chain.bases]
+    return any(m is not None and repo.pin_of(m) is not None for m in bases)
+
+
 def _record(manifest: Manifest, pinned: bool) -> BackupRecord:
     try:
         taken_at = datetime.fromisoformat(manifest.started_at)
@@ -236,6 +194,9 @@ def _record(manifest: Manifest, pinned: bool) -> BackupRecord:
             f"backup {manifest.cluster}/{manifest.id} has an unreadable started_at "
             f"{manifest.started_at!r}; refusing to prune from it"
         ) from None
+    if SYNTHETIC_SEEN in manifest.labels:
+        # A synthetic backup holds the cluster as capture saw it then, not when it was written.
+        taken_at = synthetic_time(manifest, ())
     return BackupRecord(manifest.id, manifest.cluster, taken_at, manifest.status,
                         pinned=pinned, size=manifest.stored_size)
 

@@ -100,3 +100,45 @@ def test_point_at_time_reads_only_the_straddling_segment() -> None:
 def test_a_time_in_the_future_is_refused() -> None:
     with pytest.raises(UsageError, match="in the future"):
         point_at_time(two_chains_with_a_compaction_gap(), at(100), at(50), lambda w, r: None)  # type: ignore[arg-type]
+
+
+def synthetic(backup_id: str, revision: int, seconds: float, chain_of: object, seen: str | None = None) -> object:
+    from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, SYNTHETIC_SEEN
+    labels = {SYNTHETIC_CHAIN: chain_of.id}  # type: ignore[attr-defined]
+    if seen is not None:
+        labels[SYNTHETIC_SEEN] = seen
+    return manifest(backup_id, revision, seconds).model_copy(update={"labels": labels})
+
+
+def test_a_chain_whose_base_is_deleted_starts_at_its_oldest_synthetic_backup() -> None:
+    folded = synthetic("20261201T031500Z-ssssss", 160, 900, B1, seen="2026-12-01T03:00:03.200Z")
+    later = synthetic("20261201T031600Z-tttttt", 230, 960, B1)
+    # B1 and segment 101..150 were pruned; 151..200 straddles the synthetic backup's revision.
+    timeline = build_timeline("prod", [folded, later], [chain(B1, [ref(151, 200, 3, 4), ref(201, 250, 5, 6)])])
+    (window,) = timeline.windows
+    assert window.base.id == folded.id and window.synthetic == (later,)  # type: ignore[attr-defined]
+    assert (window.first_revision, window.last_revision) == (160, 250)
+    assert window.first_time == at(3.2) and timeline.gaps == ()
+    point = point_at_revision(timeline, 170)
+    assert point.base.id == folded.id and point.base_revision == 160  # type: ignore[attr-defined]
+    assert [s.first_revision for s in point.segments] == [151]
+    assert point_at_revision(timeline, 240).base.id == later.id  # type: ignore[attr-defined]
+    with pytest.raises(UsageError) as error:
+        point_at_revision(timeline, 155)
+    assert "before the oldest backup" in str(error.value) and "revision 160 (2026-12-01T03:00:03.200Z)" in str(error.value)
+
+
+def test_without_its_label_a_synthetic_backup_is_placed_no_earlier_than_capture_saw_it() -> None:
+    folded = synthetic("20261201T031500Z-ssssss", 160, 900, B1)
+    timeline = build_timeline("prod", [folded], [chain(B1, [ref(151, 200, 3, 4)])])
+    assert timeline.windows[0].first_time == at(4)  # the last time seen of the segment holding 160
+
+
+def test_point_at_revision_takes_the_newest_base_of_every_window_covering_it() -> None:
+    folded = synthetic("20261201T031500Z-ssssss", 350, 900, B1, seen="2026-12-01T03:00:08.000Z")
+    first = chain(B1, [ref(101, 200, 1, 4), ref(201, 400, 5, 9)])
+    second = chain(B2, [ref(301, 400, 601, 602)])
+    timeline = build_timeline("prod", [B1, B2, folded], [first, second])
+    point = point_at_revision(timeline, 380)
+    assert point.base.id == folded.id and point.base_revision == 350  # type: ignore[attr-defined]
+    assert point_at_revision(timeline, 320).base.id == B2.id

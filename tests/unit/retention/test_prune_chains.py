@@ -1,14 +1,21 @@
-"""Retention keeps whole capture chains: a chain goes with its base, and a recovery window
-keeps the base of every chain that reaches into it."""
+"""Retention keeps what capture chains need: a chain goes with its bases, a recovery window
+keeps the base of every chain that reaches into it, and a synthetic backup folds what is
+before it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from lifeboat.capture.resume import decide_resume
 from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.segments import Predecessor
+from lifeboat.catalog.segments import Predecessor, seen_text
+from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, SYNTHETIC_SEEN, build_timeline, point_at_revision
+from lifeboat.errors import UsageError
 from lifeboat.retention import parse_policies
 from lifeboat.retention.plan import Verdict
 from lifeboat.retention.prune import apply_prune, plan_prune
@@ -59,3 +66,143 @@ def test_prune_deletes_a_chain_with_its_base_and_keeps_the_others_whole() -> Non
     assert result.chains_removed == ["20261101T000000Z-aaaaaa"]
     assert [c.info.chain for c in ChainStore(repo.store).chains("prod")] == ["20261111T000000Z-bbbbbb"]
     assert len(ChainStore(repo.store).chains("prod")[0].segments) == 1
+
+
+# A chain folded by synthetic backups: base B at day 0, one segment a day, synthetic backups
+# of revisions the chain holds.
+B = manifest("20261101T000000Z-aaaaaa", 100, 0)
+
+
+def synthetic_of(backup_id: str, revision: int, seen_day: float, taken_day: float) -> Manifest:
+    labels = {SYNTHETIC_CHAIN: B.id, SYNTHETIC_SEEN: seen_text(at(seen_day * DAY))}
+    return manifest(backup_id, revision, taken_day * DAY).model_copy(update={"labels": labels})
+
+
+S1 = synthetic_of("20261112T000000Z-ssssss", 1150, 10.5, 12)  # inside segment 1101..1200
+S2 = synthetic_of("20261206T000000Z-tttttt", 3600, 35.5, 36)
+
+
+def folded_repo(*synthetic: Manifest, days: int = 39) -> BackupRepository:
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    committed(repo, B)
+    chains = ChainStore(repo.store)
+    chains.start(ChainInfo(B.id, "prod", B.id, 100, "c1", B.finished_at))
+    previous = Predecessor("base", 100, B.id)
+    for day in range(days):  # segment d holds revisions 100d+101..100d+200, seen during day d
+        first = 100 * day + 101
+        s = replace(segment(previous, (first, day * DAY + 1, [put(b"/k", b"v", 101, first, day + 1)]),
+                            (first + 99, day * DAY + DAY - 1, [put(b"/k", b"w", 101, first + 99, day + 2)])),
+                    chain=B.id)
+        ref = chains.commit_segment(s, (), 1)
+        previous = Predecessor("segment", ref.last_revision, ref.name)
+    for m in synthetic:
+        committed(repo, m)
+    return repo
+
+
+def segments_of(repo: BackupRepository) -> list[int]:
+    (listing,) = ChainStore(repo.store).chains("prod")
+    return [s.first_revision for s in listing.segments]
+
+
+def test_a_synthetic_backup_lets_the_old_base_and_the_segments_it_folded_go() -> None:
+    repo = folded_repo(S1)
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    verdicts = {d.backup.id: d.verdict for d in plan.retention.decisions}
+    assert verdicts == {B.id: Verdict.DELETE, S1.id: Verdict.KEEP}
+    (chain,) = plan.chains
+    assert chain.verdict == "fold" and chain.folded_bases == (B.id,)
+    assert [s.last_revision for s in chain.folded] == [200 + 100 * d for d in range(10)]  # all ending <= 1150
+    result = apply_prune(repo, plan)
+    assert result.deleted == [B.id] and result.segments_removed == 10 and result.chains_removed == []
+    assert segments_of(repo)[0] == 1101  # the segment holding 1150 stays: it holds 1151..
+    timeline = build_timeline("prod", list(repo.manifests("prod")), ChainStore(repo.store).chains("prod"))
+    (window,) = timeline.windows
+    assert (window.base.id, window.first_revision, window.last_revision) == (S1.id, 1150, 4000)
+    assert window.first_time == at(10.5 * DAY) and timeline.gaps == ()
+    point = point_at_revision(timeline, 2000)
+    assert point.base.id == S1.id and point.segments[0].first_revision == 1101
+    with pytest.raises(UsageError, match="before the oldest backup; the oldest restorable point is revision 1150"):
+        point_at_revision(timeline, 500)
+
+
+def test_recovery_window_keeps_the_newest_base_seen_before_it_starts_and_folds_the_rest() -> None:
+    repo = folded_repo(S1, S2)
+    plain = manifest("20261201T000000Z-pppppp", 3000, 30 * DAY)  # the policy's "newest before the window"
+    committed(repo, plain)
+    plan = plan_prune(repo, parse_policies({"recovery-window": "7d"}), NOW)  # starts at day 33
+    decisions = {d.backup.id: d for d in plan.retention.decisions}
+    assert decisions[B.id].verdict is Verdict.DELETE
+    assert decisions[S1.id].verdict is Verdict.KEEP
+    assert "seen before the recovery window starts" in decisions[S1.id].reasons[0]
+    assert decisions[S2.id].verdict is Verdict.KEEP  # seen within the window: the policy keeps it
+    (chain,) = plan.chains
+    assert chain.folded_bases == (B.id,) and max(s.last_revision for s in chain.folded) == 1100
+
+
+def test_a_synthetic_backup_counts_as_taken_when_capture_saw_its_revision() -> None:
+    written_late = synthetic_of("20261208T000000Z-llllll", 1150, 10.5, 38)  # state of day 10, written day 38
+    repo = folded_repo(written_late)
+    plan = plan_prune(repo, parse_policies({"recovery-window": "7d"}), NOW)
+    decisions = {d.backup.id: d for d in plan.retention.decisions}
+    assert decisions[written_late.id].backup.taken_at == at(10.5 * DAY)
+    assert decisions[B.id].verdict is Verdict.DELETE and plan.chains[0].verdict == "fold"
+
+
+def test_recovery_window_reaching_before_every_synthetic_backup_keeps_the_chain_whole() -> None:
+    repo = folded_repo(S1, S2)
+    committed(repo, manifest("20261104T000000Z-pppppp", 350, 3 * DAY))
+    plan = plan_prune(repo, parse_policies({"recovery-window": "35d"}), NOW)  # starts at day 5
+    decisions = {d.backup.id: d for d in plan.retention.decisions}
+    assert decisions[B.id].verdict is Verdict.KEEP
+    assert "newest base of capture chain" in decisions[B.id].reasons[0]  # not the plain backup of day 3
+    (chain,) = plan.chains
+    assert chain.verdict == "keep" and chain.folded == ()
+
+
+def test_a_retained_older_base_keeps_every_segment_after_it() -> None:
+    repo = folded_repo(S1)
+    repo.pin(B, Pin("2026-11-30T00:00:00+00:00", "ops@node", "audit"))
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    (chain,) = plan.chains
+    assert chain.verdict == "keep"
+    apply_prune(repo, plan)
+    assert len(segments_of(repo)) == 39
+
+
+def test_a_base_pinned_after_planning_keeps_the_segments_it_needs() -> None:
+    repo = folded_repo(S1)
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    repo.pin(B, Pin("2026-11-30T00:00:00+00:00", "ops@node", "audit"))
+    result = apply_prune(repo, plan)
+    assert result.skipped == [B.id] and result.segments_removed == 0 and len(segments_of(repo)) == 39
+
+
+def test_an_interrupted_fold_is_finished_by_the_next_prune() -> None:
+    repo = folded_repo(S1)
+    repo.delete(B)  # the prune stopped after deleting the old base, before its segments
+    timeline = build_timeline("prod", list(repo.manifests("prod")), ChainStore(repo.store).chains("prod"))
+    assert timeline.windows[0].base.id == S1.id and timeline.windows[0].first_revision == 1150
+    result = apply_prune(repo, plan_prune(repo, parse_policies({"keep-last": 1}), NOW))
+    assert result.segments_removed == 10 and segments_of(repo)[0] == 1101
+
+
+def test_the_chains_newest_segment_stays_so_capture_resumes_after_it() -> None:
+    end = synthetic_of("20261206T000000Z-uuuuuu", 4000, 38.9, 39)
+    repo = folded_repo(end)
+    apply_prune(repo, plan_prune(repo, parse_policies({"keep-last": 1}), NOW))
+    assert segments_of(repo) == [3901]
+    resume = decide_resume("prod", list(repo.manifests("prod")), ChainStore(repo.store).chains("prod"), "c1")
+    assert resume.info is not None and resume.previous is not None
+    assert resume.previous.kind == "segment" and resume.previous.last_revision == 4000
+
+
+def test_a_chain_goes_whole_once_none_of_its_bases_is_kept() -> None:
+    repo = folded_repo(S1)
+    newer = manifest("20261209T000000Z-nnnnnn", 5000, 39 * DAY)
+    committed(repo, newer)
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    (chain,) = plan.chains
+    assert chain.verdict == "delete" and set(chain.bases) == {B.id, S1.id}
+    result = apply_prune(repo, plan)
+    assert result.chains_removed == [B.id] and ChainStore(repo.store).chains("prod") == []

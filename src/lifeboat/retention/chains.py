@@ -1,0 +1,133 @@
+"""Retention of capture chains: which bases a recovery window needs, which segments can go.
+
+Pure functions of the retention plan, the chains a listing found and the cluster's timeline.
+A chain's window has one or more bases (:meth:`lifeboat.catalog.timeline.Window.bases`): its
+own base backup and the synthetic full backups written from it. The rules:
+
+* ``recovery-window D`` keeps, in every chain reaching into the last ``D``, the newest base
+  seen at or before the window's start (or the chain's oldest base when all of it is inside):
+  every captured second of the window stays restorable from it. Older bases of the chain are
+  left to the other policies.
+* A segment is needed by a retained base when it holds revisions after that base. So a chain
+  whose oldest retained base is a synthetic backup at revision S is **folded**: once its older
+  bases are deleted, its segments that end at or before S go too, except the chain's newest
+  segment (capture continues after it). The timeline then starts the window at S.
+* A chain none of whose bases is retained goes whole (segments first, ``chain.json`` last).
+  A chain with no base left at all (deleted by hand, say) goes once older than the orphan
+  grace: nothing can replay it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from lifeboat.catalog.chains import ChainListing, SegmentRef
+from lifeboat.catalog.timeline import Base, Timeline, Window
+from lifeboat.retention.plan import RetentionPlan, Verdict
+from lifeboat.retention.policies import Policy, RecoveryWindow
+from lifeboat.retention.records import format_time
+
+
+@dataclass(frozen=True)
+class ChainDecision:
+    """What happens to one capture chain: kept, folded (its oldest segments go) or removed."""
+
+    listing: ChainListing
+    remove: bool  # the whole chain goes
+    reason: str
+    folded: tuple[SegmentRef, ...] = ()  # segments that go while the chain stays
+    folded_bases: tuple[str, ...] = ()  # bases deleted first; a fold waits until all of them are
+    bases: tuple[str, ...] = ()  # every base backup of the chain (a pin on one keeps the chain)
+
+    @property
+    def verdict(self) -> str:
+        return "delete" if self.remove else "fold" if self.folded else "keep"
+
+    @property
+    def freed(self) -> tuple[SegmentRef, ...]:
+        return self.listing.segments if self.remove else self.folded
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "chain": self.listing.info.chain, "cluster": self.listing.info.cluster,
+            "segments": len(self.listing.segments), "size": sum(s.size for s in self.listing.segments),
+            "segments_deleted": len(self.freed), "size_deleted": sum(s.size for s in self.freed),
+            "verdict": self.verdict, "reasons": [self.reason],
+        }
+
+
+def keep_window_bases(plan: RetentionPlan, policies: Sequence[Policy], timelines: Sequence[Timeline],
+                      now: datetime) -> RetentionPlan:
+    """A recovery window counts captured seconds: keep, in every chain reaching into it, the
+    base that makes each of its seconds restorable."""
+    windows = [p for p in policies if isinstance(p, RecoveryWindow)]
+    if not windows:
+        return plan
+    start = now - max(p.duration for p in windows)
+    needed: dict[tuple[str, str], str] = {}
+    for timeline in timelines:
+        for w in timeline.windows:
+            if w.chain is None or w.last_time < start:
+                continue
+            base, why = _window_base(w, start)
+            needed[(timeline.cluster, base.manifest.id)] = why
+    decisions = tuple(
+        replace(d, verdict=Verdict.KEEP, reasons=(needed[(d.backup.cluster, d.backup.id)],))
+        if d.verdict is Verdict.DELETE and (d.backup.cluster, d.backup.id) in needed else d
+        for d in plan.decisions
+    )
+    return replace(plan, decisions=decisions)
+
+
+def _window_base(w: Window, start: datetime) -> tuple[Base, str]:
+    assert w.chain is not None
+    chain = w.chain.info.chain
+    bases = w.bases()
+    before = [b for b in bases if b.time <= start]
+    if not before or len(bases) == 1:
+        return bases[0], (f"base of capture chain {chain}, which reaches into the recovery window "
+                          "(every captured second of it stays restorable)")
+    return before[-1], (f"newest base of capture chain {chain} seen before the recovery window starts "
+                        f"({format_time(start)}): every captured second since is restorable from it")
+
+
+def judge_chains(plan: RetentionPlan, chains: Sequence[ChainListing], timelines: Sequence[Timeline],
+                 now: datetime, grace: timedelta) -> tuple[ChainDecision, ...]:
+    """Keep, fold or remove each chain, given which backups ``plan`` keeps."""
+    kept = {(d.backup.cluster, d.backup.id) for d in plan.decisions if d.verdict is Verdict.KEEP}
+    window_of = {(t.cluster, w.chain.info.chain): w for t in timelines for w in t.windows if w.chain is not None}
+    found: list[ChainDecision] = []
+    for listing in chains:
+        cluster, chain = listing.info.cluster, listing.info.chain
+        w = window_of.get((cluster, chain))
+        if w is None:
+            old = _started(listing) < now - grace
+            found.append(ChainDecision(listing, old, f"its base backup {listing.info.base_backup} no longer "
+                                       "exists" + ("" if old else ", but the chain is younger than the grace")))
+            continue
+        bases = w.bases()
+        ids = tuple(b.manifest.id for b in bases)
+        retained = [b for b in bases if (cluster, b.manifest.id) in kept]
+        if not retained:
+            found.append(ChainDecision(listing, True, f"every base backup of it is deleted ({', '.join(ids)})",
+                                       bases=ids))
+            continue
+        oldest = retained[0]
+        newest = max(listing.segments, key=lambda s: s.last_revision, default=None)
+        folded = tuple(s for s in listing.segments if s.last_revision <= oldest.revision and s is not newest)
+        if not folded:
+            found.append(ChainDecision(listing, False, f"its base backup {oldest.manifest.id} is kept", bases=ids))
+            continue
+        gone = tuple(b.manifest.id for b in bases if b.revision < oldest.revision)
+        found.append(ChainDecision(
+            listing, False,
+            f"folded into synthetic backup {oldest.manifest.id} (revision {oldest.revision}), its oldest kept "
+            f"base: the {len(folded)} segment(s) before it go" + (f" with {', '.join(gone)}" if gone else ""),
+            folded=folded, folded_bases=gone, bases=ids))
+    return tuple(found)
+
+
+def _started(listing: ChainListing) -> datetime:
+    return datetime.fromisoformat(listing.info.started_at.replace("Z", "+00:00"))

@@ -1,0 +1,79 @@
+"""A synthetic full backup folds a capture chain: retention lets the old base and its segments
+go, and restores to later points start from the synthetic backup (real etcd, kubeadm-like node)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.store import open_store
+from tests.support.binaries import EtcdRelease
+from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
+from tests.support.cli import Cli
+from tests.support.pki import Pki
+from tests.integration.test_point_in_time import full_state
+from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
+from tests.integration.test_restore_cli import client as tls_client
+
+pytestmark = pytest.mark.integration
+
+
+def test_prune_drops_the_base_and_segments_a_synthetic_backup_folded_and_later_points_still_restore(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, release: EtcdRelease) -> None:
+    node = kubeadm_node
+    url = node.etcd.client_url
+    flags = ("--root", str(node.root), "--repo", node.repo)
+    repo = BackupRepository.open(open_store(node.repo, dict(os.environ)), create=True)
+    with tls_client(url, pki) as c:
+        c.put("/registry/configmaps/default/before", b"base")
+        with capturing(c, repo, capture_options("default", url, tmp_path / "spool", flush_interval=0.2)) as status:
+            wait_for(lambda: status.chain is not None)
+            early = write_history(c, 3, tag="early")
+            wait_for(lambda: status.last_revision >= early.revisions[-1])
+            time.sleep(0.5)  # the early events are committed in segments of their own
+            late = write_history(c, 3, tag="late")
+            wait_for(lambda: status.last_revision >= late.revisions[-1])
+        folded, later, lost = early.revisions[-1], late.revisions[len(late.revisions) // 2], early.revisions[1]
+        expected = full_state(c, later)
+    (base_backup,) = (m.id for m in repo.manifests("default"))
+
+    synthetic = cli.json("synthesize", "--to-revision", str(folded), "--repo", node.repo)
+    assert synthetic["labels"]["lifeboat.synthetic-seen"].endswith("Z")  # type: ignore[index]
+    before = cli.json("timeline", "--repo", node.repo)
+    segments_before = sum(w["segments"] for w in before[0]["windows"])  # type: ignore[index]
+
+    pruned = cli.json("prune", "--keep-last", "1", "--repo", node.repo)
+    assert pruned["deleted"] == [base_backup] and pruned["chains_removed"] == []
+    (chain,) = pruned["chains"]  # type: ignore[misc]
+    assert chain["verdict"] == "fold" and pruned["segments_removed"] == chain["segments_deleted"] >= 1
+    assert [m.id for m in repo.manifests("default")] == [synthetic["id"]]
+
+    (cluster,) = cli.json("timeline", "--repo", node.repo)  # type: ignore[misc]
+    (window,) = cluster["windows"]
+    assert (window["base"], window["first_revision"]) == (synthetic["id"], folded) and cluster["gaps"] == []
+    assert window["last_revision"] >= late.revisions[-1]
+    assert sum(w["segments"] for w in cluster["windows"]) < segments_before
+
+    # The synthetic backup, now the chain's only base, drills like any backup, bumped restore included.
+    drill = cli.json("verify", str(synthetic["id"]), "--drill", "--repo", node.repo,
+                     "--restore-tool", str(release.etcdutl or release.etcdctl), "--etcd-binary", str(release.etcd))
+    checks = {c["name"]: c for c in drill["drill_checks"]}  # type: ignore[union-attr]
+    assert drill["ok"] and all(c["ok"] for c in checks.values()), checks
+    assert checks["revision"]["detail"] == f"{folded} (snapshot: {folded})"
+    bumped = checks["bumped restore"]["detail"]
+    assert f"revision {folded + 1_000_000_000} " in bumped and f"a watch from revision {folded} is refused" in bumped
+
+    code, _out, err = cli("restore", "--to-revision", str(lost), *flags, "--dry-run")
+    assert code == 3 and "before the oldest backup" in err and f"revision {folded} (" in err
+    plan = cli.json("restore", "--to-revision", str(later), *flags, "--dry-run")
+    assert synthetic["id"] in plan["title"]  # type: ignore[operator]
+
+    result = cli.json("restore", "--to-revision", str(later), *flags)
+    assert "replay-capture" in result["ran"]  # type: ignore[operator]
+    with tls_client(url, pki) as c:
+        assert c.range(b"\0", limit=1).revision == later + 1_000_000_000
+        assert full_state(c) == expected
