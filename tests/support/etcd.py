@@ -29,6 +29,7 @@ class EtcdMember:
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    quota_bytes: int = 4 << 30
 
     @property
     def scheme(self) -> str:
@@ -66,7 +67,7 @@ class EtcdMember:
             "--log-level=warn",
             "--heartbeat-interval=50",
             "--election-timeout=500",
-            "--quota-backend-bytes=4294967296",
+            f"--quota-backend-bytes={self.quota_bytes}",
         ]
         if self.pki:
             p = self.pki
@@ -176,11 +177,12 @@ class EtcdCluster:
 
     def __init__(
         self, release: EtcdRelease, workdir: Path, size: int = 1,
-        pki: Pki | None = None, token: str = "lifeboat-test",
+        pki: Pki | None = None, token: str = "lifeboat-test", quota_bytes: int = 4 << 30,
     ) -> None:
         self.release = release
         self.token = token
-        self.members = [EtcdMember(release, f"m{i}", workdir, pki) for i in range(size)]
+        self.members = [EtcdMember(release, f"m{i}", workdir, pki, quota_bytes=quota_bytes)
+                        for i in range(size)]
 
     @property
     def initial_cluster(self) -> str:
