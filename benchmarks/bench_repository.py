@@ -6,7 +6,9 @@ node's does, and a tiny data object) straight through the repository API into a 
 SeaweedFS, then times, alternating, each as a fresh process:
 
 * CLI start-up alone (``lifeboat list --help``: every import, no repository access);
-* ``lifeboat list`` (every backup: one listing of keys and 5,000 manifest reads);
+* ``lifeboat list --no-cache`` (every backup: one listing of keys and 5,000 manifest reads);
+* ``lifeboat list`` with an empty manifest cache (the same reads, and the cache filled);
+* ``lifeboat list`` with the cache warm (one listing of keys; no manifest downloaded);
 * ``lifeboat list --last 20``;
 * ``lifeboat show latest``;
 * ``lifeboat restore latest --dry-run`` for a member with explicit flags.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -74,16 +77,24 @@ def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int) -> dict[str, lis
     member = ["--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
               "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--data-dir", str(work / "etcd"),
               "--restore-tool", str(release.etcdutl), "--endpoints", "http://127.0.0.1:2379"]
+    cache = work / "cache"
+    env["LIFEBOAT_CACHE_DIR"] = str(cache)
+    cold = work / "cache-cold"
     cases = {
         "CLI start-up (lifeboat list --help)": [*LIFEBOAT, "list", "--help"],
-        "lifeboat list": [*LIFEBOAT, "list", "--repo", repo],
+        "lifeboat list --no-cache": [*LIFEBOAT, "list", "--no-cache", "--repo", repo],
+        "lifeboat list (cache empty)": [*LIFEBOAT, "list", "--cache-dir", str(cold), "--repo", repo],
+        "lifeboat list (cache warm)": [*LIFEBOAT, "list", "--repo", repo],
         "lifeboat list --last 20": [*LIFEBOAT, "list", "--last", "20", "--repo", repo],
         "lifeboat show latest": [*LIFEBOAT, "show", "latest", "--repo", repo],
         "lifeboat restore latest --dry-run": [*LIFEBOAT, "restore", "latest", "--dry-run", "--repo", repo, *member],
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
+    shutil.rmtree(cache, ignore_errors=True)
+    timed(cases["lifeboat list (cache warm)"], env)  # fills the cache the warm case reads
     for round_ in range(rounds):
         for name, argv in cases.items():
+            shutil.rmtree(cold, ignore_errors=True)
             results[name].append(timed(argv, env)[0])
             print(f"round {round_ + 1} {name}: {results[name][-1]:.2f}s", file=sys.stderr)
     return results
@@ -98,6 +109,9 @@ def report(results: dict[str, list[float]], backups: int) -> None:
                      "beyond_startup_s": round(median - startup, 3)})
         print(f"{name:40s} median {median:6.2f}s  (start-up + {median - startup:5.2f}s)  "
               f"runs {', '.join(f'{r:.2f}' for r in runs)}")
+    for name, runs in results.items():
+        median = statistics.median(runs)
+        print(f"| {name} | {median:.2f} s | {min(runs):.2f}–{max(runs):.2f} s | {median - startup:.2f} s |")
     out = BENCH_WORK / "bench_repository.json"
     out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
                                "backups": backups, "results": rows}, indent=2))

@@ -48,6 +48,13 @@ def bolt_oracle(tmp_path_factory: pytest.TempPathFactory) -> BoltOracle:
     return BoltOracle.build(tmp_path_factory.mktemp("bolt-oracle"))
 
 
+@pytest.fixture(autouse=True)
+def private_manifest_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's commands keep their manifest cache in a fresh directory, never the user's."""
+    monkeypatch.delenv("LIFEBOAT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path

@@ -6,10 +6,12 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.manifest_cache import CACHE_FILE, ManifestCache
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
 from lifeboat.store import open_store
@@ -110,3 +112,46 @@ def test_a_damaged_manifest_among_hundreds_is_listed_as_damaged_and_passed_over_
     assert [d.id for d in listing.damaged] == [made[-1].id] and "not valid JSON" in listing.damaged[0].reason
     assert [m.id for m in listing.backups] == [m.id for m in made[:-1]]
     assert repo.find("latest") == made[-2]
+
+
+def test_list_takes_manifests_from_the_cache_but_backups_from_the_live_listing(
+        seaweed: S3Endpoint, s3_repo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = BackupRepository.open(open_store(s3_repo), create=True)
+    newest = datetime.now(UTC) - timedelta(minutes=5)
+    made = sorted((fake_backup(repo, newest - timedelta(minutes=30 * i), files=3) for i in range(40)),
+                  key=lambda m: m.id)
+    cache_dir = tmp_path / "cache"
+
+    def listed(*flags: str) -> list[str]:
+        capsys.readouterr()
+        assert main(["list", "--repo", s3_repo, "--cache-dir", str(cache_dir), "-o", "json", *flags]) == 0
+        return [b["id"] if b["status"] != "damaged" else f"damaged {b['id']}"
+                for b in json.loads(capsys.readouterr().out)]
+
+    assert listed("--no-cache") == [m.id for m in made]
+    assert not cache_dir.exists()
+    assert listed() == [m.id for m in made]
+    assert (cache_dir / CACHE_FILE).stat().st_mode & 0o077 == 0
+
+    store = CountingStore(open_store(s3_repo))
+    cached = BackupRepository.open(store, cache=ManifestCache(cache_dir, store.url))  # type: ignore[arg-type]
+    assert cached.scan().backups == tuple(made)
+    assert store.manifests_read == 0
+
+    # A deleted backup, a manifest replaced by another of the same size, one damaged since.
+    repo.delete(made[0])
+    replaced = made[1].model_copy(update={"tool_version": "zzzz"})
+    key = repo.object_key(made[1], "manifest.json")
+    assert len(replaced.to_json()) == len(repo.store.get_bytes(key))
+    repo.store.delete(key)
+    repo.store.put_bytes(key, replaced.to_json())
+    damaged = repo.object_key(made[2], "manifest.json")
+    repo.store.delete(damaged)
+    repo.store.put_bytes(damaged, made[2].to_json()[:-40])
+
+    shown = cached.scan()
+    assert store.manifests_read == 2  # the replaced one and the damaged one
+    assert [m.id for m in shown.backups] == [m.id for m in made[1:] if m != made[2]]
+    assert shown.backups[0].tool_version == "zzzz"
+    assert [d.id for d in shown.damaged] == [made[2].id]
+    assert listed() == [m.id for m in made[1:] if m != made[2]] + [f"damaged {made[2].id}"]

@@ -29,6 +29,7 @@ from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureStatus, capture_options
 from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.age_keys import load_identities
+from lifeboat.catalog.manifest_cache import ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ
 from lifeboat.errors import UsageError
@@ -99,7 +100,10 @@ class _Repository:
         self.environ = dict(environ)
 
     def __call__(self) -> BackupRepository:
-        return BackupRepository.open(open_store(self.url, self.environ), create=True)
+        store = open_store(self.url, self.environ)
+        # Prune reads every manifest each cycle: those read in an earlier cycle come from the cache.
+        return BackupRepository.open(store, create=True,
+                                     cache=ManifestCache(default_cache_dir(self.environ), store.url))
 
 
 def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,

@@ -9,8 +9,9 @@ Reads cost what is asked, not what is stored. Backup ids sort by the time the ba
 started, and a listing can start after a given id, so ``latest`` lists the last days' keys
 and reads manifests newest first until one is complete; a backup asked for by id is one
 read of its manifest; a listing of many backups reads their manifests a page at a time,
-several at once. There is no index or cache: every answer comes from the manifests in the
-store as they are now.
+several at once. Which backups exist is always read from the store's listing as it is now;
+an optional :class:`~lifeboat.catalog.manifest_cache.ManifestCache` only spares downloading
+again a manifest that listing shows with the same key, size and version as one read before.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from lifeboat.catalog.layout import (
     pin_key,
 )
 from lifeboat.catalog.manifest import BackupStatus, DamagedManifest, Manifest
+from lifeboat.catalog.manifest_cache import ManifestCache
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.streams import ranged
 from lifeboat.clock import Clock, SystemClock
@@ -91,14 +93,17 @@ class CommittedBackup:
     cluster: str
     id: str
     pinned: bool = False
+    manifest: ObjectInfo | None = field(default=None, compare=False)  # as that listing showed it
 
 
 class BackupRepository:
     """Backups of one or more clusters in one object store."""
 
-    def __init__(self, store: ObjectStore, clock: Clock | None = None) -> None:
+    def __init__(self, store: ObjectStore, clock: Clock | None = None,
+                 cache: ManifestCache | None = None) -> None:
         self.store = store
         self.clock = clock or SystemClock()
+        self.cache = cache
 
     @property
     def url(self) -> str:
@@ -110,9 +115,13 @@ class BackupRepository:
         return ChainStore(self.store)
 
     @classmethod
-    def open(cls, store: ObjectStore, *, create: bool = False, clock: Clock | None = None) -> BackupRepository:
-        """Open the repository in ``store``; with ``create``, initialise an empty store."""
-        repo = cls(store, clock)
+    def open(cls, store: ObjectStore, *, create: bool = False, clock: Clock | None = None,
+             cache: ManifestCache | None = None) -> BackupRepository:
+        """Open the repository in ``store``; with ``create``, initialise an empty store.
+
+        With ``cache``, listings reuse manifests read before (see :mod:`.manifest_cache`).
+        """
+        repo = cls(store, clock, cache)
         try:
             marker = store.get_bytes(MARKER_KEY)
         except NotFound:
@@ -241,15 +250,15 @@ class BackupRepository:
         after = id_floor(since) if since is not None else ""
         found: list[CommittedBackup] = []
         for name in (cluster,) if cluster else self.clusters():
-            manifests: list[str] = []
+            manifests: list[tuple[str, ObjectInfo]] = []
             pinned: set[str] = set()
             for obj in self.store.list(backups_prefix(name), after=after):
                 parsed = parse_backup_key(obj.key)
                 if parsed is not None and parsed.is_manifest:
-                    manifests.append(parsed.backup_id)
+                    manifests.append((parsed.backup_id, obj))
                 elif parsed is not None and parsed.is_pin:
                     pinned.add(parsed.backup_id)
-            found += [CommittedBackup(name, backup_id, backup_id in pinned) for backup_id in manifests]
+            found += [CommittedBackup(name, backup_id, backup_id in pinned, info) for backup_id, info in manifests]
         found.sort(key=lambda b: (b.id, b.cluster))
         return found
 
@@ -277,12 +286,14 @@ class BackupRepository:
         (damaged ones count); only the manifests kept are read.
         """
         chosen = self.committed(cluster, since=since)
+        if self.cache is not None and since is None and last is None:
+            self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
         if last is not None:
             chosen = chosen[-last:] if last > 0 else []
         with ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="lifeboat-manifests") as pool:
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
-                read = list(pool.map(lambda b: self.read_manifest(b.cluster, b.id), page))
+                read = self._read_manifests(page, pool)
                 pins = dict(zip(((b.cluster, b.id) for b in page if b.pinned),
                                 pool.map(self.pin_of, [b for b in page if b.pinned])))
                 yield Listing(
@@ -290,6 +301,20 @@ class BackupRepository:
                     tuple(m for m in read if isinstance(m, DamagedManifest)),
                     {ref: pin for ref, pin in pins.items() if pin is not None},
                 )
+
+    def _read_manifests(self, page: Sequence[CommittedBackup],
+                        pool: ThreadPoolExecutor) -> list[Manifest | DamagedManifest | None]:
+        """The manifests of ``page``, in order: from the cache where it holds the listed version."""
+        listed = [b.manifest for b in page if b.manifest is not None]
+        cached = self.cache.lookup(listed) if self.cache is not None and listed else {}
+        missing = [b for b in page if b.manifest is None or b.manifest.key not in cached]
+        fetched = dict(zip(((b.cluster, b.id) for b in missing),
+                           pool.map(lambda b: self.read_manifest(b.cluster, b.id), missing)))
+        if self.cache is not None:
+            self.cache.remember((b.manifest, m) for b in missing
+                                if b.manifest is not None and isinstance(m := fetched[(b.cluster, b.id)], Manifest))
+        return [cached[b.manifest.key] if b.manifest is not None and b.manifest.key in cached
+                else fetched[(b.cluster, b.id)] for b in page]
 
     def scan(self, cluster: str | None = None, *, since: datetime | None = None,
              last: int | None = None) -> Listing:

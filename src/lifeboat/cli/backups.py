@@ -21,8 +21,8 @@ from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
-    add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
-    resolved_config,
+    add_cache_flags, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings,
+    open_repository, resolved_config,
 )
 from lifeboat.cli.drills import add_drill_flags, cmd_drill
 from lifeboat.cli.output import Progress, StreamedTable, emit_json, human_size, table
@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p = sub.add_parser("list", parents=[common], help="list the backups in a repository",
                        description="List committed backups, oldest first, a page at a time (each "
                        "page is printed as soon as its manifests are read). --last and --since "
-                       "read only the manifests they show. With --check, also ask the store whether every "
+                       "read only the manifests they show. Which backups exist is always read from the repository; "
+                       "a manifest already read (same key, size and version) is taken from a private local "
+                       "cache instead of downloaded again (--no-cache to skip it). With --check, also ask the store whether every "
                        "object of each backup shown is there with its recorded size (one HEAD per object, "
                        "no download; exit 1 if any is not).")
     add_repo_flags(p)
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    "time or date (2026-11-22T03:00:00Z, 2026-11-22) or an age (36h, 7d, 2w)")
     p.add_argument("--check", action="store_true",
                    help="check that every backup's objects exist with their recorded sizes")
+    add_cache_flags(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", parents=[common], help="show one backup's manifest",

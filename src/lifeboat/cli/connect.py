@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifeboat.catalog.manifest_cache import CACHE_DIR_ENV, ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import CONFIG_ENV, FlagValue, ResolvedConfig, resolve_config, store_environ
 from lifeboat.errors import UsageError
@@ -66,6 +67,22 @@ def add_repo_flags(parser: argparse.ArgumentParser) -> None:
                              "S3 uses AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL")
     parser.add_argument("--cluster", metavar="NAME",
                         help="cluster name the backups are filed under [$LIFEBOAT_CLUSTER]")
+
+
+def add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir`` and ``--no-cache``, for commands that read many manifests."""
+    g = parser.add_argument_group("manifest cache (which backups exist is always read from the repository)")
+    g.add_argument("--cache-dir", metavar="DIR", type=Path,
+                   help="keep manifests already read here, readable only by you, so they are not "
+                        f"downloaded again [${CACHE_DIR_ENV}; default $XDG_CACHE_HOME/lifeboat or ~/.cache/lifeboat]")
+    g.add_argument("--no-cache", action="store_true",
+                   help="download every manifest shown and keep none")
+
+
+def _manifest_cache(args: argparse.Namespace, url: str) -> ManifestCache | None:
+    if getattr(args, "no_cache", True):  # also for commands without the cache flags
+        return None
+    return ManifestCache((args.cache_dir or default_cache_dir(os.environ)).absolute(), url)
 
 
 def _seconds(text: str) -> float:
@@ -178,7 +195,8 @@ def repo_url(args: argparse.Namespace) -> str:
 
 def open_repository(args: argparse.Namespace, *, create: bool = False) -> BackupRepository:
     environ = store_environ(resolved_config(args).config, os.environ)
-    return BackupRepository.open(open_store(repo_url(args), environ), create=create)
+    store = open_store(repo_url(args), environ)
+    return BackupRepository.open(store, create=create, cache=_manifest_cache(args, store.url))
 
 
 def cluster_name(args: argparse.Namespace, default: str | None = "default") -> str | None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
 from lifeboat.catalog.pins import Pin
-from lifeboat.cli.connect import add_repo_flags, cluster_name, open_repository, resolved_config
+from lifeboat.cli.connect import add_cache_flags, add_repo_flags, cluster_name, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.config import check_orphan_grace, parse_seconds
 from lifeboat.errors import UsageError
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         "below (which then replace the file's policies).",
     )
     add_repo_flags(p)
+    add_cache_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the verdicts, delete nothing")
     policies = p.add_argument_group("retention policies (replace the config file's)")
     for name in POLICY_CLASSES:

@@ -133,6 +133,9 @@ class ObjectInfo:
     # When it was written, by the store's clock: set by list and stat, None in what put_* returns;
     # not part of equality (the same object, stated twice, is equal).
     modified: datetime | None = field(default=None, compare=False)
+    # What tells this write of the key from any other (S3's ETag; a local file's inode and
+    # mtime; the memory store's write count), set by list and stat where the store has one.
+    etag: str | None = field(default=None, compare=False)
 
 
 class ObjectStore(Protocol):

@@ -179,7 +179,7 @@ class LocalStore:
             return None
         if not _is_file(info.st_mode):
             return None
-        return ObjectInfo(key, info.st_size, _modified(info))
+        return ObjectInfo(key, info.st_size, _modified(info), _version(info))
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
         check_listing(prefix, after)
@@ -200,7 +200,7 @@ class LocalStore:
                         continue
                     info = os.stat(os.path.join(directory, name), follow_symlinks=False)
                     if _is_file(info.st_mode):
-                        found.append(ObjectInfo(key, info.st_size, _modified(info)))
+                        found.append(ObjectInfo(key, info.st_size, _modified(info), _version(info)))
         found.sort(key=lambda o: o.key)
         return iter(found)
 
@@ -303,6 +303,11 @@ def _is_file(mode: int) -> bool:
 
 def _modified(info: os.stat_result) -> datetime:
     return datetime.fromtimestamp(info.st_mtime, timezone.utc)
+
+
+def _version(info: os.stat_result) -> str:
+    # Every write goes to a new file renamed over the old one: a new inode, a new mtime.
+    return f"{info.st_ino:x}-{info.st_mtime_ns:x}"
 
 
 def _raise(exc: OSError) -> None:

@@ -62,6 +62,8 @@ class MemoryStore:
         self.clock: Clock = clock or SystemClock()
         self._objects: dict[str, bytes] = {}
         self._modified: dict[str, datetime] = {}
+        self._version: dict[str, str] = {}  # the write count when each key was last written
+        self._writes = 0
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
@@ -106,7 +108,7 @@ class MemoryStore:
             parts.append(bytes(chunk))
         with self._lock:
             self._objects[key] = b"".join(parts)
-            self._modified[key] = self.clock.now()
+            self._written(key)
         return ObjectInfo(key, size)
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
@@ -116,8 +118,13 @@ class MemoryStore:
             if create_only and key in self._objects:
                 raise AlreadyExists(f"object {key} already exists in {self._url}; it was left unchanged")
             self._objects[key] = bytes(data)
-            self._modified[key] = self.clock.now()
+            self._written(key)
         return ObjectInfo(key, len(data))
+
+    def _written(self, key: str) -> None:
+        self._modified[key] = self.clock.now()
+        self._writes += 1
+        self._version[key] = str(self._writes)
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         check_key(key)
@@ -154,13 +161,13 @@ class MemoryStore:
         self._fault_for("stat", key)
         with self._lock:
             data = self._objects.get(key)
-            return None if data is None else ObjectInfo(key, len(data), self._modified[key])
+            return None if data is None else ObjectInfo(key, len(data), self._modified[key], self._version[key])
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
         check_listing(prefix, after)
         self._fault_for("list", prefix)
         with self._lock:
-            found = [ObjectInfo(k, len(v), self._modified[k]) for k, v in sorted(self._objects.items())
+            found = [ObjectInfo(k, len(v), self._modified[k], self._version[k]) for k, v in sorted(self._objects.items())
                      if k.startswith(prefix) and after_in_folder(k, prefix, after)]
         self.listed += len(found)
         return iter(found)
@@ -178,7 +185,7 @@ class MemoryStore:
         with self._lock:
             self._objects.pop(key, None)
             self._modified.pop(key, None)
-
+            self._version.pop(key, None)
 
     def incomplete_uploads(self) -> builtins.list[IncompleteUpload]:
         return []  # a write here is one dict assignment: it completes or never starts

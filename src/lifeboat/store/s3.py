@@ -229,7 +229,7 @@ class S3Store:
             return None
         except (BaseError, OSError) as exc:
             self._raise(exc, "inspecting", key)
-        return ObjectInfo(key, int(meta["size"]), _aware(meta["last_modified"]))
+        return ObjectInfo(key, int(meta["size"]), _aware(meta["last_modified"]), meta.get("e_tag"))
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
         full = self._prefix + check_listing(prefix, after)
@@ -246,7 +246,7 @@ class S3Store:
                     path = meta["path"]
                     if path.startswith(full) and after_in_folder(path, full, after):
                         found.append(ObjectInfo(path[len(self._prefix):], int(meta["size"]),
-                                                _aware(meta["last_modified"])))
+                                                _aware(meta["last_modified"]), meta.get("e_tag")))
         except (BaseError, OSError) as exc:
             self._raise(exc, "listing", prefix or "/")
         self._bucket_seen = True
