@@ -72,14 +72,19 @@ def _db_size(gw: Gateway) -> int:
     return int(gw.call("/v3/maintenance/status", {})["dbSize"])
 
 
-def _generated(path: Path, fill: Callable[[Gateway], None], quota_bytes: int = 4 << 30) -> Path:
+def _generated(path: Path, fill: Callable[[Gateway], None], quota_bytes: int = 4 << 30,
+               resume: bool = False) -> Path:
     """Return ``path``, creating it unless it exists: ``fill`` writes into a fresh etcd 3.5.1,
-    whose snapshot ``etcdctl snapshot save`` then writes to ``path``."""
+    whose snapshot ``etcdctl snapshot save`` then writes to ``path``.
+
+    With ``resume``, the etcd data an interrupted generation left is started again and
+    ``fill`` goes on from there (it must stop by what the db holds, not by a count)."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir = path.parent / f".{path.name}.etcd"
-    shutil.rmtree(workdir, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(workdir, ignore_errors=True)
     started = time.monotonic()
     with EtcdCluster(etcd_35(), workdir, quota_bytes=quota_bytes) as cluster:
         member = cluster.first()
@@ -180,12 +185,25 @@ def make_large_snapshot(size_bytes: int, path: Path, live_keys: int = 200_000) -
     def fill(gw: Gateway) -> None:
         round_ = 0
         while _db_size(gw) < size_bytes:
-            gw.put_many(items(round_))
+            _retried(lambda: gw.put_many(items(round_)))
             round_ += 1
             if round_ % 10 == 0:
                 print(f"round {round_}: db {_db_size(gw) >> 20} MiB", file=sys.stderr)
 
-    return _generated(path, fill, quota_bytes=size_bytes + (2 << 30))
+    return _generated(path, fill, quota_bytes=size_bytes + (2 << 30), resume=True)
+
+
+def _retried(write: Callable[[], object], attempts: int = 10) -> None:
+    """Run ``write`` (idempotent puts) again when a busy machine makes etcd time out."""
+    for attempt in range(1, attempts + 1):
+        try:
+            write()
+            return
+        except RuntimeError as exc:
+            if "request timed out" not in str(exc) or attempt == attempts:
+                raise
+            print(f"etcd timed out; writing the round again ({attempt})", file=sys.stderr)
+            time.sleep(2 * attempt)
 
 
 SHAPES = ("kube", "many-keys", "history", "large")
