@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,6 @@ from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def etcd(release: EtcdRelease, tmp_path: Path) -> Iterator[EtcdMember]:
-    with EtcdCluster(release, tmp_path / "etcd") as cluster:
-        yield cluster.first()
-
-
-@pytest.fixture
-def client(etcd: EtcdMember) -> Iterator[EtcdClient]:
-    with EtcdClient(ConnectionSettings((etcd.client_url,))) as c:
-        yield c
 
 
 def open_repo(url: str) -> BackupRepository:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,31 +11,19 @@ import pytest
 
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import IntegrityError, UsageError
-from lifeboat.etcd import ConnectionSettings, EtcdClient
+from lifeboat.etcd import EtcdClient
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
 from tests.support.cli import Cli
-from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.etcd import EtcdMember
 from tests.support.pki import Pki
 from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
 from tests.integration.test_restore_cli import client as tls_client
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def etcd(release: EtcdRelease, tmp_path: Path) -> Iterator[EtcdMember]:
-    with EtcdCluster(release, tmp_path / "etcd") as cluster:
-        yield cluster.first()
-
-
-@pytest.fixture
-def client(etcd: EtcdMember) -> Iterator[EtcdClient]:
-    with EtcdClient(ConnectionSettings((etcd.client_url,))) as c:
-        yield c
 
 
 def source_state(client: EtcdClient, revision: int) -> list[tuple[bytes, bytes, int, int, int, int]]:
