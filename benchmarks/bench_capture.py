@@ -89,7 +89,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def segment_commits(repo_dir: Path) -> list[tuple[int, int, float]]:
     found = []
-    for path in repo_dir.rglob("segments/*.jsonl.zst"):
+    for path in repo_dir.rglob("segments/*.zst"):  # .seg.zst (format 2) or .jsonl.zst (1)
         first, last = path.name.split("-")[:2]
         found.append((int(first), int(last), path.stat().st_mtime))
     return sorted(found)

@@ -8,18 +8,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import decode_segment
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
+from lifeboat.snapshot.bbolt import BoltFile
+from lifeboat.snapshot.mvcc import decode_revision
 from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
 from tests.support.pki import Pki
+from tests.support.segment_v1 import encode_segment_v1, v1_name
 from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
 from tests.integration.test_restore_cli import client as tls_client
 
@@ -56,6 +61,59 @@ def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
         assert snapshot_status(built.path).revision == revision
         assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
     assert base > 0
+
+
+def key_rows(path: Path, after: int) -> list[tuple[bytes, bytes]]:
+    """The raw rows of bucket ``key`` for revisions after ``after``, in the db's order."""
+    with BoltFile.open(path) as db:
+        bucket = db.bucket(b"key")
+        assert bucket is not None
+        return [(bytes(key), bytes(value)) for key, value, *_ in db.items(bucket, db.new_seen())
+                if value is not None and decode_revision(key)[0] > after]
+
+
+def test_replayed_rows_are_byte_for_byte_the_rows_etcd_wrote(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo"), dict(os.environ)), create=True)
+    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.2)) as status:
+        wait_for(lambda: status.chain is not None)
+        history = write_history(client, 6)
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    point = find_point(repo, "prod", PointTarget(revision=history.revisions[-1]), None)
+    built = build_point_snapshot(repo, point, None, tmp_path / "replayed.db")
+    source = tmp_path / "source.db"
+    source.write_bytes(b"".join(client.snapshot(etcd.client_url)))
+    replayed = key_rows(built.path, point.base_revision)
+    assert len(replayed) > 6 * 7
+    assert replayed == key_rows(source, point.base_revision)
+
+
+def test_a_chain_captured_partly_by_older_lifeboat_restores_exactly(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    """Segments of format version 1 (JSON lines), then version 2, as after an upgrade mid-chain."""
+    repo_dir = tmp_path / "repo"
+    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
+    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.1)) as status:
+        wait_for(lambda: status.chain is not None)
+        old = write_history(client, 3, tag="old")
+        wait_for(lambda: status.last_revision >= old.revisions[-1])
+        new = write_history(client, 3, tag="new")
+        wait_for(lambda: status.last_revision >= new.revisions[-1])
+    rewritten = 0
+    for path in sorted(repo_dir.rglob("segments/*.seg.zst")):
+        if int(path.name.split("-")[1]) <= old.revisions[-1]:
+            segment = decode_segment(zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()), "t")
+            path.with_name(v1_name(path.name)).write_bytes(
+                zstandard.ZstdCompressor().compress(encode_segment_v1(segment)))
+            path.unlink()
+            rewritten += 1
+    assert rewritten and list(repo_dir.rglob("segments/*.seg.zst")), "the chain must mix both versions"
+    for revision in (old.revisions[2], old.revisions[-1], new.revisions[3], new.revisions[-1]):
+        point = find_point(repo, "prod", PointTarget(revision=revision), None)
+        built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
 
 
 def full_state(c: EtcdClient, revision: int = 0) -> dict[bytes, tuple[bytes, int, int, int, int]]:
@@ -117,7 +175,7 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
             revisions += write_history(client, 2, tag=f"part{part}").revisions
             wait_for(lambda: status.last_revision >= revisions[-1])  # each part in its own segment(s)
         wait_for(lambda: status.last_revision >= revisions[-1])
-    segments = sorted(repo_dir.rglob("segments/*.jsonl.zst"))
+    segments = sorted(repo_dir.rglob("segments/*.seg.zst"))
     assert len(segments) >= 3
     middle = segments[1]
     after_middle = int(middle.name.split("-")[1]) + 1

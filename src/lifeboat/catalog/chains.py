@@ -3,14 +3,15 @@
 Layout (see docs/repository-format.md)::
 
     clusters/<cluster>/chains/<chain>/chain.json        written once, before the first segment
-    clusters/<cluster>/chains/<chain>/segments/<first>-<last>-<first seen>-<last seen>.jsonl.zst[.age]
+    clusters/<cluster>/chains/<chain>/segments/<first>-<last>-<first seen>-<last seen>.seg.zst[.age]
     clusters/<cluster>/chains/<chain>/heartbeat.json    rewritten while capture is idle
     clusters/<cluster>/chains/<chain>/gap.json          written once when the chain can go no further
 
 A chain's id is the id of its base backup; its first segment starts at the base revision + 1.
 Every segment is written create-only, in one put: it exists only once complete. The names
 carry the revision range and the seen times, so the timeline is read from a listing alone
-(segments may be encrypted; the listing never needs an identity).
+(segments may be encrypted; the listing never needs an identity). Segments of format version
+1 (JSON lines) are named ``.jsonl.zst[.age]``; they are read as they are.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CHAIN_FORMAT = 1
 _STAMP = "%Y%m%dT%H%M%S"
 _SEGMENT_RE = re.compile(
     r"^(?P<first>\d{20})-(?P<last>\d{20})-(?P<t1>\d{8}T\d{6}\.\d{3}Z)-(?P<t2>\d{8}T\d{6}\.\d{3}Z)"
-    r"\.jsonl\.zst(?P<age>\.age)?$"
+    r"\.(?:seg|jsonl)\.zst(?P<age>\.age)?$"
 )
 
 
@@ -77,7 +78,7 @@ class SegmentRef:
 
 def segment_name(segment: Segment, encrypted: bool) -> str:
     return (f"{segment.first_revision:020d}-{segment.last_revision:020d}-"
-            f"{_stamp(segment.first_seen)}-{_stamp(segment.last_seen)}.jsonl.zst"
+            f"{_stamp(segment.first_seen)}-{_stamp(segment.last_seen)}.seg.zst"
             + (".age" if encrypted else ""))
 
 

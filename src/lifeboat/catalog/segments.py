@@ -1,18 +1,21 @@
 """Capture segments: the events of a run of revisions, in a format a short script can read.
 
-A segment's raw bytes are JSON lines (UTF-8), then zstd, then optionally age, exactly like
-a backup's objects (:mod:`lifeboat.catalog.codec`):
+A segment's raw bytes are (then zstd, then optionally age, exactly like a backup's objects,
+:mod:`lifeboat.catalog.codec`):
 
-* line 1, the header: what the segment is (cluster, chain, revision range and seen times),
-  the segment or base backup before it, the lease TTLs capture learned, and counts;
-* one line per revision, in revision order: ``{"revision", "seen", "events": [...]}``; the
-  events are in etcd's order inside the transaction, so an event's index is its sub revision;
+* line 1, the header (JSON): what the segment is (cluster, chain, revision range and seen
+  times), the segment or base backup before it, the lease TTLs capture learned, and counts;
+* the events, in revision order and, inside a revision (one etcd transaction), in etcd's
+  order, so an event's index is its sub revision. Version 2 (written now): binary records,
+  each the MVCC row etcd wrote for the event (:mod:`lifeboat.catalog.segment_records`), then
+  a newline; the header maps revisions to the wall-clock times capture saw them (``seen``).
+  Version 1 (read only): one JSON line per revision, keys and values in base64;
 * the last line, ``{"end": {"sha256": ...}}``: the sha256 of every byte before it, so a
   truncated or altered segment is refused, never half applied.
 
-Keys and values are base64 (etcd keys and values are arbitrary bytes). ``seen`` is the
-wall-clock time (UTC, RFC 3339, milliseconds) capture received the revision from its watch:
-etcd events carry no time, so the time a revision was committed is at or before ``seen``.
+``seen`` is the wall-clock time (UTC, RFC 3339, milliseconds) capture received the revision
+from its watch: etcd events carry no time, so the time a revision was committed is at or
+before ``seen``.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from lifeboat.catalog.segment_records import event_record, iter_records, record_event
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 
 SEGMENT_FORMAT = "lifeboat-segment"
-SEGMENT_VERSION = 1
+SEGMENT_VERSION = 2
+JSON_LINES_VERSION = 1  # what lifeboat wrote before version 2; still read
+READABLE_VERSIONS = (JSON_LINES_VERSION, SEGMENT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -102,22 +109,18 @@ def parse_seen(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def seen_runs(revisions: Sequence[CapturedRevision]) -> list[tuple[int, datetime]]:
+    """``(first revision, seen)`` of each run of revisions capture saw at one time."""
+    runs: list[tuple[int, datetime]] = []
+    for rev in revisions:
+        if not runs or seen_text(runs[-1][1]) != seen_text(rev.seen):
+            runs.append((rev.revision, rev.seen))
+    return runs
 
 
-def _event_json(event: WatchEvent) -> dict[str, Any]:
-    kv = event.kv
+def header_fields(segment: Segment) -> dict[str, Any]:
+    """The header fields every format version has (version 2 adds ``seen``)."""
     return {
-        "type": event.type.value, "key": _b64(kv.key), "value": _b64(kv.value),
-        "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
-        "version": kv.version, "lease": kv.lease,
-    }
-
-
-def encode_segment(segment: Segment) -> bytes:
-    """The raw (uncompressed, unencrypted) bytes of ``segment``."""
-    header = {
         "format": SEGMENT_FORMAT, "version": SEGMENT_VERSION,
         "cluster": segment.cluster, "chain": segment.chain,
         "first_revision": segment.first_revision, "last_revision": segment.last_revision,
@@ -127,15 +130,22 @@ def encode_segment(segment: Segment) -> bytes:
         "leases": {str(lease): ttl for lease, ttl in sorted(segment.leases.items())},
         "revisions": len(segment.revisions), "events": segment.event_count,
     }
-    lines = [json.dumps(header, separators=(",", ":"))]
+
+
+def encode_segment(segment: Segment) -> bytes:
+    """The raw (uncompressed, unencrypted) bytes of ``segment``, format version 2."""
+    header = header_fields(segment)
+    header["seen"] = [[revision, seen_text(moment)] for revision, moment in seen_runs(segment.revisions)]
+    parts = [json.dumps(header, separators=(",", ":")).encode(), b"\n"]
     for rev in segment.revisions:
-        lines.append(json.dumps({
-            "revision": rev.revision, "seen": seen_text(rev.seen),
-            "events": [_event_json(e) for e in rev.events],
-        }, separators=(",", ":")))
-    body = ("\n".join(lines) + "\n").encode()
-    end = json.dumps({"end": {"sha256": hashlib.sha256(body).hexdigest()}}, separators=(",", ":"))
-    return body + end.encode() + b"\n"
+        for sub, event in enumerate(rev.events):
+            parts.extend(event_record(rev.revision, sub, event))
+    parts.append(b"\n")
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    parts.append(json.dumps({"end": {"sha256": digest.hexdigest()}}, separators=(",", ":")).encode() + b"\n")
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -150,35 +160,60 @@ class SegmentHeader:
     leases: Mapping[int, int]
     revisions: int
     events: int
-    body: bytes  # the revision lines, one per line
+    body: bytes  # version 1: the revision lines; version 2: the records
+    version: int = SEGMENT_VERSION
+    seen: tuple[tuple[int, datetime], ...] = ()  # version 2: (first revision, seen) of each run
+    body_offset: int = 0  # where ``body`` starts in the segment's raw bytes
+
+    def seen_of(self, revision: int) -> datetime:
+        """When capture saw ``revision`` (version 2 headers)."""
+        index = bisect_right(self.seen, revision, key=lambda run: run[0]) - 1
+        if index < 0:
+            raise ValueError(f"revision {revision} comes before the segment's first seen time")
+        return self.seen[index][1]
 
 
-def read_header(data: bytes, where: str) -> SegmentHeader:
-    """Check the end line's sha256 and parse the header; an IntegrityError naming ``where``."""
+def read_header(data: bytes, where: str, *, check_sha256: bool = True) -> SegmentHeader:
+    """Check the end line's sha256 and parse the header; an IntegrityError naming ``where``.
+
+    ``check_sha256=False`` only for bytes this process checked already (a staged download).
+    """
     try:
-        return _header(data)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return _header(data, check_sha256)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
 
 
-def _header(data: bytes) -> SegmentHeader:
-    body_end = data.rstrip(b"\n").rfind(b"\n") + 1
+def _header(data: bytes, check_sha256: bool) -> SegmentHeader:
+    content_end = len(data)
+    while content_end and data[content_end - 1] == 0x0A:  # no copy of a large segment to strip
+        content_end -= 1
+    body_end = data.rfind(b"\n", 0, content_end) + 1
     if body_end <= 0:
         raise ValueError("no end line (truncated)")
     end = json.loads(data[body_end:])["end"]
-    if hashlib.sha256(data[:body_end]).hexdigest() != end["sha256"]:
+    if check_sha256 and hashlib.sha256(data[:body_end]).hexdigest() != end["sha256"]:
         raise ValueError("its sha256 does not match its content")
     first_line = data.index(b"\n") + 1
     raw = json.loads(data[:first_line])
-    if raw.get("format") != SEGMENT_FORMAT or raw.get("version") != SEGMENT_VERSION:
-        raise ValueError(f"unknown segment format {raw.get('format')!r} {raw.get('version')!r}")
+    version = raw.get("version")
+    if raw.get("format") != SEGMENT_FORMAT or version not in READABLE_VERSIONS:
+        raise ValueError(f"unknown segment format {raw.get('format')!r} {version!r}")
+    if version == SEGMENT_VERSION and data[body_end - 1 : body_end] != b"\n":
+        raise ValueError("its records do not end with a newline before the end line")
     previous = raw["previous"]
+    seen = tuple((int(revision), parse_seen(text)) for revision, text in raw.get("seen", ()))
+    if version == SEGMENT_VERSION and not seen:
+        raise ValueError("the header has no seen times")
     return SegmentHeader(
         cluster=str(raw["cluster"]), chain=str(raw["chain"]),
         first_revision=int(raw["first_revision"]), last_revision=int(raw["last_revision"]),
         previous=Predecessor(str(previous["kind"]), int(previous["last_revision"]), str(previous["name"])),
         leases={int(lease): int(ttl) for lease, ttl in raw["leases"].items()},
-        revisions=int(raw["revisions"]), events=int(raw["events"]), body=data[first_line:body_end],
+        revisions=int(raw["revisions"]), events=int(raw["events"]),
+        # Version 2's records end with a newline byte of their own, before the end line.
+        body=data[first_line:body_end] if version == JSON_LINES_VERSION else data[first_line:body_end - 1],
+        version=int(version), seen=seen, body_offset=first_line,
     )
 
 
@@ -194,16 +229,36 @@ def decode_segment(data: bytes, where: str) -> Segment:
     """Parse and check a segment's raw bytes; anything wrong is an IntegrityError naming ``where``."""
     header = read_header(data, where)
     try:
-        segment = Segment(
-            cluster=header.cluster, chain=header.chain, previous=header.previous,
-            revisions=tuple(_revision(json.loads(line)) for line in header.body.splitlines()),
-            leases=header.leases,
-        )
+        revisions = _records(header) if header.version == SEGMENT_VERSION else _json_lines(header)
+        segment = Segment(cluster=header.cluster, chain=header.chain, previous=header.previous,
+                          revisions=revisions, leases=header.leases)
         check_counts(header, segment.first_revision, segment.last_revision, len(segment.revisions),
                      segment.event_count)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
     return segment
+
+
+def _records(header: SegmentHeader) -> tuple[CapturedRevision, ...]:
+    grouped: list[CapturedRevision] = []
+    events: list[WatchEvent] = []
+    current = 0
+    body = header.body
+    for main, sub, kind, lease, value_at, value_end in iter_records(body):
+        if main != current:
+            if events:
+                grouped.append(CapturedRevision(current, header.seen_of(current), tuple(events)))
+            current, events = main, []
+        if sub != len(events):
+            raise ValueError(f"revision {main} has sub revision {sub} where {len(events)} was due")
+        events.append(record_event(body, main, kind, lease, value_at, value_end))
+    if events:
+        grouped.append(CapturedRevision(current, header.seen_of(current), tuple(events)))
+    return tuple(grouped)
+
+
+def _json_lines(header: SegmentHeader) -> tuple[CapturedRevision, ...]:
+    return tuple(_revision(json.loads(line)) for line in header.body.splitlines())
 
 
 def _revision(raw: dict[str, Any]) -> CapturedRevision:

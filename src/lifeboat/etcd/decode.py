@@ -57,4 +57,8 @@ def alarm(a: rpc_pb2.AlarmMember) -> Alarm:
 def watch_event(event: Any) -> WatchEvent:
     kind = EventType.DELETE if event.type == kv_pb2.Event.DELETE else EventType.PUT
     prev = key_value(event.prev_kv) if event.HasField("prev_kv") else None
-    return WatchEvent(type=kind, kv=key_value(event.kv), prev_kv=prev)
+    # A put's KeyValue is the message etcd stored as its MVCC row (server/mvcc/kvstore_txn.go
+    # put), fields in number order, zero ones left out, as protobuf serializes it again here:
+    # capture stores these bytes instead of encoding the event field by field in Python.
+    kv_bytes = event.kv.SerializeToString() if kind is EventType.PUT else None
+    return WatchEvent(type=kind, kv=key_value(event.kv), prev_kv=prev, kv_bytes=kv_bytes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,17 @@ class EventType(enum.Enum):
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """A change seen by a watcher. A DELETE carries the key and the deleting revision only."""
+    """A change seen by a watcher. A DELETE carries the key and the deleting revision only.
+
+    ``kv_bytes``: a PUT's ``mvccpb.KeyValue`` bytes as the watch delivered them, when kept.
+    They are the bytes etcd stored for the put (its MVCC row value), so capture writes them
+    as they are instead of encoding ``kv`` again.
+    """
 
     type: EventType
     kv: KeyValue
     prev_kv: KeyValue | None = None
+    kv_bytes: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

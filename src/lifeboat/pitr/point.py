@@ -12,12 +12,12 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.chains import SegmentRef
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.segments import Segment, SegmentHeader, read_header
+from lifeboat.catalog.segments import Segment, read_header
 from lifeboat.catalog.timeline import (
     RestorePoint, Timeline, Window, build_timeline, point_at_revision, point_at_time,
 )
 from lifeboat.errors import IntegrityError, UsageError
-from lifeboat.pitr.replay import compile_rows, lease_rows, stored_rows
+from lifeboat.pitr.replay import StagedSegment, compile_rows, lease_rows, stored_rows
 from lifeboat.snapshot.mvcc import read_lease_ids
 from lifeboat.snapshot.writer import BucketChanges, write_db
 from lifeboat.verify.backup import verify_backup
@@ -107,19 +107,17 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                 os.replace(base, dest)
             return PointSnapshot(dest, point, 0, 0, 0, time.monotonic() - started)
         files = _download(repo, point, identities, work, progress)
-        compiled = work / "rows"
-        with compiled.open("wb", buffering=1 << 20) as out:
-            # The first segment names the chain's own base, which may be gone (folded into a synthetic one).
-            assert point.window.chain is not None
-            facts = compile_rows(_headers(files), point.window.chain.info.base_backup, point.base_revision,
-                                 point.revision, out)
+        # The first segment names the chain's own base, which may be gone (folded into a synthetic one).
+        assert point.window.chain is not None
+        facts, runs = compile_rows(_staged(files), point.window.chain.info.base_backup, point.base_revision,
+                                   point.revision, work)
         if facts.last_revision != point.revision:
             raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {point.revision}")
         leases = lease_rows(facts, read_lease_ids(base))
-        changes = [BucketChanges(b"key", appends=stored_rows(compiled))]
+        changes = [BucketChanges(b"key", appends=stored_rows(runs))]
         if leases:
             changes.append(BucketChanges(b"lease", puts=leases))
-        write_db(base, dest, changes, trailer=True, append_bytes_hint=compiled.stat().st_size)
+        write_db(base, dest, changes, trailer=True, append_bytes_hint=sum(run.end - run.start for run in runs))
         return PointSnapshot(dest, point, facts.events, len(files), len(leases), time.monotonic() - started)
     finally:
         for leftover in work.glob("*"):
@@ -150,7 +148,7 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
     for number, ref in enumerate(point.segments):
         raw = store.fetch_segment(chain.info.cluster, chain.info.chain, ref, identities)
         store.check_header(raw, chain.info.cluster, chain.info.chain, ref)
-        path = work / f"{number:09d}.jsonl"
+        path = work / f"{number:09d}.segment"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(raw)
@@ -160,6 +158,8 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
     return files
 
 
-def _headers(files: list[Path]) -> Iterator[SegmentHeader]:
+def _staged(files: list[Path]) -> Iterator[StagedSegment]:
     for path in files:
-        yield read_header(path.read_bytes(), str(path))
+        # Each file's sha256 and header were checked as it was downloaded, by this process,
+        # into its private work directory: not hashed a second time.
+        yield StagedSegment(read_header(path.read_bytes(), str(path), check_sha256=False), path)

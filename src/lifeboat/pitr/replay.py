@@ -23,9 +23,10 @@ from base64 import b64decode
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from lifeboat.catalog.segments import Predecessor, SegmentHeader, check_counts
+from lifeboat.catalog.segment_records import HEAD_SIZE, iter_records, key_of, row_at
+from lifeboat.catalog.segments import SEGMENT_VERSION, Predecessor, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot.replay import encode_fields, lease_row, revision_key, tombstone_value
 
@@ -40,7 +41,7 @@ class ReplayFacts:
 
     events: int = 0
     last_revision: int = 0
-    lease_of: dict[bytes, int] = field(default_factory=dict)  # key -> lease at the point (0: none)
+    lease_of: dict[bytes, int] = field(default_factory=dict)  # key -> its lease at the point, if it has one
     ttls: dict[int, int] = field(default_factory=dict)  # lease -> granted TTL, as capture recorded
 
     def leases_at_point(self) -> set[int]:
@@ -96,67 +97,167 @@ def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) ->
 _ROW = struct.Struct(">II")
 
 
-def compile_rows(segments: Iterable[SegmentHeader], base_id: str, base_revision: int, up_to: int,
-                 out: BinaryIO) -> ReplayFacts:
-    """One pass: check every segment up to ``up_to`` and write its MVCC rows to ``out``.
+@dataclass(frozen=True)
+class StagedSegment:
+    """A downloaded segment: its header (sha256 checked) and the local file holding its bytes."""
 
-    Rows go to ``out`` as (4-byte key length, 4-byte value length, key, value), read back by
-    :func:`stored_rows`: the lease rows must be known before the writer starts, and the events
-    are parsed once.
+    header: SegmentHeader
+    path: Path
+
+    @property
+    def first_revision(self) -> int:
+        return self.header.first_revision
+
+    @property
+    def last_revision(self) -> int:
+        return self.header.last_revision
+
+    @property
+    def previous(self) -> Predecessor:
+        return self.header.previous
+
+
+@dataclass(frozen=True)
+class RowRun:
+    """Where the MVCC rows of one segment's replayed events are: ``path[start:end]``.
+
+    Version 2 segments hold them as records (copied as they are); the events of a version 1
+    segment were compiled into rows of (4-byte key length, 4-byte value length, key, value).
+    """
+
+    path: Path
+    start: int
+    end: int
+    records: bool
+
+
+def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision: int, up_to: int,
+                 spill: Path) -> tuple[ReplayFacts, list[RowRun]]:
+    """First pass: check every segment up to ``up_to``; find the leases held at the point and
+    where each segment's rows are (version 1 segments are compiled into files in ``spill``).
+
+    The lease rows must be known before the writer starts, so the rows are read in a second
+    pass (:func:`stored_rows`).
     """
     facts = ReplayFacts(last_revision=base_revision)
-    for header, after in walk(segments, base_id, base_revision, up_to):
+    runs: list[RowRun] = []
+    for staged, after in walk(segments, base_id, base_revision, up_to):
+        header = staged.header
         facts.ttls.update(header.leases)
         try:
-            _compile(header, after, up_to, out, facts)
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            if header.version == SEGMENT_VERSION:
+                run = _survey_records(header, staged.path, after, up_to, facts)
+            else:
+                run = _compile_json_lines(header, spill / f"{staged.path.name}.rows", after, up_to, facts)
+        except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
             raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
                                  f"{header.chain} is damaged: {exc}") from None
-    return facts
+        if run is not None:
+            runs.append(run)
+    return facts, runs
 
 
-def _compile(header: SegmentHeader, after: int, up_to: int, out: BinaryIO, facts: ReplayFacts) -> None:
+def _survey_records(header: SegmentHeader, path: Path, after: int, up_to: int,
+                    facts: ReplayFacts) -> RowRun | None:
+    """Check a version 2 segment's records and note the leases of those in range."""
+    body = header.body
+    lease_of = facts.lease_of
+    first = last = revisions = events = expected_sub = 0
+    start = end = -1
+    for main, sub, _kind, lease, value_at, value_end in iter_records(body):
+        if main != last:
+            if main < last:
+                raise ValueError(f"revision {main} comes after revision {last}")
+            first, last = first or main, main
+            revisions += 1
+            expected_sub = 0
+        if sub != expected_sub:
+            raise ValueError(f"revision {main} has sub revision {sub} where {expected_sub} was due")
+        expected_sub += 1
+        events += 1
+        if not after < main <= up_to:
+            continue
+        if start < 0:
+            start = value_at - HEAD_SIZE
+        end = value_end
+        # Only keys attached to a lease are remembered (the leases alive at the point).
+        if lease:
+            lease_of[key_of(body, value_at, value_end)] = lease
+        elif lease_of:
+            lease_of.pop(key_of(body, value_at, value_end), None)
+        facts.events += 1
+        facts.last_revision = main
+    check_counts(header, first, last, revisions, events)
+    if start < 0:
+        return None
+    return RowRun(path, header.body_offset + start, header.body_offset + end, records=True)
+
+
+def _compile_json_lines(header: SegmentHeader, rows: Path, after: int, up_to: int,
+                        facts: ReplayFacts) -> RowRun | None:
+    """A version 1 segment's events in range as MVCC rows in ``rows``."""
     first = last = 0
     revisions = events = 0
-    for line in header.body.splitlines():
-        raw = json.loads(line)
-        revision = int(raw["revision"])
-        if revision <= last:
-            raise ValueError(f"revision {revision} comes after {last}")
-        first, last = first or revision, revision
-        revisions += 1
-        events += len(raw["events"])
-        if not after < revision <= up_to:
-            continue
-        for sub, event in enumerate(raw["events"]):
-            key = b64decode(event["key"], validate=True)
-            if event["mod_revision"] != revision:
-                raise ValueError(f"an event of revision {revision} says it was modified at {event['mod_revision']}")
-            if event["type"] == "put":
-                lease = int(event["lease"])
-                row_key = revision_key(revision, sub)
-                row_value = encode_fields(key, int(event["create_revision"]), revision, int(event["version"]),
-                                          b64decode(event["value"], validate=True), lease)
-            elif event["type"] == "delete":
-                lease = 0
-                row_key, row_value = revision_key(revision, sub, True), tombstone_value(key)
-            else:
-                raise ValueError(f"unknown event type {event['type']!r}")
-            out.write(_ROW.pack(len(row_key), len(row_value)))
-            out.write(row_key)
-            out.write(row_value)
-            facts.lease_of[key] = lease
-            facts.events += 1
-            facts.last_revision = revision
+    lease_of = facts.lease_of
+    with rows.open("wb", buffering=1 << 20) as out:
+        for line in header.body.splitlines():
+            raw = json.loads(line)
+            revision = int(raw["revision"])
+            if revision <= last:
+                raise ValueError(f"revision {revision} comes after {last}")
+            first, last = first or revision, revision
+            revisions += 1
+            events += len(raw["events"])
+            if not after < revision <= up_to:
+                continue
+            for sub, event in enumerate(raw["events"]):
+                key = b64decode(event["key"], validate=True)
+                if event["mod_revision"] != revision:
+                    raise ValueError(f"an event of revision {revision} says it was modified at "
+                                     f"{event['mod_revision']}")
+                if event["type"] == "put":
+                    lease = int(event["lease"])
+                    row_key = revision_key(revision, sub)
+                    row_value = encode_fields(key, int(event["create_revision"]), revision,
+                                              int(event["version"]), b64decode(event["value"], validate=True), lease)
+                elif event["type"] == "delete":
+                    lease = 0
+                    row_key, row_value = revision_key(revision, sub, True), tombstone_value(key)
+                else:
+                    raise ValueError(f"unknown event type {event['type']!r}")
+                out.write(_ROW.pack(len(row_key), len(row_value)))
+                out.write(row_key)
+                out.write(row_value)
+                if lease:
+                    lease_of[key] = lease
+                else:
+                    lease_of.pop(key, None)
+                facts.events += 1
+                facts.last_revision = revision
+        size = out.tell()
     check_counts(header, first, last, revisions, events)
+    return RowRun(rows, 0, size, records=False) if size else None
 
 
-def stored_rows(path: Path) -> Iterator[tuple[bytes, bytes]]:
-    """The rows :func:`compile_rows` wrote, in order."""
-    with path.open("rb", buffering=1 << 20) as rows:
-        while head := rows.read(_ROW.size):
-            key_size, value_size = _ROW.unpack(head)
-            yield rows.read(key_size), rows.read(value_size)
+def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
+    """The MVCC rows of every run, in order (one segment's bytes in memory at a time)."""
+    for run in runs:
+        with run.path.open("rb") as source:
+            source.seek(run.start)
+            data = source.read(run.end - run.start)
+        if len(data) != run.end - run.start:
+            raise IntegrityError(f"{run.path} changed while it was replayed")
+        pos, end = 0, len(data)
+        if run.records:
+            while pos < end:
+                key, value, pos = row_at(data, pos)
+                yield key, value
+        else:
+            while pos < end:
+                key_size, value_size = _ROW.unpack_from(data, pos)
+                pos += _ROW.size
+                yield data[pos:pos + key_size], data[pos + key_size:pos + key_size + value_size]
+                pos += key_size + value_size
 
 
 def lease_rows(facts: ReplayFacts, base_leases: frozenset[int]) -> dict[bytes, bytes]:

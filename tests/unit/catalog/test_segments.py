@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import zstandard
 
 from lifeboat.catalog.chains import ChainStore, parse_segment_name, segment_name
-from lifeboat.catalog.segments import Predecessor, Segment, decode_segment, encode_segment, events_after
+from lifeboat.catalog.segment_records import row_at
+from lifeboat.catalog.segments import (
+    Predecessor, Segment, decode_segment, encode_segment, events_after, read_header,
+)
 from lifeboat.errors import AlreadyExists, IntegrityError
+from lifeboat.etcdapi.model import EventType, WatchEvent
+from lifeboat.etcdapi.proto import kv_pb2
+from lifeboat.snapshot.replay import event_row
 from lifeboat.store.memory import MemoryStore
-from tests.unit.catalog.capture_records import delete, put, segment
+from tests.support.segment_v1 import encode_segment_v1
+from tests.unit.catalog.capture_records import at, delete, put, segment
 
 BASE = Predecessor("base", 10, "20261201T030000Z-aaaaaa")
 
@@ -34,28 +46,81 @@ def test_segment_reads_back_exactly_with_sub_revision_order() -> None:
     assert rows == [(11, 0, b"/a"), (12, 0, b"/t1"), (12, 1, b"/a"), (12, 2, b"/b")]
 
 
-def test_segment_is_json_lines_a_short_script_can_read() -> None:
-    lines = encode_segment(sample()).decode().splitlines()
-    header = json.loads(lines[0])
-    assert header["first_revision"] == 11 and header["last_revision"] == 14
-    assert header["previous"] == {"kind": "base", "name": "20261201T030000Z-aaaaaa", "last_revision": 10}
-    assert header["leases"] == {str(0x77): 30}
-    assert json.loads(lines[2])["events"][2] == {
-        "type": "delete", "key": "L2I=", "value": "", "create_revision": 0, "mod_revision": 12,
-        "version": 0, "lease": 0}
-    assert "end" in json.loads(lines[-1])
+def test_version_2_records_are_the_mvcc_rows_etcd_wrote() -> None:
+    original = sample()
+    header = read_header(encode_segment(original), "test")
+    assert header.version == 2 and header.seen_of(12) == at(0.4) and header.seen_of(13) == at(0.4)
+    body = header.body
+    found, pos = [], 0
+    while pos < len(body):
+        key, value, pos = row_at(body, pos)
+        found.append((key, value))
+    assert found == [event_row(rev.revision, sub, e) for rev in original.revisions
+                     for sub, e in enumerate(rev.events)]
 
 
+def test_kept_watch_bytes_are_written_as_they_are() -> None:
+    kv = put(b"/a", b"v", 11, 11, 1).kv
+    stored = kv_pb2.KeyValue(key=kv.key, value=kv.value, create_revision=11, mod_revision=11,
+                             version=1).SerializeToString()
+    event = WatchEvent(EventType.PUT, kv, kv_bytes=stored)
+    raw = encode_segment(segment(BASE, (11, 0.1, [event])))
+    assert stored in raw and decode_segment(raw, "test").revisions[0].events[0].kv_bytes == stored
+
+
+def test_a_version_1_segment_written_by_older_lifeboat_reads_back_exactly() -> None:
+    raw = (Path(__file__).parent / "data" / "segment-v1.jsonl").read_bytes()
+    assert json.loads(raw.splitlines()[0])["version"] == 1
+    assert decode_segment(raw, "old") == sample()
+
+
+def test_the_documented_script_reads_a_chain_by_hand(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "repository-format.md").read_text()
+    script = doc.split("Reading a chain by hand")[1].split("```python\n")[1].split("```")[0]
+    (tmp_path / "read.py").write_text(script)
+    paths = []
+    for name, raw in (("1.jsonl.zst", encode_segment_v1(sample())), ("2.seg.zst", encode_segment(sample()))):
+        (tmp_path / name).write_bytes(zstandard.ZstdCompressor().compress(raw))
+        paths.append(str(tmp_path / name))
+    out = subprocess.run([sys.executable, str(tmp_path / "read.py"), *paths], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    expected = ["11 0 2026-12-01T03:00:00.100Z put b'/a' b'\\x00\\xff' 11 1 0",
+                "12 0 2026-12-01T03:00:00.400Z put b'/t1' b'one' 12 1 119",
+                "12 1 2026-12-01T03:00:00.400Z put b'/a' b'two' 11 2 0",
+                "12 2 2026-12-01T03:00:00.400Z delete b'/b' b'' 0 0 0",
+                "14 0 2026-12-01T03:00:00.900Z delete b'/a' b'' 0 0 0"]
+    assert out == expected + expected, "both versions read alike"
+
+
+def _rehashed(raw: bytes, edit: Callable[[bytes], bytes]) -> bytes:
+    """``raw`` edited before its end line, with a matching sha256: damage the hash cannot see."""
+    body = edit(raw[: raw.rstrip(b"\n").rfind(b"\n") + 1])
+    return body + json.dumps({"end": {"sha256": hashlib.sha256(body).hexdigest()}}).encode() + b"\n"
+
+
+@pytest.mark.parametrize("encoder", [encode_segment, encode_segment_v1], ids=["version-2", "version-1"])
 @pytest.mark.parametrize("damage", [
-    lambda raw: raw[: len(raw) // 2],                          # truncated
-    lambda raw: raw.replace(b'"b25l"', b'"b25m"'),             # a value changed
-    lambda raw: raw.split(b"\n", 2)[0] + b"\n" + raw.split(b"\n", 2)[2],  # a revision line dropped
+    lambda raw: raw[: len(raw) // 2],
+    lambda raw: raw.replace(b"one", b"onf").replace(b'"b25l"', b'"b25m"'),
+    lambda raw: raw[:-120] + raw[-100:],
     lambda raw: b"",
-])
-def test_damaged_segment_is_refused(damage: Callable[[bytes], bytes]) -> None:
-    raw = encode_segment(sample())
+    lambda raw: _rehashed(raw, lambda b: b.replace(b'"events":5', b'"events":4')),
+], ids=["truncated", "value-changed", "bytes-dropped", "empty", "counts-disagree"])
+def test_damaged_segment_is_refused(damage: Callable[[bytes], bytes], encoder: Callable[[Segment], bytes]) -> None:
+    raw = encoder(sample())
     with pytest.raises(IntegrityError, match="damaged"):
         decode_segment(damage(raw), "s3://b/x")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda b: b.replace(b"\x00\x00\x00\x00\x00\x00\x00\x0e_", b"\x00\x00\x00\x00\x00\x00\x00\x0b_"),
+    lambda b: b.replace(b"\x00\x00\x00\x00\x00\x00\x00\x02t", b"\x00\x00\x00\x00\x00\x00\x00\x02x"),
+    lambda b: b[:-3] + b"\n",
+], ids=["revisions-out-of-order", "unknown-kind", "cut-record"])
+def test_version_2_records_that_do_not_hold_together_are_refused(edit: Callable[[bytes], bytes]) -> None:
+    raw = _rehashed(encode_segment(sample()), edit)
+    with pytest.raises(IntegrityError, match="damaged"):
+        decode_segment(raw, "s3://b/x")
 
 
 def test_segment_must_start_after_its_predecessor() -> None:

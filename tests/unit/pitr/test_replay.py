@@ -2,37 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from collections.abc import Iterator
-from pathlib import Path
-
-from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
+from lifeboat.catalog.segments import Predecessor, Segment, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr import PointTarget, parse_time
-from lifeboat.pitr.replay import UNKNOWN_LEASE_TTL, ReplayFacts, compile_rows, lease_rows, stored_rows
+from lifeboat.pitr.replay import (
+    UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, compile_rows, lease_rows, stored_rows,
+)
 from lifeboat.snapshot.mvcc import decode_revision
 from lifeboat.snapshot.replay import event_row, lease_row
+from tests.support.segment_v1 import encode_segment_v1
 from tests.unit.catalog.capture_records import delete, put, segment
 
 BASE_ID = "20261201T030000Z-aaaaaa"
+Encoder = Callable[[Segment], bytes]
 
 
-def headers(segments: list[Segment]) -> Iterator[SegmentHeader]:
-    for s in segments:
-        yield read_header(encode_segment(s), "test")
+@pytest.fixture(params=[encode_segment, encode_segment_v1], ids=["version-2", "version-1"])
+def encoder(request: pytest.FixtureRequest) -> Encoder:
+    """Every replay behaviour holds for the segments written now and for older ones."""
+    found: Encoder = request.param
+    return found
 
 
-def survey(segments: list[Segment], base_id: str, base: int, up_to: int, out: Path | None = None) -> ReplayFacts:
-    with (out or Path("/dev/null")).open("wb") as sink:
-        return compile_rows(headers(segments), base_id, base, up_to, sink)
+def staged(segments: list[Segment], tmp: Path, encoder: Encoder) -> Iterator[StagedSegment]:
+    for number, s in enumerate(segments):
+        path = tmp / f"{number:03d}.segment"
+        path.write_bytes(encoder(s))
+        yield StagedSegment(read_header(path.read_bytes(), str(path)), path)
 
 
-def rows(segments: list[Segment], base_id: str, base: int, up_to: int, tmp: Path) -> list[tuple[bytes, bytes]]:
-    survey(segments, base_id, base, up_to, tmp / "rows")
-    return list(stored_rows(tmp / "rows"))
+def compiled(segments: list[Segment], base: int, up_to: int, tmp: Path, encoder: Encoder,
+             base_id: str = BASE_ID) -> tuple[ReplayFacts, list[RowRun]]:
+    tmp.mkdir(exist_ok=True)
+    return compile_rows(staged(segments, tmp, encoder), base_id, base, up_to, tmp)
+
+
+def survey(segments: list[Segment], base: int, up_to: int, tmp: Path, encoder: Encoder,
+           base_id: str = BASE_ID) -> ReplayFacts:
+    return compiled(segments, base, up_to, tmp, encoder, base_id)[0]
+
+
+def rows(segments: list[Segment], base: int, up_to: int, tmp: Path, encoder: Encoder) -> list[tuple[bytes, bytes]]:
+    return list(stored_rows(compiled(segments, base, up_to, tmp, encoder)[1]))
 
 
 def chain_of_two() -> list[Segment]:
@@ -46,51 +63,51 @@ def chain_of_two() -> list[Segment]:
     return [first, second]
 
 
-def test_rows_stop_at_the_point_in_revision_and_sub_revision_order(tmp_path: Path) -> None:
-    found = [decode_revision(key) for key, _ in rows(chain_of_two(), BASE_ID, 10, 13, tmp_path)]
+def test_rows_stop_at_the_point_in_revision_and_sub_revision_order(tmp_path: Path, encoder: Encoder) -> None:
+    found = [decode_revision(key) for key, _ in rows(chain_of_two(), 10, 13, tmp_path, encoder)]
     assert found == [(11, 0, False), (12, 0, False), (12, 1, False), (13, 0, True)]
 
 
-def test_survey_finds_the_leases_keys_hold_at_the_point() -> None:
-    assert survey(chain_of_two(), BASE_ID, 10, 12).leases_at_point() == {5, 6, 7}
-    at_14 = survey(chain_of_two(), BASE_ID, 10, 14)
+def test_survey_finds_the_leases_keys_hold_at_the_point(tmp_path: Path, encoder: Encoder) -> None:
+    assert survey(chain_of_two(), 10, 12, tmp_path / "12", encoder).leases_at_point() == {5, 6, 7}
+    at_14 = survey(chain_of_two(), 10, 14, tmp_path / "14", encoder)
     assert at_14.leases_at_point() == {7}, "/b was deleted and /a put again without a lease"
     assert at_14.events == 5 and at_14.last_revision == 14
 
 
-def test_leases_missing_from_the_base_are_written_with_the_recorded_ttl() -> None:
-    facts = survey(chain_of_two(), BASE_ID, 10, 12)
+def test_leases_missing_from_the_base_are_written_with_the_recorded_ttl(tmp_path: Path, encoder: Encoder) -> None:
+    facts = survey(chain_of_two(), 10, 12, tmp_path, encoder)
     written = lease_rows(facts, base_leases=frozenset({5}))
     assert written == dict([lease_row(6, 60), lease_row(7, UNKNOWN_LEASE_TTL)])
 
 
-def test_a_missing_segment_is_refused_not_skipped() -> None:
+def test_a_missing_segment_is_refused_not_skipped(tmp_path: Path, encoder: Encoder) -> None:
     first, second = chain_of_two()
     later = segment(Predecessor("segment", 14, "y"), (15, 5, [put(b"/z", b"", 15, 15, 1)]))
     with pytest.raises(IntegrityError, match="missing"):
-        survey([first, later], BASE_ID, 10, 15)
+        survey([first, later], 10, 15, tmp_path / "a", encoder)
     with pytest.raises(IntegrityError, match="ends at revision 14"):
-        survey([first, second], BASE_ID, 10, 16)
+        survey([first, second], 10, 16, tmp_path / "b", encoder)
 
 
-def test_a_segment_that_does_not_follow_the_base_is_refused() -> None:
+def test_a_segment_that_does_not_follow_the_base_is_refused(tmp_path: Path, encoder: Encoder) -> None:
     first, _ = chain_of_two()
     with pytest.raises(IntegrityError, match="does not follow base backup"):
-        survey([first], "20261201T030000Z-bbbbbb", 10, 12)
+        survey([first], 10, 12, tmp_path, encoder, base_id="20261201T030000Z-bbbbbb")
 
 
-def test_overlapping_copies_apply_each_revision_once(tmp_path: Path) -> None:
+def test_overlapping_copies_apply_each_revision_once(tmp_path: Path, encoder: Encoder) -> None:
     first, second = chain_of_two()
     copy = segment(Predecessor("segment", 11, "z"), (12, 2, list(first.revisions[1].events)),
                    (13, 3, [delete(b"/b", 13)]))
-    found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], BASE_ID, 10, 14, tmp_path)]
+    found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], 10, 14, tmp_path, encoder)]
     assert found == [(11, 0), (12, 0), (12, 1), (13, 0), (14, 0)]
 
 
-def test_rows_are_the_ones_etcd_writes_for_each_event(tmp_path: Path) -> None:
+def test_rows_are_the_ones_etcd_writes_for_each_event(tmp_path: Path, encoder: Encoder) -> None:
     expected = [event_row(rev.revision, sub, e) for s in chain_of_two() for rev in s.revisions
                 for sub, e in enumerate(rev.events)]
-    assert rows(chain_of_two(), BASE_ID, 10, 14, tmp_path) == expected
+    assert rows(chain_of_two(), 10, 14, tmp_path, encoder) == expected
 
 
 def test_to_time_needs_an_offset_and_one_target() -> None:

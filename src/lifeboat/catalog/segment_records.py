@@ -1,0 +1,102 @@
+"""The records of a version 2 segment: each event as the MVCC row etcd wrote for it.
+
+A record is a fixed 30-byte head, then the row's value (all integers big-endian)::
+
+    offset  size  field
+    0       8     main revision    ┐
+    8       1     "_"              ├ etcd's revision key: the row's key in bucket "key"
+    9       8     sub revision     ┘
+    17      1     "p" a put, "t" a delete (etcd's tombstone mark: the row key ends with it)
+    18      8     lease id (signed; 0 = none, always 0 for a delete)
+    26      4     N, the value's length
+    30      N     the row's value: mvccpb.KeyValue
+
+So the row etcd holds for the event is ``record[0:17]`` (a put) or ``record[0:18]`` (a
+delete) as its key and the N bytes as its value; replaying a segment copies them. A put's
+value is the ``mvccpb.KeyValue`` the watch delivered (key, create_revision, mod_revision,
+version, value, lease): etcd stores that very message and sends it to watchers
+(server/mvcc/kvstore_txn.go ``put``, watchable_store_txn.go ``End``). A delete's is a
+KeyValue holding only the key (kvstore_txn.go ``delete``). The lease is repeated in the head
+so that finding the leases held at a point needs no protobuf decoding.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
+from lifeboat.etcdapi.wire import read_varint
+from lifeboat.snapshot.mvcc import decode_key_value
+from lifeboat.snapshot.replay import encode_key_value, tombstone_value
+
+HEAD = struct.Struct(">Q1sQ1sqI")
+HEAD_SIZE = HEAD.size  # 30
+PUT = b"p"
+DELETE = b"t"
+_DELETE_BYTE = DELETE[0]
+_KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: always the first field
+
+
+def event_record(revision: int, sub: int, event: WatchEvent) -> tuple[bytes, bytes]:
+    """The head and value of ``event``, the ``sub``-th operation of ``revision``."""
+    kv = event.kv
+    if kv.mod_revision != revision:
+        raise ValueError(f"an event of revision {revision} says it was modified at {kv.mod_revision}")
+    if event.type is EventType.PUT:
+        value = event.kv_bytes if event.kv_bytes is not None else encode_key_value(kv)
+        return HEAD.pack(revision, b"_", sub, PUT, kv.lease, len(value)), value
+    value = tombstone_value(kv.key)
+    return HEAD.pack(revision, b"_", sub, DELETE, 0, len(value)), value
+
+
+def row_at(body: bytes, pos: int) -> tuple[bytes, bytes, int]:
+    """The MVCC row (key, value) of the record at ``pos``, and where the next record starts.
+
+    Only for records already checked by :func:`check_records` (the replay's second pass).
+    """
+    size = int.from_bytes(body[pos + 26 : pos + 30], "big")
+    value_at = pos + HEAD_SIZE
+    key = body[pos : pos + 18] if body[pos + 17] == _DELETE_BYTE else body[pos : pos + 17]
+    return key, body[value_at : value_at + size], value_at + size
+
+
+def key_of(body: bytes, value_at: int, value_end: int) -> bytes:
+    """The etcd key in the KeyValue at ``body[value_at:value_end]`` (its first field)."""
+    if body[value_at] != _KEY_TAG:
+        raise ValueError("a record's value does not start with its key")
+    size = body[value_at + 1]
+    start = value_at + 2
+    if size >= 0x80:
+        size, start = read_varint(body, value_at + 1, value_end)
+    if start + size > value_end:
+        raise ValueError("a record's key runs past its value")
+    return body[start : start + size]
+
+
+def iter_records(body: bytes) -> Iterator[tuple[int, int, bytes, int, int, int]]:
+    """``(main, sub, kind, lease, value start, value end)`` of every record, framing checked."""
+    pos, end = 0, len(body)
+    while pos < end:
+        if pos + HEAD_SIZE > end:
+            raise ValueError(f"a record head is cut off at byte {pos}")
+        main, mark, sub, kind, lease, size = HEAD.unpack_from(body, pos)
+        value_at = pos + HEAD_SIZE
+        pos = value_at + size
+        if mark != b"_" or kind not in (PUT, DELETE):
+            raise ValueError(f"a record at byte {value_at - HEAD_SIZE} is not a revision record")
+        if pos > end:
+            raise ValueError(f"a record's value runs past the segment's end at byte {value_at}")
+        yield main, sub, kind, lease, value_at, pos
+
+
+def record_event(body: bytes, main: int, kind: bytes, lease: int, value_at: int, value_end: int) -> WatchEvent:
+    """The watch event a record holds, checked against its head."""
+    if kind == DELETE:
+        return WatchEvent(EventType.DELETE, KeyValue(key_of(body, value_at, value_end), b"", 0, main, 0))
+    kv = decode_key_value(body, value_at, value_end)
+    if kv.mod_revision != main:
+        raise ValueError(f"an event of revision {main} says it was modified at {kv.mod_revision}")
+    if kv.lease != lease:
+        raise ValueError(f"an event of revision {main} names lease {kv.lease} in its value, {lease} in its head")
+    return WatchEvent(EventType.PUT, kv, kv_bytes=body[value_at:value_end])
