@@ -113,7 +113,8 @@ def seen_runs(revisions: Sequence[CapturedRevision]) -> list[tuple[int, datetime
     """``(first revision, seen)`` of each run of revisions capture saw at one time."""
     runs: list[tuple[int, datetime]] = []
     for rev in revisions:
-        if not runs or seen_text(runs[-1][1]) != seen_text(rev.seen):
+        # The revisions of one watch response share one time: compare objects before texts.
+        if not runs or (rev.seen != runs[-1][1] and seen_text(rev.seen) != seen_text(runs[-1][1])):
             runs.append((rev.revision, rev.seen))
     return runs
 
