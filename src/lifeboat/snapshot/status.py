@@ -20,17 +20,23 @@ import google_crc32c
 from .bbolt import (
     BUCKET_LEAF_FLAG,
     ELEMENT_SIZE,
+    LEAF_PAGE,
     PAGE_HEADER_SIZE,
     BoltFile,
     BucketRef,
     Leaf,
 )
+from .page_scan import REVISION_KEYS, PageScan, crc_concat
 from .trailer import check_trailer
 
 _KEY_BUCKET = b"key"
 _MAIN_REVISION = struct.Struct(">Q")
 _REVISION_KEY = 17
 _leaf_layouts: dict[int, struct.Struct] = {}
+# Large sequential reads: the page cache hands them over at memory speed, and per-page costs
+# (a pread, a bytes object) are paid once per block instead.
+_SCAN_BLOCK = 4 << 20
+_SEEN = b"\x01" * (1 << 16)  # marks for a page and its overflow (at most 0xFFFF) in ``seen``
 
 
 @dataclass(frozen=True)
@@ -61,22 +67,29 @@ class SnapshotStatus:
         return json.dumps(self.to_etcdutl_json(), separators=(",", ":"))
 
 
-def snapshot_status(path: str | os.PathLike[str], *, verify_trailer: bool = False) -> SnapshotStatus:
+def snapshot_status(
+    path: str | os.PathLike[str], *, verify_trailer: bool = False, scan: PageScan | None = None
+) -> SnapshotStatus:
     """Check the bbolt structure of ``path`` and compute etcdutl's status numbers.
 
     With ``verify_trailer``, first require the sha256 trailer to be present and to match
     (:class:`IntegrityError` otherwise), which also catches damage inside keys and values
-    that no structural check can see.
+    that no structural check can see. ``scan`` is a :class:`PageScan` already fed every
+    byte of ``path`` (as it was written); without one, the file is scanned here first.
     """
     if verify_trailer:
         check_trailer(path).require_match(path)
     with BoltFile.open(path) as db:
+        if scan is None:
+            scan = _scan_file(db)
+        if scan.page_size != db.page_size:
+            scan = PageScan()  # fed with other bytes than the meta the reader trusts: not used
         seen = db.new_seen()
         freed = db.freed_pages(seen)
         crc, total_key, revision = 0, 0, 0
         for name, bucket in db.top_level(seen):
             crc = google_crc32c.extend(crc, name)
-            crc, count, last_key = _hash_bucket(db, bucket, seen, crc, name == _KEY_BUCKET)
+            crc, count, last_key = _hash_bucket(db, bucket, seen, crc, name == _KEY_BUCKET, scan)
             total_key += count
             if name == _KEY_BUCKET and last_key is not None:
                 revision = _main_revision(db, last_key)
@@ -102,27 +115,84 @@ def _main_revision(db: BoltFile, key: bytes) -> int:
     return main - (1 << 64) if main >= 1 << 63 else main
 
 
+def _scan_file(db: BoltFile) -> PageScan:
+    scan = PageScan()
+    for offset in range(0, db.db_size, _SCAN_BLOCK):
+        scan.feed(db.mm.read(offset, min(_SCAN_BLOCK, db.db_size - offset)))
+    return scan
+
+
 def _hash_bucket(
-    db: BoltFile, bucket: BucketRef, seen: bytearray, crc: int, revision_keys: bool
+    db: BoltFile, bucket: BucketRef, seen: bytearray, crc: int, revision_keys: bool, scan: PageScan
 ) -> tuple[int, int, bytes | None]:
     """Extend ``crc`` with every key and value of ``bucket``: (crc, entries, last key).
 
     With ``revision_keys`` every key must have the length of an etcd revision (17, or 18
-    with the tombstone mark); etcdutl decodes each one and crashes on a short key.
+    with the tombstone mark); etcdutl decodes each one and crashes on a short key. Leaf
+    pages the scan summarised are checked like :meth:`BoltFile.tree_page` checks a page
+    and contribute their CRC without being read again.
     """
     count = 0
     last_key: bytes | None = None
+    last_summarised: int | None = None  # the last leaf, when the scan summarised it
     nested: list[BucketRef] = []
-    for leaf in db.leaves(bucket, seen):
-        if leaf[3] == 0:
-            continue
-        crc, last_key, shortest, longest = _hash_leaf(db, leaf, crc, nested)
-        if revision_keys and (shortest < _REVISION_KEY or longest > _REVISION_KEY + 1):
-            raise db.corrupted(f"bucket 'key' holds a {shortest}-byte key, not an etcd revision")
-        count += leaf[3]
+    if bucket.inline is not None:
+        stack: list[int] = []
+        leaf: Leaf | None = db.inline_leaf(bucket.inline)
+    else:
+        stack, leaf = [bucket.root], None
+    high_water, summarised = db.meta.high_water, len(scan.state)
+    states, crcs, lengths, counts, overflows = scan.state, scan.crc, scan.length, scan.count, scan.overflow
+    while leaf is not None or stack:
+        if leaf is None:
+            pgid = stack.pop()
+            if 2 <= pgid < summarised and states[pgid]:
+                last = pgid + overflows[pgid]
+                if last >= high_water:
+                    raise db.corrupted(f"page {pgid} overflows past the end of the database")
+                if seen.find(1, pgid, last + 1) != -1:
+                    raise db.corrupted(f"page {pgid} is referenced more than once")
+                seen[pgid : last + 1] = _SEEN[: last + 1 - pgid]
+                entries = counts[pgid]
+                if entries:
+                    if revision_keys and not states[pgid] & REVISION_KEYS:
+                        _require_revision_keys(db, *_key_size_range(db, pgid))
+                    crc = crc_concat(crc, crcs[pgid], lengths[pgid])
+                    count += entries
+                    last_summarised = pgid
+                continue
+            offset, end, flags, entries = db.tree_page(pgid, seen)
+            if flags != LEAF_PAGE:
+                children = db.branch_children(pgid, offset, entries)
+                children.reverse()
+                stack.extend(children)
+                continue
+            leaf = (db.mm, offset, end, entries)
+        if leaf[3]:
+            crc, last_key, shortest, longest = _hash_leaf(db, leaf, crc, nested)
+            if revision_keys:
+                _require_revision_keys(db, shortest, longest)
+            count += leaf[3]
+            last_summarised = None
+        leaf = None
     for child in nested:
         db.mark_nested(child, seen)
+    if last_summarised is not None:
+        offset, end, _flags, entries = db.tree_page(last_summarised, db.new_seen())
+        last_key = db.leaf_items((db.mm, offset, end, entries))[-1][1]
     return crc, count, last_key
+
+
+def _require_revision_keys(db: BoltFile, shortest: int, longest: int) -> None:
+    if shortest < _REVISION_KEY or longest > _REVISION_KEY + 1:
+        raise db.corrupted(f"bucket 'key' holds a {shortest}-byte key, not an etcd revision")
+
+
+def _key_size_range(db: BoltFile, pgid: int) -> tuple[int, int]:
+    """(shortest, longest) key of leaf page ``pgid``."""
+    offset, end, _flags, entries = db.tree_page(pgid, db.new_seen())
+    sizes = [kend - kstart for _f, kstart, kend, _v in db.leaf_elements((db.mm, offset, end, entries))]
+    return min(sizes), max(sizes)
 
 
 def _hash_leaf(

@@ -1,0 +1,140 @@
+"""Leaf summaries gathered in file order give the same status as reading every leaf in key order."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import google_crc32c
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lifeboat.errors import SnapshotFormatError
+from lifeboat.snapshot import snapshot_status
+from lifeboat.snapshot.page_scan import PageScan, crc_concat
+
+from .test_bbolt_synthetic import PS, inline_bucket, leaf_body, meta, revision
+
+Row = tuple[bytes, bytes]
+
+
+def header(pgid: int, flags: int, count: int, overflow: int = 0) -> bytes:
+    return struct.pack("<QHHI", pgid, flags, count, overflow)
+
+
+def leaf(pgid: int, rows: list[Row], overflow: int = 0) -> bytes:
+    body = leaf_body([(0, k, v) for k, v in rows])
+    return (header(pgid, 0x02, len(rows), overflow) + body).ljust((overflow + 1) * PS, b"\0")
+
+
+def scattered_leaf(pgid: int, rows: list[Row]) -> bytes:
+    """A valid leaf whose keys and values are stored last row first (bbolt never writes one)."""
+    elements, data = b"", b""
+    for key, value in reversed(rows):
+        data += key + value
+    for i, (key, value) in enumerate(rows):
+        after = sum(len(k) + len(v) for k, v in rows[i + 1 :])
+        elements += struct.pack("<IIII", 0, 16 * (len(rows) - i) + after, len(key), len(value))
+    return (header(pgid, 0x02, len(rows)) + elements + data).ljust(PS, b"\0")
+
+
+def branch(pgid: int, children: list[tuple[bytes, int]]) -> bytes:
+    elements, keys = b"", b""
+    for i, (key, child) in enumerate(children):
+        elements += struct.pack("<IIQ", 16 * (len(children) - i) + len(keys), len(key), child)
+        keys += key
+    return (header(pgid, 0x01, len(children)) + elements + keys).ljust(PS, b"\0")
+
+
+def rows(first: int, last: int, size: int = 40) -> list[Row]:
+    return [(revision(main), bytes([main]) * size) for main in range(first, last + 1)]
+
+
+# Bucket ``key``'s leaves in key order, and the pages they are on: not file order.
+LOW, BIG, MIDDLE, HIGH = rows(2, 3), rows(4, 4, size=6000), rows(5, 6), rows(7, 8)
+LEAF_PAGES = {9: LOW, 5: BIG, 7: MIDDLE, 8: HIGH}
+META_ROWS = [(b"consistent_index", struct.pack(">Q", 9))]
+
+
+def build(path: Path, children: tuple[int, ...] = (9, 5, 7, 8), high: list[Row] = HIGH) -> Path:
+    """Pages: 3 root, 4 branch of bucket ``key``, 5-6 a leaf with an overflow page, 7 a leaf
+    laid out unlike bbolt's, 8 and 9 leaves, 10 free but still holding an old leaf."""
+    pages = {
+        0: meta(0, 11, 10),
+        1: meta(1, 11, 9),
+        2: (header(2, 0x10, 1) + struct.pack("<Q", 10)).ljust(PS, b"\0"),
+        3: (header(3, 0x02, 2) + leaf_body([
+            (1, b"key", struct.pack("<QQ", 4, 0)), (1, b"meta", inline_bucket(META_ROWS))
+        ])).ljust(PS, b"\0"),
+        4: branch(4, [(LEAF_PAGES[c][0][0], c) for c in children]),
+        5: leaf(5, BIG, overflow=1),
+        7: scattered_leaf(7, MIDDLE),
+        8: leaf(8, high),
+        9: leaf(9, LOW),
+        10: leaf(10, rows(40, 42)),
+    }
+    path.write_bytes(b"".join(pages[i] for i in sorted(pages)))
+    return path
+
+
+def expected_hash() -> int:
+    crc = google_crc32c.extend(0, b"key")
+    for key, value in LOW + BIG + MIDDLE + HIGH:
+        crc = google_crc32c.extend(crc, key + value)
+    crc = google_crc32c.extend(crc, b"meta")
+    return int(google_crc32c.extend(crc, META_ROWS[0][0] + META_ROWS[0][1]))
+
+
+def scanned(path: Path, piece: int) -> PageScan:
+    scan = PageScan()
+    data = path.read_bytes()
+    for start in range(0, len(data), piece):
+        scan.feed(data[start : start + piece])
+    return scan
+
+
+@pytest.mark.parametrize("piece", [1, 1000, PS, PS + 1, 3 * PS - 7, 1 << 20])
+def test_status_from_a_scan_fed_in_pieces_of_any_size_equals_the_key_order_hash(
+    tmp_path: Path, piece: int
+) -> None:
+    path = build(tmp_path / "db")
+    scan = scanned(path, piece)
+    status = snapshot_status(path, scan=scan)
+    assert status.to_etcdutl_json() == {
+        "hash": expected_hash(), "revision": 8, "totalKey": 7 + 1, "totalSize": 11 * PS,
+    }
+    # The ordinary leaves came from the scan; the oddly laid out one was read by the walk.
+    assert [bool(scan.state[pgid]) for pgid in (5, 7, 8, 9)] == [True, False, True, True]
+
+
+def test_status_without_a_scan_scans_the_file_itself(tmp_path: Path) -> None:
+    assert snapshot_status(build(tmp_path / "db")).hash == expected_hash()
+
+
+def test_summarised_leaf_referenced_twice_is_rejected(tmp_path: Path) -> None:
+    path = build(tmp_path / "db", children=(9, 5, 8, 8))
+    with pytest.raises(SnapshotFormatError, match="page 8 is referenced more than once"):
+        snapshot_status(path, scan=scanned(path, PS))
+
+
+def test_summarised_leaf_with_a_short_key_in_bucket_key_is_rejected(tmp_path: Path) -> None:
+    path = build(tmp_path / "db", high=[(b"short", b"x")] + HIGH[1:])
+    with pytest.raises(SnapshotFormatError, match="5-byte key, not an etcd revision"):
+        snapshot_status(path, scan=scanned(path, 1 << 20))
+
+
+def test_scan_of_a_file_with_another_page_size_is_not_used(tmp_path: Path) -> None:
+    path = build(tmp_path / "db")
+    other = bytearray(path.read_bytes())
+    other[16 + 8 : 16 + 12] = struct.pack("<I", 2 * PS)  # meta page 0 claims 8 KiB pages
+    scan = PageScan()
+    scan.feed(bytes(other))
+    assert scan.page_size == 2 * PS
+    assert snapshot_status(path, scan=scan).hash == expected_hash()
+
+
+@given(st.binary(max_size=3000), st.binary(max_size=3000))
+def test_crc_of_a_concatenation_comes_from_the_crcs_of_its_parts(first: bytes, second: bytes) -> None:
+    joined = crc_concat(google_crc32c.value(first), google_crc32c.value(second), len(second))
+    assert joined == google_crc32c.value(first + second)
