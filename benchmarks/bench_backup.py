@@ -35,17 +35,17 @@ from tests.support.seaweed import SeaweedServer  # noqa: E402
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
 
 
-def frozen_source() -> dict[str, str]:
-    """Measure the committed code: export HEAD's src/ and put it first on PYTHONPATH.
+def frozen_source(rev: str = "HEAD") -> dict[str, str]:
+    """Measure committed code: export ``rev``'s src/ and put it first on PYTHONPATH.
 
     The working tree may be mid-edit while a long benchmark runs.
     """
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+    head = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True,
                           text=True, check=True).stdout.strip()
     target = BENCH_WORK / f"src-{head}"
     if not target.exists():
         target.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", "HEAD", "src"], cwd=REPO, capture_output=True, check=True)
+        archive = subprocess.run(["git", "archive", head, "src"], cwd=REPO, capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return dict(os.environ, PYTHONPATH=str(target / "src"))
 
@@ -82,6 +82,11 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--only", default="",
+                        help="run only the lifeboat cases whose name contains this (etcdctl always runs)")
+    parser.add_argument("--also", metavar="REV",
+                        help="also run every lifeboat case with the code of git revision REV, "
+                        "alternating with HEAD's (an A/B of a change)")
     parser.add_argument("--shape", choices=SHAPES, default="kube",
                         help="the data: Kubernetes-like values of 1-20 KiB, 450k keys of ~1.2 KB, "
                         "or 40k keys each rewritten 20 times (uncompacted history)")
@@ -94,7 +99,7 @@ def main() -> None:
     member = serve(snapshot, work)
     seaweed = None if args.no_s3 else SeaweedServer(weed(), work / "seaweed").start()
     try:
-        results = run_rounds(member, work, seaweed, args.rounds)
+        results = run_rounds(member, work, seaweed, args.rounds, args.only, args.also)
     finally:
         member.stop()
         if seaweed is not None:
@@ -103,7 +108,7 @@ def main() -> None:
 
 
 def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
-               rounds: int) -> dict[str, list[tuple[float, int]]]:
+               rounds: int, only: str = "", also: str | None = None) -> dict[str, list[tuple[float, int]]]:
     release = etcd_35()
     tls = member.tls_flags()
     conn = [f"--endpoints={member.client_url}", *tls]
@@ -124,6 +129,12 @@ def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
         bucket = seaweed.s3().bucket
         cases["lifeboat backup, SeaweedFS S3, zstd"] = (
             [*LIFEBOAT, "backup", *conn, "--no-files", "--repo", f"s3://{bucket}/bench"], s3_env)
+    cases = {name: case for name, case in cases.items() if name.startswith("etcdctl") or only in name}
+    if also:
+        other = frozen_source(also)
+        for name, (argv, case_env) in list(cases.items()):
+            if name.startswith("lifeboat"):
+                cases[f"{name} [{also}]"] = (argv, dict(case_env, PYTHONPATH=other["PYTHONPATH"]))
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in cases}
     for round_ in range(rounds):
         for name, (argv, case_env) in cases.items():

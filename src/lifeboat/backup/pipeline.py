@@ -32,7 +32,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
-from lifeboat.snapshot import SnapshotStatus, snapshot_status
+from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.snapshot.spool import spool_dir
 
@@ -190,13 +190,15 @@ class _Draft:
         self, etcd: SnapshotSource, source: SourceChoice, tmp: Path, progress: Progress
     ) -> tuple[StoredObject, SnapshotInfo]:
         spool = tmp / "snapshot.db"
-        # The offline status read starts as soon as the spool is complete and checked, while
+        # The leaf pages are summarised as the stream passes (PageScan); the rest of the
+        # offline status read starts as soon as the spool is complete and checked, while
         # zstd, age and the upload are still draining.
+        scan = PageScan()
         with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-status") as pool:
             reading: list[Future[SnapshotStatus]] = []
             receiver = _SnapshotReceiver(
-                etcd.snapshot(source.endpoint), spool, progress,
-                on_complete=lambda: reading.append(pool.submit(snapshot_status, spool)),
+                etcd.snapshot(source.endpoint), spool, progress, scan=scan,
+                on_complete=lambda: reading.append(pool.submit(snapshot_status, spool, scan=scan)),
             )
             obj = self.upload(stored_name(SNAPSHOT_OBJECT, bool(self.options.recipients)),
                               threaded(receiver, "etcd-snapshot"),
@@ -238,8 +240,9 @@ class _SnapshotReceiver:
     """
 
     def __init__(self, chunks: Iterator[bytes], spool: Path, progress: Progress,
-                 on_complete: Callable[[], object] = lambda: None) -> None:
+                 on_complete: Callable[[], object] = lambda: None, scan: PageScan | None = None) -> None:
         self.chunks = chunks
+        self.scan = scan
         self.on_complete = on_complete
         self.spool = spool
         self.progress = progress
@@ -253,6 +256,8 @@ class _SnapshotReceiver:
                 for chunk in coalesce(self.chunks, READ_CHUNK):
                     out.write(chunk)
                     self.digest.update(chunk)
+                    if self.scan is not None:
+                        self.scan.feed(chunk)
                     self.progress("snapshot", self.digest.size)
                     yield chunk
         except OSError as exc:

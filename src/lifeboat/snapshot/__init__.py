@@ -10,11 +10,13 @@ from .mvcc import (
     read_members,
     read_meta,
 )
+from .page_scan import PageScan
 from .status import SnapshotStatus, snapshot_status
 from .trailer import TrailerCheck, check_trailer
 
 __all__ = [
     "KeyValue",
+    "PageScan",
     "SnapshotMember",
     "SnapshotMeta",
     "SnapshotStatus",
