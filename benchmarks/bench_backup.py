@@ -50,8 +50,8 @@ def frozen_source(rev: str = "HEAD") -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(target / "src"))
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run ``argv``; return wall seconds and the child's peak RSS in bytes."""
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Run ``argv``; return wall seconds, the child's peak RSS in bytes and its CPU seconds."""
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -59,7 +59,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, in
     if os.waitstatus_to_exitcode(status) != 0:
         assert proc.stderr is not None
         raise SystemExit(f"{argv[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss * 1024
+    return elapsed, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def serve(snapshot: Path, work: Path) -> EtcdMember:
@@ -108,7 +108,7 @@ def main() -> None:
 
 
 def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
-               rounds: int, only: str = "", also: str | None = None) -> dict[str, list[tuple[float, int]]]:
+               rounds: int, only: str = "", also: str | None = None) -> dict[str, list[tuple[float, int, float]]]:
     release = etcd_35()
     tls = member.tls_flags()
     conn = [f"--endpoints={member.client_url}", *tls]
@@ -135,33 +135,36 @@ def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
         for name, (argv, case_env) in list(cases.items()):
             if name.startswith("lifeboat"):
                 cases[f"{name} [{also}]"] = (argv, dict(case_env, PYTHONPATH=other["PYTHONPATH"]))
-    results: dict[str, list[tuple[float, int]]] = {name: [] for name in cases}
+    results: dict[str, list[tuple[float, int, float]]] = {name: [] for name in cases}
     for round_ in range(rounds):
         for name, (argv, case_env) in cases.items():
             results[name].append(timed(argv, case_env))
-            print(f"round {round_ + 1} {name}: {results[name][-1][0]:.2f}s", file=sys.stderr)
+            print(f"round {round_ + 1} {name}: {results[name][-1][0]:.2f}s, CPU {results[name][-1][2]:.2f}s", file=sys.stderr)
             (work / "etcdctl.db").unlink(missing_ok=True)
             for repo in ("repo-plain", "repo-age"):
                 shutil.rmtree(work / repo, ignore_errors=True)
     return results
 
 
-def report(results: dict[str, list[tuple[float, int]]], snapshot: Path) -> None:
-    base = statistics.median(t for t, _ in results["etcdctl snapshot save"])
+def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path) -> None:
+    base = statistics.median(t for t, _, _ in results["etcdctl snapshot save"])
     rows = []
     for name, runs in results.items():
-        median = statistics.median(t for t, _ in runs)
-        rss = max(r for _, r in runs)
+        median = statistics.median(t for t, _, _ in runs)
+        rss = max(r for _, r, _ in runs)
         rows.append({"case": name, "median_s": round(median, 3), "ratio": round(median / base, 3),
-                     "peak_rss_mb": round(rss / 1e6, 1), "runs_s": [round(t, 3) for t, _ in runs]})
+                     "peak_rss_mb": round(rss / 1e6, 1), "runs_s": [round(t, 3) for t, _, _ in runs],
+                     "cpu_s": round(statistics.median(c for _, _, c in runs), 2)})
     out = {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size,
            "cpus": os.cpu_count(), "load_before": os.getloadavg(), "results": rows}
     (BENCH_WORK / f"bench_backup-{snapshot.stem}.json").write_text(json.dumps(out, indent=2))
     print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(next(iter(results.values())))} rounds, "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| case | median | ratio to etcdctl | peak RSS |\n| --- | --- | --- | --- |")
+    print("| case | median | runs | ratio | peak RSS (max) | CPU (median) |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['case']} | {r['median_s']:.2f} s | {r['ratio']:.2f}× | {r['peak_rss_mb']:.0f} MB |")
+        runs = ", ".join(f"{t:.2f}" for t in r["runs_s"])
+        print(f"| {r['case']} | {r['median_s']:.2f} s | {runs} s | {r['ratio']:.2f}× | "
+              f"{r['peak_rss_mb']:.0f} MB | {r['cpu_s']:.1f} s |")
 
 
 if __name__ == "__main__":

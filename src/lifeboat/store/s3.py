@@ -160,7 +160,7 @@ class S3Store:
             return ObjectInfo(key, counted.size)
         try:
             obstore.put(
-                self._client, path, itertools.chain(head, counted), use_multipart=True,
+                self._client, path, itertools.chain(_handed_on(head), counted), use_multipart=True,
                 chunk_size=PART_SIZE, max_concurrency=PARTS_IN_FLIGHT,
             )
         except (BaseError, OSError) as exc:
@@ -326,6 +326,17 @@ class S3Store:
                 "check the endpoint and network"
             ) from None
         raise OperationFailed(f"{self._where()}: {action} {key} failed: {_reason(exc, code)}") from None
+
+
+def _handed_on(chunks: list[bytes]) -> Iterator[bytes]:
+    """Yield ``chunks`` in order, dropping each from the list as it goes.
+
+    The first part's chunks are read ahead to choose between one PUT and a multipart upload;
+    iterating the list itself would keep all of them (a whole part) alive until the upload ends.
+    """
+    chunks.reverse()
+    while chunks:
+        yield chunks.pop()
 
 
 class _Counted:
