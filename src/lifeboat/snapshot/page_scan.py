@@ -54,14 +54,26 @@ class PageScan:
         """The next bytes of the file (any length; the last pieces may be etcd's trailer)."""
         if self._disabled:
             return
-        buf = self._carry + chunk if self._carry else chunk
-        if not self.page_size and not self._read_page_size(buf):
-            return
-        self._carry = buf[self._scan(buf) :]
+        if not self.page_size:
+            chunk, self._carry = self._carry + chunk, b""
+            if not self._read_page_size(chunk):
+                return
+        start = 0
+        if self._carry:
+            # Only the page cut off at the end of the previous piece is joined, not the whole
+            # new piece: a piece can be many megabytes.
+            carried = len(self._carry)
+            head = self._carry + chunk[:_MAX_SPAN]
+            used = self._scan(head, 0)
+            if len(chunk) <= _MAX_SPAN:
+                self._carry = head[used:]
+                return
+            start = used - carried  # the carried page is complete: it spans at most _MAX_SPAN
+        self._carry = chunk[self._scan(chunk, start) :]
 
     def _read_page_size(self, buf: bytes) -> bool:
         if len(buf) < PAGE_HEADER_SIZE + _META_HEAD.size:
-            self._carry = buf
+            self._carry = buf  # too little yet to read page 0's meta
             return False
         magic, version, page_size = _META_HEAD.unpack_from(buf, PAGE_HEADER_SIZE)
         if magic != MAGIC or version != VERSION or page_size < 512 or page_size & (page_size - 1):
@@ -72,21 +84,21 @@ class PageScan:
         self.page_size = page_size
         return True
 
-    def _scan(self, buf: bytes) -> int:
-        """Summarise the whole pages of ``buf``; returns where the unread rest starts.
+    def _scan(self, buf: bytes, start: int) -> int:
+        """Summarise the whole pages of ``buf`` from ``start`` on; returns where the unread rest starts.
 
         One loop, no calls per page: it runs for every page of the file.
         """
         ps = self.page_size
         first = len(self.state)
-        pages = len(buf) // ps
+        pages = (len(buf) - start) // ps
         # Room for every page of this piece, zero (not summarised) until a leaf is found.
         self.state.extend(bytes(pages))
         for column in (self.crc, self.length, self.count, self.overflow):
             column.frombytes(bytes(pages * column.itemsize))
         state, crcs, lengths, counts, overflows = self.state, self.crc, self.length, self.count, self.overflow
         header, value, layouts = PAGE_HEADER.unpack_from, google_crc32c.value, _layouts
-        pos, size, pgid = 0, len(buf), first
+        pos, size, pgid = start, len(buf), first
         while pos + ps <= size:
             page_id, flags, count, overflow = header(buf, pos)
             span = (overflow + 1) * ps

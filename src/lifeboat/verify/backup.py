@@ -20,7 +20,7 @@ from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
-from lifeboat.snapshot import snapshot_status
+from lifeboat.snapshot import PageScan, snapshot_status
 from lifeboat.snapshot.spool import spool_dir
 
 
@@ -83,8 +83,9 @@ def verify_backup(
             report.add("snapshot object", False, "manifest lists no snapshot object")
             return report
         spool = keep_snapshot or Path(tmp) / "snapshot.db"
-        if _fetch(repo, manifest, snapshot_obj, keys, spool, report, progress, SnapshotDigest()):
-            _check_snapshot(manifest, spool, report)
+        scan = PageScan()  # the snapshot's leaf pages, summarised as they are written
+        if _fetch(repo, manifest, snapshot_obj, keys, spool, report, progress, SnapshotDigest(), scan):
+            _check_snapshot(manifest, spool, report, scan)
         files_obj = manifest.object_named(FILES_OBJECT)
         if files_obj is not None:
             archive = Path(tmp) / "control-plane.tar"
@@ -119,12 +120,12 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
 def _fetch(
     repo: BackupRepository, manifest: Manifest, obj: StoredObject,
     identities: Sequence[Identity] | None, dest: Path, report: VerifyReport, progress: Progress,
-    raw: Digest,
+    raw: Digest, scan: PageScan | None = None,
 ) -> bool:
     """Download, decode and write ``obj`` to ``dest``, recording the checksum checks.
 
     With a :class:`SnapshotDigest` for ``raw``, etcd's own sha256 trailer is checked in the
-    same pass.
+    same pass; ``scan`` is fed the decoded bytes as they are written.
     """
     stored = Digest()
     try:
@@ -132,6 +133,8 @@ def _fetch(
         with private_file(dest) as out:
             for chunk in hashing(threaded(decode(fetched, identities), "decode"), raw):
                 out.write(chunk)
+                if scan is not None:
+                    scan.feed(chunk)
                 progress(obj.name, raw.size)
     except (IntegrityError, DecryptionError) as exc:
         # Decoding stopped part-way; hash the whole stored object to tell a repository copy
@@ -175,10 +178,10 @@ def _stored_digest(repo: BackupRepository, manifest: Manifest, obj: StoredObject
     return digest
 
 
-def _check_snapshot(manifest: Manifest, spool: Path, report: VerifyReport) -> None:
+def _check_snapshot(manifest: Manifest, spool: Path, report: VerifyReport, scan: PageScan) -> None:
     expected = manifest.snapshot
     try:
-        status = snapshot_status(spool)
+        status = snapshot_status(spool, scan=scan)
     except LifeboatError as exc:
         report.add("snapshot readable", False, str(exc))
         return

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from lifeboat.errors import SnapshotFormatError
 from lifeboat.snapshot import snapshot_status
+from lifeboat.snapshot import page_scan
 from lifeboat.snapshot.page_scan import PageScan, crc_concat
 
 from .test_bbolt_synthetic import PS, inline_bucket, leaf_body, meta, revision
@@ -105,6 +106,17 @@ def test_status_from_a_scan_fed_in_pieces_of_any_size_equals_the_key_order_hash(
         "hash": expected_hash(), "revision": 8, "totalKey": 7 + 1, "totalSize": 11 * PS,
     }
     # The ordinary leaves came from the scan; the oddly laid out one was read by the walk.
+    assert [bool(scan.state[pgid]) for pgid in (5, 7, 8, 9)] == [True, False, True, True]
+
+
+@pytest.mark.parametrize("piece", [2 * PS + 1, 3 * PS - 7, 5 * PS + 3])
+def test_pieces_longer_than_the_longest_page_kept_across_them(
+    tmp_path: Path, piece: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(page_scan, "_MAX_SPAN", 2 * PS)
+    path = build(tmp_path / "db")
+    scan = scanned(path, piece)
+    assert snapshot_status(path, scan=scan).hash == expected_hash()
     assert [bool(scan.state[pgid]) for pgid in (5, 7, 8, 9)] == [True, False, True, True]
 
 
