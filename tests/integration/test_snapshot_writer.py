@@ -25,7 +25,7 @@ from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError
 from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
 from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot.mvcc import encode_revision
-from lifeboat.restore.content import keyspace_digest
+from lifeboat.restore.content import keeps_snapshot_pages, keyspace_digest, newest_revision
 from lifeboat.snapshot.writer import BucketChanges, bump_restored_db, bump_revision, write_db
 from tests.integration.snapshot_corpus import Corpus, etcdctl_get_all, etcdutl_status
 from tests.integration.test_snapshot_reader import corpus_for
@@ -453,6 +453,19 @@ def test_a_restored_members_db_is_bumped_in_place_keeping_its_rows_owner_and_mod
     digest = sha256(db)
     assert bump_restored_db(db, 1_000_000_000).new_revision == revision + 1_000_000_000
     assert sha256(db) == digest  # a repeated call (a resumed restore) bumps nothing twice
+
+
+def test_the_stock_restore_keeps_the_snapshots_pages_of_bucket_key(
+    release: EtcdRelease, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """What lets a restore compare the keyspace by pages instead of reading every row."""
+    shot = corpus_for(release, tmp_path_factory).busy
+    member = EtcdMember(release, "m0", tmp_path / "etcd")
+    restore_with_stock_tool(release, shot.path, member)
+    db = member.data_dir / "member" / "snap" / "db"
+    assert db.read_bytes()[: 2 * 4096] != shot.path.read_bytes()[: 2 * 4096]  # the tool committed changes
+    assert keeps_snapshot_pages(shot.path, db)
+    assert newest_revision(db) == snapshot_status(shot.path).revision
 
 
 def test_a_snapshot_file_is_never_bumped_in_place(etcd_shaped: Path, tmp_path: Path) -> None:

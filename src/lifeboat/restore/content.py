@@ -16,11 +16,12 @@ import struct
 from dataclasses import dataclass
 
 from lifeboat.snapshot import KeyValue, iter_latest
-from lifeboat.snapshot.bbolt import BoltFile
+from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile
 
 _KEY_BUCKET = b"key"
 _MAIN = struct.Struct(">Q")
 _LENGTH = struct.Struct(">II")
+_COMPARED_BLOCK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,68 @@ def keyspace_digest(path: str | os.PathLike[str], up_to_revision: int | None = N
                 rows += 1
                 last = main
     return KeyspaceDigest(rows, last, digest.hexdigest())
+
+
+def newest_revision(path: str | os.PathLike[str]) -> int:
+    """The main revision of the last row of bucket ``key`` (0 when it is empty)."""
+    with BoltFile.open(path) as db:
+        bucket = db.bucket(_KEY_BUCKET)
+        key = db.last_key(bucket) if bucket is not None else None
+        if key is None:
+            return 0
+        if len(key) < _MAIN.size:
+            raise db.corrupted("bucket 'key' holds a row that is not an etcd revision")
+        main: int = _MAIN.unpack_from(key)[0]
+        return main
+
+
+def keeps_snapshot_pages(snapshot: str | os.PathLike[str], restored: str | os.PathLike[str]) -> bool:
+    """True when the restored db's bucket ``key`` is the snapshot's own pages, byte for byte.
+
+    ``etcdutl snapshot restore`` (3.5) starts from a copy of the snapshot's db and rewrites
+    only membership and the consistent index; bbolt never writes a page the committed tree
+    still references (copy-on-write), so unless a bump added a row the pages of bucket
+    ``key`` are untouched. Then the same root page, reached page by page with nothing that
+    differs from the snapshot, holds the same rows: no row needs to be read. False says
+    only that the cheap comparison does not apply (compare the rows instead).
+    """
+    with BoltFile.open(snapshot) as before, BoltFile.open(restored) as after:
+        old, new = before.bucket(_KEY_BUCKET), after.bucket(_KEY_BUCKET)
+        if old is None or new is None or old != new:
+            return False
+        if new.inline is not None:
+            return True  # the inline bucket's rows are its value, compared with the bucket reference
+        changed = _changed_pages(before, after)
+        seen = after.new_seen()
+        pending = [new.root]
+        while pending:
+            pgid = pending.pop()
+            if pgid >= before.meta.high_water:
+                return False
+            flags, count, overflow = after.page_header(pgid, seen)
+            if any(page in changed for page in range(pgid, pgid + overflow + 1)):
+                return False
+            if flags != LEAF_PAGE:
+                offset = pgid * after.page_size
+                pending.extend(after.branch_children(pgid, offset, count))
+        return True
+
+
+def _changed_pages(before: BoltFile, after: BoltFile) -> set[int]:
+    """Ids of the pages of ``after`` whose bytes differ from ``before``'s (or that it lacks)."""
+    page_size, size = after.page_size, min(before.db_size, after.db_size)
+    if before.page_size != page_size:
+        return set(range(after.meta.high_water))
+    changed = set(range(size // page_size, after.meta.high_water))
+    for offset in range(0, size - size % page_size, _COMPARED_BLOCK):
+        length = min(_COMPARED_BLOCK, size - size % page_size - offset)
+        old, new = before.mm.read(offset, length), after.mm.read(offset, length)
+        if old == new:
+            continue
+        for start in range(0, length, page_size):
+            if old[start : start + page_size] != new[start : start + page_size]:
+                changed.add((offset + start) // page_size)
+    return changed
 
 
 def sample_keys(path: str | os.PathLike[str], count: int = 32) -> list[KeyValue]:

@@ -176,6 +176,16 @@ class BoltFile:
 
     def tree_page(self, pgid: int, seen: bytearray) -> tuple[int, int, int, int]:
         """Validate branch/leaf page ``pgid`` and mark it seen: (offset, end, flags, count)."""
+        flags, count, overflow = self.page_header(pgid, seen)
+        offset = pgid * self.page_size
+        end = offset + (overflow + 1) * self.page_size
+        self.mm.read(offset, end - offset)  # the whole page, once: its elements are sliced from it
+        if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
+            raise self.corrupted(f"page {pgid} claims more elements than fit in it")
+        return offset, end, flags, count
+
+    def page_header(self, pgid: int, seen: bytearray) -> tuple[int, int, int]:
+        """Validate the header of branch/leaf page ``pgid``, mark it seen: (flags, count, overflow)."""
         if not 2 <= pgid < self.meta.high_water:
             raise self.corrupted(f"page reference {pgid} is outside the database")
         offset = pgid * self.page_size
@@ -190,11 +200,7 @@ class BoltFile:
         if seen.find(1, pgid, last + 1) != -1:
             raise self.corrupted(f"page {pgid} is referenced more than once")
         seen[pgid : last + 1] = b"\x01" * (overflow + 1)
-        end = offset + (overflow + 1) * self.page_size
-        self.mm.read(offset, end - offset)  # the whole page, once: its elements are sliced from it
-        if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
-            raise self.corrupted(f"page {pgid} claims more elements than fit in it")
-        return offset, end, flags, count
+        return flags, count, overflow
 
     def branch_children(self, pgid: int, offset: int, count: int) -> list[int]:
         if count == 0:

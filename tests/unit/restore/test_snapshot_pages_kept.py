@@ -1,0 +1,82 @@
+"""The restored db's bucket ``key`` is recognised as the snapshot's own pages, or not."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lifeboat.errors import IntegrityError
+from lifeboat.restore.content import keeps_snapshot_pages, keyspace_digest, newest_revision
+from lifeboat.restore.steps import _compare_keyspace
+
+from tests.unit.snapshot.test_page_scan import PS, build
+
+
+def altered(source: Path, target: Path, page: int, at: int = PS - 1) -> Path:
+    data = bytearray(source.read_bytes())
+    data[page * PS + at] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    return build(tmp_path / "snapshot.db")
+
+
+def test_an_unchanged_copy_keeps_the_snapshot_pages(snapshot: Path, tmp_path: Path) -> None:
+    restored = Path(shutil.copy(snapshot, tmp_path / "restored.db"))
+    assert keeps_snapshot_pages(snapshot, restored)
+    assert newest_revision(restored) == 8
+
+
+@pytest.mark.parametrize("page", [2, 10], ids=["freelist", "free page"])
+def test_changes_outside_bucket_key_keep_it(snapshot: Path, tmp_path: Path, page: int) -> None:
+    assert keeps_snapshot_pages(snapshot, altered(snapshot, tmp_path / "restored.db", page))
+
+
+@pytest.mark.parametrize("page", [4, 5, 6, 7, 9], ids=["branch", "leaf", "overflow", "leaf 2", "leaf 3"])
+def test_a_changed_page_of_bucket_key_is_not_the_snapshot(snapshot: Path, tmp_path: Path, page: int) -> None:
+    restored = altered(snapshot, tmp_path / "restored.db", page)
+    assert not keeps_snapshot_pages(snapshot, restored)
+
+
+def test_a_changed_row_is_also_caught_by_the_row_digest(snapshot: Path, tmp_path: Path) -> None:
+    restored = altered(snapshot, tmp_path / "restored.db", 6, at=100)  # inside the 6000-byte value
+    assert keyspace_digest(restored, 8) != keyspace_digest(snapshot, 8)
+
+
+def test_bucket_key_moved_to_other_pages_is_compared_by_rows(snapshot: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved.db"
+    build(moved, children=(9, 5, 7, 8))
+    data = bytearray(moved.read_bytes())
+    # The root leaf names another root page for bucket "key": the trees differ.
+    key_root = data.index(b"key", 3 * PS) + 3
+    data[key_root] = 5
+    moved.write_bytes(bytes(data))
+    assert not keeps_snapshot_pages(snapshot, moved)
+
+
+def test_restore_accepts_a_db_that_kept_the_snapshot_pages(snapshot: Path, tmp_path: Path) -> None:
+    restored = altered(snapshot, tmp_path / "restored.db", 10)
+    _compare_keyspace(snapshot, restored, 8, None)
+
+
+def test_restore_refuses_a_db_whose_rows_differ(snapshot: Path, tmp_path: Path) -> None:
+    restored = altered(snapshot, tmp_path / "restored.db", 6, at=100)
+    with pytest.raises(IntegrityError, match=r"keyspace differs from the snapshot's \(7 rows to revision 8"):
+        _compare_keyspace(snapshot, restored, 8, None)
+
+
+def test_restore_refuses_a_db_whose_newest_revision_is_not_the_backups(snapshot: Path, tmp_path: Path) -> None:
+    restored = Path(shutil.copy(snapshot, tmp_path / "restored.db"))
+    with pytest.raises(IntegrityError, match="newest revision is 8"):
+        _compare_keyspace(snapshot, restored, 9, None)
+
+
+def test_restore_with_the_snapshots_digest_compares_rows(snapshot: Path, tmp_path: Path) -> None:
+    restored = altered(snapshot, tmp_path / "restored.db", 6, at=100)
+    with pytest.raises(IntegrityError, match="keyspace differs"):
+        _compare_keyspace(snapshot, restored, 8, keyspace_digest(snapshot, 8))
