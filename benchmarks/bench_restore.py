@@ -138,6 +138,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-bumped", action="store_true",
+                        help="skip the case with lifeboat's own revision bump")
+    parser.add_argument("--also", metavar="REV",
+                        help="also run the lifeboat cases with the code of git revision REV, "
+                        "alternating with HEAD's (an A/B of a change)")
     args = parser.parse_args()
     snapshot = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
     work = BENCH_WORK / "restore-run"
@@ -150,27 +155,33 @@ def main() -> None:
         repo = f"s3://{s3.bucket}/bench"
         manifest = take_backup(snapshot, work, env, repo)
         key = f"clusters/bench/backups/{manifest['id']}/snapshot.db.zst"
-        results = run_rounds(work, repo, key, env, args.rounds)
+        variants = {"": env}
+        if args.also:
+            variants[f" [{args.also}]"] = dict(env, PYTHONPATH=frozen_source(args.also)["PYTHONPATH"])
+        results = run_rounds(work, repo, key, variants, args.rounds, not args.no_bumped)
     report(results, snapshot)
 
 
-def run_rounds(work: Path, repo: str, key: str, env: dict[str, str], rounds: int) -> dict[str, list[float]]:
+def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, str]], rounds: int,
+               bumped: bool = True) -> dict[str, list[float]]:
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
     apiserver_port = free_loopback_port()
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
-    results: dict[str, list[float]] = {BY_HAND: [],
-                                       NO_BUMP: [], BUMPED: []}
+    results: dict[str, list[float]] = {BY_HAND: []}
     try:
         kubelet.up()  # a running member to restore over, as on a real node
         wait_answers(etcd, pki)
         for round_ in range(rounds):
             results[BY_HAND].append(
                 by_hand(repo, key, etcd, pki, kubelet, work))
-            results[NO_BUMP].append(with_lifeboat(root, repo, env, "--bump-revision", "0"))
-            results[BUMPED].append(with_lifeboat(root, repo, env))
+            for suffix, env in variants.items():
+                results.setdefault(NO_BUMP + suffix, []).append(
+                    with_lifeboat(root, repo, env, "--bump-revision", "0"))
+                if bumped:
+                    results.setdefault(BUMPED + suffix, []).append(with_lifeboat(root, repo, env))
             for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),
                           *etcd.data_dir.parent.glob("etcd.by-hand-moved")]:
                 shutil.rmtree(moved)
@@ -188,10 +199,12 @@ def report(results: dict[str, list[float]], snapshot: Path) -> None:
             for name, runs in results.items()]
     (BENCH_WORK / "bench_restore.json").write_text(json.dumps(
         {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size, "results": rows}, indent=2))
-    print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(rows[0]['runs_s'])} rounds\n")  # type: ignore[arg-type]
-    print("| case | median | ratio to by hand |\n| --- | --- | --- |")
+    print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(rows[0]['runs_s'])} rounds, "  # type: ignore[arg-type]
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| case | median | runs | ratio to by hand |\n| --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['case']} | {r['median_s']:.2f} s | {r['ratio']:.2f}× |")
+        runs = ", ".join(f"{t:.2f}" for t in r["runs_s"])  # type: ignore[attr-defined]
+        print(f"| {r['case']} | {r['median_s']:.2f} s | {runs} s | {r['ratio']:.2f}× |")
 
 
 if __name__ == "__main__":
