@@ -15,7 +15,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-from lifeboat.snapshot import KeyValue, iter_latest
+from lifeboat.snapshot import KeyValue
+from lifeboat.snapshot.mvcc import decode_key_value, latest_rows
 from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile
 
 _KEY_BUCKET = b"key"
@@ -117,13 +118,14 @@ def _changed_pages(before: BoltFile, after: BoltFile) -> set[int]:
 
 
 def sample_keys(path: str | os.PathLike[str], count: int = 32) -> list[KeyValue]:
-    """Up to ``count`` live keys spread over the keyspace (chosen by a hash of the key)."""
-    chosen: list[tuple[bytes, bytes, KeyValue]] = []
-    for kv in iter_latest(path):
-        rank = hashlib.blake2b(kv.key, digest_size=8).digest()
-        entry = (bytes(255 - b for b in rank), kv.key, kv)  # keeps the smallest ranks
-        if len(chosen) < count:
-            heapq.heappush(chosen, entry)
-        elif entry[0] > chosen[0][0]:
-            heapq.heapreplace(chosen, entry)
-    return [kv for _rank, _key, kv in sorted(chosen, key=lambda entry: entry[1])]
+    """Up to ``count`` live keys spread over the keyspace (chosen by a hash of the key), by key.
+
+    Only the chosen keys' values are decoded.
+    """
+    with latest_rows(path) as latest:
+        chosen = heapq.nsmallest(count, latest, key=_rank)
+        return [decode_key_value(*latest[key]) for key in sorted(chosen)]
+
+
+def _rank(key: bytes) -> bytes:
+    return hashlib.blake2b(key, digest_size=8).digest()

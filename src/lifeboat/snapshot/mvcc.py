@@ -17,9 +17,10 @@ import json
 import os
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .bbolt import BoltFile, Buffer
+from .bbolt import BUCKET_LEAF_FLAG, BoltFile, Buffer, Leaf
 from lifeboat.etcdapi.wire import MalformedValue as MalformedValue  # a bad row or revision
 from lifeboat.etcdapi.wire import read_varint, to_int64
 from lifeboat.etcdapi.model import KeyValue as KeyValue  # the value a live Range returns too
@@ -125,29 +126,44 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
     Memory grows with the number of live keys under ``prefix`` (a few ints each), not
     with the file: values are decoded from the map only when yielded.
     """
-    with BoltFile.open(path) as db:
-        bucket = db.bucket(KEY_BUCKET)
-        if bucket is None:
-            return
-        # Rows come in revision order, so a later row for the same key supersedes it.
-        latest: dict[bytes, tuple[Buffer, int, int]] = {}
-        for row_key, value, buf, vstart, vend in db.items(bucket, db.new_seen()):
-            if value is None:
-                raise db.corrupted("bucket 'key' contains a nested bucket")
-            _main, _sub, tombstone = decode_revision(row_key)
-            if vstart == vend:
-                # etcd's revision bump row (see writer.bump_revision): no key, never served.
-                continue
-            user_key = _user_key(value, 0, len(value))
-            if not user_key.startswith(prefix):
-                continue
-            if tombstone:
-                latest.pop(user_key, None)
-            else:
-                latest[user_key] = (buf, vstart, vend)
+    with latest_rows(path, prefix) as latest:
         for user_key in sorted(latest):
             buf, vstart, vend = latest.pop(user_key)
             yield decode_key_value(buf, vstart, vend)
+
+
+@contextmanager
+def latest_rows(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[dict[bytes, tuple[Buffer, int, int]]]:
+    """Where each live key under ``prefix`` has its latest value: key -> (buffer, start, end).
+
+    The buffers can be read only inside the ``with`` block.
+    """
+    with BoltFile.open(path) as db:
+        latest: dict[bytes, tuple[Buffer, int, int]] = {}
+        bucket = db.bucket(KEY_BUCKET)
+        if bucket is not None:
+            for leaf in db.leaves(bucket, db.new_seen()):
+                _note_latest(db, leaf, prefix, latest)
+        yield latest
+
+
+def _note_latest(db: BoltFile, leaf: Leaf, prefix: bytes, latest: dict[bytes, tuple[Buffer, int, int]]) -> None:
+    buf, offset, end, count = leaf
+    page = buf[offset:end]  # one read of the page: its rows are decoded from memory
+    # Rows come in revision order, so a later row for the same key supersedes it.
+    for flags, kstart, kend, vend in db.leaf_elements((page, 0, end - offset, count)):
+        if flags & BUCKET_LEAF_FLAG:
+            raise db.corrupted("bucket 'key' contains a nested bucket")
+        _main, _sub, tombstone = decode_revision(page[kstart:kend])
+        if kend == vend:
+            continue  # etcd's revision bump row (see writer.bump_revision): no key, never served
+        user_key = _user_key(page, kend, vend)
+        if not user_key.startswith(prefix):
+            continue
+        if tombstone:
+            latest.pop(user_key, None)
+        else:
+            latest[user_key] = (buf, offset + kend, offset + vend)
 
 
 def _user_key(buf: bytes, start: int, end: int) -> bytes:
