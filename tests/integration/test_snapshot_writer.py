@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
 from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
 from lifeboat.snapshot.check import check_snapshot
+from lifeboat.snapshot import writer as writer_module
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.restore.content import keeps_snapshot_pages, keyspace_digest, newest_revision
 from lifeboat.snapshot.writer import BucketChanges, bump_restored_db, bump_revision, write_db
@@ -360,6 +361,20 @@ def test_a_source_whose_trailer_does_not_match_is_refused(
     with pytest.raises(IntegrityError, match="does not match"):
         bump_revision(damaged, tmp_path / "out.db", 1)
     assert not (tmp_path / "out.db").exists()
+
+
+def test_a_source_the_caller_checked_is_not_hashed_again(
+    etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bump_revision(etcd_shaped, tmp_path / "with-trailer.db", 1)
+    hashed: list[Path] = []
+    real = writer_module.check_trailer
+    monkeypatch.setattr(writer_module, "check_trailer", lambda path: hashed.append(Path(path)) or real(path))
+    change = [BucketChanges(KEY, appends=[(rev(5000), b"\x0a\x01z")])]
+    write_db(tmp_path / "with-trailer.db", tmp_path / "checked.db", change, source_checked=True)
+    assert hashed == [] and newest_revision(tmp_path / "checked.db") == 5000
+    write_db(tmp_path / "with-trailer.db", tmp_path / "unchecked.db", change)
+    assert hashed == [tmp_path / "with-trailer.db"]
 
 
 def test_the_source_cannot_be_its_own_destination(etcd_shaped: Path) -> None:

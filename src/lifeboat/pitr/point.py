@@ -117,7 +117,9 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         changes = [BucketChanges(b"key", appends=stored_rows(runs))]
         if leases:
             changes.append(BucketChanges(b"lease", puts=leases))
-        write_db(base, dest, changes, trailer=True, append_bytes_hint=sum(run.end - run.start for run in runs))
+        # The base was verified as it was fetched (here, or by the caller that passed it).
+        write_db(base, dest, changes, trailer=True, append_bytes_hint=sum(run.end - run.start for run in runs),
+                 source_checked=True)
         return PointSnapshot(dest, point, facts.events, len(files), len(leases), time.monotonic() - started)
     finally:
         for leftover in work.glob("*"):

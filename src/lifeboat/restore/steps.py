@@ -33,7 +33,7 @@ from lifeboat.restore.content import (
     sample_keys,
 )
 from lifeboat.pitr import build_point_snapshot
-from lifeboat.snapshot import check_trailer, snapshot_status
+from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.writer import bump_restored_db
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
@@ -268,12 +268,15 @@ class ReplayCapture(Step):
     def run(self, ctx: RestoreContext) -> None:
         if ctx.repo is None:
             raise UsageError("no repository to fetch the capture segments from; pass --repo")
-        if snapshot_status(self.snapshot).revision == self.point.revision:
+        if newest_revision(self.snapshot) == self.point.revision:
             return  # replayed before an interruption that came before the journal entry
         replayed = self.snapshot.with_name(self.snapshot.name + ".at-point")
         try:
+            # The fetched base was checked (FetchSnapshot); the new file gets its trailer from
+            # the sha256 the writer computed as it wrote it, so the next step need not hash it.
             build_point_snapshot(ctx.repo, self.point, ctx.identities, replayed, base_snapshot=self.snapshot)
             os.replace(replayed, self.snapshot)
+            ctx.checked.record(self.snapshot)
         finally:
             replayed.unlink(missing_ok=True)
 

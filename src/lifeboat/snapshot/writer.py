@@ -105,13 +105,16 @@ def write_db(
     *,
     trailer: bool = True,
     append_bytes_hint: int = 0,
+    source_checked: bool = False,
 ) -> WrittenDb:
     """Write ``dest``: the bbolt db of ``source`` with ``changes`` applied.
 
     ``source`` is a bbolt db or an etcd snapshot (with or without the sha256 trailer, which
     must match when present). ``dest`` is written beside itself under a temporary name,
     fsynced and renamed into place. Free disk space for the copy, the puts and
-    ``append_bytes_hint`` is checked before anything is written.
+    ``append_bytes_hint`` is checked before anything is written. ``source_checked``: this
+    process checked the source's trailer already (it fetched and verified the file), so it is
+    not hashed again.
     """
     source, dest = Path(source), Path(dest)
     edits = {change.bucket: _bucket_edits(change) for change in changes}
@@ -134,7 +137,8 @@ def write_db(
             txid = db.meta.txid + 1
             db_size = sink.next_pgid * db.page_size
             meta = _meta_page(db, new_root, sink.next_pgid, txid)
-            digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size, trailer)
+            digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size, trailer,
+                               check_source=db.has_trailer and not source_checked)
             if digest is not None:
                 out.seek(db_size)
                 out.write(bytes.fromhex(digest))
@@ -169,7 +173,8 @@ def _rewrite(
 
 
 def _complete(
-    db: BoltFile, out: BinaryIO, tmp: Path, meta: bytes, meta_offset: int, db_size: int, hashed: bool
+    db: BoltFile, out: BinaryIO, tmp: Path, meta: bytes, meta_offset: int, db_size: int, hashed: bool,
+    check_source: bool,
 ) -> str | None:
     """Copy the source's pages under the new ones, then the meta page; the new db's sha256.
 
@@ -180,7 +185,7 @@ def _complete(
     """
     out.flush()
     with ThreadPoolExecutor(2, thread_name_prefix="lifeboat-writer") as pool:
-        trailer = pool.submit(check_trailer, db.path) if db.has_trailer else None
+        trailer = pool.submit(check_trailer, db.path) if check_source else None
         digest = pool.submit(_new_db_sha256, db, tmp, meta, meta_offset, db_size) if hashed else None
         _copy_pages(db, out)
         out.seek(meta_offset)
