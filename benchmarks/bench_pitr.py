@@ -1,0 +1,285 @@
+"""Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
+
+Usage: ``python benchmarks/bench_pitr.py [--events N] [--rounds R] [--store s3|dir]``.
+
+Set-up (cached in ``bench-work/pitr/``, reused by later runs):
+
+* the ~1 GB Kubernetes-like snapshot (``benchmarks/dataset.py``, cached in ``bench-work``) is
+  served by etcd 3.5.1 and backed up with ``lifeboat backup`` into the repository (SeaweedFS S3
+  by default): the base;
+* a capture chain after it of ``--events`` events (default 1,000,000), written as capture
+  writes them (``ChainStore.commit_segment``: format version 2, zstd level 3, segments of
+  2,000 revisions, seen 10 revisions per 5 ms) from a Kubernetes-like write mix: node lease
+  renewals (~400 B values), Event objects created with a lease (~800 B) and later deleted, pod
+  status updates (3-6 KiB), 10 % of revisions a three-operation transaction. The watch's
+  ``mvccpb.KeyValue`` bytes are produced as the watch decode keeps them. Generating them
+  offline rather than through etcd keeps a million puts off the shared two cores; the restore
+  path is the same.
+
+Measured, alternating, on a kubeadm-like node (the demo's stand-in kubelet, etcd 3.5.1, mTLS),
+each ending with a started, healthy member:
+
+* ``lifeboat restore --to-revision LAST`` (base + every event, default revision bump);
+* ``lifeboat restore BASE`` (the base alone, default revision bump);
+* downloading every segment of the chain from the store (as the restore does: one at a time).
+
+Target (issue #8): the first ≤ 1.5 × (the second + the third). The apply rate is the events
+divided by the restore's ``replay-capture`` step. Results go to ``bench-work/bench_pitr.json``
+and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
+from benchmarks.bench_restore import take_backup, wait_answers  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot  # noqa: E402
+from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
+from lifeboat.catalog.repository import BackupRepository  # noqa: E402
+from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment  # noqa: E402
+from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
+from lifeboat.demo.node import demo_member, make_node  # noqa: E402
+from lifeboat.demo.pki import make_pki  # noqa: E402
+from lifeboat.etcd.local import free_loopback_port  # noqa: E402
+from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent  # noqa: E402
+from lifeboat.etcdapi.proto import kv_pb2  # noqa: E402
+from lifeboat.snapshot import read_meta, snapshot_status  # noqa: E402
+from lifeboat.store import open_store  # noqa: E402
+from tests.support.binaries import weed  # noqa: E402
+from tests.support.seaweed import SeaweedServer  # noqa: E402
+
+REVISIONS_PER_SEGMENT = 2000
+NODES = 1000
+EVENT_TTL = 3600
+
+
+class KubeWrites:
+    """A Kubernetes-like stream of watch events after ``revision``."""
+
+    def __init__(self, revision: int, seed: int = 8) -> None:
+        self.rng = random.Random(seed)
+        self.revision = revision
+        self.created: dict[bytes, tuple[int, int]] = {}  # key -> (create revision, version)
+        self.live_events: list[bytes] = []
+        self.leases = [0x7E57_0000 + n for n in range(16)]
+        self.values = {size: [_kube_like(self.rng, size) for _ in range(64)] for size in (400, 800, 3000, 6000)}
+        self.serial = 0
+
+    def _put(self, key: bytes, size: int, lease: int = 0) -> WatchEvent:
+        create, version = self.created.get(key, (self.revision, 0))
+        self.created[key] = (create, version + 1)
+        # An update rewrites a few fields (times, uids) of an object much like its others.
+        template = self.rng.choice(self.values[size])
+        cut = self.rng.randrange(len(template) - 40)
+        value = template[:cut] + self.rng.randbytes(20).hex().encode() + template[cut + 40:]
+        kv = KeyValue(key, value, create, self.revision, version + 1, lease)
+        raw = kv_pb2.KeyValue(key=key, value=value, create_revision=create, mod_revision=self.revision,
+                              version=version + 1, lease=lease).SerializeToString()
+        return WatchEvent(EventType.PUT, kv, kv_bytes=raw)
+
+    def _delete(self, key: bytes) -> WatchEvent:
+        del self.created[key]
+        return WatchEvent(EventType.DELETE, KeyValue(key, b"", 0, self.revision, 0))
+
+    def _operation(self) -> WatchEvent:
+        roll = self.rng.random()
+        if roll < 0.5:
+            return self._put(b"/registry/leases/kube-node-lease/bench-node-%04d" % self.rng.randrange(NODES), 400)
+        if roll < 0.75:
+            self.serial += 1
+            key = b"/registry/events/bench/pod-%06d.%08x" % (self.serial % 100_000, self.serial)
+            self.live_events.append(key)
+            return self._put(key, 800, lease=self.rng.choice(self.leases))
+        if roll < 0.9 or not self.live_events:
+            size = 3000 if self.rng.random() < 0.5 else 6000
+            return self._put(b"/registry/pods/bench/pod-%06d" % self.rng.randrange(20_000), size)
+        return self._delete(self.live_events.pop(self.rng.randrange(len(self.live_events))))
+
+    def revisions(self, events: int, start: datetime) -> Iterator[CapturedRevision]:
+        made = 0
+        while made < events:
+            self.revision += 1
+            count = 3 if self.rng.random() < 0.1 else 1
+            batch: list[WatchEvent] = []
+            keys: set[bytes] = set()
+            while len(batch) < min(count, events - made):
+                event = self._operation()
+                if event.kv.key in keys:  # one key once per transaction, as etcd requires
+                    continue
+                keys.add(event.kv.key)
+                batch.append(event)
+            made += len(batch)
+            # Capture stamps each watch response's revisions with one time; a response every 5 ms.
+            yield CapturedRevision(self.revision, start + timedelta(milliseconds=5 * (made // 10)), tuple(batch))
+
+
+def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, events: int) -> int:
+    """Store ``events`` events after the base as a capture chain; its last revision."""
+    meta = read_meta(db)
+    base_revision = max(snapshot_status(db).revision, meta.finished_compact_revision or 0,
+                        meta.scheduled_compact_revision or 0, 1)
+    backup_id = str(manifest["id"])
+    source = manifest["source"]
+    assert isinstance(source, dict)
+    info = ChainInfo(chain=backup_id, cluster="bench", base_backup=backup_id, base_revision=base_revision,
+                     cluster_id=str(source["cluster_id"]), started_at=str(manifest["finished_at"]))
+    chains = ChainStore(repo.store)
+    chains.start(info)
+    writes = KubeWrites(base_revision)
+    previous = Predecessor("base", base_revision, backup_id)
+    pending: list[CapturedRevision] = []
+    ttls = {lease: EVENT_TTL for lease in writes.leases}
+
+    def commit() -> None:
+        nonlocal previous
+        segment = Segment("bench", backup_id, previous, tuple(pending), ttls if previous.kind == "base" else {})
+        ref = chains.commit_segment(segment, (), 3)
+        previous = Predecessor("segment", segment.last_revision, ref.name)
+        pending.clear()
+
+    for revision in writes.revisions(events, datetime.now(UTC) - timedelta(hours=1)):
+        pending.append(revision)
+        if len(pending) == REVISIONS_PER_SEGMENT:
+            commit()
+    if pending:
+        commit()
+    return writes.revision
+
+
+def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tuple[float, dict[str, float]]:
+    """Run ``lifeboat restore``; wall seconds and when each step began (its progress lines)."""
+    started = time.monotonic()
+    proc = subprocess.Popen([*LIFEBOAT, "restore", *args, "--root", str(root), "--repo", repo, "--cluster", "bench",
+                             "--force"], env=dict(env, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]
+    if proc.wait() != 0:
+        raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
+    steps = {text: at for at, text in lines if text.startswith("[")}
+    return time.monotonic() - started, steps
+
+
+def replay_seconds(steps: dict[str, float], total: float) -> float:
+    """How long the replay-capture step took: from its line to the next step's."""
+    marks = sorted(steps.items(), key=lambda item: item[1])
+    for n, (text, at) in enumerate(marks):
+        if "replay" in text.lower():
+            return (marks[n + 1][1] if n + 1 < len(marks) else total) - at
+    raise SystemExit("the restore printed no replay step:\n" + "\n".join(steps))
+
+
+def download_seconds(repo: str, env: dict[str, str]) -> tuple[float, int]:
+    store = open_store(repo, env)
+    keys = sorted(o.key for o in store.list("clusters/bench/chains/") if "/segments/" in o.key)
+    started = time.monotonic()
+    size = 0
+    for key in keys:
+        for chunk in store.get_stream(key):
+            size += len(chunk)
+    return time.monotonic() - started, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store", choices=("s3", "dir"), default="s3")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--setup-only", action="store_true", help="write the base and the chain, time nothing")
+    args = parser.parse_args()
+    db = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
+    work = BENCH_WORK / "pitr"
+    work.mkdir(parents=True, exist_ok=True)
+    env = frozen_source()
+    if args.store == "dir":
+        run(work, str(work / f"repo-{args.events}"), env, db, args)
+        return
+    with SeaweedServer(weed(), work / f"seaweed-{args.events}") as seaweed:
+        s3 = seaweed.s3()
+        env.update(s3.env())
+        os.environ.update(s3.env())
+        run(work, f"s3://{s3.bucket}/pitr", env, db, args)
+
+
+def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse.Namespace) -> None:
+    repo = BackupRepository.open(open_store(repo_url, env), create=True)
+    manifests = list(repo.manifests("bench"))
+    if not manifests:
+        manifest = take_backup(db, work, env, repo_url)
+        started = time.monotonic()
+        last = write_chain(repo, manifest, db, args.events)
+        print(f"wrote {args.events} events up to revision {last} in {time.monotonic() - started:.0f} s",
+              file=sys.stderr)
+    base_id = (manifests[0].id if manifests else str(manifest["id"]))
+    if args.setup_only:
+        return
+    chain = ChainStore(repo.store).chains("bench")[-1]
+    last = chain.segments[-1].last_revision
+    results: dict[str, list[float]] = {"pitr": [], "base": [], "download": [], "replay": []}
+    pki = make_pki(work / "pki")
+    etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
+    etcd.initial_cluster = f"bench={etcd.peer_url}"
+    apiserver_port = free_loopback_port()
+    shutil.rmtree(work / "node", ignore_errors=True)
+    root = make_node(work / "node", pki, etcd, apiserver_port)
+    kubelet = DemoKubelet(root, etcd, apiserver_port)
+    loads = []
+    try:
+        kubelet.up()
+        wait_answers(etcd, pki)
+        for round_ in range(args.rounds):
+            loads.append(os.getloadavg()[0])
+            seconds, size = download_seconds(repo_url, env)
+            results["download"].append(seconds)
+            total, steps = timed_restore(root, repo_url, env, "--to-revision", str(last))
+            results["pitr"].append(total)
+            results["replay"].append(replay_seconds(steps, total))
+            results["base"].append(timed_restore(root, repo_url, env, base_id)[0])
+            for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
+                shutil.rmtree(moved)
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items())
+                  + f" (load {loads[-1]:.1f})", file=sys.stderr)
+    finally:
+        kubelet.down()
+    report(results, args.events, size, db, loads)
+
+
+def report(results: dict[str, list[float]], events: int, segment_bytes: int, db: Path, loads: list[float]) -> None:
+    med = {name: statistics.median(runs) for name, runs in results.items()}
+    ratios = [p / (b + d) for p, b, d in zip(results["pitr"], results["base"], results["download"])]
+    summary = {
+        "events": events, "base_db_bytes": db.stat().st_size, "segment_bytes": segment_bytes,
+        "median_s": med, "runs_s": results, "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
+        "apply_events_per_s": events / med["replay"], "load_average": loads,
+    }
+    (BENCH_WORK / "bench_pitr.json").write_text(json.dumps(summary, indent=2))
+    print(f"base db {db.stat().st_size / 1e6:.0f} MB, {events:,} events in {segment_bytes / 1e6:.0f} MB of "
+          f"segments, {len(ratios)} rounds, load average {min(loads):.1f}-{max(loads):.1f}\n")
+    print("| case | median | runs |\n| --- | --- | --- |")
+    names = {"pitr": "`lifeboat restore --to-revision LAST` (base + events)", "base": "`lifeboat restore BASE`",
+             "download": "download of the segments", "replay": "its replay-capture step"}
+    for key, name in names.items():
+        print(f"| {name} | {med[key]:.2f} s | {', '.join(f'{r:.2f}' for r in results[key])} |")
+    print(f"\nratio base+events / (base + download): {statistics.median(ratios):.2f}× "
+          f"(per round {', '.join(f'{r:.2f}' for r in ratios)}); apply {events / med['replay']:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
