@@ -173,7 +173,12 @@ def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tup
     if proc.wait() != 0:
         raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
     steps = {text: at for at, text in lines if text.startswith("[")}
-    return time.monotonic() - started, steps
+    total = time.monotonic() - started
+    marks = sorted(steps.items(), key=lambda item: item[1])
+    for n, (text, at) in enumerate(marks):
+        took = (marks[n + 1][1] if n + 1 < len(marks) else total) - at
+        print(f"  {at:7.2f}s +{took:6.2f}s {text[:100]}", file=sys.stderr)
+    return total, steps
 
 
 def replay_seconds(steps: dict[str, float], total: float) -> float:
