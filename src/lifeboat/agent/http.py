@@ -10,20 +10,19 @@ with its age otherwise, so a hung or failing loop shows even though the process 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.clock import Clock
 from lifeboat.errors import UsageError
 
 
 class AgentHttp:
     """A small HTTP server on its own thread; ``close()`` stops it."""
 
-    def __init__(self, address: str, metrics: AgentMetrics, monotonic: Callable[[], float],
-                 health_threshold: float) -> None:
+    def __init__(self, address: str, metrics: AgentMetrics, clock: Clock, health_threshold: float) -> None:
         host, port = parse_address(address)
-        handler = _handler(metrics, monotonic, health_threshold)
+        handler = _handler(metrics, clock, health_threshold)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -51,8 +50,7 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _handler(metrics: AgentMetrics, monotonic: Callable[[], float],
-             threshold: float) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics: AgentMetrics, clock: Clock, threshold: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -72,7 +70,7 @@ def _handler(metrics: AgentMetrics, monotonic: Callable[[], float],
             if last is None:
                 self._send(503, "no good cycle yet\n")
                 return
-            age = monotonic() - last
+            age = clock.monotonic() - last
             ok = age < threshold
             self._send(200 if ok else 503,
                        f"{'ok' if ok else 'stale'}: last good cycle {age:.0f}s ago (threshold {threshold:.0f}s)\n")

@@ -161,7 +161,7 @@ class Agent:
             self.metrics.failed("unexpected")
             log.exception("cycle failed unexpectedly", extra={"event": "cycle_failed", "reason": "unexpected"})
             return False
-        self.metrics.good_cycle(self.clock.monotonic())
+        self.metrics.good_cycle()
         return True
 
     def _cycle(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from lifeboat.capture import CaptureStatus
+from lifeboat.clock import Clock
 
 
 @dataclass
@@ -45,11 +46,11 @@ class _Values:
 class AgentMetrics:
     """Thread-safe metric values of one agent."""
 
-    def __init__(self, cluster: str, agent_id: str, version: str, now: Callable[[], datetime]) -> None:
+    def __init__(self, cluster: str, agent_id: str, version: str, clock: Clock) -> None:
         self.cluster = cluster
         self.agent_id = agent_id
         self.version = version
-        self._now = now
+        self.clock = clock
         self._lock = threading.Lock()
         self._v = _Values()
         self._capture: CaptureStatus | None = None
@@ -102,14 +103,15 @@ class AgentMetrics:
         with self._lock:
             self._v.config_conflicts = count
 
-    def good_cycle(self, when: float) -> None:
-        """A cycle that finished without error, at monotonic time ``when``."""
+    def good_cycle(self) -> None:
+        """A cycle finished without error just now."""
         with self._lock:
-            self._v.last_good_cycle = when
-            self._v.last_good_cycle_wall = self._now().timestamp()
+            self._v.last_good_cycle = self.clock.monotonic()
+            self._v.last_good_cycle_wall = self.clock.now().timestamp()
             self._v.cycles += 1
 
     def last_good_cycle(self) -> float | None:
+        """The clock's monotonic time of the newest good cycle."""
         with self._lock:
             return self._v.last_good_cycle
 
@@ -121,9 +123,6 @@ class AgentMetrics:
         """A consistent copy of every value, for one scrape."""
         with self._lock:
             return replace(self._v, failures=dict(self._v.failures), drill_runs=dict(self._v.drill_runs))
-
-    def now(self) -> float:
-        return self._now().timestamp()
 
     def render(self) -> str:
         """The exposition text (Prometheus' text format 0.0.4)."""
@@ -159,7 +158,7 @@ class _Families(Collector):
         yield _gauge("lifeboat_backup_last_success_timestamp_seconds",
                      "Unix time the newest good backup finished.", v.last_success)
         yield _gauge("lifeboat_backup_age_seconds", "Seconds since the newest good backup finished (the current RPO).",
-                     None if v.last_success is None else max(m.now() - v.last_success, 0.0))
+                     None if v.last_success is None else max(m.clock.now().timestamp() - v.last_success, 0.0))
         yield _gauge("lifeboat_backup_last_duration_seconds", "Duration of the newest good backup.", v.last_duration)
         yield _gauge("lifeboat_backup_last_size_bytes", "Stored size of the newest good backup.", v.last_size)
         yield _gauge("lifeboat_backup_last_revision", "etcd revision of the newest good backup.", v.last_revision)
@@ -173,15 +172,15 @@ class _Families(Collector):
         yield CounterMetricFamily("lifeboat_pruned_backups", "Backups deleted by retention.", value=v.pruned)
         capture, running = m.capture_status()
         if capture is not None:
-            yield from _capture_families(capture, running, m.now())
+            yield from _capture_families(capture, running, m.clock.now())
 
 
-def _capture_families(c: CaptureStatus, running: bool, now: float) -> Iterator[Metric]:
+def _capture_families(c: CaptureStatus, running: bool, now: datetime) -> Iterator[Metric]:
     yield _gauge("lifeboat_capture_running", "1 while this agent captures (it leads and capture is enabled).",
                  int(running))
     yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet committed "
                  "has waited (0 when everything received is committed).",
-                 c.lag_seconds(datetime.fromtimestamp(now, timezone.utc)) if running else None)
+                 c.lag_seconds(now) if running else None)
     yield _gauge("lifeboat_capture_last_revision", "The newest etcd revision committed to the repository.",
                  c.last_revision or None)
     yield _gauge("lifeboat_capture_last_seen_timestamp_seconds",

@@ -167,14 +167,14 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
     if not config.repository.url:
         raise UsageError("the agent needs repository.url in its config file (or $LIFEBOAT_REPO)")
     open_repo = _Repository(config.repository.url, store_environ(config, environ))
-    metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock.now)
+    metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock)
     with EtcdClient(etcd_connection(config)) as etcd:
         jobs = make_jobs(config, etcd, open_repo, settings, clock)
         if jobs.capture is not None:
             metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)
         election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
                             config_hash(config))
-        server = AgentHttp(config.agent.listen, metrics, clock.monotonic, settings.health_threshold)
+        server = AgentHttp(config.agent.listen, metrics, clock, settings.health_threshold)
         log.info("serving /metrics, /healthz and /readyz on %s", server.url, extra={"event": "http_started"})
         try:
             return Agent(settings, election, jobs, metrics, clock, stop).run()

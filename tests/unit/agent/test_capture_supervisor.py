@@ -7,6 +7,7 @@ import threading
 from lifeboat.agent.capture import CaptureSupervisor
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.capture import CaptureStatus
+from lifeboat.clock import FakeClock
 from tests.unit.catalog.capture_records import at
 
 
@@ -46,7 +47,7 @@ def test_a_capture_that_failed_is_started_again_on_the_next_cycle() -> None:
 
 
 def test_metrics_show_capture_lag_revision_segments_and_gaps() -> None:
-    metrics = AgentMetrics("prod", "a", "0", lambda: at(10))
+    metrics = AgentMetrics("prod", "a", "0", FakeClock(at(10)))
     status = CaptureStatus(last_revision=42, last_seen=at(8), oldest_pending=at(7), segments=3, gaps=1)
     metrics.capture(status, lambda: True)
     text = metrics.render()

@@ -86,7 +86,7 @@ def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
         agents[name] = Agent(
             settings, Election(etcd, "prod", name, TTL, config(name)),
             Jobs(backup=backup_job(repo, name, clock), prune=prune, drill=drill),
-            AgentMetrics("prod", name, "test", clock.now), clock, stops[name],
+            AgentMetrics("prod", name, "test", clock), clock, stops[name],
         )
     return World(clock, etcd, repo, agents, stops)
 

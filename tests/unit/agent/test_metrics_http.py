@@ -23,7 +23,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_metrics_parse_and_report_rpo_as_time_since_the_last_good_backup() -> None:
     clock = FakeClock(T0)
-    m = AgentMetrics("prod", 'node-"a"', "0.1.0", clock.now)
+    m = AgentMetrics("prod", 'node-"a"', "0.1.0", clock)
     m.leader(True)
     m.backup_succeeded(T0 - timedelta(minutes=10), 12.5, 4096, 777)
     m.failed("repository_unavailable")
@@ -45,14 +45,14 @@ def test_metrics_parse_and_report_rpo_as_time_since_the_last_good_backup() -> No
 
 
 def test_an_older_backup_learned_later_does_not_move_the_last_success_back() -> None:
-    m = AgentMetrics("prod", "a", "0", lambda: T0)
+    m = AgentMetrics("prod", "a", "0", FakeClock(T0))
     m.backup_succeeded(T0, 1.0, 10, 5)
     m.backup_succeeded(T0 - timedelta(hours=1), 1.0, 20, 3, ours=False)
     assert samples(m.render())[("lifeboat_backup_last_revision", ())] == 5
 
 
 def test_no_backup_yet_means_no_age_sample_rather_than_zero() -> None:
-    s = samples(AgentMetrics("prod", "a", "0", lambda: T0).render())
+    s = samples(AgentMetrics("prod", "a", "0", FakeClock(T0)).render())
     assert ("lifeboat_backup_age_seconds", ()) not in s
 
 
@@ -66,12 +66,12 @@ def get(url: str) -> tuple[int, str]:
 
 def test_healthz_reports_the_age_of_the_last_good_cycle() -> None:
     clock = FakeClock(T0)
-    m = AgentMetrics("prod", "a", "0", clock.now)
-    server = AgentHttp("127.0.0.1:0", m, clock.monotonic, health_threshold=60)
+    m = AgentMetrics("prod", "a", "0", clock)
+    server = AgentHttp("127.0.0.1:0", m, clock, health_threshold=60)
     try:
         assert get(server.url + "/healthz")[0] == 503
         assert get(server.url + "/readyz")[0] == 503
-        m.good_cycle(clock.monotonic())
+        m.good_cycle()
         clock.advance(30)
         assert get(server.url + "/healthz") == (200, "ok: last good cycle 30s ago (threshold 60s)\n")
         assert get(server.url + "/readyz")[0] == 200
@@ -87,9 +87,9 @@ def test_healthz_reports_the_age_of_the_last_good_cycle() -> None:
 
 def test_a_scraper_asking_for_openmetrics_gets_it_and_others_get_the_text_format() -> None:
     clock = FakeClock(T0)
-    m = AgentMetrics("prod", "a", "0", clock.now)
+    m = AgentMetrics("prod", "a", "0", clock)
     m.backup_succeeded(T0, 1.0, 10, 5)
-    server = AgentHttp("127.0.0.1:0", m, clock.monotonic, health_threshold=60)
+    server = AgentHttp("127.0.0.1:0", m, clock, health_threshold=60)
     try:
         asked = urllib.request.Request(server.url + "/metrics",
                                        headers={"Accept": "application/openmetrics-text; version=1.0.0"})
@@ -113,11 +113,11 @@ def test_listen_address_is_checked() -> None:
 
 
 def test_a_taken_port_is_a_usage_error() -> None:
-    m = AgentMetrics("prod", "a", "0", lambda: T0)
-    first = AgentHttp("127.0.0.1:0", m, lambda: 0.0, 60)
+    m = AgentMetrics("prod", "a", "0", FakeClock(T0))
+    first = AgentHttp("127.0.0.1:0", m, m.clock, 60)
     try:
         with pytest.raises(UsageError, match="cannot listen"):
-            AgentHttp(first.url.removeprefix("http://"), m, lambda: 0.0, 60)
+            AgentHttp(first.url.removeprefix("http://"), m, m.clock, 60)
     finally:
         first.close()
     assert threading.active_count() >= 1

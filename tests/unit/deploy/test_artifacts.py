@@ -19,6 +19,7 @@ from dockerfile_parse import DockerfileParser
 
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.capture import CaptureStatus
+from lifeboat.clock import SystemClock
 from lifeboat.cli.main import build_parser
 from lifeboat.config import resolve_config
 
@@ -155,10 +156,10 @@ def test_dockerfile_builds_from_pinned_bases_and_ships_the_restore_tools() -> No
 
 
 def exported_metrics() -> set[str]:
-    m = AgentMetrics("c", "a", "0", lambda: datetime.now(timezone.utc))
+    m = AgentMetrics("c", "a", "0", SystemClock())
     m.backup_succeeded(datetime.now(timezone.utc), 1.0, 1, 1)
     m.drill(True, datetime.now(timezone.utc))
-    m.good_cycle(0.0)
+    m.good_cycle()
     m.failed("any")
     now = datetime.now(timezone.utc)
     m.capture(CaptureStatus(last_revision=5, last_seen=now, oldest_pending=now), lambda: True)
