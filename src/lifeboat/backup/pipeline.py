@@ -21,7 +21,7 @@ from typing import Protocol
 
 from lifeboat import __version__
 from lifeboat.backup.control_plane import capture
-from lifeboat.backup.source import ClusterView, SourceChoice, choose_source_member
+from lifeboat.backup.source import SourceChoice, choose_source_member
 from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.file_archive import CapturedFile
@@ -32,6 +32,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
+from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.snapshot.spool import spool_dir

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from lifeboat.errors import BackendUnavailable, NoHealthyMember
-from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
-
-
-class ClusterView(Protocol):
-    """What source selection asks of etcd (the real ``EtcdClient`` provides it)."""
-
-    def member_list(self) -> MemberList: ...
-
-    def status(self, endpoint: str) -> MemberStatus: ...
-
-    def alarms(self) -> list[Alarm]: ...
+from lifeboat.etcd.seam import ClusterView
+from lifeboat.etcdapi.model import AlarmType, Member, MemberStatus
 
 
 @dataclass(frozen=True)

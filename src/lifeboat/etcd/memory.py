@@ -15,7 +15,11 @@ v3 API documentation and its mvcc package):
   the lease's keys in one revision (watchers see the deletions, never the lease itself).
 * Members: a quorum of voting members must be up for keys, leases and membership changes
   (else ``EtcdUnavailable``, as etcd without a leader); the leader is the lowest-id voter up.
-  A learner is promoted only once its applied index reached the leader's.
+  A learner is promoted only once its applied index reached the leader's. Right after a
+  leader fails, followers still name it in Status until an election ends (set
+  :attr:`MemberState.names_leader` to play that). A removed member's process keeps answering
+  Status as itself until it is stopped: etcd shuts a removed member down only once it learns
+  of its removal.
 
 Failures are injected with :meth:`MemoryEtcd.inject` (a :class:`Fault` fires once), or by
 taking members down with :meth:`MemoryEtcd.stop`.
@@ -82,6 +86,7 @@ class MemberState:
     version: str = "3.5.1"
     db_size: int = 1 << 20
     errors: tuple[str, ...] = ()
+    names_leader: int | None = None  # the leader Status names while an election is under way; None: the real one
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class MemoryEtcd(KeyValueReads):
             members = [Member(i, f"m{i}", (member_urls(i)[1],), (member_urls(i)[0],), False)
                        for i in range(1, members + 1)]
         self.members: dict[int, MemberState] = {m.id: MemberState(m) for m in members}
+        self.removed: dict[int, MemberState] = {}
         self.raised: list[Alarm] = []
         self.calls: Counter[str] = Counter()
         self.revision = 1
@@ -143,7 +149,7 @@ class MemoryEtcd(KeyValueReads):
     def stop(self, member_id: int) -> None:
         """The member's process stops: it no longer answers."""
         with self._lock:
-            self.members[member_id].up = False
+            (self.members.get(member_id) or self.removed[member_id]).up = False
 
     def start(self, member_id: int, name: str | None = None, client_url: str | None = None) -> None:
         """The member's process (re)starts, with the name and client URL it announces."""
@@ -199,12 +205,13 @@ class MemoryEtcd(KeyValueReads):
     def status(self, endpoint: str) -> MemberStatus:
         with self._lock:
             self._enter("status", quorum=False)
-            for state in self.members.values():
+            for state in itertools.chain(self.members.values(), self.removed.values()):
                 if endpoint in state.member.client_urls and state.up:
+                    leader = self._leader() if state.names_leader is None else state.names_leader
                     return MemberStatus(
                         endpoint=endpoint, member_id=state.member.id, cluster_id=self.cluster_id,
                         version=state.version, db_size=state.db_size, db_size_in_use=state.db_size // 2,
-                        leader_id=self._leader(), raft_index=state.applied, raft_term=2,
+                        leader_id=leader, raft_index=state.applied, raft_term=2,
                         raft_applied_index=state.applied, is_learner=state.member.is_learner,
                         errors=state.errors, revision=self.revision,
                     )
@@ -240,7 +247,7 @@ class MemoryEtcd(KeyValueReads):
             if member_id not in self.members:
                 raise OperationFailed(f"member remove {member_id:x} failed on etcd at memory: NOT_FOUND: "
                                       "etcdserver: member not found")
-            del self.members[member_id]
+            self.removed[member_id] = self.members.pop(member_id)
             return tuple(s.member for s in self.members.values())
 
     def member_promote(self, member_id: int) -> tuple[Member, ...]:

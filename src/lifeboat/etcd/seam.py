@@ -2,7 +2,8 @@
 
 :class:`~lifeboat.etcd.client.EtcdClient` talks to a live cluster over gRPC;
 :class:`~lifeboat.etcd.memory.MemoryEtcd` is the in-memory double for unit tests. Code that
-only needs keys, leases, watches and membership takes an :class:`Etcd`; both satisfy it.
+only needs keys, leases, watches and membership takes an :class:`Etcd`, or the part of it
+that it uses (:class:`ClusterView`, :class:`MembershipChanges`); both satisfy them.
 Reads and writes that are built from others (paging, ``get``, ``put_if_absent``) live in
 :class:`KeyValueReads` so the two cannot drift apart.
 
@@ -54,8 +55,8 @@ class Watch(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class Etcd(Protocol):
-    """An etcd cluster as lifeboat uses it: membership, keys, transactions, leases, watches."""
+class ClusterView(Protocol):
+    """What reading a cluster's health asks of etcd: its members, what each says of itself, alarms."""
 
     def status(self, endpoint: str) -> MemberStatus: ...
 
@@ -63,11 +64,19 @@ class Etcd(Protocol):
 
     def alarms(self) -> list[Alarm]: ...
 
+
+class MembershipChanges(ClusterView, Protocol):
+    """A cluster view that can also add, remove and promote members (each one raft change)."""
+
     def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member: ...
 
     def member_remove(self, member_id: int) -> tuple[Member, ...]: ...
 
     def member_promote(self, member_id: int) -> tuple[Member, ...]: ...
+
+
+class Etcd(MembershipChanges, Protocol):
+    """An etcd cluster as lifeboat uses it: membership, keys, transactions, leases, watches."""
 
     def range(
         self, key: Key, range_end: Key | None = None, *, prefix: bool = False, revision: int = 0,

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import LifeboatError
+from lifeboat.etcd.seam import ClusterView
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 
 # etcd's default --quota-backend-bytes (DefaultQuotaBytes in etcd's server/storage/quota.go,
@@ -34,16 +34,6 @@ QUOTA_WARNING_SHARE = 0.8
 # raised alarm to its errors (etcdserver/api/v3rpc/maintenance.go, 3.4 and 3.5).
 _ALARM_TEXT = re.compile(r"memberID:(\d+)\s+alarm:(\w+)")
 _NO_LEADER_TEXT = "no leader"
-
-
-class ClusterProbe(Protocol):
-    """What reading cluster health asks of etcd (the real ``EtcdClient`` provides it)."""
-
-    def member_list(self) -> MemberList: ...
-
-    def status(self, endpoint: str) -> MemberStatus: ...
-
-    def alarms(self) -> list[Alarm]: ...
 
 
 @dataclass(frozen=True)
@@ -251,7 +241,7 @@ def _alarms_in_statuses(statuses: Iterable[MemberStatus]) -> list[Alarm]:
 
 
 def read_cluster_health(
-    probe: ClusterProbe, endpoints: Sequence[str], *, quota_bytes: int = DEFAULT_QUOTA_BYTES,
+    probe: ClusterView, endpoints: Sequence[str], *, quota_bytes: int = DEFAULT_QUOTA_BYTES,
     settle: float = 5.0, clock: Clock | None = None,
 ) -> ClusterHealth:
     """Ask etcd everything :func:`assess` needs; members are probed in parallel.
@@ -277,7 +267,7 @@ def read_cluster_health(
     return read[-1]
 
 
-def _read_once(probe: ClusterProbe, endpoints: Sequence[str], quota_bytes: int) -> ClusterHealth:
+def _read_once(probe: ClusterView, endpoints: Sequence[str], quota_bytes: int) -> ClusterHealth:
     with ThreadPoolExecutor(max_workers=8) as pool:
         by_endpoint = dict(zip(endpoints, pool.map(lambda url: _try_status(probe, url), endpoints)))
         statuses = {s.member_id: s for s in by_endpoint.values() if isinstance(s, MemberStatus)}
@@ -316,14 +306,14 @@ def _read_once(probe: ClusterProbe, endpoints: Sequence[str], quota_bytes: int) 
     )
 
 
-def _try_status(probe: ClusterProbe, url: str) -> MemberStatus | str:
+def _try_status(probe: ClusterView, url: str) -> MemberStatus | str:
     try:
         return probe.status(url)
     except LifeboatError as exc:
         return str(exc)
 
 
-def _status_of_member(probe: ClusterProbe, member: Member) -> MemberStatus | str:
+def _status_of_member(probe: ClusterView, member: Member) -> MemberStatus | str:
     """The member's Status from the first of its client URLs that answers, else why not."""
     if not member.client_urls:
         return "advertises no client URL"

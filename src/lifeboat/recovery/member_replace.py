@@ -26,7 +26,8 @@ from typing import Protocol, TypeVar
 
 from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
-from lifeboat.etcdapi.model import Alarm, Member, MemberList, MemberStatus
+from lifeboat.etcd.seam import MembershipChanges
+from lifeboat.etcdapi.model import MemberList, MemberStatus
 from lifeboat.recovery.health import ClusterHealth, MemberHealth, quorum_of, read_cluster_health
 from lifeboat.etcd.data_dir import db_locked
 
@@ -236,22 +237,6 @@ class CommandStarter:
                                   f"'lifeboat member replace {spec.name}' (it resumes)")
 
 
-class MembershipClient(Protocol):
-    """What replacing a member asks of etcd (the real ``EtcdClient`` provides it)."""
-
-    def member_list(self) -> MemberList: ...
-
-    def status(self, endpoint: str) -> MemberStatus: ...
-
-    def alarms(self) -> list[Alarm]: ...
-
-    def member_remove(self, member_id: int) -> tuple[Member, ...]: ...
-
-    def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member: ...
-
-    def member_promote(self, member_id: int) -> tuple[Member, ...]: ...
-
-
 @dataclass(frozen=True)
 class ReplaceResult:
     member_id: int
@@ -260,7 +245,7 @@ class ReplaceResult:
 
 
 def replace_member(
-    etcd: MembershipClient, plan: ReplacePlan, starter: MemberStarter, endpoints: Sequence[str], *,
+    etcd: MembershipChanges, plan: ReplacePlan, starter: MemberStarter, endpoints: Sequence[str], *,
     report: Callable[[str], None], timeout: float = 300, poll: float = 0.5,
     clock: Clock | None = None,
 ) -> ReplaceResult:
@@ -330,7 +315,7 @@ def _initial_cluster(members: MemberList, new_id: int, plan: ReplacePlan) -> str
     return ",".join(sorted(entries))
 
 
-def _learner_status(etcd: MembershipClient, member_id: int) -> MemberStatus | None:
+def _learner_status(etcd: MembershipChanges, member_id: int) -> MemberStatus | None:
     member = next((m for m in etcd.member_list().members if m.id == member_id), None)
     if member is None:
         raise NotFound(f"member {member_id:x} left the member list while it was being replaced")
@@ -344,7 +329,7 @@ def _learner_status(etcd: MembershipClient, member_id: int) -> MemberStatus | No
     return None
 
 
-def _leader_status(etcd: MembershipClient, leader_id: int) -> MemberStatus | None:
+def _leader_status(etcd: MembershipChanges, leader_id: int) -> MemberStatus | None:
     leader = next((m for m in etcd.member_list().members if m.id == leader_id), None)
     for url in leader.client_urls if leader else ():
         try:
@@ -355,7 +340,7 @@ def _leader_status(etcd: MembershipClient, leader_id: int) -> MemberStatus | Non
 
 
 def _promote_when_caught_up(
-    etcd: MembershipClient, member_id: int, name: str, waiter: _Waiter, report: Callable[[str], None],
+    etcd: MembershipChanges, member_id: int, name: str, waiter: _Waiter, report: Callable[[str], None],
 ) -> None:
     def attempt() -> bool | None:
         mine = _learner_status(etcd, member_id)
@@ -379,7 +364,7 @@ def _promote_when_caught_up(
     waiter.until(attempt, f"learner {name} to catch up and be promoted")
 
 
-def _healthy_voting(etcd: MembershipClient, endpoints: Sequence[str], member_id: int) -> ClusterHealth | None:
+def _healthy_voting(etcd: MembershipChanges, endpoints: Sequence[str], member_id: int) -> ClusterHealth | None:
     health = read_cluster_health(etcd, endpoints)
     member = next((m for m in health.members if m.id == member_id), None)
     return health if member is not None and member.healthy and not member.is_learner else None

@@ -113,3 +113,23 @@ def test_an_injected_fault_fires_once_after_the_calls_it_waits_for() -> None:
 def test_an_unknown_operation_cannot_be_faulted() -> None:
     with pytest.raises(ValueError, match="unknown operation"):
         Fault("snapshot")
+
+
+def test_followers_name_the_old_leader_until_the_election_ends() -> None:
+    etcd = MemoryEtcd(members=3)
+    etcd.stop(1)
+    etcd.members[2].names_leader = 1
+    assert etcd.status(member_urls(2)[0]).leader_id == 1
+    assert etcd.status(member_urls(3)[0]).leader_id == 2
+    etcd.members[2].names_leader = None
+    assert etcd.status(member_urls(2)[0]).is_leader
+
+
+def test_a_removed_member_answers_status_as_itself_until_it_stops() -> None:
+    etcd = MemoryEtcd(members=3)
+    etcd.member_remove(3)
+    assert [m.id for m in etcd.member_list().members] == [1, 2]
+    assert etcd.status(member_urls(3)[0]).member_id == 3
+    etcd.stop(3)
+    with pytest.raises(EtcdUnavailable):
+        etcd.status(member_urls(3)[0])

@@ -8,6 +8,7 @@ import pytest
 
 from lifeboat.clock import FakeClock
 from lifeboat.errors import EtcdUnavailable
+from lifeboat.etcd.memory import Fault, MemoryEtcd
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
 from lifeboat.recovery.health import (
     DEFAULT_QUOTA_BYTES,
@@ -157,126 +158,101 @@ def test_member_is_found_by_name_or_hex_id() -> None:
     assert big.member_named("abc") is big.members[0]
 
 
-class FakeProbe:
-    """An in-memory etcd: statuses per URL (or the error to raise), a member list, alarms."""
-
-    def __init__(self, statuses: dict[str, MemberStatus | Exception], members: MemberList | None,
-                 alarms: list[Alarm] | Exception | None = None) -> None:
-        self.statuses = statuses
-        self.members = members
-        self._alarms = alarms if alarms is not None else []
-        self.alarm_calls = 0
-        self.asked: list[str] = []
-
-    def member_list(self) -> MemberList:
-        if self.members is None:
-            raise EtcdUnavailable("member list: no etcd endpoint answered")
-        return self.members
-
-    def status(self, endpoint: str) -> MemberStatus:
-        self.asked.append(endpoint)
-        found = self.statuses.get(endpoint, EtcdUnavailable(f"status of {endpoint}: refused"))
-        if isinstance(found, Exception):
-            raise found
-        return found
-
-    def alarms(self) -> list[Alarm]:
-        self.alarm_calls += 1
-        if isinstance(self._alarms, Exception):
-            raise self._alarms
-        return self._alarms
+def running(*ids: int, down: tuple[int, ...] = ()) -> MemoryEtcd:
+    """Members ``ids`` at ``url(i)`` (cluster 7); those in ``down`` have stopped."""
+    etcd = MemoryEtcd(FakeClock(), members=[member(i) for i in ids], cluster_id=7)
+    for i in down:
+        etcd.stop(i)
+    return etcd
 
 
 def test_members_are_probed_on_their_own_client_urls_too() -> None:
-    members = MemberList(7, (member(1), member(2), member(3)), 1)
-    probe = FakeProbe({url(1): status(1), url(2): status(2), url(3): status(3)}, members)
-    health = read_cluster_health(probe, ["https://127.0.0.1:2379"])
+    etcd = running(1, 2, 3)
+    health = read_cluster_health(etcd, ["https://127.0.0.1:2379"])
     assert all(m.healthy for m in health.members)
-    assert set(probe.asked) == {"https://127.0.0.1:2379", url(1), url(2), url(3)}
-    assert health.endpoint_failures == ("https://127.0.0.1:2379: status of https://127.0.0.1:2379: refused",)
+    assert etcd.calls["status"] == 4
+    assert health.endpoint_failures == (
+        "https://127.0.0.1:2379: status of https://127.0.0.1:2379: no etcd endpoint answered; "
+        "tried https://127.0.0.1:2379",)
 
 
 def test_unreachable_member_keeps_the_reason() -> None:
-    members = MemberList(7, (member(1), member(2), member(3)), 1)
-    probe = FakeProbe({url(1): status(1), url(2): status(2)}, members)
-    health = read_cluster_health(probe, [url(1)])
+    health = read_cluster_health(running(1, 2, 3, down=(3,)), [url(1)])
     third = health.members[2]
     assert not third.reachable
-    assert "refused" in (third.problem or "")
+    assert f"status of {url(3)}: no etcd endpoint answered" in (third.problem or "")
 
 
 def test_alarm_list_is_not_asked_without_a_leader() -> None:
-    members = MemberList(7, (member(1), member(2), member(3)), 1)
-    probe = FakeProbe({url(1): status(1, leader=0)}, members)
-    health = read_cluster_health(probe, [url(1)])
-    assert probe.alarm_calls == 0
+    etcd = running(1, 2, 3, down=(2, 3))
+    health = read_cluster_health(etcd, [url(1)])
+    assert etcd.calls["alarms"] == 0
     assert health.alarms_error is not None and "leader" in health.alarms_error
 
 
 def test_alarm_list_failure_is_recorded_not_raised() -> None:
-    members = MemberList(7, (member(1),), 1)
-    probe = FakeProbe({url(1): status(1)}, members, alarms=EtcdUnavailable("alarm list: timed out"))
-    health = read_cluster_health(probe, [url(1)])
+    etcd = running(1)
+    etcd.inject(Fault("alarms", EtcdUnavailable("alarm list: timed out")))
+    health = read_cluster_health(etcd, [url(1)])
     assert health.alarms_error == "alarm list: timed out"
     assert health.members[0].healthy
 
 
 def test_nothing_answering_gives_an_empty_health() -> None:
-    probe = FakeProbe({}, None)
-    health = read_cluster_health(probe, [url(1), url(2)])
+    health = read_cluster_health(running(1, 2, down=(1, 2)), [url(1), url(2)])
     assert not health.answered
     assert len(health.endpoint_failures) == 2
     assert health.summary() == "no etcd member answered"
 
 
 def test_endpoint_answering_as_a_removed_member_is_reported() -> None:
-    members = MemberList(7, (member(1),), 1)
-    probe = FakeProbe({url(1): status(1), url(9): status(9)}, members)
-    health = read_cluster_health(probe, [url(1), url(9)])
+    etcd = running(1, 9)
+    etcd.member_remove(9)  # its process still runs until it learns it was removed
+    health = read_cluster_health(etcd, [url(1), url(9)])
     assert any("not in the member list" in f for f in health.endpoint_failures)
     assert [m.id for m in health.members] == [1]
 
 
 def test_leader_election_in_progress_is_waited_out_not_reported_as_quorum_lost() -> None:
-    members = MemberList(7, (member(1), member(2), member(3)), 1)
     # Leader 3 just died; 1 and 2 still name it until one of them wins the election.
-    probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
+    etcd = running(1, 2, 3, down=(3,))
+    etcd.members[1].names_leader = etcd.members[2].names_leader = 3
     sleeps: list[float] = []
 
     class ElectionEnds(FakeClock):
         def sleep(self, seconds: float) -> None:
             sleeps.append(seconds)
-            probe.statuses = {url(1): status(1, leader=1), url(2): status(2, leader=1)}
+            etcd.members[1].names_leader = etcd.members[2].names_leader = None
             super().sleep(seconds)
 
-    health = read_cluster_health(probe, [url(1)], clock=ElectionEnds())
+    health = read_cluster_health(etcd, [url(1)], clock=ElectionEnds())
     assert len(sleeps) == 1
     assert not health.quorum_lost and health.can_lose == 0
 
 
 def test_election_won_but_not_yet_followed_is_waited_out_not_reported_as_quorum_lost() -> None:
-    members = MemberList(7, (member(1), member(2), member(3)), 1)
     # Leader 3 just died; 1 has won the election but 2 still names 3 as its leader.
-    probe = FakeProbe({url(1): status(1, leader=1), url(2): status(2, leader=3)}, members)
+    etcd = running(1, 2, 3, down=(3,))
+    etcd.members[2].names_leader = 3
     sleeps: list[float] = []
 
     class FollowerCatchesUp(FakeClock):
         def sleep(self, seconds: float) -> None:
             sleeps.append(seconds)
-            probe.statuses = {url(1): status(1, leader=1), url(2): status(2, leader=1)}
+            etcd.members[2].names_leader = None
             super().sleep(seconds)
 
-    health = read_cluster_health(probe, [url(1)], clock=FollowerCatchesUp())
+    health = read_cluster_health(etcd, [url(1)], clock=FollowerCatchesUp())
     assert len(sleeps) == 1
     assert not health.quorum_lost and health.can_lose == 0
 
 
 def test_leaderless_majority_is_reported_once_the_settle_time_is_over() -> None:
-    members = MemberList(7, (member(1), member(2), member(3)), 1)
-    probe = FakeProbe({url(1): status(1, leader=3), url(2): status(2, leader=3)}, members)
+    etcd = running(1, 2, 3, down=(3,))
+    etcd.members[1].names_leader = etcd.members[2].names_leader = 3
     clock = FakeClock()
     started = clock.monotonic()
-    health = read_cluster_health(probe, [url(1)], settle=3, clock=clock)
+    health = read_cluster_health(etcd, [url(1)], settle=3, clock=clock)
     assert clock.monotonic() - started == 3
     assert health.quorum_lost
     assert all("does not answer as leader" in (m.problem or "") for m in health.members[:2])
