@@ -9,7 +9,7 @@ import pytest
 
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from lifeboat.etcd.binaries import RestoreTool, find_restore_tool, probe_restore_tool
+from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_restore_tool, probe_restore_tool
 from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster
@@ -33,7 +33,7 @@ def saved_snapshot(release: EtcdRelease, work: Path) -> Path:
 def restore_and_read(tool: RestoreTool, etcd: Path, snapshot: Path, work: Path) -> bytes | None:
     client_port, peer_port = free_loopback_port(), free_loopback_port()
     data = work / "restored"
-    tool.run(snapshot, data, "solo", f"solo={peer_url(peer_port)}", "tok", peer_url(peer_port))
+    tool.run(SnapshotRestore(snapshot, data, "solo", f"solo={peer_url(peer_port)}", "tok", peer_url(peer_port)))
     with LocalEtcd(etcd, "solo", data, work / "etcd.log", client_port, peer_port) as server:
         server.wait_ready(30)
         with server.client() as client:
@@ -79,5 +79,5 @@ def test_corrupt_snapshot_fails_with_the_tools_own_error(release: EtcdRelease, t
     tool = find_restore_tool(snapshot_version=release.version,
                              search_path=str(release.etcdctl.parent))
     with pytest.raises(OperationFailed, match=r"snapshot restore into .* failed \(exit 1\): Error: expected sha256"):
-        tool.run(snapshot, tmp_path / "data", "solo", "solo=http://127.0.0.1:1", "t",
-                 "http://127.0.0.1:1")
+        tool.run(SnapshotRestore(snapshot, tmp_path / "data", "solo", "solo=http://127.0.0.1:1", "t",
+                                 "http://127.0.0.1:1"))

@@ -20,18 +20,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.failures import RevisionCompacted
-from lifeboat.etcdapi.model import (
-    Alarm,
-    AlarmType,
-    EventType,
-    HashKV,
-    KeyValue,
-    Member,
-    MemberList,
-    MemberStatus,
-    RangePage,
-    WatchEvent,
-)
+from lifeboat.etcdapi.model import Alarm, AlarmType, EventType, HashKV, KeyValue, Member, MemberList
+from lifeboat.etcdapi.model import MemberStatus, RangePage, WatchEvent
 from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
 from lifeboat.etcd.txn import Compare, Delete, Get, Put, Target, TxnResult
 from lifeboat.etcd.watch import WatchStream

@@ -22,9 +22,9 @@ Public API::
     find_restore_tool(explicit=, etcd_binary=, snapshot_version=, search_path=) -> RestoreTool
     probe_restore_tool(path) -> RestoreTool
     RestoreTool.check_compatible(snapshot_version)      # UsageError if not
-    RestoreTool.command(snapshot, data_dir, name, initial_cluster, token,
-                        advertise_peer_urls, bump_revision=None) -> list[str]
-    RestoreTool.run(...same..., timeout=) -> None        # OperationFailed with the tool's error
+    RestoreTool.command(SnapshotRestore(snapshot, data_dir, name, initial_cluster, token,
+                        advertise_peer_urls, bump_revision=None)) -> list[str]
+    RestoreTool.run(SnapshotRestore(...), timeout=) -> None  # OperationFailed with the tool's error
     RestoreTool.environment() -> dict[str, str]           # ETCDCTL_API=3 for etcdctl
     RestoreTool.etcd_beside() -> Path | None              # the etcd server in the same directory
     find_etcd_server(explicit=, tool=, snapshot_version=, search_path=) -> EtcdServer
@@ -58,6 +58,24 @@ def parse_version(text: str) -> tuple[int, int, int]:
     if match is None:
         raise UsageError(f"cannot read an etcd version from {text!r}; expected like 3.5.1")
     return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+@dataclass(frozen=True)
+class SnapshotRestore:
+    """One snapshot restore: the snapshot, the new member's data dir (not there yet) and its cluster.
+
+    ``bump_revision`` > 0 adds ``--bump-revision N --mark-compacted``. ``skip_hash_check``
+    is only for a caller that checks etcd's sha256 trailer itself.
+    """
+
+    snapshot: Path
+    data_dir: Path
+    name: str
+    initial_cluster: str
+    token: str
+    advertise_peer_urls: Sequence[str] | str
+    bump_revision: int | None = None
+    skip_hash_check: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,35 +122,23 @@ class RestoreTool:
         candidate = self.path.parent / "etcd"
         return candidate if _is_executable(candidate) else None
 
-    def command(
-        self,
-        snapshot: Path,
-        data_dir: Path,
-        name: str,
-        initial_cluster: str,
-        token: str,
-        advertise_peer_urls: Sequence[str] | str,
-        bump_revision: int | None = None,
-        skip_hash_check: bool = False,
-    ) -> list[str]:
-        """The argv that restores ``snapshot`` into ``data_dir`` (which must not exist yet).
+    def command(self, restore: SnapshotRestore) -> list[str]:
+        """The argv that runs ``restore``.
 
-        ``bump_revision`` > 0 adds ``--bump-revision N --mark-compacted``; UsageError if the
-        tool lacks them (the caller decides whether to go on without, and says so).
-        ``skip_hash_check`` is only for a caller that checks etcd's sha256 trailer itself.
+        UsageError if it asks to bump the revision and the tool lacks the flags (the caller
+        decides whether to go on without, and says so).
         """
-        urls = advertise_peer_urls if isinstance(advertise_peer_urls, str) else (
-            ",".join(advertise_peer_urls))
-        _check_member_in_cluster(name, initial_cluster)
+        urls = restore.advertise_peer_urls
+        _check_member_in_cluster(restore.name, restore.initial_cluster)
         argv = [
-            str(self.path), "snapshot", "restore", str(snapshot),
-            f"--data-dir={data_dir}",
-            f"--name={name}",
-            f"--initial-cluster={initial_cluster}",
-            f"--initial-cluster-token={token}",
-            f"--initial-advertise-peer-urls={urls}",
+            str(self.path), "snapshot", "restore", str(restore.snapshot),
+            f"--data-dir={restore.data_dir}",
+            f"--name={restore.name}",
+            f"--initial-cluster={restore.initial_cluster}",
+            f"--initial-cluster-token={restore.token}",
+            f"--initial-advertise-peer-urls={urls if isinstance(urls, str) else ','.join(urls)}",
         ]
-        if bump_revision:
+        if bump_revision := restore.bump_revision:
             if bump_revision < 0:
                 raise UsageError(f"--bump-revision must be positive, got {bump_revision}")
             if not self.can_bump_revision:
@@ -141,26 +147,14 @@ class RestoreTool:
                     "(etcd 3.5.10+ or 3.4.27+ has them); restore without bumping or use a newer tool"
                 )
             argv += [f"--bump-revision={bump_revision}", "--mark-compacted"]
-        if skip_hash_check:
+        if restore.skip_hash_check:
             argv.append("--skip-hash-check")
         return argv
 
-    def run(
-        self,
-        snapshot: Path,
-        data_dir: Path,
-        name: str,
-        initial_cluster: str,
-        token: str,
-        advertise_peer_urls: Sequence[str] | str,
-        bump_revision: int | None = None,
-        *,
-        skip_hash_check: bool = False,
-        timeout: float = RESTORE_TIMEOUT,
-    ) -> None:
+    def run(self, restore: SnapshotRestore, *, timeout: float = RESTORE_TIMEOUT) -> None:
         """Run :meth:`command`; OperationFailed with the tool's last error line on failure."""
-        argv = self.command(snapshot, data_dir, name, initial_cluster, token,
-                            advertise_peer_urls, bump_revision, skip_hash_check)
+        argv = self.command(restore)
+        data_dir = restore.data_dir
         if data_dir.exists():
             raise UsageError(f"restore target {data_dir} already exists; move it aside first")
         try:
@@ -218,13 +212,8 @@ def probe_restore_tool(path: Path) -> RestoreTool:
     )
 
 
-def find_restore_tool(
-    explicit: Path | None = None,
-    *,
-    etcd_binary: Path | None = None,
-    snapshot_version: str | None = None,
-    search_path: str | None = None,
-) -> RestoreTool:
+def find_restore_tool(explicit: Path | None = None, *, etcd_binary: Path | None = None,
+                      snapshot_version: str | None = None, search_path: str | None = None) -> RestoreTool:
     """Find a restore tool fit for ``snapshot_version`` (any when None).
 
     An ``explicit`` path is the only one tried. Otherwise the search goes through ``$PATH``
@@ -359,13 +348,8 @@ def probe_etcd_server(path: Path) -> EtcdServer:
     return EtcdServer(path, match[1])
 
 
-def find_etcd_server(
-    explicit: Path | None = None,
-    *,
-    tool: RestoreTool | None = None,
-    snapshot_version: str | None = None,
-    search_path: str | None = None,
-) -> EtcdServer:
+def find_etcd_server(explicit: Path | None = None, *, tool: RestoreTool | None = None,
+                     snapshot_version: str | None = None, search_path: str | None = None) -> EtcdServer:
     """Find an etcd server able to serve a restored ``snapshot_version`` data dir.
 
     ``explicit`` is the only one tried if given. Otherwise: beside ``tool``, ``$PATH`` (or

@@ -26,7 +26,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -37,15 +37,7 @@ from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.channels import EndpointPool, Stubs
 from lifeboat.etcd.failures import RevisionCompacted, translate
 from lifeboat.etcd.keys import Key, as_bytes, key_range
-from lifeboat.etcdapi.model import (
-    Alarm,
-    HashKV,
-    KeyValue,
-    Member,
-    MemberList,
-    MemberStatus,
-    RangePage,
-)
+from lifeboat.etcdapi.model import Alarm, HashKV, KeyValue, Member, MemberList, MemberStatus, RangePage
 from lifeboat.etcdapi.model import LeaseTimeToLive as LeaseTtl
 from lifeboat.etcdapi.proto import rpc_pb2
 from lifeboat.etcd.seam import KeyValueReads
@@ -156,19 +148,21 @@ class EtcdClient(KeyValueReads):
     def member_remove(self, member_id: int) -> tuple[Member, ...]:
         """Remove a member; returns the members left."""
         request = rpc_pb2.MemberRemoveRequest(ID=member_id)
-        response = self._pool.call(
-            f"member remove {member_id:x}", lambda s, t: s.cluster.MemberRemove(request, timeout=t),
-            idempotent=False,
-        )
-        return tuple(decode.member(m) for m in response.members)
+        return self._members_after(f"member remove {member_id:x}",
+                                   lambda s, t: s.cluster.MemberRemove(request, timeout=t))
 
     def member_promote(self, member_id: int) -> tuple[Member, ...]:
         """Promote a learner that caught up to a voting member; returns the members after."""
         request = rpc_pb2.MemberPromoteRequest(ID=member_id)
-        response = self._pool.call(
-            f"member promote {member_id:x}", lambda s, t: s.cluster.MemberPromote(request, timeout=t),
-            idempotent=False,
-        )
+        return self._members_after(f"member promote {member_id:x}",
+                                   lambda s, t: s.cluster.MemberPromote(request, timeout=t))
+
+    def _members_after(
+        self, what: str,
+        change: Callable[[Stubs, float], rpc_pb2.MemberRemoveResponse | rpc_pb2.MemberPromoteResponse],
+    ) -> tuple[Member, ...]:
+        """Make one membership change (never retried: it is not idempotent); the members after it."""
+        response = self._pool.call(what, change, idempotent=False)
         return tuple(decode.member(m) for m in response.members)
 
     # ---- keys ----

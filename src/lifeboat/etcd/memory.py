@@ -42,18 +42,8 @@ from lifeboat.etcd.failures import RevisionCompacted
 from lifeboat.etcd.keys import Key, as_bytes, in_range, key_range
 from lifeboat.etcd.seam import KeyValueReads
 from lifeboat.etcd.txn import Compare, Delete, Deleted, Get, Operation, Put, Target, TxnResult, Written
-from lifeboat.etcdapi.model import (
-    Alarm,
-    AlarmType,
-    EventType,
-    KeyValue,
-    LeaseTimeToLive,
-    Member,
-    MemberList,
-    MemberStatus,
-    RangePage,
-    WatchEvent,
-)
+from lifeboat.etcdapi.model import Alarm, AlarmType, EventType, KeyValue, LeaseTimeToLive, Member
+from lifeboat.etcdapi.model import MemberList, MemberStatus, RangePage, WatchEvent
 
 OPERATIONS = (
     "status", "member_list", "alarms", "member_add", "member_remove", "member_promote",

@@ -25,16 +25,8 @@ from typing import Protocol
 
 from lifeboat.etcd.keys import Key, key_range
 from lifeboat.etcd.txn import Compare, Operation, Put, TxnResult, key_absent
-from lifeboat.etcdapi.model import (
-    Alarm,
-    KeyValue,
-    LeaseTimeToLive,
-    Member,
-    MemberList,
-    MemberStatus,
-    RangePage,
-    WatchEvent,
-)
+from lifeboat.etcdapi.model import Alarm, KeyValue, LeaseTimeToLive, Member, MemberList, MemberStatus
+from lifeboat.etcdapi.model import RangePage, WatchEvent
 
 
 class Watch(Protocol):

@@ -257,29 +257,24 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
                   journal_field="restored_set_aside"),
         PutBack("put-back", moved_aside=Path(moved), data_dir=paths.data_dir),
     ]
-    if start:
-        steps.append(Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")))
-        if apiserver:
-            steps.append(Start("start:kube-apiserver", component="kube-apiserver",
-                               how=supervisor.describe_start("kube-apiserver")))
-    title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: "
-             f"put {moved} back [supervisor: {supervisor.kind}]")
-    return RestorePlan(title, paths, tuple(steps), (), _rollback_next_steps(journal, supervisor, start),
-                       rollback=True)
+    return _rollback(journal, paths, supervisor, steps, start, f"put {moved} back")
 
 
 def _plan_restart(journal: Journal, paths: RestorePaths, supervisor: Supervisor, start: bool) -> RestorePlan:
     steps: list[Step] = [PutBack("put-back", moved_aside=paths.moved_aside, data_dir=paths.data_dir)]
+    return _rollback(journal, paths, supervisor, steps, start,
+                     "it stopped before moving the data dir; start what it stopped")
+
+
+def _rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, steps: list[Step], start: bool,
+              what: str) -> RestorePlan:
+    """The rollback plan: ``steps``, then (with ``start``) etcd and the API server started again."""
     if start:
         steps.append(Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")))
         if supervisor.manages("kube-apiserver"):
             steps.append(Start("start:kube-apiserver", component="kube-apiserver",
                                how=supervisor.describe_start("kube-apiserver")))
-    title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: it stopped before "
-             f"moving the data dir; start what it stopped [supervisor: {supervisor.kind}]")
-    return RestorePlan(title, paths, tuple(steps), (), _rollback_next_steps(journal, supervisor, start),
-                       rollback=True)
-
-
-def _rollback_next_steps(journal: Journal, supervisor: Supervisor, start: bool) -> tuple[str, ...]:
-    return () if start else how_to_start(supervisor, len(journal.initial_cluster.split(",")) == 1)
+    title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: {what} "
+             f"[supervisor: {supervisor.kind}]")
+    next_steps = () if start else how_to_start(supervisor, len(journal.initial_cluster.split(",")) == 1)
+    return RestorePlan(title, paths, tuple(steps), (), next_steps, rollback=True)

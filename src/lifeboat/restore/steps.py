@@ -25,6 +25,7 @@ from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
+from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.content import (
     KeyspaceDigest,
     keeps_snapshot_pages,
@@ -55,9 +56,7 @@ class RestoreTool(Protocol):
 
     def check_compatible(self, snapshot_version: str) -> None: ...
 
-    def run(self, snapshot: Path, data_dir: Path, name: str, initial_cluster: str, token: str,
-            advertise_peer_urls: Sequence[str] | str, bump_revision: int | None = None, *,
-            skip_hash_check: bool = False) -> None: ...
+    def run(self, restore: SnapshotRestore) -> None: ...
 
 
 class MemberProbe(Protocol):
@@ -373,8 +372,9 @@ class RestoreData(Step):
             expected = pool.submit(_checked_keyspace, self.snapshot, self.revision,
                                    not ctx.checked.unchanged(self.snapshot), compare_rows)
             try:
-                ctx.restoring()[1].run(self.snapshot, self.staging, t.name, t.initial_cluster, t.token,
-                                       t.peer_urls, self.bump_revision, skip_hash_check=True)
+                ctx.restoring()[1].run(SnapshotRestore(
+                    self.snapshot, self.staging, t.name, t.initial_cluster, t.token, t.peer_urls,
+                    self.bump_revision, skip_hash_check=True))
                 want = expected.result()
             except BaseException:
                 shutil.rmtree(self.staging, ignore_errors=True)  # our own output, never the node's data

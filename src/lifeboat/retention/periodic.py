@@ -11,7 +11,6 @@ with both reasons.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,14 +22,23 @@ from lifeboat.retention.records import BackupRecord
 
 @dataclass(frozen=True)
 class PeriodicPolicy(CountPolicy):
-    """Keep the newest complete backup of each of the ``count`` most recent periods."""
+    """Keep the newest complete backup of each of the ``count`` most recent periods.
+
+    A subclass names itself and its period in its class line, e.g.
+    ``class KeepDaily(PeriodicPolicy, name="keep-daily", adjective="daily", period_format="%Y-%m-%d")``;
+    ``period_format`` is a ``strftime`` format that labels a UTC moment's period.
+    """
 
     adjective: ClassVar[str]
+    period_format: ClassVar[str]
 
-    @staticmethod
-    @abstractmethod
-    def period(moment: datetime) -> str:
+    def __init_subclass__(cls, *, name: str, adjective: str, period_format: str) -> None:
+        super().__init_subclass__()
+        cls.name, cls.adjective, cls.period_format = name, adjective, period_format
+
+    def period(self, moment: datetime) -> str:
         """The period ``moment`` (UTC) falls in, as shown to operators; later periods differ."""
+        return moment.strftime(self.period_format)
 
     def keep(self, backups: Sequence[BackupRecord], now: datetime) -> dict[str, str]:
         newest_of: dict[str, BackupRecord] = {}
@@ -49,62 +57,21 @@ class PeriodicPolicy(CountPolicy):
         }
 
 
-@dataclass(frozen=True)
-class KeepHourly(PeriodicPolicy):
+class KeepHourly(PeriodicPolicy, name="keep-hourly", adjective="hourly", period_format="%Y-%m-%d %H:00Z"):
     """Newest backup of each of the last ``count`` UTC hours that have one."""
 
-    name: ClassVar[str] = "keep-hourly"
-    adjective: ClassVar[str] = "hourly"
 
-    @staticmethod
-    def period(moment: datetime) -> str:
-        return moment.strftime("%Y-%m-%d %H:00Z")
-
-
-@dataclass(frozen=True)
-class KeepDaily(PeriodicPolicy):
+class KeepDaily(PeriodicPolicy, name="keep-daily", adjective="daily", period_format="%Y-%m-%d"):
     """Newest backup of each of the last ``count`` UTC days that have one."""
 
-    name: ClassVar[str] = "keep-daily"
-    adjective: ClassVar[str] = "daily"
 
-    @staticmethod
-    def period(moment: datetime) -> str:
-        return moment.strftime("%Y-%m-%d")
+class KeepWeekly(PeriodicPolicy, name="keep-weekly", adjective="weekly", period_format="%G-W%V"):
+    """Newest backup of each of the last ``count`` ISO weeks that have one (ISO year, week number)."""
 
 
-@dataclass(frozen=True)
-class KeepWeekly(PeriodicPolicy):
-    """Newest backup of each of the last ``count`` ISO weeks that have one."""
-
-    name: ClassVar[str] = "keep-weekly"
-    adjective: ClassVar[str] = "weekly"
-
-    @staticmethod
-    def period(moment: datetime) -> str:
-        year, week, _ = moment.isocalendar()
-        return f"{year}-W{week:02d}"
-
-
-@dataclass(frozen=True)
-class KeepMonthly(PeriodicPolicy):
+class KeepMonthly(PeriodicPolicy, name="keep-monthly", adjective="monthly", period_format="%Y-%m"):
     """Newest backup of each of the last ``count`` UTC months that have one."""
 
-    name: ClassVar[str] = "keep-monthly"
-    adjective: ClassVar[str] = "monthly"
 
-    @staticmethod
-    def period(moment: datetime) -> str:
-        return moment.strftime("%Y-%m")
-
-
-@dataclass(frozen=True)
-class KeepYearly(PeriodicPolicy):
+class KeepYearly(PeriodicPolicy, name="keep-yearly", adjective="yearly", period_format="%Y"):
     """Newest backup of each of the last ``count`` UTC years that have one."""
-
-    name: ClassVar[str] = "keep-yearly"
-    adjective: ClassVar[str] = "yearly"
-
-    @staticmethod
-    def period(moment: datetime) -> str:
-        return f"{moment.year:04d}"

@@ -213,15 +213,8 @@ class TreeRewrite:
             root = self.sink.write(LEAF_PAGE, 0, b"")
         return root
 
-    def _node(
-        self,
-        pgid: int,
-        edits: Edits,
-        lo: int,
-        hi: int,
-        appends: Iterable[Row] | None,
-        parent: BranchLevel,
-    ) -> None:
+    def _node(self, pgid: int, edits: Edits, lo: int, hi: int, appends: Iterable[Row] | None,
+              parent: BranchLevel) -> None:
         offset, end, flags, count = self.db.tree_page(pgid, self.seen)
         if flags != BRANCH_PAGE:
             items = self.db.leaf_items((self.db.mm, offset, end, count))
@@ -240,15 +233,8 @@ class TreeRewrite:
             start = stop
         level.finish()
 
-    def _leaf(
-        self,
-        items: list[Item],
-        edits: Edits,
-        lo: int,
-        hi: int,
-        appends: Iterable[Row] | None,
-        parent: BranchLevel,
-    ) -> None:
+    def _leaf(self, items: list[Item], edits: Edits, lo: int, hi: int, appends: Iterable[Row] | None,
+              parent: BranchLevel) -> None:
         packer = LeafPacker(self.sink, parent)
         greatest = items[-1][1] if items else None
         for flags, key, value in self._merged(items, edits, lo, hi):

@@ -24,7 +24,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd import EtcdClient
-from lifeboat.etcd.binaries import RestoreTool, find_etcd_server, find_restore_tool
+from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_etcd_server, find_restore_tool
 from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.snapshot.spool import spool_dir
@@ -219,8 +219,8 @@ def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: 
 
 def _restore_into(tool: RestoreTool, snapshot: Path, member: LocalEtcd, bump_revision: int | None = None) -> None:
     """Restore ``snapshot`` into ``member``'s data dir as a cluster of that member alone."""
-    tool.run(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
-             f"lifeboat-drill-{uuid.uuid4().hex[:12]}", member.peer_url, bump_revision)
+    tool.run(SnapshotRestore(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
+                             f"lifeboat-drill-{uuid.uuid4().hex[:12]}", member.peer_url, bump_revision))
 
 
 def read_snapshot_facts(snapshot: Path, revision: int, sample_size: int) -> SnapshotFacts:

@@ -10,6 +10,7 @@ import pytest
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd.binaries import (
     RestoreTool,
+    SnapshotRestore,
     candidate_paths,
     find_etcd_server,
     find_restore_tool,
@@ -129,8 +130,8 @@ def test_no_fit_tool_lists_what_was_found(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_command_is_etcdutl_compatible(tmp_path: Path) -> None:
     tool = probe_restore_tool(fake_tool(tmp_path, "etcdutl", "3.5.1"))
-    argv = tool.command(Path("/s.db"), Path("/d"), "m1", "m1=https://a:2380,m2=https://b:2380",
-                        "tok", ["https://a:2380"])
+    argv = tool.command(SnapshotRestore(Path("/s.db"), Path("/d"), "m1", "m1=https://a:2380,m2=https://b:2380",
+                                        "tok", ["https://a:2380"]))
     assert argv[1:] == [
         "snapshot", "restore", "/s.db", "--data-dir=/d", "--name=m1",
         "--initial-cluster=m1=https://a:2380,m2=https://b:2380",
@@ -140,26 +141,26 @@ def test_command_is_etcdutl_compatible(tmp_path: Path) -> None:
 
 def test_bump_revision_adds_mark_compacted_when_supported(tmp_path: Path) -> None:
     tool = probe_restore_tool(fake_tool(tmp_path, "etcdutl", "3.5.10", NEW_HELP))
-    argv = tool.command(Path("s"), Path("d"), "a", "a=http://x:1", "t", "http://x:1", 1000)
+    argv = tool.command(SnapshotRestore(Path("s"), Path("d"), "a", "a=http://x:1", "t", "http://x:1", 1000))
     assert argv[-2:] == ["--bump-revision=1000", "--mark-compacted"]
 
 
 def test_bump_revision_without_support_is_a_usage_error(tmp_path: Path) -> None:
     tool = probe_restore_tool(fake_tool(tmp_path, "etcdutl", "3.5.1"))
     with pytest.raises(UsageError, match="has no --bump-revision"):
-        tool.command(Path("s"), Path("d"), "a", "a=http://x:1", "t", "http://x:1", 1000)
+        tool.command(SnapshotRestore(Path("s"), Path("d"), "a", "a=http://x:1", "t", "http://x:1", 1000))
 
 
 def test_name_missing_from_initial_cluster_is_a_usage_error() -> None:
     tool = RestoreTool(Path("/bin/etcdutl"), "etcdutl", "3.5.1", False, False)
     with pytest.raises(UsageError, match="no member named 'c'"):
-        tool.command(Path("s"), Path("d"), "c", "a=http://x:1,b=http://y:1", "t", "http://z:1")
+        tool.command(SnapshotRestore(Path("s"), Path("d"), "c", "a=http://x:1,b=http://y:1", "t", "http://z:1"))
 
 
 def test_run_sets_etcdctl_api_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ETCDCTL_API", "2")
     tool = probe_restore_tool(fake_tool(tmp_path, "etcdctl", "3.4.23"))
-    tool.run(Path("s.db"), tmp_path / "data", "a", "a=http://x:1", "t", "http://x:1")
+    tool.run(SnapshotRestore(Path("s.db"), tmp_path / "data", "a", "a=http://x:1", "t", "http://x:1"))
     recorded = (tmp_path / "argv").read_text().splitlines()
     assert recorded[0].startswith("snapshot restore s.db --data-dir=")
     assert recorded[1] == "ETCDCTL_API=3"
@@ -169,14 +170,14 @@ def test_run_failure_carries_the_tools_last_stderr_line(tmp_path: Path) -> None:
     failing = 'echo "some log line" >&2; echo "Error: snapshot file has wrong hash" >&2; exit 1'
     tool = probe_restore_tool(fake_tool(tmp_path, "etcdutl", "3.5.1", restore=failing))
     with pytest.raises(OperationFailed, match=r"exit 1\): Error: snapshot file has wrong hash$"):
-        tool.run(Path("s.db"), tmp_path / "data", "a", "a=http://x:1", "t", "http://x:1")
+        tool.run(SnapshotRestore(Path("s.db"), tmp_path / "data", "a", "a=http://x:1", "t", "http://x:1"))
 
 
 def test_run_refuses_an_existing_data_dir(tmp_path: Path) -> None:
     tool = probe_restore_tool(fake_tool(tmp_path / "bin", "etcdutl", "3.5.1"))
     (tmp_path / "data").mkdir()
     with pytest.raises(UsageError, match="already exists; move it aside"):
-        tool.run(Path("s.db"), tmp_path / "data", "a", "a=http://x:1", "t", "http://x:1")
+        tool.run(SnapshotRestore(Path("s.db"), tmp_path / "data", "a", "a=http://x:1", "t", "http://x:1"))
 
 
 def test_last_error_line_is_shortened_and_falls_back() -> None:

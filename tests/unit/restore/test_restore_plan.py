@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -14,6 +13,7 @@ import pytest
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import EtcdUnavailable, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
+from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
@@ -43,9 +43,7 @@ class FakeTool:
         if snapshot_version.split(".")[0] != self.version.split(".")[0]:
             raise UsageError("wrong major version")
 
-    def run(self, snapshot: Path, data_dir: Path, name: str, initial_cluster: str, token: str,
-            advertise_peer_urls: Sequence[str] | str, bump_revision: int | None = None, *,
-            skip_hash_check: bool = False) -> None:
+    def run(self, restore: SnapshotRestore) -> None:
         raise AssertionError("not run in planner tests")
 
 
