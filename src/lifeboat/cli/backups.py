@@ -21,7 +21,7 @@ from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
-    add_cache_flags, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings,
+    add_command, add_cache_flags, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings,
     open_repository, resolved_config,
 )
 from lifeboat.cli.drills import add_drill_flags, cmd_drill
@@ -34,16 +34,7 @@ from lifeboat.verify.backup import verify_backup
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "backup", parents=[common], help="take a verified backup of etcd and the control-plane files",
-        description="Stream a snapshot from one healthy voting etcd member, check etcd's sha256 "
-        "trailer, compress (zstd), optionally encrypt (age), upload, and capture the control-plane "
-        "files (PKI, kubeconfigs, static-pod manifests, kubelet config, encryption config). The "
-        "manifest is written last: an interrupted backup never looks complete.",
-    )
-    add_etcd_flags(p)
-    add_repo_flags(p)
-    add_root_flag(p)
+    p = add_command(sub, common, "backup", cmd_backup, add_etcd_flags, add_repo_flags, add_root_flag)
     p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
                    help="age recipient (age1...), SSH public key, or a file of them; repeatable")
     p.add_argument("--no-files", action="store_true", help="back up etcd only, not the control-plane files")
@@ -54,39 +45,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    "as the member reports it; checked before streaming starts)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="a label recorded in the manifest; repeatable")
-    p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("list", parents=[common], help="list the backups in a repository",
-                       description="List committed backups, oldest first, a page at a time (each "
-                       "page is printed as soon as its manifests are read). --last and --since "
-                       "read only the manifests they show. Which backups exist is always read from the repository; "
-                       "a manifest already read (same key, size and version) is taken from a private local "
-                       "cache instead of downloaded again (--no-cache to skip it). With --check, also ask the store whether every "
-                       "object of each backup shown is there with its recorded size (one HEAD per object, "
-                       "no download; exit 1 if any is not).")
-    add_repo_flags(p)
+    p = add_command(sub, common, "list", cmd_list, add_repo_flags)
     p.add_argument("--last", type=_count, metavar="N", help="only the newest N backups")
     p.add_argument("--since", metavar="TIME", help="only backups started since TIME: an RFC 3339 "
                    "time or date (2026-11-22T03:00:00Z, 2026-11-22) or an age (36h, 7d, 2w)")
     p.add_argument("--check", action="store_true",
                    help="check that every backup's objects exist with their recorded sizes")
     add_cache_flags(p)
-    p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", parents=[common], help="show one backup's manifest",
-                       description="Show what a backup holds: source member, snapshot status, "
-                       "objects and their checksums, captured files.")
+    p = add_command(sub, common, "show", cmd_show)
     p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
     add_repo_flags(p)
-    p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser(
-        "verify", parents=[common], help="fetch a backup and check every checksum and the snapshot",
-        description="Download every object, check its stored sha256, decrypt, decompress, check the "
-        "raw sha256 and etcd's trailer, read the snapshot offline and compare revision, hash, key "
-        "count and size with the manifest, and check every control-plane file's sha256. Exit 1 if "
-        "anything does not match.",
-    )
+    p = add_command(sub, common, "verify", cmd_verify)
     p.add_argument("backup_id", metavar="ID", nargs="?",
                    help="a backup id, or 'latest' (with --to-revision/--to-time: optional)")
     add_repo_flags(p)
@@ -99,19 +71,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)
     add_point_flags(p)
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("delete", parents=[common], help="delete one backup (data first, manifest last)",
-                       description="Delete a backup's objects, then its manifest. Safe to re-run "
-                       "after an interruption.")
+    p = add_command(sub, common, "delete", cmd_delete)
     p.add_argument("backup_id", metavar="ID", help="a backup id")
     add_repo_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="delete the backup even if it is pinned")
-    p.set_defaults(func=cmd_delete)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    """take a verified backup of etcd and the control-plane files
+
+    Stream a snapshot from one healthy voting etcd member, check etcd's sha256 trailer, compress
+    (zstd), optionally encrypt (age), upload, and capture the control-plane files (PKI, kubeconfigs,
+    static-pod manifests, kubelet config, encryption config). The manifest is written last: an
+    interrupted backup never looks complete.
+    """
     config = resolved_config(args).config
     cluster = check_cluster_name(cluster_name(args) or "default")
     # A bad recipient fails before etcd or the repository is touched.
@@ -137,6 +112,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """list the backups in a repository
+
+    List committed backups, oldest first, a page at a time (each page is printed as soon as its
+    manifests are read). --last and --since read only the manifests they show. Which backups exist
+    is always read from the repository; a manifest already read (same key, size and version) is
+    taken from a private local cache instead of downloaded again (--no-cache to skip it). With
+    --check, also ask the store whether every object of each backup shown is there with its recorded
+    size (one HEAD per object, no download; exit 1 if any is not).
+    """
     repo = open_repository(args)
     cluster = cluster_name(args, default=None)
     since = parse_since(args.since, datetime.now(UTC)) if args.since else None
@@ -260,6 +244,11 @@ def _summary(m: Manifest, pin: Pin | None) -> dict[str, object]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """show one backup's manifest
+
+    Show what a backup holds: source member, snapshot status, objects and their checksums, captured
+    files.
+    """
     repo = open_repository(args)
     m = repo.find(args.backup_id, cluster_name(args, default=None))
     pin = repo.pin_of(m)
@@ -300,6 +289,12 @@ def _shown(m: Manifest, missing: list[str]) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """fetch a backup and check every checksum and the snapshot
+
+    Download every object, check its stored sha256, decrypt, decompress, check the raw sha256 and
+    etcd's trailer, read the snapshot offline and compare revision, hash, key count and size with
+    the manifest, and check every control-plane file's sha256. Exit 1 if anything does not match.
+    """
     config = resolved_config(args).config
     files = [str(path) for path in config.encryption.identity_files]
     identities = load_identities(files) if files else None
@@ -330,6 +325,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    """delete one backup (data first, manifest last)
+
+    Delete a backup's objects, then its manifest. Safe to re-run after an interruption.
+    """
     repo = open_repository(args)
     manifest = repo.locate(args.backup_id, cluster_name(args, default=None))  # a damaged one too
     pin = repo.pin_of(manifest)

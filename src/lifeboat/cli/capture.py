@@ -20,38 +20,17 @@ from lifeboat.catalog.timeline import Timeline, Window, build_timeline, point_at
 from lifeboat.cli.point import add_point_flags, only_cluster, point_target, resolve_point
 from lifeboat.errors import UsageError
 from lifeboat.cli.connect import (
-    add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+    add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
     resolved_config,
 )
 from lifeboat.cli.output import emit_json, table
 from lifeboat.etcd import EtcdClient
 
-CAPTURE_DESCRIPTION = """\
-Follow every change of etcd and store it in the repository, so the cluster can be restored to
-any revision or second (lifeboat restore --to-revision/--to-time). At start, resume right after
-the last committed segment of this cluster's newest chain, or take a base backup and start a new
-chain. Then watch the whole keyspace and commit a segment (zstd, age like backups, create-only)
-every capture.flush-interval (default 1s) or capture.segment-max-bytes. If etcd compacted the
-next revision (capture stopped or fell behind), a gap is recorded with its reason and a new base
-is taken at once. While the repository is down, segments wait in a bounded local spool. SIGTERM
-or Ctrl-C commits what was received and exits 0.
-"""
-
-TIMELINE_DESCRIPTION = """\
-Show, per cluster, the recoverable windows (a base backup and its unbroken chain of capture
-segments; a backup without a chain is a window of one revision) as revision and time ranges,
-and every gap between them with its reason. Times are when capture saw a revision; the
-revision was committed by etcd at or before that time.
-"""
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("capture", parents=[common], help="capture every change of etcd continuously",
-                       description=CAPTURE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_etcd_flags(p)
-    add_repo_flags(p)
-    add_root_flag(p)
+    p = add_command(sub, common, "capture", cmd_capture,
+                    add_etcd_flags, add_repo_flags, add_root_flag, raw=True)
     p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
                    help="age recipient (age1...), SSH public key, or a file of them; repeatable")
     p.add_argument("--no-files", action="store_true",
@@ -67,32 +46,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "capture-spool) [capture.spool-dir]")
     p.add_argument("--spool-max-bytes", metavar="SIZE",
                    help="spool limit; when full a gap is recorded (default 256MiB) [capture.spool-max-bytes]")
-    p.set_defaults(func=cmd_capture)
 
-    p = sub.add_parser(
-        "synthesize", parents=[common], help="write a full backup from a base backup plus captured segments",
-        description="Build the cluster's snapshot at a captured point offline (the chain's base "
-        "backup, or a newer synthetic one, plus the captured events after it) and store it as a new "
-        "full backup, encrypted and compressed like any, with labels lifeboat.synthetic-chain, "
-        "-from, -revision and -seen naming where it came from. etcd is not contacted. Restores and "
-        "drills treat it like any backup, and restores to later points of the chain start from it; "
-        "retention then lets the older base and the segments before it go (the chain is folded). "
-        "The agent does not run it: schedule it with cron (docs/continuous-capture.md). "
-        "Default point: the newest captured revision.",
-    )
-    add_repo_flags(p)
-    add_point_flags(p)
+    p = add_command(sub, common, "synthesize", cmd_synthesize, add_repo_flags, add_point_flags)
     p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
                    help="age identity file to read encrypted backups and segments; repeatable")
     p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
                    help="age recipient for the new backup (default: encryption.recipients); repeatable")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the snapshot is built")
-    p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("timeline", parents=[common], help="show restorable windows and gaps",
-                       description=TIMELINE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_repo_flags(p)
-    p.set_defaults(func=cmd_timeline)
+    p = add_command(sub, common, "timeline", cmd_timeline, add_repo_flags, raw=True)
 
 
 @contextmanager
@@ -108,6 +70,17 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    """capture every change of etcd continuously
+
+    Follow every change of etcd and store it in the repository, so the cluster can be restored to
+    any revision or second (lifeboat restore --to-revision/--to-time). At start, resume right after
+    the last committed segment of this cluster's newest chain, or take a base backup and start a new
+    chain. Then watch the whole keyspace and commit a segment (zstd, age like backups, create-only)
+    every capture.flush-interval (default 1s) or capture.segment-max-bytes. If etcd compacted the
+    next revision (capture stopped or fell behind), a gap is recorded with its reason and a new base
+    is taken at once. While the repository is down, segments wait in a bounded local spool. SIGTERM
+    or Ctrl-C commits what was received and exits 0.
+    """
     config = resolved_config(args).config
     cluster = check_cluster_name(cluster_name(args) or "default")
     resolved = etcd_settings(args)
@@ -130,6 +103,16 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
+    """write a full backup from a base backup plus captured segments
+
+    Build the cluster's snapshot at a captured point offline (the chain's base backup, or a newer
+    synthetic one, plus the captured events after it) and store it as a new full backup, encrypted
+    and compressed like any, with labels lifeboat.synthetic-chain, -from, -revision and -seen naming
+    where it came from. etcd is not contacted. Restores and drills treat it like any backup, and
+    restores to later points of the chain start from it; retention then lets the older base and the
+    segments before it go (the chain is folded). The agent does not run it: schedule it with cron
+    (docs/continuous-capture.md). Default point: the newest captured revision.
+    """
     config = resolved_config(args).config
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
@@ -156,6 +139,13 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
+    """show restorable windows and gaps
+
+    Show, per cluster, the recoverable windows (a base backup and its unbroken chain of capture
+    segments; a backup without a chain is a window of one revision) as revision and time ranges,
+    and every gap between them with its reason. Times are when capture saw a revision; the
+    revision was committed by etcd at or before that time.
+    """
     repo = open_repository(args)
     wanted = cluster_name(args, default=None)
     clusters = [wanted] if wanted else sorted({m.cluster for m in repo.manifests()})

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import load_recipients
-from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, resolved_config
+from lifeboat.cli.connect import add_command, add_etcd_flags, add_repo_flags, add_root_flag, resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.config import CONFIG_ENV, load_config, shown_values
 from lifeboat.errors import UsageError
@@ -21,25 +21,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                            "defaults.")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("validate", parents=[common], help="check a config file; exit 3 if it is wrong",
-                         description="Load FILE and check every key and value: unknown keys, wrong "
-                         "types, negative counts, bad cron expressions and durations, and a private key "
-                         "among encryption.recipients (inline or in a recipients file on this host) "
-                         "are errors that name the key. Exit 0 when valid, 3 when not.")
+    p = add_command(verbs, common, "validate", cmd_validate)
     p.add_argument("file", type=Path, metavar="FILE")
-    p.set_defaults(func=cmd_validate)
 
-    p = verbs.add_parser("show", parents=[common], help="show every setting and where it came from",
-                         description="Print each setting in effect and its origin (flag, env, file, "
-                         "default). Secrets are never printed: for S3 keys only where they come "
-                         f"from. The file is --config FILE or ${CONFIG_ENV}.")
-    add_etcd_flags(p)
-    add_repo_flags(p)
-    add_root_flag(p)
-    p.set_defaults(func=cmd_show)
+    p = add_command(verbs, common, "show", cmd_show, add_etcd_flags, add_repo_flags, add_root_flag)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """check a config file; exit 3 if it is wrong
+
+    Load FILE and check every key and value: unknown keys, wrong types, negative counts, bad cron
+    expressions and durations, and a private key among encryption.recipients (inline or in a
+    recipients file on this host) are errors that name the key. Exit 0 when valid, 3 when not.
+    """
     config = load_config(args.file)
     _check_recipient_files(args.file, config.encryption.recipients)
     if args.output == "json":
@@ -66,6 +60,11 @@ def _check_recipient_files(path: Path, recipients: list[str]) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """show every setting and where it came from
+
+    Print each setting in effect and its origin (flag, env, file, default). Secrets are never
+    printed: for S3 keys only where they come from. The file is --config FILE or $LIFEBOAT_CONFIG.
+    """
     resolved = resolved_config(args)
     rows = shown_values(resolved, os.environ)
     if args.output == "json":

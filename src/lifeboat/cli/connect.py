@@ -10,7 +10,9 @@ certificate, then etcdctl's default ``127.0.0.1:2379``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,27 @@ from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
 from lifeboat.store import open_store
 
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser, name: str,
+    run: Callable[[argparse.Namespace], int], *flags: Callable[[argparse.ArgumentParser], None],
+    raw: bool = False,
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` that calls ``run``, with the shared ``flags`` (``add_etcd_flags``...).
+
+    Its help is ``run``'s docstring: the first line for the list of commands, the rest for
+    its own ``--help``, re-wrapped by argparse unless ``raw`` keeps the docstring's lines.
+    """
+    summary, _, description = (inspect.getdoc(run) or "").partition("\n\n")
+    parser = sub.add_parser(
+        name, parents=[common], help=summary, description=description or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter,
+    )
+    for add in flags:
+        add(parser)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import load_identities
-from lifeboat.cli.connect import add_repo_flags, cluster_name, open_repository
+from lifeboat.cli.connect import add_command, add_repo_flags, cluster_name, open_repository
 from lifeboat.cli.output import emit_json, table
 from lifeboat.cli.point import only_cluster
 from lifeboat.errors import NotFound, UsageError
@@ -22,13 +22,7 @@ from lifeboat.pitr.history import KeyMatch, ObjectVersion, object_history
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = verbs.add_parser(
-        "history", parents=[common], help="every version of one object in the captured timeline",
-        description="List every version of one object that the repository can show: the version "
-        "each capture chain's base backup holds, then every captured change, with its revision, the "
-        "time capture saw it, and what changed (JSON objects field by field; protobuf ones by "
-        "metadata and size). Needs 'lifeboat capture'. Secret values are never printed.",
-    )
+    p = add_command(verbs, common, "history", cmd_history)
     p.add_argument("object", metavar="KIND/NAME", help="e.g. deployments.apps/web, configmap/settings, "
                    "or a full etcd key /registry/...")
     p.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
@@ -38,7 +32,6 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where base snapshots are unpacked")
     p.add_argument("--encryption-config", type=Path, metavar="FILE",
                    help="the kube-apiserver's --encryption-provider-config, to read objects encrypted at rest")
-    p.set_defaults(func=cmd_history)
 
 
 def object_matcher(text: str, namespace: str | None, encryption: EncryptionConfiguration | None) -> KeyMatch:
@@ -64,6 +57,13 @@ def object_matcher(text: str, namespace: str | None, encryption: EncryptionConfi
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    """every version of one object in the captured timeline
+
+    List every version of one object that the repository can show: the version each capture chain's
+    base backup holds, then every captured change, with its revision, the time capture saw it, and
+    what changed (JSON objects field by field; protobuf ones by metadata and size). Needs 'lifeboat
+    capture'. Secret values are never printed.
+    """
     encryption = load_encryption_configuration(args.encryption_config) if args.encryption_config else None
     matches = object_matcher(args.object, args.namespace, encryption)
     repo = open_repository(args)

@@ -6,6 +6,7 @@ import argparse
 from contextlib import ExitStack
 from typing import Any
 
+from lifeboat.cli.connect import add_command
 from lifeboat.cli.k8s_source import LIVE, add_source_flags, encryption_config, live_client, open_source
 from lifeboat.cli.output import emit_json, table
 from lifeboat.errors import OperationFailed, UsageError
@@ -30,13 +31,7 @@ EXPECT = (
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
-    p = verbs.add_parser(
-        "undelete", parents=[common], help="write a namespace's objects back from a backup",
-        description="Write the exact stored bytes of a namespace's objects from SOURCE back into "
-        "the live etcd: the Namespace object first, owners before what they own, each key only "
-        "if it is absent (a create-only transaction: nothing that exists is overwritten). A dry "
-        "run by default; --apply writes. Refuses when SOURCE is from another etcd cluster.",
-    )
+    p = add_command(verbs, common, "undelete", cmd_undelete)
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
                    help="a snapshot file, or a backup id / 'latest' in --repo")
     p.add_argument("-n", "--namespace", required=True, metavar="NS", help="the namespace to restore")
@@ -49,10 +44,17 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--force", action="store_true",
                    help="write even though SOURCE's cluster id differs from the live cluster's")
     add_source_flags(p)
-    p.set_defaults(func=cmd_undelete, apply=False)
+    p.set_defaults(apply=False)
 
 
 def cmd_undelete(args: argparse.Namespace) -> int:
+    """write a namespace's objects back from a backup
+
+    Write the exact stored bytes of a namespace's objects from SOURCE back into the live etcd: the
+    Namespace object first, owners before what they own, each key only if it is absent (a
+    create-only transaction: nothing that exists is overwritten). A dry run by default; --apply
+    writes. Refuses when SOURCE is from another etcd cluster.
+    """
     if args.source == LIVE:
         raise UsageError("--from must be a backup or a snapshot file, not the live cluster itself")
     kind = KindQuery.parse(args.kind) if args.kind else None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
 from lifeboat.catalog.pins import Pin
-from lifeboat.cli.connect import add_cache_flags, add_repo_flags, cluster_name, open_repository, resolved_config
+from lifeboat.cli.connect import add_command, add_cache_flags, add_repo_flags, cluster_name, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.config import check_orphan_grace, parse_seconds
 from lifeboat.errors import UsageError
@@ -18,19 +18,7 @@ from lifeboat.retention.records import format_time
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "prune", parents=[common], help="delete the backups the retention policies do not keep",
-        description="Give every backup a verdict (keep or delete) with its reasons, then delete "
-        "the 'delete' ones, data first and manifest last, so an interrupted prune can be run "
-        "again. Pinned backups and the minimum-redundancy floor are never deleted. Also removes "
-        "the objects of backups that never got a manifest once their newest object (by the "
-        "store's own time stamp) is older than the orphan grace period, and the hidden temp files a killed "
-        "backup left in a local repository once not written to for that long. Capture chains go with "
-        "their bases; a chain whose oldest kept base is a synthetic backup is folded (its segments "
-        "before it go). Policies come from the config file's retention: section, or from the flags "
-        "below (which then replace the file's policies).",
-    )
-    add_repo_flags(p)
+    p = add_command(sub, common, "prune", cmd_prune, add_repo_flags)
     add_cache_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the verdicts, delete nothing")
     policies = p.add_argument_group("retention policies (replace the config file's)")
@@ -43,22 +31,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--orphan-grace", metavar="DURATION",
                    help="remove manifest-less leftovers whose newest object is older than this "
                         "(default 24h; at least 1h, or a backup still being written could lose its objects)")
-    p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("pin", parents=[common], help="pin a backup so that no prune deletes it",
-                       description="Write a pin (who, when, why) beside the backup's manifest. "
-                       "Pinned backups are kept by every retention policy and 'delete' refuses "
-                       "them without --force.")
+    p = add_command(sub, common, "pin", cmd_pin)
     p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
     p.add_argument("--reason", default="", metavar="TEXT", help="why it is kept (shown by list/show)")
     add_repo_flags(p)
-    p.set_defaults(func=cmd_pin)
 
-    p = sub.add_parser("unpin", parents=[common], help="remove a backup's pin",
-                       description="Remove the pin; retention decides about the backup again.")
+    p = add_command(sub, common, "unpin", cmd_unpin)
     p.add_argument("backup_id", metavar="ID", help="a backup id")
     add_repo_flags(p)
-    p.set_defaults(func=cmd_unpin)
 
 
 _POLICY_HELP = {
@@ -74,6 +55,17 @@ _POLICY_HELP = {
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """delete the backups the retention policies do not keep
+
+    Give every backup a verdict (keep or delete) with its reasons, then delete the 'delete' ones,
+    data first and manifest last, so an interrupted prune can be run again. Pinned backups and the
+    minimum-redundancy floor are never deleted. Also removes the objects of backups that never got a
+    manifest once their newest object (by the store's own time stamp) is older than the orphan grace
+    period, and the hidden temp files a killed backup left in a local repository once not written to
+    for that long. Capture chains go with their bases; a chain whose oldest kept base is a synthetic
+    backup is folded (its segments before it go). Policies come from the config file's retention:
+    section, or from the flags below (which then replace the file's policies).
+    """
     policies, min_redundancy, grace = _retention(args)
     repo = open_repository(args)
     plan = plan_prune(repo, policies, datetime.now(UTC), cluster=cluster_name(args, default=None),
@@ -179,6 +171,11 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
+    """pin a backup so that no prune deletes it
+
+    Write a pin (who, when, why) beside the backup's manifest. Pinned backups are kept by every
+    retention policy and 'delete' refuses them without --force.
+    """
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     pin = Pin.now(args.reason)
@@ -191,6 +188,10 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_unpin(args: argparse.Namespace) -> int:
+    """remove a backup's pin
+
+    Remove the pin; retention decides about the backup again.
+    """
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     was_pinned = repo.unpin(manifest)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.cli.connect import add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
+from lifeboat.cli.connect import add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
 from lifeboat.errors import OperationFailed, UsageError
@@ -36,47 +36,10 @@ from lifeboat.restore.supervisor import (
 from lifeboat.restore.target import RestoreTarget, make_target, new_cluster_token
 from lifeboat.etcd.binaries import find_restore_tool
 
-DESCRIPTION = """\
-Rebuild this node's etcd member from a backup, in journaled steps: fetch and verify the backup
-(a bad one stops here, node untouched), stop kube-apiserver and etcd, move the old data dir
-aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcdctl snapshot
-restore, optionally put the control-plane files back (--files), start etcd, check that it serves
-the backup's keys at the bumped revision, start kube-apiserver. --dry-run prints exactly these
-steps. Re-running the same command after a crash resumes; --rollback puts the old data dir back.
---no-start stops once the restored data dir is in place and prints how to start etcd.
-
-The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
-compacted there, so Kubernetes watch caches and informers relist instead of missing changes:
-by the restore tool's --bump-revision --mark-compacted (etcdutl 3.5.10+, etcdctl 3.4.27+), or
-by lifeboat itself on the restored db for older tools. The plan says which.
-
-A backup of another etcd cluster than this node's (by the live member's cluster id, else the
-member ids in the data dir's db) is refused unless --force. In a repository of several
-clusters, 'latest' needs --cluster.
-
-While the backup's etcd cluster keeps quorum with more than one voting member, a restore is
-refused (exit 1) with the 'lifeboat member replace' command to run instead: it would roll the
-working cluster back. lifeboat asks the etcd endpoints given (default: this node's member) and
-every member they list; when this node's etcd is down, give --endpoints=THIS,OTHER,... (this
-node's member first: it is the one stopped, restored and checked).
---force restores anyway. A cluster that lost quorum, one where nothing answers (e.g. every
-member stopped to be restored) and members already restored (a new cluster id) do not stop it.
-
-With --to-revision R or --to-time T (and no ID, or the base's), the newest base backup at or
-before the point is fetched and the events 'lifeboat capture' stored after it are replayed
-offline into the snapshot, so the member holds exactly the cluster's state at R; a point before
-the oldest backup, inside a gap or not yet captured is refused naming the nearest restorable
-points, and a missing or damaged segment is refused, never skipped.
-
-For a cluster of several members, 'lifeboat restore plan ID --initial-cluster ...' prints the
-command to run on each member's node.
-"""
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("restore", parents=[common], help="restore this node's etcd member from a backup",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, common, "restore", cmd_restore, raw=True)
     p.add_argument("backup_id", metavar="ID", nargs="?",
                    help="a backup id or 'latest'; or 'plan' followed by an ID for a whole cluster")
     p.add_argument("plan_backup_id", metavar="PLAN_ID", nargs="?", help=argparse.SUPPRESS)
@@ -117,10 +80,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--rollback", action="store_true",
                    help="put the data dir the last restore moved aside back in place and start etcd")
-    p.set_defaults(func=cmd_restore)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    """restore this node's etcd member from a backup
+
+    Rebuild this node's etcd member from a backup, in journaled steps: fetch and verify the backup
+    (a bad one stops here, node untouched), stop kube-apiserver and etcd, move the old data dir
+    aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcdctl snapshot
+    restore, optionally put the control-plane files back (--files), start etcd, check that it serves
+    the backup's keys at the bumped revision, start kube-apiserver. --dry-run prints exactly these
+    steps. Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+    --no-start stops once the restored data dir is in place and prints how to start etcd.
+
+    The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
+    compacted there, so Kubernetes watch caches and informers relist instead of missing changes:
+    by the restore tool's --bump-revision --mark-compacted (etcdutl 3.5.10+, etcdctl 3.4.27+), or
+    by lifeboat itself on the restored db for older tools. The plan says which.
+
+    A backup of another etcd cluster than this node's (by the live member's cluster id, else the
+    member ids in the data dir's db) is refused unless --force. In a repository of several
+    clusters, 'latest' needs --cluster.
+
+    While the backup's etcd cluster keeps quorum with more than one voting member, a restore is
+    refused (exit 1) with the 'lifeboat member replace' command to run instead: it would roll the
+    working cluster back. lifeboat asks the etcd endpoints given (default: this node's member) and
+    every member they list; when this node's etcd is down, give --endpoints=THIS,OTHER,... (this
+    node's member first: it is the one stopped, restored and checked).
+    --force restores anyway. A cluster that lost quorum, one where nothing answers (e.g. every
+    member stopped to be restored) and members already restored (a new cluster id) do not stop it.
+
+    With --to-revision R or --to-time T (and no ID, or the base's), the newest base backup at or
+    before the point is fetched and the events 'lifeboat capture' stored after it are replayed
+    offline into the snapshot, so the member holds exactly the cluster's state at R; a point before
+    the oldest backup, inside a gap or not yet captured is refused naming the nearest restorable
+    points, and a missing or damaged segment is refused, never skipped.
+
+    For a cluster of several members, 'lifeboat restore plan ID --initial-cluster ...' prints the
+    command to run on each member's node.
+    """
     if args.backup_id == "plan":
         return cmd_plan(args)
     if args.plan_backup_id:
