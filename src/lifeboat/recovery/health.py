@@ -37,14 +37,9 @@ _NO_LEADER_TEXT = "no leader"
 
 
 @dataclass(frozen=True)
-class MemberHealth:
-    """One member: what MemberList says, what it said about itself, and the verdict."""
+class MemberHealth(Member):
+    """One member: what MemberList says (a learner also if it says so itself), what it said, the verdict."""
 
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool
     status: MemberStatus | None
     unreachable_reason: str | None
     alarms: tuple[AlarmType, ...]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .mvcc import (
     KeyValue,
-    SnapshotMember,
     SnapshotMeta,
     iter_latest,
     read_members,
@@ -17,7 +16,6 @@ from .trailer import TrailerCheck, check_trailer
 __all__ = [
     "KeyValue",
     "PageScan",
-    "SnapshotMember",
     "SnapshotMeta",
     "SnapshotStatus",
     "TrailerCheck",

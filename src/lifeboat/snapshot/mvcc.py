@@ -24,6 +24,7 @@ from .bbolt import BUCKET_LEAF_FLAG, BoltFile, Buffer, Leaf
 from lifeboat.etcdapi.wire import MalformedValue as MalformedValue  # a bad row or revision
 from lifeboat.etcdapi.wire import read_varint, to_int64
 from lifeboat.etcdapi.model import KeyValue as KeyValue  # the value a live Range returns too
+from lifeboat.etcdapi.model import Member
 
 KEY_BUCKET = b"key"
 META_BUCKET = b"meta"
@@ -44,17 +45,6 @@ class SnapshotMeta:
     term: int | None
     scheduled_compact_revision: int | None
     finished_compact_revision: int | None
-
-
-@dataclass(frozen=True)
-class SnapshotMember:
-    """A cluster member as recorded in bucket ``members``."""
-
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool
 
 
 def decode_key_value(buf: Buffer, start: int, end: int) -> KeyValue:
@@ -189,8 +179,11 @@ def read_meta(path: str | os.PathLike[str]) -> SnapshotMeta:
         )
 
 
-def read_members(path: str | os.PathLike[str]) -> tuple[list[SnapshotMember], list[int]]:
-    """(members, removed member ids) recorded in the snapshot, members sorted by id."""
+def read_members(path: str | os.PathLike[str]) -> tuple[list[Member], list[int]]:
+    """(members, removed member ids) recorded in the snapshot, members sorted by id.
+
+    Bucket ``members`` holds each member as JSON with the attributes MemberList reports.
+    """
     with BoltFile.open(path) as db:
         members = [
             _member(key, value) for key, value in _bucket_dict(db, MEMBERS_BUCKET).items()
@@ -223,10 +216,10 @@ def _compact_mark(raw: bytes | None) -> int | None:
     return None if raw is None else decode_revision(raw)[0]
 
 
-def _member(key: bytes, value: bytes) -> SnapshotMember:
+def _member(key: bytes, value: bytes) -> Member:
     try:
         doc = json.loads(value)
-        return SnapshotMember(
+        return Member(
             id=int(key, 16),
             name=str(doc.get("name", "")),
             peer_urls=tuple(str(u) for u in doc.get("peerURLs") or ()),
