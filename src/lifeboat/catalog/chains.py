@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.codec import decode, encode
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
+from lifeboat.catalog.manifest import record_json
 from lifeboat.catalog.layout import (
     CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
 )
@@ -103,7 +104,7 @@ class ChainInfo:
     format: int = CHAIN_FORMAT
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+        return record_json(asdict(self))
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> ChainInfo:

@@ -118,11 +118,10 @@ def _pump(work: Callable[[_IteratorReader, _PipeWriter], None], chunks: Iterable
 
 def encrypting(chunks: Iterable[bytes], recipients: Sequence[Recipient]) -> Iterator[bytes]:
     """age-encrypt a stream to every recipient (binary age format, not armored)."""
-    keys = [r.key for r in recipients]
 
     def work(reader: _IteratorReader, writer: _PipeWriter) -> None:
         try:
-            pyrage.encrypt_io(reader, writer, keys)
+            pyrage.encrypt_io(reader, writer, [r.key for r in recipients])
         except pyrage.EncryptError as exc:
             raise IntegrityError(f"age encryption failed: {exc}") from None
 
@@ -131,11 +130,10 @@ def encrypting(chunks: Iterable[bytes], recipients: Sequence[Recipient]) -> Iter
 
 def decrypting(chunks: Iterable[bytes], identities: Sequence[Identity]) -> Iterator[bytes]:
     """Decrypt an age stream with any of ``identities``; damaged input is an IntegrityError."""
-    keys = [i.key for i in identities]
 
     def work(reader: _IteratorReader, writer: _PipeWriter) -> None:
         try:
-            pyrage.decrypt_io(reader, writer, keys)
+            pyrage.decrypt_io(reader, writer, [i.key for i in identities])
         except pyrage.DecryptError as exc:
             if _NO_MATCHING_KEY not in str(exc):
                 # Header is invalid / Header MAC is invalid: the identity matched a stanza (or the

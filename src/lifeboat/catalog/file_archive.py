@@ -227,20 +227,18 @@ class _OwnerNames:
         self._groups = {} if self._on_this_system else _id_names(root / "etc/group")
 
     def user(self, uid: int) -> str:
-        if not self._on_this_system:
-            return self._users.get(uid, "")
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return ""
+        return _system_name(pwd.getpwuid, uid) if self._on_this_system else self._users.get(uid, "")
 
     def group(self, gid: int) -> str:
-        if not self._on_this_system:
-            return self._groups.get(gid, "")
-        try:
-            return grp.getgrgid(gid).gr_name
-        except KeyError:
-            return ""
+        return _system_name(grp.getgrgid, gid) if self._on_this_system else self._groups.get(gid, "")
+
+
+def _system_name(lookup: Callable[[int], pwd.struct_passwd | grp.struct_group], number: int) -> str:
+    """The name this system's passwd or group database gives ``number`` ("" if none)."""
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return ""
 
 
 def _id_names(database: Path) -> dict[int, str]:

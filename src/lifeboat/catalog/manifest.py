@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -93,6 +94,11 @@ class SnapshotInfo(_Record):
     db_sha256: Sha256  # the trailer etcd appended: sha256 of the db bytes before it
 
 
+def record_json(fields: Mapping[str, Any]) -> bytes:
+    """A small record (manifest, pin, chain, restore journal) as written: indented JSON, keys sorted, one newline."""
+    return json.dumps(fields, indent=2, sort_keys=True).encode() + b"\n"
+
+
 class Manifest(_Record):
     """Everything lifeboat knows about one backup."""
 
@@ -131,7 +137,7 @@ class Manifest(_Record):
         return sum(o.size for o in self.objects)
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+        return record_json(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as stored: plain JSON types."""

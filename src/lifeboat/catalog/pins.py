@@ -13,6 +13,7 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from lifeboat.catalog.manifest import record_json
 from lifeboat.errors import IntegrityError
 
 @dataclass(frozen=True)
@@ -33,9 +34,6 @@ class Pin:
             user = "unknown"
         return cls(moment.isoformat(timespec="seconds"), f"{user}@{socket.gethostname()}", reason)
 
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
-
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Pin:
         try:
@@ -43,6 +41,9 @@ class Pin:
             return cls(str(raw["pinned_at"]), str(raw["pinned_by"]), str(raw.get("reason", "")))
         except (ValueError, TypeError, KeyError) as exc:
             raise IntegrityError(f"pin {where} is malformed: {exc}") from None
+
+    def to_json(self) -> bytes:
+        return record_json(asdict(self))
 
     @classmethod
     def read(cls, data: bytes, where: str) -> Pin:

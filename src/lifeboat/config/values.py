@@ -7,6 +7,7 @@ the file name and key path in front of it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -23,17 +24,22 @@ _RETENTION_DURATION = re.compile(r"(\d+)([hdw])")
 
 def parse_seconds(value: object) -> float:
     """``5``, ``2.5``, ``500ms``, ``30s``, ``10m``, ``1h``, ``7d`` as seconds (more than 0)."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a duration such as 30s or 5m, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip().lower())):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    return float(_positive_amount(value, float, _DURATION, _UNIT_SECONDS, "s",
+                                  "a duration such as 30s, 5m or 1h", "longer than zero"))
+
+
+def _positive_amount(value: object, kind: type[int] | type[float], pattern: re.Pattern[str],
+                     units: Mapping[str, int | float], default_unit: str, example: str, zero: str) -> int | float:
+    """``value`` in its smallest unit: a bare ``kind``, or digits and one of ``units``; ValueError unless > 0."""
+    if isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool):
+        amount = kind(value)
+    elif isinstance(value, str) and (match := pattern.fullmatch(value.strip().lower())):
+        amount = kind(match.group(1)) * units[match.group(2) or default_unit]
     else:
-        raise ValueError(f"must be a duration such as 30s, 5m or 1h, got {value!r}")
-    if seconds <= 0:
-        raise ValueError(f"must be longer than zero, got {value!r}")
-    return seconds
+        raise ValueError(f"must be {example}, got {value!r}")
+    if amount <= 0:
+        raise ValueError(f"must be {zero}, got {value!r}")
+    return amount
 
 
 def check_endpoint_url(value: str) -> str:
@@ -60,17 +66,8 @@ _UNIT_BYTES = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 100
 
 def parse_bytes(value: object) -> int:
     """``4096``, ``512KiB``, ``16MiB``, ``1GiB`` (or kB/MB/GB) as a number of bytes (more than 0)."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a size such as 16MiB, got {value!r}")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip().lower())):
-        size = int(match.group(1)) * _UNIT_BYTES[match.group(2) or "b"]
-    else:
-        raise ValueError(f"must be a size such as 16MiB or 1GiB, got {value!r}")
-    if size <= 0:
-        raise ValueError(f"must be more than zero bytes, got {value!r}")
-    return size
+    return int(_positive_amount(value, int, _SIZE, _UNIT_BYTES, "b",
+                                "a size such as 16MiB or 1GiB", "more than zero bytes"))
 
 
 RETENTION_DURATION_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from pydantic.dataclasses import dataclass
 from typing_extensions import TypedDict  # pydantic validates only this one on Python < 3.12
 
+from lifeboat.catalog.manifest import record_json
 from lifeboat.config.problems import key_path, translate
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, UsageError
@@ -88,7 +89,7 @@ class Journal:
         return self.with_state(changes)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+        return record_json(asdict(self))
 
 
 def load_journal(path: Path) -> Journal | None:

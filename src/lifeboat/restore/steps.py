@@ -296,26 +296,23 @@ class FetchFiles(Step):
 
 
 @dataclass(frozen=True)
-class Stop(Step):
+class SupervisedStep(Step):
+    """Stopping or starting one component; ``how`` is the supervisor's own account of it."""
+
     component: Component
     how: str
 
     def describe(self) -> str:
         return self.how
 
+
+class Stop(SupervisedStep):
     def run(self, ctx: RestoreContext) -> None:
         ctx.supervisor.stop(self.component)
         ctx.supervisor.wait_stopped(self.component, ctx.stop_timeout)
 
 
-@dataclass(frozen=True)
-class Start(Step):
-    component: Component
-    how: str
-
-    def describe(self) -> str:
-        return self.how
-
+class Start(SupervisedStep):
     def run(self, ctx: RestoreContext) -> None:
         ctx.supervisor.start(self.component)
         ctx.supervisor.wait_started(self.component, ctx.start_timeout)

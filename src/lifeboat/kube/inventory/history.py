@@ -55,16 +55,17 @@ def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _json_changes(before: Any, after: Any) -> Iterator[str]:
-    old, new = dict(_flatten(before)), dict(_flatten(after))
-    for path in sorted(set(old) | set(new)):
-        if path.startswith(_NOISE):
-            continue
-        if path not in new:
-            yield f"{path}: removed (was {_show(old[path])})"
-        elif path not in old:
-            yield f"{path}: added {_show(new[path])}"
-        elif old[path] != new[path]:
-            yield f"{path}: {_show(old[path])} → {_show(new[path])}"
+    old, new = ({path: v for path, v in _flatten(doc) if not path.startswith(_NOISE)} for doc in (before, after))
+    return _changes(old, new, removed="{key}: removed (was {was})", added="{key}: added {now}",
+                    changed="{key}: {was} → {now}")
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any], **lines: str) -> Iterator[str]:
+    """One line per key ``removed``, ``added`` or ``changed``, in key order, from those format strings."""
+    for key in sorted(set(old) | set(new)):
+        how = "removed" if key not in new else "added" if key not in old else "changed"
+        if how != "changed" or old[key] != new[key]:
+            yield lines[how].format(key=key, was=_show(old.get(key)), now=_show(new.get(key)))
 
 
 def _show(value: Any) -> str:
@@ -87,10 +88,5 @@ def _meta_changes(before: StoredObject, after: StoredObject) -> Iterator[str]:
 
 
 def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str]) -> Iterator[str]:
-    for key in sorted(set(old) | set(new)):
-        if key not in new:
-            yield f"{what} {key} removed"
-        elif key not in old:
-            yield f"{what} {key}={_show(new[key])} added"
-        elif old[key] != new[key]:
-            yield f"{what} {key}: {_show(old[key])} → {_show(new[key])}"
+    return _changes(old, new, removed=what + " {key} removed", added=what + " {key}={now} added",
+                    changed=what + " {key}: {was} → {now}")
