@@ -151,6 +151,12 @@ class RestoreContext:
             raise UsageError("this step restores a backup; it needs the backup and a restore tool")
         return self.manifest, self.tool
 
+    def repository(self, what: str) -> BackupRepository:
+        """The repository a step fetches ``what`` from; UsageError when none was given."""
+        if self.repo is None:
+            raise UsageError(f"no repository to fetch {what} from; pass --repo")
+        return self.repo
+
     def remember(self, journal: Journal) -> None:
         """Make ``journal`` (this one with what a step learned) the journal, and save it."""
         self.journal = journal
@@ -163,9 +169,7 @@ class Step:
 
     key: str
     undo_on_failure: bool = field(default=False, kw_only=True)
-    # False for steps that only read the node and download: a restore that stopped before any
-    # other step ran left the node as it was, and its journal must not block the next one.
-    changes_node: ClassVar[bool] = True
+    changes_node: ClassVar[bool] = True  # False: see PreparingStep
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -178,8 +182,15 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Preflight(Step):
+class PreparingStep(Step):
+    """A step that only reads the node and downloads: a restore that stopped before any other
+    step ran left the node as it was, and its journal must not block the next one."""
+
     changes_node: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Preflight(PreparingStep):
     data_dir: Path
     tool: str
     etcd_version: str
@@ -222,8 +233,7 @@ def _existing_parent(path: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class FetchSnapshot(Step):
-    changes_node: ClassVar[bool] = False
+class FetchSnapshot(PreparingStep):
     backup_id: str
     stored: str
     snapshot: Path
@@ -234,10 +244,9 @@ class FetchSnapshot(Step):
 
     def run(self, ctx: RestoreContext) -> None:
         manifest = ctx.restoring()[0]
-        if ctx.repo is None:
-            raise UsageError("no repository to fetch the backup from; pass --repo")
+        repo = ctx.repository("the backup")
         self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        report = verify_backup(ctx.repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
+        report = verify_backup(repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
                                keep_snapshot=self.snapshot)
         failure = report.first_failure()
         if failure is not None or not report.ok:
@@ -249,10 +258,8 @@ class FetchSnapshot(Step):
 
 
 @dataclass(frozen=True)
-class ReplayCapture(Step):
+class ReplayCapture(PreparingStep):
     """Bring the fetched base snapshot forward to the point: replay captured events offline."""
-
-    changes_node: ClassVar[bool] = False
 
     point: RestorePoint
     snapshot: Path
@@ -265,15 +272,14 @@ class ReplayCapture(Step):
                 "(a new file, checked, then put in place of the fetched one)")
 
     def run(self, ctx: RestoreContext) -> None:
-        if ctx.repo is None:
-            raise UsageError("no repository to fetch the capture segments from; pass --repo")
+        repo = ctx.repository("the capture segments")
         if newest_revision(self.snapshot) == self.point.revision:
             return  # replayed before an interruption that came before the journal entry
         replayed = self.snapshot.with_name(self.snapshot.name + ".at-point")
         try:
             # The fetched base was checked (FetchSnapshot); the new file gets its trailer from
             # the sha256 the writer computed as it wrote it, so the next step need not hash it.
-            build_point_snapshot(ctx.repo, self.point, ctx.identities, replayed, base_snapshot=self.snapshot)
+            build_point_snapshot(repo, self.point, ctx.identities, replayed, base_snapshot=self.snapshot)
             os.replace(replayed, self.snapshot)
             ctx.checked.record(self.snapshot)
         finally:
@@ -281,8 +287,7 @@ class ReplayCapture(Step):
 
 
 @dataclass(frozen=True)
-class FetchFiles(Step):
-    changes_node: ClassVar[bool] = False
+class FetchFiles(PreparingStep):
     backup_id: str
     archive: Path
 
@@ -290,9 +295,7 @@ class FetchFiles(Step):
         return f"fetch the control-plane files of backup {self.backup_id} to {self.archive} and check each sha256"
 
     def run(self, ctx: RestoreContext) -> None:
-        if ctx.repo is None:
-            raise UsageError("no repository to fetch the backup from; pass --repo")
-        fetch_archive(ctx.repo, ctx.restoring()[0], ctx.identities, self.archive)
+        fetch_archive(ctx.repository("the backup"), ctx.restoring()[0], ctx.identities, self.archive)
 
 
 @dataclass(frozen=True)
