@@ -34,29 +34,36 @@ ORPHAN_GRACE = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
-class OrphanDecision:
-    orphan: Orphan
+class LeftoverDecision:
+    """Whether prune removes one leftover (an orphan backup, an incomplete upload), and why."""
+
     remove: bool
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.orphan.backup_id, "cluster": self.orphan.cluster,
-            "objects": len(self.orphan.keys), "size": self.orphan.size,
-            "verdict": "delete" if self.remove else "keep", "reasons": [self.reason],
-        }
+        return {**self.subject(), "verdict": "delete" if self.remove else "keep", "reasons": [self.reason]}
+
+    def subject(self) -> dict[str, object]:
+        """What the leftover is, for --output json."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class IncompleteDecision:
-    upload: IncompleteUpload
-    remove: bool
-    reason: str
+class OrphanDecision(LeftoverDecision):
+    orphan: Orphan
 
-    def as_dict(self) -> dict[str, object]:
+    def subject(self) -> dict[str, object]:
+        return {"id": self.orphan.backup_id, "cluster": self.orphan.cluster,
+                "objects": len(self.orphan.keys), "size": self.orphan.size}
+
+
+@dataclass(frozen=True)
+class IncompleteDecision(LeftoverDecision):
+    upload: IncompleteUpload
+
+    def subject(self) -> dict[str, object]:
         return {"key": self.upload.name, "size": self.upload.size,
-                "modified": self.upload.modified.isoformat(timespec="seconds"),
-                "verdict": "delete" if self.remove else "keep", "reasons": [self.reason]}
+                "modified": self.upload.modified.isoformat(timespec="seconds")}
 
 
 @dataclass(frozen=True)
@@ -207,15 +214,16 @@ def _judge_orphan(orphan: Orphan, now: datetime, grace: timedelta) -> OrphanDeci
     age = now - orphan.last_written
     hours = f"{grace.total_seconds() / 3600:g}h"
     if age < grace:
-        return OrphanDecision(orphan, False, f"no manifest, last written less than {hours} ago: "
-                              "may still be uploading")
-    return OrphanDecision(orphan, True, f"no manifest, last written more than {hours} ago: "
-                          "left by an interrupted backup")
+        return OrphanDecision(False, f"no manifest, last written less than {hours} ago: "
+                              "may still be uploading", orphan=orphan)
+    return OrphanDecision(True, f"no manifest, last written more than {hours} ago: "
+                          "left by an interrupted backup", orphan=orphan)
 
 
 def _judge_incomplete(upload: IncompleteUpload, now: datetime, grace: timedelta) -> IncompleteDecision:
     hours = f"{grace.total_seconds() / 3600:g}h"
     if now - upload.modified < grace:
-        return IncompleteDecision(upload, False, f"incomplete upload written to less than {hours} ago: "
-                                  "may still be running")
-    return IncompleteDecision(upload, True, f"incomplete upload not written to for {hours}: its writer died")
+        return IncompleteDecision(False, f"incomplete upload written to less than {hours} ago: "
+                                  "may still be running", upload=upload)
+    return IncompleteDecision(True, f"incomplete upload not written to for {hours}: its writer died",
+                              upload=upload)

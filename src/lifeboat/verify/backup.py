@@ -54,10 +54,7 @@ Progress = Callable[[str, int], None]
 
 
 def verify_backup(
-    repo: BackupRepository,
-    manifest: Manifest,
-    identities: Sequence[Identity] | None,
-    *,
+    repo: BackupRepository, manifest: Manifest, identities: Sequence[Identity] | None, *,
     tmp_dir: Path | None = None,
     keep_snapshot: Path | None = None,
     progress: Progress = lambda stage, done: None,

@@ -92,10 +92,7 @@ class SnapshotFacts:
 
 
 def run_drill(
-    repo: BackupRepository,
-    manifest: Manifest,
-    identities: Sequence[Identity] | None,
-    *,
+    repo: BackupRepository, manifest: Manifest, identities: Sequence[Identity] | None, *,
     tmp_dir: Path | None = None,
     restore_tool: Path | None = None,
     etcd_binary: Path | None = None,
