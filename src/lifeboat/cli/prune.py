@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
 from lifeboat.catalog.pins import Pin
-from lifeboat.cli.connect import add_command, add_cache_flags, add_repo_flags, cluster_name, open_repository, resolved_config
+from lifeboat.cli.connect import (
+    add_cache_flags, add_command, add_repo_flags, cluster_name, open_repository, resolved_config,
+)
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.config import check_orphan_grace, parse_seconds
 from lifeboat.errors import UsageError
