@@ -149,3 +149,27 @@ def test_cli_exits_1_naming_the_problem_and_reports_json(
     assert code == 1
     doc = json.loads(out)
     assert doc["ok"] is False and "not a bbolt database" in doc["problems"][0]
+
+
+def test_leaves_below_reread_from_are_accounted_for_but_not_reread(source: Path) -> None:
+    """What the in-place bump's check relies on: pages it did not write still count once each,
+    nested buckets in them are still walked, and only their keys are trusted."""
+    with BoltFile.open(source) as db:
+        high_water = db.meta.high_water
+    offset, _count = first_leaf(source, b"key")
+    raw = source.read_bytes()
+    element = offset + PAGE_HEADER_SIZE
+    _flags, pos, ksize, _vsize = LEAF_ELEMENT.unpack_from(raw, element)
+    patch(source, element + pos, b"\xff" * ksize)  # a key out of place, below the mark
+    full, known = check_snapshot(source), check_snapshot(source, reread_from=high_water)
+    assert full.problems and known.problems == ()
+    assert (known.keys, known.pages_in_use, known.nested_buckets) == (full.keys, full.pages_in_use, 1)
+
+    with BoltFile.open(source) as db:
+        ref = db.bucket(b"key")
+        assert ref is not None
+        root, _end, _flags, count = db.tree_page(ref.root, db.new_seen())
+        children = db.branch_children(ref.root, root, count)
+    patch(source, root + PAGE_HEADER_SIZE + ELEMENT_SIZE + 8, struct.pack("<Q", children[0]))
+    problems = check_snapshot(source, reread_from=high_water).problems
+    assert any("more than once" in p for p in problems), problems

@@ -399,7 +399,7 @@ class BumpRevision(Step):
     def describe(self) -> str:
         return (f"raise the restored db's revision {self.revision} by {self.amount} to "
                 f"{self.revision + self.amount} and schedule a compaction there (what etcd 3.5.10+'s "
-                f"--bump-revision --mark-compacted writes), in a checked copy renamed over {self.db}")
+                f"--bump-revision --mark-compacted writes), committed in place in {self.db} and checked")
 
     def run(self, ctx: RestoreContext) -> None:
         result = bump_restored_db(self.db, self.amount)

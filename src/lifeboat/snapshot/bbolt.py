@@ -174,12 +174,16 @@ class BoltFile:
 
     # -- pages ------------------------------------------------------------------------------
 
-    def tree_page(self, pgid: int, seen: bytearray) -> tuple[int, int, int, int]:
-        """Validate branch/leaf page ``pgid`` and mark it seen: (offset, end, flags, count)."""
+    def tree_page(self, pgid: int, seen: bytearray, *, read_leaf: bool = True) -> tuple[int, int, int, int]:
+        """Validate branch/leaf page ``pgid`` and mark it seen: (offset, end, flags, count).
+
+        Not ``read_leaf``: a leaf's body (elements, keys, values, overflow) is left unread.
+        """
         flags, count, overflow = self.page_header(pgid, seen)
         offset = pgid * self.page_size
         end = offset + (overflow + 1) * self.page_size
-        self.mm.read(offset, end - offset)  # the whole page, once: its elements are sliced from it
+        if read_leaf or flags != LEAF_PAGE:
+            self.mm.read(offset, end - offset)  # the whole page, once: its elements are sliced from it
         if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
             raise self.corrupted(f"page {pgid} claims more elements than fit in it")
         return offset, end, flags, count

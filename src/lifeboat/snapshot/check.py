@@ -65,6 +65,7 @@ class _Walk:
     problems: list[str] = field(default_factory=list)
     nested: int = 0
     keys: int = 0
+    reread_from: int = 0  # leaves below this page id are accounted for, their keys not re-read
 
     def problem(self, text: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
@@ -88,7 +89,14 @@ class _Walk:
                 assert ref.inline is not None
                 leaf = self.db.inline_leaf(ref.inline)
             else:
-                offset, end, flags, count = self.db.tree_page(pgid, self.seen)
+                known = pgid < self.reread_from
+                offset, end, flags, count = self.db.tree_page(pgid, self.seen, read_leaf=not known)
+                if flags == LEAF_PAGE and known:
+                    if not self._holds_buckets(offset, count):
+                        self.keys += count
+                        previous = None  # the next leaf is checked against its branch keys only
+                        continue
+                    self.db.mm.read(offset, end - offset)  # a nested bucket is walked as always
                 if flags != LEAF_PAGE:
                     entries = self.db.branch_entries(pgid, offset, count)
                     children = []
@@ -120,6 +128,11 @@ class _Walk:
                 if flags & BUCKET_LEAF_FLAG:
                     self.nested += 1
                     self.bucket(f"{name}/{key!r}", self.db.bucket_ref(buf, kend, vend))
+
+
+    def _holds_buckets(self, offset: int, count: int) -> bool:
+        table = self.db.mm[offset + PAGE_HEADER_SIZE : offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE]
+        return any(flags & BUCKET_LEAF_FLAG for flags, *_ in struct.iter_unpack("<IIII", table))
 
 
 def _plain_leaf_keys(leaf: Leaf) -> list[bytes] | None:
@@ -154,8 +167,13 @@ def _reason(exc: LifeboatError, db: BoltFile) -> str:
     return text.removesuffix("; the snapshot is corrupted, use another copy")
 
 
-def check_snapshot(path: str | os.PathLike[str]) -> SnapshotCheck:
-    """Check ``path`` structurally; every problem found is listed (up to 50)."""
+def check_snapshot(path: str | os.PathLike[str], *, reread_from: int = 0) -> SnapshotCheck:
+    """Check ``path`` structurally; every problem found is listed (up to 50).
+
+    ``reread_from``: leaf pages below this page id are still accounted for (overflow, no page
+    twice) but their keys are not read, for a db the caller has just read in full and then
+    changed only above that page (lifeboat's in-place bump of a restored member's db).
+    """
     p = Path(path)
     trailer_state = "absent"
     if p.is_file() and has_trailer_length(p.stat().st_size):
@@ -165,15 +183,15 @@ def check_snapshot(path: str | os.PathLike[str]) -> SnapshotCheck:
         problems.append("the sha256 trailer does not match the database bytes")
     try:
         with BoltFile.open(p) as db:
-            return _check_open(db, problems, trailer_state)
+            return _check_open(db, problems, trailer_state, reread_from)
     except SnapshotFormatError as exc:
         return SnapshotCheck(str(p), tuple(problems + [str(exc).removeprefix(f"{p}: ")]),
                              trailer=trailer_state)
 
 
-def _check_open(db: BoltFile, problems: list[str], trailer: str) -> SnapshotCheck:
+def _check_open(db: BoltFile, problems: list[str], trailer: str, reread_from: int) -> SnapshotCheck:
     seen = db.new_seen()
-    walk = _Walk(db, seen, problems)
+    walk = _Walk(db, seen, problems, reread_from=reread_from)
     freed = None
     try:
         freed = db.freed_pages(seen)
