@@ -269,10 +269,10 @@ def bump_restored_db(db: Path, amount: int) -> BumpResult:
     and bbolt uses the other one. The result is checked structurally, and the meta put back
     if the check fails. A ``db`` already bumped (a repeated call) is left as it is.
 
-    The check re-reads the keys of the leaves the bump wrote, not of those it left alone below
-    the old high-water mark: the callers have just read the restored db in full (a restore
-    compares its keyspace with the snapshot's; a drill checks the etcd serving it). Every page
-    is still accounted for.
+    The check re-reads the keys of the leaves the bump wrote, not of those below the old
+    high-water mark: they are the restore tool's, untouched, and the restore has just compared
+    bucket ``key`` with the snapshot's (a drill checks the etcd serving it). Every page is
+    still accounted for.
 
     etcd's restore tool bumps after its restore too: etcdctl 3.4's restore opens the MVCC
     store, which would run a compaction scheduled in its input at once.
