@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.codec import decode, encode
+from lifeboat.catalog.codec import decompressing, decrypting, encode
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
 from lifeboat.catalog.manifest import record_json
 from lifeboat.catalog.layout import (
@@ -246,11 +246,17 @@ class ChainStore:
     def fetch_segment(self, cluster: str, chain: str, ref: SegmentRef,
                       identities: Sequence[Identity] | None) -> bytes:
         """A segment's raw bytes: downloaded, decrypted, decompressed (not yet checked)."""
+        return decompressed(self.fetch_compressed(cluster, chain, ref, identities))
+
+    def fetch_compressed(self, cluster: str, chain: str, ref: SegmentRef,
+                         identities: Sequence[Identity] | None) -> bytes:
+        """A segment as stored, decrypted but still compressed (one zstd frame)."""
         key = segment_key(cluster, chain, ref.name)
         if ref.encrypted and not identities:
             raise UsageError(f"capture segment {ref.name} is encrypted: pass the age identity (--identity)")
         try:
-            return b"".join(decode(self.store.get_stream(key), identities if ref.encrypted else None))
+            chunks = self.store.get_stream(key)
+            return b"".join(decrypting(chunks, identities) if ref.encrypted and identities else chunks)
         except NotFound:
             raise IntegrityError(f"capture segment {self.store.url}/{key} is missing; "
                                  "the chain cannot be replayed past it") from None
@@ -286,6 +292,11 @@ class ChainStore:
             if obj.key != prefix + CHAIN_NAME:
                 self.store.delete(obj.key)
         self.store.delete(prefix + CHAIN_NAME)
+
+
+def decompressed(stored: bytes) -> bytes:
+    """The raw bytes of a segment's zstd frame (IntegrityError when it is damaged)."""
+    return b"".join(decompressing([stored]))
 
 
 def _require_as_named(found: SegmentHeader | Segment, where: str, cluster: str, chain: str,

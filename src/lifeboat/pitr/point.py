@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentRef
+from lifeboat.catalog.chains import SegmentRef, decompressed
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment, read_header
 from lifeboat.catalog.timeline import (
@@ -141,21 +141,24 @@ def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequenc
 
 def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
               work: Path, progress: Progress) -> list[Path]:
-    """Every segment up to the point, decrypted and decompressed into ``work``, each checked."""
+    """Every segment up to the point, checked, decrypted into ``work`` but kept compressed.
+
+    Staged compressed (a seventh or so of the raw size): the two passes over them decompress
+    each again, which is cheaper than writing and reading back the raw bytes."""
     chain = point.window.chain
     assert chain is not None
     store = repo.chain_store
     files: list[Path] = []
     done = 0
     for number, ref in enumerate(point.segments):
-        raw = store.fetch_segment(chain.info.cluster, chain.info.chain, ref, identities)
-        store.check_header(raw, chain.info.cluster, chain.info.chain, ref)
-        path = work / f"{number:09d}.segment"
+        stored = store.fetch_compressed(chain.info.cluster, chain.info.chain, ref, identities)
+        store.check_header(decompressed(stored), chain.info.cluster, chain.info.chain, ref)
+        path = work / f"{number:09d}.segment.zst"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            out.write(raw)
+            out.write(stored)
         files.append(path)
-        done += len(raw)
+        done += len(stored)
         progress("segments", done)
     return files
 
@@ -164,4 +167,5 @@ def _staged(files: list[Path]) -> Iterator[StagedSegment]:
     for path in files:
         # Each file's sha256 and header were checked as it was downloaded, by this process,
         # into its private work directory: not hashed a second time.
-        yield StagedSegment(read_header(path.read_bytes(), str(path), check_sha256=False), path)
+        yield StagedSegment(read_header(decompressed(path.read_bytes()), str(path), check_sha256=False), path,
+                            compressed=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.segment_records import HEAD_SIZE, iter_records, key_of, row_at
 from lifeboat.catalog.segments import SEGMENT_VERSION, Predecessor, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
@@ -99,10 +100,12 @@ _ROW = struct.Struct(">II")
 
 @dataclass(frozen=True)
 class StagedSegment:
-    """A downloaded segment: its header (sha256 checked) and the local file holding its bytes."""
+    """A downloaded segment: its header (sha256 checked) and the local file holding its bytes
+    (raw, or still in its zstd frame when ``compressed``)."""
 
     header: SegmentHeader
     path: Path
+    compressed: bool = False
 
     @property
     def first_revision(self) -> int:
@@ -119,7 +122,8 @@ class StagedSegment:
 
 @dataclass(frozen=True)
 class RowRun:
-    """Where the MVCC rows of one segment's replayed events are: ``path[start:end]``.
+    """Where the MVCC rows of one segment's replayed events are: ``path[start:end]`` (of the
+    file's content once decompressed, when ``compressed``).
 
     Version 2 segments hold them as records (copied as they are); the events of a version 1
     segment were compiled into rows of (4-byte key length, 4-byte value length, key, value).
@@ -129,6 +133,7 @@ class RowRun:
     start: int
     end: int
     records: bool
+    compressed: bool = False
 
 
 def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision: int, up_to: int,
@@ -146,7 +151,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
         facts.ttls.update(header.leases)
         try:
             if header.version == SEGMENT_VERSION:
-                run = _survey_records(header, staged.path, after, up_to, facts)
+                run = _survey_records(staged, after, up_to, facts)
             else:
                 run = _compile_json_lines(header, spill / f"{staged.path.name}.rows", after, up_to, facts)
         except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
@@ -157,9 +162,9 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     return facts, runs
 
 
-def _survey_records(header: SegmentHeader, path: Path, after: int, up_to: int,
-                    facts: ReplayFacts) -> RowRun | None:
+def _survey_records(staged: StagedSegment, after: int, up_to: int, facts: ReplayFacts) -> RowRun | None:
     """Check a version 2 segment's records and note the leases of those in range."""
+    header = staged.header
     body = header.body
     lease_of = facts.lease_of
     first = last = revisions = events = expected_sub = 0
@@ -190,7 +195,8 @@ def _survey_records(header: SegmentHeader, path: Path, after: int, up_to: int,
     check_counts(header, first, last, revisions, events)
     if start < 0:
         return None
-    return RowRun(path, header.body_offset + start, header.body_offset + end, records=True)
+    return RowRun(staged.path, header.body_offset + start, header.body_offset + end, records=True,
+                  compressed=staged.compressed)
 
 
 def _compile_json_lines(header: SegmentHeader, rows: Path, after: int, up_to: int,
@@ -242,9 +248,12 @@ def _compile_json_lines(header: SegmentHeader, rows: Path, after: int, up_to: in
 def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
     """The MVCC rows of every run, in order (one segment's bytes in memory at a time)."""
     for run in runs:
-        with run.path.open("rb") as source:
-            source.seek(run.start)
-            data = source.read(run.end - run.start)
+        if run.compressed:
+            data = decompressed(run.path.read_bytes())[run.start:run.end]
+        else:
+            with run.path.open("rb") as source:
+                source.seek(run.start)
+                data = source.read(run.end - run.start)
         if len(data) != run.end - run.start:
             raise IntegrityError(f"{run.path} changed while it was replayed")
         pos, end = 0, len(data)

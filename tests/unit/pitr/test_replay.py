@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import zstandard
 
+from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.segments import Predecessor, Segment, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr import PointTarget, parse_time
@@ -108,6 +110,18 @@ def test_rows_are_the_ones_etcd_writes_for_each_event(tmp_path: Path, encoder: E
     expected = [event_row(rev.revision, sub, e) for s in chain_of_two() for rev in s.revisions
                 for sub, e in enumerate(rev.events)]
     assert rows(chain_of_two(), 10, 14, tmp_path, encoder) == expected
+
+
+def test_segments_staged_compressed_give_the_same_rows(tmp_path: Path) -> None:
+    raw = rows(chain_of_two(), 10, 14, tmp_path / "raw", encode_segment)
+    (tmp_path / "zst").mkdir()
+    staged = []
+    for number, s in enumerate(chain_of_two()):
+        path = tmp_path / "zst" / f"{number}.segment.zst"
+        path.write_bytes(zstandard.ZstdCompressor().compress(encode_segment(s)))
+        staged.append(StagedSegment(read_header(decompressed(path.read_bytes()), str(path)), path, compressed=True))
+    _, runs = compile_rows(staged, BASE_ID, 10, 14, tmp_path / "zst")
+    assert all(run.compressed for run in runs) and list(stored_rows(runs)) == raw
 
 
 def test_to_time_needs_an_offset_and_one_target() -> None:
