@@ -86,7 +86,10 @@ def _generated(path: Path, fill: Callable[[Gateway], None], quota_bytes: int = 4
     if not resume:
         shutil.rmtree(workdir, ignore_errors=True)
     started = time.monotonic()
-    with EtcdCluster(etcd_35(), workdir, quota_bytes=quota_bytes) as cluster:
+    cluster = EtcdCluster(etcd_35(), workdir, quota_bytes=quota_bytes)
+    try:
+        # Reopening gigabytes of etcd data (rebuilding its index) takes minutes, not seconds.
+        cluster.start(timeout=1800 if resume else 30)
         member = cluster.first()
         gw = Gateway(member.client_port)
         try:
@@ -96,6 +99,8 @@ def _generated(path: Path, fill: Callable[[Gateway], None], quota_bytes: int = 4
         partial = path.with_suffix(".part")
         member.etcdctl("snapshot", "save", str(partial), timeout=3600)
         partial.rename(path)
+    finally:
+        cluster.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"made {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return path
