@@ -37,6 +37,8 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS manifest (
     repository TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL,
     document BLOB NOT NULL, PRIMARY KEY (repository, key))"""
 T = TypeVar("T")
+# SQLite before 3.32 allows at most 999 parameters in one statement.
+_KEYS_PER_QUERY = 500
 # How long a writer waits for another one's transaction before giving up (a miss, not an error).
 _BUSY_TIMEOUT_S = 2.0
 
@@ -71,9 +73,11 @@ class ManifestCache:
     def lookup(self, infos: Sequence[ObjectInfo]) -> dict[str, Manifest]:
         """The cached manifests among ``infos`` whose size and version match, by key."""
         wanted = {info.key: (info.size, version_of(info)) for info in infos}
-        rows = self._query(lambda db: db.execute(
-            "SELECT key, size, version, document FROM manifest WHERE repository = ?",
-            (self.repository,)).fetchall()) if wanted else []
+        keys = list(wanted)
+        rows = self._query(lambda db: [row for start in range(0, len(keys), _KEYS_PER_QUERY) for row in db.execute(
+            "SELECT key, size, version, document FROM manifest WHERE repository = ? AND key IN "
+            f"({', '.join('?' * len(keys[start:start + _KEYS_PER_QUERY]))})",
+            (self.repository, *keys[start:start + _KEYS_PER_QUERY])).fetchall()]) if keys else []
         found: dict[str, Manifest] = {}
         for key, size, version, document in rows or ():
             if wanted.get(key) != (size, version):
