@@ -13,9 +13,9 @@ microseconds, against a round trip to the store): a damaged cache row can only c
 never put a wrong manifest on screen. Damaged manifests are never cached, so they are read
 and reported each time.
 
-The file is SQLite (one transaction per batch, so two writers at once — two ``list``, the
-agent and the CLI — each write whole rows or nothing) in a directory only the user can read
-(0700, the file 0600): a manifest names hosts, members and recipients.
+The file is SQLite in WAL mode (one transaction per batch, so two writers at once — two
+``list``, the agent and the CLI — each write whole rows or nothing) in a directory only the user
+can read (0700, the file and its WAL 0600): a manifest names hosts, members and recipients.
 """
 
 from __future__ import annotations
@@ -132,6 +132,10 @@ class ManifestCache:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S)
         try:
+            # WAL with synchronous=NORMAL syncs at checkpoints, not at every page's commit: a
+            # crash may lose the last rows (a few downloads later), never corrupt the file.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -142,7 +146,7 @@ class ManifestCache:
 
     def _discard(self) -> None:
         """Remove a cache file SQLite cannot read; the next use starts an empty one."""
-        for path in (self.path, self.path.with_name(self.path.name + "-journal")):
+        for path in [self.path] + [self.path.with_name(self.path.name + end) for end in ("-journal", "-wal", "-shm")]:
             try:
                 path.unlink()
             except FileNotFoundError:

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -153,18 +154,24 @@ def test_two_listings_filling_the_cache_at_once_both_see_every_backup(tmp_path: 
     assert store.calls["get_bytes"] == 0
 
 
-def test_a_locked_cache_is_passed_over_not_waited_for_forever(tmp_path: Path) -> None:
+def test_a_cache_another_writer_holds_is_passed_over_not_waited_for_forever(tmp_path: Path) -> None:
     store = MemoryStore()
     made = half_hourly(store, 5)
-    cached_repo(store, tmp_path).scan()
+    other = MemoryStore("memory://other")
+    half_hourly(other, 1)
+    cached_repo(other, tmp_path).scan()  # the file exists, with nothing of ours
     holder = sqlite3.connect(tmp_path / CACHE_FILE)
     holder.execute("BEGIN EXCLUSIVE")
     try:
+        started = time.monotonic()
         assert cached_repo(store, tmp_path).scan().backups == tuple(made)
+        assert time.monotonic() - started < 30
         assert store.calls["get_bytes"] == 5
     finally:
         holder.rollback()
         holder.close()
+    cached_repo(store, tmp_path).scan()
+    assert store.calls["get_bytes"] == 5  # nothing was kept while the other writer held it
 
 
 def test_a_full_listing_forgets_backups_that_are_gone(tmp_path: Path) -> None:
