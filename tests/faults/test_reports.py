@@ -99,3 +99,18 @@ def test_tmp_dir_that_is_missing_or_a_file_is_a_usage_error(
                           "--no-files", "--tmp-dir", str(where))
     assert code == 3 and "--tmp-dir" in err and err.count("\n") == 1
     assert cli.json("list", "--repo", str(tmp_path / "repo")) == []
+
+
+def test_verify_of_a_backup_deleted_before_its_download_names_the_deletion_first(
+    repo_with_backup: tuple[Path, dict[str, object]]
+) -> None:
+    path, manifest = repo_with_backup
+    repo = BackupRepository.open(open_store(str(path)))
+    backup = repo.find(str(manifest["id"]))
+    repo.delete(backup)  # between finding it and reading its objects
+
+    report = verify_backup(repo, backup, None)
+
+    failure = report.first_failure()
+    assert failure is not None and failure.name == "backup still in the repository"
+    assert "deleted" in failure.detail

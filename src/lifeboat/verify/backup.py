@@ -94,6 +94,10 @@ def verify_backup(
     # stays readable while open): look again, so a deleted backup is never "verified".
     gone = repo.missing_objects(manifest)
     report.add("backup still in the repository", not gone, "; ".join(gone) or "manifest and every object present")
+    if gone:
+        # A read that failed because the backup was deleted meanwhile is explained by this
+        # check: it goes first, as the reason.
+        report.checks.insert(0, report.checks.pop())
     return report
 
 
