@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment
-from lifeboat.etcdapi.model import EventType, WatchEvent
+from lifeboat.etcdapi.model import EventType, ReceivedEvents, WatchEvent
 
 # What an event costs in a segment beyond its key and value: JSON field names, numbers, base64.
 _EVENT_OVERHEAD = 160
 
 
-def group_revisions(events: list[WatchEvent], seen: datetime) -> list[CapturedRevision]:
+def revisions_of(arrived: Sequence[ReceivedEvents]) -> list[CapturedRevision]:
+    """Watch responses as whole revisions in order, each seen when its response arrived."""
+    grouped: list[CapturedRevision] = []
+    for response in arrived:
+        grouped.extend(group_revisions(response.events, datetime.fromtimestamp(response.received, timezone.utc)))
+    return grouped
+
+
+def group_revisions(events: Sequence[WatchEvent], seen: datetime) -> list[CapturedRevision]:
     """One watch response's events as whole revisions, in order (they arrive sorted)."""
     grouped: list[CapturedRevision] = []
     run: list[WatchEvent] = []
@@ -49,17 +58,19 @@ class SegmentBuilder:
     def empty(self) -> bool:
         return not self.revisions
 
-    def due(self, now: datetime) -> bool:
-        """Time to close: the oldest revision waited ``flush_interval``, or the size is reached."""
+    def due(self, now: datetime, lead: float = 0.0) -> bool:
+        """Time to close: the size is reached, or the oldest revision arrived ``flush_interval``
+        ago less ``lead`` (what committing takes), so it is committed within ``flush_interval``."""
         if not self.revisions:
             return False
-        return self.size >= self.max_bytes or (now - self.revisions[0].seen).total_seconds() >= self.flush_interval
+        return self.size >= self.max_bytes or self.seconds_left(now, lead) == 0.0
 
-    def seconds_left(self, now: datetime) -> float | None:
-        """How long until :meth:`due` turns true by time; None while empty."""
+    def seconds_left(self, now: datetime, lead: float = 0.0) -> float:
+        """How long until :meth:`due` turns true by time (0 while empty)."""
         if not self.revisions:
-            return None
-        return max(0.0, self.flush_interval - (now - self.revisions[0].seen).total_seconds())
+            return 0.0
+        waited = (now - self.revisions[0].seen).total_seconds()
+        return max(0.0, self.flush_interval - lead - waited)
 
     def close(self, cluster: str, chain: str, previous: Predecessor) -> Segment:
         segment = Segment(cluster, chain, previous, tuple(self.revisions), dict(self.leases))

@@ -62,13 +62,22 @@ class Stubs:
     maintenance: Any
 
 
+# grpc.experimental.ChannelOptions.SingleThreadedUnaryStream: a server stream on such a
+# channel is read by the thread that iterates it, without grpc's own polling thread.
+_SINGLE_THREADED_STREAM = ("SingleThreadedUnaryStream", 1)
+
+
+def _open_channel(endpoint: Endpoint, credentials: grpc.ChannelCredentials | None,
+                  options: tuple[tuple[str, int], ...] = _CHANNEL_OPTIONS) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(endpoint.target, options=options)
+    return grpc.secure_channel(endpoint.target, credentials, options=options)
+
+
 class _Connection:
     def __init__(self, endpoint: Endpoint, credentials: grpc.ChannelCredentials | None) -> None:
         self.endpoint = endpoint
-        if credentials is None:
-            self.channel = grpc.insecure_channel(endpoint.target, options=_CHANNEL_OPTIONS)
-        else:
-            self.channel = grpc.secure_channel(endpoint.target, credentials, options=_CHANNEL_OPTIONS)
+        self.channel = _open_channel(endpoint, credentials)
         self.stubs = Stubs(
             endpoint=endpoint,
             kv=_services.KVStub(self.channel),
@@ -180,6 +189,15 @@ class EndpointPool:
     def stubs_for(self, what: str, endpoint: str | None = None) -> Stubs:
         """A proven endpoint's stubs, for a streaming call (no failover once it started)."""
         return self.call(what, lambda stubs, _timeout: stubs, endpoint=endpoint)
+
+    def stream_channel(self, what: str) -> tuple[Endpoint, grpc.Channel]:
+        """A channel of its own to an endpoint that answers, for one server stream read on one thread.
+
+        The caller closes it when the stream ends.
+        """
+        endpoint = self.stubs_for(what).endpoint
+        options = (*_CHANNEL_OPTIONS, _SINGLE_THREADED_STREAM)
+        return endpoint, _open_channel(endpoint, self._credentials(endpoint), options)
 
     def close(self) -> None:
         with self._lock:

@@ -43,7 +43,7 @@ from lifeboat.etcdapi.proto import rpc_pb2
 from lifeboat.etcd.seam import KeyValueReads
 from lifeboat.etcd.settings import ConnectionSettings
 from lifeboat.etcd.txn import Compare, Operation, TxnResult
-from lifeboat.etcd.watch import WatchStream
+from lifeboat.etcd.watch import WatchFeed, WatchStream
 
 
 class EtcdClient(KeyValueReads):
@@ -220,6 +220,13 @@ class EtcdClient(KeyValueReads):
         )
         stubs = self._pool.stubs_for("watch")
         return WatchStream(stubs, create, self.settings.command_timeout)
+
+    def follow(self, start_revision: int) -> WatchFeed:
+        """Every event of the whole keyspace from ``start_revision``, for a reader that takes them in batches."""
+        start, end = key_range(b"", None, True)
+        create = rpc_pb2.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
+        endpoint, channel = self._pool.stream_channel("watch")
+        return WatchFeed(channel, endpoint.url, create, self.settings.command_timeout)
 
     def refuses_watch_from(self, revision: int, wait: float = 5.0) -> bool:
         """Whether etcd refuses a watch from ``revision`` because it is compacted.

@@ -43,7 +43,7 @@ from lifeboat.etcd.keys import Key, as_bytes, in_range, key_range
 from lifeboat.etcd.seam import KeyValueReads
 from lifeboat.etcd.txn import Compare, Delete, Deleted, Get, Operation, Put, Target, TxnResult, Written
 from lifeboat.etcdapi.model import Alarm, AlarmType, EventType, KeyValue, LeaseTimeToLive, Member
-from lifeboat.etcdapi.model import MemberList, MemberStatus, RangePage, WatchEvent
+from lifeboat.etcdapi.model import MemberList, MemberStatus, RangePage, ReceivedEvents, WatchEvent
 
 OPERATIONS = (
     "status", "member_list", "alarms", "member_add", "member_remove", "member_promote",
@@ -420,6 +420,9 @@ class MemoryEtcd(KeyValueReads):
             start, end = key_range(key, range_end, prefix)
             return MemoryWatch(self, start, end, start_revision or self.revision + 1, prev_kv)
 
+    def follow(self, start_revision: int) -> MemoryFeed:
+        return MemoryFeed(self.watch(b"", prefix=True, start_revision=start_revision))
+
     def _events_from(self, watch: MemoryWatch) -> list[WatchEvent]:
         """The events ``watch`` has not seen yet; RevisionCompacted once its next one is gone."""
         if watch.next_revision < self.compacted:
@@ -550,6 +553,27 @@ class MemoryWatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class MemoryFeed:
+    """A :class:`MemoryWatch` taken in arrival-stamped batches, as a live WatchFeed is."""
+
+    def __init__(self, watch: MemoryWatch) -> None:
+        self._watch = watch
+        self.revision = watch.revision
+
+    @property
+    def ended(self) -> bool:
+        return self._watch.ended
+
+    def take(self, timeout: float | None = None) -> list[ReceivedEvents]:
+        taken: list[ReceivedEvents] = []
+        while (batch := self._watch.next_batch(0 if taken else timeout)) is not None:
+            taken.append(ReceivedEvents(time.time(), tuple(batch)))
+        return taken
+
+    def close(self) -> None:
+        self._watch.close()
 
 
 if TYPE_CHECKING:  # both sides of the seam offer the whole of it

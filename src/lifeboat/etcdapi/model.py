@@ -49,6 +49,14 @@ class WatchEvent:
 
 
 @dataclass(frozen=True)
+class ReceivedEvents:
+    """The events of one watch response and when it arrived (Unix time, seconds)."""
+
+    received: float
+    events: tuple[WatchEvent, ...]
+
+
+@dataclass(frozen=True)
 class Member:
     """A cluster member as MemberList reports it. ``name`` is empty until it first started."""
 
