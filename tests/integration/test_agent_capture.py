@@ -90,3 +90,69 @@ def test_only_the_leader_captures_and_a_new_leader_resumes_without_a_gap(
     stored = captured_events(repo, cluster)
     deduplicated = list(dict.fromkeys(stored))  # a revision the killed leader committed may be stored twice
     assert deduplicated == expected
+
+
+def test_a_leader_paused_past_its_lease_writes_nothing_that_forks_the_chain(
+        etcd: EtcdCluster, s3_repo: str, tmp_path: Path, cli: Cli) -> None:
+    """A partitioned leader (SIGSTOP past its lease) comes back holding uncommitted events: the
+    new leader has continued the chain meanwhile, so the old one must not commit them."""
+    cluster = "capture-partition"
+    agents: list[AgentProcess] = []
+    stop_writing = threading.Event()
+    written: list[int] = []
+
+    def write() -> None:
+        with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
+            i = 0
+            while not stop_writing.is_set():
+                written.append(c.put(f"/registry/partition/{i % 50}", f"v{i}".encode()))
+                i += 1
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=write, daemon=True)
+    try:
+        for i in range(2):
+            port = free_port()
+            data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
+            # A long flush interval: the paused leader certainly holds an open segment.
+            data["capture"] = {"enabled": True, "flush-interval": "1500ms", "spool-dir": str(tmp_path / f"spool-{i}")}
+            path = tmp_path / f"node-{i}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            agents.append(AgentProcess(f"node-{i}", path, port))
+        wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
+        first = next(a for a in agents if a.name == leader(etcd, cluster))
+        other = next(a for a in agents if a is not first)
+        writer.start()
+        wait_for(lambda: first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 2, 60, "segments")
+
+        first.proc.send_signal(signal.SIGSTOP)  # partitioned: its lease runs out while it holds events
+        wait_for(lambda: leader(etcd, cluster) == other.name, 3 * TTL + 10, "the new leader")
+        after_pause = written[-1]
+        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= after_pause, 60,
+                 "the new leader capturing past the pause")
+        first.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: first.scrape().get("lifeboat_capture_running{}") == 0, 30,
+                 "the old leader stopping its capture")
+        time.sleep(3)  # room for a wrongly written segment to appear
+        stop_writing.set()
+        writer.join(10)
+        last = written[-1]
+        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= last, 30, "the last write")
+    finally:
+        stop_writing.set()
+        for a in agents:
+            if a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGCONT)
+            a.stop()
+
+    repo = open_repo(s3_repo)
+    (chain,) = ChainStore(repo.store).chains(cluster)
+    assert chain.gap is None
+    ranges = [(s.first_revision, s.last_revision) for s in chain.segments]
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:])), f"the chain forks or overlaps: {ranges}"
+    assert ranges[0][0] == chain.info.base_revision + 1 and ranges[-1][1] >= last
+    timeline = cli.json("timeline", "--repo", s3_repo, "--cluster", cluster)
+    assert [g for g in timeline[0]["gaps"] if (g["before_revision"] or 1 << 62) > chain.info.base_revision] == []
+    with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
+        expected = etcd_events(c, chain.info.base_revision, ranges[-1][1])
+    assert captured_events(repo, cluster) == expected, "every revision once, none missing"

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from pydantic import AwareDatetime, ConfigDict, TypeAdapter, ValidationError, with_config
@@ -93,10 +95,17 @@ _TICK_RECORD = TypeAdapter(TickRecord)
 
 
 class Election:
-    """One agent's side of the election for one cluster."""
+    """One agent's side of the election for one cluster (its methods may be called from several threads)."""
 
-    def __init__(self, etcd: LeaseKV, cluster: str, agent_id: str, ttl: int, config_hash: str) -> None:
+    def __init__(self, etcd: LeaseKV, cluster: str, agent_id: str, ttl: int, config_hash: str,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.etcd = etcd
+        self.monotonic = monotonic
+        # Our lease lives at least until then: a renewal sent at t resets it to a full TTL
+        # when etcd's leader applies it, after t (etcd docs, "Lease"); no other agent can
+        # take the leader key before it expires.
+        self.lease_until = 0.0
+        self._lock = threading.RLock()
         self.agent_id = agent_id
         self.ttl = ttl
         self.config_hash = config_hash
@@ -118,19 +127,35 @@ class Election:
         Raises BackendUnavailable when etcd cannot be reached; leadership is then
         reported lost, since we cannot know whether our lease still holds.
         """
-        try:
-            return self._refresh()
-        except BackendUnavailable:
-            self._lose("etcd unreachable")
-            raise
+        with self._lock:
+            try:
+                return self._refresh()
+            except BackendUnavailable:
+                self._lose("etcd unreachable")
+                raise
+
+    def renew(self) -> bool:
+        """Renew our lease once; False (and no lease) when it had expired."""
+        with self._lock:
+            if not self.lease:
+                return False
+            sent = self.monotonic()
+            left = self.etcd.lease_keepalive_once(self.lease)
+            if left <= 0:
+                log.warning("lease %x expired", self.lease, extra={"event": "lease_expired"})
+                self.lease = 0
+                self._lose("our lease expired")
+                return False
+            self.lease_until = sent + left
+            return True
 
     def _refresh(self) -> bool:
-        if self.lease and self.etcd.lease_keepalive_once(self.lease) <= 0:
-            log.warning("lease %x expired", self.lease, extra={"event": "lease_expired"})
-            self.lease = 0
-            self._lose("our lease expired")
+        if self.lease:
+            self.renew()
         if not self.lease:
+            sent = self.monotonic()
             self.lease = self.etcd.lease_grant(self.ttl)
+            self.lease_until = sent + self.ttl
             self.etcd.txn([], [Put(self.config_key(self.agent_id), self.config_hash.encode(), self.lease)])
         result = self.etcd.txn(
             [key_absent(self.leader_key)],
@@ -164,21 +189,32 @@ class Election:
         A successful renewal means the lease, and so the leader key, lives at least one
         more TTL: no other agent can lead before then.
         """
-        if not self.leading or not self.lease:
-            return False
-        try:
-            if self.etcd.lease_keepalive_once(self.lease) <= 0:
-                self.lease = 0
-                self._lose("our lease expired")
+        with self._lock:
+            if not self.leading or not self.lease:
                 return False
-            kv = self.etcd.get(self.leader_key)
-        except BackendUnavailable:
-            self._lose("etcd unreachable")
-            return False
-        if kv is None or kv.lease != self.lease or kv.value != self.agent_id.encode():
-            self._lose("the leader key is no longer ours")
-            return False
-        return True
+            try:
+                if not self.renew():
+                    return False
+                kv = self.etcd.get(self.leader_key)
+            except BackendUnavailable:
+                self._lose("etcd unreachable")
+                return False
+            if kv is None or kv.lease != self.lease or kv.value != self.agent_id.encode():
+                self._lose("the leader key is no longer ours")
+                return False
+            return True
+
+    def still_leads(self) -> bool:
+        """Whether we lead, checked before each write only the leader may make (a capture segment).
+
+        No round trip while our lease is known to outlive the write by a third of its TTL;
+        otherwise (the process was paused, the agent loop is late) :meth:`confirm` asks etcd.
+        An agent paused past its TTL thus finds out before it writes, not after.
+        """
+        with self._lock:
+            if self.leading and self.lease and self.monotonic() < self.lease_until - self.ttl / 3:
+                return True
+        return self.confirm()
 
     def guard(self) -> list[Compare]:
         """Compares that hold only while we lead, for writes only the leader may make."""
@@ -204,7 +240,8 @@ class Election:
 
     def resign(self) -> None:
         """Give up leadership and drop our keys now, so another agent takes over at once."""
-        lease, self.lease = self.lease, 0
-        self.leading = False
+        with self._lock:
+            lease, self.lease = self.lease, 0
+            self.leading = False
         if lease:
             self.etcd.lease_revoke(lease)

@@ -268,9 +268,8 @@ class Agent:
 
         def renew() -> None:
             while not done.wait(period):
-                lease = self.election.lease
                 try:
-                    if lease and self.election.etcd.lease_keepalive_once(lease) <= 0:
+                    if not self.election.renew():
                         return  # expired: confirm() finds out before any commit
                 except LifeboatError as exc:
                     log.warning("lease renewal failed: %s", exc)

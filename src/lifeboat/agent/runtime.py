@@ -107,22 +107,25 @@ class _Repository:
 
 
 def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
-              settings: AgentSettings, clock: Clock) -> Jobs:
+              settings: AgentSettings, clock: Clock, election: Election) -> Jobs:
     job = BackupJob(etcd, open_repo, backup_options(config, etcd.settings.endpoints),
                     settings.agent_id, clock.now)
 
     prune = _prune_job(config, open_repo, clock) if config.retention is not None else None
     drill = _drill_job(config, open_repo) if config.schedules.drill is not None else None
-    capture = _capture_job(config, etcd, open_repo, settings) if config.capture.enabled else None
+    capture = (_capture_job(config, etcd, open_repo, settings, election.still_leads)
+               if config.capture.enabled else None)
     return Jobs(backup=job.run, prune=prune, drill=drill, capture=capture)
 
 
 def _capture_job(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
-                 settings: AgentSettings) -> CaptureSupervisor:
+                 settings: AgentSettings, leads: Callable[[], bool]) -> CaptureSupervisor:
     options = capture_options(config, etcd.settings.endpoints, settings.cluster)
 
     def run(stop: threading.Event, status: CaptureStatus) -> None:
-        Capture(etcd, open_repo(), options, stop=stop, status=status).run()
+        # Every write of capture is fenced by the leadership: an agent paused past its lease
+        # (a partition) must not commit a segment the new leader's chain already holds.
+        Capture(etcd, open_repo(), options, stop=stop, status=status, fence=leads).run()
 
     return CaptureSupervisor(run)
 
@@ -169,11 +172,11 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
     open_repo = _Repository(config.repository.url, store_environ(config, environ))
     metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock)
     with EtcdClient(etcd_connection(config)) as etcd:
-        jobs = make_jobs(config, etcd, open_repo, settings, clock)
-        if jobs.capture is not None:
-            metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)
         election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
                             config_hash(config))
+        jobs = make_jobs(config, etcd, open_repo, settings, clock, election)
+        if jobs.capture is not None:
+            metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)
         server = AgentHttp(config.agent.listen, metrics, clock, settings.health_threshold)
         log.info("serving /metrics, /healthz and /readyz on %s", server.url, extra={"event": "http_started"})
         try:

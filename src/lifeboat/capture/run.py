@@ -1,12 +1,15 @@
 """Continuous capture: a base backup, then every revision of etcd as segments in the repository.
 
-One loop, one thread of control (the watch has its own reader thread):
+One loop, one thread of control (the watch feed has its own reader thread, which stamps
+every response with its arrival time):
 
 * start: resume right after the last segment of the newest open chain (no gap, no
   duplicate), or take a base backup and start a new chain;
-* follow: watch the whole keyspace from the next revision; close a segment every
-  ``flush_interval`` or at ``segment_max_bytes`` and commit it create-only; while idle, ask
-  etcd for a progress notification and record a heartbeat;
+* follow: watch the whole keyspace from the next revision; commit a segment create-only
+  ``flush_interval`` after its oldest revision arrived (closing it early by what recent
+  commits took) or at ``segment_max_bytes``; while idle, record a heartbeat once etcd's
+  revision shows nothing newer exists;
+* in the agent, every write is fenced by the leadership (see :meth:`Capture._fenced`);
 * when the watch cannot continue (etcd compacted the next revision, the cluster went back
   in time, the spool filled while the repository was down) the chain ends: a gap is recorded
   with its reason and a new base starts a new chain at once;
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,10 +33,10 @@ from typing import Protocol
 
 from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.capture.resume import Resume, decide_resume
-from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, leases_of
+from lifeboat.capture.segmenter import SegmentBuilder, leases_of, revisions_of
 from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.age_keys import Recipient, load_recipients
-from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, segment_name
+from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, parse_segment_name, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -39,23 +44,24 @@ from lifeboat.errors import (
     AlreadyExists, BackendUnavailable, EtcdUnavailable, LifeboatError, OperationFailed, RepositoryUnavailable,
 )
 from lifeboat.etcd.failures import RevisionCompacted
-from lifeboat.etcdapi.model import LeaseTimeToLive, WatchEvent
+from lifeboat.etcdapi.model import LeaseTimeToLive, ReceivedEvents
 from lifeboat.snapshot import SnapshotMeta, read_meta
 
 log = logging.getLogger("lifeboat.capture")
 
+# How often an open segment's loop wakes to check its size and ``stop`` (it sleeps otherwise).
+_POLL = 0.25
+# How much earlier than the flush interval to close a segment before any commit was timed.
+_FIRST_LEAD = 0.1
 
-class EventStream(Protocol):
-    """What capture needs of :class:`lifeboat.etcd.watch.WatchStream`."""
 
-    progress_revision: int | None
+class EventFeed(Protocol):
+    """What capture needs of :class:`lifeboat.etcd.watch.WatchFeed`."""
 
     @property
     def ended(self) -> bool: ...
 
-    def next_batch(self, timeout: float | None = None) -> list[WatchEvent] | None: ...
-
-    def request_progress(self) -> None: ...
+    def take(self, timeout: float | None = None) -> list[ReceivedEvents]: ...
 
     def close(self) -> None: ...
 
@@ -63,8 +69,7 @@ class EventStream(Protocol):
 class CaptureSource(SnapshotSource, Protocol):
     """The etcd connection as capture uses it."""
 
-    def watch(self, key: bytes, range_end: bytes | None = None, *, prefix: bool = False,
-              start_revision: int = 0, prev_kv: bool = False) -> EventStream: ...
+    def follow(self, start_revision: int) -> EventFeed: ...
 
     def lease_time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseTimeToLive: ...
 
@@ -124,6 +129,10 @@ class CaptureStatus:
         return max(0.0, (now - self.oldest_pending).total_seconds()) if self.oldest_pending else 0.0
 
 
+class NotLeading(OperationFailed):
+    """This agent lost its leadership; capture writes nothing more until it leads again."""
+
+
 class ChainBroken(LifeboatError):
     """The chain can go no further; a gap is recorded and a new base taken."""
 
@@ -147,7 +156,7 @@ class Capture:
 
     def __init__(self, etcd: CaptureSource, repo: BackupRepository, options: CaptureOptions, *,
                  stop: threading.Event | None = None, now: Callable[[], datetime] = _utcnow,
-                 status: CaptureStatus | None = None) -> None:
+                 status: CaptureStatus | None = None, fence: Callable[[], bool] | None = None) -> None:
         self.etcd = etcd
         self.repo = repo
         self.chains = repo.chain_store
@@ -159,6 +168,10 @@ class Capture:
         self._position: _Position | None = None
         self._pending_gap: tuple[str, int, str] | None = None  # chain, last revision, reason
         self._leases: set[int] = set()
+        self.fence = fence  # True while this process may write (the agent's leadership)
+        self._commit_costs: deque[float] = deque(maxlen=20)  # seconds past their deadline
+        self._last_commit = 0.0  # monotonic
+        self._check_successor = True
 
     def run(self) -> CaptureStatus:
         while not self.stop.is_set():
@@ -171,9 +184,13 @@ class Capture:
                 self._pending_gap = (self._position.info.chain, self._position.previous.last_revision,
                                      broken.reason)
                 self._position = None
-            except AlreadyExists:
-                log.warning("another capture wrote the same segment; resuming after the newest one")
+            except AlreadyExists as exc:
+                log.warning("another capture continued the chain (%s); resuming after the newest segment", exc)
                 self._position = None
+            except NotLeading as exc:
+                self._note(str(exc))
+                self._position = None  # whoever leads next resumes from the repository
+                self.stop.wait(self.options.retry_interval)
             except (BackendUnavailable, OperationFailed) as exc:
                 self._note(f"{exc}; retrying in {self.options.retry_interval:g}s")
                 self.stop.wait(self.options.retry_interval)
@@ -186,6 +203,8 @@ class Capture:
     # ---- where to start ----
 
     def _start(self) -> _Position:
+        if self.fence is not None and not self.fence():
+            raise NotLeading("this agent does not lead; capture waits")
         self._drain_spool()
         if self._pending_gap is not None:
             chain, last, reason = self._pending_gap
@@ -259,42 +278,58 @@ class Capture:
     def _follow(self, position: _Position) -> None:
         start = position.previous.last_revision + 1
         try:
-            stream = self.etcd.watch(b"", prefix=True, start_revision=start)
+            feed = self.etcd.follow(start)
         except RevisionCompacted:
             raise ChainBroken(f"etcd compacted revision {start} before capture could read it "
                               "(capture was stopped or fell behind)") from None
         builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes)
-        idle_since = self.now()
-        asked_progress = False
+        self._check_successor = True  # resuming: another writer may have continued the chain
+        idle_since = time.monotonic()
         try:
             while True:
                 if self.stop.is_set():
                     self._commit(position, builder)
                     return
-                left = builder.seconds_left(self.now())
-                try:
-                    batch = stream.next_batch(min(0.2, left) if left is not None else 0.2)
-                except RevisionCompacted:
-                    raise ChainBroken(f"etcd compacted revision {position.previous.last_revision + 1} "
-                                      "under the watch") from None
-                now = self.now()
-                if batch:
-                    self._take(batch, now, builder)
-                    idle_since, asked_progress = now, False
-                elif batch is None and stream.ended:
+                arrived = self._next(feed, builder, position)
+                if arrived:
+                    self._take(arrived, builder)
+                    idle_since = time.monotonic()
+                elif feed.ended:
                     self._commit(position, builder)
                     raise EtcdUnavailable("the etcd watch ended (member stopped or connection lost)")
-                if builder.due(now):
-                    self._commit(position, builder)
-                if builder.empty and (now - idle_since).total_seconds() >= self.options.heartbeat_interval:
-                    asked_progress = self._heartbeat(stream, position, asked_progress, now)
-                    if not asked_progress:
-                        idle_since = now
+                if builder.due(self.now(), self._lead()):
+                    self._commit(position, builder, on_time=True)
+                elif builder.empty and time.monotonic() - idle_since >= self.options.heartbeat_interval:
+                    self._heartbeat(position)
+                    idle_since = time.monotonic()
         finally:
-            stream.close()
+            feed.close()
 
-    def _take(self, batch: list[WatchEvent], now: datetime, builder: SegmentBuilder) -> None:
-        revisions = group_revisions(batch, now)
+    def _next(self, feed: EventFeed, builder: SegmentBuilder, position: _Position) -> list[ReceivedEvents]:
+        """What arrived: wait for a segment's first revision, then sleep until its deadline.
+
+        While a segment is open the loop wakes only at its deadline (and every ``_POLL`` for
+        the size limit and ``stop``), not once per event; the feed's reader thread stamps each
+        response with its arrival time meanwhile, so the deadline counts from when etcd's
+        event arrived, not from when this loop got round to it.
+        """
+        try:
+            if builder.empty:
+                return feed.take(_POLL)
+            self.stop.wait(min(_POLL, builder.seconds_left(self.now(), self._lead())))
+            return feed.take(0)
+        except RevisionCompacted:
+            raise ChainBroken(f"etcd compacted revision {position.previous.last_revision + 1} "
+                              "under the watch") from None
+
+    def _lead(self) -> float:
+        """How much earlier than ``flush_interval`` to close a segment: what recent commits took
+        beyond their deadline (waking, encoding, writing), at most half the interval."""
+        taken = max(self._commit_costs, default=_FIRST_LEAD)
+        return min(taken, self.options.flush_interval / 2)
+
+    def _take(self, arrived: list[ReceivedEvents], builder: SegmentBuilder) -> None:
+        revisions = revisions_of(arrived)
         if not revisions:
             return
         for lease in leases_of(revisions) - self._leases:
@@ -313,32 +348,66 @@ class Capture:
         if found.ttl >= 0 and found.granted_ttl > 0:
             builder.leases[lease] = found.granted_ttl
 
-    def _heartbeat(self, stream: EventStream, position: _Position, asked: bool, now: datetime) -> bool:
-        """Ask etcd for progress; once it vouches nothing is newer, record a heartbeat."""
-        if not asked:
-            stream.progress_revision = None
-            stream.request_progress()
-            return True
-        if stream.progress_revision is None:
-            return True
-        if stream.progress_revision == position.previous.last_revision:
-            try:
-                self.chains.beat(self.options.cluster, position.info.chain,
-                                 Heartbeat(position.previous.last_revision, now))
-            except RepositoryUnavailable as exc:
-                self._note(f"heartbeat not written: {exc}")
-        return False
+    def _heartbeat(self, position: _Position) -> None:
+        """While idle, record that etcd is still at the chain's last revision.
 
-    def _commit(self, position: _Position, builder: SegmentBuilder) -> None:
+        Every revision changes a key, and the watch covers every key: when etcd's revision is
+        the last one committed, nothing after it exists yet.
+        """
+        seen = self.now()
+        try:
+            revision = self._etcd_revision()
+        except BackendUnavailable as exc:
+            self._note(f"heartbeat skipped: {exc}")
+            return
+        if revision != position.previous.last_revision:
+            return
+        try:
+            self.chains.beat(self.options.cluster, position.info.chain, Heartbeat(revision, seen))
+        except RepositoryUnavailable as exc:
+            self._note(f"heartbeat not written: {exc}")
+
+    def _commit(self, position: _Position, builder: SegmentBuilder, *, on_time: bool = False) -> None:
         if builder.empty:
             return
+        deadline = builder.revisions[0].seen.timestamp() + self.options.flush_interval - self._lead()
         segment = builder.close(self.options.cluster, position.info.chain, position.previous)
         encrypted = bool(self.options.recipients)
         name = segment_name(segment, encrypted)
+        encoding = time.monotonic()
         data = self.chains.encoded(segment, self.options.recipients, self.options.backup.zstd_level)
+        self._fenced(position, segment)
         self._store(position.info.chain, name, data)
+        log.debug("segment %s committed: %d events, %.3fs to encode and store", name, segment.event_count,
+                  time.monotonic() - encoding)
         position.previous = Predecessor("segment", segment.last_revision, name)
         self._committed(segment)
+        self._last_commit = time.monotonic()
+        if on_time:
+            self._commit_costs.append(max(0.0, time.time() - deadline))
+
+    def _fenced(self, position: _Position, segment: Segment) -> None:
+        """Refuse to write a segment that could fork the chain.
+
+        Segment names are create-only but carry the last revision and times, so two writers
+        continuing one chain from the same segment would both succeed. Hence, before a write:
+        the agent's leadership (its lease still held, see ``Election.still_leads``), and after
+        a resume or a pause (no commit for a while) a look for a segment that already follows
+        ``previous``: someone else continued this chain, so resume after theirs.
+        """
+        if self.fence is not None and not self.fence():
+            raise NotLeading("this agent no longer leads; the segment was not written")
+        paused = time.monotonic() - self._last_commit > 2 * self.options.flush_interval + 1
+        if self._check_successor or paused:
+            try:
+                following = self.chains.segments_from(self.options.cluster, position.info.chain,
+                                                      segment.first_revision)
+            except RepositoryUnavailable:
+                return  # the segment goes to the spool; look again before the next write
+            if following:
+                raise AlreadyExists(f"segment {following[0]} already continues chain {position.info.chain} "
+                                    f"after revision {position.previous.last_revision}")
+            self._check_successor = False
 
     def _store(self, chain: str, name: str, data: bytes) -> None:
         if len(self.spool) == 0:
@@ -360,6 +429,13 @@ class Capture:
 
     def _drain_spool(self) -> None:
         def upload(chain: str, name: str, data: bytes) -> None:
+            ref = parse_segment_name(name)
+            if ref is not None and any(other != name for other in self.chains.segments_from(
+                    self.options.cluster, chain, ref.first_revision)):
+                # Another capture (the agent that led while this one could not write) continued
+                # the chain from the same place: its segments hold these revisions already.
+                log.warning("spooled segment %s dropped: chain %s was continued by another capture", name, chain)
+                return
             try:
                 self.chains.put_encoded(self.options.cluster, chain, name, data)
             except AlreadyExists:

@@ -197,6 +197,11 @@ class ChainStore:
         assert ref is not None
         return ref
 
+    def segments_from(self, cluster: str, chain: str, first_revision: int) -> list[str]:
+        """The names of the segments of ``chain`` that start at ``first_revision`` (a listing of one prefix)."""
+        prefix = segment_key(cluster, chain, f"{first_revision:020d}-")
+        return [obj.key.rpartition("/")[2] for obj in self.store.list(prefix)]
+
     def record_gap(self, cluster: str, chain: str, gap: Gap) -> None:
         """Write ``gap.json`` once; a gap already recorded stays as it was."""
         try:
