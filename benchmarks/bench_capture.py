@@ -1,7 +1,9 @@
 """Continuous capture under load: RPO, effect on etcd's put latency, capture's memory, PITR speed.
 
-One etcd 3.5.1 on loopback. Rounds alternate "no capture" and "capture" (``lifeboat capture``
-as a child process, to a local repository, default flush interval of 1 s); in each round a
+One etcd 3.5.1 on loopback. Rounds alternate "no capture", "watch drain" (a child process
+that only reads the same whole-keyspace watch lifeboat uses and drops every event: the least
+any watcher costs etcd) and "capture" (``lifeboat capture`` as a child process, to a local
+repository, default flush interval of 1 s); in each round a
 load generator in this process writes 1 KiB values at a steady target rate (default 2,000
 writes/s) for ``--seconds``, from several threads, and records each put's acknowledgement
 time, revision and latency. Measured:
@@ -10,7 +12,8 @@ time, revision and latency. Measured:
   moment the segment holding its revision was committed (the segment file's mtime; the local
   store writes a temp file and renames it into place). p50 / p99 / max.
 * **put latency** with and without capture (p50 / p99), as a ratio of the two.
-* **capture's peak RSS** (the child's ``ru_maxrss``).
+* **capture's peak RSS** (the child's ``ru_maxrss``) and its **CPU** (user + system seconds
+  per second of load, so 0.25 = a quarter of one core), the same for the watch drain.
 * **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
   revision (``build_point_snapshot`` with the base already fetched), events per second.
 
@@ -107,6 +110,31 @@ def rpo(writes: list[tuple[float, int, float]], commits: list[tuple[int, int, fl
     return delays
 
 
+DRAIN = """
+import sys, time
+from lifeboat.etcd import ConnectionSettings, EtcdClient
+with EtcdClient(ConnectionSettings((sys.argv[1],))) as client:
+    feed = client.follow(int(sys.argv[2]))
+    print("ready", flush=True)
+    while not feed.ended:
+        feed.take(0.5)
+"""
+
+
+def drain_round(endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str]) -> dict[str, object]:
+    with EtcdClient(ConnectionSettings((endpoint,))) as client:
+        start = client.status(endpoint).revision + 1
+    proc = subprocess.Popen([sys.executable, "-c", DRAIN, endpoint, str(start)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    began = time.monotonic()
+    writes = load(endpoint, rate, seconds, threads)
+    elapsed = time.monotonic() - began
+    proc.send_signal(signal.SIGTERM)
+    _, _status, usage = os.wait4(proc.pid, 0)
+    return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": usage.ru_maxrss * 1024}
+
+
 def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
                   env: dict[str, str], flush: str) -> dict[str, object]:
     repo_dir = work / f"repo-{time.monotonic_ns()}"
@@ -119,14 +147,24 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit("capture did not start a chain")
         time.sleep(0.1)
+    before = _cpu_seconds(proc.pid)
+    began = time.monotonic()
     writes = load(endpoint, rate, seconds, threads)
     top = max(r for _, r, _ in writes)
     while not any(last >= top for _, last, _ in segment_commits(repo_dir)):
         time.sleep(0.1)
+    cpu = (_cpu_seconds(proc.pid) - before) / (time.monotonic() - began)
     proc.send_signal(signal.SIGTERM)
     _, _status, usage = os.wait4(proc.pid, 0)
     delays = rpo(writes, segment_commits(repo_dir))
-    return {"writes": writes, "delays": delays, "rss": usage.ru_maxrss * 1024, "repo": repo_dir, "top": top}
+    return {"writes": writes, "delays": delays, "rss": usage.ru_maxrss * 1024, "repo": repo_dir, "top": top,
+            "cpu": cpu}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process so far (start-up and base backup excluded by difference)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pitr_rate(repo_dir: Path, revision: int, work: Path) -> dict[str, float]:
@@ -143,7 +181,9 @@ def pitr_rate(repo_dir: Path, revision: int, work: Path) -> dict[str, float]:
 def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dict[str, object]:
     plain = [w for r in rounds if r["mode"] == "plain" for w in r["writes"]]  # type: ignore[attr-defined]
     captured = [r for r in rounds if r["mode"] == "capture"]
+    drained = [r for r in rounds if r["mode"] == "drain"]
     lat_plain = [w[2] for w in plain]
+    lat_drain = [w[2] for r in drained for w in r["writes"]]  # type: ignore[attr-defined]
     lat_cap = [w[2] for r in captured for w in r["writes"]]  # type: ignore[attr-defined]
     delays = [d for r in captured for d in r["delays"]]  # type: ignore[attr-defined]
     achieved = [len(r["writes"]) / seconds for r in rounds]  # type: ignore[arg-type]
@@ -152,8 +192,14 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
         "rpo_p50": percentile(delays, 50), "rpo_p99": percentile(delays, 99), "rpo_max": max(delays),
         "put_p50_plain": percentile(lat_plain, 50), "put_p99_plain": percentile(lat_plain, 99),
         "put_p50_capture": percentile(lat_cap, 50), "put_p99_capture": percentile(lat_cap, 99),
+        "put_p50_drain": percentile(lat_drain, 50), "put_p99_drain": percentile(lat_drain, 99),
         "put_p50_ratio": percentile(lat_cap, 50) / percentile(lat_plain, 50),
         "put_p99_ratio": percentile(lat_cap, 99) / percentile(lat_plain, 99),
+        "put_p50_ratio_drain": percentile(lat_drain, 50) / percentile(lat_plain, 50),
+        "put_p99_ratio_drain": percentile(lat_drain, 99) / percentile(lat_plain, 99),
+        "put_p50_ratio_capture_vs_drain": percentile(lat_cap, 50) / percentile(lat_drain, 50),
+        "capture_cpu_cores": statistics.median(float(str(r["cpu"])) for r in captured),
+        "drain_cpu_cores": statistics.median(float(str(r["cpu"])) for r in drained),
         "capture_peak_rss_mb": max(int(r["rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
     }
 
@@ -162,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000.0, help="target writes per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="load per round")
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of (no capture, capture) rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="(no capture, watch drain, capture) triples")
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     args = parser.parse_args()
@@ -172,13 +218,17 @@ def main() -> None:
     rounds: list[dict[str, object]] = []
     with EtcdCluster(etcd_35(), work / f"etcd-{time.monotonic_ns()}") as cluster:
         endpoint = cluster.first().client_url
+        load_before = os.getloadavg()
         for _ in range(args.rounds):
             rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
+            rounds.append({"mode": "drain", **drain_round(endpoint, args.rate, args.seconds, args.threads, env)})
             rounds.append({"mode": "capture", **capture_round(endpoint, work, args.rate, args.seconds,
                                                               args.threads, env, args.flush_interval)})
+        load_after = os.getloadavg()
         last = rounds[-1]
         pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)
     result = {"flush_interval": args.flush_interval, **summary(rounds, args.rate, args.seconds), "pitr": pitr,
+              "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
               "rounds": [{"mode": r["mode"], "writes": len(r["writes"])} for r in rounds]}  # type: ignore[arg-type]
     (BENCH_WORK / f"bench_capture-{args.flush_interval}.json").write_text(json.dumps(result, indent=2))
     print(f"| metric | value |\n| --- | --- |")

@@ -29,30 +29,43 @@ def etcd(release35: EtcdRelease, tmp_path: Path) -> Iterator[EtcdCluster]:
         yield cluster
 
 
+def capturing_agents(etcd: EtcdCluster, s3_repo: str, cluster: str, tmp_path: Path,
+                     flush_interval: str) -> list[AgentProcess]:
+    """Two agents of one cluster with capture enabled; the caller stops them."""
+    agents = []
+    for i in range(2):
+        port = free_port()
+        data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
+        data["capture"] = {"enabled": True, "flush-interval": flush_interval, "spool-dir": str(tmp_path / f"spool-{i}")}
+        path = tmp_path / f"node-{i}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        agents.append(AgentProcess(f"node-{i}", path, port))
+    return agents
+
+
+def keep_writing(etcd: EtcdCluster, prefix: str, pause: float, stop: threading.Event,
+                 written: list[int]) -> threading.Thread:
+    """A thread putting to 50 keys under ``prefix`` until ``stop``; revisions go to ``written``."""
+    def write() -> None:
+        with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
+            i = 0
+            while not stop.is_set():
+                written.append(c.put(f"{prefix}{i % 50}", f"v{i}".encode()))
+                i += 1
+                time.sleep(pause)
+
+    return threading.Thread(target=write, daemon=True)
+
+
 def test_only_the_leader_captures_and_a_new_leader_resumes_without_a_gap(
         etcd: EtcdCluster, s3_repo: str, tmp_path: Path, cli: Cli) -> None:
     cluster = "capture-handover"
     agents: list[AgentProcess] = []
     stop_writing = threading.Event()
     written: list[int] = []
-
-    def write() -> None:
-        with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
-            i = 0
-            while not stop_writing.is_set():
-                written.append(c.put(f"/registry/handover/{i % 50}", f"v{i}".encode()))
-                i += 1
-                time.sleep(0.02)
-
-    writer = threading.Thread(target=write, daemon=True)
+    writer = keep_writing(etcd, "/registry/handover/", 0.02, stop_writing, written)
     try:
-        for i in range(2):
-            port = free_port()
-            data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
-            data["capture"] = {"enabled": True, "flush-interval": "200ms", "spool-dir": str(tmp_path / f"spool-{i}")}
-            path = tmp_path / f"node-{i}.yaml"
-            path.write_text(yaml.safe_dump(data))
-            agents.append(AgentProcess(f"node-{i}", path, port))
+        agents = capturing_agents(etcd, s3_repo, cluster, tmp_path, "200ms")
         wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
         first = next(a for a in agents if a.name == leader(etcd, cluster))
         other = next(a for a in agents if a is not first)
@@ -100,25 +113,10 @@ def test_a_leader_paused_past_its_lease_writes_nothing_that_forks_the_chain(
     agents: list[AgentProcess] = []
     stop_writing = threading.Event()
     written: list[int] = []
-
-    def write() -> None:
-        with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
-            i = 0
-            while not stop_writing.is_set():
-                written.append(c.put(f"/registry/partition/{i % 50}", f"v{i}".encode()))
-                i += 1
-                time.sleep(0.01)
-
-    writer = threading.Thread(target=write, daemon=True)
+    writer = keep_writing(etcd, "/registry/partition/", 0.01, stop_writing, written)
     try:
-        for i in range(2):
-            port = free_port()
-            data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
-            # A long flush interval: the paused leader certainly holds an open segment.
-            data["capture"] = {"enabled": True, "flush-interval": "1500ms", "spool-dir": str(tmp_path / f"spool-{i}")}
-            path = tmp_path / f"node-{i}.yaml"
-            path.write_text(yaml.safe_dump(data))
-            agents.append(AgentProcess(f"node-{i}", path, port))
+        # A long flush interval: the paused leader certainly holds an open segment.
+        agents = capturing_agents(etcd, s3_repo, cluster, tmp_path, "1500ms")
         wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
         first = next(a for a in agents if a.name == leader(etcd, cluster))
         other = next(a for a in agents if a is not first)

@@ -7,12 +7,15 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
+from lifeboat.capture.segmenter import group_revisions
 from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.errors import RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, member_urls
@@ -135,3 +138,61 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     assert "spool filled up" in first.gap.reason and first.gap.last_revision == 1
     assert second.gap is None and status.gaps == 1
     assert list((tmp_path / "spool" / "prod").iterdir()) == [], "nothing is left behind in memory or spool"
+
+
+def options_for(tmp_path: Path, flush: float) -> CaptureOptions:
+    return CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
+        flush_interval=flush, spool_dir=tmp_path / "spool", retry_interval=0.05)
+
+
+def test_a_capture_that_no_longer_leads_writes_no_segment(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    leads = threading.Event()
+    leads.set()
+    status = CaptureStatus()
+    stop = threading.Event()
+    capture = Capture(etcd, repo, options_for(tmp_path, 0.3), stop=stop, status=status, fence=leads.is_set)
+    runner = threading.Thread(target=capture.run, daemon=True)
+    runner.start()
+    try:
+        until(lambda: status.chain is not None)
+        etcd.put("/registry/k", b"v")
+        leads.clear()  # leadership lost while the segment is open
+        until(lambda: any("no longer leads" in e for e in status.errors))
+    finally:
+        stop.set()
+        runner.join(10)
+    assert chains.chains("prod")[0].segments == ()
+    assert status.segments == 0
+
+
+def test_a_resumed_capture_finds_the_chain_continued_by_another_and_resumes_after_it(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options_for(tmp_path, 0.5), stop=stop, status=status).run,
+                              daemon=True)
+    runner.start()
+    try:
+        until(lambda: status.chain is not None)  # resumed after the base: its next segment starts at 2
+        etcd.put("/registry/a", b"1")
+        etcd.put("/registry/b", b"2")
+        # Meanwhile another capture (a leader this one did not know of) continued the chain.
+        with etcd.watch(b"", prefix=True, start_revision=2) as watch:
+            events = [watch.next_event(1), watch.next_event(1)]
+        theirs = Segment("prod", BASE.id, Predecessor("base", 1, BASE.id),
+                         tuple(group_revisions([e for e in events if e is not None], datetime.now(timezone.utc))))
+        chains.commit_segment(theirs, (), 1)
+        until(lambda: status.last_revision == 3)
+        written = etcd.put("/registry/c", b"3")
+        until(lambda: status.last_revision == written)
+    finally:
+        stop.set()
+        runner.join(10)
+    ranges = [(s.first_revision, s.last_revision) for s in chains.chains("prod")[0].segments]
+    assert ranges == [(2, 3), (4, 4)], "one chain, each revision once"

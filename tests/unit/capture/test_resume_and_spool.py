@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from lifeboat.capture.resume import decide_resume
-from lifeboat.capture.segmenter import SegmentBuilder, group_revisions
+from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, revisions_of
 from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.segments import Predecessor
+from lifeboat.etcdapi.model import ReceivedEvents
 from tests.unit.catalog.capture_records import at, chain, manifest, put, ref
 
 BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
@@ -60,6 +61,20 @@ def test_segment_closes_after_the_flush_interval_or_at_its_size() -> None:
     big = SegmentBuilder(flush_interval=60, max_bytes=10_000)
     big.add(group_revisions([put(b"/a", b"x" * 9_000, 5, 5, 1)], at(0)))
     assert big.due(at(0))
+
+
+def test_a_segment_is_due_once_its_oldest_arrival_plus_the_interval_less_the_commit_lead_is_reached() -> None:
+    builder = SegmentBuilder(flush_interval=1.0, max_bytes=10_000)
+    builder.add(group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
+    builder.add(group_revisions([put(b"/b", b"x", 6, 6, 1)], at(0.5)))  # a later revision changes nothing
+    assert not builder.due(at(0.75), lead=0.2) and builder.due(at(0.8), lead=0.2)
+    assert builder.seconds_left(at(0.5), lead=0.2) == pytest.approx(0.3)
+
+
+def test_revisions_are_seen_when_their_watch_response_arrived_not_when_capture_took_them() -> None:
+    arrived = [ReceivedEvents(at(1).timestamp(), (put(b"/a", b"", 5, 5, 1),)),
+               ReceivedEvents(at(2.5).timestamp(), (put(b"/b", b"", 6, 6, 1), put(b"/c", b"", 6, 6, 1)))]
+    assert [(r.revision, r.seen, len(r.events)) for r in revisions_of(arrived)] == [(5, at(1), 1), (6, at(2.5), 2)]
 
 
 def test_spool_uploads_in_order_and_keeps_what_failed(tmp_path: Path) -> None:

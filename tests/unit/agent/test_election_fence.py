@@ -1,0 +1,45 @@
+"""The leadership check before each capture write: cheap while the lease surely holds, a
+round trip to etcd once it may not (the agent was paused)."""
+
+from __future__ import annotations
+
+from lifeboat.agent.election import Election
+from lifeboat.clock import FakeClock
+from lifeboat.etcd.memory import MemoryEtcd
+
+TTL = 6
+
+
+def test_a_leader_writes_without_a_round_trip_while_its_lease_surely_holds() -> None:
+    clock = FakeClock()
+    etcd = MemoryEtcd(clock)
+    election = Election(etcd, "prod", "a", TTL, "h", monotonic=clock.monotonic)
+    assert election.refresh()
+    asked = sum(etcd.calls.values())
+    clock.advance(TTL / 2)
+    assert election.still_leads()
+    assert sum(etcd.calls.values()) == asked, "no call to etcd while the lease outlives the write"
+
+
+def test_a_leader_paused_past_its_lease_finds_out_before_it_writes() -> None:
+    clock = FakeClock()
+    etcd = MemoryEtcd(clock)
+    paused = Election(etcd, "prod", "a", TTL, "h", monotonic=clock.monotonic)
+    other = Election(etcd, "prod", "b", TTL, "h", monotonic=clock.monotonic)
+    assert paused.refresh() and not other.refresh()
+    clock.advance(TTL + 1)  # paused: its lease expired and the other agent took over
+    assert other.refresh()
+    assert not paused.still_leads()
+    assert not paused.leading
+
+
+def test_a_late_renewal_is_made_before_the_write_when_the_lease_may_be_running_out() -> None:
+    clock = FakeClock()
+    etcd = MemoryEtcd(clock)
+    election = Election(etcd, "prod", "a", TTL, "h", monotonic=clock.monotonic)
+    assert election.refresh()
+    clock.advance(TTL * 0.8)  # the agent loop is late, the lease still lives
+    renewals = etcd.calls["lease_keepalive_once"]
+    assert election.still_leads()
+    assert etcd.calls["lease_keepalive_once"] == renewals + 1
+    assert election.lease_until == clock.monotonic() + TTL
