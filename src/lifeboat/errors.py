@@ -13,7 +13,8 @@ place that exits; it maps the branches of this tree to exit codes:
     │   ├── IntegrityError            a checksum, hash or signature did not match
     │   ├── SnapshotFormatError       a file that is not a readable etcd/bbolt snapshot
     │   ├── DecryptionError           age could not decrypt with the identities given
-    │   └── NoHealthyMember           no voting member is healthy enough to back up from
+    │   ├── NoHealthyMember           no voting member is healthy enough to back up from
+    │   └── Unsupported               the backend cannot do this (an S3 server without a call)
     └── BackendUnavailable    exit 2  etcd or the object store cannot be reached / refused us
         ├── EtcdUnavailable
         ├── EtcdAuthError             TLS handshake or authentication rejected
@@ -83,6 +84,10 @@ class DecryptionError(OperationFailed):
 
 class NoHealthyMember(OperationFailed):
     """No healthy, voting member is available to take a snapshot from."""
+
+
+class Unsupported(OperationFailed):
+    """The backend cannot do what was asked (an S3-compatible server lacking an optional call)."""
 
 
 class BackendUnavailable(LifeboatError):

@@ -7,11 +7,16 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.retention import KeepLast
+from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.snapshot.spool import spool_dir
+from lifeboat.store import open_store
 from tests.faults.conftest import lifeboat_process
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
@@ -65,7 +70,7 @@ def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int) -> t
 def start_backup(etcd: EtcdMember, repo: str | Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """``lifeboat backup`` of ``etcd`` into ``repo`` with its own empty --tmp-dir."""
     tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     return lifeboat_process(["backup", f"--endpoints={etcd.client_url}", "--repo", str(repo), "--no-files",
                              "--tmp-dir", str(tmp)]), tmp
 
@@ -91,17 +96,24 @@ def test_sigterm_mid_backup_removes_spool_and_uploaded_objects_and_commits_nothi
     assert manifests_and_objects(repo) == []  # no manifest, no data object, no hidden temp file
 
 
+def new_multipart_upload(seaweed: S3Endpoint, before: set[str], backup: subprocess.Popen[bytes]) -> str:
+    """Wait until ``backup`` has begun a multipart upload (one not in ``before``); its upload id."""
+    # zstd's worker threads hold a few MiB back until more input comes, so the upload begins
+    # well after the spool: wait for the multipart upload itself.
+    deadline = time.monotonic() + 60
+    while not (started := set(seaweed.pending_multipart_uploads()) - before):
+        assert backup.poll() is None and time.monotonic() < deadline, "no multipart upload began"
+        time.sleep(0.01)
+    [upload_id] = started
+    return upload_id
+
+
 def test_sigterm_mid_s3_backup_aborts_its_multipart_upload(
     paused_mid_stream: EtcdMember, tmp_path: Path, s3_repo: str, seaweed: S3Endpoint, cli: Cli
 ) -> None:
     pending_before = set(seaweed.pending_multipart_uploads())
     backup, tmp = start_backup(paused_mid_stream, s3_repo, tmp_path)
-    # zstd's worker threads hold a few MiB back until more input comes, so the upload begins
-    # well after the spool: wait for the multipart upload itself, then stop etcd mid-stream.
-    deadline = time.monotonic() + 60
-    while set(seaweed.pending_multipart_uploads()) == pending_before:
-        assert backup.poll() is None and time.monotonic() < deadline, "no multipart upload began"
-        time.sleep(0.01)
+    new_multipart_upload(seaweed, pending_before, backup)
 
     code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM)
 
@@ -147,3 +159,52 @@ def test_prune_removes_the_hidden_temp_object_of_a_sigkilled_backup_once_stale(
     assert not temps[0].exists() and fresh.exists()
     assert [t["key"] for t in report["temp_objects"] if t["verdict"] == "delete"] == [
         temps[0].relative_to(repo).as_posix()]
+
+
+def test_prune_aborts_the_multipart_upload_of_a_sigkilled_s3_backup_once_stale_but_no_live_or_foreign_one(
+    paused_mid_stream: EtcdMember, tmp_path: Path, s3_repo: str, seaweed: S3Endpoint, cli: Cli
+) -> None:
+    prefix = s3_repo.removeprefix(f"s3://{seaweed.bucket}/")
+    # Another tool's uploads in the same bucket: a prefix that merely starts like ours, and the root.
+    foreign = {seaweed.start_multipart_upload(f"{prefix}-old/clusters/c/backups/x/snapshot.db.zst", b"f" * 1024),
+               seaweed.start_multipart_upload("clusters/c/backups/x/snapshot.db.zst")}
+    before = set(seaweed.pending_multipart_uploads())
+    killed, _tmp = start_backup(paused_mid_stream, s3_repo, tmp_path / "killed")
+    stale = new_multipart_upload(seaweed, before, killed)
+    code, _err = interrupt(killed, paused_mid_stream, signal.SIGKILL)
+    killed_at = time.time()
+    assert code == -signal.SIGKILL and stale in seaweed.pending_multipart_uploads()
+
+    # S3 stamps times in whole seconds: start the live backup well after the kill, so that
+    # a moment exists when the killed upload is past the grace and the live one is not.
+    time.sleep(3)
+    live, _tmp = start_backup(paused_mid_stream, s3_repo, tmp_path / "live")
+    fresh = new_multipart_upload(seaweed, before | {stale}, live)
+    paused_mid_stream.pause()  # the live backup now waits mid-stream, its upload open
+    try:
+        report = cli.json("prune", "--repo", s3_repo, "--keep-last", "1")
+        listed = {t["upload_id"]: t for t in report["temp_objects"]}
+        assert set(listed) == {stale, fresh}  # never another tool's uploads
+        assert all(t["kind"] == "multipart upload" and t["verdict"] == "keep" and t["key"].startswith("clusters/")
+                   for t in listed.values())
+        assert report["temp_objects_listed"] is True and report["multipart_uploads_aborted"] == 0
+        code, out, _ = cli("prune", "--repo", s3_repo, "--keep-last", "1", "--dry-run")
+        rows = [line for line in out.splitlines() if "multipart upload" in line]
+        assert code == 0 and len(rows) == 2 and all(row.startswith("KEEP") and "may still be running" in row
+                                                    for row in rows)
+
+        # An hour (the shortest grace) after the kill, by S3's own stamps on the uploads.
+        repo = BackupRepository.open(open_store(s3_repo))
+        moment = datetime.fromtimestamp(killed_at, timezone.utc) + timedelta(hours=1, seconds=0.5)
+        plan = plan_prune(repo, [KeepLast(1)], moment, orphan_grace=timedelta(hours=1))
+        assert {(i.upload.upload_id, i.remove) for i in plan.incomplete} == {(stale, True), (fresh, False)}
+        result = apply_prune(repo, plan)
+        assert result.uploads_aborted == 1
+        pending = set(seaweed.pending_multipart_uploads())
+        assert stale not in pending and fresh in pending and foreign <= pending
+    finally:
+        paused_mid_stream.resume()
+    _out, err = live.communicate(timeout=120)
+    assert live.returncode == 0, err.decode()  # its upload was left alone: the backup commits
+    assert len(cli.json("list", "--repo", s3_repo)) == 1
+    assert set(seaweed.pending_multipart_uploads()) == foreign

@@ -7,6 +7,7 @@ free loopback port or disabled, so parallel sessions never collide and nothing b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -15,12 +16,18 @@ import signal
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import obstore
 from obstore.store import S3Store
+
+from lifeboat.store.s3_uploads import send_http
+from lifeboat.store.sigv4 import AwsCredentials, encode_path, sign
 
 from .ports import PORT_ATTEMPTS, PortTaken, free_port, lost_port_race
 
@@ -61,6 +68,25 @@ class S3Endpoint:
                 return []
             raise
         return [Path(e["FullPath"]).name for e in listing.get("Entries") or []]
+
+    def start_multipart_upload(self, key: str, first_part: bytes = b"") -> str:
+        """Begin a multipart upload of ``key`` (the whole key in the bucket), as a writer that then
+        dies would; with ``first_part``, upload it as part 1. Returns the upload id."""
+        credentials = AwsCredentials(self.access_key, self.secret_key)
+        url = f"{self.endpoint}/{self.bucket}{encode_path('/' + key)}"
+        status, body = send_http("POST", url + "?uploads=", sign("POST", url + "?uploads=", credentials,
+                                                                  self.region, datetime.now(timezone.utc)))
+        assert status == 200, body
+        upload_id = ElementTree.fromstring(body).findtext("{*}UploadId")
+        assert upload_id, body
+        if first_part:
+            part_url = f"{url}?partNumber=1&uploadId={urllib.parse.quote(upload_id, safe='')}"
+            headers = sign("PUT", part_url, credentials, self.region, datetime.now(timezone.utc),
+                           payload_sha256=hashlib.sha256(first_part).hexdigest())
+            request = urllib.request.Request(part_url, data=first_part, method="PUT", headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+        return upload_id
 
 
 @dataclass

@@ -141,7 +141,14 @@ def _prune_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> 
         repo = open_repo()
         plan = plan_prune(repo, policies, clock.now(), cluster=config.cluster,
                           min_redundancy=retention.min_redundancy, orphan_grace=grace)
-        return len(apply_prune(repo, plan).deleted)
+        if not plan.incomplete_listed:
+            log.warning("unfinished uploads not checked: %s", plan.incomplete_unlisted,
+                        extra={"event": "prune_uploads_unchecked"})
+        result = apply_prune(repo, plan)
+        if result.incomplete_removed:
+            log.info("removed %d unfinished upload(s) of killed backups", len(result.incomplete_removed),
+                     extra={"event": "pruned_uploads"})
+        return len(result.deleted)
 
     return prune
 

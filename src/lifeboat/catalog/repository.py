@@ -442,9 +442,13 @@ class BackupRepository:
                 found[(name.cluster, name.backup_id)] = Pin.read(data, where=f"{self.store.url}/{obj.key}")
         return found
 
-    def incomplete_uploads(self) -> list[IncompleteUpload] | None:
-        """Writes to the store whose writer died; None when the store cannot list them."""
-        return self.store.incomplete_uploads()
+    def incomplete_uploads(self) -> list[IncompleteUpload]:
+        """Unfinished writes of this repository's objects (live ones too), oldest first.
+
+        Only under ``clusters/``, where every large object lies: a bucket shared with other
+        tools keeps their uploads. Raises Unsupported when the store cannot list them.
+        """
+        return self.store.incomplete_uploads(CLUSTERS)
 
     def remove_incomplete(self, upload: IncompleteUpload) -> None:
         self.store.remove_incomplete(upload)

@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--min-redundancy", type=int, metavar="N",
                    help="never keep fewer complete backups than N (default 1, or the config file's)")
     p.add_argument("--orphan-grace", metavar="DURATION",
-                   help="remove manifest-less leftovers whose newest object is older than this "
-                        "(default 24h; at least 1h, or a backup still being written could lose its objects)")
+                   help="remove manifest-less leftovers and unfinished uploads not written to for "
+                        "longer than this (default 24h; at least 1h, or a backup still being written "
+                        "could lose its objects)")
 
     p = add_command(sub, common, "pin", cmd_pin)
     p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
@@ -63,8 +64,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     data first and manifest last, so an interrupted prune can be run again. Pinned backups and the
     minimum-redundancy floor are never deleted. Also removes the objects of backups that never got a
     manifest once their newest object (by the store's own time stamp) is older than the orphan grace
-    period, and the hidden temp files a killed backup left in a local repository once not written to
-    for that long. Capture chains go with their bases; a chain whose oldest kept base is a synthetic
+    period, and the unfinished uploads a killed backup left once not written to for that long: hidden
+    temp files in a local repository, multipart uploads in S3 (aborted; this needs AWS_ACCESS_KEY_ID
+    and AWS_SECRET_ACCESS_KEY and the permissions s3:ListBucketMultipartUploads,
+    s3:ListMultipartUploadParts and s3:AbortMultipartUpload). Only uploads under the repository's
+    clusters/ prefix are touched. Capture chains go with their bases; a chain whose oldest kept base is a synthetic
     backup is folded (its segments before it go). Policies come from the config file's retention:
     section, or from the flags below (which then replace the file's policies).
     """
@@ -86,7 +90,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         print(f"deleted {len(result.deleted)} backup(s), {len(result.chains_removed)} capture chain(s), "
               f"{result.segments_removed} folded capture segment(s), "
-              f"{len(result.orphans_removed)} orphan(s) and {len(result.incomplete_removed)} incomplete upload(s), "
+              f"{len(result.orphans_removed)} orphan(s) and {len(result.incomplete_removed)} unfinished upload(s), "
               f"freed {human_size(result.bytes_freed)}")
     return 0
 
@@ -117,8 +121,8 @@ def _retention(args: argparse.Namespace) -> tuple[list[Policy], int, timedelta]:
 
 
 INCOMPLETE_NOT_LISTED = (
-    "this store cannot list incomplete multipart uploads (obstore has no such call): a backup "
-    "killed with SIGKILL may leave one; a bucket lifecycle rule AbortIncompleteMultipartUpload removes them"
+    "a backup killed with SIGKILL may have left unfinished multipart uploads; a bucket lifecycle "
+    "rule AbortIncompleteMultipartUpload removes them"
 )
 
 
@@ -143,13 +147,13 @@ def _print_plan(plan: PrunePlan) -> None:
     ]
     rows += [
         ("DELETE" if i.remove else "KEEP", i.upload.name, "-", format_time(i.upload.modified),
-         "incomplete", human_size(i.upload.size), "-", i.reason)
+         "multipart upload" if i.upload.upload_id else "temp file", human_size(i.upload.size), "-", i.reason)
         for i in plan.incomplete
     ]
     table(("VERDICT", "ID", "CLUSTER", "TAKEN", "STATUS", "SIZE", "PIN", "REASON"), rows)
     print(plan.retention.summary())
     if not plan.incomplete_listed:
-        print(f"note: {INCOMPLETE_NOT_LISTED}")
+        print(f"note: unfinished uploads not checked: {plan.incomplete_unlisted}; {INCOMPLETE_NOT_LISTED}")
 
 
 def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]:
@@ -167,7 +171,9 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
         "orphans_removed": result.orphans_removed if result else [],
         "temp_objects": [i.as_dict() for i in plan.incomplete],
         "temp_objects_listed": plan.incomplete_listed,
+        "temp_objects_not_listed_because": plan.incomplete_unlisted or None,
         "temp_objects_removed": result.incomplete_removed if result else [],
+        "multipart_uploads_aborted": result.uploads_aborted if result else 0,
         "bytes_freed": result.bytes_freed if result else 0,
     }
 

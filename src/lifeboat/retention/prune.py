@@ -6,8 +6,9 @@ backup goes through :meth:`BackupRepository.delete` (data first, manifest last),
 interrupted prune leaves every touched backup with its manifest and the same verdict: the
 next prune finishes the job. Orphans (objects of a backup id without a manifest) are
 removed once older than ``orphan_grace``; younger ones may be a backup still uploading. So are
-incomplete uploads (a local repository's hidden temp files of a killed backup) not written to
-for longer than ``orphan_grace``.
+incomplete uploads not written to for longer than ``orphan_grace``: the hidden temp files a
+killed backup leaves in a local repository, and the multipart uploads it leaves pending in S3
+(aborted, which frees their parts).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lifeboat.catalog.timeline import SYNTHETIC_SEEN, build_timeline, synthetic_
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import check_orphan_grace
-from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.errors import IntegrityError, Unsupported, UsageError
 from lifeboat.store.base import IncompleteUpload
 from lifeboat.retention.evaluate import evaluate
 from lifeboat.retention.chains import ChainDecision, judge_chains, keep_window_bases
@@ -62,7 +63,9 @@ class IncompleteDecision(LeftoverDecision):
     upload: IncompleteUpload
 
     def subject(self) -> dict[str, object]:
-        return {"key": self.upload.name, "size": self.upload.size,
+        kind = {"kind": "multipart upload", "upload_id": self.upload.upload_id} if self.upload.upload_id else {
+            "kind": "temp file"}
+        return {"key": self.upload.name, **kind, "size": self.upload.size,
                 "modified": self.upload.modified.isoformat(timespec="seconds")}
 
 
@@ -75,10 +78,14 @@ class PrunePlan:
     orphans: tuple[OrphanDecision, ...]
     chains: tuple[ChainDecision, ...] = ()
     incomplete: tuple[IncompleteDecision, ...] = ()
-    incomplete_listed: bool = True  # False: the store cannot list its incomplete uploads (S3)
+    incomplete_unlisted: str = ""  # why the store could not list its incomplete uploads, if it could not
 
     def manifest_of(self, decision: Decision) -> Manifest:
         return self.manifests[(decision.backup.cluster, decision.backup.id)]
+
+    @property
+    def incomplete_listed(self) -> bool:
+        return not self.incomplete_unlisted
 
     @property
     def deletions(self) -> tuple[Decision, ...]:
@@ -98,6 +105,7 @@ class PruneResult:
     chains_removed: list[str] = field(default_factory=list)
     segments_removed: int = 0  # of chains folded into a synthetic backup
     incomplete_removed: list[str] = field(default_factory=list)
+    uploads_aborted: int = 0  # of incomplete_removed, the S3 multipart uploads
 
 
 def plan_prune(
@@ -128,10 +136,13 @@ def plan_prune(
                                 [listing for listing in chains if listing.info.cluster == c]) for c in clusters]
     retention = keep_window_bases(retention, policies, timelines, now)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
-    uploads = repo.incomplete_uploads()
-    incomplete = tuple(_judge_incomplete(u, now, orphan_grace) for u in uploads or ())
+    try:
+        uploads, unlisted = repo.incomplete_uploads(), ""
+    except Unsupported as exc:
+        uploads, unlisted = [], str(exc)  # the rest of the prune is still worth doing
+    incomplete = tuple(_judge_incomplete(u, now, orphan_grace) for u in uploads)
     return PrunePlan(retention, manifests, orphans, judge_chains(retention, chains, timelines, now, orphan_grace),
-                     incomplete, uploads is not None)
+                     incomplete, unlisted)
 
 
 def apply_prune(
@@ -181,8 +192,10 @@ def apply_prune(
         if judged.remove:
             repo.remove_incomplete(judged.upload)
             result.incomplete_removed.append(judged.upload.name)
+            result.uploads_aborted += bool(judged.upload.upload_id)
             result.bytes_freed += judged.upload.size
-            on_step("removed incomplete upload", judged.upload.name)
+            on_step("aborted multipart upload" if judged.upload.upload_id else "removed incomplete upload",
+                    judged.upload.name)
     return result
 
 

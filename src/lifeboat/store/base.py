@@ -122,6 +122,7 @@ class IncompleteUpload:
     name: str  # where it lies, relative to the store's root; not a key
     size: int
     modified: datetime  # when its writer last wrote to it (UTC)
+    upload_id: str = ""  # an S3 multipart upload's id; empty for a local temp file
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,11 @@ class ObjectStore(Protocol):
         """Remove ``key``; a missing key is not an error."""
         ...
 
-    def incomplete_uploads(self) -> builtins.list[IncompleteUpload] | None:
-        """Uploads whose writer died before completing or aborting them, oldest first.
+    def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:
+        """Uploads under the folder ``prefix`` that were neither completed nor aborted, oldest first.
 
-        None when the backend cannot list them (see each backend); a live upload is listed
-        too, with a recent ``modified``: only old ones may be removed.
+        A live upload is listed too, with a recent ``modified``: only old ones may be removed.
+        Raises :class:`~lifeboat.errors.Unsupported` when the backend cannot list them.
         """
         ...
 

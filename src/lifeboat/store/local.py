@@ -226,14 +226,14 @@ class LocalStore:
             return
         self._prune_empty_dirs(path.parent)
 
-    def incomplete_uploads(self) -> builtins.list[IncompleteUpload]:
-        """The temp files of writes whose process died (kill -9, power loss), by age.
+    def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:
+        """The temp files under ``prefix`` of writes whose process died (kill -9, power loss), by age.
 
         A live write keeps its temp file's mtime fresh: every chunk it writes updates it.
         """
         found: builtins.list[IncompleteUpload] = []
-        with self._translated("listing", "/"):
-            for directory, _dirnames, filenames in os.walk(self._root, onerror=_raise):
+        with self._translated("listing", prefix or "/"):
+            for directory, _dirnames, filenames in os.walk(self._root / check_folder(prefix), onerror=_raise):
                 for name in filenames:
                     if not name.startswith(TEMP_PREFIX):
                         continue

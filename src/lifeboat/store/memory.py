@@ -187,7 +187,8 @@ class MemoryStore:
             self._modified.pop(key, None)
             self._version.pop(key, None)
 
-    def incomplete_uploads(self) -> builtins.list[IncompleteUpload]:
+    def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:
+        check_folder(prefix)
         return []  # a write here is one dict assignment: it completes or never starts
 
     def remove_incomplete(self, upload: IncompleteUpload) -> None:

@@ -15,6 +15,11 @@ Guarantees, as S3 gives them:
   iterable or a failed part aborts the upload, so no object and no pending upload remain
   (if the abort request itself fails, the parts linger invisibly until a bucket lifecycle
   rule removes them).
+* ``incomplete_uploads`` lists the multipart uploads in progress under the prefix (those a
+  killed backup left), and ``remove_incomplete`` aborts one; obstore cannot, so
+  :mod:`lifeboat.store.s3_uploads` signs these requests itself. That needs the explicit keys
+  (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``); without them, or on a server without
+  ListMultipartUploads, listing raises :class:`~lifeboat.errors.Unsupported`.
 * ``put_bytes(create_only=True)`` is one PUT with ``If-None-Match: *``: the store itself
   refuses to overwrite, atomically, even against a concurrent writer. AWS S3 (since 2024-08)
   and SeaweedFS (checked against 4.48 in the contract suite) honour it; a store that ignored
@@ -23,6 +28,7 @@ Guarantees, as S3 gives them:
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import itertools
 import os
@@ -47,11 +53,14 @@ from lifeboat.errors import (
     NotFound,
     OperationFailed,
     RepositoryUnavailable,
+    Unsupported,
     UsageError,
 )
 from lifeboat.store.base import (
     IncompleteUpload, ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix,
 )
+from lifeboat.store.s3_uploads import MultipartUploads
+from lifeboat.store.sigv4 import AwsCredentials
 
 if TYPE_CHECKING:
     from obstore.store import S3Config
@@ -62,6 +71,8 @@ PART_SIZE = 5 << 20  # S3's smallest part: memory stays low, 50 GB objects still
 # flight costs PART_SIZE of memory (bench: 2 in flight, 156 MB peak; 1 in flight, 144 MB).
 PARTS_IN_FLIGHT = 1
 DEFAULT_REGION = "us-east-1"
+# obstore's default: path-style requests to the region's endpoint.
+AWS_ENDPOINT = "https://s3.{region}.amazonaws.com"
 
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 # A probe key under our prefix that no one writes; listing it costs one small request.
@@ -103,6 +114,10 @@ class S3Store:
             config["secret_access_key"] = secret_access_key
             if session_token:
                 config["session_token"] = session_token
+        self._uploads = None if not (access_key_id and secret_access_key) else MultipartUploads(
+            f"{(endpoint or AWS_ENDPOINT.format(region=region)).rstrip('/')}/{bucket}",
+            AwsCredentials(access_key_id, secret_access_key, session_token), region, self._where(),
+        )
         self._client = _Client(
             bucket,
             config=config,
@@ -272,17 +287,37 @@ class S3Store:
         except (BaseError, OSError) as exc:
             self._raise(exc, "deleting", key)
 
-    def incomplete_uploads(self) -> None:
-        """Not listable: obstore (0.12) has no ListMultipartUploads / AbortMultipartUpload.
+    def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:
+        """Multipart uploads in progress under ``prefix``, by the time of their newest part.
 
-        lifeboat aborts its own multipart upload when a backup fails or gets SIGTERM; only a
-        killed process (SIGKILL, power loss) leaves one. Let the bucket's lifecycle rule
-        ``AbortIncompleteMultipartUpload`` remove those (docs/repository-format.md).
+        lifeboat aborts its own upload when a backup fails or gets SIGTERM; a killed process
+        (SIGKILL, power loss) leaves one. Uploads whose key is not a valid lifeboat key are not
+        ours and are left out.
         """
-        return None
+        if self._uploads is None:
+            raise Unsupported(
+                f"{self._url}: listing multipart uploads needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(lifeboat signs that request itself and does not read instance or web-identity credentials)"
+            )
+        found: builtins.list[IncompleteUpload] = []
+        for pending in self._uploads.pending(self._prefix + check_folder(prefix)):
+            name = pending.key[len(self._prefix):]
+            try:
+                check_key(name)
+            except UsageError:
+                continue
+            parts = self._uploads.parts(pending)
+            if parts is None:
+                continue  # completed or aborted since it was listed
+            written = max(pending.initiated, parts.last_modified or pending.initiated)
+            found.append(IncompleteUpload(name, parts.size, written, upload_id=pending.upload_id))
+        found.sort(key=lambda u: (u.modified, u.name))
+        return found
 
     def remove_incomplete(self, upload: IncompleteUpload) -> None:
-        raise UsageError(f"{self._url}: incomplete multipart uploads cannot be aborted through obstore")
+        if self._uploads is None or not upload.upload_id:
+            raise UsageError(f"{upload.name} is not a multipart upload lifeboat can abort in {self._url}")
+        self._uploads.abort(self._prefix + check_key(upload.name), upload.upload_id)
 
     def _require_bucket(self) -> None:
         """Raise RepositoryUnavailable if the bucket is missing (checked once per store).

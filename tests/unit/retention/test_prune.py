@@ -12,8 +12,9 @@ from lifeboat.clock import FakeClock
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.errors import OperationFailed, RepositoryUnavailable, UsageError
+from lifeboat.errors import OperationFailed, RepositoryUnavailable, Unsupported, UsageError
 from lifeboat.store import Fault, MemoryStore
+from lifeboat.store.base import IncompleteUpload
 from lifeboat.retention import KeepLast, KeepWithin, Verdict
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
@@ -218,3 +219,47 @@ def test_a_damaged_pin_keeps_its_backup_and_stops_neither_listing_nor_pruning(re
     assert {d.backup.id: d.verdict for d in plan.retention.decisions}[backups[0].id] is Verdict.KEEP
     assert apply_prune(repo, plan).deleted == [backups[1].id]
     assert repo.unpin(backups[0]) and repo.pin_of(backups[0]) is None
+
+
+class PendingUploadsStore(MemoryStore):
+    """A memory store that also holds unfinished multipart uploads, as S3 does after a kill -9."""
+
+    def __init__(self, uploads: list[IncompleteUpload] | None, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.uploads = uploads
+        self.asked: list[str] = []
+        self.aborted: list[str] = []
+
+    def incomplete_uploads(self, prefix: str = "") -> list[IncompleteUpload]:
+        self.asked.append(prefix)
+        if self.uploads is None:
+            raise Unsupported("S3 bucket b does not support listing multipart uploads (NotImplemented)")
+        return [u for u in self.uploads if u.name.startswith(prefix) and u.upload_id not in self.aborted]
+
+    def remove_incomplete(self, upload: IncompleteUpload) -> None:
+        self.aborted.append(upload.upload_id)
+
+
+def test_a_multipart_upload_idle_past_the_grace_is_aborted_and_a_live_one_kept() -> None:
+    stale = IncompleteUpload("clusters/prod/backups/x/snapshot.db.zst", 10 << 20, NOW - timedelta(hours=2), "old")
+    live = IncompleteUpload("clusters/prod/backups/y/snapshot.db.zst", 5 << 20, NOW - timedelta(minutes=50), "new")
+    store = PendingUploadsStore([stale, live], FakeClock(NOW))
+    repo = BackupRepository.open(store, create=True)
+    daily(repo, 1)
+
+    plan = plan_prune(repo, [KeepLast(5)], NOW, orphan_grace=timedelta(hours=1))
+
+    assert store.asked == ["clusters/"]  # only the repository's own objects, never the whole bucket
+    assert [(i.upload.upload_id, i.remove) for i in plan.incomplete] == [("old", True), ("new", False)]
+    assert plan.incomplete[0].as_dict()["kind"] == "multipart upload"
+    result = apply_prune(repo, plan)
+    assert store.aborted == ["old"] and result.uploads_aborted == 1
+    assert result.incomplete_removed == [stale.name] and result.bytes_freed == 10 << 20
+
+
+def test_a_store_that_cannot_list_uploads_still_prunes_and_says_why() -> None:
+    repo = BackupRepository.open(PendingUploadsStore(None, FakeClock(NOW)), create=True)
+    backups = daily(repo, 3)
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    assert not plan.incomplete_listed and "NotImplemented" in plan.incomplete_unlisted
+    assert sorted(apply_prune(repo, plan).deleted) == [backups[0].id, backups[1].id]

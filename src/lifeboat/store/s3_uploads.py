@@ -1,0 +1,236 @@
+"""S3 multipart uploads that were never completed: list them, read their parts, abort them.
+
+obstore (0.12) has no ListMultipartUploads, ListParts or AbortMultipartUpload, so these three
+requests are made here, signed with :mod:`lifeboat.store.sigv4`, over the endpoint, region,
+addressing and credentials the S3 store gives obstore. A killed backup (SIGKILL, power loss)
+leaves its upload pending: its parts cost storage but no listing shows them.
+
+Facts from the S3 API reference this relies on:
+
+* ``GET /BUCKET?uploads&prefix=P`` lists uploads in progress, at most 1000 a page, sorted by
+  key then upload id; a truncated page (``IsTruncated``) names ``NextKeyMarker`` and
+  ``NextUploadIdMarker``, sent back as ``key-marker`` / ``upload-id-marker``. Each upload has
+  ``Key``, ``UploadId`` and ``Initiated`` (ISO 8601, UTC).
+* ``GET /BUCKET/KEY?uploadId=U`` lists its parts (``PartNumber``, ``LastModified``, ``Size``),
+  paged by ``NextPartNumberMarker`` / ``part-number-marker``.
+* ``DELETE /BUCKET/KEY?uploadId=U`` aborts it (204); an upload already completed or aborted
+  answers ``NoSuchUpload``.
+* Errors are ``<Error><Code>...</Code></Error>`` documents; a server without a call answers
+  ``NotImplemented`` (501) or ``MethodNotAllowed`` (405).
+
+Nothing here is trusted to filter by prefix: every listed key is checked against the prefix
+asked for, so a server that ignored ``prefix`` still cannot make us touch another's upload.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.client import HTTPException
+from typing import NoReturn
+
+from lifeboat.errors import OperationFailed, RepositoryUnavailable, Unsupported
+from lifeboat.store.sigv4 import AwsCredentials, encode_path, encode_query, sign
+
+# (method, url, headers) -> (HTTP status, body). The real one is :func:`send_http`.
+Transport = Callable[[str, str, Mapping[str, str]], tuple[int, bytes]]
+
+MAX_BODY = 8 << 20  # a page of 1000 uploads is about 400 KB of XML
+TIMEOUT = 60.0
+_CREDENTIAL_CODES = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken")
+_UNSUPPORTED_CODES = ("NotImplemented", "MethodNotAllowed")
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload the store holds as in progress."""
+
+    key: str  # the whole key in the bucket
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
+class UploadParts:
+    size: int  # bytes in all its parts
+    last_modified: datetime | None  # the newest part's time; None before the first part
+
+
+class MultipartUploads:
+    """The multipart requests of one bucket. ``where`` names it in messages (no credentials)."""
+
+    def __init__(
+        self, bucket_url: str, credentials: AwsCredentials, region: str, where: str, *,
+        transport: Transport | None = None, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self._bucket_url = bucket_url.rstrip("/")
+        self._credentials = credentials
+        self._region = region
+        self._where = where
+        self._send = transport or send_http
+        self._now = now
+
+    def pending(self, prefix: str) -> list[PendingUpload]:
+        """Every upload in progress whose key starts with ``prefix``, by key and upload id."""
+        found: list[PendingUpload] = []
+        markers: dict[str, str] = {}
+        while True:
+            action = "listing multipart uploads"
+            body = self._call("GET", "/", {"uploads": "", "prefix": prefix, **markers}, action)
+            page = _document(body, "ListMultipartUploadsResult", self._where, action)
+            for upload in _children(page, "Upload"):
+                key, upload_id = _text(upload, "Key"), _text(upload, "UploadId")
+                if key.startswith(prefix) and upload_id:
+                    found.append(PendingUpload(key, upload_id, _time(_text(upload, "Initiated"), self._where)))
+            if _text(page, "IsTruncated").lower() != "true":
+                return found
+            after = {"key-marker": _text(page, "NextKeyMarker"), "upload-id-marker": _text(page, "NextUploadIdMarker")}
+            if not after["key-marker"] or after == markers:
+                raise OperationFailed(f"{self._where} sent a truncated list of multipart uploads without a "
+                                      "new marker to continue from; cannot list them")
+            markers = after
+
+    def parts(self, upload: PendingUpload) -> UploadParts | None:
+        """The size and newest part time of ``upload``; None when it is no longer in progress."""
+        size, newest, marker = 0, None, ""
+        while True:
+            query = {"uploadId": upload.upload_id, **({"part-number-marker": marker} if marker else {})}
+            action = f"listing the parts of {upload.key}"
+            body = self._call("GET", "/" + upload.key, query, action, gone_ok=True)
+            if body is None:
+                return None
+            page = _document(body, "ListPartsResult", self._where, action)
+            for part in _children(page, "Part"):
+                size += _count(_text(part, "Size"), self._where)
+                modified = _time(_text(part, "LastModified"), self._where)
+                newest = modified if newest is None else max(newest, modified)
+            if _text(page, "IsTruncated").lower() != "true":
+                return UploadParts(size, newest)
+            following = _text(page, "NextPartNumberMarker")
+            if not following or following == marker:
+                raise OperationFailed(f"{self._where} sent a truncated list of the parts of {upload.key} "
+                                      "without a new marker to continue from")
+            marker = following
+
+    def abort(self, key: str, upload_id: str) -> None:
+        """Abort the upload; one already completed or aborted is not an error."""
+        self._call("DELETE", "/" + key, {"uploadId": upload_id}, f"aborting the multipart upload of {key}",
+                   gone_ok=True)
+
+    def _call(self, method: str, path: str, query: Mapping[str, str], action: str, *,
+              gone_ok: bool = False) -> bytes | None:
+        """The body of a successful answer; None when ``gone_ok`` and the upload no longer exists."""
+        url = f"{self._bucket_url}{encode_path(path)}?{encode_query(query)}"
+        headers = sign(method, url, self._credentials, self._region, self._now())
+        try:
+            status, body = self._send(method, url, headers)
+        except (OSError, HTTPException) as exc:
+            raise RepositoryUnavailable(f"{self._where} could not be reached while {action}: "
+                                        f"{_gist(exc)}; check the endpoint and network") from None
+        if status >= 300:
+            code = _error_code(body)
+            if gone_ok and code == "NoSuchUpload":
+                return None
+            self._refused(status, code, action)
+        return body
+
+    def _refused(self, status: int, code: str, action: str) -> NoReturn:
+        shown = code or f"HTTP {status}"
+        if code in _UNSUPPORTED_CODES or status in (405, 501):
+            raise Unsupported(f"{self._where} does not support {action} ({shown})")
+        if code == "AccessDenied":
+            raise Unsupported(f"{self._where} denied {action} (AccessDenied): the credentials lack the "
+                              "permission for it (s3:ListBucketMultipartUploads, s3:ListMultipartUploadParts, "
+                              "s3:AbortMultipartUpload)")
+        if code == "NoSuchBucket":
+            raise RepositoryUnavailable(f"{self._where} does not exist; create it or fix the repository URL")
+        if code in _CREDENTIAL_CODES or status in (401, 403):
+            raise RepositoryUnavailable(f"{self._where} refused our credentials ({shown}) while {action}; "
+                                        "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        raise RepositoryUnavailable(f"{self._where} failed while {action}: {shown}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A signed request is valid for one host and path: a redirect is an answer, not a hop."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+def send_http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
+    """Send one request without a body; the status and at most :data:`MAX_BODY` bytes of the answer."""
+    request = urllib.request.Request(url, method=method, headers=dict(headers))
+    try:
+        with _OPENER.open(request, timeout=TIMEOUT) as response:
+            return int(response.status), response.read(MAX_BODY + 1)
+    except urllib.error.HTTPError as answer:
+        with answer:
+            return answer.code, answer.read(MAX_BODY + 1)
+
+
+def _document(body: bytes | None, expect: str, where: str, action: str) -> ElementTree.Element:
+    body = body or b""
+    # A DOCTYPE is never part of S3's answers; refusing it rules out entity expansion.
+    if len(body) > MAX_BODY or b"<!DOCTYPE" in body[:4096].upper():
+        raise OperationFailed(f"{where} answered {action} with a document lifeboat does not read")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        raise OperationFailed(f"{where} answered {action} with something that is not S3's XML") from None
+    if _local(root.tag) != expect:
+        # e.g. a server that ignores ?uploads and answers a plain object listing
+        raise Unsupported(f"{where} does not support {action}: it answered <{_local(root.tag)[:40]}> "
+                          f"instead of <{expect}>")
+    return root
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        root = ElementTree.fromstring(body[:65536]) if b"<!DOCTYPE" not in body[:4096].upper() else None
+    except ElementTree.ParseError:
+        return ""
+    if root is None or _local(root.tag) != "Error":
+        return ""
+    code = _text(root, "Code")
+    return code if code.isalnum() and len(code) <= 64 else ""
+
+
+def _local(tag: str) -> str:
+    """An element's name without its XML namespace (S3's is http://s3.amazonaws.com/doc/2006-03-01/)."""
+    return tag.rpartition("}")[2]
+
+
+def _children(element: ElementTree.Element, name: str) -> Iterator[ElementTree.Element]:
+    return (child for child in element if _local(child.tag) == name)
+
+
+def _text(element: ElementTree.Element, name: str) -> str:
+    for child in _children(element, name):
+        return (child.text or "").strip()
+    return ""
+
+
+def _time(text: str, where: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise OperationFailed(f"{where} gave an unreadable time {text[:40]!r} for a multipart upload") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _count(text: str, where: str) -> int:
+    if not text.isdigit():
+        raise OperationFailed(f"{where} gave an unreadable part size {text[:40]!r}")
+    return int(text)
+
+
+def _gist(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return (str(reason).splitlines() or [type(exc).__name__])[0][:160] or type(exc).__name__
