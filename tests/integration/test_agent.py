@@ -28,7 +28,6 @@ from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster
 from tests.support.etcd_load import load_keys
-from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -128,9 +127,11 @@ def test_three_agents_make_exactly_one_backup_per_tick(etcd: EtcdCluster, s3_rep
 
 
 class AgentProcess:
-    def __init__(self, name: str, config: Path, port: int) -> None:
+    """``lifeboat agent`` as a process; its config listens on port 0 and :meth:`url` reads back the bound address."""
+
+    def __init__(self, name: str, config: Path) -> None:
         self.name = name
-        self.port = port
+        self._url: str | None = None
         env = {**os.environ, "LIFEBOAT_AGENT_ID": name}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lifeboat.cli.main", "agent", "--config", str(config), "--log-format", "json"],
@@ -151,12 +152,24 @@ class AgentProcess:
     def events(self) -> list[object]:
         return [line.get("event") for line in list(self.lines)]
 
+    def url(self) -> str | None:
+        """Where the agent serves HTTP, from its ``http_started`` line; None until it logged one."""
+        if self._url is None:
+            started = [line for line in list(self.lines) if line.get("event") == "http_started"]
+            if started:
+                self._url = str(started[0]["url"])
+        return self._url
+
     def scrape(self) -> dict[str, float]:
         """The parsed samples; empty while the process is still starting to listen."""
+        url = self.url()
+        if url is None:
+            assert self.proc.poll() is None, f"agent {self.name} exited: {self.lines}"
+            return {}
         try:
             # The collector only copies numbers under a lock; what can take seconds is this
             # process and the agent's waiting for a CPU on a loaded machine.
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
                 text = r.read().decode()
         except urllib.error.URLError:
             assert self.proc.poll() is None, f"agent {self.name} exited: {self.lines}"
@@ -177,14 +190,13 @@ def test_killing_the_active_agent_hands_over_within_one_ttl(
     agents: list[AgentProcess] = []
     try:
         for i in range(3):
-            port = free_port()
             path = tmp_path / f"node-{i}.yaml"
-            data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
+            data = config_data(etcd, s3_repo, cluster)
             # A schedule whose next tick is months away: the first backup runs at start (no tick
             # recorded yet) and no second tick can fall inside the test, whenever it runs.
             data["schedules"] = {"backup": "@yearly"}
             path.write_text(yaml.safe_dump(data))
-            agents.append(AgentProcess(f"node-{i}", path, port))
+            agents.append(AgentProcess(f"node-{i}", path))
         wait_for(lambda: len(manifests(s3_repo, cluster)) == 1, 30, "the first backup")
         first = leader(etcd, cluster)
         active = next(a for a in agents if a.name == first)
@@ -223,10 +235,9 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     with EtcdClient(ConnectionSettings.from_flags(",".join(etcd.endpoints))) as client:
         if client.status(etcd.endpoints[0]).db_size < 48 << 20:
             load_keys(client, ((f"/bulk/{i:07d}".encode(), os.urandom(2048)) for i in range(24_000)))
-    port = free_port()
     path = tmp_path / "agent.yaml"
-    path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")))
-    agent = AgentProcess("solo", path, port)
+    path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster)))
+    agent = AgentProcess("solo", path)
     try:
         wait_for(lambda: "backup_started" in agent.events(), 60, "the backup to start")
         agent.proc.send_signal(signal.SIGTERM)

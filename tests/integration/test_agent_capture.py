@@ -18,7 +18,6 @@ from tests.integration.test_capture import captured_events, etcd_events, open_re
 from tests.support.binaries import EtcdRelease
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster
-from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +33,11 @@ def capturing_agents(etcd: EtcdCluster, s3_repo: str, cluster: str, tmp_path: Pa
     """Two agents of one cluster with capture enabled; the caller stops them."""
     agents = []
     for i in range(2):
-        port = free_port()
-        data = config_data(etcd, s3_repo, cluster, f"127.0.0.1:{port}")
+        data = config_data(etcd, s3_repo, cluster)
         data["capture"] = {"enabled": True, "flush-interval": flush_interval, "spool-dir": str(tmp_path / f"spool-{i}")}
         path = tmp_path / f"node-{i}.yaml"
         path.write_text(yaml.safe_dump(data))
-        agents.append(AgentProcess(f"node-{i}", path, port))
+        agents.append(AgentProcess(f"node-{i}", path))
     return agents
 
 

@@ -185,7 +185,7 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
         if jobs.capture is not None:
             metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)
         server = AgentHttp(config.agent.listen, metrics, clock, settings.health_threshold)
-        log.info("serving /metrics, /healthz and /readyz on %s", server.url, extra={"event": "http_started"})
+        log.info("serving /metrics, /healthz and /readyz on %s", server.url, extra={"event": "http_started", "url": server.url})
         try:
             return Agent(settings, election, jobs, metrics, clock, stop).run()
         finally:
