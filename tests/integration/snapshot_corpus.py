@@ -7,6 +7,7 @@ import json
 import os
 import random
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,14 +122,34 @@ def make_corpus(release: EtcdRelease, workdir: Path) -> Corpus:
     return Corpus(release, empty, busy)
 
 
-def _run_status(cmd: list[str]) -> dict[str, int] | str:
-    """The tool's JSON on success, its error text on failure."""
+Runner = Callable[..., "subprocess.CompletedProcess[bytes]"]
+# How often a tool that could not run at all is tried before the test gives up on it.
+ORACLE_ATTEMPTS = 3
+
+
+def _run_status(cmd: list[str], run: Runner = subprocess.run) -> dict[str, int] | str:
+    """The tool's JSON when it read the file, its error text when it refused it.
+
+    Only a tool that could not run (timed out on a loaded machine, killed by a signal) is run
+    again: that says nothing about the file. A tool that ran is asked once, whatever it answered,
+    so a disagreement with lifeboat is reported, never retried away.
+    """
     env = dict(os.environ, ETCDCTL_API="3")
-    done = subprocess.run(cmd, capture_output=True, env=env, timeout=60)
-    if done.returncode != 0:
-        return (done.stderr or done.stdout).decode(errors="replace")
-    result: dict[str, int] = json.loads(done.stdout)
-    return result
+    why = ""
+    for _ in range(ORACLE_ATTEMPTS):
+        try:
+            done = run(cmd, capture_output=True, env=env, timeout=60)
+        except subprocess.TimeoutExpired:
+            why = "timed out"
+            continue
+        if done.returncode < 0:
+            why = f"was killed by signal {-done.returncode}"
+            continue
+        if done.returncode != 0:
+            return (done.stderr or done.stdout).decode(errors="replace")
+        result: dict[str, int] = json.loads(done.stdout)
+        return result
+    raise AssertionError(f"{cmd[0]} could not run {ORACLE_ATTEMPTS} times (last: {why}); no oracle")
 
 
 def etcdutl_status(path: Path) -> dict[str, int] | str:
