@@ -136,8 +136,18 @@ _Run = Callable[[argparse.Namespace, Callable[[str], None], RestoreTarget, EtcdM
 def _on_this_node(args: argparse.Namespace, run: _Run) -> int:
     """Restore or roll back this node's data dir, holding its lock (not for a dry run)."""
     target, probe, supervisor = _node(args)
+    _require_parent(target.data_dir)
     with nullcontext() if args.dry_run else restore_lock(target.data_dir):
         return run(args, _say(args), target, probe, supervisor)
+
+
+def _require_parent(data_dir: Path) -> None:
+    """The data dir's parent must exist: the lock, journal and work dir go beside the data dir."""
+    parent = data_dir.absolute().parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise UsageError(f"--data-dir {data_dir}: its parent directory {parent} {what}; "
+                         "check --data-dir, or create the parent first")
 
 
 def _restore(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,

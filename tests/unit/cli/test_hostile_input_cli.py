@@ -60,3 +60,17 @@ def test_anchors_without_aliases_and_ordinary_configs_still_load(cli: Cli, tmp_p
     config.write_text("cluster: &name prod\n")
     code, _out, err = cli("config", "validate", str(config))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_restore_into_a_data_dir_whose_parent_is_missing_names_the_parent(
+    cli: Cli, tmp_path: Path, dry_run: list[str]
+) -> None:
+    missing = tmp_path / "no-such-dir"
+    code, _out, err = cli("restore", "latest", "--repo", str(tmp_path / "repo"), "--root", str(tmp_path),
+                          "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                          "--data-dir", "/no-such-dir/etcd", *dry_run)  # under --root
+    assert code == 3, err
+    assert err.count("\n") == 1 and f"parent directory {missing} does not exist" in err
+    assert "lock" not in err and not missing.exists()
