@@ -3,8 +3,9 @@
 The db is a cached Kubernetes-like snapshot (``benchmarks/dataset.py``, style "kube", which
 compresses about 4x like real etcd data), restored into a data dir and served by etcd 3.5.1
 over mTLS on loopback. Each round runs, in turn: ``etcdctl snapshot save``; ``lifeboat backup``
-to a local repository (zstd); the same with age encryption; the same to SeaweedFS S3. Times
-and the children's peak RSS are recorded; ratios are medians against etcdctl's median from the
+to a local repository (zstd); the same with age encryption; the same to SeaweedFS S3. Times,
+CPU and peak RSS (the larger of the process's own high-water mark and the sampled sum over its
+process tree, ``benchmarks/rss.py``) are recorded; ratios are medians against etcdctl's median from the
 same run. Results go to ``bench-work/bench_backup.json`` and a Markdown table on stdout.
 """
 
@@ -26,6 +27,7 @@ if str(REPO) not in sys.path:
 
 import pyrage  # noqa: E402
 
+from benchmarks import rss  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, SHAPES, shaped_snapshot  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
@@ -51,15 +53,11 @@ def frozen_source(rev: str = "HEAD") -> dict[str, str]:
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
-    """Run ``argv``; return wall seconds, the child's peak RSS in bytes and its CPU seconds."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        assert proc.stderr is not None
-        raise SystemExit(f"{argv[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+    """Run ``argv``; return wall seconds, the peak RSS in bytes of its process tree and its CPU seconds."""
+    measured = rss.run(argv, env)
+    if measured.exit_code != 0:
+        raise SystemExit(f"{argv[0]} failed: {measured.output.decode(errors='replace')[-2000:]}")
+    return measured.wall_s, measured.peak_bytes, measured.cpu_s
 
 
 def serve(snapshot: Path, work: Path) -> EtcdMember:

@@ -3,7 +3,9 @@
 etcd's suggested maximum backend is 8 GiB. The db (``dataset.py --shape large``, generated once
 and cached in ``bench-work/``; it needs ~20 GB of disk while it runs) is served by etcd 3.5.1
 over mTLS on loopback. Each command runs once as a fresh process; its wall time and peak RSS
-(VmRSS sampled every 0.1 s) are printed as Markdown rows with the load average before and after.
+(its own high-water mark, and the sum over its process tree sampled every 0.05 s, which adds
+the etcdutl and the drill's etcd it starts: ``benchmarks/rss.py``) are printed as Markdown rows
+with the load average before and after.
 The target is peak RSS ≤ 150 MB for each. The drill and the restore each need about three times
 the db free in ``bench-work/``.
 """
@@ -15,14 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import rss  # noqa: E402
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, shaped_snapshot  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
@@ -36,23 +37,10 @@ STEPS = ("backup", "s3", "verify", "drill", "restore")
 def measured(name: str, argv: list[str], env: dict[str, str]) -> None:
     """Run ``argv``; print a Markdown row (wall time, peak RSS, load) and the output's ends."""
     load_before = os.getloadavg()[0]
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[bytes] = []
-    reader = threading.Thread(target=lambda: output.append(proc.stdout.read() if proc.stdout else b""))
-    reader.start()
-    peak_kib = 0
-    while proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/status") as status:
-                peak_kib = max([peak_kib] + [int(line.split()[1]) for line in status if line.startswith("VmRSS")])
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    reader.join()
-    lines = b"".join(output).decode(errors="replace").strip().splitlines()
-    print(f"| {name} | {time.monotonic() - started:.0f} s | {peak_kib / 1024:.0f} MB "
-          f"| {load_before:.1f} → {os.getloadavg()[0]:.1f} | exit {proc.returncode} |", flush=True)
+    run = rss.run(argv, env, capture=True)
+    lines = run.output.decode(errors="replace").strip().splitlines()
+    print(f"| {name} | {run.wall_s:.0f} s | {run.own_peak_bytes / 1e6:.0f} MB | {run.tree_peak_bytes / 1e6:.0f} MB "
+          f"| {load_before:.1f} → {os.getloadavg()[0]:.1f} | exit {run.exit_code} |", flush=True)
     print("\n".join("    " + line for line in lines[:3] + ["..."] + lines[-4:]), file=sys.stderr, flush=True)
 
 
@@ -87,7 +75,7 @@ def main() -> None:
         (work / scratch).mkdir(parents=True)
     release = etcd_35()
     env = dict(frozen_source(), ETCDCTL_API="3")
-    print(f"db {snapshot.stat().st_size:,} bytes\n\n| command | wall | peak RSS | load | result |\n| --- | --- | --- | --- | --- |")
+    print(f"db {snapshot.stat().st_size:,} bytes\n\n| command | wall | peak RSS (lifeboat) | peak RSS (process tree) | load | result |\n| --- | --- | --- | --- | --- | --- |")
     member = serve(snapshot, work) if {"backup", "s3"} & set(args.steps) else None
     try:
         if member is not None:

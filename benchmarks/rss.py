@@ -1,0 +1,108 @@
+"""Run a benchmarked command and measure its memory: the process's own peak and its whole tree's.
+
+A lifeboat command may start others (``etcdutl`` in a restore or a drill, the drilled etcd
+member itself); the figure that matters for a node is what all of them hold at once. Every
+0.05 s the sampler walks the process tree from ``/proc/PID/task/*/children`` and adds up each
+process's ``VmRSS``; the largest sum is the tree's peak. The command's own peak is exact:
+its ``VmHWM`` (the kernel's high-water mark of its RSS) read at each sample. The tree's is at
+least the ``ru_maxrss`` that ``wait4`` returns (the largest peak of the process and the children
+it waited for), so a spike of one process shorter than the interval is not missed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+INTERVAL = 0.05
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_s: float
+    exit_code: int
+    own_peak_bytes: int  # the command's own peak RSS (its VmHWM)
+    tree_peak_bytes: int  # the largest sum of VmRSS over the command and its descendants, or
+    # the largest single process's peak (ru_maxrss) if that is larger
+    cpu_s: float  # user + system seconds, the command's and its waited-for children's
+    output: bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """The figure to hold against a limit: the larger of the two peaks."""
+        return max(self.own_peak_bytes, self.tree_peak_bytes)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def tree_rss_kib(root: int) -> int:
+    """The sum of ``VmRSS`` over ``root`` and every process below it, now."""
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _status_kib(pid, "VmRSS")
+        todo += _children(pid)
+    return total
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = False) -> Measured:
+    """Run ``argv`` to its end; its wall time, exit code, peaks, CPU and (with ``capture``) output."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT if capture else subprocess.PIPE)
+    output: list[bytes] = []
+    pipe = proc.stdout if capture else proc.stderr
+    reader = threading.Thread(target=lambda: output.append(pipe.read() if pipe else b""), daemon=True)
+    reader.start()
+    own_kib = tree_kib = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal own_kib, tree_kib
+        while not done.is_set():
+            own_kib = max(own_kib, _status_kib(proc.pid, "VmHWM"))
+            tree_kib = max(tree_kib, tree_rss_kib(proc.pid))
+            done.wait(INTERVAL)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - started
+    done.set()
+    sampler.join()
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(
+        wall_s=elapsed, exit_code=proc.returncode,
+        own_peak_bytes=own_kib * 1024, tree_peak_bytes=max(tree_kib, usage.ru_maxrss) * 1024,
+        cpu_s=usage.ru_utime + usage.ru_stime, output=b"".join(output),
+    )
