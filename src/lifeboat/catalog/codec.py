@@ -20,7 +20,10 @@ from lifeboat.errors import DecryptionError, IntegrityError
 CHUNK = 1 << 20
 # pyrage's message when no identity opens any recipient stanza (age's NoMatchingKeys).
 _NO_MATCHING_KEY = "No matching keys"
-ZSTD_JOB_SIZE = 2 << 20
+# zstd's worker threads each hold a job's input and output, and more jobs wait in line: with
+# two workers a stream holds about seven jobs' worth (15 MiB at 2 MiB jobs, 9 MiB at 1 MiB), the
+# same compression ratio and speed on etcd data at either size (docs/benchmarks.md).
+ZSTD_JOB_SIZE = 1 << 20
 # One decompress call returns all that its input expands to: a 4 MiB range of a stored
 # snapshot came out as one 15-30 MiB piece, and a restore holds several pieces in flight.
 # Fed in slices, each piece stays near the slice times the ratio (4-8x on etcd data).
@@ -29,8 +32,7 @@ DECOMPRESS_SLICE = 128 << 10
 
 def compressing(chunks: Iterable[bytes], level: int, threads: int = 2) -> Iterator[bytes]:
     """zstd-compress a stream into one frame; with ``threads`` > 0 zstd uses worker threads."""
-    # zstd's worker threads each hold a job's input and output; small jobs keep a backup's
-    # memory bounded (and near-constant) whatever the snapshot size.
+    # Small jobs keep a backup's memory bounded (and near-constant) whatever the snapshot size.
     params = zstandard.ZstdCompressionParameters.from_level(
         level, threads=threads, job_size=ZSTD_JOB_SIZE if threads else 0, write_checksum=1
     )

@@ -35,9 +35,18 @@ _services: Any = rpc_pb2_grpc
 # than grpc's 4 MiB default.
 MAX_MESSAGE_BYTES = 2**31 - 1
 
+# What etcd may send on one stream before we have read it (HTTP/2's flow-control window).
+# gRPC's default grows it with its bandwidth-delay probe while the sender outpaces the reader:
+# a snapshot streamed faster than the backup's pipeline drained it held 20-75 MiB more in the
+# client. Fixed at 2 MiB, what is held is 3-4 times that (frames, the message, its bytes), and
+# on loopback it still carries the stream as fast as etcd sends it (docs/benchmarks.md).
+STREAM_WINDOW_BYTES = 2 << 20
+
 _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
     # Pings detect a dead or paused member under a long Snapshot or Watch stream. etcd
     # refuses pings more often than --grpc-keepalive-min-time (5s by default) and pings
     # without an active stream, hence 10s and permit_without_calls=0.
