@@ -3,10 +3,11 @@
 A lifeboat command may start others (``etcdutl`` in a restore or a drill, the drilled etcd
 member itself); the figure that matters for a node is what all of them hold at once. Every
 0.05 s the sampler walks the process tree from ``/proc/PID/task/*/children`` and adds up each
-process's ``VmRSS``; the largest sum is the tree's peak. The command's own peak is exact:
-its ``VmHWM`` (the kernel's high-water mark of its RSS) read at each sample. The tree's is at
-least the ``ru_maxrss`` that ``wait4`` returns (the largest peak of the process and the children
-it waited for), so a spike of one process shorter than the interval is not missed.
+process's ``VmRSS``; the largest sum is the tree's peak. Each process's own peak is exact: its
+``VmHWM`` (the kernel's high-water mark of its RSS), read at each sample, so a spike of one
+process shorter than the interval is not missed. ``wait4``'s ``ru_maxrss`` is not used: Linux
+carries the RSS of the forking process (here the benchmark's Python) into the child's, across
+``exec``, so a small command would be reported at the benchmark's size.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Measured:
     exit_code: int
     own_peak_bytes: int  # the command's own peak RSS (its VmHWM)
     tree_peak_bytes: int  # the largest sum of VmRSS over the command and its descendants, or
-    # the largest single process's peak (ru_maxrss) if that is larger
+    # the largest single process's own peak (VmHWM) if that is larger
     cpu_s: float  # user + system seconds, the command's and its waited-for children's
     output: bytes
 
@@ -61,17 +62,18 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_kib(root: int) -> int:
-    """The sum of ``VmRSS`` over ``root`` and every process below it, now."""
-    total, todo, seen = 0, [root], set()
+def tree_rss_kib(root: int) -> tuple[int, int]:
+    """The sum of ``VmRSS`` over ``root`` and every process below it now, and the largest ``VmHWM``."""
+    total, highest, todo, seen = 0, 0, [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
         total += _status_kib(pid, "VmRSS")
+        highest = max(highest, _status_kib(pid, "VmHWM"))
         todo += _children(pid)
-    return total
+    return total, highest
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = False) -> Measured:
@@ -90,7 +92,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = F
         nonlocal own_kib, tree_kib
         while not done.is_set():
             own_kib = max(own_kib, _status_kib(proc.pid, "VmHWM"))
-            tree_kib = max(tree_kib, tree_rss_kib(proc.pid))
+            tree_kib = max(tree_kib, *tree_rss_kib(proc.pid))
             done.wait(INTERVAL)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -103,6 +105,6 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = F
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Measured(
         wall_s=elapsed, exit_code=proc.returncode,
-        own_peak_bytes=own_kib * 1024, tree_peak_bytes=max(tree_kib, usage.ru_maxrss) * 1024,
+        own_peak_bytes=own_kib * 1024, tree_peak_bytes=max(tree_kib, own_kib) * 1024,
         cpu_s=usage.ru_utime + usage.ru_stime, output=b"".join(output),
     )
