@@ -137,7 +137,9 @@ def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
     for round_ in range(rounds):
         for name, (argv, case_env) in cases.items():
             results[name].append(timed(argv, case_env))
-            print(f"round {round_ + 1} {name}: {results[name][-1][0]:.2f}s, CPU {results[name][-1][2]:.2f}s", file=sys.stderr)
+            wall, peak, cpu = results[name][-1]
+            print(f"round {round_ + 1} {name}: {wall:.2f}s, CPU {cpu:.2f}s, peak RSS {peak / 1e6:.0f} MB, "
+                  f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
             (work / "etcdctl.db").unlink(missing_ok=True)
             for repo in ("repo-plain", "repo-age"):
                 shutil.rmtree(work / repo, ignore_errors=True)
