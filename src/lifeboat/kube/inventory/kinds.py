@@ -7,55 +7,60 @@ from dataclasses import dataclass
 from lifeboat.errors import UsageError
 from lifeboat.kube.objects import ResourceKey
 
-# Singular and short names kubectl accepts for built-in resources (kubectl api-resources),
-# mapped to (group, resource). Kinds stored in the objects themselves also match, so custom
-# resources work by their kind or plural without being listed here.
-_ALIASES: dict[str, tuple[str, str]] = {
-    "pod": ("", "pods"), "po": ("", "pods"),
-    "configmap": ("", "configmaps"), "cm": ("", "configmaps"),
-    "secret": ("", "secrets"),
-    "serviceaccount": ("", "serviceaccounts"), "sa": ("", "serviceaccounts"),
-    "service": ("", "services"), "svc": ("", "services"),
-    "endpoint": ("", "endpoints"), "ep": ("", "endpoints"),
-    "namespace": ("", "namespaces"), "ns": ("", "namespaces"),
-    "node": ("", "nodes"), "no": ("", "nodes"),
-    "persistentvolume": ("", "persistentvolumes"), "pv": ("", "persistentvolumes"),
-    "persistentvolumeclaim": ("", "persistentvolumeclaims"),
-    "pvc": ("", "persistentvolumeclaims"),
-    "limitrange": ("", "limitranges"), "limits": ("", "limitranges"),
-    "resourcequota": ("", "resourcequotas"), "quota": ("", "resourcequotas"),
-    "replicationcontroller": ("", "replicationcontrollers"),
-    "rc": ("", "replicationcontrollers"),
-    "event": ("", "events"), "ev": ("", "events"),
-    "podtemplate": ("", "podtemplates"),
-    "deployment": ("apps", "deployments"), "deploy": ("apps", "deployments"),
-    "replicaset": ("apps", "replicasets"), "rs": ("apps", "replicasets"),
-    "daemonset": ("apps", "daemonsets"), "ds": ("apps", "daemonsets"),
-    "statefulset": ("apps", "statefulsets"), "sts": ("apps", "statefulsets"),
-    "controllerrevision": ("apps", "controllerrevisions"),
-    "job": ("batch", "jobs"),
-    "cronjob": ("batch", "cronjobs"), "cj": ("batch", "cronjobs"),
-    "horizontalpodautoscaler": ("autoscaling", "horizontalpodautoscalers"),
-    "hpa": ("autoscaling", "horizontalpodautoscalers"),
-    "poddisruptionbudget": ("policy", "poddisruptionbudgets"),
-    "pdb": ("policy", "poddisruptionbudgets"),
-    "lease": ("coordination.k8s.io", "leases"),
-    "endpointslice": ("discovery.k8s.io", "endpointslices"),
-    "ingress": ("networking.k8s.io", "ingresses"), "ing": ("networking.k8s.io", "ingresses"),
-    "networkpolicy": ("networking.k8s.io", "networkpolicies"),
-    "netpol": ("networking.k8s.io", "networkpolicies"),
-    "role": ("rbac.authorization.k8s.io", "roles"),
-    "rolebinding": ("rbac.authorization.k8s.io", "rolebindings"),
-    "clusterrole": ("rbac.authorization.k8s.io", "clusterroles"),
-    "clusterrolebinding": ("rbac.authorization.k8s.io", "clusterrolebindings"),
-    "storageclass": ("storage.k8s.io", "storageclasses"), "sc": ("storage.k8s.io", "storageclasses"),
-    "priorityclass": ("scheduling.k8s.io", "priorityclasses"),
-    "pc": ("scheduling.k8s.io", "priorityclasses"),
-    "customresourcedefinition": ("apiextensions.k8s.io", "customresourcedefinitions"),
-    "crd": ("apiextensions.k8s.io", "customresourcedefinitions"),
-    "crds": ("apiextensions.k8s.io", "customresourcedefinitions"),
-    "apiservice": ("apiregistration.k8s.io", "apiservices"),
-}
+# Singular and short names kubectl accepts for built-in resources (kubectl api-resources):
+# one resource a line, ``resource[.group]`` then its names. Kinds stored in the objects
+# themselves also match, so custom resources work by their kind or plural without being listed.
+_BUILT_IN_NAMES = """
+pods                                                pod po
+configmaps                                          configmap cm
+secrets                                             secret
+serviceaccounts                                     serviceaccount sa
+services                                            service svc
+endpoints                                           endpoint ep
+namespaces                                          namespace ns
+nodes                                               node no
+persistentvolumes                                   persistentvolume pv
+persistentvolumeclaims                              persistentvolumeclaim pvc
+limitranges                                         limitrange limits
+resourcequotas                                      resourcequota quota
+replicationcontrollers                              replicationcontroller rc
+events                                              event ev
+podtemplates                                        podtemplate
+deployments.apps                                    deployment deploy
+replicasets.apps                                    replicaset rs
+daemonsets.apps                                     daemonset ds
+statefulsets.apps                                   statefulset sts
+controllerrevisions.apps                            controllerrevision
+jobs.batch                                          job
+cronjobs.batch                                      cronjob cj
+horizontalpodautoscalers.autoscaling                horizontalpodautoscaler hpa
+poddisruptionbudgets.policy                         poddisruptionbudget pdb
+leases.coordination.k8s.io                          lease
+endpointslices.discovery.k8s.io                     endpointslice
+ingresses.networking.k8s.io                         ingress ing
+networkpolicies.networking.k8s.io                   networkpolicy netpol
+roles.rbac.authorization.k8s.io                     role
+rolebindings.rbac.authorization.k8s.io              rolebinding
+clusterroles.rbac.authorization.k8s.io              clusterrole
+clusterrolebindings.rbac.authorization.k8s.io       clusterrolebinding
+storageclasses.storage.k8s.io                       storageclass sc
+priorityclasses.scheduling.k8s.io                   priorityclass pc
+customresourcedefinitions.apiextensions.k8s.io      customresourcedefinition crd crds
+apiservices.apiregistration.k8s.io                  apiservice
+"""
+
+
+def _by_name(table: str) -> dict[str, tuple[str, str]]:
+    """Each name of the table mapped to its resource's (group, resource)."""
+    aliases: dict[str, tuple[str, str]] = {}
+    for line in table.strip().splitlines():
+        label, *names = line.split()
+        resource, _, group = label.partition(".")
+        aliases.update((name, (group, resource)) for name in names)
+    return aliases
+
+
+_ALIASES = _by_name(_BUILT_IN_NAMES)
 
 
 def resource_label(resource: ResourceKey) -> str:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifeboat.errors import DecryptionError, UsageError
+from lifeboat.kube.objects.checks import checked
 from lifeboat.kube.objects.envelope import PROTOBUF_MAGIC
 from lifeboat.kube.objects.wire import malformed
 
@@ -276,17 +277,16 @@ def _parse_key(provider: str, doc: object) -> EncryptionKey:
     return EncryptionKey(name, secret)
 
 
-def _config_mapping(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise UsageError(f"encryption configuration: {what} must be a mapping")
-    return value
+def _wrong_type(where: str, kind: type) -> UsageError:
+    return UsageError(f"encryption configuration: {where} must be a {'mapping' if kind is dict else 'list'}")
+
+
+def _config_mapping(value: object, what: str) -> dict[str, Any]:
+    return checked(value, dict, what, _wrong_type)
 
 
 def _config_list(doc: Mapping[str, Any], key: str) -> list[Any]:
-    value = doc.get(key)
-    if not isinstance(value, list):
-        raise UsageError(f"encryption configuration: {key} must be a list")
-    return value
+    return checked(doc.get(key), list, key, _wrong_type)
 
 
 def _config_str(value: object, what: str) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lifeboat.errors import SnapshotFormatError
+from lifeboat.kube.objects.checks import checked
 from lifeboat.kube.objects.wire import (
     as_bool,
     as_bytes,
@@ -233,54 +234,43 @@ def object_meta_from_json(doc: object) -> ObjectMeta:
     """Build ObjectMeta from the ``metadata`` member of a JSON-encoded object."""
     meta = _mapping(doc, "metadata")
     owners = tuple(
-        OwnerReference(
-            api_version=_str(ref, "apiVersion"),
-            kind=_str(ref, "kind"),
-            name=_str(ref, "name"),
-            uid=_str(ref, "uid"),
-            controller=_optional_bool(ref, "controller"),
-            block_owner_deletion=_optional_bool(ref, "blockOwnerDeletion"),
-        )
-        for ref in (_mapping(r, "ownerReferences[]") for r in _list(meta, "ownerReferences"))
+        OwnerReference(**_read_json(_mapping(ref, "ownerReferences[]"), _OWNER_JSON))
+        for ref in _list(meta, "ownerReferences")
     )
     return ObjectMeta(
-        name=_str(meta, "name"),
-        generate_name=_str(meta, "generateName"),
-        namespace=_str(meta, "namespace"),
-        self_link=_str(meta, "selfLink"),
-        uid=_str(meta, "uid"),
-        resource_version=_str(meta, "resourceVersion"),
+        **_read_json(meta, _META_JSON),
         generation=_int(meta, "generation") or 0,
-        creation_timestamp=_time(meta, "creationTimestamp"),
-        deletion_timestamp=_time(meta, "deletionTimestamp"),
-        deletion_grace_period_seconds=_int(meta, "deletionGracePeriodSeconds"),
-        labels=_string_map(meta, "labels"),
-        annotations=_string_map(meta, "annotations"),
         owner_references=owners,
         finalizers=tuple(_checked_str(f, "finalizers[]") for f in _list(meta, "finalizers")),
         managed_fields_count=len(_list(meta, "managedFields")),
     )
 
 
-def _mapping(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise malformed(f"JSON {what} is not an object")
-    return value
+def _read_json(doc: Mapping[str, Any], readers: Mapping[_JsonReader, tuple[str, ...]]) -> dict[str, Any]:
+    """Each named field, read by its reader from the JSON key that is its name in camelCase."""
+    return {name: read(doc, _camel_case(name)) for read, names in readers.items() for name in names}
+
+
+def _camel_case(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.title() for word in rest)
+
+
+def _wrong_type(where: str, kind: type) -> SnapshotFormatError:
+    return malformed(f"JSON {where} is not {_JSON_TYPES[kind]}")
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    return checked(value, dict, what, _wrong_type)
 
 
 def _list(meta: Mapping[str, Any], key: str) -> list[Any]:
     value = meta.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise malformed(f"JSON metadata.{key} is not a list")
-    return value
+    return [] if value is None else checked(value, list, f"metadata.{key}", _wrong_type)
 
 
 def _checked_str(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise malformed(f"JSON metadata.{what} is not a string")
-    return value
+    return checked(value, str, f"metadata.{what}", _wrong_type)
 
 
 def _str(meta: Mapping[str, Any], key: str) -> str:
@@ -324,3 +314,18 @@ def _time(meta: Mapping[str, Any], key: str) -> datetime | None:
     if parsed.tzinfo is None:
         raise malformed(f"JSON metadata.{key} has no time zone")
     return parsed.astimezone(UTC).replace(microsecond=0)
+
+
+_JSON_TYPES: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+_JsonReader = Callable[[Mapping[str, Any], str], Any]
+# The fields of ObjectMeta and OwnerReference read from JSON one to one, by their reader.
+_META_JSON: dict[_JsonReader, tuple[str, ...]] = {
+    _str: ("name", "generate_name", "namespace", "self_link", "uid", "resource_version"),
+    _time: ("creation_timestamp", "deletion_timestamp"),
+    _int: ("deletion_grace_period_seconds",),
+    _string_map: ("labels", "annotations"),
+}
+_OWNER_JSON: dict[_JsonReader, tuple[str, ...]] = {
+    _str: ("api_version", "kind", "name", "uid"),
+    _optional_bool: ("controller", "block_owner_deletion"),
+}
