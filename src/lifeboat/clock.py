@@ -1,7 +1,7 @@
 """The clock seam: wall time, monotonic time, sleeping and waiting for a condition.
 
-Everything that waits or reads the time (the agent, restore steps, supervisors, member
-replacement, the etcd double's leases) takes a :class:`Clock`. :class:`SystemClock` is the
+Everything that waits or reads the time (the agent and its election, capture, restore steps,
+supervisors, member replacement, the etcd double's leases and watch arrivals) takes a :class:`Clock`. :class:`SystemClock` is the
 real one; :class:`FakeClock` is the double for tests: time moves only when a test (or a
 wait) moves it, and its wall clock can jump on its own, as an NTP step does.
 """

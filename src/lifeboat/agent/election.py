@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from pydantic import AwareDatetime, ConfigDict, TypeAdapter, ValidationError, with_config
 from pydantic.dataclasses import dataclass
 from typing_extensions import TypedDict  # pydantic validates only this one on Python < 3.12
 
+from lifeboat.clock import Clock
 from lifeboat.errors import BackendUnavailable
 from lifeboat.etcd.keys import Key
 from lifeboat.etcdapi.model import KeyValue, RangePage
@@ -98,9 +98,9 @@ class Election:
     """One agent's side of the election for one cluster (its methods may be called from several threads)."""
 
     def __init__(self, etcd: LeaseKV, cluster: str, agent_id: str, ttl: int, config_hash: str,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock) -> None:
         self.etcd = etcd
-        self.monotonic = monotonic
+        self.clock = clock
         # Our lease lives at least until then: a renewal sent at t resets it to a full TTL
         # when etcd's leader applies it, after t (etcd docs, "Lease"); no other agent can
         # take the leader key before it expires.
@@ -139,7 +139,7 @@ class Election:
         with self._lock:
             if not self.lease:
                 return False
-            sent = self.monotonic()
+            sent = self.clock.monotonic()
             left = self.etcd.lease_keepalive_once(self.lease)
             if left <= 0:
                 log.warning("lease %x expired", self.lease, extra={"event": "lease_expired"})
@@ -153,7 +153,7 @@ class Election:
         if self.lease:
             self.renew()
         if not self.lease:
-            sent = self.monotonic()
+            sent = self.clock.monotonic()
             self.lease = self.etcd.lease_grant(self.ttl)
             self.lease_until = sent + self.ttl
             self.etcd.txn([], [Put(self.config_key(self.agent_id), self.config_hash.encode(), self.lease)])
@@ -212,7 +212,7 @@ class Election:
         An agent paused past its TTL thus finds out before it writes, not after.
         """
         with self._lock:
-            if self.leading and self.lease and self.monotonic() < self.lease_until - self.ttl / 3:
+            if self.leading and self.lease and self.clock.monotonic() < self.lease_until - self.ttl / 3:
                 return True
         return self.confirm()
 

@@ -113,19 +113,19 @@ def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
 
     prune = _prune_job(config, open_repo, clock) if config.retention is not None else None
     drill = _drill_job(config, open_repo) if config.schedules.drill is not None else None
-    capture = (_capture_job(config, etcd, open_repo, settings, election.still_leads)
+    capture = (_capture_job(config, etcd, open_repo, settings, clock, election.still_leads)
                if config.capture.enabled else None)
     return Jobs(backup=job.run, prune=prune, drill=drill, capture=capture)
 
 
 def _capture_job(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
-                 settings: AgentSettings, leads: Callable[[], bool]) -> CaptureSupervisor:
+                 settings: AgentSettings, clock: Clock, leads: Callable[[], bool]) -> CaptureSupervisor:
     options = capture_options(config, etcd.settings.endpoints, settings.cluster)
 
     def run(stop: threading.Event, status: CaptureStatus) -> None:
         # Every write of capture is fenced by the leadership: an agent paused past its lease
         # (a partition) must not commit a segment the new leader's chain already holds.
-        Capture(etcd, open_repo(), options, stop=stop, status=status, fence=leads).run()
+        Capture(etcd, open_repo(), options, stop=stop, clock=clock, status=status, fence=leads).run()
 
     return CaptureSupervisor(run)
 
@@ -180,7 +180,7 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
     metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock)
     with EtcdClient(etcd_connection(config)) as etcd:
         election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
-                            config_hash(config))
+                            config_hash(config), clock)
         jobs = make_jobs(config, etcd, open_repo, settings, clock, election)
         if jobs.capture is not None:
             metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)

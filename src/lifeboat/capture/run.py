@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +37,7 @@ from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, parse_segment_name, segment_name
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.errors import (
@@ -147,22 +147,18 @@ class _Position:
     previous: Predecessor
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class Capture:
     """The capture loop; :meth:`run` returns once ``stop`` is set (after committing)."""
 
     def __init__(self, etcd: CaptureSource, repo: BackupRepository, options: CaptureOptions, *,
-                 stop: threading.Event | None = None, now: Callable[[], datetime] = _utcnow,
+                 stop: threading.Event | None = None, clock: Clock | None = None,
                  status: CaptureStatus | None = None, fence: Callable[[], bool] | None = None) -> None:
         self.etcd = etcd
         self.repo = repo
         self.chains = repo.chain_store
         self.options = options
         self.stop = stop or threading.Event()
-        self.now = now
+        self.clock: Clock = clock or SystemClock()
         self.status = status or CaptureStatus()
         self.spool = Spool(options.spool_dir / options.cluster, options.spool_max_bytes)
         self._position: _Position | None = None
@@ -190,10 +186,10 @@ class Capture:
             except NotLeading as exc:
                 self._note(str(exc))
                 self._position = None  # whoever leads next resumes from the repository
-                self.stop.wait(self.options.retry_interval)
+                self.clock.wait(self.options.retry_interval, self.stop)
             except (BackendUnavailable, OperationFailed) as exc:
                 self._note(f"{exc}; retrying in {self.options.retry_interval:g}s")
-                self.stop.wait(self.options.retry_interval)
+                self.clock.wait(self.options.retry_interval, self.stop)
         return self.status
 
     def _note(self, message: str) -> None:
@@ -208,7 +204,7 @@ class Capture:
         self._drain_spool()
         if self._pending_gap is not None:
             chain, last, reason = self._pending_gap
-            self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.now()))
+            self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.clock.now()))
             self.status.gaps += 1
             self._pending_gap = None
         if self._position is not None:
@@ -217,7 +213,7 @@ class Capture:
                                  self.chains.chains(self.options.cluster), self._cluster_id())
         if decision.gap is not None:
             chain, last, reason = decision.gap
-            self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.now()))
+            self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.clock.now()))
             self.status.gaps += 1
         position = self._resumed(decision) if decision.info is not None else self._new_chain()
         self._position = position
@@ -255,7 +251,7 @@ class Capture:
 
     def _new_chain(self) -> _Position:
         marks: list[SnapshotMeta] = []
-        manifest = take_backup(self.etcd, self.repo, self.options.backup, now=self.now,
+        manifest = take_backup(self.etcd, self.repo, self.options.backup, now=self.clock.now,
                                inspect=lambda snapshot: marks.append(read_meta(snapshot)))
         assert manifest.snapshot is not None and manifest.source is not None
         self.status.bases += 1
@@ -284,7 +280,7 @@ class Capture:
                               "(capture was stopped or fell behind)") from None
         builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes)
         self._check_successor = True  # resuming: another writer may have continued the chain
-        idle_since = time.monotonic()
+        idle_since = self.clock.monotonic()
         try:
             while True:
                 if self.stop.is_set():
@@ -293,15 +289,15 @@ class Capture:
                 arrived = self._next(feed, builder, position)
                 if arrived:
                     self._take(arrived, builder)
-                    idle_since = time.monotonic()
+                    idle_since = self.clock.monotonic()
                 elif feed.ended:
                     self._commit(position, builder)
                     raise EtcdUnavailable("the etcd watch ended (member stopped or connection lost)")
-                if builder.due(self.now(), self._lead()):
+                if builder.due(self.clock.now(), self._lead()):
                     self._commit(position, builder, on_time=True)
-                elif builder.empty and time.monotonic() - idle_since >= self.options.heartbeat_interval:
+                elif builder.empty and self.clock.monotonic() - idle_since >= self.options.heartbeat_interval:
                     self._heartbeat(position)
-                    idle_since = time.monotonic()
+                    idle_since = self.clock.monotonic()
         finally:
             feed.close()
 
@@ -316,7 +312,7 @@ class Capture:
         try:
             if builder.empty:
                 return feed.take(_POLL)
-            self.stop.wait(min(_POLL, builder.seconds_left(self.now(), self._lead())))
+            self.clock.wait(min(_POLL, builder.seconds_left(self.clock.now(), self._lead())), self.stop)
             return feed.take(0)
         except RevisionCompacted:
             raise ChainBroken(f"etcd compacted revision {position.previous.last_revision + 1} "
@@ -354,7 +350,7 @@ class Capture:
         Every revision changes a key, and the watch covers every key: when etcd's revision is
         the last one committed, nothing after it exists yet.
         """
-        seen = self.now()
+        seen = self.clock.now()
         try:
             revision = self._etcd_revision()
         except BackendUnavailable as exc:
@@ -374,17 +370,17 @@ class Capture:
         segment = builder.close(self.options.cluster, position.info.chain, position.previous)
         encrypted = bool(self.options.recipients)
         name = segment_name(segment, encrypted)
-        encoding = time.monotonic()
+        encoding = self.clock.monotonic()
         data = self.chains.encoded(segment, self.options.recipients, self.options.backup.zstd_level)
         self._fenced(position, segment)
         self._store(position.info.chain, name, data)
         log.debug("segment %s committed: %d events, %.3fs to encode and store", name, segment.event_count,
-                  time.monotonic() - encoding)
+                  self.clock.monotonic() - encoding)
         position.previous = Predecessor("segment", segment.last_revision, name)
         self._committed(segment)
-        self._last_commit = time.monotonic()
+        self._last_commit = self.clock.monotonic()
         if on_time:
-            self._commit_costs.append(max(0.0, time.time() - deadline))
+            self._commit_costs.append(max(0.0, self.clock.now().timestamp() - deadline))
 
     def _fenced(self, position: _Position, segment: Segment) -> None:
         """Refuse to write a segment that could fork the chain.
@@ -397,7 +393,7 @@ class Capture:
         """
         if self.fence is not None and not self.fence():
             raise NotLeading("this agent no longer leads; the segment was not written")
-        paused = time.monotonic() - self._last_commit > 2 * self.options.flush_interval + 1
+        paused = self.clock.monotonic() - self._last_commit > 2 * self.options.flush_interval + 1
         if self._check_successor or paused:
             try:
                 following = self.chains.segments_from(self.options.cluster, position.info.chain,

@@ -560,6 +560,7 @@ class MemoryFeed:
 
     def __init__(self, watch: MemoryWatch) -> None:
         self._watch = watch
+        self._clock = watch._etcd.clock
         self.revision = watch.revision
 
     @property
@@ -569,7 +570,8 @@ class MemoryFeed:
     def take(self, timeout: float | None = None) -> list[ReceivedEvents]:
         taken: list[ReceivedEvents] = []
         while (batch := self._watch.next_batch(0 if taken else timeout)) is not None:
-            taken.append(ReceivedEvents(time.time(), tuple(batch)))
+            # Stamped on the double's clock, as the live feed stamps arrivals on the machine's.
+            taken.append(ReceivedEvents(self._clock.now().timestamp(), tuple(batch)))
         return taken
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ TTL = 6
 def test_a_leader_writes_without_a_round_trip_while_its_lease_surely_holds() -> None:
     clock = FakeClock()
     etcd = MemoryEtcd(clock)
-    election = Election(etcd, "prod", "a", TTL, "h", monotonic=clock.monotonic)
+    election = Election(etcd, "prod", "a", TTL, "h", clock)
     assert election.refresh()
     asked = sum(etcd.calls.values())
     clock.advance(TTL / 2)
@@ -24,8 +24,8 @@ def test_a_leader_writes_without_a_round_trip_while_its_lease_surely_holds() -> 
 def test_a_leader_paused_past_its_lease_finds_out_before_it_writes() -> None:
     clock = FakeClock()
     etcd = MemoryEtcd(clock)
-    paused = Election(etcd, "prod", "a", TTL, "h", monotonic=clock.monotonic)
-    other = Election(etcd, "prod", "b", TTL, "h", monotonic=clock.monotonic)
+    paused = Election(etcd, "prod", "a", TTL, "h", clock)
+    other = Election(etcd, "prod", "b", TTL, "h", clock)
     assert paused.refresh() and not other.refresh()
     clock.advance(TTL + 1)  # paused: its lease expired and the other agent took over
     assert other.refresh()
@@ -36,7 +36,7 @@ def test_a_leader_paused_past_its_lease_finds_out_before_it_writes() -> None:
 def test_a_late_renewal_is_made_before_the_write_when_the_lease_may_be_running_out() -> None:
     clock = FakeClock()
     etcd = MemoryEtcd(clock)
-    election = Election(etcd, "prod", "a", TTL, "h", monotonic=clock.monotonic)
+    election = Election(etcd, "prod", "a", TTL, "h", clock)
     assert election.refresh()
     clock.advance(TTL * 0.8)  # the agent loop is late, the lease still lives
     renewals = etcd.calls["lease_keepalive_once"]

@@ -84,7 +84,7 @@ def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
                                  interval=2.0, backoff_base=4.0, backoff_max=16.0)
         stops[name] = threading.Event()
         agents[name] = Agent(
-            settings, Election(etcd, "prod", name, TTL, config(name)),
+            settings, Election(etcd, "prod", name, TTL, config(name), clock),
             Jobs(backup=backup_job(repo, name, clock), prune=prune, drill=drill),
             AgentMetrics("prod", name, "test", clock), clock, stops[name],
         )

@@ -7,7 +7,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from lifeboat.backup.pipeline import BackupOptions
@@ -17,6 +17,7 @@ from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.catalog.timeline import build_timeline
+from lifeboat.clock import FakeClock
 from lifeboat.errors import RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, member_urls
 from lifeboat.store.memory import Fault, MemoryStore
@@ -80,21 +81,31 @@ def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_or
 def test_an_idle_capture_records_a_heartbeat_once_etcd_vouches_for_its_revision(tmp_path: Path) -> None:
     store = MemoryStore()
     repo, chains = resumable(store)
-    etcd = MemoryEtcd()
+    clock = FakeClock(datetime.fromisoformat(BASE.finished_at) + timedelta(minutes=1))
+    etcd = MemoryEtcd(clock)
     written = etcd.put("/registry/k", b"v")
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
-        flush_interval=0.05, heartbeat_interval=0.2, spool_dir=tmp_path / "spool", retry_interval=0.05)
+        flush_interval=0.05, heartbeat_interval=30, spool_dir=tmp_path / "spool", retry_interval=0.05)
     stop = threading.Event()
-    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop).run, daemon=True)
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, clock=clock).run, daemon=True)
     runner.start()
+    started = clock.now()
+
+    def beaten() -> bool:
+        if chains.chains("prod")[0].heartbeat is not None:
+            return True
+        clock.advance(30)  # idle for a heartbeat interval, on the capture's clock only
+        return False
+
     try:
-        until(lambda: (chains.chains("prod")[0].heartbeat or None) is not None)
+        until(beaten)
     finally:
         stop.set()
         runner.join(10)
     (listing,) = chains.chains("prod")
     assert listing.heartbeat is not None and listing.heartbeat.revision == written
+    assert listing.heartbeat.seen - started >= timedelta(seconds=30)  # stamped on the clock, an interval on
     timeline = build_timeline("prod", [BASE], [listing])
     assert timeline.windows[0].last_time == listing.heartbeat.seen
 
