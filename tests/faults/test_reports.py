@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.store import open_store
-from lifeboat.verify.backup import verify_backup
+from lifeboat.verify.backup import VerifyReport, verify_backup
 from tests.faults.conftest import lifeboat_process
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
@@ -67,12 +68,22 @@ def test_show_and_list_check_accept_an_intact_backup(
     assert cli.json("list", "--repo", str(repo), "--check")[0]["check"] == "ok"
 
 
-def test_verify_of_a_backup_deleted_while_it_runs_fails(
-    repo_with_backup: tuple[Path, dict[str, object]]
-) -> None:
+@pytest.fixture
+def stored_backup(repo_with_backup: tuple[Path, dict[str, object]]) -> tuple[BackupRepository, Manifest]:
+    """The repository of ``repo_with_backup`` opened in this process, and its backup's manifest."""
     path, manifest = repo_with_backup
     repo = BackupRepository.open(open_store(str(path)))
-    backup = repo.find(str(manifest["id"]))
+    return repo, repo.find(str(manifest["id"]))
+
+
+def assert_fails_as_deleted(report: VerifyReport) -> None:
+    failure = report.first_failure()
+    assert failure is not None and failure.name == "backup still in the repository"
+    assert "deleted" in failure.detail
+
+
+def test_verify_of_a_backup_deleted_while_it_runs_fails(stored_backup: tuple[BackupRepository, Manifest]) -> None:
+    repo, backup = stored_backup
     deleted: list[bool] = []
 
     def delete_once(stage: str, done: int) -> None:
@@ -83,9 +94,7 @@ def test_verify_of_a_backup_deleted_while_it_runs_fails(
     report = verify_backup(repo, backup, None, progress=delete_once)
 
     assert deleted and not report.ok
-    failure = report.first_failure()
-    assert failure is not None and failure.name == "backup still in the repository"
-    assert "deleted" in failure.detail
+    assert_fails_as_deleted(report)
 
 
 @pytest.mark.parametrize("kind", ["missing", "file"])
@@ -102,15 +111,11 @@ def test_tmp_dir_that_is_missing_or_a_file_is_a_usage_error(
 
 
 def test_verify_of_a_backup_deleted_before_its_download_names_the_deletion_first(
-    repo_with_backup: tuple[Path, dict[str, object]]
+    stored_backup: tuple[BackupRepository, Manifest]
 ) -> None:
-    path, manifest = repo_with_backup
-    repo = BackupRepository.open(open_store(str(path)))
-    backup = repo.find(str(manifest["id"]))
+    repo, backup = stored_backup
     repo.delete(backup)  # between finding it and reading its objects
 
     report = verify_backup(repo, backup, None)
 
-    failure = report.first_failure()
-    assert failure is not None and failure.name == "backup still in the repository"
-    assert "deleted" in failure.detail
+    assert_fails_as_deleted(report)

@@ -1,8 +1,9 @@
 """Fixtures shared by the integration modules that need one plain etcd member.
 
 ``etcd`` is one member of the release under test (``release`` parametrises over etcd 3.5
-and 3.4), on free loopback ports, without TLS; ``client`` talks to it. Modules that need
-another shape (TLS, several members, one release) define their own fixture of that name.
+and 3.4), on free loopback ports, without TLS; ``client`` talks to it. A module that needs
+one release narrows ``release`` (``pytest.mark.parametrize("release", ["3.5"], indirect=True)``);
+modules that need another shape (TLS, several members) define their own fixture of that name.
 """
 
 from __future__ import annotations

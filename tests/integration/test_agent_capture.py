@@ -6,6 +6,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,51 +43,76 @@ def capturing_agents(etcd: EtcdCluster, s3_repo: str, cluster: str, tmp_path: Pa
     return agents
 
 
-def keep_writing(etcd: EtcdCluster, prefix: str, pause: float, stop: threading.Event,
-                 written: list[int]) -> threading.Thread:
-    """A thread putting to 50 keys under ``prefix`` until ``stop``; revisions go to ``written``."""
+@dataclass
+class Handover:
+    """Two capturing agents of one cluster, the leader first, and a writer thread putting to 50 keys."""
+
+    first: AgentProcess
+    other: AgentProcess
+    written: list[int]
+    _stop: threading.Event
+    _writer: threading.Thread
+
+    def stop_writing(self) -> int:
+        """Stop the writer; the last revision it wrote."""
+        self._stop.set()
+        self._writer.join(10)
+        return self.written[-1]
+
+
+def captured(agent: AgentProcess) -> float:
+    """The last revision ``agent`` reports captured (0 before any)."""
+    return agent.scrape().get("lifeboat_capture_last_revision{}", 0)
+
+
+@contextmanager
+def handover(etcd: EtcdCluster, s3_repo: str, cluster: str, tmp_path: Path, flush_interval: str,
+             pause: float) -> Iterator[Handover]:
+    """Yields once a leader is known and the writer runs; stops the writer and every agent (a
+    stopped one resumed first) on the way out."""
+    stop = threading.Event()
+    written: list[int] = []
+
     def write() -> None:
         with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
             i = 0
             while not stop.is_set():
-                written.append(c.put(f"{prefix}{i % 50}", f"v{i}".encode()))
+                written.append(c.put(f"/registry/{cluster}/{i % 50}", f"v{i}".encode()))
                 i += 1
                 time.sleep(pause)
 
-    return threading.Thread(target=write, daemon=True)
+    writer = threading.Thread(target=write, daemon=True)
+    agents: list[AgentProcess] = []
+    try:
+        agents = capturing_agents(etcd, s3_repo, cluster, tmp_path, flush_interval)
+        wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
+        first = next(a for a in agents if a.name == leader(etcd, cluster))
+        other = next(a for a in agents if a is not first)
+        writer.start()
+        yield Handover(first, other, written, stop, writer)
+    finally:
+        stop.set()
+        for a in agents:
+            if a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGCONT)
+            a.stop()
 
 
 def test_only_the_leader_captures_and_a_new_leader_resumes_without_a_gap(
         etcd: EtcdCluster, s3_repo: str, tmp_path: Path, cli: Cli) -> None:
     cluster = "capture-handover"
-    agents: list[AgentProcess] = []
-    stop_writing = threading.Event()
-    written: list[int] = []
-    writer = keep_writing(etcd, "/registry/handover/", 0.02, stop_writing, written)
-    try:
-        agents = capturing_agents(etcd, s3_repo, cluster, tmp_path, "200ms")
-        wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
-        first = next(a for a in agents if a.name == leader(etcd, cluster))
-        other = next(a for a in agents if a is not first)
-        writer.start()
-        wait_for(lambda: first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 3, 60, "segments")
-        assert first.scrape()["lifeboat_capture_running{}"] == 1
-        assert other.scrape().get("lifeboat_capture_running{}") == 0, "a follower must not capture"
+    with handover(etcd, s3_repo, cluster, tmp_path, "200ms", pause=0.02) as h:
+        wait_for(lambda: h.first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 3, 60, "segments")
+        assert h.first.scrape()["lifeboat_capture_running{}"] == 1
+        assert h.other.scrape().get("lifeboat_capture_running{}") == 0, "a follower must not capture"
 
-        first.proc.send_signal(signal.SIGKILL)  # mid-segment: what it had not committed is lost
-        wait_for(lambda: leader(etcd, cluster) == other.name, 3 * TTL + 5, "the new leader")
-        after_kill = written[-1]
-        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= after_kill, 60,
-                 "the new leader capturing past the handover")
-        stop_writing.set()
-        writer.join(10)
-        last = written[-1]
-        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= last, 30, "the last write")
-        assert other.scrape()["lifeboat_capture_base_backups_total{}"] == 0, "the new leader must resume"
-    finally:
-        stop_writing.set()
-        for a in agents:
-            a.stop()
+        h.first.proc.send_signal(signal.SIGKILL)  # mid-segment: what it had not committed is lost
+        wait_for(lambda: leader(etcd, cluster) == h.other.name, 3 * TTL + 5, "the new leader")
+        after_kill = h.written[-1]
+        wait_for(lambda: captured(h.other) >= after_kill, 60, "the new leader capturing past the handover")
+        last = h.stop_writing()
+        wait_for(lambda: captured(h.other) >= last, 30, "the last write")
+        assert h.other.scrape()["lifeboat_capture_base_backups_total{}"] == 0, "the new leader must resume"
 
     repo = open_repo(s3_repo)
     chains = ChainStore(repo.store).chains(cluster)
@@ -108,38 +135,20 @@ def test_a_leader_paused_past_its_lease_writes_nothing_that_forks_the_chain(
     """A partitioned leader (SIGSTOP past its lease) comes back holding uncommitted events: the
     new leader has continued the chain meanwhile, so the old one must not commit them."""
     cluster = "capture-partition"
-    agents: list[AgentProcess] = []
-    stop_writing = threading.Event()
-    written: list[int] = []
-    writer = keep_writing(etcd, "/registry/partition/", 0.01, stop_writing, written)
-    try:
-        # A long flush interval: the paused leader certainly holds an open segment.
-        agents = capturing_agents(etcd, s3_repo, cluster, tmp_path, "1500ms")
-        wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
-        first = next(a for a in agents if a.name == leader(etcd, cluster))
-        other = next(a for a in agents if a is not first)
-        writer.start()
-        wait_for(lambda: first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 2, 60, "segments")
+    # A long flush interval: the paused leader certainly holds an open segment.
+    with handover(etcd, s3_repo, cluster, tmp_path, "1500ms", pause=0.01) as h:
+        wait_for(lambda: h.first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 2, 60, "segments")
 
-        first.proc.send_signal(signal.SIGSTOP)  # partitioned: its lease runs out while it holds events
-        wait_for(lambda: leader(etcd, cluster) == other.name, 3 * TTL + 10, "the new leader")
-        after_pause = written[-1]
-        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= after_pause, 60,
-                 "the new leader capturing past the pause")
-        first.proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: first.scrape().get("lifeboat_capture_running{}") == 0, 30,
+        h.first.proc.send_signal(signal.SIGSTOP)  # partitioned: its lease runs out while it holds events
+        wait_for(lambda: leader(etcd, cluster) == h.other.name, 3 * TTL + 10, "the new leader")
+        after_pause = h.written[-1]
+        wait_for(lambda: captured(h.other) >= after_pause, 60, "the new leader capturing past the pause")
+        h.first.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: h.first.scrape().get("lifeboat_capture_running{}") == 0, 30,
                  "the old leader stopping its capture")
         time.sleep(3)  # room for a wrongly written segment to appear
-        stop_writing.set()
-        writer.join(10)
-        last = written[-1]
-        wait_for(lambda: other.scrape().get("lifeboat_capture_last_revision{}", 0) >= last, 30, "the last write")
-    finally:
-        stop_writing.set()
-        for a in agents:
-            if a.proc.poll() is None:
-                a.proc.send_signal(signal.SIGCONT)
-            a.stop()
+        last = h.stop_writing()
+        wait_for(lambda: captured(h.other) >= last, 30, "the last write")
 
     repo = open_repo(s3_repo)
     (chain,) = ChainStore(repo.store).chains(cluster)

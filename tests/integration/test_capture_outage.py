@@ -13,20 +13,15 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.store import open_store
 from tests.integration.test_capture import captured_events, etcd_events
-from tests.support.binaries import EtcdRelease, weed
+from tests.support.binaries import weed
 from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
-from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.etcd import EtcdMember
 from tests.support.seaweed import SeaweedServer
 
-pytestmark = pytest.mark.integration
+# The shared ``etcd`` fixture (integration/conftest.py), on etcd 3.5 only: each test takes minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("release", ["3.5"], indirect=True)]
 
 OUTAGE = 60.0  # the "object store down for a minute"
-
-
-@pytest.fixture
-def etcd(release35: EtcdRelease, tmp_path: Path) -> Iterator[EtcdMember]:
-    with EtcdCluster(release35, tmp_path / "etcd") as cluster:
-        yield cluster.first()
 
 
 @pytest.fixture

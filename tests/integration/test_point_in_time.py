@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from lifeboat.capture import CaptureStatus
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
 from lifeboat.errors import IntegrityError, UsageError
@@ -18,9 +20,10 @@ from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.snapshot.bbolt import BoltFile
 from lifeboat.snapshot.mvcc import decode_revision
-from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
-from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
+from tests.support.capture_workload import (
+    capture_options, capture_started, open_repository, wait_for, write_history,
+)
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
 from tests.support.pki import Pki
@@ -43,11 +46,10 @@ def restored_state(path: Path) -> list[tuple[bytes, bytes, int, int, int, int]]:
 
 def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
-    repo = BackupRepository.open(open_store(str(tmp_path / "repo"), dict(os.environ)), create=True)
+    repo = open_repository(tmp_path / "repo")
     client.put("/registry/before/base", b"in the base")
-    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.2)) as status:
-        wait_for(lambda: status.chain is not None)
         early = write_history(client, 4, tag="early")
         wait_for(lambda: status.last_revision >= early.revisions[-1])  # late starts a new segment
         late = write_history(client, 4, tag="late")
@@ -74,10 +76,9 @@ def key_rows(path: Path, after: int) -> list[tuple[bytes, bytes]]:
 
 def test_replayed_rows_are_byte_for_byte_the_rows_etcd_wrote(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
-    repo = BackupRepository.open(open_store(str(tmp_path / "repo"), dict(os.environ)), create=True)
-    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+    repo = open_repository(tmp_path / "repo")
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.2)) as status:
-        wait_for(lambda: status.chain is not None)
         history = write_history(client, 6)
         wait_for(lambda: status.last_revision >= history.revisions[-1])
     point = find_point(repo, "prod", PointTarget(revision=history.revisions[-1]), None)
@@ -93,10 +94,9 @@ def test_a_chain_captured_partly_by_older_lifeboat_restores_exactly(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
     """Segments of format version 1 (JSON lines), then version 2, as after an upgrade mid-chain."""
     repo_dir = tmp_path / "repo"
-    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
-    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.1)) as status:
-        wait_for(lambda: status.chain is not None)
         old = write_history(client, 3, tag="old")
         wait_for(lambda: status.last_revision >= old.revisions[-1])
         new = write_history(client, 3, tag="new")
@@ -116,6 +116,14 @@ def test_a_chain_captured_partly_by_older_lifeboat_restores_exactly(
         assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
 
 
+@contextmanager
+def node_capture(c: EtcdClient, node: Node, repo: BackupRepository, spool: Path) -> Iterator[CaptureStatus]:
+    """Capture from the kubeadm node's etcd (one key in place before its base) into ``repo``, started."""
+    c.put("/registry/configmaps/default/before", b"base")
+    with capture_started(c, repo, capture_options("default", node.etcd.client_url, spool, flush_interval=0.2)) as status:
+        yield status
+
+
 def full_state(c: EtcdClient, revision: int = 0) -> dict[bytes, tuple[bytes, int, int, int, int]]:
     return {kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
             for kv in c.range_all(b"", prefix=True, revision=revision)}
@@ -124,14 +132,9 @@ def full_state(c: EtcdClient, revision: int = 0) -> dict[bytes, tuple[bytes, int
 def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_at_that_point(
         kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path) -> None:
     node = kubeadm_node
-    url = node.etcd.client_url
-    flags = ("--root", str(node.root), "--repo", node.repo)
-    repo = BackupRepository.open(open_store(node.repo, dict(os.environ)), create=True)
+    url, flags = node.etcd.client_url, node.flags
     with tls_client(url, pki) as c:
-        c.put("/registry/configmaps/default/before", b"base")
-        options = capture_options("default", url, tmp_path / "spool", flush_interval=0.2)
-        with capturing(c, repo, options) as status:
-            wait_for(lambda: status.chain is not None)
+        with node_capture(c, node, open_repository(node.repo), tmp_path / "spool") as status:
             first = write_history(c, 3, tag="first")
             # Capture must have seen the first writes before the chosen moment, however loaded.
             wait_for(lambda: status.last_revision >= first.revisions[-1])
@@ -166,10 +169,9 @@ def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_
 def test_a_damaged_or_missing_segment_is_refused_never_skipped(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
     repo_dir = tmp_path / "repo"
-    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
-    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.1)) as status:
-        wait_for(lambda: status.chain is not None)
         revisions = []
         for part in range(3):
             revisions += write_history(client, 2, tag=f"part{part}").revisions
@@ -202,10 +204,9 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
 def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, release: EtcdRelease) -> None:
     repo_dir = tmp_path / "repo"
-    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
-    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
-                                                 flush_interval=0.2)) as status:
-        wait_for(lambda: status.chain is not None)  # the base is taken before the history starts
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.2)) as status:  # the base is taken before the history starts
         history = write_history(client, 4)
         wait_for(lambda: status.last_revision >= history.revisions[-1])
     point = history.revisions[len(history.revisions) // 2]
@@ -221,10 +222,9 @@ def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
 def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, release: EtcdRelease) -> None:
     repo_dir = tmp_path / "repo"
-    repo = BackupRepository.open(open_store(str(repo_dir), dict(os.environ)), create=True)
-    with capturing(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.1)) as status:
-        wait_for(lambda: status.chain is not None)
         early = write_history(client, 3, tag="early")
         time.sleep(0.3)
         late = write_history(client, 3, tag="late")
@@ -265,12 +265,11 @@ def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
     key_file = tmp_path / "age-key.txt"
     key_file.write_text(f"{identity}\n")
     key_file.chmod(0o600)
-    repo = BackupRepository.open(open_store(s3_repo, dict(os.environ)), create=True)
+    repo = open_repository(s3_repo)
     options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
     options = dataclasses.replace(options, backup=dataclasses.replace(
         options.backup, recipients=tuple(load_recipients([str(identity.to_public())]))))
-    with capturing(client, repo, options) as status:
-        wait_for(lambda: status.chain is not None)
+    with capture_started(client, repo, options) as status:
         history = write_history(client, 3)
         wait_for(lambda: status.last_revision >= history.revisions[-1])
     assert all(o.key.endswith(".age") for o in repo.store.list("clusters/prod/chains/") if "/segments/" in o.key)

@@ -74,6 +74,11 @@ class Node:
     def host(self, path: str) -> Path:
         return self.node.host(path)
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """``--root`` and ``--repo`` of a lifeboat command run on this node."""
+        return ("--root", str(self.root), "--repo", self.repo)
+
 
 @pytest.fixture
 def kubeadm_node(release: EtcdRelease, pki: Pki, tmp_path: Path) -> object:

@@ -3,19 +3,16 @@ go, and restores to later points start from the synthetic backup (real etcd, kub
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from lifeboat.catalog.repository import BackupRepository
-from lifeboat.store import open_store
 from tests.support.binaries import EtcdRelease
-from tests.support.capture_workload import capture_options, capturing, wait_for, write_history
+from tests.support.capture_workload import open_repository, wait_for, write_history
 from tests.support.cli import Cli
 from tests.support.pki import Pki
-from tests.integration.test_point_in_time import full_state
+from tests.integration.test_point_in_time import full_state, node_capture
 from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
 from tests.integration.test_restore_cli import client as tls_client
 
@@ -25,13 +22,10 @@ pytestmark = pytest.mark.integration
 def test_prune_drops_the_base_and_segments_a_synthetic_backup_folded_and_later_points_still_restore(
         kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, release: EtcdRelease) -> None:
     node = kubeadm_node
-    url = node.etcd.client_url
-    flags = ("--root", str(node.root), "--repo", node.repo)
-    repo = BackupRepository.open(open_store(node.repo, dict(os.environ)), create=True)
+    url, flags = node.etcd.client_url, node.flags
+    repo = open_repository(node.repo)
     with tls_client(url, pki) as c:
-        c.put("/registry/configmaps/default/before", b"base")
-        with capturing(c, repo, capture_options("default", url, tmp_path / "spool", flush_interval=0.2)) as status:
-            wait_for(lambda: status.chain is not None)
+        with node_capture(c, node, repo, tmp_path / "spool") as status:
             early = write_history(c, 3, tag="early")
             wait_for(lambda: status.last_revision >= early.revisions[-1])
             time.sleep(0.5)  # the early events are committed in segments of their own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.etcd import Delete, EtcdClient, Put
+from lifeboat.store import open_store
 
 
 @dataclass
@@ -73,6 +75,19 @@ def capturing(client: EtcdClient, repo: BackupRepository, options: CaptureOption
         raise AssertionError("capture did not stop within 60 s of being asked")
     if failure:
         raise failure[0]
+
+
+@contextmanager
+def capture_started(client: EtcdClient, repo: BackupRepository, options: CaptureOptions) -> Iterator[CaptureStatus]:
+    """:func:`capturing`, entered once capture has taken (or resumed after) its chain's base."""
+    with capturing(client, repo, options) as status:
+        wait_for(lambda: status.chain is not None)
+        yield status
+
+
+def open_repository(url: str | Path) -> BackupRepository:
+    """The repository at ``url`` (a directory or s3://), created if absent; S3 settings from the environment."""
+    return BackupRepository.open(open_store(str(url), dict(os.environ)), create=True)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
