@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from lifeboat.errors import UsageError
@@ -44,6 +45,10 @@ class EtcdMemberProbe:
     def get(self, key: bytes) -> KeyValue | None:
         with EtcdClient(self.settings) as client:
             return client.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
+        with EtcdClient(self.settings) as client:
+            return [client.get(key) for key in keys]
 
     def cluster_id(self) -> int:
         """The cluster id the member reports about itself (Maintenance.Status needs no quorum)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -257,6 +258,9 @@ class NoMember:
 
     def get(self, key: bytes) -> KeyValue | None:
         return None
+
+    def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
+        return [None for _ in keys]
 
     def watch_refused_as_compacted(self, revision: int) -> bool:
         raise EtcdUnavailable("down")
