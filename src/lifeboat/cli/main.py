@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import logging
 import os
 import select
@@ -17,7 +18,6 @@ from types import FrameType
 from typing import TextIO
 
 from lifeboat import __version__
-from lifeboat.cli import agent, backups, capture, configuration, k8s, member, prune, restore, snapshots, status
 from lifeboat.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError, Terminated
 
 # 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
@@ -56,7 +56,25 @@ exit codes: 0 ok, 1 operation failed, 2 etcd or repository unavailable,
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The modules of lifeboat.cli that register commands, in the order --help lists them, and the
+# commands each registers. A run imports only its command's module: the others pull in much of
+# lifeboat (the agent, capture, Kubernetes decoding), and start-up is part of every restore's time.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "backups": ("backup", "list", "show", "verify", "delete"),
+    "agent": ("agent",),
+    "snapshots": ("snapshot",),
+    "k8s": ("k8s",),
+    "prune": ("prune", "pin", "unpin"),
+    "configuration": ("config",),
+    "status": ("status",),
+    "member": ("member",),
+    "restore": ("restore",),
+    "capture": ("capture", "synthesize", "timeline"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only of ``command`` when one module registers it."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-o", "--output", choices=("table", "json"), default="table",
                         help="output format (default: table)")
@@ -68,16 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lifeboat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    backups.register(sub, common)
-    agent.register(sub, common)
-    snapshots.register(sub, common)
-    k8s.register(sub, common)
-    prune.register(sub, common)
-    configuration.register(sub, common)
-    status.register(sub, common)
-    member.register(sub, common)
-    restore.register(sub, common)
-    capture.register(sub, common)
+    only = [module for module, commands in COMMAND_MODULES.items() if command in commands]
+    for module in only or COMMAND_MODULES:
+        importlib.import_module(f"lifeboat.cli.{module}").register(sub, common)
     return parser
 
 
@@ -103,7 +114,10 @@ def _tune_malloc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _tune_malloc()
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    # The top-level parser has no options that take a value: the first word is the command
+    # (or -h/--version, or a mistake, which the parser of every command reports).
+    parser = build_parser(words[0] if words else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
