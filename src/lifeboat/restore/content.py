@@ -106,10 +106,14 @@ def _changed_pages(before: BoltFile, after: BoltFile) -> set[int]:
     if before.page_size != page_size:
         return set(range(after.meta.high_water))
     changed = set(range(size // page_size, after.meta.high_water))
+    old, new = bytearray(_COMPARED_BLOCK), bytearray(_COMPARED_BLOCK)
     for offset in range(0, size - size % page_size, _COMPARED_BLOCK):
         length = min(_COMPARED_BLOCK, size - size % page_size - offset)
-        old, new = before.mm.read(offset, length), after.mm.read(offset, length)
-        if old == new:
+        if length < len(old):
+            old, new = bytearray(length), bytearray(length)
+        before.mm.read_into(old, offset)
+        after.mm.read_into(new, offset)
+        if old == new:  # bytearrays compare with memcmp
             continue
         for start in range(0, length, page_size):
             if old[start : start + page_size] != new[start : start + page_size]:

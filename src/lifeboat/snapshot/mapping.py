@@ -65,6 +65,21 @@ class PagedFile:
         del self._spans[self._KEPT:]
         return data
 
+    def read_into(self, buffer: bytearray, offset: int) -> None:
+        """Fill ``buffer`` with the bytes at ``offset`` (not kept for slices).
+
+        For reading a whole file block by block: a buffer used again costs no fresh memory,
+        where each new multi-MiB ``bytes`` is a new mapping whose every page faults on first
+        touch (a third of the CPU of comparing two 1.2 GB files).
+        """
+        got = os.preadv(self._fd, [buffer], offset)
+        if got < len(buffer):
+            raise SnapshotFormatError(
+                f"{self.path}: the file ended at byte {offset + got} while lifeboat read "
+                f"{len(buffer)} bytes at {offset}; it shrank while being read (something rewrote or "
+                "truncated it): read a copy that nothing writes to"
+            )
+
     @overload
     def __getitem__(self, index: int) -> int: ...
 

@@ -80,3 +80,13 @@ def test_restore_with_the_snapshots_digest_compares_rows(snapshot: Path, tmp_pat
     restored = altered(snapshot, tmp_path / "restored.db", 6, at=100)
     with pytest.raises(IntegrityError, match="keyspace differs"):
         _compare_keyspace(snapshot, restored, 8, keyspace_digest(snapshot, 8))
+
+
+@pytest.mark.parametrize("page", [4, 7, 9], ids=["branch", "leaf 2", "leaf 3"])
+def test_a_changed_page_is_found_in_any_block_of_the_comparison(snapshot: Path, tmp_path: Path, page: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of three pages: the comparison's buffers are reused, and the last block is shorter.
+    monkeypatch.setattr("lifeboat.restore.content._COMPARED_BLOCK", 3 * PS)
+    assert snapshot.stat().st_size % (3 * PS)
+    assert keeps_snapshot_pages(snapshot, altered(snapshot, tmp_path / "same.db", 10))
+    assert not keeps_snapshot_pages(snapshot, altered(snapshot, tmp_path / "restored.db", page))
