@@ -13,7 +13,10 @@ import hashlib
 import heapq
 import os
 import struct
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 from lifeboat.snapshot import KeyValue
 from lifeboat.snapshot.mvcc import decode_key_value, latest_rows
@@ -129,6 +132,48 @@ def sample_keys(path: str | os.PathLike[str], count: int = 32) -> list[KeyValue]
     with latest_rows(path) as latest:
         chosen = heapq.nsmallest(count, latest, key=_rank)
         return [decode_key_value(*latest[key]) for key in sorted(chosen)]
+
+
+class KeySamples:
+    """:func:`sample_keys` of a file started early in a thread, for a later step of the same run.
+
+    The restore samples the snapshot while the restore tool (another process, busy with I/O)
+    works, so that etcd's start-up, which the sample is checked against, has the CPU to itself.
+    A file changed since its sample was started is sampled again.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[Path, tuple[tuple[int, int] | None, Future[list[KeyValue]]]] = {}
+
+    def start(self, path: Path) -> None:
+        if path in self._started:
+            return
+        future: Future[list[KeyValue]] = Future()
+
+        def run() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(sample_keys(path))
+            except BaseException as exc:  # re-raised by take()
+                future.set_exception(exc)
+
+        self._started[path] = (_identity(path), future)
+        threading.Thread(target=run, name="lifeboat-sample", daemon=True).start()
+
+    def take(self, path: Path) -> list[KeyValue]:
+        """The sample started for ``path`` if the file is unchanged since, else a new one."""
+        identity, future = self._started.pop(path, (None, None))
+        if future is not None and identity is not None and identity == _identity(path):
+            return future.result()
+        return sample_keys(path)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def _rank(key: bytes) -> bytes:

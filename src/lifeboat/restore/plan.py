@@ -159,7 +159,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
         RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging, revision=inputs.revision,
                     bump_revision=bump.amount if bump.by == "tool" and bump.amount else None,
-                    tool=inputs.tool.describe()),
+                    tool=inputs.tool.describe(), sample_ahead=inputs.start),
     ]
     if native:
         steps.append(BumpRevision("bump-revision", staging=paths.staging, amount=bump.amount,

@@ -27,11 +27,11 @@ from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, Usag
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.content import (
+    KeySamples,
     KeyspaceDigest,
     keeps_snapshot_pages,
     keyspace_digest,
     newest_revision,
-    sample_keys,
 )
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.snapshot import check_trailer
@@ -147,6 +147,7 @@ class RestoreContext:
     probe_interval: float = 0.1  # a probe is one read on a new connection
     clock: Clock = field(default_factory=SystemClock)
     checked: CheckedFiles = field(default_factory=lambda: CheckedFiles())
+    samples: KeySamples = field(default_factory=lambda: KeySamples())
     free_space: FreeSpace = free_bytes
 
     def restoring(self) -> tuple[Manifest, RestoreTool]:
@@ -352,6 +353,7 @@ class RestoreData(Step):
     revision: int
     bump_revision: int | None
     tool: str
+    sample_ahead: bool = False  # a VerifyMember follows: sample the snapshot's keys while the tool works
 
     def describe(self) -> str:
         bump = f" with --bump-revision {self.bump_revision} --mark-compacted" if self.bump_revision else ""
@@ -368,6 +370,8 @@ class RestoreData(Step):
         # while the tool works). Otherwise the restored db normally keeps the snapshot's pages
         # of bucket ``key`` untouched, which one byte comparison of the two files shows.
         compare_rows = bool(self.bump_revision)
+        if self.sample_ahead:
+            ctx.samples.start(self.snapshot)
         # lifeboat checks etcd's sha256 trailer itself (with the CPU's SHA extensions, about four
         # times faster than the tool's own check) while the restore tool, another process, works.
         with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-keyspace") as pool:
@@ -496,9 +500,10 @@ class VerifyMember(Step):
                 "and a sample of keys matches the snapshot")
 
     def run(self, ctx: RestoreContext) -> None:
-        # The sample is read from the snapshot while etcd starts up.
+        # The sample was read while the restore tool worked (RestoreData), or is read now, while
+        # etcd starts up.
         with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-sample") as pool:
-            sampling = pool.submit(sample_keys, self.snapshot)
+            sampling = pool.submit(ctx.samples.take, self.snapshot)
             served = _wait_serving(ctx)
             sample = sampling.result()
         if served < self.revision:
