@@ -6,6 +6,9 @@ import argparse
 import subprocess
 import sys
 
+import pytest
+
+from lifeboat.cli import main as main_module
 from lifeboat.cli.main import COMMAND_MODULES, build_parser
 
 
@@ -34,3 +37,31 @@ def test_restore_starts_without_importing_the_agent_capture_or_kubernetes_decodi
              "if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == ""
+
+
+_CHURN = """
+import resource, sys
+from lifeboat.cli.main import _tune_malloc
+_tune_malloc(reuse_chunks=sys.argv[1] == "reuse")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(200):
+    chunk = bytes([i % 251]) * (1 << 20)  # a new 1 MiB piece, written in full, then dropped
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.parametrize("mode", ["reuse", "map"])
+def test_a_restore_reuses_its_chunks_memory_where_other_commands_map_each_chunk(mode: str) -> None:
+    faults = int(subprocess.run([sys.executable, "-c", _CHURN, mode], capture_output=True, text=True,
+                                check=True).stdout)
+    pages = 200 * (1 << 20) // 4096  # every page of every piece
+    assert faults < pages // 10 if mode == "reuse" else faults >= pages // 2
+
+
+@pytest.mark.parametrize(("command", "reuse"), [("restore", True), ("backup", False), ("list", False)])
+def test_restore_and_only_restore_runs_with_reused_chunk_memory(command: str, reuse: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned: list[bool] = []
+    monkeypatch.setattr(main_module, "_tune_malloc", lambda reuse_chunks=False: tuned.append(reuse_chunks))
+    assert main_module.main([command, "--help"]) == 0
+    assert tuned == [reuse]
