@@ -160,6 +160,31 @@ def _problems(exc: ValidationError) -> str:
 
 
 @dataclass(frozen=True)
+class BackupSummary:
+    """What a listing shows of one backup: its manifest without the captured files, and their count.
+
+    ``manifest.files`` is always empty here (a kubeadm node's 30 file records are most of a
+    manifest's bytes; a listing shows only how many there are): read the manifest itself
+    (:meth:`~lifeboat.catalog.repository.BackupRepository.find`) for the files.
+    """
+
+    manifest: Manifest
+    files: int  # how many control-plane files the backup holds
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> BackupSummary:
+        return cls(manifest.model_copy(update={"files": ()}), len(manifest.files))
+
+    @property
+    def cluster(self) -> str:
+        return self.manifest.cluster
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+
+@dataclass(frozen=True)
 class DamagedManifest:
     """A manifest that exists but cannot be read: its backup is listed as damaged, never used."""
 

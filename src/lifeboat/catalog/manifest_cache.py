@@ -8,7 +8,10 @@ exist, so it can never show a backup that is gone. Anything unexpected (a row of
 version, an unreadable or corrupt file, a locked database) is a miss, and the manifest is
 read from the store as if there were no cache.
 
-Entries are re-validated with the manifest's strict schema when used (a few tens of
+Beside each manifest the cache keeps its summary (:class:`~lifeboat.catalog.manifest.BackupSummary`:
+the manifest without its captured files' records, and their count), under the same key, size
+and version: ``list`` needs only that, and a summary is a seventh of a kubeadm node's manifest
+to read and check. Both are re-validated with the manifest's strict schema when used (tens of
 microseconds, against a round trip to the store): a damaged cache row can only cost a read,
 never put a wrong manifest on screen. Damaged manifests are never cached, so they are read
 and reported each time.
@@ -27,15 +30,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from lifeboat.catalog.layout import manifest_key
-from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.manifest import BackupSummary, Manifest
 from lifeboat.errors import IntegrityError
 from lifeboat.store.base import ObjectInfo
 
 CACHE_FILE = "manifests.sqlite3"
 CACHE_DIR_ENV = "LIFEBOAT_CACHE_DIR"
-_SCHEMA = """CREATE TABLE IF NOT EXISTS manifest (
+_SCHEMA = ("""CREATE TABLE IF NOT EXISTS manifest (
     repository TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL,
-    document BLOB NOT NULL, PRIMARY KEY (repository, key))"""
+    document BLOB NOT NULL, PRIMARY KEY (repository, key))""",
+           # document: the manifest without "files"; files: how many it has.
+           """CREATE TABLE IF NOT EXISTS summary (
+    repository TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL,
+    files INTEGER NOT NULL, document BLOB NOT NULL, PRIMARY KEY (repository, key))""")
+_TABLES = ("manifest", "summary")
 T = TypeVar("T")
 # SQLite before 3.32 allows at most 999 parameters in one statement.
 _KEYS_PER_QUERY = 500
@@ -72,41 +80,71 @@ class ManifestCache:
 
     def lookup(self, infos: Sequence[ObjectInfo]) -> dict[str, Manifest]:
         """The cached manifests among ``infos`` whose size and version match, by key."""
-        wanted = {info.key: (info.size, version_of(info)) for info in infos}
-        keys = list(wanted)
-        rows = self._query(lambda db: [row for start in range(0, len(keys), _KEYS_PER_QUERY) for row in db.execute(
-            "SELECT key, size, version, document FROM manifest WHERE repository = ? AND key IN "
-            f"({', '.join('?' * len(keys[start:start + _KEYS_PER_QUERY]))})",
-            (self.repository, *keys[start:start + _KEYS_PER_QUERY])).fetchall()]) if keys else []
         found: dict[str, Manifest] = {}
-        for key, size, version, document in rows or ():
-            if wanted.get(key) != (size, version):
-                continue
-            try:
-                manifest = Manifest.from_json(document, where=f"{self.path} ({key})")
-            except IntegrityError:
-                continue  # a damaged row: read the manifest from the store instead
-            if manifest_key(manifest.cluster, manifest.id) == key:
+        for key, (document,) in self._matching("manifest", "document", infos).items():
+            manifest = self._valid(key, document)
+            if manifest is not None:
                 found[key] = manifest
         return found
 
+    def lookup_summaries(self, infos: Sequence[ObjectInfo]) -> dict[str, BackupSummary]:
+        """The cached summaries among ``infos`` whose size and version match, by key."""
+        found: dict[str, BackupSummary] = {}
+        for key, (files, document) in self._matching("summary", "files, document", infos).items():
+            manifest = self._valid(key, document)
+            if manifest is not None and not manifest.files and type(files) is int and files >= 0:
+                found[key] = BackupSummary(manifest, files)
+        return found
+
+    def _matching(self, table: str, columns: str, infos: Sequence[ObjectInfo]) -> dict[str, tuple[object, ...]]:
+        """``columns`` of the rows of ``table`` that hold one of ``infos`` with its size and version."""
+        wanted = {info.key: (info.size, version_of(info)) for info in infos}
+        keys = list(wanted)
+        rows = self._query(lambda db: [row for start in range(0, len(keys), _KEYS_PER_QUERY) for row in db.execute(
+            f"SELECT key, size, version, {columns} FROM {table} WHERE repository = ? AND key IN "
+            f"({', '.join('?' * len(keys[start:start + _KEYS_PER_QUERY]))})",
+            (self.repository, *keys[start:start + _KEYS_PER_QUERY])).fetchall()]) if keys else []
+        return {key: tuple(rest) for key, size, version, *rest in rows or () if wanted.get(key) == (size, version)}
+
+    def _valid(self, key: str, document: object) -> Manifest | None:
+        """The manifest in a row, if it passes the strict schema and is the one stored under ``key``."""
+        if not isinstance(document, bytes):
+            return None
+        try:
+            manifest = Manifest.from_json(document, where=f"{self.path} ({key})")
+        except IntegrityError:
+            return None  # a damaged row: read the manifest from the store instead
+        return manifest if manifest_key(manifest.cluster, manifest.id) == key else None
+
     def remember(self, entries: Iterable[tuple[ObjectInfo, Manifest]]) -> None:
-        """Keep manifests just read and validated (best effort: a failure only costs reads later)."""
-        rows = [(self.repository, info.key, info.size, version, manifest.model_dump_json().encode())
-                for info, manifest in entries if (version := version_of(info)) is not None]
-        if rows:
-            self._query(lambda db: db.executemany(
-                "INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?)", rows))
+        """Keep manifests just read and validated, and their summaries (best effort: a failure
+        only costs reads later)."""
+        listed = [(info, version, manifest) for info, manifest in entries
+                  if (version := version_of(info)) is not None]
+        if not listed:
+            return
+        whole = [(self.repository, info.key, info.size, version, manifest.model_dump_json().encode())
+                 for info, version, manifest in listed]
+        summaries = [(self.repository, info.key, info.size, version, summary.files,
+                      summary.manifest.model_dump_json().encode())
+                     for info, version, manifest in listed for summary in (BackupSummary.of(manifest),)]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?)", whole)
+            db.executemany("INSERT OR REPLACE INTO summary VALUES (?, ?, ?, ?, ?, ?)", summaries)
+
+        self._query(write)
 
     def forget_except(self, prefix: str, keys: Iterable[str]) -> None:
         """Drop entries under ``prefix`` whose key a complete listing no longer shows."""
         keep = set(keys)
 
         def prune(db: sqlite3.Connection) -> None:
-            stored = db.execute("SELECT key FROM manifest WHERE repository = ? AND substr(key, 1, ?) = ?",
-                                (self.repository, len(prefix), prefix)).fetchall()
-            gone = [(self.repository, key) for (key,) in stored if key not in keep]
-            db.executemany("DELETE FROM manifest WHERE repository = ? AND key = ?", gone)
+            for table in _TABLES:
+                stored = db.execute(f"SELECT key FROM {table} WHERE repository = ? AND substr(key, 1, ?) = ?",
+                                    (self.repository, len(prefix), prefix)).fetchall()
+                gone = [(self.repository, key) for (key,) in stored if key not in keep]
+                db.executemany(f"DELETE FROM {table} WHERE repository = ? AND key = ?", gone)
 
         self._query(prune)
 
@@ -136,7 +174,8 @@ class ManifestCache:
             # crash may lose the last rows (a few downloads later), never corrupt the file.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
+            for table in _SCHEMA:
+                db.execute(table)
         except sqlite3.DatabaseError as exc:
             db.close()
             if _corrupt(exc):

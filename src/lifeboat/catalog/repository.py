@@ -17,11 +17,11 @@ again a manifest that listing shows with the same key, size and version as one r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from lifeboat import __version__
 from lifeboat.catalog.chains import ChainStore
@@ -37,7 +37,7 @@ from lifeboat.catalog.layout import (
     parse_backup_key,
     pin_key,
 )
-from lifeboat.catalog.manifest import BackupStatus, DamagedManifest, Manifest
+from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.manifest_cache import ManifestCache
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.streams import ranged
@@ -74,14 +74,18 @@ class BackupRef(Protocol):
     def id(self) -> str: ...
 
 
+# What a listing holds of each readable backup: its manifest, or only its summary.
+B = TypeVar("B", Manifest, BackupSummary)
+
+
 @dataclass(frozen=True)
-class Listing:
+class Listing(Generic[B]):
     """What a repository holds: readable backups (oldest first) and damaged manifests.
 
     ``pins`` holds the pin of every pinned backup in ``backups``, by (cluster, id).
     """
 
-    backups: tuple[Manifest, ...]
+    backups: tuple[B, ...]
     damaged: tuple[DamagedManifest, ...]
     pins: dict[tuple[str, str], Pin] = field(default_factory=dict)
 
@@ -279,12 +283,23 @@ class BackupRepository:
         return manifest
 
     def pages(self, cluster: str | None = None, *, since: datetime | None = None, last: int | None = None,
-              page_size: int = PAGE_SIZE) -> Iterator[Listing]:
+              page_size: int = PAGE_SIZE) -> Iterator[Listing[Manifest]]:
         """The committed backups (oldest first) a page at a time, each page's manifests read together.
 
         ``since`` keeps backups started since then, ``last`` the newest ``last`` of those
         (damaged ones count); only the manifests kept are read.
         """
+        return self._pages(cluster, since, last, page_size, self._read_manifests)
+
+    def summary_pages(self, cluster: str | None = None, *, since: datetime | None = None,
+                      last: int | None = None, page_size: int = PAGE_SIZE) -> Iterator[Listing[BackupSummary]]:
+        """Like :meth:`pages`, but each backup's summary: from the cache, without reading its
+        manifest, when the cache holds the listed version."""
+        return self._pages(cluster, since, last, page_size, self._read_summaries)
+
+    def _pages(self, cluster: str | None, since: datetime | None, last: int | None, page_size: int,
+               read: Callable[[Sequence[CommittedBackup], ThreadPoolExecutor], list[B | DamagedManifest | None]],
+               ) -> Iterator[Listing[B]]:
         chosen = self.committed(cluster, since=since)
         if self.cache is not None and since is None and last is None:
             self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
@@ -293,12 +308,13 @@ class BackupRepository:
         with ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="lifeboat-manifests") as pool:
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
-                read = self._read_manifests(page, pool)
+                found = read(page, pool)
                 pins = dict(zip(((b.cluster, b.id) for b in page if b.pinned),
                                 pool.map(self.pin_of, [b for b in page if b.pinned])))
                 yield Listing(
-                    tuple(m for m in read if isinstance(m, Manifest)),
-                    tuple(m for m in read if isinstance(m, DamagedManifest)),
+                    # None: the manifest was deleted since the listing; the backup is gone.
+                    tuple(m for m in found if m is not None and not isinstance(m, DamagedManifest)),
+                    tuple(m for m in found if isinstance(m, DamagedManifest)),
                     {ref: pin for ref, pin in pins.items() if pin is not None},
                 )
 
@@ -307,17 +323,36 @@ class BackupRepository:
         """The manifests of ``page``, in order: from the cache where it holds the listed version."""
         listed = [b.manifest for b in page if b.manifest is not None]
         cached = self.cache.lookup(listed) if self.cache is not None and listed else {}
+        return self._fill(page, cached, pool, lambda m: m)
+
+    def _read_summaries(self, page: Sequence[CommittedBackup],
+                        pool: ThreadPoolExecutor) -> list[BackupSummary | DamagedManifest | None]:
+        """The summaries of ``page``, in order: from the cache where it holds the listed version."""
+        listed = [b.manifest for b in page if b.manifest is not None]
+        cached = self.cache.lookup_summaries(listed) if self.cache is not None and listed else {}
+        return self._fill(page, cached, pool, BackupSummary.of)
+
+    def _fill(self, page: Sequence[CommittedBackup], cached: dict[str, B], pool: ThreadPoolExecutor,
+              shown: Callable[[Manifest], B]) -> list[B | DamagedManifest | None]:
+        """``page`` in order: what ``cached`` holds by manifest key, else read from the store
+        (and cached) and made into what is shown."""
         missing = [b for b in page if b.manifest is None or b.manifest.key not in cached]
         fetched = dict(zip(((b.cluster, b.id) for b in missing),
                            pool.map(lambda b: self.read_manifest(b.cluster, b.id), missing)))
         if self.cache is not None:
             self.cache.remember((b.manifest, m) for b in missing
                                 if b.manifest is not None and isinstance(m := fetched[(b.cluster, b.id)], Manifest))
-        return [cached[b.manifest.key] if b.manifest is not None and b.manifest.key in cached
-                else fetched[(b.cluster, b.id)] for b in page]
+        found: list[B | DamagedManifest | None] = []
+        for b in page:
+            if b.manifest is not None and b.manifest.key in cached:
+                found.append(cached[b.manifest.key])
+            else:
+                read = fetched[(b.cluster, b.id)]
+                found.append(shown(read) if isinstance(read, Manifest) else read)
+        return found
 
     def scan(self, cluster: str | None = None, *, since: datetime | None = None,
-             last: int | None = None) -> Listing:
+             last: int | None = None) -> Listing[Manifest]:
         """Every committed backup (oldest first) and every damaged manifest, with the pins.
 
         A manifest that cannot be read does not stop the listing: it is reported in

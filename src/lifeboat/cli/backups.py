@@ -15,7 +15,7 @@ from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.chains import ChainListing
-from lifeboat.catalog.manifest import DamagedManifest, Manifest
+from lifeboat.catalog.manifest import BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.repository import BackupRepository, Listing
 from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline
@@ -124,20 +124,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     cluster = cluster_name(args, default=None)
     since = parse_since(args.since, datetime.now(UTC)) if args.since else None
-    pages = repo.pages(cluster, since=since, last=args.last)
+    pages = repo.summary_pages(cluster, since=since, last=args.last)
     ends = WindowEnds(repo)
     problems: dict[tuple[str, str], list[str]] = {}
 
-    def check(m: Manifest) -> dict[str, object]:
+    def check(b: BackupSummary) -> dict[str, object]:
         if not args.check:
             return {}
-        problems[(m.cluster, m.id)] = found = repo.missing_objects(m)
+        problems[(b.cluster, b.id)] = found = repo.missing_objects(b.manifest)
         return {"check": found or "ok"}
 
     if args.output == "json":
-        listing = [(page, ends.of(page.backups)) for page in pages]
-        emit_json([{**_summary(m, page.pins.get((m.cluster, m.id))), "window_end": page_ends.get(m.id), **check(m)}
-                   for page, page_ends in listing for m in page.backups]
+        listing = [(page, ends.of([b.manifest for b in page.backups])) for page in pages]
+        emit_json([{**_summary(b, page.pins.get((b.cluster, b.id))), "window_end": page_ends.get(b.id), **check(b)}
+                   for page, page_ends in listing for b in page.backups]
                   + [{"id": d.id, "cluster": d.cluster, "status": "damaged", "reason": d.reason}
                      for page, _ in listing for d in page.damaged])
         return _checked(problems)
@@ -145,7 +145,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                            "SOURCE", "PIN", "WINDOW END"))
     damaged: list[DamagedManifest] = []
     for page in pages:
-        shown.rows(_rows(page, ends.of(page.backups)))
+        shown.rows(_rows(page, ends.of([b.manifest for b in page.backups])))
         damaged += page.damaged
         for m in page.backups:
             check(m)
@@ -165,13 +165,13 @@ def _checked(problems: dict[tuple[str, str], list[str]]) -> int:
     return 0
 
 
-def _rows(page: Listing, ends: dict[str, dict[str, object]]) -> list[tuple[object, ...]]:
+def _rows(page: Listing[BackupSummary], ends: dict[str, dict[str, object]]) -> list[tuple[object, ...]]:
     """One page's table rows, damaged manifests among the others in id order."""
     rows: list[tuple[object, ...]] = [
         (m.id, m.cluster, m.status.value, m.snapshot.revision, m.snapshot.total_key, human_size(m.stored_size),
-         "age" if m.encryption else "-", len(m.files), m.source.name,
+         "age" if m.encryption else "-", b.files, m.source.name,
          "pinned" if (m.cluster, m.id) in page.pins else "-", _window_end_text(ends.get(m.id)))
-        for m in page.backups
+        for b in page.backups for m in (b.manifest,)
     ]
     rows += [(d.id, d.cluster, "DAMAGED", "-", "-", "-", "-", "-", "-", "-", "-") for d in page.damaged]
     return sorted(rows, key=lambda row: (str(row[0]), str(row[1])))
@@ -233,12 +233,13 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _summary(m: Manifest, pin: Pin | None) -> dict[str, object]:
+def _summary(b: BackupSummary, pin: Pin | None) -> dict[str, object]:
+    m = b.manifest
     return {
         "id": m.id, "cluster": m.cluster, "status": m.status.value, "started_at": m.started_at,
         "finished_at": m.finished_at, "revision": m.snapshot.revision,
         "total_key": m.snapshot.total_key, "stored_size": m.stored_size,
-        "encryption": m.encryption, "files": len(m.files), "source": m.source.name,
+        "encryption": m.encryption, "files": b.files, "source": m.source.name,
         "pin": asdict(pin) if pin else None,
     }
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lifeboat.catalog.ids import new_backup_id
-from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.file_archive import CapturedFile
+from lifeboat.catalog.manifest import BackupSummary, Manifest
 from lifeboat.catalog.manifest_cache import CACHE_FILE, ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import FakeClock
@@ -235,3 +236,120 @@ def test_latest_and_by_id_reads_are_unchanged_by_the_cache(tmp_path: Path) -> No
 
     assert repo.find("latest") == newer
     assert repo.find(made[3].id) == made[3]
+
+
+def summaries(repo: BackupRepository, last: int | None = None) -> tuple[BackupSummary, ...]:
+    """What ``lifeboat list`` shows: every page of summaries, in order."""
+    return tuple(b for page in repo.summary_pages(last=last) for b in page.backups)
+
+
+def with_files(store: MemoryStore, count: int) -> list[Manifest]:
+    """``count`` half-hourly backups, each with two captured files."""
+    made = half_hourly(store, count)
+    repo = BackupRepository.open(store)
+    files = tuple(CapturedFile(path=path, mode=0o600, uid=0, gid=0, owner="root", group="root",
+                               mtime_ns=1_700_000_000_000_000_000, size=1200, sha256="ab" * 32, kind="file")
+                  for path in ("/etc/kubernetes/admin.conf", "/etc/kubernetes/pki/ca.key"))
+    return [rewrite_manifest(repo, m.model_copy(update={"files": files})) for m in made]
+
+
+def rewrite_manifest(repo: BackupRepository, m: Manifest) -> Manifest:
+    key = repo.object_key(m, "manifest.json")
+    repo.store.delete(key)
+    repo.store.put_bytes(key, m.to_json())
+    return m
+
+
+def test_a_warm_summary_listing_downloads_nothing_and_counts_the_files(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 300)
+
+    first = summaries(cached_repo(store, tmp_path))
+    assert store.calls["get_bytes"] == 300
+    second = summaries(cached_repo(store, tmp_path))
+    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 1
+    assert second == first == tuple(BackupSummary.of(m) for m in made)
+    assert {b.files for b in second} == {2} and all(not b.manifest.files for b in second)
+
+
+def test_a_full_listing_fills_the_summaries_list_reads(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 20)
+    cached_repo(store, tmp_path).scan()  # prune and the agent read whole manifests
+
+    assert summaries(cached_repo(store, tmp_path)) == tuple(BackupSummary.of(m) for m in made)
+    assert store.calls["get_bytes"] == 0
+
+
+def test_the_summary_cache_never_shows_a_deleted_backup(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 20)
+    summaries(cached_repo(store, tmp_path))
+    repo = cached_repo(store, tmp_path)
+    repo.delete(made[4])
+    store.delete(repo.object_key(made[9], "manifest.json"))  # data left behind: not a backup
+    store.delete(repo.object_key(made[19], "manifest.json"))  # the newest
+
+    for last in (None, 3):
+        shown = summaries(cached_repo(store, tmp_path), last)
+        expected = [m.id for i, m in enumerate(made) if i not in (4, 9, 19)]
+        assert [b.id for b in shown] == expected[-last:] if last else expected
+        assert store.calls["get_bytes"] == 0
+
+
+def test_the_summary_cache_never_hides_a_new_backup(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 20)
+    summaries(cached_repo(store, tmp_path))
+    repo = cached_repo(store, tmp_path)
+    older = stored(repo, manifest(new_backup_id(T0 - timedelta(days=30))))  # among the others by id
+    newer = stored(repo, manifest(new_backup_id(T0 + timedelta(days=1))))
+
+    shown = summaries(cached_repo(store, tmp_path))
+    assert [b.id for b in shown] == [older.id] + [m.id for m in made] + [newer.id]
+    assert store.calls["get_bytes"] == 2
+    assert summaries(cached_repo(store, tmp_path), last=1) == (BackupSummary.of(newer),)
+
+
+def test_a_manifest_replaced_under_its_key_is_summarised_afresh(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 5)
+    summaries(cached_repo(store, tmp_path))
+    repo = cached_repo(store, tmp_path)
+    replacement = made[3].model_copy(update={"tool_version": "9.9.9"})
+    assert len(replacement.to_json()) == len(made[3].to_json())
+    rewrite_manifest(repo, replacement)
+
+    shown = summaries(cached_repo(store, tmp_path))
+    assert store.calls["get_bytes"] == 1
+    assert shown[3].manifest.tool_version == "9.9.9"
+
+
+def test_a_damaged_or_misfiled_summary_row_is_downloaded_instead_of_shown(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 5)
+    summaries(cached_repo(store, tmp_path))
+    with sqlite3.connect(tmp_path / CACHE_FILE) as db:
+        db.execute("UPDATE summary SET document = ? WHERE key LIKE ?", (b'{"id": "x"}', f"%{made[0].id}%"))
+        db.execute("UPDATE summary SET document = ? WHERE key LIKE ?",
+                   (BackupSummary.of(made[2]).manifest.model_dump_json().encode(), f"%{made[1].id}%"))
+        db.execute("UPDATE summary SET files = 'two' WHERE key LIKE ?", (f"%{made[3].id}%",))
+        db.execute("UPDATE summary SET document = ? WHERE key LIKE ?",  # files in a summary row: not ours
+                   (made[4].model_dump_json().encode(), f"%{made[4].id}%"))
+    db.close()
+
+    assert summaries(cached_repo(store, tmp_path)) == tuple(BackupSummary.of(m) for m in made)
+    assert store.calls["get_bytes"] == 4
+
+
+def test_a_full_listing_forgets_gone_backups_summaries_too(tmp_path: Path) -> None:
+    store = MemoryStore()
+    made = with_files(store, 10)
+    summaries(cached_repo(store, tmp_path))
+    repo = cached_repo(store, tmp_path)
+    for m in made[:6]:
+        repo.delete(m)
+    summaries(repo)
+    with sqlite3.connect(tmp_path / CACHE_FILE) as db:
+        assert db.execute("SELECT count(*) FROM summary").fetchone()[0] == 4
+    db.close()
