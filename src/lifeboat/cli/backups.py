@@ -10,7 +10,6 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
@@ -24,12 +23,10 @@ from lifeboat.cli.connect import (
     add_command, add_cache_flags, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings,
     open_repository, resolved_config,
 )
-from lifeboat.cli.drills import add_drill_flags, cmd_drill
+from lifeboat.cli.drills import add_drill_flags
 from lifeboat.cli.output import Progress, StreamedTable, emit_json, human_size, table
 from lifeboat.cli.point import add_point_flags, resolve_point
 from lifeboat.errors import IntegrityError, UsageError
-from lifeboat.etcd import EtcdClient
-from lifeboat.verify.backup import verify_backup
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -87,6 +84,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     static-pod manifests, kubelet config, encryption config). The manifest is written last: an
     interrupted backup never looks complete.
     """
+    # Here, not at the top: list, show and delete start without grpc and the backup pipeline.
+    from lifeboat.backup.pipeline import BackupOptions, take_backup
+    from lifeboat.etcd import EtcdClient
+
     config = resolved_config(args).config
     cluster = check_cluster_name(cluster_name(args) or "default")
     # A bad recipient fails before etcd or the repository is touched.
@@ -296,6 +297,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     etcd's trailer, read the snapshot offline and compare revision, hash, key count and size with
     the manifest, and check every control-plane file's sha256. Exit 1 if anything does not match.
     """
+    # Here, not at the top: list, show and delete start without the verifier and the drill.
+    from lifeboat.cli.drills import cmd_drill
+    from lifeboat.verify.backup import verify_backup
+
     config = resolved_config(args).config
     files = [str(path) for path in config.encryption.identity_files]
     identities = load_identities(files) if files else None

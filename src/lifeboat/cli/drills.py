@@ -6,15 +6,17 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.timeline import RestorePoint
-from lifeboat.pitr import build_point_snapshot
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.output import Progress, emit_json, table
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
-from lifeboat.verify.drill import DrillReport, run_drill
+
+if TYPE_CHECKING:
+    from lifeboat.verify.drill import DrillReport
 
 
 def add_drill_flags(p: argparse.ArgumentParser) -> None:
@@ -37,6 +39,9 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     """
     if args.save_snapshot is not None:
         raise UsageError("--save-snapshot cannot be used with --drill; run verify without --drill")
+    # Here, not at the top: the commands these flags belong to start without the drill.
+    from lifeboat.verify.drill import run_drill
+
     progress = Progress()
     report = run_drill(repo, manifest, identities, tmp_dir=args.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
@@ -54,6 +59,8 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
 
 def _replayer(repo: BackupRepository, point: RestorePoint,
               identities: Sequence[Identity] | None) -> Callable[[Path, Path], int]:
+    from lifeboat.pitr import build_point_snapshot
+
     def replay(base: Path, dest: Path) -> int:
         return build_point_snapshot(repo, point, identities, dest, base_snapshot=base).point.revision
     return replay

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.errors import UsageError
-from lifeboat.pitr import PointTarget, find_point, parse_time
+
+if TYPE_CHECKING:
+    from lifeboat.pitr import PointTarget
 
 
 def add_point_flags(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +31,9 @@ def point_target(args: argparse.Namespace) -> PointTarget | None:
     text = getattr(args, "to_time", None)
     if revision is None and text is None:
         return None
+    # Here, not at the top: commands given no point start without the replay machinery.
+    from lifeboat.pitr import PointTarget, parse_time
+
     return PointTarget(revision=revision, moment=parse_time(text) if text is not None else None)
 
 
@@ -37,6 +43,8 @@ def resolve_point(args: argparse.Namespace, repo: BackupRepository, cluster: str
     target = point_target(args)
     if target is None:
         return None
+    from lifeboat.pitr import find_point
+
     point = find_point(repo, cluster or only_cluster(repo), target, identities)
     if backup_id not in (None, "latest", point.base.id):
         raise UsageError(f"{target.describe()} is restored from base backup {point.base.id}, not {backup_id}; "

@@ -12,19 +12,39 @@
 """
 
 import os
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-# grpc-core logs every failed TLS handshake to stderr; the errors we raise already say
-# what failed. This must happen before grpc is first imported; a user's own
-# GRPC_VERBOSITY wins.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from lifeboat.etcd.client import EtcdClient
-from lifeboat.etcd.failures import RevisionCompacted
-from lifeboat.etcdapi.model import Alarm, AlarmType, EventType, HashKV, KeyValue, Member, MemberList
-from lifeboat.etcdapi.model import MemberStatus, RangePage, WatchEvent
-from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
-from lifeboat.etcd.txn import Compare, Delete, Get, Put, Target, TxnResult
-from lifeboat.etcd.watch import WatchStream
+if TYPE_CHECKING:
+    from lifeboat.etcd.client import EtcdClient
+    from lifeboat.etcd.failures import RevisionCompacted
+    from lifeboat.etcdapi.model import Alarm, AlarmType, EventType, HashKV, KeyValue, Member, MemberList
+    from lifeboat.etcdapi.model import MemberStatus, RangePage, WatchEvent
+    from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
+    from lifeboat.etcd.txn import Compare, Delete, Get, Put, Target, TxnResult
+    from lifeboat.etcd.watch import WatchStream
+
+# The module each name comes from, imported when the name is first used: a command that only
+# reads a repository (list, show) starts without grpc and etcd's protobuf messages.
+_HOMES = {
+    "EtcdClient": "lifeboat.etcd.client", "RevisionCompacted": "lifeboat.etcd.failures",
+    **dict.fromkeys(("Alarm", "AlarmType", "EventType", "HashKV", "KeyValue", "Member", "MemberList",
+                     "MemberStatus", "RangePage", "WatchEvent"), "lifeboat.etcdapi.model"),
+    "ConnectionSettings": "lifeboat.etcd.settings", "TlsConfig": "lifeboat.etcd.settings",
+    **dict.fromkeys(("Compare", "Delete", "Get", "Put", "Target", "TxnResult"), "lifeboat.etcd.txn"),
+    "WatchStream": "lifeboat.etcd.watch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Alarm", "AlarmType", "Compare", "ConnectionSettings", "Delete", "EtcdClient", "EventType",

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography import x509
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 
@@ -31,6 +34,9 @@ def validity_problem(cert: x509.Certificate, now: datetime | None = None) -> str
 
 def pem_certificates(pem: bytes) -> Iterator[x509.Certificate]:
     """Every certificate in a PEM bundle (unparsable blocks are skipped: the TLS stack judges them)."""
+    # Here, not at the top: only commands given TLS files need cryptography (list starts without it).
+    from cryptography import x509
+
     for block in pem.split(_PEM_CERT)[1:]:
         try:
             yield x509.load_pem_x509_certificate(_PEM_CERT + block)
@@ -58,6 +64,8 @@ def server_certificate_problem(host: str, port: int, timeout: float,
         return None
     if not der:
         return None
+    from cryptography import x509
+
     problem = validity_problem(x509.load_der_x509_certificate(der))
     return f"etcd's server certificate {problem}; renew it on the etcd nodes" if problem else None
 
