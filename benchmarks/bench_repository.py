@@ -14,13 +14,16 @@ SeaweedFS, then times, alternating, each as a fresh process:
 * ``lifeboat restore latest --dry-run`` for a member with explicit flags.
 
 There is no reference tool, so the targets are absolute (list ≤ 2 s; restore latest
---dry-run ≤ 1 s plus start-up). Results go to ``bench-work/bench_repository.json``.
+--dry-run ≤ 1 s plus start-up). With ``--baseline REV`` the start-up and warm-list cases also
+run REV's code in the same rounds (an A/B comparison that a loaded machine cannot skew).
+Results go to ``bench-work/bench_repository.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -58,19 +61,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backups", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", metavar="REV", help="also time start-up and a warm list with REV's code")
     args = parser.parse_args()
 
     work = BENCH_WORK / "repository-run"
     seaweed = SeaweedServer(weed(), work / f"seaweed-{time.time_ns()}").start()
     try:
         fill(seaweed, "many", args.backups)
-        results = run_rounds(seaweed, work, args.rounds)
+        results = run_rounds(seaweed, work, args.rounds, args.baseline)
     finally:
         seaweed.stop()
     report(results, args.backups)
 
 
-def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int) -> dict[str, list[float]]:
+def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | None) -> dict[str, list[float]]:
     repo = f"s3://{seaweed.s3().bucket}/many"
     env = dict(frozen_source(), **seaweed.s3().env())
     release = etcd_35()
@@ -89,14 +93,20 @@ def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int) -> dict[str, lis
         "lifeboat show latest": [*LIFEBOAT, "show", "latest", "--repo", repo],
         "lifeboat restore latest --dry-run": [*LIFEBOAT, "restore", "latest", "--dry-run", "--repo", repo, *member],
     }
+    envs = {name: env for name in cases}
+    if baseline:
+        before = dict(frozen_source(baseline), **seaweed.s3().env(), LIFEBOAT_CACHE_DIR=str(cache))
+        for name in ("CLI start-up (lifeboat list --help)", "lifeboat list (cache warm)"):
+            cases[f"{name} @{baseline}"] = cases[name]
+            envs[f"{name} @{baseline}"] = before
     results: dict[str, list[float]] = {name: [] for name in cases}
     shutil.rmtree(cache, ignore_errors=True)
     timed(cases["lifeboat list (cache warm)"], env)  # fills the cache the warm case reads
     for round_ in range(rounds):
         for name, argv in cases.items():
             shutil.rmtree(cold, ignore_errors=True)
-            results[name].append(timed(argv, env)[0])
-            print(f"round {round_ + 1} {name}: {results[name][-1]:.2f}s", file=sys.stderr)
+            results[name].append(timed(argv, envs[name])[0])
+            print(f"round {round_ + 1} {name}: {results[name][-1]:.2f}s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
     return results
 
 
@@ -113,7 +123,7 @@ def report(results: dict[str, list[float]], backups: int) -> None:
         median = statistics.median(runs)
         print(f"| {name} | {median:.2f} s | {min(runs):.2f}–{max(runs):.2f} s | {median - startup:.2f} s |")
     out = BENCH_WORK / "bench_repository.json"
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
+    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "load": os.getloadavg(),
                                "backups": backups, "results": rows}, indent=2))
 
 
