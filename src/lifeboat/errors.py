@@ -14,7 +14,9 @@ place that exits; it maps the branches of this tree to exit codes:
     │   ├── SnapshotFormatError       a file that is not a readable etcd/bbolt snapshot
     │   ├── DecryptionError           age could not decrypt with the identities given
     │   ├── NoHealthyMember           no voting member is healthy enough to back up from
-    │   └── Unsupported               the backend cannot do this (an S3 server without a call)
+    │   ├── Unsupported               the backend cannot do this (an S3 server without a call)
+    │   └── NoRoom            exit 5  too little free disk for what the operation must write;
+    │                                 refused before it starts
     └── BackendUnavailable    exit 2  etcd or the object store cannot be reached / refused us
         ├── EtcdUnavailable
         ├── EtcdAuthError             TLS handshake or authentication rejected
@@ -34,6 +36,7 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
 EXIT_USAGE = 3
 EXIT_UNEXPECTED = 4
+EXIT_NO_ROOM = 5
 
 
 class Terminated(BaseException):
@@ -88,6 +91,12 @@ class NoHealthyMember(OperationFailed):
 
 class Unsupported(OperationFailed):
     """The backend cannot do what was asked (an S3-compatible server lacking an optional call)."""
+
+
+class NoRoom(OperationFailed):
+    """A filesystem lacks the room the operation needs (said before it starts, refused then)."""
+
+    exit_code = EXIT_NO_ROOM
 
 
 class BackendUnavailable(LifeboatError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_backup_lists_shows_and_verifies_with_etcdutl_numbers(
     repo = f"file://{tmp_path / 'repo'}"
     manifest = cli.json("backup", *tls_flags(etcd35, pki), "--repo", repo, "--cluster", "prod", "--no-files")
     assert isinstance(manifest, dict)
+    [room] = manifest.pop("disk")  # what the backup said it needed before it started
+    assert room["need_bytes"] > manifest["snapshot"]["total_size"] and room["free_bytes"] >= room["need_bytes"]
     listed = cli.json("list", "--repo", repo)
     assert [b["id"] for b in listed] == [manifest["id"]]  # type: ignore[union-attr]
     shown = cli.json("show", "latest", "--repo", repo)
@@ -329,3 +332,35 @@ def test_key_not_matching_the_certificate_is_a_usage_error(
                        f"--cert={pki.client.cert}", f"--key={pki.node.key}",
                        "--repo", str(tmp_path / "repo"))
     assert code == 3 and "does not belong" in err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MiB tmpfs: less than any backup, verify or drill needs (a 64 MiB margin alone)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the unit tests cover the refusal with a fake disk)")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)], check=True)
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_backup_verify_and_drill_say_their_disk_need_and_refuse_before_starting_without_it(
+    cli: Cli, etcd35: EtcdMember, pki: Pki, tmp_path: Path, release35: EtcdRelease, small_disk: Path
+) -> None:
+    repo = str(tmp_path / "repo")
+    assert cli("backup", *tls_flags(etcd35, pki), "--repo", repo, "--no-files")[0] == 0
+    committed = sorted(p.name for p in (tmp_path / "repo/clusters/default/backups").iterdir())
+    drill = ["--drill", "--restore-tool", str(release35.etcdutl), "--etcd-binary", str(release35.etcd)]
+    for command in (["backup", *tls_flags(etcd35, pki), "--no-files"], ["verify", "latest"],
+                    ["verify", "latest", *drill]):
+        code, out, err = cli(*command, "--repo", repo, "--tmp-dir", str(small_disk))
+        said, refused = err.splitlines()
+        assert code == 5, err
+        assert said.startswith("lifeboat: ") and f"free in {small_disk} (" in said
+        assert refused.startswith("lifeboat: error: ") and f"free in {small_disk}, which has" in refused
+        assert out == "" and list(small_disk.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "repo/clusters/default/backups").iterdir()) == committed

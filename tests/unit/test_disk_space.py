@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,8 +13,8 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.ids import new_backup_id
 from lifeboat.catalog.layout import MARKER_KEY
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.disk import MARGIN, free_bytes, require_room
-from lifeboat.errors import OperationFailed
+from lifeboat.disk import MARGIN, RoomNeeded, free_bytes, require_room
+from lifeboat.errors import EXIT_NO_ROOM, NoRoom, OperationFailed
 from lifeboat.etcd.memory import MemoryEtcd, member_urls
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal
@@ -46,7 +47,28 @@ def test_room_is_refused_naming_what_needs_it_where_and_how_much(tmp_path: Path)
     assert "the restore needs about 8.1 GiB free in" in message and str(tmp_path) in message
     assert "which has 3.0 GiB" in message and "pass --tmp-dir" in message
     require_room(tmp_path, 8 * GiB, "the restore", "pass --tmp-dir", FreeSpace(8 * GiB + MARGIN))
-    assert free_bytes(tmp_path / "not" / "yet") == free_bytes(tmp_path) > 0
+
+
+def test_room_is_refused_with_its_own_exit_code(tmp_path: Path) -> None:
+    with pytest.raises(NoRoom) as caught:
+        require_room(tmp_path, GiB, "the restore", "pass --tmp-dir", FreeSpace(GiB))
+    assert caught.value.exit_code == EXIT_NO_ROOM == 5
+    assert isinstance(caught.value, OperationFailed)  # what callers that undo on failure catch
+
+
+def test_the_free_space_of_a_path_not_made_yet_is_its_nearest_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    real = os.statvfs
+
+    def statvfs(path: Path) -> os.statvfs_result:
+        asked.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    assert free_bytes(tmp_path / "not" / "yet") > 0
+    assert asked == [str(tmp_path)]
 
 
 def big_backup(store: MemoryStore) -> tuple[BackupRepository, object]:
@@ -66,10 +88,12 @@ def test_verify_refuses_before_downloading_when_the_raw_snapshot_does_not_fit(tm
     repo, m = big_backup(store)
     free = FreeSpace(5 * GiB)
 
-    with pytest.raises(OperationFailed, match=r"checking backup .* needs about 8\.1 GiB free"):
-        verify_backup(repo, m, None, tmp_dir=tmp_path, free_space=free)  # type: ignore[arg-type]
+    said: list[RoomNeeded] = []
+    with pytest.raises(NoRoom, match=r"checking backup .* needs about 8\.1 GiB free"):
+        verify_backup(repo, m, None, tmp_dir=tmp_path, free_space=free, room=said.append)  # type: ignore[arg-type]
 
     assert free.asked == [tmp_path]
+    assert [(r.path, r.need, r.free, r.enough) for r in said] == [(tmp_path, 8 * GiB + MARGIN, 5 * GiB, False)]
     assert store.calls["get_stream"] == store.calls["get_range"] == store.calls["stat"] == 0
 
 
@@ -122,8 +146,13 @@ def test_backup_refuses_before_streaming_when_the_members_db_does_not_fit(tmp_pa
     repo = BackupRepository.open(store, create=True)
     options = BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False, tmp_dir=tmp_path)
 
-    with pytest.raises(OperationFailed, match=r"spooled snapshot .* needs about 8\.5 GiB free in .*--tmp-dir"):
-        take_backup(source, repo, options, free_space=FreeSpace(6 * GiB))  # type: ignore[arg-type]
+    said: list[RoomNeeded] = []
+    with pytest.raises(NoRoom, match=r"spooled snapshot .* needs about 8\.5 GiB free in .*--tmp-dir"):
+        take_backup(source, repo, options, free_space=FreeSpace(6 * GiB), room=said.append)  # type: ignore[arg-type]
+
+    assert [(r.path, r.free, r.enough) for r in said] == [(tmp_path, 6 * GiB, False)]
+    assert said[0].need == 8 * GiB + 8 * GiB // 20 + MARGIN
+    assert said[0].text().startswith("the backup's spooled snapshot (member ") and "(6.0 GiB free)" in said[0].text()
 
     assert source.streamed == 0 and store.keys() == [MARKER_KEY]
     assert list(tmp_path.iterdir()) == []

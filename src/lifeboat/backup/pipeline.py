@@ -34,7 +34,7 @@ from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
-from lifeboat.disk import FreeSpace, free_bytes, require_room
+from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
 from lifeboat.snapshot.spool import spool_dir
 
 READ_CHUNK = 1 << 20
@@ -86,13 +86,14 @@ def take_backup(
     progress: Progress = _no_progress,
     inspect: Callable[[Path], object] = lambda snapshot: None,
     free_space: FreeSpace = free_bytes,
+    room: RoomReport = lambda need: None,
 ) -> Manifest:
     """Take one backup and commit it; returns the committed manifest.
 
     ``inspect`` is called with the raw snapshot file once it is complete and checked, while
     it still exists (capture reads its compaction marks there). The snapshot is spooled in
     the temp dir: a backup refuses before it streams anything when the member's db (as its
-    status reports the size) does not fit there.
+    status reports the size) does not fit there; ``room`` is told that need first, enough or not.
     """
     check_cluster_name(options.cluster)
     started = now()
@@ -103,7 +104,7 @@ def take_backup(
         with spool_dir("backup", options.tmp_dir) as tmp:
             require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
                          f"the backup's spooled snapshot (member {source.member.name}'s db)",
-                         "pass --tmp-dir", free_space)
+                         "pass --tmp-dir", free_space, room)
             snapshot_obj, info = draft.store_snapshot(etcd, source, Path(tmp), progress)
             files_obj, entries = draft.store_files(Path(tmp)) if options.capture_files else (None, [])
         manifest = Manifest(

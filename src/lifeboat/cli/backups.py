@@ -24,7 +24,7 @@ from lifeboat.cli.connect import (
     open_repository, resolved_config,
 )
 from lifeboat.cli.drills import add_drill_flags
-from lifeboat.cli.output import Progress, StreamedTable, emit_json, human_size, table
+from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
 from lifeboat.cli.point import add_point_flags, resolve_point
 from lifeboat.errors import IntegrityError, UsageError
 
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help=f"zstd level 1-19 (default {DEFAULT_ZSTD_LEVEL})")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR",
                    help="where the snapshot is spooled while it is checked (needs the db's size free, "
-                   "as the member reports it; checked before streaming starts)")
+                   "as the member reports it; printed and checked before streaming starts, exit 5 if short)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="a label recorded in the manifest; repeatable")
 
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="age identity file (or SSH private key) for encrypted backups; repeatable")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR",
                    help="where the snapshot is unpacked while checked (needs its raw size free, a drill "
-                   "three times that; checked before anything is downloaded)")
+                   "three times that; printed and checked before anything is downloaded, exit 5 if short)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)
@@ -95,12 +95,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     resolved = etcd_settings(args)
     repo = open_repository(args, create=True)
     options = replace(options, endpoints=resolved.settings.endpoints)
-    progress = Progress()
+    progress, room = Progress(), RoomNotes()
     with EtcdClient(resolved.settings) as etcd:
-        manifest = take_backup(etcd, repo, options, progress=progress)
+        manifest = take_backup(etcd, repo, options, progress=progress, room=room)
     progress.finish()
     if args.output == "json":
-        emit_json(manifest.to_dict())
+        emit_json({**manifest.to_dict(), "disk": room.to_json()})
     else:
         snap = manifest.snapshot
         print(f"backup {manifest.id} of cluster {manifest.cluster} committed to {repo.url}")
@@ -315,12 +315,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     if args.drill:
         return cmd_drill(args, repo, manifest, identities)
-    progress = Progress()
+    progress, room = Progress(), RoomNotes()
     report = verify_backup(repo, manifest, identities, tmp_dir=config.backup.tmp_dir,
-                           keep_snapshot=args.save_snapshot, progress=progress)
+                           keep_snapshot=args.save_snapshot, progress=progress, room=room)
     progress.finish()
     if args.output == "json":
-        emit_json({"id": manifest.id, "ok": report.ok, "checks": [asdict(c) for c in report.checks]})
+        emit_json({"id": manifest.id, "ok": report.ok, "checks": [asdict(c) for c in report.checks],
+                   "disk": room.to_json()})
     else:
         table(("CHECK", "RESULT", "DETAIL"), [(c.name, "ok" if c.ok else "FAILED", c.detail) for c in report.checks])
         print(f"backup {manifest.id}: " + ("verified" if report.ok else "VERIFICATION FAILED"))

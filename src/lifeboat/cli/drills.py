@@ -12,7 +12,7 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.cli.output import Progress, emit_json, table
+from lifeboat.cli.output import Progress, RoomNotes, emit_json, table
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 
 if TYPE_CHECKING:
@@ -42,12 +42,13 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     # Here, not at the top: the commands these flags belong to start without the drill.
     from lifeboat.verify.drill import run_drill
 
-    progress = Progress()
+    progress, room = Progress(), RoomNotes()
     report = run_drill(repo, manifest, identities, tmp_dir=args.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
-                       progress=progress, replay=_replayer(repo, point, identities) if point else None)
+                       progress=progress, replay=_replayer(repo, point, identities) if point else None,
+                       room=room)
     progress.finish()
-    _print(report, args.output == "json")
+    _print(report, room, args.output == "json")
     failure = report.first_failure()
     if failure is None:
         return 0
@@ -66,9 +67,10 @@ def _replayer(repo: BackupRepository, point: RestorePoint,
     return replay
 
 
-def _print(report: DrillReport, as_json: bool) -> None:
+def _print(report: DrillReport, room: RoomNotes, as_json: bool) -> None:
     if as_json:
         emit_json({
+            "disk": room.to_json(),
             "id": report.backup_id, "ok": report.ok,
             "checks": [asdict(c) for c in report.verify.checks],
             "drill_checks": [asdict(c) for c in report.checks],

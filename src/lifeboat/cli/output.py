@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from lifeboat.disk import RoomNeeded
+
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
@@ -83,3 +85,20 @@ class Progress:
         if self.enabled and self.last:
             self.stream.write("\r" + " " * 72 + "\r")
             self.stream.flush()
+
+
+class RoomNotes:
+    """The disk room an operation says it needs before it starts: each need printed on stderr at
+    once (whatever the output format: stdout keeps the result), and kept for the JSON result."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.rooms: list[RoomNeeded] = []
+
+    def __call__(self, room: RoomNeeded) -> None:
+        self.rooms.append(room)
+        self.stream.write(f"lifeboat: {room.text()}\n")
+        self.stream.flush()
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [room.to_dict() for room in self.rooms]

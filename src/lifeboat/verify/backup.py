@@ -16,7 +16,7 @@ from lifeboat.catalog.codec import decode
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
 from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.disk import FreeSpace, free_bytes, require_room
+from lifeboat.disk import FreeSpace, RoomReport, free_bytes, measure_room
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
@@ -59,10 +59,12 @@ def verify_backup(
     keep_snapshot: Path | None = None,
     progress: Progress = lambda stage, done: None,
     free_space: FreeSpace = free_bytes,
+    room: RoomReport = lambda need: None,
 ) -> VerifyReport:
     """Verify ``manifest``'s backup. ``keep_snapshot`` also writes the raw db there.
 
-    Refuses (OperationFailed) before any download when the raw snapshot and archive do not fit.
+    Refuses (NoRoom) before any download when the raw snapshot and archive do not fit; ``room``
+    is told each need first, enough or not.
     """
     if manifest.status != BackupStatus.COMPLETE:
         raise OperationFailed(f"backup {manifest.id} is {manifest.status}, not complete")
@@ -74,7 +76,7 @@ def verify_backup(
     report = VerifyReport(manifest.id)
     keys = identities if manifest.encryption else None
     with spool_dir("verify", tmp_dir) as tmp:
-        require_verify_room(manifest, Path(tmp).parent, keep_snapshot, free_space)
+        require_verify_room(manifest, Path(tmp).parent, keep_snapshot, free_space, report=room)
         snapshot_obj = manifest.object_named(SNAPSHOT_OBJECT)
         if snapshot_obj is None:
             report.add("snapshot object", False, "manifest lists no snapshot object")
@@ -102,10 +104,12 @@ def verify_backup(
 
 
 def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path | None,
-                        free_space: FreeSpace = free_bytes, extra: int = 0) -> None:
+                        free_space: FreeSpace = free_bytes, extra: int = 0,
+                        report: RoomReport = lambda need: None) -> None:
     """Refuse unless the raw snapshot (where it is written) and the files archive fit.
 
-    ``extra`` bytes more are needed beside the snapshot (a drill's restored db).
+    ``extra`` bytes more are needed beside the snapshot (a drill's restored db). ``report`` is
+    told every need before any is refused.
     """
     raw = {o.name: o.raw_size for o in manifest.objects}
     snapshot = sum(size for name, size in raw.items() if name.startswith(SNAPSHOT_OBJECT))
@@ -113,9 +117,13 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
     beside = keep_snapshot.parent if keep_snapshot is not None else tmp_dir
     needs = {tmp_dir: files}
     needs[beside] = needs.get(beside, 0) + snapshot + extra
-    for path, needed in needs.items():
-        require_room(path, needed, f"checking backup {manifest.id} (its raw snapshot and files"
-                     + (", and a restored copy" if extra else "") + ")", "pass --tmp-dir", free_space)
+    what = (f"checking backup {manifest.id} (its raw snapshot and files"
+            + (", and a restored copy" if extra else "") + ")")
+    rooms = [measure_room(path, needed, what, free_space) for path, needed in needs.items()]
+    for room in rooms:
+        report(room)
+    for room in rooms:
+        room.require("pass --tmp-dir")
 
 
 def _fetch(

@@ -29,7 +29,7 @@ from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.snapshot.spool import spool_dir
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
-from lifeboat.disk import FreeSpace, free_bytes
+from lifeboat.disk import FreeSpace, RoomReport, free_bytes
 from lifeboat.verify.backup import Check, Progress, VerifyReport, require_verify_room, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
@@ -101,13 +101,15 @@ def run_drill(
     progress: Progress = lambda stage, done: None,
     replay: Callable[[Path, Path], int] | None = None,
     free_space: FreeSpace = free_bytes,
+    room: RoomReport = lambda need: None,
 ) -> DrillReport:
     """Drill ``manifest``'s backup; the report says what failed (nothing is raised for that).
 
     ``replay(base, dest)`` brings the verified snapshot forward to a point in time (capture's
     events replayed offline) and returns the revision the drill must then find.
 
-    Raises UsageError when no fit restore tool or etcd binary is found, before any download.
+    Raises UsageError when no fit restore tool or etcd binary is found, and NoRoom when the
+    copies it makes do not fit (``room`` is told that need first), before any download.
     """
     version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
@@ -117,7 +119,7 @@ def run_drill(
     copies = 3 if replay is None else 4
     with spool_dir("drill", tmp_dir) as tmp:
         require_verify_room(manifest, Path(tmp).parent, None, free_space,
-                            extra=(copies - 1) * manifest.snapshot.total_size)
+                            extra=(copies - 1) * manifest.snapshot.total_size, report=room)
         work = Path(tmp)
         snapshot = work / "snapshot.db"
         started = time.monotonic()
