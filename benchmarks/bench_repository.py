@@ -62,19 +62,22 @@ def main() -> None:
     parser.add_argument("--backups", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", metavar="REV", help="also time start-up and a warm list with REV's code")
+    parser.add_argument("--skip-cold", action="store_true",
+                        help="leave out list --no-cache and list with an empty cache (the slow cases)")
     args = parser.parse_args()
 
     work = BENCH_WORK / "repository-run"
     seaweed = SeaweedServer(weed(), work / f"seaweed-{time.time_ns()}").start()
     try:
         fill(seaweed, "many", args.backups)
-        results = run_rounds(seaweed, work, args.rounds, args.baseline)
+        results = run_rounds(seaweed, work, args.rounds, args.baseline, args.skip_cold)
     finally:
         seaweed.stop()
     report(results, args.backups)
 
 
-def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | None) -> dict[str, list[float]]:
+def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | None,
+               skip_cold: bool = False) -> dict[str, list[float]]:
     repo = f"s3://{seaweed.s3().bucket}/many"
     env = dict(frozen_source(), **seaweed.s3().env())
     release = etcd_35()
@@ -93,6 +96,8 @@ def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | 
         "lifeboat show latest": [*LIFEBOAT, "show", "latest", "--repo", repo],
         "lifeboat restore latest --dry-run": [*LIFEBOAT, "restore", "latest", "--dry-run", "--repo", repo, *member],
     }
+    if skip_cold:
+        del cases["lifeboat list --no-cache"], cases["lifeboat list (cache empty)"]
     envs = {name: env for name in cases}
     if baseline:
         before = dict(frozen_source(baseline), **seaweed.s3().env(), LIFEBOAT_CACHE_DIR=str(cache))
