@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 def repo_with_backup(cli: Cli, busy_etcd: EtcdMember, tmp_path: Path) -> tuple[Path, dict[str, object]]:
     repo = tmp_path / "repo"
     manifest = cli.json("backup", f"--endpoints={busy_etcd.client_url}", "--repo", str(repo), "--no-files")
-    return repo, manifest
+    assert [room["what"] for room in manifest.pop("disk")] == ["the backup's spooled snapshot (member m0's db)"]
+    return repo, manifest  # as stored
 
 
 @pytest.mark.parametrize("command", ["backup", "list"])

@@ -358,9 +358,12 @@ def test_backup_verify_and_drill_say_their_disk_need_and_refuse_before_starting_
     for command in (["backup", *tls_flags(etcd35, pki), "--no-files"], ["verify", "latest"],
                     ["verify", "latest", *drill]):
         code, out, err = cli(*command, "--repo", repo, "--tmp-dir", str(small_disk))
-        said, refused = err.splitlines()
         assert code == 5, err
-        assert said.startswith("lifeboat: ") and f"free in {small_disk} (" in said
-        assert refused.startswith("lifeboat: error: ") and f"free in {small_disk}, which has" in refused
-        assert out == "" and list(small_disk.iterdir()) == []
+        [said] = out.splitlines()  # before anything else
+        assert " needs about " in said and f"free in {small_disk} (" in said
+        assert err.startswith("lifeboat: error: ") and err.count("\n") == 1
+        assert f"free in {small_disk}, which has" in err
+        assert list(small_disk.iterdir()) == []
+        code, out, err = cli(*command, "--repo", repo, "--tmp-dir", str(small_disk), "-o", "json")
+        assert (code, out) == (5, "") and err.count("\n") == 1  # JSON: the need is in the result
     assert sorted(p.name for p in (tmp_path / "repo/clusters/default/backups").iterdir()) == committed

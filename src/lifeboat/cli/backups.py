@@ -95,7 +95,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     resolved = etcd_settings(args)
     repo = open_repository(args, create=True)
     options = replace(options, endpoints=resolved.settings.endpoints)
-    progress, room = Progress(), RoomNotes()
+    progress, room = Progress(), RoomNotes(args.output == "json")
     with EtcdClient(resolved.settings) as etcd:
         manifest = take_backup(etcd, repo, options, progress=progress, room=room)
     progress.finish()
@@ -315,7 +315,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     if args.drill:
         return cmd_drill(args, repo, manifest, identities)
-    progress, room = Progress(), RoomNotes()
+    progress, room = Progress(), RoomNotes(args.output == "json")
     report = verify_backup(repo, manifest, identities, tmp_dir=config.backup.tmp_dir,
                            keep_snapshot=args.save_snapshot, progress=progress, room=room)
     progress.finish()

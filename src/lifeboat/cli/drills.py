@@ -42,7 +42,7 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     # Here, not at the top: the commands these flags belong to start without the drill.
     from lifeboat.verify.drill import run_drill
 
-    progress, room = Progress(), RoomNotes()
+    progress, room = Progress(), RoomNotes(args.output == "json")
     report = run_drill(repo, manifest, identities, tmp_dir=args.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
                        progress=progress, replay=_replayer(repo, point, identities) if point else None,

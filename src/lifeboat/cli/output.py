@@ -88,17 +88,26 @@ class Progress:
 
 
 class RoomNotes:
-    """The disk room an operation says it needs before it starts: each need printed on stderr at
-    once (whatever the output format: stdout keeps the result), and kept for the JSON result."""
+    """The disk room an operation says it needs before it starts: with table output each need is
+    printed on stdout at once; with JSON it is kept for the result (``"disk"``). stderr stays one
+    line, the error, when the operation is refused."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self, as_json: bool, out: TextIO | None = None) -> None:
+        self.quiet = as_json
+        self.out = out or sys.stdout
         self.rooms: list[RoomNeeded] = []
 
     def __call__(self, room: RoomNeeded) -> None:
         self.rooms.append(room)
-        self.stream.write(f"lifeboat: {room.text()}\n")
-        self.stream.flush()
+        if self.quiet:
+            return
+        try:
+            self.out.write(f"{room.text()}\n")
+            self.out.flush()
+        except BrokenPipeError:
+            # `lifeboat backup | head -0`: the reader is gone, the operation goes on; the
+            # command's last write meets the closed pipe again and is handled there.
+            self.quiet = True
 
     def to_json(self) -> list[dict[str, object]]:
         return [room.to_dict() for room in self.rooms]
