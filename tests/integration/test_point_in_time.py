@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from datetime import UTC, datetime
 from collections.abc import Iterator
@@ -15,14 +17,14 @@ from lifeboat.capture import CaptureStatus
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
 from lifeboat.errors import IntegrityError, UsageError
-from lifeboat.etcd import EtcdClient
+from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.snapshot.bbolt import BoltFile
-from lifeboat.snapshot.mvcc import decode_revision
+from lifeboat.snapshot.mvcc import decode_key_value, decode_revision, read_meta
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import (
-    capture_options, capture_started, open_repository, wait_for, write_history,
+    History, capture_options, capture_started, open_repository, wait_for, write_history,
 )
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
@@ -30,6 +32,7 @@ from tests.support.pki import Pki
 from tests.support.segment_v1 import encode_segment_v1, v1_name
 from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
 from tests.integration.test_restore_cli import client as tls_client
+from tests.integration.test_snapshot_writer import restore_with_stock_tool
 
 pytestmark = pytest.mark.integration
 
@@ -74,20 +77,60 @@ def key_rows(path: Path, after: int) -> list[tuple[bytes, bytes]]:
                 if value is not None and decode_revision(key)[0] > after]
 
 
-def test_replayed_rows_are_byte_for_byte_the_rows_etcd_wrote(
-        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+def captured_history(etcd: EtcdMember, client: EtcdClient, tmp_path: Path,
+                     rounds: int) -> tuple[BackupRepository, History]:
+    """A repository holding a base and the capture of ``rounds`` of :func:`write_history`."""
     repo = open_repository(tmp_path / "repo")
     with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
-                                                 flush_interval=0.2)) as status:
-        history = write_history(client, 6)
+                                                       flush_interval=0.2)) as status:
+        history = write_history(client, rounds)
         wait_for(lambda: status.last_revision >= history.revisions[-1])
+    return repo, history
+
+
+def newest_per_key(rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Of ``rows`` (in revision order), each etcd key's last: what survives a compaction after them."""
+    newest = {decode_key_value(value, 0, len(value)).key: (key, value) for key, value in rows}
+    return sorted(newest.values())
+
+
+def test_replayed_rows_are_byte_for_byte_the_newest_rows_etcd_wrote_for_each_key(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    repo, history = captured_history(etcd, client, tmp_path, 6)
     point = find_point(repo, "prod", PointTarget(revision=history.revisions[-1]), None)
     built = build_point_snapshot(repo, point, None, tmp_path / "replayed.db")
     source = tmp_path / "source.db"
     source.write_bytes(b"".join(client.snapshot(etcd.client_url)))
     replayed = key_rows(built.path, point.base_revision)
-    assert len(replayed) > 6 * 7
-    assert replayed == key_rows(source, point.base_revision)
+    written = key_rows(source, point.base_revision)
+    assert len(replayed) > 6 and len(written) > 6 * 7
+    assert replayed == newest_per_key(written) and len(replayed) < len(written)
+    marks = read_meta(built.path)
+    assert marks.finished_compact_revision == marks.scheduled_compact_revision == point.revision
+
+
+def test_etcd_serving_a_point_snapshot_answers_as_the_source_at_the_point_and_refuses_older_revisions(
+        release: EtcdRelease, etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    """No bump here: the history between the base and the point was not written, so etcd must
+    call it compacted rather than answer from it."""
+    repo, history = captured_history(etcd, client, tmp_path, 4)
+    revision = history.revisions[-2]
+    built = build_point_snapshot(repo, find_point(repo, "prod", PointTarget(revision=revision), None), None,
+                                 tmp_path / "at-point.db")
+    member = EtcdMember(release, "m1", tmp_path / "restored")
+    restore_with_stock_tool(release, built.path, member)
+    member.start(f"m1={member.peer_url}", "at-point", "new")
+    try:
+        member.wait_healthy()
+        with EtcdClient(ConnectionSettings((member.client_url,))) as restored:
+            assert full_state(restored) == full_state(client, revision)
+            assert restored.range(b"\0", limit=1).revision == revision
+        refused = subprocess.run([str(release.etcdctl), f"--endpoints={member.client_url}", "get", "",
+                                  "--prefix", f"--rev={history.revisions[1]}"],
+                                 capture_output=True, text=True, timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+        assert refused.returncode != 0 and "compacted" in refused.stderr, "an older revision was answered"
+    finally:
+        member.stop()
 
 
 def test_a_chain_captured_partly_by_older_lifeboat_restores_exactly(
@@ -188,6 +231,7 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
     with pytest.raises(IntegrityError, match="damaged|corrupt"):
         build_point_snapshot(repo, point, None, tmp_path / "out.db")
     assert not (tmp_path / "out.db").exists()
+    assert not (tmp_path / "out.db.segments").exists(), "segments fetched ahead must be cleaned up too"
 
     middle.unlink()
     code, _out, err = cli("restore", "plan", "--to-revision", str(after_middle), "--repo", str(repo_dir),

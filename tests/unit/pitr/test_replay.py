@@ -14,7 +14,7 @@ from lifeboat.catalog.segments import Predecessor, Segment, encode_segment, read
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr import PointTarget, parse_time
 from lifeboat.pitr.replay import (
-    UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, compile_rows, lease_rows, stored_rows,
+    UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, compaction_marks, compile_rows, lease_rows, stored_rows,
 )
 from lifeboat.snapshot.mvcc import decode_revision
 from lifeboat.snapshot.replay import event_row, lease_row
@@ -65,9 +65,17 @@ def chain_of_two() -> list[Segment]:
     return [first, second]
 
 
-def test_rows_stop_at_the_point_in_revision_and_sub_revision_order(tmp_path: Path, encoder: Encoder) -> None:
-    found = [decode_revision(key) for key, _ in rows(chain_of_two(), 10, 13, tmp_path, encoder)]
-    assert found == [(11, 0, False), (12, 0, False), (12, 1, False), (13, 0, True)]
+def test_rows_are_each_keys_newest_up_to_the_point_in_revision_order(tmp_path: Path, encoder: Encoder) -> None:
+    found = [decode_revision(key) for key, _ in rows(chain_of_two(), 10, 13, tmp_path / "13", encoder)]
+    assert found == [(11, 0, False), (12, 1, False), (13, 0, True)], "/b's put at 12 is overwritten by its delete"
+    found = [decode_revision(key) for key, _ in rows(chain_of_two(), 10, 12, tmp_path / "12", encoder)]
+    assert found == [(11, 0, False), (12, 0, False), (12, 1, False)]
+
+
+def test_the_point_is_marked_compacted_and_finished() -> None:
+    marks = compaction_marks(14)
+    assert {name: decode_revision(mark) for name, mark in marks.items()} == {
+        b"scheduledCompactRev": (14, 0, False), b"finishedCompactRev": (14, 0, False)}
 
 
 def test_survey_finds_the_leases_keys_hold_at_the_point(tmp_path: Path, encoder: Encoder) -> None:
@@ -103,13 +111,14 @@ def test_overlapping_copies_apply_each_revision_once(tmp_path: Path, encoder: En
     copy = segment(Predecessor("segment", 11, "z"), (12, 2, list(first.revisions[1].events)),
                    (13, 3, [delete(b"/b", 13)]))
     found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], 10, 14, tmp_path, encoder)]
-    assert found == [(11, 0), (12, 0), (12, 1), (13, 0), (14, 0)]
+    assert found == [(12, 1), (13, 0), (14, 0)]
+    assert survey([first, copy, second], 10, 14, tmp_path / "s", encoder).events == 5
 
 
-def test_rows_are_the_ones_etcd_writes_for_each_event(tmp_path: Path, encoder: Encoder) -> None:
-    expected = [event_row(rev.revision, sub, e) for s in chain_of_two() for rev in s.revisions
-                for sub, e in enumerate(rev.events)]
-    assert rows(chain_of_two(), 10, 14, tmp_path, encoder) == expected
+def test_rows_are_the_ones_etcd_writes_for_each_keys_newest_event(tmp_path: Path, encoder: Encoder) -> None:
+    newest = {e.kv.key: event_row(rev.revision, sub, e) for s in chain_of_two() for rev in s.revisions
+              for sub, e in enumerate(rev.events)}
+    assert rows(chain_of_two(), 10, 14, tmp_path, encoder) == sorted(newest.values())
 
 
 def test_segments_staged_compressed_give_the_same_rows(tmp_path: Path) -> None:
