@@ -1,6 +1,7 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
-Usage: ``python benchmarks/bench_pitr.py [--events N] [--rounds R] [--store s3|dir]``.
+Usage: ``python benchmarks/bench_pitr.py [--events N] [--rounds R] [--store s3|dir] [--size-mib M]
+[--rev COMMIT]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
 
 Set-up (cached in ``bench-work/pitr/``, reused by later runs):
 
@@ -208,11 +209,12 @@ def main() -> None:
     parser.add_argument("--store", choices=("s3", "dir"), default="s3")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--setup-only", action="store_true", help="write the base and the chain, time nothing")
+    parser.add_argument("--rev", default="HEAD", help="the commit whose lifeboat restores (default HEAD)")
     args = parser.parse_args()
     db = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
     work = BENCH_WORK / "pitr"
     work.mkdir(parents=True, exist_ok=True)
-    env = frozen_source()
+    env = frozen_source(args.rev)
     if args.store == "dir":
         run(work, str(work / f"repo-{args.events}"), env, db, args)
         return
