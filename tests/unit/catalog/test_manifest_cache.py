@@ -253,6 +253,14 @@ def with_files(store: MemoryStore, count: int) -> list[Manifest]:
     return [rewrite_manifest(repo, m.model_copy(update={"files": files})) for m in made]
 
 
+def warmed(tmp_path: Path, count: int) -> tuple[MemoryStore, list[Manifest]]:
+    """``count`` backups with files whose summaries one listing has already cached in ``tmp_path``."""
+    store = MemoryStore()
+    made = with_files(store, count)
+    summaries(cached_repo(store, tmp_path))
+    return store, made
+
+
 def rewrite_manifest(repo: BackupRepository, m: Manifest) -> Manifest:
     key = repo.object_key(m, "manifest.json")
     repo.store.delete(key)
@@ -282,9 +290,7 @@ def test_a_full_listing_fills_the_summaries_list_reads(tmp_path: Path) -> None:
 
 
 def test_the_summary_cache_never_shows_a_deleted_backup(tmp_path: Path) -> None:
-    store = MemoryStore()
-    made = with_files(store, 20)
-    summaries(cached_repo(store, tmp_path))
+    store, made = warmed(tmp_path, 20)
     repo = cached_repo(store, tmp_path)
     repo.delete(made[4])
     store.delete(repo.object_key(made[9], "manifest.json"))  # data left behind: not a backup
@@ -298,9 +304,7 @@ def test_the_summary_cache_never_shows_a_deleted_backup(tmp_path: Path) -> None:
 
 
 def test_the_summary_cache_never_hides_a_new_backup(tmp_path: Path) -> None:
-    store = MemoryStore()
-    made = with_files(store, 20)
-    summaries(cached_repo(store, tmp_path))
+    store, made = warmed(tmp_path, 20)
     repo = cached_repo(store, tmp_path)
     older = stored(repo, manifest(new_backup_id(T0 - timedelta(days=30))))  # among the others by id
     newer = stored(repo, manifest(new_backup_id(T0 + timedelta(days=1))))
@@ -312,9 +316,7 @@ def test_the_summary_cache_never_hides_a_new_backup(tmp_path: Path) -> None:
 
 
 def test_a_manifest_replaced_under_its_key_is_summarised_afresh(tmp_path: Path) -> None:
-    store = MemoryStore()
-    made = with_files(store, 5)
-    summaries(cached_repo(store, tmp_path))
+    store, made = warmed(tmp_path, 5)
     repo = cached_repo(store, tmp_path)
     replacement = made[3].model_copy(update={"tool_version": "9.9.9"})
     assert len(replacement.to_json()) == len(made[3].to_json())
@@ -326,9 +328,7 @@ def test_a_manifest_replaced_under_its_key_is_summarised_afresh(tmp_path: Path) 
 
 
 def test_a_damaged_or_misfiled_summary_row_is_downloaded_instead_of_shown(tmp_path: Path) -> None:
-    store = MemoryStore()
-    made = with_files(store, 5)
-    summaries(cached_repo(store, tmp_path))
+    store, made = warmed(tmp_path, 5)
     with sqlite3.connect(tmp_path / CACHE_FILE) as db:
         db.execute("UPDATE summary SET document = ? WHERE key LIKE ?", (b'{"id": "x"}', f"%{made[0].id}%"))
         db.execute("UPDATE summary SET document = ? WHERE key LIKE ?",
@@ -343,9 +343,7 @@ def test_a_damaged_or_misfiled_summary_row_is_downloaded_instead_of_shown(tmp_pa
 
 
 def test_a_full_listing_forgets_gone_backups_summaries_too(tmp_path: Path) -> None:
-    store = MemoryStore()
-    made = with_files(store, 10)
-    summaries(cached_repo(store, tmp_path))
+    store, made = warmed(tmp_path, 10)
     repo = cached_repo(store, tmp_path)
     for m in made[:6]:
         repo.delete(m)
