@@ -91,6 +91,10 @@ def test_list_last_and_since_read_only_what_they_show(
     repo, store = counting(url)
     assert [m.id for m in repo.scan(last=4).backups] == [m.id for m in made[-4:]]
     assert store.manifests_read == 4
+    assert store.listed <= 2 * 2 * 48  # the last two days' keys, not all six days'
+    store.listed = 0
+    assert [m.id for m in repo.scan(last=150).backups] == [m.id for m in made[-150:]]
+    assert store.listed <= 2 * 2 * 48 + 2 * COUNT  # two days were too few: then forty (all six)
 
     capsys.readouterr()
     assert main(["list", "--repo", url, "--since", "2h", "-o", "json"]) == 0

@@ -266,6 +266,27 @@ class BackupRepository:
         found.sort(key=lambda b: (b.id, b.cluster))
         return found
 
+    def newest(self, count: int, cluster: str | None = None, *,
+               since: datetime | None = None) -> list[CommittedBackup]:
+        """The newest ``count`` committed backups (oldest first), started since ``since`` if given.
+
+        Like ``latest``, it lists only the keys of the backups started in the last
+        :data:`LATEST_WINDOWS` and widens, finally to every backup, only while that window holds
+        fewer than ``count``. A window from a moment on holds every backup started since then, so
+        its newest ``count`` are the repository's, whatever the ids in between.
+        """
+        if count <= 0:
+            return []
+        now = self.clock.now()
+        for window in LATEST_WINDOWS:
+            floor = now - window
+            if since is not None and floor <= since:
+                break
+            found = self.committed(cluster, since=floor)
+            if len(found) >= count:
+                return found[-count:]
+        return self.committed(cluster, since=since)[-count:]
+
     def read_manifest(self, cluster: str, backup_id: str) -> Manifest | DamagedManifest | None:
         """The manifest of one backup, a damaged one with why, or None when it does not exist."""
         key = manifest_key(cluster, backup_id)
@@ -287,7 +308,8 @@ class BackupRepository:
         """The committed backups (oldest first) a page at a time, each page's manifests read together.
 
         ``since`` keeps backups started since then, ``last`` the newest ``last`` of those
-        (damaged ones count); only the manifests kept are read.
+        (damaged ones count); only the manifests kept are read, and with ``last`` only the keys
+        of recent backups are listed (see :meth:`newest`).
         """
         return self._pages(cluster, since, last, page_size, self._read_manifests)
 
@@ -300,11 +322,12 @@ class BackupRepository:
     def _pages(self, cluster: str | None, since: datetime | None, last: int | None, page_size: int,
                read: Callable[[Sequence[CommittedBackup], ThreadPoolExecutor], list[B | DamagedManifest | None]],
                ) -> Iterator[Listing[B]]:
-        chosen = self.committed(cluster, since=since)
-        if self.cache is not None and since is None and last is None:
-            self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
         if last is not None:
-            chosen = chosen[-last:] if last > 0 else []
+            chosen = self.newest(last, cluster, since=since)
+        else:
+            chosen = self.committed(cluster, since=since)
+            if self.cache is not None and since is None:
+                self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
         with ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="lifeboat-manifests") as pool:
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]

@@ -116,9 +116,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     """list the backups in a repository
 
     List committed backups, oldest first, a page at a time (each page is printed as soon as its
-    manifests are read). --last and --since read only the manifests they show. Which backups exist
-    is always read from the repository; a manifest already read (same key, size and version) is
-    taken from a private local cache instead of downloaded again (--no-cache to skip it). With
+    manifests are read). --last and --since read only the manifests they show, and list only the
+    keys of recent backups (--last N: the last 2 days', wider only when they hold fewer than N).
+    Which backups exist is always read from the repository; a manifest already read (same key,
+    size and version) is taken from a private local cache instead of downloaded again (--no-cache
+    to skip it). With
     --check, also ask the store whether every object of each backup shown is there with its recorded
     size (one HEAD per object, no download; exit 1 if any is not).
     """

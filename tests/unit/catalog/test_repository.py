@@ -308,6 +308,35 @@ def test_listing_the_last_backups_or_those_since_a_time_reads_only_their_manifes
     assert repo.scan(since=T0 + timedelta(seconds=1)).backups == ()
 
 
+def test_listing_the_last_backups_lists_only_recent_keys_and_widens_when_they_are_too_few() -> None:
+    store = MemoryStore()
+    made = half_hourly(store)  # 1,000 backups, two keys each
+    repo = repository_at(store, T0 + timedelta(minutes=10))
+
+    assert [m.id for m in repo.scan(last=20).backups] == [m.id for m in made[-20:]]
+    assert store.listed <= 2 * 2 * 48 and store.calls["list"] == 1  # the last two days' keys, once
+    store.listed = 0
+    assert [m.id for m in repo.scan(last=300).backups] == [m.id for m in made[-300:]]
+    assert store.listed <= 2 * 2 * 48 + 2 * 40 * 48  # two days, then forty
+    store.listed = 0
+    assert [m.id for m in repo.scan(last=5000).backups] == [m.id for m in made]
+    assert store.calls["get_bytes"] == 20 + 300 + 1000
+    # Since a time within the first window: one listing from that time, however many are asked.
+    store.calls.clear()
+    store.listed = 0
+    assert [m.id for m in repo.scan(last=50, since=T0 - timedelta(hours=2)).backups] == [m.id for m in made[-5:]]
+    assert store.calls["list"] == 1 and store.listed == 10
+
+
+def test_the_last_backups_are_found_however_far_back_or_ahead_of_this_clock_they_lie() -> None:
+    store = MemoryStore()
+    made = half_hourly(store, 30)
+    ahead = stored(BackupRepository.open(store), manifest(new_backup_id(T0 + timedelta(days=900))))
+    for now in (T0 + timedelta(days=400), T0 - timedelta(days=30)):
+        repo = repository_at(store, now)
+        assert [m.id for m in repo.scan(last=3).backups] == [m.id for m in made[-2:]] + [ahead.id]
+
+
 def test_a_full_listing_comes_in_pages_oldest_first_with_damaged_manifests_and_pins() -> None:
     store = MemoryStore()
     made = half_hourly(store, 60)
