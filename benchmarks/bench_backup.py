@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
 
@@ -40,7 +42,9 @@ LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
 def frozen_source(rev: str = "HEAD") -> dict[str, str]:
     """Measure committed code: export ``rev``'s src/ and put it first on PYTHONPATH.
 
-    The working tree may be mid-edit while a long benchmark runs.
+    The working tree may be mid-edit while a long benchmark runs. The export is compiled to
+    bytecode, as pip compiles an installed wheel: with ``PYTHONDONTWRITEBYTECODE`` set (this
+    machine sets it) every run would otherwise compile each module it imports again.
     """
     head = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True,
                           text=True, check=True).stdout.strip()
@@ -49,6 +53,7 @@ def frozen_source(rev: str = "HEAD") -> dict[str, str]:
         target.mkdir(parents=True)
         archive = subprocess.run(["git", "archive", head, "src"], cwd=REPO, capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target / "src")], check=True)
     return dict(os.environ, PYTHONPATH=str(target / "src"))
 
 
@@ -71,7 +76,11 @@ def serve(snapshot: Path, work: Path) -> EtcdMember:
                     f"bench={member.peer_url}", "--initial-advertise-peer-urls", member.peer_url],
                    check=True, capture_output=True)
     member.start(f"bench={member.peer_url}", "bench", state="new")
-    member.wait_healthy(120)
+    try:
+        member.wait_healthy(120)
+    except BaseException:  # Ctrl-C while it starts: stop it all the same
+        member.stop()
+        raise
     return member
 
 
@@ -94,14 +103,11 @@ def main() -> None:
     work = BENCH_WORK / "backup-run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    member = serve(snapshot, work)
-    seaweed = None if args.no_s3 else SeaweedServer(weed(), work / "seaweed").start()
-    try:
+    with ExitStack() as running:
+        member = serve(snapshot, work)
+        running.callback(member.stop)
+        seaweed = None if args.no_s3 else running.enter_context(SeaweedServer(weed(), work / "seaweed"))
         results = run_rounds(member, work, seaweed, args.rounds, args.only, args.also)
-    finally:
-        member.stop()
-        if seaweed is not None:
-            seaweed.stop()
     report(results, snapshot)
 
 
@@ -168,4 +174,5 @@ def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path) -
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -47,6 +47,7 @@ from lifeboat.store import open_store  # noqa: E402
 from lifeboat.verify.backup import verify_backup  # noqa: E402
 from tests.support.binaries import etcd_35  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
+from benchmarks.teardown import on_termination, spawned  # noqa: E402
 
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
 VALUE = os.urandom(1024)
@@ -124,38 +125,40 @@ with EtcdClient(ConnectionSettings((sys.argv[1],))) as client:
 def drain_round(endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str]) -> dict[str, object]:
     with EtcdClient(ConnectionSettings((endpoint,))) as client:
         start = client.status(endpoint).revision + 1
-    proc = subprocess.Popen([sys.executable, "-c", DRAIN, endpoint, str(start)], env=env,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    began = time.monotonic()
-    writes = load(endpoint, rate, seconds, threads)
-    elapsed = time.monotonic() - began
-    proc.send_signal(signal.SIGTERM)
-    _, _status, usage = os.wait4(proc.pid, 0)
+    with spawned([sys.executable, "-c", DRAIN, endpoint, str(start)], env=env,
+                 stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        began = time.monotonic()
+        writes = load(endpoint, rate, seconds, threads)
+        elapsed = time.monotonic() - began
+        proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": usage.ru_maxrss * 1024}
 
 
 def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
                   env: dict[str, str], flush: str) -> dict[str, object]:
     repo_dir = work / f"repo-{time.monotonic_ns()}"
-    proc = subprocess.Popen(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
-                                        "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool"),
-                                        "--flush-interval", flush],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not list(repo_dir.rglob("chain.json")):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("capture did not start a chain")
-        time.sleep(0.1)
-    before = _cpu_seconds(proc.pid)
-    began = time.monotonic()
-    writes = load(endpoint, rate, seconds, threads)
-    top = max(r for _, r, _ in writes)
-    while not any(last >= top for _, last, _ in segment_commits(repo_dir)):
-        time.sleep(0.1)
-    cpu = (_cpu_seconds(proc.pid) - before) / (time.monotonic() - began)
-    proc.send_signal(signal.SIGTERM)
-    _, _status, usage = os.wait4(proc.pid, 0)
+    with spawned(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
+                             "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool"),
+                             "--flush-interval", flush],
+                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 60
+        while not list(repo_dir.rglob("chain.json")):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("capture did not start a chain")
+            time.sleep(0.1)
+        before = _cpu_seconds(proc.pid)
+        began = time.monotonic()
+        writes = load(endpoint, rate, seconds, threads)
+        top = max(r for _, r, _ in writes)
+        while not any(last >= top for _, last, _ in segment_commits(repo_dir)):
+            time.sleep(0.1)
+        cpu = (_cpu_seconds(proc.pid) - before) / (time.monotonic() - began)
+        proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     delays = rpo(writes, segment_commits(repo_dir))
     return {"writes": writes, "delays": delays, "rss": usage.ru_maxrss * 1024, "repo": repo_dir, "top": top,
             "cpu": cpu}
@@ -238,4 +241,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -30,6 +30,7 @@ from tests.support.binaries import etcd_35  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
 from tests.support.etcd_load import load_keys  # noqa: E402
 from tests.support.k8s_keyspace import build_keyspace, iter_items  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 TARGET_SECONDS = 10.0
 PER_KIND = 10
@@ -104,4 +105,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

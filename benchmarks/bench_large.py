@@ -30,6 +30,7 @@ from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 STEPS = ("backup", "s3", "verify", "drill", "restore")
 
@@ -52,7 +53,11 @@ def serve(snapshot: Path, work: Path) -> EtcdMember:
                     str(member.data_dir), "--name", "bench", "--initial-cluster", f"bench={member.peer_url}",
                     "--initial-advertise-peer-urls", member.peer_url], check=True, capture_output=True)
     member.start(f"bench={member.peer_url}", "bench", state="new")
-    member.wait_healthy(1200)  # etcd rebuilds its index of ~1M revisions first
+    try:
+        member.wait_healthy(1200)  # etcd rebuilds its index of ~1M revisions first
+    except BaseException:  # Ctrl-C while it starts: stop it all the same
+        member.stop()
+        raise
     return member
 
 
@@ -108,4 +113,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -64,6 +64,7 @@ from lifeboat.snapshot import read_meta, snapshot_status  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
+from benchmarks.teardown import on_termination, spawned  # noqa: E402
 
 REVISIONS_PER_SEGMENT = 2000
 NODES = 1000
@@ -166,12 +167,13 @@ def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, e
 def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tuple[float, dict[str, float]]:
     """Run ``lifeboat restore``; wall seconds and when each step began (its progress lines)."""
     started = time.monotonic()
-    proc = subprocess.Popen([*LIFEBOAT, "restore", *args, "--root", str(root), "--repo", repo, "--cluster", "bench",
-                             "--force"], env=dict(env, PYTHONUNBUFFERED="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]
-    if proc.wait() != 0:
+    with spawned([*LIFEBOAT, "restore", *args, "--root", str(root), "--repo", repo, "--cluster", "bench",
+                  "--force"], env=dict(env, PYTHONUNBUFFERED="1"),
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]
+        code = proc.wait()
+    if code != 0:
         raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
     steps = {text: at for at, text in lines if text.startswith("[")}
     total = time.monotonic() - started
@@ -289,4 +291,5 @@ def report(results: dict[str, list[float]], events: int, segment_bytes: int, db:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -43,6 +43,7 @@ from lifeboat.store.s3 import S3Store  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.manifests import fake_backup  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 
 def fill(seaweed: SeaweedServer, prefix: str, count: int) -> None:
@@ -67,12 +68,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = BENCH_WORK / "repository-run"
-    seaweed = SeaweedServer(weed(), work / f"seaweed-{time.time_ns()}").start()
-    try:
+    with SeaweedServer(weed(), work / f"seaweed-{time.time_ns()}") as seaweed:
         fill(seaweed, "many", args.backups)
         results = run_rounds(seaweed, work, args.rounds, args.baseline, args.skip_cold)
-    finally:
-        seaweed.stop()
     report(results, args.backups)
 
 
@@ -133,4 +131,5 @@ def report(results: dict[str, list[float]], backups: int) -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

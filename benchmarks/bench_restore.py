@@ -11,7 +11,13 @@ the kubelet (etcd 3.5.1 over mTLS on loopback):
   billion — natively, as etcdutl 3.5.1 cannot — and waits for the member to serve the bumped
   revision and refuse older watches).
 
-Both end with a started, healthy member. Results go to ``bench-work/bench_restore.json``.
+Both end with a started, healthy member. Each case's wall time, CPU (user + system of its
+processes: lifeboat with the ``etcdutl`` it starts; by hand each of its commands) and peak RSS
+(``benchmarks/rss.py``) are recorded, with the load average after every round. Two peaks: the
+``lifeboat`` process's own (by hand: the largest command's own), and its process tree's, which
+includes ``etcdutl``'s mapping of the whole restored db (etcd's backend maps it with
+``MAP_POPULATE``: about the db's size in file pages, the same by hand). The etcd member itself,
+the same in both cases, is in neither. Results go to ``bench-work/bench_restore.json``.
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import rss  # noqa: E402
 from benchmarks.bench_backup import LIFEBOAT, frozen_source, serve  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.node import demo_member, make_node  # noqa: E402
 from lifeboat.demo.pki import Pki, make_pki  # noqa: E402
@@ -71,6 +80,23 @@ NO_BUMP = "lifeboat restore latest --bump-revision 0"
 BUMPED = "lifeboat restore latest (revision bumped)"
 
 
+@dataclass
+class Run:
+    """One restore: wall seconds, CPU seconds of its processes, and their peak RSS in bytes."""
+
+    wall_s: float
+    cpu_s: float = 0.0
+    own_peak_bytes: int = 0
+    tree_peak_bytes: int = 0
+
+    def add(self, measured: rss.Measured) -> None:
+        if measured.exit_code != 0:
+            raise SystemExit(f"a by-hand command failed: {measured.output.decode(errors='replace')[-2000:]}")
+        self.cpu_s += measured.cpu_s
+        self.own_peak_bytes = max(self.own_peak_bytes, measured.own_peak_bytes)
+        self.tree_peak_bytes = max(self.tree_peak_bytes, measured.peak_bytes)
+
+
 def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
     release = etcd_35()
     deadline = time.monotonic() + timeout
@@ -84,10 +110,11 @@ def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
     raise SystemExit("etcd did not become healthy")
 
 
-def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: DemoKubelet, work: Path) -> float:
+def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: DemoKubelet, work: Path) -> Run:
     """What an operator does without lifeboat, from a running member to a restored, started one."""
     release = etcd_35()
     assert release.etcdutl is not None
+    run = Run(0.0)
     started = time.monotonic()
     kubelet.down()  # stop etcd (on a kubeadm node: move its manifest away and wait)
     node_etcd.data_dir.rename(node_etcd.data_dir.with_name("etcd.by-hand-moved"))
@@ -95,43 +122,41 @@ def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: D
     aws = aws_cli()
     if aws is not None:  # what operators use: parallel ranged downloads, 10 at a time by default
         bucket, _, prefix = store_url.removeprefix("s3://").partition("/")
-        subprocess.run([str(aws), "s3", "cp", "--quiet", "--endpoint-url", os.environ["AWS_ENDPOINT_URL"],
-                        f"s3://{bucket}/{prefix}/{key}", str(stored)], check=True)
+        run.add(rss.run([str(aws), "s3", "cp", "--quiet", "--endpoint-url", os.environ["AWS_ENDPOINT_URL"],
+                         f"s3://{bucket}/{prefix}/{key}", str(stored)], capture=True))
     else:  # a plain single-stream download
         store = open_store(store_url)
         with stored.open("wb") as out:
             for chunk in store.get_stream(key):
                 out.write(chunk)
     raw = work / "snapshot.db"
-    subprocess.run([str(tool("zstd", "Debian zstd")), "-d", "-q", "-f", str(stored), "-o", str(raw)], check=True)
-    subprocess.run([str(release.etcdutl), "snapshot", "restore", str(raw), "--data-dir", str(node_etcd.data_dir),
-                    "--name", node_etcd.name, "--initial-cluster", node_etcd.initial_cluster,
-                    "--initial-cluster-token", "by-hand", "--initial-advertise-peer-urls", node_etcd.peer_url],
-                   check=True, capture_output=True)
+    run.add(rss.run([str(tool("zstd", "Debian zstd")), "-d", "-q", "-f", str(stored), "-o", str(raw)],
+                    capture=True))
+    run.add(rss.run([str(release.etcdutl), "snapshot", "restore", str(raw), "--data-dir", str(node_etcd.data_dir),
+                     "--name", node_etcd.name, "--initial-cluster", node_etcd.initial_cluster,
+                     "--initial-cluster-token", "by-hand", "--initial-advertise-peer-urls", node_etcd.peer_url],
+                    capture=True))
     kubelet.up()
     wait_answers(node_etcd, pki)
-    elapsed = time.monotonic() - started
+    run.wall_s = time.monotonic() - started
     stored.unlink()
     raw.unlink()
-    return elapsed
+    return run
 
 
-def with_lifeboat(root: Path, repo: str, env: dict[str, str], *flags: str) -> float:
+def with_lifeboat(root: Path, repo: str, env: dict[str, str], *flags: str) -> Run:
     """Run the restore; print when each of its steps began (its own progress lines) to stderr."""
-    started = time.monotonic()
+    lines: list[tuple[float, str]] = []
     # --force: the node's member is a demo cluster of its own, not the one the backup came from.
-    proc = subprocess.Popen([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo,
-                             "--cluster", "bench", "--force", *flags], env=dict(env, PYTHONUNBUFFERED="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]
-    if proc.wait() != 0:
+    measured = rss.run([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo,
+                        "--cluster", "bench", "--force", *flags], dict(env, PYTHONUNBUFFERED="1"), capture=True,
+                       lines=lambda at, line: lines.append((at, line.decode(errors="replace").rstrip())))
+    if measured.exit_code != 0:
         raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
-    elapsed = time.monotonic() - started
     for at, text in lines:
         if text.startswith("["):
             print(f"  {at:6.2f}s {text[:110]}", file=sys.stderr)
-    return elapsed
+    return Run(measured.wall_s, measured.cpu_s, measured.own_peak_bytes, measured.peak_bytes)
 
 
 def main() -> None:
@@ -144,6 +169,7 @@ def main() -> None:
                         help="also run the lifeboat cases with the code of git revision REV, "
                         "alternating with HEAD's (an A/B of a change)")
     args = parser.parse_args()
+    on_termination()  # SIGTERM cleans up like Ctrl-C: SeaweedFS and the etcd members stop
     snapshot = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
     work = BENCH_WORK / "restore-run"
     shutil.rmtree(work, ignore_errors=True)
@@ -163,14 +189,14 @@ def main() -> None:
 
 
 def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, str]], rounds: int,
-               bumped: bool = True) -> dict[str, list[float]]:
+               bumped: bool = True) -> dict[str, list[Run]]:
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
     apiserver_port = free_loopback_port()
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
-    results: dict[str, list[float]] = {BY_HAND: []}
+    results: dict[str, list[Run]] = {BY_HAND: []}
     try:
         kubelet.up()  # a running member to restore over, as on a real node
         wait_answers(etcd, pki)
@@ -185,26 +211,36 @@ def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, st
             for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),
                           *etcd.data_dir.parent.glob("etcd.by-hand-moved")]:
                 shutil.rmtree(moved)
-            print(f"round {round_ + 1}: " + ", ".join(f"{k}: {v[-1]:.2f}s" for k, v in results.items()),
-                  file=sys.stderr)
+            print(f"round {round_ + 1}: " + ", ".join(
+                f"{k}: {v[-1].wall_s:.2f}s (CPU {v[-1].cpu_s:.2f}s, RSS {v[-1].own_peak_bytes / 1e6:.0f} MB, "
+                f"tree {v[-1].tree_peak_bytes / 1e6:.0f} MB)"
+                for k, v in results.items()) + f"; load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     finally:
         kubelet.down()
     return results
 
 
-def report(results: dict[str, list[float]], snapshot: Path) -> None:
-    base = statistics.median(next(iter(results.values())))
-    rows = [{"case": name, "median_s": round(statistics.median(runs), 3),
-             "ratio": round(statistics.median(runs) / base, 3), "runs_s": [round(r, 3) for r in runs]}
-            for name, runs in results.items()]
+def report(results: dict[str, list[Run]], snapshot: Path) -> None:
+    base = statistics.median(r.wall_s for r in next(iter(results.values())))
+    rows = []
+    for name, runs in results.items():
+        median = statistics.median(r.wall_s for r in runs)
+        rows.append({"case": name, "median_s": round(median, 3), "ratio": round(median / base, 3),
+                     "runs_s": [round(r.wall_s, 3) for r in runs],
+                     "cpu_s": round(statistics.median(r.cpu_s for r in runs), 2),
+                     "peak_rss_mb": round(max(r.own_peak_bytes for r in runs) / 1e6, 1),
+                     "tree_peak_rss_mb": round(max(r.tree_peak_bytes for r in runs) / 1e6, 1)})
     (BENCH_WORK / "bench_restore.json").write_text(json.dumps(
-        {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size, "results": rows}, indent=2))
+        {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size, "cpus": os.cpu_count(),
+         "load_after": os.getloadavg(), "results": rows}, indent=2))
     print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(rows[0]['runs_s'])} rounds, "  # type: ignore[arg-type]
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| case | median | runs | ratio to by hand |\n| --- | --- | --- | --- |")
+    print("| case | median | runs | ratio to by hand | CPU (median) | peak RSS (max) | with etcdutl (max) |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        runs = ", ".join(f"{t:.2f}" for t in r["runs_s"])  # type: ignore[attr-defined]
-        print(f"| {r['case']} | {r['median_s']:.2f} s | {runs} s | {r['ratio']:.2f}× |")
+        times = ", ".join(f"{t:.2f}" for t in r["runs_s"])  # type: ignore[attr-defined]
+        print(f"| {r['case']} | {r['median_s']:.2f} s | {times} s | {r['ratio']:.2f}× | {r['cpu_s']:.1f} s | "
+              f"{r['peak_rss_mb']:.0f} MB | {r['tree_peak_rss_mb']:.0f} MB |")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import json, os, sys, time
 import obstore
 from obstore.store import S3Store as Client
 from lifeboat.store import open_store
+from benchmarks.teardown import on_termination  # noqa: E402
 
 def peak_mib():
     with open("/proc/self/status") as status:
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

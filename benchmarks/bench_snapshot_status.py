@@ -27,6 +27,7 @@ for entry in (REPO, REPO / "src"):
 from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
 from lifeboat.snapshot import snapshot_status  # noqa: E402
 from tests.support.binaries import etcd_35  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 TARGET_RATIO = 1.5
 
@@ -113,4 +114,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -42,6 +42,7 @@ from lifeboat.snapshot.check import check_snapshot  # noqa: E402
 from lifeboat.snapshot.mvcc import encode_revision  # noqa: E402
 from lifeboat.snapshot.writer import BucketChanges, write_db  # noqa: E402
 from tests.support.binaries import etcd_35  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 BUMP = 1_000_000_000
 BUMP_CODE = (
@@ -145,4 +146,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:
 from tests.support.binaries import etcd_35  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
 from tests.support.etcd_gateway import Gateway  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 BENCH_WORK = REPO / "bench-work"
 RESOURCES = ("pods", "configmaps", "secrets", "deployments", "replicasets", "events", "leases")
@@ -242,4 +243,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    on_termination()  # SIGTERM cleans up like Ctrl-C
     main()

@@ -16,8 +16,11 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.teardown import spawned
 
 INTERVAL = 0.05
 
@@ -76,14 +79,29 @@ def tree_rss_kib(root: int) -> tuple[int, int]:
     return total, highest
 
 
-def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = False) -> Measured:
-    """Run ``argv`` to its end; its wall time, exit code, peaks, CPU and (with ``capture``) output."""
+def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = False,
+        lines: Callable[[float, bytes], None] | None = None) -> Measured:
+    """Run ``argv`` to its end; its wall time, exit code, peaks, CPU and (with ``capture``) output.
+
+    ``lines`` (with ``capture``) is given each line of output as it comes, with the seconds since
+    the start.
+    """
     started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT if capture else subprocess.PIPE)
+    with spawned(argv, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                 stderr=subprocess.STDOUT if capture else subprocess.PIPE) as proc:
+        return _measure(proc, started, lines or (lambda at, line: None))
+
+
+def _measure(proc: subprocess.Popen[bytes], started: float, lines: Callable[[float, bytes], None]) -> Measured:
     output: list[bytes] = []
-    pipe = proc.stdout if capture else proc.stderr
-    reader = threading.Thread(target=lambda: output.append(pipe.read() if pipe else b""), daemon=True)
+    pipe = proc.stdout or proc.stderr
+
+    def read() -> None:
+        for line in pipe or ():
+            output.append(line)
+            lines(time.monotonic() - started, line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     own_kib = tree_kib = 0
     done = threading.Event()
