@@ -119,7 +119,7 @@ def test_kubeadm_node_restore_resumes_after_a_crash_and_rolls_back(
 
     plan = cli.json("restore", "latest", "--root", str(node.root), "--repo", node.repo, "--dry-run")
     assert [s["key"] for s in plan["steps"]][:3] == ["preflight", "fetch-snapshot", "stop:kube-apiserver"]  # type: ignore[index]
-    assert [s["key"] for s in plan["steps"]][5:7] == ["restore-data", "bump-revision"]  # type: ignore[index]
+    assert [s["key"] for s in plan["steps"]][5:8] == ["restore-data", "drop-snapshot", "bump-revision"]  # type: ignore[index]
     assert plan["revision_bump"]["by"] == "lifeboat"  # type: ignore[index]
     assert keyspace(url, pki) == after  # a dry run changes nothing
 

@@ -9,15 +9,20 @@ is a digest of bucket ``key`` up to the snapshot's revision, on both files.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import heapq
+import json
 import os
 import struct
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifeboat.durable import replace_durably
+from lifeboat.errors import IntegrityError
 from lifeboat.snapshot import KeyValue
 from lifeboat.snapshot.mvcc import decode_key_value, latest_rows
 from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile
@@ -166,6 +171,33 @@ class KeySamples:
         if future is not None and identity is not None and identity == _identity(path):
             return future.result()
         return sample_keys(path)
+
+
+def save_sample(path: Path, sample: Sequence[KeyValue]) -> None:
+    """Keep ``sample`` in ``path`` (owner-only, durably): the check of the started member needs
+    only these keys, so the snapshot they came from can go before it runs, resumed or not."""
+    rows = [{"key": _text(kv.key), "value": _text(kv.value), "create_revision": kv.create_revision,
+             "mod_revision": kv.mod_revision, "version": kv.version, "lease": kv.lease} for kv in sample]
+    replace_durably(path, json.dumps(rows).encode())
+
+
+def load_sample(path: Path) -> list[KeyValue] | None:
+    """The sample :func:`save_sample` kept in ``path``; None if there is none."""
+    try:
+        rows = json.loads(path.read_bytes())
+        return [KeyValue(key=base64.b64decode(row["key"], validate=True),
+                         value=base64.b64decode(row["value"], validate=True),
+                         create_revision=int(row["create_revision"]), mod_revision=int(row["mod_revision"]),
+                         version=int(row["version"]), lease=int(row["lease"])) for row in rows]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise IntegrityError(f"the key sample {path} kept for checking the restored member cannot be read "
+                             f"({exc}); remove it and re-run to sample the snapshot again") from None
+
+
+def _text(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -12,7 +12,6 @@ type, an unknown key or a missing field is refused naming the field, never half-
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, field, replace
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ from typing_extensions import TypedDict  # pydantic validates only this one on P
 
 from lifeboat.catalog.manifest import record_json
 from lifeboat.config.problems import key_path, translate
-from lifeboat.durable import fsync_dir
+from lifeboat.durable import replace_durably
 from lifeboat.errors import OperationFailed, UsageError
 
 JOURNAL_FORMAT: Literal[1] = 1
@@ -118,15 +117,8 @@ _SCHEMA = TypeAdapter(Journal)
 
 def save_journal(path: Path, journal: Journal) -> None:
     """Replace the journal atomically and durably."""
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(journal.to_json())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-        fsync_dir(path.parent)
+        replace_durably(path, journal.to_json())
     except OSError as exc:
         raise OperationFailed(f"cannot write the restore journal {path}: {exc.strerror}; "
                               "check that directory's space and permissions") from None

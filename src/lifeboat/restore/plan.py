@@ -20,6 +20,7 @@ from lifeboat.restore.steps import (
     WAL_SEGMENT,
     BumpRevision,
     CleanUp,
+    DropSnapshot,
     FetchFiles,
     FetchSnapshot,
     MoveAside,
@@ -159,7 +160,8 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
         RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging, revision=inputs.revision,
                     bump_revision=bump.amount if bump.by == "tool" and bump.amount else None,
-                    tool=inputs.tool.describe(), sample_ahead=inputs.start),
+                    tool=inputs.tool.describe(), sample=paths.sample if inputs.start else None),
+        DropSnapshot("drop-snapshot", snapshot=paths.snapshot, sample=paths.sample if inputs.start else None),
     ]
     if native:
         steps.append(BumpRevision("bump-revision", staging=paths.staging, amount=bump.amount,
@@ -169,7 +171,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         steps.append(RestoreFiles("restore-files", archive=paths.archive, count=len(m.files),
                                   stamp=inputs.stamp))
     if inputs.start:
-        steps += _start_and_check(sup, inputs.revision + bump.amount, paths.snapshot,
+        steps += _start_and_check(sup, inputs.revision + bump.amount, paths,
                                   inputs.revision if bump.amount else None)
     else:
         notes.append("--no-start: etcd is left stopped once the restored data dir is in place (its keyspace "
@@ -190,11 +192,12 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     return RestorePlan(title, paths, tuple(steps), tuple(notes), next_steps, bump=bump)
 
 
-def _start_and_check(sup: Supervisor, revision: int, snapshot: Path, compacted_before: int | None) -> list[Step]:
+def _start_and_check(sup: Supervisor, revision: int, paths: RestorePaths,
+                     compacted_before: int | None) -> list[Step]:
     steps: list[Step] = [
         Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
-        VerifyMember("verify-member", revision=revision, snapshot=snapshot, compacted_before=compacted_before,
-                     undo_on_failure=True),
+        VerifyMember("verify-member", revision=revision, snapshot=paths.snapshot, sample=paths.sample,
+                     compacted_before=compacted_before, undo_on_failure=True),
     ]
     if sup.manages("kube-apiserver"):
         steps.append(Start("start:kube-apiserver", component="kube-apiserver",

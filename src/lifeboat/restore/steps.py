@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from lifeboat.restore.content import (
     KeyspaceDigest,
     keeps_snapshot_pages,
     keyspace_digest,
+    load_sample,
     newest_revision,
+    save_sample,
 )
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.snapshot import check_trailer
@@ -94,6 +97,11 @@ class RestorePaths:
         return self.work / "snapshot.db"
 
     @property
+    def sample(self) -> Path:
+        """The snapshot's keys to check on the started member, kept once the snapshot goes."""
+        return self.work / "key-sample.json"
+
+    @property
     def archive(self) -> Path:
         return self.work / "control-plane.tar"
 
@@ -149,6 +157,19 @@ class RestoreContext:
     checked: CheckedFiles = field(default_factory=lambda: CheckedFiles())
     samples: KeySamples = field(default_factory=lambda: KeySamples())
     free_space: FreeSpace = free_bytes
+    removals: list[threading.Thread] = field(default_factory=list)
+
+    def remove_meanwhile(self, path: Path) -> None:
+        """Unlink ``path`` in a thread while the next steps run (freeing a GB-sized file's blocks
+        takes the filesystem a while, mostly waiting on disk); :meth:`removed` waits for it."""
+        removal = threading.Thread(target=lambda: path.unlink(missing_ok=True), name="lifeboat-remove")
+        removal.start()
+        self.removals.append(removal)
+
+    def removed(self) -> None:
+        """Wait until what :meth:`remove_meanwhile` began is done."""
+        while self.removals:
+            self.removals.pop().join()
 
     def restoring(self) -> tuple[Manifest, RestoreTool]:
         if self.manifest is None or self.tool is None:
@@ -353,7 +374,9 @@ class RestoreData(Step):
     revision: int
     bump_revision: int | None
     tool: str
-    sample_ahead: bool = False  # a VerifyMember follows: sample the snapshot's keys while the tool works
+    sample: Path | None = None  # a VerifyMember follows: the snapshot's keys it checks, sampled while the
+    # tool works and kept here
+
 
     def describe(self) -> str:
         bump = f" with --bump-revision {self.bump_revision} --mark-compacted" if self.bump_revision else ""
@@ -370,7 +393,7 @@ class RestoreData(Step):
         # while the tool works). Otherwise the restored db normally keeps the snapshot's pages
         # of bucket ``key`` untouched, which one byte comparison of the two files shows.
         compare_rows = bool(self.bump_revision)
-        if self.sample_ahead:
+        if self.sample is not None:
             ctx.samples.start(self.snapshot)
         # lifeboat checks etcd's sha256 trailer itself (with the CPU's SHA extensions, about four
         # times faster than the tool's own check) while the restore tool, another process, works.
@@ -389,6 +412,28 @@ class RestoreData(Step):
         _compare_keyspace(self.snapshot, restored, self.revision, want)
         _own_tree(self.staging, ctx.journal.state.get("owner_uid"), ctx.journal.state.get("owner_gid"))
         os.chmod(self.staging, 0o700)
+        if self.sample is not None:
+            save_sample(self.sample, ctx.samples.take(self.snapshot))
+
+
+@dataclass(frozen=True)
+class DropSnapshot(Step):
+    """Remove the fetched snapshot once the restored data was compared with it: no later step
+    reads it (the member is checked against the kept key sample), and removing a GB-sized file
+    overlaps with the steps that follow instead of adding to the end."""
+
+    snapshot: Path
+    sample: Path | None = None  # the kept keys a VerifyMember checks, if one follows
+
+    def describe(self) -> str:
+        kept = "; the keys to check on the started member are kept beside it" if self.sample else ""
+        return (f"remove the fetched snapshot {self.snapshot} while the next steps run (the restored data "
+                f"was compared with it{kept})")
+
+    def run(self, ctx: RestoreContext) -> None:
+        if self.sample is not None and not self.sample.exists():
+            return  # restore-data ran before keys were kept (an older lifeboat): the check samples the snapshot
+        ctx.remove_meanwhile(self.snapshot)
 
 
 @dataclass(frozen=True)
@@ -491,6 +536,7 @@ class RestoreFiles(Step):
 class VerifyMember(Step):
     revision: int
     snapshot: Path
+    sample: Path  # the snapshot's keys to check, kept by RestoreData
     compacted_before: int | None = None  # with a bump: the snapshot's revision
 
     def describe(self) -> str:
@@ -500,10 +546,10 @@ class VerifyMember(Step):
                 "and a sample of keys matches the snapshot")
 
     def run(self, ctx: RestoreContext) -> None:
-        # The sample was read while the restore tool worked (RestoreData), or is read now, while
-        # etcd starts up.
+        # The sample was read while the restore tool worked and kept (RestoreData); a restore
+        # journaled before samples were kept reads it from the snapshot now, while etcd starts.
         with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-sample") as pool:
-            sampling = pool.submit(ctx.samples.take, self.snapshot)
+            sampling = pool.submit(self._sample, ctx)
             served = _wait_serving(ctx)
             sample = sampling.result()
         if served < self.revision:
@@ -522,6 +568,10 @@ class VerifyMember(Step):
                 raise IntegrityError(f"the restored member's key {want.key!r} differs from the snapshot's; "
                                      "roll back with 'lifeboat restore --rollback'")
         ctx.say(f"member serves revision {served}{refused}; {len(sample)} sampled keys match the snapshot")
+
+    def _sample(self, ctx: RestoreContext) -> list[KeyValue]:
+        kept = load_sample(self.sample)
+        return kept if kept is not None else ctx.samples.take(self.snapshot)
 
 
 def _wait_serving(ctx: RestoreContext) -> int:
@@ -549,9 +599,10 @@ class CleanUp(Step):
     moved_aside: Path
 
     def describe(self) -> str:
-        return f"remove lifeboat's work dir {self.work} (the downloaded snapshot); {self.moved_aside} stays"
+        return f"remove lifeboat's work dir {self.work} (the download, the kept keys); {self.moved_aside} stays"
 
     def run(self, ctx: RestoreContext) -> None:
+        ctx.removed()
         shutil.rmtree(self.work, ignore_errors=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.errors import SnapshotFormatError
+from lifeboat.errors import IntegrityError, SnapshotFormatError
 from lifeboat.restore import content
 from lifeboat.restore.content import KeySamples
 from lifeboat.snapshot import KeyValue
@@ -68,3 +68,20 @@ def test_a_sample_that_failed_ahead_fails_the_take(tmp_path: Path, sampled: list
     samples.start(snapshot)
     with pytest.raises(SnapshotFormatError, match="damaged"):
         samples.take(snapshot)
+
+
+def test_a_kept_sample_reads_back_as_it_was_saved_and_only_its_owner_can_read_it(tmp_path: Path) -> None:
+    sample = [KeyValue(key=b"/registry/secrets/a\xff", value=bytes(range(256)), create_revision=3,
+                       mod_revision=9, version=2, lease=7), _kv(b"")]
+    kept = tmp_path / "key-sample.json"
+    content.save_sample(kept, sample)
+    assert content.load_sample(kept) == sample
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_no_kept_sample_reads_as_none_and_a_damaged_one_is_an_error_naming_it(tmp_path: Path) -> None:
+    kept = tmp_path / "key-sample.json"
+    assert content.load_sample(kept) is None
+    kept.write_text('[{"key": "not base64!"}]')
+    with pytest.raises(IntegrityError, match="key-sample.json"):
+        content.load_sample(kept)

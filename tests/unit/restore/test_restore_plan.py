@@ -12,15 +12,17 @@ from typing import ClassVar
 import pytest
 
 from lifeboat.catalog.manifest import BackupStatus, Manifest
-from lifeboat.errors import EtcdUnavailable, OperationFailed, UsageError
+from lifeboat.errors import EtcdUnavailable, IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.cluster_plan import plan_cluster_restore
+from lifeboat.restore.content import save_sample
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback
 from lifeboat.restore.steps import (
     BumpRevision,
+    DropSnapshot,
     RestoreContext,
     RestoreData,
     RestorePaths,
@@ -71,8 +73,8 @@ def plan_for(tmp_path: Path, **changes: object) -> RestorePlan:
 def test_plan_reads_and_verifies_before_it_stops_or_moves_anything(tmp_path: Path) -> None:
     keys = [s.key for s in plan_for(tmp_path).steps]
     assert keys == ["preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd",
-                    "move-aside", "restore-data", "bump-revision", "put-in-place", "start:etcd", "verify-member", "start:kube-apiserver",
-                    "clean-up"]
+                    "move-aside", "restore-data", "drop-snapshot", "bump-revision", "put-in-place", "start:etcd",
+                    "verify-member", "start:kube-apiserver", "clean-up"]
 
 
 def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> None:
@@ -372,3 +374,56 @@ def test_rollback_of_a_restore_that_stopped_etcd_but_moved_nothing_starts_it_aga
     execute(plan, ctx, auto_rollback=False)
     assert supervisor.calls == ["start etcd", "start kube-apiserver"] and saved[-1].rolled_back
     assert (data_dir / "member").is_dir()
+
+
+class ServingMember(NoMember):
+    """A started member at ``served`` holding ``keys``; it refuses watches from before ``served``."""
+
+    def __init__(self, served: int, keys: dict[bytes, KeyValue]) -> None:
+        self.served, self.keys = served, keys
+
+    def revision(self) -> int:
+        return self.served
+
+    def get_many(self, keys: Sequence[bytes]) -> list[KeyValue | None]:
+        return [self.keys.get(key) for key in keys]
+
+    def watch_refused_as_compacted(self, revision: int) -> bool:
+        return revision < self.served
+
+
+def test_the_snapshot_goes_before_the_member_is_checked_against_the_keys_kept_from_it(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    steps = {s.key: s for s in plan.steps}
+    drop, verify = steps["drop-snapshot"], steps["verify-member"]
+    assert isinstance(drop, DropSnapshot) and isinstance(verify, VerifyMember)
+    plan.paths.work.mkdir()
+    plan.paths.snapshot.write_bytes(b"the fetched snapshot")
+    kept = KeyValue(key=b"/registry/a", value=b"v", create_revision=2, mod_revision=5, version=3)
+    save_sample(verify.sample, [kept])
+    ctx, _ = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    drop.run(ctx)
+    ctx.removed()
+    assert not plan.paths.snapshot.exists() and verify.sample.exists()
+
+    ctx.member = ServingMember(verify.revision, {kept.key: kept})
+    said: list[str] = []
+    ctx.say = said.append
+    verify.run(ctx)  # the snapshot is gone: the kept keys are what is checked
+    assert said == [f"member serves revision {verify.revision}; a watch from revision 42 is refused as "
+                    "compacted; 1 sampled keys match the snapshot"]
+    ctx.member = ServingMember(verify.revision, {kept.key: replace(kept, value=b"other")})
+    with pytest.raises(IntegrityError, match="key b'/registry/a' differs"):
+        verify.run(ctx)
+
+
+def test_a_snapshot_without_kept_keys_stays_for_the_member_check(tmp_path: Path) -> None:
+    """A restore-data journaled by a lifeboat that kept no keys: verify-member samples the snapshot."""
+    plan = plan_for(tmp_path)
+    drop = {s.key: s for s in plan.steps}["drop-snapshot"]
+    plan.paths.work.mkdir()
+    plan.paths.snapshot.write_bytes(b"the fetched snapshot")
+    ctx, _ = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    drop.run(ctx)
+    ctx.removed()
+    assert plan.paths.snapshot.exists()
