@@ -59,17 +59,27 @@ class PageScan:
             if not self._read_page_size(chunk):
                 return
         start = 0
-        if self._carry:
-            # Only the page cut off at the end of the previous piece is joined, not the whole
-            # new piece: a piece can be many megabytes.
-            carried = len(self._carry)
-            head = self._carry + chunk[:_MAX_SPAN]
-            used = self._scan(head, 0)
-            if len(chunk) <= _MAX_SPAN:
-                self._carry = head[used:]
-                return
-            start = used - carried  # the carried page is complete: it spans at most _MAX_SPAN
-        self._carry = chunk[self._scan(chunk, start) :]
+        while self._carry and start < len(chunk):
+            # Only the page cut off at the end of the previous piece is completed from this
+            # one, not joined with all of it: a copy of every piece, a fresh 1 MiB mapping
+            # each, cost more than the scan itself.
+            need = self._carried_span() - len(self._carry)
+            head = self._carry + chunk[start : start + need]
+            start += need
+            self._carry = head[self._scan(head, 0) :]
+        if start < len(chunk):
+            self._carry = chunk[self._scan(chunk, start) :]
+
+    def _carried_span(self) -> int:
+        """How long the page the carry starts with is, as far as :meth:`_scan` holds it whole."""
+        ps = self.page_size
+        if len(self._carry) < PAGE_HEADER_SIZE:
+            return ps
+        page_id, flags, _count, overflow = PAGE_HEADER.unpack_from(self._carry)
+        span: int = (overflow + 1) * ps
+        if page_id != len(self.state) or flags != LEAF_PAGE or span > _MAX_SPAN:
+            return ps  # skipped a page at a time
+        return span
 
     def _read_page_size(self, buf: bytes) -> bool:
         if len(buf) < PAGE_HEADER_SIZE + _META_HEAD.size:
