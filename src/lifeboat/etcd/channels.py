@@ -199,14 +199,15 @@ class EndpointPool:
         """A proven endpoint's stubs, for a streaming call (no failover once it started)."""
         return self.call(what, lambda stubs, _timeout: stubs, endpoint=endpoint)
 
-    def stream_channel(self, what: str) -> tuple[Endpoint, grpc.Channel]:
-        """A channel of its own to an endpoint that answers, for one server stream read on one thread.
+    def stream_channel(self, what: str, endpoint: str | None = None) -> tuple[Endpoint, grpc.Channel]:
+        """A channel of its own to an endpoint that answers (``endpoint`` only, when given), for
+        one server stream read on one thread.
 
         The caller closes it when the stream ends.
         """
-        endpoint = self.stubs_for(what).endpoint
+        answering = self.stubs_for(what, endpoint).endpoint
         options = (*_CHANNEL_OPTIONS, _SINGLE_THREADED_STREAM)
-        return endpoint, _open_channel(endpoint, self._credentials(endpoint), options)
+        return answering, _open_channel(answering, self._credentials(answering), options)
 
     def close(self) -> None:
         with self._lock:
