@@ -11,9 +11,10 @@ import getpass
 import json
 import socket
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 from lifeboat.catalog.manifest import record_json
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import IntegrityError
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class Pin:
     reason: str = ""
 
     @classmethod
-    def now(cls, reason: str = "", *, when: datetime | None = None) -> Pin:
-        """A pin by the current user on this host."""
-        moment = (when or datetime.now(UTC)).astimezone(UTC)
+    def now(cls, reason: str = "", *, clock: Clock | None = None) -> Pin:
+        """A pin by the current user on this host, at the clock's wall time."""
+        moment = (clock or SystemClock()).now().astimezone(UTC)
         try:
             user = getpass.getuser()
         except (OSError, KeyError):

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from lifeboat import __version__
@@ -154,7 +154,7 @@ class BackupRepository:
         marker = {
             "format": "lifeboat-repository",
             "version": REPOSITORY_FORMAT,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": self.clock.now().isoformat(timespec="seconds"),
             "created_by": f"lifeboat {__version__}",
         }
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
 from lifeboat.catalog.pins import Pin
@@ -74,7 +74,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """
     policies, min_redundancy, grace = _retention(args)
     repo = open_repository(args)
-    plan = plan_prune(repo, policies, datetime.now(UTC), cluster=cluster_name(args, default=None),
+    plan = plan_prune(repo, policies, repo.clock.now(), cluster=cluster_name(args, default=None),
                       min_redundancy=min_redundancy, orphan_grace=grace)
     as_json = args.output == "json"
     if not as_json:
@@ -186,7 +186,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
     """
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
-    pin = Pin.now(args.reason)
+    pin = Pin.now(args.reason, clock=repo.clock)
     repo.pin(manifest, pin)
     if args.output == "json":
         emit_json({"pinned": manifest.id, "cluster": manifest.cluster, "pin": asdict(pin)})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -65,9 +64,11 @@ def cluster_timeline(repo: BackupRepository, cluster: str) -> Timeline:
 
 
 def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
-               identities: Sequence[Identity] | None,
-               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> RestorePoint:
-    """The base backup and segments that restore ``cluster`` to ``target``; UsageError if none can."""
+               identities: Sequence[Identity] | None) -> RestorePoint:
+    """The base backup and segments that restore ``cluster`` to ``target``; UsageError if none can.
+
+    A time after the repository clock's now is refused.
+    """
     timeline = cluster_timeline(repo, cluster)
     if target.revision is not None:
         return point_at_revision(timeline, target.revision)
@@ -78,7 +79,7 @@ def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
         assert window.chain is not None
         return chains.read_segment(cluster, window.chain.info.chain, ref, identities)
 
-    return point_at_time(timeline, target.moment, now(), read)
+    return point_at_time(timeline, target.moment, repo.clock.now(), read)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,9 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                          progress: Progress = lambda stage, done: None) -> PointSnapshot:
     """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
     fetched) with every captured event up to the point applied. Nothing is applied unless the
-    whole chain up to the point downloads and checks."""
-    started = time.monotonic()
+    whole chain up to the point downloads and checks. ``seconds`` is on the repository's clock."""
+    clock = repo.clock
+    started = clock.monotonic()
     work = dest.with_name(dest.name + ".segments")
     work.mkdir(mode=0o700, parents=True, exist_ok=True)
     base = base_snapshot or dest.with_name(dest.name + ".base")
@@ -109,7 +111,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         if not point.replays:
             if base != dest:
                 os.replace(base, dest)
-            return PointSnapshot(dest, point, 0, 0, 0, time.monotonic() - started)
+            return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
         # The first segment names the chain's own base, which may be gone (folded into a synthetic one).
         assert point.window.chain is not None
         # Closed before the work directory is cleaned, so that no fetch still writes into it.
@@ -126,7 +128,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         # The base was verified as it was fetched (here, or by the caller that passed it).
         write_db(base, dest, changes, trailer=True, append_bytes_hint=facts.row_bytes, source_checked=True)
         return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases),
-                             time.monotonic() - started)
+                             clock.monotonic() - started)
     finally:
         for leftover in work.glob("*"):
             leftover.unlink()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_etcd_server, find_restore_tool
@@ -71,13 +71,13 @@ class DrillReport:
         return sum(p.seconds for p in self.phases)
 
     @contextmanager
-    def timed(self, name: str, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
-        """Record how long the block took as phase ``name``, also when it raises."""
-        started = clock()
+    def timed(self, name: str, clock: Clock) -> Iterator[None]:
+        """Record how long the block took on ``clock`` as phase ``name``, also when it raises."""
+        started = clock.monotonic()
         try:
             yield
         finally:
-            self.phases.append(Phase(name, round(clock() - started, 3)))
+            self.phases.append(Phase(name, round(clock.monotonic() - started, 3)))
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ def run_drill(
     replay: Callable[[Path, Path], int] | None = None,
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
+    clock: Clock | None = None,
 ) -> DrillReport:
     """Drill ``manifest``'s backup; the report says what failed (nothing is raised for that).
 
@@ -110,7 +111,9 @@ def run_drill(
 
     Raises UsageError when no fit restore tool or etcd binary is found, and NoRoom when the
     copies it makes do not fit (``room`` is told that need first), before any download.
+    Phases are timed, and the throwaway etcd waited for, on ``clock`` (the system's by default).
     """
+    clock = clock or SystemClock()
     version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
@@ -122,12 +125,12 @@ def run_drill(
                             extra=(copies - 1) * manifest.snapshot.total_size, report=room)
         work = Path(tmp)
         snapshot = work / "snapshot.db"
-        started = time.monotonic()
+        started = clock.monotonic()
         verified = verify_backup(repo, manifest, identities, tmp_dir=work,
                                  keep_snapshot=snapshot, progress=progress)
         report = DrillReport(
             manifest.id, verified,
-            phases=[Phase("fetch and verify", round(time.monotonic() - started, 3))],
+            phases=[Phase("fetch and verify", round(clock.monotonic() - started, 3))],
             restore_tool=tool.describe(), etcd=f"etcd {server.version} at {server.path}",
         )
         if not report.verify.ok:
@@ -135,7 +138,7 @@ def run_drill(
         revision = manifest.snapshot.revision
         if replay is not None:
             try:
-                with report.timed("replay capture"):
+                with report.timed("replay capture", clock):
                     revision = replay(snapshot, work / "point.db")
                 snapshot = work / "point.db"
                 report.add("replay capture", True, f"capture replayed up to revision {revision}")
@@ -143,36 +146,36 @@ def run_drill(
                 report.add("replay capture", False, str(exc))
                 return report
         _restore_and_check(report, tool, server.path, snapshot, revision,
-                           work, sample_size, ready_timeout)
+                           work, sample_size, ready_timeout, clock)
     return report
 
 
 def _restore_and_check(
     report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path, revision: int,
-    work: Path, sample_size: int, ready_timeout: float,
+    work: Path, sample_size: int, ready_timeout: float, clock: Clock,
 ) -> None:
     try:
-        with report.timed("read snapshot offline"):
+        with report.timed("read snapshot offline", clock):
             facts = read_snapshot_facts(snapshot, revision, sample_size)
         etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data", work / "etcd.log")
-        with report.timed("restore"):
+        with report.timed("restore", clock):
             _restore_into(tool, snapshot, etcd)
         report.add("restore", True, f"{tool.kind} {tool.version} restored into a temp dir")
         with etcd:
-            with report.timed("start etcd"):
-                etcd.wait_ready(ready_timeout)
-            with report.timed("check"), etcd.client() as client:
+            with report.timed("start etcd", clock):
+                etcd.wait_ready(ready_timeout, clock)
+            with report.timed("check", clock), etcd.client() as client:
                 check_restored(report, client, etcd.client_url, facts)
-            with report.timed("stop etcd"):
+            with report.timed("stop etcd", clock):
                 etcd.stop()
         shutil.rmtree(etcd.data_dir)  # room for the bumped restore
-        _bumped_restore(report, tool, etcd_binary, snapshot, facts, work, ready_timeout)
+        _bumped_restore(report, tool, etcd_binary, snapshot, facts, work, ready_timeout, clock)
     except LifeboatError as exc:
         report.add("drill", False, str(exc))
 
 
 def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path,
-                    facts: SnapshotFacts, work: Path, ready_timeout: float) -> None:
+                    facts: SnapshotFacts, work: Path, ready_timeout: float, clock: Clock) -> None:
     """Restore again with the revision bump a real restore applies, and check etcd honours it.
 
     The first restore keeps the snapshot's revision so HashKV can be compared exactly; this
@@ -180,7 +183,7 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, s
     refuses a watch from the snapshot's revision as compacted.
     """
     etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data-bumped", work / "etcd-bumped.log")
-    with report.timed("bumped restore"):
+    with report.timed("bumped restore", clock):
         by_tool = SUGGESTED_BUMP if tool.can_bump_revision else None
         _restore_into(tool, snapshot, etcd, by_tool)
         if by_tool:
@@ -189,9 +192,9 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, s
             bump_restored_db(etcd.data_dir / "member" / "snap" / "db", SUGGESTED_BUMP)
             who = "lifeboat"
     with etcd:
-        with report.timed("start bumped etcd"):
-            etcd.wait_ready(ready_timeout)
-        with report.timed("check bumped"), etcd.client() as client:
+        with report.timed("start bumped etcd", clock):
+            etcd.wait_ready(ready_timeout, clock)
+        with report.timed("check bumped", clock), etcd.client() as client:
             check_bumped(report, client, etcd.client_url, facts, who)
         etcd.stop()
 

@@ -51,6 +51,15 @@ def test_opening_an_empty_store_needs_create_and_writes_the_marker() -> None:
     BackupRepository.open(store)  # and now it opens without create
 
 
+def test_the_marker_and_a_pin_are_stamped_by_the_repository_clock() -> None:
+    clock = FakeClock(datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc))
+    store = MemoryStore()
+    BackupRepository.open(store, create=True, clock=clock)
+    assert json.loads(store.get_bytes(MARKER_KEY))["created_at"] == "2026-03-04T05:06:07+00:00"
+    clock.advance(60)
+    assert Pin.now("audit", clock=clock).pinned_at == "2026-03-04T05:07:07+00:00"
+
+
 def test_a_foreign_non_empty_store_is_refused() -> None:
     store = MemoryStore()
     store.put_bytes("someone-elses/file", b"data")

@@ -86,7 +86,7 @@ def test_every_backup_gets_a_verdict_with_a_reason(repo: BackupRepository) -> No
 
 def test_pinned_backups_survive(repo: BackupRepository) -> None:
     backups = daily(repo, 4)
-    repo.pin(backups[0], Pin.now("audit 2026", when=NOW))
+    repo.pin(backups[0], Pin.now("audit 2026", clock=FakeClock(NOW)))
     apply_prune(repo, plan_prune(repo, [KeepLast(1)], NOW))
     assert [m.id for m in repo.manifests()] == [backups[0].id, backups[3].id]
     pin = repo.pin_of(backups[0])
