@@ -7,8 +7,11 @@ runs on both. Tests read the current revision first, so they share one real clus
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+
+from lifeboat.clock import FakeClock
 
 from lifeboat.etcd import Compare, ConnectionSettings, Delete, EtcdClient, EventType, Get, Put, RevisionCompacted, Target
 from lifeboat.etcd.memory import MemoryEtcd
@@ -31,6 +34,18 @@ def etcd(request: pytest.FixtureRequest) -> Iterator[Etcd]:
     cluster: EtcdCluster = request.getfixturevalue("real_cluster")
     with EtcdClient(ConnectionSettings(tuple(cluster.endpoints))) as client:
         yield client
+
+
+@pytest.fixture(params=["memory", pytest.param("etcd-3.5", marks=pytest.mark.integration)])
+def clocked(request: pytest.FixtureRequest) -> Iterator[tuple[MemoryEtcd | EtcdClient, FakeClock]]:
+    """An etcd whose clock a test moves: the double's own, or the live client's."""
+    clock = FakeClock(datetime(2026, 12, 1, 3, 0, tzinfo=UTC))
+    if request.param == "memory":
+        yield MemoryEtcd(clock), clock
+        return
+    cluster: EtcdCluster = request.getfixturevalue("real_cluster")
+    with EtcdClient(ConnectionSettings(tuple(cluster.endpoints)), clock) as client:
+        yield client, clock
 
 
 def now(etcd: Etcd) -> int:
@@ -152,3 +167,18 @@ def test_member_list_and_status_describe_the_same_cluster(etcd: Etcd) -> None:
     status = etcd.status(endpoint)
     assert status.cluster_id == members.cluster_id and status.member_id == members.members[0].id
     assert status.is_leader and etcd.alarms() == []
+
+
+def test_a_followed_response_is_stamped_with_the_clock_when_it_arrived(
+        clocked: tuple[MemoryEtcd | EtcdClient, FakeClock], request: pytest.FixtureRequest) -> None:
+    etcd, clock = clocked
+    key = f"/c/{request.node.name}/k".encode()
+    written = etcd.put(key, b"1")
+    clock.advance(90)
+    feed = etcd.follow(written)
+    try:
+        arrived = feed.take(timeout=30)  # from the written revision: that write comes first
+    finally:
+        feed.close()
+    assert arrived and arrived[0].events[0].kv.mod_revision == written
+    assert arrived[0].received == datetime(2026, 12, 1, 3, 1, 30, tzinfo=UTC).timestamp()

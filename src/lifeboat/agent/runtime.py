@@ -178,7 +178,7 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
         raise UsageError("the agent needs repository.url in its config file (or $LIFEBOAT_REPO)")
     open_repo = _Repository(config.repository.url, store_environ(config, environ))
     metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock)
-    with EtcdClient(etcd_connection(config)) as etcd:
+    with EtcdClient(etcd_connection(config), clock) as etcd:
         election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
                             config_hash(config), clock)
         jobs = make_jobs(config, etcd, open_repo, settings, clock, election)

@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import OperationFailed
 from lifeboat.etcd import decode
 from lifeboat.etcd import txn as txn_messages
@@ -51,10 +52,14 @@ _services: Any = rpc_pb2_grpc
 
 
 class EtcdClient(KeyValueReads):
-    """A connection to one etcd cluster; see the module docstring for the contract."""
+    """A connection to one etcd cluster; see the module docstring for the contract.
 
-    def __init__(self, settings: ConnectionSettings) -> None:
+    ``clock`` stamps the arrival of watch responses (``follow``), as the etcd double's does.
+    """
+
+    def __init__(self, settings: ConnectionSettings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self._pool = EndpointPool(settings)
 
     def __enter__(self) -> EtcdClient:
@@ -238,7 +243,7 @@ class EtcdClient(KeyValueReads):
         start, end = key_range(b"", None, True)
         create = rpc_pb2.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
         endpoint, channel = self._pool.stream_channel("watch")
-        return WatchFeed(channel, endpoint.url, create, self.settings.command_timeout)
+        return WatchFeed(channel, endpoint.url, create, self.settings.command_timeout, self.clock)
 
     def refuses_watch_from(self, revision: int, wait: float = 5.0) -> bool:
         """Whether etcd refuses a watch from ``revision`` because it is compacted.

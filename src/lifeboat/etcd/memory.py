@@ -570,7 +570,7 @@ class MemoryFeed:
     def take(self, timeout: float | None = None) -> list[ReceivedEvents]:
         taken: list[ReceivedEvents] = []
         while (batch := self._watch.next_batch(0 if taken else timeout)) is not None:
-            # Stamped on the double's clock, as the live feed stamps arrivals on the machine's.
+            # Stamped on the double's clock, as the live feed stamps arrivals on its client's clock.
             taken.append(ReceivedEvents(self._clock.now().timestamp(), tuple(batch)))
         return taken
 

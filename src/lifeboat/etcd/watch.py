@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
+from lifeboat.clock import Clock
 from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.channels import Stubs
 from lifeboat.etcd.decode import watch_event
@@ -177,8 +177,9 @@ class WatchFeed:
     """
 
     def __init__(self, channel: grpc.Channel, endpoint: str, create: rpc_pb2.WatchCreateRequest,
-                 created_timeout: float) -> None:
+                 created_timeout: float, clock: Clock) -> None:
         self.endpoint = endpoint
+        self._clock = clock
         self.revision = 0  # the store revision when the watch was created
         self._channel = channel
         self._inbox: deque[Any] = deque()
@@ -203,7 +204,7 @@ class WatchFeed:
     def _read(self) -> None:
         try:
             for response in self._call:
-                received = time.time()
+                received = self._clock.now().timestamp()
                 if response.canceled:
                     self._push(self._cancelled(response))
                     break
