@@ -12,10 +12,11 @@ import pytest
 from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
+from lifeboat.clock import FakeClock
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.retention import KeepLast
 from lifeboat.retention.prune import apply_prune, plan_prune
-from lifeboat.store import open_store
+from lifeboat.store import MemoryStore, open_store
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys, numbered
@@ -34,6 +35,16 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_a_backup_is_timed_by_the_repository_clock_unless_told_otherwise(member: EtcdMember, tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC))
+    repo = BackupRepository.open(MemoryStore(), create=True, clock=clock)
+    options = BackupOptions(cluster="prod", endpoints=(member.client_url,), capture_files=False, tmp_dir=tmp_path)
+    with EtcdClient(ConnectionSettings((member.client_url,))) as etcd:
+        manifest = take_backup(etcd, repo, options)
+    assert manifest.id.startswith("20260304T050607Z-")
+    assert (manifest.started_at, manifest.finished_at) == ("2026-03-04T05:06:07Z", "2026-03-04T05:06:07Z")
 
 
 def test_prune_to_keep_last_two_leaves_the_newest_two_and_the_pinned_one_verifiable(

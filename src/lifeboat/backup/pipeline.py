@@ -82,7 +82,7 @@ def take_backup(
     repo: BackupRepository,
     options: BackupOptions,
     *,
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    now: Callable[[], datetime] | None = None,
     progress: Progress = _no_progress,
     inspect: Callable[[Path], object] = lambda snapshot: None,
     free_space: FreeSpace = free_bytes,
@@ -94,7 +94,9 @@ def take_backup(
     it still exists (capture reads its compaction marks there). The snapshot is spooled in
     the temp dir: a backup refuses before it streams anything when the member's db (as its
     status reports the size) does not fit there; ``room`` is told that need first, enough or not.
+    Its times are ``now``'s, by default the repository's clock's.
     """
+    now = now or repo.clock.now
     check_cluster_name(options.cluster)
     started = now()
     backup_id = new_backup_id(started)
@@ -132,13 +134,14 @@ def take_backup(
 
 def commit_snapshot_file(
     repo: BackupRepository, options: BackupOptions, snapshot: Path, source: SourceMember,
-    labels: dict[str, str], *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    labels: dict[str, str], *, now: Callable[[], datetime] | None = None,
 ) -> Manifest:
     """Store a raw snapshot file (with etcd's trailer) as a backup, manifest last.
 
     For snapshots lifeboat wrote itself (synthetic full backups); ``source`` is the member the
-    data came from originally.
+    data came from originally. Its times are ``now``'s, by default the repository's clock's.
     """
+    now = now or repo.clock.now
     check_cluster_name(options.cluster)
     started = now()
     draft = _Draft(repo, options, new_backup_id(started))

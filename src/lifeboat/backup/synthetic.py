@@ -9,7 +9,7 @@ events are replayed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from lifeboat.backup.pipeline import BackupOptions, commit_snapshot_file
@@ -27,7 +27,7 @@ from lifeboat.snapshot.spool import spool_dir
 
 def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
                options: BackupOptions, *,
-               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Manifest:
+               now: Callable[[], datetime] | None = None) -> Manifest:
     """Write and commit a full backup of the cluster at ``point``; returns its manifest."""
     chain = point.window.chain
     if chain is None or not point.replays:

@@ -126,7 +126,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """
     repo = open_repository(args)
     cluster = cluster_name(args, default=None)
-    since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    since = parse_since(args.since, repo.clock.now()) if args.since else None
     pages = repo.summary_pages(cluster, since=since, last=args.last)
     ends = WindowEnds(repo)
     problems: dict[tuple[str, str], list[str]] = {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from lifeboat.cli.connect import add_command, add_etcd_flags, add_root_flag, etcd_settings
 from lifeboat.cli.output import emit_json
+from lifeboat.clock import SystemClock
 from lifeboat.errors import UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
@@ -70,10 +70,11 @@ def cmd_replace(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or _local_data_dir(args.root, args.name)
     peer_urls = tuple(u for u in (args.peer_urls or "").split(",") if u)
     starter: MemberStarter = CommandStarter(args.start_command) if args.start_command else OperatorStarter()
+    clock = SystemClock()
     with EtcdClient(resolved.settings) as etcd:
         health = read_cluster_health(etcd, endpoints)
         plan = plan_replacement(
-            health, args.name, now=datetime.now(UTC), starter=starter, peer_urls=peer_urls,
+            health, args.name, now=clock.now(), starter=starter, peer_urls=peer_urls,
             data_dir=data_dir, data_dir_exists=data_dir is not None and data_dir.exists(), force=args.force,
         )
         if args.dry_run:
@@ -89,7 +90,7 @@ def cmd_replace(args: argparse.Namespace) -> int:
         out = sys.stderr if args.output == "json" else sys.stdout
         for note in plan.notes:
             print(f"note: {note}", file=out, flush=True)
-        result = replace_member(etcd, plan, starter, endpoints, timeout=args.timeout,
+        result = replace_member(etcd, plan, starter, endpoints, timeout=args.timeout, clock=clock,
                                 report=lambda line: print(line, file=out, flush=True))
     if args.output == "json":
         emit_json({"member": plan.name, "member_id": f"{result.member_id:x}", "moved_to": result.moved_to,

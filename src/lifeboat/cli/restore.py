@@ -9,7 +9,6 @@ import sys
 from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import load_identities
@@ -17,6 +16,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
+from lifeboat.clock import SystemClock
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import EtcdDiscovery
@@ -169,7 +169,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     identities = load_identities(args.identity) if args.identity else None
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
     manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
-    stamp = journal.stamp if journal is not None and resuming else utc_stamp(datetime.now(timezone.utc))
+    stamp = journal.stamp if journal is not None and resuming else utc_stamp(repo.clock.now())
     if journal is None or not resuming:
         check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)
         _refuse_while_quorum(args, manifest)
@@ -223,7 +223,7 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
         return 0
     if not journal.node_changed:
         return _abandon(args, journal, path, RestorePaths(target.data_dir, journal.stamp))
-    stamp = journal.rollback_stamp or utc_stamp(datetime.now(timezone.utc))
+    stamp = journal.rollback_stamp or utc_stamp(SystemClock().now())
     paths = RestorePaths(target.data_dir, journal.stamp)
     plan = plan_rollback(journal, paths, supervisor, stamp, start=not args.no_start)
     if args.dry_run:

@@ -94,7 +94,7 @@ def _newest_backup(args: argparse.Namespace, now: datetime | None = None) -> New
             return NewestBackup(None, None, "no complete backup in the repository")
     except LifeboatError as exc:
         return NewestBackup(None, None, str(exc))
-    return NewestBackup(newest, backup_age(newest, now or datetime.now(UTC)), None)
+    return NewestBackup(newest, backup_age(newest, now or repo.clock.now()), None)
 
 
 def backup_age(manifest: Manifest, now: datetime) -> float | None:

@@ -13,8 +13,9 @@ import ssl
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-
 from typing import TYPE_CHECKING
+
+from lifeboat.clock import SystemClock
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -24,7 +25,7 @@ _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 
 def validity_problem(cert: x509.Certificate, now: datetime | None = None) -> str | None:
     """``expired on ...`` / ``not valid before ...``, or None when ``now`` is inside its dates."""
-    now = now or datetime.now(timezone.utc)
+    now = now or SystemClock().now()
     if now > cert.not_valid_after_utc:
         return f"expired on {_when(cert.not_valid_after_utc)}"
     if now < cert.not_valid_before_utc:

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from http.client import HTTPException
 from typing import NoReturn
 
+from lifeboat.clock import SystemClock
 from lifeboat.errors import OperationFailed, RepositoryUnavailable, Unsupported
 from lifeboat.store.sigv4 import AwsCredentials, encode_path, encode_query, sign
 
@@ -65,7 +66,7 @@ class MultipartUploads:
 
     def __init__(
         self, bucket_url: str, credentials: AwsCredentials, region: str, where: str, *,
-        transport: Transport | None = None, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        transport: Transport | None = None, now: Callable[[], datetime] = SystemClock().now,
     ) -> None:
         self._bucket_url = bucket_url.rstrip("/")
         self._credentials = credentials
