@@ -32,11 +32,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of, row_at
-from lifeboat.catalog.segments import SEGMENT_VERSION, Predecessor, SegmentHeader, check_counts
+from lifeboat.catalog.segments import SEGMENT_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
@@ -63,23 +62,18 @@ class ReplayFacts:
         return {lease for lease in self.lease_of.values() if lease}
 
 
-class Linked(Protocol):
-    """What :func:`walk` reads of a segment (a decoded one or just its header)."""
+@dataclass(frozen=True)
+class StagedSegment:
+    """A downloaded segment: its header (sha256 checked) and the local file holding its bytes
+    (raw, or still in its zstd frame when ``compressed``)."""
 
-    @property
-    def first_revision(self) -> int: ...
-
-    @property
-    def last_revision(self) -> int: ...
-
-    @property
-    def previous(self) -> Predecessor: ...
+    header: SegmentHeader
+    path: Path
+    compressed: bool = False
 
 
-L = TypeVar("L", bound=Linked)
-
-
-def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) -> Iterator[tuple[L, int]]:
+def walk(segments: Iterable[StagedSegment], base_id: str, base_revision: int,
+         up_to: int) -> Iterator[tuple[StagedSegment, int]]:
     # ``base_id`` is the chain's base backup; ``base_revision`` where the replay starts (the
     # chain's base, or a synthetic full backup written from the chain later).
     """Each segment with the revision its events are applied after; a break is an IntegrityError.
@@ -89,9 +83,10 @@ def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) ->
     right before it. Anything else means a segment is missing or foreign: refused, never skipped.
     """
     covered = base_revision
-    for segment in segments:
+    for staged in segments:
         if covered >= up_to:
             return
+        segment = staged.header
         before = segment.previous
         if before.last_revision != segment.first_revision - 1:
             raise IntegrityError(f"segment {segment.first_revision}..{segment.last_revision} says it follows "
@@ -103,32 +98,10 @@ def walk(segments: Iterable[L], base_id: str, base_revision: int, up_to: int) ->
             raise IntegrityError(f"revisions {covered + 1}..{segment.first_revision - 1} are missing from "
                                  "the chain; refusing to replay past them")
         if segment.last_revision > covered:
-            yield segment, covered
+            yield staged, covered
             covered = segment.last_revision
     if covered < up_to:
         raise IntegrityError(f"the chain ends at revision {covered}, before {up_to}; a segment is missing")
-
-
-@dataclass(frozen=True)
-class StagedSegment:
-    """A downloaded segment: its header (sha256 checked) and the local file holding its bytes
-    (raw, or still in its zstd frame when ``compressed``)."""
-
-    header: SegmentHeader
-    path: Path
-    compressed: bool = False
-
-    @property
-    def first_revision(self) -> int:
-        return self.header.first_revision
-
-    @property
-    def last_revision(self) -> int:
-        return self.header.last_revision
-
-    @property
-    def previous(self) -> Predecessor:
-        return self.header.previous
 
 
 @dataclass(frozen=True)
