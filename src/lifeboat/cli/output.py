@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.disk import RoomNeeded
 
 
@@ -60,19 +60,23 @@ def human_size(n: int) -> str:
 
 
 class Progress:
-    """A one-line progress display on stderr, shown only when stdout is a terminal."""
+    """A one-line progress display on stderr, shown only when stdout is a terminal.
 
-    def __init__(self, enabled: bool | None = None, stream: TextIO | None = None) -> None:
+    Redrawn at most every 0.2 s of ``clock``, with the rate since it was made.
+    """
+
+    def __init__(self, enabled: bool | None = None, stream: TextIO | None = None, clock: Clock | None = None) -> None:
         self.enabled = sys.stdout.isatty() if enabled is None else enabled
         self.stream = stream or sys.stderr
-        self.started = time.monotonic()
+        self.clock = clock or SystemClock()
+        self.started = self.clock.monotonic()
         self.last = 0.0
         self.total: int | None = None
 
     def __call__(self, stage: str, done: int) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self.last < 0.2:
             return
         self.last = now

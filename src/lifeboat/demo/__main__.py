@@ -18,12 +18,12 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
 
+from lifeboat.clock import SystemClock, wait_for
 from lifeboat.demo.kubelet import DemoKubelet
 from lifeboat.demo.node import demo_member, etcd_bin_dir, make_node
 from lifeboat.demo.pki import Pki, make_pki
@@ -32,6 +32,7 @@ from lifeboat.etcd.local import LocalEtcd, free_loopback_port
 
 WORK = Path("demo-work")
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
+CLOCK = SystemClock()  # the demo runs real processes on real time
 KINDS = ("pods", "configmaps", "secrets", "serviceaccounts", "services/specs", "deployments", "replicasets")
 
 
@@ -103,20 +104,19 @@ def keyspace(nodes: list[Node], pki: Pki) -> tuple[int, dict[bytes, bytes]]:
 
 
 def wait_healthy(nodes: list[Node], pki: Pki, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+    def healthy(c: EtcdClient) -> bool:
+        try:
+            return all(c.status(n.etcd.client_url).leader_id for n in nodes)
+        except Exception:  # not up yet: keep polling until the deadline
+            return False
+
     with client(nodes, pki) as c:
-        while time.monotonic() < deadline:
-            try:
-                if all(c.status(n.etcd.client_url).leader_id for n in nodes):
-                    return
-            except Exception:  # not up yet: keep polling until the deadline
-                pass
-            time.sleep(0.2)
-    raise SystemExit("demo: the etcd cluster did not become healthy")
+        if not CLOCK.wait_until(lambda: healthy(c), timeout, 0.2):
+            raise SystemExit("demo: the etcd cluster did not become healthy")
 
 
 def main() -> int:
-    started = time.monotonic()
+    started = CLOCK.monotonic()
     if WORK.exists():
         shutil.rmtree(WORK)
     say("Three kubeadm-like control-plane nodes (demo-work/node-0..2), etcd 3.5.1 over mTLS on loopback")
@@ -156,7 +156,7 @@ class Story:
         self.disaster()
         self.restore_everything()
         self.prove(before)
-        print(f"\nDemo finished in {time.monotonic() - self.started:.0f}s.")
+        print(f"\nDemo finished in {CLOCK.monotonic() - self.started:.0f}s.")
         return 0
 
     def write_data(self) -> tuple[int, dict[bytes, bytes]]:
@@ -194,14 +194,14 @@ class Story:
             node.kubelet.down()
             shutil.rmtree(node.etcd.data_dir)
             print(f"{node.root}: etcd killed, {node.etcd.data_dir} gone")
-        time.sleep(1.5)  # long enough for node-0 to notice it has lost its peers
+        CLOCK.sleep(1.5)  # long enough for node-0 to notice it has lost its peers
         run("status", "--endpoints", self.endpoints, *self.tls, "--dial-timeout", "1", ok=(0, 1, 2))
 
     def restore_everything(self) -> None:
         say("The plan: every member restored from the same backup, with one new cluster token")
         run("restore", "plan", "latest", "--repo", self.repo, "--initial-cluster", self.nodes[0].etcd.initial_cluster)
         say("Restore all three nodes at once, as three operators would (node-1 and node-2 are back, empty)")
-        token = f"demo-restored-{int(time.time())}"
+        token = f"demo-restored-{int(CLOCK.now().timestamp())}"
         procs = []
         for node in self.nodes:
             argv = ["restore", "latest", "--root", str(node.root), "--repo", self.repo,
@@ -236,12 +236,15 @@ class Story:
     def _bring_up_when_held(self, node: Node, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
         held = node.root / "etc/kubernetes/lifeboat-held-manifests/etcd.yaml"
         journal = node.etcd.data_dir.with_name("etcd.lifeboat-restore.json")  # lifeboat's step journal
-        deadline = time.monotonic() + timeout
-        while node.kubelet.etcd_manifest.exists() and not held.exists() and not _stopped(journal):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                return  # the restore ended or never got there: its exit code tells
-            time.sleep(0.01)
-        node.kubelet.up()
+
+        def taken() -> bool | None:
+            """True once lifeboat took etcd's manifest away (or stopped it), False if the restore ended first."""
+            if not node.kubelet.etcd_manifest.exists() or held.exists() or _stopped(journal):
+                return True
+            return False if proc.poll() is not None else None
+
+        if wait_for(CLOCK, taken, timeout, 0.01):  # else the restore ended or never got there: its exit code tells
+            node.kubelet.up()
 
     def prove(self, before: tuple[int, dict[bytes, bytes]]) -> None:
         say("Proof: the cluster is healthy and every key is back")

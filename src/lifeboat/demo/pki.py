@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from lifeboat.clock import SystemClock
+
 
 @dataclass(frozen=True)
 class CertPair:
@@ -52,7 +54,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_pki(directory: Path, ca_name: str = "lifeboat-test-ca") -> Pki:
     """Write a CA, a node cert for 127.0.0.1/localhost and a client cert under ``directory``."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = SystemClock().now()
     start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=2)
 
     ca_key = _key()
