@@ -22,6 +22,7 @@ from .bbolt import BUCKET_LEAF_FLAG, ELEMENT_SIZE, LEAF_PAGE, PAGE_HEADER_SIZE, 
 from .trailer import check_trailer, has_trailer_length
 
 _MAX_PROBLEMS = 50
+_BUCKET_BIT = bytes(1 if byte & BUCKET_LEAF_FLAG else 0 for byte in range(256))
 _layouts: dict[int, struct.Struct] = {}
 
 
@@ -90,6 +91,9 @@ class _Walk:
                 leaf = self.db.inline_leaf(ref.inline)
             else:
                 known = pgid < self.reread_from
+                if known and 2 <= pgid and (pgid + 1) * self.db.page_size <= len(self.db.mm):
+                    # One read of the page's first 4 KiB serves its header and element table.
+                    self.db.mm.read(pgid * self.db.page_size, self.db.page_size)
                 offset, end, flags, count = self.db.tree_page(pgid, self.seen, read_leaf=not known)
                 if flags == LEAF_PAGE and known:
                     if not self._holds_buckets(offset, count):
@@ -132,7 +136,8 @@ class _Walk:
 
     def _holds_buckets(self, offset: int, count: int) -> bool:
         table = self.db.mm[offset + PAGE_HEADER_SIZE : offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE]
-        return any(flags & BUCKET_LEAF_FLAG for flags, *_ in struct.iter_unpack("<IIII", table))
+        # Each element starts with its flags (little-endian): the bucket bit is in its first byte.
+        return table[0::ELEMENT_SIZE].translate(_BUCKET_BIT).find(1) != -1
 
 
 def _plain_leaf_keys(leaf: Leaf) -> list[bytes] | None:
