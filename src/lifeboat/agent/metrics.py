@@ -178,10 +178,11 @@ class _Families(Collector):
 def _capture_families(c: CaptureStatus, running: bool, now: datetime) -> Iterator[Metric]:
     yield _gauge("lifeboat_capture_running", "1 while this agent captures (it leads and capture is enabled).",
                  int(running))
-    yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet committed "
-                 "has waited (0 when everything received is committed).",
+    yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet in the "
+                 "repository has waited (0 when everything received is stored).",
                  c.lag_seconds(now) if running else None)
-    yield _gauge("lifeboat_capture_last_revision", "The newest etcd revision committed to the repository.",
+    yield _gauge("lifeboat_capture_last_revision", "The newest etcd revision in a closed segment (uploaded, "
+                 "or waiting for the repository in the upload queue or the spool).",
                  c.last_revision or None)
     yield _gauge("lifeboat_capture_last_seen_timestamp_seconds",
                  "Unix time capture saw the newest committed revision.",

@@ -13,7 +13,9 @@ every response with its arrival time):
 * when the watch cannot continue (etcd compacted the next revision, the cluster went back
   in time, the spool filled while the repository was down) the chain ends: a gap is recorded
   with its reason and a new base starts a new chain at once;
-* the repository down: segments go to a bounded local spool and are uploaded in order later.
+* uploads run on a thread of their own (:mod:`lifeboat.capture.upload`), fed by a bounded
+  queue: the repository slow or down never delays the loop; segments then go to a bounded
+  local spool and are uploaded in order later.
 
 ``stop`` (SIGTERM in ``lifeboat capture``, losing leadership in the agent) commits what was
 received and returns.
@@ -33,9 +35,10 @@ from typing import Protocol
 from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.capture.resume import Resume, decide_resume
 from lifeboat.capture.segmenter import SegmentBuilder, leases_of, revisions_of
-from lifeboat.capture.spool import Spool, SpoolFull
+from lifeboat.capture.spool import Spool
+from lifeboat.capture.upload import NotLeading, SpoolOverflow, Uploader, Waiting
 from lifeboat.catalog.age_keys import Recipient, load_recipients
-from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, parse_segment_name, segment_name
+from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
@@ -53,6 +56,8 @@ log = logging.getLogger("lifeboat.capture")
 _POLL = 0.25
 # How much earlier than the flush interval to close a segment before any commit was timed.
 _FIRST_LEAD = 0.1
+# Encoded segments waiting in memory for the upload thread; past this they wait in the spool.
+UPLOAD_QUEUE_BYTES = 32 << 20
 
 
 class EventFeed(Protocol):
@@ -114,9 +119,9 @@ class CaptureStatus:
     """What capture has done so far; read by ``/metrics`` and the CLI (one writer: the loop)."""
 
     chain: str | None = None
-    last_revision: int = 0  # the last revision committed (or spooled for upload)
+    last_revision: int = 0  # the last revision in a closed segment (uploaded, or waiting in the queue or spool)
     last_seen: datetime | None = None
-    oldest_pending: datetime | None = None  # seen time of the oldest revision not yet committed
+    oldest_pending: datetime | None = None  # seen time of the oldest revision not yet in the repository
     segments: int = 0
     events: int = 0
     gaps: int = 0
@@ -127,10 +132,6 @@ class CaptureStatus:
     def lag_seconds(self, now: datetime) -> float:
         """How long the oldest uncommitted revision has waited (0 when all are committed)."""
         return max(0.0, (now - self.oldest_pending).total_seconds()) if self.oldest_pending else 0.0
-
-
-class NotLeading(OperationFailed):
-    """This agent lost its leadership; capture writes nothing more until it leads again."""
 
 
 class ChainBroken(LifeboatError):
@@ -168,11 +169,32 @@ class Capture:
         self._commit_costs: deque[float] = deque(maxlen=20)  # seconds past their deadline
         self._last_commit = 0.0  # monotonic
         self._check_successor = True
+        self._uploader: Uploader | None = None
+
+    @property
+    def uploader(self) -> Uploader:
+        assert self._uploader is not None, "only while run() runs"
+        return self._uploader
 
     def run(self) -> CaptureStatus:
+        self._uploader = Uploader(self.chains, self.options.cluster, self.spool, max_queued_bytes=UPLOAD_QUEUE_BYTES,
+                                  retry_interval=self.options.retry_interval, fence=self.fence, note=self._note)
+        try:
+            self._cycles()
+        finally:
+            self._uploader.close()
+            self.status.spooled = self._uploader.spooled
+        return self.status
+
+    def _cycles(self) -> None:
         while not self.stop.is_set():
             try:
                 self._follow(self._start())
+            except SpoolOverflow as overflow:
+                log.warning("capture chain %s ends at revision %d: %s", overflow.chain, overflow.last_revision,
+                            overflow)
+                self._pending_gap = (overflow.chain, overflow.last_revision, str(overflow))
+                self._position = None
             except ChainBroken as broken:
                 assert self._position is not None
                 log.warning("capture chain %s ends at revision %d: %s", self._position.info.chain,
@@ -190,7 +212,6 @@ class Capture:
             except (BackendUnavailable, OperationFailed) as exc:
                 self._note(f"{exc}; retrying in {self.options.retry_interval:g}s")
                 self.clock.wait(self.options.retry_interval, self.stop)
-        return self.status
 
     def _note(self, message: str) -> None:
         log.warning("capture: %s", message)
@@ -201,7 +222,8 @@ class Capture:
     def _start(self) -> _Position:
         if self.fence is not None and not self.fence():
             raise NotLeading("this agent does not lead; capture waits")
-        self._drain_spool()
+        self.uploader.flush()  # the resume below must see every segment taken so far
+        self.status.spooled = self.uploader.spooled
         if self._pending_gap is not None:
             chain, last, reason = self._pending_gap
             self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.clock.now()))
@@ -286,6 +308,8 @@ class Capture:
                 if self.stop.is_set():
                     self._commit(position, builder)
                     return
+                self.uploader.check()
+                self._note_waiting(builder)
                 arrived = self._next(feed, builder, position)
                 if arrived:
                     self._take(arrived, builder)
@@ -331,7 +355,13 @@ class Capture:
         for lease in leases_of(revisions) - self._leases:
             self._learn_lease(lease, builder)
         builder.add(revisions)
-        self.status.oldest_pending = builder.revisions[0].seen
+        self._note_waiting(builder)
+
+    def _note_waiting(self, builder: SegmentBuilder) -> None:
+        """The status of what is not in the repository yet: in the uploader, or still open."""
+        self.status.spooled = self.uploader.spooled
+        self.status.oldest_pending = self.uploader.oldest_waiting() or (
+            None if builder.empty else builder.revisions[0].seen)
 
     def _learn_lease(self, lease: int, builder: SegmentBuilder) -> None:
         """Record a lease's granted TTL: lease grants are not watch events (etcd's watch API)."""
@@ -373,9 +403,10 @@ class Capture:
         encoding = self.clock.monotonic()
         data = self.chains.encoded(segment, self.options.recipients, self.options.backup.zstd_level)
         self._fenced(position, segment)
-        self._store(position.info.chain, name, data)
-        log.debug("segment %s committed: %d events, %.3fs to encode and store", name, segment.event_count,
-                  self.clock.monotonic() - encoding)
+        self.uploader.submit(Waiting(position.info.chain, name, data, segment.last_revision))
+        self.status.spooled = self.uploader.spooled
+        log.debug("segment %s committed: %d events, %.3fs to encode and hand to the uploader", name,
+                  segment.event_count, self.clock.monotonic() - encoding)
         position.previous = Predecessor("segment", segment.last_revision, name)
         self._committed(segment)
         self._last_commit = self.clock.monotonic()
@@ -405,44 +436,10 @@ class Capture:
                                     f"after revision {position.previous.last_revision}")
             self._check_successor = False
 
-    def _store(self, chain: str, name: str, data: bytes) -> None:
-        if len(self.spool) == 0:
-            try:
-                self.chains.put_encoded(self.options.cluster, chain, name, data)
-                return
-            except RepositoryUnavailable as exc:
-                self._note(f"repository unavailable, spooling segments locally: {exc}")
-        try:
-            self.spool.add(chain, name, data)
-        except SpoolFull:
-            raise ChainBroken("the repository was unavailable and the local spool filled up "
-                              f"({self.options.spool_max_bytes} bytes)") from None
-        self.status.spooled = len(self.spool)
-        try:
-            self._drain_spool()
-        except RepositoryUnavailable:
-            pass
-
-    def _drain_spool(self) -> None:
-        def upload(chain: str, name: str, data: bytes) -> None:
-            ref = parse_segment_name(name)
-            if ref is not None and any(other != name for other in self.chains.segments_from(
-                    self.options.cluster, chain, ref.first_revision)):
-                # Another capture (the agent that led while this one could not write) continued
-                # the chain from the same place: its segments hold these revisions already.
-                log.warning("spooled segment %s dropped: chain %s was continued by another capture", name, chain)
-                return
-            try:
-                self.chains.put_encoded(self.options.cluster, chain, name, data)
-            except AlreadyExists:
-                pass  # uploaded before a crash removed it from the spool
-        self.spool.drain(upload)
-        self.status.spooled = len(self.spool)
-
     def _committed(self, segment: Segment) -> None:
         s = self.status
         s.last_revision = segment.last_revision
         s.last_seen = segment.last_seen
-        s.oldest_pending = None
+        s.oldest_pending = self.uploader.oldest_waiting()
         s.segments += 1
         s.events += segment.event_count

@@ -37,6 +37,10 @@ class Spool:
     def __len__(self) -> int:
         return len(self._files())
 
+    def names(self) -> list[str]:
+        """The names of the spooled segments, oldest first."""
+        return [path.name.split(".", 2)[2] for path in self._files()]
+
     def add(self, chain: str, name: str, data: bytes) -> None:
         """Keep one encoded segment (fsynced) until :meth:`drain` uploads it."""
         if self.size + len(data) > self.max_bytes:

@@ -10,8 +10,11 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
+from lifeboat.capture import run as run_module
 from lifeboat.capture.segmenter import group_revisions
 from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.repository import BackupRepository
@@ -20,6 +23,7 @@ from lifeboat.catalog.timeline import build_timeline
 from lifeboat.clock import FakeClock
 from lifeboat.errors import RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, member_urls
+from lifeboat.store import ObjectInfo
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.unit.catalog.capture_records import manifest
 from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
@@ -207,3 +211,58 @@ def test_a_resumed_capture_finds_the_chain_continued_by_another_and_resumes_afte
         runner.join(10)
     ranges = [(s.first_revision, s.last_revision) for s in chains.chains("prod")[0].segments]
     assert ranges == [(2, 3), (4, 4)], "one chain, each revision once"
+
+
+class HangingStore(MemoryStore):
+    """The double, with segment writes that hang (as an object store's client retrying for
+    half a minute does) until ``released`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+        self.hung = 0
+
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
+        if "/segments/" in key and not self.released.is_set():
+            self.hung += 1
+            self.released.wait()
+        return super().put_bytes(key, data, create_only=create_only)
+
+
+def test_a_hanging_store_neither_stops_capture_nor_fills_its_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "UPLOAD_QUEUE_BYTES", 3000)  # about two segments of the writes below
+    store = HangingStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    status = CaptureStatus()
+    stop = threading.Event()
+    capture = Capture(etcd, repo, options_for(tmp_path, 0.05), stop=stop, status=status)
+    runner = threading.Thread(target=capture.run, daemon=True)
+    runner.start()
+    queued: list[int] = []
+    try:
+        until(lambda: status.chain is not None)
+        revisions = []
+        for i in range(40):
+            revisions.append(etcd.put(f"/registry/k{i % 7}", b"v" * 1000))
+            time.sleep(0.02)
+            queued.append(capture.uploader.queued_bytes)
+        # Every revision was taken from the watch and handed on while the store hung.
+        until(lambda: status.last_revision == revisions[-1])
+        assert store.hung >= 1 and not store.released.is_set()
+        assert status.spooled > 0, "past the queue's limit, segments wait on disk"
+        assert status.lag_seconds(datetime.now(timezone.utc)) > 0, "what waits for the store counts as lag"
+        store.released.set()
+        until(lambda: status.spooled == 0 and chains.chains("prod")[0].segments[-1:] != ()
+              and chains.chains("prod")[0].segments[-1].last_revision == revisions[-1])
+    finally:
+        store.released.set()
+        stop.set()
+        runner.join(10)
+    assert max(queued) <= 3000
+    refs = chains.chains("prod")[0].segments
+    assert refs[0].first_revision == 2
+    assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
+    assert build_timeline("prod", [BASE], [chains.chains("prod")[0]]).gaps == ()
+    assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []

@@ -1,0 +1,230 @@
+"""Uploading committed segments on a thread of their own, so that a slow or unreachable object
+store never holds up the capture loop, nor makes the events it keeps receiving pile up.
+
+Capture hands each encoded segment to :meth:`Uploader.submit`, which does not wait for the
+store: the segment waits in memory, in a queue of at most ``max_queued_bytes``, or on disk in
+the bounded local spool. What capture holds in memory for uploads is thus bounded by the
+queue's limit, whatever the store does; past the spool's limit the chain ends with a gap.
+
+Order: the queue and the spool are never both waiting. A segment goes to the spool when the
+spool holds any, or when the queue is full, in which case the queue goes to the spool first
+(oldest first); the queue goes to the spool too when an upload fails. The uploader empties
+the queue, or the spool, oldest first. So the repository receives the chain in order, and a
+crash loses at most the newest segments, from memory, with nothing after them on disk: the
+capture that resumes reads them again from etcd's history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from lifeboat.capture.spool import Spool, SpoolFull
+from lifeboat.catalog.chains import ChainStore, parse_segment_name
+from lifeboat.errors import AlreadyExists, LifeboatError, OperationFailed, RepositoryUnavailable
+
+log = logging.getLogger("lifeboat.capture")
+
+
+class NotLeading(OperationFailed):
+    """This agent lost its leadership; capture writes nothing more until it leads again."""
+
+
+class SpoolOverflow(OperationFailed):
+    """The repository was unavailable and the spool filled: the chain ends at ``last_revision``,
+    the last revision uploaded or spooled (what came after it was dropped)."""
+
+    def __init__(self, message: str, chain: str, last_revision: int) -> None:
+        super().__init__(message)
+        self.chain = chain
+        self.last_revision = last_revision
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One encoded segment not yet in the repository."""
+
+    chain: str
+    name: str
+    data: bytes
+    last_revision: int
+
+
+class Uploader:
+    """The upload thread and what waits for it (see the module's docstring for the order)."""
+
+    def __init__(self, chains: ChainStore, cluster: str, spool: Spool, *, max_queued_bytes: int,
+                 retry_interval: float, fence: Callable[[], bool] | None = None,
+                 note: Callable[[str], None] = log.warning) -> None:
+        self.chains = chains
+        self.cluster = cluster
+        self.spool = spool
+        self.max_queued_bytes = max_queued_bytes
+        self.retry_interval = retry_interval
+        self.fence = fence
+        self.note = note
+        self._changed = threading.Condition()
+        self._queue: deque[Waiting] = deque()
+        self._queued_bytes = 0
+        self._spooled = len(spool)
+        self._failure: LifeboatError | None = None  # for the capture loop to raise, once
+        self._failures = 0  # uploads that failed so far
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="capture-upload", daemon=True)
+        self._thread.start()
+
+    # ---- the capture loop's side ----
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    def submit(self, segment: Waiting) -> None:
+        """Hand over one segment; raises what the uploader ran into since the last call
+        (:class:`SpoolOverflow`, :class:`NotLeading`), and then takes nothing."""
+        with self._changed:
+            self._raise_failure()
+            if self._spooled == 0 and self._queued_bytes + len(segment.data) <= self.max_queued_bytes:
+                self._queue.append(segment)
+                self._queued_bytes += len(segment.data)
+            else:
+                self._to_spool(segment)
+                self._raise_failure()
+            self._changed.notify_all()
+
+    def oldest_waiting(self) -> datetime | None:
+        """When the oldest revision not yet in the repository was seen (None: nothing waits)."""
+        with self._changed:
+            names = [self._queue[0].name] if self._queue else []
+            if not names and self._spooled:
+                names = self.spool.names()[:1]
+        ref = parse_segment_name(names[0]) if names else None
+        return ref.first_seen if ref is not None else None
+
+    def check(self) -> None:
+        """Raise what the uploader ran into (as :meth:`submit` would) without handing anything over."""
+        with self._changed:
+            self._raise_failure()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything waiting is in the repository; RepositoryUnavailable if an
+        upload fails meanwhile (what waits stays in the spool)."""
+        with self._changed:
+            failures = self._failures
+            self._changed.notify_all()  # an upload waiting to be retried is tried now
+            self._changed.wait_for(lambda: self._failure is not None or self._failures != failures
+                                   or not (self._queue or self._spooled), timeout)
+            self._raise_failure()
+            if self._queue or self._spooled:
+                raise RepositoryUnavailable(f"{self._spooled + len(self._queue)} capture segment(s) wait "
+                                            "for the repository")
+
+    def close(self) -> None:
+        """Upload what waits (one try each), spool what cannot be, and end the thread."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _to_spool(self, segment: Waiting | None = None) -> None:
+        """The queue, then ``segment``, to the spool (holding the lock). On SpoolFull nothing
+        more is taken: the failure names the last revision kept."""
+        waiting = [*self._queue, *([segment] if segment else [])]
+        if not waiting:
+            return
+        kept: Waiting | None = None
+        try:
+            for item in waiting:
+                self.spool.add(item.chain, item.name, item.data)
+                self._spooled += 1
+                kept = item
+        except SpoolFull:
+            first = waiting[0]
+            self._failure = SpoolOverflow(
+                f"the repository was unavailable and the local spool filled up ({self.spool.max_bytes} bytes)",
+                first.chain, kept.last_revision if kept else _revision_before(first))
+        self._queue.clear()
+        self._queued_bytes = 0
+
+    # ---- the upload thread ----
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._closing or (
+                    bool(self._queue or self._spooled) and self._failure is None))
+                if self._failure is not None or not (self._queue or self._spooled):
+                    self._to_spool()  # closing: nothing more can go up
+                    return
+                head = self._queue[0] if self._queue else None
+                closing = self._closing
+            try:
+                if self.fence is not None and not self.fence():
+                    raise NotLeading("this agent no longer leads; its segments wait in the spool")
+                if head is not None:
+                    self._put(head)
+                else:
+                    self.spool.drain(self._upload_spooled)
+            except (RepositoryUnavailable, NotLeading) as exc:
+                self._failed(exc, wait=not closing)
+                if closing:
+                    return
+                continue
+            with self._changed:
+                if head is not None and self._queue and self._queue[0] is head:
+                    self._queue.popleft()
+                    self._queued_bytes -= len(head.data)
+                self._spooled = len(self.spool)
+                self._changed.notify_all()
+
+    def _failed(self, exc: RepositoryUnavailable | NotLeading, *, wait: bool) -> None:
+        """Spool the queue; retry after ``retry_interval`` (or when woken by the capture loop)."""
+        with self._changed:
+            if isinstance(exc, NotLeading):
+                self._failure = exc
+            else:
+                self.note(f"repository unavailable, spooling segments locally: {exc}")
+            self._to_spool()
+            self._spooled = len(self.spool)
+            self._failures += 1
+            self._changed.notify_all()
+            if wait:
+                self._changed.wait(self.retry_interval)
+
+    def _put(self, item: Waiting) -> None:
+        try:
+            self.chains.put_encoded(self.cluster, item.chain, item.name, item.data)
+        except AlreadyExists:
+            pass  # this very segment, uploaded from the spool as the queue went there
+
+    def _upload_spooled(self, chain: str, name: str, data: bytes) -> None:
+        ref = parse_segment_name(name)
+        if ref is not None and any(other != name for other in self.chains.segments_from(
+                self.cluster, chain, ref.first_revision)):
+            # Another capture (the agent that led while this one could not write) continued
+            # the chain from the same place: its segments hold these revisions already.
+            log.warning("spooled segment %s dropped: chain %s was continued by another capture", name, chain)
+            return
+        try:
+            self.chains.put_encoded(self.cluster, chain, name, data)
+        except AlreadyExists:
+            pass  # uploaded before a crash removed it from the spool
+
+
+def _revision_before(segment: Waiting) -> int:
+    ref = parse_segment_name(segment.name)
+    assert ref is not None
+    return ref.first_revision - 1
