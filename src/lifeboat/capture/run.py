@@ -57,7 +57,7 @@ _POLL = 0.25
 # How much earlier than the flush interval to close a segment before any commit was timed.
 _FIRST_LEAD = 0.1
 # Encoded segments waiting in memory for the upload thread; past this they wait in the spool.
-UPLOAD_QUEUE_BYTES = 32 << 20
+UPLOAD_QUEUE_BYTES = 8 << 20
 
 
 class EventFeed(Protocol):
