@@ -71,10 +71,10 @@ def capturing(client: EtcdClient, repo: BackupRepository, options: CaptureOption
     finally:
         stop.set()
         thread.join(timeout=60)
+        if failure:  # even when the block failed: a block waiting on a dead capture times out
+            raise failure[0]
     if thread.is_alive():
         raise AssertionError("capture did not stop within 60 s of being asked")
-    if failure:
-        raise failure[0]
 
 
 @contextmanager

@@ -3,11 +3,16 @@
 Segments are files named ``<sequence>.<segment name>`` in one directory, uploaded oldest
 first. The spool never grows past its limit: :meth:`Spool.add` refuses a segment that would
 not fit, and capture then records a gap instead of holding events in memory.
+
+Capture's loop adds segments while its upload thread drains the spool: every look at the
+directory and every removal happens under one lock, so neither sees a file the other is
+removing; an upload itself runs outside it, so adding never waits for the object store.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,39 +27,45 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self._lock = threading.Lock()
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise OperationFailed(f"cannot create the capture spool {directory}: {exc.strerror}") from None
+        self._bytes = sum(p.stat().st_size for p in self._files())
 
     def _files(self) -> list[Path]:
         return sorted(p for p in self.directory.iterdir() if p.is_file() and not p.name.endswith(".part"))
 
     @property
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self._files())
+        return self._bytes
 
     def __len__(self) -> int:
-        return len(self._files())
+        with self._lock:
+            return len(self._files())
 
     def names(self) -> list[str]:
         """The names of the spooled segments, oldest first."""
-        return [path.name.split(".", 2)[2] for path in self._files()]
+        with self._lock:
+            return [path.name.split(".", 2)[2] for path in self._files()]
 
     def add(self, chain: str, name: str, data: bytes) -> None:
         """Keep one encoded segment (fsynced) until :meth:`drain` uploads it."""
-        if self.size + len(data) > self.max_bytes:
-            raise SpoolFull(f"capture spool {self.directory} is full ({self.max_bytes} bytes)")
-        files = self._files()
-        sequence = int(files[-1].name.split(".", 1)[0]) + 1 if files else 1
-        final = self.directory / f"{sequence:012d}.{chain}.{name}"
-        part = final.with_name(final.name + ".part")
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(part, final)
+        with self._lock:
+            if self._bytes + len(data) > self.max_bytes:
+                raise SpoolFull(f"capture spool {self.directory} is full ({self.max_bytes} bytes)")
+            files = self._files()
+            sequence = int(files[-1].name.split(".", 1)[0]) + 1 if files else 1
+            final = self.directory / f"{sequence:012d}.{chain}.{name}"
+            part = final.with_name(final.name + ".part")
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(part, final)
+            self._bytes += len(data)
 
     def drain(self, upload: Callable[[str, str, bytes], None]) -> int:
         """Upload every spooled segment in order (``upload(chain, name, data)``); returns how many.
@@ -63,9 +74,14 @@ class Spool:
         leaves it (and everything after it) for the next try.
         """
         done = 0
-        for path in self._files():
+        with self._lock:
+            spooled = self._files()
+        for path in spooled:  # only a drain removes files: these stay until it does
             _sequence, chain, name = path.name.split(".", 2)
-            upload(chain, name, path.read_bytes())
-            path.unlink()
+            data = path.read_bytes()
+            upload(chain, name, data)
+            with self._lock:
+                path.unlink()
+                self._bytes -= len(data)
             done += 1
         return done

@@ -421,12 +421,18 @@ def _reason(exc: BaseException, code: str | None) -> str:
     text = str(exc)
     for gist in ("error sending request", "connection refused", "timed out", "dns error"):
         if gist in text.lower():
-            return gist
+            # obstore's message ends with the Debug form of the error chain; its innermost
+            # cause (the OS error, or the HTTP error's kind) tells a refused connection from a
+            # timeout or a connection closed mid-request.
+            cause = _OS_MESSAGE.findall(text) or _HTTP_KIND.findall(text)
+            return f"{gist} ({cause[-1].lower()})" if cause and cause[-1].lower() != gist else gist
     first = text.splitlines()[0] if text else type(exc).__name__
     return _URL.sub("<url>", first)[:160]
 
 
 _URL = re.compile(r"https?://\S+")
+_OS_MESSAGE = re.compile(r'message: "([^"\n]{1,80})"')
+_HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 
 
 def _without_credentials(url: str) -> str:

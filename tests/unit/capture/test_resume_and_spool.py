@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,33 @@ def test_spool_refuses_a_segment_past_its_limit(tmp_path: Path) -> None:
     with pytest.raises(SpoolFull):
         spool.add("chain", "b", b"2" * 100)
     assert len(spool) == 1
+
+
+def test_spool_takes_segments_while_another_thread_drains_it(tmp_path: Path) -> None:
+    """Capture's loop adds while its upload thread drains: neither may trip over the other's
+    files, and every segment goes up once, in order."""
+    spool = Spool(tmp_path, 1 << 30)
+    uploaded: list[str] = []
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def drain() -> None:
+        try:
+            while not done.is_set() or len(spool):
+                spool.drain(lambda chain, name, data: uploaded.append(name))
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    added = 0
+    try:
+        while added < 300 and not failures:
+            spool.add("chain", f"{added:06d}.seg", b"s" * 100)
+            added += 1
+    finally:
+        done.set()
+        drainer.join(10)
+    assert failures == []
+    assert uploaded == [f"{i:06d}.seg" for i in range(added)]
+    assert len(spool) == 0 and spool.size == 0
