@@ -386,12 +386,8 @@ class Capture:
         except BackendUnavailable as exc:
             self._note(f"heartbeat skipped: {exc}")
             return
-        if revision != position.previous.last_revision:
-            return
-        try:
-            self.chains.beat(self.options.cluster, position.info.chain, Heartbeat(revision, seen))
-        except RepositoryUnavailable as exc:
-            self._note(f"heartbeat not written: {exc}")
+        if revision == position.previous.last_revision:
+            self.uploader.beat(position.info.chain, Heartbeat(revision, seen))
 
     def _commit(self, position: _Position, builder: SegmentBuilder, *, on_time: bool = False) -> None:
         if builder.empty:

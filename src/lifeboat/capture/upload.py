@@ -12,6 +12,10 @@ spool holds any, or when the queue is full, in which case the queue goes to the 
 the queue, or the spool, oldest first. So the repository receives the chain in order, and a
 crash loses at most the newest segments, from memory, with nothing after them on disk: the
 capture that resumes reads them again from etcd's history.
+
+The chain's heartbeat (written while capture is idle) goes through the uploader too, after
+every segment before it: it vouches for the chain's last revision, so it must not reach the
+repository before that revision's segment, and writing it must not hold up the loop either.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lifeboat.capture.spool import Spool, SpoolFull
-from lifeboat.catalog.chains import ChainStore, parse_segment_name
+from lifeboat.catalog.chains import ChainStore, Heartbeat, parse_segment_name
 from lifeboat.errors import AlreadyExists, LifeboatError, OperationFailed, RepositoryUnavailable
 
 log = logging.getLogger("lifeboat.capture")
@@ -73,6 +77,7 @@ class Uploader:
         self._spooled = len(spool)
         self._failure: LifeboatError | None = None  # for the capture loop to raise, once
         self._failures = 0  # uploads that failed so far
+        self._heartbeat: tuple[str, Heartbeat] | None = None  # chain and heartbeat to write once nothing waits
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="capture-upload", daemon=True)
         self._thread.start()
@@ -98,6 +103,13 @@ class Uploader:
             else:
                 self._to_spool(segment)
                 self._raise_failure()
+            self._changed.notify_all()
+
+    def beat(self, chain: str, heartbeat: Heartbeat) -> None:
+        """Write ``chain``'s heartbeat once the segments handed over before it are in the
+        repository (a newer one replaces one still waiting; one that fails is dropped)."""
+        with self._changed:
+            self._heartbeat = (chain, heartbeat)
             self._changed.notify_all()
 
     def oldest_waiting(self) -> datetime | None:
@@ -165,17 +177,21 @@ class Uploader:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._closing or (
-                    bool(self._queue or self._spooled) and self._failure is None))
-                if self._failure is not None or not (self._queue or self._spooled):
+                    bool(self._queue or self._spooled or self._heartbeat) and self._failure is None))
+                if self._failure is not None or not (self._queue or self._spooled) and (
+                        self._closing or self._heartbeat is None):
                     self._to_spool()  # closing: nothing more can go up
                     return
                 head = self._queue[0] if self._queue else None
+                beat = self._heartbeat if head is None and not self._spooled else None
                 closing = self._closing
             try:
                 if self.fence is not None and not self.fence():
                     raise NotLeading("this agent no longer leads; its segments wait in the spool")
                 if head is not None:
                     self._put(head)
+                elif beat is not None:
+                    self._write_heartbeat(*beat)
                 else:
                     self.spool.drain(self._upload_spooled)
             except (RepositoryUnavailable, NotLeading) as exc:
@@ -187,6 +203,8 @@ class Uploader:
                 if head is not None and self._queue and self._queue[0] is head:
                     self._queue.popleft()
                     self._queued_bytes -= len(head.data)
+                if beat is not None and self._heartbeat is beat:
+                    self._heartbeat = None
                 self._spooled = len(self.spool)
                 self._changed.notify_all()
 
@@ -203,6 +221,12 @@ class Uploader:
             self._changed.notify_all()
             if wait:
                 self._changed.wait(self.retry_interval)
+
+    def _write_heartbeat(self, chain: str, heartbeat: Heartbeat) -> None:
+        try:
+            self.chains.beat(self.cluster, chain, heartbeat)
+        except RepositoryUnavailable as exc:
+            self.note(f"heartbeat not written: {exc}")  # the next idle interval writes another
 
     def _put(self, item: Waiting) -> None:
         try:

@@ -214,16 +214,17 @@ def test_a_resumed_capture_finds_the_chain_continued_by_another_and_resumes_afte
 
 
 class HangingStore(MemoryStore):
-    """The double, with segment writes that hang (as an object store's client retrying for
-    half a minute does) until ``released`` is set."""
+    """The double, with writes under ``hanging`` that hang (as an object store's client
+    retrying for half a minute does) until ``released`` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, hanging: str = "/segments/") -> None:
         super().__init__()
+        self.hanging = hanging
         self.released = threading.Event()
         self.hung = 0
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
-        if "/segments/" in key and not self.released.is_set():
+        if self.hanging in key and not self.released.is_set():
             self.hung += 1
             self.released.wait()
         return super().put_bytes(key, data, create_only=create_only)
@@ -266,3 +267,35 @@ def test_a_hanging_store_neither_stops_capture_nor_fills_its_memory(
     assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
     assert build_timeline("prod", [BASE], [chains.chains("prod")[0]]).gaps == ()
     assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []
+
+
+def test_a_heartbeat_the_store_hangs_on_does_not_hold_up_the_events_after_it(tmp_path: Path) -> None:
+    store = HangingStore(hanging="/heartbeat.json")
+    repo, chains = resumable(store)
+    clock = FakeClock(datetime.fromisoformat(BASE.finished_at) + timedelta(minutes=1))
+    etcd = MemoryEtcd(clock)
+    etcd.put("/registry/k", b"v")
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
+        flush_interval=0.05, heartbeat_interval=30, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, clock=clock, status=status).run,
+                              daemon=True)
+    runner.start()
+    try:
+        until(lambda: len(chains.chains("prod")[0].segments) == 1)
+
+        def beating() -> bool:
+            clock.advance(30)  # idle for a heartbeat interval, on the capture's clock only
+            return store.hung == 1
+
+        until(beating)
+        later = etcd.put("/registry/k", b"v2")
+        clock.advance(1)
+        until(lambda: status.last_revision == later)  # taken and committed while the heartbeat hangs
+        assert not store.released.is_set()
+    finally:
+        store.released.set()
+        stop.set()
+        runner.join(10)
