@@ -135,6 +135,34 @@ def test_drill_of_a_good_backup_passes_and_reports_phases(
     assert list(drill_tmp.iterdir()) == []
 
 
+def test_drill_waits_for_the_throwaway_etcd_by_the_size_of_its_db(
+    backup: Backup, drill_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """etcd indexes every revision before it serves: a fixed 60 s failed the drill of an 8 GiB db."""
+    waits: list[float] = []
+    original = LocalEtcd.wait_ready
+
+    def recording(self: LocalEtcd, timeout: float, *args: object, **kwargs: object) -> None:
+        waits.append(timeout)
+        original(self, timeout, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalEtcd, "wait_ready", recording)
+    sizes: list[int] = []
+    original_timeout = drill_module.ready_timeout_for
+
+    def sized(db_bytes: int) -> float:
+        sizes.append(db_bytes)
+        return original_timeout(db_bytes)
+
+    monkeypatch.setattr(drill_module, "ready_timeout_for", sized)
+    code, _out, err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    assert code == 0, err
+    assert len(sizes) == 1 and sizes[0] > 0
+    assert waits == [original_timeout(sizes[0])] * 2
+    assert original_timeout(8 << 30) == 300.0  # the 8 GiB db: five minutes
+    assert original_timeout(0) == drill_module.READY_TIMEOUT
+
+
 def test_drill_of_a_tampered_backup_fails_before_starting_etcd(
     backup: Backup, drill_tmp: Path, tmp_path: Path, started: list[int],
     capsys: pytest.CaptureFixture[str],

@@ -35,7 +35,16 @@ from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
 DRILL_MEMBER = "lifeboat-drill"
 SAMPLE_SIZE = 500
+# How long the throwaway etcd may take to serve. etcd reads every revision of its db into its
+# index before it answers, so the wait grows with the db: an 8 GiB one took over 60 s on a
+# loaded 2-core machine (the drill of 2026-12-01 failed there with a fixed 60 s).
 READY_TIMEOUT = 60.0
+READY_PER_GIB = 30.0
+
+
+def ready_timeout_for(db_bytes: int) -> float:
+    """The wait for a member starting on a db of ``db_bytes``: 60 s plus 30 s per GiB."""
+    return READY_TIMEOUT + READY_PER_GIB * db_bytes / (1 << 30)
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ def run_drill(
     restore_tool: Path | None = None,
     etcd_binary: Path | None = None,
     sample_size: int = SAMPLE_SIZE,
-    ready_timeout: float = READY_TIMEOUT,
+    ready_timeout: float | None = None,
     progress: Progress = lambda stage, done: None,
     replay: Callable[[Path, Path], int] | None = None,
     free_space: FreeSpace = free_bytes,
@@ -108,6 +117,9 @@ def run_drill(
 
     ``replay(base, dest)`` brings the verified snapshot forward to a point in time (capture's
     events replayed offline) and returns the revision the drill must then find.
+
+    ``ready_timeout``: how long each throwaway etcd may take to serve (default: by the db's
+    size, :func:`ready_timeout_for`).
 
     Raises UsageError when no fit restore tool or etcd binary is found, and NoRoom when the
     copies it makes do not fit (``room`` is told that need first), before any download.
@@ -145,6 +157,8 @@ def run_drill(
             except LifeboatError as exc:
                 report.add("replay capture", False, str(exc))
                 return report
+        if ready_timeout is None:
+            ready_timeout = ready_timeout_for(snapshot.stat().st_size)
         _restore_and_check(report, tool, server.path, snapshot, revision,
                            work, sample_size, ready_timeout, clock)
     return report
