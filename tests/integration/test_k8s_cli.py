@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
-from lifeboat.kube.inventory import cluster_id_from_members
+from lifeboat.snapshot import cluster_id_from_members
 from lifeboat.snapshot import read_members
 from tests.support.binaries import EtcdRelease
 from tests.support.cli import Cli

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import logging
 import os
@@ -18,6 +17,7 @@ from types import FrameType
 from typing import TextIO
 
 from lifeboat import __version__
+from lifeboat.cli.malloc import tune_malloc
 from lifeboat.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError, Terminated
 
 # 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
@@ -93,43 +93,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that pass gigabytes through in many short-lived pieces of a few hundred KiB to a few
-# MiB, and keep only a few of them alive at once: a restore's download, zstd and sha256.
-REUSE_CHUNKS = frozenset({"restore"})
-
-
-def _tune_malloc(reuse_chunks: bool = False) -> None:
-    """Cap glibc's malloc arenas at two, and keep big buffers out of its heaps (unless ``reuse_chunks``).
-
-    glibc gives each thread its own arena; a backup hands 1 MiB chunks between threads (etcd
-    stream, zstd, age, upload), which then fragments one arena per thread and grows peak
-    memory by about 10 MB for nothing. Worse, glibc raises its mmap threshold to the size of
-    each mmapped chunk freed (up to 32 MiB), after which those 1 MiB chunks come from the
-    heaps too, interleaved with small long-lived objects, so freed ones cannot be returned:
-    a fixed threshold keeps every chunk of 256 KiB or more in its own mapping, unmapped when
-    freed (a backup of a 1.26 GB long-history db peaked at 155-161 MB before, 129-140 MB
-    after). Not glibc (musl, macOS): nothing to do.
-
-    A restore is the opposite case: each piece in its own mapping is a fresh mapping whose
-    every page faults on first touch, 425,000 faults and 1.5 s of system time to decode a
-    1.2 GB snapshot; with pieces up to 64 MiB taken from the heaps and 128 MiB of free heap
-    kept, they are reused: 13,000 faults, 0.2 s, the same peak RSS (66 MB).
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-8, 2)  # -8 is M_ARENA_MAX in glibc's malloc.h
-        if reuse_chunks:
-            libc.mallopt(-3, 64 << 20)  # -3 is M_MMAP_THRESHOLD; setting it stops its adjustment
-            libc.mallopt(-1, 128 << 20)  # -1 is M_TRIM_THRESHOLD
-            return
-        libc.mallopt(-3, 256 << 10)
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    _tune_malloc(reuse_chunks=bool(words) and words[0] in REUSE_CHUNKS)
+    tune_malloc()
     # The top-level parser has no options that take a value: the first word is the command
     # (or -h/--version, or a mistake, which the parser of every command reports).
     parser = build_parser(words[0] if words else None)

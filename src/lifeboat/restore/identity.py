@@ -9,7 +9,7 @@ the restore compares the backup's source cluster with what the node says:
 * otherwise the data dir, read offline: bucket ``members`` (and ``members_removed``) of
   ``member/snap/db`` holds the ids of the cluster's members. The backup's source member is
   among them in the same cluster; and etcd derives a cluster's id from its initial members'
-  ids (see :func:`lifeboat.kube.inventory.cluster_id_from_members`).
+  ids (see :func:`lifeboat.snapshot.cluster_id_from_members`).
 
 An absent or unreadable data dir with no live member says nothing, and nothing is refused.
 A restore gives a cluster a new id (a new token and new member ids), so restoring a backup
@@ -24,8 +24,7 @@ from typing import Protocol
 
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.errors import LifeboatError, OperationFailed
-from lifeboat.kube.inventory import cluster_id_from_members
-from lifeboat.snapshot import read_members
+from lifeboat.snapshot import cluster_id_from_members, read_members
 
 
 class ClusterIdProbe(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .mvcc import (
     KeyValue,
     SnapshotMeta,
+    cluster_id_from_members,
     iter_latest,
     read_members,
     read_meta,
@@ -20,6 +21,7 @@ __all__ = [
     "SnapshotStatus",
     "TrailerCheck",
     "check_trailer",
+    "cluster_id_from_members",
     "iter_latest",
     "read_members",
     "read_meta",

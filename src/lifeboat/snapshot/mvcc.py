@@ -13,10 +13,11 @@ api/mvccpb/kv.proto, etcdserver/api/membership/store.go):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -190,6 +191,18 @@ def read_members(path: str | os.PathLike[str]) -> tuple[list[Member], list[int]]
         ]
         removed = [int(key, 16) for key in _bucket_dict(db, MEMBERS_REMOVED_BUCKET)]
         return sorted(members, key=lambda m: m.id), sorted(removed)
+
+
+def cluster_id_from_members(member_ids: Iterable[int]) -> int:
+    """The cluster id etcd derives at bootstrap from its initial members' ids.
+
+    etcd (server/etcdserver/api/membership/cluster.go, genID) hashes the sorted member
+    ids, each as 8 big-endian bytes, with SHA-1 and keeps the first 8 bytes. Members
+    added later do not change a cluster's id, so this only matches while the members
+    are the initial ones (checked against etcd 3.4.23 and 3.5.1 in the tests).
+    """
+    packed = b"".join(struct.pack(">Q", i) for i in sorted(member_ids))
+    return int.from_bytes(hashlib.sha1(packed).digest()[:8], "big")
 
 
 def _bucket_dict(db: BoltFile, name: bytes) -> dict[bytes, bytes]:

@@ -8,7 +8,7 @@ import pytest
 
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import EtcdUnavailable, OperationFailed
-from lifeboat.kube.inventory import cluster_id_from_members
+from lifeboat.snapshot import cluster_id_from_members
 from lifeboat.restore.identity import NodeCluster, check_same_cluster, read_node_cluster, same_cluster
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
 

@@ -23,7 +23,6 @@ from lifeboat.kube.inventory.source import (
     ObjectSource,
     SnapshotFileSource,
     StoredKeyValue,
-    cluster_id_from_members,
     same_cluster,
 )
 from lifeboat.kube.inventory.undelete import (
@@ -37,7 +36,7 @@ from lifeboat.kube.inventory.undelete import (
 __all__ = [
     "REGISTRY_PREFIX", "Change", "ClusterIdentity", "Entry", "KindQuery", "LiveEtcdSource",
     "ObjectSource", "ResourceSummary", "SnapshotFileSource", "Step", "StoredKeyValue",
-    "UndeletePlan", "UndeleteResult", "cluster_id_from_members", "decode_entries",
+    "UndeletePlan", "UndeleteResult", "decode_entries",
     "diff_keys", "execute_plan", "filter_changes", "plan_undelete", "resource_label",
     "keys_in_namespace", "same_cluster", "select", "summarize", "summarize_keys",
 ]

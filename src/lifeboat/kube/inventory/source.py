@@ -6,16 +6,14 @@ A backup in a repository becomes a snapshot file first (the CLI fetches it with
 
 from __future__ import annotations
 
-import hashlib
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from lifeboat.errors import UsageError
 from lifeboat.etcd import EtcdClient
-from lifeboat.snapshot import iter_latest, read_members
+from lifeboat.snapshot import cluster_id_from_members, iter_latest, read_members
 
 REGISTRY_PREFIX = b"/registry/"
 
@@ -33,18 +31,6 @@ class StoredKeyValue(Protocol):
     def mod_revision(self) -> int: ...
     @property
     def lease(self) -> int: ...
-
-
-def cluster_id_from_members(member_ids: Iterable[int]) -> int:
-    """The cluster id etcd derives at bootstrap from its initial members' ids.
-
-    etcd (server/etcdserver/api/membership/cluster.go, genID) hashes the sorted member
-    ids, each as 8 big-endian bytes, with SHA-1 and keeps the first 8 bytes. Members
-    added later do not change a cluster's id, so this only matches while the members
-    are the initial ones (checked against etcd 3.4.23 and 3.5.1 in the tests).
-    """
-    packed = b"".join(struct.pack(">Q", i) for i in sorted(member_ids))
-    return int.from_bytes(hashlib.sha1(packed).digest()[:8], "big")
 
 
 @dataclass(frozen=True)
