@@ -70,6 +70,22 @@ def version_of(info: ObjectInfo) -> str | None:
     return None
 
 
+class CachedSummaries:
+    """Summaries read from the cache at one moment, by key, each with its size and version."""
+
+    def __init__(self, entries: Mapping[str, tuple[tuple[object, object], BackupSummary]]) -> None:
+        self._entries = entries
+
+    def lookup(self, infos: Sequence[ObjectInfo]) -> dict[str, BackupSummary]:
+        """Those among ``infos`` whose size and version match, by key."""
+        found: dict[str, BackupSummary] = {}
+        for info in infos:
+            entry = self._entries.get(info.key)
+            if entry is not None and entry[0] == (info.size, version_of(info)):
+                found[info.key] = entry[1]
+        return found
+
+
 class ManifestCache:
     """Validated manifests of one repository, by key, size and version (see the module doc)."""
 
@@ -91,10 +107,28 @@ class ManifestCache:
         """The cached summaries among ``infos`` whose size and version match, by key."""
         found: dict[str, BackupSummary] = {}
         for key, (files, document) in self._matching("summary", "files, document", infos).items():
-            manifest = self._valid(key, document)
-            if manifest is not None and not manifest.files and type(files) is int and files >= 0:
-                found[key] = BackupSummary(manifest, files)
+            summary = self._valid_summary(key, files, document)
+            if summary is not None:
+                found[key] = summary
         return found
+
+    def summaries_under(self, prefix: str) -> CachedSummaries:
+        """Every valid summary cached under ``prefix``, with the size and version it was read at.
+
+        A listing of every backup asks for this while the store lists keys, so the checks of
+        the cached summaries run meanwhile; it then uses only those the listing shows.
+        """
+        rows = self._query(lambda db: db.execute(
+            "SELECT key, size, version, files, document FROM summary WHERE repository = ? AND substr(key, 1, ?) = ?",
+            (self.repository, len(prefix), prefix)).fetchall())
+        return CachedSummaries({key: ((size, version), summary) for key, size, version, files, document in rows or ()
+                                if (summary := self._valid_summary(key, files, document)) is not None})
+
+    def _valid_summary(self, key: str, files: object, document: object) -> BackupSummary | None:
+        manifest = self._valid(key, document)
+        if manifest is not None and not manifest.files and type(files) is int and files >= 0:
+            return BackupSummary(manifest, files)
+        return None
 
     def _matching(self, table: str, columns: str, infos: Sequence[ObjectInfo]) -> dict[str, tuple[object, ...]]:
         """``columns`` of the rows of ``table`` that hold one of ``infos`` with its size and version."""

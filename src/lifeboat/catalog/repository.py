@@ -38,7 +38,7 @@ from lifeboat.catalog.layout import (
     pin_key,
 )
 from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
-from lifeboat.catalog.manifest_cache import ManifestCache
+from lifeboat.catalog.manifest_cache import CachedSummaries, ManifestCache
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.streams import ranged
 from lifeboat.clock import Clock, SystemClock
@@ -317,21 +317,28 @@ class BackupRepository:
                       last: int | None = None, page_size: int = PAGE_SIZE) -> Iterator[Listing[BackupSummary]]:
         """Like :meth:`pages`, but each backup's summary: from the cache, without reading its
         manifest, when the cache holds the listed version."""
-        return self._pages(cluster, since, last, page_size, self._read_summaries)
+        return self._pages(cluster, since, last, page_size, self._read_summaries, preload=True)
 
     def _pages(self, cluster: str | None, since: datetime | None, last: int | None, page_size: int,
-               read: Callable[[Sequence[CommittedBackup], ThreadPoolExecutor], list[B | DamagedManifest | None]],
-               ) -> Iterator[Listing[B]]:
-        if last is not None:
-            chosen = self.newest(last, cluster, since=since)
-        else:
-            chosen = self.committed(cluster, since=since)
-            if self.cache is not None and since is None:
-                self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
+               read: Callable[[Sequence[CommittedBackup], ThreadPoolExecutor, CachedSummaries | None],
+                              list[B | DamagedManifest | None]],
+               preload: bool = False) -> Iterator[Listing[B]]:
         with ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="lifeboat-manifests") as pool:
+            early = None
+            if last is not None:
+                chosen = self.newest(last, cluster, since=since)
+            else:
+                # Listing every backup's keys is mostly waiting for the store: the cached
+                # summaries are read and checked meanwhile.
+                if preload and self.cache is not None and since is None:
+                    early = pool.submit(self.cache.summaries_under, backups_prefix(cluster))
+                chosen = self.committed(cluster, since=since)
+                if self.cache is not None and since is None:
+                    self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
+            cached = early.result() if early is not None else None
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
-                found = read(page, pool)
+                found = read(page, pool, cached)
                 pins = dict(zip(((b.cluster, b.id) for b in page if b.pinned),
                                 pool.map(self.pin_of, [b for b in page if b.pinned])))
                 yield Listing(
@@ -341,18 +348,23 @@ class BackupRepository:
                     {ref: pin for ref, pin in pins.items() if pin is not None},
                 )
 
-    def _read_manifests(self, page: Sequence[CommittedBackup],
-                        pool: ThreadPoolExecutor) -> list[Manifest | DamagedManifest | None]:
+    def _read_manifests(self, page: Sequence[CommittedBackup], pool: ThreadPoolExecutor,
+                        _: CachedSummaries | None) -> list[Manifest | DamagedManifest | None]:
         """The manifests of ``page``, in order: from the cache where it holds the listed version."""
         listed = [b.manifest for b in page if b.manifest is not None]
         cached = self.cache.lookup(listed) if self.cache is not None and listed else {}
         return self._fill(page, cached, pool, lambda m: m)
 
-    def _read_summaries(self, page: Sequence[CommittedBackup],
-                        pool: ThreadPoolExecutor) -> list[BackupSummary | DamagedManifest | None]:
-        """The summaries of ``page``, in order: from the cache where it holds the listed version."""
+    def _read_summaries(self, page: Sequence[CommittedBackup], pool: ThreadPoolExecutor,
+                        preloaded: CachedSummaries | None) -> list[BackupSummary | DamagedManifest | None]:
+        """The summaries of ``page``, in order: from the cache where it holds the listed version
+        (from ``preloaded`` when the cache was read before the page)."""
         listed = [b.manifest for b in page if b.manifest is not None]
-        cached = self.cache.lookup_summaries(listed) if self.cache is not None and listed else {}
+        cached: dict[str, BackupSummary] = {}
+        if preloaded is not None:
+            cached = preloaded.lookup(listed)
+        elif self.cache is not None and listed:
+            cached = self.cache.lookup_summaries(listed)
         return self._fill(page, cached, pool, BackupSummary.of)
 
     def _fill(self, page: Sequence[CommittedBackup], cached: dict[str, B], pool: ThreadPoolExecutor,
