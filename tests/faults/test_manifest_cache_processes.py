@@ -25,28 +25,13 @@ from lifeboat.catalog.manifest import BackupSummary, Manifest
 from lifeboat.catalog.manifest_cache import CACHE_FILE, ManifestCache
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.store import open_store
-from lifeboat.store.base import ObjectStore
 from tests.faults.conftest import lifeboat_process
+from tests.support.counting_store import CountingStore
 from tests.support.manifests import fake_backup
 
 pytestmark = pytest.mark.integration
 
 COUNT = 300
-
-
-class CountingStore:
-    """A real store, counting the manifests downloaded through it."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-        self.manifests_read = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    def get_bytes(self, key: str) -> bytes:
-        self.manifests_read += key.endswith("/manifest.json")
-        return self._store.get_bytes(key)
 
 
 @pytest.fixture(scope="module")

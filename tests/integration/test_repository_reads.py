@@ -15,34 +15,13 @@ from lifeboat.catalog.manifest_cache import CACHE_FILE, ManifestCache
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.main import main
 from lifeboat.store import open_store
-from lifeboat.store.base import ObjectInfo, ObjectStore
+from tests.support.counting_store import CountingStore
 from tests.support.manifests import fake_backup
 from tests.support.seaweed import S3Endpoint
 
 pytestmark = pytest.mark.integration
 
 COUNT = 300  # six days of backups every 30 minutes
-
-
-class CountingStore:
-    """The real S3 store, counting the manifests read and the keys listed through it."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-        self.manifests_read = 0
-        self.listed = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    def get_bytes(self, key: str) -> bytes:
-        self.manifests_read += key.endswith("/manifest.json")
-        return self._store.get_bytes(key)
-
-    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
-        found = list(self._store.list(prefix, after=after))
-        self.listed += len(found)
-        return iter(found)
 
 
 @pytest.fixture(scope="module")
