@@ -4,16 +4,19 @@ Every command caps malloc at two arenas and keeps each buffer of 256 KiB or more
 mapping, unmapped when freed (:func:`tune_malloc`). A restore of a db up to
 :data:`REUSE_UP_TO` then lets its chunks come from the heaps instead (:func:`reuse_chunks_for`),
 which saves the page faults of a fresh mapping per chunk; above that size the heaps fragment
-over the long download and the memory bound would not hold.
+over the long download and the memory bound would not hold. Reuse costs memory at any size
+(about 30 MB at 1.2 GB); a bounded pool of reused buffers would give the speed without it.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-# The largest db whose restore reuses heap memory for its chunks. Measured 2026-12-01: a 1.2 GB
-# restore peaked at the same RSS either way; the fetch of an 8.1 GiB one peaked at 183 MB with
-# reuse against 150 MB without (a verify of it, 161 against 128 MB).
+# The largest db whose restore reuses heap memory for its chunks. Measured 2026-12-01 (quiet
+# machine, SeaweedFS): a 1.2 GB restore took 12.2 s and 11.2 s of CPU with reuse against 16.6 s
+# and 16.3 s without, and peaked at 173 MB against 141 MB. Over a longer download the heaps
+# fragment further: the fetch of an 8.1 GiB db peaked at 183 MB with reuse, 150 MB without (a
+# verify of it, 161 against 128 MB), past the 150 MB bound, so big restores map each chunk.
 REUSE_UP_TO = 2 << 30
 
 
