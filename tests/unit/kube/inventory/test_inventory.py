@@ -9,11 +9,12 @@ import pytest
 
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory import (
-    ClusterIdentity, KindQuery, cluster_id_from_members, decode_entries, diff_keys,
+    ClusterIdentity, KindQuery, decode_entries, diff_keys,
     execute_plan, plan_undelete, same_cluster, summarize, summarize_keys,
 )
 from lifeboat.kube.inventory.views import REDACTED, object_document
 from lifeboat.kube.objects import parse_registry_key
+from lifeboat.snapshot import cluster_id_from_members
 from tests.support.k8s_keyspace import Owner, build_keyspace, fixture, renamed
 from tests.unit.kube.objects.fixtures import require_fixtures
 
