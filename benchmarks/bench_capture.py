@@ -2,8 +2,11 @@
 
 One etcd 3.5.1 on loopback. Rounds alternate "no capture", "watch drain" (a child process
 that only reads the same whole-keyspace watch lifeboat uses and drops every event: the least
-any watcher costs etcd) and "capture" (``lifeboat capture`` as a child process, to a local
-repository, default flush interval of 1 s); in each round a
+a Python watcher costs etcd), "etcdctl watch" (the reference tool, Go: ``etcdctl watch`` of
+the whole keyspace from the same revision, its output to /dev/null) and "capture"
+(``lifeboat capture`` as a child process, to a local repository, default flush interval of
+1 s). ``--nice N`` runs the three watchers at that niceness (the systemd units of
+``deploy/`` set ``Nice=10``); etcd and the load generator stay at 0. In each round a
 load generator in this process writes 1 KiB values at a steady target rate (default 2,000
 writes/s) for ``--seconds``, from several threads, and records each put's acknowledgement
 time, revision and latency. Measured:
@@ -11,7 +14,8 @@ time, revision and latency. Measured:
 * **RPO**: for every write of a capture round, the time from etcd's acknowledgement to the
   moment the segment holding its revision was committed (the segment file's mtime; the local
   store writes a temp file and renames it into place). p50 / p99 / max.
-* **put latency** with and without capture (p50 / p99), as a ratio of the two.
+* **put latency** with and without capture (p50 / p99), as a ratio of the two; the same for
+  the drain and for etcdctl, which says what any watcher costs etcd on this machine.
 * **capture's peak RSS** (the child's ``ru_maxrss``) and its **CPU** (user + system seconds
   per second of load, so 0.25 = a quarter of one core), the same for the watch drain.
 * **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
@@ -122,12 +126,29 @@ with EtcdClient(ConnectionSettings((sys.argv[1],))) as client:
 """
 
 
-def drain_round(endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str]) -> dict[str, object]:
+def niced(argv: list[str], nice: int) -> list[str]:
+    return ["nice", "-n", str(nice), *argv] if nice else argv
+
+
+def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str],
+                  nice: int) -> dict[str, object]:
+    """Load while a bare watcher of the whole keyspace runs: "drain" (Python, lifeboat's own watch
+    that drops every event) or "etcdctl" (the reference tool, its output discarded)."""
     with EtcdClient(ConnectionSettings((endpoint,))) as client:
         start = client.status(endpoint).revision + 1
-    with spawned([sys.executable, "-c", DRAIN, endpoint, str(start)], env=env,
-                 stdout=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    if kind == "drain":
+        argv = [sys.executable, "-c", DRAIN, endpoint, str(start)]
+    else:
+        argv = [str(etcd_35().etcdctl), "--endpoints", endpoint, "watch", "--prefix", "", f"--rev={start}"]
+    output = subprocess.PIPE if kind == "drain" else subprocess.DEVNULL
+    with spawned(niced(argv, nice), env=env, stdout=output, stderr=subprocess.PIPE, text=True) as proc:
+        if proc.stdout is not None:
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("the watch drain did not start")
+        else:
+            time.sleep(1.0)  # etcdctl prints nothing until the first event: give it the time to connect
+        if proc.poll() is not None:
+            raise SystemExit(f"the {kind} watcher exited with {proc.returncode}")
         began = time.monotonic()
         writes = load(endpoint, rate, seconds, threads)
         elapsed = time.monotonic() - began
@@ -138,11 +159,11 @@ def drain_round(endpoint: str, rate: float, seconds: float, threads: int, env: d
 
 
 def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
-                  env: dict[str, str], flush: str) -> dict[str, object]:
+                  env: dict[str, str], flush: str, nice: int) -> dict[str, object]:
     repo_dir = work / f"repo-{time.monotonic_ns()}"
-    with spawned(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
-                             "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool"),
-                             "--flush-interval", flush],
+    with spawned(niced(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
+                                   "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool"),
+                                   "--flush-interval", flush], nice),
                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 60
         while not list(repo_dir.rglob("chain.json")):
@@ -185,9 +206,11 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
     plain = [w for r in rounds if r["mode"] == "plain" for w in r["writes"]]  # type: ignore[attr-defined]
     captured = [r for r in rounds if r["mode"] == "capture"]
     drained = [r for r in rounds if r["mode"] == "drain"]
+    reference = [r for r in rounds if r["mode"] == "etcdctl"]
     lat_plain = [w[2] for w in plain]
     lat_drain = [w[2] for r in drained for w in r["writes"]]  # type: ignore[attr-defined]
     lat_cap = [w[2] for r in captured for w in r["writes"]]  # type: ignore[attr-defined]
+    lat_ref = [w[2] for r in reference for w in r["writes"]]  # type: ignore[attr-defined]
     delays = [d for r in captured for d in r["delays"]]  # type: ignore[attr-defined]
     achieved = [len(r["writes"]) / seconds for r in rounds]  # type: ignore[arg-type]
     return {
@@ -200,9 +223,14 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
         "put_p99_ratio": percentile(lat_cap, 99) / percentile(lat_plain, 99),
         "put_p50_ratio_drain": percentile(lat_drain, 50) / percentile(lat_plain, 50),
         "put_p99_ratio_drain": percentile(lat_drain, 99) / percentile(lat_plain, 99),
+        "put_p50_etcdctl": percentile(lat_ref, 50), "put_p99_etcdctl": percentile(lat_ref, 99),
+        "put_p50_ratio_etcdctl": percentile(lat_ref, 50) / percentile(lat_plain, 50),
+        "put_p99_ratio_etcdctl": percentile(lat_ref, 99) / percentile(lat_plain, 99),
         "put_p50_ratio_capture_vs_drain": percentile(lat_cap, 50) / percentile(lat_drain, 50),
+        "put_p50_ratio_capture_vs_etcdctl": percentile(lat_cap, 50) / percentile(lat_ref, 50),
         "capture_cpu_cores": statistics.median(float(str(r["cpu"])) for r in captured),
         "drain_cpu_cores": statistics.median(float(str(r["cpu"])) for r in drained),
+        "etcdctl_cpu_cores": statistics.median(float(str(r["cpu"])) for r in reference),
         "capture_peak_rss_mb": max(int(r["rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
     }
 
@@ -211,9 +239,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000.0, help="target writes per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="load per round")
-    parser.add_argument("--rounds", type=int, default=2, help="(no capture, watch drain, capture) triples")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="(no capture, watch drain, etcdctl watch, capture) quadruples")
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
+    parser.add_argument("--nice", type=int, default=0, help="niceness of the watchers (default 0: etcd's own)")
     args = parser.parse_args()
     work = BENCH_WORK / "capture"
     work.mkdir(parents=True, exist_ok=True)
@@ -224,16 +254,19 @@ def main() -> None:
         load_before = os.getloadavg()
         for _ in range(args.rounds):
             rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
-            rounds.append({"mode": "drain", **drain_round(endpoint, args.rate, args.seconds, args.threads, env)})
+            for kind in ("drain", "etcdctl"):
+                rounds.append({"mode": kind, **watcher_round(kind, endpoint, args.rate, args.seconds, args.threads,
+                                                             env, args.nice)})
             rounds.append({"mode": "capture", **capture_round(endpoint, work, args.rate, args.seconds,
-                                                              args.threads, env, args.flush_interval)})
+                                                              args.threads, env, args.flush_interval, args.nice)})
         load_after = os.getloadavg()
         last = rounds[-1]
         pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)
-    result = {"flush_interval": args.flush_interval, **summary(rounds, args.rate, args.seconds), "pitr": pitr,
+    result = {"flush_interval": args.flush_interval, "nice": args.nice,
+              **summary(rounds, args.rate, args.seconds), "pitr": pitr,
               "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
               "rounds": [{"mode": r["mode"], "writes": len(r["writes"])} for r in rounds]}  # type: ignore[arg-type]
-    (BENCH_WORK / f"bench_capture-{args.flush_interval}.json").write_text(json.dumps(result, indent=2))
+    (BENCH_WORK / f"bench_capture-{args.flush_interval}-nice{args.nice}.json").write_text(json.dumps(result, indent=2))
     print(f"| metric | value |\n| --- | --- |")
     for key, value in result.items():
         if key != "rounds":
