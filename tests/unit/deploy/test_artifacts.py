@@ -117,7 +117,10 @@ def test_systemd_units_have_what_they_need() -> None:
     assert timer["Install"]["WantedBy"] == "timers.target"
     assert agent["Service"]["Restart"] == "always" and agent["Service"]["KillSignal"] == "SIGTERM"
     parser = build_parser()
-    for service in (backup, agent):
+    for service in (backup, agent):  # both stream snapshots and capture beside etcd: etcd gets the CPU and disk first
+        assert service["Service"]["Nice"] == "10"
+        assert service["Service"]["IOSchedulingClass"] == "best-effort"
+        assert service["Service"]["IOSchedulingPriority"] == "7"
         command = service["Service"]["ExecStart"].split()
         assert command[0] == "/usr/local/bin/lifeboat"
         parser.parse_args(command[1:])
