@@ -104,7 +104,13 @@ def test_only_the_leader_captures_and_a_new_leader_resumes_without_a_gap(
     with handover(etcd, s3_repo, cluster, tmp_path, "200ms", pause=0.02) as h:
         wait_for(lambda: h.first.scrape().get("lifeboat_capture_segments_total{}", 0) >= 3, 60, "segments")
         assert h.first.scrape()["lifeboat_capture_running{}"] == 1
-        assert h.other.scrape().get("lifeboat_capture_running{}") == 0, "a follower must not capture"
+        # The follower may still be starting on a loaded machine: ask once it has finished a
+        # cycle as a follower, in which a wrong start of capture would have happened.
+        wait_for(lambda: h.other.scrape().get("lifeboat_agent_cycles_total{}", 0) >= 1, 60,
+                 "the follower's first cycle")
+        follower = h.other.scrape()
+        assert follower["lifeboat_agent_is_leader{}"] == 0
+        assert follower["lifeboat_capture_running{}"] == 0, "a follower must not capture"
 
         h.first.proc.send_signal(signal.SIGKILL)  # mid-segment: what it had not committed is lost
         wait_for(lambda: leader(etcd, cluster) == h.other.name, 3 * TTL + 5, "the new leader")

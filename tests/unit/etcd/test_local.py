@@ -44,9 +44,13 @@ def test_etcd_exiting_early_is_reported_with_its_last_log_line(tmp_path: Path) -
 
 def test_a_hung_etcd_is_killed_on_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lifeboat.etcd.local.STOP_GRACE", 0.5)
-    fake = script(tmp_path / "etcd", "trap '' TERM; while :; do sleep 1; done")
+    trapped = tmp_path / "trapped"
+    fake = script(tmp_path / "etcd", f"trap '' TERM; touch {trapped}; while :; do sleep 1; done")
     etcd = LocalEtcd(fake, "d", tmp_path, tmp_path / "log", 1, 2)
     with etcd:
         process = etcd.process
-        time.sleep(0.3)  # let the shell install its trap before SIGTERM arrives
+        deadline = time.monotonic() + 30
+        while not trapped.exists():  # SIGTERM must come after the shell ignores it
+            assert time.monotonic() < deadline, "the fake etcd never started"
+            time.sleep(0.01)
     assert process is not None and process.returncode == -9
