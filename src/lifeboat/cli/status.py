@@ -17,7 +17,7 @@ from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatErro
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.paths import ETCD_MANIFEST, on_host
 from lifeboat.kube.static_pods import read_static_pod
-from lifeboat.recovery.decision import Action, Decision, decide_recovery
+from lifeboat.recovery.decision import Action, RecoveryDecision, decide_recovery
 from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
 
 
@@ -119,7 +119,8 @@ def human_age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def status_document(health: ClusterHealth, decision: Decision, newest: NewestBackup | None) -> dict[str, object]:
+def status_document(health: ClusterHealth, decision: RecoveryDecision,
+                    newest: NewestBackup | None) -> dict[str, object]:
     """The ``-o json`` form of status."""
     leader = health.leader
     document: dict[str, object] = {
@@ -165,7 +166,7 @@ def _member_document(m: MemberHealth, leader: MemberHealth | None) -> dict[str, 
     }
 
 
-def _print_status(health: ClusterHealth, decision: Decision, newest: NewestBackup | None) -> None:
+def _print_status(health: ClusterHealth, decision: RecoveryDecision, newest: NewestBackup | None) -> None:
     leader = health.leader
     rows = []
     for m in health.members:

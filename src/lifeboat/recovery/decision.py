@@ -35,7 +35,7 @@ class Action(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class RecoveryDecision:
     """The recommended action, the members it concerns, why, and the commands to run."""
 
     action: Action
@@ -57,14 +57,14 @@ class Decision:
         return None
 
 
-def decide_recovery(health: ClusterHealth) -> Decision:
+def decide_recovery(health: ClusterHealth) -> RecoveryDecision:
     """Apply the decision table of this module's docstring to ``health``."""
     voting = len(health.voting)
     intact = health.answered and not health.quorum_lost
     failed = tuple(_label(m.name, m.id) for m in health.failed)
 
-    def decision(action: Action, reason: str, commands: tuple[str, ...] = ()) -> Decision:
-        return Decision(action, reason, failed, commands, voting, intact)
+    def decision(action: Action, reason: str, commands: tuple[str, ...] = ()) -> RecoveryDecision:
+        return RecoveryDecision(action, reason, failed, commands, voting, intact)
 
     if not health.answered:
         return decision(
@@ -107,7 +107,7 @@ def decide_recovery(health: ClusterHealth) -> Decision:
     return decision(Action.NOTHING, f"healthy: {health.summary()}")
 
 
-def restore_allowed(decision: Decision, force: bool) -> bool:
+def restore_allowed(decision: RecoveryDecision, force: bool) -> bool:
     """Whether a full restore may run: not while an HA cluster keeps quorum, unless forced.
 
     For the restore command: call it with the decision for the cluster being restored and

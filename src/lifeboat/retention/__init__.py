@@ -16,7 +16,7 @@ from lifeboat.retention.periodic import (
     KeepYearly,
     PeriodicPolicy,
 )
-from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
+from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import (
     CountPolicy,
     DurationPolicy,
@@ -32,9 +32,9 @@ __all__ = [
     "COMPLETE",
     "INCOMPLETE_GRACE",
     "POLICY_CLASSES",
+    "BackupDecision",
     "BackupRecord",
     "CountPolicy",
-    "Decision",
     "DurationPolicy",
     "KeepDaily",
     "KeepHourly",

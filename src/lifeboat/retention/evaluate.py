@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.retention.durations import format_duration
-from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
+from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy
 from lifeboat.retention.records import BackupRecord, format_time
 
@@ -93,7 +93,7 @@ def _evaluate_cluster(
     now: datetime,
     min_redundancy: int,
     grace: timedelta,
-) -> list[Decision]:
+) -> list[BackupDecision]:
     backups = sorted(backups, key=lambda b: (b.taken_at, b.id), reverse=True)
     past = [b for b in backups if b.taken_at <= now]
     complete = [b for b in past if b.is_complete]
@@ -114,9 +114,9 @@ def _evaluate_cluster(
     if complete and not any(b.id in keep for b in complete):
         raise _refusal(complete, policies)
     return [
-        Decision(b, Verdict.KEEP, tuple(keep[b.id]))
+        BackupDecision(b, Verdict.KEEP, tuple(keep[b.id]))
         if b.id in keep
-        else Decision(b, Verdict.DELETE, (delete.get(b.id, "matched no policy"),))
+        else BackupDecision(b, Verdict.DELETE, (delete.get(b.id, "matched no policy"),))
         for b in backups
     ]
 

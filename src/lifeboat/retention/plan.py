@@ -15,7 +15,7 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class BackupDecision:
     """What happens to one backup, and every reason for it (never empty)."""
 
     backup: BackupRecord
@@ -49,7 +49,7 @@ class RetentionPlan:
     now: datetime
     policies: tuple[str, ...]
     min_redundancy: int
-    decisions: tuple[Decision, ...]
+    decisions: tuple[BackupDecision, ...]
 
     @property
     def to_keep(self) -> tuple[BackupRecord, ...]:

@@ -26,7 +26,7 @@ from lifeboat.errors import IntegrityError, Unsupported, UsageError
 from lifeboat.store.base import IncompleteUpload
 from lifeboat.retention.evaluate import evaluate
 from lifeboat.retention.chains import ChainDecision, judge_chains, keep_window_bases
-from lifeboat.retention.plan import Decision, RetentionPlan, Verdict
+from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy
 from lifeboat.retention.records import BackupRecord
 
@@ -80,7 +80,7 @@ class PrunePlan:
     incomplete: tuple[IncompleteDecision, ...] = ()
     incomplete_unlisted: str = ""  # why the store could not list its incomplete uploads, if it could not
 
-    def manifest_of(self, decision: Decision) -> Manifest:
+    def manifest_of(self, decision: BackupDecision) -> Manifest:
         return self.manifests[(decision.backup.cluster, decision.backup.id)]
 
     @property
@@ -88,7 +88,7 @@ class PrunePlan:
         return not self.incomplete_unlisted
 
     @property
-    def deletions(self) -> tuple[Decision, ...]:
+    def deletions(self) -> tuple[BackupDecision, ...]:
         return tuple(d for d in self.retention.decisions if d.verdict is Verdict.DELETE)
 
     @property
