@@ -27,7 +27,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from lifeboat.catalog.layout import manifest_key
 from lifeboat.catalog.manifest import BackupSummary, Manifest
@@ -70,19 +70,19 @@ def version_of(info: ObjectInfo) -> str | None:
     return None
 
 
-class CachedSummaries:
-    """Summaries read from the cache at one moment, by key, each with its size and version."""
+class CachedEntries(Generic[T]):
+    """Entries read from the cache at one moment, by key, each with the size and version it was read at."""
 
-    def __init__(self, entries: Mapping[str, tuple[tuple[object, object], BackupSummary]]) -> None:
+    def __init__(self, entries: Mapping[str, tuple[object, object, T]]) -> None:
         self._entries = entries
 
-    def lookup(self, infos: Sequence[ObjectInfo]) -> dict[str, BackupSummary]:
-        """Those among ``infos`` whose size and version match, by key."""
-        found: dict[str, BackupSummary] = {}
+    def lookup(self, infos: Sequence[ObjectInfo]) -> dict[str, T]:
+        """Those among ``infos`` that a listing shows with the size and version cached, by key."""
+        found: dict[str, T] = {}
         for info in infos:
             entry = self._entries.get(info.key)
-            if entry is not None and entry[0] == (info.size, version_of(info)):
-                found[info.key] = entry[1]
+            if entry is not None and entry[:2] == (info.size, version_of(info)):
+                found[info.key] = entry[2]
         return found
 
 
@@ -96,33 +96,32 @@ class ManifestCache:
 
     def lookup(self, infos: Sequence[ObjectInfo]) -> dict[str, Manifest]:
         """The cached manifests among ``infos`` whose size and version match, by key."""
-        found: dict[str, Manifest] = {}
-        for key, (document,) in self._matching("manifest", "document", infos).items():
-            manifest = self._valid(key, document)
-            if manifest is not None:
-                found[key] = manifest
-        return found
+        return self._manifests(self._select("manifest", "document", keys=[info.key for info in infos])).lookup(infos)
 
     def lookup_summaries(self, infos: Sequence[ObjectInfo]) -> dict[str, BackupSummary]:
         """The cached summaries among ``infos`` whose size and version match, by key."""
-        found: dict[str, BackupSummary] = {}
-        for key, (files, document) in self._matching("summary", "files, document", infos).items():
-            summary = self._valid_summary(key, files, document)
-            if summary is not None:
-                found[key] = summary
-        return found
+        return self._summaries(self._select("summary", "files, document",
+                                            keys=[info.key for info in infos])).lookup(infos)
 
-    def summaries_under(self, prefix: str) -> CachedSummaries:
-        """Every valid summary cached under ``prefix``, with the size and version it was read at.
+    def manifests_under(self, prefix: str) -> CachedEntries[Manifest]:
+        """Every valid manifest cached under ``prefix``, with the size and version it was read at.
 
         A listing of every backup asks for this while the store lists keys, so the checks of
-        the cached summaries run meanwhile; it then uses only those the listing shows.
+        the cached entries run meanwhile; it then uses only those the listing shows.
         """
-        rows = self._query(lambda db: db.execute(
-            "SELECT key, size, version, files, document FROM summary WHERE repository = ? AND substr(key, 1, ?) = ?",
-            (self.repository, len(prefix), prefix)).fetchall())
-        return CachedSummaries({key: ((size, version), summary) for key, size, version, files, document in rows or ()
-                                if (summary := self._valid_summary(key, files, document)) is not None})
+        return self._manifests(self._select("manifest", "document", prefix=prefix))
+
+    def summaries_under(self, prefix: str) -> CachedEntries[BackupSummary]:
+        """Like :meth:`manifests_under`, for the summaries."""
+        return self._summaries(self._select("summary", "files, document", prefix=prefix))
+
+    def _manifests(self, rows: Iterable[Sequence[Any]]) -> CachedEntries[Manifest]:
+        return CachedEntries({key: (size, version, manifest) for key, size, version, document in rows
+                              if (manifest := self._valid(key, document)) is not None})
+
+    def _summaries(self, rows: Iterable[Sequence[Any]]) -> CachedEntries[BackupSummary]:
+        return CachedEntries({key: (size, version, summary) for key, size, version, files, document in rows
+                              if (summary := self._valid_summary(key, files, document)) is not None})
 
     def _valid_summary(self, key: str, files: object, document: object) -> BackupSummary | None:
         manifest = self._valid(key, document)
@@ -130,15 +129,21 @@ class ManifestCache:
             return BackupSummary(manifest, files)
         return None
 
-    def _matching(self, table: str, columns: str, infos: Sequence[ObjectInfo]) -> dict[str, tuple[object, ...]]:
-        """``columns`` of the rows of ``table`` that hold one of ``infos`` with its size and version."""
-        wanted = {info.key: (info.size, version_of(info)) for info in infos}
-        keys = list(wanted)
-        rows = self._query(lambda db: [row for start in range(0, len(keys), _KEYS_PER_QUERY) for row in db.execute(
-            f"SELECT key, size, version, {columns} FROM {table} WHERE repository = ? AND key IN "
-            f"({', '.join('?' * len(keys[start:start + _KEYS_PER_QUERY]))})",
-            (self.repository, *keys[start:start + _KEYS_PER_QUERY])).fetchall()]) if keys else []
-        return {key: tuple(rest) for key, size, version, *rest in rows or () if wanted.get(key) == (size, version)}
+    def _select(self, table: str, columns: str, *, keys: Sequence[str] = (),
+                prefix: str | None = None) -> list[Sequence[Any]]:
+        """Key, size, version and ``columns`` of the rows of ``table`` under ``prefix``, or with ``keys``."""
+        head = f"SELECT key, size, version, {columns} FROM {table} WHERE repository = ? AND "
+        queries: list[tuple[str, tuple[object, ...]]]
+        if prefix is not None:
+            queries = [(head + "substr(key, 1, ?) = ?", (len(prefix), prefix))]
+        else:
+            batches = [tuple(keys[start:start + _KEYS_PER_QUERY]) for start in range(0, len(keys), _KEYS_PER_QUERY)]
+            queries = [(head + f"key IN ({', '.join('?' * len(batch))})", batch) for batch in batches]
+        if not queries:
+            return []
+        rows = self._query(lambda db: [row for sql, values in queries
+                                       for row in db.execute(sql, (self.repository, *values)).fetchall()])
+        return rows or []
 
     def _valid(self, key: str, document: object) -> Manifest | None:
         """The manifest in a row, if it passes the strict schema and is the one stored under ``key``."""

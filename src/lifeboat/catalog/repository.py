@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
@@ -38,7 +38,7 @@ from lifeboat.catalog.layout import (
     pin_key,
 )
 from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
-from lifeboat.catalog.manifest_cache import CachedSummaries, ManifestCache
+from lifeboat.catalog.manifest_cache import CachedEntries, ManifestCache
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.streams import ranged
 from lifeboat.clock import Clock, SystemClock
@@ -88,6 +88,23 @@ class Listing(Generic[B]):
     backups: tuple[B, ...]
     damaged: tuple[DamagedManifest, ...]
     pins: dict[tuple[str, str], Pin] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Reading(Generic[B]):
+    """What a listing shows of each backup, and where the cache keeps it."""
+
+    under: Callable[[ManifestCache, str], CachedEntries[B]]
+    lookup: Callable[[ManifestCache, Sequence[ObjectInfo]], dict[str, B]]
+    shown: Callable[[Manifest], B]
+
+
+def _whole(manifest: Manifest) -> Manifest:
+    return manifest
+
+
+_MANIFESTS = _Reading(ManifestCache.manifests_under, ManifestCache.lookup, _whole)
+_SUMMARIES = _Reading(ManifestCache.summaries_under, ManifestCache.lookup_summaries, BackupSummary.of)
 
 
 @dataclass(frozen=True)
@@ -311,34 +328,32 @@ class BackupRepository:
         (damaged ones count); only the manifests kept are read, and with ``last`` only the keys
         of recent backups are listed (see :meth:`newest`).
         """
-        return self._pages(cluster, since, last, page_size, self._read_manifests)
+        return self._pages(cluster, since, last, page_size, _MANIFESTS)
 
     def summary_pages(self, cluster: str | None = None, *, since: datetime | None = None,
                       last: int | None = None, page_size: int = PAGE_SIZE) -> Iterator[Listing[BackupSummary]]:
         """Like :meth:`pages`, but each backup's summary: from the cache, without reading its
         manifest, when the cache holds the listed version."""
-        return self._pages(cluster, since, last, page_size, self._read_summaries, preload=True)
+        return self._pages(cluster, since, last, page_size, _SUMMARIES)
 
     def _pages(self, cluster: str | None, since: datetime | None, last: int | None, page_size: int,
-               read: Callable[[Sequence[CommittedBackup], ThreadPoolExecutor, CachedSummaries | None],
-                              list[B | DamagedManifest | None]],
-               preload: bool = False) -> Iterator[Listing[B]]:
+               reading: _Reading[B]) -> Iterator[Listing[B]]:
         with ThreadPoolExecutor(READS_AT_ONCE, thread_name_prefix="lifeboat-manifests") as pool:
-            early = None
+            early: Future[CachedEntries[B]] | None = None
             if last is not None:
                 chosen = self.newest(last, cluster, since=since)
             else:
                 # Listing every backup's keys is mostly waiting for the store: the cached
-                # summaries are read and checked meanwhile.
-                if preload and self.cache is not None and since is None:
-                    early = pool.submit(self.cache.summaries_under, backups_prefix(cluster))
+                # entries are read and checked meanwhile.
+                if self.cache is not None and since is None:
+                    early = pool.submit(reading.under, self.cache, backups_prefix(cluster))
                 chosen = self.committed(cluster, since=since)
                 if self.cache is not None and since is None:
                     self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
-            cached = early.result() if early is not None else None
+            preloaded = early.result() if early is not None else None
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
-                found = read(page, pool, cached)
+                found = self._read(page, pool, reading, preloaded)
                 pins = dict(zip(((b.cluster, b.id) for b in page if b.pinned),
                                 pool.map(self.pin_of, [b for b in page if b.pinned])))
                 yield Listing(
@@ -348,24 +363,17 @@ class BackupRepository:
                     {ref: pin for ref, pin in pins.items() if pin is not None},
                 )
 
-    def _read_manifests(self, page: Sequence[CommittedBackup], pool: ThreadPoolExecutor,
-                        _: CachedSummaries | None) -> list[Manifest | DamagedManifest | None]:
-        """The manifests of ``page``, in order: from the cache where it holds the listed version."""
+    def _read(self, page: Sequence[CommittedBackup], pool: ThreadPoolExecutor, reading: _Reading[B],
+              preloaded: CachedEntries[B] | None) -> list[B | DamagedManifest | None]:
+        """What ``page`` shows of each backup, in order: from the cache where it holds the listed
+        version (from ``preloaded`` when the cache was read before the page), else read."""
         listed = [b.manifest for b in page if b.manifest is not None]
-        cached = self.cache.lookup(listed) if self.cache is not None and listed else {}
-        return self._fill(page, cached, pool, lambda m: m)
-
-    def _read_summaries(self, page: Sequence[CommittedBackup], pool: ThreadPoolExecutor,
-                        preloaded: CachedSummaries | None) -> list[BackupSummary | DamagedManifest | None]:
-        """The summaries of ``page``, in order: from the cache where it holds the listed version
-        (from ``preloaded`` when the cache was read before the page)."""
-        listed = [b.manifest for b in page if b.manifest is not None]
-        cached: dict[str, BackupSummary] = {}
+        cached: dict[str, B] = {}
         if preloaded is not None:
             cached = preloaded.lookup(listed)
         elif self.cache is not None and listed:
-            cached = self.cache.lookup_summaries(listed)
-        return self._fill(page, cached, pool, BackupSummary.of)
+            cached = reading.lookup(self.cache, listed)
+        return self._fill(page, cached, pool, reading.shown)
 
     def _fill(self, page: Sequence[CommittedBackup], cached: dict[str, B], pool: ThreadPoolExecutor,
               shown: Callable[[Manifest], B]) -> list[B | DamagedManifest | None]:
