@@ -15,8 +15,11 @@ SeaweedFS, then times, alternating, each as a fresh process:
 
 There is no reference tool, so the targets are absolute (list ≤ 2 s; restore latest
 --dry-run ≤ 1 s plus start-up). With ``--baseline REV`` the start-up and warm-list cases also
-run REV's code in the same rounds (an A/B comparison that a loaded machine cannot skew).
-Results go to ``bench-work/bench_repository.json``.
+run REV's code in the same rounds (an A/B comparison that a loaded machine cannot skew); with
+``--format-1`` the same backups are also written to a repository of format 1 (manifests inside
+each backup's folder, what lifeboat wrote before format 2), and the warm list runs against it
+too, with this code and with REV's (which may not read format 2). Results go to
+``bench_repository.json`` in the work dir (``--work``, default ``bench-work/repository-run``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_backup import LIFEBOAT, frozen_source, timed  # noqa: E402
 from benchmarks.dataset import BENCH_WORK  # noqa: E402
-from lifeboat.catalog.repository import BackupRepository  # noqa: E402
+from lifeboat.catalog.layout import MARKER_KEY  # noqa: E402
+from lifeboat.catalog.repository import REPOSITORY_FORMAT, BackupRepository  # noqa: E402
 from lifeboat.store.s3 import S3Store  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.manifests import fake_backup  # noqa: E402
@@ -46,16 +50,21 @@ from tests.support.seaweed import SeaweedServer  # noqa: E402
 from benchmarks.teardown import on_termination  # noqa: E402
 
 
-def fill(seaweed: SeaweedServer, prefix: str, count: int) -> None:
+def fill(seaweed: SeaweedServer, prefix: str, count: int, repository_format: int = REPOSITORY_FORMAT) -> None:
     s3 = seaweed.s3()
     store = S3Store(s3.bucket, prefix, endpoint=s3.endpoint, access_key_id=s3.access_key,
                     secret_access_key=s3.secret_key)
+    if repository_format != REPOSITORY_FORMAT:  # as an older lifeboat created it
+        store.put_bytes(MARKER_KEY, json.dumps({"format": "lifeboat-repository", "version": repository_format,
+                                                "created_at": "2026-01-01T00:00:00+00:00"}).encode(),
+                        create_only=True)
     repo = BackupRepository.open(store, create=True)
+    assert repo.layout.format == repository_format
     newest = datetime.now(UTC) - timedelta(minutes=7)
     started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: fake_backup(repo, newest - timedelta(minutes=30 * i), files=30), range(count)))
-    print(f"wrote {count} backups in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"wrote {count} backups (format {repository_format}) in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 
 def main() -> None:
@@ -65,18 +74,25 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also time start-up and a warm list with REV's code")
     parser.add_argument("--skip-cold", action="store_true",
                         help="leave out list --no-cache and list with an empty cache (the slow cases)")
+    parser.add_argument("--format-1", action="store_true",
+                        help="also time the warm list of the same backups in a format-1 repository")
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "repository-run",
+                        help="work dir (SeaweedFS data, caches, results); default %(default)s")
     args = parser.parse_args()
 
-    work = BENCH_WORK / "repository-run"
+    work = args.work
     with SeaweedServer(weed(), work / f"seaweed-{time.time_ns()}") as seaweed:
         fill(seaweed, "many", args.backups)
-        results = run_rounds(seaweed, work, args.rounds, args.baseline, args.skip_cold)
-    report(results, args.backups)
+        if args.format_1:
+            fill(seaweed, "many-format-1", args.backups, repository_format=1)
+        results = run_rounds(seaweed, work, args.rounds, args.baseline, args.skip_cold, args.format_1)
+    report(results, args.backups, work)
 
 
 def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | None,
-               skip_cold: bool = False) -> dict[str, list[float]]:
+               skip_cold: bool = False, format_1: bool = False) -> dict[str, list[float]]:
     repo = f"s3://{seaweed.s3().bucket}/many"
+    old_repo = f"s3://{seaweed.s3().bucket}/many-format-1"
     env = dict(frozen_source(), **seaweed.s3().env())
     release = etcd_35()
     member = ["--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
@@ -97,14 +113,24 @@ def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | 
     if skip_cold:
         del cases["lifeboat list --no-cache"], cases["lifeboat list (cache empty)"]
     envs = {name: env for name in cases}
+    old_list = "lifeboat list (cache warm), format 1"
+    if format_1:
+        cases[old_list] = [*LIFEBOAT, "list", "--repo", old_repo]
+        envs[old_list] = env
     if baseline:
         before = dict(frozen_source(baseline), **seaweed.s3().env(), LIFEBOAT_CACHE_DIR=str(cache))
-        for name in ("CLI start-up (lifeboat list --help)", "lifeboat list (cache warm)"):
-            cases[f"{name} @{baseline}"] = cases[name]
-            envs[f"{name} @{baseline}"] = before
+        for name in ("CLI start-up (lifeboat list --help)", "lifeboat list (cache warm)", old_list):
+            if name in cases:
+                cases[f"{name} @{baseline}"] = cases[name]
+                envs[f"{name} @{baseline}"] = before
     results: dict[str, list[float]] = {name: [] for name in cases}
     shutil.rmtree(cache, ignore_errors=True)
-    timed(cases["lifeboat list (cache warm)"], env)  # fills the cache the warm case reads
+    for name in [name for name in cases if "cache warm" in name]:
+        try:  # fills the cache the warm cases read
+            timed(cases[name], envs[name])
+        except SystemExit as exc:  # REV cannot read this repository's format
+            print(f"{name}: {exc}; left out", file=sys.stderr)
+            del cases[name], results[name]
     for round_ in range(rounds):
         for name, argv in cases.items():
             shutil.rmtree(cold, ignore_errors=True)
@@ -113,7 +139,7 @@ def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | 
     return results
 
 
-def report(results: dict[str, list[float]], backups: int) -> None:
+def report(results: dict[str, list[float]], backups: int, work: Path) -> None:
     startup = statistics.median(results["CLI start-up (lifeboat list --help)"])
     rows = []
     for name, runs in results.items():
@@ -125,7 +151,7 @@ def report(results: dict[str, list[float]], backups: int) -> None:
     for name, runs in results.items():
         median = statistics.median(runs)
         print(f"| {name} | {median:.2f} s | {min(runs):.2f}–{max(runs):.2f} s | {median - startup:.2f} s |")
-    out = BENCH_WORK / "bench_repository.json"
+    out = work / "bench_repository.json"
     out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "load": os.getloadavg(),
                                "backups": backups, "results": rows}, indent=2))
 

@@ -199,7 +199,7 @@ def test_one_damaged_manifest_does_not_disable_the_cluster(
     repo = f"file://{root}"
     older = cli.json("backup", *tls_flags(etcd35, pki), "--repo", repo, "--no-files")
     newer = cli.json("backup", *tls_flags(etcd35, pki), "--repo", repo, "--no-files")
-    older_manifest = next(root.rglob(f"{older['id']}/manifest.json"))
+    older_manifest = next(root.rglob(f"manifests/{older['id']}.json"))
     older_manifest.write_bytes(older_manifest.read_bytes()[:200])  # truncated
 
     listed = cli.json("list", "--repo", repo)
@@ -215,7 +215,7 @@ def test_one_damaged_manifest_does_not_disable_the_cluster(
     assert cli("delete", str(older["id"]), "--repo", repo, "--yes")[0] == 0
     assert not (root / "clusters/default/backups" / str(older["id"])).exists()
 
-    newer_manifest = next(root.rglob(f"{newer['id']}/manifest.json"))
+    newer_manifest = next(root.rglob(f"manifests/{newer['id']}.json"))
     document = json.loads(newer_manifest.read_text())
     document["snapshot"]["revision"] = "eighty"
     document["objects"][0]["size"] = -5
@@ -270,7 +270,7 @@ class TestBadInput:
                              "--repo", str(tmp_path / "repo"), "--dial-timeout", "2")
         assert code == 2, err
         assert err.count("\n") == 1 and "TLS" in err
-        assert not list((tmp_path / "repo").rglob("manifest.json"))
+        assert not list((tmp_path / "repo").rglob("manifests/*"))
 
     def test_client_cert_from_another_ca_is_refused(
         self, cli: Cli, etcd35: EtcdMember, pki: Pki, other_pki: Pki, tmp_path: Path
@@ -312,7 +312,7 @@ class TestBadInput:
                                "--no-files", "--command-timeout", "3")
         assert code in (1, 2), err
         assert err.count("\n") == 1
-        assert not list(repo.rglob("manifest.json"))
+        assert not list(repo.rglob("manifests/*"))
 
     def test_snapshot_status_of_a_non_snapshot_fails(self, cli: Cli, tmp_path: Path) -> None:
         junk = tmp_path / "junk.db"

@@ -203,5 +203,5 @@ def test_backup_whose_snapshot_vanished_before_its_manifest_fails_and_commits_no
                               "--no-files")
     assert code == 1 and err.count("\n") == 1
     assert "snapshot.db.zst" in err and "is missing" in err and "not committed" in err
-    assert not [o.key for o in store.list("clusters/") if o.key.endswith("manifest.json")]
+    assert not [o.key for o in store.list("clusters/") if "/manifests/" in o.key]
     assert cli.json("list", "--repo", repo_url) == []

@@ -67,7 +67,7 @@ def backup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         code = main(["backup", f"--endpoints={member.client_url}", "--repo", f"file://{repo}",
                      "--no-files", "-o", "json"])
         assert code == 0
-    manifest_path = next(repo.rglob("manifest.json"))
+    manifest_path = next(repo.rglob("manifests/*.json"))
     manifest = json.loads(manifest_path.read_text())
     yield Backup(release, repo, manifest["id"], manifest["snapshot"]["revision"], compacted)
 

@@ -51,7 +51,7 @@ def test_latest_reads_one_manifest_of_hundreds(many: tuple[str, list[Manifest]])
 
     assert repo.find("latest") == made[-1]
     assert store.manifests_read == 1
-    assert store.listed <= 2 * 2 * 48  # the last two days' keys: a manifest and a data object each
+    assert store.listed <= 2 * 48  # the last two days' manifests: one key each
 
 
 def test_a_backup_by_id_is_one_manifest_read_and_no_listing_of_backups(
@@ -64,16 +64,23 @@ def test_a_backup_by_id_is_one_manifest_read_and_no_listing_of_backups(
     assert store.manifests_read == 2 and store.listed == 0
 
 
+def test_a_listing_of_every_backup_lists_one_key_per_backup(many: tuple[str, list[Manifest]]) -> None:
+    url, made = many
+    repo, store = counting(url)
+    assert [b.id for b in repo.committed()] == [m.id for m in made]
+    assert store.listed == COUNT  # the manifests, from one flat folder; no data object
+
+
 def test_list_last_and_since_read_only_what_they_show(
         many: tuple[str, list[Manifest]], capsys: pytest.CaptureFixture[str]) -> None:
     url, made = many
     repo, store = counting(url)
     assert [m.id for m in repo.scan(last=4).backups] == [m.id for m in made[-4:]]
     assert store.manifests_read == 4
-    assert store.listed <= 2 * 2 * 48  # the last two days' keys, not all six days'
+    assert store.listed <= 2 * 48  # the last two days' manifests, not all six days'
     store.listed = 0
     assert [m.id for m in repo.scan(last=150).backups] == [m.id for m in made[-150:]]
-    assert store.listed <= 2 * 2 * 48 + 2 * COUNT  # two days were too few: then forty (all six)
+    assert store.listed <= 2 * 48 + COUNT  # two days were too few: then forty (all six)
 
     capsys.readouterr()
     assert main(["list", "--repo", url, "--since", "2h", "-o", "json"]) == 0
@@ -87,7 +94,7 @@ def test_a_damaged_manifest_among_hundreds_is_listed_as_damaged_and_passed_over_
     repo = BackupRepository.open(open_store(s3_repo), create=True)
     newest = datetime.now(UTC) - timedelta(minutes=5)
     made = [fake_backup(repo, newest - timedelta(minutes=30 * i)) for i in reversed(range(12))]
-    key = f"clusters/prod/backups/{made[-1].id}/manifest.json"
+    key = repo.manifest_key(made[-1])
     repo.store.delete(key)
     repo.store.put_bytes(key, made[-1].to_json()[:100])
 
@@ -124,11 +131,11 @@ def test_list_takes_manifests_from_the_cache_but_backups_from_the_live_listing(
     # A deleted backup, a manifest replaced by another of the same size, one damaged since.
     repo.delete(made[0])
     replaced = made[1].model_copy(update={"tool_version": "zzzz"})
-    key = repo.object_key(made[1], "manifest.json")
+    key = repo.manifest_key(made[1])
     assert len(replaced.to_json()) == len(repo.store.get_bytes(key))
     repo.store.delete(key)
     repo.store.put_bytes(key, replaced.to_json())
-    damaged = repo.object_key(made[2], "manifest.json")
+    damaged = repo.manifest_key(made[2])
     repo.store.delete(damaged)
     repo.store.put_bytes(damaged, made[2].to_json()[:-40])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from lifeboat.catalog.layout import LAYOUTS
 from lifeboat.store.base import ObjectInfo, ObjectStore
 
 
@@ -19,7 +20,8 @@ class CountingStore:
         return getattr(self._store, name)
 
     def get_bytes(self, key: str) -> bytes:
-        self.manifests_read += key.endswith("/manifest.json")
+        self.manifests_read += any((name := layout.parse(key)) is not None and name.is_manifest
+                                   for layout in LAYOUTS.values())
         return self._store.get_bytes(key)
 
     def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:

@@ -1,14 +1,20 @@
 """Every object name in a lifeboat repository: the one module that spells the layout.
 
-Inside an object store::
+Inside an object store, a repository of format 2 (what lifeboat creates)::
 
     lifeboat-repository.json                               format marker (written once)
     clusters/<cluster>/backups/<id>/snapshot.db.zst[.age]  a backup's data objects
     clusters/<cluster>/backups/<id>/control-plane.tar.zst[.age]
-    clusters/<cluster>/backups/<id>/manifest.json          written last, deleted last
-    clusters/<cluster>/backups/<id>/pin.json               a pin, only beside a manifest
+    clusters/<cluster>/manifests/<id>.json                 the manifest: written last, deleted last
+    clusters/<cluster>/pins/<id>.json                      a pin, only beside a manifest
     clusters/<cluster>/chains/<chain>/...                  continuous capture (see below)
     clusters/<cluster>/locks/<name>.json                   reserved for repository locks
+
+Format 1 (repositories made before format 2, still read and written as they are) keeps the
+manifest and the pin inside the backup's folder, ``backups/<id>/manifest.json`` and
+``backups/<id>/pin.json``. Finding its backups is a listing of every backup's folder, which
+S3 servers such as SeaweedFS answer folder by folder; format 2's manifests are one flat
+folder, listed in a fraction of that time. :class:`Layout` says where each format keeps them.
 
 A new kind of stored object gets its prefix and names here, under ``clusters/<cluster>/``,
 beside ``backups/``; nothing else builds a key from strings. Continuous capture keeps one
@@ -23,6 +29,7 @@ folder per chain (a base backup and the segments after it)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 MARKER_KEY = "lifeboat-repository.json"
 CLUSTERS = "clusters/"
@@ -30,8 +37,12 @@ CLUSTERS = "clusters/"
 # A backup's objects. Stored names add ".zst" and, when encrypted, ".age" (see stored_name).
 SNAPSHOT_OBJECT = "snapshot.db"
 FILES_OBJECT = "control-plane.tar"
+# Format 1 keeps these inside the backup's folder; format 2 as <id>.json in flat folders.
 MANIFEST_NAME = "manifest.json"
 PIN_NAME = "pin.json"
+MANIFESTS_DIR = "manifests/"
+PINS_DIR = "pins/"
+RECORD_SUFFIX = ".json"
 
 # Continuous capture's objects inside one chain's folder.
 CHAIN_NAME = "chain.json"
@@ -63,42 +74,99 @@ def backup_object_key(cluster: str, backup_id: str, name: str) -> str:
     return backup_prefix(cluster, backup_id) + name
 
 
-def manifest_key(cluster: str, backup_id: str) -> str:
-    return backup_prefix(cluster, backup_id) + MANIFEST_NAME
+class ObjectKind(Enum):
+    """What an object of a backup is to the repository."""
 
-
-def pin_key(cluster: str, backup_id: str) -> str:
-    return backup_prefix(cluster, backup_id) + PIN_NAME
+    DATA = "data"
+    MANIFEST = "manifest"
+    PIN = "pin"
 
 
 @dataclass(frozen=True)
 class BackupObjectName:
-    """A key inside a backup's folder, taken apart."""
+    """A key of a backup's object, taken apart: its cluster, backup id and kind."""
 
     cluster: str
     backup_id: str
-    name: str
+    kind: ObjectKind
 
     @property
     def is_manifest(self) -> bool:
-        return self.name == MANIFEST_NAME
+        return self.kind is ObjectKind.MANIFEST
 
     @property
     def is_pin(self) -> bool:
-        return self.name == PIN_NAME
+        return self.kind is ObjectKind.PIN
 
 
-def parse_backup_key(key: str) -> BackupObjectName | None:
-    """The parts of a key in a backup's folder (``clusters/C/backups/ID/NAME``), else None.
+@dataclass(frozen=True)
+class Layout:
+    """Where a repository of one format keeps each backup's manifest and pin."""
 
-    ``NAME`` may hold further ``/``: lifeboat writes none, but they are still the backup's.
-    """
-    parts = key.split("/", 4)
-    if len(parts) != 5 or parts[0] + "/" != CLUSTERS or parts[2] != "backups":
-        return None
-    if not (parts[1] and parts[3] and parts[4]):
-        return None
-    return BackupObjectName(parts[1], parts[3], parts[4])
+    format: int
+
+    def manifest_key(self, cluster: str, backup_id: str) -> str:
+        if self.format == 1:
+            return backup_prefix(cluster, backup_id) + MANIFEST_NAME
+        return f"{manifests_prefix(cluster)}{backup_id}{RECORD_SUFFIX}"
+
+    def pin_key(self, cluster: str, backup_id: str) -> str:
+        if self.format == 1:
+            return backup_prefix(cluster, backup_id) + PIN_NAME
+        return f"{cluster_prefix(cluster)}{PINS_DIR}{backup_id}{RECORD_SUFFIX}"
+
+    def manifests_under(self, cluster: str | None) -> str:
+        """A prefix of every manifest key of ``cluster`` (of every cluster when None)."""
+        return backups_prefix(cluster) if self.format == 1 or cluster is None else manifests_prefix(cluster)
+
+    def commit_folders(self, cluster: str) -> tuple[str, ...]:
+        """The folders whose listings show every manifest and pin of ``cluster``.
+
+        Format 1: every backup's folder, data objects too. Format 2: two flat folders.
+        """
+        if self.format == 1:
+            return (backups_prefix(cluster),)
+        return (manifests_prefix(cluster), f"{cluster_prefix(cluster)}{PINS_DIR}")
+
+    def object_folders(self, cluster: str | None) -> tuple[str, ...]:
+        """The folders holding every object of ``cluster``'s backups, data objects first."""
+        if cluster is None or self.format == 1:
+            return (backups_prefix(cluster),)
+        return (backups_prefix(cluster), *self.commit_folders(cluster))
+
+    def parse(self, key: str) -> BackupObjectName | None:
+        """What a key is to a backup (cluster, id, kind), or None when it is no backup's."""
+        parts = key.split("/", 4)
+        if len(parts) < 4 or parts[0] + "/" != CLUSTERS or not parts[1]:
+            return None
+        if parts[2] == "backups" and len(parts) == 5 and parts[3] and parts[4]:
+            # ``NAME`` may hold further ``/``: lifeboat writes none, but they are still the backup's.
+            kind = ObjectKind.DATA
+            if self.format == 1:
+                kind = {MANIFEST_NAME: ObjectKind.MANIFEST, PIN_NAME: ObjectKind.PIN}.get(parts[4], kind)
+            return BackupObjectName(parts[1], parts[3], kind)
+        kinds = {MANIFESTS_DIR: ObjectKind.MANIFEST, PINS_DIR: ObjectKind.PIN}
+        kind_of = kinds.get(parts[2] + "/")
+        if self.format == 1 or kind_of is None or len(parts) != 4:
+            return None
+        backup_id = parts[3].removesuffix(RECORD_SUFFIX)
+        if not backup_id or backup_id == parts[3]:
+            return None
+        return BackupObjectName(parts[1], backup_id, kind_of)
+
+
+def manifests_prefix(cluster: str) -> str:
+    """Format 2: the flat folder of every manifest of ``cluster``."""
+    return f"{cluster_prefix(cluster)}{MANIFESTS_DIR}"
+
+
+LAYOUTS = {1: Layout(1), 2: Layout(2)}
+CURRENT_LAYOUT = LAYOUTS[2]
+
+
+def is_manifest_key_of(key: str, cluster: str, backup_id: str) -> bool:
+    """Whether some format keeps the manifest of ``cluster``'s backup ``backup_id`` under ``key``."""
+    return key == CURRENT_LAYOUT.manifest_key(cluster, backup_id) or key == LAYOUTS[1].manifest_key(cluster, backup_id)
 
 
 def chains_prefix(cluster: str) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from lifeboat.catalog.layout import manifest_key
+from lifeboat.catalog.layout import is_manifest_key_of
 from lifeboat.catalog.manifest import BackupSummary, Manifest
 from lifeboat.errors import IntegrityError
 from lifeboat.store.base import ObjectInfo
@@ -153,7 +153,7 @@ class ManifestCache:
             manifest = Manifest.from_json(document, where=f"{self.path} ({key})")
         except IntegrityError:
             return None  # a damaged row: read the manifest from the store instead
-        return manifest if manifest_key(manifest.cluster, manifest.id) == key else None
+        return manifest if is_manifest_key_of(key, manifest.cluster, manifest.id) else None
 
     def remember(self, entries: Iterable[tuple[ObjectInfo, Manifest]]) -> None:
         """Keep manifests just read and validated, and their summaries (best effort: a failure

@@ -1,8 +1,8 @@
-"""Pins: a small ``pin.json`` object beside a backup's manifest that retention never deletes.
+"""Pins: a small object per pinned backup (see :mod:`.layout`) that retention never deletes.
 
 Manifests are immutable (written once, create-only), so a pin cannot be a manifest field.
 A pin is only written for a backup whose manifest exists; deleting a backup removes its
-pin with the other data objects, before the manifest.
+pin after the data objects, before the manifest.
 """
 
 from __future__ import annotations

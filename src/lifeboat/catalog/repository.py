@@ -31,11 +31,11 @@ from lifeboat.catalog.layout import (
     MARKER_KEY,
     BackupObjectName,
     backup_object_key,
+    CURRENT_LAYOUT,
+    LAYOUTS,
+    Layout,
+    ObjectKind,
     backup_prefix,
-    backups_prefix,
-    manifest_key,
-    parse_backup_key,
-    pin_key,
 )
 from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.manifest_cache import CachedEntries, ManifestCache
@@ -45,7 +45,8 @@ from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, UsageError
 from lifeboat.store.base import IncompleteUpload, ObjectInfo, ObjectStore
 
-REPOSITORY_FORMAT = 1
+# What this lifeboat creates; it reads and writes every format in LAYOUTS.
+REPOSITORY_FORMAT = CURRENT_LAYOUT.format
 
 # Manifests are small objects whose read is mostly a round trip to the store, so a listing
 # reads a page of them at once (5,000 from SeaweedFS on loopback: 4 s one by one, 2.3 s with
@@ -121,10 +122,11 @@ class BackupRepository:
     """Backups of one or more clusters in one object store."""
 
     def __init__(self, store: ObjectStore, clock: Clock | None = None,
-                 cache: ManifestCache | None = None) -> None:
+                 cache: ManifestCache | None = None, layout: Layout = CURRENT_LAYOUT) -> None:
         self.store = store
         self.clock = clock or SystemClock()
         self.cache = cache
+        self.layout = layout  # the repository's format, from its marker
 
     @property
     def url(self) -> str:
@@ -153,14 +155,14 @@ class BackupRepository:
                 ) from None
             repo._create_marker()
             return repo
-        repo._check_marker(marker)
+        repo.layout = repo._check_marker(marker)
         return repo
 
     def _create_marker(self) -> None:
         if next(iter(self.store.list("")), None) is not None:
             # Another agent may have created the repository since we found no marker.
             try:
-                self._check_marker(self.store.get_bytes(MARKER_KEY))
+                self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
                 return
             except NotFound:
                 pass
@@ -168,9 +170,10 @@ class BackupRepository:
                 f"{self.store.url} is not empty and is not a lifeboat repository; "
                 "use an empty bucket prefix or directory"
             )
+        self.layout = CURRENT_LAYOUT
         marker = {
             "format": "lifeboat-repository",
-            "version": REPOSITORY_FORMAT,
+            "version": CURRENT_LAYOUT.format,
             "created_at": self.clock.now().isoformat(timespec="seconds"),
             "created_by": f"lifeboat {__version__}",
         }
@@ -178,9 +181,10 @@ class BackupRepository:
             self.store.put_bytes(MARKER_KEY, json.dumps(marker).encode(), create_only=True)
         except AlreadyExists:
             # Another agent created it at the same moment: theirs is as good as ours.
-            self._check_marker(self.store.get_bytes(MARKER_KEY))
+            self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
 
-    def _check_marker(self, data: bytes) -> None:
+    def _check_marker(self, data: bytes) -> Layout:
+        """The layout of the format the marker names; a UsageError for a newer or unknown one."""
         try:
             marker = json.loads(data)
             version = int(marker["version"])
@@ -193,9 +197,16 @@ class BackupRepository:
                 f"repository {self.store.url} has format {version}, newer than this lifeboat "
                 f"understands ({REPOSITORY_FORMAT}); upgrade lifeboat"
             )
+        if version not in LAYOUTS:
+            raise UsageError(f"{self.store.url}: {MARKER_KEY} names format {version}, which no lifeboat wrote")
+        return LAYOUTS[version]
 
     def object_key(self, manifest: Manifest, name: str) -> str:
         return backup_object_key(manifest.cluster, manifest.id, name)
+
+    def manifest_key(self, backup: BackupRef) -> str:
+        """Where the backup's manifest is (or would be) stored."""
+        return self.layout.manifest_key(backup.cluster, backup.id)
 
     def write_object(self, cluster: str, backup_id: str, name: str, chunks: Iterable[bytes]) -> None:
         """Store one data object of a backup not committed yet (overwriting a partial one)."""
@@ -221,8 +232,8 @@ class BackupRepository:
 
         One HEAD (stat) per object, no download: cheap enough for ``show`` and ``list --check``.
         """
-        problems = [] if self.store.stat(manifest_key(manifest.cluster, manifest.id)) is not None else [
-            "its manifest.json is gone (the backup was deleted)"]
+        problems = [] if self.store.stat(self.manifest_key(manifest)) is not None else [
+            "its manifest is gone (the backup was deleted)"]
         for obj in manifest.objects:
             info = self.store.stat(self.object_key(manifest, obj.name))
             if info is None:
@@ -232,11 +243,16 @@ class BackupRepository:
         return problems
 
     def backup_objects(self, cluster: str | None = None) -> Iterator[tuple[BackupObjectName, ObjectInfo]]:
-        """Every object in a backup's folder, committed or not, with its name taken apart."""
-        for obj in self.store.list(backups_prefix(cluster)):
-            name = parse_backup_key(obj.key)
-            if name is not None:
-                yield name, obj
+        """Every object of a backup (data, manifest, pin), committed or not, with its name taken apart.
+
+        Data objects are listed before manifests: a backup that commits meanwhile is seen
+        committed, or as uncommitted objects written just now.
+        """
+        for folder in self.layout.object_folders(cluster):
+            for obj in self.store.list(folder):
+                name = self.layout.parse(obj.key)
+                if name is not None:
+                    yield name, obj
 
     def commit(self, manifest: Manifest) -> None:
         """Write the manifest, create-only: the moment the backup starts to exist.
@@ -246,7 +262,7 @@ class BackupRepository:
         removed or replaced one while the backup ran, and a manifest must never commit a
         backup whose data is gone. Such a backup fails (OperationFailed) and is not committed.
         """
-        key = manifest_key(check_cluster_name(manifest.cluster), manifest.id)
+        key = self.layout.manifest_key(check_cluster_name(manifest.cluster), manifest.id)
         for obj in manifest.objects:
             found = self.store.stat(self.object_key(manifest, obj.name))
             if found is None or found.size != obj.size:
@@ -268,20 +284,31 @@ class BackupRepository:
         With ``since``, only backups started since then (to the second): the listing starts
         after that id, so it costs what it returns. Without ``cluster``, every cluster's.
         """
-        after = id_floor(since) if since is not None else ""
-        found: list[CommittedBackup] = []
-        for name in (cluster,) if cluster else self.clusters():
-            manifests: list[tuple[str, ObjectInfo]] = []
-            pinned: set[str] = set()
-            for obj in self.store.list(backups_prefix(name), after=after):
-                parsed = parse_backup_key(obj.key)
-                if parsed is not None and parsed.is_manifest:
-                    manifests.append((parsed.backup_id, obj))
-                elif parsed is not None and parsed.is_pin:
-                    pinned.add(parsed.backup_id)
-            found += [CommittedBackup(name, backup_id, backup_id in pinned, info) for backup_id, info in manifests]
+        manifests: list[tuple[BackupObjectName, ObjectInfo]] = []
+        pinned: set[tuple[str, str]] = set()
+        for name, obj in self._commit_objects(cluster, since):
+            if name.is_manifest:
+                manifests.append((name, obj))
+            elif name.is_pin:
+                pinned.add((name.cluster, name.backup_id))
+        found = [CommittedBackup(name.cluster, name.backup_id, (name.cluster, name.backup_id) in pinned, info)
+                 for name, info in manifests]
         found.sort(key=lambda b: (b.id, b.cluster))
         return found
+
+    def _commit_objects(self, cluster: str | None,
+                        since: datetime | None = None) -> Iterator[tuple[BackupObjectName, ObjectInfo]]:
+        """The manifests and pins of backups started since ``since`` (every one without), as listed.
+
+        Format 2 lists two flat folders per cluster; format 1 every backup's folder.
+        """
+        after = id_floor(since) if since is not None else ""
+        for name in (cluster,) if cluster else self.clusters():
+            for folder in self.layout.commit_folders(name):
+                for obj in self.store.list(folder, after=after):
+                    parsed = self.layout.parse(obj.key)
+                    if parsed is not None and parsed.kind is not ObjectKind.DATA:
+                        yield parsed, obj
 
     def newest(self, count: int, cluster: str | None = None, *,
                since: datetime | None = None) -> list[CommittedBackup]:
@@ -306,7 +333,7 @@ class BackupRepository:
 
     def read_manifest(self, cluster: str, backup_id: str) -> Manifest | DamagedManifest | None:
         """The manifest of one backup, a damaged one with why, or None when it does not exist."""
-        key = manifest_key(cluster, backup_id)
+        key = self.layout.manifest_key(cluster, backup_id)
         try:
             data = self.store.get_bytes(key)
         except NotFound:
@@ -346,10 +373,10 @@ class BackupRepository:
                 # Listing every backup's keys is mostly waiting for the store: the cached
                 # entries are read and checked meanwhile.
                 if self.cache is not None and since is None:
-                    early = pool.submit(reading.under, self.cache, backups_prefix(cluster))
+                    early = pool.submit(reading.under, self.cache, self.layout.manifests_under(cluster))
                 chosen = self.committed(cluster, since=since)
                 if self.cache is not None and since is None:
-                    self.cache.forget_except(backups_prefix(cluster), (b.manifest.key for b in chosen if b.manifest))
+                    self.cache.forget_except(self.layout.manifests_under(cluster), (b.manifest.key for b in chosen if b.manifest))
             preloaded = early.result() if early is not None else None
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
@@ -479,22 +506,27 @@ class BackupRepository:
         return names[0] if names else None
 
     def delete(self, backup: BackupRef) -> None:
-        """Delete the backup's data objects first and its manifest last (re-runnable)."""
-        last = manifest_key(backup.cluster, backup.id)
-        for obj in list(self.store.list(backup_prefix(backup.cluster, backup.id))):
-            if obj.key != last:
+        """Delete the backup's data objects first, then its pin, and its manifest last (re-runnable)."""
+        self._remove_data(backup.cluster, backup.id)
+        self.store.delete(self.layout.pin_key(backup.cluster, backup.id))
+        self.store.delete(self.manifest_key(backup))
+
+    def _remove_data(self, cluster: str, backup_id: str) -> None:
+        """Remove what the backup's folder holds, but a manifest or pin kept there (format 1)."""
+        kept = {self.layout.manifest_key(cluster, backup_id), self.layout.pin_key(cluster, backup_id)}
+        for obj in list(self.store.list(backup_prefix(cluster, backup_id))):
+            if obj.key not in kept:
                 self.store.delete(obj.key)
-        self.store.delete(last)
 
     def pin(self, manifest: Manifest, pin: Pin) -> None:
         """Pin a committed backup (replacing an earlier pin's who/when/why)."""
-        if self.store.stat(manifest_key(manifest.cluster, manifest.id)) is None:
+        if self.store.stat(self.manifest_key(manifest)) is None:
             raise NotFound(f"backup {manifest.id} of cluster {manifest.cluster} no longer exists")
-        self.store.put_bytes(pin_key(manifest.cluster, manifest.id), pin.to_json())
+        self.store.put_bytes(self.layout.pin_key(manifest.cluster, manifest.id), pin.to_json())
 
     def unpin(self, manifest: Manifest) -> bool:
         """Remove the pin; False when the backup was not pinned."""
-        key = pin_key(manifest.cluster, manifest.id)
+        key = self.layout.pin_key(manifest.cluster, manifest.id)
         if self.store.stat(key) is None:
             return False
         self.store.delete(key)
@@ -502,16 +534,16 @@ class BackupRepository:
 
     def pin_of(self, backup: BackupRef) -> Pin | None:
         """The backup's pin, read now (not cached), or None."""
-        key = pin_key(backup.cluster, backup.id)
+        key = self.layout.pin_key(backup.cluster, backup.id)
         try:
             return Pin.read(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
         except NotFound:
             return None
 
     def pins(self, cluster: str | None = None) -> dict[tuple[str, str], Pin]:
-        """Every pin, by (cluster, backup id), from one listing."""
+        """Every pin, by (cluster, backup id), from listings of keys."""
         found: dict[tuple[str, str], Pin] = {}
-        for name, obj in list(self.backup_objects(cluster)):
+        for name, obj in list(self._commit_objects(cluster)):
             if name.is_pin:
                 try:
                     data = self.store.get_bytes(obj.key)
@@ -537,9 +569,6 @@ class BackupRepository:
         A backup whose manifest exists is left alone: an interruption (SIGTERM) can land after
         the manifest was written but before the writer knew it.
         """
-        last = manifest_key(cluster, backup_id)
-        if self.store.stat(last) is not None:
+        if self.store.stat(self.layout.manifest_key(cluster, backup_id)) is not None:
             return
-        for obj in list(self.store.list(backup_prefix(cluster, backup_id))):
-            if obj.key != last:
-                self.store.delete(obj.key)
+        self._remove_data(cluster, backup_id)

@@ -16,7 +16,7 @@ Contract, checked by ``tests/contract/`` against every backend:
   Writing an existing key replaces it atomically (readers see the old or the new object).
 * ``put_bytes(..., create_only=True)`` is atomic: when the key already exists it raises
   :class:`~lifeboat.errors.AlreadyExists` and leaves the existing object untouched. The
-  catalog uses it to write ``manifest.json`` exactly once.
+  catalog uses it to write a backup's manifest exactly once.
 * ``get_stream`` yields the object's bytes in non-empty chunks of at most ``chunk_size``
   bytes; ``get_bytes`` returns them whole (for small objects only). A missing
   key raises :class:`~lifeboat.errors.NotFound` from the call itself, before iteration.

@@ -37,7 +37,7 @@ def test_a_second_listing_downloads_no_manifest_and_shows_the_same_backups(tmp_p
     first = cached_repo(store, tmp_path).scan()
     assert store.calls["get_bytes"] == 300
     second = cached_repo(store, tmp_path).scan()
-    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 1
+    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 2  # the manifests and the pins
     assert second.backups == first.backups == tuple(made)
 
 
@@ -47,7 +47,7 @@ def test_a_deleted_backup_is_never_shown_from_the_cache(tmp_path: Path) -> None:
     cached_repo(store, tmp_path).scan()
     repo = cached_repo(store, tmp_path)
     repo.delete(made[4])
-    store.delete(repo.object_key(made[9], "manifest.json"))  # data left behind: not a backup
+    store.delete(repo.manifest_key(made[9]))  # data left behind: not a backup
 
     listing = cached_repo(store, tmp_path).scan()
     assert [m.id for m in listing.backups] == [m.id for i, m in enumerate(made) if i not in (4, 9)]
@@ -60,7 +60,7 @@ def test_a_manifest_replaced_under_its_key_is_downloaded_again(tmp_path: Path) -
     cached_repo(store, tmp_path).scan()
     repo = cached_repo(store, tmp_path)
     # Same key, same size, other content: only the store's version of the object tells.
-    key = repo.object_key(made[3], "manifest.json")
+    key = repo.manifest_key(made[3])
     replacement = made[3].model_copy(update={"tool_version": "9.9.9"}).to_json()
     assert len(replacement) == len(store.get_bytes(key))
     store.delete(key)
@@ -262,7 +262,7 @@ def warmed(tmp_path: Path, count: int) -> tuple[MemoryStore, list[Manifest]]:
 
 
 def rewrite_manifest(repo: BackupRepository, m: Manifest) -> Manifest:
-    key = repo.object_key(m, "manifest.json")
+    key = repo.manifest_key(m)
     repo.store.delete(key)
     repo.store.put_bytes(key, m.to_json())
     return m
@@ -275,7 +275,7 @@ def test_a_warm_summary_listing_downloads_nothing_and_counts_the_files(tmp_path:
     first = summaries(cached_repo(store, tmp_path))
     assert store.calls["get_bytes"] == 300
     second = summaries(cached_repo(store, tmp_path))
-    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 1
+    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 2  # the manifests and the pins
     assert second == first == tuple(BackupSummary.of(m) for m in made)
     assert {b.files for b in second} == {2} and all(not b.manifest.files for b in second)
 
@@ -293,8 +293,8 @@ def test_the_summary_cache_never_shows_a_deleted_backup(tmp_path: Path) -> None:
     store, made = warmed(tmp_path, 20)
     repo = cached_repo(store, tmp_path)
     repo.delete(made[4])
-    store.delete(repo.object_key(made[9], "manifest.json"))  # data left behind: not a backup
-    store.delete(repo.object_key(made[19], "manifest.json"))  # the newest
+    store.delete(repo.manifest_key(made[9]))  # data left behind: not a backup
+    store.delete(repo.manifest_key(made[19]))  # the newest
 
     for last in (None, 3):
         shown = summaries(cached_repo(store, tmp_path), last)

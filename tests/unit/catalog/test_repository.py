@@ -47,7 +47,7 @@ def test_opening_an_empty_store_needs_create_and_writes_the_marker() -> None:
         BackupRepository.open(store)
     BackupRepository.open(store, create=True)
     marker = json.loads(store.get_bytes(MARKER_KEY))
-    assert marker["format"] == "lifeboat-repository" and marker["version"] == 1
+    assert marker["format"] == "lifeboat-repository" and marker["version"] == 2
     BackupRepository.open(store)  # and now it opens without create
 
 
@@ -69,7 +69,7 @@ def test_a_foreign_non_empty_store_is_refused() -> None:
 
 def test_a_newer_format_is_refused() -> None:
     store = MemoryStore()
-    store.put_bytes(MARKER_KEY, json.dumps({"format": "lifeboat-repository", "version": 2}).encode())
+    store.put_bytes(MARKER_KEY, json.dumps({"format": "lifeboat-repository", "version": 3}).encode())
     with pytest.raises(UsageError, match="upgrade lifeboat"):
         BackupRepository.open(store)
 
@@ -105,7 +105,7 @@ def test_latest_skips_failed_backups_and_missing_ids_are_not_found() -> None:
 def test_a_malformed_manifest_is_listed_as_damaged_and_refused_by_id() -> None:
     repo = BackupRepository.open(MemoryStore(), create=True)
     backup_id = new_backup_id(T0)
-    key = backup_prefix("prod", backup_id) + "manifest.json"
+    key = repo.layout.manifest_key("prod", backup_id)
     repo.store.put_bytes(key, b'{"format": 1, "id": 3}')
     assert list(repo.manifests()) == []
     [damaged] = repo.scan().damaged
@@ -116,13 +116,13 @@ def test_a_malformed_manifest_is_listed_as_damaged_and_refused_by_id() -> None:
 
 
 def stored_document(repo: BackupRepository, m: Manifest) -> dict[str, object]:
-    document = json.loads(repo.store.get_bytes(repo.object_key(m, "manifest.json")))
+    document = json.loads(repo.store.get_bytes(repo.manifest_key(m)))
     assert isinstance(document, dict)
     return document
 
 
 def rewrite(repo: BackupRepository, m: Manifest, document: object) -> str:
-    key = repo.object_key(m, "manifest.json")
+    key = repo.manifest_key(m)
     repo.store.delete(key)
     repo.store.put_bytes(key, json.dumps(document).encode())
     return key
@@ -160,7 +160,7 @@ def test_one_damaged_manifest_leaves_the_rest_of_the_cluster_usable() -> None:
     old = stored(repo, manifest(new_backup_id(T0)))
     good = stored(repo, manifest(new_backup_id(T0 + timedelta(hours=1))))
     newest = stored(repo, manifest(new_backup_id(T0 + timedelta(hours=2))))
-    key = repo.object_key(old, "manifest.json")
+    key = repo.manifest_key(old)
     data = repo.store.get_bytes(key)
     repo.store.delete(key)
     repo.store.put_bytes(key, data[: len(data) // 2])  # truncated
@@ -175,6 +175,7 @@ def test_one_damaged_manifest_leaves_the_rest_of_the_cluster_usable() -> None:
     damaged = repo.locate(old.id)
     repo.delete(damaged)
     assert not list(repo.store.list(backup_prefix("prod", old.id)))
+    assert repo.store.stat(repo.manifest_key(old)) is None
     assert [d.id for d in repo.scan().damaged] == [newest.id]
 
 
@@ -182,7 +183,7 @@ def test_manifest_stored_under_another_backup_id_is_damaged() -> None:
     repo = BackupRepository.open(MemoryStore(), create=True)
     m = stored(repo, manifest(new_backup_id(T0)))
     other = new_backup_id(T0 + timedelta(hours=1))
-    repo.store.put_bytes(backup_prefix("prod", other) + "manifest.json", m.to_json())
+    repo.store.put_bytes(repo.layout.manifest_key("prod", other), m.to_json())
     assert [d.id for d in repo.scan().damaged] == [other]
     assert [b.id for b in repo.scan().backups] == [m.id]
 
@@ -208,7 +209,7 @@ def test_delete_removes_data_first_and_the_manifest_last() -> None:
     repo = BackupRepository.open(store, create=True)
     m = stored(repo, manifest(new_backup_id(T0)))
     repo.delete(m)
-    assert store.deleted[-1].endswith("/manifest.json")
+    assert store.deleted[-1] == repo.manifest_key(m)
     assert store.deleted[0].endswith("/snapshot.db.zst")
     assert list(repo.manifests()) == []
 
@@ -313,28 +314,29 @@ def test_listing_the_last_backups_or_those_since_a_time_reads_only_their_manifes
     store.calls.clear()
     store.listed = 0
     assert [m.id for m in repo.scan(since=T0 - timedelta(hours=2)).backups] == [m.id for m in made[-5:]]
-    assert store.calls["get_bytes"] == 5 and store.listed == 10
+    assert store.calls["get_bytes"] == 5 and store.listed == 5  # their manifests' keys only
     assert repo.scan(since=T0 + timedelta(seconds=1)).backups == ()
 
 
 def test_listing_the_last_backups_lists_only_recent_keys_and_widens_when_they_are_too_few() -> None:
     store = MemoryStore()
-    made = half_hourly(store)  # 1,000 backups, two keys each
+    made = half_hourly(store)  # 1,000 backups, a manifest and a data object each
     repo = repository_at(store, T0 + timedelta(minutes=10))
 
     assert [m.id for m in repo.scan(last=20).backups] == [m.id for m in made[-20:]]
-    assert store.listed <= 2 * 2 * 48 and store.calls["list"] == 1  # the last two days' keys, once
+    assert store.listed <= 2 * 48 and store.calls["list"] == 2  # the last two days' manifests and pins
     store.listed = 0
     assert [m.id for m in repo.scan(last=300).backups] == [m.id for m in made[-300:]]
-    assert store.listed <= 2 * 2 * 48 + 2 * 40 * 48  # two days, then forty
+    assert store.listed <= 2 * 48 + 40 * 48  # two days, then forty
     store.listed = 0
     assert [m.id for m in repo.scan(last=5000).backups] == [m.id for m in made]
     assert store.calls["get_bytes"] == 20 + 300 + 1000
-    # Since a time within the first window: one listing from that time, however many are asked.
+    # Since a time within the first window: one listing (manifests, pins) from that time,
+    # however many are asked.
     store.calls.clear()
     store.listed = 0
     assert [m.id for m in repo.scan(last=50, since=T0 - timedelta(hours=2)).backups] == [m.id for m in made[-5:]]
-    assert store.calls["list"] == 1 and store.listed == 10
+    assert store.calls["list"] == 2 and store.listed == 5
 
 
 def test_the_last_backups_are_found_however_far_back_or_ahead_of_this_clock_they_lie() -> None:
@@ -374,7 +376,7 @@ def test_commit_refuses_a_manifest_whose_objects_are_gone_or_changed(tamper: obj
     tamper(repo.store, key)
     with pytest.raises(OperationFailed, match=f"{problem}.*not committed"):
         repo.commit(m)
-    assert repo.store.stat(repo.object_key(m, "manifest.json")) is None
+    assert repo.store.stat(repo.manifest_key(m)) is None
     assert list(repo.manifests()) == []
 
 

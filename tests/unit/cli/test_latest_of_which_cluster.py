@@ -50,7 +50,7 @@ def test_latest_without_cluster_is_refused_naming_the_clusters(
     err = capsys.readouterr().err
     assert code == 3, err
     assert "'latest' is ambiguous" in err and "clusters a, s" in err and "--cluster" in err
-    assert len(list((tmp_path / "repo").rglob("manifest.json"))) == 2  # nothing was deleted
+    assert len(list((tmp_path / "repo").rglob("manifests/*.json"))) == 2  # nothing was deleted
 
 
 def test_latest_with_cluster_is_that_clusters_newest(two_clusters: str, capsys: pytest.CaptureFixture[str]) -> None:

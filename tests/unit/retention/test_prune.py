@@ -48,6 +48,11 @@ def repo() -> BackupRepository:
     return BackupRepository.open(MemoryStore(clock=FakeClock(NOW)), create=True)
 
 
+def stored_ids(repo: BackupRepository) -> set[str]:
+    """The ids of the backups any object is stored for."""
+    return {name.backup_id for obj in repo.store.list("clusters/") if (name := repo.layout.parse(obj.key))}
+
+
 def daily(repo: BackupRepository, count: int) -> list[Manifest]:
     """``count`` backups, one a day, the newest a day before NOW; oldest first."""
     return [store_backup(repo, NOW - timedelta(days=count - i)) for i in range(count)]
@@ -71,8 +76,7 @@ def test_apply_deletes_exactly_the_delete_verdicts(repo: BackupRepository) -> No
     result = apply_prune(repo, plan)
     assert result.deleted == [b.id for b in reversed(backups[:3])]
     assert [m.id for m in repo.manifests()] == [b.id for b in backups[3:]]
-    prefixes = {obj.key.split("/")[3] for obj in repo.store.list("clusters/")}
-    assert prefixes == {b.id for b in backups[3:]}
+    assert stored_ids(repo) == {b.id for b in backups[3:]}
     assert result.bytes_freed == 3 * 400
 
 
@@ -107,11 +111,11 @@ def test_deleting_a_backup_removes_its_pin_before_its_manifest(repo: BackupRepos
     repo.pin(backup, Pin.now())
     store = repo.store
     assert isinstance(store, MemoryStore)
-    store.inject(Fault("delete", key_prefix=f"clusters/prod/backups/{backup.id}/manifest.json"))
+    store.inject(Fault("delete", key_prefix=repo.manifest_key(backup)))
     with pytest.raises(RepositoryUnavailable):
         repo.delete(backup)
     # Only the marker and the manifest are left: data objects and the pin went first.
-    assert store.keys() == [f"clusters/prod/backups/{backup.id}/manifest.json", "lifeboat-repository.json"]
+    assert store.keys() == [repo.manifest_key(backup), "lifeboat-repository.json"]
 
 
 def test_old_orphans_are_removed_and_young_ones_kept(repo: BackupRepository) -> None:
@@ -124,7 +128,7 @@ def test_old_orphans_are_removed_and_young_ones_kept(repo: BackupRepository) -> 
     assert fates[young.id] == (False, "no manifest, last written less than 24h ago: may still be uploading")
     result = apply_prune(repo, plan)
     assert result.orphans_removed == [old.id] and result.deleted == []
-    remaining = {key.key.split("/")[3] for key in repo.store.list("clusters/")}
+    remaining = stored_ids(repo)
     assert old.id not in remaining and young.id in remaining
     assert len(list(repo.manifests())) == 2
 
@@ -164,8 +168,9 @@ def test_interrupted_prune_completes_when_run_again(repo: BackupRepository) -> N
     backups = daily(repo, 5)
     store = repo.store
     assert isinstance(store, MemoryStore)
-    # Fail the fourth delete: the second doomed backup has lost one object, not its manifest.
-    store.inject(Fault("delete", after_calls=4))
+    # A delete is two data objects, the pin, the manifest: fail the sixth, and the second
+    # doomed backup has lost one object, not its manifest.
+    store.inject(Fault("delete", after_calls=5))
     with pytest.raises(RepositoryUnavailable):
         apply_prune(repo, plan_prune(repo, [KeepLast(2)], NOW))
     listed = [m.id for m in repo.manifests()]
@@ -174,7 +179,7 @@ def test_interrupted_prune_completes_when_run_again(repo: BackupRepository) -> N
     assert [d.backup.id for d in again.deletions] == [backups[1].id, backups[0].id]
     apply_prune(repo, again)
     assert [m.id for m in repo.manifests()] == [b.id for b in backups[3:]]
-    assert {k.split("/")[3] for k in store.keys() if k.startswith("clusters/")} == {b.id for b in backups[3:]}
+    assert stored_ids(repo) == {b.id for b in backups[3:]}
     assert plan_prune(repo, [KeepLast(2)], NOW).deletions == ()
 
 
@@ -210,7 +215,7 @@ def test_clusters_are_pruned_separately(repo: BackupRepository) -> None:
 
 def test_a_damaged_pin_keeps_its_backup_and_stops_neither_listing_nor_pruning(repo: BackupRepository) -> None:
     backups = daily(repo, 3)
-    key = f"clusters/prod/backups/{backups[0].id}/pin.json"
+    key = repo.layout.pin_key("prod", backups[0].id)
     repo.store.put_bytes(key, b'{"pinned_at": 3')  # truncated
     assert [m.id for m in repo.scan().backups] == [b.id for b in backups]
     pin = repo.pin_of(backups[0])
