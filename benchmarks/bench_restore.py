@@ -168,10 +168,12 @@ def main() -> None:
     parser.add_argument("--also", metavar="REV",
                         help="also run the lifeboat cases with the code of git revision REV, "
                         "alternating with HEAD's (an A/B of a change)")
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "restore-run",
+                        help="work dir, emptied first (default bench-work/restore-run)")
     args = parser.parse_args()
     on_termination()  # SIGTERM cleans up like Ctrl-C: SeaweedFS and the etcd members stop
     snapshot = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
-    work = BENCH_WORK / "restore-run"
+    work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     with SeaweedServer(weed(), work / "seaweed") as seaweed:

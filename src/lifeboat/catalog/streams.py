@@ -16,26 +16,27 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Generic, TypeVar, cast
 
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot.trailer import TRAILER_SIZE, has_trailer_length
 
 _EOF: Final = object()
+T = TypeVar("T")
 
 
 class Cancelled(Exception):
     """The consumer of a pipe went away; the producer should stop."""
 
 
-class Pipe:
+class Pipe(Generic[T]):
     """A bounded queue of chunks from one producer thread to one consumer."""
 
     def __init__(self, depth: int = 4) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._cancelled = threading.Event()
 
-    def put(self, chunk: bytes) -> None:
+    def put(self, chunk: T) -> None:
         self._put(chunk)
 
     def close(self) -> None:
@@ -61,25 +62,24 @@ class Pipe:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[T]:
         while True:
             item = self._queue.get()
             if item is _EOF:
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, bytes)
-            yield item
+            yield cast(T, item)  # put() put it
 
 
-def produced(produce: Callable[[Pipe], None], name: str, depth: int = 4) -> Iterator[bytes]:
+def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4) -> Iterator[T]:
     """Run ``produce(pipe)`` in a background thread and yield what it puts into the pipe.
 
     ``produce`` puts chunks and returns; the pipe is closed for it. Its exception is
     re-raised here. When this generator is closed early, the pipe is cancelled, so the
     producer's next ``put`` raises :class:`Cancelled` and the thread ends.
     """
-    pipe = Pipe(depth)
+    pipe: Pipe[T] = Pipe(depth)
 
     def run() -> None:
         try:
@@ -111,7 +111,7 @@ def threaded(chunks: Iterable[bytes], name: str, depth: int = 4) -> Iterator[byt
     upstream iterator is closed too (so a gRPC stream or a file is released).
     """
 
-    def produce(pipe: Pipe) -> None:
+    def produce(pipe: Pipe[bytes]) -> None:
         iterator = iter(chunks)
         try:
             for chunk in iterator:
@@ -131,7 +131,7 @@ class Digest:
         self._sha = hashlib.sha256()
         self.size = 0
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self._sha.update(chunk)
         self.size += len(chunk)
 
@@ -153,12 +153,12 @@ class SnapshotDigest(Digest):
         self._tail = b""
         self._whole: str | None = None
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if len(chunk) >= TRAILER_SIZE:
             self._db.update(self._tail)
             self._db.update(memoryview(chunk)[:-TRAILER_SIZE])
-            self._tail = chunk[-TRAILER_SIZE:]
+            self._tail = bytes(chunk[-TRAILER_SIZE:])  # a copy: a view's buffer is reused
         else:
             data = self._tail + chunk
             self._db.update(data[:-TRAILER_SIZE])

@@ -5,7 +5,10 @@ mapping, unmapped when freed (:func:`tune_malloc`). A restore of a db up to
 :data:`REUSE_UP_TO` then lets its chunks come from the heaps instead (:func:`reuse_chunks_for`),
 which saves the page faults of a fresh mapping per chunk; above that size the heaps fragment
 over the long download and the memory bound would not hold. Reuse costs memory at any size
-(about 30 MB at 1.2 GB); a bounded pool of reused buffers would give the speed without it.
+(about 30 MB at 1.2 GB). The decoded pieces of a download now go round a few reused buffers
+(:func:`lifeboat.catalog.codec.decoded_pieces`): 70,000 faults instead of 424,000 to decode
+1.2 GB; what still maps fresh memory per chunk is the download's 4 MiB ranges, allocated
+inside obstore.
 """
 
 from __future__ import annotations

@@ -50,8 +50,11 @@ class PageScan:
         self._carry = b""
         self._disabled = False
 
-    def feed(self, chunk: bytes) -> None:
-        """The next bytes of the file (any length; the last pieces may be etcd's trailer)."""
+    def feed(self, chunk: bytes | memoryview) -> None:
+        """The next bytes of the file (any length; the last pieces may be etcd's trailer).
+
+        Nothing of ``chunk`` is kept by reference: a view's buffer may be reused after.
+        """
         if self._disabled:
             return
         if not self.page_size:
@@ -68,7 +71,7 @@ class PageScan:
             start += need
             self._carry = head[self._scan(head, 0) :]
         if start < len(chunk):
-            self._carry = chunk[self._scan(chunk, start) :]
+            self._carry = bytes(chunk[self._scan(chunk, start) :])
 
     def _carried_span(self) -> int:
         """How long the page the carry starts with is, as far as :meth:`_scan` holds it whole."""
@@ -94,7 +97,7 @@ class PageScan:
         self.page_size = page_size
         return True
 
-    def _scan(self, buf: bytes, start: int) -> int:
+    def _scan(self, buf: bytes | memoryview, start: int) -> int:
         """Summarise the whole pages of ``buf`` from ``start`` on; returns where the unread rest starts.
 
         One loop, no calls per page: it runs for every page of the file.
@@ -141,7 +144,7 @@ class PageScan:
                     continue
                 if min(key_sizes) >= _REVISION_KEY and max(key_sizes) <= _REVISION_KEY + 1:
                     flag |= REVISION_KEYS
-                crcs[pgid] = value(buf[data:cursor])
+                crcs[pgid] = value(bytes(buf[data:cursor]))  # google_crc32c takes no memoryview
                 lengths[pgid] = cursor - data
             elif count:
                 pos, pgid = pos + ps, pgid + 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.codec import decode
+from lifeboat.catalog.codec import decoded_pieces
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
 from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
@@ -140,10 +140,11 @@ def _fetch(
     try:
         fetched = hashing(threaded(repo.read_object(manifest, obj.name), "download"), stored)
         with private_file(dest) as out:
-            for chunk in hashing(threaded(decode(fetched, identities), "decode"), raw):
-                out.write(chunk)
+            for piece in decoded_pieces(fetched, identities, obj.raw_size):
+                raw.update(piece)
+                out.write(piece)
                 if scan is not None:
-                    scan.feed(chunk)
+                    scan.feed(piece)
                 progress(obj.name, raw.size)
     except (IntegrityError, DecryptionError) as exc:
         # Decoding stopped part-way; hash the whole stored object to tell a repository copy

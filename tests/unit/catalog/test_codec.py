@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +11,8 @@ import pyrage
 import pytest
 
 from lifeboat.catalog.age_keys import load_identities, load_recipients
-from lifeboat.catalog.codec import decode, encode
-from lifeboat.catalog.streams import Digest, coalesce, hashing, threaded
+from lifeboat.catalog.codec import decode, decoded_pieces, encode
+from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from tests.support.binaries import tool
 
@@ -172,3 +174,67 @@ def test_decoding_a_large_stored_range_yields_small_pieces() -> None:
     pieces = list(decode([stored], None))
     assert b"".join(pieces) == raw
     assert max(len(p) for p in pieces) <= 4 << 20
+
+
+def test_pieces_decoded_into_reused_buffers_match_the_raw_bytes(payload: bytes) -> None:
+    stored = b"".join(encode(chunks_of(payload), 3, []))
+    buffers: set[int] = set()
+    joined = bytearray()
+    for piece in decoded_pieces(chunks_of(stored, 7777), None, len(payload), piece=64 << 10, depth=2):
+        joined += piece  # a piece is valid until the next one is asked for
+        buffers.add(id(piece.obj))
+    assert joined == payload
+    # A fresh buffer per piece faults in every page of it; these few go round instead.
+    assert len(payload) // (64 << 10) > 50 and len(buffers) <= 4
+
+
+def test_pieces_of_an_encrypted_object_match_the_raw_bytes(payload: bytes, age_identity: tuple[Path, str]) -> None:
+    key, public = age_identity
+    stored = b"".join(encode(chunks_of(payload), 3, load_recipients([public])))
+    pieces = decoded_pieces(chunks_of(stored, 5000), load_identities([str(key)]), len(payload))
+    assert b"".join(bytes(p) for p in pieces) == payload
+
+
+@pytest.mark.parametrize("cut", [10, "half"])
+def test_a_stored_object_cut_short_is_named_truncated(payload: bytes, cut: int | str) -> None:
+    # zstd's streaming reader ends quietly at the end of its input, complete frame or not.
+    stored = b"".join(encode([payload], 3, []))
+    end = len(stored) - 10 if cut == 10 else len(stored) // 2
+    with pytest.raises(IntegrityError, match="truncated"):
+        for _ in decoded_pieces([stored[:end]], None, len(payload)):
+            pass
+
+
+def test_pieces_beyond_the_raw_size_or_after_the_frame_are_integrity_errors(payload: bytes) -> None:
+    stored = b"".join(encode([payload], 3, []))
+    with pytest.raises(IntegrityError, match="more than"):
+        for _ in decoded_pieces([stored], None, len(payload) - 1):
+            pass
+    with pytest.raises(IntegrityError, match="corrupt"):
+        for _ in decoded_pieces([stored + b"trailing bytes"], None, len(payload)):
+            pass
+    damaged = bytearray(stored)
+    damaged[len(damaged) // 2] ^= 0xFF
+    with pytest.raises(IntegrityError, match="corrupt"):
+        for _ in decoded_pieces([bytes(damaged)], None, len(payload)):
+            pass
+
+
+def test_stopping_early_ends_the_decoding_thread(payload: bytes) -> None:
+    stored = b"".join(encode([payload * 4], 3, []))
+    pieces = decoded_pieces(chunks_of(stored), None, 4 * len(payload), piece=4096, depth=1)
+    next(pieces)
+    pieces.close()
+    assert not [t for t in threading.enumerate() if t.name == "lifeboat-decode"]
+
+
+def test_snapshot_digest_of_views_of_one_reused_buffer_checks_the_trailer() -> None:
+    db = os.urandom(3 * 4096)
+    stream = db + hashlib.sha256(db).digest()
+    buffer, digest = bytearray(1000), SnapshotDigest()
+    for start in range(0, len(stream), len(buffer)):
+        part = stream[start : start + len(buffer)]
+        buffer[: len(part)] = part
+        digest.update(memoryview(buffer)[: len(part)])
+        buffer[:] = bytes(len(buffer))  # the next piece overwrites it
+    assert digest.verify_trailer() == hashlib.sha256(db).hexdigest()
