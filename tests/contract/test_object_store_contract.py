@@ -247,6 +247,8 @@ def test_ranges_of_an_object_read_in_parallel_join_to_the_object(store: ObjectSt
 
     assert b"".join(parts) == data
     assert len(parts[-1]) == len(data) % (3 * MiB)  # the last range is cut at the object's end
+    # bytes, or a view of the client's own buffer (no copy) that no reader can change
+    assert all(isinstance(p, bytes) or (isinstance(p, memoryview) and p.readonly) for p in parts)
     assert store.get_range("big/obj", 5, 9) == data[5:9]
     assert store.get_range("big/obj", len(data) - 2, len(data) + 100) == data[-2:]
     assert store.get_range("big/obj", 7, 7) == b""

@@ -14,7 +14,7 @@ import pyrage
 import zstandard
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.streams import Cancelled, Pipe, produced
+from lifeboat.catalog.streams import Cancelled, Chunk, Pipe, produced
 from lifeboat.config.model import DEFAULT_ZSTD_LEVEL as DEFAULT_ZSTD_LEVEL
 from lifeboat.errors import DecryptionError, IntegrityError
 
@@ -48,7 +48,7 @@ def compressing(chunks: Iterable[bytes], level: int, threads: int = 2) -> Iterat
         yield tail
 
 
-def decompressing(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def decompressing(chunks: Iterable[Chunk]) -> Iterator[bytes]:
     """Undo :func:`compressing`; corrupt input is an IntegrityError."""
     stream = zstandard.ZstdDecompressor().decompressobj()
     try:
@@ -64,7 +64,7 @@ def decompressing(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise IntegrityError(f"compressed object is corrupt: {exc}") from None
 
 
-def decoded_pieces(chunks: Iterable[bytes], identities: Sequence[Identity] | None, raw_size: int,
+def decoded_pieces(chunks: Iterable[Chunk], identities: Sequence[Identity] | None, raw_size: int,
                    piece: int = CHUNK, depth: int = 4) -> Iterator[memoryview]:
     """Stored bytes → the ``raw_size`` raw bytes, decoded in a thread into a few reused buffers.
 
@@ -116,7 +116,7 @@ def _take(free: "queue.SimpleQueue[bytearray]", pipe: Pipe[memoryview]) -> bytea
 class _ViewReader:
     """``read(n)`` over a chunk iterator, answering with views of the chunks (no copy)."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[Chunk]) -> None:
         self._chunks = iter(chunks)
         self._pending = memoryview(b"")
 
@@ -135,7 +135,7 @@ class _ViewReader:
 class _IteratorReader(io.RawIOBase):
     """A read-only file over a chunk iterator (what pyrage's *_io functions pull from)."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[Chunk]) -> None:
         self._chunks = iter(chunks)
         self._pending = memoryview(b"")
         self.failure: BaseException | None = None  # what the source raised, passed on unchanged
@@ -181,7 +181,7 @@ class _PipeWriter(io.RawIOBase):
             self._buffer.clear()
 
 
-def _pump(work: Callable[[_IteratorReader, _PipeWriter], None], chunks: Iterable[bytes],
+def _pump(work: Callable[[_IteratorReader, _PipeWriter], None], chunks: Iterable[Chunk],
           name: str) -> Iterator[bytes]:
     """Run a pull-style codec (reader → writer) in a thread, yielding its output here."""
 
@@ -205,7 +205,7 @@ def encrypting(chunks: Iterable[bytes], recipients: Sequence[Recipient]) -> Iter
     return _pump(work, chunks, "age-encrypt")
 
 
-def decrypting(chunks: Iterable[bytes], identities: Sequence[Identity]) -> Iterator[bytes]:
+def decrypting(chunks: Iterable[Chunk], identities: Sequence[Identity]) -> Iterator[bytes]:
     """Decrypt an age stream with any of ``identities``; damaged input is an IntegrityError."""
 
     def work(reader: _IteratorReader, writer: _PipeWriter) -> None:
@@ -239,6 +239,6 @@ def encode(chunks: Iterable[bytes], level: int, recipients: Sequence[Recipient])
     return encrypting(compressed, recipients) if recipients else compressed
 
 
-def decode(chunks: Iterable[bytes], identities: Sequence[Identity] | None) -> Iterator[bytes]:
+def decode(chunks: Iterable[Chunk], identities: Sequence[Identity] | None) -> Iterator[bytes]:
     """Stored bytes → raw bytes. ``identities`` must be given for encrypted objects."""
     return decompressing(decrypting(chunks, identities) if identities else chunks)

@@ -40,7 +40,7 @@ from lifeboat.catalog.layout import (
 from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.manifest_cache import CachedEntries, ManifestCache
 from lifeboat.catalog.pins import Pin
-from lifeboat.catalog.streams import ranged
+from lifeboat.catalog.streams import Chunk, ranged
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, UsageError
 from lifeboat.store.base import IncompleteUpload, ObjectInfo, ObjectStore
@@ -212,7 +212,7 @@ class BackupRepository:
         """Store one data object of a backup not committed yet (overwriting a partial one)."""
         self.store.put_stream(backup_object_key(cluster, backup_id, name), chunks)
 
-    def read_object(self, manifest: Manifest, name: str) -> Iterator[bytes]:
+    def read_object(self, manifest: Manifest, name: str) -> Iterator[Chunk]:
         """The stored bytes of one of a committed backup's objects, in order, as they come.
 
         A large object is read as :data:`RANGE_SIZE` ranges, :data:`RANGES_IN_FLIGHT` at once

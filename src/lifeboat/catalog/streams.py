@@ -23,6 +23,9 @@ from lifeboat.snapshot.trailer import TRAILER_SIZE, has_trailer_length
 
 _EOF: Final = object()
 T = TypeVar("T")
+# A piece of a stream: bytes, or a view of a buffer a store or a decoder handed over uncopied.
+Chunk = bytes | memoryview
+C = TypeVar("C", bound=Chunk)
 
 
 class Cancelled(Exception):
@@ -104,14 +107,14 @@ def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4) -> I
         worker.join(timeout=10)
 
 
-def threaded(chunks: Iterable[bytes], name: str, depth: int = 4) -> Iterator[bytes]:
+def threaded(chunks: Iterable[T], name: str, depth: int = 4) -> Iterator[T]:
     """Iterate ``chunks`` in a background thread, yielding its chunks here.
 
     An exception upstream is re-raised here; when this generator is closed early, the
     upstream iterator is closed too (so a gRPC stream or a file is released).
     """
 
-    def produce(pipe: Pipe[bytes]) -> None:
+    def produce(pipe: Pipe[T]) -> None:
         iterator = iter(chunks)
         try:
             for chunk in iterator:
@@ -131,7 +134,7 @@ class Digest:
         self._sha = hashlib.sha256()
         self.size = 0
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: Chunk) -> None:
         self._sha.update(chunk)
         self.size += len(chunk)
 
@@ -153,7 +156,7 @@ class SnapshotDigest(Digest):
         self._tail = b""
         self._whole: str | None = None
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: Chunk) -> None:
         self.size += len(chunk)
         if len(chunk) >= TRAILER_SIZE:
             self._db.update(self._tail)
@@ -201,7 +204,7 @@ def private_file(path: Path) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
-def hashing(chunks: Iterable[bytes], digest: Digest) -> Iterator[bytes]:
+def hashing(chunks: Iterable[C], digest: Digest) -> Iterator[C]:
     """Pass ``chunks`` through unchanged, feeding each into ``digest``."""
     for chunk in chunks:
         digest.update(chunk)
@@ -227,7 +230,7 @@ def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def ranged(read: Callable[[int, int], bytes], size: int, part: int, in_flight: int) -> Iterator[bytes]:
+def ranged(read: Callable[[int, int], Chunk], size: int, part: int, in_flight: int) -> Iterator[Chunk]:
     """Bytes ``0..size`` read as ranges of ``part`` bytes, ``in_flight`` at once, yielded in order.
 
     ``read(start, end)`` returns one range. Memory stays near ``in_flight`` × ``part``: a range
@@ -236,7 +239,7 @@ def ranged(read: Callable[[int, int], bytes], size: int, part: int, in_flight: i
     """
     starts = iter(range(0, size, part))
     pool = ThreadPoolExecutor(in_flight, thread_name_prefix="lifeboat-range")
-    pending: deque[Future[bytes]] = deque()
+    pending: deque[Future[Chunk]] = deque()
 
     def request() -> None:
         start = next(starts, None)

@@ -14,7 +14,6 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
-from lifeboat.cli.malloc import reuse_chunks_for
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
 from lifeboat.clock import SystemClock
@@ -170,7 +169,6 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     identities = load_identities(args.identity) if args.identity else None
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
     manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
-    reuse_chunks_for(manifest.snapshot.total_size)
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(repo.clock.now())
     if journal is None or not resuming:
         check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)

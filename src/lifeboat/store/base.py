@@ -21,7 +21,8 @@ Contract, checked by ``tests/contract/`` against every backend:
   bytes; ``get_bytes`` returns them whole (for small objects only). A missing
   key raises :class:`~lifeboat.errors.NotFound` from the call itself, before iteration.
 * ``get_range(key, start, end)`` returns the bytes ``start`` up to (not including) ``end``
-  of the object, fewer when the object ends before ``end``; a missing key raises
+  of the object (``bytes``, or a read-only ``memoryview`` of the client's own buffer: no
+  copy), fewer when the object ends before ``end``; a missing key raises
   :class:`~lifeboat.errors.NotFound`. Ranges of one object may be read from several threads
   at once (a restore downloads a large object that way).
 * ``list`` yields every object whose key starts with ``prefix`` (a plain string prefix:
@@ -163,7 +164,7 @@ class ObjectStore(Protocol):
         """Return the bytes of a small object."""
         ...
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
+    def get_range(self, key: str, start: int, end: int) -> bytes | memoryview:
         """Return bytes ``start`` to ``end`` (exclusive) of ``key``, fewer past its end."""
         ...
 

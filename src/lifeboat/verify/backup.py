@@ -17,7 +17,7 @@ from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
 from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, measure_room
-from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file, threaded
+from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import PageScan, snapshot_status
@@ -138,7 +138,7 @@ def _fetch(
     """
     stored = Digest()
     try:
-        fetched = hashing(threaded(repo.read_object(manifest, obj.name), "download"), stored)
+        fetched = hashing(repo.read_object(manifest, obj.name), stored)
         with private_file(dest) as out:
             for piece in decoded_pieces(fetched, identities, obj.raw_size):
                 raw.update(piece)
