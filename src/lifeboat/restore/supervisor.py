@@ -96,16 +96,23 @@ class NodeLiveness:
         return f"{','.join(self.etcd_client_urls)} or the lock on {self.data_dir}/member/snap/db"
 
 
-class Polling:
-    """``wait_stopped``/``wait_started`` by polling ``is_running``."""
+class NodeSupervisor:
+    """What the supervisors of a real node share: whether a component runs comes from
+    :class:`NodeLiveness`, the waits poll it, and restored files go where they belong."""
 
     # A poll is a loopback connect and a flock: cheap. The node is down between the stop and the
     # start, so every 50 ms of a wait that overruns is downtime.
     poll_interval = 0.05
     clock: Clock = SystemClock()
 
+    def __init__(self, liveness: NodeLiveness) -> None:
+        self.liveness = liveness
+
     def is_running(self, component: Component) -> bool:
-        raise NotImplementedError
+        return self.liveness.is_running(component)
+
+    def restored_file_destination(self, host_path: str) -> str:
+        return host_path
 
     def wait_stopped(self, component: Component, timeout: float) -> None:
         if not self._wait(component, False, timeout):
@@ -120,7 +127,7 @@ class Polling:
         return self.clock.wait_until(lambda: self.is_running(component) == running, timeout, self.poll_interval)
 
 
-class StaticPodSupervisor(Polling):
+class StaticPodSupervisor(NodeSupervisor):
     """kubeadm: the kubelet runs what ``/etc/kubernetes/manifests`` holds.
 
     Stopping moves the component's manifest into a holding dir beside it (same filesystem,
@@ -130,8 +137,8 @@ class StaticPodSupervisor(Polling):
     kind = "kubeadm"
 
     def __init__(self, root: Path, liveness: NodeLiveness) -> None:
+        super().__init__(liveness)
         self.root = root
-        self.liveness = liveness
 
     def _paths(self, component: Component) -> tuple[Path, Path]:
         manifest = _MANIFESTS[component]
@@ -173,9 +180,6 @@ class StaticPodSupervisor(Polling):
         os.replace(held, live)
         fsync_dir(live.parent)
 
-    def is_running(self, component: Component) -> bool:
-        return self.liveness.is_running(component)
-
     def restored_file_destination(self, host_path: str) -> str:
         for component, manifest in _MANIFESTS.items():
             held = self._paths(component)[1]
@@ -194,15 +198,15 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         raise OperationFailed(f"{' '.join(argv)} failed: {exc}") from None
 
 
-class SystemdSupervisor(Polling):
+class SystemdSupervisor(NodeSupervisor):
     """etcd (and optionally kube-apiserver) as systemd units: ``systemctl stop/start UNIT``."""
 
     kind = "systemd"
 
     def __init__(self, units: Mapping[Component, str], liveness: NodeLiveness,
                  run: Runner = run_command) -> None:
+        super().__init__(liveness)
         self.units = dict(units)
-        self.liveness = liveness
         self.run = run
 
     def manages(self, component: Component) -> bool:
@@ -230,20 +234,11 @@ class SystemdSupervisor(Polling):
     def start(self, component: Component) -> None:
         self._systemctl("start", component)
 
-    def is_running(self, component: Component) -> bool:
-        return self.liveness.is_running(component)
 
-    def restored_file_destination(self, host_path: str) -> str:
-        return host_path
-
-
-class ManualSupervisor(Polling):
+class ManualSupervisor(NodeSupervisor):
     """``--supervisor none``: the operator stops and starts etcd; lifeboat only checks."""
 
     kind = "none"
-
-    def __init__(self, liveness: NodeLiveness) -> None:
-        self.liveness = liveness
 
     def manages(self, component: Component) -> bool:
         return component == "etcd"
@@ -270,12 +265,6 @@ class ManualSupervisor(Polling):
 
     def wait_stopped(self, component: Component, timeout: float) -> None:
         self.stop(component)
-
-    def is_running(self, component: Component) -> bool:
-        return self.liveness.is_running(component)
-
-    def restored_file_destination(self, host_path: str) -> str:
-        return host_path
 
 
 @dataclass
