@@ -85,7 +85,7 @@ def handover(etcd: EtcdCluster, s3_repo: str, cluster: str, tmp_path: Path, flus
     agents: list[AgentProcess] = []
     try:
         agents = capturing_agents(etcd, s3_repo, cluster, tmp_path, flush_interval)
-        wait_for(lambda: leader(etcd, cluster) is not None, 30, "a leader")
+        wait_for(lambda: leader(etcd, cluster) is not None, 60, "a leader")  # two processes starting
         first = next(a for a in agents if a.name == leader(etcd, cluster))
         other = next(a for a in agents if a is not first)
         writer.start()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -182,7 +181,8 @@ def test_etcd_killed_under_the_watch_and_restarted_continues_the_same_chain(
                 before = write_history(client, 2, tag="before")
                 wait_for(lambda: status.last_revision >= before.revisions[-1])
                 member.kill()
-                time.sleep(1.0)  # capture's watch ends; it retries
+                # Restart only once capture has seen its watch end (it retries meanwhile).
+                wait_for(lambda: any("watch ended" in e or "etcd" in e for e in status.errors))
                 member.start(cluster.initial_cluster, cluster.token)
                 member.wait_healthy()
                 wait_for(lambda: _answers(client))  # a restarted member may still be electing itself

@@ -55,3 +55,13 @@ def test_metrics_show_capture_lag_revision_segments_and_gaps() -> None:
     assert "lifeboat_capture_last_revision 42" in text
     assert "lifeboat_capture_segments_total 3" in text and "lifeboat_capture_gaps_total 1" in text
     assert "lifeboat_capture_running 1" in text
+
+
+def test_capture_running_is_0_on_a_capturing_agent_before_it_leads_and_absent_without_capture() -> None:
+    """The ``LifeboatCaptureStopped`` alert sums the gauge per cluster: present as 0 wherever
+    capture is enabled (from the first scrape, before any cycle), absent where it is not."""
+    enabled = AgentMetrics("prod", "a", "0", FakeClock(at(10)))
+    supervisor = CaptureSupervisor(lambda stop, status: None)
+    enabled.capture(supervisor.status, lambda: supervisor.running)
+    assert "lifeboat_capture_running 0.0" in enabled.render()
+    assert "lifeboat_capture_running" not in AgentMetrics("prod", "b", "0", FakeClock(at(10))).render()
