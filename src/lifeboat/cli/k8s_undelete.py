@@ -12,7 +12,7 @@ from lifeboat.cli.output import emit_json, table
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.inventory import (
-    REGISTRY_PREFIX, KindQuery, LiveEtcdSource, ObjectSource, Step, UndeletePlan, UndeleteResult,
+    REGISTRY_PREFIX, KindQuery, LiveEtcdSource, ObjectSource, UndeletePlan, UndeleteResult, UndeleteStep,
     decode_entries, execute_plan, plan_undelete, same_cluster,
 )
 from lifeboat.kube.inventory.listing import keys_in_namespace
@@ -98,7 +98,7 @@ def _check_not_terminating(client: EtcdClient, namespace: str,
         )
 
 
-def _step_doc(step: Step) -> dict[str, Any]:
+def _step_doc(step: UndeleteStep) -> dict[str, Any]:
     e = step.entry
     return {"action": step.action, "key": e.kv.key.decode("utf-8", "replace"),
             "resource": e.resource, "name": e.name, "kind": e.obj.kind,

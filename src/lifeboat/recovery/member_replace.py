@@ -57,7 +57,7 @@ class StepKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Step:
+class ReplaceStep:
     kind: StepKind
     description: str
 
@@ -72,7 +72,7 @@ class ReplacePlan:
     peer_urls: tuple[str, ...]
     data_dir: Path | None
     moved_to: Path | None
-    steps: tuple[Step, ...]
+    steps: tuple[ReplaceStep, ...]
     notes: tuple[str, ...]
 
     def describe(self) -> list[str]:
@@ -106,26 +106,26 @@ def plan_replacement(
                        "removed, pass --peer-urls to add it back")
     if target is not None and target.is_learner and target.healthy:
         return ReplacePlan(name, target.id, urls, data_dir, None,
-                           (Step(StepKind.PROMOTE, _promote_text(name)),),
+                           (ReplaceStep(StepKind.PROMOTE, _promote_text(name)),),
                            ("it is already a running learner: only the promotion is left",))
     if target is not None:
         _check_removable(health, target, force)
-    steps: list[Step] = []
+    steps: list[ReplaceStep] = []
     notes: list[str] = []
     if target is not None:
-        steps.append(Step(StepKind.REMOVE, f"remove member {name} ({target.id:x}) from the cluster"))
+        steps.append(ReplaceStep(StepKind.REMOVE, f"remove member {name} ({target.id:x}) from the cluster"))
     moved_to = None
     if data_dir is None:
         notes.append(f"the data dir of {name} is not on this host (give --data-dir on {name}'s node): it "
                      "must be moved aside before it starts, or etcd starts as the removed member and exits")
     elif data_dir_exists:
         moved_to = moved_aside_path(data_dir, now)
-        steps.append(Step(StepKind.MOVE_DATA_DIR, f"move the data dir {data_dir} aside to {moved_to}"))
+        steps.append(ReplaceStep(StepKind.MOVE_DATA_DIR, f"move the data dir {data_dir} aside to {moved_to}"))
     else:
         notes.append(f"data dir {data_dir} does not exist: nothing to move aside")
-    steps.append(Step(StepKind.ADD_LEARNER, f"add {name} back as a learner with peer URLs {','.join(urls)}"))
-    steps.append(Step(StepKind.START, f"start {name} with --initial-cluster-state=existing: {starter.describe()}"))
-    steps.append(Step(StepKind.PROMOTE, _promote_text(name)))
+    steps.append(ReplaceStep(StepKind.ADD_LEARNER, f"add {name} back as a learner with peer URLs {','.join(urls)}"))
+    steps.append(ReplaceStep(StepKind.START, f"start {name} with --initial-cluster-state=existing: {starter.describe()}"))
+    steps.append(ReplaceStep(StepKind.PROMOTE, _promote_text(name)))
     return ReplacePlan(name, target.id if target else None, urls, data_dir, moved_to, tuple(steps), tuple(notes))
 
 

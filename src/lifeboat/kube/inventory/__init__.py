@@ -26,17 +26,17 @@ from lifeboat.kube.inventory.source import (
     same_cluster,
 )
 from lifeboat.kube.inventory.undelete import (
-    Step,
     UndeletePlan,
     UndeleteResult,
+    UndeleteStep,
     execute_plan,
     plan_undelete,
 )
 
 __all__ = [
     "REGISTRY_PREFIX", "Change", "ClusterIdentity", "Entry", "KindQuery", "LiveEtcdSource",
-    "ObjectSource", "ResourceSummary", "SnapshotFileSource", "Step", "StoredKeyValue",
-    "UndeletePlan", "UndeleteResult", "decode_entries",
+    "ObjectSource", "ResourceSummary", "SnapshotFileSource", "StoredKeyValue",
+    "UndeletePlan", "UndeleteResult", "UndeleteStep", "decode_entries",
     "diff_keys", "execute_plan", "filter_changes", "plan_undelete", "resource_label",
     "keys_in_namespace", "same_cluster", "select", "summarize", "summarize_keys",
 ]

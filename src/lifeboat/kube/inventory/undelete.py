@@ -25,7 +25,7 @@ APPEARED = "appeared in the live cluster after planning; left as it is"
 
 
 @dataclass(frozen=True)
-class Step:
+class UndeleteStep:
     """One key of the source: write it, or skip it and why; notes say what to expect."""
 
     entry: Entry
@@ -41,21 +41,21 @@ class Step:
 @dataclass(frozen=True)
 class UndeletePlan:
     namespace: str
-    steps: tuple[Step, ...]
+    steps: tuple[UndeleteStep, ...]
 
     @property
-    def writes(self) -> list[Step]:
+    def writes(self) -> list[UndeleteStep]:
         return [s for s in self.steps if s.action == "write"]
 
     @property
-    def skips(self) -> list[Step]:
+    def skips(self) -> list[UndeleteStep]:
         return [s for s in self.steps if s.action == "skip"]
 
 
 @dataclass
 class UndeleteResult:
-    written: list[Step] = field(default_factory=list)
-    skipped: list[Step] = field(default_factory=list)
+    written: list[UndeleteStep] = field(default_factory=list)
+    skipped: list[UndeleteStep] = field(default_factory=list)
 
 
 def plan_undelete(
@@ -83,14 +83,14 @@ def plan_undelete(
     return UndeletePlan(namespace, tuple(steps))
 
 
-def _step(entry: Entry, live_keys: set[bytes], restored_uids: set[str]) -> Step:
+def _step(entry: Entry, live_keys: set[bytes], restored_uids: set[str]) -> UndeleteStep:
     if entry.kv.key in live_keys:
-        return Step(entry, "skip", EXISTS)
+        return UndeleteStep(entry, "skip", EXISTS)
     if entry.kv.lease:
-        return Step(entry, "skip", LEASED)
+        return UndeleteStep(entry, "skip", LEASED)
     if entry.obj.resource is None or not entry.obj.resource.recognised:
-        return Step(entry, "skip", UNRECOGNISED)
-    return Step(entry, "write", notes=_notes(entry, restored_uids))
+        return UndeleteStep(entry, "skip", UNRECOGNISED)
+    return UndeleteStep(entry, "write", notes=_notes(entry, restored_uids))
 
 
 def _notes(entry: Entry, restored_uids: set[str]) -> tuple[str, ...]:
@@ -132,5 +132,5 @@ def execute_plan(plan: UndeletePlan, put_if_absent: Callable[[bytes, bytes], boo
         if put_if_absent(step.key, step.entry.kv.value):
             result.written.append(step)
         else:
-            result.skipped.append(Step(step.entry, "skip", APPEARED))
+            result.skipped.append(UndeleteStep(step.entry, "skip", APPEARED))
     return result
