@@ -17,12 +17,16 @@ from lifeboat.clock import SystemClock
 
 @dataclass(frozen=True)
 class CertPair:
+    """A certificate and its private key (PEM files)."""
+
     cert: Path
     key: Path
 
 
 @dataclass(frozen=True)
 class Pki:
+    """A throwaway CA, a certificate for etcd members on 127.0.0.1 and a client certificate."""
+
     ca: Path
     node: CertPair
     client: CertPair

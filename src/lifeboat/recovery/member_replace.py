@@ -58,6 +58,8 @@ class StepKind(enum.Enum):
 
 @dataclass(frozen=True)
 class ReplaceStep:
+    """One step of a member replacement, in the order :func:`replace_member` runs it."""
+
     kind: StepKind
     description: str
 

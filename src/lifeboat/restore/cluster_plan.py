@@ -16,6 +16,8 @@ from lifeboat.restore.target import ClusterMember, format_initial_cluster, parse
 
 @dataclass(frozen=True)
 class MemberCommand:
+    """The ``lifeboat restore`` command one member's node runs."""
+
     name: str
     peer_urls: tuple[str, ...]
     argv: tuple[str, ...]
@@ -27,6 +29,8 @@ class MemberCommand:
 
 @dataclass(frozen=True)
 class ClusterRestorePlan:
+    """One restore command per member: the same backup, ``--initial-cluster`` and token."""
+
     backup_id: str
     initial_cluster: str
     token: str

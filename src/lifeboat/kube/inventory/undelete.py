@@ -40,6 +40,9 @@ class UndeleteStep:
 
 @dataclass(frozen=True)
 class UndeletePlan:
+    """Each chosen key of a namespace in the source, in write order (the Namespace, owners before
+    what they own): write it, or skip it and why."""
+
     namespace: str
     steps: tuple[UndeleteStep, ...]
 
