@@ -1,7 +1,7 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
 Usage: ``python benchmarks/bench_pitr.py [--events N] [--rounds R] [--store s3|dir] [--size-mib M]
-[--rev COMMIT]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
+[--rev COMMIT] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
 
 Set-up (cached in ``bench-work/pitr/``, reused by later runs):
 
@@ -37,7 +37,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
+from benchmarks import rss  # noqa: E402
 from benchmarks.bench_restore import take_backup, wait_answers  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot  # noqa: E402
 from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
@@ -64,7 +64,7 @@ from lifeboat.snapshot import read_meta, snapshot_status  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
-from benchmarks.teardown import on_termination, spawned  # noqa: E402
+from benchmarks.teardown import on_termination  # noqa: E402
 
 REVISIONS_PER_SEGMENT = 2000
 NODES = 1000
@@ -164,24 +164,24 @@ def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, e
     return writes.revision
 
 
-def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tuple[float, dict[str, float]]:
-    """Run ``lifeboat restore``; wall seconds and when each step began (its progress lines)."""
-    started = time.monotonic()
-    with spawned([*LIFEBOAT, "restore", *args, "--root", str(root), "--repo", repo, "--cluster", "bench",
-                  "--force"], env=dict(env, PYTHONUNBUFFERED="1"),
-                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
-        lines = [(time.monotonic() - started, line.rstrip()) for line in proc.stdout]
-        code = proc.wait()
-    if code != 0:
+def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tuple[float, dict[str, float], rss.Measured]:
+    """Run ``lifeboat restore``; wall seconds, when each step began (its progress lines), and
+    its peak RSS and CPU seconds."""
+    lines: list[tuple[float, str]] = []
+    measured = rss.run([*LIFEBOAT, "restore", *args, "--root", str(root), "--repo", repo, "--cluster", "bench",
+                        "--force"], dict(env, PYTHONUNBUFFERED="1"), capture=True,
+                       lines=lambda at, line: lines.append((at, line.decode(errors="replace").rstrip())))
+    if measured.exit_code != 0:
         raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
+    total = measured.wall_s
     steps = {text: at for at, text in lines if text.startswith("[")}
-    total = time.monotonic() - started
     marks = sorted(steps.items(), key=lambda item: item[1])
     for n, (text, at) in enumerate(marks):
         took = (marks[n + 1][1] if n + 1 < len(marks) else total) - at
         print(f"  {at:7.2f}s +{took:6.2f}s {text[:100]}", file=sys.stderr)
-    return total, steps
+    print(f"  peak RSS {measured.own_peak_bytes / 2**20:.0f} MB (tree {measured.tree_peak_bytes / 2**20:.0f} MB), "
+          f"CPU {measured.cpu_s:.1f} s", file=sys.stderr)
+    return total, steps, measured
 
 
 def replay_seconds(steps: dict[str, float], total: float) -> float:
@@ -212,6 +212,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--setup-only", action="store_true", help="write the base and the chain, time nothing")
     parser.add_argument("--rev", default="HEAD", help="the commit whose lifeboat restores (default HEAD)")
+    parser.add_argument("--json", type=Path, default=BENCH_WORK / "bench_pitr.json",
+                        help="where the results go (default bench-work/bench_pitr.json)")
     args = parser.parse_args()
     db = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
     work = BENCH_WORK / "pitr"
@@ -241,7 +243,8 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
         return
     chain = ChainStore(repo.store).chains("bench")[-1]
     last = chain.segments[-1].last_revision
-    results: dict[str, list[float]] = {"pitr": [], "base": [], "download": [], "replay": []}
+    results: dict[str, list[float]] = {"pitr": [], "base": [], "download": [], "replay": [], "pitr_cpu": [],
+                                       "base_cpu": [], "pitr_rss_mb": [], "base_rss_mb": []}
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
@@ -257,20 +260,26 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
             loads.append(os.getloadavg()[0])
             seconds, size = download_seconds(repo_url, env)
             results["download"].append(seconds)
-            total, steps = timed_restore(root, repo_url, env, "--to-revision", str(last))
+            total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
             results["pitr"].append(total)
             results["replay"].append(replay_seconds(steps, total))
-            results["base"].append(timed_restore(root, repo_url, env, base_id)[0])
+            results["pitr_cpu"].append(measured.cpu_s)
+            results["pitr_rss_mb"].append(measured.own_peak_bytes / 2**20)
+            total, _steps, measured = timed_restore(root, repo_url, env, base_id)
+            results["base"].append(total)
+            results["base_cpu"].append(measured.cpu_s)
+            results["base_rss_mb"].append(measured.own_peak_bytes / 2**20)
             for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
                 shutil.rmtree(moved)
-            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items())
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in results.items())
                   + f" (load {loads[-1]:.1f})", file=sys.stderr)
     finally:
         kubelet.down()
-    report(results, args.events, size, db, loads)
+    report(results, args.events, size, db, loads, args.json)
 
 
-def report(results: dict[str, list[float]], events: int, segment_bytes: int, db: Path, loads: list[float]) -> None:
+def report(results: dict[str, list[float]], events: int, segment_bytes: int, db: Path, loads: list[float],
+           out: Path) -> None:
     med = {name: statistics.median(runs) for name, runs in results.items()}
     ratios = [p / (b + d) for p, b, d in zip(results["pitr"], results["base"], results["download"])]
     summary = {
@@ -278,14 +287,16 @@ def report(results: dict[str, list[float]], events: int, segment_bytes: int, db:
         "median_s": med, "runs_s": results, "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
         "apply_events_per_s": events / med["replay"], "load_average": loads,
     }
-    (BENCH_WORK / "bench_pitr.json").write_text(json.dumps(summary, indent=2))
+    out.write_text(json.dumps(summary, indent=2))
     print(f"base db {db.stat().st_size / 1e6:.0f} MB, {events:,} events in {segment_bytes / 1e6:.0f} MB of "
           f"segments, {len(ratios)} rounds, load average {min(loads):.1f}-{max(loads):.1f}\n")
     print("| case | median | runs |\n| --- | --- | --- |")
     names = {"pitr": "`lifeboat restore --to-revision LAST` (base + events)", "base": "`lifeboat restore BASE`",
-             "download": "download of the segments", "replay": "its replay-capture step"}
+             "download": "download of the segments", "replay": "its replay-capture step",
+             "pitr_cpu": "CPU seconds of the base + events restore", "base_cpu": "CPU seconds of the base restore",
+             "pitr_rss_mb": "peak RSS (MB) of the base + events restore", "base_rss_mb": "peak RSS (MB) of the base restore"}
     for key, name in names.items():
-        print(f"| {name} | {med[key]:.2f} s | {', '.join(f'{r:.2f}' for r in results[key])} |")
+        print(f"| {name} | {med[key]:.2f} | {', '.join(f'{r:.2f}' for r in results[key])} |")
     print(f"\nratio base+events / (base + download): {statistics.median(ratios):.2f}× "
           f"(per round {', '.join(f'{r:.2f}' for r in ratios)}); apply {events / med['replay']:,.0f} events/s")
 

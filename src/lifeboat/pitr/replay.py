@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import struct
 from base64 import b64decode
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lifeboat.catalog.chains import decompressed
-from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of, row_at
+from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
 from lifeboat.catalog.segments import SEGMENT_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot.mvcc import encode_revision
@@ -45,6 +46,10 @@ from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
 UNKNOWN_LEASE_TTL = 1
 
 _KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
+# A record's head as the second pass reads it: the revision key, the kind, the value's size.
+_ROW_HEAD = struct.Struct(">17sB8xI")
+_TOMBSTONE = DELETE
+_DELETE_BYTE = DELETE[0]
 
 
 @dataclass
@@ -55,11 +60,11 @@ class ReplayFacts:
     last_revision: int = 0
     rows: int = 0  # rows written: one per key the events touched
     row_bytes: int = 0  # the records of every event up to the point (more than the rows written)
-    lease_of: dict[bytes, int] = field(default_factory=dict)  # key -> its lease at the point, if it has one
+    leases: set[int] = field(default_factory=set)  # the leases keys hold at the point
     ttls: dict[int, int] = field(default_factory=dict)  # lease -> granted TTL, as capture recorded
 
     def leases_at_point(self) -> set[int]:
-        return {lease for lease in self.lease_of.values() if lease}
+        return self.leases
 
 
 @dataclass(frozen=True)
@@ -133,8 +138,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     lease rows are known: the writer needs them before it starts.
     """
     facts = ReplayFacts(last_revision=base_revision)
-    newest: dict[bytes, int] = {}  # key -> segment number << 32 | its newest record's start
-    leased: dict[bytes, tuple[int, int]] = {}  # key -> its newest lease and where that record is
+    survey = _Survey()
     sources: list[tuple[Path, int, int, bool]] = []
     for number, (staged, after) in enumerate(walk(segments, base_id, base_revision, up_to)):
         header = staged.header
@@ -142,80 +146,120 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
         try:
             if header.version == SEGMENT_VERSION:
                 body, path, offset = header.body, staged.path, header.body_offset
-                check_counts(header, *_survey_records(body, after, up_to, number << 32, newest, leased, facts))
+                check_counts(header, *survey.records(body, after, up_to, number, facts))
             else:
                 path, offset = spill / f"{staged.path.name}.records", 0
                 body = _compile_json_lines(header, path)
-                _survey_records(body, after, up_to, number << 32, newest, leased, facts)
+                survey.records(body, after, up_to, number, facts)
             sources.append((path, offset, offset + len(body), staged.compressed and path == staged.path))
         except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
             raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
                                  f"{header.chain} is damaged: {exc}") from None
-    facts.rows = len(newest)
+    facts.rows = len(survey.newest)
+    kept = sorted(survey.newest.values())
+    survey.newest.clear()
     # A key holds a lease at the point when its newest record there is the one that named it.
-    facts.lease_of = {key: lease for key, (lease, at) in leased.items() if newest[key] == at}
-    return facts, _runs(sources, sorted(newest.values()))
+    slots = survey.lease_slots
+    facts.leases = {slots[packed & _SLOT_MASK] for packed in kept if packed & _SLOT_MASK}
+    return facts, _runs(sources, kept)
+
+
+# A kept record is one int: its segment's number, its start in that segment's records, and
+# (in the low bits) the slot of the lease it names (0: none): segment << 64 | start << 32 | slot.
+_SLOT_BITS = 32
+_SLOT_MASK = (1 << _SLOT_BITS) - 1
+_START_MASK = 0xFFFFFFFF
 
 
 def _runs(sources: list[tuple[Path, int, int, bool]], kept: list[int]) -> list[RowRun]:
-    """The kept records (segment number << 32 | start, ascending) grouped by segment."""
+    """The kept records (packed as above, ascending) grouped by segment."""
     runs: list[RowRun] = []
     at = 0
     while at < len(kept):
-        number = kept[at] >> 32
-        end = bisect_left(kept, (number + 1) << 32, at)
+        number = kept[at] >> (32 + _SLOT_BITS)
+        end = bisect_left(kept, (number + 1) << (32 + _SLOT_BITS), at)
         path, body_offset, body_end, compressed = sources[number]
-        runs.append(RowRun(path, body_offset, body_end, tuple(packed & 0xFFFFFFFF for packed in kept[at:end]),
-                           compressed))
+        runs.append(RowRun(path, body_offset, body_end,
+                           tuple((packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]), compressed))
         at = end
     return runs
 
 
-def _survey_records(body: bytes, after: int, up_to: int, tag: int, newest: dict[bytes, int],
-                    leased: dict[bytes, tuple[int, int]], facts: ReplayFacts) -> tuple[int, int, int, int]:
-    """Check a segment's records; note each key's newest record up to the point in ``newest``
-    (and in ``leased`` with its lease, when it has one).
+class _Survey:
+    """Each key's newest record so far (packed as above), and the slots of the leases records name.
 
-    Returns the first and last revisions, and the counts of revisions and events, found."""
-    unpack = HEAD.unpack_from
-    first = last = revisions = events = expected_sub = applied = row_bytes = 0
-    pos, end = 0, len(body)
-    while pos < end:
-        if pos + HEAD_SIZE > end:
-            raise ValueError(f"a record head is cut off at byte {pos}")
-        main, mark, sub, kind, lease, size = unpack(body, pos)
-        value_at = pos + HEAD_SIZE
-        value_end = value_at + size
-        if mark != b"_" or (kind != PUT and kind != DELETE):
-            raise ValueError(f"a record at byte {pos} is not a revision record")
-        if value_end > end:
-            raise ValueError(f"a record's value runs past the segment's end at byte {value_at}")
-        if main != last:
-            if main < last:
-                raise ValueError(f"revision {main} comes after revision {last}")
-            first, last = first or main, main
-            revisions += 1
-            expected_sub = 0
-        if sub != expected_sub:
-            raise ValueError(f"revision {main} has sub revision {sub} where {expected_sub} was due")
-        expected_sub += 1
-        events += 1
-        if after < main <= up_to:
-            key_size = body[value_at + 1]
-            if body[value_at] == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
-                key = body[value_at + 2:value_at + 2 + key_size]
-            else:  # a long key, or a damaged value: the general decoder says which
-                key = key_of(body, value_at, value_end)
-            newest[key] = tag | pos
-            if lease:
-                leased[key] = (lease, tag | pos)
-            applied += 1
-            row_bytes += value_end - pos
-            facts.last_revision = main
-        pos = value_end
-    facts.events += applied
-    facts.row_bytes += row_bytes
-    return first, last, revisions, events
+    One int per key, not a tuple, and no second dict for the leased keys: this pass holds a
+    row of state for every key the chain touched (hundreds of thousands), in the restore's
+    memory budget.
+    """
+
+    def __init__(self) -> None:
+        self.newest: dict[bytes, int] = {}
+        self.lease_slots: list[int] = [0]
+        self._slot_of: dict[int, int] = {}
+
+    def _slot(self, lease: int) -> int:
+        slot = self._slot_of.get(lease)
+        if slot is None:
+            slot = self._slot_of[lease] = len(self.lease_slots)
+            if slot > _SLOT_MASK:
+                raise ValueError("the chain names more leases than a replay can track")
+            self.lease_slots.append(lease)
+        return slot
+
+    def records(self, body: bytes, after: int, up_to: int, number: int,
+                facts: ReplayFacts) -> tuple[int, int, int, int]:
+        """Check a segment's records and note each key's newest record up to the point.
+
+        Returns the first and last revisions, and the counts of revisions and events, found."""
+        unpack = HEAD.unpack_from
+        newest = self.newest
+        slot_of = self._slot_of
+        tag = number << (32 + _SLOT_BITS)
+        first = last = revisions = events = expected_sub = applied = applied_last = 0
+        applied_from = applied_to = -1  # the records applied, of the revisions in (after, up_to]: one run
+        pos, end = 0, len(body)
+        while pos < end:
+            if pos + HEAD_SIZE > end:
+                raise ValueError(f"a record head is cut off at byte {pos}")
+            main, mark, sub, kind, lease, size = unpack(body, pos)
+            value_at = pos + HEAD_SIZE
+            value_end = value_at + size
+            if mark != b"_" or (kind != PUT and kind != DELETE):
+                raise ValueError(f"a record at byte {pos} is not a revision record")
+            if value_end > end:
+                raise ValueError(f"a record's value runs past the segment's end at byte {value_at}")
+            if main != last:
+                if main < last:
+                    raise ValueError(f"revision {main} comes after revision {last}")
+                first, last = first or main, main
+                revisions += 1
+                expected_sub = 0
+            if sub != expected_sub:
+                raise ValueError(f"revision {main} has sub revision {sub} where {expected_sub} was due")
+            expected_sub += 1
+            events += 1
+            if after < main <= up_to:
+                key_size = body[value_at + 1]
+                if body[value_at] == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
+                    key = body[value_at + 2:value_at + 2 + key_size]
+                else:  # a long key, or a damaged value: the general decoder says which
+                    key = key_of(body, value_at, value_end)
+                if lease:
+                    newest[key] = tag | pos << _SLOT_BITS | (slot_of.get(lease) or self._slot(lease))
+                else:
+                    newest[key] = tag | pos << _SLOT_BITS
+                if applied_from < 0:
+                    applied_from = pos
+                applied_to = value_end
+                applied += 1
+                applied_last = main
+            pos = value_end
+        if applied:
+            facts.events += applied
+            facts.row_bytes += applied_to - applied_from
+            facts.last_revision = applied_last
+        return first, last, revisions, events
 
 
 def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:
@@ -254,16 +298,19 @@ def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:
 
 def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
     """The MVCC rows of every run, in order (one segment's bytes in memory at a time)."""
+    unpack = _ROW_HEAD.unpack_from
     for run in runs:
         data = run.path.read_bytes()
         if run.compressed:
             data = decompressed(data)
         if len(data) < run.body_end:
             raise IntegrityError(f"{run.path} changed while it was replayed")
-        offset = run.body_offset
+        offset = run.body_offset + HEAD_SIZE
         for start in run.starts:
-            key, value, _next = row_at(data, offset + start)
-            yield key, value
+            revision, kind, size = unpack(data, offset - HEAD_SIZE + start)
+            value_at = offset + start
+            # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
+            yield revision + _TOMBSTONE if kind == _DELETE_BYTE else revision, data[value_at:value_at + size]
 
 
 def lease_rows(facts: ReplayFacts, base_leases: frozenset[int]) -> dict[bytes, bytes]:
