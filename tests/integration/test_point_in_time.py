@@ -16,9 +16,9 @@ import zstandard
 from lifeboat.capture import CaptureStatus
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
-from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
+from lifeboat.pitr import ChainSurvey, PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.snapshot.bbolt import BoltFile
 from lifeboat.snapshot.mvcc import decode_key_value, decode_revision, read_meta
@@ -199,6 +199,18 @@ def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_
     assert "replay-capture" in [s["key"] for s in plan["steps"]]  # type: ignore[index]
     assert f"to revision {point} " in plan["title"]  # type: ignore[operator]
 
+    # The segments are surveyed while the base downloads: a damaged one is still refused before
+    # the node is touched, and what was staged is removed.
+    segment = sorted(Path(node.repo.removeprefix("file://")).rglob("segments/*.seg.zst"))[0]
+    intact = segment.read_bytes()
+    segment.write_bytes(intact[: len(intact) // 2] + bytes([intact[len(intact) // 2] ^ 0xFF]) + intact[len(intact) // 2 + 1:])
+    code, _out, err = cli("restore", "--to-revision", str(point), *flags)
+    assert code == 1 and ("damaged" in err or "corrupt" in err), err
+    assert not [p for p in node.root.rglob("*") if p.name.endswith(".segments")]
+    with tls_client(url, pki) as c:
+        assert full_state(c, point) == expected, "a refused replay leaves the node's etcd as it was"
+    segment.write_bytes(intact)
+
     result = cli.json("restore", "--to-revision", str(point), *flags)
     assert "replay-capture" in result["ran"]  # type: ignore[operator]
     with tls_client(url, pki) as c:
@@ -232,6 +244,11 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
         build_point_snapshot(repo, point, None, tmp_path / "out.db")
     assert not (tmp_path / "out.db").exists()
     assert not (tmp_path / "out.db.segments").exists(), "segments fetched ahead must be cleaned up too"
+    with ChainSurvey(repo, point, None, tmp_path / "ahead") as survey:  # closed before it finished
+        pass
+    assert not (tmp_path / "ahead").exists()
+    with pytest.raises(OperationFailed, match="damaged|corrupt|stopped"):
+        survey.result()  # the damage it found before it was stopped, or that it was stopped
 
     middle.unlink()
     code, _out, err = cli("restore", "plan", "--to-revision", str(after_middle), "--repo", str(repo_dir),

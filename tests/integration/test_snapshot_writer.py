@@ -27,7 +27,7 @@ from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot import writer as writer_module
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.restore.content import keeps_snapshot_pages, keyspace_digest, newest_revision
-from lifeboat.snapshot.writer import BucketChanges, bump_restored_db, bump_revision, write_db
+from lifeboat.snapshot.writer import BucketChanges, bump_restored_db, bump_revision, commit_in_place, write_db
 from tests.integration.snapshot_corpus import Corpus, etcdctl_get_all, etcdutl_status
 from tests.integration.test_snapshot_reader import corpus_for
 from tests.support.binaries import EtcdRelease
@@ -158,6 +158,45 @@ def test_appended_rows_follow_every_existing_row(
     assert dict(rows(dump, META))[b"consistent_index"] == struct.pack(">Q", 99)
     assert written.high_water * written.page_size == written.db_size
     assert_sound(bolt_oracle, tmp_path / "out.db")
+
+
+def test_a_snapshot_committed_in_place_equals_the_written_copy_with_its_trailer(
+    bolt_oracle: BoltOracle, etcd_shaped: Path, tmp_path: Path
+) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path  # with a trailer
+    appended = [(rev(1_000_005_000 + i), b"\x0a\x02ap" + b"x" * (i % 5000)) for i in range(3_000)]
+    changes = [BucketChanges(KEY, appends=appended), BucketChanges(META, puts={b"consistent_index": b"\0" * 8})]
+    copy = write_db(snapshot, tmp_path / "copy.db", changes)
+
+    written = commit_in_place(snapshot, changes)
+
+    assert sha256(snapshot) == sha256(copy.path) and written.db_sha256 == copy.db_sha256
+    assert written.file_size == snapshot.stat().st_size
+    assert_sound(bolt_oracle, snapshot)
+
+
+def test_a_commit_in_place_interrupted_before_its_meta_is_at_the_old_revision_without_a_trailer(
+    etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a killed replay leaves: the old tree, which no longer looks like a checked snapshot;
+    writing again completes it."""
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    before = newest_revision(snapshot)
+    appended = [(rev(before + 1 + i), b"\x0a\x02ap" + b"y" * 900) for i in range(2_000)]
+    expected = write_db(snapshot, tmp_path / "copy.db", [BucketChanges(KEY, appends=appended)])
+
+    def killed(fd: int) -> None:  # at the fsync of the pages and trailer: the meta is not written yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer_module.os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        commit_in_place(snapshot, [BucketChanges(KEY, appends=appended)])
+    monkeypatch.undo()
+
+    assert newest_revision(snapshot) == before
+    assert check_trailer(snapshot).matches is not True
+    commit_in_place(snapshot, [BucketChanges(KEY, appends=appended)])
+    assert newest_revision(snapshot) == before + 2_000 and sha256(snapshot) == sha256(expected.path)
 
 
 def test_appends_grow_an_inline_bucket_into_a_tree_of_pages(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -19,10 +20,12 @@ from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import (
     RestorePoint, Timeline, Window, build_timeline, point_at_revision, point_at_time,
 )
-from lifeboat.errors import IntegrityError, UsageError
-from lifeboat.pitr.replay import StagedSegment, compaction_marks, compile_rows, lease_rows, stored_rows
+from lifeboat.errors import IntegrityError, OperationFailed, UsageError
+from lifeboat.pitr.replay import (
+    ReplayFacts, RowRun, StagedSegment, compaction_marks, compile_rows, lease_rows, stored_rows,
+)
 from lifeboat.snapshot.mvcc import read_lease_ids
-from lifeboat.snapshot.writer import BucketChanges, write_db
+from lifeboat.snapshot.writer import BucketChanges, commit_in_place, write_db
 from lifeboat.verify.backup import verify_backup
 
 Progress = Callable[[str, int], None]
@@ -94,47 +97,112 @@ class PointSnapshot:
     seconds: float
 
 
-def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
-                         dest: Path, *, base_snapshot: Path | None = None,
-                         progress: Progress = lambda stage, done: None) -> PointSnapshot:
-    """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
-    fetched) with every captured event up to the point applied. Nothing is applied unless the
-    whole chain up to the point downloads and checks. ``seconds`` is on the repository's clock."""
-    clock = repo.clock
-    started = clock.monotonic()
-    work = dest.with_name(dest.name + ".segments")
-    work.mkdir(mode=0o700, parents=True, exist_ok=True)
-    base = base_snapshot or dest.with_name(dest.name + ".base")
-    try:
-        if base_snapshot is None:
-            _fetch_base(repo, point, identities, base)
-        if not point.replays:
-            if base != dest:
-                os.replace(base, dest)
-            return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
+class ChainSurvey:
+    """The segments up to a point downloaded, checked and surveyed (the replay's first pass) in
+    a thread of its own, while the caller fetches the base: the survey needs no base.
+
+    Segments are staged in ``work``. :meth:`result` waits for the survey and raises what it
+    found wrong (a damaged or missing segment is refused, never skipped); :meth:`close` stops
+    it at the next segment and removes what it staged. Use it as a context manager.
+    """
+
+    def __init__(self, repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
+                 work: Path, progress: Progress = lambda stage, done: None) -> None:
+        self.point = point
+        self.work = work
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._stop = threading.Event()
+        self._found: tuple[ReplayFacts, list[RowRun]] | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._survey, args=(repo, identities, progress),
+                                        name="lifeboat-chain-survey", daemon=True)
+        self._thread.start()
+
+    def _survey(self, repo: BackupRepository, identities: Sequence[Identity] | None, progress: Progress) -> None:
+        point = self.point
         # The first segment names the chain's own base, which may be gone (folded into a synthetic one).
         assert point.window.chain is not None
-        # Closed before the work directory is cleaned, so that no fetch still writes into it.
-        with closing(_download(repo, point, identities, work, progress)) as fetched:
-            facts, runs = compile_rows(fetched, point.window.chain.info.base_backup, point.base_revision,
-                                       point.revision, work)
-        if facts.last_revision != point.revision:
-            raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {point.revision}")
-        leases = lease_rows(facts, read_lease_ids(base))
-        changes = [BucketChanges(b"key", appends=stored_rows(runs)),
-                   BucketChanges(b"meta", puts=compaction_marks(point.revision))]
-        if leases:
-            changes.append(BucketChanges(b"lease", puts=leases))
-        # The base was verified as it was fetched (here, or by the caller that passed it).
-        write_db(base, dest, changes, trailer=True, append_bytes_hint=facts.row_bytes, source_checked=True)
-        return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases),
-                             clock.monotonic() - started)
-    finally:
-        for leftover in work.glob("*"):
+        try:
+            # Closed before the work directory is cleaned, so that no fetch still writes into it.
+            with closing(_download(repo, point, identities, self.work, progress, self._stop)) as fetched:
+                facts, runs = compile_rows(fetched, point.window.chain.info.base_backup, point.base_revision,
+                                           point.revision, self.work)
+            if facts.last_revision != point.revision:
+                raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {point.revision}")
+            self._found = facts, runs
+        except BaseException as exc:  # handed to the caller by result()
+            self._failure = exc
+
+    def result(self) -> tuple[ReplayFacts, list[RowRun]]:
+        """The survey's facts and the rows to write; its failure re-raised."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        assert self._found is not None
+        return self._found
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for leftover in self.work.glob("*"):
             leftover.unlink()
-        work.rmdir()
-        if base_snapshot is None and base != dest:
-            base.unlink(missing_ok=True)
+        if self.work.exists():
+            self.work.rmdir()
+
+    def __enter__(self) -> ChainSurvey:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
+                         dest: Path, *, base_snapshot: Path | None = None,
+                         progress: Progress = lambda stage, done: None,
+                         survey: ChainSurvey | None = None) -> PointSnapshot:
+    """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
+    fetched) with every captured event up to the point applied. Nothing is applied unless the
+    whole chain up to the point downloads and checks. ``seconds`` is on the repository's clock.
+
+    The segments are downloaded and surveyed while the base is fetched (``survey``: one the
+    caller started earlier; this call closes it). The events are committed into the fetched
+    base itself (no copy of it) when this call fetches it, or when ``base_snapshot`` is
+    ``dest``; into a new file otherwise. An interruption leaves ``dest`` at the base's revision
+    or complete (:func:`~lifeboat.snapshot.writer.commit_in_place`); at the base's revision it
+    no longer has a trailer, so it is neither mistaken for the base nor used before it is
+    written again.
+    """
+    clock = repo.clock
+    started = clock.monotonic()
+    base = base_snapshot or dest
+    if not point.replays:
+        if survey is not None:
+            survey.close()
+        if base_snapshot is None:
+            _fetch_base(repo, point, identities, base)
+        elif base != dest:
+            os.replace(base, dest)
+        return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
+    with survey or ChainSurvey(repo, point, identities, dest.with_name(dest.name + ".segments"), progress) as chain:
+        try:
+            if base_snapshot is None:
+                _fetch_base(repo, point, identities, base)
+            facts, runs = chain.result()
+            leases = lease_rows(facts, read_lease_ids(base))
+            changes = [BucketChanges(b"key", appends=stored_rows(runs)),
+                       BucketChanges(b"meta", puts=compaction_marks(point.revision))]
+            if leases:
+                changes.append(BucketChanges(b"lease", puts=leases))
+            if base == dest:
+                commit_in_place(dest, changes, append_bytes_hint=facts.row_bytes)
+            else:
+                # The base was verified as it was fetched (by the caller that passed it).
+                write_db(base, dest, changes, trailer=True, append_bytes_hint=facts.row_bytes, source_checked=True)
+        except BaseException:
+            if base_snapshot is None:
+                dest.unlink(missing_ok=True)  # this call's own download, never finished
+            raise
+    return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases), clock.monotonic() - started)
 
 
 def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
@@ -154,7 +222,7 @@ FETCH_THREADS = 2
 
 
 def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
-              work: Path, progress: Progress) -> Generator[StagedSegment, None, None]:
+              work: Path, progress: Progress, stop: threading.Event) -> Generator[StagedSegment, None, None]:
     """Every segment up to the point, in order, checked and decrypted into ``work`` but kept
     compressed, while the ones after it are being fetched.
 
@@ -180,6 +248,8 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
         done = 0
         try:
             while ahead:
+                if stop.is_set():
+                    raise OperationFailed("the replay was stopped before its segments were surveyed")
                 staged = ahead.popleft().result()
                 done += staged.path.stat().st_size
                 progress("segments", done)

@@ -31,26 +31,29 @@ def execute(plan: RestorePlan, ctx: RestoreContext, *, auto_rollback: bool) -> O
     ran: list[str] = []
     skipped = tuple(s.key for s in plan.steps if s.key in done)
     total = len(plan.steps)
-    for number, step in enumerate(plan.steps, 1):
-        if step.key in done:
-            continue
-        ctx.say(f"[{number}/{total}] {step.describe()}")
-        if step.changes_node and not plan.rollback and not ctx.journal.node_changed:
-            ctx.journal = replace(ctx.journal, node_changed=True)
+    try:
+        for number, step in enumerate(plan.steps, 1):
+            if step.key in done:
+                continue
+            ctx.say(f"[{number}/{total}] {step.describe()}")
+            if step.changes_node and not plan.rollback and not ctx.journal.node_changed:
+                ctx.journal = replace(ctx.journal, node_changed=True)
+                ctx.save(ctx.journal)
+            try:
+                step.check(ctx)
+                step.run(ctx)
+            except LifeboatError as exc:
+                if step.undo_on_failure and auto_rollback and not plan.rollback:
+                    _roll_back_after(ctx, exc)
+                raise
+            except OSError as exc:
+                raise OperationFailed(f"step '{step.describe()}' failed: {exc}; fix it and re-run the same "
+                                      "command to resume") from None
+            ctx.journal = ctx.journal.with_done(step.key, rollback=plan.rollback)
             ctx.save(ctx.journal)
-        try:
-            step.check(ctx)
-            step.run(ctx)
-        except LifeboatError as exc:
-            if step.undo_on_failure and auto_rollback and not plan.rollback:
-                _roll_back_after(ctx, exc)
-            raise
-        except OSError as exc:
-            raise OperationFailed(f"step '{step.describe()}' failed: {exc}; fix it and re-run the same "
-                                  "command to resume") from None
-        ctx.journal = ctx.journal.with_done(step.key, rollback=plan.rollback)
-        ctx.save(ctx.journal)
-        ran.append(step.key)
+            ran.append(step.key)
+    finally:
+        ctx.close_surveys()  # a survey no step took: stopped, its staged segments removed
     if plan.rollback:
         ctx.journal = replace(ctx.journal, rolled_back=True)
     else:

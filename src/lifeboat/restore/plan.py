@@ -146,7 +146,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
                   etcd_version=m.source.etcd_version, need_bytes=need),
         FetchSnapshot("fetch-snapshot", backup_id=m.id, snapshot=paths.snapshot,
                       stored=f"{m.stored_size} bytes stored, {m.compression}"
-                      + (", age-encrypted" if m.encryption else "")),
+                      + (", age-encrypted" if m.encryption else ""), point=inputs.point),
     ]
     if inputs.point is not None and inputs.point.replays:
         steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot))

@@ -36,7 +36,7 @@ from lifeboat.restore.content import (
     newest_revision,
     save_sample,
 )
-from lifeboat.pitr import build_point_snapshot
+from lifeboat.pitr import ChainSurvey, build_point_snapshot
 from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.writer import bump_restored_db
 from lifeboat.restore.files import fetch_archive, install_archive
@@ -158,6 +158,12 @@ class RestoreContext:
     samples: KeySamples = field(default_factory=lambda: KeySamples())
     free_space: FreeSpace = free_bytes
     removals: list[threading.Thread] = field(default_factory=list)
+    surveys: dict[Path, ChainSurvey] = field(default_factory=dict)  # capture segments surveyed ahead
+
+    def close_surveys(self) -> None:
+        """Stop the surveys started ahead that no step took, and remove what they staged."""
+        while self.surveys:
+            self.surveys.popitem()[1].close()
 
     def remove_meanwhile(self, path: Path) -> None:
         """Unlink ``path`` in a thread while the next steps run (freeing a GB-sized file's blocks
@@ -262,23 +268,34 @@ class FetchSnapshot(PreparingStep):
     backup_id: str
     stored: str
     snapshot: Path
+    point: RestorePoint | None = None  # a replay follows: its segments are surveyed meanwhile
 
     def describe(self) -> str:
+        meanwhile = (f"; meanwhile download, check and survey the {len(self.point.segments)} capture segment(s) "
+                     "the replay applies" if self.point is not None and self.point.replays else "")
         return (f"fetch backup {self.backup_id} ({self.stored}) to {self.snapshot}; check every sha256, "
-                "etcd's trailer, and revision/hash/keys against the manifest")
+                f"etcd's trailer, and revision/hash/keys against the manifest{meanwhile}")
 
     def run(self, ctx: RestoreContext) -> None:
         manifest = ctx.restoring()[0]
         repo = ctx.repository("the backup")
         self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        report = verify_backup(repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
-                               keep_snapshot=self.snapshot)
-        failure = report.first_failure()
-        if failure is not None or not report.ok:
-            self.snapshot.unlink(missing_ok=True)
-            what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
-            raise IntegrityError(f"backup {self.backup_id} failed verification ({what}); "
-                                 "nothing on the node was changed; restore another backup")
+        if self.point is not None and self.point.replays:
+            # The survey needs no base: it runs on the second core while the base downloads.
+            ctx.surveys[self.snapshot] = ChainSurvey(repo, self.point, ctx.identities,
+                                                     self.snapshot.with_name(self.snapshot.name + ".segments"))
+        try:
+            report = verify_backup(repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
+                                   keep_snapshot=self.snapshot)
+            failure = report.first_failure()
+            if failure is not None or not report.ok:
+                self.snapshot.unlink(missing_ok=True)
+                what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
+                raise IntegrityError(f"backup {self.backup_id} failed verification ({what}); "
+                                     "nothing on the node was changed; restore another backup")
+        except BaseException:
+            ctx.close_surveys()
+            raise
         ctx.checked.record(self.snapshot)  # its trailer was checked as it came
 
 
@@ -294,21 +311,21 @@ class ReplayCapture(PreparingStep):
         return (f"replay {len(self.point.segments)} capture segment(s) of chain "
                 f"{chain.info.chain if chain else '-'} onto the snapshot, revisions "
                 f"{self.point.base_revision + 1}..{self.point.revision}, offline into its MVCC store "
-                "(a new file, checked, then put in place of the fetched one)")
+                "(committed into the fetched file itself as bbolt commits: new pages and trailer first, "
+                "the meta page last)")
 
     def run(self, ctx: RestoreContext) -> None:
         repo = ctx.repository("the capture segments")
+        survey = ctx.surveys.pop(self.snapshot, None)  # started by the fetch, unless that ran before
         if newest_revision(self.snapshot) == self.point.revision:
+            if survey is not None:
+                survey.close()
             return  # replayed before an interruption that came before the journal entry
-        replayed = self.snapshot.with_name(self.snapshot.name + ".at-point")
-        try:
-            # The fetched base was checked (FetchSnapshot); the new file gets its trailer from
-            # the sha256 the writer computed as it wrote it, so the next step need not hash it.
-            build_point_snapshot(repo, self.point, ctx.identities, replayed, base_snapshot=self.snapshot)
-            os.replace(replayed, self.snapshot)
-            ctx.checked.record(self.snapshot)
-        finally:
-            replayed.unlink(missing_ok=True)
+        # The fetched base was checked (FetchSnapshot); the file gets its new trailer from the
+        # sha256 the writer computed as it wrote it, so the next step need not hash it.
+        build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
+                             survey=survey)
+        ctx.checked.record(self.snapshot)
 
 
 @dataclass(frozen=True)

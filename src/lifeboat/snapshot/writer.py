@@ -117,26 +117,15 @@ def write_db(
     not hashed again.
     """
     source, dest = Path(source), Path(dest)
-    edits = {change.bucket: _bucket_edits(change) for change in changes}
-    if len(edits) != len(changes):
-        raise UsageError("changes name the same bucket twice; give one BucketChanges per bucket")
+    edits = _all_edits(changes)
     _refuse_same_file(source, dest)
     with BoltFile.open(source) as db:
-        buckets = _top_level_buckets(db)
-        for name in edits:
-            if name not in buckets:
-                raise UsageError(f"{source}: has no bucket {name!r}; the writer does not create buckets")
-        put_bytes = sum(len(k) + len(v) for c in changes for k, v in c.puts.items())
+        buckets, put_bytes = _checked_buckets(db, edits, changes)
         _require_free_space(dest, db.meta.tx_size + 2 * put_bytes + append_bytes_hint)
         with _replacing(dest) as (tmp, out):
             # Decoding faults in the source and OSErrors here are translated on the way out:
             # by _replacing (writing) and by BoltFile.open (a malformed source).
-            sink = PageSink(out, db.page_size, db.meta.high_water)
-            new_root = _rewrite(db, sink, changes, edits, buckets)
-            sink.flush()
-            txid = db.meta.txid + 1
-            db_size = sink.next_pgid * db.page_size
-            meta = _meta_page(db, new_root, sink.next_pgid, txid)
+            sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
             digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size, trailer,
                                check_source=db.has_trailer and not source_checked)
             if digest is not None:
@@ -153,6 +142,54 @@ def write_db(
             has_trailer=trailer,
             db_sha256=digest,
         )
+
+
+def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_bytes_hint: int = 0) -> WrittenDb:
+    """Apply ``changes`` to the etcd snapshot file ``snapshot`` itself; it ends with etcd's trailer.
+
+    For a snapshot this process fetched and checked (its own work file): nothing is copied.
+    The write is ordered so that an interruption leaves either the old tree or the complete
+    new one, as bbolt commits (db.go, tx.go): the new pages go after the high-water mark (over
+    the old trailer), then the trailer of the new db (the sha256 of its bytes with the new meta
+    page in place), fsynced; then the new meta, one txid later, over the older of the two meta
+    pages, fsynced. Before that last write the file's meta still names the old tree, whose
+    trailer it no longer has: a caller that finds the old revision there writes again.
+    """
+    snapshot = Path(snapshot)
+    edits = _all_edits(changes)
+    with BoltFile.open(snapshot) as db:
+        buckets, put_bytes = _checked_buckets(db, edits, changes)
+        _require_free_space(snapshot, 2 * put_bytes + append_bytes_hint)
+        meta_offset = ((db.meta.txid + 1) % 2) * db.page_size
+        try:
+            with snapshot.open("r+b") as out:
+                sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
+                out.truncate(db_size)
+                out.flush()
+                digest = _new_db_sha256(db, snapshot, meta, meta_offset, db_size)
+                out.seek(db_size)
+                out.write(bytes.fromhex(digest))
+                out.flush()
+                os.fsync(out.fileno())
+                out.seek(meta_offset)
+                out.write(meta)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:  # raised here, not as a read fault of the source
+            raise _write_failure(snapshot, exc) from exc
+        return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size,
+                         db_size + TRAILER_SIZE, True, digest)
+
+
+def _new_pages(db: BoltFile, out: BinaryIO, changes: Sequence[BucketChanges], edits: Mapping[bytes, Edits],
+               buckets: Mapping[bytes, tuple[BucketRef, int]]) -> tuple[PageSink, int, int, bytes]:
+    """Write the changed pages after the high-water mark: the sink, the new txid, the new db's
+    size and its meta page (not written)."""
+    sink = PageSink(out, db.page_size, db.meta.high_water)
+    new_root = _rewrite(db, sink, changes, edits, buckets)
+    sink.flush()
+    txid = db.meta.txid + 1
+    return sink, txid, sink.next_pgid * db.page_size, _meta_page(db, new_root, sink.next_pgid, txid)
 
 
 def _rewrite(
@@ -348,6 +385,23 @@ def _already_bumped(db: Path, amount: int) -> BumpResult | None:
 
 
 # -- changes ---------------------------------------------------------------------------------
+
+
+def _all_edits(changes: Sequence[BucketChanges]) -> dict[bytes, Edits]:
+    edits = {change.bucket: _bucket_edits(change) for change in changes}
+    if len(edits) != len(changes):
+        raise UsageError("changes name the same bucket twice; give one BucketChanges per bucket")
+    return edits
+
+
+def _checked_buckets(db: BoltFile, edits: Mapping[bytes, Edits], changes: Sequence[BucketChanges],
+                     ) -> tuple[dict[bytes, tuple[BucketRef, int]], int]:
+    """The top-level buckets (each edited one must exist), and the bytes the puts add."""
+    buckets = _top_level_buckets(db)
+    for name in edits:
+        if name not in buckets:
+            raise UsageError(f"{db.path}: has no bucket {name!r}; the writer does not create buckets")
+    return buckets, sum(len(k) + len(v) for c in changes for k, v in c.puts.items())
 
 
 def _bucket_edits(change: BucketChanges) -> Edits:
