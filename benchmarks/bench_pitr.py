@@ -188,7 +188,7 @@ def replay_seconds(steps: dict[str, float], total: float) -> float:
     """How long the replay-capture step took: from its line to the next step's."""
     marks = sorted(steps.items(), key=lambda item: item[1])
     for n, (text, at) in enumerate(marks):
-        if "replay" in text.lower():
+        if text.split("] ", 1)[-1].startswith("replay"):  # the fetch step names the replay too
             return (marks[n + 1][1] if n + 1 < len(marks) else total) - at
     raise SystemExit("the restore printed no replay step:\n" + "\n".join(steps))
 
