@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections import deque
 
 
 # What a server that lost the race for a port it was given says: etcd reports the OS's
@@ -18,11 +20,23 @@ class PortTaken(RuntimeError):
     """A server exited because another process bound one of its ports first."""
 
 
+# The ports handed out lately. The OS may give the same free port to two binds in a row
+# (nothing holds it in between), so a cluster could get one port for two members.
+_RECENT: deque[int] = deque(maxlen=2048)
+_RECENT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A port nothing listens on now; another process may still take it before our server binds."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now and not handed out lately by this process; another
+    process may still take it before our server binds."""
+    with _RECENT_LOCK:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _RECENT:
+                _RECENT.append(port)
+                return port
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
