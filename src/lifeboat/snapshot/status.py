@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
+from operator import sub
 
 import google_crc32c
 
@@ -26,7 +28,7 @@ from .bbolt import (
     BucketRef,
     Leaf,
 )
-from .page_scan import REVISION_KEYS, PageScan, crc_concat
+from .page_scan import REVISION_KEYS, SUMMARISED, PageScan, crc_join
 from .trailer import check_trailer
 
 _KEY_BUCKET = b"key"
@@ -36,6 +38,7 @@ _leaf_layouts: dict[int, struct.Struct] = {}
 # Large sequential reads: the page cache hands them over at memory speed, and per-page costs
 # (a pread, a bytes object) are paid once per block instead.
 _SCAN_BLOCK = 4 << 20
+_ONES = re.compile(b"\x01+")
 _SEEN = b"\x01" * (1 << 16)  # marks for a page and its overflow (at most 0xFFFF) in ``seen``
 
 
@@ -137,15 +140,23 @@ def _hash_bucket(
     last_summarised: int | None = None  # the last leaf, when the scan summarised it
     nested: list[BucketRef] = []
     if bucket.inline is not None:
-        stack: list[int] = []
+        stack: list[int | tuple[int, int]] = []
         leaf: Leaf | None = db.inline_leaf(bucket.inline)
     else:
         stack, leaf = [bucket.root], None
     high_water, summarised = db.meta.high_water, len(scan.state)
-    states, crcs, lengths, counts, overflows = scan.state, scan.crc, scan.length, scan.count, scan.overflow
+    states, chain, lengths, counts, overflows = scan.state, scan.chain, scan.length, scan.count, scan.overflow
     while leaf is not None or stack:
         if leaf is None:
-            pgid = stack.pop()
+            item = stack.pop()
+            if isinstance(item, tuple):
+                # Leaves the scan summarised at consecutive page ids: one CRC join for all.
+                first, last = item
+                crc = crc_join(crc, chain[first - 1], chain[last], sum(lengths[first : last + 1]))
+                count += sum(counts[first : last + 1])
+                last_summarised = last
+                continue
+            pgid = item
             if 2 <= pgid < summarised and states[pgid]:
                 last = pgid + overflows[pgid]
                 if last >= high_water:
@@ -157,15 +168,14 @@ def _hash_bucket(
                 if entries:
                     if revision_keys and not states[pgid] & REVISION_KEYS:
                         _require_revision_keys(db, *_key_size_range(db, pgid))
-                    crc = crc_concat(crc, crcs[pgid], lengths[pgid])
+                    crc = crc_join(crc, chain[pgid - 1], chain[pgid], lengths[pgid])
                     count += entries
                     last_summarised = pgid
                 continue
             offset, end, flags, entries = db.tree_page(pgid, seen)
             if flags != LEAF_PAGE:
                 children = db.branch_children(pgid, offset, entries)
-                children.reverse()
-                stack.extend(children)
+                stack.extend(reversed(_runs(children, scan, seen, high_water, revision_keys)))
                 continue
             leaf = (db.mm, offset, end, entries)
         if leaf[3]:
@@ -181,6 +191,44 @@ def _hash_bucket(
         offset, end, _flags, entries = db.tree_page(last_summarised, db.new_seen())
         last_key = db.leaf_items((db.mm, offset, end, entries))[-1][1]
     return crc, count, last_key
+
+
+def _runs(
+    children: list[int], scan: PageScan, seen: bytearray, high_water: int, revision_keys: bool
+) -> list[int | tuple[int, int]]:
+    """A branch page's children, in key order, with runs of summarised leaves as (first, last).
+
+    A run is at least two leaves at consecutive page ids, every one summarised, with
+    elements, without overflow pages, below the high-water mark, not seen before (then marked
+    seen), and with revision keys where ``revision_keys``: exactly what the walk checks page by
+    page. Children that fail any of that stay single, for the walk to check (and name) one by one.
+    """
+    items: list[int | tuple[int, int]] = []
+    states, counts, overflows, summarised = scan.state, scan.count, scan.overflow, len(scan.state)
+    # Byte i is 1 where child i + 1 has the id after child i's: each run of ones is a stretch.
+    follows = bytes(map((1).__eq__, map(sub, children[1:], children[:-1])))
+    done = 0
+    for match in _ONES.finditer(follows):
+        first_at, last_at = match.start(), match.end()
+        first, last = children[first_at], children[last_at]
+        size = last_at + 1 - first_at
+        items.extend(children[done:first_at])
+        done = last_at + 1
+        whole = (
+            2 <= first and last < min(summarised, high_water)
+            and states.count(0, first, last + 1) == 0
+            and (not revision_keys or states.count(SUMMARISED | REVISION_KEYS, first, last + 1) == size)
+            and counts[first : last + 1].count(0) == 0
+            and overflows[first : last + 1].count(0) == size
+            and seen.find(1, first, last + 1) == -1
+        )
+        if whole:
+            seen[first : last + 1] = b"\x01" * size
+            items.append((first, last))
+        else:
+            items.extend(children[first_at:done])
+    items.extend(children[done:])
+    return items
 
 
 def _require_revision_keys(db: BoltFile, shortest: int, longest: int) -> None:

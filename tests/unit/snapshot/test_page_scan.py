@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lifeboat.errors import SnapshotFormatError
 from lifeboat.snapshot import snapshot_status
 from lifeboat.snapshot import page_scan
-from lifeboat.snapshot.page_scan import PageScan, crc_concat
+from lifeboat.snapshot.page_scan import PageScan, crc_join
 
 from .test_bbolt_synthetic import PS, inline_bucket, leaf_body, meta, revision
 
@@ -180,7 +180,123 @@ def test_scan_of_a_file_with_another_page_size_is_not_used(tmp_path: Path) -> No
     assert snapshot_status(path, scan=scan).hash == expected_hash()
 
 
-@given(st.binary(max_size=3000), st.binary(max_size=3000))
-def test_crc_of_a_concatenation_comes_from_the_crcs_of_its_parts(first: bytes, second: bytes) -> None:
-    joined = crc_concat(google_crc32c.value(first), google_crc32c.value(second), len(second))
+@given(st.binary(max_size=3000), st.binary(max_size=3000), st.binary(max_size=3000))
+def test_crc_of_a_concatenation_comes_from_two_values_of_a_running_crc(
+    first: bytes, before: bytes, second: bytes
+) -> None:
+    running = google_crc32c.value(before)
+    joined = crc_join(google_crc32c.value(first), running, google_crc32c.extend(running, second), len(second))
     assert joined == google_crc32c.value(first + second)
+
+
+def consecutive(path: Path, leaves: list[list[Row]], children: list[int], overflow_first: bool = False) -> Path:
+    """Bucket ``key``: branch page 4 over the leaves at pages 5, 6, ... (``children`` in key order)."""
+    pages = {
+        0: meta(0, 5 + len(leaves), 10),
+        1: meta(1, 5 + len(leaves), 9),
+        2: header(2, 0x10, 0).ljust(PS, b"\0"),
+        3: (header(3, 0x02, 2) + leaf_body([
+            (1, b"key", struct.pack("<QQ", 4, 0)), (1, b"meta", inline_bucket(META_ROWS))
+        ])).ljust(PS, b"\0"),
+        4: branch(4, [(leaves[c - 5][0][0], c) for c in children]),
+    }
+    for i, rows_of_leaf in enumerate(leaves):
+        pages[5 + i] = leaf(5 + i, rows_of_leaf)
+    data = b"".join(pages[i] for i in sorted(pages))
+    if overflow_first:  # leaf 5 claims page 6 as its overflow page
+        data = data[: 5 * PS] + header(5, 0x02, len(leaves[0]), 1) + data[5 * PS + 16 :]
+    path.write_bytes(data)
+    return path
+
+
+RUN = [rows(2 + 2 * i, 3 + 2 * i) for i in range(6)]
+
+
+def run_hash(leaves: list[list[Row]]) -> int:
+    crc = google_crc32c.extend(0, b"key")
+    for key, value in [row for rows_of_leaf in leaves for row in rows_of_leaf]:
+        crc = google_crc32c.extend(crc, key + value)
+    crc = google_crc32c.extend(crc, b"meta")
+    return int(google_crc32c.extend(crc, META_ROWS[0][0] + META_ROWS[0][1]))
+
+
+@pytest.mark.parametrize("piece", [PS, 3 * PS - 7, 1 << 20])
+def test_leaves_at_consecutive_pages_are_hashed_as_one_run(tmp_path: Path, piece: int) -> None:
+    path = consecutive(tmp_path / "db", RUN, [5, 6, 7, 8, 9, 10])
+    status = snapshot_status(path, scan=scanned(path, piece))
+    assert (status.hash, status.total_key, status.revision) == (run_hash(RUN), 12 + 1, 13)
+    assert status.hash == snapshot_status(path, scan=PageScan()).hash  # every leaf read by the walk
+
+
+def test_runs_broken_by_key_order_still_hash_in_key_order(tmp_path: Path) -> None:
+    order = [8, 9, 5, 6, 7, 10]
+    path = consecutive(tmp_path / "db", [RUN[i] for i in (2, 3, 4, 0, 1, 5)], order)
+    assert snapshot_status(path, scan=scanned(path, 1 << 20)).hash == run_hash(RUN)
+
+
+@pytest.mark.parametrize("children", [[5, 6, 7, 6, 8, 9, 10], [5, 6, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 10, 7]])
+def test_a_leaf_of_a_run_referenced_twice_is_rejected(tmp_path: Path, children: list[int]) -> None:
+    path = consecutive(tmp_path / "db", RUN, children)
+    with pytest.raises(SnapshotFormatError, match="referenced more than once"):
+        snapshot_status(path, scan=scanned(path, 1 << 20))
+
+
+def test_a_short_key_inside_a_run_in_bucket_key_is_rejected(tmp_path: Path) -> None:
+    leaves = [*RUN[:3], [(b"short", b"x"), *RUN[3][1:]], *RUN[4:]]
+    path = consecutive(tmp_path / "db", leaves, [5, 6, 7, 8, 9, 10])
+    with pytest.raises(SnapshotFormatError, match="5-byte key, not an etcd revision"):
+        snapshot_status(path, scan=scanned(path, 1 << 20))
+
+
+def test_the_overflow_page_of_a_leaf_in_a_run_referenced_as_a_leaf_is_rejected(tmp_path: Path) -> None:
+    path = consecutive(tmp_path / "db", RUN, [5, 6, 7, 8, 9, 10], overflow_first=True)
+    with pytest.raises(SnapshotFormatError, match="page 6 is referenced more than once"):
+        snapshot_status(path, scan=scanned(path, 1 << 20))
+
+
+# Pages as a snapshot may hold them: leaves of every layout, branches, zeroed and misplaced pages.
+_page_kinds = st.sampled_from(["plain", "plain", "plain", "empty", "crowded", "overflow", "scattered",
+                               "nested", "branch", "zero", "misplaced"])
+
+
+def any_page(pgid: int, kind: str, size: int, count: int) -> bytes:
+    rows_of_leaf = [(revision(pgid * 64 + i)[: 17 + (size + i) % 3], bytes([i]) * (size + i)) for i in range(count)]
+    if kind == "plain":
+        return leaf(pgid, rows_of_leaf)
+    if kind == "empty":
+        return leaf(pgid, [])
+    if kind == "crowded":
+        return leaf(pgid, [(revision(i), b"v") for i in range(count + 9)])
+    if kind == "overflow":
+        return leaf(pgid, [(revision(pgid), b"o" * (PS + size))], overflow=1)
+    if kind == "scattered":
+        return scattered_leaf(pgid, rows_of_leaf or [(revision(1), b"")])
+    if kind == "nested":
+        return (header(pgid, 0x02, 1) + leaf_body([(1, b"bucket", inline_bucket(META_ROWS))])).ljust(PS, b"\0")
+    if kind == "branch":
+        return branch(pgid, [(revision(1), 3)])
+    if kind == "misplaced":
+        return leaf(pgid + 1, rows_of_leaf)
+    return bytes(PS)
+
+
+@given(st.lists(st.tuples(_page_kinds, st.integers(0, 1200), st.integers(0, 3)), min_size=1, max_size=60),
+       st.sampled_from([PS, 5 * PS + 3, 64 * PS, 1 << 20]))
+def test_pages_summarised_in_lanes_are_summarised_as_page_by_page(
+    pages: list[tuple[str, int, int]], piece: int
+) -> None:
+    data = meta(0, 2, 1) + meta(1, 2, 1)
+    for page in pages:
+        data += any_page(len(data) // PS, *page)
+    scans = []
+    for share in (0, 1 << 30):  # never the lanes, and the lanes for any group holding a plain leaf
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(page_scan, "_SPARSE", share)
+            scan = PageScan()
+            for start in range(0, len(data), piece):
+                scan.feed(data[start : start + piece])
+            scans.append(scan)
+    by_page, by_lanes = scans
+    assert by_lanes.state == by_page.state and by_lanes.chain == by_page.chain
+    assert (by_lanes.count, by_lanes.length, by_lanes.overflow) == (by_page.count, by_page.length, by_page.overflow)
+    assert sum(1 for state in by_page.state if state) >= sum(1 for kind, _s, _c in pages if kind == "plain")
