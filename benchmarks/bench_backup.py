@@ -97,10 +97,13 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="kube",
                         help="the data: Kubernetes-like values of 1-20 KiB, 450k keys of ~1.2 KB, "
                         "or 40k keys each rewritten 20 times (uncompacted history)")
+    parser.add_argument("--work-dir", default="backup-run", metavar="NAME",
+                        help="the work dir under bench-work (another name lets two runs go side by side); "
+                        "with another name the JSON results are written there too")
     args = parser.parse_args()
 
     snapshot = shaped_snapshot(args.shape, args.size_mib)
-    work = BENCH_WORK / "backup-run"
+    work = BENCH_WORK / args.work_dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     with ExitStack() as running:
@@ -108,7 +111,7 @@ def main() -> None:
         running.callback(member.stop)
         seaweed = None if args.no_s3 else running.enter_context(SeaweedServer(weed(), work / "seaweed"))
         results = run_rounds(member, work, seaweed, args.rounds, args.only, args.also)
-    report(results, snapshot)
+    report(results, snapshot, BENCH_WORK if args.work_dir == "backup-run" else work)
 
 
 def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
@@ -152,7 +155,7 @@ def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
     return results
 
 
-def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path) -> None:
+def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path, out_dir: Path = BENCH_WORK) -> None:
     base = statistics.median(t for t, _, _ in results["etcdctl snapshot save"])
     rows = []
     for name, runs in results.items():
@@ -163,7 +166,7 @@ def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path) -
                      "cpu_s": round(statistics.median(c for _, _, c in runs), 2)})
     out = {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size,
            "cpus": os.cpu_count(), "load_before": os.getloadavg(), "results": rows}
-    (BENCH_WORK / f"bench_backup-{snapshot.stem}.json").write_text(json.dumps(out, indent=2))
+    (out_dir / f"bench_backup-{snapshot.stem}.json").write_text(json.dumps(out, indent=2))
     print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(next(iter(results.values())))} rounds, "
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| case | median | runs | ratio | peak RSS (max) | CPU (median) |\n| --- | --- | --- | --- | --- | --- |")
