@@ -166,7 +166,7 @@ CURRENT_LAYOUT = LAYOUTS[2]
 
 def is_manifest_key_of(key: str, cluster: str, backup_id: str) -> bool:
     """Whether some format keeps the manifest of ``cluster``'s backup ``backup_id`` under ``key``."""
-    return key == CURRENT_LAYOUT.manifest_key(cluster, backup_id) or key == LAYOUTS[1].manifest_key(cluster, backup_id)
+    return any(key == layout.manifest_key(cluster, backup_id) for layout in LAYOUTS.values())
 
 
 def chains_prefix(cluster: str) -> str:

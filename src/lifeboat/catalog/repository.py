@@ -372,11 +372,12 @@ class BackupRepository:
             else:
                 # Listing every backup's keys is mostly waiting for the store: the cached
                 # entries are read and checked meanwhile.
+                under = self.layout.manifests_under(cluster)
                 if self.cache is not None and since is None:
-                    early = pool.submit(reading.under, self.cache, self.layout.manifests_under(cluster))
+                    early = pool.submit(reading.under, self.cache, under)
                 chosen = self.committed(cluster, since=since)
                 if self.cache is not None and since is None:
-                    self.cache.forget_except(self.layout.manifests_under(cluster), (b.manifest.key for b in chosen if b.manifest))
+                    self.cache.forget_except(under, (b.manifest.key for b in chosen if b.manifest))
             preloaded = early.result() if early is not None else None
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
