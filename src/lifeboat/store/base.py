@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from lifeboat.errors import UsageError
+from lifeboat.errors import AlreadyExists, NotFound, UsageError
 
 MAX_KEY_LENGTH = 1024
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=@,:/")
@@ -138,6 +138,24 @@ class ObjectInfo:
     # What tells this write of the key from any other (S3's ETag; a local file's inode and
     # mtime; the memory store's write count), set by list and stat where the store has one.
     etag: str | None = field(default=None, compare=False)
+
+
+class StoreBase:
+    """What every store shares: the URL it was opened from, and the errors that name it."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        """The URL this store was opened from, without credentials."""
+        return self._url
+
+    def _not_found(self, key: str) -> NotFound:
+        return NotFound(f"object {key} not found in {self._url}")
+
+    def _already_exists(self, key: str) -> AlreadyExists:
+        return AlreadyExists(f"object {key} already exists in {self._url}; it was left unchanged")
 
 
 class ObjectStore(Protocol):

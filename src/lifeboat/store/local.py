@@ -26,13 +26,14 @@ from typing import BinaryIO
 
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import (
-    AlreadyExists,
     NotFound,
     OperationFailed,
     RepositoryUnavailable,
     UsageError,
 )
-from lifeboat.store.base import IncompleteUpload, ObjectInfo, after_in_folder, check_folder, check_key, check_listing
+from lifeboat.store.base import (
+    IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing,
+)
 
 TEMP_PREFIX = ".lifeboat-tmp-"
 
@@ -40,16 +41,12 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-class LocalStore:
+class LocalStore(StoreBase):
     """A repository in a local (or mounted network) directory."""
 
     def __init__(self, root: Path) -> None:
         self._root = Path(os.path.abspath(root))
-        self._url = self._root.as_uri()
-
-    @property
-    def url(self) -> str:
-        return self._url
+        super().__init__(self._root.as_uri())
 
     @property
     def root(self) -> Path:
@@ -72,12 +69,12 @@ class LocalStore:
         try:
             yield
         except FileNotFoundError:
-            raise NotFound(f"object {key} not found in {self._url}") from None
+            raise self._not_found(key) from None
         except (IsADirectoryError, NotADirectoryError) as exc:
             if action == "writing":
                 raise self._error(action, key, exc) from exc
             # Only a directory (or a file) stands where the key would be: no such object.
-            raise NotFound(f"object {key} not found in {self._url}") from None
+            raise self._not_found(key) from None
         except OSError as exc:
             raise self._error(action, key, exc) from exc
 
@@ -135,9 +132,7 @@ class LocalStore:
         try:
             os.link(temp, path)
         except FileExistsError:
-            raise AlreadyExists(
-                f"object {key} already exists in {self._url}; it was left unchanged"
-            ) from None
+            raise self._already_exists(key) from None
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         path = self._path(key)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lifeboat.clock import Clock, SystemClock
-from lifeboat.errors import AlreadyExists, LifeboatError, NotFound, RepositoryUnavailable
+from lifeboat.errors import LifeboatError, RepositoryUnavailable
 from lifeboat.store.base import (
-    IncompleteUpload, ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix, folder_of,
+    IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
+    folder_of,
 )
 
 OPERATIONS = ("put_stream", "put_bytes", "get_stream", "get_bytes", "get_range", "stat", "list", "folders",
@@ -49,7 +50,7 @@ class Fault:
             raise ValueError("after_bytes applies to put_stream and get_stream only")
 
 
-class MemoryStore:
+class MemoryStore(StoreBase):
     """Objects in a dict. ``calls`` counts every operation and ``listed`` the objects every
     listing returned, for assertions in tests.
 
@@ -58,7 +59,7 @@ class MemoryStore:
     """
 
     def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
-        self._url = url
+        super().__init__(url)
         self.clock: Clock = clock or SystemClock()
         self._objects: dict[str, bytes] = {}
         self._modified: dict[str, datetime] = {}
@@ -68,10 +69,6 @@ class MemoryStore:
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.listed = 0  # objects returned by every listing so far
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     def inject(self, fault: Fault) -> None:
         """Arm ``fault``; several faults may be armed at once."""
@@ -116,7 +113,7 @@ class MemoryStore:
         self._fault_for("put_bytes", key)
         with self._lock:
             if create_only and key in self._objects:
-                raise AlreadyExists(f"object {key} already exists in {self._url}; it was left unchanged")
+                raise self._already_exists(key)
             self._objects[key] = bytes(data)
             self._written(key)
         return ObjectInfo(key, len(data))
@@ -154,7 +151,7 @@ class MemoryStore:
         try:
             return self._objects[key]
         except KeyError:
-            raise NotFound(f"object {key} not found in {self._url}") from None
+            raise self._not_found(key) from None
 
     def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)

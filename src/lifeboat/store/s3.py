@@ -49,15 +49,13 @@ from obstore.store import S3Store as _Client
 
 from lifeboat.config.values import check_endpoint_url
 from lifeboat.errors import (
-    AlreadyExists,
-    NotFound,
     OperationFailed,
     RepositoryUnavailable,
     Unsupported,
     UsageError,
 )
 from lifeboat.store.base import (
-    IncompleteUpload, ObjectInfo, after_in_folder, check_folder, check_key, check_listing, check_prefix,
+    IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
 )
 from lifeboat.store.s3_uploads import MultipartUploads
 from lifeboat.store.sigv4 import AwsCredentials
@@ -79,7 +77,7 @@ _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 _PROBE = ".lifeboat-bucket-probe/"
 
 
-class S3Store:
+class S3Store(StoreBase):
     """One bucket (and optional key prefix) on S3 or an S3-compatible server."""
 
     def __init__(
@@ -103,7 +101,7 @@ class S3Store:
         self._bucket = bucket
         self._prefix = check_prefix(prefix.strip("/") + "/") if prefix.strip("/") else ""
         self._endpoint = _without_credentials(endpoint) if endpoint else None
-        self._url = f"s3://{bucket}/{self._prefix}".rstrip("/")
+        super().__init__(f"s3://{bucket}/{self._prefix}".rstrip("/"))
         self._bucket_seen = False
         config: S3Config = {"region": region}
         if endpoint:
@@ -154,10 +152,6 @@ class S3Store:
             session_token=environ.get("AWS_SESSION_TOKEN") or None,
         )
 
-    @property
-    def url(self) -> str:
-        return self._url
-
     def _where(self) -> str:
         at = f" at {self._endpoint}" if self._endpoint else ""
         return f"S3 bucket {self._bucket}{at}"
@@ -192,9 +186,7 @@ class S3Store:
                 mode="create" if create_only else "overwrite",
             )
         except (AlreadyExistsError, PreconditionError):
-            raise AlreadyExists(
-                f"object {key} already exists in {self._url}; it was left unchanged"
-            ) from None
+            raise self._already_exists(key) from None
         except (BaseError, OSError) as exc:
             self._raise(exc, "writing", key)
         return ObjectInfo(key, len(data))
@@ -226,7 +218,7 @@ class S3Store:
         path = self._prefix + check_key(key)
         if end <= start:
             if self.stat(key) is None:
-                raise NotFound(f"object {key} not found in {self._url}")
+                raise self._not_found(key)
             return b""
         try:
             # A view, not a copy: each copy of a 4 MiB range is a fresh mapping to fault in.
@@ -348,7 +340,7 @@ class S3Store:
             ) from None
         if isinstance(exc, FileNotFoundError):
             self._require_bucket()
-            raise NotFound(f"object {key} not found in {self._url}") from None
+            raise self._not_found(key) from None
         if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or code in (
             "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken",
         ):
