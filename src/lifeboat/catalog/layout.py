@@ -14,7 +14,8 @@ Format 1 (repositories made before format 2, still read and written as they are)
 manifest and the pin inside the backup's folder, ``backups/<id>/manifest.json`` and
 ``backups/<id>/pin.json``. Finding its backups is a listing of every backup's folder, which
 S3 servers such as SeaweedFS answer folder by folder; format 2's manifests are one flat
-folder, listed in a fraction of that time. :class:`Layout` says where each format keeps them.
+folder, listed in a fraction of that time. A :class:`Layout` subclass a format says where it keeps
+them; :data:`LAYOUTS` holds one of each by the marker's version.
 
 A new kind of stored object gets its prefix and names here, under ``clusters/<cluster>/``,
 beside ``backups/``; nothing else builds a key from strings. Continuous capture keeps one
@@ -28,8 +29,10 @@ folder per chain (a base backup and the segments after it)::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 MARKER_KEY = "lifeboat-repository.json"
 CLUSTERS = "clusters/"
@@ -99,40 +102,39 @@ class BackupObjectName:
         return self.kind is ObjectKind.PIN
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a repository of one format keeps each backup's manifest and pin."""
+class Layout(ABC):
+    """Where a repository of one format keeps each backup's manifest and pin (its records).
 
-    format: int
+    A backup's data objects are ``backups/<id>/NAME`` in every format; the formats differ only
+    in where the records go, which each subclass says once.
+    """
+
+    format: ClassVar[int]
 
     def manifest_key(self, cluster: str, backup_id: str) -> str:
-        if self.format == 1:
-            return backup_prefix(cluster, backup_id) + MANIFEST_NAME
-        return f"{manifests_prefix(cluster)}{backup_id}{RECORD_SUFFIX}"
+        return self.record_key(cluster, backup_id, ObjectKind.MANIFEST)
 
     def pin_key(self, cluster: str, backup_id: str) -> str:
-        if self.format == 1:
-            return backup_prefix(cluster, backup_id) + PIN_NAME
-        return f"{cluster_prefix(cluster)}{PINS_DIR}{backup_id}{RECORD_SUFFIX}"
+        return self.record_key(cluster, backup_id, ObjectKind.PIN)
 
+    @abstractmethod
+    def record_key(self, cluster: str, backup_id: str, kind: ObjectKind) -> str:
+        """The key of a backup's manifest or pin."""
+
+    @abstractmethod
     def manifests_under(self, cluster: str | None) -> str:
         """A prefix of every manifest key of ``cluster`` (of every cluster when None)."""
-        return backups_prefix(cluster) if self.format == 1 or cluster is None else manifests_prefix(cluster)
 
+    @abstractmethod
     def commit_folders(self, cluster: str) -> tuple[str, ...]:
-        """The folders whose listings show every manifest and pin of ``cluster``.
-
-        Format 1: every backup's folder, data objects too. Format 2: two flat folders.
-        """
-        if self.format == 1:
-            return (backups_prefix(cluster),)
-        return (manifests_prefix(cluster), f"{cluster_prefix(cluster)}{PINS_DIR}")
+        """The folders whose listings show every manifest and pin of ``cluster``."""
 
     def object_folders(self, cluster: str | None) -> tuple[str, ...]:
         """The folders holding every object of ``cluster``'s backups, data objects first."""
-        if cluster is None or self.format == 1:
-            return (backups_prefix(cluster),)
-        return (backups_prefix(cluster), *self.commit_folders(cluster))
+        if cluster is None:
+            return (backups_prefix(None),)
+        # Once each: format 1's records are in the backups' folders already.
+        return tuple(dict.fromkeys((backups_prefix(cluster), *self.commit_folders(cluster))))
 
     def parse(self, key: str) -> BackupObjectName | None:
         """What a key is to a backup (cluster, id, kind), or None when it is no backup's."""
@@ -141,18 +143,72 @@ class Layout:
             return None
         if parts[2] == "backups" and len(parts) == 5 and parts[3] and parts[4]:
             # ``NAME`` may hold further ``/``: lifeboat writes none, but they are still the backup's.
-            kind = ObjectKind.DATA
-            if self.format == 1:
-                kind = {MANIFEST_NAME: ObjectKind.MANIFEST, PIN_NAME: ObjectKind.PIN}.get(parts[4], kind)
-            return BackupObjectName(parts[1], parts[3], kind)
-        kinds = {MANIFESTS_DIR: ObjectKind.MANIFEST, PINS_DIR: ObjectKind.PIN}
-        kind_of = kinds.get(parts[2] + "/")
-        if self.format == 1 or kind_of is None or len(parts) != 4:
+            return BackupObjectName(parts[1], parts[3], self._kind_in_backup_folder(parts[4]))
+        if len(parts) != 4:
             return None
-        backup_id = parts[3].removesuffix(RECORD_SUFFIX)
-        if not backup_id or backup_id == parts[3]:
+        return self._record_outside(parts[1], parts[2] + "/", parts[3])
+
+    @abstractmethod
+    def _kind_in_backup_folder(self, name: str) -> ObjectKind:
+        """What the object ``backups/<id>/NAME`` is."""
+
+    @abstractmethod
+    def _record_outside(self, cluster: str, folder: str, name: str) -> BackupObjectName | None:
+        """What ``clusters/<cluster>/<folder>NAME`` is, outside the backups' folders."""
+
+
+@dataclass(frozen=True)
+class RecordsInBackupFolder(Layout):
+    """Format 1: the manifest and the pin inside the backup's folder, ``backups/<id>/manifest.json``.
+
+    Every backup's folder is listed to find the manifests, data objects too.
+    """
+
+    format: ClassVar[int] = 1
+    names: ClassVar[dict[ObjectKind, str]] = {ObjectKind.MANIFEST: MANIFEST_NAME, ObjectKind.PIN: PIN_NAME}
+
+    def record_key(self, cluster: str, backup_id: str, kind: ObjectKind) -> str:
+        return backup_object_key(cluster, backup_id, self.names[kind])
+
+    def manifests_under(self, cluster: str | None) -> str:
+        return backups_prefix(cluster)
+
+    def commit_folders(self, cluster: str) -> tuple[str, ...]:
+        return (backups_prefix(cluster),)
+
+    def _kind_in_backup_folder(self, name: str) -> ObjectKind:
+        return next((kind for kind, record in self.names.items() if record == name), ObjectKind.DATA)
+
+    def _record_outside(self, cluster: str, folder: str, name: str) -> BackupObjectName | None:
+        return None
+
+
+@dataclass(frozen=True)
+class RecordsInFlatFolders(Layout):
+    """Format 2: each manifest ``manifests/<id>.json`` and each pin ``pins/<id>.json``, one flat
+    folder of each per cluster."""
+
+    format: ClassVar[int] = 2
+    folders: ClassVar[dict[ObjectKind, str]] = {ObjectKind.MANIFEST: MANIFESTS_DIR, ObjectKind.PIN: PINS_DIR}
+
+    def record_key(self, cluster: str, backup_id: str, kind: ObjectKind) -> str:
+        return f"{cluster_prefix(cluster)}{self.folders[kind]}{backup_id}{RECORD_SUFFIX}"
+
+    def manifests_under(self, cluster: str | None) -> str:
+        return backups_prefix(None) if cluster is None else manifests_prefix(cluster)
+
+    def commit_folders(self, cluster: str) -> tuple[str, ...]:
+        return tuple(cluster_prefix(cluster) + folder for folder in self.folders.values())
+
+    def _kind_in_backup_folder(self, name: str) -> ObjectKind:
+        return ObjectKind.DATA
+
+    def _record_outside(self, cluster: str, folder: str, name: str) -> BackupObjectName | None:
+        kind = next((kind for kind, records in self.folders.items() if records == folder), None)
+        backup_id = name.removesuffix(RECORD_SUFFIX)
+        if kind is None or not backup_id or backup_id == name:
             return None
-        return BackupObjectName(parts[1], backup_id, kind_of)
+        return BackupObjectName(cluster, backup_id, kind)
 
 
 def manifests_prefix(cluster: str) -> str:
@@ -160,7 +216,7 @@ def manifests_prefix(cluster: str) -> str:
     return f"{cluster_prefix(cluster)}{MANIFESTS_DIR}"
 
 
-LAYOUTS = {1: Layout(1), 2: Layout(2)}
+LAYOUTS: dict[int, Layout] = {layout.format: layout for layout in (RecordsInBackupFolder(), RecordsInFlatFolders())}
 CURRENT_LAYOUT = LAYOUTS[2]
 
 
