@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import new_backup_id
-from lifeboat.catalog.manifest import BackupStatus, Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
 from lifeboat.catalog.repository import BackupRepository
 
 SOURCE = SourceMember(member_id="8e9e05c52164694d", name="m0", endpoint="https://127.0.0.1:2379",
@@ -19,8 +19,8 @@ def snapshot_info(revision: int = 42, total_key: int = 10, total_size: int = 204
                         db_sha256="ab" * 32)
 
 
-def stored_object(name: str = "snapshot.db.zst", size: int = 100) -> StoredObject:
-    return StoredObject(name=name, size=size, sha256="cd" * 32, raw_size=size * 3, raw_sha256="ef" * 32)
+def stored_object(name: str = "snapshot.db.zst", size: int = 100) -> BackupObject:
+    return BackupObject(name=name, size=size, sha256="cd" * 32, raw_size=size * 3, raw_sha256="ef" * 32)
 
 
 def fake_backup(repo: BackupRepository, started: datetime, cluster: str = "prod", *,

@@ -27,7 +27,7 @@ from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL, encode
 from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
-from lifeboat.catalog.manifest import BackupStatus, Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
@@ -179,21 +179,21 @@ class _Draft:
         self.backup_id = backup_id
         self.written = False
 
-    def upload(self, name: str, raw: Iterator[bytes], raw_digest: Digest) -> StoredObject:
+    def upload(self, name: str, raw: Iterator[bytes], raw_digest: Digest) -> BackupObject:
         stored = Digest()
         encoded = encode(raw, self.options.zstd_level, self.options.recipients)
         self.written = True
         # With age, encoding already runs in its own thread (the age pump); without, zstd gets one.
         source = encoded if self.options.recipients else threaded(encoded, "encode")
         self.repo.write_object(self.options.cluster, self.backup_id, name, hashing(source, stored))
-        return StoredObject(
+        return BackupObject(
             name=name, size=stored.size, sha256=stored.hexdigest(),
             raw_size=raw_digest.size, raw_sha256=raw_digest.hexdigest(),
         )
 
     def store_snapshot(
         self, etcd: SnapshotSource, source: SourceChoice, tmp: Path, progress: Progress
-    ) -> tuple[StoredObject, SnapshotInfo]:
+    ) -> tuple[BackupObject, SnapshotInfo]:
         spool = tmp / "snapshot.db"
         # The leaf pages are summarised as the stream passes (PageScan); the rest of the
         # offline status read starts as soon as the spool is complete and checked, while
@@ -216,7 +216,7 @@ class _Draft:
         )
         return obj, info
 
-    def store_files(self, tmp: Path) -> tuple[StoredObject | None, list[CapturedFile]]:
+    def store_files(self, tmp: Path) -> tuple[BackupObject | None, list[CapturedFile]]:
         archive = tmp / "control-plane.tar"
         with private_file(archive) as out:
             entries = capture(self.options.root, out)

@@ -74,7 +74,7 @@ class SourceMember(_Record):
     is_leader: bool
 
 
-class StoredObject(_Record):
+class BackupObject(_Record):
     """One immutable object of the backup: its name under the backup prefix and checksums."""
 
     name: NonEmpty
@@ -113,7 +113,7 @@ class Manifest(_Record):
     compression: Annotated[str, Field(pattern=r"^zstd:[0-9]+$")]
     encryption: Literal["age"] | None  # None: stored unencrypted
     recipients: tuple[str, ...]  # public age/ssh recipients, never identities
-    objects: tuple[StoredObject, ...]
+    objects: tuple[BackupObject, ...]
     files: tuple[CapturedFile, ...] = ()  # every captured control-plane file, as on the host
     failure_reason: str | None = None  # set only with status "failed"
     format: Literal[1] = MANIFEST_FORMAT
@@ -125,7 +125,7 @@ class Manifest(_Record):
             raise ValueError(f"objects: names no {SNAPSHOT_OBJECT} object")
         return self
 
-    def object_named(self, prefix: str) -> StoredObject | None:
+    def object_named(self, prefix: str) -> BackupObject | None:
         """The stored object whose name starts with ``prefix`` ("snapshot", "control-plane")."""
         for obj in self.objects:
             if obj.name.startswith(prefix):

@@ -14,7 +14,7 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.codec import decoded_pieces
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT
-from lifeboat.catalog.manifest import BackupStatus, Manifest, StoredObject
+from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, measure_room
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file
@@ -127,7 +127,7 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
 
 
 def _fetch(
-    repo: BackupRepository, manifest: Manifest, obj: StoredObject,
+    repo: BackupRepository, manifest: Manifest, obj: BackupObject,
     identities: Sequence[Identity] | None, dest: Path, report: VerifyReport, progress: Progress,
     raw: Digest, scan: PageScan | None = None,
 ) -> bool:
@@ -177,7 +177,7 @@ def _fetch(
     return ok
 
 
-def _stored_digest(repo: BackupRepository, manifest: Manifest, obj: StoredObject) -> Digest | None:
+def _stored_digest(repo: BackupRepository, manifest: Manifest, obj: BackupObject) -> Digest | None:
     """sha256 and size of the stored object as it is now; None if it cannot be read."""
     digest = Digest()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from lifeboat.catalog.chains import ChainInfo, ChainListing, Gap, Heartbeat, SegmentRef
-from lifeboat.catalog.manifest import BackupStatus, Manifest, SnapshotInfo, SourceMember, StoredObject
+from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
 from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 
@@ -23,7 +23,7 @@ def manifest(backup_id: str, revision: int, seconds: float, cluster_id: str = "c
         tool_version="test", source=SourceMember(member_id="1", name="m0", endpoint="http://127.0.0.1:2379", etcd_version="3.5.1",
                             cluster_id=cluster_id, raft_term=2, raft_index=9, is_leader=True),
         snapshot=SnapshotInfo(revision=revision, hash=0, total_key=10, total_size=4096, db_sha256="0" * 64), compression="zstd:1", encryption=None,
-        recipients=(), objects=(StoredObject(name="snapshot.db.zst", size=1, sha256="1" * 64, raw_size=1,
+        recipients=(), objects=(BackupObject(name="snapshot.db.zst", size=1, sha256="1" * 64, raw_size=1,
                                              raw_sha256="2" * 64),),
     )
 
