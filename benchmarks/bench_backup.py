@@ -6,7 +6,8 @@ over mTLS on loopback. Each round runs, in turn: ``etcdctl snapshot save``; ``li
 to a local repository (zstd); the same with age encryption; the same to SeaweedFS S3. Times,
 CPU and peak RSS (the larger of the process's own high-water mark and the sampled sum over its
 process tree, ``benchmarks/rss.py``) are recorded; ratios are medians against etcdctl's median from the
-same run. Results go to ``bench-work/bench_backup.json`` and a Markdown table on stdout.
+same run. Results go to ``bench-work/bench_backup-<snapshot>.json`` (in the ``--work`` dir when
+another is given) and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -97,13 +99,13 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="kube",
                         help="the data: Kubernetes-like values of 1-20 KiB, 450k keys of ~1.2 KB, "
                         "or 40k keys each rewritten 20 times (uncompacted history)")
-    parser.add_argument("--work-dir", default="backup-run", metavar="NAME",
-                        help="the work dir under bench-work (another name lets two runs go side by side); "
-                        "with another name the JSON results are written there too")
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "backup-run",
+                        help="work dir, emptied first (default bench-work/backup-run; another one lets two "
+                        "runs go side by side, and gets the JSON results too)")
     args = parser.parse_args()
 
     snapshot = shaped_snapshot(args.shape, args.size_mib)
-    work = BENCH_WORK / args.work_dir
+    work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     with ExitStack() as running:
@@ -111,7 +113,7 @@ def main() -> None:
         running.callback(member.stop)
         seaweed = None if args.no_s3 else running.enter_context(SeaweedServer(weed(), work / "seaweed"))
         results = run_rounds(member, work, seaweed, args.rounds, args.only, args.also)
-    report(results, snapshot, BENCH_WORK if args.work_dir == "backup-run" else work)
+    report(results, snapshot, BENCH_WORK if work == BENCH_WORK / "backup-run" else work)
 
 
 def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
@@ -157,7 +159,7 @@ def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,
 
 def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path, out_dir: Path = BENCH_WORK) -> None:
     base = statistics.median(t for t, _, _ in results["etcdctl snapshot save"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, runs in results.items():
         median = statistics.median(t for t, _, _ in runs)
         rss = max(r for _, r, _ in runs)
@@ -171,8 +173,8 @@ def report(results: dict[str, list[tuple[float, int, float]]], snapshot: Path, o
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| case | median | runs | ratio | peak RSS (max) | CPU (median) |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        runs = ", ".join(f"{t:.2f}" for t in r["runs_s"])
-        print(f"| {r['case']} | {r['median_s']:.2f} s | {runs} s | {r['ratio']:.2f}× | "
+        runs_text = ", ".join(f"{t:.2f}" for t in r["runs_s"])
+        print(f"| {r['case']} | {r['median_s']:.2f} s | {runs_text} s | {r['ratio']:.2f}× | "
               f"{r['peak_rss_mb']:.0f} MB | {r['cpu_s']:.1f} s |")
 
 

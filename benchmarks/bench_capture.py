@@ -244,8 +244,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the watchers (default 0: etcd's own)")
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "capture",
+                        help="work dir (etcd, repositories; default bench-work/capture)")
     args = parser.parse_args()
-    work = BENCH_WORK / "capture"
+    work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     env = frozen_source()
     rounds: list[dict[str, object]] = []

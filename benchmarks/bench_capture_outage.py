@@ -125,8 +125,10 @@ def main() -> None:
     parser.add_argument("--catch-up", type=float, default=300.0, help="how long to wait for the chain to catch up")
     parser.add_argument("--mode", choices=("hang", "down"), default="hang")
     parser.add_argument("--rev", default="HEAD", help="comma-separated revisions to measure in turn (A/B)")
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "capture-outage",
+                        help="work dir (etcd, SeaweedFS; default bench-work/capture-outage)")
     args = parser.parse_args()
-    work = BENCH_WORK / "capture-outage"
+    work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     results = []
     load_before = os.getloadavg()[0]

@@ -97,7 +97,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    mib = result["snapshot_bytes"] / (1 << 20)  # type: ignore[operator]
+    mib = result["snapshot_bytes"] / (1 << 20)
     print(f"snapshot {snapshot} ({mib:.0f} MiB, {result['objects']} objects, {result['errors']} errors)")
     print(f"lifeboat k8s ls -o json  median {result['ls_median_s']:.2f}s  (target <= {TARGET_SECONDS:.0f}s), "
           f"peak RSS {result['peak_rss_mib']:.0f} MiB")

@@ -7,7 +7,7 @@ over mTLS on loopback. Each command runs once as a fresh process; its wall time 
 the etcdutl and the drill's etcd it starts: ``benchmarks/rss.py``) are printed as Markdown rows
 with the load average before and after.
 The target is peak RSS ≤ 150 MB for each. The drill and the restore each need about three times
-the db free in ``bench-work/``.
+the db free in the work dir (``--work``, default ``bench-work/large-run``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def serve(snapshot: Path, work: Path) -> EtcdMember:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=8192)
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "large-run",
+                        help="work dir (repository, restored member, scratch; default bench-work/large-run)")
     parser.add_argument("steps", nargs="*", metavar="STEP", default=list(STEPS),
                         help=f"some of {', '.join(STEPS)} (default all; verify, drill and restore use the "
                         "last local backup)")
@@ -71,7 +73,7 @@ def main() -> None:
     if unknown := set(args.steps) - set(STEPS):
         parser.error(f"unknown steps {', '.join(sorted(unknown))}")
     snapshot = shaped_snapshot("large", args.size_mib)
-    work = BENCH_WORK / "large-run"
+    work: Path = args.work
     repo = work / "repo"
     if "backup" in args.steps:
         shutil.rmtree(work, ignore_errors=True)

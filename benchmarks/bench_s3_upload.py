@@ -25,6 +25,7 @@ for entry in (REPO, REPO / "src"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+from benchmarks.teardown import on_termination  # noqa: E402
 from tests.support.binaries import weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 
@@ -35,7 +36,6 @@ import json, os, sys, time
 import obstore
 from obstore.store import S3Store as Client
 from lifeboat.store import open_store
-from benchmarks.teardown import on_termination  # noqa: E402
 
 def peak_mib():
     with open("/proc/self/status") as status:

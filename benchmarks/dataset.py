@@ -73,7 +73,7 @@ def _db_size(gw: Gateway) -> int:
     return int(gw.call("/v3/maintenance/status", {})["dbSize"])
 
 
-def _generated(path: Path, fill: Callable[[Gateway], None], quota_bytes: int = 4 << 30,
+def _generated(path: Path, fill: Callable[[Gateway], object], quota_bytes: int = 4 << 30,
                resume: bool = False) -> Path:
     """Return ``path``, creating it unless it exists: ``fill`` writes into a fresh etcd 3.5.1,
     whose snapshot ``etcdctl snapshot save`` then writes to ``path``.
