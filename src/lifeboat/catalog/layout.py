@@ -165,7 +165,8 @@ class RecordsInBackupFolder(Layout):
     """
 
     format: ClassVar[int] = 1
-    names: ClassVar[dict[ObjectKind, str]] = {ObjectKind.MANIFEST: MANIFEST_NAME, ObjectKind.PIN: PIN_NAME}
+    kinds: ClassVar[dict[str, ObjectKind]] = {MANIFEST_NAME: ObjectKind.MANIFEST, PIN_NAME: ObjectKind.PIN}
+    names: ClassVar[dict[ObjectKind, str]] = {kind: name for name, kind in kinds.items()}
 
     def record_key(self, cluster: str, backup_id: str, kind: ObjectKind) -> str:
         return backup_object_key(cluster, backup_id, self.names[kind])
@@ -177,7 +178,7 @@ class RecordsInBackupFolder(Layout):
         return (backups_prefix(cluster),)
 
     def _kind_in_backup_folder(self, name: str) -> ObjectKind:
-        return next((kind for kind, record in self.names.items() if record == name), ObjectKind.DATA)
+        return self.kinds.get(name, ObjectKind.DATA)
 
     def _record_outside(self, cluster: str, folder: str, name: str) -> BackupObjectName | None:
         return None
@@ -189,7 +190,8 @@ class RecordsInFlatFolders(Layout):
     folder of each per cluster."""
 
     format: ClassVar[int] = 2
-    folders: ClassVar[dict[ObjectKind, str]] = {ObjectKind.MANIFEST: MANIFESTS_DIR, ObjectKind.PIN: PINS_DIR}
+    kinds: ClassVar[dict[str, ObjectKind]] = {MANIFESTS_DIR: ObjectKind.MANIFEST, PINS_DIR: ObjectKind.PIN}
+    folders: ClassVar[dict[ObjectKind, str]] = {kind: folder for folder, kind in kinds.items()}
 
     def record_key(self, cluster: str, backup_id: str, kind: ObjectKind) -> str:
         return f"{cluster_prefix(cluster)}{self.folders[kind]}{backup_id}{RECORD_SUFFIX}"
@@ -204,7 +206,7 @@ class RecordsInFlatFolders(Layout):
         return ObjectKind.DATA
 
     def _record_outside(self, cluster: str, folder: str, name: str) -> BackupObjectName | None:
-        kind = next((kind for kind, records in self.folders.items() if records == folder), None)
+        kind = self.kinds.get(folder)
         backup_id = name.removesuffix(RECORD_SUFFIX)
         if kind is None or not backup_id or backup_id == name:
             return None
