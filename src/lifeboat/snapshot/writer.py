@@ -266,12 +266,12 @@ def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True
     """
     source = Path(source)
     with BoltFile.open(source) as db:
-        latest, changes = _bump_changes(db, amount)
+        latest, changes = bump_changes(db, amount)
     written = write_db(source, dest, changes, trailer=trailer)
     return BumpResult(old_revision=latest, new_revision=latest + amount, written=written)
 
 
-def _bump_changes(db: BoltFile, amount: int) -> tuple[int, list[BucketChanges]]:
+def bump_changes(db: BoltFile, amount: int) -> tuple[int, list[BucketChanges]]:
     """The source's latest main revision, and the changes that bump it by ``amount``."""
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise UsageError(f"the revision bump must be a positive number of revisions, not {amount!r}")
@@ -322,7 +322,7 @@ def bump_restored_db(db: Path, amount: int) -> BumpResult:
     if done is not None:
         return done
     with BoltFile.open(db) as bolt:
-        latest, changes = _bump_changes(bolt, amount)
+        latest, changes = bump_changes(bolt, amount)
         edits = {change.bucket: _bucket_edits(change) for change in changes}
         offset = ((bolt.meta.txid + 1) % 2) * bolt.page_size
         untouched = bolt.meta.high_water

@@ -37,6 +37,7 @@ from tests.support.manifests import SOURCE, snapshot_info, stored_object
 @dataclass
 class FakeTool:
     can_bump_revision: bool = False
+    copies_key_pages: bool = False
     version: str = "3.5.1"
 
     def describe(self) -> str:
