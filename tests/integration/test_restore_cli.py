@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -156,6 +159,45 @@ def test_kubeadm_node_restore_resumes_after_a_crash_and_rolls_back(
     node.etcd.wait_healthy()
     assert keyspace(url, pki) == after
     assert not moved.exists() and Path(str(rolled["restored_set_aside"])).is_dir()
+
+
+# lifeboat's own writer, SIGKILLed halfway through writing the WAL segment of the restored data dir.
+_KILLED_WHILE_WRITING = """
+import os, signal, sys
+import lifeboat.restore.native as native
+def killed(path, data, **kw):
+    path.write_bytes(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+native._write_file = killed
+from lifeboat.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_restore_killed_while_lifeboat_writes_the_data_dir_resumes_and_never_puts_half_of_it_in_place(
+    kubeadm_node: Node, cli: Cli, pki: Pki
+) -> None:
+    node = kubeadm_node
+    url = node.etcd.client_url
+    with client(url, pki) as c:
+        load_keys(c, objects(100))
+    before, backed_up_revision = keyspace(url, pki), revision(url, pki)
+    cli.json("backup", *node.flags, "--no-files")
+    with client(url, pki) as c:
+        c.put(b"/registry/configmaps/ns-9/after-backup", b"new")
+
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_WRITING, "restore", "latest", *node.flags],
+                            capture_output=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    staging = node.host("/var/lib/etcd.lifeboat-work/data")
+    assert (staging / "member/snap/db").is_file()  # the half-written output stays in lifeboat's work dir
+    assert not node.host("/var/lib/etcd").exists()  # and nothing of it is in place
+
+    result = cli.json("restore", "latest", *node.flags)
+    assert "restore-data" in result["ran"]  # written again from the start
+    assert keyspace(url, pki) == before
+    assert revision(url, pki) == backed_up_revision + 1_000_000_000
+    assert Path(str(result["moved_aside"])).name.startswith("etcd.lifeboat-moved-")
 
 
 def test_tampered_backup_stops_before_touching_the_node(kubeadm_node: Node, cli: Cli, pki: Pki) -> None:

@@ -100,6 +100,7 @@ def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool) 
     snap_dir, wal_dir = data_dir / "member" / "snap", data_dir / "member" / "wal"
     with BoltFile.open(restore.snapshot) as db:
         changes = _db_changes(db, cluster, restore.bump_revision, with_term=conf_state_in_wal)
+    data_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the tools do
     for directory in (data_dir, data_dir / "member", snap_dir, wal_dir):
         directory.mkdir(mode=0o700)
     write_db(restore.snapshot, snap_dir / "db", changes, trailer=False, source_checked=restore.skip_hash_check)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import IntegrityError
-from lifeboat.restore.content import keeps_snapshot_pages, keyspace_digest, newest_revision
+from lifeboat.restore.content import keeps_snapshot_pages, keeps_snapshot_rows, keyspace_digest, newest_revision
 from lifeboat.restore.steps import _compare_keyspace
+from lifeboat.snapshot.bbolt import BoltFile
+from lifeboat.snapshot.writer import bump_changes, write_db
 
 from tests.unit.snapshot.test_page_scan import PS, build
 
@@ -90,3 +92,43 @@ def test_a_changed_page_is_found_in_any_block_of_the_comparison(snapshot: Path, 
     assert snapshot.stat().st_size % (3 * PS)
     assert keeps_snapshot_pages(snapshot, altered(snapshot, tmp_path / "same.db", 10))
     assert not keeps_snapshot_pages(snapshot, altered(snapshot, tmp_path / "restored.db", page))
+
+
+def bumped(snapshot: Path, target: Path, amount: int = 1000) -> Path:
+    """What lifeboat's own restore writes: the snapshot's pages, the bump's pages after them."""
+    with BoltFile.open(snapshot) as db:
+        _latest, changes = bump_changes(db, amount)
+    write_db(snapshot, target, changes, trailer=False)
+    return target
+
+
+def test_a_copy_on_write_bump_keeps_the_snapshot_rows(snapshot: Path, tmp_path: Path) -> None:
+    restored = bumped(snapshot, tmp_path / "restored.db")
+    assert not keeps_snapshot_pages(snapshot, restored)  # the right edge of bucket 'key' is new pages
+    assert keeps_snapshot_rows(snapshot, restored, 8)
+    _compare_keyspace(snapshot, restored, 8, None, bump=1000)
+
+
+def test_a_changed_row_in_the_bumps_new_leaf_is_caught(snapshot: Path, tmp_path: Path) -> None:
+    restored = bumped(snapshot, tmp_path / "bumped.db")
+    with BoltFile.open(restored) as bolt:
+        key = bolt.bucket(b"key")
+        assert key is not None
+        leaf = bolt.branch_children(key.root, key.root * PS, 4)[-1]  # the right edge: revisions 7, 8, 1008
+        assert leaf >= 11  # past the snapshot's pages
+    damaged = altered(restored, tmp_path / "damaged.db", leaf, at=16 + 3 * 16 + 17 + 5)  # revision 7's value
+    assert not keeps_snapshot_rows(snapshot, damaged, 8)
+    with pytest.raises(IntegrityError, match="keyspace differs"):
+        _compare_keyspace(snapshot, damaged, 8, None, bump=1000)
+
+
+@pytest.mark.parametrize("page", [5, 7, 9], ids=["leaf", "leaf 2", "leaf 3"])
+def test_a_changed_kept_page_under_a_bump_is_caught(snapshot: Path, tmp_path: Path, page: int) -> None:
+    damaged = altered(bumped(snapshot, tmp_path / "bumped.db"), tmp_path / "damaged.db", page)
+    assert not keeps_snapshot_rows(snapshot, damaged, 8)
+
+
+def test_a_bump_to_another_revision_is_refused(snapshot: Path, tmp_path: Path) -> None:
+    restored = bumped(snapshot, tmp_path / "restored.db", amount=5)
+    with pytest.raises(IntegrityError, match="a bump to 13"):
+        _compare_keyspace(snapshot, restored, 8, None, bump=1000)
