@@ -7,9 +7,14 @@ the kubelet (etcd 3.5.1 over mTLS on loopback):
 * by hand: stop etcd, move its data dir aside, download the stored object, ``zstd -d``,
   ``etcdutl snapshot restore`` into a new data dir, start etcd, wait until it answers;
 * lifeboat: ``lifeboat restore latest --root NODE`` (which also verifies every checksum and the
-  snapshot, moves the old data dir aside, checks the restored keyspace, bumps the revision by a
-  billion — natively, as etcdutl 3.5.1 cannot — and waits for the member to serve the bumped
-  revision and refuse older watches).
+  snapshot, moves the old data dir aside, writes the restored data dir itself — what etcdutl
+  3.5.1 writes, with the revision bumped by a billion in the same pass —, checks the restored
+  keyspace, and waits for the member to serve the bumped revision and refuse older watches);
+  with ``--with-tool`` also ``--restore-with tool`` (etcdutl writes the data dir, lifeboat bumps
+  after it), the A/B of lifeboat's own writer.
+
+Each lifeboat step's start, wall time and CPU seconds (of lifeboat and the tool it runs) go to
+stderr.
 
 Both end with a started, healthy member. Each case's wall time, CPU (user + system of its
 processes: lifeboat with the ``etcdutl`` it starts; by hand each of its commands) and peak RSS
@@ -76,8 +81,10 @@ BY_HAND = ("by hand (stop, " + ("aws s3 cp" if aws_cli() else "single-stream dow
 
 # The same work as by hand: no revision bump (etcdutl 3.5.1 has none; by hand nobody adds one).
 NO_BUMP = "lifeboat restore latest --bump-revision 0"
-# The default: the revision raised by a billion, by lifeboat itself with etcdutl 3.5.1.
+# The default: the revision raised by a billion, by lifeboat's own writer as it writes the data dir.
 BUMPED = "lifeboat restore latest (revision bumped)"
+# The same with etcdutl 3.5.1 writing the data dir (--restore-with tool) and lifeboat bumping after it.
+BUMPED_TOOL = "lifeboat restore latest --restore-with tool (revision bumped)"
 
 
 @dataclass
@@ -147,15 +154,18 @@ def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: D
 def with_lifeboat(root: Path, repo: str, env: dict[str, str], *flags: str) -> Run:
     """Run the restore; print when each of its steps began (its own progress lines) to stderr."""
     lines: list[tuple[float, str]] = []
+    cpu: list[float] = []
     # --force: the node's member is a demo cluster of its own, not the one the backup came from.
     measured = rss.run([*LIFEBOAT, "restore", "latest", "--root", str(root), "--repo", repo,
                         "--cluster", "bench", "--force", *flags], dict(env, PYTHONUNBUFFERED="1"), capture=True,
-                       lines=lambda at, line: lines.append((at, line.decode(errors="replace").rstrip())))
+                       lines=lambda at, line: lines.append((at, line.decode(errors="replace").rstrip())),
+                       cpu_at_lines=cpu)
     if measured.exit_code != 0:
         raise SystemExit("lifeboat restore failed:\n" + "\n".join(text for _, text in lines[-20:]))
-    for at, text in lines:
-        if text.startswith("["):
-            print(f"  {at:6.2f}s {text[:110]}", file=sys.stderr)
+    steps = [(at, used, text) for (at, text), used in zip(lines, cpu, strict=True) if text.startswith("[")]
+    ends = [(at, used) for at, used, _ in steps[1:]] + [(measured.wall_s, measured.cpu_s)]
+    for (at, used, text), (end, end_cpu) in zip(steps, ends, strict=True):
+        print(f"  {at:6.2f}s +{end - at:5.2f}s CPU {end_cpu - used:5.2f}s {text[:100]}", file=sys.stderr)
     return Run(measured.wall_s, measured.cpu_s, measured.own_peak_bytes, measured.peak_bytes)
 
 
@@ -165,6 +175,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-bumped", action="store_true",
                         help="skip the case with lifeboat's own revision bump")
+    parser.add_argument("--with-tool", action="store_true",
+                        help="also run the bumped case with --restore-with tool (etcdutl writes the data dir): "
+                             "an A/B of lifeboat's own writer in the same run")
     parser.add_argument("--also", metavar="REV",
                         help="also run the lifeboat cases with the code of git revision REV, "
                         "alternating with HEAD's (an A/B of a change)")
@@ -186,12 +199,12 @@ def main() -> None:
         variants = {"": env}
         if args.also:
             variants[f" [{args.also}]"] = dict(env, PYTHONPATH=frozen_source(args.also)["PYTHONPATH"])
-        results = run_rounds(work, repo, key, variants, args.rounds, not args.no_bumped)
+        results = run_rounds(work, repo, key, variants, args.rounds, not args.no_bumped, args.with_tool)
     report(results, snapshot)
 
 
 def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, str]], rounds: int,
-               bumped: bool = True) -> dict[str, list[Run]]:
+               bumped: bool = True, with_tool: bool = False) -> dict[str, list[Run]]:
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
@@ -210,6 +223,9 @@ def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, st
                     with_lifeboat(root, repo, env, "--bump-revision", "0"))
                 if bumped:
                     results.setdefault(BUMPED + suffix, []).append(with_lifeboat(root, repo, env))
+                if with_tool:
+                    results.setdefault(BUMPED_TOOL + suffix, []).append(
+                        with_lifeboat(root, repo, env, "--restore-with", "tool"))
             for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),
                           *etcd.data_dir.parent.glob("etcd.by-hand-moved")]:
                 shutil.rmtree(moved)

@@ -80,24 +80,46 @@ def tree_rss_kib(root: int) -> tuple[int, int]:
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, *, capture: bool = False,
-        lines: Callable[[float, bytes], None] | None = None) -> Measured:
+        lines: Callable[[float, bytes], None] | None = None, cpu_at_lines: list[float] | None = None) -> Measured:
     """Run ``argv`` to its end; its wall time, exit code, peaks, CPU and (with ``capture``) output.
 
     ``lines`` (with ``capture``) is given each line of output as it comes, with the seconds since
-    the start.
+    the start. ``cpu_at_lines`` gets the CPU seconds the command had used when each line came
+    (:func:`tree_cpu_s`), so the CPU between two progress lines is known.
     """
     started = time.monotonic()
     with spawned(argv, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                  stderr=subprocess.STDOUT if capture else subprocess.PIPE) as proc:
-        return _measure(proc, started, lines or (lambda at, line: None))
+        return _measure(proc, started, lines or (lambda at, line: None), cpu_at_lines)
 
 
-def _measure(proc: subprocess.Popen[bytes], started: float, lines: Callable[[float, bytes], None]) -> Measured:
+def tree_cpu_s(pid: int) -> float:
+    """User + system seconds of ``pid`` with its waited-for children, and of its live descendants."""
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = sum(int(f) for f in fields[11:13]) + (sum(int(f) for f in fields[13:15]) if current == pid else 0)
+        total += ticks / os.sysconf("SC_CLK_TCK")
+        todo += _children(current)
+    return total
+
+
+def _measure(proc: subprocess.Popen[bytes], started: float, lines: Callable[[float, bytes], None],
+             cpu_at_lines: list[float] | None = None) -> Measured:
     output: list[bytes] = []
     pipe = proc.stdout or proc.stderr
 
     def read() -> None:
         for line in pipe or ():
+            if cpu_at_lines is not None:
+                cpu_at_lines.append(tree_cpu_s(proc.pid))
             output.append(line)
             lines(time.monotonic() - started, line)
 
