@@ -12,10 +12,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from lifeboat.errors import UsageError
 from lifeboat.kube.static_pods import EtcdDiscovery
+from lifeboat.restore.member_files import peer_url
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,11 @@ def format_initial_cluster(members: tuple[ClusterMember, ...]) -> str:
 
 
 def _peer_url(url: str, flag: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-        raise UsageError(f"{flag}: {url!r} is not a peer URL like https://10.0.0.1:2380")
+    """``url`` if etcd takes it as a peer URL (checked before anything is stopped)."""
+    try:
+        peer_url(url)
+    except UsageError:
+        raise UsageError(f"{flag}: {url!r} is not a peer URL like https://10.0.0.1:2380") from None
     return url
 
 

@@ -193,6 +193,11 @@ def test_malformed_initial_cluster_entry_is_refused() -> None:
         parse_initial_cluster("m0=a:2380")
 
 
+def test_a_peer_url_etcd_would_refuse_is_refused_before_the_restore_starts() -> None:
+    with pytest.raises(UsageError, match="not a peer URL"):  # etcd: "URL must not contain a path"
+        parse_initial_cluster("m0=https://10.0.0.1:2380/etcd")
+
+
 def test_cluster_plan_gives_every_member_the_same_cluster_and_token() -> None:
     plan = plan_cluster_restore("ID", "a=https://1.1.1.1:2380,b=https://1.1.1.2:2380", "tok", ["--repo=x"])
     assert [m.name for m in plan.members] == ["a", "b"]
