@@ -110,57 +110,60 @@ def keeps_snapshot_pages(snapshot: str | os.PathLike[str], restored: str | os.Pa
 
 def keeps_snapshot_rows(snapshot: str | os.PathLike[str], restored: str | os.PathLike[str], revision: int) -> bool:
     """True when the restored db's bucket ``key`` holds the snapshot's rows up to ``revision``,
-    read only where the pages differ.
+    read only where the trees differ.
 
     lifeboat's own restore writes the db copy-on-write (:mod:`lifeboat.snapshot.writer`): the
     snapshot's pages stay byte for byte, and the pages its bump changed (the right edge of
-    bucket ``key``) are new ones past the snapshot's high-water mark. So: every page of the
-    restored tree below that mark must be the snapshot's, unchanged; the rows of the new leaves,
-    up to ``revision``, must be the rows of the snapshot's leaves the restored tree no longer
-    uses, in the same place among the kept ones. False says only that the cheap comparison does
-    not apply (compare every row instead).
+    bucket ``key``) are new ones past the snapshot's high-water mark. So: no page below that
+    mark may differ from the snapshot's but the meta pages; then a subtree the restored tree
+    keeps (a page below the mark) is the snapshot's own, and only the new pages are read: the
+    rows of their leaves, up to ``revision``, must be the rows the snapshot's tree holds outside
+    the kept subtrees, in the same places among them. False says only that the cheap comparison
+    does not apply (compare every row instead).
     """
     with BoltFile.open(snapshot) as before, BoltFile.open(restored) as after:
         old, new = before.bucket(_KEY_BUCKET), after.bucket(_KEY_BUCKET)
         if old is None or new is None or old.inline is not None or new.inline is not None:
             return False
-        changed = _changed_pages(before, after)
         mark = before.meta.high_water
-        restored_leaves = _leaf_runs(after, new.root, lambda pgid: pgid < mark, changed, revision)
-        if restored_leaves is None:
+        if any(2 <= page < mark for page in _changed_pages(before, after)):
             return False
-        kept = {item for item in restored_leaves if isinstance(item, int)}
-        return _leaf_runs(before, old.root, kept.__contains__, set(), revision) == restored_leaves
+        restored_runs = _leaf_runs(after, new.root, lambda pgid: pgid < mark, revision)
+        if restored_runs is None:
+            return False
+        kept = {run for run in restored_runs if isinstance(run, int)}
+        return _leaf_runs(before, old.root, kept.__contains__, revision) == restored_runs
 
 
 _Run = int | tuple[tuple[bytes, bytes], ...]
+_MOST_ROWS_READ = 100_000  # beyond this the rows are compared by digest, streamed
 
 
-def _leaf_runs(db: BoltFile, root: int, kept: Callable[[int], bool], changed: set[int],
-               revision: int) -> list[_Run] | None:
-    """The tree's leaves in key order: a kept leaf as its page id, the rows (up to ``revision``)
-    of the others merged into runs. None if a kept page is among ``changed``."""
+def _leaf_runs(db: BoltFile, root: int, kept: Callable[[int], bool], revision: int) -> list[_Run] | None:
+    """The tree in key order: a kept subtree as its root's page id, the rows (up to ``revision``)
+    of the leaves outside kept subtrees merged into runs; None past ``_MOST_ROWS_READ`` rows."""
     runs: list[_Run] = []
     rows: list[tuple[bytes, bytes]] = []
+    read = 0
     seen = db.new_seen()
     pending = [root]
     while pending:
         pgid = pending.pop()
-        flags, count, overflow = db.page_header(pgid, seen)
-        if kept(pgid) and any(page in changed for page in range(pgid, pgid + overflow + 1)):
-            return None
-        offset = pgid * db.page_size
-        if flags != LEAF_PAGE:
-            pending.extend(reversed(db.branch_children(pgid, offset, count)))
-        elif kept(pgid):
+        if kept(pgid):
             if rows:
                 runs.append(tuple(rows))
                 rows = []
             runs.append(pgid)
-        else:
-            end = offset + (overflow + 1) * db.page_size
-            rows += [(key, value) for _flags, key, value in db.leaf_items((db.mm, offset, end, count))
-                     if len(key) >= _MAIN.size and _MAIN.unpack_from(key)[0] <= revision]
+            continue
+        offset, end, flags, count = db.tree_page(pgid, seen)
+        if flags != LEAF_PAGE:
+            pending.extend(reversed(db.branch_children(pgid, offset, count)))
+            continue
+        read += count
+        if read > _MOST_ROWS_READ:
+            return None
+        rows += [(key, value) for _flags, key, value in db.leaf_items((db.mm, offset, end, count))
+                 if len(key) >= _MAIN.size and _MAIN.unpack_from(key)[0] <= revision]
     if rows:
         runs.append(tuple(rows))
     return runs

@@ -132,3 +132,12 @@ def test_a_bump_to_another_revision_is_refused(snapshot: Path, tmp_path: Path) -
     restored = bumped(snapshot, tmp_path / "restored.db", amount=5)
     with pytest.raises(IntegrityError, match="a bump to 13"):
         _compare_keyspace(snapshot, restored, 8, None, bump=1000)
+
+
+def test_a_bump_that_rewrote_more_than_a_few_rows_is_compared_by_digest(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lifeboat.restore.content._MOST_ROWS_READ", 1)  # the new leaf holds 3 rows
+    restored = bumped(snapshot, tmp_path / "restored.db")
+    assert not keeps_snapshot_rows(snapshot, restored, 8)
+    _compare_keyspace(snapshot, restored, 8, None, bump=1000)  # the rows, streamed, agree
