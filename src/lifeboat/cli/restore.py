@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "tool's 'snapshot restore' (default with --restore-tool, and for other etcd versions)")
     p.add_argument("--bump-revision", type=int, metavar="N",
                    help="raise the restored revision by N and compact there (default 1000000000; 0: "
-                        "no bump); the tool does it if it can, else lifeboat does")
+                        "no bump); lifeboat's writer does it as it writes the data dir; with --restore-with "
+                        "tool, the tool if it can, else lifeboat after it")
     p.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long to wait for the restored member to serve (default 300)")
     p.add_argument("--no-auto-rollback", action="store_true",
