@@ -271,10 +271,13 @@ class ChainStore:
         """Download, decrypt, decompress and check one segment (IntegrityError when damaged)."""
         return self.check_segment(self.fetch_segment(cluster, chain, ref, identities), cluster, chain, ref)
 
-    def check_header(self, raw: bytes, cluster: str, chain: str, ref: SegmentRef) -> SegmentHeader:
-        """Check the end line's sha256 and that the header is what the name says (no full parse)."""
+    def check_header(self, raw: bytes | bytearray, cluster: str, chain: str, ref: SegmentRef,
+                     size: int | None = None) -> SegmentHeader:
+        """Check the end line's sha256 and that the header is what the name says (no full parse).
+
+        ``raw`` and ``size`` as :func:`~lifeboat.catalog.segments.read_header` takes them."""
         where = self.segment_where(cluster, chain, ref)
-        header = read_header(raw, where)
+        header = read_header(raw, where, size=size)
         _require_as_named(header, where, cluster, chain, ref)
         return header
 

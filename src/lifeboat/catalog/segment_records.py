@@ -61,7 +61,7 @@ def row_at(body: bytes, pos: int) -> tuple[bytes, bytes, int]:
     return key, body[value_at : value_at + size], value_at + size
 
 
-def key_of(body: bytes, value_at: int, value_end: int) -> bytes:
+def key_of(body: bytes | memoryview, value_at: int, value_end: int) -> bytes:
     """The etcd key in the KeyValue at ``body[value_at:value_end]`` (its first field)."""
     if body[value_at] != _KEY_TAG:
         raise ValueError("a record's value does not start with its key")
@@ -71,7 +71,7 @@ def key_of(body: bytes, value_at: int, value_end: int) -> bytes:
         size, start = read_varint(body, value_at + 1, value_end)
     if start + size > value_end:
         raise ValueError("a record's key runs past its value")
-    return body[start : start + size]
+    return bytes(body[start : start + size])  # a copy of a view; a bytes slice as it is
 
 
 def iter_records(body: bytes) -> Iterator[tuple[int, int, bytes, int, int, int]]:

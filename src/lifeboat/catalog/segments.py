@@ -161,7 +161,7 @@ class SegmentHeader:
     leases: Mapping[int, int]
     revisions: int
     events: int
-    body: bytes  # version 1: the revision lines; version 2: the records
+    body: bytes | memoryview  # version 1: the revision lines; version 2: the records (see read_header)
     version: int = SEGMENT_VERSION
     seen: tuple[tuple[int, datetime], ...] = ()  # version 2: (first revision, seen) of each run
     body_offset: int = 0  # where ``body`` starts in the segment's raw bytes
@@ -174,28 +174,33 @@ class SegmentHeader:
         return self.seen[index][1]
 
 
-def read_header(data: bytes, where: str, *, check_sha256: bool = True) -> SegmentHeader:
+def read_header(data: bytes | bytearray, where: str, *, check_sha256: bool = True,
+                size: int | None = None) -> SegmentHeader:
     """Check the end line's sha256 and parse the header; an IntegrityError naming ``where``.
 
     ``check_sha256=False`` only for bytes this process checked already (a staged download).
+    A ``bytearray`` holds the segment in its first ``size`` bytes (a reused decode buffer,
+    :class:`~lifeboat.catalog.codec.FrameBuffer`); the header's ``body`` is then a view of it,
+    not a copy, valid as long as the buffer is not reused.
     """
     try:
-        return _header(data, check_sha256)
+        return _header(data, check_sha256, len(data) if size is None else size)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
 
 
-def _header(data: bytes, check_sha256: bool) -> SegmentHeader:
-    content_end = len(data)
+def _header(data: bytes | bytearray, check_sha256: bool, size: int) -> SegmentHeader:
+    content_end = size
     while content_end and data[content_end - 1] == 0x0A:  # no copy of a large segment to strip
         content_end -= 1
     body_end = data.rfind(b"\n", 0, content_end) + 1
     if body_end <= 0:
         raise ValueError("no end line (truncated)")
-    end = json.loads(data[body_end:])["end"]
-    if check_sha256 and hashlib.sha256(data[:body_end]).hexdigest() != end["sha256"]:
-        raise ValueError("its sha256 does not match its content")
-    first_line = data.index(b"\n") + 1
+    end = json.loads(data[body_end:size])["end"]
+    with memoryview(data) as view:
+        if check_sha256 and hashlib.sha256(view[:body_end]).hexdigest() != end["sha256"]:
+            raise ValueError("its sha256 does not match its content")
+    first_line = data.index(b"\n", 0, size) + 1
     raw = json.loads(data[:first_line])
     version = raw.get("version")
     if raw.get("format") != SEGMENT_FORMAT or version not in READABLE_VERSIONS:
@@ -206,14 +211,15 @@ def _header(data: bytes, check_sha256: bool) -> SegmentHeader:
     seen = tuple((int(revision), parse_seen(text)) for revision, text in raw.get("seen", ()))
     if version == SEGMENT_VERSION and not seen:
         raise ValueError("the header has no seen times")
+    # Version 2's records end with a newline byte of their own, before the end line.
+    body_stop = body_end if version == JSON_LINES_VERSION else body_end - 1
     return SegmentHeader(
         cluster=str(raw["cluster"]), chain=str(raw["chain"]),
         first_revision=int(raw["first_revision"]), last_revision=int(raw["last_revision"]),
         previous=Predecessor(str(previous["kind"]), int(previous["last_revision"]), str(previous["name"])),
         leases={int(lease): int(ttl) for lease, ttl in raw["leases"].items()},
         revisions=int(raw["revisions"]), events=int(raw["events"]),
-        # Version 2's records end with a newline byte of their own, before the end line.
-        body=data[first_line:body_end] if version == JSON_LINES_VERSION else data[first_line:body_end - 1],
+        body=data[first_line:body_stop] if isinstance(data, bytes) else memoryview(data)[first_line:body_stop],
         version=int(version), seen=seen, body_offset=first_line,
     )
 
@@ -244,7 +250,7 @@ def _records(header: SegmentHeader) -> tuple[CapturedRevision, ...]:
     grouped: list[CapturedRevision] = []
     events: list[WatchEvent] = []
     current = 0
-    body = header.body
+    body = bytes(header.body)  # values are sliced from it: never views of a reused buffer
     for main, sub, kind, lease, value_at, value_end in iter_records(body):
         if main != current:
             if events:
@@ -259,7 +265,7 @@ def _records(header: SegmentHeader) -> tuple[CapturedRevision, ...]:
 
 
 def _json_lines(header: SegmentHeader) -> tuple[CapturedRevision, ...]:
-    return tuple(_revision(json.loads(line)) for line in header.body.splitlines())
+    return tuple(_revision(json.loads(line)) for line in bytes(header.body).splitlines())
 
 
 def _revision(raw: dict[str, Any]) -> CapturedRevision:

@@ -27,7 +27,7 @@ class MalformedValue(ValueError):
     """Bytes that do not decode as the protobuf (or etcd record) they should be."""
 
 
-def read_varint(buf: WireBuffer, pos: int, end: int | None = None) -> tuple[int, int]:
+def read_varint(buf: WireBuffer | memoryview, pos: int, end: int | None = None) -> tuple[int, int]:
     """Read one base-128 varint at ``pos`` (before ``end``); return (value, position after it)."""
     result = 0
     shift = 0

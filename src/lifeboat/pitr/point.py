@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentRef, decompressed
+from lifeboat.catalog.chains import SegmentRef
+from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import (
@@ -217,7 +219,7 @@ def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequenc
 
 # Segments fetched ahead of the survey: downloading and decrypting (in the store's client and
 # pyrage), decompressing and hashing all release the GIL, so they overlap the survey's Python.
-FETCH_AHEAD = 4
+FETCH_AHEAD = 3
 FETCH_THREADS = 2
 
 
@@ -228,35 +230,50 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
 
     Staged compressed (a seventh or so of the raw size): the second pass decompresses again
     only the segments holding a row to write, which is cheaper than writing and reading back
-    the raw bytes."""
+    the raw bytes. Each segment is decompressed for its check into one of a few reused buffers
+    (:class:`~lifeboat.catalog.codec.FrameBuffer`): the header's ``body`` is a view of it, valid
+    until the next segment is asked for."""
     chain = point.window.chain
     assert chain is not None
     store = repo.chain_store
+    # One buffer for each fetch in flight or done and waiting, and one for the segment the
+    # caller holds: a fetch never waits for one.
+    buffers: queue.SimpleQueue[FrameBuffer] = queue.SimpleQueue()
+    for _ in range(FETCH_AHEAD + 1):
+        buffers.put(FrameBuffer())
 
-    def fetch(number: int, ref: SegmentRef) -> StagedSegment:
+    def fetch(number: int, ref: SegmentRef) -> tuple[StagedSegment, FrameBuffer]:
         stored = store.fetch_compressed(chain.info.cluster, chain.info.chain, ref, identities)
-        header = store.check_header(decompressed(stored), chain.info.cluster, chain.info.chain, ref)
+        buffer = buffers.get_nowait()
+        try:
+            size = buffer.decompress(stored)
+            header = store.check_header(buffer.data, chain.info.cluster, chain.info.chain, ref, size)
+        except BaseException:
+            buffers.put(buffer)
+            raise
         path = work / f"{number:09d}.segment.zst"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(stored)
-        return StagedSegment(header, path, compressed=True)
+        return StagedSegment(header, path, compressed=True, raw_size=size), buffer
 
     refs = iter(enumerate(point.segments))
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="segment-fetch") as pool:
-        ahead: deque[Future[StagedSegment]] = deque(pool.submit(fetch, *item) for item in islice(refs, FETCH_AHEAD))
+        ahead: deque[Future[tuple[StagedSegment, FrameBuffer]]] = deque(
+            pool.submit(fetch, *item) for item in islice(refs, FETCH_AHEAD))
         done = 0
         try:
             while ahead:
                 if stop.is_set():
                     raise OperationFailed("the replay was stopped before its segments were surveyed")
-                staged = ahead.popleft().result()
+                staged, buffer = ahead.popleft().result()
                 done += staged.path.stat().st_size
                 progress("segments", done)
                 following = next(refs, None)
                 if following is not None:
                     ahead.append(pool.submit(fetch, *following))
                 yield staged
+                buffers.put(buffer)  # the caller is done with that segment's body
         finally:
             for future in ahead:
                 future.cancel()

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lifeboat.catalog.chains import decompressed
+from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
 from lifeboat.catalog.segments import SEGMENT_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
@@ -48,6 +48,8 @@ UNKNOWN_LEASE_TTL = 1
 _KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
 # A record's head as the second pass reads it: the revision key, the kind, the value's size.
 _ROW_HEAD = struct.Struct(">17sB8xI")
+# A short key (under 128 bytes: one length byte) as bytes, read from a record in any buffer.
+_SHORT_KEY = tuple(struct.Struct(f"{size}s").unpack_from for size in range(0x80))
 _TOMBSTONE = DELETE
 _DELETE_BYTE = DELETE[0]
 
@@ -75,6 +77,7 @@ class StagedSegment:
     header: SegmentHeader
     path: Path
     compressed: bool = False
+    raw_size: int = 0  # its decompressed size when ``compressed`` (0: not recorded)
 
 
 def walk(segments: Iterable[StagedSegment], base_id: str, base_revision: int,
@@ -123,6 +126,7 @@ class RowRun:
     body_end: int
     starts: tuple[int, ...]
     compressed: bool = False
+    raw_size: int = 0  # what ``path`` decompresses to, as the first pass found (0: not recorded)
 
 
 def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision: int, up_to: int,
@@ -139,7 +143,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     """
     facts = ReplayFacts(last_revision=base_revision)
     survey = _Survey()
-    sources: list[tuple[Path, int, int, bool]] = []
+    sources: list[tuple[Path, int, int, bool, int]] = []
     for number, (staged, after) in enumerate(walk(segments, base_id, base_revision, up_to)):
         header = staged.header
         facts.ttls.update(header.leases)
@@ -151,7 +155,8 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
                 path, offset = spill / f"{staged.path.name}.records", 0
                 body = _compile_json_lines(header, path)
                 survey.records(body, after, up_to, number, facts)
-            sources.append((path, offset, offset + len(body), staged.compressed and path == staged.path))
+            compressed = staged.compressed and path == staged.path
+            sources.append((path, offset, offset + len(body), compressed, staged.raw_size if compressed else 0))
         except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
             raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
                                  f"{header.chain} is damaged: {exc}") from None
@@ -171,16 +176,17 @@ _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _START_MASK = 0xFFFFFFFF
 
 
-def _runs(sources: list[tuple[Path, int, int, bool]], kept: list[int]) -> list[RowRun]:
+def _runs(sources: list[tuple[Path, int, int, bool, int]], kept: list[int]) -> list[RowRun]:
     """The kept records (packed as above, ascending) grouped by segment."""
     runs: list[RowRun] = []
     at = 0
     while at < len(kept):
         number = kept[at] >> (32 + _SLOT_BITS)
         end = bisect_left(kept, (number + 1) << (32 + _SLOT_BITS), at)
-        path, body_offset, body_end, compressed = sources[number]
+        path, body_offset, body_end, compressed, raw_size = sources[number]
         runs.append(RowRun(path, body_offset, body_end,
-                           tuple((packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]), compressed))
+                           tuple((packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]), compressed,
+                           raw_size))
         at = end
     return runs
 
@@ -207,11 +213,13 @@ class _Survey:
             self.lease_slots.append(lease)
         return slot
 
-    def records(self, body: bytes, after: int, up_to: int, number: int,
+    def records(self, body: bytes | memoryview, after: int, up_to: int, number: int,
                 facts: ReplayFacts) -> tuple[int, int, int, int]:
         """Check a segment's records and note each key's newest record up to the point.
 
+        ``body`` may be a view of a reused buffer: what is kept of it is copied (the keys).
         Returns the first and last revisions, and the counts of revisions and events, found."""
+        short_key = _SHORT_KEY
         unpack = HEAD.unpack_from
         newest = self.newest
         slot_of = self._slot_of
@@ -242,7 +250,7 @@ class _Survey:
             if after < main <= up_to:
                 key_size = body[value_at + 1]
                 if body[value_at] == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
-                    key = body[value_at + 2:value_at + 2 + key_size]
+                    key = short_key[key_size](body, value_at + 2)[0]
                 else:  # a long key, or a damaged value: the general decoder says which
                     key = key_of(body, value_at, value_end)
                 if lease:
@@ -266,7 +274,7 @@ def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:
     """A version 1 segment's events as version 2 records, written to ``records`` and returned."""
     parts: list[bytes] = []
     first = last = revisions = events = 0
-    for line in header.body.splitlines():
+    for line in bytes(header.body).splitlines():
         raw = json.loads(line)
         revision = int(raw["revision"])
         if revision <= last:
@@ -297,20 +305,29 @@ def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:
 
 
 def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
-    """The MVCC rows of every run, in order (one segment's bytes in memory at a time)."""
+    """The MVCC rows of every run, in order (one segment's bytes in memory at a time).
+
+    Each segment is decompressed into the same buffer; every row is a copy of its bytes, so a
+    row the writer still holds is never changed by the next segment's."""
     unpack = _ROW_HEAD.unpack_from
+    buffer = FrameBuffer()
     for run in runs:
-        data = run.path.read_bytes()
+        stored = run.path.read_bytes()
+        data: bytes | bytearray = stored
+        size = len(stored)
         if run.compressed:
-            data = decompressed(data)
-        if len(data) < run.body_end:
+            size = buffer.decompress(stored)
+            data = buffer.data
+        if size < run.body_end or (run.raw_size and size != run.raw_size):  # a frame cut short, too
             raise IntegrityError(f"{run.path} changed while it was replayed")
         offset = run.body_offset + HEAD_SIZE
-        for start in run.starts:
-            revision, kind, size = unpack(data, offset - HEAD_SIZE + start)
-            value_at = offset + start
-            # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
-            yield revision + _TOMBSTONE if kind == _DELETE_BYTE else revision, data[value_at:value_at + size]
+        with memoryview(data) as view:
+            for start in run.starts:
+                revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
+                value_at = offset + start
+                # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
+                yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
+                       view[value_at:value_at + length].tobytes())
 
 
 def lease_rows(facts: ReplayFacts, base_leases: frozenset[int]) -> dict[bytes, bytes]:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyrage
 import pytest
+import zstandard
 
 from lifeboat.catalog.age_keys import load_identities, load_recipients
-from lifeboat.catalog.codec import decode, decoded_pieces, encode
+from lifeboat.catalog.codec import FrameBuffer, decode, decoded_pieces, encode
 from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from tests.support.binaries import tool
@@ -238,3 +239,26 @@ def test_snapshot_digest_of_views_of_one_reused_buffer_checks_the_trailer() -> N
         digest.update(memoryview(buffer)[: len(part)])
         buffer[:] = bytes(len(buffer))  # the next piece overwrites it
     assert digest.verify_trailer() == hashlib.sha256(db).hexdigest()
+
+
+def test_frames_decompressed_into_one_buffer_leave_nothing_of_the_one_before() -> None:
+    long = os.urandom(1 << 20) + b"/registry/pods/default/long" * 100_000  # beyond the first buffer
+    short = b"/registry/leases/short" * 10
+    buffer = FrameBuffer()
+    compress = zstandard.ZstdCompressor(write_checksum=True).compress
+    size = buffer.decompress(compress(long))
+    assert bytes(buffer.data[:size]) == long
+    held = memoryview(buffer.data)[:size]  # a view still held: the buffer is reused anyway
+    size = buffer.decompress(compress(short))
+    assert bytes(buffer.data[:size]) == short
+    del held
+    assert buffer.decompress(compress(b"")) == 0
+
+
+def test_a_corrupt_frame_is_an_integrity_error_and_a_cut_one_comes_out_short(payload: bytes) -> None:
+    stored = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(payload))
+    buffer = FrameBuffer()
+    assert buffer.decompress(bytes(stored[: len(stored) // 2])) < len(payload), "the caller's size check catches it"
+    stored[len(stored) // 2] ^= 0xFF
+    with pytest.raises(IntegrityError, match="corrupt"):
+        buffer.decompress(bytes(stored))

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,10 @@ import zstandard
 from lifeboat.catalog.chains import ChainStore, parse_segment_name, segment_name
 from lifeboat.catalog.segment_records import row_at
 from lifeboat.catalog.segments import (
-    Predecessor, Segment, decode_segment, encode_segment, events_after, read_header,
+    CapturedRevision, Predecessor, Segment, decode_segment, encode_segment, events_after, read_header,
 )
 from lifeboat.errors import AlreadyExists, IntegrityError
-from lifeboat.etcdapi.model import EventType, WatchEvent
+from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 from lifeboat.etcdapi.proto import kv_pb2
 from lifeboat.snapshot.replay import event_row
 from lifeboat.store.memory import MemoryStore
@@ -144,3 +145,18 @@ def test_a_segment_is_committed_once_and_read_back_checked() -> None:
     with pytest.raises(AlreadyExists):
         store.commit_segment(original, (), 1)
     assert store.read_segment("prod", "20261201T030000Z-aaaaaa", ref, None) == original
+
+
+def test_a_header_read_from_a_reused_buffer_ignores_what_an_earlier_segment_left_there() -> None:
+    short = encode_segment(sample())
+    longer = encode_segment(Segment("prod", "c", Predecessor("base", 10, "b"), tuple(
+        CapturedRevision(rev, at(0.1), (WatchEvent(EventType.PUT, KeyValue(b"/long", b"v" * 5000, 11, rev, rev - 10)),))
+        for rev in range(11, 31)), {}))
+    buffer = bytearray(longer)  # the longer segment's bytes stay after the shorter one's
+    buffer[: len(short)] = short
+    from_buffer = read_header(buffer, "test", size=len(short))
+    from_bytes = read_header(short, "test")
+    assert bytes(from_buffer.body) == from_bytes.body
+    assert replace(from_buffer, body=b"") == replace(from_bytes, body=b"")
+    with pytest.raises(IntegrityError, match="damaged"):
+        read_header(buffer, "test", size=len(short) - 40)  # cut inside its end line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import zstandard
 
 from lifeboat.catalog.chains import decompressed
+from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segments import Predecessor, Segment, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr import PointTarget, parse_time
@@ -131,6 +133,57 @@ def test_segments_staged_compressed_give_the_same_rows(tmp_path: Path) -> None:
         staged.append(StagedSegment(read_header(decompressed(path.read_bytes()), str(path)), path, compressed=True))
     _, runs = compile_rows(staged, BASE_ID, 10, 14, tmp_path / "zst")
     assert all(run.compressed for run in runs) and list(stored_rows(runs)) == raw
+
+
+def long_then_short() -> list[Segment]:
+    """Long values, then a segment of short ones: what a reused buffer would leak into a row."""
+    first = segment(Predecessor("base", 10, BASE_ID),
+                    (11, 1, [put(b"/long/a", b"A" * 6000, 11, 11, 1)]),
+                    (12, 2, [put(b"/long/b", b"B" * 3000, 12, 12, 1), put(b"/long/c", b"C" * 800, 12, 12, 1)]))
+    second = segment(Predecessor("segment", 12, "x"),
+                     (13, 3, [put(b"/s", b"s", 13, 13, 1)]), (14, 4, [put(b"/t", b"", 14, 14, 1)]))
+    return [first, second]
+
+
+def in_one_buffer(segments: list[Segment], tmp: Path) -> Iterator[StagedSegment]:
+    """Segments staged compressed and checked as the download does, each decompressed into the
+    same buffer as the one before (the header's body a view of it)."""
+    buffer = FrameBuffer()
+    for number, s in enumerate(segments):
+        path = tmp / f"{number}.segment.zst"
+        path.write_bytes(zstandard.ZstdCompressor().compress(encode_segment(s)))
+        size = buffer.decompress(path.read_bytes())
+        yield StagedSegment(read_header(buffer.data, str(path), size=size), path, compressed=True, raw_size=size)
+
+
+def test_rows_read_through_one_reused_buffer_are_copies_of_their_own_bytes(tmp_path: Path) -> None:
+    expected = sorted(event_row(rev.revision, sub, e) for s in long_then_short() for rev in s.revisions
+                      for sub, e in enumerate(rev.events))
+    facts, runs = compile_rows(in_one_buffer(long_then_short(), tmp_path), BASE_ID, 10, 14, tmp_path)
+    assert facts.events == 5 and facts.rows == 5
+    held = list(stored_rows(runs))  # every row kept while the later segments are decompressed
+    assert held == expected
+    assert all(type(key) is bytes and type(value) is bytes for key, value in held)
+
+
+def test_a_survey_of_views_of_one_reused_buffer_finds_what_one_of_bytes_does(tmp_path: Path) -> None:
+    segments = chain_of_two() + long_then_short()[1:]
+    (tmp_path / "bytes").mkdir()
+    (tmp_path / "views").mkdir()
+    from_bytes = compiled(segments, 10, 14, tmp_path / "bytes", encode_segment)
+    from_views = compile_rows(in_one_buffer(segments, tmp_path / "views"), BASE_ID, 10, 14, tmp_path / "views")
+    assert from_views[0] == from_bytes[0]
+    assert list(stored_rows(from_views[1])) == list(stored_rows(from_bytes[1]))
+
+
+def test_a_staged_segment_that_decompresses_short_is_refused(tmp_path: Path) -> None:
+    _, runs = compile_rows(in_one_buffer(long_then_short(), tmp_path), BASE_ID, 10, 14, tmp_path)
+    with pytest.raises(IntegrityError, match="changed while it was replayed"):
+        list(stored_rows([replace(runs[0], raw_size=runs[0].raw_size + 1), *runs[1:]]))  # a byte of its end line lost
+    stored = runs[0].path.read_bytes()
+    runs[0].path.write_bytes(stored[: len(stored) // 2])  # its frame cut in its records
+    with pytest.raises(IntegrityError, match="changed while it was replayed"):
+        list(stored_rows(runs))
 
 
 def test_to_time_needs_an_offset_and_one_target() -> None:
