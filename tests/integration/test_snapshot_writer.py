@@ -175,6 +175,22 @@ def test_a_snapshot_committed_in_place_equals_the_written_copy_with_its_trailer(
     assert_sound(bolt_oracle, snapshot)
 
 
+def test_a_trailer_hashed_through_a_small_reused_buffer_matches_the_file(
+    etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_HASH_CHUNK", 3 * 4096 + 100)  # many reads, none page-aligned
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    before = newest_revision(snapshot)
+    appended = [(rev(before + 1 + i), b"\x0a\x02ap" + b"z" * (i * 37 % 7000)) for i in range(500)]
+    copy = write_db(snapshot, tmp_path / "copy.db", [BucketChanges(KEY, appends=appended)])
+
+    written = commit_in_place(snapshot, [BucketChanges(KEY, appends=appended)])
+
+    for path, digest in ((snapshot, written.db_sha256), (copy.path, copy.db_sha256)):
+        trailer = check_trailer(path)
+        assert trailer.matches is True and trailer.db_sha256 == digest
+
+
 def test_a_commit_in_place_interrupted_before_its_meta_is_at_the_old_revision_without_a_trailer(
     etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ smaller). Trees stay balanced: every leaf is at the same depth.
 
 from __future__ import annotations
 
+import io
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -52,50 +53,48 @@ def _u32s(count: int) -> struct.Struct:
 
 
 class PageSink:
-    """Allocates page ids from the high-water mark up and writes each page there, in order."""
+    """Allocates page ids from the high-water mark up and writes each page there, in order.
+
+    Pages are gathered in one buffer written out every 8 MiB and then written over from its
+    start (never freed and grown again: 2,048 fresh pages to fault each time); every page is
+    written whole, padding included, so nothing of an earlier page stays in one.
+    """
 
     def __init__(self, out: BinaryIO, page_size: int, first_pgid: int) -> None:
         self.out = out
         self.page_size = page_size
         self.next_pgid = first_pgid
         self.pages_written = 0
-        self._pending = bytearray()
+        self._pending = io.BytesIO()
+        self._zeros = memoryview(bytes(page_size))
         out.seek(first_pgid * page_size)
 
     def write(self, flags: int, count: int, body: bytes) -> int:
         """Write one page (with overflow pages if ``body`` needs them); its page id."""
-        size = PAGE_HEADER_SIZE + len(body)
-        pages = -(-size // self.page_size)
-        pgid = self.next_pgid
-        self._pending += PAGE_HEADER.pack(pgid, flags, count, pages - 1)
-        self._pending += body
-        self._pending += bytes(pages * self.page_size - size)
-        self.next_pgid += pages
-        self.pages_written += pages
-        if len(self._pending) >= _FLUSH_BYTES:
-            self.flush()
-        return pgid
+        return self.write_parts(flags, count, body, [])
 
     def write_parts(self, flags: int, count: int, elements: bytes, parts: list[bytes]) -> int:
         """:meth:`write` of a page whose body is ``elements`` followed by ``parts``, not joined first."""
         size = PAGE_HEADER_SIZE + len(elements) + sum(map(len, parts))
         pages = -(-size // self.page_size)
         pgid = self.next_pgid
-        pending = self._pending
-        pending += PAGE_HEADER.pack(pgid, flags, count, pages - 1)
-        pending += elements
+        put = self._pending.write
+        put(PAGE_HEADER.pack(pgid, flags, count, pages - 1))
+        put(elements)
         for part in parts:
-            pending += part
-        pending += bytes(pages * self.page_size - size)
+            put(part)
+        put(self._zeros[:pages * self.page_size - size])  # under a page
         self.next_pgid += pages
         self.pages_written += pages
-        if len(pending) >= _FLUSH_BYTES:
+        if self._pending.tell() >= _FLUSH_BYTES:
             self.flush()
         return pgid
 
     def flush(self) -> None:
-        self.out.write(self._pending)
-        self._pending.clear()
+        pending = self._pending
+        with pending.getbuffer() as gathered, gathered[:pending.tell()] as pages:
+            self.out.write(pages)
+        pending.seek(0)
 
 
 class BranchLevel:

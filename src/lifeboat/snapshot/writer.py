@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,7 +56,7 @@ SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
 SUGGESTED_BUMP = 1_000_000_000
 MAX_REVISION = (1 << 63) - 1
 _COPY_CHUNK = 64 << 20
-_HASH_CHUNK = 16 << 20
+_HASH_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -235,25 +236,38 @@ def _complete(
 def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:
     digest = hashlib.sha256()
     copied = db.meta.tx_size
-    with db.path.open("rb") as source:
-        head = bytearray(source.read(min(_HASH_CHUNK, copied)))
+    # One buffer read into again and again: a fresh read per chunk is a fresh mapping whose
+    # every page faults when written (about 360,000 faults for a 1.5 GB db).
+    buffer = bytearray(min(_HASH_CHUNK, max(db_size, 1)))
+    with db.path.open("rb", buffering=0) as source, memoryview(buffer) as view:
+        head = view[:_read_exactly(source, view[:min(_HASH_CHUNK, copied)])]
         head[meta_offset : meta_offset + len(meta)] = meta
         digest.update(head)
-        _hash_range(digest, source, len(head), copied)
-    with tmp.open("rb") as written:
-        _hash_range(digest, written, copied, db_size)
+        _hash_range(digest, source, len(head), copied, view)
+    with tmp.open("rb", buffering=0) as written, memoryview(buffer) as view:
+        _hash_range(digest, written, copied, db_size, view)
     return digest.hexdigest()
 
 
-def _hash_range(digest: Any, f: BinaryIO, start: int, end: int) -> None:
+def _hash_range(digest: Any, f: io.FileIO, start: int, end: int, buffer: memoryview) -> None:
+    """Hash ``f``'s bytes from ``start`` to ``end``, read into ``buffer`` (overwritten)."""
     f.seek(start)
     remaining = end - start
     while remaining > 0:
-        chunk = f.read(min(_HASH_CHUNK, remaining))
-        if not chunk:
+        got = _read_exactly(f, buffer[:min(len(buffer), remaining)])
+        digest.update(buffer[:got])
+        remaining -= got
+
+
+def _read_exactly(f: io.FileIO, into: memoryview) -> int:
+    """Fill ``into`` from ``f``; its size. A file that ends first shrank while it was read."""
+    done = 0
+    while done < len(into):
+        got = f.readinto(into[done:])
+        if not got:
             raise SnapshotFormatError(f"{f.name}: shrank while it was being read")
-        digest.update(chunk)
-        remaining -= len(chunk)
+        done += got
+    return done
 
 
 def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True) -> BumpResult:
