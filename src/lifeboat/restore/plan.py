@@ -39,7 +39,7 @@ from lifeboat.restore.steps import (
 )
 from lifeboat.restore.supervisor import Supervisor
 from lifeboat.restore.target import RestoreTarget
-from lifeboat.snapshot.writer import SUGGESTED_BUMP
+from lifeboat.snapshot.writer import MAX_REVISION, SUGGESTED_BUMP
 
 DEFAULT_BUMP = SUGGESTED_BUMP
 
@@ -228,6 +228,10 @@ def _bump(inputs: RestoreInputs) -> tuple[RevisionBump, list[str]]:
     tool, wanted = inputs.tool, inputs.bump_revision
     if wanted is not None and wanted < 0:
         raise UsageError(f"--bump-revision must be 0 (off) or a positive number, not {wanted}")
+    if wanted is not None and inputs.revision + wanted > MAX_REVISION:
+        # Refused here, not by the bump step: that one runs after the old data dir was moved aside.
+        raise UsageError(f"--bump-revision {wanted} would raise revision {inputs.revision} past etcd's "
+                         f"largest revision {MAX_REVISION}; choose a bump of at most {MAX_REVISION - inputs.revision}")
     by = "tool" if tool.can_bump_revision else "lifeboat"
     if wanted == 0:
         return RevisionBump(0, by, tool.describe()), [

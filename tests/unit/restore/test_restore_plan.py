@@ -159,6 +159,14 @@ def test_a_negative_bump_is_refused(tmp_path: Path) -> None:
         plan_for(tmp_path, bump_revision=-1)
 
 
+def test_a_bump_past_etcds_largest_revision_is_refused_before_any_step_runs(tmp_path: Path) -> None:
+    # The bump step itself would refuse too, but only after the old data dir was moved aside.
+    largest = (1 << 63) - 1
+    with pytest.raises(UsageError, match="--bump-revision .* past etcd's largest revision"):
+        plan_for(tmp_path, bump_revision=largest - 41)
+    assert plan_for(tmp_path, bump_revision=largest - 42)
+
+
 def test_files_add_fetch_and_restore_steps_only_when_the_backup_has_files(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no control-plane files"):
         plan_for(tmp_path, files=True)
