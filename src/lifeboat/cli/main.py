@@ -128,14 +128,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             traceback.print_exc()
         return exc.exit_code
     except KeyboardInterrupt:
-        print("lifeboat: interrupted; nothing was committed", file=sys.stderr)
+        print(f"lifeboat: interrupted; {_left_behind(args)}", file=sys.stderr)
         return 130
     except Terminated:
-        print("lifeboat: terminated (SIGTERM); what was in progress was undone: an interrupted backup "
-              "leaves no manifest, no upload and no spool", file=sys.stderr)
+        print(f"lifeboat: terminated (SIGTERM); {_left_behind(args)}", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as exc:
         return _unexpected(args, exc)
+
+
+def _left_behind(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves: a restore may have moved the old data dir aside already."""
+    if args.command == "restore":
+        return ("the restore stopped between journaled steps and the node may be half restored; re-run "
+                "the same command to resume, or add --rollback to put the old data dir back")
+    if args.command in ("prune", "delete"):
+        return "a backup whose deletion was cut short stays listed; run the command again to finish it"
+    if args.command == "backup":
+        return "what was in progress was undone: an interrupted backup leaves no manifest, no upload and no spool"
+    return "stopped"
 
 
 def _unexpected(args: argparse.Namespace, exc: Exception) -> int:

@@ -1,0 +1,39 @@
+"""What a command stopped by SIGTERM or Ctrl-C says it left behind."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from lifeboat.cli.main import _dispatch
+from lifeboat.errors import Terminated
+
+
+def interrupted(command: str, interruption: type[BaseException], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    def run(args: argparse.Namespace) -> int:
+        raise interruption()
+
+    code = _dispatch(argparse.Namespace(command=command, func=run, verbose=False))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interruption", [Terminated, KeyboardInterrupt])
+def test_an_interrupted_restore_says_how_to_resume_not_that_all_was_undone(
+    capsys: pytest.CaptureFixture[str], interruption: type[BaseException]
+) -> None:
+    # SIGTERM can land after the old data dir was moved aside: the node is half restored.
+    code, err = interrupted("restore", interruption, capsys)
+    assert code in (130, 143) and err.count("\n") == 1
+    assert "re-run the same command to resume" in err and "--rollback" in err
+    assert "undone" not in err and "nothing was committed" not in err
+
+
+def test_an_interrupted_prune_says_a_half_deleted_backup_stays_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = interrupted("prune", Terminated, capsys)
+    assert code == 143 and "stays listed" in err and "undone" not in err
+
+
+def test_an_interrupted_backup_still_says_it_left_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = interrupted("backup", Terminated, capsys)
+    assert code == 143 and "no manifest, no upload and no spool" in err
