@@ -187,9 +187,10 @@ class BackupRepository:
         """The layout of the format the marker names; a UsageError for a newer or unknown one."""
         try:
             marker = json.loads(data)
-            version = int(marker["version"])
-            if marker["format"] != "lifeboat-repository":
-                raise ValueError("wrong format name")
+            version = marker["version"]
+            # Exactly a JSON integer: int() would read true or 1.9 as format 1, and 1e400 fails.
+            if marker["format"] != "lifeboat-repository" or type(version) is not int:
+                raise ValueError("wrong format name or version")
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"{self.store.url}: {MARKER_KEY} is not a lifeboat marker") from None
         if version > REPOSITORY_FORMAT:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import load_identities
@@ -26,6 +25,7 @@ from lifeboat.cli.connect import (
 from lifeboat.cli.drills import add_drill_flags
 from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
 from lifeboat.cli.point import add_point_flags, resolve_point
+from lifeboat.config.values import read_retention_duration
 from lifeboat.errors import IntegrityError, UsageError
 
 
@@ -219,21 +219,18 @@ def _count(text: str) -> int:
     return value
 
 
-_AGE = re.compile(r"(\d+)([hdw])")
-_AGE_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-
-
 def parse_since(text: str, now: datetime) -> datetime:
     """``--since``: an RFC 3339 time or date (UTC unless it says otherwise), or an age before ``now``."""
-    age = _AGE.fullmatch(text.strip().lower())
-    if age:
-        return now - int(age.group(1)) * _AGE_UNITS[age.group(2)]
     try:
+        age = read_retention_duration(text)
+        if age is not None:
+            return now - age
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        # Normalised here: a far date with an offset (0001-01-01T00:00:00+14:00) has no UTC time.
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(f"--since {text!r}: expected a time (2026-11-22T03:00:00Z), a date "
-                         "(2026-11-22) or an age (36h, 7d, 2w)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                         "(2026-11-22) or an age (36h, 7d, 2w) of at most 100 years") from None
 
 
 def _summary(b: BackupSummary, pin: Pin | None) -> dict[str, object]:

@@ -22,10 +22,22 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 _RETENTION_DURATION = re.compile(r"(\d+)([hdw])")
 
 
+# The longest duration lifeboat takes: a time that far back is still a date, a timeout that
+# long still a number a clock can add (a larger one, or inf, is an operator's slip).
+LONGEST_DURATION = timedelta(days=36525)
+
+
 def parse_seconds(value: object) -> float:
-    """``5``, ``2.5``, ``500ms``, ``30s``, ``10m``, ``1h``, ``7d`` as seconds (more than 0)."""
-    return float(_positive_amount(value, float, _DURATION, _UNIT_SECONDS, "s",
-                                  "a duration such as 30s, 5m or 1h", "longer than zero"))
+    """``5``, ``2.5``, ``500ms``, ``30s``, ``10m``, ``1h``, ``7d`` as seconds (more than 0, at most a century)."""
+    seconds = float(_positive_amount(value, float, _DURATION, _UNIT_SECONDS, "s",
+                                     "a duration such as 30s, 5m or 1h", "longer than zero"))
+    _check_not_too_long(seconds, value)
+    return seconds
+
+
+def _check_not_too_long(seconds: float, value: object) -> None:
+    if not seconds <= LONGEST_DURATION.total_seconds():  # also refuses nan
+        raise ValueError(f"must be at most {LONGEST_DURATION.days // 365} years, got {value!r}")
 
 
 def _positive_amount(value: object, kind: type[int] | type[float], pattern: re.Pattern[str],
@@ -76,10 +88,16 @@ RETENTION_DURATION_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w"
 def read_retention_duration(value: object) -> timedelta | None:
     """``36h``, ``7d``, ``2w`` (a whole number and h, d or w) as a timedelta; None if not so written.
 
-    Months and years are not accepted: they have no fixed length.
+    Months and years are not accepted: they have no fixed length. Longer than
+    :data:`LONGEST_DURATION` is a ValueError.
     """
     match = _RETENTION_DURATION.fullmatch(value.strip().lower()) if isinstance(value, str) else None
-    return int(match.group(1)) * RETENTION_DURATION_UNITS[match.group(2)] if match else None
+    if not match:
+        return None
+    count, unit = int(match.group(1)), RETENTION_DURATION_UNITS[match.group(2)]
+    if count > LONGEST_DURATION // unit:
+        _check_not_too_long(float("inf"), value)
+    return count * unit
 
 
 # The shortest orphan grace lifeboat accepts. A backup still being written looks exactly like

@@ -61,7 +61,10 @@ def parse_time(text: str) -> datetime:
         raise UsageError(f"--to-time {text!r} is not an RFC 3339 time such as 2026-12-01T03:04:05Z") from None
     if moment.tzinfo is None:
         raise UsageError(f"--to-time {text!r} has no offset; add Z (UTC) or e.g. +01:00")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00: before the first UTC time there is
+        raise UsageError(f"--to-time {text!r} is out of range") from None
 
 
 def cluster_timeline(repo: BackupRepository, cluster: str) -> Timeline:

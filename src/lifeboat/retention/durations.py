@@ -14,7 +14,10 @@ from lifeboat.errors import UsageError
 
 def parse_duration(key: str, value: object) -> timedelta:
     """Parse ``<whole number><h|d|w>`` for the policy ``key``; zero is refused."""
-    duration = read_retention_duration(value)
+    try:
+        duration = read_retention_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"retention policy {key}={value}: {exc}") from None
     if duration is None:
         raise UsageError(
             f"retention policy {key}={value}: not a duration; "

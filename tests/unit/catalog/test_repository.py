@@ -74,6 +74,15 @@ def test_a_newer_format_is_refused() -> None:
         BackupRepository.open(store)
 
 
+@pytest.mark.parametrize("version", ["true", "1.9", "1e400", '"2"'])
+def test_a_marker_whose_version_is_not_a_json_integer_is_refused(version: str) -> None:
+    # int() read true and 1.9 as format 1 (a format-2 repository then looked empty) and 1e400 crashed.
+    store = MemoryStore()
+    store.put_bytes(MARKER_KEY, b'{"format": "lifeboat-repository", "version": %s}' % version.encode())
+    with pytest.raises(UsageError, match="not a lifeboat marker"):
+        BackupRepository.open(store)
+
+
 def test_manifest_is_create_only() -> None:
     repo = BackupRepository.open(MemoryStore(), create=True)
     m = stored(repo, manifest(new_backup_id(T0)))

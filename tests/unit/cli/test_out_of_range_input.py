@@ -1,0 +1,45 @@
+"""Durations and times beyond what a clock can hold are usage errors (exit 3), not crashes (exit 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lifeboat.catalog.layout import MARKER_KEY
+from tests.support.cli import Cli
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> str:
+    path = tmp_path / "repo"
+    path.mkdir()
+    (path / MARKER_KEY).write_text(json.dumps({"format": "lifeboat-repository", "version": 2}))
+    return str(path)
+
+
+@pytest.mark.parametrize("args", [
+    ["list", "--since", "99999999999d"],
+    ["list", "--since", "999999d"],
+    ["list", "--since", "0001-01-01T00:00:00+14:00"],
+    ["prune", "--dry-run", "--keep-within", "999999999d"],
+    ["prune", "--dry-run", "--keep-within", "99999999999d"],
+    ["prune", "--dry-run", "--keep-last", "1", "--recovery-window", "99999999999d"],
+    ["prune", "--dry-run", "--keep-last", "1", "--orphan-grace", "99999999999d"],
+    ["verify", "--drill", "--to-time", "0001-01-01T00:00:00+14:00"],
+    ["restore", "--dry-run", "--to-time", "0001-01-01T00:00:00+14:00"],
+])
+def test_a_duration_or_time_out_of_range_is_a_usage_error(
+    cli: Cli, repo: str, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(Path(repo).parent / "cache"))
+    code, _out, err = cli(*args, "--repo", repo)
+    assert code == 3, err
+    assert err.count("\n") == 1 and "unexpected" not in err
+
+
+def test_ages_within_a_century_still_list(cli: Cli, repo: str) -> None:
+    for since in ("36h", "520w", "2026-11-22", "0001-01-01T00:00:00-01:00"):
+        code, _out, err = cli("list", "--since", since, "--repo", repo, "--no-cache")
+        assert code == 0, err
