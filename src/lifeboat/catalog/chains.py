@@ -17,6 +17,7 @@ carry the revision range and the seen times, so the timeline is read from a list
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +33,8 @@ from lifeboat.catalog.layout import (
 from lifeboat.catalog.segments import Segment, SegmentHeader, decode_segment, encode_segment, read_header
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, UsageError
 from lifeboat.store.base import ObjectStore
+
+_log = logging.getLogger(__name__)
 
 CHAIN_FORMAT = 1
 
@@ -115,7 +118,7 @@ class ChainInfo:
             return cls(chain=str(raw["chain"]), cluster=str(raw["cluster"]),
                        base_backup=str(raw["base_backup"]), base_revision=int(raw["base_revision"]),
                        cluster_id=str(raw["cluster_id"]), started_at=str(raw["started_at"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise IntegrityError(f"chain record {where} is malformed: {exc}") from None
 
 
@@ -136,7 +139,7 @@ class Gap:
         try:
             raw = json.loads(data)
             return cls(str(raw["reason"]), int(raw["last_revision"]), _parse_time(raw["detected_at"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise IntegrityError(f"gap record {where} is malformed: {exc}") from None
 
 
@@ -155,7 +158,7 @@ class Heartbeat:
         try:
             raw = json.loads(data)
             return cls(int(raw["revision"]), _parse_time(raw["seen"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise IntegrityError(f"heartbeat {where} is malformed: {exc}") from None
 
 
@@ -219,8 +222,19 @@ class ChainStore:
         for obj in self.store.list(prefix):
             chain, _, rest = obj.key[len(prefix):].partition("/")
             grouped.setdefault(chain, []).append((rest, obj.size))
-        listings = [listing for chain in sorted(grouped)
-                    if (listing := self._listing(cluster, chain, grouped[chain])) is not None]
+        listings = []
+        for chain in sorted(grouped):
+            try:
+                listing = self._listing(cluster, chain, grouped[chain])
+            except NotFound:
+                continue  # deleted while listed (chain.json goes last): no chain any more
+            except IntegrityError as exc:
+                # One damaged record must not stop list, timeline, prune or capture of the rest.
+                _log.warning("%s; chain %s is left out of timelines, restores and pruning until "
+                             "the record is repaired", exc, chain)
+                continue
+            if listing is not None:
+                listings.append(listing)
         # Ids carry the second a chain started; two chains of one second sort by base revision.
         return sorted(listings, key=lambda c: (c.info.started_at, c.info.base_revision))
 
@@ -234,16 +248,22 @@ class ChainStore:
             ref for name, size in names if name.startswith(SEGMENTS_DIR)
             if (ref := parse_segment_name(name[len(SEGMENTS_DIR):], size)) is not None
         )
-        gap = Gap.from_json(self._get(base + GAP_NAME), base + GAP_NAME) if GAP_NAME in present else None
-        beat = (Heartbeat.from_json(self._get(base + HEARTBEAT_NAME), base + HEARTBEAT_NAME)
-                if HEARTBEAT_NAME in present else None)
+        gap_data = self._get(base + GAP_NAME) if GAP_NAME in present else None
+        gap = Gap.from_json(gap_data, base + GAP_NAME) if gap_data is not None else None
+        beat = None
+        if HEARTBEAT_NAME in present and (beat_data := self._get(base + HEARTBEAT_NAME)) is not None:
+            try:
+                beat = Heartbeat.from_json(beat_data, base + HEARTBEAT_NAME)
+            except IntegrityError as exc:  # it only dates an idle stretch: the chain is whole without it
+                _log.warning("%s; it is ignored", exc)
         return ChainListing(info, tuple(segments), gap, beat)
 
-    def _get(self, key: str) -> bytes:
+    def _get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it went since the listing (the chain is being deleted)."""
         try:
             return self.store.get_bytes(key)
         except NotFound:
-            return b"{}"
+            return None
 
     def segment_where(self, cluster: str, chain: str, ref: SegmentRef) -> str:
         return f"{self.store.url}/{segment_key(cluster, chain, ref.name)}"

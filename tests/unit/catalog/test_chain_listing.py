@@ -1,0 +1,73 @@
+"""A listing of capture chains survives one damaged record and a chain deleted while it lists."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+
+from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat
+from lifeboat.catalog.layout import CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, chain_object_key
+from lifeboat.store.base import ObjectInfo
+from lifeboat.store.memory import MemoryStore
+
+CLUSTER = "prod"
+GOOD, DAMAGED = "20261201T030000Z-aaaaaa", "20261201T040000Z-bbbbbb"
+
+
+def started(store: ChainStore, chain: str, base_revision: int) -> None:
+    store.start(ChainInfo(chain, CLUSTER, chain, base_revision, "abc", "2026-12-01T03:00:00Z"))
+
+
+HUGE = (b'{"format": 1, "chain": "c", "cluster": "prod", "base_backup": "c", "base_revision": 1e400, '
+        b'"cluster_id": "a", "started_at": "s", "reason": "r", "last_revision": 1e400, '
+        b'"detected_at": "2026-12-01T00:00:00Z"}')
+
+
+@pytest.mark.parametrize("record", [CHAIN_NAME, GAP_NAME])
+@pytest.mark.parametrize("damage", [b"{", b'{"format": 1}', b"[1, 2]", HUGE])
+def test_a_damaged_record_leaves_out_its_chain_only_and_says_so(
+    caplog: pytest.LogCaptureFixture, record: str, damage: bytes
+) -> None:
+    store = ChainStore(MemoryStore())
+    started(store, GOOD, 10)
+    started(store, DAMAGED, 20)
+    store.store.put_bytes(chain_object_key(CLUSTER, DAMAGED, record), damage)
+    with caplog.at_level(logging.WARNING):
+        chains = store.chains(CLUSTER)
+    assert [c.info.chain for c in chains] == [GOOD]
+    assert f"chain {DAMAGED} is left out" in caplog.text and record in caplog.text
+
+
+def test_a_damaged_heartbeat_is_ignored_and_its_chain_kept(caplog: pytest.LogCaptureFixture) -> None:
+    store = ChainStore(MemoryStore())
+    started(store, GOOD, 10)
+    store.store.put_bytes(chain_object_key(CLUSTER, GOOD, HEARTBEAT_NAME), b"not json")
+    with caplog.at_level(logging.WARNING):
+        (chain,) = store.chains(CLUSTER)
+    assert chain.heartbeat is None and "heartbeat" in caplog.text
+
+
+class DeletedWhileListed(MemoryStore):
+    """A listing that still shows the keys a concurrent ``delete_chain`` removes right after."""
+
+    def list(self, prefix: str, *, after: str = "") -> Iterator[ObjectInfo]:
+        listed = list(super().list(prefix, after=after))
+        for info in listed:
+            if info.key.startswith(chain_object_key(CLUSTER, DAMAGED, "")):
+                self.delete(info.key)
+        return iter(listed)
+
+
+@pytest.mark.parametrize("records", [(CHAIN_NAME,), (CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME)])
+def test_a_chain_deleted_while_listed_is_gone_not_an_error(records: tuple[str, ...]) -> None:
+    store = ChainStore(DeletedWhileListed())
+    started(store, GOOD, 10)
+    started(store, DAMAGED, 20)
+    if GAP_NAME in records:
+        moment = datetime(2026, 12, 1, 4, 30, tzinfo=timezone.utc)
+        store.record_gap(CLUSTER, DAMAGED, Gap("compacted", 25, moment))
+        store.beat(CLUSTER, DAMAGED, Heartbeat(25, moment))
+    assert [c.info.chain for c in store.chains(CLUSTER)] == [GOOD]
