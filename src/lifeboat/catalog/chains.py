@@ -271,7 +271,8 @@ class ChainStore:
     def fetch_segment(self, cluster: str, chain: str, ref: SegmentRef,
                       identities: Sequence[Identity] | None) -> bytes:
         """A segment's raw bytes: downloaded, decrypted, decompressed (not yet checked)."""
-        return decompressed(self.fetch_compressed(cluster, chain, ref, identities))
+        return decompressed(self.fetch_compressed(cluster, chain, ref, identities),
+                            self.segment_where(cluster, chain, ref))
 
     def fetch_compressed(self, cluster: str, chain: str, ref: SegmentRef,
                          identities: Sequence[Identity] | None) -> bytes:
@@ -285,6 +286,8 @@ class ChainStore:
         except NotFound:
             raise IntegrityError(f"capture segment {self.store.url}/{key} is missing; "
                                  "the chain cannot be replayed past it") from None
+        except IntegrityError as exc:
+            raise IntegrityError(f"capture segment {self.store.url}/{key}: {exc}") from None
 
     def read_segment(self, cluster: str, chain: str, ref: SegmentRef,
                      identities: Sequence[Identity] | None) -> Segment:
@@ -322,9 +325,14 @@ class ChainStore:
         self.store.delete(prefix + CHAIN_NAME)
 
 
-def decompressed(stored: bytes) -> bytes:
-    """The raw bytes of a segment's zstd frame (IntegrityError when it is damaged)."""
-    return b"".join(decompressing([stored]))
+def decompressed(stored: bytes, where: str | None = None) -> bytes:
+    """The raw bytes of a segment's zstd frame (IntegrityError, naming ``where``, when it is damaged)."""
+    try:
+        return b"".join(decompressing([stored]))
+    except IntegrityError as exc:
+        if where is None:
+            raise
+        raise IntegrityError(f"capture segment {where}: {exc}") from None
 
 
 def _require_as_named(found: SegmentHeader | Segment, where: str, cluster: str, chain: str,

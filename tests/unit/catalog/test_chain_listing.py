@@ -1,4 +1,4 @@
-"""A listing of capture chains survives one damaged record and a chain deleted while it lists."""
+"""Capture chains read back: one damaged record or a chain deleted while listed stops nothing; a damaged segment is named."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat
 from lifeboat.catalog.layout import CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, chain_object_key
+from lifeboat.catalog.segments import Predecessor
+from lifeboat.errors import IntegrityError
 from lifeboat.store.base import ObjectInfo
 from lifeboat.store.memory import MemoryStore
+from tests.unit.catalog.capture_records import put, segment
 
 CLUSTER = "prod"
 GOOD, DAMAGED = "20261201T030000Z-aaaaaa", "20261201T040000Z-bbbbbb"
@@ -71,3 +74,21 @@ def test_a_chain_deleted_while_listed_is_gone_not_an_error(records: tuple[str, .
         store.record_gap(CLUSTER, DAMAGED, Gap("compacted", 25, moment))
         store.beat(CLUSTER, DAMAGED, Heartbeat(25, moment))
     assert [c.info.chain for c in store.chains(CLUSTER)] == [GOOD]
+
+
+@pytest.mark.parametrize("damage", ["flip", "cut"])
+def test_a_damaged_segment_is_named_in_the_error(damage: str) -> None:
+    # zstd's own message ("Restored data doesn't match checksum") names no object.
+    store = ChainStore(MemoryStore())
+    original = segment(Predecessor("base", 10, GOOD), (11, 0.1, [put(b"/a", b"x" * 4000, 11, 11, 1)]))
+    ref = store.commit_segment(original, (), 1)
+    key = chain_object_key(original.cluster, original.chain, "segments/" + ref.name)
+    stored = bytearray(store.store.get_bytes(key))
+    if damage == "flip":
+        stored[len(stored) // 2] ^= 0xFF
+    else:
+        del stored[-6:]
+    store.store.delete(key)
+    store.store.put_bytes(key, bytes(stored))
+    with pytest.raises(IntegrityError, match=f"capture segment .*{ref.name}: compressed object"):
+        store.read_segment(original.cluster, original.chain, ref, None)
