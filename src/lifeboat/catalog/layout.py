@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from lifeboat.catalog.ids import is_backup_id
+
 MARKER_KEY = "lifeboat-repository.json"
 CLUSTERS = "clusters/"
 
@@ -208,7 +210,9 @@ class RecordsInFlatFolders(Layout):
     def _record_outside(self, cluster: str, folder: str, name: str) -> BackupObjectName | None:
         kind = self.kinds.get(folder)
         backup_id = name.removesuffix(RECORD_SUFFIX)
-        if kind is None or not backup_id or backup_id == name:
+        # A name lifeboat never writes (``notes.json``) is no backup's: listed as a damaged
+        # backup, it could never be deleted by id.
+        if kind is None or backup_id == name or not is_backup_id(backup_id):
             return None
         return BackupObjectName(cluster, backup_id, kind)
 

@@ -62,6 +62,19 @@ def test_objects_of_other_kinds_are_not_a_backups(layout: Layout) -> None:
         assert layout.parse(key) is None, key
 
 
+def test_a_file_in_the_flat_folders_that_is_no_backup_ids_is_not_a_backup() -> None:
+    # Listed as a damaged backup "notes", it could not be removed: delete refuses a non-id.
+    store = MemoryStore()
+    repo = BackupRepository.open(store, create=True)
+    for key in ("clusters/prod/manifests/notes.json", "clusters/prod/pins/notes.json",
+                f"clusters/prod/manifests/{BACKUP.upper()}.json"):
+        assert FORMAT_2.parse(key) is None, key
+        store.put_bytes(key, b"{}")
+    listing = repo.scan()
+    assert (listing.backups, listing.damaged) == ((), ())
+    assert list(repo.backup_objects()) == [] and repo.pins() == {}
+
+
 def test_a_pin_json_inside_a_capture_chain_is_not_a_pin() -> None:
     store = MemoryStore()
     repo = BackupRepository.open(store, create=True)

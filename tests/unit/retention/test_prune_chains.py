@@ -78,8 +78,8 @@ def synthetic_of(backup_id: str, revision: int, seen_day: float, taken_day: floa
     return manifest(backup_id, revision, taken_day * DAY).model_copy(update={"labels": labels})
 
 
-S1 = synthetic_of("20261112T000000Z-ssssss", 1150, 10.5, 12)  # inside segment 1101..1200
-S2 = synthetic_of("20261206T000000Z-tttttt", 3600, 35.5, 36)
+S1 = synthetic_of("20261112T000000Z-5e5e5e", 1150, 10.5, 12)  # inside segment 1101..1200
+S2 = synthetic_of("20261206T000000Z-eeeeee", 3600, 35.5, 36)
 
 
 def folded_repo(*synthetic: Manifest, days: int = 39) -> BackupRepository:
@@ -128,7 +128,7 @@ def test_a_synthetic_backup_lets_the_old_base_and_the_segments_it_folded_go() ->
 
 def test_recovery_window_keeps_the_newest_base_seen_before_it_starts_and_folds_the_rest() -> None:
     repo = folded_repo(S1, S2)
-    plain = manifest("20261201T000000Z-pppppp", 3000, 30 * DAY)  # the policy's "newest before the window"
+    plain = manifest("20261201T000000Z-dddddd", 3000, 30 * DAY)  # the policy's "newest before the window"
     committed(repo, plain)
     plan = plan_prune(repo, parse_policies({"recovery-window": "7d"}), NOW)  # starts at day 33
     decisions = {d.backup.id: d for d in plan.retention.decisions}
@@ -141,7 +141,7 @@ def test_recovery_window_keeps_the_newest_base_seen_before_it_starts_and_folds_t
 
 
 def test_a_synthetic_backup_counts_as_taken_when_capture_saw_its_revision() -> None:
-    written_late = synthetic_of("20261208T000000Z-llllll", 1150, 10.5, 38)  # state of day 10, written day 38
+    written_late = synthetic_of("20261208T000000Z-111111", 1150, 10.5, 38)  # state of day 10, written day 38
     repo = folded_repo(written_late)
     plan = plan_prune(repo, parse_policies({"recovery-window": "7d"}), NOW)
     decisions = {d.backup.id: d for d in plan.retention.decisions}
@@ -151,7 +151,7 @@ def test_a_synthetic_backup_counts_as_taken_when_capture_saw_its_revision() -> N
 
 def test_recovery_window_reaching_before_every_synthetic_backup_keeps_the_chain_whole() -> None:
     repo = folded_repo(S1, S2)
-    committed(repo, manifest("20261104T000000Z-pppppp", 350, 3 * DAY))
+    committed(repo, manifest("20261104T000000Z-dddddd", 350, 3 * DAY))
     plan = plan_prune(repo, parse_policies({"recovery-window": "35d"}), NOW)  # starts at day 5
     decisions = {d.backup.id: d for d in plan.retention.decisions}
     assert decisions[B.id].verdict is Verdict.KEEP
@@ -188,7 +188,7 @@ def test_an_interrupted_fold_is_finished_by_the_next_prune() -> None:
 
 
 def test_the_chains_newest_segment_stays_so_capture_resumes_after_it() -> None:
-    end = synthetic_of("20261206T000000Z-uuuuuu", 4000, 38.9, 39)
+    end = synthetic_of("20261206T000000Z-ffffff", 4000, 38.9, 39)
     repo = folded_repo(end)
     apply_prune(repo, plan_prune(repo, parse_policies({"keep-last": 1}), NOW))
     assert segments_of(repo) == [3901]
@@ -199,7 +199,7 @@ def test_the_chains_newest_segment_stays_so_capture_resumes_after_it() -> None:
 
 def test_a_chain_goes_whole_once_none_of_its_bases_is_kept() -> None:
     repo = folded_repo(S1)
-    newer = manifest("20261209T000000Z-nnnnnn", 5000, 39 * DAY)
+    newer = manifest("20261209T000000Z-222222", 5000, 39 * DAY)
     committed(repo, newer)
     plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
     (chain,) = plan.chains
