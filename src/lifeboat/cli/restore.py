@@ -181,19 +181,23 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
             "changed this node; starting a new restore")
     if journal is not None and resuming:
         if backup_id not in ("latest", journal.backup_id):
-            raise UsageError(f"an unfinished restore of backup {journal.backup_id} is journaled in {path}; "
-                             f"re-run with {journal.backup_id} to resume it, or roll it back with --rollback")
+            raise UsageError(journal.resume_hint(path))
         backup_id = journal.backup_id
         target = replace(target, token=args.initial_cluster_token or journal.token)
     repo = open_repository(args)
     identities = load_identities(args.identity) if args.identity else None
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
     manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
+    point_revision = point.revision if point is not None else None
+    if journal is not None and resuming and point_revision != journal.point_revision:
+        # Its snapshot was (or is being) replayed to the journaled point: resuming it for another
+        # point would restore the wrong revision after the old data dir was moved aside.
+        raise UsageError(journal.resume_hint(path))
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(repo.clock.now())
     if journal is None or not resuming:
         check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)
         _refuse_while_quorum(args, manifest)
-        journal = _new_journal(manifest, target, stamp)
+        journal = _new_journal(manifest, target, stamp, point_revision)
     version = manifest.source.etcd_version
     tool = restore_tool(args, version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
@@ -388,9 +392,10 @@ def _cluster_settings(args: argparse.Namespace, discovered: EtcdDiscovery | None
     return settings
 
 
-def _new_journal(manifest: Manifest, target: RestoreTarget, stamp: str) -> Journal:
+def _new_journal(manifest: Manifest, target: RestoreTarget, stamp: str, point_revision: int | None) -> Journal:
     return Journal(backup_id=manifest.id, cluster=manifest.cluster, data_dir=str(target.data_dir),
-                   name=target.name, initial_cluster=target.initial_cluster, token=target.token, stamp=stamp)
+                   name=target.name, initial_cluster=target.initial_cluster, token=target.token, stamp=stamp,
+                   point_revision=point_revision)
 
 
 def _print_plan(args: argparse.Namespace, plan: RestorePlan, done: tuple[str, ...]) -> None:

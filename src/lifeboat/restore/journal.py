@@ -67,11 +67,21 @@ class Journal:
     # only read and downloaded, and its journal blocks nothing (see ``unfinished``).
     node_changed: bool = False
     format: Literal[1] = JOURNAL_FORMAT
+    # --to-revision/--to-time: the revision the base is replayed to; None: the backup as it is.
+    # Its fetched snapshot is replayed in place, so only the same point can resume it.
+    point_revision: int | None = None
 
     @property
     def unfinished(self) -> bool:
         """A restore that changed the node and neither finished nor was rolled back: resume or roll it back."""
         return self.node_changed and not self.finished and not self.rolled_back
+
+    def resume_hint(self, path: Path) -> str:
+        """Why a restore asked for something else cannot start, and how to resume this one."""
+        flags = f"{self.backup_id}" + (f" --to-revision {self.point_revision}" if self.point_revision is not None else "")
+        what = f"{self.backup_id}" + (f" to revision {self.point_revision}" if self.point_revision is not None else "")
+        return (f"an unfinished restore of backup {what} is journaled in {path}; re-run with {flags} "
+                "to resume it, or roll it back with --rollback")
 
     def with_done(self, step_key: str, rollback: bool = False) -> Journal:
         if rollback:

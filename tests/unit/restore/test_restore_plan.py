@@ -244,6 +244,17 @@ def test_a_journal_with_a_wrong_type_or_unknown_key_is_refused_naming_it(
         load_journal(path)
 
 
+def test_a_journal_of_a_point_restore_keeps_its_point_and_asks_for_it_to_resume(tmp_path: Path) -> None:
+    # Its fetched snapshot is replayed in place: resumed as a restore of the plain backup (or of
+    # another point), the replayed db was restored after the old data dir was moved aside.
+    path = journal_path(tmp_path / "etcd")
+    save_journal(path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp", point_revision=9000))
+    loaded = load_journal(path)
+    assert loaded is not None and loaded.point_revision == 9000
+    assert "re-run with id --to-revision 9000 to resume it" in loaded.resume_hint(path)
+    assert "re-run with id to resume" in Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp").resume_hint(path)
+
+
 def test_a_journal_from_before_node_changed_was_recorded_counts_as_having_changed_the_node(tmp_path: Path) -> None:
     path = journal_path(tmp_path / "etcd")
     save_journal(path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
