@@ -19,6 +19,7 @@ from pathlib import Path
 from lifeboat.catalog.manifest_cache import CACHE_DIR_ENV, ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import CONFIG_ENV, FlagValue, ResolvedConfig, resolve_config, store_environ
+from lifeboat.config.values import LONGEST_DURATION
 from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
@@ -66,9 +67,9 @@ def add_etcd_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate [$ETCDCTL_CACERT]")
     g.add_argument("--cert", metavar="FILE", help="client certificate [$ETCDCTL_CERT]")
     g.add_argument("--key", metavar="FILE", help="client certificate's key [$ETCDCTL_KEY]")
-    g.add_argument("--dial-timeout", metavar="SECONDS", type=_seconds,
+    g.add_argument("--dial-timeout", metavar="SECONDS", type=positive_seconds,
                    help="time to connect to one endpoint (default 5) [$ETCDCTL_DIAL_TIMEOUT]")
-    g.add_argument("--command-timeout", metavar="SECONDS", type=_seconds,
+    g.add_argument("--command-timeout", metavar="SECONDS", type=positive_seconds,
                    help="deadline of each request (default 10) [$ETCDCTL_COMMAND_TIMEOUT]")
 
 
@@ -108,14 +109,15 @@ def _manifest_cache(args: argparse.Namespace, url: str) -> ManifestCache | None:
     return ManifestCache((args.cache_dir or default_cache_dir(os.environ)).absolute(), url)
 
 
-def _seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """A timeout flag: seconds, more than 0 and at most a century (``nan`` and ``inf`` are refused)."""
     value = text.strip().removesuffix("s")
     try:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    if not 0 < seconds <= LONGEST_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds and at most 100 years, got {text!r}")
     return seconds
 
 

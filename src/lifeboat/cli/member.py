@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lifeboat.cli.connect import add_command, add_etcd_flags, add_root_flag, etcd_settings
+from lifeboat.cli.connect import add_command, add_etcd_flags, add_root_flag, etcd_settings, positive_seconds
 from lifeboat.cli.output import emit_json
 from lifeboat.clock import SystemClock
 from lifeboat.errors import UsageError
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--start-command", metavar="SHELL",
                    help="shell command that starts etcd for NAME and returns, e.g. 'systemctl start "
                         "etcd'; without it lifeboat prints the flags and waits for you to start it")
-    p.add_argument("--timeout", type=float, default=300, metavar="SECONDS",
+    p.add_argument("--timeout", type=positive_seconds, default=300, metavar="SECONDS",
                    help="how long to wait for the member to start and to catch up (default 300)")
     p.add_argument("--force", action="store_true", help="replace the member even though it is healthy")
     p.add_argument("--dry-run", action="store_true", help="print the steps and change nothing")

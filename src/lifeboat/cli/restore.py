@@ -13,7 +13,10 @@ from pathlib import Path
 
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.cli.connect import add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository
+from lifeboat.cli.connect import (
+    add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+    positive_seconds,
+)
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
 from lifeboat.clock import SystemClock
@@ -75,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="raise the restored revision by N and compact there (default 1000000000; 0: "
                         "no bump); lifeboat's writer does it as it writes the data dir; with --restore-with "
                         "tool, the tool if it can, else lifeboat after it")
-    p.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--wait-timeout", type=positive_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for the restored member to serve (default 300)")
     p.add_argument("--no-auto-rollback", action="store_true",
                    help="if the restored single member fails to start, leave it for inspection")

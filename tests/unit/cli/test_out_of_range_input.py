@@ -43,3 +43,17 @@ def test_ages_within_a_century_still_list(cli: Cli, repo: str) -> None:
     for since in ("36h", "520w", "2026-11-22", "0001-01-01T00:00:00-01:00"):
         code, _out, err = cli("list", "--since", since, "--repo", repo, "--no-cache")
         assert code == 0, err
+
+
+@pytest.mark.parametrize(("flag", "command"), [
+    ("--wait-timeout", ["restore", "latest", "--dry-run"]),
+    ("--timeout", ["member", "replace", "m1", "--dry-run"]),
+    ("--command-timeout", ["backup"]),
+])
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-5"])
+def test_a_timeout_that_is_no_positive_number_is_refused_before_anything_runs(
+    cli: Cli, repo: str, flag: str, command: list[str], value: str
+) -> None:
+    # A restore took --wait-timeout -5 and only failed (and rolled back) once etcd was restored.
+    code, _out, err = cli(*command, flag, value, "--repo", repo)
+    assert code == 3 and f"argument {flag}: must be more than 0 seconds" in err, err
