@@ -207,6 +207,8 @@ def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_
     code, _out, err = cli("restore", "--to-revision", str(point), *flags)
     assert code == 1 and ("damaged" in err or "corrupt" in err), err
     assert not [p for p in node.root.rglob("*") if p.name.endswith(".segments")]
+    assert not [p for p in node.root.rglob("*.lifeboat-work/snapshot.db")], \
+        "the decrypted base of a refused replay is removed, as a fetch that failed its checks removes it"
     with tls_client(url, pki) as c:
         assert full_state(c, point) == expected, "a refused replay leaves the node's etcd as it was"
     segment.write_bytes(intact)

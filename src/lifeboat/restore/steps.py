@@ -329,8 +329,14 @@ class ReplayCapture(PreparingStep):
             return  # replayed before an interruption that came before the journal entry
         # The fetched base was checked (FetchSnapshot); the file gets its new trailer from the
         # sha256 the writer computed as it wrote it, so the next step need not hash it.
-        build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
-                             survey=survey)
+        try:
+            build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
+                                 survey=survey)
+        except IntegrityError:
+            # A damaged or missing segment: this point cannot be restored from this chain, so the
+            # decrypted base (every Secret of the cluster) goes, as a fetch that failed its checks does.
+            self.snapshot.unlink(missing_ok=True)
+            raise
         ctx.checked.record(self.snapshot)
 
 
