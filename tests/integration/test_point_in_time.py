@@ -242,8 +242,9 @@ def test_a_damaged_or_missing_segment_is_refused_never_skipped(
     data[len(data) // 2] ^= 0xFF
     middle.write_bytes(bytes(data))
     point = find_point(repo, "prod", PointTarget(revision=revisions[-1]), None)
-    with pytest.raises(IntegrityError, match="damaged|corrupt"):
+    with pytest.raises(IntegrityError, match="damaged|corrupt") as refused:
         build_point_snapshot(repo, point, None, tmp_path / "out.db")
+    assert middle.name in str(refused.value), "the error names the damaged segment"
     assert not (tmp_path / "out.db").exists()
     assert not (tmp_path / "out.db.segments").exists(), "segments fetched ahead must be cleaned up too"
     with ChainSurvey(repo, point, None, tmp_path / "ahead") as survey:  # closed before it finished

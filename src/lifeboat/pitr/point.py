@@ -249,7 +249,11 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
         stored = store.fetch_compressed(chain.info.cluster, chain.info.chain, ref, identities)
         buffer = buffers.get_nowait()
         try:
-            size = buffer.decompress(stored)
+            try:
+                size = buffer.decompress(stored)
+            except IntegrityError as exc:  # zstd's message names no object
+                where = store.segment_where(chain.info.cluster, chain.info.chain, ref)
+                raise IntegrityError(f"capture segment {where}: {exc}") from None
             header = store.check_header(buffer.data, chain.info.cluster, chain.info.chain, ref, size)
         except BaseException:
             buffers.put(buffer)
