@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -287,7 +288,7 @@ class ChainStore:
             raise IntegrityError(f"capture segment {self.store.url}/{key} is missing; "
                                  "the chain cannot be replayed past it") from None
         except IntegrityError as exc:
-            raise IntegrityError(f"capture segment {self.store.url}/{key}: {exc}") from None
+            raise _naming(f"{self.store.url}/{key}", exc) from None
 
     def read_segment(self, cluster: str, chain: str, ref: SegmentRef,
                      identities: Sequence[Identity] | None) -> Segment:
@@ -327,12 +328,24 @@ class ChainStore:
 
 def decompressed(stored: bytes, where: str | None = None) -> bytes:
     """The raw bytes of a segment's zstd frame (IntegrityError, naming ``where``, when it is damaged)."""
-    try:
+    if where is None:
         return b"".join(decompressing([stored]))
+    with segment_named(where):
+        return b"".join(decompressing([stored]))
+
+
+def _naming(where: str, damage: IntegrityError) -> IntegrityError:
+    """``damage`` found in the capture segment ``where`` (zstd's and age's messages name no object)."""
+    return IntegrityError(f"capture segment {where}: {damage}")
+
+
+@contextmanager
+def segment_named(where: str) -> Iterator[None]:
+    """Damage found inside the block is an IntegrityError naming the capture segment ``where``."""
+    try:
+        yield
     except IntegrityError as exc:
-        if where is None:
-            raise
-        raise IntegrityError(f"capture segment {where}: {exc}") from None
+        raise _naming(where, exc) from None
 
 
 def _require_as_named(found: SegmentHeader | Segment, where: str, cluster: str, chain: str,

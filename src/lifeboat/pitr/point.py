@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentRef
+from lifeboat.catalog.chains import SegmentRef, segment_named
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
@@ -249,11 +249,8 @@ def _download(repo: BackupRepository, point: RestorePoint, identities: Sequence[
         stored = store.fetch_compressed(chain.info.cluster, chain.info.chain, ref, identities)
         buffer = buffers.get_nowait()
         try:
-            try:
+            with segment_named(store.segment_where(chain.info.cluster, chain.info.chain, ref)):
                 size = buffer.decompress(stored)
-            except IntegrityError as exc:  # zstd's message names no object
-                where = store.segment_where(chain.info.cluster, chain.info.chain, ref)
-                raise IntegrityError(f"capture segment {where}: {exc}") from None
             header = store.check_header(buffer.data, chain.info.cluster, chain.info.chain, ref, size)
         except BaseException:
             buffers.put(buffer)
