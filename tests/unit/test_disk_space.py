@@ -125,6 +125,11 @@ def test_restore_refuses_at_preflight_before_it_fetches_or_stops_anything(tmp_pa
     assert all(j.done == () for j in saved)
 
 
+def test_restore_asks_room_for_one_wal_segment_as_etcd_preallocates_it(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)  # the fake tool cannot bump: lifeboat bumps a copy, three db-sized files
+    assert plan.steps[0].need_bytes == 3 * 4096 + 64 * 1000 * 1000  # type: ignore[attr-defined]
+
+
 class NoSnapshot:
     """The etcd double's members and status; a snapshot stream that must not be asked for."""
 

@@ -16,8 +16,8 @@ from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.restore.journal import Journal
+from lifeboat.restore.member_files import WAL_SEGMENT_BYTES
 from lifeboat.restore.steps import (
-    WAL_SEGMENT,
     BumpRevision,
     CleanUp,
     DropSnapshot,
@@ -140,7 +140,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     paths = RestorePaths(t.data_dir, inputs.stamp)
     apiserver = sup.manages("kube-apiserver")
     # The snapshot, the restored db, a WAL segment; and the bumped db's copy when lifeboat bumps.
-    need = (3 if native else 2) * m.snapshot.total_size + WAL_SEGMENT
+    need = (3 if native else 2) * m.snapshot.total_size + WAL_SEGMENT_BYTES
     steps: list[Step] = [
         Preflight("preflight", data_dir=t.data_dir, tool=inputs.tool.describe(),
                   etcd_version=m.source.etcd_version, need_bytes=need),

@@ -46,10 +46,6 @@ from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
 from lifeboat.verify.backup import verify_backup
 
-# etcd preallocates each WAL segment at 64 MB (wal.SegmentSizeBytes).
-WAL_SEGMENT = 64 * 1024 * 1024
-
-
 class RestoreTool(Protocol):
     """What the restore needs of ``etcd.binaries.RestoreTool`` (fakes stand in for unit tests)."""
 
