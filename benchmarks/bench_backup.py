@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
 import pyrage  # noqa: E402
 
 from benchmarks import rss  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, SHAPES, shaped_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, SHAPES, results_dir, shaped_snapshot  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
@@ -113,7 +113,7 @@ def main() -> None:
         running.callback(member.stop)
         seaweed = None if args.no_s3 else running.enter_context(SeaweedServer(weed(), work / "seaweed"))
         results = run_rounds(member, work, seaweed, args.rounds, args.only, args.also)
-    report(results, snapshot, BENCH_WORK if work == BENCH_WORK / "backup-run" else work)
+    report(results, snapshot, results_dir(work, BENCH_WORK / "backup-run"))
 
 
 def run_rounds(member: EtcdMember, work: Path, seaweed: SeaweedServer | None,

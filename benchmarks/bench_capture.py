@@ -21,7 +21,8 @@ time, revision and latency. Measured:
 * **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
   revision (``build_point_snapshot`` with the base already fetched), events per second.
 
-Results go to ``bench-work/bench_capture.json`` and a Markdown table on stdout. The machine
+Results go to ``bench-work/bench_capture-<flush>-nice<n>.json`` (in the ``--work`` dir when one
+other than the default is given) and a Markdown table on stdout. The machine
 is shared: run alternating rounds and read the numbers with that in mind.
 """
 
@@ -43,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
-from benchmarks.dataset import BENCH_WORK  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, results_dir  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
 from lifeboat.etcd import ConnectionSettings, EtcdClient  # noqa: E402
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point  # noqa: E402
@@ -268,7 +269,8 @@ def main() -> None:
               **summary(rounds, args.rate, args.seconds), "pitr": pitr,
               "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
               "rounds": [{"mode": r["mode"], "writes": len(r["writes"])} for r in rounds]}  # type: ignore[arg-type]
-    (BENCH_WORK / f"bench_capture-{args.flush_interval}-nice{args.nice}.json").write_text(json.dumps(result, indent=2))
+    out_dir = results_dir(work, BENCH_WORK / "capture")
+    (out_dir / f"bench_capture-{args.flush_interval}-nice{args.nice}.json").write_text(json.dumps(result, indent=2))
     print(f"| metric | value |\n| --- | --- |")
     for key, value in result.items():
         if key != "rounds":

@@ -11,7 +11,8 @@ the benchmark waits until the chain reaches the last revision written.
 Measured: capture's peak RSS (its ``VmHWM``, and the largest ``VmRSS`` sampled every 0.25 s,
 with the time it was seen), and the chain: one chain, no gap, no overlap, ending at the last
 revision written. ``--rev main,HEAD`` runs each revision in turn against the same servers,
-for an A/B. Results go to ``bench-work/bench_capture_outage.json`` and a table on stdout.
+for an A/B. Results go to ``bench-work/bench_capture_outage-<mode>.json`` (in the
+``--work`` dir when one other than the default is given) and a table on stdout.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
 from benchmarks.bench_capture import LIFEBOAT, load  # noqa: E402
-from benchmarks.dataset import BENCH_WORK  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, results_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainStore  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
@@ -139,7 +140,8 @@ def main() -> None:
             results.append(outage_round(rev, endpoint, seaweed, work, args))
             print(json.dumps(results[-1]), flush=True)
     result = {"load_average_1m_before_after": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}", "rounds": results}
-    (BENCH_WORK / f"bench_capture_outage-{args.mode}.json").write_text(json.dumps(result, indent=2))
+    out_dir = results_dir(work, BENCH_WORK / "capture-outage")
+    (out_dir / f"bench_capture_outage-{args.mode}.json").write_text(json.dumps(result, indent=2))
     keys = list(results[0])
     print("| " + " | ".join(keys) + " |\n|" + " --- |" * len(keys))
     for r in results:

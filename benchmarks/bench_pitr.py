@@ -1,9 +1,10 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
 Usage: ``python benchmarks/bench_pitr.py [--events N] [--rounds R] [--store s3|dir] [--size-mib M]
-[--rev COMMIT] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
+[--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
 
-Set-up (cached in ``bench-work/pitr/``, reused by later runs):
+Set-up (cached in the work dir, ``--work``, default ``bench-work/pitr/``, reused by later runs
+in the same work dir):
 
 * the ~1 GB Kubernetes-like snapshot (``benchmarks/dataset.py``, cached in ``bench-work``) is
   served by etcd 3.5.1 and backed up with ``lifeboat backup`` into the repository (SeaweedFS S3
@@ -25,8 +26,9 @@ each ending with a started, healthy member:
 * downloading every segment of the chain from the store (as the restore does: one at a time).
 
 Target (issue #8): the first ≤ 1.5 × (the second + the third). The apply rate is the events
-divided by the restore's ``replay-capture`` step. Results go to ``bench-work/bench_pitr.json``
-and a Markdown table on stdout.
+divided by the restore's ``replay-capture`` step. Results go to ``bench-work/bench_pitr.json`` (in
+the ``--work`` dir when one other than the default is given; ``--json`` names another file) and a
+Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ if str(REPO) not in sys.path:
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
 from benchmarks import rss  # noqa: E402
 from benchmarks.bench_restore import take_backup, wait_answers  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot, results_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
 from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment  # noqa: E402
@@ -212,12 +214,17 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--setup-only", action="store_true", help="write the base and the chain, time nothing")
     parser.add_argument("--rev", default="HEAD", help="the commit whose lifeboat restores (default HEAD)")
-    parser.add_argument("--json", type=Path, default=BENCH_WORK / "bench_pitr.json",
-                        help="where the results go (default bench-work/bench_pitr.json)")
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "pitr",
+                        help="work dir: the cached base and chain, the node (default bench-work/pitr; "
+                        "another one lets two runs not clash, and sets the chain up there once)")
+    parser.add_argument("--json", type=Path,
+                        help="where the results go (default bench_pitr.json in bench-work, or in --work when given)")
     args = parser.parse_args()
     db = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
-    work = BENCH_WORK / "pitr"
+    work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
+    if args.json is None:
+        args.json = results_dir(work, BENCH_WORK / "pitr") / "bench_pitr.json"
     env = frozen_source(args.rev)
     if args.store == "dir":
         run(work, str(work / f"repo-{args.events}"), env, db, args)

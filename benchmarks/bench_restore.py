@@ -22,7 +22,8 @@ processes: lifeboat with the ``etcdutl`` it starts; by hand each of its commands
 ``lifeboat`` process's own (by hand: the largest command's own), and its process tree's, which
 includes ``etcdutl``'s mapping of the whole restored db (etcd's backend maps it with
 ``MAP_POPULATE``: about the db's size in file pages, the same by hand). The etcd member itself,
-the same in both cases, is in neither. Results go to ``bench-work/bench_restore.json``.
+the same in both cases, is in neither. Results go to ``bench-work/bench_restore.json`` (in the
+``--work`` dir when one other than the default is given).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import rss  # noqa: E402
 from benchmarks.bench_backup import LIFEBOAT, frozen_source, serve  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, make_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, make_snapshot, results_dir  # noqa: E402
 from benchmarks.teardown import on_termination  # noqa: E402
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.node import demo_member, make_node  # noqa: E402
@@ -200,7 +201,7 @@ def main() -> None:
         if args.also:
             variants[f" [{args.also}]"] = dict(env, PYTHONPATH=frozen_source(args.also)["PYTHONPATH"])
         results = run_rounds(work, repo, key, variants, args.rounds, not args.no_bumped, args.with_tool)
-    report(results, snapshot)
+    report(results, snapshot, results_dir(work, BENCH_WORK / "restore-run"))
 
 
 def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, str]], rounds: int,
@@ -238,7 +239,7 @@ def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, st
     return results
 
 
-def report(results: dict[str, list[Run]], snapshot: Path) -> None:
+def report(results: dict[str, list[Run]], snapshot: Path, out_dir: Path) -> None:
     base = statistics.median(r.wall_s for r in next(iter(results.values())))
     rows = []
     for name, runs in results.items():
@@ -248,7 +249,7 @@ def report(results: dict[str, list[Run]], snapshot: Path) -> None:
                      "cpu_s": round(statistics.median(r.cpu_s for r in runs), 2),
                      "peak_rss_mb": round(max(r.own_peak_bytes for r in runs) / 1e6, 1),
                      "tree_peak_rss_mb": round(max(r.tree_peak_bytes for r in runs) / 1e6, 1)})
-    (BENCH_WORK / "bench_restore.json").write_text(json.dumps(
+    (out_dir / "bench_restore.json").write_text(json.dumps(
         {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size, "cpus": os.cpu_count(),
          "load_after": os.getloadavg(), "results": rows}, indent=2))
     print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(rows[0]['runs_s'])} rounds, "  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """lifeboat's bbolt writer side by side with ``etcdutl snapshot restore`` of the same file.
 
 Usage: ``python benchmarks/bench_writer.py [--size-mib N] [--small-keys K] [--rounds R]
-[--append-rows A]``.
+[--append-rows A] [--work DIR]``.
 
 Three shapes, each timed in fresh processes with the two tools alternating round by round
 (after one untimed warm-up each, so both read the source from the page cache):
@@ -15,7 +15,8 @@ Three shapes, each timed in fresh processes with the two tools alternating round
   db in one ``write_db``: rows per second, in-process.
 
 Every output is checked by ``lifeboat snapshot check`` once (not timed). Results go to
-``bench-work/bench_writer.json``; ``docs/benchmarks.md`` reports the ratios.
+``bench-work/bench_writer.json`` (in the ``--work`` dir when one other than the default is given);
+``docs/benchmarks.md`` reports the ratios.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ for entry in (REPO, REPO / "src"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from benchmarks.dataset import BENCH_WORK, make_many_keys_snapshot, make_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, make_many_keys_snapshot, make_snapshot, results_dir  # noqa: E402
 from lifeboat.etcdapi.wire import write_varint  # noqa: E402
 from lifeboat.snapshot import snapshot_status  # noqa: E402
 from lifeboat.snapshot.check import check_snapshot  # noqa: E402
@@ -123,16 +124,18 @@ def main() -> None:
     parser.add_argument("--small-keys", type=int, default=450_000)
     parser.add_argument("--append-rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=BENCH_WORK / "writer-run",
+                        help="work dir, emptied first (default bench-work/writer-run)")
     args = parser.parse_args()
     big = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
     small = make_many_keys_snapshot(BENCH_WORK / f"small-keys-{args.small_keys}.db", args.small_keys)
-    work = BENCH_WORK / "writer-run"
+    work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     results = [compare("large values", big, work, args.rounds),
                compare("many small keys", small, work, args.rounds)]
     appended = append_rate(small, work, args.append_rows)
-    (BENCH_WORK / "bench_writer.json").write_text(json.dumps(
+    (results_dir(work, BENCH_WORK / "writer-run") / "bench_writer.json").write_text(json.dumps(
         {"shapes": results, "append": appended}, indent=2))
     print("| shape | db | keys | etcdutl snapshot restore | lifeboat bumped copy | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -30,6 +30,13 @@ RESOURCES = ("pods", "configmaps", "secrets", "deployments", "replicasets", "eve
 KEYS_PER_ROUND = 20_000
 
 
+def results_dir(work: Path, default_work: Path) -> Path:
+    """Where a benchmark writes its JSON results: ``bench-work/`` when it ran in its default work
+    dir (where docs/benchmarks.md and earlier runs look), else the work dir it was given, so two
+    runs in their own work dirs do not overwrite each other's results."""
+    return BENCH_WORK if work == default_work else work
+
+
 def _value_size(rng: random.Random) -> int:
     if rng.random() < 0.8:
         return rng.randrange(1024, 20 * 1024)
