@@ -383,3 +383,33 @@ def test_restore_onto_a_member_of_another_cluster_is_refused_unless_forced(
         code, _out, err = cli(*restore[:1], "latest", *restore[1:], "--cluster", "s")
         assert code == 1 and "refusing to replace another cluster's data" in err
         assert not journal_path(ours.data_dir).exists()
+
+
+def test_running_a_finished_restore_again_says_it_is_done_and_changes_nothing(
+    kubeadm_node: Node, cli: Cli, pki: Pki
+) -> None:
+    node, url = kubeadm_node, kubeadm_node.etcd.client_url
+    with client(url, pki) as c:
+        load_keys(c, objects(50))
+    backup, restore = cli.json("backup", *node.flags), ("restore", "latest", *node.flags)
+    cli.json(*restore)
+    with client(url, pki) as c:
+        c.put(b"/registry/configmaps/ns-9/after-restore", b"kept")  # the restored cluster goes on
+    after = keyspace(url, pki)
+    journal = journal_path(node.host("/var/lib/etcd")).read_bytes()
+
+    code, out, err = cli(*restore)
+    assert code == 0, err
+    assert f"backup {backup['id']} was already restored" in out and "nothing was changed" in out
+    again = cli.json(*restore)
+    assert again["already_restored"] is True and again["ran"] == []  # type: ignore[index]
+    assert keyspace(url, pki) == after
+    assert journal_path(node.host("/var/lib/etcd")).read_bytes() == journal
+    assert len(list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))) == 1  # only the first restore's
+
+    code, out, _err = cli(*restore, "--dry-run")
+    assert code == 0 and "already restored" in out
+    forced = cli.json(*restore, "--force")  # asked for: a new restore, the current data moved aside
+    assert "restore-data" in forced["ran"]  # type: ignore[operator]
+    assert b"/registry/configmaps/ns-9/after-restore" not in keyspace(url, pki)
+    assert len(list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))) == 2

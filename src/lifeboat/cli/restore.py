@@ -27,7 +27,7 @@ from lifeboat.recovery.decision import decide_recovery, restore_allowed
 from lifeboat.recovery.health import read_cluster_health
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
-from lifeboat.restore.identity import check_same_cluster, read_node_cluster
+from lifeboat.restore.identity import check_same_cluster, read_node_cluster, repeats_finished_restore
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="if the restored single member fails to start, leave it for inspection")
     p.add_argument("--force", action="store_true",
                    help="restore even though this node's live member or data dir belongs to another etcd "
-                        "cluster than the backup's, or that cluster still has quorum (refused without it)")
+                        "cluster than the backup's, or that cluster still has quorum (refused without it); "
+                        "restore again a restore that already finished (it changes nothing without it)")
     add_point_flags(p)
     p.add_argument("--no-start", action="store_true",
                    help="stop once the restored data dir is in place: leave etcd (and kube-apiserver) stopped, "
@@ -104,7 +105,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     --restore-with tool), compare its keys with the backup's offline, optionally put the
     control-plane files back (--files), start etcd, check that it serves
     the backup's keys at the bumped revision, start kube-apiserver. --dry-run prints exactly these
-    steps. Re-running the same command after a crash resumes; --rollback puts the old data dir back.
+    steps. Re-running the same command after a crash resumes; once the restore finished, it says so
+    and changes nothing (--force restores again); --rollback puts the old data dir back.
     --no-start stops once the restored data dir is in place and prints how to start etcd.
 
     The restored revision is raised by a billion (--bump-revision N to choose, 0 for none) and
@@ -198,7 +200,13 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         raise UsageError(journal.resume_hint(path))
     stamp = journal.stamp if journal is not None and resuming else utc_stamp(repo.clock.now())
     if journal is None or not resuming:
-        check_same_cluster(manifest, read_node_cluster(target.data_dir, probe), force=args.force)
+        node = read_node_cluster(target.data_dir, probe)
+        if journal is not None and not args.force:
+            asked = _new_journal(manifest, replace(target, token=args.initial_cluster_token or journal.token),
+                                 journal.stamp, point_revision)
+            if repeats_finished_restore(journal, asked, node):
+                return _already_restored(args, journal, path)
+        check_same_cluster(manifest, node, force=args.force)
         _refuse_while_quorum(args, manifest)
         journal = _new_journal(manifest, target, stamp, point_revision)
     version = manifest.source.etcd_version
@@ -232,6 +240,22 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         print("next:")
         for line in plan.next_steps:
             print(f"  - {line}")
+    return 0
+
+
+def _already_restored(args: argparse.Namespace, journal: Journal, path: Path) -> int:
+    """The restore asked for is the one journaled as finished: say so, change nothing."""
+    what = journal.backup_id + (f" to revision {journal.point_revision}" if journal.point_revision is not None else "")
+    moved = journal.state.get("moved_aside")
+    if args.output == "json":
+        emit_json({"already_restored": True, "backup_id": journal.backup_id, "point_revision": journal.point_revision,
+                   "data_dir": journal.data_dir, "stamp": journal.stamp, "moved_aside": moved, "journal": str(path),
+                   "ran": []})
+        return 0
+    print(f"backup {what} was already restored as member {journal.name} in {journal.data_dir} "
+          f"(restore {journal.stamp}, journal {path}); nothing was changed"
+          + (f"; the data dir it replaced is kept at {moved}" if moved else ""))
+    print("to restore it again over the current data (moved aside, not deleted), add --force")
     return 0
 
 

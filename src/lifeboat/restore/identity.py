@@ -13,7 +13,9 @@ the restore compares the backup's source cluster with what the node says:
 
 An absent or unreadable data dir with no live member says nothing, and nothing is refused.
 A restore gives a cluster a new id (a new token and new member ids), so restoring a backup
-taken *before* an earlier restore of this node needs ``--force`` too.
+taken *before* an earlier restore of this node needs ``--force`` too. The same restore asked for
+again once it finished is recognised from its journal (:func:`repeats_finished_restore`) and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from typing import Protocol
 
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.restore.journal import Journal
+from lifeboat.restore.member_files import new_cluster
+from lifeboat.restore.target import parse_initial_cluster
 from lifeboat.snapshot import cluster_id_from_members, read_members
 
 
@@ -89,3 +94,19 @@ def check_same_cluster(manifest: Manifest, node: NodeCluster, *, force: bool) ->
         "data (a restore also gives a cluster a new id: if this node was restored from an older "
         "backup of the same cluster, or you mean to replace it, pass --force)"
     )
+
+
+def repeats_finished_restore(journal: Journal, asked: Journal, node: NodeCluster) -> bool:
+    """Whether ``asked`` is the finished restore ``journal`` records, and this node still holds
+    the cluster it made: the same backup, point, data dir, member and cluster, and the node's
+    cluster id (or its db's members) is the one that restore gave it."""
+    same = (journal.backup_id, journal.point_revision, journal.data_dir, journal.name,
+            journal.initial_cluster, journal.token)
+    if not journal.finished or same != (asked.backup_id, asked.point_revision, asked.data_dir, asked.name,
+                                         asked.initial_cluster, asked.token):
+        return False
+    restored = new_cluster([(m.name, m.peer_urls) for m in parse_initial_cluster(journal.initial_cluster)],
+                           journal.token)
+    if node.live_cluster_id is not None:
+        return node.live_cluster_id == restored.id
+    return bool(node.member_ids) and {m.id for m in restored.members} <= node.member_ids | node.removed_ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,11 @@ import pytest
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import EtcdUnavailable, OperationFailed
 from lifeboat.snapshot import cluster_id_from_members
-from lifeboat.restore.identity import NodeCluster, check_same_cluster, read_node_cluster, same_cluster
+from lifeboat.restore.identity import (
+    NodeCluster, check_same_cluster, read_node_cluster, repeats_finished_restore, same_cluster,
+)
+from lifeboat.restore.journal import Journal
+from lifeboat.restore.member_files import new_cluster
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
 DB = Path("/var/lib/etcd/member/snap/db")
@@ -69,3 +74,34 @@ def test_absent_or_unreadable_data_dir_is_unknown(tmp_path: Path) -> None:
     db.write_bytes(b"not a bbolt file" * 512)
     node = read_node_cluster(tmp_path / "etcd", Silent())
     assert node.live_cluster_id is None and node.member_ids == frozenset()
+
+
+FINISHED = Journal(backup_id="b1", cluster="prod", data_dir="/var/lib/etcd", name="m0",
+                   initial_cluster="m0=https://10.0.0.1:2380,m1=https://10.0.0.2:2380", token="tok",
+                   stamp="20240102T030405Z", finished=True, node_changed=True)
+RESTORED = new_cluster([("m0", ["https://10.0.0.1:2380"]), ("m1", ["https://10.0.0.2:2380"])], "tok")
+
+
+def test_the_same_restore_asked_again_is_recognised_on_the_cluster_it_made() -> None:
+    asked = replace(FINISHED, stamp="20240103T000000Z", finished=False, node_changed=False)
+    ids = [m.id for m in RESTORED.members]
+    assert repeats_finished_restore(FINISHED, asked, NodeCluster(RESTORED.id, frozenset(), frozenset(), DB))
+    assert repeats_finished_restore(FINISHED, asked, offline(*ids))  # etcd not started (--no-start)
+    assert repeats_finished_restore(FINISHED, asked, offline(*ids, 7))  # a member added since
+
+
+@pytest.mark.parametrize("change", [{"backup_id": "b2"}, {"point_revision": 9}, {"name": "m1"},
+                                    {"token": "other"}, {"data_dir": "/srv/etcd"},
+                                    {"initial_cluster": "m0=https://10.0.0.1:2380"}])
+def test_another_restore_than_the_finished_one_is_not_a_repeat(change: dict[str, object]) -> None:
+    asked = replace(FINISHED, finished=False, **change)  # type: ignore[arg-type]
+    assert not repeats_finished_restore(FINISHED, asked, NodeCluster(RESTORED.id, frozenset(), frozenset(), DB))
+
+
+def test_a_finished_restore_is_not_repeated_once_the_node_holds_other_data() -> None:
+    asked = replace(FINISHED, finished=False)
+    assert not repeats_finished_restore(FINISHED, asked, NodeCluster(RESTORED.id ^ 1, frozenset(), frozenset(), DB))
+    assert not repeats_finished_restore(FINISHED, asked, offline(1, 2))
+    assert not repeats_finished_restore(FINISHED, asked, offline())  # data dir gone: restore again
+    unfinished = replace(FINISHED, finished=False)
+    assert not repeats_finished_restore(unfinished, asked, NodeCluster(RESTORED.id, frozenset(), frozenset(), DB))
