@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pyrage
@@ -26,9 +27,22 @@ class Identity:
 
     source: str  # the file it came from
     key: Any
+    material: bytes = field(default=b"", compare=False)  # what it was parsed from (secret)
 
     def __repr__(self) -> str:
         return f"Identity(source={self.source!r})"
+
+
+def identity_material(identity: Identity) -> tuple[str, bytes]:
+    """What :func:`identities_from_material` reads ``identity`` back from, in another process.
+
+    Secret: hand it over only through a pipe or memory, never a command line or a file."""
+    return identity.source, identity.material
+
+
+def identities_from_material(materials: Sequence[tuple[str, bytes]]) -> list[Identity]:
+    """The identities :func:`identity_material` gave, parsed again."""
+    return [found for source, data in materials for found in _parse_identity_file(source, data)]
 
 
 def parse_recipient(text: str, where: str = "recipient") -> Recipient:
@@ -97,7 +111,7 @@ def load_identities(paths: list[str]) -> list[Identity]:
 def _parse_identity_file(source: str, data: bytes) -> list[Identity]:
     if b"PRIVATE KEY-----" in data:
         try:
-            return [Identity(source, pyrage.ssh.Identity.from_buffer(data))]
+            return [Identity(source, pyrage.ssh.Identity.from_buffer(data), data)]
         except (pyrage.IdentityError, ValueError):
             raise UsageError(f"identity file {source} is not a usable SSH private key") from None
     found = []
@@ -106,7 +120,7 @@ def _parse_identity_file(source: str, data: bytes) -> list[Identity]:
         if not line or line.startswith("#"):
             continue
         try:
-            found.append(Identity(source, pyrage.x25519.Identity.from_str(line)))
+            found.append(Identity(source, pyrage.x25519.Identity.from_str(line), line.encode()))
         except (pyrage.IdentityError, ValueError):
             # Never echo the line: it may be a secret key with a typo.
             raise UsageError(f"identity file {source} has a line that is not an age identity") from None

@@ -5,8 +5,7 @@ offline into its MVCC store (see :mod:`lifeboat.pitr.replay`). ``restore``, ``ve
 and the ``k8s`` commands use the resulting snapshot file like any backup's.
 """
 
-from lifeboat.pitr.point import (
-    ChainSurvey, PointSnapshot, PointTarget, build_point_snapshot, find_point, parse_time,
-)
+from lifeboat.pitr.point import PointSnapshot, PointTarget, build_point_snapshot, find_point, parse_time
+from lifeboat.pitr.survey import ChainSurvey
 
 __all__ = ["ChainSurvey", "PointSnapshot", "PointTarget", "build_point_snapshot", "find_point", "parse_time"]

@@ -70,6 +70,15 @@ class MemoryStore(StoreBase):
         self.calls: Counter[str] = Counter()
         self.listed = 0  # objects returned by every listing so far
 
+    def __getstate__(self) -> dict[str, object]:
+        """A copy for another process (a PITR survey's child): everything but the lock."""
+        with self._lock:
+            return {name: value for name, value in vars(self).items() if name != "_lock"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+
     def inject(self, fault: Fault) -> None:
         """Arm ``fault``; several faults may be armed at once."""
         self._faults.append(fault)

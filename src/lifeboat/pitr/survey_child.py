@@ -1,0 +1,5 @@
+"""The chain survey's child process (:mod:`lifeboat.pitr.survey`): ``python -m lifeboat.pitr.survey_child``."""
+
+from lifeboat.pitr.survey import main
+
+main()

@@ -1,0 +1,161 @@
+"""The chain survey in its child process: what crosses the boundary, and that no child outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from lifeboat.catalog.age_keys import load_identities, parse_recipient
+from lifeboat.catalog.chains import ChainInfo, ChainStore
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import Predecessor
+from lifeboat.catalog.timeline import RestorePoint, build_timeline, point_at_revision
+from lifeboat.errors import IntegrityError, OperationFailed
+from lifeboat.pitr import ChainSurvey
+from lifeboat.pitr.survey import survey_chain
+from lifeboat.store.memory import MemoryStore
+from tests.support.stalled_store import StalledStore
+from tests.unit.catalog.capture_records import manifest, put, segment
+
+BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True)
+def importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child unpickles the test stores: it must find ``tests`` as this process does."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))))
+
+
+def chain_repo(store: MemoryStore, encrypt_to: str | None = None) -> tuple[BackupRepository, RestorePoint]:
+    """A repository holding a chain of two segments after BASE, and the point at its end."""
+    repo = BackupRepository.open(store, create=True)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 100, "c1", BASE.finished_at))
+    recipients = [parse_recipient(encrypt_to)] if encrypt_to else []
+    first = segment(Predecessor("base", 100, BASE.id), (101, 1, [put(b"/a", b"1", 101, 101, 1)]),
+                    (102, 2, [put(b"/b", b"2", 102, 102, 1)]))
+    ref = chains.commit_segment(first, recipients, 3)
+    second = segment(Predecessor("segment", 102, ref.name), (103, 3, [put(b"/a", b"3", 101, 103, 2)]))
+    chains.commit_segment(second, recipients, 3)
+    timeline = build_timeline("prod", [BASE], chains.chains("prod"))
+    return repo, point_at_revision(timeline, 103)
+
+
+def gone(pid: int) -> bool:
+    """``pid`` has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_the_child_finds_what_a_survey_in_this_process_finds(tmp_path: Path) -> None:
+    repo, point = chain_repo(MemoryStore())
+    with ChainSurvey(repo, point, None, tmp_path / "child") as survey:
+        facts, runs = survey.result()
+    (tmp_path / "here").mkdir()
+    here, here_runs = survey_chain(repo.store, point, None, tmp_path / "here", lambda stage, done: None)
+    assert (facts.events, facts.rows, facts.last_revision, facts.row_bytes) == (3, 2, 103, here.row_bytes)
+    assert [(r.path.name, r.starts) for r in runs] == [(r.path.name, r.starts) for r in here_runs]
+    assert not (tmp_path / "child").exists(), "closing removes what the child staged"
+
+
+def test_a_damaged_segment_is_named_through_the_process_boundary(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, point = chain_repo(store)
+    key = next(k for k in store.keys() if k.endswith(point.segments[1].name))
+    data = bytearray(store.get_bytes(key))
+    data[len(data) // 2] ^= 0xFF
+    store.delete(key)
+    store.put_bytes(key, bytes(data))
+    with ChainSurvey(repo, point, None, tmp_path / "work") as survey, \
+            pytest.raises(IntegrityError, match="damaged|corrupt") as refused:
+        survey.result()
+    assert point.segments[1].name in str(refused.value)
+
+
+def test_a_killed_child_is_a_clear_error_and_its_files_are_removed(tmp_path: Path) -> None:
+    repo, point = chain_repo(StalledStore())
+    with ChainSurvey(repo, point, None, tmp_path / "work") as survey:
+        os.kill(survey.pid, signal.SIGKILL)
+        with pytest.raises(OperationFailed, match=r"ended without an answer \(killed by signal 9\)"):
+            survey.result()
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_ctrl_c_reaches_only_the_parent_which_stops_the_child(tmp_path: Path) -> None:
+    repo, point = chain_repo(StalledStore())
+    with ChainSurvey(repo, point, None, tmp_path / "work") as survey:
+        # A Ctrl-C at the terminal signals the foreground process group: the child is not in it.
+        assert os.getpgid(survey.pid) != os.getpgid(0)
+    assert gone(survey.pid)
+    with pytest.raises(OperationFailed, match="stopped before its segments were surveyed"):
+        survey.result()
+
+
+def test_no_age_identity_is_on_the_childs_command_line_or_in_its_environment(tmp_path: Path) -> None:
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age-key.txt"
+    key_file.write_text(f"{identity}\n")
+    secret = str(identity).encode()
+    repo, point = chain_repo(StalledStore(), str(identity.to_public()))
+    with ChainSurvey(repo, point, load_identities([str(key_file)]), tmp_path / "work") as survey:
+        assert wait_until(lambda: b"survey_child" in Path(f"/proc/{survey.pid}/cmdline").read_bytes())
+        assert secret not in Path(f"/proc/{survey.pid}/cmdline").read_bytes()
+        assert secret not in Path(f"/proc/{survey.pid}/environ").read_bytes()
+
+
+def test_the_child_decrypts_with_identities_handed_over_its_pipe(tmp_path: Path) -> None:
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age-key.txt"
+    key_file.write_text(f"# a comment\n{identity}\n")
+    repo, point = chain_repo(MemoryStore(), str(identity.to_public()))
+    with ChainSurvey(repo, point, load_identities([str(key_file)]), tmp_path / "work") as survey:
+        assert survey.result()[0].events == 3
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from tests.unit.pitr.test_survey import chain_repo
+from tests.support.stalled_store import StalledStore
+from lifeboat.pitr import ChainSurvey
+repo, point = chain_repo(StalledStore())
+survey = ChainSurvey(repo, point, None, Path(sys.argv[1]))
+print(survey.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_parent_killed_leaves_no_survey_running(tmp_path: Path) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "work")], stdout=subprocess.PIPE,
+                              cwd=REPO_ROOT)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not gone(child)
+        parent.kill()
+        parent.wait()
+        assert wait_until(lambda: gone(child)), "the survey's child outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
