@@ -31,6 +31,7 @@ import struct
 from base64 import b64decode
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,29 +306,43 @@ def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:
 
 
 def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
-    """The MVCC rows of every run, in order (one segment's bytes in memory at a time).
+    """The MVCC rows of every run, in order (two segments' bytes in memory at a time).
 
-    Each segment is decompressed into the same buffer; every row is a copy of its bytes, so a
-    row the writer still holds is never changed by the next segment's."""
+    The next run's segment is read and decompressed in a thread (zstd releases the GIL) while
+    this one's rows are taken, into the other of two buffers; every row is a copy of its bytes,
+    so a row the writer still holds is never changed by a later segment's."""
     unpack = _ROW_HEAD.unpack_from
-    buffer = FrameBuffer()
-    for run in runs:
-        stored = run.path.read_bytes()
+    pending = list(runs)
+    buffers = (FrameBuffer(), FrameBuffer())
+    with ThreadPoolExecutor(1, thread_name_prefix="segment-read") as pool:
+        ahead = pool.submit(_run_bytes, pending[0], buffers[0]) if pending else None
+        for number, run in enumerate(pending):
+            assert ahead is not None
+            data = ahead.result()
+            if number + 1 < len(pending):  # into the buffer whose rows were all taken
+                ahead = pool.submit(_run_bytes, pending[number + 1], buffers[(number + 1) % 2])
+            offset = run.body_offset + HEAD_SIZE
+            with memoryview(data) as view:
+                for start in run.starts:
+                    revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
+                    value_at = offset + start
+                    # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
+                    yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
+                           view[value_at:value_at + length].tobytes())
+
+
+def _run_bytes(run: RowRun, buffer: FrameBuffer) -> bytes | bytearray:
+    """``run``'s file content (decompressed into ``buffer`` when compressed), checked for size."""
+    stored = run.path.read_bytes()
+    size = len(stored)
+    if not run.compressed:
         data: bytes | bytearray = stored
-        size = len(stored)
-        if run.compressed:
-            size = buffer.decompress(stored)
-            data = buffer.data
-        if size < run.body_end or (run.raw_size and size != run.raw_size):  # a frame cut short, too
-            raise IntegrityError(f"{run.path} changed while it was replayed")
-        offset = run.body_offset + HEAD_SIZE
-        with memoryview(data) as view:
-            for start in run.starts:
-                revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
-                value_at = offset + start
-                # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
-                yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
-                       view[value_at:value_at + length].tobytes())
+    else:
+        size = buffer.decompress(stored)
+        data = buffer.data
+    if size < run.body_end or (run.raw_size and size != run.raw_size):  # a frame cut short, too
+        raise IntegrityError(f"{run.path} changed while it was replayed")
+    return data
 
 
 def lease_rows(facts: ReplayFacts, base_leases: frozenset[int]) -> dict[bytes, bytes]:

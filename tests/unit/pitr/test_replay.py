@@ -166,6 +166,20 @@ def test_rows_read_through_one_reused_buffer_are_copies_of_their_own_bytes(tmp_p
     assert all(type(key) is bytes and type(value) is bytes for key, value in held)
 
 
+def test_rows_of_segments_read_ahead_into_two_alternating_buffers_are_each_their_own(tmp_path: Path) -> None:
+    # Long values, short ones, long again...: each segment's buffer is refilled two segments later.
+    segments, previous = [], Predecessor("base", 10, BASE_ID)
+    for n in range(6):
+        revision, size = 11 + n, (6000 if n % 2 == 0 else 3)
+        segments.append(segment(previous, (revision, n, [put(b"/k%d" % n, bytes([65 + n]) * size, revision,
+                                                                 revision, 1)])))
+        previous = Predecessor("segment", revision, "x")
+    expected = sorted(event_row(rev.revision, sub, e) for s in segments for rev in s.revisions
+                      for sub, e in enumerate(rev.events))
+    _, runs = compile_rows(in_one_buffer(segments, tmp_path), BASE_ID, 10, 16, tmp_path)
+    assert len(runs) == 6 and list(stored_rows(runs)) == expected
+
+
 def test_a_survey_of_views_of_one_reused_buffer_finds_what_one_of_bytes_does(tmp_path: Path) -> None:
     segments = chain_of_two() + long_then_short()[1:]
     (tmp_path / "bytes").mkdir()
