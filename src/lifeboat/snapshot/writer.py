@@ -155,6 +155,7 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
     page in place), fsynced; then the new meta, one txid later, over the older of the two meta
     pages, fsynced. Before that last write the file's meta still names the old tree, whose
     trailer it no longer has: a caller that finds the old revision there writes again.
+    The new pages are fsynced while the new db's sha256 is computed, before the trailer.
     """
     snapshot = Path(snapshot)
     edits = _all_edits(changes)
@@ -167,7 +168,12 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
                 out.truncate(db_size)
                 out.flush()
-                digest = _new_db_sha256(db, snapshot, meta, meta_offset, db_size)
+                # The new pages go to the disk while the new db is hashed (fsync and hashlib
+                # both release the GIL); the meta page is written only once both are done.
+                with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-fsync") as pool:
+                    synced = pool.submit(os.fsync, out.fileno())
+                    digest = _new_db_sha256(db, snapshot, meta, meta_offset, db_size)
+                    synced.result()
                 out.seek(db_size)
                 out.write(bytes.fromhex(digest))
                 out.flush()
