@@ -29,7 +29,7 @@ from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, private_file, threaded
+from lifeboat.catalog.streams import Chunk, Digest, PieceBuffers, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.etcd.seam import ClusterView
@@ -38,6 +38,9 @@ from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
 from lifeboat.snapshot.spool import spool_dir
 
 READ_CHUNK = 1 << 20
+# The snapshot's 1 MiB pieces in flight: queued between the stream's thread and zstd's (the
+# pipe's depth, 4), in each one's hands, and one more the stream's thread may hold in a put.
+_PIECES = 7
 
 
 class SnapshotSource(ClusterView, Protocol):
@@ -179,7 +182,7 @@ class _Draft:
         self.backup_id = backup_id
         self.written = False
 
-    def upload(self, name: str, raw: Iterator[bytes], raw_digest: Digest) -> BackupObject:
+    def upload(self, name: str, raw: Iterator[Chunk], raw_digest: Digest) -> BackupObject:
         stored = Digest()
         encoded = encode(raw, self.options.zstd_level, self.options.recipients)
         self.written = True
@@ -206,7 +209,7 @@ class _Draft:
                 on_complete=lambda: reading.append(pool.submit(snapshot_status, spool, scan=scan)),
             )
             obj = self.upload(stored_name(SNAPSHOT_OBJECT, bool(self.options.recipients)),
-                              threaded(receiver, "etcd-snapshot"),
+                              receiver.buffers.returned(threaded(receiver, "etcd-snapshot")),
                               receiver.digest)
             status = reading[0].result()
         self.inspect(spool)
@@ -240,8 +243,10 @@ class _SnapshotReceiver:
     """Iterates etcd's snapshot stream: spools it, hashes it, checks etcd's sha256 trailer.
 
     It yields the raw bytes (trailer included, exactly as ``etcdctl snapshot save`` writes
-    them). When the stream ends it verifies the trailer *before* finishing, so an upload fed
-    from it never completes with a snapshot that failed the check.
+    them) as views of :attr:`buffers`, which whoever uses them last gives back
+    (``receiver.buffers.returned(...)``). When the stream ends it verifies the trailer
+    *before* finishing, so an upload fed from it never completes with a snapshot that failed
+    the check.
     """
 
     def __init__(self, chunks: Iterator[bytes], spool: Path, progress: Progress,
@@ -253,12 +258,13 @@ class _SnapshotReceiver:
         self.progress = progress
         self.digest = SnapshotDigest()
         self.db_sha256 = ""
+        self.buffers = PieceBuffers(READ_CHUNK, _PIECES)
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[memoryview]:
         try:
             # Snapshots hold every Secret of the cluster: owner-only, like etcdctl's files.
             with private_file(self.spool) as out:
-                for chunk in coalesce(self.chunks, READ_CHUNK):
+                for chunk in self.buffers.pieces(self.chunks):
                     out.write(chunk)
                     self.digest.update(chunk)
                     if self.scan is not None:
@@ -322,7 +328,7 @@ def save_snapshot(etcd: SnapshotSource, endpoints: tuple[str, ...], path: Path,
     part = path.with_name(path.name + ".part")
     receiver = _SnapshotReceiver(etcd.snapshot(source.endpoint), part, progress)
     try:
-        for _ in receiver:
+        for _ in receiver.buffers.returned(iter(receiver)):
             pass
         with part.open("rb") as f:
             os.fsync(f.fileno())

@@ -15,7 +15,7 @@ import pyrage
 import zstandard
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.streams import Cancelled, Chunk, Pipe, produced
+from lifeboat.catalog.streams import Chunk, Pipe, produced, take_buffer
 from lifeboat.config.model import DEFAULT_ZSTD_LEVEL as DEFAULT_ZSTD_LEVEL
 from lifeboat.errors import DecryptionError, IntegrityError
 
@@ -32,7 +32,7 @@ ZSTD_JOB_SIZE = 1 << 20
 DECOMPRESS_SLICE = 128 << 10
 
 
-def compressing(chunks: Iterable[bytes], level: int, threads: int = 2) -> Iterator[bytes]:
+def compressing(chunks: Iterable[Chunk], level: int, threads: int = 2) -> Iterator[bytes]:
     """zstd-compress a stream into one frame; with ``threads`` > 0 zstd uses worker threads."""
     # Small jobs keep a backup's memory bounded (and near-constant) whatever the snapshot size.
     params = zstandard.ZstdCompressionParameters.from_level(
@@ -139,7 +139,7 @@ def decoded_pieces(chunks: Iterable[Chunk], identities: Sequence[Identity] | Non
         done = 0
         try:
             while True:
-                buffer = _take(free, pipe)
+                buffer = take_buffer(free, lambda: pipe.cancelled)
                 got = reader.readinto(buffer)
                 if not got:
                     break
@@ -155,16 +155,6 @@ def decoded_pieces(chunks: Iterable[Chunk], identities: Sequence[Identity] | Non
     for view in produced(produce, "decode", depth):
         yield view
         free.put(view.obj)  # type: ignore[arg-type]  # a view of one of the buffers above
-
-
-def _take(free: "queue.SimpleQueue[bytearray]", pipe: Pipe[memoryview]) -> bytearray:
-    """A free buffer; raises Cancelled once the consumer went away."""
-    while True:
-        try:
-            return free.get(timeout=0.1)
-        except queue.Empty:
-            if pipe.cancelled:
-                raise Cancelled() from None
 
 
 class _ViewReader:
@@ -287,7 +277,7 @@ def decrypting(chunks: Iterable[Chunk], identities: Sequence[Identity]) -> Itera
     return _pump(work, chunks, "age-decrypt")
 
 
-def encode(chunks: Iterable[bytes], level: int, recipients: Sequence[Recipient]) -> Iterator[bytes]:
+def encode(chunks: Iterable[Chunk], level: int, recipients: Sequence[Recipient]) -> Iterator[bytes]:
     """Raw bytes → stored bytes."""
     compressed = compressing(chunks, level)
     return encrypting(compressed, recipients) if recipients else compressed

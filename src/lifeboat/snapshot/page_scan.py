@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from itertools import accumulate, compress
 from typing import Final
@@ -196,7 +196,7 @@ class PageScan:
         self.length.extend(found.lengths[:done])
         self.overflow.extend(found.overflows[:done])
         # The running CRC over the summarised pages, then the value after each page of the group.
-        pieces = map(_slicer(buf), map(slice, compress(found.starts, states), compress(found.ends, states)))
+        pieces = _pieces(buf, map(slice, compress(found.starts, states), compress(found.ends, states)))
         values = list(accumulate(pieces, google_crc32c.extend, initial=self.chain[-1] if self.chain else 0))
         self.chain.extend(map(values.__getitem__, accumulate(states.translate(_ONE_IF_SET))))
         return done
@@ -432,6 +432,13 @@ def _leaf_summary(buf: bytes | memoryview, pos: int, span: int, count: int) -> t
     if min(key_sizes) >= _REVISION_KEY and max(key_sizes) <= _REVISION_KEY + 1:
         state |= REVISION_KEYS
     return state, data, cursor
+
+
+def _pieces(buf: bytes | memoryview, parts: Iterable[slice]) -> Iterator[bytes]:
+    """Bytes of ``buf`` by slice, as :func:`_slicer` gives them, without a call of Python per part."""
+    if isinstance(buf, bytes):
+        return map(buf.__getitem__, parts)
+    return map(bytes, map(buf.__getitem__, parts))
 
 
 def _slicer(buf: bytes | memoryview) -> Callable[[slice], bytes]:

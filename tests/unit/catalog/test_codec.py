@@ -13,7 +13,7 @@ import zstandard
 
 from lifeboat.catalog.age_keys import load_identities, load_recipients
 from lifeboat.catalog.codec import FrameBuffer, decode, decoded_pieces, encode
-from lifeboat.catalog.streams import Digest, SnapshotDigest, coalesce, hashing, threaded
+from lifeboat.catalog.streams import Cancelled, Digest, PieceBuffers, SnapshotDigest, hashing, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from tests.support.binaries import tool
 
@@ -157,12 +157,60 @@ def test_threaded_consumer_stopping_early_stops_producer() -> None:
     assert len(produced) == count
 
 
-def test_hashing_and_coalesce_preserve_bytes(payload: bytes) -> None:
+def test_hashing_and_pieces_preserve_bytes(payload: bytes) -> None:
     digest = Digest()
-    out = list(coalesce(hashing(chunks_of(payload, 333), digest), 4096))
+    buffers = PieceBuffers(4096, 2)
+    out = [bytes(view) for view in buffers.returned(buffers.pieces(hashing(chunks_of(payload, 333), digest)))]
     assert b"".join(out) == payload
-    assert all(4096 <= len(c) < 4096 + 333 for c in out[:-1])
+    assert {len(piece) for piece in out[:-1]} == {4096}
     assert digest.size == len(payload)
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [4096], [4096, 0, 4096], [1, 4095, 4097, 8191], [10_000], [3] * 3000])
+def test_pieces_are_the_stream_cut_at_the_piece_size(sizes: list[int]) -> None:
+    data = os.urandom(sum(sizes))
+    chunks, at = [], 0
+    for size in sizes:
+        chunks.append(memoryview(data)[at : at + size] if size % 2 else data[at : at + size])
+        at += size
+    buffers = PieceBuffers(4096, 1)
+    out = [bytes(view) for view in buffers.returned(buffers.pieces(chunks))]
+    assert out == [data[i : i + 4096] for i in range(0, len(data), 4096)]
+
+
+def test_pieces_handed_to_another_thread_arrive_intact_in_a_few_reused_buffers() -> None:
+    # The producer runs ahead of the consumer by the pipe's depth: a buffer it took back
+    # before the consumer was done with it would show as a piece changed after it arrived.
+    # Two buffers, so that a buffer given back is the next one the producer fills.
+    data = os.urandom(1 << 19)
+    buffers = PieceBuffers(4096, 2)
+    seen: set[int] = set()
+    out = []
+    for view in buffers.returned(threaded(buffers.pieces(chunks_of(data, 1000)), "test", depth=1)):
+        seen.add(id(view.obj))
+        first = bytes(view)
+        threading.Event().wait(0.0005)  # the producer fills other buffers meanwhile
+        assert bytes(view) == first
+        out.append(first)
+    assert b"".join(out) == data
+    assert len(seen) == 2
+
+
+def test_a_producer_waiting_for_a_buffer_stops_when_the_consumer_goes_away() -> None:
+    buffers = PieceBuffers(10, 1)
+    stream = buffers.returned(threaded(buffers.pieces([b"x" * 1000]), "test", depth=4))
+    next(stream)  # the only buffer is in the consumer's hand: the producer waits for another
+    stopped = threading.Event()
+    pieces = buffers.pieces([b"y" * 100])
+    def wait_for_buffer() -> None:
+        with pytest.raises(Cancelled):
+            next(pieces)
+        stopped.set()
+    waiter = threading.Thread(target=wait_for_buffer)
+    waiter.start()
+    stream.close()
+    waiter.join(timeout=5)
+    assert stopped.is_set()
 
 
 def test_decoding_a_large_stored_range_yields_small_pieces() -> None:
