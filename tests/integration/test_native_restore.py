@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from lifeboat.etcd import ConnectionSettings, EtcdClient, RevisionCompacted
 from lifeboat.etcd.binaries import SnapshotRestore, probe_restore_tool
 from lifeboat.restore.member_files import METADATA_RECORD, WAL_NAME, fields_of, new_cluster, read_wal_records
-from lifeboat.restore.native import NativeRestore
+from lifeboat.restore.native import NativeRestore, commit_record
 from lifeboat.snapshot import iter_latest
 from lifeboat.snapshot.bbolt import BoltFile
 from tests.support.binaries import EtcdRelease
@@ -42,10 +43,18 @@ def tool(release: EtcdRelease) -> NativeRestore:
 
 
 def restore(snapshot: Path, member: EtcdMember, initial_cluster: str, *, native: NativeRestore | None,
-            release: EtcdRelease, bump: int | None = None) -> None:
+            release: EtcdRelease, bump: int | None = None, in_place: bool = False) -> None:
+    """Restore ``snapshot`` into ``member``'s data dir; ``in_place``: by committing into a copy of
+    it beside the data dir (which moves into it), as ``lifeboat restore`` does."""
+    if in_place:
+        member.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        snapshot = Path(shutil.copy(snapshot, member.data_dir.parent / f"{member.name}-snapshot.db"))
     job = SnapshotRestore(snapshot, member.data_dir, member.name, initial_cluster, TOKEN, member.peer_url,
                           bump_revision=bump)
-    if native is not None:
+    if native is not None and in_place:
+        native.run_in_place(job)
+        assert not snapshot.exists() and commit_record(snapshot).is_file()
+    elif native is not None:
         native.run(job)
     else:
         tool(release).reference.run(job)
@@ -97,15 +106,31 @@ def test_native_data_dir_is_what_the_tool_writes(release: EtcdRelease, snapshot:
     assert ours == theirs
 
 
-def test_natively_restored_member_serves_every_key_at_the_bumped_revision_alone(
+def test_a_data_dir_committed_into_the_snapshot_is_the_one_written_from_a_copy(
     release: EtcdRelease, snapshot: Path, tmp_path: Path
+) -> None:
+    copied, committed = (EtcdMember(release, "m0", tmp_path / way) for way in ("copied", "committed"))
+    committed.client_port, committed.peer_port = copied.client_port, copied.peer_port
+    initial_cluster = f"m0={copied.peer_url}"
+    restore(snapshot, copied, initial_cluster, native=tool(release), release=release, bump=1000)
+    restore(snapshot, committed, initial_cluster, native=tool(release), release=release, bump=1000, in_place=True)
+
+    assert tree(committed.data_dir) == tree(copied.data_dir)
+    for name in tree(copied.data_dir):
+        if (copied.data_dir / name).is_file():  # the db too: the same pages, the same meta
+            assert (committed.data_dir / name).read_bytes() == (copied.data_dir / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["copied", "committed"])
+def test_natively_restored_member_serves_every_key_at_the_bumped_revision_alone(
+    release: EtcdRelease, snapshot: Path, tmp_path: Path, in_place: bool
 ) -> None:
     expected = {kv.key: kv for kv in iter_latest(snapshot)}
     member = EtcdMember(release, "restored", tmp_path / "native")
     reference = EtcdMember(release, "restored", tmp_path / "tool")
     reference.client_port, reference.peer_port = member.client_port, member.peer_port
     initial_cluster = f"restored={member.peer_url}"
-    restore(snapshot, member, initial_cluster, native=tool(release), release=release, bump=1000)
+    restore(snapshot, member, initial_cluster, native=tool(release), release=release, bump=1000, in_place=in_place)
     restore(snapshot, reference, initial_cluster, native=None, release=release)
     revision = max(kv.mod_revision for kv in expected.values())
     member.start(initial_cluster, TOKEN)
@@ -131,8 +156,8 @@ def test_members_restored_by_lifeboat_and_by_the_tool_form_one_cluster(
     expected = {kv.key: kv.value for kv in iter_latest(snapshot)}
     cluster = EtcdCluster(release, tmp_path / "mixed", size=3, token=TOKEN)
     for member in cluster.members:
-        restore(snapshot, member, cluster.initial_cluster, release=release,
-                native=None if member.name == "m0" else tool(release))
+        restore(snapshot, member, cluster.initial_cluster, release=release,  # m2 as lifeboat restore writes it
+                native=None if member.name == "m0" else tool(release), in_place=member.name == "m2")
     try:
         for member in cluster.members:
             member.start(cluster.initial_cluster, TOKEN)

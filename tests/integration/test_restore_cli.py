@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -127,8 +128,8 @@ def test_kubeadm_node_restore_resumes_after_a_crash_and_rolls_back(
     if writer == "tool":  # etcdutl 3.5.1 / etcdctl 3.4.23 have no --bump-revision: lifeboat bumps after them
         assert [s["key"] for s in plan["steps"]][5:8] == ["restore-data", "drop-snapshot", "bump-revision"]  # type: ignore[index]
         assert plan["revision_bump"]["by"] == "lifeboat"  # type: ignore[index]
-    else:  # lifeboat writes the data dir and the bump in one pass
-        assert [s["key"] for s in plan["steps"]][5:8] == ["restore-data", "drop-snapshot", "put-in-place"]  # type: ignore[index]
+    else:  # lifeboat writes the data dir and the bump in one commit into the snapshot, which becomes its db
+        assert [s["key"] for s in plan["steps"]][5:8] == ["restore-data", "put-in-place", "start:etcd"]  # type: ignore[index]
         assert plan["revision_bump"]["tool"].startswith("lifeboat's own writer")  # type: ignore[index]
     assert keyspace(url, pki) == after  # a dry run changes nothing
 
@@ -174,10 +175,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_restore_killed_while_lifeboat_writes_the_data_dir_resumes_and_never_puts_half_of_it_in_place(
-    kubeadm_node: Node, cli: Cli, pki: Pki
-) -> None:
-    node = kubeadm_node
+def killed_restore(node: Node, cli: Cli, pki: Pki, script: str, **env: str) -> tuple[dict[bytes, bytes], int]:
+    """Back up 100 keys, write one more, then run ``lifeboat restore latest`` under ``script``,
+    which must SIGKILL it: the keyspace and revision that were backed up."""
     url = node.etcd.client_url
     with client(url, pki) as c:
         load_keys(c, objects(100))
@@ -185,10 +185,18 @@ def test_a_restore_killed_while_lifeboat_writes_the_data_dir_resumes_and_never_p
     cli.json("backup", *node.flags, "--no-files")
     with client(url, pki) as c:
         c.put(b"/registry/configmaps/ns-9/after-backup", b"new")
-
-    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_WRITING, "restore", "latest", *node.flags],
-                            capture_output=True, timeout=300, check=False)
+    killed = subprocess.run([sys.executable, "-c", script, "restore", "latest", *node.flags],
+                            capture_output=True, timeout=300, check=False, env={**os.environ, **env})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    return before, backed_up_revision
+
+
+def test_a_restore_killed_while_lifeboat_writes_the_data_dir_resumes_and_never_puts_half_of_it_in_place(
+    kubeadm_node: Node, cli: Cli, pki: Pki
+) -> None:
+    node = kubeadm_node
+    url = node.etcd.client_url
+    before, backed_up_revision = killed_restore(node, cli, pki, _KILLED_WHILE_WRITING)
     staging = node.host("/var/lib/etcd.lifeboat-work/data")
     assert (staging / "member/snap/db").is_file()  # the half-written output stays in lifeboat's work dir
     assert not node.host("/var/lib/etcd").exists()  # and nothing of it is in place
@@ -198,6 +206,52 @@ def test_a_restore_killed_while_lifeboat_writes_the_data_dir_resumes_and_never_p
     assert keyspace(url, pki) == before
     assert revision(url, pki) == backed_up_revision + 1_000_000_000
     assert Path(str(result["moved_aside"])).name.startswith("etcd.lifeboat-moved-")
+
+
+# lifeboat's own writer commits into the fetched snapshot and moves it into the data dir: SIGKILLed
+# once what the commit overwrites is recorded, once its pages are written (before the meta), once
+# it is committed (before the move), once it is moved (before the WAL).
+_KILLED_IN_THE_COMMIT = """
+import os, signal, sys
+import lifeboat.restore.native as native
+import lifeboat.snapshot.writer as writer
+def kill(*args, **kw):
+    os.kill(os.getpid(), signal.SIGKILL)
+point = os.environ["KILL_AT"]
+if point == "recorded":
+    record = native.replace_durably
+    native.replace_durably = lambda path, data: (record(path, data), kill())
+elif point == "pages":
+    writer.snapshot_sha256 = kill
+elif point == "committed":
+    rename = os.rename
+    os.rename = lambda a, b: kill() if str(a).endswith("snapshot.db") else rename(a, b)
+else:
+    native.fsync_dir = kill
+from lifeboat.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("point", ["recorded", "pages", "committed", "moved"])
+def test_a_restore_killed_while_committing_into_the_snapshot_resumes_bumped_once(
+    kubeadm_node: Node, cli: Cli, pki: Pki, point: str
+) -> None:
+    node = kubeadm_node
+    url = node.etcd.client_url
+    before, backed_up_revision = killed_restore(node, cli, pki, _KILLED_IN_THE_COMMIT, KILL_AT=point)
+    work = node.host("/var/lib/etcd.lifeboat-work")
+    assert (work / "snapshot.db.overwritten").is_file()  # what the commit overwrote, kept
+    assert (work / "snapshot.db").is_file() != (point == "moved")
+    assert not node.host("/var/lib/etcd").exists()  # nothing in place
+    journal = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
+    assert "restore-data" not in journal["done"] and not journal["finished"]
+
+    result = cli.json("restore", "latest", *node.flags)
+    assert "restore-data" in result["ran"]
+    assert keyspace(url, pki) == before
+    assert revision(url, pki) == backed_up_revision + 1_000_000_000  # bumped once, not twice
+    assert not work.exists()
 
 
 def test_tampered_backup_stops_before_touching_the_node(kubeadm_node: Node, cli: Cli, pki: Pki) -> None:

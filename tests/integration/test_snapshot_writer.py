@@ -26,8 +26,14 @@ from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_st
 from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot import writer as writer_module
 from lifeboat.snapshot.mvcc import encode_revision
-from lifeboat.restore.content import keeps_snapshot_pages, keyspace_digest, newest_revision
-from lifeboat.snapshot.writer import BucketChanges, bump_restored_db, bump_revision, commit_in_place, write_db
+from lifeboat.restore.content import keeps_committed_rows, keeps_snapshot_pages, keyspace_digest, newest_revision
+from lifeboat.restore.native import commit_record, undo_commit
+from lifeboat.restore.steps import _compare_committed
+from lifeboat.snapshot.bbolt import BoltFile
+from lifeboat.snapshot.writer import (
+    BucketChanges, Overwritten, bump_restored_db, bump_revision, commit_in_place, commit_member_db, snapshot_sha256,
+    write_db,
+)
 from tests.integration.snapshot_corpus import Corpus, etcdctl_get_all, etcdutl_status
 from tests.integration.test_snapshot_reader import corpus_for
 from tests.support.binaries import EtcdRelease
@@ -552,3 +558,154 @@ def test_a_db_whose_bump_etcd_already_compacted_is_bumped_again(
 
     assert (again.old_revision, again.new_revision) == (first.new_revision, first.new_revision + 1_000)
     assert snapshot_status(compacted).revision == first.new_revision + 1_000
+
+
+# -- committing into a snapshot to make a member's db (lifeboat's own restore) ---------------------
+
+
+def _member_changes(snapshot: Path) -> list[BucketChanges]:
+    appended = [(rev(newest_revision(snapshot) + 1_000), b"")]
+    return [BucketChanges(KEY, appends=appended), BucketChanges(META, puts={b"consistent_index": b"\0" * 7 + b"\3"})]
+
+
+def _recording(snapshot: Path) -> tuple[list[Overwritten], Any]:
+    kept: list[Overwritten] = []
+
+    def record(before: Overwritten) -> None:
+        kept.append(before)
+        commit_record(snapshot).write_bytes(before.to_json())
+
+    return kept, record
+
+
+def test_a_member_db_committed_into_its_snapshot_equals_the_written_copy(
+    bolt_oracle: BoltOracle, etcd_shaped: Path, tmp_path: Path
+) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path  # with a trailer
+    revision, trailer = newest_revision(snapshot), check_trailer(snapshot).db_sha256
+    copy = write_db(snapshot, tmp_path / "copy.db", _member_changes(snapshot), trailer=False)
+    kept, record = _recording(snapshot)
+
+    written = commit_member_db(snapshot, _member_changes(snapshot), record=record)
+
+    assert sha256(snapshot) == sha256(copy.path) and not written.has_trailer
+    assert written.file_size == snapshot.stat().st_size == copy.file_size
+    assert_sound(bolt_oracle, snapshot)
+    # The snapshot is still in the file: its tree, and its bytes provably the checked ones.
+    assert Overwritten.from_json(commit_record(snapshot).read_bytes()) == kept[0]
+    assert snapshot_sha256(snapshot, kept[0]) == trailer == kept[0].trailer.hex()
+    assert newest_revision(snapshot, txid=kept[0].txid) == revision
+    assert keeps_committed_rows(snapshot, kept[0].txid, revision) is True
+    _compare_committed(snapshot, kept[0].txid, revision, 1_000)
+
+
+def test_a_commit_into_a_snapshot_is_undone_to_the_snapshot_byte_for_byte_and_then_redone_once(
+    etcd_shaped: Path, tmp_path: Path
+) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    original, revision = snapshot.read_bytes(), newest_revision(snapshot)
+    commit_member_db(snapshot, _member_changes(snapshot), record=_recording(snapshot)[1])
+
+    assert undo_commit(snapshot) is True
+    assert snapshot.read_bytes() == original and not commit_record(snapshot).exists()
+    assert undo_commit(snapshot) is False  # nothing to undo
+    commit_member_db(snapshot, _member_changes(snapshot), record=_recording(snapshot)[1])
+    assert newest_revision(snapshot) == revision + 1_000  # bumped once
+
+
+@pytest.mark.parametrize("killed_at", ["record", "pages", "meta"])
+def test_a_commit_into_a_snapshot_interrupted_anywhere_is_undone_to_the_snapshot(
+    etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: str
+) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    original = snapshot.read_bytes()
+    kept, record = _recording(snapshot)
+    fsyncs = []
+
+    def kill_after_record(before: Overwritten) -> None:
+        record(before)
+        raise KeyboardInterrupt
+
+    def fsync(fd: int) -> None:  # the first fsyncs the pages, the second the meta
+        fsyncs.append(fd)
+        if len(fsyncs) == {"pages": 1, "meta": 2}[killed_at]:
+            raise KeyboardInterrupt
+
+    if killed_at != "record":
+        monkeypatch.setattr(writer_module.os, "fsync", fsync)
+    with pytest.raises(KeyboardInterrupt):
+        commit_member_db(snapshot, _member_changes(snapshot), record=kill_after_record if killed_at == "record" else record)
+    monkeypatch.undo()
+
+    assert not check_trailer(snapshot).present or killed_at == "record"
+    assert undo_commit(snapshot) is True
+    assert snapshot.read_bytes() == original
+
+
+def test_a_page_of_the_snapshot_written_over_by_the_commit_is_caught_before_its_meta(
+    etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    with BoltFile.open(snapshot) as db:
+        txid, page_size = db.meta.txid, db.page_size
+    new_pages = writer_module._new_pages
+
+    def stray(db: BoltFile, out: Any, *args: Any) -> Any:  # a writer bug: one byte of page 3 changed
+        found = new_pages(db, out, *args)
+        out.seek(3 * page_size + 100)
+        out.write(b"\xff")
+        return found
+
+    monkeypatch.setattr(writer_module, "_new_pages", stray)
+    with pytest.raises(IntegrityError, match="pages changed"):
+        commit_member_db(snapshot, _member_changes(snapshot), record=_recording(snapshot)[1])
+    with BoltFile.open(snapshot) as db:
+        assert db.meta.txid == txid  # never committed
+
+
+@pytest.mark.parametrize("change", ["dropped", "altered"])
+def test_a_member_db_that_lost_or_changed_a_row_of_its_snapshot_is_caught(
+    etcd_shaped: Path, tmp_path: Path, change: str
+) -> None:
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    revision = newest_revision(snapshot)
+    kept, record = _recording(snapshot)
+    changes = _member_changes(snapshot)
+    wrong = (BucketChanges(KEY, deletes=frozenset({rev(1234)})) if change == "dropped" else
+             BucketChanges(KEY, puts={rev(1234): b"\x0a\x03k34changed"}))
+    commit_member_db(snapshot, [wrong, changes[1]], record=record)
+
+    assert keeps_committed_rows(snapshot, kept[0].txid, revision) is False
+    assert keyspace_digest(snapshot, revision) != keyspace_digest(snapshot, revision, txid=kept[0].txid)
+    with pytest.raises(IntegrityError, match="differs from the snapshot"):
+        _compare_committed(snapshot, kept[0].txid, revision, 0)
+
+
+def test_a_snapshot_without_its_trailer_is_not_committed_into(etcd_shaped: Path) -> None:
+    with pytest.raises(UsageError, match="no sha256 trailer"):
+        commit_member_db(etcd_shaped, _member_changes(etcd_shaped), record=lambda before: None)
+
+
+def test_a_commit_into_a_snapshot_streamed_by_etcd_keeps_its_meta_page_whatever_the_txid_parity(
+    etcd_shaped: Path, tmp_path: Path
+) -> None:
+    """etcd's snapshot stream (bbolt Tx.WriteTo) puts the txid on page 0 and txid - 1 on page 1,
+    so for an odd txid the page bbolt's commits would alternate to is the one in use."""
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    with BoltFile.open(snapshot) as db:
+        if db.meta.txid % 2 == 0:
+            snapshot = bump_revision(snapshot, tmp_path / "odd.db", 1).written.path
+    with BoltFile.open(snapshot) as db:
+        txid, size, page = db.meta.txid, db.db_size, db.page_size
+        assert txid % 2 == 1 and db.meta.page_id == 1
+    data = bytearray(snapshot.read_bytes()[:size])
+    data[:page], data[page : 2 * page] = data[page : 2 * page], data[:page]  # as WriteTo lays them out
+    snapshot.write_bytes(bytes(data) + hashlib.sha256(data).digest())
+    original, revision = snapshot.read_bytes(), newest_revision(snapshot)
+    kept, record = _recording(snapshot)
+
+    commit_member_db(snapshot, _member_changes(snapshot), record=record)
+
+    assert kept[0].meta_offset == page  # page 1, not the snapshot's page 0
+    assert keeps_committed_rows(snapshot, txid, revision) is True
+    assert undo_commit(snapshot) and snapshot.read_bytes() == original

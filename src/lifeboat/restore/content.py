@@ -42,11 +42,13 @@ class KeyspaceDigest:
     sha256: str
 
 
-def keyspace_digest(path: str | os.PathLike[str], up_to_revision: int | None = None) -> KeyspaceDigest:
-    """Digest bucket ``key`` of the db at ``path``, stopping after ``up_to_revision``."""
+def keyspace_digest(path: str | os.PathLike[str], up_to_revision: int | None = None, *,
+                    txid: int | None = None) -> KeyspaceDigest:
+    """Digest bucket ``key`` of the db at ``path`` (of transaction ``txid``'s tree, if given),
+    stopping after ``up_to_revision``."""
     digest = hashlib.sha256()
     rows = last = 0
-    with BoltFile.open(path) as db:
+    with BoltFile.open(path, txid=txid) as db:
         bucket = db.bucket(_KEY_BUCKET)
         if bucket is not None:
             for key, value, _buf, _start, _end in db.items(bucket, db.new_seen()):
@@ -63,9 +65,10 @@ def keyspace_digest(path: str | os.PathLike[str], up_to_revision: int | None = N
     return KeyspaceDigest(rows, last, digest.hexdigest())
 
 
-def newest_revision(path: str | os.PathLike[str]) -> int:
-    """The main revision of the last row of bucket ``key`` (0 when it is empty)."""
-    with BoltFile.open(path) as db:
+def newest_revision(path: str | os.PathLike[str], *, txid: int | None = None) -> int:
+    """The main revision of the last row of bucket ``key`` (0 when it is empty), in transaction
+    ``txid``'s tree if given."""
+    with BoltFile.open(path, txid=txid) as db:
         bucket = db.bucket(_KEY_BUCKET)
         key = db.last_key(bucket) if bucket is not None else None
         if key is None:
@@ -131,6 +134,32 @@ def keeps_snapshot_rows(snapshot: str | os.PathLike[str], restored: str | os.Pat
         restored_runs = _leaf_runs(after, new.root, lambda pgid: pgid < mark, revision)
         if restored_runs is None:
             return False
+        kept = {run for run in restored_runs if isinstance(run, int)}
+        return _leaf_runs(before, old.root, kept.__contains__, revision) == restored_runs
+
+
+def keeps_committed_rows(path: str | os.PathLike[str], snapshot_txid: int, revision: int) -> bool | None:
+    """True when the db at ``path``, committed into its snapshot's own file (transaction
+    ``snapshot_txid``'s tree is the snapshot's and still in the file), holds the snapshot's rows
+    of bucket ``key`` up to ``revision``, read only where the two trees differ.
+
+    The commit (:func:`lifeboat.snapshot.writer.commit_member_db`) writes new pages only past
+    the snapshot's high-water mark and has shown, by its trailer's sha256, that every page
+    below is still the snapshot's: so a subtree the new tree keeps (a page below the mark) is
+    the snapshot's own, and the rows of the new leaves, up to ``revision``, must be the rows the
+    snapshot's tree holds outside the kept subtrees, in the same places among them. None when
+    that means reading too many rows (compare digests of both trees instead).
+    """
+    with BoltFile.open(path, txid=snapshot_txid) as before, BoltFile.open(path) as after:
+        old, new = before.bucket(_KEY_BUCKET), after.bucket(_KEY_BUCKET)
+        if after.meta.txid != snapshot_txid + 1 or old is None or new is None:
+            return False
+        if old.inline is not None or new.inline is not None:
+            return old == new
+        mark = before.meta.high_water
+        restored_runs = _leaf_runs(after, new.root, lambda pgid: pgid < mark, revision)
+        if restored_runs is None:
+            return None
         kept = {run for run in restored_runs if isinstance(run, int)}
         return _leaf_runs(before, old.root, kept.__contains__, revision) == restored_runs
 
@@ -226,12 +255,22 @@ class KeySamples:
         self._started[path] = (_identity(path), future)
         threading.Thread(target=run, name="lifeboat-sample", daemon=True).start()
 
-    def take(self, path: Path) -> list[KeyValue]:
-        """The sample started for ``path`` if the file is unchanged since, else a new one."""
+    def take(self, path: Path, *, committed: Path | None = None) -> list[KeyValue]:
+        """The sample started for ``path`` if the file is unchanged since, else a new one.
+
+        ``committed``: ``path`` was committed into and moved there, its rows up to the snapshot's
+        revision shown to be the snapshot's; a sample started before still holds (a bump's row
+        holds no key), and a new one is read from there.
+        """
         identity, future = self._started.pop(path, (None, None))
+        if future is not None and committed is not None:
+            try:
+                return future.result()
+            except Exception:  # e.g. it opened the file after the move: sampled again below
+                return sample_keys(committed)
         if future is not None and identity is not None and identity == _identity(path):
             return future.result()
-        return sample_keys(path)
+        return sample_keys(committed or path)
 
 
 def save_sample(path: Path, sample: Sequence[KeyValue]) -> None:

@@ -11,7 +11,9 @@ It writes what ``etcdutl snapshot restore`` (3.5) or ``etcdctl snapshot restore`
   (``cindex.UpdateConsistentIndex``). etcdctl 3.4 leaves the old cluster's members in bucket
   ``members`` (3.4 reads membership from the v2 store only); lifeboat writes the new ones there
   too. Written by :func:`lifeboat.snapshot.writer.write_db`: the snapshot's pages copied
-  in-kernel, the changed pages after them, the snapshot itself untouched.
+  in-kernel, the changed pages after them, the snapshot itself untouched; or, by
+  :meth:`NativeRestore.run_in_place`, committed into the fetched snapshot file itself (nothing
+  copied), which then moves into the data dir (see :func:`undo_commit` for an interrupted one).
 * the WAL segment and the ``.snap`` file, byte for byte what the etcd version's tool writes.
 
 Each member's id and the cluster id are computed as etcd does, so members restored by
@@ -24,8 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lifeboat.durable import fsync_dir
-from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.durable import fsync_dir, replace_durably
+from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
 from lifeboat.restore.member_files import (
     WAL_NAME,
@@ -40,7 +42,7 @@ from lifeboat.restore.member_files import (
 from lifeboat.restore.target import parse_initial_cluster
 from lifeboat.snapshot.bbolt import BoltFile
 from lifeboat.snapshot.mvcc import MEMBERS_BUCKET, MEMBERS_REMOVED_BUCKET, META_BUCKET
-from lifeboat.snapshot.writer import BucketChanges, bump_changes, write_db
+from lifeboat.snapshot.writer import BucketChanges, Overwritten, bump_changes, commit_member_db, write_db
 
 CONSISTENT_INDEX_KEY = b"consistent_index"
 TERM_KEY = b"term"
@@ -79,12 +81,63 @@ class NativeRestore:
     def run(self, restore: SnapshotRestore) -> None:
         write_member_data_dir(restore, conf_state_in_wal=self.reference.version_tuple[:2] >= (3, 5))
 
+    def run_in_place(self, restore: SnapshotRestore) -> Overwritten:
+        """:meth:`run`, committing into ``restore.snapshot`` (a checked snapshot file on the data
+        dir's filesystem, which moves into it) instead of copying it; what the commit
+        overwrote, also kept in :func:`commit_record` until the work dir goes."""
+        write_member_data_dir(restore, conf_state_in_wal=self.reference.version_tuple[:2] >= (3, 5),
+                              in_place=True)
+        return Overwritten.from_json(commit_record(restore.snapshot).read_bytes())
 
-def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool) -> NewCluster:
+
+def commit_record(snapshot: Path) -> Path:
+    """Where a commit into ``snapshot`` keeps what it overwrites, beside it (lifeboat's work dir)."""
+    return snapshot.with_name(snapshot.name + ".overwritten")
+
+
+def undo_commit(snapshot: Path) -> bool:
+    """Put ``snapshot`` back as it was if a commit into it began (an interrupted restore); whether one had.
+
+    The older meta page and the trailer kept in :func:`commit_record` go back, the pages after
+    the snapshot's go: its bytes are the snapshot's again, and the caller checks them against
+    its trailer before they are used. A restore resumed after the commit is committed again
+    from the snapshot (never bumped twice). Repeatable: the record goes last.
+    """
+    record = commit_record(snapshot)
+    try:
+        before = Overwritten.from_json(record.read_bytes())
+    except FileNotFoundError:
+        return False
+    with BoltFile.open(snapshot) as db:
+        txid = db.meta.txid
+    if txid not in (before.txid, before.txid + 1):
+        raise IntegrityError(f"{snapshot} is neither the fetched snapshot nor lifeboat's commit into it "
+                             f"(transaction {txid}, {record} names {before.txid}); roll back, remove "
+                             f"{snapshot.parent} and restore again")
+    try:
+        with snapshot.open("r+b") as out:
+            out.seek(before.meta_offset)
+            out.write(before.meta_page)
+            out.truncate(before.db_size)
+            out.seek(before.db_size)
+            out.write(before.trailer)
+            out.flush()
+            os.fsync(out.fileno())
+        record.unlink()
+        fsync_dir(record.parent)
+    except OSError as exc:
+        raise OperationFailed(f"cannot put the fetched snapshot {snapshot} back as it was: "
+                              f"{exc.strerror or exc}") from None
+    return True
+
+
+def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool, in_place: bool = False) -> NewCluster:
     """Write ``restore.data_dir`` (which must not exist) from ``restore.snapshot``; the new cluster.
 
     ``conf_state_in_wal`` selects etcd 3.5's layout (the WAL's snapshot record carries the
-    conf state, bucket ``meta`` the raft term) over 3.4's.
+    conf state, bucket ``meta`` the raft term) over 3.4's. ``in_place``: the db is committed into
+    ``restore.snapshot`` itself (:func:`~lifeboat.snapshot.writer.commit_member_db`, what it
+    overwrites kept in :func:`commit_record` first), which is then renamed into the data dir.
     """
     data_dir = restore.data_dir
     if os.path.lexists(data_dir):
@@ -103,7 +156,13 @@ def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool) 
     data_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the tools do
     for directory in (data_dir, data_dir / "member", snap_dir, wal_dir):
         directory.mkdir(mode=0o700)
-    write_db(restore.snapshot, snap_dir / "db", changes, trailer=False, source_checked=restore.skip_hash_check)
+    if in_place:
+        commit_member_db(restore.snapshot, changes,
+                         record=lambda before: replace_durably(commit_record(restore.snapshot), before.to_json()))
+        os.rename(restore.snapshot, snap_dir / "db")
+        fsync_dir(restore.snapshot.parent)
+    else:
+        write_db(restore.snapshot, snap_dir / "db", changes, trailer=False, source_checked=restore.skip_hash_check)
     _write_file(wal_dir / WAL_NAME, wal_records(cluster, node, conf_state_in_snapshot=conf_state_in_wal),
                 mode=0o600, size=WAL_SEGMENT_BYTES)
     _write_file(snap_dir / snap_file_name(cluster), snap_file(cluster), mode=0o644)

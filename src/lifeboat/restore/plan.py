@@ -17,6 +17,7 @@ from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.restore.journal import Journal
 from lifeboat.restore.member_files import WAL_SEGMENT_BYTES
+from lifeboat.restore.native import NativeRestore
 from lifeboat.restore.steps import (
     BumpRevision,
     CleanUp,
@@ -140,7 +141,10 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     paths = RestorePaths(t.data_dir, inputs.stamp)
     apiserver = sup.manages("kube-apiserver")
     # The snapshot, the restored db, a WAL segment; and the bumped db's copy when lifeboat bumps.
-    need = (3 if native else 2) * m.snapshot.total_size + WAL_SEGMENT_BYTES
+    # lifeboat's own writer commits into the fetched snapshot, which becomes the restored db.
+    in_place = isinstance(inputs.tool, NativeRestore)
+    copies = 1 if in_place else 3 if native else 2
+    need = copies * m.snapshot.total_size + WAL_SEGMENT_BYTES
     steps: list[Step] = [
         Preflight("preflight", data_dir=t.data_dir, tool=inputs.tool.describe(),
                   etcd_version=m.source.etcd_version, need_bytes=need),
@@ -161,8 +165,10 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging, revision=inputs.revision,
                     bump_revision=bump.amount if bump.by == "tool" and bump.amount else None,
                     tool=inputs.tool.describe(), sample=paths.sample if inputs.start else None),
-        DropSnapshot("drop-snapshot", snapshot=paths.snapshot, sample=paths.sample if inputs.start else None),
     ]
+    if not in_place:  # lifeboat's own writer moved the snapshot into the data dir
+        steps.append(DropSnapshot("drop-snapshot", snapshot=paths.snapshot,
+                                  sample=paths.sample if inputs.start else None))
     if native:
         steps.append(BumpRevision("bump-revision", staging=paths.staging, amount=bump.amount,
                                   revision=inputs.revision))

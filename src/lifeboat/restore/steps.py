@@ -30,6 +30,7 @@ from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.content import (
     KeySamples,
     KeyspaceDigest,
+    keeps_committed_rows,
     keeps_snapshot_pages,
     keeps_snapshot_rows,
     keyspace_digest,
@@ -42,6 +43,7 @@ from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.writer import bump_restored_db
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
+from lifeboat.restore.native import NativeRestore, commit_record, undo_commit
 from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
 from lifeboat.verify.backup import verify_backup
@@ -282,6 +284,9 @@ class FetchSnapshot(PreparingStep):
         manifest = ctx.restoring()[0]
         repo = ctx.repository("the backup")
         self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The record of a commit into a snapshot fetched before (a restore that stopped there and
+        # was given up) describes a file this fetch replaces.
+        commit_record(self.snapshot).unlink(missing_ok=True)
         if self.point is not None and self.point.replays:
             # The survey needs no base: it runs on the second core while the base downloads.
             ctx.surveys[self.snapshot] = ChainSurvey(repo, self.point, ctx.identities,
@@ -409,6 +414,10 @@ class RestoreData(Step):
                 f"revision {self.revision} with the snapshot's; set mode 0700 and the old owner")
 
     def run(self, ctx: RestoreContext) -> None:
+        tool = ctx.restoring()[1]
+        if isinstance(tool, NativeRestore):
+            self._commit_into_snapshot(ctx, tool)
+            return
         if self.staging.exists():
             shutil.rmtree(self.staging)  # our own output of an interrupted run, never the node's data
         t = ctx.target
@@ -418,7 +427,6 @@ class RestoreData(Step):
         # while the tool works), unless the tool only adds pages (lifeboat's own writer).
         # Otherwise the restored db normally keeps the snapshot's pages of bucket ``key``
         # untouched, which one byte comparison of the two files shows.
-        tool = ctx.restoring()[1]
         compare_rows = bool(self.bump_revision) and not tool.copies_key_pages
         if self.sample is not None:
             ctx.samples.start(self.snapshot)
@@ -437,10 +445,41 @@ class RestoreData(Step):
                 shutil.rmtree(self.staging, ignore_errors=True)  # our own output, never the node's data
                 raise
         _compare_keyspace(self.snapshot, restored, self.revision, want, self.bump_revision or 0)
+        self._finish(ctx, ctx.samples.take(self.snapshot) if self.sample is not None else None)
+
+    def _commit_into_snapshot(self, ctx: RestoreContext, tool: NativeRestore) -> None:
+        """lifeboat's own writer: the fetched snapshot (in the work dir, beside the data dir, so
+        on its filesystem) becomes the member's db, committed into and renamed, never copied.
+
+        A run interrupted after its commit began is undone first (the commit's record puts the
+        snapshot's bytes back, a moved db is moved back), and the snapshot's trailer checked
+        again: nothing is committed twice, and nothing unchecked is used.
+        """
+        restored = self.staging / "member" / "snap" / "db"
+        if commit_record(self.snapshot).exists() and not self.snapshot.exists() and restored.is_file():
+            os.rename(restored, self.snapshot)  # moved by an interrupted run; undone below
+            fsync_dir(self.snapshot.parent)
+        if self.staging.exists():
+            shutil.rmtree(self.staging)  # our own output of an interrupted run, never the node's data
+        undo_commit(self.snapshot)
+        if not ctx.checked.unchanged(self.snapshot):
+            # Fetched by an earlier, interrupted run (or put back as it was): checked before any write.
+            check_trailer(self.snapshot).require_match(self.snapshot)
+        if self.sample is not None:
+            ctx.samples.start(self.snapshot)
+        t = ctx.target
+        before = tool.run_in_place(SnapshotRestore(
+            self.snapshot, self.staging, t.name, t.initial_cluster, t.token, t.peer_urls,
+            self.bump_revision, skip_hash_check=True))
+        _compare_committed(restored, before.txid, self.revision, self.bump_revision or 0)
+        sample = ctx.samples.take(self.snapshot, committed=restored) if self.sample is not None else None
+        self._finish(ctx, sample)
+
+    def _finish(self, ctx: RestoreContext, sample: list[KeyValue] | None) -> None:
         _own_tree(self.staging, ctx.journal.state.get("owner_uid"), ctx.journal.state.get("owner_gid"))
         os.chmod(self.staging, 0o700)
-        if self.sample is not None:
-            save_sample(self.sample, ctx.samples.take(self.snapshot))
+        if self.sample is not None and sample is not None:
+            save_sample(self.sample, sample)
 
 
 @dataclass(frozen=True)
@@ -511,6 +550,22 @@ def _compare_keyspace(snapshot: Path, restored: Path, revision: int, want: Keysp
     if not same or newest != revision:
         raise IntegrityError(
             f"the restored db's keyspace differs from the snapshot's ({detail}); the old data is "
+            "untouched or moved aside; report this"
+        )
+
+
+def _compare_committed(db: Path, snapshot_txid: int, revision: int, bump: int) -> None:
+    """Raise unless ``db``, committed into its snapshot's file, holds the rows the snapshot's tree
+    (transaction ``snapshot_txid``, still in the file) holds up to ``revision``, and (with a
+    ``bump``) one more at ``revision + bump``."""
+    same = keeps_committed_rows(db, snapshot_txid, revision)
+    if same is None:
+        same = keyspace_digest(db, revision) == keyspace_digest(db, revision, txid=snapshot_txid)
+    newest, bumped = newest_revision(db, txid=snapshot_txid), newest_revision(db)
+    if not same or newest != revision or bumped != revision + bump:
+        raise IntegrityError(
+            f"the restored db's keyspace differs from the snapshot's (rows {'equal' if same else 'differ'}, "
+            f"the snapshot's to revision {newest}, the restored db's to {bumped}); the old data is "
             "untouched or moved aside; report this"
         )
 

@@ -98,13 +98,13 @@ Leaf = tuple[Buffer, int, int, int]
 class BoltFile:
     """An open, read-only bbolt file; use :meth:`open` as a context manager."""
 
-    def __init__(self, path: Path, mm: PagedFile, file_size: int) -> None:
+    def __init__(self, path: Path, mm: PagedFile, file_size: int, txid: int | None = None) -> None:
         self.path = path
         self.mm = mm
         self.file_size = file_size
         self.has_trailer = has_trailer_length(file_size)
         self.db_size = file_size - TRAILER_SIZE if self.has_trailer else file_size
-        self.meta = self._choose_meta()
+        self.meta = self._choose_meta(txid)
         self.page_size = self.meta.page_size
         if self.meta.tx_size > self.db_size:
             raise SnapshotFormatError(
@@ -114,8 +114,12 @@ class BoltFile:
 
     @classmethod
     @contextmanager
-    def open(cls, path: str | os.PathLike[str]) -> Iterator[BoltFile]:
-        """Open ``path`` and read its meta; decoding faults inside the block are translated."""
+    def open(cls, path: str | os.PathLike[str], *, txid: int | None = None) -> Iterator[BoltFile]:
+        """Open ``path`` and read its meta; decoding faults inside the block are translated.
+
+        ``txid``: read the tree of that transaction's meta page (the other one, older or newer,
+        is ignored), not the newest; SnapshotFormatError if no valid meta page has that txid.
+        """
         p = Path(path)
         with paged(p) as mm, translated_faults(p):
             size = len(mm)
@@ -124,7 +128,7 @@ class BoltFile:
                     f"{p}: {size} bytes is too short for a bbolt database; "
                     "it is not an etcd snapshot"
                 )
-            yield cls(p, mm, size)
+            yield cls(p, mm, size, txid)
 
     def corrupted(self, what: str) -> SnapshotFormatError:
         return SnapshotFormatError(f"{self.path}: {what}; the snapshot is corrupted, use another copy")
@@ -151,7 +155,7 @@ class BoltFile:
             return None
         return Meta(page_id, page_size, root, freelist, high_water, txid, flags, sequence)
 
-    def _choose_meta(self) -> Meta:
+    def _choose_meta(self, txid: int | None) -> Meta:
         first = self._read_meta(0, 0)
         if first is not None:
             candidates = [first, self._read_meta(1, first.page_size)]
@@ -167,6 +171,10 @@ class BoltFile:
                     "it is not an etcd snapshot"
                 )
             raise self.corrupted("both bbolt meta pages fail their checksum")
+        if txid is not None:
+            valid = [m for m in valid if m.txid == txid]
+            if not valid:
+                raise self.corrupted(f"no valid meta page of transaction {txid}")
         meta = max(valid, key=lambda m: m.txid)
         if meta.high_water < 3 or not 2 <= meta.root < meta.high_water:
             raise self.corrupted(f"meta page {meta.page_id} has an impossible root or size")

@@ -17,19 +17,21 @@ does, so ``etcdutl snapshot restore`` accepts the file without ``--skip-hash-che
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
+import json
 import io
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from lifeboat.durable import fsync_dir
-from lifeboat.errors import OperationFailed, SnapshotFormatError, UsageError
+from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
 
 from .bbolt import (
     BUCKET_HEADER,
@@ -127,7 +129,7 @@ def write_db(
             # Decoding faults in the source and OSErrors here are translated on the way out:
             # by _replacing (writing) and by BoltFile.open (a malformed source).
             sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
-            digest = _complete(db, out, tmp, meta, (txid % 2) * db.page_size, db_size, trailer,
+            digest = _complete(db, out, tmp, meta, _spare_meta(db) * db.page_size, db_size, trailer,
                                check_source=db.has_trailer and not source_checked)
             if digest is not None:
                 out.seek(db_size)
@@ -162,7 +164,7 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
     with BoltFile.open(snapshot) as db:
         buckets, put_bytes = _checked_buckets(db, edits, changes)
         _require_free_space(snapshot, 2 * put_bytes + append_bytes_hint)
-        meta_offset = ((db.meta.txid + 1) % 2) * db.page_size
+        meta_offset = _spare_meta(db) * db.page_size
         try:
             with snapshot.open("r+b") as out:
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
@@ -178,14 +180,99 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
                 out.write(bytes.fromhex(digest))
                 out.flush()
                 os.fsync(out.fileno())
-                out.seek(meta_offset)
-                out.write(meta)
-                out.flush()
-                os.fsync(out.fileno())
+                _write_meta(out, meta_offset, meta)
         except OSError as exc:  # raised here, not as a read fault of the source
             raise _write_failure(snapshot, exc) from exc
         return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size,
                          db_size + TRAILER_SIZE, True, digest)
+
+
+@dataclass(frozen=True)
+class Overwritten:
+    """What :func:`commit_member_db` overwrites of a snapshot file: with it, the snapshot's own
+    bytes can be read back (and hashed against its trailer) after the commit."""
+
+    txid: int  # the snapshot's transaction; its meta page stays as it was
+    db_size: int  # the snapshot's db bytes (before its trailer)
+    meta_offset: int  # the older meta page, which the new transaction's replaces
+    meta_page: bytes
+    trailer: bytes  # etcd's sha256 of the snapshot's db bytes
+
+    def to_json(self) -> bytes:
+        return json.dumps({"txid": self.txid, "db_size": self.db_size, "meta_offset": self.meta_offset,
+                           "meta_page": base64.b64encode(self.meta_page).decode(),
+                           "trailer": self.trailer.hex()}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Overwritten:
+        """SnapshotFormatError unless ``data`` is what :meth:`to_json` wrote."""
+        try:
+            raw = json.loads(data)
+            found = cls(int(raw["txid"]), int(raw["db_size"]), int(raw["meta_offset"]),
+                        base64.b64decode(raw["meta_page"], validate=True), bytes.fromhex(raw["trailer"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SnapshotFormatError(f"the record of a commit into a snapshot is unreadable ({exc!r:.80})") from None
+        if len(found.trailer) != TRAILER_SIZE or found.meta_offset + len(found.meta_page) > found.db_size:
+            raise SnapshotFormatError("the record of a commit into a snapshot is inconsistent")
+        return found
+
+
+def commit_member_db(snapshot: Path, changes: Sequence[BucketChanges], *,
+                     record: Callable[[Overwritten], None]) -> WrittenDb:
+    """Turn the etcd snapshot file ``snapshot`` into a member's db (no trailer) with ``changes``
+    committed into it: nothing is copied.
+
+    For a snapshot this process fetched and checked. ``record`` is given what the commit
+    overwrites (the older meta page and the trailer) before anything is written, to keep it
+    durably: with it the snapshot's own bytes stay provable (:func:`snapshot_sha256`). Order, as
+    bbolt commits: the new pages after the high-water mark (over the trailer), fsynced; the
+    snapshot's bytes below the mark hashed meanwhile, which must still match its trailer (no
+    page of the snapshot was written over: what the new tree keeps of the old one is the
+    snapshot's); then the new meta, one txid later, over the older meta page, fsynced. Until
+    that last write the file's newest meta is the snapshot's.
+    """
+    snapshot = Path(snapshot)
+    edits = _all_edits(changes)
+    with BoltFile.open(snapshot) as db:
+        if not db.has_trailer:
+            raise UsageError(f"{snapshot} has no sha256 trailer; only a checked snapshot is committed into")
+        buckets, put_bytes = _checked_buckets(db, edits, changes)
+        _require_free_space(snapshot, 2 * put_bytes)
+        offset = _spare_meta(db) * db.page_size
+        before = Overwritten(db.meta.txid, db.db_size, offset, bytes(db.mm[offset : offset + db.page_size]),
+                             bytes(db.mm[db.db_size : db.db_size + TRAILER_SIZE]))
+        record(before)
+        try:
+            with snapshot.open("r+b") as out:
+                sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
+                out.truncate(db_size)
+                out.flush()
+                with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-writer") as pool:
+                    synced = pool.submit(os.fsync, out.fileno())  # mostly the fetched pages, on disk
+                    kept = snapshot_sha256(snapshot, before) == before.trailer.hex()
+                    synced.result()
+                if not kept:
+                    raise IntegrityError(f"{snapshot}: the snapshot's pages changed while lifeboat committed into "
+                                         "it (their sha256 no longer matches its trailer); fetch it again")
+                _write_meta(out, offset, meta)
+        except OSError as exc:  # raised here, not as a read fault of the source
+            raise _write_failure(snapshot, exc) from exc
+        return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size, db_size,
+                         False, None)
+
+
+def snapshot_sha256(path: Path, before: Overwritten) -> str:
+    """The sha256 of the snapshot's db bytes in ``path``, a file :func:`commit_member_db` committed
+    into (or began to): its bytes below the snapshot's size with the overwritten meta page put
+    back. It is the snapshot's trailer unless a page of the snapshot was written over."""
+    digest = hashlib.sha256()
+    buffer = bytearray(min(_HASH_CHUNK, before.db_size))
+    with Path(path).open("rb", buffering=0) as source, memoryview(buffer) as view:
+        head = view[:_read_exactly(source, view)]  # holds both meta pages (at most 2 MiB)
+        head[before.meta_offset : before.meta_offset + len(before.meta_page)] = before.meta_page
+        digest.update(head)
+        _hash_range(digest, source, len(head), before.db_size, view)
+    return digest.hexdigest()
 
 
 def _new_pages(db: BoltFile, out: BinaryIO, changes: Sequence[BucketChanges], edits: Mapping[bytes, Edits],
@@ -344,7 +431,7 @@ def bump_restored_db(db: Path, amount: int) -> BumpResult:
     with BoltFile.open(db) as bolt:
         latest, changes = bump_changes(bolt, amount)
         edits = {change.bucket: _bucket_edits(change) for change in changes}
-        offset = ((bolt.meta.txid + 1) % 2) * bolt.page_size
+        offset = _spare_meta(bolt) * bolt.page_size
         untouched = bolt.meta.high_water
         previous = bytes(bolt.mm[offset : offset + bolt.page_size])
         try:
@@ -375,10 +462,7 @@ def _commit_in_place(
     out.flush()
     os.fsync(out.fileno())
     txid = bolt.meta.txid + 1
-    out.seek((txid % 2) * bolt.page_size)
-    out.write(_meta_page(bolt, new_root, sink.next_pgid, txid))
-    out.flush()
-    os.fsync(out.fileno())
+    _write_meta(out, _spare_meta(bolt) * bolt.page_size, _meta_page(bolt, new_root, sink.next_pgid, txid))
     size = os.fstat(out.fileno()).st_size
     return WrittenDb(bolt.path, bolt.page_size, sink.next_pgid, txid, sink.pages_written,
                      sink.next_pgid * bolt.page_size, size, False, None)
@@ -478,11 +562,26 @@ def _rewrite_bucket(
 # -- file ------------------------------------------------------------------------------------
 
 
+def _write_meta(out: BinaryIO, offset: int, meta: bytes) -> None:
+    """Write the meta page that commits a transaction, and fsync: the last write of a commit."""
+    out.seek(offset)
+    out.write(meta)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _spare_meta(db: BoltFile) -> int:
+    """The meta page (0 or 1) a new transaction writes: the one the reader does not use. bbolt's
+    commits alternate by txid, but a snapshot etcd streamed (bbolt ``Tx.WriteTo``) has its txid
+    on page 0 and txid - 1 on page 1, whatever the parity."""
+    return 1 - db.meta.page_id
+
+
 def _meta_page(db: BoltFile, root: int, high_water: int, txid: int) -> bytes:
     meta = db.meta
     fields = (MAGIC, VERSION, db.page_size, meta.flags, root, meta.root_sequence)
     body = META.pack(*fields, NO_FREELIST, high_water, txid, 0)[:META_CHECKSUMMED]
-    page = PAGE_HEADER.pack(txid % 2, META_PAGE, 0, 0) + body + fnv64a(body).to_bytes(8, "little")
+    page = PAGE_HEADER.pack(_spare_meta(db), META_PAGE, 0, 0) + body + fnv64a(body).to_bytes(8, "little")
     return page.ljust(db.page_size, b"\0")
 
 

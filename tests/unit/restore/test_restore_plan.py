@@ -14,11 +14,13 @@ import pytest
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import EtcdUnavailable, IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
-from lifeboat.etcd.binaries import SnapshotRestore
+from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.content import save_sample
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.member_files import WAL_SEGMENT_BYTES
+from lifeboat.restore.native import NativeRestore
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback
 from lifeboat.restore.steps import (
     BumpRevision,
@@ -76,6 +78,14 @@ def test_plan_reads_and_verifies_before_it_stops_or_moves_anything(tmp_path: Pat
     assert keys == ["preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd",
                     "move-aside", "restore-data", "drop-snapshot", "bump-revision", "put-in-place", "start:etcd",
                     "verify-member", "start:kube-apiserver", "clean-up"]
+
+
+def test_lifeboats_own_writer_needs_room_for_one_copy_of_the_snapshot_beside_the_data_dir(tmp_path: Path) -> None:
+    native = NativeRestore(RestoreTool(Path("/usr/bin/etcdutl"), "etcdutl", "3.5.1", False, False))
+    size, wal = manifest().snapshot.total_size, WAL_SEGMENT_BYTES
+    assert plan_for(tmp_path, tool=native).steps[0].need_bytes == size + wal  # type: ignore[attr-defined]
+    assert "drop-snapshot" not in [s.key for s in plan_for(tmp_path, tool=native).steps]  # it became the db
+    assert plan_for(tmp_path, tool=FakeTool(can_bump_revision=True)).steps[0].need_bytes == 2 * size + wal  # type: ignore[attr-defined]
 
 
 def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> None:
