@@ -212,7 +212,9 @@ def v2_store(cluster: NewCluster) -> bytes:
     if count >= _EVENT_HISTORY:
         raise UsageError(f"{count} members: more than etcd's v2 store records; restore with --restore-with tool")
     root = _node("/", 0, children={
-        "0": _node("/0", 0, children={"members": _node("/0/members", 1, children=members)}),
+        # Go's encoding/json writes a map's keys sorted as strings: an id of 15 hex digits
+        # (a leading zero nibble) sorts by its digits, not by its value.
+        "0": _node("/0", 0, children={"members": _node("/0/members", 1, children=dict(sorted(members.items())))}),
         "1": _node("/1", 0, children={}),
     })
     stats = dict.fromkeys(("getsSuccess", "getsFail", "setsSuccess", "setsFail", "deleteSuccess", "deleteFail",
