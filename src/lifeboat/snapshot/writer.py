@@ -170,12 +170,9 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
                 out.truncate(db_size)
                 out.flush()
-                # The new pages go to the disk while the new db is hashed (fsync and hashlib
-                # both release the GIL); the meta page is written only once both are done.
-                with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-fsync") as pool:
-                    synced = pool.submit(os.fsync, out.fileno())
-                    digest = _new_db_sha256(db, snapshot, meta, meta_offset, db_size)
-                    synced.result()
+                # The new pages go to the disk while the new db is hashed; the meta page is
+                # written only once both are done.
+                digest = _synced_meanwhile(out, lambda: _new_db_sha256(db, snapshot, meta, meta_offset, db_size))
                 out.seek(db_size)
                 out.write(bytes.fromhex(digest))
                 out.flush()
@@ -185,6 +182,16 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
             raise _write_failure(snapshot, exc) from exc
         return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size,
                          db_size + TRAILER_SIZE, True, digest)
+
+
+def _synced_meanwhile(out: BinaryIO, work: Callable[[], str]) -> str:
+    """``work()``'s result, run while ``out`` is fsynced in a thread (fsync and hashlib both
+    release the GIL); returns once both are done."""
+    with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-fsync") as pool:
+        synced = pool.submit(os.fsync, out.fileno())
+        result = work()
+        synced.result()
+    return result
 
 
 @dataclass(frozen=True)
@@ -247,10 +254,8 @@ def commit_member_db(snapshot: Path, changes: Sequence[BucketChanges], *,
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
                 out.truncate(db_size)
                 out.flush()
-                with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-writer") as pool:
-                    synced = pool.submit(os.fsync, out.fileno())  # mostly the fetched pages, on disk
-                    kept = snapshot_sha256(snapshot, before) == before.trailer.hex()
-                    synced.result()
+                # Mostly the fetched pages go to the disk, while the snapshot's are hashed.
+                kept = _synced_meanwhile(out, lambda: snapshot_sha256(snapshot, before)) == before.trailer.hex()
                 if not kept:
                     raise IntegrityError(f"{snapshot}: the snapshot's pages changed while lifeboat committed into "
                                          "it (their sha256 no longer matches its trailer); fetch it again")
