@@ -20,6 +20,7 @@ from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal
 from lifeboat.store.memory import MemoryStore
 from lifeboat.verify.backup import require_verify_room, verify_backup
+from lifeboat.verify.drill import drill_extra_bytes
 from tests.support.manifests import stored_object
 from tests.unit.catalog.test_repository import T0, manifest
 from tests.unit.restore.test_restore_plan import FakeTool, context, plan_for
@@ -161,3 +162,10 @@ def test_backup_refuses_before_streaming_when_the_members_db_does_not_fit(tmp_pa
 
     assert source.streamed == 0 and store.keys() == [MARKER_KEY]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_drill_needs_one_data_dir_beside_its_snapshot_and_a_point_one_more_db() -> None:
+    # The second (bumped) restore comes after the first data dir is removed, and its bump is
+    # committed into its db: never a third copy. A WAL segment as etcd preallocates it.
+    assert drill_extra_bytes(GiB, replays=False) == GiB + 64 * 1000 * 1000
+    assert drill_extra_bytes(GiB, replays=True) == 2 * GiB + 64 * 1000 * 1000

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from lifeboat.errors import OperationFailed
 
+# etcd preallocates every WAL segment to wal.SegmentSizeBytes = 64 * 1000 * 1000 bytes (64 MB, not MiB).
+WAL_SEGMENT_BYTES = 64 * 1000 * 1000
+
 
 def db_locked(data_dir: Path) -> bool:
     """Whether a process holds bbolt's exclusive lock on ``data_dir``'s db file."""

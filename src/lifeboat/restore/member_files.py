@@ -37,8 +37,6 @@ from lifeboat.etcdapi.wire import LENGTH_DELIMITED, VARINT, MalformedValue, read
 from lifeboat.snapshot import cluster_id_from_members
 
 WAL_NAME = "0000000000000000-0000000000000000.wal"
-# etcd preallocates every WAL segment to wal.SegmentSizeBytes = 64 * 1000 * 1000 bytes (64 MB, not MiB).
-WAL_SEGMENT_BYTES = 64 * 1000 * 1000
 RAFT_TERM = 1  # the restore's raft log starts at term 1
 
 # walpb record types (wal/wal.go)

@@ -29,9 +29,9 @@ from pathlib import Path
 from lifeboat.durable import fsync_dir, replace_durably
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.restore.member_files import (
     WAL_NAME,
-    WAL_SEGMENT_BYTES,
     NewCluster,
     new_cluster,
     peer_url,

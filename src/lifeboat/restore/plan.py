@@ -15,8 +15,8 @@ from typing import Any
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.restore.journal import Journal
-from lifeboat.restore.member_files import WAL_SEGMENT_BYTES
 from lifeboat.restore.native import NativeRestore
 from lifeboat.restore.steps import (
     BumpRevision,

@@ -28,6 +28,7 @@ from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_etcd_server, find_restore_tool
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.snapshot.spool import spool_dir
@@ -159,12 +160,10 @@ def run_drill(
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
     writer = choose_writer(tool)
-    # The snapshot, the throwaway member's restored copy and, while lifeboat bumps the revision
-    # of the second restore, a copy of that (a replayed point: one more).
-    copies = 3 if replay is None else 4
     with spool_dir("drill", tmp_dir) as tmp:
         require_verify_room(manifest, Path(tmp).parent, None, free_space,
-                            extra=(copies - 1) * manifest.snapshot.total_size, report=room)
+                            extra=drill_extra_bytes(manifest.snapshot.total_size, replay is not None),
+                            report=room)
         work = Path(tmp)
         snapshot = work / "snapshot.db"
         started = clock.monotonic()
@@ -193,6 +192,13 @@ def run_drill(
         _restore_and_check(report, tool, writer, server.path, snapshot, revision,
                            work, sample_size, ready_timeout, clock)
     return report
+
+
+def drill_extra_bytes(snapshot_size: int, replays: bool) -> int:
+    """What a drill needs beside the snapshot it fetches: one throwaway member's data dir at a
+    time (a db the snapshot's size and a WAL segment; the second restore's bump is committed
+    into its db, not copied), and with a replayed point the point's db beside its base."""
+    return (2 if replays else 1) * snapshot_size + WAL_SEGMENT_BYTES
 
 
 def _restore_and_check(

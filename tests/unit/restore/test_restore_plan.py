@@ -19,7 +19,7 @@ from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.content import save_sample
 from lifeboat.restore.executor import execute
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
-from lifeboat.restore.member_files import WAL_SEGMENT_BYTES
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.restore.native import NativeRestore
 from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback
 from lifeboat.restore.steps import (
