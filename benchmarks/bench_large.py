@@ -104,12 +104,14 @@ def main() -> None:
         measured("lifeboat verify latest", [*LIFEBOAT, "verify", "latest", *local], env)
     if "drill" in args.steps:
         measured("lifeboat verify latest --drill",
-                 [*LIFEBOAT, "verify", "latest", "--drill", *local, "--restore-tool", str(release.etcdutl)], env)
+                 [*LIFEBOAT, "verify", "latest", "--drill", *local, "--restore-tool", str(release.etcdutl),
+                  "--restore-with", "lifeboat"], env)
     if "restore" in args.steps:
         measured("lifeboat restore latest --no-start (--supervisor none)", [
             *LIFEBOAT, "restore", "latest", "--repo", str(repo), "--supervisor", "none", "--name", "m0",
             "--initial-cluster", "m0=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
             "--data-dir", str(work / "restored" / "m0.etcd"), "--restore-tool", str(release.etcdutl),
+            "--restore-with", "lifeboat",
             "--endpoints", "http://127.0.0.1:9", "--no-start"], env)
         shutil.rmtree(work / "restored", ignore_errors=True)
 
