@@ -131,11 +131,7 @@ def keeps_snapshot_rows(snapshot: str | os.PathLike[str], restored: str | os.Pat
         mark = before.meta.high_water
         if any(2 <= page < mark for page in _changed_pages(before, after)):
             return False
-        restored_runs = _leaf_runs(after, new.root, lambda pgid: pgid < mark, revision)
-        if restored_runs is None:
-            return False
-        kept = {run for run in restored_runs if isinstance(run, int)}
-        return _leaf_runs(before, old.root, kept.__contains__, revision) == restored_runs
+        return _rows_outside_kept_match(before, after, old.root, new.root, revision) is True
 
 
 def keeps_committed_rows(path: str | os.PathLike[str], snapshot_txid: int, revision: int) -> bool | None:
@@ -156,12 +152,20 @@ def keeps_committed_rows(path: str | os.PathLike[str], snapshot_txid: int, revis
             return False
         if old.inline is not None or new.inline is not None:
             return old == new
-        mark = before.meta.high_water
-        restored_runs = _leaf_runs(after, new.root, lambda pgid: pgid < mark, revision)
-        if restored_runs is None:
-            return None
-        kept = {run for run in restored_runs if isinstance(run, int)}
-        return _leaf_runs(before, old.root, kept.__contains__, revision) == restored_runs
+        return _rows_outside_kept_match(before, after, old.root, new.root, revision)
+
+
+def _rows_outside_kept_match(before: BoltFile, after: BoltFile, old_root: int, new_root: int,
+                             revision: int) -> bool | None:
+    """Whether the rows of ``after``'s new leaves (pages past ``before``'s high-water mark) up
+    to ``revision`` are ``before``'s rows outside the subtrees ``after`` keeps, in the same
+    places among them; None when that means reading too many rows."""
+    mark = before.meta.high_water
+    restored_runs = _leaf_runs(after, new_root, lambda pgid: pgid < mark, revision)
+    if restored_runs is None:
+        return None
+    kept = {run for run in restored_runs if isinstance(run, int)}
+    return _leaf_runs(before, old_root, kept.__contains__, revision) == restored_runs
 
 
 _Run = int | tuple[tuple[bytes, bytes], ...]
