@@ -12,6 +12,7 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.output import Progress, RoomNotes, emit_json, table
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 
@@ -61,7 +62,7 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     progress, room = Progress(), RoomNotes(args.output == "json")
     choice = args.restore_with or ("tool" if args.restore_tool is not None else None)
     report = run_drill(repo, manifest, identities, choose_writer=lambda tool: native_or(tool, choice=choice),
-                       tmp_dir=args.tmp_dir,
+                       tmp_dir=resolved_config(args).config.backup.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
                        progress=progress, replay=_replayer(repo, point, identities) if point else None,
                        room=room)

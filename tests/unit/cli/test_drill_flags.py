@@ -1,14 +1,23 @@
-"""``verify``'s drill-only flags are refused without ``--drill`` instead of being ignored."""
+"""``verify --drill``'s settings: its own flags are refused without ``--drill`` (not ignored), and
+the shared ones (``--tmp-dir``) come from the config file too."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from lifeboat.catalog.layout import MARKER_KEY
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.errors import OperationFailed
+from lifeboat.store import open_store
+from lifeboat.verify import drill
 from tests.support.cli import Cli
+from tests.unit.retention.test_prune import store_backup
+
+T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -38,3 +47,35 @@ def test_drill_flags_name_every_one_given(cli: Cli, repo: str) -> None:
                           "--repo", repo)
     assert code == 3 and "--restore-tool" in err and "--etcd-binary" in err, err
 
+
+
+@pytest.fixture
+def drilled_in(monkeypatch: pytest.MonkeyPatch) -> list[Path | None]:
+    """The temp dir each drill is asked to work in; the drill itself stops there (exit 1)."""
+    asked: list[Path | None] = []
+
+    def recording(*_args: object, tmp_dir: Path | None = None, **_kwargs: object) -> None:
+        asked.append(tmp_dir)
+        raise OperationFailed("stopped by the test")
+
+    monkeypatch.setattr(drill, "run_drill", recording)
+    return asked
+
+
+def test_drill_works_in_the_config_files_tmp_dir(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drilled_in: list[Path | None],
+) -> None:
+    # verify honoured backup.tmp-dir of the config file; verify --drill ignored it (and filled
+    # the system temp dir with the snapshot and its restored copy).
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "cache"))
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), T0, cluster="default")
+    spool, flagged = tmp_path / "spool", tmp_path / "flagged"
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"backup:\n  tmp-dir: {spool}\n")
+    code, _out, err = cli("verify", "latest", "--drill", "--repo", url, "--config", str(config))
+    assert code == 1 and "stopped by the test" in err, err
+    code, _out, err = cli("verify", "latest", "--drill", "--repo", url, "--config", str(config),
+                          "--tmp-dir", str(flagged))
+    assert code == 1 and "stopped by the test" in err, err
+    assert drilled_in == [spool, flagged]
