@@ -30,8 +30,9 @@ import json
 import struct
 from base64 import b64decode
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +50,14 @@ UNKNOWN_LEASE_TTL = 1
 _KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
 # A record's head as the second pass reads it: the revision key, the kind, the value's size.
 _ROW_HEAD = struct.Struct(">17sB8xI")
+# A record's head and the first two bytes of its value (a key's tag and, when under 128, its length).
+_KEYED_HEAD = struct.Struct(HEAD.format + "BB")
 # A short key (under 128 bytes: one length byte) as bytes, read from a record in any buffer.
 _SHORT_KEY = tuple(struct.Struct(f"{size}s").unpack_from for size in range(0x80))
 _TOMBSTONE = DELETE
 _DELETE_BYTE = DELETE[0]
+# Segments the second pass reads and decompresses ahead, each in a thread of its own.
+READ_AHEAD = 2
 
 
 @dataclass
@@ -222,16 +227,22 @@ class _Survey:
         Returns the first and last revisions, and the counts of revisions and events, found."""
         short_key = _SHORT_KEY
         unpack = HEAD.unpack_from
+        unpack_keyed = _KEYED_HEAD.unpack_from
         newest = self.newest
         slot_of = self._slot_of
         tag = number << (32 + _SLOT_BITS)
         first = last = revisions = events = expected_sub = applied = applied_last = 0
         applied_from = applied_to = -1  # the records applied, of the revisions in (after, up_to]: one run
         pos, end = 0, len(body)
+        keyed_end = end - _KEYED_HEAD.size  # a head and its value's first two bytes read at once up to here
         while pos < end:
-            if pos + HEAD_SIZE > end:
+            if pos <= keyed_end:
+                main, mark, sub, kind, lease, size, key_tag, key_size = unpack_keyed(body, pos)
+            elif pos + HEAD_SIZE <= end:
+                main, mark, sub, kind, lease, size = unpack(body, pos)
+                key_tag = key_size = 0x80  # not read: a value this close to the end is checked below
+            else:
                 raise ValueError(f"a record head is cut off at byte {pos}")
-            main, mark, sub, kind, lease, size = unpack(body, pos)
             value_at = pos + HEAD_SIZE
             value_end = value_at + size
             if mark != b"_" or (kind != PUT and kind != DELETE):
@@ -249,8 +260,7 @@ class _Survey:
             expected_sub += 1
             events += 1
             if after < main <= up_to:
-                key_size = body[value_at + 1]
-                if body[value_at] == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
+                if key_tag == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
                     key = short_key[key_size](body, value_at + 2)[0]
                 else:  # a long key, or a damaged value: the general decoder says which
                     key = key_of(body, value_at, value_end)
@@ -306,21 +316,26 @@ def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:
 
 
 def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
-    """The MVCC rows of every run, in order (two segments' bytes in memory at a time).
+    """The MVCC rows of every run, in order (a few segments' bytes in memory at a time).
 
-    The next run's segment is read and decompressed in a thread (zstd releases the GIL) while
-    this one's rows are taken, into the other of two buffers; every row is a copy of its bytes,
+    The next runs' segments are read and decompressed in threads (zstd releases the GIL), each
+    into a buffer of its own, while this one's rows are taken: decompressing is most of this
+    pass, and two threads keep the second core busy with it. Every row is a copy of its bytes,
     so a row the writer still holds is never changed by a later segment's."""
     unpack = _ROW_HEAD.unpack_from
     pending = list(runs)
-    buffers = (FrameBuffer(), FrameBuffer())
-    with ThreadPoolExecutor(1, thread_name_prefix="segment-read") as pool:
-        ahead = pool.submit(_run_bytes, pending[0], buffers[0]) if pending else None
-        for number, run in enumerate(pending):
-            assert ahead is not None
-            data = ahead.result()
-            if number + 1 < len(pending):  # into the buffer whose rows were all taken
-                ahead = pool.submit(_run_bytes, pending[number + 1], buffers[(number + 1) % 2])
+    # A buffer for each read in flight, and one for the run whose rows are being taken.
+    free = [FrameBuffer() for _ in range(min(READ_AHEAD + 1, len(pending)))]
+    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="segment-read") as pool:
+        ahead: deque[tuple[Future[bytes | bytearray], FrameBuffer]] = deque()
+        queued = 0
+        for run in pending:
+            while queued < len(pending) and free:
+                buffer = free.pop()
+                ahead.append((pool.submit(_run_bytes, pending[queued], buffer), buffer))
+                queued += 1
+            reading, buffer = ahead.popleft()
+            data = reading.result()
             offset = run.body_offset + HEAD_SIZE
             with memoryview(data) as view:
                 for start in run.starts:
@@ -329,6 +344,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                     # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())
+            free.append(buffer)  # every row of this run was taken (copied)
 
 
 def _run_bytes(run: RowRun, buffer: FrameBuffer) -> bytes | bytearray:

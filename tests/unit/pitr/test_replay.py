@@ -14,9 +14,11 @@ from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segments import Predecessor, Segment, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 from lifeboat.pitr import PointTarget, parse_time
 from lifeboat.pitr.replay import (
-    UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, compaction_marks, compile_rows, lease_rows, stored_rows,
+    UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, READ_AHEAD, compaction_marks, compile_rows, lease_rows,
+    stored_rows,
 )
 from lifeboat.snapshot.mvcc import decode_revision
 from lifeboat.snapshot.replay import event_row, lease_row
@@ -166,18 +168,19 @@ def test_rows_read_through_one_reused_buffer_are_copies_of_their_own_bytes(tmp_p
     assert all(type(key) is bytes and type(value) is bytes for key, value in held)
 
 
-def test_rows_of_segments_read_ahead_into_two_alternating_buffers_are_each_their_own(tmp_path: Path) -> None:
-    # Long values, short ones, long again...: each segment's buffer is refilled two segments later.
+def test_rows_of_segments_read_ahead_into_reused_buffers_are_each_their_own(tmp_path: Path) -> None:
+    # Long values, short ones, long again...: each segment's buffer is refilled by a later one
+    # (READ_AHEAD + 1 buffers for nine segments), while the rows taken from it are still held.
     segments, previous = [], Predecessor("base", 10, BASE_ID)
-    for n in range(6):
+    for n in range(9):
         revision, size = 11 + n, (6000 if n % 2 == 0 else 3)
         segments.append(segment(previous, (revision, n, [put(b"/k%d" % n, bytes([65 + n]) * size, revision,
                                                                  revision, 1)])))
         previous = Predecessor("segment", revision, "x")
     expected = sorted(event_row(rev.revision, sub, e) for s in segments for rev in s.revisions
                       for sub, e in enumerate(rev.events))
-    _, runs = compile_rows(in_one_buffer(segments, tmp_path), BASE_ID, 10, 16, tmp_path)
-    assert len(runs) == 6 and list(stored_rows(runs)) == expected
+    _, runs = compile_rows(in_one_buffer(segments, tmp_path), BASE_ID, 10, 19, tmp_path)
+    assert len(runs) == 9 > READ_AHEAD + 1 and list(stored_rows(runs)) == expected
 
 
 def test_a_survey_of_views_of_one_reused_buffer_finds_what_one_of_bytes_does(tmp_path: Path) -> None:
@@ -209,3 +212,24 @@ def test_to_time_needs_an_offset_and_one_target() -> None:
         parse_time("yesterday")
     with pytest.raises(UsageError, match="either"):
         PointTarget(revision=5, moment=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_key_longer_than_one_length_byte_is_found_as_a_short_one_is(tmp_path: Path) -> None:
+    long_key = b"/registry/" + b"k" * 200  # its length takes two varint bytes
+    chain = [segment(Predecessor("base", 10, BASE_ID), (11, 1, [put(long_key, b"v1", 11, 11, 1)]),
+                     (12, 2, [put(b"/s", b"1", 12, 12, 1)])),
+             segment(Predecessor("segment", 12, "x"), (13, 3, [put(long_key, b"v2", 11, 13, 2)]))]
+    facts, runs = compiled(chain, 10, 13, tmp_path, encode_segment)
+    assert facts.rows == 2
+    assert list(stored_rows(runs)) == [event_row(12, 0, put(b"/s", b"1", 12, 12, 1)),
+                                       event_row(13, 0, put(long_key, b"v2", 11, 13, 2))]
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_record_whose_value_is_too_short_to_hold_its_key_is_refused(tmp_path: Path, where: str) -> None:
+    # A one-byte value: the key's tag without its length (the survey reads a record's head and
+    # the first two bytes of its value at once, except near the end of the records).
+    short = WatchEvent(EventType.PUT, KeyValue(b"/a", b"1", 11, 11, 1), kv_bytes=b"\n")
+    events = [short, put(b"/b", b"1", 11, 11, 1)] if where == "first" else [put(b"/b", b"1", 11, 11, 1), short]
+    with pytest.raises(IntegrityError, match="damaged"):
+        compiled([segment(Predecessor("base", 10, BASE_ID), (11, 1, events))], 10, 11, tmp_path, encode_segment)
