@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.codec import decompressing, decrypting, encode
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
-from lifeboat.catalog.manifest import record_json
+from lifeboat.catalog.records import record_json
 from lifeboat.catalog.layout import (
     CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
 )

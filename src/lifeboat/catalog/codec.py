@@ -16,7 +16,7 @@ import zstandard
 
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.streams import Chunk, Pipe, produced, take_buffer
-from lifeboat.config.model import DEFAULT_ZSTD_LEVEL as DEFAULT_ZSTD_LEVEL
+from lifeboat.config.rules import DEFAULT_ZSTD_LEVEL as DEFAULT_ZSTD_LEVEL
 from lifeboat.errors import DecryptionError, IntegrityError
 
 CHUNK = 1 << 20

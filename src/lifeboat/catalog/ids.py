@@ -6,7 +6,7 @@ import re
 import secrets
 from datetime import datetime, timezone
 
-from lifeboat.config.model import CLUSTER_NAME
+from lifeboat.config.rules import CLUSTER_NAME
 from lifeboat.errors import UsageError
 
 # 20261122T030405Z-1a2b3c: UTC start time to the second, then 24 random bits so two agents

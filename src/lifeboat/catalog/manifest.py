@@ -14,11 +14,9 @@ failing as a whole.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,6 +25,7 @@ from lifeboat.config.problems import key_path, translate
 from lifeboat.errors import IntegrityError
 from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.layout import SNAPSHOT_OBJECT
+from lifeboat.catalog.records import record_json
 
 MANIFEST_FORMAT: Literal[1] = 1
 
@@ -92,11 +91,6 @@ class SnapshotInfo(_Record):
     total_key: Count
     total_size: Count
     db_sha256: Sha256  # the trailer etcd appended: sha256 of the db bytes before it
-
-
-def record_json(fields: Mapping[str, Any]) -> bytes:
-    """A small record (manifest, pin, chain, restore journal) as written: indented JSON, keys sorted, one newline."""
-    return json.dumps(fields, indent=2, sort_keys=True).encode() + b"\n"
 
 
 class Manifest(_Record):

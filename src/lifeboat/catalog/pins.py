@@ -13,7 +13,7 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC
 
-from lifeboat.catalog.manifest import record_json
+from lifeboat.catalog.records import record_json
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import IntegrityError
 

@@ -6,7 +6,6 @@ variables or from files named by ``*-file`` keys, age identities only by file pa
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +13,7 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator,
 )
 
+from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL
 from lifeboat.config.secrets import public_recipient
 from lifeboat.config.values import (
     ByteSize,
@@ -28,12 +28,7 @@ from lifeboat.config.values import (
     Seconds,
 )
 
-# zstd level 1: on etcd data it compresses about as well as level 3 at about twice the speed,
-# which keeps a backup as fast as `etcdctl snapshot save` (docs/benchmarks.md).
-DEFAULT_ZSTD_LEVEL = 1
 DEFAULT_LISTEN = "127.0.0.1:9847"
-# Cluster names become object-key segments (lifeboat.catalog.ids checks them with this rule too).
-CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 
 
 def kebab(name: str) -> str:

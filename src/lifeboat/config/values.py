@@ -10,10 +10,11 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
 from pydantic import AfterValidator, BeforeValidator
+
+from lifeboat.config.rules import check_endpoint_url
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -52,24 +53,6 @@ def _positive_amount(value: object, kind: type[int] | type[float], pattern: re.P
     if amount <= 0:
         raise ValueError(f"must be {zero}, got {value!r}")
     return amount
-
-
-def check_endpoint_url(value: str) -> str:
-    """An S3 endpoint: ``http(s)://HOST[:PORT][/PATH]``, without credentials in it."""
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        parts, port_ok = urlsplit(""), False
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not hold credentials (user:password@); use AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY")
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(
-            c.isspace() for c in text):
-        raise ValueError(f"must be a URL such as https://s3.example.com or http://127.0.0.1:8333, "
-                         f"got {text[:80]!r}")
-    return text
 
 
 _SIZE = re.compile(r"(\d+)\s*(b|kib|mib|gib|kb|mb|gb)?")

@@ -17,7 +17,8 @@ from lifeboat.catalog.timeline import (
 )
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr.replay import compaction_marks, lease_rows, stored_rows
-from lifeboat.pitr.survey import ChainSurvey, Progress
+from lifeboat.pitr.survey import ChainSurvey
+from lifeboat.pitr.survey_run import Progress
 from lifeboat.snapshot.mvcc import read_lease_ids
 from lifeboat.snapshot.writer import BucketChanges, commit_in_place, write_db
 from lifeboat.verify.backup import verify_backup

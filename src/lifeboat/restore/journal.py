@@ -20,7 +20,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from pydantic.dataclasses import dataclass
 from typing_extensions import TypedDict  # pydantic validates only this one on Python < 3.12
 
-from lifeboat.catalog.manifest import record_json
+from lifeboat.catalog.records import record_json
 from lifeboat.config.problems import key_path, translate
 from lifeboat.durable import replace_durably
 from lifeboat.errors import OperationFailed, UsageError

@@ -47,7 +47,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store as _Client
 
-from lifeboat.config.values import check_endpoint_url
+from lifeboat.config.rules import check_endpoint_url
 from lifeboat.errors import (
     OperationFailed,
     RepositoryUnavailable,

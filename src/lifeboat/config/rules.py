@@ -1,0 +1,35 @@
+"""Rules and defaults of the config that layers below it share, in a module without pydantic.
+
+Importing :mod:`lifeboat.config.model` or :mod:`lifeboat.config.values` brings in pydantic; the
+chain survey's child process (:mod:`lifeboat.pitr.survey_run`) needs these and nothing of the
+model.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+# zstd level 1: on etcd data it compresses about as well as level 3 at about twice the speed,
+# which keeps a backup as fast as `etcdctl snapshot save` (docs/benchmarks.md).
+DEFAULT_ZSTD_LEVEL = 1
+# Cluster names become object-key segments (lifeboat.catalog.ids checks them with this rule too).
+CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+
+
+def check_endpoint_url(value: str) -> str:
+    """An S3 endpoint: ``http(s)://HOST[:PORT][/PATH]``, without credentials in it."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold credentials (user:password@); use AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY")
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(
+            c.isspace() for c in text):
+        raise ValueError(f"must be a URL such as https://s3.example.com or http://127.0.0.1:8333, "
+                         f"got {text[:80]!r}")
+    return text

@@ -1,0 +1,172 @@
+"""What the chain survey's child process runs (:mod:`lifeboat.pitr.survey`): download, check and
+survey a chain's segments, sent a plain request through stdin.
+
+The child imports only this module's needs: no pydantic nor the config's model (with them its
+imports took 53 MB, without them 37 MB), hence a request of plain values, not a
+:class:`~lifeboat.catalog.timeline.RestorePoint` and its manifests.
+``tests/unit/pitr/test_survey.py`` checks that it stays so.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import struct
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from lifeboat.catalog.age_keys import Identity, identities_from_material
+from lifeboat.catalog.chains import ChainStore, SegmentRef, segment_named
+from lifeboat.catalog.codec import FrameBuffer
+from lifeboat.errors import IntegrityError
+from lifeboat.pitr.replay import ReplayFacts, RowRun, StagedSegment, compile_rows
+from lifeboat.store.base import ObjectStore
+
+Progress = Callable[[str, int], None]
+
+FRAME = struct.Struct(">Q")  # the length of each pickled message the child sends
+
+
+@dataclass(frozen=True)
+class SurveyedChain:
+    """The part of a restore point the survey reads: its chain's segments up to the point."""
+
+    cluster: str
+    chain: str
+    base_backup: str  # the backup the chain's first segment names (it may be gone)
+    base_revision: int
+    revision: int
+    segments: tuple[SegmentRef, ...]
+
+
+@dataclass(frozen=True)
+class SurveyRequest:
+    """What the parent sends the child (pickled through its stdin; the store holds credentials)."""
+
+    store: ObjectStore
+    chain: SurveyedChain
+    identities: tuple[tuple[str, bytes], ...] | None  # each identity's source and what it was read from
+    work: Path
+
+
+def survey_segments(store: ObjectStore, chain: SurveyedChain, identities: Sequence[Identity] | None, work: Path,
+                    progress: Progress) -> tuple[ReplayFacts, list[RowRun]]:
+    """Download, check and survey every segment of ``chain``, staged in ``work``."""
+    # Closed before the work directory is cleaned, so that no fetch still writes into it.
+    with closing(_download(ChainStore(store), chain, identities, work, progress)) as fetched:
+        facts, runs = compile_rows(fetched, chain.base_backup, chain.base_revision, chain.revision, work)
+    if facts.last_revision != chain.revision:
+        raise IntegrityError(f"the chain's events end at revision {facts.last_revision}, not {chain.revision}")
+    return facts, runs
+
+
+# Segments fetched ahead of the survey: downloading and decrypting (in the store's client and
+# pyrage), decompressing and hashing all release the GIL, so they overlap the survey's Python.
+FETCH_AHEAD = 3
+FETCH_THREADS = 2
+
+
+def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Identity] | None,
+              work: Path, progress: Progress) -> Generator[StagedSegment, None, None]:
+    """Every segment up to the point, in order, checked and decrypted into ``work`` but kept
+    compressed, while the ones after it are being fetched.
+
+    Staged compressed (a seventh or so of the raw size): the second pass decompresses again
+    only the segments holding a row to write, which is cheaper than writing and reading back
+    the raw bytes. Each segment is decompressed for its check into one of a few reused buffers
+    (:class:`~lifeboat.catalog.codec.FrameBuffer`): the header's ``body`` is a view of it, valid
+    until the next segment is asked for."""
+    # One buffer for each fetch in flight or done and waiting, and one for the segment the
+    # caller holds: a fetch never waits for one.
+    buffers: queue.SimpleQueue[FrameBuffer] = queue.SimpleQueue()
+    for _ in range(FETCH_AHEAD + 1):
+        buffers.put(FrameBuffer())
+
+    def fetch(number: int, ref: SegmentRef) -> tuple[StagedSegment, FrameBuffer]:
+        stored = store.fetch_compressed(chain.cluster, chain.chain, ref, identities)
+        buffer = buffers.get_nowait()
+        try:
+            with segment_named(store.segment_where(chain.cluster, chain.chain, ref)):
+                size = buffer.decompress(stored)
+            header = store.check_header(buffer.data, chain.cluster, chain.chain, ref, size)
+        except BaseException:
+            buffers.put(buffer)
+            raise
+        path = work / f"{number:09d}.segment.zst"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(stored)
+        return StagedSegment(header, path, compressed=True, raw_size=size), buffer
+
+    refs = iter(enumerate(chain.segments))
+    with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="segment-fetch") as pool:
+        ahead: deque[Future[tuple[StagedSegment, FrameBuffer]]] = deque(
+            pool.submit(fetch, *item) for item in islice(refs, FETCH_AHEAD))
+        done = 0
+        try:
+            while ahead:
+                staged, buffer = ahead.popleft().result()
+                done += staged.path.stat().st_size
+                progress("segments", done)
+                following = next(refs, None)
+                if following is not None:
+                    ahead.append(pool.submit(fetch, *following))
+                yield staged
+                buffers.put(buffer)  # the caller is done with that segment's body
+        finally:
+            for future in ahead:
+                future.cancel()
+
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc``, or a stand-in with its type and message when it does not survive pickling."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+    return exc
+
+
+def _leave_with_parent(fd: int) -> None:
+    """Exit when the parent closes the request pipe, or dies (the kernel closes it then)."""
+    while os.read(fd, 1 << 16):  # the raw pipe: a buffered reader's lock would stall the exit
+        pass
+    os._exit(1)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Answers go through a private copy of stdout; anything else printed lands on stderr.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    lock = threading.Lock()
+
+    def send(*message: object) -> None:
+        body = pickle.dumps(message)
+        with lock:
+            answers.write(FRAME.pack(len(body)) + body)
+            answers.flush()
+
+    with os.fdopen(os.dup(0), "rb") as requests:
+        request: SurveyRequest = pickle.load(requests)
+    threading.Thread(target=_leave_with_parent, args=(0,), name="parent-watch", daemon=True).start()
+    try:
+        identities = None if request.identities is None else identities_from_material(request.identities)
+        found = survey_segments(request.store, request.chain, identities, request.work,
+                                lambda stage, done: send("progress", stage, done))
+    except BaseException as exc:  # every failure goes to the parent, which raises it
+        send("error", _portable(exc), traceback.format_exc())
+    else:
+        send("result", *found)
+    answers.close()
+
