@@ -151,19 +151,24 @@ class LocalEtcd:
                                              command_timeout=10.0))
 
     def wait_ready(self, timeout: float, clock: Clock | None = None, tls: TlsConfig | None = None) -> None:
-        """Wait until etcd answers and has elected itself leader; OperationFailed if not."""
+        """Wait until etcd answers and has elected itself leader; OperationFailed if not.
 
-        def ready(client: EtcdClient) -> bool:
+        Each poll asks through a new client: a gRPC channel whose connection was refused (etcd
+        not listening yet) tries again only after its reconnect backoff, 0.5 s growing to 5 s,
+        and so kept a drill waiting 10 s for a restored etcd that served after one.
+        """
+
+        def ready() -> bool:
             if not self.running:
                 raise OperationFailed(f"etcd {self.name} exited before it was ready: {self.last_log_line()}")
-            try:
-                return client.status(self.client_url).leader_id != 0
-            except LifeboatError:  # not listening or not ready yet
-                return False
+            with self.client(tls) as client:
+                try:
+                    return client.status(self.client_url).leader_id != 0
+                except LifeboatError:  # not listening or not ready yet
+                    return False
 
-        with self.client(tls) as client:
-            if not (clock or SystemClock()).wait_until(lambda: ready(client), timeout, READY_POLL):
-                raise OperationFailed(f"etcd {self.name} was not ready after {timeout:.0f}s: {self.last_log_line()}")
+        if not (clock or SystemClock()).wait_until(ready, timeout, READY_POLL):
+            raise OperationFailed(f"etcd {self.name} was not ready after {timeout:.0f}s: {self.last_log_line()}")
 
     def last_log_line(self) -> str:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -54,3 +56,35 @@ def test_a_hung_etcd_is_killed_on_exit(tmp_path: Path, monkeypatch: pytest.Monke
             assert time.monotonic() < deadline, "the fake etcd never started"
             time.sleep(0.01)
     assert process is not None and process.returncode == -9
+
+
+def test_a_wait_for_an_etcd_not_yet_serving_asks_again_every_poll(tmp_path: Path) -> None:
+    """grpc waits out a reconnect backoff (0.5 s growing to 5 s) after a failed connection, so a
+    wait that reused one client asked about four times in 3 s and caught a restored etcd that
+    served after 1 s only after 10 s; each poll (every 0.1 s) must try to connect again."""
+    fake = script(tmp_path / "etcd", "exec sleep 60")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    attempts: list[float] = []
+    done = threading.Event()
+
+    def refuse_each() -> None:  # accept and hang up at once: a connection that fails
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            attempts.append(time.monotonic())
+            connection.close()
+
+    server = threading.Thread(target=refuse_each, daemon=True)
+    server.start()
+    try:
+        with LocalEtcd(fake, "d", tmp_path, tmp_path / "log", listener.getsockname()[1], 2) as etcd:
+            with pytest.raises(OperationFailed, match="not ready after 3s"):
+                etcd.wait_ready(3)
+    finally:
+        done.set()
+        server.join(5)
+        listener.close()
+    assert len(attempts) >= 10, attempts
