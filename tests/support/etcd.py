@@ -203,7 +203,10 @@ class EtcdCluster:
                 # keeps the URLs it was created with in its membership.
                 if not fresh or attempt == PORT_ATTEMPTS:
                     raise
-                self.stop()
+                # Killed: their data dirs go next, and a member that never had a quorum can take
+                # a SIGTERM's full 10 s to stop.
+                for m in self.members:
+                    m.kill()
                 for m in self.members:
                     shutil.rmtree(m.data_dir, ignore_errors=True)
                     m.new_ports()
@@ -216,10 +219,16 @@ class EtcdCluster:
         deadline = time.monotonic() + timeout
         waiting = list(zip(self.members, logs))
         while waiting:
+            still = []
             for m, log_from in waiting:
-                if (ended := m.exited(log_from)) is not None:
-                    raise ended
-            waiting = [(m, log_from) for m, log_from in waiting if not m.healthy()]
+                # Before each health check (up to 2 s while there is no quorum), so that a member
+                # that lost a port race is noticed at once.
+                for other, other_log_from in waiting:
+                    if (ended := other.exited(other_log_from)) is not None:
+                        raise ended
+                if not m.healthy():
+                    still.append((m, log_from))
+            waiting = still
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(m.name for m, _ in waiting)
                 raise TimeoutError(f"etcd {names} not healthy after {timeout}s: {waiting[0][0].log_tail()}")
