@@ -24,11 +24,13 @@ pytestmark = pytest.mark.integration
 TOKEN = "restored-token"
 
 
-@pytest.fixture
-def snapshot(release: EtcdRelease, tmp_path: Path) -> Path:
-    """A snapshot of a real one-member cluster with a few keys, one deleted, one rewritten."""
-    path = tmp_path / "snapshot.db"
-    with EtcdCluster(release, tmp_path / "source") as source:
+@pytest.fixture(scope="module")
+def saved_snapshot(release: EtcdRelease, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot of a real one-member cluster with a few keys, one deleted, one rewritten;
+    saved once per release (each test gets a copy of it)."""
+    work = tmp_path_factory.mktemp(f"native-source-{release.version}")
+    path = work / "snapshot.db"
+    with EtcdCluster(release, work / "source") as source:
         member = source.first()
         put_many(member, [(f"/registry/k{i:02d}", f"value-{i}") for i in range(20)])
         member.etcdctl("del", "/registry/k03")
@@ -36,6 +38,12 @@ def snapshot(release: EtcdRelease, tmp_path: Path) -> Path:
         subprocess.run([str(release.etcdctl), f"--endpoints={member.client_url}", "snapshot", "save", str(path)],
                        env=dict(os.environ, ETCDCTL_API="3"), check=True, capture_output=True)
     return path
+
+
+@pytest.fixture
+def snapshot(saved_snapshot: Path, tmp_path: Path) -> Path:
+    """This test's own copy of :func:`saved_snapshot`."""
+    return Path(shutil.copy(saved_snapshot, tmp_path / "snapshot.db"))
 
 
 def tool(release: EtcdRelease) -> NativeRestore:
