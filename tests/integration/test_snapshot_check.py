@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -20,13 +21,19 @@ from tests.support.cli import Cli
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def source(bolt_oracle: BoltOracle, tmp_path: Path) -> Path:
-    """Go-made: bucket ``key`` of three levels, a nested bucket, a stored freelist."""
+@pytest.fixture(scope="module")
+def made_source(bolt_oracle: BoltOracle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Go-made: bucket ``key`` of three levels, a nested bucket, a stored freelist; made once."""
     rows = [["put", [b"key"], encode_revision(i), b"v" * (i % 90)] for i in range(1, 30_000)]
     nested = [["put", [b"n", b"inner"], b"k%03d" % i, b"x" * 300] for i in range(40)]
     deletion = [["del", [b"key"], encode_revision(5)], ["put", [b"meta"], b"term", b"\0" * 8]]
-    return bolt_oracle.create(tmp_path / "source.db", [rows, nested, deletion])
+    return bolt_oracle.create(tmp_path_factory.mktemp("check-source") / "source.db", [rows, nested, deletion])
+
+
+@pytest.fixture
+def source(made_source: Path, tmp_path: Path) -> Path:
+    """This test's own copy of :func:`made_source`, to damage as it likes."""
+    return Path(shutil.copy(made_source, tmp_path / "source.db"))
 
 
 def first_leaf(path: Path, bucket: bytes) -> tuple[int, int]:

@@ -67,8 +67,14 @@ def rows(dump: dict[str, Dump], bucket: bytes) -> list[tuple[bytes, bytes]]:
 
 
 @pytest.fixture
-def etcd_shaped(bolt_oracle: BoltOracle, tmp_path: Path) -> Path:
-    """A Go-made db shaped like etcd's: MVCC rows (some with overflow values), meta, members."""
+def etcd_shaped(made_etcd_shaped: Path, tmp_path: Path) -> Path:
+    """This test's own copy of :func:`made_etcd_shaped`."""
+    return Path(shutil.copy(made_etcd_shaped, tmp_path / "source.db"))
+
+
+@pytest.fixture(scope="module")
+def made_etcd_shaped(bolt_oracle: BoltOracle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Go-made db shaped like etcd's: MVCC rows (some with overflow values), meta, members; made once."""
     first = [["bucket", [KEY]], ["bucket", [META]], ["bucket", [b"members"]],
              ["put", [META], b"consistent_index", struct.pack(">Q", 77)],
              ["put", [b"members"], b"8e9e05c52164694d", b'{"name":"m0"}']]
@@ -76,7 +82,7 @@ def etcd_shaped(bolt_oracle: BoltOracle, tmp_path: Path) -> Path:
                for i in range(2, 4000)]
     big = [["put", [KEY], rev(4000 + i), b"\x0a\x03big" + bytes([i]) * 9000] for i in range(3)]
     tomb = [["put", [KEY], rev(4003) + b"t", b"\x0a\x03k07"]]
-    return bolt_oracle.create(tmp_path / "source.db", [first, history, big + tomb])
+    return bolt_oracle.create(tmp_path_factory.mktemp("etcd-shaped") / "source.db", [first, history, big + tomb])
 
 
 # -- the revision bump -------------------------------------------------------------------------
