@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import AgeKey, flip_byte
+from tests.faults.conftest import AgeKey, BusyBackup, flip_byte
 from tests.support.cli import Cli
-from tests.support.etcd import EtcdMember
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def backed_up(cli: Cli, member: EtcdMember, repo: Path, age_key: AgeKey | None) -> tuple[str, Path]:
-    """Take a backup; return its id and the path of its stored snapshot object."""
-    encrypt = ["--encrypt-to", age_key.recipient] if age_key else []
-    manifest = cli.json("backup", f"--endpoints={member.client_url}", "--repo", str(repo), "--no-files", *encrypt)
-    backup_id = str(manifest["id"])
-    name = next(o["name"] for o in manifest["objects"] if o["name"].startswith("snapshot.db"))
-    return backup_id, repo / "clusters/default/backups" / backup_id / name
-
-
 @pytest.mark.parametrize("encrypted", [True, False], ids=["age", "zstd-only"])
 @pytest.mark.parametrize("where", [0.5, 0.999], ids=["middle", "last-chunk"])
 def test_verify_of_a_flipped_byte_is_an_integrity_failure_naming_the_object_in_json(
-    cli: Cli, busy_etcd: EtcdMember, age_key: AgeKey, tmp_path: Path, encrypted: bool, where: float
+    cli: Cli, busy_backup: Callable[[Path, bool], BusyBackup], age_key: AgeKey, tmp_path: Path,
+    encrypted: bool, where: float
 ) -> None:
     repo = tmp_path / "repo"
-    backup_id, stored = backed_up(cli, busy_etcd, repo, age_key if encrypted else None)
+    backup = busy_backup(repo, encrypted)
+    backup_id, stored = backup.id, backup.stored_snapshot
     flip_byte(stored, where)
 
     code, out, err = cli("verify", backup_id, "--repo", str(repo), "-i", str(age_key.identity_file), "-o", "json")
@@ -45,10 +38,11 @@ def test_verify_of_a_flipped_byte_is_an_integrity_failure_naming_the_object_in_j
 
 
 def test_restore_of_a_flipped_byte_stops_before_the_node_naming_the_object(
-    cli: Cli, busy_etcd: EtcdMember, age_key: AgeKey, tmp_path: Path
+    cli: Cli, busy_backup: Callable[[Path, bool], BusyBackup], age_key: AgeKey, tmp_path: Path
 ) -> None:
     repo = tmp_path / "repo"
-    backup_id, stored = backed_up(cli, busy_etcd, repo, age_key)
+    backup = busy_backup(repo, True)
+    backup_id, stored = backup.id, backup.stored_snapshot
     flip_byte(stored)
     data_dir = tmp_path / "node" / "etcd"
     data_dir.parent.mkdir()

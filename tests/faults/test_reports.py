@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.store import open_store
 from lifeboat.verify.backup import VerifyReport, verify_backup
-from tests.faults.conftest import lifeboat_process
+from tests.faults.conftest import BusyBackup, lifeboat_process
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
 
@@ -19,11 +20,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def repo_with_backup(cli: Cli, busy_etcd: EtcdMember, tmp_path: Path) -> tuple[Path, dict[str, object]]:
-    repo = tmp_path / "repo"
-    manifest = cli.json("backup", f"--endpoints={busy_etcd.client_url}", "--repo", str(repo), "--no-files")
+def repo_with_backup(busy_backup: Callable[[Path, bool], BusyBackup], tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    backup = busy_backup(tmp_path / "repo", False)
+    manifest = backup.manifest
     assert [room["what"] for room in manifest.pop("disk")] == ["the backup's spooled snapshot (member m0's db)"]
-    return repo, manifest  # as stored
+    return backup.repo, manifest  # as stored
 
 
 @pytest.mark.parametrize("command", ["backup", "list"])

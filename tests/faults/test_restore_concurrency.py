@@ -6,12 +6,13 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lifeboat.restore.journal import journal_path
-from tests.faults.conftest import lifeboat_process
+from tests.faults.conftest import BusyBackup, lifeboat_process
 from tests.support.binaries import EtcdRelease
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
@@ -43,10 +44,9 @@ def wait_until_in_place(member: EtcdMember, process: subprocess.Popen[bytes], ti
 
 
 @pytest.fixture
-def backup(cli: Cli, busy_etcd: EtcdMember, tmp_path: Path) -> tuple[str, Path]:
-    repo = tmp_path / "repo"
-    manifest = cli.json("backup", f"--endpoints={busy_etcd.client_url}", "--repo", str(repo), "--no-files")
-    return str(manifest["id"]), repo
+def backup(busy_backup: Callable[[Path, bool], BusyBackup], tmp_path: Path) -> tuple[str, Path]:
+    made = busy_backup(tmp_path / "repo", False)
+    return made.id, made.repo
 
 
 def test_second_restore_started_at_the_same_time_is_refused_naming_the_holder(
