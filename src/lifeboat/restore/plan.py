@@ -156,11 +156,8 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
         steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
-    if apiserver:
-        steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
-                          how=sup.describe_stop("kube-apiserver")))
+    steps += _stop_control_plane(sup)
     steps += [
-        Stop("stop:etcd", component="etcd", how=sup.describe_stop("etcd")),
         MoveAside("move-aside", source=t.data_dir, destination=paths.moved_aside, journal_field="moved_aside"),
         RestoreData("restore-data", snapshot=paths.snapshot, staging=paths.staging, revision=inputs.revision,
                     bump_revision=bump.amount if bump.by == "tool" and bump.amount else None,
@@ -200,15 +197,23 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
 
 def _start_and_check(sup: Supervisor, revision: int, paths: RestorePaths,
                      compacted_before: int | None) -> list[Step]:
-    steps: list[Step] = [
-        Start("start:etcd", component="etcd", how=sup.describe_start("etcd"), undo_on_failure=True),
+    return [
+        Start.of(sup, "etcd", undo_on_failure=True),
         VerifyMember("verify-member", revision=revision, snapshot=paths.snapshot, sample=paths.sample,
                      compacted_before=compacted_before, undo_on_failure=True),
+        *_start_apiserver(sup),
     ]
-    if sup.manages("kube-apiserver"):
-        steps.append(Start("start:kube-apiserver", component="kube-apiserver",
-                           how=sup.describe_start("kube-apiserver")))
-    return steps
+
+
+def _stop_control_plane(sup: Supervisor) -> list[Step]:
+    """Stop kube-apiserver (when ``sup`` manages it), then etcd."""
+    apiserver: list[Step] = [Stop.of(sup, "kube-apiserver")] if sup.manages("kube-apiserver") else []
+    return [*apiserver, Stop.of(sup, "etcd")]
+
+
+def _start_apiserver(sup: Supervisor) -> list[Step]:
+    """Start kube-apiserver once etcd is up, when ``sup`` manages it."""
+    return [Start.of(sup, "kube-apiserver")] if sup.manages("kube-apiserver") else []
 
 
 def how_to_start(sup: Supervisor, single_member: bool) -> tuple[str, ...]:
@@ -253,19 +258,14 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
     A restore that stopped etcd but had not moved the data dir yet is rolled back by starting
     what it stopped (after putting the data dir back, should a crash have hit mid-rename).
     """
-    apiserver = supervisor.manages("kube-apiserver")
     if "moved_aside" not in journal.state:
         return _plan_restart(journal, paths, supervisor, start)
     moved = journal.state.get("moved_aside")
     if not moved:
         raise UsageError(f"the restore journaled for {paths.data_dir} moved no data dir aside "
                          "(there was none); there is nothing to roll back to")
-    steps: list[Step] = []
-    if apiserver:
-        steps.append(Stop("stop:kube-apiserver", component="kube-apiserver",
-                          how=supervisor.describe_stop("kube-apiserver")))
-    steps += [
-        Stop("stop:etcd", component="etcd", how=supervisor.describe_stop("etcd")),
+    steps: list[Step] = [
+        *_stop_control_plane(supervisor),
         MoveAside("set-restored-aside", source=paths.data_dir, destination=paths.set_aside(stamp),
                   journal_field="restored_set_aside"),
         PutBack("put-back", moved_aside=Path(moved), data_dir=paths.data_dir),
@@ -283,10 +283,7 @@ def _rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, ste
               what: str) -> RestorePlan:
     """The rollback plan: ``steps``, then (with ``start``) etcd and the API server started again."""
     if start:
-        steps.append(Start("start:etcd", component="etcd", how=supervisor.describe_start("etcd")))
-        if supervisor.manages("kube-apiserver"):
-            steps.append(Start("start:kube-apiserver", component="kube-apiserver",
-                               how=supervisor.describe_start("kube-apiserver")))
+        steps += [Start.of(supervisor, "etcd"), *_start_apiserver(supervisor)]
     title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: {what} "
              f"[supervisor: {supervisor.kind}]")
     next_steps = () if start else how_to_start(supervisor, len(journal.initial_cluster.split(",")) == 1)

@@ -365,12 +365,23 @@ class SupervisedStep(Step):
 
 
 class Stop(SupervisedStep):
+    @classmethod
+    def of(cls, supervisor: Supervisor, component: Component) -> Stop:
+        """The step ``stop:<component>``, in ``supervisor``'s words."""
+        return cls(f"stop:{component}", component=component, how=supervisor.describe_stop(component))
+
     def run(self, ctx: RestoreContext) -> None:
         ctx.supervisor.stop(self.component)
         ctx.supervisor.wait_stopped(self.component, ctx.stop_timeout)
 
 
 class Start(SupervisedStep):
+    @classmethod
+    def of(cls, supervisor: Supervisor, component: Component, *, undo_on_failure: bool = False) -> Start:
+        """The step ``start:<component>``, in ``supervisor``'s words."""
+        return cls(f"start:{component}", component=component, how=supervisor.describe_start(component),
+                   undo_on_failure=undo_on_failure)
+
     def run(self, ctx: RestoreContext) -> None:
         ctx.supervisor.start(self.component)
         ctx.supervisor.wait_started(self.component, ctx.start_timeout)
@@ -387,10 +398,7 @@ class MoveAside(Step):
 
     def run(self, ctx: RestoreContext) -> None:
         if os.path.lexists(self.source):
-            if os.path.lexists(self.destination):
-                raise OperationFailed(f"{self.destination} already exists; move it away, then re-run")
-            os.rename(self.source, self.destination)
-            fsync_dir(self.source.parent)
+            _rename(self.source, self.destination, "already exists; move it away, then re-run")
         elif not os.path.lexists(self.destination):
             ctx.remember(ctx.journal.with_path(self.journal_field, None))
             return
@@ -598,11 +606,7 @@ class PutInPlace(Step):
     def run(self, ctx: RestoreContext) -> None:
         if not self.staging.exists() and (self.data_dir / "member").is_dir():
             return  # renamed before a crash
-        if os.path.lexists(self.data_dir):
-            raise OperationFailed(f"{self.data_dir} exists again; something recreated it. Move it away, "
-                                  "then re-run")
-        os.rename(self.staging, self.data_dir)
-        fsync_dir(self.data_dir.parent)
+        _rename(self.staging, self.data_dir, "exists again; something recreated it. Move it away, then re-run")
 
 
 @dataclass(frozen=True)
@@ -708,10 +712,16 @@ class PutBack(Step):
     def run(self, ctx: RestoreContext) -> None:
         if not self.moved_aside.exists():
             return  # renamed before a crash
-        if os.path.lexists(self.data_dir):
-            raise OperationFailed(f"{self.data_dir} exists; move it away, then re-run the rollback")
-        os.rename(self.moved_aside, self.data_dir)
-        fsync_dir(self.data_dir.parent)
+        _rename(self.moved_aside, self.data_dir, "exists; move it away, then re-run the rollback")
+
+
+def _rename(source: Path, destination: Path, occupied: str) -> None:
+    """Rename ``source`` to ``destination`` for good (its directory synced); refused with
+    "<destination> <occupied>" when something is there: a rename would replace it."""
+    if os.path.lexists(destination):
+        raise OperationFailed(f"{destination} {occupied}")
+    os.rename(source, destination)
+    fsync_dir(destination.parent)
 
 
 
