@@ -50,10 +50,15 @@ def paused_mid_stream(busy_etcd: EtcdMember) -> Iterator[EtcdMember]:
         busy_etcd.resume()
 
 
-def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int) -> tuple[int, str]:
-    """Pause etcd (the backup is now stuck mid-stream), signal lifeboat, resume etcd."""
+def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int,
+              within: float | None = None) -> tuple[int, str]:
+    """Pause etcd (the backup is now stuck mid-stream), signal lifeboat, resume etcd.
+
+    With ``within``, lifeboat must have exited that many seconds after the signal, etcd still paused.
+    """
     etcd.pause()
     try:
+        signalled = time.monotonic()
         process.send_signal(sig)
         # Keep etcd paused until lifeboat has acted on the signal: on a loaded machine a fixed
         # 0.3 s could end first, and the resumed stream could then finish the backup.
@@ -61,6 +66,8 @@ def interrupt(process: subprocess.Popen[bytes], etcd: EtcdMember, sig: int) -> t
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass  # it may need etcd to wind down; communicate() below waits for it
+        waited = time.monotonic() - signalled
+        assert within is None or waited < within, f"exited {waited:.1f} s after the signal"
     finally:
         etcd.resume()
     _out, err = process.communicate(timeout=60)
@@ -88,7 +95,9 @@ def test_sigterm_mid_backup_removes_spool_and_uploaded_objects_and_commits_nothi
     spool = spooling(tmp, backup)
     assert (spool.stat().st_mode & 0o777) == 0o700
 
-    code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM)
+    # Not after gRPC's keepalive gives up on the stalled stream (10 s of pings, then 10 s more):
+    # the abandoned stream is cancelled at once (it used to take 10 s).
+    code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM, within=8)
 
     assert code == 143, err
     assert err.count("\n") == 1 and "terminated" in err and "Traceback" not in err
@@ -115,7 +124,7 @@ def test_sigterm_mid_s3_backup_aborts_its_multipart_upload(
     backup, tmp = start_backup(paused_mid_stream, s3_repo, tmp_path)
     new_multipart_upload(seaweed, pending_before, backup)
 
-    code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM)
+    code, err = interrupt(backup, paused_mid_stream, signal.SIGTERM, within=8)
 
     assert code == 143, err
     assert set(seaweed.pending_multipart_uploads()) == pending_before

@@ -260,6 +260,12 @@ class _SnapshotReceiver:
         self.db_sha256 = ""
         self.buffers = PieceBuffers(READ_CHUNK, _PIECES)
 
+    def cancel(self) -> None:
+        """End the stream from another thread, at once (the backup was abandoned)."""
+        cancel = getattr(self.chunks, "cancel", None)
+        if cancel is not None:
+            cancel()
+
     def __iter__(self) -> Iterator[memoryview]:
         try:
             # Snapshots hold every Secret of the cluster: owner-only, like etcdctl's files.

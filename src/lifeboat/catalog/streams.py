@@ -32,8 +32,17 @@ class Cancelled(Exception):
     """The consumer of a pipe went away; the producer should stop."""
 
 
+# The pipe the current thread's stage (see :func:`produced`) puts its output into.
+_stage = threading.local()
+
+
 class Pipe(Generic[T]):
-    """A bounded queue of chunks from one producer thread to one consumer."""
+    """A bounded queue of chunks from one producer thread to one consumer.
+
+    A consumer that is itself a stage of :func:`produced`, waiting here for its input, stops
+    (raises :class:`Cancelled`) once its own output was abandoned: so an abandoned pipeline
+    unwinds from its last stage back to its first, whose read :func:`threaded` interrupts.
+    """
 
     def __init__(self, depth: int = 4) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
@@ -67,24 +76,40 @@ class Pipe(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         while True:
-            item = self._queue.get()
+            item = self._get()
             if item is _EOF:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield cast(T, item)  # put() put it
 
+    def _get(self) -> object:
+        output: Pipe[object] | None = getattr(_stage, "output", None)
+        if output is None:
+            return self._queue.get()
+        while True:
+            if output.cancelled:
+                raise Cancelled()
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
 
-def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4) -> Iterator[T]:
+
+def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4,
+             interrupt: Callable[[], None] | None = None) -> Iterator[T]:
     """Run ``produce(pipe)`` in a background thread and yield what it puts into the pipe.
 
     ``produce`` puts chunks and returns; the pipe is closed for it. Its exception is
     re-raised here. When this generator is closed early, the pipe is cancelled, so the
-    producer's next ``put`` raises :class:`Cancelled` and the thread ends.
+    producer's next ``put`` raises :class:`Cancelled` and the thread ends (one waiting for
+    its own input in a :class:`Pipe` notices within 0.1 s); ``interrupt``, if given, is
+    called too, to end a read the producer may be waiting in.
     """
     pipe: Pipe[T] = Pipe(depth)
 
     def run() -> None:
+        _stage.output = pipe
         try:
             produce(pipe)
             pipe.close()
@@ -102,8 +127,10 @@ def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4) -> I
         yield from pipe
     finally:
         pipe.cancel()
-        # The producer notices the cancel at its next put; one stuck in a read of a dead
-        # server is a daemon thread and must not hold the caller hostage.
+        if interrupt is not None and worker.is_alive():
+            interrupt()
+        # The producer notices the cancel at its next put; one stuck in a read that cannot
+        # be interrupted is a daemon thread and must not hold the caller hostage.
         worker.join(timeout=10)
 
 
@@ -111,7 +138,9 @@ def threaded(chunks: Iterable[T], name: str, depth: int = 4) -> Iterator[T]:
     """Iterate ``chunks`` in a background thread, yielding its chunks here.
 
     An exception upstream is re-raised here; when this generator is closed early, the
-    upstream iterator is closed too (so a gRPC stream or a file is released).
+    upstream iterator is closed too (so a gRPC stream or a file is released), and one with a
+    ``cancel()`` method (an etcd snapshot stream) is cancelled at once, so that a read
+    waiting on a stalled server does not keep the caller waiting.
     """
 
     def produce(pipe: Pipe[T]) -> None:
@@ -124,7 +153,7 @@ def threaded(chunks: Iterable[T], name: str, depth: int = 4) -> Iterator[T]:
             if close is not None:
                 close()
 
-    return produced(produce, name, depth)
+    return produced(produce, name, depth, getattr(chunks, "cancel", None))
 
 
 class Digest:

@@ -104,15 +104,17 @@ def keyspace(nodes: list[Node], pki: Pki) -> tuple[int, dict[bytes, bytes]]:
 
 
 def wait_healthy(nodes: list[Node], pki: Pki, timeout: float = 60) -> None:
-    def healthy(c: EtcdClient) -> bool:
+    # A client per poll: a channel whose connection was refused (etcd not listening yet) tries
+    # again only after gRPC's reconnect backoff, seconds later (as LocalEtcd.wait_ready says).
+    def healthy() -> bool:
         try:
-            return all(c.status(n.etcd.client_url).leader_id for n in nodes)
+            with client(nodes, pki) as c:
+                return all(c.status(n.etcd.client_url).leader_id for n in nodes)
         except Exception:  # not up yet: keep polling until the deadline
             return False
 
-    with client(nodes, pki) as c:
-        if not CLOCK.wait_until(lambda: healthy(c), timeout, 0.2):
-            raise SystemExit("demo: the etcd cluster did not become healthy")
+    if not CLOCK.wait_until(healthy, timeout, 0.2):
+        raise SystemExit("demo: the etcd cluster did not become healthy")
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -119,40 +119,16 @@ class EtcdClient(KeyValueReads):
             endpoint=endpoint, idempotent=False,
         )
 
-    def snapshot(self, endpoint: str) -> Iterator[bytes]:
+    def snapshot(self, endpoint: str) -> SnapshotStream:
         """Stream the member's backend database, chunk by chunk, exactly as etcd sends it.
 
         The chunks end with the 32-byte sha256 etcd appends to the db bytes. Nothing is
         buffered beyond one chunk. A stream that ends before etcd said it was complete
-        raises ``OperationFailed``.
+        raises ``OperationFailed``. :meth:`SnapshotStream.cancel` ends it from another thread.
         """
         what = f"snapshot from {endpoint}"
         self._pool.stubs_for(what, endpoint)  # a member that does not answer fails here, not mid-stream
-        return self._snapshot_chunks(what, endpoint)
-
-    def _snapshot_chunks(self, what: str, endpoint: str) -> Iterator[bytes]:
-        # A channel of its own, read by the thread that iterates this generator: on a shared
-        # channel gRPC's polling thread takes each of etcd's 32 KiB messages and wakes the
-        # reader for it, a fifth of the stream's CPU (docs/benchmarks.md).
-        target, channel = self._pool.stream_channel(what, endpoint)
-        url = target.url
-        try:
-            call = _services.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest())
-            complete = False
-            try:
-                for response in call:
-                    if response.blob:
-                        yield response.blob
-                    # etcd counts down remaining_bytes; 0 comes with the last chunk (the trailer).
-                    complete = response.remaining_bytes == 0
-            except grpc.RpcError as error:
-                raise translate(f"snapshot from {url}", url, error) from None
-            finally:
-                call.cancel()
-        finally:
-            channel.close()
-        if not complete:
-            raise OperationFailed(f"snapshot from {url}: the stream ended before etcd finished it; retry")
+        return SnapshotStream(self._pool, what, endpoint)
 
     def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member:
         """Add a member (as a learner when asked); start it afterwards with state ``existing``."""
@@ -297,3 +273,55 @@ class EtcdClient(KeyValueReads):
             id=response.ID, ttl=response.TTL, granted_ttl=response.grantedTTL, keys=tuple(response.keys)
         )
 
+
+class SnapshotStream(Iterator[bytes]):
+    """etcd's snapshot stream, read by the thread that iterates it (see :meth:`EtcdClient.snapshot`).
+
+    :meth:`cancel` may come from any other thread: it ends a read that waits on a stalled
+    etcd at once, where the stream would otherwise wait for gRPC's keepalive to give up. A
+    backup that is abandoned (SIGTERM, an upload that failed) does not wait for that.
+    """
+
+    def __init__(self, pool: EndpointPool, what: str, endpoint: str) -> None:
+        self._pool, self._what, self._endpoint = pool, what, endpoint
+        self._call: Any = None
+        self._cancelled = False
+        self._chunks = self._read()
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def _read(self) -> Generator[bytes, None, None]:
+        # A channel of its own, read by the thread that iterates this stream: on a shared
+        # channel gRPC's polling thread takes each of etcd's 32 KiB messages and wakes the
+        # reader for it, a fifth of the stream's CPU (docs/benchmarks.md).
+        target, channel = self._pool.stream_channel(self._what, self._endpoint)
+        url = target.url
+        try:
+            self._call = call = _services.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest())
+            if self._cancelled:  # cancelled before the call existed
+                call.cancel()
+            complete = False
+            try:
+                for response in call:
+                    if response.blob:
+                        yield response.blob
+                    # etcd counts down remaining_bytes; 0 comes with the last chunk (the trailer).
+                    complete = response.remaining_bytes == 0
+            except grpc.RpcError as error:
+                raise translate(f"snapshot from {url}", url, error) from None
+            finally:
+                call.cancel()
+        finally:
+            channel.close()
+        if not complete:
+            raise OperationFailed(f"snapshot from {url}: the stream ended before etcd finished it; retry")

@@ -139,6 +139,54 @@ def test_threaded_reraises_upstream_error_and_closes_upstream() -> None:
     assert closed == [True]
 
 
+class _StalledStream:
+    """An upstream whose second read waits until it is cancelled, as a stream from a stalled etcd does."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.reads = 0
+
+    def __iter__(self) -> _StalledStream:
+        return self
+
+    def __next__(self) -> bytes:
+        self.reads += 1
+        if self.reads == 1:
+            return b"first"
+        if not self.cancelled.wait(timeout=30):
+            return b"never cancelled"
+        raise RuntimeError("cancelled")
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_threaded_consumer_stopping_early_cancels_an_upstream_stuck_in_a_read() -> None:
+    upstream = _StalledStream()
+    stream = threaded(upstream, "test")
+    assert next(stream) == b"first"
+    while upstream.reads < 2:  # the producer is now waiting in its second read
+        threading.Event().wait(0.001)
+
+    stream.close()  # what SIGTERM's unwinding does to an abandoned backup
+
+    assert upstream.cancelled.is_set()  # at once, not after the producer's 10 s join gives up
+
+
+def test_an_abandoned_pipeline_of_stages_unwinds_to_its_first_and_cancels_its_read() -> None:
+    # etcd's stream → spool stage → zstd stage → the upload in the main thread, as a backup
+    # runs: the middle stage waits for input, not on a put, when the upload is abandoned.
+    upstream = _StalledStream()
+    middle = threaded((chunk.upper() for chunk in threaded(upstream, "first")), "middle")
+    assert next(middle) == b"FIRST"
+    while upstream.reads < 2:
+        threading.Event().wait(0.001)
+
+    middle.close()
+
+    assert upstream.cancelled.is_set()
+
+
 def test_threaded_consumer_stopping_early_stops_producer() -> None:
     produced = []
 
