@@ -149,12 +149,12 @@ def test_drill_writes_the_data_dirs_as_lifeboat_restore_does_by_default(
     backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], choice: tuple[str, ...],
 ) -> None:
-    written: list[SnapshotRestore] = []
+    written: list[tuple[SnapshotRestore, bool]] = []
     original = native.write_member_data_dir
 
-    def recording(restore: SnapshotRestore, *, conf_state_in_wal: bool) -> NewCluster:
-        written.append(restore)
-        return original(restore, conf_state_in_wal=conf_state_in_wal)
+    def recording(restore: SnapshotRestore, *, conf_state_in_wal: bool, in_place: bool = False) -> NewCluster:
+        written.append((restore, in_place))
+        return original(restore, conf_state_in_wal=conf_state_in_wal, in_place=in_place)
 
     monkeypatch.setattr(native, "write_member_data_dir", recording)
     args = drill_args(backup, drill_tmp)
@@ -176,7 +176,9 @@ def test_drill_writes_the_data_dirs_as_lifeboat_restore_does_by_default(
     bumped = checks["bumped restore"]["detail"]
     assert f"bumped by lifeboat's writer: revision {backup.revision + 1_000_000_000} " in bumped
     assert f"a watch from revision {backup.revision} is refused as compacted" in bumped
-    assert [w.bump_revision for w in written] == [None, 1_000_000_000]  # both restores, the bump in one pass
+    # Both restores, the bump in one pass; the second, the snapshot's last reader, commits into it
+    # (as 'lifeboat restore' does) instead of copying it.
+    assert [(w.bump_revision, in_place) for w, in_place in written] == [(None, False), (1_000_000_000, True)]
     assert len(started) == 2 and not any(alive(pid) for pid in started)
     assert list(drill_tmp.iterdir()) == []
 
@@ -203,8 +205,8 @@ def test_drill_fails_when_lifeboats_writer_writes_a_wrong_data_dir(
 ) -> None:
     original = native.write_member_data_dir
 
-    def broken(restore: SnapshotRestore, *, conf_state_in_wal: bool) -> NewCluster:
-        cluster = original(restore, conf_state_in_wal=conf_state_in_wal)
+    def broken(restore: SnapshotRestore, *, conf_state_in_wal: bool, in_place: bool = False) -> NewCluster:
+        cluster = original(restore, conf_state_in_wal=conf_state_in_wal, in_place=in_place)
         fault(restore.data_dir)  # type: ignore[operator]
         return cluster
 
@@ -221,6 +223,35 @@ def test_drill_fails_when_lifeboats_writer_writes_a_wrong_data_dir(
     else:  # etcd does not serve at all
         assert failed == {"drill"}
     assert not any(alive(pid) for pid in started)
+    assert list(drill_tmp.iterdir()) == []
+
+
+def test_drill_fails_before_starting_etcd_when_the_db_committed_into_the_snapshot_lost_its_rows(
+    backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The bumped restore commits into the snapshot file: its new pages are compared with the
+    snapshot's tree offline, as 'lifeboat restore' compares them, before etcd is started."""
+    original = native.write_member_data_dir
+
+    def changing_the_newest_row(restore: SnapshotRestore, *, conf_state_in_wal: bool,
+                                in_place: bool = False) -> NewCluster:
+        cluster = original(restore, conf_state_in_wal=conf_state_in_wal, in_place=in_place)
+        if in_place:  # the last put (p0000's "v3") is on the new right-most leaf, past the snapshot's pages
+            db = restore.data_dir / "member" / "snap" / "db"
+            data = bytearray(db.read_bytes())
+            at = data.rfind(b"\x2a\x02v3")  # KeyValue.value (field 5), 2 bytes
+            assert at > 0
+            data[at + 3] = ord("4")
+            db.write_bytes(bytes(data))
+        return cluster
+
+    monkeypatch.setattr(native, "write_member_data_dir", changing_the_newest_row)
+    code, out, err = run_cli(capsys, *drill_args(backup, drill_tmp), "--restore-with", "lifeboat")
+    assert code == 1 and "the db committed into the snapshot differs from it (rows differ" in err, err
+    report = json.loads(out)
+    assert [c["name"] for c in report["drill_checks"] if not c["ok"]] == ["drill"]
+    assert len(started) == 1 and not any(alive(pid) for pid in started)  # the bumped etcd never started
     assert list(drill_tmp.iterdir()) == []
 
 

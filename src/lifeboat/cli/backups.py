@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="age identity file (or SSH private key) for encrypted backups; repeatable")
     p.add_argument("--tmp-dir", type=Path, metavar="DIR",
                    help="where the snapshot is unpacked while checked (needs its raw size free, a drill "
-                   "three times that; printed and checked before anything is downloaded, exit 5 if short)")
+                   "twice that and 64 MB, a point's drill three times; printed and checked before anything "
+                   "is downloaded, exit 5 if short)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)

@@ -30,6 +30,7 @@ from lifeboat.durable import fsync_dir, replace_durably
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
+from lifeboat.restore.content import keeps_committed_rows, keyspace_digest, newest_revision
 from lifeboat.restore.member_files import (
     WAL_NAME,
     NewCluster,
@@ -89,6 +90,16 @@ class NativeRestore:
                               in_place=True)
         return Overwritten.from_json(commit_record(restore.snapshot).read_bytes())
 
+    def commit_into_snapshot(self, restore: SnapshotRestore, revision: int) -> None:
+        """:meth:`run_in_place` for a snapshot file the caller owns and reads no more (a drill's),
+        checked as a restore checks it: IntegrityError unless the committed db holds the
+        snapshot's rows up to ``revision`` (its own) and, with a bump, one row more."""
+        before = self.run_in_place(restore)
+        difference = committed_keyspace_difference(restore.data_dir / "member" / "snap" / "db", before.txid,
+                                                   revision, restore.bump_revision or 0)
+        if difference is not None:
+            raise IntegrityError(f"the db committed into the snapshot differs from it ({difference}); report this")
+
 
 def commit_record(snapshot: Path) -> Path:
     """Where a commit into ``snapshot`` keeps what it overwrites, beside it (lifeboat's work dir)."""
@@ -129,6 +140,20 @@ def undo_commit(snapshot: Path) -> bool:
         raise OperationFailed(f"cannot put the fetched snapshot {snapshot} back as it was: "
                               f"{exc.strerror or exc}") from None
     return True
+
+
+def committed_keyspace_difference(db: Path, snapshot_txid: int, revision: int, bump: int) -> str | None:
+    """None when ``db``, committed into its snapshot's file, holds the rows the snapshot's tree
+    (transaction ``snapshot_txid``, still in the file) holds up to ``revision`` and (with a
+    ``bump``) one more at ``revision + bump``; else what differs."""
+    same = keeps_committed_rows(db, snapshot_txid, revision)
+    if same is None:
+        same = keyspace_digest(db, revision) == keyspace_digest(db, revision, txid=snapshot_txid)
+    newest, bumped = newest_revision(db, txid=snapshot_txid), newest_revision(db)
+    if same and newest == revision and bumped == revision + bump:
+        return None
+    return (f"rows {'equal' if same else 'differ'}, the snapshot's to revision {newest}, the restored db's "
+            f"to {bumped}")
 
 
 def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool, in_place: bool = False) -> NewCluster:

@@ -30,7 +30,6 @@ from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.content import (
     KeySamples,
     KeyspaceDigest,
-    keeps_committed_rows,
     keeps_snapshot_pages,
     keeps_snapshot_rows,
     keyspace_digest,
@@ -43,7 +42,7 @@ from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.writer import bump_restored_db
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
-from lifeboat.restore.native import NativeRestore, commit_record, undo_commit
+from lifeboat.restore.native import NativeRestore, commit_record, committed_keyspace_difference, undo_commit
 from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
 from lifeboat.verify.backup import verify_backup
@@ -566,14 +565,10 @@ def _compare_committed(db: Path, snapshot_txid: int, revision: int, bump: int) -
     """Raise unless ``db``, committed into its snapshot's file, holds the rows the snapshot's tree
     (transaction ``snapshot_txid``, still in the file) holds up to ``revision``, and (with a
     ``bump``) one more at ``revision + bump``."""
-    same = keeps_committed_rows(db, snapshot_txid, revision)
-    if same is None:
-        same = keyspace_digest(db, revision) == keyspace_digest(db, revision, txid=snapshot_txid)
-    newest, bumped = newest_revision(db, txid=snapshot_txid), newest_revision(db)
-    if not same or newest != revision or bumped != revision + bump:
+    difference = committed_keyspace_difference(db, snapshot_txid, revision, bump)
+    if difference is not None:
         raise IntegrityError(
-            f"the restored db's keyspace differs from the snapshot's (rows {'equal' if same else 'differ'}, "
-            f"the snapshot's to revision {newest}, the restored db's to {bumped}); the old data is "
+            f"the restored db's keyspace differs from the snapshot's ({difference}); the old data is "
             "untouched or moved aside; report this"
         )
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
@@ -56,6 +56,15 @@ class DataDirWriter(Protocol):
     def describe(self) -> str: ...
 
     def run(self, restore: SnapshotRestore) -> None: ...
+
+
+@runtime_checkable
+class CommitsIntoSnapshot(Protocol):
+    """A writer that can make the snapshot file itself the member's db, committed into and moved,
+    not copied (lifeboat's own, as ``lifeboat restore`` uses it), and compare the committed rows
+    with the snapshot's as the restore does."""
+
+    def commit_into_snapshot(self, restore: SnapshotRestore, revision: int) -> None: ...
 
 
 ChooseWriter = Callable[[RestoreTool], DataDirWriter]
@@ -195,9 +204,11 @@ def run_drill(
 
 
 def drill_extra_bytes(snapshot_size: int, replays: bool) -> int:
-    """What a drill needs beside the snapshot it fetches: one throwaway member's data dir at a
-    time (a db the snapshot's size and a WAL segment; the second restore's bump is committed
-    into its db, not copied), and with a replayed point the point's db beside its base."""
+    """What a drill needs beside the snapshot it fetches: the first throwaway member's data dir
+    (a copy of the snapshot's db, which the second restore still reads, and a WAL segment), and
+    with a replayed point the point's db beside its base. The second restore comes after the
+    first data dir is removed and copies nothing: lifeboat's writer commits it into the snapshot
+    file itself, which moves into the data dir; the restore tool's copy takes the first one's room."""
     return (2 if replays else 1) * snapshot_size + WAL_SEGMENT_BYTES
 
 
@@ -210,7 +221,7 @@ def _restore_and_check(
             facts = read_snapshot_facts(snapshot, revision, sample_size)
         etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data", work / "etcd.log")
         with report.timed("restore", clock):
-            _restore_into(writer, snapshot, etcd)
+            writer.run(_member_restore(snapshot, etcd))
         report.add("restore", True, f"{_writer_name(writer, tool)} restored into a temp dir")
         with etcd:
             with report.timed("start etcd", clock):
@@ -240,7 +251,11 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, writer: DataDirWrite
     etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data-bumped", work / "etcd-bumped.log")
     with report.timed("bumped restore", clock):
         by_writer = SUGGESTED_BUMP if writer.can_bump_revision else None
-        _restore_into(writer, snapshot, etcd, by_writer)
+        if by_writer and isinstance(writer, CommitsIntoSnapshot):
+            # The snapshot is read no more: like 'lifeboat restore', commit into it, no copy.
+            writer.commit_into_snapshot(_member_restore(snapshot, etcd, by_writer), facts.revision)
+        else:
+            writer.run(_member_restore(snapshot, etcd, by_writer))
         if by_writer:
             who = "lifeboat's writer" if writer_kind(writer) == "lifeboat" else f"{tool.kind} --bump-revision"
         else:
@@ -274,10 +289,10 @@ def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: 
                "sampled keys without a lease match")
 
 
-def _restore_into(writer: DataDirWriter, snapshot: Path, member: LocalEtcd, bump_revision: int | None = None) -> None:
-    """Restore ``snapshot`` into ``member``'s data dir as a cluster of that member alone."""
-    writer.run(SnapshotRestore(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
-                             f"lifeboat-drill-{uuid.uuid4().hex[:12]}", member.peer_url, bump_revision))
+def _member_restore(snapshot: Path, member: LocalEtcd, bump_revision: int | None = None) -> SnapshotRestore:
+    """The restore of ``snapshot`` into ``member``'s data dir as a cluster of that member alone."""
+    return SnapshotRestore(snapshot, member.data_dir, member.name, f"{member.name}={member.peer_url}",
+                           f"lifeboat-drill-{uuid.uuid4().hex[:12]}", member.peer_url, bump_revision)
 
 
 def read_snapshot_facts(snapshot: Path, revision: int, sample_size: int) -> SnapshotFacts:
