@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
 import pyrage  # noqa: E402
 
 from benchmarks import rss  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, SHAPES, results_dir, shaped_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, SHAPES, results_dir, shaped_snapshot, work_dir  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="kube",
                         help="the data: Kubernetes-like values of 1-20 KiB, 450k keys of ~1.2 KB, "
                         "or 40k keys each rewritten 20 times (uncompacted history)")
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "backup-run",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "backup-run",
                         help="work dir, emptied first (default bench-work/backup-run; another one lets two "
                         "runs go side by side, and gets the JSON results too)")
     args = parser.parse_args()

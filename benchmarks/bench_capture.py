@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, results_dir  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
 from lifeboat.etcd import ConnectionSettings, EtcdClient  # noqa: E402
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point  # noqa: E402
@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the watchers (default 0: etcd's own)")
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "capture",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "capture",
                         help="work dir (etcd, repositories; default bench-work/capture)")
     args = parser.parse_args()
     work: Path = args.work

@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
 from benchmarks.bench_capture import LIFEBOAT, load  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, results_dir  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainStore  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--catch-up", type=float, default=300.0, help="how long to wait for the chain to catch up")
     parser.add_argument("--mode", choices=("hang", "down"), default="hang")
     parser.add_argument("--rev", default="HEAD", help="comma-separated revisions to measure in turn (A/B)")
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "capture-outage",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "capture-outage",
                         help="work dir (etcd, SeaweedFS; default bench-work/capture-outage)")
     args = parser.parse_args()
     work: Path = args.work

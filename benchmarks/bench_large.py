@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import rss  # noqa: E402
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, shaped_snapshot  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, shaped_snapshot, work_dir  # noqa: E402
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
@@ -64,7 +64,7 @@ def serve(snapshot: Path, work: Path) -> EtcdMember:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=8192)
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "large-run",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "large-run",
                         help="work dir (repository, restored member, scratch; default bench-work/large-run)")
     parser.add_argument("steps", nargs="*", metavar="STEP", default=list(STEPS),
                         help=f"some of {', '.join(STEPS)} (default all; verify, drill and restore use the "

@@ -52,7 +52,7 @@ if str(REPO) not in sys.path:
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
 from benchmarks import rss  # noqa: E402
 from benchmarks.bench_restore import take_backup, wait_answers  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot, results_dir  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
 from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment  # noqa: E402
@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--setup-only", action="store_true", help="write the base and the chain, time nothing")
     parser.add_argument("--rev", default="HEAD", help="the commit whose lifeboat restores (default HEAD)")
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "pitr",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "pitr",
                         help="work dir: the cached base and chain, the node (default bench-work/pitr; "
                         "another one lets two runs not clash, and sets the chain up there once)")
     parser.add_argument("--json", type=Path,

@@ -19,7 +19,8 @@ run REV's code in the same rounds (an A/B comparison that a loaded machine canno
 ``--format-1`` the same backups are also written to a repository of format 1 (manifests inside
 each backup's folder, what lifeboat wrote before format 2), and the warm list runs against it
 too, with this code and with REV's (which may not read format 2). Results go to
-``bench_repository.json`` in the work dir (``--work``, default ``bench-work/repository-run``).
+``bench-work/bench_repository.json`` (in the ``--work`` dir when one other than the default,
+``bench-work/repository-run``, is given).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import LIFEBOAT, frozen_source, timed  # noqa: E402
-from benchmarks.dataset import BENCH_WORK  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.layout import MARKER_KEY  # noqa: E402
 from lifeboat.catalog.repository import REPOSITORY_FORMAT, BackupRepository  # noqa: E402
 from lifeboat.store.s3 import S3Store  # noqa: E402
@@ -76,8 +77,9 @@ def main() -> None:
                         help="leave out list --no-cache and list with an empty cache (the slow cases)")
     parser.add_argument("--format-1", action="store_true",
                         help="also time the warm list of the same backups in a format-1 repository")
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "repository-run",
-                        help="work dir (SeaweedFS data, caches, results); default %(default)s")
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "repository-run",
+                        help="work dir (SeaweedFS data, caches; results too when not the default); "
+                        "default %(default)s")
     args = parser.parse_args()
 
     work = args.work
@@ -86,7 +88,7 @@ def main() -> None:
         if args.format_1:
             fill(seaweed, "many-format-1", args.backups, repository_format=1)
         results = run_rounds(seaweed, work, args.rounds, args.baseline, args.skip_cold, args.format_1)
-    report(results, args.backups, work)
+    report(results, args.backups, results_dir(work, BENCH_WORK / "repository-run"))
 
 
 def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | None,
@@ -139,7 +141,7 @@ def run_rounds(seaweed: SeaweedServer, work: Path, rounds: int, baseline: str | 
     return results
 
 
-def report(results: dict[str, list[float]], backups: int, work: Path) -> None:
+def report(results: dict[str, list[float]], backups: int, out_dir: Path) -> None:
     startup = statistics.median(results["CLI start-up (lifeboat list --help)"])
     rows = []
     for name, runs in results.items():
@@ -151,7 +153,7 @@ def report(results: dict[str, list[float]], backups: int, work: Path) -> None:
     for name, runs in results.items():
         median = statistics.median(runs)
         print(f"| {name} | {median:.2f} s | {min(runs):.2f}–{max(runs):.2f} s | {median - startup:.2f} s |")
-    out = work / "bench_repository.json"
+    out = out_dir / "bench_repository.json"
     out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "load": os.getloadavg(),
                                "backups": backups, "results": rows}, indent=2))
 

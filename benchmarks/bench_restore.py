@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import rss  # noqa: E402
 from benchmarks.bench_backup import LIFEBOAT, frozen_source, serve  # noqa: E402
-from benchmarks.dataset import BENCH_WORK, make_snapshot, results_dir  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, make_snapshot, results_dir, work_dir  # noqa: E402
 from benchmarks.teardown import on_termination  # noqa: E402
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.node import demo_member, make_node  # noqa: E402
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--also", metavar="REV",
                         help="also run the lifeboat cases with the code of git revision REV, "
                         "alternating with HEAD's (an A/B of a change)")
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "restore-run",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "restore-run",
                         help="work dir, emptied first (default bench-work/restore-run)")
     args = parser.parse_args()
     on_termination()  # SIGTERM cleans up like Ctrl-C: SeaweedFS and the etcd members stop

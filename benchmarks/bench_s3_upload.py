@@ -1,11 +1,13 @@
 """Time a streamed upload through ``S3Store.put_stream`` to a local SeaweedFS, vs. raw obstore.
 
-Usage: ``python benchmarks/bench_s3_upload.py [--size-mb 500] [--repeat 3]``.
-Starts ``weed mini`` on free loopback ports and uploads SIZE MB of fresh 1 MiB chunks (as a
+Usage: ``python benchmarks/bench_s3_upload.py [--size-mb 500] [--repeat 3] [--work DIR]``.
+Starts ``weed mini`` on free loopback ports, its data in the work dir (emptied first; default
+``bench-work/s3-upload-run``), and uploads SIZE MB of fresh 1 MiB chunks (as a
 compressing producer hands them over) once per run through lifeboat and once through a bare
 ``obstore.put`` with obstore's default multipart settings, alternating. Each upload runs in
 a new process so its peak RSS (VmHWM) is its own. Prints medians, MB/s, the ratio and the
-peak memory, and writes them as JSON.
+peak memory, and writes them to ``bench-work/bench_s3_upload.json`` (in the ``--work`` dir when
+one other than the default is given).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,11 +27,10 @@ for entry in (REPO, REPO / "src"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from benchmarks.teardown import on_termination  # noqa: E402
 from tests.support.binaries import weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
-
-BENCH_WORK = REPO / "bench-work"
 
 UPLOAD = """
 import json, os, sys, time
@@ -69,12 +70,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=BENCH_WORK / "bench_s3_upload.json")
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "s3-upload-run",
+                        help="work dir for SeaweedFS's data, emptied first (default bench-work/s3-upload-run)")
     args = parser.parse_args()
     size = args.size_mb * 1_000_000
+    work: Path = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
 
     runs: dict[str, list[dict[str, float]]] = {"lifeboat": [], "obstore": []}
-    with tempfile.TemporaryDirectory() as work, SeaweedServer(weed(), Path(work)) as server:
+    with SeaweedServer(weed(), work / "seaweed") as server:
         s3 = server.s3()
         env = dict(
             os.environ, **s3.env(), BUCKET=s3.bucket, LIFEBOAT_REPO=f"s3://{s3.bucket}",
@@ -95,9 +100,10 @@ def main() -> None:
               f"peak RSS {peak:.0f} MiB")
     result["ratio"] = medians["lifeboat"] / medians["obstore"]
     print(f"lifeboat / obstore time ratio {result['ratio']:.2f}x for {args.size_mb} MB")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = results_dir(work, BENCH_WORK / "s3-upload-run") / "bench_s3_upload.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(work / "seaweed", ignore_errors=True)  # the uploads: SIZE MB times the runs, twice
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

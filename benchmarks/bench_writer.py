@@ -36,7 +36,7 @@ for entry in (REPO, REPO / "src"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from benchmarks.dataset import BENCH_WORK, make_many_keys_snapshot, make_snapshot, results_dir  # noqa: E402
+from benchmarks.dataset import BENCH_WORK, make_many_keys_snapshot, make_snapshot, results_dir, work_dir  # noqa: E402
 from lifeboat.etcdapi.wire import write_varint  # noqa: E402
 from lifeboat.snapshot import snapshot_status  # noqa: E402
 from lifeboat.snapshot.check import check_snapshot  # noqa: E402
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--small-keys", type=int, default=450_000)
     parser.add_argument("--append-rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=BENCH_WORK / "writer-run",
+    parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "writer-run",
                         help="work dir, emptied first (default bench-work/writer-run)")
     args = parser.parse_args()
     big = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")

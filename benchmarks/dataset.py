@@ -30,11 +30,17 @@ RESOURCES = ("pods", "configmaps", "secrets", "deployments", "replicasets", "eve
 KEYS_PER_ROUND = 20_000
 
 
+def work_dir(text: str) -> Path:
+    """``--work``'s value, made absolute: a benchmark hands paths in it to programs that run in
+    other directories (``weed`` in its own) or accept only absolute ones (``--data-dir``)."""
+    return Path(text).resolve()
+
+
 def results_dir(work: Path, default_work: Path) -> Path:
     """Where a benchmark writes its JSON results: ``bench-work/`` when it ran in its default work
     dir (where docs/benchmarks.md and earlier runs look), else the work dir it was given, so two
     runs in their own work dirs do not overwrite each other's results."""
-    return BENCH_WORK if work == default_work else work
+    return BENCH_WORK if work.resolve() == default_work.resolve() else work
 
 
 def _value_size(rng: random.Random) -> int:

@@ -48,6 +48,15 @@ def test_a_seaweed_whose_port_was_taken_starts_on_new_ports(tmp_path: Path) -> N
             assert server.s3().pending_multipart_uploads() == []
 
 
+def test_a_seaweed_in_a_relative_work_dir_serves_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # weed runs in its work dir: a relative -s3.config (bench_restore.py --work bench-work/x)
+    # named a file that is not there from it, and weed never served.
+    monkeypatch.chdir(tmp_path)
+    with SeaweedServer(weed(), Path("seaweed")) as server:
+        assert server.s3().pending_multipart_uploads() == []
+    assert (tmp_path / "seaweed" / "identities.json").is_file()
+
+
 @contextmanager
 def taken_port() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

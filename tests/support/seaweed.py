@@ -102,6 +102,10 @@ class SeaweedServer:
     filer_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
+    def __post_init__(self) -> None:
+        # weed runs in its work dir: every path it is given must not depend on ours.
+        self.workdir = Path(self.workdir).resolve()
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
