@@ -81,6 +81,8 @@ def etcd_connection(config: LifeboatConfig) -> ConnectionSettings:
 def agent_settings(config: LifeboatConfig, environ: Mapping[str, str]) -> AgentSettings:
     if config.schedules.backup is None:
         raise UsageError("the agent needs schedules.backup (a cron expression) in its config file")
+    if (problem := config.drills_cannot_decrypt()) is not None:  # refused now, not by every drill
+        raise UsageError(problem)
     ttl = int(round(config.agent.lease_ttl))
     return AgentSettings(
         cluster=config.cluster, agent_id=agent_id(environ), backup_cron=config.schedules.backup,

@@ -31,11 +31,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """check a config file; exit 3 if it is wrong
 
     Load FILE and check every key and value: unknown keys, wrong types, negative counts, bad cron
-    expressions and durations, and a private key among encryption.recipients (inline or in a
-    recipients file on this host) are errors that name the key. Exit 0 when valid, 3 when not.
+    expressions and durations, a private key among encryption.recipients (inline or in a
+    recipients file on this host), and scheduled drills of encrypted backups without
+    encryption.identity-files are errors that name the key. Exit 0 when valid, 3 when not.
     """
     config = load_config(args.file)
     _check_recipient_files(args.file, config.encryption.recipients)
+    if (problem := config.drills_cannot_decrypt()) is not None:  # the agent would refuse to start
+        raise UsageError(f"{args.file}: {problem}")
     if args.output == "json":
         emit_json({"file": str(args.file), "valid": True})
     else:

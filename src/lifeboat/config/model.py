@@ -217,3 +217,11 @@ class LifeboatConfig(Section):
                 f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {value!r}"
             )
         return value
+
+    def drills_cannot_decrypt(self) -> str | None:
+        """Why scheduled drills would fail on every run, or None: backups encrypted to
+        ``encryption.recipients`` and no ``encryption.identity-files`` to read them back."""
+        if self.schedules.drill is not None and self.encryption.recipients and not self.encryption.identity_files:
+            return ("schedules.drill needs encryption.identity-files: the backups are encrypted to "
+                    "encryption.recipients and a drill must decrypt them")
+        return None
