@@ -30,8 +30,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.pitr.replay import ReplayFacts, RowRun
-from lifeboat.pitr.survey_run import FRAME, Progress, SurveyedChain, SurveyRequest, survey_segments
-from lifeboat.store.base import ObjectStore
+from lifeboat.pitr.survey_run import FRAME, Progress, SurveyedChain, SurveyRequest
 
 
 class ChainSurvey:
@@ -149,9 +148,3 @@ def surveyed_chain(point: RestorePoint) -> SurveyedChain:
     info = point.window.chain.info
     return SurveyedChain(info.cluster, info.chain, info.base_backup, point.base_revision, point.revision,
                          tuple(point.segments))
-
-
-def survey_chain(store: ObjectStore, point: RestorePoint, identities: Sequence[Identity] | None, work: Path,
-                 progress: Progress) -> tuple[ReplayFacts, list[RowRun]]:
-    """Download, check and survey every segment up to the point, staged in ``work``, in this process."""
-    return survey_segments(store, surveyed_chain(point), identities, work, progress)

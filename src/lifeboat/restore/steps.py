@@ -717,6 +717,8 @@ def _rename(source: Path, destination: Path, occupied: str) -> None:
         raise OperationFailed(f"{destination} {occupied}")
     os.rename(source, destination)
     fsync_dir(destination.parent)
+    if source.parent != destination.parent:
+        fsync_dir(source.parent)
 
 
 

@@ -20,7 +20,8 @@ from lifeboat.catalog.segments import Predecessor
 from lifeboat.catalog.timeline import RestorePoint, build_timeline, point_at_revision
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.pitr import ChainSurvey
-from lifeboat.pitr.survey import survey_chain, survey_request
+from lifeboat.pitr.survey import survey_request, surveyed_chain
+from lifeboat.pitr.survey_run import survey_segments
 from lifeboat.store.local import LocalStore
 from lifeboat.store.memory import MemoryStore
 from lifeboat.store.s3 import S3Store
@@ -75,7 +76,7 @@ def test_the_child_finds_what_a_survey_in_this_process_finds(tmp_path: Path) -> 
     with ChainSurvey(repo, point, None, tmp_path / "child") as survey:
         facts, runs = survey.result()
     (tmp_path / "here").mkdir()
-    here, here_runs = survey_chain(repo.store, point, None, tmp_path / "here", lambda stage, done: None)
+    here, here_runs = survey_segments(repo.store, surveyed_chain(point), None, tmp_path / "here", lambda stage, done: None)
     assert (facts.events, facts.rows, facts.last_revision, facts.row_bytes) == (3, 2, 103, here.row_bytes)
     assert [(r.path.name, r.starts) for r in runs] == [(r.path.name, r.starts) for r in here_runs]
     assert not (tmp_path / "child").exists(), "closing removes what the child staged"
