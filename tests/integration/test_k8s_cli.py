@@ -6,6 +6,7 @@ import base64
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
@@ -265,3 +266,32 @@ def test_ls_live_lists_undecodable_objects_with_their_error_and_the_rest(
     assert {"a-web-5d4f-0", "zz-web", "widget-0", "team-a"} <= names
     assert doc["objects_total"] == len(keyspace.in_namespace("team-a")) + 1
     assert doc["revision"] > 0
+
+
+def test_encrypted_backup_is_read_with_the_config_files_identity_and_the_flag_replaces_it(
+    cli: Cli, cluster: EtcdMember, pki: Pki, tmp_path: Path, keyspace: Keyspace,
+) -> None:
+    # The k8s commands read only --identity: with a config naming the key they could not decrypt.
+    key, other = tmp_path / "age-key.txt", tmp_path / "other-key.txt"
+    identity = pyrage.x25519.Identity.generate()
+    key.write_text(f"{identity}\n")
+    other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption: {{recipients: ['{identity.to_public()}'], identity-files: ['{key}']}}\n")
+    flags = [*etcd_flags(cluster, pki), "--repo", f"file://{tmp_path / 'repo'}", "--config", str(config)]
+    backup = cli.json("backup", *flags, "--no-files")
+    assert backup["encryption"] == "age"
+
+    doc = cli.json("k8s", "ls", "latest", *flags)
+    assert doc["objects_total"] == len(keyspace.items)
+    pod = cli.json("k8s", "get", "latest", "pod/a-web-5d4f-0", "-n", "team-a", *flags)
+    assert base64.b64decode(pod["value_base64"]) == keyspace.items[b"/registry/pods/team-a/a-web-5d4f-0"]
+    with client_for(cluster, pki) as client:
+        client.delete_range(b"/registry/example.com/widgets/team-b/", prefix=True)
+    diff = cli.json("k8s", "diff", "latest", "live", *flags)
+    assert diff["removed"] == 2 and diff["added"] == 0
+    dry = cli.json("k8s", "undelete", "--from", "latest", "-n", "team-b", "--kind", "Widget", *flags)
+    assert [s["name"] for s in dry["steps"] if s["action"] == "write"] == ["widget-0", "widget-1"]
+
+    code, _out, err = cli("k8s", "ls", "latest", *flags, "--identity", str(other))
+    assert code == 1 and "decrypt" in err, err

@@ -319,7 +319,7 @@ def restored_state_of(repo: BackupRepository, backup_id: str, tmp_path: Path) ->
 
 
 def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
-        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str) -> None:
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
     import dataclasses
 
     import pyrage
@@ -343,3 +343,13 @@ def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
         build_point_snapshot(repo, found, None, tmp_path / "no-key.db")
     built = build_point_snapshot(repo, found, load_identities([str(key_file)]), tmp_path / "with-key.db")
     assert restored_state(built.path) == source_state(client, point)
+
+    # The k8s commands read the segments with the config file's identity, as verify does (they
+    # read only --identity, and a config naming the key did not decrypt).
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption: {{identity-files: ['{key_file}']}}\n")
+    flags = ("--repo", s3_repo, "--cluster", "prod", "--config", str(config))
+    versions = cli.json("k8s", "history", "/registry/r/0000/a", *flags)["versions"]
+    assert [(v["change"], v["version"]) for v in versions] == [("put", 1), ("put", 2)]
+    at_point = cli.json("k8s", "ls", "latest", "--to-revision", str(point), *flags)
+    assert at_point["revision"] == point

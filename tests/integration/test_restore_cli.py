@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from lifeboat.cli.main import main
@@ -467,3 +468,34 @@ def test_running_a_finished_restore_again_says_it_is_done_and_changes_nothing(
     assert "restore-data" in forced["ran"]  # type: ignore[operator]
     assert b"/registry/configmaps/ns-9/after-restore" not in keyspace(url, pki)
     assert len(list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))) == 2
+
+
+@pytest.mark.parametrize("release", ["3.5"], indirect=True)
+def test_encrypted_backup_restores_with_the_config_files_identity_and_the_flag_replaces_it(
+    kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path
+) -> None:
+    # restore read only --identity: with the agent's config naming the key, it said it could not decrypt.
+    node, url = kubeadm_node, kubeadm_node.etcd.client_url
+    key, other = tmp_path / "age-key.txt", tmp_path / "other-key.txt"
+    identity = pyrage.x25519.Identity.generate()
+    key.write_text(f"{identity}\n")
+    other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"repository: {{url: '{node.repo}'}}\n"
+                      f"encryption: {{recipients: ['{identity.to_public()}'], identity-files: ['{key}']}}\n")
+    with client(url, pki) as c:
+        load_keys(c, objects(50))
+    before = keyspace(url, pki)
+    backup = cli.json("backup", "--root", str(node.root), "--config", str(config), "--no-files")
+    assert backup["encryption"] == "age"
+    with client(url, pki) as c:
+        c.delete_range(b"/registry/configmaps/ns-1/", prefix=True)
+
+    code, _out, err = cli("restore", "latest", "--root", str(node.root), "--config", str(config),
+                          "--identity", str(other))
+    assert code == 1 and "decrypt" in err and "nothing on the node was changed" in err, err
+    assert not list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
+
+    restored = cli.json("restore", "latest", "--root", str(node.root), "--config", str(config))
+    assert "restore-data" in restored["ran"]  # type: ignore[operator]
+    assert keyspace(url, pki) == before

@@ -280,7 +280,8 @@ class ChainStore:
         """A segment as stored, decrypted but still compressed (one zstd frame)."""
         key = segment_key(cluster, chain, ref.name)
         if ref.encrypted and not identities:
-            raise UsageError(f"capture segment {ref.name} is encrypted: pass the age identity (--identity)")
+            raise UsageError(f"capture segment {ref.name} is encrypted: pass the age identity "
+                             "(--identity, or the config file's encryption.identity-files)")
         try:
             chunks = self.store.get_stream(key)
             return b"".join(decrypting(chunks, identities) if ref.encrypted and identities else chunks)

@@ -9,7 +9,6 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.chains import ChainListing
@@ -19,8 +18,8 @@ from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
-    add_command, add_cache_flags, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings,
-    open_repository, resolved_config,
+    add_command, add_cache_flags, add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag,
+    age_identities, cluster_name, etcd_settings, open_repository, resolved_config, temp_dir,
 )
 from lifeboat.cli.drills import add_drill_flags, check_drill_flags
 from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
@@ -37,9 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--no-files", action="store_true", help="back up etcd only, not the control-plane files")
     p.add_argument("--zstd-level", type=int, metavar="N",
                    help=f"zstd level 1-19 (default {DEFAULT_ZSTD_LEVEL})")
-    p.add_argument("--tmp-dir", type=Path, metavar="DIR",
-                   help="where the snapshot is spooled while it is checked (needs the db's size free, "
-                   "as the member reports it; printed and checked before streaming starts, exit 5 if short)")
+    add_tmp_dir_flag(p, "where the snapshot is spooled while it is checked (needs the db's size free, as "
+                     "the member reports it; printed and checked before streaming starts, exit 5 if short)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="a label recorded in the manifest; repeatable")
 
@@ -59,12 +57,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("backup_id", metavar="ID", nargs="?",
                    help="a backup id, or 'latest' (with --to-revision/--to-time: optional)")
     add_repo_flags(p)
-    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
-                   help="age identity file (or SSH private key) for encrypted backups; repeatable")
-    p.add_argument("--tmp-dir", type=Path, metavar="DIR",
-                   help="where the snapshot is unpacked while checked (needs its raw size free, a drill "
-                   "twice that and 64 MB, a point's drill three times; printed and checked before anything "
-                   "is downloaded, exit 5 if short)")
+    add_identity_flag(p, "encrypted backups and segments")
+    add_tmp_dir_flag(p, "where the snapshot is unpacked while checked (needs its raw size free, a drill twice "
+                     "that and 64 MB, a point's drill three times; printed and checked before anything is "
+                     "downloaded, exit 5 if short)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
     add_drill_flags(p)
@@ -302,9 +298,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from lifeboat.verify.backup import verify_backup
 
     check_drill_flags(args)
-    config = resolved_config(args).config
-    files = [str(path) for path in config.encryption.identity_files]
-    identities = load_identities(files) if files else None
+    identities = age_identities(args)
     repo = open_repository(args)
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, args.backup_id)
     if point is not None:
@@ -317,7 +311,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.drill:
         return cmd_drill(args, repo, manifest, identities)
     progress, room = Progress(), RoomNotes(args.output == "json")
-    report = verify_backup(repo, manifest, identities, tmp_dir=config.backup.tmp_dir,
+    report = verify_backup(repo, manifest, identities, tmp_dir=temp_dir(args),
                            keep_snapshot=args.save_snapshot, progress=progress, room=room)
     progress.finish()
     if args.output == "json":

@@ -15,13 +15,12 @@ from lifeboat.capture import Capture, capture_options
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
-from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.timeline import Timeline, Window, build_timeline, point_at_revision
 from lifeboat.cli.point import add_point_flags, only_cluster, point_target, resolve_point
 from lifeboat.errors import UsageError
 from lifeboat.cli.connect import (
-    add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
-    resolved_config,
+    add_command, add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag, age_identities,
+    cluster_name, etcd_settings, open_repository, resolved_config,
 )
 from lifeboat.cli.output import emit_json, table
 from lifeboat.etcd import EtcdClient
@@ -36,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--no-files", action="store_true",
                    help="base backups hold etcd only, not the control-plane files")
     p.add_argument("--zstd-level", type=int, metavar="N", help="zstd level 1-19 for segments and base backups")
-    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where a base backup's snapshot is spooled")
+    add_tmp_dir_flag(p, "where a base backup's snapshot is spooled")
     p.add_argument("--flush-interval", metavar="SECONDS",
                    help="close a segment after this long (default 1s) [capture.flush-interval]")
     p.add_argument("--segment-max-bytes", metavar="SIZE",
@@ -48,11 +47,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="spool limit; when full a gap is recorded (default 256MiB) [capture.spool-max-bytes]")
 
     p = add_command(sub, common, "synthesize", cmd_synthesize, add_repo_flags, add_point_flags)
-    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
-                   help="age identity file to read encrypted backups and segments; repeatable")
+    add_identity_flag(p, "encrypted backups and segments")
     p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
                    help="age recipient for the new backup (default: encryption.recipients); repeatable")
-    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the snapshot is built")
+    add_tmp_dir_flag(p, "where the snapshot is built")
 
     p = add_command(sub, common, "timeline", cmd_timeline, add_repo_flags, raw=True)
 
@@ -116,8 +114,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     config = resolved_config(args).config
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
-    files = [str(path) for path in config.encryption.identity_files]
-    identities = load_identities(files) if files else None
+    identities = age_identities(args)
     if point_target(args) is None:
         timeline = build_timeline(cluster, list(repo.manifests(cluster)), repo.chain_store.chains(cluster))
         chained = [w for w in timeline.windows if w.chain is not None]

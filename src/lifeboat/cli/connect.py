@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifeboat.catalog.age_keys import Identity, load_identities
 from lifeboat.catalog.manifest_cache import CACHE_DIR_ENV, ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import CONFIG_ENV, FlagValue, ResolvedConfig, resolve_config, store_environ
@@ -91,6 +92,19 @@ def add_repo_flags(parser: argparse.ArgumentParser) -> None:
                              "S3 uses AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL")
     parser.add_argument("--cluster", metavar="NAME",
                         help="cluster name the backups are filed under [$LIFEBOAT_CLUSTER]")
+
+
+def add_identity_flag(parser: argparse.ArgumentParser, reads: str = "encrypted backups") -> None:
+    """``--identity``, which replaces the config file's ``encryption.identity-files`` (see :func:`age_identities`)."""
+    parser.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
+                        help=f"age identity file (or SSH private key) for {reads}; repeatable; replaces "
+                             "the config file's list [encryption.identity-files]")
+
+
+def add_tmp_dir_flag(parser: argparse.ArgumentParser, used_for: str) -> None:
+    """``--tmp-dir``, which overrides the config file's ``backup.tmp-dir`` (see :func:`temp_dir`)."""
+    parser.add_argument("--tmp-dir", type=Path, metavar="DIR",
+                        help=f"{used_for} (default: the system temp dir) [backup.tmp-dir]")
 
 
 def add_cache_flags(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +196,19 @@ def resolved_config(args: argparse.Namespace) -> ResolvedConfig:
         cached = resolve_config(Path(path) if path else None, os.environ, _flag_values(args))
         args._resolved_config = cached
     return cached
+
+
+def age_identities(args: argparse.Namespace) -> list[Identity] | None:
+    """The age identities that decrypt backups and segments: the ``--identity`` files, else the
+    config file's ``encryption.identity-files``; None when neither names one."""
+    files = resolved_config(args).config.encryption.identity_files
+    return load_identities([str(path) for path in files]) if files else None
+
+
+def temp_dir(args: argparse.Namespace) -> Path | None:
+    """Where snapshots are spooled and unpacked: ``--tmp-dir``, else the config file's
+    ``backup.tmp-dir``; None means the system temp dir."""
+    return resolved_config(args).config.backup.tmp_dir
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, FlagValue]:

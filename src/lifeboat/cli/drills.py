@@ -12,7 +12,7 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.cli.connect import resolved_config
+from lifeboat.cli.connect import temp_dir
 from lifeboat.cli.output import Progress, RoomNotes, emit_json, table
 from lifeboat.cli.writer import add_writer_flags, writer_choice
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
@@ -57,7 +57,7 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     progress, room = Progress(), RoomNotes(args.output == "json")
     choice = writer_choice(args)
     report = run_drill(repo, manifest, identities, choose_writer=lambda tool: native_or(tool, choice=choice),
-                       tmp_dir=resolved_config(args).config.backup.tmp_dir,
+                       tmp_dir=temp_dir(args),
                        restore_tool=args.restore_tool, etcd_binary=args.etcd_binary,
                        progress=progress, replay=_replayer(repo, point, identities) if point else None,
                        room=room)

@@ -7,8 +7,10 @@ from datetime import timezone
 from typing import Any
 from pathlib import Path
 
-from lifeboat.catalog.age_keys import load_identities
-from lifeboat.cli.connect import add_command, add_repo_flags, cluster_name, open_repository
+from lifeboat.cli.connect import (
+    add_command, add_identity_flag, add_repo_flags, add_tmp_dir_flag, age_identities, cluster_name, open_repository,
+    temp_dir,
+)
 from lifeboat.cli.output import emit_json, table
 from lifeboat.cli.point import only_cluster
 from lifeboat.errors import NotFound, UsageError
@@ -27,9 +29,8 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser], common:
                    "or a full etcd key /registry/...")
     p.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
     add_repo_flags(p)
-    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
-                   help="age identity file for encrypted backups and segments; repeatable")
-    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where base snapshots are unpacked")
+    add_identity_flag(p, "encrypted backups and segments")
+    add_tmp_dir_flag(p, "where base snapshots are unpacked")
     p.add_argument("--encryption-config", type=Path, metavar="FILE",
                    help="the kube-apiserver's --encryption-provider-config, to read objects encrypted at rest")
 
@@ -68,8 +69,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     matches = object_matcher(args.object, args.namespace, encryption)
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
-    identities = load_identities(args.identity) if args.identity else None
-    versions = object_history(repo, cluster, matches, identities, args.tmp_dir)
+    versions = object_history(repo, cluster, matches, age_identities(args), temp_dir(args))
     if not versions:
         raise NotFound(f"{args.object} never appears in the captured timeline of cluster {cluster} "
                        "(see 'lifeboat timeline')")

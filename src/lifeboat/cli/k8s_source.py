@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from lifeboat.catalog.age_keys import Identity, load_identities
+from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.cli.connect import (
-    add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+    add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag, age_identities, cluster_name,
+    etcd_settings, open_repository, temp_dir,
 )
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
@@ -33,10 +34,8 @@ LIVE = "live"
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every ``k8s`` command needs to open a SOURCE: repository, age identity, etcd."""
     add_repo_flags(parser)
-    parser.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
-                        help="age identity file for encrypted backups; repeatable")
-    parser.add_argument("--tmp-dir", type=Path, metavar="DIR",
-                        help="where a backup's snapshot is unpacked while it is read")
+    add_identity_flag(parser, "encrypted backups and segments")
+    add_tmp_dir_flag(parser, "where a backup's snapshot is unpacked while it is read")
     parser.add_argument("--encryption-config", type=Path, metavar="FILE",
                         help="the kube-apiserver's --encryption-provider-config, to decrypt "
                              "objects encrypted at rest (aescbc, aesgcm, secretbox)")
@@ -71,9 +70,9 @@ def open_source(text: str, args: argparse.Namespace, stack: ExitStack) -> Object
 
 
 def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -> ObjectSource:
-    identities = load_identities(args.identity) if args.identity else None
+    identities = age_identities(args)
     repo = open_repository(args)
-    tmp = stack.enter_context(spool_dir("k8s", args.tmp_dir))
+    tmp = stack.enter_context(spool_dir("k8s", temp_dir(args)))
     if point_target(args) is not None:
         if getattr(args, "_point_source_opened", False):
             raise UsageError("--to-revision/--to-time apply to one backup SOURCE; compare a point with "
@@ -82,7 +81,7 @@ def _backup_source(backup_id: str, args: argparse.Namespace, stack: ExitStack) -
         return _point_source(backup_id, args, repo, identities, tmp)
     manifest = repo.find(backup_id, cluster_name(args, default=None))
     spool = tmp / "snapshot.db"
-    report = verify_backup(repo, manifest, identities, tmp_dir=args.tmp_dir, keep_snapshot=spool)
+    report = verify_backup(repo, manifest, identities, tmp_dir=temp_dir(args), keep_snapshot=spool)
     failure = report.first_failure()
     if failure is not None:
         raise IntegrityError(f"backup {manifest.id} failed verification ({failure.name}: "

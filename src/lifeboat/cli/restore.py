@@ -11,11 +11,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import (
-    add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
-    positive_seconds,
+    add_command, add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, age_identities, cluster_name,
+    etcd_settings, open_repository, positive_seconds,
 )
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
@@ -63,8 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "systemd units, or none (you stop and start it)")
     p.add_argument("--etcd-unit", default="etcd", metavar="UNIT", help="systemd unit of etcd (default etcd)")
     p.add_argument("--apiserver-unit", metavar="UNIT", help="systemd unit of kube-apiserver, if it has one")
-    p.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
-                   help="age identity file for encrypted backups; repeatable")
+    add_identity_flag(p, "encrypted backups and segments")
     p.add_argument("--files", action="store_true",
                    help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
     add_writer_flags(p, data_dirs="the restored data dir", beside="etcd")
@@ -183,7 +181,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         backup_id = journal.backup_id
         target = replace(target, token=args.initial_cluster_token or journal.token)
     repo = open_repository(args)
-    identities = load_identities(args.identity) if args.identity else None
+    identities = age_identities(args)
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
     manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
     point_revision = point.revision if point is not None else None
@@ -320,7 +318,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     repo_flags: list[str] = []
     if target_point is not None:
         repo = open_repository(args)
-        identities = load_identities(args.identity) if args.identity else None
+        identities = age_identities(args)
         point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
         assert point is not None
         # A time must mean the same revision on every node: each command gets the revision.

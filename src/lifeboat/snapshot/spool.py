@@ -66,9 +66,11 @@ def _usable_tmp_dir(tmp_dir: Path | None) -> Path:
     if tmp_dir is None:
         return Path(tempfile.gettempdir())
     if not tmp_dir.exists():
-        raise UsageError(f"--tmp-dir {tmp_dir} does not exist; create it or pass another directory")
+        raise UsageError(f"temp dir {tmp_dir} (--tmp-dir or the config file's backup.tmp-dir) does not exist; "
+                         "create it or name another directory")
     if not tmp_dir.is_dir():
-        raise UsageError(f"--tmp-dir {tmp_dir} is not a directory; pass a directory")
+        raise UsageError(f"temp dir {tmp_dir} (--tmp-dir or the config file's backup.tmp-dir) is not a "
+                         "directory; name a directory")
     return tmp_dir
 
 

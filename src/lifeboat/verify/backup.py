@@ -70,8 +70,8 @@ def verify_backup(
         raise OperationFailed(f"backup {manifest.id} is {manifest.status}, not complete")
     if manifest.encryption and not identities:
         raise UsageError(
-            f"backup {manifest.id} is encrypted with age; pass --identity FILE with a key for "
-            f"one of its recipients ({', '.join(r[:16] + '…' for r in manifest.recipients)})"
+            f"backup {manifest.id} is encrypted with age; pass --identity FILE (or set the config "
+            f"file's encryption.identity-files) with a key for one of its recipients ({', '.join(r[:16] + '…' for r in manifest.recipients)})"
         )
     report = VerifyReport(manifest.id)
     keys = identities if manifest.encryption else None
