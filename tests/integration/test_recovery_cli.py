@@ -64,6 +64,11 @@ def test_status_follows_the_cluster_from_healthy_to_quorum_lost(
     assert sum(m["is_leader"] for m in members) == 1
     newest = document["newest_backup"]
     assert isinstance(newest, dict) and newest["id"] and 0 <= newest["age_seconds"] < 120
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"repository: {{url: '{repo}'}}\n")
+    _code, from_config = cli.json_with_code("status", *flags, "--config", str(config))
+    shown = from_config.get("newest_backup")  # the config's repository too, not only --repo
+    assert isinstance(shown, dict) and shown["id"] == newest["id"]
     assert document["decision"] == {"action": "nothing", "reason": document["decision"]["reason"],  # type: ignore[index]
                                     "members": [], "commands": [], "full_restore_refused": True}
 

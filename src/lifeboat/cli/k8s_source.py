@@ -8,7 +8,6 @@ verify`` does and decrypted to a temporary file once, then read offline.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +18,7 @@ from lifeboat.cli.point import add_point_flags, point_target, resolve_point
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.cli.connect import (
     add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag, age_identities, cluster_name,
-    etcd_settings, open_repository, temp_dir,
+    etcd_settings, open_repository, resolved_config, temp_dir,
 )
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
@@ -63,9 +62,9 @@ def open_source(text: str, args: argparse.Namespace, stack: ExitStack) -> Object
     path = Path(text)
     if path.exists():
         return SnapshotFileSource(path)
-    if not (args.repo or os.environ.get("LIFEBOAT_REPO")):
-        raise UsageError(f"SOURCE {text!r} is not 'live' nor an existing snapshot file; "
-                         "to read a backup of that id pass --repo URL")
+    if not resolved_config(args).config.repository.url:
+        raise UsageError(f"SOURCE {text!r} is not 'live' nor an existing snapshot file; to read a backup "
+                         "of that id pass --repo URL, set LIFEBOAT_REPO, or set repository.url in the config file")
     return _backup_source(text, args, stack)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import (
     add_command, add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, age_identities, cluster_name,
-    etcd_settings, open_repository, positive_seconds,
+    etcd_settings, open_repository, positive_seconds, resolved_config,
 )
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import add_point_flags, point_target, resolve_point
@@ -325,7 +325,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         backup_id = point.base.id
         repo_flags = ([f"--repo={args.repo}"] if args.repo else []) + [
             f"--cluster={point.base.cluster}", f"--to-revision={point.revision}"]
-    elif args.repo or args.cluster:
+    elif args.cluster or resolved_config(args).config.repository.url:
         manifest = open_repository(args).find(backup_id, cluster_name(args, default=None))
         backup_id = manifest.id  # 'latest' must mean the same backup on every node
         repo_flags = [f"--repo={args.repo}"] if args.repo else []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import (
     add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
+    resolved_config,
 )
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, NotFound, UsageError
@@ -52,7 +52,8 @@ def cmd_status(args: argparse.Namespace) -> int:
       HA, quorum intact, some failed  do not restore: lifeboat member replace NAME
       HA, quorum lost                 restore every member from the same backup
 
-    With --repo (or $LIFEBOAT_REPO) the age of the newest complete backup is shown too.
+    With a repository (--repo, $LIFEBOAT_REPO or the config file's repository.url) the age of
+    the newest complete backup is shown too.
 
     exit codes: 0 every member healthy, 1 degraded or quorum lost (or an alarm raised),
                 2 no etcd member answered, 3 usage error
@@ -62,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with EtcdClient(resolved.settings) as etcd:
         health = read_cluster_health(etcd, resolved.settings.endpoints, quota_bytes=quota)
     decision = decide_recovery(health)
-    newest = _newest_backup(args) if (args.repo or os.environ.get("LIFEBOAT_REPO")) else None
+    newest = _newest_backup(args) if resolved_config(args).config.repository.url else None
     if args.output == "json":
         emit_json(status_document(health, decision, newest))
     else:

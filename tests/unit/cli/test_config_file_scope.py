@@ -1,6 +1,7 @@
 """A config file means the same to every command that takes ``--config``: each command that
 decrypts backups or segments reads ``encryption.identity-files``, each that unpacks a snapshot
-reads ``backup.tmp-dir``, and ``--identity`` / ``--tmp-dir`` replace them.
+reads ``backup.tmp-dir``, and ``--identity`` / ``--tmp-dir`` replace them; ``repository.url``
+serves every command that reads backups as ``--repo`` does.
 
 A damaged identity file named only by the config shows that a command reads it: it is refused,
 naming the file and showing none of the key. (restore, the k8s commands and restore plan read only
@@ -11,15 +12,19 @@ decrypted.) The integration tests of restore and k8s decrypt real encrypted back
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
 import pytest
 
 from lifeboat.catalog.layout import MARKER_KEY
+from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli import k8s_history
+from lifeboat.store import open_store
 from tests.support.cli import Cli
 from tests.unit.cli.test_secrets_never_shown import assert_no_part_of
+from tests.unit.retention.test_prune import store_backup
 
 RESTORE_NODE = ("--supervisor", "none", "--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380",
                 "--dry-run")
@@ -125,3 +130,27 @@ def test_k8s_history_unpacks_base_backups_in_the_config_files_tmp_dir_unless_the
     assert cli(*command("k8s history", tmp_path, repo, "--config", str(config)))[0] == 1
     assert cli(*command("k8s history", tmp_path, repo, "--config", str(config), "--tmp-dir", str(flagged)))[0] == 1
     assert asked == [spool, flagged]
+
+
+@pytest.mark.parametrize("name", ["k8s ls", "k8s get", "k8s diff", "k8s undelete"])
+def test_k8s_commands_read_a_backup_of_the_config_files_repository(
+    cli: Cli, tmp_path: Path, repo: str, name: str,
+) -> None:
+    # A backup SOURCE needed --repo or $LIFEBOAT_REPO: "to read a backup of that id pass --repo URL".
+    config = config_file(tmp_path, f"repository: {{url: '{repo}'}}\n")
+    words = [word.format(tmp=tmp_path) for word in DECRYPTING[name]]
+    code, _out, err = cli(*words, "--config", str(config))
+    assert code == 1 and "no complete backup" in err, (code, err)
+
+
+def test_restore_plan_names_the_backup_latest_is_in_the_config_files_repository(
+    cli: Cli, tmp_path: Path, repo: str,
+) -> None:
+    # 'latest' was resolved only with --repo or --cluster: with the repository in the config file
+    # every node's command said 'latest', which could be another backup by the time it ran.
+    stored = store_backup(BackupRepository.open(open_store(repo)), datetime(2026, 11, 22, 3, tzinfo=UTC))
+    config = config_file(tmp_path, f"repository: {{url: '{repo}'}}\n")
+    plan = cli.json("restore", "plan", "latest", "--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.2:2380",
+                    "--config", str(config))
+    assert plan["backup_id"] == stored.id
+    assert all(f"restore {stored.id} " in m["command"] for m in plan["members"]), plan
