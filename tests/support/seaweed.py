@@ -158,6 +158,9 @@ class SeaweedServer:
     def start(self, timeout: float = 60) -> SeaweedServer:
         """Start ``weed mini``; if another process took one of its ports, again on new ports."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        # What earlier runs stored in this work dir (a benchmark's cached repository): kept.
+        stored = {entry.name for entry in data.iterdir()} if data.is_dir() else set()
         for attempt in range(1, PORT_ATTEMPTS + 1):
             log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
@@ -172,7 +175,12 @@ class SeaweedServer:
                 if attempt == PORT_ATTEMPTS:
                     raise
                 self.stop()
-                shutil.rmtree(self.workdir / "data", ignore_errors=True)  # nothing was stored yet
+                for entry in data.iterdir() if data.is_dir() else ():
+                    if entry.name not in stored:  # the failed start's own, nothing stored in it yet
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry, ignore_errors=True)
+                        else:
+                            entry.unlink(missing_ok=True)
                 self.s3_port, self.filer_port = free_port(), free_port()
         raise AssertionError("unreachable")
 
