@@ -35,6 +35,7 @@ from benchmarks.dataset import BENCH_WORK, SHAPES, results_dir, shaped_snapshot,
 from tests.support.binaries import etcd_35, weed  # noqa: E402
 from tests.support.etcd import EtcdMember  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
+from tests.support.ports import PORT_ATTEMPTS, PortTaken  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 from benchmarks.teardown import on_termination  # noqa: E402
 
@@ -72,18 +73,30 @@ def serve(snapshot: Path, work: Path) -> EtcdMember:
     pki = make_pki(work / "pki")
     member = EtcdMember(release, "bench", work, pki)
     assert release.etcdutl is not None
-    shutil.rmtree(member.data_dir, ignore_errors=True)
-    subprocess.run([str(release.etcdutl), "snapshot", "restore", str(snapshot), "--data-dir",
-                    str(member.data_dir), "--name", "bench", "--initial-cluster",
-                    f"bench={member.peer_url}", "--initial-advertise-peer-urls", member.peer_url],
-                   check=True, capture_output=True)
-    member.start(f"bench={member.peer_url}", "bench", state="new")
-    try:
-        member.wait_healthy(120)
-    except BaseException:  # Ctrl-C while it starts: stop it all the same
-        member.stop()
-        raise
-    return member
+    # The restore of a GB-sized snapshot takes a while on a busy machine: another process may
+    # bind one of the member's ports meanwhile. Then again on new ports (the peer URL is in the
+    # restored data dir, so it is restored again).
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        shutil.rmtree(member.data_dir, ignore_errors=True)
+        subprocess.run([str(release.etcdutl), "snapshot", "restore", str(snapshot), "--data-dir",
+                        str(member.data_dir), "--name", "bench", "--initial-cluster",
+                        f"bench={member.peer_url}", "--initial-advertise-peer-urls", member.peer_url],
+                       check=True, capture_output=True)
+        log_from = member.log_size()
+        member.start(f"bench={member.peer_url}", "bench", state="new")
+        try:
+            member.wait_healthy(120)
+            return member
+        except RuntimeError:
+            lost = isinstance(member.exited(log_from), PortTaken)
+            member.stop()
+            if not lost or attempt == PORT_ATTEMPTS:
+                raise
+            member.new_ports()
+        except BaseException:  # Ctrl-C while it starts: stop it all the same
+            member.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
