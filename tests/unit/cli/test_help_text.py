@@ -1,0 +1,62 @@
+"""Every command's ``--help`` reads exactly as recorded in ``data/help.json``.
+
+The record was rendered from main before the commands' parsers were separated from their
+implementations (commit abbb2db), so a parser that lost a flag or a line of help fails here. A
+deliberate change of the help re-records it: ``python -m tests.unit.cli.test_help_text``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.cli.main import build_parser, main
+
+RECORD = Path(__file__).parent / "data" / "help.json"
+WIDTH = "100"  # argparse wraps to $COLUMNS
+
+
+def command_lines(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command and subcommand, as the words typed after ``lifeboat``, the top level first."""
+    yield words
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from command_lines(sub, (*words, name))
+
+
+def rendered_help(words: tuple[str, ...]) -> str:
+    """What ``lifeboat WORDS --help`` prints, through the same start-up as a real run."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*words, "--help"]) == 0
+    return out.getvalue()
+
+
+def record() -> dict[str, str]:
+    return {" ".join(("lifeboat", *words)): rendered_help(words) for words in command_lines(build_parser())}
+
+
+@pytest.fixture(autouse=True)
+def fixed_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", WIDTH)
+
+
+def test_every_command_and_subcommand_has_its_recorded_help() -> None:
+    recorded = json.loads(RECORD.read_text())
+    assert sorted(" ".join(("lifeboat", *words)) for words in command_lines(build_parser())) == sorted(recorded)
+    for line, text in recorded.items():
+        assert rendered_help(tuple(line.split()[1:])) == text, line
+
+
+if __name__ == "__main__":
+    os.environ["COLUMNS"] = WIDTH
+    RECORD.parent.mkdir(exist_ok=True)
+    RECORD.write_text(json.dumps(record(), indent=1, sort_keys=True, ensure_ascii=False) + "\n")
