@@ -5,6 +5,9 @@
 * ``file:///var/backups/etcd`` or a plain path (``/var/backups/etcd``, ``./backups``)
 * ``s3://BUCKET/PREFIX`` with credentials and endpoint from the standard AWS variables
 * ``memory://NAME`` — an empty in-memory store, for tests only (gone when the process ends)
+
+:class:`S3Store` (obstore) is imported when first asked for or when an ``s3://`` repository
+is opened: a local repository, and the chain survey's child given one, start without it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from lifeboat.errors import UsageError
+from lifeboat.lazy import lazy_exports
 from lifeboat.store.base import ObjectInfo, ObjectStore, check_key, check_prefix
 from lifeboat.store.local import LocalStore
 from lifeboat.store.memory import Fault, MemoryStore
-from lifeboat.store.s3 import S3Store
+
+if TYPE_CHECKING:
+    from lifeboat.store.s3 import S3Store
+else:
+    __getattr__ = lazy_exports(__name__, {"S3Store": "lifeboat.store.s3"})
 
 __all__ = [
     "Fault",
@@ -56,6 +65,8 @@ def open_store(url: str, environ: Mapping[str, str] = os.environ) -> ObjectStore
     if scheme == "file":
         return _open_file(url, parts.netloc, parts.path)
     if scheme == "s3":
+        from lifeboat.store.s3 import S3Store
+
         return S3Store.from_env(parts.netloc, parts.path.lstrip("/"), environ)
     if scheme == "memory":
         return MemoryStore(url)

@@ -57,11 +57,12 @@ from lifeboat.errors import (
 from lifeboat.store.base import (
     IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
 )
-from lifeboat.store.s3_uploads import MultipartUploads
 from lifeboat.store.sigv4 import AwsCredentials
 
 if TYPE_CHECKING:
     from obstore.store import S3Config
+
+    from lifeboat.store.s3_uploads import MultipartUploads
 
 PART_SIZE = 5 << 20  # S3's smallest part: memory stays low, 50 GB objects still fit in 10,000 parts
 # One part uploading while the next fills: a backup's compressed stream is about a quarter of
@@ -112,9 +113,10 @@ class S3Store(StoreBase):
             config["secret_access_key"] = secret_access_key
             if session_token:
                 config["session_token"] = session_token
-        self._uploads = None if not (access_key_id and secret_access_key) else MultipartUploads(
+        # What the requests obstore lacks are signed with (bucket URL, keys, region).
+        self._uploads_access = None if not (access_key_id and secret_access_key) else (
             f"{(endpoint or AWS_ENDPOINT.format(region=region)).rstrip('/')}/{bucket}",
-            AwsCredentials(access_key_id, secret_access_key, session_token), region, self._where(),
+            AwsCredentials(access_key_id, secret_access_key, session_token), region,
         )
         self._client = _Client(
             bucket,
@@ -155,6 +157,20 @@ class S3Store(StoreBase):
     def _where(self) -> str:
         at = f" at {self._endpoint}" if self._endpoint else ""
         return f"S3 bucket {self._bucket}{at}"
+
+    def _uploads(self) -> MultipartUploads | None:
+        """The multipart requests obstore lacks, or None without explicit keys.
+
+        Imported here, not at the top: their HTTP client and XML parser (urllib.request, ssl,
+        email, xml: about 11 MB) serve only the pruning of killed uploads, never a backup,
+        a restore or a survey's child process.
+        """
+        if self._uploads_access is None:
+            return None
+        from lifeboat.store.s3_uploads import MultipartUploads
+
+        bucket_url, credentials, region = self._uploads_access
+        return MultipartUploads(bucket_url, credentials, region, self._where())
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
         path = self._prefix + check_key(key)
@@ -287,19 +303,20 @@ class S3Store(StoreBase):
         (SIGKILL, power loss) leaves one. Uploads whose key is not a valid lifeboat key are not
         ours and are left out.
         """
-        if self._uploads is None:
+        uploads = self._uploads()
+        if uploads is None:
             raise Unsupported(
                 f"{self._url}: listing multipart uploads needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                 "(lifeboat signs that request itself and does not read instance or web-identity credentials)"
             )
         found: builtins.list[IncompleteUpload] = []
-        for pending in self._uploads.pending(self._prefix + check_folder(prefix)):
+        for pending in uploads.pending(self._prefix + check_folder(prefix)):
             name = pending.key[len(self._prefix):]
             try:
                 check_key(name)
             except UsageError:
                 continue
-            parts = self._uploads.parts(pending)
+            parts = uploads.parts(pending)
             if parts is None:
                 continue  # completed or aborted since it was listed
             written = max(pending.initiated, parts.last_modified or pending.initiated)
@@ -308,9 +325,10 @@ class S3Store(StoreBase):
         return found
 
     def remove_incomplete(self, upload: IncompleteUpload) -> None:
-        if self._uploads is None or not upload.upload_id:
+        uploads = self._uploads()
+        if uploads is None or not upload.upload_id:
             raise UsageError(f"{upload.name} is not a multipart upload lifeboat can abort in {self._url}")
-        self._uploads.abort(self._prefix + check_key(upload.name), upload.upload_id)
+        uploads.abort(self._prefix + check_key(upload.name), upload.upload_id)
 
     def _require_bucket(self) -> None:
         """Raise RepositoryUnavailable if the bucket is missing (checked once per store).

@@ -140,8 +140,20 @@ CHILD_IMPORTS = """
 import pickle, sys
 import lifeboat.pitr.survey_run  # all that lifeboat.pitr.survey_child imports before it reads its request
 pickle.load(sys.stdin.buffer)
-print(" ".join(sorted(name for name in sys.modules if name.split(".")[0] in ("pydantic", "croniter"))))
+print(" ".join(sorted(name for name in sys.modules if name.split(".")[0] in sys.argv[1:] or name in sys.argv[1:])))
 """
+
+
+def child_imports(request: bytes, *modules: str) -> list[str]:
+    """Which of ``modules`` (packages, or single modules) the child has imported once it read ``request``."""
+    child = subprocess.run([sys.executable, "-c", CHILD_IMPORTS, *modules], input=request, capture_output=True,
+                           check=True, cwd=REPO_ROOT)
+    return child.stdout.decode().split()
+
+
+def s3_store() -> S3Store:
+    return S3Store("bucket", "prefix", endpoint="http://127.0.0.1:1", access_key_id="AKIAEXAMPLE",
+                   secret_access_key="not-a-secret")
 
 
 @pytest.mark.parametrize("store", ["local", "s3"])
@@ -149,13 +161,29 @@ def test_the_child_imports_no_pydantic_nor_the_config_model(tmp_path: Path, stor
     """pydantic and the config's model took 16 MB of the child's 53 MB of imports: neither its
     modules nor the request it unpickles (a local or an S3 store, the chain's segments) bring them in."""
     repo, point = chain_repo(MemoryStore())
-    target = LocalStore(tmp_path / "repo") if store == "local" else S3Store(
-        "bucket", "prefix", endpoint="http://127.0.0.1:1", access_key_id="AKIAEXAMPLE",
-        secret_access_key="not-a-secret")
+    target = LocalStore(tmp_path / "repo") if store == "local" else s3_store()
     request = survey_request(BackupRepository(target), point, None, tmp_path / "work")
-    child = subprocess.run([sys.executable, "-c", CHILD_IMPORTS], input=request, capture_output=True, check=True,
-                           cwd=REPO_ROOT)
-    assert child.stdout.decode().split() == []
+    assert child_imports(request, "pydantic", "croniter") == []
+
+
+# urllib.request, ssl, email, http.client and xml took 11 MB of the child's 36 MB; they serve
+# only the S3 store's listing of killed multipart uploads. grpc is etcd's, never the child's.
+NOT_IN_THE_CHILD = ("grpc", "google.protobuf", "ssl", "xml", "email", "http", "urllib.request",
+                    "lifeboat.store.s3_uploads")
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_the_child_imports_neither_grpc_nor_an_http_client_nor_xml(tmp_path: Path, store: str) -> None:
+    repo, point = chain_repo(MemoryStore())
+    target = LocalStore(tmp_path / "repo") if store == "local" else s3_store()
+    request = survey_request(BackupRepository(target), point, None, tmp_path / "work")
+    assert child_imports(request, *NOT_IN_THE_CHILD) == []
+
+
+def test_the_child_of_a_local_repository_does_not_import_the_s3_store(tmp_path: Path) -> None:
+    repo, point = chain_repo(MemoryStore())
+    request = survey_request(BackupRepository(LocalStore(tmp_path / "repo")), point, None, tmp_path / "work")
+    assert child_imports(request, "obstore", "lifeboat.store.s3") == []
 
 
 PARENT = """
