@@ -31,11 +31,11 @@ from typing import Any, Generic, TypeVar
 
 from lifeboat.catalog.layout import is_manifest_key_of
 from lifeboat.catalog.manifest import BackupSummary, Manifest
+from lifeboat.config.rules import CACHE_DIR_ENV
 from lifeboat.errors import IntegrityError
 from lifeboat.store.base import ObjectInfo
 
 CACHE_FILE = "manifests.sqlite3"
-CACHE_DIR_ENV = "LIFEBOAT_CACHE_DIR"
 _SCHEMA = ("""CREATE TABLE IF NOT EXISTS manifest (
     repository TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL,
     document BLOB NOT NULL, PRIMARY KEY (repository, key))""",

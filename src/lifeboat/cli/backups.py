@@ -7,9 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
-from lifeboat.catalog.codec import DEFAULT_ZSTD_LEVEL
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.chains import ChainListing
 from lifeboat.catalog.manifest import BackupSummary, DamagedManifest, Manifest
@@ -18,69 +16,17 @@ from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
-    add_command, add_cache_flags, add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag,
     age_identities, cluster_name, etcd_settings, open_repository, resolved_config, temp_dir,
 )
-from lifeboat.cli.drills import add_drill_flags, check_drill_flags
+from lifeboat.cli.drills import check_drill_flags
 from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
-from lifeboat.cli.point import add_point_flags, resolve_point
+from lifeboat.cli.point import resolve_point
 from lifeboat.config.values import read_retention_duration
 from lifeboat.errors import IntegrityError, UsageError
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    p = add_command(sub, common, "backup", cmd_backup, add_etcd_flags, add_repo_flags, add_root_flag)
-    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
-                   help="age recipient (age1...), SSH public key, or a file of them; repeatable")
-    p.add_argument("--no-files", action="store_true", help="back up etcd only, not the control-plane files")
-    p.add_argument("--zstd-level", type=int, metavar="N",
-                   help=f"zstd level 1-19 (default {DEFAULT_ZSTD_LEVEL})")
-    add_tmp_dir_flag(p, "where the snapshot is spooled while it is checked (needs the db's size free, as "
-                     "the member reports it; printed and checked before streaming starts, exit 5 if short)")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="a label recorded in the manifest; repeatable")
-
-    p = add_command(sub, common, "list", cmd_list, add_repo_flags)
-    p.add_argument("--last", type=_count, metavar="N", help="only the newest N backups")
-    p.add_argument("--since", metavar="TIME", help="only backups started since TIME: an RFC 3339 "
-                   "time or date (2026-11-22T03:00:00Z, 2026-11-22) or an age (36h, 7d, 2w)")
-    p.add_argument("--check", action="store_true",
-                   help="check that every backup's objects exist with their recorded sizes")
-    add_cache_flags(p)
-
-    p = add_command(sub, common, "show", cmd_show)
-    p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
-    add_repo_flags(p)
-
-    p = add_command(sub, common, "verify", cmd_verify)
-    p.add_argument("backup_id", metavar="ID", nargs="?",
-                   help="a backup id, or 'latest' (with --to-revision/--to-time: optional)")
-    add_repo_flags(p)
-    add_identity_flag(p, "encrypted backups and segments")
-    add_tmp_dir_flag(p, "where the snapshot is unpacked while checked (needs its raw size free, a drill twice "
-                     "that and 64 MB, a point's drill three times; printed and checked before anything is "
-                     "downloaded, exit 5 if short)")
-    p.add_argument("--save-snapshot", type=Path, metavar="FILE",
-                   help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
-    add_drill_flags(p)
-    add_point_flags(p)
-
-    p = add_command(sub, common, "delete", cmd_delete)
-    p.add_argument("backup_id", metavar="ID", help="a backup id")
-    add_repo_flags(p)
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--force", action="store_true", help="delete the backup even if it is pinned")
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
-    """take a verified backup of etcd and the control-plane files
-
-    Stream a snapshot from one healthy voting etcd member, check etcd's sha256 trailer, compress
-    (zstd), optionally encrypt (age), upload, and capture the control-plane files (PKI, kubeconfigs,
-    static-pod manifests, kubelet config, encryption config). The manifest is written last: an
-    interrupted backup never looks complete.
-    """
+    """take a verified backup of etcd and the control-plane files"""
     # Here, not at the top: list, show and delete start without grpc and the backup pipeline.
     from lifeboat.backup.pipeline import BackupOptions, take_backup
     from lifeboat.etcd import EtcdClient
@@ -110,17 +56,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """list the backups in a repository
-
-    List committed backups, oldest first, a page at a time (each page is printed as soon as its
-    manifests are read). --last and --since read only the manifests they show, and list only the
-    keys of recent backups (--last N: the last 2 days', wider only when they hold fewer than N).
-    Which backups exist is always read from the repository; a manifest already read (same key,
-    size and version) is taken from a private local cache instead of downloaded again (--no-cache
-    to skip it). With
-    --check, also ask the store whether every object of each backup shown is there with its recorded
-    size (one HEAD per object, no download; exit 1 if any is not).
-    """
+    """list the backups in a repository"""
     repo = open_repository(args)
     cluster = cluster_name(args, default=None)
     since = parse_since(args.since, repo.clock.now()) if args.since else None
@@ -206,16 +142,6 @@ def _window_end_text(end: dict[str, object] | None) -> str:
     return f"{end['revision']} ({end['time']})" + (" capturing" if end["capturing"] else "")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of backups (1 or more), got {text!r}")
-    return value
-
-
 def parse_since(text: str, now: datetime) -> datetime:
     """``--since``: an RFC 3339 time or date (UTC unless it says otherwise), or an age before ``now``."""
     try:
@@ -242,11 +168,7 @@ def _summary(b: BackupSummary, pin: Pin | None) -> dict[str, object]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """show one backup's manifest
-
-    Show what a backup holds: source member, snapshot status, objects and their checksums, captured
-    files.
-    """
+    """show one backup's manifest"""
     repo = open_repository(args)
     m = repo.find(args.backup_id, cluster_name(args, default=None))
     pin = repo.pin_of(m)
@@ -287,12 +209,7 @@ def _shown(m: Manifest, missing: list[str]) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """fetch a backup and check every checksum and the snapshot
-
-    Download every object, check its stored sha256, decrypt, decompress, check the raw sha256 and
-    etcd's trailer, read the snapshot offline and compare revision, hash, key count and size with
-    the manifest, and check every control-plane file's sha256. Exit 1 if anything does not match.
-    """
+    """fetch a backup and check every checksum and the snapshot"""
     # Here, not at the top: list, show and delete start without the verifier and the drill.
     from lifeboat.cli.drills import cmd_drill
     from lifeboat.verify.backup import verify_backup
@@ -327,10 +244,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    """delete one backup (data first, manifest last)
-
-    Delete a backup's objects, then its manifest. Safe to re-run after an interruption.
-    """
+    """delete one backup (data first, manifest last)"""
     repo = open_repository(args)
     manifest = repo.locate(args.backup_id, cluster_name(args, default=None))  # a damaged one too
     pin = repo.pin_of(manifest)

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from lifeboat.capture import Capture, capture_options
@@ -16,43 +15,11 @@ from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
 from lifeboat.catalog.timeline import Timeline, Window, build_timeline, point_at_revision
-from lifeboat.cli.point import add_point_flags, only_cluster, point_target, resolve_point
+from lifeboat.cli.point import only_cluster, point_target, resolve_point
 from lifeboat.errors import UsageError
-from lifeboat.cli.connect import (
-    add_command, add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag, age_identities,
-    cluster_name, etcd_settings, open_repository, resolved_config,
-)
+from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.etcd import EtcdClient
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    p = add_command(sub, common, "capture", cmd_capture,
-                    add_etcd_flags, add_repo_flags, add_root_flag, raw=True)
-    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
-                   help="age recipient (age1...), SSH public key, or a file of them; repeatable")
-    p.add_argument("--no-files", action="store_true",
-                   help="base backups hold etcd only, not the control-plane files")
-    p.add_argument("--zstd-level", type=int, metavar="N", help="zstd level 1-19 for segments and base backups")
-    add_tmp_dir_flag(p, "where a base backup's snapshot is spooled")
-    p.add_argument("--flush-interval", metavar="SECONDS",
-                   help="close a segment after this long (default 1s) [capture.flush-interval]")
-    p.add_argument("--segment-max-bytes", metavar="SIZE",
-                   help="close a segment at this size (default 16MiB) [capture.segment-max-bytes]")
-    p.add_argument("--spool-dir", type=Path, metavar="DIR",
-                   help="local spool while the repository is down (default <root>/var/lib/lifeboat/"
-                        "capture-spool) [capture.spool-dir]")
-    p.add_argument("--spool-max-bytes", metavar="SIZE",
-                   help="spool limit; when full a gap is recorded (default 256MiB) [capture.spool-max-bytes]")
-
-    p = add_command(sub, common, "synthesize", cmd_synthesize, add_repo_flags, add_point_flags)
-    add_identity_flag(p, "encrypted backups and segments")
-    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
-                   help="age recipient for the new backup (default: encryption.recipients); repeatable")
-    add_tmp_dir_flag(p, "where the snapshot is built")
-
-    p = add_command(sub, common, "timeline", cmd_timeline, add_repo_flags, raw=True)
 
 
 @contextmanager
@@ -68,17 +35,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    """capture every change of etcd continuously
-
-    Follow every change of etcd and store it in the repository, so the cluster can be restored to
-    any revision or second (lifeboat restore --to-revision/--to-time). At start, resume right after
-    the last committed segment of this cluster's newest chain, or take a base backup and start a new
-    chain. Then watch the whole keyspace and commit a segment (zstd, age like backups, create-only)
-    every capture.flush-interval (default 1s) or capture.segment-max-bytes. If etcd compacted the
-    next revision (capture stopped or fell behind), a gap is recorded with its reason and a new base
-    is taken at once. While the repository is down, segments wait in a bounded local spool. SIGTERM
-    or Ctrl-C commits what was received and exits 0.
-    """
+    """capture every change of etcd continuously"""
     config = resolved_config(args).config
     cluster = check_cluster_name(cluster_name(args) or "default")
     resolved = etcd_settings(args)
@@ -101,16 +58,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    """write a full backup from a base backup plus captured segments
-
-    Build the cluster's snapshot at a captured point offline (the chain's base backup, or a newer
-    synthetic one, plus the captured events after it) and store it as a new full backup, encrypted
-    and compressed like any, with labels lifeboat.synthetic-chain, -from, -revision and -seen naming
-    where it came from. etcd is not contacted. Restores and drills treat it like any backup, and
-    restores to later points of the chain start from it; retention then lets the older base and the
-    segments before it go (the chain is folded). The agent does not run it: schedule it with cron
-    (docs/continuous-capture.md). Default point: the newest captured revision.
-    """
+    """write a full backup from a base backup plus captured segments"""
     config = resolved_config(args).config
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
@@ -136,13 +84,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    """show restorable windows and gaps
-
-    Show, per cluster, the recoverable windows (a base backup and its unbroken chain of capture
-    segments; a backup without a chain is a window of one revision) as revision and time ranges,
-    and every gap between them with its reason. Times are when capture saw a revision; the
-    revision was committed by etcd at or before that time.
-    """
+    """show restorable windows and gaps"""
     repo = open_repository(args)
     wanted = cluster_name(args, default=None)
     clusters = [wanted] if wanted else sorted({m.cluster for m in repo.manifests()})

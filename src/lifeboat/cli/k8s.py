@@ -10,9 +10,7 @@ from typing import Any
 
 import yaml
 
-from lifeboat.cli import k8s_history, k8s_undelete
-from lifeboat.cli.connect import add_command
-from lifeboat.cli.k8s_source import add_source_flags, encryption_config, open_source
+from lifeboat.cli.k8s_source import encryption_config, open_source
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory import (
@@ -22,61 +20,12 @@ from lifeboat.kube.inventory import (
 from lifeboat.kube.inventory.views import object_document, object_row
 from lifeboat.kube.objects import EncryptionConfiguration, decode_value, parse_registry_key
 
-SOURCE_HELP = "'live' (the etcd of the etcd flags), a snapshot file, or a backup id / 'latest' in --repo"
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    k8s = sub.add_parser(
-        "k8s", help="list, show, diff and undelete Kubernetes objects in backups and etcd",
-        description="Read the objects kube-apiserver stores under /registry/ straight from a "
-        "snapshot file, a backup, or a live etcd, without an API server.",
-    )
-    verbs = k8s.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    p = add_command(verbs, common, "ls", cmd_ls)
-    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
-    p.add_argument("-n", "--namespace", metavar="NS", help="only this namespace")
-    p.add_argument("--kind", metavar="K", help="only this resource or kind (pods, deploy, "
-                   "deployments.apps, Widget)")
-    add_source_flags(p)
-
-    get_common = argparse.ArgumentParser(add_help=False)
-    get_common.add_argument("-o", "--output", choices=("table", "json", "yaml", "raw"), default="table",
-                            help="table (metadata), json/yaml (with the stored bytes in base64), "
-                                 "raw (the exact stored bytes on stdout)")
-    get_common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
-    p = add_command(verbs, get_common, "get", cmd_get)
-    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
-    p.add_argument("object", metavar="KIND/NAME", help="e.g. pod/web-0, deployments.apps/web, "
-                   "or a full etcd key /registry/...")
-    p.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
-    p.add_argument("--show-secrets", action="store_true", help="print Secret data too")
-    add_source_flags(p)
-
-    p = add_command(verbs, common, "diff", cmd_diff)
-    p.add_argument("a", metavar="A", help=SOURCE_HELP)
-    p.add_argument("b", metavar="B", help=SOURCE_HELP)
-    p.add_argument("-n", "--namespace", metavar="NS", help="only this namespace")
-    p.add_argument("--kind", metavar="K", help="only this resource (pods, deployments.apps)")
-    add_source_flags(p)
-
-    k8s_undelete.register(verbs, common)
-    k8s_history.register(verbs, common)
-
-
 def _kind(text: str | None) -> KindQuery | None:
     return KindQuery.parse(text) if text else None
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """inventory by namespace and resource, or the objects
-
-    Without -n/--kind: one line per namespace and resource (count, bytes, newest modification
-    revision). With -n and/or --kind: the objects (name, uid, created, revisions, encoding,
-    encryption). Values, Secret data included, are never printed. Objects that cannot be decoded are
-    listed with their error; the rest still show.
-    """
+    """inventory by namespace and resource, or the objects"""
     kind = _kind(args.kind)
     encryption = encryption_config(args)
     filtered = args.namespace is not None or kind is not None
@@ -122,12 +71,7 @@ def _print_objects(entries: list[Entry]) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    """one object: metadata and stored bytes
-
-    Show one object. JSON-stored objects (custom resources) in full; protobuf ones with their
-    decoded metadata and the stored bytes. Secret data is redacted unless --show-secrets. Without
-    -n, namespaced objects are looked up in 'default'.
-    """
+    """one object: metadata and stored bytes"""
     encryption = encryption_config(args)
     with ExitStack() as stack:
         source = open_source(args.source, args, stack)
@@ -198,11 +142,7 @@ def _print_object(doc: dict[str, Any]) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    """objects added, removed and changed between two sources
-
-    Compare two sources key by key: objects only in B are added, only in A removed, with different
-    stored bytes changed. Grouped by namespace and resource.
-    """
+    """objects added, removed and changed between two sources"""
     kind = _kind(args.kind)
     with ExitStack() as stack:
         a = open_source(args.a, args, stack)

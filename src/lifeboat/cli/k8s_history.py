@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import timezone
 from typing import Any
-from pathlib import Path
 
-from lifeboat.cli.connect import (
-    add_command, add_identity_flag, add_repo_flags, add_tmp_dir_flag, age_identities, cluster_name, open_repository,
-    temp_dir,
-)
+from lifeboat.cli.connect import age_identities, cluster_name, open_repository, temp_dir
 from lifeboat.cli.output import emit_json, table
 from lifeboat.cli.point import only_cluster
 from lifeboat.errors import NotFound, UsageError
@@ -21,18 +17,6 @@ from lifeboat.kube.inventory.source import REGISTRY_PREFIX
 from lifeboat.kube.objects.keys import parse_registry_key
 from lifeboat.kube.objects.stored import StoredObject, decode_value
 from lifeboat.pitr.history import KeyMatch, ObjectVersion, object_history
-
-
-def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = add_command(verbs, common, "history", cmd_history)
-    p.add_argument("object", metavar="KIND/NAME", help="e.g. deployments.apps/web, configmap/settings, "
-                   "or a full etcd key /registry/...")
-    p.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
-    add_repo_flags(p)
-    add_identity_flag(p, "encrypted backups and segments")
-    add_tmp_dir_flag(p, "where base snapshots are unpacked")
-    p.add_argument("--encryption-config", type=Path, metavar="FILE",
-                   help="the kube-apiserver's --encryption-provider-config, to read objects encrypted at rest")
 
 
 def object_matcher(text: str, namespace: str | None, encryption: EncryptionConfiguration | None) -> KeyMatch:
@@ -58,13 +42,7 @@ def object_matcher(text: str, namespace: str | None, encryption: EncryptionConfi
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """every version of one object in the captured timeline
-
-    List every version of one object that the repository can show: the version each capture chain's
-    base backup holds, then every captured change, with its revision, the time capture saw it, and
-    what changed (JSON objects field by field; protobuf ones by metadata and size). Needs 'lifeboat
-    capture'. Secret values are never printed.
-    """
+    """every version of one object in the captured timeline"""
     encryption = load_encryption_configuration(args.encryption_config) if args.encryption_config else None
     matches = object_matcher(args.object, args.namespace, encryption)
     repo = open_repository(args)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.cli.point import add_point_flags, point_target, resolve_point
+from lifeboat.cli.point import point_target, resolve_point
 from lifeboat.pitr import build_point_snapshot
 from lifeboat.cli.connect import (
-    add_etcd_flags, add_identity_flag, add_repo_flags, add_root_flag, add_tmp_dir_flag, age_identities, cluster_name,
-    etcd_settings, open_repository, resolved_config, temp_dir,
+    age_identities, cluster_name, etcd_settings, open_repository, resolved_config, temp_dir,
 )
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
@@ -28,19 +27,6 @@ from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
 
 LIVE = "live"
-
-
-def add_source_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags every ``k8s`` command needs to open a SOURCE: repository, age identity, etcd."""
-    add_repo_flags(parser)
-    add_identity_flag(parser, "encrypted backups and segments")
-    add_tmp_dir_flag(parser, "where a backup's snapshot is unpacked while it is read")
-    parser.add_argument("--encryption-config", type=Path, metavar="FILE",
-                        help="the kube-apiserver's --encryption-provider-config, to decrypt "
-                             "objects encrypted at rest (aescbc, aesgcm, secretbox)")
-    add_etcd_flags(parser)
-    add_root_flag(parser)
-    add_point_flags(parser)
 
 
 def encryption_config(args: argparse.Namespace) -> EncryptionConfiguration | None:

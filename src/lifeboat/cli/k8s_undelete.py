@@ -6,8 +6,7 @@ import argparse
 from contextlib import ExitStack
 from typing import Any
 
-from lifeboat.cli.connect import add_command
-from lifeboat.cli.k8s_source import LIVE, add_source_flags, encryption_config, live_client, open_source
+from lifeboat.cli.k8s_source import LIVE, encryption_config, live_client, open_source
 from lifeboat.cli.output import emit_json, table
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import EtcdClient
@@ -29,32 +28,8 @@ EXPECT = (
 )
 
 
-def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    p = add_command(verbs, common, "undelete", cmd_undelete)
-    p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
-                   help="a snapshot file, or a backup id / 'latest' in --repo")
-    p.add_argument("-n", "--namespace", required=True, metavar="NS", help="the namespace to restore")
-    p.add_argument("--kind", metavar="K", help="only objects of this resource or kind")
-    p.add_argument("--name", metavar="N", help="only objects of this name")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", dest="apply", action="store_false",
-                      help="show what would be written and skipped, and why (default)")
-    mode.add_argument("--apply", dest="apply", action="store_true", help="write the objects")
-    p.add_argument("--force", action="store_true",
-                   help="write even though SOURCE's cluster id differs from the live cluster's")
-    add_source_flags(p)
-    p.set_defaults(apply=False)
-
-
 def cmd_undelete(args: argparse.Namespace) -> int:
-    """write a namespace's objects back from a backup
-
-    Write the exact stored bytes of a namespace's objects from SOURCE back into the live etcd: the
-    Namespace object first, owners before what they own, each key only if it is absent (a
-    create-only transaction: nothing that exists is overwritten). A dry run by default; --apply
-    writes. Refuses when SOURCE is from another etcd cluster.
-    """
+    """write a namespace's objects back from a backup"""
     if args.source == LIVE:
         raise UsageError("--from must be a backup or a snapshot file, not the live cluster itself")
     kind = KindQuery.parse(args.kind) if args.kind else None

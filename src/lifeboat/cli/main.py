@@ -57,9 +57,10 @@ exit codes: 0 ok, 1 operation failed, 2 etcd or repository unavailable,
 """
 
 
-# The modules of lifeboat.cli that register commands, in the order --help lists them, and the
-# commands each registers. A run imports only its command's module: the others pull in much of
-# lifeboat (the agent, capture, Kubernetes decoding), and start-up is part of every restore's time.
+# The modules of lifeboat.cli.commands that register commands, in the order --help lists them,
+# and the commands each registers. A run builds only its command's parser; a command's work
+# (lifeboat.cli.<module>: grpc, pydantic, the stores...) is imported only when it runs, so
+# --help, a usage error and the start of every restore do not pay for the others.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "backups": ("backup", "list", "show", "verify", "delete"),
     "agent": ("agent",),
@@ -89,7 +90,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     only = [module for module, commands in COMMAND_MODULES.items() if command in commands]
     for module in only or COMMAND_MODULES:
-        importlib.import_module(f"lifeboat.cli.{module}").register(sub, common)
+        importlib.import_module(f"lifeboat.cli.commands.{module}").register(sub, common)
     return parser
 
 

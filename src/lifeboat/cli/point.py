@@ -1,4 +1,4 @@
-"""``--to-revision`` / ``--to-time``: the flags that turn a backup source into a point in time."""
+"""``--to-revision`` / ``--to-time`` (flags of :mod:`lifeboat.cli.flags`) turned into a point in time."""
 
 from __future__ import annotations
 
@@ -13,17 +13,6 @@ from lifeboat.errors import UsageError
 
 if TYPE_CHECKING:
     from lifeboat.pitr import PointTarget
-
-
-def add_point_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group(
-        "point in time (needs 'lifeboat capture'; the newest base backup at or before the point is "
-        "used and the captured events after it are replayed offline)")
-    g.add_argument("--to-revision", type=int, metavar="R",
-                   help="the cluster exactly as it was at etcd revision R")
-    g.add_argument("--to-time", metavar="TIME",
-                   help="the cluster as capture last saw it at or before TIME (RFC 3339, e.g. "
-                        "2026-12-01T03:04:05Z or with an offset)")
 
 
 def point_target(args: argparse.Namespace) -> PointTarget | None:

@@ -8,9 +8,7 @@ from datetime import timedelta
 
 from lifeboat.retention.prune import ORPHAN_GRACE, PrunePlan, PruneResult, apply_prune, plan_prune
 from lifeboat.catalog.pins import Pin
-from lifeboat.cli.connect import (
-    add_cache_flags, add_command, add_repo_flags, cluster_name, open_repository, resolved_config,
-)
+from lifeboat.cli.connect import cluster_name, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.config import check_orphan_grace, parse_seconds
 from lifeboat.errors import UsageError
@@ -18,60 +16,8 @@ from lifeboat.retention import POLICY_CLASSES, Policy, parse_policies
 from lifeboat.retention.records import format_time
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    p = add_command(sub, common, "prune", cmd_prune, add_repo_flags)
-    add_cache_flags(p)
-    p.add_argument("--dry-run", action="store_true", help="print the verdicts, delete nothing")
-    policies = p.add_argument_group("retention policies (replace the config file's)")
-    for name in POLICY_CLASSES:
-        kind = "DURATION" if name in ("keep-within", "recovery-window") else "N"
-        policies.add_argument(f"--{name}", metavar=kind, dest=name.replace("-", "_"),
-                              help=_POLICY_HELP[name])
-    p.add_argument("--min-redundancy", type=int, metavar="N",
-                   help="never keep fewer complete backups than N (default 1, or the config file's)")
-    p.add_argument("--orphan-grace", metavar="DURATION",
-                   help="remove manifest-less leftovers and unfinished uploads not written to for "
-                        "longer than this (default 24h; at least 1h, or a backup still being written "
-                        "could lose its objects)")
-
-    p = add_command(sub, common, "pin", cmd_pin)
-    p.add_argument("backup_id", metavar="ID", help="a backup id, or 'latest'")
-    p.add_argument("--reason", default="", metavar="TEXT", help="why it is kept (shown by list/show)")
-    add_repo_flags(p)
-
-    p = add_command(sub, common, "unpin", cmd_unpin)
-    p.add_argument("backup_id", metavar="ID", help="a backup id")
-    add_repo_flags(p)
-
-
-_POLICY_HELP = {
-    "keep-last": "keep the N newest complete backups",
-    "keep-within": "keep every backup taken within DURATION (36h, 7d, 2w)",
-    "keep-hourly": "keep the newest backup of each of the last N hours that have one",
-    "keep-daily": "keep the newest backup of each of the last N days (UTC) that have one",
-    "keep-weekly": "keep the newest backup of each of the last N ISO weeks that have one",
-    "keep-monthly": "keep the newest backup of each of the last N months that have one",
-    "keep-yearly": "keep the newest backup of each of the last N years that have one",
-    "recovery-window": "keep what is needed to restore any moment of the last DURATION",
-}
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
-    """delete the backups the retention policies do not keep
-
-    Give every backup a verdict (keep or delete) with its reasons, then delete the 'delete' ones,
-    data first and manifest last, so an interrupted prune can be run again. Pinned backups and the
-    minimum-redundancy floor are never deleted. Also removes the objects of backups that never got a
-    manifest once their newest object (by the store's own time stamp) is older than the orphan grace
-    period, and the unfinished uploads a killed backup left once not written to for that long: hidden
-    temp files in a local repository, multipart uploads in S3 (aborted; this needs AWS_ACCESS_KEY_ID
-    and AWS_SECRET_ACCESS_KEY and the permissions s3:ListBucketMultipartUploads,
-    s3:ListMultipartUploadParts and s3:AbortMultipartUpload). Only uploads under the repository's
-    clusters/ prefix are touched. Capture chains go with their bases; a chain whose oldest kept base is a synthetic
-    backup is folded (its segments before it go). Policies come from the config file's retention:
-    section, or from the flags below (which then replace the file's policies).
-    """
+    """delete the backups the retention policies do not keep"""
     policies, min_redundancy, grace = _retention(args)
     repo = open_repository(args)
     plan = plan_prune(repo, policies, repo.clock.now(), cluster=cluster_name(args, default=None),
@@ -179,11 +125,7 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    """pin a backup so that no prune deletes it
-
-    Write a pin (who, when, why) beside the backup's manifest. Pinned backups are kept by every
-    retention policy and 'delete' refuses them without --force.
-    """
+    """pin a backup so that no prune deletes it"""
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     pin = Pin.now(args.reason, clock=repo.clock)
@@ -196,10 +138,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_unpin(args: argparse.Namespace) -> int:
-    """remove a backup's pin
-
-    Remove the pin; retention decides about the backup again.
-    """
+    """remove a backup's pin"""
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     was_pinned = repo.unpin(manifest)

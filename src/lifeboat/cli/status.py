@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.cli.connect import (
-    add_command, add_etcd_flags, add_repo_flags, add_root_flag, cluster_name, etcd_settings, open_repository,
-    resolved_config,
-)
+from lifeboat.cli.connect import cluster_name, etcd_settings, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, NotFound, UsageError
 from lifeboat.etcd import EtcdClient
@@ -19,15 +16,6 @@ from lifeboat.kube.paths import ETCD_MANIFEST, on_host
 from lifeboat.kube.static_pods import read_static_pod
 from lifeboat.recovery.decision import Action, RecoveryDecision, decide_recovery
 from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    p = add_command(sub, common, "status", cmd_status,
-                    add_etcd_flags, add_root_flag, add_repo_flags, raw=True)
-    p.add_argument("--quota-backend-bytes", type=int, metavar="BYTES",
-                   help="etcd's backend quota, to compare db sizes with (default: the etcd static "
-                        "pod's flag on a kubeadm node, else etcd's default of 2 GiB)")
 
 
 @dataclass(frozen=True)
@@ -40,24 +28,7 @@ class NewestBackup:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """etcd member health, quorum and what to do
-
-    Ask every etcd member for its status, on its own advertised client URLs and on the endpoints
-    given: reachable or not (and why), leader, raft term and index, db size against the quota,
-    alarms, learners. Then say how many voting members may still fail before quorum is lost and
-    what to do, following the decision table in docs/recovery.md:
-
-      every member healthy            nothing to do
-      one voting member, broken       restore it from a backup
-      HA, quorum intact, some failed  do not restore: lifeboat member replace NAME
-      HA, quorum lost                 restore every member from the same backup
-
-    With a repository (--repo, $LIFEBOAT_REPO or the config file's repository.url) the age of
-    the newest complete backup is shown too.
-
-    exit codes: 0 every member healthy, 1 degraded or quorum lost (or an alarm raised),
-                2 no etcd member answered, 3 usage error
-    """
+    """etcd member health, quorum and what to do"""
     resolved = etcd_settings(args)
     quota = args.quota_backend_bytes or _quota_from_manifest(args.root) or DEFAULT_QUOTA_BYTES
     with EtcdClient(resolved.settings) as etcd:

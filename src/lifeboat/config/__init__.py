@@ -32,7 +32,6 @@ from lifeboat.lazy import lazy_exports
 if TYPE_CHECKING:
     from lifeboat.config.credentials import credentials_source, store_environ
     from lifeboat.config.load import (
-        CONFIG_ENV,
         ENV_KEYS,
         FlagValue,
         Origin,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
         S3Section,
         SchedulesSection,
     )
+    from lifeboat.config.rules import CONFIG_ENV
     from lifeboat.config.show import ShownValue, shown_values
     from lifeboat.config.values import (
         CRON_NICKNAMES, MIN_ORPHAN_GRACE, check_orphan_grace, cron_fields, next_run, parse_seconds,
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "AgentSection": "lifeboat.config.model",
     "BackupSection": "lifeboat.config.model",
-    "CONFIG_ENV": "lifeboat.config.load",
+    "CONFIG_ENV": "lifeboat.config.rules",
     "CRON_NICKNAMES": "lifeboat.config.values",
     "DEFAULT_LISTEN": "lifeboat.config.model",
     "ENV_KEYS": "lifeboat.config.load",

@@ -21,7 +21,6 @@ from lifeboat.config.model import LifeboatConfig, kebab
 from lifeboat.config.problems import key_path, translate
 from lifeboat.errors import UsageError
 
-CONFIG_ENV = "LIFEBOAT_CONFIG"
 MAX_CONFIG_BYTES = 1 << 20
 
 ENV_KEYS: dict[str, str] = {

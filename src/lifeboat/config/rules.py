@@ -8,7 +8,16 @@ model.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
+
+# The variables naming the config file and the manifest cache's directory (their flags,
+# --config and --cache-dir, are documented where every command's parser is built).
+CONFIG_ENV = "LIFEBOAT_CONFIG"
+CACHE_DIR_ENV = "LIFEBOAT_CACHE_DIR"
+# The longest duration lifeboat takes: a time that far back is still a date, a timeout that
+# long still a number a clock can add (a larger one, or inf, is an operator's slip).
+LONGEST_DURATION = timedelta(days=36525)
 
 # zstd level 1: on etcd data it compresses about as well as level 3 at about twice the speed,
 # which keeps a backup as fast as `etcdctl snapshot save` (docs/benchmarks.md).

@@ -14,7 +14,7 @@ from typing import Annotated
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
 from pydantic import AfterValidator, BeforeValidator
 
-from lifeboat.config.rules import check_endpoint_url
+from lifeboat.config.rules import LONGEST_DURATION, check_endpoint_url
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -22,10 +22,6 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 # bad value fails when the file is loaded rather than at the first prune.
 _RETENTION_DURATION = re.compile(r"(\d+)([hdw])")
 
-
-# The longest duration lifeboat takes: a time that far back is still a date, a timeout that
-# long still a number a clock can add (a larger one, or inf, is an operator's slip).
-LONGEST_DURATION = timedelta(days=36525)
 
 
 def parse_seconds(value: object) -> float:

@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.cli.commands.prune import POLICY_HELP
 from lifeboat.cli.main import main
+from lifeboat.retention import POLICY_CLASSES
 from lifeboat.store import open_store
 from tests.unit.retention.test_prune import store_backup
+
+
+def test_prune_has_a_flag_for_every_retention_policy_in_its_order() -> None:
+    assert list(POLICY_HELP) == list(POLICY_CLASSES)
 
 
 class Run:
