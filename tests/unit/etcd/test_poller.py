@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 import lifeboat.etcd as etcd_package
 from lifeboat.etcd import CLASSIC_POLLER, CLASSIC_POLLER_RELEASES
@@ -38,9 +41,21 @@ def _probe(**env: str) -> subprocess.CompletedProcess[str]:
 def test_the_installed_grpcio_is_a_release_measured_with_the_classic_poller() -> None:
     # A new grpcio may no longer have the experiment (grpc then prints an error on every run):
     # measure a backup's CPU with and without it (benchmarks/bench_backup.py) before adding it.
+    # pyproject.toml admits no other release (next test), so a fresh install passes this.
     from importlib.metadata import version
 
     assert version("grpcio").startswith(CLASSIC_POLLER_RELEASES)
+
+
+def test_pyproject_admits_only_grpcio_releases_measured_with_the_classic_poller() -> None:
+    project = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(text) for text in project["dependencies"] + project["optional-dependencies"]["test"]]
+    grpc = [r for r in wanted if r.name in ("grpcio", "grpcio-tools")]
+    assert [r.name for r in grpc] == ["grpcio", "grpcio-tools"]
+    newest = max(tuple(int(n) for n in release.rstrip(".").split(".")) for release in CLASSIC_POLLER_RELEASES)
+    unmeasured = f"{newest[0]}.{newest[1] + 1}.0"
+    for requirement in grpc:
+        assert not requirement.specifier.contains(unmeasured), requirement
 
 
 def test_etcd_streams_use_the_classic_poller_and_grpc_knows_it() -> None:
