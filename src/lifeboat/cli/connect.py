@@ -46,7 +46,7 @@ def etcd_settings(args: argparse.Namespace) -> ResolvedEtcd:
     cacert, cert, key = etcd.cacert, etcd.cert, etcd.key
     origin = _describe(resolved, "etcd.endpoints") if endpoints else ""
     if not endpoints and not (cacert or cert or key):
-        found = etcd_endpoint_from_manifest(args.root)
+        found = etcd_endpoint_from_manifest(host_root(args))
         if found is not None:
             endpoints = ",".join(found.endpoints)
             cacert, cert, key = found.ca, found.cert, found.key
@@ -56,6 +56,11 @@ def etcd_settings(args: argparse.Namespace) -> ResolvedEtcd:
     tls = TlsConfig(ca=cacert, cert=cert, key=key) if cacert or cert or key else None
     settings = ConnectionSettings.from_flags(endpoints, tls, etcd.dial_timeout, etcd.command_timeout)
     return ResolvedEtcd(settings, origin or "flags")
+
+
+def host_root(args: argparse.Namespace) -> Path:
+    """The host's filesystem root: ``--root``, else $LIFEBOAT_ROOT, else the config file's ``root``, else /."""
+    return resolved_config(args).config.root.absolute()
 
 
 def _describe(resolved: ResolvedConfig, key: str) -> str:
@@ -120,9 +125,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, FlagValue]:
         given[key] = FlagValue(flag, value)
     if getattr(args, "no_files", False):
         given["backup.capture-files"] = FlagValue("--no-files", False)
-    root = getattr(args, "root", None)
-    # --root defaults to $LIFEBOAT_ROOT or /, which the config layer reads itself.
-    if root is not None and root != Path(os.environ.get("LIFEBOAT_ROOT") or "/"):
+    if (root := getattr(args, "root", None)) is not None:
         given["root"] = FlagValue("--root", root)
     return given
 

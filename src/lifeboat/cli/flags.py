@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,9 +61,10 @@ def add_etcd_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_root_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", metavar="DIR", type=_absolute, default=_absolute(os.environ.get("LIFEBOAT_ROOT") or "/"),
-                        help="prefix for every host path (/etc/kubernetes, /var/lib/kubelet); "
-                             "for chroots and tests [$LIFEBOAT_ROOT]")
+    """``--root``; read it with ``connect.host_root``, which also honours $LIFEBOAT_ROOT and the config file."""
+    parser.add_argument("--root", metavar="DIR", type=_absolute,
+                        help="prefix for every host path (/etc/kubernetes, /var/lib/kubelet); for "
+                             "containers, chroots and tests (default /) [$LIFEBOAT_ROOT; root]")
 
 
 def _absolute(text: str) -> Path:

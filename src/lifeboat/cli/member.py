@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lifeboat.cli.connect import etcd_settings
+from lifeboat.cli.connect import etcd_settings, host_root
 from lifeboat.cli.output import emit_json
 from lifeboat.clock import SystemClock
 from lifeboat.errors import UsageError
@@ -24,7 +24,7 @@ def cmd_replace(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be more than 0 seconds")
     resolved = etcd_settings(args)
     endpoints = resolved.settings.endpoints
-    data_dir = args.data_dir or _local_data_dir(args.root, args.name)
+    data_dir = args.data_dir or _local_data_dir(host_root(args), args.name)
     peer_urls = tuple(u for u in (args.peer_urls or "").split(",") if u)
     starter: MemberStarter = CommandStarter(args.start_command) if args.start_command else OperatorStarter()
     clock = SystemClock()

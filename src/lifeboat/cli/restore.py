@@ -12,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
+from lifeboat.cli.connect import (
+    age_identities, cluster_name, etcd_settings, host_root, open_repository, resolved_config,
+)
 from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import point_target, resolve_point
 from lifeboat.cli.writer import writer_choice
@@ -122,7 +124,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         say(line)
     save_journal(path, journal)
     ctx = RestoreContext(
-        target=target, paths=plan.paths, supervisor=supervisor, member=probe, root=args.root,
+        target=target, paths=plan.paths, supervisor=supervisor, member=probe, root=host_root(args),
         journal=journal, save=lambda j: save_journal(path, j), manifest=manifest, tool=tool, repo=repo,
         identities=identities, say=say, health_timeout=args.wait_timeout,
     )
@@ -187,7 +189,7 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
     for line in plan.lines(journal.rollback_done):
         say(line)
     ctx = RestoreContext(
-        target=target, paths=paths, supervisor=supervisor, member=probe, root=args.root, journal=journal,
+        target=target, paths=paths, supervisor=supervisor, member=probe, root=host_root(args), journal=journal,
         save=lambda j: save_journal(path, j), say=say,
     )
     execute(plan, ctx, auto_rollback=False)
@@ -261,21 +263,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Supervisor]:
-    discovered = discover_etcd(args.root)
-    data_dir = args.root / args.data_dir.relative_to("/") if args.data_dir and args.data_dir.is_absolute() \
+    root = host_root(args)
+    discovered = discover_etcd(root)
+    data_dir = root / args.data_dir.relative_to("/") if args.data_dir and args.data_dir.is_absolute() \
         else args.data_dir
     target = make_target(name=args.name, initial_cluster=args.initial_cluster,
                          token=args.initial_cluster_token, peer_urls=args.initial_advertise_peer_urls,
                          data_dir=data_dir, discovered=discovered)
     settings = _member_settings(args, discovered)
-    port = apiserver_port(args.root) if discovered is not None else None
+    port = apiserver_port(root) if discovered is not None else None
     liveness = NodeLiveness(settings.endpoints, target.data_dir, port)
     kind = args.supervisor or ("kubeadm" if discovered is not None else None)
     if kind is None:
-        raise UsageError("no etcd static pod under --root: pass --supervisor systemd or --supervisor none")
+        raise UsageError(f"no etcd static pod under {root} (--root, $LIFEBOAT_ROOT or the config file's root): "
+                         "pass --supervisor systemd or --supervisor none")
     supervisor: Supervisor
     if kind == "kubeadm":
-        supervisor = StaticPodSupervisor(args.root, liveness)
+        supervisor = StaticPodSupervisor(root, liveness)
     elif kind == "systemd":
         units: dict[Component, str] = {"etcd": args.etcd_unit}
         if args.apiserver_unit:
@@ -295,7 +299,7 @@ def _refuse_while_quorum(args: argparse.Namespace, manifest: Manifest) -> None:
     """
     if args.force:
         return
-    settings = _cluster_settings(args, discover_etcd(args.root))
+    settings = _cluster_settings(args, discover_etcd(host_root(args)))
     with EtcdClient(settings) as etcd:
         health = read_cluster_health(etcd, settings.endpoints)
     decision = decide_recovery(health)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.cli.connect import cluster_name, etcd_settings, open_repository, resolved_config
+from lifeboat.cli.connect import cluster_name, etcd_settings, host_root, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, NotFound, UsageError
 from lifeboat.etcd import EtcdClient
@@ -30,7 +30,7 @@ class NewestBackup:
 def cmd_status(args: argparse.Namespace) -> int:
     """etcd member health, quorum and what to do"""
     resolved = etcd_settings(args)
-    quota = args.quota_backend_bytes or _quota_from_manifest(args.root) or DEFAULT_QUOTA_BYTES
+    quota = args.quota_backend_bytes or _quota_from_manifest(host_root(args)) or DEFAULT_QUOTA_BYTES
     with EtcdClient(resolved.settings) as etcd:
         health = read_cluster_health(etcd, resolved.settings.endpoints, quota_bytes=quota)
     decision = decide_recovery(health)
