@@ -348,13 +348,27 @@ def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_si
 
 
 def _hash_range(digest: Any, f: io.FileIO, start: int, end: int, buffer: memoryview) -> None:
-    """Hash ``f``'s bytes from ``start`` to ``end``, read into ``buffer`` (overwritten)."""
+    """Hash ``f``'s bytes from ``start`` to ``end``, read into ``buffer`` (overwritten).
+
+    One half of ``buffer`` is read in a thread while the other is hashed: the read (a copy out
+    of the page cache) and sha256 both release the GIL, so on two cores a 1 GB db is hashed in
+    about the time of its sha256 alone, not of both one after the other."""
     f.seek(start)
-    remaining = end - start
-    while remaining > 0:
-        got = _read_exactly(f, buffer[:min(len(buffer), remaining)])
-        digest.update(buffer[:got])
-        remaining -= got
+    half = len(buffer) // 2
+    sizes = [min(half, end - at) for at in range(start, end, half or 1)]
+    if len(sizes) <= 1:
+        for size in sizes:
+            digest.update(buffer[:_read_exactly(f, buffer[:size])])
+        return
+    halves = (buffer[:half], buffer[half:2 * half])
+    with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-read") as pool:
+        # One read in flight at a time, so each continues in the file where the last one ended.
+        reading = pool.submit(_read_exactly, f, halves[0][:sizes[0]])
+        for i in range(len(sizes)):
+            got = reading.result()
+            if i + 1 < len(sizes):
+                reading = pool.submit(_read_exactly, f, halves[(i + 1) % 2][:sizes[i + 1]])
+            digest.update(halves[i % 2][:got])
 
 
 def _read_exactly(f: io.FileIO, into: memoryview) -> int:
