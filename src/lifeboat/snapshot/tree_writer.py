@@ -17,9 +17,11 @@ smaller). Trees stay balanced: every leaf is at the same depth.
 from __future__ import annotations
 
 import io
+import os
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from operator import add
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -42,22 +44,39 @@ Row = tuple[bytes, bytes]
 _FLUSH_BYTES = 8 << 20
 # bbolt refuses empty keys and keys longer than this (bucket.go MaxKeySize).
 MAX_KEY_SIZE = 32768
-_layouts: dict[int, struct.Struct] = {}
+# A page's header and its elements are packed at once, with one layout per element count: a
+# leaf element is four u32 (flags, key position, key size, value size), a branch element two u32
+# and a u64 (key position, key size, child id). A key's position counts from its own element, so
+# it is (count - i) * 16 plus the bytes of keys and values before it: a packer notes each
+# element's position less 16 * count as it adds it, and the layout's offsets add 16 * count.
+_leaf_layouts: dict[int, tuple[struct.Struct, tuple[int, ...]]] = {}
+_branch_layouts: dict[int, tuple[struct.Struct, tuple[int, ...]]] = {}
 
 
-def _u32s(count: int) -> struct.Struct:
-    layout = _layouts.get(count)
+def _leaf_layout(count: int) -> tuple[struct.Struct, tuple[int, ...]]:
+    layout = _leaf_layouts.get(count)
     if layout is None:
-        layout = _layouts[count] = struct.Struct(f"<{count}I")
+        layout = _leaf_layouts[count] = (struct.Struct(f"{PAGE_HEADER.format}{4 * count}I"),
+                                         (0, count * ELEMENT_SIZE, 0, 0) * count)
+    return layout
+
+
+def _branch_layout(count: int) -> tuple[struct.Struct, tuple[int, ...]]:
+    layout = _branch_layouts.get(count)
+    if layout is None:
+        layout = _branch_layouts[count] = (struct.Struct(PAGE_HEADER.format + "IIQ" * count),
+                                           (count * ELEMENT_SIZE, 0, 0) * count)
     return layout
 
 
 class PageSink:
     """Allocates page ids from the high-water mark up and writes each page there, in order.
 
-    Pages are gathered in one buffer written out every 8 MiB and then written over from its
-    start (never freed and grown again: 2,048 fresh pages to fault each time); every page is
-    written whole, padding included, so nothing of an earlier page stays in one.
+    A page is gathered as the parts it is made of (its packed header and elements, the keys
+    and values as the caller holds them, its padding), not copied into one buffer: every
+    8 MiB the parts are written with ``pwritev`` (the kernel copies them into the file's pages
+    once), or written one by one when ``out`` is not a file. Every page is written whole,
+    padding included, so nothing of an earlier write stays in one.
     """
 
     def __init__(self, out: BinaryIO, page_size: int, first_pgid: int) -> None:
@@ -65,9 +84,15 @@ class PageSink:
         self.page_size = page_size
         self.next_pgid = first_pgid
         self.pages_written = 0
-        self._pending = io.BytesIO()
+        self._pending: list[bytes | memoryview] = []
+        self._pending_bytes = 0
+        self._written_to = first_pgid * page_size  # where the pending parts go
         self._zeros = memoryview(bytes(page_size))
         out.seek(first_pgid * page_size)
+        try:
+            self._fd: int | None = out.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            self._fd = None
 
     def write(self, flags: int, count: int, body: bytes) -> int:
         """Write one page (with overflow pages if ``body`` needs them); its page id."""
@@ -75,26 +100,56 @@ class PageSink:
 
     def write_parts(self, flags: int, count: int, elements: bytes, parts: list[bytes]) -> int:
         """:meth:`write` of a page whose body is ``elements`` followed by ``parts``, not joined first."""
-        size = PAGE_HEADER_SIZE + len(elements) + sum(map(len, parts))
-        pages = -(-size // self.page_size)
+        return self.write_page(PAGE_HEADER, (), flags, count, [b"", elements, *parts],
+                               PAGE_HEADER_SIZE + len(elements) + sum(map(len, parts)))
+
+    def write_page(self, layout: struct.Struct, fields: Iterable[int], flags: int, count: int,
+                   parts: list[bytes], size: int) -> int:
+        """Write one page of ``size`` bytes: its header and ``fields`` packed with ``layout``,
+        then ``parts[1:]`` (kept, not copied, until written); its page id. ``parts[0]`` is a
+        slot for the packed header (overwritten)."""
+        page_size = self.page_size
+        pages = -(-size // page_size)
         pgid = self.next_pgid
-        put = self._pending.write
-        put(PAGE_HEADER.pack(pgid, flags, count, pages - 1))
-        put(elements)
-        for part in parts:
-            put(part)
-        put(self._zeros[:pages * self.page_size - size])  # under a page
-        self.next_pgid += pages
+        parts[0] = layout.pack(pgid, flags, count, pages - 1, *fields)
+        pending = self._pending
+        pending += parts
+        pending.append(self._zeros[:pages * page_size - size])  # under a page
+        self.next_pgid = pgid + pages
         self.pages_written += pages
-        if self._pending.tell() >= _FLUSH_BYTES:
+        self._pending_bytes += pages * page_size
+        if self._pending_bytes >= _FLUSH_BYTES:
             self.flush()
         return pgid
 
     def flush(self) -> None:
         pending = self._pending
-        with pending.getbuffer() as gathered, gathered[:pending.tell()] as pages:
-            self.out.write(pages)
-        pending.seek(0)
+        if self._fd is None:
+            for part in pending:
+                self.out.write(part)
+        else:
+            self.out.flush()
+            _write_all_at(self._fd, pending, self._written_to)
+        self._written_to += self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
+
+
+# The most buffers one pwritev takes (Linux's IOV_MAX).
+_IOV_MAX = 1024
+
+
+def _write_all_at(fd: int, parts: list[bytes | memoryview], offset: int) -> None:
+    """Write ``parts`` one after another at ``offset`` of ``fd``, however many calls that takes."""
+    for at in range(0, len(parts), _IOV_MAX):
+        batch = parts[at:at + _IOV_MAX]
+        done = os.pwritev(fd, batch, offset)
+        size = sum(map(len, batch))
+        if done < size:  # a short write (a signal, a full disk): the rest one buffer at a time
+            rest = memoryview(b"".join(batch))[done:]
+            while rest:
+                wrote = os.pwrite(fd, rest, offset + done)
+                rest, done = rest[wrote:], done + wrote
+        offset += size
 
 
 class BranchLevel:
@@ -109,44 +164,46 @@ class BranchLevel:
         self.sink = sink
         self.parent = parent
         self.is_top = parent is None
-        self.keys: list[bytes] = []
-        self.children: list[int] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.parts: list[bytes] = [b""]  # a slot for the page's header, then its keys
+        self.fields: list[int] = []  # per element: key position less 16 * count, key size, child
         self.size = PAGE_HEADER_SIZE
+        self.position = 0
 
     def add(self, key: bytes, child: int) -> None:
-        grow = ELEMENT_SIZE + len(key)
-        if self.size + grow > self.sink.page_size and self.keys:
+        key_size = len(key)
+        grow = ELEMENT_SIZE + key_size
+        if self.size + grow > self.sink.page_size and self.fields:
             self._flush()
-        self.keys.append(key)
-        self.children.append(child)
+        self.fields += (self.position, key_size, child)
+        self.parts.append(key)
         self.size += grow
+        self.position += key_size - ELEMENT_SIZE
 
     def _flush(self) -> None:
-        count = len(self.keys)
-        fields: list[int] = []
-        pos = count * ELEMENT_SIZE
-        for key, child in zip(self.keys, self.children):
-            fields += (pos, len(key), child & 0xFFFFFFFF, child >> 32)
-            pos += len(key) - ELEMENT_SIZE
-        body = _u32s(4 * count).pack(*fields) + b"".join(self.keys)
-        pgid = self.sink.write(BRANCH_PAGE, count, body)
+        count = len(self.fields) // 3
+        layout, offsets = _branch_layout(count)
+        first = self.parts[1]
+        pgid = self.sink.write_page(layout, map(add, self.fields, offsets), BRANCH_PAGE, count, self.parts, self.size)
         if self.parent is None:
             self.parent = BranchLevel(self.sink)
-        self.parent.add(self.keys[0], pgid)
-        self.keys, self.children, self.size = [], [], PAGE_HEADER_SIZE
+        self.parent.add(first, pgid)
+        self._start()
 
     def finish(self) -> None:
         """Write the last, partly filled page of a level below the top."""
-        if self.keys:
+        if self.fields:
             self._flush()
 
     def finish_root(self) -> int | None:
         """Close the top level and every level it grew: the root's page id (None if empty)."""
         if self.parent is None:
-            if len(self.keys) <= 1:
-                return self.children[0] if self.children else None
+            if len(self.fields) <= 3:
+                return self.fields[2] if self.fields else None
             self._flush()
-        elif self.keys:
+        elif self.fields:
             self._flush()
         assert self.parent is not None
         return self.parent.finish_root()
@@ -159,41 +216,40 @@ class LeafPacker:
         self.sink = sink
         self.parent = parent
         self.limit = sink.page_size
-        self.flags: list[int] = []
-        self.parts: list[bytes] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.parts: list[bytes] = [b""]  # a slot for the page's header, then its keys and values
+        self.fields: list[int] = []  # per element: flags, key position less 16 * count, key and value sizes
         self.size = PAGE_HEADER_SIZE
+        self.position = 0
 
     def add(self, flags: int, key: bytes, value: bytes) -> None:
-        grow = ELEMENT_SIZE + len(key) + len(value)
-        if self.size + grow > self.limit and self.flags:
+        key_size, value_size = len(key), len(value)
+        grow = ELEMENT_SIZE + key_size + value_size
+        if self.size + grow > self.limit and self.fields:
             self.flush()
-        self.flags.append(flags)
-        self.parts.append(key)
-        self.parts.append(value)
+        self.fields += (flags, self.position, key_size, value_size)
+        self.parts += (key, value)
         self.size += grow
+        self.position += grow - 2 * ELEMENT_SIZE
 
     def flush(self) -> None:
-        count = len(self.flags)
+        count = len(self.fields) >> 2
         if not count:
             return
-        parts = self.parts
-        sizes = list(map(len, parts))
-        fields: list[int] = []
-        pos = count * ELEMENT_SIZE
-        for i, flags in enumerate(self.flags):
-            ksize, vsize = sizes[2 * i], sizes[2 * i + 1]
-            fields += (flags, pos, ksize, vsize)
-            pos += ksize + vsize - ELEMENT_SIZE
-        pgid = self.sink.write_parts(LEAF_PAGE, count, _u32s(4 * count).pack(*fields), parts)
-        self.parent.add(parts[0], pgid)
-        self.flags, self.parts, self.size = [], [], PAGE_HEADER_SIZE
+        layout, offsets = _leaf_layout(count)
+        first = self.parts[1]
+        pgid = self.sink.write_page(layout, map(add, self.fields, offsets), LEAF_PAGE, count, self.parts, self.size)
+        self.parent.add(first, pgid)
+        self._start()
 
     def append_rows(self, rows: Iterable[Row], previous: bytes | None, where: str) -> None:
         """Add ``rows`` (plain keys, strictly ascending, each above ``previous``) at the end.
 
         :meth:`add` inlined for the replay's hundreds of thousands of rows."""
         limit = self.limit
-        flags, parts, size = self.flags, self.parts, self.size
+        parts, fields, size, position = self.parts, self.fields, self.size, self.position
         last = b"" if previous is None else previous  # every key is non-empty, so above b""
         for key, value in rows:
             key_size = len(key)
@@ -204,16 +260,18 @@ class LeafPacker:
                     f"{where}: appended key {key!r:.80} is not greater than {last!r:.80}; "
                     "appends must be strictly ascending and after every key in the bucket"
                 )
-            grow = ELEMENT_SIZE + key_size + len(value)
-            if size + grow > limit and flags:
+            value_size = len(value)
+            grow = ELEMENT_SIZE + key_size + value_size
+            if size + grow > limit and fields:
+                self.size = size
                 self.flush()
-                flags, parts, size = self.flags, self.parts, PAGE_HEADER_SIZE
-            flags.append(0)
-            parts.append(key)
-            parts.append(value)
+                parts, fields, size, position = self.parts, self.fields, PAGE_HEADER_SIZE, 0
+            fields += (0, position, key_size, value_size)
+            parts += (key, value)
             size += grow
+            position += grow - 2 * ELEMENT_SIZE
             last = key
-        self.size = size
+        self.size, self.position = size, position
 
 
 @dataclass(frozen=True)
