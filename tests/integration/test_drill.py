@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,39 @@ def test_drill_of_a_good_backup_passes_and_reports_phases(
 def without_restore_tool(args: list[str]) -> list[str]:
     at = args.index("--restore-tool")
     return args[:at] + args[at + 2:]
+
+
+def test_no_other_program_gets_the_throwaway_etcds_ports_while_the_drill_restores_into_it(
+    backup: Backup, drill_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The drill's ports were only free when chosen: a program given one of them while the
+    # snapshot was restored (minutes for a large one) made etcd fail with "address already in use".
+    squatters: list[socket.socket] = []
+    refused: list[int] = []
+    restore = drill_module._member_restore
+
+    def restore_while_another_program_binds(snapshot: Path, member: LocalEtcd,
+                                            bump_revision: int | None = None) -> SnapshotRestore:
+        for port in (member.client_port, member.peer_port):
+            squatter = socket.socket()
+            try:
+                squatter.bind(("127.0.0.1", port))
+                squatter.listen()
+                squatters.append(squatter)
+            except OSError:
+                squatter.close()
+                refused.append(port)
+        return restore(snapshot, member, bump_revision)
+
+    monkeypatch.setattr(drill_module, "_member_restore", restore_while_another_program_binds)
+    try:
+        code, out, err = run_cli(capsys, *drill_args(backup, drill_tmp))
+    finally:
+        for squatter in squatters:
+            squatter.close()
+    assert code == 0, err
+    assert json.loads(out)["ok"] is True
+    assert len(refused) == 4 and not squatters  # both ports of both throwaway members
 
 
 @pytest.mark.parametrize("choice", [(), ("--restore-tool", "--restore-with", "lifeboat")])

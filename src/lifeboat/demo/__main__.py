@@ -28,7 +28,7 @@ from lifeboat.demo.kubelet import DemoKubelet
 from lifeboat.demo.node import demo_member, etcd_bin_dir, make_node
 from lifeboat.demo.pki import Pki, make_pki
 from lifeboat.etcd import ConnectionSettings, EtcdClient, Put, TlsConfig
-from lifeboat.etcd.local import LocalEtcd, free_loopback_port
+from lifeboat.etcd.local import LocalEtcd, ReservedPort
 
 WORK = Path("demo-work")
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
@@ -58,6 +58,7 @@ class Node:
     root: Path
     etcd: LocalEtcd
     kubelet: DemoKubelet
+    apiserver_port: ReservedPort  # the fake kube-apiserver stops and starts on it with each restore
 
 
 def make_nodes(pki: Pki, count: int = 3) -> list[Node]:
@@ -69,9 +70,9 @@ def make_nodes(pki: Pki, count: int = 3) -> list[Node]:
     nodes = []
     for i, member in enumerate(members):
         member.initial_cluster = initial
-        apiserver_port = free_loopback_port()
-        root = make_node(WORK / f"node-{i}", pki, member, apiserver_port)
-        nodes.append(Node(root, member, DemoKubelet(root, member, apiserver_port)))
+        apiserver = ReservedPort()
+        root = make_node(WORK / f"node-{i}", pki, member, apiserver.port)
+        nodes.append(Node(root, member, DemoKubelet(root, member, apiserver.port), apiserver))
     return nodes
 
 

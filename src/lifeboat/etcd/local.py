@@ -29,11 +29,35 @@ READY_POLL = 0.1
 
 
 def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS says is free right now."""
+    """A TCP port on 127.0.0.1 that the OS says is free right now; anything may take it next:
+    hold a :class:`ReservedPort` for a server that binds it later or binds it again."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class ReservedPort:
+    """A TCP port on 127.0.0.1 that no other socket is given while this object lives, yet etcd can listen on.
+
+    Linux picks a port for a bind to port 0 or for an outgoing connection only among ports no
+    socket is bound to. This object keeps a socket bound to its port, with SO_REUSEADDR and never
+    listening: another SO_REUSEADDR socket may still bind the port and listen, and Go sets
+    SO_REUSEADDR on every listener, etcd's included. So etcd can be stopped and started again on
+    the port (its peer URL is written into its data dir) without a gap in which the port is free.
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((LOOPBACK, 0))
+        self.port: int = self._socket.getsockname()[1]
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __del__(self) -> None:
+        self._socket.close()
 
 
 def peer_url(port: int) -> str:
@@ -54,6 +78,8 @@ class MemberTls:
 class LocalEtcd:
     """``with LocalEtcd(...) as etcd:`` starts etcd; leaving the block stops it.
 
+    A port left 0 is chosen and reserved (:class:`ReservedPort`) for as long as this object
+    lives: it stays this member's while etcd is restored into, stopped and started again.
     ``initial_cluster`` defaults to this member alone; ``token`` is passed only when given;
     ``flags`` are added as they are (the demo's faster elections, for instance).
     """
@@ -62,13 +88,24 @@ class LocalEtcd:
     name: str
     data_dir: Path
     log: Path
-    client_port: int = field(default_factory=free_loopback_port)
-    peer_port: int = field(default_factory=free_loopback_port)
+    client_port: int = 0
+    peer_port: int = 0
     tls: MemberTls | None = None
     initial_cluster: str = ""
     token: str | None = None
     flags: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    reserved: list[ReservedPort] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.client_port:
+            self.client_port = self._reserve_port()
+        if not self.peer_port:
+            self.peer_port = self._reserve_port()
+
+    def _reserve_port(self) -> int:
+        self.reserved.append(ReservedPort())
+        return self.reserved[-1].port
 
     @property
     def scheme(self) -> str:

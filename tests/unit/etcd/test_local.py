@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import OperationFailed
-from lifeboat.etcd.local import LocalEtcd, free_loopback_port
+from lifeboat.etcd.local import LocalEtcd
 
 
 def script(path: Path, body: str) -> Path:
@@ -39,7 +39,7 @@ def test_etcd_variables_from_the_environment_are_not_passed_on(
 
 def test_etcd_exiting_early_is_reported_with_its_last_log_line(tmp_path: Path) -> None:
     fake = script(tmp_path / "etcd", 'echo "listen tcp 127.0.0.1:1: bind: address already in use" >&2; exit 1')
-    with LocalEtcd(fake, "d", tmp_path, tmp_path / "log", free_loopback_port(), 2) as etcd:
+    with LocalEtcd(fake, "d", tmp_path, tmp_path / "log") as etcd:
         with pytest.raises(OperationFailed, match="exited before it was ready: .*address already in use"):
             etcd.wait_ready(10)
 
@@ -88,3 +88,35 @@ def test_a_wait_for_an_etcd_not_yet_serving_asks_again_every_poll(tmp_path: Path
         server.join(5)
         listener.close()
     assert len(attempts) >= 10, attempts
+
+
+def test_the_ports_it_chose_are_given_to_no_other_socket_while_it_lives_yet_etcd_can_listen_on_them_again(
+    tmp_path: Path,
+) -> None:
+    # A drill chose free ports, restored the snapshot (minutes for a large one), then started
+    # etcd: any program given one of the ports meanwhile made etcd fail with "address already in use".
+    etcd = LocalEtcd(Path("/bin/etcd"), "d", tmp_path, tmp_path / "log")
+    ports = {etcd.client_port, etcd.peer_port}
+    assert len(ports) == 2
+    for port in ports:
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", port))
+    asked: list[socket.socket] = []
+    try:
+        for _ in range(500):  # what the kernel gives a bind to port 0, here or in another process
+            asked.append(socket.socket())
+            asked[-1].bind(("127.0.0.1", 0))
+        assert not ports & {sock.getsockname()[1] for sock in asked}
+    finally:
+        for sock in asked:
+            sock.close()
+    for _ in range(2):  # etcd started, stopped, started again: Go listens with SO_REUSEADDR
+        for port in ports:
+            with socket.socket() as server:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind(("127.0.0.1", port))
+                server.listen()
+    del etcd
+    for port in ports:  # given back with the object
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", port))
