@@ -12,7 +12,30 @@ from tests.support.binaries import EtcdRelease, etcd_34, etcd_35, weed
 from tests.support.bolt_oracle import BoltOracle
 from tests.support.cli import Cli
 from tests.support.pki import Pki, make_pki
+from tests.support.ports import PORTS
 from tests.support.seaweed import S3Endpoint, SeaweedServer
+
+
+# Ports reserved while a module- or session-wide fixture was set up: its servers may outlive
+# the test that set it up, so these stay reserved until the session ends.
+_FIXTURE_PORTS: set[int] = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Iterator[None]:
+    before = PORTS.held
+    yield
+    if fixturedef.scope != "function":
+        _FIXTURE_PORTS.update(PORTS.held - before)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """A test's ports (its servers' included) are given back once it is torn down."""
+    before = PORTS.held
+    yield
+    for port in PORTS.held - before - _FIXTURE_PORTS:
+        PORTS.release(port)
 
 
 @pytest.fixture(scope="session")

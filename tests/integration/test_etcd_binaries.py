@@ -10,9 +10,10 @@ import pytest
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_restore_tool, probe_restore_tool
-from lifeboat.etcd.local import LocalEtcd, free_loopback_port, peer_url
+from lifeboat.etcd.local import LocalEtcd, peer_url
 from tests.support.binaries import EtcdRelease
 from tests.support.etcd import EtcdCluster
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def saved_snapshot(release: EtcdRelease, work: Path) -> Path:
 
 
 def restore_and_read(tool: RestoreTool, etcd: Path, snapshot: Path, work: Path) -> bytes | None:
-    client_port, peer_port = free_loopback_port(), free_loopback_port()
+    client_port, peer_port = free_port(), free_port()
     data = work / "restored"
     tool.run(SnapshotRestore(snapshot, data, "solo", f"solo={peer_url(peer_port)}", "tok", peer_url(peer_port)))
     with LocalEtcd(etcd, "solo", data, work / "etcd.log", client_port, peer_port) as server:
