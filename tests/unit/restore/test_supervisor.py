@@ -9,11 +9,12 @@ import pytest
 
 from lifeboat.errors import OperationFailed
 from lifeboat.restore.supervisor import ManualSupervisor, NodeLiveness, StaticPodSupervisor
+from tests.support.ports import free_port
 
 
 def test_none_supervisor_refuses_while_etcd_answers(tmp_path: Path) -> None:
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
+        listener.bind(("127.0.0.1", free_port()))  # stays ours once closed: nothing else listens there
         listener.listen(1)
         port = listener.getsockname()[1]
         supervisor = ManualSupervisor(NodeLiveness((f"https://127.0.0.1:{port}",), tmp_path))
