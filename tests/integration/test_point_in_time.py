@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -19,8 +20,12 @@ from lifeboat.catalog.segments import decode_segment
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.pitr import ChainSurvey, PointTarget, build_point_snapshot, find_point
+from lifeboat.restore import steps
+from lifeboat.restore.journal import journal_path
+from lifeboat.restore.steps import ReplayCapture, RestoreData
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.snapshot.bbolt import BoltFile
+from lifeboat.snapshot import writer
 from lifeboat.snapshot.mvcc import decode_key_value, decode_revision, read_meta
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import (
@@ -353,3 +358,94 @@ def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
     assert [(v["change"], v["version"]) for v in versions] == [("put", 1), ("put", 2)]
     at_point = cli.json("k8s", "ls", "latest", "--to-revision", str(point), *flags)
     assert at_point["revision"] == point
+
+
+def captured_point(node: Node, pki: Pki, tmp_path: Path) -> tuple[int, dict[bytes, tuple[bytes, int, int, int, int]]]:
+    """A revision captured on the kubeadm node after its base backup, and the source state there."""
+    with tls_client(node.etcd.client_url, pki) as c:
+        with node_capture(c, node, open_repository(node.repo), tmp_path / "spool") as status:
+            history = write_history(c, 3, tag="point")
+            wait_for(lambda: status.last_revision >= history.revisions[-1])
+            write_history(c, 1, tag="after")
+        point = history.revisions[-1]
+        return point, full_state(c, point)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """One bit of ``path`` changes on disk, as a failing disk or a stray write changes it."""
+    with path.open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x01]))
+
+
+@pytest.mark.parametrize("stopped", ["after the fetch", "during the replay"])
+def test_a_point_restore_stopped_before_it_changed_the_node_fetches_and_checks_its_base_again(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        stopped: str) -> None:
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+    fetched = node.host("/var/lib/etcd.lifeboat-work/snapshot.db")
+    base_size: list[int] = []
+
+    def crash(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt  # lifeboat killed here
+    if stopped == "after the fetch":
+        monkeypatch.setattr(ReplayCapture, "run", lambda self, ctx: (base_size.append(fetched.stat().st_size), crash()))
+    else:
+        # The replay's new pages and the new db's trailer are written, its meta page is not.
+        original = build_point_snapshot
+        monkeypatch.setattr(steps, "build_point_snapshot",
+                            lambda *a, **kw: (base_size.append(fetched.stat().st_size), original(*a, **kw)))
+        monkeypatch.setattr(writer, "_write_meta", crash)
+    code, _out, err = cli("restore", "--to-revision", str(point), *node.flags)
+    assert code == 130, err
+    monkeypatch.undo()
+    journal = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
+    assert "fetch-snapshot" in journal["done"] and "replay-capture" not in journal["done"]
+    assert not journal["node_changed"]
+    assert (fetched.stat().st_size > base_size[0]) == (stopped == "during the replay")
+
+    flip_byte(fetched, base_size[0] // 3)  # in the base's pages, between the two runs
+    result = cli.json("restore", "--to-revision", str(point), *node.flags)
+    # Nothing changed the node before the replay, so the re-run is a new restore: the damaged
+    # file is never replayed onto, the base is downloaded and checked again.
+    assert result["ran"][:3] == ["preflight", "fetch-snapshot", "replay-capture"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected
+
+
+def test_a_resumed_point_restore_refuses_its_snapshot_damaged_on_disk_and_says_how_to_go_on(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+    with tls_client(node.etcd.client_url, pki) as c:
+        before = full_state(c)
+
+    def crash(self: RestoreData, ctx: object) -> None:
+        raise KeyboardInterrupt  # lifeboat killed after the replay, once etcd is stopped and moved aside
+    monkeypatch.setattr(RestoreData, "run", crash)
+    assert cli("restore", "--to-revision", str(point), *node.flags)[0] == 130
+    monkeypatch.undo()
+    moved = sorted(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
+    assert len(moved) == 1 and not node.host("/var/lib/etcd").exists()
+
+    fetched = node.host("/var/lib/etcd.lifeboat-work/snapshot.db")
+    flip_byte(fetched, fetched.stat().st_size // 3)  # the replayed snapshot rots between the two runs
+    code, _out, err = cli("restore", "--to-revision", str(point), *node.flags)
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert str(fetched) in line and "sha256" in line and "lifeboat restore --rollback" in line, line
+    assert not node.host("/var/lib/etcd").exists() and moved[0].is_dir()  # nothing restored from it
+    assert not node.host("/var/lib/etcd.lifeboat-work/data").exists()
+
+    # What the error says to do: roll back, and restore again (fetched afresh).
+    cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == before
+    result = cli.json("restore", "--to-revision", str(point), *node.flags)
+    assert "fetch-snapshot" in result["ran"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected

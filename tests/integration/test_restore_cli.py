@@ -330,7 +330,7 @@ def test_snapshot_damaged_on_disk_before_a_resumed_restore_is_refused(
     data[len(data) // 3] ^= 0x01  # the disk rots between the two runs
     fetched.write_bytes(bytes(data))
     code, _out, err = cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)
-    assert code == 1 and "sha256" in err
+    assert code == 1 and "sha256" in err and str(fetched) in err and "lifeboat restore --rollback" in err
     assert not node.host("/var/lib/etcd.lifeboat-work/data").exists()
 
     cli.json("restore", "--rollback", "--root", str(node.root))

@@ -89,7 +89,8 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         say(f"the earlier restore of backup {journal.backup_id} journaled in {path} stopped before it "
             "changed this node; starting a new restore")
     if journal is not None and resuming:
-        if backup_id not in ("latest", journal.backup_id):
+        # No id: a point (--to-revision/--to-time) finds its base, the journaled one when it resumes.
+        if backup_id not in (None, "latest", journal.backup_id):
             raise UsageError(journal.resume_hint(path))
         backup_id = journal.backup_id
         target = replace(target, token=args.initial_cluster_token or journal.token)

@@ -471,7 +471,7 @@ class RestoreData(Step):
         undo_commit(self.snapshot)
         if not ctx.checked.unchanged(self.snapshot):
             # Fetched by an earlier, interrupted run (or put back as it was): checked before any write.
-            check_trailer(self.snapshot).require_match(self.snapshot)
+            _require_fetched_intact(self.snapshot)
         if self.sample is not None:
             ctx.samples.start(self.snapshot)
         t = ctx.target
@@ -575,8 +575,25 @@ def _compare_committed(db: Path, snapshot_txid: int, revision: int, bump: int) -
 
 def _checked_keyspace(snapshot: Path, revision: int, check: bool, digest: bool) -> KeyspaceDigest | None:
     if check:
-        check_trailer(snapshot).require_match(snapshot)
+        _require_fetched_intact(snapshot)
     return keyspace_digest(snapshot, revision) if digest else None
+
+
+def _require_fetched_intact(snapshot: Path) -> None:
+    """IntegrityError unless ``snapshot``, fetched (and replayed) by an earlier run of this restore
+    that was interrupted, still matches its sha256 trailer.
+
+    By then the node's member is stopped and its data dir moved aside, and resuming cannot fetch
+    again: the error says how to get back to a restore that does.
+    """
+    found = check_trailer(snapshot)
+    if not found.present or not found.matches:
+        raise IntegrityError(
+            f"{snapshot} changed on disk since an earlier run of this restore fetched and checked it "
+            f"({'its sha256 trailer is gone' if not found.present else 'its sha256 no longer matches its trailer'}); "
+            "nothing was restored from it and the node's old data dir (if any) stays moved aside; put it back with "
+            "'lifeboat restore --rollback', then run the restore again to fetch and check the backup afresh"
+        )
 
 
 
