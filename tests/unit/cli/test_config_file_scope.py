@@ -64,10 +64,23 @@ def secret() -> str:
 
 
 def damaged_key(tmp_path: Path, secret: str) -> Path:
-    """An identity file whose key has a typo: refused by whoever reads it, without being shown."""
+    """An identity file whose key has a typo: refused by whoever reads it, without being shown.
+
+    The typo is one changed character, always a different one: the key's bech32 checksum
+    catches any single change, so no random key can come out valid.
+    """
     path = tmp_path / "damaged-key.txt"
-    path.write_text(f"# created: 2026-01-01T00:00:00Z\n{secret[:-3]}QQQ\n")
+    typo = "P" if secret[-1] == "Q" else "Q"
+    path.write_text(f"# created: 2026-01-01T00:00:00Z\n{secret[:-1]}{typo}\n")
     return path
+
+
+@pytest.mark.parametrize("ending", ["QQQ", "QQP", "PQQ", "ABC"])
+def test_a_damaged_key_never_comes_out_as_the_key_it_was_made_from(tmp_path: Path, ending: str) -> None:
+    secret = str(pyrage.x25519.Identity.generate())[:-3] + ending
+    damaged = damaged_key(tmp_path, secret).read_text().splitlines()[-1]
+    assert damaged != secret
+    assert len(damaged) == len(secret)
 
 
 def good_key(tmp_path: Path) -> Path:
