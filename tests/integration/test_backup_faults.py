@@ -117,7 +117,7 @@ def test_temp_dir_without_room_for_the_snapshot_is_refused_before_streaming(
     store = MemoryStore()
     repo = BackupRepository.open(store, create=True)
     with pytest.raises(OperationFailed, match=r"spooled snapshot .* needs about \d+ MiB free in .*, which has "
-                                              r"0 MiB; free space or pass --tmp-dir"):
+                                              r"0 MiB; free space or pass --tmp-dir or set the config file's backup.tmp-dir"):
         take_backup(client, repo, options(member, tmp_dir=tmp_path), free_space=tiny)
     assert store.keys() == ["lifeboat-repository.json"]
     assert asked == [tmp_path] and list(tmp_path.iterdir()) == []
@@ -142,7 +142,8 @@ def test_disk_filling_up_while_spooling_is_a_clear_error(
     monkeypatch.setattr("lifeboat.backup.pipeline.os.fdopen", fdopen)
     store = MemoryStore()
     repo = BackupRepository.open(store, create=True)
-    with pytest.raises(OperationFailed, match="is full"):
+    with pytest.raises(OperationFailed, match=r"is full; free space or pass --tmp-dir or set the config file's "
+                                              r"backup\.tmp-dir"):
         take_backup(client, repo, options(member))
     assert store.keys() == ["lifeboat-repository.json"]
 

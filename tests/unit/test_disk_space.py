@@ -90,7 +90,8 @@ def test_verify_refuses_before_downloading_when_the_raw_snapshot_does_not_fit(tm
     free = FreeSpace(5 * GiB)
 
     said: list[RoomNeeded] = []
-    with pytest.raises(NoRoom, match=r"checking backup .* needs about 8\.1 GiB free"):
+    with pytest.raises(NoRoom, match=r"checking backup .* needs about 8\.1 GiB free.*; free space or pass --tmp-dir "
+                                   r"or set the config file's backup\.tmp-dir"):
         verify_backup(repo, m, None, tmp_dir=tmp_path, free_space=free, room=said.append)  # type: ignore[arg-type]
 
     assert free.asked == [tmp_path]
@@ -153,7 +154,8 @@ def test_backup_refuses_before_streaming_when_the_members_db_does_not_fit(tmp_pa
     options = BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False, tmp_dir=tmp_path)
 
     said: list[RoomNeeded] = []
-    with pytest.raises(NoRoom, match=r"spooled snapshot .* needs about 8\.5 GiB free in .*--tmp-dir"):
+    with pytest.raises(NoRoom, match=r"spooled snapshot .* needs about 8\.5 GiB free in .*; free space or pass --tmp-dir "
+                                   r"or set the config file's backup\.tmp-dir"):
         take_backup(source, repo, options, free_space=FreeSpace(6 * GiB), room=said.append)  # type: ignore[arg-type]
 
     assert [(r.path, r.free, r.enough) for r in said] == [(tmp_path, 6 * GiB, False)]

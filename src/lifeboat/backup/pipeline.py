@@ -35,7 +35,7 @@ from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
-from lifeboat.snapshot.spool import spool_dir
+from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 
 READ_CHUNK = 1 << 20
 # The snapshot's 1 MiB pieces in flight: queued between the stream's thread and zstd's (the
@@ -109,7 +109,7 @@ def take_backup(
         with spool_dir("backup", options.tmp_dir) as tmp:
             require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
                          f"the backup's spooled snapshot (member {source.member.name}'s db)",
-                         "pass --tmp-dir", free_space, room)
+                         ROOM_HINT, free_space, room)
             snapshot_obj, info = draft.store_snapshot(etcd, source, Path(tmp), progress)
             files_obj, entries = draft.store_files(Path(tmp)) if options.capture_files else (None, [])
         manifest = Manifest(
@@ -289,7 +289,7 @@ class _SnapshotReceiver:
 
 def _spool_error(exc: OSError, spool: Path) -> OperationFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OperationFailed(f"temp dir {spool.parent.parent} is full; free space or pass --tmp-dir")
+        return OperationFailed(f"temp dir {spool.parent.parent} is full; free space or {ROOM_HINT}")
     return OperationFailed(f"cannot write the snapshot to {spool}: {exc.strerror}")
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from lifeboat.errors import UsageError
 
 OWNER = ".owner"
+# What to do when the temp dir has no room: both ways of naming another one.
+ROOM_HINT = "pass --tmp-dir or set the config file's backup.tmp-dir"
 _NAME = re.compile(r"^lifeboat-[a-z0-9]+-(\d+)-")
 
 

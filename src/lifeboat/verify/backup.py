@@ -21,7 +21,7 @@ from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_fi
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import PageScan, snapshot_status
-from lifeboat.snapshot.spool import spool_dir
+from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
     for room in rooms:
         report(room)
     for room in rooms:
-        room.require("pass --tmp-dir")
+        room.require(ROOM_HINT)
 
 
 def _fetch(
