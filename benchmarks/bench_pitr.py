@@ -59,7 +59,7 @@ from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment  # 
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.node import demo_member, make_node  # noqa: E402
 from lifeboat.demo.pki import make_pki  # noqa: E402
-from lifeboat.etcd.local import free_loopback_port  # noqa: E402
+from lifeboat.etcd.local import ReservedPort  # noqa: E402
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent  # noqa: E402
 from lifeboat.etcdapi.proto import kv_pb2  # noqa: E402
 from lifeboat.snapshot import read_meta, snapshot_status  # noqa: E402
@@ -255,7 +255,8 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
-    apiserver_port = free_loopback_port()
+    apiserver = ReservedPort()  # held while the fake kube-apiserver stops and starts with each restore
+    apiserver_port = apiserver.port
     shutil.rmtree(work / "node", ignore_errors=True)
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)

@@ -50,7 +50,7 @@ from benchmarks.teardown import on_termination  # noqa: E402
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.node import demo_member, make_node  # noqa: E402
 from lifeboat.demo.pki import Pki, make_pki  # noqa: E402
-from lifeboat.etcd.local import LocalEtcd, free_loopback_port  # noqa: E402
+from lifeboat.etcd.local import LocalEtcd, ReservedPort  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
 from tests.support.binaries import etcd_35, tool, weed  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
@@ -209,7 +209,8 @@ def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, st
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
-    apiserver_port = free_loopback_port()
+    apiserver = ReservedPort()  # held while the fake kube-apiserver stops and starts with each restore
+    apiserver_port = apiserver.port
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
     results: dict[str, list[Run]] = {BY_HAND: []}
