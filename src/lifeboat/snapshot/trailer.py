@@ -8,9 +8,12 @@ recognises the trailer by exactly that size rule (etcdutl/snapshot/v3_snapshot.g
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lifeboat.errors import IntegrityError, SnapshotFormatError
 
@@ -54,19 +57,17 @@ def check_trailer(path: str | os.PathLike[str]) -> TrailerCheck:
     p = Path(path)
     digest = hashlib.sha256()
     recorded = None
-    with translated_faults(p), p.open("rb") as f:
+    with translated_faults(p), p.open("rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         present = has_trailer_length(size)
         db_size = size - TRAILER_SIZE if present else size
-        left = db_size
-        while left:
-            # Plain reads, never a map: a file that shrinks while hashed is a short read here.
-            chunk = f.read(min(_CHUNK, left))
-            if not chunk:
+        # Plain reads, never a map: a file that shrinks while hashed is a short read here.
+        with memoryview(bytearray(min(_CHUNK, max(db_size, 2)))) as buffer:
+            try:
+                hash_range(digest, f, 0, db_size, buffer)
+            except SnapshotFormatError:
                 raise SnapshotFormatError(f"{p}: the file shrank while it was hashed; read a copy that "
-                                          "nothing writes to")
-            digest.update(chunk)
-            left -= len(chunk)
+                                          "nothing writes to") from None
         if present:
             recorded = f.read(TRAILER_SIZE).hex()
     actual = digest.hexdigest()
@@ -77,3 +78,38 @@ def check_trailer(path: str | os.PathLike[str]) -> TrailerCheck:
         db_sha256=actual,
         recorded_sha256=recorded,
     )
+
+
+def hash_range(digest: Any, f: io.FileIO, start: int, end: int, buffer: memoryview) -> None:
+    """Hash ``f``'s bytes from ``start`` to ``end``, read into ``buffer`` (overwritten).
+
+    One half of ``buffer`` is read in a thread while the other is hashed: the read (a copy out
+    of the page cache) and sha256 both release the GIL, so on two cores a 1 GB db is hashed in
+    about the time of its sha256 alone, not of both one after the other."""
+    f.seek(start)
+    half = len(buffer) // 2
+    sizes = [min(half, end - at) for at in range(start, end, half or 1)]
+    if len(sizes) <= 1:
+        for size in sizes:
+            digest.update(buffer[:read_exactly(f, buffer[:size])])
+        return
+    halves = (buffer[:half], buffer[half:2 * half])
+    with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-read") as pool:
+        # One read in flight at a time, so each continues in the file where the last one ended.
+        reading = pool.submit(read_exactly, f, halves[0][:sizes[0]])
+        for i in range(len(sizes)):
+            got = reading.result()
+            if i + 1 < len(sizes):
+                reading = pool.submit(read_exactly, f, halves[(i + 1) % 2][:sizes[i + 1]])
+            digest.update(halves[i % 2][:got])
+
+
+def read_exactly(f: io.FileIO, into: memoryview) -> int:
+    """Fill ``into`` from ``f``; its size. A file that ends first shrank while it was read."""
+    done = 0
+    while done < len(into):
+        got = f.readinto(into[done:])
+        if not got:
+            raise SnapshotFormatError(f"{f.name}: shrank while it was being read")
+        done += got
+    return done

@@ -21,14 +21,13 @@ import base64
 import errno
 import hashlib
 import json
-import io
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
@@ -49,7 +48,7 @@ from .bbolt import (
 )
 from .check import check_snapshot
 from .mvcc import KEY_BUCKET, META_BUCKET, MalformedValue, decode_revision, encode_revision, read_meta
-from .trailer import TRAILER_SIZE, check_trailer, has_trailer_length
+from .trailer import TRAILER_SIZE, check_trailer, has_trailer_length, hash_range, read_exactly
 from .tree_writer import MAX_KEY_SIZE, Edits, Item, PageSink, TreeRewrite
 
 SCHEDULED_COMPACT_KEY = b"scheduledCompactRev"
@@ -273,10 +272,10 @@ def snapshot_sha256(path: Path, before: Overwritten) -> str:
     digest = hashlib.sha256()
     buffer = bytearray(min(_HASH_CHUNK, before.db_size))
     with Path(path).open("rb", buffering=0) as source, memoryview(buffer) as view:
-        head = view[:_read_exactly(source, view)]  # holds both meta pages (at most 2 MiB)
+        head = view[:read_exactly(source, view)]  # holds both meta pages (at most 2 MiB)
         head[before.meta_offset : before.meta_offset + len(before.meta_page)] = before.meta_page
         digest.update(head)
-        _hash_range(digest, source, len(head), before.db_size, view)
+        hash_range(digest, source, len(head), before.db_size, view)
     return digest.hexdigest()
 
 
@@ -338,48 +337,13 @@ def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_si
     # every page faults when written (about 360,000 faults for a 1.5 GB db).
     buffer = bytearray(min(_HASH_CHUNK, max(db_size, 1)))
     with db.path.open("rb", buffering=0) as source, memoryview(buffer) as view:
-        head = view[:_read_exactly(source, view[:min(_HASH_CHUNK, copied)])]
+        head = view[:read_exactly(source, view[:min(_HASH_CHUNK, copied)])]
         head[meta_offset : meta_offset + len(meta)] = meta
         digest.update(head)
-        _hash_range(digest, source, len(head), copied, view)
+        hash_range(digest, source, len(head), copied, view)
     with tmp.open("rb", buffering=0) as written, memoryview(buffer) as view:
-        _hash_range(digest, written, copied, db_size, view)
+        hash_range(digest, written, copied, db_size, view)
     return digest.hexdigest()
-
-
-def _hash_range(digest: Any, f: io.FileIO, start: int, end: int, buffer: memoryview) -> None:
-    """Hash ``f``'s bytes from ``start`` to ``end``, read into ``buffer`` (overwritten).
-
-    One half of ``buffer`` is read in a thread while the other is hashed: the read (a copy out
-    of the page cache) and sha256 both release the GIL, so on two cores a 1 GB db is hashed in
-    about the time of its sha256 alone, not of both one after the other."""
-    f.seek(start)
-    half = len(buffer) // 2
-    sizes = [min(half, end - at) for at in range(start, end, half or 1)]
-    if len(sizes) <= 1:
-        for size in sizes:
-            digest.update(buffer[:_read_exactly(f, buffer[:size])])
-        return
-    halves = (buffer[:half], buffer[half:2 * half])
-    with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-read") as pool:
-        # One read in flight at a time, so each continues in the file where the last one ended.
-        reading = pool.submit(_read_exactly, f, halves[0][:sizes[0]])
-        for i in range(len(sizes)):
-            got = reading.result()
-            if i + 1 < len(sizes):
-                reading = pool.submit(_read_exactly, f, halves[(i + 1) % 2][:sizes[i + 1]])
-            digest.update(halves[i % 2][:got])
-
-
-def _read_exactly(f: io.FileIO, into: memoryview) -> int:
-    """Fill ``into`` from ``f``; its size. A file that ends first shrank while it was read."""
-    done = 0
-    while done < len(into):
-        got = f.readinto(into[done:])
-        if not got:
-            raise SnapshotFormatError(f"{f.name}: shrank while it was being read")
-        done += got
-    return done
 
 
 def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True) -> BumpResult:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.errors import SnapshotFormatError
-from lifeboat.snapshot.writer import _hash_range
+from lifeboat.snapshot.trailer import hash_range
 
 
 @pytest.mark.parametrize("start,end,buffer_size", [
@@ -26,7 +26,7 @@ def test_a_range_hashed_through_halves_of_a_buffer_is_the_sha256_of_its_bytes(
     path.write_bytes(data)
     digest = hashlib.sha256(b"before")
     with path.open("rb", buffering=0) as f, memoryview(bytearray(buffer_size)) as buffer:
-        _hash_range(digest, f, start, end, buffer)
+        hash_range(digest, f, start, end, buffer)
     assert digest.hexdigest() == hashlib.sha256(b"before" + data[start:end]).hexdigest()
 
 
@@ -35,4 +35,4 @@ def test_a_file_shorter_than_the_range_is_reported_as_shrunk(tmp_path: Path) -> 
     path.write_bytes(b"x" * 10_000)
     with path.open("rb", buffering=0) as f, memoryview(bytearray(4096)) as buffer:
         with pytest.raises(SnapshotFormatError, match="shrank"):
-            _hash_range(hashlib.sha256(), f, 0, 10_001, buffer)
+            hash_range(hashlib.sha256(), f, 0, 10_001, buffer)
