@@ -449,3 +449,29 @@ def test_a_resumed_point_restore_refuses_its_snapshot_damaged_on_disk_and_says_h
     assert "fetch-snapshot" in result["ran"]
     with tls_client(node.etcd.client_url, pki) as c:
         assert full_state(c) == expected
+
+
+def test_a_point_restore_resumes_with_its_journaled_base_after_a_newer_base_appeared(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+
+    def crash(self: RestoreData, ctx: object) -> None:
+        raise KeyboardInterrupt  # lifeboat killed after the replay, once etcd is stopped and moved aside
+    monkeypatch.setattr(RestoreData, "run", crash)
+    assert cli("restore", "--to-revision", str(point), *node.flags)[0] == 130
+    monkeypatch.undo()
+    journal = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
+    assert journal["node_changed"] and "replay-capture" in journal["done"]
+
+    # Between the two runs a base nearer the point appears: a new restore would start from it.
+    synthetic = cli.json("synthesize", "--to-revision", str(point - 1), "--repo", node.repo)
+    assert find_point(open_repository(node.repo), "default", PointTarget(revision=point), None).base.id \
+        == synthetic["id"] != journal["backup_id"]
+
+    # The resume goes on with the base it fetched and replayed, never the new one.
+    result = cli.json("restore", "--to-revision", str(point), *node.flags)
+    assert "fetch-snapshot" not in result["ran"] and "restore-data" in result["ran"]
+    assert journal["backup_id"] in result["title"] and synthetic["id"] not in result["title"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected

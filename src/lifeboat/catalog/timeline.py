@@ -211,26 +211,32 @@ class RestorePoint:
         return self.revision > self.base_revision
 
 
-def point_at_revision(timeline: Timeline, revision: int) -> RestorePoint:
+def point_at_revision(timeline: Timeline, revision: int, base_id: str | None = None) -> RestorePoint:
     """The newest base at or before ``revision`` and the segments up to it, or a UsageError.
 
     Every base of every window covering ``revision`` is a candidate (a chain's own base, a
     synthetic backup written from it, a later chain's base): the newest needs the fewest events.
+    ``base_id`` takes that base instead (a resumed restore's, already fetched and replayed).
     """
     covering = [w for w in timeline.windows if w.covers(revision)]
     if not covering:
         raise UsageError(_not_restorable(timeline, f"revision {revision}", revision=revision))
-    base, window = max(((b, w) for w in covering for b in w.bases() if b.revision <= revision),
-                       key=lambda found: (found[0].revision, found[1].first_revision))
+    candidates = [(b, w) for w in covering for b in w.bases()
+                  if b.revision <= revision and base_id in (None, b.manifest.id)]
+    if not candidates:
+        raise UsageError(f"revision {revision} cannot be restored from base backup {base_id}: it is no longer "
+                         "a complete backup in the repository, or its capture does not reach that revision")
+    base, window = max(candidates, key=lambda found: (found[0].revision, found[1].first_revision))
     segments = tuple(s for s in window.segments if s.last_revision > base.revision and s.first_revision <= revision)
     return RestorePoint(revision, window, segments, None if base.manifest.id == window.base.id else base.manifest)
 
 
 def point_at_time(timeline: Timeline, moment: datetime, now: datetime,
-                  read: Callable[[Window, SegmentRef], Segment]) -> RestorePoint:
+                  read: Callable[[Window, SegmentRef], Segment], base_id: str | None = None) -> RestorePoint:
     """The state as capture last saw it at or before ``moment``.
 
     ``read`` downloads one segment: only the one whose seen times straddle ``moment``.
+    ``base_id`` as for :func:`point_at_revision`.
     """
     if moment > now:
         raise UsageError(f"time {_text(moment)} is in the future (now is {_text(now)})")
@@ -248,7 +254,7 @@ def point_at_time(timeline: Timeline, moment: datetime, now: datetime,
         seen = [r.revision for r in read(window, ref).revisions if r.seen <= moment]
         revision = seen[-1] if seen else revision
         break
-    return point_at_revision(timeline, revision)
+    return point_at_revision(timeline, revision, base_id)
 
 
 def _text(moment: datetime) -> str:

@@ -96,7 +96,8 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         target = replace(target, token=args.initial_cluster_token or journal.token)
     repo = open_repository(args)
     identities = age_identities(args)
-    point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
+    point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id,
+                          resumed_base=backup_id if resuming else None)
     manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
     point_revision = point.revision if point is not None else None
     if journal is not None and resuming and point_revision != journal.point_revision:

@@ -62,14 +62,15 @@ def cluster_timeline(repo: BackupRepository, cluster: str) -> Timeline:
 
 
 def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
-               identities: Sequence[Identity] | None) -> RestorePoint:
+               identities: Sequence[Identity] | None, base_id: str | None = None) -> RestorePoint:
     """The base backup and segments that restore ``cluster`` to ``target``; UsageError if none can.
 
-    A time after the repository clock's now is refused.
+    The newest base at or before the point, or the backup ``base_id``. A time after the
+    repository clock's now is refused.
     """
     timeline = cluster_timeline(repo, cluster)
     if target.revision is not None:
-        return point_at_revision(timeline, target.revision)
+        return point_at_revision(timeline, target.revision, base_id)
     assert target.moment is not None
     chains = repo.chain_store
 
@@ -77,7 +78,7 @@ def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
         assert window.chain is not None
         return chains.read_segment(cluster, window.chain.info.chain, ref, identities)
 
-    return point_at_time(timeline, target.moment, repo.clock.now(), read)
+    return point_at_time(timeline, target.moment, repo.clock.now(), read, base_id)
 
 
 @dataclass(frozen=True)

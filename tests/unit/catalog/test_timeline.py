@@ -142,3 +142,17 @@ def test_point_at_revision_takes_the_newest_base_of_every_window_covering_it() -
     point = point_at_revision(timeline, 380)
     assert point.base.id == folded.id and point.base_revision == 350  # type: ignore[attr-defined]
     assert point_at_revision(timeline, 320).base.id == B2.id
+
+
+def test_a_named_base_is_kept_though_a_newer_one_covers_the_revision() -> None:
+    folded = synthetic("20261201T031500Z-ssssss", 350, 900, B1, seen="2026-12-01T03:00:08.000Z")
+    first = chain(B1, [ref(101, 200, 1, 4), ref(201, 400, 5, 9)])
+    timeline = build_timeline("prod", [B1, B2, folded], [first, chain(B2, [ref(301, 400, 601, 602)])])
+    point = point_at_revision(timeline, 380, B1.id)  # what a resumed restore fetched and replayed
+    assert point.base.id == B1.id and point.base_revision == 100  # type: ignore[attr-defined]
+    assert [s.first_revision for s in point.segments] == [101, 201]
+    assert point_at_revision(timeline, 380, B2.id).base.id == B2.id
+    with pytest.raises(UsageError, match="cannot be restored from base backup 20261201T031000Z-bbbbbb"):
+        point_at_revision(timeline, 250, B2.id)  # after a base's window starts, never before
+    with pytest.raises(UsageError, match="no longer a complete backup"):
+        point_at_revision(build_timeline("prod", [B2], [chain(B2, [ref(301, 400, 601, 602)])]), 380, B1.id)
