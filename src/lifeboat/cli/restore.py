@@ -230,7 +230,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UsageError("usage: lifeboat restore plan ID|--to-revision R|--to-time T "
                          "--initial-cluster NAME=PEER_URL,... [--repo URL]")
     backup_id = args.plan_backup_id
-    repo_flags: list[str] = []
+    which: list[str] = []
     if target_point is not None:
         repo = open_repository(args)
         identities = age_identities(args)
@@ -238,19 +238,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         assert point is not None
         # A time must mean the same revision on every node: each command gets the revision.
         backup_id = point.base.id
-        repo_flags = ([f"--repo={args.repo}"] if args.repo else []) + [
-            f"--cluster={point.base.cluster}", f"--to-revision={point.revision}"]
+        which = [f"--cluster={point.base.cluster}", f"--to-revision={point.revision}"]
     elif args.cluster or resolved_config(args).config.repository.url:
         manifest = open_repository(args).find(backup_id, cluster_name(args, default=None))
         backup_id = manifest.id  # 'latest' must mean the same backup on every node
-        repo_flags = [f"--repo={args.repo}"] if args.repo else []
-        repo_flags += [f"--cluster={manifest.cluster}"]
-    if args.files:
-        repo_flags.append("--files")
-    if args.no_start:
-        repo_flags.append("--no-start")
+        which = [f"--cluster={manifest.cluster}"]
     token = args.initial_cluster_token or new_cluster_token()
-    plan = plan_cluster_restore(backup_id, args.initial_cluster, token, repo_flags)
+    plan = plan_cluster_restore(backup_id, args.initial_cluster, token, [*_every_node_flags(args), *which])
     if args.output == "json":
         emit_json({"backup_id": plan.backup_id, "initial_cluster": plan.initial_cluster, "token": plan.token,
                    "members": [{"name": m.name, "peer_urls": list(m.peer_urls), "command": m.command,
@@ -258,10 +252,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(f"restore backup {plan.backup_id} onto {len(plan.members)} members (token {plan.token}).")
     print("Stop etcd and kube-apiserver on every node first; then on each node run its command "
-          "(add --data-dir, --supervisor and etcd TLS flags as that node needs):")
+          "(add --data-dir, --supervisor and etcd connection flags as that node needs):")
     for m in plan.members:
         print(f"\n# on the node of {m.name} ({','.join(m.peer_urls)}):\n{m.command}")
     return 0
+
+
+def _every_node_flags(args: argparse.Namespace) -> list[str]:
+    """What the plan was given that every member's restore needs to restore alike: the config
+    file, and what flags and environment variables set over it (repository, identity files, host
+    root), the writer and revision bump (every member must bump alike), ``--files`` and
+    ``--no-start``. Files by absolute path, never their content; the node's own settings (data
+    dir, supervisor, etcd endpoints and certificates) are left to the node. Paths are made absolute
+    (without ``..``: the plan's working directory need not exist on the node)."""
+    resolved = resolved_config(args)
+    config = resolved.config
+
+    def given(key: str) -> bool:  # on the command line or in the environment, not in the file
+        return resolved.origin(key).kind in ("flag", "env")
+    flags = [f"--config={os.path.abspath(resolved.path)}"] if resolved.path is not None else []
+    if given("repository.url") and (url := config.repository.url):
+        flags.append(f"--repo={url if '://' in url else os.path.abspath(url)}")  # a directory path
+    if given("encryption.identity-files"):
+        flags += [f"--identity={os.path.abspath(path)}" for path in config.encryption.identity_files]
+    if given("root"):
+        flags.append(f"--root={os.path.abspath(host_root(args))}")
+    if args.restore_with:
+        flags.append(f"--restore-with={args.restore_with}")
+    if args.restore_tool is not None:
+        flags.append(f"--restore-tool={os.path.abspath(args.restore_tool)}")
+    if args.bump_revision is not None:
+        flags.append(f"--bump-revision={args.bump_revision}")
+    return flags + (["--files"] if args.files else []) + (["--no-start"] if args.no_start else [])
 
 
 def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Supervisor]:
