@@ -209,6 +209,16 @@ class LifeboatConfig(Section):
     retention: RetentionSection | None = None
     agent: AgentSection = Field(default_factory=AgentSection)
 
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, value: Path) -> Path:
+        # Set in a file or the environment, a relative root would mean whatever directory the
+        # command (the agent, a cron job, another node) happens to run in. --root is made
+        # absolute where it is typed, against the shell's directory.
+        if not value.is_absolute():
+            raise ValueError(f"must be an absolute path such as /host, got {str(value)!r}")
+        return value
+
     @field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str) -> str:

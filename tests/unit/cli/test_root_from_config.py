@@ -121,3 +121,26 @@ def test_status_reads_the_quota_from_the_manifest_under_the_config_files_root(
     code, _out, err = cli("status", "--config", str(config_with_root(tmp_path, node.root)))
     assert code == 3, err
     assert f"{manifest}: --quota-backend-bytes='lots'" in err
+
+
+@pytest.mark.parametrize("name", ETCD_COMMANDS)
+def test_a_relative_root_in_the_config_file_is_refused_naming_the_file_and_key(
+    node: KubeadmNode, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+) -> None:
+    # It was taken relative to whatever directory the command ran in: from the node's parent
+    # directory, 'root: host' found the node; from anywhere else, nothing (or another tree).
+    monkeypatch.chdir(node.root.parent)
+    config = config_with_root(tmp_path, Path(node.root.name))
+    code, out, err = cli(*ETCD_COMMANDS[name], "--config", str(config))
+    assert (code, out) == (3, "")
+    assert err == f"lifeboat: error: {config}: root: must be an absolute path such as /host, got 'host'\n"
+
+
+def test_a_relative_root_flag_is_taken_from_the_directory_it_is_typed_in(
+    node: KubeadmNode, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(node.root.parent)
+    args = parsed(ETCD_COMMANDS["restore"], "--root", node.root.name)
+    monkeypatch.chdir("/")  # the command's later work does not change what it means
+    assert host_root(args) == node.root
+    assert etcd_settings(args).origin == f"kubeadm manifest {node.host('/etc/kubernetes/manifests/etcd.yaml')}"

@@ -105,6 +105,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("agent:\n  lease-ttl: 1s\n", "agent.lease-ttl: must be at least 2s"),
         ("agent:\n  lease_ttl: 5\n", "agent.lease_ttl: unknown key; did you mean lease-ttl?"),
         ("cluster: Prod\n", "cluster: must be 1-63 lowercase letters"),
+        ("root: host\n", "root: must be an absolute path such as /host, got 'host'"),
+        ("root: ../host\n", "root: must be an absolute path such as /host, got '../host'"),
         ("colour: blue\n", "colour: unknown key; expected one of cluster, root, etcd"),
         ("repository:\n  s3:\n    access-key-id-file: /k\n",
          "repository.s3: set both access-key-id-file and secret-access-key-file"),
@@ -179,6 +181,11 @@ def test_bad_environment_value_names_the_variable() -> None:
     assert str(caught.value) == (
         "$ETCDCTL_DIAL_TIMEOUT (etcd.dial-timeout): must be a duration such as 30s, 5m or 1h, got 'abc'"
     )
+
+
+def test_a_relative_root_in_the_environment_is_refused_naming_the_variable() -> None:
+    with pytest.raises(UsageError, match=r"^\$LIFEBOAT_ROOT \(root\): must be an absolute path such as /host, got 'host'$"):
+        resolve_config(None, {"LIFEBOAT_ROOT": "host"})
 
 
 def test_bad_flag_value_names_the_flag() -> None:
