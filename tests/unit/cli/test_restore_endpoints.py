@@ -1,0 +1,72 @@
+"""Which etcd ``lifeboat restore`` asks, and which endpoint it takes for this node's member.
+
+Restore stops, restores and checks the member of the *first* endpoint. On a node with an etcd
+static pod (in the kubelet's directory or, mid-restore, lifeboat's holding dir) that pod's
+endpoint and kubeadm's client certificate win over the config file's ``etcd.*``, which an
+agent's config fills with every member (the first is this node's on one node only). Only
+``--endpoints``/``--cacert``/``--cert``/``--key`` or ``$ETCDCTL_ENDPOINTS`` beat the pod.
+These tests pin the precedence docs/configuration.md and docs/restore.md describe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifeboat.cli.main import build_parser
+from lifeboat.cli.restore import _node
+from lifeboat.restore.supervisor import HOLDING_DIR
+from tests.support.kubeadm_node import KubeadmNode, make_kubeadm_node
+
+EVERY_MEMBER = "etcd: {endpoints: [https://10.0.0.12:2379, https://10.0.0.11:2379, https://10.0.0.13:2379], " \
+               "cacert: /etc/lifeboat/ca.crt, cert: /etc/lifeboat/client.crt, key: /etc/lifeboat/client.key}\n"
+
+
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KubeadmNode:
+    for var in ("LIFEBOAT_CONFIG", "LIFEBOAT_ROOT", "ETCDCTL_ENDPOINTS", "ETCDCTL_CACERT", "ETCDCTL_CERT",
+                "ETCDCTL_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    return make_kubeadm_node(tmp_path / "host", name="cp-1", ip="10.0.0.11")
+
+
+def member_endpoints(node: KubeadmNode, tmp_path: Path, *flags: str) -> tuple[tuple[str, ...], Path | None]:
+    """The endpoints restore's member probe asks, and its CA."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(EVERY_MEMBER)
+    args = build_parser("restore").parse_args(["restore", "latest", "--root", str(node.root), "--config",
+                                               str(config), *flags])
+    _target, probe, _supervisor = _node(args)
+    tls = probe.settings.tls
+    return tuple(probe.settings.endpoints), None if tls is None else tls.ca
+
+
+def test_the_static_pods_endpoint_beats_the_config_files_list_of_every_member(
+    node: KubeadmNode, tmp_path: Path,
+) -> None:
+    assert member_endpoints(node, tmp_path) == (("https://127.0.0.1:2379",), node.host("/etc/kubernetes/pki/etcd/ca.crt"))
+
+
+def test_mid_restore_the_held_static_pod_still_names_this_nodes_member(node: KubeadmNode, tmp_path: Path) -> None:
+    held = node.host(f"{HOLDING_DIR}/etcd.yaml")
+    held.parent.mkdir(parents=True)
+    node.host("/etc/kubernetes/manifests/etcd.yaml").rename(held)
+    assert member_endpoints(node, tmp_path, "--supervisor", "kubeadm")[0] == ("https://127.0.0.1:2379",)
+
+
+def test_endpoints_given_on_the_command_line_or_in_etcdctls_variable_beat_the_static_pod(
+    node: KubeadmNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert member_endpoints(node, tmp_path, "--endpoints", "https://10.0.0.11:2379")[0] == ("https://10.0.0.11:2379",)
+    monkeypatch.setenv("ETCDCTL_ENDPOINTS", "https://10.0.0.11:2379,https://10.0.0.12:2379")
+    assert member_endpoints(node, tmp_path)[0] == ("https://10.0.0.11:2379",)
+
+
+def test_without_a_static_pod_the_config_files_first_endpoint_is_taken_for_this_node(
+    node: KubeadmNode, tmp_path: Path,
+) -> None:
+    node.host("/etc/kubernetes/manifests/etcd.yaml").unlink()
+    endpoints, ca = member_endpoints(node, tmp_path, "--supervisor", "none", "--name", "cp-1", "--data-dir",
+                                     "/var/lib/etcd", "--initial-cluster", "cp-1=https://10.0.0.11:2380")
+    assert (endpoints, ca) == (("https://10.0.0.12:2379",), Path("/etc/lifeboat/ca.crt"))
