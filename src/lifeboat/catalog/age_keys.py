@@ -9,6 +9,7 @@ from typing import Any
 
 import pyrage
 
+from lifeboat.config.rules import names_recipients_file
 from lifeboat.config.secrets import USE_THE_PUBLIC_KEY, looks_like_secret, shown
 from lifeboat.errors import UsageError
 
@@ -73,7 +74,7 @@ def load_recipients(values: list[str]) -> list[Recipient]:
     found: list[Recipient] = []
     for value in values:
         path = Path(value)
-        if not value.startswith(("age1", "ssh-")) and not looks_like_secret(value) and path.is_file():
+        if names_recipients_file(value) and not looks_like_secret(value) and path.is_file():
             found += _recipients_file(path)
         else:
             found.append(parse_recipient(value, "--encrypt-to / encryption.recipients value"))

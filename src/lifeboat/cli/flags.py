@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lifeboat.cli.writer import add_writer_flags
-from lifeboat.config.rules import CACHE_DIR_ENV, CONFIG_ENV, LONGEST_DURATION
+from lifeboat.config.rules import CACHE_DIR_ENV, CONFIG_ENV, LONGEST_DURATION, names_recipients_file
 
 
 def add_command(
@@ -51,9 +51,10 @@ def add_etcd_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--endpoints", metavar="URLS",
                    help="comma-separated client URLs [$ETCDCTL_ENDPOINTS; on a kubeadm node: "
                         "from /etc/kubernetes/manifests/etcd.yaml; else 127.0.0.1:2379]")
-    g.add_argument("--cacert", metavar="FILE", help="CA bundle to verify etcd's certificate [$ETCDCTL_CACERT]")
-    g.add_argument("--cert", metavar="FILE", help="client certificate [$ETCDCTL_CERT]")
-    g.add_argument("--key", metavar="FILE", help="client certificate's key [$ETCDCTL_KEY]")
+    g.add_argument("--cacert", metavar="FILE", type=absolute_path,
+                   help="CA bundle to verify etcd's certificate [$ETCDCTL_CACERT]")
+    g.add_argument("--cert", metavar="FILE", type=absolute_path, help="client certificate [$ETCDCTL_CERT]")
+    g.add_argument("--key", metavar="FILE", type=absolute_path, help="client certificate's key [$ETCDCTL_KEY]")
     g.add_argument("--dial-timeout", metavar="SECONDS", type=positive_seconds,
                    help="time to connect to one endpoint (default 5) [$ETCDCTL_DIAL_TIMEOUT]")
     g.add_argument("--command-timeout", metavar="SECONDS", type=positive_seconds,
@@ -62,19 +63,36 @@ def add_etcd_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_root_flag(parser: argparse.ArgumentParser) -> None:
     """``--root``; read it with ``connect.host_root``, which also honours $LIFEBOAT_ROOT and the config file."""
-    parser.add_argument("--root", metavar="DIR", type=_absolute,
+    parser.add_argument("--root", metavar="DIR", type=absolute_path,
                         help="prefix for every host path (/etc/kubernetes, /var/lib/kubelet); for "
                              "containers, chroots and tests (default /) [$LIFEBOAT_ROOT; root]")
 
 
-def _absolute(text: str) -> Path:
-    """Host paths found under --root (data dirs, certificates) must not depend on the cwd."""
+def absolute_path(text: str) -> Path:
+    """A path flag, made absolute against the directory it is typed in, where it is parsed.
+
+    The config file and the environment must give absolute paths (``lifeboat.config.values.absolute``);
+    a path typed on the command line means what it means in the shell. Host paths found under
+    --root (data dirs, certificates) then do not depend on any later working directory.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty value")
     return Path(text).absolute()
+
+
+def repository_arg(text: str) -> str:
+    """``--repo``: a URL as typed; a directory path made absolute like every path flag."""
+    return text if "://" in text or not text.strip() else str(absolute_path(text))
+
+
+def recipient_arg(text: str) -> str:
+    """``--encrypt-to``: a key as typed; a recipients file made absolute like every path flag."""
+    return str(absolute_path(text)) if text.strip() and names_recipients_file(text) else text
 
 
 def add_repo_flags(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser)
-    parser.add_argument("--repo", metavar="URL",
+    parser.add_argument("--repo", metavar="URL", type=repository_arg,
                         help="repository: file:///path, /path or s3://bucket/prefix [$LIFEBOAT_REPO]; "
                              "S3 uses AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL")
     parser.add_argument("--cluster", metavar="NAME",
@@ -84,7 +102,7 @@ def add_repo_flags(parser: argparse.ArgumentParser) -> None:
 def add_identity_flag(parser: argparse.ArgumentParser, reads: str = "encrypted backups") -> None:
     """``--identity``, which replaces the config file's ``encryption.identity-files``
     (see :func:`lifeboat.cli.connect.age_identities`)."""
-    parser.add_argument("--identity", "-i", action="append", default=[], metavar="FILE",
+    parser.add_argument("--identity", "-i", action="append", default=[], metavar="FILE", type=absolute_path,
                         help=f"age identity file (or SSH private key) for {reads}; repeatable; replaces "
                              "the config file's list [encryption.identity-files]")
 
@@ -92,7 +110,7 @@ def add_identity_flag(parser: argparse.ArgumentParser, reads: str = "encrypted b
 def add_tmp_dir_flag(parser: argparse.ArgumentParser, used_for: str) -> None:
     """``--tmp-dir``, which overrides the config file's ``backup.tmp-dir``
     (see :func:`lifeboat.cli.connect.temp_dir`)."""
-    parser.add_argument("--tmp-dir", type=Path, metavar="DIR",
+    parser.add_argument("--tmp-dir", type=absolute_path, metavar="DIR",
                         help=f"{used_for} (default: the system temp dir) [backup.tmp-dir]")
 
 

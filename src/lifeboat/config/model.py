@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL
-from lifeboat.config.secrets import public_recipient
+from lifeboat.config.secrets import public_recipient, shown
 from lifeboat.config.values import (
     ByteSize,
     CommaList,
@@ -26,6 +26,8 @@ from lifeboat.config.values import (
     PositiveCount,
     RetentionDuration,
     Seconds,
+    absolute,
+    recipients_file_absolute,
 )
 
 DEFAULT_LISTEN = "127.0.0.1:9847"
@@ -45,9 +47,9 @@ class EtcdSection(Section):
     """How to reach etcd; unset endpoints and certificates mean "discover on a kubeadm node"."""
 
     endpoints: CommaList | None = None
-    cacert: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
+    cacert: Annotated[Path, absolute("/etc/kubernetes/pki/etcd/ca.crt")] | None = None
+    cert: Annotated[Path, absolute("/etc/kubernetes/pki/etcd/healthcheck-client.crt")] | None = None
+    key: Annotated[Path, absolute("/etc/kubernetes/pki/etcd/healthcheck-client.key")] | None = None
     dial_timeout: Seconds = 5.0
     command_timeout: Seconds = 10.0
 
@@ -64,9 +66,10 @@ class S3Section(Section):
 
     region: NonBlank | None = None
     endpoint_url: EndpointUrl | None = None
-    access_key_id_file: Path | None = None
-    secret_access_key_file: Path | None = None
-    session_token_file: Path | None = None
+    # A relative value is not repeated in messages: it may be the key pasted where its file belongs.
+    access_key_id_file: Annotated[Path, absolute("/etc/lifeboat/s3/access-key-id", show=False)] | None = None
+    secret_access_key_file: Annotated[Path, absolute("/etc/lifeboat/s3/secret-access-key", show=False)] | None = None
+    session_token_file: Annotated[Path, absolute("/etc/lifeboat/s3/session-token", show=False)] | None = None
 
     @model_validator(mode="after")
     def _both_key_files(self) -> S3Section:
@@ -79,17 +82,27 @@ class RepositorySection(Section):
     url: NonBlank | None = None
     s3: S3Section = Field(default_factory=S3Section)
 
+    @field_validator("url")
+    @classmethod
+    def _absolute_directory(cls, value: str | None) -> str | None:
+        # A directory path (no scheme) is a path key like any other: absolute, see absolute().
+        if value is not None and "://" not in value and not Path(value).is_absolute():
+            raise ValueError("must be a URL such as s3://bucket/prefix or file:///var/backups/lifeboat, "
+                             f"or an absolute directory path, got {shown(value)}")
+        return value
+
 
 class EncryptionSection(Section):
     """age recipients (public keys or files of them) and identity files (for verify, drills)."""
 
-    recipients: list[Annotated[NonBlank, AfterValidator(public_recipient)]] = Field(default_factory=list)
-    identity_files: list[Path] = Field(default_factory=list)
+    recipients: list[Annotated[NonBlank, AfterValidator(public_recipient), AfterValidator(recipients_file_absolute)]] \
+        = Field(default_factory=list)
+    identity_files: list[Annotated[Path, absolute("/etc/lifeboat/age-key.txt")]] = Field(default_factory=list)
 
 
 class BackupSection(Section):
     zstd_level: int = DEFAULT_ZSTD_LEVEL
-    tmp_dir: Path | None = None
+    tmp_dir: Annotated[Path, absolute("/var/tmp")] | None = None
     capture_files: StrictBool = True
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -119,7 +132,7 @@ class CaptureSection(Section):
     flush_interval: Seconds = 1.0
     segment_max_bytes: ByteSize = 16 << 20
     heartbeat_interval: Seconds = 30.0
-    spool_dir: Path | None = None
+    spool_dir: Annotated[Path, absolute("/var/lib/lifeboat/capture-spool")] | None = None
     spool_max_bytes: ByteSize = 256 << 20
     retry_interval: Seconds = 2.0
 
@@ -199,7 +212,7 @@ class LifeboatConfig(Section):
     """Everything the CLI flags set, plus schedules, retention and agent settings."""
 
     cluster: str = "default"
-    root: Path = Path("/")
+    root: Annotated[Path, absolute("/host")] = Path("/")
     etcd: EtcdSection = Field(default_factory=EtcdSection)
     repository: RepositorySection = Field(default_factory=RepositorySection)
     encryption: EncryptionSection = Field(default_factory=EncryptionSection)
@@ -208,16 +221,6 @@ class LifeboatConfig(Section):
     capture: CaptureSection = Field(default_factory=CaptureSection)
     retention: RetentionSection | None = None
     agent: AgentSection = Field(default_factory=AgentSection)
-
-    @field_validator("root")
-    @classmethod
-    def _absolute_root(cls, value: Path) -> Path:
-        # Set in a file or the environment, a relative root would mean whatever directory the
-        # command (the agent, a cron job, another node) happens to run in. --root is made
-        # absolute where it is typed, against the shell's directory.
-        if not value.is_absolute():
-            raise ValueError(f"must be an absolute path such as /host, got {str(value)!r}")
-        return value
 
     @field_validator("cluster")
     @classmethod

@@ -42,3 +42,9 @@ def check_endpoint_url(value: str) -> str:
         raise ValueError(f"must be a URL such as https://s3.example.com or http://127.0.0.1:8333, "
                          f"got {text[:80]!r}")
     return text
+
+
+def names_recipients_file(value: str) -> bool:
+    """True when a recipient (``--encrypt-to``, ``encryption.recipients``) names a file of them:
+    it is not itself an age recipient (``age1...``) or an SSH public key (``ssh-...``)."""
+    return not value.strip().startswith(("age1", "ssh-"))

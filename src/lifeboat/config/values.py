@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import PurePath
 from typing import Annotated
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
 from pydantic import AfterValidator, BeforeValidator
 
-from lifeboat.config.rules import LONGEST_DURATION, check_endpoint_url
+from lifeboat.config.rules import LONGEST_DURATION, check_endpoint_url, names_recipients_file
+from lifeboat.config.secrets import shown
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -204,8 +206,38 @@ def _no_blank(value: str) -> str:
 
 
 NonBlank = Annotated[str, AfterValidator(_no_blank)]
+
+
+def absolute(example: str, *, show: bool = True) -> BeforeValidator:
+    """A path key's rule: an absolute path (``example`` is one the message offers).
+
+    The file and the environment serve the agent (systemd starts it in /), cron jobs and
+    commands typed in any directory on any node: a relative path would name a different file
+    for each. Flags are made absolute where they are typed (``lifeboat.cli.flags``). With
+    ``show=False`` a wrong value is not repeated: it may be the secret the file should hold.
+    """
+    def check(value: object) -> object:
+        if isinstance(value, str | PurePath):
+            text = str(value) if isinstance(value, PurePath) else value
+            if not text.strip():
+                got = "an empty value"
+            elif PurePath(text).is_absolute():
+                return value
+            else:
+                got = shown(text) if show else "a relative path (not shown)"
+            raise ValueError(f"must be an absolute path such as {example}, got {got}")
+        return value
+    return BeforeValidator(check)
 EndpointUrl = Annotated[str, AfterValidator(check_endpoint_url)]
 
 
 def as_timedelta(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
+
+
+def recipients_file_absolute(value: str) -> str:
+    """A recipient that names a file names it by absolute path, as :func:`absolute` asks of every path."""
+    if names_recipients_file(value) and not PurePath(value).is_absolute():
+        raise ValueError("must be an age recipient (age1...), an SSH public key or the absolute path "
+                         f"of a recipients file such as /etc/lifeboat/recipients.txt, got {shown(value)}")
+    return value

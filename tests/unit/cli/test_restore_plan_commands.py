@@ -50,8 +50,9 @@ def test_each_members_command_carries_the_config_identities_repository_root_and_
     (tmp_path / "etc" / "lifeboat.yaml").write_text("cluster: prod\nbackup: {zstd-level: 3}\n")
     planner = tmp_path / "planner"
     planner.mkdir()
-    monkeypatch.chdir(planner)  # every path the plan is given is relative to where it runs
-    monkeypatch.setenv("LIFEBOAT_REPO", "../repo")
+    monkeypatch.chdir(planner)  # every path the plan is typed with is relative to where it runs
+    # The environment, like the file, must give absolute paths (a relative one is refused).
+    monkeypatch.setenv("LIFEBOAT_REPO", str(repo))
 
     plan = cli.json("restore", "plan", "latest", "--initial-cluster", INITIAL_CLUSTER,
                     "--config", "../etc/lifeboat.yaml", "--identity", "../keys/age-key.txt", "--root", "../host",

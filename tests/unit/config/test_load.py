@@ -188,6 +188,74 @@ def test_a_relative_root_in_the_environment_is_refused_naming_the_variable() -> 
         resolve_config(None, {"LIFEBOAT_ROOT": "host"})
 
 
+# Every key that names a file or directory on the host, as a relative path: each was taken
+# relative to whatever directory the command ran in (the agent's is /), like root was.
+RELATIVE_PATHS = [
+    ("etcd:\n  cacert: pki/ca.crt\n", "etcd.cacert: must be an absolute path such as /etc/kubernetes/pki/etcd/ca.crt, got 'pki/ca.crt'"),
+    ("etcd:\n  cert: client.crt\n", "etcd.cert: must be an absolute path such as /etc/kubernetes/pki/etcd/healthcheck-client.crt, got 'client.crt'"),
+    ("etcd:\n  key: ./client.key\n", "etcd.key: must be an absolute path such as /etc/kubernetes/pki/etcd/healthcheck-client.key, got './client.key'"),
+    ("repository:\n  url: backups\n", "repository.url: must be a URL such as s3://bucket/prefix or file:///var/backups/lifeboat, "
+     "or an absolute directory path, got 'backups'"),
+    ("repository:\n  s3:\n    access-key-id-file: s3/id\n    secret-access-key-file: /s3/key\n",
+     "repository.s3.access-key-id-file: must be an absolute path such as /etc/lifeboat/s3/access-key-id, got a relative path (not shown)"),
+    ("repository:\n  s3:\n    access-key-id-file: /s3/id\n    secret-access-key-file: s3/key\n",
+     "repository.s3.secret-access-key-file: must be an absolute path such as /etc/lifeboat/s3/secret-access-key, got a relative path (not shown)"),
+    ("repository:\n  s3:\n    session-token-file: token\n",
+     "repository.s3.session-token-file: must be an absolute path such as /etc/lifeboat/s3/session-token, got a relative path (not shown)"),
+    ("encryption:\n  recipients: [recipients.txt]\n", "encryption.recipients[0]: must be an age recipient (age1...), an SSH public key "
+     "or the absolute path of a recipients file such as /etc/lifeboat/recipients.txt, got 'recipients.txt'"),
+    ("encryption:\n  identity-files: [/etc/a.txt, age-key.txt]\n",
+     "encryption.identity-files[1]: must be an absolute path such as /etc/lifeboat/age-key.txt, got 'age-key.txt'"),
+    ("backup:\n  tmp-dir: tmp\n", "backup.tmp-dir: must be an absolute path such as /var/tmp, got 'tmp'"),
+    ("capture:\n  spool-dir: spool\n", "capture.spool-dir: must be an absolute path such as /var/lib/lifeboat/capture-spool, got 'spool'"),
+    ("root: ''\n", "root: must be an absolute path such as /host, got an empty value"),
+    ("backup:\n  tmp-dir: ''\n", "backup.tmp-dir: must be an absolute path such as /var/tmp, got an empty value"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), RELATIVE_PATHS)
+def test_a_relative_or_empty_path_in_the_file_is_refused_naming_the_file_and_key(
+    tmp_path: Path, text: str, message: str,
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_relative_key_file_is_not_repeated_it_may_be_the_key_itself(tmp_path: Path) -> None:
+    path = write(tmp_path, "repository:\n  s3:\n    access-key-id-file: AKIAIOSFODNN7EXAMPLE\n"
+                           "    secret-access-key-file: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
+    with pytest.raises(UsageError) as caught:
+        load_config(path)
+    assert "AKIA" not in str(caught.value) and "wJalr" not in str(caught.value)
+
+
+def test_absolute_paths_and_inline_recipients_are_accepted(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "repository: {url: /var/backups/lifeboat}\n"
+                                         "encryption: {recipients: [/etc/r.txt, 'ssh-ed25519 AAAA x']}\n"))
+    assert config.repository.url == "/var/backups/lifeboat"
+    assert config.encryption.recipients == ["/etc/r.txt", "ssh-ed25519 AAAA x"]
+
+
+@pytest.mark.parametrize(("variable", "key", "example"), [
+    ("ETCDCTL_CACERT", "etcd.cacert", "/etc/kubernetes/pki/etcd/ca.crt"),
+    ("ETCDCTL_CERT", "etcd.cert", "/etc/kubernetes/pki/etcd/healthcheck-client.crt"),
+    ("ETCDCTL_KEY", "etcd.key", "/etc/kubernetes/pki/etcd/healthcheck-client.key"),
+])
+def test_a_relative_certificate_path_in_the_environment_is_refused_naming_the_variable(
+    variable: str, key: str, example: str,
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        resolve_config(None, {variable: "pki/x.pem"})
+    assert str(caught.value) == f"${variable} ({key}): must be an absolute path such as {example}, got 'pki/x.pem'"
+
+
+def test_a_relative_repository_directory_in_the_environment_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"^\$LIFEBOAT_REPO \(repository.url\): must be a URL such as .*got '../repo'$"):
+        resolve_config(None, {"LIFEBOAT_REPO": "../repo"})
+
+
 def test_bad_flag_value_names_the_flag() -> None:
     with pytest.raises(UsageError, match=r"^--zstd-level: must be an integer from 1 to 19, got 30$"):
         resolve_config(None, {}, {"backup.zstd-level": FlagValue("--zstd-level", 30)})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lifeboat.cli.flags import (
     add_cache_flags, add_command, add_drill_flags, add_etcd_flags, add_identity_flag, add_point_flags,
-    add_repo_flags, add_root_flag, add_tmp_dir_flag,
+    add_repo_flags, add_root_flag, add_tmp_dir_flag, recipient_arg,
 )
 from lifeboat.config.rules import DEFAULT_ZSTD_LEVEL
 
@@ -16,7 +16,7 @@ from lifeboat.config.rules import DEFAULT_ZSTD_LEVEL
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     p = add_command(sub, common, "backup", cmd_backup, add_etcd_flags, add_repo_flags, add_root_flag)
-    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
+    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[], type=recipient_arg,
                    help="age recipient (age1...), SSH public key, or a file of them; repeatable")
     p.add_argument("--no-files", action="store_true", help="back up etcd only, not the control-plane files")
     p.add_argument("--zstd-level", type=int, metavar="N",

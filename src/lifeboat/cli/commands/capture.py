@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lifeboat.cli.flags import (
-    add_command, add_etcd_flags, add_identity_flag, add_point_flags, add_repo_flags, add_root_flag,
-    add_tmp_dir_flag,
+    absolute_path, add_command, add_etcd_flags, add_identity_flag, add_point_flags, add_repo_flags,
+    add_root_flag, add_tmp_dir_flag, recipient_arg,
 )
 
 
@@ -16,7 +15,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     p = add_command(sub, common, "capture", cmd_capture,
                     add_etcd_flags, add_repo_flags, add_root_flag, raw=True)
-    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
+    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[], type=recipient_arg,
                    help="age recipient (age1...), SSH public key, or a file of them; repeatable")
     p.add_argument("--no-files", action="store_true",
                    help="base backups hold etcd only, not the control-plane files")
@@ -26,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="close a segment after this long (default 1s) [capture.flush-interval]")
     p.add_argument("--segment-max-bytes", metavar="SIZE",
                    help="close a segment at this size (default 16MiB) [capture.segment-max-bytes]")
-    p.add_argument("--spool-dir", type=Path, metavar="DIR",
+    p.add_argument("--spool-dir", type=absolute_path, metavar="DIR",
                    help="local spool while the repository is down (default <root>/var/lib/lifeboat/"
                         "capture-spool) [capture.spool-dir]")
     p.add_argument("--spool-max-bytes", metavar="SIZE",
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = add_command(sub, common, "synthesize", cmd_synthesize, add_repo_flags, add_point_flags)
     add_identity_flag(p, "encrypted backups and segments")
-    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[],
+    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[], type=recipient_arg,
                    help="age recipient for the new backup (default: encryption.recipients); repeatable")
     add_tmp_dir_flag(p, "where the snapshot is built")
 
