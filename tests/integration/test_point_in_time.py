@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -416,6 +417,19 @@ def test_a_point_restore_stopped_before_it_changed_the_node_fetches_and_checks_i
         assert full_state(c) == expected
 
 
+def killed_after_the_replay(node: Node, cli: Cli, point: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``restore --to-revision point`` killed after the replay, once etcd is stopped and its data dir moved
+    aside: its journal."""
+    def crash(self: RestoreData, ctx: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(RestoreData, "run", crash)
+    assert cli("restore", "--to-revision", str(point), *node.flags)[0] == 130
+    monkeypatch.undo()
+    journal: dict[str, Any] = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
+    assert journal["node_changed"] and "replay-capture" in journal["done"]
+    return journal
+
+
 def test_a_resumed_point_restore_refuses_its_snapshot_damaged_on_disk_and_says_how_to_go_on(
         kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     node = kubeadm_node
@@ -423,11 +437,7 @@ def test_a_resumed_point_restore_refuses_its_snapshot_damaged_on_disk_and_says_h
     with tls_client(node.etcd.client_url, pki) as c:
         before = full_state(c)
 
-    def crash(self: RestoreData, ctx: object) -> None:
-        raise KeyboardInterrupt  # lifeboat killed after the replay, once etcd is stopped and moved aside
-    monkeypatch.setattr(RestoreData, "run", crash)
-    assert cli("restore", "--to-revision", str(point), *node.flags)[0] == 130
-    monkeypatch.undo()
+    killed_after_the_replay(node, cli, point, monkeypatch)
     moved = sorted(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
     assert len(moved) == 1 and not node.host("/var/lib/etcd").exists()
 
@@ -456,13 +466,7 @@ def test_a_point_restore_resumes_with_its_journaled_base_after_a_newer_base_appe
     node = kubeadm_node
     point, expected = captured_point(node, pki, tmp_path)
 
-    def crash(self: RestoreData, ctx: object) -> None:
-        raise KeyboardInterrupt  # lifeboat killed after the replay, once etcd is stopped and moved aside
-    monkeypatch.setattr(RestoreData, "run", crash)
-    assert cli("restore", "--to-revision", str(point), *node.flags)[0] == 130
-    monkeypatch.undo()
-    journal = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
-    assert journal["node_changed"] and "replay-capture" in journal["done"]
+    journal = killed_after_the_replay(node, cli, point, monkeypatch)
 
     # Between the two runs a base nearer the point appears: a new restore would start from it.
     synthetic = cli.json("synthesize", "--to-revision", str(point - 1), "--repo", node.repo)
@@ -475,3 +479,26 @@ def test_a_point_restore_resumes_with_its_journaled_base_after_a_newer_base_appe
     assert journal["backup_id"] in result["title"] and synthetic["id"] not in result["title"]
     with tls_client(node.etcd.client_url, pki) as c:
         assert full_state(c) == expected
+
+
+def test_a_resumed_point_restore_whose_base_was_deleted_says_to_roll_back_and_restore_again(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+    journal = killed_after_the_replay(node, cli, point, monkeypatch)
+
+    cli.json("delete", journal["backup_id"], "--yes", "--repo", node.repo)  # pruned between the two runs
+    code, out, err = cli("restore", "--to-revision", str(point), *node.flags)
+    assert (code, out) == (3, "")
+    line = err.strip().splitlines()[-1]
+    assert journal["backup_id"] in line, line
+    assert "'lifeboat restore --rollback'" in line and "restore again" in line, line
+    assert not node.host("/var/lib/etcd").exists()  # nothing restored
+
+    # What the error says to do first: the rollback puts the node back as it was, with the
+    # writes made after the point.
+    cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+    with tls_client(node.etcd.client_url, pki) as c:
+        # Its own history, not a restore's: no revision bump, the point still readable there.
+        assert point < c.range(b"\0", limit=1).revision < point + 1_000_000 and full_state(c, point) == expected

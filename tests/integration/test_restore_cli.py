@@ -310,20 +310,29 @@ def test_restores_refused_before_they_changed_the_node_block_no_later_restore(
     assert keyspace(node.etcd.client_url, pki) == before
 
 
+def backed_up(node: Node, cli: Cli, pki: Pki) -> tuple[dict[bytes, bytes], dict[str, object]]:
+    """50 objects written to the node's etcd and backed up (etcd only): the keyspace and the backup."""
+    with client(node.etcd.client_url, pki) as c:
+        load_keys(c, objects(50))
+    return keyspace(node.etcd.client_url, pki), cli.json("backup", *node.flags, "--no-files")
+
+
+def killed_before_restore_data(node: Node, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``restore latest`` killed after the fetch, once etcd is stopped and its data dir moved aside,
+    before the restored data dir is written."""
+    def crash(self: RestoreData, ctx: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(RestoreData, "run", crash)
+    assert cli("restore", "latest", *node.flags)[0] == 130
+    monkeypatch.undo()
+
+
 def test_snapshot_damaged_on_disk_before_a_resumed_restore_is_refused(
     kubeadm_node: Node, cli: Cli, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = kubeadm_node
-    with client(node.etcd.client_url, pki) as c:
-        load_keys(c, objects(50))
-    before = keyspace(node.etcd.client_url, pki)
-    cli.json("backup", "--root", str(node.root), "--repo", node.repo, "--no-files")
-
-    def crash(self: RestoreData, ctx: object) -> None:
-        raise KeyboardInterrupt  # lifeboat killed after the fetch, before the restore tool ran
-    monkeypatch.setattr(RestoreData, "run", crash)
-    assert cli("restore", "latest", "--root", str(node.root), "--repo", node.repo)[0] == 130
-    monkeypatch.undo()
+    before, _backup = backed_up(node, cli, pki)
+    killed_before_restore_data(node, cli, monkeypatch)
 
     fetched = node.host("/var/lib/etcd.lifeboat-work/snapshot.db")
     data = bytearray(fetched.read_bytes())
@@ -336,6 +345,35 @@ def test_snapshot_damaged_on_disk_before_a_resumed_restore_is_refused(
     cli.json("restore", "--rollback", "--root", str(node.root))
     node.etcd.wait_healthy()
     assert keyspace(node.etcd.client_url, pki) == before
+
+
+def test_a_resumed_restore_whose_backup_was_deleted_says_to_roll_back_and_restore_again(
+    kubeadm_node: Node, cli: Cli, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = kubeadm_node
+    _before, backup = backed_up(node, cli, pki)
+    with client(node.etcd.client_url, pki) as c:
+        c.put(b"/registry/configmaps/ns-9/after-backup", b"new")
+    after = keyspace(node.etcd.client_url, pki)
+
+    killed_before_restore_data(node, cli, monkeypatch)
+    assert not node.host("/var/lib/etcd").exists()
+
+    cli.json("delete", str(backup["id"]), "--yes", "--repo", node.repo)  # pruned between the two runs
+    code, out, err = cli("restore", "latest", *node.flags)
+    assert (code, out) == (1, "")
+    line = err.strip().splitlines()[-1]
+    assert f"backup {backup['id']} not found" in line, line
+    assert "'lifeboat restore --rollback'" in line and "restore again" in line, line
+
+    # What the error says to do: the rollback puts the node back as it was, and a restore of a
+    # backup that exists runs.
+    cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+    assert keyspace(node.etcd.client_url, pki) == after
+    cli.json("backup", *node.flags, "--no-files")
+    cli.json("restore", "latest", *node.flags)
+    assert keyspace(node.etcd.client_url, pki) == after
 
 
 def test_three_member_cluster_that_lost_two_members_is_rebuilt_from_one_backup(

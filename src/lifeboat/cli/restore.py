@@ -11,7 +11,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.cli.connect import (
     age_identities, cluster_name, etcd_settings, host_root, open_repository, resolved_config,
 )
@@ -19,7 +22,7 @@ from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import point_target, resolve_point
 from lifeboat.cli.writer import writer_choice
 from lifeboat.clock import SystemClock
-from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.errors import NotFound, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import EtcdDiscovery
 from lifeboat.recovery.decision import decide_recovery, restore_allowed
@@ -96,9 +99,11 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         target = replace(target, token=args.initial_cluster_token or journal.token)
     repo = open_repository(args)
     identities = age_identities(args)
-    point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id,
-                          resumed_base=backup_id if resuming else None)
-    manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
+    if journal is not None and resuming:
+        point, manifest = _journaled_backup(args, repo, identities, journal, path)
+    else:
+        point = resolve_point(args, repo, cluster_name(args, default=None), identities, backup_id)
+        manifest = point.base if point is not None else repo.find(backup_id, cluster_name(args, default=None))
     point_revision = point.revision if point is not None else None
     if journal is not None and resuming and point_revision != journal.point_revision:
         # Its snapshot was (or is being) replayed to the journaled point: resuming it for another
@@ -147,6 +152,22 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         for line in plan.next_steps:
             print(f"  - {line}")
     return 0
+
+
+def _journaled_backup(args: argparse.Namespace, repo: BackupRepository, identities: list[Identity] | None,
+                      journal: Journal, path: Path) -> tuple[RestorePoint | None, Manifest]:
+    """The point and base backup a resumed restore goes on with: the journaled backup, of the journaled cluster.
+
+    Deleted (pruned) since the node was changed, it can be neither fetched nor replayed again:
+    the error says how to go on, from the node as it was.
+    """
+    point_target(args)  # a mistyped --to-time is the user's to fix, not a reason to roll back
+    try:
+        point = resolve_point(args, repo, journal.cluster, identities, journal.backup_id,
+                              resumed_base=journal.backup_id)
+        return point, point.base if point is not None else repo.find(journal.backup_id, journal.cluster)
+    except (NotFound, UsageError) as exc:
+        raise type(exc)(f"{exc}; {journal.gone_hint(path)}") from None
 
 
 def _already_restored(args: argparse.Namespace, journal: Journal, path: Path) -> int:

@@ -79,9 +79,16 @@ class Journal:
     def resume_hint(self, path: Path) -> str:
         """Why a restore asked for something else cannot start, and how to resume this one."""
         flags = f"{self.backup_id}" + (f" --to-revision {self.point_revision}" if self.point_revision is not None else "")
-        what = f"{self.backup_id}" + (f" to revision {self.point_revision}" if self.point_revision is not None else "")
-        return (f"an unfinished restore of backup {what} is journaled in {path}; re-run with {flags} "
+        return (f"an unfinished restore of backup {self._what()} is journaled in {path}; re-run with {flags} "
                 "to resume it, or roll it back with --rollback")
+
+    def _what(self) -> str:
+        return self.backup_id + (f" to revision {self.point_revision}" if self.point_revision is not None else "")
+
+    def gone_hint(self, path: Path) -> str:
+        """How to go on when this unfinished restore's backup (or the capture it replays) is gone."""
+        return (f"the unfinished restore of backup {self._what()} journaled in {path} cannot go on: put the node "
+                "back as it was with 'lifeboat restore --rollback', then restore again from a backup in the repository")
 
     def with_done(self, step_key: str, rollback: bool = False) -> Journal:
         if rollback:
