@@ -28,6 +28,7 @@ from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.snapshot.bbolt import BoltFile
 from lifeboat.snapshot import writer
 from lifeboat.snapshot.mvcc import decode_key_value, decode_revision, read_meta
+from lifeboat.snapshot.replay import tombstone_value
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import (
     History, capture_options, capture_started, open_repository, wait_for, write_history,
@@ -94,10 +95,19 @@ def captured_history(etcd: EtcdMember, client: EtcdClient, tmp_path: Path,
     return repo, history
 
 
-def newest_per_key(rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Of ``rows`` (in revision order), each etcd key's last: what survives a compaction after them."""
-    newest = {decode_key_value(value, 0, len(value)).key: (key, value) for key, value in rows}
-    return sorted(newest.values())
+def newest_per_key(rows: list[tuple[bytes, bytes]], point: int) -> list[tuple[bytes, bytes]]:
+    """Of ``rows`` (in revision order, after the base, up to ``point``), each etcd key's last:
+    what survives a compaction after them; but none for a key created after the base (its first
+    row a put of version 1) and deleted before the point, whose tombstone hides no live row."""
+    newest: dict[bytes, tuple[bytes, bytes]] = {}
+    created: set[bytes] = set()
+    for key, value in rows:
+        kv = decode_key_value(value, 0, len(value))
+        if kv.key not in newest and kv.version == 1:
+            created.add(kv.key)
+        newest[kv.key] = (key, value)
+    return sorted(row for user_key, row in newest.items()
+                  if not (user_key in created and decode_revision(row[0])[2] and decode_revision(row[0])[0] < point))
 
 
 def test_replayed_rows_are_byte_for_byte_the_newest_rows_etcd_wrote_for_each_key(
@@ -110,9 +120,35 @@ def test_replayed_rows_are_byte_for_byte_the_newest_rows_etcd_wrote_for_each_key
     replayed = key_rows(built.path, point.base_revision)
     written = key_rows(source, point.base_revision)
     assert len(replayed) > 6 and len(written) > 6 * 7
-    assert replayed == newest_per_key(written) and len(replayed) < len(written)
+    assert replayed == newest_per_key(written, point.revision) and len(replayed) < len(written)
+    tombstones = {value for key, value in replayed if decode_revision(key)[2]}
+    assert tombstone_value(b"/registry/r/0000/b") not in tombstones, "created and deleted in one round: no row"
+    # The last revision deletes only keys created since the base: their tombstones stay, so that
+    # the store's newest row, its revision for etcd and for a bump, is the point.
+    assert {decode_revision(key)[0] for key, _ in replayed} >= {point.revision}
+    assert snapshot_status(built.path).revision == point.revision
     marks = read_meta(built.path)
     assert marks.finished_compact_revision == marks.scheduled_compact_revision == point.revision
+
+
+def test_etcd_serving_a_bumped_point_whose_last_revision_deleted_new_keys_is_at_the_point_plus_the_bump(
+        release: EtcdRelease, etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    repo, history = captured_history(etcd, client, tmp_path, 3)
+    revision = history.revisions[-1]  # the delete of round 1's keys, all created after the base
+    assert full_state(client, revision - 1).keys() - full_state(client, revision).keys()
+    built = build_point_snapshot(repo, find_point(repo, "prod", PointTarget(revision=revision), None), None,
+                                 tmp_path / "at-point.db")
+    writer.bump_revision(built.path, tmp_path / "bumped.db", 1000)
+    member = EtcdMember(release, "m1", tmp_path / "restored")
+    restore_with_stock_tool(release, tmp_path / "bumped.db", member)
+    member.start(f"m1={member.peer_url}", "at-point", "new")
+    try:
+        member.wait_healthy()
+        with EtcdClient(ConnectionSettings((member.client_url,))) as restored:
+            assert full_state(restored) == full_state(client, revision)
+            assert restored.range(b"\0", limit=1).revision == revision + 1000
+    finally:
+        member.stop()
 
 
 def test_etcd_serving_a_point_snapshot_answers_as_the_source_at_the_point_and_refuses_older_revisions(

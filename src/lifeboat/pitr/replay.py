@@ -14,6 +14,16 @@ restore bumps the revision and compacts at the bump anyway (what ``etcdutl snaps
 writing them keeps the restored db, and everything done to it after the replay, near the base's
 size instead of growing with every event of the chain.
 
+A key created after the base (its first event a put of version 1) and deleted again before the
+point gets no row at all, not even its tombstone: it is live neither at the base nor at the
+point, and a tombstone hides only older rows of a key, which the base cannot hold live. etcd
+(3.4, 3.5: mvcc/kvstore.go ``restoreIntoIndex``) skips a tombstone of a key it has not indexed
+and deletes the row at its first compaction. Such keys are common (Kubernetes Events live an
+hour): a fourth of the chain's rows in ``benchmarks/bench_pitr.py``, each read again by etcd's
+start and by every check of the restored db. A delete at the point itself keeps its tombstone,
+so the store's newest row, which etcd takes as its revision and a restore bumps from, is at the
+point.
+
 Leases: etcd re-attaches every key's lease from bucket ``lease`` when it starts; a key whose
 lease is not there would keep the lease id but never expire. So every lease that a key alive
 at the point is attached to, and that the base does not hold, is written to bucket ``lease``
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import struct
 from base64 import b64decode
 from bisect import bisect_left
@@ -66,7 +77,7 @@ class ReplayFacts:
 
     events: int = 0
     last_revision: int = 0
-    rows: int = 0  # rows written: one per key the events touched
+    rows: int = 0  # rows written: one per key the events touched, but those created and gone again
     row_bytes: int = 0  # the records of every event up to the point (more than the rows written)
     leases: set[int] = field(default_factory=set)  # the leases keys hold at the point
     ttls: dict[int, int] = field(default_factory=dict)  # lease -> granted TTL, as capture recorded
@@ -144,8 +155,10 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     Only that newest record is written: the restored store is marked compacted at the point
     (:func:`compaction_marks`), so an older revision of a key could never be read, and etcd
     would remove it at its next compaction. A deleted key keeps its tombstone, which hides the
-    base's row for it. The records are read in a second pass (:func:`stored_rows`), once the
-    lease rows are known: the writer needs them before it starts.
+    base's rows for it, unless its first event after the base created it (version 1): then
+    the base holds no live row of it to hide and nothing is written for it (see the module's
+    docstring). The records are read in a second pass (:func:`stored_rows`), once the lease
+    rows are known: the writer needs them before it starts.
     """
     facts = ReplayFacts(last_revision=base_revision)
     survey = _Survey()
@@ -169,6 +182,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     facts.rows = len(survey.newest)
     kept = sorted(survey.newest.values())
     survey.newest.clear()
+    survey.born.clear()
     # A key holds a lease at the point when its newest record there is the one that named it.
     slots = survey.lease_slots
     facts.leases = {slots[packed & _SLOT_MASK] for packed in kept if packed & _SLOT_MASK}
@@ -207,6 +221,8 @@ class _Survey:
 
     def __init__(self) -> None:
         self.newest: dict[bytes, int] = {}
+        # Keys whose first event after the base created them (version 1): absent at the base.
+        self.born: set[bytes] = set()
         self.lease_slots: list[int] = [0]
         self._slot_of: dict[int, int] = {}
 
@@ -229,6 +245,8 @@ class _Survey:
         unpack = HEAD.unpack_from
         unpack_keyed = _KEYED_HEAD.unpack_from
         newest = self.newest
+        born = self.born
+        creates = _CREATES.match
         slot_of = self._slot_of
         tag = number << (32 + _SLOT_BITS)
         first = last = revisions = events = expected_sub = applied = applied_last = 0
@@ -262,12 +280,22 @@ class _Survey:
             if after < main <= up_to:
                 if key_tag == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
                     key = short_key[key_size](body, value_at + 2)[0]
+                    key_end = value_at + 2 + key_size
                 else:  # a long key, or a damaged value: the general decoder says which
                     key = key_of(body, value_at, value_end)
-                if lease:
-                    newest[key] = tag | pos << _SLOT_BITS | (slot_of.get(lease) or self._slot(lease))
+                    key_end = value_at + 1 + _varint_size(len(key)) + len(key)
+                if kind == DELETE:
+                    if key in born and main != up_to:
+                        del newest[key]  # created after the base, gone at the point: no row
+                    else:
+                        newest[key] = tag | pos << _SLOT_BITS
                 else:
-                    newest[key] = tag | pos << _SLOT_BITS
+                    if key not in newest and creates(body, key_end, value_end):
+                        born.add(key)
+                    if lease:
+                        newest[key] = tag | pos << _SLOT_BITS | (slot_of.get(lease) or self._slot(lease))
+                    else:
+                        newest[key] = tag | pos << _SLOT_BITS
                 if applied_from < 0:
                     applied_from = pos
                 applied_to = value_end
@@ -279,6 +307,18 @@ class _Survey:
             facts.row_bytes += applied_to - applied_from
             facts.last_revision = applied_last
         return first, last, revisions, events
+
+
+def _varint_size(number: int) -> int:
+    return 1 if number < 0x80 else (number.bit_length() + 6) // 7
+
+
+# A put's mvccpb.KeyValue past its key when the put created the key: version 1 (etcd 3.4/3.5
+# mvcc/kvstore_txn.go ``put``: 1 when the index holds no live key). etcd writes the fields in
+# order and leaves out only zeros, which a put's create and mod revisions and version never
+# are: create_revision (field 2), mod_revision (3), then version (4) = 1, each a varint. Any
+# other bytes do not match, which keeps the key's rows: always exact.
+_CREATES = re.compile(rb"\x10[\x80-\xff]*[\x00-\x7f]\x18[\x80-\xff]*[\x00-\x7f]\x20\x01", re.DOTALL)
 
 
 def _compile_json_lines(header: SegmentHeader, records: Path) -> bytes:

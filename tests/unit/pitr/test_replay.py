@@ -115,14 +115,68 @@ def test_overlapping_copies_apply_each_revision_once(tmp_path: Path, encoder: En
     copy = segment(Predecessor("segment", 11, "z"), (12, 2, list(first.revisions[1].events)),
                    (13, 3, [delete(b"/b", 13)]))
     found = [decode_revision(key)[:2] for key, _ in rows([first, copy, second], 10, 14, tmp_path, encoder)]
-    assert found == [(12, 1), (13, 0), (14, 0)]
+    assert found == [(12, 1), (14, 0)], "/b, created at 12 and deleted at 13, has no row"
     assert survey([first, copy, second], 10, 14, tmp_path / "s", encoder).events == 5
 
 
 def test_rows_are_the_ones_etcd_writes_for_each_keys_newest_event(tmp_path: Path, encoder: Encoder) -> None:
     newest = {e.kv.key: event_row(rev.revision, sub, e) for s in chain_of_two() for rev in s.revisions
               for sub, e in enumerate(rev.events)}
+    del newest[b"/b"]  # created at 12 and deleted at 13: see the tests below
     assert rows(chain_of_two(), 10, 14, tmp_path, encoder) == sorted(newest.values())
+
+
+def history_of_deletes() -> list[Segment]:
+    """After a base at 10 holding /base-1, /base-2 and /base-3 (each at version 1): keys created
+    and deleted, base keys deleted, deleted and re-created."""
+    first = segment(Predecessor("base", 10, BASE_ID),
+                    (11, 1, [put(b"/born", b"1", 11, 11, 1, lease=5), delete(b"/base-1", 11)]),
+                    (12, 2, [put(b"/base-2", b"2", 1, 12, 2), put(b"/again", b"1", 12, 12, 1)]),
+                    (13, 3, [delete(b"/born", 13), delete(b"/base-2", 13), delete(b"/again", 13)]),
+                    (14, 4, [put(b"/again", b"2", 14, 14, 1), delete(b"/base-3", 14)]),
+                    leases={5: 30})
+    second = segment(Predecessor("segment", 14, "x"),
+                     (15, 5, [put(b"/base-3", b"new", 15, 15, 1), put(b"/late", b"1", 15, 15, 1)]),
+                     (16, 6, [delete(b"/again", 16), delete(b"/base-3", 16)]),
+                     (17, 7, [delete(b"/late", 17)]))
+    return [first, second]
+
+
+def written(segments: list[Segment], up_to: int, tmp: Path, encoder: Encoder) -> dict[bytes, tuple[int, int, bool]]:
+    """Each written row's etcd key and (main, sub, tombstone)."""
+    return {value[2:2 + value[1]]: decode_revision(key) for key, value in rows(segments, 10, up_to, tmp, encoder)}
+
+
+def test_a_key_created_after_the_base_and_deleted_before_the_point_writes_no_row(
+        tmp_path: Path, encoder: Encoder) -> None:
+    found = written(history_of_deletes(), 17, tmp_path, encoder)
+    assert b"/born" not in found, "neither live at the base nor at the point: not even a tombstone"
+    assert survey(history_of_deletes(), 10, 17, tmp_path / "s", encoder).rows == len(found) == 4
+    assert survey(history_of_deletes(), 10, 13, tmp_path / "13", encoder).leases_at_point() == set()
+
+
+def test_a_deleted_key_that_was_in_the_base_keeps_its_tombstone(tmp_path: Path, encoder: Encoder) -> None:
+    found = written(history_of_deletes(), 13, tmp_path, encoder)
+    assert found[b"/base-1"] == (11, 1, True), "deleted as its first event after the base"
+    assert found[b"/base-2"] == (13, 1, True), "updated (version 2), then deleted"
+
+
+def test_a_key_deleted_and_created_again_keeps_what_its_base_row_needs(tmp_path: Path, encoder: Encoder) -> None:
+    at_15 = written(history_of_deletes(), 15, tmp_path / "15", encoder)
+    assert at_15[b"/again"] == (14, 0, False) and at_15[b"/base-3"] == (15, 0, False), "live: the put"
+    at_17 = written(history_of_deletes(), 17, tmp_path / "17", encoder)
+    assert b"/again" not in at_17, "created after the base, twice, and gone at the point"
+    assert at_17[b"/base-3"] == (16, 1, True), "its base row is hidden although it was created again since"
+
+
+def test_a_delete_at_the_point_keeps_its_tombstone_so_the_newest_row_is_the_point(
+        tmp_path: Path, encoder: Encoder) -> None:
+    """etcd takes the newest row as the store's revision, and a restore bumps from it."""
+    at_13 = written(history_of_deletes(), 13, tmp_path / "13", encoder)
+    assert [at_13[key] for key in (b"/born", b"/base-2", b"/again")] == [(13, 0, True), (13, 1, True), (13, 2, True)]
+    found = rows(history_of_deletes(), 10, 17, tmp_path / "17", encoder)
+    assert decode_revision(found[-1][0]) == (17, 0, True) and found[-1][1][2:] == b"/late"
+    assert max(decode_revision(row)[0] for row, _ in found[:-1]) == 16
 
 
 def test_segments_staged_compressed_give_the_same_rows(tmp_path: Path) -> None:
