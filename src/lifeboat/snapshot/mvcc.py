@@ -35,6 +35,8 @@ MEMBERS_REMOVED_BUCKET = b"members_removed"
 _REVISION = struct.Struct(">QxQ")
 _REVISION_SIZE = 17
 _TOMBSTONE = ord("t")
+_UNDERSCORE = ord("_")
+_KEY_TAG = 1 << 3 | 2  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
 _U64 = struct.Struct(">Q")
 
 
@@ -145,10 +147,21 @@ def _note_latest(db: BoltFile, leaf: Leaf, prefix: bytes, latest: dict[bytes, tu
     for flags, kstart, kend, vend in db.leaf_elements((page, 0, end - offset, count)):
         if flags & BUCKET_LEAF_FLAG:
             raise db.corrupted("bucket 'key' contains a nested bucket")
-        _main, _sub, tombstone = decode_revision(page[kstart:kend])
+        # The common shapes read directly (every full scan of bucket ``key`` goes through here):
+        # a revision key of 17 bytes, or 18 ending in the tombstone mark; a KeyValue whose
+        # key, its first field, is shorter than 128 bytes. Anything else goes to the decoders.
+        size = kend - kstart
+        if (size == _REVISION_SIZE or (size == _REVISION_SIZE + 1 and page[kend - 1] == _TOMBSTONE)) \
+                and page[kstart + 8] == _UNDERSCORE:
+            tombstone = size != _REVISION_SIZE
+        else:
+            tombstone = decode_revision(page[kstart:kend])[2]  # raises for a malformed one
         if kend == vend:
             continue  # etcd's revision bump row (see writer.bump_revision): no key, never served
-        user_key = _user_key(page, kend, vend)
+        if vend - kend >= 2 and page[kend] == _KEY_TAG and page[kend + 1] < 0x80 and kend + 2 + page[kend + 1] <= vend:
+            user_key = page[kend + 2 : kend + 2 + page[kend + 1]]
+        else:
+            user_key = _user_key(page, kend, vend)
         if not user_key.startswith(prefix):
             continue
         if tombstone:
