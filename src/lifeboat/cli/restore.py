@@ -362,7 +362,10 @@ def _member_settings(args: argparse.Namespace, discovered: EtcdDiscovery | None)
 
 def _cluster_settings(args: argparse.Namespace, discovered: EtcdDiscovery | None) -> ConnectionSettings:
     settings = etcd_settings(args).settings
-    explicit = args.endpoints or args.cacert or args.cert or args.key or os.environ.get("ETCDCTL_ENDPOINTS")
+    # A flag or its ETCDCTL_* variable beats the pod, as in every command; the config file does not.
+    resolved = resolved_config(args)
+    explicit = any(resolved.origin(key).kind in ("flag", "env")
+                   for key in ("etcd.endpoints", "etcd.cacert", "etcd.cert", "etcd.key"))
     if discovered is not None and not explicit:
         # Mid-restore the manifest is held, where connect's discovery does not look.
         tls = TlsConfig(discovered.ca, discovered.cert, discovered.key)

@@ -4,7 +4,8 @@ Restore stops, restores and checks the member of the *first* endpoint. On a node
 static pod (in the kubelet's directory or, mid-restore, lifeboat's holding dir) that pod's
 endpoint and kubeadm's client certificate win over the config file's ``etcd.*``, which an
 agent's config fills with every member (the first is this node's on one node only). Only
-``--endpoints``/``--cacert``/``--cert``/``--key`` or ``$ETCDCTL_ENDPOINTS`` beat the pod.
+``--endpoints``/``--cacert``/``--cert``/``--key`` or their ``$ETCDCTL_*`` variables beat the pod
+(the variables did not, but ``$ETCDCTL_ENDPOINTS``).
 These tests pin the precedence docs/configuration.md and docs/restore.md describe.
 """
 
@@ -61,6 +62,22 @@ def test_endpoints_given_on_the_command_line_or_in_etcdctls_variable_beat_the_st
     assert member_endpoints(node, tmp_path, "--endpoints", "https://10.0.0.11:2379")[0] == ("https://10.0.0.11:2379",)
     monkeypatch.setenv("ETCDCTL_ENDPOINTS", "https://10.0.0.11:2379,https://10.0.0.12:2379")
     assert member_endpoints(node, tmp_path)[0] == ("https://10.0.0.11:2379",)
+
+
+@pytest.mark.parametrize(("flag", "variable"), [("--cacert", "ETCDCTL_CACERT"), ("--cert", "ETCDCTL_CERT"),
+                                               ("--key", "ETCDCTL_KEY")])
+def test_a_certificate_given_on_the_command_line_or_in_etcdctls_variable_beats_the_static_pod(
+    node: KubeadmNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, variable: str,
+) -> None:
+    # As for every other command: a certificate set, not the kubeadm manifest, decides; etcd is
+    # then the one the file names (its first endpoint for this node), with the file's CA unless set.
+    by_flag = member_endpoints(node, tmp_path, f"{flag}=/etc/mine/{variable}")
+    monkeypatch.setenv(variable, f"/etc/mine/{variable}")
+    by_variable = member_endpoints(node, tmp_path)
+    assert by_flag == by_variable == (
+        ("https://10.0.0.12:2379",),
+        Path("/etc/mine/ETCDCTL_CACERT" if variable == "ETCDCTL_CACERT" else "/etc/lifeboat/ca.crt"),
+    )
 
 
 def test_without_a_static_pod_the_config_files_first_endpoint_is_taken_for_this_node(
