@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyrage
@@ -19,6 +20,7 @@ import pytest
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, RevisionCompacted, TlsConfig
 from lifeboat.restore.journal import journal_path
+from lifeboat.restore.plan import utc_stamp
 from lifeboat.errors import UsageError
 from lifeboat.restore.steps import Preflight, PutInPlace, RestoreData
 from lifeboat.snapshot import iter_latest
@@ -506,6 +508,29 @@ def test_running_a_finished_restore_again_says_it_is_done_and_changes_nothing(
     assert "restore-data" in forced["ran"]  # type: ignore[operator]
     assert b"/registry/configmaps/ns-9/after-restore" not in keyspace(url, pki)
     assert len(list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))) == 2
+
+
+@pytest.mark.parametrize("release", ["3.5"], indirect=True)
+def test_a_restore_within_the_second_of_another_moves_the_data_dir_aside_under_a_name_of_its_own(
+    kubeadm_node: Node, cli: Cli, pki: Pki
+) -> None:
+    # The moved-aside dir was named by the second alone: a restore in the same second as the
+    # one before failed ("already exists"), and a control-plane file could be replaced unkept.
+    node, url = kubeadm_node, kubeadm_node.etcd.client_url
+    with client(url, pki) as c:
+        load_keys(c, objects(20))
+    cli.json("backup", *node.flags)
+    now = datetime.now(timezone.utc)
+    taken = [node.host("/var/lib") / f"etcd.lifeboat-moved-{utc_stamp(now + timedelta(seconds=s))}" for s in range(60)]
+    for path in taken:
+        path.mkdir()
+        (path / "kept").write_text("an earlier restore's\n")
+
+    cli.json("restore", "latest", *node.flags)
+
+    moved = [p for p in node.host("/var/lib").glob("etcd.lifeboat-moved-*") if p not in taken]
+    assert len(moved) == 1 and moved[0].name.endswith("-2") and (moved[0] / "member").is_dir()
+    assert all((path / "kept").read_text() == "an earlier restore's\n" for path in taken)
 
 
 @pytest.mark.parametrize("release", ["3.5"], indirect=True)

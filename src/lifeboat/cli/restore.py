@@ -34,7 +34,7 @@ from lifeboat.restore.journal import Journal, journal_path, load_journal, save_j
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
-from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, utc_stamp
+from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, unused_stamp
 from lifeboat.restore.steps import RestoreContext, RestorePaths
 from lifeboat.restore.supervisor import (
     Component, ManualSupervisor, NodeLiveness, StaticPodSupervisor, Supervisor, SystemdSupervisor,
@@ -109,7 +109,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         # Its snapshot was (or is being) replayed to the journaled point: resuming it for another
         # point would restore the wrong revision after the old data dir was moved aside.
         raise UsageError(journal.resume_hint(path))
-    stamp = journal.stamp if journal is not None and resuming else utc_stamp(repo.clock.now())
+    stamp = journal.stamp if journal is not None and resuming else unused_stamp(repo.clock.now(), target.data_dir)
     if journal is None or not resuming:
         node = read_node_cluster(target.data_dir, probe)
         if journal is not None and not args.force:
@@ -201,7 +201,7 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
         return 0
     if not journal.node_changed:
         return _abandon(args, journal, path, RestorePaths(target.data_dir, journal.stamp))
-    stamp = journal.rollback_stamp or utc_stamp(SystemClock().now())
+    stamp = journal.rollback_stamp or unused_stamp(SystemClock().now(), target.data_dir)
     paths = RestorePaths(target.data_dir, journal.stamp)
     plan = plan_rollback(journal, paths, supervisor, stamp, start=not args.no_start)
     if args.dry_run:

@@ -9,6 +9,7 @@ does not start it before the restore says so.
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -74,8 +75,12 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
     try:
         _make_host_dirs(target.parent)
         aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
-        if os.path.lexists(target) and not os.path.lexists(aside):
-            os.rename(target, aside)
+        if os.path.lexists(target):
+            if not os.path.lexists(aside):
+                os.rename(target, aside)
+            elif not _installed(staged, target):  # not this restore's own, put there before it was resumed
+                raise OperationFailed(f"{aside} already exists, so {target} cannot be moved aside; nothing of it "
+                                      "was changed; move that file away, then re-run the restore")
         temporary = target.with_name(f".{target.name}.lifeboat-new")
         if os.path.lexists(temporary):
             os.unlink(temporary)
@@ -91,3 +96,10 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
     except OSError as exc:
         raise OperationFailed(f"cannot put {target} in place: {exc.strerror or exc}; "
                               "fix that path and re-run the restore") from None
+
+
+def _installed(staged: Path, target: Path) -> bool:
+    """Whether ``target`` is already what ``_install`` puts there from ``staged``."""
+    if staged.is_symlink() or target.is_symlink():
+        return staged.is_symlink() and target.is_symlink() and os.readlink(staged) == os.readlink(target)
+    return target.is_file() and filecmp.cmp(staged, target, shallow=False)
