@@ -538,3 +538,89 @@ def test_a_resumed_point_restore_whose_base_was_deleted_says_to_roll_back_and_re
     with tls_client(node.etcd.client_url, pki) as c:
         # Its own history, not a restore's: no revision bump, the point still readable there.
         assert point < c.range(b"\0", limit=1).revision < point + 1_000_000 and full_state(c, point) == expected
+
+
+def test_a_base_damaged_between_its_fetch_and_the_replay_is_refused_not_certified(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay no longer hashes the base's bytes into a new trailer of its own: the commit of
+    the restored db checks them against the base's trailer, so a bit flipped on disk after the
+    fetch's check is caught before anything is restored from it."""
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+    fetched = node.host("/var/lib/etcd.lifeboat-work/snapshot.db")
+    replay = ReplayCapture.run
+
+    def rot_then_replay(self: ReplayCapture, ctx: object) -> None:
+        flip_byte(fetched, fetched.stat().st_size // 3)
+        replay(self, ctx)  # type: ignore[arg-type]
+    monkeypatch.setattr(ReplayCapture, "run", rot_then_replay)
+    code, _out, err = cli("restore", "--to-revision", str(point), *node.flags)
+    monkeypatch.undo()
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert str(fetched) in line and "base snapshot's pages no longer match its sha256 trailer" in line, line
+    assert not node.host("/var/lib/etcd").exists()  # nothing restored from it; the old data stays aside
+
+    # Resumed, the damaged file is checked first and refused; rolled back and restored afresh it is right.
+    code, _out, err = cli("restore", "--to-revision", str(point), *node.flags)
+    assert code == 1 and "lifeboat restore --rollback" in err.strip().splitlines()[-1], err
+    cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+    result = cli.json("restore", "--to-revision", str(point), *node.flags)
+    assert "fetch-snapshot" in result["ran"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected
+
+
+# A point-in-time restore SIGKILLed during the replay (while its pages are written; once its
+# record is kept, before its meta) and during the commit of the restored db (while its pages
+# are written and checked; once committed, before the move into the data dir).
+_KILLED_IN_A_POINT_RESTORE = """
+import os, signal, sys
+import lifeboat.restore.native as native
+import lifeboat.snapshot.writer as writer
+def kill(*args, **kw):
+    os.kill(os.getpid(), signal.SIGKILL)
+point = os.environ["KILL_AT"]
+if point == "replay pages":
+    writer._range_sha256 = kill
+elif point == "replay recorded":
+    keep = native.replace_durably
+    native.replace_durably = lambda path, data: (keep(path, data), path.name.endswith(".replayed") and kill())
+elif point == "commit pages":
+    writer.replayed_difference = kill
+else:
+    rename = os.rename
+    os.rename = lambda a, b: kill() if str(a).endswith("snapshot.db") else rename(a, b)
+from lifeboat.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["replay pages", "replay recorded", "commit pages", "committed"])
+def test_a_point_restore_killed_in_its_replay_or_its_commit_resumes_to_the_point_checked(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, kill_at: str) -> None:
+    import signal
+    import sys
+
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IN_A_POINT_RESTORE, "restore", "--to-revision", str(point),
+                             *node.flags], capture_output=True, timeout=300, check=False,
+                            env={**os.environ, "KILL_AT": kill_at})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    work = node.host("/var/lib/etcd.lifeboat-work")
+    in_replay = kill_at.startswith("replay")
+    assert (work / "snapshot.db.replayed").is_file() == (kill_at != "replay pages")
+    assert (work / "snapshot.db.overwritten").is_file() == (not in_replay)
+    journal = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
+    assert ("replay-capture" in journal["done"]) == (not in_replay) and "restore-data" not in journal["done"]
+
+    result = cli.json("restore", "--to-revision", str(point), *node.flags)
+    # Killed in the replay, the node was not changed yet: a new restore fetches and checks again.
+    # Killed in the commit, it resumes there: undone, checked against the base's trailer and the
+    # replay's record, committed again.
+    assert ("fetch-snapshot" in result["ran"]) == in_replay and "restore-data" in result["ran"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected
+    assert not work.exists()

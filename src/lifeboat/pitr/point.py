@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +20,7 @@ from lifeboat.pitr.replay import compaction_marks, lease_rows, stored_rows
 from lifeboat.pitr.survey import ChainSurvey
 from lifeboat.pitr.survey_run import Progress
 from lifeboat.snapshot.mvcc import read_lease_ids
-from lifeboat.snapshot.writer import BucketChanges, commit_in_place, write_db
+from lifeboat.snapshot.writer import BucketChanges, Replayed, commit_in_place, write_db
 from lifeboat.verify.backup import verify_backup
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
 
 @dataclass(frozen=True)
 class PointSnapshot:
-    """A raw snapshot file (with etcd's trailer) holding the cluster at ``point.revision``."""
+    """A raw snapshot file (with etcd's trailer, or the replay's record) holding the cluster at ``point.revision``."""
 
     path: Path
     point: RestorePoint
@@ -96,7 +96,8 @@ class PointSnapshot:
 def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
                          dest: Path, *, base_snapshot: Path | None = None,
                          progress: Progress = lambda stage, done: None,
-                         survey: ChainSurvey | None = None) -> PointSnapshot:
+                         survey: ChainSurvey | None = None,
+                         record: Callable[[Replayed], None] | None = None) -> PointSnapshot:
     """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
     fetched) with every captured event up to the point applied. Nothing is applied unless the
     whole chain up to the point downloads and checks. ``seconds`` is on the repository's clock.
@@ -107,7 +108,9 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
     ``dest``; into a new file otherwise. An interruption leaves ``dest`` at the base's revision
     or complete (:func:`~lifeboat.snapshot.writer.commit_in_place`); at the base's revision it
     no longer has a trailer, so it is neither mistaken for the base nor used before it is
-    written again.
+    written again. ``record`` (only with ``base_snapshot`` ``dest``): the events are committed
+    without a new trailer, ``record`` keeps what proves the bytes instead (see
+    :func:`~lifeboat.snapshot.writer.commit_in_place`); for a caller that checks them itself next.
     """
     clock = repo.clock
     started = clock.monotonic()
@@ -131,7 +134,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
             if leases:
                 changes.append(BucketChanges(b"lease", puts=leases))
             if base == dest:
-                commit_in_place(dest, changes, append_bytes_hint=facts.row_bytes)
+                commit_in_place(dest, changes, append_bytes_hint=facts.row_bytes, record=record)
             else:
                 # The base was verified as it was fetched (by the caller that passed it).
                 write_db(base, dest, changes, trailer=True, append_bytes_hint=facts.row_bytes, source_checked=True)

@@ -23,11 +23,12 @@ lifeboat and by etcdutl with the same flags form one cluster.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lifeboat.durable import fsync_dir, replace_durably
-from lifeboat.errors import IntegrityError, OperationFailed, UsageError
+from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.restore.content import keeps_committed_rows, keyspace_digest, newest_revision
@@ -43,7 +44,10 @@ from lifeboat.restore.member_files import (
 from lifeboat.restore.target import parse_initial_cluster
 from lifeboat.snapshot.bbolt import BoltFile
 from lifeboat.snapshot.mvcc import MEMBERS_BUCKET, MEMBERS_REMOVED_BUCKET, META_BUCKET
-from lifeboat.snapshot.writer import BucketChanges, Overwritten, bump_changes, commit_member_db, write_db
+from lifeboat.snapshot.trailer import has_trailer_length
+from lifeboat.snapshot.writer import (
+    BucketChanges, Overwritten, Replayed, bump_changes, commit_member_db, write_db,
+)
 
 CONSISTENT_INDEX_KEY = b"consistent_index"
 TERM_KEY = b"term"
@@ -106,13 +110,42 @@ def commit_record(snapshot: Path) -> Path:
     return snapshot.with_name(snapshot.name + ".overwritten")
 
 
+def replay_record(snapshot: Path) -> Path:
+    """Where a replay into ``snapshot`` (:func:`~lifeboat.snapshot.writer.commit_in_place` with a
+    record) keeps what it overwrote and the sha256 of what it appended, beside it."""
+    return snapshot.with_name(snapshot.name + ".replayed")
+
+
+def keep_replay_record(snapshot: Path) -> Callable[[Replayed], None]:
+    """The ``record`` of a replay into ``snapshot``: kept durably in :func:`replay_record`."""
+    return lambda replayed: replace_durably(replay_record(snapshot), replayed.to_json())
+
+
+def replayed_into(snapshot: Path) -> Replayed | None:
+    """The record of the replay into ``snapshot``, if one was kept; IntegrityError when it is
+    unreadable, or when there is none and ``snapshot`` has no trailer either (nothing can check it)."""
+    record = replay_record(snapshot)
+    way_on = ("nothing was restored from it; roll back with 'lifeboat restore --rollback', then run the "
+              "restore again to fetch and check the backup afresh")
+    try:
+        return Replayed.from_json(record.read_bytes())
+    except FileNotFoundError:
+        if os.path.exists(snapshot) and not has_trailer_length(os.path.getsize(snapshot)):
+            raise IntegrityError(f"{snapshot} has neither etcd's sha256 trailer nor the record of the replay "
+                                 f"into it ({record.name}), so it cannot be checked; {way_on}") from None
+        return None
+    except SnapshotFormatError as exc:
+        raise IntegrityError(f"{record}: {exc}, so {snapshot} cannot be checked; {way_on}") from None
+
+
 def undo_commit(snapshot: Path) -> bool:
     """Put ``snapshot`` back as it was if a commit into it began (an interrupted restore); whether one had.
 
-    The older meta page and the trailer kept in :func:`commit_record` go back, the pages after
-    the snapshot's go: its bytes are the snapshot's again, and the caller checks them against
-    its trailer before they are used. A restore resumed after the commit is committed again
-    from the snapshot (never bumped twice). Repeatable: the record goes last.
+    The older meta page and the trailer (none for a replayed db) kept in :func:`commit_record`
+    go back, the pages after the snapshot's go: its bytes are the snapshot's again, and the
+    caller checks them (against its trailer, or its :func:`replay_record`) before they are used.
+    A restore resumed after the commit is committed again from the snapshot (never bumped
+    twice). Repeatable: the record goes last.
     """
     record = commit_record(snapshot)
     try:
@@ -162,7 +195,8 @@ def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool, 
     ``conf_state_in_wal`` selects etcd 3.5's layout (the WAL's snapshot record carries the
     conf state, bucket ``meta`` the raft term) over 3.4's. ``in_place``: the db is committed into
     ``restore.snapshot`` itself (:func:`~lifeboat.snapshot.writer.commit_member_db`, what it
-    overwrites kept in :func:`commit_record` first), which is then renamed into the data dir.
+    overwrites kept in :func:`commit_record` first), which is then renamed into the data dir;
+    after a replay into it, checked against :func:`replayed_into`'s record, not a trailer.
     """
     data_dir = restore.data_dir
     if os.path.lexists(data_dir):
@@ -176,13 +210,14 @@ def write_member_data_dir(restore: SnapshotRestore, *, conf_state_in_wal: bool, 
         raise UsageError(f"--initial-advertise-peer-urls {','.join(advertised)} differs from what "
                          f"--initial-cluster lists for {node.name}; make them the same")
     snap_dir, wal_dir = data_dir / "member" / "snap", data_dir / "member" / "wal"
+    replayed = replayed_into(restore.snapshot) if in_place else None
     with BoltFile.open(restore.snapshot) as db:
         changes = _db_changes(db, cluster, restore.bump_revision, with_term=conf_state_in_wal)
     data_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the tools do
     for directory in (data_dir, data_dir / "member", snap_dir, wal_dir):
         directory.mkdir(mode=0o700)
     if in_place:
-        commit_member_db(restore.snapshot, changes,
+        commit_member_db(restore.snapshot, changes, replayed=replayed,
                          record=lambda before: replace_durably(commit_record(restore.snapshot), before.to_json()))
         os.rename(restore.snapshot, snap_dir / "db")
         fsync_dir(restore.snapshot.parent)

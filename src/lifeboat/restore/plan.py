@@ -167,7 +167,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
                       + (", age-encrypted" if m.encryption else ""), point=inputs.point),
     ]
     if inputs.point is not None and inputs.point.replays:
-        steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot))
+        steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot, keep_record=in_place))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
     steps += _stop_control_plane(sup)

@@ -39,10 +39,13 @@ from lifeboat.restore.content import (
 )
 from lifeboat.pitr import ChainSurvey, build_point_snapshot
 from lifeboat.snapshot import check_trailer
-from lifeboat.snapshot.writer import bump_restored_db
+from lifeboat.snapshot.writer import bump_restored_db, replayed_difference
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
-from lifeboat.restore.native import NativeRestore, commit_record, committed_keyspace_difference, undo_commit
+from lifeboat.restore.native import (
+    NativeRestore, commit_record, committed_keyspace_difference, keep_replay_record, replay_record, replayed_into,
+    undo_commit,
+)
 from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
 from lifeboat.verify.backup import verify_backup
@@ -283,9 +286,10 @@ class FetchSnapshot(PreparingStep):
         manifest = ctx.restoring()[0]
         repo = ctx.repository("the backup")
         self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The record of a commit into a snapshot fetched before (a restore that stopped there and
-        # was given up) describes a file this fetch replaces.
+        # The records of a replay or commit into a snapshot fetched before (a restore that stopped
+        # there and was given up) describe a file this fetch replaces.
         commit_record(self.snapshot).unlink(missing_ok=True)
+        replay_record(self.snapshot).unlink(missing_ok=True)
         if self.point is not None and self.point.replays:
             # The survey needs no base: it runs on the second core while the base downloads.
             ctx.surveys[self.snapshot] = ChainSurvey(repo, self.point, ctx.identities,
@@ -311,14 +315,18 @@ class ReplayCapture(PreparingStep):
 
     point: RestorePoint
     snapshot: Path
+    # lifeboat's own writer commits into the replayed file next and checks it there: the replay
+    # keeps a record of what it overwrote and appended instead of hashing the whole db for a trailer.
+    keep_record: bool = False
 
     def describe(self) -> str:
         chain = self.point.window.chain
+        first = ("new pages first, what they overwrite and their sha256 kept beside it" if self.keep_record
+                 else "new pages and trailer first")
         return (f"replay {len(self.point.segments)} capture segment(s) of chain "
                 f"{chain.info.chain if chain else '-'} onto the snapshot, revisions "
                 f"{self.point.base_revision + 1}..{self.point.revision}, offline into its MVCC store "
-                "(committed into the fetched file itself as bbolt commits: new pages and trailer first, "
-                "the meta page last)")
+                f"(committed into the fetched file itself as bbolt commits: {first}, the meta page last)")
 
     def run(self, ctx: RestoreContext) -> None:
         repo = ctx.repository("the capture segments")
@@ -327,11 +335,12 @@ class ReplayCapture(PreparingStep):
             if survey is not None:
                 survey.close()
             return  # replayed before an interruption that came before the journal entry
-        # The fetched base was checked (FetchSnapshot); the file gets its new trailer from the
-        # sha256 the writer computed as it wrote it, so the next step need not hash it.
+        # The fetched base was checked (FetchSnapshot). The file gets either its new trailer from
+        # the sha256 the writer computed as it wrote it, or (keep_record) the record with which
+        # the commit of the restored db checks the base's bytes and the replayed ones in one pass.
         try:
             build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
-                                 survey=survey)
+                                 survey=survey, record=keep_replay_record(self.snapshot) if self.keep_record else None)
         except IntegrityError:
             # A damaged or missing segment: this point cannot be restored from this chain, so the
             # decrypted base (every Secret of the cluster) goes, as a fetch that failed its checks does.
@@ -581,16 +590,23 @@ def _checked_keyspace(snapshot: Path, revision: int, check: bool, digest: bool) 
 
 def _require_fetched_intact(snapshot: Path) -> None:
     """IntegrityError unless ``snapshot``, fetched (and replayed) by an earlier run of this restore
-    that was interrupted, still matches its sha256 trailer.
+    that was interrupted, still matches its sha256 trailer, or (replayed by lifeboat's own
+    writer's restore) the base's trailer and the replay's record.
 
     By then the node's member is stopped and its data dir moved aside, and resuming cannot fetch
     again: the error says how to get back to a restore that does.
     """
-    found = check_trailer(snapshot)
-    if not found.present or not found.matches:
+    replayed = replayed_into(snapshot)
+    if replayed is not None:
+        difference = replayed_difference(snapshot, replayed)
+    else:
+        found = check_trailer(snapshot)
+        difference = (None if found.present and found.matches else
+                      "its sha256 trailer is gone" if not found.present else "its sha256 no longer matches its trailer")
+    if difference is not None:
         raise IntegrityError(
             f"{snapshot} changed on disk since an earlier run of this restore fetched and checked it "
-            f"({'its sha256 trailer is gone' if not found.present else 'its sha256 no longer matches its trailer'}); "
+            f"({difference}); "
             "nothing was restored from it and the node's old data dir (if any) stays moved aside; put it back with "
             "'lifeboat restore --rollback', then run the restore again to fetch and check the backup afresh"
         )

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
@@ -58,6 +58,7 @@ SUGGESTED_BUMP = 1_000_000_000
 MAX_REVISION = (1 << 63) - 1
 _COPY_CHUNK = 64 << 20
 _HASH_CHUNK = 4 << 20
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,10 @@ def write_db(
         )
 
 
-def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_bytes_hint: int = 0) -> WrittenDb:
-    """Apply ``changes`` to the etcd snapshot file ``snapshot`` itself; it ends with etcd's trailer.
+def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_bytes_hint: int = 0,
+                    record: Callable[[Replayed], None] | None = None) -> WrittenDb:
+    """Apply ``changes`` to the etcd snapshot file ``snapshot`` itself; it ends with etcd's trailer,
+    or, with ``record``, with no trailer but a :class:`Replayed` record of it.
 
     For a snapshot this process fetched and checked (its own work file): nothing is copied.
     The write is ordered so that an interruption leaves either the old tree or the complete
@@ -157,18 +160,34 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
     pages, fsynced. Before that last write the file's meta still names the old tree, whose
     trailer it no longer has: a caller that finds the old revision there writes again.
     The new pages are fsynced while the new db's sha256 is computed, before the trailer.
+
+    With ``record`` the whole db is not hashed: ``record`` is given, before the meta is written
+    (it must keep it durably), what the commit overwrote (the older meta page, the trailer) and
+    the sha256 of the pages it appended, hashed while they are fsynced; the file then has no
+    trailer. :func:`commit_member_db` checks the base's bytes against the base's trailer and the
+    appended ones against the record in its one pass over the file.
     """
     snapshot = Path(snapshot)
     edits = _all_edits(changes)
     with BoltFile.open(snapshot) as db:
+        if record is not None and not db.has_trailer:
+            raise UsageError(f"{snapshot} has no sha256 trailer; only a checked snapshot is replayed into")
         buckets, put_bytes = _checked_buckets(db, edits, changes)
         _require_free_space(snapshot, 2 * put_bytes + append_bytes_hint)
         meta_offset = _spare_meta(db) * db.page_size
+        base = _overwritten(db, meta_offset)
         try:
             with snapshot.open("r+b") as out:
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
                 out.truncate(db_size)
                 out.flush()
+                if record is not None:
+                    # The appended pages go to the disk while they are hashed (a tenth of the db).
+                    appended = _synced_meanwhile(out, lambda: _range_sha256(snapshot, base.db_size, db_size))
+                    record(Replayed(base, db_size, meta, bytes.fromhex(appended)))
+                    _write_meta(out, meta_offset, meta)
+                    return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size,
+                                     db_size, False, None)
                 # The new pages go to the disk while the new db is hashed; the meta page is
                 # written only once both are done.
                 digest = _synced_meanwhile(out, lambda: _new_db_sha256(db, snapshot, meta, meta_offset, db_size))
@@ -183,7 +202,7 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
                          db_size + TRAILER_SIZE, True, digest)
 
 
-def _synced_meanwhile(out: BinaryIO, work: Callable[[], str]) -> str:
+def _synced_meanwhile(out: BinaryIO, work: Callable[[], _T]) -> _T:
     """``work()``'s result, run while ``out`` is fsynced in a thread (fsync and hashlib both
     release the GIL); returns once both are done."""
     with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-fsync") as pool:
@@ -202,51 +221,103 @@ class Overwritten:
     db_size: int  # the snapshot's db bytes (before its trailer)
     meta_offset: int  # the older meta page, which the new transaction's replaces
     meta_page: bytes
-    trailer: bytes  # etcd's sha256 of the snapshot's db bytes
+    trailer: bytes  # etcd's sha256 of the snapshot's db bytes; empty for a replayed db (none)
 
     def to_json(self) -> bytes:
-        return json.dumps({"txid": self.txid, "db_size": self.db_size, "meta_offset": self.meta_offset,
-                           "meta_page": base64.b64encode(self.meta_page).decode(),
-                           "trailer": self.trailer.hex()}).encode()
+        return json.dumps(self._fields()).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Overwritten:
         """SnapshotFormatError unless ``data`` is what :meth:`to_json` wrote."""
-        try:
-            raw = json.loads(data)
-            found = cls(int(raw["txid"]), int(raw["db_size"]), int(raw["meta_offset"]),
-                        base64.b64decode(raw["meta_page"], validate=True), bytes.fromhex(raw["trailer"]))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise SnapshotFormatError(f"the record of a commit into a snapshot is unreadable ({exc!r:.80})") from None
-        if len(found.trailer) != TRAILER_SIZE or found.meta_offset + len(found.meta_page) > found.db_size:
-            raise SnapshotFormatError("the record of a commit into a snapshot is inconsistent")
+        return _parsed(data, "commit", lambda raw: cls._of(raw))
+
+    def _fields(self) -> dict[str, object]:
+        return {"txid": self.txid, "db_size": self.db_size, "meta_offset": self.meta_offset,
+                "meta_page": base64.b64encode(self.meta_page).decode(), "trailer": self.trailer.hex()}
+
+    @classmethod
+    def _of(cls, raw: Any) -> Overwritten:
+        found = cls(int(raw["txid"]), int(raw["db_size"]), int(raw["meta_offset"]),
+                    base64.b64decode(raw["meta_page"], validate=True), bytes.fromhex(raw["trailer"]))
+        if len(found.trailer) not in (0, TRAILER_SIZE) or found.meta_offset + len(found.meta_page) > found.db_size:
+            raise ValueError("inconsistent")
+        return found
+
+
+def _parsed(data: bytes, what: str, parse: Callable[[Any], _T]) -> _T:
+    """``parse`` of the JSON ``data``, a record of a ``what`` into a snapshot; SnapshotFormatError
+    when it is unreadable or inconsistent."""
+    try:
+        return parse(json.loads(data))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SnapshotFormatError(f"the record of a {what} into a snapshot is unreadable or inconsistent "
+                                  f"({exc!r:.80})") from None
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What :func:`commit_in_place` keeps instead of a new trailer: what it overwrote of the base
+    snapshot, and what it wrote. With it the file's bytes are provable without a trailer: those
+    below ``base.db_size`` (the overwritten meta page put back) by the base's trailer, those
+    above by ``appended_sha256``, the new meta page by its copy here."""
+
+    base: Overwritten
+    db_size: int  # the new db's bytes: the appended pages are base.db_size..db_size
+    meta_page: bytes  # the new transaction's, written at base.meta_offset
+    appended_sha256: bytes
+
+    @property
+    def txid(self) -> int:
+        return self.base.txid + 1
+
+    def to_json(self) -> bytes:
+        return json.dumps({"base": self.base._fields(), "db_size": self.db_size,
+                           "meta_page": base64.b64encode(self.meta_page).decode(),
+                           "appended_sha256": self.appended_sha256.hex()}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Replayed:
+        """SnapshotFormatError unless ``data`` is what :meth:`to_json` wrote."""
+        return _parsed(data, "replay", lambda raw: cls._of(raw))
+
+    @classmethod
+    def _of(cls, raw: Any) -> Replayed:
+        found = cls(Overwritten._of(raw["base"]), int(raw["db_size"]),
+                    base64.b64decode(raw["meta_page"], validate=True), bytes.fromhex(raw["appended_sha256"]))
+        if (len(found.appended_sha256) != TRAILER_SIZE or len(found.base.trailer) != TRAILER_SIZE
+                or len(found.meta_page) != len(found.base.meta_page) or found.db_size <= found.base.db_size):
+            raise ValueError("inconsistent")
         return found
 
 
 def commit_member_db(snapshot: Path, changes: Sequence[BucketChanges], *,
-                     record: Callable[[Overwritten], None]) -> WrittenDb:
+                     record: Callable[[Overwritten], None], replayed: Replayed | None = None) -> WrittenDb:
     """Turn the etcd snapshot file ``snapshot`` into a member's db (no trailer) with ``changes``
     committed into it: nothing is copied.
 
-    For a snapshot this process fetched and checked. ``record`` is given what the commit
-    overwrites (the older meta page and the trailer) before anything is written, to keep it
-    durably: with it the snapshot's own bytes stay provable (:func:`snapshot_sha256`). Order, as
-    bbolt commits: the new pages after the high-water mark (over the trailer), fsynced; the
-    snapshot's bytes below the mark hashed meanwhile, which must still match its trailer (no
-    page of the snapshot was written over: what the new tree keeps of the old one is the
-    snapshot's); then the new meta, one txid later, over the older meta page, fsynced. Until
-    that last write the file's newest meta is the snapshot's.
+    For a snapshot this process fetched and checked, or one :func:`commit_in_place` replayed
+    into and kept ``replayed`` of. ``record`` is given what the commit overwrites (the older
+    meta page and the trailer, if any) before anything is written, to keep it durably: with it
+    the snapshot's own bytes stay provable (:func:`snapshot_sha256`, :func:`replayed_difference`).
+    Order, as bbolt commits: the new pages after the high-water mark (over the trailer), fsynced;
+    the snapshot's bytes below the mark hashed meanwhile, which must still match its trailer (or
+    the base's trailer and the replay's record) (no page of the snapshot was written over: what
+    the new tree keeps of the old one is the snapshot's); then the new meta, one txid later, over
+    the older meta page, fsynced. Until that last write the file's newest meta is the snapshot's.
     """
     snapshot = Path(snapshot)
     edits = _all_edits(changes)
     with BoltFile.open(snapshot) as db:
-        if not db.has_trailer:
+        if replayed is None and not db.has_trailer:
             raise UsageError(f"{snapshot} has no sha256 trailer; only a checked snapshot is committed into")
+        if replayed is not None and (db.has_trailer or db.meta.txid != replayed.txid or db.db_size != replayed.db_size):
+            raise IntegrityError(f"{snapshot} is not the replayed db its record describes (transaction {db.meta.txid}, "
+                                 f"{db.db_size} bytes; the record names {replayed.txid}, {replayed.db_size}); "
+                                 "fetch it again")
         buckets, put_bytes = _checked_buckets(db, edits, changes)
         _require_free_space(snapshot, 2 * put_bytes)
         offset = _spare_meta(db) * db.page_size
-        before = Overwritten(db.meta.txid, db.db_size, offset, bytes(db.mm[offset : offset + db.page_size]),
-                             bytes(db.mm[db.db_size : db.db_size + TRAILER_SIZE]))
+        before = _overwritten(db, offset)
         record(before)
         try:
             with snapshot.open("r+b") as out:
@@ -254,15 +325,66 @@ def commit_member_db(snapshot: Path, changes: Sequence[BucketChanges], *,
                 out.truncate(db_size)
                 out.flush()
                 # Mostly the fetched pages go to the disk, while the snapshot's are hashed.
-                kept = _synced_meanwhile(out, lambda: snapshot_sha256(snapshot, before)) == before.trailer.hex()
-                if not kept:
-                    raise IntegrityError(f"{snapshot}: the snapshot's pages changed while lifeboat committed into "
-                                         "it (their sha256 no longer matches its trailer); fetch it again")
+                if replayed is None:
+                    kept = _synced_meanwhile(out, lambda: snapshot_sha256(snapshot, before)) == before.trailer.hex()
+                    if not kept:
+                        raise IntegrityError(f"{snapshot}: the snapshot's pages changed while lifeboat committed into "
+                                             "it (their sha256 no longer matches its trailer); fetch it again")
+                else:
+                    difference = _synced_meanwhile(out, lambda: replayed_difference(snapshot, replayed, before))
+                    if difference is not None:
+                        raise IntegrityError(f"{snapshot}: {difference}, found as lifeboat committed into it; "
+                                             "fetch it again")
                 _write_meta(out, offset, meta)
         except OSError as exc:  # raised here, not as a read fault of the source
             raise _write_failure(snapshot, exc) from exc
         return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size, db_size,
                          False, None)
+
+
+def _overwritten(db: BoltFile, meta_offset: int) -> Overwritten:
+    """What a commit into ``db`` overwrites: the meta page at ``meta_offset`` and the trailer, if any."""
+    trailer = bytes(db.mm[db.db_size : db.db_size + TRAILER_SIZE]) if db.has_trailer else b""
+    return Overwritten(db.meta.txid, db.db_size, meta_offset, bytes(db.mm[meta_offset : meta_offset + db.page_size]),
+                       trailer)
+
+
+def replayed_difference(path: Path, replayed: Replayed, committed: Overwritten | None = None) -> str | None:
+    """None when ``path``, a db :func:`commit_in_place` replayed into and kept ``replayed`` of,
+    still holds exactly the bytes it checked and wrote; else what differs. ``committed``: what a
+    later :func:`commit_member_db` into it overwrote, put back first.
+
+    One pass over the file: the base's bytes (its overwritten meta page put back, as
+    :func:`snapshot_sha256` does) against the base's trailer, the appended ones against the
+    replay's sha256 of them.
+    """
+    base = replayed.base
+    first, rest = hashlib.sha256(), hashlib.sha256()
+    buffer = bytearray(min(_HASH_CHUNK, base.db_size))
+    with Path(path).open("rb", buffering=0) as source, memoryview(buffer) as view:
+        if os.fstat(source.fileno()).st_size < replayed.db_size:
+            return "the replayed db is shorter than the replay wrote it"
+        head = view[:read_exactly(source, view)]  # holds both meta pages (at most 2 MiB)
+        if committed is not None:
+            head[committed.meta_offset : committed.meta_offset + len(committed.meta_page)] = committed.meta_page
+        if head[base.meta_offset : base.meta_offset + len(replayed.meta_page)] != replayed.meta_page:
+            return "the replay's meta page is not the one it wrote"
+        head[base.meta_offset : base.meta_offset + len(base.meta_page)] = base.meta_page
+        first.update(head)
+        hash_range(first, source, len(head), base.db_size, view)
+        if first.digest() != base.trailer:
+            return "the base snapshot's pages no longer match its sha256 trailer"
+        hash_range(rest, source, base.db_size, replayed.db_size, view)
+    if rest.digest() != replayed.appended_sha256:
+        return "the replayed pages no longer match the sha256 the replay recorded of them"
+    return None
+
+
+def _range_sha256(path: Path, start: int, end: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as source, memoryview(bytearray(min(_HASH_CHUNK, max(end - start, 1)))) as view:
+        hash_range(digest, source, start, end, view)
+    return digest.hexdigest()
 
 
 def snapshot_sha256(path: Path, before: Overwritten) -> str:
