@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,28 @@ def test_a_commit_into_a_replayed_db_interrupted_anywhere_is_undone_checked_and_
     _require_fetched_intact(base)  # what a resumed restore checks first
     commit_member_db(base, _member_changes(base), record=record, replayed=replayed)
     assert newest_revision(base) == revision + 1_000  # bumped once
+
+
+def test_a_replay_fsyncs_the_fetched_snapshot_while_it_computes_the_new_pages(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot just fetched is mostly unwritten page cache: its pages go to the disk while the
+    replay works, not all in the fsync that must precede the meta page."""
+    fsync, new_pages = writer_module.os.fsync, writer_module._new_pages
+    syncing, fsyncs = threading.Event(), []
+    meanwhile: list[bool] = []
+
+    def recorded_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        syncing.set()
+        fsync(fd)
+
+    def recorded_new_pages(*args: Any) -> Any:
+        meanwhile.append(syncing.wait(timeout=10))
+        return new_pages(*args)
+
+    monkeypatch.setattr(writer_module.os, "fsync", recorded_fsync)
+    monkeypatch.setattr(writer_module, "_new_pages", recorded_new_pages)
+    commit_in_place(base, _replay_changes(base), record=_keeping(base))
+
+    assert meanwhile == [True] and len(fsyncs) == 3  # the fetched pages, the new pages, the meta

@@ -159,7 +159,9 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
     page in place), fsynced; then the new meta, one txid later, over the older of the two meta
     pages, fsynced. Before that last write the file's meta still names the old tree, whose
     trailer it no longer has: a caller that finds the old revision there writes again.
-    The new pages are fsynced while the new db's sha256 is computed, before the trailer.
+    The new pages are fsynced while the new db's sha256 is computed, before the trailer; the
+    file's pages from before (a fetched snapshot, mostly not on the disk yet) are fsynced while
+    the new pages are computed.
 
     With ``record`` the whole db is not hashed: ``record`` is given, before the meta is written
     (it must keep it durably), what the commit overwrote (the older meta page, the trailer) and
@@ -177,8 +179,13 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
         meta_offset = _spare_meta(db) * db.page_size
         base = _overwritten(db, meta_offset)
         try:
-            with snapshot.open("r+b") as out:
+            with snapshot.open("r+b") as out, ThreadPoolExecutor(1, thread_name_prefix="lifeboat-fsync") as early:
+                # A snapshot just fetched is mostly still in the page cache, unwritten (the kernel
+                # writes dirty pages back after 30 s): it goes to the disk while the new pages are
+                # computed, instead of in the fsync before the meta page.
+                fetched_synced = early.submit(os.fsync, out.fileno())
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
+                fetched_synced.result()
                 out.truncate(db_size)
                 out.flush()
                 if record is not None:
