@@ -84,11 +84,13 @@ class Pipe(Generic[T]):
             yield cast(T, item)  # put() put it
 
     def _get(self) -> object:
+        # Waits are timed, also for a consumer that is no stage (the main thread): a signal the
+        # kernel hands to another thread (SIGTERM) does not wake an untimed wait, so the main
+        # thread's handler would run only when the next chunk came, never if the producer is
+        # stuck on a stalled etcd. Between timed waits it runs within 0.1 s.
         output: Pipe[object] | None = getattr(_stage, "output", None)
-        if output is None:
-            return self._queue.get()
         while True:
-            if output.cancelled:
+            if output is not None and output.cancelled:
                 raise Cancelled()
             try:
                 return self._queue.get(timeout=0.1)
