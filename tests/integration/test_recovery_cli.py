@@ -7,6 +7,7 @@ import shlex
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -139,11 +140,19 @@ def test_member_replace_heals_a_cluster_that_kept_quorum(
     m0.etcdctl("put", "/registry/before-replace", "kept")
     m2.kill()
     old_db = (m2.data_dir / "member" / "snap" / "db").read_bytes()
+    # Leftovers under the per-second names this replacement would use (an earlier replacement
+    # or restore within the same second): they are kept, and it picks a name of its own.
+    start = datetime.now(timezone.utc)
+    decoys = [m2.data_dir.with_name(f"{m2.data_dir.name}.lifeboat-moved-{start + timedelta(seconds=s):%Y%m%dT%H%M%SZ}")
+              for s in range(300)]
+    for decoy in decoys:
+        decoy.mkdir()
+        (decoy / "left-over").write_text("kept")
 
     code, out, err = cli("member", "replace", "m2", *flags, f"--data-dir={m2.data_dir}", "--dry-run")
     assert code == 0, err
-    assert "remove member m2" in out and ".lifeboat-moved-" in out and "as a learner" in out
-    assert m2.data_dir.exists() and not list(m2.data_dir.parent.glob("*.lifeboat-moved-*"))
+    assert "remove member m2" in out and "Z-2\n" in out and "as a learner" in out
+    assert m2.data_dir.exists() and not list(m2.data_dir.parent.glob("*.lifeboat-moved-*Z-2"))
 
     pidfile = tmp_path / "m2.pid"
     try:
@@ -152,8 +161,9 @@ def test_member_replace_heals_a_cluster_that_kept_quorum(
         assert code == 0, err + m2.log_tail()
         assert "promoted" in out and "member m2 replaced" in out
 
-        moved = list(m2.data_dir.parent.glob(f"{m2.data_dir.name}.lifeboat-moved-*"))
-        assert len(moved) == 1
+        moved = list(m2.data_dir.parent.glob(f"{m2.data_dir.name}.lifeboat-moved-*Z-2"))
+        assert len(moved) == 1 and moved[0].name in out
+        assert all([p.name for p in d.iterdir()] == ["left-over"] for d in decoys)
         assert (moved[0] / "member" / "snap" / "db").read_bytes() == old_db
         assert (m2.data_dir / "member").is_dir()  # the new member's own data
 

@@ -20,7 +20,7 @@ import pytest
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, RevisionCompacted, TlsConfig
 from lifeboat.restore.journal import journal_path
-from lifeboat.restore.plan import utc_stamp
+from lifeboat.etcd.data_dir import utc_stamp
 from lifeboat.errors import UsageError
 from lifeboat.restore.steps import Preflight, PutInPlace, RestoreData
 from lifeboat.snapshot import iter_latest

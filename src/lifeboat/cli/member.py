@@ -11,6 +11,7 @@ from lifeboat.cli.output import emit_json
 from lifeboat.clock import SystemClock
 from lifeboat.errors import UsageError
 from lifeboat.etcd import EtcdClient
+from lifeboat.etcd.data_dir import unused_stamp, utc_stamp
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
 from lifeboat.recovery.health import read_cluster_health
 from lifeboat.recovery.member_replace import (
@@ -30,9 +31,11 @@ def cmd_replace(args: argparse.Namespace) -> int:
     clock = SystemClock()
     with EtcdClient(resolved.settings) as etcd:
         health = read_cluster_health(etcd, endpoints)
+        now = clock.now()
         plan = plan_replacement(
-            health, args.name, now=clock.now(), starter=starter, peer_urls=peer_urls,
-            data_dir=data_dir, data_dir_exists=data_dir is not None and data_dir.exists(), force=args.force,
+            health, args.name, stamp=unused_stamp(now, data_dir) if data_dir else utc_stamp(now), starter=starter,
+            peer_urls=peer_urls, data_dir=data_dir, data_dir_exists=data_dir is not None and data_dir.exists(),
+            force=args.force,
         )
         if args.dry_run:
             if args.output == "json":

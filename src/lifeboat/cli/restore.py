@@ -34,13 +34,14 @@ from lifeboat.restore.journal import Journal, journal_path, load_journal, save_j
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
-from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback, unused_stamp
+from lifeboat.restore.plan import RestoreInputs, RestorePlan, plan_restore, plan_rollback
 from lifeboat.restore.steps import RestoreContext, RestorePaths
 from lifeboat.restore.supervisor import (
     Component, ManualSupervisor, NodeLiveness, StaticPodSupervisor, Supervisor, SystemdSupervisor,
 )
 from lifeboat.restore.target import RestoreTarget, make_target, new_cluster_token
 from lifeboat.etcd.binaries import RestoreTool, find_restore_tool
+from lifeboat.etcd.data_dir import unused_stamp
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

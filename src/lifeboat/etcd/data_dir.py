@@ -1,4 +1,5 @@
-"""A member's data dir on this host: whether a running etcd holds it.
+"""A member's data dir on this host: whether a running etcd holds it, and the names it is
+moved aside under.
 
 bbolt takes an exclusive ``flock`` on the db file ``member/snap/db`` for as long as a writer
 has it open (bbolt's ``flock`` in bolt_unix.go), so a free lock means no etcd uses the data
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.errors import OperationFailed
@@ -36,3 +38,20 @@ def db_locked(data_dir: Path) -> bool:
     finally:
         os.close(fd)  # closing drops our lock too
     return False
+
+
+def utc_stamp(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def unused_stamp(now: datetime, data_dir: Path) -> str:
+    """The stamp naming what a restore, rollback or member replacement moves or sets aside from
+    ``data_dir``: :func:`utc_stamp`, with ``-2``, ``-3``, ... appended while a sibling moved or
+    set aside under it exists (two within the same second): no two share a moved-aside name."""
+    stamp = candidate = utc_stamp(now)
+    n = 1
+    while any(os.path.lexists(data_dir.with_name(f"{data_dir.name}.lifeboat-{kind}-{candidate}"))
+              for kind in ("moved", "restored")):
+        n += 1
+        candidate = f"{stamp}-{n}"
+    return candidate

@@ -20,7 +20,6 @@ import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -82,20 +81,21 @@ class ReplacePlan:
         return lines + [f"note: {note}" for note in self.notes]
 
 
-def moved_aside_path(data_dir: Path, now: datetime) -> Path:
-    """``<data-dir>.lifeboat-moved-<UTC stamp>``: a sibling, so moving it is one rename."""
-    return data_dir.with_name(f"{data_dir.name}{MOVED_MARKER}{now.strftime('%Y%m%dT%H%M%SZ')}")
+def moved_aside_path(data_dir: Path, stamp: str) -> Path:
+    """``<data-dir>.lifeboat-moved-<stamp>``: a sibling, so moving it is one rename."""
+    return data_dir.with_name(f"{data_dir.name}{MOVED_MARKER}{stamp}")
 
 
 def plan_replacement(
-    health: ClusterHealth, name: str, *, now: datetime, starter: MemberStarter,
+    health: ClusterHealth, name: str, *, stamp: str, starter: MemberStarter,
     peer_urls: Sequence[str] = (), data_dir: Path | None = None, data_dir_exists: bool = False,
     force: bool = False,
 ) -> ReplacePlan:
     """The steps that replace member ``name``; refuses (raises) when it is unsafe.
 
     ``data_dir`` is the member's data dir on this host, if it is on this host;
-    ``data_dir_exists`` says whether it is there now (the caller looks; this stays pure).
+    ``data_dir_exists`` says whether it is there now and ``stamp`` names where it is moved
+    aside, one no sibling uses yet (the caller looks, with ``unused_stamp``; this stays pure).
     """
     if not health.answered:
         raise OperationFailed("no etcd member answered; a member can only be replaced in a cluster "
@@ -121,7 +121,7 @@ def plan_replacement(
         notes.append(f"the data dir of {name} is not on this host (give --data-dir on {name}'s node): it "
                      "must be moved aside before it starts, or etcd starts as the removed member and exits")
     elif data_dir_exists:
-        moved_to = moved_aside_path(data_dir, now)
+        moved_to = moved_aside_path(data_dir, stamp)
         steps.append(ReplaceStep(StepKind.MOVE_DATA_DIR, f"move the data dir {data_dir} aside to {moved_to}"))
     else:
         notes.append(f"data dir {data_dir} does not exist: nothing to move aside")
@@ -264,7 +264,7 @@ def replace_member(
             report(f"  removed; {len(left)} members left")
         elif step.kind is StepKind.MOVE_DATA_DIR:
             assert plan.data_dir is not None and plan.moved_to is not None
-            _move_aside(plan.data_dir, plan.moved_to)
+            _move_aside(plan.data_dir, plan.moved_to, plan.name)
             report(f"  moved to {plan.moved_to}")
         elif step.kind is StepKind.ADD_LEARNER:
             added = waiter.until(lambda: _reconfigure(lambda: etcd.member_add(plan.peer_urls, learner=True)),
@@ -297,11 +297,15 @@ def _reconfigure(change: Callable[[], T]) -> T | None:
         raise
 
 
-def _move_aside(data_dir: Path, target: Path) -> None:
+def _move_aside(data_dir: Path, target: Path, name: str) -> None:
     if db_locked(data_dir):
         raise OperationFailed(f"an etcd process still has {data_dir} open; stop it, then re-run")
-    if target.exists():
-        raise OperationFailed(f"{target} already exists; wait a second and re-run")
+    # The plan chose a name no sibling had; something may have taken it since (a restore or
+    # another replacement). A rename onto an empty dir would replace it, so look first
+    # (lexists: a dangling symlink is taken too).
+    if os.path.lexists(target):
+        raise OperationFailed(f"{target} appeared after the plan was made; nothing was moved: re-run "
+                              f"'lifeboat member replace {name}' (add --peer-urls if it was removed already)")
     try:
         os.rename(data_dir, target)
     except OSError as exc:

@@ -7,9 +7,7 @@ touches etcd, so a bad backup or a bad flag stops the restore with the node unch
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +49,6 @@ NEXT_STEPS = (
     "stale /registry/masterleases/* and leader-election leases (kube-system Lease objects) from before "
     "the restore may linger until they expire; delete them if a component waits on one",
 )
-
-
-def utc_stamp(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def unused_stamp(now: datetime, data_dir: Path) -> str:
-    """The stamp of a new restore or rollback of ``data_dir``: :func:`utc_stamp`, with ``-2``,
-    ``-3``, ... appended while a sibling moved or set aside under it exists (a restore of the
-    same data dir within the same second): no two share a moved-aside name."""
-    stamp = candidate = utc_stamp(now)
-    n = 1
-    while any(os.path.lexists(data_dir.with_name(f"{data_dir.name}.lifeboat-{kind}-{candidate}"))
-              for kind in ("moved", "restored")):
-        n += 1
-        candidate = f"{stamp}-{n}"
-    return candidate
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from lifeboat.recovery.member_replace import (
     replace_member,
 )
 
-NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+STAMP = "20250304T050607Z"
 
 
 def url(i: int) -> str:
@@ -53,7 +54,7 @@ def health_of(size: int, down: set[int], learners: set[int] | None = None) -> Cl
 
 
 def plan(health: ClusterHealth, name: str, **kwargs: Any) -> ReplacePlan:
-    return plan_replacement(health, name, now=NOW, starter=OperatorStarter(), **kwargs)
+    return plan_replacement(health, name, stamp=STAMP, starter=OperatorStarter(), **kwargs)
 
 
 def test_dead_member_is_removed_moved_aside_added_started_and_promoted() -> None:
@@ -67,7 +68,8 @@ def test_dead_member_is_removed_moved_aside_added_started_and_promoted() -> None
 
 
 def test_moved_aside_name_is_a_timestamped_sibling() -> None:
-    assert moved_aside_path(Path("/data/etcd/"), NOW) == Path("/data/etcd.lifeboat-moved-20250304T050607Z")
+    assert moved_aside_path(Path("/data/etcd/"), STAMP) == Path("/data/etcd.lifeboat-moved-20250304T050607Z")
+    assert moved_aside_path(Path("/data/etcd"), f"{STAMP}-2") == Path("/data/etcd.lifeboat-moved-20250304T050607Z-2")
 
 
 def test_healthy_member_is_refused_unless_forced() -> None:
@@ -169,7 +171,7 @@ def test_replacement_runs_every_step_and_retries_what_etcd_says_is_not_yet_possi
                                                         "a learner member which is in sync with leader")))
     data_dir = tmp_path / "etcd"
     (data_dir / "member").mkdir(parents=True)
-    p = plan_replacement(health_now(etcd), "m3", now=NOW, starter=OperatorStarter(), data_dir=data_dir,
+    p = plan_replacement(health_now(etcd), "m3", stamp=STAMP, starter=OperatorStarter(), data_dir=data_dir,
                          data_dir_exists=True)
     starter, lines = FakeStarter(etcd), list[str]()
     result = replace_member(etcd, p, starter, [url(1)], report=lines.append, clock=clock)
@@ -183,10 +185,36 @@ def test_replacement_runs_every_step_and_retries_what_etcd_says_is_not_yet_possi
     assert any("promoted" in line for line in lines)
 
 
+def test_a_moved_aside_name_taken_after_the_plan_is_refused_leaving_both_dirs_as_they_were(tmp_path: Path) -> None:
+    clock = FakeClock()
+    etcd = running_cluster(clock, down=3)
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    p = plan_replacement(health_now(etcd), "m3", stamp=STAMP, starter=OperatorStarter(), data_dir=data_dir,
+                         data_dir_exists=True)
+    assert p.moved_to is not None
+    p.moved_to.mkdir()  # e.g. a restore of the same data dir within the same second, since the plan
+    with pytest.raises(OperationFailed, match=r"etcd\.lifeboat-moved-20250304T050607Z appeared after the plan "
+                       r"was made; nothing was moved: re-run 'lifeboat member replace m3' \(add --peer-urls"):
+        replace_member(etcd, p, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
+    assert (data_dir / "member").is_dir() and list(p.moved_to.iterdir()) == []
+    os.symlink(tmp_path / "gone", tmp_path / "etcd.lifeboat-moved-x")  # a dangling symlink is taken too
+    taken = replace_plan_moving(p, tmp_path / "etcd.lifeboat-moved-x")
+    with pytest.raises(OperationFailed, match="appeared after the plan"):
+        replace_member(etcd, taken, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
+    assert (data_dir / "member").is_dir() and os.readlink(tmp_path / "etcd.lifeboat-moved-x") == str(tmp_path / "gone")
+
+
+def replace_plan_moving(p: ReplacePlan, moved_to: Path) -> ReplacePlan:
+    """``p`` with only its move step left, to ``moved_to``."""
+    move = next(s for s in p.steps if s.kind is StepKind.MOVE_DATA_DIR)
+    return dataclasses.replace(p, moved_to=moved_to, steps=(move,))
+
+
 def test_member_that_never_starts_gives_up_with_a_resumable_error() -> None:
     clock = FakeClock()
     etcd = running_cluster(clock, down=3)
-    p = plan_replacement(health_now(etcd), "m3", now=NOW, starter=OperatorStarter())
+    p = plan_replacement(health_now(etcd), "m3", stamp=STAMP, starter=OperatorStarter())
     with pytest.raises(OperationFailed, match="m3 to start and answer after 30s.*re-run to resume"):
         replace_member(etcd, p, OperatorStarter(), [url(1)], report=lambda _: None, timeout=30, clock=clock)
     assert (etcd.calls["member_remove"], etcd.calls["member_add"], etcd.calls["member_promote"]) == (1, 1, 0)

@@ -1,4 +1,4 @@
-"""A new restore's stamp names what it moves aside: two restores of one data dir never share it."""
+"""The stamp naming what a restore or member replacement moves aside: two never share it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lifeboat.restore.plan import unused_stamp
+from lifeboat.etcd.data_dir import unused_stamp
 
 NOW = datetime(2026, 12, 2, 8, 30, 15, 999_000, tzinfo=timezone.utc)
 
