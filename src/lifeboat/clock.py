@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, TypeVar
 
+from lifeboat.waits import event_wait
+
 T = TypeVar("T")
 
 
@@ -80,7 +82,8 @@ class SystemClock:
         time.sleep(max(seconds, 0.0))
 
     def wait(self, seconds: float, wake: threading.Event) -> bool:
-        return wake.wait(max(seconds, 0.0))
+        # In slices: the agent's and capture's SIGTERM handler only sets ``wake`` (lifeboat.waits).
+        return event_wait(wake, max(seconds, 0.0))
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
         return _wait_until(self, condition, timeout, interval)

@@ -36,6 +36,7 @@ from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
 from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
+from lifeboat.waits import finished
 
 READ_CHUNK = 1 << 20
 # The snapshot's 1 MiB pieces in flight: queued between the stream's thread and zstd's (the
@@ -211,7 +212,7 @@ class _Draft:
             obj = self.upload(stored_name(SNAPSHOT_OBJECT, bool(self.options.recipients)),
                               receiver.buffers.returned(threaded(receiver, "etcd-snapshot")),
                               receiver.digest)
-            status = reading[0].result()
+            status = finished(reading[0])
         self.inspect(spool)
         info = SnapshotInfo(
             revision=status.revision, hash=status.hash, total_key=status.total_key,

@@ -44,6 +44,7 @@ from lifeboat.catalog.streams import Chunk, ranged
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, UsageError
 from lifeboat.store.base import IncompleteUpload, ObjectInfo, ObjectStore
+from lifeboat.waits import finished, mapped
 
 # What this lifeboat creates; it reads and writes every format in LAYOUTS.
 REPOSITORY_FORMAT = CURRENT_LAYOUT.format
@@ -379,12 +380,12 @@ class BackupRepository:
                 chosen = self.committed(cluster, since=since)
                 if self.cache is not None and since is None:
                     self.cache.forget_except(under, (b.manifest.key for b in chosen if b.manifest))
-            preloaded = early.result() if early is not None else None
+            preloaded = finished(early) if early is not None else None
             for start in range(0, len(chosen), page_size):
                 page = chosen[start:start + page_size]
                 found = self._read(page, pool, reading, preloaded)
                 pins = dict(zip(((b.cluster, b.id) for b in page if b.pinned),
-                                pool.map(self.pin_of, [b for b in page if b.pinned])))
+                                mapped(pool, self.pin_of, [b for b in page if b.pinned])))
                 yield Listing(
                     # None: the manifest was deleted since the listing; the backup is gone.
                     tuple(m for m in found if m is not None and not isinstance(m, DamagedManifest)),
@@ -410,7 +411,7 @@ class BackupRepository:
         (and cached) and made into what is shown."""
         missing = [b for b in page if b.manifest is None or b.manifest.key not in cached]
         fetched = dict(zip(((b.cluster, b.id) for b in missing),
-                           pool.map(lambda b: self.read_manifest(b.cluster, b.id), missing)))
+                           mapped(pool, lambda b: self.read_manifest(b.cluster, b.id), missing)))
         if self.cache is not None:
             self.cache.remember((b.manifest, m) for b in missing
                                 if b.manifest is not None and isinstance(m := fetched[(b.cluster, b.id)], Manifest))

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.waits import run_captured
 
 ToolKind = Literal["etcdutl", "etcdctl"]
 TOOL_NAMES: tuple[ToolKind, ...] = ("etcdutl", "etcdctl")
@@ -163,8 +164,8 @@ class RestoreTool:
         if data_dir.exists():
             raise UsageError(f"restore target {data_dir} already exists; move it aside first")
         try:
-            done = subprocess.run(argv, env=self.environment(), capture_output=True,
-                                  text=True, errors="replace", timeout=timeout, check=False)
+            # Long and quiet on a large db: its output is waited for in slices (lifeboat.waits).
+            done = run_captured(argv, timeout, self.environment())
         except subprocess.TimeoutExpired:
             raise OperationFailed(
                 f"{self.kind} snapshot restore into {data_dir} did not finish in {timeout:.0f}s; "
@@ -321,8 +322,7 @@ def _capture(path: Path, args: list[str]) -> str:
     env = dict(os.environ)
     env["ETCDCTL_API"] = "3"
     try:
-        done = subprocess.run([str(path), *args], env=env, capture_output=True, text=True,
-                              errors="replace", timeout=PROBE_TIMEOUT, check=False)
+        done = run_captured([str(path), *args], PROBE_TIMEOUT, env)
     except subprocess.TimeoutExpired:
         raise UsageError(f"{path} {' '.join(args)} did not answer in {PROBE_TIMEOUT:.0f}s") from None
     except OSError as exc:

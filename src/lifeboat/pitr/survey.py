@@ -31,6 +31,7 @@ from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.pitr.replay import ReplayFacts, RowRun
 from lifeboat.pitr.survey_run import FRAME, Progress, SurveyedChain, SurveyRequest
+from lifeboat.waits import joined
 
 
 class ChainSurvey:
@@ -80,7 +81,7 @@ class ChainSurvey:
 
     def result(self) -> tuple[ReplayFacts, list[RowRun]]:
         """The survey's facts and the rows to write; its failure re-raised."""
-        self._reader.join()
+        joined(self._reader)  # the child may take long (segments to download): a SIGTERM is still handled
         code = self._child.wait()
         answer = self._answer
         if answer is not None and answer[0] == "result":

@@ -20,6 +20,7 @@ from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import LifeboatError
 from lifeboat.etcd.seam import ClusterView
 from lifeboat.etcdapi.model import Alarm, AlarmType, Member, MemberList, MemberStatus
+from lifeboat.waits import mapped
 
 # etcd's default --quota-backend-bytes (DefaultQuotaBytes in etcd's server/storage/quota.go,
 # 3.4 and 3.5): 2 GiB.
@@ -264,7 +265,7 @@ def read_cluster_health(
 
 def _read_once(probe: ClusterView, endpoints: Sequence[str], quota_bytes: int) -> ClusterHealth:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        by_endpoint = dict(zip(endpoints, pool.map(lambda url: _try_status(probe, url), endpoints)))
+        by_endpoint = dict(zip(endpoints, mapped(pool, lambda url: _try_status(probe, url), endpoints)))
         statuses = {s.member_id: s for s in by_endpoint.values() if isinstance(s, MemberStatus)}
         failures = [f"{url}: {why}" for url, why in by_endpoint.items() if isinstance(why, str)]
         try:
@@ -277,7 +278,7 @@ def _read_once(probe: ClusterView, endpoints: Sequence[str], quota_bytes: int) -
             for s in statuses.values() if members and s.member_id not in known
         ]
         pending = [m for m in (members.members if members else ()) if m.id not in statuses]
-        reached = pool.map(lambda m: _status_of_member(probe, m), pending)
+        reached = mapped(pool, lambda m: _status_of_member(probe, m), pending)
         unreachable: dict[int, str] = {}
         for member, found in zip(pending, reached):
             if isinstance(found, MemberStatus) and found.member_id == member.id:

@@ -26,6 +26,7 @@ from lifeboat.errors import IntegrityError
 from lifeboat.snapshot import KeyValue
 from lifeboat.snapshot.mvcc import decode_key_value, latest_rows
 from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile
+from lifeboat.waits import finished
 
 _KEY_BUCKET = b"key"
 _MAIN = struct.Struct(">Q")
@@ -269,11 +270,11 @@ class KeySamples:
         identity, future = self._started.pop(path, (None, None))
         if future is not None and committed is not None:
             try:
-                return future.result()
+                return finished(future)
             except Exception:  # e.g. it opened the file after the move: sampled again below
                 return sample_keys(committed)
         if future is not None and identity is not None and identity == _identity(path):
-            return future.result()
+            return finished(future)
         return sample_keys(committed or path)
 
 

@@ -49,6 +49,7 @@ from lifeboat.restore.native import (
 from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
 from lifeboat.verify.backup import verify_backup
+from lifeboat.waits import finished, joined
 
 class RestoreTool(Protocol):
     """What the restore needs of ``etcd.binaries.RestoreTool`` (fakes stand in for unit tests)."""
@@ -181,7 +182,7 @@ class RestoreContext:
     def removed(self) -> None:
         """Wait until what :meth:`remove_meanwhile` began is done."""
         while self.removals:
-            self.removals.pop().join()
+            joined(self.removals.pop())
 
     def restoring(self) -> tuple[Manifest, RestoreTool]:
         if self.manifest is None or self.tool is None:
@@ -456,7 +457,7 @@ class RestoreData(Step):
                 tool.run(SnapshotRestore(
                     self.snapshot, self.staging, t.name, t.initial_cluster, t.token, t.peer_urls,
                     self.bump_revision, skip_hash_check=True))
-                want = expected.result()
+                want = finished(expected)
             except BaseException:
                 shutil.rmtree(self.staging, ignore_errors=True)  # our own output, never the node's data
                 raise
@@ -670,7 +671,7 @@ class VerifyMember(Step):
         with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-sample") as pool:
             sampling = pool.submit(self._sample, ctx)
             served = _wait_serving(ctx)
-            sample = sampling.result()
+            sample = finished(sampling)
         if served < self.revision:
             raise IntegrityError(f"the restored member serves revision {served}, below the expected "
                                  f"{self.revision}; roll back with 'lifeboat restore --rollback'")

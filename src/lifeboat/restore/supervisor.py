@@ -26,6 +26,7 @@ from lifeboat.durable import fsync_dir
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd.data_dir import db_locked
 from lifeboat.kube.paths import APISERVER_MANIFEST, ETCD_MANIFEST, on_host
+from lifeboat.waits import run_captured
 
 Component = Literal["etcd", "kube-apiserver"]
 HOLDING_DIR = "/etc/kubernetes/lifeboat-held-manifests"
@@ -193,7 +194,8 @@ Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+        # systemctl stop waits for the unit to stop (up to its TimeoutStopSec, 90 s by default).
+        return run_captured(argv, 120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise OperationFailed(f"{' '.join(argv)} failed: {exc}") from None
 

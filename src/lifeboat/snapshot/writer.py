@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from lifeboat.durable import fsync_dir
 from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
+from lifeboat.waits import finished
 
 from .bbolt import (
     BUCKET_HEADER,
@@ -215,7 +216,7 @@ def _synced_meanwhile(out: BinaryIO, work: Callable[[], _T]) -> _T:
     with ThreadPoolExecutor(1, thread_name_prefix="lifeboat-fsync") as pool:
         synced = pool.submit(os.fsync, out.fileno())
         result = work()
-        synced.result()
+        finished(synced)
     return result
 
 
@@ -455,8 +456,8 @@ def _complete(
         out.seek(meta_offset)
         out.write(meta)
         if trailer is not None:
-            trailer.result().require_match(db.path)
-        return None if digest is None else digest.result()
+            finished(trailer).require_match(db.path)
+        return None if digest is None else finished(digest)
 
 
 def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:

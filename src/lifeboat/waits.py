@@ -1,0 +1,78 @@
+"""Waits in which the main thread still runs its signal handlers.
+
+CPython runs a Python signal handler only in the main thread, between bytecodes. The kernel
+hands a signal sent to the process (systemd's or the kubelet's SIGTERM, a terminal's SIGINT) to
+any one of its threads that does not block it; when it picks another thread, a main thread
+blocked in an untimed (or long) lock acquire, ``Future.result()``, ``Thread.join()``,
+``Event.wait()`` or ``select`` is not woken, and the handler (which unwinds the command, or sets
+the stop flag) waits until that wait ends on its own. The waits here are cut into slices of
+:data:`TICK` seconds, so a handler runs within one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from typing import TypeVar
+
+A = TypeVar("A")
+T = TypeVar("T")
+
+TICK = 0.1
+
+
+def finished(future: Future[T]) -> T:
+    """``future.result()``, waited for in slices."""
+    while True:
+        try:
+            future.exception(TICK)  # raises TimeoutError only when the future is still running
+        except TimeoutError:
+            continue
+        return future.result()
+
+
+def joined(thread: threading.Thread) -> None:
+    """``thread.join()``, waited for in slices."""
+    while thread.is_alive():
+        thread.join(TICK)
+
+
+def event_wait(event: threading.Event, seconds: float) -> bool:
+    """``event.wait(seconds)``, waited for in slices: True when the event is set."""
+    deadline = time.monotonic() + seconds
+    while not event.wait(max(min(TICK, deadline - time.monotonic()), 0.0)):
+        if time.monotonic() >= deadline:
+            return False
+    return True
+
+
+def run_captured(argv: Sequence[str], timeout: float,
+                 env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace",
+    timeout=timeout)``, its output collected in slices; the process is killed on the timeout
+    (TimeoutExpired) or on anything raised meanwhile (a signal handler's exception), as
+    ``subprocess.run`` does."""
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                          errors="replace") as process:
+        try:
+            while True:
+                try:
+                    # Calling it again after its timeout loses no output (subprocess's docs).
+                    out, err = process.communicate(timeout=max(min(TICK, deadline - time.monotonic()), 0.0))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise subprocess.TimeoutExpired(list(argv), timeout) from None
+        except BaseException:
+            process.kill()
+            raise
+    return subprocess.CompletedProcess(list(argv), process.returncode, out, err)
+
+
+def mapped(pool: Executor, work: Callable[[A], T], items: Iterable[A]) -> list[T]:
+    """``list(pool.map(work, items))``, each result waited for in slices."""
+    return [finished(future) for future in [pool.submit(work, item) for item in items]]

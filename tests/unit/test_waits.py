@@ -1,0 +1,99 @@
+"""Waits of the main thread still run its signal handlers when the kernel hands the signal to
+another thread (SIGTERM to a restore, a capture or the agent): each would otherwise wait 5 s."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+
+import pytest
+
+from lifeboat.clock import SystemClock
+from lifeboat.restore.supervisor import run_command
+from lifeboat.waits import event_wait, finished, joined, mapped, run_captured
+from tests.support.signals import Stop, signal_to_another_thread
+
+LATE = 5.0  # when a wait ends on its own if the handler never runs
+
+
+def stopped_soon(wait: Callable[[], object]) -> None:
+    with signal_to_another_thread():
+        started = time.monotonic()
+        with pytest.raises(Stop):
+            wait()
+        assert time.monotonic() - started < 2
+
+
+def late_future() -> Future[str]:
+    future: Future[str] = Future()
+    timer = threading.Timer(LATE, lambda: future.set_result("late"))
+    timer.daemon = True
+    timer.start()
+    return future
+
+
+def test_a_future_waited_for_is_left_for_the_handler() -> None:
+    stopped_soon(lambda: finished(late_future()))
+
+
+def test_a_thread_joined_is_left_for_the_handler() -> None:
+    thread = threading.Thread(target=time.sleep, args=(LATE,), daemon=True)
+    thread.start()
+    stopped_soon(lambda: joined(thread))
+
+
+def test_results_of_a_pool_are_left_for_the_handler() -> None:
+    with ThreadPoolExecutor(2) as pool:
+        stopped_soon(lambda: mapped(pool, time.sleep, [0.0, LATE]))
+
+
+def test_an_event_waited_for_is_left_for_the_handler() -> None:
+    stopped_soon(lambda: event_wait(threading.Event(), LATE))
+
+
+def test_a_quiet_process_is_killed_when_the_handler_raises() -> None:
+    started = time.monotonic()
+    stopped_soon(lambda: run_captured(["sleep", str(LATE)], 60))
+    assert time.monotonic() - started < 2  # killed, not waited for
+
+
+def test_the_helpers_still_return_what_they_waited_for() -> None:
+    done: Future[int] = Future()
+    done.set_result(7)
+    assert finished(done) == 7
+    failed: Future[int] = Future()
+    failed.set_exception(TimeoutError("the work's own timeout"))
+    with pytest.raises(TimeoutError, match="the work's own"):
+        finished(failed)
+    with ThreadPoolExecutor(2) as pool:
+        assert mapped(pool, lambda n: n * 2, [1, 2, 3]) == [2, 4, 6]
+    event = threading.Event()
+    assert not event_wait(event, 0.25)
+    threading.Timer(0.1, event.set).start()
+    assert event_wait(event, 5)
+    ran = run_captured(["sh", "-c", "echo out; echo err >&2; exit 3"], 10)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
+    started = time.monotonic()
+    with pytest.raises(Exception, match="timed out after 0.3 seconds"):
+        run_captured(["sleep", "10"], 0.3)
+    assert time.monotonic() - started < 2
+
+
+def test_the_agent_and_capture_stop_when_their_handler_ran_in_another_threads_stead() -> None:
+    # Their SIGTERM handler only sets the event the loop waits on between cycles.
+    stop = threading.Event()
+
+    def set_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    with signal_to_another_thread(set_stop):
+        started = time.monotonic()
+        assert SystemClock().wait(LATE, stop)
+        assert time.monotonic() - started < 2
+
+
+def test_restore_stops_while_systemctl_stops_a_unit() -> None:
+    stopped_soon(lambda: run_command(["sleep", str(LATE)]))
