@@ -101,12 +101,13 @@ class _Repository:
     def __init__(self, url: str, environ: Mapping[str, str]) -> None:
         self.url = url
         self.environ = dict(environ)
+        self.cache_dir = default_cache_dir(self.environ)  # a relative $LIFEBOAT_CACHE_DIR stops the start
 
     def __call__(self) -> BackupRepository:
         store = open_store(self.url, self.environ)
         # Prune reads every manifest each cycle: those read in an earlier cycle come from the cache.
         return BackupRepository.open(store, create=True,
-                                     cache=ManifestCache(default_cache_dir(self.environ), store.url))
+                                     cache=ManifestCache(self.cache_dir, store.url))
 
 
 def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,

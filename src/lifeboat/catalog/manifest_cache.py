@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from lifeboat.catalog.layout import is_manifest_key_of
 from lifeboat.catalog.manifest import BackupSummary, Manifest
-from lifeboat.config.rules import CACHE_DIR_ENV
+from lifeboat.config.rules import CACHE_DIR_ENV, CACHE_DIR_EXAMPLE, path_from_environment
 from lifeboat.errors import IntegrityError
 from lifeboat.store.base import ObjectInfo
 
@@ -53,8 +53,9 @@ _BUSY_TIMEOUT_S = 2.0
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
     """``$LIFEBOAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/lifeboat``, else ``~/.cache/lifeboat``."""
-    if environ.get(CACHE_DIR_ENV):
-        return Path(environ[CACHE_DIR_ENV]).absolute()
+    given = path_from_environment(environ, CACHE_DIR_ENV, CACHE_DIR_EXAMPLE)
+    if given is not None:
+        return given
     base = environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):  # the spec says a relative value is to be ignored
         base = str(Path(environ.get("HOME") or Path.home()) / ".cache")

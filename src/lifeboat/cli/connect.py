@@ -18,6 +18,7 @@ from lifeboat.catalog.age_keys import Identity, load_identities
 from lifeboat.catalog.manifest_cache import ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import CONFIG_ENV, FlagValue, ResolvedConfig, resolve_config, store_environ
+from lifeboat.config.rules import CONFIG_EXAMPLE, path_from_environment
 from lifeboat.errors import UsageError
 from lifeboat.etcd import ConnectionSettings, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
@@ -94,8 +95,8 @@ def resolved_config(args: argparse.Namespace) -> ResolvedConfig:
     """The config for this command: flags > environment > ``--config`` file > defaults."""
     cached: ResolvedConfig | None = getattr(args, "_resolved_config", None)
     if cached is None:
-        path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or None
-        cached = resolve_config(Path(path) if path else None, os.environ, _flag_values(args))
+        path = getattr(args, "config", None) or path_from_environment(os.environ, CONFIG_ENV, CONFIG_EXAMPLE)
+        cached = resolve_config(path, os.environ, _flag_values(args))
         args._resolved_config = cached
     return cached
 

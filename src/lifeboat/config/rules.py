@@ -8,13 +8,20 @@ model.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path, PurePath
 from urllib.parse import urlsplit
+
+from lifeboat.config.secrets import shown
+from lifeboat.errors import UsageError
 
 # The variables naming the config file and the manifest cache's directory (their flags,
 # --config and --cache-dir, are documented where every command's parser is built).
 CONFIG_ENV = "LIFEBOAT_CONFIG"
 CACHE_DIR_ENV = "LIFEBOAT_CACHE_DIR"
+CONFIG_EXAMPLE = "/etc/lifeboat/lifeboat.yaml"
+CACHE_DIR_EXAMPLE = "/var/cache/lifeboat"
 # The longest duration lifeboat takes: a time that far back is still a date, a timeout that
 # long still a number a clock can add (a larger one, or inf, is an operator's slip).
 LONGEST_DURATION = timedelta(days=36525)
@@ -42,6 +49,32 @@ def check_endpoint_url(value: str) -> str:
         raise ValueError(f"must be a URL such as https://s3.example.com or http://127.0.0.1:8333, "
                          f"got {text[:80]!r}")
     return text
+
+
+def not_absolute(text: str, example: str, *, show: bool = True) -> str | None:
+    """Why ``text`` is not a path the config, the environment or a file may give, or None.
+
+    The file and the environment serve the agent (systemd starts it in /), cron jobs and
+    commands typed in any directory on any node: a relative path would name a different file
+    for each. Flags are made absolute where they are typed (``lifeboat.cli.flags``). With
+    ``show=False`` a wrong value is not repeated: it may be the secret the file should hold.
+    """
+    if PurePath(text).is_absolute() and text.strip():
+        return None
+    got = ("an empty value" if not text.strip() else
+           shown(text) if show else "a relative path (not shown)")
+    return f"must be an absolute path such as {example}, got {got}"
+
+
+def path_from_environment(environ: Mapping[str, str], var: str, example: str) -> Path | None:
+    """The absolute path ``$var`` names, None when it is unset or empty; UsageError when it is relative."""
+    text = environ.get(var)
+    if not text:
+        return None
+    problem = not_absolute(text, example)
+    if problem is not None:
+        raise UsageError(f"${var}: {problem}")
+    return Path(text)
 
 
 def names_recipients_file(value: str) -> bool:

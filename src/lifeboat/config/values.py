@@ -15,7 +15,7 @@ from typing import Annotated
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
 from pydantic import AfterValidator, BeforeValidator
 
-from lifeboat.config.rules import LONGEST_DURATION, check_endpoint_url, names_recipients_file
+from lifeboat.config.rules import LONGEST_DURATION, check_endpoint_url, names_recipients_file, not_absolute
 from lifeboat.config.secrets import shown
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?")
@@ -209,23 +209,13 @@ NonBlank = Annotated[str, AfterValidator(_no_blank)]
 
 
 def absolute(example: str, *, show: bool = True) -> BeforeValidator:
-    """A path key's rule: an absolute path (``example`` is one the message offers).
-
-    The file and the environment serve the agent (systemd starts it in /), cron jobs and
-    commands typed in any directory on any node: a relative path would name a different file
-    for each. Flags are made absolute where they are typed (``lifeboat.cli.flags``). With
-    ``show=False`` a wrong value is not repeated: it may be the secret the file should hold.
-    """
+    """A path key's rule: an absolute path (``example`` is one the message offers); see
+    :func:`~lifeboat.config.rules.not_absolute`."""
     def check(value: object) -> object:
         if isinstance(value, str | PurePath):
-            text = str(value) if isinstance(value, PurePath) else value
-            if not text.strip():
-                got = "an empty value"
-            elif PurePath(text).is_absolute():
-                return value
-            else:
-                got = shown(text) if show else "a relative path (not shown)"
-            raise ValueError(f"must be an absolute path such as {example}, got {got}")
+            problem = not_absolute(str(value), example, show=show)
+            if problem is not None:
+                raise ValueError(problem)
         return value
     return BeforeValidator(check)
 EndpointUrl = Annotated[str, AfterValidator(check_endpoint_url)]

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.agent.runtime import _Repository
+from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.main import build_parser
+from lifeboat.errors import UsageError
+from lifeboat.store import open_store
 from tests.support.cli import Cli
 
 AGE_RECIPIENT = "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"
@@ -23,7 +27,7 @@ AGE_RECIPIENT = "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"
 @pytest.fixture(autouse=True)
 def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("LIFEBOAT_CONFIG", "LIFEBOAT_ROOT", "LIFEBOAT_REPO", "LIFEBOAT_CLUSTER", "ETCDCTL_ENDPOINTS",
-                "ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY"):
+                "ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY", "LIFEBOAT_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -65,3 +69,37 @@ def test_a_command_refuses_a_relative_path_in_its_config_file_in_one_line(cli: C
     code, out, err = cli("backup", "--config", str(config), "--repo", str(tmp_path / "repo"))
     assert (code, out) == (3, "")
     assert err == f"lifeboat: error: {config}: backup.tmp-dir: must be an absolute path such as /var/tmp, got 'spool'\n"
+
+
+@pytest.mark.parametrize("command", [("config", "show"), ("list",), ("agent",)])
+def test_a_relative_config_file_in_the_environment_is_refused_in_one_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...],
+) -> None:
+    # Under systemd or cron it would name a file in whatever directory the command ran in.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lifeboat.yaml").write_text(f"repository:\n  url: {tmp_path / 'repo'}\n")  # there, and still refused
+    monkeypatch.setenv("LIFEBOAT_CONFIG", "lifeboat.yaml")
+    code, out, err = cli(*command)
+    assert (code, out) == (3, "")
+    assert err == ("lifeboat: error: $LIFEBOAT_CONFIG: must be an absolute path such as "
+                   "/etc/lifeboat/lifeboat.yaml, got 'lifeboat.yaml'\n")
+
+
+def test_a_relative_cache_dir_in_the_environment_is_refused_in_one_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", "cache")
+    code, out, err = cli("list", "--repo", str(tmp_path / "repo"))
+    assert (code, out) == (3, "")
+    assert err == "lifeboat: error: $LIFEBOAT_CACHE_DIR: must be an absolute path such as /var/cache/lifeboat, got 'cache'\n"
+    assert not (tmp_path / "cache").exists()
+    assert cli("list", "--repo", str(tmp_path / "repo"), "--cache-dir", "flag-cache")[0] == 0  # a flag wins, as typed
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert cli("list", "--repo", str(tmp_path / "repo"))[0] == 0
+
+
+def test_the_agent_refuses_a_relative_cache_dir_when_it_starts_not_in_each_cycle() -> None:
+    with pytest.raises(UsageError, match=r"\$LIFEBOAT_CACHE_DIR: must be an absolute path .* got 'cache'"):
+        _Repository("file:///srv/backups", {"LIFEBOAT_CACHE_DIR": "cache"})

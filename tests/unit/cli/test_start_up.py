@@ -33,7 +33,7 @@ def test_a_mistyped_command_still_lists_every_command() -> None:
 # (the config's defaults without pydantic). The commands' work is imported only when one runs.
 PARSER_MODULES = ("lifeboat", "lifeboat.cli", "lifeboat.cli.main", "lifeboat.cli.malloc", "lifeboat.cli.flags",
                   "lifeboat.cli.writer", "lifeboat.cli.commands", "lifeboat.errors", "lifeboat.lazy",
-                  "lifeboat.config", "lifeboat.config.rules")
+                  "lifeboat.config", "lifeboat.config.rules", "lifeboat.config.secrets")
 # What --help took 1.6 s of CPU and 85 MB for before (grpc, pydantic, the S3 store's HTTP and XML).
 NOT_FOR_HELP = ("grpc", "google.protobuf", "pydantic", "croniter", "ssl", "xml", "email", "http", "urllib.request",
                 "yaml", "zstandard", "pyrage", "obstore", "cryptography", "prometheus_client")
