@@ -203,6 +203,32 @@ def test_a_trailer_hashed_through_a_small_reused_buffer_matches_the_file(
         assert trailer.matches is True and trailer.db_sha256 == digest
 
 
+def test_a_snapshot_changed_on_disk_since_its_fetch_is_refused_not_certified_by_a_new_trailer(
+    etcd_shaped: Path, tmp_path: Path
+) -> None:
+    """The commit writes a new trailer from the bytes it reads: it checks the snapshot's own ones
+    against the snapshot's trailer in that same pass (drills, k8s, --restore-with tool)."""
+    snapshot = bump_revision(etcd_shaped, tmp_path / "snapshot.db", 1).written.path
+    before = newest_revision(snapshot)
+    appended = [(rev(before + 1 + i), b"\x0a\x02ap" + b"w" * 700) for i in range(1_000)]
+    with snapshot.open("r+b") as f:  # one bit, in a page the commit neither reads nor rewrites
+        f.seek(snapshot.stat().st_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x10]))
+
+    # A copy of it (a drill's point in time) from a source this process had checked: not certified either.
+    with pytest.raises(IntegrityError, match=r"snapshot\.db: the snapshot's pages changed since it was fetched and "
+                       r"checked \(their sha256 no longer matches its trailer\); nothing was written from it"):
+        write_db(snapshot, tmp_path / "point.db", [BucketChanges(KEY, appends=appended)], source_checked=True)
+    assert not [p.name for p in tmp_path.iterdir() if "point.db" in p.name]  # nor its temporary file
+
+    with pytest.raises(IntegrityError, match=r"snapshot\.db: the snapshot's pages changed since it was fetched and "
+                       r"checked \(their sha256 no longer matches its trailer\); nothing was committed"):
+        commit_in_place(snapshot, [BucketChanges(KEY, appends=appended)])
+    assert newest_revision(snapshot) == before  # its meta still names the old tree
+
+
 def test_a_commit_in_place_interrupted_before_its_meta_is_at_the_old_revision_without_a_trailer(
     etcd_shaped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

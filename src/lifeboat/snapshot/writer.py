@@ -118,7 +118,8 @@ def write_db(
     fsynced and renamed into place. Free disk space for the copy, the puts and
     ``append_bytes_hint`` is checked before anything is written. ``source_checked``: this
     process checked the source's trailer already (it fetched and verified the file), so it is
-    not hashed again.
+    not read again for it: with a trailer to write, the pass that hashes the new db checks the
+    source's bytes against the source's trailer too.
     """
     source, dest = Path(source), Path(dest)
     edits = _all_edits(changes)
@@ -196,9 +197,15 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
                     _write_meta(out, meta_offset, meta)
                     return WrittenDb(snapshot, db.page_size, sink.next_pgid, txid, sink.pages_written, db_size,
                                      db_size, False, None)
-                # The new pages go to the disk while the new db is hashed; the meta page is
-                # written only once both are done.
-                digest = _synced_meanwhile(out, lambda: _new_db_sha256(db, snapshot, meta, meta_offset, db_size))
+                # The new pages go to the disk while the new db is hashed, and in the same pass the
+                # base's own bytes, which must still match its trailer (a byte changed on disk since
+                # the fetch's check would be certified by the new trailer); the meta page is written
+                # only once both are done.
+                fetched = hashlib.sha256() if _as_fetched(db) else None
+                digest = _synced_meanwhile(out, lambda: _new_db_sha256(db, snapshot, meta, meta_offset, db_size,
+                                                                       fetched))
+                if fetched is not None and fetched.digest() != base.trailer:
+                    raise _changed_since_fetch(snapshot, "nothing was committed into it")
                 out.seek(db_size)
                 out.write(bytes.fromhex(digest))
                 out.flush()
@@ -352,9 +359,12 @@ def commit_member_db(snapshot: Path, changes: Sequence[BucketChanges], *,
 
 def _overwritten(db: BoltFile, meta_offset: int) -> Overwritten:
     """What a commit into ``db`` overwrites: the meta page at ``meta_offset`` and the trailer, if any."""
-    trailer = bytes(db.mm[db.db_size : db.db_size + TRAILER_SIZE]) if db.has_trailer else b""
     return Overwritten(db.meta.txid, db.db_size, meta_offset, bytes(db.mm[meta_offset : meta_offset + db.page_size]),
-                       trailer)
+                       _trailer(db))
+
+
+def _trailer(db: BoltFile) -> bytes:
+    return bytes(db.mm[db.db_size : db.db_size + TRAILER_SIZE]) if db.has_trailer else b""
 
 
 def replayed_difference(path: Path, replayed: Replayed, committed: Overwritten | None = None) -> str | None:
@@ -447,33 +457,71 @@ def _complete(
     The copy, the check of the source's trailer and the hash of the new db run at once (the
     two hashes are most of the time on a large db, and hashlib releases the GIL). The hash
     reads the source's pages with the new meta in place, so it need not wait for the copy.
+    Without ``check_source`` (a source this process checked before) the hash's reads feed the
+    source's own sha256 too, which must still match its trailer.
     """
     out.flush()
     with ThreadPoolExecutor(2, thread_name_prefix="lifeboat-writer") as pool:
         trailer = pool.submit(check_trailer, db.path) if check_source else None
-        digest = pool.submit(_new_db_sha256, db, tmp, meta, meta_offset, db_size) if hashed else None
+        # A source checked before (fetched and verified by this process) is checked again in the
+        # pass that hashes the new db, from the same reads: a byte changed on disk since is refused.
+        source = hashlib.sha256() if hashed and not check_source and _as_fetched(db) else None
+        digest = pool.submit(_new_db_sha256, db, tmp, meta, meta_offset, db_size, source) if hashed else None
         _copy_pages(db, out)
         out.seek(meta_offset)
         out.write(meta)
         if trailer is not None:
             finished(trailer).require_match(db.path)
-        return None if digest is None else finished(digest)
+        new = None if digest is None else finished(digest)
+        if source is not None and source.digest() != _trailer(db):
+            raise _changed_since_fetch(db.path, "nothing was written from it")
+        return new
 
 
-def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_size: int) -> str:
+def _new_db_sha256(db: BoltFile, tmp: Path, meta: bytes, meta_offset: int, db_size: int,
+                   source_digest: Any = None) -> str:
+    """The new db's sha256: ``db``'s pages with ``meta`` at ``meta_offset``, then ``tmp``'s above
+    them. ``source_digest``, if given, is fed ``db``'s own bytes (its meta pages as they are) in
+    the same reads: the commit into ``db`` itself (``tmp`` is ``db``'s file) checks them with it."""
     digest = hashlib.sha256()
+    both = _Both(digest, source_digest) if source_digest is not None else digest
     copied = db.meta.tx_size
     # One buffer read into again and again: a fresh read per chunk is a fresh mapping whose
     # every page faults when written (about 360,000 faults for a 1.5 GB db).
     buffer = bytearray(min(_HASH_CHUNK, max(db_size, 1)))
     with db.path.open("rb", buffering=0) as source, memoryview(buffer) as view:
         head = view[:read_exactly(source, view[:min(_HASH_CHUNK, copied)])]
+        if source_digest is not None:
+            source_digest.update(head)
         head[meta_offset : meta_offset + len(meta)] = meta
         digest.update(head)
-        hash_range(digest, source, len(head), copied, view)
+        hash_range(both, source, len(head), copied, view)
     with tmp.open("rb", buffering=0) as written, memoryview(buffer) as view:
         hash_range(digest, written, copied, db_size, view)
     return digest.hexdigest()
+
+
+class _Both:
+    """Two sha256 digests fed the same bytes."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def update(self, data: memoryview) -> None:
+        self.first.update(data)
+        self.second.update(data)
+
+
+def _changed_since_fetch(snapshot: Path, consequence: str) -> IntegrityError:
+    return IntegrityError(f"{snapshot}: the snapshot's pages changed since it was fetched and checked (their "
+                          f"sha256 no longer matches its trailer); {consequence}; fetch it again")
+
+
+def _as_fetched(db: BoltFile) -> bool:
+    """Whether ``db``'s file is still a snapshot as fetched: its trailer right after its tree's
+    last page. After a commit into it was interrupted (before its meta), new pages, and perhaps
+    their trailer, follow the tree instead: the snapshot's trailer is gone, nothing to check."""
+    return db.has_trailer and db.db_size == db.meta.tx_size
 
 
 def bump_revision(source: Path, dest: Path, amount: int, *, trailer: bool = True) -> BumpResult:
