@@ -181,6 +181,9 @@ def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tup
     for n, (text, at) in enumerate(marks):
         took = (marks[n + 1][1] if n + 1 < len(marks) else total) - at
         print(f"  {at:7.2f}s +{took:6.2f}s {text[:100]}", file=sys.stderr)
+    for at, text in lines:
+        if text.startswith("replayed "):  # where the replay step's time went
+            print(f"  {at:7.2f}s {text}", file=sys.stderr)
     print(f"  peak RSS {measured.own_peak_bytes / 2**20:.0f} MB (tree {measured.tree_peak_bytes / 2**20:.0f} MB), "
           f"CPU {measured.cpu_s:.1f} s", file=sys.stderr)
     return total, steps, measured

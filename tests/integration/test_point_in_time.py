@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -131,6 +132,24 @@ def test_replayed_rows_are_byte_for_byte_the_newest_rows_etcd_wrote_for_each_key
     assert marks.finished_compact_revision == marks.scheduled_compact_revision == point.revision
 
 
+def test_the_replay_reports_how_long_it_waited_for_the_survey_of_its_segments(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, history = captured_history(etcd, client, tmp_path, 3)
+    point = find_point(repo, "prod", PointTarget(revision=history.revisions[-1]), None)
+    surveyed = ChainSurvey.result
+
+    def late_result(self: ChainSurvey) -> object:  # a survey that ends 0.5 s after the base was fetched
+        time.sleep(0.5)
+        return surveyed(self)
+
+    monkeypatch.setattr(ChainSurvey, "result", late_result)
+    built = build_point_snapshot(repo, point, None, tmp_path / "replayed.db")
+    assert built.survey_wait >= 0.5 and built.seconds > built.survey_wait
+    source = tmp_path / "source.db"
+    source.write_bytes(b"".join(client.snapshot(etcd.client_url)))
+    assert built.events == len(key_rows(source, point.base_revision)) > 3, "one row etcd wrote per event"
+
+
 def test_etcd_serving_a_bumped_point_whose_last_revision_deleted_new_keys_is_at_the_point_plus_the_bump(
         release: EtcdRelease, etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
     repo, history = captured_history(etcd, client, tmp_path, 3)
@@ -255,8 +274,14 @@ def test_restore_to_revision_and_time_on_a_kubeadm_node_serves_the_source_state_
         assert full_state(c, point) == expected, "a refused replay leaves the node's etcd as it was"
     segment.write_bytes(intact)
 
-    result = cli.json("restore", "--to-revision", str(point), *flags)
-    assert "replay-capture" in result["ran"]  # type: ignore[operator]
+    code, out, err = cli("restore", "--to-revision", str(point), *flags, "-o", "json")
+    assert code == 0, err
+    assert "replay-capture" in json.loads(out)["ran"]
+    said = re.search(r"replayed ([\d,]+) events of (\d+) segment\(s\) in ([\d.]+) s: ([\d.]+) s waiting for the "
+                     r"survey of the segments to end, ([\d.]+) s applying them", err)
+    assert said, err
+    events, segments, total, waited, applying = (float(group.replace(",", "")) for group in said.groups())
+    assert events > 0 and segments > 0 and abs(waited + applying - total) <= 0.011
     with tls_client(url, pki) as c:
         restored_revision = c.range(b"\0", limit=1).revision
         assert restored_revision == point + 1_000_000_000  # every restore bumps (lifeboat's, etcd 3.5.1)

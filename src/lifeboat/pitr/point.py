@@ -91,6 +91,8 @@ class PointSnapshot:
     segments: int
     leases_added: int
     seconds: float
+    # Of ``seconds``: waiting for the segments' survey (started beside the base's fetch) to end.
+    survey_wait: float = 0.0
 
 
 def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
@@ -127,7 +129,9 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         try:
             if base_snapshot is None:
                 _fetch_base(repo, point, identities, base)
+            surveyed = clock.monotonic()
             facts, runs = chain.result()
+            survey_wait = clock.monotonic() - surveyed
             leases = lease_rows(facts, read_lease_ids(base))
             changes = [BucketChanges(b"key", appends=stored_rows(runs)),
                        BucketChanges(b"meta", puts=compaction_marks(point.revision))]
@@ -142,7 +146,8 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
             if base_snapshot is None:
                 dest.unlink(missing_ok=True)  # this call's own download, never finished
             raise
-    return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases), clock.monotonic() - started)
+    return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases), clock.monotonic() - started,
+                         survey_wait)
 
 
 def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,

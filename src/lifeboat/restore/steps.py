@@ -37,7 +37,7 @@ from lifeboat.restore.content import (
     newest_revision,
     save_sample,
 )
-from lifeboat.pitr import ChainSurvey, build_point_snapshot
+from lifeboat.pitr import ChainSurvey, PointSnapshot, build_point_snapshot
 from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.writer import bump_restored_db, replayed_difference
 from lifeboat.restore.files import fetch_archive, install_archive
@@ -340,14 +340,24 @@ class ReplayCapture(PreparingStep):
         # the sha256 the writer computed as it wrote it, or (keep_record) the record with which
         # the commit of the restored db checks the base's bytes and the replayed ones in one pass.
         try:
-            build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
-                                 survey=survey, record=keep_replay_record(self.snapshot) if self.keep_record else None)
+            built = build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
+                                         survey=survey,
+                                         record=keep_replay_record(self.snapshot) if self.keep_record else None)
         except IntegrityError:
             # A damaged or missing segment: this point cannot be restored from this chain, so the
             # decrypted base (every Secret of the cluster) goes, as a fetch that failed its checks does.
             self.snapshot.unlink(missing_ok=True)
             raise
         ctx.checked.record(self.snapshot)
+        ctx.say(replayed_line(built))
+
+
+def replayed_line(built: PointSnapshot) -> str:
+    """What the replay did, and how much of its time it waited for the survey of the segments
+    (which runs beside the base's fetch) before it could write anything."""
+    return (f"replayed {built.events:,} events of {built.segments} segment(s) in {built.seconds:.2f} s: "
+            f"{built.survey_wait:.2f} s waiting for the survey of the segments to end, "
+            f"{built.seconds - built.survey_wait:.2f} s applying them")
 
 
 @dataclass(frozen=True)
