@@ -144,8 +144,25 @@ def _leave_with_parent(fd: int) -> None:
     os._exit(1)
 
 
+# How much ahead of the base's fetch (and of other processes) the survey runs for the cores,
+# in nice steps: the survey, not the fetch, is what the replay waits for. Measured at load 3-4:
+# the replay step waited 1.1-2.1 s for it (lifeboat's own process idle meanwhile), 0.1 s with it.
+SURVEY_PRECEDENCE = 5
+
+
+def _take_precedence() -> None:
+    """Run ahead of the base's fetch for the two cores, where the system lets this process
+    (root, or CAP_SYS_NICE); unchanged otherwise. Linux keeps a nice value per thread, and a
+    thread inherits its creator's: this runs before the survey starts any."""
+    try:
+        os.nice(-SURVEY_PRECEDENCE)
+    except OSError:  # not permitted: the survey runs at the parent's priority, as before
+        pass
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _take_precedence()
     # Answers go through a private copy of stdout; anything else printed lands on stderr.
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

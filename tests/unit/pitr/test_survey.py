@@ -21,7 +21,7 @@ from lifeboat.catalog.timeline import RestorePoint, build_timeline, point_at_rev
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.pitr import ChainSurvey
 from lifeboat.pitr.survey import survey_request, surveyed_chain
-from lifeboat.pitr.survey_run import survey_segments
+from lifeboat.pitr.survey_run import SURVEY_PRECEDENCE, survey_segments
 from lifeboat.store.local import LocalStore
 from lifeboat.store.memory import MemoryStore
 from lifeboat.store.s3 import S3Store
@@ -113,6 +113,22 @@ def test_a_ctrl_c_reaches_only_the_parent_which_stops_the_child(tmp_path: Path) 
     assert gone(survey.pid)
     with pytest.raises(OperationFailed, match="stopped before its segments were surveyed"):
         survey.result()
+
+
+def test_the_child_runs_ahead_of_the_fetch_when_the_system_lets_it(tmp_path: Path) -> None:
+    repo, point = chain_repo(StalledStore())
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    # Root may raise a priority; another user may not, and the child then runs at this one's.
+    expected = max(mine - SURVEY_PRECEDENCE, -20) if os.geteuid() == 0 else mine
+    with ChainSurvey(repo, point, None, tmp_path / "work") as survey:
+        assert wait_until(lambda: b"survey_child" in Path(f"/proc/{survey.pid}/cmdline").read_bytes())
+        assert wait_until(lambda: os.getpriority(os.PRIO_PROCESS, survey.pid) == expected)
+        tasks = Path(f"/proc/{survey.pid}/task")
+        assert wait_until(lambda: len(list(tasks.iterdir())) >= 3), "the fetch threads have started"
+        threads = list(tasks.iterdir())
+        assert {int(Path(f"{task}/stat").read_text().rsplit(")", 1)[1].split()[16]) for task in threads} \
+            == {expected}, "every thread of the child, the fetch threads too"
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine, "the parent keeps its priority"
 
 
 def test_no_age_identity_is_on_the_childs_command_line_or_in_its_environment(tmp_path: Path) -> None:
