@@ -49,6 +49,17 @@ def event_wait(event: threading.Event, seconds: float) -> bool:
     return True
 
 
+def condition_wait_for(condition: threading.Condition, predicate: Callable[[], bool],
+                       timeout: float | None = None) -> bool:
+    """``condition.wait_for(predicate, timeout)`` (``condition`` held), waited for in slices."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not condition.wait_for(predicate, TICK if deadline is None else
+                                 max(min(TICK, deadline - time.monotonic()), 0.0)):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+    return True
+
+
 def run_captured(argv: Sequence[str], timeout: float,
                  env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace",

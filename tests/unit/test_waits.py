@@ -7,13 +7,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 
 import pytest
 
+from lifeboat.capture.spool import Spool
+from lifeboat.capture.upload import Uploader, Waiting
+from lifeboat.catalog.chains import ChainStore
 from lifeboat.clock import SystemClock
 from lifeboat.restore.supervisor import run_command
-from lifeboat.waits import event_wait, finished, joined, mapped, run_captured
+from lifeboat.store.memory import MemoryStore
+from lifeboat.waits import condition_wait_for, event_wait, finished, joined, mapped, run_captured
 from tests.support.signals import Stop, signal_to_another_thread
 
 LATE = 5.0  # when a wait ends on its own if the handler never runs
@@ -97,3 +102,23 @@ def test_the_agent_and_capture_stop_when_their_handler_ran_in_another_threads_st
 
 def test_restore_stops_while_systemctl_stops_a_unit() -> None:
     stopped_soon(lambda: run_command(["sleep", str(LATE)]))
+
+
+def test_a_condition_waited_for_is_left_for_the_handler() -> None:
+    changed = threading.Condition()
+    with changed:
+        stopped_soon(lambda: condition_wait_for(changed, lambda: False, LATE))
+        assert not condition_wait_for(changed, lambda: False, 0.2)
+        assert condition_wait_for(changed, lambda: True)
+
+
+def test_capture_stops_while_it_waits_for_its_segments_to_be_uploaded(tmp_path: Path) -> None:
+    # `lifeboat capture` flushes its uploads in its main thread before it resumes; here the
+    # upload takes LATE seconds to find out (the fence, run before each upload) that it may not go.
+    uploader = Uploader(ChainStore(MemoryStore()), "c1", Spool(tmp_path / "spool", 1 << 20), max_queued_bytes=1 << 20,
+                        retry_interval=1, fence=lambda: time.sleep(LATE) is not None)
+    try:
+        uploader.submit(Waiting("chain-1", "000000001.segment", b"events", 7))
+        stopped_soon(uploader.flush)
+    finally:
+        uploader.close()

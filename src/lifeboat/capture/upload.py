@@ -30,6 +30,7 @@ from datetime import datetime
 from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.chains import ChainStore, Heartbeat, parse_segment_name
 from lifeboat.errors import AlreadyExists, LifeboatError, OperationFailed, RepositoryUnavailable
+from lifeboat.waits import condition_wait_for
 
 log = logging.getLogger("lifeboat.capture")
 
@@ -132,8 +133,9 @@ class Uploader:
         with self._changed:
             failures = self._failures
             self._changed.notify_all()  # an upload waiting to be retried is tried now
-            self._changed.wait_for(lambda: self._failure is not None or self._failures != failures
-                                   or not (self._queue or self._spooled), timeout)
+            # In slices: `lifeboat capture` flushes in its main thread, whose SIGTERM handler must run.
+            condition_wait_for(self._changed, lambda: self._failure is not None or self._failures != failures
+                               or not (self._queue or self._spooled), timeout)
             self._raise_failure()
             if self._queue or self._spooled:
                 raise RepositoryUnavailable(f"{self._spooled + len(self._queue)} capture segment(s) wait "
