@@ -101,6 +101,22 @@ def test_the_replay_hashes_only_the_pages_it_appends(base: Path, monkeypatch: py
     assert hashed == [(size, base.stat().st_size)]
 
 
+def test_the_check_of_a_replayed_db_hashes_its_appended_pages_beside_the_base(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = base.stat().st_size - 32
+    replayed = _replayed(base)
+    hashed: list[tuple[int, int, str]] = []
+    ranges = writer_module._range_sha256
+    monkeypatch.setattr(writer_module, "_range_sha256", lambda path, start, end: (
+        hashed.append((start, end, threading.current_thread().name)), ranges(path, start, end))[1])
+
+    assert replayed_difference(base, replayed) is None
+
+    assert [(start, end) for start, end, _ in hashed] == [(size, replayed.db_size)]
+    assert hashed[0][2] != threading.current_thread().name  # at the same time as the base's bytes
+
+
 @pytest.mark.parametrize("where", ["base", "appended", "replay's meta page"])
 def test_a_byte_flipped_in_the_replayed_db_is_refused_before_the_member_db_is_committed(
     base: Path, where: str

@@ -372,14 +372,16 @@ def replayed_difference(path: Path, replayed: Replayed, committed: Overwritten |
     still holds exactly the bytes it checked and wrote; else what differs. ``committed``: what a
     later :func:`commit_member_db` into it overwrote, put back first.
 
-    One pass over the file: the base's bytes (its overwritten meta page put back, as
-    :func:`snapshot_sha256` does) against the base's trailer, the appended ones against the
-    replay's sha256 of them.
+    One read of the file: the base's bytes (its overwritten meta page put back, as
+    :func:`snapshot_sha256` does) against the base's trailer, and at the same time, in a thread
+    (the two sha256 are independent, and hashlib releases the GIL), the appended ones against
+    the replay's sha256 of them.
     """
     base = replayed.base
-    first, rest = hashlib.sha256(), hashlib.sha256()
+    first = hashlib.sha256()
     buffer = bytearray(min(_HASH_CHUNK, base.db_size))
-    with Path(path).open("rb", buffering=0) as source, memoryview(buffer) as view:
+    with (Path(path).open("rb", buffering=0) as source, memoryview(buffer) as view,
+          ThreadPoolExecutor(1, thread_name_prefix="lifeboat-hash") as pool):
         if os.fstat(source.fileno()).st_size < replayed.db_size:
             return "the replayed db is shorter than the replay wrote it"
         head = view[:read_exactly(source, view)]  # holds both meta pages (at most 2 MiB)
@@ -387,13 +389,14 @@ def replayed_difference(path: Path, replayed: Replayed, committed: Overwritten |
             head[committed.meta_offset : committed.meta_offset + len(committed.meta_page)] = committed.meta_page
         if head[base.meta_offset : base.meta_offset + len(replayed.meta_page)] != replayed.meta_page:
             return "the replay's meta page is not the one it wrote"
+        rest = pool.submit(_range_sha256, Path(path), base.db_size, replayed.db_size)
         head[base.meta_offset : base.meta_offset + len(base.meta_page)] = base.meta_page
         first.update(head)
         hash_range(first, source, len(head), base.db_size, view)
-        if first.digest() != base.trailer:
-            return "the base snapshot's pages no longer match its sha256 trailer"
-        hash_range(rest, source, base.db_size, replayed.db_size, view)
-    if rest.digest() != replayed.appended_sha256:
+        appended = bytes.fromhex(finished(rest))  # waited for here, not by the pool's untimed join
+    if first.digest() != base.trailer:
+        return "the base snapshot's pages no longer match its sha256 trailer"
+    if appended != replayed.appended_sha256:
         return "the replayed pages no longer match the sha256 the replay recorded of them"
     return None
 
