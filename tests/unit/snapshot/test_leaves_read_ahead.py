@@ -108,3 +108,25 @@ def test_a_child_past_the_high_water_mark_is_refused(tmp_path: Path) -> None:
     with BoltFile.open(db_path) as db, pytest.raises(SnapshotFormatError, match="outside the database"):
         _rows(db, True)
 
+
+
+def test_leaves_that_follow_each_other_in_the_file_are_read_in_one_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    in_file_order = {4: LEAVES[9], 5: LEAVES[5], 7: LEAVES[7], 8: LEAVES[8]}
+    with BoltFile.open(_db(tmp_path / "db", in_file_order)) as db:
+        bucket = db.bucket(b"key")
+        assert bucket is not None
+        reads: list[tuple[int, int]] = []
+        read = db.mm.read
+
+        def counted(offset: int, size: int) -> bytes:
+            reads.append((offset, size))
+            return read(offset, size)
+
+        monkeypatch.setattr(db.mm, "read", counted)
+
+        leaves = list(db.leaves_read_ahead(bucket, db.new_seen()))
+
+        assert len(leaves) == 4
+        # The root branch, then its two branches together, then the four leaves (five pages) in one run.
+        assert reads == [(12 * PS, PS), (10 * PS, 2 * PS), (4 * PS, 8 * PS)]
