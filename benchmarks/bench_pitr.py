@@ -18,8 +18,10 @@ in the same work dir):
   offline rather than through etcd keeps a million puts off the shared two cores; the restore
   path is the same.
 
-Measured, alternating, on a kubeadm-like node (the demo's stand-in kubelet, etcd 3.5.1, mTLS),
-each ending with a started, healthy member:
+Measured on a kubeadm-like node (the demo's stand-in kubelet, etcd 3.5.1, mTLS), each ending
+with a started, healthy member; the two restores swap places every round, and each starts once the
+machine has settled (``bench_restore.settle``: dirty pages flushed, the member's start-up
+compaction of the restore before it finished):
 
 * ``lifeboat restore --to-revision LAST`` (base + every event, default revision bump);
 * ``lifeboat restore BASE`` (the base alone, default revision bump);
@@ -51,7 +53,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
 from benchmarks import rss  # noqa: E402
-from benchmarks.bench_restore import take_backup, wait_answers  # noqa: E402
+from benchmarks.bench_restore import settle, take_backup, wait_answers  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
@@ -271,17 +273,20 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
             loads.append(os.getloadavg()[0])
             seconds, size = download_seconds(repo_url, env)
             results["download"].append(seconds)
-            total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
-            results["pitr"].append(total)
-            results["replay"].append(replay_seconds(steps, total))
-            results["pitr_cpu"].append(measured.cpu_s)
-            results["pitr_rss_mb"].append(measured.own_peak_bytes / 2**20)
-            total, _steps, measured = timed_restore(root, repo_url, env, base_id)
-            results["base"].append(total)
-            results["base_cpu"].append(measured.cpu_s)
-            results["base_rss_mb"].append(measured.own_peak_bytes / 2**20)
-            for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
-                shutil.rmtree(moved)
+            # Each restore starts on a settled machine (no compaction nor writeback of the one
+            # before), and the two alternate which goes first.
+            for case in ("pitr", "base") if round_ % 2 == 0 else ("base", "pitr"):
+                settle(etcd.data_dir)
+                if case == "pitr":
+                    total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
+                    results["replay"].append(replay_seconds(steps, total))
+                else:
+                    total, _steps, measured = timed_restore(root, repo_url, env, base_id)
+                results[case].append(total)
+                results[f"{case}_cpu"].append(measured.cpu_s)
+                results[f"{case}_rss_mb"].append(measured.own_peak_bytes / 2**20)
+                for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
+                    shutil.rmtree(moved)
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in results.items())
                   + f" (load {loads[-1]:.1f})", file=sys.stderr)
     finally:

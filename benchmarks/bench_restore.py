@@ -16,7 +16,8 @@ the kubelet (etcd 3.5.1 over mTLS on loopback):
 Each lifeboat step's start, wall time and CPU seconds (of lifeboat and the tool it runs) go to
 stderr.
 
-Both end with a started, healthy member. Each case's wall time, CPU (user + system of its
+Both end with a started, healthy member. Each case starts on a settled machine (:func:`settle`:
+the restore before it leaves etcd compacting and dirty pages to write). Each case's wall time, CPU (user + system of its
 processes: lifeboat with the ``etcdutl`` it starts; by hand each of its commands) and peak RSS
 (``benchmarks/rss.py``) are recorded, with the load average after every round. Two peaks: the
 ``lifeboat`` process's own (by hand: the largest command's own), and its process tree's, which
@@ -116,6 +117,40 @@ def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
             return
         time.sleep(0.05)
     raise SystemExit("etcd did not become healthy")
+
+
+def settle(data_dir: Path, quiet_cpu_s: float = 0.02, window: float = 0.5, timeout: float = 90) -> float:
+    """Wait until the previous case has stopped working the machine; return the seconds waited.
+
+    A restore that bumps the revision leaves etcd compacting after it serves (seconds of CPU and
+    writes on a 1 GB db), and every restore leaves dirty pages: a case started right away shares
+    the disk and the cores with that, and the order of the cases decides who pays. So before each
+    timed case: flush the page cache to disk, then wait until the member on ``data_dir`` used under
+    ``quiet_cpu_s`` of CPU in ``window`` seconds."""
+    started = time.monotonic()
+    os.sync()
+    flag = f"--data-dir={data_dir}".encode()
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def member_cpu() -> float:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if flag not in (proc / "cmdline").read_bytes().split(b"\0"):
+                    continue
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        return 0.0
+
+    while time.monotonic() - started < timeout:
+        before = member_cpu()
+        time.sleep(window)
+        if member_cpu() - before < quiet_cpu_s:
+            break
+    return time.monotonic() - started
 
 
 def by_hand(store_url: str, key: str, node_etcd: LocalEtcd, pki: Pki, kubelet: DemoKubelet, work: Path) -> Run:
@@ -218,14 +253,18 @@ def run_rounds(work: Path, repo: str, key: str, variants: dict[str, dict[str, st
         kubelet.up()  # a running member to restore over, as on a real node
         wait_answers(etcd, pki)
         for round_ in range(rounds):
+            settle(etcd.data_dir)
             results[BY_HAND].append(
                 by_hand(repo, key, etcd, pki, kubelet, work))
             for suffix, env in variants.items():
+                settle(etcd.data_dir)
                 results.setdefault(NO_BUMP + suffix, []).append(
                     with_lifeboat(root, repo, env, "--bump-revision", "0"))
                 if bumped:
+                    settle(etcd.data_dir)
                     results.setdefault(BUMPED + suffix, []).append(with_lifeboat(root, repo, env))
                 if with_tool:
+                    settle(etcd.data_dir)
                     results.setdefault(BUMPED_TOOL + suffix, []).append(
                         with_lifeboat(root, repo, env, "--restore-with", "tool"))
             for moved in [*etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"),
