@@ -56,8 +56,6 @@ NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 FREELIST_COUNT_OVERFLOW = 0xFFFF
 
 Buffer = Union[PagedFile, bytes]
-# How far ahead of a page :meth:`BoltFile.leaves_read_ahead` reads the pages the walk visits next.
-_READ_AHEAD = 1 << 20
 
 def fnv64a(data: bytes) -> int:
     h = 0xCBF29CE484222325
@@ -95,8 +93,6 @@ class BucketRef:
 
 # A leaf page ready to read: (buffer, page offset, end of the page's bytes, element count).
 Leaf = tuple[Buffer, int, int, int]
-# A leaf whose buffer is in memory: a run of pages read at once, or an inline bucket's page.
-LeafInMemory = tuple[bytes, int, int, int]
 
 
 class BoltFile:
@@ -202,15 +198,10 @@ class BoltFile:
 
     def page_header(self, pgid: int, seen: bytearray) -> tuple[int, int, int]:
         """Validate the header of branch/leaf page ``pgid``, mark it seen: (flags, count, overflow)."""
-        self._check_reference(pgid)
-        return self._checked_header(pgid, self.mm.unpack_from(PAGE_HEADER, pgid * self.page_size), seen)
-
-    def _check_reference(self, pgid: int) -> None:
         if not 2 <= pgid < self.meta.high_water:
             raise self.corrupted(f"page reference {pgid} is outside the database")
-
-    def _checked_header(self, pgid: int, header: tuple[int, int, int, int], seen: bytearray) -> tuple[int, int, int]:
-        header_id, flags, count, overflow = header
+        offset = pgid * self.page_size
+        header_id, flags, count, overflow = self.mm.unpack_from(PAGE_HEADER, offset)
         last = pgid + overflow
         if header_id != pgid:
             raise self.corrupted(f"page {pgid} carries the id {header_id}")
@@ -287,54 +278,7 @@ class BoltFile:
                 children.reverse()
                 stack.extend(children)
 
-    def leaves_read_ahead(self, bucket: BucketRef, seen: bytearray) -> Iterator[tuple[LeafInMemory, Buffer, int]]:
-        """:meth:`leaves`, each with where its bytes can be read again: (leaf, that buffer, the
-        offset there of the leaf's own buffer).
-
-        A leaf's buffer is a run of the file read at once: where the pages the walk visits next
-        lie close after each other in the file (lifeboat's writer and a replay append a tree's
-        new pages in key order), one ``pread`` reads many, where :meth:`leaves` reads each page
-        twice (its header, then the page): a third of the time of a scan of bucket ``key`` whose
-        leaves hold a few small rows each. A run is dropped for the next one.
-        """
-        if bucket.inline is not None:
-            yield self.inline_leaf(bucket.inline), bucket.inline, 0
-            return
-        run, base = b"", 0
-        stack = [bucket.root]
-        while stack:
-            pgid = stack.pop()
-            self._check_reference(pgid)
-            offset = pgid * self.page_size
-            if not base <= offset <= base + len(run) - self.page_size:
-                run, base = self._read_run(offset, stack), offset
-            flags, count, overflow = self._checked_header(pgid, PAGE_HEADER.unpack_from(run, offset - base), seen)
-            end = offset + (overflow + 1) * self.page_size
-            if end > base + len(run):
-                run, base = self.mm.read(offset, end - offset), offset
-            if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
-                raise self.corrupted(f"page {pgid} claims more elements than fit in it")
-            if flags == LEAF_PAGE:
-                yield (run, offset - base, end - base, count), self.mm, base
-                continue
-            if count == 0:
-                raise self.corrupted(f"branch page {pgid} is empty")
-            children = list(struct.unpack_from("<" + "IIQ" * count, run, offset - base + PAGE_HEADER_SIZE)[2::3])
-            children.reverse()
-            stack.extend(children)
-
-    def _read_run(self, offset: int, upcoming: list[int]) -> bytes:
-        """The file's bytes from ``offset`` through those of the pages in ``upcoming`` (the walk's
-        next page ids, the nearest last) that follow it in the file within ``_READ_AHEAD`` bytes."""
-        last = offset
-        for pgid in reversed(upcoming):
-            at = pgid * self.page_size
-            if not last < at < offset + _READ_AHEAD:
-                break
-            last = at
-        return self.mm.read(offset, min(last + self.page_size, self.meta.tx_size) - offset)
-
-    def inline_leaf(self, page: bytes) -> LeafInMemory:
+    def inline_leaf(self, page: bytes) -> Leaf:
         if len(page) < PAGE_HEADER_SIZE:
             raise self.corrupted("an inline bucket is shorter than a page header")
         _id, flags, count, _overflow = PAGE_HEADER.unpack_from(page, 0)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .bbolt import BUCKET_LEAF_FLAG, BoltFile, Buffer, LeafInMemory
+from .bbolt import BUCKET_LEAF_FLAG, BoltFile, Buffer, Leaf
 from lifeboat.etcdapi.wire import MalformedValue as MalformedValue  # a bad row or revision
 from lifeboat.etcdapi.wire import read_varint, to_int64
 from lifeboat.etcdapi.model import KeyValue as KeyValue  # the value a live Range returns too
@@ -135,19 +135,16 @@ def latest_rows(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[d
         latest: dict[bytes, tuple[Buffer, int, int]] = {}
         bucket = db.bucket(KEY_BUCKET)
         if bucket is not None:
-            for leaf, home, base in db.leaves_read_ahead(bucket, db.new_seen()):
-                _note_latest(db, leaf, home, base, prefix, latest)
+            for leaf in db.leaves(bucket, db.new_seen()):
+                _note_latest(db, leaf, prefix, latest)
         yield latest
 
 
-def _note_latest(db: BoltFile, leaf: LeafInMemory, home: Buffer, base: int, prefix: bytes,
-                 latest: dict[bytes, tuple[Buffer, int, int]]) -> None:
-    """Note the rows of ``leaf`` in ``latest``; a live key's value as its place in ``home``
-    (``base`` is where the leaf's buffer starts there), not in that buffer: a run of pages
-    read at once, dropped with the next run."""
-    page = leaf[0]  # rows are decoded from memory
+def _note_latest(db: BoltFile, leaf: Leaf, prefix: bytes, latest: dict[bytes, tuple[Buffer, int, int]]) -> None:
+    buf, offset, end, count = leaf
+    page = buf[offset:end]  # one read of the page: its rows are decoded from memory
     # Rows come in revision order, so a later row for the same key supersedes it.
-    for flags, kstart, kend, vend in db.leaf_elements(leaf):
+    for flags, kstart, kend, vend in db.leaf_elements((page, 0, end - offset, count)):
         if flags & BUCKET_LEAF_FLAG:
             raise db.corrupted("bucket 'key' contains a nested bucket")
         # The common shapes read directly (every full scan of bucket ``key`` goes through here):
@@ -170,7 +167,7 @@ def _note_latest(db: BoltFile, leaf: LeafInMemory, home: Buffer, base: int, pref
         if tombstone:
             latest.pop(user_key, None)
         else:
-            latest[user_key] = (home, base + kend, base + vend)
+            latest[user_key] = (buf, offset + kend, offset + vend)
 
 
 def _user_key(buf: bytes, start: int, end: int) -> bytes:
