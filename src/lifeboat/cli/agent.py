@@ -9,14 +9,14 @@ import threading
 from lifeboat.agent.logs import configure_logging
 from lifeboat.agent.loop import install_signal_handlers
 from lifeboat.agent.runtime import run_agent
+from lifeboat.cli.connect import config_file
 from lifeboat.config import CONFIG_ENV, resolve_config
-from lifeboat.config.rules import CONFIG_EXAMPLE, path_from_environment
 from lifeboat.errors import UsageError
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """run scheduled backups, pruning and drills (one active agent per cluster)"""
-    path = args.config or path_from_environment(os.environ, CONFIG_ENV, CONFIG_EXAMPLE)
+    path = config_file(args)
     if path is None:
         raise UsageError(f"the agent needs a config file: pass --config FILE or set ${CONFIG_ENV}")
     config = resolve_config(path, os.environ).config

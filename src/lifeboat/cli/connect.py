@@ -91,12 +91,17 @@ _FLAG_KEYS = {
 }
 
 
+def config_file(args: argparse.Namespace) -> Path | None:
+    """The config file ``--config`` or, without it, ``$LIFEBOAT_CONFIG`` names (None: neither)."""
+    given: Path | None = getattr(args, "config", None)
+    return given or path_from_environment(os.environ, CONFIG_ENV, CONFIG_EXAMPLE)
+
+
 def resolved_config(args: argparse.Namespace) -> ResolvedConfig:
     """The config for this command: flags > environment > ``--config`` file > defaults."""
     cached: ResolvedConfig | None = getattr(args, "_resolved_config", None)
     if cached is None:
-        path = getattr(args, "config", None) or path_from_environment(os.environ, CONFIG_ENV, CONFIG_EXAMPLE)
-        cached = resolve_config(path, os.environ, _flag_values(args))
+        cached = resolve_config(config_file(args), os.environ, _flag_values(args))
         args._resolved_config = cached
     return cached
 
