@@ -17,7 +17,8 @@ Each lifeboat step's start, wall time and CPU seconds (of lifeboat and the tool 
 stderr.
 
 Both end with a started, healthy member. Each case starts on a settled machine (:func:`settle`:
-the restore before it leaves etcd compacting and dirty pages to write). Each case's wall time, CPU (user + system of its
+the restore before it leaves etcd compacting, dirty pages to write, and on a VM freed memory
+its host has not taken back yet). Each case's wall time, CPU (user + system of its
 processes: lifeboat with the ``etcdutl`` it starts; by hand each of its commands) and peak RSS
 (``benchmarks/rss.py``) are recorded, with the load average after every round. Two peaks: the
 ``lifeboat`` process's own (by hand: the largest command's own), and its process tree's, which
@@ -119,14 +120,44 @@ def wait_answers(etcd: LocalEtcd, pki: Pki, timeout: float = 120) -> None:
     raise SystemExit("etcd did not become healthy")
 
 
-def settle(data_dir: Path, quiet_cpu_s: float = 0.02, window: float = 0.5, timeout: float = 90) -> float:
+# Linux's free page reporting (virtio-balloon): a VM hands memory freed for a while back to its
+# host, and the next touch of it faults it in again (on the 2-core machine about 3 s per GiB).
+PAGE_REPORTING = Path("/sys/module/page_reporting/parameters")
+
+
+def memory_handed_back_kib() -> int | None:
+    """KiB of freed memory this VM has handed back to its host so far (None: no reporting)."""
+    try:
+        return int((PAGE_REPORTING / "reported_kib").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def memory_reporting() -> str:
+    """How this machine treats freed memory, for the results: the reporting order, or "none"."""
+    try:
+        order = int((PAGE_REPORTING / "page_reporting_order").read_text())
+    except (OSError, ValueError):
+        return "none"
+    return f"free page reporting, order {order}" + (" (off: above the largest order)" if order > 10 else "")
+
+
+def settle(data_dir: Path, quiet_cpu_s: float = 0.02, window: float = 0.5, timeout: float = 90,
+           reporting_quiet: float = 2.5) -> float:
     """Wait until the previous case has stopped working the machine; return the seconds waited.
 
     A restore that bumps the revision leaves etcd compacting after it serves (seconds of CPU and
     writes on a 1 GB db), and every restore leaves dirty pages: a case started right away shares
     the disk and the cores with that, and the order of the cases decides who pays. So before each
     timed case: flush the page cache to disk, then wait until the member on ``data_dir`` used under
-    ``quiet_cpu_s`` of CPU in ``window`` seconds."""
+    ``quiet_cpu_s`` of CPU in ``window`` seconds.
+
+    On a VM that reports free pages, memory the case before freed (its process, the moved-aside
+    data dir's page cache) is handed back to the host about 2 s later: a case started within
+    those seconds finds it still mapped and skips faults the other case pays (on this machine
+    the order of two restores moved each by 1.5-3 s). So also wait until no memory was handed
+    back for ``reporting_quiet`` seconds: every case then starts with the same, all-handed-back,
+    free memory. (With reporting off, nothing is handed back and this returns at once.)"""
     started = time.monotonic()
     os.sync()
     flag = f"--data-dir={data_dir}".encode()
@@ -149,6 +180,14 @@ def settle(data_dir: Path, quiet_cpu_s: float = 0.02, window: float = 0.5, timeo
         before = member_cpu()
         time.sleep(window)
         if member_cpu() - before < quiet_cpu_s:
+            break
+    handed_back, quiet_since = memory_handed_back_kib(), time.monotonic()
+    while handed_back is not None and time.monotonic() - started < timeout:
+        time.sleep(0.25)
+        now = memory_handed_back_kib()
+        if now != handed_back:
+            handed_back, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= reporting_quiet:
             break
     return time.monotonic() - started
 
@@ -291,9 +330,9 @@ def report(results: dict[str, list[Run]], snapshot: Path, out_dir: Path) -> None
                      "tree_peak_rss_mb": round(max(r.tree_peak_bytes for r in runs) / 1e6, 1)})
     (out_dir / "bench_restore.json").write_text(json.dumps(
         {"snapshot": str(snapshot), "snapshot_bytes": snapshot.stat().st_size, "cpus": os.cpu_count(),
-         "load_after": os.getloadavg(), "results": rows}, indent=2))
+         "load_after": os.getloadavg(), "memory": memory_reporting(), "results": rows}, indent=2))
     print(f"db {snapshot.stat().st_size / 1e6:.0f} MB, {len(rows[0]['runs_s'])} rounds, "  # type: ignore[arg-type]
-          f"load average {os.getloadavg()[0]:.1f}\n")
+          f"load average {os.getloadavg()[0]:.1f}; freed memory: {memory_reporting()}\n")
     print("| case | median | runs | ratio to by hand | CPU (median) | peak RSS (max) | with etcdutl (max) |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
