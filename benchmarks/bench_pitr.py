@@ -1,6 +1,6 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
-Usage: ``python benchmarks/bench_pitr.py [--events N] [--rounds R] [--store s3|dir] [--size-mib M]
+Usage: ``python benchmarks/bench_pitr.py [--events N] [--mix kube|creates] [--rounds R] [--store s3|dir] [--size-mib M]
 [--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
 
 Set-up (cached in the work dir, ``--work``, default ``bench-work/pitr/``, reused by later runs
@@ -16,7 +16,8 @@ in the same work dir):
   status updates (3-6 KiB), 10 % of revisions a three-operation transaction. The watch's
   ``mvccpb.KeyValue`` bytes are produced as the watch decode keeps them. Generating them
   offline rather than through etcd keeps a million puts off the shared two cores; the restore
-  path is the same.
+  path is the same. ``--mix creates`` writes the replay's worst shape instead: every event a
+  put that creates a key (~1 KiB values), so every event is a row to write and a key to index.
 
 Measured on a kubeadm-like node (the demo's stand-in kubelet, etcd 3.5.1, mTLS), each ending
 with a started, healthy member; the two restores swap places every round, and each starts once the
@@ -137,7 +138,20 @@ class KubeWrites:
             yield CapturedRevision(self.revision, start + timedelta(milliseconds=5 * (made // 10)), tuple(batch))
 
 
-def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, events: int) -> int:
+class CreateWrites(KubeWrites):
+    """The replay's worst shape: every put creates a key (ConfigMap-like values of ~1 KiB), so
+    each event is a row of the point's db and a key etcd's index must hold."""
+
+    def _operation(self) -> WatchEvent:
+        self.serial += 1
+        return self._put(b"/registry/configmaps/bench/cm-%07d" % self.serial, 800)
+
+
+MIXES: dict[str, type[KubeWrites]] = {"kube": KubeWrites, "creates": CreateWrites}
+
+
+def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, events: int,
+                mix: str = "kube") -> int:
     """Store ``events`` events after the base as a capture chain; its last revision."""
     meta = read_meta(db)
     base_revision = max(snapshot_status(db).revision, meta.finished_compact_revision or 0,
@@ -149,7 +163,7 @@ def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, e
                      cluster_id=str(source["cluster_id"]), started_at=str(manifest["finished_at"]))
     chains = ChainStore(repo.store)
     chains.start(info)
-    writes = KubeWrites(base_revision)
+    writes = MIXES[mix](base_revision)
     previous = Predecessor("base", base_revision, backup_id)
     pending: list[CapturedRevision] = []
     ttls = {lease: EVENT_TTL for lease in writes.leases}
@@ -223,6 +237,9 @@ def download_seconds(repo: str, env: dict[str, str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--mix", choices=sorted(MIXES), default="kube",
+                        help="the events: kube (lease renewals, Events with leases, pod updates, deletes) or "
+                        "creates (every put a new ~1 KiB key: the most rows to write)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("s3", "dir"), default="s3")
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -241,13 +258,18 @@ def main() -> None:
         args.json = results_dir(work, BENCH_WORK / "pitr") / "bench_pitr.json"
     env = frozen_source(args.rev)
     if args.store == "dir":
-        run(work, str(work / f"repo-{args.events}"), env, db, args)
+        run(work, str(work / f"repo-{chain_name(args)}"), env, db, args)
         return
-    with SeaweedServer(weed(), work / f"seaweed-{args.events}") as seaweed:
+    with SeaweedServer(weed(), work / f"seaweed-{chain_name(args)}") as seaweed:
         s3 = seaweed.s3()
         env.update(s3.env())
         os.environ.update(s3.env())
         run(work, f"s3://{s3.bucket}/pitr", env, db, args)
+
+
+def chain_name(args: argparse.Namespace) -> str:
+    """The cached repository's name in the work dir: one per event mix and count."""
+    return str(args.events) if args.mix == "kube" else f"{args.mix}-{args.events}"
 
 
 def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse.Namespace) -> None:
@@ -256,7 +278,7 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     if not manifests:
         manifest = take_backup(db, work, env, repo_url)
         started = time.monotonic()
-        last = write_chain(repo, manifest, db, args.events)
+        last = write_chain(repo, manifest, db, args.events, args.mix)
         print(f"wrote {args.events} events up to revision {last} in {time.monotonic() - started:.0f} s",
               file=sys.stderr)
     base_id = (manifests[0].id if manifests else str(manifest["id"]))
@@ -301,20 +323,20 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
                   + f" (load {loads[-1]:.1f})", file=sys.stderr)
     finally:
         kubelet.down()
-    report(results, args.events, size, db, loads, args.json)
+    report(results, args.events, size, db, loads, args.json, args.mix)
 
 
 def report(results: dict[str, list[float]], events: int, segment_bytes: int, db: Path, loads: list[float],
-           out: Path) -> None:
+           out: Path, mix: str) -> None:
     med = {name: statistics.median(runs) for name, runs in results.items()}
     ratios = [p / (b + d) for p, b, d in zip(results["pitr"], results["base"], results["download"])]
     summary = {
-        "events": events, "base_db_bytes": db.stat().st_size, "segment_bytes": segment_bytes,
+        "events": events, "mix": mix, "base_db_bytes": db.stat().st_size, "segment_bytes": segment_bytes,
         "median_s": med, "runs_s": results, "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
         "apply_events_per_s": events / med["replay"], "load_average": loads, "memory": memory_reporting(),
     }
     out.write_text(json.dumps(summary, indent=2))
-    print(f"base db {db.stat().st_size / 1e6:.0f} MB, {events:,} events in {segment_bytes / 1e6:.0f} MB of "
+    print(f"base db {db.stat().st_size / 1e6:.0f} MB, {events:,} events ({mix}) in {segment_bytes / 1e6:.0f} MB of "
           f"segments, {len(ratios)} rounds, load average {min(loads):.1f}-{max(loads):.1f}; "
           f"freed memory: {memory_reporting()}\n")
     print("| case | median | runs |\n| --- | --- | --- |")
