@@ -25,7 +25,7 @@ from lifeboat.durable import replace_durably
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot import KeyValue
 from lifeboat.snapshot.mvcc import decode_key_value, latest_rows
-from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile
+from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile, Buffer
 from lifeboat.waits import finished
 
 _KEY_BUCKET = b"key"
@@ -224,14 +224,63 @@ def _changed_pages(before: BoltFile, after: BoltFile) -> set[int]:
     return changed
 
 
+# At most this many keys per sampled key are followed through a scan (see _LowestRanked).
+_FOLLOWED_PER_SAMPLE = 64
+
+
 def sample_keys(path: str | os.PathLike[str], count: int = 32) -> list[KeyValue]:
     """Up to ``count`` live keys spread over the keyspace (chosen by a hash of the key), by key.
 
-    Only the chosen keys' values are decoded.
+    Only the chosen keys' values are decoded. Memory stays bounded however many keys the db
+    holds: a few thousand keys are followed, not every key (see :class:`_LowestRanked`).
     """
+    followed = _LowestRanked(count * _FOLLOWED_PER_SAMPLE)
+    with latest_rows(path, into=followed) as latest:
+        if len(latest) >= count or followed.bound is None:
+            return _chosen(latest, count)
+    # Most keys it followed were deleted after it narrowed, while keys above its bound may
+    # live: read once more following every key (memory as many as live at once; rare).
     with latest_rows(path) as latest:
-        chosen = heapq.nsmallest(count, latest, key=_rank)
-        return [decode_key_value(*latest[key]) for key in sorted(chosen)]
+        return _chosen(latest, count)
+
+
+def _chosen(latest: dict[bytes, tuple[Buffer, int, int]], count: int) -> list[KeyValue]:
+    chosen = heapq.nsmallest(count, latest, key=_rank)
+    return [decode_key_value(*latest[key]) for key in sorted(chosen)]
+
+
+class _LowestRanked(dict[bytes, tuple[Buffer, int, int]]):
+    """A :func:`~lifeboat.snapshot.mvcc.latest_rows` map that follows only the lowest-ranked keys.
+
+    While more than ``cap`` followed keys are live, the bound drops to their median rank and
+    the upper half is forgotten; keys ranked at or above the bound are not followed. The bound
+    only falls, so a key under the final one was under it at each of its rows: its latest
+    value, or its deletion, is the file's, as with an unbounded map. The lowest-ranked live
+    keys are therefore exact, as long as at least the sample's count of them are left.
+    """
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+        self.bound: bytes | None = None
+
+    def __setitem__(self, key: bytes, where: tuple[Buffer, int, int]) -> None:
+        if key not in self:  # a followed key is under the bound
+            rank = _rank(key)
+            if self.bound is not None and rank >= self.bound:
+                return
+            if len(self) >= self.cap:
+                self._narrow()
+                if self.bound is not None and rank >= self.bound:
+                    return
+        super().__setitem__(key, where)
+
+    def _narrow(self) -> None:
+        ranks = {key: _rank(key) for key in self}
+        self.bound = sorted(ranks.values())[len(ranks) // 2]
+        for key, rank in ranks.items():
+            if rank >= self.bound:
+                del self[key]
 
 
 class KeySamples:

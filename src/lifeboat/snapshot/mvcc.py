@@ -126,13 +126,16 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
 
 
 @contextmanager
-def latest_rows(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[dict[bytes, tuple[Buffer, int, int]]]:
+def latest_rows(path: str | os.PathLike[str], prefix: bytes = b"",
+                into: dict[bytes, tuple[Buffer, int, int]] | None = None) -> Iterator[dict[bytes, tuple[Buffer, int, int]]]:
     """Where each live key under ``prefix`` has its latest value: key -> (buffer, start, end).
 
-    The buffers can be read only inside the ``with`` block.
+    The buffers can be read only inside the ``with`` block. ``into``: the dict to fill, in
+    row order (a subclass may decline keys in ``__setitem__`` to bound its memory; deleted
+    keys are removed with ``pop``).
     """
     with BoltFile.open(path) as db:
-        latest: dict[bytes, tuple[Buffer, int, int]] = {}
+        latest: dict[bytes, tuple[Buffer, int, int]] = {} if into is None else into
         bucket = db.bucket(KEY_BUCKET)
         if bucket is not None:
             for leaf in db.leaves(bucket, db.new_seen()):

@@ -1,0 +1,97 @@
+"""The restore's key sample: the same keys as following every key, in bounded memory."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.restore import content
+from lifeboat.restore.content import sample_keys
+from lifeboat.snapshot import KeyValue
+from lifeboat.snapshot.mvcc import decode_key_value, encode_revision, latest_rows
+from lifeboat.snapshot.replay import encode_fields, tombstone_value
+from lifeboat.snapshot.writer import BucketChanges, write_db
+
+from tests.unit.snapshot.test_latest_rows import db_with
+
+
+def every_key_sample(path: Path, count: int = 32) -> list[KeyValue]:
+    """The sample as defined: the ``count`` live keys of lowest rank, every key followed."""
+    with latest_rows(path) as latest:
+        chosen = heapq.nsmallest(count, latest, key=content._rank)
+        return [decode_key_value(*latest[key]) for key in sorted(chosen)]
+
+
+def db_of(tmp_path: Path, rows: Iterator[tuple[bytes, bytes]]) -> Path:
+    small = db_with(tmp_path / "small.db", [(encode_revision(2), encode_fields(b"/first", 2, 2, 1, b"v", 0))])
+    return write_db(small, tmp_path / "big.db", [BucketChanges(b"key", appends=rows)], trailer=False).path
+
+
+def key(n: int) -> bytes:
+    return b"/registry/configmaps/bench/cm-%06d" % n
+
+
+def puts_then_deletes(keys: int, deleted: range) -> Iterator[tuple[bytes, bytes]]:
+    revision = 2
+    for n in range(keys):
+        revision += 1
+        yield encode_revision(revision), encode_fields(key(n), revision, revision, 1, b"value %d" % n, 0)
+    for n in range(keys):  # each key updated once, in another order
+        revision += 1
+        n = (n * 7919) % keys
+        yield encode_revision(revision), encode_fields(key(n), 3 + n, revision, 2, b"again %d" % n, 0)
+    for n in deleted:
+        revision += 1
+        yield encode_revision(revision) + b"t", tombstone_value(key(n))
+
+
+@pytest.fixture
+def most_followed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The most keys a scan's map held at once."""
+    held: list[int] = [0]
+    setitem = content._LowestRanked.__setitem__
+
+    def counting(self: content._LowestRanked, key: bytes, where: tuple[object, int, int]) -> None:
+        setitem(self, key, where)  # type: ignore[arg-type]
+        held[0] = max(held[0], len(self))
+
+    monkeypatch.setattr(content._LowestRanked, "__setitem__", counting)
+    return held
+
+
+def test_the_sample_is_every_key_samples_and_follows_at_most_64_keys_per_sampled_one(
+        tmp_path: Path, most_followed: list[int]) -> None:
+    db = db_of(tmp_path, puts_then_deletes(20_000, range(0, 20_000, 3)))
+    sample = sample_keys(db, count=8)
+    assert [kv.key for kv in sample] == [kv.key for kv in every_key_sample(db, 8)]
+    assert sample == every_key_sample(db, 8)
+    assert all(kv.version == 2 and kv.value.startswith(b"again") for kv in sample)
+    assert 8 < most_followed[0] <= 8 * 64
+
+
+def test_followed_keys_deleted_after_the_scan_narrowed_are_read_again_with_every_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # All but the last 100 of 20,000 keys are deleted at the end: the bounded scan narrowed
+    # long before, and most of what it followed is gone.
+    db = db_of(tmp_path, puts_then_deletes(20_000, range(0, 19_900)))
+    scans: list[bool] = []
+    scan = content.latest_rows
+
+    def counted(path: Path, prefix: bytes = b"", into: dict[bytes, tuple[object, int, int]] | None = None
+                ) -> object:
+        scans.append(into is not None)
+        return scan(path, prefix, into)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(content, "latest_rows", counted)
+    sample = sample_keys(db, count=32)
+    assert scans == [True, False]  # bounded, then every key
+    assert len(sample) == 32
+    assert sample == every_key_sample(db, 32)
+
+
+def test_a_db_with_fewer_live_keys_than_the_count_gives_them_all(tmp_path: Path) -> None:
+    db = db_of(tmp_path, puts_then_deletes(10, range(0, 4)))
+    assert [kv.key for kv in sample_keys(db, count=32)] == [b"/first", *sorted(key(n) for n in range(4, 10))]
