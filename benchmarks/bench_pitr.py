@@ -308,7 +308,8 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
             # Each restore starts on a settled machine (no compaction nor writeback of the one
             # before), and the two alternate which goes first.
             for case in ("pitr", "base") if round_ % 2 == 0 else ("base", "pitr"):
-                settle(etcd.data_dir)
+                waited = settle(etcd.data_dir)
+                print(f"{case}: settled in {waited:.1f} s", file=sys.stderr)
                 if case == "pitr":
                     total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
                     results["replay"].append(replay_seconds(steps, total))
