@@ -297,12 +297,13 @@ class ChainStore:
         return self.check_segment(self.fetch_segment(cluster, chain, ref, identities), cluster, chain, ref)
 
     def check_header(self, raw: bytes | bytearray, cluster: str, chain: str, ref: SegmentRef,
-                     size: int | None = None) -> SegmentHeader:
+                     size: int | None = None, *, check_sha256: bool = True) -> SegmentHeader:
         """Check the end line's sha256 and that the header is what the name says (no full parse).
 
-        ``raw`` and ``size`` as :func:`~lifeboat.catalog.segments.read_header` takes them."""
+        ``raw``, ``size`` and ``check_sha256`` as :func:`~lifeboat.catalog.segments.read_header`
+        takes them."""
         where = self.segment_where(cluster, chain, ref)
-        header = read_header(raw, where, size=size)
+        header = read_header(raw, where, check_sha256=check_sha256, size=size)
         _require_as_named(header, where, cluster, chain, ref)
         return header
 

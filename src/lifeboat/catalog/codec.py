@@ -118,6 +118,43 @@ class FrameBuffer:
         self.data = grown
 
 
+# zstd's frame format (RFC 8878 §3.1.1.2): each block starts with a 3-byte little-endian
+# header: bit 0 marks the last block, bits 1-2 its type, the rest its size. A raw or a
+# compressed block's content is that size in bytes, an RLE block's one byte (the size is
+# what it expands to); type 3 is reserved. After the last block, 4 bytes of checksum
+# when the frame header asks for one.
+_BLOCK_HEADER_SIZE = 3
+_RLE_BLOCK = 1
+_RESERVED_BLOCK = 3
+_CONTENT_CHECKSUM_SIZE = 4
+
+
+def content_checksummed(stored: Chunk) -> bool:
+    """Whether ``stored`` is exactly one whole zstd frame that carries a content checksum.
+
+    Decompressing such a frame (:meth:`FrameBuffer.decompress`, :func:`decompressing`)
+    compares the checksum, the low 32 bits of the XXH64 of the content, with the content it
+    produced, and fails when they differ. False for a frame without a checksum, one cut short,
+    anything after the frame, or bytes that are not one frame: the caller checks the content
+    another way then. Reads only the block headers (a few dozen for a segment)."""
+    with memoryview(stored) as view:
+        try:
+            if not zstandard.get_frame_parameters(view).has_checksum:
+                return False
+            at = zstandard.frame_header_size(view)
+        except zstandard.ZstdError:
+            return False
+        while at + _BLOCK_HEADER_SIZE <= len(view):
+            header = int.from_bytes(view[at:at + _BLOCK_HEADER_SIZE], "little")
+            kind, size = (header >> 1) & 3, header >> 3
+            if kind == _RESERVED_BLOCK:
+                return False
+            at += _BLOCK_HEADER_SIZE + (1 if kind == _RLE_BLOCK else size)
+            if header & 1:
+                return at + _CONTENT_CHECKSUM_SIZE == len(view)
+        return False
+
+
 def decoded_pieces(chunks: Iterable[Chunk], identities: Sequence[Identity] | None, raw_size: int,
                    piece: int = CHUNK, depth: int = 4) -> Iterator[memoryview]:
     """Stored bytes → the ``raw_size`` raw bytes, decoded in a thread into a few reused buffers.

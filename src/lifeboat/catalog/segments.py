@@ -178,7 +178,9 @@ def read_header(data: bytes | bytearray, where: str, *, check_sha256: bool = Tru
                 size: int | None = None) -> SegmentHeader:
     """Check the end line's sha256 and parse the header; an IntegrityError naming ``where``.
 
-    ``check_sha256=False`` only for bytes this process checked already (a staged download).
+    ``check_sha256=False`` only for bytes this process checked already: a staged download, or
+    what a whole zstd frame with a content checksum decompressed to (zstd compared the checksum,
+    :func:`~lifeboat.catalog.codec.content_checksummed`). The end line must be there either way.
     A ``bytearray`` holds the segment in its first ``size`` bytes (a reused decode buffer,
     :class:`~lifeboat.catalog.codec.FrameBuffer`); the header's ``body`` is then a view of it,
     not a copy, valid as long as the buffer is not reused.

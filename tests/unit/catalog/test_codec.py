@@ -12,10 +12,11 @@ import pytest
 import zstandard
 
 from lifeboat.catalog.age_keys import load_identities, load_recipients
-from lifeboat.catalog.codec import FrameBuffer, decode, decoded_pieces, encode
+from lifeboat.catalog.codec import FrameBuffer, content_checksummed, decode, decoded_pieces, encode
 from lifeboat.catalog.streams import Cancelled, Digest, PieceBuffers, SnapshotDigest, hashing, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from tests.support.binaries import tool
+from tests.support.zstd_frames import flipped, unchecked_content, without_checksum
 
 
 def chunks_of(data: bytes, size: int = 100_000) -> list[bytes]:
@@ -358,3 +359,39 @@ def test_a_corrupt_frame_is_an_integrity_error_and_a_cut_one_comes_out_short(pay
     stored[len(stored) // 2] ^= 0xFF
     with pytest.raises(IntegrityError, match="corrupt"):
         buffer.decompress(bytes(stored))
+
+
+def test_a_whole_frame_with_a_checksum_is_recognised_as_checked_by_its_decompression(payload: bytes) -> None:
+    stored = b"".join(encode([payload], 3, []))  # as backups and segments are written, in threads
+    assert content_checksummed(stored)
+    assert content_checksummed(zstandard.ZstdCompressor(write_checksum=True).compress(b""))
+    assert content_checksummed(zstandard.ZstdCompressor(write_checksum=True).compress(b"a" * 500_000)), "RLE blocks"
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 5, 1000, -5, -4, -1])
+def test_a_frame_cut_short_is_not_taken_as_checked(payload: bytes, cut: int) -> None:
+    stored = b"".join(encode([payload], 3, []))
+    assert not content_checksummed(stored[:cut])
+
+
+def test_a_frame_without_a_checksum_or_with_more_after_it_is_not_taken_as_checked(payload: bytes) -> None:
+    stored = b"".join(encode([payload], 3, []))
+    assert not content_checksummed(without_checksum(stored))
+    assert not content_checksummed(zstandard.ZstdCompressor(write_checksum=False).compress(payload))
+    assert not content_checksummed(stored + stored), "two frames"
+    assert not content_checksummed(stored + b"\0")
+    assert not content_checksummed(b"")
+    assert not content_checksummed(b"not a zstd frame at all")
+
+
+@pytest.mark.parametrize("initial", [1 << 20, 300_000 + 24 * 200_000])  # the content fills the buffer exactly
+def test_a_frame_whose_content_does_not_match_its_checksum_is_refused(payload: bytes, initial: int) -> None:
+    """The survey relies on it (instead of a segment's sha256) for frames with a checksum: a
+    byte flipped in a stored (incompressible) block decodes without any other error."""
+    stored = b"".join(encode([payload], 3, []))
+    in_raw_block = flipped(stored, 1000)
+    assert unchecked_content(in_raw_block) != payload, "zstd alone decodes it: only its checksum tells"
+    for damaged in (in_raw_block, *(flipped(stored, -at) for at in range(1, 5))):
+        with pytest.raises(IntegrityError, match="corrupt"):
+            FrameBuffer(initial).decompress(damaged)
+    assert FrameBuffer(initial).decompress(stored) == len(payload)

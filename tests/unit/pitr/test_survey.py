@@ -26,6 +26,7 @@ from lifeboat.store.local import LocalStore
 from lifeboat.store.memory import MemoryStore
 from lifeboat.store.s3 import S3Store
 from tests.support.stalled_store import StalledStore
+from tests.support.zstd_frames import flipped, unchecked_content, without_checksum
 from tests.unit.catalog.capture_records import manifest, put, segment
 
 BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
@@ -95,6 +96,64 @@ def test_a_damaged_segment_is_named_through_the_process_boundary(tmp_path: Path)
         survey.result()
     assert point.segments[1].name in str(refused.value)
 
+
+
+def blob_chain_repo(store: MemoryStore) -> tuple[BackupRepository, RestorePoint, str]:
+    """:func:`chain_repo` with a segment holding an incompressible value (zstd stores it in
+    blocks of its own, as is), and that segment's key."""
+    repo = BackupRepository.open(store, create=True)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 100, "c1", BASE.finished_at))
+    first = chains.commit_segment(segment(Predecessor("base", 100, BASE.id), (101, 1, [put(b"/a", b"1", 101, 101, 1)])),
+                                  [], 3)
+    blob = segment(Predecessor("segment", 101, first.name), (102, 2, [put(b"/blob", os.urandom(300_000), 102, 102, 1)]))
+    ref = chains.commit_segment(blob, [], 3)
+    timeline = build_timeline("prod", [BASE], chains.chains("prod"))
+    return repo, point_at_revision(timeline, 102), next(k for k in store.keys() if k.endswith(ref.name))
+
+
+def replaced(store: MemoryStore, key: str, data: bytes) -> None:
+    store.delete(key)
+    store.put_bytes(key, data)
+
+
+def refused_naming_the_segment(repo: BackupRepository, point: RestorePoint, work: Path,
+                               because: str = "damaged|corrupt") -> None:
+    with ChainSurvey(repo, point, None, work) as survey, pytest.raises(IntegrityError, match=because) as refused:
+        survey.result()
+    assert point.segments[-1].name in str(refused.value)
+
+
+def test_a_byte_flipped_where_only_the_frames_checksum_notices_is_refused(tmp_path: Path) -> None:
+    """The survey takes zstd's content checksum, verified as it decompresses, for the end
+    line's sha256: a byte flipped in a block zstd stored as is decodes without other error."""
+    store = MemoryStore()
+    repo, point, key = blob_chain_repo(store)
+    stored = store.get_bytes(key)
+    damaged = flipped(stored, len(stored) // 2)
+    assert unchecked_content(damaged) != unchecked_content(stored), "only the checksum tells"
+    replaced(store, key, damaged)
+    refused_naming_the_segment(repo, point, tmp_path / "work")
+
+
+def test_a_segment_whose_frame_has_no_checksum_still_gets_its_sha256_checked(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, point, key = blob_chain_repo(store)
+    stored = store.get_bytes(key)
+    replaced(store, key, without_checksum(flipped(stored, len(stored) // 2)))
+    refused_naming_the_segment(repo, point, tmp_path / "work", "damaged: its sha256 does not match")
+    replaced(store, key, without_checksum(stored))
+    with ChainSurvey(repo, point, None, tmp_path / "whole") as survey:
+        assert survey.result()[0].last_revision == 102, "an undamaged one passes its sha256 check"
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_a_segment_cut_short_is_refused(tmp_path: Path, keep: float) -> None:
+    store = MemoryStore()
+    repo, point, key = blob_chain_repo(store)
+    stored = store.get_bytes(key)
+    replaced(store, key, stored[:int(len(stored) * keep)])
+    refused_naming_the_segment(repo, point, tmp_path / "work")
 
 def test_a_killed_child_is_a_clear_error_and_its_files_are_removed(tmp_path: Path) -> None:
     repo, point = chain_repo(StalledStore())
