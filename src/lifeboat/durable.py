@@ -6,8 +6,17 @@ A rename or a new file is durable only once the directory holding it is fsynced 
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
+
+# linux/fcntl.h and linux/fs.h: renameat2's "current directory" and its flag that refuses an
+# existing target.
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 
 
 def fsync_dir(directory: Path) -> None:
@@ -30,3 +39,47 @@ def replace_durably(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())
     os.replace(temporary, path)
     fsync_dir(path.parent)
+
+
+def move_durably(source: Path, destination: Path) -> None:
+    """Rename ``source`` to ``destination`` for good (both directories fsynced after);
+    FileExistsError when something is at ``destination``, which is never replaced."""
+    rename_no_replace(source, destination)
+    fsync_dir(destination.parent)
+    if source.parent != destination.parent:
+        fsync_dir(source.parent)
+
+
+def rename_no_replace(source: Path, destination: Path) -> None:
+    """Rename ``source`` to ``destination``; FileExistsError when ``destination`` exists.
+
+    A plain rename(2) of a directory replaces an empty directory at the target, and of a file
+    any file there; looking first leaves a window in which another process can make the
+    name. renameat2's RENAME_NOREPLACE makes the kernel refuse an existing target atomically.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(destination), _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        # ENOSYS: a kernel older than 3.15; EINVAL: a filesystem without RENAME_NOREPLACE (or a
+        # rename the plain one refuses with EINVAL too, such as a directory into itself).
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code), str(source), None, str(destination))
+    # Without renameat2, look, then rename: the window between the two stays open.
+    if os.path.lexists(destination):  # a dangling symlink is taken too
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(source), None, str(destination))
+    os.rename(source, destination)
+
+
+@cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """libc's renameat2 (glibc 2.28 and later), or None."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    renameat2: Callable[[int, bytes, int, bytes, int], int] = function
+    return renameat2

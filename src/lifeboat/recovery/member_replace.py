@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from lifeboat.clock import Clock, SystemClock, wait_for
+from lifeboat.durable import move_durably
 from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
 from lifeboat.etcd.seam import MembershipChanges
 from lifeboat.etcdapi.model import MemberList, MemberStatus
@@ -301,13 +302,12 @@ def _move_aside(data_dir: Path, target: Path, name: str) -> None:
     if db_locked(data_dir):
         raise OperationFailed(f"an etcd process still has {data_dir} open; stop it, then re-run")
     # The plan chose a name no sibling had; something may have taken it since (a restore or
-    # another replacement). A rename onto an empty dir would replace it, so look first
-    # (lexists: a dangling symlink is taken too).
-    if os.path.lexists(target):
-        raise OperationFailed(f"{target} appeared after the plan was made; nothing was moved: re-run "
-                              f"'lifeboat member replace {name}' (add --peer-urls if it was removed already)")
+    # another replacement), which a plain rename onto an empty dir would replace.
     try:
-        os.rename(data_dir, target)
+        move_durably(data_dir, target)
+    except FileExistsError:
+        raise OperationFailed(f"{target} appeared after the plan was made; nothing was moved: re-run "
+                              f"'lifeboat member replace {name}' (add --peer-urls if it was removed already)") from None
     except OSError as exc:
         raise OperationFailed(f"cannot move {data_dir} aside to {target}: {exc.strerror}") from None
 

@@ -21,6 +21,7 @@ from lifeboat.catalog.layout import FILES_OBJECT
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.streams import private_file
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.durable import rename_no_replace
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
 from lifeboat.kube.paths import on_host
@@ -76,11 +77,12 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
         _make_host_dirs(target.parent)
         aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
         if os.path.lexists(target):
-            if not os.path.lexists(aside):
-                os.rename(target, aside)
-            elif not _installed(staged, target):  # not this restore's own, put there before it was resumed
-                raise OperationFailed(f"{aside} already exists, so {target} cannot be moved aside; nothing of it "
-                                      "was changed; move that file away, then re-run the restore")
+            try:
+                rename_no_replace(target, aside)  # a rename would replace another restore's aside file
+            except FileExistsError:
+                if not _installed(staged, target):  # not this restore's own, put there before it was resumed
+                    raise OperationFailed(f"{aside} already exists, so {target} cannot be moved aside; nothing of "
+                                          "it was changed; move that file away, then re-run the restore") from None
         temporary = target.with_name(f".{target.name}.lifeboat-new")
         if os.path.lexists(temporary):
             os.unlink(temporary)

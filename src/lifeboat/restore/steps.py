@@ -23,7 +23,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.disk import FreeSpace, free_bytes, require_room
-from lifeboat.durable import fsync_dir
+from lifeboat.durable import fsync_dir, move_durably
 from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import SnapshotRestore
@@ -757,12 +757,10 @@ class PutBack(Step):
 def _rename(source: Path, destination: Path, occupied: str) -> None:
     """Rename ``source`` to ``destination`` for good (its directory synced); refused with
     "<destination> <occupied>" when something is there: a rename would replace it."""
-    if os.path.lexists(destination):
-        raise OperationFailed(f"{destination} {occupied}")
-    os.rename(source, destination)
-    fsync_dir(destination.parent)
-    if source.parent != destination.parent:
-        fsync_dir(source.parent)
+    try:
+        move_durably(source, destination)
+    except FileExistsError:
+        raise OperationFailed(f"{destination} {occupied}") from None
 
 
 

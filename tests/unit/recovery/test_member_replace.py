@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from lifeboat import durable
 from lifeboat.clock import FakeClock
 from lifeboat.errors import EtcdUnavailable, NotFound, OperationFailed, UsageError
 from lifeboat.etcd.memory import Fault, MemoryEtcd
@@ -185,24 +186,55 @@ def test_replacement_runs_every_step_and_retries_what_etcd_says_is_not_yet_possi
     assert any("promoted" in line for line in lines)
 
 
-def test_a_moved_aside_name_taken_after_the_plan_is_refused_leaving_both_dirs_as_they_were(tmp_path: Path) -> None:
+def planned_move(tmp_path: Path) -> tuple[FakeClock, MemoryEtcd, Path, ReplacePlan, Path]:
+    """Member m3 of a running cluster is down; its data dir ``tmp_path/etcd`` holds a db; the plan that replaces it."""
     clock = FakeClock()
     etcd = running_cluster(clock, down=3)
     data_dir = tmp_path / "etcd"
-    (data_dir / "member").mkdir(parents=True)
+    (data_dir / "member" / "snap").mkdir(parents=True)
+    (data_dir / "member" / "snap" / "db").write_bytes(b"the old member's db")
     p = plan_replacement(health_now(etcd), "m3", stamp=STAMP, starter=OperatorStarter(), data_dir=data_dir,
                          data_dir_exists=True)
     assert p.moved_to is not None
-    p.moved_to.mkdir()  # e.g. a restore of the same data dir within the same second, since the plan
+    return clock, etcd, data_dir, p, p.moved_to
+
+
+def test_a_moved_aside_name_taken_after_the_plan_is_refused_leaving_both_dirs_as_they_were(tmp_path: Path) -> None:
+    clock, etcd, data_dir, p, moved_to = planned_move(tmp_path)
+    moved_to.mkdir()  # e.g. a restore of the same data dir within the same second, since the plan
     with pytest.raises(OperationFailed, match=r"etcd\.lifeboat-moved-20250304T050607Z appeared after the plan "
                        r"was made; nothing was moved: re-run 'lifeboat member replace m3' \(add --peer-urls"):
         replace_member(etcd, p, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
-    assert (data_dir / "member").is_dir() and list(p.moved_to.iterdir()) == []
+    assert (data_dir / "member").is_dir() and list(moved_to.iterdir()) == []
     os.symlink(tmp_path / "gone", tmp_path / "etcd.lifeboat-moved-x")  # a dangling symlink is taken too
     taken = replace_plan_moving(p, tmp_path / "etcd.lifeboat-moved-x")
     with pytest.raises(OperationFailed, match="appeared after the plan"):
         replace_member(etcd, taken, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
     assert (data_dir / "member").is_dir() and os.readlink(tmp_path / "etcd.lifeboat-moved-x") == str(tmp_path / "gone")
+
+
+def test_a_moved_aside_name_made_after_the_look_and_before_the_rename_is_not_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The name was free when looked at; another process made it (an empty dir, which a plain
+    # rename of a directory replaces without a word) before the rename.
+    clock, etcd, data_dir, p, moved_to = planned_move(tmp_path)
+    moved_to.mkdir()
+    looked = os.path.lexists
+    monkeypatch.setattr(os.path, "lexists", lambda path: Path(path) != moved_to and looked(path))
+    with pytest.raises(OperationFailed, match="appeared after the plan was made; nothing was moved"):
+        replace_member(etcd, p, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
+    assert (data_dir / "member" / "snap" / "db").read_bytes() == b"the old member's db"
+    assert list(moved_to.iterdir()) == []
+
+
+def test_the_move_aside_is_synced_in_the_parent_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Until the directory holding both names is fsynced, a crash can undo the rename.
+    clock, etcd, data_dir, p, moved_to = planned_move(tmp_path)
+    synced: list[tuple[Path, bool]] = []
+    monkeypatch.setattr(durable, "fsync_dir",
+                        lambda d: synced.append((d, moved_to.is_dir() and not data_dir.exists())))
+    replace_member(etcd, p, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
+    assert synced == [(tmp_path, True)]  # after the rename, once: both names are in tmp_path
 
 
 def replace_plan_moving(p: ReplacePlan, moved_to: Path) -> ReplacePlan:
