@@ -3,6 +3,7 @@ another thread (SIGTERM to a restore, a capture or the agent): each would otherw
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +17,14 @@ from lifeboat.capture.spool import Spool
 from lifeboat.capture.upload import Uploader, Waiting
 from lifeboat.catalog.chains import ChainStore
 from lifeboat.clock import SystemClock
+from lifeboat.restore.content import newest_revision
 from lifeboat.restore.supervisor import run_command
+from lifeboat.snapshot.mvcc import KEY_BUCKET, encode_revision
+from lifeboat.snapshot.writer import BucketChanges, commit_in_place
 from lifeboat.store.memory import MemoryStore
 from lifeboat.waits import condition_wait_for, event_wait, finished, joined, mapped, run_captured
 from tests.support.signals import Stop, signal_to_another_thread
+from tests.unit.snapshot.test_page_scan import build
 
 LATE = 5.0  # when a wait ends on its own if the handler never runs
 
@@ -122,3 +127,31 @@ def test_capture_stops_while_it_waits_for_its_segments_to_be_uploaded(tmp_path: 
         stopped_soon(uploader.flush)
     finally:
         uploader.close()
+
+
+def test_a_commit_into_a_fetched_snapshot_stops_while_the_snapshot_is_fsynced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The commit fsyncs the fetched snapshot in a thread while it computes the new pages, then
+    # waits for that fsync (2-3 s on the benchmark's 1.2 GB base); here it takes LATE seconds.
+    snapshot = build(tmp_path / "snapshot.db")
+    fsync, slowed = os.fsync, threading.Event()
+
+    def slow_first_fsync(fd: int) -> None:
+        if not slowed.is_set():
+            slowed.set()
+            time.sleep(LATE)
+        fsync(fd)
+
+    handled: list[float] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        handled.append(time.monotonic())
+        raise Stop()
+
+    monkeypatch.setattr(os, "fsync", slow_first_fsync)
+    with signal_to_another_thread(stop):
+        started = time.monotonic()
+        with pytest.raises(Stop):
+            commit_in_place(snapshot, [BucketChanges(KEY_BUCKET, appends=[(encode_revision(9), b"\x0a\x02ap")])])
+    assert slowed.is_set() and handled[0] - started < 2  # the fsync itself is still waited for, after
+    assert newest_revision(snapshot) == 8  # its meta page still names the old tree

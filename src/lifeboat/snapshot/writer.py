@@ -187,7 +187,7 @@ def commit_in_place(snapshot: Path, changes: Sequence[BucketChanges], *, append_
                 # computed, instead of in the fsync before the meta page.
                 fetched_synced = early.submit(os.fsync, out.fileno())
                 sink, txid, db_size, meta = _new_pages(db, out, changes, edits, buckets)
-                fetched_synced.result()
+                finished(fetched_synced)
                 out.truncate(db_size)
                 out.flush()
                 if record is not None:
