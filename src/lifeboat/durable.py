@@ -21,11 +21,7 @@ _RENAME_NOREPLACE = 1
 
 def fsync_dir(directory: Path) -> None:
     """Flush ``directory``'s entries (a rename into or out of it, a new file) to disk."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(directory, os.O_DIRECTORY)
 
 
 def replace_durably(path: Path, data: bytes) -> None:
@@ -39,6 +35,28 @@ def replace_durably(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())
     os.replace(temporary, path)
     fsync_dir(path.parent)
+
+
+def part_path(path: Path) -> Path:
+    """``<path>.part``: where a file is written before :func:`install_durably` renames it to ``path``."""
+    return path.with_name(path.name + ".part")
+
+
+def install_durably(part: Path, path: Path) -> None:
+    """Rename the finished file ``part`` onto ``path`` (replacing it) for good: ``part`` is
+    fsynced first, so a crash never leaves ``path`` naming a file whose data is not on disk,
+    and its directory after."""
+    _fsync(part)
+    os.replace(part, path)
+    fsync_dir(path.parent)
+
+
+def _fsync(path: Path, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def move_durably(source: Path, destination: Path) -> None:

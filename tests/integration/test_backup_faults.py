@@ -139,7 +139,7 @@ def test_disk_filling_up_while_spooling_is_a_clear_error(
             return FullDisk(fd, "wb")
         return real_fdopen(fd, mode, *a, **k)
 
-    monkeypatch.setattr("lifeboat.backup.pipeline.os.fdopen", fdopen)
+    monkeypatch.setattr("os.fdopen", fdopen)  # private_file, which the spool is written through, opens with it
     store = MemoryStore()
     repo = BackupRepository.open(store, create=True)
     with pytest.raises(OperationFailed, match=r"is full; free space or pass --tmp-dir or set the config file's "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat import durable
-from lifeboat.durable import move_durably, rename_no_replace
+from lifeboat.durable import install_durably, move_durably, part_path, rename_no_replace
 
 
 def old_data(tmp_path: Path) -> Path:
@@ -99,3 +99,21 @@ def test_a_move_syncs_both_directories_after_the_rename(tmp_path: Path, monkeypa
     monkeypatch.setattr(durable, "fsync_dir", lambda d: synced.append((d, target.exists())))
     move_durably(source, target)
     assert sorted(synced) == [(tmp_path, True), (tmp_path / "elsewhere", True)]
+
+
+def test_an_installed_file_is_fsynced_before_its_rename_and_its_directory_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, part = tmp_path / "saved.db", part_path(tmp_path / "saved.db")
+    path.write_bytes(b"old")
+    part.write_bytes(b"new")
+    synced: list[tuple[str, bytes]] = []
+    real = durable._fsync
+
+    def spied(synced_path: Path, flags: int = 0) -> None:
+        synced.append((synced_path.name, path.read_bytes()))
+        real(synced_path, flags)
+
+    monkeypatch.setattr(durable, "_fsync", spied)
+    install_durably(part, path)
+    assert synced == [("saved.db.part", b"old"), (tmp_path.name, b"new")]
+    assert path.read_bytes() == b"new" and not part.exists()

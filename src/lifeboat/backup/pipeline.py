@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
+from lifeboat.durable import install_durably, part_path
 from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 from lifeboat.waits import finished
 
@@ -332,14 +332,12 @@ def save_snapshot(etcd: SnapshotSource, endpoints: tuple[str, ...], path: Path,
     a partial snapshot. Returns the source and the file size.
     """
     source = choose_source_member(etcd, endpoints)
-    part = path.with_name(path.name + ".part")
+    part = part_path(path)
     receiver = _SnapshotReceiver(etcd.snapshot(source.endpoint), part, progress)
     try:
         for _ in receiver.buffers.returned(iter(receiver)):
             pass
-        with part.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(part, path)
+        install_durably(part, path)
     except BaseException:
         part.unlink(missing_ok=True)
         raise

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.catalog.chains import ChainListing
@@ -22,7 +24,12 @@ from lifeboat.cli.drills import check_drill_flags
 from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
 from lifeboat.cli.point import resolve_point
 from lifeboat.config.values import read_retention_duration
+from lifeboat.durable import install_durably, part_path
 from lifeboat.errors import IntegrityError, UsageError
+
+if TYPE_CHECKING:
+    from lifeboat.catalog.age_keys import Identity
+    from lifeboat.verify.backup import VerifyReport
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -212,7 +219,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """fetch a backup and check every checksum and the snapshot"""
     # Here, not at the top: list, show and delete start without the verifier and the drill.
     from lifeboat.cli.drills import cmd_drill
-    from lifeboat.verify.backup import verify_backup
 
     check_drill_flags(args)
     identities = age_identities(args)
@@ -228,8 +234,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.drill:
         return cmd_drill(args, repo, manifest, identities)
     progress, room = Progress(), RoomNotes(args.output == "json")
-    report = verify_backup(repo, manifest, identities, tmp_dir=temp_dir(args),
-                           keep_snapshot=args.save_snapshot, progress=progress, room=room)
+    report = _verified_and_saved(repo, manifest, identities, args, progress, room)
     progress.finish()
     if args.output == "json":
         emit_json({"id": manifest.id, "ok": report.ok, "checks": [asdict(c) for c in report.checks],
@@ -241,6 +246,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if failure is not None:
         raise IntegrityError(f"backup {manifest.id} failed verification: {failure.name}: {failure.detail}")
     return 0
+
+
+def _verified_and_saved(repo: BackupRepository, manifest: Manifest, identities: Sequence[Identity] | None,
+                        args: argparse.Namespace, progress: Progress, room: RoomNotes) -> VerifyReport:
+    """The report of ``verify_backup``; with ``--save-snapshot FILE`` the snapshot is written as
+    ``FILE.part`` and renamed to FILE, fsynced, only once verified: a download that failed or was
+    interrupted leaves no file at FILE that looks complete (an existing one is left as it was)."""
+    from lifeboat.verify.backup import verify_backup
+
+    saved: Path | None = args.save_snapshot
+    part = part_path(saved) if saved is not None else None
+    try:
+        report = verify_backup(repo, manifest, identities, tmp_dir=temp_dir(args), keep_snapshot=part,
+                               progress=progress, room=room)
+        if saved is not None and part is not None and report.ok:
+            install_durably(part, saved)
+    finally:
+        if part is not None:
+            part.unlink(missing_ok=True)
+    return report
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

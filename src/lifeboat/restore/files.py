@@ -21,7 +21,7 @@ from lifeboat.catalog.layout import FILES_OBJECT
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.streams import private_file
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.durable import rename_no_replace
+from lifeboat.durable import install_durably, part_path, rename_no_replace
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
 from lifeboat.kube.paths import on_host
@@ -36,15 +36,22 @@ def fetch_archive(repo: BackupRepository, manifest: Manifest,
                               "restore without --files")
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     chunks = repo.read_object(manifest, stored.name)
+    # Only a checked archive is put at ``dest``, durably: the journal then says fetch-files is done,
+    # and a resumed restore installs what ``dest`` holds without checking it again.
+    part = part_path(dest)
     try:
-        with private_file(dest) as out:
-            for chunk in decode(chunks, identities if manifest.encryption else None):
-                out.write(chunk)
-    except IntegrityError as exc:
-        raise IntegrityError(f"object {stored.name} of backup {manifest.id} failed its check: {exc}; "
-                             "restore another backup") from None
-    with dest.open("rb") as archive:
-        verify_archive(archive, manifest.files)
+        try:
+            with private_file(part) as out:
+                for chunk in decode(chunks, identities if manifest.encryption else None):
+                    out.write(chunk)
+        except IntegrityError as exc:
+            raise IntegrityError(f"object {stored.name} of backup {manifest.id} failed its check: {exc}; "
+                                 "restore another backup") from None
+        with part.open("rb") as archive:
+            verify_archive(archive, manifest.files)
+        install_durably(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def install_archive(archive: Path, root: Path, stamp: str,

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from lifeboat.backup.control_plane import capture
-from lifeboat.errors import OperationFailed
-from lifeboat.restore.files import install_archive
+from lifeboat.catalog.codec import encode
+from lifeboat.catalog.ids import new_backup_id
+from lifeboat.catalog.layout import FILES_OBJECT
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.durable import part_path
+from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.restore.files import fetch_archive, install_archive
+from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.kubeadm_node import KubeadmNode, make_kubeadm_node
+from tests.support.manifests import stored_object
+from tests.unit.catalog.test_repository import T0, manifest
 
 
 def node_and_archive(tmp_path: Path) -> tuple[KubeadmNode, Path]:
@@ -69,3 +78,33 @@ def test_a_resumed_restore_finds_its_own_file_in_place_and_goes_on(tmp_path: Pat
 
     assert ca.read_text() == original
     assert node.host("/etc/kubernetes/pki/ca.crt.lifeboat-moved-STAMP").read_text() == "a CA made after the backup\n"
+
+
+@pytest.mark.parametrize("fault", [
+    Fault("get_stream", after_bytes=1024),  # the download breaks off
+    None,  # complete, but one file differs from the manifest's sha256
+], ids=["interrupted", "damaged"])
+def test_a_fetched_archive_is_at_its_name_only_once_complete_and_checked(
+        tmp_path: Path, fault: Fault | None) -> None:
+    # The journal then marks fetch-files done, and a resumed restore installs that file as it is.
+    node, archive = node_and_archive(tmp_path)
+    with archive.open("wb") as out:
+        files = capture(node.root, out)
+    store = MemoryStore()
+    repo = BackupRepository.open(store, create=True)
+    stored = b"".join(encode([archive.read_bytes()], 1, []))
+    m = manifest(new_backup_id(T0)).model_copy(update={"files": tuple(files), "objects": (
+        stored_object(), stored_object(FILES_OBJECT, len(stored)))})
+    store.put_bytes(repo.object_key(m, FILES_OBJECT), stored)
+    store.put_bytes(repo.object_key(m, "snapshot.db.zst"), b"x" * 100)
+    repo.commit(m)
+    fetched = tmp_path / "work" / "fetched.tar"
+    if fault is not None:
+        store.inject(fault)
+    else:
+        m = m.model_copy(update={"files": (dataclasses.replace(files[0], sha256="00" * 32), *files[1:])})
+    with pytest.raises(LifeboatError):
+        fetch_archive(repo, m, None, fetched)
+    assert not fetched.exists() and not part_path(fetched).exists()
+    fetch_archive(repo, repo.find(m.id, "prod"), None, fetched)
+    assert fetched.read_bytes() == archive.read_bytes() and not part_path(fetched).exists()
