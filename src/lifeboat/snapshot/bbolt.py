@@ -56,6 +56,13 @@ NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 FREELIST_COUNT_OVERFLOW = 0xFFFF
 
 Buffer = Union[PagedFile, bytes]
+# At most this many bytes of pages that follow each other in the file are read at once by
+# :meth:`BoltFile.leaves_read_together`: under the 256 KiB from which malloc maps each buffer
+# anew (see lifeboat.cli.malloc), a mapping whose every page faults when read into.
+_RUN_BYTES = 128 << 10
+# A leaf of a few rows of a few KiB each has an overflow page or two: the walk's next page
+# follows after them.
+_MOST_SKIPPED = 3
 
 def fnv64a(data: bytes) -> int:
     h = 0xCBF29CE484222325
@@ -93,6 +100,8 @@ class BucketRef:
 
 # A leaf page ready to read: (buffer, page offset, end of the page's bytes, element count).
 Leaf = tuple[Buffer, int, int, int]
+# A leaf whose buffer is in memory: pages read at once, or an inline bucket's page.
+LeafInMemory = tuple[bytes, int, int, int]
 
 
 class BoltFile:
@@ -198,10 +207,15 @@ class BoltFile:
 
     def page_header(self, pgid: int, seen: bytearray) -> tuple[int, int, int]:
         """Validate the header of branch/leaf page ``pgid``, mark it seen: (flags, count, overflow)."""
+        self._check_reference(pgid)
+        return self._checked_header(pgid, self.mm.unpack_from(PAGE_HEADER, pgid * self.page_size), seen)
+
+    def _check_reference(self, pgid: int) -> None:
         if not 2 <= pgid < self.meta.high_water:
             raise self.corrupted(f"page reference {pgid} is outside the database")
-        offset = pgid * self.page_size
-        header_id, flags, count, overflow = self.mm.unpack_from(PAGE_HEADER, offset)
+
+    def _checked_header(self, pgid: int, header: tuple[int, int, int, int], seen: bytearray) -> tuple[int, int, int]:
+        header_id, flags, count, overflow = header
         last = pgid + overflow
         if header_id != pgid:
             raise self.corrupted(f"page {pgid} carries the id {header_id}")
@@ -278,7 +292,56 @@ class BoltFile:
                 children.reverse()
                 stack.extend(children)
 
-    def inline_leaf(self, page: bytes) -> Leaf:
+    def leaves_read_together(self, bucket: BucketRef, seen: bytearray) -> Iterator[tuple[LeafInMemory, Buffer, int]]:
+        """:meth:`leaves`, with the same checks, each with where its bytes can be read again:
+        (leaf, that buffer, the offset there of the leaf's own buffer).
+
+        Where the pages the walk visits next follow each other in the file (lifeboat's writer
+        and a replay append a tree's new leaves in key order), one ``pread`` reads them all; any
+        other page is read once, where :meth:`leaves` reads each page twice (its header, then
+        the page). Only pages the walk visits are read: a snapshot etcd wrote has its leaves
+        scattered. A leaf's buffer is dropped with the next read.
+        """
+        if bucket.inline is not None:
+            yield self.inline_leaf(bucket.inline), bucket.inline, 0
+            return
+        page_size = self.page_size
+        run, base = b"", 0
+        stack = [bucket.root]
+        while stack:
+            pgid = stack.pop()
+            self._check_reference(pgid)
+            offset = pgid * page_size
+            if not base <= offset <= base + len(run) - page_size:
+                run, base = self.mm.read(offset, self._pages_together(pgid, stack) * page_size), offset
+            flags, count, overflow = self._checked_header(pgid, PAGE_HEADER.unpack_from(run, offset - base), seen)
+            end = offset + (overflow + 1) * page_size
+            if end > base + len(run):
+                run, base = self.mm.read(offset, end - offset), offset
+            if offset + PAGE_HEADER_SIZE + count * ELEMENT_SIZE > end:
+                raise self.corrupted(f"page {pgid} claims more elements than fit in it")
+            if flags == LEAF_PAGE:
+                yield (run, offset - base, end - base, count), self.mm, base
+                continue
+            if count == 0:
+                raise self.corrupted(f"branch page {pgid} is empty")
+            children = list(struct.unpack_from("<" + "IIQ" * count, run, offset - base + PAGE_HEADER_SIZE)[2::3])
+            children.reverse()
+            stack.extend(children)
+
+    def _pages_together(self, pgid: int, upcoming: list[int]) -> int:
+        """How many pages from ``pgid`` on to read at once: through the walk's next pages
+        (``upcoming``, the nearest last) while each starts at most ``_MOST_SKIPPED`` pages after
+        the one before it (room for that one's overflow pages), within the tree and ``_RUN_BYTES``."""
+        most = min(_RUN_BYTES // self.page_size, self.meta.high_water - pgid)
+        last = pgid
+        for following in reversed(upcoming):
+            if not last < following <= last + 1 + _MOST_SKIPPED or following - pgid >= most:
+                break
+            last = following
+        return last + 1 - pgid
+
+    def inline_leaf(self, page: bytes) -> LeafInMemory:
         if len(page) < PAGE_HEADER_SIZE:
             raise self.corrupted("an inline bucket is shorter than a page header")
         _id, flags, count, _overflow = PAGE_HEADER.unpack_from(page, 0)

@@ -88,7 +88,7 @@ class _Walk:
             pgid, low, high = stack.pop()
             if pgid is None:
                 assert ref.inline is not None
-                leaf = self.db.inline_leaf(ref.inline)
+                leaf: Leaf = self.db.inline_leaf(ref.inline)
             else:
                 known = pgid < self.reread_from
                 if known and 2 <= pgid and (pgid + 1) * self.db.page_size <= len(self.db.mm):

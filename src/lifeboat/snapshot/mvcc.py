@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .bbolt import BUCKET_LEAF_FLAG, BoltFile, Buffer, Leaf
+from .bbolt import BUCKET_LEAF_FLAG, BoltFile, Buffer, LeafInMemory
 from lifeboat.etcdapi.wire import MalformedValue as MalformedValue  # a bad row or revision
 from lifeboat.etcdapi.wire import read_varint, to_int64
 from lifeboat.etcdapi.model import KeyValue as KeyValue  # the value a live Range returns too
@@ -138,16 +138,18 @@ def latest_rows(path: str | os.PathLike[str], prefix: bytes = b"",
         latest: dict[bytes, tuple[Buffer, int, int]] = {} if into is None else into
         bucket = db.bucket(KEY_BUCKET)
         if bucket is not None:
-            for leaf in db.leaves(bucket, db.new_seen()):
-                _note_latest(db, leaf, prefix, latest)
+            for leaf, home, base in db.leaves_read_together(bucket, db.new_seen()):
+                _note_latest(db, leaf, home, base, prefix, latest)
         yield latest
 
 
-def _note_latest(db: BoltFile, leaf: Leaf, prefix: bytes, latest: dict[bytes, tuple[Buffer, int, int]]) -> None:
-    buf, offset, end, count = leaf
-    page = buf[offset:end]  # one read of the page: its rows are decoded from memory
+def _note_latest(db: BoltFile, leaf: LeafInMemory, home: Buffer, base: int, prefix: bytes,
+                 latest: dict[bytes, tuple[Buffer, int, int]]) -> None:
+    """Note the rows of ``leaf`` in ``latest``; a live key's value as its place in ``home``
+    (``base`` is where the leaf's buffer starts there), not in that buffer, which the walk drops."""
+    page = leaf[0]
     # Rows come in revision order, so a later row for the same key supersedes it.
-    for flags, kstart, kend, vend in db.leaf_elements((page, 0, end - offset, count)):
+    for flags, kstart, kend, vend in db.leaf_elements(leaf):
         if flags & BUCKET_LEAF_FLAG:
             raise db.corrupted("bucket 'key' contains a nested bucket")
         # The common shapes read directly (every full scan of bucket ``key`` goes through here):
@@ -170,7 +172,7 @@ def _note_latest(db: BoltFile, leaf: Leaf, prefix: bytes, latest: dict[bytes, tu
         if tombstone:
             latest.pop(user_key, None)
         else:
-            latest[user_key] = (buf, offset + kend, offset + vend)
+            latest[user_key] = (home, base + kend, base + vend)
 
 
 def _user_key(buf: bytes, start: int, end: int) -> bytes:
