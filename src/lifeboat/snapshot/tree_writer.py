@@ -19,13 +19,16 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from operator import add
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from lifeboat.errors import UsageError
+from lifeboat.waits import finished
 
 from .bbolt import (
     BRANCH_PAGE,
@@ -41,7 +44,9 @@ from .bbolt import (
 Item = tuple[int, bytes, bytes]
 # (key, value) of an appended row: never a nested bucket.
 Row = tuple[bytes, bytes]
-_FLUSH_BYTES = 8 << 20
+# Pages gathered before they are handed to the writing thread; with the pages it is writing,
+# at most twice this is held.
+_FLUSH_BYTES = 4 << 20
 # bbolt refuses empty keys and keys longer than this (bucket.go MaxKeySize).
 MAX_KEY_SIZE = 32768
 # A page's header and its elements are packed at once, with one layout per element count: a
@@ -74,9 +79,12 @@ class PageSink:
 
     A page is gathered as the parts it is made of (its packed header and elements, the keys
     and values as the caller holds them, its padding), not copied into one buffer: every
-    8 MiB the parts are written with ``pwritev`` (the kernel copies them into the file's pages
-    once), or written one by one when ``out`` is not a file. Every page is written whole,
-    padding included, so nothing of an earlier write stays in one.
+    4 MiB the parts are written with ``pwritev`` (the kernel copies them into the file's pages
+    once) by a thread, while the next pages are gathered (the copy into fresh page cache is
+    about as long as gathering the pages; pwritev releases the GIL), or written one by one
+    when ``out`` is not a file. Every page is written whole, padding included, so nothing of an
+    earlier write stays in one. :meth:`flush` returns once every page is written; use the sink
+    in a ``with`` block so that no write outlives it after an error.
     """
 
     def __init__(self, out: BinaryIO, page_size: int, first_pgid: int) -> None:
@@ -88,6 +96,7 @@ class PageSink:
         self._pending_bytes = 0
         self._written_to = first_pgid * page_size  # where the pending parts go
         self._zeros = memoryview(bytes(page_size))
+        self._writing: Future[None] | None = None
         out.seek(first_pgid * page_size)
         try:
             self._fd: int | None = out.fileno()
@@ -119,19 +128,61 @@ class PageSink:
         self.pages_written += pages
         self._pending_bytes += pages * page_size
         if self._pending_bytes >= _FLUSH_BYTES:
-            self.flush()
+            self._write_behind()
         return pgid
 
+    def __enter__(self) -> PageSink:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, _tb: object) -> None:
+        """Wait for the write in flight, if any: none outlives the sink (its file may be closed
+        next, and the descriptor reused). After an error in the block that error is raised, not
+        the write's."""
+        if exc is None:
+            self._written()
+            return
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            try:
+                finished(writing)
+            except Exception:  # the block's own error is on its way out
+                pass
+
     def flush(self) -> None:
-        pending = self._pending
-        if self._fd is None:
-            for part in pending:
-                self.out.write(part)
-        else:
-            self.out.flush()
-            _write_all_at(self._fd, pending, self._written_to)
+        """Write every page given so far; an error of any write is raised here."""
+        self._write_behind()
+        self._written()
+
+    def _write_behind(self) -> None:
+        """Start writing the pending pages in a thread, once the write before is done."""
+        pending, at = self._pending, self._written_to
         self._written_to += self._pending_bytes
         self._pending, self._pending_bytes = [], 0
+        fd = self._fd
+        if fd is None:
+            for part in pending:
+                self.out.write(part)
+            return
+        self._written()
+        self.out.flush()
+        writing: Future[None] = Future()
+
+        def write() -> None:
+            try:
+                _write_all_at(fd, pending, at)
+            except BaseException as exc:  # raised in the gathering thread by _written()
+                writing.set_exception(exc)
+            else:
+                writing.set_result(None)
+
+        # A daemon: a write abandoned by a failed commit is of pages no meta page names yet.
+        threading.Thread(target=write, name="lifeboat-page-write", daemon=True).start()
+        self._writing = writing
+
+    def _written(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            finished(writing)
 
 
 # The most buffers one pwritev takes (Linux's IOV_MAX).

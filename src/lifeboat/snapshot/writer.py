@@ -426,9 +426,9 @@ def _new_pages(db: BoltFile, out: BinaryIO, changes: Sequence[BucketChanges], ed
                buckets: Mapping[bytes, tuple[BucketRef, int]]) -> tuple[PageSink, int, int, bytes]:
     """Write the changed pages after the high-water mark: the sink, the new txid, the new db's
     size and its meta page (not written)."""
-    sink = PageSink(out, db.page_size, db.meta.high_water)
-    new_root = _rewrite(db, sink, changes, edits, buckets)
-    sink.flush()
+    with PageSink(out, db.page_size, db.meta.high_water) as sink:
+        new_root = _rewrite(db, sink, changes, edits, buckets)
+        sink.flush()
     txid = db.meta.txid + 1
     return sink, txid, sink.next_pgid * db.page_size, _meta_page(db, new_root, sink.next_pgid, txid)
 
@@ -620,9 +620,9 @@ def bump_restored_db(db: Path, amount: int) -> BumpResult:
 def _commit_in_place(
     bolt: BoltFile, out: BinaryIO, changes: Sequence[BucketChanges], edits: Mapping[bytes, Edits]
 ) -> WrittenDb:
-    sink = PageSink(out, bolt.page_size, bolt.meta.high_water)
-    new_root = _rewrite(bolt, sink, changes, edits, _top_level_buckets(bolt))
-    sink.flush()
+    with PageSink(out, bolt.page_size, bolt.meta.high_water) as sink:
+        new_root = _rewrite(bolt, sink, changes, edits, _top_level_buckets(bolt))
+        sink.flush()
     out.flush()
     os.fsync(out.fileno())
     txid = bolt.meta.txid + 1

@@ -1,11 +1,14 @@
-"""The page sink and packers of the bbolt writer: pages gathered as parts, written every 8 MiB."""
+"""The page sink and packers of the bbolt writer: pages gathered as parts, written every 4 MiB by a thread."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import random
+import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -92,3 +95,68 @@ def test_pages_written_to_a_file_in_short_writes_and_small_batches_are_the_same_
         packed_tree(1024, out)
     assert short and max(short) == 1000
     assert (tmp_path / "db").read_bytes() == expected.getvalue()
+
+
+def test_a_write_that_fails_in_the_writing_thread_is_raised_by_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def full_disk(fd: int, buffers: list[bytes | memoryview], offset: int) -> int:
+        calls.append(threading.current_thread().name)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tree_writer, "_FLUSH_BYTES", 5 * 1024 + 3)
+    monkeypatch.setattr(os, "pwritev", full_disk)
+    with (tmp_path / "db").open("w+b") as out, pytest.raises(OSError) as raised:
+        packed_tree(1024, out)
+    assert raised.value.errno == errno.ENOSPC
+    assert calls == ["lifeboat-page-write"]  # the next batch waited for this one and raised its error
+
+
+def test_pages_are_written_by_one_write_at_a_time_in_file_order_while_the_next_are_gathered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.pwritev
+    busy = threading.Lock()
+    offsets: list[int] = []
+    threads: set[str] = set()
+
+    def one_at_a_time(fd: int, buffers: list[bytes | memoryview], offset: int) -> int:
+        assert busy.acquire(blocking=False), "two writes at once"
+        try:
+            offsets.append(offset)
+            threads.add(threading.current_thread().name)
+            time.sleep(0.001)
+            return real(fd, buffers, offset)
+        finally:
+            busy.release()
+
+    expected = io.BytesIO()
+    packed_tree(1024, expected)
+    monkeypatch.setattr(tree_writer, "_FLUSH_BYTES", 64 * 1024)
+    monkeypatch.setattr(os, "pwritev", one_at_a_time)
+    with (tmp_path / "db").open("w+b") as out:
+        packed_tree(1024, out)
+    assert threads == {"lifeboat-page-write"} and len(offsets) > 10 and offsets == sorted(offsets)
+    assert (tmp_path / "db").read_bytes() == expected.getvalue()
+
+
+@pytest.mark.parametrize("write_fails", [False, True])
+def test_an_error_while_pages_are_packed_waits_for_the_write_in_flight_and_is_the_one_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_fails: bool) -> None:
+    real = os.pwritev
+    ended: list[str] = []
+
+    def slow(fd: int, buffers: list[bytes | memoryview], offset: int) -> int:
+        time.sleep(0.3)
+        ended.append("write")
+        if write_fails:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(tree_writer, "_FLUSH_BYTES", PAGE)
+    monkeypatch.setattr(os, "pwritev", slow)
+    with (tmp_path / "db").open("w+b") as out, pytest.raises(ValueError, match="malformed row"):
+        with PageSink(out, PAGE, 3) as sink:
+            sink.write(LEAF_PAGE, 1, b"x" * 100)  # a page's worth: handed to the writing thread
+            raise ValueError("malformed row")
+    assert ended == ["write"]  # done before the file could be closed
