@@ -21,7 +21,7 @@ from lifeboat.catalog.layout import FILES_OBJECT
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.streams import private_file
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.durable import install_durably, part_path, rename_no_replace
+from lifeboat.durable import fsync_dir, install_durably, part_path, rename_no_replace
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
 from lifeboat.kube.paths import on_host
@@ -95,13 +95,17 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
             os.unlink(temporary)
         if staged.is_symlink():
             os.symlink(os.readlink(staged), temporary)
+            os.replace(temporary, target)
+            fsync_dir(target.parent)  # the move aside and the new name
         else:
             shutil.copy2(staged, temporary)
             st = staged.stat()
             if os.geteuid() == 0:
                 os.chown(temporary, st.st_uid, st.st_gid)
                 os.chmod(temporary, st.st_mode & 0o7777)
-        os.replace(temporary, target)
+            # Its bytes on disk before its name, and both names after: a power cut never leaves
+            # a certificate or manifest empty at its path, nor the move aside undone.
+            install_durably(temporary, target)
     except OSError as exc:
         raise OperationFailed(f"cannot put {target} in place: {exc.strerror or exc}; "
                               "fix that path and re-run the restore") from None

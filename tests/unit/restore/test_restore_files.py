@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,31 @@ def test_a_fetched_archive_is_at_its_name_only_once_complete_and_checked(
     assert not fetched.exists() and not part_path(fetched).exists()
     fetch_archive(repo, repo.find(m.id, "prod"), None, fetched)
     assert fetched.read_bytes() == archive.read_bytes() and not part_path(fetched).exists()
+
+
+def test_each_file_is_on_disk_before_its_name_and_its_directory_after(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    node, archive = node_and_archive(tmp_path)
+    node.host("/etc/kubernetes/pki/ca.crt").write_text("a new CA someone made after the backup\n")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        events.append(("rename", str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    install_archive(archive, node.root, "STAMP")
+
+    ca = str(node.host("/etc/kubernetes/pki/ca.crt"))
+    renamed = events.index(("rename", ca))
+    assert events[renamed - 1] == ("fsync", ca.replace("ca.crt", ".ca.crt.lifeboat-new"))
+    assert events[renamed + 1] == ("fsync", str(node.host("/etc/kubernetes/pki")))
+    installed = [target for kind, target in events if kind == "rename" and target.startswith(str(node.root))]
+    assert len(installed) > 5 and all(
+        events[events.index(("rename", target)) + 1] == ("fsync", str(Path(target).parent)) for target in installed)
