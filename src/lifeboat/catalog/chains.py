@@ -298,7 +298,8 @@ class ChainStore:
 
     def check_header(self, raw: bytes | bytearray, cluster: str, chain: str, ref: SegmentRef,
                      size: int | None = None, *, check_sha256: bool = True) -> SegmentHeader:
-        """Check the end line's sha256 and that the header is what the name says (no full parse).
+        """Check the end line (its sha256 unless ``check_sha256`` is false) and that the header is
+        what the name says (no full parse).
 
         ``raw``, ``size`` and ``check_sha256`` as :func:`~lifeboat.catalog.segments.read_header`
         takes them."""
