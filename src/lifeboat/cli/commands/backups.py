@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                      "that and 64 MB, a point's drill three times; printed and checked before anything is "
                      "downloaded, exit 5 if short)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
-                   help="also keep the verified raw snapshot (with etcd's trailer) at FILE")
+                   help="also keep the verified raw snapshot (with etcd's trailer) at FILE: written as "
+                   "FILE.part and renamed to FILE (fsynced) only once every check passed")
     add_drill_flags(p)
     add_point_flags(p)
 
