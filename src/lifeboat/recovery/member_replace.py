@@ -309,6 +309,9 @@ def _move_aside(data_dir: Path, target: Path, name: str) -> None:
         raise OperationFailed(f"{target} appeared after the plan was made; nothing was moved: re-run "
                               f"'lifeboat member replace {name}' (add --peer-urls if it was removed already)") from None
     except OSError as exc:
+        if target.is_dir() and not os.path.lexists(data_dir):  # renamed; the directory's fsync failed
+            raise OperationFailed(f"moved {data_dir} aside to {target}, but flushing {target.parent} to disk "
+                                  f"failed: {exc.strerror}; check the disk: a power cut may undo the move") from None
         raise OperationFailed(f"cannot move {data_dir} aside to {target}: {exc.strerror}") from None
 
 

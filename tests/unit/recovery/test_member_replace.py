@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -235,6 +236,20 @@ def test_the_move_aside_is_synced_in_the_parent_directory(tmp_path: Path, monkey
                         lambda d: synced.append((d, moved_to.is_dir() and not data_dir.exists())))
     replace_member(etcd, p, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
     assert synced == [(tmp_path, True)]  # after the rename, once: both names are in tmp_path
+
+
+def test_a_move_aside_whose_directory_cannot_be_synced_says_it_moved(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, etcd, data_dir, p, moved_to = planned_move(tmp_path)
+
+    def failing(directory: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(durable, "fsync_dir", failing)
+    with pytest.raises(OperationFailed, match=r"^moved .*etcd aside to .*etcd\.lifeboat-moved-20250304T050607Z, "
+                       r"but flushing .* to disk failed: Input/output error; check the disk"):
+        replace_member(etcd, p, FakeStarter(etcd), [url(1)], report=lambda _: None, clock=clock)
+    assert (moved_to / "member" / "snap" / "db").read_bytes() == b"the old member's db"
 
 
 def replace_plan_moving(p: ReplacePlan, moved_to: Path) -> ReplacePlan:
