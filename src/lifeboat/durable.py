@@ -59,13 +59,21 @@ def _fsync(path: Path, flags: int = 0) -> None:
         os.close(fd)
 
 
+class NotFlushed(OSError):
+    """The rename was done, but a directory holding it could not be fsynced: a power cut may undo it."""
+
+
 def move_durably(source: Path, destination: Path) -> None:
     """Rename ``source`` to ``destination`` for good (both directories fsynced after);
-    FileExistsError when something is at ``destination``, which is never replaced."""
+    FileExistsError when something is at ``destination``, which is never replaced, and
+    :class:`NotFlushed` when the rename was done but not flushed."""
     rename_no_replace(source, destination)
-    fsync_dir(destination.parent)
-    if source.parent != destination.parent:
-        fsync_dir(source.parent)
+    try:
+        fsync_dir(destination.parent)
+        if source.parent != destination.parent:
+            fsync_dir(source.parent)
+    except OSError as exc:
+        raise NotFlushed(exc.errno, exc.strerror, str(destination.parent)) from exc
 
 
 def rename_no_replace(source: Path, destination: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from lifeboat.clock import Clock, SystemClock, wait_for
-from lifeboat.durable import move_durably
+from lifeboat.durable import NotFlushed, move_durably
 from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
 from lifeboat.etcd.seam import MembershipChanges
 from lifeboat.etcdapi.model import MemberList, MemberStatus
@@ -308,10 +308,10 @@ def _move_aside(data_dir: Path, target: Path, name: str) -> None:
     except FileExistsError:
         raise OperationFailed(f"{target} appeared after the plan was made; nothing was moved: re-run "
                               f"'lifeboat member replace {name}' (add --peer-urls if it was removed already)") from None
+    except NotFlushed as exc:
+        raise OperationFailed(f"moved {data_dir} aside to {target}, but flushing {target.parent} to disk "
+                              f"failed: {exc.strerror}; check the disk: a power cut may undo the move") from None
     except OSError as exc:
-        if target.is_dir() and not os.path.lexists(data_dir):  # renamed; the directory's fsync failed
-            raise OperationFailed(f"moved {data_dir} aside to {target}, but flushing {target.parent} to disk "
-                                  f"failed: {exc.strerror}; check the disk: a power cut may undo the move") from None
         raise OperationFailed(f"cannot move {data_dir} aside to {target}: {exc.strerror}") from None
 
 
