@@ -17,6 +17,7 @@ import pytest
 import zstandard
 
 from lifeboat.capture import CaptureStatus
+from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
@@ -38,6 +39,7 @@ from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
 from tests.support.pki import Pki
 from tests.support.segment_v1 import encode_segment_v1, v1_name
+from tests.support.segment_v2 import encode_segment_v2
 from tests.integration.test_restore_cli import Node, kubeadm_node  # noqa: F401 (fixture)
 from tests.integration.test_restore_cli import client as tls_client
 from tests.integration.test_snapshot_writer import restore_with_stock_tool
@@ -196,25 +198,36 @@ def test_etcd_serving_a_point_snapshot_answers_as_the_source_at_the_point_and_re
 
 def test_a_chain_captured_partly_by_older_lifeboat_restores_exactly(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
-    """Segments of format version 1 (JSON lines), then version 2, as after an upgrade mid-chain."""
+    """Segments of format version 1 (JSON lines), then version 2 (records, one zstd frame), then
+    version 3 (an index frame, then the records), as after two upgrades mid-chain."""
     repo_dir = tmp_path / "repo"
     repo = open_repository(repo_dir)
     with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.1)) as status:
         old = write_history(client, 3, tag="old")
         wait_for(lambda: status.last_revision >= old.revisions[-1])
+        middle = write_history(client, 3, tag="middle")
+        wait_for(lambda: status.last_revision >= middle.revisions[-1])
         new = write_history(client, 3, tag="new")
         wait_for(lambda: status.last_revision >= new.revisions[-1])
-    rewritten = 0
+    versions = {1: 0, 2: 0, 3: 0}
     for path in sorted(repo_dir.rglob("segments/*.seg.zst")):
-        if int(path.name.split("-")[1]) <= old.revisions[-1]:
-            segment = decode_segment(zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()), "t")
+        last = int(path.name.split("-")[1])
+        if last > middle.revisions[-1]:
+            versions[3] += 1
+            continue
+        segment = decode_segment(decompressed(path.read_bytes()), "t")
+        if last <= old.revisions[-1]:
             path.with_name(v1_name(path.name)).write_bytes(
                 zstandard.ZstdCompressor().compress(encode_segment_v1(segment)))
             path.unlink()
-            rewritten += 1
-    assert rewritten and list(repo_dir.rglob("segments/*.seg.zst")), "the chain must mix both versions"
-    for revision in (old.revisions[2], old.revisions[-1], new.revisions[3], new.revisions[-1]):
+            versions[1] += 1
+        else:
+            path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(encode_segment_v2(segment)))
+            versions[2] += 1
+    assert all(versions.values()), f"the chain must mix every version: {versions}"
+    for revision in (old.revisions[2], old.revisions[-1], middle.revisions[3], middle.revisions[-1],
+                     new.revisions[3], new.revisions[-1]):
         point = find_point(repo, "prod", PointTarget(revision=revision), None)
         built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
         assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"

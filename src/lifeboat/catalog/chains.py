@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.codec import decompressing, decrypting, encode
+from lifeboat.catalog.codec import compressed_frames, decrypting, encrypting, frames_decompressed
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
 from lifeboat.catalog.records import record_json
 from lifeboat.catalog.layout import (
     CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
 )
-from lifeboat.catalog.segments import Segment, SegmentHeader, decode_segment, encode_segment, read_header
+from lifeboat.catalog.segments import Segment, SegmentHeader, decode_segment, encode_segment_frames, read_header
 from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, UsageError
 from lifeboat.store.base import ObjectStore
 
@@ -192,7 +192,8 @@ class ChainStore:
 
     @staticmethod
     def encoded(segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> bytes:
-        return b"".join(encode([encode_segment(segment)], zstd_level, recipients))
+        stored = compressed_frames(encode_segment_frames(segment), zstd_level)
+        return b"".join(encrypting([stored], recipients)) if recipients else stored
 
     def put_encoded(self, cluster: str, chain: str, name: str, data: bytes) -> SegmentRef:
         key = segment_key(cluster, chain, name)
@@ -277,7 +278,7 @@ class ChainStore:
 
     def fetch_compressed(self, cluster: str, chain: str, ref: SegmentRef,
                          identities: Sequence[Identity] | None) -> bytes:
-        """A segment as stored, decrypted but still compressed (one zstd frame)."""
+        """A segment as stored, decrypted but still compressed (its zstd frames)."""
         key = segment_key(cluster, chain, ref.name)
         if ref.encrypted and not identities:
             raise UsageError(f"capture segment {ref.name} is encrypted: pass the age identity "
@@ -297,14 +298,15 @@ class ChainStore:
         return self.check_segment(self.fetch_segment(cluster, chain, ref, identities), cluster, chain, ref)
 
     def check_header(self, raw: bytes | bytearray, cluster: str, chain: str, ref: SegmentRef,
-                     size: int | None = None, *, check_sha256: bool = True) -> SegmentHeader:
+                     size: int | None = None, *, check_sha256: bool = True,
+                     index_frame: bool = False) -> SegmentHeader:
         """Check the end line (its sha256 unless ``check_sha256`` is false) and that the header is
         what the name says (no full parse).
 
-        ``raw``, ``size`` and ``check_sha256`` as :func:`~lifeboat.catalog.segments.read_header`
-        takes them."""
+        ``raw``, ``size``, ``check_sha256`` and ``index_frame`` as
+        :func:`~lifeboat.catalog.segments.read_header` takes them."""
         where = self.segment_where(cluster, chain, ref)
-        header = read_header(raw, where, check_sha256=check_sha256, size=size)
+        header = read_header(raw, where, check_sha256=check_sha256, size=size, index_frame=index_frame)
         _require_as_named(header, where, cluster, chain, ref)
         return header
 
@@ -330,11 +332,11 @@ class ChainStore:
 
 
 def decompressed(stored: bytes, where: str | None = None) -> bytes:
-    """The raw bytes of a segment's zstd frame (IntegrityError, naming ``where``, when it is damaged)."""
+    """The raw bytes of a segment's zstd frames (IntegrityError, naming ``where``, when it is damaged)."""
     if where is None:
-        return b"".join(decompressing([stored]))
+        return frames_decompressed(stored)
     with segment_named(where):
-        return b"".join(decompressing([stored]))
+        return frames_decompressed(stored)
 
 
 def _naming(where: str, damage: IntegrityError) -> IntegrityError:

@@ -65,6 +65,24 @@ def decompressing(chunks: Iterable[Chunk]) -> Iterator[bytes]:
         raise IntegrityError(f"compressed object is corrupt: {exc}") from None
 
 
+def frames_decompressed(stored: Chunk) -> bytes:
+    """The content of every zstd frame in ``stored``, one after another (a version 3 segment
+    has two); corrupt or truncated input is an IntegrityError."""
+    parts = []
+    rest: Chunk = stored
+    try:
+        while True:
+            stream = zstandard.ZstdDecompressor().decompressobj()
+            parts.append(stream.decompress(rest))
+            if not stream.eof:
+                raise IntegrityError("compressed object ends before its zstd frame does (truncated)")
+            rest = stream.unused_data
+            if not rest:
+                return b"".join(parts)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"compressed object is corrupt: {exc}") from None
+
+
 _decompressors = threading.local()
 
 
@@ -137,22 +155,45 @@ def content_checksummed(stored: Chunk) -> bool:
     produced, and fails when they differ. False for a frame without a checksum, one cut short,
     anything after the frame, or bytes that are not one frame: the caller checks the content
     another way then. Reads only the block headers (a few dozen for a segment)."""
-    with memoryview(stored) as view:
+    return checksummed_frame_end(stored) == len(stored)
+
+
+def checksummed_frame_end(stored: Chunk, start: int = 0) -> int | None:
+    """Where the zstd frame at ``start`` of ``stored`` ends, when it is whole and carries a
+    content checksum (see :func:`content_checksummed`); None otherwise."""
+    with memoryview(stored) as whole, whole[start:] as view:
         try:
             if not zstandard.get_frame_parameters(view).has_checksum:
-                return False
+                return None
             at = zstandard.frame_header_size(view)
         except zstandard.ZstdError:
-            return False
+            return None
         while at + _BLOCK_HEADER_SIZE <= len(view):
             header = int.from_bytes(view[at:at + _BLOCK_HEADER_SIZE], "little")
             kind, size = (header >> 1) & 3, header >> 3
             if kind == _RESERVED_BLOCK:
-                return False
+                return None
             at += _BLOCK_HEADER_SIZE + (1 if kind == _RLE_BLOCK else size)
             if header & 1:
-                return at + _CONTENT_CHECKSUM_SIZE == len(view)
-        return False
+                end = at + _CONTENT_CHECKSUM_SIZE
+                return start + end if end <= len(view) else None
+        return None
+
+
+def frame_content_size(stored: Chunk, start: int = 0) -> int:
+    """The content size the zstd frame at ``start`` declares; -1 when it declares none."""
+    with memoryview(stored) as whole, whole[start:] as view:
+        try:
+            size = zstandard.get_frame_parameters(view).content_size
+        except zstandard.ZstdError:
+            return -1
+    return -1 if size == zstandard.CONTENTSIZE_UNKNOWN else int(size)
+
+
+def compressed_frames(parts: Iterable[bytes], level: int) -> bytes:
+    """Each of ``parts`` as a zstd frame of its own, with its size and a content checksum."""
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    return b"".join(compressor.compress(part) for part in parts)
 
 
 def decoded_pieces(chunks: Iterable[Chunk], identities: Sequence[Identity] | None, raw_size: int,

@@ -5,10 +5,14 @@ A segment's raw bytes are (then zstd, then optionally age, exactly like a backup
 
 * line 1, the header (JSON): what the segment is (cluster, chain, revision range and seen
   times), the segment or base backup before it, the lease TTLs capture learned, and counts;
+* version 3 (written now): the index of the records
+  (:mod:`lifeboat.catalog.segment_index`), ``index.bytes`` long, in a zstd frame of its own
+  together with the header, so that a point restore's survey reads it without decompressing
+  the records;
 * the events, in revision order and, inside a revision (one etcd transaction), in etcd's
-  order, so an event's index is its sub revision. Version 2 (written now): binary records,
-  each the MVCC row etcd wrote for the event (:mod:`lifeboat.catalog.segment_records`), then
-  a newline; the header maps revisions to the wall-clock times capture saw them (``seen``).
+  order, so an event's index is its sub revision. Versions 2 and 3: binary records, each the
+  MVCC row etcd wrote for the event (:mod:`lifeboat.catalog.segment_records`), then a
+  newline; the header maps revisions to the wall-clock times capture saw them (``seen``).
   Version 1 (read only): one JSON line per revision, keys and values in base64;
 * the last line, ``{"end": {"sha256": ...}}``: the sha256 of every byte before it, so a
   truncated or altered segment is refused, never half applied.
@@ -26,17 +30,20 @@ import json
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
+from lifeboat.catalog.segment_index import CREATED, DELETED, IndexEntry, SegmentIndex, encode_index, read_index
 from lifeboat.catalog.segment_records import event_record, iter_records, record_event
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 
 SEGMENT_FORMAT = "lifeboat-segment"
-SEGMENT_VERSION = 2
+SEGMENT_VERSION = 3
 JSON_LINES_VERSION = 1  # what lifeboat wrote before version 2; still read
-READABLE_VERSIONS = (JSON_LINES_VERSION, SEGMENT_VERSION)
+RECORDS_VERSION = 2  # records without an index, written before version 3; still read
+READABLE_VERSIONS = (JSON_LINES_VERSION, RECORDS_VERSION, SEGMENT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -134,19 +141,44 @@ def header_fields(segment: Segment) -> dict[str, Any]:
 
 
 def encode_segment(segment: Segment) -> bytes:
-    """The raw (uncompressed, unencrypted) bytes of ``segment``, format version 2."""
-    header = header_fields(segment)
-    header["seen"] = [[revision, seen_text(moment)] for revision, moment in seen_runs(segment.revisions)]
-    parts = [json.dumps(header, separators=(",", ":")).encode(), b"\n"]
+    """The raw (uncompressed, unencrypted) bytes of ``segment``, format version 3."""
+    return b"".join(encode_segment_frames(segment))
+
+
+def _records_and_entries(segment: Segment) -> tuple[list[bytes], list[IndexEntry]]:
+    """Every event's record (head, value) and its index entry."""
+    records: list[bytes] = []
+    entries: list[IndexEntry] = []
+    offset = 0
     for rev in segment.revisions:
         for sub, event in enumerate(rev.events):
-            parts.extend(event_record(rev.revision, sub, event))
-    parts.append(b"\n")
-    digest = hashlib.sha256()
-    for part in parts:
+            head, value = event_record(rev.revision, sub, event)
+            deleted = event.type is EventType.DELETE
+            flags = DELETED if deleted else CREATED if event.kv.version == 1 else 0
+            entries.append(IndexEntry(rev.revision, offset, 0 if deleted else event.kv.lease, event.kv.key, flags))
+            records += (head, value)
+            offset += len(head) + len(value)
+    return records, entries
+
+
+def encode_segment_frames(segment: Segment) -> tuple[bytes, bytes]:
+    """``segment``'s raw bytes in the two parts stored as zstd frames of their own: the header
+    and the index; the records and the end line."""
+    records, entries = _records_and_entries(segment)
+    offset = sum(map(len, records))
+    if offset >= 1 << 32:  # the index's offsets are 4 bytes
+        raise ValueError("a segment's records must stay under 4 GiB")
+    index = encode_index(entries)
+    header = header_fields(segment)
+    header["seen"] = [[revision, seen_text(moment)] for revision, moment in seen_runs(segment.revisions)]
+    header["index"] = {"bytes": len(index), "records_bytes": offset}
+    first = json.dumps(header, separators=(",", ":")).encode() + b"\n" + index
+    records.append(b"\n")
+    digest = hashlib.sha256(first)
+    for part in records:
         digest.update(part)
-    parts.append(json.dumps({"end": {"sha256": digest.hexdigest()}}, separators=(",", ":")).encode() + b"\n")
-    return b"".join(parts)
+    records.append(json.dumps({"end": {"sha256": digest.hexdigest()}}, separators=(",", ":")).encode() + b"\n")
+    return first, b"".join(records)
 
 
 @dataclass(frozen=True)
@@ -161,13 +193,25 @@ class SegmentHeader:
     leases: Mapping[int, int]
     revisions: int
     events: int
-    body: bytes | memoryview  # version 1: the revision lines; version 2: the records (see read_header)
+    body: bytes | memoryview  # version 1: the revision lines; 2 and 3: the records (see read_header)
     version: int = SEGMENT_VERSION
-    seen: tuple[tuple[int, datetime], ...] = ()  # version 2: (first revision, seen) of each run
+    # Versions 2 and 3: (first revision, seen as written) of each run; parsed when first asked
+    # (:attr:`seen`): a point restore's survey reads every header and never needs them.
+    seen_text: tuple[tuple[int, str], ...] = ()
     body_offset: int = 0  # where ``body`` starts in the segment's raw bytes
+    index: SegmentIndex | None = None  # version 3
+    # Version 3 read from its first frame alone (header and index): ``body`` is empty, the
+    # records (``records_bytes`` of them) start the next frame.
+    records_apart: bool = False
+    records_bytes: int = 0
+
+    @cached_property
+    def seen(self) -> tuple[tuple[int, datetime], ...]:
+        """(first revision, seen) of each run (ValueError when a time is not one)."""
+        return tuple((revision, parse_seen(text)) for revision, text in self.seen_text)
 
     def seen_of(self, revision: int) -> datetime:
-        """When capture saw ``revision`` (version 2 headers)."""
+        """When capture saw ``revision`` (version 2 and 3 headers)."""
         index = bisect_right(self.seen, revision, key=lambda run: run[0]) - 1
         if index < 0:
             raise ValueError(f"revision {revision} comes before the segment's first seen time")
@@ -175,7 +219,7 @@ class SegmentHeader:
 
 
 def read_header(data: bytes | bytearray, where: str, *, check_sha256: bool = True,
-                size: int | None = None) -> SegmentHeader:
+                size: int | None = None, index_frame: bool = False) -> SegmentHeader:
     """Check the end line's sha256 and parse the header; an IntegrityError naming ``where``.
 
     ``check_sha256=False`` only for bytes this process checked already: a staged download, or
@@ -184,46 +228,69 @@ def read_header(data: bytes | bytearray, where: str, *, check_sha256: bool = Tru
     A ``bytearray`` holds the segment in its first ``size`` bytes (a reused decode buffer,
     :class:`~lifeboat.catalog.codec.FrameBuffer`); the header's ``body`` is then a view of it,
     not a copy, valid as long as the buffer is not reused.
+
+    ``index_frame``: ``data`` may be a version 3 segment's first zstd frame alone, the header
+    and the index, which its own content checksum covers (the caller checked the frame); the
+    header then says ``records_apart``. Any other segment must be whole.
     """
     try:
-        return _header(data, check_sha256, len(data) if size is None else size)
+        return _header(data, check_sha256, len(data) if size is None else size, index_frame)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
 
 
-def _header(data: bytes | bytearray, check_sha256: bool, size: int) -> SegmentHeader:
-    content_end = size
-    while content_end and data[content_end - 1] == 0x0A:  # no copy of a large segment to strip
-        content_end -= 1
-    body_end = data.rfind(b"\n", 0, content_end) + 1
-    if body_end <= 0:
-        raise ValueError("no end line (truncated)")
-    end = json.loads(data[body_end:size])["end"]
-    with memoryview(data) as view:
-        if check_sha256 and hashlib.sha256(view[:body_end]).hexdigest() != end["sha256"]:
-            raise ValueError("its sha256 does not match its content")
+def _header(data: bytes | bytearray, check_sha256: bool, size: int, index_frame: bool) -> SegmentHeader:
     first_line = data.index(b"\n", 0, size) + 1
     raw = json.loads(data[:first_line])
     version = raw.get("version")
     if raw.get("format") != SEGMENT_FORMAT or version not in READABLE_VERSIONS:
         raise ValueError(f"unknown segment format {raw.get('format')!r} {version!r}")
-    if version == SEGMENT_VERSION and data[body_end - 1 : body_end] != b"\n":
+    body_offset = first_line
+    index = None
+    records_bytes = 0
+    if version == SEGMENT_VERSION:
+        body_offset += int(raw["index"]["bytes"])
+        records_bytes = int(raw["index"]["records_bytes"])
+        with memoryview(data) as view:
+            index = read_index(view[first_line:body_offset], int(raw["events"]), records_bytes)
+    fields = _fields(raw)
+    if index_frame and version == SEGMENT_VERSION and size == body_offset:
+        return SegmentHeader(**fields, body=b"", version=version, body_offset=body_offset, index=index,
+                             records_apart=True, records_bytes=records_bytes)
+    content_end = size
+    while content_end and data[content_end - 1] == 0x0A:  # no copy of a large segment to strip
+        content_end -= 1
+    body_end = data.rfind(b"\n", 0, content_end) + 1
+    if body_end <= body_offset:
+        raise ValueError("no end line (truncated)")
+    end = json.loads(data[body_end:size])["end"]
+    with memoryview(data) as view:
+        if check_sha256 and hashlib.sha256(view[:body_end]).hexdigest() != end["sha256"]:
+            raise ValueError("its sha256 does not match its content")
+    if version != JSON_LINES_VERSION and data[body_end - 1 : body_end] != b"\n":
         raise ValueError("its records do not end with a newline before the end line")
-    previous = raw["previous"]
-    seen = tuple((int(revision), parse_seen(text)) for revision, text in raw.get("seen", ()))
-    if version == SEGMENT_VERSION and not seen:
-        raise ValueError("the header has no seen times")
-    # Version 2's records end with a newline byte of their own, before the end line.
+    # Versions 2 and 3's records end with a newline byte of their own, before the end line.
     body_stop = body_end if version == JSON_LINES_VERSION else body_end - 1
-    return SegmentHeader(
-        cluster=str(raw["cluster"]), chain=str(raw["chain"]),
-        first_revision=int(raw["first_revision"]), last_revision=int(raw["last_revision"]),
-        previous=Predecessor(str(previous["kind"]), int(previous["last_revision"]), str(previous["name"])),
-        leases={int(lease): int(ttl) for lease, ttl in raw["leases"].items()},
-        revisions=int(raw["revisions"]), events=int(raw["events"]),
-        body=data[first_line:body_stop] if isinstance(data, bytes) else memoryview(data)[first_line:body_stop],
-        version=int(version), seen=seen, body_offset=first_line,
-    )
+    if index is not None and body_stop - body_offset != records_bytes:
+        raise ValueError(f"its records take {body_stop - body_offset} bytes, the header says {records_bytes}")
+    body = data[body_offset:body_stop] if isinstance(data, bytes) else memoryview(data)[body_offset:body_stop]
+    return SegmentHeader(**fields, body=body, version=int(version), body_offset=body_offset, index=index,
+                         records_bytes=records_bytes)
+
+
+def _fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The header's fields that every version has, parsed."""
+    previous = raw["previous"]
+    seen = tuple((int(revision), str(text)) for revision, text in raw.get("seen", ()))
+    if raw["version"] != JSON_LINES_VERSION and not seen:
+        raise ValueError("the header has no seen times")
+    return {
+        "cluster": str(raw["cluster"]), "chain": str(raw["chain"]),
+        "first_revision": int(raw["first_revision"]), "last_revision": int(raw["last_revision"]),
+        "previous": Predecessor(str(previous["kind"]), int(previous["last_revision"]), str(previous["name"])),
+        "leases": {int(lease): int(ttl) for lease, ttl in raw["leases"].items()},
+        "revisions": int(raw["revisions"]), "events": int(raw["events"]), "seen_text": seen,
+    }
 
 
 def check_counts(header: SegmentHeader, first: int, last: int, revisions: int, events: int) -> None:
@@ -238,14 +305,23 @@ def decode_segment(data: bytes, where: str) -> Segment:
     """Parse and check a segment's raw bytes; anything wrong is an IntegrityError naming ``where``."""
     header = read_header(data, where)
     try:
-        revisions = _records(header) if header.version == SEGMENT_VERSION else _json_lines(header)
+        revisions = _json_lines(header) if header.version == JSON_LINES_VERSION else _records(header)
         segment = Segment(cluster=header.cluster, chain=header.chain, previous=header.previous,
                           revisions=revisions, leases=header.leases)
         check_counts(header, segment.first_revision, segment.last_revision, len(segment.revisions),
                      segment.event_count)
+        if header.index is not None:
+            _check_index(header.index, header.records_bytes, segment)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
     return segment
+
+
+def _check_index(index: SegmentIndex, records_bytes: int, segment: Segment) -> None:
+    """The index must describe the records as they are."""
+    _, entries = _records_and_entries(segment)
+    if read_index(encode_index(entries), len(entries), records_bytes) != index:
+        raise ValueError("its index does not match its records")
 
 
 def _records(header: SegmentHeader) -> tuple[CapturedRevision, ...]:

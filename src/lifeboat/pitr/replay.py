@@ -39,17 +39,20 @@ import binascii
 import json
 import re
 import struct
+from array import array
 from base64 import b64decode
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress, filterfalse
 from pathlib import Path
 
 from lifeboat.catalog.codec import FrameBuffer
+from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
 from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
-from lifeboat.catalog.segments import SEGMENT_VERSION, SegmentHeader, check_counts
+from lifeboat.catalog.segments import JSON_LINES_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
@@ -67,6 +70,11 @@ _KEYED_HEAD = struct.Struct(HEAD.format + "BB")
 _SHORT_KEY = tuple(struct.Struct(f"{size}s").unpack_from for size in range(0x80))
 _TOMBSTONE = DELETE
 _DELETE_BYTE = DELETE[0]
+_PUT_BYTE = PUT[0]
+_MARK = ord("_")
+# An index's flags byte to its created bit, and to its deleted bit (bytes.translate tables).
+_CREATED_BIT = bytes(flag & CREATED for flag in range(256))
+_DELETED_BIT = bytes(flag & DELETED for flag in range(256))
 # Segments the second pass reads and decompresses ahead, each in a thread of its own.
 READ_AHEAD = 2
 
@@ -94,7 +102,10 @@ class StagedSegment:
     header: SegmentHeader
     path: Path
     compressed: bool = False
-    raw_size: int = 0  # its decompressed size when ``compressed`` (0: not recorded)
+    raw_size: int = 0  # its decompressed size when ``compressed`` (0: not recorded); see records_at
+    # A version 3 segment staged whole but read from its first frame (``header.records_apart``):
+    # where in ``path`` the frame of its records starts; ``raw_size`` is then that frame's.
+    records_at: int = 0
 
 
 def walk(segments: Iterable[StagedSegment], base_id: str, base_revision: int,
@@ -134,8 +145,10 @@ class RowRun:
     """The records of one segment that the replay writes: those at ``starts`` (ascending) in
     ``path``'s content from ``body_offset`` to ``body_end`` (once decompressed, when ``compressed``).
 
-    A record is a version 2 segment's (:mod:`lifeboat.catalog.segment_records`); the events of
-    a version 1 segment are compiled into such records in a file of their own first.
+    A record is a version 2 or 3 segment's (:mod:`lifeboat.catalog.segment_records`); the
+    events of a version 1 segment are compiled into such records in a file of their own first.
+    ``frame_at``: where the zstd frame holding them starts in ``path`` (a version 3 segment's
+    second frame).
     """
 
     path: Path
@@ -143,7 +156,23 @@ class RowRun:
     body_end: int
     starts: tuple[int, ...]
     compressed: bool = False
-    raw_size: int = 0  # what ``path`` decompresses to, as the first pass found (0: not recorded)
+    raw_size: int = 0  # what that frame decompresses to, as the first pass found (0: not recorded)
+    frame_at: int = 0
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a segment's records are (as :class:`RowRun` has it); of a version 3 segment, the
+    index's offsets and leases, which turn the survey's record numbers into offsets and leases."""
+
+    path: Path
+    frame_at: int
+    body_offset: int
+    body_end: int
+    compressed: bool
+    raw_size: int
+    offsets: array[int] | None = None
+    leases: array[int] | None = None
 
 
 def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision: int, up_to: int,
@@ -162,20 +191,12 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     """
     facts = ReplayFacts(last_revision=base_revision)
     survey = _Survey()
-    sources: list[tuple[Path, int, int, bool, int]] = []
+    sources: list[_Source] = []
     for number, (staged, after) in enumerate(walk(segments, base_id, base_revision, up_to)):
         header = staged.header
         facts.ttls.update(header.leases)
         try:
-            if header.version == SEGMENT_VERSION:
-                body, path, offset = header.body, staged.path, header.body_offset
-                check_counts(header, *survey.records(body, after, up_to, number, facts))
-            else:
-                path, offset = spill / f"{staged.path.name}.records", 0
-                body = _compile_json_lines(header, path)
-                survey.records(body, after, up_to, number, facts)
-            compressed = staged.compressed and path == staged.path
-            sources.append((path, offset, offset + len(body), compressed, staged.raw_size if compressed else 0))
+            sources.append(_surveyed(survey, staged, after, up_to, number, facts, spill))
         except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
             raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
                                  f"{header.chain} is damaged: {exc}") from None
@@ -186,7 +207,32 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     # A key holds a lease at the point when its newest record there is the one that named it.
     slots = survey.lease_slots
     facts.leases = {slots[packed & _SLOT_MASK] for packed in kept if packed & _SLOT_MASK}
-    return facts, _runs(sources, kept)
+    return facts, _runs(sources, kept, facts.leases)
+
+
+def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, number: int, facts: ReplayFacts,
+              spill: Path) -> _Source:
+    """Survey one segment; where its records are."""
+    header = staged.header
+    if header.index is not None:
+        check_counts(header, *header.index.counts())
+        survey.indexed(header.index, header.records_bytes, after, up_to, number, facts)
+        index = header.index
+        if header.records_apart:
+            return _Source(staged.path, staged.records_at, 0, header.records_bytes, True, staged.raw_size,
+                           index.offsets, index.leases)
+        end = header.body_offset + header.records_bytes
+        return _Source(staged.path, 0, header.body_offset, end, staged.compressed, staged.raw_size,
+                       index.offsets, index.leases)
+    if header.version != JSON_LINES_VERSION:
+        body, path, offset = header.body, staged.path, header.body_offset
+        check_counts(header, *survey.records(body, after, up_to, number, facts))
+    else:
+        path, offset = spill / f"{staged.path.name}.records", 0
+        body = _compile_json_lines(header, path)
+        survey.records(body, after, up_to, number, facts)
+    compressed = staged.compressed and path == staged.path
+    return _Source(path, 0, offset, offset + len(body), compressed, staged.raw_size if compressed else 0)
 
 
 # A kept record is one int: its segment's number, its start in that segment's records, and
@@ -196,17 +242,22 @@ _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _START_MASK = 0xFFFFFFFF
 
 
-def _runs(sources: list[tuple[Path, int, int, bool, int]], kept: list[int]) -> list[RowRun]:
-    """The kept records (packed as above, ascending) grouped by segment."""
+def _runs(sources: list[_Source], kept: list[int], leases: set[int]) -> list[RowRun]:
+    """The kept records (packed as above, ascending) grouped by segment; the leases that kept
+    records of indexed segments name are added to ``leases``."""
     runs: list[RowRun] = []
     at = 0
     while at < len(kept):
         number = kept[at] >> (32 + _SLOT_BITS)
         end = bisect_left(kept, (number + 1) << (32 + _SLOT_BITS), at)
-        path, body_offset, body_end, compressed, raw_size = sources[number]
-        runs.append(RowRun(path, body_offset, body_end,
-                           tuple((packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]), compressed,
-                           raw_size))
+        source = sources[number]
+        starts = [(packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]]
+        if source.offsets is not None and source.leases is not None:  # record numbers: turned into offsets
+            records = starts
+            starts = list(map(source.offsets.__getitem__, records))
+            leases.update(filter(None, map(source.leases.__getitem__, records)))
+        runs.append(RowRun(source.path, source.body_offset, source.body_end, tuple(starts), source.compressed,
+                           source.raw_size, source.frame_at))
         at = end
     return runs
 
@@ -234,6 +285,42 @@ class _Survey:
                 raise ValueError("the chain names more leases than a replay can track")
             self.lease_slots.append(lease)
         return slot
+
+    def indexed(self, index: SegmentIndex, records_bytes: int, after: int, up_to: int, number: int,
+                facts: ReplayFacts) -> None:
+        """Note each key's newest record up to the point from a version 3 segment's index, as
+        :meth:`records` does from the records themselves.
+
+        A record is noted by its number in the segment (:func:`_runs` turns it into an offset)
+        and without a lease slot (the index keeps the lease). Each step is one call over a whole
+        column or range (zip, compress, filterfalse): no Python step per record."""
+        revisions = index.revisions
+        low, high = bisect_right(revisions, after), bisect_right(revisions, up_to)
+        if low == high:
+            return
+        keys = index.key_list(low, high)
+        flags = index.flags[low:high].tobytes()
+        tag = number << (32 + _SLOT_BITS)
+        numbered = range(tag | low << _SLOT_BITS, tag | high << _SLOT_BITS, 1 << _SLOT_BITS)
+        newest = self.newest
+        born = self.born
+        # A key not noted before was born after the base if its first record here created it.
+        created_first = dict(zip(reversed(keys), reversed(flags.translate(_CREATED_BIT))))
+        fresh = list(filterfalse(newest.__contains__, created_first))
+        born.update(compress(fresh, map(created_first.__getitem__, fresh)))
+        newest.update(zip(keys, numbered))
+        # A key born after the base whose newest record is a delete before the point gets no row.
+        deleted_last = dict(zip(keys, flags.translate(_DELETED_BIT)))
+        gone = born.intersection(compress(deleted_last, deleted_last.values()))
+        if revisions[high - 1] == up_to:  # a delete at the point keeps its tombstone
+            at_point = bisect_left(revisions, up_to, low, high)
+            gone = {key for key in gone if (newest[key] >> _SLOT_BITS) & _START_MASK < at_point}
+        for key in gone:
+            del newest[key]
+        offsets = index.offsets
+        facts.events += high - low
+        facts.row_bytes += (offsets[high] if high < len(offsets) else records_bytes) - offsets[low]
+        facts.last_revision = revisions[high - 1]
 
     def records(self, body: bytes | memoryview, after: int, up_to: int, number: int,
                 facts: ReplayFacts) -> tuple[int, int, int, int]:
@@ -381,6 +468,11 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                 for start in run.starts:
                     revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
                     value_at = offset + start
+                    # An index's offset names a record's head: never a row from elsewhere.
+                    if revision[8] != _MARK or (kind != _PUT_BYTE and kind != _DELETE_BYTE) \
+                            or value_at + length > run.body_end or length < 2 or data[value_at] != _KEY_TAG:
+                        raise IntegrityError(f"{run.path}: no record at byte {start} of its records, where "
+                                             "its index says one starts")
                     # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())
@@ -394,7 +486,8 @@ def _run_bytes(run: RowRun, buffer: FrameBuffer) -> bytes | bytearray:
     if not run.compressed:
         data: bytes | bytearray = stored
     else:
-        size = buffer.decompress(stored)
+        with memoryview(stored) as view:
+            size = buffer.decompress(view[run.frame_at:])
         data = buffer.data
     if size < run.body_end or (run.raw_size and size != run.raw_size):  # a frame cut short, too
         raise IntegrityError(f"{run.path} changed while it was replayed")

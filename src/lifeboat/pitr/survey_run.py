@@ -23,10 +23,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Protocol
 
 from lifeboat.catalog.age_keys import Identity, identities_from_material
 from lifeboat.catalog.chains import ChainStore, SegmentRef, segment_named
-from lifeboat.catalog.codec import FrameBuffer, content_checksummed
+from lifeboat.catalog.segments import SegmentHeader
+from lifeboat.catalog.codec import FrameBuffer, checksummed_frame_end, frame_content_size
 from lifeboat.errors import IntegrityError
 from lifeboat.pitr.replay import ReplayFacts, RowRun, StagedSegment, compile_rows
 from lifeboat.store.base import ObjectStore
@@ -94,21 +96,22 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
     def fetch(number: int, ref: SegmentRef) -> tuple[StagedSegment, FrameBuffer, int]:
         stored = store.fetch_compressed(chain.cluster, chain.chain, ref, identities)
         buffer = buffers.get_nowait()
+        where = store.segment_where(chain.cluster, chain.chain, ref)
+
+        def read(raw: bytearray, size: int, *, check_sha256: bool, index_frame: bool) -> SegmentHeader:
+            return store.check_header(raw, chain.cluster, chain.chain, ref, size, check_sha256=check_sha256,
+                                      index_frame=index_frame)
+
         try:
-            with segment_named(store.segment_where(chain.cluster, chain.chain, ref)):
-                size = buffer.decompress(stored)
-            # A whole frame with a content checksum was just checked by zstd against what it
-            # decompressed to: hashing that again with sha256 would find no other damage.
-            header = store.check_header(buffer.data, chain.cluster, chain.chain, ref, size,
-                                        check_sha256=not content_checksummed(stored))
+            with segment_named(where):
+                staged = checked_segment(stored, buffer, work / f"{number:09d}.segment.zst", read, where)
         except BaseException:
             buffers.put(buffer)
             raise
-        path = work / f"{number:09d}.segment.zst"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(staged.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(stored)
-        return StagedSegment(header, path, compressed=True, raw_size=size), buffer, len(stored)
+        return staged, buffer, len(stored)
 
     refs = iter(enumerate(chain.segments))
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="segment-fetch") as pool:
@@ -131,6 +134,40 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
             for future in ahead:
                 future.cancel()
 
+
+
+class HeaderReader(Protocol):
+    """Checks and parses a segment's header as :meth:`ChainStore.check_header` does."""
+
+    def __call__(self, raw: bytearray, size: int, *, check_sha256: bool, index_frame: bool) -> SegmentHeader: ...
+
+
+def checked_segment(stored: bytes, buffer: FrameBuffer, path: Path, read: HeaderReader, where: str) -> StagedSegment:
+    """A downloaded segment's header, checked, and where its records are once it is at ``path``.
+
+    The first zstd frame is decompressed into ``buffer``: of a version 3 segment, the header and
+    the index, and nothing more. When that frame is whole and has a content checksum, zstd
+    compares it with what it decompresses to, and hashing that again with sha256 would find no
+    other damage; otherwise the whole segment is decompressed and its sha256 checked."""
+    first_end = checksummed_frame_end(stored)
+    with memoryview(stored) as view:
+        size = buffer.decompress(view if first_end is None else view[:first_end])
+    header = read(buffer.data, size, check_sha256=first_end != len(stored), index_frame=first_end is not None)
+    if not header.records_apart:
+        return StagedSegment(header, path, compressed=True, raw_size=size)
+    assert first_end is not None
+    return StagedSegment(header, path, compressed=True, raw_size=_records_frame_size(stored, first_end, where),
+                         records_at=first_end)
+
+
+def _records_frame_size(stored: bytes, start: int, where: str) -> int:
+    """The raw size of a version 3 segment's records frame, which must be one whole zstd frame
+    with a content checksum to the end of ``stored``: the replay, which decompresses it, then
+    always reaches the checksum. The survey itself reads only the index frame before it."""
+    if checksummed_frame_end(stored, start) != len(stored):
+        raise IntegrityError(f"capture segment {where} is damaged: its records are not one whole zstd frame "
+                             "with a checksum (cut short, or bytes after it)")
+    return max(frame_content_size(stored, start), 0)
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -14,9 +14,11 @@ import pytest
 import zstandard
 
 from lifeboat.catalog.chains import ChainStore, parse_segment_name, segment_name
+from lifeboat.catalog.segment_index import CREATED, DELETED
 from lifeboat.catalog.segment_records import row_at
 from lifeboat.catalog.segments import (
-    CapturedRevision, Predecessor, Segment, decode_segment, encode_segment, events_after, read_header,
+    CapturedRevision, Predecessor, Segment, decode_segment, encode_segment, encode_segment_frames, events_after,
+    read_header,
 )
 from lifeboat.errors import AlreadyExists, IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
@@ -24,6 +26,7 @@ from lifeboat.etcdapi.proto import kv_pb2
 from lifeboat.snapshot.replay import event_row
 from lifeboat.store.memory import MemoryStore
 from tests.support.segment_v1 import encode_segment_v1
+from tests.support.segment_v2 import encode_segment_v2
 from tests.unit.catalog.capture_records import at, delete, put, segment
 
 BASE = Predecessor("base", 10, "20261201T030000Z-aaaaaa")
@@ -47,10 +50,39 @@ def test_segment_reads_back_exactly_with_sub_revision_order() -> None:
     assert rows == [(11, 0, b"/a"), (12, 0, b"/t1"), (12, 1, b"/a"), (12, 2, b"/b")]
 
 
-def test_version_2_records_are_the_mvcc_rows_etcd_wrote() -> None:
+def test_version_3_index_lists_every_record_without_its_value() -> None:
     original = sample()
-    header = read_header(encode_segment(original), "test")
-    assert header.version == 2 and header.seen_of(12) == at(0.4) and header.seen_of(13) == at(0.4)
+    first, rest = encode_segment_frames(original)
+    header = read_header(first, "test", index_frame=True)
+    assert header.records_apart and header.body == b"" and header.index is not None
+    index = header.index
+    assert list(index.revisions) == [11, 12, 12, 12, 14]
+    assert index.key_list(0, len(index)) == [b"/a", b"/t1", b"/a", b"/b", b"/a"]
+    assert list(index.leases) == [0, 0x77, 0, 0, 0]
+    assert list(index.flags) == [CREATED, CREATED, 0, DELETED, DELETED]
+    body = read_header(first + rest, "test").body
+    assert [row_at(body, offset)[0][:8] for offset in index.offsets] == \
+        [rev.to_bytes(8, "big") for rev in (11, 12, 12, 12, 14)]
+    assert len(body) == header.records_bytes
+    with pytest.raises(IntegrityError, match="no end line"):
+        read_header(first, "test"), "the first frame alone is not a whole segment"
+
+
+def test_an_index_that_does_not_match_its_records_is_refused() -> None:
+    first, rest = encode_segment_frames(sample())
+    header = json.loads(first[:first.index(b"\n")])
+    moved = first.replace(b"/t1", b"/t2")  # a key in the index, not in the records
+    assert moved != first
+    with pytest.raises(IntegrityError, match="its index does not match its records"):
+        decode_segment(_rehashed(moved + rest, lambda b: b), "test")
+    assert header["index"]["records_bytes"] == len(read_header(first + rest, "test").body)
+
+
+@pytest.mark.parametrize("encoder", [encode_segment, encode_segment_v2], ids=["version-3", "version-2"])
+def test_records_are_the_mvcc_rows_etcd_wrote(encoder: Callable[[Segment], bytes]) -> None:
+    original = sample()
+    header = read_header(encoder(original), "test")
+    assert header.seen_of(12) == at(0.4) and header.seen_of(13) == at(0.4)
     body = header.body
     found, pos = [], 0
     while pos < len(body):
@@ -80,9 +112,11 @@ def test_the_documented_script_reads_a_chain_by_hand(tmp_path: Path) -> None:
     script = doc.split("Reading a chain by hand")[1].split("```python\n")[1].split("```")[0]
     (tmp_path / "read.py").write_text(script)
     paths = []
-    for name, raw in (("1.jsonl.zst", encode_segment_v1(sample())), ("2.seg.zst", encode_segment(sample()))):
+    for name, raw in (("1.jsonl.zst", encode_segment_v1(sample())), ("2.seg.zst", encode_segment_v2(sample()))):
         (tmp_path / name).write_bytes(zstandard.ZstdCompressor().compress(raw))
         paths.append(str(tmp_path / name))
+    (tmp_path / "3.seg.zst").write_bytes(ChainStore.encoded(sample(), [], 3))  # as capture stores it: two frames
+    paths.append(str(tmp_path / "3.seg.zst"))
     out = subprocess.run([sys.executable, str(tmp_path / "read.py"), *paths], check=True,
                          capture_output=True, text=True).stdout.splitlines()
     expected = ["11 0 2026-12-01T03:00:00.100Z put b'/a' b'\\x00\\xff' 11 1 0",
@@ -90,7 +124,7 @@ def test_the_documented_script_reads_a_chain_by_hand(tmp_path: Path) -> None:
                 "12 1 2026-12-01T03:00:00.400Z put b'/a' b'two' 11 2 0",
                 "12 2 2026-12-01T03:00:00.400Z delete b'/b' b'' 0 0 0",
                 "14 0 2026-12-01T03:00:00.900Z delete b'/a' b'' 0 0 0"]
-    assert out == expected + expected, "both versions read alike"
+    assert out == expected * 3, "every version reads alike"
 
 
 def _rehashed(raw: bytes, edit: Callable[[bytes], bytes]) -> bytes:
@@ -99,7 +133,8 @@ def _rehashed(raw: bytes, edit: Callable[[bytes], bytes]) -> bytes:
     return body + json.dumps({"end": {"sha256": hashlib.sha256(body).hexdigest()}}).encode() + b"\n"
 
 
-@pytest.mark.parametrize("encoder", [encode_segment, encode_segment_v1], ids=["version-2", "version-1"])
+@pytest.mark.parametrize("encoder", [encode_segment, encode_segment_v2, encode_segment_v1],
+                         ids=["version-3", "version-2", "version-1"])
 @pytest.mark.parametrize("damage", [
     lambda raw: raw[: len(raw) // 2],
     lambda raw: raw.replace(b"one", b"onf").replace(b'"b25l"', b'"b25m"'),

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from lifeboat.catalog.chains import decompressed
+from lifeboat.catalog.chains import ChainStore, decompressed
 from lifeboat.catalog.codec import FrameBuffer
-from lifeboat.catalog.segments import Predecessor, Segment, encode_segment, read_header
+from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 from lifeboat.pitr import PointTarget, parse_time
@@ -20,27 +20,45 @@ from lifeboat.pitr.replay import (
     UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, READ_AHEAD, compaction_marks, compile_rows, lease_rows,
     stored_rows,
 )
+from lifeboat.pitr.survey_run import HeaderReader, checked_segment
 from lifeboat.snapshot.mvcc import decode_revision
 from lifeboat.snapshot.replay import event_row, lease_row
 from tests.support.segment_v1 import encode_segment_v1
+from tests.support.segment_v2 import encode_segment_v2
 from tests.unit.catalog.capture_records import delete, put, segment
 
 BASE_ID = "20261201T030000Z-aaaaaa"
 Encoder = Callable[[Segment], bytes]
 
 
-@pytest.fixture(params=[encode_segment, encode_segment_v1], ids=["version-2", "version-1"])
+def as_stored(segment: Segment) -> bytes:
+    """A segment as capture stores it (version 3: two zstd frames), read as the survey reads it."""
+    return ChainStore.encoded(segment, [], 3)
+
+
+@pytest.fixture(params=[as_stored, encode_segment, encode_segment_v2, encode_segment_v1],
+                ids=["version-3-stored", "version-3", "version-2", "version-1"])
 def encoder(request: pytest.FixtureRequest) -> Encoder:
-    """Every replay behaviour holds for the segments written now and for older ones."""
+    """Every replay behaviour holds for the segments written now, as stored and as raw bytes,
+    and for older ones."""
     found: Encoder = request.param
     return found
+
+
+def read_as_named(path: Path) -> HeaderReader:
+    def read(raw: bytearray, size: int, *, check_sha256: bool, index_frame: bool) -> SegmentHeader:
+        return read_header(raw, str(path), check_sha256=check_sha256, size=size, index_frame=index_frame)
+    return read
 
 
 def staged(segments: list[Segment], tmp: Path, encoder: Encoder) -> Iterator[StagedSegment]:
     for number, s in enumerate(segments):
         path = tmp / f"{number:03d}.segment"
         path.write_bytes(encoder(s))
-        yield StagedSegment(read_header(path.read_bytes(), str(path)), path)
+        if encoder is as_stored:
+            yield checked_segment(path.read_bytes(), FrameBuffer(), path, read_as_named(path), str(path))
+        else:
+            yield StagedSegment(read_header(path.read_bytes(), str(path)), path)
 
 
 def compiled(segments: list[Segment], base: int, up_to: int, tmp: Path, encoder: Encoder,
@@ -285,5 +303,50 @@ def test_a_record_whose_value_is_too_short_to_hold_its_key_is_refused(tmp_path: 
     # the first two bytes of its value at once, except near the end of the records).
     short = WatchEvent(EventType.PUT, KeyValue(b"/a", b"1", 11, 11, 1), kv_bytes=b"\n")
     events = [short, put(b"/b", b"1", 11, 11, 1)] if where == "first" else [put(b"/b", b"1", 11, 11, 1), short]
+    written = [segment(Predecessor("base", 10, BASE_ID), (11, 1, events))]
     with pytest.raises(IntegrityError, match="damaged"):
-        compiled([segment(Predecessor("base", 10, BASE_ID), (11, 1, events))], 10, 11, tmp_path, encode_segment)
+        compiled(written, 10, 11, tmp_path / "v2", encode_segment_v2)
+    # Version 3's survey reads the index, not the values: the replay refuses the row it would write.
+    with pytest.raises(IntegrityError, match="where its index says one starts"):
+        rows(written, 10, 11, tmp_path / "v3", encode_segment)
+
+
+def test_a_stored_segment_is_surveyed_from_its_index_frame_alone(tmp_path: Path) -> None:
+    first = chain_of_two()[0]
+    path = tmp_path / "0.segment"
+    path.write_bytes(as_stored(first))
+    buffer = FrameBuffer()
+    staged_one = checked_segment(path.read_bytes(), buffer, path, read_as_named(path), str(path))
+    header = staged_one.header
+    assert header.records_apart and header.body == b"" and staged_one.records_at > 0
+    raw = encode_segment(first)
+    assert bytes(buffer.data[:header.body_offset]) == raw[:header.body_offset], "the header and index, no more"
+    assert staged_one.raw_size == len(raw) - header.body_offset, "the records frame's size, from its frame header"
+
+
+def test_a_chain_of_every_version_replays_as_one(tmp_path: Path) -> None:
+    """Capture upgraded mid-chain: older segments first, then segments written now."""
+    encoders = (encode_segment_v1, encode_segment_v2, as_stored, encode_segment)
+
+    def mixed(segments: list[Segment], tmp: Path) -> Iterator[StagedSegment]:
+        for number, (s, encoder) in enumerate(zip(segments, encoders, strict=True)):
+            (tmp / str(number)).mkdir(parents=True)
+            yield from staged([s], tmp / str(number), encoder)
+
+    deletes = history_of_deletes()
+    chain = [deletes[0], *segment_split(deletes[1])]
+    for up_to in (13, 15, 16, 17):
+        expected = compiled(deletes, 10, up_to, tmp_path / f"{up_to}-v1", encode_segment_v1)
+        found = compile_rows(mixed(chain, tmp_path / f"{up_to}-mixed"), BASE_ID, 10, up_to, tmp_path)
+        assert found[0] == expected[0]
+        assert list(stored_rows(found[1])) == list(stored_rows(expected[1]))
+
+
+def segment_split(whole: Segment) -> list[Segment]:
+    """``whole`` as three segments of one revision each (same events, chained)."""
+    parts, previous = [], whole.previous
+    for rev in whole.revisions:
+        part = replace(whole, previous=previous, revisions=(rev,), leases={})
+        parts.append(part)
+        previous = Predecessor("segment", rev.revision, f"part-{rev.revision}")
+    return parts

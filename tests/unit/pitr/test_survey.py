@@ -12,19 +12,23 @@ from pathlib import Path
 
 import pyrage
 import pytest
+import zstandard
 
 from lifeboat.catalog.age_keys import load_identities, parse_recipient
-from lifeboat.catalog.chains import ChainInfo, ChainStore
+from lifeboat.catalog.chains import ChainInfo, ChainStore, segment_name
+from lifeboat.catalog.codec import checksummed_frame_end
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor
 from lifeboat.catalog.timeline import RestorePoint, build_timeline, point_at_revision
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.pitr import ChainSurvey
 from lifeboat.pitr.survey import survey_request, surveyed_chain
+from lifeboat.pitr.replay import stored_rows
 from lifeboat.pitr.survey_run import SURVEY_PRECEDENCE, survey_segments
 from lifeboat.store.local import LocalStore
 from lifeboat.store.memory import MemoryStore
 from lifeboat.store.s3 import S3Store
+from tests.support.segment_v2 import encode_segment_v2
 from tests.support.stalled_store import StalledStore
 from tests.support.zstd_frames import flipped, unchecked_content, without_checksum
 from tests.unit.catalog.capture_records import manifest, put, segment
@@ -98,16 +102,21 @@ def test_a_damaged_segment_is_named_through_the_process_boundary(tmp_path: Path)
 
 
 
-def blob_chain_repo(store: MemoryStore) -> tuple[BackupRepository, RestorePoint, str]:
+def blob_chain_repo(store: MemoryStore, version: int = 3) -> tuple[BackupRepository, RestorePoint, str]:
     """:func:`chain_repo` with a segment holding an incompressible value (zstd stores it in
-    blocks of its own, as is), and that segment's key."""
+    blocks of its own, as is), and that segment's key; ``version`` 2: that segment as lifeboat
+    wrote it before version 3 (one zstd frame, no index)."""
     repo = BackupRepository.open(store, create=True)
     chains = ChainStore(store)
     chains.start(ChainInfo(BASE.id, "prod", BASE.id, 100, "c1", BASE.finished_at))
     first = chains.commit_segment(segment(Predecessor("base", 100, BASE.id), (101, 1, [put(b"/a", b"1", 101, 101, 1)])),
                                   [], 3)
     blob = segment(Predecessor("segment", 101, first.name), (102, 2, [put(b"/blob", os.urandom(300_000), 102, 102, 1)]))
-    ref = chains.commit_segment(blob, [], 3)
+    if version == 3:
+        ref = chains.commit_segment(blob, [], 3)
+    else:
+        stored = zstandard.ZstdCompressor(write_checksum=True).compress(encode_segment_v2(blob))
+        ref = chains.put_encoded("prod", BASE.id, segment_name(blob, False), stored)
     timeline = build_timeline("prod", [BASE], chains.chains("prod"))
     return repo, point_at_revision(timeline, 102), next(k for k in store.keys() if k.endswith(ref.name))
 
@@ -128,7 +137,7 @@ def test_a_byte_flipped_where_only_the_frames_checksum_notices_is_refused(tmp_pa
     """The survey takes zstd's content checksum, verified as it decompresses, for the end
     line's sha256: a byte flipped in a block zstd stored as is decodes without other error."""
     store = MemoryStore()
-    repo, point, key = blob_chain_repo(store)
+    repo, point, key = blob_chain_repo(store, version=2)
     stored = store.get_bytes(key)
     damaged = flipped(stored, len(stored) // 2)
     assert unchecked_content(damaged) != unchecked_content(stored), "only the checksum tells"
@@ -138,13 +147,54 @@ def test_a_byte_flipped_where_only_the_frames_checksum_notices_is_refused(tmp_pa
 
 def test_a_segment_whose_frame_has_no_checksum_still_gets_its_sha256_checked(tmp_path: Path) -> None:
     store = MemoryStore()
-    repo, point, key = blob_chain_repo(store)
+    repo, point, key = blob_chain_repo(store, version=2)
     stored = store.get_bytes(key)
     replaced(store, key, without_checksum(flipped(stored, len(stored) // 2)))
     refused_naming_the_segment(repo, point, tmp_path / "work", "damaged: its sha256 does not match")
     replaced(store, key, without_checksum(stored))
     with ChainSurvey(repo, point, None, tmp_path / "whole") as survey:
         assert survey.result()[0].last_revision == 102, "an undamaged one passes its sha256 check"
+
+
+def test_a_byte_flipped_in_a_version_3_records_frame_is_refused_when_its_rows_are_read(tmp_path: Path) -> None:
+    """The survey reads a version 3 segment's index frame only; the replay decompresses the
+    records frame whole, so zstd compares its checksum before any row of it is written."""
+    store = MemoryStore()
+    repo, point, key = blob_chain_repo(store)
+    stored = store.get_bytes(key)
+    damaged = flipped(stored, len(stored) // 2)
+    replaced(store, key, damaged)
+    with ChainSurvey(repo, point, None, tmp_path / "work") as survey:
+        _, runs = survey.result()
+        with pytest.raises(IntegrityError, match="corrupt|checksum"):
+            list(stored_rows(runs))
+
+
+def test_a_version_3_index_frame_damaged_or_unchecked_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, point, key = blob_chain_repo(store)
+    stored = store.get_bytes(key)
+    index_end = checksummed_frame_end(stored)
+    assert index_end is not None and index_end < len(stored)
+    unchecked = without_checksum(stored[:index_end])
+    for number, damaged in enumerate([flipped(stored, index_end // 2), flipped(stored, index_end - 2),
+                                      flipped(unchecked, len(unchecked) // 2) + stored[index_end:]]):
+        replaced(store, key, damaged)
+        refused_naming_the_segment(repo, point, tmp_path / f"work{number}")
+    # An index frame without a checksum: the segment is decompressed whole and its sha256 checked.
+    replaced(store, key, unchecked + stored[index_end:])
+    with ChainSurvey(repo, point, None, tmp_path / "whole") as survey:
+        assert survey.result()[0].last_revision == 102
+
+
+def test_a_version_3_records_frame_cut_short_or_followed_by_bytes_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo, point, key = blob_chain_repo(store)
+    stored = store.get_bytes(key)
+    for number, damaged in enumerate([stored[:-1], stored[:-5000], stored + b"\0"]):
+        replaced(store, key, damaged)
+        refused_naming_the_segment(repo, point, tmp_path / f"work{number}",
+                                   "records are not one whole zstd frame with a checksum")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99])
@@ -265,6 +315,7 @@ PARENT = """
 import sys, time
 from pathlib import Path
 from tests.unit.pitr.test_survey import chain_repo
+from tests.support.segment_v2 import encode_segment_v2
 from tests.support.stalled_store import StalledStore
 from lifeboat.pitr import ChainSurvey
 repo, point = chain_repo(StalledStore())
