@@ -1,7 +1,8 @@
 """How backup objects are stored: zstd, then optionally age, as streams.
 
-Stored object = raw bytes → zstd (one frame) → age (when recipients are given). Anyone can
-get the raw bytes back with the stock tools: ``age -d -i key.txt | zstd -d``.
+Stored object = raw bytes → zstd (one frame; a capture segment two,
+:func:`compressed_frames`) → age (when recipients are given). Anyone can get the raw bytes
+back with the stock tools: ``age -d -i key.txt | zstd -d``.
 """
 
 from __future__ import annotations

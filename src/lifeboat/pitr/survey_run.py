@@ -27,8 +27,8 @@ from typing import Protocol
 
 from lifeboat.catalog.age_keys import Identity, identities_from_material
 from lifeboat.catalog.chains import ChainStore, SegmentRef, segment_named
-from lifeboat.catalog.segments import SegmentHeader
 from lifeboat.catalog.codec import FrameBuffer, checksummed_frame_end, frame_content_size
+from lifeboat.catalog.segments import SegmentHeader
 from lifeboat.errors import IntegrityError
 from lifeboat.pitr.replay import ReplayFacts, RowRun, StagedSegment, compile_rows
 from lifeboat.store.base import ObjectStore
