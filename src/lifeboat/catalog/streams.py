@@ -132,8 +132,11 @@ def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4,
         if interrupt is not None and worker.is_alive():
             interrupt()
         # The producer notices the cancel at its next put; one stuck in a read that cannot
-        # be interrupted is a daemon thread and must not hold the caller hostage.
-        worker.join(timeout=10)
+        # be interrupted is a daemon thread and must not hold the caller hostage. A garbage
+        # collection running on the producer's own thread may close this generator there:
+        # that thread ends by itself once it returns.
+        if threading.current_thread() is not worker:
+            worker.join(timeout=10)
 
 
 def threaded(chunks: Iterable[T], name: str, depth: int = 4) -> Iterator[T]:
