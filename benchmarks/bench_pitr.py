@@ -1,7 +1,8 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
 Usage: ``python benchmarks/bench_pitr.py [--events N] [--mix kube|creates] [--rounds R] [--store s3|dir] [--size-mib M]
-[--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B on one machine).
+[--end-state] [--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B
+on one machine).
 
 Set-up (cached in the work dir, ``--work``, default ``bench-work/pitr/``, reused by later runs
 in the same work dir):
@@ -10,7 +11,7 @@ in the same work dir):
   served by etcd 3.5.1 and backed up with ``lifeboat backup`` into the repository (SeaweedFS S3
   by default): the base;
 * a capture chain after it of ``--events`` events (default 1,000,000), written as capture
-  writes them (``ChainStore.commit_segment``: format version 2, zstd level 3, segments of
+  writes them (``ChainStore.commit_segment``: the current segment format, zstd level 3, segments of
   2,000 revisions, seen 10 revisions per 5 ms) from a Kubernetes-like write mix: node lease
   renewals (~400 B values), Event objects created with a lease (~800 B) and later deleted, pod
   status updates (3-6 KiB), 10 % of revisions a three-operation transaction. The watch's
@@ -28,9 +29,16 @@ once, untimed, before the first round:
 
 * ``lifeboat restore --to-revision LAST`` (base + every event, default revision bump);
 * ``lifeboat restore BASE`` (the base alone, default revision bump);
-* downloading every segment of the chain from the store (as the restore does: one at a time).
+* downloading every segment of the chain from the store (as the restore does: one at a time);
+* with ``--end-state``, ``lifeboat restore END``: a full backup of the point's state (taken once,
+  by ``lifeboat backup`` of the member a point restore left, into a repository of its own beside
+  the chain's, ``...-end``), the three restores' order reversed every round. It tells what
+  restoring that much data costs without the chain: for ``--mix creates`` the point's store is
+  twice the base, and a full backup of it is restored that much slower too.
 
-Target (issue #8): the first ≤ 1.5 × (the second + the third). The apply rate is the events
+Target (issue #8): the first ≤ 1.5 × (the second + the third). With ``--end-state`` the report
+adds the point restore against (the end state's restore + the download), and the end state's
+restore against the target's denominator. The apply rate is the events
 divided by the restore's ``replay-capture`` step. Results go to ``bench-work/bench_pitr.json`` (in
 the ``--work`` dir when one other than the default is given; ``--json`` names another file) and a
 Markdown table on stdout.
@@ -44,6 +52,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -244,6 +253,8 @@ def main() -> None:
     parser.add_argument("--store", choices=("s3", "dir"), default="s3")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--setup-only", action="store_true", help="write the base and the chain, time nothing")
+    parser.add_argument("--end-state", action="store_true",
+                        help="also restore a full backup of the point's state (taken once, then cached)")
     parser.add_argument("--rev", default="HEAD", help="the commit whose lifeboat restores (default HEAD)")
     parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "pitr",
                         help="work dir: the cached base and chain, the node (default bench-work/pitr; "
@@ -296,30 +307,39 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     shutil.rmtree(work / "node", ignore_errors=True)
     root = make_node(work / "node", pki, etcd, apiserver_port)
     kubelet = DemoKubelet(root, etcd, apiserver_port)
+    cases = ["pitr", "base"]
+    if args.end_state:
+        cases.append("end")
+        results.update(end=[], end_cpu=[], end_rss_mb=[])
     loads = []
     try:
         kubelet.up()
         wait_answers(etcd, pki)
-        read_once(repo, base_id)  # both cases read the base: neither is the first to read it from disk
+        end_repo, end_id = (end_state_backup(root, repo_url, env, last, etcd.data_dir) if args.end_state
+                            else (repo_url, ""))
+        read_once(repo, base_id)  # every case reads the base: none is the first to read it from disk
+        if args.end_state:
+            read_once(BackupRepository.open(open_store(end_repo, env)), end_id)
         for round_ in range(args.rounds):
             loads.append(os.getloadavg()[0])
             seconds, size = download_seconds(repo_url, env)
             results["download"].append(seconds)
             # Each restore starts on a settled machine (no compaction nor writeback of the one
-            # before), and the two alternate which goes first.
-            for case in ("pitr", "base") if round_ % 2 == 0 else ("base", "pitr"):
+            # before), and the order is reversed every round.
+            for case in cases if round_ % 2 == 0 else cases[::-1]:
                 waited = settle(etcd.data_dir)
                 print(f"{case}: settled in {waited:.1f} s", file=sys.stderr)
                 if case == "pitr":
                     total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
                     results["replay"].append(replay_seconds(steps, total))
+                elif case == "end":
+                    total, _steps, measured = timed_restore(root, end_repo, env, end_id)
                 else:
                     total, _steps, measured = timed_restore(root, repo_url, env, base_id)
                 results[case].append(total)
                 results[f"{case}_cpu"].append(measured.cpu_s)
                 results[f"{case}_rss_mb"].append(measured.own_peak_bytes / 2**20)
-                for moved in etcd.data_dir.parent.glob("etcd.lifeboat-moved-*"):
-                    shutil.rmtree(moved)
+                remove_moved(etcd.data_dir)
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in results.items())
                   + f" (load {loads[-1]:.1f})", file=sys.stderr)
     finally:
@@ -327,15 +347,48 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     report(results, args.events, size, db, loads, args.json, args.mix)
 
 
+def remove_moved(data_dir: Path) -> None:
+    """Remove the data dirs the restores moved aside (the benchmark's own node only)."""
+    for moved in data_dir.parent.glob("etcd.lifeboat-moved-*"):
+        shutil.rmtree(moved)
+
+
+def end_state_backup(root: Path, repo_url: str, env: dict[str, str], last: int, data_dir: Path) -> tuple[str, str]:
+    """The repository beside ``repo_url`` holding a full backup of the chain's state at ``last``,
+    and that backup's id: taken the first time (a point restore to ``last``, untimed, then
+    ``lifeboat backup`` of the member it started), found there later."""
+    end_repo = repo_url.rstrip("/") + "-end"
+    repo = BackupRepository.open(open_store(end_repo, env), create=True)
+    found = list(repo.manifests("bench"))
+    if found:
+        return end_repo, found[0].id
+    started = time.monotonic()
+    timed_restore(root, repo_url, env, "--to-revision", str(last))
+    remove_moved(data_dir)
+    out = subprocess.run([*LIFEBOAT, "backup", "--root", str(root), "--no-files", "--repo", end_repo,
+                          "--cluster", "bench", "-o", "json"], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"lifeboat backup of the end state failed: {out.stderr.strip()[-2000:]}")
+    manifest = json.loads(out.stdout)
+    print(f"backed up the state at revision {last} as {manifest['id']} in {time.monotonic() - started:.0f} s",
+          file=sys.stderr)
+    return end_repo, str(manifest["id"])
+
+
 def report(results: dict[str, list[float]], events: int, segment_bytes: int, db: Path, loads: list[float],
            out: Path, mix: str) -> None:
     med = {name: statistics.median(runs) for name, runs in results.items()}
     ratios = [p / (b + d) for p, b, d in zip(results["pitr"], results["base"], results["download"])]
-    summary = {
+    summary: dict[str, object] = {
         "events": events, "mix": mix, "base_db_bytes": db.stat().st_size, "segment_bytes": segment_bytes,
         "median_s": med, "runs_s": results, "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
         "apply_events_per_s": events / med["replay"], "load_average": loads, "memory": memory_reporting(),
     }
+    if "end" in results:
+        against_end = [p / (e + d) for p, e, d in zip(results["pitr"], results["end"], results["download"])]
+        end_ratios = [e / (b + d) for e, b, d in zip(results["end"], results["base"], results["download"])]
+        summary.update(pitr_over_end_per_round=against_end, pitr_over_end_median=statistics.median(against_end),
+                       end_over_base_per_round=end_ratios, end_over_base_median=statistics.median(end_ratios))
     out.write_text(json.dumps(summary, indent=2))
     print(f"base db {db.stat().st_size / 1e6:.0f} MB, {events:,} events ({mix}) in {segment_bytes / 1e6:.0f} MB of "
           f"segments, {len(ratios)} rounds, load average {min(loads):.1f}-{max(loads):.1f}; "
@@ -344,11 +397,20 @@ def report(results: dict[str, list[float]], events: int, segment_bytes: int, db:
     names = {"pitr": "`lifeboat restore --to-revision LAST` (base + events)", "base": "`lifeboat restore BASE`",
              "download": "download of the segments", "replay": "its replay-capture step",
              "pitr_cpu": "CPU seconds of the base + events restore", "base_cpu": "CPU seconds of the base restore",
-             "pitr_rss_mb": "peak RSS (MB) of the base + events restore", "base_rss_mb": "peak RSS (MB) of the base restore"}
+             "pitr_rss_mb": "peak RSS (MB) of the base + events restore", "base_rss_mb": "peak RSS (MB) of the base restore",
+             "end": "`lifeboat restore END` (a full backup of the point's state)",
+             "end_cpu": "CPU seconds of the end state's restore", "end_rss_mb": "peak RSS (MB) of the end state's restore"}
     for key, name in names.items():
-        print(f"| {name} | {med[key]:.2f} | {', '.join(f'{r:.2f}' for r in results[key])} |")
+        if key in results:
+            print(f"| {name} | {med[key]:.2f} | {', '.join(f'{r:.2f}' for r in results[key])} |")
     print(f"\nratio base+events / (base + download): {statistics.median(ratios):.2f}× "
           f"(per round {', '.join(f'{r:.2f}' for r in ratios)}); apply {events / med['replay']:,.0f} events/s")
+    if "end" in results:
+        for text, key in (("base+events / (end state + download)", "pitr_over_end"),
+                          ("end state / (base + download)", "end_over_base")):
+            per_round = summary[f"{key}_per_round"]
+            assert isinstance(per_round, list)
+            print(f"ratio {text}: {summary[f'{key}_median']:.2f}× (per round {', '.join(f'{r:.2f}' for r in per_round)})")
 
 
 if __name__ == "__main__":
