@@ -120,8 +120,12 @@ def test_a_condition_waited_for_is_left_for_the_handler() -> None:
 def test_capture_stops_while_it_waits_for_its_segments_to_be_uploaded(tmp_path: Path) -> None:
     # `lifeboat capture` flushes its uploads in its main thread before it resumes; here the
     # upload takes LATE seconds to find out (the fence, run before each upload) that it may not go.
+    def slow_refusal() -> bool:
+        time.sleep(LATE)
+        return False
+
     uploader = Uploader(ChainStore(MemoryStore()), "c1", Spool(tmp_path / "spool", 1 << 20), max_queued_bytes=1 << 20,
-                        retry_interval=1, fence=lambda: time.sleep(LATE) is not None)
+                        retry_interval=1, fence=slow_refusal)
     try:
         uploader.submit(Waiting("chain-1", "000000001.segment", b"events", 7))
         stopped_soon(uploader.flush)

@@ -6,11 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment
+from lifeboat.catalog.segments import SEEN_RUN_BYTES, CapturedRevision, Predecessor, Segment, event_bytes
 from lifeboat.etcdapi.model import EventType, ReceivedEvents, WatchEvent
-
-# What an event costs in a segment beyond its key and value: JSON field names, numbers, base64.
-_EVENT_OVERHEAD = 160
 
 
 def revisions_of(arrived: Sequence[ReceivedEvents]) -> list[CapturedRevision]:
@@ -50,9 +47,11 @@ class SegmentBuilder:
     size: int = 0
 
     def add(self, revisions: list[CapturedRevision]) -> None:
+        """Add ``revisions``; :attr:`size` counts the raw bytes their records, index entries
+        and seen times add to the segment (its header's fixed fields aside)."""
         self.revisions.extend(revisions)
-        self.size += sum(_EVENT_OVERHEAD + 4 * (len(e.kv.key) + len(e.kv.value)) // 3
-                         for r in revisions for e in r.events)
+        self.size += sum(event_bytes(e) for r in revisions for e in r.events)
+        self.size += SEEN_RUN_BYTES * len({r.seen for r in revisions})
 
     @property
     def empty(self) -> bool:

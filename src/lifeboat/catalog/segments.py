@@ -34,10 +34,13 @@ from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
-from lifeboat.catalog.segment_index import CREATED, DELETED, IndexEntry, SegmentIndex, encode_index, read_index
-from lifeboat.catalog.segment_records import event_record, iter_records, record_event
+from lifeboat.catalog.segment_index import (
+    CREATED, DELETED, FIXED_BYTES, IndexEntry, SegmentIndex, encode_index, read_index,
+)
+from lifeboat.catalog.segment_records import HEAD_SIZE, event_record, iter_records, record_event
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
+from lifeboat.snapshot.replay import tombstone_value
 
 SEGMENT_FORMAT = "lifeboat-segment"
 SEGMENT_VERSION = 3
@@ -124,6 +127,26 @@ def seen_runs(revisions: Sequence[CapturedRevision]) -> list[tuple[int, datetime
         if not runs or (rev.seen != runs[-1][1] and seen_text(rev.seen) != seen_text(runs[-1][1])):
             runs.append((rev.revision, rev.seen))
     return runs
+
+
+# The most one run of the header's "seen" list takes: ``[revision,"...Z"],``.
+SEEN_RUN_BYTES = 1 + 20 + 2 + len("2026-12-01T03:04:05.123Z") + 2 + 1
+# The most a put's KeyValue takes beyond its key and value: two tags and length varints, four
+# tags and integer varints (etcd's marshaller writes each integer field only when not 0).
+_KEY_VALUE_FIELDS_MAX = 2 * (1 + 5) + 4 * (1 + 10)
+
+
+def event_bytes(event: WatchEvent) -> int:
+    """The raw bytes ``event`` adds to a version 3 segment: its record and its index entry
+    (exactly when the watch's KeyValue bytes were kept, as capture keeps them; else at most)."""
+    key = len(event.kv.key)
+    if event.type is EventType.DELETE:
+        value = len(tombstone_value(event.kv.key))
+    elif event.kv_bytes is not None:
+        value = len(event.kv_bytes)
+    else:
+        value = key + len(event.kv.value) + _KEY_VALUE_FIELDS_MAX
+    return HEAD_SIZE + value + FIXED_BYTES + key
 
 
 def header_fields(segment: Segment) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -10,9 +12,10 @@ import pytest
 from lifeboat.capture.resume import decide_resume
 from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, revisions_of
 from lifeboat.capture.spool import Spool, SpoolFull
-from lifeboat.catalog.segments import Predecessor
-from lifeboat.etcdapi.model import ReceivedEvents
-from tests.unit.catalog.capture_records import at, chain, manifest, put, ref
+from lifeboat.catalog.segments import Predecessor, encode_segment_frames
+from lifeboat.etcdapi.model import ReceivedEvents, WatchEvent
+from lifeboat.snapshot.replay import encode_key_value
+from tests.unit.catalog.capture_records import at, chain, delete, manifest, put, ref
 
 BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
 
@@ -61,7 +64,38 @@ def test_segment_closes_after_the_flush_interval_or_at_its_size() -> None:
     assert not builder.due(at(0.9)) and builder.due(at(1.0))
     big = SegmentBuilder(flush_interval=60, max_bytes=10_000)
     big.add(group_revisions([put(b"/a", b"x" * 9_000, 5, 5, 1)], at(0)))
+    assert not big.due(at(0))
+    big.add(group_revisions([put(b"/b", b"x" * 1_000, 6, 6, 1)], at(0)))
     assert big.due(at(0))
+
+
+def _as_watched(event: WatchEvent) -> WatchEvent:
+    """``event`` with its KeyValue bytes kept, as capture's watch decode keeps them."""
+    return dataclasses.replace(event, kv_bytes=encode_key_value(event.kv)) if event.kv_bytes is None else event
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_segments_size_is_its_records_index_and_seen_times_not_a_json_estimate(kept: bool) -> None:
+    # Node lease renewals, a large object, a three-operation transaction with a delete.
+    batches = [[put(b"/registry/leases/kube-node-lease/node-%d" % n, b"r" * 400, 90, 100 + n, 11, 7)
+                for n in range(50)],
+               [put(b"/registry/pods/default/web-0", b"p" * 4_000, 151, 151, 1)],
+               [put(b"/registry/events/default/e1", b"e" * 800, 152, 152, 1, 8),
+                put(b"/registry/events/default/e2", b"e" * 800, 152, 152, 1, 8),
+                delete(b"/registry/events/default/e0", 152)]]
+    builder = SegmentBuilder(flush_interval=1.0, max_bytes=1 << 20)
+    for n, events in enumerate(batches):
+        builder.add(group_revisions([_as_watched(e) if kept else e for e in events], at(n / 10)))
+    size = builder.size
+    first, records = encode_segment_frames(builder.close("prod", "c", Predecessor("base", 99, "b")))
+    header = json.loads(first.split(b"\n", 1)[0])
+    counted = header["index"]["bytes"] + header["index"]["records_bytes"]
+    seen = len(json.dumps(header["seen"], separators=(",", ":")))
+    written = counted + seen
+    # Exactly the records and index with the watch's bytes, a little more without; never less.
+    # (The JSON-era estimate, 160 + 4/3 of key and value per event, said 1.4x.)
+    assert written <= size <= written * (1.0 if kept else 1.1) + 3 * 52
+    assert len(first) + len(records) < size + 1024  # the header's fixed fields and end line
 
 
 def test_a_segment_is_due_once_its_oldest_arrival_plus_the_interval_less_the_commit_lead_is_reached() -> None:
