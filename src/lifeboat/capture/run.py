@@ -300,7 +300,8 @@ class Capture:
         except RevisionCompacted:
             raise ChainBroken(f"etcd compacted revision {start} before capture could read it "
                               "(capture was stopped or fell behind)") from None
-        builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes)
+        builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes,
+                                 len(self.options.recipients))
         self._check_successor = True  # resuming: another writer may have continued the chain
         idle_since = self.clock.monotonic()
         try:
@@ -312,7 +313,7 @@ class Capture:
                 self._note_waiting(builder)
                 arrived = self._next(feed, builder, position)
                 if arrived:
-                    self._take(arrived, builder)
+                    self._take(arrived, builder, position)
                     idle_since = self.clock.monotonic()
                 elif feed.ended:
                     self._commit(position, builder)
@@ -348,13 +349,20 @@ class Capture:
         taken = max(self._commit_costs, default=_FIRST_LEAD)
         return min(taken, self.options.flush_interval / 2)
 
-    def _take(self, arrived: list[ReceivedEvents], builder: SegmentBuilder) -> None:
+    def _take(self, arrived: list[ReceivedEvents], builder: SegmentBuilder, position: _Position) -> None:
+        """Add what arrived to the open segment, committing it first whenever the next revision
+        would take it past ``segment_max_bytes`` (a burst, or a backlog caught up at once)."""
         revisions = revisions_of(arrived)
         if not revisions:
             return
-        for lease in leases_of(revisions) - self._leases:
-            self._learn_lease(lease, builder)
-        builder.add(revisions)
+        for revision in revisions:
+            # A lease's TTL goes in the segment open when it is learnt (maybe the one committed
+            # next, before the revision naming it): a restore reads every TTL up to its point.
+            for lease in leases_of([revision]) - self._leases:
+                self._learn_lease(lease, builder)
+            if not builder.has_room(revision):
+                self._commit(position, builder)
+            builder.add([revision])
         self._note_waiting(builder)
 
     def _note_waiting(self, builder: SegmentBuilder) -> None:

@@ -36,22 +36,54 @@ def leases_of(revisions: list[CapturedRevision]) -> set[int]:
     return {e.kv.lease for r in revisions for e in r.events if e.type is EventType.PUT and e.kv.lease}
 
 
+# What a stored segment may take beyond its records, index and seen times: the header's fixed
+# fields and end line, each lease's TTL in the header, zstd's worst case for bytes that do not
+# compress (ZSTD_compressBound: 1/256 more), age's tag of 16 bytes per 64 KiB chunk and its
+# header (each recipient's stanza well under 1 KiB, an SSH RSA one included).
+_FIXED_BYTES = 1024
+_LEASE_BYTES = 48
+_RECIPIENT_BYTES = 1024
+
+
 @dataclass
 class SegmentBuilder:
-    """The open segment: revisions received but not yet committed."""
+    """The open segment: revisions received but not yet committed.
+
+    A segment is kept within ``max_bytes`` as stored (compressed, and encrypted to
+    ``recipients`` age recipients): :meth:`has_room` says when the next revision would take it
+    past that, so the caller closes it first; only a single revision larger than that makes a
+    larger segment. So a spool of at least ``max_bytes`` always holds a segment.
+    """
 
     flush_interval: float
     max_bytes: int
+    recipients: int = 0
     revisions: list[CapturedRevision] = field(default_factory=list)
     leases: dict[int, int] = field(default_factory=dict)
-    size: int = 0
+    size: int = 0  # raw bytes of the revisions' records, index entries and seen times
 
     def add(self, revisions: list[CapturedRevision]) -> None:
-        """Add ``revisions``; :attr:`size` counts the raw bytes their records, index entries
-        and seen times add to the segment (its header's fixed fields aside)."""
-        self.revisions.extend(revisions)
-        self.size += sum(event_bytes(e) for r in revisions for e in r.events)
-        self.size += SEEN_RUN_BYTES * len({r.seen for r in revisions})
+        """Add ``revisions`` (after the caller asked :meth:`has_room` for each)."""
+        for revision in revisions:
+            self.size += self._bytes_of(revision)
+            self.revisions.append(revision)
+
+    def _bytes_of(self, revision: CapturedRevision) -> int:
+        """The raw bytes ``revision`` adds: its events, and a seen run when its time is new."""
+        added = sum(map(event_bytes, revision.events))
+        if not self.revisions or self.revisions[-1].seen != revision.seen:
+            added += SEEN_RUN_BYTES
+        return added
+
+    @property
+    def limit(self) -> int:
+        """The most raw bytes (see :attr:`size`) that stay within ``max_bytes`` once stored."""
+        stored = self.max_bytes - self.max_bytes // 256 - self.max_bytes // 4096
+        return stored - _FIXED_BYTES - _LEASE_BYTES * len(self.leases) - _RECIPIENT_BYTES * self.recipients
+
+    def has_room(self, revision: CapturedRevision) -> bool:
+        """Whether ``revision`` fits in this segment (always, in an empty one)."""
+        return not self.revisions or self.size + self._bytes_of(revision) <= self.limit
 
     @property
     def empty(self) -> bool:
@@ -62,7 +94,7 @@ class SegmentBuilder:
         ago less ``lead`` (what committing takes), so it is committed within ``flush_interval``."""
         if not self.revisions:
             return False
-        return self.size >= self.max_bytes or self.seconds_left(now, lead) == 0.0
+        return self.size >= self.limit or self.seconds_left(now, lead) == 0.0
 
     def seconds_left(self, now: datetime, lead: float = 0.0) -> float:
         """How long until :meth:`due` turns true by time (0 while empty)."""

@@ -4,6 +4,7 @@ down, then catching up in order with no gap."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,11 +12,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import pyrage
 
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
 from lifeboat.capture import run as run_module
 from lifeboat.capture.segmenter import group_revisions
+from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -153,6 +156,41 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     assert "spool filled up" in first.gap.reason and first.gap.last_revision == 1
     assert second.gap is None and status.gaps == 1
     assert list((tmp_path / "spool" / "prod").iterdir()) == [], "nothing is left behind in memory or spool"
+
+
+def test_a_burst_is_cut_into_segments_that_each_stay_within_segment_max_bytes_as_stored(tmp_path: Path) -> None:
+    """Everything etcd wrote while capture was away arrives at once: one segment of it all
+    would be many times ``segment_max_bytes`` (and never fit a spool of that size)."""
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    lease = etcd.lease_grant(60)
+    # Values that do not compress (Secrets encrypted at rest), some with a lease, a transaction.
+    written = [etcd.put(f"/registry/secrets/ns/s{i}", os.urandom(700 + 37 * i), lease if i % 3 == 0 else 0)
+               for i in range(60)]
+    recipient = pyrage.x25519.Identity.generate().to_public()
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
+                             recipients=tuple(load_recipients([str(recipient)]))),
+        flush_interval=1.0, segment_max_bytes=8192, spool_dir=tmp_path / "spool", spool_max_bytes=8192,
+        retry_interval=0.05)
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
+    runner.start()
+    try:
+        until(lambda: status.last_revision == written[-1] and status.spooled == 0)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert status.gaps == 0 and status.bases == 0 and not status.errors
+    (listing,) = chains.chains("prod")
+    refs = listing.segments
+    assert len(refs) >= 5 and refs[0].first_revision == 2 and refs[-1].last_revision == written[-1]
+    assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:]))
+    sizes = [obj.size for obj in store.list(f"clusters/prod/chains/{BASE.id}/segments/")]
+    assert len(sizes) == len(refs) and max(sizes) <= 8192
+    assert sum(sizes) > 3 * 8192  # most segments are near the limit, not a few events each
 
 
 def options_for(tmp_path: Path, flush: float) -> CaptureOptions:

@@ -63,10 +63,26 @@ def test_segment_closes_after_the_flush_interval_or_at_its_size() -> None:
     builder.add(group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
     assert not builder.due(at(0.9)) and builder.due(at(1.0))
     big = SegmentBuilder(flush_interval=60, max_bytes=10_000)
-    big.add(group_revisions([put(b"/a", b"x" * 9_000, 5, 5, 1)], at(0)))
+    big.add(group_revisions([put(b"/a", b"x" * 7_000, 5, 5, 1)], at(0)))
     assert not big.due(at(0))
-    big.add(group_revisions([put(b"/b", b"x" * 1_000, 6, 6, 1)], at(0)))
-    assert big.due(at(0))
+    big.add(group_revisions([put(b"/b", b"x" * 2_000, 6, 6, 1)], at(0)))
+    assert big.size >= big.limit and big.due(at(0))
+
+
+def test_a_revision_that_would_take_a_segment_past_its_stored_size_has_no_room() -> None:
+    builder = SegmentBuilder(flush_interval=60, max_bytes=10_000)
+    (first,) = group_revisions([put(b"/a", b"x" * 6_000, 5, 5, 1)], at(0))
+    (second,) = group_revisions([put(b"/b", b"x" * 2_000, 6, 6, 1)], at(0))
+    (huge,) = group_revisions([put(b"/c", b"x" * 50_000, 7, 7, 1)], at(0))
+    assert builder.has_room(huge)  # an empty segment takes any one revision
+    builder.add([first])
+    assert builder.has_room(second) and not builder.has_room(huge)
+    # Each recipient's stanza and each lease's TTL in the header leave less room for records.
+    encrypted = SegmentBuilder(flush_interval=60, max_bytes=10_000, recipients=2)
+    encrypted.add([first])
+    assert encrypted.limit == builder.limit - 2 * 1024 and not encrypted.has_room(second)
+    builder.leases.update({n: 60 for n in range(1, 40)})
+    assert not builder.has_room(second)
 
 
 def _as_watched(event: WatchEvent) -> WatchEvent:

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--flush-interval", metavar="SECONDS",
                    help="close a segment after this long (default 1s) [capture.flush-interval]")
     p.add_argument("--segment-max-bytes", metavar="SIZE",
-                   help="close a segment once its raw (uncompressed) bytes reach this size (default 16MiB) "
+                   help="close a segment before it would take more than this stored, compressed and "
+                   "encrypted (only a single larger revision makes a larger one; default 16MiB) "
                    "[capture.segment-max-bytes]")
     p.add_argument("--spool-dir", type=absolute_path, metavar="DIR",
                    help="local spool while the repository is down (default <root>/var/lib/lifeboat/"
