@@ -40,7 +40,7 @@ def leases_of(revisions: list[CapturedRevision]) -> set[int]:
 # fields and end line, each lease's TTL in the header, zstd's worst case for bytes that do not
 # compress (ZSTD_compressBound: 1/256 more), age's tag of 16 bytes per 64 KiB chunk and its
 # header (each recipient's stanza well under 1 KiB, an SSH RSA one included).
-_FIXED_BYTES = 1024
+_FIXED_OVERHEAD = 1024
 _LEASE_BYTES = 48
 _RECIPIENT_BYTES = 1024
 
@@ -79,7 +79,7 @@ class SegmentBuilder:
     def limit(self) -> int:
         """The most raw bytes (see :attr:`size`) that stay within ``max_bytes`` once stored."""
         stored = self.max_bytes - self.max_bytes // 256 - self.max_bytes // 4096
-        return stored - _FIXED_BYTES - _LEASE_BYTES * len(self.leases) - _RECIPIENT_BYTES * self.recipients
+        return stored - _FIXED_OVERHEAD - _LEASE_BYTES * len(self.leases) - _RECIPIENT_BYTES * self.recipients
 
     def has_room(self, revision: CapturedRevision) -> bool:
         """Whether ``revision`` fits in this segment (always, in an empty one)."""
