@@ -301,7 +301,7 @@ class Capture:
             raise ChainBroken(f"etcd compacted revision {start} before capture could read it "
                               "(capture was stopped or fell behind)") from None
         builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes,
-                                 len(self.options.recipients))
+                                 self.chains.envelope_bytes(self.options.recipients))
         self._check_successor = True  # resuming: another writer may have continued the chain
         idle_since = self.clock.monotonic()
         try:

@@ -37,27 +37,27 @@ def leases_of(revisions: list[CapturedRevision]) -> set[int]:
 
 
 # What a stored segment may take beyond its records, index and seen times: the header's fixed
-# fields and end line, each lease's TTL in the header, zstd's worst case for bytes that do not
-# compress (ZSTD_compressBound: 1/256 more), age's tag of 16 bytes per 64 KiB chunk and its
-# header (each recipient's stanza well under 1 KiB, an SSH RSA one included).
+# fields, end line and zstd frame headers, each lease's TTL in the header, zstd's worst case for
+# bytes that do not compress (ZSTD_compressBound: 1/256 more), age's tag of 16 bytes per 64 KiB
+# chunk, and age's header (``envelope``, measured for the recipients).
 _FIXED_OVERHEAD = 1024
 _LEASE_BYTES = 48
-_RECIPIENT_BYTES = 1024
 
 
 @dataclass
 class SegmentBuilder:
     """The open segment: revisions received but not yet committed.
 
-    A segment is kept within ``max_bytes`` as stored (compressed, and encrypted to
-    ``recipients`` age recipients): :meth:`has_room` says when the next revision would take it
-    past that, so the caller closes it first; only a single revision larger than that makes a
-    larger segment. So a spool of at least ``max_bytes`` always holds a segment.
+    A segment is kept within ``max_bytes`` as stored (compressed, and encrypted with an age
+    header of ``envelope`` bytes, :meth:`~lifeboat.catalog.chains.ChainStore.envelope_bytes`):
+    :meth:`has_room` says when the next revision would take it past that, so the caller closes
+    it first; only a single revision larger than that makes a larger segment. So a spool of at
+    least ``max_bytes`` always holds a segment.
     """
 
     flush_interval: float
     max_bytes: int
-    recipients: int = 0
+    envelope: int = 0
     revisions: list[CapturedRevision] = field(default_factory=list)
     leases: dict[int, int] = field(default_factory=dict)
     size: int = 0  # raw bytes of the revisions' records, index entries and seen times
@@ -79,7 +79,7 @@ class SegmentBuilder:
     def limit(self) -> int:
         """The most raw bytes (see :attr:`size`) that stay within ``max_bytes`` once stored."""
         stored = self.max_bytes - self.max_bytes // 256 - self.max_bytes // 4096
-        return stored - _FIXED_OVERHEAD - _LEASE_BYTES * len(self.leases) - _RECIPIENT_BYTES * self.recipients
+        return stored - _FIXED_OVERHEAD - _LEASE_BYTES * len(self.leases) - self.envelope
 
     def has_room(self, revision: CapturedRevision) -> bool:
         """Whether ``revision`` fits in this segment (always, in an empty one)."""

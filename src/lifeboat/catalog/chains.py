@@ -173,6 +173,11 @@ class ChainListing:
     heartbeat: Heartbeat | None
 
 
+# The most rage's grease stanza takes: its first line ("-> " and up to 66 characters) and its
+# body (up to 100 bytes, base64 on lines of 64 characters), with their newlines.
+_GREASE_BYTES = 3 + 66 + 1 + 136 + 3
+
+
 class ChainStore:
     """Reads and writes capture chains in an object store (create-only for what must be once)."""
 
@@ -194,6 +199,16 @@ class ChainStore:
     def encoded(segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> bytes:
         stored = compressed_frames(encode_segment_frames(segment), zstd_level)
         return b"".join(encrypting([stored], recipients)) if recipients else stored
+
+    @staticmethod
+    def envelope_bytes(recipients: Sequence[Recipient]) -> int:
+        """The most that encrypting a segment to ``recipients`` adds besides 16 bytes per 64 KiB:
+        age's header with each recipient's stanza, its nonce and the last chunk's tag (0
+        unencrypted). Measured once, plus room for the random "grease" stanza rage puts in every
+        header (a first line of at most 66 characters and a body of at most 100 bytes)."""
+        if not recipients:
+            return 0
+        return len(b"".join(encrypting([b""], recipients))) + _GREASE_BYTES
 
     def put_encoded(self, cluster: str, chain: str, name: str, data: bytes) -> SegmentRef:
         key = segment_key(cluster, chain, name)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from lifeboat.capture.resume import decide_resume
 from lifeboat.capture.segmenter import SegmentBuilder, group_revisions, revisions_of
 from lifeboat.capture.spool import Spool, SpoolFull
+from lifeboat.catalog.age_keys import load_recipients
+from lifeboat.catalog.chains import ChainStore
+from lifeboat.catalog.codec import encrypting
 from lifeboat.catalog.segments import Predecessor, encode_segment_frames
 from lifeboat.etcdapi.model import ReceivedEvents, WatchEvent
 from lifeboat.snapshot.replay import encode_key_value
@@ -77,10 +82,10 @@ def test_a_revision_that_would_take_a_segment_past_its_stored_size_has_no_room()
     assert builder.has_room(huge)  # an empty segment takes any one revision
     builder.add([first])
     assert builder.has_room(second) and not builder.has_room(huge)
-    # Each recipient's stanza and each lease's TTL in the header leave less room for records.
-    encrypted = SegmentBuilder(flush_interval=60, max_bytes=10_000, recipients=2)
+    # age's header and each lease's TTL in the segment's header leave less room for records.
+    encrypted = SegmentBuilder(flush_interval=60, max_bytes=10_000, envelope=2_000)
     encrypted.add([first])
-    assert encrypted.limit == builder.limit - 2 * 1024 and not encrypted.has_room(second)
+    assert encrypted.limit == builder.limit - 2_000 and not encrypted.has_room(second)
     builder.leases.update({n: 60 for n in range(1, 40)})
     assert not builder.has_room(second)
 
@@ -112,6 +117,22 @@ def test_a_segments_size_is_its_records_index_and_seen_times_not_a_json_estimate
     # (The JSON-era estimate, 160 + 4/3 of key and value per event, said 1.4x.)
     assert written <= size <= written * (1.0 if kept else 1.1) + 3 * 52
     assert len(first) + len(records) < size + 1024  # the header's fixed fields and end line
+
+
+def test_the_envelope_left_out_of_a_segments_room_is_what_age_adds_for_its_recipients(tmp_path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "4096", "-N", "", "-f", str(tmp_path / "rsa")], check=True)
+    recipients = load_recipients([str(pyrage.x25519.Identity.generate().to_public()),
+                                  (tmp_path / "rsa.pub").read_text().strip()])
+    envelope = ChainStore.envelope_bytes(recipients)
+    assert envelope > 800  # a 4096-bit RSA stanza alone is about 700 bytes
+    added = []
+    for size in (1, 65_536, 200_000) * 100:  # each header gets a random grease stanza
+        sealed = b"".join(encrypting([os.urandom(size)], recipients))
+        added.append(len(sealed) - size - 16 * ((size - 1) // 65_536))
+    assert max(added) <= envelope and min(added) >= envelope - 2 * 209  # at most, and not far above
+    assert ChainStore.envelope_bytes([]) == 0
 
 
 def test_a_segment_is_due_once_its_oldest_arrival_plus_the_interval_less_the_commit_lead_is_reached() -> None:
