@@ -34,17 +34,18 @@ from typing import Protocol
 
 from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.capture.resume import Resume, decide_resume
-from lifeboat.capture.segmenter import SegmentBuilder, leases_of, revisions_of
+from lifeboat.capture.segmenter import SegmentBuilder, leases_of, revisions_of, room_for_events, smallest_segment
 from lifeboat.capture.spool import Spool
 from lifeboat.capture.upload import NotLeading, SpoolOverflow, Uploader, Waiting
 from lifeboat.catalog.age_keys import Recipient, load_recipients
-from lifeboat.catalog.chains import ChainInfo, Gap, Heartbeat, segment_name
+from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.errors import (
     AlreadyExists, BackendUnavailable, EtcdUnavailable, LifeboatError, OperationFailed, RepositoryUnavailable,
+    UsageError,
 )
 from lifeboat.etcd.failures import RevisionCompacted
 from lifeboat.etcdapi.model import LeaseTimeToLive, ReceivedEvents
@@ -106,12 +107,24 @@ def capture_options(config: LifeboatConfig, endpoints: tuple[str, ...], cluster:
         zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files, root=config.root,
         tmp_dir=config.backup.tmp_dir, labels={**config.backup.labels, "lifeboat.capture": "base"},
     )
+    _require_room_for_events(c.segment_max_bytes, backup.recipients)
     spool = c.spool_dir or config.root / "var/lib/lifeboat/capture-spool"
     return CaptureOptions(
         backup=backup, flush_interval=c.flush_interval, segment_max_bytes=c.segment_max_bytes,
         heartbeat_interval=c.heartbeat_interval, spool_dir=spool, spool_max_bytes=c.spool_max_bytes,
         retry_interval=c.retry_interval,
     )
+
+
+def _require_room_for_events(max_bytes: int, recipients: Sequence[Recipient]) -> None:
+    """UsageError when a segment's header and age's header would take more than half of
+    ``segment-max-bytes`` (several SSH RSA recipients near the 4 KiB minimum): every revision
+    would then be a segment of its own, larger than the setting."""
+    envelope = ChainStore.envelope_bytes(recipients)
+    if room_for_events(max_bytes, envelope) < max_bytes // 2:
+        raise UsageError(f"capture.segment-max-bytes {max_bytes} leaves less than half of a segment for events "
+                         f"with {len(recipients)} encryption recipient(s) (age's header: {envelope} bytes); "
+                         f"use at least {smallest_segment(envelope) // 1024}KiB")
 
 
 @dataclass
@@ -360,9 +373,9 @@ class Capture:
             # next, before the revision naming it): a restore reads every TTL up to its point.
             for lease in leases_of([revision]) - self._leases:
                 self._learn_lease(lease, builder)
-            if not builder.has_room(revision):
+            if not builder.add(revision):
                 self._commit(position, builder)
-            builder.add([revision])
+                builder.add(revision)
         self._note_waiting(builder)
 
     def _note_waiting(self, builder: SegmentBuilder) -> None:

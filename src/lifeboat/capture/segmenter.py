@@ -44,14 +44,28 @@ _FIXED_OVERHEAD = 1024
 _LEASE_BYTES = 48
 
 
+def room_for_events(max_bytes: int, envelope: int) -> int:
+    """The raw bytes of events a segment of at most ``max_bytes`` stored holds (no leases)."""
+    return max_bytes - max_bytes // 256 - max_bytes // 4096 - _FIXED_OVERHEAD - envelope
+
+
+def smallest_segment(envelope: int) -> int:
+    """The smallest ``segment-max-bytes``, in whole KiB, that leaves at least half of each
+    segment for events when age's header takes ``envelope`` bytes."""
+    size = 4096
+    while room_for_events(size, envelope) < size // 2:
+        size += 1024
+    return size
+
+
 @dataclass
 class SegmentBuilder:
     """The open segment: revisions received but not yet committed.
 
     A segment is kept within ``max_bytes`` as stored (compressed, and encrypted with an age
     header of ``envelope`` bytes, :meth:`~lifeboat.catalog.chains.ChainStore.envelope_bytes`):
-    :meth:`has_room` says when the next revision would take it past that, so the caller closes
-    it first; only a single revision larger than that makes a larger segment. So a spool of at
+    :meth:`add` refuses a revision that would take it past that, so the caller closes it
+    first; only a single revision larger than that makes a larger segment. So a spool of at
     least ``max_bytes`` always holds a segment.
     """
 
@@ -62,11 +76,16 @@ class SegmentBuilder:
     leases: dict[int, int] = field(default_factory=dict)
     size: int = 0  # raw bytes of the revisions' records, index entries and seen times
 
-    def add(self, revisions: list[CapturedRevision]) -> None:
-        """Add ``revisions`` (after the caller asked :meth:`has_room` for each)."""
-        for revision in revisions:
-            self.size += self._bytes_of(revision)
-            self.revisions.append(revision)
+    def add(self, revision: CapturedRevision) -> bool:
+        """Add ``revision`` when it keeps the segment within ``max_bytes`` as stored (an empty
+        segment takes any one revision); whether it did. When not, the caller closes the segment
+        and adds it to the next."""
+        added = self._bytes_of(revision)
+        if self.revisions and self.size + added > self.limit:
+            return False
+        self.size += added
+        self.revisions.append(revision)
+        return True
 
     def _bytes_of(self, revision: CapturedRevision) -> int:
         """The raw bytes ``revision`` adds: its events, and a seen run when its time is new."""
@@ -78,12 +97,7 @@ class SegmentBuilder:
     @property
     def limit(self) -> int:
         """The most raw bytes (see :attr:`size`) that stay within ``max_bytes`` once stored."""
-        stored = self.max_bytes - self.max_bytes // 256 - self.max_bytes // 4096
-        return stored - _FIXED_OVERHEAD - _LEASE_BYTES * len(self.leases) - self.envelope
-
-    def has_room(self, revision: CapturedRevision) -> bool:
-        """Whether ``revision`` fits in this segment (always, in an empty one)."""
-        return not self.revisions or self.size + self._bytes_of(revision) <= self.limit
+        return room_for_events(self.max_bytes, self.envelope) - _LEASE_BYTES * len(self.leases)
 
     @property
     def empty(self) -> bool:

@@ -17,7 +17,7 @@ from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.chains import ChainStore
 from lifeboat.catalog.codec import encrypting
-from lifeboat.catalog.segments import Predecessor, encode_segment_frames
+from lifeboat.catalog.segments import CapturedRevision, Predecessor, encode_segment_frames
 from lifeboat.etcdapi.model import ReceivedEvents, WatchEvent
 from lifeboat.snapshot.replay import encode_key_value
 from tests.unit.catalog.capture_records import at, chain, delete, manifest, put, ref
@@ -63,31 +63,43 @@ def test_watch_batch_is_grouped_into_whole_revisions_in_order() -> None:
     assert [(r.revision, len(r.events)) for r in grouped] == [(5, 1), (6, 2)]
 
 
+def _added(builder: SegmentBuilder, revisions: list[CapturedRevision]) -> None:
+    """Add each of ``revisions``, which must fit."""
+    for revision in revisions:
+        assert builder.add(revision)
+
+
 def test_segment_closes_after_the_flush_interval_or_at_its_size() -> None:
     builder = SegmentBuilder(flush_interval=1.0, max_bytes=10_000)
-    builder.add(group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
+    _added(builder, group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
     assert not builder.due(at(0.9)) and builder.due(at(1.0))
     big = SegmentBuilder(flush_interval=60, max_bytes=10_000)
-    big.add(group_revisions([put(b"/a", b"x" * 7_000, 5, 5, 1)], at(0)))
+    _added(big, group_revisions([put(b"/a", b"x" * 7_000, 5, 5, 1)], at(0)))
     assert not big.due(at(0))
-    big.add(group_revisions([put(b"/b", b"x" * 2_000, 6, 6, 1)], at(0)))
-    assert big.size >= big.limit and big.due(at(0))
+    # A single revision larger than the room is taken by an empty segment, which is then due.
+    huge = SegmentBuilder(flush_interval=60, max_bytes=10_000)
+    _added(huge, group_revisions([put(b"/b", b"x" * 9_000, 6, 6, 1)], at(0)))
+    assert huge.size >= huge.limit and huge.due(at(0))
 
 
-def test_a_revision_that_would_take_a_segment_past_its_stored_size_has_no_room() -> None:
+def test_a_revision_that_would_take_a_segment_past_its_stored_size_is_refused() -> None:
     builder = SegmentBuilder(flush_interval=60, max_bytes=10_000)
     (first,) = group_revisions([put(b"/a", b"x" * 6_000, 5, 5, 1)], at(0))
     (second,) = group_revisions([put(b"/b", b"x" * 2_000, 6, 6, 1)], at(0))
     (huge,) = group_revisions([put(b"/c", b"x" * 50_000, 7, 7, 1)], at(0))
-    assert builder.has_room(huge)  # an empty segment takes any one revision
-    builder.add([first])
-    assert builder.has_room(second) and not builder.has_room(huge)
+    assert builder.add(first)
+    size = builder.size
+    assert not builder.add(huge) and builder.size == size and builder.revisions == [first]
+    assert builder.add(second) and builder.revisions == [first, second]
     # age's header and each lease's TTL in the segment's header leave less room for records.
     encrypted = SegmentBuilder(flush_interval=60, max_bytes=10_000, envelope=2_000)
-    encrypted.add([first])
-    assert encrypted.limit == builder.limit - 2_000 and not encrypted.has_room(second)
-    builder.leases.update({n: 60 for n in range(1, 40)})
-    assert not builder.has_room(second)
+    assert encrypted.add(first)
+    assert encrypted.limit == builder.limit - 2_000 and not encrypted.add(second)
+    leased = SegmentBuilder(flush_interval=60, max_bytes=10_000)
+    leased.leases.update({n: 60 for n in range(1, 40)})
+    assert leased.add(first) and not leased.add(second)
+    empty = SegmentBuilder(flush_interval=60, max_bytes=10_000)
+    assert empty.add(huge)  # an empty segment takes any one revision
 
 
 def _as_watched(event: WatchEvent) -> WatchEvent:
@@ -106,7 +118,7 @@ def test_a_segments_size_is_its_records_index_and_seen_times_not_a_json_estimate
                 delete(b"/registry/events/default/e0", 152)]]
     builder = SegmentBuilder(flush_interval=1.0, max_bytes=1 << 20)
     for n, events in enumerate(batches):
-        builder.add(group_revisions([_as_watched(e) if kept else e for e in events], at(n / 10)))
+        _added(builder, group_revisions([_as_watched(e) if kept else e for e in events], at(n / 10)))
     size = builder.size
     first, records = encode_segment_frames(builder.close("prod", "c", Predecessor("base", 99, "b")))
     header = json.loads(first.split(b"\n", 1)[0])
@@ -137,8 +149,8 @@ def test_the_envelope_left_out_of_a_segments_room_is_what_age_adds_for_its_recip
 
 def test_a_segment_is_due_once_its_oldest_arrival_plus_the_interval_less_the_commit_lead_is_reached() -> None:
     builder = SegmentBuilder(flush_interval=1.0, max_bytes=10_000)
-    builder.add(group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
-    builder.add(group_revisions([put(b"/b", b"x", 6, 6, 1)], at(0.5)))  # a later revision changes nothing
+    _added(builder, group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0)))
+    _added(builder, group_revisions([put(b"/b", b"x", 6, 6, 1)], at(0.5)))  # a later revision changes nothing
     assert not builder.due(at(0.75), lead=0.2) and builder.due(at(0.8), lead=0.2)
     assert builder.seconds_left(at(0.5), lead=0.2) == pytest.approx(0.3)
 
@@ -203,3 +215,34 @@ def test_spool_takes_segments_while_another_thread_drains_it(tmp_path: Path) -> 
     assert failures == []
     assert uploaded == [f"{i:06d}.seg" for i in range(added)]
     assert len(spool) == 0 and spool.size == 0
+
+
+def test_a_segment_size_that_leaves_less_than_half_for_events_is_refused_naming_the_smallest(tmp_path: Path) -> None:
+    import subprocess
+
+    from lifeboat.capture.run import capture_options
+    from lifeboat.config import load_config
+    from lifeboat.errors import UsageError
+
+    rsa = []
+    for n in range(3):  # each 4096-bit RSA stanza is about 700 bytes of age's header
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "4096", "-N", "", "-f", str(tmp_path / f"rsa{n}")],
+                       check=True)
+        rsa.append((tmp_path / f"rsa{n}.pub").read_text().strip())
+
+    def options(size: str, recipients: list[str]) -> object:
+        path = tmp_path / "lifeboat.yaml"
+        path.write_text(json.dumps({"capture": {"enabled": True, "segment-max-bytes": size},
+                                    "encryption": {"recipients": recipients}}))
+        return capture_options(load_config(path), ("http://127.0.0.1:2379",), "prod")
+
+    with pytest.raises(UsageError, match=r"segment-max-bytes 4096 leaves less than half .* 3 encryption "
+                                         r"recipient\(s\) .* use at least (\d+)KiB") as refused:
+        options("4KiB", rsa)
+    smallest = int(str(refused.value).rsplit("at least ", 1)[1].removesuffix("KiB"))
+    assert 6 <= smallest <= 9
+    assert "ssh-rsa" not in str(refused.value)
+    options(f"{smallest}KiB", rsa)  # the size it names is accepted
+    with pytest.raises(UsageError):
+        options(f"{smallest - 1}KiB", rsa)
+    options("4KiB", [str(pyrage.x25519.Identity.generate().to_public())])  # one X25519 stanza fits
