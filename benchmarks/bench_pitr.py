@@ -39,8 +39,9 @@ once, untimed, before the first round:
 Target (issue #8): the first ≤ 1.5 × (the second + the third). With ``--end-state`` the report
 adds the point restore against (the end state's restore + the download), and the end state's
 restore against the target's denominator. The apply rate is the events
-divided by the restore's ``replay-capture`` step. Results go to ``bench-work/bench_pitr.json`` (in
-the ``--work`` dir when one other than the default is given; ``--json`` names another file) and a
+divided by the restore's ``replay-capture`` step. Results go to ``bench-work/bench_pitr.json``
+(``bench_pitr_creates.json`` for ``--mix creates``; in the ``--work`` dir when one other than the
+default is given; ``--json`` names another file) and a
 Markdown table on stdout.
 """
 
@@ -260,13 +261,15 @@ def main() -> None:
                         help="work dir: the cached base and chain, the node (default bench-work/pitr; "
                         "another one lets two runs not clash, and sets the chain up there once)")
     parser.add_argument("--json", type=Path,
-                        help="where the results go (default bench_pitr.json in bench-work, or in --work when given)")
+                        help="where the results go (default bench_pitr.json, or bench_pitr_creates.json for "
+                        "--mix creates, in bench-work, or in --work when given)")
     args = parser.parse_args()
     db = make_snapshot(args.size_mib << 20, BENCH_WORK / f"kube-like-{args.size_mib}MiB.db", style="kube")
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     if args.json is None:
-        args.json = results_dir(work, BENCH_WORK / "pitr") / "bench_pitr.json"
+        name = "bench_pitr.json" if args.mix == "kube" else f"bench_pitr_{args.mix}.json"
+        args.json = results_dir(work, BENCH_WORK / "pitr") / name
     env = frozen_source(args.rev)
     if args.store == "dir":
         run(work, str(work / f"repo-{chain_name(args)}"), env, db, args)
