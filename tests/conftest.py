@@ -50,6 +50,18 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="session")
+def rsa_recipients(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Three 4096-bit SSH RSA public keys (age recipients whose stanzas are about 700 bytes)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("rsa")
+    for n in range(3):
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "4096", "-N", "", "-f", str(folder / f"rsa{n}")],
+                       check=True)
+    return [(folder / f"rsa{n}.pub").read_text().strip() for n in range(3)]
+
+
+@pytest.fixture(scope="session")
 def release35() -> EtcdRelease:
     return etcd_35()
 

@@ -107,7 +107,7 @@ def capture_options(config: LifeboatConfig, endpoints: tuple[str, ...], cluster:
         zstd_level=config.backup.zstd_level, capture_files=config.backup.capture_files, root=config.root,
         tmp_dir=config.backup.tmp_dir, labels={**config.backup.labels, "lifeboat.capture": "base"},
     )
-    _require_room_for_events(c.segment_max_bytes, backup.recipients)
+    require_room_for_events(c.segment_max_bytes, backup.recipients)
     spool = c.spool_dir or config.root / "var/lib/lifeboat/capture-spool"
     return CaptureOptions(
         backup=backup, flush_interval=c.flush_interval, segment_max_bytes=c.segment_max_bytes,
@@ -116,7 +116,7 @@ def capture_options(config: LifeboatConfig, endpoints: tuple[str, ...], cluster:
     )
 
 
-def _require_room_for_events(max_bytes: int, recipients: Sequence[Recipient]) -> None:
+def require_room_for_events(max_bytes: int, recipients: Sequence[Recipient]) -> None:
     """UsageError when a segment's header and age's header would take more than half of
     ``segment-max-bytes`` (several SSH RSA recipients near the 4 KiB minimum): every revision
     would then be a segment of its own, larger than the setting."""

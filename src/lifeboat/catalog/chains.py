@@ -178,6 +178,17 @@ class ChainListing:
 _GREASE_BYTES = 3 + 66 + 1 + 136 + 3
 
 
+def _grease_bytes(sealed: bytes) -> int:
+    """The bytes of the grease stanzas in age's header of ``sealed`` (type ``<random>-grease``):
+    stanzas start with a "-> " line and end where the next one, or the "---" line, starts."""
+    header = sealed[:sealed.index(b"\n--- ")]
+    found = 0
+    for stanza in header.split(b"\n-> ")[1:]:
+        if stanza.split(b" ", 1)[0].split(b"\n", 1)[0].endswith(b"-grease"):
+            found += len(b"\n-> ") + len(stanza)
+    return found
+
+
 class ChainStore:
     """Reads and writes capture chains in an object store (create-only for what must be once)."""
 
@@ -204,11 +215,13 @@ class ChainStore:
     def envelope_bytes(recipients: Sequence[Recipient]) -> int:
         """The most that encrypting a segment to ``recipients`` adds besides 16 bytes per 64 KiB:
         age's header with each recipient's stanza, its nonce and the last chunk's tag (0
-        unencrypted). Measured once, plus room for the random "grease" stanza rage puts in every
-        header (a first line of at most 66 characters and a body of at most 100 bytes)."""
+        unencrypted). Measured once without the random "grease" stanza rage puts in every
+        header, plus the most that stanza takes (a first line of at most 66 characters and a
+        body of at most 100 bytes): the same for the same recipients, every time."""
         if not recipients:
             return 0
-        return len(b"".join(encrypting([b""], recipients))) + _GREASE_BYTES
+        sealed = b"".join(encrypting([b""], recipients))
+        return len(sealed) - _grease_bytes(sealed) + _GREASE_BYTES
 
     def put_encoded(self, cluster: str, chain: str, name: str, data: bytes) -> SegmentRef:
         key = segment_key(cluster, chain, name)

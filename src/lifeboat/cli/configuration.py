@@ -9,7 +9,7 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.output import emit_json, table
-from lifeboat.config import load_config, shown_values
+from lifeboat.config import LifeboatConfig, load_config, shown_values
 from lifeboat.errors import UsageError
 
 
@@ -19,6 +19,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _check_recipient_files(args.file, config.encryption.recipients)
     if (problem := config.drills_cannot_decrypt()) is not None:  # the agent would refuse to start
         raise UsageError(f"{args.file}: {problem}")
+    _check_segment_room(args.file, config)
     if args.output == "json":
         emit_json({"file": str(args.file), "valid": True})
     else:
@@ -40,6 +41,23 @@ def _check_recipient_files(path: Path, recipients: list[str]) -> None:
                 load_recipients([value])
             except UsageError as exc:
                 raise UsageError(f"{path}: encryption.recipients: {exc}") from None
+
+
+def _check_segment_room(path: Path, config: LifeboatConfig) -> None:
+    """Refuse a capture.segment-max-bytes that capture would refuse at start for these
+    recipients; unchecked while a recipients file is not on this host."""
+    if not config.encryption.recipients:  # 4KiB, the least allowed, leaves room without age
+        return
+    try:
+        recipients = load_recipients(config.encryption.recipients)
+    except UsageError:  # a recipients file only the backup host has
+        return
+    from lifeboat.capture.run import require_room_for_events  # capture's modules: 0.1 s to import
+
+    try:
+        require_room_for_events(config.capture.segment_max_bytes, recipients)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -129,6 +129,23 @@ def test_config_validate_exit_codes(run: Run, tmp_path: Path) -> None:
     assert err.strip() == f"lifeboat: error: {bad}: retention.keep-last: must be a positive integer, got -3"
 
 
+def test_config_validate_refuses_a_segment_size_too_small_for_the_recipients(
+        run: Run, tmp_path: Path, rsa_recipients: list[str]) -> None:
+    keys = tmp_path / "recipients.txt"
+    keys.write_text("\n".join(rsa_recipients) + "\n")
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"capture:\n  segment-max-bytes: 4KiB\nencryption:\n  recipients: [{keys}]\n")
+    code, _, err = run("config", "validate", str(config))
+    assert code == 3
+    assert err.startswith(f"lifeboat: error: {config}: capture.segment-max-bytes 4096 leaves less than half")
+    assert "use at least" in err and "ssh-rsa" not in err and err.count("\n") == 1
+    config.write_text(f"capture:\n  segment-max-bytes: 16KiB\nencryption:\n  recipients: [{keys}]\n")
+    assert run("config", "validate", str(config))[0] == 0
+    # A recipients file only the backup host has is left for capture's own check there.
+    config.write_text(f"capture:\n  segment-max-bytes: 4KiB\nencryption:\n  recipients: [{tmp_path}/absent.txt]\n")
+    assert run("config", "validate", str(config))[0] == 0
+
+
 def test_config_show_names_origins_and_hides_secrets(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

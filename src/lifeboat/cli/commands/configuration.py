@@ -27,8 +27,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     Load FILE and check every key and value: unknown keys, wrong types, negative counts, bad cron
     expressions and durations, a private key among encryption.recipients (inline or in a
-    recipients file on this host), and scheduled drills of encrypted backups without
-    encryption.identity-files are errors that name the key. Exit 0 when valid, 3 when not.
+    recipients file on this host), scheduled drills of encrypted backups without
+    encryption.identity-files, and a capture.segment-max-bytes too small for age's header to
+    these recipients are errors that name the key. Exit 0 when valid, 3 when not.
     """
     from lifeboat.cli import configuration
 
