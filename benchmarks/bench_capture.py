@@ -16,7 +16,8 @@ time, revision and latency. Measured:
   store writes a temp file and renames it into place). p50 / p99 / max.
 * **put latency** with and without capture (p50 / p99), as a ratio of the two; the same for
   the drain and for etcdctl, which says what any watcher costs etcd on this machine.
-* **capture's peak RSS** (the child's ``ru_maxrss``) and its **CPU** (user + system seconds
+* **capture's peak RSS** (the child's ``ru_maxrss``; and its peak once its base backup was
+  taken, before the load started, so what capturing itself adds shows apart) and its **CPU** (user + system seconds
   per second of load, so 0.25 = a quarter of one core), the same for the watch drain.
 * **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
   revision (``build_point_snapshot`` with the base already fetched), events per second.
@@ -179,6 +180,7 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("capture did not start a chain")
             time.sleep(0.1)
+        base_rss = _peak_rss(proc.pid)  # its base backup done: the peak so far is the backup's
         before = _cpu_seconds(proc.pid)
         began = time.monotonic()
         writes = load(endpoint, rate, seconds, threads)
@@ -191,7 +193,15 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
         proc.returncode = os.waitstatus_to_exitcode(status)
     delays = rpo(writes, segment_commits(repo_dir))
     return {"writes": writes, "delays": delays, "rss": usage.ru_maxrss * 1024, "repo": repo_dir, "top": top,
-            "cpu": cpu}
+            "cpu": cpu, "base_rss": base_rss}
+
+
+def _peak_rss(pid: int) -> int:
+    """A running process's peak resident set so far, in bytes (``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit(f"no VmHWM for process {pid}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -243,6 +253,8 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
         "drain_cpu_cores": statistics.median(float(str(r["cpu"])) for r in drained),
         "etcdctl_cpu_cores": statistics.median(float(str(r["cpu"])) for r in reference),
         "capture_peak_rss_mb": max(int(r["rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
+        # The peak by the end of its base backup, before the load: the rest is capturing's own.
+        "capture_peak_rss_after_base_mb": max(int(r["base_rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
     }
 
 
