@@ -180,7 +180,7 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("capture did not start a chain")
             time.sleep(0.1)
-        base_rss = _peak_rss(proc.pid)  # its base backup done: the peak so far is the backup's
+        base_rss = peak_rss(proc.pid)  # its base backup done: the peak so far is the backup's
         before = _cpu_seconds(proc.pid)
         began = time.monotonic()
         writes = load(endpoint, rate, seconds, threads)
@@ -196,7 +196,7 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
             "cpu": cpu, "base_rss": base_rss}
 
 
-def _peak_rss(pid: int) -> int:
+def peak_rss(pid: int) -> int:
     """A running process's peak resident set so far, in bytes (``VmHWM``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

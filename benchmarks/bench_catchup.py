@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -33,14 +32,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
+from benchmarks.bench_capture import LIFEBOAT, VALUE, peak_rss  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from lifeboat.etcd import ConnectionSettings, EtcdClient  # noqa: E402
 from tests.support.binaries import etcd_35  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
 from benchmarks.teardown import on_termination, spawned  # noqa: E402
-
-LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
-VALUE = os.urandom(1024)
 
 
 def write_backlog(endpoint: str, puts: int, keys: int, threads: int = 8) -> None:
@@ -60,13 +57,6 @@ def last_committed(repo_dir: Path) -> int:
     """The last revision of the newest committed segment (names start ``<first>-<last>-``)."""
     return max((int(path.name.split("-")[1]) for path in repo_dir.rglob("segments/*.zst*")
                 if not path.name.endswith(".tmp")), default=0)
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise SystemExit(f"no VmHWM for process {pid}")
 
 
 def capture_argv(repo_dir: Path, endpoint: str, work: Path) -> list[str]:
