@@ -17,8 +17,9 @@ time, revision and latency. Measured:
 * **put latency** with and without capture (p50 / p99), as a ratio of the two; the same for
   the drain and for etcdctl, which says what any watcher costs etcd on this machine.
 * **capture's peak RSS** (the child's ``ru_maxrss``; and its peak once its base backup was
-  taken, before the load started, so what capturing itself adds shows apart) and its **CPU** (user + system seconds
-  per second of load, so 0.25 = a quarter of one core), the same for the watch drain.
+  taken, before the load started, so what capturing itself adds shows apart) and its **CPU**
+  (user + system seconds per second of load, so 0.25 = a quarter of one core), the same for
+  the watch drain.
 * **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
   revision (``build_point_snapshot`` with the base already fetched), events per second.
 
