@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -130,26 +131,34 @@ def test_compaction_past_the_capture_point_records_a_gap_and_starts_a_new_chain(
     assert "compacted" in gaps[0]["reason"]
 
 
-def test_capture_command_commits_what_it_has_on_sigterm(
+def test_capture_command_refuses_a_second_capture_and_commits_what_it_has_on_sigterm(
         release35: EtcdRelease, tmp_path: Path, s3_repo: str) -> None:
     with EtcdCluster(release35, tmp_path / "etcd") as cluster, \
             EtcdClient(ConnectionSettings((cluster.first().client_url,))) as client:
         env = dict(os.environ)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lifeboat.cli.main", "capture", "--repo", s3_repo, "--cluster", "prod",
-             "--endpoints", cluster.first().client_url, "--no-files", "--flush-interval", "30s",
-             "--spool-dir", str(tmp_path / "spool"), "-o", "json"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        command = [sys.executable, "-m", "lifeboat.cli.main", "capture", "--repo", s3_repo, "--cluster", "prod",
+                   "--endpoints", cluster.first().client_url, "--no-files", "--flush-interval", "30s",
+                   "--spool-dir", str(tmp_path / "spool"), "-o", "json"]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             wait_for(lambda: _has_chain(s3_repo), timeout=60)
+            # A second capture of the cluster, run by hand too: refused, naming the first.
+            second = subprocess.run(command, env=env, capture_output=True, timeout=60)
             last = client.put("/registry/last", b"written just before SIGTERM")
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=60)
         finally:
             if process.poll() is None:
                 process.kill()
+        assert second.returncode == 1, second.stderr.decode()
+        assert second.stderr.decode().count("\n") == 1
+        assert (f"another capture of cluster prod is running: lifeboat capture on {socket.gethostname()} "
+                f"(pid {process.pid})") in second.stderr.decode()
         assert process.returncode == 0, err.decode()
+        assert client.get("/lifeboat/prod/capture") is None, "the lock is released on SIGTERM, not left to expire"
         repo = open_repo(s3_repo)
+        assert len(ChainStore(repo.store).chains("prod")) == 1
+        assert len(list(repo.manifests("prod"))) == 1, "the refused capture took no base backup"
         events = captured_events(repo, "prod")
         assert events[-1][0] == last and events[-1][3] == b"/registry/last"
 

@@ -32,6 +32,7 @@ from typing_extensions import TypedDict  # pydantic validates only this one on P
 from lifeboat.clock import Clock
 from lifeboat.errors import BackendUnavailable
 from lifeboat.etcd.keys import Key
+from lifeboat.etcd.lease import renewed_until
 from lifeboat.etcdapi.model import KeyValue, RangePage
 from lifeboat.etcd.txn import Compare, Get, Operation, Put, Target, TxnResult, key_absent
 
@@ -139,14 +140,13 @@ class Election:
         with self._lock:
             if not self.lease:
                 return False
-            sent = self.clock.monotonic()
-            left = self.etcd.lease_keepalive_once(self.lease)
-            if left <= 0:
+            until = renewed_until(self.etcd, self.lease, self.clock)
+            if until is None:
                 log.warning("lease %x expired", self.lease, extra={"event": "lease_expired"})
                 self.lease = 0
                 self._lose("our lease expired")
                 return False
-            self.lease_until = sent + left
+            self.lease_until = until
             return True
 
     def _refresh(self) -> bool:

@@ -27,6 +27,7 @@ from lifeboat.agent.loop import Agent, AgentSettings, Jobs
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureStatus, capture_options
+from lifeboat.capture.lock import CaptureLock
 from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest_cache import ManifestCache, default_cache_dir
@@ -127,9 +128,15 @@ def _capture_job(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repositor
     options = capture_options(config, etcd.settings.endpoints, settings.cluster)
 
     def run(stop: threading.Event, status: CaptureStatus) -> None:
-        # Every write of capture is fenced by the leadership: an agent paused past its lease
-        # (a partition) must not commit a segment the new leader's chain already holds.
-        Capture(etcd, open_repo(), options, stop=stop, clock=clock, status=status, fence=leads).run()
+        # Every write of capture is fenced by the leadership (an agent paused past its lease, a
+        # partition, must not commit a segment the new leader's chain already holds) and by
+        # the cluster's capture lock (a 'lifeboat capture' run by hand may hold it).
+        lock = CaptureLock(etcd, settings.cluster, f"agent {settings.agent_id}", settings.lease_ttl, clock)
+        try:
+            Capture(etcd, open_repo(), options, stop=stop, clock=clock, status=status,
+                    fence=lambda: leads() and lock.hold()).run()
+        finally:
+            lock.release()
 
     return CaptureSupervisor(run)
 

@@ -227,8 +227,12 @@ class Capture:
                 self.clock.wait(self.options.retry_interval, self.stop)
 
     def _note(self, message: str) -> None:
-        log.warning("capture: %s", message)
-        self.status.errors = [*self.status.errors[-9:], message]
+        # The same note again (another capture holds the lock, a retry every few seconds) is
+        # logged once at warning level, then at debug until something else happens.
+        repeated = bool(self.status.errors) and self.status.errors[-1] == message
+        log.log(logging.DEBUG if repeated else logging.WARNING, "capture: %s", message)
+        if not repeated:
+            self.status.errors = [*self.status.errors[-9:], message]
 
     # ---- where to start ----
 

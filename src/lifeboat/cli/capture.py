@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lifeboat.capture import Capture, capture_options
+from lifeboat.capture.lock import CaptureLock
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
@@ -19,6 +22,7 @@ from lifeboat.cli.point import only_cluster, point_target, resolve_point
 from lifeboat.errors import UsageError
 from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, table
+from lifeboat.clock import SystemClock
 from lifeboat.etcd import EtcdClient
 
 
@@ -42,9 +46,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
     repo = open_repository(args, create=True)
     options = capture_options(config, resolved.settings.endpoints, cluster)
     stop = threading.Event()
-    with EtcdClient(resolved.settings) as etcd, _stop_on_signals(stop):
-        capture = Capture(etcd, repo, options, stop=stop)
-        status = capture.run()
+    with EtcdClient(resolved.settings) as etcd:
+        # Refused at once, naming the holder, while the agent's or another hand-run capture
+        # of this cluster runs; every segment is then fenced by the lock.
+        lock = CaptureLock(etcd, cluster, f"lifeboat capture on {socket.gethostname()} (pid {os.getpid()})",
+                           int(round(config.agent.lease_ttl)), SystemClock())
+        lock.acquire()
+        try:
+            with _stop_on_signals(stop):
+                status = Capture(etcd, repo, options, stop=stop, fence=lock.hold).run()
+        finally:
+            lock.release()
     summary = {"cluster": cluster, "chain": status.chain, "last_revision": status.last_revision,
                "segments": status.segments, "events": status.events, "gaps": status.gaps,
                "base_backups": status.bases, "spooled": status.spooled}
