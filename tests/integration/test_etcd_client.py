@@ -148,6 +148,26 @@ def test_watch_replays_history_from_a_start_revision(client: EtcdClient) -> None
     assert [e.kv.value for e in values if e] == [b"old", b"new"]
 
 
+def test_a_feed_left_untaken_holds_a_bounded_amount_and_loses_no_event(client: EtcdClient) -> None:
+    bound = 256 << 10
+    start = client.put("/feed/start", b"")
+    value = b"v" * 4096
+    with client.follow(start + 1, max_waiting_bytes=bound) as feed:
+        revisions = [client.put(f"/feed/k{i % 100}", value + str(i).encode()) for i in range(2000)]  # 8 MB
+        time.sleep(1)  # nothing taken meanwhile: the reader waits for room, etcd holds the rest
+        held = feed.waiting_bytes
+        seen: list[tuple[int, bytes, bytes]] = []
+        deadline = time.monotonic() + 60
+        while not seen or seen[-1][0] < revisions[-1]:
+            assert time.monotonic() < deadline, "the feed stopped before the last put"
+            for batch in feed.take(1):
+                seen.extend((e.kv.mod_revision, e.kv.key, e.kv.value) for e in batch.events)
+    assert held < 2 << 20, f"{held} bytes waited in the feed, bound {bound}"
+    assert [r for r, _, _ in seen] == revisions, "every revision once, in order"
+    assert all(v == value + str(i).encode() and k == f"/feed/k{i % 100}".encode()
+               for i, (_, k, v) in enumerate(seen))
+
+
 def test_lease_grant_keepalive_and_revoke(client: EtcdClient) -> None:
     lease = client.lease_grant(30)
     client.put("/leased/k", b"v", lease=lease)

@@ -44,7 +44,7 @@ from lifeboat.etcdapi.proto import rpc_pb2, rpc_pb2_grpc
 from lifeboat.etcd.seam import KeyValueReads
 from lifeboat.etcd.settings import ConnectionSettings
 from lifeboat.etcd.txn import Compare, Operation, TxnResult
-from lifeboat.etcd.watch import WatchFeed, WatchStream
+from lifeboat.etcd.watch import FEED_MAX_WAITING_BYTES, WatchFeed, WatchStream
 
 
 # The generated service stubs carry no type hints.
@@ -214,12 +214,14 @@ class EtcdClient(KeyValueReads):
         stubs = self._pool.stubs_for("watch")
         return WatchStream(stubs, create, self.settings.command_timeout)
 
-    def follow(self, start_revision: int) -> WatchFeed:
-        """Every event of the whole keyspace from ``start_revision``, for a reader that takes them in batches."""
+    def follow(self, start_revision: int, *, max_waiting_bytes: int = FEED_MAX_WAITING_BYTES) -> WatchFeed:
+        """Every event of the whole keyspace from ``start_revision``, for a reader that takes them in
+        batches; etcd's sending waits while ``max_waiting_bytes`` of them wait to be taken."""
         start, end = key_range(b"", None, True)
         create = rpc_pb2.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
         endpoint, channel = self._pool.stream_channel("watch")
-        return WatchFeed(channel, endpoint.url, create, self.settings.command_timeout, self.clock)
+        return WatchFeed(channel, endpoint.url, create, self.settings.command_timeout, self.clock,
+                         max_waiting_bytes)
 
     def refuses_watch_from(self, revision: int, wait: float = 5.0) -> bool:
         """Whether etcd refuses a watch from ``revision`` because it is compacted.

@@ -19,6 +19,13 @@ from lifeboat.etcdapi.model import ReceivedEvents, WatchEvent
 from lifeboat.etcdapi.proto import rpc_pb2
 
 _END = object()
+# What the capture feed holds at most before it stops reading from etcd (see WatchFeed).
+FEED_MAX_WAITING_BYTES = 16 << 20
+
+
+def _with_size(data: bytes) -> tuple[int, Any]:
+    """A watch response with the size it had on the wire (what the feed's bound counts)."""
+    return len(data), rpc_pb2.WatchResponse.FromString(data)
 
 
 class WatchStream:
@@ -174,21 +181,31 @@ class WatchFeed:
     stream), where a bidirectional stream also wakes grpc's polling thread for each
     response: half the CPU per response, measured at 2,000 events/s. Nothing can be sent on
     it afterwards (no progress request): ask etcd's revision with a Status call instead.
+
+    The queue is bounded: while responses of more than ``max_waiting_bytes`` (as received)
+    wait, the reader stops reading, gRPC's flow control stops etcd's sending, and etcd treats
+    the watch as a slow watcher: it keeps no events for it but reads them again from its store
+    once the stream drains (mvcc/watchable_store.go, victims and unsynced watchers), or cancels
+    the watch with a compaction when it compacted them meanwhile. A stalled reader thus costs
+    a bounded amount of memory here, never lost events.
     """
 
     def __init__(self, channel: grpc.Channel, endpoint: str, create: rpc_pb2.WatchCreateRequest,
-                 created_timeout: float, clock: Clock) -> None:
+                 created_timeout: float, clock: Clock, max_waiting_bytes: int = FEED_MAX_WAITING_BYTES) -> None:
         self.endpoint = endpoint
         self._clock = clock
         self.revision = 0  # the store revision when the watch was created
         self._channel = channel
-        self._inbox: deque[Any] = deque()
+        self._inbox: deque[tuple[int, Any]] = deque()  # (bytes as received, item)
+        self.waiting_bytes = 0
+        self.max_waiting_bytes = max_waiting_bytes
+        self._room = threading.Condition()
         self._arrived = threading.Event()
         self._started = threading.Event()
         self._closed = False
         self._ended = False
         start = channel.unary_stream(_WATCH_METHOD, request_serializer=rpc_pb2.WatchRequest.SerializeToString,
-                                     response_deserializer=rpc_pb2.WatchResponse.FromString)
+                                     response_deserializer=_with_size)
         self._call = start(rpc_pb2.WatchRequest(create_request=create))
         self._reader = threading.Thread(target=self._read, name="etcd-watch-feed", daemon=True)
         self._reader.start()
@@ -196,14 +213,18 @@ class WatchFeed:
             self.close()
             raise OperationFailed(f"watch: etcd at {endpoint} did not confirm the watch in time; retry")
 
-    def _push(self, item: Any) -> None:
-        self._inbox.append(item)
+    def _push(self, item: Any, size: int = 0) -> None:
+        if size:
+            with self._room:  # wait for room before taking more from the stream
+                self._room.wait_for(lambda: self.waiting_bytes < self.max_waiting_bytes or self._closed)
+                self.waiting_bytes += size
+        self._inbox.append((size, item))
         if not self._arrived.is_set():  # one wake-up for a burst, not one per response
             self._arrived.set()
 
     def _read(self) -> None:
         try:
-            for response in self._call:
+            for size, response in self._call:
                 received = self._clock.now().timestamp()
                 if response.canceled:
                     self._push(self._cancelled(response))
@@ -212,7 +233,7 @@ class WatchFeed:
                     self.revision = response.header.revision
                     self._started.set()
                 if response.events:
-                    self._push(ReceivedEvents(received, tuple(watch_event(e) for e in response.events)))
+                    self._push(ReceivedEvents(received, tuple(watch_event(e) for e in response.events)), size)
         except grpc.RpcError as error:
             if not self._closed and error.code() != grpc.StatusCode.CANCELLED:
                 self._push(translate("watch", self.endpoint, error))
@@ -237,19 +258,28 @@ class WatchFeed:
             self._arrived.wait(timeout)
         self._arrived.clear()  # before draining: a response queued from now on sets it again
         taken: list[ReceivedEvents] = []
-        while self._inbox:
-            item = self._inbox[0]
-            if item is _END:
-                self._ended = True
-                break
-            if isinstance(item, LifeboatError):
-                if taken:
+        freed = 0
+        try:
+            while self._inbox:
+                size, item = self._inbox[0]
+                if item is _END:
+                    self._ended = True
                     break
+                if isinstance(item, LifeboatError):
+                    if taken:
+                        break
+                    self._inbox.popleft()
+                    self._inbox.appendleft((0, _END))
+                    self._ended = True
+                    raise item
                 self._inbox.popleft()
-                self._inbox.appendleft(_END)
-                self._ended = True
-                raise item
-            taken.append(self._inbox.popleft())
+                taken.append(item)
+                freed += size
+        finally:
+            if freed:
+                with self._room:
+                    self.waiting_bytes -= freed
+                    self._room.notify_all()
         return taken
 
     @property
@@ -262,6 +292,8 @@ class WatchFeed:
         if self._closed:
             return
         self._closed = True
+        with self._room:
+            self._room.notify_all()  # a reader waiting for room ends
         self._call.cancel()
         self._channel.close()
 
