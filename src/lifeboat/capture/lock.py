@@ -149,7 +149,8 @@ class CaptureLock:
             self._start_renewer()
             return
         raise NotLeading(f"another capture of cluster {self.cluster} is running: {describe_holder(kv)} "
-                         f"holds etcd key {self.key}; stop it, or wait for it to end")
+                         f"holds etcd key {self.key}; stop it, or wait for it to end (one killed "
+                         f"without SIGTERM frees it within {self.ttl}s)")
 
     def _start_renewer(self) -> None:
         if not self._keepalive or self._renewer is not None:
