@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lifeboat.capture.lock import CaptureLock
 from lifeboat.catalog.chains import ChainStore
+from lifeboat.clock import SystemClock
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from tests.integration.test_agent import TTL, AgentProcess, config_data, leader, wait_for
+from tests.integration.test_agent import TTL, AgentProcess, config_data, leader, manifests, wait_for
 from tests.integration.test_capture import captured_events, etcd_events, open_repo
 from tests.support.binaries import EtcdRelease
 from tests.support.cli import Cli
@@ -167,3 +169,36 @@ def test_a_leader_paused_past_its_lease_writes_nothing_that_forks_the_chain(
     with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as c:
         expected = etcd_events(c, chain.info.base_revision, ranges[-1][1])
     assert captured_events(repo, cluster) == expected, "every revision once, none missing"
+
+
+def test_the_leader_waits_while_a_hand_run_capture_holds_the_lock_and_captures_once_it_is_free(
+        etcd: EtcdCluster, s3_repo: str, tmp_path: Path) -> None:
+    cluster = "capture-locked"
+    holder = "lifeboat capture on another-host (pid 7)"
+    data = config_data(etcd, s3_repo, cluster)
+    data["capture"] = {"enabled": True, "flush-interval": "200ms", "spool-dir": str(tmp_path / "spool")}
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as client:
+        held = CaptureLock(client, cluster, holder, TTL, SystemClock())  # as 'lifeboat capture' takes it
+        held.acquire()
+        agent = AgentProcess("node-0", path)
+        try:
+            def notes() -> list[object]:
+                return [line for line in list(agent.lines)
+                        if f"another capture of cluster {cluster} is running: {holder}" in str(line.get("message"))]
+
+            wait_for(lambda: leader(etcd, cluster) == "node-0", 60, "the agent leading")
+            wait_for(notes, 60, "the agent's note that another capture holds the lock")
+            time.sleep(3 * TTL)  # several retries of the leader's capture, and lock renewals of ours
+            assert ChainStore(open_repo(s3_repo).store).chains(cluster) == [], "the agent wrote no chain"
+            assert all(labels.get("lifeboat.capture") != "base" for labels in manifests(s3_repo, cluster))
+            assert len(notes()) == 1, "noted once, not once per retry"
+            held.release()
+            wait_for(lambda: agent.scrape().get("lifeboat_capture_segments_total{}", 0) >= 1, 60,
+                     "the agent capturing once the lock is free")
+        finally:
+            held.release()
+            agent.stop()
+    (chain,) = ChainStore(open_repo(s3_repo).store).chains(cluster)
+    assert chain.gap is None and chain.segments
