@@ -183,6 +183,7 @@ class Capture:
         self._last_commit = 0.0  # monotonic
         self._check_successor = True
         self._uploader: Uploader | None = None
+        self._last_note: str | None = None
 
     @property
     def uploader(self) -> Uploader:
@@ -228,8 +229,8 @@ class Capture:
 
     def _note(self, message: str) -> None:
         # The same note again (another capture holds the lock, a retry every few seconds) is
-        # logged once at warning level, then at debug until something else happens.
-        repeated = bool(self.status.errors) and self.status.errors[-1] == message
+        # logged once at warning level, then at debug until another note or a commit.
+        repeated, self._last_note = message == self._last_note, message
         log.log(logging.DEBUG if repeated else logging.WARNING, "capture: %s", message)
         if not repeated:
             self.status.errors = [*self.status.errors[-9:], message]
@@ -458,6 +459,7 @@ class Capture:
             self._check_successor = False
 
     def _committed(self, segment: Segment) -> None:
+        self._last_note = None  # capture works again: the next trouble is news
         s = self.status
         s.last_revision = segment.last_revision
         s.last_seen = segment.last_seen

@@ -144,3 +144,39 @@ def theirs_since(etcd: MemoryEtcd) -> str:
     kv = etcd.get(lock_key("prod"))
     assert kv is not None
     return str(json.loads(kv.value)["since"])
+
+
+def test_a_note_repeated_by_retries_is_logged_once_and_again_after_capture_worked_in_between(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    busy = threading.Event()
+    busy.set()
+
+    def fence() -> bool:
+        if busy.is_set():
+            raise NotLeading("another capture of cluster prod is running: agent a")
+        return True
+
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options_for(tmp_path, 0.05), stop=stop, status=status,
+                                             fence=fence).run, daemon=True)
+    with caplog.at_level("WARNING", logger="lifeboat.capture"):
+        runner.start()
+        try:
+            time.sleep(0.4)  # a retry every 0.05 s
+            busy.clear()
+            written = etcd.put("/registry/k", b"v")
+            until(lambda: status.last_revision == written)
+            busy.set()  # held by another again: news, not a repeat
+            etcd.put("/registry/k", b"w")
+            until(lambda: len(status.errors) == 2)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            runner.join(10)
+    message = "capture: another capture of cluster prod is running: agent a"
+    assert [r.getMessage() for r in caplog.records].count(message) == 2
+    assert status.errors == [message.removeprefix("capture: ")] * 2
