@@ -51,8 +51,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         # of this cluster runs; every segment is then fenced by the lock.
         lock = CaptureLock(etcd, cluster, f"lifeboat capture on {socket.gethostname()} (pid {os.getpid()})",
                            int(round(config.agent.lease_ttl)), SystemClock())
-        lock.acquire()
         try:
+            lock.acquire()
             with _stop_on_signals(stop):
                 status = Capture(etcd, repo, options, stop=stop, fence=lock.hold).run()
         finally:
