@@ -168,11 +168,12 @@ class CaptureLock:
 
 
 def describe_holder(kv: KeyValue | None) -> str:
-    """Who holds the lock, from its key's value (written by lifeboat; shown shortened if not)."""
+    """Who holds the lock, from its key's value as lifeboat writes it; a value lifeboat did not
+    write is not shown (it could be anything, a secret included)."""
     if kv is None:
         return "a capture that has just stopped"
     try:
         record = json.loads(kv.value)
         return f"{str(record['holder'])[:200]} (since {str(record['since'])[:40]})"
     except (ValueError, KeyError, TypeError):
-        return f"an unreadable holder {kv.value[:60]!r}"
+        return f"a holder lifeboat did not write ({len(kv.value)} bytes, not shown)"
