@@ -195,8 +195,10 @@ def test_the_leader_waits_while_a_hand_run_capture_holds_the_lock_and_captures_o
             assert all(labels.get("lifeboat.capture") != "base" for labels in manifests(s3_repo, cluster))
             assert len(notes()) == 1, "noted once, not once per retry"
             held.release()
-            wait_for(lambda: agent.scrape().get("lifeboat_capture_segments_total{}", 0) >= 1, 60,
-                     "the agent capturing once the lock is free")
+            wait_for(lambda: bool(ChainStore(open_repo(s3_repo).store).chains(cluster)), 60,
+                     "the agent's base backup and chain once the lock is free")
+            written = client.put(f"/registry/{cluster}/after", b"captured")
+            wait_for(lambda: captured(agent) >= written, 60, "the agent capturing a write")
         finally:
             held.release()
             agent.stop()

@@ -214,7 +214,6 @@ class BranchLevel:
     def __init__(self, sink: PageSink, parent: BranchLevel | None = None) -> None:
         self.sink = sink
         self.parent = parent
-        self.is_top = parent is None
         self._start()
 
     def _start(self) -> None:
