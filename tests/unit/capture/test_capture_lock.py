@@ -3,6 +3,7 @@ both take, on the in-memory etcd (leases expire on its clock)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -141,8 +142,6 @@ def test_a_capture_waits_while_another_holds_the_lock_and_starts_once_it_is_free
 
 
 def theirs_since(etcd: MemoryEtcd) -> str:
-    import json
-
     kv = etcd.get(lock_key("prod"))
     assert kv is not None
     return str(json.loads(kv.value)["since"])
