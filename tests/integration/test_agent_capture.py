@@ -194,11 +194,13 @@ def test_the_leader_waits_while_a_hand_run_capture_holds_the_lock_and_captures_o
             assert ChainStore(open_repo(s3_repo).store).chains(cluster) == [], "the agent wrote no chain"
             assert all(labels.get("lifeboat.capture") != "base" for labels in manifests(s3_repo, cluster))
             assert len(notes()) == 1, "noted once, not once per retry"
+            assert agent.scrape()["lifeboat_capture_fenced{}"] == 1
             held.release()
             wait_for(lambda: bool(ChainStore(open_repo(s3_repo).store).chains(cluster)), 60,
                      "the agent's base backup and chain once the lock is free")
             written = client.put(f"/registry/{cluster}/after", b"captured")
             wait_for(lambda: captured(agent) >= written, 60, "the agent capturing a write")
+            assert agent.scrape()["lifeboat_capture_fenced{}"] == 0
         finally:
             held.release()
             agent.stop()

@@ -178,6 +178,9 @@ class _Families(Collector):
 def _capture_families(c: CaptureStatus, running: bool, now: datetime) -> Iterator[Metric]:
     yield _gauge("lifeboat_capture_running", "1 while this agent captures (it leads and capture is enabled).",
                  int(running))
+    yield _gauge("lifeboat_capture_fenced", "1 while this agent's capture may not write: another capture "
+                 "(e.g. 'lifeboat capture' run by hand) holds the cluster's capture lock, or it no longer leads.",
+                 int(running and c.fenced is not None))
     yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet in the "
                  "repository has waited (0 when everything received is stored).",
                  c.lag_seconds(now) if running else None)

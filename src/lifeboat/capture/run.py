@@ -141,6 +141,9 @@ class CaptureStatus:
     bases: int = 0
     spooled: int = 0
     errors: list[str] = field(default_factory=list)
+    # Why capture may not write now (it does not lead; another capture holds the cluster's
+    # capture lock), None while it may.
+    fenced: str | None = None
 
     def lag_seconds(self, now: datetime) -> float:
         """How long the oldest uncommitted revision has waited (0 when all are committed)."""
@@ -220,6 +223,7 @@ class Capture:
                 log.warning("another capture continued the chain (%s); resuming after the newest segment", exc)
                 self._position = None
             except NotLeading as exc:
+                self.status.fenced = str(exc)
                 self._note(str(exc))
                 self._position = None  # whoever leads next resumes from the repository
                 self.clock.wait(self.options.retry_interval, self.stop)
@@ -240,6 +244,7 @@ class Capture:
     def _start(self) -> _Position:
         if self.fence is not None and not self.fence():
             raise NotLeading("this agent does not lead; capture waits")
+        self.status.fenced = None
         self.uploader.flush()  # the resume below must see every segment taken so far
         self.status.spooled = self.uploader.spooled
         if self._pending_gap is not None:

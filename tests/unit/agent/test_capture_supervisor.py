@@ -55,6 +55,9 @@ def test_metrics_show_capture_lag_revision_segments_and_gaps() -> None:
     assert "lifeboat_capture_last_revision 42" in text
     assert "lifeboat_capture_segments_total 3" in text and "lifeboat_capture_gaps_total 1" in text
     assert "lifeboat_capture_running 1" in text
+    assert "lifeboat_capture_fenced 0" in text
+    status.fenced = "another capture of cluster prod is running: lifeboat capture on host-a (pid 7) ..."
+    assert "lifeboat_capture_fenced 1" in metrics.render()
 
 
 def test_capture_running_is_0_on_a_capturing_agent_before_it_leads_and_absent_without_capture() -> None:

@@ -130,12 +130,14 @@ def test_a_capture_waits_while_another_holds_the_lock_and_starts_once_it_is_free
                                  f"(since {theirs_since(etcd)}) holds etcd key /lifeboat/prod/capture; stop it, "
                                  "or wait for it to end (one killed without SIGTERM frees it within 2s)"], \
             "noted once, not once per retry"
+        assert status.fenced == status.errors[0]
         theirs.release()  # its key's deletion and ours are revisions too: capture sees its own lock
         until(lambda: status.last_revision > written)
     finally:
         stop.set()
         runner.join(10)
         ours.release()
+    assert status.fenced is None
     segments = chains.chains("prod")[0].segments
     assert segments[0].first_revision == 2, "resumed right after the base: nothing missed while waiting"
     assert all(b.first_revision == a.last_revision + 1 for a, b in zip(segments, segments[1:]))
