@@ -139,18 +139,17 @@ class CaptureLock:
             self.lease_until = sent + self.ttl
         record = json.dumps({"holder": self.holder, "since": self.clock.now().isoformat()}).encode()
         result = self.etcd.txn([key_absent(self.key)], [Put(self.key, record, self.lease)], [Get(self.key)])
-        page = result.outcomes[0] if result.outcomes else None
-        kv = page.kvs[0] if isinstance(page, RangePage) and page.kvs else None
-        if result.succeeded or self._ours(kv):
-            if result.succeeded:
-                log.info("holding the capture lock of cluster %s", self.cluster,
-                         extra={"event": "capture_lock_taken"})
-            self.held = True
-            self._start_renewer()
-            return
-        raise NotLeading(f"another capture of cluster {self.cluster} is running: {describe_holder(kv)} "
-                         f"holds etcd key {self.key}; stop it, or wait for it to end (one killed "
-                         f"without SIGTERM frees it within {self.ttl}s)")
+        if result.succeeded:
+            log.info("holding the capture lock of cluster %s", self.cluster, extra={"event": "capture_lock_taken"})
+        else:  # taken before, by us (a lease that still holds) or by another capture
+            page = result.outcomes[0]
+            kv = page.kvs[0] if isinstance(page, RangePage) and page.kvs else None
+            if not self._ours(kv):
+                raise NotLeading(f"another capture of cluster {self.cluster} is running: {describe_holder(kv)} "
+                                 f"holds etcd key {self.key}; stop it, or wait for it to end (one killed "
+                                 f"without SIGTERM frees it within {self.ttl}s)")
+        self.held = True
+        self._start_renewer()
 
     def _start_renewer(self) -> None:
         if not self._keepalive or self._renewer is not None:
