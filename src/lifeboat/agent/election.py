@@ -114,7 +114,6 @@ class Election:
         self.leader_key = self.prefix + "leader"
         self.lease = 0
         self.leading = False
-        self.holder: str | None = None
 
     def config_key(self, agent_id: str) -> str:
         return f"{self.prefix}config/{agent_id}"
@@ -175,7 +174,6 @@ class Election:
         if not ours and self.leading:
             self._lose(f"leader key now held by {holder}")
         self.leading = ours
-        self.holder = holder
         return self.leading
 
     def _lose(self, why: str) -> None:

@@ -273,6 +273,8 @@ class _Survey:
     def __init__(self) -> None:
         self.newest: dict[bytes, int] = {}
         # Keys whose first event after the base created them (version 1): absent at the base.
+        # Only while they live: one deleted again leaves (Kubernetes Events come and go by the
+        # million in a long chain), and a put that creates it again makes it born again.
         self.born: set[bytes] = set()
         self.lease_slots: list[int] = [0]
         self._slot_of: dict[int, int] = {}
@@ -317,6 +319,7 @@ class _Survey:
             gone = {key for key in gone if (newest[key] >> _SLOT_BITS) & _START_MASK < at_point}
         for key in gone:
             del newest[key]
+        born.difference_update(gone)  # if created again, its put says so again
         offsets = index.offsets
         facts.events += high - low
         facts.row_bytes += (offsets[high] if high < len(offsets) else records_bytes) - offsets[low]
@@ -374,6 +377,7 @@ class _Survey:
                 if kind == DELETE:
                     if key in born and main != up_to:
                         del newest[key]  # created after the base, gone at the point: no row
+                        born.discard(key)  # if created again, its put says so again
                     else:
                         newest[key] = tag | pos << _SLOT_BITS
                 else:

@@ -12,10 +12,11 @@ import zstandard
 
 from lifeboat.catalog.chains import ChainStore, decompressed
 from lifeboat.catalog.codec import FrameBuffer
+from lifeboat.catalog.segment_index import SegmentIndex
 from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
-from lifeboat.pitr import PointTarget, parse_time
+from lifeboat.pitr import PointTarget, parse_time, replay
 from lifeboat.pitr.replay import (
     UNKNOWN_LEASE_TTL, ReplayFacts, RowRun, StagedSegment, READ_AHEAD, compaction_marks, compile_rows, lease_rows,
     stored_rows,
@@ -350,3 +351,36 @@ def segment_split(whole: Segment) -> list[Segment]:
         parts.append(part)
         previous = Predecessor("segment", rev.revision, f"part-{rev.revision}")
     return parts
+
+
+def test_keys_created_and_deleted_again_are_not_held_by_the_survey(
+        tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes Events come and go by the million in a long chain: the survey's memory must
+    follow the keys live at a step, not every key ever created."""
+    held: list[int] = []
+
+    class Watched(replay._Survey):
+        def indexed(self, index: SegmentIndex, records_bytes: int, after: int, up_to: int, number: int,
+                    facts: ReplayFacts) -> None:
+            super().indexed(index, records_bytes, after, up_to, number, facts)
+            held.append(len(self.born) + len(self.newest))
+
+        def records(self, body: bytes | memoryview, after: int, up_to: int, number: int,
+                    facts: ReplayFacts) -> tuple[int, int, int, int]:
+            found = super().records(body, after, up_to, number, facts)
+            held.append(len(self.born) + len(self.newest))
+            return found
+
+    monkeypatch.setattr(replay, "_Survey", Watched)
+    segments, previous, revision = [], Predecessor("base", 10, BASE_ID), 10
+    for number in range(6):  # each segment creates 50 events and deletes them, and updates /node
+        made = [(revision + 1 + n, 0.0, [put(b"/events/%d-%d" % (number, n), b"e", revision + 1 + n,
+                                             revision + 1 + n, 1)]) for n in range(50)]
+        gone = [(revision + 51 + n, 0.0, [delete(b"/events/%d-%d" % (number, n), revision + 51 + n)])
+                for n in range(50)]
+        node = [(revision + 101, 0.0, [put(b"/node", b"%d" % number, 1, revision + 101, number + 2)])]
+        segments.append(segment(previous, *made, *gone, *node))
+        previous, revision = Predecessor("segment", revision + 101, "x"), revision + 101
+    facts = survey(segments, 10, revision, tmp_path, encoder)
+    assert facts.events == 6 * 101 and facts.rows == 1
+    assert held and max(held) == 1, f"the survey held {held}: keys gone again are still held"
