@@ -1,7 +1,7 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
-Usage: ``python benchmarks/bench_pitr.py [--events N] [--mix kube|creates] [--rounds R] [--store s3|dir] [--size-mib M]
-[--end-state] [--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B
+Usage: ``python benchmarks/bench_pitr.py [--events N] [--mix kube|creates] [--revisions-per-segment N] [--rounds R]
+[--store s3|dir] [--size-mib M] [--end-state] [--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B
 on one machine).
 
 Set-up (cached in the work dir, ``--work``, default ``bench-work/pitr/``, reused by later runs
@@ -12,13 +12,16 @@ in the same work dir):
   by default): the base;
 * a capture chain after it of ``--events`` events (default 1,000,000), written as capture
   writes them (``ChainStore.commit_segment``: the current segment format, zstd level 3, segments of
-  2,000 revisions, seen 10 revisions per 5 ms) from a Kubernetes-like write mix: node lease
+  2,000 revisions, or ``--revisions-per-segment``, seen 10 revisions per 5 ms) from a Kubernetes-like write mix: node lease
   renewals (~400 B values), Event objects created with a lease (~800 B) and later deleted, pod
   status updates (3-6 KiB), 10 % of revisions a three-operation transaction. The watch's
   ``mvccpb.KeyValue`` bytes are produced as the watch decode keeps them. Generating them
   offline rather than through etcd keeps a million puts off the shared two cores; the restore
   path is the same. ``--mix creates`` writes the replay's worst shape instead: every event a
   put that creates a key (~1 KiB values), so every event is a row to write and a key to index.
+  ``--revisions-per-segment 100`` gives the chain of a cluster writing about 100 revisions a
+  second, one segment a second as capture closes them: ten thousand small segments instead of
+  five hundred large ones, each one more request to the store.
 
 Measured on a kubeadm-like node (the demo's stand-in kubelet, etcd 3.5.1, mTLS), each ending
 with a started, healthy member; the two restores swap places every round, and each starts once the
@@ -161,7 +164,7 @@ MIXES: dict[str, type[KubeWrites]] = {"kube": KubeWrites, "creates": CreateWrite
 
 
 def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, events: int,
-                mix: str = "kube") -> int:
+                mix: str = "kube", per_segment: int = REVISIONS_PER_SEGMENT) -> int:
     """Store ``events`` events after the base as a capture chain; its last revision."""
     meta = read_meta(db)
     base_revision = max(snapshot_status(db).revision, meta.finished_compact_revision or 0,
@@ -187,7 +190,7 @@ def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, e
 
     for revision in writes.revisions(events, datetime.now(UTC) - timedelta(hours=1)):
         pending.append(revision)
-        if len(pending) == REVISIONS_PER_SEGMENT:
+        if len(pending) == per_segment:
             commit()
     if pending:
         commit()
@@ -250,6 +253,9 @@ def main() -> None:
     parser.add_argument("--mix", choices=sorted(MIXES), default="kube",
                         help="the events: kube (lease renewals, Events with leases, pod updates, deletes) or "
                         "creates (every put a new ~1 KiB key: the most rows to write)")
+    parser.add_argument("--revisions-per-segment", type=int, default=REVISIONS_PER_SEGMENT,
+                        help="revisions in each segment of the chain (default %(default)s; 100: a cluster "
+                        "writing 100 revisions a second, one segment a second)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("s3", "dir"), default="s3")
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -283,7 +289,9 @@ def main() -> None:
 
 def chain_name(args: argparse.Namespace) -> str:
     """The cached repository's name in the work dir: one per event mix and count."""
-    return str(args.events) if args.mix == "kube" else f"{args.mix}-{args.events}"
+    name = str(args.events) if args.mix == "kube" else f"{args.mix}-{args.events}"
+    per_segment: int = args.revisions_per_segment
+    return name if per_segment == REVISIONS_PER_SEGMENT else f"{name}-per-{per_segment}"
 
 
 def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse.Namespace) -> None:
@@ -292,7 +300,7 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     if not manifests:
         manifest = take_backup(db, work, env, repo_url)
         started = time.monotonic()
-        last = write_chain(repo, manifest, db, args.events, args.mix)
+        last = write_chain(repo, manifest, db, args.events, args.mix, args.revisions_per_segment)
         print(f"wrote {args.events} events up to revision {last} in {time.monotonic() - started:.0f} s",
               file=sys.stderr)
     base_id = (manifests[0].id if manifests else str(manifest["id"]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import queue
 import signal
 import struct
 import threading
@@ -21,7 +20,6 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -73,8 +71,41 @@ def survey_segments(store: ObjectStore, chain: SurveyedChain, identities: Sequen
 
 # Segments fetched ahead of the survey: downloading and decrypting (in the store's client and
 # pyrage), decompressing and hashing all release the GIL, so they overlap the survey's Python.
-FETCH_AHEAD = 3
-FETCH_THREADS = 2
+# A quiet cluster's chain is many small segments (capture closes one a second), and each is a
+# request whose round trip costs more than its bytes: up to FETCH_AHEAD are in flight, in
+# FETCH_THREADS threads, while their stored sizes add up to at most FETCH_AHEAD_BYTES (one is
+# always fetched, whatever its size). Measured on a chain of 8,352 segments of 100 revisions
+# from SeaweedFS with 20 ms added to each request: see docs/benchmarks.md.
+FETCH_THREADS = 16
+FETCH_AHEAD = 32
+FETCH_AHEAD_BYTES = 16 << 20
+# A segment's first frame (a version 3 segment's header and index) is a few hundred KiB at most
+# in a chain of Kubernetes-like writes; a buffer grown past LARGE_BUFFER for a larger frame is
+# kept for the next fetch only while fewer than KEEP_LARGE_BUFFERS such are free.
+FIRST_BUFFER = 256 << 10
+LARGE_BUFFER = 4 << 20
+KEEP_LARGE_BUFFERS = 2
+
+
+class _Buffers:
+    """The fetches' free :class:`FrameBuffer`s, the most recently freed taken first: a new one
+    only when none is free, so there are at most as many as segments in flight, plus the one
+    the survey holds."""
+
+    def __init__(self) -> None:
+        self._free: list[FrameBuffer] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> FrameBuffer:
+        with self._lock:
+            return self._free.pop() if self._free else FrameBuffer(FIRST_BUFFER)
+
+    def give(self, buffer: FrameBuffer) -> None:
+        with self._lock:
+            if len(buffer.data) > LARGE_BUFFER and \
+                    sum(len(free.data) > LARGE_BUFFER for free in self._free) >= KEEP_LARGE_BUFFERS:
+                return  # let it go: a run of large segments does not leave every buffer large
+            self._free.append(buffer)
 
 
 def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Identity] | None,
@@ -87,15 +118,11 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
     the raw bytes. Each segment is decompressed for its check into one of a few reused buffers
     (:class:`~lifeboat.catalog.codec.FrameBuffer`): the header's ``body`` is a view of it, valid
     until the next segment is asked for."""
-    # One buffer for each fetch in flight or done and waiting, and one for the segment the
-    # caller holds: a fetch never waits for one.
-    buffers: queue.SimpleQueue[FrameBuffer] = queue.SimpleQueue()
-    for _ in range(FETCH_AHEAD + 1):
-        buffers.put(FrameBuffer())
+    buffers = _Buffers()
 
     def fetch(number: int, ref: SegmentRef) -> tuple[StagedSegment, FrameBuffer, int]:
         stored = store.fetch_compressed(chain.cluster, chain.chain, ref, identities)
-        buffer = buffers.get_nowait()
+        buffer = buffers.take()
         where = store.segment_where(chain.cluster, chain.chain, ref)
 
         def read(raw: bytearray, size: int, *, check_sha256: bool, index_frame: bool) -> SegmentHeader:
@@ -106,34 +133,43 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
             with segment_named(where):
                 staged = checked_segment(stored, buffer, work / f"{number:09d}.segment.zst", read, where)
         except BaseException:
-            buffers.put(buffer)
+            buffers.give(buffer)
             raise
         fd = os.open(staged.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(stored)
         return staged, buffer, len(stored)
 
-    refs = iter(enumerate(chain.segments))
+    refs = deque(enumerate(chain.segments))
+    ahead: deque[tuple[Future[tuple[StagedSegment, FrameBuffer, int]], int]] = deque()
+    ahead_bytes = 0
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="segment-fetch") as pool:
-        ahead: deque[Future[tuple[StagedSegment, FrameBuffer, int]]] = deque(
-            pool.submit(fetch, *item) for item in islice(refs, FETCH_AHEAD))
+
+        def fetch_more() -> None:
+            nonlocal ahead_bytes
+            while refs and len(ahead) < FETCH_AHEAD and \
+                    (not ahead or ahead_bytes + refs[0][1].size <= FETCH_AHEAD_BYTES):
+                number, ref = refs.popleft()
+                ahead.append((pool.submit(fetch, number, ref), ref.size))
+                ahead_bytes += ref.size
+
+        fetch_more()
         done = 0
         try:
             while ahead:
+                fetching, listed_size = ahead.popleft()
                 # The size from the fetch: a stat here gives up the interpreter lock, and getting
                 # it back from the fetch threads took 1.6 ms a segment (0.67 s for 418).
-                staged, buffer, staged_size = ahead.popleft().result()
+                staged, buffer, staged_size = fetching.result()
+                ahead_bytes -= listed_size
                 done += staged_size
                 progress("segments", done)
-                following = next(refs, None)
-                if following is not None:
-                    ahead.append(pool.submit(fetch, *following))
+                fetch_more()
                 yield staged
-                buffers.put(buffer)  # the caller is done with that segment's body
+                buffers.give(buffer)  # the caller is done with that segment's body
         finally:
-            for future in ahead:
+            for future, _ in ahead:
                 future.cancel()
-
 
 
 class HeaderReader(Protocol):

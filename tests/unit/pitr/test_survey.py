@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyrage
@@ -24,6 +25,7 @@ from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.pitr import ChainSurvey
 from lifeboat.pitr.survey import survey_request, surveyed_chain
 from lifeboat.pitr.replay import stored_rows
+from lifeboat.pitr import survey_run
 from lifeboat.pitr.survey_run import SURVEY_PRECEDENCE, survey_segments
 from lifeboat.store.local import LocalStore
 from lifeboat.store.memory import MemoryStore
@@ -338,3 +340,77 @@ def test_a_parent_killed_leaves_no_survey_running(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+class SlowStore(MemoryStore):
+    """Each read of a capture segment takes 20 ms, as a round trip to a remote store does;
+    the most reads seen at once is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = self.most = 0
+        self._count = threading.Lock()
+
+    def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        if "/segments/" not in key:
+            return super().get_stream(key, chunk_size)
+        with self._count:
+            self.reading += 1
+            self.most = max(self.most, self.reading)
+        time.sleep(0.02)
+        with self._count:
+            self.reading -= 1
+        return super().get_stream(key, chunk_size)
+
+
+def many_segments_repo(store: MemoryStore, count: int, value_size: int = 10) -> RestorePoint:
+    """A chain of ``count`` one-revision segments after BASE (a quiet cluster's: one a second)."""
+    BackupRepository.open(store, create=True)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 100, "c1", BASE.finished_at))
+    previous = Predecessor("base", 100, BASE.id)
+    for revision in range(101, 101 + count):
+        value = os.urandom(value_size)  # incompressible: the stored size is about the value's
+        ref = chains.commit_segment(segment(previous, (revision, revision - 100,
+                                                       [put(b"/lease/node-%d" % (revision % 7), value, 101,
+                                                            revision, revision - 100)])), [], 3)
+        previous = Predecessor("segment", revision, ref.name)
+    timeline = build_timeline("prod", [BASE], chains.chains("prod"))
+    return point_at_revision(timeline, 100 + count)
+
+
+def test_a_chain_of_many_small_segments_is_fetched_many_at_a_time(tmp_path: Path) -> None:
+    store = SlowStore()
+    point = many_segments_repo(store, 60)
+    facts, runs = survey_segments(store, surveyed_chain(point), None, tmp_path, lambda stage, done: None)
+    assert facts.events == 60 and facts.last_revision == 160 and facts.rows == 7
+    assert store.most >= 8, f"at most {store.most} segments were read at once: each waits for the one before"
+    assert [(r.path.name, r.starts) for r in runs] == sorted((r.path.name, r.starts) for r in runs)
+
+
+def test_large_segments_are_fetched_no_more_at_a_time_than_the_byte_budget_allows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SlowStore()
+    point = many_segments_repo(store, 12, value_size=100_000)
+    largest = max(ref.size for ref in point.segments)
+    monkeypatch.setattr(survey_run, "FETCH_AHEAD_BYTES", 2 * largest)
+    facts, _ = survey_segments(store, surveyed_chain(point), None, tmp_path, lambda stage, done: None)
+    assert facts.events == 12 and facts.rows == 7
+    assert store.most == 2, f"{store.most} segments of {largest} bytes were read at once, for a budget of two"
+    monkeypatch.setattr(survey_run, "FETCH_AHEAD_BYTES", largest // 2)
+    (tmp_path / "again").mkdir()
+    store.most = 0
+    survey_segments(store, surveyed_chain(point), None, tmp_path / "again", lambda stage, done: None)
+    assert store.most == 1, "a segment larger than the budget is still fetched, alone"
+
+
+def test_only_a_few_buffers_grown_for_large_frames_are_kept_for_later_fetches() -> None:
+    buffers = survey_run._Buffers()
+    taken = [buffers.take() for _ in range(5)]
+    for buffer in taken[:4]:
+        buffer.data = bytearray(survey_run.LARGE_BUFFER + 1)  # as a large frame grows it
+    for buffer in taken:
+        buffers.give(buffer)
+    kept = [buffers.take() for _ in range(5)]
+    large = [buffer for buffer in kept if len(buffer.data) > survey_run.LARGE_BUFFER]
+    assert len(large) == survey_run.KEEP_LARGE_BUFFERS and taken[4] in kept
