@@ -32,7 +32,7 @@ once, untimed, before the first round:
 
 * ``lifeboat restore --to-revision LAST`` (base + every event, default revision bump);
 * ``lifeboat restore BASE`` (the base alone, default revision bump);
-* downloading every segment of the chain from the store (as the restore does: one at a time);
+* downloading every segment of the chain from the store (as many at a time as the restore's survey);
 * with ``--end-state``, ``lifeboat restore END``: a full backup of the point's state (taken once,
   by ``lifeboat backup`` of the member a point restore left, into a repository of its own beside
   the chain's, ``...-end``), the three restores' order reversed every round. It tells what
@@ -60,6 +60,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,6 +75,7 @@ from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot, results_di
 from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
 from lifeboat.catalog.segments import CapturedRevision, Predecessor, Segment  # noqa: E402
+from lifeboat.pitr.survey_run import FETCH_THREADS  # noqa: E402
 from lifeboat.demo.kubelet import DemoKubelet  # noqa: E402
 from lifeboat.demo.node import demo_member, make_node  # noqa: E402
 from lifeboat.demo.pki import make_pki  # noqa: E402
@@ -237,13 +239,17 @@ def read_once(repo: BackupRepository, backup_id: str) -> None:
 
 
 def download_seconds(repo: str, env: dict[str, str]) -> tuple[float, int]:
+    """Seconds to read every segment of the chain, as many at a time as the restore's survey
+    reads them (``FETCH_THREADS``): a download no slower than the restore's own."""
     store = open_store(repo, env)
     keys = sorted(o.key for o in store.list("clusters/bench/chains/") if "/segments/" in o.key)
+
+    def read(key: str) -> int:
+        return sum(len(chunk) for chunk in store.get_stream(key))
+
     started = time.monotonic()
-    size = 0
-    for key in keys:
-        for chunk in store.get_stream(key):
-            size += len(chunk)
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        size = sum(pool.map(read, keys))
     return time.monotonic() - started, size
 
 
