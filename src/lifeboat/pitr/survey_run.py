@@ -74,7 +74,7 @@ def survey_segments(store: ObjectStore, chain: SurveyedChain, identities: Sequen
 # A quiet cluster's chain is many small segments (capture closes one a second), and each is a
 # request whose round trip costs more than its bytes: up to FETCH_AHEAD are in flight, in
 # FETCH_THREADS threads, while their stored sizes add up to at most FETCH_AHEAD_BYTES (one is
-# always fetched, whatever its size). Measured on a chain of 8,352 segments of 100 revisions
+# always fetched, whatever its size). Measured on a chain of 8,342 segments of 100 revisions
 # from SeaweedFS with 20 ms added to each request: see docs/benchmarks.md.
 FETCH_THREADS = 16
 FETCH_AHEAD = 32
@@ -115,7 +115,7 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
 
     Staged compressed (a seventh or so of the raw size): the second pass decompresses again
     only the segments holding a row to write, which is cheaper than writing and reading back
-    the raw bytes. Each segment is decompressed for its check into one of a few reused buffers
+    the raw bytes. Each segment is decompressed for its check into one of the reused buffers
     (:class:`~lifeboat.catalog.codec.FrameBuffer`): the header's ``body`` is a view of it, valid
     until the next segment is asked for."""
     buffers = _Buffers()
