@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -37,6 +38,18 @@ from lifeboat.etcdapi.model import KeyValue, RangePage
 from lifeboat.etcd.txn import Compare, Get, Operation, Put, Target, TxnResult, key_absent
 
 log = logging.getLogger("lifeboat.agent")
+
+# What a leader key's value is shown as in the log when it is a plain name (a host or node
+# name, as agent ids are by default): anything else could be anything, even a secret.
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9._:@-]{1,253}")
+
+
+def shown_holder(value: bytes) -> str:
+    """The leader key's value as the log shows it: a plain name as it is, anything else (a
+    value another program wrote, a line break that would forge a log line) by its size only."""
+    if _PLAIN_NAME.fullmatch(value):
+        return value.decode()
+    return f"a holder whose id is not a plain name ({len(value)} bytes, not shown)"
 
 
 class LeaseKV(Protocol):
@@ -168,7 +181,7 @@ class Election:
             kv = page.kvs[0] if isinstance(page, RangePage) and page.kvs else None
             # Same id is not enough: a restarted agent's old lease may still hold the key.
             ours = kv is not None and kv.lease == self.lease and kv.value == self.agent_id.encode()
-            holder = kv.value.decode(errors="replace") if kv is not None else None
+            holder = shown_holder(kv.value) if kv is not None else None
         if ours and not self.leading:
             log.info("became the active agent", extra={"event": "leader_acquired"})
         if not ours and self.leading:
