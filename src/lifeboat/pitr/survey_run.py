@@ -141,27 +141,23 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
         return staged, buffer, len(stored)
 
     refs = deque(enumerate(chain.segments))
+    # Each fetch in flight (or done, not yet taken) with its segment's stored size as listed.
     ahead: deque[tuple[Future[tuple[StagedSegment, FrameBuffer, int]], int]] = deque()
-    ahead_bytes = 0
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="segment-fetch") as pool:
 
         def fetch_more() -> None:
-            nonlocal ahead_bytes
             while refs and len(ahead) < FETCH_AHEAD and \
-                    (not ahead or ahead_bytes + refs[0][1].size <= FETCH_AHEAD_BYTES):
+                    (not ahead or sum(size for _, size in ahead) + refs[0][1].size <= FETCH_AHEAD_BYTES):
                 number, ref = refs.popleft()
                 ahead.append((pool.submit(fetch, number, ref), ref.size))
-                ahead_bytes += ref.size
 
         fetch_more()
         done = 0
         try:
             while ahead:
-                fetching, listed_size = ahead.popleft()
                 # The size from the fetch: a stat here gives up the interpreter lock, and getting
                 # it back from the fetch threads took 1.6 ms a segment (0.67 s for 418).
-                staged, buffer, staged_size = fetching.result()
-                ahead_bytes -= listed_size
+                staged, buffer, staged_size = ahead.popleft()[0].result()
                 done += staged_size
                 progress("segments", done)
                 fetch_more()
