@@ -173,6 +173,10 @@ def describe_holder(kv: KeyValue | None) -> str:
         return "a capture that has just stopped"
     try:
         record = json.loads(kv.value)
-        return f"{str(record['holder'])[:200]} (since {str(record['since'])[:40]})"
+        holder, since = record["holder"], record["since"]
     except (ValueError, KeyError, TypeError):
-        return f"a holder lifeboat did not write ({len(kv.value)} bytes, not shown)"
+        holder = since = None
+    # Strings on one line, as lifeboat writes them: a line break would forge a log line.
+    if isinstance(holder, str) and isinstance(since, str) and holder.isprintable() and since.isprintable():
+        return f"{holder[:200]} (since {since[:40]})"
+    return f"a holder lifeboat did not write ({len(kv.value)} bytes, not shown)"

@@ -95,6 +95,21 @@ def test_a_value_not_written_by_lifeboat_is_not_shown() -> None:
     assert "password" not in message and "xxx" not in message
 
 
+@pytest.mark.parametrize("record", [{"holder": "agent a\nlifeboat: forged line", "since": "2026-12-03"},
+                                    {"holder": ["agent a"], "since": "2026-12-03"},
+                                    {"holder": "agent a", "since": 20261203}])
+def test_a_record_whose_fields_are_not_lines_of_text_is_not_shown(record: dict[str, object]) -> None:
+    clock = FakeClock()
+    etcd = MemoryEtcd(clock)
+    value = json.dumps(record).encode()
+    etcd.put(lock_key("prod"), value)
+    with pytest.raises(NotLeading) as refused:
+        CaptureLock(etcd, "prod", "agent b", TTL, clock, keepalive=False).acquire()
+    message = str(refused.value)
+    assert f"a holder lifeboat did not write ({len(value)} bytes, not shown)" in message
+    assert "\n" not in message and "agent a" not in message
+
+
 def test_the_renewer_keeps_the_lock_past_its_ttl_and_release_stops_it() -> None:
     etcd = MemoryEtcd(SystemClock())
     lock = CaptureLock(etcd, "prod", "agent a", 2, SystemClock())
