@@ -414,3 +414,20 @@ def test_only_a_few_buffers_grown_for_large_frames_are_kept_for_later_fetches() 
     kept = [buffers.take() for _ in range(5)]
     large = [buffer for buffer in kept if len(buffer.data) > survey_run.LARGE_BUFFER]
     assert len(large) == survey_run.KEEP_LARGE_BUFFERS and taken[4] in kept
+
+
+def test_a_damaged_segment_among_many_in_flight_is_refused_by_name_and_nothing_is_left_staged(
+        tmp_path: Path) -> None:
+    store = MemoryStore()  # the child's: up to 32 of the 60 segments are fetched at once
+    point = many_segments_repo(store, 60)
+    damaged = point.segments[30]
+    key = next(k for k in store.keys() if k.endswith(damaged.name))
+    data = bytearray(store.get_bytes(key))
+    data[len(data) // 2] ^= 0xFF
+    replaced(store, key, bytes(data))
+    repo = BackupRepository.open(store)
+    with ChainSurvey(repo, point, None, tmp_path / "work") as survey, \
+            pytest.raises(IntegrityError, match="damaged|corrupt") as refused:
+        survey.result()
+    assert damaged.name in str(refused.value)
+    assert not (tmp_path / "work").exists(), "every segment staged beside it is removed"
