@@ -1,7 +1,7 @@
 """Point-in-time restore of a 1 GB base plus 1,000,000 captured events, against restoring the base alone.
 
-Usage: ``python benchmarks/bench_pitr.py [--events N] [--mix kube|creates] [--revisions-per-segment N] [--rounds R]
-[--store s3|dir] [--size-mib M] [--end-state] [--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B
+Usage: ``python benchmarks/bench_pitr.py [--events N] [--mix kube|creates] [--revisions-per-segment N] [--packed]
+[--rounds R] [--store s3|dir] [--size-mib M] [--end-state] [--rev COMMIT] [--work DIR] [--json PATH]`` (``--rev``: measure another commit's restore, for an A/B
 on one machine).
 
 Set-up (cached in the work dir, ``--work``, default ``bench-work/pitr/``, reused by later runs
@@ -21,7 +21,10 @@ in the same work dir):
   put that creates a key (~1 KiB values), so every event is a row to write and a key to index.
   ``--revisions-per-segment 100`` gives the chain of a cluster writing about 100 revisions a
   second, one segment a second as capture closes them: ten thousand small segments instead of
-  five hundred large ones, each one more request to the store.
+  five hundred large ones, each one more request to the store. ``--packed`` then runs
+  ``lifeboat pack`` over that chain (``--min-age 0 --delete-after 0``, twice: the first run
+  writes the packs, the second deletes what they hold) in a repository of its own
+  (``...-packed``), timed once, and measures the restores from the packed chain.
 
 Measured on a kubeadm-like node (the demo's stand-in kubelet, etcd 3.5.1, mTLS), each ending
 with a started, healthy member; the two restores swap places every round, and each starts once the
@@ -199,6 +202,26 @@ def write_chain(repo: BackupRepository, manifest: dict[str, object], db: Path, e
     return writes.revision
 
 
+def pack_chain(repo: str, env: dict[str, str], out: Path) -> None:
+    """``lifeboat pack`` twice (packs written, then what they hold deleted); time and CPU of each
+    into ``out``."""
+    runs = []
+    for _ in range(2):
+        measured = rss.run([*LIFEBOAT, "pack", "--repo", repo, "--cluster", "bench", "--min-age", "0",
+                            "--delete-after", "0", "-o", "json"], env, capture=True)
+        if measured.exit_code != 0:
+            raise SystemExit(f"lifeboat pack failed (exit {measured.exit_code})")
+        runs.append({"wall_s": measured.wall_s, "cpu_s": measured.cpu_s,
+                     "peak_rss_mb": measured.own_peak_bytes / 2**20, "result": _json_in(measured.output)})
+        print(f"pack: {runs[-1]}", file=sys.stderr)
+    out.write_text(json.dumps(runs, indent=2))
+
+
+def _json_in(output: bytes) -> object:
+    text = output.decode()
+    return json.loads(text[text.index("{"):])
+
+
 def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tuple[float, dict[str, float], rss.Measured]:
     """Run ``lifeboat restore``; wall seconds, when each step began (its progress lines), and
     its peak RSS and CPU seconds."""
@@ -262,6 +285,8 @@ def main() -> None:
     parser.add_argument("--revisions-per-segment", type=int, default=REVISIONS_PER_SEGMENT,
                         help="revisions in each segment of the chain (default %(default)s; 100: a cluster "
                         "writing 100 revisions a second, one segment a second)")
+    parser.add_argument("--packed", action="store_true",
+                        help="pack the chain with 'lifeboat pack' (timed once, at set-up) before the restores")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("s3", "dir"), default="s3")
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -297,7 +322,8 @@ def chain_name(args: argparse.Namespace) -> str:
     """The cached repository's name in the work dir: one per event mix and count."""
     name = str(args.events) if args.mix == "kube" else f"{args.mix}-{args.events}"
     per_segment: int = args.revisions_per_segment
-    return name if per_segment == REVISIONS_PER_SEGMENT else f"{name}-per-{per_segment}"
+    name = name if per_segment == REVISIONS_PER_SEGMENT else f"{name}-per-{per_segment}"
+    return f"{name}-packed" if args.packed else name
 
 
 def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse.Namespace) -> None:
@@ -310,6 +336,9 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
         print(f"wrote {args.events} events up to revision {last} in {time.monotonic() - started:.0f} s",
               file=sys.stderr)
     base_id = (manifests[0].id if manifests else str(manifest["id"]))
+    packed = work / f"pack-{chain_name(args)}.json"
+    if args.packed and not packed.exists():  # once: a copy of the unpacked repository may be given
+        pack_chain(repo_url, env, packed)
     if args.setup_only:
         return
     chain = ChainStore(repo.store).chains("bench")[-1]

@@ -695,3 +695,52 @@ def test_a_point_restore_killed_in_its_replay_or_its_commit_resumes_to_the_point
     with tls_client(node.etcd.client_url, pki) as c:
         assert full_state(c) == expected
     assert not work.exists()
+
+
+def test_packed_segments_restore_every_revision_exactly_and_the_ones_they_hold_go(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
+    import dataclasses
+
+    import pyrage
+
+    from lifeboat.catalog.age_keys import load_identities, load_recipients
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age-key.txt"
+    key_file.write_text(f"{identity}\n")
+    key_file.chmod(0o600)
+    public = str(identity.to_public())
+    repo = open_repository(s3_repo)
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.05)
+    options = dataclasses.replace(options, backup=dataclasses.replace(
+        options.backup, recipients=tuple(load_recipients([public]))))
+    revisions: list[int] = []
+    with capture_started(client, repo, options) as status:
+        for round_ in range(6):  # small segments: one round at a time, each committed before the next
+            history = write_history(client, 1, tag=f"r{round_}")
+            revisions += history.revisions
+            wait_for(lambda: status.last_revision >= history.revisions[-1])
+            time.sleep(0.1)
+
+    def segments() -> list[str]:
+        return sorted(o.key for o in repo.store.list("clusters/prod/chains/") if "/segments/" in o.key)
+
+    small = segments()
+    assert len(small) >= 6
+    flags = ("--repo", s3_repo, "--cluster", "prod", "--identity", str(key_file), "--min-age", "0")
+    code, out, err = cli("pack", *flags, "--delete-after", "0")
+    assert code == 1 and "no recipient" in err and segments() == small  # never written unencrypted
+    packed = cli.json("pack", *flags, "--encrypt-to", public, "--delete-after", "0")
+    assert packed["packs"] == 1 and packed["packed"] == len(small) - 1 and packed["deleted"] == 0
+    assert len(segments()) == len(small) + 1  # the pack beside what it holds until a later run
+    deleted = cli.json("pack", *flags, "--encrypt-to", public, "--delete-after", "0")
+    assert (deleted["packs"], deleted["deleted"], deleted["refused"]) == (0, len(small) - 1, [])
+    assert len(segments()) == 2 and all(key.endswith(".age") for key in segments())
+
+    identities = load_identities([str(key_file)])
+    for revision in sorted({revisions[0], revisions[3], revisions[len(revisions) // 2], revisions[-2], revisions[-1]}):
+        point = find_point(repo, "prod", PointTarget(revision=revision), identities)
+        built = build_point_snapshot(repo, point, identities, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
+    timeline = cli.json("timeline", "--repo", s3_repo, "--cluster", "prod")
+    (window,) = [w for t in timeline for w in t["windows"] if w["segments"]]
+    assert window["segments"] == 2 and window["last_revision"] == revisions[-1]

@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from lifeboat.catalog.age_keys import Identity, Recipient
@@ -75,6 +75,8 @@ class SegmentRef:
     last_seen: datetime
     name: str
     size: int = 0
+    # When the store says it was written (a listing's; None where the store gives none).
+    modified: datetime | None = field(default=None, compare=False)
 
     @property
     def encrypted(self) -> bool:
@@ -87,12 +89,12 @@ def segment_name(segment: Segment, encrypted: bool) -> str:
             + (".age" if encrypted else ""))
 
 
-def parse_segment_name(name: str, size: int = 0) -> SegmentRef | None:
+def parse_segment_name(name: str, size: int = 0, modified: datetime | None = None) -> SegmentRef | None:
     match = _SEGMENT_RE.match(name)
     if match is None:
         return None
     return SegmentRef(int(match["first"]), int(match["last"]), _unstamp(match["t1"]),
-                      _unstamp(match["t2"]), name, size)
+                      _unstamp(match["t2"]), name, size, modified)
 
 
 @dataclass(frozen=True)
@@ -248,10 +250,10 @@ class ChainStore:
     def chains(self, cluster: str) -> list[ChainListing]:
         """Every chain of ``cluster`` (oldest first), from one listing plus its small records."""
         prefix = chains_prefix(check_cluster_name(cluster))
-        grouped: dict[str, list[tuple[str, int]]] = {}
+        grouped: dict[str, list[tuple[str, int, datetime | None]]] = {}
         for obj in self.store.list(prefix):
             chain, _, rest = obj.key[len(prefix):].partition("/")
-            grouped.setdefault(chain, []).append((rest, obj.size))
+            grouped.setdefault(chain, []).append((rest, obj.size, obj.modified))
         listings = []
         for chain in sorted(grouped):
             try:
@@ -268,15 +270,16 @@ class ChainStore:
         # Ids carry the second a chain started; two chains of one second sort by base revision.
         return sorted(listings, key=lambda c: (c.info.started_at, c.info.base_revision))
 
-    def _listing(self, cluster: str, chain: str, names: list[tuple[str, int]]) -> ChainListing | None:
-        present = {name for name, _ in names}
+    def _listing(self, cluster: str, chain: str,
+                 names: list[tuple[str, int, datetime | None]]) -> ChainListing | None:
+        present = {name for name, _, _ in names}
         if CHAIN_NAME not in present:
             return None  # segments without a chain record are not a chain (see prune's orphans)
         base = chain_prefix(cluster, chain)
         info = ChainInfo.from_json(self.store.get_bytes(base + CHAIN_NAME), f"{self.store.url}/{base}{CHAIN_NAME}")
         segments = sorted(
-            ref for name, size in names if name.startswith(SEGMENTS_DIR)
-            if (ref := parse_segment_name(name[len(SEGMENTS_DIR):], size)) is not None
+            ref for name, size, modified in names if name.startswith(SEGMENTS_DIR)
+            if (ref := parse_segment_name(name[len(SEGMENTS_DIR):], size, modified)) is not None
         )
         gap_data = self._get(base + GAP_NAME) if GAP_NAME in present else None
         gap = Gap.from_json(gap_data, base + GAP_NAME) if gap_data is not None else None

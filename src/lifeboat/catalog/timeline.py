@@ -149,7 +149,9 @@ def _chain_window(base: Manifest, start: tuple[int, datetime], listing: ChainLis
     covered, last_time = start
     run: list[SegmentRef] = []
     hole: str | None = None
-    for ref in listing.segments:
+    # Of segments starting at one revision, the one reaching furthest first: a pack
+    # (:mod:`lifeboat.capture.packing`) is taken and the segments it holds are skipped.
+    for ref in sorted(listing.segments, key=lambda s: (s.first_revision, -s.last_revision)):
         if ref.last_revision <= covered:
             continue  # revisions the base holds, or a second copy of revisions already covered
         if ref.first_revision > covered + 1:

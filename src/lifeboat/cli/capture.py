@@ -1,4 +1,4 @@
-"""``lifeboat capture`` (continuous capture in the foreground) and ``lifeboat timeline``."""
+"""``lifeboat capture`` (continuous capture in the foreground), ``synthesize``, ``timeline`` and ``pack``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from lifeboat.capture import Capture, capture_options
 from lifeboat.capture.lock import CaptureLock
+from lifeboat.capture.packing import Packer
+from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
 from lifeboat.catalog.timeline import Timeline, Window, build_timeline, point_at_revision
 from lifeboat.cli.point import only_cluster, point_target, resolve_point
-from lifeboat.errors import UsageError
+from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.clock import SystemClock
@@ -92,6 +94,38 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     else:
         print(f"synthetic backup {manifest.id} of cluster {cluster} committed: revision {point.revision} "
               f"from backup {point.base.id} + {len(point.segments)} capture segment(s)")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """pack a cluster's small capture segments into fewer, larger ones"""
+    config = resolved_config(args).config
+    repo = open_repository(args)
+    cluster = cluster_name(args, default=None) or only_cluster(repo)
+    packer = Packer(repo.chain_store, age_identities(args), load_recipients(list(config.encryption.recipients)),
+                    config.backup.zstd_level, min_age=timedelta(seconds=args.min_age),
+                    delete_after=timedelta(seconds=args.delete_after))
+    now = datetime.now(timezone.utc)
+    if args.dry_run:
+        plans = packer.plan(cluster, now)
+        runs = [run for plan in plans for run in plan.runs]
+        summary = {"cluster": cluster, "dry_run": True, "packs": len(runs), "packed": sum(map(len, runs)),
+                   "deleted": sum(len(plan.held) for plan in plans), "waiting": sum(p.waiting for p in plans),
+                   "refused": []}
+    else:
+        result = packer.run(cluster, now)
+        summary = {"cluster": cluster, "dry_run": False, "packs": result.packs, "packed": result.packed,
+                   "deleted": result.deleted, "waiting": result.waiting, "refused": result.refused}
+    if args.output == "json":
+        emit_json(summary)
+    else:
+        would = "would pack" if args.dry_run else "packed"
+        print(f"cluster {cluster}: {would} {summary['packed']} capture segment(s) into {summary['packs']}; "
+              f"{'would delete' if args.dry_run else 'deleted'} {summary['deleted']} segment(s) a checked pack "
+              f"holds; {summary['waiting']} wait until their pack is {args.delete_after:g} s old")
+    refused: list[str] = summary["refused"]  # type: ignore[assignment]
+    if refused:
+        raise OperationFailed("; ".join(refused))
     return 0
 
 

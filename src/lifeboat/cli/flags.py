@@ -126,14 +126,25 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
 
 def positive_seconds(text: str) -> float:
     """A timeout flag: seconds, more than 0 and at most a century (``nan`` and ``inf`` are refused)."""
-    value = text.strip().removesuffix("s")
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    seconds = _seconds(text)
     if not 0 < seconds <= LONGEST_DURATION.total_seconds():
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds and at most 100 years, got {text!r}")
     return seconds
+
+
+def seconds_or_zero(text: str) -> float:
+    """A waiting time: seconds, from 0 to a century (``nan`` and ``inf`` are refused)."""
+    seconds = _seconds(text)
+    if not 0 <= seconds <= LONGEST_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(f"must be 0 to 100 years in seconds, got {text!r}")
+    return seconds
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text.strip().removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
 def add_point_flags(parser: argparse.ArgumentParser) -> None:

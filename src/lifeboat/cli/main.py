@@ -71,7 +71,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "status": ("status",),
     "member": ("member",),
     "restore": ("restore",),
-    "capture": ("capture", "synthesize", "timeline"),
+    "capture": ("capture", "synthesize", "timeline", "pack"),
 }
 
 

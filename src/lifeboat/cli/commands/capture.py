@@ -7,7 +7,7 @@ import argparse
 
 from lifeboat.cli.flags import (
     absolute_path, add_command, add_etcd_flags, add_identity_flag, add_point_flags, add_repo_flags,
-    add_root_flag, add_tmp_dir_flag, recipient_arg,
+    add_root_flag, add_tmp_dir_flag, recipient_arg, seconds_or_zero,
 )
 
 
@@ -40,6 +40,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_tmp_dir_flag(p, "where the snapshot is built")
 
     p = add_command(sub, common, "timeline", cmd_timeline, add_repo_flags, raw=True)
+
+    p = add_command(sub, common, "pack", cmd_pack, add_repo_flags, raw=True)
+    add_identity_flag(p, "encrypted segments")
+    p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[], type=recipient_arg,
+                   help="age recipient for packs of encrypted segments (default: encryption.recipients); "
+                        "repeatable")
+    p.add_argument("--min-age", type=seconds_or_zero, metavar="SECONDS", default=300.0,
+                   help="pack only segments capture closed at least this long ago (default 300)")
+    p.add_argument("--delete-after", type=seconds_or_zero, metavar="SECONDS", default=1800.0,
+                   help="delete the segments a pack holds once it has been in the repository this long "
+                        "(default 1800: a restore that listed them before the pack was written still finds them)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be packed and deleted; change nothing")
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -75,6 +87,25 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from lifeboat.cli import capture
 
     return capture.cmd_synthesize(args)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """pack a cluster's small capture segments into fewer, larger ones
+
+    A quiet cluster's capture closes a small segment every second something changes: up to
+    86,400 objects a day, each fetched and checked by a restore and listed by every command that
+    reads the chains. pack reads runs of consecutive closed segments smaller than 1 MiB (those
+    closed more than --min-age ago, never a chain's newest) and writes each run as one segment of
+    up to 4 MiB, the same format, create-only; restores, drills and the timeline then use it in
+    their place, exactly as before. The segments a pack holds are deleted by a later run, once the
+    pack is --delete-after old and has been read back whole. Encrypted segments need the identity
+    to read them and a recipient to encrypt the pack to. The agent does not run it: schedule it
+    with cron, e.g. hourly (docs/continuous-capture.md). Exit 1 when a run could not be packed or
+    a pack could not be read back (each named on stderr; nothing is deleted for it).
+    """
+    from lifeboat.cli import capture
+
+    return capture.cmd_pack(args)
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:

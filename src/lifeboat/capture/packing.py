@@ -1,0 +1,196 @@
+"""Packing a chain's small closed segments into fewer, larger ones, after capture wrote them.
+
+Capture closes a segment every flush interval while anything changes, so a quiet cluster
+leaves up to 86,400 small segments a day: a point restore fetches and checks each one, and
+every command that reads a cluster's chains lists each one. A *pack* is an ordinary segment
+(same format, same name pattern) holding every revision of a run of consecutive segments, with
+the first one's predecessor, each revision's seen time and every lease TTL they recorded. It
+is committed create-only like any segment, so it exists only once complete; the timeline then
+takes it in place of the segments it holds (:func:`lifeboat.catalog.timeline.build_timeline`
+prefers, of segments starting at one revision, the one reaching furthest).
+
+The segments a pack holds are not deleted when it is written: a restore that listed the chain
+a moment before still fetches them. A later pass deletes them once the pack has been in the
+repository for ``delete_after``, and only after reading the pack back and checking it whole.
+An interrupted pass leaves at worst a pack beside the segments it holds (both valid; the next
+pass goes on). Left alone: a chain's newest segment (capture resumes after it), segments
+closed less than ``min_age`` ago, segments of the old JSON-lines format, and segments already
+``small_bytes`` or larger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from lifeboat.catalog.age_keys import Identity, Recipient
+from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef
+from lifeboat.catalog.segments import Segment
+from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
+
+log = logging.getLogger("lifeboat.capture")
+
+PACK_BYTES = 4 << 20  # the stored bytes of the segments one pack holds, at most
+SMALL_BYTES = 1 << 20  # a segment this large as stored is left as it is
+MIN_AGE = timedelta(minutes=5)
+DELETE_AFTER = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    """What one pass does to one chain: the runs to pack, and the segments packs hold already."""
+
+    listing: ChainListing
+    runs: tuple[tuple[SegmentRef, ...], ...]
+    # Each segment to delete, with the pack that holds it (read back and checked first).
+    held: tuple[tuple[SegmentRef, SegmentRef], ...]
+    waiting: int = 0  # segments a pack holds that stay until the pack is ``delete_after`` old
+
+
+def _holders(refs: Sequence[SegmentRef]) -> list[tuple[SegmentRef, SegmentRef | None]]:
+    """Each segment with one holding every revision of it and more (None when none does)."""
+    found: list[tuple[SegmentRef, SegmentRef | None]] = []
+    reach: SegmentRef | None = None  # of the segments so far, the one reaching furthest
+    for ref in sorted(refs, key=lambda r: (r.first_revision, -r.last_revision)):
+        if reach is not None and reach.last_revision >= ref.last_revision \
+                and (reach.first_revision, reach.last_revision) != (ref.first_revision, ref.last_revision):
+            found.append((ref, reach))
+            continue
+        found.append((ref, None))
+        if reach is None or ref.last_revision > reach.last_revision:
+            reach = ref
+    return found
+
+
+def plan_chain(listing: ChainListing, now: datetime, *, min_age: timedelta = MIN_AGE,
+               delete_after: timedelta = DELETE_AFTER, pack_bytes: int = PACK_BYTES,
+               small_bytes: int = SMALL_BYTES) -> PackPlan:
+    """Pure: the runs of ``listing`` to pack at ``now``, and the held segments to delete."""
+    refs = listing.segments
+    held: list[tuple[SegmentRef, SegmentRef]] = []
+    free: list[SegmentRef] = []
+    waiting = 0
+    for ref, holder in _holders(refs):
+        if holder is None:
+            free.append(ref)
+        elif holder.modified is not None and holder.modified <= now - delete_after:
+            held.append((ref, holder))
+        else:
+            waiting += 1
+    newest = max(refs, key=lambda r: r.last_revision, default=None)
+    runs: list[tuple[SegmentRef, ...]] = []
+    run: list[SegmentRef] = []
+    run_bytes = 0
+    for ref in sorted(free):
+        packable = ref is not newest and ".seg.zst" in ref.name and ref.size < small_bytes \
+            and ref.last_seen <= now - min_age
+        if run and not (packable and ref.first_revision == run[-1].last_revision + 1
+                        and ref.encrypted == run[-1].encrypted and run_bytes + ref.size <= pack_bytes):
+            runs.append(tuple(run))
+            run, run_bytes = [], 0
+        if packable:
+            run.append(ref)
+            run_bytes += ref.size
+    runs.append(tuple(run))
+    return PackPlan(listing, tuple(r for r in runs if len(r) > 1), tuple(held), waiting)
+
+
+def merged(segments: Sequence[Segment]) -> Segment:
+    """One segment holding every revision of ``segments`` (consecutive, of one chain).
+
+    Its predecessor is the first one's; lease TTLs are merged as a restore's survey merges
+    them, a later segment's over an earlier one's.
+    """
+    for before, after in zip(segments, segments[1:]):
+        if after.previous.last_revision != before.last_revision or (after.cluster, after.chain) != (
+                before.cluster, before.chain):
+            raise IntegrityError(f"capture segment {after.first_revision}..{after.last_revision} does not follow "
+                                 f"{before.first_revision}..{before.last_revision} of chain {before.chain}")
+    leases: dict[int, int] = {}
+    for segment in segments:
+        leases.update(segment.leases)
+    first = segments[0]
+    return Segment(first.cluster, first.chain, first.previous,
+                   tuple(r for segment in segments for r in segment.revisions), leases)
+
+
+@dataclass
+class PackResult:
+    """What one pass did to a cluster's chains."""
+
+    packs: int = 0  # packs written
+    packed: int = 0  # segments they hold
+    deleted: int = 0  # segments deleted because a checked pack holds them
+    waiting: int = 0  # segments a pack holds, kept until the pack is old enough
+    refused: list[str] = field(default_factory=list)  # why a run was not packed or a segment not deleted
+
+
+class Packer:
+    """Packs the chains of one cluster (see the module's docstring)."""
+
+    def __init__(self, chains: ChainStore, identities: Sequence[Identity] | None,
+                 recipients: Sequence[Recipient], zstd_level: int, *, min_age: timedelta = MIN_AGE,
+                 delete_after: timedelta = DELETE_AFTER, pack_bytes: int = PACK_BYTES) -> None:
+        self.chains = chains
+        self.identities = identities
+        self.recipients = recipients
+        self.zstd_level = zstd_level
+        self.min_age = min_age
+        self.delete_after = delete_after
+        self.pack_bytes = pack_bytes
+
+    def plan(self, cluster: str, now: datetime) -> list[PackPlan]:
+        return [plan_chain(listing, now, min_age=self.min_age, delete_after=self.delete_after,
+                           pack_bytes=self.pack_bytes, small_bytes=min(SMALL_BYTES, self.pack_bytes))
+                for listing in self.chains.chains(cluster)]
+
+    def run(self, cluster: str, now: datetime) -> PackResult:
+        """One pass: delete what old packs hold, then pack what is small."""
+        result = PackResult()
+        for plan in self.plan(cluster, now):
+            result.waiting += plan.waiting
+            self._delete_held(plan, result)
+            for run in plan.runs:
+                self._pack(plan.listing, run, result)
+        return result
+
+    def _delete_held(self, plan: PackPlan, result: PackResult) -> None:
+        cluster, chain = plan.listing.info.cluster, plan.listing.info.chain
+        checked: dict[str, bool] = {}
+        for ref, holder in plan.held:
+            if holder.name not in checked:
+                checked[holder.name] = self._check(cluster, chain, holder, result)
+            if checked[holder.name]:
+                self.chains.delete_segments(cluster, chain, [ref])
+                result.deleted += 1
+
+    def _check(self, cluster: str, chain: str, pack: SegmentRef, result: PackResult) -> bool:
+        """Whether ``pack`` reads back whole (else what it holds stays, and the refusal is noted)."""
+        try:
+            self.chains.read_segment(cluster, chain, pack, self.identities)
+        except (OperationFailed, UsageError) as exc:
+            result.refused.append(f"segments held by {pack.name} are kept: {exc}")
+            return False
+        return True
+
+    def _pack(self, listing: ChainListing, run: Sequence[SegmentRef], result: PackResult) -> None:
+        cluster, chain = listing.info.cluster, listing.info.chain
+        if run[0].encrypted and not self.recipients:
+            result.refused.append(f"{len(run)} encrypted segments of chain {chain} are not packed: "
+                                  "no recipient to encrypt the pack to (encryption.recipients, --encrypt-to)")
+            return
+        try:
+            segments = [self.chains.read_segment(cluster, chain, ref, self.identities) for ref in run]
+            pack = merged(segments)
+        except (OperationFailed, UsageError) as exc:
+            result.refused.append(f"{len(run)} segments of chain {chain} from revision {run[0].first_revision} "
+                                  f"are not packed: {exc}")
+            return
+        try:
+            self.chains.commit_segment(pack, self.recipients if run[0].encrypted else (), self.zstd_level)
+        except AlreadyExists:
+            pass  # another pass wrote this very pack
+        result.packs += 1
+        result.packed += len(run)

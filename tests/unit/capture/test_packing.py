@@ -1,0 +1,229 @@
+"""Packing small capture segments: exactly the same revisions in fewer objects, and nothing a
+restore may still need is deleted before a checked pack has been in the repository long enough."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pyrage
+import pytest
+
+from lifeboat.capture.packing import Packer, merged, plan_chain
+from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
+from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed
+from lifeboat.catalog.layout import segment_key
+from lifeboat.catalog.segments import Predecessor, Segment, decode_segment
+from lifeboat.catalog.timeline import build_timeline, point_at_revision
+from lifeboat.clock import FakeClock
+from lifeboat.store.base import ObjectInfo
+from lifeboat.store.memory import MemoryStore
+from tests.unit.catalog.capture_records import T0, at, chain, delete, manifest, put, ref, segment
+
+BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
+CLUSTER, CHAIN = "prod", BASE.id
+HOUR = timedelta(hours=1)
+
+
+def small_chain(store: MemoryStore, count: int, recipients: list[str] = ()) -> list[Segment]:  # type: ignore[assignment]
+    """``count`` segments of two revisions each after BASE (revision 100), one every second;
+    keys written, overwritten, deleted, and one on a lease."""
+    chains = ChainStore(store)
+    chains.start(ChainInfo(CHAIN, CLUSTER, CHAIN, 100, "c1", BASE.finished_at))
+    previous = Predecessor("base", 100, CHAIN)
+    written = []
+    for n in range(count):
+        r = 101 + 2 * n
+        events = [put(f"/k/{n}".encode(), f"v{n}".encode(), r, r, 1, lease=7 if n % 3 == 0 else 0)]
+        second = [delete(f"/k/{n - 1}".encode(), r + 1)] if n else [put(b"/k/first", b"x", r + 1, r + 1, 1)]
+        seg = segment(previous, (r, n, events), (r + 1, n + 0.5, second), leases={7: 60 + n} if n % 3 == 0 else {})
+        stored = chains.commit_segment(seg, [parse_recipient(x) for x in recipients], 3)
+        previous = Predecessor("segment", seg.last_revision, stored.name)
+        written.append(seg)
+    return written
+
+
+def listed(store: MemoryStore) -> tuple[SegmentRef, ...]:
+    (listing,) = ChainStore(store).chains(CLUSTER)
+    return listing.segments
+
+
+def packer(store: MemoryStore, identities: list[Identity] | None = None, recipients: list[str] = (),  # type: ignore[assignment]
+           **kw: object) -> Packer:
+    return Packer(ChainStore(store), identities, [parse_recipient(x) for x in recipients], 3, **kw)  # type: ignore[arg-type]
+
+
+def read(store: MemoryStore, found: SegmentRef, identities: list[Identity] | None = None) -> Segment:
+    return ChainStore(store).read_segment(CLUSTER, CHAIN, found, identities)
+
+
+def test_a_pack_holds_exactly_the_revisions_events_seen_times_and_leases_of_the_segments() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 10)
+    result = packer(store).run(CLUSTER, clock.now())
+    assert (result.packs, result.packed, result.deleted) == (1, 9, 0)  # the newest stays for capture to resume after
+    refs = listed(store)
+    (pack,) = [r for r in refs if (r.first_revision, r.last_revision) == (101, 118)]
+    got = read(store, pack)
+    assert got == merged(written[:9])
+    assert got.revisions == tuple(r for s in written[:9] for r in s.revisions)  # events, seen times: each kept
+    assert got.previous == Predecessor("base", 100, CHAIN)
+    assert dict(got.leases) == {7: 66}  # a later segment's TTL over an earlier one's, as the survey merges
+    assert (pack.first_seen, pack.last_seen) == (at(0), at(8.5))
+
+
+def test_records_of_a_pack_are_byte_for_byte_those_of_the_segments_it_holds() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    small_chain(store, 5)
+    before = listed(store)
+    packer(store).run(CLUSTER, clock.now())
+    (pack,) = [r for r in listed(store) if r not in before]
+    chains = ChainStore(store)
+
+    def records(found: SegmentRef) -> bytes:
+        raw = decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, found.name)))
+        header = chains.check_header(raw, CLUSTER, CHAIN, found)
+        return bytes(header.body)
+
+    assert records(pack) == b"".join(records(r) for r in before[:4])
+
+
+def test_the_timeline_takes_a_pack_in_place_of_the_segments_it_holds_and_restores_the_same_points() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    small_chain(store, 6)
+    (window_before,) = build_timeline(CLUSTER, [BASE], ChainStore(store).chains(CLUSTER)).windows
+    packer(store).run(CLUSTER, clock.now())
+    (window,) = build_timeline(CLUSTER, [BASE], ChainStore(store).chains(CLUSTER)).windows
+    assert [(s.first_revision, s.last_revision) for s in window.segments] == [(101, 110), (111, 112)]
+    assert (window.first_revision, window.last_revision, window.first_time, window.last_time) == (
+        window_before.first_revision, window_before.last_revision, window_before.first_time, window_before.last_time)
+    point = point_at_revision(build_timeline(CLUSTER, [BASE], ChainStore(store).chains(CLUSTER)), 105)
+    assert [(s.first_revision, s.last_revision) for s in point.segments] == [(101, 110)]
+
+
+def test_the_timeline_prefers_a_pack_starting_where_a_segment_it_holds_starts() -> None:
+    # Sorted by name, the first small segment (101..102) comes before the pack (101..106): the
+    # run took both, and a restore fetched a segment the pack holds.
+    smalls = [ref(101, 102, 1, 1), ref(103, 104, 2, 2), ref(105, 106, 3, 3), ref(107, 108, 4, 4)]
+    pack = ref(101, 106, 1, 3)
+    (window,) = build_timeline(CLUSTER, [BASE], [chain(BASE, sorted([*smalls, pack]))]).windows
+    assert window.segments == (pack, smalls[3])
+
+
+def test_what_a_pack_holds_is_deleted_only_once_the_pack_is_old_enough_and_read_back_whole() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    small_chain(store, 8)
+    work = packer(store, delete_after=timedelta(minutes=30))
+    work.run(CLUSTER, clock.now())
+    assert len(listed(store)) == 9
+    clock.advance(29 * 60)
+    again = work.run(CLUSTER, clock.now())
+    assert (again.packs, again.deleted, again.waiting) == (0, 0, 7)
+    clock.advance(60)
+    done = work.run(CLUSTER, clock.now())
+    assert (done.packs, done.deleted, done.waiting, done.refused) == (0, 7, 0, [])
+    assert [(r.first_revision, r.last_revision) for r in listed(store)] == [(101, 114), (115, 116)]
+
+
+def test_segments_held_by_a_damaged_pack_are_kept_and_the_refusal_names_the_pack() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    small_chain(store, 4)
+    before = listed(store)
+    work = packer(store, delete_after=timedelta(0))
+    work.run(CLUSTER, clock.now())
+    (pack,) = [r for r in listed(store) if r not in before]
+    key = segment_key(CLUSTER, CHAIN, pack.name)
+    data = bytearray(store.get_bytes(key))
+    data[len(data) // 2] ^= 0xFF
+    store.put_bytes(key, bytes(data))
+    clock.advance(1)
+    result = work.run(CLUSTER, clock.now())
+    assert result.deleted == 0 and len(result.refused) == 1 and pack.name in result.refused[0]
+    assert set(before) <= set(listed(store))
+
+
+class GoneOnceListed(MemoryStore):
+    """A listing that still shows ``gone``, deleted right after (by a prune, another pack)."""
+
+    gone = ""
+
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        listed = list(super().list(prefix, after=after))
+        if self.gone:
+            self.delete(self.gone)
+        return iter(listed)
+
+
+@pytest.mark.parametrize("damage", ["flip", "missing"])
+def test_a_damaged_or_missing_segment_is_not_packed_and_nothing_is_deleted(damage: str) -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = GoneOnceListed(clock=clock)
+    small_chain(store, 5)
+    before = listed(store)
+    key = segment_key(CLUSTER, CHAIN, before[2].name)
+    if damage == "flip":
+        data = bytearray(store.get_bytes(key))
+        data[-5] ^= 0x01
+        store.put_bytes(key, bytes(data))
+    else:
+        store.gone = key
+    result = packer(store, delete_after=timedelta(0)).run(CLUSTER, clock.now())
+    assert result.packs == 0 and len(result.refused) == 1 and before[2].name in result.refused[0]
+    store.gone = ""
+    assert {r.name for r in listed(store)} == {r.name for r in before} - ({before[2].name} if damage == "missing" else set())
+
+
+def test_encrypted_segments_are_packed_encrypted_and_never_without_a_recipient(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "age-key.txt"
+    key_file.write_text(f"{identity}\n")
+    key_file.chmod(0o600)
+    identities = load_identities([str(key_file)])
+    public = str(identity.to_public())
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 4, [public])
+    before = listed(store)
+    refused = packer(store, identities).run(CLUSTER, clock.now())
+    assert refused.packs == 0 and "no recipient" in refused.refused[0] and listed(store) == before
+    no_key = packer(store, None, [public]).run(CLUSTER, clock.now())
+    assert no_key.packs == 0 and "encrypted" in no_key.refused[0] and listed(store) == before
+    done = packer(store, identities, [public]).run(CLUSTER, clock.now())
+    assert (done.packs, done.refused) == (1, [])
+    (pack,) = [r for r in listed(store) if r not in before]
+    assert pack.encrypted and read(store, pack, identities) == merged(written[:3])
+    assert b"/k/1" not in store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))
+
+
+def test_plan_packs_only_old_small_consecutive_segments_of_one_kind_and_never_the_newest() -> None:
+    now = T0 + HOUR
+    old = [replace(ref(101 + n, 101 + n, n, n), size=1000) for n in range(6)]
+    # A large one, a jump in revisions, an encrypted one, a JSON-lines one: each ends a run.
+    large = replace(ref(107, 107, 7, 7), size=2 << 20)
+    after_large = [replace(ref(108 + n, 108 + n, 8 + n, 8 + n), size=1000) for n in range(2)]
+    jumped = [replace(ref(200 + n, 200 + n, 20 + n, 20 + n), size=1000) for n in range(2)]
+    encrypted = replace(ref(202, 202, 22, 22), size=1000, name="x.seg.zst.age")
+    legacy = replace(ref(203, 203, 23, 23), size=1000, name="x.jsonl.zst")
+    fresh = [replace(ref(204 + n, 204 + n, 3600 - 60 + n, 3600 - 60 + n), size=1000) for n in range(3)]
+    refs = [*old, large, *after_large, *jumped, encrypted, legacy, *fresh]
+    refs = [r if ".age" in r.name or "jsonl" in r.name else replace(r, name=r.name + ".seg.zst") for r in refs]
+    plan = plan_chain(chain(BASE, sorted(refs)), now, pack_bytes=3000)
+    spans = [(run[0].first_revision, run[-1].last_revision) for run in plan.runs]
+    assert spans == [(101, 103), (104, 106), (108, 109), (200, 201)]
+    assert plan.held == () and plan.waiting == 0
+
+
+def test_a_segment_held_by_a_longer_one_is_found_among_many_in_one_pass() -> None:
+    now = T0 + HOUR
+    smalls = [replace(ref(101 + n, 101 + n, n, n), modified=now - HOUR) for n in range(50_000)]
+    packs = [replace(ref(101 + n, 101 + n + 999, n, n + 999), modified=now - HOUR) for n in range(0, 50_000, 1000)]
+    twin = replace(smalls[5], name=smalls[5].name + "-twin")  # the same range from another writer: held too
+    plan = plan_chain(chain(BASE, sorted([*smalls, *packs, twin])), now)
+    assert len(plan.held) == 50_001 and {h for _, h in plan.held} == set(packs)
+    assert plan.runs == ()
