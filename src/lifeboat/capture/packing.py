@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef
-from lifeboat.catalog.segments import Segment
+from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, segment_name
+from lifeboat.catalog.segments import SEGMENT_VERSION, Segment, encode_segment_frames, joined_frames
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
 log = logging.getLogger("lifeboat.capture")
@@ -182,15 +182,33 @@ class Packer:
                                   "no recipient to encrypt the pack to (encryption.recipients, --encrypt-to)")
             return
         try:
-            segments = [self.chains.read_segment(cluster, chain, ref, self.identities) for ref in run]
-            pack = merged(segments)
+            name, frames = self._joined(cluster, chain, run)
         except (OperationFailed, UsageError) as exc:
             result.refused.append(f"{len(run)} segments of chain {chain} from revision {run[0].first_revision} "
                                   f"are not packed: {exc}")
             return
         try:
-            self.chains.commit_segment(pack, self.recipients if run[0].encrypted else (), self.zstd_level)
+            self.chains.commit_frames(cluster, chain, name, frames, self.recipients if run[0].encrypted else (),
+                                      self.zstd_level)
         except AlreadyExists:
             pass  # another pass wrote this very pack
         result.packs += 1
         result.packed += len(run)
+
+    def _joined(self, cluster: str, chain: str, run: Sequence[SegmentRef]) -> tuple[str, tuple[bytes, bytes]]:
+        """The name and raw frames of the pack of ``run``: its records copied as they are; a run
+        holding an older format's segment is decoded and encoded again."""
+        headers = [self.chains.check_header(self.chains.fetch_segment(cluster, chain, ref, self.identities),
+                                            cluster, chain, ref) for ref in run]
+        encrypted = run[0].encrypted
+        if all(h.version == SEGMENT_VERSION for h in headers):
+            where = self.chains.segment_where(cluster, chain, run[0])
+            try:
+                frames = joined_frames(headers)
+            except ValueError as exc:
+                raise IntegrityError(f"capture segments from {where}: {exc}") from None
+            return named(run[0].first_revision, run[-1].last_revision, run[0].first_seen, run[-1].last_seen,
+                         encrypted), frames
+        del headers
+        pack = merged([self.chains.read_segment(cluster, chain, ref, self.identities) for ref in run])
+        return segment_name(pack, encrypted), encode_segment_frames(pack)

@@ -84,8 +84,12 @@ class SegmentRef:
 
 
 def segment_name(segment: Segment, encrypted: bool) -> str:
-    return (f"{segment.first_revision:020d}-{segment.last_revision:020d}-"
-            f"{_stamp(segment.first_seen)}-{_stamp(segment.last_seen)}.seg.zst"
+    return named(segment.first_revision, segment.last_revision, segment.first_seen, segment.last_seen, encrypted)
+
+
+def named(first: int, last: int, first_seen: datetime, last_seen: datetime, encrypted: bool) -> str:
+    """The name of a segment of revisions ``first..last`` seen from ``first_seen`` to ``last_seen``."""
+    return (f"{first:020d}-{last:020d}-{_stamp(first_seen)}-{_stamp(last_seen)}.seg.zst"
             + (".age" if encrypted else ""))
 
 
@@ -210,8 +214,13 @@ class ChainStore:
 
     @staticmethod
     def encoded(segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> bytes:
-        stored = compressed_frames(encode_segment_frames(segment), zstd_level)
-        return b"".join(encrypting([stored], recipients)) if recipients else stored
+        return sealed(encode_segment_frames(segment), recipients, zstd_level)
+
+    def commit_frames(self, cluster: str, chain: str, name: str, frames: tuple[bytes, bytes],
+                      recipients: Sequence[Recipient], zstd_level: int) -> SegmentRef:
+        """Store a segment's raw frames (:func:`~lifeboat.catalog.segments.joined_frames`) as
+        ``name``, create-only; AlreadyExists if it is there."""
+        return self.put_encoded(cluster, chain, name, sealed(frames, recipients, zstd_level))
 
     @staticmethod
     def envelope_bytes(recipients: Sequence[Recipient]) -> int:
@@ -360,6 +369,12 @@ class ChainStore:
             if obj.key != prefix + CHAIN_NAME:
                 self.store.delete(obj.key)
         self.store.delete(prefix + CHAIN_NAME)
+
+
+def sealed(frames: tuple[bytes, bytes], recipients: Sequence[Recipient], zstd_level: int) -> bytes:
+    """A segment's raw frames as stored: each a zstd frame, then age when there are recipients."""
+    stored = compressed_frames(frames, zstd_level)
+    return b"".join(encrypting([stored], recipients)) if recipients else stored
 
 
 def decompressed(stored: bytes, where: str | None = None) -> bytes:

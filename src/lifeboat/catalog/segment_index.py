@@ -55,10 +55,28 @@ def encode_index(entries: Sequence[IndexEntry]) -> bytes:
         leases.append(entry.lease)
         sizes.append(len(entry.key))
         flags.append(entry.flags)
+    return _encoded(columns, b"".join(entry.key for entry in entries))
+
+
+def joined_index(indexes: Sequence[SegmentIndex], starts: Sequence[int]) -> bytes:
+    """The index bytes of the records of several segments put one after another, those of
+    ``indexes[n]`` starting ``starts[n]`` bytes into the records."""
+    columns = [array(code) for code, _ in _COLUMNS]
+    revisions, offsets, leases, sizes, flags = columns
+    for index, start in zip(indexes, starts, strict=True):
+        revisions.extend(index.revisions)
+        offsets.extend([offset + start for offset in index.offsets])
+        leases.extend(index.leases)
+        sizes.extend(index.key_sizes)
+        flags.extend(index.flags)
+    return _encoded(columns, b"".join(index.keys for index in indexes))
+
+
+def _encoded(columns: list[array[int]], keys: bytes) -> bytes:
     if _SWAP:
         for column in columns:
             column.byteswap()
-    return b"".join(column.tobytes() for column in columns) + b"".join(entry.key for entry in entries)
+    return b"".join(column.tobytes() for column in columns) + keys
 
 
 @dataclass(frozen=True)

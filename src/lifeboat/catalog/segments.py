@@ -31,11 +31,12 @@ from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import accumulate
 from datetime import datetime, timezone
 from typing import Any
 
 from lifeboat.catalog.segment_index import (
-    CREATED, DELETED, FIXED_BYTES, IndexEntry, SegmentIndex, encode_index, read_index,
+    CREATED, DELETED, FIXED_BYTES, IndexEntry, SegmentIndex, encode_index, joined_index, read_index,
 )
 from lifeboat.catalog.segment_records import HEAD_SIZE, event_record, iter_records, record_event
 from lifeboat.errors import IntegrityError
@@ -151,15 +152,19 @@ def event_bytes(event: WatchEvent) -> int:
 
 def header_fields(segment: Segment) -> dict[str, Any]:
     """The header fields every format version has (version 2 adds ``seen``)."""
+    return _header_dict(segment.cluster, segment.chain, (segment.first_revision, segment.last_revision),
+                   (seen_text(segment.first_seen), seen_text(segment.last_seen)), segment.previous,
+                   segment.leases, len(segment.revisions), segment.event_count)
+
+
+def _header_dict(cluster: str, chain: str, revisions: tuple[int, int], seen: tuple[str, str], previous: Predecessor,
+            leases: Mapping[int, int], revision_count: int, events: int) -> dict[str, Any]:
     return {
-        "format": SEGMENT_FORMAT, "version": SEGMENT_VERSION,
-        "cluster": segment.cluster, "chain": segment.chain,
-        "first_revision": segment.first_revision, "last_revision": segment.last_revision,
-        "first_seen": seen_text(segment.first_seen), "last_seen": seen_text(segment.last_seen),
-        "previous": {"kind": segment.previous.kind, "name": segment.previous.name,
-                     "last_revision": segment.previous.last_revision},
-        "leases": {str(lease): ttl for lease, ttl in sorted(segment.leases.items())},
-        "revisions": len(segment.revisions), "events": segment.event_count,
+        "format": SEGMENT_FORMAT, "version": SEGMENT_VERSION, "cluster": cluster, "chain": chain,
+        "first_revision": revisions[0], "last_revision": revisions[1], "first_seen": seen[0], "last_seen": seen[1],
+        "previous": {"kind": previous.kind, "name": previous.name, "last_revision": previous.last_revision},
+        "leases": {str(lease): ttl for lease, ttl in sorted(leases.items())},
+        "revisions": revision_count, "events": events,
     }
 
 
@@ -188,20 +193,61 @@ def encode_segment_frames(segment: Segment) -> tuple[bytes, bytes]:
     """``segment``'s raw bytes in the two parts stored as zstd frames of their own: the header
     and the index; the records and the end line."""
     records, entries = _records_and_entries(segment)
-    offset = sum(map(len, records))
-    if offset >= 1 << 32:  # the index's offsets are 4 bytes
-        raise ValueError("a segment's records must stay under 4 GiB")
-    index = encode_index(entries)
+    _check_records_bytes(sum(map(len, records)))
     header = header_fields(segment)
     header["seen"] = [[revision, seen_text(moment)] for revision, moment in seen_runs(segment.revisions)]
-    header["index"] = {"bytes": len(index), "records_bytes": offset}
+    return _frames(header, encode_index(entries), records)
+
+
+def joined_frames(headers: Sequence[SegmentHeader]) -> tuple[bytes, bytes]:
+    """The frames of one version 3 segment holding every record of ``headers``: consecutive
+    version 3 segments of one chain, each read whole and checked (:func:`read_header`).
+
+    The records are copied as they are and the indexes joined, no event decoded: the result
+    is what :func:`encode_segment_frames` writes for those events in one segment. Its
+    predecessor is the first one's; lease TTLs are merged as a restore's survey merges them,
+    a later segment's over an earlier one's. ValueError when they are not such segments.
+    """
+    for before, after in zip(headers, headers[1:]):
+        if after.previous.last_revision != before.last_revision or (after.cluster, after.chain) != (
+                before.cluster, before.chain):
+            raise ValueError(f"segment {after.first_revision}..{after.last_revision} does not follow "
+                             f"{before.first_revision}..{before.last_revision} of chain {before.chain}")
+    if any(h.version != SEGMENT_VERSION or h.index is None or h.records_apart for h in headers):
+        raise ValueError("only whole version 3 segments are joined")
+    sizes = [len(h.body) for h in headers]
+    _check_records_bytes(sum(sizes))
+    starts = [0, *accumulate(sizes)][:-1]
+    leases: dict[int, int] = {}
+    seen: list[list[Any]] = []
+    for h in headers:
+        leases.update(h.leases)
+        seen += [[revision, text] for revision, text in h.seen_text if not seen or text != seen[-1][1]]
+    first, last = headers[0], headers[-1]
+    header = _header_dict(first.cluster, first.chain, (first.first_revision, last.last_revision),
+                     (first.seen_text[0][1], last.seen_text[-1][1]), first.previous, leases,
+                     sum(h.revisions for h in headers), sum(h.events for h in headers))
+    header["seen"] = seen
+    index = joined_index([h.index for h in headers if h.index is not None], starts)
+    return _frames(header, index, [h.body for h in headers])
+
+
+def _check_records_bytes(size: int) -> None:
+    if size >= 1 << 32:  # the index's offsets are 4 bytes
+        raise ValueError("a segment's records must stay under 4 GiB")
+
+
+def _frames(header: dict[str, Any], index: bytes, records: Sequence[bytes | memoryview]) -> tuple[bytes, bytes]:
+    """The header line and the index; the records, their newline and the end line (its sha256
+    over every byte before it)."""
+    header["index"] = {"bytes": len(index), "records_bytes": sum(map(len, records))}
     first = json.dumps(header, separators=(",", ":")).encode() + b"\n" + index
-    records.append(b"\n")
     digest = hashlib.sha256(first)
     for part in records:
         digest.update(part)
-    records.append(json.dumps({"end": {"sha256": digest.hexdigest()}}, separators=(",", ":")).encode() + b"\n")
-    return first, b"".join(records)
+    digest.update(b"\n")
+    end = json.dumps({"end": {"sha256": digest.hexdigest()}}, separators=(",", ":")).encode() + b"\n"
+    return first, b"".join([*records, b"\n", end])
 
 
 @dataclass(frozen=True)

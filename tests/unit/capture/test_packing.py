@@ -9,16 +9,18 @@ from datetime import timedelta
 
 import pyrage
 import pytest
+import zstandard
 
 from lifeboat.capture.packing import Packer, merged, plan_chain
 from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
-from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed
+from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed, segment_name
 from lifeboat.catalog.layout import segment_key
-from lifeboat.catalog.segments import Predecessor, Segment, decode_segment
+from lifeboat.catalog.segments import Predecessor, Segment, encode_segment
 from lifeboat.catalog.timeline import build_timeline, point_at_revision
 from lifeboat.clock import FakeClock
 from lifeboat.store.base import ObjectInfo
 from lifeboat.store.memory import MemoryStore
+from tests.support.segment_v2 import encode_segment_v2
 from tests.unit.catalog.capture_records import T0, at, chain, delete, manifest, put, ref, segment
 
 BASE = manifest("20261201T030000Z-aaaaaa", 100, 0)
@@ -26,9 +28,11 @@ CLUSTER, CHAIN = "prod", BASE.id
 HOUR = timedelta(hours=1)
 
 
-def small_chain(store: MemoryStore, count: int, recipients: list[str] = ()) -> list[Segment]:  # type: ignore[assignment]
+def small_chain(store: MemoryStore, count: int, recipients: list[str] = (),  # type: ignore[assignment]
+                version_2: frozenset[int] = frozenset()) -> list[Segment]:
     """``count`` segments of two revisions each after BASE (revision 100), one every second;
-    keys written, overwritten, deleted, and one on a lease."""
+    keys written, overwritten, deleted, and one on a lease; those numbered in ``version_2``
+    in the format lifeboat wrote before version 3."""
     chains = ChainStore(store)
     chains.start(ChainInfo(CHAIN, CLUSTER, CHAIN, 100, "c1", BASE.finished_at))
     previous = Predecessor("base", 100, CHAIN)
@@ -38,7 +42,11 @@ def small_chain(store: MemoryStore, count: int, recipients: list[str] = ()) -> l
         events = [put(f"/k/{n}".encode(), f"v{n}".encode(), r, r, 1, lease=7 if n % 3 == 0 else 0)]
         second = [delete(f"/k/{n - 1}".encode(), r + 1)] if n else [put(b"/k/first", b"x", r + 1, r + 1, 1)]
         seg = segment(previous, (r, n, events), (r + 1, n + 0.5, second), leases={7: 60 + n} if n % 3 == 0 else {})
-        stored = chains.commit_segment(seg, [parse_recipient(x) for x in recipients], 3)
+        if n in version_2:
+            data = zstandard.ZstdCompressor(write_checksum=True).compress(encode_segment_v2(seg))
+            stored = chains.put_encoded(CLUSTER, CHAIN, segment_name(seg, False), data)
+        else:
+            stored = chains.commit_segment(seg, [parse_recipient(x) for x in recipients], 3)
         previous = Predecessor("segment", seg.last_revision, stored.name)
         written.append(seg)
     return written
@@ -89,6 +97,28 @@ def test_records_of_a_pack_are_byte_for_byte_those_of_the_segments_it_holds() ->
         return bytes(header.body)
 
     assert records(pack) == b"".join(records(r) for r in before[:4])
+
+
+def test_a_pack_is_byte_for_byte_the_segment_capture_would_have_written_for_its_events() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 7)
+    before = listed(store)
+    packer(store).run(CLUSTER, clock.now())
+    (pack,) = [r for r in listed(store) if r not in before]
+    assert pack.name == segment_name(merged(written[:6]), False)
+    assert decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:6]))
+
+
+def test_a_run_holding_a_segment_of_the_older_format_is_packed_as_the_current_one() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 5, version_2=frozenset({1, 2}))
+    before = listed(store)
+    result = packer(store).run(CLUSTER, clock.now())
+    (pack,) = [r for r in listed(store) if r not in before]
+    assert (result.packs, result.refused) == (1, [])
+    assert decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:4]))
 
 
 def test_the_timeline_takes_a_pack_in_place_of_the_segments_it_holds_and_restores_the_same_points() -> None:

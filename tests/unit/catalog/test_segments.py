@@ -107,24 +107,47 @@ def test_a_version_1_segment_written_by_older_lifeboat_reads_back_exactly() -> N
     assert decode_segment(raw, "old") == sample()
 
 
-def test_the_documented_script_reads_a_chain_by_hand(tmp_path: Path) -> None:
+def by_hand(tmp_path: Path, segments: dict[str, bytes]) -> list[str]:
+    """What the documented script prints for ``segments`` (stored bytes by file name)."""
     doc = (Path(__file__).parents[3] / "docs" / "repository-format.md").read_text()
     script = doc.split("Reading a chain by hand")[1].split("```python\n")[1].split("```")[0]
     (tmp_path / "read.py").write_text(script)
     paths = []
-    for name, raw in (("1.jsonl.zst", encode_segment_v1(sample())), ("2.seg.zst", encode_segment_v2(sample()))):
-        (tmp_path / name).write_bytes(zstandard.ZstdCompressor().compress(raw))
+    for name, stored in segments.items():
+        (tmp_path / name).write_bytes(stored)
         paths.append(str(tmp_path / name))
-    (tmp_path / "3.seg.zst").write_bytes(ChainStore.encoded(sample(), [], 3))  # as capture stores it: two frames
-    paths.append(str(tmp_path / "3.seg.zst"))
-    out = subprocess.run([sys.executable, str(tmp_path / "read.py"), *paths], check=True,
-                         capture_output=True, text=True).stdout.splitlines()
+    return subprocess.run([sys.executable, str(tmp_path / "read.py"), *paths], check=True,
+                          capture_output=True, text=True).stdout.splitlines()
+
+
+def test_the_documented_script_reads_a_chain_by_hand(tmp_path: Path) -> None:
+    name = segment_name(sample(), False)
+    versions = {name.replace(".seg.", ".jsonl."): zstandard.ZstdCompressor().compress(encode_segment_v1(sample())),
+                name: zstandard.ZstdCompressor().compress(encode_segment_v2(sample()))}
     expected = ["11 0 2026-12-01T03:00:00.100Z put b'/a' b'\\x00\\xff' 11 1 0",
                 "12 0 2026-12-01T03:00:00.400Z put b'/t1' b'one' 12 1 119",
                 "12 1 2026-12-01T03:00:00.400Z put b'/a' b'two' 11 2 0",
                 "12 2 2026-12-01T03:00:00.400Z delete b'/b' b'' 0 0 0",
                 "14 0 2026-12-01T03:00:00.900Z delete b'/a' b'' 0 0 0"]
-    assert out == expected * 3, "every version reads alike"
+    for n, (file_name, stored) in enumerate(versions.items()):
+        (tmp_path / str(n)).mkdir()
+        assert by_hand(tmp_path / str(n), {file_name: stored}) == expected, "every version reads alike"
+    (tmp_path / "3").mkdir()
+    assert by_hand(tmp_path / "3", {name: ChainStore.encoded(sample(), [], 3)}) == expected  # as capture stores it
+
+
+def test_the_documented_script_reads_each_revision_once_beside_a_pack(tmp_path: Path) -> None:
+    from lifeboat.capture.packing import merged
+    first = segment(BASE, (11, 0.1, [put(b"/a", b"1", 11, 11, 1)]), (12, 0.2, [put(b"/b", b"2", 12, 12, 1)]))
+    second = segment(Predecessor("segment", 12, segment_name(first, False)), (13, 0.3, [delete(b"/a", 13)]))
+    third = segment(Predecessor("segment", 13, segment_name(second, False)), (14, 0.4, [put(b"/c", b"3", 14, 14, 1)]))
+    pack = merged([first, second])
+    smalls = {segment_name(s, False): ChainStore.encoded(s, [], 3) for s in (first, second, third)}
+    (tmp_path / "smalls").mkdir()
+    (tmp_path / "beside").mkdir()
+    alone = by_hand(tmp_path / "smalls", smalls)
+    assert len(alone) == 4
+    assert by_hand(tmp_path / "beside", {**smalls, segment_name(pack, False): ChainStore.encoded(pack, [], 3)}) == alone
 
 
 def _rehashed(raw: bytes, edit: Callable[[bytes], bytes]) -> bytes:
