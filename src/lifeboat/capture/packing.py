@@ -20,22 +20,24 @@ closed less than ``min_age`` ago, segments of the old JSON-lines format, and seg
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, segment_name
-from lifeboat.catalog.segments import SEGMENT_VERSION, Segment, encode_segment_frames, joined_frames
+from lifeboat.catalog.segments import (
+    SEGMENT_VERSION, Segment, check_indexed_records, encode_segment_frames, joined_frames,
+)
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
-log = logging.getLogger("lifeboat.capture")
 
 PACK_BYTES = 4 << 20  # the stored bytes of the segments one pack holds, at most
 SMALL_BYTES = 1 << 20  # a segment this large as stored is left as it is
 MIN_AGE = timedelta(minutes=5)
 DELETE_AFTER = timedelta(minutes=30)
+THREADS = 8  # segments fetched, or deleted, at once (each is one request)
 
 
 @dataclass(frozen=True)
@@ -149,40 +151,50 @@ class Packer:
     def run(self, cluster: str, now: datetime) -> PackResult:
         """One pass: delete what old packs hold, then pack what is small."""
         result = PackResult()
-        for plan in self.plan(cluster, now):
-            result.waiting += plan.waiting
-            self._delete_held(plan, result)
-            for run in plan.runs:
-                self._pack(plan.listing, run, result)
+        with ThreadPoolExecutor(THREADS, thread_name_prefix="pack") as pool:
+            for plan in self.plan(cluster, now):
+                result.waiting += plan.waiting
+                self._delete_held(plan, result, pool)
+                for run in plan.runs:
+                    self._pack(plan.listing, run, result, pool)
         return result
 
-    def _delete_held(self, plan: PackPlan, result: PackResult) -> None:
+    def _delete_held(self, plan: PackPlan, result: PackResult, pool: ThreadPoolExecutor) -> None:
         cluster, chain = plan.listing.info.cluster, plan.listing.info.chain
         checked: dict[str, bool] = {}
-        for ref, holder in plan.held:
+        for _, holder in plan.held:
             if holder.name not in checked:
                 checked[holder.name] = self._check(cluster, chain, holder, result)
-            if checked[holder.name]:
-                self.chains.delete_segments(cluster, chain, [ref])
-                result.deleted += 1
+        gone = [ref for ref, holder in plan.held if checked[holder.name]]
+        # In any order: each one's revisions are in a checked pack.
+        for _ in pool.map(lambda ref: self.chains.delete_segments(cluster, chain, [ref]), gone):
+            result.deleted += 1
 
     def _check(self, cluster: str, chain: str, pack: SegmentRef, result: PackResult) -> bool:
-        """Whether ``pack`` reads back whole (else what it holds stays, and the refusal is noted)."""
+        """Whether ``pack`` reads back whole (else what it holds stays, and the refusal is noted):
+        its sha256, its name, and its index against its records (a segment of an older format,
+        which has no index, is decoded whole)."""
         try:
-            self.chains.read_segment(cluster, chain, pack, self.identities)
+            raw = self.chains.fetch_segment(cluster, chain, pack, self.identities)
+            header = self.chains.check_header(raw, cluster, chain, pack)
+            if header.version == SEGMENT_VERSION:
+                check_indexed_records(header, self.chains.segment_where(cluster, chain, pack))
+            else:
+                self.chains.check_segment(raw, cluster, chain, pack)
         except (OperationFailed, UsageError) as exc:
             result.refused.append(f"segments held by {pack.name} are kept: {exc}")
             return False
         return True
 
-    def _pack(self, listing: ChainListing, run: Sequence[SegmentRef], result: PackResult) -> None:
+    def _pack(self, listing: ChainListing, run: Sequence[SegmentRef], result: PackResult,
+              pool: ThreadPoolExecutor) -> None:
         cluster, chain = listing.info.cluster, listing.info.chain
         if run[0].encrypted and not self.recipients:
             result.refused.append(f"{len(run)} encrypted segments of chain {chain} are not packed: "
                                   "no recipient to encrypt the pack to (encryption.recipients, --encrypt-to)")
             return
         try:
-            name, frames = self._joined(cluster, chain, run)
+            name, frames = self._joined(cluster, chain, run, pool)
         except (OperationFailed, UsageError) as exc:
             result.refused.append(f"{len(run)} segments of chain {chain} from revision {run[0].first_revision} "
                                   f"are not packed: {exc}")
@@ -195,11 +207,12 @@ class Packer:
         result.packs += 1
         result.packed += len(run)
 
-    def _joined(self, cluster: str, chain: str, run: Sequence[SegmentRef]) -> tuple[str, tuple[bytes, bytes]]:
+    def _joined(self, cluster: str, chain: str, run: Sequence[SegmentRef],
+                pool: ThreadPoolExecutor) -> tuple[str, tuple[bytes, bytes]]:
         """The name and raw frames of the pack of ``run``: its records copied as they are; a run
         holding an older format's segment is decoded and encoded again."""
-        headers = [self.chains.check_header(self.chains.fetch_segment(cluster, chain, ref, self.identities),
-                                            cluster, chain, ref) for ref in run]
+        headers = list(pool.map(lambda ref: self.chains.check_header(
+            self.chains.fetch_segment(cluster, chain, ref, self.identities), cluster, chain, ref), run))
         encrypted = run[0].encrypted
         if all(h.version == SEGMENT_VERSION for h in headers):
             where = self.chains.segment_where(cluster, chain, run[0])

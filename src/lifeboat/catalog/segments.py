@@ -38,7 +38,7 @@ from typing import Any
 from lifeboat.catalog.segment_index import (
     CREATED, DELETED, FIXED_BYTES, IndexEntry, SegmentIndex, encode_index, joined_index, read_index,
 )
-from lifeboat.catalog.segment_records import HEAD_SIZE, event_record, iter_records, record_event
+from lifeboat.catalog.segment_records import DELETE, HEAD_SIZE, event_record, iter_records, key_of, record_event
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 from lifeboat.snapshot.replay import tombstone_value
@@ -384,6 +384,40 @@ def decode_segment(data: bytes, where: str) -> Segment:
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
     return segment
+
+
+def check_indexed_records(header: SegmentHeader, where: str) -> None:
+    """IntegrityError (naming ``where``) unless a whole version 3 segment's index describes its
+    records as they are (each one's place, revision, kind, lease and key; sub revisions in
+    order) and the header's counts are theirs: what a reader of the index relies on, checked
+    without decoding an event (:func:`decode_segment` decodes every one)."""
+    try:
+        index = header.index
+        if index is None or header.records_apart:
+            raise ValueError("it is not a whole version 3 segment")
+        body = bytes(header.body)
+        keys = index.key_list(0, len(index))
+        records = revisions = due = 0
+        current = -1
+        for main, sub, kind, lease, value_at, value_end in iter_records(body):
+            if records == len(index):
+                raise ValueError(f"it holds more records than its index lists ({len(index)})")
+            deleted = kind == DELETE
+            if (value_at - HEAD_SIZE, main, 0 if deleted else lease, deleted) != (
+                    index.offsets[records], index.revisions[records], index.leases[records],
+                    bool(index.flags[records] & DELETED)) or key_of(body, value_at, value_end) != keys[records]:
+                raise ValueError(f"record {records} is not what its index says")
+            if main != current:
+                current, due, revisions = main, 0, revisions + 1
+            if sub != due:
+                raise ValueError(f"revision {main} has sub revision {sub} where {due} was due")
+            due += 1
+            records += 1
+        if records != len(index):
+            raise ValueError(f"it holds {records} records, its index lists {len(index)}")
+        check_counts(header, index.revisions[0], index.revisions[-1], revisions, records)
+    except (ValueError, IndexError) as exc:
+        raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
 
 
 def _check_index(index: SegmentIndex, records_bytes: int, segment: Segment) -> None:

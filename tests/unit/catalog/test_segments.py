@@ -17,7 +17,7 @@ from lifeboat.catalog.chains import ChainStore, parse_segment_name, segment_name
 from lifeboat.catalog.segment_index import CREATED, DELETED
 from lifeboat.catalog.segment_records import row_at
 from lifeboat.catalog.segments import (
-    CapturedRevision, Predecessor, Segment, decode_segment, encode_segment, encode_segment_frames, events_after,
+    CapturedRevision, Predecessor, Segment, check_indexed_records, decode_segment, encode_segment, encode_segment_frames, events_after,
     read_header,
 )
 from lifeboat.errors import AlreadyExists, IntegrityError
@@ -218,3 +218,31 @@ def test_a_header_read_from_a_reused_buffer_ignores_what_an_earlier_segment_left
     assert replace(from_buffer, body=b"") == replace(from_bytes, body=b"")
     with pytest.raises(IntegrityError, match="damaged"):
         read_header(buffer, "test", size=len(short) - 40)  # cut inside its end line
+
+
+def _index_edited(column_at: Callable[[int], int], value: bytes) -> bytes:
+    """sample()'s raw bytes with ``value`` written into its index at ``column_at(records)``
+    bytes after the header line, sha256 matching: damage only the index check can see."""
+    raw = encode_segment(sample())
+    start = raw.index(b"\n") + 1 + column_at(sample().event_count)
+    return _rehashed(raw, lambda b: b[:start] + value + b[start + len(value):])
+
+
+@pytest.mark.parametrize("raw", [
+    _index_edited(lambda n: 12 * n, (1).to_bytes(8, "big")),  # the first record's lease
+    _index_edited(lambda n: 8 * n + 4, (1).to_bytes(4, "big")),  # the second record's offset
+    _index_edited(lambda n: 25 * n, b"/b"),  # the first key, /a
+    _rehashed(encode_segment(sample()), lambda b: b.replace(b'"revisions":3', b'"revisions":4')),
+], ids=["lease", "offset", "key", "counts"])
+def test_an_index_that_does_not_describe_its_records_is_refused_without_decoding(raw: bytes) -> None:
+    header = read_header(raw, "s3://b/x")  # the sha256 matches: only the index check finds it
+    with pytest.raises(IntegrityError, match="s3://b/x is damaged"):
+        check_indexed_records(header, "s3://b/x")
+
+
+def test_a_whole_segment_passes_the_index_check_and_a_first_frame_alone_does_not() -> None:
+    raw = encode_segment(sample())
+    check_indexed_records(read_header(raw, "x"), "x")
+    first, _ = encode_segment_frames(sample())
+    with pytest.raises(IntegrityError, match="not a whole version 3 segment"):
+        check_indexed_records(read_header(first, "x", index_frame=True), "x")
