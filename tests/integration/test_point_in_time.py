@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from lifeboat.capture import CaptureStatus
+from lifeboat.capture import CaptureOptions, CaptureStatus
 from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
@@ -398,21 +398,28 @@ def restored_state_of(repo: BackupRepository, backup_id: str, tmp_path: Path) ->
     return restored_state(path)
 
 
-def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
-        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
+def encrypted_capture(etcd: EtcdMember, tmp_path: Path, flush_interval: float) -> tuple[CaptureOptions, Path, str]:
+    """Capture options encrypting to a new age key; the key's file and its public recipient."""
     import dataclasses
 
     import pyrage
 
-    from lifeboat.catalog.age_keys import load_identities, load_recipients
+    from lifeboat.catalog.age_keys import load_recipients
     identity = pyrage.x25519.Identity.generate()
     key_file = tmp_path / "age-key.txt"
     key_file.write_text(f"{identity}\n")
     key_file.chmod(0o600)
+    public = str(identity.to_public())
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=flush_interval)
+    return dataclasses.replace(options, backup=dataclasses.replace(
+        options.backup, recipients=tuple(load_recipients([public])))), key_file, public
+
+
+def test_encrypted_capture_needs_the_identity_and_restores_exactly_with_it(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
+    from lifeboat.catalog.age_keys import load_identities
     repo = open_repository(s3_repo)
-    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
-    options = dataclasses.replace(options, backup=dataclasses.replace(
-        options.backup, recipients=tuple(load_recipients([str(identity.to_public())]))))
+    options, key_file, _ = encrypted_capture(etcd, tmp_path, 0.2)
     with capture_started(client, repo, options) as status:
         history = write_history(client, 3)
         wait_for(lambda: status.last_revision >= history.revisions[-1])
@@ -699,20 +706,9 @@ def test_a_point_restore_killed_in_its_replay_or_its_commit_resumes_to_the_point
 
 def test_packed_segments_restore_every_revision_exactly_and_the_ones_they_hold_go(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
-    import dataclasses
-
-    import pyrage
-
-    from lifeboat.catalog.age_keys import load_identities, load_recipients
-    identity = pyrage.x25519.Identity.generate()
-    key_file = tmp_path / "age-key.txt"
-    key_file.write_text(f"{identity}\n")
-    key_file.chmod(0o600)
-    public = str(identity.to_public())
+    from lifeboat.catalog.age_keys import load_identities
     repo = open_repository(s3_repo)
-    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.05)
-    options = dataclasses.replace(options, backup=dataclasses.replace(
-        options.backup, recipients=tuple(load_recipients([public]))))
+    options, key_file, public = encrypted_capture(etcd, tmp_path, 0.05)
     revisions: list[int] = []
     with capture_started(client, repo, options) as status:
         for round_ in range(6):  # small segments: one round at a time, each committed before the next

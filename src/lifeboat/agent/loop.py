@@ -25,6 +25,7 @@ from lifeboat.agent.election import Election, TickRecord
 from lifeboat.agent.jobs import Abandoned, BackupOutcome, LeadershipLost
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.agent.schedule import check_cron, due_tick
+from lifeboat.capture.packing import PackResult
 from lifeboat.errors import (
     BackendUnavailable, EtcdAuthError, EtcdUnavailable, IntegrityError, LifeboatError,
     NoHealthyMember, RepositoryUnavailable, UsageError,
@@ -67,11 +68,12 @@ class AgentSettings:
 
 @dataclass(frozen=True)
 class Jobs:
-    """The work of the active agent; prune and drill are optional."""
+    """The work of the active agent; prune, drill and pack are optional."""
 
     backup: BackupRun
     prune: Callable[[], int] | None = None
     drill: Callable[[], bool] | None = None
+    pack: Callable[[], PackResult] | None = None  # capture's small segments, after prune
     capture: CaptureSupervisor | None = None  # continuous capture, while this agent leads
 
 
@@ -225,6 +227,8 @@ class Agent:
                                  "before its tick was recorded; the next leader adopts it")
         if self.jobs.prune is not None:
             self._prune()
+        if self.jobs.pack is not None:
+            self._pack()
 
     def _prune(self) -> None:
         assert self.jobs.prune is not None
@@ -237,6 +241,23 @@ class Agent:
         self.metrics.pruned(deleted)
         if deleted:
             log.info("pruned %d backups", deleted, extra={"event": "pruned"})
+
+    def _pack(self) -> None:
+        assert self.jobs.pack is not None
+        try:
+            result = self.jobs.pack()
+        except LifeboatError as exc:
+            self.metrics.failed("pack")
+            log.error("packing capture segments failed (retried after the next backup): %s", exc,
+                      extra={"event": "pack_failed"})
+            return
+        self.metrics.packed(result.packed)
+        for refusal in result.refused:
+            self.metrics.failed("pack")
+            log.error("capture segments not packed: %s", refusal, extra={"event": "pack_failed"})
+        if result.packs or result.deleted:
+            log.info("packed %d capture segments into %d; deleted %d a checked pack holds", result.packed,
+                     result.packs, result.deleted, extra={"event": "packed"})
 
     def _maybe_drill(self) -> None:
         assert self.jobs.drill is not None and self.settings.drill_cron is not None

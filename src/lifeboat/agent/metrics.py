@@ -37,6 +37,7 @@ class _Values:
     drill_last_run: float | None = None
     drill_runs: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
+    packed: int = 0
     config_conflicts: int = 0
     last_good_cycle: float | None = None
     last_good_cycle_wall: float | None = None
@@ -98,6 +99,10 @@ class AgentMetrics:
     def pruned(self, count: int) -> None:
         with self._lock:
             self._v.pruned += count
+
+    def packed(self, count: int) -> None:
+        with self._lock:
+            self._v.packed += count
 
     def config_conflicts(self, count: int) -> None:
         with self._lock:
@@ -163,13 +168,15 @@ class _Families(Collector):
         yield _gauge("lifeboat_backup_last_size_bytes", "Stored size of the newest good backup.", v.last_size)
         yield _gauge("lifeboat_backup_last_revision", "etcd revision of the newest good backup.", v.last_revision)
         yield CounterMetricFamily("lifeboat_backups", "Backups this agent took and committed.", value=v.backups)
-        yield _counter("lifeboat_backup_failures", "Failed backup, prune or drill attempts by reason.",
+        yield _counter("lifeboat_backup_failures", "Failed backup, prune, drill or pack attempts by reason.",
                        "reason", v.failures)
         yield _gauge("lifeboat_drill_last_result", "1 if the newest drill passed, 0 if it failed.",
                      v.drill_last_result)
         yield _gauge("lifeboat_drill_last_run_timestamp_seconds", "Unix time of the newest drill.", v.drill_last_run)
         yield _counter("lifeboat_drills", "Drills run by result.", "result", v.drill_runs)
         yield CounterMetricFamily("lifeboat_pruned_backups", "Backups deleted by retention.", value=v.pruned)
+        yield CounterMetricFamily("lifeboat_capture_packed_segments",
+                                  "Capture segments written into packs (fewer, larger segments).", value=v.packed)
         capture, running = m.capture_status()
         if capture is not None:
             yield from _capture_families(capture, running, m.clock.now())

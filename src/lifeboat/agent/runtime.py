@@ -29,7 +29,8 @@ from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureStatus, capture_options
 from lifeboat.capture.lock import CaptureLock
 from lifeboat.retention.prune import apply_prune, plan_prune
-from lifeboat.catalog.age_keys import load_identities
+from lifeboat.capture.packing import Packer, PackResult
+from lifeboat.catalog.age_keys import load_identities, load_recipients
 from lifeboat.catalog.manifest_cache import ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ
@@ -120,7 +121,8 @@ def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
     drill = _drill_job(config, open_repo) if config.schedules.drill is not None else None
     capture = (_capture_job(config, etcd, open_repo, settings, clock, election.still_leads)
                if config.capture.enabled else None)
-    return Jobs(backup=job.run, prune=prune, drill=drill, capture=capture)
+    pack = _pack_job(config, open_repo, clock) if config.capture.enabled and config.capture.pack else None
+    return Jobs(backup=job.run, prune=prune, drill=drill, capture=capture, pack=pack)
 
 
 def _capture_job(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
@@ -162,6 +164,24 @@ def _prune_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> 
         return len(result.deleted)
 
     return prune
+
+
+def _pack_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> Callable[[], PackResult] | None:
+    """Pack the cluster's small capture segments as ``lifeboat pack`` does (its defaults), or
+    None, said once in the log, when encrypted segments could not be read."""
+    recipients = load_recipients(list(config.encryption.recipients))
+    identities = load_identities([str(p) for p in config.encryption.identity_files])
+    if recipients and not identities:
+        log.warning("capture segments are not packed: they are encrypted to encryption.recipients and "
+                    "encryption.identity-files names no key to read them (or set capture.pack: false)",
+                    extra={"event": "pack_off"})
+        return None
+
+    def pack() -> PackResult:
+        packer = Packer(open_repo().chain_store, identities or None, recipients, config.backup.zstd_level)
+        return packer.run(config.cluster, clock.now())
+
+    return pack
 
 
 def _drill_job(config: LifeboatConfig, open_repo: _Repository) -> DrillRun:

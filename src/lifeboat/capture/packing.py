@@ -129,19 +129,17 @@ class PackResult:
     refused: list[str] = field(default_factory=list)  # why a run was not packed or a segment not deleted
 
 
+@dataclass(frozen=True)
 class Packer:
     """Packs the chains of one cluster (see the module's docstring)."""
 
-    def __init__(self, chains: ChainStore, identities: Sequence[Identity] | None,
-                 recipients: Sequence[Recipient], zstd_level: int, *, min_age: timedelta = MIN_AGE,
-                 delete_after: timedelta = DELETE_AFTER, pack_bytes: int = PACK_BYTES) -> None:
-        self.chains = chains
-        self.identities = identities
-        self.recipients = recipients
-        self.zstd_level = zstd_level
-        self.min_age = min_age
-        self.delete_after = delete_after
-        self.pack_bytes = pack_bytes
+    chains: ChainStore
+    identities: Sequence[Identity] | None
+    recipients: Sequence[Recipient]
+    zstd_level: int
+    min_age: timedelta = MIN_AGE
+    delete_after: timedelta = DELETE_AFTER
+    pack_bytes: int = PACK_BYTES
 
     def plan(self, cluster: str, now: datetime) -> list[PackPlan]:
         return [plan_chain(listing, now, min_age=self.min_age, delete_after=self.delete_after,

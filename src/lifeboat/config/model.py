@@ -135,6 +135,7 @@ class CaptureSection(Section):
     spool_dir: Annotated[Path, absolute("/var/lib/lifeboat/capture-spool")] | None = None
     spool_max_bytes: ByteSize = 256 << 20
     retry_interval: Seconds = 2.0
+    pack: StrictBool = True  # the agent packs small closed segments after each backup (lifeboat pack)
 
     @model_validator(mode="after")
     def _sizes(self) -> CaptureSection:

@@ -15,6 +15,7 @@ from lifeboat.agent.election import Election
 from lifeboat.agent.jobs import BackupOutcome, LeadershipLost
 from lifeboat.agent.loop import Agent, AgentSettings, Backoff, Jobs
 from lifeboat.agent.metrics import AgentMetrics
+from lifeboat.capture.packing import PackResult
 from lifeboat.clock import FakeClock
 from lifeboat.config import load_config
 from lifeboat.errors import RepositoryUnavailable, UsageError
@@ -71,7 +72,8 @@ class World:
 
 def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
                drill: Callable[[], bool] | None = None, prune: Callable[[], int] | None = None,
-               backup_cron: str = EVERY_MINUTE, start: datetime = T0) -> World:
+               backup_cron: str = EVERY_MINUTE, start: datetime = T0,
+               pack: Callable[[], PackResult] | None = None) -> World:
     clock = FakeClock(start)
     etcd = MemoryEtcd(clock)
     repo = Repo()
@@ -85,7 +87,7 @@ def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
         stops[name] = threading.Event()
         agents[name] = Agent(
             settings, Election(etcd, "prod", name, TTL, config(name), clock),
-            Jobs(backup=backup_job(repo, name, clock), prune=prune, drill=drill),
+            Jobs(backup=backup_job(repo, name, clock), prune=prune, drill=drill, pack=pack),
             AgentMetrics("prod", name, "test", clock), clock, stops[name],
         )
     return World(clock, etcd, repo, agents, stops)
@@ -240,6 +242,33 @@ def test_prune_runs_after_each_backup_and_its_failure_does_not_undo_the_backup()
     assert len(calls) == 2 and len(w.repo.backups) == 2
     text = w.agents["node-0"].metrics.render()
     assert 'reason="prune"} 1' in text and "lifeboat_pruned_backups_total 2" in text
+
+
+def test_pack_runs_after_each_prune_and_its_failures_and_refusals_are_counted_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    order: list[str] = []
+    outcomes = iter([RepositoryUnavailable("s3 down"), PackResult(packs=2, packed=40, deleted=7),
+                     PackResult(refused=["segments held by x.seg.zst are kept: damaged"])])
+
+    def prune() -> int:
+        order.append("prune")
+        return 0
+
+    def pack() -> PackResult:
+        order.append("pack")
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    w = make_world(1, prune=prune, pack=pack)
+    with caplog.at_level(logging.INFO, logger="lifeboat.agent"):
+        w.run_for(130)
+    assert order == ["prune", "pack"] * 3 and len(w.repo.backups) == 3
+    text = w.agents["node-0"].metrics.render()
+    assert 'reason="pack"} 2' in text and "lifeboat_capture_packed_segments_total 40" in text
+    assert "packed 40 capture segments into 2; deleted 7" in caplog.text
+    assert "x.seg.zst are kept" in caplog.text and "s3 down" in caplog.text
 
 
 def test_drills_run_on_their_own_schedule_and_a_failed_drill_is_reported() -> None:

@@ -42,3 +42,45 @@ def test_config_validate_refuses_what_the_agent_would_refuse(tmp_path: Path, cli
     path = config_of(tmp_path, f"encryption:\n  recipients: [{recipient}]\n")
     code, _out, err = cli("config", "validate", str(path))
     assert code == 3 and "encryption.identity-files" in err and err.count("\n") == 1, err
+
+
+def capture_config(tmp_path: Path, encryption: str) -> Path:
+    path = tmp_path / "capture.yaml"
+    path.write_text(f"cluster: prod\nrepository: {{url: 'file://{tmp_path / 'repo'}'}}\n"
+                    "schedules:\n  backup: '@hourly'\ncapture: {enabled: true}\n" + encryption)
+    return path
+
+
+def test_the_agent_packs_a_chain_of_small_segments_in_its_repository(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from lifeboat.agent.runtime import _pack_job, _Repository
+    from lifeboat.catalog.chains import ChainStore
+    from lifeboat.clock import FakeClock
+    from lifeboat.store import open_store
+    from tests.unit.capture.test_packing import small_chain
+    from tests.unit.catalog.capture_records import T0
+
+    config = load_config(capture_config(tmp_path, ""))
+    from lifeboat.catalog.repository import BackupRepository
+    small_chain(BackupRepository.open(open_store(f"file://{tmp_path / 'repo'}"), create=True).store, 6)  # type: ignore[arg-type]
+    job = _pack_job(config, _Repository(config.repository.url, {}), FakeClock(T0 + timedelta(hours=1)))
+    assert job is not None
+    result = job()
+    assert (result.packs, result.packed, result.refused) == (1, 5, [])
+    (listing,) = ChainStore(open_store(f"file://{tmp_path / 'repo'}")).chains("prod")
+    assert len(listing.segments) == 7
+
+
+def test_an_agent_that_cannot_read_encrypted_segments_does_not_pack_and_says_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lifeboat.agent.runtime import _pack_job, _Repository
+    from lifeboat.clock import FakeClock
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    config = load_config(capture_config(tmp_path, f"encryption:\n  recipients: [{recipient}]\n"))
+    assert _pack_job(config, _Repository(config.repository.url, {}), FakeClock()) is None
+    assert "capture segments are not packed" in caplog.text and "identity-files" in caplog.text
+    path = capture_config(tmp_path, "")
+    path.write_text(path.read_text().replace("{enabled: true}", "{enabled: true, pack: false}"))
+    assert not load_config(path).capture.pack

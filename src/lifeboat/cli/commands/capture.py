@@ -99,9 +99,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
     up to 4 MiB, the same format, create-only; restores, drills and the timeline then use it in
     their place, exactly as before. The segments a pack holds are deleted by a later run, once the
     pack is --delete-after old and has been read back whole. Encrypted segments need the identity
-    to read them and a recipient to encrypt the pack to. The agent does not run it: schedule it
-    with cron, e.g. hourly (docs/continuous-capture.md). Exit 1 when a run could not be packed or
-    a pack could not be read back (each named on stderr; nothing is deleted for it).
+    to read them and a recipient to encrypt the pack to. The agent packs after each backup
+    (capture.pack) when it can read the segments; otherwise schedule this with cron, e.g. hourly
+    (docs/continuous-capture.md). Exit 1 when a run could not be packed or a pack could not be
+    read back (each named on stderr; nothing is deleted for it).
     """
     from lifeboat.cli import capture
 
