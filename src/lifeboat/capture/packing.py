@@ -28,12 +28,15 @@ from datetime import datetime, timedelta
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, segment_name
 from lifeboat.catalog.segments import (
-    SEGMENT_VERSION, Segment, check_indexed_records, encode_segment_frames, joined_frames,
+    SEGMENT_VERSION, Segment, SegmentHeader, check_indexed_records, encode_segment_frames, joined_frames,
 )
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
 
-PACK_BYTES = 4 << 20  # the stored bytes of the segments one pack holds, at most
+PACK_BYTES = 4 << 20  # the stored bytes of a run of segments fetched at once, at most
+# The records one pack holds, at most (raw): a point restore holds three segments' records at
+# once, and capture's segments at a few hundred revisions a second hold about this much.
+PACK_RECORDS_BYTES = 4 << 20
 SMALL_BYTES = 1 << 20  # a segment this large as stored is left as it is
 MIN_AGE = timedelta(minutes=5)
 DELETE_AFTER = timedelta(minutes=30)
@@ -140,6 +143,7 @@ class Packer:
     min_age: timedelta = MIN_AGE
     delete_after: timedelta = DELETE_AFTER
     pack_bytes: int = PACK_BYTES
+    pack_records_bytes: int = PACK_RECORDS_BYTES
 
     def plan(self, cluster: str, now: datetime) -> list[PackPlan]:
         return [plan_chain(listing, now, min_age=self.min_age, delete_after=self.delete_after,
@@ -192,34 +196,48 @@ class Packer:
                                   "no recipient to encrypt the pack to (encryption.recipients, --encrypt-to)")
             return
         try:
-            name, frames = self._joined(cluster, chain, run, pool)
+            headers = list(pool.map(lambda ref: self.chains.check_header(
+                self.chains.fetch_segment(cluster, chain, ref, self.identities), cluster, chain, ref), run))
+            for start, stop in spans([len(h.body) for h in headers], self.pack_records_bytes):
+                if stop - start > 1:
+                    self._commit(cluster, chain, run[start:stop], headers[start:stop])
+                    result.packs += 1
+                    result.packed += stop - start
         except (OperationFailed, UsageError) as exc:
             result.refused.append(f"{len(run)} segments of chain {chain} from revision {run[0].first_revision} "
                                   f"are not packed: {exc}")
-            return
-        try:
-            self.chains.commit_frames(cluster, chain, name, frames, self.recipients if run[0].encrypted else (),
-                                      self.zstd_level)
-        except AlreadyExists:
-            pass  # another pass wrote this very pack
-        result.packs += 1
-        result.packed += len(run)
 
-    def _joined(self, cluster: str, chain: str, run: Sequence[SegmentRef],
-                pool: ThreadPoolExecutor) -> tuple[str, tuple[bytes, bytes]]:
-        """The name and raw frames of the pack of ``run``: its records copied as they are; a run
-        holding an older format's segment is decoded and encoded again."""
-        headers = list(pool.map(lambda ref: self.chains.check_header(
-            self.chains.fetch_segment(cluster, chain, ref, self.identities), cluster, chain, ref), run))
-        encrypted = run[0].encrypted
+    def _commit(self, cluster: str, chain: str, refs: Sequence[SegmentRef], headers: Sequence[SegmentHeader]) -> None:
+        """Write the pack of ``refs`` (their checked ``headers``): its records copied as they are;
+        one holding an older format's segment is decoded and encoded again."""
+        encrypted = refs[0].encrypted
         if all(h.version == SEGMENT_VERSION for h in headers):
-            where = self.chains.segment_where(cluster, chain, run[0])
             try:
                 frames = joined_frames(headers)
             except ValueError as exc:
-                raise IntegrityError(f"capture segments from {where}: {exc}") from None
-            return named(run[0].first_revision, run[-1].last_revision, run[0].first_seen, run[-1].last_seen,
-                         encrypted), frames
-        del headers
-        pack = merged([self.chains.read_segment(cluster, chain, ref, self.identities) for ref in run])
-        return segment_name(pack, encrypted), encode_segment_frames(pack)
+                raise IntegrityError(f"capture segments from {self.chains.segment_where(cluster, chain, refs[0])}: "
+                                     f"{exc}") from None
+            name = named(refs[0].first_revision, refs[-1].last_revision, refs[0].first_seen, refs[-1].last_seen,
+                         encrypted)
+        else:
+            pack = merged([self.chains.read_segment(cluster, chain, ref, self.identities) for ref in refs])
+            name, frames = segment_name(pack, encrypted), encode_segment_frames(pack)
+        try:
+            self.chains.commit_frames(cluster, chain, name, frames, self.recipients if encrypted else (),
+                                      self.zstd_level)
+        except AlreadyExists:
+            pass  # another pass wrote this very pack
+
+
+def spans(sizes: Sequence[int], limit: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive runs of ``sizes`` each adding up to at most ``limit``
+    (one larger alone), in order."""
+    found: list[tuple[int, int]] = []
+    start = total = 0
+    for n, size in enumerate(sizes):
+        if n > start and total + size > limit:
+            found.append((start, n))
+            start, total = n, 0
+        total += size
+    found.append((start, len(sizes)))
+    return found

@@ -11,7 +11,7 @@ import pyrage
 import pytest
 import zstandard
 
-from lifeboat.capture.packing import Packer, merged, plan_chain
+from lifeboat.capture.packing import Packer, merged, plan_chain, spans
 from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
 from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed, segment_name
 from lifeboat.catalog.layout import segment_key
@@ -257,3 +257,28 @@ def test_a_segment_held_by_a_longer_one_is_found_among_many_in_one_pass() -> Non
     plan = plan_chain(chain(BASE, sorted([*smalls, *packs, twin])), now)
     assert len(plan.held) == 50_001 and {h for _, h in plan.held} == set(packs)
     assert plan.runs == ()
+
+
+def test_a_pack_holds_at_most_the_records_bytes_allowed_and_the_rest_of_the_run_makes_more_packs() -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 10)
+    before = listed(store)
+    sizes = [len(ChainStore(store).check_header(
+        decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, r.name))), CLUSTER, CHAIN, r).body) for r in before]
+    limit = sum(sizes[:3])  # three segments' records a pack
+    result = packer(store, pack_records_bytes=limit).run(CLUSTER, clock.now())
+    packs = sorted(r for r in listed(store) if r not in before)
+    assert (result.packs, result.packed, result.refused) == (3, 9, [])
+    assert [(p.first_revision, p.last_revision) for p in packs] == [(101, 106), (107, 112), (113, 118)]
+    assert [read(store, p) for p in packs] == [merged(written[0:3]), merged(written[3:6]), merged(written[6:9])]
+
+
+@pytest.mark.parametrize("sizes, limit, expected", [
+    ([1, 1, 1, 1], 2, [(0, 2), (2, 4)]),
+    ([5, 1, 1], 2, [(0, 1), (1, 3)]),  # one larger than the limit stands alone
+    ([1, 5, 1], 2, [(0, 1), (1, 2), (2, 3)]),
+    ([3], 2, [(0, 1)]),
+])
+def test_spans_add_up_to_the_limit_in_order(sizes: list[int], limit: int, expected: list[tuple[int, int]]) -> None:
+    assert spans(sizes, limit) == expected
