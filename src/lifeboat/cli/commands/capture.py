@@ -95,9 +95,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
     A quiet cluster's capture closes a small segment every second something changes: up to
     86,400 objects a day, each fetched and checked by a restore and listed by every command that
     reads the chains. pack reads runs of consecutive closed segments smaller than 1 MiB (those
-    closed more than --min-age ago, never a chain's newest) and writes each run as one segment of
-    up to 4 MiB, the same format, create-only; restores, drills and the timeline then use it in
-    their place, exactly as before. The segments a pack holds are deleted by a later run, once the
+    closed more than --min-age ago, never a chain's newest) and writes them as segments (packs) of
+    up to 4 MiB of records each, the same format, create-only; restores, drills and the timeline
+    then use them in their place, exactly as before. The segments a pack holds are deleted by a later run, once the
     pack is --delete-after old and has been read back whole. Encrypted segments need the identity
     to read them and a recipient to encrypt the pack to. The agent packs after each backup
     (capture.pack) when it can read the segments; otherwise schedule this with cron, e.g. hourly
