@@ -740,3 +740,31 @@ def test_packed_segments_restore_every_revision_exactly_and_the_ones_they_hold_g
     timeline = cli.json("timeline", "--repo", s3_repo, "--cluster", "prod")
     (window,) = [w for t in timeline for w in t["windows"] if w["segments"]]
     assert window["segments"] == 2 and window["last_revision"] == revisions[-1]
+
+
+def test_packing_while_capture_writes_on_leaves_one_unbroken_chain_that_restores_exactly(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
+    repo = open_repository(s3_repo)
+    revisions: list[int] = []
+    flags = ("--repo", s3_repo, "--cluster", "prod", "--min-age", "0", "--delete-after", "0")
+    passes = []
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                       flush_interval=0.05)) as status:
+        for round_ in range(8):
+            history = write_history(client, 1, tag=f"r{round_}")
+            revisions += history.revisions
+            if round_ in (2, 3, 5, 6):  # packs, then deletions, while capture commits segments
+                passes.append(cli.json("pack", *flags))
+            wait_for(lambda: status.last_revision >= history.revisions[-1])
+            time.sleep(0.1)
+    passes += [cli.json("pack", *flags), cli.json("pack", *flags)]
+    assert all(p["refused"] == [] for p in passes)
+    assert sum(p["packs"] for p in passes) >= 3 and sum(p["deleted"] for p in passes) >= 6
+    (timeline,) = cli.json("timeline", "--repo", s3_repo, "--cluster", "prod")
+    assert timeline["gaps"] == []
+    (window,) = [w for w in timeline["windows"] if w["segments"]]
+    assert window["last_revision"] == revisions[-1] and window["segments"] <= 3
+    for revision in sorted({revisions[1], revisions[12], revisions[25], revisions[-3], revisions[-1]}):
+        point = find_point(repo, "prod", PointTarget(revision=revision), None)
+        built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"

@@ -18,8 +18,9 @@ from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.segments import Predecessor, Segment, encode_segment
 from lifeboat.catalog.timeline import build_timeline, point_at_revision
 from lifeboat.clock import FakeClock
+from lifeboat.errors import RepositoryUnavailable
 from lifeboat.store.base import ObjectInfo
-from lifeboat.store.memory import MemoryStore
+from lifeboat.store.memory import Fault, MemoryStore
 from tests.support.segment_v2 import encode_segment_v2
 from tests.unit.catalog.capture_records import T0, at, chain, delete, manifest, put, ref, segment
 
@@ -282,3 +283,31 @@ def test_a_pack_holds_at_most_the_records_bytes_allowed_and_the_rest_of_the_run_
 ])
 def test_spans_add_up_to_the_limit_in_order(sizes: list[int], limit: int, expected: list[tuple[int, int]]) -> None:
     assert spans(sizes, limit) == expected
+
+
+@pytest.mark.parametrize("operation, after", [("put_bytes", 0), ("delete", 0), ("delete", 3)],
+                         ids=["pack-write", "first-delete", "fourth-delete"])
+def test_a_pass_cut_off_at_any_write_leaves_a_whole_chain_and_the_next_pass_finishes(operation: str,
+                                                                                     after: int) -> None:
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 8)
+    (before,) = build_timeline(CLUSTER, [BASE], ChainStore(store).chains(CLUSTER)).windows
+    work = packer(store, delete_after=timedelta(0))
+    if operation == "put_bytes":
+        store.inject(Fault(operation, after, key_prefix="clusters/prod/chains/"))
+        with pytest.raises(RepositoryUnavailable):
+            work.run(CLUSTER, clock.now())
+    else:
+        work.run(CLUSTER, clock.now())
+        store.inject(Fault(operation, after))
+        with pytest.raises(RepositoryUnavailable):
+            work.run(CLUSTER, clock.now())
+    (cut,) = build_timeline(CLUSTER, [BASE], ChainStore(store).chains(CLUSTER)).windows
+    assert (cut.first_revision, cut.last_revision, cut.last_time) == (before.first_revision, before.last_revision,
+                                                                       before.last_time)
+    work.run(CLUSTER, clock.now())
+    work.run(CLUSTER, clock.now())
+    refs = listed(store)
+    assert [(r.first_revision, r.last_revision) for r in refs] == [(101, 114), (115, 116)]
+    assert read(store, refs[0]) == merged(written[:7])
