@@ -153,12 +153,12 @@ def event_bytes(event: WatchEvent) -> int:
 def header_fields(segment: Segment) -> dict[str, Any]:
     """The header fields every format version has (version 2 adds ``seen``)."""
     return _header_dict(segment.cluster, segment.chain, (segment.first_revision, segment.last_revision),
-                   (seen_text(segment.first_seen), seen_text(segment.last_seen)), segment.previous,
-                   segment.leases, len(segment.revisions), segment.event_count)
+                        (seen_text(segment.first_seen), seen_text(segment.last_seen)), segment.previous,
+                        segment.leases, len(segment.revisions), segment.event_count)
 
 
 def _header_dict(cluster: str, chain: str, revisions: tuple[int, int], seen: tuple[str, str], previous: Predecessor,
-            leases: Mapping[int, int], revision_count: int, events: int) -> dict[str, Any]:
+                 leases: Mapping[int, int], revision_count: int, events: int) -> dict[str, Any]:
     return {
         "format": SEGMENT_FORMAT, "version": SEGMENT_VERSION, "cluster": cluster, "chain": chain,
         "first_revision": revisions[0], "last_revision": revisions[1], "first_seen": seen[0], "last_seen": seen[1],
@@ -222,11 +222,13 @@ def joined_frames(headers: Sequence[SegmentHeader]) -> tuple[bytes, bytes]:
     seen: list[list[Any]] = []
     for h in headers:
         leases.update(h.leases)
-        seen += [[revision, text] for revision, text in h.seen_text if not seen or text != seen[-1][1]]
+        for revision, text in h.seen_text:
+            if not seen or text != seen[-1][1]:  # a run goes on where the segment before ended
+                seen.append([revision, text])
     first, last = headers[0], headers[-1]
     header = _header_dict(first.cluster, first.chain, (first.first_revision, last.last_revision),
-                     (first.seen_text[0][1], last.seen_text[-1][1]), first.previous, leases,
-                     sum(h.revisions for h in headers), sum(h.events for h in headers))
+                          (first.seen_text[0][1], last.seen_text[-1][1]), first.previous, leases,
+                          sum(h.revisions for h in headers), sum(h.events for h in headers))
     header["seen"] = seen
     index = joined_index([h.index for h in headers if h.index is not None], starts)
     return _frames(header, index, [h.body for h in headers])

@@ -246,3 +246,15 @@ def test_a_whole_segment_passes_the_index_check_and_a_first_frame_alone_does_not
     first, _ = encode_segment_frames(sample())
     with pytest.raises(IntegrityError, match="not a whole version 3 segment"):
         check_indexed_records(read_header(first, "x", index_frame=True), "x")
+
+
+def test_joined_segments_are_the_segment_of_all_their_events_also_when_the_clock_went_back() -> None:
+    from lifeboat.capture.packing import merged
+    from lifeboat.catalog.segments import joined_frames
+    first = segment(BASE, (11, 0.5, [put(b"/a", b"1", 11, 11, 1)]), (12, 0.9, [put(b"/b", b"2", 12, 12, 1)]))
+    # The wall clock stepped back between two watch responses: 13 seen at 0.9, 14 at 0.5 again.
+    second = segment(Predecessor("segment", 12, "x"), (13, 0.9, [delete(b"/a", 13)]),
+                     (14, 0.5, [put(b"/c", b"3", 14, 14, 1)]), (15, 0.9, [delete(b"/c", 15)]))
+    headers = [read_header(encode_segment(s), "x") for s in (first, second)]
+    assert joined_frames(headers) == encode_segment_frames(merged([first, second]))
+    assert decode_segment(b"".join(joined_frames(headers)), "x").revisions == first.revisions + second.revisions
