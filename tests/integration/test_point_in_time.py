@@ -725,6 +725,10 @@ def test_packed_segments_restore_every_revision_exactly_and_the_ones_they_hold_g
     flags = ("--repo", s3_repo, "--cluster", "prod", "--identity", str(key_file), "--min-age", "0")
     code, out, err = cli("pack", *flags, "--delete-after", "0")
     assert code == 1 and "no recipient" in err and segments() == small  # never written unencrypted
+    planned = cli.json("pack", *flags, "--encrypt-to", public, "--delete-after", "0", "--dry-run")
+    assert (planned["runs"], planned["packed"], planned["deleted"]) == (1, len(small) - 1, 0)
+    code, out, _ = cli("pack", *flags, "--encrypt-to", public, "--dry-run")
+    assert code == 0 and f"would pack {len(small) - 1} capture segment(s) in 1 run(s)" in out and segments() == small
     packed = cli.json("pack", *flags, "--encrypt-to", public, "--delete-after", "0")
     assert packed["packs"] == 1 and packed["packed"] == len(small) - 1 and packed["deleted"] == 0
     assert len(segments()) == len(small) + 1  # the pack beside what it holds until a later run

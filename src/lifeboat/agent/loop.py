@@ -73,7 +73,7 @@ class Jobs:
     backup: BackupRun
     prune: Callable[[], int] | None = None
     drill: Callable[[], bool] | None = None
-    pack: Callable[[], PackResult] | None = None  # capture's small segments, after prune
+    pack: Callable[[threading.Event], PackResult] | None = None  # capture's small segments, after prune
     capture: CaptureSupervisor | None = None  # continuous capture, while this agent leads
 
 
@@ -245,7 +245,8 @@ class Agent:
     def _pack(self) -> None:
         assert self.jobs.pack is not None
         try:
-            result = self.jobs.pack()
+            with self._renewing():  # a day of small segments takes a while: the lease outlives it
+                result = self.jobs.pack(self.stop)
         except LifeboatError as exc:
             self.metrics.failed("pack")
             log.error("packing capture segments failed (retried after the next backup): %s", exc,

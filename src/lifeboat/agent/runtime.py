@@ -166,7 +166,8 @@ def _prune_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> 
     return prune
 
 
-def _pack_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> Callable[[], PackResult] | None:
+def _pack_job(config: LifeboatConfig, open_repo: _Repository,
+              clock: Clock) -> Callable[[threading.Event], PackResult] | None:
     """Pack the cluster's small capture segments as ``lifeboat pack`` does (its defaults), or
     None, said once in the log, when encrypted segments could not be read."""
     recipients = load_recipients(list(config.encryption.recipients))
@@ -177,9 +178,9 @@ def _pack_job(config: LifeboatConfig, open_repo: _Repository, clock: Clock) -> C
                     extra={"event": "pack_off"})
         return None
 
-    def pack() -> PackResult:
+    def pack(stop: threading.Event) -> PackResult:
         packer = Packer(open_repo().chain_store, identities or None, recipients, config.backup.zstd_level)
-        return packer.run(config.cluster, clock.now())
+        return packer.run(config.cluster, clock.now(), stop)
 
     return pack
 

@@ -20,7 +20,8 @@ closed less than ``min_age`` ago, segments of the old JSON-lines format, and seg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -150,27 +151,38 @@ class Packer:
                            pack_bytes=self.pack_bytes, small_bytes=min(SMALL_BYTES, self.pack_bytes))
                 for listing in self.chains.chains(cluster)]
 
-    def run(self, cluster: str, now: datetime) -> PackResult:
-        """One pass: delete what old packs hold, then pack what is small."""
+    def run(self, cluster: str, now: datetime, stop: threading.Event | None = None) -> PackResult:
+        """One pass: delete what old packs hold, then pack what is small. Once ``stop`` is set
+        it ends after the pack or deletion under way (what it leaves is whole)."""
         result = PackResult()
+        halted = stop.is_set if stop is not None else lambda: False
         with ThreadPoolExecutor(THREADS, thread_name_prefix="pack") as pool:
             for plan in self.plan(cluster, now):
                 result.waiting += plan.waiting
-                self._delete_held(plan, result, pool)
+                self._delete_held(plan, result, pool, halted)
                 for run in plan.runs:
+                    if halted():
+                        return result
                     self._pack(plan.listing, run, result, pool)
         return result
 
-    def _delete_held(self, plan: PackPlan, result: PackResult, pool: ThreadPoolExecutor) -> None:
+    def _delete_held(self, plan: PackPlan, result: PackResult, pool: ThreadPoolExecutor,
+                     halted: Callable[[], bool]) -> None:
         cluster, chain = plan.listing.info.cluster, plan.listing.info.chain
         checked: dict[str, bool] = {}
         for _, holder in plan.held:
-            if holder.name not in checked:
+            if holder.name not in checked and not halted():
                 checked[holder.name] = self._check(cluster, chain, holder, result)
-        gone = [ref for ref, holder in plan.held if checked[holder.name]]
+        gone = [ref for ref, holder in plan.held if checked.get(holder.name)]
+
+        def delete(ref: SegmentRef) -> bool:
+            if halted():
+                return False
+            self.chains.delete_segments(cluster, chain, [ref])
+            return True
+
         # In any order: each one's revisions are in a checked pack.
-        for _ in pool.map(lambda ref: self.chains.delete_segments(cluster, chain, [ref]), gone):
-            result.deleted += 1
+        result.deleted += sum(pool.map(delete, gone))
 
     def _check(self, cluster: str, chain: str, pack: SegmentRef, result: PackResult) -> bool:
         """Whether ``pack`` reads back whole (else what it holds stays, and the refusal is noted):

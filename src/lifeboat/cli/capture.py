@@ -106,24 +106,28 @@ def cmd_pack(args: argparse.Namespace) -> int:
                     config.backup.zstd_level, min_age=timedelta(seconds=args.min_age),
                     delete_after=timedelta(seconds=args.delete_after))
     now = datetime.now(timezone.utc)
+    waits = f"wait until their pack is {args.delete_after:g} s old"
     if args.dry_run:
+        # How many packs a run makes is known once its records are read: the runs are said.
         plans = packer.plan(cluster, now)
         runs = [run for plan in plans for run in plan.runs]
-        summary = {"cluster": cluster, "dry_run": True, "packs": len(runs), "packed": sum(map(len, runs)),
-                   "deleted": sum(len(plan.held) for plan in plans), "waiting": sum(p.waiting for p in plans),
-                   "refused": []}
+        deleted, waiting = sum(len(plan.held) for plan in plans), sum(plan.waiting for plan in plans)
+        summary: dict[str, Any] = {"cluster": cluster, "dry_run": True, "runs": len(runs),
+                                   "packed": sum(map(len, runs)), "deleted": deleted, "waiting": waiting}
+        text = (f"cluster {cluster}: would pack {summary['packed']} capture segment(s) in {len(runs)} run(s); "
+                f"would delete {deleted} segment(s) a pack holds, once it reads back whole; {waiting} {waits}")
+        refused: list[str] = []
     else:
         result = packer.run(cluster, now)
+        refused = result.refused
         summary = {"cluster": cluster, "dry_run": False, "packs": result.packs, "packed": result.packed,
-                   "deleted": result.deleted, "waiting": result.waiting, "refused": result.refused}
+                   "deleted": result.deleted, "waiting": result.waiting, "refused": refused}
+        text = (f"cluster {cluster}: packed {result.packed} capture segment(s) into {result.packs}; deleted "
+                f"{result.deleted} segment(s) a checked pack holds; {result.waiting} {waits}")
     if args.output == "json":
         emit_json(summary)
     else:
-        would = "would pack" if args.dry_run else "packed"
-        print(f"cluster {cluster}: {would} {summary['packed']} capture segment(s) into {summary['packs']}; "
-              f"{'would delete' if args.dry_run else 'deleted'} {summary['deleted']} segment(s) a checked pack "
-              f"holds; {summary['waiting']} wait until their pack is {args.delete_after:g} s old")
-    refused: list[str] = summary["refused"]  # type: ignore[assignment]
+        print(text)
     if refused:
         raise OperationFailed("; ".join(refused))
     return 0

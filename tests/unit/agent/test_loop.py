@@ -73,7 +73,7 @@ class World:
 def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
                drill: Callable[[], bool] | None = None, prune: Callable[[], int] | None = None,
                backup_cron: str = EVERY_MINUTE, start: datetime = T0,
-               pack: Callable[[], PackResult] | None = None) -> World:
+               pack: Callable[[threading.Event], PackResult] | None = None) -> World:
     clock = FakeClock(start)
     etcd = MemoryEtcd(clock)
     repo = Repo()
@@ -254,7 +254,8 @@ def test_pack_runs_after_each_prune_and_its_failures_and_refusals_are_counted_an
         order.append("prune")
         return 0
 
-    def pack() -> PackResult:
+    def pack(stop: threading.Event) -> PackResult:
+        assert stop is w.stop["node-0"]  # a pass ends early when the agent stops
         order.append("pack")
         outcome = next(outcomes)
         if isinstance(outcome, Exception):

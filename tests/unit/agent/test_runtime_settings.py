@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pyrage
@@ -66,7 +67,7 @@ def test_the_agent_packs_a_chain_of_small_segments_in_its_repository(tmp_path: P
     small_chain(BackupRepository.open(open_store(f"file://{tmp_path / 'repo'}"), create=True).store, 6)  # type: ignore[arg-type]
     job = _pack_job(config, _Repository(config.repository.url, {}), FakeClock(T0 + timedelta(hours=1)))
     assert job is not None
-    result = job()
+    result = job(threading.Event())
     assert (result.packs, result.packed, result.refused) == (1, 5, [])
     (listing,) = ChainStore(open_store(f"file://{tmp_path / 'repo'}")).chains("prod")
     assert len(listing.segments) == 7

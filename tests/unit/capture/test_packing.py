@@ -11,7 +11,7 @@ import pyrage
 import pytest
 import zstandard
 
-from lifeboat.capture.packing import Packer, merged, plan_chain, spans
+from lifeboat.capture.packing import Packer, PackResult, merged, plan_chain, spans
 from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
 from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed, segment_name
 from lifeboat.catalog.layout import segment_key
@@ -311,3 +311,55 @@ def test_a_pass_cut_off_at_any_write_leaves_a_whole_chain_and_the_next_pass_fini
     refs = listed(store)
     assert [(r.first_revision, r.last_revision) for r in refs] == [(101, 114), (115, 116)]
     assert read(store, refs[0]) == merged(written[:7])
+
+
+def test_packs_that_overlap_in_part_keep_every_revision_and_what_they_hold_goes() -> None:
+    # Two passes that cut one run differently (each planned from its own listing).
+    from lifeboat.catalog.segments import joined_frames
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    written = small_chain(store, 10)
+    chains = ChainStore(store)
+    smalls = listed(store)
+
+    def pack_of(refs: tuple[SegmentRef, ...]) -> None:
+        headers = [chains.check_header(decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, r.name))),
+                                       CLUSTER, CHAIN, r) for r in refs]
+        chains.commit_frames(CLUSTER, CHAIN, segment_name(merged([read(store, r) for r in refs]), False),
+                             joined_frames(headers), (), 3)
+
+    pack_of(smalls[0:6])  # revisions 101..112
+    pack_of(smalls[3:9])  # revisions 107..118
+    clock.advance(1)
+    work = packer(store, delete_after=timedelta(0))
+    assert work.run(CLUSTER, clock.now()).deleted == 9 and work.run(CLUSTER, clock.now()).packs == 0
+    assert [(r.first_revision, r.last_revision) for r in listed(store)] == [(101, 112), (107, 118), (119, 120)]
+    (window,) = build_timeline(CLUSTER, [BASE], chains.chains(CLUSTER)).windows
+    covered, replayed = 100, []
+    for found in window.segments:  # as a restore applies them: each revision after what came before
+        replayed += [r for r in read(store, found).revisions if r.revision > covered]
+        covered = found.last_revision
+    assert replayed == [r for s in written for r in s.revisions]
+
+
+def test_a_pass_asked_to_stop_ends_before_its_next_pack_or_deletion() -> None:
+    import threading
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    small_chain(store, 10)
+    before = listed(store)
+    stop = threading.Event()
+    stop.set()
+    work = packer(store, delete_after=timedelta(0))
+    assert work.run(CLUSTER, clock.now(), stop) == PackResult() and listed(store) == before
+    stop.clear()
+    assert work.run(CLUSTER, clock.now(), stop).packs == 1
+    original = store.delete
+
+    def delete_then_stop(key: str) -> None:
+        original(key)
+        stop.set()
+
+    store.delete = delete_then_stop  # type: ignore[method-assign]
+    result = work.run(CLUSTER, clock.now(), stop)
+    assert 1 <= result.deleted < 9 and len(listed(store)) == len(before) + 1 - result.deleted
