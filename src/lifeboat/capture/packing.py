@@ -181,8 +181,10 @@ class Packer:
             self.chains.delete_segments(cluster, chain, [ref])
             return True
 
-        # In any order: each one's revisions are in a checked pack.
-        result.deleted += sum(pool.map(delete, gone))
+        # In any order: each one's revisions are in a checked pack. A few at a time: a day's
+        # segments handed to the pool at once are as many futures held at once.
+        for start in range(0, len(gone), 4 * THREADS):
+            result.deleted += sum(pool.map(delete, gone[start:start + 4 * THREADS]))
 
     def _check(self, cluster: str, chain: str, pack: SegmentRef, result: PackResult) -> bool:
         """Whether ``pack`` reads back whole (else what it holds stays, and the refusal is noted):
