@@ -57,3 +57,16 @@ def test_a_timeout_that_is_no_positive_number_is_refused_before_anything_runs(
     # A restore took --wait-timeout -5 and only failed (and rolled back) once etcd was restored.
     code, _out, err = cli(*command, flag, value, "--repo", repo)
     assert code == 3 and f"argument {flag}: must be more than 0 seconds" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--min-age", "--delete-after"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e12", "soon"])
+def test_a_pack_wait_that_is_no_number_of_seconds_from_zero_is_refused(cli: Cli, repo: str, flag: str,
+                                                                       value: str) -> None:
+    code, _out, err = cli("pack", flag, value, "--repo", repo)
+    assert code == 3 and f"argument {flag}: " in err and err.count("\n") <= 5, err
+
+
+def test_pack_waits_of_zero_are_taken(cli: Cli, repo: str) -> None:
+    code, out, err = cli("pack", "--min-age", "0", "--delete-after", "0s", "--cluster", "prod", "--repo", repo)
+    assert code == 0 and "packed 0 capture segment(s) into 0" in out, err
