@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.age_keys import Identity, Recipient
-from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, segment_name
+from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, reach_first, segment_name
 from lifeboat.catalog.segments import (
-    SEGMENT_VERSION, Segment, SegmentHeader, check_indexed_records, encode_segment_frames, joined_frames,
+    SEGMENT_VERSION, Segment, SegmentHeader, check_consecutive, check_indexed_records, encode_segment_frames, joined_frames,
 )
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
@@ -59,7 +59,7 @@ def _holders(refs: Sequence[SegmentRef]) -> list[tuple[SegmentRef, SegmentRef | 
     """Each segment with one holding every revision of it and more (None when none does)."""
     found: list[tuple[SegmentRef, SegmentRef | None]] = []
     reach: SegmentRef | None = None  # of the segments so far, the one reaching furthest
-    for ref in sorted(refs, key=lambda r: (r.first_revision, -r.last_revision)):
+    for ref in sorted(refs, key=reach_first):
         if reach is not None and reach.last_revision >= ref.last_revision \
                 and (reach.first_revision, reach.last_revision) != (ref.first_revision, ref.last_revision):
             found.append((ref, reach))
@@ -104,16 +104,12 @@ def plan_chain(listing: ChainListing, now: datetime, *, min_age: timedelta = MIN
 
 
 def merged(segments: Sequence[Segment]) -> Segment:
-    """One segment holding every revision of ``segments`` (consecutive, of one chain).
+    """One segment holding every revision of ``segments``: consecutive segments of one chain
+    (:func:`~lifeboat.catalog.segments.check_consecutive`, checked on their headers).
 
     Its predecessor is the first one's; lease TTLs are merged as a restore's survey merges
     them, a later segment's over an earlier one's.
     """
-    for before, after in zip(segments, segments[1:]):
-        if after.previous.last_revision != before.last_revision or (after.cluster, after.chain) != (
-                before.cluster, before.chain):
-            raise IntegrityError(f"capture segment {after.first_revision}..{after.last_revision} does not follow "
-                                 f"{before.first_revision}..{before.last_revision} of chain {before.chain}")
     leases: dict[int, int] = {}
     for segment in segments:
         leases.update(segment.leases)
@@ -225,12 +221,16 @@ class Packer:
         """Write the pack of ``refs`` (their checked ``headers``): its records copied as they are;
         one holding an older format's segment is decoded and encoded again."""
         encrypted = refs[0].encrypted
-        if all(h.version == SEGMENT_VERSION for h in headers):
-            try:
-                frames = joined_frames(headers)
-            except ValueError as exc:
-                raise IntegrityError(f"capture segments from {self.chains.segment_where(cluster, chain, refs[0])}: "
-                                     f"{exc}") from None
+        frames: tuple[bytes, bytes] | None = None
+        try:
+            if all(h.version == SEGMENT_VERSION for h in headers):
+                frames = joined_frames(headers)  # which checks that they follow each other
+            else:
+                check_consecutive(headers)
+        except ValueError as exc:
+            raise IntegrityError(f"capture segments from {self.chains.segment_where(cluster, chain, refs[0])}: "
+                                 f"{exc}") from None
+        if frames is not None:
             name = named(refs[0].first_revision, refs[-1].last_revision, refs[0].first_seen, refs[-1].last_seen,
                          encrypted)
         else:

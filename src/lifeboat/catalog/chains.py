@@ -83,6 +83,12 @@ class SegmentRef:
         return self.name.endswith(".age")
 
 
+def reach_first(ref: SegmentRef) -> tuple[int, int]:
+    """Sort key of the order segments are read in: by first revision and, of those starting at
+    one revision, the one reaching furthest first (a pack before the segments it holds)."""
+    return ref.first_revision, -ref.last_revision
+
+
 def segment_name(segment: Segment, encrypted: bool) -> str:
     return named(segment.first_revision, segment.last_revision, segment.first_seen, segment.last_seen, encrypted)
 
@@ -208,9 +214,8 @@ class ChainStore:
 
     def commit_segment(self, segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> SegmentRef:
         """Encode and store ``segment`` create-only; AlreadyExists if that range is there."""
-        data = self.encoded(segment, recipients, zstd_level)
-        name = segment_name(segment, bool(recipients))
-        return self.put_encoded(segment.cluster, segment.chain, name, data)
+        return self.commit_frames(segment.cluster, segment.chain, segment_name(segment, bool(recipients)),
+                                  encode_segment_frames(segment), recipients, zstd_level)
 
     @staticmethod
     def encoded(segment: Segment, recipients: Sequence[Recipient], zstd_level: int) -> bytes:

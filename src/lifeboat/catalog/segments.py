@@ -208,11 +208,7 @@ def joined_frames(headers: Sequence[SegmentHeader]) -> tuple[bytes, bytes]:
     predecessor is the first one's; lease TTLs are merged as a restore's survey merges them,
     a later segment's over an earlier one's. ValueError when they are not such segments.
     """
-    for before, after in zip(headers, headers[1:]):
-        if after.previous.last_revision != before.last_revision or (after.cluster, after.chain) != (
-                before.cluster, before.chain):
-            raise ValueError(f"segment {after.first_revision}..{after.last_revision} does not follow "
-                             f"{before.first_revision}..{before.last_revision} of chain {before.chain}")
+    check_consecutive(headers)
     if any(h.version != SEGMENT_VERSION or h.index is None or h.records_apart for h in headers):
         raise ValueError("only whole version 3 segments are joined")
     sizes = [len(h.body) for h in headers]
@@ -232,6 +228,16 @@ def joined_frames(headers: Sequence[SegmentHeader]) -> tuple[bytes, bytes]:
     header["seen"] = seen
     index = joined_index([h.index for h in headers if h.index is not None], starts)
     return _frames(header, index, [h.body for h in headers])
+
+
+def check_consecutive(headers: Sequence[SegmentHeader]) -> None:
+    """ValueError unless each segment of ``headers`` names the one before it as its predecessor,
+    of the same cluster and chain."""
+    for before, after in zip(headers, headers[1:]):
+        if after.previous.last_revision != before.last_revision or (after.cluster, after.chain) != (
+                before.cluster, before.chain):
+            raise ValueError(f"segment {after.first_revision}..{after.last_revision} does not follow "
+                             f"{before.first_revision}..{before.last_revision} of chain {before.chain}")
 
 
 def _check_records_bytes(size: int) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from lifeboat.catalog.chains import ChainListing, SegmentRef
+from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.segments import Segment
 from lifeboat.errors import UsageError
@@ -149,9 +149,8 @@ def _chain_window(base: Manifest, start: tuple[int, datetime], listing: ChainLis
     covered, last_time = start
     run: list[SegmentRef] = []
     hole: str | None = None
-    # Of segments starting at one revision, the one reaching furthest first: a pack
-    # (:mod:`lifeboat.capture.packing`) is taken and the segments it holds are skipped.
-    for ref in sorted(listing.segments, key=lambda s: (s.first_revision, -s.last_revision)):
+    # A pack (:mod:`lifeboat.capture.packing`) is taken and the segments it holds are skipped.
+    for ref in sorted(listing.segments, key=reach_first):
         if ref.last_revision <= covered:
             continue  # revisions the base holds, or a second copy of revisions already covered
         if ref.first_revision > covered + 1:
