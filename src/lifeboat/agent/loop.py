@@ -233,7 +233,8 @@ class Agent:
     def _prune(self) -> None:
         assert self.jobs.prune is not None
         try:
-            deleted = self.jobs.prune()
+            with self._renewing():  # a prune of many backups outlives a lease too
+                deleted = self.jobs.prune()
         except LifeboatError as exc:
             self.metrics.failed("prune")
             log.error("prune failed (retried after the next backup): %s", exc, extra={"event": "prune_failed"})

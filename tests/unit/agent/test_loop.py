@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -270,6 +270,49 @@ def test_pack_runs_after_each_prune_and_its_failures_and_refusals_are_counted_an
     assert 'reason="pack"} 2' in text and "lifeboat_capture_packed_segments_total 40" in text
     assert "packed 40 capture segments into 2; deleted 7" in caplog.text
     assert "x.seg.zst are kept" in caplog.text and "s3 down" in caplog.text
+
+
+def renewing() -> bool:
+    return any(t.name == "lease-renewer" and t.is_alive() for t in threading.enumerate())
+
+
+def test_every_job_of_the_leader_runs_with_its_lease_renewed_from_a_thread() -> None:
+    seen: dict[str, bool] = {}
+
+    def job(name: str, result: object) -> Callable[..., object]:
+        def run(*_: object) -> object:
+            seen[name] = renewing()
+            return result
+        return run
+
+    w = make_world(1, prune=job("prune", 0), pack=job("pack", PackResult()), drill=job("drill", True))  # type: ignore[arg-type]
+    agent = w.agents["node-0"]
+    backup = agent.jobs.backup
+    agent.jobs = replace(agent.jobs, backup=lambda *a: (seen.__setitem__("backup", renewing()), backup(*a))[1])
+    w.run_for(6)
+    assert seen == {"backup": True, "prune": True, "pack": True, "drill": True}
+    assert not renewing()  # each renewer ends with its job
+
+
+def test_a_prune_longer_than_the_lease_keeps_the_leadership() -> None:
+    renewed = threading.Event()
+    waits: list[bool] = []  # the loop logs and swallows what a job raises: assert after it
+
+    def prune() -> int:
+        for _ in range(2):  # 8 s of the fake clock in all, against a lease of TTL = 6 s
+            w.clock.advance(TTL - 2)
+            renewed.clear()
+            waits.append(renewed.wait(10))
+        return 0
+
+    w = make_world(2, prune=prune)
+    election = w.agents["node-0"].election
+    renew = election.renew
+    election.renew = lambda: (renew(), renewed.set())[0]  # type: ignore[method-assign]
+    w.cycle_all()
+    w.cycle_all(["node-1"])
+    assert waits == [True, True], "the lease was not renewed during the prune"
+    assert w.leaders() == ["node-0"] and election.confirm()
 
 
 def test_drills_run_on_their_own_schedule_and_a_failed_drill_is_reported() -> None:
