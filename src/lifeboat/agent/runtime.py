@@ -179,7 +179,9 @@ def _pack_job(config: LifeboatConfig, open_repo: _Repository,
         return None
 
     def pack(stop: threading.Event) -> PackResult:
-        packer = Packer(open_repo().chain_store, identities or None, recipients, config.backup.zstd_level)
+        packer = Packer(open_repo().chain_store, identities or None, recipients, config.backup.zstd_level,
+                        min_age=timedelta(seconds=config.capture.pack_min_age),
+                        delete_after=timedelta(seconds=config.capture.pack_delete_after))
         return packer.run(config.cluster, clock.now(), stop)
 
     return pack

@@ -102,11 +102,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
     config = resolved_config(args).config
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
+    min_age = config.capture.pack_min_age if args.min_age is None else args.min_age
+    delete_after = config.capture.pack_delete_after if args.delete_after is None else args.delete_after
     packer = Packer(repo.chain_store, age_identities(args), load_recipients(list(config.encryption.recipients)),
-                    config.backup.zstd_level, min_age=timedelta(seconds=args.min_age),
-                    delete_after=timedelta(seconds=args.delete_after))
+                    config.backup.zstd_level, min_age=timedelta(seconds=min_age),
+                    delete_after=timedelta(seconds=delete_after))
     now = datetime.now(timezone.utc)
-    waits = f"wait until their pack is {args.delete_after:g} s old"
+    waits = f"wait until their pack is {delete_after:g} s old"
     if args.dry_run:
         # How many packs a run makes is known once its records are read: the runs are said.
         plans = packer.plan(cluster, now)

@@ -26,6 +26,7 @@ from lifeboat.config.values import (
     PositiveCount,
     RetentionDuration,
     Seconds,
+    Wait,
     absolute,
     recipients_file_absolute,
 )
@@ -136,6 +137,8 @@ class CaptureSection(Section):
     spool_max_bytes: ByteSize = 256 << 20
     retry_interval: Seconds = 2.0
     pack: StrictBool = True  # the agent packs small closed segments after each backup (lifeboat pack)
+    pack_min_age: Wait = 300.0  # lifeboat pack's --min-age
+    pack_delete_after: Wait = 1800.0  # lifeboat pack's --delete-after
 
     @model_validator(mode="after")
     def _sizes(self) -> CaptureSection:

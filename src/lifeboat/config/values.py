@@ -34,6 +34,15 @@ def parse_seconds(value: object) -> float:
     return seconds
 
 
+def parse_wait(value: object) -> float:
+    """A waiting time as :func:`parse_seconds` reads it, or none at all: ``0``, ``0s``."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if (value == 0 and not isinstance(value, bool)) or (
+            text is not None and (match := _DURATION.fullmatch(text)) and float(match.group(1)) == 0):
+        return 0.0
+    return parse_seconds(value)
+
+
 def _check_not_too_long(seconds: float, value: object) -> None:
     if not seconds <= LONGEST_DURATION.total_seconds():  # also refuses nan
         raise ValueError(f"must be at most {LONGEST_DURATION.days // 365} years, got {value!r}")
@@ -190,6 +199,7 @@ def _comma_list(value: object) -> object:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+Wait = Annotated[float, BeforeValidator(parse_wait)]
 OrphanGrace = Annotated[float, BeforeValidator(parse_seconds), AfterValidator(check_orphan_grace)]
 RetentionDuration = Annotated[str, BeforeValidator(check_retention_duration)]
 PositiveCount = Annotated[int, BeforeValidator(check_positive_count)]

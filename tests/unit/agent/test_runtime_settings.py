@@ -45,10 +45,10 @@ def test_config_validate_refuses_what_the_agent_would_refuse(tmp_path: Path, cli
     assert code == 3 and "encryption.identity-files" in err and err.count("\n") == 1, err
 
 
-def capture_config(tmp_path: Path, encryption: str) -> Path:
+def capture_config(tmp_path: Path, encryption: str, capture: str = "") -> Path:
     path = tmp_path / "capture.yaml"
     path.write_text(f"cluster: prod\nrepository: {{url: 'file://{tmp_path / 'repo'}'}}\n"
-                    "schedules:\n  backup: '@hourly'\ncapture: {enabled: true}\n" + encryption)
+                    f"schedules:\n  backup: '@hourly'\ncapture: {{enabled: true{capture}}}\n" + encryption)
     return path
 
 
@@ -71,6 +71,30 @@ def test_the_agent_packs_a_chain_of_small_segments_in_its_repository(tmp_path: P
     assert (result.packs, result.packed, result.refused) == (1, 5, [])
     (listing,) = ChainStore(open_store(f"file://{tmp_path / 'repo'}")).chains("prod")
     assert len(listing.segments) == 7
+
+
+def test_the_agent_packs_after_the_waits_its_config_names(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from lifeboat.agent.runtime import _pack_job, _Repository
+    from lifeboat.catalog.repository import BackupRepository
+    from lifeboat.clock import FakeClock
+    from lifeboat.store import open_store
+    from tests.unit.capture.test_packing import small_chain
+    from tests.unit.catalog.capture_records import T0
+
+    url = f"file://{tmp_path / 'repo'}"
+    small_chain(BackupRepository.open(open_store(url), create=True).store, 6)  # type: ignore[arg-type]
+    young = load_config(capture_config(tmp_path, "", ", pack-min-age: 2h"))
+    assert young.capture.pack_min_age == 7200 and young.capture.pack_delete_after == 1800
+    job = _pack_job(young, _Repository(url, {}), FakeClock(T0 + timedelta(hours=1)))
+    assert job is not None and job(threading.Event()).packs == 0  # closed an hour ago: not yet
+    at_once = load_config(capture_config(tmp_path, "", ", pack-min-age: 0, pack-delete-after: 0s"))
+    job = _pack_job(at_once, _Repository(url, {}), FakeClock(datetime.now(timezone.utc) + timedelta(seconds=1)))
+    assert job is not None
+    first, second = job(threading.Event()), job(threading.Event())
+    assert (first.packs, first.packed, first.deleted) == (1, 5, 0)
+    assert (second.packs, second.deleted) == (0, 5)  # the next pass, not waiting 30 minutes
 
 
 def test_an_agent_that_cannot_read_encrypted_segments_does_not_pack_and_says_why(

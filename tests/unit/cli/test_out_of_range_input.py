@@ -70,3 +70,13 @@ def test_a_pack_wait_that_is_no_number_of_seconds_from_zero_is_refused(cli: Cli,
 def test_pack_waits_of_zero_are_taken(cli: Cli, repo: str) -> None:
     code, out, err = cli("pack", "--min-age", "0", "--delete-after", "0s", "--cluster", "prod", "--repo", repo)
     assert code == 0 and "packed 0 capture segment(s) into 0" in out, err
+
+
+def test_pack_waits_default_to_the_config_s_and_a_flag_overrides_it(cli: Cli, repo: str, tmp_path: Path) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text("capture:\n  pack-delete-after: 1h\n")
+    base = ("pack", "--config", str(config), "--cluster", "prod", "--repo", repo)
+    code, out, err = cli(*base)
+    assert code == 0 and "wait until their pack is 3600 s old" in out, err
+    code, out, err = cli(*base, "--delete-after", "60")
+    assert code == 0 and "wait until their pack is 60 s old" in out, err

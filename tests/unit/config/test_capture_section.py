@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from lifeboat.capture.packing import DELETE_AFTER, MIN_AGE
 from lifeboat.config import LifeboatConfig, load_config
 from lifeboat.errors import UsageError
 
@@ -28,6 +30,15 @@ def test_capture_defaults_flush_every_second() -> None:
     assert LifeboatConfig().capture.flush_interval == 1.0 and not LifeboatConfig().capture.enabled
 
 
+def test_pack_waits_default_to_lifeboat_pack_s_and_may_be_zero(tmp_path: Path) -> None:
+    defaults = LifeboatConfig().capture
+    assert timedelta(seconds=defaults.pack_min_age) == MIN_AGE
+    assert timedelta(seconds=defaults.pack_delete_after) == DELETE_AFTER
+    for zero in ("0", "0s", "0.0m", "0ms"):
+        c = load_config(write(tmp_path, f"capture:\n  pack-min-age: {zero}\n  pack-delete-after: 1h\n")).capture
+        assert (c.pack_min_age, c.pack_delete_after) == (0, 3600)
+
+
 @pytest.mark.parametrize("body, words", [
     ("flush-interval: 0s", "longer than zero"),
     ("flush-interval: 5m", "at most 60s"),
@@ -35,6 +46,12 @@ def test_capture_defaults_flush_every_second() -> None:
     ("segment-max-bytes: 1KiB", "at least 4KiB"),
     ("spool-max-bytes: 1MiB\n  segment-max-bytes: 2MiB", "at least segment-max-bytes"),
     ("flush-every: 1s", "flush-every"),
+    ("pack-min-age: -1s", "duration such as"),
+    ("pack-min-age: soon", "duration such as"),
+    ("pack-delete-after: nan", "duration such as"),
+    ("pack-delete-after: .inf", "at most 100 years"),
+    ("pack-delete-after: 6000w", "at most 100 years"),
+    ("pack-min-age: true", "duration such as"),
 ])
 def test_bad_capture_settings_are_refused_at_load(tmp_path: Path, body: str, words: str) -> None:
     with pytest.raises(UsageError, match=words):

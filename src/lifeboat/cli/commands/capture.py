@@ -46,11 +46,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--encrypt-to", metavar="RECIPIENT", action="append", default=[], type=recipient_arg,
                    help="age recipient for packs of encrypted segments (default: encryption.recipients); "
                         "repeatable")
-    p.add_argument("--min-age", type=seconds_or_zero, metavar="SECONDS", default=300.0,
-                   help="pack only segments capture closed at least this long ago (default 300)")
-    p.add_argument("--delete-after", type=seconds_or_zero, metavar="SECONDS", default=1800.0,
+    p.add_argument("--min-age", type=seconds_or_zero, metavar="SECONDS",
+                   help="pack only segments capture closed at least this long ago "
+                        "(default: capture.pack-min-age, 300)")
+    p.add_argument("--delete-after", type=seconds_or_zero, metavar="SECONDS",
                    help="delete the segments a pack holds once it has been in the repository this long "
-                        "(default 1800: a restore that listed them before the pack was written still finds them)")
+                        "(default: capture.pack-delete-after, 1800: a restore that listed them before the "
+                        "pack was written still finds them)")
     p.add_argument("--dry-run", action="store_true", help="say what would be packed and deleted; change nothing")
 
 
