@@ -1,25 +1,34 @@
-"""Capture inside `lifeboat agent`: only the leader captures; a new leader resumes with no gap."""
+"""Capture inside `lifeboat agent`: only the leader captures; a new leader resumes with no gap; the leader packs."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
+from lifeboat.agent.runtime import run_agent
 from lifeboat.capture.lock import CaptureLock
-from lifeboat.catalog.chains import ChainStore
+from lifeboat.catalog.chains import ChainStore, SegmentRef
+from lifeboat.config import LifeboatConfig
 from lifeboat.clock import SystemClock
 from lifeboat.etcd import ConnectionSettings, EtcdClient
-from tests.integration.test_agent import TTL, AgentProcess, config_data, leader, manifests, wait_for
+from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
+from tests.integration.test_agent import (
+    TTL, AgentProcess, SteppedWallClock, config_data, leader, manifests, wait_for,
+)
 from tests.integration.test_capture import captured_events, etcd_events, open_repo
+from tests.integration.test_point_in_time import restored_state, source_state
 from tests.support.binaries import EtcdRelease
+from tests.support.capture_workload import write_history
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster
 
@@ -206,3 +215,61 @@ def test_the_leader_waits_while_a_hand_run_capture_holds_the_lock_and_captures_o
             agent.stop()
     (chain,) = ChainStore(open_repo(s3_repo).store).chains(cluster)
     assert chain.gap is None and chain.segments
+
+
+def packs_hold(refs: tuple[SegmentRef, ...]) -> set[str]:
+    """The segments another one (a pack) holds: its revisions and more."""
+    return {b.name for b in refs for a in refs
+            if a is not b and a.first_revision <= b.first_revision and b.last_revision <= a.last_revision}
+
+
+def test_the_leader_packs_its_small_segments_while_it_captures_and_every_point_restores_exactly(
+        etcd: EtcdCluster, s3_repo: str, tmp_path: Path, cli: Cli) -> None:
+    cluster = "capture-pack"
+    # Ahead of the store's own clock, which dates the packs (deleted once that old, here at once).
+    clock = SteppedWallClock((datetime.now(timezone.utc) + timedelta(minutes=1)).replace(second=20))
+    config = LifeboatConfig.model_validate({**config_data(etcd, s3_repo, cluster), "capture": {
+        "enabled": True, "flush-interval": "200ms", "spool-dir": str(tmp_path / "spool"),
+        "pack-min-age": 0, "pack-delete-after": 0}})
+    stop = threading.Event()
+    codes: list[int] = []
+    agent = threading.Thread(target=lambda: codes.append(
+        run_agent(config, {**os.environ, "LIFEBOAT_AGENT_ID": "node-0"}, stop, clock)))
+    repo = open_repo(s3_repo)
+    chains = ChainStore(repo.store)
+    revisions: list[int] = []
+
+    def refs() -> tuple[SegmentRef, ...]:
+        listings = chains.chains(cluster)
+        return listings[0].segments if listings else ()
+
+    def write(rounds: range) -> None:
+        for round_ in rounds:
+            revisions.extend(write_history(client, 1, tag=f"p{round_}").revisions)
+            time.sleep(0.3)  # a segment or more each (flush-interval 200ms)
+        wait_for(lambda: max((r.last_revision for r in refs()), default=0) >= revisions[-1], 30, "capture")
+
+    with EtcdClient(ConnectionSettings((etcd.endpoints[0],))) as client:
+        agent.start()
+        try:
+            wait_for(lambda: manifests(s3_repo, cluster) and chains.chains(cluster), 60, "a backup and a chain")
+            write(range(4))
+            clock.jump(60)  # the next tick: a backup, then a pass that packs
+            wait_for(lambda: packs_hold(refs()), 60, "a pack")
+            held = packs_hold(refs())
+            write(range(4, 8))  # capture goes on beside the packs
+            clock.jump(60)  # a pass that deletes what the first pack holds, and packs what came since
+            wait_for(lambda: not held & {r.name for r in refs()}, 60, "the segments the first pack holds deleted")
+            write(range(8, 10))
+        finally:
+            stop.set()
+            agent.join(60)
+        assert codes == [0]
+        (listing,) = chains.chains(cluster)
+        assert listing.gap is None and len(held) >= 3
+        (timeline,) = cli.json("timeline", "--repo", s3_repo, "--cluster", cluster)
+        assert [g for g in timeline["gaps"] if (g["before_revision"] or 1 << 62) > listing.info.base_revision] == []
+        for revision in sorted({revisions[0], revisions[9], revisions[len(revisions) // 2], revisions[-1]}):
+            point = find_point(repo, cluster, PointTarget(revision=revision), None)
+            built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
+            assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
