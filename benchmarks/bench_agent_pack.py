@@ -39,6 +39,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -197,7 +198,7 @@ def main() -> None:
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     env = frozen_source(args.rev)
-    results = []
+    results: list[dict[str, Any]] = []
     with EtcdCluster(etcd_35(), work / f"etcd-{time.monotonic_ns()}") as etcd:
         endpoint = etcd.endpoints[0]
         for round_ in range(args.rounds):
@@ -218,7 +219,7 @@ def main() -> None:
     for r in results:
         rpo_all = r.get("rpo") or {}
         during = r.get("rpo_in_passes") or {}
-        print(f"| {r['pack']} | {int(r['peak_rss']) >> 20} MB | {int(r['peak_rss_in_passes']) >> 20} MB | "  # type: ignore[call-overload]
+        print(f"| {r['pack']} | {r['peak_rss'] >> 20} MB | {r['peak_rss_in_passes'] >> 20} MB | "
               f"{r['pass_seconds']} | {rpo_all.get('p50', 0):.2f} / {rpo_all.get('p99', 0):.2f} / "
               f"{rpo_all.get('max', 0):.2f} s | {during.get('p99', 0):.2f} / {during.get('max', 0):.2f} s |")
 

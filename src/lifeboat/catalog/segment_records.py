@@ -34,7 +34,6 @@ HEAD = struct.Struct(">Q1sQ1sqI")
 HEAD_SIZE = HEAD.size  # 30
 PUT = b"p"
 DELETE = b"t"
-_DELETE_BYTE = DELETE[0]
 _KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: always the first field
 
 
@@ -50,17 +49,6 @@ def event_record(revision: int, sub: int, event: WatchEvent) -> tuple[bytes, byt
     return HEAD.pack(revision, b"_", sub, DELETE, 0, len(value)), value
 
 
-def row_at(body: bytes, pos: int) -> tuple[bytes, bytes, int]:
-    """The MVCC row (key, value) of the record at ``pos``, and where the next record starts.
-
-    Only for records already checked by :func:`check_records` (the replay's second pass).
-    """
-    size = int.from_bytes(body[pos + 26 : pos + 30], "big")
-    value_at = pos + HEAD_SIZE
-    key = body[pos : pos + 18] if body[pos + 17] == _DELETE_BYTE else body[pos : pos + 17]
-    return key, body[value_at : value_at + size], value_at + size
-
-
 def key_of(body: bytes | memoryview, value_at: int, value_end: int) -> bytes:
     """The etcd key in the KeyValue at ``body[value_at:value_end]`` (its first field)."""
     if body[value_at] != _KEY_TAG:
@@ -72,6 +60,26 @@ def key_of(body: bytes | memoryview, value_at: int, value_end: int) -> bytes:
     if start + size > value_end:
         raise ValueError("a record's key runs past its value")
     return bytes(body[start : start + size])  # a copy of a view; a bytes slice as it is
+
+
+def version_of(body: bytes, value_at: int, value_end: int) -> int:
+    """The version (field 4) of the KeyValue at ``body[value_at:value_end]``, 0 where it has
+    none; read in place where the value is laid out as etcd writes it."""
+    # etcd writes a put's fields in order: a key under 128 bytes, create and mod revisions,
+    # then the version, under 128 for most keys. Read that layout byte by byte; else decode.
+    if value_end - value_at < 2 or body[value_at] != _KEY_TAG or body[value_at + 1] >= 0x80:
+        return decode_key_value(body, value_at, value_end).version
+    pos = value_at + 2 + body[value_at + 1]
+    for tag in (0x10, 0x18):  # create_revision, mod_revision: varints
+        if pos >= value_end or body[pos] != tag:
+            return decode_key_value(body, value_at, value_end).version
+        pos += 1
+        while pos < value_end and body[pos] & 0x80:
+            pos += 1
+        pos += 1
+    if pos + 1 < value_end and body[pos] == 0x20 and body[pos + 1] < 0x80:
+        return body[pos + 1]
+    return decode_key_value(body, value_at, value_end).version
 
 
 def iter_records(body: bytes) -> Iterator[tuple[int, int, bytes, int, int, int]]:

@@ -38,7 +38,9 @@ from typing import Any
 from lifeboat.catalog.segment_index import (
     CREATED, DELETED, FIXED_BYTES, IndexEntry, SegmentIndex, encode_index, joined_index, read_index,
 )
-from lifeboat.catalog.segment_records import DELETE, HEAD_SIZE, event_record, iter_records, key_of, record_event
+from lifeboat.catalog.segment_records import (
+    DELETE, HEAD_SIZE, event_record, iter_records, key_of, record_event, version_of,
+)
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 from lifeboat.snapshot.replay import tombstone_value
@@ -387,17 +389,17 @@ def decode_segment(data: bytes, where: str) -> Segment:
                           revisions=revisions, leases=header.leases)
         check_counts(header, segment.first_revision, segment.last_revision, len(segment.revisions),
                      segment.event_count)
-        if header.index is not None:
-            _check_index(header.index, header.records_bytes, segment)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
+    if header.index is not None:
+        check_indexed_records(header, where)
     return segment
 
 
 def check_indexed_records(header: SegmentHeader, where: str) -> None:
     """IntegrityError (naming ``where``) unless a whole version 3 segment's index describes its
-    records as they are (each one's place, revision, kind, lease and key; sub revisions in
-    order) and the header's counts are theirs: what a reader of the index relies on, checked
+    records as they are (each one's place, revision, kind, lease, key and whether it created
+    its key; sub revisions in order) and the header's counts are theirs: what a reader of the index relies on, checked
     without decoding an event (:func:`decode_segment` decodes every one)."""
     try:
         index = header.index
@@ -411,9 +413,10 @@ def check_indexed_records(header: SegmentHeader, where: str) -> None:
             if records == len(index):
                 raise ValueError(f"it holds more records than its index lists ({len(index)})")
             deleted = kind == DELETE
-            if (value_at - HEAD_SIZE, main, 0 if deleted else lease, deleted) != (
+            flags = DELETED if deleted else CREATED if version_of(body, value_at, value_end) == 1 else 0
+            if (value_at - HEAD_SIZE, main, 0 if deleted else lease, flags) != (
                     index.offsets[records], index.revisions[records], index.leases[records],
-                    bool(index.flags[records] & DELETED)) or key_of(body, value_at, value_end) != keys[records]:
+                    index.flags[records]) or key_of(body, value_at, value_end) != keys[records]:
                 raise ValueError(f"record {records} is not what its index says")
             if main != current:
                 current, due, revisions = main, 0, revisions + 1
@@ -426,13 +429,6 @@ def check_indexed_records(header: SegmentHeader, where: str) -> None:
         check_counts(header, index.revisions[0], index.revisions[-1], revisions, records)
     except (ValueError, IndexError) as exc:
         raise IntegrityError(f"capture segment {where} is damaged: {exc}") from None
-
-
-def _check_index(index: SegmentIndex, records_bytes: int, segment: Segment) -> None:
-    """The index must describe the records as they are."""
-    _, entries = _records_and_entries(segment)
-    if read_index(encode_index(entries), len(entries), records_bytes) != index:
-        raise ValueError("its index does not match its records")
 
 
 def _records(header: SegmentHeader) -> tuple[CapturedRevision, ...]:

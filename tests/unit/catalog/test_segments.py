@@ -15,7 +15,7 @@ import zstandard
 
 from lifeboat.catalog.chains import ChainStore, parse_segment_name, segment_name
 from lifeboat.catalog.segment_index import CREATED, DELETED
-from lifeboat.catalog.segment_records import row_at
+from lifeboat.catalog.segment_records import DELETE, HEAD_SIZE, iter_records
 from lifeboat.catalog.segments import (
     CapturedRevision, Predecessor, Segment, check_indexed_records, decode_segment, encode_segment, encode_segment_frames, events_after,
     read_header,
@@ -61,7 +61,7 @@ def test_version_3_index_lists_every_record_without_its_value() -> None:
     assert list(index.leases) == [0, 0x77, 0, 0, 0]
     assert list(index.flags) == [CREATED, CREATED, 0, DELETED, DELETED]
     body = read_header(first + rest, "test").body
-    assert [row_at(body, offset)[0][:8] for offset in index.offsets] == \
+    assert [body[offset:offset + 8] for offset in index.offsets] == \
         [rev.to_bytes(8, "big") for rev in (11, 12, 12, 12, 14)]
     assert len(body) == header.records_bytes
     with pytest.raises(IntegrityError, match="no end line"):
@@ -73,7 +73,7 @@ def test_an_index_that_does_not_match_its_records_is_refused() -> None:
     header = json.loads(first[:first.index(b"\n")])
     moved = first.replace(b"/t1", b"/t2")  # a key in the index, not in the records
     assert moved != first
-    with pytest.raises(IntegrityError, match="its index does not match its records"):
+    with pytest.raises(IntegrityError, match="record 1 is not what its index says"):
         decode_segment(_rehashed(moved + rest, lambda b: b), "test")
     assert header["index"]["records_bytes"] == len(read_header(first + rest, "test").body)
 
@@ -83,11 +83,9 @@ def test_records_are_the_mvcc_rows_etcd_wrote(encoder: Callable[[Segment], bytes
     original = sample()
     header = read_header(encoder(original), "test")
     assert header.seen_of(12) == at(0.4) and header.seen_of(13) == at(0.4)
-    body = header.body
-    found, pos = [], 0
-    while pos < len(body):
-        key, value, pos = row_at(body, pos)
-        found.append((key, value))
+    body = bytes(header.body)
+    found = [(body[value_at - HEAD_SIZE : value_at - HEAD_SIZE + (18 if kind == DELETE else 17)],
+              body[value_at:value_end]) for _, _, kind, _, value_at, value_end in iter_records(body)]
     assert found == [event_row(rev.revision, sub, e) for rev in original.revisions
                      for sub, e in enumerate(rev.events)]
 
@@ -232,8 +230,9 @@ def _index_edited(column_at: Callable[[int], int], value: bytes) -> bytes:
     _index_edited(lambda n: 12 * n, (1).to_bytes(8, "big")),  # the first record's lease
     _index_edited(lambda n: 8 * n + 4, (1).to_bytes(4, "big")),  # the second record's offset
     _index_edited(lambda n: 25 * n, b"/b"),  # the first key, /a
+    _index_edited(lambda n: 24 * n, bytes([0])),  # the first record's flags: it created /a
     _rehashed(encode_segment(sample()), lambda b: b.replace(b'"revisions":3', b'"revisions":4')),
-], ids=["lease", "offset", "key", "counts"])
+], ids=["lease", "offset", "key", "created", "counts"])
 def test_an_index_that_does_not_describe_its_records_is_refused_without_decoding(raw: bytes) -> None:
     header = read_header(raw, "s3://b/x")  # the sha256 matches: only the index check finds it
     with pytest.raises(IntegrityError, match="s3://b/x is damaged"):
