@@ -21,20 +21,23 @@ closed less than ``min_age`` ago, segments of the old JSON-lines format, and seg
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, reach_first, segment_name
 from lifeboat.catalog.segments import (
-    SEGMENT_VERSION, Segment, SegmentHeader, check_consecutive, check_indexed_records, encode_segment_frames, joined_frames,
+    SEGMENT_VERSION, Segment, SegmentHeader, check_consecutive, check_indexed_records, encode_segment_frames,
+    header_segment, joined_frames,
 )
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
+T = TypeVar("T")
 
-PACK_BYTES = 4 << 20  # the stored bytes of a run of segments fetched at once, at most
+PACK_BYTES = 4 << 20  # the stored bytes of a run, at most (fetched a few segments at a time)
 # The records one pack holds, at most (raw): a point restore holds three segments' records at
 # once (packs of 15 MB of records cost its process 45 MB more than this in the benchmark).
 PACK_RECORDS_BYTES = 4 << 20
@@ -205,14 +208,23 @@ class Packer:
             result.refused.append(f"{len(run)} encrypted segments of chain {chain} are not packed: "
                                   "no recipient to encrypt the pack to (encryption.recipients, --encrypt-to)")
             return
+        def fetch(ref: SegmentRef) -> SegmentHeader:
+            return self.chains.check_header(self.chains.fetch_segment(cluster, chain, ref, self.identities),
+                                            cluster, chain, ref)
+
+        def fetched() -> Iterator[tuple[SegmentRef, SegmentHeader]]:
+            for start in range(0, len(run), THREADS):  # a few at a time: held until their pack is written
+                refs = run[start:start + THREADS]
+                yield from zip(refs, pool.map(fetch, refs))
+
         try:
-            headers = list(pool.map(lambda ref: self.chains.check_header(
-                self.chains.fetch_segment(cluster, chain, ref, self.identities), cluster, chain, ref), run))
-            for start, stop in spans([len(h.body) for h in headers], self.pack_records_bytes):
-                if stop - start > 1:
-                    self._commit(cluster, chain, run[start:stop], headers[start:stop])
+            # Packs are written as their records fill up: a run is capped by its stored size,
+            # and segments of values that compress well hold many times that.
+            for group in filled(fetched(), lambda pair: len(pair[1].body), self.pack_records_bytes):
+                if len(group) > 1:
+                    self._commit(cluster, chain, [ref for ref, _ in group], [header for _, header in group])
                     result.packs += 1
-                    result.packed += stop - start
+                    result.packed += len(group)
         except (OperationFailed, UsageError) as exc:
             result.refused.append(f"{len(run)} segments of chain {chain} from revision {run[0].first_revision} "
                                   f"are not packed: {exc}")
@@ -234,7 +246,8 @@ class Packer:
             name = named(refs[0].first_revision, refs[-1].last_revision, refs[0].first_seen, refs[-1].last_seen,
                          encrypted)
         else:
-            pack = merged([self.chains.read_segment(cluster, chain, ref, self.identities) for ref in refs])
+            pack = merged([header_segment(h, self.chains.segment_where(cluster, chain, ref))
+                           for ref, h in zip(refs, headers, strict=True)])
             name, frames = segment_name(pack, encrypted), encode_segment_frames(pack)
         try:
             self.chains.commit_frames(cluster, chain, name, frames, self.recipients if encrypted else (),
@@ -243,15 +256,18 @@ class Packer:
             pass  # another pass wrote this very pack
 
 
-def spans(sizes: Sequence[int], limit: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive runs of ``sizes`` each adding up to at most ``limit``
-    (one larger alone), in order."""
-    found: list[tuple[int, int]] = []
-    start = total = 0
-    for n, size in enumerate(sizes):
-        if n > start and total + size > limit:
-            found.append((start, n))
-            start, total = n, 0
-        total += size
-    found.append((start, len(sizes)))
-    return found
+def filled(items: Iterable[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """Consecutive groups of ``items`` each adding up to at most ``limit`` by ``size`` (one
+    larger alone), in order; each is yielded once the next item would not fit in it, so no more
+    than one group and one item are read ahead of what was yielded."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        amount = size(item)
+        if group and total + amount > limit:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += amount
+    if group:
+        yield group

@@ -382,7 +382,12 @@ def check_counts(header: SegmentHeader, first: int, last: int, revisions: int, e
 
 def decode_segment(data: bytes, where: str) -> Segment:
     """Parse and check a segment's raw bytes; anything wrong is an IntegrityError naming ``where``."""
-    header = read_header(data, where)
+    return header_segment(read_header(data, where), where)
+
+
+def header_segment(header: SegmentHeader, where: str) -> Segment:
+    """The segment a whole segment's read header holds, every event decoded and checked
+    against the header; anything wrong is an IntegrityError naming ``where``."""
     try:
         revisions = _json_lines(header) if header.version == JSON_LINES_VERSION else _records(header)
         segment = Segment(cluster=header.cluster, chain=header.chain, previous=header.previous,

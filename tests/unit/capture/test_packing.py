@@ -11,7 +11,7 @@ import pyrage
 import pytest
 import zstandard
 
-from lifeboat.capture.packing import Packer, PackResult, merged, plan_chain, spans
+from lifeboat.capture.packing import Packer, PackResult, filled, merged, plan_chain
 from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
 from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed, segment_name
 from lifeboat.catalog.layout import segment_key
@@ -116,9 +116,13 @@ def test_a_run_holding_a_segment_of_the_older_format_is_packed_as_the_current_on
     store = MemoryStore(clock=clock)
     written = small_chain(store, 5, version_2=frozenset({1, 2}))
     before = listed(store)
+    fetched: list[str] = []
+    get_stream = store.get_stream
+    store.get_stream = lambda key: (fetched.append(key), get_stream(key))[1]  # type: ignore[method-assign]
     result = packer(store).run(CLUSTER, clock.now())
     (pack,) = [r for r in listed(store) if r not in before]
     assert (result.packs, result.refused) == (1, [])
+    assert sorted(fetched) == sorted(segment_key(CLUSTER, CHAIN, r.name) for r in before[:4])  # each once
     assert decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:4]))
 
 
@@ -276,13 +280,52 @@ def test_a_pack_holds_at_most_the_records_bytes_allowed_and_the_rest_of_the_run_
 
 
 @pytest.mark.parametrize("sizes, limit, expected", [
-    ([1, 1, 1, 1], 2, [(0, 2), (2, 4)]),
-    ([5, 1, 1], 2, [(0, 1), (1, 3)]),  # one larger than the limit stands alone
-    ([1, 5, 1], 2, [(0, 1), (1, 2), (2, 3)]),
-    ([3], 2, [(0, 1)]),
+    ([1, 1, 1, 1], 2, [[1, 1], [1, 1]]),
+    ([5, 1, 1], 2, [[5], [1, 1]]),  # one larger than the limit stands alone
+    ([1, 5, 1], 2, [[1], [5], [1]]),
+    ([3], 2, [[3]]),
+    ([], 2, []),
 ])
-def test_spans_add_up_to_the_limit_in_order(sizes: list[int], limit: int, expected: list[tuple[int, int]]) -> None:
-    assert spans(sizes, limit) == expected
+def test_groups_add_up_to_the_limit_in_order(sizes: list[int], limit: int, expected: list[list[int]]) -> None:
+    assert list(filled(sizes, lambda n: n, limit)) == expected
+
+
+def test_a_group_is_given_before_more_than_one_item_after_it_is_read() -> None:
+    read: list[int] = []
+
+    def items() -> Iterator[int]:
+        for n in range(6):
+            read.append(n)
+            yield 1
+
+    given = 0
+    for group in filled(items(), lambda n: n, 2):
+        given += len(group)
+        assert len(read) <= given + 1, "read further ahead than the item that did not fit"
+    assert given == len(read) == 6
+
+
+def test_a_run_of_values_that_compress_well_is_packed_holding_about_one_pack_of_records() -> None:
+    # 40 segments of 1 MB of records each, 40 MB in all, stored in a few KB: a run by stored size.
+    import tracemalloc
+    clock = FakeClock(T0 + HOUR)
+    store = MemoryStore(clock=clock)
+    chains = ChainStore(store)
+    chains.start(ChainInfo(CHAIN, CLUSTER, CHAIN, 100, "c1", BASE.finished_at))
+    previous = Predecessor("base", 100, CHAIN)
+    for n in range(40):
+        r = 101 + n
+        seg = segment(previous, (r, n, [put(b"/big", bytes([n]) * 1_000_000, 101, r, n + 1)]))
+        previous = Predecessor("segment", r, chains.commit_segment(seg, [], 3).name)
+    assert sum(r.size for r in listed(store)) < 4 << 20
+    tracemalloc.start()
+    try:
+        result = packer(store).run(CLUSTER, clock.now())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.packs, result.packed, result.refused) == (10, 39, [])  # 4 segments' records a pack
+    assert peak < 30_000_000, f"{peak:,} bytes held at once"  # 47 MB when a run was fetched whole
 
 
 @pytest.mark.parametrize("operation, after", [("put_bytes", 0), ("delete", 0), ("delete", 3)],
