@@ -20,7 +20,8 @@ to SeaweedFS (``--store s3``; no RPO: its listing dates objects to the second). 
   peak inside the pack passes that did something (from the ``backup_committed`` event to
   ``packed``/``pack_failed`` in its JSON log: the backup's prune and the pass);
 * the **RPO** of every write (acknowledged by etcd to committed in a segment; the earliest
-  segment holding its revision), p50 / p99 / max, for the whole run and for the writes
+  segment holding its revision, each segment's commit time noted when first seen, every
+  0.5 s, as passes delete segments a pack holds), p50 / p99 / max, for the whole run and for the writes
   acknowledged while a pass ran;
 * what the passes did (packs, segments packed and deleted), from the log.
 
@@ -109,6 +110,19 @@ def sample_rss(pid: int, stop: threading.Event, into: list[tuple[float, int]]) -
             return
 
 
+def watch_commits(repo_dir: Path, stop: threading.Event, into: dict[str, tuple[int, int, float]]) -> None:
+    """Each segment's commit time as first seen: a pass deletes what a pack holds, and the pack,
+    written later, would otherwise stand for their revisions."""
+    while not stop.wait(0.5):
+        for path in repo_dir.rglob("segments/*.zst"):
+            if path.name not in into:
+                first, last = path.name.split("-")[:2]
+                try:
+                    into[path.name] = (int(first), int(last), path.stat().st_mtime)
+                except FileNotFoundError:
+                    continue
+
+
 def pass_windows(events: list[dict[str, object]]) -> list[tuple[float, float, dict[str, object]]]:
     """(start, end, the event that ended it) of each pack pass that packed or deleted something:
     from a backup's commit to its pass's log line (a pass with nothing to do logs nothing)."""
@@ -143,10 +157,13 @@ def one_run(work: Path, env: dict[str, str], endpoint: str, repo: str, repo_dir:
     samples: list[tuple[float, int]] = []
     done = threading.Event()
     writes: list[Write] = []
+    commits: dict[str, tuple[int, int, float]] = {}
     with log_path.open("w") as log, spawned(LIFEBOAT + ["agent", "--config", str(config)], env=env,
                                              stdout=subprocess.DEVNULL, stderr=log) as proc:
         sampler = threading.Thread(target=sample_rss, args=(proc.pid, done, samples), daemon=True)
         sampler.start()
+        if repo_dir is not None:
+            threading.Thread(target=watch_commits, args=(repo_dir, done, commits), daemon=True).start()
         time.sleep(5)  # its start, the election, capture's base backup
         began = time.time()
         writes += quiet_load(endpoint, args.quiet_rate, args.quiet_seconds, 1)
@@ -173,7 +190,7 @@ def one_run(work: Path, env: dict[str, str], endpoint: str, repo: str, repo_dir:
         "writes": len(writes),
     }
     if repo_dir is not None:
-        delays = rpo(writes, segment_commits(repo_dir))
+        delays = rpo(writes, sorted({*commits.values(), *segment_commits(repo_dir)}))
         during = [d for acked, d in delays if any(start <= acked <= end for start, end, _ in windows)]
         all_ = [d for _, d in delays]
         result["rpo"] = {"p50": percentile(all_, 50), "p99": percentile(all_, 99), "max": max(all_)}
