@@ -208,6 +208,7 @@ class Packer:
             result.refused.append(f"{len(run)} encrypted segments of chain {chain} are not packed: "
                                   "no recipient to encrypt the pack to (encryption.recipients, --encrypt-to)")
             return
+
         def fetch(ref: SegmentRef) -> SegmentHeader:
             return self.chains.check_header(self.chains.fetch_segment(cluster, chain, ref, self.identities),
                                             cluster, chain, ref)

@@ -404,8 +404,8 @@ def header_segment(header: SegmentHeader, where: str) -> Segment:
 def check_indexed_records(header: SegmentHeader, where: str) -> None:
     """IntegrityError (naming ``where``) unless a whole version 3 segment's index describes its
     records as they are (each one's place, revision, kind, lease, key and whether it created
-    its key; sub revisions in order) and the header's counts are theirs: what a reader of the index relies on, checked
-    without decoding an event (:func:`decode_segment` decodes every one)."""
+    its key; sub revisions in order) and the header's counts are theirs: what a reader of the
+    index relies on, checked without decoding an event's value."""
     try:
         index = header.index
         if index is None or header.records_apart:
