@@ -236,7 +236,7 @@ def main() -> None:
     for r in results:
         rpo_all = r.get("rpo") or {}
         during = r.get("rpo_in_passes") or {}
-        print(f"| {r['pack']} | {r['peak_rss'] >> 20} MB | {r['peak_rss_in_passes'] >> 20} MB | "
+        print(f"| {r['pack']} | {r['peak_rss'] / 1e6:.1f} MB | {r['peak_rss_in_passes'] / 1e6:.1f} MB | "
               f"{r['pass_seconds']} | {rpo_all.get('p50', 0):.2f} / {rpo_all.get('p99', 0):.2f} / "
               f"{rpo_all.get('max', 0):.2f} s | {during.get('p99', 0):.2f} / {during.get('max', 0):.2f} s |")
 
