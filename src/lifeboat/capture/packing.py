@@ -33,6 +33,7 @@ from lifeboat.catalog.segments import (
     SEGMENT_VERSION, Segment, SegmentHeader, check_consecutive, check_indexed_records, encode_segment_frames,
     header_segment, joined_frames,
 )
+from lifeboat.catalog.streams import mapped_ahead
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
 T = TypeVar("T")
@@ -213,15 +214,12 @@ class Packer:
             return self.chains.check_header(self.chains.fetch_segment(cluster, chain, ref, self.identities),
                                             cluster, chain, ref)
 
-        def fetched() -> Iterator[tuple[SegmentRef, SegmentHeader]]:
-            for start in range(0, len(run), THREADS):  # a few at a time: held until their pack is written
-                refs = run[start:start + THREADS]
-                yield from zip(refs, pool.map(fetch, refs))
-
+        # Packs are written as their records fill up, while the next few segments are fetched:
+        # a run is capped by its stored size, and segments of values that compress well hold
+        # many times that.
+        headers = mapped_ahead(pool, fetch, run, THREADS)
         try:
-            # Packs are written as their records fill up: a run is capped by its stored size,
-            # and segments of values that compress well hold many times that.
-            for group in filled(fetched(), lambda pair: len(pair[1].body), self.pack_records_bytes):
+            for group in filled(zip(run, headers), lambda pair: len(pair[1].body), self.pack_records_bytes):
                 if len(group) > 1:
                     self._commit(cluster, chain, [ref for ref, _ in group], [header for _, header in group])
                     result.packs += 1
@@ -229,6 +227,8 @@ class Packer:
         except (OperationFailed, UsageError) as exc:
             result.refused.append(f"{len(run)} segments of chain {chain} from revision {run[0].first_revision} "
                                   f"are not packed: {exc}")
+        finally:
+            headers.close()  # after a failure, the fetches not yet started are not made
 
     def _commit(self, cluster: str, chain: str, refs: Sequence[SegmentRef], headers: Sequence[SegmentHeader]) -> None:
         """Write the pack of ``refs`` (their checked ``headers``): its records copied as they are;

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Final, Generic, TypeVar, cast
@@ -320,27 +320,41 @@ def take_buffer(free: "queue.SimpleQueue[bytearray]", gone: Callable[[], bool]) 
 def ranged(read: Callable[[int, int], Chunk], size: int, part: int, in_flight: int) -> Iterator[Chunk]:
     """Bytes ``0..size`` read as ranges of ``part`` bytes, ``in_flight`` at once, yielded in order.
 
-    ``read(start, end)`` returns one range. Memory stays near ``in_flight`` × ``part``: a range
-    is requested only once the one ``in_flight`` before it was handed on. A failed read is
-    raised here, in order; closing this generator early abandons the reads still running.
+    ``read(start, end)`` returns one range. Memory stays near ``in_flight`` × ``part`` (see
+    :func:`mapped_ahead`); closing this generator early abandons the reads still running.
     """
-    starts = iter(range(0, size, part))
     pool = ThreadPoolExecutor(in_flight, thread_name_prefix="lifeboat-range")
-    pending: deque[Future[Chunk]] = deque()
+    try:
+        yield from mapped_ahead(pool, lambda start: read(start, min(start + part, size)), range(0, size, part),
+                                in_flight)
+    finally:
+        pool.shutdown(wait=False)
+
+
+R = TypeVar("R")
+
+
+def mapped_ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T],
+                 ahead: int) -> Generator[R, None, None]:
+    """``work(item)`` for each of ``items``, run in ``pool`` and yielded in order, with at most
+    ``ahead`` of them running or done but not yet taken: one is started only once the one
+    ``ahead`` before it was handed on. A failure is raised here, in order; closing this
+    generator early cancels what has not started (what runs finishes, unseen)."""
+    source = iter(items)
+    pending: deque[Future[R]] = deque()
 
     def request() -> None:
-        start = next(starts, None)
-        if start is not None:
-            pending.append(pool.submit(read, start, min(start + part, size)))
+        for item in source:
+            pending.append(pool.submit(work, item))
+            return
 
     try:
-        for _ in range(in_flight):
+        for _ in range(ahead):
             request()
         while pending:
-            data = pending.popleft().result()
+            result = pending.popleft().result()
             request()
-            yield data
+            yield result
     finally:
         for future in pending:
             future.cancel()
-        pool.shutdown(wait=False)
