@@ -90,21 +90,20 @@ def plan_chain(listing: ChainListing, now: datetime, *, min_age: timedelta = MIN
         else:
             waiting += 1
     newest = max(refs, key=lambda r: r.last_revision, default=None)
-    runs: list[tuple[SegmentRef, ...]] = []
-    run: list[SegmentRef] = []
-    run_bytes = 0
+    stretches: list[list[SegmentRef]] = []  # packable segments that follow each other
+    stretch: list[SegmentRef] = []
     for ref in sorted(free):
         packable = ref is not newest and ".seg.zst" in ref.name and ref.size < small_bytes \
             and ref.last_seen <= now - min_age
-        if run and not (packable and ref.first_revision == run[-1].last_revision + 1
-                        and ref.encrypted == run[-1].encrypted and run_bytes + ref.size <= pack_bytes):
-            runs.append(tuple(run))
-            run, run_bytes = [], 0
+        if stretch and not (packable and ref.first_revision == stretch[-1].last_revision + 1
+                            and ref.encrypted == stretch[-1].encrypted):
+            stretches.append(stretch)
+            stretch = []
         if packable:
-            run.append(ref)
-            run_bytes += ref.size
-    runs.append(tuple(run))
-    return PackPlan(listing, tuple(r for r in runs if len(r) > 1), tuple(held), waiting)
+            stretch.append(ref)
+    stretches.append(stretch)
+    runs = (tuple(run) for each in stretches for run in filled(each, lambda r: r.size, pack_bytes))
+    return PackPlan(listing, tuple(run for run in runs if len(run) > 1), tuple(held), waiting)
 
 
 def merged(segments: Sequence[Segment]) -> Segment:
