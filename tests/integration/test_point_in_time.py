@@ -18,6 +18,7 @@ import zstandard
 
 from lifeboat.capture import CaptureOptions, CaptureStatus
 from lifeboat.catalog.chains import decompressed
+from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
@@ -772,3 +773,37 @@ def test_packing_while_capture_writes_on_leaves_one_unbroken_chain_that_restores
         point = find_point(repo, "prod", PointTarget(revision=revision), None)
         built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
         assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
+
+
+def test_a_point_listed_before_its_segments_were_packed_and_deleted_restores_from_the_pack(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, s3_repo: str, cli: Cli,
+        caplog: pytest.LogCaptureFixture) -> None:
+    repo = open_repository(s3_repo)
+    revisions: list[int] = []
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                       flush_interval=0.05)) as status:
+        for round_ in range(5):
+            history = write_history(client, 1, tag=f"r{round_}")
+            revisions += history.revisions
+            wait_for(lambda: status.last_revision >= history.revisions[-1])
+            time.sleep(0.1)
+    chosen = sorted({revisions[len(revisions) // 2], revisions[-2], revisions[-1]})
+    listed = {revision: find_point(repo, "prod", PointTarget(revision=revision), None) for revision in chosen}
+    assert all(len(point.segments) >= 2 for point in listed.values()), "points over several segments"
+    flags = ("--repo", s3_repo, "--cluster", "prod", "--min-age", "0", "--delete-after", "0")
+    assert cli.json("pack", *flags)["packs"] == 1
+    assert cli.json("pack", *flags)["deleted"] >= 4  # what the listings above name is gone
+    for revision, stale in listed.items():
+        with caplog.at_level("WARNING", logger="lifeboat.pitr.point"):
+            built = build_point_snapshot(repo, stale, None, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
+        assert built.point.segments != stale.segments and built.point.base.id == stale.base.id
+    assert "packed and deleted since it was listed" in caplog.text
+
+    # A segment deleted with nothing in its place is still missing: refused, never skipped.
+    point = find_point(repo, "prod", PointTarget(revision=revisions[-1]), None)
+    assert point.window.chain is not None
+    repo.store.delete(segment_key("prod", point.window.chain.info.chain, point.segments[0].name))
+    with pytest.raises(IntegrityError, match="is missing; the chain cannot be replayed past it"):
+        build_point_snapshot(repo, point, None, tmp_path / "gone.db")
+    assert not (tmp_path / "gone.db").exists() and not (tmp_path / "gone.db.segments").exists()

@@ -46,6 +46,11 @@ _SEGMENT_RE = re.compile(
 )
 
 
+class SegmentGone(IntegrityError):
+    """A segment in a listing is no longer in the repository: damaged chain, or (when a newer
+    listing has a pack holding its revisions) deleted by ``lifeboat pack`` since the listing."""
+
+
 def _stamp(moment: datetime) -> str:
     utc = moment.astimezone(timezone.utc)
     return f"{utc.strftime(_STAMP)}.{utc.microsecond // 1000:03d}Z"
@@ -332,7 +337,7 @@ class ChainStore:
             chunks = self.store.get_stream(key)
             return b"".join(decrypting(chunks, identities) if ref.encrypted and identities else chunks)
         except NotFound:
-            raise IntegrityError(f"capture segment {self.store.url}/{key} is missing; "
+            raise SegmentGone(f"capture segment {self.store.url}/{key} is missing; "
                                  "the chain cannot be replayed past it") from None
         except IntegrityError as exc:
             raise _naming(f"{self.store.url}/{key}", exc) from None

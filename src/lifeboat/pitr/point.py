@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentRef
+from lifeboat.catalog.chains import SegmentGone, SegmentRef
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import (
@@ -22,6 +23,14 @@ from lifeboat.pitr.survey_run import Progress
 from lifeboat.snapshot.mvcc import read_lease_ids
 from lifeboat.snapshot.writer import BucketChanges, Replayed, commit_in_place, write_db
 from lifeboat.verify.backup import verify_backup
+
+_log = logging.getLogger(__name__)
+
+# A segment gone since the chain was listed is looked for in a new listing this many times at
+# most: ``lifeboat pack`` deletes what a pack holds only after the pack is
+# ``capture.pack-delete-after`` old, so a second such race within one restore means packs
+# and deletions faster than a listing and a survey, not a race to wait out.
+RELISTINGS = 2
 
 @dataclass(frozen=True)
 class PointTarget:
@@ -125,12 +134,27 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         elif base != dest:
             os.replace(base, dest)
         return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
-    with survey or ChainSurvey(repo, point, identities, dest.with_name(dest.name + ".segments"), progress) as chain:
+    work = dest.with_name(dest.name + ".segments")
+    chain = survey or ChainSurvey(repo, point, identities, work, progress)
+    try:
         try:
             if base_snapshot is None:
                 _fetch_base(repo, point, identities, base)
             surveyed = clock.monotonic()
-            facts, runs = chain.result()
+            for listings in range(RELISTINGS + 1):
+                try:
+                    facts, runs = chain.result()
+                    break
+                except SegmentGone:
+                    packed = listings < RELISTINGS and _relisted(repo, point)
+                    if not packed:
+                        raise
+                    _log.warning("segments of chain %s were packed and deleted since it was listed; "
+                                 "surveying the chain as listed now (%d segment(s) up to revision %d)",
+                                 _chain_id(point), len(packed.segments), point.revision)
+                    chain.close()
+                    point = packed
+                    chain = ChainSurvey(repo, point, identities, work, progress)
             survey_wait = clock.monotonic() - surveyed
             leases = lease_rows(facts, read_lease_ids(base))
             changes = [BucketChanges(b"key", appends=stored_rows(runs)),
@@ -146,8 +170,28 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
             if base_snapshot is None:
                 dest.unlink(missing_ok=True)  # this call's own download, never finished
             raise
+    finally:
+        chain.close()
     return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases), clock.monotonic() - started,
                          survey_wait)
+
+
+def _relisted(repo: BackupRepository, point: RestorePoint) -> RestorePoint | None:
+    """``point`` (same base, same revision) with its segments as the repository lists them now,
+    or None when that is not a different set of segments reaching the point: a segment missing
+    now is missing, not packed."""
+    cluster = point.base.cluster
+    try:
+        fresh = point_at_revision(cluster_timeline(repo, cluster), point.revision, point.base.id)
+    except UsageError:  # the chain has a hole there now, or the base went
+        return None
+    if fresh.base.id != point.base.id or fresh.segments == point.segments:
+        return None
+    return fresh
+
+
+def _chain_id(point: RestorePoint) -> str:
+    return point.window.chain.info.chain if point.window.chain is not None else "-"
 
 
 def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,
