@@ -170,7 +170,7 @@ def _pack_job(config: LifeboatConfig, open_repo: _Repository,
               clock: Clock) -> Callable[[threading.Event], PackResult] | None:
     """Pack the cluster's small capture segments as ``lifeboat pack`` does (its defaults), or
     None, said once in the log, when encrypted segments could not be read."""
-    recipients = load_recipients(list(config.encryption.recipients))
+    recipients = config.encryption.recipients
     identities = load_identities([str(p) for p in config.encryption.identity_files])
     if recipients and not identities:
         log.warning("capture segments are not packed: they are encrypted to encryption.recipients and "
@@ -179,10 +179,8 @@ def _pack_job(config: LifeboatConfig, open_repo: _Repository,
         return None
 
     def pack(stop: threading.Event) -> PackResult:
-        packer = Packer(open_repo().chain_store, identities or None, recipients, config.backup.zstd_level,
-                        min_age=timedelta(seconds=config.capture.pack_min_age),
-                        delete_after=timedelta(seconds=config.capture.pack_delete_after))
-        return packer.run(config.cluster, clock.now(), stop)
+        return Packer.for_config(config, open_repo().chain_store, identities or None).run(config.cluster, clock.now(),
+                                                                                         stop)
 
     return pack
 

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from lifeboat.catalog.age_keys import Identity, Recipient
+from lifeboat.catalog.age_keys import Identity, Recipient, load_recipients
 from lifeboat.catalog.chains import ChainListing, ChainStore, SegmentRef, named, reach_first, segment_name
 from lifeboat.catalog.segments import (
     SEGMENT_VERSION, Segment, SegmentHeader, check_consecutive, check_indexed_records, encode_segment_frames,
     header_segment, joined_frames,
 )
 from lifeboat.catalog.streams import mapped_ahead
+from lifeboat.config import LifeboatConfig
 from lifeboat.errors import AlreadyExists, IntegrityError, OperationFailed, UsageError
 
 T = TypeVar("T")
@@ -144,6 +145,17 @@ class Packer:
     delete_after: timedelta = DELETE_AFTER
     pack_bytes: int = PACK_BYTES
     pack_records_bytes: int = PACK_RECORDS_BYTES
+
+    @classmethod
+    def for_config(cls, config: LifeboatConfig, chains: ChainStore, identities: Sequence[Identity] | None, *,
+                   min_age: float | None = None, delete_after: float | None = None) -> Packer:
+        """A packer with the config's recipients, zstd level and waits (``min_age`` and
+        ``delete_after`` in seconds, when given, over the config's); shared by ``lifeboat pack``
+        and the agent."""
+        waits = config.capture
+        return cls(chains, identities, load_recipients(list(config.encryption.recipients)), config.backup.zstd_level,
+                   min_age=timedelta(seconds=waits.pack_min_age if min_age is None else min_age),
+                   delete_after=timedelta(seconds=waits.pack_delete_after if delete_after is None else delete_after))
 
     def plan(self, cluster: str, now: datetime) -> list[PackPlan]:
         return [plan_chain(listing, now, min_age=self.min_age, delete_after=self.delete_after,

@@ -9,13 +9,12 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from lifeboat.capture import Capture, capture_options
 from lifeboat.capture.lock import CaptureLock
 from lifeboat.capture.packing import Packer
-from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
@@ -102,11 +101,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
     config = resolved_config(args).config
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
-    min_age = config.capture.pack_min_age if args.min_age is None else args.min_age
-    delete_after = config.capture.pack_delete_after if args.delete_after is None else args.delete_after
-    packer = Packer(repo.chain_store, age_identities(args), load_recipients(list(config.encryption.recipients)),
-                    config.backup.zstd_level, min_age=timedelta(seconds=min_age),
-                    delete_after=timedelta(seconds=delete_after))
+    packer = Packer.for_config(config, repo.chain_store, age_identities(args), min_age=args.min_age,
+                               delete_after=args.delete_after)
+    delete_after = packer.delete_after.total_seconds()
     now = datetime.now(timezone.utc)
     waits = f"wait until their pack is {delete_after:g} s old"
     if args.dry_run:
