@@ -402,3 +402,24 @@ def test_drill_detects_a_bump_that_etcd_does_not_honour(
     checks = {c["name"]: c for c in json.loads(out)["drill_checks"]}
     assert [name for name, c in checks.items() if not c["ok"]] == ["bumped restore"]
     assert "ACCEPTED" in checks["bumped restore"]["detail"]
+
+
+@pytest.mark.parametrize("version", ["3.5", "3.4"])
+def test_drill_of_a_backup_of_an_empty_cluster_passes(
+    version: str, request: pytest.FixtureRequest, tmp_path: Path, drill_tmp: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A new cluster backed up before anything was written: its snapshot holds no key row (its
+    # revision reads as 0) while etcd serves it at revision 1, the revision a store starts at.
+    release: EtcdRelease = request.getfixturevalue(f"release{version.replace('.', '')}")
+    with EtcdCluster(release, tmp_path / "etcd") as cluster:
+        code = main(["backup", f"--endpoints={cluster.first().client_url}", "--repo", f"file://{tmp_path / 'repo'}",
+                     "--no-files", "-o", "json"])
+        assert code == 0
+    manifest = json.loads(next((tmp_path / "repo").rglob("manifests/*.json")).read_text())
+    empty = Backup(release, tmp_path / "repo", manifest["id"], manifest["snapshot"]["revision"], False)
+    code, out, err = run_cli(capsys, *drill_args(empty, drill_tmp))
+    report = json.loads(out)
+    assert code == 0 and report["ok"], [c for c in report["drill_checks"] if not c["ok"]]
+    checks = {c["name"]: c for c in report["drill_checks"]}
+    assert checks["key count"]["detail"].startswith("0 keys")

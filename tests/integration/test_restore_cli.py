@@ -562,3 +562,28 @@ def test_encrypted_backup_restores_with_the_config_files_identity_and_the_flag_r
     restored = cli.json("restore", "latest", "--root", str(node.root), "--config", str(config))
     assert "restore-data" in restored["ran"]  # type: ignore[operator]
     assert keyspace(url, pki) == before
+
+
+@pytest.mark.parametrize("release", ["3.5"], indirect=True)
+@pytest.mark.parametrize("writer", ["lifeboat", "tool"])
+@pytest.mark.parametrize("keys", [0, 3])
+def test_a_backup_of_a_cluster_of_no_or_a_few_keys_restores_and_refuses_old_watches(
+    kubeadm_node: Node, cli: Cli, pki: Pki, writer: str, keys: int
+) -> None:
+    # With no key its snapshot holds no row (revision 0), while etcd serves such a store at
+    # revision 1: the bumped restore must refuse a watch from 1, one from 0 meaning "from now".
+    # With a few, bucket ``key`` is small enough to be kept inline in its parent's page.
+    node, url = kubeadm_node, kubeadm_node.etcd.client_url
+    with client(url, pki) as c:
+        for n in range(keys):
+            c.put(f"/registry/namespaces/ns-{n}".encode(), b"v")
+    before = keyspace(url, pki)
+    backup = cli.json("backup", *node.flags)
+    backed_up = backup["snapshot"]["revision"]  # type: ignore[index]
+    assert backed_up == (keys + 1 if keys else 0)  # a store starts at revision 1; its snapshot then has no row
+    result = cli.json("restore", "latest", *node.flags, "--restore-with", writer)
+    assert "verify-member" in result["ran"]  # type: ignore[operator]
+    assert keyspace(url, pki) == before and revision(url, pki) == backed_up + 1_000_000_000
+    with client(url, pki) as c, pytest.raises(RevisionCompacted):
+        with c.watch(b"/", prefix=True, start_revision=max(backed_up, 1)) as stream:
+            stream.next_event(timeout=10)

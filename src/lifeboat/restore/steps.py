@@ -39,6 +39,7 @@ from lifeboat.restore.content import (
 )
 from lifeboat.pitr import ChainSurvey, PointSnapshot, build_point_snapshot
 from lifeboat.snapshot import check_trailer
+from lifeboat.snapshot.mvcc import served_revision
 from lifeboat.snapshot.writer import bump_restored_db, replayed_difference
 from lifeboat.restore.files import fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
@@ -670,7 +671,7 @@ class VerifyMember(Step):
     compacted_before: int | None = None  # with a bump: the snapshot's revision
 
     def describe(self) -> str:
-        bumped = (f"; a watch from revision {self.compacted_before} is refused as compacted"
+        bumped = (f"; a watch from revision {served_revision(self.compacted_before)} is refused as compacted"
                   if self.compacted_before is not None else "")
         return (f"wait for the member to serve reads; check its revision is at least {self.revision}{bumped} "
                 "and a sample of keys matches the snapshot")
@@ -687,11 +688,12 @@ class VerifyMember(Step):
                                  f"{self.revision}; roll back with 'lifeboat restore --rollback'")
         refused = ""
         if self.compacted_before is not None:
-            if not ctx.member.watch_refused_as_compacted(self.compacted_before):
+            before = served_revision(self.compacted_before)
+            if not ctx.member.watch_refused_as_compacted(before):
                 raise IntegrityError(
-                    f"the restored member accepts a watch from revision {self.compacted_before}, before the "
+                    f"the restored member accepts a watch from revision {before}, before the "
                     "bump, so clients could miss changes; roll back with 'lifeboat restore --rollback'")
-            refused = f"; a watch from revision {self.compacted_before} is refused as compacted"
+            refused = f"; a watch from revision {before} is refused as compacted"
         # A bump only adds a row above the snapshot's revision: every key keeps its revisions.
         for want, got in zip(sample, ctx.member.get_many([kv.key for kv in sample]), strict=True):
             if got != want:

@@ -108,6 +108,14 @@ def decode_revision(key: bytes) -> tuple[int, int, bool]:
     return main, sub, len(key) == _REVISION_SIZE + 1
 
 
+def served_revision(revision: int) -> int:
+    """The revision etcd serves a store at whose newest row is at ``revision``: a store starts at
+    revision 1 (mvcc/kvstore.go), so one never written to, whose snapshot holds no key row and
+    reads as revision 0, is served at 1. A watch from revision 0 means "from now", never
+    compacted: what a bumped restore must refuse is a watch from the served revision."""
+    return max(revision, 1)
+
+
 def encode_revision(main: int, sub: int = 0) -> bytes:
     """The 17-byte row key of revision (main, sub) in bucket ``key`` (also ``meta``'s marks)."""
     return _U64.pack(main) + b"_" + _U64.pack(sub)

@@ -31,6 +31,7 @@ from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_etcd_serve
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
+from lifeboat.snapshot.mvcc import served_revision
 from lifeboat.snapshot.spool import spool_dir
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes
@@ -274,7 +275,8 @@ def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: 
     """The bumped etcd serves the snapshot's keys at revision + bump, compacted there."""
     expected = facts.revision + SUGGESTED_BUMP
     served = client.status(endpoint).revision
-    refused = client.refuses_watch_from(facts.revision)
+    before = served_revision(facts.revision)
+    refused = client.refuses_watch_from(before)
     # Reads at the snapshot's revision are compacted away: compare today's keys, which a lease
     # expiring in the restored etcd may have removed (so leased keys may be missing).
     counted = client.range(b"", prefix=True, limit=1, keys_only=True).count
@@ -284,7 +286,7 @@ def check_bumped(report: DrillReport, client: EtcdClient, endpoint: str, facts: 
           and facts.live_keys - facts.leased_keys <= counted <= facts.live_keys)
     report.add("bumped restore", ok,
                f"bumped by {who}: revision {served} (expected {expected}); a watch from revision "
-               f"{facts.revision} is {'refused as compacted' if refused else 'ACCEPTED'}; {counted} keys "
+               f"{before} is {'refused as compacted' if refused else 'ACCEPTED'}; {counted} keys "
                f"(snapshot: {facts.live_keys}); {len(steady) - len(mismatched)} of {len(steady)} "
                "sampled keys without a lease match")
 
@@ -322,7 +324,7 @@ def check_restored(report: DrillReport, client: EtcdClient, endpoint: str,
     # 3.5.1/3.4.23 cannot bump the revision on restore, so it must be the snapshot's exactly.
     # Reads below are pinned to that revision: a lease expiring in the restored etcd (its
     # keys deleted) cannot change them.
-    report.add("revision", status.revision == facts.revision,
+    report.add("revision", status.revision == served_revision(facts.revision),
                f"{status.revision} (snapshot: {facts.revision})")
     counted = client.range(b"", prefix=True, revision=facts.revision, limit=1,
                            keys_only=True).count
