@@ -360,6 +360,10 @@ def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
     checks = {c["name"]: c for c in report["drill_checks"]}
     assert report["ok"] and checks["replay capture"]["ok"]
     assert checks["revision"]["detail"].startswith(f"{point} ")
+    # The point is replayed into the fetched snapshot: the drill needs no more room than its base's.
+    base = cli.json("verify", "latest", "--drill", "--repo", str(repo_dir), "--restore-tool",
+                    str(release.etcdutl or release.etcdctl), "--etcd-binary", str(release.etcd))
+    assert base["ok"] and [d["need_bytes"] for d in report["disk"]] == [d["need_bytes"] for d in base["disk"]]
     code, _out, err = cli("verify", "--to-revision", str(point), "--repo", str(repo_dir))
     assert code == 3 and "--drill" in err
 

@@ -63,11 +63,12 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
 
 
 def _replayer(repo: BackupRepository, point: RestorePoint,
-              identities: Sequence[Identity] | None) -> Callable[[Path, Path], int]:
+              identities: Sequence[Identity] | None) -> Callable[[Path], int]:
     from lifeboat.pitr import build_point_snapshot
 
-    def replay(base: Path, dest: Path) -> int:
-        return build_point_snapshot(repo, point, identities, dest, base_snapshot=base).point.revision
+    def replay(snapshot: Path) -> int:
+        # Committed into the fetched and verified snapshot itself: no second db beside it.
+        return build_point_snapshot(repo, point, identities, snapshot, base_snapshot=snapshot).point.revision
     return replay
 
 

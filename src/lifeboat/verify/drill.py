@@ -144,7 +144,7 @@ def run_drill(
     sample_size: int = SAMPLE_SIZE,
     ready_timeout: float | None = None,
     progress: Progress = lambda stage, done: None,
-    replay: Callable[[Path, Path], int] | None = None,
+    replay: Callable[[Path], int] | None = None,
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
     clock: Clock | None = None,
@@ -155,8 +155,9 @@ def run_drill(
     data dirs: the tool, or lifeboat's writer in its stead (``lifeboat.restore.native.native_or``,
     as ``lifeboat restore`` chooses).
 
-    ``replay(base, dest)`` brings the verified snapshot forward to a point in time (capture's
-    events replayed offline) and returns the revision the drill must then find.
+    ``replay(snapshot)`` brings the verified snapshot forward to a point in time (capture's
+    events replayed offline, committed into the file itself) and returns the revision the drill
+    must then find.
 
     ``ready_timeout``: how long each throwaway etcd may take to serve (default: by the db's
     size, :func:`ready_timeout_for`).
@@ -172,7 +173,7 @@ def run_drill(
     writer = choose_writer(tool)
     with spool_dir("drill", tmp_dir) as tmp:
         require_verify_room(manifest, Path(tmp).parent, None, free_space,
-                            extra=drill_extra_bytes(manifest.snapshot.total_size, replay is not None),
+                            extra=drill_extra_bytes(manifest.snapshot.total_size),
                             report=room)
         work = Path(tmp)
         snapshot = work / "snapshot.db"
@@ -191,8 +192,7 @@ def run_drill(
         if replay is not None:
             try:
                 with report.timed("replay capture", clock):
-                    revision = replay(snapshot, work / "point.db")
-                snapshot = work / "point.db"
+                    revision = replay(snapshot)
                 report.add("replay capture", True, f"capture replayed up to revision {revision}")
             except LifeboatError as exc:
                 report.add("replay capture", False, str(exc))
@@ -204,13 +204,14 @@ def run_drill(
     return report
 
 
-def drill_extra_bytes(snapshot_size: int, replays: bool) -> int:
+def drill_extra_bytes(snapshot_size: int) -> int:
     """What a drill needs beside the snapshot it fetches: the first throwaway member's data dir
-    (a copy of the snapshot's db, which the second restore still reads, and a WAL segment), and
-    with a replayed point the point's db beside its base. The second restore comes after the
-    first data dir is removed and copies nothing: lifeboat's writer commits it into the snapshot
-    file itself, which moves into the data dir; the restore tool's copy takes the first one's room."""
-    return (2 if replays else 1) * snapshot_size + WAL_SEGMENT_BYTES
+    (a copy of the snapshot's db, which the second restore still reads, and a WAL segment). A
+    replayed point is committed into the fetched snapshot itself; what its rows add is checked
+    by the writer before it writes them. The second restore comes after the first data dir is
+    removed and copies nothing: lifeboat's writer commits it into the snapshot file itself,
+    which moves into the data dir; the restore tool's copy takes the first one's room."""
+    return snapshot_size + WAL_SEGMENT_BYTES
 
 
 def _restore_and_check(
