@@ -11,11 +11,13 @@ the stop flag) waits until that wait ends on its own. The waits here are cut int
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from typing import TypeVar
 
 A = TypeVar("A")
@@ -87,3 +89,17 @@ def run_captured(argv: Sequence[str], timeout: float,
 def mapped(pool: Executor, work: Callable[[A], T], items: Iterable[A]) -> list[T]:
     """``list(pool.map(work, items))``, each result waited for in slices."""
     return [finished(future) for future in [pool.submit(work, item) for item in items]]
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Inside the block SIGTERM and SIGINT only set ``stop`` (a long-running command ends its
+    work and returns); the handlers from before are back after it, so a process that ran the
+    command (a test, an embedding program) is stopped by those signals again."""
+    handler = lambda signum, frame: stop.set()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -11,13 +11,11 @@ lease is revoked, so another agent can lead at once) and ends the loop.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from types import FrameType
 
 from lifeboat.clock import Clock
 from lifeboat.agent.capture import CaptureSupervisor
@@ -306,11 +304,3 @@ class Agent:
             thread.join()
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop``; nothing else happens in the handler."""
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)

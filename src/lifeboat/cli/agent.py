@@ -7,11 +7,11 @@ import os
 import threading
 
 from lifeboat.agent.logs import configure_logging
-from lifeboat.agent.loop import install_signal_handlers
 from lifeboat.agent.runtime import run_agent
 from lifeboat.cli.connect import config_file
 from lifeboat.config import CONFIG_ENV, resolve_config
 from lifeboat.errors import UsageError
+from lifeboat.waits import stop_on_signals
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -22,5 +22,5 @@ def cmd_agent(args: argparse.Namespace) -> int:
     config = resolve_config(path, os.environ).config
     configure_logging(args.log_format or config.agent.log_format, args.verbose)
     stop = threading.Event()
-    install_signal_handlers(stop)
-    return run_agent(config, os.environ, stop)
+    with stop_on_signals(stop):
+        return run_agent(config, os.environ, stop)

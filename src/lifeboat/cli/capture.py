@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,18 +22,7 @@ from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, op
 from lifeboat.cli.output import emit_json, table
 from lifeboat.clock import SystemClock
 from lifeboat.etcd import EtcdClient
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT only set ``stop``; the loop commits and returns."""
-    handler = lambda signum, frame: stop.set()  # noqa: E731
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+from lifeboat.waits import stop_on_signals
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -54,7 +40,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                            int(round(config.agent.lease_ttl)), SystemClock())
         try:
             lock.acquire()
-            with _stop_on_signals(stop):
+            with stop_on_signals(stop):
                 status = Capture(etcd, repo, options, stop=stop, fence=lock.hold).run()
         finally:
             lock.release()
