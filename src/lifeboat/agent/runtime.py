@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -30,7 +29,7 @@ from lifeboat.capture import Capture, CaptureStatus, capture_options
 from lifeboat.capture.lock import CaptureLock
 from lifeboat.retention.prune import apply_prune, plan_prune
 from lifeboat.capture.packing import Packer, PackResult
-from lifeboat.catalog.age_keys import load_identities, load_recipients
+from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest_cache import ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ

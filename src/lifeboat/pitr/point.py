@@ -32,6 +32,7 @@ _log = logging.getLogger(__name__)
 # and deletions faster than a listing and a survey, not a race to wait out.
 RELISTINGS = 2
 
+
 @dataclass(frozen=True)
 class PointTarget:
     """What the user asked for: ``--to-revision R`` or ``--to-time T`` (one of them)."""
