@@ -423,3 +423,44 @@ def test_drill_of_a_backup_of_an_empty_cluster_passes(
     assert code == 0 and report["ok"], [c for c in report["drill_checks"] if not c["ok"]]
     checks = {c["name"]: c for c in report["drill_checks"]}
     assert checks["key count"]["detail"].startswith("0 keys")
+
+
+def drill_etcds(under: Path) -> list[int]:
+    """Pids of the etcd processes serving a data dir under ``under``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].rsplit(b"/", 1)[-1] == b"etcd" and any(arg.startswith(b"--data-dir=" + bytes(under))
+                                                              for arg in argv):  # not the restore tool
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_drill_killed_while_its_throwaway_etcd_runs_takes_that_etcd_with_it(
+    backup: Backup, drill_tmp: Path,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    drill = subprocess.Popen([sys.executable, "-m", "lifeboat.cli.main", *drill_args(backup, drill_tmp)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (etcds := drill_etcds(drill_tmp)) and time.monotonic() < deadline and drill.poll() is None:
+            time.sleep(0.02)
+        assert etcds, "the drill started no etcd"
+        drill.send_signal(signal.SIGKILL)  # no cleanup of its own can run
+        drill.wait()
+        deadline = time.monotonic() + 10
+        while drill_etcds(drill_tmp) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert drill_etcds(drill_tmp) == [], "the throwaway etcd outlived the drill"
+    finally:
+        drill.kill()
+        for pid in drill_etcds(drill_tmp):
+            os.kill(pid, signal.SIGKILL)

@@ -2,17 +2,21 @@
 
 It listens on 127.0.0.1 only, logs to a file, inherits no ``ETCD_*`` variables (etcd reads
 every flag from one, and a stray ``ETCD_LISTEN_METRICS_URLS`` would bind elsewhere), runs in
-its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period.
+its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period. If
+lifeboat dies first (kill -9, the OOM killer), the kernel kills it too (Linux's parent-death
+signal): a drill's etcd serves a copy of the cluster's data, and left running it would hold
+that copy's disk after the drill's spool is swept (:mod:`lifeboat.snapshot.spool`).
 Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certificates.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +30,25 @@ from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
 LOOPBACK = "127.0.0.1"
 STOP_GRACE = 10.0
 READY_POLL = 0.1
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _killed_with_parent() -> Callable[[], None] | None:
+    """What the child runs between fork and exec so that the kernel SIGKILLs it when the thread
+    that started it ends (with lifeboat's process, however it ends); None where the system has
+    no prctl. The C library is loaded here, before the fork: the child only makes the call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # lifeboat died before the call above took effect
+            os._exit(1)
+
+    return child
 
 
 def free_loopback_port() -> int:
@@ -82,6 +105,9 @@ class LocalEtcd:
     lives: it stays this member's while etcd is restored into, stopped and started again.
     ``initial_cluster`` defaults to this member alone; ``token`` is passed only when given;
     ``flags`` are added as they are (the demo's faster elections, for instance).
+
+    etcd is killed when the thread that started it ends (the parent-death signal follows the
+    thread): start it in a thread that outlives it, as every ``with`` block does.
     """
 
     binary: Path
@@ -157,7 +183,7 @@ class LocalEtcd:
             try:
                 self.process = subprocess.Popen(
                     self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True,
+                    env=env, start_new_session=True, preexec_fn=_killed_with_parent(),
                 )
             except OSError as exc:
                 raise OperationFailed(f"cannot start {self.binary}: {exc.strerror}") from None
