@@ -148,20 +148,15 @@ _RESERVED_BLOCK = 3
 _CONTENT_CHECKSUM_SIZE = 4
 
 
-def content_checksummed(stored: Chunk) -> bool:
-    """Whether ``stored`` is exactly one whole zstd frame that carries a content checksum.
+def checksummed_frame_end(stored: Chunk, start: int = 0) -> int | None:
+    """Where the zstd frame at ``start`` of ``stored`` ends, when it is whole and carries a
+    content checksum; None otherwise: for a frame without a checksum, one cut short, or bytes
+    that are not a frame (the caller checks the content another way then).
 
     Decompressing such a frame (:meth:`FrameBuffer.decompress`, :func:`decompressing`)
     compares the checksum, the low 32 bits of the XXH64 of the content, with the content it
-    produced, and fails when they differ. False for a frame without a checksum, one cut short,
-    anything after the frame, or bytes that are not one frame: the caller checks the content
-    another way then. Reads only the block headers (a few dozen for a segment)."""
-    return checksummed_frame_end(stored) == len(stored)
-
-
-def checksummed_frame_end(stored: Chunk, start: int = 0) -> int | None:
-    """Where the zstd frame at ``start`` of ``stored`` ends, when it is whole and carries a
-    content checksum (see :func:`content_checksummed`); None otherwise."""
+    produced, and fails when they differ. Reads only the block headers (a few dozen for a
+    segment)."""
     with memoryview(stored) as whole, whole[start:] as view:
         try:
             if not zstandard.get_frame_parameters(view).has_checksum:

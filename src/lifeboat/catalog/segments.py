@@ -303,7 +303,7 @@ def read_header(data: bytes | bytearray, where: str, *, check_sha256: bool = Tru
 
     ``check_sha256=False`` only for bytes this process checked already: a staged download, or
     what a whole zstd frame with a content checksum decompressed to (zstd compared the checksum,
-    :func:`~lifeboat.catalog.codec.content_checksummed`). The end line must be there either way.
+    :func:`~lifeboat.catalog.codec.checksummed_frame_end`). The end line must be there either way.
     A ``bytearray`` holds the segment in its first ``size`` bytes (a reused decode buffer,
     :class:`~lifeboat.catalog.codec.FrameBuffer`); the header's ``body`` is then a view of it,
     not a copy, valid as long as the buffer is not reused.

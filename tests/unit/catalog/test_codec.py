@@ -12,11 +12,16 @@ import pytest
 import zstandard
 
 from lifeboat.catalog.age_keys import load_identities, load_recipients
-from lifeboat.catalog.codec import FrameBuffer, content_checksummed, decode, decoded_pieces, encode
+from lifeboat.catalog.codec import FrameBuffer, checksummed_frame_end, decode, decoded_pieces, encode
 from lifeboat.catalog.streams import Cancelled, Digest, PieceBuffers, SnapshotDigest, hashing, threaded
 from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from tests.support.binaries import tool
 from tests.support.zstd_frames import flipped, unchecked_content, without_checksum
+
+
+def content_checksummed(stored: bytes) -> bool:
+    """Whether ``stored`` is exactly one whole zstd frame that carries a content checksum."""
+    return checksummed_frame_end(stored) == len(stored)
 
 
 def chunks_of(data: bytes, size: int = 100_000) -> list[bytes]:
