@@ -159,3 +159,50 @@ def test_a_commit_into_a_fetched_snapshot_stops_while_the_snapshot_is_fsynced(
             commit_in_place(snapshot, [BucketChanges(KEY_BUCKET, appends=[(encode_revision(9), b"\x0a\x02ap")])])
     assert slowed.is_set() and handled[0] - started < 2  # the fsync itself is still waited for, after
     assert newest_revision(snapshot) == 8  # its meta page still names the old tree
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_command_run_by_a_lifeboat_killed_with_sigkill_dies_with_it() -> None:
+    # A restore tool still writing a staging dir after lifeboat was killed would race the
+    # resumed restore writing it again.
+    import signal
+    import subprocess
+    import sys
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "from lifeboat.waits import run_captured; run_captured(['sleep', '60'], 120)"])
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not (children := children_of(parent.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert children, "the command did not start"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(map(alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(map(alive, children)), "the command outlived lifeboat"
+    finally:
+        parent.kill()
+        for child in filter(alive, children):  # reparented: no longer the parent's
+            os.kill(child, signal.SIGKILL)

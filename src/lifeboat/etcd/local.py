@@ -3,20 +3,20 @@
 It listens on 127.0.0.1 only, logs to a file, inherits no ``ETCD_*`` variables (etcd reads
 every flag from one, and a stray ``ETCD_LISTEN_METRICS_URLS`` would bind elsewhere), runs in
 its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period. If
-lifeboat dies first (kill -9, the OOM killer), the kernel kills it too (Linux's parent-death
-signal): a drill's etcd serves a copy of the cluster's data, and left running it would hold
-that copy's disk after the drill's spool is swept (:mod:`lifeboat.snapshot.spool`).
+lifeboat dies first (kill -9, the OOM killer), the kernel kills it too
+(:func:`~lifeboat.waits.dies_with_parent`): a drill's etcd serves a copy of the cluster's
+data, and left running it would hold that copy's disk after the drill's spool is swept
+(:mod:`lifeboat.snapshot.spool`).
 Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certificates.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,29 +26,11 @@ from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.binaries import last_error_line
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
+from lifeboat.waits import dies_with_parent
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE = 10.0
 READY_POLL = 0.1
-_PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-def _killed_with_parent() -> Callable[[], None] | None:
-    """What the child runs between fork and exec so that the kernel SIGKILLs it when the thread
-    that started it ends (with lifeboat's process, however it ends); None where the system has
-    no prctl. The C library is loaded here, before the fork: the child only makes the call."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def child() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # lifeboat died before the call above took effect
-            os._exit(1)
-
-    return child
 
 
 def free_loopback_port() -> int:
@@ -183,7 +165,7 @@ class LocalEtcd:
             try:
                 self.process = subprocess.Popen(
                     self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True, preexec_fn=_killed_with_parent(),
+                    env=env, start_new_session=True, preexec_fn=dies_with_parent(),
                 )
             except OSError as exc:
                 raise OperationFailed(f"cannot start {self.binary}: {exc.strerror}") from None
