@@ -811,3 +811,39 @@ def test_a_point_listed_before_its_segments_were_packed_and_deleted_restores_fro
     with pytest.raises(IntegrityError, match="is missing; the chain cannot be replayed past it"):
         build_point_snapshot(repo, point, None, tmp_path / "gone.db")
     assert not (tmp_path / "gone.db").exists() and not (tmp_path / "gone.db.segments").exists()
+
+
+def test_a_point_restore_whose_segments_are_packed_and_deleted_after_its_plan_restores_from_the_pack(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from datetime import timedelta
+
+    from lifeboat.capture.packing import Packer
+    node = kubeadm_node
+    repo = open_repository(node.repo)
+    with tls_client(node.etcd.client_url, pki) as c:
+        with node_capture(c, node, repo, tmp_path / "spool") as status:
+            revisions: list[int] = []
+            for round_ in range(4):  # a segment per round
+                revisions += write_history(c, 1, tag=f"r{round_}").revisions
+                wait_for(lambda: status.last_revision >= revisions[-1])
+                time.sleep(0.3)
+        point = revisions[-2]
+        expected = full_state(c, point)
+    packer = Packer(repo.chain_store, None, [], 3, min_age=timedelta(0), delete_after=timedelta(0))
+    passes = []
+    original = steps.FetchSnapshot.run
+
+    def packed_then_fetched(self: steps.FetchSnapshot, ctx: object) -> None:
+        # After the plan listed the chain, before the survey of its segments starts.
+        passes.extend(packer.run("default", datetime.now(UTC)) for _ in range(2))
+        original(self, ctx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steps.FetchSnapshot, "run", packed_then_fetched)
+    with caplog.at_level("WARNING", logger="lifeboat.pitr.point"):
+        code, out, err = cli("restore", "--to-revision", str(point), *node.flags, "-o", "json")
+    assert code == 0, err
+    assert passes[0].packs >= 1 and passes[1].deleted >= 2, passes
+    assert "packed and deleted since it was listed" in caplog.text and "replay-capture" in json.loads(out)["ran"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected
