@@ -11,8 +11,6 @@ the stop flag) waits until that wait ends on its own. The waits here are cut int
 
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
 import subprocess
 import threading
@@ -64,38 +62,15 @@ def condition_wait_for(condition: threading.Condition, predicate: Callable[[], b
     return True
 
 
-_PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-def dies_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` after which the kernel SIGKILLs the child when the thread that started
-    it ends, and so with lifeboat's process however that ends (kill -9, the OOM killer); None
-    where the system has no prctl (not Linux). The C library is loaded here, before the fork:
-    the child only makes the call and reads its parent's pid."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def child() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # lifeboat died before the call above took effect
-            os._exit(1)
-
-    return child
-
-
 def run_captured(argv: Sequence[str], timeout: float,
                  env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace",
     timeout=timeout)``, its output collected in slices; the process is killed on the timeout
-    (TimeoutExpired), on anything raised meanwhile (a signal handler's exception), as
-    ``subprocess.run`` does, and when lifeboat dies (:func:`dies_with_parent`): a restore
-    tool left writing a staging dir would race the resumed restore that writes it again."""
+    (TimeoutExpired) or on anything raised meanwhile (a signal handler's exception), as
+    ``subprocess.run`` does."""
     deadline = time.monotonic() + timeout
     with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-                          errors="replace", preexec_fn=dies_with_parent()) as process:
+                          errors="replace") as process:
         try:
             while True:
                 try:

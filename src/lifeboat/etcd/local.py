@@ -3,9 +3,9 @@
 It listens on 127.0.0.1 only, logs to a file, inherits no ``ETCD_*`` variables (etcd reads
 every flag from one, and a stray ``ETCD_LISTEN_METRICS_URLS`` would bind elsewhere), runs in
 its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period. If
-lifeboat dies first (kill -9, the OOM killer), the kernel kills it too
-(:func:`~lifeboat.waits.dies_with_parent`): a drill's etcd serves a copy of the cluster's
-data, and left running it would hold that copy's disk after the drill's spool is swept
+lifeboat dies first (kill -9, the OOM killer), the kernel kills it too (Linux's parent-death
+signal, :func:`_dying_with_lifeboat`): a drill's etcd serves a copy of the cluster's data,
+and left running it would hold that copy's disk after the drill's spool is swept
 (:mod:`lifeboat.snapshot.spool`).
 Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certificates.
 """
@@ -13,6 +13,7 @@ Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certi
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,11 +27,22 @@ from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.binaries import last_error_line
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
-from lifeboat.waits import dies_with_parent
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE = 10.0
 READY_POLL = 0.1
+
+
+def _dying_with_lifeboat() -> list[str]:
+    """What etcd's command line starts with so that the kernel SIGKILLs it when the thread that
+    started it ends, and so with lifeboat's process however that ends: util-linux's ``setpriv
+    --pdeathsig KILL --``, which sets Linux's parent-death signal and execs etcd in its place
+    (same process). Nothing where there is no setpriv: etcd then outlives a killed lifeboat.
+
+    Not a ``preexec_fn``: Python code between fork and exec in a process with threads made
+    children abort (SIGABRT) or run a signal handler meant for the parent."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def free_loopback_port() -> int:
@@ -161,11 +173,13 @@ class LocalEtcd:
         """Start etcd in the background, appending its output to ``log``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.binary, os.X_OK) or os.path.isdir(self.binary):  # setpriv would exec it
+            raise OperationFailed(f"cannot start {self.binary}: not an executable file")
         with self.log.open("ab") as log:
             try:
                 self.process = subprocess.Popen(
-                    self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True, preexec_fn=dies_with_parent(),
+                    [*_dying_with_lifeboat(), *self.argv()], stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 )
             except OSError as exc:
                 raise OperationFailed(f"cannot start {self.binary}: {exc.strerror}") from None
