@@ -11,6 +11,7 @@ the stop flag) waits until that wait ends on its own. The waits here are cut int
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import threading
@@ -60,6 +61,20 @@ def condition_wait_for(condition: threading.Condition, predicate: Callable[[], b
         if deadline is not None and time.monotonic() >= deadline:
             return False
     return True
+
+
+def dying_with_lifeboat() -> list[str]:
+    """What a long-running child's command line starts with so that the kernel SIGKILLs it when
+    the thread that started it ends, and so with lifeboat's process however that ends (kill -9,
+    the OOM killer): util-linux's ``setpriv --pdeathsig KILL --``, which sets Linux's
+    parent-death signal and execs the command in its place (same process, same exit code).
+    Nothing where there is no setpriv: the child then outlives a killed lifeboat. The caller
+    checks the command can be run first (setpriv would report that as exit 127).
+
+    Not a ``preexec_fn``: Python code between fork and exec, in a process with threads, made
+    children abort (SIGABRT) or run a signal handler meant for the parent."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def run_captured(argv: Sequence[str], timeout: float,

@@ -22,7 +22,7 @@ from lifeboat.restore.supervisor import run_command
 from lifeboat.snapshot.mvcc import KEY_BUCKET, encode_revision
 from lifeboat.snapshot.writer import BucketChanges, commit_in_place
 from lifeboat.store.memory import MemoryStore
-from lifeboat.waits import condition_wait_for, event_wait, finished, joined, mapped, run_captured
+from lifeboat.waits import condition_wait_for, dying_with_lifeboat, event_wait, finished, joined, mapped, run_captured
 from tests.support.signals import Stop, signal_to_another_thread
 from tests.unit.snapshot.test_page_scan import build
 
@@ -159,3 +159,60 @@ def test_a_commit_into_a_fetched_snapshot_stops_while_the_snapshot_is_fsynced(
             commit_in_place(snapshot, [BucketChanges(KEY_BUCKET, appends=[(encode_revision(9), b"\x0a\x02ap")])])
     assert slowed.is_set() and handled[0] - started < 2  # the fsync itself is still waited for, after
     assert newest_revision(snapshot) == 8  # its meta page still names the old tree
+
+
+def test_a_command_started_dying_with_lifeboat_dies_when_lifeboat_is_killed() -> None:
+    # What the drill's etcd and the restore tool run under: killed with lifeboat, they leave no
+    # etcd serving a copy of the cluster on loopback, no tool writing a data dir a resumed
+    # restore writes again.
+    import signal
+    import subprocess
+    import sys
+    assert dying_with_lifeboat(), "setpriv (util-linux) is on every machine lifeboat supports"
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; from lifeboat.waits import "
+                               "dying_with_lifeboat; subprocess.run([*dying_with_lifeboat(), 'sleep', '60'])"])
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not (children := [c for c in children_of(parent.pid) if command(c) == b"sleep"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert children, "the command did not start"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(map(alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(map(alive, children)), "the command outlived lifeboat"
+    finally:
+        parent.kill()
+        for child in filter(alive, children):  # reparented: no longer the parent's
+            os.kill(child, signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def command(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return b""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -4,7 +4,7 @@ It listens on 127.0.0.1 only, logs to a file, inherits no ``ETCD_*`` variables (
 every flag from one, and a stray ``ETCD_LISTEN_METRICS_URLS`` would bind elsewhere), runs in
 its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period. If
 lifeboat dies first (kill -9, the OOM killer), the kernel kills it too (Linux's parent-death
-signal, :func:`_dying_with_lifeboat`): a drill's etcd serves a copy of the cluster's data,
+signal, :func:`~lifeboat.waits.dying_with_lifeboat`): a drill's etcd serves a copy of the cluster's data,
 and left running it would hold that copy's disk after the drill's spool is swept
 (:mod:`lifeboat.snapshot.spool`).
 Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certificates.
@@ -13,7 +13,6 @@ Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certi
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,22 +26,11 @@ from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.binaries import last_error_line
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
+from lifeboat.waits import dying_with_lifeboat
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE = 10.0
 READY_POLL = 0.1
-
-
-def _dying_with_lifeboat() -> list[str]:
-    """What etcd's command line starts with so that the kernel SIGKILLs it when the thread that
-    started it ends, and so with lifeboat's process however that ends: util-linux's ``setpriv
-    --pdeathsig KILL --``, which sets Linux's parent-death signal and execs etcd in its place
-    (same process). Nothing where there is no setpriv: etcd then outlives a killed lifeboat.
-
-    Not a ``preexec_fn``: Python code between fork and exec in a process with threads made
-    children abort (SIGABRT) or run a signal handler meant for the parent."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def free_loopback_port() -> int:
@@ -178,7 +166,7 @@ class LocalEtcd:
         with self.log.open("ab") as log:
             try:
                 self.process = subprocess.Popen(
-                    [*_dying_with_lifeboat(), *self.argv()], stdin=subprocess.DEVNULL, stdout=log,
+                    [*dying_with_lifeboat(), *self.argv()], stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 )
             except OSError as exc:
