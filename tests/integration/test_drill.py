@@ -6,7 +6,11 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,10 +447,6 @@ def drill_etcds(under: Path) -> list[int]:
 def test_a_drill_killed_while_its_throwaway_etcd_runs_takes_that_etcd_with_it(
     backup: Backup, drill_tmp: Path,
 ) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
     drill = subprocess.Popen([sys.executable, "-m", "lifeboat.cli.main", *drill_args(backup, drill_tmp)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

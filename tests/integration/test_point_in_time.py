@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +17,7 @@ import pytest
 import zstandard
 
 from lifeboat.capture import CaptureOptions, CaptureStatus
+from lifeboat.capture.packing import Packer
 from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.repository import BackupRepository
@@ -816,9 +817,6 @@ def test_a_point_listed_before_its_segments_were_packed_and_deleted_restores_fro
 def test_a_point_restore_whose_segments_are_packed_and_deleted_after_its_plan_restores_from_the_pack(
         kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    from datetime import timedelta
-
-    from lifeboat.capture.packing import Packer
     node = kubeadm_node
     repo = open_repository(node.repo)
     with tls_client(node.etcd.client_url, pki) as c:

@@ -4,6 +4,9 @@ another thread (SIGTERM to a restore, a capture or the agent): each would otherw
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -165,9 +168,6 @@ def test_a_command_started_dying_with_lifeboat_dies_when_lifeboat_is_killed() ->
     # What the drill's etcd and the restore tool run under: killed with lifeboat, they leave no
     # etcd serving a copy of the cluster on loopback, no tool writing a data dir a resumed
     # restore writes again.
-    import signal
-    import subprocess
-    import sys
     assert dying_with_lifeboat(), "setpriv (util-linux) is on every machine lifeboat supports"
     parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; from lifeboat.waits import "
                                "dying_with_lifeboat; subprocess.run([*dying_with_lifeboat(), 'sleep', '60'])"])
