@@ -11,6 +11,7 @@ the stop flag) waits until that wait ends on its own. The waits here are cut int
 
 from __future__ import annotations
 
+import errno
 import shutil
 import signal
 import subprocess
@@ -68,13 +69,22 @@ def dying_with_lifeboat() -> list[str]:
     the thread that started it ends, and so with lifeboat's process however that ends (kill -9,
     the OOM killer): util-linux's ``setpriv --pdeathsig KILL --``, which sets Linux's
     parent-death signal and execs the command in its place (same process, same exit code).
-    Nothing where there is no setpriv: the child then outlives a killed lifeboat. The caller
-    checks the command can be run first (setpriv would report that as exit 127).
+    Nothing where there is no setpriv: the child then outlives a killed lifeboat. Start commands
+    through :func:`killed_with_lifeboat`, which checks first that they can be run.
 
     Not a ``preexec_fn``: Python code between fork and exec, in a process with threads, made
     children abort (SIGABRT) or run a signal handler meant for the parent."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def killed_with_lifeboat(argv: Sequence[str]) -> list[str]:
+    """``argv`` under :func:`dying_with_lifeboat`; a FileNotFoundError, as ``Popen`` raises for a
+    command it cannot run, when ``argv[0]`` is not an executable file (setpriv, which runs it,
+    would only exit 127)."""
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, "not an executable file", argv[0])
+    return [*dying_with_lifeboat(), *argv]
 
 
 def run_captured(argv: Sequence[str], timeout: float,

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from lifeboat.errors import OperationFailed, UsageError
-from lifeboat.waits import dying_with_lifeboat, run_captured
+from lifeboat.waits import killed_with_lifeboat, run_captured
 
 ToolKind = Literal["etcdutl", "etcdctl"]
 TOOL_NAMES: tuple[ToolKind, ...] = ("etcdutl", "etcdctl")
@@ -163,12 +163,10 @@ class RestoreTool:
         data_dir = restore.data_dir
         if data_dir.exists():
             raise UsageError(f"restore target {data_dir} already exists; move it aside first")
-        if not os.access(self.path, os.X_OK) or self.path.is_dir():
-            raise UsageError(f"cannot run {self.path}: not an executable file")
         try:
             # Long and quiet on a large db: its output is waited for in slices (lifeboat.waits).
             # It dies with lifeboat: left writing the data dir, it would race a resumed restore.
-            done = run_captured([*dying_with_lifeboat(), *argv], timeout, self.environment())
+            done = run_captured(killed_with_lifeboat(argv), timeout, self.environment())
         except subprocess.TimeoutExpired:
             raise OperationFailed(
                 f"{self.kind} snapshot restore into {data_dir} did not finish in {timeout:.0f}s; "

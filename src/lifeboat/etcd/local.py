@@ -4,7 +4,7 @@ It listens on 127.0.0.1 only, logs to a file, inherits no ``ETCD_*`` variables (
 every flag from one, and a stray ``ETCD_LISTEN_METRICS_URLS`` would bind elsewhere), runs in
 its own session, and is always stopped: SIGTERM, then SIGKILL after a grace period. If
 lifeboat dies first (kill -9, the OOM killer), the kernel kills it too (Linux's parent-death
-signal, :func:`~lifeboat.waits.dying_with_lifeboat`): a drill's etcd serves a copy of the
+signal, :func:`~lifeboat.waits.killed_with_lifeboat`): a drill's etcd serves a copy of the
 cluster's data, and left running it would hold that copy's disk after the drill's spool is
 swept (:mod:`lifeboat.snapshot.spool`).
 Plain HTTP unless :class:`MemberTls` is given, then clients and peers need certificates.
@@ -26,7 +26,7 @@ from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.etcd.binaries import last_error_line
 from lifeboat.etcd.client import EtcdClient
 from lifeboat.etcd.settings import ConnectionSettings, TlsConfig
-from lifeboat.waits import dying_with_lifeboat
+from lifeboat.waits import killed_with_lifeboat
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE = 10.0
@@ -161,12 +161,10 @@ class LocalEtcd:
         """Start etcd in the background, appending its output to ``log``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(self.binary, os.X_OK) or os.path.isdir(self.binary):  # else setpriv's exit 127
-            raise OperationFailed(f"cannot start {self.binary}: not an executable file")
         with self.log.open("ab") as log:
             try:
                 self.process = subprocess.Popen(
-                    [*dying_with_lifeboat(), *self.argv()], stdin=subprocess.DEVNULL, stdout=log,
+                    killed_with_lifeboat(self.argv()), stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
                 )
             except OSError as exc:
