@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,22 @@ from lifeboat.catalog.chains import decompressed
 from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
-from lifeboat.errors import IntegrityError, OperationFailed, UsageError
+from lifeboat.cli import restore as restore_cli
+from lifeboat.disk import MARGIN, RoomNeeded
+from lifeboat.errors import IntegrityError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.pitr import ChainSurvey, PointTarget, build_point_snapshot, find_point
 from lifeboat.restore import steps
 from lifeboat.restore.journal import journal_path
+from lifeboat.restore.native import native_or
 from lifeboat.restore.steps import ReplayCapture, RestoreData
 from lifeboat.snapshot import iter_latest, snapshot_status
 from lifeboat.snapshot.bbolt import BoltFile, BucketRef
 from lifeboat.snapshot import writer
 from lifeboat.snapshot.mvcc import decode_key_value, decode_revision, read_meta
 from lifeboat.snapshot.replay import tombstone_value
+from lifeboat.verify.drill import DrillReplay, run_drill
 from tests.support.binaries import EtcdRelease
 from tests.support.capture_workload import (
     History, capture_options, capture_started, open_repository, wait_for, write_history,
@@ -361,12 +367,46 @@ def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
     checks = {c["name"]: c for c in report["drill_checks"]}
     assert report["ok"] and checks["replay capture"]["ok"]
     assert checks["revision"]["detail"].startswith(f"{point} ")
-    # The point is replayed into the fetched snapshot: the drill needs no more room than its base's.
+    # The point is replayed into the fetched snapshot: up front the drill needs its base's room
+    # and the segments it stages; what the replay adds is asked once they are surveyed.
     base = cli.json("verify", "latest", "--drill", "--repo", str(repo_dir), "--restore-tool",
                     str(release.etcdutl or release.etcdctl), "--etcd-binary", str(release.etcd))
-    assert base["ok"] and [d["need_bytes"] for d in report["disk"]] == [d["need_bytes"] for d in base["disk"]]
+    found = find_point(repo, "prod", PointTarget(revision=point), None)
+    segments, copy = found.segment_bytes, found.base.snapshot.total_size + WAL_SEGMENT_BYTES + MARGIN
+    assert base["ok"] and len(base["disk"]) == 1 and segments > 0
+    up_front, replay = report["disk"]
+    assert up_front["need_bytes"] == base["disk"][0]["need_bytes"] + segments
+    # Twice the rows: in the snapshot, and in the first restore's copy of it.
+    assert replay["what"].startswith("the drill's replay") and replay["need_bytes"] > copy
     code, _out, err = cli("verify", "--to-revision", str(point), "--repo", str(repo_dir))
     assert code == 3 and "--drill" in err
+
+
+def test_a_drill_of_a_point_whose_replay_would_not_fit_stops_before_writing_a_row(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, release: EtcdRelease) -> None:
+    repo = open_repository(tmp_path / "repo")
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.2)) as status:
+        history = write_history(client, 4)
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    point = find_point(repo, "prod", PointTarget(revision=history.revisions[-1]), None)
+    spool = tmp_path / "drills"
+    spool.mkdir()
+    said: list[RoomNeeded] = []
+
+    def disk(path: Path) -> int:
+        # Just the room the drill said it needs up front, less what it wrote.
+        return said[0].need - used_bytes(spool) if said else 1 << 40
+
+    def replay(snapshot: Path, rows_room: Callable[[int], None]) -> int:
+        return build_point_snapshot(repo, point, None, snapshot, base_snapshot=snapshot,
+                                    rows_room=rows_room).point.revision
+
+    with pytest.raises(NoRoom, match="the drill's replay"):
+        run_drill(repo, point.base, None, choose_writer=lambda tool: native_or(tool, choice=None), tmp_dir=spool,
+                  restore_tool=release.etcdutl or release.etcdctl, etcd_binary=release.etcd,
+                  replay=DrillReplay(point.segment_bytes, replay), free_space=disk, room=said.append)
+    assert [r.enough for r in said] == [True, False] and list(spool.iterdir()) == []
 
 
 def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
@@ -843,5 +883,45 @@ def test_a_point_restore_whose_segments_are_packed_and_deleted_after_its_plan_re
     assert code == 0, err
     assert passes[0].packs >= 1 and passes[1].deleted >= 2, passes
     assert "packed and deleted since it was listed" in caplog.text and "replay-capture" in json.loads(out)["ran"]
+    with tls_client(node.etcd.client_url, pki) as c:
+        assert full_state(c) == expected
+
+
+def used_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("writer", ["lifeboat", "tool"])
+def test_a_point_restore_whose_replay_would_not_fit_stops_before_writing_a_row_and_resumes_when_it_fits(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str) -> None:
+    node = kubeadm_node
+    point, expected = captured_point(node, pki, tmp_path)
+    work = node.host("/var/lib/etcd.lifeboat-work")
+    needs: list[int] = []
+    preflight = steps.Preflight.check
+
+    def said_up_front(self: steps.Preflight, ctx: object) -> None:
+        needs.append(self.need_bytes)
+        preflight(self, ctx)  # type: ignore[arg-type]
+
+    def disk(path: Path) -> int:
+        # A filesystem with just the room the restore said it needs up front, less what it wrote.
+        return needs[0] + MARGIN - (used_bytes(work) if work.exists() else 0)
+
+    monkeypatch.setattr(steps.Preflight, "check", said_up_front)
+    monkeypatch.setattr(restore_cli, "RestoreContext", functools.partial(steps.RestoreContext, free_space=disk))
+    code, _out, err = cli("restore", "--to-revision", str(point), "--restore-with", writer, *node.flags)
+    monkeypatch.undo()
+
+    assert code == 5, err
+    assert "the replay (the rows it adds to the snapshot" in err and "nothing on the node was changed" in err
+    journal = json.loads(journal_path(node.host("/var/lib/etcd")).read_text())
+    assert "fetch-snapshot" in journal["done"] and "replay-capture" not in journal["done"]
+    assert not journal["node_changed"]
+    # The decrypted base goes (the next run fetches it again), and the segments staged beside it.
+    assert sorted(p.name for p in work.iterdir()) == []
+
+    result = cli.json("restore", "--to-revision", str(point), "--restore-with", writer, *node.flags)
+    assert "replay-capture" in result["ran"]
     with tls_client(node.etcd.client_url, pki) as c:
         assert full_state(c) == expected

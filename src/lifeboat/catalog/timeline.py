@@ -211,6 +211,11 @@ class RestorePoint:
     def replays(self) -> bool:
         return self.revision > self.base_revision
 
+    @property
+    def segment_bytes(self) -> int:
+        """The stored size of the segments the replay downloads (staged on disk while it runs)."""
+        return sum(s.size for s in self.segments) if self.replays else 0
+
 
 def point_at_revision(timeline: Timeline, revision: int, base_id: str | None = None) -> RestorePoint:
     """The newest base at or before ``revision`` and the segments up to it, or a UsageError.

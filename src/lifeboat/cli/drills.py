@@ -18,7 +18,7 @@ from lifeboat.cli.writer import writer_choice
 from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 
 if TYPE_CHECKING:
-    from lifeboat.verify.drill import DrillReport
+    from lifeboat.verify.drill import DrillReplay, DrillReport
 
 
 def check_drill_flags(args: argparse.Namespace) -> None:
@@ -62,14 +62,15 @@ def cmd_drill(args: argparse.Namespace, repo: BackupRepository, manifest: Manife
     raise OperationFailed(f"drill of backup {manifest.id} failed: {failure.name}: {failure.detail}")
 
 
-def _replayer(repo: BackupRepository, point: RestorePoint,
-              identities: Sequence[Identity] | None) -> Callable[[Path], int]:
+def _replayer(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None) -> DrillReplay:
     from lifeboat.pitr import build_point_snapshot
+    from lifeboat.verify.drill import DrillReplay
 
-    def replay(snapshot: Path) -> int:
+    def replay(snapshot: Path, rows_room: Callable[[int], None]) -> int:
         # Committed into the fetched and verified snapshot itself: no second db beside it.
-        return build_point_snapshot(repo, point, identities, snapshot, base_snapshot=snapshot).point.revision
-    return replay
+        return build_point_snapshot(repo, point, identities, snapshot, base_snapshot=snapshot,
+                                    rows_room=rows_room).point.revision
+    return DrillReplay(point.segment_bytes, replay)
 
 
 def _print(report: DrillReport, room: RoomNotes, as_json: bool) -> None:

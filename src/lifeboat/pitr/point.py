@@ -109,7 +109,8 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                          dest: Path, *, base_snapshot: Path | None = None,
                          progress: Progress = lambda stage, done: None,
                          survey: ChainSurvey | None = None,
-                         record: Callable[[Replayed], None] | None = None) -> PointSnapshot:
+                         record: Callable[[Replayed], None] | None = None,
+                         rows_room: Callable[[int], None] | None = None) -> PointSnapshot:
     """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
     fetched) with every captured event up to the point applied. Nothing is applied unless the
     whole chain up to the point downloads and checks. ``seconds`` is on the repository's clock.
@@ -123,6 +124,12 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
     written again. ``record`` (only with ``base_snapshot`` ``dest``): the events are committed
     without a new trailer, ``record`` keeps what proves the bytes instead (see
     :func:`~lifeboat.snapshot.writer.commit_in_place`); for a caller that checks them itself next.
+
+    ``rows_room`` is told, once the segments are surveyed and before anything is written, how
+    many bytes of records the replay may add to the snapshot (an upper bound: the records of
+    every event up to the point); it raises (:class:`~lifeboat.errors.NoRoom`) when what the
+    caller does with the grown snapshot next would not fit. The writer checks the rows' own
+    room in any case.
     """
     clock = repo.clock
     started = clock.monotonic()
@@ -157,6 +164,8 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                     point = packed
                     chain = ChainSurvey(repo, point, identities, work, progress)
             survey_wait = clock.monotonic() - surveyed
+            if rows_room is not None:
+                rows_room(facts.row_bytes)
             leases = lease_rows(facts, read_lease_ids(base))
             changes = [BucketChanges(b"key", appends=stored_rows(runs)),
                        BucketChanges(b"meta", puts=compaction_marks(point.revision))]

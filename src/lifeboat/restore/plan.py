@@ -139,16 +139,20 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     # lifeboat's own writer commits into the fetched snapshot, which becomes the restored db.
     in_place = isinstance(inputs.tool, NativeRestore)
     copies = 1 if in_place else 3 if native else 2
-    need = copies * m.snapshot.total_size + WAL_SEGMENT_BYTES
+    # A replay stages its segments beside the snapshot; what its rows add is checked once they
+    # are surveyed (ReplayCapture), before it writes any.
+    segments = inputs.point.segment_bytes if inputs.point is not None else 0
+    need = copies * m.snapshot.total_size + WAL_SEGMENT_BYTES + segments
     steps: list[Step] = [
         Preflight("preflight", data_dir=t.data_dir, tool=inputs.tool.describe(),
-                  etcd_version=m.source.etcd_version, need_bytes=need),
+                  etcd_version=m.source.etcd_version, need_bytes=need, segment_bytes=segments),
         FetchSnapshot("fetch-snapshot", backup_id=m.id, snapshot=paths.snapshot,
                       stored=f"{m.stored_size} bytes stored, {m.compression}"
                       + (", age-encrypted" if m.encryption else ""), point=inputs.point),
     ]
     if inputs.point is not None and inputs.point.replays:
-        steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot, keep_record=in_place))
+        steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot, keep_record=in_place,
+                                   copies_after=copies - 1))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
     steps += _stop_control_plane(sup)

@@ -24,9 +24,10 @@ from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.disk import FreeSpace, free_bytes, require_room
 from lifeboat.durable import fsync_dir, move_durably
-from lifeboat.errors import IntegrityError, LifeboatError, OperationFailed, UsageError
+from lifeboat.errors import IntegrityError, LifeboatError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import SnapshotRestore
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.restore.content import (
     KeySamples,
     KeyspaceDigest,
@@ -234,6 +235,7 @@ class Preflight(PreparingStep):
     tool: str
     etcd_version: str
     need_bytes: int
+    segment_bytes: int = 0  # of need_bytes: the capture segments a replay stages
 
     def describe(self) -> str:
         return (f"check the node: {self.data_dir} is an etcd data dir (or absent) and not a mount point; "
@@ -242,8 +244,9 @@ class Preflight(PreparingStep):
     def check(self, ctx: RestoreContext) -> None:
         _check_data_dir(self.data_dir, "move-aside" in ctx.journal.done)
         ctx.restoring()[1].check_compatible(self.etcd_version)
+        staged = ", the capture segments the replay stages" if self.segment_bytes else ""
         require_room(_existing_parent(self.data_dir), self.need_bytes,
-                     "the restore (the snapshot, the restored db and a WAL segment)",
+                     f"the restore (the snapshot, the restored db, a WAL segment{staged})",
                      "re-run when there is room", ctx.free_space)
 
     def run(self, ctx: RestoreContext) -> None:
@@ -320,6 +323,9 @@ class ReplayCapture(PreparingStep):
     # lifeboat's own writer commits into the replayed file next and checks it there: the replay
     # keeps a record of what it overwrote and appended instead of hashing the whole db for a trailer.
     keep_record: bool = False
+    # How many copies of the replayed snapshot the restore writes next (0: committed in place);
+    # with what the rows add, they must fit before the replay writes any row.
+    copies_after: int = 0
 
     def describe(self) -> str:
         chain = self.point.window.chain
@@ -342,15 +348,27 @@ class ReplayCapture(PreparingStep):
         # the commit of the restored db checks the base's bytes and the replayed ones in one pass.
         try:
             built = build_point_snapshot(repo, self.point, ctx.identities, self.snapshot, base_snapshot=self.snapshot,
-                                         survey=survey,
+                                         survey=survey, rows_room=lambda rows: self._rows_room(ctx, rows),
                                          record=keep_replay_record(self.snapshot) if self.keep_record else None)
-        except IntegrityError:
+        except (IntegrityError, NoRoom):
             # A damaged or missing segment: this point cannot be restored from this chain, so the
             # decrypted base (every Secret of the cluster) goes, as a fetch that failed its checks does.
+            # No room for the replay: nothing changed the node, so the next run fetches the base again.
             self.snapshot.unlink(missing_ok=True)
             raise
         ctx.checked.record(self.snapshot)
         ctx.say(replayed_line(built))
+
+    def _rows_room(self, ctx: RestoreContext, rows: int) -> None:
+        """Refuse (NoRoom) unless the rows the replay adds fit, and the copies of the grown
+        snapshot the restore writes next (with a WAL segment): the need up front (Preflight)
+        could count neither."""
+        copies = self.copies_after
+        need = rows + copies * (self.snapshot.stat().st_size + rows) + WAL_SEGMENT_BYTES
+        what = "the replay (the rows it adds to the snapshot" + (
+            ", the restored db's copy of it" if copies == 1 else f", {copies} copies of it" if copies else "")
+        require_room(self.snapshot.parent, need, what + ", a WAL segment)",
+                     "re-run the same command when there is room (nothing on the node was changed)", ctx.free_space)
 
 
 def replayed_line(built: PointSnapshot) -> str:

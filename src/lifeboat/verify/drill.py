@@ -25,16 +25,16 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import Clock, SystemClock
-from lifeboat.errors import LifeboatError
+from lifeboat.errors import LifeboatError, NoRoom
 from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_etcd_server, find_restore_tool
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.etcd.local import LocalEtcd
 from lifeboat.snapshot import KeyValue, iter_latest
 from lifeboat.snapshot.mvcc import served_revision
-from lifeboat.snapshot.spool import spool_dir
+from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
-from lifeboat.disk import FreeSpace, RoomReport, free_bytes
+from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
 from lifeboat.verify.backup import Check, Progress, VerifyReport, require_verify_room, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
@@ -45,6 +45,17 @@ SAMPLE_SIZE = 500
 # loaded 2-core machine (the drill of 2026-12-01 failed there with a fixed 60 s).
 READY_TIMEOUT = 60.0
 READY_PER_GIB = 30.0
+
+
+@dataclass(frozen=True)
+class DrillReplay:
+    """How a drill of a point in time brings its fetched snapshot forward to the point."""
+
+    # The capture segments it downloads, staged on disk beside the snapshot while it replays.
+    segment_bytes: int
+    # (snapshot, rows_room) -> the revision it reached: the events committed into the snapshot
+    # itself; ``rows_room`` is told the bytes of records it may add before any is written.
+    run: Callable[[Path, Callable[[int], None]], int]
 
 
 class DataDirWriter(Protocol):
@@ -144,7 +155,7 @@ def run_drill(
     sample_size: int = SAMPLE_SIZE,
     ready_timeout: float | None = None,
     progress: Progress = lambda stage, done: None,
-    replay: Callable[[Path], int] | None = None,
+    replay: DrillReplay | None = None,
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
     clock: Clock | None = None,
@@ -155,15 +166,17 @@ def run_drill(
     data dirs: the tool, or lifeboat's writer in its stead (``lifeboat.restore.native.native_or``,
     as ``lifeboat restore`` chooses).
 
-    ``replay(snapshot)`` brings the verified snapshot forward to a point in time (capture's
-    events replayed offline, committed into the file itself) and returns the revision the drill
-    must then find.
+    ``replay`` brings the verified snapshot forward to a point in time (capture's events
+    replayed offline, committed into the file itself); the drill then checks the revision it
+    reached. What its rows add, copied once more by the first restore, is checked once its
+    segments are surveyed: NoRoom (the need told to ``room`` first) before any row is written.
 
     ``ready_timeout``: how long each throwaway etcd may take to serve (default: by the db's
     size, :func:`ready_timeout_for`).
 
     Raises UsageError when no fit restore tool or etcd binary is found, and NoRoom when the
-    copies it makes do not fit (``room`` is told that need first), before any download.
+    copies it makes (and a replay's staged segments) do not fit (``room`` is told that need
+    first), before any download.
     Phases are timed, and the throwaway etcd waited for, on ``clock`` (the system's by default).
     """
     clock = clock or SystemClock()
@@ -172,8 +185,9 @@ def run_drill(
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
     writer = choose_writer(tool)
     with spool_dir("drill", tmp_dir) as tmp:
+        staged = replay.segment_bytes if replay is not None else 0
         require_verify_room(manifest, Path(tmp).parent, None, free_space,
-                            extra=drill_extra_bytes(manifest.snapshot.total_size),
+                            extra=drill_extra_bytes(manifest.snapshot.total_size) + staged,
                             report=room)
         work = Path(tmp)
         snapshot = work / "snapshot.db"
@@ -192,8 +206,10 @@ def run_drill(
         if replay is not None:
             try:
                 with report.timed("replay capture", clock):
-                    revision = replay(snapshot)
+                    revision = replay.run(snapshot, _rows_room(snapshot, free_space, room))
                 report.add("replay capture", True, f"capture replayed up to revision {revision}")
+            except NoRoom:
+                raise  # exit 5, as when the drill's need is refused up front
             except LifeboatError as exc:
                 report.add("replay capture", False, str(exc))
                 return report
@@ -204,11 +220,23 @@ def run_drill(
     return report
 
 
+def _rows_room(snapshot: Path, free_space: FreeSpace, room: RoomReport) -> Callable[[int], None]:
+    """The check a point's replay makes once it knows its rows: they grow the snapshot, which
+    the first restore then copies (with a WAL segment) beside it."""
+    def check(rows: int) -> None:
+        size = snapshot.stat().st_size
+        require_room(snapshot.parent, 2 * rows + size + WAL_SEGMENT_BYTES,
+                     "the drill's replay (the rows it adds to the snapshot, then the first restore's "
+                     "copy of the grown db)", ROOM_HINT, free_space, room)
+    return check
+
+
 def drill_extra_bytes(snapshot_size: int) -> int:
     """What a drill needs beside the snapshot it fetches: the first throwaway member's data dir
     (a copy of the snapshot's db, which the second restore still reads, and a WAL segment). A
-    replayed point is committed into the fetched snapshot itself; what its rows add is checked
-    by the writer before it writes them. The second restore comes after the first data dir is
+    replayed point is committed into the fetched snapshot itself; what its rows add, to the
+    snapshot and to that copy, is known and checked once its segments are surveyed
+    (``_rows_room``), before any is written. The second restore comes after the first data dir is
     removed and copies nothing: lifeboat's writer commits it into the snapshot file itself,
     which moves into the data dir; the restore tool's copy takes the first one's room."""
     return snapshot_size + WAL_SEGMENT_BYTES

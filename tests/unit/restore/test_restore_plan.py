@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from lifeboat.catalog.manifest import BackupStatus, Manifest
+from lifeboat.catalog.timeline import build_timeline, point_at_revision
 from lifeboat.errors import EtcdUnavailable, IntegrityError, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
@@ -27,6 +28,7 @@ from lifeboat.restore.steps import (
     DropSnapshot,
     RestoreContext,
     RestoreData,
+    ReplayCapture,
     RestorePaths,
     Step,
     VerifyMember,
@@ -34,6 +36,7 @@ from lifeboat.restore.steps import (
 from lifeboat.restore.supervisor import MemorySupervisor
 from lifeboat.restore.target import make_target, parse_initial_cluster
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
+from tests.unit.catalog.capture_records import chain, ref
 
 
 @dataclass
@@ -86,6 +89,23 @@ def test_lifeboats_own_writer_needs_room_for_one_copy_of_the_snapshot_beside_the
     assert plan_for(tmp_path, tool=native).steps[0].need_bytes == size + wal  # type: ignore[attr-defined]
     assert "drop-snapshot" not in [s.key for s in plan_for(tmp_path, tool=native).steps]  # it became the db
     assert plan_for(tmp_path, tool=FakeTool(can_bump_revision=True)).steps[0].need_bytes == 2 * size + wal  # type: ignore[attr-defined]
+
+
+def test_a_point_restore_needs_room_up_front_for_the_segments_its_replay_stages_too(tmp_path: Path) -> None:
+    native = NativeRestore(RestoreTool(Path("/usr/bin/etcdutl"), "etcdutl", "3.5.1", False, False))
+    base = manifest(revision=100)
+    segments = [replace(ref(101, 150, 1, 2), size=3 << 20), replace(ref(151, 200, 3, 4), size=5 << 20)]
+    point = point_at_revision(build_timeline("prod", [base], [chain(base, segments)]), 180)
+    size, wal = base.snapshot.total_size, WAL_SEGMENT_BYTES
+    plan = plan_for(tmp_path, manifest=base, tool=native, point=point)
+    assert plan.steps[0].need_bytes == size + wal + (8 << 20)  # type: ignore[attr-defined]
+    replay = next(s for s in plan.steps if isinstance(s, ReplayCapture))
+    assert replay.copies_after == 0  # committed into the snapshot, which becomes the restored db
+    with_tool = plan_for(tmp_path, manifest=base, tool=FakeTool(can_bump_revision=True), point=point)
+    assert next(s for s in with_tool.steps if isinstance(s, ReplayCapture)).copies_after == 1
+    at_base = plan_for(tmp_path, manifest=base, tool=native, point=point_at_revision(
+        build_timeline("prod", [base], [chain(base, segments)]), 100))
+    assert at_base.steps[0].need_bytes == size + wal  # type: ignore[attr-defined]  # nothing replayed or staged
 
 
 def test_plan_moves_the_old_data_dir_to_a_stamped_sibling(tmp_path: Path) -> None:
