@@ -28,7 +28,9 @@ from lifeboat.disk import MARGIN, RoomNeeded
 from lifeboat.errors import IntegrityError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
-from lifeboat.pitr import ChainSurvey, PointTarget, build_point_snapshot, find_point
+from lifeboat.pitr import ChainSurvey, PointTarget, build_point_snapshot, find_point, history
+from lifeboat.pitr.history import object_history
+from lifeboat.pitr.point import cluster_timeline
 from lifeboat.restore import steps
 from lifeboat.restore.journal import journal_path
 from lifeboat.restore.native import native_or
@@ -925,3 +927,43 @@ def test_a_point_restore_whose_replay_would_not_fit_stops_before_writing_a_row_a
     assert "replay-capture" in result["ran"]
     with tls_client(node.etcd.client_url, pki) as c:
         assert full_state(c) == expected
+
+
+def test_history_read_across_a_pack_that_deleted_its_listed_segments_misses_no_version(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    repo = open_repository(tmp_path / "repo")
+    key = b"/registry/configmaps/default/settings"
+    revisions: list[int] = []
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                       flush_interval=0.05)) as status:
+        for round_ in range(5):  # a segment or more per round, each with a version of the key
+            revisions.append(client.put(key, f"v{round_}".encode()))
+            revisions += write_history(client, 1, tag=f"r{round_}").revisions
+            wait_for(lambda: status.last_revision >= revisions[-1])
+            time.sleep(0.1)
+    matches = lambda k, v: k == key  # noqa: E731
+    expected = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None)]
+    assert [revision for revision, _ in expected] == revisions[::len(revisions) // 5][:5]
+
+    packer = Packer(repo.chain_store, None, [], 3, min_age=timedelta(0), delete_after=timedelta(0))
+    fetch_base = history.verify_backup
+    passes = []
+
+    def packed_while_the_base_downloads(*args: Any, **kw: Any) -> Any:
+        passes.extend(packer.run("prod", datetime.now(UTC)) for _ in range(2))
+        return fetch_base(*args, **kw)
+
+    monkeypatch.setattr(history, "verify_backup", packed_while_the_base_downloads)
+    with caplog.at_level("WARNING", logger="lifeboat.pitr.history"):
+        found = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None)]
+    assert passes[0].packs >= 1 and passes[1].deleted >= 2, passes
+    assert found == expected and "packed and deleted since it was listed" in caplog.text
+
+    # A listed segment deleted with nothing in its place is missing: refused, never skipped.
+    window = next(w for w in cluster_timeline(repo, "prod").windows if w.segments)
+    assert window.chain is not None
+    gone = segment_key("prod", window.chain.info.chain, window.segments[-1].name)
+    monkeypatch.setattr(history, "verify_backup", lambda *a, **kw: (repo.store.delete(gone), fetch_base(*a, **kw))[1])
+    with pytest.raises(IntegrityError, match="is missing"):
+        object_history(repo, "prod", matches, None)

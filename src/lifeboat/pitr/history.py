@@ -6,20 +6,25 @@ captured put or delete of the key, with its revision and the time capture saw it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.chains import SegmentGone, SegmentRef
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import Window
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue
-from lifeboat.pitr.point import cluster_timeline
+from lifeboat.pitr.point import RELISTINGS, cluster_timeline
 from lifeboat.snapshot import iter_latest
 from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
+
+_log = logging.getLogger(__name__)
 
 KeyMatch = Callable[[bytes, bytes], bool]  # (etcd key, stored value) -> is it the object?
 
@@ -61,11 +66,9 @@ def _window_versions(repo: BackupRepository, cluster: str, window: Window, match
             if matches(kv.key, kv.value):
                 keys.add(kv.key)
                 yield ObjectVersion(kv.key, kv.mod_revision, None, f"base backup {window.base.id}", kv)
-    store = repo.chain_store
     chain = window.chain.info.chain
     covered = window.first_revision
-    for ref in window.segments:
-        segment = store.read_segment(cluster, chain, ref, identities)
+    for segment in _segments(repo, cluster, window, identities):
         for rev in segment.revisions:
             if rev.revision <= covered:
                 continue  # an overlapping copy of revisions already read
@@ -76,3 +79,39 @@ def _window_versions(repo: BackupRepository, cluster: str, window: Window, match
                     value = event.kv if event.type is EventType.PUT else None
                     yield ObjectVersion(key, rev.revision, rev.seen, f"chain {chain}", value)
         covered = max(covered, segment.last_revision)
+
+
+def _segments(repo: BackupRepository, cluster: str, window: Window,
+              identities: Sequence[Identity] | None) -> Iterator[Segment]:
+    """The window's segments, read in order. One packed and deleted since the window was listed
+    (the base's download and the reads before it can outlast ``capture.pack-delete-after``) is
+    read from what a new listing of the chain names in its place, as a point restore does."""
+    assert window.chain is not None
+    chain = window.chain.info.chain
+    refs, covered, relistings = window.segments, window.first_revision, 0
+    while True:
+        try:
+            for ref in refs:
+                if ref.last_revision > covered:
+                    segment = repo.chain_store.read_segment(cluster, chain, ref, identities)
+                    yield segment
+                    covered = max(covered, segment.last_revision)
+            return
+        except SegmentGone:
+            fresh = _relisted(repo, cluster, window) if relistings < RELISTINGS else None
+            if fresh is None or fresh == refs:
+                raise
+            _log.warning("segments of chain %s were packed and deleted since it was listed; reading the "
+                         "chain as listed now from revision %d", chain, covered + 1)
+            refs, relistings = fresh, relistings + 1
+
+
+def _relisted(repo: BackupRepository, cluster: str, window: Window) -> tuple[SegmentRef, ...] | None:
+    """The segments of ``window``'s chain as listed now, when they still reach as far (a
+    segment missing now is missing, not packed)."""
+    assert window.chain is not None
+    for fresh in cluster_timeline(repo, cluster).windows:
+        if (fresh.chain is not None and fresh.chain.info.chain == window.chain.info.chain
+                and fresh.base.id == window.base.id and fresh.last_revision >= window.last_revision):
+            return fresh.segments
+    return None
