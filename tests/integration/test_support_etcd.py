@@ -3,7 +3,12 @@ server that loses the race for its port starts again on new ones."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +19,7 @@ from tests.support.binaries import EtcdRelease, weed
 from tests.support.etcd import EtcdCluster
 from tests.support.pki import Pki
 from tests.support.seaweed import SeaweedServer
+from tests.unit.test_waits import alive
 
 
 def test_mtls_member_serves_puts_and_stops(release: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
@@ -63,3 +69,40 @@ def taken_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield int(sock.getsockname()[1])
+
+
+SERVERS_OF_A_KILLED_RUN = """
+import sys, time
+from pathlib import Path
+from tests.support.binaries import etcd_35, weed
+from tests.support.etcd import EtcdCluster
+from tests.support.seaweed import SeaweedServer
+work = Path(sys.argv[1])
+cluster = EtcdCluster(etcd_35(), work / "etcd").__enter__()
+seaweed = SeaweedServer(weed(), work / "seaweed").start()
+print(cluster.first().process.pid, seaweed.process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_the_servers_of_a_test_run_killed_outright_die_with_it(tmp_path: Path, signum: int) -> None:
+    # pytest killed by SIGKILL or SIGTERM runs no fixture's teardown: its etcd and SeaweedFS
+    # must not go on holding ports and disk.
+    run = subprocess.Popen([sys.executable, "-c", SERVERS_OF_A_KILLED_RUN, str(tmp_path)],
+                           stdout=subprocess.PIPE, text=True)
+    servers: list[int] = []
+    try:
+        assert run.stdout is not None
+        servers = [int(pid) for pid in run.stdout.readline().split()]
+        assert len(servers) == 2 and all(map(alive, servers)), "the servers did not start"
+        run.send_signal(signum)
+        run.wait(10)
+        deadline = time.monotonic() + 10
+        while any(map(alive, servers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(alive, servers)), "a server outlived the killed test run"
+    finally:
+        run.kill()
+        for pid in filter(alive, servers):
+            os.kill(pid, signal.SIGKILL)

@@ -11,10 +11,26 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from lifeboat.waits import killed_with_lifeboat
+
+
+def dying_with_the_tests(argv: Sequence[str]) -> list[str]:
+    """A test server's command line, run so that the kernel SIGKILLs the server when the test
+    process ends however it ends: pytest killed with SIGKILL or SIGTERM runs no teardown, and
+    its servers would go on holding ports, disk and a copy of test data (lifeboat's own
+    ``killed_with_lifeboat``). Only from the main thread: the parent-death signal follows the
+    thread that started the child, and a helper thread (the fake kubelet, an operator starting
+    members) can end before the servers it started should."""
+    if threading.current_thread() is not threading.main_thread():
+        return list(argv)
+    return killed_with_lifeboat(argv)
 
 
 def in_ci() -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .binaries import EtcdRelease
+from .binaries import EtcdRelease, dying_with_the_tests
 from .pki import Pki
 from .ports import PORT_ATTEMPTS, PortTaken, free_port, lost_port_race
 
@@ -83,7 +83,7 @@ class EtcdMember:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.args(initial_cluster, token, state),
+            dying_with_the_tests(self.args(initial_cluster, token, state)),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

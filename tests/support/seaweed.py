@@ -29,6 +29,7 @@ from obstore.store import S3Store
 from lifeboat.store.s3_uploads import send_http
 from lifeboat.store.sigv4 import AwsCredentials, encode_path, sign
 
+from .binaries import dying_with_the_tests
 from .ports import PORT_ATTEMPTS, PortTaken, free_port, lost_port_race
 
 
@@ -165,7 +166,7 @@ class SeaweedServer:
             log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(
-                    self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    dying_with_the_tests(self.args()), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, cwd=self.workdir,
                 )
             try:
