@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from tests.support.binaries import EtcdRelease, weed
 from tests.support.etcd import EtcdCluster
 from tests.support.pki import Pki
 from tests.support.seaweed import SeaweedServer
-from tests.unit.test_waits import alive
+from tests.unit.test_waits import alive, still_alive
 
 
 def test_mtls_member_serves_puts_and_stops(release: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
@@ -98,10 +97,7 @@ def test_the_servers_of_a_test_run_killed_outright_die_with_it(tmp_path: Path, s
         assert len(servers) == 2 and all(map(alive, servers)), "the servers did not start"
         run.send_signal(signum)
         run.wait(10)
-        deadline = time.monotonic() + 10
-        while any(map(alive, servers)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(map(alive, servers)), "a server outlived the killed test run"
+        assert not still_alive(servers, 10), "a server outlived the killed test run"
     finally:
         run.kill()
         for pid in filter(alive, servers):

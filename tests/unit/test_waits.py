@@ -180,10 +180,7 @@ def test_a_command_started_dying_with_lifeboat_dies_when_lifeboat_is_killed() ->
         assert children, "the command did not start"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        deadline = time.monotonic() + 5
-        while any(map(alive, children)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not any(map(alive, children)), "the command outlived lifeboat"
+        assert not still_alive(children, 5), "the command outlived lifeboat"
     finally:
         parent.kill()
         for child in filter(alive, children):  # reparented: no longer the parent's
@@ -208,6 +205,14 @@ def command(pid: int) -> bytes:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
     except OSError:
         return b""
+
+
+def still_alive(pids: list[int], seconds: float) -> list[int]:
+    """Those of ``pids`` still running after up to ``seconds`` of waiting for all to end."""
+    deadline = time.monotonic() + seconds
+    while any(map(alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return list(filter(alive, pids))
 
 
 def alive(pid: int) -> bool:

@@ -165,17 +165,17 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                     chain = ChainSurvey(repo, point, identities, work, progress)
             survey_wait = clock.monotonic() - surveyed
             if rows_room is not None:
-                rows_room(facts.row_bytes)
+                rows_room(facts.written_bytes)
             leases = lease_rows(facts, read_lease_ids(base))
             changes = [BucketChanges(b"key", appends=stored_rows(runs)),
                        BucketChanges(b"meta", puts=compaction_marks(point.revision))]
             if leases:
                 changes.append(BucketChanges(b"lease", puts=leases))
             if base == dest:
-                commit_in_place(dest, changes, append_bytes_hint=facts.row_bytes, record=record)
+                commit_in_place(dest, changes, append_bytes_hint=facts.written_bytes, record=record)
             else:
                 # The base was verified as it was fetched (by the caller that passed it).
-                write_db(base, dest, changes, trailer=True, append_bytes_hint=facts.row_bytes, source_checked=True)
+                write_db(base, dest, changes, trailer=True, append_bytes_hint=facts.written_bytes, source_checked=True)
         except BaseException:
             if base_snapshot is None:
                 dest.unlink(missing_ok=True)  # this call's own download, never finished

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse
+from operator import sub
 from pathlib import Path
 
 from lifeboat.catalog.codec import FrameBuffer
@@ -54,6 +55,7 @@ from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
 from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
 from lifeboat.catalog.segments import JSON_LINES_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
+from lifeboat.snapshot.bbolt import ELEMENT_SIZE, PAGE_HEADER_SIZE
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
 
@@ -75,6 +77,8 @@ _MARK = ord("_")
 # An index's flags byte to its created bit, and to its deleted bit (bytes.translate tables).
 _CREATED_BIT = bytes(flag & CREATED for flag in range(256))
 _DELETED_BIT = bytes(flag & DELETED for flag in range(256))
+# A row key of bucket ``key``: the revision, and a tombstone's mark after it.
+ROW_KEY_MAX = 18
 # Segments the second pass reads and decompresses ahead, each in a thread of its own.
 READ_AHEAD = 2
 
@@ -87,6 +91,9 @@ class ReplayFacts:
     last_revision: int = 0
     rows: int = 0  # rows written: one per key the events touched, but those created and gone again
     row_bytes: int = 0  # the records of every event up to the point (more than the rows written)
+    # What the rows written add to the db: the leaf pages they fill (:func:`leaf_bytes`) and
+    # those pages' branch elements; of a version 1 or 2 segment, twice all its records.
+    written_bytes: int = 0
     leases: set[int] = field(default_factory=set)  # the leases keys hold at the point
     ttls: dict[int, int] = field(default_factory=dict)  # lease -> granted TTL, as capture recorded
 
@@ -207,7 +214,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     # A key holds a lease at the point when its newest record there is the one that named it.
     slots = survey.lease_slots
     facts.leases = {slots[packed & _SLOT_MASK] for packed in kept if packed & _SLOT_MASK}
-    return facts, _runs(sources, kept, facts.leases)
+    return facts, _runs(sources, kept, facts)
 
 
 def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, number: int, facts: ReplayFacts,
@@ -242,11 +249,14 @@ _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _START_MASK = 0xFFFFFFFF
 
 
-def _runs(sources: list[_Source], kept: list[int], leases: set[int]) -> list[RowRun]:
+def _runs(sources: list[_Source], kept: list[int], facts: ReplayFacts) -> list[RowRun]:
     """The kept records (packed as above, ascending) grouped by segment; the leases that kept
-    records of indexed segments name are added to ``leases``."""
+    records of indexed segments name are added to ``facts.leases``, what they write to
+    ``facts.written_bytes``."""
     runs: list[RowRun] = []
     at = 0
+    sizes: list[int] = []  # each kept record's, in the order the rows are written
+    unread = 0
     while at < len(kept):
         number = kept[at] >> (32 + _SLOT_BITS)
         end = bisect_left(kept, (number + 1) << (32 + _SLOT_BITS), at)
@@ -254,12 +264,42 @@ def _runs(sources: list[_Source], kept: list[int], leases: set[int]) -> list[Row
         starts = [(packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]]
         if source.offsets is not None and source.leases is not None:  # record numbers: turned into offsets
             records = starts
-            starts = list(map(source.offsets.__getitem__, records))
-            leases.update(filter(None, map(source.leases.__getitem__, records)))
+            offsets = source.offsets
+            starts = list(map(offsets.__getitem__, records))
+            facts.leases.update(filter(None, map(source.leases.__getitem__, records)))
+            # A record ends where the next one starts, the last where the records end.
+            ends = offsets[1:]
+            ends.append(source.body_end - source.body_offset)
+            sizes += map(sub, map(ends.__getitem__, records), starts)
+        else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
+            unread += 2 * (source.body_end - source.body_offset)
         runs.append(RowRun(source.path, source.body_offset, source.body_end, tuple(starts), source.compressed,
                            source.raw_size, source.frame_at))
         at = end
+    facts.written_bytes = leaf_bytes(sizes) + unread
     return runs
+
+
+def leaf_bytes(record_sizes: Iterable[int], page_size: int = 4096) -> int:
+    """What the rows of records of these sizes take in the pages the writer fills for them
+    (:class:`~lifeboat.snapshot.tree_writer.LeafPacker`), and their pages' branch elements.
+
+    A row is its record's value under a row key (18 bytes at most: a tombstone's) with a leaf
+    element, where the record had its head; a page takes rows until the next one does not fit,
+    and a row larger than a page is a run of whole pages of its own. etcd's db pages are the
+    machine's memory pages, 4 KiB where lifeboat runs (a larger page wastes less room)."""
+    grow_by = ELEMENT_SIZE + ROW_KEY_MAX - HEAD_SIZE
+    pages = 0
+    size = PAGE_HEADER_SIZE
+    for record in record_sizes:
+        grow = record + grow_by
+        if size + grow > page_size and size > PAGE_HEADER_SIZE:
+            pages += -(-size // page_size)
+            size = PAGE_HEADER_SIZE
+        size += grow
+    if size > PAGE_HEADER_SIZE:
+        pages += -(-size // page_size)
+    return pages * (page_size + ELEMENT_SIZE + ROW_KEY_MAX)
 
 
 class _Survey:
