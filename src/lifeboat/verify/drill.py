@@ -206,7 +206,7 @@ def run_drill(
         if replay is not None:
             try:
                 with report.timed("replay capture", clock):
-                    revision = replay.run(snapshot, _rows_room(snapshot, free_space, room))
+                    revision = replay.run(snapshot, _rows_room(snapshot, Path(tmp).parent, free_space, room))
                 report.add("replay capture", True, f"capture replayed up to revision {revision}")
             except NoRoom:
                 raise  # exit 5, as when the drill's need is refused up front
@@ -220,12 +220,13 @@ def run_drill(
     return report
 
 
-def _rows_room(snapshot: Path, free_space: FreeSpace, room: RoomReport) -> Callable[[int], None]:
+def _rows_room(snapshot: Path, where: Path, free_space: FreeSpace, room: RoomReport) -> Callable[[int], None]:
     """The check a point's replay makes once it knows its rows: they grow the snapshot, which
-    the first restore then copies (with a WAL segment) beside it."""
+    the first restore then copies (with a WAL segment) beside it; ``where`` is named (the temp
+    dir the drill's own is in, as its first need names)."""
     def check(rows: int) -> None:
         size = snapshot.stat().st_size
-        require_room(snapshot.parent, 2 * rows + size + WAL_SEGMENT_BYTES,
+        require_room(where, 2 * rows + size + WAL_SEGMENT_BYTES,
                      "the drill's replay (the rows it adds to the snapshot, then the first restore's "
                      "copy of the grown db)", ROOM_HINT, free_space, room)
     return check
