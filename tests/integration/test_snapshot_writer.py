@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
+from lifeboat.errors import IntegrityError, NoRoom, OperationFailed, SnapshotFormatError, UsageError
 from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
 from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot import writer as writer_module
@@ -486,7 +486,7 @@ def test_not_enough_disk_is_found_before_writing(
         "lifeboat.snapshot.writer.shutil.disk_usage",
         lambda _path: real._replace(free=needed // 2),
     )
-    with pytest.raises(OperationFailed, match="not enough disk space"):
+    with pytest.raises(NoRoom, match="not enough disk space"):
         bump_revision(etcd_shaped, tmp_path / "out.db", 1)
     _only(tmp_path, "source.db")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from lifeboat.durable import fsync_dir
-from lifeboat.errors import IntegrityError, OperationFailed, SnapshotFormatError, UsageError
+from lifeboat.errors import IntegrityError, NoRoom, OperationFailed, SnapshotFormatError, UsageError
 from lifeboat.waits import finished
 
 from .bbolt import (
@@ -791,7 +791,7 @@ def _require_free_space(dest: Path, needed: int) -> None:
     # Room for a few dozen new pages and the meta beyond what the caller told us about.
     needed += 1 << 20
     if free < needed:
-        raise OperationFailed(
+        raise NoRoom(  # exit 5, as every need said before anything is written
             f"not enough disk space in {parent}: writing {dest.name} needs about "
             f"{needed >> 20} MiB, {free >> 20} MiB are free; free some space or write elsewhere"
         )
