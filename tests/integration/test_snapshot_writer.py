@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifeboat.errors import IntegrityError, NoRoom, OperationFailed, SnapshotFormatError, UsageError
+from lifeboat.errors import IntegrityError, NoRoom, SnapshotFormatError, UsageError
 from lifeboat.snapshot import check_trailer, iter_latest, read_meta, snapshot_status
 from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot import writer as writer_module
