@@ -380,6 +380,7 @@ def test_drill_of_a_point_restores_it_into_a_throwaway_etcd_and_checks_it(
     assert base["ok"] and len(base["disk"]) == 1 and segments > 0
     up_front, replay = report["disk"]
     assert up_front["need_bytes"] == base["disk"][0]["need_bytes"] + segments
+    assert "the capture segments it replays" in up_front["what"] and "segments" not in base["disk"][0]["what"]
     # Twice the rows: in the snapshot, and in the first restore's copy of it.
     assert replay["what"].startswith("the drill's replay") and replay["need_bytes"] > copy
     code, _out, err = cli("verify", "--to-revision", str(point), "--repo", str(repo_dir))

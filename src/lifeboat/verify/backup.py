@@ -105,11 +105,11 @@ def verify_backup(
 
 def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path | None,
                         free_space: FreeSpace = free_bytes, extra: int = 0,
-                        report: RoomReport = lambda need: None) -> None:
+                        report: RoomReport = lambda need: None, extra_what: str = "a restored copy") -> None:
     """Refuse unless the raw snapshot (where it is written) and the files archive fit.
 
-    ``extra`` bytes more are needed beside the snapshot (a drill's restored db). ``report`` is
-    told every need before any is refused.
+    ``extra`` bytes more are needed beside the snapshot (a drill's restored db: ``extra_what``
+    says what they are). ``report`` is told every need before any is refused.
     """
     raw = {o.name: o.raw_size for o in manifest.objects}
     snapshot = sum(size for name, size in raw.items() if name.startswith(SNAPSHOT_OBJECT))
@@ -118,7 +118,7 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
     needs = {tmp_dir: files}
     needs[beside] = needs.get(beside, 0) + snapshot + extra
     what = (f"checking backup {manifest.id} (its raw snapshot and files"
-            + (", and a restored copy" if extra else "") + ")")
+            + (f", and {extra_what}" if extra else "") + ")")
     rooms = [measure_room(path, needed, what, free_space) for path, needed in needs.items()]
     for room in rooms:
         report(room)

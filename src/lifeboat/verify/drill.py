@@ -187,8 +187,8 @@ def run_drill(
     with spool_dir("drill", tmp_dir) as tmp:
         staged = replay.segment_bytes if replay is not None else 0
         require_verify_room(manifest, Path(tmp).parent, None, free_space,
-                            extra=drill_extra_bytes(manifest.snapshot.total_size) + staged,
-                            report=room)
+                            extra=drill_extra_bytes(manifest.snapshot.total_size) + staged, report=room,
+                            extra_what="a restored copy" + (", the capture segments it replays" if staged else ""))
         work = Path(tmp)
         snapshot = work / "snapshot.db"
         started = clock.monotonic()
