@@ -414,6 +414,35 @@ def test_a_drill_of_a_point_whose_replay_would_not_fit_stops_before_writing_a_ro
     assert [r.enough for r in said] == [True, False] and list(spool.iterdir()) == []
 
 
+def test_a_k8s_command_at_a_point_refuses_before_downloading_when_its_base_and_segments_do_not_fit(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.2)) as status:
+        history = write_history(client, 4)
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    point = find_point(repo, "prod", PointTarget(revision=history.revisions[-1]), None)
+    snapshot = next(o.raw_size for o in point.base.objects if o.name.startswith("snapshot"))
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    statvfs = os.statvfs
+
+    def a_small_disk(path: Any) -> Any:
+        # Room for the base's snapshot, not for the segments the replay stages beside it.
+        real = statvfs(path)
+        if not str(path).startswith(str(small)):
+            return real
+        free = snapshot + MARGIN + point.segment_bytes // 2
+        return os.statvfs_result((real.f_bsize, 1, *real[2:4], free, *real[5:]))  # in bytes
+
+    monkeypatch.setattr(os, "statvfs", a_small_disk)
+    code, _out, err = cli("k8s", "ls", "latest", "--to-revision", str(point.revision), "--repo", str(repo_dir),
+                          "--tmp-dir", str(small))
+    assert code == 5, err
+    assert "the capture segments it replays" in err and list(small.iterdir()) == []
+
+
 def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, release: EtcdRelease) -> None:
     repo_dir = tmp_path / "repo"

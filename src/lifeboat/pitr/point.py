@@ -22,7 +22,7 @@ from lifeboat.pitr.survey import ChainSurvey
 from lifeboat.pitr.survey_run import Progress
 from lifeboat.snapshot.mvcc import read_lease_ids
 from lifeboat.snapshot.writer import BucketChanges, Replayed, commit_in_place, write_db
-from lifeboat.verify.backup import verify_backup
+from lifeboat.verify.backup import require_verify_room, verify_backup
 
 _log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
     """Write ``dest``: the base backup (fetched and verified, or ``base_snapshot`` if already
     fetched) with every captured event up to the point applied. Nothing is applied unless the
     whole chain up to the point downloads and checks. ``seconds`` is on the repository's clock.
+    Fetching the base itself, it first refuses (NoRoom) unless the base and the segments it
+    stages fit; the rows are checked before they are written (``rows_room``, and the writer).
 
     The segments are downloaded and surveyed while the base is fetched (``survey``: one the
     caller started earlier; this call closes it). The events are committed into the fetched
@@ -143,6 +145,10 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
             os.replace(base, dest)
         return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
     work = dest.with_name(dest.name + ".segments")
+    if base_snapshot is None:
+        # Before the survey stages anything: the base it fetches and the segments beside it.
+        require_verify_room(point.base, dest.parent, dest, extra=point.segment_bytes,
+                            extra_what="the capture segments it replays")
     chain = survey or ChainSurvey(repo, point, identities, work, progress)
     try:
         try:
