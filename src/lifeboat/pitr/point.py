@@ -128,10 +128,9 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
     :func:`~lifeboat.snapshot.writer.commit_in_place`); for a caller that checks them itself next.
 
     ``rows_room`` is told, once the segments are surveyed and before anything is written, how
-    many bytes of records the replay may add to the snapshot (an upper bound: the records of
-    every event up to the point); it raises (:class:`~lifeboat.errors.NoRoom`) when what the
-    caller does with the grown snapshot next would not fit. The writer checks the rows' own
-    room in any case.
+    many bytes the replay's rows add to the snapshot (the pages they fill, counted from the
+    segments' indexes); it raises (:class:`~lifeboat.errors.NoRoom`) when what the caller does
+    with the grown snapshot next would not fit. The writer checks the rows' own room in any case.
     """
     clock = repo.clock
     started = clock.monotonic()

@@ -91,7 +91,7 @@ class ReplayFacts:
     last_revision: int = 0
     rows: int = 0  # rows written: one per key the events touched, but those created and gone again
     row_bytes: int = 0  # the records of every event up to the point (more than the rows written)
-    # What the rows written add to the db: the leaf pages they fill (:func:`leaf_bytes`) and
+    # What the rows written add to the db: the leaf pages they fill (:class:`LeafPages`) and
     # those pages' branch elements; of a version 1 or 2 segment, twice all its records.
     written_bytes: int = 0
     leases: set[int] = field(default_factory=set)  # the leases keys hold at the point
@@ -255,7 +255,7 @@ def _runs(sources: list[_Source], kept: list[int], facts: ReplayFacts) -> list[R
     ``facts.written_bytes``."""
     runs: list[RowRun] = []
     at = 0
-    sizes: list[int] = []  # each kept record's, in the order the rows are written
+    pages = LeafPages()  # the kept records' rows, in the order they are written
     unread = 0
     while at < len(kept):
         number = kept[at] >> (32 + _SLOT_BITS)
@@ -270,36 +270,45 @@ def _runs(sources: list[_Source], kept: list[int], facts: ReplayFacts) -> list[R
             # A record ends where the next one starts, the last where the records end.
             ends = offsets[1:]
             ends.append(source.body_end - source.body_offset)
-            sizes += map(sub, map(ends.__getitem__, records), starts)
+            pages.add(map(sub, map(ends.__getitem__, records), starts))
         else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
             unread += 2 * (source.body_end - source.body_offset)
         runs.append(RowRun(source.path, source.body_offset, source.body_end, tuple(starts), source.compressed,
                            source.raw_size, source.frame_at))
         at = end
-    facts.written_bytes = leaf_bytes(sizes) + unread
+    facts.written_bytes = pages.bytes() + unread
     return runs
 
 
-def leaf_bytes(record_sizes: Iterable[int], page_size: int = 4096) -> int:
-    """What the rows of records of these sizes take in the pages the writer fills for them
-    (:class:`~lifeboat.snapshot.tree_writer.LeafPacker`), and their pages' branch elements.
+class LeafPages:
+    """What rows take in the pages the writer fills for them
+    (:class:`~lifeboat.snapshot.tree_writer.LeafPacker`), with their pages' branch elements;
+    the rows are told by the size of the records they are written from, in order.
 
     A row is its record's value under a row key (18 bytes at most: a tombstone's) with a leaf
     element, where the record had its head; a page takes rows until the next one does not fit,
     and a row larger than a page is a run of whole pages of its own. etcd's db pages are the
     machine's memory pages, 4 KiB where lifeboat runs (a larger page wastes less room)."""
-    grow_by = ELEMENT_SIZE + ROW_KEY_MAX - HEAD_SIZE
-    pages = 0
-    size = PAGE_HEADER_SIZE
-    for record in record_sizes:
-        grow = record + grow_by
-        if size + grow > page_size and size > PAGE_HEADER_SIZE:
-            pages += -(-size // page_size)
-            size = PAGE_HEADER_SIZE
-        size += grow
-    if size > PAGE_HEADER_SIZE:
-        pages += -(-size // page_size)
-    return pages * (page_size + ELEMENT_SIZE + ROW_KEY_MAX)
+
+    def __init__(self, page_size: int = 4096) -> None:
+        self.page_size = page_size
+        self.pages = 0
+        self.size = PAGE_HEADER_SIZE  # of the page being filled
+
+    def add(self, record_sizes: Iterable[int]) -> None:
+        page_size, pages, size = self.page_size, self.pages, self.size
+        grow_by = ELEMENT_SIZE + ROW_KEY_MAX - HEAD_SIZE
+        for record in record_sizes:
+            grow = record + grow_by
+            if size + grow > page_size and size > PAGE_HEADER_SIZE:
+                pages += -(-size // page_size)
+                size = PAGE_HEADER_SIZE
+            size += grow
+        self.pages, self.size = pages, size
+
+    def bytes(self) -> int:
+        pages = self.pages + (-(-self.size // self.page_size) if self.size > PAGE_HEADER_SIZE else 0)
+        return pages * (self.page_size + ELEMENT_SIZE + ROW_KEY_MAX)
 
 
 class _Survey:
