@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,6 +23,7 @@ from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore import native
 from lifeboat.restore.member_files import NewCluster
+from lifeboat.snapshot import writer
 from lifeboat.verify import drill as drill_module
 from lifeboat.etcd.local import LocalEtcd
 from tests.support.binaries import EtcdRelease
@@ -219,6 +221,18 @@ def test_drill_writes_the_data_dirs_as_lifeboat_restore_does_by_default(
     assert [(w.bump_revision, in_place) for w, in_place in written] == [(None, False), (1_000_000_000, True)]
     assert len(started) == 2 and not any(alive(pid) for pid in started)
     assert list(drill_tmp.iterdir()) == []
+
+
+def test_a_drill_whose_restore_finds_the_disk_full_says_so_with_exit_5_not_a_failed_backup(
+    backup: Backup, drill_tmp: Path, started: list[int], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The room was there when the drill asked; something else filled the disk meanwhile.
+    monkeypatch.setattr(writer, "shutil", SimpleNamespace(disk_usage=lambda path: SimpleNamespace(free=0)))
+    code, out, err = run_cli(capsys, *without_restore_tool(drill_args(backup, drill_tmp)))
+    assert code == 5, err
+    assert "not enough disk space" in err and "FAILED" not in out + err
+    assert started == [] and list(drill_tmp.iterdir()) == []
 
 
 def flip_a_value(data_dir: Path) -> None:

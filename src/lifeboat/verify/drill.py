@@ -176,7 +176,8 @@ def run_drill(
 
     Raises UsageError when no fit restore tool or etcd binary is found, and NoRoom when the
     copies it makes (and a replay's staged segments) do not fit (``room`` is told that need
-    first), before any download.
+    first), before any download, or when a restore's writer finds the disk full later (filled
+    meanwhile): the disk, not the backup.
     Phases are timed, and the throwaway etcd waited for, on ``clock`` (the system's by default).
     """
     clock = clock or SystemClock()
@@ -263,6 +264,8 @@ def _restore_and_check(
                 etcd.stop()
         shutil.rmtree(etcd.data_dir)  # room for the bumped restore
         _bumped_restore(report, tool, writer, etcd_binary, snapshot, facts, work, ready_timeout, clock)
+    except NoRoom:
+        raise  # the disk filled meanwhile, not a fault of the backup: exit 5
     except LifeboatError as exc:
         report.add("drill", False, str(exc))
 
