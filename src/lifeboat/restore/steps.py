@@ -334,7 +334,9 @@ class ReplayCapture(PreparingStep):
         return (f"replay {len(self.point.segments)} capture segment(s) of chain "
                 f"{chain.info.chain if chain else '-'} onto the snapshot, revisions "
                 f"{self.point.base_revision + 1}..{self.point.revision}, offline into its MVCC store "
-                f"(committed into the fetched file itself as bbolt commits: {first}, the meta page last)")
+                f"(committed into the fetched file itself as bbolt commits: {first}, the meta page last); "
+                "first check there is room for the pages its rows fill"
+                + (" and the copies of the grown snapshot written next" if self.copies_after else ""))
 
     def run(self, ctx: RestoreContext) -> None:
         repo = ctx.repository("the capture segments")
