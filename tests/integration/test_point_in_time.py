@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import zstandard
 
+from lifeboat.backup import synthetic
 from lifeboat.capture import CaptureOptions, CaptureStatus
 from lifeboat.capture.packing import Packer
 from lifeboat.catalog.chains import decompressed
@@ -987,6 +988,36 @@ def test_a_point_restore_needs_room_for_the_rows_it_writes_not_for_every_event_o
     assert "replay-capture" in result["ran"]
     with tls_client(node.etcd.client_url, pki) as c:
         assert full_state(c) == expected
+
+
+def test_a_synthetic_backup_of_a_point_whose_segments_were_packed_while_it_was_built_is_written(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = open_repository(repo_dir)
+    revisions: list[int] = []
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                       flush_interval=0.05)) as status:
+        for round_ in range(4):
+            revisions += write_history(client, 1, tag=f"r{round_}").revisions
+            wait_for(lambda: status.last_revision >= revisions[-1])
+            time.sleep(0.1)
+    packer = Packer(repo.chain_store, None, [], 3, min_age=timedelta(0), delete_after=timedelta(0))
+    build = synthetic.build_point_snapshot
+    passes = []
+
+    def packed_after_the_listing(*args: Any, **kw: Any) -> Any:
+        passes.extend(packer.run("prod", datetime.now(UTC)) for _ in range(2))
+        return build(*args, **kw)
+
+    monkeypatch.setattr(synthetic, "build_point_snapshot", packed_after_the_listing)
+    point = revisions[len(revisions) // 2]  # its last segment is in a pack
+    made = cli.json("synthesize", "--to-revision", str(point), "--repo", str(repo_dir))
+    assert passes[1].deleted >= 2, passes
+    assert made["snapshot"]["revision"] == point
+    monkeypatch.undo()
+    built = build_point_snapshot(repo, find_point(repo, "prod", PointTarget(revision=point), None), None,
+                                 tmp_path / "again.db")
+    assert built.point.base.id == made["id"] and restored_state(built.path) == source_state(client, point)
 
 
 def test_history_read_across_a_pack_that_deleted_its_listed_segments_misses_no_version(

@@ -37,7 +37,8 @@ def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence
         built = build_point_snapshot(repo, point, identities, Path(tmp) / "snapshot.db")
         labels = {SYNTHETIC_CHAIN: chain.info.chain, SYNTHETIC_FROM: point.base.id,
                   SYNTHETIC_REVISION: str(point.revision),
-                  SYNTHETIC_SEEN: seen_text(_seen(repo, point, identities))}
+                  # The point as built: listed again if its segments were packed meanwhile.
+                  SYNTHETIC_SEEN: seen_text(_seen(repo, built.point, identities))}
         return commit_snapshot_file(repo, options, built.path, point.base.source, labels, now=now)
 
 
