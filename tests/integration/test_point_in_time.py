@@ -990,6 +990,22 @@ def test_a_point_restore_needs_room_for_the_rows_it_writes_not_for_every_event_o
         assert full_state(c) == expected
 
 
+def packed_before_each_call(monkeypatch: pytest.MonkeyPatch, module: object, name: str,
+                            repo: BackupRepository) -> list[Any]:
+    """``module.name`` runs after two ``lifeboat pack`` passes over cluster prod (the first
+    packs, the second deletes what the packs hold); the passes' results."""
+    packer = Packer(repo.chain_store, None, [], 3, min_age=timedelta(0), delete_after=timedelta(0))
+    original = getattr(module, name)
+    passes: list[Any] = []
+
+    def packed_first(*args: Any, **kw: Any) -> Any:
+        passes.extend(packer.run("prod", datetime.now(UTC)) for _ in range(2))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(module, name, packed_first)
+    return passes
+
+
 def test_a_synthetic_backup_of_a_point_whose_segments_were_packed_while_it_was_built_is_written(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     repo_dir = tmp_path / "repo"
@@ -1001,15 +1017,7 @@ def test_a_synthetic_backup_of_a_point_whose_segments_were_packed_while_it_was_b
             revisions += write_history(client, 1, tag=f"r{round_}").revisions
             wait_for(lambda: status.last_revision >= revisions[-1])
             time.sleep(0.1)
-    packer = Packer(repo.chain_store, None, [], 3, min_age=timedelta(0), delete_after=timedelta(0))
-    build = synthetic.build_point_snapshot
-    passes = []
-
-    def packed_after_the_listing(*args: Any, **kw: Any) -> Any:
-        passes.extend(packer.run("prod", datetime.now(UTC)) for _ in range(2))
-        return build(*args, **kw)
-
-    monkeypatch.setattr(synthetic, "build_point_snapshot", packed_after_the_listing)
+    passes = packed_before_each_call(monkeypatch, synthetic, "build_point_snapshot", repo)  # after its listing
     point = revisions[len(revisions) // 2]  # its last segment is in a pack
     made = cli.json("synthesize", "--to-revision", str(point), "--repo", str(repo_dir))
     assert passes[1].deleted >= 2, passes
@@ -1037,15 +1045,8 @@ def test_history_read_across_a_pack_that_deleted_its_listed_segments_misses_no_v
     expected = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None)]
     assert [revision for revision, _ in expected] == revisions[::len(revisions) // 5][:5]
 
-    packer = Packer(repo.chain_store, None, [], 3, min_age=timedelta(0), delete_after=timedelta(0))
     fetch_base = history.verify_backup
-    passes = []
-
-    def packed_while_the_base_downloads(*args: Any, **kw: Any) -> Any:
-        passes.extend(packer.run("prod", datetime.now(UTC)) for _ in range(2))
-        return fetch_base(*args, **kw)
-
-    monkeypatch.setattr(history, "verify_backup", packed_while_the_base_downloads)
+    passes = packed_before_each_call(monkeypatch, history, "verify_backup", repo)  # while the base downloads
     with caplog.at_level("WARNING", logger="lifeboat.pitr.history"):
         found = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None)]
     assert passes[0].packs >= 1 and passes[1].deleted >= 2, passes
