@@ -3,7 +3,11 @@
 One etcd 3.5.1 on loopback. Rounds alternate "no capture", "watch drain" (a child process
 that only reads the same whole-keyspace watch lifeboat uses and drops every event: the least
 a Python watcher costs etcd), "etcdctl watch" (the reference tool, Go: ``etcdctl watch`` of
-the whole keyspace from the same revision, its output to /dev/null) and "capture"
+the whole keyspace from the same revision, its output to /dev/null), "lagging watch" (an
+experiment, not what capture does: every ``--lag`` seconds a watch of the whole keyspace is
+created from the next revision not yet seen, read until it reaches the revision etcd was at
+when it was created, then cancelled; etcd serves such a watcher from its store in batches,
+in the background, instead of sending each put's event as the put commits) and "capture"
 (``lifeboat capture`` as a child process, to a local repository, default flush interval of
 1 s). ``--nice N`` runs the three watchers at that niceness (the systemd units of
 ``deploy/`` set ``Nice=10``); etcd and the load generator stay at 0. In each round a
@@ -126,6 +130,30 @@ def rpo(writes: list[tuple[float, int, float]], commits: list[tuple[int, int, fl
     return delays
 
 
+# Every LAG seconds: a watch from the next revision not yet seen, read up to the revision etcd
+# was at when it was created, then cancelled; counts the events it read (on stderr at the end).
+LAGGING = """
+import sys, time
+from lifeboat.etcd import ConnectionSettings, EtcdClient
+lag, seen, following = float(sys.argv[3]), 0, int(sys.argv[2])
+with EtcdClient(ConnectionSettings((sys.argv[1],))) as client:
+    print("ready", flush=True)
+    try:
+        while True:
+            began = time.monotonic()
+            with client.watch(b"", prefix=True, start_revision=following) as stream:
+                while following <= stream.revision:
+                    event = stream.next_event(timeout=5)
+                    if event is None:
+                        break
+                    seen += 1
+                    following = max(following, event.kv.mod_revision + 1)
+            time.sleep(max(0.0, lag - (time.monotonic() - began)))
+    except KeyboardInterrupt:
+        pass
+    print(seen, file=sys.stderr, flush=True)
+"""
+
 DRAIN = """
 import sys, time
 from lifeboat.etcd import ConnectionSettings, EtcdClient
@@ -142,16 +170,19 @@ def niced(argv: list[str], nice: int) -> list[str]:
 
 
 def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str],
-                  nice: int) -> dict[str, object]:
+                  nice: int, lag: float = 0.5) -> dict[str, object]:
     """Load while a bare watcher of the whole keyspace runs: "drain" (Python, lifeboat's own watch
-    that drops every event) or "etcdctl" (the reference tool, its output discarded)."""
+    that drops every event), "etcdctl" (the reference tool, its output discarded) or "lagging"
+    (a watch created every ``lag`` seconds from the revision after the last one it read)."""
     with EtcdClient(ConnectionSettings((endpoint,))) as client:
         start = client.status(endpoint).revision + 1
     if kind == "drain":
         argv = [sys.executable, "-c", DRAIN, endpoint, str(start)]
+    elif kind == "lagging":
+        argv = [sys.executable, "-c", LAGGING, endpoint, str(start), str(lag)]
     else:
         argv = [str(etcd_35().etcdctl), "--endpoints", endpoint, "watch", "--prefix", "", f"--rev={start}"]
-    output = subprocess.PIPE if kind == "drain" else subprocess.DEVNULL
+    output = subprocess.PIPE if kind in ("drain", "lagging") else subprocess.DEVNULL
     with spawned(niced(argv, nice), env=env, stdout=output, stderr=subprocess.PIPE, text=True) as proc:
         if proc.stdout is not None:
             if proc.stdout.readline().strip() != "ready":
@@ -163,9 +194,16 @@ def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads
         began = time.monotonic()
         writes = load(endpoint, rate, seconds, threads)
         elapsed = time.monotonic() - began
-        proc.send_signal(signal.SIGTERM)
+        if kind == "lagging":
+            time.sleep(lag + 1.0)  # its last pass reads the last writes
+        proc.send_signal(signal.SIGINT if kind == "lagging" else signal.SIGTERM)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
+        if kind == "lagging":
+            assert proc.stderr is not None
+            seen = int(proc.stderr.read().split()[-1])
+            if seen != len(writes):
+                raise SystemExit(f"the lagging watch read {seen} events of {len(writes)} writes")
     return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": usage.ru_maxrss * 1024}
 
 
@@ -227,6 +265,8 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
     captured = [r for r in rounds if r["mode"] == "capture"]
     drained = [r for r in rounds if r["mode"] == "drain"]
     reference = [r for r in rounds if r["mode"] == "etcdctl"]
+    lagging = [r for r in rounds if r["mode"] == "lagging"]
+    lat_lagging = [w[2] for r in lagging for w in r["writes"]]  # type: ignore[attr-defined]
     lat_plain = [w[2] for w in plain]
     lat_drain = [w[2] for r in drained for w in r["writes"]]  # type: ignore[attr-defined]
     lat_cap = [w[2] for r in captured for w in r["writes"]]  # type: ignore[attr-defined]
@@ -250,6 +290,10 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
         "put_p99_ratio_etcdctl": percentile(lat_ref, 99) / percentile(lat_plain, 99),
         "put_p50_ratio_capture_vs_drain": percentile(lat_cap, 50) / percentile(lat_drain, 50),
         "put_p50_ratio_capture_vs_etcdctl": percentile(lat_cap, 50) / percentile(lat_ref, 50),
+        "put_p50_lagging": percentile(lat_lagging, 50), "put_p99_lagging": percentile(lat_lagging, 99),
+        "put_p50_ratio_lagging": percentile(lat_lagging, 50) / percentile(lat_plain, 50),
+        "put_p99_ratio_lagging": percentile(lat_lagging, 99) / percentile(lat_plain, 99),
+        "lagging_cpu_cores": statistics.median(float(str(r["cpu"])) for r in lagging),
         "capture_cpu_cores": statistics.median(float(str(r["cpu"])) for r in captured),
         "drain_cpu_cores": statistics.median(float(str(r["cpu"])) for r in drained),
         "etcdctl_cpu_cores": statistics.median(float(str(r["cpu"])) for r in reference),
@@ -264,10 +308,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="target writes per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="load per round")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="(no capture, watch drain, etcdctl watch, capture) quadruples")
+                        help="(no capture, watch drain, etcdctl watch, lagging watch, capture) rounds")
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the watchers (default 0: etcd's own)")
+    parser.add_argument("--lag", type=float, default=0.5,
+                        help="seconds between the lagging watch's passes (default 0.5)")
     parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "capture",
                         help="work dir (etcd, repositories; default bench-work/capture)")
     args = parser.parse_args()
@@ -280,9 +326,9 @@ def main() -> None:
         load_before = os.getloadavg()
         for _ in range(args.rounds):
             rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
-            for kind in ("drain", "etcdctl"):
+            for kind in ("drain", "etcdctl", "lagging"):
                 rounds.append({"mode": kind, **watcher_round(kind, endpoint, args.rate, args.seconds, args.threads,
-                                                             env, args.nice)})
+                                                             env, args.nice, args.lag)})
             rounds.append({"mode": "capture", **capture_round(endpoint, work, args.rate, args.seconds,
                                                               args.threads, env, args.flush_interval, args.nice)})
         load_after = os.getloadavg()
