@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentGone, SegmentRef
+from lifeboat.catalog.chains import SegmentGone
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
-from lifeboat.catalog.timeline import Window
+from lifeboat.catalog.timeline import RestorePoint, Window
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue
-from lifeboat.pitr.point import RELISTINGS, cluster_timeline
+from lifeboat.pitr.point import RELISTINGS, cluster_timeline, relisted
 from lifeboat.snapshot import iter_latest
 from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
@@ -88,30 +88,21 @@ def _segments(repo: BackupRepository, cluster: str, window: Window,
     read from what a new listing of the chain names in its place, as a point restore does."""
     assert window.chain is not None
     chain = window.chain.info.chain
-    refs, covered, relistings = window.segments, window.first_revision, 0
+    # The whole window as a point, so that a new listing is read as a point restore reads it.
+    point = RestorePoint(window.last_revision, window, window.segments)
+    covered, relistings = window.first_revision, 0
     while True:
         try:
-            for ref in refs:
+            for ref in point.segments:
                 if ref.last_revision > covered:
                     segment = repo.chain_store.read_segment(cluster, chain, ref, identities)
                     yield segment
                     covered = max(covered, segment.last_revision)
             return
         except SegmentGone:
-            fresh = _relisted(repo, cluster, window) if relistings < RELISTINGS else None
-            if fresh is None or fresh == refs:
+            fresh = relisted(repo, point) if relistings < RELISTINGS else None
+            if fresh is None:
                 raise
             _log.warning("segments of chain %s were packed and deleted since it was listed; reading the "
                          "chain as listed now from revision %d", chain, covered + 1)
-            refs, relistings = fresh, relistings + 1
-
-
-def _relisted(repo: BackupRepository, cluster: str, window: Window) -> tuple[SegmentRef, ...] | None:
-    """The segments of ``window``'s chain as listed now, when they still reach as far (a
-    segment missing now is missing, not packed)."""
-    assert window.chain is not None
-    for fresh in cluster_timeline(repo, cluster).windows:
-        if (fresh.chain is not None and fresh.chain.info.chain == window.chain.info.chain
-                and fresh.base.id == window.base.id and fresh.last_revision >= window.last_revision):
-            return fresh.segments
-    return None
+            point, relistings = fresh, relistings + 1

@@ -159,7 +159,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                     facts, runs = chain.result()
                     break
                 except SegmentGone:
-                    packed = listings < RELISTINGS and _relisted(repo, point)
+                    packed = listings < RELISTINGS and relisted(repo, point)
                     if not packed:
                         raise
                     _log.warning("segments of chain %s were packed and deleted since it was listed; "
@@ -191,7 +191,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                          survey_wait)
 
 
-def _relisted(repo: BackupRepository, point: RestorePoint) -> RestorePoint | None:
+def relisted(repo: BackupRepository, point: RestorePoint) -> RestorePoint | None:
     """``point`` (same base, same revision) with its segments as the repository lists them now,
     or None when that is not a different set of segments reaching the point: a segment missing
     now is missing, not packed."""

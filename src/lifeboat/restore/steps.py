@@ -27,7 +27,6 @@ from lifeboat.durable import fsync_dir, move_durably
 from lifeboat.errors import IntegrityError, LifeboatError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import SnapshotRestore
-from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.restore.content import (
     KeySamples,
     KeyspaceDigest,
@@ -50,7 +49,7 @@ from lifeboat.restore.native import (
 )
 from lifeboat.restore.supervisor import Component, Supervisor
 from lifeboat.restore.target import RestoreTarget
-from lifeboat.verify.backup import verify_backup
+from lifeboat.verify.backup import replay_need, verify_backup
 from lifeboat.waits import finished, joined
 
 class RestoreTool(Protocol):
@@ -366,7 +365,7 @@ class ReplayCapture(PreparingStep):
         snapshot the restore writes next (with a WAL segment): the need up front (Preflight)
         could count neither."""
         copies = self.copies_after
-        need = rows + copies * (self.snapshot.stat().st_size + rows) + WAL_SEGMENT_BYTES
+        need = replay_need(self.snapshot, rows, copies)
         what = "the replay (the rows it adds to the snapshot" + (
             ", the restored db's copy of it" if copies == 1 else f", {copies} copies of it" if copies else "")
         require_room(self.snapshot.parent, need, what + ", a WAL segment)",

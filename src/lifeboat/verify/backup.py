@@ -19,6 +19,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, measure_room
 from lifeboat.catalog.streams import Digest, SnapshotDigest, hashing, private_file
 from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, OperationFailed, UsageError
+from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.catalog.file_archive import verify_archive
 from lifeboat.snapshot import PageScan, snapshot_status
 from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
@@ -101,6 +102,13 @@ def verify_backup(
         # check: it goes first, as the reason.
         report.checks.insert(0, report.checks.pop())
     return report
+
+
+def replay_need(snapshot: Path, rows: int, copies: int) -> int:
+    """What a point's replay into ``snapshot`` needs free beside it: the ``rows`` bytes it adds,
+    then ``copies`` copies of the grown snapshot written next (a drill's or the restore tool's
+    data dir) and a WAL segment."""
+    return rows + copies * (snapshot.stat().st_size + rows) + WAL_SEGMENT_BYTES
 
 
 def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path | None,

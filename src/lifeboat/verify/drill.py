@@ -35,7 +35,7 @@ from lifeboat.snapshot.mvcc import served_revision
 from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 from lifeboat.snapshot.writer import SUGGESTED_BUMP, bump_restored_db
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
-from lifeboat.verify.backup import Check, Progress, VerifyReport, require_verify_room, verify_backup
+from lifeboat.verify.backup import Check, Progress, VerifyReport, replay_need, require_verify_room, verify_backup
 from lifeboat.verify.kv_hash import OfflineHashKV, offline_hash_kv
 
 DRILL_MEMBER = "lifeboat-drill"
@@ -226,8 +226,7 @@ def _rows_room(snapshot: Path, where: Path, free_space: FreeSpace, room: RoomRep
     the first restore then copies (with a WAL segment) beside it; ``where`` is named (the temp
     dir the drill's own is in, as its first need names)."""
     def check(rows: int) -> None:
-        size = snapshot.stat().st_size
-        require_room(where, 2 * rows + size + WAL_SEGMENT_BYTES,
+        require_room(where, replay_need(snapshot, rows, copies=1),
                      "the drill's replay (the rows it adds to the snapshot, then the first restore's "
                      "copy of the grown db)", ROOM_HINT, free_space, room)
     return check
