@@ -3,19 +3,18 @@
 One etcd 3.5.1 on loopback. Rounds alternate "no capture", "watch drain" (a child process
 that only reads the same whole-keyspace watch lifeboat uses and drops every event: the least
 a Python watcher costs etcd), "etcdctl watch" (the reference tool, Go: ``etcdctl watch`` of
-the whole keyspace from the same revision, its output to /dev/null), "lagging watch" (an
-experiment, not what capture does: every ``--lag`` seconds a watch of the whole keyspace is
-created from the next revision not yet seen, read until it reaches the revision etcd was at
-when it was created, then cancelled; etcd serves such a watcher from its store in batches,
-in the background, instead of sending each put's event as the put commits) and "capture"
+the whole keyspace from the same revision, its output to /dev/null), "capture"
 (``lifeboat capture`` as a child process, to a local repository, default flush interval of
-1 s). ``--nice N`` runs the three watchers at that niceness (the systemd units of
+1 s: it reads etcd in passes, a watch every half flush interval from the next revision not
+read, read up to the revision etcd was at and cancelled) and "capture, live watch" (the same
+with ``capture.watch: live``: one watch that etcd sends each revision as it commits, as the
+drain and etcdctl are). ``--nice N`` runs the watchers at that niceness (the systemd units of
 ``deploy/`` set ``Nice=10``); etcd and the load generator stay at 0. In each round a
 load generator in this process writes 1 KiB values at a steady target rate (default 2,000
 writes/s) for ``--seconds``, from several threads, and records each put's acknowledgement
 time, revision and latency. Measured:
 
-* **RPO**: for every write of a capture round, the time from etcd's acknowledgement to the
+* **RPO**: for every write of a capture round (either kind), the time from etcd's acknowledgement to the
   moment the segment holding its revision was committed (the segment file's mtime; the local
   store writes a temp file and renames it into place). p50 / p99 / max.
 * **put latency** with and without capture (p50 / p99), as a ratio of the two; the same for
@@ -130,30 +129,6 @@ def rpo(writes: list[tuple[float, int, float]], commits: list[tuple[int, int, fl
     return delays
 
 
-# Every LAG seconds: a watch from the next revision not yet seen, read up to the revision etcd
-# was at when it was created, then cancelled; counts the events it read (on stderr at the end).
-LAGGING = """
-import sys, time
-from lifeboat.etcd import ConnectionSettings, EtcdClient
-lag, seen, following = float(sys.argv[3]), 0, int(sys.argv[2])
-with EtcdClient(ConnectionSettings((sys.argv[1],))) as client:
-    print("ready", flush=True)
-    try:
-        while True:
-            began = time.monotonic()
-            with client.watch(b"", prefix=True, start_revision=following) as stream:
-                while following <= stream.revision:
-                    event = stream.next_event(timeout=5)
-                    if event is None:
-                        break
-                    seen += 1
-                    following = max(following, event.kv.mod_revision + 1)
-            time.sleep(max(0.0, lag - (time.monotonic() - began)))
-    except KeyboardInterrupt:
-        pass
-    print(seen, file=sys.stderr, flush=True)
-"""
-
 DRAIN = """
 import sys, time
 from lifeboat.etcd import ConnectionSettings, EtcdClient
@@ -170,19 +145,16 @@ def niced(argv: list[str], nice: int) -> list[str]:
 
 
 def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str],
-                  nice: int, lag: float = 0.5) -> dict[str, object]:
-    """Load while a bare watcher of the whole keyspace runs: "drain" (Python, lifeboat's own watch
-    that drops every event), "etcdctl" (the reference tool, its output discarded) or "lagging"
-    (a watch created every ``lag`` seconds from the revision after the last one it read)."""
+                  nice: int) -> dict[str, object]:
+    """Load while a bare watcher of the whole keyspace runs: "drain" (Python, lifeboat's live
+    watch that drops every event) or "etcdctl" (the reference tool, its output discarded)."""
     with EtcdClient(ConnectionSettings((endpoint,))) as client:
         start = client.status(endpoint).revision + 1
     if kind == "drain":
         argv = [sys.executable, "-c", DRAIN, endpoint, str(start)]
-    elif kind == "lagging":
-        argv = [sys.executable, "-c", LAGGING, endpoint, str(start), str(lag)]
     else:
         argv = [str(etcd_35().etcdctl), "--endpoints", endpoint, "watch", "--prefix", "", f"--rev={start}"]
-    output = subprocess.PIPE if kind in ("drain", "lagging") else subprocess.DEVNULL
+    output = subprocess.PIPE if kind == "drain" else subprocess.DEVNULL
     with spawned(niced(argv, nice), env=env, stdout=output, stderr=subprocess.PIPE, text=True) as proc:
         if proc.stdout is not None:
             if proc.stdout.readline().strip() != "ready":
@@ -194,23 +166,18 @@ def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads
         began = time.monotonic()
         writes = load(endpoint, rate, seconds, threads)
         elapsed = time.monotonic() - began
-        if kind == "lagging":
-            time.sleep(lag + 1.0)  # its last pass reads the last writes
-        proc.send_signal(signal.SIGINT if kind == "lagging" else signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if kind == "lagging":
-            assert proc.stderr is not None
-            seen = int(proc.stderr.read().split()[-1])
-            if seen != len(writes):
-                raise SystemExit(f"the lagging watch read {seen} events of {len(writes)} writes")
     return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": usage.ru_maxrss * 1024}
 
 
 def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
-                  env: dict[str, str], flush: str, nice: int) -> dict[str, object]:
+                  env: dict[str, str], flush: str, nice: int, watch: str = "passes") -> dict[str, object]:
     repo_dir = work / f"repo-{time.monotonic_ns()}"
-    with spawned(niced(LIFEBOAT + ["capture", "--repo", str(repo_dir), "--cluster", "bench",
+    config = work / f"capture-{watch}.yaml"
+    config.write_text(f"capture:\n  watch: {watch}\n")
+    with spawned(niced(LIFEBOAT + ["capture", "--config", str(config), "--repo", str(repo_dir), "--cluster", "bench",
                                    "--endpoints", endpoint, "--no-files", "--spool-dir", str(work / "spool"),
                                    "--flush-interval", flush], nice),
                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
@@ -265,8 +232,9 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
     captured = [r for r in rounds if r["mode"] == "capture"]
     drained = [r for r in rounds if r["mode"] == "drain"]
     reference = [r for r in rounds if r["mode"] == "etcdctl"]
-    lagging = [r for r in rounds if r["mode"] == "lagging"]
-    lat_lagging = [w[2] for r in lagging for w in r["writes"]]  # type: ignore[attr-defined]
+    live = [r for r in rounds if r["mode"] == "capture-live"]
+    lat_live = [w[2] for r in live for w in r["writes"]]  # type: ignore[attr-defined]
+    delays_live = [d for r in live for d in r["delays"]]  # type: ignore[attr-defined]
     lat_plain = [w[2] for w in plain]
     lat_drain = [w[2] for r in drained for w in r["writes"]]  # type: ignore[attr-defined]
     lat_cap = [w[2] for r in captured for w in r["writes"]]  # type: ignore[attr-defined]
@@ -290,10 +258,11 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
         "put_p99_ratio_etcdctl": percentile(lat_ref, 99) / percentile(lat_plain, 99),
         "put_p50_ratio_capture_vs_drain": percentile(lat_cap, 50) / percentile(lat_drain, 50),
         "put_p50_ratio_capture_vs_etcdctl": percentile(lat_cap, 50) / percentile(lat_ref, 50),
-        "put_p50_lagging": percentile(lat_lagging, 50), "put_p99_lagging": percentile(lat_lagging, 99),
-        "put_p50_ratio_lagging": percentile(lat_lagging, 50) / percentile(lat_plain, 50),
-        "put_p99_ratio_lagging": percentile(lat_lagging, 99) / percentile(lat_plain, 99),
-        "lagging_cpu_cores": statistics.median(float(str(r["cpu"])) for r in lagging),
+        "put_p50_capture_live": percentile(lat_live, 50), "put_p99_capture_live": percentile(lat_live, 99),
+        "put_p50_ratio_capture_live": percentile(lat_live, 50) / percentile(lat_plain, 50),
+        "put_p99_ratio_capture_live": percentile(lat_live, 99) / percentile(lat_plain, 99),
+        "rpo_p50_capture_live": percentile(delays_live, 50), "rpo_p99_capture_live": percentile(delays_live, 99),
+        "capture_live_cpu_cores": statistics.median(float(str(r["cpu"])) for r in live),
         "capture_cpu_cores": statistics.median(float(str(r["cpu"])) for r in captured),
         "drain_cpu_cores": statistics.median(float(str(r["cpu"])) for r in drained),
         "etcdctl_cpu_cores": statistics.median(float(str(r["cpu"])) for r in reference),
@@ -308,12 +277,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="target writes per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="load per round")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="(no capture, watch drain, etcdctl watch, lagging watch, capture) rounds")
+                        help="(no capture, watch drain, etcdctl watch, capture, capture live) rounds")
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the watchers (default 0: etcd's own)")
-    parser.add_argument("--lag", type=float, default=0.5,
-                        help="seconds between the lagging watch's passes (default 0.5)")
     parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "capture",
                         help="work dir (etcd, repositories; default bench-work/capture)")
     args = parser.parse_args()
@@ -326,11 +293,13 @@ def main() -> None:
         load_before = os.getloadavg()
         for _ in range(args.rounds):
             rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
-            for kind in ("drain", "etcdctl", "lagging"):
+            for kind in ("drain", "etcdctl"):
                 rounds.append({"mode": kind, **watcher_round(kind, endpoint, args.rate, args.seconds, args.threads,
-                                                             env, args.nice, args.lag)})
-            rounds.append({"mode": "capture", **capture_round(endpoint, work, args.rate, args.seconds,
-                                                              args.threads, env, args.flush_interval, args.nice)})
+                                                             env, args.nice)})
+            for watch in ("passes", "live"):
+                mode = "capture" if watch == "passes" else "capture-live"
+                rounds.append({"mode": mode, **capture_round(endpoint, work, args.rate, args.seconds, args.threads,
+                                                             env, args.flush_interval, args.nice, watch)})
         load_after = os.getloadavg()
         last = rounds[-1]
         pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)

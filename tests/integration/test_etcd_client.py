@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.etcdapi.model import ReceivedEvents
 from lifeboat.errors import EtcdAuthError, EtcdUnavailable, OperationFailed, UsageError
 from lifeboat.etcd import (
     Compare,
@@ -148,11 +149,12 @@ def test_watch_replays_history_from_a_start_revision(client: EtcdClient) -> None
     assert [e.kv.value for e in values if e] == [b"old", b"new"]
 
 
-def test_a_feed_left_untaken_holds_a_bounded_amount_and_loses_no_event(client: EtcdClient) -> None:
+@pytest.mark.parametrize("lag", [0.0, 0.2], ids=["live", "lagging"])
+def test_a_feed_left_untaken_holds_a_bounded_amount_and_loses_no_event(client: EtcdClient, lag: float) -> None:
     bound = 256 << 10
     start = client.put("/feed/start", b"")
     value = b"v" * 4096
-    with client.follow(start + 1, max_waiting_bytes=bound) as feed:
+    with client.follow(start + 1, lag=lag, max_waiting_bytes=bound) as feed:
         revisions = [client.put(f"/feed/k{i % 100}", value + str(i).encode()) for i in range(2000)]  # 8 MB
         time.sleep(1)  # nothing taken meanwhile: the reader waits for room, etcd holds the rest
         held = feed.waiting_bytes
@@ -166,6 +168,75 @@ def test_a_feed_left_untaken_holds_a_bounded_amount_and_loses_no_event(client: E
     assert [r for r, _, _ in seen] == revisions, "every revision once, in order"
     assert all(v == value + str(i).encode() and k == f"/feed/k{i % 100}".encode()
                for i, (_, k, v) in enumerate(seen))
+
+
+def test_a_lagging_feed_reads_every_revision_once_in_passes_each_bounded_by_when_it_was_written(
+        cluster: EtcdCluster, pki: Pki) -> None:
+    """Passes 0.2 s apart while puts go on: every revision once, in order; a response of every
+    pass after the first says when its revisions did not exist yet, and none was written before.
+
+    One member for the puts and the watch: a follower acknowledges a put once it applied it
+    itself, so "did not exist" and "acknowledged" are told by the same member."""
+    with connect(cluster.endpoints[:1], tls(pki)) as client:
+        start = client.put("/lagging/start", b"")
+        acked: dict[int, float] = {}
+        arrived: list[ReceivedEvents] = []
+        with client.follow(start + 1, lag=0.2) as feed:
+            for i in range(400):
+                revision = client.put(f"/lagging/k{i % 7}", str(i).encode())
+                acked[revision] = time.time()
+                time.sleep(0.004)
+                arrived.extend(feed.take(0))
+            deadline = time.monotonic() + 30
+            while not arrived or arrived[-1].events[-1].kv.mod_revision < revision:
+                assert time.monotonic() < deadline, "the feed stopped before the last put"
+                arrived.extend(feed.take(1))
+            assert not feed.ended
+    revisions = [e.kv.mod_revision for r in arrived for e in r.events]
+    assert revisions == sorted(acked), "every revision once, in order"
+    passes = sorted({r.written_after for r in arrived if r.written_after is not None})
+    assert len(passes) >= 4, f"{len(passes)} passes after the first in {acked[revision] - acked[start + 1]:.1f}s"
+    for response in arrived:
+        bound = response.written_after
+        assert all(bound is None or bound < acked[e.kv.mod_revision] <= response.received + 1
+                   for e in response.events)
+        assert all(e.kv.value == str(e.kv.mod_revision - start - 1).encode() for e in response.events)
+
+
+def test_a_lagging_feed_told_to_hurry_reads_what_was_written_before_at_once(client: EtcdClient) -> None:
+    first = client.put("/hurried/k", b"1")
+    with client.follow(first, lag=60) as feed:
+        assert [e.kv.mod_revision for r in feed.take(30) for e in r.events] == [first]
+        written = client.put("/hurried/k", b"2")
+        ticket = feed.hurry()
+        deadline = time.monotonic() + 10  # a minute before the next pass would have begun
+        while not feed.passed(ticket):
+            assert time.monotonic() < deadline, "no pass after hurry()"
+            time.sleep(0.05)
+        assert [e.kv.mod_revision for r in feed.take(0) for e in r.events] == [written]
+        assert feed.passed(ticket) and not feed.passed(feed.hurry())
+
+
+@pytest.mark.parametrize("lag", [0.0, 0.2], ids=["live", "lagging"])
+def test_a_feed_from_a_compacted_revision_says_so(client: EtcdClient, lag: float) -> None:
+    old = client.put("/compacted-feed/k", b"1")
+    newer = client.put("/compacted-feed/k", b"2")
+    client.compact(newer)
+    with client.follow(old, lag=lag) as feed, pytest.raises(RevisionCompacted, match="compacted"):
+        feed.take(30)
+
+
+def test_a_lagging_feed_says_so_when_etcd_compacts_what_it_did_not_read_yet_between_passes(
+        client: EtcdClient) -> None:
+    first = client.put("/compacted-between/k", b"1")
+    with client.follow(first, lag=1.0) as feed:
+        assert [e.kv.mod_revision for r in feed.take(30) for e in r.events] == [first]
+        # The pass that read it began after it was written; the next begins a second after.
+        client.put("/compacted-between/k", b"2")
+        client.compact(client.put("/compacted-between/k", b"3"))
+        with pytest.raises(RevisionCompacted, match="compacted"):
+            feed.take(30)
+        assert feed.ended
 
 
 def test_lease_grant_keepalive_and_revoke(client: EtcdClient) -> None:

@@ -5,10 +5,11 @@ every response with its arrival time):
 
 * start: resume right after the last segment of the newest open chain (no gap, no
   duplicate), or take a base backup and start a new chain;
-* follow: watch the whole keyspace from the next revision; commit a segment create-only
-  ``flush_interval`` after its oldest revision arrived (closing it early by what recent
-  commits took) or at ``segment_max_bytes``; while idle, record a heartbeat once etcd's
-  revision shows nothing newer exists;
+* follow: read the whole keyspace from the next revision, in passes half a flush interval
+  apart (:class:`lifeboat.etcd.watch.LaggingFeed`; ``watch_lag=0``: one live watch); commit a
+  segment create-only ``flush_interval`` after its oldest revision may have been written
+  (closing it early by what recent commits took) or at ``segment_max_bytes``; while idle,
+  record a heartbeat once etcd's revision shows nothing newer exists;
 * in the agent, every write is fenced by the leadership (see :meth:`Capture._fenced`);
 * when the watch cannot continue (etcd compacted the next revision, the cluster went back
   in time, the spool filled while the repository was down) the chain ends: a gap is recorded
@@ -57,6 +58,8 @@ log = logging.getLogger("lifeboat.capture")
 _POLL = 0.25
 # How much earlier than the flush interval to close a segment before any commit was timed.
 _FIRST_LEAD = 0.1
+# How long a stopping capture waits for the feed's last pass (what etcd had when told to stop).
+_LAST_PASS_SECONDS = 10.0
 # Encoded segments waiting in memory for the upload thread; past this they wait in the spool.
 UPLOAD_QUEUE_BYTES = 8 << 20
 
@@ -69,13 +72,17 @@ class EventFeed(Protocol):
 
     def take(self, timeout: float | None = None) -> list[ReceivedEvents]: ...
 
+    def hurry(self) -> int: ...
+
+    def passed(self, ticket: int) -> bool: ...
+
     def close(self) -> None: ...
 
 
 class CaptureSource(SnapshotSource, Protocol):
     """The etcd connection as capture uses it."""
 
-    def follow(self, start_revision: int) -> EventFeed: ...
+    def follow(self, start_revision: int, *, lag: float = 0.0) -> EventFeed: ...
 
     def lease_time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseTimeToLive: ...
 
@@ -89,6 +96,14 @@ class CaptureOptions:
     spool_dir: Path = Path("/var/lib/lifeboat/capture-spool")
     spool_max_bytes: int = 256 << 20
     retry_interval: float = 2.0
+    # Seconds between the watch's passes (see lifeboat.etcd.watch.LaggingFeed); None: half the
+    # flush interval; 0: one live watch, each revision sent as it commits.
+    watch_lag: float | None = None
+
+    @property
+    def lag(self) -> float:
+        """Seconds between the watch's passes (0: a live watch)."""
+        return self.flush_interval / 2 if self.watch_lag is None else self.watch_lag
 
     @property
     def cluster(self) -> str:
@@ -112,7 +127,7 @@ def capture_options(config: LifeboatConfig, endpoints: tuple[str, ...], cluster:
     return CaptureOptions(
         backup=backup, flush_interval=c.flush_interval, segment_max_bytes=c.segment_max_bytes,
         heartbeat_interval=c.heartbeat_interval, spool_dir=spool, spool_max_bytes=c.spool_max_bytes,
-        retry_interval=c.retry_interval,
+        retry_interval=c.retry_interval, watch_lag=0.0 if c.watch == "live" else None,
     )
 
 
@@ -319,7 +334,7 @@ class Capture:
     def _follow(self, position: _Position) -> None:
         start = position.previous.last_revision + 1
         try:
-            feed = self.etcd.follow(start)
+            feed = self.etcd.follow(start, lag=self.options.lag)
         except RevisionCompacted:
             raise ChainBroken(f"etcd compacted revision {start} before capture could read it "
                               "(capture was stopped or fell behind)") from None
@@ -330,6 +345,7 @@ class Capture:
         try:
             while True:
                 if self.stop.is_set():
+                    self._last_pass(feed, builder, position)
                     self._commit(position, builder)
                     return
                 self.uploader.check()
@@ -366,6 +382,23 @@ class Capture:
             raise ChainBroken(f"etcd compacted revision {position.previous.last_revision + 1} "
                               "under the watch") from None
 
+    def _last_pass(self, feed: EventFeed, builder: SegmentBuilder, position: _Position) -> None:
+        """On stop, read what etcd acknowledged before it: a feed that reads in passes is asked
+        for one more at once (for up to ``_LAST_PASS_SECONDS``); a live one has it already. What
+        ends the feed meanwhile leaves what was read before it, to be committed."""
+        ticket = feed.hurry()
+        deadline = self.clock.monotonic() + _LAST_PASS_SECONDS
+        while True:
+            done = feed.passed(ticket) or feed.ended  # a pass's events are queued before it counts
+            try:
+                arrived = feed.take(0 if done else _POLL)
+            except LifeboatError as exc:
+                self._note(f"stopping: the last read of etcd failed: {exc}")
+                return
+            self._take(arrived, builder, position)
+            if done or self.clock.monotonic() > deadline:
+                return
+
     def _lead(self) -> float:
         """How much earlier than ``flush_interval`` to close a segment: what recent commits took
         beyond their deadline (waking, encoding, writing), at most half the interval."""
@@ -375,17 +408,14 @@ class Capture:
     def _take(self, arrived: list[ReceivedEvents], builder: SegmentBuilder, position: _Position) -> None:
         """Add what arrived to the open segment, committing it first whenever the next revision
         would take it past ``segment_max_bytes`` (a burst, or a backlog caught up at once)."""
-        revisions = revisions_of(arrived)
-        if not revisions:
-            return
-        for revision in revisions:
+        for revision, written_after in revisions_of(arrived):
             # A lease's TTL goes in the segment open when it is learnt (maybe the one committed
             # next, before the revision naming it): a restore reads every TTL up to its point.
             for lease in leases_of([revision]) - self._leases:
                 self._learn_lease(lease, builder)
-            if not builder.add(revision):
+            if not builder.add(revision, written_after):
                 self._commit(position, builder)
-                builder.add(revision)
+                builder.add(revision, written_after)
         self._note_waiting(builder)
 
     def _note_waiting(self, builder: SegmentBuilder) -> None:
@@ -423,7 +453,8 @@ class Capture:
     def _commit(self, position: _Position, builder: SegmentBuilder, *, on_time: bool = False) -> None:
         if builder.empty:
             return
-        deadline = builder.revisions[0].seen.timestamp() + self.options.flush_interval - self._lead()
+        assert builder.since is not None
+        deadline = builder.since.timestamp() + self.options.flush_interval - self._lead()
         segment = builder.close(self.options.cluster, position.info.chain, position.previous)
         encrypted = bool(self.options.recipients)
         name = segment_name(segment, encrypted)

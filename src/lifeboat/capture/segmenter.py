@@ -10,12 +10,18 @@ from lifeboat.catalog.segments import SEEN_RUN_BYTES, CapturedRevision, Predeces
 from lifeboat.etcdapi.model import EventType, ReceivedEvents, WatchEvent
 
 
-def revisions_of(arrived: Sequence[ReceivedEvents]) -> list[CapturedRevision]:
-    """Watch responses as whole revisions in order, each seen when its response arrived."""
-    grouped: list[CapturedRevision] = []
+def revisions_of(arrived: Sequence[ReceivedEvents]) -> list[tuple[CapturedRevision, datetime | None]]:
+    """Watch responses as whole revisions in order, each seen when its response arrived, with the
+    time before which it did not exist when the feed knows one (``written_after``)."""
+    grouped: list[tuple[CapturedRevision, datetime | None]] = []
     for response in arrived:
-        grouped.extend(group_revisions(response.events, datetime.fromtimestamp(response.received, timezone.utc)))
+        after = _utc(response.written_after) if response.written_after is not None else None
+        grouped.extend((revision, after) for revision in group_revisions(response.events, _utc(response.received)))
     return grouped
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
 
 
 def group_revisions(events: Sequence[WatchEvent], seen: datetime) -> list[CapturedRevision]:
@@ -75,14 +81,23 @@ class SegmentBuilder:
     revisions: list[CapturedRevision] = field(default_factory=list)
     leases: dict[int, int] = field(default_factory=dict)
     size: int = 0  # raw bytes of the revisions' records, index entries and seen times
+    # The earliest the oldest revision may have been written: what the flush interval counts from.
+    since: datetime | None = None
 
-    def add(self, revision: CapturedRevision) -> bool:
+    def add(self, revision: CapturedRevision, written_after: datetime | None = None) -> bool:
         """Add ``revision`` when it keeps the segment within ``max_bytes`` as stored (an empty
         segment takes any one revision); whether it did. When not, the caller closes the segment
-        and adds it to the next."""
+        and adds it to the next.
+
+        ``written_after``: a time before which the revision did not exist, when the feed knows
+        one (see :class:`~lifeboat.etcdapi.model.ReceivedEvents`); the first revision's opens the
+        segment's flush interval, else the time it was seen does.
+        """
         added = self._bytes_of(revision)
         if self.revisions and self.size + added > self.limit:
             return False
+        if not self.revisions:
+            self.since = min(written_after, revision.seen) if written_after is not None else revision.seen
         self.size += added
         self.revisions.append(revision)
         return True
@@ -104,20 +119,21 @@ class SegmentBuilder:
         return not self.revisions
 
     def due(self, now: datetime, lead: float = 0.0) -> bool:
-        """Time to close: the size is reached, or the oldest revision arrived ``flush_interval``
-        ago less ``lead`` (what committing takes), so it is committed within ``flush_interval``."""
+        """Time to close: the size is reached, or the oldest revision may have been written
+        ``flush_interval`` ago less ``lead`` (what committing takes) (:attr:`since`), so it is
+        committed within ``flush_interval`` of its write."""
         if not self.revisions:
             return False
         return self.size >= self.limit or self.seconds_left(now, lead) == 0.0
 
     def seconds_left(self, now: datetime, lead: float = 0.0) -> float:
         """How long until :meth:`due` turns true by time (0 while empty)."""
-        if not self.revisions:
+        if self.since is None:
             return 0.0
-        waited = (now - self.revisions[0].seen).total_seconds()
+        waited = (now - self.since).total_seconds()
         return max(0.0, self.flush_interval - lead - waited)
 
     def close(self, cluster: str, chain: str, previous: Predecessor) -> Segment:
         segment = Segment(cluster, chain, previous, tuple(self.revisions), dict(self.leases))
-        self.revisions, self.leases, self.size = [], {}, 0
+        self.revisions, self.leases, self.size, self.since = [], {}, 0, None
         return segment

@@ -44,7 +44,7 @@ from lifeboat.etcdapi.proto import rpc_pb2, rpc_pb2_grpc
 from lifeboat.etcd.seam import KeyValueReads
 from lifeboat.etcd.settings import ConnectionSettings
 from lifeboat.etcd.txn import Compare, Operation, TxnResult
-from lifeboat.etcd.watch import FEED_MAX_WAITING_BYTES, WatchFeed, WatchStream
+from lifeboat.etcd.watch import FEED_MAX_WAITING_BYTES, LaggingFeed, WatchFeed, WatchStream
 
 
 # The generated service stubs carry no type hints.
@@ -214,12 +214,20 @@ class EtcdClient(KeyValueReads):
         stubs = self._pool.stubs_for("watch")
         return WatchStream(stubs, create, self.settings.command_timeout)
 
-    def follow(self, start_revision: int, *, max_waiting_bytes: int = FEED_MAX_WAITING_BYTES) -> WatchFeed:
+    def follow(self, start_revision: int, *, lag: float = 0.0,
+               max_waiting_bytes: int = FEED_MAX_WAITING_BYTES) -> WatchFeed | LaggingFeed:
         """Every event of the whole keyspace from ``start_revision``, for a reader that takes them in
-        batches; etcd's sending waits while ``max_waiting_bytes`` of them wait to be taken."""
+        batches; etcd's sending waits while ``max_waiting_bytes`` of them wait to be taken.
+
+        ``lag`` > 0: read in passes that many seconds apart (:class:`LaggingFeed`, a fraction of
+        the cost to etcd's puts); 0: one watch that gets each revision as it commits.
+        """
         start, end = key_range(b"", None, True)
         create = rpc_pb2.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
         endpoint, channel = self._pool.stream_channel("watch")
+        if lag > 0:
+            return LaggingFeed(channel, endpoint.url, create, lag, self.settings.command_timeout, self.clock,
+                               max_waiting_bytes)
         return WatchFeed(channel, endpoint.url, create, self.settings.command_timeout, self.clock,
                          max_waiting_bytes)
 

@@ -420,7 +420,9 @@ class MemoryEtcd(KeyValueReads):
             start, end = key_range(key, range_end, prefix)
             return MemoryWatch(self, start, end, start_revision or self.revision + 1, prev_kv)
 
-    def follow(self, start_revision: int) -> MemoryFeed:
+    def follow(self, start_revision: int, *, lag: float = 0.0) -> MemoryFeed:
+        """As the client's; ``lag`` is taken and not acted on: the double has no puts whose
+        latency a synced watcher would cost, so it hands every event over as it is written."""
         return MemoryFeed(self.watch(b"", prefix=True, start_revision=start_revision))
 
     def _events_from(self, watch: MemoryWatch) -> list[WatchEvent]:
@@ -573,6 +575,12 @@ class MemoryFeed:
             # Stamped on the double's clock, as the live feed stamps arrivals on its client's clock.
             taken.append(ReceivedEvents(self._clock.now().timestamp(), tuple(batch)))
         return taken
+
+    def hurry(self) -> int:
+        return 0  # every event is handed over as it is written: nothing to ask for
+
+    def passed(self, ticket: int) -> bool:
+        return True
 
     def close(self) -> None:
         self._watch.close()

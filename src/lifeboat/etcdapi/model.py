@@ -50,10 +50,16 @@ class WatchEvent:
 
 @dataclass(frozen=True)
 class ReceivedEvents:
-    """The events of one watch response and when it arrived (Unix time, seconds)."""
+    """The events of one watch response and when it arrived (Unix time, seconds).
+
+    ``written_after``, when known, is a time before which none of these revisions existed: a
+    feed that reads in passes knows each pass's revisions came after the previous pass began
+    (see :class:`lifeboat.etcd.watch.LaggingFeed`). None: only that they existed on arrival.
+    """
 
     received: float
     events: tuple[WatchEvent, ...]
+    written_after: float | None = None
 
 
 @dataclass(frozen=True)

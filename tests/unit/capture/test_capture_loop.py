@@ -25,7 +25,8 @@ from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.clock import FakeClock
 from lifeboat.errors import RepositoryUnavailable
-from lifeboat.etcd.memory import MemoryEtcd, member_urls
+from lifeboat.etcd.memory import MemoryEtcd, MemoryFeed, member_urls
+from lifeboat.etcdapi.model import ReceivedEvents
 from lifeboat.store import ObjectInfo
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.unit.catalog.capture_records import manifest
@@ -337,3 +338,62 @@ def test_a_heartbeat_the_store_hangs_on_does_not_hold_up_the_events_after_it(tmp
         store.released.set()
         stop.set()
         runner.join(10)
+
+
+class HeldFeed:
+    """A feed that reads in passes whose next pass is far off: it hands nothing over until
+    hurried, then everything."""
+
+    def __init__(self, inner: MemoryFeed) -> None:
+        self.inner = inner
+        self.hurried = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.inner.ended
+
+    def take(self, timeout: float | None = None) -> list[ReceivedEvents]:
+        if not self.hurried:
+            time.sleep(min(timeout or 0.0, 0.05))
+            return []
+        return self.inner.take(timeout)
+
+    def hurry(self) -> int:
+        self.hurried += 1
+        return self.hurried
+
+    def passed(self, ticket: int) -> bool:
+        return self.hurried >= ticket
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class PassingEtcd(MemoryEtcd):
+    def follow(self, start_revision: int, *, lag: float = 0.0) -> HeldFeed:
+        return HeldFeed(super().follow(start_revision, lag=lag))
+
+
+def test_a_stopped_capture_reads_what_etcd_had_before_it_commits(tmp_path: Path) -> None:
+    """Stopping (SIGTERM) asks a feed that reads in passes for one more at once: what etcd
+    acknowledged before the stop is committed, not left to the capture that resumes."""
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = PassingEtcd()
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options_for(tmp_path, 0.05), stop=stop, status=status).run,
+                              daemon=True)
+    runner.start()
+    try:
+        until(lambda: status.chain is not None)
+        written = [etcd.put(f"/registry/k{i}", b"v") for i in range(3)]
+        time.sleep(0.3)
+        assert status.last_revision == 1, "nothing read before the stop"
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert status.last_revision == written[-1] and status.gaps == 0
+    (listing,) = chains.chains("prod")
+    assert [(r.first_revision, r.last_revision) for r in listing.segments] == [(written[0], written[-1])]

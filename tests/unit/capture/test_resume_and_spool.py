@@ -155,8 +155,26 @@ def test_a_segment_is_due_once_its_oldest_arrival_plus_the_interval_less_the_com
 
 def test_revisions_are_seen_when_their_watch_response_arrived_not_when_capture_took_them() -> None:
     arrived = [ReceivedEvents(at(1).timestamp(), (put(b"/a", b"", 5, 5, 1),)),
-               ReceivedEvents(at(2.5).timestamp(), (put(b"/b", b"", 6, 6, 1), put(b"/c", b"", 6, 6, 1)))]
-    assert [(r.revision, r.seen, len(r.events)) for r in revisions_of(arrived)] == [(5, at(1), 1), (6, at(2.5), 2)]
+               ReceivedEvents(at(2.5).timestamp(), (put(b"/b", b"", 6, 6, 1), put(b"/c", b"", 6, 6, 1)),
+                              written_after=at(2).timestamp())]
+    assert [(r.revision, r.seen, len(r.events), after) for r, after in revisions_of(arrived)] == [
+        (5, at(1), 1, None), (6, at(2.5), 2, at(2))]
+
+
+def test_a_segment_of_a_lagging_feed_is_due_an_interval_after_its_oldest_revision_may_have_been_written() -> None:
+    """A pass's revisions arrive up to a pass later than they were written; the flush interval
+    counts from the earliest they can have been, so each is committed within it of its write."""
+    builder = SegmentBuilder(flush_interval=1.0, max_bytes=10_000)
+    (first,) = group_revisions([put(b"/a", b"x", 5, 5, 1)], at(0.6))
+    assert builder.add(first, written_after=at(0))
+    (later,) = group_revisions([put(b"/b", b"x", 6, 6, 1)], at(1.1))
+    assert builder.add(later, written_after=at(0.5))  # a later pass's changes nothing
+    assert builder.since == at(0)
+    assert not builder.due(at(0.79), lead=0.2) and builder.due(at(0.8), lead=0.2)
+    builder.close("prod", "chain", Predecessor("base", 4, "base"))
+    assert builder.since is None and builder.seconds_left(at(5)) == 0.0
+    (alone,) = group_revisions([put(b"/c", b"x", 7, 7, 1)], at(3))
+    assert builder.add(alone) and builder.since == at(3)  # no bound known: from when it was seen
 
 
 def test_spool_uploads_in_order_and_keeps_what_failed(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.capture.packing import DELETE_AFTER, MIN_AGE
+from lifeboat.capture.run import capture_options
 from lifeboat.config import LifeboatConfig, load_config
 from lifeboat.errors import UsageError
 
@@ -30,6 +31,14 @@ def test_capture_defaults_flush_every_second() -> None:
     assert LifeboatConfig().capture.flush_interval == 1.0 and not LifeboatConfig().capture.enabled
 
 
+def test_capture_reads_etcd_in_passes_half_a_flush_interval_apart_unless_told_live(tmp_path: Path) -> None:
+    endpoints = ("http://127.0.0.1:2379",)
+    default = capture_options(load_config(write(tmp_path, "capture:\n  flush-interval: 800ms\n")), endpoints, "c")
+    assert default.lag == 0.4
+    live = capture_options(load_config(write(tmp_path, "capture:\n  watch: live\n")), endpoints, "c")
+    assert live.lag == 0.0
+
+
 def test_pack_waits_default_to_lifeboat_pack_s_and_may_be_zero(tmp_path: Path) -> None:
     defaults = LifeboatConfig().capture
     assert timedelta(seconds=defaults.pack_min_age) == MIN_AGE
@@ -46,6 +55,7 @@ def test_pack_waits_default_to_lifeboat_pack_s_and_may_be_zero(tmp_path: Path) -
     ("segment-max-bytes: 1KiB", "at least 4KiB"),
     ("spool-max-bytes: 1MiB\n  segment-max-bytes: 2MiB", "at least segment-max-bytes"),
     ("flush-every: 1s", "flush-every"),
+    ("watch: sometimes", "passes"),
     ("pack-min-age: -1s", "duration such as"),
     ("pack-min-age: soon", "duration such as"),
     ("pack-delete-after: nan", "duration such as"),
