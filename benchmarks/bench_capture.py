@@ -19,7 +19,8 @@ time, revision and latency. Measured:
   store writes a temp file and renames it into place). p50 / p99 / max.
 * **put latency** with and without capture (p50 / p99), as a ratio of the two; the same for
   the drain and for etcdctl, which says what any watcher costs etcd on this machine.
-* **capture's peak RSS** (the child's ``ru_maxrss``; and its peak once its base backup was
+* **capture's peak RSS** (the child's ``VmHWM``, read until it exits: ``wait4``'s ``ru_maxrss``
+  would carry this benchmark's own RSS into the child's, see ``benchmarks/rss.py``; and its peak once its base backup was
   taken, before the load started, so what capturing itself adds shows apart) and its **CPU**
   (user + system seconds per second of load, so 0.25 = a quarter of one core), the same for
   the watch drain.
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -167,9 +169,10 @@ def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads
         writes = load(endpoint, rate, seconds, threads)
         elapsed = time.monotonic() - began
         proc.send_signal(signal.SIGTERM)
+        rss = peak_rss_until_exit(proc)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": usage.ru_maxrss * 1024}
+    return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": rss}
 
 
 def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
@@ -195,10 +198,11 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
             time.sleep(0.1)
         cpu = (_cpu_seconds(proc.pid) - before) / (time.monotonic() - began)
         proc.send_signal(signal.SIGTERM)
+        rss = peak_rss_until_exit(proc)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     delays = rpo(writes, segment_commits(repo_dir))
-    return {"writes": writes, "delays": delays, "rss": usage.ru_maxrss * 1024, "repo": repo_dir, "top": top,
+    return {"writes": writes, "delays": delays, "rss": rss, "repo": repo_dir, "top": top,
             "cpu": cpu, "base_rss": base_rss}
 
 
@@ -208,6 +212,22 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise SystemExit(f"no VmHWM for process {pid}")
+
+
+def peak_rss_until_exit(proc: subprocess.Popen[Any]) -> int:
+    """A signalled child's peak resident set (``VmHWM``), read every 10 ms until it exits (it
+    is reaped by the caller, so its /proc entry stays until then)."""
+    peak = 0
+    while True:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            return peak
+        hwm = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+        if not hwm:  # a zombie: it has exited and has no memory left to read
+            return peak
+        peak = max(peak, int(hwm[0].split()[1]) * 1024)
+        time.sleep(0.01)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -306,7 +326,8 @@ def main() -> None:
     result = {"flush_interval": args.flush_interval, "nice": args.nice,
               **summary(rounds, args.rate, args.seconds), "pitr": pitr,
               "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
-              "rounds": [{"mode": r["mode"], "writes": len(r["writes"])} for r in rounds]}  # type: ignore[arg-type]
+              "rounds": [{"mode": r["mode"], "writes": len(r["writes"]),  # type: ignore[arg-type]
+                          **({"peak_rss_mb": int(str(r["rss"])) / 1e6} if "rss" in r else {})} for r in rounds]}
     out_dir = results_dir(work, BENCH_WORK / "capture")
     (out_dir / f"bench_capture-{args.flush_interval}-nice{args.nice}.json").write_text(json.dumps(result, indent=2))
     print(f"| metric | value |\n| --- | --- |")
