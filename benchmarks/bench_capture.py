@@ -43,8 +43,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
