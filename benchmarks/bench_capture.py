@@ -168,7 +168,6 @@ def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads
         began = time.monotonic()
         writes = load(endpoint, rate, seconds, threads)
         elapsed = time.monotonic() - began
-        proc.send_signal(signal.SIGTERM)
         rss = peak_rss_until_exit(proc)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -197,7 +196,6 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
         while not any(last >= top for _, last, _ in segment_commits(repo_dir)):
             time.sleep(0.1)
         cpu = (_cpu_seconds(proc.pid) - before) / (time.monotonic() - began)
-        proc.send_signal(signal.SIGTERM)
         rss = peak_rss_until_exit(proc)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -215,9 +213,10 @@ def peak_rss(pid: int) -> int:
 
 
 def peak_rss_until_exit(proc: subprocess.Popen[Any]) -> int:
-    """A signalled child's peak resident set (``VmHWM``), read every 10 ms until it exits (it
-    is reaped by the caller, so its /proc entry stays until then)."""
-    peak = 0
+    """Stop a child with SIGTERM; its peak resident set (``VmHWM``), read before and then every
+    10 ms until it exits (the caller reaps it, so its /proc entry stays until then)."""
+    peak = peak_rss(proc.pid)
+    proc.send_signal(signal.SIGTERM)
     while True:
         try:
             status = Path(f"/proc/{proc.pid}/status").read_text()
@@ -286,10 +285,22 @@ def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dic
         "capture_cpu_cores": statistics.median(float(str(r["cpu"])) for r in captured),
         "drain_cpu_cores": statistics.median(float(str(r["cpu"])) for r in drained),
         "etcdctl_cpu_cores": statistics.median(float(str(r["cpu"])) for r in reference),
+        # Each round's put p50 over its cycle's round without a watcher, median over the cycles:
+        # paired, so a drift of the machine between cycles cancels out.
+        **{f"put_p50_ratio_{mode}_median_of_cycles": cycle_ratio(rounds, mode)
+           for mode in ("capture", "capture-live", "drain", "etcdctl")},
         "capture_peak_rss_mb": max(int(r["rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
         # The peak by the end of its base backup, before the load: the rest is capturing's own.
         "capture_peak_rss_after_base_mb": max(int(r["base_rss"]) for r in captured) / 1e6,  # type: ignore[call-overload]
     }
+
+
+def cycle_ratio(rounds: list[dict[str, Any]], mode: str) -> float:
+    """The median over cycles of ``mode``'s put p50 over the same cycle's plain round's."""
+    def p50(r: dict[str, Any]) -> float:
+        return percentile([w[2] for w in r["writes"]], 50)
+    plain = {r["cycle"]: p50(r) for r in rounds if r["mode"] == "plain"}
+    return statistics.median(p50(r) / plain[r["cycle"]] for r in rounds if r["mode"] == mode)
 
 
 def main() -> None:
@@ -311,14 +322,16 @@ def main() -> None:
     with EtcdCluster(etcd_35(), work / f"etcd-{time.monotonic_ns()}") as cluster:
         endpoint = cluster.first().client_url
         load_before = os.getloadavg()
-        for _ in range(args.rounds):
-            rounds.append({"mode": "plain", "writes": load(endpoint, args.rate, args.seconds, args.threads)})
+        for cycle in range(args.rounds):
+            rounds.append({"mode": "plain", "cycle": cycle,
+                           "writes": load(endpoint, args.rate, args.seconds, args.threads)})
             for kind in ("drain", "etcdctl"):
-                rounds.append({"mode": kind, **watcher_round(kind, endpoint, args.rate, args.seconds, args.threads,
+                rounds.append({"mode": kind, "cycle": cycle, **watcher_round(kind, endpoint, args.rate, args.seconds, args.threads,
                                                              env, args.nice)})
-            for watch in ("passes", "live"):
+            # The two captures swap places every cycle: a round's place in it moves its latency.
+            for watch in ("passes", "live") if cycle % 2 == 0 else ("live", "passes"):
                 mode = "capture" if watch == "passes" else "capture-live"
-                rounds.append({"mode": mode, **capture_round(endpoint, work, args.rate, args.seconds, args.threads,
+                rounds.append({"mode": mode, "cycle": cycle, **capture_round(endpoint, work, args.rate, args.seconds, args.threads,
                                                              env, args.flush_interval, args.nice, watch)})
         load_after = os.getloadavg()
         last = rounds[-1]
@@ -326,7 +339,8 @@ def main() -> None:
     result = {"flush_interval": args.flush_interval, "nice": args.nice,
               **summary(rounds, args.rate, args.seconds), "pitr": pitr,
               "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
-              "rounds": [{"mode": r["mode"], "writes": len(r["writes"]),  # type: ignore[arg-type]
+              "rounds": [{"mode": r["mode"], "cycle": r["cycle"], "writes": len(r["writes"]),  # type: ignore[arg-type]
+                          "put_p50_ms": 1000 * percentile([w[2] for w in r["writes"]], 50),  # type: ignore[attr-defined]
                           **({"peak_rss_mb": int(str(r["rss"])) / 1e6} if "rss" in r else {})} for r in rounds]}
     out_dir = results_dir(work, BENCH_WORK / "capture")
     (out_dir / f"bench_capture-{args.flush_interval}-nice{args.nice}.json").write_text(json.dumps(result, indent=2))
