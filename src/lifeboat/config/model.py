@@ -134,8 +134,8 @@ class CaptureSection(Section):
     segment_max_bytes: ByteSize = 16 << 20
     heartbeat_interval: Seconds = 30.0
     # "passes": a watch from the next unread revision every half flush interval, read up to where
-    # etcd was and cancelled (about 1 % on etcd's put latency); "live": one watch that never ends,
-    # each revision sent as it commits (seen times within milliseconds; 15-25 % on put latency).
+    # etcd was and cancelled (a pass in a few messages from etcd's store); "live": one watch that
+    # never ends, each revision sent as it commits (seen times within milliseconds).
     watch: Literal["passes", "live"] = "passes"
     spool_dir: Annotated[Path, absolute("/var/lib/lifeboat/capture-spool")] | None = None
     spool_max_bytes: ByteSize = 256 << 20

@@ -6,7 +6,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -271,6 +271,12 @@ class _Arrivals:
     def close(self) -> None:
         raise NotImplementedError
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _closing(self) -> bool:
         """Mark the feed closed (False when it already was) and free a reader waiting for room."""
         if self._closed:
@@ -334,12 +340,6 @@ class WatchFeed(_Arrivals):
             self._call.cancel()
             self._channel.close()
 
-    def __enter__(self) -> WatchFeed:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class LaggingFeed(_Arrivals):
     """Every event from a start revision, read in passes ``lag`` seconds apart.
@@ -347,8 +347,8 @@ class LaggingFeed(_Arrivals):
     Why: a watcher etcd has caught up (*synced*) is sent each revision as the put commits it,
     on the put's path; a watcher behind (*unsynced*) is served from etcd's store by a background
     loop every 100 ms, many revisions a message (mvcc/watchable_store.go, syncWatchersLoop). At
-    2,000 puts/s here a synced whole-keyspace watcher raised etcd's put latency by 15–25 %,
-    passes half a second apart by 1 % (docs/benchmarks.md).
+    2,000 puts/s here passes half a second apart took a quarter of a synced watch's CPU and
+    left etcd's put latency within noise of no watcher (docs/benchmarks.md).
 
     A pass is a watch created from the first revision not read yet. etcd's answer to the create
     carries the revision its store was at (v3rpc/watch.go: the created response's header), so
@@ -469,8 +469,3 @@ class LaggingFeed(_Arrivals):
             call.cancel()
         self._channel.close()
 
-    def __enter__(self) -> LaggingFeed:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

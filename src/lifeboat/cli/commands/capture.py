@@ -63,8 +63,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     any revision or second (lifeboat restore --to-revision/--to-time). At start, resume right after
     the last committed segment of this cluster's newest chain, or take a base backup and start a new
     chain. Then read the whole keyspace's changes every half flush interval, each pass a watch from
-    the first revision not read yet up to where etcd was (about 1% on etcd's put latency, where one
-    watch that never ends costs 15-25%; capture.watch: live for that), and commit a segment (zstd,
+    the first revision not read yet up to where etcd was (a quarter of the CPU of one watch that
+    never ends, and fewer messages from etcd; capture.watch: live for that), and commit a segment (zstd,
     age like backups, create-only) within capture.flush-interval (default 1s) of a revision's write
     or at capture.segment-max-bytes. If etcd compacted the
     next revision (capture stopped or fell behind), a gap is recorded with its reason and a new base
