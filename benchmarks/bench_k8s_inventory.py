@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ for entry in (REPO, REPO / "src"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+from benchmarks import rss  # noqa: E402
 from benchmarks.dataset import BENCH_WORK  # noqa: E402
 from tests.support.binaries import etcd_35  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
@@ -60,14 +60,14 @@ def make_snapshot(objects: int, path: Path) -> Path:
     return path
 
 
-def time_ls(snapshot: Path) -> tuple[float, dict[str, object]]:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "lifeboat.cli.main", "k8s", "ls", str(snapshot), "-o", "json"],
-        capture_output=True, check=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src")},
-    )
-    elapsed = time.perf_counter() - started
-    return elapsed, json.loads(done.stdout)
+def time_ls(snapshot: Path) -> tuple[float, int, dict[str, object]]:
+    """``lifeboat k8s ls -o json``: its wall time, its peak RSS (its own VmHWM, see
+    benchmarks/rss.py) and its listing."""
+    done = rss.run([sys.executable, "-m", "lifeboat.cli.main", "k8s", "ls", str(snapshot), "-o", "json"],
+                   {"PYTHONPATH": str(REPO / "src")}, capture=True)
+    if done.exit_code != 0:
+        raise SystemExit(f"lifeboat k8s ls exited {done.exit_code}: {done.output[-500:].decode(errors='replace')}")
+    return done.wall_s, done.peak_bytes, json.loads(done.output)
 
 
 def main() -> None:
@@ -79,8 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     snapshot = args.snapshot or make_snapshot(args.objects, BENCH_WORK / f"k8s-{args.objects}-objects.db")
 
-    _, listing = time_ls(snapshot)  # warm the page cache
-    times = [time_ls(snapshot)[0] for _ in range(args.repeat)]
+    _, _, listing = time_ls(snapshot)  # warm the page cache
+    runs = [time_ls(snapshot) for _ in range(args.repeat)]
+    times = [wall for wall, _, _ in runs]
     result = {
         "snapshot": str(snapshot),
         "snapshot_bytes": snapshot.stat().st_size,
@@ -89,8 +90,9 @@ def main() -> None:
         "repeat": args.repeat,
         "ls_median_s": statistics.median(times),
         "ls_s": times,
-        # ru_maxrss of the largest child so far (KiB on Linux): the ls runs, or etcdctl.
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # The timed ls runs' own peak (not RUSAGE_CHILDREN's ru_maxrss, which carries this
+        # script's RSS into every child it forks).
+        "peak_rss_mib": max(peak for _, peak, _ in runs) / (1 << 20),
         "target_s": TARGET_SECONDS,
         "python": platform.python_version(),
         "machine": platform.machine(),
