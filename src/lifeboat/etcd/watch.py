@@ -214,6 +214,16 @@ class _Arrivals:
             return OperationFailed(f"watch cancelled by etcd at {self.endpoint}: {response.cancel_reason}")
         return _END
 
+    def _failed(self, error: grpc.RpcError) -> None:
+        """Queue what ended the stream, unless it was this side closing it."""
+        if not self._closed and error.code() != grpc.StatusCode.CANCELLED:
+            self._push(translate("watch", self.endpoint, error))
+
+    def _end(self) -> None:
+        """The reader is done: mark the end, and free a constructor still waiting for the create."""
+        self._push(_END)
+        self._started.set()
+
     def _confirmed(self, created_timeout: float) -> None:
         """Wait for etcd's answer to the (first) create request; OperationFailed without it."""
         if not self._started.wait(created_timeout):
@@ -329,10 +339,8 @@ class WatchFeed(_Arrivals):
                 if response.events:
                     self._push(ReceivedEvents(received, tuple(watch_event(e) for e in response.events)), size)
         except grpc.RpcError as error:
-            if not self._closed and error.code() != grpc.StatusCode.CANCELLED:
-                self._push(translate("watch", self.endpoint, error))
-        self._push(_END)
-        self._started.set()
+            self._failed(error)
+        self._end()
 
     def close(self) -> None:
         """Cancel the watch and close its channel."""
@@ -376,7 +384,7 @@ class LaggingFeed(_Arrivals):
         self._lock = threading.Lock()  # close() against a pass being opened
         self._call: Any = None
         self._hurried = threading.Event()  # start the next pass now (hurry, close)
-        self._passes = threading.Condition()
+        self._passes = threading.Lock()
         self._began = self._complete = 0  # passes begun; the last one that read all it asked for
         self._reader = threading.Thread(target=self._read, name="etcd-lagging-feed", daemon=True)
         self._reader.start()
@@ -398,14 +406,11 @@ class LaggingFeed(_Arrivals):
                 if complete:
                     with self._passes:
                         self._complete = number
-                        self._passes.notify_all()
                 self._hurried.wait(max(0.0, self.lag - (self._clock.monotonic() - began)))
                 self._hurried.clear()
         except grpc.RpcError as error:
-            if not self._closed and error.code() != grpc.StatusCode.CANCELLED:
-                self._push(translate("watch", self.endpoint, error))
-        self._push(_END)
-        self._started.set()
+            self._failed(error)
+        self._end()
 
     def hurry(self) -> int:
         """Start the next pass now (SIGTERM: what etcd acknowledged before it should be committed);
