@@ -217,6 +217,48 @@ def test_a_lagging_feed_told_to_hurry_reads_what_was_written_before_at_once(clie
         assert feed.passed(ticket) and not feed.passed(feed.hurry())
 
 
+def test_a_pass_cut_at_its_deadline_is_read_on_by_the_next_without_a_loss_or_a_repeat(
+        cluster: EtcdCluster, pki: Pki) -> None:
+    """A pass held up past its deadline (here: nothing taken, so its reader waits for room)
+    ends without an error; the next pass reads on from the first revision not queued."""
+    with connect(cluster.endpoints[:1], tls(pki), command=0.5) as client:  # passes end after 1.5 s
+        start = client.put("/cut-pass/start", b"")
+        value = b"v" * 1024
+        # etcd sends a watcher behind at most 1,000 revisions a response: three, of 1 MB each here.
+        revisions = [client.put(f"/cut-pass/k{i % 50}", value + str(i).encode()) for i in range(3000)]
+        with client.follow(start + 1, lag=0.2, max_waiting_bytes=128 << 10) as feed:
+            time.sleep(2.5)  # past a deadline with the first pass's reader waiting for room
+            seen: list[ReceivedEvents] = []
+            deadline = time.monotonic() + 60
+            while not seen or seen[-1].events[-1].kv.mod_revision < revisions[-1]:
+                assert time.monotonic() < deadline, "the feed stopped before the last put"
+                seen.extend(feed.take(1))
+            assert not feed.ended, "a pass cut at its deadline ended the feed"
+    assert [e.kv.mod_revision for r in seen for e in r.events] == revisions, "every revision once, in order"
+    assert all(e.kv.value == value + str(e.kv.mod_revision - start - 1).encode() for r in seen for e in r.events)
+    # Every revision existed before the first pass began: no response may say otherwise.
+    assert all(r.written_after is None for r in seen)
+
+
+def test_a_lagging_feed_ends_with_an_error_when_a_pass_gets_no_answer(cluster: EtcdCluster, pki: Pki) -> None:
+    paused: EtcdMember = cluster.members[0]
+    with connect([paused.client_url], tls(pki), dial=1, command=0.5) as client:
+        first = client.put("/unanswered/k", b"1")
+        with client.follow(first, lag=0.2) as feed:
+            assert [e.kv.mod_revision for r in feed.take(30) for e in r.events] == [first]
+            paused.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(EtcdUnavailable):
+                    while True:  # the next passes get no answer: the feed ends at a pass's deadline
+                        assert time.monotonic() - started < 10, "the feed waited on past its deadline"
+                        feed.take(0.5)
+                assert feed.ended
+            finally:
+                paused.resume()
+    paused.wait_healthy()
+
+
 @pytest.mark.parametrize("lag", [0.0, 0.2], ids=["live", "lagging"])
 def test_a_feed_from_a_compacted_revision_says_so(client: EtcdClient, lag: float) -> None:
     old = client.put("/compacted-feed/k", b"1")
