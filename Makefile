@@ -23,7 +23,8 @@ demo: $(STAMP)
 test: $(STAMP) system
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	# Two workers, one a core; each test file runs on one of them, so a module's servers start once.
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/contract -k 'not s3'

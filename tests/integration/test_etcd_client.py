@@ -224,8 +224,8 @@ def test_a_pass_cut_at_its_deadline_is_read_on_by_the_next_without_a_loss_or_a_r
     with connect(cluster.endpoints[:1], tls(pki), command=0.5) as client:  # passes end after 1.5 s
         start = client.put("/cut-pass/start", b"")
         value = b"v" * 1024
-        # etcd sends a watcher behind at most 1,000 revisions a response: three, of 1 MB each here.
-        revisions = [client.put(f"/cut-pass/k{i % 50}", value + str(i).encode()) for i in range(3000)]
+        # etcd sends a watcher behind at most 1,000 revisions a response: three here, of 1 MB or less.
+        revisions = [client.put(f"/cut-pass/k{i % 50}", value + str(i).encode()) for i in range(2500)]
         with client.follow(start + 1, lag=0.2, max_waiting_bytes=128 << 10) as feed:
             time.sleep(2.5)  # past a deadline with the first pass's reader waiting for room
             seen: list[ReceivedEvents] = []
