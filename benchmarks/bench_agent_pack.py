@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
 import yaml  # noqa: E402
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
-from benchmarks.bench_capture import LIFEBOAT, load, peak_rss, percentile, segment_commits  # noqa: E402
+from benchmarks.bench_capture import LIFEBOAT, Load, load, peak_rss, percentile, segment_commits  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, _kube_like, results_dir, work_dir  # noqa: E402
 from benchmarks.teardown import on_termination, spawned  # noqa: E402
 from lifeboat.etcd import ConnectionSettings, EtcdClient  # noqa: E402
@@ -167,7 +167,7 @@ def one_run(work: Path, env: dict[str, str], endpoint: str, repo: str, repo_dir:
         time.sleep(5)  # its start, the election, capture's base backup
         began = time.time()
         writes += quiet_load(endpoint, args.quiet_rate, args.quiet_seconds, 1)
-        writes += load(endpoint, args.busy_rate, args.busy_seconds, 8)
+        writes += load(endpoint, Load(args.busy_rate, args.busy_seconds, 8))
         writes += quiet_load(endpoint, args.quiet_rate, args.tail_seconds, 2)
         top = max(w[1] for w in writes)
         if repo_dir is not None:

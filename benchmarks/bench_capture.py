@@ -11,8 +11,10 @@ with ``capture.watch: live``: one watch that etcd sends each revision as it comm
 drain and etcdctl are). ``--nice N`` runs the watchers at that niceness (the systemd units of
 ``deploy/`` set ``Nice=10``); etcd and the load generator stay at 0. In each round a
 load generator in this process writes 1 KiB values at a steady target rate (default 2,000
-writes/s) for ``--seconds``, from several threads, and records each put's acknowledgement
-time, revision and latency. Measured:
+writes/s) for ``--seconds``, from several threads (each over 5,000 keys of its own), and
+records each put's acknowledgement time, revision and latency. ``--value-bytes`` and
+``--keys`` give other shapes: ``--rate 100 --value-bytes 65536 --keys 4`` is few large values.
+Measured:
 
 * **RPO**: for every write of a capture round (either kind), the time from etcd's acknowledgement to the
   moment the segment holding its revision was committed (the segment file's mtime; the local
@@ -27,7 +29,7 @@ time, revision and latency. Measured:
 * **PITR apply rate**: the captured events replayed onto the base snapshot up to the last
   revision (``build_point_snapshot`` with the base already fetched), events per second.
 
-Results go to ``bench-work/bench_capture-<flush>-nice<n>.json`` (in the ``--work`` dir when one
+Results go to ``bench-work/bench_capture-<flush>-nice<n>[-<value bytes>B-<keys>keys].json`` (in the ``--work`` dir when one
 other than the default is given) and a Markdown table on stdout. The machine
 is shared: run alternating rounds and read the numbers with that in mind.
 """
@@ -44,6 +46,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,15 +65,28 @@ from tests.support.etcd import EtcdCluster  # noqa: E402
 from benchmarks.teardown import on_termination, spawned  # noqa: E402
 
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
-VALUE = os.urandom(1024)
 
 
-def load(endpoint: str, rate: float, seconds: float, threads: int) -> list[tuple[float, int, float]]:
-    """Write at ``rate`` puts/s for ``seconds``; (ack wall time, revision, latency) per put."""
+@dataclass(frozen=True)
+class Load:
+    """The writes of a round: ``rate`` puts/s for ``seconds`` by ``threads`` threads, each over
+    ``keys`` keys of its own, every value ``value_bytes`` random bytes (the same value each put)."""
+
+    rate: float
+    seconds: float
+    threads: int
+    value_bytes: int = 1024
+    keys: int = 5000
+
+
+def load(endpoint: str, shape: Load) -> list[tuple[float, int, float]]:
+    """Write as ``shape`` says; (ack wall time, revision, latency) per put."""
     results: list[tuple[float, int, float]] = []
     lock = threading.Lock()
     start = time.monotonic() + 0.2
+    rate, seconds, threads = shape.rate, shape.seconds, shape.threads
     per_thread = rate / threads
+    value = os.urandom(shape.value_bytes)
 
     def worker(n: int) -> None:
         mine: list[tuple[float, int, float]] = []
@@ -84,7 +100,7 @@ def load(endpoint: str, rate: float, seconds: float, threads: int) -> list[tuple
                 if pause > 0:
                     time.sleep(pause)
                 sent = time.monotonic()
-                revision = client.put(f"/registry/bench/{n}/{i % 5000}", VALUE)
+                revision = client.put(f"/registry/bench/{n}/{i % shape.keys}", value)
                 mine.append((time.time(), revision, time.monotonic() - sent))
                 i += 1
         with lock:
@@ -146,8 +162,7 @@ def niced(argv: list[str], nice: int) -> list[str]:
     return ["nice", "-n", str(nice), *argv] if nice else argv
 
 
-def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads: int, env: dict[str, str],
-                  nice: int) -> dict[str, object]:
+def watcher_round(kind: str, endpoint: str, shape: Load, env: dict[str, str], nice: int) -> dict[str, object]:
     """Load while a bare watcher of the whole keyspace runs: "drain" (Python, lifeboat's live
     watch that drops every event) or "etcdctl" (the reference tool, its output discarded)."""
     with EtcdClient(ConnectionSettings((endpoint,))) as client:
@@ -166,7 +181,7 @@ def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads
         if proc.poll() is not None:
             raise SystemExit(f"the {kind} watcher exited with {proc.returncode}")
         began = time.monotonic()
-        writes = load(endpoint, rate, seconds, threads)
+        writes = load(endpoint, shape)
         elapsed = time.monotonic() - began
         rss = peak_rss_until_exit(proc)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -174,8 +189,8 @@ def watcher_round(kind: str, endpoint: str, rate: float, seconds: float, threads
     return {"writes": writes, "cpu": (usage.ru_utime + usage.ru_stime) / elapsed, "rss": rss}
 
 
-def capture_round(endpoint: str, work: Path, rate: float, seconds: float, threads: int,
-                  env: dict[str, str], flush: str, nice: int, watch: str = "passes") -> dict[str, object]:
+def capture_round(endpoint: str, work: Path, shape: Load, env: dict[str, str], flush: str, nice: int,
+                  watch: str = "passes") -> dict[str, object]:
     repo_dir = work / f"repo-{time.monotonic_ns()}"
     config = work / f"capture-{watch}.yaml"
     config.write_text(f"capture:\n  watch: {watch}\n")
@@ -191,7 +206,7 @@ def capture_round(endpoint: str, work: Path, rate: float, seconds: float, thread
         base_rss = peak_rss(proc.pid)  # its base backup done: the peak so far is the backup's
         before = _cpu_seconds(proc.pid)
         began = time.monotonic()
-        writes = load(endpoint, rate, seconds, threads)
+        writes = load(endpoint, shape)
         top = max(r for _, r, _ in writes)
         while not any(last >= top for _, last, _ in segment_commits(repo_dir)):
             time.sleep(0.1)
@@ -310,6 +325,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="(no capture, watch drain, etcdctl watch, capture, capture live) rounds")
     parser.add_argument("--threads", type=int, default=16, help="load generator threads")
+    parser.add_argument("--value-bytes", type=int, default=1024, help="size of every value (default 1 KiB)")
+    parser.add_argument("--keys", type=int, default=5000, help="keys each load thread writes over (default 5,000)")
     parser.add_argument("--flush-interval", default="1s", help="capture.flush-interval (default 1s)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the watchers (default 0: etcd's own)")
     parser.add_argument("--work", type=work_dir, default=BENCH_WORK / "capture",
@@ -319,31 +336,33 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = frozen_source()
     rounds: list[dict[str, object]] = []
+    shape = Load(args.rate, args.seconds, args.threads, args.value_bytes, args.keys)
     with EtcdCluster(etcd_35(), work / f"etcd-{time.monotonic_ns()}") as cluster:
         endpoint = cluster.first().client_url
         load_before = os.getloadavg()
         for cycle in range(args.rounds):
             rounds.append({"mode": "plain", "cycle": cycle,
-                           "writes": load(endpoint, args.rate, args.seconds, args.threads)})
+                           "writes": load(endpoint, shape)})
             for kind in ("drain", "etcdctl"):
-                rounds.append({"mode": kind, "cycle": cycle, **watcher_round(kind, endpoint, args.rate, args.seconds, args.threads,
-                                                             env, args.nice)})
+                rounds.append({"mode": kind, "cycle": cycle, **watcher_round(kind, endpoint, shape, env, args.nice)})
             # The two captures swap places every cycle: a round's place in it moves its latency.
             for watch in ("passes", "live") if cycle % 2 == 0 else ("live", "passes"):
                 mode = "capture" if watch == "passes" else "capture-live"
-                rounds.append({"mode": mode, "cycle": cycle, **capture_round(endpoint, work, args.rate, args.seconds, args.threads,
-                                                             env, args.flush_interval, args.nice, watch)})
+                rounds.append({"mode": mode, "cycle": cycle, **capture_round(endpoint, work, shape, env, args.flush_interval,
+                                                                             args.nice, watch)})
         load_after = os.getloadavg()
         last = rounds[-1]
         pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)
-    result = {"flush_interval": args.flush_interval, "nice": args.nice,
+    result = {"flush_interval": args.flush_interval, "nice": args.nice, "value_bytes": args.value_bytes,
+              "keys_per_thread": args.keys,
               **summary(rounds, args.rate, args.seconds), "pitr": pitr,
               "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
               "rounds": [{"mode": r["mode"], "cycle": r["cycle"], "writes": len(r["writes"]),  # type: ignore[arg-type]
                           "put_p50_ms": 1000 * percentile([w[2] for w in r["writes"]], 50),  # type: ignore[attr-defined]
                           **({"peak_rss_mb": int(str(r["rss"])) / 1e6} if "rss" in r else {})} for r in rounds]}
     out_dir = results_dir(work, BENCH_WORK / "capture")
-    (out_dir / f"bench_capture-{args.flush_interval}-nice{args.nice}.json").write_text(json.dumps(result, indent=2))
+    shaped = "" if (args.value_bytes, args.keys) == (1024, 5000) else f"-{args.value_bytes}B-{args.keys}keys"
+    (out_dir / f"bench_capture-{args.flush_interval}-nice{args.nice}{shaped}.json").write_text(json.dumps(result, indent=2))
     print(f"| metric | value |\n| --- | --- |")
     for key, value in result.items():
         if key != "rounds":

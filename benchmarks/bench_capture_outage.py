@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
-from benchmarks.bench_capture import LIFEBOAT, load  # noqa: E402
+from benchmarks.bench_capture import LIFEBOAT, Load, load  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainStore  # noqa: E402
 from lifeboat.store import open_store  # noqa: E402
@@ -78,7 +78,7 @@ def outage_round(rev: str, endpoint: str, seaweed: SeaweedServer, work: Path, ar
     sampler.start()
     writes: list[tuple[float, int, float]] = []
     loader = threading.Thread(target=lambda: writes.extend(
-        load(endpoint, args.rate, args.before + args.outage + args.after, args.threads)))
+        load(endpoint, Load(args.rate, args.before + args.outage + args.after, args.threads))))
     loader.start()
     time.sleep(args.before)
     if args.mode == "hang":

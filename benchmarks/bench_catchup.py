@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,12 +33,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_backup import frozen_source  # noqa: E402
-from benchmarks.bench_capture import LIFEBOAT, VALUE, peak_rss  # noqa: E402
+from benchmarks.bench_capture import LIFEBOAT, peak_rss  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, results_dir, work_dir  # noqa: E402
 from lifeboat.etcd import ConnectionSettings, EtcdClient  # noqa: E402
 from tests.support.binaries import etcd_35  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
 from benchmarks.teardown import on_termination, spawned  # noqa: E402
+
+
+VALUE = os.urandom(1024)
 
 
 def write_backlog(endpoint: str, puts: int, keys: int, threads: int = 8) -> None:
