@@ -20,10 +20,10 @@ system:
 demo: $(STAMP)
 	$(BIN)/python -m lifeboat.demo
 
+# pytest in two workers, one a core; each test file runs on one of them, so a module's servers start once.
 test: $(STAMP) system
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	# Two workers, one a core; each test file runs on one of them, so a module's servers start once.
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 unit: $(STAMP)
