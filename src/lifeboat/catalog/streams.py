@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -134,8 +135,10 @@ def produced(produce: Callable[[Pipe[T]], None], name: str, depth: int = 4,
         # The producer notices the cancel at its next put; one stuck in a read that cannot
         # be interrupted is a daemon thread and must not hold the caller hostage. A garbage
         # collection running on the producer's own thread may close this generator there:
-        # that thread ends by itself once it returns.
-        if threading.current_thread() is not worker:
+        # that thread ends by itself once it returns. Nor is it waited for when this generator
+        # is closed as the interpreter exits (a stream left to the last collection, as a
+        # SIGTERM's exception leaves it on Python 3.13): daemon threads no longer run then.
+        if threading.current_thread() is not worker and not sys.is_finalizing():
             worker.join(timeout=10)
 
 
