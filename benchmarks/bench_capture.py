@@ -261,7 +261,8 @@ def pitr_rate(repo_dir: Path, revision: int, work: Path) -> dict[str, float]:
     return {"events": built.events, "seconds": seconds, "events_per_second": built.events / seconds}
 
 
-def summary(rounds: list[dict[str, object]], rate: float, seconds: float) -> dict[str, object]:
+def summary(rounds: list[dict[str, object]], shape: Load) -> dict[str, object]:
+    rate, seconds = shape.rate, shape.seconds
     plain = [w for r in rounds if r["mode"] == "plain" for w in r["writes"]]  # type: ignore[attr-defined]
     captured = [r for r in rounds if r["mode"] == "capture"]
     drained = [r for r in rounds if r["mode"] == "drain"]
@@ -355,7 +356,7 @@ def main() -> None:
         pitr = pitr_rate(Path(str(last["repo"])), int(str(last["top"])), work)
     result = {"flush_interval": args.flush_interval, "nice": args.nice, "value_bytes": args.value_bytes,
               "keys_per_thread": args.keys,
-              **summary(rounds, args.rate, args.seconds), "pitr": pitr,
+              **summary(rounds, shape), "pitr": pitr,
               "load_average_1m_before_after": f"{load_before[0]:.1f} / {load_after[0]:.1f}",
               "rounds": [{"mode": r["mode"], "cycle": r["cycle"], "writes": len(r["writes"]),  # type: ignore[arg-type]
                           "put_p50_ms": 1000 * percentile([w[2] for w in r["writes"]], 50),  # type: ignore[attr-defined]
