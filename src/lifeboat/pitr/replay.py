@@ -46,9 +46,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import compress, filterfalse
+from itertools import compress, filterfalse, repeat
 from operator import sub
 from pathlib import Path
+from zlib import crc32
 
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
@@ -66,6 +67,8 @@ UNKNOWN_LEASE_TTL = 1
 _KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
 # A record's head as the second pass reads it: the revision key, the kind, the value's size.
 _ROW_HEAD = struct.Struct(">17sB8xI")
+_MAIN_REVISION = struct.Struct(">Q")  # the main revision, the first 8 bytes of a revision key
+_KEY_FIELD_TAG = bytes((_KEY_TAG,))
 # A record's head and the first two bytes of its value (a key's tag and, when under 128, its length).
 _KEYED_HEAD = struct.Struct(HEAD.format + "BB")
 # A short key (under 128 bytes: one length byte) as bytes, read from a record in any buffer.
@@ -156,6 +159,13 @@ class RowRun:
     events of a version 1 segment are compiled into such records in a file of their own first.
     ``frame_at``: where the zstd frame holding them starts in ``path`` (a version 3 segment's
     second frame).
+
+    What the survey took each record to be, which the second pass checks it is: ``key_sums``,
+    the CRC-32 of how each record's value starts (the key's field: its tag, length and the
+    key), and of a version 3 segment, whose survey read its index and not its records,
+    ``revisions``, each record's main revision (empty: the survey read the records
+    themselves). Four and eight bytes a row, not the keys: a million-event chain's rows are
+    hundreds of thousands.
     """
 
     path: Path
@@ -165,6 +175,8 @@ class RowRun:
     compressed: bool = False
     raw_size: int = 0  # what that frame decompresses to, as the first pass found (0: not recorded)
     frame_at: int = 0
+    key_sums: array[int] = field(default_factory=lambda: array("I"))
+    revisions: array[int] = field(default_factory=lambda: array("Q"))
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,7 @@ class _Source:
     raw_size: int
     offsets: array[int] | None = None
     leases: array[int] | None = None
+    revisions: array[int] | None = None
 
 
 def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision: int, up_to: int,
@@ -208,13 +221,14 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
             raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
                                  f"{header.chain} is damaged: {exc}") from None
     facts.rows = len(survey.newest)
-    kept = sorted(survey.newest.values())
+    keys = sorted(survey.newest, key=survey.newest.__getitem__)  # in the order their rows are written
+    kept = list(map(survey.newest.__getitem__, keys))
     survey.newest.clear()
     survey.born.clear()
     # A key holds a lease at the point when its newest record there is the one that named it.
     slots = survey.lease_slots
     facts.leases = {slots[packed & _SLOT_MASK] for packed in kept if packed & _SLOT_MASK}
-    return facts, _runs(sources, kept, facts)
+    return facts, _runs(sources, kept, keys, facts)
 
 
 def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, number: int, facts: ReplayFacts,
@@ -227,10 +241,10 @@ def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, nu
         index = header.index
         if header.records_apart:
             return _Source(staged.path, staged.records_at, 0, header.records_bytes, True, staged.raw_size,
-                           index.offsets, index.leases)
+                           index.offsets, index.leases, index.revisions)
         end = header.body_offset + header.records_bytes
         return _Source(staged.path, 0, header.body_offset, end, staged.compressed, staged.raw_size,
-                       index.offsets, index.leases)
+                       index.offsets, index.leases, index.revisions)
     if header.version != JSON_LINES_VERSION:
         body, path, offset = header.body, staged.path, header.body_offset
         check_counts(header, *survey.records(body, after, up_to, number, facts))
@@ -249,10 +263,10 @@ _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _START_MASK = 0xFFFFFFFF
 
 
-def _runs(sources: list[_Source], kept: list[int], facts: ReplayFacts) -> list[RowRun]:
-    """The kept records (packed as above, ascending) grouped by segment; the leases that kept
-    records of indexed segments name are added to ``facts.leases``, what they write to
-    ``facts.written_bytes``."""
+def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: ReplayFacts) -> list[RowRun]:
+    """The kept records (packed as above, ascending; ``keys``, theirs) grouped by segment; the
+    leases that kept records of indexed segments name are added to ``facts.leases``, what they
+    write to ``facts.written_bytes``."""
     runs: list[RowRun] = []
     at = 0
     pages = LeafPages()  # the kept records' rows, in the order they are written
@@ -262,8 +276,11 @@ def _runs(sources: list[_Source], kept: list[int], facts: ReplayFacts) -> list[R
         end = bisect_left(kept, (number + 1) << (32 + _SLOT_BITS), at)
         source = sources[number]
         starts = [(packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]]
+        revisions = array("Q")
         if source.offsets is not None and source.leases is not None:  # record numbers: turned into offsets
             records = starts
+            assert source.revisions is not None
+            revisions = array("Q", map(source.revisions.__getitem__, records))
             offsets = source.offsets
             starts = list(map(offsets.__getitem__, records))
             facts.leases.update(filter(None, map(source.leases.__getitem__, records)))
@@ -274,7 +291,7 @@ def _runs(sources: list[_Source], kept: list[int], facts: ReplayFacts) -> list[R
         else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
             unread += 2 * (source.body_end - source.body_offset)
         runs.append(RowRun(source.path, source.body_offset, source.body_end, tuple(starts), source.compressed,
-                           source.raw_size, source.frame_at))
+                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end])), revisions))
         at = end
     facts.written_bytes = pages.bytes() + unread
     return runs
@@ -453,6 +470,33 @@ def _varint_size(number: int) -> int:
     return 1 if number < 0x80 else (number.bit_length() + 6) // 7
 
 
+def _key_sum(key: bytes) -> int:
+    """The CRC-32 of how an ``mvccpb.KeyValue`` holding ``key`` starts: the key's field (its
+    tag, its length as a varint, the key)."""
+    size = len(key)
+    length = bytearray()
+    while size >= 0x80:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return crc32(key, crc32(length, crc32(_KEY_FIELD_TAG)))
+
+
+def _key_field_end(data: bytes | bytearray, value_at: int, value_end: int) -> int:
+    """Where the key's field ends in a value starting at ``value_at`` (a key of 128 bytes or
+    more: its length takes more than one byte); past ``value_end`` when the value is cut."""
+    size = shift = 0
+    at = value_at + 1
+    while at < value_end:
+        byte = data[at]
+        at += 1
+        size |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return at + size
+        shift += 7
+    return value_end + 1
+
+
 # A put's mvccpb.KeyValue past its key when the put created the key: version 1 (etcd 3.4/3.5
 # mvcc/kvstore_txn.go ``put``: 1 when the index holds no live key). etcd writes the fields in
 # order and leaves out only zeros, which a put's create and mod revisions and version never
@@ -503,6 +547,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
     pass, and two threads keep the second core busy with it. Every row is a copy of its bytes,
     so a row the writer still holds is never changed by a later segment's."""
     unpack = _ROW_HEAD.unpack_from
+    main_of = _MAIN_REVISION.unpack_from
     pending = list(runs)
     # A buffer for each read in flight, and one for the run whose rows are being taken.
     free = [FrameBuffer() for _ in range(min(READ_AHEAD + 1, len(pending)))]
@@ -517,15 +562,28 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
             reading, buffer = ahead.popleft()
             data = reading.result()
             offset = run.body_offset + HEAD_SIZE
+            if len(run.key_sums) != len(run.starts) or (run.revisions and len(run.revisions) != len(run.starts)):
+                raise ValueError("a run names as many keys and revisions as records")
+            revisions = run.revisions or repeat(0)
             with memoryview(data) as view:
-                for start in run.starts:
+                for start, key_sum, main in zip(run.starts, run.key_sums, revisions):
                     revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
                     value_at = offset + start
                     # An index's offset names a record's head: never a row from elsewhere.
                     if revision[8] != _MARK or (kind != _PUT_BYTE and kind != _DELETE_BYTE) \
-                            or value_at + length > run.body_end or length < 2 or data[value_at] != _KEY_TAG:
+                            or value_at + length > run.body_end or length < 2:
                         raise IntegrityError(f"{run.path}: no record at byte {start} of its records, where "
                                              "its index says one starts")
+                    # And the record the survey chose: its value starts with the key's field, and
+                    # its revision is the one the index gave.
+                    size = data[value_at + 1]
+                    key_end = value_at + 2 + size if size < 0x80 else \
+                        _key_field_end(data, value_at, value_at + length)
+                    if key_end > value_at + length or crc32(view[value_at:key_end]) != key_sum \
+                            or (main and main_of(revision)[0] != main):
+                        raise IntegrityError(f"{run.path}: the record at byte {start} of its records is not the "
+                                             "one its index describes (another key or revision); the segment's "
+                                             "index and records disagree")
                     # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())

@@ -8,12 +8,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import zlib
+
 import pytest
 import zstandard
 
 from lifeboat.catalog.chains import ChainStore, decompressed
 from lifeboat.catalog.codec import FrameBuffer
-from lifeboat.catalog.segment_index import SegmentIndex
+from lifeboat.catalog import segments as segments_module
+from lifeboat.catalog.segment_index import IndexEntry, SegmentIndex
 from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
@@ -410,3 +413,47 @@ def test_the_room_a_replay_says_its_rows_need_is_what_the_writer_takes_for_them(
         pages.add(HEAD_SIZE + len(value) for value in part)
     said = pages.bytes()
     assert growth - 4 * 4096 <= said <= growth * 1.02 + 4 * 4096, (said, growth)
+
+
+def _index_wrongly(monkeypatch: pytest.MonkeyPatch, wrong: Callable[[list[IndexEntry]], list[IndexEntry]]) -> None:
+    """Segments encoded from here on carry an index that ``wrong`` changed (a writer's bug), well
+    formed and hashed with the rest: only its disagreement with the records is left to find."""
+    encode = segments_module.encode_index
+    monkeypatch.setattr(segments_module, "encode_index", lambda entries: encode(wrong(list(entries))))
+
+
+def _keys_swapped(entries: list[IndexEntry]) -> list[IndexEntry]:
+    first, second = entries[0], entries[1]
+    return [replace(first, key=second.key), replace(second, key=first.key), *entries[2:]]
+
+
+def _revision_moved(entries: list[IndexEntry]) -> list[IndexEntry]:
+    # The second event of revision 11 said to be of revision 12: the counts still hold.
+    return [entries[0], replace(entries[1], revision=12), *entries[2:]]
+
+
+@pytest.mark.parametrize("wrong", [_keys_swapped, _revision_moved], ids=["keys-swapped", "revision-moved"])
+@pytest.mark.parametrize("encoder", [as_stored, encode_segment], ids=["version-3-stored", "version-3"])
+def test_a_row_whose_record_is_not_the_one_the_index_names_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrong: Callable[[list[IndexEntry]], list[IndexEntry]],
+        encoder: Encoder) -> None:
+    chain = [segment(Predecessor("base", 10, BASE_ID),
+                     (11, 1, [put(b"/a", b"1", 11, 11, 1), put(b"/b", b"1", 11, 11, 1)]),
+                     (12, 2, [put(b"/c", b"1", 12, 12, 1)]))]
+    assert len(rows(chain, 10, 12, tmp_path / "right", encoder)) == 3
+    _index_wrongly(monkeypatch, wrong)
+    with pytest.raises(IntegrityError, match="index and records disagree"):
+        rows(chain, 10, 12, tmp_path / "wrong", encoder)
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 300, 20000])
+def test_the_key_field_a_row_is_checked_by_is_the_one_etcd_writes(size: int) -> None:
+    key = b"k" * size
+    value = encode_fields(key, 11, 11, 1, b"v", 0)
+    end = replay._key_field_end(value, 0, len(value))
+    assert value[end - size:end] == key and replay._key_sum(key) == zlib.crc32(value[:end])
+
+
+def test_a_long_keys_length_cut_off_is_past_the_value() -> None:
+    value = encode_fields(b"k" * 300, 11, 11, 1, b"v", 0)
+    assert replay._key_field_end(value, 0, 2) == 3, "the length's last byte is missing"
