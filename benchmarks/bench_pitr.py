@@ -31,7 +31,9 @@ with a started, healthy member; the two restores swap places every round, and ea
 machine has settled (``bench_restore.settle``: dirty pages flushed, the member's start-up
 compaction of the restore before it finished, and on a VM that reports free pages, the memory
 freed before handed back to the host, so both start with the same free memory); the base is read
-once, untimed, before the first round:
+once, untimed, before the first round. Each restore's CPU seconds, peak RSS and the CPU seconds
+the host took from the VM meanwhile (``steal``: a round that lost seconds to other guests shows
+it) are reported beside its time:
 
 * ``lifeboat restore --to-revision LAST`` (base + every event, default revision bump);
 * ``lifeboat restore BASE`` (the base alone, default revision bump);
@@ -73,7 +75,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_backup import LIFEBOAT, frozen_source  # noqa: E402
 from benchmarks import rss  # noqa: E402
-from benchmarks.bench_restore import memory_reporting, settle, take_backup, wait_answers  # noqa: E402
+from benchmarks.bench_restore import memory_reporting, settle, stolen_s, take_backup, wait_answers  # noqa: E402
 from benchmarks.dataset import BENCH_WORK, _kube_like, make_snapshot, results_dir, work_dir  # noqa: E402
 from lifeboat.catalog.chains import ChainInfo, ChainStore  # noqa: E402
 from lifeboat.catalog.repository import BackupRepository  # noqa: E402
@@ -344,7 +346,8 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     chain = ChainStore(repo.store).chains("bench")[-1]
     last = chain.segments[-1].last_revision
     results: dict[str, list[float]] = {"pitr": [], "base": [], "download": [], "replay": [], "pitr_cpu": [],
-                                       "base_cpu": [], "pitr_rss_mb": [], "base_rss_mb": []}
+                                       "base_cpu": [], "pitr_rss_mb": [], "base_rss_mb": [], "pitr_stolen": [],
+                                       "base_stolen": []}
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
@@ -356,7 +359,7 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     cases = ["pitr", "base"]
     if args.end_state:
         cases.append("end")
-        results.update(end=[], end_cpu=[], end_rss_mb=[])
+        results.update(end=[], end_cpu=[], end_rss_mb=[], end_stolen=[])
     loads = []
     try:
         kubelet.up()
@@ -375,6 +378,7 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
             for case in cases if round_ % 2 == 0 else cases[::-1]:
                 waited = settle(etcd.data_dir)
                 print(f"{case}: settled in {waited:.1f} s", file=sys.stderr)
+                stolen = stolen_s()
                 if case == "pitr":
                     total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
                     results["replay"].append(replay_seconds(steps, total))
@@ -385,6 +389,7 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
                 results[case].append(total)
                 results[f"{case}_cpu"].append(measured.cpu_s)
                 results[f"{case}_rss_mb"].append(measured.own_peak_bytes / 2**20)
+                results[f"{case}_stolen"].append(stolen_s() - stolen)
                 remove_moved(etcd.data_dir)
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in results.items())
                   + f" (load {loads[-1]:.1f})", file=sys.stderr)
@@ -445,7 +450,10 @@ def report(results: dict[str, list[float]], events: int, segment_bytes: int, db:
              "pitr_cpu": "CPU seconds of the base + events restore", "base_cpu": "CPU seconds of the base restore",
              "pitr_rss_mb": "peak RSS (MB) of the base + events restore", "base_rss_mb": "peak RSS (MB) of the base restore",
              "end": "`lifeboat restore END` (a full backup of the point's state)",
-             "end_cpu": "CPU seconds of the end state's restore", "end_rss_mb": "peak RSS (MB) of the end state's restore"}
+             "end_cpu": "CPU seconds of the end state's restore", "end_rss_mb": "peak RSS (MB) of the end state's restore",
+             "pitr_stolen": "CPU seconds the host took during the base + events restore (steal)",
+             "base_stolen": "CPU seconds the host took during the base restore (steal)",
+             "end_stolen": "CPU seconds the host took during the end state's restore (steal)"}
     for key, name in names.items():
         if key in results:
             print(f"| {name} | {med[key]:.2f} | {', '.join(f'{r:.2f}' for r in results[key])} |")

@@ -133,6 +133,13 @@ def memory_handed_back_kib() -> int | None:
         return None
 
 
+def stolen_s() -> float:
+    """CPU seconds the hypervisor has taken from this VM's cores so far, all cores together
+    (``steal`` in ``/proc/stat``): what a case lost to other guests, when read around it."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def memory_reporting() -> str:
     """How this machine treats freed memory, for the results: the reporting order, or "none"."""
     try:
