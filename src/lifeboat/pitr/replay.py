@@ -56,6 +56,7 @@ from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
 from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
 from lifeboat.catalog.segments import JSON_LINES_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
+from lifeboat.etcdapi.wire import MalformedValue, read_varint, write_varint
 from lifeboat.snapshot.bbolt import ELEMENT_SIZE, PAGE_HEADER_SIZE
 from lifeboat.snapshot.mvcc import encode_revision
 from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
@@ -473,28 +474,17 @@ def _varint_size(number: int) -> int:
 def _key_sum(key: bytes) -> int:
     """The CRC-32 of how an ``mvccpb.KeyValue`` holding ``key`` starts: the key's field (its
     tag, its length as a varint, the key)."""
-    size = len(key)
-    length = bytearray()
-    while size >= 0x80:
-        length.append(size & 0x7F | 0x80)
-        size >>= 7
-    length.append(size)
-    return crc32(key, crc32(length, crc32(_KEY_FIELD_TAG)))
+    return crc32(key, crc32(write_varint(len(key)), crc32(_KEY_FIELD_TAG)))
 
 
-def _key_field_end(data: bytes | bytearray, value_at: int, value_end: int) -> int:
+def _key_field_end(data: memoryview, value_at: int, value_end: int) -> int:
     """Where the key's field ends in a value starting at ``value_at`` (a key of 128 bytes or
     more: its length takes more than one byte); past ``value_end`` when the value is cut."""
-    size = shift = 0
-    at = value_at + 1
-    while at < value_end:
-        byte = data[at]
-        at += 1
-        size |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return at + size
-        shift += 7
-    return value_end + 1
+    try:
+        size, at = read_varint(data, value_at + 1, value_end)
+    except MalformedValue:
+        return value_end + 1
+    return at + size
 
 
 # A put's mvccpb.KeyValue past its key when the put created the key: version 1 (etcd 3.4/3.5
@@ -563,7 +553,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
             data = reading.result()
             offset = run.body_offset + HEAD_SIZE
             if len(run.key_sums) != len(run.starts) or (run.revisions and len(run.revisions) != len(run.starts)):
-                raise ValueError("a run names as many keys and revisions as records")
+                raise ValueError("a run's key sums or revisions do not match its records")
             revisions = run.revisions or repeat(0)
             with memoryview(data) as view:
                 for start, key_sum, main in zip(run.starts, run.key_sums, revisions):
@@ -578,7 +568,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                     # its revision is the one the index gave.
                     size = data[value_at + 1]
                     key_end = value_at + 2 + size if size < 0x80 else \
-                        _key_field_end(data, value_at, value_at + length)
+                        _key_field_end(view, value_at, value_at + length)
                     if key_end > value_at + length or crc32(view[value_at:key_end]) != key_sum \
                             or (main and main_of(revision)[0] != main):
                         raise IntegrityError(f"{run.path}: the record at byte {start} of its records is not the "

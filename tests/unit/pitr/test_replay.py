@@ -16,7 +16,7 @@ import zstandard
 from lifeboat.catalog.chains import ChainStore, decompressed
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog import segments as segments_module
-from lifeboat.catalog.segment_index import IndexEntry, SegmentIndex
+from lifeboat.catalog.segment_index import IndexEntry, SegmentIndex, encode_index
 from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
@@ -418,8 +418,7 @@ def test_the_room_a_replay_says_its_rows_need_is_what_the_writer_takes_for_them(
 def _index_wrongly(monkeypatch: pytest.MonkeyPatch, wrong: Callable[[list[IndexEntry]], list[IndexEntry]]) -> None:
     """Segments encoded from here on carry an index that ``wrong`` changed (a writer's bug), well
     formed and hashed with the rest: only its disagreement with the records is left to find."""
-    encode = segments_module.encode_index
-    monkeypatch.setattr(segments_module, "encode_index", lambda entries: encode(wrong(list(entries))))
+    monkeypatch.setattr(segments_module, "encode_index", lambda entries: encode_index(wrong(list(entries))))
 
 
 def _keys_swapped(entries: list[IndexEntry]) -> list[IndexEntry]:
@@ -450,10 +449,10 @@ def test_a_row_whose_record_is_not_the_one_the_index_names_is_refused(
 def test_the_key_field_a_row_is_checked_by_is_the_one_etcd_writes(size: int) -> None:
     key = b"k" * size
     value = encode_fields(key, 11, 11, 1, b"v", 0)
-    end = replay._key_field_end(value, 0, len(value))
+    end = replay._key_field_end(memoryview(value), 0, len(value))
     assert value[end - size:end] == key and replay._key_sum(key) == zlib.crc32(value[:end])
 
 
 def test_a_long_keys_length_cut_off_is_past_the_value() -> None:
     value = encode_fields(b"k" * 300, 11, 11, 1, b"v", 0)
-    assert replay._key_field_end(value, 0, 2) == 3, "the length's last byte is missing"
+    assert replay._key_field_end(memoryview(value), 0, 2) == 3, "the length's last byte is missing"
