@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,86 @@ def test_etcd_killed_under_the_watch_and_restarted_continues_the_same_chain(
             assert len(chains) == 1 and chains[0].gap is None
             assert captured_events(repo, "prod") == etcd_events(client, chains[0].info.base_revision,
                                                                 after.revisions[-1])
+
+
+def _captured_up_to(url: str) -> int:
+    try:
+        chains = ChainStore(open_repo(url).store).chains("prod")
+    except Exception:
+        return 0
+    return chains[-1].segments[-1].last_revision if chains and chains[-1].segments else 0
+
+
+def _started_once_the_lock_is_free(command: list[str], timeout: float = 30) -> subprocess.Popen[bytes]:
+    """Start ``command`` as a restarting service would: again while it is refused (the killed
+    capture's lock is held until its lease expires)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _, err = process.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            return process  # still running: it holds the lock
+        assert b"another capture of cluster prod is running" in err, err.decode()
+        assert time.monotonic() < deadline, "the killed capture's lock was not freed within its lease"
+        time.sleep(0.2)
+
+
+def test_capture_killed_with_sigkill_mid_stream_and_run_again_stores_every_event_once(
+        release35: EtcdRelease, tmp_path: Path, s3_repo: str) -> None:
+    """`lifeboat capture` SIGKILLed while writes go on (it reads etcd in passes every 0.1 s, so
+    the kill lands in or between passes, with a segment half filled), then started again as a
+    service would be: one chain, no gap, and every event etcd wrote stored exactly once."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text("agent:\n  lease-ttl: 2s\n")  # the capture lock's lease
+    with EtcdCluster(release35, tmp_path / "etcd") as cluster, \
+            EtcdClient(ConnectionSettings((cluster.first().client_url,))) as client:
+        command = [sys.executable, "-m", "lifeboat.cli.main", "capture", "--config", str(config),
+                   "--repo", s3_repo, "--cluster", "prod", "--endpoints", cluster.first().client_url,
+                   "--no-files", "--flush-interval", "200ms", "--spool-dir", str(tmp_path / "spool"), "-o", "json"]
+        written: list[int] = []
+        writing = threading.Event()
+        writing.set()
+
+        def write() -> None:
+            n = 0
+            while writing.is_set():
+                written.append(client.put(f"/registry/killed/{n % 40:02d}", f"v{n}".encode()))
+                n += 1
+                time.sleep(0.004)
+
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        writer = threading.Thread(target=write, name="test-writer", daemon=True)
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            wait_for(lambda: _has_chain(s3_repo), timeout=60)  # its base backup taken
+            writer.start()
+            wait_for(lambda: len(written) > 200 and _captured_up_to(s3_repo) >= written[100], timeout=60)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            killed_at = written[-1]
+            committed_at_kill = _captured_up_to(s3_repo)
+            second = _started_once_the_lock_is_free(command)
+            wait_for(lambda: len(written) > 0 and written[-1] > killed_at + 200, timeout=60)
+            writing.clear()
+            writer.join(timeout=10)
+            last = written[-1]
+            wait_for(lambda: _captured_up_to(s3_repo) >= last, timeout=60)
+            second.send_signal(signal.SIGTERM)
+            _, err = second.communicate(timeout=60)
+        finally:
+            writing.clear()
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+        assert first.returncode == -signal.SIGKILL
+        assert committed_at_kill < killed_at, "the kill left writes the killed capture had not committed"
+        assert second.returncode == 0, err.decode()
+        repo = open_repo(s3_repo)
+        chains = ChainStore(repo.store).chains("prod")
+        assert len(chains) == 1 and chains[0].gap is None, "the restarted capture continued the chain"
+        assert build_timeline("prod", list(repo.manifests("prod")), chains).gaps == ()
+        stored = captured_events(repo, "prod")
+        assert stored == etcd_events(client, chains[0].info.base_revision, stored[-1][0]), \
+            "every event of etcd's history once, in order: none lost at the kill, none stored twice"
+        assert stored[-1][0] >= last and set(written) <= {row[0] for row in stored}
