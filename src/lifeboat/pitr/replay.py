@@ -178,6 +178,7 @@ class RowRun:
     frame_at: int = 0
     key_sums: array[int] = field(default_factory=lambda: array("I"))
     revisions: array[int] = field(default_factory=lambda: array("Q"))
+    segment: str = ""  # the segment it is read from, as an error names it (see _named)
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class _Source:
     offsets: array[int] | None = None
     leases: array[int] | None = None
     revisions: array[int] | None = None
+    segment: str = ""
 
 
 def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision: int, up_to: int,
@@ -219,8 +221,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
         try:
             sources.append(_surveyed(survey, staged, after, up_to, number, facts, spill))
         except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
-            raise IntegrityError(f"capture segment {header.first_revision}..{header.last_revision} of chain "
-                                 f"{header.chain} is damaged: {exc}") from None
+            raise IntegrityError(f"{_named(header)} is damaged: {exc}") from None
     facts.rows = len(survey.newest)
     keys = sorted(survey.newest, key=survey.newest.__getitem__)  # in the order their rows are written
     kept = list(map(survey.newest.__getitem__, keys))
@@ -242,10 +243,10 @@ def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, nu
         index = header.index
         if header.records_apart:
             return _Source(staged.path, staged.records_at, 0, header.records_bytes, True, staged.raw_size,
-                           index.offsets, index.leases, index.revisions)
+                           index.offsets, index.leases, index.revisions, _named(header))
         end = header.body_offset + header.records_bytes
         return _Source(staged.path, 0, header.body_offset, end, staged.compressed, staged.raw_size,
-                       index.offsets, index.leases, index.revisions)
+                       index.offsets, index.leases, index.revisions, _named(header))
     if header.version != JSON_LINES_VERSION:
         body, path, offset = header.body, staged.path, header.body_offset
         check_counts(header, *survey.records(body, after, up_to, number, facts))
@@ -254,7 +255,14 @@ def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, nu
         body = _compile_json_lines(header, path)
         survey.records(body, after, up_to, number, facts)
     compressed = staged.compressed and path == staged.path
-    return _Source(path, 0, offset, offset + len(body), compressed, staged.raw_size if compressed else 0)
+    return _Source(path, 0, offset, offset + len(body), compressed, staged.raw_size if compressed else 0,
+                   segment=_named(header))
+
+
+def _named(header: SegmentHeader) -> str:
+    """A segment as the replay's errors name it: its revisions and chain (its staged copy is
+    removed when the restore ends)."""
+    return f"capture segment {header.first_revision}..{header.last_revision} of chain {header.chain}"
 
 
 # A kept record is one int: its segment's number, its start in that segment's records, and
@@ -292,7 +300,8 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
         else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
             unread += 2 * (source.body_end - source.body_offset)
         runs.append(RowRun(source.path, source.body_offset, source.body_end, tuple(starts), source.compressed,
-                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end])), revisions))
+                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end])), revisions,
+                           source.segment))
         at = end
     facts.written_bytes = pages.bytes() + unread
     return runs
@@ -562,8 +571,8 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                     # An index's offset names a record's head: never a row from elsewhere.
                     if revision[8] != _MARK or (kind != _PUT_BYTE and kind != _DELETE_BYTE) \
                             or value_at + length > run.body_end or length < 2:
-                        raise IntegrityError(f"{run.path}: no record at byte {start} of its records, where "
-                                             "its index says one starts")
+                        raise IntegrityError(f"{run.segment or run.path}: no record at byte {start} of its records, "
+                                             "where its index says one starts")
                     # And the record the survey chose: its value starts with the key's field, and
                     # its revision is the one the index gave.
                     size = data[value_at + 1]
@@ -571,9 +580,10 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                         _key_field_end(view, value_at, value_at + length)
                     if key_end > value_at + length or crc32(view[value_at:key_end]) != key_sum \
                             or (main and main_of(revision)[0] != main):
-                        raise IntegrityError(f"{run.path}: the record at byte {start} of its records is not the "
-                                             "one its index describes (another key or revision); the segment's "
-                                             "index and records disagree")
+                        raise IntegrityError(f"{run.segment or run.path}: the record at byte {start} of its records "
+                                             "is not the one its index describes (another key or revision): its "
+                                             "index and records disagree, which lifeboat never writes (a bug to "
+                                             "report); a point before this segment still restores")
                     # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())

@@ -441,7 +441,8 @@ def test_a_row_whose_record_is_not_the_one_the_index_names_is_refused(
                      (12, 2, [put(b"/c", b"1", 12, 12, 1)]))]
     assert len(rows(chain, 10, 12, tmp_path / "right", encoder)) == 3
     _index_wrongly(monkeypatch, wrong)
-    with pytest.raises(IntegrityError, match="index and records disagree"):
+    named = r"capture segment 11\.\.12 of chain .*: the record at byte .* index and records disagree"
+    with pytest.raises(IntegrityError, match=named):
         rows(chain, 10, 12, tmp_path / "wrong", encoder)
 
 
