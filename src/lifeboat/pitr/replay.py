@@ -582,8 +582,8 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                             or (main and main_of(revision)[0] != main):
                         raise IntegrityError(f"{run.segment or run.path}: the record at byte {start} of its records "
                                              "is not the one its index describes (another key or revision): its "
-                                             "index and records disagree, which lifeboat never writes (a bug to "
-                                             "report); a point before this segment still restores")
+                                             "index and records disagree (a writer's bug to report, or a segment "
+                                             "lifeboat did not write); a point before this segment still restores")
                     # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())
