@@ -27,14 +27,13 @@ from collections.abc import Iterator
 
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
 from lifeboat.etcdapi.wire import read_varint
-from lifeboat.snapshot.mvcc import decode_key_value
+from lifeboat.snapshot.mvcc import KEY_TAG, decode_key_value
 from lifeboat.snapshot.replay import encode_key_value, tombstone_value
 
 HEAD = struct.Struct(">Q1sQ1sqI")
 HEAD_SIZE = HEAD.size  # 30
 PUT = b"p"
 DELETE = b"t"
-_KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: always the first field
 
 
 def event_record(revision: int, sub: int, event: WatchEvent) -> tuple[bytes, bytes]:
@@ -51,7 +50,7 @@ def event_record(revision: int, sub: int, event: WatchEvent) -> tuple[bytes, byt
 
 def key_of(body: bytes | memoryview, value_at: int, value_end: int) -> bytes:
     """The etcd key in the KeyValue at ``body[value_at:value_end]`` (its first field)."""
-    if body[value_at] != _KEY_TAG:
+    if body[value_at] != KEY_TAG:
         raise ValueError("a record's value does not start with its key")
     size = body[value_at + 1]
     start = value_at + 2
@@ -67,7 +66,7 @@ def version_of(body: bytes, value_at: int, value_end: int) -> int:
     none; read in place where the value is laid out as etcd writes it."""
     # etcd writes a put's fields in order: a key under 128 bytes, create and mod revisions,
     # then the version, under 128 for most keys. Read that layout byte by byte; else decode.
-    if value_end - value_at < 2 or body[value_at] != _KEY_TAG or body[value_at + 1] >= 0x80:
+    if value_end - value_at < 2 or body[value_at] != KEY_TAG or body[value_at + 1] >= 0x80:
         return decode_key_value(body, value_at, value_end).version
     pos = value_at + 2 + body[value_at + 1]
     for tag in (0x10, 0x18):  # create_revision, mod_revision: varints

@@ -58,18 +58,17 @@ from lifeboat.catalog.segments import JSON_LINES_VERSION, SegmentHeader, check_c
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.wire import MalformedValue, read_varint, write_varint
 from lifeboat.snapshot.bbolt import ELEMENT_SIZE, PAGE_HEADER_SIZE
-from lifeboat.snapshot.mvcc import encode_revision
+from lifeboat.snapshot.mvcc import KEY_TAG, encode_revision
 from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
 
 # etcd raises a TTL below its minimum (about 1.5 election timeouts) to the minimum when the
 # lease is restored (lessor.go, Lease.refresh), so 1 s means "expire as soon as etcd can".
 UNKNOWN_LEASE_TTL = 1
 
-_KEY_TAG = 0x0A  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
 # A record's head as the second pass reads it: the revision key, the kind, the value's size.
 _ROW_HEAD = struct.Struct(">17sB8xI")
 _MAIN_REVISION = struct.Struct(">Q")  # the main revision, the first 8 bytes of a revision key
-_KEY_FIELD_TAG = bytes((_KEY_TAG,))
+_KEY_FIELD_TAG = bytes((KEY_TAG,))
 # A record's head and the first two bytes of its value (a key's tag and, when under 128, its length).
 _KEYED_HEAD = struct.Struct(HEAD.format + "BB")
 # A short key (under 128 bytes: one length byte) as bytes, read from a record in any buffer.
@@ -444,7 +443,7 @@ class _Survey:
             expected_sub += 1
             events += 1
             if after < main <= up_to:
-                if key_tag == _KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
+                if key_tag == KEY_TAG and key_size < 0x80 and value_at + 2 + key_size <= value_end:
                     key = short_key[key_size](body, value_at + 2)[0]
                     key_end = value_at + 2 + key_size
                 else:  # a long key, or a damaged value: the general decoder says which

@@ -36,7 +36,7 @@ _REVISION = struct.Struct(">QxQ")
 _REVISION_SIZE = 17
 _TOMBSTONE = ord("t")
 _UNDERSCORE = ord("_")
-_KEY_TAG = 1 << 3 | 2  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
+KEY_TAG = 1 << 3 | 2  # mvccpb.KeyValue field 1 (key), length-delimited: etcd writes it first
 _U64 = struct.Struct(">Q")
 
 
@@ -171,7 +171,7 @@ def _note_latest(db: BoltFile, leaf: LeafInMemory, home: Buffer, base: int, pref
             tombstone = decode_revision(page[kstart:kend])[2]  # raises for a malformed one
         if kend == vend:
             continue  # etcd's revision bump row (see writer.bump_revision): no key, never served
-        if vend - kend >= 2 and page[kend] == _KEY_TAG and page[kend + 1] < 0x80 and kend + 2 + page[kend + 1] <= vend:
+        if vend - kend >= 2 and page[kend] == KEY_TAG and page[kend + 1] < 0x80 and kend + 2 + page[kend + 1] <= vend:
             user_key = page[kend + 2 : kend + 2 + page[kend + 1]]
         else:
             user_key = _user_key(page, kend, vend)
@@ -186,7 +186,7 @@ def _note_latest(db: BoltFile, leaf: LeafInMemory, home: Buffer, base: int, pref
 def _user_key(buf: bytes, start: int, end: int) -> bytes:
     """Field 1 of an ``mvccpb.KeyValue``; etcd always writes it first."""
     tag, pos = read_varint(buf, start, end)
-    if tag != (1 << 3 | 2):
+    if tag != KEY_TAG:
         return decode_key_value(buf, start, end).key
     size, pos = read_varint(buf, pos, end)
     if pos + size > end:
