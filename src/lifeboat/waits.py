@@ -12,6 +12,7 @@ the stop flag) waits until that wait ends on its own. The waits here are cut int
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import signal
 import subprocess
@@ -128,3 +129,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def exit_with_parent(fd: int) -> None:
+    """In a child process: exit when the parent closes the pipe ``fd`` reads (its request
+    pipe), or dies (the kernel closes it then). Run in a daemon thread."""
+    while os.read(fd, 1 << 16):  # the raw pipe: a buffered reader's lock would stall the exit
+        pass
+    os._exit(1)

@@ -30,6 +30,7 @@ from lifeboat.catalog.segments import SegmentHeader
 from lifeboat.errors import IntegrityError
 from lifeboat.pitr.replay import ReplayFacts, RowRun, StagedSegment, compile_rows
 from lifeboat.store.base import ObjectStore
+from lifeboat.waits import exit_with_parent
 
 Progress = Callable[[str, int], None]
 
@@ -211,13 +212,6 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _leave_with_parent(fd: int) -> None:
-    """Exit when the parent closes the request pipe, or dies (the kernel closes it then)."""
-    while os.read(fd, 1 << 16):  # the raw pipe: a buffered reader's lock would stall the exit
-        pass
-    os._exit(1)
-
-
 # How much ahead of the base's fetch (and of other processes) the survey runs for the cores,
 # in nice steps: the survey, not the fetch, is what the replay waits for. Measured at load 3-4:
 # the replay step waited 1.1-2.1 s for it (lifeboat's own process idle meanwhile), 0.1 s with it.
@@ -250,7 +244,7 @@ def main() -> None:
 
     with os.fdopen(os.dup(0), "rb") as requests:
         request: SurveyRequest = pickle.load(requests)
-    threading.Thread(target=_leave_with_parent, args=(0,), name="parent-watch", daemon=True).start()
+    threading.Thread(target=exit_with_parent, args=(0,), name="parent-watch", daemon=True).start()
     try:
         identities = None if request.identities is None else identities_from_material(request.identities)
         found = survey_segments(request.store, request.chain, identities, request.work,

@@ -13,18 +13,24 @@ import base64
 import hashlib
 import heapq
 import json
+import logging
 import os
+import pickle
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import lifeboat
 from lifeboat.durable import replace_durably
-from lifeboat.errors import IntegrityError
+from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.snapshot import KeyValue
-from lifeboat.snapshot.mvcc import decode_key_value, latest_rows
+from lifeboat.snapshot.mvcc import decode_key_value, latest_rows, note_latest_rows
 from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile, Buffer
 from lifeboat.waits import finished
 
@@ -224,6 +230,8 @@ def _changed_pages(before: BoltFile, after: BoltFile) -> set[int]:
     return changed
 
 
+_log = logging.getLogger(__name__)
+
 # At most this many keys per sampled key are followed through a scan (see _LowestRanked).
 _FOLLOWED_PER_SAMPLE = 64
 
@@ -244,6 +252,44 @@ def sample_keys(path: str | os.PathLike[str], count: int = 32) -> list[KeyValue]
         return _chosen(latest, count)
 
 
+@dataclass(frozen=True)
+class Followed:
+    """What :func:`sample_keys` follows in a db once it has read all of it: each followed live
+    key with where its latest value is in the file (start, end), and the rank bound."""
+
+    bound: bytes | None
+    rows: tuple[tuple[bytes, int, int], ...]
+
+
+def followed_keys(path: str | os.PathLike[str], count: int = 32, *, txid: int | None = None) -> Followed:
+    """The keys :func:`sample_keys` follows in ``path`` (the tree of ``txid``, or the newest)."""
+    followed = _LowestRanked(count * _FOLLOWED_PER_SAMPLE)
+    with latest_rows(path, into=followed, txid=txid) as latest:
+        return Followed(followed.bound, tuple((key, start, end) for key, (_, start, end) in latest.items()))
+
+
+def sample_keys_above(db: BoltFile, below: Followed | None, revision: int, count: int = 32) -> list[KeyValue]:
+    """:func:`sample_keys` of the open ``db``, which holds unchanged, at the same places, the
+    rows up to ``revision`` of the db that ``below`` was read from (a fetched base that events
+    were replayed into): only its rows from ``revision + 1`` on are read (all of them when
+    ``below`` is None).
+
+    The same keys as reading the whole file: the followed map is exactly the one a read of
+    it has after its rows up to ``revision``, and going on from there reads those rows and
+    then the ones after them in order (a few before them again, from the leaf holding the
+    first: applied again in order, they leave every key as it was).
+    """
+    followed = _LowestRanked(count * _FOLLOWED_PER_SAMPLE, None if below is None else below.bound)
+    for key, start, end in () if below is None else below.rows:
+        dict.__setitem__(followed, key, (db.mm, start, end))
+    note_latest_rows(db, followed, from_revision=0 if below is None else revision + 1)
+    if len(followed) >= count or followed.bound is None:
+        return _chosen(followed, count)
+    every: dict[bytes, tuple[Buffer, int, int]] = {}  # most followed keys went: as sample_keys does
+    note_latest_rows(db, every)
+    return _chosen(every, count)
+
+
 def _chosen(latest: dict[bytes, tuple[Buffer, int, int]], count: int) -> list[KeyValue]:
     chosen = heapq.nsmallest(count, latest, key=_rank)
     return [decode_key_value(*latest[key]) for key in sorted(chosen)]
@@ -259,10 +305,10 @@ class _LowestRanked(dict[bytes, tuple[Buffer, int, int]]):
     keys are therefore exact, as long as at least the sample's count of them are left.
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, bound: bytes | None = None) -> None:
         super().__init__()
         self.cap = cap
-        self.bound: bytes | None = None
+        self.bound = bound
 
     def __setitem__(self, key: bytes, where: tuple[Buffer, int, int]) -> None:
         if key not in self:  # a followed key is under the bound
@@ -293,16 +339,41 @@ class KeySamples:
 
     def __init__(self) -> None:
         self._started: dict[Path, tuple[tuple[int, int] | None, Future[list[KeyValue]]]] = {}
+        self._below: dict[Path, tuple[int, Future[Followed]]] = {}
+
+    def start_below(self, path: Path, revision: int) -> None:
+        """Read now, in a child process, the keys :func:`sample_keys` follows in ``path`` as it
+        is: a fetched base at ``revision`` that captured events are about to be replayed into.
+        The sample started for ``path`` later reads only the rows above ``revision``
+        (:func:`sample_keys_above`), which takes the point restore's key sample off the
+        restored db's check: a point's db is the base's and more. If the child fails, that
+        sample reads the whole file, as without this."""
+        if path in self._below or path in self._started:
+            return
+        with BoltFile.open(path) as db:
+            txid = db.meta.txid
+        self._below[path] = (revision, _followed_in_child(path, txid))
 
     def start(self, path: Path) -> None:
         if path in self._started:
             return
         future: Future[list[KeyValue]] = Future()
+        revision, below = self._below.pop(path, (0, None))
+        # Opened here, before the caller commits into the file and moves it.
+        opened = ExitStack()
+        try:
+            db = opened.enter_context(BoltFile.open(path)) if below is not None else None
+        except Exception:
+            db = None
 
         def run() -> None:
             future.set_running_or_notify_cancel()
             try:
-                future.set_result(sample_keys(path))
+                with opened:
+                    if db is None:
+                        future.set_result(sample_keys(path))
+                    else:
+                        future.set_result(sample_keys_above(db, _followed_or_none(below), revision))
             except BaseException as exc:  # re-raised by take()
                 future.set_exception(exc)
 
@@ -325,6 +396,62 @@ class KeySamples:
         if future is not None and identity is not None and identity == _identity(path):
             return finished(future)
         return sample_keys(committed or path)
+
+
+def _followed_or_none(below: Future[Followed] | None) -> Followed | None:
+    """What the child read, or None (read the whole file) when it failed."""
+    if below is None:
+        return None
+    try:
+        return finished(below)
+    except Exception as exc:
+        _log.info("the base's key sample was not read beside the replay (%s); reading the whole db", exc)
+        return None
+
+
+def _followed_in_child(path: Path, txid: int) -> Future[Followed]:
+    """:func:`followed_keys` of ``path`` at ``txid``, read by ``python -m lifeboat.restore.sample_child``."""
+    found: Future[Followed] = Future()
+    root = str(Path(lifeboat.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+    try:
+        # The child reads the file through a descriptor of it, opened now: the restore may have
+        # moved the file (into the data dir) before the child gets to it.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # A process group of its own: a Ctrl-C at the terminal reaches only the parent.
+            child = subprocess.Popen([sys.executable, "-m", "lifeboat.restore.sample_child"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, process_group=0, pass_fds=(fd,))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        found.set_exception(exc)
+        return found
+    assert child.stdin is not None and child.stdout is not None
+    stdin, stdout = child.stdin, child.stdout
+
+    def read() -> None:
+        found.set_running_or_notify_cancel()
+        try:
+            stdin.write(pickle.dumps((f"/proc/self/fd/{fd}", txid)))
+            stdin.flush()
+            kind, answer = pickle.load(stdout)
+            if kind == "result" and isinstance(answer, Followed):
+                found.set_result(answer)
+            else:
+                found.set_exception(OperationFailed(f"the key sample's child process: {answer}"))
+        except BaseException as exc:  # it died, or the pipe broke
+            found.set_exception(exc)
+        finally:
+            for pipe in (stdin, stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+            child.wait()
+
+    threading.Thread(target=read, name="lifeboat-sample-below", daemon=True).start()
+    return found
 
 
 def save_sample(path: Path, sample: Sequence[KeyValue]) -> None:

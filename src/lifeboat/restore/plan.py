@@ -152,7 +152,7 @@ def plan_restore(inputs: RestoreInputs) -> RestorePlan:
     ]
     if inputs.point is not None and inputs.point.replays:
         steps.append(ReplayCapture("replay-capture", point=inputs.point, snapshot=paths.snapshot, keep_record=in_place,
-                                   copies_after=copies - 1))
+                                   copies_after=copies - 1, sample=inputs.start))
     if inputs.files:
         steps.append(FetchFiles("fetch-files", backup_id=m.id, archive=paths.archive))
     steps += _stop_control_plane(sup)

@@ -325,6 +325,9 @@ class ReplayCapture(PreparingStep):
     # How many copies of the replayed snapshot the restore writes next (0: committed in place);
     # with what the rows add, they must fit before the replay writes any row.
     copies_after: int = 0
+    # A key sample of the restored db follows (RestoreData): the base's part of it is read in a
+    # child process while the replay writes, so that RestoreData reads only the replayed rows.
+    sample: bool = False
 
     def describe(self) -> str:
         chain = self.point.window.chain
@@ -344,6 +347,8 @@ class ReplayCapture(PreparingStep):
             if survey is not None:
                 survey.close()
             return  # replayed before an interruption that came before the journal entry
+        if self.sample:
+            ctx.samples.start_below(self.snapshot, self.point.base_revision)
         # The fetched base was checked (FetchSnapshot). The file gets either its new trailer from
         # the sha256 the writer computed as it wrote it, or (keep_record) the record with which
         # the commit of the restored db checks the base's bytes and the replayed ones in one pass.

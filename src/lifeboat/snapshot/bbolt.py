@@ -292,9 +292,13 @@ class BoltFile:
                 children.reverse()
                 stack.extend(children)
 
-    def leaves_read_together(self, bucket: BucketRef, seen: bytearray) -> Iterator[tuple[LeafInMemory, Buffer, int]]:
+    def leaves_read_together(self, bucket: BucketRef, seen: bytearray, *,
+                             from_key: bytes | None = None) -> Iterator[tuple[LeafInMemory, Buffer, int]]:
         """:meth:`leaves`, with the same checks, each with where its bytes can be read again:
         (leaf, that buffer, the offset there of the leaf's own buffer).
+
+        ``from_key``: only the leaves that may hold it or a greater key (the first of them may
+        hold smaller ones too); the subtrees before it are neither read nor marked in ``seen``.
 
         Where the pages the walk visits next follow each other in the file (lifeboat's writer
         and a replay append a tree's new leaves in key order), one ``pread`` reads them all; any
@@ -325,9 +329,26 @@ class BoltFile:
                 continue
             if count == 0:
                 raise self.corrupted(f"branch page {pgid} is empty")
-            children = list(struct.unpack_from("<" + "IIQ" * count, run, offset - base + PAGE_HEADER_SIZE)[2::3])
+            elements = struct.unpack_from("<" + "IIQ" * count, run, offset - base + PAGE_HEADER_SIZE)
+            children = list(elements[2::3])
+            if from_key is not None:
+                del children[:self._first_child_from(pgid, run, offset - base, end - base, elements, from_key)]
             children.reverse()
             stack.extend(children)
+
+    def _first_child_from(self, pgid: int, page: Buffer, at: int, end: int, elements: tuple[int, ...],
+                          key: bytes) -> int:
+        """Which child of the branch page at ``page[at:end]`` (its elements unpacked) is the first
+        whose subtree may hold ``key`` or a greater one: the last whose first key is at most ``key``."""
+        first = 0
+        for n in range(1, len(elements) // 3):
+            start = at + PAGE_HEADER_SIZE + n * ELEMENT_SIZE + elements[3 * n]
+            if start + elements[3 * n + 1] > end:
+                raise self.corrupted(f"a branch element of page {pgid} points past its page")
+            if bytes(page[start:start + elements[3 * n + 1]]) > key:
+                break
+            first = n
+        return first
 
     def _pages_together(self, pgid: int, upcoming: list[int]) -> int:
         """How many pages from ``pgid`` on to read at once: through the walk's next pages

@@ -135,20 +135,30 @@ def iter_latest(path: str | os.PathLike[str], prefix: bytes = b"") -> Iterator[K
 
 @contextmanager
 def latest_rows(path: str | os.PathLike[str], prefix: bytes = b"",
-                into: dict[bytes, tuple[Buffer, int, int]] | None = None) -> Iterator[dict[bytes, tuple[Buffer, int, int]]]:
+                into: dict[bytes, tuple[Buffer, int, int]] | None = None, *,
+                txid: int | None = None) -> Iterator[dict[bytes, tuple[Buffer, int, int]]]:
     """Where each live key under ``prefix`` has its latest value: key -> (buffer, start, end).
 
     The buffers can be read only inside the ``with`` block. ``into``: the dict to fill, in
     row order (a subclass may decline keys in ``__setitem__`` to bound its memory; deleted
-    keys are removed with ``pop``).
+    keys are removed with ``pop``). ``txid``: the tree of that transaction (see
+    :meth:`BoltFile.open`), not the newest.
     """
-    with BoltFile.open(path) as db:
+    with BoltFile.open(path, txid=txid) as db:
         latest: dict[bytes, tuple[Buffer, int, int]] = {} if into is None else into
-        bucket = db.bucket(KEY_BUCKET)
-        if bucket is not None:
-            for leaf, home, base in db.leaves_read_together(bucket, db.new_seen()):
-                _note_latest(db, leaf, home, base, prefix, latest)
+        note_latest_rows(db, latest, prefix)
         yield latest
+
+
+def note_latest_rows(db: BoltFile, latest: dict[bytes, tuple[Buffer, int, int]], prefix: bytes = b"", *,
+                     from_revision: int = 0) -> None:
+    """:func:`latest_rows` of an open ``db`` into ``latest``; with ``from_revision``, the rows
+    from that revision on (and some before it: those sharing a leaf with it)."""
+    bucket = db.bucket(KEY_BUCKET)
+    if bucket is not None:
+        from_key = encode_revision(from_revision) if from_revision else None
+        for leaf, home, base in db.leaves_read_together(bucket, db.new_seen(), from_key=from_key):
+            _note_latest(db, leaf, home, base, prefix, latest)
 
 
 def _note_latest(db: BoltFile, leaf: LeafInMemory, home: Buffer, base: int, prefix: bytes,

@@ -11,9 +11,10 @@ import pytest
 from lifeboat.restore import content
 from lifeboat.restore.content import sample_keys
 from lifeboat.snapshot import KeyValue
+from lifeboat.snapshot.bbolt import BoltFile
 from lifeboat.snapshot.mvcc import decode_key_value, encode_revision, latest_rows
 from lifeboat.snapshot.replay import encode_fields, tombstone_value
-from lifeboat.snapshot.writer import BucketChanges, write_db
+from lifeboat.snapshot.writer import BucketChanges, commit_in_place, write_db
 
 from tests.unit.snapshot.test_latest_rows import db_with
 
@@ -95,3 +96,66 @@ def test_followed_keys_deleted_after_the_scan_narrowed_are_read_again_with_every
 def test_a_db_with_fewer_live_keys_than_the_count_gives_them_all(tmp_path: Path) -> None:
     db = db_of(tmp_path, puts_then_deletes(10, range(0, 4)))
     assert [kv.key for kv in sample_keys(db, count=32)] == [b"/first", *sorted(key(n) for n in range(4, 10))]
+
+
+def extra_rows(first_revision: int, created: int, deleted: range) -> Iterator[tuple[bytes, bytes]]:
+    """After a base: keys created (ranked anywhere among the base's), then base keys deleted."""
+    revision = first_revision
+    for n in range(created):
+        revision += 1
+        name = b"/registry/pods/later/pod-%06d" % n
+        yield encode_revision(revision), encode_fields(name, revision, revision, 1, b"new %d" % n, 0)
+    for n in deleted:
+        revision += 1
+        yield encode_revision(revision) + b"t", tombstone_value(key(n))
+
+
+@pytest.mark.parametrize("created, deleted", [(5_000, range(0, 20_000, 5)), (0, range(0, 19_950)),
+                                              (3_000, range(0)), (0, range(19_990, 20_000))],
+                         ids=["created-and-deleted", "most-deleted", "created-only", "few-deleted"])
+def test_a_sample_read_from_the_base_and_the_rows_above_it_is_the_whole_files(
+        tmp_path: Path, created: int, deleted: range) -> None:
+    """A replay commits rows into the fetched base itself: the base's pages stay where they
+    were, so its followed keys, read before, and the rows above its revision give the sample
+    of the whole grown file, however many keys those rows create or delete."""
+    small = db_with(tmp_path / "small.db", [(encode_revision(2), encode_fields(b"/first", 2, 2, 1, b"v", 0))])
+    base = write_db(small, tmp_path / "base.db", [BucketChanges(b"key", appends=puts_then_deletes(20_000, range(0)))],
+                    trailer=True).path
+    base_revision = 2 + 2 * 20_000
+    below = content.followed_keys(base, count=8)
+    assert below.bound is not None, "the base's scan narrowed (more keys than it follows)"
+    commit_in_place(base, [BucketChanges(b"key", appends=extra_rows(base_revision, created, deleted))])
+    with BoltFile.open(base) as db:
+        assert content.sample_keys_above(db, below, base_revision, count=8) == every_key_sample(base, 8)
+
+
+@pytest.mark.parametrize("child_fails", [False, True], ids=["read-beside", "child-failed"])
+def test_a_sample_started_below_a_replay_is_the_replayed_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child_fails: bool) -> None:
+    """The restore's order: the base's followed keys read in a child process as the replay
+    begins, the rows committed into the same file, its sample started and taken (the file
+    renamed in between, as the restore moves it into the data dir)."""
+    small = db_with(tmp_path / "small.db", [(encode_revision(2), encode_fields(b"/first", 2, 2, 1, b"v", 0))])
+    base = write_db(small, tmp_path / "base.db", [BucketChanges(b"key", appends=puts_then_deletes(5_000, range(0)))],
+                    trailer=True).path
+    base_revision = 2 + 2 * 5_000
+    if child_fails:  # the child cannot start: the sample reads the whole file, as before
+        monkeypatch.setattr(content.sys, "executable", str(tmp_path / "no-python"))
+    read_from: list[int] = []
+    note = content.note_latest_rows
+
+    def noted(db: BoltFile, latest: dict[bytes, tuple[object, int, int]], prefix: bytes = b"", *,
+              from_revision: int = 0) -> None:
+        read_from.append(from_revision)
+        note(db, latest, prefix, from_revision=from_revision)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(content, "note_latest_rows", noted)
+    monkeypatch.setattr(content, "sample_keys", None)  # neither way reads the file by path again
+    samples = content.KeySamples()
+    samples.start_below(base, base_revision)
+    commit_in_place(base, [BucketChanges(b"key", appends=extra_rows(base_revision, 2_000, range(0, 5_000, 4)))])
+    samples.start(base)
+    committed = tmp_path / "member.db"
+    base.rename(committed)
+    assert samples.take(base, committed=committed) == every_key_sample(committed, 32)
+    assert read_from == ([0] if child_fails else [base_revision + 1]), "only the replayed rows, unless the child failed"

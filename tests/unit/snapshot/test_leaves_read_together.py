@@ -134,3 +134,21 @@ def test_a_child_past_the_high_water_mark_is_refused(tmp_path: Path) -> None:
     with BoltFile.open(_db(tmp_path / "db", leaves, children=[9, 4, 5, 40])) as db, \
             pytest.raises(SnapshotFormatError, match="outside the database"):
         _rows(db, True)
+
+
+@pytest.mark.parametrize("main", range(1, 11))
+def test_leaves_from_a_key_start_with_the_one_that_may_hold_it_and_give_every_row_after(
+        tmp_path: Path, main: int) -> None:
+    rows = [key for rows in LEAVES.values() for key, _ in rows]
+    from_key = row_key(main)
+    with BoltFile.open(_db(tmp_path / "db", LEAVES)) as db:
+        bucket = db.bucket(b"key")
+        assert bucket is not None
+        found = [bytes(leaf[0][kstart:kend])
+                 for leaf, _home, _base in db.leaves_read_together(bucket, db.new_seen(), from_key=from_key)
+                 for _flags, kstart, kend, _vend in db.leaf_elements(leaf)]
+    assert found == rows[len(rows) - len(found):], "a tail of the rows, in order"
+    assert [key for key in rows if key >= from_key] == [key for key in found if key >= from_key]
+    # Nothing before the leaf that may hold the key: only rows of the first leaf read precede it.
+    first_leaf = next([key for key, _ in leaf] for leaf in LEAVES.values() if leaf[0][0] == found[0])
+    assert [key for key in found if key < from_key] == [key for key in first_leaf if key < from_key]
