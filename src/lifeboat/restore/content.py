@@ -242,14 +242,8 @@ def sample_keys(path: str | os.PathLike[str], count: int = 32) -> list[KeyValue]
     Only the chosen keys' values are decoded. Memory stays bounded however many keys the db
     holds: a few thousand keys are followed, not every key (see :class:`_LowestRanked`).
     """
-    followed = _LowestRanked(count * _FOLLOWED_PER_SAMPLE)
-    with latest_rows(path, into=followed) as latest:
-        if len(latest) >= count or followed.bound is None:
-            return _chosen(latest, count)
-    # Most keys it followed were deleted after it narrowed, while keys above its bound may
-    # live: read once more following every key (memory as many as live at once; rare).
-    with latest_rows(path) as latest:
-        return _chosen(latest, count)
+    with BoltFile.open(path) as db:
+        return sample_keys_above(db, None, 0, count)
 
 
 @dataclass(frozen=True)
@@ -285,7 +279,9 @@ def sample_keys_above(db: BoltFile, below: Followed | None, revision: int, count
     note_latest_rows(db, followed, from_revision=0 if below is None else revision + 1)
     if len(followed) >= count or followed.bound is None:
         return _chosen(followed, count)
-    every: dict[bytes, tuple[Buffer, int, int]] = {}  # most followed keys went: as sample_keys does
+    # Most keys it followed were deleted after it narrowed, while keys above its bound may
+    # live: read once more following every key (memory as many as live at once; rare).
+    every: dict[bytes, tuple[Buffer, int, int]] = {}
     note_latest_rows(db, every)
     return _chosen(every, count)
 

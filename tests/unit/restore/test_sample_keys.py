@@ -79,14 +79,14 @@ def test_followed_keys_deleted_after_the_scan_narrowed_are_read_again_with_every
     # long before, and most of what it followed is gone.
     db = db_of(tmp_path, puts_then_deletes(20_000, range(0, 19_900)))
     scans: list[bool] = []
-    scan = content.latest_rows
+    scan = content.note_latest_rows
 
-    def counted(path: Path, prefix: bytes = b"", into: dict[bytes, tuple[object, int, int]] | None = None
-                ) -> object:
-        scans.append(into is not None)
-        return scan(path, prefix, into)  # type: ignore[arg-type]
+    def counted(db: BoltFile, latest: dict[bytes, tuple[object, int, int]], prefix: bytes = b"", *,
+                from_revision: int = 0) -> None:
+        scans.append(isinstance(latest, content._LowestRanked))
+        scan(db, latest, prefix, from_revision=from_revision)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(content, "latest_rows", counted)
+    monkeypatch.setattr(content, "note_latest_rows", counted)
     sample = sample_keys(db, count=32)
     assert scans == [True, False]  # bounded, then every key
     assert len(sample) == 32
