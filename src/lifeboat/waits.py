@@ -16,11 +16,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 A = TypeVar("A")
@@ -129,6 +131,18 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def lifeboat_child(module: str, *, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """``python -m <module>`` of this lifeboat (its package first on the child's PYTHONPATH),
+    stdin and stdout piped, for the parent to send its request and read the answer; nothing
+    on the command line but the module. In a process group of its own: a Ctrl-C at the
+    terminal reaches only the parent, which decides. The child should exit when its stdin
+    closes (:func:`exit_with_parent`)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            process_group=0, pass_fds=pass_fds)
 
 
 def exit_with_parent(fd: int) -> None:

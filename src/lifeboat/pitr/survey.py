@@ -15,23 +15,19 @@ the parent, which decides, and stops it in :meth:`ChainSurvey.close` (as it does
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import lifeboat
 from lifeboat.catalog.age_keys import Identity, identity_material
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.errors import LifeboatError, OperationFailed
 from lifeboat.pitr.replay import ReplayFacts, RowRun
 from lifeboat.pitr.survey_run import FRAME, Progress, SurveyedChain, SurveyRequest
-from lifeboat.waits import joined
+from lifeboat.waits import joined, lifeboat_child
 
 
 class ChainSurvey:
@@ -51,10 +47,7 @@ class ChainSurvey:
         self._progress = progress
         self._answer: tuple[str, Any, Any] | None = None
         request = survey_request(repo, point, identities, work)
-        root = str(Path(lifeboat.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
-        self._child = subprocess.Popen([sys.executable, "-m", "lifeboat.pitr.survey_child"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, env=env, process_group=0)
+        self._child = lifeboat_child("lifeboat.pitr.survey_child")
         self._stopped = False
         assert self._child.stdin is not None
         try:

@@ -17,8 +17,6 @@ import logging
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -26,13 +24,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import lifeboat
 from lifeboat.durable import replace_durably
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.snapshot import KeyValue
 from lifeboat.snapshot.mvcc import decode_key_value, latest_rows, note_latest_rows
 from lifeboat.snapshot.bbolt import LEAF_PAGE, BoltFile, Buffer
-from lifeboat.waits import finished
+from lifeboat.waits import finished, lifeboat_child
 
 _KEY_BUCKET = b"key"
 _MAIN = struct.Struct(">Q")
@@ -408,16 +405,12 @@ def _followed_or_none(below: Future[Followed] | None) -> Followed | None:
 def _followed_in_child(path: Path, txid: int) -> Future[Followed]:
     """:func:`followed_keys` of ``path`` at ``txid``, read by ``python -m lifeboat.restore.sample_child``."""
     found: Future[Followed] = Future()
-    root = str(Path(lifeboat.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
     try:
         # The child reads the file through a descriptor of it, opened now: the restore may have
         # moved the file (into the data dir) before the child gets to it.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            # A process group of its own: a Ctrl-C at the terminal reaches only the parent.
-            child = subprocess.Popen([sys.executable, "-m", "lifeboat.restore.sample_child"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, process_group=0, pass_fds=(fd,))
+            child = lifeboat_child("lifeboat.restore.sample_child", pass_fds=(fd,))
         finally:
             os.close(fd)
     except OSError as exc:

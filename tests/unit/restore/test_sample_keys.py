@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def test_a_sample_started_below_a_replay_is_the_replayed_files(
                     trailer=True).path
     base_revision = 2 + 2 * 5_000
     if child_fails:  # the child cannot start: the sample reads the whole file, as before
-        monkeypatch.setattr(content.sys, "executable", str(tmp_path / "no-python"))
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     read_from: list[int] = []
     note = content.note_latest_rows
 
