@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import heapq
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -130,18 +132,30 @@ def test_a_sample_read_from_the_base_and_the_rows_above_it_is_the_whole_files(
         assert content.sample_keys_above(db, below, base_revision, count=8) == every_key_sample(base, 8)
 
 
-@pytest.mark.parametrize("child_fails", [False, True], ids=["read-beside", "child-failed"])
+@pytest.mark.parametrize("child", ["reads", "cannot-start", "killed"])
 def test_a_sample_started_below_a_replay_is_the_replayed_files(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child_fails: bool) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: str) -> None:
     """The restore's order: the base's followed keys read in a child process as the replay
     begins, the rows committed into the same file, its sample started and taken (the file
-    renamed in between, as the restore moves it into the data dir)."""
+    renamed in between, as the restore moves it into the data dir). A child that cannot start,
+    or is killed with SIGKILL before it answers, leaves the whole file to read, and no process."""
     small = db_with(tmp_path / "small.db", [(encode_revision(2), encode_fields(b"/first", 2, 2, 1, b"v", 0))])
     base = write_db(small, tmp_path / "base.db", [BucketChanges(b"key", appends=puts_then_deletes(5_000, range(0)))],
                     trailer=True).path
     base_revision = 2 + 2 * 5_000
-    if child_fails:  # the child cannot start: the sample reads the whole file, as before
+    if child == "cannot-start":
         monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    started: list[subprocess.Popen[bytes]] = []
+    start_child = content.lifeboat_child
+
+    def child_started(module: str, *, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+        process = start_child(module, pass_fds=pass_fds)
+        if child == "killed":  # still importing: it has read nothing yet
+            process.send_signal(signal.SIGKILL)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(content, "lifeboat_child", child_started)
     read_from: list[int] = []
     note = content.note_latest_rows
 
@@ -159,4 +173,7 @@ def test_a_sample_started_below_a_replay_is_the_replayed_files(
     committed = tmp_path / "member.db"
     base.rename(committed)
     assert samples.take(base, committed=committed) == every_key_sample(committed, 32)
-    assert read_from == ([0] if child_fails else [base_revision + 1]), "only the replayed rows, unless the child failed"
+    assert read_from == ([base_revision + 1] if child == "reads" else [0]), \
+        "only the replayed rows, unless the child failed"
+    assert [process.wait(timeout=10) for process in started] == ([] if child == "cannot-start" else
+                                                                [0 if child == "reads" else -signal.SIGKILL])
