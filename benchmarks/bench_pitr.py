@@ -31,9 +31,11 @@ with a started, healthy member; the two restores swap places every round, and ea
 machine has settled (``bench_restore.settle``: dirty pages flushed, the member's start-up
 compaction of the restore before it finished, and on a VM that reports free pages, the memory
 freed before handed back to the host, so both start with the same free memory); the base is read
-once, untimed, before the first round. Each restore's CPU seconds, peak RSS and the CPU seconds
-the host took from the VM meanwhile (``steal``: a round that lost seconds to other guests shows
-it) are reported beside its time:
+once, untimed, before the first round. Each restore's CPU seconds (and of them the system
+seconds: on a VM whose freed memory goes back to the host, writing a GB of new file pages costs
+seconds of kernel time that vary from one run to the next), its fetch step, peak RSS and the CPU
+seconds the host took from the VM meanwhile (``steal``: a round that lost seconds to other guests
+shows it) are reported beside its time:
 
 * ``lifeboat restore --to-revision LAST`` (base + every event, default revision bump);
 * ``lifeboat restore BASE`` (the base alone, default revision bump);
@@ -247,13 +249,14 @@ def timed_restore(root: Path, repo: str, env: dict[str, str], *args: str) -> tup
     return total, steps, measured
 
 
-def replay_seconds(steps: dict[str, float], total: float) -> float:
-    """How long the replay-capture step took: from its line to the next step's."""
+def step_seconds(steps: dict[str, float], total: float, starting: str) -> float:
+    """How long the step whose description starts with ``starting`` took: from its line to the
+    next step's."""
     marks = sorted(steps.items(), key=lambda item: item[1])
     for n, (text, at) in enumerate(marks):
-        if text.split("] ", 1)[-1].startswith("replay"):  # the fetch step names the replay too
+        if text.split("] ", 1)[-1].startswith(starting):  # the fetch step names the replay too
             return (marks[n + 1][1] if n + 1 < len(marks) else total) - at
-    raise SystemExit("the restore printed no replay step:\n" + "\n".join(steps))
+    raise SystemExit(f"the restore printed no {starting} step:\n" + "\n".join(steps))
 
 
 def read_once(repo: BackupRepository, backup_id: str) -> None:
@@ -345,9 +348,7 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
         return
     chain = ChainStore(repo.store).chains("bench")[-1]
     last = chain.segments[-1].last_revision
-    results: dict[str, list[float]] = {"pitr": [], "base": [], "download": [], "replay": [], "pitr_cpu": [],
-                                       "base_cpu": [], "pitr_rss_mb": [], "base_rss_mb": [], "pitr_stolen": [],
-                                       "base_stolen": []}
+    results: dict[str, list[float]] = {"pitr": [], "base": [], "download": [], "replay": []}
     pki = make_pki(work / "pki")
     etcd = demo_member("bench", work / "node/var/lib/etcd", work / "etcd.log", pki)
     etcd.initial_cluster = f"bench={etcd.peer_url}"
@@ -359,7 +360,9 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
     cases = ["pitr", "base"]
     if args.end_state:
         cases.append("end")
-        results.update(end=[], end_cpu=[], end_rss_mb=[], end_stolen=[])
+        results["end"] = []
+    for case in cases:
+        results.update({f"{case}_{part}": [] for part in ("fetch", "cpu", "sys", "rss_mb", "stolen")})
     loads = []
     try:
         kubelet.up()
@@ -381,13 +384,15 @@ def run(work: Path, repo_url: str, env: dict[str, str], db: Path, args: argparse
                 stolen = stolen_s()
                 if case == "pitr":
                     total, steps, measured = timed_restore(root, repo_url, env, "--to-revision", str(last))
-                    results["replay"].append(replay_seconds(steps, total))
+                    results["replay"].append(step_seconds(steps, total, "replay"))
                 elif case == "end":
-                    total, _steps, measured = timed_restore(root, end_repo, env, end_id)
+                    total, steps, measured = timed_restore(root, end_repo, env, end_id)
                 else:
-                    total, _steps, measured = timed_restore(root, repo_url, env, base_id)
+                    total, steps, measured = timed_restore(root, repo_url, env, base_id)
                 results[case].append(total)
+                results[f"{case}_fetch"].append(step_seconds(steps, total, "fetch"))
                 results[f"{case}_cpu"].append(measured.cpu_s)
+                results[f"{case}_sys"].append(measured.sys_s)
                 results[f"{case}_rss_mb"].append(measured.own_peak_bytes / 2**20)
                 results[f"{case}_stolen"].append(stolen_s() - stolen)
                 remove_moved(etcd.data_dir)
@@ -453,7 +458,12 @@ def report(results: dict[str, list[float]], events: int, segment_bytes: int, db:
              "end_cpu": "CPU seconds of the end state's restore", "end_rss_mb": "peak RSS (MB) of the end state's restore",
              "pitr_stolen": "CPU seconds the host took during the base + events restore (steal)",
              "base_stolen": "CPU seconds the host took during the base restore (steal)",
-             "end_stolen": "CPU seconds the host took during the end state's restore (steal)"}
+             "end_stolen": "CPU seconds the host took during the end state's restore (steal)",
+             "pitr_fetch": "its fetch step (the base; the segments' survey beside it)",
+             "base_fetch": "the base restore's fetch step", "end_fetch": "the end state's fetch step",
+             "pitr_sys": "of its CPU, system seconds (page faults, page cache, I/O)",
+             "base_sys": "of the base restore's CPU, system seconds",
+             "end_sys": "of the end state's CPU, system seconds"}
     for key, name in names.items():
         if key in results:
             print(f"| {name} | {med[key]:.2f} | {', '.join(f'{r:.2f}' for r in results[key])} |")

@@ -34,6 +34,7 @@ class Measured:
     # the largest single process's own peak (VmHWM) if that is larger
     cpu_s: float  # user + system seconds, the command's and its waited-for children's
     output: bytes
+    sys_s: float = 0.0  # of cpu_s, the system (kernel) seconds: page faults, page cache, I/O
 
     @property
     def peak_bytes(self) -> int:
@@ -146,5 +147,5 @@ def _measure(proc: subprocess.Popen[bytes], started: float, lines: Callable[[flo
     return Measured(
         wall_s=elapsed, exit_code=proc.returncode,
         own_peak_bytes=own_kib * 1024, tree_peak_bytes=max(tree_kib, own_kib) * 1024,
-        cpu_s=usage.ru_utime + usage.ru_stime, output=b"".join(output),
+        cpu_s=usage.ru_utime + usage.ru_stime, output=b"".join(output), sys_s=usage.ru_stime,
     )
