@@ -164,14 +164,15 @@ class RowRun:
     the CRC-32 of how each record's value starts (the key's field: its tag, length and the
     key), and of a version 3 segment, whose survey read its index and not its records,
     ``revisions``, each record's main revision (empty: the survey read the records
-    themselves). Four and eight bytes a row, not the keys: a million-event chain's rows are
-    hundreds of thousands.
+    themselves). Arrays of four and eight bytes a row (the starts too), not the keys nor an int
+    object per number: a million-event chain's rows are hundreds of thousands, a million when
+    every event creates a key, and the restore's process holds them through the replay.
     """
 
     path: Path
     body_offset: int
     body_end: int
-    starts: tuple[int, ...]
+    starts: array[int]
     compressed: bool = False
     raw_size: int = 0  # what that frame decompresses to, as the first pass found (0: not recorded)
     frame_at: int = 0
@@ -298,7 +299,7 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
             pages.add(map(sub, map(ends.__getitem__, records), starts))
         else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
             unread += 2 * (source.body_end - source.body_offset)
-        runs.append(RowRun(source.path, source.body_offset, source.body_end, tuple(starts), source.compressed,
+        runs.append(RowRun(source.path, source.body_offset, source.body_end, array("I", starts), source.compressed,
                            source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end])), revisions,
                            source.segment))
         at = end

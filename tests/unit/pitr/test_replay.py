@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -457,3 +459,26 @@ def test_the_key_field_a_row_is_checked_by_is_the_one_etcd_writes(size: int) -> 
 def test_a_long_keys_length_cut_off_is_past_the_value() -> None:
     value = encode_fields(b"k" * 300, 11, 11, 1, b"v", 0)
     assert replay._key_field_end(memoryview(value), 0, 2) == 3, "the length's last byte is missing"
+
+
+def test_the_surveys_answer_holds_a_few_bytes_a_row_in_the_restores_memory(tmp_path: Path, encoder: Encoder) -> None:
+    """The restore's process unpickles the survey's answer and keeps it through the replay: for
+    a chain of a million created keys that is a million rows, so each row must cost a few bytes
+    there (its offset, key sum and revision in arrays), not a Python object per number."""
+    segments, previous, revision = [], Predecessor("base", 10, BASE_ID), 10
+    for number in range(4):
+        created = [(revision + 1 + n, 0.0, [put(b"/configmaps/%d-%d" % (number, n), b"v", revision + 1 + n,
+                                                revision + 1 + n, 1)]) for n in range(2_000)]
+        segments.append(segment(previous, *created))
+        previous, revision = Predecessor("segment", revision + 2_000, "x"), revision + 2_000
+    facts, runs = compiled(segments, 10, revision, tmp_path, encoder)
+    assert facts.rows == 8_000
+    answer = pickle.dumps((facts, runs))
+    tracemalloc.start()
+    try:
+        held = pickle.loads(answer)
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held[1] == runs
+    assert size / facts.rows <= 20, f"{size / facts.rows:.0f} bytes a row"
