@@ -67,7 +67,8 @@ UNKNOWN_LEASE_TTL = 1
 
 # A record's head as the second pass reads it: the revision key, the kind, the value's size.
 _ROW_HEAD = struct.Struct(">17sB8xI")
-_MAIN_REVISION = struct.Struct(">Q")  # the main revision, the first 8 bytes of a revision key
+_MAIN_REVISION_LOW = struct.Struct(">4xI")  # the low half of the main revision, a revision key's first 8 bytes
+_REVISION_LOW = 0xFFFFFFFF
 _KEY_FIELD_TAG = bytes((KEY_TAG,))
 # A record's head and the first two bytes of its value (a key's tag and, when under 128, its length).
 _KEYED_HEAD = struct.Struct(HEAD.format + "BB")
@@ -162,9 +163,10 @@ class RowRun:
 
     What the survey took each record to be, which the second pass checks it is: ``key_sums``,
     the CRC-32 of how each record's value starts (the key's field: its tag, length and the
-    key), and of a version 3 segment, whose survey read its index and not its records,
-    ``revisions``, each record's main revision (empty: the survey read the records
-    themselves). Arrays of four and eight bytes a row (the starts too), not the keys nor an int
+    key), started from the low 32 bits of the record's main revision when ``by_revision`` (a
+    version 3 segment, whose survey read its index and not its records), from 0 otherwise
+    (the survey read the records themselves), so one number checks both (see
+    :func:`_key_sum`). Arrays of four bytes a row (the starts too), not the keys nor an int
     object per number: a million-event chain's rows are hundreds of thousands, a million when
     every event creates a key, and the restore's process holds them through the replay.
     """
@@ -177,7 +179,7 @@ class RowRun:
     raw_size: int = 0  # what that frame decompresses to, as the first pass found (0: not recorded)
     frame_at: int = 0
     key_sums: array[int] = field(default_factory=lambda: array("I"))
-    revisions: array[int] = field(default_factory=lambda: array("Q"))
+    by_revision: bool = False
     segment: str = ""  # the segment it is read from, as an error names it (see _named)
 
 
@@ -285,11 +287,11 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
         end = bisect_left(kept, (number + 1) << (32 + _SLOT_BITS), at)
         source = sources[number]
         starts = [(packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]]
-        revisions = array("Q")
+        seeds: Iterable[int] = repeat(0)
         if source.offsets is not None and source.leases is not None:  # record numbers: turned into offsets
             records = starts
             assert source.revisions is not None
-            revisions = array("Q", map(source.revisions.__getitem__, records))
+            seeds = map(_REVISION_LOW.__and__, map(source.revisions.__getitem__, records))
             offsets = source.offsets
             starts = list(map(offsets.__getitem__, records))
             facts.leases.update(filter(None, map(source.leases.__getitem__, records)))
@@ -300,8 +302,8 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
         else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
             unread += 2 * (source.body_end - source.body_offset)
         runs.append(RowRun(source.path, source.body_offset, source.body_end, array("I", starts), source.compressed,
-                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end])), revisions,
-                           source.segment))
+                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end], seeds)),
+                           source.offsets is not None, source.segment))
         at = end
     facts.written_bytes = pages.bytes() + unread
     return runs
@@ -480,10 +482,15 @@ def _varint_size(number: int) -> int:
     return 1 if number < 0x80 else (number.bit_length() + 6) // 7
 
 
-def _key_sum(key: bytes) -> int:
+def _key_sum(key: bytes, seed: int = 0) -> int:
     """The CRC-32 of how an ``mvccpb.KeyValue`` holding ``key`` starts: the key's field (its
-    tag, its length as a varint, the key)."""
-    return crc32(key, crc32(write_varint(len(key)), crc32(_KEY_FIELD_TAG)))
+    tag, its length as a varint, the key), started from ``seed`` instead of 0.
+
+    Seeded with the low 32 bits of the record's main revision, the sum is another for the same
+    key at another revision (the CRC of bytes of one length is a one-to-one function of its
+    starting value), so one number per row checks both; a segment's revisions are far fewer
+    than 2**32 apart."""
+    return crc32(key, crc32(write_varint(len(key)), crc32(_KEY_FIELD_TAG, seed)))
 
 
 def _key_field_end(data: memoryview, value_at: int, value_end: int) -> int:
@@ -546,7 +553,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
     pass, and two threads keep the second core busy with it. Every row is a copy of its bytes,
     so a row the writer still holds is never changed by a later segment's."""
     unpack = _ROW_HEAD.unpack_from
-    main_of = _MAIN_REVISION.unpack_from
+    low_of = _MAIN_REVISION_LOW.unpack_from
     pending = list(runs)
     # A buffer for each read in flight, and one for the run whose rows are being taken.
     free = [FrameBuffer() for _ in range(min(READ_AHEAD + 1, len(pending)))]
@@ -561,11 +568,11 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
             reading, buffer = ahead.popleft()
             data = reading.result()
             offset = run.body_offset + HEAD_SIZE
-            if len(run.key_sums) != len(run.starts) or (run.revisions and len(run.revisions) != len(run.starts)):
-                raise ValueError("a run's key sums or revisions do not match its records")
-            revisions = run.revisions or repeat(0)
+            if len(run.key_sums) != len(run.starts):
+                raise ValueError("a run's key sums do not match its records")
+            by_revision = run.by_revision
             with memoryview(data) as view:
-                for start, key_sum, main in zip(run.starts, run.key_sums, revisions):
+                for start, key_sum in zip(run.starts, run.key_sums):
                     revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
                     value_at = offset + start
                     # An index's offset names a record's head: never a row from elsewhere.
@@ -574,12 +581,12 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                         raise IntegrityError(f"{run.segment or run.path}: no record at byte {start} of its records, "
                                              "where its index says one starts")
                     # And the record the survey chose: its value starts with the key's field, and
-                    # its revision is the one the index gave.
+                    # its revision is the one the index gave (the sum's seed, see _key_sum).
                     size = data[value_at + 1]
                     key_end = value_at + 2 + size if size < 0x80 else \
                         _key_field_end(view, value_at, value_at + length)
-                    if key_end > value_at + length or crc32(view[value_at:key_end]) != key_sum \
-                            or (main and main_of(revision)[0] != main):
+                    if key_end > value_at + length or \
+                            crc32(view[value_at:key_end], low_of(revision)[0] if by_revision else 0) != key_sum:
                         raise IntegrityError(f"{run.segment or run.path}: the record at byte {start} of its records "
                                              "is not the one its index describes (another key or revision): its "
                                              "index and records disagree (a writer's bug to report, or a segment "
