@@ -3,6 +3,7 @@ as it was one second before the deletion, from the base backup plus captured eve
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.store import open_store
 from tests.integration.test_k8s_cli import client_for, etcd_flags, everything, keyspace  # noqa: F401 (fixture)
@@ -90,3 +92,37 @@ def test_history_lists_every_version_of_one_object_with_what_changed(
     assert versions[1]["changes"] == ["spec.size: 0 → 3"]
     assert versions[2]["changes"] == ['metadata.labels.app: "web" → "api"']
     assert versions[3]["changes"] == ["deleted"] and versions[3]["revision"] == gone + 1
+
+
+def test_history_with_a_segment_missing_says_what_it_cannot_show_and_fails(
+        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
+    """A segment gone from the repository cuts the chain there: the versions after it cannot be
+    shown, which the history says (and fails on), instead of ending early in silence."""
+    repo_url = f"file://{tmp_path / 'repo'}"
+    repo = BackupRepository.open(open_store(repo_url, dict(os.environ)), create=True)
+    key = b"/registry/configmaps/team-c/settings"
+    with EtcdCluster(release35, tmp_path / "etcd", pki=pki) as etcd:
+        member = etcd.first()
+        with client_for(member, pki) as client:
+            options = capture_options("default", member.client_url, tmp_path / "spool", flush_interval=0.2)
+            with capturing(client, repo, options) as status:
+                wait_for(lambda: status.chain is not None)
+                written = []
+                for value in (b"k8s\x00one", b"k8s\x00two", b"k8s\x00three"):  # a segment each
+                    written.append(client.put(key, value))
+                    wait_for(lambda: status.last_revision >= written[-1])
+                    time.sleep(0.5)
+    whole = cli.json("k8s", "history", "configmaps/settings", "-n", "team-c", "--repo", repo_url)
+    assert [v["revision"] for v in whole["versions"]] == written and whole["gaps"] == []
+    chain = repo.chain_store.chains("default")[-1]
+    holding = [ref for ref in chain.segments if ref.first_revision <= written[1] <= ref.last_revision]
+    assert len(holding) == 1 and holding[0].last_revision < written[2], "the second version has a segment of its own"
+    repo.store.delete(segment_key("default", chain.info.chain, holding[0].name))
+
+    code, out, err = cli("k8s", "history", "configmaps/settings", "-n", "team-c", "--repo", repo_url, "-o", "json")
+    document = json.loads(out)
+    assert code == 1 and [v["revision"] for v in document["versions"]] == written[:1]
+    [gap] = document["gaps"]
+    assert gap["segments_missing"] and gap["after_revision"] == holding[0].first_revision - 1
+    assert f"the history is incomplete: nothing is known after revision {gap['after_revision']}" in err
+    assert "is missing from the repository" in err

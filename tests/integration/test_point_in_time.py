@@ -1042,13 +1042,13 @@ def test_history_read_across_a_pack_that_deleted_its_listed_segments_misses_no_v
             wait_for(lambda: status.last_revision >= revisions[-1])
             time.sleep(0.1)
     matches = lambda k, v: k == key  # noqa: E731
-    expected = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None)]
+    expected = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None).versions]
     assert [revision for revision, _ in expected] == revisions[::len(revisions) // 5][:5]
 
     fetch_base = history.verify_backup
     passes = packed_before_each_call(monkeypatch, history, "verify_backup", repo)  # while the base downloads
     with caplog.at_level("WARNING", logger="lifeboat.pitr.history"):
-        found = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None)]
+        found = [(v.revision, v.kv and v.kv.value) for v in object_history(repo, "prod", matches, None).versions]
     assert passes[0].packs >= 1 and passes[1].deleted >= 2, passes
     assert found == expected and "packed and deleted since it was listed" in caplog.text
 

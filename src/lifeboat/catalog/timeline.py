@@ -68,6 +68,9 @@ class TimelineGap:
     after_time: datetime
     before_time: datetime | None
     reason: str
+    # Segments of a chain are missing from the repository (damage), not revisions that capture
+    # recorded it could not read or that no chain covers.
+    missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     chain_ids = {listing.info.chain for listing in chains}
     synthetic = {m.id: m for m in complete.values() if m.labels.get(SYNTHETIC_CHAIN) in chain_ids}
     windows: list[Window] = []
-    holes: dict[int, str] = {}  # chain end revision -> why the chain stops there
+    holes: dict[int, tuple[str, bool]] = {}  # chain end revision -> why the chain stops there, missing segments
     chained: set[str] = set()
     for listing in chains:
         written = sorted((m for m in synthetic.values() if m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain),
@@ -131,9 +134,9 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
         chained.update(m.id for m in own)
         windows.append(window)
         if hole:
-            holes[window.last_revision] = hole
+            holes[window.last_revision] = (hole, True)
         elif listing.gap is not None:
-            holes[window.last_revision] = listing.gap.reason
+            holes[window.last_revision] = (listing.gap.reason, False)
     for m in complete.values():
         if m.id not in chained:
             assert m.snapshot is not None
@@ -172,18 +175,19 @@ def _chain_window(base: Manifest, start: tuple[int, datetime], listing: ChainLis
     return window, hole
 
 
-def _gaps(windows: Sequence[Window], holes: dict[int, str]) -> list[TimelineGap]:
+def _gaps(windows: Sequence[Window], holes: dict[int, tuple[str, bool]]) -> list[TimelineGap]:
     gaps: list[TimelineGap] = []
     reach: Window | None = None  # the window reaching furthest so far
     for w in windows:
         if reach is not None and w.first_revision > reach.last_revision + 1:
-            reason = holes.get(reach.last_revision, "not captured (no capture chain covers these revisions)")
+            reason, missing = holes.get(reach.last_revision,
+                                        ("not captured (no capture chain covers these revisions)", False))
             gaps.append(TimelineGap(reach.last_revision, w.first_revision, reach.last_time,
-                                    w.first_time, reason))
+                                    w.first_time, reason, missing))
         if reach is None or w.last_revision > reach.last_revision:
             reach = w
     if reach is not None and reach.last_revision in holes:
-        gaps.append(TimelineGap(reach.last_revision, None, reach.last_time, None, holes[reach.last_revision]))
+        gaps.append(TimelineGap(reach.last_revision, None, reach.last_time, None, *holes[reach.last_revision]))
     return gaps
 
 

@@ -15,7 +15,7 @@ from lifeboat.capture.packing import Packer
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
-from lifeboat.catalog.timeline import Timeline, Window, build_timeline, point_at_revision
+from lifeboat.catalog.timeline import Timeline, TimelineGap, Window, build_timeline, point_at_revision
 from lifeboat.cli.point import only_cluster, point_target, resolve_point
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
@@ -164,8 +164,11 @@ def window_json(w: Window) -> dict[str, Any]:
 def timeline_json(t: Timeline) -> dict[str, Any]:
     return {
         "cluster": t.cluster, "windows": [window_json(w) for w in t.windows],
-        "gaps": [{"after_revision": g.after_revision, "before_revision": g.before_revision,
-                  "after_time": _time(g.after_time),
-                  "before_time": _time(g.before_time) if g.before_time else None, "reason": g.reason}
-                 for g in t.gaps],
+        "gaps": [gap_json(g) for g in t.gaps],
     }
+
+
+def gap_json(g: TimelineGap) -> dict[str, Any]:
+    return {"after_revision": g.after_revision, "before_revision": g.before_revision,
+            "after_time": _time(g.after_time), "before_time": _time(g.before_time) if g.before_time else None,
+            "reason": g.reason, "segments_missing": g.missing}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import timezone
 from typing import Any
 
+from lifeboat.catalog.timeline import TimelineGap
+from lifeboat.cli.capture import gap_json
 from lifeboat.cli.connect import age_identities, cluster_name, open_repository, temp_dir
 from lifeboat.cli.output import emit_json, table
 from lifeboat.cli.point import only_cluster
@@ -47,18 +50,29 @@ def cmd_history(args: argparse.Namespace) -> int:
     matches = object_matcher(args.object, args.namespace, encryption)
     repo = open_repository(args)
     cluster = cluster_name(args, default=None) or only_cluster(repo)
-    versions = object_history(repo, cluster, matches, age_identities(args), temp_dir(args))
-    if not versions:
+    history = object_history(repo, cluster, matches, age_identities(args), temp_dir(args))
+    if not history.versions:
         raise NotFound(f"{args.object} never appears in the captured timeline of cluster {cluster} "
                        "(see 'lifeboat timeline')")
-    rows = list(_rows(versions, encryption))
+    rows = list(_rows(history.versions, encryption))
     if args.output == "json":
-        emit_json({"object": args.object, "cluster": cluster, "versions": rows})
-        return 0
-    table(("REVISION", "SEEN", "KEY", "VERSION", "SOURCE", "CHANGES"),
-          [(r["revision"], r["seen"] or "(in base)", r["key"], r["version"] if r["version"] is not None else "-",
-            r["source"], "; ".join(r["changes"])) for r in rows])
-    return 0
+        emit_json({"object": args.object, "cluster": cluster, "versions": rows,
+                   "gaps": [gap_json(g) for g in history.gaps]})
+    else:
+        table(("REVISION", "SEEN", "KEY", "VERSION", "SOURCE", "CHANGES"),
+              [(r["revision"], r["seen"] or "(in base)", r["key"], r["version"] if r["version"] is not None else "-",
+                r["source"], "; ".join(r["changes"])) for r in rows])
+    # The object may have changed where the timeline has a gap: said, not left out in silence;
+    # segments missing from the repository are damage, which fails the command (exit 1).
+    for gap in history.gaps:
+        print(f"lifeboat: the history is incomplete: {_unknown(gap)} ({gap.reason})", file=sys.stderr)
+    return 1 if any(gap.missing for gap in history.gaps) else 0
+
+
+def _unknown(gap: TimelineGap) -> str:
+    if gap.before_revision is None:
+        return f"nothing is known after revision {gap.after_revision}"
+    return f"nothing is known of revisions {gap.after_revision + 1}..{gap.before_revision - 1}"
 
 
 def _rows(versions: list[ObjectVersion], encryption: EncryptionConfiguration | None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.chains import SegmentGone
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
-from lifeboat.catalog.timeline import RestorePoint, Window
+from lifeboat.catalog.timeline import RestorePoint, TimelineGap, Window
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue
 from lifeboat.pitr.point import RELISTINGS, cluster_timeline, relisted
@@ -40,15 +40,25 @@ class ObjectVersion:
     kv: KeyValue | None
 
 
+@dataclass(frozen=True)
+class ObjectHistory:
+    """The versions found, and the timeline's gaps: revisions of which nothing is known (not
+    captured, or segments missing from the repository), where the object may have changed
+    unseen."""
+
+    versions: list[ObjectVersion]
+    gaps: tuple[TimelineGap, ...]
+
+
 def object_history(repo: BackupRepository, cluster: str, matches: KeyMatch,
-                   identities: Sequence[Identity] | None, tmp_dir: Path | None = None) -> list[ObjectVersion]:
+                   identities: Sequence[Identity] | None, tmp_dir: Path | None = None) -> ObjectHistory:
     """Every version of the keys ``matches`` picks, oldest first, across every capture chain."""
     timeline = cluster_timeline(repo, cluster)
     versions: list[ObjectVersion] = []
     for window in timeline.windows:
         if window.chain is not None:
             versions.extend(_window_versions(repo, cluster, window, matches, identities, tmp_dir))
-    return versions
+    return ObjectHistory(versions, timeline.gaps)
 
 
 def _window_versions(repo: BackupRepository, cluster: str, window: Window, matches: KeyMatch,

@@ -22,6 +22,7 @@ from lifeboat.catalog.layout import MARKER_KEY
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli import k8s_history
 from lifeboat.store import open_store
+from lifeboat.pitr.history import ObjectHistory
 from tests.support.cli import Cli
 from tests.unit.cli.test_secrets_never_shown import assert_no_part_of
 from tests.unit.retention.test_prune import store_backup
@@ -134,9 +135,9 @@ def test_k8s_history_unpacks_base_backups_in_the_config_files_tmp_dir_unless_the
 ) -> None:
     asked: list[Path | None] = []
 
-    def recording(*_args: object) -> list[object]:
+    def recording(*_args: object) -> ObjectHistory:
         asked.append(_args[-1])  # type: ignore[arg-type]
-        return []
+        return ObjectHistory([], ())
     monkeypatch.setattr(k8s_history, "object_history", recording)
     spool, flagged = tmp_path / "spool", tmp_path / "flagged"
     config = config_file(tmp_path, f"backup:\n  tmp-dir: {spool}\n")
