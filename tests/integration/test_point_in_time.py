@@ -74,6 +74,7 @@ def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
     repo = open_repository(tmp_path / "repo")
     client.put("/registry/before/base", b"in the base")
+    written_before_base = datetime.now(UTC)
     with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
                                                  flush_interval=0.2)) as status:
         early = write_history(client, 4, tag="early")
@@ -89,6 +90,10 @@ def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
         assert snapshot_status(built.path).revision == revision
         assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
     assert base > 0
+    # The window starts when its base was taken, to the millisecond: not at the second before,
+    # when the base's revision (holding the put above) may not have existed yet.
+    [window] = cluster_timeline(repo, "prod").windows
+    assert window.first_time >= written_before_base
 
 
 def key_rows(path: Path, after: int) -> list[tuple[bytes, bytes]]:

@@ -44,7 +44,7 @@ def test_a_backup_is_timed_by_the_repository_clock_unless_told_otherwise(member:
     with EtcdClient(ConnectionSettings((member.client_url,))) as etcd:
         manifest = take_backup(etcd, repo, options)
     assert manifest.id.startswith("20260304T050607Z-")
-    assert (manifest.started_at, manifest.finished_at) == ("2026-03-04T05:06:07Z", "2026-03-04T05:06:07Z")
+    assert (manifest.started_at, manifest.finished_at) == ("2026-03-04T05:06:07.000Z", "2026-03-04T05:06:07.000Z")
 
 
 def test_prune_to_keep_last_two_leaves_the_newest_two_and_the_pinned_one_verifiable(

@@ -312,7 +312,7 @@ def _read_file(path: Path) -> Iterator[bytes]:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _source_member(source: SourceChoice) -> SourceMember:

@@ -70,6 +70,14 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
+def _started_first(listing: ChainListing) -> tuple[datetime, int]:
+    try:
+        started = _parse_time(listing.info.started_at)
+    except ValueError:  # a record written by hand: first, as the oldest
+        started = datetime.min.replace(tzinfo=timezone.utc)
+    return started, listing.info.base_revision
+
+
 @dataclass(frozen=True, order=True)
 class SegmentRef:
     """A stored segment as its name describes it (no download needed)."""
@@ -286,8 +294,9 @@ class ChainStore:
                 continue
             if listing is not None:
                 listings.append(listing)
-        # Ids carry the second a chain started; two chains of one second sort by base revision.
-        return sorted(listings, key=lambda c: (c.info.started_at, c.info.base_revision))
+        # By when each started (its base's finish: whole seconds from lifeboat before 2026-12-04,
+        # milliseconds since), then by base revision.
+        return sorted(listings, key=_started_first)
 
     def _listing(self, cluster: str, chain: str,
                  names: list[tuple[str, int, datetime | None]]) -> ChainListing | None:
