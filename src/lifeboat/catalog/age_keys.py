@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
@@ -10,7 +12,7 @@ from typing import Any
 import pyrage
 
 from lifeboat.config.rules import names_recipients_file
-from lifeboat.config.secrets import USE_THE_PUBLIC_KEY, looks_like_secret, shown
+from lifeboat.config.secrets import USE_THE_PUBLIC_KEY, WRITE_IT_TO_A_FILE, looks_like_secret, shown
 from lifeboat.errors import UsageError
 
 
@@ -97,16 +99,41 @@ def _recipients_file(path: Path) -> list[Recipient]:
     return found
 
 
+# An identity file holds a few keys (an SSH RSA key of 16384 bits is under 13 KiB): anything
+# larger is not one, and is not read whole.
+IDENTITY_FILE_MAX = 1 << 20
+
+
 def load_identities(paths: list[str]) -> list[Identity]:
     """Read age identity files (AGE-SECRET-KEY-1... lines) or unencrypted SSH private keys."""
     identities: list[Identity] = []
     for value in paths:
-        try:
-            data = Path(value).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read identity file {value}: {exc.strerror}") from None
-        identities += _parse_identity_file(value, data)
+        if looks_like_secret(value):
+            raise UsageError(f"an identity file's path is a private key itself; the value is not shown; "
+                             f"{WRITE_IT_TO_A_FILE}")
+        identities += _parse_identity_file(value, _identity_file_bytes(value))
     return identities
+
+
+def _identity_file_bytes(path: str) -> bytes:
+    """The file's content: a regular file of at most IDENTITY_FILE_MAX bytes (a FIFO would block,
+    /dev/zero would never end)."""
+    try:
+        # Not blocking: a FIFO opens at once and is refused below, never waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read identity file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"identity file {path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(IDENTITY_FILE_MAX + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read identity file {path}: {exc.strerror}") from None
+    if len(data) > IDENTITY_FILE_MAX:
+        raise UsageError(f"identity file {path} is larger than {IDENTITY_FILE_MAX >> 20} MiB: not an identity file")
+    return data
 
 
 def _parse_identity_file(source: str, data: bytes) -> list[Identity]:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator,
 )
 
 from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL
-from lifeboat.config.secrets import public_recipient, shown
+from lifeboat.config.secrets import identity_path, public_recipient, shown
 from lifeboat.config.values import (
     ByteSize,
     CommaList,
@@ -98,7 +98,8 @@ class EncryptionSection(Section):
 
     recipients: list[Annotated[NonBlank, AfterValidator(public_recipient), AfterValidator(recipients_file_absolute)]] \
         = Field(default_factory=list)
-    identity_files: list[Annotated[Path, absolute("/etc/lifeboat/age-key.txt")]] = Field(default_factory=list)
+    identity_files: list[Annotated[Path, absolute("/etc/lifeboat/age-key.txt"), BeforeValidator(identity_path)]] \
+        = Field(default_factory=list)
 
 
 class BackupSection(Section):

@@ -8,6 +8,7 @@ user gave passes it through :func:`shown` first.
 from __future__ import annotations
 
 import re
+from pathlib import PurePath
 
 # age identities: native X25519 ones ("AGE-SECRET-KEY-1" and Bech32, age's format spec) and
 # plugin ones ("AGE-PLUGIN-<NAME>-1..."); and any PEM or OpenSSH private key block.
@@ -37,4 +38,16 @@ def public_recipient(value: str) -> str:
     if looks_like_secret(value):
         raise ValueError(f"is a private key (age identity or SSH private key), not a recipient; "
                          f"the value is not shown; {USE_THE_PUBLIC_KEY}")
+    return value
+
+
+# What to do when a private key is given where the path of a file holding one belongs.
+WRITE_IT_TO_A_FILE = ("write it to a file only you can read (mode 0600) and give that file's path")
+
+
+def identity_path(value: object) -> object:
+    """An identity file's path as the config holds it: never the private key itself."""
+    if isinstance(value, str | PurePath) and looks_like_secret(str(value)):
+        raise ValueError(f"is a private key itself, not the path of a file that holds one; the value is not "
+                         f"shown; {WRITE_IT_TO_A_FILE}")
     return value

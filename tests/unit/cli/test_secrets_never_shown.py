@@ -122,3 +122,46 @@ def test_agent_with_an_identity_as_recipient_exits_3_and_logs_none_of_it(tmp_pat
     assert done.returncode == 3, done.stderr
     assert str(key) in done.stderr
     assert_no_part_of(secret, done.stdout + done.stderr)
+
+
+@pytest.mark.parametrize("where", ["bare", "in-a-path"])
+@pytest.mark.parametrize("command", [
+    ("verify", "latest"), ("restore", "plan", "latest", "--initial-cluster", "m=http://127.0.0.1:2380"),
+    ("k8s", "ls", "latest"),
+])
+def test_an_identity_given_inline_to_identity_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, where: str, command: tuple[str, ...]) -> None:
+    """A key pasted where its file's path belongs: no message shows it, and no plan copies it
+    into the commands it prints for every node."""
+    value = secret if where == "bare" else f"{tmp_path}/{secret}"
+    code, output = run(*command, "--repo", str(tmp_path / "repo"), "--cluster", "a", "--identity", value)
+    assert code == 3 and "private key" in output and "not shown" in output
+    assert_no_part_of(secret, output)
+
+
+@pytest.mark.parametrize("how", ["config validate", "config show"])
+def test_config_refuses_an_identity_given_as_an_identity_files_path(
+        run: Run, tmp_path: Path, secret: str, how: str) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  identity-files: ['/etc/lifeboat/{secret}']\n")
+    code, output = run(*how.split(), *(["--config"] if how == "config show" else []), str(config))
+    assert code == 3 and "encryption.identity-files" in output and "private key" in output
+    assert_no_part_of(secret, output)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "huge"])
+def test_an_identity_file_that_is_not_a_small_regular_file_is_refused_unread(
+        run: Run, tmp_path: Path, kind: str) -> None:
+    """/dev/zero read whole takes all memory (the kernel may then kill etcd); a FIFO blocks."""
+    path = tmp_path / "key"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"#" * (2 << 20))
+    code, output = run("verify", "latest", "--repo", str(tmp_path / "repo"), "--identity", str(path))
+    wanted = "larger than 1 MiB" if kind == "huge" else "is not a regular file"
+    assert code == 3 and f"identity file {path} " in output and wanted in output
