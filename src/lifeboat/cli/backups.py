@@ -222,6 +222,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     check_drill_flags(args)
     identities = age_identities(args)
+    if args.save_snapshot is not None:
+        _check_save_target(args.save_snapshot, identities or ())
     repo = open_repository(args)
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, args.backup_id)
     if point is not None:
@@ -246,6 +248,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if failure is not None:
         raise IntegrityError(f"backup {manifest.id} failed verification: {failure.name}: {failure.detail}")
     return 0
+
+
+def _check_save_target(saved: Path, identities: Sequence[Identity]) -> None:
+    """Refuse, before anything is downloaded, a ``--save-snapshot`` FILE that cannot be one: a
+    directory, a path in no directory, or a file that decrypts the backup (overwritten by it)."""
+    if saved.is_dir():
+        raise UsageError(f"--save-snapshot {saved} is a directory; give the path of the file to write, "
+                         f"e.g. {saved / 'snapshot.db'}")
+    if not saved.parent.is_dir():
+        raise UsageError(f"--save-snapshot {saved}: directory {saved.parent} does not exist")
+    if saved.exists() and any(saved.samefile(identity.source) for identity in identities
+                              if Path(identity.source).exists()):
+        raise UsageError(f"--save-snapshot {saved} is an identity file this command decrypts with; "
+                         "give another path")
 
 
 def _verified_and_saved(repo: BackupRepository, manifest: Manifest, identities: Sequence[Identity] | None,

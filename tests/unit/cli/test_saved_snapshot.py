@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyrage
 import pytest
 import zstandard
 
@@ -64,3 +65,22 @@ def test_a_snapshot_that_fails_verification_is_not_saved(tmp_path: Path) -> None
     assert main(["verify", m.id, "--repo", str(tmp_path / "repo"), "--cluster", "prod",
                  "--save-snapshot", str(saved)]) == EXIT_FAILED
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+@pytest.mark.parametrize("target", ["directory", "no-parent", "identity-file"])
+def test_a_saved_name_that_cannot_take_the_snapshot_is_refused_before_the_download(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    """A directory crashed the rename at the end (exit 4) after the whole download; the file of
+    the identity that decrypts it would have been overwritten by the snapshot."""
+    m = backup_in(tmp_path / "repo")
+    key = tmp_path / "key.txt"
+    key.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    saved = {"directory": tmp_path, "no-parent": tmp_path / "gone" / "s.db", "identity-file": key}[target]
+    downloads: list[str] = []
+    monkeypatch.setattr(LocalStore, "get_stream", lambda *args, **kwargs: downloads.append("read") or iter(()))
+    capsys.readouterr()
+    code = main(["verify", m.id, "--repo", str(tmp_path / "repo"), "--identity", str(key),
+                 "--save-snapshot", str(saved)])
+    err = capsys.readouterr().err
+    assert code == 3 and f"--save-snapshot {saved}" in err and downloads == []
+    assert key.read_text().startswith("AGE-SECRET-KEY-1")
