@@ -13,8 +13,9 @@ killed backup leaves in a local repository, and the multipart uploads it leaves 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.manifest import Manifest
@@ -29,6 +30,8 @@ from lifeboat.retention.chains import ChainDecision, judge_chains, keep_window_b
 from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy
 from lifeboat.retention.records import BackupRecord
+
+_log = logging.getLogger(__name__)
 
 ORPHAN_GRACE = timedelta(hours=24)
 """Longer than any backup upload takes, so a running backup's objects are never orphans."""
@@ -128,7 +131,7 @@ def plan_prune(
     pins = repo.pins(cluster)
     manifests = {(m.cluster, m.id): m for m in repo.manifests(cluster)}
     records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
-    retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
+    retention = _evaluate_restorable(repo, manifests, policies, records, now, min_redundancy)
     clusters = [cluster] if cluster else sorted({c for c, _ in manifests})
     store = repo.chain_store
     chains = [listing for c in clusters for listing in store.chains(c)]
@@ -143,6 +146,34 @@ def plan_prune(
     incomplete = tuple(_judge_incomplete(u, now, orphan_grace) for u in uploads)
     return PrunePlan(retention, manifests, orphans, judge_chains(retention, chains, timelines, now, orphan_grace),
                      incomplete, unlisted)
+
+
+DAMAGED = "damaged"  # a backup's status while objects it lists are missing from the store
+
+
+def _evaluate_restorable(repo: BackupRepository, manifests: dict[tuple[str, str], Manifest],
+                         policies: Sequence[Policy], records: list[BackupRecord], now: datetime,
+                         min_redundancy: int) -> RetentionPlan:
+    """The policies' plan, in which every backup kept as complete still has every object it
+    lists (one HEAD each, as ``list --check``): one that lost an object counts as damaged, not
+    as one of the backups the policies keep, so older restorable ones are kept in its place
+    instead of deleted. Only the kept are checked: a few per policy, not the whole repository."""
+    checked: set[tuple[str, str]] = set()
+    while True:
+        retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
+        damaged: set[tuple[str, str]] = set()
+        for backup in retention.to_keep:
+            key = (backup.cluster, backup.id)
+            if backup.is_complete and key not in checked:
+                checked.add(key)
+                problems = repo.missing_objects(manifests[key])
+                if problems:
+                    _log.warning("backup %s/%s is not counted as kept by the retention policies: %s",
+                                 backup.cluster, backup.id, "; ".join(problems))
+                    damaged.add(key)
+        if not damaged:
+            return retention
+        records = [replace(r, status=DAMAGED) if (r.cluster, r.id) in damaged else r for r in records]
 
 
 def apply_prune(

@@ -268,3 +268,23 @@ def test_a_store_that_cannot_list_uploads_still_prunes_and_says_why() -> None:
     plan = plan_prune(repo, [KeepLast(1)], NOW)
     assert not plan.incomplete_listed and "NotImplemented" in plan.incomplete_unlisted
     assert sorted(apply_prune(repo, plan).deleted) == [backups[0].id, backups[1].id]
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut short"])
+def test_a_kept_backup_that_lost_an_object_does_not_count_and_the_restorable_ones_stay(
+        repo: BackupRepository, damage: str) -> None:
+    """keep-last 1 with the newest backup's snapshot gone: the newest cannot be restored, so it
+    is not the one kept; the next newest is, and nothing restorable is deleted for it."""
+    backups = daily(repo, 3)
+    key = f"clusters/prod/backups/{backups[-1].id}/snapshot.db.zst"
+    if damage == "missing":
+        repo.store.delete(key)
+    else:
+        repo.store.put_bytes(key, b"x" * 10)
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    verdicts = {d.backup.id: d.verdict for d in plan.retention.decisions}
+    assert verdicts[backups[1].id] is Verdict.KEEP, "the newest restorable backup is kept"
+    assert [d.backup.id for d in plan.deletions] == [backups[0].id]
+    apply_prune(repo, plan)
+    assert {m.id for m in repo.manifests()} == {backups[1].id, backups[2].id}, \
+        "the damaged newest is not deleted either (newer than every restorable one)"
