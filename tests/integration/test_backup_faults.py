@@ -206,3 +206,23 @@ def test_backup_whose_snapshot_vanished_before_its_manifest_fails_and_commits_no
     assert "snapshot.db.zst" in err and "is missing" in err and "not committed" in err
     assert not [o.key for o in store.list("clusters/") if "/manifests/" in o.key]
     assert cli.json("list", "--repo", repo_url) == []
+
+
+def test_a_backup_of_another_etcd_cluster_under_the_same_name_is_warned_about(
+        client: EtcdClient, member: EtcdMember, release35: EtcdRelease, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Filed under one name, two clusters' backups are one cluster's to retention: keep-last 1
+    keeps the newest of either, and deletes the other's. Said when it happens (a restore also
+    changes the cluster id, so it is not refused)."""
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    with caplog.at_level("WARNING", logger="lifeboat.backup.pipeline"):
+        first = take_backup(client, repo, options(member, zstd_level=1))
+        take_backup(client, repo, options(member, zstd_level=1))
+        assert "etcd cluster" not in caplog.text, "the same cluster backed up again is nothing to warn about"
+        with EtcdCluster(release35, tmp_path / "other") as other:
+            stranger = other.first()
+            with EtcdClient(ConnectionSettings((stranger.client_url,))) as other_client:
+                foreign = take_backup(other_client, repo, options(stranger, zstd_level=1))
+    assert foreign.source.cluster_id != first.source.cluster_id
+    assert (f"backup {foreign.id} is of etcd cluster {foreign.source.cluster_id}" in caplog.text
+            and f"of etcd cluster {first.source.cluster_id}" in caplog.text and "a cluster name of its own" in caplog.text)

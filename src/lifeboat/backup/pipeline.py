@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,13 +31,15 @@ from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, Snap
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.streams import Chunk, Digest, PieceBuffers, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
-from lifeboat.errors import IntegrityError, OperationFailed
+from lifeboat.errors import IntegrityError, NotFound, OperationFailed
 from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
 from lifeboat.durable import install_durably, part_path
 from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 from lifeboat.waits import finished
+
+_log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
 # The snapshot's 1 MiB pieces in flight: queued between the stream's thread and zstd's (the
@@ -105,6 +108,7 @@ def take_backup(
     started = now()
     backup_id = new_backup_id(started)
     source = choose_source_member(etcd, options.endpoints)
+    previous = _newest_backup(repo, options.cluster)
     draft = _Draft(repo, options, backup_id, inspect)
     try:
         with spool_dir("backup", options.tmp_dir) as tmp:
@@ -133,7 +137,20 @@ def take_backup(
     except BaseException:
         draft.discard()
         raise
+    if previous is not None and previous.source.cluster_id != manifest.source.cluster_id:
+        _log.warning(
+            "backup %s is of etcd cluster %s, the previous backup filed as cluster %s (%s) of etcd cluster %s: "
+            "expected after a restore (it gives etcd a new cluster id); if this is another etcd cluster, give "
+            "it a cluster name of its own (--cluster): retention counts every backup of one name together",
+            manifest.id, manifest.source.cluster_id, options.cluster, previous.id, previous.source.cluster_id)
     return manifest
+
+
+def _newest_backup(repo: BackupRepository, cluster: str) -> Manifest | None:
+    try:
+        return repo.latest(cluster)
+    except NotFound:
+        return None
 
 
 def commit_snapshot_file(
