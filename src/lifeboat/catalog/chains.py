@@ -302,7 +302,13 @@ class ChainStore:
                  names: list[tuple[str, int, datetime | None]]) -> ChainListing | None:
         present = {name for name, _, _ in names}
         if CHAIN_NAME not in present:
-            return None  # segments without a chain record are not a chain (see prune's orphans)
+            # Segments without a chain record are not a chain (see prune's orphans). Capture
+            # writes the record first and a deletion removes it last: one missing is damage.
+            held = sum(name.startswith(SEGMENTS_DIR) for name in present)
+            if held:
+                _log.warning("chain %s of cluster %s has %d segment(s) but no %s: it is left out of timelines, "
+                             "restores and pruning until the record is restored", chain, cluster, held, CHAIN_NAME)
+            return None
         base = chain_prefix(cluster, chain)
         info = ChainInfo.from_json(self.store.get_bytes(base + CHAIN_NAME), f"{self.store.url}/{base}{CHAIN_NAME}")
         segments = sorted(

@@ -12,6 +12,7 @@ remaining synthetic backup, which folded everything before it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -20,6 +21,8 @@ from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.segments import Segment
 from lifeboat.errors import UsageError
+
+_log = logging.getLogger(__name__)
 
 
 def manifest_time(manifest: Manifest) -> datetime:
@@ -126,6 +129,10 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             base, written = written[0], written[1:]
             start = (base.snapshot.revision, synthetic_time(base, listing.segments))
         else:
+            if listing.segments:
+                _log.warning("chain %s of cluster %s: its base backup %s is not in the repository (or not "
+                             "complete), so its %d segment(s) cannot be restored", listing.info.chain, cluster,
+                             listing.info.base_backup, len(listing.segments))
             continue
         chained.add(base.id)
         window, hole = _chain_window(base, start, listing)

@@ -92,3 +92,15 @@ def test_a_damaged_segment_is_named_in_the_error(damage: str) -> None:
     store.store.put_bytes(key, bytes(stored))
     with pytest.raises(IntegrityError, match=f"capture segment .*{ref.name}: compressed object"):
         store.read_segment(original.cluster, original.chain, ref, None)
+
+
+def test_segments_whose_chain_record_is_missing_are_left_out_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture writes chain.json first and a deletion removes it last: segments without it are
+    damage, not a chain being made or deleted, and a timeline must not shrink in silence."""
+    store = ChainStore(MemoryStore())
+    started(store, GOOD, 10)
+    store.commit_segment(segment(Predecessor("base", 10, GOOD), (11, 0.1, [put(b"/a", b"x", 11, 11, 1)])), (), 1)
+    store.store.delete(chain_object_key(CLUSTER, GOOD, CHAIN_NAME))
+    with caplog.at_level(logging.WARNING):
+        assert store.chains(CLUSTER) == []
+    assert f"chain {GOOD} of cluster {CLUSTER} has 1 segment(s) but no {CHAIN_NAME}" in caplog.text

@@ -39,7 +39,19 @@ def test_a_missing_segment_ends_the_window_and_is_reported() -> None:
     (window,) = timeline.windows
     assert window.last_revision == 150 and not window.capturing
     (gap,) = timeline.gaps
-    assert "151..170" in gap.reason and gap.before_revision is None
+    assert "151..170" in gap.reason and gap.before_revision is None and gap.missing
+
+
+def test_a_recorded_gap_is_not_segments_missing() -> None:
+    (gap,) = two_chains_with_a_compaction_gap().gaps  # type: ignore[attr-defined]
+    assert not gap.missing
+
+
+def test_a_chain_whose_base_is_gone_without_a_synthetic_backup_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        timeline = build_timeline("prod", [], [chain(B1, [ref(101, 150, 1, 2)])])
+    assert timeline.windows == () and f"its base backup {B1.id} is not in the repository" in caplog.text
+    assert "its 1 segment(s) cannot be restored" in caplog.text
 
 
 def test_overlapping_copies_of_a_range_do_not_break_the_chain() -> None:
