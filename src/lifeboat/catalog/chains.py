@@ -411,8 +411,10 @@ def decompressed(stored: bytes, where: str | None = None) -> bytes:
 
 
 def _naming(where: str, damage: IntegrityError) -> IntegrityError:
-    """``damage`` found in the capture segment ``where`` (zstd's and age's messages name no object)."""
-    return IntegrityError(f"capture segment {where}: {damage}")
+    """``damage`` found in the capture segment ``where`` (zstd's and age's messages name no object;
+    one that names it already is kept as it is)."""
+    named = f"capture segment {where}"
+    return damage if str(damage).startswith(named) else IntegrityError(f"{named}: {damage}")
 
 
 @contextmanager

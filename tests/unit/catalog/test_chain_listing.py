@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 
-from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat
+from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_named
 from lifeboat.catalog.layout import CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, chain_object_key
 from lifeboat.catalog.segments import Predecessor
 from lifeboat.errors import IntegrityError
@@ -104,3 +105,15 @@ def test_segments_whose_chain_record_is_missing_are_left_out_and_said(caplog: py
     with caplog.at_level(logging.WARNING):
         assert store.chains(CLUSTER) == []
     assert f"chain {GOOD} of cluster {CLUSTER} has 1 segment(s) but no {CHAIN_NAME}" in caplog.text
+
+
+def test_a_segment_that_is_not_what_its_name_says_is_named_once() -> None:
+    store = ChainStore(MemoryStore())
+    original = segment(Predecessor("base", 10, GOOD), (11, 0.1, [put(b"/a", b"x", 11, 11, 1)]))
+    ref = store.commit_segment(original, (), 1)
+    raw = store.fetch_segment(original.cluster, original.chain, ref, None)
+    claimed = replace(ref, last_revision=12, name=ref.name.replace(f"{11:020d}.", f"{12:020d}."))
+    where = store.segment_where(original.cluster, original.chain, claimed)
+    with pytest.raises(IntegrityError) as caught, segment_named(where):
+        store.check_header(raw, original.cluster, original.chain, claimed)
+    assert str(caught.value).count(where) == 1 and "not what its name says" in str(caught.value)
