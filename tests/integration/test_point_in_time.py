@@ -671,6 +671,23 @@ def test_a_resumed_point_restore_whose_base_was_deleted_says_to_roll_back_and_re
         assert point < c.range(b"\0", limit=1).revision < point + 1_000_000 and full_state(c, point) == expected
 
 
+def test_a_resumed_restore_whose_repository_is_away_says_the_rollback_needs_none(
+        kubeadm_node: Node, cli: Cli, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's member is stopped and its data dir moved aside when the repository stops
+    answering: the error says how to get back without it."""
+    node = kubeadm_node
+    point, _expected = captured_point(node, pki, tmp_path)
+    killed_after_the_replay(node, cli, point, monkeypatch)
+    repository = Path(node.repo.removeprefix("file://"))
+    repository.rename(repository.with_name("away"))
+    code, out, err = cli("restore", "--to-revision", str(point), *node.flags)
+    line = err.strip().splitlines()[-1]
+    assert code != 0 and out == "" and "no lifeboat repository" in line, line
+    assert "unfinished restore journaled in" in line and "'lifeboat restore --rollback'" in line, line
+    cli.json("restore", "--rollback", "--root", str(node.root))
+    node.etcd.wait_healthy()
+
+
 def a_free_page_byte(snapshot: Path) -> int:
     """Where a byte of a page no tree and no freelist holds is: only a hash reads it. (A byte a
     third into the file could be in a page the replay parses: then it was refused as corrupt

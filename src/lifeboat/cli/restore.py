@@ -22,7 +22,7 @@ from lifeboat.cli.output import emit_json
 from lifeboat.cli.point import point_target, resolve_point
 from lifeboat.cli.writer import writer_choice
 from lifeboat.clock import SystemClock
-from lifeboat.errors import NotFound, OperationFailed, UsageError
+from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import EtcdDiscovery
 from lifeboat.recovery.decision import decide_recovery, restore_allowed
@@ -98,7 +98,14 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
             raise UsageError(journal.resume_hint(path))
         backup_id = journal.backup_id
         target = replace(target, token=args.initial_cluster_token or journal.token)
-    repo = open_repository(args)
+    try:
+        repo = open_repository(args)
+    except LifeboatError as exc:
+        if journal is None or not resuming:
+            raise
+        # The node's member is stopped and its data moved aside: say the way back, which needs no repository.
+        raise type(exc)(f"{exc}; the unfinished restore journaled in {path} resumes once the repository "
+                        "answers, or 'lifeboat restore --rollback' puts the old data back without it") from None
     identities = age_identities(args)
     if journal is not None and resuming:
         point, manifest = _journaled_backup(args, repo, identities, journal, path)
