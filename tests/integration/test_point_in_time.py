@@ -684,7 +684,10 @@ def test_a_resumed_restore_whose_repository_is_away_says_the_rollback_needs_none
     line = err.strip().splitlines()[-1]
     assert code != 0 and out == "" and "no lifeboat repository" in line, line
     assert "unfinished restore journaled in" in line and "'lifeboat restore --rollback'" in line, line
-    cli.json("restore", "--rollback", "--root", str(node.root))
+    code, out, err = cli("restore", "--rollback", "--root", str(node.root))
+    assert code == 0 and "rolled back:" in out, err
+    # It stopped before the restored data dir was renamed into place: none is set aside.
+    assert "no restored data had been put in its place" in out and "None" not in out, out
     node.etcd.wait_healthy()
 
 

@@ -228,8 +228,10 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
         emit_json({**plan.to_dict(ctx.journal.rollback_done), "restored_set_aside":
                    ctx.journal.state.get("restored_set_aside")})
     else:
-        print(f"rolled back: {target.data_dir} holds the old data again; the restored data is kept at "
-              f"{ctx.journal.state.get('restored_set_aside')}")
+        set_aside = ctx.journal.state.get("restored_set_aside")
+        print(f"rolled back: {target.data_dir} holds the old data again; "
+              + (f"the restored data is kept at {set_aside}" if set_aside else
+                 "no restored data had been put in its place"))
         if plan.next_steps:
             print("etcd was not started (--no-start); next:")
             for line in plan.next_steps:
