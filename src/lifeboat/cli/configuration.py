@@ -11,11 +11,13 @@ from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.config import LifeboatConfig, load_config, shown_values
 from lifeboat.errors import UsageError
+from lifeboat.store import open_store
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """check a config file; exit 3 if it is wrong"""
     config = load_config(args.file)
+    _check_repository_url(args.file, config.repository.url)
     _check_recipient_files(args.file, config.encryption.recipients)
     if (problem := config.drills_cannot_decrypt()) is not None:  # the agent would refuse to start
         raise UsageError(f"{args.file}: {problem}")
@@ -28,6 +30,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{args.file}: valid (cluster {config.cluster}, retention {retention}, "
               f"backup schedule {config.schedules.backup or 'none'})")
     return 0
+
+
+def _check_repository_url(path: Path, url: str | None) -> None:
+    """The URL as every command reads it (opening a store does no I/O): an agent whose config
+    validates must not fail on it at its first backup."""
+    if url:
+        try:
+            open_store(url, {})
+        except UsageError as exc:
+            raise UsageError(f"{path}: repository.url: {exc}") from None
 
 
 def _check_recipient_files(path: Path, recipients: list[str]) -> None:

@@ -129,6 +129,19 @@ def test_config_validate_exit_codes(run: Run, tmp_path: Path) -> None:
     assert err.strip() == f"lifeboat: error: {bad}: retention.keep-last: must be a positive integer, got -3"
 
 
+@pytest.mark.parametrize("url,said", [
+    ("ftp://x/y", "unknown repository scheme 'ftp'"), ("s3://", "has no bucket"),
+    ("file://repo", "names host 'repo'"), ("s3://bucket/../../etc", "invalid key prefix"),
+])
+def test_config_validate_refuses_a_repository_url_every_command_would(
+        run: Run, tmp_path: Path, url: str, said: str) -> None:
+    """An agent whose config validates must not fail on its repository at its first backup."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"repository:\n  url: {url}\n")
+    code, _, err = run("config", "validate", str(config))
+    assert code == 3 and f"{config}: repository.url: " in err and said in err
+
+
 def test_config_validate_refuses_a_segment_size_too_small_for_the_recipients(
         run: Run, tmp_path: Path, rsa_recipients: list[str]) -> None:
     keys = tmp_path / "recipients.txt"
