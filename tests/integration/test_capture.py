@@ -107,6 +107,29 @@ def test_restarted_capture_resumes_after_last_segment_without_gap_or_duplicate(
     assert listed["window_end"]["revision"] == written_while_stopped.revisions[-1]
 
 
+def test_a_capture_of_another_etcd_cluster_under_the_same_name_leaves_the_live_chain_alone(
+        etcd: EtcdMember, client: EtcdClient, release35: EtcdRelease, tmp_path: Path) -> None:
+    """Two etcd clusters captured under one cluster name into one repository: the second must not
+    cut the first's chain with a gap ("etcd is now cluster ...") while the first still writes
+    it; it waits, saying why, and the first's window goes on whole."""
+    repo = open_repo(str(tmp_path / "repo"))
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2)
+    with capturing(client, repo, options) as first:
+        wait_for(lambda: first.chain is not None)
+        with EtcdCluster(release35, tmp_path / "other") as other:
+            stranger = other.first()
+            with EtcdClient(ConnectionSettings((stranger.client_url,))) as other_client:
+                second_options = capture_options("prod", stranger.client_url, tmp_path / "spool-2", flush_interval=0.2)
+                with capturing(other_client, repo, second_options) as second:
+                    wait_for(lambda: any("its own --cluster" in error for error in second.errors))
+                    written = write_history(client, 3, tag="still")
+                    wait_for(lambda: first.last_revision >= written.revisions[-1])
+                    assert second.chain is None and second.bases == 0
+    (chain,) = ChainStore(repo.store).chains("prod")
+    assert chain.gap is None, f"the live chain was cut: {chain.gap}"
+    assert chain.info.chain == first.chain
+
+
 def test_compaction_past_the_capture_point_records_a_gap_and_starts_a_new_chain(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
     repo_url = str(tmp_path / "repo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from lifeboat.catalog.chains import ChainInfo, ChainListing
 from lifeboat.catalog.manifest import Manifest
@@ -16,16 +17,24 @@ class Resume:
     """Resume ``info`` after ``previous``; or (``info`` None) take a new base.
 
     ``gap`` is (chain, last revision, reason) when the newest chain must be closed first.
+    ``busy``: nothing may be done yet, and why (the newest chain follows another etcd cluster
+    and was written too lately to tell a capture of that cluster still running from one that
+    stopped when that cluster was restored).
     """
 
     info: ChainInfo | None = None
     previous: Predecessor | None = None
     gap: tuple[str, int, str] | None = None
+    busy: str | None = None
 
 
 def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing],
-                  cluster_id: str) -> Resume:
-    """Pure: resume the newest chain when it is open, whole and of this etcd cluster."""
+                  cluster_id: str, now: datetime | None = None, quiet_seconds: float = 0.0) -> Resume:
+    """Pure: resume the newest chain when it is open, whole and of this etcd cluster.
+
+    The newest chain of another etcd cluster is closed with a gap (this etcd was restored, or
+    replaced) only once it has been quiet for ``quiet_seconds`` at ``now``: a chain still
+    written is another cluster's capture under the same name, whose chain a gap would cut."""
     open_chains = [c for c in chains if c.gap is None]
     if not open_chains:
         return Resume()
@@ -37,6 +46,13 @@ def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[
         return Resume(gap=(chain, newest.info.base_revision,
                            f"base backup {newest.info.base_backup} of the chain no longer exists"))
     if newest.info.cluster_id != cluster_id:
+        quiet = (now - window.last_time).total_seconds() if now is not None else quiet_seconds
+        if window.capturing and quiet < quiet_seconds:
+            return Resume(busy=(
+                f"the newest capture chain {chain} of cluster name {cluster} follows etcd cluster "
+                f"{newest.info.cluster_id} and was written {max(quiet, 0):.0f}s ago, while this etcd is cluster "
+                f"{cluster_id}: if both clusters are captured under this name, give each its own --cluster; "
+                f"after a restore, capture goes on with a new chain once that one is {quiet_seconds:.0f}s quiet"))
         return Resume(gap=(chain, window.last_revision,
                            f"etcd is now cluster {cluster_id}, not {newest.info.cluster_id} the chain followed"))
     if not window.capturing:

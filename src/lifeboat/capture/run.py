@@ -269,8 +269,12 @@ class Capture:
             self._pending_gap = None
         if self._position is not None:
             return self._position
+        # Another capture's chain is seen written within a heartbeat and a segment's flush; twice that is quiet.
+        quiet = 2 * (self.options.heartbeat_interval + self.options.flush_interval)
         decision = decide_resume(self.options.cluster, list(self.repo.manifests(self.options.cluster)),
-                                 self.chains.chains(self.options.cluster), self._cluster_id())
+                                 self.chains.chains(self.options.cluster), self._cluster_id(), self.clock.now(), quiet)
+        if decision.busy is not None:
+            raise OperationFailed(decision.busy)  # noted, and tried again after the retry interval
         if decision.gap is not None:
             chain, last, reason = decision.gap
             self.chains.record_gap(self.options.cluster, chain, Gap(reason, last, self.clock.now()))

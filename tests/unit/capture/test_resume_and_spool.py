@@ -52,6 +52,20 @@ def test_a_chain_that_cannot_be_continued_gets_a_gap_and_a_new_base(listing: obj
     assert decision.gap is not None and words in decision.gap[2]
 
 
+@pytest.mark.parametrize("seconds_since_written, busy", [(30, True), (61, True), (63, False), (3600, False)])
+def test_a_chain_of_another_etcd_cluster_is_cut_only_once_it_is_quiet(seconds_since_written: int, busy: bool) -> None:
+    """Written lately, it may be another cluster's capture under the same name (cutting its chain
+    with a gap would end that capture's window while it goes on writing): wait; quiet for two
+    heartbeats and flushes, it is a chain whose cluster was restored or replaced: cut it."""
+    listing = chain(BASE, [ref(101, 150, 1, 2)])  # last written at(2)
+    decision = decide_resume("prod", [BASE], [listing], "c2", at(2 + seconds_since_written), quiet_seconds=62)
+    if busy:
+        assert decision.gap is None and decision.info is None and decision.busy is not None
+        assert "follows etcd cluster c1" in decision.busy and "its own --cluster" in decision.busy
+    else:
+        assert decision.busy is None and decision.gap is not None and "now cluster c2" in decision.gap[2]
+
+
 def test_resume_without_its_base_backup_records_a_gap() -> None:
     decision = decide_resume("prod", [], [chain(BASE, [ref(101, 150, 1, 2)])], "c1")
     assert decision.gap is not None and "no longer exists" in decision.gap[2]
