@@ -52,8 +52,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     cluster = cluster_name(args, default=None) or only_cluster(repo)
     history = object_history(repo, cluster, matches, age_identities(args), temp_dir(args))
     if not history.versions:
+        unknown = "".join(f"; {_unknown(gap)} ({gap.reason})" for gap in history.gaps)
         raise NotFound(f"{args.object} never appears in the captured timeline of cluster {cluster} "
-                       "(see 'lifeboat timeline')")
+                       f"(see 'lifeboat timeline'){unknown}")
     rows = list(_rows(history.versions, encryption))
     if args.output == "json":
         emit_json({"object": args.object, "cluster": cluster, "versions": rows,

@@ -288,7 +288,9 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
         source = sources[number]
         starts = [(packed >> _SLOT_BITS) & _START_MASK for packed in kept[at:end]]
         seeds: Iterable[int] = repeat(0)
+        indexed = False
         if source.offsets is not None and source.leases is not None:  # record numbers: turned into offsets
+            indexed = True
             records = starts
             assert source.revisions is not None
             seeds = map(_REVISION_LOW.__and__, map(source.revisions.__getitem__, records))
@@ -303,7 +305,7 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
             unread += 2 * (source.body_end - source.body_offset)
         runs.append(RowRun(source.path, source.body_offset, source.body_end, array("I", starts), source.compressed,
                            source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end], seeds)),
-                           source.offsets is not None, source.segment))
+                           indexed, source.segment))
         at = end
     facts.written_bytes = pages.bytes() + unread
     return runs
