@@ -13,7 +13,7 @@ from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.ids import new_backup_id
 from lifeboat.catalog.layout import MARKER_KEY
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.disk import MARGIN, RoomNeeded, free_bytes, require_room
+from lifeboat.disk import MARGIN, RoomNeeded, free_bytes, require_room, size_text
 from lifeboat.errors import EXIT_NO_ROOM, NoRoom, OperationFailed
 from lifeboat.etcd.memory import MemoryEtcd, member_urls
 from lifeboat.restore.executor import execute
@@ -117,11 +117,13 @@ def test_verify_keeping_the_snapshot_elsewhere_asks_both_places(tmp_path: Path) 
 def test_restore_refuses_at_preflight_before_it_fetches_or_stops_anything(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
     need = plan.steps[0].need_bytes  # type: ignore[attr-defined]
-    assert "free beside it" in plan.steps[0].describe()  # said up front, in the plan
+    # Said up front, in the plan, as what it needs (not as what is free), the same figure as a refusal.
+    said = f"it needs about {size_text(need + MARGIN)} free beside it"
+    assert said in plan.steps[0].describe()
     ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
     ctx = replace(ctx, free_space=FreeSpace(need - 1), manifest=restore_manifest(), tool=FakeTool())
 
-    with pytest.raises(OperationFailed, match="the restore .* needs about"):
+    with pytest.raises(OperationFailed, match=f"the restore .* needs about {size_text(need + MARGIN)} free"):
         execute(plan, ctx, auto_rollback=False)
 
     assert all(j.done == () for j in saved)

@@ -22,7 +22,7 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
-from lifeboat.disk import FreeSpace, free_bytes, require_room
+from lifeboat.disk import MARGIN, FreeSpace, free_bytes, require_room, size_text
 from lifeboat.durable import fsync_dir, move_durably
 from lifeboat.errors import IntegrityError, LifeboatError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
@@ -238,7 +238,8 @@ class Preflight(PreparingStep):
 
     def describe(self) -> str:
         return (f"check the node: {self.data_dir} is an etcd data dir (or absent) and not a mount point; "
-                f"{self.tool} fits etcd {self.etcd_version}; {_size(self.need_bytes)} free beside it")
+                f"{self.tool} fits etcd {self.etcd_version}; it needs about {size_text(self.need_bytes + MARGIN)} "
+                "free beside it")
 
     def check(self, ctx: RestoreContext) -> None:
         _check_data_dir(self.data_dir, "move-aside" in ctx.journal.done)
