@@ -11,6 +11,7 @@ from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import cluster_name, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.config import check_orphan_grace, parse_seconds
+from lifeboat.config.rules import PIN_REASON_MAX, plain_text_problem
 from lifeboat.errors import UsageError
 from lifeboat.retention import POLICY_CLASSES, Policy, parse_policies
 from lifeboat.retention.records import format_time
@@ -126,6 +127,8 @@ def _plan_json(plan: PrunePlan, result: PruneResult | None) -> dict[str, object]
 
 def cmd_pin(args: argparse.Namespace) -> int:
     """pin a backup so that no prune deletes it"""
+    if (problem := plain_text_problem(args.reason, PIN_REASON_MAX)) is not None:
+        raise UsageError(f"--reason {problem}")
     repo = open_repository(args)
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
     pin = Pin.now(args.reason, clock=repo.clock)

@@ -13,7 +13,7 @@ from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator,
 )
 
-from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL
+from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, LABEL_MAX, plain_text_problem
 from lifeboat.config.secrets import identity_path, public_recipient, shown
 from lifeboat.config.values import (
     ByteSize,
@@ -118,9 +118,13 @@ class BackupSection(Section):
     @field_validator("labels")
     @classmethod
     def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        for key, text in value.items():
             if not key.strip():
                 raise ValueError("label names must not be empty")
+            if (problem := plain_text_problem(key, LABEL_MAX)) is not None:
+                raise ValueError(f"a label's name {problem}")
+            if (problem := plain_text_problem(text, LABEL_MAX)) is not None:
+                raise ValueError(f"the value of label {key!r} {problem}")
         return value
 
 

@@ -74,3 +74,19 @@ def test_restore_into_a_data_dir_whose_parent_is_missing_names_the_parent(
     assert code == 3, err
     assert err.count("\n") == 1 and f"parent directory {missing} does not exist" in err
     assert "lock" not in err and not missing.exists()
+
+
+@pytest.mark.parametrize("text", ["evil\n\x1b[31mRED", "a\rline", "right\u202eto left", "x" * 1001])
+def test_a_pin_reason_a_terminal_would_act_on_or_too_long_is_refused_unstored(
+        cli: Cli, tmp_path: Path, text: str) -> None:
+    """`show` and `list` print a pin's reason: an escape sequence or a newline there would act on
+    (or forge lines in) the terminal of whoever lists the backups."""
+    code, out, err = cli("pin", "20261201T000000Z-aaaaaa", "--repo", str(tmp_path / "repo"), "--reason", text)
+    assert code == 3 and out == "" and err.count("\n") == 1 and "--reason" in err
+    assert "\x1b" not in err and "\u202e" not in err and not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("label", ["k=x\ny", "k=\x1b]0;title\x07", "k\x1b=v", "k=" + "v" * 257])
+def test_a_label_a_terminal_would_act_on_or_too_long_is_refused(cli: Cli, tmp_path: Path, label: str) -> None:
+    code, _out, err = cli("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1", "--label", label)
+    assert code == 3 and err.count("\n") == 1 and "label" in err and "\x1b" not in err and "\x07" not in err
