@@ -17,7 +17,7 @@ from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
 from lifeboat.catalog.timeline import Timeline, TimelineGap, Window, build_timeline, point_at_revision
 from lifeboat.cli.point import only_cluster, point_target, resolve_point
-from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.errors import NotFound, OperationFailed, UsageError
 from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.clock import SystemClock
@@ -125,6 +125,10 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     clusters = [wanted] if wanted else sorted({m.cluster for m in repo.manifests()})
     store = repo.chain_store
     timelines = [build_timeline(c, list(repo.manifests(c)), store.chains(c)) for c in clusters]
+    if wanted and not timelines[0].windows and not store.chains(wanted):
+        known = sorted({m.cluster for m in repo.manifests()})
+        raise NotFound(f"no backup or capture chain of cluster {wanted} in {repo.url}"
+                       + (f"; its clusters: {', '.join(known)}" if known else "; it holds no backup"))
     if args.output == "json":
         emit_json([timeline_json(t) for t in timelines])
         return 0

@@ -12,7 +12,9 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.backups import parse_since
 from lifeboat.errors import UsageError
 from lifeboat.store import open_store
+from tests.support.cli import Cli
 from tests.unit.cli.test_prune_and_config_cli import Run, run  # noqa: F401 - the fixture
+from tests.unit.cli.test_saved_snapshot import backup_in
 from tests.unit.retention.test_prune import store_backup
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -62,3 +64,13 @@ def test_since_reads_dates_times_and_ages() -> None:
     assert parse_since("2026-11-20T05:00:00+02:00", now) == datetime(2026, 11, 20, 3, tzinfo=UTC)
     with pytest.raises(UsageError, match="--since"):
         parse_since("7 days", now)
+
+
+def test_the_timeline_of_a_cluster_the_repository_does_not_hold_is_not_an_empty_table(
+        cli: Cli, tmp_path: Path) -> None:
+    """A mistyped --cluster showed an empty table and exit 0, as if nothing had been captured."""
+    held = backup_in(tmp_path / "repo")
+    code, out, err = cli("timeline", "--repo", str(tmp_path / "repo"), "--cluster", "nope")
+    assert (code, out) == (1, "") and "no backup or capture chain of cluster nope" in err
+    assert f"its clusters: {held.cluster}" in err
+    assert cli("timeline", "--repo", str(tmp_path / "repo"), "--cluster", held.cluster)[0] == 0
