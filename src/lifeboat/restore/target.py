@@ -38,6 +38,10 @@ def parse_initial_cluster(text: str) -> tuple[ClusterMember, ...]:
         members.setdefault(name, []).append(_peer_url(url, "--initial-cluster"))
     if not members:
         raise UsageError("--initial-cluster is empty; list every member as NAME=PEER_URL")
+    listed = [url for urls in members.values() for url in urls]
+    if len(set(listed)) != len(listed):  # etcd refuses to start on it: every member must be reachable on its own
+        twice = sorted({url for url in listed if listed.count(url) > 1})
+        raise UsageError(f"--initial-cluster lists peer URL {twice[0]} twice; each member needs its own")
     return tuple(ClusterMember(name, tuple(urls)) for name, urls in members.items())
 
 

@@ -231,6 +231,13 @@ def test_malformed_initial_cluster_entry_is_refused() -> None:
         parse_initial_cluster("m0=a:2380")
 
 
+@pytest.mark.parametrize("text", ["m1=http://a:1,m2=http://a:1", "m1=http://a:1,m1=http://a:1"])
+def test_a_peer_url_listed_twice_is_refused_as_etcd_would_refuse_it(text: str) -> None:
+    """restore plan printed a command for every member of such a cluster; etcd then refused to start."""
+    with pytest.raises(UsageError, match="lists peer URL http://a:1 twice"):
+        parse_initial_cluster(text)
+
+
 def test_a_peer_url_etcd_would_refuse_is_refused_before_the_restore_starts() -> None:
     with pytest.raises(UsageError, match="not a peer URL"):  # etcd: "URL must not contain a path"
         parse_initial_cluster("m0=https://10.0.0.1:2380/etcd")
