@@ -475,6 +475,16 @@ def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
                      "--restore-tool", str(release.etcdutl or release.etcdctl), "--etcd-binary", str(release.etcd))
     assert drill["ok"]
 
+    # The chain's own base, named, is the base of the later point too (the synthetic one may
+    # be damaged): its segments still reach it.
+    original = point.window.base.id
+    code, out, err = cli("k8s", "ls", original, "--to-revision", str(later), "--repo", str(repo_dir), "-o", "json")
+    assert code == 0, err
+    named = find_point(repo, "prod", PointTarget(revision=later), None, original)
+    assert named.base.id == original and named.base_revision < folded
+    from_original = build_point_snapshot(repo, named, None, tmp_path / "later-from-original.db")
+    assert restored_state(from_original.path) == source_state(client, later)
+
 
 def restored_state_of(repo: BackupRepository, backup_id: str, tmp_path: Path) -> list[tuple[bytes, bytes, int, int, int, int]]:
     from lifeboat.verify.backup import verify_backup

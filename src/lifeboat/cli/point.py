@@ -29,18 +29,22 @@ def point_target(args: argparse.Namespace) -> PointTarget | None:
 def resolve_point(args: argparse.Namespace, repo: BackupRepository, cluster: str | None,
                   identities: Sequence[Identity] | None, backup_id: str | None,
                   *, resumed_base: str | None = None) -> RestorePoint | None:
-    """The point the flags ask for, or None without them; ``backup_id`` must agree with it.
+    """The point the flags ask for, or None without them.
 
-    ``resumed_base``: the base a resumed restore journaled (fetched and replayed already); it
-    stays the base even when a newer one at or before the point appeared since.
+    ``backup_id`` (other than ``latest``) names the base to replay from instead of the newest
+    one at or before the point: an older one whose chain reaches the point, when the newest
+    (a synthetic backup, say) is damaged. ``resumed_base``: the base a resumed restore
+    journaled (fetched and replayed already); it stays the base even when a newer one at or
+    before the point appeared since, and ``backup_id`` must agree with it.
     """
     target = point_target(args)
     if target is None:
         return None
     from lifeboat.pitr import find_point
 
-    point = find_point(repo, cluster or only_cluster(repo), target, identities, resumed_base)
-    if backup_id not in (None, "latest", point.base.id):
+    named = backup_id if backup_id not in (None, "latest") else None
+    point = find_point(repo, cluster or only_cluster(repo), target, identities, resumed_base or named)
+    if named is not None and named != point.base.id:
         raise UsageError(f"{target.describe()} is restored from base backup {point.base.id}, not {backup_id}; "
                          "leave out the backup id (or give that one)")
     return point

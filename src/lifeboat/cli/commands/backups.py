@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = add_command(sub, common, "verify", cmd_verify)
     p.add_argument("backup_id", metavar="ID", nargs="?",
-                   help="a backup id, or 'latest' (with --to-revision/--to-time: optional)")
+                   help="a backup id, or 'latest' (with --to-revision/--to-time: optional, the base to "
+                        "replay from; default: the newest before the point)")
     add_repo_flags(p)
     add_identity_flag(p, "encrypted backups and segments")
     add_tmp_dir_flag(p, "where the snapshot is unpacked while checked (needs its raw size free, a drill twice "

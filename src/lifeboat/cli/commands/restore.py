@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     p = add_command(sub, common, "restore", cmd_restore, raw=True)
     p.add_argument("backup_id", metavar="ID", nargs="?",
-                   help="a backup id or 'latest'; or 'plan' followed by an ID for a whole cluster")
+                   help="a backup id or 'latest'; or 'plan' followed by an ID for a whole cluster; with "
+                        "--to-revision/--to-time, the base to replay from (default: the newest before the point)")
     p.add_argument("plan_backup_id", metavar="PLAN_ID", nargs="?", help=argparse.SUPPRESS)
     add_repo_flags(p)
     add_root_flag(p)
