@@ -16,6 +16,7 @@ from lifeboat.kube.paths import ETCD_MANIFEST, on_host
 from lifeboat.kube.static_pods import read_static_pod
 from lifeboat.recovery.decision import Action, RecoveryDecision, decide_recovery
 from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
+from lifeboat.restore.supervisor import HOLDING_DIR
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         health = read_cluster_health(etcd, resolved.settings.endpoints, quota_bytes=quota)
     decision = decide_recovery(health)
     newest = _newest_backup(args) if resolved_config(args).config.repository.url else None
+    held = held_by_a_restore(host_root(args))
     if args.output == "json":
-        emit_json(status_document(health, decision, newest))
+        emit_json({**status_document(health, decision, newest), "unfinished_restore": held})
     else:
-        _print_status(health, decision, newest)
+        _print_status(health, decision, newest, held)
     if decision.action is Action.UNKNOWN:
         return EXIT_UNAVAILABLE
     return EXIT_OK if decision.action is Action.NOTHING else EXIT_FAILED
+
+
+def held_by_a_restore(root: Path) -> str | None:
+    """What to say when etcd's static pod manifest is held aside by a lifeboat restore that did
+    not finish (its member stopped, its data dir maybe moved aside), or None."""
+    held = on_host(root, f"{HOLDING_DIR}/etcd.yaml")
+    if not held.is_file() or on_host(root, ETCD_MANIFEST).exists():
+        return None
+    return (f"unfinished restore: etcd's static pod manifest is held at {held} by a lifeboat restore that did "
+            "not finish, so this node's etcd is stopped; 'lifeboat restore' resumes it, "
+            "'lifeboat restore --rollback' puts the old data back")
 
 
 def _quota_from_manifest(root: Path) -> int | None:
@@ -138,7 +151,8 @@ def _member_document(m: MemberHealth, leader: MemberHealth | None) -> dict[str, 
     }
 
 
-def _print_status(health: ClusterHealth, decision: RecoveryDecision, newest: NewestBackup | None) -> None:
+def _print_status(health: ClusterHealth, decision: RecoveryDecision, newest: NewestBackup | None,
+                  held: str | None = None) -> None:
     leader = health.leader
     rows = []
     for m in health.members:
@@ -168,6 +182,8 @@ def _print_status(health: ClusterHealth, decision: RecoveryDecision, newest: New
             print(f"newest backup: {newest.manifest.id} ({age} ago)")
         else:
             print(f"newest backup: none ({newest.problem})")
+    if held is not None:
+        print(held)
     print(f"recommended: {decision.action.value}: {decision.reason}")
     for command in decision.commands:
         print(f"  {command}")

@@ -11,6 +11,7 @@ These tests pin the precedence docs/configuration.md and docs/restore.md describ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from lifeboat.cli.main import build_parser
 from lifeboat.cli.restore import _node
 from lifeboat.restore.supervisor import HOLDING_DIR
+from tests.support.cli import Cli
 from tests.support.kubeadm_node import KubeadmNode, make_kubeadm_node
 
 EVERY_MEMBER = "etcd: {endpoints: [https://10.0.0.12:2379, https://10.0.0.11:2379, https://10.0.0.13:2379], " \
@@ -87,3 +89,19 @@ def test_without_a_static_pod_the_config_files_first_endpoint_is_taken_for_this_
     endpoints, ca = member_endpoints(node, tmp_path, "--supervisor", "none", "--name", "cp-1", "--data-dir",
                                      "/var/lib/etcd", "--initial-cluster", "cp-1=https://10.0.0.11:2380")
     assert (endpoints, ca) == (("https://10.0.0.12:2379",), Path("/etc/lifeboat/ca.crt"))
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_status_of_a_node_whose_restore_did_not_finish_says_so(cli: Cli, tmp_path: Path, output: str) -> None:
+    """The restore holds etcd's manifest aside while it works: status, run then, found no etcd
+    and recommended a restore plan, saying nothing of the restore to resume or roll back."""
+    held = tmp_path / "etc/kubernetes/lifeboat-held-manifests/etcd.yaml"
+    held.parent.mkdir(parents=True)
+    held.write_text("apiVersion: v1\nkind: Pod\n")
+    code, out, _err = cli("status", "--root", str(tmp_path), "--endpoints", "127.0.0.1:1", "-o", output)
+    assert code == 2
+    said = json.loads(out)["unfinished_restore"] if output == "json" else out
+    assert f"held at {held}" in said and "'lifeboat restore --rollback'" in said
+    held.unlink()  # nothing held: nothing said
+    code, out, _err = cli("status", "--root", str(tmp_path), "--endpoints", "127.0.0.1:1", "-o", "json")
+    assert json.loads(out)["unfinished_restore"] is None
