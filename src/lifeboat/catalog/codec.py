@@ -335,8 +335,8 @@ def decrypting(chunks: Iterable[Chunk], identities: Sequence[Identity]) -> Itera
                 # header cannot even be parsed), so the bytes were changed, not the key wrong.
                 raise IntegrityError(f"encrypted object is damaged: age header check failed ({exc})") from None
             raise DecryptionError(
-                f"cannot decrypt the backup with the identity given ({exc}); "
-                "pass the age identity matching one of the backup's recipients"
+                f"cannot decrypt it with the identity given ({exc}); pass the age identity matching "
+                "one of the recipients it was encrypted to"
             ) from None
         except OSError as exc:
             if reader.failure is exc:

@@ -73,8 +73,10 @@ def test_wrong_identity_is_a_decryption_error(payload: bytes, age_identity: tupl
     stored = b"".join(encode(chunks_of(payload), 3, load_recipients([public])))
     other = tmp_path / "other.txt"
     other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(DecryptionError) as caught:
         b"".join(decode([stored], load_identities([str(other)])))
+    # Said of backups and capture segments alike (pack, the survey): neither is named "the backup".
+    assert "cannot decrypt it with the identity given" in str(caught.value) and "backup" not in str(caught.value)
 
 
 def test_truncated_object_is_an_integrity_error(payload: bytes) -> None:
