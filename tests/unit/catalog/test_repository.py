@@ -411,3 +411,15 @@ def test_two_openers_creating_one_repository_at_once_both_succeed() -> None:
     BackupRepository.open(store, create=True)
     assert store.raced
     assert json.loads(store.get_bytes(MARKER_KEY))["format"] == "lifeboat-repository"
+
+
+def test_a_backup_asked_for_in_the_wrong_cluster_is_said_to_be_anothers() -> None:
+    """`show ID --cluster b` of a backup of cluster a said only "not found"."""
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    held = stored(repo, manifest(new_backup_id(T0), cluster="a"))
+    stored(repo, manifest(new_backup_id(T0 + timedelta(hours=1)), cluster="b"))
+    with pytest.raises(NotFound, match=f"backup {held.id} of cluster b not found .*; it is a backup of cluster a$"):
+        repo.find(held.id, "b")
+    with pytest.raises(NotFound, match=r"\(see 'lifeboat list'\)$"):
+        repo.find(new_backup_id(T0 - timedelta(days=1)), "b")
+    assert repo.find(held.id, "a") == held
