@@ -475,9 +475,9 @@ class BackupRepository:
             # Asked in one cluster, it may be another's: say whose (one more read per cluster, only on a miss).
             elsewhere = [name for name in self.clusters() if name != cluster
                          and self.read_manifest(name, backup_id) is not None] if cluster else []
-            where = f" of cluster {cluster}" if cluster else ""
+            where = f" for cluster {cluster}" if cluster else ""
             hint = f"; it is a backup of cluster {', '.join(elsewhere)}" if elsewhere else " (see 'lifeboat list')"
-            raise NotFound(f"backup {backup_id}{where} not found in {self.store.url}{hint}")
+            raise NotFound(f"backup {backup_id} not found in {self.store.url}{where}{hint}")
         if len(found) > 1:
             raise UsageError(f"backup {backup_id} exists for several clusters; pass --cluster")
         return found[0]

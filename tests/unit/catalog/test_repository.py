@@ -418,7 +418,7 @@ def test_a_backup_asked_for_in_the_wrong_cluster_is_said_to_be_anothers() -> Non
     repo = BackupRepository.open(MemoryStore(), create=True)
     held = stored(repo, manifest(new_backup_id(T0), cluster="a"))
     stored(repo, manifest(new_backup_id(T0 + timedelta(hours=1)), cluster="b"))
-    with pytest.raises(NotFound, match=f"backup {held.id} of cluster b not found .*; it is a backup of cluster a$"):
+    with pytest.raises(NotFound, match=f"backup {held.id} not found in .* for cluster b; it is a backup of cluster a$"):
         repo.find(held.id, "b")
     with pytest.raises(NotFound, match=r"\(see 'lifeboat list'\)$"):
         repo.find(new_backup_id(T0 - timedelta(days=1)), "b")
