@@ -157,7 +157,7 @@ def test_compaction_past_the_capture_point_records_a_gap_and_starts_a_new_chain(
 
 
 def test_capture_command_refuses_a_second_capture_and_commits_what_it_has_on_sigterm(
-        release35: EtcdRelease, tmp_path: Path, s3_repo: str) -> None:
+        release35: EtcdRelease, tmp_path: Path, s3_repo: str, cli: Cli) -> None:
     with EtcdCluster(release35, tmp_path / "etcd") as cluster, \
             EtcdClient(ConnectionSettings((cluster.first().client_url,))) as client:
         env = dict(os.environ)
@@ -186,6 +186,11 @@ def test_capture_command_refuses_a_second_capture_and_commits_what_it_has_on_sig
         assert len(list(repo.manifests("prod"))) == 1, "the refused capture took no base backup"
         events = captured_events(repo, "prod")
         assert events[-1][0] == last and events[-1][3] == b"/registry/last"
+    # Stopped, its chain stays open for the next capture to continue: "open", not "capturing".
+    code, out, _err = cli("timeline", "--repo", s3_repo, "--cluster", "prod")
+    assert code == 0 and "capturing" not in out and out.splitlines()[-1].split()[-1] == "open", out
+    code, out, _err = cli("list", "--repo", s3_repo, "--cluster", "prod")
+    assert code == 0 and "capturing" not in out and "chain open" in out, out
 
 
 def _answers(client: EtcdClient) -> bool:

@@ -146,7 +146,7 @@ class WindowEnds:
 def _window_end_text(end: dict[str, object] | None) -> str:
     if end is None:
         return "-"
-    return f"{end['revision']} ({end['time']})" + (" capturing" if end["capturing"] else "")
+    return f"{end['revision']} ({end['time']})" + (" chain open" if end["capturing"] else "")
 
 
 def parse_since(text: str, now: datetime) -> datetime:

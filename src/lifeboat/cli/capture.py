@@ -148,7 +148,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 def _state(w: Window) -> str:
     if w.chain is None:
         return "backup only"
-    return "capturing" if w.capturing else "ended"
+    # Open: no end recorded, so a capture may extend it (whether one runs now is not known here).
+    return "open" if w.capturing else "ended"
 
 
 def _time(moment: datetime) -> str:
