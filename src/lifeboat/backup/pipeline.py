@@ -29,6 +29,7 @@ from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.streams import Chunk, Digest, PieceBuffers, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, NotFound, OperationFailed
@@ -328,8 +329,9 @@ def _read_file(path: Path) -> Iterator[bytes]:
         yield from iter(lambda: f.read(READ_CHUNK), b"")
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# A manifest's times, as capture writes its own: RFC 3339 UTC to the millisecond (a chain's
+# window starts at its base's finish, which must not read earlier than it was).
+_rfc3339 = seen_text
 
 
 def _source_member(source: SourceChoice) -> SourceMember:

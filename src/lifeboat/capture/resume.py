@@ -46,8 +46,8 @@ def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[
         return Resume(gap=(chain, newest.info.base_revision,
                            f"base backup {newest.info.base_backup} of the chain no longer exists"))
     if newest.info.cluster_id != cluster_id:
-        quiet = (now - window.last_time).total_seconds() if now is not None else quiet_seconds
-        if window.capturing and quiet < quiet_seconds:
+        quiet = (now - window.last_time).total_seconds() if now is not None else None
+        if window.capturing and quiet is not None and quiet < quiet_seconds:
             return Resume(busy=(
                 f"the newest capture chain {chain} of cluster name {cluster} follows etcd cluster "
                 f"{newest.info.cluster_id} and was written {max(quiet, 0):.0f}s ago, while this etcd is cluster "

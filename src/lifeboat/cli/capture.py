@@ -124,8 +124,9 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     wanted = cluster_name(args, default=None)
     clusters = [wanted] if wanted else sorted({m.cluster for m in repo.manifests()})
     store = repo.chain_store
-    timelines = [build_timeline(c, list(repo.manifests(c)), store.chains(c)) for c in clusters]
-    if wanted and not timelines[0].windows and not store.chains(wanted):
+    chains = {c: store.chains(c) for c in clusters}  # listed once each: the check below reads them too
+    timelines = [build_timeline(c, list(repo.manifests(c)), chains[c]) for c in clusters]
+    if wanted and not timelines[0].windows and not chains[wanted]:
         known = sorted({m.cluster for m in repo.manifests()})
         raise NotFound(f"no backup or capture chain of cluster {wanted} in {repo.url}"
                        + (f"; its clusters: {', '.join(known)}" if known else "; it holds no backup"))

@@ -16,7 +16,7 @@ from lifeboat.kube.paths import ETCD_MANIFEST, on_host
 from lifeboat.kube.static_pods import read_static_pod
 from lifeboat.recovery.decision import Action, RecoveryDecision, decide_recovery
 from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
-from lifeboat.restore.supervisor import HOLDING_DIR
+from lifeboat.restore.supervisor import manifest_paths
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def held_by_a_restore(root: Path) -> str | None:
     """What to say when etcd's static pod manifest is held aside by a lifeboat restore that did
     not finish (its member stopped, its data dir maybe moved aside), or None."""
-    held = on_host(root, f"{HOLDING_DIR}/etcd.yaml")
-    if not held.is_file() or on_host(root, ETCD_MANIFEST).exists():
+    live, held = manifest_paths(root, "etcd")
+    if not held.is_file() or live.exists():
         return None
     return (f"unfinished restore: etcd's static pod manifest is held at {held} by a lifeboat restore that did "
             "not finish, so this node's etcd is stopped; 'lifeboat restore' resumes it, "

@@ -33,6 +33,13 @@ HOLDING_DIR = "/etc/kubernetes/lifeboat-held-manifests"
 _MANIFESTS: dict[Component, str] = {"etcd": ETCD_MANIFEST, "kube-apiserver": APISERVER_MANIFEST}
 
 
+def manifest_paths(root: Path, component: Component) -> tuple[Path, Path]:
+    """Where ``component``'s static pod manifest is on the host under ``root``: the kubelet's
+    (``live``) and, while a restore holds it stopped, the holding dir's (``held``)."""
+    manifest = _MANIFESTS[component]
+    return on_host(root, manifest), on_host(root, f"{HOLDING_DIR}/{Path(manifest).name}")
+
+
 class Supervisor(Protocol):
     """What the restore needs from whatever runs etcd and kube-apiserver on this node."""
 
@@ -142,8 +149,7 @@ class StaticPodSupervisor(NodeSupervisor):
         self.root = root
 
     def _paths(self, component: Component) -> tuple[Path, Path]:
-        manifest = _MANIFESTS[component]
-        return on_host(self.root, manifest), on_host(self.root, f"{HOLDING_DIR}/{Path(manifest).name}")
+        return manifest_paths(self.root, component)
 
     def manages(self, component: Component) -> bool:
         live, held = self._paths(component)
