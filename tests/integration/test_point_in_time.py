@@ -692,7 +692,7 @@ def test_a_resumed_restore_whose_repository_is_away_says_the_rollback_needs_none
     repository.rename(repository.with_name("away"))
     code, out, err = cli("restore", "--to-revision", str(point), *node.flags)
     line = err.strip().splitlines()[-1]
-    assert code != 0 and out == "" and "no lifeboat repository" in line, line
+    assert code == 2 and out == "" and "no lifeboat repository" in line, line
     assert "unfinished restore journaled in" in line and "'lifeboat restore --rollback'" in line, line
     code, out, err = cli("restore", "--rollback", "--root", str(node.root))
     assert code == 0 and "rolled back:" in out, err

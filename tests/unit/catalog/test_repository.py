@@ -43,7 +43,7 @@ def test_backup_ids_sort_by_time() -> None:
 
 def test_opening_an_empty_store_needs_create_and_writes_the_marker() -> None:
     store = MemoryStore()
-    with pytest.raises(NotFound, match="no lifeboat repository"):
+    with pytest.raises(RepositoryUnavailable, match="no lifeboat repository"):
         BackupRepository.open(store)
     BackupRepository.open(store, create=True)
     marker = json.loads(store.get_bytes(MARKER_KEY))

@@ -74,3 +74,13 @@ def test_the_timeline_of_a_cluster_the_repository_does_not_hold_is_not_an_empty_
     assert (code, out) == (1, "") and "no backup or capture chain of cluster nope" in err
     assert f"its clusters: {held.cluster}" in err
     assert cli("timeline", "--repo", str(tmp_path / "repo"), "--cluster", held.cluster)[0] == 0
+
+
+@pytest.mark.parametrize("command", [("list",), ("timeline",), ("show", "latest"), ("prune", "--dry-run", "--keep-last", "3")])
+def test_a_repository_that_is_not_there_is_unavailable_as_help_says(
+        cli: Cli, tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A --repo with no repository at it exited 1, as a failed operation, though --help gives
+    2 for an unavailable repository (a mistyped path, a mount that is not there)."""
+    code, out, err = cli(*command, "--repo", str(tmp_path / "not-mounted"))
+    assert (code, out) == (2, "") and "no lifeboat repository at" in err, err
+    assert not (tmp_path / "not-mounted").exists()
