@@ -21,7 +21,7 @@ import zstandard
 from lifeboat.backup import synthetic
 from lifeboat.capture import CaptureOptions, CaptureStatus
 from lifeboat.capture.packing import Packer
-from lifeboat.catalog.chains import decompressed
+from lifeboat.catalog.codec import checksummed_frame_end, frames_decompressed
 from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
@@ -234,7 +234,7 @@ def test_a_chain_captured_partly_by_older_lifeboat_restores_exactly(
         if last > middle.revisions[-1]:
             versions[3] += 1
             continue
-        segment = decode_segment(decompressed(path.read_bytes()), "t")
+        segment = decode_segment(frames_decompressed(path.read_bytes()), "t")
         if last <= old.revisions[-1]:
             path.with_name(v1_name(path.name)).write_bytes(
                 zstandard.ZstdCompressor().compress(encode_segment_v1(segment)))
@@ -1094,3 +1094,67 @@ def test_history_read_across_a_pack_that_deleted_its_listed_segments_misses_no_v
     monkeypatch.setattr(history, "verify_backup", lambda *a, **kw: (repo.store.delete(gone), fetch_base(*a, **kw))[1])
     with pytest.raises(IntegrityError, match="is missing"):
         object_history(repo, "prod", matches, None)
+
+
+@pytest.mark.parametrize("damage", ["a flipped byte in its records", "a flipped byte in its header", "cut short"])
+def test_a_damaged_pack_is_read_from_the_segments_it_holds_while_they_are_kept(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli, damage: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A pack damaged when written (``lifeboat pack`` then keeps what it holds, for ever) or
+    within ``pack-delete-after`` blocked every point, time and history it covered, though the
+    segments it packed were whole beside it."""
+    repo = open_repository(tmp_path / "repo")
+    key = b"/registry/configmaps/default/settings"
+    revisions: list[int] = []
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                       flush_interval=0.05)) as status:
+        for round_ in range(5):
+            revisions.append(client.put(key, f"v{round_}".encode()))
+            revisions += write_history(client, 1, tag=f"r{round_}").revisions
+            wait_for(lambda: status.last_revision >= revisions[-1])
+            time.sleep(0.1)
+    matches = lambda k, v: k == key  # noqa: E731
+    versions = [v.revision for v in object_history(repo, "prod", matches, None).versions]
+    flags = ("--repo", str(tmp_path / "repo"), "--cluster", "prod", "--min-age", "0")
+    assert cli.json("pack", *flags)["packs"] == 1  # what it holds stays: the pack is not 30 minutes old
+    window = next(w for w in cluster_timeline(repo, "prod").windows if w.segments)
+    pack = window.segments[0]
+    assert window.chain is not None and pack.last_revision > revisions[len(revisions) // 2] \
+        and len(window.chain.segments) > len(window.segments) + 2
+    middle = pack.first_seen + (pack.last_seen - pack.first_seen) / 2
+    at_middle = find_point(repo, "prod", PointTarget(moment=middle), None).revision
+
+    stored = tmp_path / "repo" / segment_key("prod", window.chain.info.chain, pack.name)
+    first_end = checksummed_frame_end(stored.read_bytes())
+    assert first_end is not None
+    if damage == "cut short":
+        os.truncate(stored, stored.stat().st_size - 100)
+    else:
+        flip_byte(stored, (first_end + stored.stat().st_size) // 2 if "records" in damage else first_end // 2)
+    with pytest.raises(IntegrityError, match=re.escape(pack.name)):
+        repo.chain_store.read_segment("prod", window.chain.info.chain, pack, None)
+
+    with caplog.at_level("WARNING", logger="lifeboat.pitr"):
+        for revision in sorted({revisions[1], revisions[len(revisions) // 2], revisions[-1]}):
+            built = build_point_snapshot(repo, find_point(repo, "prod", PointTarget(revision=revision), None), None,
+                                         tmp_path / f"at-{revision}.db")
+            assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
+            assert pack not in built.point.segments
+        point = find_point(repo, "prod", PointTarget(moment=middle), None)
+        assert point.revision == at_middle and pack not in point.segments
+        assert [v.revision for v in object_history(repo, "prod", matches, None).versions] == versions
+    assert f"capture segment {stored.as_uri()}" in caplog.text or pack.name in caplog.text
+    assert "the other segments that hold its revisions" in caplog.text
+
+    # `lifeboat pack` keeps them (it reads a pack back before deleting what it holds).
+    code, _, err = cli("pack", *flags, "--delete-after", "0")
+    assert code == 1 and f"segments held by {pack.name} are kept" in err, err
+    assert [r.name for r in repo.chain_store.chains("prod")[0].segments] == [r.name for r in window.chain.segments]
+    # Without them, the damaged pack is all there is: refused, never skipped.
+    held = [ref for ref in window.chain.segments if ref not in window.segments]
+    repo.chain_store.delete_segments("prod", window.chain.info.chain, held)
+    named = f"{re.escape(pack.name)}|capture segment {pack.first_revision}\\.\\.{pack.last_revision} of chain"
+    with pytest.raises(IntegrityError, match=named):
+        build_point_snapshot(repo, find_point(repo, "prod", PointTarget(revision=revisions[-1]), None), None,
+                             tmp_path / "refused.db")
+    assert not (tmp_path / "refused.db").exists()

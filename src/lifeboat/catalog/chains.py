@@ -51,6 +51,16 @@ class SegmentGone(IntegrityError):
     listing has a pack holding its revisions) deleted by ``lifeboat pack`` since the listing."""
 
 
+class DamagedSegment(IntegrityError):
+    """A segment in the repository that fails its checks; ``revisions``: the first and last it
+    is named for. Other segments may hold the same revisions (a pack and the segments it
+    packed, while both are kept), and be read instead."""
+
+    def __init__(self, message: str, revisions: tuple[int, int] = (0, 0)) -> None:
+        super().__init__(message)
+        self.revisions = revisions  # kept when pickled (the survey's process sends it back)
+
+
 def _stamp(moment: datetime) -> str:
     utc = moment.astimezone(timezone.utc)
     return f"{utc.strftime(_STAMP)}.{utc.microsecond // 1000:03d}Z"
@@ -100,6 +110,20 @@ def reach_first(ref: SegmentRef) -> tuple[int, int]:
     """Sort key of the order segments are read in: by first revision and, of those starting at
     one revision, the one reaching furthest first (a pack before the segments it holds)."""
     return ref.first_revision, -ref.last_revision
+
+
+def shared_revisions(refs: Sequence[SegmentRef]) -> set[str]:
+    """The names of the segments holding a revision some other segment of ``refs`` holds too (a
+    pack and the segments it packed, while both are kept)."""
+    ordered = sorted(refs, key=reach_first)
+    shared: set[str] = set()
+    reach = 0  # the last revision of the segments before, furthest
+    for at, ref in enumerate(ordered):
+        after = ordered[at + 1] if at + 1 < len(ordered) else None
+        if (at and reach >= ref.first_revision) or (after is not None and after.first_revision <= ref.last_revision):
+            shared.add(ref.name)
+        reach = max(reach, ref.last_revision)
+    return shared
 
 
 def segment_name(segment: Segment, encrypted: bool) -> str:
@@ -338,8 +362,9 @@ class ChainStore:
     def fetch_segment(self, cluster: str, chain: str, ref: SegmentRef,
                       identities: Sequence[Identity] | None) -> bytes:
         """A segment's raw bytes: downloaded, decrypted, decompressed (not yet checked)."""
-        return decompressed(self.fetch_compressed(cluster, chain, ref, identities),
-                            self.segment_where(cluster, chain, ref))
+        stored = self.fetch_compressed(cluster, chain, ref, identities)
+        with segment_named(self.segment_where(cluster, chain, ref), ref):
+            return frames_decompressed(stored)
 
     def fetch_compressed(self, cluster: str, chain: str, ref: SegmentRef,
                          identities: Sequence[Identity] | None) -> bytes:
@@ -355,12 +380,14 @@ class ChainStore:
             raise SegmentGone(f"capture segment {self.store.url}/{key} is missing; "
                                  "the chain cannot be replayed past it") from None
         except IntegrityError as exc:
-            raise _naming(f"{self.store.url}/{key}", exc) from None
+            raise _naming(f"{self.store.url}/{key}", exc, ref) from None
 
     def read_segment(self, cluster: str, chain: str, ref: SegmentRef,
                      identities: Sequence[Identity] | None) -> Segment:
-        """Download, decrypt, decompress and check one segment (IntegrityError when damaged)."""
-        return self.check_segment(self.fetch_segment(cluster, chain, ref, identities), cluster, chain, ref)
+        """Download, decrypt, decompress and check one segment (DamagedSegment when damaged)."""
+        raw = self.fetch_segment(cluster, chain, ref, identities)
+        with segment_named(self.segment_where(cluster, chain, ref), ref):
+            return self.check_segment(raw, cluster, chain, ref)
 
     def check_header(self, raw: bytes | bytearray, cluster: str, chain: str, ref: SegmentRef,
                      size: int | None = None, *, check_sha256: bool = True,
@@ -402,28 +429,25 @@ def sealed(frames: tuple[bytes, bytes], recipients: Sequence[Recipient], zstd_le
     return b"".join(encrypting([stored], recipients)) if recipients else stored
 
 
-def decompressed(stored: bytes, where: str | None = None) -> bytes:
-    """The raw bytes of a segment's zstd frames (IntegrityError, naming ``where``, when it is damaged)."""
-    if where is None:
-        return frames_decompressed(stored)
-    with segment_named(where):
-        return frames_decompressed(stored)
-
-
-def _naming(where: str, damage: IntegrityError) -> IntegrityError:
+def _naming(where: str, damage: IntegrityError, ref: SegmentRef) -> DamagedSegment:
     """``damage`` found in the capture segment ``where`` (zstd's and age's messages name no object;
     one that names it already is kept as it is)."""
     named = f"capture segment {where}"
-    return damage if str(damage).startswith(named) else IntegrityError(f"{named}: {damage}")
+    text = str(damage)
+    return DamagedSegment(text if text.startswith(named) else f"{named}: {text}",
+                          (ref.first_revision, ref.last_revision))
 
 
 @contextmanager
-def segment_named(where: str) -> Iterator[None]:
-    """Damage found inside the block is an IntegrityError naming the capture segment ``where``."""
+def segment_named(where: str, ref: SegmentRef) -> Iterator[None]:
+    """Damage found inside the block is a DamagedSegment naming the capture segment ``where``
+    (``ref``); a segment found missing stays :class:`SegmentGone`."""
     try:
         yield
+    except (SegmentGone, DamagedSegment):
+        raise
     except IntegrityError as exc:
-        raise _naming(where, exc) from None
+        raise _naming(where, exc, ref) from None
 
 
 def _require_as_named(found: SegmentHeader | Segment, where: str, cluster: str, chain: str,

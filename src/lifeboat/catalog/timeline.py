@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first
+from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first, shared_revisions
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.segments import Segment
 from lifeboat.errors import UsageError
@@ -221,6 +221,14 @@ class RestorePoint:
     @property
     def replays(self) -> bool:
         return self.revision > self.base_revision
+
+    @property
+    def doubled(self) -> frozenset[str]:
+        """The names of the point's segments whose revisions other segments of its chain hold
+        too (:func:`~lifeboat.catalog.chains.shared_revisions`): damage in one is not the end."""
+        if not self.segments or self.window.chain is None:
+            return frozenset()
+        return frozenset(shared_revisions(self.window.chain.segments)).intersection(s.name for s in self.segments)
 
     @property
     def segment_bytes(self) -> int:

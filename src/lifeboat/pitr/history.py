@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentGone
+from lifeboat.catalog.chains import DamagedSegment, SegmentGone
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import RestorePoint, TimelineGap, Window
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue
-from lifeboat.pitr.point import RELISTINGS, cluster_timeline, relisted
+from lifeboat.pitr.point import RELISTINGS, cluster_timeline, damaged_one, relisted
 from lifeboat.snapshot import iter_latest
 from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
@@ -100,7 +100,7 @@ def _segments(repo: BackupRepository, cluster: str, window: Window,
     chain = window.chain.info.chain
     # The whole window as a point, so that a new listing is read as a point restore reads it.
     point = RestorePoint(window.last_revision, window, window.segments)
-    covered, relistings = window.first_revision, 0
+    covered, relistings, damaged = window.first_revision, 0, frozenset[str]()
     while True:
         try:
             for ref in point.segments:
@@ -110,9 +110,16 @@ def _segments(repo: BackupRepository, cluster: str, window: Window,
                     covered = max(covered, segment.last_revision)
             return
         except SegmentGone:
-            fresh = relisted(repo, point) if relistings < RELISTINGS else None
+            fresh = relisted(repo, point, damaged) if relistings < RELISTINGS else None
             if fresh is None:
                 raise
             _log.warning("segments of chain %s were packed and deleted since it was listed; reading the "
                          "chain as listed now from revision %d", chain, covered + 1)
-            point, relistings = fresh, relistings + 1
+            relistings += 1
+        except DamagedSegment as exc:
+            found = damaged_one(point, exc)
+            if found is None or (fresh := relisted(repo, point, damaged | {found})) is None:
+                raise
+            damaged |= {found}
+            _log.warning("%s; reading the other segments that hold its revisions", exc)
+        point = fresh

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from lifeboat.catalog.age_keys import Identity
-from lifeboat.catalog.chains import SegmentGone, SegmentRef
+from lifeboat.catalog.chains import DamagedSegment, SegmentGone, SegmentRef
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import (
@@ -67,8 +67,13 @@ def parse_time(text: str) -> datetime:
         raise UsageError(f"--to-time {text!r} is out of range") from None
 
 
-def cluster_timeline(repo: BackupRepository, cluster: str) -> Timeline:
-    return build_timeline(cluster, list(repo.manifests(cluster)), repo.chain_store.chains(cluster))
+def cluster_timeline(repo: BackupRepository, cluster: str, without: frozenset[str] = frozenset()) -> Timeline:
+    """``cluster``'s timeline; ``without``: names of segments found damaged, left out of it."""
+    chains = repo.chain_store.chains(cluster)
+    if without:
+        chains = [replace(listing, segments=tuple(ref for ref in listing.segments if ref.name not in without))
+                  for listing in chains]
+    return build_timeline(cluster, list(repo.manifests(cluster)), chains)
 
 
 def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
@@ -82,13 +87,23 @@ def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
     if target.revision is not None:
         return point_at_revision(timeline, target.revision, base_id)
     assert target.moment is not None
-    chains = repo.chain_store
+    moment, chains = target.moment, repo.chain_store
 
     def read(window: Window, ref: SegmentRef) -> Segment:
         assert window.chain is not None
         return chains.read_segment(cluster, window.chain.info.chain, ref, identities)
 
-    return point_at_time(timeline, target.moment, repo.clock.now(), read, base_id)
+    damaged: frozenset[str] = frozenset()
+    while True:
+        try:
+            return point_at_time(timeline, moment, repo.clock.now(), read, base_id)
+        except DamagedSegment as exc:
+            found = damaged_one(timeline, exc)
+            if found is None:
+                raise
+            damaged |= {found}
+            timeline = cluster_timeline(repo, cluster, damaged)
+            _log.warning("%s; reading the other segments that hold its revisions", exc)
 
 
 @dataclass(frozen=True)
@@ -154,20 +169,30 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
             if base_snapshot is None:
                 _fetch_base(repo, point, identities, base)
             surveyed = clock.monotonic()
-            for listings in range(RELISTINGS + 1):
+            listings, damaged = 0, frozenset[str]()
+            while True:
                 try:
                     facts, runs = chain.result()
                     break
                 except SegmentGone:
-                    packed = listings < RELISTINGS and relisted(repo, point)
-                    if not packed:
+                    fresh = relisted(repo, point, damaged) if listings < RELISTINGS else None
+                    if fresh is None:
                         raise
+                    listings += 1
                     _log.warning("segments of chain %s were packed and deleted since it was listed; "
                                  "surveying the chain as listed now (%d segment(s) up to revision %d)",
-                                 _chain_id(point), len(packed.segments), point.revision)
-                    chain.close()
-                    point = packed
-                    chain = ChainSurvey(repo, point, identities, work, progress)
+                                 _chain_id(point), len(fresh.segments), point.revision)
+                except DamagedSegment as exc:
+                    # Each damaged segment is left out once: as many tries as the point has segments, at most.
+                    found = damaged_one(point, exc)
+                    if found is None or (fresh := relisted(repo, point, damaged | {found})) is None:
+                        raise
+                    damaged |= {found}
+                    _log.warning("%s; surveying instead the other segments that hold its revisions "
+                                 "(%d segment(s) up to revision %d)", exc, len(fresh.segments), point.revision)
+                chain.close()
+                point = fresh
+                chain = ChainSurvey(repo, point, identities, work, progress)
             survey_wait = clock.monotonic() - surveyed
             if rows_room is not None:
                 rows_room(facts.written_bytes)
@@ -191,18 +216,29 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                          survey_wait)
 
 
-def relisted(repo: BackupRepository, point: RestorePoint) -> RestorePoint | None:
+def relisted(repo: BackupRepository, point: RestorePoint, without: frozenset[str] = frozenset()) -> RestorePoint | None:
     """``point`` (same base, same revision) with its segments as the repository lists them now,
-    or None when that is not a different set of segments reaching the point: a segment missing
-    now is missing, not packed."""
+    leaving out those named in ``without`` (found damaged), or None when that is not a
+    different set of segments reaching the point: a segment missing now is missing, not packed,
+    and one damaged is damaged when no other segments hold its revisions."""
     cluster = point.base.cluster
     try:
-        fresh = point_at_revision(cluster_timeline(repo, cluster), point.revision, point.base.id)
+        fresh = point_at_revision(cluster_timeline(repo, cluster, without), point.revision, point.base.id)
     except UsageError:  # the chain has a hole there now, or the base went
         return None
     if fresh.base.id != point.base.id or fresh.segments == point.segments:
         return None
     return fresh
+
+
+def damaged_one(point: RestorePoint | Timeline, damage: DamagedSegment) -> str | None:
+    """The name of the segment of ``point`` (or of the windows of a timeline) that ``damage`` is about."""
+    windows = point.windows if isinstance(point, Timeline) else (point.window,)
+    for window in windows:
+        for ref in window.segments:
+            if (ref.first_revision, ref.last_revision) == damage.revisions:
+                return ref.name
+    return None
 
 
 def _chain_id(point: RestorePoint) -> str:

@@ -51,6 +51,7 @@ from operator import sub
 from pathlib import Path
 from zlib import crc32
 
+from lifeboat.catalog.chains import DamagedSegment
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
 from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
@@ -222,8 +223,9 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
         facts.ttls.update(header.leases)
         try:
             sources.append(_surveyed(survey, staged, after, up_to, number, facts, spill))
-        except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
-            raise IntegrityError(f"{_named(header)} is damaged: {exc}") from None
+        except (ValueError, KeyError, TypeError, IndexError, binascii.Error, IntegrityError) as exc:
+            text = str(exc) if isinstance(exc, IntegrityError) else f"{_named(header)} is damaged: {exc}"
+            raise DamagedSegment(text, (header.first_revision, header.last_revision)) from None
     facts.rows = len(survey.newest)
     keys = sorted(survey.newest, key=survey.newest.__getitem__)  # in the order their rows are written
     kept = list(map(survey.newest.__getitem__, keys))
@@ -606,8 +608,11 @@ def _run_bytes(run: RowRun, buffer: FrameBuffer) -> bytes | bytearray:
     if not run.compressed:
         data: bytes | bytearray = stored
     else:
-        with memoryview(stored) as view:
-            size = buffer.decompress(view[run.frame_at:])
+        try:
+            with memoryview(stored) as view:
+                size = buffer.decompress(view[run.frame_at:])
+        except IntegrityError as exc:
+            raise IntegrityError(f"{run.segment or run.path} is damaged: {exc}") from None
         data = buffer.data
     if size < run.body_end or (run.raw_size and size != run.raw_size):  # a frame cut short, too
         raise IntegrityError(f"{run.path} changed while it was replayed")

@@ -141,4 +141,4 @@ def surveyed_chain(point: RestorePoint) -> SurveyedChain:
     assert point.window.chain is not None
     info = point.window.chain.info
     return SurveyedChain(info.cluster, info.chain, info.base_backup, point.base_revision, point.revision,
-                         tuple(point.segments))
+                         tuple(point.segments), point.doubled)

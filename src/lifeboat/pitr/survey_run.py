@@ -25,7 +25,7 @@ from typing import Protocol
 
 from lifeboat.catalog.age_keys import Identity, identities_from_material
 from lifeboat.catalog.chains import ChainStore, SegmentRef, segment_named
-from lifeboat.catalog.codec import FrameBuffer, checksummed_frame_end, frame_content_size
+from lifeboat.catalog.codec import FrameBuffer, checksummed_frame_end, frame_content_size, frames_decompressed
 from lifeboat.catalog.segments import SegmentHeader
 from lifeboat.errors import IntegrityError
 from lifeboat.pitr.replay import ReplayFacts, RowRun, StagedSegment, compile_rows
@@ -47,6 +47,9 @@ class SurveyedChain:
     base_revision: int
     revision: int
     segments: tuple[SegmentRef, ...]
+    # Those whose revisions other segments of the chain hold as well: checked whole by the
+    # survey, records and all, so that damage is found while the others can be read instead.
+    doubled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,9 @@ def _download(store: ChainStore, chain: SurveyedChain, identities: Sequence[Iden
                                       index_frame=index_frame)
 
         try:
-            with segment_named(where):
-                staged = checked_segment(stored, buffer, work / f"{number:09d}.segment.zst", read, where)
+            with segment_named(where, ref):
+                staged = checked_segment(stored, buffer, work / f"{number:09d}.segment.zst", read, where,
+                                         whole=ref.name in chain.doubled)
         except BaseException:
             buffers.give(buffer)
             raise
@@ -175,13 +179,16 @@ class HeaderReader(Protocol):
     def __call__(self, raw: bytearray, size: int, *, check_sha256: bool, index_frame: bool) -> SegmentHeader: ...
 
 
-def checked_segment(stored: bytes, buffer: FrameBuffer, path: Path, read: HeaderReader, where: str) -> StagedSegment:
+def checked_segment(stored: bytes, buffer: FrameBuffer, path: Path, read: HeaderReader, where: str, *,
+                    whole: bool = False) -> StagedSegment:
     """A downloaded segment's header, checked, and where its records are once it is at ``path``.
 
     The first zstd frame is decompressed into ``buffer``: of a version 3 segment, the header and
     the index, and nothing more. When that frame is whole and has a content checksum, zstd
     compares it with what it decompresses to, and hashing that again with sha256 would find no
-    other damage; otherwise the whole segment is decompressed and its sha256 checked."""
+    other damage; otherwise the whole segment is decompressed and its sha256 checked. The
+    records frame's checksum is compared when the replay decompresses it to write rows; with
+    ``whole``, here as well (into bytes let go at once)."""
     first_end = checksummed_frame_end(stored)
     with memoryview(stored) as view:
         size = buffer.decompress(view if first_end is None else view[:first_end])
@@ -189,8 +196,11 @@ def checked_segment(stored: bytes, buffer: FrameBuffer, path: Path, read: Header
     if not header.records_apart:
         return StagedSegment(header, path, compressed=True, raw_size=size)
     assert first_end is not None
-    return StagedSegment(header, path, compressed=True, raw_size=_records_frame_size(stored, first_end, where),
-                         records_at=first_end)
+    raw_size = _records_frame_size(stored, first_end, where)
+    if whole:
+        with memoryview(stored) as view:
+            frames_decompressed(view[first_end:])
+    return StagedSegment(header, path, compressed=True, raw_size=raw_size, records_at=first_end)
 
 
 def _records_frame_size(stored: bytes, start: int, where: str) -> int:

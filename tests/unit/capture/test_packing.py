@@ -13,7 +13,8 @@ import zstandard
 
 from lifeboat.capture.packing import Packer, PackResult, filled, merged, plan_chain
 from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
-from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, decompressed, segment_name
+from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, segment_name
+from lifeboat.catalog.codec import frames_decompressed
 from lifeboat.catalog.layout import segment_key
 from lifeboat.catalog.segments import Predecessor, Segment, encode_segment
 from lifeboat.catalog.timeline import build_timeline, point_at_revision
@@ -93,7 +94,7 @@ def test_records_of_a_pack_are_byte_for_byte_those_of_the_segments_it_holds() ->
     chains = ChainStore(store)
 
     def records(found: SegmentRef) -> bytes:
-        raw = decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, found.name)))
+        raw = frames_decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, found.name)))
         header = chains.check_header(raw, CLUSTER, CHAIN, found)
         return bytes(header.body)
 
@@ -108,7 +109,7 @@ def test_a_pack_is_byte_for_byte_the_segment_capture_would_have_written_for_its_
     packer(store).run(CLUSTER, clock.now())
     (pack,) = [r for r in listed(store) if r not in before]
     assert pack.name == segment_name(merged(written[:6]), False)
-    assert decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:6]))
+    assert frames_decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:6]))
 
 
 def test_a_run_holding_a_segment_of_the_older_format_is_packed_as_the_current_one() -> None:
@@ -123,7 +124,7 @@ def test_a_run_holding_a_segment_of_the_older_format_is_packed_as_the_current_on
     (pack,) = [r for r in listed(store) if r not in before]
     assert (result.packs, result.refused) == (1, [])
     assert sorted(fetched) == sorted(segment_key(CLUSTER, CHAIN, r.name) for r in before[:4])  # each once
-    assert decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:4]))
+    assert frames_decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, pack.name))) == encode_segment(merged(written[:4]))
 
 
 def test_the_timeline_takes_a_pack_in_place_of_the_segments_it_holds_and_restores_the_same_points() -> None:
@@ -270,7 +271,7 @@ def test_a_pack_holds_at_most_the_records_bytes_allowed_and_the_rest_of_the_run_
     written = small_chain(store, 10)
     before = listed(store)
     sizes = [len(ChainStore(store).check_header(
-        decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, r.name))), CLUSTER, CHAIN, r).body) for r in before]
+        frames_decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, r.name))), CLUSTER, CHAIN, r).body) for r in before]
     limit = sum(sizes[:3])  # three segments' records a pack
     result = packer(store, pack_records_bytes=limit).run(CLUSTER, clock.now())
     packs = sorted(r for r in listed(store) if r not in before)
@@ -366,7 +367,7 @@ def test_packs_that_overlap_in_part_keep_every_revision_and_what_they_hold_goes(
     smalls = listed(store)
 
     def pack_of(refs: tuple[SegmentRef, ...]) -> None:
-        headers = [chains.check_header(decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, r.name))),
+        headers = [chains.check_header(frames_decompressed(store.get_bytes(segment_key(CLUSTER, CHAIN, r.name))),
                                        CLUSTER, CHAIN, r) for r in refs]
         chains.commit_frames(CLUSTER, CHAIN, segment_name(merged([read(store, r) for r in refs]), False),
                              joined_frames(headers), (), 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lifeboat.catalog.chains import shared_revisions
 from lifeboat.catalog.segments import Predecessor
 from lifeboat.catalog.timeline import build_timeline, point_at_revision, point_at_time
 from lifeboat.errors import UsageError
@@ -168,3 +169,17 @@ def test_a_named_base_is_kept_though_a_newer_one_covers_the_revision() -> None:
         point_at_revision(timeline, 250, B2.id)  # after a base's window starts, never before
     with pytest.raises(UsageError, match="no longer a complete backup"):
         point_at_revision(build_timeline("prod", [B2], [chain(B2, [ref(301, 400, 601, 602)])]), 380, B1.id)
+
+
+def test_a_point_knows_which_of_its_segments_other_segments_hold_again() -> None:
+    """A pack beside the segments it packed (and a segment overlapping another's end): each is
+    checked whole by the survey, so that damage is found while the others can be read."""
+    pack, held, alone = ref(101, 150, 1, 2), [ref(101, 120, 1, 1), ref(121, 150, 1, 2)], ref(151, 160, 3, 3)
+    overlapping = [ref(161, 170, 4, 4), ref(165, 180, 4, 5)]
+    assert shared_revisions([alone]) == set() and shared_revisions([]) == set()
+    assert shared_revisions([pack, *held, alone, *overlapping]) == {r.name for r in (pack, *held, *overlapping)}
+    timeline = build_timeline("prod", [B1], [chain(B1, [pack, *held, alone, *overlapping])])
+    point = point_at_revision(timeline, 175)
+    assert point.segments == (pack, alone, *overlapping)
+    assert point.doubled == {pack.name, *(r.name for r in overlapping)}
+    assert point_at_revision(build_timeline("prod", [B1], [chain(B1, held)]), 125).doubled == frozenset()

@@ -15,8 +15,8 @@ import zlib
 import pytest
 import zstandard
 
-from lifeboat.catalog.chains import ChainStore, decompressed
-from lifeboat.catalog.codec import FrameBuffer
+from lifeboat.catalog.chains import ChainStore
+from lifeboat.catalog.codec import FrameBuffer, frames_decompressed
 from lifeboat.catalog import segments as segments_module
 from lifeboat.catalog.segment_index import IndexEntry, SegmentIndex, encode_index
 from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
@@ -215,7 +215,7 @@ def test_segments_staged_compressed_give_the_same_rows(tmp_path: Path) -> None:
     for number, s in enumerate(chain_of_two()):
         path = tmp_path / "zst" / f"{number}.segment.zst"
         path.write_bytes(zstandard.ZstdCompressor().compress(encode_segment(s)))
-        staged.append(StagedSegment(read_header(decompressed(path.read_bytes()), str(path)), path, compressed=True))
+        staged.append(StagedSegment(read_header(frames_decompressed(path.read_bytes()), str(path)), path, compressed=True))
     _, runs = compile_rows(staged, BASE_ID, 10, 14, tmp_path / "zst")
     assert all(run.compressed for run in runs) and list(stored_rows(runs)) == raw
 
