@@ -12,7 +12,7 @@ place that exits; it maps the branches of this tree to exit codes:
     │   ├── AlreadyExists             a create-only write found the object already there
     │   ├── IntegrityError            a checksum, hash or signature did not match
     │   ├── SnapshotFormatError       a file that is not a readable etcd/bbolt snapshot
-    │   ├── DecryptionError           age could not decrypt with the identities given
+    │   ├── DecryptionError   exit 3  no identity given opens it: a configuration error
     │   ├── NoHealthyMember           no voting member is healthy enough to back up from
     │   ├── Unsupported               the backend cannot do this (an S3 server without a call)
     │   └── NoRoom            exit 5  too little free disk for what the operation must write;
@@ -82,7 +82,10 @@ class SnapshotFormatError(OperationFailed):
 
 
 class DecryptionError(OperationFailed):
-    """Encrypted data could not be decrypted with the identities given."""
+    """Encrypted data could not be decrypted with the identities given (or keys configured):
+    the user's to fix, like a missing identity; damaged data is an IntegrityError."""
+
+    exit_code = EXIT_USAGE
 
 
 class NoHealthyMember(OperationFailed):

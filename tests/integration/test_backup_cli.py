@@ -13,6 +13,7 @@ import pytest
 
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.store import open_store
+from lifeboat.store.local import LocalStore
 from tests.support.binaries import EtcdRelease, tool
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
@@ -129,7 +130,8 @@ def test_encrypted_s3_backup_opens_with_stock_age_zstd_and_restores_with_etcdutl
 
 
 def test_verify_encrypted_backup_needs_the_right_identity(
-    cli: Cli, etcd35: EtcdMember, pki: Pki, tmp_path: Path, age_key: tuple[Path, str]
+    cli: Cli, etcd35: EtcdMember, pki: Pki, tmp_path: Path, age_key: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, public = age_key
     repo = str(tmp_path / "repo")
@@ -138,9 +140,16 @@ def test_verify_encrypted_backup_needs_the_right_identity(
     assert code == 3 and "--identity" in err
     other = tmp_path / "other.txt"
     other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
-    code, _, err = cli("verify", "latest", "--repo", repo, "--identity", str(other))
-    assert code == 1
-    assert err.count("\n") == 1 and "decrypt" in err
+    # A key that opens none of it is the user's to fix, as a missing one is (exit 3, not the
+    # 1 of a backup that fails its checks), and nothing is downloaded again to hash it.
+    streams: list[str] = []
+    stream = LocalStore.get_stream
+    monkeypatch.setattr(LocalStore, "get_stream", lambda store, key, *a, **kw: (
+        streams.append(key), stream(store, key, *a, **kw))[1])
+    code, out, err = cli("verify", "latest", "--repo", repo, "--identity", str(other))
+    assert code == 3 and "verified" not in out
+    assert err.count("\n") == 1 and "cannot decrypt it with the identity given" in err
+    assert len(streams) == 1 and streams[0].endswith("snapshot.db.zst.age"), streams
 
 
 def test_tampered_object_fails_verification(cli: Cli, etcd35: EtcdMember, pki: Pki, tmp_path: Path) -> None:

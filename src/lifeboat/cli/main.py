@@ -51,7 +51,8 @@ examples:
   lifeboat agent --config /etc/lifeboat/lifeboat.yaml
 
 exit codes: 0 ok, 1 operation failed, 2 etcd or repository unavailable,
-            3 usage or configuration error, 4 unexpected (a bug: please report it),
+            3 usage or configuration error (a wrong --identity too),
+            4 unexpected (a bug: please report it),
             5 not enough free disk (said before starting, nothing written),
             130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing half-done is left
 """

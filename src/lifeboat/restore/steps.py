@@ -24,7 +24,7 @@ from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.disk import MARGIN, FreeSpace, free_bytes, require_room, size_text
 from lifeboat.durable import fsync_dir, move_durably
-from lifeboat.errors import IntegrityError, LifeboatError, NoRoom, OperationFailed, UsageError
+from lifeboat.errors import DecryptionError, IntegrityError, LifeboatError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import SnapshotRestore
 from lifeboat.restore.content import (
@@ -308,6 +308,10 @@ class FetchSnapshot(PreparingStep):
                 what = f"{failure.name}: {failure.detail}" if failure else "no checks ran"
                 raise IntegrityError(f"backup {self.backup_id} failed verification ({what}); "
                                      "nothing on the node was changed; restore another backup")
+        except DecryptionError as exc:
+            ctx.close_surveys()
+            self.snapshot.unlink(missing_ok=True)
+            raise DecryptionError(f"backup {self.backup_id}: {exc}; nothing on the node was changed") from None
         except BaseException:
             ctx.close_surveys()
             raise

@@ -154,7 +154,9 @@ def _fetch(
                 if scan is not None:
                     scan.feed(piece)
                 progress(obj.name, raw.size)
-    except (IntegrityError, DecryptionError) as exc:
+    except DecryptionError:
+        raise  # no identity given opens it: nothing about the backup is known yet
+    except IntegrityError as exc:
         # Decoding stopped part-way; hash the whole stored object to tell a repository copy
         # that changed since the backup from one that was always wrong.
         whole = _stored_digest(repo, manifest, obj)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_named
+from lifeboat.catalog.chains import ChainInfo, ChainStore, DamagedSegment, Gap, Heartbeat, segment_named
 from lifeboat.catalog.layout import CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, chain_object_key
 from lifeboat.catalog.segments import Predecessor
 from lifeboat.errors import IntegrityError
@@ -114,6 +114,7 @@ def test_a_segment_that_is_not_what_its_name_says_is_named_once() -> None:
     raw = store.fetch_segment(original.cluster, original.chain, ref, None)
     claimed = replace(ref, last_revision=12, name=ref.name.replace(f"{11:020d}.", f"{12:020d}."))
     where = store.segment_where(original.cluster, original.chain, claimed)
-    with pytest.raises(IntegrityError) as caught, segment_named(where):
+    with pytest.raises(IntegrityError) as caught, segment_named(where, claimed):
         store.check_header(raw, original.cluster, original.chain, claimed)
     assert str(caught.value).count(where) == 1 and "not what its name says" in str(caught.value)
+    assert isinstance(caught.value, DamagedSegment) and caught.value.revisions == (11, 12)

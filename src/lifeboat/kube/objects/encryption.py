@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifeboat.errors import DecryptionError, UsageError
+from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from lifeboat.kube.objects.checks import checked
 from lifeboat.kube.objects.envelope import PROTOBUF_MAGIC
 from lifeboat.kube.objects.wire import malformed
@@ -202,14 +202,14 @@ def _try_decrypt(provider: str, secret: bytes, payload: bytes, etcd_key: bytes) 
     """The plaintext, or None if this key does not open the payload."""
     if provider == "aesgcm":
         if len(payload) < _GCM_NONCE:
-            raise DecryptionError("aesgcm value is shorter than its nonce; the value is corrupt")
+            raise IntegrityError("aesgcm value is shorter than its nonce; the value is corrupt")
         try:
             return AESGCM(secret).decrypt(payload[:_GCM_NONCE], payload[_GCM_NONCE:], etcd_key)
         except InvalidTag:
             return None
     if provider == "secretbox":
         if len(payload) < _SECRETBOX_NONCE:
-            raise DecryptionError("secretbox value is shorter than its nonce; the value is corrupt")
+            raise IntegrityError("secretbox value is shorter than its nonce; the value is corrupt")
         box = nacl.secret.SecretBox(secret)
         try:
             return box.decrypt(payload[_SECRETBOX_NONCE:], payload[:_SECRETBOX_NONCE])
@@ -220,7 +220,7 @@ def _try_decrypt(provider: str, secret: bytes, payload: bytes, etcd_key: bytes) 
 
 def _decrypt_cbc(secret: bytes, payload: bytes) -> bytes | None:
     if len(payload) < 2 * _AES_BLOCK or len(payload) % _AES_BLOCK:
-        raise DecryptionError("aescbc value is not IV plus whole AES blocks; the value is corrupt")
+        raise IntegrityError("aescbc value is not IV plus whole AES blocks; the value is corrupt")
     decryptor = Cipher(algorithms.AES(secret), modes.CBC(payload[:_AES_BLOCK])).decryptor()
     padded = decryptor.update(payload[_AES_BLOCK:]) + decryptor.finalize()
     pad = padded[-1]

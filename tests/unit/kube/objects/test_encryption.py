@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lifeboat.errors import DecryptionError, UsageError
+from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from lifeboat.kube.objects import (
     EncryptionConfiguration,
     EncryptionInfo,
@@ -239,13 +239,15 @@ def test_encrypted_prefix_without_a_key_name_is_malformed() -> None:
     assert identify_encryption(b"k8s\x00abc") is None
 
 
-def test_cbc_payload_that_is_not_whole_blocks_is_a_decryption_error(secret_fixture: bytes) -> None:
+def test_cbc_payload_that_is_not_whole_blocks_is_damage_not_a_wrong_key(secret_fixture: bytes) -> None:
+    # A wrong key is the user's to fix (DecryptionError, exit 3); a value cut short is damaged (exit 1).
     secret = os.urandom(32)
     value = stored("aescbc", "k", secret, secret_fixture)[:-3]
 
     obj = decode_value(KEY, value, config(keys("aescbc", ("k", secret))))
 
-    assert isinstance(obj.error, DecryptionError)
+    assert isinstance(obj.error, IntegrityError) and not isinstance(obj.error, DecryptionError)
+    assert "the value is corrupt" in str(obj.error)
 
 
 def test_configuration_loads_from_the_apiserver_yaml_file(
