@@ -25,7 +25,7 @@ from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.agent.schedule import check_cron, due_tick
 from lifeboat.capture.packing import PackResult
 from lifeboat.errors import (
-    BackendUnavailable, EtcdAuthError, EtcdUnavailable, IntegrityError, LifeboatError,
+    BackendUnavailable, DecryptionError, EtcdAuthError, EtcdUnavailable, IntegrityError, LifeboatError,
     NoHealthyMember, RepositoryUnavailable, UsageError,
 )
 
@@ -105,7 +105,7 @@ def failure_reason(exc: BaseException) -> str:
         (RepositoryUnavailable, "repository_unavailable"), (EtcdAuthError, "etcd_auth"),
         (EtcdUnavailable, "etcd_unavailable"), (NoHealthyMember, "no_healthy_member"),
         (IntegrityError, "integrity"), (BackendUnavailable, "backend_unavailable"),
-        (UsageError, "config"), (LifeboatError, "failed"),
+        (UsageError, "config"), (DecryptionError, "config"), (LifeboatError, "failed"),
     ):
         if isinstance(exc, kind):
             return reason

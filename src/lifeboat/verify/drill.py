@@ -177,7 +177,8 @@ def run_drill(
     Raises UsageError when no fit restore tool or etcd binary is found, and NoRoom when the
     copies it makes (and a replay's staged segments) do not fit (``room`` is told that need
     first), before any download, or when a restore's writer finds the disk full later (filled
-    meanwhile): the disk, not the backup.
+    meanwhile): the disk, not the backup. DecryptionError when no identity given opens it:
+    the configuration, not the backup.
     Phases are timed, and the throwaway etcd waited for, on ``clock`` (the system's by default).
     """
     clock = clock or SystemClock()

@@ -13,12 +13,12 @@ import pytest
 
 from lifeboat.agent.election import Election
 from lifeboat.agent.jobs import BackupOutcome, LeadershipLost
-from lifeboat.agent.loop import Agent, AgentSettings, Backoff, Jobs
+from lifeboat.agent.loop import Agent, AgentSettings, Backoff, Jobs, failure_reason
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.capture.packing import PackResult
 from lifeboat.clock import FakeClock
 from lifeboat.config import load_config
-from lifeboat.errors import RepositoryUnavailable, UsageError
+from lifeboat.errors import DecryptionError, IntegrityError, RepositoryUnavailable, UsageError
 from lifeboat.etcd.memory import MemoryEtcd
 
 T0 = datetime(2024, 3, 1, 10, 0, 30, tzinfo=timezone.utc)
@@ -375,3 +375,10 @@ def test_agent_refuses_the_schedules_config_validate_refuses(tmp_path: Path, cro
         load_config(config)
     with pytest.raises(UsageError, match="agent backup schedule"):
         make_world(count=1, backup_cron=cron)
+
+
+def test_an_identity_that_opens_nothing_is_counted_as_configuration_not_a_failed_backup() -> None:
+    """A drill with the wrong identity file: the agent's config, as a missing one is."""
+    assert failure_reason(DecryptionError("cannot decrypt it with the identity given")) == "config"
+    assert failure_reason(UsageError("no identity")) == "config"
+    assert failure_reason(IntegrityError("encrypted object is damaged")) == "integrity"
