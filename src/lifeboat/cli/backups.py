@@ -21,7 +21,7 @@ from lifeboat.cli.connect import (
     age_identities, cluster_name, etcd_settings, open_repository, resolved_config, temp_dir,
 )
 from lifeboat.cli.drills import check_drill_flags
-from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, table
+from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, printable, table
 from lifeboat.cli.point import resolve_point
 from lifeboat.config.values import read_retention_duration
 from lifeboat.durable import install_durably, part_path
@@ -94,7 +94,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             check(m)
     shown.close()
     for d in damaged:
-        print(f"damaged: {d.cluster}/{d.id}: {d.reason}")
+        print(printable(f"damaged: {d.cluster}/{d.id}: {d.reason}"))
     for (cluster, backup_id), found in problems.items():
         print(f"{cluster}/{backup_id}: " + ("objects present" if not found else "; ".join(found)))
     return _checked(problems)
@@ -188,11 +188,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         return _shown(m, missing)
     print(f"backup     {m.id}\ncluster    {m.cluster}\nstatus     {m.status.value}")
     if pin:
-        print(f"pinned     by {pin.pinned_by} at {pin.pinned_at}" + (f": {pin.reason}" if pin.reason else ""))
+        print(printable(f"pinned     by {pin.pinned_by} at {pin.pinned_at}" + (f": {pin.reason}" if pin.reason else "")))
     print(f"taken      {m.started_at} → {m.finished_at} by lifeboat {m.tool_version}")
     s, sn = m.source, m.snapshot
-    print(f"source     {s.name} ({s.endpoint}) member {s.member_id}, cluster {s.cluster_id}, "
-          f"etcd {s.etcd_version}, raft term {s.raft_term} index {s.raft_index}"
+    print(printable(f"source     {s.name} ({s.endpoint}) member {s.member_id}, cluster {s.cluster_id}, "
+                    f"etcd {s.etcd_version}, raft term {s.raft_term} index {s.raft_index}")
           + (", leader" if s.is_leader else ""))
     print(f"snapshot   revision {sn.revision}, hash {sn.hash}, {sn.total_key} keys, "
               f"size {sn.total_size} ({human_size(sn.total_size)})")

@@ -105,13 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return EXIT_USAGE if exc.code not in (0, None) else 0
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="lifeboat: %(message)s")
+    from lifeboat.cli.output import PrintableFormatter  # here: --help and usage errors do without it
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("lifeboat: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     with _sigterm_unwinds():
         return _dispatch(args)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from lifeboat.cli.output import printable
+
     code = EXIT_OK
     try:
         code = int(args.func(args))
@@ -125,7 +130,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _discard_stdout()
         return code
     except LifeboatError as exc:
-        print(f"lifeboat: error: {exc}", file=sys.stderr)
+        print(f"lifeboat: error: {printable(str(exc))}", file=sys.stderr)
         if args.verbose:
             traceback.print_exc()
         return exc.exit_code
@@ -152,7 +157,9 @@ def _left_behind(args: argparse.Namespace) -> str:
 
 
 def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
-    print(f"lifeboat: unexpected error: {type(exc).__name__}: {exc} "
+    from lifeboat.cli.output import printable
+
+    print(f"lifeboat: unexpected error: {type(exc).__name__}: {printable(str(exc))} "
           "(a bug: please report it, with the output of -v)", file=sys.stderr)
     if args.verbose:
         traceback.print_exc()

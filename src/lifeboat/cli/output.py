@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from lifeboat.clock import Clock, SystemClock
+from lifeboat.config.rules import UNSHOWABLE
 from lifeboat.disk import RoomNeeded
+
+
+def printable(text: str) -> str:
+    """``text`` as a terminal shows it as it is: each control character (a newline, an escape
+    sequence, a direction override) written as its escape. For what lifeboat prints that it did
+    not write itself: names and values read from etcd or a repository, error messages quoting them."""
+    return UNSHOWABLE.sub(_escaped, text)
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log messages on one line each, as :func:`printable` shows them (a traceback after them as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
@@ -20,7 +42,7 @@ def emit_json(data: Any, out: TextIO | None = None) -> None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO | None = None) -> None:
     """Print aligned columns; an empty table prints only the headers."""
     out = out or sys.stdout
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for row in cells:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
@@ -38,7 +60,7 @@ class StreamedTable:
     def rows(self, rows: Sequence[Sequence[object]]) -> None:
         cells = self._pending or []
         self._pending = None
-        cells += [[str(c) for c in row] for row in rows]
+        cells += [[printable(str(c)) for c in row] for row in rows]
         self._widths = [max([w] + [len(r[i]) for r in cells]) for i, w in enumerate(self._widths)]
         for row in cells:
             self._out.write("  ".join(c.ljust(w) for c, w in zip(row, self._widths)).rstrip() + "\n")

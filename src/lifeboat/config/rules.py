@@ -85,7 +85,9 @@ def names_recipients_file(value: str) -> bool:
 
 # Characters a terminal acts on instead of showing (escape sequences, a newline that forges the
 # next line) and the bidirectional controls that make text read otherwise than it is stored.
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What a terminal does not show as it is: C0 and C1 controls (newlines, escape sequences) and
+# the bidirectional overrides and isolates (text shown in another order than stored).
+UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 LABEL_MAX = 256  # a backup label's name or value, in characters
@@ -95,7 +97,7 @@ PIN_REASON_MAX = 1000
 def plain_text_problem(value: str, limit: int) -> str | None:
     """Why ``value`` cannot be kept as text that ``show`` and ``list`` print (a pin's reason, a
     label), or None: one line of at most ``limit`` characters a terminal shows as they are."""
-    if _UNSHOWABLE.search(value):
+    if UNSHOWABLE.search(value):
         return "holds a control character (a newline, an escape sequence or a direction override); give one line of text"
     if len(value) > limit:
         return f"is {len(value)} characters long; at most {limit}"

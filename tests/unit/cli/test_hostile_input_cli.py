@@ -90,3 +90,38 @@ def test_a_pin_reason_a_terminal_would_act_on_or_too_long_is_refused_unstored(
 def test_a_label_a_terminal_would_act_on_or_too_long_is_refused(cli: Cli, tmp_path: Path, label: str) -> None:
     code, _out, err = cli("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1", "--label", label)
     assert code == 3 and err.count("\n") == 1 and "label" in err and "\x1b" not in err and "\x07" not in err
+
+
+HOSTILE = "evil\n\x1b[2J\x1b]0;title\x07forged\u202eline"
+
+
+def test_text_read_from_a_repository_is_printed_with_its_control_characters_escaped(
+        cli: Cli, tmp_path: Path) -> None:
+    """A pin written before reasons were checked (or by hand, or by a hostile writer), and a
+    backup id on the command line, are printed by `show`, `list` and errors: an escape sequence
+    there acted on the terminal of whoever looked, a newline forged a line."""
+    from lifeboat.catalog.pins import Pin
+    from lifeboat.catalog.repository import BackupRepository
+    from lifeboat.store import open_store
+    from tests.unit.cli.test_saved_snapshot import backup_in
+
+    m = backup_in(tmp_path / "repo")
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo")))
+    repo.pin(m, Pin("2026-12-01T00:00:00Z", HOSTILE, HOSTILE))
+    for command in (("show", m.id), ("list",), ("list", "--check"), ("show", HOSTILE)):
+        code, out, err = cli(*command, "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)
+        for stream in (out, err):
+            assert not any(c in stream for c in "\x1b\x07\u202e"), (command, stream)
+            assert "forged" not in stream or "\\x1b]0;title\\x07forged\\u202eline" in stream, (command, stream)
+        assert "\nforged" not in out + err and "\n\x1b" not in out + err
+    assert "\\x0a\\x1b[2J" in cli("show", m.id, "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)[1]
+
+
+def test_log_messages_are_printed_with_their_control_characters_escaped() -> None:
+    import logging
+
+    from lifeboat.cli.output import PrintableFormatter
+
+    record = logging.LogRecord("lifeboat", logging.WARNING, __file__, 1, "segment %s is damaged", (HOSTILE,), None)
+    line = PrintableFormatter("lifeboat: %(message)s").format(record)
+    assert line.count("\n") == 0 and "\x1b" not in line and line.startswith("lifeboat: segment evil\\x0a\\x1b[2J")
