@@ -366,6 +366,13 @@ class S3Store(StoreBase):
                 f"{self._where()} refused our credentials ({code or 'access denied'}) while "
                 f"{action} {key}; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
             ) from None
+        if isinstance(exc, BaseError) and self._uploads_access is None and _CREDENTIAL_SERVICES.search(str(exc)):
+            # No keys given: obstore asked the instance (or container) metadata service for some.
+            raise RepositoryUnavailable(
+                f"{self._where()}: no S3 credentials were given and none came from the instance metadata "
+                f"service ({_reason(exc, code)}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the "
+                "config file's repository.s3.access-key-id-file and secret-access-key-file)"
+            ) from None
         if isinstance(exc, BaseError):
             raise RepositoryUnavailable(
                 f"{self._where()} failed while {action} {key}: {_reason(exc, code)}; "
@@ -423,6 +430,11 @@ class _Counted:
 def _s3_code(exc: BaseException) -> str | None:
     match = _S3_CODE.search(str(exc))
     return match.group(1) if match else None
+
+
+# Where AWS clients look for credentials none were given: EC2's instance metadata service and
+# ECS's container credentials endpoint.
+_CREDENTIAL_SERVICES = re.compile(r"//(?:169\.254\.169\.254|169\.254\.170\.2|\[fd00:ec2::254\])[/:]")
 
 
 def _reason(exc: BaseException, code: str | None) -> str:
