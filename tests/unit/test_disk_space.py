@@ -114,6 +114,18 @@ def test_verify_keeping_the_snapshot_elsewhere_asks_both_places(tmp_path: Path) 
     assert free.asked == [tmp_path / "tmp", tmp_path / "keep"]
 
 
+def test_a_snapshot_kept_on_a_full_disk_is_refused_with_advice_about_where_it_is_kept(tmp_path: Path) -> None:
+    """It advised --tmp-dir, which does not move the snapshot `verify --save-snapshot` keeps."""
+    _, m = big_backup(MemoryStore())
+    keep = tmp_path / "keep" / "snapshot.db"
+    with pytest.raises(NoRoom) as caught:
+        require_verify_room(m, tmp_path / "tmp", keep, lambda path: 9 * GiB if path == tmp_path / "tmp" else 0)  # type: ignore[arg-type]
+    assert f"free in {keep.parent}" in str(caught.value) and "--tmp-dir" not in str(caught.value)
+    assert "keep the snapshot on a disk with room" in str(caught.value)
+    with pytest.raises(NoRoom, match="--tmp-dir"):  # the files archive is unpacked in the spool
+        require_verify_room(m, tmp_path / "tmp", keep, lambda path: 0)  # type: ignore[arg-type]
+
+
 def test_restore_refuses_at_preflight_before_it_fetches_or_stops_anything(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
     need = plan.steps[0].need_bytes  # type: ignore[attr-defined]

@@ -131,7 +131,8 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
     for room in rooms:
         report(room)
     for room in rooms:
-        room.require(ROOM_HINT)
+        # The spool moves with --tmp-dir; a snapshot kept elsewhere (--save-snapshot) does not.
+        room.require(ROOM_HINT if room.path == tmp_dir else "keep the snapshot on a disk with room")
 
 
 def _fetch(
