@@ -273,7 +273,8 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
 
 
 def _plan_restart(journal: Journal, paths: RestorePaths, supervisor: Supervisor, start: bool) -> RestorePlan:
-    steps: list[Step] = [PutBack("put-back", moved_aside=paths.moved_aside, data_dir=paths.data_dir)]
+    steps: list[Step] = [PutBack("put-back", moved_aside=paths.moved_aside, data_dir=paths.data_dir,
+                                 only_if_there=True)]
     return _rollback(journal, paths, supervisor, steps, start,
                      "it stopped before moving the data dir; start what it stopped")
 

@@ -771,8 +771,14 @@ class CleanUp(Step):
 class PutBack(Step):
     moved_aside: Path
     data_dir: Path
+    # The restore had not moved the data dir: only a crash in the middle of that rename left
+    # one there to put back.
+    only_if_there: bool = False
 
     def describe(self) -> str:
+        if self.only_if_there:
+            return (f"rename {self.moved_aside} back to {self.data_dir} if a crash in the middle of the move left it "
+                    "(usually nothing is there: the data dir was not moved)")
         return f"rename the moved-aside {self.moved_aside} back to {self.data_dir}"
 
     def check(self, ctx: RestoreContext) -> None:

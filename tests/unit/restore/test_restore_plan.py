@@ -431,6 +431,8 @@ def test_rollback_of_a_restore_that_stopped_etcd_but_moved_nothing_starts_it_aga
     supervisor = MemorySupervisor()
     plan = plan_rollback(journal, RestorePaths(data_dir, journal.stamp), supervisor, "20240102T040000Z")
     assert [s.key for s in plan.steps] == ["put-back", "start:etcd", "start:kube-apiserver"]
+    # Nothing was moved aside: the plan does not say it renames something back.
+    assert "if a crash in the middle of the move left it" in plan.steps[0].describe()
     ctx, saved = context(tmp_path, journal)
     ctx.supervisor = supervisor
     execute(plan, ctx, auto_rollback=False)
