@@ -60,8 +60,16 @@ def etcd_settings(args: argparse.Namespace) -> ResolvedEtcd:
 
 
 def host_root(args: argparse.Namespace) -> Path:
-    """The host's filesystem root: ``--root``, else $LIFEBOAT_ROOT, else the config file's ``root``, else /."""
-    return resolved_config(args).config.root.absolute()
+    """The host's filesystem root: ``--root``, else $LIFEBOAT_ROOT, else the config file's ``root``, else /.
+
+    One that is not a directory is a mistake (UsageError), not an empty node: read as one, a
+    backup went on to etcd's default endpoint without the node's certificates or files."""
+    resolved = resolved_config(args)
+    root = resolved.config.root.absolute()
+    if not root.is_dir():
+        raise UsageError(f"the host root {root} (from {_describe(resolved, 'root')}) is not a directory; "
+                         "--root, $LIFEBOAT_ROOT or the config file's root names where the node's / is")
+    return root
 
 
 def _describe(resolved: ResolvedConfig, key: str) -> str:

@@ -306,8 +306,8 @@ def _every_node_flags(args: argparse.Namespace) -> list[str]:
         flags.append(f"--repo={url if '://' in url else os.path.abspath(url)}")  # a directory path
     if given("encryption.identity-files"):
         flags += [f"--identity={os.path.abspath(path)}" for path in config.encryption.identity_files]
-    if given("root"):
-        flags.append(f"--root={os.path.abspath(host_root(args))}")
+    if given("root"):  # the nodes' root: it need not be a directory on the machine that plans
+        flags.append(f"--root={os.path.abspath(config.root.absolute())}")
     if args.restore_with:
         flags.append(f"--restore-with={args.restore_with}")
     if args.restore_tool is not None:

@@ -144,3 +144,18 @@ def test_a_relative_root_flag_is_taken_from_the_directory_it_is_typed_in(
     monkeypatch.chdir("/")  # the command's later work does not change what it means
     assert host_root(args) == node.root
     assert etcd_settings(args).origin == f"kubeadm manifest {node.host('/etc/kubernetes/manifests/etcd.yaml')}"
+
+
+@pytest.mark.parametrize("name", ETCD_COMMANDS)
+def test_a_root_that_is_not_a_directory_is_refused_not_read_as_an_empty_node(
+        node: KubeadmNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, name: str) -> None:
+    """A mistyped --root read as a node with nothing on it: backup went on to etcd's default
+    endpoint, without the node's certificates, and said only that nothing answered there."""
+    repo = ("--repo", str(tmp_path / "repo")) if name in ("backup", "capture", "restore") else ()
+    for given in (("--root", str(tmp_path / "hots")), ("--config", str(config_with_root(tmp_path, tmp_path / "hots")))):
+        code, out, err = cli(*ETCD_COMMANDS[name], *given, *repo)
+        assert (code, out) == (3, ""), err
+        assert f"the host root {tmp_path / 'hots'}" in err and "is not a directory" in err and err.count("\n") == 1
+    monkeypatch.setenv("LIFEBOAT_ROOT", str(node.host("/etc/kubernetes/admin.conf")))
+    code, _, err = cli(*ETCD_COMMANDS[name], *repo)
+    assert code == 3 and "(from environment) is not a directory" in err, err
