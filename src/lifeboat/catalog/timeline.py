@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first, shared_revisions
 from lifeboat.catalog.manifest import Manifest
@@ -26,7 +26,11 @@ _log = logging.getLogger(__name__)
 
 
 def manifest_time(manifest: Manifest) -> datetime:
-    return datetime.fromisoformat(manifest.finished_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+    """When the backup finished. One written to the second (by lifeboat before December 2026)
+    finished within the second after: it is taken as the end of that second, so that no time
+    before the backup finished is given its state (writes made after the time asked)."""
+    finished = datetime.fromisoformat(manifest.finished_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return finished if "." in manifest.finished_at else finished + timedelta(seconds=1)
 
 
 @dataclass(frozen=True)

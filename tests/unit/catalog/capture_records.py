@@ -17,7 +17,7 @@ def at(seconds: float) -> datetime:
 
 
 def manifest(backup_id: str, revision: int, seconds: float, cluster_id: str = "c1") -> Manifest:
-    moment = at(seconds).isoformat(timespec="seconds").replace("+00:00", "Z")
+    moment = at(seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Manifest(
         id=backup_id, cluster="prod", status=BackupStatus.COMPLETE, started_at=moment, finished_at=moment,
         tool_version="test", source=SourceMember(member_id="1", name="m0", endpoint="http://127.0.0.1:2379", etcd_version="3.5.1",

@@ -183,3 +183,17 @@ def test_a_point_knows_which_of_its_segments_other_segments_hold_again() -> None
     assert point.segments == (pack, alone, *overlapping)
     assert point.doubled == {pack.name, *(r.name for r in overlapping)}
     assert point_at_revision(build_timeline("prod", [B1], [chain(B1, held)]), 125).doubled == frozenset()
+
+
+def test_a_backup_whose_finish_was_written_to_the_second_is_not_given_to_a_time_within_that_second() -> None:
+    """Manifests written before times had milliseconds: the backup finished somewhere in the
+    second after the one written, and a time in that second restored its state (writes made
+    after the time asked)."""
+    old = B1.model_copy(update={"finished_at": "2026-12-01T03:00:00Z"})
+    timeline = build_timeline("prod", [old], [chain(old, [ref(101, 150, 1.5, 2)])])
+    assert timeline.windows[0].first_time == at(1)
+    with pytest.raises(UsageError, match="before the oldest"):
+        point_at_time(timeline, at(0.5), at(9999), lambda w, r: None)  # type: ignore[arg-type]
+    assert point_at_time(timeline, at(1), at(9999), lambda w, r: None).revision == 100  # type: ignore[arg-type]
+    now = B1.model_copy(update={"finished_at": "2026-12-01T03:00:00.000Z"})  # as lifeboat writes it now
+    assert build_timeline("prod", [now], [chain(now, [ref(101, 150, 1.5, 2)])]).windows[0].first_time == at(0)
