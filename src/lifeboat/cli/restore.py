@@ -307,7 +307,7 @@ def _every_node_flags(args: argparse.Namespace) -> list[str]:
     if given("encryption.identity-files"):
         flags += [f"--identity={os.path.abspath(path)}" for path in config.encryption.identity_files]
     if given("root"):  # the nodes' root: it need not be a directory on the machine that plans
-        flags.append(f"--root={os.path.abspath(config.root.absolute())}")
+        flags.append(f"--root={os.path.abspath(config.root)}")
     if args.restore_with:
         flags.append(f"--restore-with={args.restore_with}")
     if args.restore_tool is not None:
