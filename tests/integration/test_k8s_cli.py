@@ -294,4 +294,4 @@ def test_encrypted_backup_is_read_with_the_config_files_identity_and_the_flag_re
     assert [s["name"] for s in dry["steps"] if s["action"] == "write"] == ["widget-0", "widget-1"]
 
     code, _out, err = cli("k8s", "ls", "latest", *flags, "--identity", str(other))
-    assert code == 1 and "decrypt" in err, err
+    assert code == 3 and "decrypt" in err, err  # a configuration error, as a missing identity is
