@@ -85,8 +85,6 @@ def names_recipients_file(value: str) -> bool:
 
 # Characters a terminal acts on instead of showing (escape sequences, a newline that forges the
 # next line) and the bidirectional controls that make text read otherwise than it is stored.
-# What a terminal does not show as it is: C0 and C1 controls (newlines, escape sequences) and
-# the bidirectional overrides and isolates (text shown in another order than stored).
 UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
