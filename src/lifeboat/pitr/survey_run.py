@@ -190,16 +190,16 @@ def checked_segment(stored: bytes, buffer: FrameBuffer, path: Path, read: Header
     records frame's checksum is compared when the replay decompresses it to write rows; with
     ``whole``, here as well (into bytes let go at once)."""
     first_end = checksummed_frame_end(stored)
-    with memoryview(stored) as view:
-        size = buffer.decompress(view if first_end is None else view[:first_end])
+    # No `with memoryview(...)`: a read that fails still holds a slice of the view, and
+    # releasing it then raised BufferError over the IntegrityError (the views go with ``stored``).
+    size = buffer.decompress(stored if first_end is None else memoryview(stored)[:first_end])
     header = read(buffer.data, size, check_sha256=first_end != len(stored), index_frame=first_end is not None)
     if not header.records_apart:
         return StagedSegment(header, path, compressed=True, raw_size=size)
     assert first_end is not None
     raw_size = _records_frame_size(stored, first_end, where)
     if whole:
-        with memoryview(stored) as view:
-            frames_decompressed(view[first_end:])
+        frames_decompressed(memoryview(stored)[first_end:])
     return StagedSegment(header, path, compressed=True, raw_size=raw_size, records_at=first_end)
 
 

@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from lifeboat.catalog.chains import ChainStore
-from lifeboat.catalog.codec import FrameBuffer, frames_decompressed
+from lifeboat.catalog.codec import FrameBuffer, checksummed_frame_end, frames_decompressed
 from lifeboat.catalog import segments as segments_module
 from lifeboat.catalog.segment_index import IndexEntry, SegmentIndex, encode_index
 from lifeboat.catalog.segments import Predecessor, Segment, SegmentHeader, encode_segment, read_header
@@ -485,3 +485,27 @@ def test_the_surveys_answer_holds_a_few_bytes_a_row_in_the_restores_memory(tmp_p
         tracemalloc.stop()
     assert held[1] == runs
     assert size / facts.rows <= 12, f"{size / facts.rows:.0f} bytes a row"
+
+
+@pytest.mark.parametrize("damage", ["frame header", "records", "garbage"])
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_segment_damaged_where_zstd_reads_first_is_an_integrity_error_not_a_crash(
+        tmp_path: Path, damage: str, whole: bool) -> None:
+    """A flipped byte in the first frame's header (or a segment replaced by text) raised inside
+    a `with memoryview(...)`: the view could not be released while the failed read still held
+    a slice of it, and the restore ended with BufferError, exit 4."""
+    stored = bytearray(as_stored(chain_of_two()[0]))
+    first_end = checksummed_frame_end(bytes(stored))
+    assert first_end is not None
+    if damage == "frame header":
+        stored[2] ^= 1
+    elif damage == "records":
+        stored[(first_end + len(stored)) // 2] ^= 1
+    else:
+        stored = bytearray(b"hello\n")
+    path = tmp_path / "segment"
+    if damage == "records" and not whole:  # found when the replay decompresses the records, not here
+        assert checked_segment(bytes(stored), FrameBuffer(), path, read_as_named(path), str(path), whole=whole)
+        return
+    with pytest.raises(IntegrityError):
+        checked_segment(bytes(stored), FrameBuffer(), path, read_as_named(path), str(path), whole=whole)
