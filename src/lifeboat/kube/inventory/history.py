@@ -11,15 +11,23 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lifeboat.kube.objects.stored import StoredObject
+from lifeboat.kube.inventory.views import LAST_APPLIED
+from lifeboat.kube.objects.stored import StoredObject, holds_secret
 
 # Fields that change on every write and say nothing about what the writer changed.
 _NOISE = ("metadata.resourceVersion", "metadata.managedFields")
 _MAX_CHANGES = 20
 
 
+# A Secret's fields whose values are said to change, never shown: its data, and the whole
+# object kubectl apply keeps in an annotation.
+_SECRET_PATHS = ("data.", "stringData.", f"metadata.annotations.{LAST_APPLIED}")
+_NOT_SHOWN = "(value not shown)"
+
+
 def describe_change(before: StoredObject | None, after: StoredObject | None) -> tuple[str, ...]:
-    """One line per change from ``before`` to ``after`` (None: absent)."""
+    """One line per change from ``before`` to ``after`` (None: absent); a Secret's values are
+    never shown, only which of them changed."""
     if before is None and after is None:
         return ()
     if before is None:
@@ -29,10 +37,11 @@ def describe_change(before: StoredObject | None, after: StoredObject | None) -> 
         return ("deleted",)
     if before.raw == after.raw:
         return ("stored bytes unchanged",)
+    secret = holds_secret(before) or holds_secret(after)
     if before.encoding == after.encoding == "json" and before.error is None and after.error is None:
-        changes = list(_json_changes(_json(before), _json(after)))
+        changes = list(_json_changes(_json(before), _json(after), secret))
     else:
-        changes = list(_meta_changes(before, after))
+        changes = list(_meta_changes(before, after, secret))
         if len(before.raw) != len(after.raw):
             changes.append(f"size: {len(before.raw)} → {len(after.raw)} bytes")
         if not changes:
@@ -54,18 +63,22 @@ def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
-def _json_changes(before: Any, after: Any) -> Iterator[str]:
+def _json_changes(before: Any, after: Any, secret: bool) -> Iterator[str]:
     old, new = ({path: v for path, v in _flatten(doc) if not path.startswith(_NOISE)} for doc in (before, after))
-    return _changes(old, new, removed="{key}: removed (was {was})", added="{key}: added {now}",
-                    changed="{key}: {was} → {now}")
+    return _changes(old, new, _SECRET_PATHS if secret else (), removed="{key}: removed (was {was})",
+                    added="{key}: added {now}", changed="{key}: {was} → {now}")
 
 
-def _changes(old: Mapping[str, Any], new: Mapping[str, Any], **lines: str) -> Iterator[str]:
-    """One line per key ``removed``, ``added`` or ``changed``, in key order, from those format strings."""
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any], hidden: tuple[str, ...], **lines: str) -> Iterator[str]:
+    """One line per key ``removed``, ``added`` or ``changed``, in key order, from those format
+    strings; the values of keys starting with one of ``hidden`` are compared, not shown."""
     for key in sorted(set(old) | set(new)):
         how = "removed" if key not in new else "added" if key not in old else "changed"
         if how != "changed" or old[key] != new[key]:
-            yield lines[how].format(key=key, was=_show(old.get(key)), now=_show(new.get(key)))
+            if hidden and key.startswith(hidden):
+                yield lines[how].format(key=key, was=_NOT_SHOWN, now=_NOT_SHOWN)
+            else:
+                yield lines[how].format(key=key, was=_show(old.get(key)), now=_show(new.get(key)))
 
 
 def _show(value: Any) -> str:
@@ -73,12 +86,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _meta_changes(before: StoredObject, after: StoredObject) -> Iterator[str]:
+def _meta_changes(before: StoredObject, after: StoredObject, secret: bool) -> Iterator[str]:
     a, b = before.metadata, after.metadata
     if a is None or b is None:
         return
-    yield from _map_changes("label", a.labels, b.labels)
-    yield from _map_changes("annotation", a.annotations, b.annotations)
+    yield from _map_changes("label", a.labels, b.labels, ())
+    yield from _map_changes("annotation", a.annotations, b.annotations, (LAST_APPLIED,) if secret else ())
     for name in ("generation", "uid", "deletion_timestamp", "finalizers"):
         old, new = getattr(a, name), getattr(b, name)
         if old != new:
@@ -87,6 +100,6 @@ def _meta_changes(before: StoredObject, after: StoredObject) -> Iterator[str]:
         yield f"metadata.ownerReferences: {len(a.owner_references)} → {len(b.owner_references)}"
 
 
-def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str]) -> Iterator[str]:
-    return _changes(old, new, removed=what + " {key} removed", added=what + " {key}={now} added",
+def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str], hidden: tuple[str, ...]) -> Iterator[str]:
+    return _changes(old, new, hidden, removed=what + " {key} removed", added=what + " {key}={now} added",
                     changed=what + " {key}: {was} → {now}")

@@ -14,6 +14,7 @@ from lifeboat.kube.objects import (
     parse_registry_key,
 )
 from lifeboat.kube.objects.encryption import ENCRYPTED_PREFIX
+from lifeboat.kube.objects.stored import holds_secret
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ class Entry:
     @property
     def is_secret(self) -> bool:
         """Secrets' values are never shown unless asked for."""
-        r = self.obj.resource
-        return r is not None and r.group == "" and r.resource == "secrets"
+        return holds_secret(self.obj)
 
 
 def keys_in_namespace(kvs: Iterable[StoredKeyValue], namespace: str) -> Iterator[StoredKeyValue]:

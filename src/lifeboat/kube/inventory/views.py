@@ -12,7 +12,7 @@ from lifeboat.kube.objects import ObjectMeta
 
 REDACTED = "<redacted: pass --show-secrets>"
 # kubectl apply keeps the whole applied object, Secret data included, in this annotation.
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def _time(value: datetime | None) -> str | None:
@@ -47,8 +47,8 @@ def object_row(entry: Entry) -> dict[str, Any]:
 
 def metadata_document(meta: ObjectMeta, redact_last_applied: bool) -> dict[str, Any]:
     annotations = dict(meta.annotations)
-    if redact_last_applied and _LAST_APPLIED in annotations:
-        annotations[_LAST_APPLIED] = REDACTED
+    if redact_last_applied and LAST_APPLIED in annotations:
+        annotations[LAST_APPLIED] = REDACTED
     return {
         "name": meta.name,
         "generateName": meta.generate_name or None,
@@ -112,6 +112,6 @@ def _redact_json_secret(doc: Any) -> Any:
             out[field] = {k: REDACTED for k in out[field]}
     meta = out.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) \
-            and _LAST_APPLIED in meta["annotations"]:
-        out["metadata"] = {**meta, "annotations": {**meta["annotations"], _LAST_APPLIED: REDACTED}}
+            and LAST_APPLIED in meta["annotations"]:
+        out["metadata"] = {**meta, "annotations": {**meta["annotations"], LAST_APPLIED: REDACTED}}
     return out

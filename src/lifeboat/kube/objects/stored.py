@@ -45,6 +45,12 @@ class StoredObject:
     error: LifeboatError | None = None
 
 
+def holds_secret(obj: StoredObject) -> bool:
+    """A Secret: its values are never shown unless asked for."""
+    r = obj.resource
+    return r is not None and r.group == "" and r.resource == "secrets"
+
+
 def decode_value(
     key: bytes,
     value: bytes,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from lifeboat.kube.inventory.history import describe_change
 from lifeboat.kube.objects.stored import decode_value
-from tests.support.k8s_keyspace import build_keyspace, renamed
+from tests.support.k8s_keyspace import MAGIC, _string, build_keyspace, encode, fixture, parse, renamed
 from tests.unit.kube.objects.fixtures import require_fixtures
 
 WIDGET = b"/registry/example.com/widgets/team-b/widget-0"
@@ -35,3 +37,59 @@ def test_protobuf_objects_are_compared_by_metadata_and_size() -> None:
     after = decode_value(key, renamed(stored, "configmaps-0", "team-a", "another-uid"))
     changes = describe_change(before, after)
     assert any(c.startswith("metadata.uid:") and "another-uid" in c for c in changes)
+
+
+SECRET = b"/registry/secrets/team-a/s1"
+
+
+def json_secret(data: str, string_data: str, applied: str) -> bytes:
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "s1", "namespace": "team-a", "uid": "u1",
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied}},
+        "data": {"password": data}, "stringData": {"x": string_data}}).encode()
+
+
+def test_a_secrets_changed_values_are_named_never_shown() -> None:
+    """`k8s history secret/NAME` printed every old and new value of data and stringData (its
+    help says Secret values are never printed; `k8s get` redacts them)."""
+    before = decode_value(SECRET, json_secret("c2VjcmV0LUE=", "plain-A", '{"data":{"password":"c2VjcmV0LUE="}}'))
+    after = decode_value(SECRET, json_secret("c2VjcmV0LUI=", "plain-B", '{"data":{"password":"c2VjcmV0LUI="}}'))
+    changes = describe_change(before, after)
+    assert changes == ("data.password: (value not shown) → (value not shown)",
+                       "metadata.annotations.kubectl.kubernetes.io/last-applied-configuration: "
+                       "(value not shown) → (value not shown)",
+                       "stringData.x: (value not shown) → (value not shown)")
+    assert describe_change(before, before) == ("stored bytes unchanged",)
+    # Another kind's fields are shown as before.
+    assert "spec.size: 1 → 2" in describe_change(
+        decode_value(WIDGET, b'{"kind":"Widget","metadata":{"name":"w"},"spec":{"size":1}}'),
+        decode_value(WIDGET, b'{"kind":"Widget","metadata":{"name":"w"},"spec":{"size":2}}'))
+
+
+def annotated(stored: bytes, key: str, value: str) -> bytes:
+    """A stored protobuf object with one more annotation (ObjectMeta field 12, a map entry)."""
+    envelope = parse(stored[len(MAGIC):])
+    out: list[tuple[int, int, bytes]] = []
+    for number, wire, body in envelope:
+        if number == 2:
+            fields = parse(body)
+            meta = parse(fields[0][2]) + [(12, 2, encode([_string(1, key), _string(2, value)]))]
+            meta.sort(key=lambda f: f[0])
+            body = encode([(1, 2, encode(meta))] + fields[1:])
+        out.append((number, wire, body))
+    return MAGIC + encode(out)
+
+
+def test_a_protobuf_secrets_applied_configuration_is_named_never_shown() -> None:
+    require_fixtures()
+    stored = renamed(fixture("core.v1.Secret"), "s1", "team-a", "u1")
+    applied = "kubectl.kubernetes.io/last-applied-configuration"
+    before = decode_value(SECRET, annotated(stored, applied, '{"data":{"password":"c2VjcmV0LUE="}}'))
+    after = decode_value(SECRET, annotated(stored, applied, '{"data":{"password":"c2VjcmV0LUI="}}'))
+    changes = describe_change(before, after)
+    assert f"annotation {applied}: (value not shown) → (value not shown)" in changes, changes
+    assert not any("c2VjcmV0" in line for line in changes)
+    note = "example.com/note"
+    shown = describe_change(decode_value(SECRET, annotated(stored, note, "a")),
+                            decode_value(SECRET, annotated(stored, note, "b")))
+    assert f'annotation {note}: "a" → "b"' in shown, shown
