@@ -29,7 +29,7 @@ from datetime import datetime
 
 from lifeboat.capture.spool import Spool, SpoolFull
 from lifeboat.catalog.chains import ChainStore, Heartbeat, parse_segment_name
-from lifeboat.errors import AlreadyExists, LifeboatError, OperationFailed, RepositoryUnavailable
+from lifeboat.errors import AlreadyExists, OperationFailed, RepositoryUnavailable
 from lifeboat.waits import condition_wait_for
 
 log = logging.getLogger("lifeboat.capture")
@@ -76,7 +76,7 @@ class Uploader:
         self._queue: deque[Waiting] = deque()
         self._queued_bytes = 0
         self._spooled = len(spool)
-        self._failure: LifeboatError | None = None  # for the capture loop to raise, once
+        self._failure: BaseException | None = None  # for the capture loop to raise, once
         self._failures = 0  # uploads that failed so far
         self._heartbeat: tuple[str, Heartbeat] | None = None  # chain and heartbeat to write once nothing waits
         self._closing = False
@@ -176,6 +176,15 @@ class Uploader:
     # ---- the upload thread ----
 
     def _run(self) -> None:
+        try:
+            self._upload()
+        except BaseException as exc:  # a bug: the capture loop raises it, and nothing waits unsaved
+            with self._changed:
+                self._to_spool()
+                self._failure = self._failure or exc
+                self._changed.notify_all()
+
+    def _upload(self) -> None:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._closing or (
@@ -196,7 +205,7 @@ class Uploader:
                     self._write_heartbeat(*beat)
                 else:
                     self.spool.drain(self._upload_spooled)
-            except (RepositoryUnavailable, NotLeading) as exc:
+            except (RepositoryUnavailable, OperationFailed) as exc:  # NotLeading too; a full disk, a 500
                 self._failed(exc, wait=not closing)
                 if closing:
                     return
@@ -210,13 +219,15 @@ class Uploader:
                 self._spooled = len(self.spool)
                 self._changed.notify_all()
 
-    def _failed(self, exc: RepositoryUnavailable | NotLeading, *, wait: bool) -> None:
+    def _failed(self, exc: RepositoryUnavailable | OperationFailed, *, wait: bool) -> None:
         """Spool the queue; retry after ``retry_interval`` (or when woken by the capture loop)."""
         with self._changed:
             if isinstance(exc, NotLeading):
                 self._failure = exc
-            else:
+            elif isinstance(exc, RepositoryUnavailable):
                 self.note(f"repository unavailable, spooling segments locally: {exc}")
+            else:
+                self.note(f"an upload failed, spooling segments locally: {exc}")
             self._to_spool()
             self._spooled = len(self.spool)
             self._failures += 1

@@ -24,7 +24,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.catalog.timeline import build_timeline
 from lifeboat.clock import FakeClock
-from lifeboat.errors import RepositoryUnavailable
+from lifeboat.errors import LifeboatError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, MemoryFeed, member_urls
 from lifeboat.etcdapi.model import ReceivedEvents
 from lifeboat.store import ObjectInfo
@@ -53,12 +53,18 @@ def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("refusal", [RepositoryUnavailable("down"), OperationFailed(
+    "writing clusters/prod/... in file:///backups failed: the disk is full; free space and retry")],
+    ids=["unavailable", "disk full"])
+def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_order(
+        tmp_path: Path, refusal: LifeboatError) -> None:
+    # A full disk killed the upload thread: capture went on reading etcd, uploading and
+    # spooling nothing, and said at the end that it had committed what it had not.
     store = MemoryStore()
     repo, chains = resumable(store)
     segments = f"clusters/prod/chains/{BASE.id}/segments/"
     for _ in range(4):  # the repository refuses four segment writes in a row
-        store.inject(Fault("put_bytes", key_prefix=segments, error=RepositoryUnavailable("down")))
+        store.inject(Fault("put_bytes", key_prefix=segments, error=refusal))
     etcd = MemoryEtcd()
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
@@ -397,3 +403,43 @@ def test_a_stopped_capture_reads_what_etcd_had_before_it_commits(tmp_path: Path)
     assert status.last_revision == written[-1] and status.gaps == 0
     (listing,) = chains.chains("prod")
     assert [(r.first_revision, r.last_revision) for r in listing.segments] == [(written[0], written[-1])]
+
+
+def test_an_upload_thread_that_fails_unexpectedly_stops_the_capture_with_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a capture that goes on watching with nobody uploading what it hands over."""
+    store = MemoryStore()
+    repo, _chains = resumable(store)
+
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("a bug in the upload path")
+
+    monkeypatch.setattr(ChainStore, "put_encoded", broken)
+    etcd = MemoryEtcd()
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            Capture(etcd, repo, options, stop=stop).run()
+        except BaseException as exc:  # what the command (or the agent) reports
+            failure.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        for i in range(20):
+            etcd.put(f"/registry/k{i}", b"v")
+            time.sleep(0.05)
+            if not runner.is_alive():
+                break
+        runner.join(10)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert [str(e) for e in failure] == ["a bug in the upload path"]
+    spooled = list(tmp_path.joinpath("spool").rglob("*.seg.zst*"))
+    assert spooled, "what was handed over waits in the spool for the next capture"
