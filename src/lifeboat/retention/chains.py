@@ -73,6 +73,27 @@ def keep_window_bases(plan: RetentionPlan, policies: Sequence[Policy], timelines
                 continue
             base, why = _window_base(w, start)
             needed[(timeline.cluster, base.manifest.id)] = why
+    return _kept(plan, needed)
+
+
+def keep_open_chain_bases(plan: RetentionPlan, timelines: Sequence[Timeline], now: datetime,
+                          grace: timedelta) -> RetentionPlan:
+    """Keep the newest base of every chain capture may still be writing (no end recorded,
+    written within ``grace``): deleted, it would take the chain with it while capture goes on
+    appending segments nothing could restore."""
+    needed: dict[tuple[str, str], str] = {}
+    for timeline in timelines:
+        for w in timeline.windows:
+            if w.chain is None or not w.capturing or w.last_time < now - grace:
+                continue
+            needed[(timeline.cluster, w.bases()[-1].manifest.id)] = (
+                f"newest base of capture chain {w.chain.info.chain}, which capture may still be writing "
+                f"(no end recorded, last written {format_time(w.last_time)})")
+    return _kept(plan, needed)
+
+
+def _kept(plan: RetentionPlan, needed: dict[tuple[str, str], str]) -> RetentionPlan:
+    """``plan`` with the backups of ``needed`` (cluster, id: why) kept that it would delete."""
     decisions = tuple(
         replace(d, verdict=Verdict.KEEP, reasons=(needed[(d.backup.cluster, d.backup.id)],))
         if d.verdict is Verdict.DELETE and (d.backup.cluster, d.backup.id) in needed else d

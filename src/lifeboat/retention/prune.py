@@ -26,7 +26,7 @@ from lifeboat.config import check_orphan_grace
 from lifeboat.errors import IntegrityError, Unsupported, UsageError
 from lifeboat.store.base import IncompleteUpload
 from lifeboat.retention.evaluate import evaluate
-from lifeboat.retention.chains import ChainDecision, judge_chains, keep_window_bases
+from lifeboat.retention.chains import ChainDecision, judge_chains, keep_open_chain_bases, keep_window_bases
 from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy
 from lifeboat.retention.records import BackupRecord
@@ -137,7 +137,8 @@ def plan_prune(
     chains = [listing for c in clusters for listing in store.chains(c)]
     timelines = [build_timeline(c, [m for m in manifests.values() if m.cluster == c],
                                 [listing for listing in chains if listing.info.cluster == c]) for c in clusters]
-    retention = keep_window_bases(retention, policies, timelines, now)
+    retention = keep_open_chain_bases(keep_window_bases(retention, policies, timelines, now), timelines, now,
+                                      orphan_grace)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
     try:
         uploads, unlisted = repo.incomplete_uploads(), ""

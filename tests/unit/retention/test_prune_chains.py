@@ -60,6 +60,23 @@ def test_recovery_window_keeps_the_base_of_a_chain_reaching_into_it_and_its_segm
     assert removed == {"20261101T000000Z-aaaaaa": True, "20261111T000000Z-bbbbbb": False}
 
 
+def test_the_newest_base_of_a_chain_capture_may_still_be_writing_is_kept_whatever_the_policies() -> None:
+    """`keep-last 1` deleted the base of the chain capture was appending to, and the chain with
+    it: capture went on writing segments with no chain record and no base, restorable by nothing."""
+    repo = repo_with_chains()
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    verdicts = {d.backup.id: d for d in plan.retention.decisions}
+    running = verdicts["20261111T000000Z-bbbbbb"]
+    assert running.verdict is Verdict.KEEP and "which capture may still be writing" in running.reasons[0]
+    assert verdicts["20261101T000000Z-aaaaaa"].verdict is Verdict.DELETE  # its chain was last written 30 days ago
+    result = apply_prune(repo, plan)
+    assert result.chains_removed == ["20261101T000000Z-aaaaaa"]
+    assert [c.info.chain for c in ChainStore(repo.store).chains("prod")] == ["20261111T000000Z-bbbbbb"]
+    # Written longer ago than the orphan grace, it is judged as any other chain.
+    later = plan_prune(repo, parse_policies({"keep-last": 1}), at(40 * DAY + 2 * DAY))
+    assert {d.backup.id: d.verdict for d in later.retention.decisions}["20261111T000000Z-bbbbbb"] is Verdict.DELETE
+
+
 def test_prune_deletes_a_chain_with_its_base_and_keeps_the_others_whole() -> None:
     repo = repo_with_chains()
     result = apply_prune(repo, plan_prune(repo, parse_policies({"recovery-window": "7d"}), NOW))
