@@ -115,14 +115,25 @@ def _window_base(w: Window, start: datetime) -> tuple[Base, str]:
 
 
 def judge_chains(plan: RetentionPlan, chains: Sequence[ChainListing], timelines: Sequence[Timeline],
-                 now: datetime, grace: timedelta) -> tuple[ChainDecision, ...]:
-    """Keep, fold or remove each chain, given which backups ``plan`` keeps."""
+                 now: datetime, grace: timedelta,
+                 unreadable: frozenset[tuple[str, str]] = frozenset()) -> tuple[ChainDecision, ...]:
+    """Keep, fold or remove each chain, given which backups ``plan`` keeps.
+
+    ``unreadable``: (cluster, id) of backups whose manifest is damaged, or whose objects have
+    none: the timeline cannot see them, so a chain one of them may be a base of is kept whole
+    (its own base; any, for a chain whose bases the timeline found none of) until they are
+    fixed or deleted, rather than judged as if they were gone."""
     kept = {(d.backup.cluster, d.backup.id) for d in plan.decisions if d.verdict is Verdict.KEEP}
     window_of = {(t.cluster, w.chain.info.chain): w for t in timelines for w in t.windows if w.chain is not None}
     found: list[ChainDecision] = []
     for listing in chains:
         cluster, chain = listing.info.cluster, listing.info.chain
         w = window_of.get((cluster, chain))
+        unsure = sorted(i for c, i in unreadable if c == cluster and (w is None or i == listing.info.base_backup))
+        if unsure:
+            found.append(ChainDecision(listing, False, f"a base of it may be {', '.join(unsure)}, whose manifest is "
+                                       "damaged or missing: kept whole until that backup is fixed or deleted"))
+            continue
         if w is None:
             old = _started(listing) < now - grace
             found.append(ChainDecision(listing, old, f"its base backup {listing.info.base_backup} no longer "

@@ -129,24 +129,28 @@ def plan_prune(
     except ValueError as exc:
         raise UsageError(f"orphan grace {exc}") from None
     pins = repo.pins(cluster)
-    manifests = {(m.cluster, m.id): m for m in repo.manifests(cluster)}
+    scanned = repo.scan(cluster)
+    manifests = {(m.cluster, m.id): m for m in scanned.backups}
     records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
     retention = _evaluate_restorable(repo, manifests, policies, records, now, min_redundancy)
-    clusters = [cluster] if cluster else sorted({c for c, _ in manifests})
+    clusters = [cluster] if cluster else sorted({c for c, _ in manifests} | {d.cluster for d in scanned.damaged})
     store = repo.chain_store
     chains = [listing for c in clusters for listing in store.chains(c)]
     timelines = [build_timeline(c, [m for m in manifests.values() if m.cluster == c],
                                 [listing for listing in chains if listing.info.cluster == c]) for c in clusters]
     retention = keep_open_chain_bases(keep_window_bases(retention, policies, timelines, now), timelines, now,
                                       orphan_grace)
-    orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in find_orphans(repo, cluster))
+    found_orphans = find_orphans(repo, cluster)
+    orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in found_orphans)
+    unreadable = frozenset({(d.cluster, d.id) for d in scanned.damaged}
+                           | {(o.cluster, o.backup_id) for o in found_orphans})
     try:
         uploads, unlisted = repo.incomplete_uploads(), ""
     except Unsupported as exc:
         uploads, unlisted = [], str(exc)  # the rest of the prune is still worth doing
     incomplete = tuple(_judge_incomplete(u, now, orphan_grace) for u in uploads)
-    return PrunePlan(retention, manifests, orphans, judge_chains(retention, chains, timelines, now, orphan_grace),
-                     incomplete, unlisted)
+    return PrunePlan(retention, manifests, orphans,
+                     judge_chains(retention, chains, timelines, now, orphan_grace, unreadable), incomplete, unlisted)
 
 
 DAMAGED = "damaged"  # a backup's status while objects it lists are missing from the store

@@ -223,3 +223,24 @@ def test_a_chain_goes_whole_once_none_of_its_bases_is_kept() -> None:
     assert chain.verdict == "delete" and set(chain.bases) == {B.id, S1.id}
     result = apply_prune(repo, plan)
     assert result.chains_removed == [B.id] and ChainStore(repo.store).chains("prod") == []
+
+
+def test_a_chain_whose_base_has_a_damaged_manifest_is_neither_folded_nor_deleted() -> None:
+    """The timeline cannot see a base whose manifest is damaged: prune folded its chain into a
+    later synthetic backup (the revisions between them went) although the policy kept the base,
+    and once a fold's synthetic base was damaged it deleted the whole chain as baseless."""
+    repo = folded_repo(S1)
+    repo.store.put_bytes(repo.manifest_key(B), b'{"id": "half a manif')
+    (chain,) = plan_prune(repo, parse_policies({"keep-last": 2}), NOW).chains
+    assert chain.verdict == "keep" and B.id in chain.reason and "damaged or missing" in chain.reason
+    result = apply_prune(repo, plan_prune(repo, parse_policies({"keep-last": 1}), NOW))
+    assert result.segments_removed == 0 and len(segments_of(repo)) == 39
+
+    folded = folded_repo(S1)
+    apply_prune(folded, plan_prune(folded, parse_policies({"keep-last": 1}), NOW))  # B goes, the chain folds
+    folded.store.put_bytes(folded.manifest_key(S1), b"not json")
+    for cluster in ("prod", None):
+        (chain,) = plan_prune(folded, parse_policies({"keep-last": 1}), NOW, cluster=cluster).chains
+        assert chain.verdict == "keep" and S1.id in chain.reason
+    assert apply_prune(folded, plan_prune(folded, parse_policies({"keep-last": 1}), NOW,
+                                          cluster="prod")).chains_removed == []
