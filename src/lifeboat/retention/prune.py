@@ -162,7 +162,9 @@ def _evaluate_restorable(repo: BackupRepository, manifests: dict[tuple[str, str]
     """The policies' plan, in which every backup kept as complete still has every object it
     lists (one HEAD each, as ``list --check``): one that lost an object counts as damaged, not
     as one of the backups the policies keep, so older restorable ones are kept in its place
-    instead of deleted. Only the kept are checked: a few per policy, not the whole repository."""
+    instead of deleted. Its manifest is read again, past the local cache (a manifest damaged in
+    place may keep the size and time the cache knows it by). Only the kept are checked: a few per
+    policy, not the whole repository."""
     checked: set[tuple[str, str]] = set()
     while True:
         retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
@@ -171,7 +173,9 @@ def _evaluate_restorable(repo: BackupRepository, manifests: dict[tuple[str, str]
             key = (backup.cluster, backup.id)
             if backup.is_complete and key not in checked:
                 checked.add(key)
-                problems = repo.missing_objects(manifests[key])
+                fresh = repo.read_manifest(*key)
+                problems = repo.missing_objects(fresh) if isinstance(fresh, Manifest) else [
+                    f"its manifest no longer reads: {fresh.reason}" if fresh is not None else "its manifest is gone"]
                 if problems:
                     _log.warning("backup %s/%s is not counted as kept by the retention policies: %s",
                                  backup.cluster, backup.id, "; ".join(problems))

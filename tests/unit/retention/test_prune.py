@@ -288,3 +288,17 @@ def test_a_kept_backup_that_lost_an_object_does_not_count_and_the_restorable_one
     apply_prune(repo, plan)
     assert {m.id for m in repo.manifests()} == {backups[1].id, backups[2].id}, \
         "the damaged newest is not deleted either (newer than every restorable one)"
+
+
+def test_a_kept_backup_whose_manifest_rotted_behind_the_cache_does_not_count(
+        repo: BackupRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest cache knows a local manifest by its inode and mtime: one damaged in place
+    (a flipped bit) was still served as whole, and keep-last 1 kept only it, deleting the rest."""
+    backups = daily(repo, 3)
+    listed = repo.scan("prod")  # as the cache keeps it
+    monkeypatch.setattr(BackupRepository, "scan", lambda self, cluster=None, **kw: listed)
+    repo.store.put_bytes(repo.manifest_key(backups[-1]), b'{"id": "rotted')
+    plan = plan_prune(repo, [KeepLast(1)], NOW, cluster="prod")
+    verdicts = {d.backup.id: d.verdict for d in plan.retention.decisions}
+    assert verdicts[backups[1].id] is Verdict.KEEP, "the newest restorable backup is kept"
+    assert [d.backup.id for d in plan.deletions] == [backups[0].id]
