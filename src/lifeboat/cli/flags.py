@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lifeboat.cli.writer import add_writer_flags
-from lifeboat.config.rules import CACHE_DIR_ENV, CONFIG_ENV, LONGEST_DURATION, names_recipients_file
+from lifeboat.config.rules import CACHE_DIR_ENV, CONFIG_ENV, LONGEST_DURATION, names_recipients_file, repository_url_given
 
 
 def add_command(
@@ -82,7 +82,7 @@ def absolute_path(text: str) -> Path:
 
 def repository_arg(text: str) -> str:
     """``--repo``: a URL as typed; a directory path made absolute like every path flag."""
-    return text if "://" in text or not text.strip() else str(absolute_path(text))
+    return text if repository_url_given(text) or not text.strip() else str(absolute_path(text))
 
 
 def recipient_arg(text: str) -> str:

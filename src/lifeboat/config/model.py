@@ -13,7 +13,7 @@ from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator,
 )
 
-from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, LABEL_MAX, plain_text_problem
+from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, LABEL_MAX, plain_text_problem, repository_url_given
 from lifeboat.config.secrets import identity_path, public_recipient, shown
 from lifeboat.config.values import (
     ByteSize,
@@ -87,7 +87,7 @@ class RepositorySection(Section):
     @classmethod
     def _absolute_directory(cls, value: str | None) -> str | None:
         # A directory path (no scheme) is a path key like any other: absolute, see absolute().
-        if value is not None and "://" not in value and not Path(value).is_absolute():
+        if value is not None and not repository_url_given(value) and not Path(value).is_absolute():
             raise ValueError("must be a URL such as s3://bucket/prefix or file:///var/backups/lifeboat, "
                              f"or an absolute directory path, got {shown(value)}")
         return value

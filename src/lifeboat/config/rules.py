@@ -83,6 +83,18 @@ def names_recipients_file(value: str) -> bool:
     return not value.strip().startswith(("age1", "ssh-"))
 
 
+# The schemes a repository URL may name, supported or not (yet): "s3:bucket" or "file:x" is a
+# URL mistyped, never a directory of that name.
+REPOSITORY_SCHEMES = ("file", "s3", "memory", "gs", "gcs", "az", "azure", "abfs", "abfss")
+
+
+def repository_url_given(text: str) -> bool:
+    """Whether ``--repo``/``repository.url`` is a URL (``scheme://...``, or ``file:/path`` and
+    the like) rather than a directory path."""
+    named, colon, _ = text.partition(":")
+    return "://" in text or bool(colon) and named.lower() in REPOSITORY_SCHEMES
+
+
 # Characters a terminal acts on instead of showing (escape sequences, a newline that forges the
 # next line) and the bidirectional controls that make text read otherwise than it is stored.
 UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from lifeboat.config.rules import repository_url_given
 from lifeboat.errors import UsageError
 from lifeboat.lazy import lazy_exports
 from lifeboat.store.base import ObjectInfo, ObjectStore, check_key, check_prefix
@@ -54,6 +55,11 @@ def open_store(url: str, environ: Mapping[str, str] = os.environ) -> ObjectStore
         raise UsageError(f"no repository given; pass --repo or set LIFEBOAT_REPO ({SUPPORTED})")
     scheme, sep, _ = url.partition("://")
     if not sep:
+        named, _, rest = url.partition(":")
+        if repository_url_given(url):  # else a directory "file:..." in the working directory (a service's: /)
+            if named.lower() == "file" and rest.startswith("/"):
+                return _open_file(url, "", rest)  # file:/ABSOLUTE/PATH, RFC 8089's short form
+            raise UsageError(f"repository URL {url!r} is not {named.lower()}://...; use {SUPPORTED}")
         return LocalStore(Path(url))
     scheme = scheme.lower()
     parts = urlsplit(url)

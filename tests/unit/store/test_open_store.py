@@ -9,6 +9,7 @@ import pytest
 from lifeboat.errors import UsageError
 from lifeboat.store import LocalStore, MemoryStore, S3Store, open_store
 from lifeboat.store.s3 import _without_credentials
+from tests.support.cli import Cli
 
 NO_AWS: dict[str, str] = {}
 
@@ -84,3 +85,20 @@ def test_unknown_scheme_names_itself_and_the_supported_ones() -> None:
 def test_empty_url_asks_for_a_repository() -> None:
     with pytest.raises(UsageError, match="LIFEBOAT_REPO"):
         open_store("")
+
+
+def test_a_file_url_of_one_slash_is_its_absolute_path_and_a_scheme_without_slashes_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    """`--repo file:/abs/path` (RFC 8089's short form) wrote the backups to ./file:/abs/path
+    under the working directory (for a service, on the root disk)."""
+    monkeypatch.chdir(tmp_path)
+    store = open_store(f"file:{tmp_path / 'repo'}")
+    assert isinstance(store, LocalStore) and store.root == tmp_path / "repo"
+    for typo in ("file:repo", "s3:bucket/prefix", "S3:bucket", "gs:bucket"):
+        with pytest.raises(UsageError, match="is not"):
+            open_store(typo)
+        code, _, err = cli("list", "--repo", typo)
+        assert code == 3 and "is not" in err, err
+    code, _, err = cli("list", "--repo", f"file:{tmp_path / 'nothing'}")
+    assert code == 2 and f"file://{tmp_path / 'nothing'}" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == []
