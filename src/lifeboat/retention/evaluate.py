@@ -28,7 +28,7 @@ from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.retention.durations import format_duration
 from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy
-from lifeboat.retention.records import BackupRecord, format_time
+from lifeboat.retention.records import DAMAGED, BackupRecord, format_time
 
 INCOMPLETE_GRACE = timedelta(hours=6)
 """Longer than any backup run should take; short enough to clean failures the same day."""
@@ -146,7 +146,11 @@ def _judge_incomplete(
         if backup.is_complete or backup.id in keep:
             continue
         what = f"incomplete ({backup.status})"
-        if now - backup.taken_at < grace:
+        if backup.status == DAMAGED:  # its manifest says complete: nothing is running
+            keep[backup.id].append(f"damaged: objects its manifest lists are missing or cut short, so it is not "
+                                   f"counted as kept ('lifeboat verify {backup.id}' says what; newer than the "
+                                   "backups kept in its place, it is not deleted)")
+        elif now - backup.taken_at < grace:
             keep[backup.id].append(
                 f"{what}, younger than the {format_duration(grace)} grace period: "
                 "may still be running"

@@ -29,7 +29,7 @@ from lifeboat.retention.evaluate import evaluate
 from lifeboat.retention.chains import ChainDecision, judge_chains, keep_open_chain_bases, keep_window_bases
 from lifeboat.retention.plan import BackupDecision, RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy
-from lifeboat.retention.records import BackupRecord
+from lifeboat.retention.records import DAMAGED, BackupRecord
 
 _log = logging.getLogger(__name__)
 
@@ -153,7 +153,6 @@ def plan_prune(
                      judge_chains(retention, chains, timelines, now, orphan_grace, unreadable), incomplete, unlisted)
 
 
-DAMAGED = "damaged"  # a backup's status while objects it lists are missing from the store
 
 
 def _evaluate_restorable(repo: BackupRepository, manifests: dict[tuple[str, str], Manifest],

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from lifeboat.errors import OperationFailed
 
 COMPLETE = "complete"
+# A complete backup's status while objects its manifest lists are missing from the store (or
+# of another size): not counted as kept by the policies, nor deleted for being incomplete.
+DAMAGED = "damaged"
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,9 +285,15 @@ def test_a_kept_backup_that_lost_an_object_does_not_count_and_the_restorable_one
     verdicts = {d.backup.id: d.verdict for d in plan.retention.decisions}
     assert verdicts[backups[1].id] is Verdict.KEEP, "the newest restorable backup is kept"
     assert [d.backup.id for d in plan.deletions] == [backups[0].id]
+    damaged = next(d for d in plan.retention.decisions if d.backup.id == backups[-1].id)
+    # Its manifest says complete: not "may still be running", and not deleted once the grace is over.
+    assert damaged.reasons[0].startswith("damaged: objects its manifest lists are missing"), damaged.reasons
+    assert f"lifeboat verify {backups[-1].id}" in damaged.reasons[0]
     apply_prune(repo, plan)
     assert {m.id for m in repo.manifests()} == {backups[1].id, backups[2].id}, \
         "the damaged newest is not deleted either (newer than every restorable one)"
+    assert next(d for d in plan_prune(repo, [KeepLast(1)], NOW + timedelta(days=3)).retention.decisions
+                if d.backup.id == backups[-1].id).verdict is Verdict.KEEP, "not deleted once the grace is over"
 
 
 def test_a_kept_backup_whose_manifest_rotted_behind_the_cache_does_not_count(
