@@ -286,6 +286,8 @@ def _verified_and_saved(repo: BackupRepository, manifest: Manifest, identities: 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """delete one backup (data first, manifest last)"""
+    if args.backup_id == "latest":  # what it means changes with every backup: a deletion names its backup
+        raise UsageError("delete takes a backup id, not 'latest'; 'lifeboat show latest' or 'lifeboat list' shows it")
     repo = open_repository(args)
     manifest = repo.locate(args.backup_id, cluster_name(args, default=None))  # a damaged one too
     pin = repo.pin_of(manifest)

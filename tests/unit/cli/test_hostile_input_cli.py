@@ -125,3 +125,14 @@ def test_log_messages_are_printed_with_their_control_characters_escaped() -> Non
     record = logging.LogRecord("lifeboat", logging.WARNING, __file__, 1, "segment %s is damaged", (HOSTILE,), None)
     line = PrintableFormatter("lifeboat: %(message)s").format(record)
     assert line.count("\n") == 0 and "\x1b" not in line and line.startswith("lifeboat: segment evil\\x0a\\x1b[2J")
+
+
+def test_delete_refuses_latest_which_names_no_backup_in_particular(cli: Cli, tmp_path: Path) -> None:
+    """`delete latest --yes` deleted the newest backup: not documented, and what it names
+    changes with every backup (an agent's backup a second earlier makes it another one)."""
+    from tests.unit.cli.test_saved_snapshot import backup_in
+
+    m = backup_in(tmp_path / "repo")
+    code, out, err = cli("delete", "latest", "--yes", "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)
+    assert (code, out) == (3, "") and "not 'latest'" in err
+    assert cli("show", m.id, "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)[0] == 0

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_point_flags(p)
 
     p = add_command(sub, common, "delete", cmd_delete)
-    p.add_argument("backup_id", metavar="ID", help="a backup id")
+    p.add_argument("backup_id", metavar="ID", help="a backup id (not 'latest': a deletion names its backup)")
     add_repo_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="delete the backup even if it is pinned")
