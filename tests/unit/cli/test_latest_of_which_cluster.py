@@ -18,7 +18,6 @@ COMMANDS = [
     ("show", "latest"),
     ("verify", "latest"),
     ("verify", "latest", "--drill"),
-    ("delete", "latest", "--yes"),
     ("pin", "latest"),
     ("unpin", "latest"),
     ("restore", "latest", "--dry-run", "--supervisor=none", "--name=m0", "--data-dir=DATA",
