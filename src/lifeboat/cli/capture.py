@@ -68,6 +68,13 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         if not chained:
             raise UsageError(f"cluster {cluster} has no capture chain to synthesize from (see 'lifeboat timeline')")
         point = point_at_revision(timeline, chained[-1].last_revision)
+        if not point.replays:  # a quiet cluster: what a nightly run finds, not a mistake
+            said = f"nothing captured since backup {point.base.id} (revision {point.revision}): no synthetic backup written"
+            if args.output == "json":
+                emit_json({"written": None, "base": point.base.id, "revision": point.revision})
+            else:
+                print(said)
+            return 0
     else:
         found = resolve_point(args, repo, cluster, identities, None)
         assert found is not None

@@ -84,3 +84,20 @@ def test_a_repository_that_is_not_there_is_unavailable_as_help_says(
     code, out, err = cli(*command, "--repo", str(tmp_path / "not-mounted"))
     assert (code, out) == (2, "") and "no lifeboat repository at" in err, err
     assert not (tmp_path / "not-mounted").exists()
+
+
+def test_synthesize_on_a_quiet_cluster_writes_nothing_and_is_not_an_error(cli: Cli, tmp_path: Path) -> None:
+    """Nothing captured since the chain's base: a nightly `lifeboat synthesize` exited 3, as if
+    it were misconfigured."""
+    from lifeboat.catalog.chains import ChainInfo, ChainStore
+
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
+    base = store_backup(repo, NOW - timedelta(hours=1))
+    ChainStore(repo.store).start(ChainInfo(base.id, base.cluster, base.id, base.snapshot.revision, "c1",
+                                           base.finished_at))
+    code, out, err = cli("synthesize", "--repo", str(tmp_path / "repo"), "--cluster", base.cluster)
+    assert (code, err) == (0, "") and f"nothing captured since backup {base.id}" in out
+    assert [m.id for m in repo.manifests()] == [base.id]
+    code, out, err = cli("synthesize", "--repo", str(tmp_path / "repo"), "--cluster", base.cluster,
+                         "--to-revision", str(base.snapshot.revision))
+    assert code == 3 and "already a backup" in err  # a revision asked for that is a backup: the user's to fix
