@@ -138,16 +138,23 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
                              "complete), so its %d segment(s) cannot be restored", listing.info.chain, cluster,
                              listing.info.base_backup, len(listing.segments))
             continue
-        chained.add(base.id)
-        window, hole = _chain_window(base, start, listing)
-        own = tuple(m for m in written if window.covers(m.snapshot.revision))
-        window = replace(window, synthetic=own)
-        chained.update(m.id for m in own)
-        windows.append(window)
-        if hole:
-            holes[window.last_revision] = (hole, True)
-        elif listing.gap is not None:
-            holes[window.last_revision] = (listing.gap.reason, False)
+        while True:
+            chained.add(base.id)
+            window, hole = _chain_window(base, start, listing)
+            own = tuple(m for m in written if window.covers(m.snapshot.revision))
+            window = replace(window, synthetic=own)
+            chained.update(m.id for m in own)
+            windows.append(window)
+            if hole:
+                holes[window.last_revision] = (hole, True)
+            elif listing.gap is not None:
+                holes[window.last_revision] = (listing.gap.reason, False)
+            later = [m for m in written if m.snapshot.revision > window.last_revision]
+            if not hole or not later:
+                break
+            # Segments missing before a synthetic backup: the chain goes on from it, a window of its own.
+            base, written = later[0], later[1:]
+            start = (base.snapshot.revision, synthetic_time(base, listing.segments))
     for m in complete.values():
         if m.id not in chained:
             assert m.snapshot is not None

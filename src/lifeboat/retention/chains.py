@@ -124,22 +124,27 @@ def judge_chains(plan: RetentionPlan, chains: Sequence[ChainListing], timelines:
     (its own base; any, for a chain whose bases the timeline found none of) until they are
     fixed or deleted, rather than judged as if they were gone."""
     kept = {(d.backup.cluster, d.backup.id) for d in plan.decisions if d.verdict is Verdict.KEEP}
-    window_of = {(t.cluster, w.chain.info.chain): w for t in timelines for w in t.windows if w.chain is not None}
+    # A chain with segments missing before one of its synthetic backups has a window from each.
+    windows_of: dict[tuple[str, str], list[Window]] = {}
+    for t in timelines:
+        for w in t.windows:
+            if w.chain is not None:
+                windows_of.setdefault((t.cluster, w.chain.info.chain), []).append(w)
     found: list[ChainDecision] = []
     for listing in chains:
         cluster, chain = listing.info.cluster, listing.info.chain
-        w = window_of.get((cluster, chain))
-        unsure = sorted(i for c, i in unreadable if c == cluster and (w is None or i == listing.info.base_backup))
+        windows = windows_of.get((cluster, chain), [])
+        unsure = sorted(i for c, i in unreadable if c == cluster and (not windows or i == listing.info.base_backup))
         if unsure:
             found.append(ChainDecision(listing, False, f"a base of it may be {', '.join(unsure)}, whose manifest is "
                                        "damaged or missing: kept whole until that backup is fixed or deleted"))
             continue
-        if w is None:
+        if not windows:
             old = _started(listing) < now - grace
             found.append(ChainDecision(listing, old, f"its base backup {listing.info.base_backup} no longer "
                                        "exists" + ("" if old else ", but the chain is younger than the grace")))
             continue
-        bases = w.bases()
+        bases = tuple(b for w in windows for b in w.bases())
         ids = tuple(b.manifest.id for b in bases)
         retained = [b for b in bases if (cluster, b.manifest.id) in kept]
         if not retained:

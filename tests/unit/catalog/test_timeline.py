@@ -197,3 +197,22 @@ def test_a_backup_whose_finish_was_written_to_the_second_is_not_given_to_a_time_
     assert point_at_time(timeline, at(1), at(9999), lambda w, r: None).revision == 100  # type: ignore[arg-type]
     now = B1.model_copy(update={"finished_at": "2026-12-01T03:00:00.000Z"})  # as lifeboat writes it now
     assert build_timeline("prod", [now], [chain(now, [ref(101, 150, 1.5, 2)])]).windows[0].first_time == at(0)
+
+
+def test_segments_missing_before_a_synthetic_backup_do_not_lose_the_chain_after_it() -> None:
+    """The window after the hole was dropped: a restore to any point after the synthetic
+    backup was refused, and prune deleted every segment after it with the older base."""
+    from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, SYNTHETIC_SEEN
+
+    synthetic = manifest("20261201T031000Z-5e5e5e", 185, 600).model_copy(
+        update={"labels": {SYNTHETIC_CHAIN: B1.id, SYNTHETIC_SEEN: "2026-12-01T03:00:05.000Z"}})
+    listing = chain(B1, [ref(101, 150, 1, 2), ref(171, 200, 4, 6)])  # 151..170 is missing
+    timeline = build_timeline("prod", [B1, synthetic], [listing])
+    assert [(w.base.id, w.first_revision, w.last_revision) for w in timeline.windows] == [
+        (B1.id, 100, 150), (synthetic.id, 185, 200)]
+    (gap,) = timeline.gaps
+    assert (gap.after_revision, gap.before_revision) == (150, 185) and gap.missing and "151..170" in gap.reason
+    point = point_at_revision(timeline, 195)
+    assert point.base.id == synthetic.id and [s.first_revision for s in point.segments] == [171]
+    with pytest.raises(UsageError, match="falls in a gap"):
+        point_at_revision(timeline, 160)

@@ -244,3 +244,20 @@ def test_a_chain_whose_base_has_a_damaged_manifest_is_neither_folded_nor_deleted
         assert chain.verdict == "keep" and S1.id in chain.reason
     assert apply_prune(folded, plan_prune(folded, parse_policies({"keep-last": 1}), NOW,
                                           cluster="prod")).chains_removed == []
+
+
+def test_segments_missing_before_a_kept_synthetic_backup_do_not_delete_the_chain_after_it() -> None:
+    """prune said "every base backup of it is deleted" of a chain whose synthetic backup it kept,
+    and deleted every segment after it."""
+    repo = folded_repo(S2)
+    (listing,) = ChainStore(repo.store).chains("prod")
+    hole = next(s for s in listing.segments if s.first_revision == 1101)  # before S2 (3600)
+    ChainStore(repo.store).delete_segments("prod", B.id, [hole])
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    assert {d.backup.id: d.verdict for d in plan.retention.decisions} == {B.id: Verdict.DELETE, S2.id: Verdict.KEEP}
+    (chain,) = plan.chains
+    assert chain.verdict == "fold" and S2.id in chain.reason
+    apply_prune(repo, plan)
+    timeline = build_timeline("prod", list(repo.manifests("prod")), ChainStore(repo.store).chains("prod"))
+    assert point_at_revision(timeline, 3800).base.id == S2.id
+    assert segments_of(repo)[0] == 3601 and segments_of(repo)[-1] == 3901  # what is after S2 stays
