@@ -25,6 +25,11 @@ def id_floor(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def id_second(backup_id: str) -> str:
+    """The second a backup id names (its :func:`id_floor`), without the random suffix."""
+    return backup_id.partition("-")[0]
+
+
 def is_backup_id(text: str) -> bool:
     return bool(_ID_RE.match(text))
 

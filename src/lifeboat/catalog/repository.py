@@ -20,12 +20,12 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Generic, Protocol, TypeVar
 
 from lifeboat import __version__
 from lifeboat.catalog.chains import ChainStore
-from lifeboat.catalog.ids import check_backup_id, check_cluster_name, id_floor
+from lifeboat.catalog.ids import check_backup_id, check_cluster_name, id_floor, id_second
 from lifeboat.catalog.layout import (
     CLUSTERS,
     MARKER_KEY,
@@ -493,13 +493,21 @@ class BackupRepository:
         now = self.clock.now()
         seen: set[tuple[str, str]] = set()
         for since in [now - window for window in LATEST_WINDOWS] + [None]:
+            newest: Manifest | None = None
             for backup in reversed(self.committed(cluster, since=since)):
+                if newest is not None and id_second(backup.id) != id_second(newest.id):
+                    return newest
                 if (backup.cluster, backup.id) in seen:
                     continue
                 seen.add((backup.cluster, backup.id))
                 manifest = self.read_manifest(backup.cluster, backup.id)
                 if isinstance(manifest, Manifest) and manifest.status == BackupStatus.COMPLETE:
-                    return manifest
+                    # Ids tell only the second: of backups started in the same one, the one
+                    # started last (as prune orders them), whatever its random suffix.
+                    if newest is None or _started(manifest) > _started(newest):
+                        newest = manifest
+            if newest is not None:
+                return newest
         where = f" of cluster {cluster}" if cluster else ""
         raise NotFound(f"no complete backup{where} in {self.store.url}")
 
@@ -580,3 +588,11 @@ class BackupRepository:
         if self.store.stat(self.layout.manifest_key(cluster, backup_id)) is not None:
             return
         self._remove_data(cluster, backup_id)
+
+
+def _started(manifest: Manifest) -> datetime:
+    """When the backup started, to the millisecond where its manifest says (an unreadable time: first)."""
+    try:
+        return datetime.fromisoformat(manifest.started_at.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)

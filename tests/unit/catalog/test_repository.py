@@ -423,3 +423,13 @@ def test_a_backup_asked_for_in_the_wrong_cluster_is_said_to_be_anothers() -> Non
     with pytest.raises(NotFound, match=r"\(see 'lifeboat list'\)$"):
         repo.find(new_backup_id(T0 - timedelta(days=1)), "b")
     assert repo.find(held.id, "a") == held
+
+
+def test_latest_of_backups_started_in_one_second_is_the_one_started_last_as_prune_orders_them() -> None:
+    """Ids tell the second only: `latest` took the larger random suffix, prune the later start,
+    so `restore latest` chose the backup `prune --keep-last 1` deletes."""
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    later = stored(repo, manifest("20261122T030000Z-000001").model_copy(update={"started_at": "2026-11-22T03:00:00.900Z"}))
+    stored(repo, manifest("20261122T030000Z-ffffff").model_copy(update={"started_at": "2026-11-22T03:00:00.100Z"}))
+    stored(repo, manifest("20261122T025959Z-ffffff").model_copy(update={"started_at": "2026-11-22T02:59:59.990Z"}))
+    assert repo.find("latest").id == later.id
