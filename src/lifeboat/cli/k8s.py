@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from lifeboat.cli.k8s_source import encryption_config, open_source
-from lifeboat.cli.output import emit_json, human_size, table
+from lifeboat.cli.output import emit_json, human_size, printable, table
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory import (
     REGISTRY_PREFIX, Entry, KindQuery, decode_entries, diff_keys, filter_changes, keys_in_namespace,
@@ -59,7 +59,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
               [(s.namespace or "-", s.resource, s.count, human_size(s.bytes), s.newest_mod_revision,
                 s.encrypted, s.errors) for s in summary])
     for err in errors:
-        print(f"error: {err['key']}: {err['error']}", file=sys.stderr)
+        print(printable(f"error: {err['key']}: {err['error']}"), file=sys.stderr)
     return 0
 
 
@@ -128,7 +128,7 @@ def _print_object(doc: dict[str, Any]) -> None:
     for field in ("key", "resource", "namespace", "name", "apiVersion", "kind", "encoding",
                   "encryption", "create_revision", "mod_revision", "bytes", "error"):
         if doc.get(field) not in (None, ""):
-            print(f"{field + ':':<17}{doc[field]}")
+            print(printable(f"{field + ':':<17}{doc[field]}"))
     if doc.get("metadata"):
         print("metadata:")
         print("  " + yaml.safe_dump(doc["metadata"], sort_keys=False).rstrip().replace("\n", "\n  "))

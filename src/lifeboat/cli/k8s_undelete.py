@@ -7,7 +7,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from lifeboat.cli.k8s_source import LIVE, encryption_config, live_client, open_source
-from lifeboat.cli.output import emit_json, table
+from lifeboat.cli.output import emit_json, printable, table
 from lifeboat.errors import OperationFailed, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.kube.inventory import (
@@ -103,7 +103,7 @@ def _report(args: argparse.Namespace, source: str, plan: UndeletePlan,
               f"{len(plan.skips)} skipped. Run again with --apply to write them.")
         return
     for s in result.skipped:
-        print(f"skipped {s.entry.kv.key.decode('utf-8', 'replace')}: {s.reason}")
+        print(printable(f"skipped {s.entry.kv.key.decode('utf-8', 'replace')}: {s.reason}"))
     print(f"wrote {len(result.written)} objects; skipped {len(plan.skips) + len(result.skipped)}.")
     print("what to expect:")
     for line in EXPECT:

@@ -136,3 +136,20 @@ def test_delete_refuses_latest_which_names_no_backup_in_particular(cli: Cli, tmp
     code, out, err = cli("delete", "latest", "--yes", "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)
     assert (code, out) == (3, "") and "not 'latest'" in err
     assert cli("show", m.id, "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)[0] == 0
+
+
+def test_object_names_read_from_a_snapshot_are_printed_with_their_control_characters_escaped(
+        cli: Cli, tmp_path: Path) -> None:
+    """A configmap named with an escape sequence (written straight into etcd) reached the
+    terminal of whoever listed the objects: `k8s ls` and `k8s get` printed it raw."""
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/configmaps/team-a/ev\x1b[31mil"
+    value = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ev\\u001b[31mil","namespace":"team-a"}}'
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    for command in (("k8s", "ls", str(snapshot), "-n", "team-a"),
+                    ("k8s", "get", str(snapshot), "configmap/ev\x1b[31mil", "-n", "team-a")):
+        code, out, err = cli(*command)
+        assert code == 0, err
+        assert "\x1b" not in out + err and "ev\\x1b[31mil" in out, out
