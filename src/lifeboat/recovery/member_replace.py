@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 
 from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.durable import NotFlushed, move_durably
-from lifeboat.errors import LifeboatError, NotFound, OperationFailed, UsageError
+from lifeboat.errors import EtcdUnavailable, LifeboatError, NotFound, OperationFailed, UsageError
 from lifeboat.etcd.seam import MembershipChanges
 from lifeboat.etcdapi.model import MemberList, MemberStatus
 from lifeboat.recovery.health import ClusterHealth, MemberHealth, quorum_of, read_cluster_health
@@ -99,7 +99,7 @@ def plan_replacement(
     aside, one no sibling uses yet (the caller looks, with ``unused_stamp``; this stays pure).
     """
     if not health.answered:
-        raise OperationFailed("no etcd member answered; a member can only be replaced in a cluster "
+        raise EtcdUnavailable("no etcd member answered; a member can only be replaced in a cluster "
                               "that works (see 'lifeboat status')")
     target = health.member_named(name)
     urls = tuple(peer_urls) or (target.peer_urls if target else ())

@@ -123,9 +123,11 @@ def test_data_dir_elsewhere_or_absent_is_a_note_not_a_step() -> None:
     assert any("does not exist" in n for n in absent.notes)
 
 
-def test_nothing_answering_is_refused() -> None:
-    with pytest.raises(OperationFailed, match="no etcd member answered"):
+def test_nothing_answering_is_refused_as_etcd_unavailable() -> None:
+    # Exit 2 as status gives for the same cause, not the 1 of a failed operation.
+    with pytest.raises(EtcdUnavailable, match="no etcd member answered") as refused:
         plan(assess(None, {}, {}, []), "m1")
+    assert refused.value.exit_code == 2
 
 
 def test_start_spec_flags_say_existing_cluster() -> None:
