@@ -215,6 +215,20 @@ def _shown(m: Manifest, missing: list[str]) -> int:
     return 0
 
 
+def _refuse_an_open_chains_base(repo: BackupRepository, manifest: Manifest) -> None:
+    """UsageError when ``manifest`` is the newest base of a chain capture may still be writing:
+    deleted, it leaves the chain nothing to be restored from while capture goes on with it."""
+    from lifeboat.retention.chains import open_chain_bases
+    from lifeboat.retention.prune import ORPHAN_GRACE
+
+    timeline = build_timeline(manifest.cluster, list(repo.manifests(manifest.cluster)),
+                              repo.chain_store.chains(manifest.cluster))
+    why = open_chain_bases([timeline], repo.clock.now(), ORPHAN_GRACE).get((manifest.cluster, manifest.id))
+    if why is not None:
+        raise UsageError(f"backup {manifest.id} is the {why}: deleting it would leave the segments capture "
+                         "writes nothing to be restored from; stop the capture first, or pass --force")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """fetch a backup and check every checksum and the snapshot"""
     # Here, not at the top: list, show and delete start without the verifier and the drill.
@@ -294,6 +308,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if pin is not None and not args.force:
         raise UsageError(f"backup {manifest.id} is pinned ({pin.reason or 'no reason given'}); "
                          f"run 'lifeboat unpin {manifest.id}' first, or pass --force")
+    if isinstance(manifest, Manifest) and not args.force:
+        _refuse_an_open_chains_base(repo, manifest)
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to delete backup {manifest.id} without --yes")

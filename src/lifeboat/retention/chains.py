@@ -78,9 +78,15 @@ def keep_window_bases(plan: RetentionPlan, policies: Sequence[Policy], timelines
 
 def keep_open_chain_bases(plan: RetentionPlan, timelines: Sequence[Timeline], now: datetime,
                           grace: timedelta) -> RetentionPlan:
-    """Keep the newest base of every chain capture may still be writing (no end recorded,
-    written within ``grace``): deleted, it would take the chain with it while capture goes on
-    appending segments nothing could restore."""
+    """Keep the newest base of every chain capture may still be writing (:func:`open_chain_bases`):
+    deleted, it would take the chain with it while capture goes on appending segments nothing
+    could restore."""
+    return _kept(plan, open_chain_bases(timelines, now, grace))
+
+
+def open_chain_bases(timelines: Sequence[Timeline], now: datetime, grace: timedelta) -> dict[tuple[str, str], str]:
+    """(cluster, id) of the newest base of every chain capture may still be writing (no end
+    recorded, written within ``grace``), and why it is needed."""
     needed: dict[tuple[str, str], str] = {}
     for timeline in timelines:
         for w in timeline.windows:
@@ -89,7 +95,7 @@ def keep_open_chain_bases(plan: RetentionPlan, timelines: Sequence[Timeline], no
             needed[(timeline.cluster, w.bases()[-1].manifest.id)] = (
                 f"newest base of capture chain {w.chain.info.chain}, which capture may still be writing "
                 f"(no end recorded, last written {format_time(w.last_time)})")
-    return _kept(plan, needed)
+    return needed
 
 
 def _kept(plan: RetentionPlan, needed: dict[tuple[str, str], str]) -> RetentionPlan:

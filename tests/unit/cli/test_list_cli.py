@@ -101,3 +101,28 @@ def test_synthesize_on_a_quiet_cluster_writes_nothing_and_is_not_an_error(cli: C
     code, out, err = cli("synthesize", "--repo", str(tmp_path / "repo"), "--cluster", base.cluster,
                          "--to-revision", str(base.snapshot.revision))
     assert code == 3 and "already a backup" in err  # a revision asked for that is a backup: the user's to fix
+
+
+def test_delete_refuses_the_base_of_a_chain_capture_may_still_be_writing(cli: Cli, tmp_path: Path) -> None:
+    """Deleting it by hand left the running capture appending segments with no base, restorable
+    by nothing (the chain record went with the base), while it reported no gap."""
+    from dataclasses import replace
+
+    from lifeboat.catalog.chains import ChainInfo, ChainStore
+    from lifeboat.catalog.segments import Predecessor
+    from tests.unit.catalog.capture_records import T0, put, segment
+
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
+    base = store_backup(repo, NOW - timedelta(hours=1))
+    chains = ChainStore(repo.store)
+    chains.start(ChainInfo(base.id, base.cluster, base.id, base.snapshot.revision, "c1", base.finished_at))
+    first = base.snapshot.revision + 1
+    seen = (NOW - timedelta(minutes=1) - T0).total_seconds()
+    chains.commit_segment(replace(segment(Predecessor("base", first - 1, base.id),
+                                          (first, seen, [put(b"/k", b"v", first, first, 1)])),
+                                  cluster=base.cluster, chain=base.id), (), 1)
+    flags = ("--repo", str(tmp_path / "repo"), "--cluster", base.cluster, "--yes")
+    code, out, err = cli("delete", base.id, *flags)
+    assert (code, out) == (3, "") and "which capture may still be writing" in err and "--force" in err, err
+    assert [m.id for m in repo.manifests()] == [base.id]
+    assert cli("delete", base.id, *flags, "--force")[0] == 0

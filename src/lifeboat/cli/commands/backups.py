@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("backup_id", metavar="ID", help="a backup id (not 'latest': a deletion names its backup)")
     add_repo_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--force", action="store_true", help="delete the backup even if it is pinned")
+    p.add_argument("--force", action="store_true", help="delete the backup even if it is pinned, or the newest "
+                   "base of a capture chain that may still be written (which leaves that chain nothing to "
+                   "be restored from)")
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
