@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from lifeboat.errors import UsageError
 from lifeboat.etcd.certificates import pem_certificates, validity_problem
+from lifeboat.regular_files import read_small
 
 DEFAULT_CLIENT_PORT = 2379
 
@@ -108,12 +109,8 @@ def _check_dates(material: TlsMaterial, paths: TlsConfig) -> None:
 def _read_pem(path: Path | None, flag: str, label: bytes) -> bytes | None:
     if path is None:
         return None
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{flag} {path}: file does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    # A certificate bundle or key is a few KiB: the 1 MiB cap refuses /dev/zero unread.
+    data = read_small(path, f"{flag} file")
     if b"-----BEGIN " not in data or label + b"-----" not in data:
         raise UsageError(f"{flag} {path}: not a PEM file holding a {label.decode().lower()}")
     return data
