@@ -89,9 +89,13 @@ class NewCluster:
 
 def peer_url(url: str) -> str:
     """``url`` as etcd's ``types.NewURLs`` keeps it; UsageError for one etcd would refuse."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # a ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        parts, port = urlsplit(""), None
     scheme = parts.scheme.lower()
-    if (scheme not in ("http", "https") or not parts.hostname or parts.port is None or parts.path
+    if (scheme not in ("http", "https") or not parts.hostname or port is None or parts.path
             or parts.query or parts.fragment or "@" in parts.netloc):
         raise UsageError(f"peer URL {url!r} is not like https://10.0.0.1:2380 (scheme, host and port only)")
     return f"{scheme}://{parts.netloc}"
