@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lifeboat.config.rules import ENDPOINT_CREDENTIALS, holds_credentials
 from lifeboat.errors import UsageError
 from lifeboat.etcd.certificates import pem_certificates, validity_problem
 from lifeboat.regular_files import read_small
@@ -39,6 +40,8 @@ def parse_endpoint(text: str) -> Endpoint:
     raw = text.strip()
     if not raw:
         raise UsageError("--endpoints: an endpoint is empty; give URLs like https://10.0.0.1:2379")
+    if holds_credentials(raw):
+        raise UsageError(f"--endpoints: {ENDPOINT_CREDENTIALS}")
     has_scheme = "://" in raw
     try:
         parts = urlsplit(raw if has_scheme else f"//{raw}")

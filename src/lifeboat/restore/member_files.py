@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import google_crc32c
 
+from lifeboat.config.rules import ETCD_URL_CREDENTIALS, holds_credentials
 from lifeboat.errors import UsageError
 from lifeboat.etcdapi.wire import LENGTH_DELIMITED, VARINT, MalformedValue, read_varint, write_varint
 from lifeboat.snapshot import cluster_id_from_members
@@ -89,6 +90,8 @@ class NewCluster:
 
 def peer_url(url: str) -> str:
     """``url`` as etcd's ``types.NewURLs`` keeps it; UsageError for one etcd would refuse."""
+    if holds_credentials(url):
+        raise UsageError(f"a peer URL {ETCD_URL_CREDENTIALS}")
     try:
         parts = urlsplit(url.strip())
         port = parts.port  # a ValueError for a port that is not a number from 0 to 65535
