@@ -75,7 +75,9 @@ def load_recipients(values: list[str]) -> list[Recipient]:
     found: list[Recipient] = []
     for value in values:
         path = Path(value)
-        if names_recipients_file(value) and not looks_like_secret(value) and path.is_file():
+        # A path that exists is read as a recipients file, even when it is no regular file: a
+        # device, FIFO or directory is refused as such, not as a recipient string.
+        if names_recipients_file(value) and not looks_like_secret(value) and path.exists():
             found += _recipients_file(path)
         else:
             found.append(parse_recipient(value, "--encrypt-to / encryption.recipients value"))
@@ -83,11 +85,11 @@ def load_recipients(values: list[str]) -> list[Recipient]:
 
 
 def _recipients_file(path: Path) -> list[Recipient]:
+    data = read_small(path, "recipients file")  # a few public keys: 1 MiB is plenty
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise UsageError(f"cannot read recipients file {path}: {reason}") from None
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read recipients file {path}: not UTF-8 text") from None
     if looks_like_secret(text):
         raise UsageError(f"recipients file {path} holds a private key (age identity or SSH private key), "
                          f"not recipients; its content is not shown; {USE_THE_PUBLIC_KEY}")

@@ -98,3 +98,14 @@ def test_a_snapshot_file_that_is_not_a_regular_file_is_a_usage_error(
     path = special_file(tmp_path, kind)
     code, _out, err = cli("snapshot", verb, str(path))
     assert_refused(code, err, f"snapshot file {path} ", kind)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_recipients_file_that_is_not_a_small_regular_file_is_refused_unread(
+        cli: Cli, tmp_path: Path, kind: str) -> None:
+    path = special_file(tmp_path, kind)
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: ['{path}']\n")
+    code, _out, err = cli("config", "validate", str(config))
+    assert_refused(code, err, f"recipients file {path} ", kind)
