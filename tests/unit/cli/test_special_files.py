@@ -72,21 +72,32 @@ def test_an_s3_key_file_that_is_not_a_small_regular_file_is_refused_unread(
     assert_refused(code, err, f"repository.s3.{key} {path} ", kind)
 
 
+def encryption_config_args(tmp_path: Path, path: Path) -> list[str]:
+    return ["k8s", "ls", str(tmp_path / "snapshot.db"), "--encryption-config", str(path)]
+
+
+def recipients_args(tmp_path: Path, path: Path) -> list[str]:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: ['{path}']\n")
+    return ["config", "validate", str(config)]
+
+
+# What names the file, and the command line that reads it.
+SMALL_FILES = {
+    "encryption configuration": encryption_config_args,
+    "recipients file": recipients_args,
+    "config file": lambda _tmp_path, path: ["config", "validate", str(path)],
+}
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("kind", KINDS)
-def test_an_encryption_config_that_is_not_a_small_regular_file_is_refused_unread(
-        cli: Cli, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("what", SMALL_FILES)
+def test_a_small_file_that_is_not_a_small_regular_file_is_refused_unread(
+        cli: Cli, tmp_path: Path, what: str, kind: str) -> None:
     path = special_file(tmp_path, kind)
-    code, _out, err = cli("k8s", "ls", str(tmp_path / "snapshot.db"), "--encryption-config", str(path))
-    assert_refused(code, err, f"encryption configuration {path} ", kind)
-
-
-@pytest.mark.timeout(20)
-@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
-def test_a_config_file_that_is_not_a_regular_file_is_refused_unread(cli: Cli, tmp_path: Path, kind: str) -> None:
-    path = special_file(tmp_path, kind)
-    code, _out, err = cli("config", "validate", str(path))
-    assert_refused(code, err, f"config file {path} ", kind)
+    code, _out, err = cli(*SMALL_FILES[what](tmp_path, path))
+    assert_refused(code, err, f"{what} {path} ", kind)
 
 
 @pytest.mark.timeout(20)
@@ -98,14 +109,3 @@ def test_a_snapshot_file_that_is_not_a_regular_file_is_a_usage_error(
     path = special_file(tmp_path, kind)
     code, _out, err = cli("snapshot", verb, str(path))
     assert_refused(code, err, f"snapshot file {path} ", kind)
-
-
-@pytest.mark.timeout(20)
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_recipients_file_that_is_not_a_small_regular_file_is_refused_unread(
-        cli: Cli, tmp_path: Path, kind: str) -> None:
-    path = special_file(tmp_path, kind)
-    config = tmp_path / "lifeboat.yaml"
-    config.write_text(f"encryption:\n  recipients: ['{path}']\n")
-    code, _out, err = cli("config", "validate", str(config))
-    assert_refused(code, err, f"recipients file {path} ", kind)
