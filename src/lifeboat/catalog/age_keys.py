@@ -97,6 +97,9 @@ def _recipients_file(path: Path) -> list[Recipient]:
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.startswith("#"):
             found.append(parse_recipient(line, f"recipients file {path} line {number}"))
+    if not found:  # taken as no recipient at all, the backups would be stored unencrypted
+        raise UsageError(f"recipients file {path} holds no recipient; put the age1... or ssh-... public keys "
+                         "in it, one a line")
     return found
 
 

@@ -178,6 +178,20 @@ def test_config_validate_refuses_a_recipient_the_agent_refuses_at_start(run: Run
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("content", ["", "# recipients: none yet\n\n"])
+def test_a_recipients_file_with_no_recipient_is_refused_not_taken_as_no_encryption(
+        run: Run, tmp_path: Path, content: str) -> None:
+    """Backups were stored unencrypted when encryption.recipients named such a file."""
+    keys = tmp_path / "recipients.txt"
+    keys.write_text(content)
+    with pytest.raises(UsageError, match=f"^recipients file {keys} holds no recipient"):
+        load_recipients([str(keys)])  # as backup and the agent load them
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: [{keys}]\n")
+    code, _, err = run("config", "validate", str(config))
+    assert code == 3 and "holds no recipient" in err
+
+
 def test_config_show_names_origins_and_hides_secrets(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
