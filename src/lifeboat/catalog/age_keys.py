@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
@@ -14,6 +12,7 @@ import pyrage
 from lifeboat.config.rules import names_recipients_file
 from lifeboat.config.secrets import USE_THE_PUBLIC_KEY, WRITE_IT_TO_A_FILE, looks_like_secret, shown
 from lifeboat.errors import UsageError
+from lifeboat.regular_files import read_small
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,9 @@ def load_recipients(values: list[str]) -> list[Recipient]:
     found: list[Recipient] = []
     for value in values:
         path = Path(value)
-        if names_recipients_file(value) and not looks_like_secret(value) and path.is_file():
+        # A path that exists is read as a recipients file, even when it is no regular file: a
+        # device, FIFO or directory is refused as such, not as a recipient string.
+        if names_recipients_file(value) and not looks_like_secret(value) and path.exists():
             found += _recipients_file(path)
         else:
             found.append(parse_recipient(value, "--encrypt-to / encryption.recipients value"))
@@ -84,11 +85,11 @@ def load_recipients(values: list[str]) -> list[Recipient]:
 
 
 def _recipients_file(path: Path) -> list[Recipient]:
+    data = read_small(path, "recipients file")  # a few public keys: 1 MiB is plenty
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise UsageError(f"cannot read recipients file {path}: {reason}") from None
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read recipients file {path}: not UTF-8 text") from None
     if looks_like_secret(text):
         raise UsageError(f"recipients file {path} holds a private key (age identity or SSH private key), "
                          f"not recipients; its content is not shown; {USE_THE_PUBLIC_KEY}")
@@ -96,12 +97,10 @@ def _recipients_file(path: Path) -> list[Recipient]:
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.startswith("#"):
             found.append(parse_recipient(line, f"recipients file {path} line {number}"))
+    if not found:  # taken as no recipient at all, the backups would be stored unencrypted
+        raise UsageError(f"recipients file {path} holds no recipient; put the age1... or ssh-... public keys "
+                         "in it, one a line")
     return found
-
-
-# An identity file holds a few keys (an SSH RSA key of 16384 bits is under 13 KiB): anything
-# larger is not one, and is not read whole.
-IDENTITY_FILE_MAX = 1 << 20
 
 
 def load_identities(paths: list[str]) -> list[Identity]:
@@ -111,29 +110,10 @@ def load_identities(paths: list[str]) -> list[Identity]:
         if looks_like_secret(value):
             raise UsageError(f"an identity file's path is a private key itself; the value is not shown; "
                              f"{WRITE_IT_TO_A_FILE}")
-        identities += _parse_identity_file(value, _identity_file_bytes(value))
+        # An identity file holds a few keys (an SSH RSA key of 16384 bits is under 13 KiB):
+        # read_small's 1 MiB is plenty, and refuses a FIFO or /dev/zero unread.
+        identities += _parse_identity_file(value, read_small(value, "identity file"))
     return identities
-
-
-def _identity_file_bytes(path: str) -> bytes:
-    """The file's content: a regular file of at most IDENTITY_FILE_MAX bytes (a FIFO would block,
-    /dev/zero would never end)."""
-    try:
-        # Not blocking: a FIFO opens at once and is refused below, never waited on.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise UsageError(f"cannot read identity file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"identity file {path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(IDENTITY_FILE_MAX + 1)
-        except OSError as exc:
-            raise UsageError(f"cannot read identity file {path}: {exc.strerror}") from None
-    if len(data) > IDENTITY_FILE_MAX:
-        raise UsageError(f"identity file {path} is larger than {IDENTITY_FILE_MAX >> 20} MiB: not an identity file")
-    return data
 
 
 def _parse_identity_file(source: str, data: bytes) -> list[Identity]:

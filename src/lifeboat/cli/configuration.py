@@ -10,6 +10,7 @@ from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.config import LifeboatConfig, load_config, shown_values
+from lifeboat.config.rules import names_recipients_file
 from lifeboat.errors import UsageError
 from lifeboat.store import open_store
 
@@ -18,7 +19,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """check a config file; exit 3 if it is wrong"""
     config = load_config(args.file)
     _check_repository_url(args.file, config.repository.url)
-    _check_recipient_files(args.file, config.encryption.recipients)
+    _check_recipients(args.file, config.encryption.recipients)
     if (problem := config.drills_cannot_decrypt()) is not None:  # the agent would refuse to start
         raise UsageError(f"{args.file}: {problem}")
     _check_segment_room(args.file, config)
@@ -42,17 +43,20 @@ def _check_repository_url(path: Path, url: str | None) -> None:
             raise UsageError(f"{path}: repository.url: {exc}") from None
 
 
-def _check_recipient_files(path: Path, recipients: list[str]) -> None:
-    """Read every recipients file this host has: a private key there is refused like one inline.
+def _check_recipients(path: Path, recipients: list[str]) -> None:
+    """Check every recipient as ``backup`` and the agent load them: inline ones, and every
+    recipients file this host has (a private key there is refused like one inline; a device,
+    FIFO or directory is no recipients file).
 
     A file absent here is left for the host that runs the backups (it may live only there).
     """
     for value in recipients:
-        if Path(value).is_file():
-            try:
-                load_recipients([value])
-            except UsageError as exc:
-                raise UsageError(f"{path}: encryption.recipients: {exc}") from None
+        if names_recipients_file(value) and not Path(value).exists():
+            continue
+        try:
+            load_recipients([value])
+        except UsageError as exc:
+            raise UsageError(f"{path}: encryption.recipients: {exc}") from None
 
 
 def _check_segment_room(path: Path, config: LifeboatConfig) -> None:

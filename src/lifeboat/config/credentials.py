@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lifeboat.config.model import LifeboatConfig
 from lifeboat.errors import UsageError
+from lifeboat.regular_files import read_small
 
 SECRET_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -44,11 +45,11 @@ def credentials_source(config: LifeboatConfig, environ: Mapping[str, str]) -> st
 
 
 def _read_secret(path: Path, key: str) -> str:
+    data = read_small(path, f"repository.s3.{key}")
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise UsageError(f"repository.s3.{key}: cannot read {path}: {reason}") from None
+        value = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read repository.s3.{key} {path}: not UTF-8 text") from None
     if not value:
         raise UsageError(f"repository.s3.{key}: {path} is empty; put the key in it")
     return value

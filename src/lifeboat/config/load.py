@@ -20,8 +20,7 @@ from pydantic import BaseModel, ValidationError
 from lifeboat.config.model import LifeboatConfig, kebab
 from lifeboat.config.problems import key_path, translate
 from lifeboat.errors import UsageError
-
-MAX_CONFIG_BYTES = 1 << 20
+from lifeboat.regular_files import read_small
 
 ENV_KEYS: dict[str, str] = {
     "LIFEBOAT_CLUSTER": "cluster",
@@ -137,16 +136,11 @@ def _validate_file(path: Path) -> tuple[LifeboatConfig, dict[str, Any]]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    raw = read_small(path, "config file")  # a lifeboat config is a few KiB
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"cannot read config file {path}: {reason}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
-                         "a lifeboat config is a few KiB: check the path")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

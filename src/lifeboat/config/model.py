@@ -13,7 +13,10 @@ from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator,
 )
 
-from lifeboat.config.rules import CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, LABEL_MAX, plain_text_problem, repository_url_given
+from lifeboat.config.rules import (
+    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, ENDPOINT_CREDENTIALS, LABEL_MAX, holds_credentials, plain_text_problem,
+    repository_url_given,
+)
 from lifeboat.config.secrets import identity_path, public_recipient, shown
 from lifeboat.config.values import (
     ByteSize,
@@ -59,6 +62,8 @@ class EtcdSection(Section):
     def _some_endpoint(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("must name at least one endpoint, e.g. https://127.0.0.1:2379")
+        if value is not None and any(holds_credentials(url) for url in value):
+            raise ValueError(ENDPOINT_CREDENTIALS)
         return value
 
 

@@ -51,6 +51,20 @@ def check_endpoint_url(value: str) -> str:
     return text
 
 
+# etcd reads no user or password from a URL (its clients authenticate with certificates or
+# its auth API): one written there is a password copied where lifeboat would print and record it.
+ETCD_URL_CREDENTIALS = ("holds a user or password (user:password@, not shown); etcd takes none "
+                        "in a URL: give scheme, host and port only")
+ENDPOINT_CREDENTIALS = (f"an endpoint {ETCD_URL_CREDENTIALS}; etcd knows a client by its certificate "
+                        "(--cert, --key)")
+
+
+def holds_credentials(url: str) -> bool:
+    """True when ``url`` (``scheme://authority/...`` or a bare ``host:port``) has ``user[:password]@``."""
+    authority = url.strip().partition("://")[2] if "://" in url else url.strip()
+    return "@" in re.split(r"[/?#]", authority, maxsplit=1)[0]
+
+
 def not_absolute(text: str, example: str, *, show: bool = True) -> str | None:
     """Why ``text`` is not a path the config, the environment or a file may give, or None.
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lifeboat.config.rules import ENDPOINT_CREDENTIALS, holds_credentials
 from lifeboat.errors import UsageError
 from lifeboat.etcd.certificates import pem_certificates, validity_problem
+from lifeboat.regular_files import read_small
 
 DEFAULT_CLIENT_PORT = 2379
 
@@ -38,6 +40,8 @@ def parse_endpoint(text: str) -> Endpoint:
     raw = text.strip()
     if not raw:
         raise UsageError("--endpoints: an endpoint is empty; give URLs like https://10.0.0.1:2379")
+    if holds_credentials(raw):
+        raise UsageError(f"--endpoints: {ENDPOINT_CREDENTIALS}")
     has_scheme = "://" in raw
     try:
         parts = urlsplit(raw if has_scheme else f"//{raw}")
@@ -108,12 +112,8 @@ def _check_dates(material: TlsMaterial, paths: TlsConfig) -> None:
 def _read_pem(path: Path | None, flag: str, label: bytes) -> bytes | None:
     if path is None:
         return None
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{flag} {path}: file does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    # A certificate bundle or key is a few KiB: the 1 MiB cap refuses /dev/zero unread.
+    data = read_small(path, f"{flag} file")
     if b"-----BEGIN " not in data or label + b"-----" not in data:
         raise UsageError(f"{flag} {path}: not a PEM file holding a {label.decode().lower()}")
     return data

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import google_crc32c
 
+from lifeboat.config.rules import ETCD_URL_CREDENTIALS, holds_credentials
 from lifeboat.errors import UsageError
 from lifeboat.etcdapi.wire import LENGTH_DELIMITED, VARINT, MalformedValue, read_varint, write_varint
 from lifeboat.snapshot import cluster_id_from_members
@@ -89,9 +90,15 @@ class NewCluster:
 
 def peer_url(url: str) -> str:
     """``url`` as etcd's ``types.NewURLs`` keeps it; UsageError for one etcd would refuse."""
-    parts = urlsplit(url.strip())
+    if holds_credentials(url):
+        raise UsageError(f"a peer URL {ETCD_URL_CREDENTIALS}")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # a ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        parts, port = urlsplit(""), None
     scheme = parts.scheme.lower()
-    if (scheme not in ("http", "https") or not parts.hostname or parts.port is None or parts.path
+    if (scheme not in ("http", "https") or not parts.hostname or port is None or parts.path
             or parts.query or parts.fragment or "@" in parts.netloc):
         raise UsageError(f"peer URL {url!r} is not like https://10.0.0.1:2380 (scheme, host and port only)")
     return f"{scheme}://{parts.netloc}"

@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifeboat.config.rules import ETCD_URL_CREDENTIALS, holds_credentials
 from lifeboat.errors import UsageError
 from lifeboat.kube.static_pods import EtcdDiscovery
 from lifeboat.restore.member_files import peer_url
@@ -32,6 +33,8 @@ def parse_initial_cluster(text: str) -> tuple[ClusterMember, ...]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
+        if holds_credentials(part):
+            raise UsageError(f"--initial-cluster: a member's peer URL {ETCD_URL_CREDENTIALS}")
         name, sep, url = part.partition("=")
         if not sep or not name or not url:
             raise UsageError(f"--initial-cluster entry {part!r} is not NAME=PEER_URL")
@@ -51,6 +54,8 @@ def format_initial_cluster(members: tuple[ClusterMember, ...]) -> str:
 
 def _peer_url(url: str, flag: str) -> str:
     """``url`` if etcd takes it as a peer URL (checked before anything is stopped)."""
+    if holds_credentials(url):
+        raise UsageError(f"{flag}: a peer URL {ETCD_URL_CREDENTIALS}")
     try:
         peer_url(url)
     except UsageError:

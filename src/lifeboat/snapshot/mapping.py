@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from lifeboat.errors import NotFound, OperationFailed, SnapshotFormatError
+from lifeboat.regular_files import open_regular
 
 # Faults that can only come from malformed bytes reaching a decoder.
 DECODE_FAULTS = (struct.error, IndexError, ValueError, OverflowError, KeyError, RecursionError)
@@ -103,7 +104,7 @@ class PagedFile:
 def paged(path: Path) -> Iterator[PagedFile]:
     """``path`` opened for :class:`PagedFile` reads; faults while reading it are translated."""
     with translated_faults(path):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_regular(path, "snapshot file")
     try:
         with translated_faults(path):
             size = os.fstat(fd).st_size

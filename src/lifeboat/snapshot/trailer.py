@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat.errors import IntegrityError, SnapshotFormatError
+from lifeboat.regular_files import open_regular
 
 from .mapping import translated_faults
 
@@ -57,7 +58,7 @@ def check_trailer(path: str | os.PathLike[str]) -> TrailerCheck:
     p = Path(path)
     digest = hashlib.sha256()
     recorded = None
-    with translated_faults(p), p.open("rb", buffering=0) as f:
+    with translated_faults(p), os.fdopen(open_regular(p, "snapshot file"), "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         present = has_trailer_length(size)
         db_size = size - TRAILER_SIZE if present else size

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.commands.prune import POLICY_HELP
 from lifeboat.cli.main import main
+from lifeboat.errors import UsageError
 from lifeboat.retention import POLICY_CLASSES
 from lifeboat.store import open_store
 from tests.unit.retention.test_prune import store_backup
@@ -157,6 +160,36 @@ def test_config_validate_refuses_a_segment_size_too_small_for_the_recipients(
     # A recipients file only the backup host has is left for capture's own check there.
     config.write_text(f"capture:\n  segment-max-bytes: 4KiB\nencryption:\n  recipients: [{tmp_path}/absent.txt]\n")
     assert run("config", "validate", str(config))[0] == 0
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory", "inline"])
+def test_config_validate_refuses_a_recipient_the_agent_refuses_at_start(run: Run, tmp_path: Path, kind: str) -> None:
+    """`encryption.recipients: [/dev/zero]` validated, then the agent refused to start on it (exit 3)."""
+    value = {"device": "/dev/zero", "fifo": str(tmp_path / "fifo"), "directory": str(tmp_path),
+             "inline": "age1notarecipient"}[kind]
+    if kind == "fifo":
+        os.mkfifo(value)
+    with pytest.raises(UsageError):  # what backup and the agent do with it
+        load_recipients([value])
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: ['{value}']\n")
+    code, _, err = run("config", "validate", str(config))
+    assert code == 3 and err.startswith(f"lifeboat: error: {config}: encryption.recipients: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", ["", "# recipients: none yet\n\n"])
+def test_a_recipients_file_with_no_recipient_is_refused_not_taken_as_no_encryption(
+        run: Run, tmp_path: Path, content: str) -> None:
+    """Backups were stored unencrypted when encryption.recipients named such a file."""
+    keys = tmp_path / "recipients.txt"
+    keys.write_text(content)
+    with pytest.raises(UsageError, match=f"^recipients file {keys} holds no recipient"):
+        load_recipients([str(keys)])  # as backup and the agent load them
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"encryption:\n  recipients: [{keys}]\n")
+    code, _, err = run("config", "validate", str(config))
+    assert code == 3 and "holds no recipient" in err
 
 
 def test_config_show_names_origins_and_hides_secrets(

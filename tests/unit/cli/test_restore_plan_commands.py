@@ -107,3 +107,16 @@ def test_a_plan_given_nothing_but_the_backup_adds_nothing(cli: Cli) -> None:
     assert plan["members"][0]["argv"] == [
         "lifeboat", "restore", "20261122T030000Z-abcdef", "--name=m1", f"--initial-cluster={INITIAL_CLUSTER}",
         f"--initial-cluster-token={plan['token']}", "--initial-advertise-peer-urls=https://10.0.0.11:2380"]
+
+
+@pytest.mark.parametrize("initial_cluster", ["a=http://10.0.0.1:abc", "a=http://10.0.0.1:99999", "a=http://[::1]:x"])
+@pytest.mark.parametrize("command", [["restore", "plan", "latest"], ["restore", "latest", "--dry-run", "--name", "a"]])
+def test_a_peer_port_that_is_not_a_port_is_a_usage_error_not_a_crash(
+    cli: Cli, tmp_path: Path, command: list[str], initial_cluster: str,
+) -> None:
+    repo = tmp_path / "repo"
+    store_backup(BackupRepository.open(open_store(str(repo)), create=True), datetime(2026, 11, 22, 3, tzinfo=UTC))
+    code, _out, err = cli(*command, "--repo", str(repo), "--initial-cluster", initial_cluster,
+                          "--data-dir", str(tmp_path / "etcd"))
+    assert code == 3, err
+    assert err.count("\n") == 1 and "--initial-cluster" in err and "unexpected" not in err

@@ -66,7 +66,7 @@ def test_missing_tls_file_names_its_flag(tmp_path: Path, field: str, flag: str) 
     files["cert"].write_bytes(CERT)
     files["key"].write_bytes(KEY)
     files[field].unlink()
-    with pytest.raises(UsageError, match=f"{flag} .*does not exist"):
+    with pytest.raises(UsageError, match=f"^cannot read {flag} file .*: No such file or directory$"):
         TlsConfig(**files).load()
 
 

@@ -126,3 +126,10 @@ def test_peer_urls_etcd_refuses_are_refused(url: str) -> None:
 def test_peer_urls_are_kept_as_etcd_keeps_them() -> None:
     assert peer_url(" HTTPS://[::1]:2380 ") == "https://[::1]:2380"
     assert member_id(["http://b:1", "http://a:1"], "t") == member_id(["http://a:1", "http://b:1"], "t")
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1:abc", "http://10.0.0.1:99999", "http://[::1]:x", "http://[::1"])
+def test_a_peer_url_whose_port_is_not_a_port_is_a_usage_error_not_a_crash(url: str) -> None:
+    """urlsplit's ``port`` raises ValueError for these: it left `restore plan` as exit 4."""
+    with pytest.raises(UsageError, match="is not like https://10.0.0.1:2380"):
+        peer_url(url)

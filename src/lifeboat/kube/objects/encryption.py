@@ -32,6 +32,7 @@ from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from lifeboat.kube.objects.checks import checked
 from lifeboat.kube.objects.envelope import PROTOBUF_MAGIC
 from lifeboat.kube.objects.wire import malformed
+from lifeboat.regular_files import read_small
 
 ENCRYPTED_PREFIX = b"k8s:enc:"
 LOCAL_PROVIDERS = ("aescbc", "aesgcm", "secretbox")
@@ -99,10 +100,10 @@ class EncryptionConfiguration:
 
 def load_encryption_configuration(path: Path) -> EncryptionConfiguration:
     """Read and validate an EncryptionConfiguration YAML file."""
+    # The file holds a few keys: the 1 MiB cap refuses /dev/zero unread.
+    data = read_small(path, "encryption configuration")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read encryption configuration {path}: {exc.strerror}") from None
+        doc = yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError):
         raise UsageError(f"encryption configuration {path} is not valid YAML") from None
     return EncryptionConfiguration.from_document(doc)
