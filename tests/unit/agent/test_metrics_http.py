@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -9,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lifeboat.clock import FakeClock
-from lifeboat.agent.http import AgentHttp, parse_address
+from lifeboat.agent.http import MAX_CONNECTIONS, REQUEST_SECONDS, AgentHttp, parse_address
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.errors import UsageError
 
@@ -121,3 +122,39 @@ def test_a_taken_port_is_a_usage_error() -> None:
     finally:
         first.close()
     assert threading.active_count() >= 1
+
+
+def _closed_by_server(conn: socket.socket) -> bool:
+    """Whether the server closes ``conn`` within a few seconds (without having answered)."""
+    conn.settimeout(3)
+    try:
+        return conn.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock)
+    m.good_cycle()
+    server = AgentHttp("127.0.0.1:0", m, clock, health_threshold=60)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    slow = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # a slowloris: requests that never end
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            slow.append(conn)
+        one_more = socket.create_connection((host, int(port)), timeout=5)
+        slow.append(one_more)
+        one_more.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert _closed_by_server(one_more)
+        clock.advance(REQUEST_SECONDS)
+        assert all(_closed_by_server(conn) for conn in slow[:-1])
+        assert get(server.url + "/healthz")[0] == 200
+    finally:
+        for conn in slow:
+            conn.close()
+        server.close()
