@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -95,6 +96,12 @@ class _Server(ThreadingHTTPServer):
             if not self._deadlines:
                 self._busy = False
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One log line, not socketserver's traceback on stderr, for what a handler raised."""
+        exc = sys.exc_info()[1]
+        log.error("HTTP request failed unexpectedly: %s: %s", type(exc).__name__, exc,
+                  extra={"event": "http_failed"})
+
     def service_actions(self) -> None:
         """Cut connections past their deadline (serve_forever calls this every half second)."""
         now = self._clock.monotonic()
@@ -117,6 +124,13 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def _handler(metrics: AgentMetrics, clock: Clock, threshold: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except OSError as exc:  # the client went away, or was cut off at its deadline
+                log.debug("HTTP client %s: %s", self.client_address[0], exc,
+                          extra={"event": "http_client_error"})
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import threading
 import urllib.error
@@ -158,3 +160,42 @@ def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once()
         for conn in slow:
             conn.close()
         server.close()
+
+
+@pytest.mark.parametrize("accept", ["application/openmetrics-text; version=x", "text/plain; version=1.x"])
+def test_a_scrape_asking_for_a_version_prometheus_client_cannot_read_gets_the_text_format(
+        accept: str, capfd: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    try:
+        asked = urllib.request.Request(server.url + "/metrics", headers={"Accept": accept})
+        with urllib.request.urlopen(asked, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert "lifeboat_agent_cycles_total 0" in r.read().decode()
+    finally:
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_client_gone_before_its_answer_is_one_log_line_not_a_traceback(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="lifeboat.agent")
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            conn.settimeout(1)
+            for _ in range(5):  # until the server has accepted it and then cut it off at its deadline
+                clock.advance(REQUEST_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    assert conn.recv(1024) == b""  # it did not answer: its answer met a closed socket
+                    break
+            else:
+                pytest.fail("the server did not close a connection past its deadline")
+    finally:
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "http_client_error"]
+    assert len(lines) == 1 and lines[0].exc_info is None and "\n" not in lines[0].getMessage()
