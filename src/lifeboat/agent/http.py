@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.clock import Clock
+from lifeboat.config import parse_listen
 from lifeboat.errors import UsageError
 
 log = logging.getLogger("lifeboat.agent")
@@ -46,7 +47,7 @@ class AgentHttp:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://[{host!s}]:{port}" if ":" in str(host) else f"http://{host!s}:{port}"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -60,6 +61,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], clock: Clock) -> None:
+        # socketserver binds with the class's family, AF_INET: an IPv6 address needs AF_INET6.
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._clock = clock
         self._lock = threading.Lock()
         self._deadlines: dict[socket.socket, float] = {}  # the connections served now
@@ -116,10 +119,12 @@ class _Server(ThreadingHTTPServer):
 
 def parse_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` for IPv6) to a bind tuple; UsageError if malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"listen address {address!r} is not HOST:PORT, e.g. 127.0.0.1:9787")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    try:
+        host, port = parse_listen(address)
+    except ValueError:
+        raise UsageError(f"listen address {address!r} is not HOST:PORT ([ADDRESS]:PORT for IPv6), "
+                         "e.g. 127.0.0.1:9847") from None
+    return host or "127.0.0.1", port
 
 
 def _handler(metrics: AgentMetrics, clock: Clock, threshold: float) -> type[BaseHTTPRequestHandler]:

@@ -110,7 +110,8 @@ def test_a_scraper_asking_for_openmetrics_gets_it_and_others_get_the_text_format
 def test_listen_address_is_checked() -> None:
     assert parse_address("0.0.0.0:9847") == ("0.0.0.0", 9847)
     assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("localhost", "1.2.3.4:http", "h:70000"):
+    assert parse_address("[::]:9847") == ("::", 9847)
+    for bad in ("localhost", "1.2.3.4:http", "h:70000", "127.0.0.1:\u0663\u0663", "::1:80", "[::1:80", "[]:80"):
         with pytest.raises(UsageError, match="HOST:PORT"):
             parse_address(bad)
 
@@ -199,3 +200,15 @@ def test_a_client_gone_before_its_answer_is_one_log_line_not_a_traceback(
     assert "Traceback" not in capfd.readouterr().err
     lines = [r for r in caplog.records if getattr(r, "event", None) == "http_client_error"]
     assert len(lines) == 1 and lines[0].exc_info is None and "\n" not in lines[0].getMessage()
+
+
+def test_an_ipv6_listen_address_is_served() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock)
+    m.good_cycle()
+    server = AgentHttp("[::1]:0", m, clock, health_threshold=60)
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert get(server.url + "/healthz")[0] == 200
+    finally:
+        server.close()
