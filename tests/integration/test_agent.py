@@ -280,13 +280,18 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     assert leader(etcd, cluster) is None
 
 
-def test_sighup_stops_the_agent_and_frees_the_lead_at_once(etcd: EtcdCluster, tmp_path: Path) -> None:
-    cluster = "hangup"
+def yearly_agent(etcd: EtcdCluster, tmp_path: Path, cluster: str) -> AgentProcess:
+    """One agent backing up to a directory once, at start (its next tick is months away)."""
     path = tmp_path / "agent.yaml"
     data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster)
     data["schedules"] = {"backup": "@yearly"}
     path.write_text(yaml.safe_dump(data))
-    agent = AgentProcess("solo", path)
+    return AgentProcess("solo", path)
+
+
+def test_sighup_stops_the_agent_and_frees_the_lead_at_once(etcd: EtcdCluster, tmp_path: Path) -> None:
+    cluster = "hangup"
+    agent = yearly_agent(etcd, tmp_path, cluster)
     try:
         wait_for(lambda: "backup_committed" in agent.events(), 120, "the backup at start")
         agent.proc.send_signal(signal.SIGHUP)
@@ -298,12 +303,7 @@ def test_sighup_stops_the_agent_and_frees_the_lead_at_once(etcd: EtcdCluster, tm
 
 
 def test_the_leader_metric_drops_when_the_agent_logs_that_etcd_froze(etcd: EtcdCluster, tmp_path: Path) -> None:
-    cluster = "frozen"
-    path = tmp_path / "agent.yaml"
-    data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster)
-    data["schedules"] = {"backup": "@yearly"}
-    path.write_text(yaml.safe_dump(data))
-    agent = AgentProcess("solo", path)
+    agent = yearly_agent(etcd, tmp_path, "frozen")
     try:
         wait_for(lambda: agent.scrape().get("lifeboat_agent_is_leader{}") == 1, 120, "the agent to lead")
         etcd.first().pause()
