@@ -280,10 +280,10 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     assert leader(etcd, cluster) is None
 
 
-def yearly_agent(etcd: EtcdCluster, tmp_path: Path, cluster: str) -> AgentProcess:
+def yearly_agent(etcd: EtcdCluster, tmp_path: Path, cluster: str, listen: str = "127.0.0.1:0") -> AgentProcess:
     """One agent backing up to a directory once, at start (its next tick is months away)."""
     path = tmp_path / "agent.yaml"
-    data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster)
+    data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster, listen)
     data["schedules"] = {"backup": "@yearly"}
     path.write_text(yaml.safe_dump(data))
     return AgentProcess("solo", path)
@@ -339,3 +339,12 @@ def test_a_repository_gone_from_under_a_backed_up_cluster_is_unavailable_not_rec
     assert f"no lifeboat repository at {repo.as_uri()}" in str(failed["message"])
     assert "may be missing" in str(failed["message"])
     assert not repo.exists()
+
+
+def test_an_agent_listening_on_ipv6_serves_its_metrics(etcd: EtcdCluster, tmp_path: Path) -> None:
+    agent = yearly_agent(etcd, tmp_path, "ipv6", listen="[::1]:0")
+    try:
+        wait_for(lambda: agent.scrape().get("lifeboat_agent_is_leader{}") == 1, 120, "the agent to lead")
+        assert str(agent.url()).startswith("http://[::1]:")
+    finally:
+        agent.stop()
