@@ -21,6 +21,7 @@ place that exits; it maps the branches of this tree to exit codes:
         ├── EtcdUnavailable
         ├── EtcdAuthError             TLS handshake or authentication rejected
         └── RepositoryUnavailable
+            └── NoRepository          no repository marker at the URL: mistyped, or not mounted
 
 Anything else reaching the CLI is a bug: exit 4 with a request to report it. Outside the
 tree, :class:`Terminated` (SIGTERM) unwinds like KeyboardInterrupt: exit 143.
@@ -118,3 +119,7 @@ class EtcdAuthError(BackendUnavailable):
 
 class RepositoryUnavailable(BackendUnavailable):
     """The object store could not be reached, or rejected our credentials."""
+
+
+class NoRepository(RepositoryUnavailable):
+    """No lifeboat repository at the URL (no marker): a mistyped URL, or a mount that is not there."""

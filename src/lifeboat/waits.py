@@ -120,12 +120,13 @@ def mapped(pool: Executor, work: Callable[[A], T], items: Iterable[A]) -> list[T
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Inside the block SIGTERM and SIGINT only set ``stop`` (a long-running command ends its
-    work and returns); the handlers from before are back after it, so a process that ran the
-    command (a test, an embedding program) is stopped by those signals again."""
+def stop_on_signals(stop: threading.Event,
+                    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Inside the block ``signals`` (SIGTERM and SIGINT) only set ``stop`` (a long-running
+    command ends its work and returns); the handlers from before are back after it, so a
+    process that ran the command (a test, an embedding program) is stopped by those signals again."""
     handler = lambda signum, frame: stop.set()  # noqa: E731
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:

@@ -278,3 +278,73 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     assert manifests(s3_repo, cluster) == []
     assert backup_objects(s3_repo, cluster) == []
     assert leader(etcd, cluster) is None
+
+
+def yearly_agent(etcd: EtcdCluster, tmp_path: Path, cluster: str, listen: str = "127.0.0.1:0") -> AgentProcess:
+    """One agent backing up to a directory once, at start (its next tick is months away)."""
+    path = tmp_path / "agent.yaml"
+    data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster, listen)
+    data["schedules"] = {"backup": "@yearly"}
+    path.write_text(yaml.safe_dump(data))
+    return AgentProcess("solo", path)
+
+
+def test_sighup_stops_the_agent_and_frees_the_lead_at_once(etcd: EtcdCluster, tmp_path: Path) -> None:
+    cluster = "hangup"
+    agent = yearly_agent(etcd, tmp_path, cluster)
+    try:
+        wait_for(lambda: "backup_committed" in agent.events(), 120, "the backup at start")
+        agent.proc.send_signal(signal.SIGHUP)
+        assert agent.proc.wait(20) == 0
+    finally:
+        agent.stop()
+    assert "agent_stopped" in agent.wait_output()
+    assert leader(etcd, cluster) is None  # revoked, not left to expire
+
+
+def test_the_leader_metric_drops_when_the_agent_logs_that_etcd_froze(etcd: EtcdCluster, tmp_path: Path) -> None:
+    agent = yearly_agent(etcd, tmp_path, "frozen")
+    try:
+        wait_for(lambda: agent.scrape().get("lifeboat_agent_is_leader{}") == 1, 120, "the agent to lead")
+        etcd.first().pause()
+        try:
+            wait_for(lambda: "leader_lost" in agent.events(), 60, "the agent to log that it lost the lead")
+            assert agent.scrape()["lifeboat_agent_is_leader{}"] == 0
+        finally:
+            etcd.first().resume()
+    finally:
+        agent.stop()
+
+
+def test_a_repository_gone_from_under_a_backed_up_cluster_is_unavailable_not_recreated(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    cluster = "vanished"
+    repo = tmp_path / "repo"  # never there: as a repository looks whose mount is missing
+    earlier = datetime.now(timezone.utc) - timedelta(days=1)
+    record = {"tick": earlier.isoformat(), "finished_at": earlier.isoformat(), "agent": "before",
+              "outcome": {"backup_id": "b1", "duration": 1.0, "size": 1, "revision": 1}}
+    with EtcdClient(ConnectionSettings.from_flags(",".join(etcd.endpoints))) as client:
+        client.put(f"/lifeboat/{cluster}/ticks/backup", json.dumps(record).encode())
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config_data(etcd, repo.as_uri(), cluster)))
+    agent = AgentProcess("solo", path)
+    try:
+        wait_for(lambda: {"backup_failed", "backup_committed"} & set(agent.events()), 120, "the backup's end")
+    finally:
+        agent.stop()
+    assert "backup_committed" not in agent.events()
+    failed = next(line for line in agent.lines if line.get("event") == "backup_failed")
+    assert failed["reason"] == "repository_unavailable"
+    assert f"no lifeboat repository at {repo.as_uri()}" in str(failed["message"])
+    assert "may be missing" in str(failed["message"])
+    assert not repo.exists()
+
+
+def test_an_agent_listening_on_ipv6_serves_its_metrics(etcd: EtcdCluster, tmp_path: Path) -> None:
+    agent = yearly_agent(etcd, tmp_path, "ipv6", listen="[::1]:0")
+    try:
+        wait_for(lambda: agent.scrape().get("lifeboat_agent_is_leader{}") == 1, 120, "the agent to lead")
+        assert str(agent.url()).startswith("http://[::1]:")
+    finally:
+        agent.stop()

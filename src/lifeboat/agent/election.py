@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from pydantic import AwareDatetime, ConfigDict, TypeAdapter, ValidationError, with_config
@@ -127,6 +127,9 @@ class Election:
         self.leader_key = self.prefix + "leader"
         self.lease = 0
         self.leading = False
+        # Told each gain and loss of leadership as it is logged, from whichever thread noticed
+        # it (a cycle, the lease renewer, a capture write's check): the agent's metric.
+        self.on_change: Callable[[bool], None] = lambda leading: None
 
     def config_key(self, agent_id: str) -> str:
         return f"{self.prefix}config/{agent_id}"
@@ -184,15 +187,17 @@ class Election:
             holder = shown_holder(kv.value) if kv is not None else None
         if ours and not self.leading:
             log.info("became the active agent", extra={"event": "leader_acquired"})
+            self.leading = True
+            self.on_change(True)
         if not ours and self.leading:
             self._lose(f"leader key now held by {holder}")
-        self.leading = ours
         return self.leading
 
     def _lose(self, why: str) -> None:
         if self.leading:
             log.warning("lost leadership: %s", why, extra={"event": "leader_lost"})
-        self.leading = False
+            self.leading = False
+            self.on_change(False)
 
     def confirm(self) -> bool:
         """Re-check leadership right now (a renewal and a read), for use before a commit.
@@ -253,6 +258,8 @@ class Election:
         """Give up leadership and drop our keys now, so another agent takes over at once."""
         with self._lock:
             lease, self.lease = self.lease, 0
-            self.leading = False
+            if self.leading:
+                self.leading = False
+                self.on_change(False)
         if lease:
             self.etcd.lease_revoke(lease)

@@ -5,16 +5,30 @@
 ``/healthz`` answers 200 while the last good cycle is younger than the threshold and 503
 with its age otherwise, so a hung or failing loop shows even though the process is up.
 ``/readyz`` answers 200 once the agent has finished one good cycle.
+
+The port may be reachable from the node's network (the DaemonSet uses hostNetwork), so a
+client cannot hold the agent's threads and file descriptors, which its backups need: each
+connection gets :data:`REQUEST_SECONDS` for its whole request and answer, and at most
+:data:`MAX_CONNECTIONS` are served at once; one more is closed as soon as it is accepted.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.clock import Clock
+from lifeboat.config import parse_listen
 from lifeboat.errors import UsageError
+
+log = logging.getLogger("lifeboat.agent")
+
+REQUEST_SECONDS = 5.0
+MAX_CONNECTIONS = 16
 
 
 class AgentHttp:
@@ -24,17 +38,16 @@ class AgentHttp:
         host, port = parse_address(address)
         handler = _handler(metrics, clock, health_threshold)
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = _Server((host, port), handler, clock)
         except OSError as exc:
             raise UsageError(f"cannot listen on {address}: {exc.strerror}; pick another listen address") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="agent-http", daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://[{host!s}]:{port}" if ":" in str(host) else f"http://{host!s}:{port}"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -42,16 +55,87 @@ class AgentHttp:
         self._thread.join()
 
 
+class _Server(ThreadingHTTPServer):
+    """Serves each connection in a thread of its own, within its deadline and the cap."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], clock: Clock) -> None:
+        # socketserver binds with the class's family, AF_INET: an IPv6 address needs AF_INET6.
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._deadlines: dict[socket.socket, float] = {}  # the connections served now
+        self._busy = False
+        super().__init__(address, handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        with self._lock:
+            full = len(self._deadlines) >= MAX_CONNECTIONS
+            if not full:
+                self._deadlines[request] = self._clock.monotonic() + REQUEST_SECONDS
+            elif not self._busy:
+                self._busy = True
+                log.warning("HTTP port busy: %d connections open, closing new ones until they end",
+                            MAX_CONNECTIONS, extra={"event": "http_busy"})
+        if full:
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:  # no thread started: socketserver logs it and closes the connection
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(request, None)
+            if not self._deadlines:
+                self._busy = False
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One log line, not socketserver's traceback on stderr, for what a handler raised."""
+        exc = sys.exc_info()[1]
+        log.error("HTTP request failed unexpectedly: %s: %s", type(exc).__name__, exc,
+                  extra={"event": "http_failed"})
+
+    def service_actions(self) -> None:
+        """Cut connections past their deadline (serve_forever calls this every half second)."""
+        now = self._clock.monotonic()
+        with self._lock:
+            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+        for conn in late:
+            try:  # wakes the thread blocked reading or writing it; the thread then ends
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its thread
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` for IPv6) to a bind tuple; UsageError if malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"listen address {address!r} is not HOST:PORT, e.g. 127.0.0.1:9787")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    try:
+        host, port = parse_listen(address)
+    except ValueError:
+        raise UsageError(f"listen address {address!r} is not HOST:PORT ([ADDRESS]:PORT for IPv6), "
+                         "e.g. 127.0.0.1:9847") from None
+    return host or "127.0.0.1", port
 
 
 def _handler(metrics: AgentMetrics, clock: Clock, threshold: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except OSError as exc:  # the client went away, or was cut off at its deadline
+                log.debug("HTTP client %s: %s", self.client_address[0], exc,
+                          extra={"event": "http_client_error"})
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -119,6 +119,7 @@ class Agent:
                  metrics: AgentMetrics, clock: Clock, stop: threading.Event) -> None:
         self.settings = settings.check()
         self.election = election
+        self.election.on_change = metrics.leader  # the metric drops when the loss is logged, not a cycle later
         self.jobs = jobs
         self.metrics = metrics
         self.clock = clock

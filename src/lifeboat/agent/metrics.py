@@ -17,7 +17,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
 from lifeboat.capture import CaptureStatus
@@ -134,9 +134,14 @@ class AgentMetrics:
         return generate_latest(self.registry).decode()
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """The body and content type for a scrape that sent ``accept``."""
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        """The body and content type for a scrape that sent ``accept``; the text format when
+        prometheus-client cannot serve what it asks for (it raises TypeError for a version
+        such as ``version=x``)."""
+        try:
+            encoder, content_type = choose_encoder(accept or "")
+            return encoder(self.registry), content_type
+        except (TypeError, ValueError):
+            return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
 class _Families(Collector):

@@ -33,7 +33,7 @@ from lifeboat.catalog.age_keys import load_identities
 from lifeboat.catalog.manifest_cache import ManifestCache, default_cache_dir
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import LifeboatConfig, store_environ
-from lifeboat.errors import UsageError
+from lifeboat.errors import NoRepository, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
 from lifeboat.store import open_store
@@ -97,18 +97,34 @@ def backup_options(config: LifeboatConfig, endpoints: tuple[str, ...]) -> Backup
 
 
 class _Repository:
-    """Opens the repository on each use, so one that is down at start-up is not fatal."""
+    """Opens the repository on each use, so one that is down at start-up is not fatal.
 
-    def __init__(self, url: str, environ: Mapping[str, str]) -> None:
+    It creates the repository only for a cluster that has never had a backup recorded
+    (``recorded`` says whether one was): once one was, a repository that is not there is
+    an unmounted disk or NFS share, or a moved bucket, and a new empty one in its place
+    would hide that while the backups pile up where nobody looks.
+    """
+
+    def __init__(self, url: str, environ: Mapping[str, str], *, recorded: Callable[[], bool]) -> None:
         self.url = url
         self.environ = dict(environ)
+        self.recorded = recorded
         self.cache_dir = default_cache_dir(self.environ)  # a relative $LIFEBOAT_CACHE_DIR stops the start
 
     def __call__(self) -> BackupRepository:
         store = open_store(self.url, self.environ)
         # Prune reads every manifest each cycle: those read in an earlier cycle come from the cache.
-        return BackupRepository.open(store, create=True,
-                                     cache=ManifestCache(self.cache_dir, store.url))
+        cache = ManifestCache(self.cache_dir, store.url)
+        try:
+            return BackupRepository.open(store, cache=cache)
+        except NoRepository:
+            if self.recorded():
+                raise NoRepository(
+                    f"repository unavailable: no lifeboat repository at {store.url}, though this cluster's "
+                    "backups were recorded; its mount (disk, NFS share) may be missing or it was moved; "
+                    "the agent does not create a new one in its place"
+                ) from None
+        return BackupRepository.open(store, create=True, cache=cache)
 
 
 def make_jobs(config: LifeboatConfig, etcd: EtcdClient, open_repo: _Repository,
@@ -209,11 +225,12 @@ def run_agent(config: LifeboatConfig, environ: Mapping[str, str], stop: threadin
     settings = agent_settings(config, environ)
     if not config.repository.url:
         raise UsageError("the agent needs repository.url in its config file (or $LIFEBOAT_REPO)")
-    open_repo = _Repository(config.repository.url, store_environ(config, environ))
     metrics = AgentMetrics(settings.cluster, settings.agent_id, __version__, clock)
     with EtcdClient(etcd_connection(config), clock) as etcd:
         election = Election(etcd, settings.cluster, settings.agent_id, settings.lease_ttl,
                             config_hash(config), clock)
+        open_repo = _Repository(config.repository.url, store_environ(config, environ),
+                                recorded=lambda: election.last_tick("backup") is not None)
         jobs = make_jobs(config, etcd, open_repo, settings, clock, election)
         if jobs.capture is not None:
             metrics.capture(jobs.capture.status, lambda: jobs.capture is not None and jobs.capture.running)

@@ -42,7 +42,9 @@ from lifeboat.catalog.manifest_cache import CachedEntries, ManifestCache
 from lifeboat.catalog.pins import Pin
 from lifeboat.catalog.streams import Chunk, ranged
 from lifeboat.clock import Clock, SystemClock
-from lifeboat.errors import AlreadyExists, IntegrityError, NotFound, OperationFailed, RepositoryUnavailable, UsageError
+from lifeboat.errors import (
+    AlreadyExists, IntegrityError, NoRepository, NotFound, OperationFailed, UsageError,
+)
 from lifeboat.store.base import IncompleteUpload, ObjectInfo, ObjectStore
 from lifeboat.waits import finished, mapped
 
@@ -150,7 +152,7 @@ class BackupRepository:
             marker = store.get_bytes(MARKER_KEY)
         except NotFound:
             if not create:  # a mistyped --repo, or a mount that is not there: unavailable (exit 2)
-                raise RepositoryUnavailable(
+                raise NoRepository(
                     f"no lifeboat repository at {store.url} (no {MARKER_KEY}); "
                     "check --repo, or run 'lifeboat backup' to create one"
                 ) from None

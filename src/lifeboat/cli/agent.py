@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import threading
 
 from lifeboat.agent.logs import configure_logging
@@ -22,5 +23,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     config = resolve_config(path, os.environ).config
     configure_logging(args.log_format or config.agent.log_format, args.verbose)
     stop = threading.Event()
-    with stop_on_signals(stop):
+    # SIGHUP too (the agent gives it no other meaning): its default action kills the process
+    # with no log line and the lease left to expire, so failover would wait a whole TTL.
+    with stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
         return run_agent(config, os.environ, stop)

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from lifeboat.config.rules import CONFIG_ENV
     from lifeboat.config.show import ShownValue, shown_values
     from lifeboat.config.values import (
-        CRON_NICKNAMES, MIN_ORPHAN_GRACE, check_orphan_grace, cron_fields, next_run, parse_seconds,
+        CRON_NICKNAMES, MIN_ORPHAN_GRACE, check_orphan_grace, cron_fields, next_run, parse_listen, parse_seconds,
     )
 
 _WHERE = {
@@ -81,6 +81,7 @@ _WHERE = {
     "cron_fields": "lifeboat.config.values",
     "load_config": "lifeboat.config.load",
     "next_run": "lifeboat.config.values",
+    "parse_listen": "lifeboat.config.values",
     "parse_seconds": "lifeboat.config.values",
     "resolve_config": "lifeboat.config.load",
     "shown_values": "lifeboat.config.show",
@@ -115,6 +116,7 @@ __all__ = [
     "cron_fields",
     "load_config",
     "next_run",
+    "parse_listen",
     "parse_seconds",
     "resolve_config",
     "shown_values",

@@ -31,6 +31,7 @@ from lifeboat.config.values import (
     Seconds,
     Wait,
     absolute,
+    parse_listen,
     recipients_file_absolute,
 )
 
@@ -211,9 +212,7 @@ class AgentSection(Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdecimal() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT, e.g. 0.0.0.0:9847, got {value!r}")
+        parse_listen(value)
         return value
 
     @field_validator("lease_ttl")

@@ -62,6 +62,22 @@ def _positive_amount(value: object, kind: type[int] | type[float], pattern: re.P
     return amount
 
 
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII only: str.isdigit() also takes "٣٣", which int() reads as 33
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, or ``[ADDRESS]:PORT`` for IPv6, as (host, port); the host is "" for ``:PORT``."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        bad_host = ":" not in host
+    else:
+        bad_host = ":" in host or "[" in host or "]" in host
+    if not sep or bad_host or not _PORT.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT ([ADDRESS]:PORT for IPv6), e.g. 0.0.0.0:9847 or [::]:9847, got {value!r}")
+    return host, int(port)
+
+
 _SIZE = re.compile(r"(\d+)\s*(b|kib|mib|gib|kb|mb|gb)?")
 _UNIT_BYTES = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 10**6, "gb": 10**9}
 

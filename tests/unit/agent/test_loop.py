@@ -203,9 +203,29 @@ def test_etcd_outage_drops_leadership_and_fails_cycles_until_it_returns() -> Non
     assert agent.cycle() is False
     assert agent.election.leading is False
     assert 'reason="etcd_unavailable"' in agent.metrics.render()
+    assert "lifeboat_agent_is_leader 0.0" in agent.metrics.render()
     w.etcd.start(1)
     assert agent.cycle() is True
     assert agent.election.leading is True
+
+
+def test_the_leader_metric_drops_when_a_lease_lost_during_a_backup_is_logged() -> None:
+    w = make_world(1)
+    agent = w.agents["node-0"]
+    seen: list[str] = []
+
+    def paused_past_its_lease(tick: datetime, may_commit: Callable[[], bool], stop: threading.Event) -> BackupOutcome:
+        w.clock.advance(TTL + 1)
+        assert not may_commit()  # logs "lost leadership: our lease expired"
+        seen.append(agent.metrics.render())
+        raise LeadershipLost("not leader")
+
+    agent.cycle()
+    assert "lifeboat_agent_is_leader 1.0" in agent.metrics.render()
+    w.clock.advance(60)
+    agent.jobs = replace(agent.jobs, backup=paused_past_its_lease)
+    assert agent.cycle() is False
+    assert "lifeboat_agent_is_leader 0.0" in seen[0]
 
 
 def test_different_configs_for_one_cluster_are_reported(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -9,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lifeboat.clock import FakeClock
-from lifeboat.agent.http import AgentHttp, parse_address
+from lifeboat.agent.http import MAX_CONNECTIONS, REQUEST_SECONDS, AgentHttp, parse_address
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.errors import UsageError
 
@@ -107,7 +110,8 @@ def test_a_scraper_asking_for_openmetrics_gets_it_and_others_get_the_text_format
 def test_listen_address_is_checked() -> None:
     assert parse_address("0.0.0.0:9847") == ("0.0.0.0", 9847)
     assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("localhost", "1.2.3.4:http", "h:70000"):
+    assert parse_address("[::]:9847") == ("::", 9847)
+    for bad in ("localhost", "1.2.3.4:http", "h:70000", "127.0.0.1:\u0663\u0663", "::1:80", "[::1:80", "[]:80"):
         with pytest.raises(UsageError, match="HOST:PORT"):
             parse_address(bad)
 
@@ -121,3 +125,90 @@ def test_a_taken_port_is_a_usage_error() -> None:
     finally:
         first.close()
     assert threading.active_count() >= 1
+
+
+def _closed_by_server(conn: socket.socket) -> bool:
+    """Whether the server closes ``conn`` within a few seconds (without having answered)."""
+    conn.settimeout(3)
+    try:
+        return conn.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock)
+    m.good_cycle()
+    server = AgentHttp("127.0.0.1:0", m, clock, health_threshold=60)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    slow = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # a slowloris: requests that never end
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            slow.append(conn)
+        one_more = socket.create_connection((host, int(port)), timeout=5)
+        slow.append(one_more)
+        one_more.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert _closed_by_server(one_more)
+        clock.advance(REQUEST_SECONDS)
+        assert all(_closed_by_server(conn) for conn in slow[:-1])
+        assert get(server.url + "/healthz")[0] == 200
+    finally:
+        for conn in slow:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize("accept", ["application/openmetrics-text; version=x", "text/plain; version=1.x"])
+def test_a_scrape_asking_for_a_version_prometheus_client_cannot_read_gets_the_text_format(
+        accept: str, capfd: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    try:
+        asked = urllib.request.Request(server.url + "/metrics", headers={"Accept": accept})
+        with urllib.request.urlopen(asked, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert "lifeboat_agent_cycles_total 0" in r.read().decode()
+    finally:
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_client_gone_before_its_answer_is_one_log_line_not_a_traceback(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="lifeboat.agent")
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            conn.settimeout(1)
+            for _ in range(5):  # until the server has accepted it and then cut it off at its deadline
+                clock.advance(REQUEST_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    assert conn.recv(1024) == b""  # it did not answer: its answer met a closed socket
+                    break
+            else:
+                pytest.fail("the server did not close a connection past its deadline")
+    finally:
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "http_client_error"]
+    assert len(lines) == 1 and lines[0].exc_info is None and "\n" not in lines[0].getMessage()
+
+
+def test_an_ipv6_listen_address_is_served() -> None:
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock)
+    m.good_cycle()
+    server = AgentHttp("[::1]:0", m, clock, health_threshold=60)
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert get(server.url + "/healthz")[0] == 200
+    finally:
+        server.close()

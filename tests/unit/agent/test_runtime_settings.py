@@ -65,7 +65,8 @@ def test_the_agent_packs_a_chain_of_small_segments_in_its_repository(tmp_path: P
     config = load_config(capture_config(tmp_path, ""))
     from lifeboat.catalog.repository import BackupRepository
     small_chain(BackupRepository.open(open_store(f"file://{tmp_path / 'repo'}"), create=True).store, 6)  # type: ignore[arg-type]
-    job = _pack_job(config, _Repository(config.repository.url, {}), FakeClock(T0 + timedelta(hours=1)))
+    job = _pack_job(config, _Repository(config.repository.url, {}, recorded=lambda: False),
+                    FakeClock(T0 + timedelta(hours=1)))
     assert job is not None
     result = job(threading.Event())
     assert (result.packs, result.packed, result.refused) == (1, 5, [])
@@ -87,10 +88,11 @@ def test_the_agent_packs_after_the_waits_its_config_names(tmp_path: Path) -> Non
     small_chain(BackupRepository.open(open_store(url), create=True).store, 6)  # type: ignore[arg-type]
     young = load_config(capture_config(tmp_path, "", ", pack-min-age: 2h"))
     assert young.capture.pack_min_age == 7200 and young.capture.pack_delete_after == 1800
-    job = _pack_job(young, _Repository(url, {}), FakeClock(T0 + timedelta(hours=1)))
+    job = _pack_job(young, _Repository(url, {}, recorded=lambda: False), FakeClock(T0 + timedelta(hours=1)))
     assert job is not None and job(threading.Event()).packs == 0  # closed an hour ago: not yet
     at_once = load_config(capture_config(tmp_path, "", ", pack-min-age: 0, pack-delete-after: 0s"))
-    job = _pack_job(at_once, _Repository(url, {}), FakeClock(datetime.now(timezone.utc) + timedelta(seconds=1)))
+    job = _pack_job(at_once, _Repository(url, {}, recorded=lambda: False),
+                    FakeClock(datetime.now(timezone.utc) + timedelta(seconds=1)))
     assert job is not None
     first, second = job(threading.Event()), job(threading.Event())
     assert (first.packs, first.packed, first.deleted) == (1, 5, 0)
@@ -104,8 +106,24 @@ def test_an_agent_that_cannot_read_encrypted_segments_does_not_pack_and_says_why
 
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     config = load_config(capture_config(tmp_path, f"encryption:\n  recipients: [{recipient}]\n"))
-    assert _pack_job(config, _Repository(config.repository.url, {}), FakeClock()) is None
+    assert _pack_job(config, _Repository(config.repository.url, {}, recorded=lambda: False), FakeClock()) is None
     assert "capture segments are not packed" in caplog.text and "identity-files" in caplog.text
     path = capture_config(tmp_path, "")
     path.write_text(path.read_text().replace("{enabled: true}", "{enabled: true, pack: false}"))
     assert not load_config(path).capture.pack
+
+
+def test_the_agent_creates_its_repository_only_for_a_cluster_never_backed_up(tmp_path: Path) -> None:
+    from lifeboat.agent.runtime import _Repository
+    from lifeboat.errors import NoRepository
+
+    repo = tmp_path / "repo"
+    url = repo.as_uri()
+    cache = {"LIFEBOAT_CACHE_DIR": str(tmp_path / "cache")}
+    _Repository(url, cache, recorded=lambda: False)()  # a new cluster: its repository is created
+    assert (repo / "lifeboat-repository.json").is_file()
+    repo.rename(tmp_path / "repo.away")  # what an unmounted NFS share or disk looks like
+    with pytest.raises(NoRepository, match=f"repository unavailable: no lifeboat repository at {url}, .*"
+                                           "mount .* may be missing"):
+        _Repository(url, cache, recorded=lambda: True)()
+    assert not repo.exists()

@@ -102,4 +102,4 @@ def test_a_relative_cache_dir_in_the_environment_is_refused_in_one_line(
 
 def test_the_agent_refuses_a_relative_cache_dir_when_it_starts_not_in_each_cycle() -> None:
     with pytest.raises(UsageError, match=r"\$LIFEBOAT_CACHE_DIR: must be an absolute path .* got 'cache'"):
-        _Repository("file:///srv/backups", {"LIFEBOAT_CACHE_DIR": "cache"})
+        _Repository("file:///srv/backups", {"LIFEBOAT_CACHE_DIR": "cache"}, recorded=lambda: False)

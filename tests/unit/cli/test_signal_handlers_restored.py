@@ -47,3 +47,31 @@ def test_the_agent_run_in_process_gives_back_the_handlers_it_replaced(tmp_path: 
     assert main(["agent", "--config", str(config)]) == 0
     assert seen and seen[0] != before  # while it ran, SIGTERM and SIGINT only asked it to stop
     assert handlers() == before
+
+
+def test_sighup_stops_the_agent_as_sigterm_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"repository: {{url: {tmp_path / 'repo'}}}\netcd: {{endpoints: [127.0.0.1:1]}}\n"
+                      "schedules: {backup: '@hourly'}\nagent: {listen: '127.0.0.1:0'}\n")
+    stopped: list[bool] = []
+
+    def run_agent(config: object, environ: object, stop: threading.Event) -> int:
+        os.kill(os.getpid(), signal.SIGHUP)
+        stopped.append(stop.wait(5))
+        return 0
+
+    monkeypatch.setattr("lifeboat.cli.agent.run_agent", run_agent)
+    monkeypatch.setattr("lifeboat.cli.agent.configure_logging", lambda *args: None)
+    # Not its default action, which would end this test run: a handler that only notes it.
+    hangups: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        hangups.append(signum)
+
+    previous = signal.signal(signal.SIGHUP, note)
+    try:
+        assert main(["agent", "--config", str(config)]) == 0
+        assert signal.getsignal(signal.SIGHUP) is note  # given back after the agent returned
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert stopped == [True] and hangups == []

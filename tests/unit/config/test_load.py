@@ -76,6 +76,10 @@ def test_full_example_loads_with_typed_values(tmp_path: Path) -> None:
     assert config.agent.lease_ttl == 20.0 and config.agent.log_format == "json"
 
 
+def test_an_ipv6_listen_address_in_brackets_loads(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "agent:\n  listen: '[::]:9847'\n")).agent.listen == "[::]:9847"
+
+
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")) == LifeboatConfig()
 
@@ -102,6 +106,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
         ("agent:\n  log-format: xml\n", "agent.log-format: must be one of 'json' or 'text', got 'xml'"),
         ("agent:\n  listen: 9847\n", "agent.listen: must be a string"),
         ("agent:\n  listen: localhost\n", "agent.listen: must be HOST:PORT"),
+        ("agent:\n  listen: '127.0.0.1:\u0663\u0663'\n", "agent.listen: must be HOST:PORT"),
+        ("agent:\n  listen: '::1:9847'\n", "agent.listen: must be HOST:PORT ([ADDRESS]:PORT for IPv6)"),
         ("agent:\n  lease-ttl: 1s\n", "agent.lease-ttl: must be at least 2s"),
         ("agent:\n  lease_ttl: 5\n", "agent.lease_ttl: unknown key; did you mean lease-ttl?"),
         ("cluster: Prod\n", "cluster: must be 1-63 lowercase letters"),

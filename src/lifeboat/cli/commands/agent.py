@@ -24,8 +24,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     Run until SIGTERM: back up on schedules.backup, prune by the retention policies after each
     backup, drill on schedules.drill. Run one agent per control-plane node: they elect one active
     agent per cluster through an etcd lease, and another takes over within one agent.lease-ttl if it
-    dies. Serves /metrics, /healthz and /readyz on agent.listen. SIGTERM abandons a backup in flight
-    (no manifest is written) and exits 0.
+    dies. Serves /metrics, /healthz and /readyz on agent.listen. SIGTERM (or SIGINT, SIGHUP) abandons
+    a backup in flight (no manifest is written), gives up the lease and exits 0.
     """
     from lifeboat.cli import agent
 
