@@ -256,6 +256,16 @@ def test_killing_the_active_agent_hands_over_within_one_ttl(
             a.stop()
 
 
+def stopped_by(agent: AgentProcess, sig: signal.Signals, *, once: str, within: float) -> None:
+    """``sig`` sent to ``agent`` once it logged the event ``once``; it must exit 0 within 20 s."""
+    try:
+        wait_for(lambda: once in agent.events(), within, f"the agent to log {once}")
+        agent.proc.send_signal(sig)
+        assert agent.proc.wait(20) == 0
+    finally:
+        agent.stop()
+
+
 def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     etcd: EtcdCluster, s3_repo: str, tmp_path: Path
 ) -> None:
@@ -266,12 +276,7 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config_data(etcd, s3_repo, cluster)))
     agent = AgentProcess("solo", path)
-    try:
-        wait_for(lambda: "backup_started" in agent.events(), 60, "the backup to start")
-        agent.proc.send_signal(signal.SIGTERM)
-        assert agent.proc.wait(20) == 0
-    finally:
-        agent.stop()
+    stopped_by(agent, signal.SIGTERM, once="backup_started", within=60)
     events = agent.wait_output()
     assert "backup_committed" not in events, events
     assert any(line.get("reason") == "abandoned" for line in agent.lines), agent.lines
@@ -292,12 +297,7 @@ def yearly_agent(etcd: EtcdCluster, tmp_path: Path, cluster: str, listen: str = 
 def test_sighup_stops_the_agent_and_frees_the_lead_at_once(etcd: EtcdCluster, tmp_path: Path) -> None:
     cluster = "hangup"
     agent = yearly_agent(etcd, tmp_path, cluster)
-    try:
-        wait_for(lambda: "backup_committed" in agent.events(), 120, "the backup at start")
-        agent.proc.send_signal(signal.SIGHUP)
-        assert agent.proc.wait(20) == 0
-    finally:
-        agent.stop()
+    stopped_by(agent, signal.SIGHUP, once="backup_committed", within=120)
     assert "agent_stopped" in agent.wait_output()
     assert leader(etcd, cluster) is None  # revoked, not left to expire
 
