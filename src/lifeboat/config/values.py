@@ -18,11 +18,11 @@ from pydantic import AfterValidator, BeforeValidator
 from lifeboat.config.rules import LONGEST_DURATION, check_endpoint_url, names_recipients_file, not_absolute
 from lifeboat.config.secrets import shown
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)?", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 # The retention package's own syntax (lifeboat.retention.durations), checked here too so a
 # bad value fails when the file is loaded rather than at the first prune.
-_RETENTION_DURATION = re.compile(r"(\d+)([hdw])")
+_RETENTION_DURATION = re.compile(r"([0-9]+)([hdw])", re.ASCII)
 
 
 
@@ -78,7 +78,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_SIZE = re.compile(r"(\d+)\s*(b|kib|mib|gib|kb|mb|gb)?")
+_SIZE = re.compile(r"([0-9]+)\s*(b|kib|mib|gib|kb|mb|gb)?", re.ASCII)
 _UNIT_BYTES = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 10**6, "gb": 10**9}
 
 

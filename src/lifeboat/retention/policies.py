@@ -63,7 +63,7 @@ class CountPolicy(Policy):
 
     @classmethod
     def parse(cls, value: object) -> Self:
-        if isinstance(value, str) and value.strip().isdecimal():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
             return cls(int(value.strip()))
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(value)
