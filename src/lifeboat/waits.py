@@ -119,6 +119,11 @@ def mapped(pool: Executor, work: Callable[[A], T], items: Iterable[A]) -> list[T
     return [finished(future) for future in [pool.submit(work, item) for item in items]]
 
 
+# What stops a long-running command cleanly: SIGTERM (a service manager), SIGINT (Ctrl-C) and
+# SIGHUP (its terminal closed; a `kill -HUP` reflex). Nothing here gives SIGHUP another meaning.
+SERVICE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 @contextmanager
 def stop_on_signals(stop: threading.Event,
                     signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import threading
 
 from lifeboat.agent.logs import configure_logging
@@ -12,7 +11,7 @@ from lifeboat.agent.runtime import run_agent
 from lifeboat.cli.connect import config_file
 from lifeboat.config import CONFIG_ENV, resolve_config
 from lifeboat.errors import UsageError
-from lifeboat.waits import stop_on_signals
+from lifeboat.waits import SERVICE_SIGNALS, stop_on_signals
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -25,5 +24,5 @@ def cmd_agent(args: argparse.Namespace) -> int:
     stop = threading.Event()
     # SIGHUP too (the agent gives it no other meaning): its default action kills the process
     # with no log line and the lease left to expire, so failover would wait a whole TTL.
-    with stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+    with stop_on_signals(stop, SERVICE_SIGNALS):
         return run_agent(config, os.environ, stop)

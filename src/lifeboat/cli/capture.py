@@ -22,7 +22,7 @@ from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, op
 from lifeboat.cli.output import emit_json, table
 from lifeboat.clock import SystemClock
 from lifeboat.etcd import EtcdClient
-from lifeboat.waits import stop_on_signals
+from lifeboat.waits import SERVICE_SIGNALS, stop_on_signals
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                            int(round(config.agent.lease_ttl)), SystemClock())
         try:
             lock.acquire()
-            with stop_on_signals(stop):
+            with stop_on_signals(stop, SERVICE_SIGNALS):
                 status = Capture(etcd, repo, options, stop=stop, fence=lock.hold).run()
         finally:
             lock.release()

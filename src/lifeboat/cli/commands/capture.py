@@ -68,8 +68,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     age like backups, create-only) within capture.flush-interval (default 1s) of a revision's write
     or at capture.segment-max-bytes. If etcd compacted the
     next revision (capture stopped or fell behind), a gap is recorded with its reason and a new base
-    is taken at once. While the repository is down, segments wait in a bounded local spool. SIGTERM
-    or Ctrl-C commits what was received and exits 0. One capture per cluster: it holds the etcd key
+    is taken at once. While the repository is down, segments wait in a bounded local spool. SIGTERM,
+    SIGHUP or Ctrl-C commits what was received and exits 0. One capture per cluster: it holds the etcd key
     /lifeboat/<cluster>/capture on a lease (agent.lease-ttl, default 15s) and refuses to start
     (exit 1, naming the holder) while the agent's or another capture of the cluster holds it.
     """
