@@ -10,6 +10,7 @@ from lifeboat.cli.connect import etcd_settings, host_root
 from lifeboat.cli.output import emit_json
 from lifeboat.clock import SystemClock
 from lifeboat.errors import UsageError
+from lifeboat.restore.target import checked_peer_url
 from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.data_dir import unused_stamp, utc_stamp
 from lifeboat.kube.static_pods import etcd_endpoint_from_manifest
@@ -26,7 +27,8 @@ def cmd_replace(args: argparse.Namespace) -> int:
     resolved = etcd_settings(args)
     endpoints = resolved.settings.endpoints
     data_dir = args.data_dir or _local_data_dir(host_root(args), args.name)
-    peer_urls = tuple(u for u in (args.peer_urls or "").split(",") if u)
+    # Checked as restore checks them (scheme, host and port only; no user or password), before etcd sees them.
+    peer_urls = tuple(checked_peer_url(u.strip(), "--peer-urls") for u in (args.peer_urls or "").split(",") if u.strip())
     starter: MemberStarter = CommandStarter(args.start_command) if args.start_command else OperatorStarter()
     clock = SystemClock()
     with EtcdClient(resolved.settings) as etcd:

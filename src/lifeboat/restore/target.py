@@ -38,7 +38,7 @@ def parse_initial_cluster(text: str) -> tuple[ClusterMember, ...]:
         name, sep, url = part.partition("=")
         if not sep or not name or not url:
             raise UsageError(f"--initial-cluster entry {part!r} is not NAME=PEER_URL")
-        members.setdefault(name, []).append(_peer_url(url, "--initial-cluster"))
+        members.setdefault(name, []).append(checked_peer_url(url, "--initial-cluster"))
     if not members:
         raise UsageError("--initial-cluster is empty; list every member as NAME=PEER_URL")
     listed = [url for urls in members.values() for url in urls]
@@ -52,7 +52,7 @@ def format_initial_cluster(members: tuple[ClusterMember, ...]) -> str:
     return ",".join(f"{m.name}={url}" for m in members for url in m.peer_urls)
 
 
-def _peer_url(url: str, flag: str) -> str:
+def checked_peer_url(url: str, flag: str) -> str:
     """``url`` if etcd takes it as a peer URL (checked before anything is stopped)."""
     if holds_credentials(url):
         raise UsageError(f"{flag}: a peer URL {ETCD_URL_CREDENTIALS}")
@@ -118,7 +118,7 @@ def make_target(
             f"--initial-cluster {initial_cluster!r} has no member named {name!r}; "
             "list this member as NAME=PEER_URL"
         )
-    urls = tuple(_peer_url(u.strip(), "--initial-advertise-peer-urls")
+    urls = tuple(checked_peer_url(u.strip(), "--initial-advertise-peer-urls")
                  for u in (peer_urls or "").split(",") if u.strip()) or listed[name].peer_urls
     if sorted(urls) != sorted(listed[name].peer_urls):
         raise UsageError(

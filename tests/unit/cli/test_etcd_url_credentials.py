@@ -82,6 +82,15 @@ def test_an_advertised_peer_url_with_credentials_is_refused_unshown(cli: Cli, tm
                                 "--initial-advertise-peer-urls", f"http://u:{PASSWORD}@10.0.0.2:2380"))
 
 
+def test_member_replaces_peer_urls_are_checked_as_restores_are(cli: Cli) -> None:
+    """--peer-urls went to etcd and the dry run's output unchecked: a password shown, a port of 'abc'."""
+    assert_refused_unshown(*cli("member", "replace", "m1", "--dry-run", "--endpoints", "127.0.0.1:1",
+                                "--peer-urls", f"http://u:{PASSWORD}@10.0.0.2:2380"))
+    code, _, err = cli("member", "replace", "m1", "--dry-run", "--endpoints", "127.0.0.1:1",
+                       "--peer-urls", "http://10.0.0.2:abc")
+    assert code == 3 and "--peer-urls" in err and "is not a peer URL" in err, err
+
+
 @pytest.mark.parametrize(("url", "held"), [
     ("http://u:p@h:1", True), ("u@h:1", True), ("https://u@[::1]:1/x", True), ("a=http://u:p@h:1", True),
     ("http://h:1", False), ("h:1", False), ("http://h:1/a@b", False), ("http://h:1?x=a@b", False),
