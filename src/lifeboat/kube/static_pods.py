@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from lifeboat.errors import UsageError
+from lifeboat.regular_files import read_small
 from lifeboat.kube.paths import (
     APISERVER_ETCD_CLIENT,
     APISERVER_MANIFEST,
@@ -110,12 +111,13 @@ def read_static_pod(manifest: Path, container: str | None = None) -> StaticPod |
     The container named ``container`` is used when there is one, else the first container.
     A file that is not a Pod manifest raises ``UsageError`` naming it.
     """
-    try:
-        text = manifest.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not manifest.exists():
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read static-pod manifest {manifest}: {exc}") from exc
+    data = read_small(manifest, "static-pod manifest")  # a few KiB; not a FIFO, not /dev/zero
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read static-pod manifest {manifest}: {exc}") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

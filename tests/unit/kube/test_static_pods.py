@@ -189,3 +189,17 @@ def test_dotdot_in_a_manifest_path_cannot_leave_the_root(node: KubeadmNode) -> N
     found = etcd_endpoint_from_manifest(node.root)
     assert found is not None and found.data_dir == node.host("/var/lib/etcd")
     assert os.path.commonpath([found.data_dir, node.root]) == str(node.root)
+
+
+def test_a_static_pod_manifest_that_is_a_fifo_or_huge_is_refused_unread(tmp_path: Path) -> None:
+    """It was read whole whatever it was: a FIFO hung every command that reads it, /dev/zero
+    took the machine's memory."""
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="is not a regular file"):
+        read_static_pod(fifo)
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(UsageError, match="larger than"):
+        read_static_pod(huge)
+    assert read_static_pod(tmp_path / "absent.yaml") is None
