@@ -10,6 +10,7 @@ from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.cli.connect import resolved_config
 from lifeboat.cli.output import emit_json, table
 from lifeboat.config import LifeboatConfig, load_config, shown_values
+from lifeboat.config.credentials import read_secret
 from lifeboat.config.rules import names_recipients_file
 from lifeboat.errors import UsageError
 from lifeboat.store import open_store
@@ -20,6 +21,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     _check_repository_url(args.file, config.repository.url)
     _check_recipients(args.file, config.encryption.recipients)
+    _check_key_files(args.file, config)
     if (problem := config.drills_cannot_decrypt()) is not None:  # the agent would refuse to start
         raise UsageError(f"{args.file}: {problem}")
     _check_segment_room(args.file, config)
@@ -57,6 +59,20 @@ def _check_recipients(path: Path, recipients: list[str]) -> None:
             load_recipients([value])
         except UsageError as exc:
             raise UsageError(f"{path}: encryption.recipients: {exc}") from None
+
+
+def _check_key_files(path: Path, config: LifeboatConfig) -> None:
+    """Read every S3 key file this host has, as the commands will (a FIFO, a device, an empty
+    file is refused); one absent here is left for the host that runs the backups."""
+    s3 = config.repository.s3
+    for key, file in (("access-key-id-file", s3.access_key_id_file),
+                      ("secret-access-key-file", s3.secret_access_key_file),
+                      ("session-token-file", s3.session_token_file)):
+        if file is not None and os.path.lexists(file):
+            try:
+                read_secret(file, key)
+            except UsageError as exc:
+                raise UsageError(f"{path}: {exc}") from None
 
 
 def _check_segment_room(path: Path, config: LifeboatConfig) -> None:

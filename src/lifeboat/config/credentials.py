@@ -26,10 +26,10 @@ def store_environ(config: LifeboatConfig, environ: Mapping[str, str]) -> dict[st
     if s3.endpoint_url:
         env["AWS_ENDPOINT_URL"] = s3.endpoint_url
     if s3.access_key_id_file and s3.secret_access_key_file and not environ.get("AWS_ACCESS_KEY_ID"):
-        env["AWS_ACCESS_KEY_ID"] = _read_secret(s3.access_key_id_file, "access-key-id-file")
-        env["AWS_SECRET_ACCESS_KEY"] = _read_secret(s3.secret_access_key_file, "secret-access-key-file")
+        env["AWS_ACCESS_KEY_ID"] = read_secret(s3.access_key_id_file, "access-key-id-file")
+        env["AWS_SECRET_ACCESS_KEY"] = read_secret(s3.secret_access_key_file, "secret-access-key-file")
         if s3.session_token_file:
-            env["AWS_SESSION_TOKEN"] = _read_secret(s3.session_token_file, "session-token-file")
+            env["AWS_SESSION_TOKEN"] = read_secret(s3.session_token_file, "session-token-file")
     return env
 
 
@@ -44,7 +44,8 @@ def credentials_source(config: LifeboatConfig, environ: Mapping[str, str]) -> st
     return "none set: the S3 client's default chain (web identity, instance profile)"
 
 
-def _read_secret(path: Path, key: str) -> str:
+def read_secret(path: Path, key: str) -> str:
+    """The key in the file ``repository.s3.<key>`` names (stripped; never shown in an error)."""
     data = read_small(path, f"repository.s3.{key}")
     try:
         value = data.decode("utf-8").strip()

@@ -109,3 +109,20 @@ def test_a_snapshot_file_that_is_not_a_regular_file_is_a_usage_error(
     path = special_file(tmp_path, kind)
     code, _out, err = cli("snapshot", verb, str(path))
     assert_refused(code, err, f"snapshot file {path} ", kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_validate_reads_the_s3_key_files_this_host_has(cli: Cli, tmp_path: Path, kind: str) -> None:
+    """It passed a key file that is /dev/zero or a FIFO, which every command then refused."""
+    key = special_file(tmp_path, kind)
+    secret = tmp_path / "secret"
+    secret.write_text("a-secret-value\n")
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"repository: {{url: 's3://bucket/prefix', s3: {{access-key-id-file: {key}, "
+                      f"secret-access-key-file: {secret}}}}}\n")
+    code, _, err = cli("config", "validate", str(config))
+    assert_refused(code, err, "access-key-id-file", kind)
+    assert "a-secret-value" not in err
+    config.write_text(f"repository: {{url: 's3://bucket/prefix', s3: {{access-key-id-file: {tmp_path / 'absent'}, "
+                      f"secret-access-key-file: {secret}}}}}\n")
+    assert cli("config", "validate", str(config))[0] == 0  # for the host that runs the backups
