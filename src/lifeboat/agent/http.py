@@ -9,11 +9,13 @@ with its age otherwise, so a hung or failing loop shows even though the process 
 The port may be reachable from the node's network (the DaemonSet uses hostNetwork), so a
 client cannot hold the agent's threads and file descriptors, which its backups need: each
 connection gets :data:`REQUEST_SECONDS` for its whole request and answer, and at most
-:data:`MAX_CONNECTIONS` are served at once; one more is closed as soon as it is accepted.
+:data:`MAX_CONNECTIONS` are served at once (and :data:`LOCAL_CONNECTIONS` more from this host,
+so that the kubelet's probes get through a flood); one more is closed as soon as it is accepted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import sys
@@ -29,6 +31,17 @@ log = logging.getLogger("lifeboat.agent")
 
 REQUEST_SECONDS = 5.0
 MAX_CONNECTIONS = 16
+LOCAL_CONNECTIONS = 4  # served besides MAX_CONNECTIONS, from a loopback address
+
+
+def from_this_host(client_address: object) -> bool:
+    """Whether a client connected from a loopback address (IPv4, IPv6 or IPv4-mapped)."""
+    try:
+        address = ipaddress.ip_address(str(client_address[0]))  # type: ignore[index]
+    except (ValueError, TypeError, IndexError):
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 class AgentHttp:
@@ -66,14 +79,21 @@ class _Server(ThreadingHTTPServer):
         self._clock = clock
         self._lock = threading.Lock()
         self._deadlines: dict[socket.socket, float] = {}  # the connections served now
+        self._local: set[socket.socket] = set()  # those of them from this host
         self._busy = False
         super().__init__(address, handler)
 
     def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        local = from_this_host(client_address)
         with self._lock:
-            full = len(self._deadlines) >= MAX_CONNECTIONS
+            # Local clients (the kubelet's probes, the node's scraper) have places of their own:
+            # a flood from the network cannot fail the liveness probe and get the pod restarted.
+            served = sum(1 for conn in self._deadlines if (conn in self._local) == local)
+            full = served >= (LOCAL_CONNECTIONS if local else MAX_CONNECTIONS)
             if not full:
                 self._deadlines[request] = self._clock.monotonic() + REQUEST_SECONDS
+                if local:
+                    self._local.add(request)
             elif not self._busy:
                 self._busy = True
                 log.warning("HTTP port busy: %d connections open, closing new ones until they end",
@@ -96,6 +116,7 @@ class _Server(ThreadingHTTPServer):
     def _forget(self, request: socket.socket) -> None:
         with self._lock:
             self._deadlines.pop(request, None)
+            self._local.discard(request)
             if not self._deadlines:
                 self._busy = False
 

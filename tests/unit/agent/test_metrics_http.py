@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lifeboat.clock import FakeClock
+from lifeboat.agent import http
 from lifeboat.agent.http import MAX_CONNECTIONS, REQUEST_SECONDS, AgentHttp, parse_address
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.errors import UsageError
@@ -138,10 +139,15 @@ def _closed_by_server(conn: socket.socket) -> bool:
         return False
 
 
-def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once() -> None:
+def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(T0)
     m = AgentMetrics("prod", "a", "0", clock)
     m.good_cycle()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    # Every client but the probe counts as one from the network (they all come from loopback here).
+    monkeypatch.setattr(http, "from_this_host", lambda address: address[1] == probe.getsockname()[1])
     server = AgentHttp("127.0.0.1:0", m, clock, health_threshold=60)
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     slow = []
@@ -154,13 +160,25 @@ def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once()
         slow.append(one_more)
         one_more.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         assert _closed_by_server(one_more)
+        # The kubelet's liveness probe, from this host, is served all the same.
+        probe.settimeout(5)
+        probe.connect((host, int(port)))
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert probe.recv(64).startswith(b"HTTP/1.0 200")
         clock.advance(REQUEST_SECONDS)
         assert all(_closed_by_server(conn) for conn in slow[:-1])
         assert get(server.url + "/healthz")[0] == 200
     finally:
+        probe.close()
         for conn in slow:
             conn.close()
         server.close()
+
+
+@pytest.mark.parametrize("from_", [("127.0.0.1", 1), ("::1", 1, 0, 0), ("::ffff:127.0.0.1", 1, 0, 0)])
+def test_loopback_clients_are_from_this_host(from_: tuple[object, ...]) -> None:
+    assert http.from_this_host(from_)
+    assert not http.from_this_host(("10.0.0.1", 1)) and not http.from_this_host(("2001:db8::1", 1, 0, 0))
 
 
 @pytest.mark.parametrize("accept", ["application/openmetrics-text; version=x", "text/plain; version=1.x"])
