@@ -305,7 +305,9 @@ def test_sighup_stops_the_agent_and_frees_the_lead_at_once(etcd: EtcdCluster, tm
 def test_the_leader_metric_drops_when_the_agent_logs_that_etcd_froze(etcd: EtcdCluster, tmp_path: Path) -> None:
     agent = yearly_agent(etcd, tmp_path, "frozen")
     try:
-        wait_for(lambda: agent.scrape().get("lifeboat_agent_is_leader{}") == 1, 120, "the agent to lead")
+        # Its backup at start done: frozen mid-snapshot, etcd would hold that stream instead.
+        wait_for(lambda: "backup_committed" in agent.events(), 120, "the backup at start")
+        assert agent.scrape().get("lifeboat_agent_is_leader{}") == 1
         etcd.first().pause()
         try:
             wait_for(lambda: "leader_lost" in agent.events(), 60, "the agent to log that it lost the lead")
