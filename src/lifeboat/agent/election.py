@@ -164,6 +164,14 @@ class Election:
             self.lease_until = until
             return True
 
+    def renewal_failed(self, why: str) -> None:
+        """A renewal could not reach etcd: once past our lease's end (etcd may have expired it
+        and another agent may lead), the lead is lost and logged as such, not only a warning
+        per failed renewal while a long job goes on."""
+        with self._lock:
+            if self.leading and self.clock.monotonic() >= self.lease_until:
+                self._lose(f"etcd unreachable past our lease's end ({why})")
+
     def _refresh(self) -> bool:
         if self.lease:
             self.renew()

@@ -295,6 +295,7 @@ class Agent:
                         return  # expired: confirm() finds out before any commit
                 except LifeboatError as exc:
                     log.warning("lease renewal failed: %s", exc)
+                    self.election.renewal_failed(str(exc))
 
         thread = threading.Thread(target=renew, name="lease-renewer", daemon=True)
         thread.start()

@@ -402,3 +402,21 @@ def test_an_identity_that_opens_nothing_is_counted_as_configuration_not_a_failed
     assert failure_reason(DecryptionError("cannot decrypt it with the identity given")) == "config"
     assert failure_reason(UsageError("no identity")) == "config"
     assert failure_reason(IntegrityError("encrypted object is damaged")) == "integrity"
+
+
+def test_renewals_that_cannot_reach_etcd_past_the_lease_end_lose_the_lead(caplog: pytest.LogCaptureFixture) -> None:
+    """With etcd frozen during a long backup, each failed renewal was only a warning: the agent
+    went on leading (metric 1) until the backup's stream gave up, long after etcd could have
+    expired its lease and another agent taken the lead."""
+    w = make_world(1)
+    agent = w.agents["node-0"]
+    assert agent.cycle() is True
+    changes: list[bool] = []
+    agent.election.on_change = changes.append
+    agent.election.renewal_failed("no etcd endpoint answered")  # within the lease: still ours
+    assert agent.election.leading and changes == []
+    w.clock.advance(TTL + 1)
+    with caplog.at_level(logging.WARNING, "lifeboat.agent"):
+        agent.election.renewal_failed("no etcd endpoint answered")
+    assert not agent.election.leading and changes == [False]
+    assert "etcd unreachable past our lease's end" in caplog.text
