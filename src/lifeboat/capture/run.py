@@ -173,6 +173,12 @@ class ChainBroken(LifeboatError):
         self.reason = reason
 
 
+class ChainGone(LifeboatError):
+    """The chain's record is no longer in the repository (deleted with its base, by hand, or
+    by a bucket's expiry rule): nothing written to it could be restored, so a new base and a
+    new chain are taken; no gap can be recorded in a chain that is gone."""
+
+
 @dataclass
 class _Position:
     info: ChainInfo
@@ -236,6 +242,10 @@ class Capture:
                 self._position = None
             except AlreadyExists as exc:
                 log.warning("another capture continued the chain (%s); resuming after the newest segment", exc)
+                self._position = None
+            except ChainGone as gone:
+                self._note(str(gone))
+                self.status.gaps += 1  # what its revisions held after the last restorable point
                 self._position = None
             except NotLeading as exc:
                 self.status.fenced = str(exc)
@@ -345,7 +355,7 @@ class Capture:
         builder = SegmentBuilder(self.options.flush_interval, self.options.segment_max_bytes,
                                  self.chains.envelope_bytes(self.options.recipients))
         self._check_successor = True  # resuming: another writer may have continued the chain
-        idle_since = self.clock.monotonic()
+        idle_since = checked_at = self.clock.monotonic()
         try:
             while True:
                 if self.stop.is_set():
@@ -366,6 +376,9 @@ class Capture:
                 elif builder.empty and self.clock.monotonic() - idle_since >= self.options.heartbeat_interval:
                     self._heartbeat(position)
                     idle_since = self.clock.monotonic()
+                if self.clock.monotonic() - checked_at >= self.options.heartbeat_interval:
+                    self._require_chain(position)
+                    checked_at = self.clock.monotonic()
         finally:
             feed.close()
 
@@ -438,6 +451,18 @@ class Capture:
         self._leases.add(lease)
         if found.ttl >= 0 and found.granted_ttl > 0:
             builder.leases[lease] = found.granted_ttl
+
+    def _require_chain(self, position: _Position) -> None:
+        """ChainGone when the chain's record is no longer in the repository (one HEAD; a
+        repository that does not answer is not taken for one that lost it)."""
+        try:
+            there = self.chains.recorded(self.options.cluster, position.info.chain)
+        except BackendUnavailable:
+            return
+        if not there:
+            raise ChainGone(f"capture chain {position.info.chain} was deleted from the repository while capture "
+                            f"wrote it (at revision {position.previous.last_revision}); taking a new base backup "
+                            "and starting a new chain")
 
     def _heartbeat(self, position: _Position) -> None:
         """While idle, record that etcd is still at the chain's last revision.

@@ -356,6 +356,10 @@ class ChainStore:
         except NotFound:
             return None
 
+    def recorded(self, cluster: str, chain: str) -> bool:
+        """Whether the chain's record (``chain.json``) is in the repository."""
+        return self.store.stat(chain_prefix(cluster, chain) + CHAIN_NAME) is not None
+
     def segment_where(self, cluster: str, chain: str, ref: SegmentRef) -> str:
         return f"{self.store.url}/{segment_key(cluster, chain, ref.name)}"
 

@@ -443,3 +443,34 @@ def test_an_upload_thread_that_fails_unexpectedly_stops_the_capture_with_its_err
     assert [str(e) for e in failure] == ["a bug in the upload path"]
     spooled = list(tmp_path.joinpath("spool").rglob("*.seg.zst*"))
     assert spooled, "what was handed over waits in the spool for the next capture"
+
+
+def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_path: Path) -> None:
+    """Its record deleted (with its base, by hand, or by a bucket's expiry rule), capture went
+    on appending segments no restore could use, and said "0 gaps"."""
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))  # the new base's snapshot
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
+                             tmp_dir=tmp_path),
+        flush_interval=0.05, heartbeat_interval=0.1, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    stop = threading.Event()
+    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
+    runner.start()
+    try:
+        for i in range(5):
+            first = etcd.put(f"/registry/k{i}", b"v")
+        until(lambda: status.last_revision == first)
+        store.delete(f"clusters/prod/chains/{BASE.id}/chain.json")
+        until(lambda: status.bases == 1)
+        later = etcd.put("/registry/k9", b"v")
+        until(lambda: status.last_revision == later)
+    finally:
+        stop.set()
+        runner.join(10)
+    (listing,) = ChainStore(store).chains("prod")
+    assert listing.info.chain != BASE.id
+    assert listing.segments[-1].last_revision == later
+    assert status.gaps == 1 and any("was deleted from the repository" in e for e in status.errors)
