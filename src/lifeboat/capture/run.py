@@ -41,6 +41,7 @@ from lifeboat.capture.upload import NotLeading, SpoolOverflow, Uploader, Waiting
 from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.layout import MARKER_KEY
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -457,9 +458,14 @@ class Capture:
         repository that does not answer is not taken for one that lost it)."""
         try:
             there = self.chains.recorded(self.options.cluster, position.info.chain)
+            # The repository's own marker gone too: a mount (disk, NFS) that is not there, not a deletion.
+            unmounted = not there and self.repo.store.stat(MARKER_KEY) is None
         except BackendUnavailable:
             return
-        if not there:
+        if unmounted:
+            self._note(f"the repository {self.repo.store.url} does not hold its marker: not mounted? "
+                       f"capture goes on with chain {position.info.chain}")
+        elif not there:
             raise ChainGone(f"capture chain {position.info.chain} was deleted from the repository while capture "
                             f"wrote it (at revision {position.previous.last_revision}); taking a new base backup "
                             "and starting a new chain")

@@ -445,7 +445,8 @@ def test_an_upload_thread_that_fails_unexpectedly_stops_the_capture_with_its_err
     assert spooled, "what was handed over waits in the spool for the next capture"
 
 
-def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gone", ["the chain's record", "the whole repository (not mounted)"])
+def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_path: Path, gone: str) -> None:
     """Its record deleted (with its base, by hand, or by a bucket's expiry rule), capture went
     on appending segments no restore could use, and said "0 gaps"."""
     store = MemoryStore()
@@ -464,6 +465,11 @@ def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_
             first = etcd.put(f"/registry/k{i}", b"v")
         until(lambda: status.last_revision == first)
         store.delete(f"clusters/prod/chains/{BASE.id}/chain.json")
+        if gone != "the chain's record":
+            store.delete("lifeboat-repository.json")  # as a mount point without its disk shows it
+            until(lambda: any("does not hold its marker" in e for e in status.errors))
+            assert status.bases == 0 and status.gaps == 0  # not taken for a deletion
+            return
         until(lambda: status.bases == 1)
         later = etcd.put("/registry/k9", b"v")
         until(lambda: status.last_revision == later)
