@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -445,6 +446,18 @@ def test_an_upload_thread_that_fails_unexpectedly_stops_the_capture_with_its_err
     assert spooled, "what was handed over waits in the spool for the next capture"
 
 
+@contextmanager
+def capturing(capture: Capture) -> Iterator[None]:
+    """``capture`` running in a thread for the block; stopped (and committed) after it."""
+    runner = threading.Thread(target=capture.run, daemon=True)
+    runner.start()
+    try:
+        yield
+    finally:
+        capture.stop.set()
+        runner.join(10)
+
+
 @pytest.mark.parametrize("gone", ["the chain's record", "the whole repository (not mounted)"])
 def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_path: Path, gone: str) -> None:
     """Its record deleted (with its base, by hand, or by a bucket's expiry rule), capture went
@@ -457,12 +470,8 @@ def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_
                              tmp_dir=tmp_path),
         flush_interval=0.05, heartbeat_interval=0.1, spool_dir=tmp_path / "spool", retry_interval=0.05)
     status = CaptureStatus()
-    stop = threading.Event()
-    runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
-    runner.start()
-    try:
-        for i in range(5):
-            first = etcd.put(f"/registry/k{i}", b"v")
+    with capturing(Capture(etcd, repo, options, status=status)):
+        first = [etcd.put(f"/registry/k{i}", b"v") for i in range(5)][-1]
         until(lambda: status.last_revision == first)
         store.delete(f"clusters/prod/chains/{BASE.id}/chain.json")
         if gone != "the chain's record":
@@ -473,9 +482,6 @@ def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_
         until(lambda: status.bases == 1)
         later = etcd.put("/registry/k9", b"v")
         until(lambda: status.last_revision == later)
-    finally:
-        stop.set()
-        runner.join(10)
     (listing,) = ChainStore(store).chains("prod")
     assert listing.info.chain != BASE.id
     assert listing.segments[-1].last_revision == later
