@@ -175,9 +175,9 @@ class ChainBroken(LifeboatError):
 
 
 class ChainGone(LifeboatError):
-    """The chain's record is no longer in the repository (deleted with its base, by hand, or
-    by a bucket's expiry rule): nothing written to it could be restored, so a new base and a
-    new chain are taken; no gap can be recorded in a chain that is gone."""
+    """The chain's record is no longer in the repository (deleted by hand, by a bucket's expiry
+    rule, by an older lifeboat's prune): nothing written to it could be restored, so a new base
+    and a new chain are taken; no gap can be recorded in a chain that is gone."""
 
 
 @dataclass
