@@ -32,7 +32,7 @@ from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
 from lifeboat.pitr import ChainSurvey, PointTarget, build_point_snapshot, find_point, history
 from lifeboat.pitr.history import object_history
-from lifeboat.pitr.point import cluster_timeline
+from lifeboat.catalog.timeline import cluster_timeline
 from lifeboat.restore import steps
 from lifeboat.restore.journal import journal_path
 from lifeboat.restore.native import native_or

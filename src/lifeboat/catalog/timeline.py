@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first, shared_revisions
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
 from lifeboat.errors import UsageError
 
@@ -162,6 +163,16 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             windows.append(Window(m, m.snapshot.revision, m.snapshot.revision, t, t))
     windows.sort(key=lambda w: (w.first_revision, w.last_revision))
     return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
+
+
+def cluster_timeline(repo: BackupRepository, cluster: str, without: frozenset[str] = frozenset()) -> Timeline:
+    """``cluster``'s timeline as the repository lists it now; ``without``: names of segments
+    found damaged, left out of it."""
+    chains = repo.chain_store.chains(cluster)
+    if without:
+        chains = [replace(listing, segments=tuple(ref for ref in listing.segments if ref.name not in without))
+                  for listing in chains]
+    return build_timeline(cluster, list(repo.manifests(cluster)), chains)
 
 
 def _chain_window(base: Manifest, start: tuple[int, datetime], listing: ChainListing) -> tuple[Window, str | None]:

@@ -15,7 +15,7 @@ from lifeboat.catalog.chains import ChainListing
 from lifeboat.catalog.manifest import BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.repository import BackupRepository, Listing
 from lifeboat.catalog.segments import seen_text
-from lifeboat.catalog.timeline import build_timeline
+from lifeboat.catalog.timeline import build_timeline, cluster_timeline
 from lifeboat.catalog.pins import Pin
 from lifeboat.cli.connect import (
     age_identities, cluster_name, etcd_settings, open_repository, resolved_config, temp_dir,
@@ -221,8 +221,7 @@ def _refuse_an_open_chains_base(repo: BackupRepository, manifest: Manifest) -> N
     from lifeboat.retention.chains import open_chain_bases
     from lifeboat.retention.prune import ORPHAN_GRACE
 
-    timeline = build_timeline(manifest.cluster, list(repo.manifests(manifest.cluster)),
-                              repo.chain_store.chains(manifest.cluster))
+    timeline = cluster_timeline(repo, manifest.cluster)
     why = open_chain_bases([timeline], repo.clock.now(), ORPHAN_GRACE).get((manifest.cluster, manifest.id))
     if why is not None:
         raise UsageError(f"backup {manifest.id} is the {why}: deleting it would leave the segments capture "

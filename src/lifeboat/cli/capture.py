@@ -15,7 +15,7 @@ from lifeboat.capture.packing import Packer
 from lifeboat.catalog.ids import check_cluster_name
 from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.backup.synthetic import synthesize
-from lifeboat.catalog.timeline import Timeline, TimelineGap, Window, build_timeline, point_at_revision
+from lifeboat.catalog.timeline import Timeline, TimelineGap, Window, build_timeline, cluster_timeline, point_at_revision
 from lifeboat.cli.point import only_cluster, point_target, resolve_point
 from lifeboat.errors import NotFound, OperationFailed, UsageError
 from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
@@ -63,7 +63,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     cluster = cluster_name(args, default=None) or only_cluster(repo)
     identities = age_identities(args)
     if point_target(args) is None:
-        timeline = build_timeline(cluster, list(repo.manifests(cluster)), repo.chain_store.chains(cluster))
+        timeline = cluster_timeline(repo, cluster)
         chained = [w for w in timeline.windows if w.chain is not None]
         if not chained:
             raise UsageError(f"cluster {cluster} has no capture chain to synthesize from (see 'lifeboat timeline')")

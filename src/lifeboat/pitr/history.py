@@ -16,10 +16,10 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.chains import DamagedSegment, SegmentGone
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
-from lifeboat.catalog.timeline import RestorePoint, TimelineGap, Window
+from lifeboat.catalog.timeline import RestorePoint, TimelineGap, Window, cluster_timeline
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.model import EventType, KeyValue
-from lifeboat.pitr.point import RELISTINGS, cluster_timeline, damaged_one, relisted
+from lifeboat.pitr.point import RELISTINGS, relisted, spared
 from lifeboat.snapshot import iter_latest
 from lifeboat.snapshot.spool import spool_dir
 from lifeboat.verify.backup import verify_backup
@@ -117,9 +117,8 @@ def _segments(repo: BackupRepository, cluster: str, window: Window,
                          "chain as listed now from revision %d", chain, covered + 1)
             relistings += 1
         except DamagedSegment as exc:
-            found = damaged_one(point, exc)
-            if found is None or (fresh := relisted(repo, point, damaged | {found})) is None:
+            if (spare := spared(repo, point, damaged, exc)) is None:
                 raise
-            damaged |= {found}
+            fresh, damaged = spare
             _log.warning("%s; reading the other segments that hold its revisions", exc)
         point = fresh

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from lifeboat.catalog.chains import DamagedSegment, SegmentGone, SegmentRef
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Segment
 from lifeboat.catalog.timeline import (
-    RestorePoint, Timeline, Window, build_timeline, point_at_revision, point_at_time,
+    RestorePoint, Timeline, Window, cluster_timeline, point_at_revision, point_at_time,
 )
 from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr.replay import compaction_marks, lease_rows, stored_rows
@@ -65,15 +65,6 @@ def parse_time(text: str) -> datetime:
         return moment.astimezone(timezone.utc)
     except OverflowError:  # 0001-01-01T00:00:00+14:00: before the first UTC time there is
         raise UsageError(f"--to-time {text!r} is out of range") from None
-
-
-def cluster_timeline(repo: BackupRepository, cluster: str, without: frozenset[str] = frozenset()) -> Timeline:
-    """``cluster``'s timeline; ``without``: names of segments found damaged, left out of it."""
-    chains = repo.chain_store.chains(cluster)
-    if without:
-        chains = [replace(listing, segments=tuple(ref for ref in listing.segments if ref.name not in without))
-                  for listing in chains]
-    return build_timeline(cluster, list(repo.manifests(cluster)), chains)
 
 
 def find_point(repo: BackupRepository, cluster: str, target: PointTarget,
@@ -184,10 +175,9 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                                  _chain_id(point), len(fresh.segments), point.revision)
                 except DamagedSegment as exc:
                     # Each damaged segment is left out once: as many tries as the point has segments, at most.
-                    found = damaged_one(point, exc)
-                    if found is None or (fresh := relisted(repo, point, damaged | {found})) is None:
+                    if (spare := spared(repo, point, damaged, exc)) is None:
                         raise
-                    damaged |= {found}
+                    fresh, damaged = spare
                     _log.warning("%s; surveying instead the other segments that hold its revisions "
                                  "(%d segment(s) up to revision %d)", exc, len(fresh.segments), point.revision)
                 chain.close()
@@ -229,6 +219,16 @@ def relisted(repo: BackupRepository, point: RestorePoint, without: frozenset[str
     if fresh.base.id != point.base.id or fresh.segments == point.segments:
         return None
     return fresh
+
+
+def spared(repo: BackupRepository, point: RestorePoint, damaged: frozenset[str],
+           damage: DamagedSegment) -> tuple[RestorePoint, frozenset[str]] | None:
+    """``point`` read without the segment ``damage`` is about (and those found ``damaged``
+    before), with the names left out; None when no other segments hold its revisions."""
+    found = damaged_one(point, damage)
+    if found is None or (fresh := relisted(repo, point, damaged | {found})) is None:
+        return None
+    return fresh, damaged | {found}
 
 
 def damaged_one(point: RestorePoint | Timeline, damage: DamagedSegment) -> str | None:
