@@ -41,7 +41,7 @@ def check_endpoint_url(value: str) -> str:
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         parts, port_ok = urlsplit(""), False
-    if parts.username is not None or parts.password is not None:
+    if holds_credentials(text):  # also when the port is no port: the error below quotes the URL
         raise ValueError("must not hold credentials (user:password@); use AWS_ACCESS_KEY_ID and "
                          "AWS_SECRET_ACCESS_KEY")
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(

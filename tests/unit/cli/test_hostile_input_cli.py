@@ -21,10 +21,12 @@ def test_endpoint_that_is_not_a_url_is_a_usage_error(
     assert err.count("\n") == 1 and "AWS_ENDPOINT_URL" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("port", ["", ":abc", ":99999"])
 def test_endpoint_with_credentials_is_refused_without_echoing_them(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, port: str
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://AKIAEXAMPLE:s3cr3tpassw0rd@s3.example.com")
+    # With a port that is no port, the URL was taken for malformed and quoted whole, password included.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"https://AKIAEXAMPLE:s3cr3tpassw0rd@s3.example.com{port}")
     code, _out, err = cli("list", "--repo", "s3://bucket/prefix")
     assert code == 3 and "s3cr3tpassw0rd" not in err and "credentials" in err
 
