@@ -128,10 +128,9 @@ def plan_prune(
         check_orphan_grace(orphan_grace.total_seconds())
     except ValueError as exc:
         raise UsageError(f"orphan grace {exc}") from None
-    pins = repo.pins(cluster)
-    scanned = repo.scan(cluster)
+    scanned = repo.scan(cluster)  # its pins too: no second listing for them
     manifests = {(m.cluster, m.id): m for m in scanned.backups}
-    records = [_record(m, (m.cluster, m.id) in pins) for m in manifests.values()]
+    records = [_record(m, (m.cluster, m.id) in scanned.pins) for m in manifests.values()]
     retention = _evaluate_restorable(repo, manifests, policies, records, now, min_redundancy)
     clusters = [cluster] if cluster else sorted({c for c, _ in manifests} | {d.cluster for d in scanned.damaged})
     store = repo.chain_store
