@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lifeboat.backup.pipeline import save_snapshot
 from lifeboat.cli.connect import etcd_settings
 from lifeboat.cli.output import Progress, emit_json, table
+from lifeboat.errors import UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.snapshot import snapshot_status
 from lifeboat.snapshot.check import check_snapshot
@@ -29,7 +31,7 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """print a snapshot file's hash, revision, keys and size"""
-    status = snapshot_status(args.file)
+    status = snapshot_status(_named(args.file))
     if (args.write_out or args.output) == "json":
         emit_json(status.to_etcdutl_json())
     else:
@@ -40,7 +42,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """check a db or snapshot file's structure page by page"""
-    result = check_snapshot(args.file)
+    result = check_snapshot(_named(args.file))
     if args.output == "json":
         emit_json(result.to_json())
         return 0 if result.ok else 1
@@ -52,3 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"problem: {problem}")
     print(f"{args.file}: " + ("sound" if result.ok else f"{len(result.problems)} problem(s) found"))
     return 0 if result.ok else 1
+
+
+def _named(path: Path) -> Path:
+    """The snapshot file given on the command line; nothing there is a usage error, as a directory is."""
+    if not path.exists():
+        raise UsageError(f"snapshot file {path} does not exist; check the path")
+    return path

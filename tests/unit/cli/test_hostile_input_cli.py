@@ -155,3 +155,16 @@ def test_object_names_read_from_a_snapshot_are_printed_with_their_control_charac
         code, out, err = cli(*command)
         assert code == 0, err
         assert "\x1b" not in out + err and "ev\\x1b[31mil" in out, out
+
+
+@pytest.mark.parametrize("command", [["snapshot", "status"], ["snapshot", "check"]])
+def test_a_snapshot_file_that_is_not_there_is_a_usage_error_like_a_directory(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    # A directory given instead of a file was exit 3, a path with nothing there exit 1.
+    missing = tmp_path / "snap.db"
+    code, out, err = cli(*command, str(missing))
+    assert code == 3, err
+    assert err == f"lifeboat: error: snapshot file {missing} does not exist; check the path\n" and out == ""
+    code, _out, err = cli(*command, str(tmp_path))
+    assert code == 3 and "not a regular file" in err
