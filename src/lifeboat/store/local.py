@@ -100,9 +100,8 @@ class LocalStore(StoreBase):
 
     def _put(self, key: str, chunks: Iterable[bytes], *, create_only: bool) -> ObjectInfo:
         path = self._path(key)
-        with self._translated("writing", key):
-            _make_dirs(path.parent)
-            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        fd, temp = self._temp_file(path.parent, key)
+        published = False
         try:
             size = self._write_chunks(fd, key, chunks)
             with self._translated("writing", key):
@@ -110,12 +109,31 @@ class LocalStore(StoreBase):
                 os.close(fd)
                 fd = -1
                 self._publish(temp, path, key, create_only)
+                published = True
                 fsync_dir(path.parent)
         finally:
             if fd >= 0:
                 os.close(fd)
             _remove_quietly(temp)
+            if not published:  # no empty directory of a failed write is left (a new backup's, each attempt)
+                self._prune_empty_dirs(path.parent)
         return ObjectInfo(key, size)
+
+    def _temp_file(self, directory: Path, key: str) -> tuple[int, str]:
+        """A new temp file in ``directory``, made with its parents.
+
+        A failed write or a delete in the same directory removes it once it is empty, maybe
+        between its making and the temp file's: it is made again then.
+        """
+        with self._translated("writing", key):
+            for _attempt in range(2):
+                _make_dirs(directory)
+                try:
+                    return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+                except FileNotFoundError:
+                    pass
+            _make_dirs(directory)
+            return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
 
     def _write_chunks(self, fd: int, key: str, chunks: Iterable[bytes]) -> int:
         size = 0

@@ -79,6 +79,38 @@ def test_an_oserror_from_the_callers_chunks_propagates_unchanged(store: LocalSto
     assert store.stat("k") is None and temp_files(store.root) == []
 
 
+def test_a_failed_write_leaves_no_directory_it_made(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A backup that failed on a full disk left clusters/<c>/backups/<id>/ behind, empty, each attempt.
+    store.put_bytes("clusters/prod/manifests/1.json", b"{}")
+    monkeypatch.setattr(local_module, "_write_all", failing_write(errno.ENOSPC))
+
+    with pytest.raises(OperationFailed, match="disk is full"):
+        store.put_bytes("clusters/prod/backups/2/snapshot.db.zst", b"x")
+
+    assert sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")) == [
+        "clusters", "clusters/prod", "clusters/prod/manifests", "clusters/prod/manifests/1.json"]
+
+
+def test_a_write_whose_new_directory_is_removed_under_it_makes_it_again(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another write failing (or a delete) in the same fresh directory removes it once empty.
+    real_mkstemp = local_module.tempfile.mkstemp
+    removed: list[Path] = []
+
+    def mkstemp_after_a_removal(**kwargs: object) -> tuple[int, str]:
+        if not removed:
+            directory = Path(str(kwargs["dir"]))
+            directory.rmdir()
+            removed.append(directory)
+        return real_mkstemp(**kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(local_module.tempfile, "mkstemp", mkstemp_after_a_removal)
+    store.put_bytes("clusters/prod/backups/3/snapshot.db.zst", b"x")
+
+    assert removed and store.get_bytes("clusters/prod/backups/3/snapshot.db.zst") == b"x"
+
+
 def test_a_symlink_inside_the_root_cannot_lead_a_key_outside(
     store: LocalStore, tmp_path: Path
 ) -> None:
