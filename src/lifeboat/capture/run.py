@@ -42,6 +42,7 @@ from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.layout import MARKER_KEY
+from lifeboat.catalog.timeline import SYNTHETIC_CHAIN
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -209,6 +210,7 @@ class Capture:
         self._check_successor = True
         self._uploader: Uploader | None = None
         self._last_note: str | None = None
+        self._watched_base: tuple[str, str] | None = None  # (chain, backup): a restore of it can start there
 
     @property
     def uploader(self) -> Uploader:
@@ -460,6 +462,7 @@ class Capture:
             there = self.chains.recorded(self.options.cluster, position.info.chain)
             # The repository's own marker gone too: a mount (disk, NFS) that is not there, not a deletion.
             unmounted = not there and self.repo.store.stat(MARKER_KEY) is None
+            base = self._base_of(position) if there else ""
         except BackendUnavailable:
             return
         if unmounted:
@@ -469,6 +472,29 @@ class Capture:
             raise ChainGone(f"capture chain {position.info.chain} was deleted from the repository while capture "
                             f"wrote it (at revision {position.previous.last_revision}); taking a new base backup "
                             "and starting a new chain")
+        elif base is None:
+            raise ChainBroken(f"its base backup {position.info.base_backup} was deleted from the repository while "
+                              "capture wrote the chain, and no full backup was written from it: no restore can "
+                              "start from it; taking a new base backup and starting a new chain")
+
+    def _base_of(self, position: _Position) -> str | None:
+        """A backup a restore in the chain can start from, if one is left (one HEAD while it stays).
+
+        The chain's own base, or once a fold wrote a full backup from the chain and deleted the
+        base, the newest such backup. None: every one of them is deleted.
+        """
+        chain, cluster = position.info.chain, self.options.cluster
+        if self._watched_base is None or self._watched_base[0] != chain:
+            self._watched_base = (chain, position.info.base_backup)
+        if self.repo.store.stat(self.repo.layout.manifest_key(cluster, self._watched_base[1])) is not None:
+            return self._watched_base[1]
+        written = [m for m in self.repo.manifests(cluster)
+                   if m.labels.get(SYNTHETIC_CHAIN) == chain and m.status == "complete" and m.snapshot is not None]
+        if not written:
+            return None
+        newest = max(written, key=lambda m: m.snapshot.revision if m.snapshot else 0)
+        self._watched_base = (chain, newest.id)
+        return newest.id
 
     def _heartbeat(self, position: _Position) -> None:
         """While idle, record that etcd is still at the chain's last revision.

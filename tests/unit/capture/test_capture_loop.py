@@ -23,7 +23,7 @@ from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor, Segment
-from lifeboat.catalog.timeline import build_timeline
+from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, build_timeline
 from lifeboat.clock import FakeClock
 from lifeboat.errors import LifeboatError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, MemoryFeed, member_urls
@@ -486,3 +486,42 @@ def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_
     assert listing.info.chain != BASE.id
     assert listing.segments[-1].last_revision == later
     assert status.gaps == 1 and any("was deleted from the repository" in e for e in status.errors)
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["base deleted", "base folded into a synthetic backup"])
+def test_a_chain_whose_base_is_deleted_under_the_capture_is_closed_for_a_new_base(
+        tmp_path: Path, folded: bool) -> None:
+    """Its base backup deleted with its record kept (`delete --force`, by hand), capture went
+    on appending segments no restore could start from; a fold that wrote a full backup from
+    the chain before deleting the base is the chain going on, not a loss."""
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))  # the new base's snapshot
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
+                             tmp_dir=tmp_path),
+        flush_interval=0.05, heartbeat_interval=0.1, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options, status=status)):
+        first = [etcd.put(f"/registry/k{i}", b"v") for i in range(5)][-1]
+        until(lambda: status.last_revision == first)
+        if folded:
+            synthetic = manifest("20261201T030500Z-bbbbbb", first, 300).model_copy(
+                update={"labels": {SYNTHETIC_CHAIN: BASE.id}})
+            for obj in synthetic.objects:
+                repo.write_object(synthetic.cluster, synthetic.id, obj.name, [b"x" * obj.size])
+            repo.commit(synthetic)
+        store.delete(f"clusters/prod/manifests/{BASE.id}.json")
+        later = etcd.put("/registry/k9", b"v")
+        until(lambda: status.last_revision == later)
+        time.sleep(0.5)  # several checks of the chain
+        if not folded:
+            until(lambda: status.bases == 1)
+    listings = ChainStore(store).chains("prod")
+    if folded:
+        assert [c.info.chain for c in listings] == [BASE.id] and listings[0].gap is None
+        assert status.bases == 0 and status.gaps == 0
+        return
+    old, new = listings
+    assert old.info.chain == BASE.id and old.gap is not None and "was deleted" in old.gap.reason
+    assert new.info.chain != BASE.id and status.gaps == 1
