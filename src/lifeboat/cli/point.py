@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lifeboat.catalog.age_keys import Identity
+from lifeboat.catalog.ids import check_backup_id
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.errors import UsageError
@@ -42,7 +43,7 @@ def resolve_point(args: argparse.Namespace, repo: BackupRepository, cluster: str
         return None
     from lifeboat.pitr import find_point
 
-    named = backup_id if backup_id not in (None, "latest") else None
+    named = check_backup_id(backup_id) if backup_id not in (None, "latest") else None
     point = find_point(repo, cluster or only_cluster(repo), target, identities, resumed_base or named)
     if named is not None and named != point.base.id:
         raise UsageError(f"{target.describe()} is restored from base backup {point.base.id}, not {backup_id}; "

@@ -168,3 +168,15 @@ def test_a_snapshot_file_that_is_not_there_is_a_usage_error_like_a_directory(
     assert err == f"lifeboat: error: snapshot file {missing} does not exist; check the path\n" and out == ""
     code, _out, err = cli(*command, str(tmp_path))
     assert code == 3 and "not a regular file" in err
+
+
+@pytest.mark.parametrize("command", [["k8s", "ls", "secrets/s1"], ["k8s", "get", "secrets/s1", "secrets/s1"],
+                                     ["verify", "secrets/s1", "--drill"]])
+def test_a_point_from_a_source_that_is_no_backup_id_says_so(cli: Cli, tmp_path: Path, command: list[str]) -> None:
+    """With --to-revision, a SOURCE given in the wrong place (`k8s get secrets/s1 ...`) was
+    reported as a base backup that "is no longer a complete backup in the repository"."""
+    from tests.unit.cli.test_saved_snapshot import backup_in
+
+    m = backup_in(tmp_path / "repo")
+    code, out, err = cli(*command, "--to-revision", "10", "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)
+    assert (code, out) == (3, "") and "'secrets/s1' is not a backup id" in err, err
