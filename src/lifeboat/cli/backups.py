@@ -121,7 +121,8 @@ def _rows(page: Listing[BackupSummary], ends: dict[str, dict[str, object]]) -> l
 
 
 class WindowEnds:
-    """Per backup id, the last revision (and time) restorable from it: its chain's end, or itself.
+    """Per backup id, the last revision (and time) restorable from it: its chain's end (for a
+    synthetic backup too, the chain it was written from), or itself.
 
     Each cluster's capture chains are read once, however many pages of backups ask.
     """
@@ -138,8 +139,9 @@ class WindowEnds:
             timeline = build_timeline(cluster, [m for m in manifests if m.cluster == cluster],
                                       self._chains[cluster])
             for w in timeline.windows:
-                ends[w.base.id] = {"revision": w.last_revision, "time": seen_text(w.last_time),
-                                   "capturing": w.capturing}
+                for base in w.bases():  # a synthetic backup written from the chain restores to its end too
+                    ends[base.manifest.id] = {"revision": w.last_revision, "time": seen_text(w.last_time),
+                                              "capturing": w.capturing}
         return ends
 
 

@@ -126,3 +126,38 @@ def test_delete_refuses_the_base_of_a_chain_capture_may_still_be_writing(cli: Cl
     assert (code, out) == (3, "") and "which capture may still be writing" in err and "--force" in err, err
     assert [m.id for m in repo.manifests()] == [base.id]
     assert cli("delete", base.id, *flags, "--force")[0] == 0
+
+
+def test_a_synthetic_backup_shows_the_window_end_of_the_chain_it_was_written_from(cli: Cli, tmp_path: Path) -> None:
+    """`list` showed "-" for a synthetic backup, as if only its own revision were restorable
+    from it, though the timeline restores every later revision of the chain from it."""
+    from dataclasses import replace
+
+    from lifeboat.catalog.chains import ChainInfo, ChainStore, segment_name
+    from lifeboat.catalog.segments import Predecessor
+    from lifeboat.catalog.timeline import SYNTHETIC_CHAIN
+    from tests.unit.catalog.capture_records import T0, put, segment
+
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
+    base = store_backup(repo, NOW - timedelta(hours=1))
+    chains = ChainStore(repo.store)
+    chains.start(ChainInfo(base.id, base.cluster, base.id, base.snapshot.revision, "c1", base.finished_at))
+    first = base.snapshot.revision + 1
+    seen = (NOW - timedelta(minutes=30) - T0).total_seconds()
+    previous = Predecessor("base", first - 1, base.id)
+    for revision in (first, first + 1, first + 2):
+        written = replace(segment(previous, (revision, seen + revision, [put(b"/k", b"v", first, revision, 1)])),
+                          cluster=base.cluster, chain=base.id)
+        chains.commit_segment(written, (), 1)
+        previous = Predecessor("segment", revision, segment_name(written, False))
+    synthetic = store_backup(repo, NOW - timedelta(minutes=10), commit=False)
+    synthetic = synthetic.model_copy(update={
+        "labels": {SYNTHETIC_CHAIN: base.id},
+        "snapshot": synthetic.snapshot.model_copy(update={"revision": first + 1})})
+    repo.commit(synthetic)
+
+    code, out, err = cli("list", "--repo", str(tmp_path / "repo"), "-o", "json")
+    assert code == 0, err
+    ends = {row["id"]: row["window_end"] for row in json.loads(out)}
+    assert ends[base.id]["revision"] == ends[synthetic.id]["revision"] == first + 2
+    assert ends[synthetic.id]["capturing"] is True
