@@ -96,7 +96,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """objects added, removed and changed between two sources
 
     Compare two sources key by key: objects only in B are added, only in A removed, with different
-    stored bytes changed. Grouped by namespace and resource.
+    stored bytes changed. Grouped by namespace and resource. With --to-revision or --to-time, the
+    one source that is a backup is taken at that point: compare it with 'live' or a snapshot file.
     """
     from lifeboat.cli import k8s
 
