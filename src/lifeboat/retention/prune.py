@@ -14,6 +14,7 @@ killed backup leaves in a local repository, and the multipart uploads it leaves 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -131,7 +132,7 @@ def plan_prune(
     scanned = repo.scan(cluster)  # its pins too: no second listing for them
     manifests = {(m.cluster, m.id): m for m in scanned.backups}
     records = [_record(m, (m.cluster, m.id) in scanned.pins) for m in manifests.values()]
-    retention = _evaluate_restorable(repo, manifests, policies, records, now, min_redundancy)
+    retention = _evaluate_restorable(repo, policies, records, now, min_redundancy)
     clusters = [cluster] if cluster else sorted({c for c, _ in manifests} | {d.cluster for d in scanned.damaged})
     store = repo.chain_store
     chains = [listing for c in clusters for listing in store.chains(c)]
@@ -154,33 +155,42 @@ def plan_prune(
 
 
 
-def _evaluate_restorable(repo: BackupRepository, manifests: dict[tuple[str, str], Manifest],
-                         policies: Sequence[Policy], records: list[BackupRecord], now: datetime,
+# The kept backups' manifests and objects are read this many at a time: each is a round trip,
+# and a prune that keeps thousands (recovery-window 30d of half-hourly backups) waited for each.
+CHECK_THREADS = 16
+
+
+def _evaluate_restorable(repo: BackupRepository, policies: Sequence[Policy], records: list[BackupRecord], now: datetime,
                          min_redundancy: int) -> RetentionPlan:
     """The policies' plan, in which every backup kept as complete still has every object it
     lists (one HEAD each, as ``list --check``): one that lost an object counts as damaged, not
     as one of the backups the policies keep, so older restorable ones are kept in its place
     instead of deleted. Its manifest is read again, past the local cache (a manifest damaged in
     place may keep the size and time the cache knows it by). Only the kept are checked: a few per
-    policy, not the whole repository."""
+    policy, not the whole repository; ``CHECK_THREADS`` at a time."""
     checked: set[tuple[str, str]] = set()
-    while True:
-        retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
-        damaged: set[tuple[str, str]] = set()
-        for backup in retention.to_keep:
-            key = (backup.cluster, backup.id)
-            if backup.is_complete and key not in checked:
-                checked.add(key)
-                fresh = repo.read_manifest(*key)
-                problems = repo.missing_objects(fresh) if isinstance(fresh, Manifest) else [
-                    f"its manifest no longer reads: {fresh.reason}" if fresh is not None else "its manifest is gone"]
+    with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="prune-check") as pool:
+        while True:
+            retention = evaluate(policies, records, now, min_redundancy=min_redundancy)
+            due = [(b.cluster, b.id) for b in retention.to_keep if b.is_complete and (b.cluster, b.id) not in checked]
+            checked.update(due)
+            damaged: set[tuple[str, str]] = set()
+            for (cluster, backup_id), problems in zip(due, pool.map(lambda key: _unrestorable(repo, *key), due)):
                 if problems:
                     _log.warning("backup %s/%s is not counted as kept by the retention policies: %s",
-                                 backup.cluster, backup.id, "; ".join(problems))
-                    damaged.add(key)
-        if not damaged:
-            return retention
-        records = [replace(r, status=DAMAGED) if (r.cluster, r.id) in damaged else r for r in records]
+                                 cluster, backup_id, "; ".join(problems))
+                    damaged.add((cluster, backup_id))
+            if not damaged:
+                return retention
+            records = [replace(r, status=DAMAGED) if (r.cluster, r.id) in damaged else r for r in records]
+
+
+def _unrestorable(repo: BackupRepository, cluster: str, backup_id: str) -> list[str]:
+    """Why the backup can no longer be restored, read afresh from the store: nothing when it can."""
+    fresh = repo.read_manifest(cluster, backup_id)
+    if isinstance(fresh, Manifest):
+        return repo.missing_objects(fresh)
+    return [f"its manifest no longer reads: {fresh.reason}" if fresh is not None else "its manifest is gone"]
 
 
 def apply_prune(

@@ -308,3 +308,22 @@ def test_a_kept_backup_whose_manifest_rotted_behind_the_cache_does_not_count(
     verdicts = {d.backup.id: d.verdict for d in plan.retention.decisions}
     assert verdicts[backups[1].id] is Verdict.KEEP, "the newest restorable backup is kept"
     assert [d.backup.id for d in plan.deletions] == [backups[0].id]
+
+
+def test_the_kept_backups_are_checked_several_at_once(repo: BackupRepository,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One manifest GET and a HEAD per object for each kept backup, one after another: 2,000
+    kept backups took 3.6 s from a local SeaweedFS, minutes from a distant S3."""
+    import threading
+
+    backups = daily(repo, 8)
+    together = threading.Barrier(4, timeout=5)
+    read_manifest = BackupRepository.read_manifest
+
+    def read_with_others(self: BackupRepository, cluster: str, backup_id: str) -> object:
+        together.wait()  # broken (an error) unless four reads are under way at once
+        return read_manifest(self, cluster, backup_id)
+
+    monkeypatch.setattr(BackupRepository, "read_manifest", read_with_others)
+    plan = plan_prune(repo, [KeepLast(8)], NOW)
+    assert {d.backup.id for d in plan.retention.decisions if d.verdict is Verdict.KEEP} == {b.id for b in backups}
