@@ -458,19 +458,26 @@ def capturing(capture: Capture) -> Iterator[None]:
         runner.join(10)
 
 
-@pytest.mark.parametrize("gone", ["the chain's record", "the whole repository (not mounted)"])
-def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_path: Path, gone: str) -> None:
-    """Its record deleted (with its base, by hand, or by a bucket's expiry rule), capture went
-    on appending segments no restore could use, and said "0 gaps"."""
+def capture_of_resumable(tmp_path: Path) -> tuple[MemoryStore, BackupRepository, SnapshottingEtcd, CaptureStatus,
+                                                  Capture]:
+    """A capture of the chain of :func:`resumable`, which checks it every 0.1 s, able to take a new base."""
     store = MemoryStore()
-    repo, chains = resumable(store)
+    repo, _chains = resumable(store)
     etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))  # the new base's snapshot
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
                              tmp_dir=tmp_path),
         flush_interval=0.05, heartbeat_interval=0.1, spool_dir=tmp_path / "spool", retry_interval=0.05)
     status = CaptureStatus()
-    with capturing(Capture(etcd, repo, options, status=status)):
+    return store, repo, etcd, status, Capture(etcd, repo, options, status=status)
+
+
+@pytest.mark.parametrize("gone", ["the chain's record", "the whole repository (not mounted)"])
+def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_path: Path, gone: str) -> None:
+    """Its record deleted (with its base, by hand, or by a bucket's expiry rule), capture went
+    on appending segments no restore could use, and said "0 gaps"."""
+    store, repo, etcd, status, capture = capture_of_resumable(tmp_path)
+    with capturing(capture):
         first = [etcd.put(f"/registry/k{i}", b"v") for i in range(5)][-1]
         until(lambda: status.last_revision == first)
         store.delete(f"clusters/prod/chains/{BASE.id}/chain.json")
@@ -494,15 +501,8 @@ def test_a_chain_whose_base_is_deleted_under_the_capture_is_closed_for_a_new_bas
     """Its base backup deleted with its record kept (`delete --force`, by hand), capture went
     on appending segments no restore could start from; a fold that wrote a full backup from
     the chain before deleting the base is the chain going on, not a loss."""
-    store = MemoryStore()
-    repo, chains = resumable(store)
-    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))  # the new base's snapshot
-    options = CaptureOptions(
-        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
-                             tmp_dir=tmp_path),
-        flush_interval=0.05, heartbeat_interval=0.1, spool_dir=tmp_path / "spool", retry_interval=0.05)
-    status = CaptureStatus()
-    with capturing(Capture(etcd, repo, options, status=status)):
+    store, repo, etcd, status, capture = capture_of_resumable(tmp_path)
+    with capturing(capture):
         first = [etcd.put(f"/registry/k{i}", b"v") for i in range(5)][-1]
         until(lambda: status.last_revision == first)
         if folded:

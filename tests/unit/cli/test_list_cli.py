@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.cli.backups import parse_since
 from lifeboat.errors import UsageError
@@ -106,21 +107,7 @@ def test_synthesize_on_a_quiet_cluster_writes_nothing_and_is_not_an_error(cli: C
 def test_delete_refuses_the_base_of_a_chain_capture_may_still_be_writing(cli: Cli, tmp_path: Path) -> None:
     """Deleting it by hand left the running capture appending segments with no base, restorable
     by nothing (the chain record went with the base), while it reported no gap."""
-    from dataclasses import replace
-
-    from lifeboat.catalog.chains import ChainInfo, ChainStore
-    from lifeboat.catalog.segments import Predecessor
-    from tests.unit.catalog.capture_records import T0, put, segment
-
-    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
-    base = store_backup(repo, NOW - timedelta(hours=1))
-    chains = ChainStore(repo.store)
-    chains.start(ChainInfo(base.id, base.cluster, base.id, base.snapshot.revision, "c1", base.finished_at))
-    first = base.snapshot.revision + 1
-    seen = (NOW - timedelta(minutes=1) - T0).total_seconds()
-    chains.commit_segment(replace(segment(Predecessor("base", first - 1, base.id),
-                                          (first, seen, [put(b"/k", b"v", first, first, 1)])),
-                                  cluster=base.cluster, chain=base.id), (), 1)
+    repo, base = chained_backup(tmp_path, segments=1, seen=NOW - timedelta(minutes=1))
     flags = ("--repo", str(tmp_path / "repo"), "--cluster", base.cluster, "--yes")
     code, out, err = cli("delete", base.id, *flags)
     assert (code, out) == (3, "") and "which capture may still be writing" in err and "--force" in err, err
@@ -131,25 +118,10 @@ def test_delete_refuses_the_base_of_a_chain_capture_may_still_be_writing(cli: Cl
 def test_a_synthetic_backup_shows_the_window_end_of_the_chain_it_was_written_from(cli: Cli, tmp_path: Path) -> None:
     """`list` showed "-" for a synthetic backup, as if only its own revision were restorable
     from it, though the timeline restores every later revision of the chain from it."""
-    from dataclasses import replace
-
-    from lifeboat.catalog.chains import ChainInfo, ChainStore, segment_name
-    from lifeboat.catalog.segments import Predecessor
     from lifeboat.catalog.timeline import SYNTHETIC_CHAIN
-    from tests.unit.catalog.capture_records import T0, put, segment
 
-    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
-    base = store_backup(repo, NOW - timedelta(hours=1))
-    chains = ChainStore(repo.store)
-    chains.start(ChainInfo(base.id, base.cluster, base.id, base.snapshot.revision, "c1", base.finished_at))
+    repo, base = chained_backup(tmp_path, segments=3, seen=NOW - timedelta(minutes=30))
     first = base.snapshot.revision + 1
-    seen = (NOW - timedelta(minutes=30) - T0).total_seconds()
-    previous = Predecessor("base", first - 1, base.id)
-    for revision in (first, first + 1, first + 2):
-        written = replace(segment(previous, (revision, seen + revision, [put(b"/k", b"v", first, revision, 1)])),
-                          cluster=base.cluster, chain=base.id)
-        chains.commit_segment(written, (), 1)
-        previous = Predecessor("segment", revision, segment_name(written, False))
     synthetic = store_backup(repo, NOW - timedelta(minutes=10), commit=False)
     synthetic = synthetic.model_copy(update={
         "labels": {SYNTHETIC_CHAIN: base.id},
@@ -161,3 +133,27 @@ def test_a_synthetic_backup_shows_the_window_end_of_the_chain_it_was_written_fro
     ends = {row["id"]: row["window_end"] for row in json.loads(out)}
     assert ends[base.id]["revision"] == ends[synthetic.id]["revision"] == first + 2
     assert ends[synthetic.id]["capturing"] is True
+
+
+def chained_backup(tmp_path: Path, *, segments: int, seen: datetime) -> tuple[BackupRepository, Manifest]:
+    """A local repository holding a backup an hour old and its open chain of ``segments``
+    segments of one revision each, the first seen at ``seen``."""
+    from dataclasses import replace
+
+    from lifeboat.catalog.chains import ChainInfo, ChainStore, segment_name
+    from lifeboat.catalog.segments import Predecessor
+    from tests.unit.catalog.capture_records import T0, put, segment
+
+    repo = BackupRepository.open(open_store(str(tmp_path / "repo")), create=True)
+    base = store_backup(repo, NOW - timedelta(hours=1))
+    chains = ChainStore(repo.store)
+    chains.start(ChainInfo(base.id, base.cluster, base.id, base.snapshot.revision, "c1", base.finished_at))
+    first = base.snapshot.revision + 1
+    previous = Predecessor("base", first - 1, base.id)
+    for revision in range(first, first + segments):
+        at = (seen - T0).total_seconds() + revision - first
+        written = replace(segment(previous, (revision, at, [put(b"/k", b"v", first, revision, 1)])),
+                          cluster=base.cluster, chain=base.id)
+        chains.commit_segment(written, (), 1)
+        previous = Predecessor("segment", revision, segment_name(written, False))
+    return repo, base
