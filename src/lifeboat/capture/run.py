@@ -462,7 +462,7 @@ class Capture:
             there = self.chains.recorded(self.options.cluster, position.info.chain)
             # The repository's own marker gone too: a mount (disk, NFS) that is not there, not a deletion.
             unmounted = not there and self.repo.store.stat(MARKER_KEY) is None
-            base = self._base_of(position) if there else ""
+            based = not there or self._base_of(position) is not None
         except BackendUnavailable:
             return
         if unmounted:
@@ -472,7 +472,7 @@ class Capture:
             raise ChainGone(f"capture chain {position.info.chain} was deleted from the repository while capture "
                             f"wrote it (at revision {position.previous.last_revision}); taking a new base backup "
                             "and starting a new chain")
-        elif base is None:
+        elif not based:
             raise ChainBroken(f"its base backup {position.info.base_backup} was deleted from the repository while "
                               "capture wrote the chain, and no full backup was written from it: no restore can "
                               "start from it; taking a new base backup and starting a new chain")

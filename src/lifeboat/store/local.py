@@ -125,15 +125,16 @@ class LocalStore(StoreBase):
         A failed write or a delete in the same directory removes it once it is empty, maybe
         between its making and the temp file's: it is made again then.
         """
+        retries = 2
         with self._translated("writing", key):
-            for _attempt in range(2):
+            while True:
                 _make_dirs(directory)
                 try:
                     return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
                 except FileNotFoundError:
-                    pass
-            _make_dirs(directory)
-            return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+                    if not retries:
+                        raise
+                    retries -= 1
 
     def _write_chunks(self, fd: int, key: str, chunks: Iterable[bytes]) -> int:
         size = 0
