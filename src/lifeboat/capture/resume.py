@@ -26,6 +26,7 @@ class Resume:
     previous: Predecessor | None = None
     gap: tuple[str, int, str] | None = None
     busy: str | None = None
+    last_seen: datetime | None = None  # the latest time the chain records seeing etcd at
 
 
 def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing],
@@ -63,4 +64,4 @@ def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[
     last = max(newest.segments, key=lambda s: s.last_revision, default=None)
     previous = (Predecessor("segment", last.last_revision, last.name) if last is not None
                 else Predecessor("base", newest.info.base_revision, newest.info.base_backup))
-    return Resume(newest.info, previous)
+    return Resume(newest.info, previous, last_seen=window.last_time)

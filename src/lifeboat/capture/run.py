@@ -58,6 +58,9 @@ log = logging.getLogger("lifeboat.capture")
 
 # How often an open segment's loop wakes to check its size and ``stop`` (it sleeps otherwise).
 _POLL = 0.25
+# A host whose clock is this many seconds behind the time the chain it resumes was last seen
+# at says so: what it captures next is stamped earlier than what came before it.
+CLOCK_SKEW_NOTED = 1.0
 # How much earlier than the flush interval to close a segment before any commit was timed.
 _FIRST_LEAD = 0.1
 # How long a stopping capture waits for the feed's last pass (what etcd had when told to stop).
@@ -324,6 +327,11 @@ class Capture:
                               "the cluster was restored or replaced")
         log.info("capture resumes chain %s after revision %d", decision.info.chain,
                  decision.previous.last_revision)
+        behind = (decision.last_seen - self.clock.now()).total_seconds() if decision.last_seen else 0.0
+        if behind > CLOCK_SKEW_NOTED:
+            self._note(f"this host's clock is {behind:.0f} s behind the time chain {decision.info.chain} was last "
+                       "seen at, by the capture before this one: the revisions captured next get earlier seen "
+                       "times than those before them, which --to-time reads; synchronise the nodes' clocks")
         return _Position(decision.info, decision.previous)
 
     def _new_chain(self) -> _Position:

@@ -525,3 +525,24 @@ def test_a_chain_whose_base_is_deleted_under_the_capture_is_closed_for_a_new_bas
     old, new = listings
     assert old.info.chain == BASE.id and old.gap is not None and "was deleted" in old.gap.reason
     assert new.info.chain != BASE.id and status.gaps == 1
+
+
+def test_a_capture_resuming_a_chain_seen_later_than_its_clock_says_its_clock_is_behind(tmp_path: Path) -> None:
+    """A host whose clock is behind the previous writer's stamps later revisions with earlier
+    seen times, which --to-time reads: nothing said so."""
+    store = MemoryStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    etcd.put("/registry/a", b"1")
+    with etcd.watch(b"", prefix=True, start_revision=2) as watch:
+        event = watch.next_event(1)
+    assert event is not None
+    ahead = datetime.now(timezone.utc) + timedelta(minutes=5)  # the previous writer's clock
+    chains.commit_segment(Segment("prod", BASE.id, Predecessor("base", 1, BASE.id),
+                                  tuple(group_revisions([event], ahead))), (), 1)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options_for(tmp_path, 0.5), status=status)):
+        until(lambda: status.chain is not None)
+    (note,) = [e for e in status.errors if "clock" in e]
+    behind = int(note.split("this host's clock is ")[1].split(" s behind")[0])
+    assert 295 <= behind <= 300 and "synchronise" in note, note
