@@ -226,3 +226,22 @@ def test_a_backup_of_another_etcd_cluster_under_the_same_name_is_warned_about(
     assert foreign.source.cluster_id != first.source.cluster_id
     assert (f"backup {foreign.id} is of etcd cluster {foreign.source.cluster_id}" in caplog.text
             and f"of etcd cluster {first.source.cluster_id}" in caplog.text and "a cluster name of its own" in caplog.text)
+
+
+def test_a_backup_started_before_the_newest_one_says_this_hosts_clock_is_behind(
+        client: EtcdClient, member: EtcdMember, caplog: pytest.LogCaptureFixture) -> None:
+    """An agent taking over on a host whose clock is behind files its backups before the
+    previous leader's: `latest` and keep-last, which go by start time, then take the older
+    state for the newer. Nothing said so."""
+    from datetime import UTC, datetime, timedelta
+
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    newest = take_backup(client, repo, options(member, zstd_level=1))
+    client.put("/registry/after", b"written after the newest backup")
+    with caplog.at_level("WARNING", logger="lifeboat.backup.pipeline"):
+        behind = take_backup(client, repo, options(member, zstd_level=1),
+                             now=lambda: datetime.now(UTC) - timedelta(minutes=10))
+    assert behind.snapshot is not None and newest.snapshot is not None
+    assert behind.snapshot.revision > newest.snapshot.revision
+    assert f"backup {behind.id} started before backup {newest.id}" in caplog.text, caplog.text
+    assert "clock" in caplog.text and repo.latest("c").id == newest.id

@@ -28,7 +28,7 @@ from lifeboat.catalog.file_archive import CapturedFile
 from lifeboat.catalog.ids import check_cluster_name, new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
-from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.repository import BackupRepository, started_time
 from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.streams import Chunk, Digest, PieceBuffers, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
@@ -144,6 +144,12 @@ def take_backup(
             "expected after a restore (it gives etcd a new cluster id); if this is another etcd cluster, give "
             "it a cluster name of its own (--cluster): retention counts every backup of one name together",
             manifest.id, manifest.source.cluster_id, options.cluster, previous.id, previous.source.cluster_id)
+    if previous is not None and started_time(previous) > started_time(manifest):
+        _log.warning(
+            "backup %s started before backup %s by this host's clock (%s, against %s): this clock is behind "
+            "the one that took it, and 'latest' and keep-last, which go by start time, take that older backup "
+            "for the newer; synchronise the nodes' clocks", manifest.id, previous.id, manifest.started_at,
+            previous.started_at)
     return manifest
 
 

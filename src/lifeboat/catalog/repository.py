@@ -506,7 +506,7 @@ class BackupRepository:
                 if isinstance(manifest, Manifest) and manifest.status == BackupStatus.COMPLETE:
                     # Ids tell only the second: of backups started in the same one, the one
                     # started last (as prune orders them), whatever its random suffix.
-                    if newest is None or _started(manifest) > _started(newest):
+                    if newest is None or started_time(manifest) > started_time(newest):
                         newest = manifest
             if newest is not None:
                 return newest
@@ -592,7 +592,7 @@ class BackupRepository:
         self._remove_data(cluster, backup_id)
 
 
-def _started(manifest: Manifest) -> datetime:
+def started_time(manifest: Manifest) -> datetime:
     """When the backup started, to the millisecond where its manifest says (an unreadable time: first)."""
     try:
         return datetime.fromisoformat(manifest.started_at.replace("Z", "+00:00"))
