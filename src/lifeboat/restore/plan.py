@@ -284,6 +284,9 @@ def _rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, ste
     """The rollback plan: ``steps``, then (with ``start``) etcd and the API server started again."""
     if start:
         steps += [Start.of(supervisor, "etcd"), *_start_apiserver(supervisor)]
+    # The fetched snapshot in the work dir is decrypted (every Secret of the cluster): nothing resumes
+    # a rolled-back restore, so nothing there is needed again.
+    steps.append(CleanUp("clean-up", work=paths.work, moved_aside=paths.moved_aside, rollback=True))
     title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: {what} "
              f"[supervisor: {supervisor.kind}]")
     next_steps = () if start else how_to_start(supervisor, len(journal.initial_cluster.split(",")) == 1)

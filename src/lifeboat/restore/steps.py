@@ -758,9 +758,14 @@ def _wait_serving(ctx: RestoreContext) -> int:
 class CleanUp(Step):
     work: Path
     moved_aside: Path
+    # A rollback's: what it keeps is the restored data dir it set aside, and the old one back in place.
+    rollback: bool = False
 
     def describe(self) -> str:
-        return f"remove lifeboat's work dir {self.work} (the download, the kept keys); {self.moved_aside} stays"
+        kept = ("the old data dir is back in place and the restored one stays set aside" if self.rollback
+                else f"{self.moved_aside} stays")
+        return (f"remove lifeboat's work dir {self.work} (the download, the kept keys, any restored data not "
+                f"put in place); {kept}")
 
     def run(self, ctx: RestoreContext) -> None:
         ctx.removed()

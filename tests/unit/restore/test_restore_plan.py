@@ -131,8 +131,9 @@ def test_no_start_rollback_puts_the_old_data_back_and_leaves_etcd_stopped(tmp_pa
     paths = plan_for(tmp_path).paths
     started = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z")
     stopped = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z", start=False)
-    assert [s.key for s in started.steps][-2:] == ["start:etcd", "start:kube-apiserver"]
-    assert [s.key for s in stopped.steps] == ["stop:kube-apiserver", "stop:etcd", "set-restored-aside", "put-back"]
+    assert [s.key for s in started.steps][-3:] == ["start:etcd", "start:kube-apiserver", "clean-up"]
+    assert [s.key for s in stopped.steps] == ["stop:kube-apiserver", "stop:etcd", "set-restored-aside", "put-back",
+                                              "clean-up"]
     assert "once all are restored" in stopped.next_steps[0]
 
 
@@ -430,7 +431,7 @@ def test_rollback_of_a_restore_that_stopped_etcd_but_moved_nothing_starts_it_aga
                       done=("preflight", "fetch-snapshot", "stop:kube-apiserver"), node_changed=True)
     supervisor = MemorySupervisor()
     plan = plan_rollback(journal, RestorePaths(data_dir, journal.stamp), supervisor, "20240102T040000Z")
-    assert [s.key for s in plan.steps] == ["put-back", "start:etcd", "start:kube-apiserver"]
+    assert [s.key for s in plan.steps] == ["put-back", "start:etcd", "start:kube-apiserver", "clean-up"]
     # Nothing was moved aside: the plan does not say it renames something back.
     assert "if a crash in the middle of the move left it" in plan.steps[0].describe()
     ctx, saved = context(tmp_path, journal)
@@ -491,3 +492,30 @@ def test_a_snapshot_without_kept_keys_stays_for_the_member_check(tmp_path: Path)
     drop.run(ctx)
     ctx.removed()
     assert plan.paths.snapshot.exists()
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_rollback_removes_lifeboats_work_dir_and_the_decrypted_snapshot_in_it(tmp_path: Path, moved: bool) -> None:
+    """A rollback left ``<data-dir>.lifeboat-work`` behind: the fetched snapshot (decrypted, every
+    Secret of the cluster), the kept keys, a half-written restored dir, until someone removed it."""
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    paths = RestorePaths(data_dir, "20240102T030405Z")
+    state: dict[str, str | None] = {}
+    done = ("preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd")
+    if moved:
+        (paths.moved_aside / "member").mkdir(parents=True)
+        state = {"moved_aside": str(paths.moved_aside)}
+        done += ("move-aside", "restore-data", "put-in-place")
+    (paths.staging / "member").mkdir(parents=True)
+    paths.snapshot.write_bytes(b"decrypted snapshot")
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", paths.stamp, done=done,
+                      state=state, node_changed=True)  # type: ignore[arg-type]
+    plan = plan_rollback(journal, paths, MemorySupervisor(), "20240102T040000Z")
+    ctx, saved = context(tmp_path, journal)
+    execute(plan, ctx, auto_rollback=False)
+    assert saved[-1].rolled_back and (data_dir / "member").is_dir()
+    assert not paths.work.exists()
+    if moved:
+        assert not paths.moved_aside.exists()
+        assert (tmp_path / "etcd.lifeboat-restored-20240102T040000Z" / "member").is_dir()  # kept, never deleted
