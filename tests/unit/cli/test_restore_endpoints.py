@@ -18,9 +18,14 @@ import pytest
 
 from lifeboat.cli.main import build_parser
 from lifeboat.cli.restore import _node
+from lifeboat.cli.status import quota_from_manifest
 from lifeboat.restore.supervisor import HOLDING_DIR
 from tests.support.cli import Cli
-from tests.support.kubeadm_node import KubeadmNode, make_kubeadm_node
+from tests.support.kubeadm_node import (
+    KubeadmNode, etcd_manifest, install_etcd_client_files, make_kubeadm_node, write,
+)
+from tests.support.pki import Pki
+from tests.support.ports import free_port
 
 EVERY_MEMBER = "etcd: {endpoints: [https://10.0.0.12:2379, https://10.0.0.11:2379, https://10.0.0.13:2379], " \
                "cacert: /etc/lifeboat/ca.crt, cert: /etc/lifeboat/client.crt, key: /etc/lifeboat/client.key}\n"
@@ -105,3 +110,24 @@ def test_status_of_a_node_whose_restore_did_not_finish_says_so(cli: Cli, tmp_pat
     held.unlink()  # nothing held: nothing said
     code, out, _err = cli("status", "--root", str(tmp_path), "--endpoints", "127.0.0.1:1", "-o", "json")
     assert json.loads(out)["unfinished_restore"] is None
+
+
+def test_status_mid_restore_asks_this_nodes_member_named_by_the_held_static_pod(
+    node: KubeadmNode, cli: Cli, pki: Pki,
+) -> None:
+    """With etcd's manifest held aside by a restore, status found no static pod and asked etcd's
+    default endpoint (127.0.0.1:2379, no TLS) instead of this node's member, and read the quota
+    from nowhere."""
+    port = free_port()
+    install_etcd_client_files(node, pki.ca, pki.client.cert, pki.client.key,
+                              "/etc/kubernetes/pki/etcd/healthcheck-client")
+    manifest = etcd_manifest("cp-1", listen=f"https://127.0.0.1:{port}", advertise=f"https://10.0.0.11:{port}",
+                             peer="https://10.0.0.11:2380")
+    held = node.host(f"{HOLDING_DIR}/etcd.yaml")
+    write(held, manifest.replace("- --name=", "- --quota-backend-bytes=8589934592\n    - --name="), 0o600)
+    node.host("/etc/kubernetes/manifests/etcd.yaml").unlink()
+    code, out, _err = cli("status", "--root", str(node.root), "-o", "json")
+    assert code == 2
+    asked = " ".join(json.loads(out)["endpoint_failures"])
+    assert f"127.0.0.1:{port}" in asked and "2379" not in asked, asked
+    assert quota_from_manifest(node.root) == 8589934592  # the db sizes are compared with the pod's quota
