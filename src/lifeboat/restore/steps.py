@@ -762,8 +762,7 @@ class CleanUp(Step):
     rollback: bool = False
 
     def describe(self) -> str:
-        kept = ("the old data dir is back in place and the restored one stays set aside" if self.rollback
-                else f"{self.moved_aside} stays")
+        kept = "no data dir of the node is touched" if self.rollback else f"{self.moved_aside} stays"
         return (f"remove lifeboat's work dir {self.work} (the download, the kept keys, any restored data not "
                 f"put in place); {kept}")
 
