@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lifeboat.cli.flags import (
     add_command, add_etcd_flags, add_identity_flag, add_point_flags, add_repo_flags, add_root_flag,
-    positive_seconds,
+    positive_seconds, whole_number,
 )
 from lifeboat.cli.writer import add_writer_flags
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--files", action="store_true",
                    help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
     add_writer_flags(p, data_dirs="the restored data dir", beside="etcd")
-    p.add_argument("--bump-revision", type=int, metavar="N",
+    p.add_argument("--bump-revision", type=whole_number, metavar="N",
                    help="raise the restored revision by N and compact there (default 1000000000; 0: "
                         "no bump); lifeboat's writer does it as it writes the data dir; with --restore-with "
                         "tool, the tool if it can, else lifeboat after it")
