@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.disk import no_room_left
+from lifeboat.errors import LifeboatError, NoRoom, OperationFailed
 from lifeboat.restore.plan import RestorePlan, plan_rollback
 from lifeboat.restore.steps import RestoreContext
 
@@ -47,6 +48,9 @@ def execute(plan: RestorePlan, ctx: RestoreContext, *, auto_rollback: bool) -> O
                     _roll_back_after(ctx, exc)
                 raise
             except OSError as exc:
+                full = no_room_left(exc, "re-run the same command to resume")
+                if full is not None:
+                    raise NoRoom(f"step '{step.key}' stopped: {full}") from None
                 raise OperationFailed(f"step '{step.describe()}' failed: {exc}; fix it and re-run the same "
                                       "command to resume") from None
             ctx.journal = ctx.journal.with_done(step.key, rollback=plan.rollback)

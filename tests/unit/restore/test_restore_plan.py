@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import pytest
 
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.timeline import build_timeline, point_at_revision
-from lifeboat.errors import EtcdUnavailable, IntegrityError, OperationFailed, UsageError
+from lifeboat.errors import EtcdUnavailable, IntegrityError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
 from lifeboat.restore.cluster_plan import plan_cluster_restore
@@ -519,3 +520,33 @@ def test_rollback_removes_lifeboats_work_dir_and_the_decrypted_snapshot_in_it(tm
     if moved:
         assert not paths.moved_aside.exists()
         assert (tmp_path / "etcd.lifeboat-restored-20240102T040000Z" / "member").is_dir()  # kept, never deleted
+
+
+def test_a_step_that_fills_the_disk_stops_the_restore_with_the_disk_exit_code(tmp_path: Path) -> None:
+    """ENOSPC in a step (the WAL segment of the restored data dir, after the old data dir was
+    moved aside) ended the restore with exit 1 and a raw '[Errno 28]', not exit 5."""
+
+    @dataclass(frozen=True)
+    class Full(Recorded):
+        def run(self, ctx: RestoreContext) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "etcd.lifeboat-work/data"))
+
+    plan = RestorePlan("t", plan_for(tmp_path).paths, (Recorded("move-aside"), Full("restore-data")), (), ())
+    ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    with pytest.raises(NoRoom) as raised:
+        execute(plan, ctx, auto_rollback=False)
+    assert raised.value.exit_code == 5 and saved[-1].done == ("move-aside",)
+    assert f"No space left on device writing {tmp_path / 'etcd.lifeboat-work/data'}" in str(raised.value)
+    assert "re-run the same command to resume" in str(raised.value) and "Errno" not in str(raised.value)
+
+
+def test_a_journal_that_cannot_be_written_for_a_full_disk_is_a_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lifeboat.restore.journal.replace_durably", full)
+    with pytest.raises(NoRoom, match="No space left on device; free space") as raised:
+        save_journal(journal_path(tmp_path / "etcd"), Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    assert raised.value.exit_code == 5
