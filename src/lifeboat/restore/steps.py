@@ -301,7 +301,9 @@ class FetchSnapshot(PreparingStep):
                                                      self.snapshot.with_name(self.snapshot.name + ".segments"))
         try:
             report = verify_backup(repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
-                                   keep_snapshot=self.snapshot)
+                                   keep_snapshot=self.snapshot, free_space=ctx.free_space,
+                                   room_hint="re-run when there is room beside the data dir (nothing on the node "
+                                             "was changed)")
             failure = report.first_failure()
             if failure is not None or not report.ok:
                 self.snapshot.unlink(missing_ok=True)
