@@ -69,9 +69,19 @@ _Run = Callable[[argparse.Namespace, Callable[[str], None], RestoreTarget, EtcdM
 def _on_this_node(args: argparse.Namespace, run: _Run) -> int:
     """Restore or roll back this node's data dir, holding its lock (not for a dry run)."""
     target, probe, supervisor = _node(args)
+    _require_own_directory(target.data_dir, host_root(args))
     _require_parent(target.data_dir)
     with nullcontext() if args.dry_run else restore_lock(target.data_dir):
         return run(args, _say(args), target, probe, supervisor)
+
+
+def _require_own_directory(data_dir: Path, root: Path) -> None:
+    """The data dir must be a directory of its own below its parent: it is moved aside, and the
+    lock, journal and work dir are named after it beside it. ``/``, the host root or a path ending
+    in ``..`` is none (and has no name, or not its own)."""
+    if data_dir.name in ("", ".", "..") or data_dir == root:
+        raise UsageError(f"--data-dir {data_dir} is not a directory of its own (it is a filesystem's or the "
+                         "host's root, or ends in '..'); give etcd's data dir, e.g. /var/lib/etcd")
 
 
 def _require_parent(data_dir: Path) -> None:

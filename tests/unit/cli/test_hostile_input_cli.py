@@ -155,3 +155,24 @@ def test_object_names_read_from_a_snapshot_are_printed_with_their_control_charac
         code, out, err = cli(*command)
         assert code == 0, err
         assert "\x1b" not in out + err and "ev\\x1b[31mil" in out, out
+
+
+@pytest.mark.parametrize("root", [False, True])
+@pytest.mark.parametrize("data_dir", ["/", "/var/lib/etcd/.."])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_restore_into_a_data_dir_that_is_a_filesystems_or_the_hosts_root_is_refused(
+    cli: Cli, tmp_path: Path, data_dir: str, root: bool, dry_run: list[str]
+) -> None:
+    """--data-dir / crashed (exit 4, "PosixPath('/') has an empty name"); under --root it named the
+    host root itself, which a restore would have moved aside."""
+    (tmp_path / "var/lib/etcd/member").mkdir(parents=True)
+    if not root and data_dir != "/":
+        data_dir = f"{tmp_path}{data_dir}"  # never a path of this machine's own
+    code, _out, err = cli("restore", "latest", "--repo", str(tmp_path / "repo"),
+                          *(["--root", str(tmp_path)] if root else []),
+                          "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--data-dir", data_dir, *dry_run)
+    assert code == 3, err
+    assert err.count("\n") == 1 and "a directory of its own" in err, err
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}.lifeboat-*"))
+    assert not list((tmp_path / "var/lib").glob("*lifeboat-*"))
