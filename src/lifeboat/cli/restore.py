@@ -142,17 +142,22 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     tool = restore_tool(args, version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
                                       bump_revision=args.bump_revision, point=point, start=not args.no_start))
-    if args.dry_run:
-        _print_plan(args, plan, journal.done)
-        return 0
-    for line in plan.lines(journal.done):
-        say(line)
-    save_journal(path, journal)
     ctx = RestoreContext(
         target=target, paths=plan.paths, supervisor=supervisor, member=probe, root=host_root(args),
         journal=journal, save=lambda j: save_journal(path, j), manifest=manifest, tool=tool, repo=repo,
         identities=identities, say=say, health_timeout=args.wait_timeout,
     )
+    if args.dry_run:
+        # What the restore would refuse before it changes anything (a data dir that is a file or
+        # not etcd's, a mount point, no room, a tool that does not fit), the dry run refuses too.
+        for step in plan.steps:
+            if not step.changes_node and step.key not in journal.done:
+                step.check(ctx)
+        _print_plan(args, plan, journal.done)
+        return 0
+    for line in plan.lines(journal.done):
+        say(line)
+    save_journal(path, journal)
     outcome = execute(plan, ctx, auto_rollback=target.single_member and not args.no_auto_rollback)
     if args.output == "json":
         emit_json({**plan.to_dict(ctx.journal.done), "ran": list(outcome.ran), "skipped": list(outcome.skipped),

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="stop once the restored data dir is in place: leave etcd (and kube-apiserver) stopped, "
                         "exit 0 and print how to start and check it; for scripts restoring every member first")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the plan and change nothing (the backup and segments are not fetched: a damaged backup or "
+                   help="check the node as the first step would (data dir, room, restore tool), print the plan and "
+                        "change nothing (the backup and segments are not fetched: a damaged backup or "
                         "capture segment shows only in a real run, or in 'lifeboat verify --drill')")
     p.add_argument("--rollback", action="store_true",
                    help="put the data dir the last restore moved aside back in place and start etcd")
