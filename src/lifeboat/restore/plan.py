@@ -24,6 +24,7 @@ from lifeboat.restore.steps import (
     FetchFiles,
     FetchSnapshot,
     MoveAside,
+    OldDataThere,
     Preflight,
     PutBack,
     PutInPlace,
@@ -264,6 +265,7 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
         raise UsageError(f"the restore journaled for {paths.data_dir} moved no data dir aside "
                          "(there was none); there is nothing to roll back to")
     steps: list[Step] = [
+        OldDataThere("check-old-data", moved_aside=Path(moved), data_dir=paths.data_dir),
         *_stop_control_plane(supervisor),
         MoveAside("set-restored-aside", source=paths.data_dir, destination=paths.set_aside(stamp),
                   journal_field="restored_set_aside"),

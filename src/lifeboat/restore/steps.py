@@ -774,6 +774,28 @@ class CleanUp(Step):
 
 
 @dataclass(frozen=True)
+class OldDataThere(PreparingStep):
+    """A rollback's first step: the moved-aside data dir must still be there before anything is
+    stopped or the restored data dir moved aside, or the node would end with neither in place."""
+
+    moved_aside: Path
+    data_dir: Path
+
+    def describe(self) -> str:
+        return f"check that the moved-aside {self.moved_aside} is still there to put back"
+
+    def check(self, ctx: RestoreContext) -> None:
+        if "set-restored-aside" in ctx.journal.rollback_done:
+            return  # journaled by a lifeboat without this step: put-back says where the restored data went
+        if not self.moved_aside.is_dir():
+            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to: nothing was stopped or "
+                                  f"moved, {self.data_dir} keeps the restored data")
+
+    def run(self, ctx: RestoreContext) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class PutBack(Step):
     moved_aside: Path
     data_dir: Path
@@ -789,7 +811,10 @@ class PutBack(Step):
 
     def check(self, ctx: RestoreContext) -> None:
         if not self.moved_aside.is_dir() and not (self.data_dir / "member").is_dir():
-            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to")
+            restored = ctx.journal.state.get("restored_set_aside")
+            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to"
+                                  + (f"; the restored data dir is at {restored}: rename it back to {self.data_dir} "
+                                     "to run etcd on it" if restored else ""))
 
     def run(self, ctx: RestoreContext) -> None:
         if not self.moved_aside.exists():

@@ -133,8 +133,8 @@ def test_no_start_rollback_puts_the_old_data_back_and_leaves_etcd_stopped(tmp_pa
     started = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z")
     stopped = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z", start=False)
     assert [s.key for s in started.steps][-3:] == ["start:etcd", "start:kube-apiserver", "clean-up"]
-    assert [s.key for s in stopped.steps] == ["stop:kube-apiserver", "stop:etcd", "set-restored-aside", "put-back",
-                                              "clean-up"]
+    assert [s.key for s in stopped.steps] == ["check-old-data", "stop:kube-apiserver", "stop:etcd",
+                                              "set-restored-aside", "put-back", "clean-up"]
     assert "once all are restored" in stopped.next_steps[0]
 
 
@@ -550,3 +550,25 @@ def test_a_journal_that_cannot_be_written_for_a_full_disk_is_a_disk_error(
     with pytest.raises(NoRoom, match="No space left on device; free space") as raised:
         save_journal(journal_path(tmp_path / "etcd"), Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
     assert raised.value.exit_code == 5
+
+
+def test_rollback_whose_old_data_dir_is_gone_stops_nothing_and_keeps_the_restored_data_in_place(
+    tmp_path: Path,
+) -> None:
+    """With the moved-aside data dir removed by hand, a rollback stopped etcd, moved the restored
+    data dir aside and only then found nothing to put back: the node had no data dir at all."""
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    gone = tmp_path / "etcd.lifeboat-moved-20240102T030405Z"
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z", finished=True,
+                      done=("preflight", "fetch-snapshot", "stop:etcd", "move-aside", "restore-data", "put-in-place"),
+                      state={"moved_aside": str(gone)}, node_changed=True)
+    supervisor = MemorySupervisor()
+    plan = plan_rollback(journal, RestorePaths(data_dir, journal.stamp), supervisor, "20240102T040000Z")
+    ctx, _saved = context(tmp_path, journal)
+    ctx.supervisor = supervisor
+    with pytest.raises(OperationFailed, match=f"{gone} is gone") as refused:
+        execute(plan, ctx, auto_rollback=False)
+    assert f"{data_dir} keeps the restored data" in str(refused.value)
+    assert supervisor.calls == [] and (data_dir / "member").is_dir()
+    assert not list(tmp_path.glob("etcd.lifeboat-restored-*"))
