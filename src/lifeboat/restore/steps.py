@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -243,6 +244,7 @@ class Preflight(PreparingStep):
 
     def check(self, ctx: RestoreContext) -> None:
         _check_data_dir(self.data_dir, "move-aside" in ctx.journal.done)
+        check_work_dir(ctx.paths.work)
         ctx.restoring()[1].check_compatible(self.etcd_version)
         staged = ", the capture segments the replay stages" if self.segment_bytes else ""
         require_room(_existing_parent(self.data_dir), self.need_bytes,
@@ -268,6 +270,22 @@ def _check_data_dir(data_dir: Path, already_moved: bool) -> None:
                          "restore into a directory inside it and point etcd's --data-dir there")
 
 
+def check_work_dir(work: Path) -> None:
+    """UsageError unless ``work`` is absent or a directory lifeboat made: not a symlink, owned by
+    this user, closed to others. The decrypted backup is written there, and renamed from there
+    into the data dir's place (a rename cannot leave the filesystem)."""
+    try:
+        info = os.lstat(work)
+    except FileNotFoundError:
+        return
+    problem = ("a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory" if not stat.S_ISDIR(info.st_mode)
+               else f"owned by uid {info.st_uid}" if info.st_uid != os.geteuid()
+               else f"open to others (mode {stat.S_IMODE(info.st_mode):04o})" if info.st_mode & 0o077 else None)
+    if problem is not None:
+        raise UsageError(f"{work} is {problem}, not lifeboat's work dir (the decrypted backup is written there): "
+                         "move it away, then re-run")
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -288,9 +306,11 @@ class FetchSnapshot(PreparingStep):
                 f"etcd's trailer, and revision/hash/keys against the manifest{meanwhile}")
 
     def run(self, ctx: RestoreContext) -> None:
+        check_work_dir(self.snapshot.parent)  # again: the node may have changed since preflight
+        self.snapshot.parent.mkdir(mode=0o700, exist_ok=True)
+        check_work_dir(self.snapshot.parent)
         manifest = ctx.restoring()[0]
         repo = ctx.repository("the backup")
-        self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The records of a replay or commit into a snapshot fetched before (a restore that stopped
         # there and was given up) describe a file this fetch replaces.
         commit_record(self.snapshot).unlink(missing_ok=True)

@@ -572,3 +572,30 @@ def test_rollback_whose_old_data_dir_is_gone_stops_nothing_and_keeps_the_restore
     assert f"{data_dir} keeps the restored data" in str(refused.value)
     assert supervisor.calls == [] and (data_dir / "member").is_dir()
     assert not list(tmp_path.glob("etcd.lifeboat-restored-*"))
+
+
+@pytest.mark.parametrize("shape", ["symlink", "open to others", "file"])
+def test_a_work_dir_lifeboat_did_not_make_is_refused_before_the_decrypted_backup_is_written_to_it(
+    tmp_path: Path, shape: str,
+) -> None:
+    """A ``<data-dir>.lifeboat-work`` that was a symlink got the decrypted snapshot written where it
+    pointed (another user's directory, another filesystem) and the restore then failed after the
+    old data dir was moved aside ('Invalid cross-device link')."""
+    plan = plan_for(tmp_path)
+    (tmp_path / "etcd/member").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    if shape == "symlink":
+        plan.paths.work.symlink_to(elsewhere)
+    elif shape == "open to others":
+        plan.paths.work.mkdir()
+        plan.paths.work.chmod(0o777)
+    else:
+        plan.paths.work.write_text("")
+    ctx, _saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    ctx = replace(ctx, manifest=manifest(), tool=FakeTool(), free_space=lambda path: 1 << 40)
+    preflight, fetch = plan.steps[0], plan.steps[1]
+    for step in (preflight.check, fetch.run):
+        with pytest.raises(UsageError, match=f"{plan.paths.work} .*lifeboat's work dir"):
+            step(ctx)
+    assert list(elsewhere.iterdir()) == []
