@@ -16,6 +16,7 @@ from lifeboat.kube.paths import ETCD_MANIFEST
 from lifeboat.kube.static_pods import read_static_pod
 from lifeboat.recovery.decision import Action, RecoveryDecision, decide_recovery
 from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
+from lifeboat.restore.journal import journal_path, load_journal
 from lifeboat.restore.node import discover_etcd
 from lifeboat.restore.supervisor import manifest_paths
 
@@ -48,14 +49,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def held_by_a_restore(root: Path) -> str | None:
-    """What to say when etcd's static pod manifest is held aside by a lifeboat restore that did
-    not finish (its member stopped, its data dir maybe moved aside), or None."""
-    live, held = manifest_paths(root, "etcd")
-    if not held.is_file() or live.exists():
+    """What to say when a lifeboat restore on this node did not finish, or None: it holds etcd's
+    or kube-apiserver's static pod manifest aside (so that component is stopped), or its journal
+    beside the static pod's data dir says so (stopped while it checked the started member)."""
+    for component in ("etcd", "kube-apiserver"):
+        live, held = manifest_paths(root, component)
+        if held.is_file() and not live.exists():
+            return (f"unfinished restore: {component}'s static pod manifest is held at {held} by a lifeboat restore "
+                    f"that did not finish, so this node's {component} is stopped; {_RESUME_OR_ROLL_BACK}")
+    try:
+        found = discover_etcd(root)
+        path = journal_path(found.data_dir) if found is not None and found.data_dir else None
+        journal = load_journal(path) if path is not None else None
+    except LifeboatError:
+        return None  # an unreadable pod or journal: the restore and rollback name it when run
+    if journal is None or not journal.unfinished:
         return None
-    return (f"unfinished restore: etcd's static pod manifest is held at {held} by a lifeboat restore that did "
-            "not finish, so this node's etcd is stopped; 'lifeboat restore' resumes it, "
-            "'lifeboat restore --rollback' puts the old data back")
+    return (f"unfinished restore: the restore of backup {journal.backup_id} journaled in {path} did not finish "
+            "(last step done: "
+            f"{journal.done[-1] if journal.done else 'none'}); {_RESUME_OR_ROLL_BACK}")
+
+
+_RESUME_OR_ROLL_BACK = "'lifeboat restore' resumes it, 'lifeboat restore --rollback' puts the old data back"
 
 
 def node_etcd_settings(args: argparse.Namespace) -> ConnectionSettings:
