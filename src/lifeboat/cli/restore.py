@@ -107,7 +107,8 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         if backup_id not in (None, "latest", journal.backup_id):
             raise UsageError(journal.resume_hint(path))
         backup_id = journal.backup_id
-        target = replace(target, token=args.initial_cluster_token or journal.token)
+        _require_journaled_member(journal, target, args.initial_cluster_token, path)
+        target = replace(target, token=journal.token)
     try:
         repo = open_repository(args)
     except LifeboatError as exc:
@@ -175,6 +176,19 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         for line in plan.next_steps:
             print(f"  - {line}")
     return 0
+
+
+def _require_journaled_member(journal: Journal, target: RestoreTarget, token: str | None, path: Path) -> None:
+    """UsageError unless a resumed restore goes on as the member, cluster and token it was journaled
+    with: restore-data may not have run yet, and would write this node's data dir as another member."""
+    asked = (("--name", target.name, journal.name),
+             ("--initial-cluster", target.initial_cluster, journal.initial_cluster),
+             ("--initial-cluster-token", token or journal.token, journal.token))
+    differences = [f"{flag} {given} (journaled: {journaled})" for flag, given, journaled in asked if given != journaled]
+    if differences:
+        raise UsageError(f"the unfinished restore journaled in {path} restores member {journal.name}, not as asked: "
+                         f"{'; '.join(differences)}; re-run with the journaled values to resume it, or roll it back "
+                         "with --rollback")
 
 
 def _journaled_backup(args: argparse.Namespace, repo: BackupRepository, identities: list[Identity] | None,
