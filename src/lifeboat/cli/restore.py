@@ -78,10 +78,13 @@ def _on_this_node(args: argparse.Namespace, run: _Run) -> int:
 def _require_own_directory(data_dir: Path, root: Path) -> None:
     """The data dir must be a directory of its own below its parent: it is moved aside, and the
     lock, journal and work dir are named after it beside it. ``/``, the host root or a path ending
-    in ``..`` is none (and has no name, or not its own)."""
+    in ``..`` is none (and has no name, or not its own). A ``..`` elsewhere names it twice over (the
+    journal keeps the data dir as given), so it is refused too."""
     if data_dir.name in ("", ".", "..") or data_dir == root:
         raise UsageError(f"--data-dir {data_dir} is not a directory of its own (it is a filesystem's or the "
                          "host's root, or ends in '..'); give etcd's data dir, e.g. /var/lib/etcd")
+    if ".." in data_dir.parts:
+        raise UsageError(f"--data-dir {data_dir} has a '..' in it; give the data dir's path without one")
 
 
 def _require_parent(data_dir: Path) -> None:

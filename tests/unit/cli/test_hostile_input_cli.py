@@ -203,3 +203,17 @@ def test_a_dry_run_refuses_the_data_dir_the_restore_would_refuse_at_preflight(
                          "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380", "--data-dir", str(data_dir))
     assert code == 3, out + err
     assert err.count("\n") == 1 and refusal in err and "(dry run" not in out
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_restore_into_a_data_dir_spelled_with_dot_dot_is_refused(cli: Cli, tmp_path: Path, dry_run: list[str]) -> None:
+    """'/var/lib/../lib/etcd' is /var/lib/etcd to the kernel (unless a symlink makes it another) but
+    not to the journal, which names the data dir as given: a finished restore asked for again so
+    spelled was not recognised, and went on as a new restore of "another cluster's" backup."""
+    (tmp_path / "var/lib/etcd/member").mkdir(parents=True)
+    code, _out, err = cli("restore", "latest", "--repo", str(tmp_path / "repo"), "--supervisor", "none",
+                          "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--data-dir", f"{tmp_path}/var/lib/../lib/etcd", *dry_run)
+    assert code == 3, err
+    assert err.count("\n") == 1 and "'..'" in err, err
+    assert not list((tmp_path / "var/lib").glob("*lifeboat-*"))
