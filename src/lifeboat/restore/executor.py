@@ -3,7 +3,8 @@
 Failure policy (docs/restore.md): if etcd does not start or the restored member does not
 serve the snapshot after the data was swapped in, and the old data dir was moved aside,
 a single-member restore rolls back at once (old data back in place, etcd started on it)
-and reports the failure; a member of a multi-member restore stops and prints the
+and reports the failure (with ``--supervisor none``, which cannot stop etcd, it says to stop
+it and roll back); a member of a multi-member restore stops and prints the
 ``--rollback`` command, since its peers may simply not be up yet.
 """
 
@@ -69,6 +70,12 @@ def execute(plan: RestorePlan, ctx: RestoreContext, *, auto_rollback: bool) -> O
 def _roll_back_after(ctx: RestoreContext, failure: LifeboatError) -> NoReturn:
     if not ctx.journal.state.get("moved_aside"):
         raise failure
+    if not ctx.supervisor.stops_by_itself:
+        # The rollback would stop at its first step: the etcd the operator started is still running.
+        raise OperationFailed(
+            f"the restored member failed ({failure}); lifeboat cannot stop the etcd you started (--supervisor "
+            "none): stop etcd, then run 'lifeboat restore --rollback' to put the old data dir back (or fix the "
+            "cause and re-run the same command to resume)") from None
     stamp = ctx.journal.rollback_stamp or ctx.journal.stamp
     ctx.journal = replace(ctx.journal, rollback_stamp=stamp)
     ctx.save(ctx.journal)

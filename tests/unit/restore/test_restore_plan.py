@@ -34,7 +34,7 @@ from lifeboat.restore.steps import (
     Step,
     VerifyMember,
 )
-from lifeboat.restore.supervisor import MemorySupervisor
+from lifeboat.restore.supervisor import ManualSupervisor, MemorySupervisor, NodeLiveness
 from lifeboat.restore.target import make_target, parse_initial_cluster
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
 from tests.unit.catalog.capture_records import chain, ref
@@ -599,3 +599,29 @@ def test_a_work_dir_lifeboat_did_not_make_is_refused_before_the_decrypted_backup
         with pytest.raises(UsageError, match=f"{plan.paths.work} .*lifeboat's work dir"):
             step(ctx)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_failed_member_under_supervisor_none_is_left_for_the_operator_to_stop_and_roll_back(
+    tmp_path: Path,
+) -> None:
+    """With --supervisor none the automatic rollback began, then stopped at once at its first
+    stop ("etcd is still running; stop it yourself"): lifeboat cannot stop the etcd the operator
+    started, and the failure that caused it was no longer the error. It now leaves the restored
+    member as it is and says how to roll back."""
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    moved = tmp_path / "etcd.lifeboat-moved-20240102T030405Z"
+    (moved / "member").mkdir(parents=True)
+    plan = RestorePlan("t", plan_for(tmp_path).paths,
+                       (Recorded("verify-member", fail=True, undo_on_failure=True),), (), ())
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z",
+                      state={"moved_aside": str(moved)}, node_changed=True)
+    ctx, saved = context(tmp_path, journal)
+    ctx.supervisor = ManualSupervisor(NodeLiveness(("127.0.0.1:1",), data_dir))
+    ctx.start_timeout = ctx.stop_timeout = 0.2
+    with pytest.raises(OperationFailed) as raised:
+        execute(plan, ctx, auto_rollback=True)
+    message = str(raised.value)
+    assert "verify-member failed" in message and "stop etcd, then run 'lifeboat restore --rollback'" in message
+    assert (data_dir / "member").is_dir() and (moved / "member").is_dir()
+    assert ctx.journal.rollback_stamp is None and ctx.journal.rollback_done == () and saved == []

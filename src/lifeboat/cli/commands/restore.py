@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--wait-timeout", type=positive_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for the restored member to serve (default 300)")
     p.add_argument("--no-auto-rollback", action="store_true",
-                   help="if the restored single member fails to start, leave it for inspection")
+                   help="if the restored single member fails to start, leave it for inspection (as "
+                        "--supervisor none always does: it cannot stop the etcd you started)")
     p.add_argument("--force", action="store_true",
                    help="restore even though this node's live member or data dir belongs to another etcd "
                         "cluster than the backup's, or that cluster still has quorum (refused without it); "
