@@ -9,6 +9,7 @@ takes a :data:`FreeSpace` seam so that tests can give it a nearly full disk with
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ FreeSpace = Callable[[Path], int]
 
 # Beyond the files counted: a filesystem's metadata, a WAL segment, temp names.
 MARGIN = 64 << 20
+
+
+def no_room_left(error: OSError, hint: str) -> NoRoom | None:
+    """The NoRoom (exit 5) a write that failed with a full filesystem or quota means; None for another error."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" writing {error.filename}" if error.filename else ""
+    return NoRoom(f"{error.strerror or 'no space left on device'}{where}; free space on that filesystem and {hint}")
 
 
 def free_bytes(path: Path) -> int:

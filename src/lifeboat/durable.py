@@ -28,7 +28,10 @@ def replace_durably(path: Path, data: bytes) -> None:
     """Make ``path`` hold ``data`` (owner-only): written beside it, fsynced, renamed onto it,
     the directory fsynced. A crash leaves the old file or the new one, never a torn one."""
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # Made afresh, never opened through what is there (a crash's leftover, or a symlink someone
+    # who may write in the directory planted to have another file overwritten).
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
         out.flush()

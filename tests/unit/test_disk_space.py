@@ -185,3 +185,18 @@ def test_a_drill_needs_one_data_dir_beside_its_snapshot_with_a_point_or_without(
     # committed into its db: never a third copy; a point is replayed into the snapshot itself.
     # A WAL segment as etcd preallocates it.
     assert drill_extra_bytes(GiB) == GiB + 64 * 1000 * 1000
+
+
+def test_a_restores_fetch_on_a_full_disk_advises_room_beside_the_data_dir_not_tmp_dir(tmp_path: Path) -> None:
+    """The fetch into the work dir beside the data dir, refused for room, said to 'pass --tmp-dir',
+    which restore neither has nor would write the snapshot to."""
+    repo, m = big_backup(MemoryStore())
+    plan = plan_for(tmp_path)
+    fetch = next(step for step in plan.steps if step.key == "fetch-snapshot")
+    ctx, _saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    ctx = replace(ctx, free_space=FreeSpace(5 * GiB), manifest=m, repo=repo, tool=FakeTool())  # type: ignore[arg-type]
+    with pytest.raises(NoRoom) as caught:
+        fetch.run(ctx)
+    message = str(caught.value)
+    assert f"free in {plan.paths.work}" in message and "--tmp-dir" not in message, message
+    assert "nothing on the node was changed" in message

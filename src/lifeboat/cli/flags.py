@@ -124,6 +124,15 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
                    help="download every manifest shown and keep none")
 
 
+def whole_number(text: str) -> int:
+    """An integer flag in ASCII digits (a leading ``-`` kept for the range check's own message):
+    ``int()`` would also take '٥٢', '５２', '5_2' and spaces around it."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number in digits 0-9, got {text!r}")
+    return int(text)
+
+
 def positive_seconds(text: str) -> float:
     """A timeout flag: seconds, more than 0 and at most a century (``nan`` and ``inf`` are refused)."""
     seconds = _seconds(text)
@@ -151,7 +160,7 @@ def add_point_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "point in time (needs 'lifeboat capture'; the newest base backup at or before the point is "
         "used and the captured events after it are replayed offline)")
-    g.add_argument("--to-revision", type=int, metavar="R",
+    g.add_argument("--to-revision", type=whole_number, metavar="R",
                    help="the cluster exactly as it was at etcd revision R")
     g.add_argument("--to-time", metavar="TIME",
                    help="the cluster as capture last saw it at or before TIME (RFC 3339, e.g. "

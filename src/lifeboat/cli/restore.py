@@ -69,9 +69,22 @@ _Run = Callable[[argparse.Namespace, Callable[[str], None], RestoreTarget, EtcdM
 def _on_this_node(args: argparse.Namespace, run: _Run) -> int:
     """Restore or roll back this node's data dir, holding its lock (not for a dry run)."""
     target, probe, supervisor = _node(args)
+    _require_own_directory(target.data_dir, host_root(args))
     _require_parent(target.data_dir)
     with nullcontext() if args.dry_run else restore_lock(target.data_dir):
         return run(args, _say(args), target, probe, supervisor)
+
+
+def _require_own_directory(data_dir: Path, root: Path) -> None:
+    """The data dir must be a directory of its own below its parent: it is moved aside, and the
+    lock, journal and work dir are named after it beside it. ``/``, the host root or a path ending
+    in ``..`` is none (and has no name, or not its own). A ``..`` elsewhere names it twice over (the
+    journal keeps the data dir as given), so it is refused too."""
+    if data_dir.name in ("", ".", "..") or data_dir == root:
+        raise UsageError(f"--data-dir {data_dir} is not a directory of its own (it is a filesystem's or the "
+                         "host's root, or ends in '..'); give etcd's data dir, e.g. /var/lib/etcd")
+    if ".." in data_dir.parts:
+        raise UsageError(f"--data-dir {data_dir} has a '..' in it; give the data dir's path without one")
 
 
 def _require_parent(data_dir: Path) -> None:
@@ -97,7 +110,8 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         if backup_id not in (None, "latest", journal.backup_id):
             raise UsageError(journal.resume_hint(path))
         backup_id = journal.backup_id
-        target = replace(target, token=args.initial_cluster_token or journal.token)
+        _require_journaled_member(journal, target, args.initial_cluster_token, path)
+        target = replace(target, token=journal.token)
     try:
         repo = open_repository(args)
     except LifeboatError as exc:
@@ -132,17 +146,22 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
     tool = restore_tool(args, version)
     plan = plan_restore(RestoreInputs(manifest, target, supervisor, tool, stamp, files=args.files,
                                       bump_revision=args.bump_revision, point=point, start=not args.no_start))
-    if args.dry_run:
-        _print_plan(args, plan, journal.done)
-        return 0
-    for line in plan.lines(journal.done):
-        say(line)
-    save_journal(path, journal)
     ctx = RestoreContext(
         target=target, paths=plan.paths, supervisor=supervisor, member=probe, root=host_root(args),
         journal=journal, save=lambda j: save_journal(path, j), manifest=manifest, tool=tool, repo=repo,
         identities=identities, say=say, health_timeout=args.wait_timeout,
     )
+    if args.dry_run:
+        # What the restore would refuse before it changes anything (a data dir that is a file or
+        # not etcd's, a mount point, no room, a tool that does not fit), the dry run refuses too.
+        for step in plan.steps:
+            if not step.changes_node and step.key not in journal.done:
+                step.check(ctx)
+        _print_plan(args, plan, journal.done)
+        return 0
+    for line in plan.lines(journal.done):
+        say(line)
+    save_journal(path, journal)
     outcome = execute(plan, ctx, auto_rollback=target.single_member and not args.no_auto_rollback)
     if args.output == "json":
         emit_json({**plan.to_dict(ctx.journal.done), "ran": list(outcome.ran), "skipped": list(outcome.skipped),
@@ -160,6 +179,19 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
         for line in plan.next_steps:
             print(f"  - {line}")
     return 0
+
+
+def _require_journaled_member(journal: Journal, target: RestoreTarget, token: str | None, path: Path) -> None:
+    """UsageError unless a resumed restore goes on as the member, cluster and token it was journaled
+    with: restore-data may not have run yet, and would write this node's data dir as another member."""
+    asked = (("--name", target.name, journal.name),
+             ("--initial-cluster", target.initial_cluster, journal.initial_cluster),
+             ("--initial-cluster-token", token or journal.token, journal.token))
+    differences = [f"{flag} {given} (journaled: {journaled})" for flag, given, journaled in asked if given != journaled]
+    if differences:
+        raise UsageError(f"the unfinished restore journaled in {path} restores member {journal.name}, not as asked: "
+                         f"{'; '.join(differences)}; re-run with the journaled values to resume it, or roll it back "
+                         "with --rollback")
 
 
 def _journaled_backup(args: argparse.Namespace, repo: BackupRepository, identities: list[Identity] | None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,11 +11,13 @@ from lifeboat.catalog.manifest import Manifest
 from lifeboat.cli.connect import cluster_name, etcd_settings, host_root, open_repository, resolved_config
 from lifeboat.cli.output import emit_json, human_size, table
 from lifeboat.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, LifeboatError, NotFound, UsageError
-from lifeboat.etcd import EtcdClient
-from lifeboat.kube.paths import ETCD_MANIFEST, on_host
+from lifeboat.etcd import ConnectionSettings, EtcdClient, TlsConfig
+from lifeboat.kube.paths import ETCD_MANIFEST
 from lifeboat.kube.static_pods import read_static_pod
 from lifeboat.recovery.decision import Action, RecoveryDecision, decide_recovery
 from lifeboat.recovery.health import DEFAULT_QUOTA_BYTES, ClusterHealth, MemberHealth, read_cluster_health
+from lifeboat.restore.journal import journal_path, load_journal
+from lifeboat.restore.node import discover_etcd
 from lifeboat.restore.supervisor import manifest_paths
 
 
@@ -30,10 +32,10 @@ class NewestBackup:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """etcd member health, quorum and what to do"""
-    resolved = etcd_settings(args)
-    quota = args.quota_backend_bytes or _quota_from_manifest(host_root(args)) or DEFAULT_QUOTA_BYTES
-    with EtcdClient(resolved.settings) as etcd:
-        health = read_cluster_health(etcd, resolved.settings.endpoints, quota_bytes=quota)
+    settings = node_etcd_settings(args)
+    quota = args.quota_backend_bytes or quota_from_manifest(host_root(args)) or DEFAULT_QUOTA_BYTES
+    with EtcdClient(settings) as etcd:
+        health = read_cluster_health(etcd, settings.endpoints, quota_bytes=quota)
     decision = decide_recovery(health)
     newest = _newest_backup(args) if resolved_config(args).config.repository.url else None
     held = held_by_a_restore(host_root(args))
@@ -47,18 +49,52 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def held_by_a_restore(root: Path) -> str | None:
-    """What to say when etcd's static pod manifest is held aside by a lifeboat restore that did
-    not finish (its member stopped, its data dir maybe moved aside), or None."""
-    live, held = manifest_paths(root, "etcd")
-    if not held.is_file() or live.exists():
+    """What to say when a lifeboat restore on this node did not finish, or None: it holds etcd's
+    or kube-apiserver's static pod manifest aside (so that component is stopped), or its journal
+    beside the static pod's data dir says so (stopped while it checked the started member)."""
+    for component in ("etcd", "kube-apiserver"):
+        live, held = manifest_paths(root, component)
+        if held.is_file() and not live.exists():
+            return (f"unfinished restore: {component}'s static pod manifest is held at {held} by a lifeboat restore "
+                    f"that did not finish, so this node's {component} is stopped; {_RESUME_OR_ROLL_BACK}")
+    try:
+        found = discover_etcd(root)
+        path = journal_path(found.data_dir) if found is not None and found.data_dir else None
+        journal = load_journal(path) if path is not None else None
+    except LifeboatError:
+        return None  # an unreadable pod or journal: the restore and rollback name it when run
+    if journal is None or not journal.unfinished:
         return None
-    return (f"unfinished restore: etcd's static pod manifest is held at {held} by a lifeboat restore that did "
-            "not finish, so this node's etcd is stopped; 'lifeboat restore' resumes it, "
-            "'lifeboat restore --rollback' puts the old data back")
+    return (f"unfinished restore: the restore of backup {journal.backup_id} journaled in {path} did not finish "
+            "(last step done: "
+            f"{journal.done[-1] if journal.done else 'none'}); {_RESUME_OR_ROLL_BACK}")
 
 
-def _quota_from_manifest(root: Path) -> int | None:
-    pod = read_static_pod(on_host(root, ETCD_MANIFEST), container="etcd")
+_RESUME_OR_ROLL_BACK = "'lifeboat restore' resumes it, 'lifeboat restore --rollback' puts the old data back"
+
+
+def node_etcd_settings(args: argparse.Namespace) -> ConnectionSettings:
+    """How to reach etcd, as every command does; with nothing given and etcd's static pod held
+    aside by an unfinished restore, the held pod's member (not etcd's default endpoint)."""
+    resolved = etcd_settings(args)
+    if resolved.origin != "default":
+        return resolved.settings
+    held = discover_etcd(host_root(args))  # no pod in the kubelet's directory: the held one, if any
+    if held is None:
+        return resolved.settings
+    return replace(resolved.settings, endpoints=held.endpoints, tls=TlsConfig(held.ca, held.cert, held.key))
+
+
+def quota_from_manifest(root: Path) -> int | None:
+    """etcd's ``--quota-backend-bytes`` from its static pod, also while a restore holds it aside."""
+    live, held = manifest_paths(root, "etcd")
+    if live.exists():
+        pod = read_static_pod(live, container="etcd")
+    else:
+        try:
+            pod = read_static_pod(held, container="etcd")
+        except UsageError:
+            return None  # the held pod is the restore's to complain about; status goes on
     value = pod.flags.value("quota-backend-bytes") if pod else None
     if not value:
         return None

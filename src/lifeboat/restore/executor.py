@@ -3,7 +3,8 @@
 Failure policy (docs/restore.md): if etcd does not start or the restored member does not
 serve the snapshot after the data was swapped in, and the old data dir was moved aside,
 a single-member restore rolls back at once (old data back in place, etcd started on it)
-and reports the failure; a member of a multi-member restore stops and prints the
+and reports the failure (with ``--supervisor none``, which cannot stop etcd, it says to stop
+it and roll back); a member of a multi-member restore stops and prints the
 ``--rollback`` command, since its peers may simply not be up yet.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.disk import no_room_left
+from lifeboat.errors import LifeboatError, NoRoom, OperationFailed
 from lifeboat.restore.plan import RestorePlan, plan_rollback
 from lifeboat.restore.steps import RestoreContext
 
@@ -47,6 +49,9 @@ def execute(plan: RestorePlan, ctx: RestoreContext, *, auto_rollback: bool) -> O
                     _roll_back_after(ctx, exc)
                 raise
             except OSError as exc:
+                full = no_room_left(exc, "re-run the same command to resume")
+                if full is not None:
+                    raise NoRoom(f"step '{step.key}' stopped: {full}") from None
                 raise OperationFailed(f"step '{step.describe()}' failed: {exc}; fix it and re-run the same "
                                       "command to resume") from None
             ctx.journal = ctx.journal.with_done(step.key, rollback=plan.rollback)
@@ -65,6 +70,12 @@ def execute(plan: RestorePlan, ctx: RestoreContext, *, auto_rollback: bool) -> O
 def _roll_back_after(ctx: RestoreContext, failure: LifeboatError) -> NoReturn:
     if not ctx.journal.state.get("moved_aside"):
         raise failure
+    if not ctx.supervisor.stops_by_itself:
+        # The rollback would stop at its first step: the etcd the operator started is still running.
+        raise OperationFailed(
+            f"the restored member failed ({failure}); lifeboat cannot stop the etcd you started (--supervisor "
+            "none): stop etcd, then run 'lifeboat restore --rollback' to put the old data dir back (or fix the "
+            "cause and re-run the same command to resume)") from None
     stamp = ctx.journal.rollback_stamp or ctx.journal.stamp
     ctx.journal = replace(ctx.journal, rollback_stamp=stamp)
     ctx.save(ctx.journal)

@@ -23,7 +23,8 @@ from typing_extensions import TypedDict  # pydantic validates only this one on P
 from lifeboat.catalog.records import record_json
 from lifeboat.config.problems import key_path, translate
 from lifeboat.durable import replace_durably
-from lifeboat.errors import OperationFailed, UsageError
+from lifeboat.disk import no_room_left
+from lifeboat.errors import NoRoom, OperationFailed, UsageError
 
 JOURNAL_FORMAT: Literal[1] = 1
 
@@ -137,5 +138,8 @@ def save_journal(path: Path, journal: Journal) -> None:
     try:
         replace_durably(path, journal.to_json())
     except OSError as exc:
+        full = no_room_left(exc, "re-run the same command")
+        if full is not None:
+            raise NoRoom(f"cannot write the restore journal {path}: {full}") from None
         raise OperationFailed(f"cannot write the restore journal {path}: {exc.strerror}; "
                               "check that directory's space and permissions") from None

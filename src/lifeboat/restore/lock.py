@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +28,18 @@ def restore_lock(data_dir: Path) -> Iterator[Path]:
     """Hold the data dir's restore lock; OperationFailed naming the holder if another run has it."""
     path = lock_path(data_dir)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Never through a symlink: the file is truncated and written, and whoever can write beside
+        # the data dir could otherwise point it at any file root may write.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OperationFailed(f"the restore lock {path} is a symlink, not lifeboat's lock file; "
+                                  "move it away, then re-run") from None
         raise OperationFailed(f"cannot open the restore lock {path}: {exc.strerror}; "
                               "check that directory's permissions") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OperationFailed(f"the restore lock {path} is not a regular file; move it away, then re-run")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -24,6 +24,7 @@ from lifeboat.restore.steps import (
     FetchFiles,
     FetchSnapshot,
     MoveAside,
+    OldDataThere,
     Preflight,
     PutBack,
     PutInPlace,
@@ -264,6 +265,7 @@ def plan_rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor,
         raise UsageError(f"the restore journaled for {paths.data_dir} moved no data dir aside "
                          "(there was none); there is nothing to roll back to")
     steps: list[Step] = [
+        OldDataThere("check-old-data", moved_aside=Path(moved), data_dir=paths.data_dir),
         *_stop_control_plane(supervisor),
         MoveAside("set-restored-aside", source=paths.data_dir, destination=paths.set_aside(stamp),
                   journal_field="restored_set_aside"),
@@ -284,6 +286,9 @@ def _rollback(journal: Journal, paths: RestorePaths, supervisor: Supervisor, ste
     """The rollback plan: ``steps``, then (with ``start``) etcd and the API server started again."""
     if start:
         steps += [Start.of(supervisor, "etcd"), *_start_apiserver(supervisor)]
+    # The fetched snapshot in the work dir is decrypted (every Secret of the cluster): nothing resumes
+    # a rolled-back restore, so nothing there is needed again.
+    steps.append(CleanUp("clean-up", work=paths.work, moved_aside=paths.moved_aside, rollback=True))
     title = (f"roll back the restore of backup {journal.backup_id} in {paths.data_dir}: {what} "
              f"[supervisor: {supervisor.kind}]")
     next_steps = () if start else how_to_start(supervisor, len(journal.initial_cluster.split(",")) == 1)

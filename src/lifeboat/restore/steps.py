@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -243,6 +244,7 @@ class Preflight(PreparingStep):
 
     def check(self, ctx: RestoreContext) -> None:
         _check_data_dir(self.data_dir, "move-aside" in ctx.journal.done)
+        check_work_dir(ctx.paths.work)
         ctx.restoring()[1].check_compatible(self.etcd_version)
         staged = ", the capture segments the replay stages" if self.segment_bytes else ""
         require_room(_existing_parent(self.data_dir), self.need_bytes,
@@ -268,6 +270,22 @@ def _check_data_dir(data_dir: Path, already_moved: bool) -> None:
                          "restore into a directory inside it and point etcd's --data-dir there")
 
 
+def check_work_dir(work: Path) -> None:
+    """UsageError unless ``work`` is absent or a directory lifeboat made: not a symlink, owned by
+    this user, closed to others. The decrypted backup is written there, and renamed from there
+    into the data dir's place (a rename cannot leave the filesystem)."""
+    try:
+        info = os.lstat(work)
+    except FileNotFoundError:
+        return
+    problem = ("a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory" if not stat.S_ISDIR(info.st_mode)
+               else f"owned by uid {info.st_uid}" if info.st_uid != os.geteuid()
+               else f"open to others (mode {stat.S_IMODE(info.st_mode):04o})" if info.st_mode & 0o077 else None)
+    if problem is not None:
+        raise UsageError(f"{work} is {problem}, not lifeboat's work dir (the decrypted backup is written there): "
+                         "move it away, then re-run")
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -288,9 +306,11 @@ class FetchSnapshot(PreparingStep):
                 f"etcd's trailer, and revision/hash/keys against the manifest{meanwhile}")
 
     def run(self, ctx: RestoreContext) -> None:
+        check_work_dir(self.snapshot.parent)  # again: the node may have changed since preflight
+        self.snapshot.parent.mkdir(mode=0o700, exist_ok=True)
+        check_work_dir(self.snapshot.parent)
         manifest = ctx.restoring()[0]
         repo = ctx.repository("the backup")
-        self.snapshot.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The records of a replay or commit into a snapshot fetched before (a restore that stopped
         # there and was given up) describe a file this fetch replaces.
         commit_record(self.snapshot).unlink(missing_ok=True)
@@ -301,7 +321,9 @@ class FetchSnapshot(PreparingStep):
                                                      self.snapshot.with_name(self.snapshot.name + ".segments"))
         try:
             report = verify_backup(repo, manifest, ctx.identities, tmp_dir=self.snapshot.parent,
-                                   keep_snapshot=self.snapshot)
+                                   keep_snapshot=self.snapshot, free_space=ctx.free_space,
+                                   room_hint="re-run when there is room beside the data dir (nothing on the node "
+                                             "was changed)")
             failure = report.first_failure()
             if failure is not None or not report.ok:
                 self.snapshot.unlink(missing_ok=True)
@@ -758,13 +780,39 @@ def _wait_serving(ctx: RestoreContext) -> int:
 class CleanUp(Step):
     work: Path
     moved_aside: Path
+    # A rollback's: what it keeps is the restored data dir it set aside, and the old one back in place.
+    rollback: bool = False
 
     def describe(self) -> str:
-        return f"remove lifeboat's work dir {self.work} (the download, the kept keys); {self.moved_aside} stays"
+        kept = "no data dir of the node is touched" if self.rollback else f"{self.moved_aside} stays"
+        return (f"remove lifeboat's work dir {self.work} (the download, the kept keys, any restored data not "
+                f"put in place); {kept}")
 
     def run(self, ctx: RestoreContext) -> None:
         ctx.removed()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class OldDataThere(PreparingStep):
+    """A rollback's first step: the moved-aside data dir must still be there before anything is
+    stopped or the restored data dir moved aside, or the node would end with neither in place."""
+
+    moved_aside: Path
+    data_dir: Path
+
+    def describe(self) -> str:
+        return f"check that the moved-aside {self.moved_aside} is still there to put back"
+
+    def check(self, ctx: RestoreContext) -> None:
+        if "set-restored-aside" in ctx.journal.rollback_done:
+            return  # journaled by a lifeboat without this step: put-back says where the restored data went
+        if not self.moved_aside.is_dir():
+            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to: nothing was stopped or "
+                                  f"moved, {self.data_dir} keeps the restored data")
+
+    def run(self, ctx: RestoreContext) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -783,7 +831,10 @@ class PutBack(Step):
 
     def check(self, ctx: RestoreContext) -> None:
         if not self.moved_aside.is_dir() and not (self.data_dir / "member").is_dir():
-            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to")
+            restored = ctx.journal.state.get("restored_set_aside")
+            raise OperationFailed(f"{self.moved_aside} is gone; nothing to roll back to"
+                                  + (f"; the restored data dir is at {restored}: rename it back to {self.data_dir} "
+                                     "to run etcd on it" if restored else ""))
 
     def run(self, ctx: RestoreContext) -> None:
         if not self.moved_aside.exists():

@@ -44,6 +44,8 @@ class Supervisor(Protocol):
     """What the restore needs from whatever runs etcd and kube-apiserver on this node."""
 
     kind: str
+    # False: stop() only checks that the operator stopped it (--supervisor none).
+    stops_by_itself: bool
 
     def manages(self, component: Component) -> bool:
         """Whether this supervisor can stop and start ``component`` (else the operator must)."""
@@ -112,6 +114,7 @@ class NodeSupervisor:
     # start, so every 50 ms of a wait that overruns is downtime.
     poll_interval = 0.05
     clock: Clock = SystemClock()
+    stops_by_itself = True
 
     def __init__(self, liveness: NodeLiveness) -> None:
         self.liveness = liveness
@@ -247,6 +250,7 @@ class ManualSupervisor(NodeSupervisor):
     """``--supervisor none``: the operator stops and starts etcd; lifeboat only checks."""
 
     kind = "none"
+    stops_by_itself = False
 
     def manages(self, component: Component) -> bool:
         return component == "etcd"
@@ -280,6 +284,7 @@ class MemorySupervisor:
     """In-memory double: records every call; ``fail_start`` makes a component never start."""
 
     kind: str = "memory"
+    stops_by_itself: bool = True
     running: set[str] = field(default_factory=lambda: {"etcd", "kube-apiserver"})
     managed: frozenset[str] = frozenset({"etcd", "kube-apiserver"})
     fail_start: set[str] = field(default_factory=set)

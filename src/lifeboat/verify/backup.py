@@ -61,11 +61,13 @@ def verify_backup(
     progress: Progress = lambda stage, done: None,
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
+    room_hint: str | None = None,
 ) -> VerifyReport:
     """Verify ``manifest``'s backup. ``keep_snapshot`` also writes the raw db there.
 
     Refuses (NoRoom) before any download when the raw snapshot and archive do not fit; ``room``
-    is told each need first, enough or not.
+    is told each need first, enough or not. ``room_hint`` says what to do then, for a caller
+    whose user has no ``--tmp-dir`` to pass (a restore writes beside the data dir).
     """
     if manifest.status != BackupStatus.COMPLETE:
         raise OperationFailed(f"backup {manifest.id} is {manifest.status}, not complete")
@@ -77,7 +79,7 @@ def verify_backup(
     report = VerifyReport(manifest.id)
     keys = identities if manifest.encryption else None
     with spool_dir("verify", tmp_dir) as tmp:
-        require_verify_room(manifest, Path(tmp).parent, keep_snapshot, free_space, report=room)
+        require_verify_room(manifest, Path(tmp).parent, keep_snapshot, free_space, report=room, hint=room_hint)
         snapshot_obj = manifest.object_named(SNAPSHOT_OBJECT)
         if snapshot_obj is None:
             report.add("snapshot object", False, "manifest lists no snapshot object")
@@ -113,11 +115,13 @@ def replay_need(snapshot: Path, rows: int, copies: int) -> int:
 
 def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path | None,
                         free_space: FreeSpace = free_bytes, extra: int = 0,
-                        report: RoomReport = lambda need: None, extra_what: str = "a restored copy") -> None:
+                        report: RoomReport = lambda need: None, extra_what: str = "a restored copy",
+                        hint: str | None = None) -> None:
     """Refuse unless the raw snapshot (where it is written) and the files archive fit.
 
     ``extra`` bytes more are needed beside the snapshot (a drill's restored db: ``extra_what``
-    says what they are). ``report`` is told every need before any is refused.
+    says what they are). ``report`` is told every need before any is refused. ``hint``, when
+    given, is the advice of every refusal.
     """
     raw = {o.name: o.raw_size for o in manifest.objects}
     snapshot = sum(size for name, size in raw.items() if name.startswith(SNAPSHOT_OBJECT))
@@ -132,7 +136,7 @@ def require_verify_room(manifest: Manifest, tmp_dir: Path, keep_snapshot: Path |
         report(room)
     for room in rooms:
         # The spool moves with --tmp-dir; a snapshot kept elsewhere (--save-snapshot) does not.
-        room.require(ROOM_HINT if room.path == tmp_dir else "keep the snapshot on a disk with room")
+        room.require(hint or (ROOM_HINT if room.path == tmp_dir else "keep the snapshot on a disk with room"))
 
 
 def _fetch(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from lifeboat.catalog.repository import BackupRepository
+from lifeboat.store import open_store
 from tests.support.cli import Cli
+from tests.unit.retention.test_prune import store_backup
 
 
 @pytest.mark.parametrize("endpoint", ["not a url", "s3.example.com", "http://", "http://h:99999",
@@ -180,3 +184,61 @@ def test_a_point_from_a_source_that_is_no_backup_id_says_so(cli: Cli, tmp_path: 
     m = backup_in(tmp_path / "repo")
     code, out, err = cli(*command, "--to-revision", "10", "--repo", str(tmp_path / "repo"), "--cluster", m.cluster)
     assert (code, out) == (3, "") and "'secrets/s1' is not a backup id" in err, err
+
+
+@pytest.mark.parametrize("root", [False, True])
+@pytest.mark.parametrize("data_dir", ["/", "/var/lib/etcd/.."])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_restore_into_a_data_dir_that_is_a_filesystems_or_the_hosts_root_is_refused(
+    cli: Cli, tmp_path: Path, data_dir: str, root: bool, dry_run: list[str]
+) -> None:
+    """--data-dir / crashed (exit 4, "PosixPath('/') has an empty name"); under --root it named the
+    host root itself, which a restore would have moved aside."""
+    (tmp_path / "var/lib/etcd/member").mkdir(parents=True)
+    if not root and data_dir != "/":
+        data_dir = f"{tmp_path}{data_dir}"  # never a path of this machine's own
+    code, _out, err = cli("restore", "latest", "--repo", str(tmp_path / "repo"),
+                          *(["--root", str(tmp_path)] if root else []),
+                          "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--data-dir", data_dir, *dry_run)
+    assert code == 3, err
+    assert err.count("\n") == 1 and "a directory of its own" in err, err
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}.lifeboat-*"))
+    assert not list((tmp_path / "var/lib").glob("*lifeboat-*"))
+
+
+@pytest.mark.parametrize(("shape", "refusal"), [("file", "is not a directory"), ("not-etcd", "holds no member/"),
+                                                ("symlink", "is not a directory")])
+def test_a_dry_run_refuses_the_data_dir_the_restore_would_refuse_at_preflight(
+    cli: Cli, tmp_path: Path, shape: str, refusal: str
+) -> None:
+    """--dry-run printed a plan and exit 0 for a data dir that is a file, a symlink or not etcd's:
+    the restore itself then refused it at its first step."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    data_dir = tmp_path / "etcd"
+    if shape == "file":
+        data_dir.write_text("not a directory")
+    elif shape == "not-etcd":
+        (data_dir / "important").mkdir(parents=True)
+    else:
+        (tmp_path / "elsewhere/member").mkdir(parents=True)
+        data_dir.symlink_to(tmp_path / "elsewhere")
+    code, out, err = cli("restore", "latest", "--dry-run", "--force", "--repo", url, "--supervisor", "none",
+                         "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380", "--data-dir", str(data_dir))
+    assert code == 3, out + err
+    assert err.count("\n") == 1 and refusal in err and "(dry run" not in out
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_restore_into_a_data_dir_spelled_with_dot_dot_is_refused(cli: Cli, tmp_path: Path, dry_run: list[str]) -> None:
+    """'/var/lib/../lib/etcd' is /var/lib/etcd to the kernel (unless a symlink makes it another) but
+    not to the journal, which names the data dir as given: a finished restore asked for again so
+    spelled was not recognised, and went on as a new restore of "another cluster's" backup."""
+    (tmp_path / "var/lib/etcd/member").mkdir(parents=True)
+    code, _out, err = cli("restore", "latest", "--repo", str(tmp_path / "repo"), "--supervisor", "none",
+                          "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--data-dir", f"{tmp_path}/var/lib/../lib/etcd", *dry_run)
+    assert code == 3, err
+    assert err.count("\n") == 1 and "'..'" in err, err
+    assert not list((tmp_path / "var/lib").glob("*lifeboat-*"))

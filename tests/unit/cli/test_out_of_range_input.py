@@ -80,3 +80,18 @@ def test_pack_waits_default_to_the_config_s_and_a_flag_overrides_it(cli: Cli, re
     assert code == 0 and "wait until their pack is 3600 s old" in out, err
     code, out, err = cli(*base, "--delete-after", "60")
     assert code == 0 and "wait until their pack is 60 s old" in out, err
+
+
+@pytest.mark.parametrize("flag", ["--to-revision", "--bump-revision"])
+@pytest.mark.parametrize("value", ["٥٢", "５２", "5_2", " 52"])
+def test_a_revision_written_other_than_in_ascii_digits_is_a_usage_error(
+    cli: Cli, repo: str, flag: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's int() reads Arabic-Indic or full-width digits, underscores and spaces: a restore
+    went to (or bumped by) revision 52 when given '٥٢' or '5_2', where etcdctl refuses them."""
+    monkeypatch.setenv("LIFEBOAT_CACHE_DIR", str(Path(repo).parent / "cache"))
+    point = [] if flag == "--to-revision" else ["latest"]
+    code, _out, err = cli("restore", *point, "--dry-run", flag, value, "--repo", repo)
+    assert code == 3, err
+    last = err.strip().splitlines()[-1]  # argparse's usage lines, then its one line of error
+    assert f"{flag}: " in last and "digits 0-9" in last and "Traceback" not in err, err

@@ -12,15 +12,22 @@ These tests pin the precedence docs/configuration.md and docs/restore.md describ
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lifeboat.cli.main import build_parser
 from lifeboat.cli.restore import _node
+from lifeboat.cli.status import quota_from_manifest
+from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.supervisor import HOLDING_DIR
 from tests.support.cli import Cli
-from tests.support.kubeadm_node import KubeadmNode, make_kubeadm_node
+from tests.support.kubeadm_node import (
+    KubeadmNode, etcd_manifest, install_etcd_client_files, make_kubeadm_node, write,
+)
+from tests.support.pki import Pki
+from tests.support.ports import free_port
 
 EVERY_MEMBER = "etcd: {endpoints: [https://10.0.0.12:2379, https://10.0.0.11:2379, https://10.0.0.13:2379], " \
                "cacert: /etc/lifeboat/ca.crt, cert: /etc/lifeboat/client.crt, key: /etc/lifeboat/client.key}\n"
@@ -104,4 +111,52 @@ def test_status_of_a_node_whose_restore_did_not_finish_says_so(cli: Cli, tmp_pat
     assert f"held at {held}" in said and "'lifeboat restore --rollback'" in said
     held.unlink()  # nothing held: nothing said
     code, out, _err = cli("status", "--root", str(tmp_path), "--endpoints", "127.0.0.1:1", "-o", "json")
+    assert json.loads(out)["unfinished_restore"] is None
+
+
+def test_status_mid_restore_asks_this_nodes_member_named_by_the_held_static_pod(
+    node: KubeadmNode, cli: Cli, pki: Pki,
+) -> None:
+    """With etcd's manifest held aside by a restore, status found no static pod and asked etcd's
+    default endpoint (127.0.0.1:2379, no TLS) instead of this node's member, and read the quota
+    from nowhere."""
+    port = free_port()
+    install_etcd_client_files(node, pki.ca, pki.client.cert, pki.client.key,
+                              "/etc/kubernetes/pki/etcd/healthcheck-client")
+    manifest = etcd_manifest("cp-1", listen=f"https://127.0.0.1:{port}", advertise=f"https://10.0.0.11:{port}",
+                             peer="https://10.0.0.11:2380")
+    held = node.host(f"{HOLDING_DIR}/etcd.yaml")
+    write(held, manifest.replace("- --name=", "- --quota-backend-bytes=8589934592\n    - --name="), 0o600)
+    node.host("/etc/kubernetes/manifests/etcd.yaml").unlink()
+    code, out, _err = cli("status", "--root", str(node.root), "-o", "json")
+    assert code == 2
+    asked = " ".join(json.loads(out)["endpoint_failures"])
+    assert f"127.0.0.1:{port}" in asked and "2379" not in asked, asked
+    assert quota_from_manifest(node.root) == 8589934592  # the db sizes are compared with the pod's quota
+
+
+def test_status_says_a_restore_holds_kube_apiserver_while_etcd_runs_again(node: KubeadmNode, cli: Cli) -> None:
+    """A restore stopped after it started etcd but before kube-apiserver: etcd's manifest is back
+    in place, kube-apiserver's still held, and status said nothing of the restore."""
+    held = node.host(f"{HOLDING_DIR}/kube-apiserver.yaml")
+    held.parent.mkdir(parents=True)
+    node.host("/etc/kubernetes/manifests/kube-apiserver.yaml").rename(held)
+    code, out, _err = cli("status", "--root", str(node.root), "--endpoints", "127.0.0.1:1", "-o", "json")
+    said = json.loads(out)["unfinished_restore"]
+    assert said is not None and f"kube-apiserver's static pod manifest is held at {held}" in said, said
+
+
+def test_status_says_a_journaled_restore_of_this_nodes_data_dir_did_not_finish(node: KubeadmNode, cli: Cli) -> None:
+    """Killed while it checked the started member, a restore leaves every manifest in place and
+    its journal unfinished: status said nothing of it."""
+    path = journal_path(node.host("/var/lib/etcd"))
+    save_journal(path, Journal("20240101T000000Z-abcdef", "prod", str(node.host("/var/lib/etcd")), "cp-1",
+                               "cp-1=https://10.0.0.11:2380", "tok", "20240102T030405Z",
+                               done=("preflight", "fetch-snapshot", "stop:etcd", "move-aside", "restore-data",
+                                     "put-in-place", "start:etcd"), node_changed=True))
+    code, out, _err = cli("status", "--root", str(node.root), "--endpoints", "127.0.0.1:1", "-o", "json")
+    said = json.loads(out)["unfinished_restore"]
+    assert said is not None and f"journaled in {path}" in said and "--rollback" in said, said
+    save_journal(path, replace(load_journal(path), finished=True))  # type: ignore[type-var]
+    code, out, _err = cli("status", "--root", str(node.root), "--endpoints", "127.0.0.1:1", "-o", "json")
     assert json.loads(out)["unfinished_restore"] is None

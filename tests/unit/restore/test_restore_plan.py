@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import pytest
 
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.timeline import build_timeline, point_at_revision
-from lifeboat.errors import EtcdUnavailable, IntegrityError, OperationFailed, UsageError
+from lifeboat.errors import EtcdUnavailable, IntegrityError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import KeyValue
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore
 from lifeboat.restore.cluster_plan import plan_cluster_restore
@@ -33,7 +34,7 @@ from lifeboat.restore.steps import (
     Step,
     VerifyMember,
 )
-from lifeboat.restore.supervisor import MemorySupervisor
+from lifeboat.restore.supervisor import ManualSupervisor, MemorySupervisor, NodeLiveness
 from lifeboat.restore.target import make_target, parse_initial_cluster
 from tests.support.manifests import SOURCE, snapshot_info, stored_object
 from tests.unit.catalog.capture_records import chain, ref
@@ -131,8 +132,9 @@ def test_no_start_rollback_puts_the_old_data_back_and_leaves_etcd_stopped(tmp_pa
     paths = plan_for(tmp_path).paths
     started = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z")
     stopped = plan_rollback(journal, paths, MemorySupervisor(), "20240103T000000Z", start=False)
-    assert [s.key for s in started.steps][-2:] == ["start:etcd", "start:kube-apiserver"]
-    assert [s.key for s in stopped.steps] == ["stop:kube-apiserver", "stop:etcd", "set-restored-aside", "put-back"]
+    assert [s.key for s in started.steps][-3:] == ["start:etcd", "start:kube-apiserver", "clean-up"]
+    assert [s.key for s in stopped.steps] == ["check-old-data", "stop:kube-apiserver", "stop:etcd",
+                                              "set-restored-aside", "put-back", "clean-up"]
     assert "once all are restored" in stopped.next_steps[0]
 
 
@@ -430,7 +432,7 @@ def test_rollback_of_a_restore_that_stopped_etcd_but_moved_nothing_starts_it_aga
                       done=("preflight", "fetch-snapshot", "stop:kube-apiserver"), node_changed=True)
     supervisor = MemorySupervisor()
     plan = plan_rollback(journal, RestorePaths(data_dir, journal.stamp), supervisor, "20240102T040000Z")
-    assert [s.key for s in plan.steps] == ["put-back", "start:etcd", "start:kube-apiserver"]
+    assert [s.key for s in plan.steps] == ["put-back", "start:etcd", "start:kube-apiserver", "clean-up"]
     # Nothing was moved aside: the plan does not say it renames something back.
     assert "if a crash in the middle of the move left it" in plan.steps[0].describe()
     ctx, saved = context(tmp_path, journal)
@@ -491,3 +493,135 @@ def test_a_snapshot_without_kept_keys_stays_for_the_member_check(tmp_path: Path)
     drop.run(ctx)
     ctx.removed()
     assert plan.paths.snapshot.exists()
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_rollback_removes_lifeboats_work_dir_and_the_decrypted_snapshot_in_it(tmp_path: Path, moved: bool) -> None:
+    """A rollback left ``<data-dir>.lifeboat-work`` behind: the fetched snapshot (decrypted, every
+    Secret of the cluster), the kept keys, a half-written restored dir, until someone removed it."""
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    paths = RestorePaths(data_dir, "20240102T030405Z")
+    state: dict[str, str | None] = {}
+    done = ("preflight", "fetch-snapshot", "stop:kube-apiserver", "stop:etcd")
+    if moved:
+        (paths.moved_aside / "member").mkdir(parents=True)
+        state = {"moved_aside": str(paths.moved_aside)}
+        done += ("move-aside", "restore-data", "put-in-place")
+    (paths.staging / "member").mkdir(parents=True)
+    paths.snapshot.write_bytes(b"decrypted snapshot")
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", paths.stamp, done=done,
+                      state=state, node_changed=True)  # type: ignore[arg-type]
+    plan = plan_rollback(journal, paths, MemorySupervisor(), "20240102T040000Z")
+    ctx, saved = context(tmp_path, journal)
+    execute(plan, ctx, auto_rollback=False)
+    assert saved[-1].rolled_back and (data_dir / "member").is_dir()
+    assert not paths.work.exists()
+    if moved:
+        assert not paths.moved_aside.exists()
+        assert (tmp_path / "etcd.lifeboat-restored-20240102T040000Z" / "member").is_dir()  # kept, never deleted
+
+
+def test_a_step_that_fills_the_disk_stops_the_restore_with_the_disk_exit_code(tmp_path: Path) -> None:
+    """ENOSPC in a step (the WAL segment of the restored data dir, after the old data dir was
+    moved aside) ended the restore with exit 1 and a raw '[Errno 28]', not exit 5."""
+
+    @dataclass(frozen=True)
+    class Full(Recorded):
+        def run(self, ctx: RestoreContext) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "etcd.lifeboat-work/data"))
+
+    plan = RestorePlan("t", plan_for(tmp_path).paths, (Recorded("move-aside"), Full("restore-data")), (), ())
+    ctx, saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    with pytest.raises(NoRoom) as raised:
+        execute(plan, ctx, auto_rollback=False)
+    assert raised.value.exit_code == 5 and saved[-1].done == ("move-aside",)
+    assert f"No space left on device writing {tmp_path / 'etcd.lifeboat-work/data'}" in str(raised.value)
+    assert "re-run the same command to resume" in str(raised.value) and "Errno" not in str(raised.value)
+
+
+def test_a_journal_that_cannot_be_written_for_a_full_disk_is_a_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lifeboat.restore.journal.replace_durably", full)
+    with pytest.raises(NoRoom, match="No space left on device; free space") as raised:
+        save_journal(journal_path(tmp_path / "etcd"), Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    assert raised.value.exit_code == 5
+
+
+def test_rollback_whose_old_data_dir_is_gone_stops_nothing_and_keeps_the_restored_data_in_place(
+    tmp_path: Path,
+) -> None:
+    """With the moved-aside data dir removed by hand, a rollback stopped etcd, moved the restored
+    data dir aside and only then found nothing to put back: the node had no data dir at all."""
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    gone = tmp_path / "etcd.lifeboat-moved-20240102T030405Z"
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z", finished=True,
+                      done=("preflight", "fetch-snapshot", "stop:etcd", "move-aside", "restore-data", "put-in-place"),
+                      state={"moved_aside": str(gone)}, node_changed=True)
+    supervisor = MemorySupervisor()
+    plan = plan_rollback(journal, RestorePaths(data_dir, journal.stamp), supervisor, "20240102T040000Z")
+    ctx, _saved = context(tmp_path, journal)
+    ctx.supervisor = supervisor
+    with pytest.raises(OperationFailed, match=f"{gone} is gone") as refused:
+        execute(plan, ctx, auto_rollback=False)
+    assert f"{data_dir} keeps the restored data" in str(refused.value)
+    assert supervisor.calls == [] and (data_dir / "member").is_dir()
+    assert not list(tmp_path.glob("etcd.lifeboat-restored-*"))
+
+
+@pytest.mark.parametrize("shape", ["symlink", "open to others", "file"])
+def test_a_work_dir_lifeboat_did_not_make_is_refused_before_the_decrypted_backup_is_written_to_it(
+    tmp_path: Path, shape: str,
+) -> None:
+    """A ``<data-dir>.lifeboat-work`` that was a symlink got the decrypted snapshot written where it
+    pointed (another user's directory, another filesystem) and the restore then failed after the
+    old data dir was moved aside ('Invalid cross-device link')."""
+    plan = plan_for(tmp_path)
+    (tmp_path / "etcd/member").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    if shape == "symlink":
+        plan.paths.work.symlink_to(elsewhere)
+    elif shape == "open to others":
+        plan.paths.work.mkdir()
+        plan.paths.work.chmod(0o777)
+    else:
+        plan.paths.work.write_text("")
+    ctx, _saved = context(tmp_path, Journal("id", "c", "/d", "m0", "m0=u", "tok", "stamp"))
+    ctx = replace(ctx, manifest=manifest(), tool=FakeTool(), free_space=lambda path: 1 << 40)
+    preflight, fetch = plan.steps[0], plan.steps[1]
+    for step in (preflight.check, fetch.run):
+        with pytest.raises(UsageError, match=f"{plan.paths.work} .*lifeboat's work dir"):
+            step(ctx)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_failed_member_under_supervisor_none_is_left_for_the_operator_to_stop_and_roll_back(
+    tmp_path: Path,
+) -> None:
+    """With --supervisor none the automatic rollback began, then stopped at once at its first
+    stop ("etcd is still running; stop it yourself"): lifeboat cannot stop the etcd the operator
+    started, and the failure that caused it was no longer the error. It now leaves the restored
+    member as it is and says how to roll back."""
+    data_dir = tmp_path / "etcd"
+    (data_dir / "member").mkdir(parents=True)
+    moved = tmp_path / "etcd.lifeboat-moved-20240102T030405Z"
+    (moved / "member").mkdir(parents=True)
+    plan = RestorePlan("t", plan_for(tmp_path).paths,
+                       (Recorded("verify-member", fail=True, undo_on_failure=True),), (), ())
+    journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z",
+                      state={"moved_aside": str(moved)}, node_changed=True)
+    ctx, saved = context(tmp_path, journal)
+    ctx.supervisor = ManualSupervisor(NodeLiveness(("127.0.0.1:1",), data_dir))
+    ctx.start_timeout = ctx.stop_timeout = 0.2
+    with pytest.raises(OperationFailed) as raised:
+        execute(plan, ctx, auto_rollback=True)
+    message = str(raised.value)
+    assert "verify-member failed" in message and "stop etcd, then run 'lifeboat restore --rollback'" in message
+    assert (data_dir / "member").is_dir() and (moved / "member").is_dir()
+    assert ctx.journal.rollback_stamp is None and ctx.journal.rollback_done == () and saved == []

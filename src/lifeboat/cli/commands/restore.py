@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lifeboat.cli.flags import (
     add_command, add_etcd_flags, add_identity_flag, add_point_flags, add_repo_flags, add_root_flag,
-    positive_seconds,
+    positive_seconds, whole_number,
 )
 from lifeboat.cli.writer import add_writer_flags
 
@@ -38,14 +38,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--files", action="store_true",
                    help="also put back the control-plane files (PKI, kubeconfigs, manifests), old ones moved aside")
     add_writer_flags(p, data_dirs="the restored data dir", beside="etcd")
-    p.add_argument("--bump-revision", type=int, metavar="N",
+    p.add_argument("--bump-revision", type=whole_number, metavar="N",
                    help="raise the restored revision by N and compact there (default 1000000000; 0: "
                         "no bump); lifeboat's writer does it as it writes the data dir; with --restore-with "
                         "tool, the tool if it can, else lifeboat after it")
     p.add_argument("--wait-timeout", type=positive_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for the restored member to serve (default 300)")
     p.add_argument("--no-auto-rollback", action="store_true",
-                   help="if the restored single member fails to start, leave it for inspection")
+                   help="if the restored single member fails to start, leave it for inspection (as "
+                        "--supervisor none always does: it cannot stop the etcd you started)")
     p.add_argument("--force", action="store_true",
                    help="restore even though this node's live member or data dir belongs to another etcd "
                         "cluster than the backup's, or that cluster still has quorum (refused without it); "
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="stop once the restored data dir is in place: leave etcd (and kube-apiserver) stopped, "
                         "exit 0 and print how to start and check it; for scripts restoring every member first")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the plan and change nothing (the backup and segments are not fetched: a damaged backup or "
+                   help="check the node as the first step would (data dir, room, restore tool), print the plan and "
+                        "change nothing (the backup and segments are not fetched: a damaged backup or "
                         "capture segment shows only in a real run, or in 'lifeboat verify --drill')")
     p.add_argument("--rollback", action="store_true",
                    help="put the data dir the last restore moved aside back in place and start etcd")

@@ -1,0 +1,48 @@
+"""The files a restore keeps beside the data dir (its lock, its journal) are lifeboat's own, never
+ones a symlink planted there leads to: whoever may write in the data dir's parent must not get root
+to overwrite another file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifeboat.errors import OperationFailed
+from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.lock import lock_path, restore_lock
+
+
+def test_a_symlink_at_the_locks_name_is_refused_and_the_file_it_points_at_is_untouched(tmp_path: Path) -> None:
+    """The lock was opened following symlinks, then truncated and given the runner's pid: a
+    symlink planted beside the data dir had root overwrite any file (/etc/shadow)."""
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    data_dir = tmp_path / "etcd"
+    lock_path(data_dir).symlink_to(precious)
+    with pytest.raises(OperationFailed, match="is a symlink") as refused:
+        with restore_lock(data_dir):
+            pass
+    assert str(lock_path(data_dir)) in str(refused.value) and "move it away" in str(refused.value)
+    assert precious.read_text() == "keep me\n"
+
+
+def test_the_lock_is_taken_on_a_regular_file_it_makes_or_finds(tmp_path: Path) -> None:
+    data_dir = tmp_path / "etcd"
+    with restore_lock(data_dir) as path:
+        assert path.read_text().strip().isdigit()
+    with restore_lock(data_dir):  # left in place on purpose, and taken again
+        pass
+
+
+def test_the_journal_is_never_written_through_a_symlink_at_its_temporary_name(tmp_path: Path) -> None:
+    """The journal's temporary file was opened following symlinks and truncated: a symlink at
+    ``.<data-dir>.lifeboat-restore.json.tmp`` had root overwrite the file it points at."""
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    path = journal_path(tmp_path / "etcd")
+    path.with_name(f".{path.name}.tmp").symlink_to(precious)
+    journal = Journal("id", "c", str(tmp_path / "etcd"), "m0", "m0=u", "tok", "stamp")
+    save_journal(path, journal)
+    assert precious.read_text() == "keep me\n"
+    assert load_journal(path) == journal and not path.is_symlink()
