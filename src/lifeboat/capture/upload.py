@@ -216,7 +216,7 @@ class Uploader:
             with self._changed:
                 if self._down and (head is not None or beat is None):
                     self._down = False
-                    log.info("capture: the repository takes segments again; %d wait in the spool", len(self.spool))
+                    log.info("capture: the repository takes segments again")
                 if head is not None and self._queue and self._queue[0] is head:
                     self._queue.popleft()
                     self._queued_bytes -= len(head.data)
