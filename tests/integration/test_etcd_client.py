@@ -383,6 +383,34 @@ def test_learner_can_be_added_and_removed(client: EtcdClient) -> None:
     assert learner.id not in {m.id for m in left} and len(left) == 3
 
 
+def test_a_pass_a_member_does_not_confirm_ends_the_feed_within_the_command_timeout(
+        cluster: EtcdCluster, pki: Pki) -> None:
+    # Soak: a member SIGSTOPped under capture's feed held it 30 s (a pass's whole deadline,
+    # three command timeouts, kept for reading a backlog) while the other members took writes:
+    # capture's RPO and every --to-time in those 30 s were that far behind. etcd confirms a
+    # watch it can serve at once; one unconfirmed within the command timeout is given up.
+    paused: EtcdMember = cluster.members[0]
+    command = 2.0
+    with connect([paused.client_url], tls(pki), dial=1, command=command) as client:
+        first = client.put("/unconfirmed/k", b"1")
+        with client.follow(first, lag=0.2) as feed:
+            assert [e.kv.mod_revision for r in feed.take(30) for e in r.events] == [first]
+            paused.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(EtcdUnavailable) as ended:
+                    while not feed.ended:
+                        assert time.monotonic() - started < 30, "the feed never ended"
+                        feed.take(0.1)
+                    feed.take(0)
+                took = time.monotonic() - started
+            finally:
+                paused.resume()
+    paused.wait_healthy()
+    assert took < command + 1.5, f"the feed waited {took:.1f}s on a member that did not answer"
+    assert "did not confirm a watch within 2s" in str(ended.value)
+
+
 def test_calls_fail_over_from_a_dead_endpoint(cluster: EtcdCluster, pki: Pki) -> None:
     dead = f"https://127.0.0.1:{free_port()}"
     with connect([dead, cluster.endpoints[2]], tls(pki), dial=1, command=3) as client:
