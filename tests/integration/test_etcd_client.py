@@ -402,6 +402,27 @@ def test_learner_can_be_added_and_removed(client: EtcdClient) -> None:
     assert learner.id not in {m.id for m in left} and len(left) == 3
 
 
+def test_a_feed_started_again_while_its_member_hangs_follows_another_member(cluster: EtcdCluster, pki: Pki) -> None:
+    # Soak probe: after a member hung under a feed, every follow() went back to it (its
+    # connection still counted as proven by an earlier call) and waited for a confirmation
+    # that never came, again and again; only other calls failing there moved the client on.
+    with connect(cluster.endpoints, tls(pki), dial=1, command=1) as probe:
+        # Followers: pausing raft's leader would hold every member's answers until a new one is elected.
+        paused, other = [m for m in cluster.members
+                         if (status := probe.status(m.client_url)).leader_id != status.member_id][:2]
+    answering = other.client_url
+    with connect([paused.client_url, answering], tls(pki), dial=1, command=1) as client:
+        first = client.put("/rewatch/k", b"1")  # the hung member's connection is proven and preferred
+        paused.pause()
+        try:
+            with client.follow(first, lag=0.2) as feed:
+                assert feed.endpoint == answering
+                assert [e.kv.mod_revision for r in feed.take(30) for e in r.events] == [first]
+        finally:
+            paused.resume()
+    paused.wait_healthy()
+
+
 def test_calls_fail_over_from_a_dead_endpoint(cluster: EtcdCluster, pki: Pki) -> None:
     dead = f"https://127.0.0.1:{free_port()}"
     with connect([dead, cluster.endpoints[2]], tls(pki), dial=1, command=3) as client:

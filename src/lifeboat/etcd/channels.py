@@ -202,8 +202,17 @@ class EndpointPool:
         raise exhausted(what, attempts)
 
     def stubs_for(self, what: str, endpoint: str | None = None) -> Stubs:
-        """A proven endpoint's stubs, for a streaming call (no failover once it started)."""
-        return self.call(what, lambda stubs, _timeout: stubs, endpoint=endpoint)
+        """The stubs of an endpoint that answers now, for a streaming call (no failover once it started).
+
+        Asked now (a Status call), not taken on an earlier call's word: a member that hangs
+        since (stopped, a stalled disk) keeps its connection, and every stream opened on it
+        again would wait for an answer that never comes.
+        """
+        def answering(stubs: Stubs, timeout: float) -> Stubs:
+            stubs.maintenance.Status(rpc_pb2.StatusRequest(), timeout=timeout)
+            return stubs
+
+        return self.call(what, answering, endpoint=endpoint, within=self.settings.dial_timeout)
 
     def stream_channel(self, what: str, endpoint: str | None = None) -> tuple[Endpoint, grpc.Channel]:
         """A channel of its own to an endpoint that answers (``endpoint`` only, when given), for
