@@ -65,7 +65,7 @@ class LeaseKV(Protocol):
 
     def lease_grant(self, ttl: int) -> int: ...
 
-    def lease_keepalive_once(self, lease_id: int) -> int: ...
+    def lease_keepalive_once(self, lease_id: int, within: float | None = None) -> int: ...
 
     def lease_revoke(self, lease_id: int) -> None: ...
 
@@ -155,7 +155,7 @@ class Election:
         with self._lock:
             if not self.lease:
                 return False
-            until = renewed_until(self.etcd, self.lease, self.clock)
+            until = renewed_until(self.etcd, self.lease, self.ttl, self.clock)
             if until is None:
                 log.warning("lease %x expired", self.lease, extra={"event": "lease_expired"})
                 self.lease = 0

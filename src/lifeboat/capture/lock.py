@@ -43,7 +43,7 @@ class LockKV(Protocol):
 
     def lease_grant(self, ttl: int) -> int: ...
 
-    def lease_keepalive_once(self, lease_id: int) -> int: ...
+    def lease_keepalive_once(self, lease_id: int, within: float | None = None) -> int: ...
 
     def lease_revoke(self, lease_id: int) -> None: ...
 
@@ -103,7 +103,7 @@ class CaptureLock:
         with self._lock:
             if not self.lease:
                 return False
-            until = renewed_until(self.etcd, self.lease, self.clock)
+            until = renewed_until(self.etcd, self.lease, self.ttl, self.clock)
             if until is None:
                 if self.held:
                     log.warning("the capture lock's lease %x expired", self.lease,

@@ -78,6 +78,8 @@ class Uploader:
         self._spooled = len(spool)
         self._failure: BaseException | None = None  # for the capture loop to raise, once
         self._failures = 0  # uploads that failed so far
+        self._down = False  # the last upload failed: the outage was noted, the next success ends it
+        self._retry_now = False  # flush or close asks a waiting retry not to wait out retry_interval
         self._heartbeat: tuple[str, Heartbeat] | None = None  # chain and heartbeat to write once nothing waits
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="capture-upload", daemon=True)
@@ -132,7 +134,8 @@ class Uploader:
         upload fails meanwhile (what waits stays in the spool)."""
         with self._changed:
             failures = self._failures
-            self._changed.notify_all()  # an upload waiting to be retried is tried now
+            self._retry_now = True  # an upload waiting to be retried is tried now
+            self._changed.notify_all()
             # In slices: `lifeboat capture` flushes in its main thread, whose SIGTERM handler must run.
             condition_wait_for(self._changed, lambda: self._failure is not None or self._failures != failures
                                or not (self._queue or self._spooled), timeout)
@@ -211,6 +214,9 @@ class Uploader:
                     return
                 continue
             with self._changed:
+                if self._down and (head is not None or beat is None):
+                    self._down = False
+                    log.info("capture: the repository takes segments again")
                 if head is not None and self._queue and self._queue[0] is head:
                     self._queue.popleft()
                     self._queued_bytes -= len(head.data)
@@ -220,20 +226,26 @@ class Uploader:
                 self._changed.notify_all()
 
     def _failed(self, exc: RepositoryUnavailable | OperationFailed, *, wait: bool) -> None:
-        """Spool the queue; retry after ``retry_interval`` (or when woken by the capture loop)."""
+        """Spool the queue; retry after ``retry_interval``, or sooner when :meth:`flush` asks.
+
+        A segment handed over meanwhile goes to the spool and waits: the capture loop closes
+        one a second, and trying the store again for each would ignore ``retry_interval``.
+        The outage is noted once, at its first failure, not at every try.
+        """
         with self._changed:
             if isinstance(exc, NotLeading):
                 self._failure = exc
-            elif isinstance(exc, RepositoryUnavailable):
-                self.note(f"repository unavailable, spooling segments locally: {exc}")
-            else:
-                self.note(f"an upload failed, spooling segments locally: {exc}")
+            elif not self._down:
+                what = "repository unavailable" if isinstance(exc, RepositoryUnavailable) else "an upload failed"
+                self.note(f"{what}, spooling segments locally until it takes them again: {exc}")
+            self._down = not isinstance(exc, NotLeading)
             self._to_spool()
             self._spooled = len(self.spool)
             self._failures += 1
             self._changed.notify_all()
             if wait:
-                self._changed.wait(self.retry_interval)
+                self._retry_now = False
+                self._changed.wait_for(lambda: self._retry_now or self._closing, self.retry_interval)
 
     def _write_heartbeat(self, chain: str, heartbeat: Heartbeat) -> None:
         try:

@@ -150,20 +150,25 @@ class EndpointPool:
 
     def call(
         self, what: str, invoke: Callable[[Stubs, float], T], *,
-        idempotent: bool = True, endpoint: str | None = None,
+        idempotent: bool = True, endpoint: str | None = None, within: float | None = None,
     ) -> T:
         """Run ``invoke`` on one endpoint after another until one answers.
 
         With ``endpoint`` only that one is tried. ``UNAVAILABLE`` and TLS failures move on
         to the next endpoint; a deadline moves on only for ``idempotent`` calls, since a
-        write that timed out may have been applied.
+        write that timed out may have been applied. ``within``: each endpoint gets at most
+        that long (to connect, and to answer) instead of the settings' timeouts, for a call
+        that is useless later, such as a lease renewal that must land before the lease ends.
         """
         candidates = [self.resolve(endpoint)] if endpoint else self._order()
+        dial, command = self.settings.dial_timeout, self.settings.command_timeout
+        if within is not None:
+            dial, command = min(dial, within), min(command, within)
         attempts: list[Attempt] = []
         for candidate in candidates:
             connection = self._connection(candidate)
             try:
-                connection.prove(self.settings.dial_timeout)
+                connection.prove(dial)
             except grpc.RpcError as error:
                 failed = attempt(candidate.url, error)
                 if failed.kind is Kind.FINAL:
@@ -171,16 +176,17 @@ class EndpointPool:
                 if failed.kind is Kind.TLS and "not signed by the CA" in failed.reason:
                     # Verification failed; an expired certificate fails it with the same words.
                     tls = self.settings.tls
-                    expired = server_certificate_problem(candidate.host, candidate.port, self.settings.dial_timeout,
+                    expired = server_certificate_problem(candidate.host, candidate.port, dial,
                                                          tls.cert if tls else None, tls.key if tls else None)
                     failed = Attempt(candidate.url, Kind.TLS, expired) if expired else failed
                 if failed.kind is Kind.TIMEOUT:
                     failed = Attempt(candidate.url, Kind.UNREACHABLE,
-                                     f"no answer within --dial-timeout {self.settings.dial_timeout:g}s")
+                                     f"no answer within {dial:g}s" if within is not None else
+                                     f"no answer within --dial-timeout {dial:g}s")
                 attempts.append(failed)
                 continue
             try:
-                result = invoke(connection.stubs, self.settings.command_timeout)
+                result = invoke(connection.stubs, command)
             except grpc.RpcError as error:
                 failed = attempt(candidate.url, error)
                 connection.proven = False
@@ -196,8 +202,17 @@ class EndpointPool:
         raise exhausted(what, attempts)
 
     def stubs_for(self, what: str, endpoint: str | None = None) -> Stubs:
-        """A proven endpoint's stubs, for a streaming call (no failover once it started)."""
-        return self.call(what, lambda stubs, _timeout: stubs, endpoint=endpoint)
+        """The stubs of an endpoint that answers now, for a streaming call (no failover once it started).
+
+        Asked now (a Status call), not taken on an earlier call's word: a member that hangs
+        since (stopped, a stalled disk) keeps its connection, and every stream opened on it
+        again would wait for an answer that never comes.
+        """
+        def answering(stubs: Stubs, timeout: float) -> Stubs:
+            stubs.maintenance.Status(rpc_pb2.StatusRequest(), timeout=timeout)
+            return stubs
+
+        return self.call(what, answering, endpoint=endpoint, within=self.settings.dial_timeout)
 
     def stream_channel(self, what: str, endpoint: str | None = None) -> tuple[Endpoint, grpc.Channel]:
         """A channel of its own to an endpoint that answers (``endpoint`` only, when given), for

@@ -256,8 +256,12 @@ class EtcdClient(KeyValueReads):
             raise OperationFailed(f"lease grant refused by etcd: {response.error}")
         return int(response.ID)
 
-    def lease_keepalive_once(self, lease_id: int) -> int:
-        """Renew a lease once; returns its new TTL in seconds (0 or less: it is gone)."""
+    def lease_keepalive_once(self, lease_id: int, within: float | None = None) -> int:
+        """Renew a lease once; returns its new TTL in seconds (0 or less: it is gone).
+
+        ``within``: how long each endpoint may take (at most the settings' timeouts); a member
+        that does not answer by then is left for the next, while the lease still holds.
+        """
 
         def renew(stubs: Stubs, timeout: float) -> Any:
             call = stubs.lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]), timeout=timeout)
@@ -266,7 +270,7 @@ class EtcdClient(KeyValueReads):
             finally:
                 call.cancel()
 
-        response = self._pool.call("lease keepalive", renew)
+        response = self._pool.call("lease keepalive", renew, within=within)
         return int(response.TTL) if response is not None else 0
 
     def lease_revoke(self, lease_id: int) -> None:

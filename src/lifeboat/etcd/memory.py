@@ -462,7 +462,7 @@ class MemoryEtcd(KeyValueReads):
             self._leases[lease_id] = _Lease(ttl, self.clock.monotonic() + ttl)
             return lease_id
 
-    def lease_keepalive_once(self, lease_id: int) -> int:
+    def lease_keepalive_once(self, lease_id: int, within: float | None = None) -> int:
         with self._lock:
             self._enter("lease_keepalive_once")
             lease = self._leases.get(lease_id)

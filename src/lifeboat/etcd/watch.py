@@ -11,7 +11,7 @@ from typing import Any, Self
 import grpc
 
 from lifeboat.clock import Clock
-from lifeboat.errors import LifeboatError, OperationFailed
+from lifeboat.errors import EtcdUnavailable, LifeboatError, OperationFailed
 from lifeboat.etcd.channels import Stubs
 from lifeboat.etcd.decode import watch_event
 from lifeboat.etcd.failures import RevisionCompacted, translate
@@ -367,8 +367,10 @@ class LaggingFeed(_Arrivals):
 
     A pass ends at its deadline (``pass_timeout``: a backlog, a slow reader) and the next reads
     on from where it stopped, with no ``written_after``. etcd down, the watch refused
-    (compacted), or a pass that gets no answer: the feed ends with that error, as a
-    :class:`WatchFeed` does.
+    (compacted), or a pass that etcd does not confirm within ``created_timeout`` (a member that
+    hangs: etcd confirms a watch it can serve at once, and waiting out the pass's deadline would
+    hold capture that long while the other members take writes): the feed ends with that
+    error, as a :class:`WatchFeed` does.
     """
 
     def __init__(self, channel: grpc.Channel, endpoint: str, create: rpc_pb2.WatchCreateRequest, lag: float,
@@ -381,6 +383,8 @@ class LaggingFeed(_Arrivals):
         self._channel = channel
         self._start = _watch_call(channel)
         self._pass_timeout = pass_timeout or 3 * created_timeout
+        self._created_timeout = created_timeout
+        self._unconfirmed = False  # the pass under way was cancelled for want of etcd's confirmation
         self._lock = threading.Lock()  # close() against a pass being opened
         self._call: Any = None
         self._hurried = threading.Event()  # start the next pass now (hurry, close)
@@ -438,6 +442,10 @@ class LaggingFeed(_Arrivals):
             call = self._call = self._start(rpc_pb2.WatchRequest(create_request=create),
                                             timeout=self._pass_timeout)
         target: int | None = None
+        confirmed = threading.Event()
+        watchdog = threading.Timer(self._created_timeout, self._give_up, (call, confirmed))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for size, response in call:
                 received = self._clock.now().timestamp()
@@ -445,6 +453,7 @@ class LaggingFeed(_Arrivals):
                     self._push(self._cancelled(response))
                     return None
                 if response.created:
+                    confirmed.set()
                     target = response.header.revision
                     if not self._started.is_set():
                         self.revision = target
@@ -458,10 +467,22 @@ class LaggingFeed(_Arrivals):
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and target is not None and not self._closed:
                 return following, False
+            if self._unconfirmed and not self._closed:
+                self._push(EtcdUnavailable(f"watch: etcd at {self.endpoint} did not confirm a watch within "
+                                           f"{self._created_timeout:g}s (a member that hangs?); watch another"))
+                return None
             raise
         finally:
+            watchdog.cancel()
             call.cancel()
         return None  # etcd ended the stream: the feed ends as a WatchFeed's would
+
+    def _give_up(self, call: Any, confirmed: threading.Event) -> None:
+        """The watchdog of one pass: cancel it when etcd has not confirmed its watch by now."""
+        with self._lock:
+            if not confirmed.is_set() and call is self._call:
+                self._unconfirmed = True
+                call.cancel()
 
     def close(self) -> None:
         """Cancel the pass under way, stop the passes and close the channel."""
