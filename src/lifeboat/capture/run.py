@@ -213,6 +213,7 @@ class Capture:
         self._check_successor = True
         self._uploader: Uploader | None = None
         self._last_note: str | None = None
+        self._ahead: int | None = None  # the revision last captured when a heartbeat found etcd past it
         self._watched_base: tuple[str, str] | None = None  # (chain, backup): a restore of it can start there
 
     @property
@@ -516,8 +517,19 @@ class Capture:
         except BackendUnavailable as exc:
             self._note(f"heartbeat skipped: {exc}")
             return
-        if revision == position.previous.last_revision:
+        last = position.previous.last_revision
+        if revision == last:
+            self._ahead = None
             self.uploader.beat(position.info.chain, Heartbeat(revision, seen))
+        elif revision > last:
+            # Revisions the watch has not delivered: a write may race this look, not a whole
+            # idle interval more. Twice in a row with nothing received between, the watch is
+            # stalled (a member that hangs and keeps the stream open): follow etcd again.
+            if self._ahead == last:
+                self._ahead = None
+                raise EtcdUnavailable(f"the watch delivered nothing for {2 * self.options.heartbeat_interval:g}s "
+                                      f"while etcd went from revision {last} to {revision}; following it again")
+            self._ahead = last
 
     def _commit(self, position: _Position, builder: SegmentBuilder, *, on_time: bool = False) -> None:
         if builder.empty:

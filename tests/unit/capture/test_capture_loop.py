@@ -546,3 +546,37 @@ def test_a_capture_resuming_a_chain_seen_later_than_its_clock_says_its_clock_is_
     (note,) = [e for e in status.errors if "clock" in e]
     behind = int(note.split("this host's clock is ")[1].split(" s behind")[0])
     assert 295 <= behind <= 300 and "synchronise" in note, note
+
+
+class StallingEtcd(MemoryEtcd):
+    """The double, whose first feed never delivers anything (a watch on a member that hangs
+    without closing the stream); the feeds after it deliver as the double's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feeds = 0
+
+    def follow(self, start_revision: int, *, lag: float = 0.0) -> MemoryFeed:
+        self.feeds += 1
+        feed = super().follow(start_revision, lag=lag)
+        if self.feeds == 1:
+            feed.take = lambda timeout=None: (time.sleep(min(timeout or 0, 0.05)), [])[1]  # type: ignore[method-assign]
+        return feed
+
+
+def test_a_watch_that_delivers_nothing_while_etcd_moves_on_is_followed_again(tmp_path: Path) -> None:
+    """The heartbeat saw etcd's revision ahead of the last one captured and did nothing: a
+    stalled watch left capture (and its lag metric) still while etcd took writes."""
+    store = MemoryStore()
+    repo, _chains = resumable(store)
+    etcd = StallingEtcd()
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False),
+        flush_interval=0.05, heartbeat_interval=0.2, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options, status=status)):
+        until(lambda: status.chain is not None and etcd.feeds == 1)
+        written = etcd.put("/registry/k", b"v")
+        until(lambda: status.last_revision == written)
+    assert etcd.feeds >= 2
+    assert any("delivered nothing" in e and f"to {written}" in e for e in status.errors), status.errors
