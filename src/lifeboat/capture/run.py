@@ -283,7 +283,8 @@ class Capture:
         # Another capture's chain is seen written within a heartbeat and a segment's flush; twice that is quiet.
         quiet = 2 * (self.options.heartbeat_interval + self.options.flush_interval)
         decision = decide_resume(self.options.cluster, list(self.repo.manifests(self.options.cluster)),
-                                 self.chains.chains(self.options.cluster), self._cluster_id(), self.clock.now(), quiet)
+                                 self.chains.chains(self.options.cluster), self._cluster_id(), self.clock.now(), quiet,
+                                 recipients=[r.text for r in self.options.recipients])
         if decision.busy is not None:
             raise OperationFailed(decision.busy)  # noted, and tried again after the retry interval
         if decision.gap is not None:

@@ -21,6 +21,7 @@ from lifeboat.capture import run as run_module
 from lifeboat.capture.segmenter import group_revisions
 from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.catalog.timeline import build_timeline
@@ -36,14 +37,14 @@ from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
 BASE = manifest("20261201T030000Z-aaaaaa", 1, 0, cluster_id="c1")
 
 
-def resumable(store: MemoryStore) -> tuple[BackupRepository, ChainStore]:
-    """A repository holding BASE (data, then manifest) and its open chain, with no segment yet."""
+def resumable(store: MemoryStore, base: Manifest = BASE) -> tuple[BackupRepository, ChainStore]:
+    """A repository holding ``base`` (data, then manifest) and its open chain, with no segment yet."""
     repo = BackupRepository.open(store, create=True)
-    for obj in BASE.objects:
-        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
-    repo.commit(BASE)
+    for obj in base.objects:
+        repo.write_object(base.cluster, base.id, obj.name, [b"x" * obj.size])
+    repo.commit(base)
     chains = ChainStore(store)
-    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    chains.start(ChainInfo(base.id, "prod", base.id, 1, "c1", base.finished_at))
     return repo, chains
 
 
@@ -166,17 +167,53 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     assert list((tmp_path / "spool" / "prod").iterdir()) == [], "nothing is left behind in memory or spool"
 
 
+KEY_A, KEY_B = (str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2))
+
+
+@pytest.mark.parametrize("chain_recipients, capture_recipients", [
+    ((KEY_A,), ()), ((), (KEY_A,)), ((KEY_A,), (KEY_B,)), ((KEY_A,), (KEY_A, KEY_B)),
+], ids=["encrypted chain, capture without --encrypt-to", "plain chain, encrypted capture",
+        "other recipient", "one recipient more"])
+def test_a_capture_encrypting_otherwise_than_its_chain_starts_a_chain_of_its_own(
+        tmp_path: Path, chain_recipients: tuple[str, ...], capture_recipients: tuple[str, ...]) -> None:
+    """An agent or capture restarted without --encrypt-to resumed the encrypted chain and wrote
+    every later revision, Secrets included, in clear beside it: a chain keeps one encryption."""
+    base = BASE.model_copy(update={"encryption": "age" if chain_recipients else None,
+                                   "recipients": chain_recipients})
+    store = MemoryStore()
+    repo, chains = resumable(store, base)
+    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))
+    for n in range(4):  # etcd at the new base's revision, the snapshot's
+        etcd.put(f"/registry/k{n}", b"v")
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
+                             tmp_dir=tmp_path, recipients=tuple(load_recipients(list(capture_recipients)))),
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options, status=status)):
+        until(lambda: status.chain is not None)
+        written = etcd.put("/registry/secrets/default/token", b"hunter2")
+        until(lambda: status.last_revision == written and status.spooled == 0)
+    assert status.errors == []
+    first, second = chains.chains("prod")
+    assert first.info.chain == base.id and first.segments == ()
+    assert first.gap is not None and "encrypt" in first.gap.reason and status.gaps == 1
+    assert second.gap is None and second.segments and status.bases == 1
+    new_base = repo.read_manifest("prod", second.info.base_backup)
+    assert isinstance(new_base, Manifest) and set(new_base.recipients) == set(capture_recipients)
+
+
 def test_a_burst_is_cut_into_segments_that_each_stay_within_segment_max_bytes_as_stored(tmp_path: Path) -> None:
     """Everything etcd wrote while capture was away arrives at once: one segment of it all
     would be many times ``segment_max_bytes`` (and never fit a spool of that size)."""
-    store = MemoryStore()
-    repo, chains = resumable(store)
+    recipient = pyrage.x25519.Identity.generate().to_public()
+    store = MemoryStore()  # the chain is encrypted to the capture's recipient: it resumes
+    repo, chains = resumable(store, BASE.model_copy(update={"encryption": "age", "recipients": (str(recipient),)}))
     etcd = MemoryEtcd()
     lease = etcd.lease_grant(60)
     # Values that do not compress (Secrets encrypted at rest), some with a lease, a transaction.
     written = [etcd.put(f"/registry/secrets/ns/s{i}", os.urandom(700 + 37 * i), lease if i % 3 == 0 else 0)
                for i in range(60)]
-    recipient = pyrage.x25519.Identity.generate().to_public()
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
                              recipients=tuple(load_recipients([str(recipient)]))),
