@@ -93,12 +93,15 @@ class Uploader:
     def spooled(self) -> int:
         return self._spooled
 
-    def submit(self, segment: Waiting) -> None:
+    def submit(self, segment: Waiting, *, checked: bool = True) -> None:
         """Hand over one segment; raises what the uploader ran into since the last call
-        (:class:`SpoolOverflow`, :class:`NotLeading`), and then takes nothing."""
+        (:class:`SpoolOverflow`, :class:`NotLeading`), and then takes nothing.
+
+        ``checked=False``: capture could not look whether another writer's segment already
+        follows the chain; the segment goes to the spool, whose upload looks first."""
         with self._changed:
             self._raise_failure()
-            if self._spooled == 0 and self._queued_bytes + len(segment.data) <= self.max_queued_bytes:
+            if checked and self._spooled == 0 and self._queued_bytes + len(segment.data) <= self.max_queued_bytes:
                 self._queue.append(segment)
                 self._queued_bytes += len(segment.data)
             else:

@@ -3,6 +3,7 @@ down, then catching up in order with no gap."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -350,6 +351,65 @@ def test_a_hanging_store_neither_stops_capture_nor_fills_its_memory(
     assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
     assert build_timeline("prod", [BASE], [chains.chains("prod")[0]]).gaps == ()
     assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []
+
+
+class BlackHoleStore(MemoryStore):
+    """The double, where once ``hang`` is set every call hangs until ``released`` is set: a
+    store behind a network that drops packets, or SIGSTOPped (S3 clients wait minutes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = threading.Event()
+        self.released = threading.Event()
+
+    def _wait(self) -> None:
+        if self.hang.is_set():
+            self.released.wait()
+
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
+        self._wait()
+        return super().put_bytes(key, data, create_only=create_only)
+
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        self._wait()
+        return super().list(prefix, after=after)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        self._wait()
+        return super().stat(key)
+
+
+def test_a_store_that_stops_answering_every_call_does_not_stop_the_watch_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGSTOPped SeaweedFS: capture's look for another writer's segment (made after a pause
+    of two flush intervals and a second, so before most commits of a cluster written every
+    few seconds) and its check that the chain's record is there waited for the store in the
+    watch loop, minutes per call, while nothing was read from etcd or spooled (past etcd's
+    compaction, a gap the spool is there to prevent)."""
+    monkeypatch.setattr(run_module, "STORE_LOOK_SECONDS", 0.2)
+    store = BlackHoleStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    status = CaptureStatus()
+    options = dataclasses.replace(options_for(tmp_path, 0.05), heartbeat_interval=0.3)
+    with capturing(Capture(etcd, repo, options, status=status)):
+        first = etcd.put("/registry/k", b"v")
+        until(lambda: chains.chains("prod")[0].segments[-1:] != ()
+              and chains.chains("prod")[0].segments[-1].last_revision == first)
+        store.hang.set()
+        time.sleep(1.3)  # a pause: the next commit looks for another writer's segment first
+        try:
+            later = [etcd.put(f"/registry/k{i}", b"v") for i in range(3) if not time.sleep(0.2)]
+            until(lambda: status.last_revision == later[-1], timeout=10)
+            until(lambda: status.spooled > 0, timeout=10)  # what the store did not take waits on disk
+        finally:
+            store.released.set()
+        until(lambda: status.spooled == 0 and chains.chains("prod")[0].segments[-1].last_revision == later[-1])
+    refs = chains.chains("prod")[0].segments
+    assert refs[0].first_revision == 2 and refs[-1].last_revision == later[-1]
+    assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
+    assert status.gaps == 0 and status.bases == 0
+    assert sum("not answer" in e for e in status.errors) == 1, "said once, not at every commit"
 
 
 def test_a_heartbeat_the_store_hangs_on_does_not_hold_up_the_events_after_it(tmp_path: Path) -> None:
