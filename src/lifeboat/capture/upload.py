@@ -168,11 +168,10 @@ class Uploader:
                 self.spool.add(item.chain, item.name, item.data)
                 self._spooled += 1
                 kept = item
-        except SpoolFull:
+        except SpoolFull as full:
             first = waiting[0]
-            self._failure = SpoolOverflow(
-                f"the repository was unavailable and the local spool filled up ({self.spool.max_bytes} bytes)",
-                first.chain, kept.last_revision if kept else _revision_before(first))
+            self._failure = SpoolOverflow(f"the repository was unavailable and {full}",
+                                          first.chain, kept.last_revision if kept else _revision_before(first))
         self._queue.clear()
         self._queued_bytes = 0
 

@@ -4,6 +4,7 @@ down, then catching up in order with no gap."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import threading
@@ -20,6 +21,7 @@ from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
 from lifeboat.capture import run as run_module
 from lifeboat.capture.segmenter import group_revisions
+from lifeboat.capture.spool import Spool
 from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore
 from lifeboat.catalog.manifest import Manifest
@@ -140,7 +142,10 @@ class SnapshottingEtcd(MemoryEtcd):
         yield hashlib.sha256(data).digest()
 
 
-def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(tmp_path: Path) -> None:
+def down_for_the_chain(tmp_path: Path, **capture: int) -> tuple[BackupRepository, ChainStore, MemoryEtcd,
+                                                                  CaptureOptions]:
+    """BASE's chain, whose segments the repository refuses; an etcd that can be backed up for a
+    new base; capture options with ``capture``."""
     store = MemoryStore()
     repo, chains = resumable(store)
     for _ in range(50):  # the repository stays down for this chain's segments
@@ -150,7 +155,12 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
                              tmp_dir=tmp_path),
-        flush_interval=0.05, spool_dir=tmp_path / "spool", spool_max_bytes=10, retry_interval=0.05)
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05, **capture)  # type: ignore[arg-type]
+    return repo, chains, etcd, options
+
+
+def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(tmp_path: Path) -> None:
+    repo, chains, etcd, options = down_for_the_chain(tmp_path, spool_max_bytes=10)
     status = CaptureStatus()
     stop = threading.Event()
     runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
@@ -202,6 +212,29 @@ def test_a_capture_encrypting_otherwise_than_its_chain_starts_a_chain_of_its_own
     assert second.gap is None and second.segments and status.bases == 1
     new_base = repo.read_manifest("prod", second.info.base_backup)
     assert isinstance(new_base, Manifest) and set(new_base.recipients) == set(capture_recipients)
+
+
+def test_a_spool_whose_disk_is_full_ends_the_chain_with_a_gap_like_a_full_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository down and the spool's file system full (ENOSPC): the upload thread died
+    of the OSError (its last-resort handler spooled again and raised again), uploads stopped
+    for good, and capture went on handing segments to nobody, saying nothing."""
+    def no_space(self: Spool, final: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    repo, chains, etcd, options = down_for_the_chain(tmp_path)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options, status=status)):
+        until(lambda: status.chain is not None)
+        with monkeypatch.context() as patched:
+            patched.setattr(Spool, "_write", no_space)
+            etcd.put("/registry/k", b"v")
+            until(lambda: any("could not be written" in e for e in status.errors))
+        until(lambda: status.bases == 1 and len(chains.chains("prod")) == 2)
+    first, second = chains.chains("prod")
+    assert first.info.chain == BASE.id and first.gap is not None
+    assert "No space left on device" in first.gap.reason and first.gap.last_revision == 1
+    assert second.gap is None and status.gaps == 1
 
 
 def test_a_burst_is_cut_into_segments_that_each_stay_within_segment_max_bytes_as_stored(tmp_path: Path) -> None:
