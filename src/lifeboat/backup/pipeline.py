@@ -144,6 +144,11 @@ def take_backup(
             "expected after a restore (it gives etcd a new cluster id); if this is another etcd cluster, give "
             "it a cluster name of its own (--cluster): retention counts every backup of one name together",
             manifest.id, manifest.source.cluster_id, options.cluster, previous.id, previous.source.cluster_id)
+    if previous is not None and previous.encryption and not manifest.encryption:
+        _log.warning(
+            "backup %s is not encrypted, while the previous backup %s of cluster %s was (to %s): it holds every "
+            "Secret of the cluster in clear; if that was not meant, give --encrypt-to (or encryption.recipients) "
+            "again and delete this backup", manifest.id, previous.id, options.cluster, " ".join(previous.recipients))
     return manifest
 
 
