@@ -96,6 +96,35 @@ def test_restore_to_each_revision_equals_etcds_own_range_at_that_revision(
     assert window.first_time >= written_before_base
 
 
+def test_every_revision_of_binary_keys_large_values_and_ending_leases_restores_as_etcds_range(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    """Keys that are not UTF-8 (one a single NUL byte), values of 1.4-1.5 MB (each a revision
+    larger than segment-max-bytes), a lease revoked and one expiring under capture (the deletes
+    etcd writes for them), a transaction deleting a binary key: each revision exact."""
+    from lifeboat.etcd.txn import Delete, Put
+    repo = open_repository(tmp_path / "repo")
+    options = capture_options("prod", etcd.client_url, tmp_path / "spool", flush_interval=0.2,
+                              segment_max_bytes=1 << 20)
+    with capture_started(client, repo, options) as status:
+        first = client.put(b"/bin/\xff\x00\x80", b"\xc3\x28")
+        client.put(b"/big/one", os.urandom(1_500_000))
+        client.put(b"/big/one", os.urandom(1_400_000))
+        short, kept = client.lease_grant(2), client.lease_grant(600)
+        client.put(b"/lease/short", b"s", lease=short)
+        client.put(b"/lease/kept", b"k", lease=kept)
+        client.txn([], [Put(b"/t/\xfe", b"1"), Put(b"/t/2", b"2", lease=kept), Delete(b"/bin/\xff\x00\x80")])
+        client.lease_revoke(kept)
+        wait_for(lambda: not list(client.range_all(b"/lease/short")), timeout=15)  # expired, its key deleted
+        client.put(b"\x00", b"a NUL key")
+        client.delete_range(b"\x00", b"\xff")  # every key so far
+        last = client.put(b"/after", b"x")
+        wait_for(lambda: status.last_revision >= last, timeout=60)
+    for revision in range(first - 1, last + 1):
+        point = find_point(repo, "prod", PointTarget(revision=revision), None)
+        built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision), f"state differs at {revision}"
+
+
 def key_rows(path: Path, after: int) -> list[tuple[bytes, bytes]]:
     """The raw rows of bucket ``key`` for revisions after ``after``, in the db's order."""
     with BoltFile.open(path) as db:

@@ -150,6 +150,11 @@ def take_backup(
             "the one that took it, and 'latest' and keep-last, which go by start time, take that older backup "
             "for the newer; synchronise the nodes' clocks", manifest.id, previous.id, manifest.started_at,
             previous.started_at)
+    if previous is not None and previous.encryption and not manifest.encryption:
+        _log.warning(
+            "backup %s is not encrypted, while the previous backup %s of cluster %s was (to %s): it holds every "
+            "Secret of the cluster in clear; if that was not meant, give --encrypt-to (or encryption.recipients) "
+            "again and delete this backup", manifest.id, previous.id, options.cluster, " ".join(previous.recipients))
     return manifest
 
 

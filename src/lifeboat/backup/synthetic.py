@@ -33,6 +33,7 @@ def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence
     if chain is None or not point.replays:
         raise UsageError(f"revision {point.revision} is already a backup ({point.base.id}); "
                          "choose a later captured revision")
+    _require_encryption(point, options)
     with spool_dir("synthetic", options.tmp_dir) as tmp:
         built = build_point_snapshot(repo, point, identities, Path(tmp) / "snapshot.db")
         labels = {SYNTHETIC_CHAIN: chain.info.chain, SYNTHETIC_FROM: point.base.id,
@@ -49,3 +50,19 @@ def _seen(repo: BackupRepository, point: RestorePoint, identities: Sequence[Iden
     assert chain is not None and point.segments
     last = repo.chain_store.read_segment(chain.info.cluster, chain.info.chain, point.segments[-1], identities)
     return max(r.seen for r in last.revisions if r.revision <= point.revision)
+
+
+def _require_encryption(point: RestorePoint, options: BackupOptions) -> None:
+    """Refuse to write the state of an encrypted base or segments unencrypted: it holds every
+    Secret of the cluster, and once retention folds the chain it is the only copy left."""
+    if options.recipients:
+        return
+    encrypted = [f"base backup {point.base.id}"] if point.base.encryption else []
+    encrypted += [f"{n} capture segment(s)" for n in [sum(ref.encrypted for ref in point.segments)] if n]
+    if not encrypted:
+        return
+    advice = (f" (the base's recipients: {' '.join(f'--encrypt-to {r!r}' for r in point.base.recipients)})"
+              if point.base.recipients else "")
+    raise UsageError(f"{' and '.join(encrypted)} of the point are encrypted, and no recipient is given: the "
+                     "synthetic backup would hold the cluster's state, Secrets included, unencrypted; give "
+                     f"--encrypt-to (or the config file's encryption.recipients){advice}")

@@ -30,12 +30,17 @@ class Resume:
 
 
 def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing],
-                  cluster_id: str, now: datetime | None = None, quiet_seconds: float = 0.0) -> Resume:
-    """Pure: resume the newest chain when it is open, whole and of this etcd cluster.
+                  cluster_id: str, now: datetime | None = None, quiet_seconds: float = 0.0,
+                  recipients: Sequence[str] = ()) -> Resume:
+    """Pure: resume the newest chain when it is open, whole, of this etcd cluster and encrypted
+    to ``recipients`` (none: not encrypted), as its base backup is.
 
     The newest chain of another etcd cluster is closed with a gap (this etcd was restored, or
     replaced) only once it has been quiet for ``quiet_seconds`` at ``now``: a chain still
-    written is another cluster's capture under the same name, whose chain a gap would cut."""
+    written is another cluster's capture under the same name, whose chain a gap would cut.
+    A chain keeps one encryption: a capture started without the chain's recipients (a
+    forgotten ``--encrypt-to`` would write the cluster's Secrets in clear beside an encrypted
+    chain; another key, segments its identity does not open) ends it and starts its own."""
     open_chains = [c for c in chains if c.gap is None]
     if not open_chains:
         return Resume()
@@ -59,9 +64,25 @@ def decide_resume(cluster: str, manifests: Sequence[Manifest], chains: Sequence[
     if not window.capturing:
         hole = next((g.reason for g in timeline.gaps), "the chain is broken")
         return Resume(gap=(chain, window.last_revision, hole))
+    if recipient_keys(window.base.recipients) != recipient_keys(recipients):
+        return Resume(gap=(chain, window.last_revision,
+                           f"a chain keeps one encryption: its base backup {window.base.id} is "
+                           f"{encryption_words(window.base.recipients)}, this capture's segments would be "
+                           f"{encryption_words(recipients)}"))
     # The newest segment of the listing, not of the window: when a synthetic backup at the
     # chain's end folded it, the window holds no segment, but capture continues after it.
     last = max(newest.segments, key=lambda s: s.last_revision, default=None)
     previous = (Predecessor("segment", last.last_revision, last.name) if last is not None
                 else Predecessor("base", newest.info.base_revision, newest.info.base_backup))
     return Resume(newest.info, previous, last_seen=window.last_time)
+
+
+def recipient_keys(recipients: Sequence[str]) -> frozenset[str]:
+    """The public keys ``recipients`` name, whatever their order or an SSH key's comment."""
+    return frozenset(" ".join(text.split()[:2]) for text in recipients)
+
+
+def encryption_words(recipients: Sequence[str]) -> str:
+    if not recipients:
+        return "not encrypted"
+    return f"encrypted to {len(recipients)} recipient(s) ({', '.join(sorted(recipient_keys(recipients)))})"

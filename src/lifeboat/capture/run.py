@@ -37,6 +37,7 @@ from lifeboat.backup.pipeline import BackupOptions, SnapshotSource, take_backup
 from lifeboat.capture.resume import Resume, decide_resume
 from lifeboat.capture.segmenter import SegmentBuilder, leases_of, revisions_of, room_for_events, smallest_segment
 from lifeboat.capture.spool import Spool
+from lifeboat.capture.store_look import StoreLook
 from lifeboat.capture.upload import NotLeading, SpoolOverflow, Uploader, Waiting
 from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
@@ -67,6 +68,9 @@ _FIRST_LEAD = 0.1
 _LAST_PASS_SECONDS = 10.0
 # Encoded segments waiting in memory for the upload thread; past this they wait in the spool.
 UPLOAD_QUEUE_BYTES = 8 << 20
+# How long the watch loop waits for the store's answer to a look of its own (a listing of
+# one prefix, a HEAD): a store that answers takes a fraction of a second.
+STORE_LOOK_SECONDS = 5.0
 
 
 class EventFeed(Protocol):
@@ -211,6 +215,8 @@ class Capture:
         self._commit_costs: deque[float] = deque(maxlen=20)  # seconds past their deadline
         self._last_commit = 0.0  # monotonic
         self._check_successor = True
+        self._look = StoreLook()
+        self._look_failed = False  # the last look for another writer's segment got no answer
         self._uploader: Uploader | None = None
         self._last_note: str | None = None
         self._ahead: int | None = None  # the revision last captured when a heartbeat found etcd past it
@@ -236,8 +242,7 @@ class Capture:
             try:
                 self._follow(self._start())
             except SpoolOverflow as overflow:
-                log.warning("capture chain %s ends at revision %d: %s", overflow.chain, overflow.last_revision,
-                            overflow)
+                self._note(f"capture chain {overflow.chain} ends at revision {overflow.last_revision}: {overflow}")
                 self._pending_gap = (overflow.chain, overflow.last_revision, str(overflow))
                 self._position = None
             except ChainBroken as broken:
@@ -289,7 +294,8 @@ class Capture:
         # Another capture's chain is seen written within a heartbeat and a segment's flush; twice that is quiet.
         quiet = 2 * (self.options.heartbeat_interval + self.options.flush_interval)
         decision = decide_resume(self.options.cluster, list(self.repo.manifests(self.options.cluster)),
-                                 self.chains.chains(self.options.cluster), self._cluster_id(), self.clock.now(), quiet)
+                                 self.chains.chains(self.options.cluster), self._cluster_id(), self.clock.now(), quiet,
+                                 recipients=[r.text for r in self.options.recipients])
         if decision.busy is not None:
             raise OperationFailed(decision.busy)  # noted, and tried again after the retry interval
         if decision.gap is not None:
@@ -465,13 +471,17 @@ class Capture:
             builder.leases[lease] = found.granted_ttl
 
     def _require_chain(self, position: _Position) -> None:
-        """ChainGone when the chain's record is no longer in the repository (one HEAD; a
-        repository that does not answer is not taken for one that lost it)."""
-        try:
+        """ChainGone when the chain's record is no longer in the repository, ChainBroken when
+        every backup a restore in it could start from is (a HEAD each; a repository that does
+        not answer, within ``STORE_LOOK_SECONDS``, is not taken for one that lost them)."""
+        def look() -> tuple[bool, bool, bool]:
             there = self.chains.recorded(self.options.cluster, position.info.chain)
             # The repository's own marker gone too: a mount (disk, NFS) that is not there, not a deletion.
             unmounted = not there and self.repo.store.stat(MARKER_KEY) is None
-            based = not there or self._base_of(position) is not None
+            return there, unmounted, not there or self._base_of(position) is not None
+
+        try:
+            there, unmounted, based = self._look("a look for the chain's record", look, STORE_LOOK_SECONDS)
         except BackendUnavailable:
             return
         if unmounted:
@@ -541,8 +551,8 @@ class Capture:
         name = segment_name(segment, encrypted)
         encoding = self.clock.monotonic()
         data = self.chains.encoded(segment, self.options.recipients, self.options.backup.zstd_level)
-        self._fenced(position, segment)
-        self.uploader.submit(Waiting(position.info.chain, name, data, segment.last_revision))
+        looked = self._fenced(position, segment)
+        self.uploader.submit(Waiting(position.info.chain, name, data, segment.last_revision), checked=looked)
         self.status.spooled = self.uploader.spooled
         log.debug("segment %s committed: %d events, %.3fs to encode and hand to the uploader", name,
                   segment.event_count, self.clock.monotonic() - encoding)
@@ -552,8 +562,10 @@ class Capture:
         if on_time:
             self._commit_costs.append(max(0.0, self.clock.now().timestamp() - deadline))
 
-    def _fenced(self, position: _Position, segment: Segment) -> None:
-        """Refuse to write a segment that could fork the chain.
+    def _fenced(self, position: _Position, segment: Segment) -> bool:
+        """Refuse to write a segment that could fork the chain; False when the look for
+        another writer's segment could not be made (the segment then waits in the spool,
+        whose upload makes it first).
 
         Segment names are create-only but carry the last revision and times, so two writers
         continuing one chain from the same segment would both succeed. Hence, before a write:
@@ -566,14 +578,21 @@ class Capture:
         paused = self.clock.monotonic() - self._last_commit > 2 * self.options.flush_interval + 1
         if self._check_successor or paused:
             try:
-                following = self.chains.segments_from(self.options.cluster, position.info.chain,
-                                                      segment.first_revision)
-            except RepositoryUnavailable:
-                return  # the segment goes to the spool; look again before the next write
+                following = self._look(
+                    "a listing of the chain's next segments",
+                    lambda: self.chains.segments_from(self.options.cluster, position.info.chain, segment.first_revision),
+                    STORE_LOOK_SECONDS)
+            except RepositoryUnavailable as exc:
+                if not self._look_failed:  # once, not at each commit of the outage
+                    self._note(f"{exc}; segments wait in the local spool")
+                self._look_failed = self._check_successor = True  # look again before the next write
+                return False  # the segment goes to the spool
+            self._look_failed = False
             if following:
                 raise AlreadyExists(f"segment {following[0]} already continues chain {position.info.chain} "
                                     f"after revision {position.previous.last_revision}")
             self._check_successor = False
+        return True
 
     def _committed(self, segment: Segment) -> None:
         self._last_note = None  # capture works again: the next trouble is news

@@ -20,7 +20,8 @@ from lifeboat.errors import OperationFailed
 
 
 class SpoolFull(OperationFailed):
-    """The local spool has no room for another segment."""
+    """The local spool has no room for another segment: its limit, or its file system (full,
+    read-only, failing). The message completes "the repository was unavailable and ..."."""
 
 
 class Spool:
@@ -54,18 +55,30 @@ class Spool:
         """Keep one encoded segment (fsynced) until :meth:`drain` uploads it."""
         with self._lock:
             if self._bytes + len(data) > self.max_bytes:
-                raise SpoolFull(f"capture spool {self.directory} is full ({self.max_bytes} bytes)")
+                raise SpoolFull(f"the local spool filled up ({self.max_bytes} bytes)")
             files = self._files()
             sequence = int(files[-1].name.split(".", 1)[0]) + 1 if files else 1
             final = self.directory / f"{sequence:012d}.{chain}.{name}"
-            part = final.with_name(final.name + ".part")
+            try:
+                self._write(final, data)
+            except OSError as exc:  # ENOSPC, EROFS, EIO: the segment is not kept, as past the limit
+                raise SpoolFull(f"the local spool {self.directory} could not be written "
+                                f"({exc.strerror or exc})") from None
+            self._bytes += len(data)
+
+    def _write(self, final: Path, data: bytes) -> None:
+        """``data`` as ``final``, fsynced, or (on OSError) nothing but a ``.part`` removed."""
+        part = final.with_name(final.name + ".part")
+        try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, final)
-            self._bytes += len(data)
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
 
     def drain(self, upload: Callable[[str, str, bytes], None]) -> int:
         """Upload every spooled segment in order (``upload(chain, name, data)``); returns how many.

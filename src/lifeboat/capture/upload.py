@@ -95,12 +95,15 @@ class Uploader:
     def spooled(self) -> int:
         return self._spooled
 
-    def submit(self, segment: Waiting) -> None:
+    def submit(self, segment: Waiting, *, checked: bool = True) -> None:
         """Hand over one segment; raises what the uploader ran into since the last call
-        (:class:`SpoolOverflow`, :class:`NotLeading`), and then takes nothing."""
+        (:class:`SpoolOverflow`, :class:`NotLeading`), and then takes nothing.
+
+        ``checked=False``: capture could not look whether another writer's segment already
+        follows the chain; the segment goes to the spool, whose upload looks first."""
         with self._changed:
             self._raise_failure()
-            if self._spooled == 0 and self._queued_bytes + len(segment.data) <= self.max_queued_bytes:
+            if checked and self._spooled == 0 and self._queued_bytes + len(segment.data) <= self.max_queued_bytes:
                 self._queue.append(segment)
                 self._queued_bytes += len(segment.data)
             else:
@@ -168,11 +171,10 @@ class Uploader:
                 self.spool.add(item.chain, item.name, item.data)
                 self._spooled += 1
                 kept = item
-        except SpoolFull:
+        except SpoolFull as full:
             first = waiting[0]
-            self._failure = SpoolOverflow(
-                f"the repository was unavailable and the local spool filled up ({self.spool.max_bytes} bytes)",
-                first.chain, kept.last_revision if kept else _revision_before(first))
+            self._failure = SpoolOverflow(f"the repository was unavailable and {full}",
+                                          first.chain, kept.last_revision if kept else _revision_before(first))
         self._queue.clear()
         self._queued_bytes = 0
 

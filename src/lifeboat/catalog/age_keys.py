@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
@@ -9,7 +11,7 @@ from typing import Any
 
 import pyrage
 
-from lifeboat.config.rules import names_recipients_file
+from lifeboat.config.rules import SSH_PUBLIC_KEY_STARTS, names_recipients_file
 from lifeboat.config.secrets import USE_THE_PUBLIC_KEY, WRITE_IT_TO_A_FILE, looks_like_secret, shown
 from lifeboat.errors import UsageError
 from lifeboat.regular_files import read_small
@@ -64,6 +66,10 @@ def parse_recipient(text: str, where: str = "recipient") -> Recipient:
             return Recipient(text, pyrage.ssh.Recipient.from_str(text))
     except (pyrage.RecipientError, ValueError):
         pass
+    kind = text.split(maxsplit=1)[0] if text else ""
+    if kind.startswith(SSH_PUBLIC_KEY_STARTS) and kind not in ("ssh-ed25519", "ssh-rsa"):
+        raise UsageError(f"{where} is an SSH public key of type {kind}, which age cannot encrypt to; "
+                         "use an ssh-ed25519 or ssh-rsa key, or an age1... recipient")
     value = shown(text) if text.startswith(("age1", "ssh-")) else "(value not shown)"
     raise UsageError(
         f"{where} {value} is not an age recipient (age1...) or SSH public key, nor a readable recipients file"
@@ -116,11 +122,23 @@ def load_identities(paths: list[str]) -> list[Identity]:
     return identities
 
 
+# How age begins a file it encrypted (binary, and armored): an identity file kept encrypted
+# with a passphrase (``age -p``), which the age tool asks for and lifeboat, unattended, cannot.
+AGE_FILE_STARTS = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
+LOCKED_ADVICE = "lifeboat cannot ask for a passphrase; give it a copy that needs none, readable only by its owner"
+
+
 def _parse_identity_file(source: str, data: bytes) -> list[Identity]:
+    if data.lstrip().startswith(AGE_FILE_STARTS):
+        raise UsageError(f"identity file {source} is itself encrypted (age -p); {LOCKED_ADVICE} "
+                         "(age -d -o FILE)")
     if b"PRIVATE KEY-----" in data:
         try:
             return [Identity(source, pyrage.ssh.Identity.from_buffer(data), data)]
         except (pyrage.IdentityError, ValueError):
+            if _ssh_key_locked(data):
+                raise UsageError(f"identity file {source} is an SSH private key protected by a passphrase; "
+                                 f"{LOCKED_ADVICE} (ssh-keygen -p on a copy)") from None
             raise UsageError(f"identity file {source} is not a usable SSH private key") from None
     found = []
     for line in data.decode(errors="replace").splitlines():
@@ -135,3 +153,20 @@ def _parse_identity_file(source: str, data: bytes) -> list[Identity]:
     if not found:
         raise UsageError(f"identity file {source} holds no age identity")
     return found
+
+
+def _ssh_key_locked(data: bytes) -> bool:
+    """Whether an SSH private key file is encrypted: an OpenSSH key whose cipher is not
+    ``none`` (PROTOCOL.key: magic, then the cipher's name), or a PEM key with a DEK-Info."""
+    if b"Proc-Type: 4,ENCRYPTED" in data:
+        return True
+    body = b"".join(line for line in data.splitlines() if line and not line.startswith(b"-----"))
+    try:
+        blob = base64.b64decode(body, validate=False)
+    except (ValueError, binascii.Error):
+        return False
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic) or len(blob) < len(magic) + 4:
+        return False
+    size = int.from_bytes(blob[len(magic):len(magic) + 4], "big")
+    return blob[len(magic) + 4:len(magic) + 4 + size] != b"none"

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from lifeboat.config.model import LifeboatConfig, kebab
 from lifeboat.config.problems import key_path, translate
+from lifeboat.config.yaml_nesting import NestingLimitedLoader
 from lifeboat.errors import UsageError
 from lifeboat.regular_files import read_small
 
@@ -156,9 +157,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (plain PyYAML keeps the last one silently) and
-    any alias: a few hundred bytes of nested aliases (a "billion laughs") expand to gigabytes.
+class _StrictLoader(NestingLimitedLoader):
+    """SafeLoader that refuses a key given twice (plain PyYAML keeps the last one silently),
+    a key that is not a plain value (a list or mapping: no key of the file is one), nesting
+    past ``MAX_NESTING`` and any alias: a few hundred bytes of nested aliases (a "billion
+    laughs") expand to gigabytes.
     """
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
@@ -172,6 +175,10 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain name, not a list or a mapping", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(

@@ -91,10 +91,15 @@ def path_from_environment(environ: Mapping[str, str], var: str, example: str) ->
     return Path(text)
 
 
+# How an SSH public key line begins: ssh-ed25519 and ssh-rsa (age's SSH recipients), and the
+# types age cannot encrypt to (ECDSA, security keys), which are refused as such, not as files.
+SSH_PUBLIC_KEY_STARTS = ("ssh-", "ecdsa-sha2-", "sk-")
+
+
 def names_recipients_file(value: str) -> bool:
     """True when a recipient (``--encrypt-to``, ``encryption.recipients``) names a file of them:
     it is not itself an age recipient (``age1...``) or an SSH public key (``ssh-...``)."""
-    return not value.strip().startswith(("age1", "ssh-"))
+    return not value.strip().startswith(("age1", *SSH_PUBLIC_KEY_STARTS))
 
 
 # The schemes a repository URL may name, supported or not (yet): "s3:bucket" or "file:x" is a

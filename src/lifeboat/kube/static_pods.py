@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from lifeboat.config.yaml_nesting import NestingLimitedLoader
 from lifeboat.errors import UsageError
 from lifeboat.regular_files import read_small
 from lifeboat.kube.paths import (
@@ -119,7 +120,7 @@ def read_static_pod(manifest: Path, container: str | None = None) -> StaticPod |
     except UnicodeDecodeError as exc:
         raise UsageError(f"cannot read static-pod manifest {manifest}: {exc}") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=NestingLimitedLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"static-pod manifest {manifest} is not valid YAML ({problem}); fix it or pass flags") from exc

@@ -3,6 +3,8 @@ down, then catching up in order with no gap."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import os
 import threading
@@ -19,8 +21,10 @@ from lifeboat.backup.pipeline import BackupOptions
 from lifeboat.capture import Capture, CaptureOptions, CaptureStatus
 from lifeboat.capture import run as run_module
 from lifeboat.capture.segmenter import group_revisions
+from lifeboat.capture.spool import Spool
 from lifeboat.catalog.age_keys import load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore
+from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import Predecessor, Segment
 from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, build_timeline
@@ -36,14 +40,14 @@ from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
 BASE = manifest("20261201T030000Z-aaaaaa", 1, 0, cluster_id="c1")
 
 
-def resumable(store: MemoryStore) -> tuple[BackupRepository, ChainStore]:
-    """A repository holding BASE (data, then manifest) and its open chain, with no segment yet."""
+def resumable(store: MemoryStore, base: Manifest = BASE) -> tuple[BackupRepository, ChainStore]:
+    """A repository holding ``base`` (data, then manifest) and its open chain, with no segment yet."""
     repo = BackupRepository.open(store, create=True)
-    for obj in BASE.objects:
-        repo.write_object(BASE.cluster, BASE.id, obj.name, [b"x" * obj.size])
-    repo.commit(BASE)
+    for obj in base.objects:
+        repo.write_object(base.cluster, base.id, obj.name, [b"x" * obj.size])
+    repo.commit(base)
     chains = ChainStore(store)
-    chains.start(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at))
+    chains.start(ChainInfo(base.id, "prod", base.id, 1, "c1", base.finished_at))
     return repo, chains
 
 
@@ -138,7 +142,10 @@ class SnapshottingEtcd(MemoryEtcd):
         yield hashlib.sha256(data).digest()
 
 
-def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(tmp_path: Path) -> None:
+def down_for_the_chain(tmp_path: Path, **capture: int) -> tuple[BackupRepository, ChainStore, MemoryEtcd,
+                                                                  CaptureOptions]:
+    """BASE's chain, whose segments the repository refuses; an etcd that can be backed up for a
+    new base; capture options with ``capture``."""
     store = MemoryStore()
     repo, chains = resumable(store)
     for _ in range(50):  # the repository stays down for this chain's segments
@@ -148,7 +155,12 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
                              tmp_dir=tmp_path),
-        flush_interval=0.05, spool_dir=tmp_path / "spool", spool_max_bytes=10, retry_interval=0.05)
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05, **capture)  # type: ignore[arg-type]
+    return repo, chains, etcd, options
+
+
+def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(tmp_path: Path) -> None:
+    repo, chains, etcd, options = down_for_the_chain(tmp_path, spool_max_bytes=10)
     status = CaptureStatus()
     stop = threading.Event()
     runner = threading.Thread(target=Capture(etcd, repo, options, stop=stop, status=status).run, daemon=True)
@@ -166,17 +178,76 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     assert list((tmp_path / "spool" / "prod").iterdir()) == [], "nothing is left behind in memory or spool"
 
 
+KEY_A, KEY_B = (str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2))
+
+
+@pytest.mark.parametrize("chain_recipients, capture_recipients", [
+    ((KEY_A,), ()), ((), (KEY_A,)), ((KEY_A,), (KEY_B,)), ((KEY_A,), (KEY_A, KEY_B)),
+], ids=["encrypted chain, capture without --encrypt-to", "plain chain, encrypted capture",
+        "other recipient", "one recipient more"])
+def test_a_capture_encrypting_otherwise_than_its_chain_starts_a_chain_of_its_own(
+        tmp_path: Path, chain_recipients: tuple[str, ...], capture_recipients: tuple[str, ...]) -> None:
+    """An agent or capture restarted without --encrypt-to resumed the encrypted chain and wrote
+    every later revision, Secrets included, in clear beside it: a chain keeps one encryption."""
+    base = BASE.model_copy(update={"encryption": "age" if chain_recipients else None,
+                                   "recipients": chain_recipients})
+    store = MemoryStore()
+    repo, chains = resumable(store, base)
+    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))
+    for n in range(4):  # etcd at the new base's revision, the snapshot's
+        etcd.put(f"/registry/k{n}", b"v")
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
+                             tmp_dir=tmp_path, recipients=tuple(load_recipients(list(capture_recipients)))),
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options, status=status)):
+        until(lambda: status.chain is not None)
+        written = etcd.put("/registry/secrets/default/token", b"hunter2")
+        until(lambda: status.last_revision == written and status.spooled == 0)
+    assert status.errors == []
+    first, second = chains.chains("prod")
+    assert first.info.chain == base.id and first.segments == ()
+    assert first.gap is not None and "encrypt" in first.gap.reason and status.gaps == 1
+    assert second.gap is None and second.segments and status.bases == 1
+    new_base = repo.read_manifest("prod", second.info.base_backup)
+    assert isinstance(new_base, Manifest) and set(new_base.recipients) == set(capture_recipients)
+
+
+def test_a_spool_whose_disk_is_full_ends_the_chain_with_a_gap_like_a_full_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository down and the spool's file system full (ENOSPC): the upload thread died
+    of the OSError (its last-resort handler spooled again and raised again), uploads stopped
+    for good, and capture went on handing segments to nobody, saying nothing."""
+    def no_space(self: Spool, final: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    repo, chains, etcd, options = down_for_the_chain(tmp_path)
+    status = CaptureStatus()
+    with capturing(Capture(etcd, repo, options, status=status)):
+        until(lambda: status.chain is not None)
+        with monkeypatch.context() as patched:
+            patched.setattr(Spool, "_write", no_space)
+            etcd.put("/registry/k", b"v")
+            until(lambda: any("could not be written" in e for e in status.errors))
+        until(lambda: status.bases == 1 and len(chains.chains("prod")) == 2)
+    first, second = chains.chains("prod")
+    assert first.info.chain == BASE.id and first.gap is not None
+    assert "No space left on device" in first.gap.reason and first.gap.last_revision == 1
+    assert second.gap is None and status.gaps == 1
+
+
 def test_a_burst_is_cut_into_segments_that_each_stay_within_segment_max_bytes_as_stored(tmp_path: Path) -> None:
     """Everything etcd wrote while capture was away arrives at once: one segment of it all
     would be many times ``segment_max_bytes`` (and never fit a spool of that size)."""
-    store = MemoryStore()
-    repo, chains = resumable(store)
+    recipient = pyrage.x25519.Identity.generate().to_public()
+    store = MemoryStore()  # the chain is encrypted to the capture's recipient: it resumes
+    repo, chains = resumable(store, BASE.model_copy(update={"encryption": "age", "recipients": (str(recipient),)}))
     etcd = MemoryEtcd()
     lease = etcd.lease_grant(60)
     # Values that do not compress (Secrets encrypted at rest), some with a lease, a transaction.
     written = [etcd.put(f"/registry/secrets/ns/s{i}", os.urandom(700 + 37 * i), lease if i % 3 == 0 else 0)
                for i in range(60)]
-    recipient = pyrage.x25519.Identity.generate().to_public()
     options = CaptureOptions(
         backup=BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False,
                              recipients=tuple(load_recipients([str(recipient)]))),
@@ -313,6 +384,65 @@ def test_a_hanging_store_neither_stops_capture_nor_fills_its_memory(
     assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
     assert build_timeline("prod", [BASE], [chains.chains("prod")[0]]).gaps == ()
     assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []
+
+
+class BlackHoleStore(MemoryStore):
+    """The double, where once ``hang`` is set every call hangs until ``released`` is set: a
+    store behind a network that drops packets, or SIGSTOPped (S3 clients wait minutes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = threading.Event()
+        self.released = threading.Event()
+
+    def _wait(self) -> None:
+        if self.hang.is_set():
+            self.released.wait()
+
+    def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
+        self._wait()
+        return super().put_bytes(key, data, create_only=create_only)
+
+    def list(self, prefix: str = "", *, after: str = "") -> Iterator[ObjectInfo]:
+        self._wait()
+        return super().list(prefix, after=after)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        self._wait()
+        return super().stat(key)
+
+
+def test_a_store_that_stops_answering_every_call_does_not_stop_the_watch_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGSTOPped SeaweedFS: capture's look for another writer's segment (made after a pause
+    of two flush intervals and a second, so before most commits of a cluster written every
+    few seconds) and its check that the chain's record is there waited for the store in the
+    watch loop, minutes per call, while nothing was read from etcd or spooled (past etcd's
+    compaction, a gap the spool is there to prevent)."""
+    monkeypatch.setattr(run_module, "STORE_LOOK_SECONDS", 0.2)
+    store = BlackHoleStore()
+    repo, chains = resumable(store)
+    etcd = MemoryEtcd()
+    status = CaptureStatus()
+    options = dataclasses.replace(options_for(tmp_path, 0.05), heartbeat_interval=0.3)
+    with capturing(Capture(etcd, repo, options, status=status)):
+        first = etcd.put("/registry/k", b"v")
+        until(lambda: chains.chains("prod")[0].segments[-1:] != ()
+              and chains.chains("prod")[0].segments[-1].last_revision == first)
+        store.hang.set()
+        time.sleep(1.3)  # a pause: the next commit looks for another writer's segment first
+        try:
+            later = [etcd.put(f"/registry/k{i}", b"v") for i in range(3) if not time.sleep(0.2)]
+            until(lambda: status.last_revision == later[-1], timeout=10)
+            until(lambda: status.spooled > 0, timeout=10)  # what the store did not take waits on disk
+        finally:
+            store.released.set()
+        until(lambda: status.spooled == 0 and chains.chains("prod")[0].segments[-1].last_revision == later[-1])
+    refs = chains.chains("prod")[0].segments
+    assert refs[0].first_revision == 2 and refs[-1].last_revision == later[-1]
+    assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
+    assert status.gaps == 0 and status.bases == 0
+    assert sum("not answer" in e for e in status.errors) == 1, "said once, not at every commit"
 
 
 def test_a_heartbeat_the_store_hangs_on_does_not_hold_up_the_events_after_it(tmp_path: Path) -> None:

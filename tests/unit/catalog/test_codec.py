@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
@@ -402,3 +403,40 @@ def test_a_frame_whose_content_does_not_match_its_checksum_is_refused(payload: b
         with pytest.raises(IntegrityError, match="corrupt"):
             FrameBuffer(initial).decompress(damaged)
     assert FrameBuffer(initial).decompress(stored) == len(payload)
+
+
+def passphrase_identity_files(tmp_path: Path) -> dict[str, Path]:
+    """An age identity file encrypted with a passphrase (as ``age -p`` writes it, binary and
+    armored) and an SSH key protected by one: each opens only with a passphrase typed in."""
+    identity = f"{pyrage.x25519.Identity.generate()}\n".encode()
+    binary = pyrage.passphrase.encrypt(identity, "correct horse")
+    files = {"age binary": tmp_path / "key.age", "age armored": tmp_path / "key.age.asc",
+             "ssh": tmp_path / "id_ed25519"}
+    files["age binary"].write_bytes(binary)
+    encoded = base64.encodebytes(binary).decode()
+    files["age armored"].write_text(f"-----BEGIN AGE ENCRYPTED FILE-----\n{encoded}-----END AGE ENCRYPTED FILE-----\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "correct horse", "-f", str(files["ssh"])], check=True)
+    return files
+
+
+@pytest.mark.parametrize("kind, words", [("age binary", "encrypted"), ("age armored", "encrypted"),
+                                         ("ssh", "passphrase")])
+def test_an_identity_file_locked_by_a_passphrase_is_refused_saying_so(tmp_path: Path, kind: str, words: str) -> None:
+    """It was "has a line that is not an age identity" or "not a usable SSH private key": an
+    operator could not tell a locked key from a damaged one."""
+    path = passphrase_identity_files(tmp_path)[kind]
+    with pytest.raises(UsageError) as caught:
+        load_identities([str(path)])
+    message = str(caught.value)
+    assert words in message and "cannot" in message and str(path) in message
+    assert "AGE-SECRET-KEY" not in message and "correct horse" not in message
+
+
+def test_an_ssh_key_of_a_type_age_cannot_encrypt_to_is_named_so(tmp_path: Path) -> None:
+    """age encrypts to ssh-ed25519 and ssh-rsa keys; an ECDSA key was "not an age recipient (age1...)
+    or SSH public key", which it is."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "id_ecdsa")], check=True)
+    public = (tmp_path / "id_ecdsa.pub").read_text().strip()
+    with pytest.raises(UsageError) as caught:
+        load_recipients([public])
+    assert "ssh-ed25519 or ssh-rsa" in str(caught.value) and "ecdsa" in str(caught.value)

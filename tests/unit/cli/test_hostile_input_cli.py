@@ -242,3 +242,45 @@ def test_restore_into_a_data_dir_spelled_with_dot_dot_is_refused(cli: Cli, tmp_p
     assert code == 3, err
     assert err.count("\n") == 1 and "'..'" in err, err
     assert not list((tmp_path / "var/lib").glob("*lifeboat-*"))
+
+
+# A YAML document nested a few thousand levels deep (a few KiB of brackets) took PyYAML's
+# recursive composer past Python's recursion limit, and a key that is a list or a mapping met
+# the duplicate-key check's set: each was "unexpected error ... a bug" (exit 4).
+NESTED = "[" * 20_000 + "]" * 20_000
+
+
+def deep_config(tmp_path: Path) -> list[str]:
+    (tmp_path / "lifeboat.yaml").write_text(f"backup:\n  labels:\n    a: {NESTED}\n")
+    return ["config", "validate", str(tmp_path / "lifeboat.yaml")]
+
+
+def deep_encryption_config(tmp_path: Path) -> list[str]:
+    (tmp_path / "encryption.yaml").write_text(f"kind: EncryptionConfiguration\nresources: {NESTED}\n")
+    return ["k8s", "ls", str(tmp_path / "snapshot.db"), "--encryption-config", str(tmp_path / "encryption.yaml")]
+
+
+def deep_static_pod(tmp_path: Path) -> list[str]:
+    manifests = tmp_path / "etc" / "kubernetes" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "etcd.yaml").write_text(f"kind: Pod\nspec: {NESTED}\n")
+    return ["status", "--root", str(tmp_path)]
+
+
+@pytest.mark.parametrize("command", [deep_config, deep_encryption_config, deep_static_pod],
+                         ids=["config file", "encryption configuration", "static-pod manifest"])
+def test_yaml_nested_thousands_deep_is_refused_as_bad_yaml(cli: Cli, tmp_path: Path, command: object) -> None:
+    code, _out, err = cli(*command(tmp_path))  # type: ignore[operator]
+    assert code == 3, err
+    assert err.count("\n") == 1 and "nested" in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("document", ["? [a, b]\n: c\n", "retention:\n  ? {keep-last: 1}\n  : 3\n",
+                                      "backup:\n  labels:\n    ? [a]\n    : b\n"])
+def test_a_yaml_key_that_is_a_list_or_a_mapping_is_refused_naming_the_line(
+        cli: Cli, tmp_path: Path, document: str) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(document)
+    code, _out, err = cli("config", "validate", str(config))
+    assert code == 3, err
+    assert err.count("\n") == 1 and "not valid YAML at line" in err and "unexpected" not in err

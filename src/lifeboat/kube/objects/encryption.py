@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lifeboat.config.yaml_nesting import NestingLimitedLoader
 from lifeboat.errors import DecryptionError, IntegrityError, UsageError
 from lifeboat.kube.objects.checks import checked
 from lifeboat.kube.objects.envelope import PROTOBUF_MAGIC
@@ -103,9 +104,12 @@ def load_encryption_configuration(path: Path) -> EncryptionConfiguration:
     # The file holds a few keys: the 1 MiB cap refuses /dev/zero unread.
     data = read_small(path, "encryption configuration")
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
+        doc = yaml.load(data.decode("utf-8"), Loader=NestingLimitedLoader)  # noqa: S506 - a SafeLoader
+    except UnicodeDecodeError:
         raise UsageError(f"encryption configuration {path} is not valid YAML") from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise UsageError(f"encryption configuration {path} is not valid YAML ({problem})") from None
     return EncryptionConfiguration.from_document(doc)
 
 
