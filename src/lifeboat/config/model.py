@@ -164,6 +164,8 @@ class CaptureSection(Section):
                              f"({self.spool_max_bytes} < {self.segment_max_bytes})")
         if self.flush_interval > 60:
             raise ValueError(f"flush-interval must be at most 60s, got {self.flush_interval:g}s")
+        if self.flush_interval < 0.01:  # a watch pass each half interval: one every 50 ns was accepted
+            raise ValueError(f"flush-interval must be at least 10ms, got {self.flush_interval:g}s")
         return self
 
 

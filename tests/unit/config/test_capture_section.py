@@ -51,6 +51,8 @@ def test_pack_waits_default_to_lifeboat_pack_s_and_may_be_zero(tmp_path: Path) -
 @pytest.mark.parametrize("body, words", [
     ("flush-interval: 0s", "longer than zero"),
     ("flush-interval: 5m", "at most 60s"),
+    ("flush-interval: 0.0000001s", "at least 10ms"),  # a watch pass every 50 ns was accepted
+    ("flush-interval: 9ms", "at least 10ms"),
     ("segment-max-bytes: 12 apples", "size such as"),
     ("segment-max-bytes: 1KiB", "at least 4KiB"),
     ("spool-max-bytes: 1MiB\n  segment-max-bytes: 2MiB", "at least segment-max-bytes"),
