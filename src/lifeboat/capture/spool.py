@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lifeboat.errors import OperationFailed
+from lifeboat.durable import fsync_dir
+from lifeboat.errors import OperationFailed, UsageError
 
 
 class SpoolFull(OperationFailed):
@@ -32,7 +33,8 @@ class Spool:
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise OperationFailed(f"cannot create the capture spool {directory}: {exc.strerror}") from None
+            raise UsageError(f"cannot create the capture spool {directory} (--spool-dir or the config file's "
+                             f"capture.spool-dir): {exc.strerror}; name a directory capture may write") from None
         self._bytes = sum(p.stat().st_size for p in self._files())
 
     def _files(self) -> list[Path]:
@@ -76,6 +78,7 @@ class Spool:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, final)
+            fsync_dir(final.parent)  # the name too: the upload thread counts it as kept from here
         except OSError:
             part.unlink(missing_ok=True)
             raise

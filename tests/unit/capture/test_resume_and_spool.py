@@ -272,3 +272,26 @@ def test_a_segment_size_that_leaves_less_than_half_for_events_is_refused_naming_
         options(f"{smallest - 1}KiB", rsa)
     options("4KiB", [str(pyrage.x25519.Identity.generate().to_public())])  # one X25519 stanza fits
     options("4KiB", [])  # unencrypted, the least size allowed leaves room (config validate relies on it)
+
+
+def test_a_spool_directory_that_cannot_be_made_is_a_configuration_error(tmp_path: Path) -> None:
+    """It was exit 1 ("operation failed"), where --tmp-dir naming no directory is exit 3."""
+    from lifeboat.errors import UsageError
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match="capture.spool-dir") as refused:
+        Spool(tmp_path / "a-file" / "prod", 1 << 20)
+    assert "a-file" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_spooled_segments_name_is_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rename that keeps a spooled segment was not flushed to disk: a power loss could
+    lose a segment the chain needs, which capture had counted as kept."""
+    from lifeboat.capture import spool as spool_module
+
+    directory = tmp_path / "prod"
+    spool = Spool(directory, 1 << 20)
+    synced: list[Path] = []
+    monkeypatch.setattr(spool_module, "fsync_dir", synced.append)
+    spool.add("c", "y.seg.zst", b"data")
+    assert synced == [directory] and len(spool) == 1
