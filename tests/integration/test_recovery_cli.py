@@ -195,6 +195,10 @@ def test_restore_is_refused_while_the_backups_cluster_keeps_quorum_unless_forced
     code, out, err = cli(*restore)
     assert code == 1, out + err
     assert "still has quorum" in err and "lifeboat member replace m2" in err and "--force" in err
+    # Only this node's dead member named (a kubeadm node's loopback URL): nothing answered and the
+    # restore went ahead. The backup's member and those the data dir records are asked too.
+    code, out, err = cli(*restore[:-len(tls(pki))], *tls(pki, m2.client_url), "--dry-run")
+    assert code == 1 and "still has quorum" in err and "lifeboat member replace m2" in err, out + err
     assert (m2.data_dir / "member" / "snap" / "db").read_bytes() == old_db
     assert not list(m2.data_dir.parent.glob("*.lifeboat-moved-*"))
 

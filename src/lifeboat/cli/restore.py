@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
@@ -29,7 +30,9 @@ from lifeboat.recovery.decision import decide_recovery, restore_allowed
 from lifeboat.recovery.health import read_cluster_health
 from lifeboat.restore.cluster_plan import plan_cluster_restore
 from lifeboat.restore.executor import execute
-from lifeboat.restore.identity import check_same_cluster, read_node_cluster, repeats_finished_restore
+from lifeboat.restore.identity import (
+    check_same_cluster, read_node_cluster, recorded_client_urls, repeats_finished_restore,
+)
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
@@ -140,7 +143,7 @@ def _restore(args: argparse.Namespace, say: Callable[[str], None], target: Resto
             if repeats_finished_restore(journal, asked, node):
                 return _already_restored(args, journal, path)
         check_same_cluster(manifest, node, force=args.force)
-        _refuse_while_quorum(args, manifest)
+        _refuse_while_quorum(args, manifest, target.data_dir)
         journal = _new_journal(manifest, target, stamp, point_revision)
     version = manifest.source.etcd_version
     tool = restore_tool(args, version)
@@ -377,16 +380,24 @@ def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Sup
     return target, EtcdMemberProbe(settings), supervisor
 
 
-def _refuse_while_quorum(args: argparse.Namespace, manifest: Manifest) -> None:
+def _refuse_while_quorum(args: argparse.Namespace, manifest: Manifest, data_dir: Path) -> None:
     """Stop before touching the node while the backup's cluster keeps quorum (the decision table).
 
     Only the backup's own cluster counts: members already restored from it answer as a new
     cluster (a restore gives a new cluster id), and must not stop the rest of that restore.
     Not asked on resume: by then this member is stopped and its data moved aside.
+    A kubeadm node names only its own member (the static pod's loopback URL), which, down,
+    answers nothing about the others: so the member the backup was taken from and the members
+    the data dir records (at their peer hosts, on this member's client port) are asked too.
     """
     if args.force:
         return
     settings = _cluster_settings(args, discover_etcd(host_root(args)))
+    port = urlsplit(settings.endpoints[0]).port or 2379
+    others = (manifest.source.endpoint, *recorded_client_urls(data_dir, port))
+    # Another host's loopback URL names this host's (down) member, and a member of another
+    # cluster that answers does not count: asking more refuses only what the decision table does.
+    settings = replace(settings, endpoints=tuple(dict.fromkeys((*settings.endpoints, *others))))
     with EtcdClient(settings) as etcd:
         health = read_cluster_health(etcd, settings.endpoints)
     decision = decide_recovery(health)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Protocol
 
 from lifeboat.catalog.manifest import Manifest
@@ -69,6 +70,26 @@ def read_node_cluster(data_dir: Path, probe: ClusterIdProbe) -> NodeCluster:
     except (LifeboatError, OSError):
         return NodeCluster(None, frozenset(), frozenset(), db)  # a damaged db is a reason to restore
     return NodeCluster(None, frozenset(m.id for m in members), frozenset(removed), db)
+
+
+def recorded_client_urls(data_dir: Path, client_port: int) -> tuple[str, ...]:
+    """Where the members the data dir's db records would serve clients, by kubeadm's convention:
+    each member's peer host at ``client_port`` (the db keeps peer URLs, not client URLs); none
+    when it cannot be read."""
+    db = data_dir / "member" / "snap" / "db"
+    if not db.is_file():
+        return ()
+    try:
+        members, _removed = read_members(db)
+    except (LifeboatError, OSError):
+        return ()
+    found: list[str] = []
+    for url in (u for m in members for u in m.peer_urls):
+        parts = urlsplit(url)
+        if parts.hostname:
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            found.append(f"{parts.scheme}://{host}:{client_port}")
+    return tuple(dict.fromkeys(found))
 
 
 def same_cluster(manifest: Manifest, node: NodeCluster) -> bool | None:

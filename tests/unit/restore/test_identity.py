@@ -105,3 +105,22 @@ def test_a_finished_restore_is_not_repeated_once_the_node_holds_other_data() -> 
     assert not repeats_finished_restore(FINISHED, asked, offline())  # data dir gone: restore again
     unfinished = replace(FINISHED, finished=False)
     assert not repeats_finished_restore(unfinished, asked, NodeCluster(RESTORED.id, frozenset(), frozenset(), DB))
+
+
+def test_the_members_a_data_dir_records_are_looked_for_at_their_peer_hosts_on_the_client_port(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd 3.5 keeps members' peer URLs in the db, not their client URLs: kubeadm serves
+    clients on every member's host at the same port, which is where a restore asks them."""
+    from lifeboat.etcdapi.model import Member
+    from lifeboat.restore import identity
+
+    db = tmp_path / "etcd" / "member" / "snap" / "db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"")
+    members = [Member(1, "a", ("https://10.0.0.11:2380",), (), False),
+               Member(2, "b", ("https://10.0.0.12:2380", "https://[fd00::12]:2380"), (), False),
+               Member(3, "", ("https://10.0.0.11:2380",), (), True)]
+    monkeypatch.setattr(identity, "read_members", lambda path: (members, []))
+    assert identity.recorded_client_urls(tmp_path / "etcd", 2379) == (
+        "https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://[fd00::12]:2379")
+    assert identity.recorded_client_urls(tmp_path / "no-etcd", 2379) == ()

@@ -90,8 +90,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     While the backup's etcd cluster keeps quorum with more than one voting member, a restore is
     refused (exit 1) with the 'lifeboat member replace' command to run instead: it would roll the
-    working cluster back. lifeboat asks the etcd endpoints given (default: this node's member) and
-    every member they list; when this node's etcd is down, give --endpoints=THIS,OTHER,... (this
+    working cluster back. lifeboat asks the etcd endpoints given (default: this node's member), the
+    member the backup was taken from, the members this node's data dir records (at their peer
+    hosts, on this member's client port, as kubeadm lays them out) and every member they list; when
+    this node's etcd is down and the others serve elsewhere, give --endpoints=THIS,OTHER,... (this
     node's member first: it is the one stopped, restored and checked).
     --force restores anyway. A cluster that lost quorum, one where nothing answers (e.g. every
     member stopped to be restored) and members already restored (a new cluster id) do not stop it.
