@@ -193,8 +193,9 @@ def _capture_families(c: CaptureStatus, running: bool, now: datetime) -> Iterato
     yield _gauge("lifeboat_capture_fenced", "1 while this agent's capture may not write: another capture "
                  "(e.g. 'lifeboat capture' run by hand) holds the cluster's capture lock, or it no longer leads.",
                  int(running and c.fenced is not None))
-    yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision received but not yet in the "
-                 "repository has waited (0 when everything received is stored).",
+    yield _gauge("lifeboat_capture_lag_seconds", "How long the oldest revision not yet in the repository has "
+                 "waited: received and not stored, or in etcd and not delivered by a stalled watch (seen at an "
+                 "idle look); 0 when everything is stored.",
                  c.lag_seconds(now) if running else None)
     yield _gauge("lifeboat_capture_last_revision", "The newest etcd revision in a closed segment (uploaded, "
                  "or waiting for the repository in the upload queue or the spool).",

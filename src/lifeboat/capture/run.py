@@ -159,6 +159,9 @@ class CaptureStatus:
     last_revision: int = 0  # the last revision in a closed segment (uploaded, or waiting in the queue or spool)
     last_seen: datetime | None = None
     oldest_pending: datetime | None = None  # seen time of the oldest revision not yet in the repository
+    # When an idle look found etcd past the last revision captured (revisions the watch has not
+    # delivered, a stalled watch), until one arrives: they existed by then at the latest.
+    behind_since: datetime | None = None
     segments: int = 0
     events: int = 0
     gaps: int = 0
@@ -170,8 +173,10 @@ class CaptureStatus:
     fenced: str | None = None
 
     def lag_seconds(self, now: datetime) -> float:
-        """How long the oldest uncommitted revision has waited (0 when all are committed)."""
-        return max(0.0, (now - self.oldest_pending).total_seconds()) if self.oldest_pending else 0.0
+        """How long the oldest revision not in the repository has waited, as far as capture
+        knows: uncommitted, or in etcd and not delivered by the watch (0 when all are committed)."""
+        oldest = min((t for t in (self.oldest_pending, self.behind_since) if t is not None), default=None)
+        return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 
 class ChainBroken(LifeboatError):
@@ -443,6 +448,8 @@ class Capture:
     def _take(self, arrived: list[ReceivedEvents], builder: SegmentBuilder, position: _Position) -> None:
         """Add what arrived to the open segment, committing it first whenever the next revision
         would take it past ``segment_max_bytes`` (a burst, or a backlog caught up at once)."""
+        if arrived:
+            self.status.behind_since = None  # the watch delivers: what it has not yet is ordinary lag
         for revision, written_after in revisions_of(arrived):
             # A lease's TTL goes in the segment open when it is learnt (maybe the one committed
             # next, before the revision naming it): a restore reads every TTL up to its point.
@@ -529,9 +536,10 @@ class Capture:
             return
         last = position.previous.last_revision
         if revision == last:
-            self._ahead = None
+            self._ahead = self.status.behind_since = None
             self.uploader.beat(position.info.chain, Heartbeat(revision, seen))
         elif revision > last:
+            self.status.behind_since = self.status.behind_since or seen
             # Revisions the watch has not delivered: a write may race this look, not a whole
             # idle interval more. Twice in a row with nothing received between, the watch is
             # stalled (a member that hangs and keeps the stream open): follow etcd again.

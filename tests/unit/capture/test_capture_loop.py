@@ -707,6 +707,23 @@ def test_a_watch_that_delivers_nothing_while_etcd_moves_on_is_followed_again(tmp
     with capturing(Capture(etcd, repo, options, status=status)):
         until(lambda: status.chain is not None and etcd.feeds == 1)
         written = etcd.put("/registry/k", b"v")
+        until(lambda: status.behind_since is not None)  # the lag metric shows the stall
         until(lambda: status.last_revision == written)
-    assert etcd.feeds >= 2
+    assert etcd.feeds >= 2 and status.behind_since is None
     assert any("delivered nothing" in e and f"to {written}" in e for e in status.errors), status.errors
+
+
+def test_revisions_a_stalled_watch_has_not_delivered_count_in_the_lag(tmp_path: Path) -> None:
+    """The lag metric counted only revisions received and not yet stored: through a watch's
+    stall it read 0, and the lag alert could not fire."""
+    store = MemoryStore()
+    repo, _chains = resumable(store)
+    etcd = MemoryEtcd()
+    status = CaptureStatus()
+    capture = Capture(etcd, repo, options_for(tmp_path, 0.5), status=status)
+    position = run_module._Position(ChainInfo(BASE.id, "prod", BASE.id, 1, "c1", BASE.finished_at),
+                                    Predecessor("base", 1, BASE.id))
+    etcd.put("/registry/k", b"v")  # revision 2, which the watch did not deliver
+    looked = datetime.now(timezone.utc)
+    capture._heartbeat(position)
+    assert status.lag_seconds(looked + timedelta(seconds=40)) >= 39
