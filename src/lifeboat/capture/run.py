@@ -52,6 +52,7 @@ from lifeboat.errors import (
     UsageError,
 )
 from lifeboat.etcd.failures import RevisionCompacted
+from lifeboat.waits import event_wait
 from lifeboat.etcdapi.model import LeaseTimeToLive, ReceivedEvents
 from lifeboat.snapshot import SnapshotMeta, read_meta
 
@@ -62,6 +63,8 @@ _POLL = 0.25
 # A host whose clock is this many seconds behind the time the chain it resumes was last seen
 # at says so: what it captures next is stamped earlier than what came before it.
 CLOCK_SKEW_NOTED = 1.0
+# How long capture waits for the members' Status answers (all asked at once) for etcd's revision.
+STATUS_SECONDS = 2.0
 # How much earlier than the flush interval to close a segment before any commit was timed.
 _FIRST_LEAD = 0.1
 # How long a stopping capture waits for the feed's last pass (what etcd had when told to stop).
@@ -314,15 +317,35 @@ class Capture:
         return position
 
     def _etcd_revision(self) -> int:
-        revisions = []
-        for endpoint in self.options.backup.endpoints:
+        """The newest revision the members answer within ``STATUS_SECONDS``, asked all at once:
+        one after another, a member that hangs held the watch loop for the command timeout."""
+        endpoints = self.options.backup.endpoints
+        revisions: list[int] = []
+        waiting = [len(endpoints)]
+        lock = threading.Lock()
+        all_answered = threading.Event()
+
+        def ask(endpoint: str) -> None:
+            revision = None
             try:
-                revisions.append(self.etcd.status(endpoint).revision)
-            except BackendUnavailable:
-                continue
-        if not revisions:
-            raise EtcdUnavailable("no etcd endpoint answered a status request")
-        return max(revisions)
+                revision = self.etcd.status(endpoint).revision
+            except LifeboatError:
+                pass  # down or refusing: the others answer
+            finally:
+                with lock:
+                    if revision is not None:
+                        revisions.append(revision)
+                    waiting[0] -= 1
+                    if not waiting[0]:
+                        all_answered.set()
+
+        for endpoint in endpoints:  # each thread ends by its client's timeout: none is left for long
+            threading.Thread(target=ask, args=(endpoint,), name="capture-status", daemon=True).start()
+        event_wait(all_answered, STATUS_SECONDS)
+        with lock:
+            if not revisions:
+                raise EtcdUnavailable(f"no etcd endpoint answered a status request within {STATUS_SECONDS:g}s")
+            return max(revisions)
 
     def _cluster_id(self) -> str:
         return f"{self.etcd.member_list().cluster_id:x}"

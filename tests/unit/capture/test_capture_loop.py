@@ -31,7 +31,7 @@ from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, build_timeline
 from lifeboat.clock import FakeClock
 from lifeboat.errors import LifeboatError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd.memory import MemoryEtcd, MemoryFeed, member_urls
-from lifeboat.etcdapi.model import ReceivedEvents
+from lifeboat.etcdapi.model import MemberStatus, ReceivedEvents
 from lifeboat.store import ObjectInfo
 from lifeboat.store.memory import Fault, MemoryStore
 from tests.unit.catalog.capture_records import manifest
@@ -727,3 +727,29 @@ def test_revisions_a_stalled_watch_has_not_delivered_count_in_the_lag(tmp_path: 
     looked = datetime.now(timezone.utc)
     capture._heartbeat(position)
     assert status.lag_seconds(looked + timedelta(seconds=40)) >= 39
+
+
+class OneHungMember(MemoryEtcd):
+    """The double, with one more endpoint whose member takes any Status call and never answers."""
+
+    HUNG = "http://10.0.0.13:2379"
+
+    def status(self, endpoint: str) -> MemberStatus:
+        if endpoint == self.HUNG:
+            time.sleep(30)
+        return super().status(endpoint)
+
+
+def test_a_hung_member_holds_capture_up_a_moment_not_a_command_timeout(tmp_path: Path) -> None:
+    """etcd's revision (at every idle heartbeat, and on resume) was asked of each member in turn:
+    one that hangs held the watch loop for the whole command timeout (10 s) each time."""
+    store = MemoryStore()
+    repo, _chains = resumable(store)
+    etcd = OneHungMember()
+    options = CaptureOptions(
+        backup=BackupOptions(cluster="prod", endpoints=(OneHungMember.HUNG, member_urls(1)[0]), capture_files=False),
+        flush_interval=0.05, spool_dir=tmp_path / "spool", retry_interval=0.05)
+    written = etcd.put("/registry/k", b"v")
+    started = time.monotonic()
+    assert Capture(etcd, repo, options)._etcd_revision() == written
+    assert time.monotonic() - started < 5
