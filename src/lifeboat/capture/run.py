@@ -43,7 +43,7 @@ from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.layout import MARKER_KEY
-from lifeboat.catalog.timeline import SYNTHETIC_CHAIN
+from lifeboat.catalog.timeline import written_from
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -537,13 +537,11 @@ class Capture:
             self._watched_base = (chain, position.info.base_backup)
         if self.repo.store.stat(self.repo.layout.manifest_key(cluster, self._watched_base[1])) is not None:
             return self._watched_base[1]
-        written = [m for m in self.repo.manifests(cluster)
-                   if m.labels.get(SYNTHETIC_CHAIN) == chain and m.status == "complete" and m.snapshot is not None]
+        written = written_from(chain, self.repo.manifests(cluster))
         if not written:
             return None
-        newest = max(written, key=lambda m: m.snapshot.revision if m.snapshot else 0)
-        self._watched_base = (chain, newest.id)
-        return newest.id
+        self._watched_base = (chain, written[-1].id)
+        return written[-1].id
 
     def _heartbeat(self, position: _Position) -> None:
         """While idle, record that etcd is still at the chain's last revision.

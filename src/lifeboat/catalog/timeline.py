@@ -13,7 +13,7 @@ remaining synthetic backup, which folded everything before it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -118,15 +118,12 @@ def synthetic_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
 
 def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing]) -> Timeline:
     """Windows and gaps of ``cluster`` from its backups and capture chains."""
-    complete = {m.id: m for m in manifests if m.status == "complete" and m.snapshot is not None}
-    chain_ids = {listing.info.chain for listing in chains}
-    synthetic = {m.id: m for m in complete.values() if m.labels.get(SYNTHETIC_CHAIN) in chain_ids}
+    complete = {m.id: m for m in manifests if _complete(m)}
     windows: list[Window] = []
     holes: dict[int, tuple[str, bool]] = {}  # chain end revision -> why the chain stops there, missing segments
     chained: set[str] = set()
     for listing in chains:
-        written = sorted((m for m in synthetic.values() if m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain),
-                         key=lambda m: m.snapshot.revision)
+        written = written_from(listing.info.chain, complete.values())
         base = complete.get(listing.info.base_backup)
         if base is not None:
             start = (listing.info.base_revision, manifest_time(base))
@@ -163,6 +160,16 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             windows.append(Window(m, m.snapshot.revision, m.snapshot.revision, t, t))
     windows.sort(key=lambda w: (w.first_revision, w.last_revision))
     return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
+
+
+def written_from(chain: str, manifests: Iterable[Manifest]) -> list[Manifest]:
+    """The complete full backups ``synthesize`` wrote from ``chain``, oldest revision first."""
+    return sorted((m for m in manifests if m.labels.get(SYNTHETIC_CHAIN) == chain and _complete(m)),
+                  key=lambda m: m.snapshot.revision if m.snapshot else 0)
+
+
+def _complete(manifest: Manifest) -> bool:
+    return manifest.status == "complete" and manifest.snapshot is not None
 
 
 def cluster_timeline(repo: BackupRepository, cluster: str, without: frozenset[str] = frozenset()) -> Timeline:
