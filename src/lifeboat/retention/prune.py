@@ -153,8 +153,6 @@ def plan_prune(
                      judge_chains(retention, chains, timelines, now, orphan_grace, unreadable), incomplete, unlisted)
 
 
-
-
 # The kept backups' manifests and objects are read this many at a time: each is a round trip,
 # and a prune that keeps thousands (recovery-window 30d of half-hourly backups) waited for each.
 CHECK_THREADS = 16
