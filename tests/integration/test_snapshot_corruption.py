@@ -80,7 +80,7 @@ def test_flipped_structural_bytes_give_an_error_or_what_etcdutl_says(
     chosen = rng.sample(offsets, min(len(offsets), 130))
     chosen += [rng.randrange(0, len(data)) for _ in range(20)]
     damaged = tmp_path / "damaged.db"
-    answered = rejected = 0
+    answered = rejected = oracle_crashed = 0
     for offset in chosen:
         flipped = bytearray(data)
         flipped[offset] ^= 1 << rng.randrange(8)
@@ -91,9 +91,15 @@ def test_flipped_structural_bytes_give_an_error_or_what_etcdutl_says(
             assert str(damaged) in str(exc) and "\n" not in str(exc)
             rejected += 1
             continue
+        theirs = etcdutl_status(damaged)
+        if isinstance(theirs, str) and "fatal error: fault" in theirs:
+            # etcdutl's bbolt itself faulted (SIGSEGV in its page walk, seen once in a CI run): the
+            # oracle gives no answer to compare with. Rare, or the corpus is not what this test needs.
+            oracle_crashed += 1
+            continue
         answered += 1
-        assert ours == etcdutl_status(damaged), f"byte {offset} flipped"
-    assert rejected > 10 and answered > 10
+        assert ours == theirs, f"byte {offset} flipped"
+    assert rejected > 10 and answered > 10 and oracle_crashed <= 2
 
 
 def test_any_flipped_byte_is_caught_by_the_trailer(busy35: Corpus, tmp_path: Path) -> None:
