@@ -117,6 +117,8 @@ def test_a_process_that_ends_gives_its_ports_back(tmp_path: Path) -> None:
 def test_a_port_something_listens_on_is_skipped(tmp_path: Path) -> None:
     free, listened = ports_for_a_pool(2)
     with socket.socket() as listener:  # a program that knows nothing of the locks
+        # As servers do: an earlier test's connections to this port may still be in TIME_WAIT.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", listened))
         listener.listen()
         pool = PortPool([listened, free], tmp_path)
