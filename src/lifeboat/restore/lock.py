@@ -16,7 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lifeboat.clock import Clock, SystemClock, wait_for
 from lifeboat.errors import OperationFailed
+
+# The holder locks, then writes its pid: a run refused in between waits this long for the pid.
+HOLDER_PID_WAIT = 1.0
 
 
 def lock_path(data_dir: Path) -> Path:
@@ -24,7 +28,7 @@ def lock_path(data_dir: Path) -> Path:
 
 
 @contextmanager
-def restore_lock(data_dir: Path) -> Iterator[Path]:
+def restore_lock(data_dir: Path, clock: Clock | None = None) -> Iterator[Path]:
     """Hold the data dir's restore lock; OperationFailed naming the holder if another run has it."""
     path = lock_path(data_dir)
     try:
@@ -46,7 +50,7 @@ def restore_lock(data_dir: Path) -> Iterator[Path]:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise OperationFailed(f"cannot lock {path}: {exc.strerror}") from None
             raise OperationFailed(
-                f"another lifeboat restore or rollback of {data_dir} is running ({_holder(fd)} holds "
+                f"another lifeboat restore or rollback of {data_dir} is running ({_holder(fd, clock or SystemClock())} holds "
                 f"{path}); wait for it to finish, then re-run"
             ) from None
         os.ftruncate(fd, 0)
@@ -56,6 +60,10 @@ def restore_lock(data_dir: Path) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
-def _holder(fd: int) -> str:
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    return f"pid {text}" if text.isdigit() else "a process that has not written its pid yet"
+def _holder(fd: int, clock: Clock) -> str:
+    def pid() -> str | None:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return text if text.isdigit() else None
+
+    found = wait_for(clock, pid, HOLDER_PID_WAIT, 0.01)
+    return f"pid {found}" if found else "a process that has not written its pid yet"

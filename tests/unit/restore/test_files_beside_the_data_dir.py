@@ -4,10 +4,13 @@ to overwrite another file."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
 
+from lifeboat.clock import FakeClock
 from lifeboat.errors import OperationFailed
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.lock import lock_path, restore_lock
@@ -46,3 +49,32 @@ def test_the_journal_is_never_written_through_a_symlink_at_its_temporary_name(tm
     save_journal(path, journal)
     assert precious.read_text() == "keep me\n"
     assert load_journal(path) == journal and not path.is_symlink()
+
+
+class _HolderWritesOnSleep(FakeClock):
+    """A clock whose first sleep is when the lock's holder gets round to writing its pid."""
+
+    def __init__(self, path: Path, pid: str) -> None:
+        super().__init__()
+        self.path, self.pid = path, pid
+
+    def sleep(self, seconds: float) -> None:
+        self.path.write_text(f"{self.pid}\n")
+        super().sleep(seconds)
+
+
+def test_a_run_refused_before_the_holder_wrote_its_pid_waits_for_the_pid(tmp_path: Path) -> None:
+    data_dir = tmp_path / "etcd"
+    path = lock_path(data_dir)
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # locked, pid not yet written
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(OperationFailed, match=r"\(pid 4242 holds"):
+            with restore_lock(data_dir, _HolderWritesOnSleep(path, "4242")):
+                pass
+        path.write_text("")
+        with pytest.raises(OperationFailed, match="a process that has not written its pid yet"):
+            with restore_lock(data_dir, FakeClock()):
+                pass
+    finally:
+        os.close(holder)
