@@ -515,6 +515,71 @@ def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
     assert restored_state(from_original.path) == source_state(client, later)
 
 
+def test_a_backup_taken_while_capture_runs_is_the_base_of_later_points(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.1)) as status:
+        early = write_history(client, 3, tag="early")
+        wait_for(lambda: status.last_revision >= early.revisions[-1])
+        scheduled = cli.json("backup", "--endpoints", etcd.client_url, "--repo", str(repo_dir), "--cluster", "prod",
+                             "--no-files")
+        late = write_history(client, 3, tag="late")
+        wait_for(lambda: status.last_revision >= late.revisions[-1])
+        chain = status.chain
+    assert early.revisions[-1] <= scheduled["snapshot"]["revision"] < late.revisions[0]
+    (window,) = [w for w in cluster_timeline(repo, "prod").windows if w.chain is not None]
+    assert window.base.id == chain and [m.id for m in window.passing] == [scheduled["id"]]
+    for revision in (late.revisions[0], late.revisions[-1]):
+        point = find_point(repo, "prod", PointTarget(revision=revision), None)
+        assert point.base.id == scheduled["id"] and point.base_revision == scheduled["snapshot"]["revision"]
+        assert point.segments[0].last_revision > scheduled["snapshot"]["revision"]
+        built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision)
+    (ended,) = [b for b in cli.json("list", "--repo", str(repo_dir)) if b["id"] == scheduled["id"]]
+    assert ended["window_end"]["revision"] == window.last_revision
+    (shown,) = cli.json("timeline", "--repo", str(repo_dir), "-o", "json")
+    assert [w["taken_while_capturing"] for w in shown["windows"]] == [[scheduled["id"]]]
+
+
+def test_a_backup_taken_while_capture_runs_whose_last_row_is_below_its_compaction_restores_later_points_exactly(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    """etcd compacted away the tombstone of its newest revision: the backup's last row is below
+    the revision its state is at. The replay after it must not write the compacted revisions."""
+    repo_dir = tmp_path / "repo"
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                 flush_interval=0.1)) as status:
+        write_history(client, 2, tag="early")
+        client.put("/registry/gone/old", b"older than the backup's last row")
+        last_row = client.put("/registry/kept", b"the backup's last row")
+        client.put("/registry/gone/x", b"short-lived")
+        client.put("/registry/gone/y", b"short-lived")
+        client.delete_range("/registry/gone/", prefix=True)  # gone/old too: its rows all go
+        compacted = client.status(etcd.client_url).revision
+        wait_for(lambda: status.last_revision >= compacted)  # the watch is past it before etcd compacts
+        client.compact(compacted, physical=True)
+        scheduled = cli.json("backup", "--endpoints", etcd.client_url, "--repo", str(repo_dir), "--cluster", "prod",
+                             "--no-files")
+        late = write_history(client, 2, tag="late")
+        wait_for(lambda: status.last_revision >= late.revisions[-1])
+    assert scheduled["snapshot"]["revision"] == last_row < compacted
+    assert scheduled["labels"]["lifeboat.state-revision"] == str(compacted)
+    for revision in (late.revisions[0], late.revisions[-1]):
+        point = find_point(repo, "prod", PointTarget(revision=revision), None)
+        assert point.base.id == scheduled["id"] and point.base_revision == compacted
+        built = build_point_snapshot(repo, point, None, tmp_path / f"at-{revision}.db")
+        assert restored_state(built.path) == source_state(client, revision)
+        written = [decode_revision(k)[0] for k, _v in key_rows(built.path, last_row)]
+        assert written and min(written) > compacted  # nothing of the compacted revisions
+    # Between its last row and its state the backup is not the base: it lacks gone/old.
+    between = find_point(repo, "prod", PointTarget(revision=last_row + 1), None)
+    assert between.base.id != scheduled["id"]
+    built = build_point_snapshot(repo, between, None, tmp_path / "between.db")
+    assert b"/registry/gone/old" in [row[0] for row in restored_state(built.path)]
+
+
 def restored_state_of(repo: BackupRepository, backup_id: str, tmp_path: Path) -> list[tuple[bytes, bytes, int, int, int, int]]:
     from lifeboat.verify.backup import verify_backup
     path = tmp_path / f"{backup_id}.db"

@@ -30,6 +30,7 @@ from lifeboat.catalog.layout import FILES_OBJECT, SNAPSHOT_OBJECT, stored_name
 from lifeboat.catalog.manifest import BackupObject, BackupStatus, Manifest, SnapshotInfo, SourceMember
 from lifeboat.catalog.repository import BackupRepository, started_time
 from lifeboat.catalog.segments import seen_text
+from lifeboat.catalog.timeline import STATE_REVISION
 from lifeboat.catalog.streams import Chunk, Digest, PieceBuffers, SnapshotDigest, hashing, private_file, threaded
 from lifeboat.config import LifeboatConfig
 from lifeboat.errors import IntegrityError, NotFound, OperationFailed
@@ -37,6 +38,7 @@ from lifeboat.etcd.seam import ClusterView
 from lifeboat.snapshot import PageScan, SnapshotStatus, snapshot_status
 from lifeboat.disk import FreeSpace, RoomReport, free_bytes, require_room
 from lifeboat.durable import install_durably, part_path
+from lifeboat.snapshot.mvcc import read_meta
 from lifeboat.snapshot.spool import ROOM_HINT, spool_dir
 from lifeboat.waits import finished
 
@@ -116,7 +118,7 @@ def take_backup(
             require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
                          f"the backup's spooled snapshot (member {source.member.name}'s db)",
                          ROOM_HINT, free_space, room)
-            snapshot_obj, info = draft.store_snapshot(etcd, source, Path(tmp), progress)
+            snapshot_obj, info, state_revision = draft.store_snapshot(etcd, source, Path(tmp), progress)
             files_obj, entries = draft.store_files(Path(tmp)) if options.capture_files else (None, [])
         manifest = Manifest(
             id=backup_id,
@@ -132,7 +134,7 @@ def take_backup(
             recipients=tuple(r.text for r in options.recipients),
             objects=tuple(o for o in (snapshot_obj, files_obj) if o is not None),
             files=tuple(entries),
-            labels=dict(options.labels),
+            labels={**options.labels, STATE_REVISION: str(state_revision)},
         )
         repo.commit(manifest)
     except BaseException:
@@ -226,7 +228,9 @@ class _Draft:
 
     def store_snapshot(
         self, etcd: SnapshotSource, source: SourceChoice, tmp: Path, progress: Progress
-    ) -> tuple[BackupObject, SnapshotInfo]:
+    ) -> tuple[BackupObject, SnapshotInfo, int]:
+        """The snapshot object stored, what the offline reader found, and the revision the
+        snapshot's state is at (:meth:`~lifeboat.snapshot.mvcc.SnapshotMeta.state_revision`)."""
         spool = tmp / "snapshot.db"
         # The leaf pages are summarised as the stream passes (PageScan); the rest of the
         # offline status read starts as soon as the spool is complete and checked, while
@@ -247,7 +251,7 @@ class _Draft:
             revision=status.revision, hash=status.hash, total_key=status.total_key,
             total_size=status.total_size, db_sha256=receiver.db_sha256,
         )
-        return obj, info
+        return obj, info, read_meta(spool).state_revision(status.revision)
 
     def store_files(self, tmp: Path) -> tuple[BackupObject | None, list[CapturedFile]]:
         archive = tmp / "control-plane.tar"

@@ -375,12 +375,7 @@ class Capture:
                                inspect=lambda snapshot: marks.append(read_meta(snapshot)))
         assert manifest.snapshot is not None and manifest.source is not None
         self.status.bases += 1
-        # etcd's revision is the newest row or the compaction mark, whichever is higher: a
-        # compaction removes a tombstone at its own revision (kvstore.go restore, keyIndex.compact),
-        # so the snapshot's last row can be below the revision its state is at. An empty store
-        # is at revision 1 (etcd's kvstore starts its revision there).
-        revision = max(manifest.snapshot.revision, marks[0].finished_compact_revision or 0,
-                       marks[0].scheduled_compact_revision or 0, 1)
+        revision = marks[0].state_revision(manifest.snapshot.revision)
         info = ChainInfo(chain=manifest.id, cluster=manifest.cluster, base_backup=manifest.id,
                          base_revision=revision, cluster_id=manifest.source.cluster_id,
                          started_at=manifest.finished_at)

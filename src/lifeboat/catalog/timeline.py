@@ -8,6 +8,10 @@ Anything between windows is a gap, with the reason the chain recorded, or "not c
 A chain's window starts at its own base backup; once retention has deleted that base (and the
 segments before a synthetic full backup of the chain), it starts at the chain's oldest
 remaining synthetic backup, which folded everything before it.
+
+A full backup taken of the cluster while a chain captured it (a scheduled one, say) is a
+starting point of that window too (:func:`passing_backups`): a point after it replays only the
+events after it, not the whole chain from its base.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from lifeboat.catalog.chains import ChainListing, SegmentRef, reach_first, shared_revisions
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.catalog.repository import BackupRepository
+from lifeboat.catalog.repository import BackupRepository, started_time
 from lifeboat.catalog.segments import Segment
 from lifeboat.errors import UsageError
 
@@ -47,15 +51,23 @@ class Window:
     segments: tuple[SegmentRef, ...] = ()  # the unbroken run used, in order
     capturing: bool = False  # the chain has no end recorded: capture may still extend it
     synthetic: tuple[Manifest, ...] = ()  # full backups written from this chain (later bases)
+    passing: tuple[Manifest, ...] = ()  # full backups taken of the cluster while the chain captured it
 
     def covers(self, revision: int) -> bool:
         return self.first_revision <= revision <= self.last_revision
 
     def bases(self) -> tuple[Base, ...]:
-        """Every full backup a restore inside this window can start from, oldest first."""
+        """The chain's own base and the full backups written from it, oldest first: what its
+        segments are kept for (retention folds a chain into its oldest kept one)."""
         own = Base(self.base, self.first_revision, self.first_time)
         later = (Base(m, m.snapshot.revision, synthetic_time(m, self.segments)) for m in self.synthetic)
         return (own, *sorted(later, key=lambda b: b.revision))
+
+    def starts(self) -> tuple[Base, ...]:
+        """Every full backup a restore inside this window can start from, oldest first: its
+        :meth:`bases` and the backups taken while the chain captured."""
+        passing = (Base(m, start_revision(m), synthetic_time(m, self.segments)) for m in self.passing)
+        return tuple(sorted((*self.bases(), *passing), key=lambda b: b.revision))
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,16 @@ SYNTHETIC_CHAIN = "lifeboat.synthetic-chain"  # label of a full backup written f
 SYNTHETIC_FROM = "lifeboat.synthetic-from"
 SYNTHETIC_REVISION = "lifeboat.synthetic-revision"
 SYNTHETIC_SEEN = "lifeboat.synthetic-seen"  # when capture saw the revision it holds (RFC 3339)
+# The revision a backup's state is at, when above its snapshot's last row (a compaction removed
+# the tombstones after it: SnapshotMeta.state_revision). Written by backups since December 2026.
+STATE_REVISION = "lifeboat.state-revision"
+
+
+def start_revision(m: Manifest) -> int:
+    """The revision ``m``'s state is at, as far as its manifest tells: a replay from it applies
+    the events after this revision."""
+    text = m.labels.get(STATE_REVISION, "")
+    return int(text) if text.isascii() and text.isdigit() and int(text) >= m.snapshot.revision else m.snapshot.revision
 
 
 def synthetic_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
@@ -153,6 +175,10 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             # Segments missing before a synthetic backup: the chain goes on from it, a window of its own.
             base, written = later[0], later[1:]
             start = (base.snapshot.revision, synthetic_time(base, listing.segments))
+    for i, w in enumerate(windows):
+        if w.chain is not None:
+            windows[i] = replace(w, passing=passing_backups(w, (m for m in complete.values() if m.id not in chained)))
+            chained.update(m.id for m in windows[i].passing)
     for m in complete.values():
         if m.id not in chained:
             assert m.snapshot is not None
@@ -166,6 +192,48 @@ def written_from(chain: str, manifests: Iterable[Manifest]) -> list[Manifest]:
     """The complete full backups ``synthesize`` wrote from ``chain``, oldest revision first."""
     return sorted((m for m in manifests if m.labels.get(SYNTHETIC_CHAIN) == chain and _complete(m)),
                   key=lambda m: m.snapshot.revision if m.snapshot else 0)
+
+
+# How far a backup's clock and capture's may disagree (with capture's lag) and a backup still
+# count as taken while the chain captured: see :func:`passing_backups`.
+PASSING_SLACK = timedelta(seconds=5)
+
+
+def passing_backups(window: Window, manifests: Iterable[Manifest]) -> tuple[Manifest, ...]:
+    """The full backups of ``manifests`` taken while ``window``'s chain captured the cluster,
+    which a restore to a later revision of the window can start from instead of the chain's base.
+
+    A backup at revision R is the state the chain reached at R only if it was taken of the same
+    etcd cluster while the chain's revision was R: etcd's cluster id says the first, the times
+    the second. R is the revision its state is at (:data:`STATE_REVISION`), which older backups
+    do not record (their last row can be below it, when a compaction removed the tombstones
+    after it: their state lacks keys a point between the two holds), so they are not taken.
+    R must be inside the window, the backup must have finished no earlier than
+    capture first saw R and started no later than capture saw R+1 (to the segments' seen
+    times, give or take :data:`PASSING_SLACK`). A cluster restored from an older backup keeps
+    its id and can go through revisions the chain had seen again, with other contents: its
+    backups were taken after the chain saw those revisions, and are not taken for the chain's.
+    It must be encrypted as the chain's base is (the identity that reads the chain reads it),
+    and not be written from a chain (:data:`SYNTHETIC_CHAIN`).
+    """
+    if window.chain is None:
+        return ()
+    info = window.chain.info
+    found = []
+    for m in manifests:
+        revision = start_revision(m)
+        if (STATE_REVISION not in m.labels or SYNTHETIC_CHAIN in m.labels
+                or not window.first_revision < revision <= window.last_revision
+                or m.source.cluster_id != info.cluster_id or m.encryption != window.base.encryption
+                or sorted(m.recipients) != sorted(window.base.recipients)):
+            continue
+        seen_first = next((s.first_seen for s in window.segments
+                           if s.first_revision <= revision <= s.last_revision), window.first_time)
+        seen_next = next((s.last_seen for s in window.segments
+                          if s.first_revision <= revision + 1 <= s.last_revision), window.last_time)
+        if manifest_time(m) >= seen_first - PASSING_SLACK and started_time(m) <= seen_next + PASSING_SLACK:
+            found.append(m)
+    return tuple(sorted(found, key=start_revision))
 
 
 def _complete(manifest: Manifest) -> bool:
@@ -234,17 +302,17 @@ class RestorePoint:
     revision: int
     window: Window
     segments: tuple[SegmentRef, ...]  # to apply in order (events after the base, up to revision)
-    synthetic_base: Manifest | None = None  # a full backup written from the chain, nearer the point
+    nearer_base: Manifest | None = None  # a later starting point of the window than its base (Window.starts)
 
     @property
     def base(self) -> Manifest:
-        return self.synthetic_base or self.window.base
+        return self.nearer_base or self.window.base
 
     @property
     def base_revision(self) -> int:
         """The revision the base's state is at (a compaction mark can be above its last row)."""
-        if self.synthetic_base is not None:
-            return self.synthetic_base.snapshot.revision
+        if self.nearer_base is not None:
+            return start_revision(self.nearer_base)
         return self.window.first_revision
 
     @property
@@ -268,14 +336,15 @@ class RestorePoint:
 def point_at_revision(timeline: Timeline, revision: int, base_id: str | None = None) -> RestorePoint:
     """The newest base at or before ``revision`` and the segments up to it, or a UsageError.
 
-    Every base of every window covering ``revision`` is a candidate (a chain's own base, a
-    synthetic backup written from it, a later chain's base): the newest needs the fewest events.
+    Every starting point of every window covering ``revision`` is a candidate (a chain's own
+    base, a synthetic backup written from it, a backup taken while it captured, a later chain's
+    base): the newest needs the fewest events.
     ``base_id`` takes that base instead (a resumed restore's, already fetched and replayed).
     """
     covering = [w for w in timeline.windows if w.covers(revision)]
     if not covering:
         raise UsageError(_not_restorable(timeline, f"revision {revision}", revision=revision))
-    candidates = [(b, w) for w in covering for b in w.bases()
+    candidates = [(b, w) for w in covering for b in w.starts()
                   if b.revision <= revision and base_id in (None, b.manifest.id)]
     if not candidates:
         raise UsageError(f"revision {revision} cannot be restored from base backup {base_id}: it is no longer "

@@ -142,9 +142,9 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         return 0
     for t in timelines:
         print(f"cluster {t.cluster}")
-        table(("FROM REVISION", "TO REVISION", "FROM", "TO", "BASE", "SEGMENTS", "STATE"),
+        table(("FROM REVISION", "TO REVISION", "FROM", "TO", "BASE", "LATER BASES", "SEGMENTS", "STATE"),
               [(w.first_revision, w.last_revision, _time(w.first_time), _time(w.last_time), w.base.id,
-                len(w.segments), _state(w)) for w in t.windows])
+                len(w.starts()) - 1, len(w.segments), _state(w)) for w in t.windows])
         if t.gaps:
             print("gaps:")
             table(("AFTER REVISION", "BEFORE REVISION", "FROM", "TO", "REASON"),
@@ -171,6 +171,7 @@ def window_json(w: Window) -> dict[str, Any]:
         "first_time": _time(w.first_time), "last_time": _time(w.last_time),
         "segments": len(w.segments), "capturing": w.capturing,
         "synthetic": [m.id for m in w.synthetic],  # later bases in the window, written from the chain
+        "taken_while_capturing": [m.id for m in w.passing],  # later bases: backups taken as it captured
     }
 
 

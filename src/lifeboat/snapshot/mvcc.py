@@ -49,6 +49,15 @@ class SnapshotMeta:
     scheduled_compact_revision: int | None
     finished_compact_revision: int | None
 
+    def state_revision(self, last_row: int) -> int:
+        """The revision a store whose newest row is at ``last_row`` holds the state of.
+
+        etcd's revision is the newest row or the compaction mark, whichever is higher: a
+        compaction removes a tombstone at its own revision (kvstore.go restore, keyIndex.compact),
+        so the last row can be below it. An empty store is at revision 1 (etcd's kvstore starts
+        its revision there)."""
+        return max(last_row, self.finished_compact_revision or 0, self.scheduled_compact_revision or 0, 1)
+
 
 def decode_key_value(buf: Buffer, start: int, end: int) -> KeyValue:
     """Decode an ``mvccpb.KeyValue`` from ``buf[start:end]``; unknown fields are skipped."""

@@ -216,3 +216,75 @@ def test_segments_missing_before_a_synthetic_backup_do_not_lose_the_chain_after_
     assert point.base.id == synthetic.id and [s.first_revision for s in point.segments] == [171]
     with pytest.raises(UsageError, match="falls in a gap"):
         point_at_revision(timeline, 160)
+
+
+def taken(backup_id: str, revision: int, started: float, finished: float, *, last_row: int | None = None,
+          **changes: object) -> object:
+    """A full backup of the state at ``revision`` (its snapshot's last row: ``last_row``, by
+    default the same) that ran from ``started`` to ``finished`` seconds, as lifeboat writes them."""
+    from lifeboat.catalog.timeline import STATE_REVISION
+
+    def moment(seconds: float) -> str:
+        return at(seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    made = manifest(backup_id, last_row or revision, finished)
+    return made.model_copy(update={"started_at": moment(started), "labels": {STATE_REVISION: str(revision)},
+                                   **changes})
+
+
+# B1's chain saw 101..150 between 1 and 2 s, 151..200 between 3 and 4 s, 201..260 between 10 and 12 s.
+CAPTURING = [ref(101, 150, 1, 2), ref(151, 200, 3, 4), ref(201, 260, 10, 12)]
+
+
+def test_a_backup_taken_while_the_chain_captured_is_a_later_start_of_its_window() -> None:
+    scheduled = taken("20261201T030005Z-cccccc", 200, 4.5, 6)  # etcd idle at 200 from 4 s to 10 s
+    timeline = build_timeline("prod", [B1, scheduled], [chain(B1, CAPTURING)])
+    (window,) = timeline.windows  # not a window of its own beside the chain's
+    assert window.passing == (scheduled,) and [b.manifest.id for b in window.bases()] == [B1.id]
+    assert [(b.manifest.id, b.revision) for b in window.starts()] == [(B1.id, 100), (scheduled.id, 200)]
+    point = point_at_revision(timeline, 230)
+    assert point.base.id == scheduled.id and point.base_revision == 200  # type: ignore[attr-defined]
+    assert [s.first_revision for s in point.segments] == [201]
+    assert point_at_revision(timeline, 180).base.id == B1.id  # before it, the chain's base
+    named = point_at_revision(timeline, 230, scheduled.id)  # a resumed restore's base
+    assert named.base.id == scheduled.id and named.segments == point.segments
+    assert point_at_revision(timeline, 200).segments == ()
+
+
+@pytest.mark.parametrize("why, backup", [
+    ("another etcd cluster", taken("20261201T030005Z-cccccc", 200, 4.5, 6).model_copy(
+        update={"source": B1.source.model_copy(update={"cluster_id": "c2"})})),
+    # A cluster restored from an older backup goes through revisions the chain saw, with other
+    # contents, after the chain saw them.
+    ("started after the chain saw the next revision", taken("20261201T030100Z-cccccc", 200, 60, 61)),
+    ("finished before the chain saw its revision", taken("20261201T025900Z-cccccc", 250, -60, -59)),
+    ("encrypted where the chain's base is not", taken("20261201T030005Z-cccccc", 200, 4.5, 6).model_copy(
+        update={"encryption": "age", "recipients": ("age1x",)})),
+    ("after everything the chain captured", taken("20261201T030015Z-cccccc", 261, 13, 14)),
+    ("at the chain's own base revision", taken("20261201T030000Z-cccccc", 100, 0, 0.5)),
+    # Written before backups recorded the revision their state is at: it may be above the last row.
+    ("without the revision its state is at", taken("20261201T030005Z-cccccc", 200, 4.5, 6).model_copy(
+        update={"labels": {}})),
+])
+def test_a_backup_not_shown_to_hold_the_chains_state_is_not_a_start_of_its_window(why: str, backup: object) -> None:
+    timeline = build_timeline("prod", [B1, backup], [chain(B1, CAPTURING)])  # type: ignore[list-item]
+    assert [w.base.id for w in timeline.windows if w.chain is not None] == [B1.id], why
+    assert all(w.passing == () for w in timeline.windows), why
+    assert backup.id in [w.base.id for w in timeline.windows], why  # type: ignore[attr-defined]
+    assert point_at_revision(timeline, 255).base.id == B1.id, why
+
+
+def test_a_backup_written_from_the_chain_is_a_synthetic_base_not_a_passing_one() -> None:
+    folded = synthetic("20261201T030005Z-ssssss", 200, 6, B1, seen="2026-12-01T03:00:04.000Z")
+    (window,) = build_timeline("prod", [B1, folded], [chain(B1, CAPTURING)]).windows
+    assert window.synthetic == (folded,) and window.passing == ()
+
+
+def test_a_backup_whose_state_is_above_its_last_row_starts_the_replay_after_its_state() -> None:
+    """etcd compacted away tombstones after the last row: the events up to the compaction are
+    in the backup's state already (keys they deleted are gone from it)."""
+    scheduled = taken("20261201T030005Z-cccccc", 210, 10.5, 11, last_row=195)
+    timeline = build_timeline("prod", [B1, scheduled], [chain(B1, CAPTURING)])
+    assert [(b.manifest.id, b.revision) for b in timeline.windows[0].starts()] == [(B1.id, 100), (scheduled.id, 210)]
+    point = point_at_revision(timeline, 230)
+    assert point.base.id == scheduled.id and point.base_revision == 210  # type: ignore[attr-defined]
+    assert point_at_revision(timeline, 205).base.id == B1.id  # between its last row and its state: not from it

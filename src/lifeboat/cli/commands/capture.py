@@ -119,8 +119,11 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
     Show, per cluster, the recoverable windows (a base backup and its unbroken chain of capture
     segments; a backup without a chain is a window of one revision) as revision and time ranges,
-    and every gap between them with its reason. Times are when capture saw a revision; the
-    revision was committed by etcd at or before that time.
+    and every gap between them with its reason. LATER BASES counts the backups inside a window a
+    restore to a later point starts from instead of its base (written from the chain by
+    synthesize, or taken while the chain captured): the replay applies only the events after
+    the newest one. Times are when capture saw a revision; the revision was committed by etcd at
+    or before that time.
     """
     from lifeboat.cli import capture
 
