@@ -515,6 +515,12 @@ def test_synthetic_full_backup_is_a_backup_and_the_base_of_later_points(
     assert restored_state(from_original.path) == source_state(client, later)
 
 
+def backup_while_capturing(cli: Cli, etcd: EtcdMember, repo_dir: Path) -> dict[str, Any]:
+    """A backup of cluster prod as the agent's schedule or a cron job takes it, capture or not."""
+    return cli.json("backup", "--endpoints", etcd.client_url, "--repo", str(repo_dir), "--cluster", "prod",
+                    "--no-files")  # type: ignore[return-value]
+
+
 def test_a_backup_taken_while_capture_runs_is_the_base_of_later_points(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
     repo_dir = tmp_path / "repo"
@@ -523,8 +529,7 @@ def test_a_backup_taken_while_capture_runs_is_the_base_of_later_points(
                                                  flush_interval=0.1)) as status:
         early = write_history(client, 3, tag="early")
         wait_for(lambda: status.last_revision >= early.revisions[-1])
-        scheduled = cli.json("backup", "--endpoints", etcd.client_url, "--repo", str(repo_dir), "--cluster", "prod",
-                             "--no-files")
+        scheduled = backup_while_capturing(cli, etcd, repo_dir)
         late = write_history(client, 3, tag="late")
         wait_for(lambda: status.last_revision >= late.revisions[-1])
         chain = status.chain
@@ -560,8 +565,7 @@ def test_a_backup_taken_while_capture_runs_whose_last_row_is_below_its_compactio
         compacted = client.status(etcd.client_url).revision
         wait_for(lambda: status.last_revision >= compacted)  # the watch is past it before etcd compacts
         client.compact(compacted, physical=True)
-        scheduled = cli.json("backup", "--endpoints", etcd.client_url, "--repo", str(repo_dir), "--cluster", "prod",
-                             "--no-files")
+        scheduled = backup_while_capturing(cli, etcd, repo_dir)
         late = write_history(client, 2, tag="late")
         wait_for(lambda: status.last_revision >= late.revisions[-1])
     assert scheduled["snapshot"]["revision"] == last_row < compacted

@@ -45,7 +45,7 @@ def synthesize(repo: BackupRepository, point: RestorePoint, identities: Sequence
 
 def _seen(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None) -> datetime:
     """When capture saw the point's revision: once the chain's own base is deleted, the synthetic
-    backup's window starts at this time (see :func:`lifeboat.catalog.timeline.synthetic_time`)."""
+    backup's window starts at this time (see :func:`lifeboat.catalog.timeline.seen_time`)."""
     chain = point.window.chain
     assert chain is not None and point.segments
     last = repo.chain_store.read_segment(chain.info.cluster, chain.info.chain, point.segments[-1], identities)

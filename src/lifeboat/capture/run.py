@@ -43,7 +43,7 @@ from lifeboat.catalog.age_keys import Recipient, load_recipients
 from lifeboat.catalog.chains import ChainInfo, ChainStore, Gap, Heartbeat, segment_name
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.layout import MARKER_KEY
-from lifeboat.catalog.timeline import written_from
+from lifeboat.catalog.timeline import cluster_timeline
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config import LifeboatConfig
 from lifeboat.catalog.segments import Predecessor, Segment
@@ -524,19 +524,22 @@ class Capture:
     def _base_of(self, position: _Position) -> str | None:
         """A backup a restore in the chain can start from, if one is left (one HEAD while it stays).
 
-        The chain's own base, or once a fold wrote a full backup from the chain and deleted the
-        base, the newest such backup. None: every one of them is deleted.
+        The chain's own base, or once it is deleted (a fold into a later base: a full backup
+        written from the chain or taken while it captured), the newest base the timeline finds
+        for the chain. None: every one of them is deleted.
         """
         chain, cluster = position.info.chain, self.options.cluster
         if self._watched_base is None or self._watched_base[0] != chain:
             self._watched_base = (chain, position.info.base_backup)
         if self.repo.store.stat(self.repo.layout.manifest_key(cluster, self._watched_base[1])) is not None:
             return self._watched_base[1]
-        written = written_from(chain, self.repo.manifests(cluster))
-        if not written:
+        bases = [b for w in cluster_timeline(self.repo, cluster).windows
+                 if w.chain is not None and w.chain.info.chain == chain for b in w.bases()]
+        if not bases:
             return None
-        self._watched_base = (chain, written[-1].id)
-        return written[-1].id
+        newest = max(bases, key=lambda b: b.revision).manifest.id
+        self._watched_base = (chain, newest)
+        return newest
 
     def _heartbeat(self, position: _Position) -> None:
         """While idle, record that etcd is still at the chain's last revision.

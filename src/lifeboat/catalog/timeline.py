@@ -9,9 +9,9 @@ A chain's window starts at its own base backup; once retention has deleted that 
 segments before a synthetic full backup of the chain), it starts at the chain's oldest
 remaining synthetic backup, which folded everything before it.
 
-A full backup taken of the cluster while a chain captured it (a scheduled one, say) is a
-starting point of that window too (:func:`passing_backups`): a point after it replays only the
-events after it, not the whole chain from its base.
+A full backup taken of the cluster while a chain captured it (a scheduled one, say) is a base
+of that window too (:func:`taken_while_capturing`): a point after it replays only the events
+after it, not the whole chain from its base, and retention can fold the chain into it.
 """
 
 from __future__ import annotations
@@ -51,23 +51,18 @@ class Window:
     segments: tuple[SegmentRef, ...] = ()  # the unbroken run used, in order
     capturing: bool = False  # the chain has no end recorded: capture may still extend it
     synthetic: tuple[Manifest, ...] = ()  # full backups written from this chain (later bases)
-    passing: tuple[Manifest, ...] = ()  # full backups taken of the cluster while the chain captured it
+    passing: tuple[Manifest, ...] = ()  # full backups taken of the cluster while the chain captured it (too)
 
     def covers(self, revision: int) -> bool:
         return self.first_revision <= revision <= self.last_revision
 
     def bases(self) -> tuple[Base, ...]:
-        """The chain's own base and the full backups written from it, oldest first: what its
-        segments are kept for (retention folds a chain into its oldest kept one)."""
+        """Every full backup a restore inside this window can start from, oldest first: the
+        window's base, and the later ones written from its chain or taken while it captured.
+        Retention keeps a chain's segments for them and folds it into its oldest kept one."""
         own = Base(self.base, self.first_revision, self.first_time)
-        later = (Base(m, m.snapshot.revision, synthetic_time(m, self.segments)) for m in self.synthetic)
+        later = (Base(m, start_revision(m), seen_time(m, self.segments)) for m in (*self.synthetic, *self.passing))
         return (own, *sorted(later, key=lambda b: b.revision))
-
-    def starts(self) -> tuple[Base, ...]:
-        """Every full backup a restore inside this window can start from, oldest first: its
-        :meth:`bases` and the backups taken while the chain captured."""
-        passing = (Base(m, start_revision(m), synthetic_time(m, self.segments)) for m in self.passing)
-        return tuple(sorted((*self.bases(), *passing), key=lambda b: b.revision))
 
 
 @dataclass(frozen=True)
@@ -121,12 +116,13 @@ def start_revision(m: Manifest) -> int:
     return int(text) if text.isascii() and text.isdigit() and int(text) >= m.snapshot.revision else m.snapshot.revision
 
 
-def synthetic_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
-    """When capture saw the revision a synthetic backup holds, or a time no earlier than that.
+def seen_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
+    """When capture saw the revision a later base of a chain holds, or a time no earlier than that.
 
-    The label is exact. Without it (backups written before it existed), the last time seen of
-    the segment holding the revision, else the time the backup was written: both are at or
-    after the true time, so a window never claims a moment it cannot restore.
+    A synthetic backup's label is exact. Without it (a backup taken while the chain captured,
+    or synthetic ones written before the label existed), the last time seen of the segment
+    holding the revision, else the time the backup finished: both are at or after the true
+    time, so a window never claims a moment it cannot restore.
     """
     text = m.labels.get(SYNTHETIC_SEEN)
     if text is not None:
@@ -134,7 +130,8 @@ def synthetic_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
             return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
         except ValueError:
             pass
-    holding = [s.last_seen for s in segments if s.first_revision <= m.snapshot.revision <= s.last_revision]
+    revision = start_revision(m)
+    holding = [s.last_seen for s in segments if s.first_revision <= revision <= s.last_revision]
     return min(holding) if holding else manifest_time(m)
 
 
@@ -144,14 +141,16 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     windows: list[Window] = []
     holes: dict[int, tuple[str, bool]] = {}  # chain end revision -> why the chain stops there, missing segments
     chained: set[str] = set()
+    own_bases = {listing.info.base_backup for listing in chains}
     for listing in chains:
-        written = written_from(listing.info.chain, complete.values())
         base = complete.get(listing.info.base_backup)
+        others = [m for m in complete.values() if m.id not in own_bases]
+        written = later_bases(listing, others, base)
         if base is not None:
             start = (listing.info.base_revision, manifest_time(base))
-        elif written:  # the chain's own base is gone: its oldest synthetic backup folded it
+        elif written:  # the chain's own base is gone: its oldest later base folded it
             base, written = written[0], written[1:]
-            start = (base.snapshot.revision, synthetic_time(base, listing.segments))
+            start = (start_revision(base), seen_time(base, listing.segments))
         else:
             if listing.segments:
                 _log.warning("chain %s of cluster %s: its base backup %s is not in the repository (or not "
@@ -161,24 +160,21 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
         while True:
             chained.add(base.id)
             window, hole = _chain_window(base, start, listing)
-            own = tuple(m for m in written if window.covers(m.snapshot.revision))
-            window = replace(window, synthetic=own)
+            own = [m for m in written if window.covers(start_revision(m))]
+            window = replace(window, synthetic=tuple(m for m in own if SYNTHETIC_CHAIN in m.labels),
+                             passing=tuple(m for m in own if SYNTHETIC_CHAIN not in m.labels))
             chained.update(m.id for m in own)
             windows.append(window)
             if hole:
                 holes[window.last_revision] = (hole, True)
             elif listing.gap is not None:
                 holes[window.last_revision] = (listing.gap.reason, False)
-            later = [m for m in written if m.snapshot.revision > window.last_revision]
+            later = [m for m in written if start_revision(m) > window.last_revision]
             if not hole or not later:
                 break
-            # Segments missing before a synthetic backup: the chain goes on from it, a window of its own.
+            # Segments missing before a later base: the chain goes on from it, a window of its own.
             base, written = later[0], later[1:]
-            start = (base.snapshot.revision, synthetic_time(base, listing.segments))
-    for i, w in enumerate(windows):
-        if w.chain is not None:
-            windows[i] = replace(w, passing=passing_backups(w, (m for m in complete.values() if m.id not in chained)))
-            chained.update(m.id for m in windows[i].passing)
+            start = (start_revision(base), seen_time(base, listing.segments))
     for m in complete.values():
         if m.id not in chained:
             assert m.snapshot is not None
@@ -188,52 +184,64 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
 
 
-def written_from(chain: str, manifests: Iterable[Manifest]) -> list[Manifest]:
-    """The complete full backups ``synthesize`` wrote from ``chain``, oldest revision first."""
-    return sorted((m for m in manifests if m.labels.get(SYNTHETIC_CHAIN) == chain and _complete(m)),
-                  key=lambda m: m.snapshot.revision if m.snapshot else 0)
+def later_bases(listing: ChainListing, manifests: Iterable[Manifest], base: Manifest | None) -> list[Manifest]:
+    """The complete full backups of ``manifests`` a restore in ``listing``'s chain can start from
+    besides its own base ``base`` (None: deleted): those ``synthesize`` wrote from the chain and
+    those taken while it captured, by the revision their state is at."""
+    recipients = None if base is None else base.recipients
+    return sorted((m for m in manifests if _complete(m) and (m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain
+                                                             or taken_while_capturing(m, listing, recipients))),
+                  key=start_revision)
 
 
 # How far a backup's clock and capture's may disagree (with capture's lag) and a backup still
-# count as taken while the chain captured: see :func:`passing_backups`.
+# count as taken while the chain captured: see :func:`taken_while_capturing`.
 PASSING_SLACK = timedelta(seconds=5)
 
 
-def passing_backups(window: Window, manifests: Iterable[Manifest]) -> tuple[Manifest, ...]:
-    """The full backups of ``manifests`` taken while ``window``'s chain captured the cluster,
-    which a restore to a later revision of the window can start from instead of the chain's base.
+def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None) -> bool:
+    """Whether full backup ``m`` holds the state ``listing``'s chain reached at the revision
+    ``m``'s state is at, so that a restore to a later point of the chain can start from it.
 
-    A backup at revision R is the state the chain reached at R only if it was taken of the same
-    etcd cluster while the chain's revision was R: etcd's cluster id says the first, the times
-    the second. R is the revision its state is at (:data:`STATE_REVISION`), which older backups
-    do not record (their last row can be below it, when a compaction removed the tombstones
-    after it: their state lacks keys a point between the two holds), so they are not taken.
-    R must be inside the window, the backup must have finished no earlier than
-    capture first saw R and started no later than capture saw R+1 (to the segments' seen
-    times, give or take :data:`PASSING_SLACK`). A cluster restored from an older backup keeps
-    its id and can go through revisions the chain had seen again, with other contents: its
-    backups were taken after the chain saw those revisions, and are not taken for the chain's.
-    It must be encrypted as the chain's base is (the identity that reads the chain reads it),
-    and not be written from a chain (:data:`SYNTHETIC_CHAIN`).
+    Only if it was taken of the same etcd cluster while the chain's revision was that one,
+    R: etcd's cluster id says the first, the times the second. R is the revision its state is
+    at (:data:`STATE_REVISION`), which older backups do not record (their last row can be below
+    it, when a compaction removed the tombstones after it: their state then lacks keys a point
+    between the two holds), so they are not taken. R must be after the chain's base and held
+    by a segment; ``m`` must have finished no earlier than capture first saw R and started no
+    later than capture saw R+1 (to the seen times of the segments holding them, give or take
+    :data:`PASSING_SLACK`; at the chain's newest revision, its last heartbeat there). A cluster
+    restored from an older backup can keep its id and go through revisions the chain saw again,
+    with other contents: its backups were taken after the chain saw those revisions. It must
+    be encrypted as the chain is (to ``recipients``, the chain's base's, when the base is still
+    there: the identity that reads the chain reads it), and not be written from a chain
+    (:data:`SYNTHETIC_CHAIN`; those are judged by that label).
     """
-    if window.chain is None:
-        return ()
-    info = window.chain.info
-    found = []
-    for m in manifests:
-        revision = start_revision(m)
-        if (STATE_REVISION not in m.labels or SYNTHETIC_CHAIN in m.labels
-                or not window.first_revision < revision <= window.last_revision
-                or m.source.cluster_id != info.cluster_id or m.encryption != window.base.encryption
-                or sorted(m.recipients) != sorted(window.base.recipients)):
-            continue
-        seen_first = next((s.first_seen for s in window.segments
-                           if s.first_revision <= revision <= s.last_revision), window.first_time)
-        seen_next = next((s.last_seen for s in window.segments
-                          if s.first_revision <= revision + 1 <= s.last_revision), window.last_time)
-        if manifest_time(m) >= seen_first - PASSING_SLACK and started_time(m) <= seen_next + PASSING_SLACK:
-            found.append(m)
-    return tuple(sorted(found, key=start_revision))
+    revision = start_revision(m)
+    if (STATE_REVISION not in m.labels or SYNTHETIC_CHAIN in m.labels
+            or m.source.cluster_id != listing.info.cluster_id or revision <= listing.info.base_revision):
+        return False
+    holding = [s for s in listing.segments if s.first_revision <= revision <= s.last_revision]
+    if not holding:
+        return False
+    if recipients is not None:
+        if sorted(m.recipients) != sorted(recipients):
+            return False
+    elif (m.encryption is not None) != holding[0].encrypted:
+        return False
+    # Every segment holding a revision was first seen no later than it, last seen no earlier.
+    seen_first = max(s.first_seen for s in holding)
+    following = [s for s in listing.segments if s.first_revision <= revision + 1 <= s.last_revision]
+    if following:
+        seen_next = min(s.last_seen for s in following)
+    elif revision == max(s.last_revision for s in listing.segments):
+        beat = listing.heartbeat
+        seen_next = max(s.last_seen for s in holding)
+        if beat is not None and beat.revision == revision:
+            seen_next = max(seen_next, beat.seen)
+    else:
+        return False  # the revisions after it are missing
+    return manifest_time(m) >= seen_first - PASSING_SLACK and started_time(m) <= seen_next + PASSING_SLACK
 
 
 def _complete(manifest: Manifest) -> bool:
@@ -344,7 +352,7 @@ def point_at_revision(timeline: Timeline, revision: int, base_id: str | None = N
     covering = [w for w in timeline.windows if w.covers(revision)]
     if not covering:
         raise UsageError(_not_restorable(timeline, f"revision {revision}", revision=revision))
-    candidates = [(b, w) for w in covering for b in w.starts()
+    candidates = [(b, w) for w in covering for b in w.bases()
                   if b.revision <= revision and base_id in (None, b.manifest.id)]
     if not candidates:
         raise UsageError(f"revision {revision} cannot be restored from base backup {base_id}: it is no longer "
@@ -418,3 +426,4 @@ def _start(w: Window) -> str:
 
 def _end(w: Window) -> str:
     return f"revision {w.last_revision} ({_text(w.last_time)})"
+

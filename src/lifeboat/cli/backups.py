@@ -139,7 +139,7 @@ class WindowEnds:
             timeline = build_timeline(cluster, [m for m in manifests if m.cluster == cluster],
                                       self._chains[cluster])
             for w in timeline.windows:
-                for base in w.starts():  # a backup written from the chain or taken as it captured restores to its end
+                for base in w.bases():  # a backup written from the chain or taken as it captured restores to its end
                     ends[base.manifest.id] = {"revision": w.last_revision, "time": seen_text(w.last_time),
                                               "capturing": w.capturing}
         return ends

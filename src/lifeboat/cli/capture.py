@@ -144,7 +144,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         print(f"cluster {t.cluster}")
         table(("FROM REVISION", "TO REVISION", "FROM", "TO", "BASE", "LATER BASES", "SEGMENTS", "STATE"),
               [(w.first_revision, w.last_revision, _time(w.first_time), _time(w.last_time), w.base.id,
-                len(w.starts()) - 1, len(w.segments), _state(w)) for w in t.windows])
+                len(w.bases()) - 1, len(w.segments), _state(w)) for w in t.windows])
         if t.gaps:
             print("gaps:")
             table(("AFTER REVISION", "BEFORE REVISION", "FROM", "TO", "REASON"),

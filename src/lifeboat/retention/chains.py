@@ -2,16 +2,20 @@
 
 Pure functions of the retention plan, the chains a listing found and the cluster's timeline.
 A chain's window has one or more bases (:meth:`lifeboat.catalog.timeline.Window.bases`): its
-own base backup and the synthetic full backups written from it. The rules:
+own base backup, the synthetic full backups written from it and the full backups taken while
+it captured. The rules:
 
 * ``recovery-window D`` keeps, in every chain reaching into the last ``D``, the newest base
   seen at or before the window's start (or the chain's oldest base when all of it is inside):
   every captured second of the window stays restorable from it. Older bases of the chain are
   left to the other policies.
 * A segment is needed by a retained base when it holds revisions after that base. So a chain
-  whose oldest retained base is a synthetic backup at revision S is **folded**: once its older
-  bases are deleted, its segments that end at or before S go too, except the chain's newest
-  segment (capture continues after it). The timeline then starts the window at S.
+  whose oldest retained base is a later one at revision S is **folded**: once its older bases
+  are deleted, its segments that end at or before S go too, except the chain's newest segment
+  (capture continues after it) and, for a backup taken while the chain captured, the segment
+  holding S (the timeline reads its seen times to know the backup for the chain's:
+  :func:`~lifeboat.catalog.timeline.taken_while_capturing`). The timeline then starts the
+  window at S.
 * A chain none of whose bases is retained goes whole (segments first, ``chain.json`` last).
   A chain with no base left at all (deleted by hand, say) goes once older than the orphan
   grace: nothing can replay it.
@@ -24,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.chains import ChainListing, SegmentRef
-from lifeboat.catalog.timeline import Base, Timeline, Window
+from lifeboat.catalog.timeline import SYNTHETIC_CHAIN, Base, Timeline, Window
 from lifeboat.retention.plan import RetentionPlan, Verdict
 from lifeboat.retention.policies import Policy, RecoveryWindow
 from lifeboat.retention.records import format_time
@@ -159,14 +163,17 @@ def judge_chains(plan: RetentionPlan, chains: Sequence[ChainListing], timelines:
             continue
         oldest = retained[0]
         newest = max(listing.segments, key=lambda s: s.last_revision, default=None)
-        folded = tuple(s for s in listing.segments if s.last_revision <= oldest.revision and s is not newest)
+        synthetic = SYNTHETIC_CHAIN in oldest.manifest.labels
+        folded = tuple(s for s in listing.segments if s is not newest and (
+            s.last_revision <= oldest.revision if synthetic else s.last_revision < oldest.revision))
         if not folded:
             found.append(ChainDecision(listing, False, f"its base backup {oldest.manifest.id} is kept", bases=ids))
             continue
         gone = tuple(b.manifest.id for b in bases if b.revision < oldest.revision)
+        kind = "synthetic backup" if synthetic else "backup"
         found.append(ChainDecision(
             listing, False,
-            f"folded into synthetic backup {oldest.manifest.id} (revision {oldest.revision}), its oldest kept "
+            f"folded into {kind} {oldest.manifest.id} (revision {oldest.revision}), its oldest kept "
             f"base: the {len(folded)} segment(s) before it go" + (f" with {', '.join(gone)}" if gone else ""),
             folded=folded, folded_bases=gone, bases=ids))
     return tuple(found)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.manifest import Manifest
-from lifeboat.catalog.timeline import SYNTHETIC_SEEN, build_timeline, synthetic_time
+from lifeboat.catalog.timeline import SYNTHETIC_SEEN, build_timeline, seen_time
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.config import check_orphan_grace
@@ -262,7 +262,7 @@ def _record(manifest: Manifest, pinned: bool) -> BackupRecord:
         ) from None
     if SYNTHETIC_SEEN in manifest.labels:
         # A synthetic backup holds the cluster as capture saw it then, not when it was written.
-        taken_at = synthetic_time(manifest, ())
+        taken_at = seen_time(manifest, ())
     return BackupRecord(manifest.id, manifest.cluster, taken_at, manifest.status,
                         pinned=pinned, size=manifest.stored_size)
 

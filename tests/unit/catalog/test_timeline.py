@@ -239,8 +239,8 @@ def test_a_backup_taken_while_the_chain_captured_is_a_later_start_of_its_window(
     scheduled = taken("20261201T030005Z-cccccc", 200, 4.5, 6)  # etcd idle at 200 from 4 s to 10 s
     timeline = build_timeline("prod", [B1, scheduled], [chain(B1, CAPTURING)])
     (window,) = timeline.windows  # not a window of its own beside the chain's
-    assert window.passing == (scheduled,) and [b.manifest.id for b in window.bases()] == [B1.id]
-    assert [(b.manifest.id, b.revision) for b in window.starts()] == [(B1.id, 100), (scheduled.id, 200)]
+    assert window.passing == (scheduled,) and window.synthetic == ()
+    assert [(b.manifest.id, b.revision) for b in window.bases()] == [(B1.id, 100), (scheduled.id, 200)]
     point = point_at_revision(timeline, 230)
     assert point.base.id == scheduled.id and point.base_revision == 200  # type: ignore[attr-defined]
     assert [s.first_revision for s in point.segments] == [201]
@@ -284,7 +284,7 @@ def test_a_backup_whose_state_is_above_its_last_row_starts_the_replay_after_its_
     in the backup's state already (keys they deleted are gone from it)."""
     scheduled = taken("20261201T030005Z-cccccc", 210, 10.5, 11, last_row=195)
     timeline = build_timeline("prod", [B1, scheduled], [chain(B1, CAPTURING)])
-    assert [(b.manifest.id, b.revision) for b in timeline.windows[0].starts()] == [(B1.id, 100), (scheduled.id, 210)]
+    assert [(b.manifest.id, b.revision) for b in timeline.windows[0].bases()] == [(B1.id, 100), (scheduled.id, 210)]
     point = point_at_revision(timeline, 230)
     assert point.base.id == scheduled.id and point.base_revision == 210  # type: ignore[attr-defined]
     assert point_at_revision(timeline, 205).base.id == B1.id  # between its last row and its state: not from it

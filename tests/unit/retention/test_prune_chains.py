@@ -143,6 +143,33 @@ def test_a_synthetic_backup_lets_the_old_base_and_the_segments_it_folded_go() ->
         point_at_revision(timeline, 500)
 
 
+def test_a_backup_taken_while_capture_ran_folds_the_chain_but_keeps_the_segment_that_dates_it() -> None:
+    from lifeboat.catalog.timeline import STATE_REVISION
+    # At the end of segment 10 (1101..1200, seen during day 10), taken before 1201 was seen (day 11).
+    scheduled = manifest("20261112T000000Z-7a7a7a", 1200, 11 * DAY).model_copy(
+        update={"labels": {STATE_REVISION: "1200"}})
+    repo = folded_repo(scheduled)
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), NOW)
+    assert {d.backup.id: d.verdict for d in plan.retention.decisions} == {B.id: Verdict.DELETE,
+                                                                          scheduled.id: Verdict.KEEP}
+    (chain,) = plan.chains
+    assert chain.verdict == "fold" and chain.folded_bases == (B.id,)
+    assert f"folded into backup {scheduled.id} (revision 1200)" in chain.reason
+    # Segments ending before 1200: the one ending at it stays (a synthetic backup would let it go).
+    assert [s.last_revision for s in chain.folded] == [200 + 100 * d for d in range(10)]
+    apply_prune(repo, plan)
+    assert segments_of(repo)[0] == 1101
+    timeline = build_timeline("prod", list(repo.manifests("prod")), ChainStore(repo.store).chains("prod"))
+    (window,) = timeline.windows  # the backup is still found to be the chain's, and starts it
+    assert (window.base.id, window.first_revision, window.last_revision) == (scheduled.id, 1200, 4000)
+    assert window.first_time == at(11 * DAY - 1) and timeline.gaps == ()
+    point = point_at_revision(timeline, 2000)
+    assert point.base.id == scheduled.id and point.segments[0].first_revision == 1201
+    # A second prune finds nothing more to fold.
+    (again,) = plan_prune(repo, parse_policies({"keep-last": 1}), NOW).chains
+    assert again.verdict == "keep"
+
+
 def test_recovery_window_keeps_the_newest_base_seen_before_it_starts_and_folds_the_rest() -> None:
     repo = folded_repo(S1, S2)
     plain = manifest("20261201T000000Z-dddddd", 3000, 30 * DAY)  # the policy's "newest before the window"

@@ -81,9 +81,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """write a full backup from a base backup plus captured segments
 
-    Build the cluster's snapshot at a captured point offline (the chain's base backup, or a newer
-    synthetic one, plus the captured events after it) and store it as a new full backup, encrypted
-    and compressed like any, with labels lifeboat.synthetic-chain, -from, -revision and -seen naming
+    Build the cluster's snapshot at a captured point offline (the newest base of the chain before
+    it: its own base backup, a synthetic one or one taken while it captured, plus the captured
+    events after it) and store it as a new full backup, encrypted and compressed like any, with labels lifeboat.synthetic-chain, -from, -revision and -seen naming
     where it came from. etcd is not contacted. Restores and drills treat it like any backup, and
     restores to later points of the chain start from it; retention then lets the older base and the
     segments before it go (the chain is folded). The agent does not run it: schedule it with cron

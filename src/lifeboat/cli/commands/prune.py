@@ -58,9 +58,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     temp files in a local repository, multipart uploads in S3 (aborted; this needs AWS_ACCESS_KEY_ID
     and AWS_SECRET_ACCESS_KEY and the permissions s3:ListBucketMultipartUploads,
     s3:ListMultipartUploadParts and s3:AbortMultipartUpload). Only uploads under the repository's
-    clusters/ prefix are touched. Capture chains go with their bases; a chain whose oldest kept base is a synthetic
-    backup is folded (its segments before it go). Policies come from the config file's retention:
-    section, or from the flags below (which then replace the file's policies).
+    clusters/ prefix are touched. Capture chains go with their bases; a chain whose oldest kept base is a later one
+    (a synthetic backup, or a backup taken while it captured) is folded (its segments before it go). Policies come
+    from the config file's retention: section, or from the flags below (which then replace the file's policies).
     """
     from lifeboat.cli import prune
 
