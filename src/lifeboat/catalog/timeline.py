@@ -5,18 +5,18 @@ segment to a revision, of that one segment). A recoverable window is a base back
 unbroken run of segments after it; a backup without a chain is a window of one revision.
 Anything between windows is a gap, with the reason the chain recorded, or "not captured".
 
-A chain's window starts at its own base backup; once retention has deleted that base (and the
-segments before a synthetic full backup of the chain), it starts at the chain's oldest
-remaining synthetic backup, which folded everything before it.
-
-A full backup taken of the cluster while a chain captured it (a scheduled one, say) is a base
-of that window too (:func:`taken_while_capturing`): a point after it replays only the events
-after it, not the whole chain from its base, and retention can fold the chain into it.
+A chain's window starts at its own base backup. Its later bases are the full backups written
+from the chain (synthetic) and those taken of the cluster while the chain captured it (a
+scheduled one, say: :func:`taken_while_capturing`): a point after one replays only the events
+after it, not the whole chain from its base. Once retention has deleted the chain's base (and
+the segments before a later base), the window starts at the oldest remaining later base,
+which folded everything before it.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -51,7 +51,8 @@ class Window:
     segments: tuple[SegmentRef, ...] = ()  # the unbroken run used, in order
     capturing: bool = False  # the chain has no end recorded: capture may still extend it
     synthetic: tuple[Manifest, ...] = ()  # full backups written from this chain (later bases)
-    passing: tuple[Manifest, ...] = ()  # full backups taken of the cluster while the chain captured it (too)
+    passing: tuple[Manifest, ...] = ()  # full backups taken while the chain captured (later bases)
+    later: tuple[Base, ...] = ()  # the two above as bases, by revision
 
     def covers(self, revision: int) -> bool:
         return self.first_revision <= revision <= self.last_revision
@@ -60,9 +61,7 @@ class Window:
         """Every full backup a restore inside this window can start from, oldest first: the
         window's base, and the later ones written from its chain or taken while it captured.
         Retention keeps a chain's segments for them and folds it into its oldest kept one."""
-        own = Base(self.base, self.first_revision, self.first_time)
-        later = (Base(m, start_revision(m), seen_time(m, self.segments)) for m in (*self.synthetic, *self.passing))
-        return (own, *sorted(later, key=lambda b: b.revision))
+        return (Base(self.base, self.first_revision, self.first_time), *self.later)
 
 
 @dataclass(frozen=True)
@@ -116,12 +115,12 @@ def start_revision(m: Manifest) -> int:
     return int(text) if text.isascii() and text.isdigit() and int(text) >= m.snapshot.revision else m.snapshot.revision
 
 
-def seen_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
+def seen_time(m: Manifest, holding: Sequence[SegmentRef]) -> datetime:
     """When capture saw the revision a later base of a chain holds, or a time no earlier than that.
 
     A synthetic backup's label is exact. Without it (a backup taken while the chain captured,
-    or synthetic ones written before the label existed), the last time seen of the segment
-    holding the revision, else the time the backup finished: both are at or after the true
+    or synthetic ones written before the label existed), the last time seen of the segments
+    ``holding`` the revision, else the time the backup finished: both are at or after the true
     time, so a window never claims a moment it cannot restore.
     """
     text = m.labels.get(SYNTHETIC_SEEN)
@@ -130,9 +129,26 @@ def seen_time(m: Manifest, segments: Sequence[SegmentRef]) -> datetime:
             return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
         except ValueError:
             pass
-    revision = start_revision(m)
-    holding = [s.last_seen for s in segments if s.first_revision <= revision <= s.last_revision]
-    return min(holding) if holding else manifest_time(m)
+    return min(s.last_seen for s in holding) if holding else manifest_time(m)
+
+
+class SegmentsAt:
+    """The segments of a chain holding a revision, found by bisection: a pack overlaps the
+    segments it holds, so those starting up to the longest segment's reach before are looked at."""
+
+    def __init__(self, segments: Sequence[SegmentRef]) -> None:
+        self._by_first = sorted(segments, key=lambda s: s.first_revision)
+        self._firsts = [s.first_revision for s in self._by_first]
+        self._reach = max((s.last_revision - s.first_revision for s in segments), default=0)
+        self.last_revision = max((s.last_revision for s in segments), default=0)
+
+    def holding(self, revision: int) -> list[SegmentRef]:
+        low = bisect_left(self._firsts, revision - self._reach)
+        return [s for s in self._by_first[low:bisect_right(self._firsts, revision)] if s.last_revision >= revision]
+
+    def base(self, m: Manifest) -> Base:
+        """``m`` as a later base of the chain."""
+        return Base(m, start_revision(m), seen_time(m, self.holding(start_revision(m))))
 
 
 def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence[ChainListing]) -> Timeline:
@@ -142,15 +158,16 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     holes: dict[int, tuple[str, bool]] = {}  # chain end revision -> why the chain stops there, missing segments
     chained: set[str] = set()
     own_bases = {listing.info.base_backup for listing in chains}
+    others = [m for m in complete.values() if m.id not in own_bases]  # no chain's own base is another's later one
     for listing in chains:
+        at = SegmentsAt(listing.segments)
         base = complete.get(listing.info.base_backup)
-        others = [m for m in complete.values() if m.id not in own_bases]
-        written = later_bases(listing, others, base)
+        written = later_bases(listing, others, base, at)
         if base is not None:
             start = (listing.info.base_revision, manifest_time(base))
         elif written:  # the chain's own base is gone: its oldest later base folded it
             base, written = written[0], written[1:]
-            start = (start_revision(base), seen_time(base, listing.segments))
+            start = (start_revision(base), at.base(base).time)
         else:
             if listing.segments:
                 _log.warning("chain %s of cluster %s: its base backup %s is not in the repository (or not "
@@ -162,7 +179,8 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             window, hole = _chain_window(base, start, listing)
             own = [m for m in written if window.covers(start_revision(m))]
             window = replace(window, synthetic=tuple(m for m in own if SYNTHETIC_CHAIN in m.labels),
-                             passing=tuple(m for m in own if SYNTHETIC_CHAIN not in m.labels))
+                             passing=tuple(m for m in own if SYNTHETIC_CHAIN not in m.labels),
+                             later=tuple(at.base(m) for m in own))
             chained.update(m.id for m in own)
             windows.append(window)
             if hole:
@@ -174,7 +192,7 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
                 break
             # Segments missing before a later base: the chain goes on from it, a window of its own.
             base, written = later[0], later[1:]
-            start = (start_revision(base), seen_time(base, listing.segments))
+            start = (start_revision(base), at.base(base).time)
     for m in complete.values():
         if m.id not in chained:
             assert m.snapshot is not None
@@ -184,13 +202,14 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
 
 
-def later_bases(listing: ChainListing, manifests: Iterable[Manifest], base: Manifest | None) -> list[Manifest]:
+def later_bases(listing: ChainListing, manifests: Iterable[Manifest], base: Manifest | None,
+                at: SegmentsAt) -> list[Manifest]:
     """The complete full backups of ``manifests`` a restore in ``listing``'s chain can start from
     besides its own base ``base`` (None: deleted): those ``synthesize`` wrote from the chain and
-    those taken while it captured, by the revision their state is at."""
+    those taken while it captured, by the revision their state is at. ``at``: its segments."""
     recipients = None if base is None else base.recipients
     return sorted((m for m in manifests if _complete(m) and (m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain
-                                                             or taken_while_capturing(m, listing, recipients))),
+                                                             or taken_while_capturing(m, listing, recipients, at))),
                   key=start_revision)
 
 
@@ -199,7 +218,8 @@ def later_bases(listing: ChainListing, manifests: Iterable[Manifest], base: Mani
 PASSING_SLACK = timedelta(seconds=5)
 
 
-def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None) -> bool:
+def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None,
+                          at: SegmentsAt) -> bool:
     """Whether full backup ``m`` holds the state ``listing``'s chain reached at the revision
     ``m``'s state is at, so that a restore to a later point of the chain can start from it.
 
@@ -215,13 +235,14 @@ def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequen
     with other contents: its backups were taken after the chain saw those revisions. It must
     be encrypted as the chain is (to ``recipients``, the chain's base's, when the base is still
     there: the identity that reads the chain reads it), and not be written from a chain
-    (:data:`SYNTHETIC_CHAIN`; those are judged by that label).
+    (:data:`SYNTHETIC_CHAIN`; those are judged by that label). ``at``: the chain's segments.
     """
     revision = start_revision(m)
     if (STATE_REVISION not in m.labels or SYNTHETIC_CHAIN in m.labels
-            or m.source.cluster_id != listing.info.cluster_id or revision <= listing.info.base_revision):
+            or m.source.cluster_id != listing.info.cluster_id
+            or not listing.info.base_revision < revision <= at.last_revision):
         return False
-    holding = [s for s in listing.segments if s.first_revision <= revision <= s.last_revision]
+    holding = at.holding(revision)
     if not holding:
         return False
     if recipients is not None:
@@ -231,10 +252,10 @@ def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequen
         return False
     # Every segment holding a revision was first seen no later than it, last seen no earlier.
     seen_first = max(s.first_seen for s in holding)
-    following = [s for s in listing.segments if s.first_revision <= revision + 1 <= s.last_revision]
+    following = at.holding(revision + 1)
     if following:
         seen_next = min(s.last_seen for s in following)
-    elif revision == max(s.last_revision for s in listing.segments):
+    elif revision == at.last_revision:
         beat = listing.heartbeat
         seen_next = max(s.last_seen for s in holding)
         if beat is not None and beat.revision == revision:
@@ -310,7 +331,7 @@ class RestorePoint:
     revision: int
     window: Window
     segments: tuple[SegmentRef, ...]  # to apply in order (events after the base, up to revision)
-    nearer_base: Manifest | None = None  # a later starting point of the window than its base (Window.starts)
+    nearer_base: Manifest | None = None  # a later base of the window than its first (Window.bases)
 
     @property
     def base(self) -> Manifest:
@@ -344,9 +365,9 @@ class RestorePoint:
 def point_at_revision(timeline: Timeline, revision: int, base_id: str | None = None) -> RestorePoint:
     """The newest base at or before ``revision`` and the segments up to it, or a UsageError.
 
-    Every starting point of every window covering ``revision`` is a candidate (a chain's own
-    base, a synthetic backup written from it, a backup taken while it captured, a later chain's
-    base): the newest needs the fewest events.
+    Every base of every window covering ``revision`` is a candidate (a chain's own base, a
+    synthetic backup written from it, a backup taken while it captured, a later chain's base):
+    the newest needs the fewest events.
     ``base_id`` takes that base instead (a resumed restore's, already fetched and replayed).
     """
     covering = [w for w in timeline.windows if w.covers(revision)]
@@ -426,4 +447,3 @@ def _start(w: Window) -> str:
 
 def _end(w: Window) -> str:
     return f"revision {w.last_revision} ({_text(w.last_time)})"
-

@@ -288,3 +288,12 @@ def test_a_backup_whose_state_is_above_its_last_row_starts_the_replay_after_its_
     point = point_at_revision(timeline, 230)
     assert point.base.id == scheduled.id and point.base_revision == 210  # type: ignore[attr-defined]
     assert point_at_revision(timeline, 205).base.id == B1.id  # between its last row and its state: not from it
+
+
+def test_the_segments_holding_a_revision_include_a_pack_that_starts_long_before_it() -> None:
+    from lifeboat.catalog.timeline import SegmentsAt
+    pack = ref(101, 400, 1, 9)  # beside the segments it holds
+    at = SegmentsAt([ref(101, 150, 1, 2), pack, ref(151, 200, 3, 4), ref(201, 400, 5, 9), ref(401, 410, 10, 11)])
+    assert [(s.first_revision, s.last_revision) for s in at.holding(300)] == [(101, 400), (201, 400)]
+    assert [(s.first_revision, s.last_revision) for s in at.holding(401)] == [(401, 410)]
+    assert at.holding(411) == [] and at.holding(100) == [] and at.last_revision == 410
