@@ -27,6 +27,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.segments import decode_segment
 from lifeboat.cli import restore as restore_cli
 from lifeboat.disk import MARGIN, RoomNeeded
+from lifeboat.durable import part_path
 from lifeboat.errors import IntegrityError, NoRoom, OperationFailed, UsageError
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
@@ -199,6 +200,20 @@ def test_the_replay_reports_how_long_it_waited_for_the_survey_of_its_segments(
     assert built.events == len(key_rows(source, point.base_revision)) > 3, "one row etcd wrote per event"
 
 
+@contextmanager
+def served_by_stock_etcd(release: EtcdRelease, snapshot: Path, workdir: Path) -> Iterator[EtcdClient]:
+    """A one-member etcd restored from ``snapshot`` by etcd's own tool, as by hand, and started."""
+    member = EtcdMember(release, "m1", workdir)
+    restore_with_stock_tool(release, snapshot, member)
+    member.start(f"m1={member.peer_url}", "at-point", "new")
+    try:
+        member.wait_healthy()
+        with EtcdClient(ConnectionSettings((member.client_url,))) as restored:
+            yield restored
+    finally:
+        member.stop()
+
+
 def test_etcd_serving_a_bumped_point_whose_last_revision_deleted_new_keys_is_at_the_point_plus_the_bump(
         release: EtcdRelease, etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
     repo, history = captured_history(etcd, client, tmp_path, 3)
@@ -207,16 +222,41 @@ def test_etcd_serving_a_bumped_point_whose_last_revision_deleted_new_keys_is_at_
     built = build_point_snapshot(repo, find_point(repo, "prod", PointTarget(revision=revision), None), None,
                                  tmp_path / "at-point.db")
     writer.bump_revision(built.path, tmp_path / "bumped.db", 1000)
-    member = EtcdMember(release, "m1", tmp_path / "restored")
-    restore_with_stock_tool(release, tmp_path / "bumped.db", member)
-    member.start(f"m1={member.peer_url}", "at-point", "new")
-    try:
-        member.wait_healthy()
-        with EtcdClient(ConnectionSettings((member.client_url,))) as restored:
-            assert full_state(restored) == full_state(client, revision)
-            assert restored.range(b"\0", limit=1).revision == revision + 1000
-    finally:
-        member.stop()
+    with served_by_stock_etcd(release, tmp_path / "bumped.db", tmp_path / "restored") as restored:
+        assert full_state(restored) == full_state(client, revision)
+        assert restored.range(b"\0", limit=1).revision == revision + 1000
+
+
+@pytest.mark.parametrize("which", ["a put", "a delete of keys created after the base"])
+def test_a_points_snapshot_saved_by_verify_restores_with_etcds_own_tool_to_the_source_state(
+        which: str, release: EtcdRelease, etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    repo, history = captured_history(etcd, client, tmp_path, 3)
+    revision = history.revisions[-1] if which.startswith("a delete") else history.revisions[2]
+    saved = tmp_path / "point.db"
+    code, out, err = cli("verify", "--to-revision", str(revision), "--save-snapshot", str(saved),
+                         "--repo", str(tmp_path / "repo"))
+    assert code == 0, err
+    assert f"at revision {revision} " in out and str(saved) in out and not part_path(saved).exists()
+    with served_by_stock_etcd(release, saved, tmp_path / "by-hand") as restored:  # as the README's restore by hand
+        assert full_state(restored) == full_state(client, revision)
+        assert restored.range(b"\0", limit=1).revision == revision
+
+
+def test_a_points_snapshot_is_not_saved_without_asking_and_not_over_a_file_when_a_segment_is_damaged(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    repo, history = captured_history(etcd, client, tmp_path, 2)
+    repo_dir = str(tmp_path / "repo")
+    code, _out, err = cli("verify", "--to-revision", str(history.revisions[-1]), "--repo", repo_dir)
+    assert code == 3 and "--drill" in err and "--save-snapshot" in err
+    (listing,) = repo.chain_store.chains("prod")
+    for ref in listing.segments:
+        flip_byte(tmp_path / "repo" / segment_key("prod", listing.info.chain, ref.name), ref.size // 2)
+    saved = tmp_path / "point.db"
+    saved.write_bytes(b"an older file, left as it was")
+    code, _out, err = cli("verify", "--to-revision", str(history.revisions[-1]), "--save-snapshot", str(saved),
+                          "--repo", repo_dir)
+    assert code == 1 and err.count("\n") == 1, err
+    assert saved.read_bytes() == b"an older file, left as it was" and not part_path(saved).exists()
 
 
 def test_etcd_serving_a_point_snapshot_answers_as_the_source_at_the_point_and_refuses_older_revisions(

@@ -29,6 +29,7 @@ from lifeboat.errors import IntegrityError, UsageError
 
 if TYPE_CHECKING:
     from lifeboat.catalog.age_keys import Identity
+    from lifeboat.catalog.timeline import RestorePoint
     from lifeboat.verify.backup import VerifyReport
 
 
@@ -242,9 +243,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     repo = open_repository(args)
     point = resolve_point(args, repo, cluster_name(args, default=None), identities, args.backup_id)
     if point is not None:
-        if not args.drill:
-            raise UsageError("--to-revision/--to-time verify a point by restoring it: add --drill")
-        return cmd_drill(args, repo, point.base, identities, point)
+        if args.drill:
+            return cmd_drill(args, repo, point.base, identities, point)
+        if args.save_snapshot is None:
+            raise UsageError("--to-revision/--to-time verify a point by restoring it (add --drill) or write its "
+                             "snapshot to a file for etcd's own tools (add --save-snapshot FILE)")
+        return _saved_point(repo, point, identities, args.save_snapshot, args.output == "json")
     if not args.backup_id:
         raise UsageError("give a backup id or 'latest' (see 'lifeboat list')")
     manifest = repo.find(args.backup_id, cluster_name(args, default=None))
@@ -262,6 +266,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failure = report.first_failure()
     if failure is not None:
         raise IntegrityError(f"backup {manifest.id} failed verification: {failure.name}: {failure.detail}")
+    return 0
+
+
+def _saved_point(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None, saved: Path,
+                 json_output: bool) -> int:
+    """``verify --to-revision R --save-snapshot FILE``: the point's snapshot, checked, at FILE."""
+    from lifeboat.pitr.point_file import save_point_snapshot
+
+    result = save_point_snapshot(repo, point, identities, saved)
+    report, built = result.report, result.built
+    if json_output:
+        emit_json({"id": point.base.id, "revision": point.revision, "ok": report.ok, "saved": str(saved) if
+                   result.saved else None, "events": built.events, "segments": built.segments,
+                   "checks": [asdict(c) for c in report.checks]})
+    else:
+        table(("CHECK", "RESULT", "DETAIL"), [(c.name, "ok" if c.ok else "FAILED", c.detail) for c in report.checks])
+        if result.saved:
+            print(f"snapshot of cluster {point.base.cluster} at revision {point.revision} (base backup "
+                  f"{point.base.id} + {built.events} events of {built.segments} segments) written to {saved}")
+    failure = report.first_failure()
+    if failure is not None:
+        raise IntegrityError(f"the snapshot at revision {point.revision} failed its check, {saved} not written: "
+                             f"{failure.name}: {failure.detail}")
     return 0
 
 

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                      "downloaded, exit 5 if short)")
     p.add_argument("--save-snapshot", type=Path, metavar="FILE",
                    help="also keep the verified raw snapshot (with etcd's trailer) at FILE: written as "
-                   "FILE.part and renamed to FILE (fsynced) only once every check passed")
+                   "FILE.part and renamed to FILE (fsynced) only once every check passed; with "
+                   "--to-revision/--to-time (no --drill), the point's snapshot, for etcdutl snapshot restore")
     add_drill_flags(p)
     add_point_flags(p)
 
@@ -109,6 +110,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     Download every object, check its stored sha256, decrypt, decompress, check the raw sha256 and
     etcd's trailer, read the snapshot offline and compare revision, hash, key count and size with
     the manifest, and check every control-plane file's sha256. Exit 1 if anything does not match.
+    With --to-revision/--to-time and --save-snapshot FILE, build the snapshot at that captured
+    point instead (the base backup verified, the captured events up to the point replayed
+    offline, as a restore to it does), check its structure, trailer and revision, and write it to
+    FILE: etcdutl snapshot restore FILE gives the cluster's state at the point. With --drill,
+    restore the point into a throwaway etcd and check it there.
     """
     from lifeboat.cli import backups
 
