@@ -103,13 +103,30 @@ def object_document(entry: Entry, show_secrets: bool = False) -> dict[str, Any]:
     return doc
 
 
+def secret_field_shown(path: str) -> bool:
+    """Whether a JSON Secret's field at ``path`` (``data.password``, ``metadata.labels.app``) may
+    be shown: only its type and metadata, never kubectl's copy of the applied object."""
+    if path.startswith(f"metadata.annotations.{LAST_APPLIED}"):
+        return False
+    return path in _SECRET_PLAIN_FIELDS or path.startswith("metadata.")
+
+
+# A Secret's fields that hold no secret value. Any other field is redacted whatever its shape:
+# a value written straight into etcd need not follow the Secret schema.
+_SECRET_PLAIN_FIELDS = ("apiVersion", "kind", "type", "immutable")
+
+
 def _redact_json_secret(doc: Any) -> Any:
     if not isinstance(doc, dict):
         return REDACTED
-    out = dict(doc)
-    for field in ("data", "stringData"):
-        if isinstance(out.get(field), dict):
-            out[field] = {k: REDACTED for k in out[field]}
+    out: dict[str, Any] = {}
+    for name, value in doc.items():
+        if name in _SECRET_PLAIN_FIELDS or name == "metadata":
+            out[name] = value
+        elif name in ("data", "stringData") and isinstance(value, dict):
+            out[name] = {k: REDACTED for k in value}
+        else:
+            out[name] = REDACTED
     meta = out.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) \
             and LAST_APPLIED in meta["annotations"]:

@@ -136,3 +136,17 @@ def test_json_secret_documents_are_redacted_unless_asked() -> None:
     hidden = json.dumps(object_document(entry))
     assert "c2VjcmV0" not in hidden and REDACTED in hidden
     assert "c2VjcmV0" in json.dumps(object_document(entry, show_secrets=True))
+
+
+def test_a_json_secret_whose_values_are_not_in_a_data_object_is_still_redacted() -> None:
+    """A Secret written straight into etcd with `data` as a list, `stringData` as a string and an
+    extra field had all three values printed by `k8s get` (only values inside `data`/`stringData`
+    objects were redacted)."""
+    doc = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "s", "namespace": "x"},
+           "data": ["VALUE-ONE"], "stringData": "VALUE-TWO", "extra": {"token": "VALUE-THREE"}}
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps(doc).encode())])
+    shown = object_document(entry)["object"]
+    assert "VALUE" not in json.dumps(shown)
+    assert shown == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                     "metadata": {"name": "s", "namespace": "x"},
+                     "data": REDACTED, "stringData": REDACTED, "extra": REDACTED}
