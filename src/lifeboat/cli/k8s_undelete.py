@@ -87,7 +87,7 @@ def _report(args: argparse.Namespace, source: str, plan: UndeletePlan,
         emit_json({
             "source": source, "namespace": plan.namespace, "applied": result is not None,
             "steps": [_step_doc(s) for s in plan.steps],
-            "written": [s.entry.kv.key.decode() for s in result.written] if result else [],
+            "written": [s.entry.kv.key.decode("utf-8", "replace") for s in result.written] if result else [],
             "skipped_at_write": [_step_doc(s) for s in result.skipped] if result else [],
             "expect": list(EXPECT) if result else [],
         })
