@@ -137,8 +137,10 @@ def _print_object(doc: dict[str, Any]) -> None:
         print("  " + yaml.safe_dump(doc["object"], sort_keys=False).rstrip().replace("\n", "\n  "))
     elif "value" in doc:
         print(f"value:           {doc['value']}")
+    elif "object_not_shown" in doc:
+        print(f"object:          (not shown: {doc['object_not_shown']})")
     else:
-        print("value:           (protobuf; use -o json/yaml for base64 or -o raw for the bytes)")
+        print(f"value:           ({doc['encoding']}; use -o json/yaml for base64 or -o raw for the bytes)")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

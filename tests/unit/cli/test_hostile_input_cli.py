@@ -284,3 +284,20 @@ def test_a_yaml_key_that_is_a_list_or_a_mapping_is_refused_naming_the_line(
     code, _out, err = cli("config", "validate", str(config))
     assert code == 3, err
     assert err.count("\n") == 1 and "not valid YAML at line" in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("output", ["table", "yaml", "json"])
+def test_get_of_a_json_object_nested_hundreds_deep_names_it_without_crashing(
+        cli: Cli, tmp_path: Path, output: str) -> None:
+    """A custom resource nested 500 levels deep (kube-apiserver accepts 10,000) made `k8s get`
+    (table and YAML) fail with RecursionError, exit 4, after printing half the document."""
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/example.com/widgets/team-a/deep"
+    value = (b'{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"deep","namespace":"team-a"},'
+             b'"spec":' + b'{"x":' * 500 + b'1' + b'}' * 501)
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    code, out, err = cli("k8s", "get", str(snapshot), "widgets.example.com/deep", "-n", "team-a", "-o", output)
+    assert (code, err) == (0, "")
+    assert "nested more than 100 levels deep" in out

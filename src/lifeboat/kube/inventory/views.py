@@ -91,8 +91,11 @@ def object_document(entry: Entry, show_secrets: bool = False) -> dict[str, Any]:
         "metadata": metadata_document(obj.metadata, hide) if obj.metadata else None,
     }
     plain = obj.plaintext if obj.plaintext is not None else obj.raw
-    if obj.encoding == "json" and obj.error is None:
-        full = json.loads(plain)
+    full = json.loads(plain) if obj.encoding == "json" and obj.error is None else None
+    if full is not None and _nesting(full) > MAX_SHOWN_NESTING:
+        doc["object_not_shown"] = (f"nested more than {MAX_SHOWN_NESTING} levels deep; "
+                                   "use -o raw for the stored bytes")
+    if full is not None and "object_not_shown" not in doc:
         doc["object"] = _redact_json_secret(full) if hide else full
     elif hide:
         doc["value"] = REDACTED
@@ -101,6 +104,21 @@ def object_document(entry: Entry, show_secrets: bool = False) -> dict[str, Any]:
         if obj.plaintext is not None:
             doc["decrypted_base64"] = base64.b64encode(obj.plaintext).decode()
     return doc
+
+
+# How deep a JSON object may nest to be shown as a document: YAML output of one a few hundred
+# levels deep exhausts Python's recursion limit (kube-apiserver accepts up to 10,000 levels).
+MAX_SHOWN_NESTING = 100
+
+
+def _nesting(doc: Any) -> int:
+    """How many levels of objects and lists ``doc`` nests, counted without recursion."""
+    depth, level = 0, [doc]
+    while level:
+        depth += 1
+        level = [child for value in level if isinstance(value, (dict, list))
+                 for child in (value.values() if isinstance(value, dict) else value)]
+    return depth - 1
 
 
 def secret_field_shown(path: str) -> bool:
