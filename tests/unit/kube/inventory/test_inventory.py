@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lifeboat.errors import NotFound, UsageError
+from lifeboat.errors import NotFound, OperationFailed, UsageError
 from lifeboat.kube.inventory import (
     ClusterIdentity, KindQuery, decode_entries, diff_keys,
     execute_plan, plan_undelete, same_cluster, summarize, summarize_keys,
@@ -150,3 +150,21 @@ def test_a_json_secret_whose_values_are_not_in_a_data_object_is_still_redacted()
     assert shown == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": "s", "namespace": "x"},
                      "data": REDACTED, "stringData": REDACTED, "extra": REDACTED}
+
+
+TERMINATING = (b'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x","uid":"u-x",'
+               b'"deletionTimestamp":"2026-11-30T10:00:00Z"},"status":{"phase":"Terminating"}}')
+CONFIGMAP = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"x","uid":"u-c"}}'
+
+
+def test_undelete_plan_refuses_to_write_back_a_namespace_that_was_being_deleted() -> None:
+    """A backup taken while the namespace was terminating holds it with a deletionTimestamp:
+    undelete wrote it back with only a note, and Kubernetes deleted it again with every object
+    written into it, after undelete had reported them written."""
+    source = {b"/registry/namespaces/x": TERMINATING, b"/registry/configmaps/x/c": CONFIGMAP}
+    with pytest.raises(OperationFailed, match="'x' was already being deleted in the source .since 2026-11-30T10:00:00Z"):
+        plan_undelete(decode_entries(kvs(source)), set(), "x")
+    # A namespace that exists live is not written: its missing objects are.
+    plan = plan_undelete(decode_entries(kvs(source)), {b"/registry/namespaces/x"}, "x")
+    assert [(s.action, s.key) for s in plan.steps] == [("skip", b"/registry/namespaces/x"),
+                                                       ("write", b"/registry/configmaps/x/c")]
