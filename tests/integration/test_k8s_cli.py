@@ -313,3 +313,14 @@ def test_undelete_apply_reports_in_json_a_written_key_that_is_not_utf8(
         assert doc["written"] == [odd.decode("utf-8", "replace")]
         written = client.get(odd)
         assert written is not None and written.value.startswith(b'{"apiVersion":"v1"')
+
+
+def test_undelete_of_a_namespace_named_with_bytes_that_are_not_utf8_says_it_is_not_in_the_source(
+    cli: Cli, cluster: EtcdMember, pki: Pki, tmp_path: Path,
+) -> None:
+    """`undelete -n $'team\\xff'` failed with UnicodeEncodeError (exit 4) building the key of the
+    live Namespace object."""
+    snapshot = tmp_path / "snap.db"
+    cluster.etcdctl("snapshot", "save", str(snapshot))
+    code, out, err = cli("k8s", "undelete", "--from", str(snapshot), "-n", "team\udcff", *etcd_flags(cluster, pki))
+    assert (code, out) == (1, "") and "is not in snapshot file" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -99,7 +100,9 @@ def _find_object(kvs: Iterable[StoredKeyValue], text: str, namespace: str | None
     if text.startswith("/"):
         if not text.startswith(REGISTRY_PREFIX.decode()):
             raise UsageError(f"key {text!r} is outside /registry/, where kube-apiserver keeps objects")
-        matches = [kv for kv in kvs if kv.key == text.encode()]
+        # As the command line gave it: a key that is not UTF-8 arrives with its bytes escaped.
+        wanted = os.fsencode(text)
+        matches = [kv for kv in kvs if kv.key == wanted]
         if not matches:
             raise NotFound(f"key {text} is not in {where}")
         return Entry(matches[0], decode_value(matches[0].key, matches[0].value, encryption))

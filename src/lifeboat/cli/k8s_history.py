@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timezone
 from typing import Any
@@ -27,7 +28,7 @@ def object_matcher(text: str, namespace: str | None, encryption: EncryptionConfi
     if text.startswith("/"):
         if not text.startswith(REGISTRY_PREFIX.decode()):
             raise UsageError(f"key {text!r} is outside /registry/, where kube-apiserver keeps objects")
-        wanted = text.encode()
+        wanted = os.fsencode(text)  # a key that is not UTF-8 comes with its bytes escaped
         return lambda key, value: key == wanted
     kind_text, sep, name = text.partition("/")
     if not sep or not name:

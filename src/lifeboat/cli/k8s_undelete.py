@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from contextlib import ExitStack
 from typing import Any
 
@@ -61,7 +62,7 @@ def _check_same_cluster(source: ObjectSource, live: LiveEtcdSource, force: bool)
 
 def _check_not_terminating(client: EtcdClient, namespace: str,
                            encryption: EncryptionConfiguration | None) -> None:
-    key = f"/registry/namespaces/{namespace}".encode()
+    key = os.fsencode(f"/registry/namespaces/{namespace}")
     kv = client.get(key)
     if kv is None:
         return

@@ -301,3 +301,26 @@ def test_get_of_a_json_object_nested_hundreds_deep_names_it_without_crashing(
     code, out, err = cli("k8s", "get", str(snapshot), "widgets.example.com/deep", "-n", "team-a", "-o", output)
     assert (code, err) == (0, "")
     assert "nested more than 100 levels deep" in out
+
+
+def test_get_finds_a_key_that_is_not_utf8_by_the_bytes_the_command_line_gave(cli: Cli, tmp_path: Path) -> None:
+    """`k8s get SOURCE /registry/...\\xff` (a key `k8s ls` listed) failed with UnicodeEncodeError,
+    exit 4: the argument's escaped bytes were encoded as UTF-8."""
+    import os
+
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/configmaps/team-a/odd-\xff\xfe"
+    value = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"odd","namespace":"team-a"}}'
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    doc = cli.json("k8s", "get", str(snapshot), os.fsdecode(key))
+    assert doc["object"]["metadata"]["name"] == "odd"
+
+
+def test_history_matches_a_key_that_is_not_utf8_by_the_bytes_the_command_line_gave() -> None:
+    """`k8s history /registry/...\\xff` failed with UnicodeEncodeError, exit 4."""
+    from lifeboat.cli.k8s_history import object_matcher
+
+    matches = object_matcher("/registry/configmaps/team-a/odd-\udcff", None, None)
+    assert matches(b"/registry/configmaps/team-a/odd-\xff", b"") and not matches(b"/registry/configmaps/team-a/odd-", b"")
