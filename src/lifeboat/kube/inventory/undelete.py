@@ -8,7 +8,7 @@ ReplicaSet could be collected again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -82,8 +82,9 @@ def plan_undelete(
     restored_uids = {e.uid for e in ns_entries + chosen if e.uid}
     steps = [_step(e, live_keys, restored_uids) for e in ns_entries]
     _refuse_a_terminating_namespace(steps, namespace, source_name)
+    by_uid = {e.uid: e for e in chosen if e.uid}
     steps += sorted((_step(e, live_keys, restored_uids) for e in chosen),
-                    key=lambda s: (_owner_depth(s.entry, chosen), s.key))
+                    key=lambda s: (_owner_depth(s.entry, by_uid), s.key))
     return UndeletePlan(namespace, tuple(steps))
 
 
@@ -128,9 +129,8 @@ def _notes(entry: Entry, restored_uids: set[str]) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _owner_depth(entry: Entry, chosen: Sequence[Entry]) -> int:
-    """How many owners up the chain (first owner each time) lie among ``chosen``."""
-    by_uid = {e.uid: e for e in chosen if e.uid}
+def _owner_depth(entry: Entry, by_uid: Mapping[str, Entry]) -> int:
+    """How many owners up the chain (first owner each time) lie among the chosen, ``by_uid``."""
     depth, current, seen = 0, entry, {entry.uid}
     while current.obj.metadata is not None:
         owners = [by_uid[o.uid] for o in current.obj.metadata.owner_references

@@ -168,3 +168,26 @@ def test_undelete_plan_refuses_to_write_back_a_namespace_that_was_being_deleted(
     plan = plan_undelete(decode_entries(kvs(source)), {b"/registry/namespaces/x"}, "x")
     assert [(s.action, s.key) for s in plan.steps] == [("skip", b"/registry/namespaces/x"),
                                                        ("write", b"/registry/configmaps/x/c")]
+
+
+def test_undelete_plan_reads_each_objects_uid_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordering owners first rebuilt the map of every object by uid once per object: planning a
+    namespace of 40,000 objects (Helm keeps each release as a Secret) took minutes, not a second."""
+    from lifeboat.kube.inventory.listing import Entry
+
+    reads = 0
+    uid = Entry.uid.fget
+    assert uid is not None
+
+    def counted(self: Entry) -> str:
+        nonlocal reads
+        reads += 1
+        return uid(self)
+
+    source = {f"/registry/configmaps/x/c{i}".encode(): json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}", "namespace": "x", "uid": f"u{i}"}}
+    ).encode() for i in range(2000)}
+    entries = list(decode_entries(kvs(source)))
+    monkeypatch.setattr(Entry, "uid", property(counted))
+    plan = plan_undelete(entries, set(), "x")
+    assert len(plan.writes) == 2000 and reads <= 10 * len(entries)
