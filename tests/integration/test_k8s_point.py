@@ -126,3 +126,28 @@ def test_history_with_a_segment_missing_says_what_it_cannot_show_and_fails(
     assert gap["segments_missing"] and gap["after_revision"] == holding[0].first_revision - 1
     assert f"the history is incomplete: nothing is known after revision {gap['after_revision']}" in err
     assert "is missing from the repository" in err
+
+
+def test_history_prints_a_gap_reason_read_from_the_repository_with_its_control_characters_escaped(
+        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
+    """The reason a chain's gap record gives (text from the repository) reached the terminal raw in
+    `k8s history`'s 'the history is incomplete' line: an escape sequence in it was acted on."""
+    from lifeboat.catalog.chains import Gap
+
+    repo_url = f"file://{tmp_path / 'repo'}"
+    repo = BackupRepository.open(open_store(repo_url, dict(os.environ)), create=True)
+    key = b"/registry/configmaps/team-c/settings"
+    with EtcdCluster(release35, tmp_path / "etcd", pki=pki) as etcd:
+        member = etcd.first()
+        with client_for(member, pki) as client:
+            options = capture_options("default", member.client_url, tmp_path / "spool", flush_interval=0.2)
+            with capturing(client, repo, options) as status:
+                wait_for(lambda: status.chain is not None)
+                written = client.put(key, b"k8s\x00one")
+                wait_for(lambda: status.last_revision >= written)
+    chain = repo.chain_store.chains("default")[-1]
+    repo.chain_store.record_gap("default", chain.info.chain,
+                                Gap("watch lost\x1b]0;owned\x07\x1b[2J", written, datetime.now(UTC)))
+    code, out, err = cli("k8s", "history", "configmaps/settings", "-n", "team-c", "--repo", repo_url)
+    assert code == 0 and "the history is incomplete" in err
+    assert "\x1b" not in err and "watch lost\\x1b]0;owned\\x07\\x1b[2J" in err
