@@ -98,6 +98,16 @@ def test_a_label_a_terminal_would_act_on_or_too_long_is_refused(cli: Cli, tmp_pa
     assert code == 3 and err.count("\n") == 1 and "label" in err and "\x1b" not in err and "\x07" not in err
 
 
+@pytest.mark.parametrize("label", ["lifeboat.tick=2026-12-04T19:00:00+00:00",
+                                   "lifeboat.synthetic-seen=2020-01-01T00:00:00Z"])
+def test_a_label_named_as_lifeboats_own_is_refused(cli: Cli, tmp_path: Path, label: str) -> None:
+    """`--label lifeboat.tick=...` made the agent take that tick as done and skip its backup;
+    `--label lifeboat.synthetic-seen=2020-...` dated a plain backup six years back, for retention
+    and for --to-time restores."""
+    code, _out, err = cli("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1", "--label", label)
+    assert code == 3 and "are lifeboat's own" in err and not (tmp_path / "repo").exists()
+
+
 HOSTILE = "evil\n\x1b[2J\x1b]0;title\x07forged\u202eline"
 
 
