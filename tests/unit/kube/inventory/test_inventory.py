@@ -12,6 +12,7 @@ from lifeboat.kube.inventory import (
     ClusterIdentity, KindQuery, decode_entries, diff_keys,
     execute_plan, plan_undelete, same_cluster, summarize, summarize_keys,
 )
+from lifeboat.kube.inventory.undelete import UNRECOGNISED
 from lifeboat.kube.inventory.views import REDACTED, object_document
 from lifeboat.kube.objects import parse_registry_key
 from lifeboat.snapshot import cluster_id_from_members
@@ -191,3 +192,15 @@ def test_undelete_plan_reads_each_objects_uid_a_bounded_number_of_times(monkeypa
     monkeypatch.setattr(Entry, "uid", property(counted))
     plan = plan_undelete(entries, set(), "x")
     assert len(plan.writes) == 2000 and reads <= 10 * len(entries)
+
+
+def test_undelete_plan_names_a_key_of_the_namespace_whose_layout_it_does_not_know() -> None:
+    """A key with more segments than a name has (/registry/configmaps/x/a/b) was left out of the
+    plan in silence (counted as a cluster-scoped configmap), not listed as skipped with why."""
+    source = {b"/registry/configmaps/x/a/b": CONFIGMAP, b"/registry/configmaps/x/c": CONFIGMAP}
+    plan = plan_undelete(decode_entries(kvs(source)), set(), "x")
+    assert [(s.action, s.key, s.reason) for s in plan.steps] == [
+        ("skip", b"/registry/configmaps/x/a/b", UNRECOGNISED),
+        ("write", b"/registry/configmaps/x/c", "")]
+    (summary,) = summarize_keys(kvs(source))[0]
+    assert (summary.namespace, summary.resource, summary.count) == ("x", "configmaps", 2)
