@@ -139,7 +139,7 @@ def _redact_json_secret(doc: Any) -> Any:
         return REDACTED
     out: dict[str, Any] = {}
     for name, value in doc.items():
-        if name in _SECRET_PLAIN_FIELDS or name == "metadata":
+        if name == "metadata" or (name in _SECRET_PLAIN_FIELDS and not isinstance(value, (dict, list))):
             out[name] = value
         elif name in ("data", "stringData") and isinstance(value, dict):
             out[name] = {k: REDACTED for k in value}

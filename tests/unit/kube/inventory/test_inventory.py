@@ -151,6 +151,9 @@ def test_a_json_secret_whose_values_are_not_in_a_data_object_is_still_redacted()
     assert shown == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": "s", "namespace": "x"},
                      "data": REDACTED, "stringData": REDACTED, "extra": REDACTED}
+    # A field kept for what it says of the Secret keeps only a plain value.
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps({**doc, "type": {"t": "VALUE-4"}}).encode())])
+    assert object_document(entry)["object"]["type"] == REDACTED
 
 
 TERMINATING = (b'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x","uid":"u-x",'
