@@ -89,7 +89,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         emit_json(doc)
     elif args.output == "yaml":
-        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        # Every character beyond ASCII escaped, as in -o json: a direction override or a
+        # zero-width space in a name or annotation would otherwise reach the terminal as it is.
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
     else:
         _print_object(doc)
     return 0

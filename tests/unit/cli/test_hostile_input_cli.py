@@ -334,3 +334,21 @@ def test_history_matches_a_key_that_is_not_utf8_by_the_bytes_the_command_line_ga
 
     matches = object_matcher("/registry/configmaps/team-a/odd-\udcff", None, None)
     assert matches(b"/registry/configmaps/team-a/odd-\xff", b"") and not matches(b"/registry/configmaps/team-a/odd-", b"")
+
+
+def test_get_as_yaml_escapes_direction_overrides_and_keeps_the_text(cli: Cli, tmp_path: Path) -> None:
+    """`k8s get -o yaml` wrote a direction override (U+202E) of an annotation as it is: a terminal
+    showing the YAML displayed the text reversed (tables and JSON escape it)."""
+    import yaml
+
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/configmaps/team-a/c"
+    value = (b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"team-a",'
+             b'"annotations":{"note":"invoice\\u202egnp.exe caf\\u00e9"}}}')
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    code, out, err = cli("k8s", "get", str(snapshot), "configmap/c", "-n", "team-a", "-o", "yaml")
+    assert code == 0, err
+    assert "\u202e" not in out
+    assert yaml.safe_load(out)["object"]["metadata"]["annotations"]["note"] == "invoice\u202egnp.exe caf\u00e9"
