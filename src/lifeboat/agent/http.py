@@ -151,6 +151,9 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def _handler(metrics: AgentMetrics, clock: Clock, threshold: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def version_string(self) -> str:
+            return "lifeboat"  # not "BaseHTTP/0.6 Python/3.x.y": the port may face the node's network
+
         def handle(self) -> None:
             try:
                 super().handle()

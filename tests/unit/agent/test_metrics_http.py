@@ -176,6 +176,25 @@ def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once(
         server.close()
 
 
+def test_answers_name_no_python_version() -> None:
+    """Every answer, errors included, carried `Server: BaseHTTP/0.6 Python/3.11.7` on a port that
+    may face the node's network."""
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        for request in (b"GET /metrics HTTP/1.0\r\n\r\n", b"BREW /pot HTTP/1.0\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                conn.sendall(request)
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            headers = answer.split(b"\r\n\r\n", 1)[0].decode()
+            assert "Server: lifeboat\r\n" in headers and "Python" not in headers
+    finally:
+        server.close()
+
+
 def test_a_flood_from_this_host_is_logged_with_this_hosts_cap(caplog: pytest.LogCaptureFixture) -> None:
     """Loopback clients filling their own places were logged as '16 connections open' (the
     network's cap) while 4 were."""
