@@ -207,3 +207,13 @@ def test_undelete_plan_names_a_key_of_the_namespace_whose_layout_it_does_not_kno
         ("write", b"/registry/configmaps/x/c", "")]
     (summary,) = summarize_keys(kvs(source))[0]
     assert (summary.namespace, summary.resource, summary.count) == ("x", "configmaps", 2)
+
+
+def test_a_secret_stored_under_another_resources_key_is_still_redacted() -> None:
+    """A Secret's value copied under a ConfigMap's key (aescbc, which does not bind a value to its
+    key, decrypts it there too) was shown in full by `k8s get`: redaction went by the key alone."""
+    doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "x"},
+           "data": {"password": "VALUE-ONE"}}
+    (entry,) = decode_entries([KV(b"/registry/configmaps/x/s", json.dumps(doc).encode())])
+    assert entry.is_secret
+    assert "VALUE" not in json.dumps(object_document(entry))
