@@ -98,7 +98,8 @@ def _refuse_a_terminating_namespace(steps: Sequence[UndeleteStep], namespace: st
             raise OperationFailed(
                 f"namespace {namespace!r} was already being deleted in {source_name} (since {when}): written "
                 "back, Kubernetes would delete it and every object written with it again; undelete from a "
-                "backup (or --to-time) taken before the deletion started"
+                "backup (or --to-time) taken before the deletion started, or create the namespace first "
+                f"(kubectl create namespace {namespace}): its objects are then written into it"
             )
 
 
