@@ -295,3 +295,32 @@ def test_encrypted_backup_is_read_with_the_config_files_identity_and_the_flag_re
 
     code, _out, err = cli("k8s", "ls", "latest", *flags, "--identity", str(other))
     assert code == 3 and "decrypt" in err, err  # a configuration error, as a missing identity is
+
+
+def test_undelete_apply_reports_in_json_a_written_key_that_is_not_utf8(
+    cli: Cli, cluster: EtcdMember, pki: Pki, tmp_path: Path,
+) -> None:
+    """`undelete --apply -o json` wrote every key, then failed (exit 4, no report of what it had
+    written) on a key that is not UTF-8."""
+    odd = b"/registry/configmaps/team-b/odd-\xff\xfe"
+    with client_for(cluster, pki) as client:
+        client.put(odd, b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"odd","namespace":"team-b"}}')
+        snapshot = tmp_path / "snap.db"
+        cluster.etcdctl("snapshot", "save", str(snapshot))
+        client.delete_range(odd)
+        doc = cli.json("k8s", "undelete", "--from", str(snapshot), "-n", "team-b", "--apply",
+                       *etcd_flags(cluster, pki))
+        assert doc["written"] == [odd.decode("utf-8", "replace")]
+        written = client.get(odd)
+        assert written is not None and written.value.startswith(b'{"apiVersion":"v1"')
+
+
+def test_undelete_of_a_namespace_named_with_bytes_that_are_not_utf8_says_it_is_not_in_the_source(
+    cli: Cli, cluster: EtcdMember, pki: Pki, tmp_path: Path,
+) -> None:
+    """`undelete -n $'team\\xff'` failed with UnicodeEncodeError (exit 4) building the key of the
+    live Namespace object."""
+    snapshot = tmp_path / "snap.db"
+    cluster.etcdctl("snapshot", "save", str(snapshot))
+    code, out, err = cli("k8s", "undelete", "--from", str(snapshot), "-n", "team\udcff", *etcd_flags(cluster, pki))
+    assert (code, out) == (1, "") and "is not in snapshot file" in err

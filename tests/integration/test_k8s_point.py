@@ -94,24 +94,31 @@ def test_history_lists_every_version_of_one_object_with_what_changed(
     assert versions[3]["changes"] == ["deleted"] and versions[3]["revision"] == gone + 1
 
 
-def test_history_with_a_segment_missing_says_what_it_cannot_show_and_fails(
-        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
-    """A segment gone from the repository cuts the chain there: the versions after it cannot be
-    shown, which the history says (and fails on), instead of ending early in silence."""
+def captured_settings(release: EtcdRelease, pki: Pki, tmp_path: Path,
+                      values: tuple[bytes, ...]) -> tuple[str, BackupRepository, list[int]]:
+    """A file repository holding capture's chain of configmap team-c/settings written with each of
+    ``values`` in turn (a segment each), and the revisions they were written at."""
     repo_url = f"file://{tmp_path / 'repo'}"
     repo = BackupRepository.open(open_store(repo_url, dict(os.environ)), create=True)
-    key = b"/registry/configmaps/team-c/settings"
-    with EtcdCluster(release35, tmp_path / "etcd", pki=pki) as etcd:
+    written: list[int] = []
+    with EtcdCluster(release, tmp_path / "etcd", pki=pki) as etcd:
         member = etcd.first()
         with client_for(member, pki) as client:
             options = capture_options("default", member.client_url, tmp_path / "spool", flush_interval=0.2)
             with capturing(client, repo, options) as status:
                 wait_for(lambda: status.chain is not None)
-                written = []
-                for value in (b"k8s\x00one", b"k8s\x00two", b"k8s\x00three"):  # a segment each
-                    written.append(client.put(key, value))
+                for value in values:
+                    written.append(client.put(b"/registry/configmaps/team-c/settings", value))
                     wait_for(lambda: status.last_revision >= written[-1])
                     time.sleep(0.5)
+    return repo_url, repo, written
+
+
+def test_history_with_a_segment_missing_says_what_it_cannot_show_and_fails(
+        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
+    """A segment gone from the repository cuts the chain there: the versions after it cannot be
+    shown, which the history says (and fails on), instead of ending early in silence."""
+    repo_url, repo, written = captured_settings(release35, pki, tmp_path, (b"k8s\x00one", b"k8s\x00two", b"k8s\x00three"))
     whole = cli.json("k8s", "history", "configmaps/settings", "-n", "team-c", "--repo", repo_url)
     assert [v["revision"] for v in whole["versions"]] == written and whole["gaps"] == []
     chain = repo.chain_store.chains("default")[-1]
@@ -126,3 +133,18 @@ def test_history_with_a_segment_missing_says_what_it_cannot_show_and_fails(
     assert gap["segments_missing"] and gap["after_revision"] == holding[0].first_revision - 1
     assert f"the history is incomplete: nothing is known after revision {gap['after_revision']}" in err
     assert "is missing from the repository" in err
+
+
+def test_history_prints_a_gap_reason_read_from_the_repository_with_its_control_characters_escaped(
+        cli: Cli, release35: EtcdRelease, pki: Pki, tmp_path: Path) -> None:
+    """The reason a chain's gap record gives (text from the repository) reached the terminal raw in
+    `k8s history`'s 'the history is incomplete' line: an escape sequence in it was acted on."""
+    from lifeboat.catalog.chains import Gap
+
+    repo_url, repo, [written] = captured_settings(release35, pki, tmp_path, (b"k8s\x00one",))
+    chain = repo.chain_store.chains("default")[-1]
+    repo.chain_store.record_gap("default", chain.info.chain,
+                                Gap("watch lost\x1b]0;owned\x07\x1b[2J", written, datetime.now(UTC)))
+    code, out, err = cli("k8s", "history", "configmaps/settings", "-n", "team-c", "--repo", repo_url)
+    assert code == 0 and "the history is incomplete" in err
+    assert "\x1b" not in err and "watch lost\\x1b]0;owned\\x07\\x1b[2J" in err

@@ -89,15 +89,16 @@ class _Server(ThreadingHTTPServer):
             # Local clients (the kubelet's probes, the node's scraper) have places of their own:
             # a flood from the network cannot fail the liveness probe and get the pod restarted.
             served = sum(1 for conn in self._deadlines if (conn in self._local) == local)
-            full = served >= (LOCAL_CONNECTIONS if local else MAX_CONNECTIONS)
+            cap = LOCAL_CONNECTIONS if local else MAX_CONNECTIONS
+            full = served >= cap
             if not full:
                 self._deadlines[request] = self._clock.monotonic() + REQUEST_SECONDS
                 if local:
                     self._local.add(request)
             elif not self._busy:
                 self._busy = True
-                log.warning("HTTP port busy: %d connections open, closing new ones until they end",
-                            MAX_CONNECTIONS, extra={"event": "http_busy"})
+                log.warning("HTTP port busy: %d connections %s open, closing new ones until they end",
+                            cap, "from this host" if local else "from the network", extra={"event": "http_busy"})
         if full:
             self.shutdown_request(request)
             return
@@ -150,6 +151,9 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def _handler(metrics: AgentMetrics, clock: Clock, threshold: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def version_string(self) -> str:
+            return "lifeboat"  # not "BaseHTTP/0.6 Python/3.x.y": the port may face the node's network
+
         def handle(self) -> None:
             try:
                 super().handle()

@@ -334,7 +334,12 @@ class ChainStore:
                              "restores and pruning until the record is restored", chain, cluster, held, CHAIN_NAME)
             return None
         base = chain_prefix(cluster, chain)
-        info = ChainInfo.from_json(self.store.get_bytes(base + CHAIN_NAME), f"{self.store.url}/{base}{CHAIN_NAME}")
+        where = f"{self.store.url}/{base}{CHAIN_NAME}"
+        info = ChainInfo.from_json(self.store.get_bytes(base + CHAIN_NAME), where)
+        if (info.cluster, info.chain) != (cluster, chain):
+            # A copied folder: judged and deleted by the name it gives, it would take that chain with it.
+            raise IntegrityError(f"chain record {where} names chain {info.chain} of cluster {info.cluster}, "
+                                 "not the one it is stored as")
         segments = sorted(
             ref for name, size, modified in names if name.startswith(SEGMENTS_DIR)
             if (ref := parse_segment_name(name[len(SEGMENTS_DIR):], size, modified)) is not None

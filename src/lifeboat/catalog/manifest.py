@@ -14,6 +14,7 @@ failing as a whole.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -47,6 +48,17 @@ def _rfc3339(text: str) -> str:
     return text
 
 
+# A data object's name is one segment of its key under the backup's folder: a name that is a
+# path (``../x``), or holds a character no store key may, names an object that cannot exist.
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9._+=@,:-]{1,255}")
+
+
+def _object_name(name: str) -> str:
+    if name in (".", "..") or not _OBJECT_NAME.fullmatch(name):
+        raise ValueError(f"must be one object name (letters, digits and ._+=@,:-), not a path; got {name[:80]!r}")
+    return name
+
+
 Count = Annotated[int, Field(ge=0)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{1,16}$")]  # etcd's 64-bit ids, as etcdctl prints them
@@ -76,7 +88,7 @@ class SourceMember(_Record):
 class BackupObject(_Record):
     """One immutable object of the backup: its name under the backup prefix and checksums."""
 
-    name: NonEmpty
+    name: Annotated[str, AfterValidator(_object_name)]
     size: Count  # bytes as stored (compressed, maybe encrypted)
     sha256: Sha256  # of the stored bytes
     raw_size: Count  # bytes before compression

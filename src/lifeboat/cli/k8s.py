@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -88,7 +89,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         emit_json(doc)
     elif args.output == "yaml":
-        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        # Every character beyond ASCII escaped, as in -o json: a direction override or a
+        # zero-width space in a name or annotation would otherwise reach the terminal as it is.
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
     else:
         _print_object(doc)
     return 0
@@ -99,7 +102,9 @@ def _find_object(kvs: Iterable[StoredKeyValue], text: str, namespace: str | None
     if text.startswith("/"):
         if not text.startswith(REGISTRY_PREFIX.decode()):
             raise UsageError(f"key {text!r} is outside /registry/, where kube-apiserver keeps objects")
-        matches = [kv for kv in kvs if kv.key == text.encode()]
+        # As the command line gave it: a key that is not UTF-8 arrives with its bytes escaped.
+        wanted = os.fsencode(text)
+        matches = [kv for kv in kvs if kv.key == wanted]
         if not matches:
             raise NotFound(f"key {text} is not in {where}")
         return Entry(matches[0], decode_value(matches[0].key, matches[0].value, encryption))
@@ -137,8 +142,10 @@ def _print_object(doc: dict[str, Any]) -> None:
         print("  " + yaml.safe_dump(doc["object"], sort_keys=False).rstrip().replace("\n", "\n  "))
     elif "value" in doc:
         print(f"value:           {doc['value']}")
+    elif "object_not_shown" in doc:
+        print(f"object:          (not shown: {doc['object_not_shown']})")
     else:
-        print("value:           (protobuf; use -o json/yaml for base64 or -o raw for the bytes)")
+        print(f"value:           ({doc['encoding']}; use -o json/yaml for base64 or -o raw for the bytes)")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timezone
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from lifeboat.catalog.timeline import TimelineGap
 from lifeboat.cli.capture import gap_json
 from lifeboat.cli.connect import age_identities, cluster_name, open_repository, temp_dir
-from lifeboat.cli.output import emit_json, table
+from lifeboat.cli.output import emit_json, printable, table
 from lifeboat.cli.point import only_cluster
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory.history import describe_change
@@ -27,7 +28,7 @@ def object_matcher(text: str, namespace: str | None, encryption: EncryptionConfi
     if text.startswith("/"):
         if not text.startswith(REGISTRY_PREFIX.decode()):
             raise UsageError(f"key {text!r} is outside /registry/, where kube-apiserver keeps objects")
-        wanted = text.encode()
+        wanted = os.fsencode(text)  # a key that is not UTF-8 comes with its bytes escaped
         return lambda key, value: key == wanted
     kind_text, sep, name = text.partition("/")
     if not sep or not name:
@@ -66,7 +67,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     # The object may have changed where the timeline has a gap: said, not left out in silence;
     # segments missing from the repository are damage, which fails the command (exit 1).
     for gap in history.gaps:
-        print(f"lifeboat: the history is incomplete: {_unknown(gap)} ({gap.reason})", file=sys.stderr)
+        print(printable(f"lifeboat: the history is incomplete: {_unknown(gap)} ({gap.reason})"), file=sys.stderr)
     return 1 if any(gap.missing for gap in history.gaps) else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from contextlib import ExitStack
 from typing import Any
 
@@ -61,7 +62,7 @@ def _check_same_cluster(source: ObjectSource, live: LiveEtcdSource, force: bool)
 
 def _check_not_terminating(client: EtcdClient, namespace: str,
                            encryption: EncryptionConfiguration | None) -> None:
-    key = f"/registry/namespaces/{namespace}".encode()
+    key = os.fsencode(f"/registry/namespaces/{namespace}")
     kv = client.get(key)
     if kv is None:
         return
@@ -87,7 +88,7 @@ def _report(args: argparse.Namespace, source: str, plan: UndeletePlan,
         emit_json({
             "source": source, "namespace": plan.namespace, "applied": result is not None,
             "steps": [_step_doc(s) for s in plan.steps],
-            "written": [s.entry.kv.key.decode() for s in result.written] if result else [],
+            "written": [s.entry.kv.key.decode("utf-8", "replace") for s in result.written] if result else [],
             "skipped_at_write": [_step_doc(s) for s in result.skipped] if result else [],
             "expect": list(EXPECT) if result else [],
         })

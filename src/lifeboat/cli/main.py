@@ -139,9 +139,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 130
     except Terminated:
         print(f"lifeboat: terminated (SIGTERM); {_left_behind(args)}", file=sys.stderr)
-        return EXIT_TERMINATED
+        # The services exit 0 on SIGTERM (docs/agent.md, continuous-capture.md) whenever it comes:
+        # also before their own signal handling is set up (loading config and modules), when a
+        # `systemctl stop` right after a start would otherwise mark the unit failed.
+        return EXIT_OK if args.command in _SERVICES else EXIT_TERMINATED
     except Exception as exc:
         return _unexpected(args, exc)
+
+
+_SERVICES = ("agent", "capture")
 
 
 def _left_behind(args: argparse.Namespace) -> str:

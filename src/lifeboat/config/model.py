@@ -14,8 +14,8 @@ from pydantic import (
 )
 
 from lifeboat.config.rules import (
-    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, ENDPOINT_CREDENTIALS, LABEL_MAX, holds_credentials, plain_text_problem,
-    repository_url_given,
+    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, ENDPOINT_CREDENTIALS, LABEL_MAX, RESERVED_LABEL_PREFIX, holds_credentials,
+    plain_text_problem, repository_url_given,
 )
 from lifeboat.config.secrets import identity_path, public_recipient, shown
 from lifeboat.config.values import (
@@ -129,6 +129,10 @@ class BackupSection(Section):
                 raise ValueError("label names must not be empty")
             if (problem := plain_text_problem(key, LABEL_MAX)) is not None:
                 raise ValueError(f"a label's name {problem}")
+            if key.startswith(RESERVED_LABEL_PREFIX):
+                # The agent's tick and a synthetic backup's chain and time: given by hand, they
+                # would skip a scheduled backup or date a backup by a moment it does not hold.
+                raise ValueError(f"label {key!r}: names starting with {RESERVED_LABEL_PREFIX!r} are lifeboat's own")
             if (problem := plain_text_problem(text, LABEL_MAX)) is not None:
                 raise ValueError(f"the value of label {key!r} {problem}")
         return value

@@ -120,6 +120,7 @@ UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 LABEL_MAX = 256  # a backup label's name or value, in characters
+RESERVED_LABEL_PREFIX = "lifeboat."  # labels lifeboat writes itself (lifeboat.tick, lifeboat.synthetic-*)
 PIN_REASON_MAX = 1000
 
 

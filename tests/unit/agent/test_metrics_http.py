@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lifeboat.clock import FakeClock
 from lifeboat.agent import http
-from lifeboat.agent.http import MAX_CONNECTIONS, REQUEST_SECONDS, AgentHttp, parse_address
+from lifeboat.agent.http import LOCAL_CONNECTIONS, MAX_CONNECTIONS, REQUEST_SECONDS, AgentHttp, parse_address
 from lifeboat.agent.metrics import AgentMetrics
 from lifeboat.errors import UsageError
 
@@ -171,6 +171,47 @@ def test_slow_clients_are_cut_at_their_deadline_and_those_over_the_cap_at_once(
         assert get(server.url + "/healthz")[0] == 200
     finally:
         probe.close()
+        for conn in slow:
+            conn.close()
+        server.close()
+
+
+def test_answers_name_no_python_version() -> None:
+    """Every answer, errors included, carried `Server: BaseHTTP/0.6 Python/3.11.7` on a port that
+    may face the node's network."""
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        for request in (b"GET /metrics HTTP/1.0\r\n\r\n", b"BREW /pot HTTP/1.0\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                conn.sendall(request)
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            headers = answer.split(b"\r\n\r\n", 1)[0].decode()
+            assert "Server: lifeboat\r\n" in headers and "Python" not in headers
+    finally:
+        server.close()
+
+
+def test_a_flood_from_this_host_is_logged_with_this_hosts_cap(caplog: pytest.LogCaptureFixture) -> None:
+    """Loopback clients filling their own places were logged as '16 connections open' (the
+    network's cap) while 4 were."""
+    clock = FakeClock(T0)
+    server = AgentHttp("127.0.0.1:0", AgentMetrics("prod", "a", "0", clock), clock, health_threshold=60)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    slow = []
+    try:
+        for _ in range(LOCAL_CONNECTIONS + 1):
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            conn.sendall(b"GET /metrics HTTP/1.1\r\n")
+            slow.append(conn)
+        assert _closed_by_server(slow[-1])
+        busy = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "http_busy"]
+        assert busy == [f"HTTP port busy: {LOCAL_CONNECTIONS} connections from this host open, "
+                        "closing new ones until they end"]
+    finally:
         for conn in slow:
             conn.close()
         server.close()

@@ -98,6 +98,16 @@ def test_a_label_a_terminal_would_act_on_or_too_long_is_refused(cli: Cli, tmp_pa
     assert code == 3 and err.count("\n") == 1 and "label" in err and "\x1b" not in err and "\x07" not in err
 
 
+@pytest.mark.parametrize("label", ["lifeboat.tick=2026-12-04T19:00:00+00:00",
+                                   "lifeboat.synthetic-seen=2020-01-01T00:00:00Z"])
+def test_a_label_named_as_lifeboats_own_is_refused(cli: Cli, tmp_path: Path, label: str) -> None:
+    """`--label lifeboat.tick=...` made the agent take that tick as done and skip its backup;
+    `--label lifeboat.synthetic-seen=2020-...` dated a plain backup six years back, for retention
+    and for --to-time restores."""
+    code, _out, err = cli("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1", "--label", label)
+    assert code == 3 and "are lifeboat's own" in err and not (tmp_path / "repo").exists()
+
+
 HOSTILE = "evil\n\x1b[2J\x1b]0;title\x07forged\u202eline"
 
 
@@ -284,3 +294,61 @@ def test_a_yaml_key_that_is_a_list_or_a_mapping_is_refused_naming_the_line(
     code, _out, err = cli("config", "validate", str(config))
     assert code == 3, err
     assert err.count("\n") == 1 and "not valid YAML at line" in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("output", ["table", "yaml", "json"])
+def test_get_of_a_json_object_nested_hundreds_deep_names_it_without_crashing(
+        cli: Cli, tmp_path: Path, output: str) -> None:
+    """A custom resource nested 500 levels deep (kube-apiserver accepts 10,000) made `k8s get`
+    (table and YAML) fail with RecursionError, exit 4, after printing half the document."""
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/example.com/widgets/team-a/deep"
+    value = (b'{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"deep","namespace":"team-a"},'
+             b'"spec":' + b'{"x":' * 500 + b'1' + b'}' * 501)
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    code, out, err = cli("k8s", "get", str(snapshot), "widgets.example.com/deep", "-n", "team-a", "-o", output)
+    assert (code, err) == (0, "")
+    assert "nested more than 100 levels deep" in out
+
+
+def test_get_finds_a_key_that_is_not_utf8_by_the_bytes_the_command_line_gave(cli: Cli, tmp_path: Path) -> None:
+    """`k8s get SOURCE /registry/...\\xff` (a key `k8s ls` listed) failed with UnicodeEncodeError,
+    exit 4: the argument's escaped bytes were encoded as UTF-8."""
+    import os
+
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/configmaps/team-a/odd-\xff\xfe"
+    value = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"odd","namespace":"team-a"}}'
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    doc = cli.json("k8s", "get", str(snapshot), os.fsdecode(key))
+    assert doc["object"]["metadata"]["name"] == "odd"
+
+
+def test_history_matches_a_key_that_is_not_utf8_by_the_bytes_the_command_line_gave() -> None:
+    """`k8s history /registry/...\\xff` failed with UnicodeEncodeError, exit 4."""
+    from lifeboat.cli.k8s_history import object_matcher
+
+    matches = object_matcher("/registry/configmaps/team-a/odd-\udcff", None, None)
+    assert matches(b"/registry/configmaps/team-a/odd-\xff", b"") and not matches(b"/registry/configmaps/team-a/odd-", b"")
+
+
+def test_get_as_yaml_escapes_direction_overrides_and_keeps_the_text(cli: Cli, tmp_path: Path) -> None:
+    """`k8s get -o yaml` wrote a direction override (U+202E) of an annotation as it is: a terminal
+    showing the YAML displayed the text reversed (tables and JSON escape it)."""
+    import yaml
+
+    from lifeboat.snapshot.replay import encode_fields
+    from tests.unit.snapshot.test_latest_rows import db_with, row_key
+
+    key = b"/registry/configmaps/team-a/c"
+    value = (b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"team-a",'
+             b'"annotations":{"note":"invoice\\u202egnp.exe caf\\u00e9"}}}')
+    snapshot = db_with(tmp_path / "snap.db", [(row_key(2), encode_fields(key, 2, 2, 1, value, 0))])
+    code, out, err = cli("k8s", "get", str(snapshot), "configmap/c", "-n", "team-a", "-o", "yaml")
+    assert code == 0, err
+    assert "\u202e" not in out
+    assert yaml.safe_load(out)["object"]["metadata"]["annotations"]["note"] == "invoice\u202egnp.exe caf\u00e9"

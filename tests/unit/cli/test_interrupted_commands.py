@@ -37,3 +37,14 @@ def test_an_interrupted_prune_says_a_half_deleted_backup_stays_listed(capsys: py
 def test_an_interrupted_backup_still_says_it_left_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = interrupted("backup", Terminated, capsys)
     assert code == 143 and "no manifest, no upload and no spool" in err
+
+
+@pytest.mark.parametrize("service", ["agent", "capture"])
+def test_a_service_terminated_before_its_loop_runs_exits_0_as_documented(
+    capsys: pytest.CaptureFixture[str], service: str
+) -> None:
+    """SIGTERM in an agent's or capture's first moments (loading its config and modules, before
+    its own signal handling) exited 143, not 0 as documented for SIGTERM: a `systemctl stop` right
+    after a start marked the unit failed."""
+    code, err = interrupted(service, Terminated, capsys)
+    assert code == 0 and err == "lifeboat: terminated (SIGTERM); stopped\n"

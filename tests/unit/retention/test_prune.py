@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -224,6 +225,23 @@ def test_a_damaged_pin_keeps_its_backup_and_stops_neither_listing_nor_pruning(re
     assert {d.backup.id: d.verdict for d in plan.retention.decisions}[backups[0].id] is Verdict.KEEP
     assert apply_prune(repo, plan).deleted == [backups[1].id]
     assert repo.unpin(backups[0]) and repo.pin_of(backups[0]) is None
+
+
+@pytest.mark.parametrize("name", ["../../manifests/x", "a/b", ".", "snapshot\x1b[2J"])
+def test_a_manifest_naming_an_object_by_a_path_is_damaged_and_stops_no_prune(
+        repo: BackupRepository, name: str) -> None:
+    """A manifest listing an object named `../../manifests/x` was read as a good backup: every
+    prune (and `list --check`, `verify`) then failed with exit 3, 'invalid object key'."""
+    backups = daily(repo, 3)
+    key = repo.manifest_key(backups[2])
+    doc = json.loads(repo.store.get_bytes(key))
+    doc["objects"].append({**doc["objects"][0], "name": name})
+    repo.store.put_bytes(key, json.dumps(doc).encode())
+    scanned = repo.scan()
+    assert [d.id for d in scanned.damaged] == [backups[2].id] and "objects[2].name" in scanned.damaged[0].reason
+    plan = plan_prune(repo, [KeepLast(1)], NOW)
+    assert apply_prune(repo, plan).deleted == [backups[0].id]
+    assert repo.read_manifest("prod", backups[2].id) is not None  # a damaged backup is the operator's to delete
 
 
 class PendingUploadsStore(MemoryStore):

@@ -288,3 +288,18 @@ def test_segments_missing_before_a_kept_synthetic_backup_do_not_delete_the_chain
     timeline = build_timeline("prod", list(repo.manifests("prod")), ChainStore(repo.store).chains("prod"))
     assert point_at_revision(timeline, 3800).base.id == S2.id
     assert segments_of(repo)[0] == 3601 and segments_of(repo)[-1] == 3901  # what is after S2 stays
+
+
+def test_pruning_a_cluster_that_holds_a_copy_of_another_clusters_chain_leaves_that_cluster_alone() -> None:
+    """A copy of prod's chain folders under staging (a bucket folder copied to rename a cluster)
+    has records naming prod's chains: `prune --cluster staging` (and staging's agent) judged them
+    without prod's backups, as chains whose base is gone, and deleted prod's chains, the one
+    capture was writing too, by the names the records give."""
+    repo = repo_with_chains()
+    prod = sorted(o.key for o in repo.store.list("clusters/prod/"))
+    for key in [k for k in prod if "/chains/" in k]:
+        repo.store.put_bytes("clusters/staging/" + key.removeprefix("clusters/prod/"), repo.store.get_bytes(key))
+    plan = plan_prune(repo, parse_policies({"keep-last": 1}), at(42 * DAY), cluster="staging")
+    assert plan.chains == ()
+    apply_prune(repo, plan)
+    assert sorted(o.key for o in repo.store.list("clusters/prod/")) == prod

@@ -8,10 +8,10 @@ deletion) and their size, since their bodies need the API's schemas to read.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from lifeboat.kube.inventory.views import LAST_APPLIED
+from lifeboat.kube.inventory.views import LAST_APPLIED, secret_field_shown
 from lifeboat.kube.objects.stored import StoredObject, holds_secret
 
 # Fields that change on every write and say nothing about what the writer changed.
@@ -19,9 +19,6 @@ _NOISE = ("metadata.resourceVersion", "metadata.managedFields")
 _MAX_CHANGES = 20
 
 
-# A Secret's fields whose values are said to change, never shown: its data, and the whole
-# object kubectl apply keeps in an annotation.
-_SECRET_PATHS = ("data.", "stringData.", f"metadata.annotations.{LAST_APPLIED}")
 _NOT_SHOWN = "(value not shown)"
 
 
@@ -65,17 +62,26 @@ def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 def _json_changes(before: Any, after: Any, secret: bool) -> Iterator[str]:
     old, new = ({path: v for path, v in _flatten(doc) if not path.startswith(_NOISE)} for doc in (before, after))
-    return _changes(old, new, _SECRET_PATHS if secret else (), removed="{key}: removed (was {was})",
+    return _changes(old, new, _secret_hidden if secret else _nothing_hidden, removed="{key}: removed (was {was})",
                     added="{key}: added {now}", changed="{key}: {was} → {now}")
 
 
-def _changes(old: Mapping[str, Any], new: Mapping[str, Any], hidden: tuple[str, ...], **lines: str) -> Iterator[str]:
+def _secret_hidden(key: str) -> bool:
+    return not secret_field_shown(key)
+
+
+def _nothing_hidden(key: str) -> bool:
+    return False
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any], hidden: Callable[[str], bool],
+             **lines: str) -> Iterator[str]:
     """One line per key ``removed``, ``added`` or ``changed``, in key order, from those format
-    strings; the values of keys starting with one of ``hidden`` are compared, not shown."""
+    strings; the values of keys ``hidden`` says are hidden are compared, not shown."""
     for key in sorted(set(old) | set(new)):
         how = "removed" if key not in new else "added" if key not in old else "changed"
         if how != "changed" or old[key] != new[key]:
-            if hidden and key.startswith(hidden):
+            if hidden(key):
                 yield lines[how].format(key=key, was=_NOT_SHOWN, now=_NOT_SHOWN)
             else:
                 yield lines[how].format(key=key, was=_show(old.get(key)), now=_show(new.get(key)))
@@ -90,8 +96,9 @@ def _meta_changes(before: StoredObject, after: StoredObject, secret: bool) -> It
     a, b = before.metadata, after.metadata
     if a is None or b is None:
         return
-    yield from _map_changes("label", a.labels, b.labels, ())
-    yield from _map_changes("annotation", a.annotations, b.annotations, (LAST_APPLIED,) if secret else ())
+    yield from _map_changes("label", a.labels, b.labels, _nothing_hidden)
+    yield from _map_changes("annotation", a.annotations, b.annotations,
+                            _is_last_applied if secret else _nothing_hidden)
     for name in ("generation", "uid", "deletion_timestamp", "finalizers"):
         old, new = getattr(a, name), getattr(b, name)
         if old != new:
@@ -100,6 +107,11 @@ def _meta_changes(before: StoredObject, after: StoredObject, secret: bool) -> It
         yield f"metadata.ownerReferences: {len(a.owner_references)} → {len(b.owner_references)}"
 
 
-def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str], hidden: tuple[str, ...]) -> Iterator[str]:
+def _is_last_applied(key: str) -> bool:
+    return key == LAST_APPLIED
+
+
+def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str],
+                 hidden: Callable[[str], bool]) -> Iterator[str]:
     return _changes(old, new, hidden, removed=what + " {key} removed", added=what + " {key}={now} added",
                     changed=what + " {key}: {was} → {now}")

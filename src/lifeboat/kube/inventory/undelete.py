@@ -8,11 +8,11 @@ ReplicaSet could be collected again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lifeboat.errors import NotFound
+from lifeboat.errors import NotFound, OperationFailed
 from lifeboat.kube.inventory.kinds import KindQuery
 from lifeboat.kube.inventory.listing import Entry, select
 
@@ -81,9 +81,26 @@ def plan_undelete(
         raise NotFound(f"no {what} in namespace {namespace!r} of {source_name}")
     restored_uids = {e.uid for e in ns_entries + chosen if e.uid}
     steps = [_step(e, live_keys, restored_uids) for e in ns_entries]
+    _refuse_a_terminating_namespace(steps, namespace, source_name)
+    by_uid = {e.uid: e for e in chosen if e.uid}
     steps += sorted((_step(e, live_keys, restored_uids) for e in chosen),
-                    key=lambda s: (_owner_depth(s.entry, chosen), s.key))
+                    key=lambda s: (_owner_depth(s.entry, by_uid), s.key))
     return UndeletePlan(namespace, tuple(steps))
+
+
+def _refuse_a_terminating_namespace(steps: Sequence[UndeleteStep], namespace: str, source_name: str) -> None:
+    """A Namespace object written back while it was being deleted makes Kubernetes' namespace
+    controller finish the deletion: every object written with it would be deleted again."""
+    for step in steps:
+        meta = step.entry.obj.metadata
+        if step.action == "write" and meta is not None and meta.deletion_timestamp is not None:
+            when = meta.deletion_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise OperationFailed(
+                f"namespace {namespace!r} was already being deleted in {source_name} (since {when}): written "
+                "back, Kubernetes would delete it and every object written with it again; undelete from a "
+                "backup (or --to-time) taken before the deletion started, or create the namespace first "
+                f"(kubectl create namespace {namespace}): its objects are then written into it"
+            )
 
 
 def _step(entry: Entry, live_keys: set[bytes], restored_uids: set[str]) -> UndeleteStep:
@@ -113,9 +130,8 @@ def _notes(entry: Entry, restored_uids: set[str]) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _owner_depth(entry: Entry, chosen: Sequence[Entry]) -> int:
-    """How many owners up the chain (first owner each time) lie among ``chosen``."""
-    by_uid = {e.uid: e for e in chosen if e.uid}
+def _owner_depth(entry: Entry, by_uid: Mapping[str, Entry]) -> int:
+    """How many owners up the chain (first owner each time) lie among the chosen, ``by_uid``."""
     depth, current, seen = 0, entry, {entry.uid}
     while current.obj.metadata is not None:
         owners = [by_uid[o.uid] for o in current.obj.metadata.owner_references

@@ -91,8 +91,11 @@ def object_document(entry: Entry, show_secrets: bool = False) -> dict[str, Any]:
         "metadata": metadata_document(obj.metadata, hide) if obj.metadata else None,
     }
     plain = obj.plaintext if obj.plaintext is not None else obj.raw
-    if obj.encoding == "json" and obj.error is None:
-        full = json.loads(plain)
+    full = json.loads(plain) if obj.encoding == "json" and obj.error is None else None
+    if full is not None and _nesting(full) > MAX_SHOWN_NESTING:
+        doc["object_not_shown"] = (f"nested more than {MAX_SHOWN_NESTING} levels deep; "
+                                   "use -o raw for the stored bytes")
+    if full is not None and "object_not_shown" not in doc:
         doc["object"] = _redact_json_secret(full) if hide else full
     elif hide:
         doc["value"] = REDACTED
@@ -103,13 +106,45 @@ def object_document(entry: Entry, show_secrets: bool = False) -> dict[str, Any]:
     return doc
 
 
+# How deep a JSON object may nest to be shown as a document: YAML output of one a few hundred
+# levels deep exhausts Python's recursion limit (kube-apiserver accepts up to 10,000 levels).
+MAX_SHOWN_NESTING = 100
+
+
+def _nesting(doc: Any) -> int:
+    """How many levels of objects and lists ``doc`` nests, counted without recursion."""
+    depth, level = 0, [doc]
+    while level:
+        depth += 1
+        level = [child for value in level if isinstance(value, (dict, list))
+                 for child in (value.values() if isinstance(value, dict) else value)]
+    return depth - 1
+
+
+def secret_field_shown(path: str) -> bool:
+    """Whether a JSON Secret's field at ``path`` (``data.password``, ``metadata.labels.app``) may
+    be shown: only its type and metadata, never kubectl's copy of the applied object."""
+    if path.startswith(f"metadata.annotations.{LAST_APPLIED}"):
+        return False
+    return path in _SECRET_PLAIN_FIELDS or path.startswith("metadata.")
+
+
+# A Secret's fields that hold no secret value. Any other field is redacted whatever its shape:
+# a value written straight into etcd need not follow the Secret schema.
+_SECRET_PLAIN_FIELDS = ("apiVersion", "kind", "type", "immutable")
+
+
 def _redact_json_secret(doc: Any) -> Any:
     if not isinstance(doc, dict):
         return REDACTED
-    out = dict(doc)
-    for field in ("data", "stringData"):
-        if isinstance(out.get(field), dict):
-            out[field] = {k: REDACTED for k in out[field]}
+    out: dict[str, Any] = {}
+    for name, value in doc.items():
+        if name == "metadata" or (name in _SECRET_PLAIN_FIELDS and not isinstance(value, (dict, list))):
+            out[name] = value
+        elif name in ("data", "stringData") and isinstance(value, dict):
+            out[name] = {k: REDACTED for k in value}
+        else:
+            out[name] = REDACTED
     meta = out.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) \
             and LAST_APPLIED in meta["annotations"]:

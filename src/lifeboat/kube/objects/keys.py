@@ -163,6 +163,10 @@ def parse_registry_key(key: bytes, prefix: bytes = DEFAULT_PREFIX) -> ResourceKe
         return ResourceKey(group, resource, rest[0], rest[1], key)
     if len(rest) == 1 and namespaced is not True:
         return ResourceKey(group, resource, None, rest[0], key)
+    if len(rest) > 2 and namespaced is not False:
+        # More segments than a name has (a name cannot hold '/'): not a layout the API server
+        # writes, but its namespace is plain, so the namespace's commands see (and skip) it.
+        return ResourceKey(group, resource, rest[0], "/".join(rest[1:]), key, recognised=False)
     return _unknown(key, parts)
 
 

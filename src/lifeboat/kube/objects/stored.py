@@ -46,9 +46,12 @@ class StoredObject:
 
 
 def holds_secret(obj: StoredObject) -> bool:
-    """A Secret: its values are never shown unless asked for."""
+    """A Secret, by its key or by the kind it says it is (a Secret's value copied under another
+    key, which a key-less encryption such as aescbc still decrypts): its values are never shown
+    unless asked for."""
     r = obj.resource
-    return r is not None and r.group == "" and r.resource == "secrets"
+    return (r is not None and r.group == "" and r.resource == "secrets") or (
+        obj.kind == "Secret" and obj.api_version == "v1")
 
 
 def decode_value(

@@ -93,3 +93,16 @@ def test_a_protobuf_secrets_applied_configuration_is_named_never_shown() -> None
     shown = describe_change(decode_value(SECRET, annotated(stored, note, "a")),
                             decode_value(SECRET, annotated(stored, note, "b")))
     assert f'annotation {note}: "a" → "b"' in shown, shown
+
+
+def test_a_secrets_values_outside_data_objects_are_named_never_shown() -> None:
+    """`k8s history` of a Secret written straight into etcd with `data` as a list, `stringData` as
+    a string and an extra field printed each old and new value."""
+    def secret(n: int) -> bytes:
+        return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1", "labels": {"v": str(n)}},
+                           "data": [f"VALUE-{n}"], "stringData": f"VALUE-{n}", "extra": {"t": f"VALUE-{n}"}}).encode()
+    changes = describe_change(decode_value(SECRET, secret(1)), decode_value(SECRET, secret(2)))
+    assert changes == ("data: (value not shown) → (value not shown)",
+                       "extra.t: (value not shown) → (value not shown)",
+                       'metadata.labels.v: "1" → "2"',
+                       "stringData: (value not shown) → (value not shown)")

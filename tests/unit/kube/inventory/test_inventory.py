@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from lifeboat.errors import NotFound, UsageError
+from lifeboat.errors import NotFound, OperationFailed, UsageError
 from lifeboat.kube.inventory import (
     ClusterIdentity, KindQuery, decode_entries, diff_keys,
     execute_plan, plan_undelete, same_cluster, summarize, summarize_keys,
 )
+from lifeboat.kube.inventory.undelete import UNRECOGNISED
 from lifeboat.kube.inventory.views import REDACTED, object_document
 from lifeboat.kube.objects import parse_registry_key
 from lifeboat.snapshot import cluster_id_from_members
@@ -136,3 +137,83 @@ def test_json_secret_documents_are_redacted_unless_asked() -> None:
     hidden = json.dumps(object_document(entry))
     assert "c2VjcmV0" not in hidden and REDACTED in hidden
     assert "c2VjcmV0" in json.dumps(object_document(entry, show_secrets=True))
+
+
+def test_a_json_secret_whose_values_are_not_in_a_data_object_is_still_redacted() -> None:
+    """A Secret written straight into etcd with `data` as a list, `stringData` as a string and an
+    extra field had all three values printed by `k8s get` (only values inside `data`/`stringData`
+    objects were redacted)."""
+    doc = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "s", "namespace": "x"},
+           "data": ["VALUE-ONE"], "stringData": "VALUE-TWO", "extra": {"token": "VALUE-THREE"}}
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps(doc).encode())])
+    shown = object_document(entry)["object"]
+    assert "VALUE" not in json.dumps(shown)
+    assert shown == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                     "metadata": {"name": "s", "namespace": "x"},
+                     "data": REDACTED, "stringData": REDACTED, "extra": REDACTED}
+    # A field kept for what it says of the Secret keeps only a plain value.
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps({**doc, "type": {"t": "VALUE-4"}}).encode())])
+    assert object_document(entry)["object"]["type"] == REDACTED
+
+
+TERMINATING = (b'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x","uid":"u-x",'
+               b'"deletionTimestamp":"2026-11-30T10:00:00Z"},"status":{"phase":"Terminating"}}')
+CONFIGMAP = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"x","uid":"u-c"}}'
+
+
+def test_undelete_plan_refuses_to_write_back_a_namespace_that_was_being_deleted() -> None:
+    """A backup taken while the namespace was terminating holds it with a deletionTimestamp:
+    undelete wrote it back with only a note, and Kubernetes deleted it again with every object
+    written into it, after undelete had reported them written."""
+    source = {b"/registry/namespaces/x": TERMINATING, b"/registry/configmaps/x/c": CONFIGMAP}
+    with pytest.raises(OperationFailed, match="'x' was already being deleted in the source .since 2026-11-30T10:00:00Z"):
+        plan_undelete(decode_entries(kvs(source)), set(), "x")
+    # A namespace that exists live is not written: its missing objects are.
+    plan = plan_undelete(decode_entries(kvs(source)), {b"/registry/namespaces/x"}, "x")
+    assert [(s.action, s.key) for s in plan.steps] == [("skip", b"/registry/namespaces/x"),
+                                                       ("write", b"/registry/configmaps/x/c")]
+
+
+def test_undelete_plan_reads_each_objects_uid_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordering owners first rebuilt the map of every object by uid once per object: planning a
+    namespace of 40,000 objects (Helm keeps each release as a Secret) took minutes, not a second."""
+    from lifeboat.kube.inventory.listing import Entry
+
+    reads = 0
+    uid = Entry.uid.fget
+    assert uid is not None
+
+    def counted(self: Entry) -> str:
+        nonlocal reads
+        reads += 1
+        return uid(self)
+
+    source = {f"/registry/configmaps/x/c{i}".encode(): json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}", "namespace": "x", "uid": f"u{i}"}}
+    ).encode() for i in range(2000)}
+    entries = list(decode_entries(kvs(source)))
+    monkeypatch.setattr(Entry, "uid", property(counted))
+    plan = plan_undelete(entries, set(), "x")
+    assert len(plan.writes) == 2000 and reads <= 10 * len(entries)
+
+
+def test_undelete_plan_names_a_key_of_the_namespace_whose_layout_it_does_not_know() -> None:
+    """A key with more segments than a name has (/registry/configmaps/x/a/b) was left out of the
+    plan in silence (counted as a cluster-scoped configmap), not listed as skipped with why."""
+    source = {b"/registry/configmaps/x/a/b": CONFIGMAP, b"/registry/configmaps/x/c": CONFIGMAP}
+    plan = plan_undelete(decode_entries(kvs(source)), set(), "x")
+    assert [(s.action, s.key, s.reason) for s in plan.steps] == [
+        ("skip", b"/registry/configmaps/x/a/b", UNRECOGNISED),
+        ("write", b"/registry/configmaps/x/c", "")]
+    (summary,) = summarize_keys(kvs(source))[0]
+    assert (summary.namespace, summary.resource, summary.count) == ("x", "configmaps", 2)
+
+
+def test_a_secret_stored_under_another_resources_key_is_still_redacted() -> None:
+    """A Secret's value copied under a ConfigMap's key (aescbc, which does not bind a value to its
+    key, decrypts it there too) was shown in full by `k8s get`: redaction went by the key alone."""
+    doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "x"},
+           "data": {"password": "VALUE-ONE"}}
+    (entry,) = decode_entries([KV(b"/registry/configmaps/x/s", json.dumps(doc).encode())])
+    assert entry.is_secret
+    assert "VALUE" not in json.dumps(object_document(entry))
