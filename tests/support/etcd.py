@@ -147,8 +147,15 @@ class EtcdMember:
             return "(no log)"
 
     def pause(self) -> None:
+        """SIGSTOP etcd; returns once every thread of it has stopped (a stop is delivered to each
+        thread on its way back to user space: on a loaded machine a Status asked right after
+        the signal could still be answered)."""
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not all(_stopped(task) for task in Path(f"/proc/{self.process.pid}/task").iterdir()):
+            assert time.monotonic() < deadline, f"etcd {self.name} did not stop within 10 s of SIGSTOP"
+            time.sleep(0.01)
 
     def resume(self) -> None:
         assert self.process is not None
@@ -258,3 +265,11 @@ def put_many(member: EtcdMember, items: Sequence[tuple[str, str]]) -> None:
     """Write keys through the stock etcdctl, in one txn-free batch of puts."""
     for key, value in items:
         member.etcdctl("put", key, value)
+
+
+def _stopped(task: Path) -> bool:
+    """Whether the thread at /proc/PID/task/TID is stopped by a signal (state T), or gone."""
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return True

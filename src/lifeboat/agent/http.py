@@ -133,6 +133,9 @@ class _Server(ThreadingHTTPServer):
         with self._lock:
             late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
         for conn in late:
+            # Counted out before the cut: a client that sees its connection end may connect
+            # again at once, before the cut connection's thread has ended and forgotten it.
+            self._forget(conn)
             try:  # wakes the thread blocked reading or writing it; the thread then ends
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:

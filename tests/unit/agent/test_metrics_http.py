@@ -129,6 +129,38 @@ def test_a_taken_port_is_a_usage_error() -> None:
     assert threading.active_count() >= 1
 
 
+def test_a_client_whose_connections_were_cut_is_served_at_once_though_their_threads_end_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut connections' threads end a while after the client saw them closed (a loaded
+    machine): a new connection must not be refused as over the cap for them meanwhile."""
+    import socketserver
+    ended = socketserver.ThreadingMixIn.process_request_thread
+
+    def ending_late(self: object, request: socket.socket, address: object) -> None:
+        ended(self, request, address)  # type: ignore[arg-type]
+        time.sleep(1.5)
+
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request_thread", ending_late)
+    clock = FakeClock(T0)
+    m = AgentMetrics("prod", "a", "0", clock)
+    m.good_cycle()
+    monkeypatch.setattr(http, "from_this_host", lambda address: False)  # all from the network
+    server = AgentHttp("127.0.0.1:0", m, clock, health_threshold=60)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        slow = [socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_CONNECTIONS)]
+        for conn in slow:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never ends
+        time.sleep(0.2)  # every one of them accepted and counted
+        clock.advance(REQUEST_SECONDS)
+        assert all(_closed_by_server(conn) for conn in slow)
+        assert get(server.url + "/healthz")[0] == 200
+    finally:
+        for conn in slow:
+            conn.close()
+        server.close()
+
+
 def _closed_by_server(conn: socket.socket) -> bool:
     """Whether the server closes ``conn`` within a few seconds (without having answered)."""
     conn.settimeout(3)
