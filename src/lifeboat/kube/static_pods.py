@@ -309,10 +309,9 @@ class ApiServerFlags:
     etcd_keyfile: Path | None
 
 
-def apiserver_flags(root: Path) -> ApiServerFlags | None:
-    """Read kubeadm's kube-apiserver static pod; None without one."""
-    manifest = on_host(root, APISERVER_MANIFEST)
-    pod = read_static_pod(manifest, container="kube-apiserver")
+def apiserver_flags(root: Path, manifest: Path | None = None) -> ApiServerFlags | None:
+    """Read kubeadm's kube-apiserver static pod (at ``manifest`` if given); None without one."""
+    pod = read_static_pod(manifest or on_host(root, APISERVER_MANIFEST), container="kube-apiserver")
     if pod is None:
         return None
     return ApiServerFlags(

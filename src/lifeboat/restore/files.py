@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from lifeboat.durable import fsync_dir, install_durably, part_path, rename_no_re
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
 from lifeboat.kube.paths import on_host
+from lifeboat.restore.file_policy import refuse_unrestorable
 
 
 def fetch_archive(repo: BackupRepository, manifest: Manifest,
@@ -54,18 +56,38 @@ def fetch_archive(repo: BackupRepository, manifest: Manifest,
         part.unlink(missing_ok=True)
 
 
+def check_archive(archive: Path, root: Path, destination: Callable[[str], str] = lambda path: path) -> None:
+    """Raise unless every file of ``archive`` may be restored under ``root`` (:mod:`.file_policy`)."""
+    staging, _ = _staged(archive, root, destination)
+    shutil.rmtree(staging)
+
+
 def install_archive(archive: Path, root: Path, stamp: str,
                     destination: Callable[[str], str] = lambda path: path) -> list[str]:
-    """Put every file of ``archive`` in place under ``root``; return the host paths written."""
-    staging = archive.with_name("control-plane-files")
-    if staging.exists():
-        shutil.rmtree(staging)
-    with archive.open("rb") as f:
-        written = extract_archive(f, staging)
+    """Put every file of ``archive`` in place under ``root``; return the host paths written.
+
+    Every file is checked before the first one is put in place: a refused archive changes nothing.
+    """
+    staging, written = _staged(archive, root, destination)
     for host_path in written:
         _install(staging / host_path.lstrip("/"), on_host(root, destination(host_path)), stamp)
     shutil.rmtree(staging)
     return written
+
+
+def _staged(archive: Path, root: Path, destination: Callable[[str], str]) -> tuple[Path, list[str]]:
+    """Extract ``archive`` beside itself and check it; the staging dir and the host paths it holds."""
+    staging = archive.with_name("control-plane-files")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        with archive.open("rb") as f:
+            written = extract_archive(f, staging)
+        refuse_unrestorable(staging, written, root, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, written
 
 
 def _make_host_dirs(directory: Path) -> None:
@@ -102,7 +124,8 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
             st = staged.stat()
             if os.geteuid() == 0:
                 os.chown(temporary, st.st_uid, st.st_gid)
-                os.chmod(temporary, st.st_mode & 0o7777)
+            # Never set-id or sticky: an archive is not signed, so it may be forged (file_policy).
+            os.chmod(temporary, stat.S_IMODE(st.st_mode) & 0o777)
             # Its bytes on disk before its name, and both names after: a power cut never leaves
             # a certificate or manifest empty at its path, nor the move aside undone.
             install_durably(temporary, target)

@@ -42,7 +42,7 @@ from lifeboat.pitr import ChainSurvey, PointSnapshot, build_point_snapshot
 from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.mvcc import served_revision
 from lifeboat.snapshot.writer import bump_restored_db, replayed_difference
-from lifeboat.restore.files import fetch_archive, install_archive
+from lifeboat.restore.files import check_archive, fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
 from lifeboat.restore.native import (
     NativeRestore, commit_record, committed_keyspace_difference, keep_replay_record, replay_record, replayed_into,
@@ -422,6 +422,8 @@ class FetchFiles(PreparingStep):
 
     def run(self, ctx: RestoreContext) -> None:
         fetch_archive(ctx.repository("the backup"), ctx.restoring()[0], ctx.identities, self.archive)
+        # Refused here, before etcd is stopped, rather than when the files are put in place.
+        check_archive(self.archive, ctx.root, ctx.supervisor.restored_file_destination)
 
 
 @dataclass(frozen=True)
