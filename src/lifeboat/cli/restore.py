@@ -33,7 +33,7 @@ from lifeboat.restore.executor import execute
 from lifeboat.restore.identity import (
     check_same_cluster, read_node_cluster, recorded_client_urls, repeats_finished_restore,
 )
-from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.journal import Journal, journal_path, load_own_journal, save_journal
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
@@ -102,7 +102,7 @@ def _require_parent(data_dir: Path) -> None:
 def _restore(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
              probe: EtcdMemberProbe, supervisor: Supervisor) -> int:
     path = journal_path(target.data_dir)
-    journal = load_journal(path)
+    journal = load_own_journal(path, target.data_dir)
     backup_id = args.backup_id
     resuming = journal is not None and journal.unfinished
     if journal is not None and not resuming and not journal.finished and not journal.rolled_back:
@@ -236,7 +236,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
               probe: EtcdMemberProbe, supervisor: Supervisor) -> int:
     path = journal_path(target.data_dir)
-    journal = load_journal(path)
+    journal = load_own_journal(path, target.data_dir)
     if journal is None:
         raise UsageError(f"no restore journal {path}; lifeboat restored nothing into {target.data_dir}")
     if journal.rolled_back:
