@@ -441,11 +441,19 @@ class Stop(SupervisedStep):
     @classmethod
     def of(cls, supervisor: Supervisor, component: Component) -> Stop:
         """The step ``stop:<component>``, in ``supervisor``'s words."""
-        return cls(f"stop:{component}", component=component, how=supervisor.describe_stop(component))
+        kind = cls if supervisor.stops_by_itself else StoppedByOperator
+        return kind(f"stop:{component}", component=component, how=supervisor.describe_stop(component))
 
     def run(self, ctx: RestoreContext) -> None:
         ctx.supervisor.stop(self.component)
         ctx.supervisor.wait_stopped(self.component, ctx.stop_timeout)
+
+
+class StoppedByOperator(Stop):
+    """``stop:<component>`` of a supervisor that only checks the operator stopped it (--supervisor
+    none): it changes nothing, so a restore refused there (still running) blocks no later one."""
+
+    changes_node: ClassVar[bool] = False
 
 
 class Start(SupervisedStep):
