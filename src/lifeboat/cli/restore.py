@@ -97,6 +97,13 @@ def _require_parent(data_dir: Path) -> None:
         what = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"--data-dir {data_dir}: its parent directory {parent} {what}; "
                          "check --data-dir, or create the parent first")
+    # A dry run takes no lock: without this it said OK, and the restore then failed at the lock.
+    if not os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        what = "is on a read-only filesystem" if read_only else f"is not writable by uid {os.geteuid()}"
+        raise UsageError(f"--data-dir {data_dir}: its parent directory {parent} {what}; the restore moves the "
+                         "data dir aside there and keeps its lock, journal and work dir beside it: "
+                         + ("remount it read-write" if read_only else "run as its owner or root") + ", then re-run")
 
 
 def _restore(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,

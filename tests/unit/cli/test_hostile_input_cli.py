@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -284,3 +288,39 @@ def test_a_yaml_key_that_is_a_list_or_a_mapping_is_refused_naming_the_line(
     code, _out, err = cli("config", "validate", str(config))
     assert code == 3, err
     assert err.count("\n") == 1 and "not valid YAML at line" in err and "unexpected" not in err
+
+
+@contextmanager
+def unwritable(directory: Path) -> Iterator[str]:
+    """``directory`` made unwritable for this process: a read-only bind mount as root (root ignores
+    permission bits), mode 0555 otherwise. Yields what the refusal says."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield "is not writable by uid"
+        finally:
+            directory.chmod(0o755)
+        return
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+        yield "is on a read-only filesystem"
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_a_dry_run_refuses_a_data_dir_whose_parent_cannot_be_written(cli: Cli, tmp_path: Path, dry_run: list[str]) -> None:
+    """--dry-run said OK (it takes no lock) for a data dir on a read-only filesystem; the restore
+    then stopped at the lock."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    parent = tmp_path / "var-lib"
+    (parent / "etcd/member").mkdir(parents=True)
+    with unwritable(parent) as refusal:
+        code, out, err = cli("restore", "latest", "--force", "--repo", url, "--supervisor", "none",
+                             "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                             "--data-dir", str(parent / "etcd"), *dry_run)
+    assert code == 3, out + err
+    assert err.count("\n") == 1 and f"its parent directory {parent} {refusal}" in err, err
+    assert sorted(p.name for p in parent.iterdir()) == ["etcd"]
