@@ -33,7 +33,7 @@ from lifeboat.restore.executor import execute
 from lifeboat.restore.identity import (
     check_same_cluster, read_node_cluster, recorded_client_urls, repeats_finished_restore,
 )
-from lifeboat.restore.journal import Journal, journal_path, load_own_journal, save_journal
+from lifeboat.restore.journal import Journal, journal_path, lexical_path, load_own_journal, save_journal
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
@@ -362,8 +362,8 @@ def _every_node_flags(args: argparse.Namespace) -> list[str]:
 def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Supervisor]:
     root = host_root(args)
     discovered = discover_etcd(root)
-    data_dir = root / args.data_dir.relative_to("/") if args.data_dir and args.data_dir.is_absolute() \
-        else args.data_dir
+    given = lexical_path(args.data_dir) if args.data_dir else None  # '//a/etcd' crashed relative_to
+    data_dir = root / given.relative_to("/") if given and given.is_absolute() else given
     target = make_target(name=args.name, initial_cluster=args.initial_cluster,
                          token=args.initial_cluster_token, peer_urls=args.initial_advertise_peer_urls,
                          data_dir=data_dir, discovered=discovered)

@@ -174,15 +174,24 @@ def _require_own_names(path: Path, journal: Journal, data_dir: Path) -> None:
         if there is None:
             continue
         expected = data_dir.with_name(f"{data_dir.name}.lifeboat-{kind}-{stamp}")
-        if not _same_place(Path(there), expected):
+        if not same_place(Path(there), expected):
             raise _not_own(path, f"its {field_name} is {there}, not {expected}")
 
 
-def _same_place(named: Path, expected: Path) -> bool:
-    """Whether ``named`` is ``expected``: the same name in the same directory, however spelled."""
+def lexical_path(path: Path) -> Path:
+    """``path`` spelled one way, without asking the filesystem: no ``.``, doubled or trailing
+    ``/`` (``Path`` drops those), and no leading ``//`` (which ``Path`` keeps). ``..`` stays:
+    after a symlink it names another directory."""
+    text = str(path)
+    return Path("/" + text.lstrip("/")) if text.startswith("//") else path
+
+
+def same_place(named: Path, expected: Path) -> bool:
+    """Whether ``named`` is ``expected``: the same name in the same directory, however spelled
+    (another spelling of the directory, or a symlink to it)."""
     if named.name != expected.name:
         return False
-    if os.path.normpath(named.absolute().parent) == os.path.normpath(expected.absolute().parent):
+    if lexical_path(named.parent) == lexical_path(expected.parent):
         return True
     try:
         return os.path.samefile(named.parent, expected.parent)

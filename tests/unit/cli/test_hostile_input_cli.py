@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -324,3 +325,15 @@ def test_a_dry_run_refuses_a_data_dir_whose_parent_cannot_be_written(cli: Cli, t
     assert code == 3, out + err
     assert err.count("\n") == 1 and f"its parent directory {parent} {refusal}" in err, err
     assert sorted(p.name for p in parent.iterdir()) == ["etcd"]
+
+
+def test_a_data_dir_spelled_with_a_leading_double_slash_is_the_same_data_dir(cli: Cli, tmp_path: Path) -> None:
+    """'--data-dir //srv/etcd' crashed (exit 4: "is not in the subpath of '/'")."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    (tmp_path / "etcd/member").mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--force", "-o", "json", "--repo", url,
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", f"/{tmp_path}/./etcd/")
+    assert code == 0, out + err
+    assert json.loads(out)["data_dir"] == str(tmp_path / "etcd")
