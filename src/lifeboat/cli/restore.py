@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import sys
@@ -88,11 +89,27 @@ def _require_own_directory(data_dir: Path, root: Path) -> None:
                          "host's root, or ends in '..'); give etcd's data dir, e.g. /var/lib/etcd")
     if ".." in data_dir.parts:
         raise UsageError(f"--data-dir {data_dir} has a '..' in it; give the data dir's path without one")
+    if len(os.fsencode(data_dir.name)) + _LONGEST_SUFFIX > _NAME_MAX:
+        # Else the journal's name, or the moved-aside one once etcd was stopped, is too long to make.
+        raise UsageError(f"--data-dir's name {data_dir.name[:40]}... is too long: lifeboat names files beside it "
+                         f"after it, with up to {_LONGEST_SUFFIX} more bytes, and a name may have at most "
+                         f"{_NAME_MAX}; give a data dir with a shorter name")
+
+
+_NAME_MAX = 255  # bytes in one path component on Linux filesystems (ext4, xfs, btrfs, tmpfs)
+# The longest name lifeboat makes beside the data dir: '<name>.lifeboat-restored-<stamp>-<n>'.
+_LONGEST_SUFFIX = len(".lifeboat-restored-20240102T030405Z-999")
 
 
 def _require_parent(data_dir: Path) -> None:
     """The data dir's parent must exist: the lock, journal and work dir go beside the data dir."""
     parent = data_dir.absolute().parent
+    try:
+        os.stat(parent)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"--data-dir {data_dir}: its parent directory cannot be looked at: "
+                             f"{exc.strerror}; check --data-dir") from None
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"--data-dir {data_dir}: its parent directory {parent} {what}; "

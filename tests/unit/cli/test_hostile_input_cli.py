@@ -337,3 +337,32 @@ def test_a_data_dir_spelled_with_a_leading_double_slash_is_the_same_data_dir(cli
                          "--data-dir", f"/{tmp_path}/./etcd/")
     assert code == 0, out + err
     assert json.loads(out)["data_dir"] == str(tmp_path / "etcd")
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_a_data_dir_named_too_long_for_the_names_lifeboat_makes_beside_it_is_refused_up_front(
+    cli: Cli, tmp_path: Path, dry_run: list[str]
+) -> None:
+    """A data dir whose name fits but leaves no room for '.lifeboat-restored-<stamp>' and the like:
+    with 240 bytes the journal could not be named ("unreadable ... move it away"); with 225 the journal
+    could, and the restore went on until a name made after etcd was stopped was too long."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    parent = tmp_path / "lib"
+    for length in (225, 240):
+        (parent / ("e" * length) / "member").mkdir(parents=True)
+        code, out, err = cli("restore", "latest", "--force", "--no-start", "--repo", url, "--supervisor", "none",
+                             "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                             "--data-dir", str(parent / ("e" * length)), *dry_run)
+        assert code == 3, out + err
+        assert err.count("\n") == 1 and "is too long" in err and "shorter name" in err, err
+        assert sorted(p.name for p in parent.iterdir()) == ["e" * n for n in (225, 240) if n <= length]
+
+
+def test_a_data_dir_whose_parent_path_cannot_be_looked_at_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    """A path component longer than a name may be crashed the restore (exit 4, ENAMETOOLONG)."""
+    code, _out, err = cli("restore", "latest", "--dry-run", "--repo", str(tmp_path / "repo"), "--supervisor", "none",
+                          "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--data-dir", f"{tmp_path}/{'a' * 300}/etcd")
+    assert code == 3, err
+    assert err.count("\n") == 1 and "File name too long" in err, err
