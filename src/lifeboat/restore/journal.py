@@ -114,14 +114,10 @@ class Journal:
 
 
 def load_journal(path: Path) -> Journal | None:
-    """The journal at ``path``; None if there is none. A damaged one is an error, never ignored."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _unreadable(path, exc) from None
-    return _parsed(path, data)
+    """The journal at ``path``, to report it; None if there is none. A damaged one is an error,
+    never ignored; so is one that is not a regular file (a FIFO planted there would hang the reader)."""
+    read = _read(path, os.O_RDONLY)
+    return None if read is None else _parsed(path, read[0])
 
 
 def load_own_journal(path: Path, data_dir: Path) -> Journal | None:
@@ -132,31 +128,42 @@ def load_own_journal(path: Path, data_dir: Path) -> Journal | None:
     one link), owned by the user running lifeboat and writable by nobody else, and every path it
     names is one lifeboat makes beside ``data_dir``; anything else is a UsageError.
     """
+    read = _read(path, os.O_RDONLY | os.O_NOFOLLOW)
+    if read is None:
+        return None
+    data, st = read
+    if st.st_nlink != 1:
+        raise _not_own(path, "it has another name too (a hard link)")
+    if st.st_uid != os.geteuid():
+        raise _not_own(path, f"it belongs to uid {st.st_uid}, not to uid {os.geteuid()} running lifeboat")
+    if st.st_mode & 0o022:
+        raise _not_own(path, f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
+    journal = _parsed(path, data)
+    _require_own_names(path, journal, data_dir)
+    return journal
+
+
+def _read(path: Path, flags: int) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of the regular file at ``path`` and its status; None if there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno == errno.ELOOP and flags & os.O_NOFOLLOW:
             raise _not_own(path, "it is a symlink") from None
         raise _unreadable(path, exc) from None
     with os.fdopen(fd, "rb") as file:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise _not_own(path, "it is not a regular file with one name")
-        if st.st_uid != os.geteuid():
-            raise _not_own(path, f"it belongs to uid {st.st_uid}, not to uid {os.geteuid()} running lifeboat")
-        if st.st_mode & 0o022:
-            raise _not_own(path, f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_own(path, "it is not a regular file")
         try:
             data = file.read(_MAX_JOURNAL_BYTES + 1)
         except OSError as exc:
             raise _unreadable(path, exc) from None
     if len(data) > _MAX_JOURNAL_BYTES:
         raise _not_own(path, f"it is larger than {_MAX_JOURNAL_BYTES} bytes")
-    journal = _parsed(path, data)
-    _require_own_names(path, journal, data_dir)
-    return journal
+    return data, st
 
 
 _MAX_JOURNAL_BYTES = 1 << 20  # a journal is a few KiB

@@ -12,6 +12,8 @@ These tests pin the precedence docs/configuration.md and docs/restore.md describ
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from lifeboat.cli.main import build_parser
 from lifeboat.cli.restore import _node
-from lifeboat.cli.status import quota_from_manifest
+from lifeboat.cli.status import held_by_a_restore, quota_from_manifest
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.supervisor import HOLDING_DIR
 from tests.support.cli import Cli
@@ -160,3 +162,19 @@ def test_status_says_a_journaled_restore_of_this_nodes_data_dir_did_not_finish(n
     save_journal(path, replace(load_journal(path), finished=True))  # type: ignore[type-var]
     code, out, _err = cli("status", "--root", str(node.root), "--endpoints", "127.0.0.1:1", "-o", "json")
     assert json.loads(out)["unfinished_restore"] is None
+
+
+def test_status_does_not_hang_on_a_fifo_planted_at_the_journals_name(node: KubeadmNode) -> None:
+    """status read the journal with a plain open: a FIFO there (whoever may write the data dir's
+    parent can make one) blocked it for ever."""
+    fifo = journal_path(node.host("/var/lib/etcd"))
+    os.mkfifo(fifo)
+    said: list[str | None] = []
+    looking = threading.Thread(target=lambda: said.append(held_by_a_restore(node.root)), daemon=True)
+    looking.start()
+    looking.join(10)
+    try:
+        assert not looking.is_alive() and said == [None]
+    finally:
+        if looking.is_alive():  # release the reader the unfixed code leaves blocked
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
