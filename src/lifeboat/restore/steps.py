@@ -262,7 +262,9 @@ def _check_data_dir(data_dir: Path, already_moved: bool) -> None:
         return
     if data_dir.is_symlink() or not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir} is not a directory; point it at etcd's data dir")
-    if not (data_dir / "member").is_dir():
+    # An empty one (a distro package's, or one a wiki's 'rm -rf /var/lib/etcd/member' emptied) is
+    # moved aside like any other: nothing in it is lost, and the restored one takes its owner.
+    if not (data_dir / "member").is_dir() and any(data_dir.iterdir()):
         raise UsageError(f"--data-dir {data_dir} exists but holds no member/ directory: it is not an "
                          "etcd data dir; check --data-dir")
     if os.path.ismount(data_dir):

@@ -366,3 +366,18 @@ def test_a_data_dir_whose_parent_path_cannot_be_looked_at_is_a_usage_error(cli: 
                           "--data-dir", f"{tmp_path}/{'a' * 300}/etcd")
     assert code == 3, err
     assert err.count("\n") == 1 and "File name too long" in err, err
+
+
+def test_an_empty_data_dir_is_restored_into(cli: Cli, tmp_path: Path) -> None:
+    """An empty data dir (a distro package makes one; the old wiki's 'rm -rf /var/lib/etcd/member'
+    leaves one) was refused as "not an etcd data dir", with no way on but removing it by hand.
+    It is moved aside like any data dir (a real restore into one: test_restore_no_start)."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    data_dir = tmp_path / "lib/etcd"
+    data_dir.mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--no-start", "-o", "json", "--repo", url,
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", str(data_dir))
+    assert code == 0, out + err
+    assert "move-aside" in [step["key"] for step in json.loads(out)["steps"]]
