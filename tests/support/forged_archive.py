@@ -9,6 +9,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from lifeboat.catalog.codec import decode, encode
 from lifeboat.catalog.file_archive import CapturedFile, parse_pax_time
@@ -27,16 +28,20 @@ class Member:
     link: str = ""
 
 
-def forged(archive: bytes, *extra: Member,
-           change: Callable[[tarfile.TarInfo], None] = lambda info: None) -> bytes:
-    """``archive`` (a lifeboat control-plane tar) with every member passed to ``change``, then ``extra``."""
+def forged(archive: bytes, *extra: Member, change: Callable[[tarfile.TarInfo], None] = lambda info: None,
+           content: dict[str, bytes] | None = None) -> bytes:
+    """``archive`` (a lifeboat control-plane tar) with every member passed to ``change`` (and the
+    members named in ``content`` holding those bytes), then ``extra``."""
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(archive)) as source, \
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info in source.getmembers():
-            content = source.extractfile(info) if info.isreg() else None
+            data: IO[bytes] | None = source.extractfile(info) if info.isreg() else None
+            if content is not None and info.name in content:
+                data = io.BytesIO(content[info.name])
+                info.size = len(content[info.name])
             change(info)
-            tar.addfile(info, content)
+            tar.addfile(info, data)
         for member in extra:
             info = tarfile.TarInfo(member.name)
             info.type, info.mode, info.linkname = member.kind, member.mode, member.link

@@ -53,7 +53,14 @@ def refuse_unrestorable(staging: Path, paths: Sequence[str], root: Path,
                 "(kubeadm's pki, kubeconfigs, static pods, kubelet config, the encryption config, their "
                 "symlinks' targets); no file was restored: restore without --files or from another backup")
     for path in paths:
-        directory = on_host(root, destination(path)).parent
+        host = on_host(root, destination(path))
+        # Capture takes files and symlinks only. A forged kube-apiserver manifest may name any path
+        # as its encryption config (/usr/bin): moving a directory aside for it is never a restore.
+        if not in_captured_tree(path) and host.is_dir() and not host.is_symlink():
+            raise IntegrityError(
+                f"the backup's control-plane archive would replace the directory {path} with a file; no file "
+                "was restored: restore without --files or from another backup")
+        directory = host.parent
         unsafe = untrusted_on_the_way(directory)
         if unsafe is not None:
             raise OperationFailed(f"cannot restore {destination(path)}: {unsafe}; no file was restored: "

@@ -166,3 +166,19 @@ def test_a_root_owned_symlinked_directory_is_written_through(tmp_path: Path) -> 
     install_archive(archive, node.root, "STAMP")
 
     assert (elsewhere / "ca.crt").is_file() and pki.is_symlink()
+
+
+def test_a_forged_encryption_config_never_replaces_a_host_directory(tmp_path: Path) -> None:
+    """The encryption config is captured wherever kube-apiserver's manifest says: a forged manifest
+    naming /usr/bin had the restore move the host's /usr/bin aside and put a file there."""
+    def names_usr_bin(info: tarfile.TarInfo) -> None:
+        if info.name == "etc/kubernetes/enc/enc.yaml":
+            info.name = "usr/bin"
+    node, archive = node_and_archive(tmp_path, change=names_usr_bin)
+    manifest = node.host("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    forged_manifest = manifest.read_text().replace("/etc/kubernetes/enc/enc.yaml", "/usr/bin")
+    assert forged_manifest != manifest.read_text()
+    archive.write_bytes(forged(archive.read_bytes(), content={
+        "etc/kubernetes/manifests/kube-apiserver.yaml": forged_manifest.encode()}))
+    write(node.host("/usr/bin/sh"), "#!the host's shell\n", 0o755)
+    refused_without_a_change(tmp_path, node, archive, IntegrityError, "would replace the directory /usr/bin")
