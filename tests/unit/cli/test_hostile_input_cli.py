@@ -381,3 +381,21 @@ def test_an_empty_data_dir_is_restored_into(cli: Cli, tmp_path: Path) -> None:
                          "--data-dir", str(data_dir))
     assert code == 0, out + err
     assert "move-aside" in [step["key"] for step in json.loads(out)["steps"]]
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--initial-cluster", "m1\ntouch /tmp/owned #=http://127.0.0.1:2380"], "a member name"),
+    (["--initial-cluster", "m1=http://127.0.0.1:2380", "--initial-cluster-token", "tok\nid #"], "--initial-cluster-token"),
+])
+def test_restore_plan_prints_no_line_a_member_name_or_token_smuggles_in(
+    cli: Cli, tmp_path: Path, flags: list[str], named: str
+) -> None:
+    """A newline in a member name or the token became a line of its own in the plan's commands,
+    which operators paste into a shell or run over ssh (the name is shell-quoted in the command,
+    but the '# on the node of NAME' line is not)."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    code, out, err = cli("restore", "plan", "latest", "--repo", url, *flags)
+    assert code == 3, out
+    assert err.count("\n") == 1 and named in err and "control character" in err, err
+    assert "touch" not in out and "id #" not in out
