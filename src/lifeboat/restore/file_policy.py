@@ -52,6 +52,11 @@ def refuse_unrestorable(staging: Path, paths: Sequence[str], root: Path,
                 f"the backup's control-plane archive holds {path}, which is not a file lifeboat captures "
                 "(kubeadm's pki, kubeconfigs, static pods, kubelet config, the encryption config, their "
                 "symlinks' targets); no file was restored: restore without --files or from another backup")
+    refuse_unsafe_destinations(paths, root, destination)
+
+
+def refuse_unsafe_destinations(paths: Sequence[str], root: Path, destination: Callable[[str], str]) -> None:
+    """Raise unless each clean absolute host path of ``paths`` may be written (see the module doc)."""
     for path in paths:
         host = on_host(root, destination(path))
         # Capture takes files and symlinks only. A forged kube-apiserver manifest may name any path

@@ -42,6 +42,7 @@ from lifeboat.pitr import ChainSurvey, PointSnapshot, build_point_snapshot
 from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.mvcc import served_revision
 from lifeboat.snapshot.writer import bump_restored_db, replayed_difference
+from lifeboat.restore.file_policy import refuse_unsafe_destinations
 from lifeboat.restore.files import check_archive, fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
 from lifeboat.restore.native import (
@@ -421,6 +422,12 @@ class FetchFiles(PreparingStep):
 
     def describe(self) -> str:
         return f"fetch the control-plane files of backup {self.backup_id} to {self.archive} and check each sha256"
+
+    def check(self, ctx: RestoreContext) -> None:
+        # What the manifest lists, before anything is fetched (a dry run checks this too); the
+        # archive itself is checked once fetched.
+        listed = [f.path for f in ctx.restoring()[0].files if f.path.startswith("/") and ".." not in f.path]
+        refuse_unsafe_destinations(listed, ctx.root, ctx.supervisor.restored_file_destination)
 
     def run(self, ctx: RestoreContext) -> None:
         fetch_archive(ctx.repository("the backup"), ctx.restoring()[0], ctx.identities, self.archive)

@@ -16,6 +16,7 @@ import pytest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.store import open_store
 from tests.support.cli import Cli
+from tests.support.manifests import fake_backup
 from tests.unit.retention.test_prune import store_backup
 
 
@@ -399,3 +400,19 @@ def test_restore_plan_prints_no_line_a_member_name_or_token_smuggles_in(
     assert code == 3, out
     assert err.count("\n") == 1 and named in err and "control character" in err, err
     assert "touch" not in out and "id #" not in out
+
+
+def test_a_dry_run_with_files_refuses_a_host_directory_another_user_could_change(cli: Cli, tmp_path: Path) -> None:
+    """The dry run said OK; the restore then refused the files at fetch-files."""
+    url = str(tmp_path / "repo")
+    fake_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC), files=3)
+    root = tmp_path / "node"
+    (root / "var/lib/etcd/member").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").chmod(0o777)
+    code, out, err = cli("restore", "latest", "--dry-run", "--files", "--force", "--repo", url, "--root", str(root),
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", "/var/lib/etcd")
+    assert code == 1, out + err
+    assert err.count("\n") == 1 and "cannot restore /etc/kubernetes/pki/file-0.crt" in err \
+        and "writable by others" in err, err
