@@ -55,10 +55,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.plan_backup_id:
         raise UsageError(f"unexpected argument {args.plan_backup_id!r}; give one backup id")
     if args.rollback:
+        _refuse_restore_only_flags(args)
         return cmd_rollback(args)
     if not args.backup_id and point_target(args) is None:
         raise UsageError("give a backup id or 'latest' (see 'lifeboat list'), or --to-revision/--to-time")
     return _on_this_node(args, _restore)
+
+
+def _refuse_restore_only_flags(args: argparse.Namespace) -> None:
+    """--rollback puts back the data dir the journaled restore moved aside: it restores no backup.
+    'restore ID --rollback' read as "roll back to backup ID" and went on, ignoring the id."""
+    given = [flag for flag, value in (
+        ("a backup id", args.backup_id), ("--files", args.files), ("--force", args.force),
+        ("--bump-revision", args.bump_revision is not None), ("--to-revision", args.to_revision is not None),
+        ("--to-time", args.to_time is not None), ("--restore-with", args.restore_with is not None),
+        ("--restore-tool", args.restore_tool is not None),
+    ) if value]
+    if given:
+        raise UsageError(f"--rollback does not go with {', '.join(given)}: it puts back the data dir the journaled restore "
+                         "moved aside; to restore a backup, run 'lifeboat restore ID' without --rollback")
 
 
 def restore_tool(args: argparse.Namespace, snapshot_version: str) -> RestoreTool | NativeRestore:

@@ -142,3 +142,18 @@ def test_lifeboats_own_journal_rolls_back(cli: Cli, tmp_path: Path) -> None:
     code, _out, err = _rollback(cli, data_dir)
     assert code == 0, err
     assert (data_dir / "member" / "old").exists() and not old.exists()
+
+
+@pytest.mark.parametrize("flags", [["latest"], ["20240101T000000Z-abcdef"], ["--to-revision", "5"], ["--files"],
+                                   ["--force"], ["--bump-revision", "0"], ["--restore-with", "tool"]])
+def test_a_rollback_given_what_only_a_restore_takes_is_refused_before_anything_moves(
+    cli: Cli, tmp_path: Path, flags: list[str]
+) -> None:
+    """'lifeboat restore ID --rollback' reads as "roll back to backup ID": it rolled back the journaled
+    restore, ignoring the id (and --files, --to-revision, ...) without a word."""
+    data_dir, old, path = _planted(tmp_path)
+    journal = load_journal(path)
+    code, _out, err = cli("restore", *flags, "--rollback", "--supervisor", "none", "--no-start",
+                          "--data-dir", str(data_dir), "--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380")
+    assert code == 3 and err.count("\n") == 1 and "--rollback does not go with" in err, err
+    assert load_journal(path) == journal and (old / "member").is_dir() and (data_dir / "member").is_dir()
