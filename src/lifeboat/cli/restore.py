@@ -73,7 +73,8 @@ def _refuse_restore_only_flags(args: argparse.Namespace) -> None:
     ) if value]
     if given:
         raise UsageError(f"--rollback does not go with {', '.join(given)}: it puts back the data dir the journaled restore "
-                         "moved aside; to restore a backup, run 'lifeboat restore ID' without --rollback")
+                         "moved aside, whatever backup that restored; leave them out (keep --root, --data-dir, "
+                         "--supervisor and the member flags), or to restore a backup run 'lifeboat restore ID'")
 
 
 def restore_tool(args: argparse.Namespace, snapshot_version: str) -> RestoreTool | NativeRestore:
