@@ -115,9 +115,14 @@ class Journal:
 
 def load_journal(path: Path) -> Journal | None:
     """The journal at ``path``, to report it; None if there is none. A damaged one is an error,
-    never ignored; so is one that is not a regular file (a FIFO planted there would hang the reader)."""
-    read = _read(path, os.O_RDONLY)
-    return None if read is None else _parsed(path, read[0])
+    never ignored; so is one lifeboat could not have written, run as root or as this user: a
+    symlink, a FIFO (it would hang the reader), another user's or one others may write (its
+    text would be printed as lifeboat's own)."""
+    read = _read(path, os.O_RDONLY | os.O_NOFOLLOW)
+    if read is None:
+        return None
+    _require_private(path, read[1], {0, os.geteuid()})
+    return _parsed(path, read[0])
 
 
 def load_own_journal(path: Path, data_dir: Path) -> Journal | None:
@@ -134,13 +139,17 @@ def load_own_journal(path: Path, data_dir: Path) -> Journal | None:
     data, st = read
     if st.st_nlink != 1:
         raise _not_own(path, "it has another name too (a hard link)")
-    if st.st_uid != os.geteuid():
-        raise _not_own(path, f"it belongs to uid {st.st_uid}, not to uid {os.geteuid()} running lifeboat")
-    if st.st_mode & 0o022:
-        raise _not_own(path, f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
+    _require_private(path, st, {os.geteuid()})
     journal = _parsed(path, data)
     _require_own_names(path, journal, data_dir)
     return journal
+
+
+def _require_private(path: Path, st: os.stat_result, owners: set[int]) -> None:
+    if st.st_uid not in owners:
+        raise _not_own(path, f"it belongs to uid {st.st_uid}, not to uid {os.geteuid()} running lifeboat")
+    if st.st_mode & 0o022:
+        raise _not_own(path, f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 def _read(path: Path, flags: int) -> tuple[bytes, os.stat_result] | None:

@@ -178,3 +178,22 @@ def test_status_does_not_hang_on_a_fifo_planted_at_the_journals_name(node: Kubea
     finally:
         if looking.is_alive():  # release the reader the unfixed code leaves blocked
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("how", ["another-users", "writable-by-others", "symlink"])
+def test_status_reports_no_journal_lifeboat_could_not_have_written(node: KubeadmNode, tmp_path: Path, how: str) -> None:
+    """status printed whatever journal it found beside the data dir as lifeboat's own words: one
+    planted by whoever may write the data dir's parent put its text (terminal escapes) in root's
+    status output and claimed an unfinished restore."""
+    path = journal_path(node.host("/var/lib/etcd"))
+    save_journal(path, Journal("\x1b]0;owned\x07", "prod", str(node.host("/var/lib/etcd")), "cp-1",
+                               "cp-1=https://10.0.0.11:2380", "tok", "20240102T030405Z",
+                               done=("preflight", "move-aside"), node_changed=True))
+    if how == "another-users":
+        os.chown(path, 4242, 4242)
+    elif how == "writable-by-others":
+        path.chmod(0o666)
+    else:
+        path.rename(tmp_path / "elsewhere.json")
+        path.symlink_to(tmp_path / "elsewhere.json")
+    assert held_by_a_restore(node.root) is None
