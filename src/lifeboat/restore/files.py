@@ -104,6 +104,11 @@ def _make_host_dirs(directory: Path) -> None:
 def _install(staged: Path, target: Path, stamp: str) -> None:
     try:
         _make_host_dirs(target.parent)
+        if _same_file(staged, target):
+            # Nothing to put back. Moving it aside anyway cluttered every directory (the kubelet
+            # reads every file of its manifests dir), and a resumed restore took a file it had
+            # itself put where none was for the node's own and moved it aside.
+            return
         aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
         if os.path.lexists(target):
             try:
@@ -132,6 +137,17 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
     except OSError as exc:
         raise OperationFailed(f"cannot put {target} in place: {exc.strerror or exc}; "
                               "fix that path and re-run the restore") from None
+
+
+def _same_file(staged: Path, target: Path) -> bool:
+    """Whether ``target`` is what ``_install`` would make of ``staged``: content, mode and owner."""
+    if not _installed(staged, target):
+        return False
+    if staged.is_symlink():
+        return True
+    ours, theirs = staged.stat(), os.lstat(target)
+    owner_kept = os.geteuid() != 0 or (ours.st_uid, ours.st_gid) == (theirs.st_uid, theirs.st_gid)
+    return owner_kept and stat.S_IMODE(ours.st_mode) & 0o777 == stat.S_IMODE(theirs.st_mode)
 
 
 def _installed(staged: Path, target: Path) -> bool:

@@ -114,7 +114,9 @@ def test_a_fetched_archive_is_at_its_name_only_once_complete_and_checked(
 def test_each_file_is_on_disk_before_its_name_and_its_directory_after(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     node, archive = node_and_archive(tmp_path)
-    node.host("/etc/kubernetes/pki/ca.crt").write_text("a new CA someone made after the backup\n")
+    for changed in node.host("/etc/kubernetes").rglob("*"):  # each one other than the backup's: put back
+        if changed.is_file() and not changed.is_symlink():
+            changed.write_text("changed after the backup\n")
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -137,3 +139,21 @@ def test_each_file_is_on_disk_before_its_name_and_its_directory_after(tmp_path: 
     installed = [target for kind, target in events if kind == "rename" and target.startswith(str(node.root))]
     assert len(installed) > 5 and all(
         events[events.index(("rename", target)) + 1] == ("fsync", str(Path(target).parent)) for target in installed)
+
+
+def test_a_file_already_as_the_backup_has_it_is_left_alone_even_by_a_resumed_restore(tmp_path: Path) -> None:
+    """Every file was moved aside, identical or not: a restore onto the same node left a copy of each
+    beside it (the kubelet reads every file of its manifests dir), and a restore resumed after it
+    had put a file where the node had none moved its own file aside as if it were the node's."""
+    node, archive = node_and_archive(tmp_path)
+    node.host("/etc/kubernetes/admin.conf").unlink()
+    node.host("/etc/kubernetes/pki/ca.crt").write_text("a CA made after the backup\n")
+    node.host("/etc/kubernetes/pki/ca.key").chmod(0o644)  # same bytes, another mode: put back
+
+    install_archive(archive, node.root, "STAMP")
+    install_archive(archive, node.root, "STAMP")  # killed after the files were in place, resumed
+
+    asides = sorted(str(p.relative_to(node.root)) for p in node.root.rglob("*.lifeboat-moved-*"))
+    assert asides == ["etc/kubernetes/pki/ca.crt.lifeboat-moved-STAMP", "etc/kubernetes/pki/ca.key.lifeboat-moved-STAMP"]
+    assert oct(node.host("/etc/kubernetes/pki/ca.key").stat().st_mode & 0o777) == oct(0o600)
+    assert node.host("/etc/kubernetes/admin.conf").is_file()
