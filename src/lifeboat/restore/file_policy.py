@@ -40,9 +40,9 @@ def refuse_unrestorable(staging: Path, paths: Sequence[str], root: Path,
         captured.add(encryption)
     pending = list(captured)
     while pending:
-        local = on_host(staging, pending.pop())
-        target = link_target_path("/" + local.relative_to(staging).as_posix(), os.readlink(local)) \
-            if local.is_symlink() else None
+        path = pending.pop()
+        local = on_host(staging, path)
+        target = link_target_path(path, os.readlink(local)) if local.is_symlink() else None
         if target in present and target not in captured:
             captured.add(target)
             pending.append(target)
@@ -61,7 +61,7 @@ def refuse_unsafe_destinations(paths: Sequence[str], root: Path, destination: Ca
         host = on_host(root, destination(path))
         # Capture takes files and symlinks only. A forged kube-apiserver manifest may name any path
         # as its encryption config (/usr/bin): moving a directory aside for it is never a restore.
-        if not in_captured_tree(path) and host.is_dir() and not host.is_symlink():
+        if not in_captured_tree(path) and _is_directory(host):
             raise IntegrityError(
                 f"the backup's control-plane archive would replace the directory {path} with a file; no file "
                 "was restored: restore without --files or from another backup")
@@ -70,6 +70,14 @@ def refuse_unsafe_destinations(paths: Sequence[str], root: Path, destination: Ca
         if unsafe is not None:
             raise OperationFailed(f"cannot restore {destination(path)}: {unsafe}; no file was restored: "
                                   "make that directory root's and not writable by others, then re-run")
+
+
+def _is_directory(path: Path) -> bool:
+    """Whether ``path`` is a directory itself (not a symlink to one); False if it cannot be looked at."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _encryption_config(staging: Path, present: set[str]) -> str | None:
@@ -97,7 +105,10 @@ def untrusted_on_the_way(directory: Path) -> str | None:
     trusted_owners = {0, os.geteuid()}
     here, pending, links = Path("/"), list(reversed(directory.parts[1:])), 0
     while True:
-        st = os.lstat(here)
+        try:
+            st = os.lstat(here)
+        except OSError as exc:
+            return f"{here} cannot be looked at ({exc.strerror})"
         if st.st_uid not in trusted_owners:
             return f"{here} belongs to uid {st.st_uid}"
         if stat.S_ISLNK(st.st_mode):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -416,3 +417,26 @@ def test_a_dry_run_with_files_refuses_a_host_directory_another_user_could_change
     assert code == 1, out + err
     assert err.count("\n") == 1 and "cannot restore /etc/kubernetes/pki/file-0.crt" in err \
         and "writable by others" in err, err
+
+
+@pytest.mark.parametrize("path", [f"/etc/kubernetes/pki/{'d' * 300}/ca.crt", f"/etc/{'n' * 300}"])
+def test_a_dry_run_with_files_is_not_crashed_by_a_forged_file_name_too_long_to_look_at(
+    cli: Cli, tmp_path: Path, path: str
+) -> None:
+    """A manifest listing a file whose name is too long for the host crashed the dry run (exit 4,
+    ENAMETOOLONG) where it checks the host directories of the listed files."""
+    url = str(tmp_path / "repo")
+    repo = BackupRepository.open(open_store(url), create=True)
+    listed = fake_backup(repo, datetime(2026, 11, 22, 3, 0, tzinfo=UTC), files=1)
+    forged_id = listed.id.replace("T030000Z", "T040000Z")
+    repo.write_object(listed.cluster, forged_id, "snapshot.db.zst", [b"not a real snapshot"])
+    repo.commit(listed.model_copy(update={"id": forged_id,
+                                          "files": (dataclasses.replace(listed.files[0], path=path),)}))
+    root = tmp_path / "node"
+    (root / "var/lib/etcd/member").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--files", "--force", "--repo", url, "--root", str(root),
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", "/var/lib/etcd")
+    assert code in (0, 1), out + err
+    assert "unexpected error" not in err
