@@ -2,9 +2,10 @@
 
 The archive is first extracted into a staging dir inside lifeboat's work dir; then each file
 is copied beside its destination and renamed over it, so every destination changes in one
-step and an existing file is first renamed to ``<path>.lifeboat-moved-<stamp>``. A static-pod
-manifest whose component is held stopped goes to the holding dir instead, so the kubelet
-does not start it before the restore says so.
+step and an existing file is first renamed to ``<path>.lifeboat-moved-<stamp>`` (in the kubelet's
+manifests dir ``.<name>.lifeboat-moved-<stamp>``, which it does not run). A static-pod manifest
+whose component is held stopped goes to the holding dir instead, so the kubelet does not start
+it before the restore says so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.durable import fsync_dir, install_durably, part_path, rename_no_replace
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
-from lifeboat.kube.paths import on_host
+from lifeboat.kube.paths import MANIFESTS_DIR, on_host
 from lifeboat.restore.file_policy import refuse_unrestorable
 
 
@@ -69,8 +70,10 @@ def install_archive(archive: Path, root: Path, stamp: str,
     Every file is checked before the first one is put in place: a refused archive changes nothing.
     """
     staging, written = _staged(archive, root, destination)
+    kubelets = on_host(root, MANIFESTS_DIR)
     for host_path in written:
-        _install(staging / host_path.lstrip("/"), on_host(root, destination(host_path)), stamp)
+        target = on_host(root, destination(host_path))
+        _install(staging / host_path.lstrip("/"), target, stamp, hidden_aside=target.parent == kubelets)
     shutil.rmtree(staging)
     return written
 
@@ -101,7 +104,10 @@ def _make_host_dirs(directory: Path) -> None:
         pass
 
 
-def _install(staged: Path, target: Path, stamp: str) -> None:
+def _install(staged: Path, target: Path, stamp: str, *, hidden_aside: bool = False) -> None:
+    """Put ``staged`` at ``target``, the file there moved aside first. ``hidden_aside``: in the
+    kubelet's manifests dir, where it runs every file whose name does not start with '.' (and a
+    backup captures them), the aside name starts with '.'."""
     try:
         _make_host_dirs(target.parent)
         if _same_file(staged, target):
@@ -109,7 +115,7 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
             # reads every file of its manifests dir), and a resumed restore took a file it had
             # itself put where none was for the node's own and moved it aside.
             return
-        aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
+        aside = target.with_name(f"{'.' if hidden_aside else ''}{target.name}.lifeboat-moved-{stamp}")
         if os.path.lexists(target):
             try:
                 rename_no_replace(target, aside)  # a rename would replace another restore's aside file

@@ -726,8 +726,9 @@ class RestoreFiles(Step):
     stamp: str
 
     def describe(self) -> str:
-        return (f"restore {self.count} control-plane files from {self.archive}, moving each existing one "
-                f"aside to <path>.lifeboat-moved-{self.stamp}")
+        return (f"restore {self.count} control-plane files from {self.archive}, moving each existing one that "
+                f"differs aside to <path>.lifeboat-moved-{self.stamp} (.<name>.lifeboat-moved-{self.stamp} in "
+                "the kubelet's manifests dir)")
 
     def run(self, ctx: RestoreContext) -> None:
         install_archive(self.archive, ctx.root, self.stamp, ctx.supervisor.restored_file_destination)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.backup.control_plane import capture
+from lifeboat.kube.control_plane_files import control_plane_paths
 from lifeboat.catalog.codec import encode
 from lifeboat.catalog.ids import new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT
@@ -157,3 +158,20 @@ def test_a_file_already_as_the_backup_has_it_is_left_alone_even_by_a_resumed_res
     assert asides == ["etc/kubernetes/pki/ca.crt.lifeboat-moved-STAMP", "etc/kubernetes/pki/ca.key.lifeboat-moved-STAMP"]
     assert oct(node.host("/etc/kubernetes/pki/ca.key").stat().st_mode & 0o777) == oct(0o600)
     assert node.host("/etc/kubernetes/admin.conf").is_file()
+
+
+def test_a_replaced_static_pod_manifest_is_kept_where_the_kubelet_does_not_run_it(tmp_path: Path) -> None:
+    """The copy of a replaced manifest was kept as kube-scheduler.yaml.lifeboat-moved-<stamp> in the
+    manifests dir: the kubelet runs every file there whose name does not start with '.', so it saw two
+    pods of one name, and every later backup captured the copy as a static pod."""
+    node, archive = node_and_archive(tmp_path)
+    scheduler = node.host("/etc/kubernetes/manifests/kube-scheduler.yaml")
+    scheduler.write_text(scheduler.read_text() + "# edited after the backup\n")
+
+    install_archive(archive, node.root, "STAMP")
+
+    manifests = node.host("/etc/kubernetes/manifests")
+    aside = manifests / ".kube-scheduler.yaml.lifeboat-moved-STAMP"
+    assert aside.read_text().endswith("# edited after the backup\n")
+    assert not [p.name for p in manifests.iterdir() if "lifeboat" in p.name and not p.name.startswith(".")]
+    assert "/etc/kubernetes/manifests/.kube-scheduler.yaml.lifeboat-moved-STAMP" not in control_plane_paths(node.root)
