@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import glob
 import os
 import shutil
 import sys
@@ -278,7 +279,7 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
     path = journal_path(target.data_dir)
     journal = load_own_journal(path, target.data_dir)
     if journal is None:
-        raise UsageError(f"no restore journal {path}; lifeboat restored nothing into {target.data_dir}")
+        raise UsageError(f"no restore journal {path}; " + _without_a_journal(target.data_dir))
     if journal.rolled_back:
         say(f"the restore of backup {journal.backup_id} in {target.data_dir} was already rolled back")
         return 0
@@ -312,6 +313,18 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
             for line in plan.next_steps:
                 print(f"  - {line}")
     return 0
+
+
+def _without_a_journal(data_dir: Path) -> str:
+    """What a rollback without a journal can say: a journal deleted by hand leaves the data dirs
+    restores moved aside, which a rollback cannot put back without it."""
+    moved = sorted(str(p) for p in data_dir.parent.glob(f"{glob.escape(data_dir.name)}.lifeboat-moved-*")
+                   if p.is_dir() and not p.is_symlink())
+    if not moved:
+        return f"lifeboat restored nothing into {data_dir}"
+    return (f"lifeboat cannot tell which restore to roll back; the data dirs restores moved aside are still "
+            f"there ({', '.join(moved[-3:])}{', ...' if len(moved) > 3 else ''}): to put one back, stop etcd, "
+            f"move {data_dir} away and rename that one to {data_dir}")
 
 
 def _abandon(args: argparse.Namespace, journal: Journal, path: Path, paths: RestorePaths) -> int:

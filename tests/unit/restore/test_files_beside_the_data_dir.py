@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,16 @@ def test_a_rollback_given_what_only_a_restore_takes_is_refused_before_anything_m
                           "--data-dir", str(data_dir), "--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380")
     assert code == 3 and err.count("\n") == 1 and "--rollback does not go with" in err, err
     assert load_journal(path) == journal and (old / "member").is_dir() and (data_dir / "member").is_dir()
+
+
+def test_a_rollback_whose_journal_was_deleted_names_the_moved_aside_data_dirs(cli: Cli, tmp_path: Path) -> None:
+    """A journal deleted by hand left the old data dir moved aside, and the rollback said "lifeboat
+    restored nothing into DIR": the operator was told there was nothing to go back to."""
+    data_dir, old, path = _planted(tmp_path)
+    path.unlink()
+    code, _out, err = _rollback(cli, data_dir)
+    assert code == 3 and err.count("\n") == 1, err
+    assert "restored nothing" not in err and str(old) in err and f"rename that one to {data_dir}" in err, err
+    assert (old / "member").is_dir() and (data_dir / "member").is_dir()
+    shutil.rmtree(old)
+    assert "restored nothing" in _rollback(cli, data_dir)[2]
