@@ -106,6 +106,13 @@ def _require_own_directory(data_dir: Path, root: Path) -> None:
                          "host's root, or ends in '..'); give etcd's data dir, e.g. /var/lib/etcd")
     if ".." in data_dir.parts:
         raise UsageError(f"--data-dir {data_dir} has a '..' in it; give the data dir's path without one")
+    try:
+        str(data_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        # The journal records the data dir as JSON text: one it could not read back would leave a
+        # restore of it neither resumable nor rolled back ("not one this lifeboat wrote").
+        raise UsageError(f"--data-dir {data_dir!r} holds bytes that are not UTF-8 text; rename the data dir "
+                         "(or its parents) to a UTF-8 name, then point --data-dir there") from None
     if len(os.fsencode(data_dir.name)) + _LONGEST_SUFFIX > _NAME_MAX:
         # Else the journal's name, or the moved-aside one once etcd was stopped, is too long to make.
         raise UsageError(f"--data-dir's name {data_dir.name[:40]}... is too long: lifeboat names files beside it "

@@ -440,3 +440,21 @@ def test_a_dry_run_with_files_is_not_crashed_by_a_forged_file_name_too_long_to_l
                          "--data-dir", "/var/lib/etcd")
     assert code in (0, 1), out + err
     assert "unexpected error" not in err
+
+
+def test_a_data_dir_whose_name_is_not_utf8_is_refused_before_a_journal_it_could_not_read(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A data dir named with a byte that is not UTF-8 (legal on Linux) was restored, but its journal
+    (JSON text) could not be read back: the restore could then be neither resumed nor rolled back
+    ("restore journal ... is not one this lifeboat wrote")."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    data_dir = Path(os.fsdecode(bytes(tmp_path) + b"/etcd\xff"))
+    (data_dir / "member").mkdir(parents=True)
+    for flags in (["latest", "--force"], ["--rollback"]):
+        code, out, err = cli("restore", *flags, "--no-start", "--repo", url, "--supervisor", "none",
+                             "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380", "--data-dir", str(data_dir))
+        assert code == 3, out + err
+        assert err.count("\n") == 1 and "not UTF-8" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["etcd\udcff", "repo"]
