@@ -113,6 +113,11 @@ def _require_own_directory(data_dir: Path, root: Path) -> None:
         # restore of it neither resumable nor rolled back ("not one this lifeboat wrote").
         raise UsageError(f"--data-dir {data_dir!r} holds bytes that are not UTF-8 text; rename the data dir "
                          "(or its parents) to a UTF-8 name, then point --data-dir there") from None
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in str(data_dir)):
+        # '$(cat file)' keeps no trailing newline, but a quoted read does: '/var/lib/etcd\n' is
+        # another, absent, dir, restored into while etcd's own data stays where it was.
+        raise UsageError(f"--data-dir {str(data_dir)!r} holds a control character (a newline, a tab); "
+                         "give the data dir's path as it is")
     if len(os.fsencode(data_dir.name)) + _LONGEST_SUFFIX > _NAME_MAX:
         # Else the journal's name, or the moved-aside one once etcd was stopped, is too long to make.
         raise UsageError(f"--data-dir's name {data_dir.name[:40]}... is too long: lifeboat names files beside it "

@@ -458,3 +458,19 @@ def test_a_data_dir_whose_name_is_not_utf8_is_refused_before_a_journal_it_could_
         assert code == 3, out + err
         assert err.count("\n") == 1 and "not UTF-8" in err, err
     assert sorted(os.listdir(tmp_path)) == ["etcd\udcff", "repo"]
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\t", "\r"])
+def test_a_data_dir_with_a_control_character_is_refused_not_restored_into_beside_etcds_own(
+    cli: Cli, tmp_path: Path, suffix: str
+) -> None:
+    """'--data-dir "$(read line)"' with its newline kept named another, absent, data dir: the restore
+    went on into it (nothing to move aside) and etcd's own data dir stayed as it was."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    (tmp_path / "etcd/member").mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--force", "--repo", url, "--supervisor", "none",
+                         "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", f"{tmp_path}/etcd{suffix}")
+    assert code == 3, out + err
+    assert err.count("\n") == 1 and "control character" in err, err
