@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import pytest
 
 from lifeboat.cli.main import main
 from lifeboat.etcd import ConnectionSettings, EtcdClient, RevisionCompacted, TlsConfig
+from lifeboat.restore import files as files_module
 from lifeboat.restore.journal import journal_path
 from lifeboat.etcd.data_dir import utc_stamp
 from lifeboat.errors import UsageError
@@ -28,6 +31,7 @@ from tests.support.binaries import EtcdRelease
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdCluster, EtcdMember
 from tests.support.etcd_load import load_keys
+from tests.support.forged_archive import Member, forge_stored_backup
 from tests.support.kubeadm_node import (
     APISERVER_YAML, KubeadmNode, etcd_manifest, install_etcd_client_files, make_kubeadm_node, write,
 )
@@ -273,6 +277,72 @@ def test_tampered_backup_stops_before_touching_the_node(kubeadm_node: Node, cli:
     assert sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir()) == manifests
     assert not list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
     assert node.etcd.healthy()
+
+
+def test_a_forged_control_plane_archive_is_refused_before_etcd_is_stopped_and_never_installs_set_id_bits(
+    kubeadm_node: Node, cli: Cli, pki: Pki
+) -> None:
+    # Backups are not signed: whoever may write the repository can forge a manifest and its archive.
+    node = kubeadm_node
+    repo_dir = Path(node.repo.removeprefix("file://"))
+    with client(node.etcd.client_url, pki) as c:
+        load_keys(c, objects(50))
+    before = keyspace(node.etcd.client_url, pki)
+    outside = cli.json("backup", *node.flags)
+    forge_stored_backup(repo_dir, str(outside["id"]), Member("etc/cron.d/lifeboat", b"* * * * * root id\n"))
+    manifests = sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir())
+
+    code, _out, err = cli("restore", str(outside["id"]), "--files", *node.flags)
+    assert code == 1 and "holds /etc/cron.d/lifeboat, which is not a file lifeboat captures" in err, err
+    assert not node.host("/etc/cron.d").exists()
+    assert sorted(p.name for p in node.host("/etc/kubernetes/manifests").iterdir()) == manifests
+    assert not list(node.host("/var/lib").glob("etcd.lifeboat-moved-*"))
+    assert node.etcd.healthy()
+
+    def set_uid(info: tarfile.TarInfo) -> None:
+        if info.name == "etc/kubernetes/pki/ca.crt":
+            info.mode = 0o4755
+    set_id = cli.json("backup", *node.flags)
+    forge_stored_backup(repo_dir, str(set_id["id"]), change=set_uid)
+    node.host("/etc/kubernetes/pki/ca.crt").write_text("a CA made after the backup\n")
+    result = cli.json("restore", str(set_id["id"]), "--files", *node.flags)
+    assert "restore-files" in result["ran"]  # type: ignore[operator]
+    ca = node.host("/etc/kubernetes/pki/ca.crt")
+    assert ca.read_text() != "a CA made after the backup\n" and stat.S_IMODE(ca.stat().st_mode) == 0o755
+    assert keyspace(node.etcd.client_url, pki) == before
+
+
+def test_a_restore_of_files_killed_halfway_resumes_and_moves_aside_only_what_it_replaced(
+    kubeadm_node: Node, cli: Cli, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = kubeadm_node
+    with client(node.etcd.client_url, pki) as c:
+        load_keys(c, objects(50))
+    before = keyspace(node.etcd.client_url, pki)
+    backup = cli.json("backup", *node.flags)
+    node.host("/etc/kubernetes/admin.conf").write_text("edited after the backup\n")
+    scheduler = node.host("/etc/kubernetes/manifests/kube-scheduler.yaml")
+    scheduler.write_text(scheduler.read_text() + "# edited after the backup\n")
+    node.host("/etc/kubernetes/super-admin.conf").unlink()
+    real_install, installed = files_module._install, []
+
+    def killed_after_five(*args: object, **kw: object) -> None:
+        if len(installed) == 5:
+            raise KeyboardInterrupt  # lifeboat killed while it puts the files back
+        installed.append(args[1])
+        real_install(*args, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(files_module, "_install", killed_after_five)
+    assert cli("restore", str(backup["id"]), "--files", *node.flags)[0] == 130
+    monkeypatch.undo()
+
+    result = cli.json("restore", str(backup["id"]), "--files", *node.flags)
+    assert "restore-files" in result["ran"]  # type: ignore[operator]
+    assert keyspace(node.etcd.client_url, pki) == before
+    asides = sorted(str(p.relative_to(node.root)) for p in node.host("/etc").rglob("*lifeboat-moved-*"))
+    assert [a.split(".lifeboat-moved-")[0] for a in asides] == [
+        "etc/kubernetes/admin.conf", "etc/kubernetes/manifests/.kube-scheduler.yaml"], asides
+    assert node.host("/etc/kubernetes/super-admin.conf").is_file()
+    assert "# edited after the backup" not in scheduler.read_text()
 
 
 def test_restores_refused_before_they_changed_the_node_block_no_later_restore(

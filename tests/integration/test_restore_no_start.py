@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,26 @@ def test_a_plans_commands_find_and_decrypt_the_backup_from_any_directory_without
         start_all(cluster, plan)
         for member in cluster.members:
             assert keyspace(member.client_url) == before
+
+
+def test_a_data_dir_emptied_by_hand_is_restored_into(release35: EtcdRelease, cli: Cli, tmp_path: Path) -> None:
+    """The old wiki's 'rm -rf /var/lib/etcd/member' leaves an empty data dir: lifeboat refused it as
+    "not an etcd data dir". It is moved aside (empty, kept) and restored into."""
+    repo = f"file://{tmp_path / 'repo'}"
+    cluster = EtcdCluster(release35, tmp_path / "etcd", size=1)
+    with cluster:
+        before = load_first(cluster, "/registry/configmaps/ns/cm-", 50)
+        backup = cli.json("backup", f"--endpoints={cluster.first().client_url}", "--repo", repo, "--no-files")
+        member = cluster.first()
+        member.kill()
+        shutil.rmtree(member.data_dir / "member")
+        plan = cli.json("restore", "plan", str(backup["id"]), "--initial-cluster", cluster.initial_cluster,
+                        "--repo", repo, "--no-start")
+        step = plan["members"][0]  # type: ignore[index]
+        code, out, err = cli(*step["argv"][1:], f"--data-dir={member.data_dir}", "--supervisor=none",
+                             f"--endpoints={member.client_url}", "-o", "json")
+        assert code == 0, err
+        moved = Path(json.loads(out)["moved_aside"])
+        assert moved.is_dir() and list(moved.iterdir()) == []
+        start_all(cluster, plan)
+        assert keyspace(member.client_url) == before

@@ -300,10 +300,12 @@ def _members(archive: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | N
     try:
         with tarfile.open(fileobj=archive, mode="r|", format=tarfile.PAX_FORMAT) as tar:
             for member in tar:
-                if not (member.isreg() or member.issym() or member.isdir()):
+                # lifeboat archives no directories (nor devices, fifos, hard links): a restore
+                # would move a host file aside for a directory it cannot install.
+                if not (member.isreg() or member.issym()):
                     raise IntegrityError(
-                        f"control-plane archive member {member.name!r} is neither a file, a symlink"
-                        " nor a directory; lifeboat did not write this archive"
+                        f"control-plane archive member {member.name!r} is neither a file nor a symlink;"
+                        " lifeboat did not write this archive"
                     )
                 yield member, tar.extractfile(member) if member.isreg() else None
     except tarfile.TarError as exc:
@@ -343,9 +345,9 @@ def _first_difference(found: CapturedFile, wanted: CapturedFile) -> str:
 def extract_archive(archive: BinaryIO, dest: Path) -> list[str]:
     """Extract a control-plane archive under ``dest``; return the host paths written.
 
-    Member names that are absolute or contain ``..``, and members that would be written
-    through a symlink, raise ``IntegrityError``. Modes and mtimes are restored, and numeric
-    owners when running as root. Existing files are replaced. A failure leaves the members
+    Member names that are absolute or contain ``..``, members that would be written through a
+    symlink, and members other than files and symlinks raise ``IntegrityError``. Modes (without
+    set-id and sticky bits) and mtimes are restored, and numeric owners when running as root. Existing files are replaced. A failure leaves the members
     before it extracted.
     """
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -355,10 +357,7 @@ def extract_archive(archive: BinaryIO, dest: Path) -> list[str]:
         target = dest / relative
         try:
             _make_parents(dest, relative)
-            if member.isdir():
-                _extract_dir(target, member)
-            else:
-                _extract_non_dir(target, member, content)
+            _extract_member(target, member, content)
         except OSError as exc:
             raise OperationFailed(
                 f"cannot extract {relative} under {dest}: {exc.strerror or exc}; check that directory"
@@ -391,15 +390,7 @@ def _make_parents(dest: Path, relative: str) -> None:
             )
 
 
-def _extract_dir(target: Path, member: tarfile.TarInfo) -> None:
-    if not os.path.isdir(target) or os.path.islink(target):
-        os.mkdir(target, 0o700)
-    _set_owner(target, member)
-    os.chmod(target, member.mode)
-    os.utime(target, ns=(_member_mtime_ns(member),) * 2)
-
-
-def _extract_non_dir(target: Path, member: tarfile.TarInfo, content: IO[bytes] | None) -> None:
+def _extract_member(target: Path, member: tarfile.TarInfo, content: IO[bytes] | None) -> None:
     # Write beside the target and rename over it: rename replaces a symlink itself, never its
     # target, and a reader never sees a half-written key.
     temporary = target.with_name(f".{target.name}.lifeboat-{os.getpid()}")
@@ -413,8 +404,8 @@ def _extract_non_dir(target: Path, member: tarfile.TarInfo, content: IO[bytes] |
                     file.write(chunk)
         # chown clears set-id bits, so the mode goes on after the owner.
         _set_owner(temporary, member)
-        if not member.issym():
-            os.chmod(temporary, member.mode)
+        if not member.issym():  # never set-id or sticky: the archive may be forged
+            os.chmod(temporary, member.mode & 0o777)
         os.utime(temporary, ns=(_member_mtime_ns(member),) * 2, follow_symlinks=False)
         os.replace(temporary, target)
     finally:

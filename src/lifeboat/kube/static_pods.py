@@ -145,8 +145,8 @@ def _pod_from_document(manifest: Path, document: object, container: str | None) 
         raise _bad_manifest(manifest, "the container has no command")
     return StaticPod(
         manifest=manifest,
-        container=str(chosen.get("name", "")),
-        image=str(chosen.get("image", "")),
+        container=_text(chosen.get("name", "")),
+        image=_text(chosen.get("image", "")),
         flags=parse_flags(argv),
         mounts=_host_mounts(spec, chosen),
     )
@@ -162,7 +162,13 @@ def _choose_container(containers: list[Any], name: str | None) -> Mapping[str, A
 def _strings(value: object) -> list[str]:
     if not isinstance(value, list):
         return []
-    return [str(word) for word in value]
+    return [_text(word) for word in value]
+
+
+def _text(value: object) -> str:
+    """A scalar as text; a list or mapping as "" (it is no word of a command line). ``str()`` of
+    one made of YAML aliases (each a list of the one before: a "billion laughs") never ended."""
+    return "" if isinstance(value, (list, Mapping)) else str(value)
 
 
 def _host_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -171,12 +177,12 @@ def _host_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]) -> tuple
         if isinstance(volume, Mapping) and isinstance(volume.get("hostPath"), Mapping):
             path = volume["hostPath"].get("path")
             if isinstance(path, str) and path.startswith("/"):
-                host_paths[str(volume.get("name"))] = path
+                host_paths[_text(volume.get("name"))] = path
     mounts: list[tuple[str, str]] = []
     for mount in container.get("volumeMounts") or []:
         if not isinstance(mount, Mapping):
             continue
-        host = host_paths.get(str(mount.get("name")))
+        host = host_paths.get(_text(mount.get("name")))
         target = mount.get("mountPath")
         if host is not None and isinstance(target, str) and target.startswith("/"):
             mounts.append((normalize_host_path(target), normalize_host_path(host)))
@@ -309,10 +315,9 @@ class ApiServerFlags:
     etcd_keyfile: Path | None
 
 
-def apiserver_flags(root: Path) -> ApiServerFlags | None:
-    """Read kubeadm's kube-apiserver static pod; None without one."""
-    manifest = on_host(root, APISERVER_MANIFEST)
-    pod = read_static_pod(manifest, container="kube-apiserver")
+def apiserver_flags(root: Path, manifest: Path | None = None) -> ApiServerFlags | None:
+    """Read kubeadm's kube-apiserver static pod (at ``manifest`` if given); None without one."""
+    pod = read_static_pod(manifest or on_host(root, APISERVER_MANIFEST), container="kube-apiserver")
     if pod is None:
         return None
     return ApiServerFlags(

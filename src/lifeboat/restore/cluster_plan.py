@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lifeboat.restore.target import ClusterMember, format_initial_cluster, parse_initial_cluster
+from lifeboat.restore.target import ClusterMember, format_initial_cluster, parse_initial_cluster, printable
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ def plan_cluster_restore(backup_id: str, initial_cluster: str, token: str,
                          common: Sequence[str] = ()) -> ClusterRestorePlan:
     """One ``lifeboat restore`` command per member; ``common`` flags go to every one."""
     members = parse_initial_cluster(initial_cluster)
+    printable(token, "--initial-cluster-token")
     canonical = format_initial_cluster(members)
     commands = tuple(_command(backup_id, m, canonical, token, common) for m in members)
     return ClusterRestorePlan(backup_id, canonical, token, commands)

@@ -2,9 +2,10 @@
 
 The archive is first extracted into a staging dir inside lifeboat's work dir; then each file
 is copied beside its destination and renamed over it, so every destination changes in one
-step and an existing file is first renamed to ``<path>.lifeboat-moved-<stamp>``. A static-pod
-manifest whose component is held stopped goes to the holding dir instead, so the kubelet
-does not start it before the restore says so.
+step and an existing file is first renamed to ``<path>.lifeboat-moved-<stamp>`` (in the kubelet's
+manifests dir ``.<name>.lifeboat-moved-<stamp>``, which it does not run). A static-pod manifest
+whose component is held stopped goes to the holding dir instead, so the kubelet does not start
+it before the restore says so.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.durable import fsync_dir, install_durably, part_path, rename_no_replace
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.catalog.file_archive import extract_archive, verify_archive
-from lifeboat.kube.paths import on_host
+from lifeboat.kube.paths import MANIFESTS_DIR, on_host
+from lifeboat.restore.file_policy import refuse_unrestorable
 
 
 def fetch_archive(repo: BackupRepository, manifest: Manifest,
@@ -54,18 +57,40 @@ def fetch_archive(repo: BackupRepository, manifest: Manifest,
         part.unlink(missing_ok=True)
 
 
+def check_archive(archive: Path, root: Path, destination: Callable[[str], str] = lambda path: path) -> None:
+    """Raise unless every file of ``archive`` may be restored under ``root`` (:mod:`.file_policy`)."""
+    staging, _ = _staged(archive, root, destination)
+    shutil.rmtree(staging)
+
+
 def install_archive(archive: Path, root: Path, stamp: str,
                     destination: Callable[[str], str] = lambda path: path) -> list[str]:
-    """Put every file of ``archive`` in place under ``root``; return the host paths written."""
+    """Put every file of ``archive`` in place under ``root``; return the host paths written.
+
+    Every file is checked before the first one is put in place: a refused archive changes nothing.
+    """
+    staging, written = _staged(archive, root, destination)
+    kubelets = on_host(root, MANIFESTS_DIR)
+    for host_path in written:
+        target = on_host(root, destination(host_path))
+        _install(staging / host_path.lstrip("/"), target, stamp, hidden_aside=target.parent == kubelets)
+    shutil.rmtree(staging)
+    return written
+
+
+def _staged(archive: Path, root: Path, destination: Callable[[str], str]) -> tuple[Path, list[str]]:
+    """Extract ``archive`` beside itself and check it; the staging dir and the host paths it holds."""
     staging = archive.with_name("control-plane-files")
     if staging.exists():
         shutil.rmtree(staging)
-    with archive.open("rb") as f:
-        written = extract_archive(f, staging)
-    for host_path in written:
-        _install(staging / host_path.lstrip("/"), on_host(root, destination(host_path)), stamp)
-    shutil.rmtree(staging)
-    return written
+    try:
+        with archive.open("rb") as f:
+            written = extract_archive(f, staging)
+        refuse_unrestorable(staging, written, root, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, written
 
 
 def _make_host_dirs(directory: Path) -> None:
@@ -79,10 +104,18 @@ def _make_host_dirs(directory: Path) -> None:
         pass
 
 
-def _install(staged: Path, target: Path, stamp: str) -> None:
+def _install(staged: Path, target: Path, stamp: str, *, hidden_aside: bool = False) -> None:
+    """Put ``staged`` at ``target``, the file there moved aside first. ``hidden_aside``: in the
+    kubelet's manifests dir, where it runs every file whose name does not start with '.' (and a
+    backup captures them), the aside name starts with '.'."""
     try:
         _make_host_dirs(target.parent)
-        aside = target.with_name(f"{target.name}.lifeboat-moved-{stamp}")
+        if _same_file(staged, target):
+            # Nothing to put back. Moving it aside anyway cluttered every directory (the kubelet
+            # reads every file of its manifests dir), and a resumed restore took a file it had
+            # itself put where none was for the node's own and moved it aside.
+            return
+        aside = target.with_name(f"{'.' if hidden_aside else ''}{target.name}.lifeboat-moved-{stamp}")
         if os.path.lexists(target):
             try:
                 rename_no_replace(target, aside)  # a rename would replace another restore's aside file
@@ -102,13 +135,25 @@ def _install(staged: Path, target: Path, stamp: str) -> None:
             st = staged.stat()
             if os.geteuid() == 0:
                 os.chown(temporary, st.st_uid, st.st_gid)
-                os.chmod(temporary, st.st_mode & 0o7777)
+            # Never set-id or sticky: an archive is not signed, so it may be forged (file_policy).
+            os.chmod(temporary, stat.S_IMODE(st.st_mode) & 0o777)
             # Its bytes on disk before its name, and both names after: a power cut never leaves
             # a certificate or manifest empty at its path, nor the move aside undone.
             install_durably(temporary, target)
     except OSError as exc:
         raise OperationFailed(f"cannot put {target} in place: {exc.strerror or exc}; "
                               "fix that path and re-run the restore") from None
+
+
+def _same_file(staged: Path, target: Path) -> bool:
+    """Whether ``target`` is what ``_install`` would make of ``staged``: content, mode and owner."""
+    if not _installed(staged, target):
+        return False
+    if staged.is_symlink():
+        return True
+    ours, theirs = staged.stat(), os.lstat(target)
+    owner_kept = os.geteuid() != 0 or (ours.st_uid, ours.st_gid) == (theirs.st_uid, theirs.st_gid)
+    return owner_kept and stat.S_IMODE(ours.st_mode) & 0o777 == stat.S_IMODE(theirs.st_mode)
 
 
 def _installed(staged: Path, target: Path) -> bool:

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.errors import LifeboatError, OperationFailed
-from lifeboat.restore.journal import Journal
+from lifeboat.restore.journal import Journal, same_place
 from lifeboat.restore.member_files import new_cluster
 from lifeboat.restore.target import parse_initial_cluster
 from lifeboat.snapshot import cluster_id_from_members, read_members
@@ -121,10 +121,11 @@ def repeats_finished_restore(journal: Journal, asked: Journal, node: NodeCluster
     """Whether ``asked`` is the finished restore ``journal`` records, and this node still holds
     the cluster it made: the same backup, point, data dir, member and cluster, and the node's
     cluster id (or its db's members) is the one that restore gave it."""
-    same = (journal.backup_id, journal.point_revision, journal.data_dir, journal.name,
-            journal.initial_cluster, journal.token)
-    if not journal.finished or same != (asked.backup_id, asked.point_revision, asked.data_dir, asked.name,
+    same = (journal.backup_id, journal.point_revision, journal.name, journal.initial_cluster, journal.token)
+    if not journal.finished or same != (asked.backup_id, asked.point_revision, asked.name,
                                          asked.initial_cluster, asked.token):
+        return False
+    if not same_place(Path(journal.data_dir), Path(asked.data_dir)):  # one data dir, however spelled
         return False
     restored = new_cluster([(m.name, m.peer_urls) for m in parse_initial_cluster(journal.initial_cluster)],
                            journal.token)

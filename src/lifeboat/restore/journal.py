@@ -11,7 +11,11 @@ type, an unknown key or a missing field is refused naming the field, never half-
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import stat
 from dataclasses import asdict, field, replace
 from pathlib import Path
 from typing import Literal
@@ -110,14 +114,122 @@ class Journal:
 
 
 def load_journal(path: Path) -> Journal | None:
-    """The journal at ``path``; None if there is none. A damaged one is an error, never ignored."""
+    """The journal at ``path``, to report it; None if there is none. A damaged one is an error,
+    never ignored; so is one lifeboat could not have written, run as root or as this user: a
+    symlink, a FIFO (it would hang the reader), another user's or one others may write (its
+    text would be printed as lifeboat's own)."""
+    read = _read(path, os.O_RDONLY | os.O_NOFOLLOW)
+    if read is None:
+        return None
+    _require_private(path, read[1], {0, os.geteuid()})
+    return _parsed(path, read[0])
+
+
+def load_own_journal(path: Path, data_dir: Path) -> Journal | None:
+    """The journal of a restore or rollback of ``data_dir`` about to act on it; None if there is none.
+
+    Its renames follow the journal, and whoever may write the data dir's parent could plant one
+    there: only a journal lifeboat itself wrote is acted on. It is a regular file (not a symlink,
+    one link), owned by the user running lifeboat and writable by nobody else, and every path it
+    names is one lifeboat makes beside ``data_dir``; anything else is a UsageError.
+    """
+    read = _read(path, os.O_RDONLY | os.O_NOFOLLOW)
+    if read is None:
+        return None
+    data, st = read
+    if st.st_nlink != 1:
+        raise _not_own(path, "it has another name too (a hard link)")
+    _require_private(path, st, {os.geteuid()})
+    journal = _parsed(path, data)
+    _require_own_names(path, journal, data_dir)
+    return journal
+
+
+def _require_private(path: Path, st: os.stat_result, owners: set[int]) -> None:
+    if st.st_uid not in owners:
+        raise _not_own(path, f"it belongs to uid {st.st_uid}, not to uid {os.geteuid()} running lifeboat")
+    if st.st_mode & 0o022:
+        raise _not_own(path, f"others may write it (mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def _read(path: Path, flags: int) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of the regular file at ``path`` and its status; None if there is none."""
     try:
-        raw = json.loads(path.read_bytes())
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"restore journal {path} is unreadable ({exc}); inspect it, or move it away "
-                         "to start over (the moved-aside data dir it names stays where it is)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and flags & os.O_NOFOLLOW:
+            raise _not_own(path, "it is a symlink") from None
+        raise _unreadable(path, exc) from None
+    with os.fdopen(fd, "rb") as file:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_own(path, "it is not a regular file")
+        try:
+            data = file.read(_MAX_JOURNAL_BYTES + 1)
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
+    if len(data) > _MAX_JOURNAL_BYTES:
+        raise _not_own(path, f"it is larger than {_MAX_JOURNAL_BYTES} bytes")
+    return data, st
+
+
+_MAX_JOURNAL_BYTES = 1 << 20  # a journal is a few KiB
+_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z(-[0-9]+)?")  # etcd.data_dir.unused_stamp
+
+
+def _require_own_names(path: Path, journal: Journal, data_dir: Path) -> None:
+    for what, stamp in (("stamp", journal.stamp), ("rollback_stamp", journal.rollback_stamp)):
+        if stamp is not None and not _STAMP.fullmatch(stamp):
+            raise _not_own(path, f"its {what} {stamp!r} is not one lifeboat makes")
+    named: tuple[tuple[PathField, str | None, str, str | None], ...] = (
+        ("moved_aside", journal.state.get("moved_aside"), "moved", journal.stamp),
+        ("restored_set_aside", journal.state.get("restored_set_aside"), "restored", journal.rollback_stamp))
+    for field_name, there, kind, stamp in named:
+        if there is None:
+            continue
+        expected = data_dir.with_name(f"{data_dir.name}.lifeboat-{kind}-{stamp}")
+        if not same_place(Path(there), expected):
+            raise _not_own(path, f"its {field_name} is {there}, not {expected}")
+
+
+def lexical_path(path: Path) -> Path:
+    """``path`` spelled one way, without asking the filesystem: no ``.``, doubled or trailing
+    ``/`` (``Path`` drops those), and no leading ``//`` (which ``Path`` keeps). ``..`` stays:
+    after a symlink it names another directory."""
+    text = str(path)
+    return Path("/" + text.lstrip("/")) if text.startswith("//") else path
+
+
+def same_place(named: Path, expected: Path) -> bool:
+    """Whether ``named`` is ``expected``: the same name in the same directory, however spelled
+    (another spelling of the directory, or a symlink to it)."""
+    if named.name != expected.name:
+        return False
+    if lexical_path(named.parent) == lexical_path(expected.parent):
+        return True
+    try:
+        return os.path.samefile(named.parent, expected.parent)
+    except OSError:
+        return False
+
+
+def _not_own(path: Path, why: str) -> UsageError:
+    return UsageError(f"restore journal {path} is not one lifeboat wrote for this data dir ({why}); lifeboat "
+                      "does not act on it: find out who put it there, then move it away (nothing it names is touched)")
+
+
+def _unreadable(path: Path, exc: Exception) -> UsageError:
+    return UsageError(f"restore journal {path} is unreadable ({exc}); inspect it, or move it away "
+                      "to start over (the moved-aside data dir it names stays where it is)")
+
+
+def _parsed(path: Path, data: bytes) -> Journal:
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise _unreadable(path, exc) from None
     if isinstance(raw, dict):
         # A journal from before these were recorded: assume the restore changed the node.
         raw.setdefault("node_changed", True)

@@ -42,7 +42,8 @@ from lifeboat.pitr import ChainSurvey, PointSnapshot, build_point_snapshot
 from lifeboat.snapshot import check_trailer
 from lifeboat.snapshot.mvcc import served_revision
 from lifeboat.snapshot.writer import bump_restored_db, replayed_difference
-from lifeboat.restore.files import fetch_archive, install_archive
+from lifeboat.restore.file_policy import refuse_unsafe_destinations
+from lifeboat.restore.files import check_archive, fetch_archive, install_archive
 from lifeboat.restore.journal import Journal, PathField
 from lifeboat.restore.native import (
     NativeRestore, commit_record, committed_keyspace_difference, keep_replay_record, replay_record, replayed_into,
@@ -262,7 +263,9 @@ def _check_data_dir(data_dir: Path, already_moved: bool) -> None:
         return
     if data_dir.is_symlink() or not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir} is not a directory; point it at etcd's data dir")
-    if not (data_dir / "member").is_dir():
+    # An empty one (a distro package's, or one a wiki's 'rm -rf /var/lib/etcd/member' emptied) is
+    # moved aside like any other: nothing in it is lost, and the restored one takes its owner.
+    if not (data_dir / "member").is_dir() and any(data_dir.iterdir()):
         raise UsageError(f"--data-dir {data_dir} exists but holds no member/ directory: it is not an "
                          "etcd data dir; check --data-dir")
     if os.path.ismount(data_dir):
@@ -420,8 +423,16 @@ class FetchFiles(PreparingStep):
     def describe(self) -> str:
         return f"fetch the control-plane files of backup {self.backup_id} to {self.archive} and check each sha256"
 
+    def check(self, ctx: RestoreContext) -> None:
+        # What the manifest lists, before anything is fetched (a dry run checks this too); the
+        # archive itself is checked once fetched.
+        listed = [f.path for f in ctx.restoring()[0].files if f.path.startswith("/") and ".." not in f.path]
+        refuse_unsafe_destinations(listed, ctx.root, ctx.supervisor.restored_file_destination)
+
     def run(self, ctx: RestoreContext) -> None:
         fetch_archive(ctx.repository("the backup"), ctx.restoring()[0], ctx.identities, self.archive)
+        # Refused here, before etcd is stopped, rather than when the files are put in place.
+        check_archive(self.archive, ctx.root, ctx.supervisor.restored_file_destination)
 
 
 @dataclass(frozen=True)
@@ -439,11 +450,19 @@ class Stop(SupervisedStep):
     @classmethod
     def of(cls, supervisor: Supervisor, component: Component) -> Stop:
         """The step ``stop:<component>``, in ``supervisor``'s words."""
-        return cls(f"stop:{component}", component=component, how=supervisor.describe_stop(component))
+        kind = cls if supervisor.stops_by_itself else StoppedByOperator
+        return kind(f"stop:{component}", component=component, how=supervisor.describe_stop(component))
 
     def run(self, ctx: RestoreContext) -> None:
         ctx.supervisor.stop(self.component)
         ctx.supervisor.wait_stopped(self.component, ctx.stop_timeout)
+
+
+class StoppedByOperator(Stop):
+    """``stop:<component>`` of a supervisor that only checks the operator stopped it (--supervisor
+    none): it changes nothing, so a restore refused there (still running) blocks no later one."""
+
+    changes_node: ClassVar[bool] = False
 
 
 class Start(SupervisedStep):
@@ -707,8 +726,9 @@ class RestoreFiles(Step):
     stamp: str
 
     def describe(self) -> str:
-        return (f"restore {self.count} control-plane files from {self.archive}, moving each existing one "
-                f"aside to <path>.lifeboat-moved-{self.stamp}")
+        return (f"restore {self.count} control-plane files from {self.archive}, moving each existing one that "
+                f"differs aside to <path>.lifeboat-moved-{self.stamp} (.<name>.lifeboat-moved-{self.stamp} in "
+                "the kubelet's manifests dir)")
 
     def run(self, ctx: RestoreContext) -> None:
         install_archive(self.archive, ctx.root, self.stamp, ctx.supervisor.restored_file_destination)

@@ -38,6 +38,7 @@ def parse_initial_cluster(text: str) -> tuple[ClusterMember, ...]:
         name, sep, url = part.partition("=")
         if not sep or not name or not url:
             raise UsageError(f"--initial-cluster entry {part!r} is not NAME=PEER_URL")
+        printable(name, "--initial-cluster: a member name")
         members.setdefault(name, []).append(checked_peer_url(url, "--initial-cluster"))
     if not members:
         raise UsageError("--initial-cluster is empty; list every member as NAME=PEER_URL")
@@ -46,6 +47,15 @@ def parse_initial_cluster(text: str) -> tuple[ClusterMember, ...]:
         twice = sorted({url for url in listed if listed.count(url) > 1})
         raise UsageError(f"--initial-cluster lists peer URL {twice[0]} twice; each member needs its own")
     return tuple(ClusterMember(name, tuple(urls)) for name, urls in members.items())
+
+
+def printable(value: str, what: str) -> str:
+    """``value`` unless it holds a control character (a newline in a member name or token made
+    'restore plan' print a line of its own into the commands operators paste into a shell)."""
+    if not value.isprintable():
+        raise UsageError(f"{what} {value!r} holds a control character (a newline, a tab); etcd names and "
+                         "tokens are plain text")
+    return value
 
 
 def format_initial_cluster(members: tuple[ClusterMember, ...]) -> str:
@@ -127,5 +137,6 @@ def make_target(
         )
     if not data_dir.is_absolute():
         raise UsageError(f"--data-dir {data_dir} is not an absolute path")
-    return RestoreTarget(name=name, members=members, token=token or new_cluster_token(),
+    return RestoreTarget(name=name, members=members,
+                         token=printable(token, "--initial-cluster-token") if token else new_cluster_token(),
                          peer_urls=urls, data_dir=data_dir)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +17,7 @@ import pytest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.store import open_store
 from tests.support.cli import Cli
+from tests.support.manifests import fake_backup
 from tests.unit.retention.test_prune import store_backup
 
 
@@ -352,3 +359,186 @@ def test_get_as_yaml_escapes_direction_overrides_and_keeps_the_text(cli: Cli, tm
     assert code == 0, err
     assert "\u202e" not in out
     assert yaml.safe_load(out)["object"]["metadata"]["annotations"]["note"] == "invoice\u202egnp.exe caf\u00e9"
+
+
+@contextmanager
+def unwritable(directory: Path) -> Iterator[str]:
+    """``directory`` made unwritable for this process: a read-only bind mount as root (root ignores
+    permission bits), mode 0555 otherwise. Yields what the refusal says."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield "is not writable by uid"
+        finally:
+            directory.chmod(0o755)
+        return
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+        yield "is on a read-only filesystem"
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_a_dry_run_refuses_a_data_dir_whose_parent_cannot_be_written(cli: Cli, tmp_path: Path, dry_run: list[str]) -> None:
+    """--dry-run said OK (it takes no lock) for a data dir on a read-only filesystem; the restore
+    then stopped at the lock."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    parent = tmp_path / "var-lib"
+    (parent / "etcd/member").mkdir(parents=True)
+    with unwritable(parent) as refusal:
+        code, out, err = cli("restore", "latest", "--force", "--repo", url, "--supervisor", "none",
+                             "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                             "--data-dir", str(parent / "etcd"), *dry_run)
+    assert code == 3, out + err
+    assert err.count("\n") == 1 and f"its parent directory {parent} {refusal}" in err, err
+    assert sorted(p.name for p in parent.iterdir()) == ["etcd"]
+
+
+def test_a_data_dir_spelled_with_a_leading_double_slash_is_the_same_data_dir(cli: Cli, tmp_path: Path) -> None:
+    """'--data-dir //srv/etcd' crashed (exit 4: "is not in the subpath of '/'")."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    (tmp_path / "etcd/member").mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--force", "-o", "json", "--repo", url,
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", f"/{tmp_path}/./etcd/")
+    assert code == 0, out + err
+    assert json.loads(out)["data_dir"] == str(tmp_path / "etcd")
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_a_data_dir_named_too_long_for_the_names_lifeboat_makes_beside_it_is_refused_up_front(
+    cli: Cli, tmp_path: Path, dry_run: list[str]
+) -> None:
+    """A data dir whose name fits but leaves no room for '.lifeboat-restored-<stamp>' and the like:
+    with 240 bytes the journal could not be named ("unreadable ... move it away"); with 225 the journal
+    could, and the restore went on until a name made after etcd was stopped was too long."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    parent = tmp_path / "lib"
+    for length in (225, 240):
+        (parent / ("e" * length) / "member").mkdir(parents=True)
+        code, out, err = cli("restore", "latest", "--force", "--no-start", "--repo", url, "--supervisor", "none",
+                             "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                             "--data-dir", str(parent / ("e" * length)), *dry_run)
+        assert code == 3, out + err
+        assert err.count("\n") == 1 and "is too long" in err and "shorter name" in err, err
+        assert sorted(p.name for p in parent.iterdir()) == ["e" * n for n in (225, 240) if n <= length]
+
+
+def test_a_data_dir_whose_parent_path_cannot_be_looked_at_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    """A path component longer than a name may be crashed the restore (exit 4, ENAMETOOLONG)."""
+    code, _out, err = cli("restore", "latest", "--dry-run", "--repo", str(tmp_path / "repo"), "--supervisor", "none",
+                          "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                          "--data-dir", f"{tmp_path}/{'a' * 300}/etcd")
+    assert code == 3, err
+    assert err.count("\n") == 1 and "File name too long" in err, err
+
+
+def test_an_empty_data_dir_is_restored_into(cli: Cli, tmp_path: Path) -> None:
+    """An empty data dir (a distro package makes one; the old wiki's 'rm -rf /var/lib/etcd/member'
+    leaves one) was refused as "not an etcd data dir", with no way on but removing it by hand.
+    It is moved aside like any data dir (a real restore into one: test_restore_no_start)."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    data_dir = tmp_path / "lib/etcd"
+    data_dir.mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--no-start", "-o", "json", "--repo", url,
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", str(data_dir))
+    assert code == 0, out + err
+    assert "move-aside" in [step["key"] for step in json.loads(out)["steps"]]
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--initial-cluster", "m1\ntouch /tmp/owned #=http://127.0.0.1:2380"], "a member name"),
+    (["--initial-cluster", "m1=http://127.0.0.1:2380", "--initial-cluster-token", "tok\nid #"], "--initial-cluster-token"),
+])
+def test_restore_plan_prints_no_line_a_member_name_or_token_smuggles_in(
+    cli: Cli, tmp_path: Path, flags: list[str], named: str
+) -> None:
+    """A newline in a member name or the token became a line of its own in the plan's commands,
+    which operators paste into a shell or run over ssh (the name is shell-quoted in the command,
+    but the '# on the node of NAME' line is not)."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    code, out, err = cli("restore", "plan", "latest", "--repo", url, *flags)
+    assert code == 3, out
+    assert err.count("\n") == 1 and named in err and "control character" in err, err
+    assert "touch" not in out and "id #" not in out
+
+
+def test_a_dry_run_with_files_refuses_a_host_directory_another_user_could_change(cli: Cli, tmp_path: Path) -> None:
+    """The dry run said OK; the restore then refused the files at fetch-files."""
+    url = str(tmp_path / "repo")
+    fake_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC), files=3)
+    root = tmp_path / "node"
+    (root / "var/lib/etcd/member").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").chmod(0o777)
+    code, out, err = cli("restore", "latest", "--dry-run", "--files", "--force", "--repo", url, "--root", str(root),
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", "/var/lib/etcd")
+    assert code == 1, out + err
+    assert err.count("\n") == 1 and "cannot restore /etc/kubernetes/pki/file-0.crt" in err \
+        and "writable by others" in err, err
+
+
+@pytest.mark.parametrize("path", [f"/etc/kubernetes/pki/{'d' * 300}/ca.crt", f"/etc/{'n' * 300}"])
+def test_a_dry_run_with_files_is_not_crashed_by_a_forged_file_name_too_long_to_look_at(
+    cli: Cli, tmp_path: Path, path: str
+) -> None:
+    """A manifest listing a file whose name is too long for the host crashed the dry run (exit 4,
+    ENAMETOOLONG) where it checks the host directories of the listed files."""
+    url = str(tmp_path / "repo")
+    repo = BackupRepository.open(open_store(url), create=True)
+    listed = fake_backup(repo, datetime(2026, 11, 22, 3, 0, tzinfo=UTC), files=1)
+    forged_id = listed.id.replace("T030000Z", "T040000Z")
+    repo.write_object(listed.cluster, forged_id, "snapshot.db.zst", [b"not a real snapshot"])
+    repo.commit(listed.model_copy(update={"id": forged_id,
+                                          "files": (dataclasses.replace(listed.files[0], path=path),)}))
+    root = tmp_path / "node"
+    (root / "var/lib/etcd/member").mkdir(parents=True)
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--files", "--force", "--repo", url, "--root", str(root),
+                         "--supervisor", "none", "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", "/var/lib/etcd")
+    assert code in (0, 1), out + err
+    assert "unexpected error" not in err
+
+
+def test_a_data_dir_whose_name_is_not_utf8_is_refused_before_a_journal_it_could_not_read(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A data dir named with a byte that is not UTF-8 (legal on Linux) was restored, but its journal
+    (JSON text) could not be read back: the restore could then be neither resumed nor rolled back
+    ("restore journal ... is not one this lifeboat wrote")."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    data_dir = Path(os.fsdecode(bytes(tmp_path) + b"/etcd\xff"))
+    (data_dir / "member").mkdir(parents=True)
+    for flags in (["latest", "--force"], ["--rollback"]):
+        code, out, err = cli("restore", *flags, "--no-start", "--repo", url, "--supervisor", "none",
+                             "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380", "--data-dir", str(data_dir))
+        assert code == 3, out + err
+        assert err.count("\n") == 1 and "not UTF-8" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["etcd\udcff", "repo"]
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\t", "\r"])
+def test_a_data_dir_with_a_control_character_is_refused_not_restored_into_beside_etcds_own(
+    cli: Cli, tmp_path: Path, suffix: str
+) -> None:
+    """'--data-dir "$(read line)"' with its newline kept named another, absent, data dir: the restore
+    went on into it (nothing to move aside) and etcd's own data dir stayed as it was."""
+    url = str(tmp_path / "repo")
+    store_backup(BackupRepository.open(open_store(url), create=True), datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    (tmp_path / "etcd/member").mkdir(parents=True)
+    code, out, err = cli("restore", "latest", "--dry-run", "--force", "--repo", url, "--supervisor", "none",
+                         "--name", "m0", "--initial-cluster", "m0=http://127.0.0.1:2380",
+                         "--data-dir", f"{tmp_path}/etcd{suffix}")
+    assert code == 3, out + err
+    assert err.count("\n") == 1 and "control character" in err, err

@@ -27,6 +27,8 @@ def test_an_interrupted_restore_says_how_to_resume_not_that_all_was_undone(
     assert code in (130, 143) and err.count("\n") == 1
     assert "re-run the same command to resume" in err and "--rollback" in err
     assert "undone" not in err and "nothing was committed" not in err
+    # "add --rollback" to 'restore ID ...' is refused: --rollback takes no backup id.
+    assert "add --rollback" not in err and "instead of the backup id" in err
 
 
 def test_an_interrupted_prune_says_a_half_deleted_backup_stays_listed(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,8 @@ These tests pin the precedence docs/configuration.md and docs/restore.md describ
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from lifeboat.cli.main import build_parser
 from lifeboat.cli.restore import _node
-from lifeboat.cli.status import quota_from_manifest
+from lifeboat.cli.status import held_by_a_restore, quota_from_manifest
 from lifeboat.restore.journal import Journal, journal_path, load_journal, save_journal
 from lifeboat.restore.supervisor import HOLDING_DIR
 from tests.support.cli import Cli
@@ -160,3 +162,38 @@ def test_status_says_a_journaled_restore_of_this_nodes_data_dir_did_not_finish(n
     save_journal(path, replace(load_journal(path), finished=True))  # type: ignore[type-var]
     code, out, _err = cli("status", "--root", str(node.root), "--endpoints", "127.0.0.1:1", "-o", "json")
     assert json.loads(out)["unfinished_restore"] is None
+
+
+def test_status_does_not_hang_on_a_fifo_planted_at_the_journals_name(node: KubeadmNode) -> None:
+    """status read the journal with a plain open: a FIFO there (whoever may write the data dir's
+    parent can make one) blocked it for ever."""
+    fifo = journal_path(node.host("/var/lib/etcd"))
+    os.mkfifo(fifo)
+    said: list[str | None] = []
+    looking = threading.Thread(target=lambda: said.append(held_by_a_restore(node.root)), daemon=True)
+    looking.start()
+    looking.join(10)
+    try:
+        assert not looking.is_alive() and said == [None]
+    finally:
+        if looking.is_alive():  # release the reader the unfixed code leaves blocked
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("how", ["another-users", "writable-by-others", "symlink"])
+def test_status_reports_no_journal_lifeboat_could_not_have_written(node: KubeadmNode, tmp_path: Path, how: str) -> None:
+    """status printed whatever journal it found beside the data dir as lifeboat's own words: one
+    planted by whoever may write the data dir's parent put its text (terminal escapes) in root's
+    status output and claimed an unfinished restore."""
+    path = journal_path(node.host("/var/lib/etcd"))
+    save_journal(path, Journal("\x1b]0;owned\x07", "prod", str(node.host("/var/lib/etcd")), "cp-1",
+                               "cp-1=https://10.0.0.11:2380", "tok", "20240102T030405Z",
+                               done=("preflight", "move-aside"), node_changed=True))
+    if how == "another-users":
+        os.chown(path, 4242, 4242)
+    elif how == "writable-by-others":
+        path.chmod(0o666)
+    else:
+        path.rename(tmp_path / "elsewhere.json")
+        path.symlink_to(tmp_path / "elsewhere.json")
+    assert held_by_a_restore(node.root) is None

@@ -196,3 +196,12 @@ def test_etcd_server_of_the_tools_minor_wins(tmp_path: Path) -> None:
     assert found.version == "3.5.1"
     with pytest.raises(UsageError, match="cannot serve a snapshot from etcd 3.5.1"):
         find_etcd_server(other, snapshot_version="3.5.1")
+
+
+def test_a_relative_search_path_entry_is_never_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A '.' or 'bin' in $PATH made a restore run as root probe (execute) the etcdutl of whatever
+    directory it was started in, which anyone may write (/tmp)."""
+    planted = fake_tool(tmp_path / "bin", "etcdutl", "3.5.1")
+    monkeypatch.chdir(tmp_path)
+    found = candidate_paths(search_path=os.pathsep.join(["bin", ".", "./bin"]))
+    assert planted not in [p.absolute() for p in found] and Path("bin/etcdutl") not in found

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,26 @@ def test_a_static_pod_manifest_that_is_a_fifo_or_huge_is_refused_unread(tmp_path
     with pytest.raises(UsageError, match="larger than"):
         read_static_pod(huge)
     assert read_static_pod(tmp_path / "absent.yaml") is None
+
+
+def _laughs(levels: int) -> str:
+    """A kube-apiserver manifest whose command holds YAML aliases, each a list of nine of the one before."""
+    lines = ["kind: Pod", "spec:", "  containers:", "  - name: kube-apiserver", "    command:",
+             "    - kube-apiserver", "    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml",
+             "    - &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"    - &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    lines += [f"    volumeMounts: [{{name: *l{levels - 1}, mountPath: /x}}]", f"    image: *l{levels - 1}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_manifest_of_nested_yaml_aliases_is_read_at_once(tmp_path: Path) -> None:
+    """str() of a command word, the image or a volume name made of nested aliases (a "billion
+    laughs") never ended: a forged kube-apiserver manifest in a backup's archive (restore --files
+    reads it for the encryption config it names) hung lifeboat, and so did one restored on a node."""
+    manifest = write(tmp_path / "kube-apiserver.yaml", _laughs(10))
+    script = ("import sys; from pathlib import Path; from lifeboat.kube.static_pods import read_static_pod; "
+              "pod = read_static_pod(Path(sys.argv[1]), container='kube-apiserver'); "
+              "print(pod.flags.value('encryption-provider-config'))")
+    done = subprocess.run([sys.executable, "-c", script, str(manifest)], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "/etc/kubernetes/enc/enc.yaml", done.stderr

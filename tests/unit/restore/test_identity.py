@@ -124,3 +124,18 @@ def test_the_members_a_data_dir_records_are_looked_for_at_their_peer_hosts_on_th
     assert identity.recorded_client_urls(tmp_path / "etcd", 2379) == (
         "https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://[fd00::12]:2379")
     assert identity.recorded_client_urls(tmp_path / "no-etcd", 2379) == ()
+
+
+def test_the_finished_restore_is_recognised_under_another_spelling_of_its_data_dir(tmp_path: Path) -> None:
+    """The journal's data dir was compared as a string: the same data dir named through a symlink, or
+    with a leading '//', was taken for another, and the restore went on as a new one (then refused
+    the backup as another cluster's)."""
+    (tmp_path / "var/lib/etcd").mkdir(parents=True)
+    (tmp_path / "lib").symlink_to(tmp_path / "var/lib")
+    finished = replace(FINISHED, data_dir=str(tmp_path / "var/lib/etcd"))
+    node = NodeCluster(RESTORED.id, frozenset(), frozenset(), DB)
+    for spelling in (tmp_path / "lib/etcd", Path("/" + str(tmp_path / "var/lib/etcd"))):
+        asked = replace(finished, finished=False, data_dir=str(spelling))
+        assert repeats_finished_restore(finished, asked, node), spelling
+    elsewhere = replace(finished, finished=False, data_dir=str(tmp_path / "etcd"))
+    assert not repeats_finished_restore(finished, elsewhere, node)

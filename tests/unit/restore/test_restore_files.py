@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.backup.control_plane import capture
+from lifeboat.kube.control_plane_files import control_plane_paths
 from lifeboat.catalog.codec import encode
 from lifeboat.catalog.ids import new_backup_id
 from lifeboat.catalog.layout import FILES_OBJECT
@@ -114,7 +115,9 @@ def test_a_fetched_archive_is_at_its_name_only_once_complete_and_checked(
 def test_each_file_is_on_disk_before_its_name_and_its_directory_after(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     node, archive = node_and_archive(tmp_path)
-    node.host("/etc/kubernetes/pki/ca.crt").write_text("a new CA someone made after the backup\n")
+    for changed in node.host("/etc/kubernetes").rglob("*"):  # each one other than the backup's: put back
+        if changed.is_file() and not changed.is_symlink():
+            changed.write_text("changed after the backup\n")
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -137,3 +140,38 @@ def test_each_file_is_on_disk_before_its_name_and_its_directory_after(tmp_path: 
     installed = [target for kind, target in events if kind == "rename" and target.startswith(str(node.root))]
     assert len(installed) > 5 and all(
         events[events.index(("rename", target)) + 1] == ("fsync", str(Path(target).parent)) for target in installed)
+
+
+def test_a_file_already_as_the_backup_has_it_is_left_alone_even_by_a_resumed_restore(tmp_path: Path) -> None:
+    """Every file was moved aside, identical or not: a restore onto the same node left a copy of each
+    beside it (the kubelet reads every file of its manifests dir), and a restore resumed after it
+    had put a file where the node had none moved its own file aside as if it were the node's."""
+    node, archive = node_and_archive(tmp_path)
+    node.host("/etc/kubernetes/admin.conf").unlink()
+    node.host("/etc/kubernetes/pki/ca.crt").write_text("a CA made after the backup\n")
+    node.host("/etc/kubernetes/pki/ca.key").chmod(0o644)  # same bytes, another mode: put back
+
+    install_archive(archive, node.root, "STAMP")
+    install_archive(archive, node.root, "STAMP")  # killed after the files were in place, resumed
+
+    asides = sorted(str(p.relative_to(node.root)) for p in node.root.rglob("*.lifeboat-moved-*"))
+    assert asides == ["etc/kubernetes/pki/ca.crt.lifeboat-moved-STAMP", "etc/kubernetes/pki/ca.key.lifeboat-moved-STAMP"]
+    assert oct(node.host("/etc/kubernetes/pki/ca.key").stat().st_mode & 0o777) == oct(0o600)
+    assert node.host("/etc/kubernetes/admin.conf").is_file()
+
+
+def test_a_replaced_static_pod_manifest_is_kept_where_the_kubelet_does_not_run_it(tmp_path: Path) -> None:
+    """The copy of a replaced manifest was kept as kube-scheduler.yaml.lifeboat-moved-<stamp> in the
+    manifests dir: the kubelet runs every file there whose name does not start with '.', so it saw two
+    pods of one name, and every later backup captured the copy as a static pod."""
+    node, archive = node_and_archive(tmp_path)
+    scheduler = node.host("/etc/kubernetes/manifests/kube-scheduler.yaml")
+    scheduler.write_text(scheduler.read_text() + "# edited after the backup\n")
+
+    install_archive(archive, node.root, "STAMP")
+
+    manifests = node.host("/etc/kubernetes/manifests")
+    aside = manifests / ".kube-scheduler.yaml.lifeboat-moved-STAMP"
+    assert aside.read_text().endswith("# edited after the backup\n")
+    assert not [p.name for p in manifests.iterdir() if "lifeboat" in p.name and not p.name.startswith(".")]
+    assert "/etc/kubernetes/manifests/.kube-scheduler.yaml.lifeboat-moved-STAMP" not in control_plane_paths(node.root)

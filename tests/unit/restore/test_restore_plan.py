@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -625,3 +626,27 @@ def test_a_failed_member_under_supervisor_none_is_left_for_the_operator_to_stop_
     assert "verify-member failed" in message and "stop etcd, then run 'lifeboat restore --rollback'" in message
     assert (data_dir / "member").is_dir() and (moved / "member").is_dir()
     assert ctx.journal.rollback_stamp is None and ctx.journal.rollback_done == () and saved == []
+
+
+def test_a_restore_refused_at_stop_under_supervisor_none_changed_nothing_and_blocks_no_later_restore(
+    tmp_path: Path,
+) -> None:
+    """With --supervisor none, stop:etcd only checks that the operator stopped etcd, yet a restore
+    refused there (etcd still running) was journaled as having changed the node: the next restore
+    was refused until a --rollback that had nothing to roll back."""
+    data_dir = tmp_path / "etcd"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        supervisor = ManualSupervisor(NodeLiveness((f"http://127.0.0.1:{listener.getsockname()[1]}",), data_dir))
+        plan = plan_for(tmp_path, supervisor=supervisor)
+        stop = next(step for step in plan.steps if step.key == "stop:etcd")
+        journal = Journal("id", "c", str(data_dir), "m0", "m0=u", "tok", "20240102T030405Z",
+                          done=("preflight", "fetch-snapshot"))
+        ctx, saved = context(tmp_path, journal)
+        ctx.supervisor = supervisor
+        with pytest.raises(OperationFailed, match="etcd is still running"):
+            execute(RestorePlan("t", plan.paths, (stop,), (), ()), ctx, auto_rollback=True)
+    assert not ctx.journal.node_changed and not ctx.journal.unfinished
+    assert all(not j.node_changed for j in saved)
+    assert next(s for s in plan_for(tmp_path).steps if s.key == "stop:etcd").changes_node  # a supervisor that stops it

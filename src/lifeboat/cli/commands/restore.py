@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         "change nothing (the backup and segments are not fetched: a damaged backup or "
                         "capture segment shows only in a real run, or in 'lifeboat verify --drill')")
     p.add_argument("--rollback", action="store_true",
-                   help="put the data dir the last restore moved aside back in place and start etcd")
+                   help="put the data dir the last restore moved aside back in place and start etcd (no backup "
+                        "id, --files, --force or point flags: it restores no backup)")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
