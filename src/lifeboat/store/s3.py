@@ -15,6 +15,9 @@ Guarantees, as S3 gives them:
   iterable or a failed part aborts the upload, so no object and no pending upload remain
   (if the abort request itself fails, the parts linger invisibly until a bucket lifecycle
   rule removes them).
+* Every request is given up when it goes slower than :class:`~lifeboat.store.pace.Pace`
+  allows for its size (see there), and requests are of bounded size: parts of
+  :data:`PART_SIZE`, ``get_stream`` ranges of :data:`STREAM_RANGE`, listing pages of 1000 keys.
 * ``incomplete_uploads`` lists the multipart uploads in progress under the prefix (those a
   killed backup left), and ``remove_incomplete`` aborts one; obstore cannot, so
   :mod:`lifeboat.store.s3_uploads` signs these requests itself. That needs the explicit keys
@@ -33,7 +36,9 @@ import datetime as dt
 import itertools
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -57,9 +62,11 @@ from lifeboat.errors import (
 from lifeboat.store.base import (
     IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
 )
+from lifeboat.store.pace import DEFAULT_PACE, Pace
 from lifeboat.store.sigv4 import AwsCredentials
 
 if TYPE_CHECKING:
+    from obstore import GetOptions
     from obstore.store import S3Config
 
     from lifeboat.store.s3_uploads import MultipartUploads
@@ -72,6 +79,12 @@ PARTS_IN_FLIGHT = 1
 DEFAULT_REGION = "us-east-1"
 # obstore's default: path-style requests to the region's endpoint.
 AWS_ENDPOINT = "https://s3.{region}.amazonaws.com"
+
+# Requests up to this size (HEAD, DELETE, a listing page of 1000 keys, a manifest) share one
+# client, and so one time limit (see :class:`~lifeboat.store.pace.Pace`).
+SMALL_REQUEST = 1 << 20
+# get_stream reads an object as ranges of this size, each a request of bounded time.
+STREAM_RANGE = 8 << 20
 
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 # A probe key under our prefix that no one writes; listing it costs one small request.
@@ -91,6 +104,7 @@ class S3Store(StoreBase):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
+        pace: Pace = DEFAULT_PACE,
     ) -> None:
         if not bucket:
             raise UsageError("S3 repository URL has no bucket; use s3://BUCKET/PREFIX")
@@ -118,26 +132,42 @@ class S3Store(StoreBase):
             f"{(endpoint or AWS_ENDPOINT.format(region=region)).rstrip('/')}/{bucket}",
             AwsCredentials(access_key_id, secret_access_key, session_token), region,
         )
-        self._client = _Client(
-            bucket,
-            config=config,
-            client_options={
-                "allow_http": bool(endpoint and endpoint.startswith("http://")),
-                "connect_timeout": "5s",
-                # obstore's 30 s limit covers a whole request, body included, and would cut
-                # a multi-gigabyte download short; a stalled transfer is caught by the read
-                # timeout instead.
-                "timeout": "12h",
-                "read_timeout": "120s",
-            },
-            # Fail an unreachable store in about a second instead of obstore's three minutes;
-            # the backup schedule, not this call, is the place for long retries.
-            retry_config={
-                "max_retries": 3,
-                "retry_timeout": dt.timedelta(seconds=30),
-                "backoff": {"init_backoff": dt.timedelta(milliseconds=100), "base": 2},
-            },
-        )
+        self._config = config
+        self._allow_http = bool(endpoint and endpoint.startswith("http://"))
+        self._pace = pace
+        self._clients: dict[int, _Client] = {}
+        self._clients_lock = threading.Lock()
+
+    def _client(self, size: int = 0) -> _Client:
+        """A client whose requests may move up to ``size`` bytes at the store's :class:`Pace`.
+
+        obstore's timeout is a client's, not a request's: one client per size class (powers of
+        two from :data:`SMALL_REQUEST`), so a HEAD or a listing page is given up in about half a
+        minute, a 5 MiB part in a few minutes, and neither waits hours for a dripping answer.
+        """
+        tier = _tier(size)
+        with self._clients_lock:
+            client = self._clients.get(tier)
+            if client is None:
+                client = self._clients[tier] = _Client(
+                    self._bucket,
+                    config=self._config,
+                    client_options={
+                        "allow_http": self._allow_http,
+                        "connect_timeout": "5s",
+                        "timeout": dt.timedelta(seconds=self._pace.limit(tier)),
+                        "read_timeout": dt.timedelta(seconds=self._pace.idle),
+                    },
+                    # Fail an unreachable store in about a second instead of obstore's three
+                    # minutes; the backup schedule, not this call, is the place for long retries.
+                    # A body that breaks off is read on from where it stopped, as a retry.
+                    retry_config={
+                        "max_retries": 3,
+                        "retry_timeout": dt.timedelta(seconds=30),
+                        "backoff": {"init_backoff": dt.timedelta(milliseconds=100), "base": 2},
+                    },
+                )
+            return client
 
     @classmethod
     def from_env(
@@ -179,53 +209,88 @@ class S3Store(StoreBase):
         if counted.exhausted:
             # Smaller than one part: one plain PUT instead of three multipart requests.
             try:
-                obstore.put(self._client, path, b"".join(head), use_multipart=False)
+                obstore.put(self._client(counted.size), path, b"".join(head), use_multipart=False)
             except (BaseError, OSError) as exc:
-                self._raise(exc, "writing", key)
+                self._raise(exc, "writing", key, counted.size)
             return ObjectInfo(key, counted.size)
         try:
             obstore.put(
-                self._client, path, itertools.chain(_handed_on(head), counted), use_multipart=True,
+                self._client(PART_SIZE), path, itertools.chain(_handed_on(head), counted), use_multipart=True,
                 chunk_size=PART_SIZE, max_concurrency=PARTS_IN_FLIGHT,
             )
         except (BaseError, OSError) as exc:
             if counted.failure is not None:
                 raise counted.failure from None
-            self._raise(exc, "writing", key)
+            self._raise(exc, "writing", key, PART_SIZE)
         return ObjectInfo(key, counted.size)
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
         path = self._prefix + check_key(key)
         try:
             obstore.put(
-                self._client, path, data, use_multipart=False,
+                self._client(len(data)), path, data, use_multipart=False,
                 mode="create" if create_only else "overwrite",
             )
         except (AlreadyExistsError, PreconditionError):
             raise self._already_exists(key) from None
         except (BaseError, OSError) as exc:
-            self._raise(exc, "writing", key)
+            self._raise(exc, "writing", key, len(data))
         return ObjectInfo(key, len(data))
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        path = self._prefix + check_key(key)
-        try:
-            result = obstore.get(self._client, path)
-        except (BaseError, OSError) as exc:
-            self._raise(exc, "reading", key)
-        return self._stream(result.stream(min_chunk_size=chunk_size), key, chunk_size)
+        """The object as :data:`STREAM_RANGE` ranges, each one request of bounded time.
 
-    def _stream(self, body: Iterator[bytes], key: str, chunk_size: int) -> Iterator[bytes]:
+        One GET of a whole object could not be given a time limit that both stops a dripping
+        store and lets a large object through a slow link. Every range after the first must
+        come from the same version of the object (``If-Match`` its ETag).
+        """
+        path = self._prefix + check_key(key)
+        first = self._range_of(path, key, 0, "")  # a missing key raises here, before iteration
+        return self._stream(path, key, first, chunk_size)
+
+    def _stream(self, path: str, key: str, first: _Range, chunk_size: int) -> Iterator[bytes]:
+        piece = first
         while True:
-            try:
-                chunk = memoryview(next(body))
-            except StopIteration:
+            for start in range(0, len(piece.data), chunk_size):
+                yield bytes(piece.data[start:start + chunk_size])
+            following = piece.start + len(piece.data)
+            if following >= piece.size:
                 return
-            except (BaseError, OSError) as exc:
-                self._raise(exc, "reading", key)
-            # obstore yields at least min_chunk_size bytes; the contract promises at most.
-            for start in range(0, len(chunk), chunk_size):
-                yield bytes(chunk[start:start + chunk_size])
+            piece = self._range_of(path, key, following, first.etag)
+
+    def _range_of(self, path: str, key: str, start: int, etag: str) -> _Range:
+        """Bytes ``start`` to ``start`` + :data:`STREAM_RANGE` of the object (with ``etag``, of that version)."""
+        options: GetOptions = {"range": (start, start + STREAM_RANGE)}
+        if etag:
+            options["if_match"] = etag
+        try:
+            result = obstore.get(self._client(STREAM_RANGE), path, options=options)
+            data = memoryview(result.bytes())
+            size, begun = int(result.meta["size"]), result.range[0]
+        except PreconditionError:
+            raise OperationFailed(f"object {key} in {self._url} was replaced while it was being read; "
+                                  "read it again") from None
+        except (BaseError, OSError) as exc:
+            if start == 0 and _past_the_end(exc):
+                return self._empty(key)
+            self._raise(exc, "reading", key, STREAM_RANGE)
+        if begun != start or len(data) != min(STREAM_RANGE, size - start):
+            # A store (or proxy) whose Content-Length or Content-Range disagrees with what it sent.
+            raise RepositoryUnavailable(
+                f"{self._where()} sent {len(data)} bytes from offset {begun} of {key} when asked for "
+                f"{min(STREAM_RANGE, max(size - start, 0))} from offset {start}; check the endpoint and any proxy before it"
+            )
+        return _Range(start, size, data, etag or str(result.meta.get("e_tag") or ""))
+
+    def _empty(self, key: str) -> _Range:
+        """An empty object, which S3 answers a range request on with 416 (or a missing one)."""
+        info = self.stat(key)
+        if info is None:
+            raise self._not_found(key)
+        if info.size != 0:
+            raise RepositoryUnavailable(f"{self._where()} refused the first bytes of {key} ({info.size} bytes) "
+                                        "as out of range; check the endpoint")
+        return _Range(0, 0, memoryview(b""), info.etag or "")
 
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.get_stream(key))
@@ -238,16 +303,16 @@ class S3Store(StoreBase):
             return b""
         try:
             # A view, not a copy: each copy of a 4 MiB range is a fresh mapping to fault in.
-            return memoryview(obstore.get_range(self._client, path, start=start, end=end))
+            return memoryview(obstore.get_range(self._client(end - start), path, start=start, end=end))
         except (BaseError, OSError) as exc:
-            if "range" in str(exc).lower() and "not satisf" in str(exc).lower():
+            if _past_the_end(exc):
                 return b""  # the whole range lies past the object's end
-            self._raise(exc, "reading", key)
+            self._raise(exc, "reading", key, end - start)
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._prefix + check_key(key)
         try:
-            meta = obstore.head(self._client, path)
+            meta = obstore.head(self._client(), path)
         except FileNotFoundError:
             self._require_bucket()
             return None
@@ -265,7 +330,7 @@ class S3Store(StoreBase):
         offset = full + after if after else None
         found: list[ObjectInfo] = []
         try:
-            for batch in obstore.list(self._client, prefix=directory or None, offset=offset, chunk_size=1000):
+            for batch in obstore.list(self._client(), prefix=directory or None, offset=offset, chunk_size=1000):
                 for meta in batch:
                     path = meta["path"]
                     if path.startswith(full) and after_in_folder(path, full, after):
@@ -280,7 +345,7 @@ class S3Store(StoreBase):
     def folders(self, prefix: str = "") -> tuple[str, ...]:
         full = self._prefix + check_folder(prefix)
         try:
-            listing = obstore.list_with_delimiter(self._client, prefix=full.rstrip("/") or None)
+            listing = obstore.list_with_delimiter(self._client(), prefix=full.rstrip("/") or None)
         except (BaseError, OSError) as exc:
             self._raise(exc, "listing", prefix or "/")
         self._bucket_seen = True
@@ -290,7 +355,7 @@ class S3Store(StoreBase):
     def delete(self, key: str) -> None:
         path = self._prefix + check_key(key)
         try:
-            obstore.delete(self._client, path)
+            obstore.delete(self._client(), path)
         except FileNotFoundError:
             self._require_bucket()
         except (BaseError, OSError) as exc:
@@ -339,7 +404,7 @@ class S3Store(StoreBase):
         if self._bucket_seen:
             return
         try:
-            for _ in obstore.list(self._client, prefix=self._prefix + _PROBE):
+            for _ in obstore.list(self._client(), prefix=self._prefix + _PROBE):
                 break
         except FileNotFoundError:
             raise RepositoryUnavailable(
@@ -349,9 +414,14 @@ class S3Store(StoreBase):
             self._raise(exc, "checking", "the bucket")
         self._bucket_seen = True
 
-    def _raise(self, exc: BaseException, action: str, key: str) -> NoReturn:
-        """Translate an obstore failure into the lifeboat error tree."""
+    def _raise(self, exc: BaseException, action: str, key: str, size: int = 0) -> NoReturn:
+        """Translate an obstore failure of a request moving up to ``size`` bytes into the lifeboat error tree."""
         code = _s3_code(exc)
+        if code == "RequestTimeTooSkewed":
+            raise RepositoryUnavailable(
+                f"{self._where()} refused the time of our request (RequestTimeTooSkewed) while {action} {key}: "
+                "this machine's clock is off the store's by more than S3 allows (15 minutes); synchronise it (NTP)"
+            ) from None
         if code == "NoSuchBucket":
             raise RepositoryUnavailable(
                 f"{self._where()} does not exist; create it or fix the repository URL"
@@ -375,10 +445,31 @@ class S3Store(StoreBase):
             ) from None
         if isinstance(exc, BaseError):
             raise RepositoryUnavailable(
-                f"{self._where()} failed while {action} {key}: {_reason(exc, code)}; "
-                "check the endpoint and network"
+                f"{self._where()} failed while {action} {key}: "
+                f"{_reason(exc, code, self._pace.describe(_tier(size)))}; check the endpoint and network"
             ) from None
         raise OperationFailed(f"{self._where()}: {action} {key} failed: {_reason(exc, code)}") from None
+
+
+def _tier(size: int) -> int:
+    """The size class of a request moving ``size`` bytes: a power of two, at least SMALL_REQUEST."""
+    return max(SMALL_REQUEST, 1 << max(size - 1, 0).bit_length())
+
+
+@dataclass(frozen=True)
+class _Range:
+    """One range of an object as read: where it starts, the object's size and version, its bytes."""
+
+    start: int
+    size: int
+    data: memoryview
+    etag: str
+
+
+def _past_the_end(exc: BaseException) -> bool:
+    """Whether the store refused a range as lying wholly past the object's end (HTTP 416)."""
+    text = str(exc).lower()
+    return "range" in text and "not satisf" in text
 
 
 def _handed_on(chunks: list[bytes]) -> Iterator[bytes]:
@@ -437,11 +528,18 @@ def _s3_code(exc: BaseException) -> str | None:
 _CREDENTIAL_SERVICES = re.compile(r"//(?:169\.254\.169\.254|169\.254\.170\.2|\[fd00:ec2::254\])[/:]")
 
 
-def _reason(exc: BaseException, code: str | None) -> str:
-    """A short, single-line cause: the S3 error code, or the transport error's gist."""
+def _reason(exc: BaseException, code: str | None, limits: str = "") -> str:
+    """A short, single-line cause: the S3 error code, or the transport error's gist.
+
+    ``limits`` says how long the request was allowed to take, for a timeout.
+    """
     if code:
         return code
     text = str(exc)
+    if _TIMED_OUT.search(text):
+        return f"the store did not answer in time, or sent its answer too slowly ({limits or 'timeout'})"
+    if "IncompleteBody" in text:
+        return "the store closed the connection before its answer was complete (fewer bytes than it announced)"
     for gist in ("error sending request", "connection refused", "timed out", "dns error"):
         if gist in text.lower():
             # obstore's message ends with the Debug form of the error chain; its innermost
@@ -454,6 +552,8 @@ def _reason(exc: BaseException, code: str | None) -> str:
 
 
 _URL = re.compile(r"https?://\S+")
+# reqwest's timeouts (the whole request's, or one read's), as obstore's message shows them.
+_TIMED_OUT = re.compile(r"kind: Timeout\b|\bTimedOut\b|operation timed out")
 _OS_MESSAGE = re.compile(r'message: "([^"\n]{1,80})"')
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 

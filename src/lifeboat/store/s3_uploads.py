@@ -24,24 +24,26 @@ asked for, so a server that ignored ``prefix`` still cannot make us touch anothe
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import socket
+import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.client import HTTPException
+from http.client import HTTPConnection, HTTPException, HTTPSConnection, IncompleteRead
 from typing import NoReturn
+from urllib.parse import urlsplit
 
-from lifeboat.clock import SystemClock
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import OperationFailed, RepositoryUnavailable, Unsupported
+from lifeboat.store.pace import DEFAULT_PACE, Pace
 from lifeboat.store.sigv4 import AwsCredentials, encode_path, encode_query, sign
 
 # (method, url, headers) -> (HTTP status, body). The real one is :func:`send_http`.
 Transport = Callable[[str, str, Mapping[str, str]], tuple[int, bytes]]
 
 MAX_BODY = 8 << 20  # a page of 1000 uploads is about 400 KB of XML
-TIMEOUT = 60.0
+_CLOCK = SystemClock()
 _CREDENTIAL_CODES = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken")
 _UNSUPPORTED_CODES = ("NotImplemented", "MethodNotAllowed")
 
@@ -149,31 +151,68 @@ class MultipartUploads:
                               "s3:AbortMultipartUpload)")
         if code == "NoSuchBucket":
             raise RepositoryUnavailable(f"{self._where} does not exist; create it or fix the repository URL")
+        if code == "RequestTimeTooSkewed":
+            raise RepositoryUnavailable(f"{self._where} refused the time of our request (RequestTimeTooSkewed) "
+                                        f"while {action}: this machine's clock is off the store's by more than "
+                                        "S3 allows (15 minutes); synchronise it (NTP)")
         if code in _CREDENTIAL_CODES or status in (401, 403):
             raise RepositoryUnavailable(f"{self._where} refused our credentials ({shown}) while {action}; "
                                         "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         raise RepositoryUnavailable(f"{self._where} failed while {action}: {shown}")
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A signed request is valid for one host and path: a redirect is an answer, not a hop."""
+def send_http(method: str, url: str, headers: Mapping[str, str], *, pace: Pace = DEFAULT_PACE,
+              clock: Clock = _CLOCK) -> tuple[int, bytes]:
+    """Send one request without a body; the status and at most :data:`MAX_BODY` bytes of the answer.
 
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
+    Within ``pace``: the answer must come at ``pace.min_rate`` after ``pace.allowance`` seconds
+    (a watcher shuts the connection down when it falls behind) and never pause ``pace.idle``
+    seconds (the socket's timeout). A redirect is an answer, not a hop: a signed request is
+    valid for one host and path.
+    """
+    parts = urlsplit(url)
+    kind = HTTPSConnection if parts.scheme == "https" else HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=pace.idle)
+    received = [0]
+    done = threading.Event()
+    late = threading.Event()
+    started = clock.monotonic()
 
+    def watch() -> None:
+        while not clock.wait(min(1.0, pace.allowance), done):
+            if clock.monotonic() - started > pace.limit(received[0]):
+                late.set()
+                if connection.sock is not None:
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+                return
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
-
-
-def send_http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
-    """Send one request without a body; the status and at most :data:`MAX_BODY` bytes of the answer."""
-    request = urllib.request.Request(url, method=method, headers=dict(headers))
+    watcher = threading.Thread(target=watch, name="s3-request-pace", daemon=True)
+    watcher.start()
     try:
-        with _OPENER.open(request, timeout=TIMEOUT) as response:
-            return int(response.status), response.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as answer:
-        with answer:
-            return answer.code, answer.read(MAX_BODY + 1)
+        connection.request(method, f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}",
+                           headers=dict(headers))
+        response = connection.getresponse()
+        body = bytearray()
+        while len(body) <= MAX_BODY:
+            piece = response.read1(1 << 16)
+            if not piece:
+                break
+            body += piece
+            received[0] = len(body)
+        if late.is_set() or (len(body) <= MAX_BODY and response.length):
+            # The watcher shut the connection, or it closed before the announced Content-Length.
+            raise IncompleteRead(bytes(body[:0]), response.length)
+        return response.status, bytes(body)
+    except (OSError, HTTPException) as exc:
+        if late.is_set():
+            raise TimeoutError(f"the store sent its answer too slowly ({pace.describe(received[0])})") from exc
+        if isinstance(exc, TimeoutError):
+            raise TimeoutError(f"the store sent nothing for {pace.idle:g} s") from exc
+        raise
+    finally:
+        done.set()
+        connection.close()
+        watcher.join()
 
 
 def _document(body: bytes | None, expect: str, where: str, action: str) -> ElementTree.Element:

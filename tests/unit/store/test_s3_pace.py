@@ -1,0 +1,154 @@
+"""An S3 store that drips, stalls or cuts its answers: every request ends within its Pace.
+
+Before, a store sending a byte a second held one request for up to obstore's 12 h timeout
+(``read_timeout`` restarts with every byte): a listing, a backup's read, a capture upload.
+The server is a real HTTP server on loopback (tests/support/fake_s3.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lifeboat.errors import RepositoryUnavailable
+from lifeboat.store import ObjectStore
+from lifeboat.store.pace import Pace
+from lifeboat.store.s3 import STREAM_RANGE
+from tests.support.fake_s3 import FakeS3, fake_s3
+
+MiB = 1 << 20
+# A second for any request plus 8 MiB/s: an 8 MiB range may take 2 s, a HEAD or a listing page 1.1 s.
+QUICK = Pace(min_rate=8 * MiB, allowance=1.0, idle=1.0)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeS3]:
+    with fake_s3() as server:
+        yield server
+
+
+CALLS: dict[str, Callable[[ObjectStore], object]] = {
+    "get_bytes": lambda s: s.get_bytes("a/key"),
+    "get_range": lambda s: s.get_range("a/key", 0, 1000),
+    "list": lambda s: list(s.list("a/")),
+    "folders": lambda s: s.folders(""),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_an_answer_dripped_a_byte_at_a_time_is_given_up_within_the_pace(fake: FakeS3, call: str) -> None:
+    fake.put("a/key", b"x" * 2000)
+    fake.drip, fake.piece = 0.05, 1  # 20 bytes a second: 100 s for the object, longer for a listing
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable) as caught:
+        CALLS[call](fake.store(QUICK))
+    elapsed = time.monotonic() - started
+
+    # Each try ends at its limit (at most 2 s); obstore retries 3 times.
+    assert elapsed < 15, f"{call} took {elapsed:.0f} s"
+    message = str(caught.value)
+    assert "did not answer in time, or sent its answer too slowly" in message
+    assert "\n" not in message and "fake-secret" not in message
+
+
+def test_an_answer_that_stops_midway_is_given_up_after_the_idle_time(fake: FakeS3) -> None:
+    fake.put("a/key", b"x" * 100_000)
+    fake.stall_after = 10_000
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable, match="too slowly"):
+        fake.store(QUICK).get_bytes("a/key")
+    assert time.monotonic() - started < 15
+
+
+def test_an_upload_the_store_reads_a_drip_at_a_time_is_given_up_within_the_pace(fake: FakeS3) -> None:
+    fake.read_drip, fake.piece = 0.05, 1024  # 20 KiB/s: a 1 MiB PUT would take 50 s
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable, match="too slowly"):
+        fake.store(QUICK).put_bytes("a/segment", b"y" * MiB)
+    assert time.monotonic() - started < 15
+
+
+def test_a_large_object_on_a_slow_live_link_arrives_whatever_its_total_time(fake: FakeS3) -> None:
+    """No fixed total: 24 MiB at 6 MiB/s takes 4 s, twice what one request may take, and arrives."""
+    data = bytes(range(256)) * (24 * MiB // 256)
+    fake.put("a/snapshot", data)
+    fake.drip, fake.piece = 0.01, 64 << 10  # about 6 MiB/s
+    pace = Pace(min_rate=4 * MiB, allowance=0.5, idle=1.0)  # an 8 MiB range may take 2.5 s
+
+    started = time.monotonic()
+    got = b"".join(fake.store(pace).get_stream("a/snapshot"))
+    elapsed = time.monotonic() - started
+
+    assert got == data
+    assert elapsed > pace.limit(STREAM_RANGE)
+
+
+def test_a_body_cut_short_says_the_store_closed_the_connection_early(fake: FakeS3) -> None:
+    fake.put("a/key", b"x" * 5000)
+    fake.cut_after = 1000
+
+    with pytest.raises(RepositoryUnavailable) as caught:
+        fake.store(QUICK).get_bytes("a/key")
+    assert "closed the connection before its answer was complete" in str(caught.value)
+
+
+def test_a_content_length_shorter_than_the_object_is_not_taken_for_the_whole_object(fake: FakeS3) -> None:
+    """A proxy announcing 100 bytes too few: the answer ends early and looks complete."""
+    fake.put("a/key", b"x" * 5000)
+    fake.short_length = 100
+
+    with pytest.raises(RepositoryUnavailable, match="sent 4900 bytes from offset 0 of a/key when asked for 5000"):
+        fake.store(QUICK).get_bytes("a/key")
+
+
+def test_an_object_replaced_between_two_ranges_of_one_read_is_refused(fake: FakeS3) -> None:
+    fake.put("a/big", b"1" * (STREAM_RANGE + 10))
+    stream = fake.store(QUICK).get_stream("a/big", chunk_size=STREAM_RANGE)
+    assert next(stream) == b"1" * STREAM_RANGE
+    fake.put("a/big", b"2" * (STREAM_RANGE + 10))
+
+    with pytest.raises(Exception, match="was replaced while it was being read"):
+        next(stream)
+
+
+@pytest.mark.parametrize("misbehaviour", ["drip", "stall"])
+def test_the_multipart_listing_requests_lifeboat_signs_itself_keep_the_pace(fake: FakeS3, misbehaviour: str) -> None:
+    """ListMultipartUploads and friends are lifeboat's own requests, not obstore's: same limits."""
+    from lifeboat.store.s3_uploads import send_http
+
+    fake.put("a/key", b"x" * 2000)
+    pace = QUICK
+    if misbehaviour == "drip":
+        fake.drip, fake.piece = 0.05, 1
+    else:
+        fake.stall_after = 100
+        pace = Pace(min_rate=QUICK.min_rate, allowance=3.0, idle=1.0)  # the pause, not the pace, ends it
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="too slowly" if misbehaviour == "drip" else "sent nothing for 1 s"):
+        send_http("GET", f"{fake.endpoint}/{fake.bucket}/a/key", {}, pace=pace)
+    assert time.monotonic() - started < 5
+    fake.drip, fake.stall_after = 0, None
+    assert send_http("GET", f"{fake.endpoint}/{fake.bucket}/a/key", {}, pace=QUICK) == (200, b"x" * 2000)
+
+
+@pytest.mark.parametrize("call", ["get_bytes", "list", "put_bytes", "incomplete_uploads"])
+def test_a_clock_too_far_off_the_stores_is_named_not_taken_for_wrong_credentials(fake: FakeS3, call: str) -> None:
+    """It said "refused our credentials (RequestTimeTooSkewed) ...; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"."""
+    fake.refuse = (403, "RequestTimeTooSkewed")
+    store = fake.store(QUICK)
+    calls: dict[str, Callable[[], object]] = {
+        "get_bytes": lambda: store.get_bytes("a/key"), "list": lambda: list(store.list("a/")),
+        "put_bytes": lambda: store.put_bytes("a/key", b"x"), "incomplete_uploads": lambda: store.incomplete_uploads(""),
+    }
+
+    with pytest.raises(RepositoryUnavailable) as caught:
+        calls[call]()
+    message = str(caught.value)
+    assert "RequestTimeTooSkewed" in message and "clock" in message and "NTP" in message
+    assert "AWS_SECRET_ACCESS_KEY" not in message and "fake-secret" not in message
