@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from urllib.parse import parse_qs, unquote, urlsplit
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, unescape as unquote_xml
 
 from lifeboat.store.pace import Pace
 from lifeboat.store.s3 import S3Store
@@ -146,6 +146,9 @@ def _handler(fake: FakeS3) -> type[http.server.BaseHTTPRequestHandler]:
                 self.close_connection = True
 
         def _error(self, status: int, code: str) -> None:
+            if not code:  # a bare status, as a proxy or a failing server sends
+                self._answer(status, b"")
+                return
             self._answer(status, f"<Error><Code>{code}</Code><Message>{code}</Message></Error>".encode(),
                          {"Content-Type": "application/xml"})
 
@@ -214,6 +217,21 @@ def _handler(fake: FakeS3) -> type[http.server.BaseHTTPRequestHandler]:
 
         def do_HEAD(self) -> None:
             self._object(False)
+
+        def do_POST(self) -> None:  # DeleteObjects (``?delete``), which obstore's delete uses
+            _, query = self._target()
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self._refused():
+                return
+            if "delete" not in query:
+                self._error(501, "NotImplemented")
+                return
+            keys = [unquote_xml(k) for k in re.findall(r"<Key>(.*?)</Key>", body.decode())]
+            with fake._lock:
+                for key in keys:
+                    fake.objects.pop(key, None)
+            deleted = "".join(f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in keys)
+            self._answer(200, f"<DeleteResult>{deleted}</DeleteResult>".encode(), {"Content-Type": "application/xml"})
 
         def do_DELETE(self) -> None:
             key, _ = self._target()

@@ -55,6 +55,9 @@ from typing import Protocol
 from lifeboat.errors import AlreadyExists, NotFound, UsageError
 
 MAX_KEY_LENGTH = 1024
+# Where a store writes the probes it checks its server with (an S3 store's create-only probe):
+# each lives for a request or two and is removed; not repository content.
+PROBE_FOLDER = ".lifeboat-bucket-probe/"
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=@,:/")
 
 

@@ -25,8 +25,12 @@ Guarantees, as S3 gives them:
   ListMultipartUploads, listing raises :class:`~lifeboat.errors.Unsupported`.
 * ``put_bytes(create_only=True)`` is one PUT with ``If-None-Match: *``: the store itself
   refuses to overwrite, atomically, even against a concurrent writer. AWS S3 (since 2024-08)
-  and SeaweedFS (checked against 4.48 in the contract suite) honour it; a store that ignored
-  the header would silently overwrite, so do not point lifeboat at such a store.
+  and SeaweedFS (checked against 4.48 in the contract suite) honour it; some S3-compatible
+  stores ignore the header and silently overwrite. So before its first create-only write a
+  store writes a probe object twice, create-only (then removes it): when the second write is
+  not refused, it refuses every create-only write (:class:`~lifeboat.errors.UsageError`),
+  since a manifest or capture segment could then be replaced by another writer's unnoticed.
+  Reads, plain writes and deletes go on working (a restore from such a store still works).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import datetime as dt
 import itertools
 import os
 import re
+import secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,7 +65,7 @@ from lifeboat.errors import (
     UsageError,
 )
 from lifeboat.store.base import (
-    IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
+    PROBE_FOLDER, IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
 )
 from lifeboat.store.pace import DEFAULT_PACE, Pace
 from lifeboat.store.sigv4 import AwsCredentials
@@ -87,8 +92,6 @@ SMALL_REQUEST = 1 << 20
 STREAM_RANGE = 8 << 20
 
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
-# A probe key under our prefix that no one writes; listing it costs one small request.
-_PROBE = ".lifeboat-bucket-probe/"
 
 
 class S3Store(StoreBase):
@@ -118,6 +121,8 @@ class S3Store(StoreBase):
         self._endpoint = _without_credentials(endpoint) if endpoint else None
         super().__init__(f"s3://{bucket}/{self._prefix}".rstrip("/"))
         self._bucket_seen = False
+        self._create_only: bool | None = None  # whether If-None-Match: * is honoured; probed once
+        self._probe_lock = threading.Lock()
         config: S3Config = {"region": region}
         if endpoint:
             config["endpoint"] = endpoint.rstrip("/")
@@ -137,6 +142,18 @@ class S3Store(StoreBase):
         self._pace = pace
         self._clients: dict[int, _Client] = {}
         self._clients_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        """What pickle sends (the chain survey's child gets the store): no locks, no clients."""
+        state = dict(self.__dict__)
+        state["_clients"] = {}
+        del state["_clients_lock"], state["_probe_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._clients_lock = threading.Lock()
+        self._probe_lock = threading.Lock()
 
     def _client(self, size: int = 0) -> _Client:
         """A client whose requests may move up to ``size`` bytes at the store's :class:`Pace`.
@@ -226,6 +243,8 @@ class S3Store(StoreBase):
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
         path = self._prefix + check_key(key)
+        if create_only:
+            self._require_create_only()
         try:
             obstore.put(
                 self._client(len(data)), path, data, use_multipart=False,
@@ -395,6 +414,35 @@ class S3Store(StoreBase):
             raise UsageError(f"{upload.name} is not a multipart upload lifeboat can abort in {self._url}")
         uploads.abort(self._prefix + check_key(upload.name), upload.upload_id)
 
+    def _require_create_only(self) -> None:
+        """Refuse (UsageError) when the store overwrites despite ``If-None-Match: *`` (probed once)."""
+        with self._probe_lock:
+            if self._create_only is None:
+                self._create_only = self._probe_create_only()
+        if not self._create_only:
+            raise UsageError(
+                f"{self._where()} ignores If-None-Match: * (a create-only write replaced an existing object); "
+                "lifeboat writes manifests and capture segments create-only so that no writer can replace "
+                "another's, and refuses to write to a store that would let it: use one that honours it "
+                "(AWS S3 and SeaweedFS do)"
+            )
+
+    def _probe_create_only(self) -> bool:
+        """Whether a second create-only write of one new object is refused, as it must be."""
+        key = f"{PROBE_FOLDER}create-only-{secrets.token_hex(8)}"
+        path = self._prefix + key
+        try:
+            obstore.put(self._client(), path, b"first", use_multipart=False, mode="create")
+            try:
+                obstore.put(self._client(), path, b"second", use_multipart=False, mode="create")
+            except (AlreadyExistsError, PreconditionError):
+                return True
+            return False
+        except (BaseError, OSError) as exc:
+            self._raise(exc, "writing", key)
+        finally:
+            self.delete(key)
+
     def _require_bucket(self) -> None:
         """Raise RepositoryUnavailable if the bucket is missing (checked once per store).
 
@@ -404,7 +452,7 @@ class S3Store(StoreBase):
         if self._bucket_seen:
             return
         try:
-            for _ in obstore.list(self._client(), prefix=self._prefix + _PROBE):
+            for _ in obstore.list(self._client(), prefix=self._prefix + PROBE_FOLDER):  # one small request
                 break
         except FileNotFoundError:
             raise RepositoryUnavailable(
@@ -540,6 +588,9 @@ def _reason(exc: BaseException, code: str | None, limits: str = "") -> str:
         return f"the store did not answer in time, or sent its answer too slowly ({limits or 'timeout'})"
     if "IncompleteBody" in text:
         return "the store closed the connection before its answer was complete (fewer bytes than it announced)"
+    status = _STATUS.search(text)
+    if status:  # an answer without an S3 error document: a proxy's, or a failing server's
+        return f"the store answered HTTP {status.group(1)}{status.group(2) or ''}"
     for gist in ("error sending request", "connection refused", "timed out", "dns error"):
         if gist in text.lower():
             # obstore's message ends with the Debug form of the error chain; its innermost
@@ -552,6 +603,7 @@ def _reason(exc: BaseException, code: str | None, limits: str = "") -> str:
 
 
 _URL = re.compile(r"https?://\S+")
+_STATUS = re.compile(r"non-2xx status code: (\d{3})( [A-Za-z][A-Za-z ]{0,40}[A-Za-z])?")
 # reqwest's timeouts (the whole request's, or one read's), as obstore's message shows them.
 _TIMED_OUT = re.compile(r"kind: Timeout\b|\bTimedOut\b|operation timed out")
 _OS_MESSAGE = re.compile(r'message: "([^"\n]{1,80})"')

@@ -152,3 +152,42 @@ def test_a_clock_too_far_off_the_stores_is_named_not_taken_for_wrong_credentials
     message = str(caught.value)
     assert "RequestTimeTooSkewed" in message and "clock" in message and "NTP" in message
     assert "AWS_SECRET_ACCESS_KEY" not in message and "fake-secret" not in message
+
+
+def test_a_store_pickled_for_a_child_process_keeps_its_pace_and_works(fake: FakeS3) -> None:
+    """The chain survey sends the store to a child by pickle: the per-size clients and their locks
+    (this change) broke that ("cannot pickle '_thread.lock' object")."""
+    import pickle
+
+    fake.put("a/key", b"x" * 10)
+    store = fake.store(QUICK)
+    store.get_bytes("a/key")
+
+    copy = pickle.loads(pickle.dumps(store))
+
+    assert copy.get_bytes("a/key") == b"x" * 10 and copy._pace == QUICK
+    fake.drip, fake.piece = 0.05, 1
+    fake.put("a/key", b"x" * 2000)
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable, match="too slowly"):
+        copy.get_bytes("a/key")
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(("refusal", "said"), [
+    ((503, ""), "the store answered HTTP 503 Service Unavailable"),
+    ((501, "NotImplemented"), "failed while reading a/key: NotImplemented;"),
+    ((500, "InternalError"), "failed while reading a/key: InternalError;"),
+])
+def test_a_storm_of_server_errors_ends_after_the_retries_saying_what_the_store_answered(
+        fake: FakeS3, refusal: tuple[int, str], said: str) -> None:
+    """A bare 503 was cut mid-word ("... non-2xx status code: 503 Se"), the reason lost."""
+    fake.refuse = refusal
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable) as caught:
+        fake.store(QUICK).get_bytes("a/key")
+
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+    assert time.monotonic() - started < 10
+    assert len(fake.requests) >= 2, "retried"
