@@ -279,25 +279,41 @@ class S3Store(StoreBase):
 
     def _range_of(self, path: str, key: str, start: int, etag: str) -> _Range:
         """Bytes ``start`` to ``start`` + :data:`STREAM_RANGE` of the object (with ``etag``, of that version)."""
-        options: GetOptions = {"range": (start, start + STREAM_RANGE)}
+        found = self._fetch(path, key, start, start + STREAM_RANGE, etag)
+        if found is None:  # S3 refuses any range of an empty object
+            if start == 0:
+                return self._empty(key)
+            raise RepositoryUnavailable(f"{self._where()} refused bytes from offset {start} of {key} as out of "
+                                        "range, though its first answer said the object was longer; check the endpoint")
+        return found
+
+    def _fetch(self, path: str, key: str, start: int, end: int, etag: str = "") -> _Range | None:
+        """Bytes ``start`` to ``end`` of the object, checked to be what was asked; None when all lie past its end.
+
+        With ``etag``, of that version only. A store or proxy whose Content-Length or
+        Content-Range disagrees with the bytes it sent is refused, never taken for the object's
+        end: a short range would be a gap in what a restore decompresses, blamed on the backup.
+        """
+        options: GetOptions = {"range": (start, end)}
         if etag:
             options["if_match"] = etag
         try:
-            result = obstore.get(self._client(STREAM_RANGE), path, options=options)
+            result = obstore.get(self._client(end - start), path, options=options)
+            # A view, not a copy: each copy of a 4 MiB range is a fresh mapping to fault in.
             data = memoryview(result.bytes())
             size, begun = int(result.meta["size"]), result.range[0]
         except PreconditionError:
             raise OperationFailed(f"object {key} in {self._url} was replaced while it was being read; "
                                   "read it again") from None
         except (BaseError, OSError) as exc:
-            if start == 0 and _past_the_end(exc):
-                return self._empty(key)
-            self._raise(exc, "reading", key, STREAM_RANGE)
-        if begun != start or len(data) != min(STREAM_RANGE, size - start):
-            # A store (or proxy) whose Content-Length or Content-Range disagrees with what it sent.
+            if _past_the_end(exc):
+                return None
+            self._raise(exc, "reading", key, end - start)
+        expected = max(min(end, size) - start, 0)
+        if begun != start or len(data) != expected:
             raise RepositoryUnavailable(
                 f"{self._where()} sent {len(data)} bytes from offset {begun} of {key} when asked for "
-                f"{min(STREAM_RANGE, max(size - start, 0))} from offset {start}; check the endpoint and any proxy before it"
+                f"{expected} from offset {start}; check the endpoint and any proxy before it"
             )
         return _Range(start, size, data, etag or str(result.meta.get("e_tag") or ""))
 
@@ -320,13 +336,8 @@ class S3Store(StoreBase):
             if self.stat(key) is None:
                 raise self._not_found(key)
             return b""
-        try:
-            # A view, not a copy: each copy of a 4 MiB range is a fresh mapping to fault in.
-            return memoryview(obstore.get_range(self._client(end - start), path, start=start, end=end))
-        except (BaseError, OSError) as exc:
-            if _past_the_end(exc):
-                return b""  # the whole range lies past the object's end
-            self._raise(exc, "reading", key, end - start)
+        found = self._fetch(path, key, start, end)
+        return b"" if found is None else found.data
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._prefix + check_key(key)

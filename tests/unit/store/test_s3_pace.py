@@ -106,6 +106,18 @@ def test_a_content_length_shorter_than_the_object_is_not_taken_for_the_whole_obj
         fake.store(QUICK).get_bytes("a/key")
 
 
+def test_a_range_shorter_than_asked_mid_object_is_refused_not_taken_for_the_objects_end(fake: FakeS3) -> None:
+    """get_range returned the 900 bytes a proxy's short Content-Length let through: a restore reading
+    4 MiB ranges then decompressed a stream with a hole, and blamed the backup (integrity failure)."""
+    fake.put("a/key", b"x" * 5000)
+    store = fake.store(QUICK)
+    assert len(store.get_range("a/key", 4500, 6000)) == 500  # fewer at the real end, as the contract says
+    fake.short_length = 100
+
+    with pytest.raises(RepositoryUnavailable, match="sent 900 bytes from offset 0 of a/key when asked for 1000"):
+        store.get_range("a/key", 0, 1000)
+
+
 def test_an_object_replaced_between_two_ranges_of_one_read_is_refused(fake: FakeS3) -> None:
     fake.put("a/big", b"1" * (STREAM_RANGE + 10))
     stream = fake.store(QUICK).get_stream("a/big", chunk_size=STREAM_RANGE)
