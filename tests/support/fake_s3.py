@@ -11,6 +11,8 @@ with ``prefix``, ``delimiter``, ``start-after``, ``continuation-token``, pages o
 * ``short_length``: announce a Content-Length this many bytes shorter than the body;
 * ``read_drip``: seconds to wait before reading each ``piece`` bytes of a request's body;
 * ``refuse``: (status, S3 error code) to answer every request with;
+* ``ignore_range``: answer a ranged GET with the whole object (200);
+* ``repeat_pages``: answer every listing with its first page, "truncated", forever;
 * ``honour_if_none_match``: False to overwrite on ``PUT`` with ``If-None-Match: *``, as some
   S3-compatible stores do.
 """
@@ -45,6 +47,8 @@ class FakeS3:
         self.read_drip = 0.0
         self.honour_if_none_match = True
         self.refuse: tuple[int, str] | None = None
+        self.repeat_pages = False
+        self.ignore_range = False
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -70,7 +74,8 @@ class FakeS3:
     def _list(self, query: dict[str, list[str]]) -> bytes:
         prefix = query.get("prefix", [""])[0]
         delimiter = query.get("delimiter", [""])[0]
-        after = max(query.get("start-after", [""])[0], query.get("continuation-token", [""])[0])
+        token = "" if self.repeat_pages else query.get("continuation-token", [""])[0]
+        after = max(query.get("start-after", [""])[0], token)
         page = int(query.get("max-keys", ["1000"])[0])
         with self._lock:
             keys = sorted(k for k in self.objects if k.startswith(prefix) and k > after)
@@ -92,7 +97,7 @@ class FakeS3:
                                f"{modified.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</LastModified>"
                                f"<ETag>{escape(etag)}</ETag><Size>{len(data)}</Size></Contents>")
                 last = key
-            truncated = bool(keys) and last != keys[-1]
+            truncated = bool(keys) and last != keys[-1] or self.repeat_pages
         more = f"<NextContinuationToken>{escape(last)}</NextContinuationToken>" if truncated else ""
         common = "".join(f"<CommonPrefixes><Prefix>{escape(f)}</Prefix></CommonPrefixes>" for f in folders)
         return (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/'
@@ -201,7 +206,7 @@ def _handler(fake: FakeS3) -> type[http.server.BaseHTTPRequestHandler]:
                 return
             headers = {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
             wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-            if wanted is None:
+            if wanted is None or fake.ignore_range:
                 self._answer(200, data, headers, send_body=send_body)
                 return
             start = int(wanted.group(1))

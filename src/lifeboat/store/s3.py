@@ -35,6 +35,7 @@ Guarantees, as S3 gives them:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import datetime as dt
 import itertools
@@ -42,7 +43,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -71,7 +72,7 @@ from lifeboat.store.pace import DEFAULT_PACE, Pace
 from lifeboat.store.sigv4 import AwsCredentials
 
 if TYPE_CHECKING:
-    from obstore import GetOptions
+    from obstore import GetOptions, ListResult, ObjectMeta
     from obstore.store import S3Config
 
     from lifeboat.store.s3_uploads import MultipartUploads
@@ -88,6 +89,8 @@ AWS_ENDPOINT = "https://s3.{region}.amazonaws.com"
 # Requests up to this size (HEAD, DELETE, a listing page of 1000 keys, a manifest) share one
 # client, and so one time limit (see :class:`~lifeboat.store.pace.Pace`).
 SMALL_REQUEST = 1 << 20
+# A folder listing (one obstore call, however many pages) may take this many pages' time.
+FOLDER_PAGES = 10
 # get_stream reads an object as ranges of this size, each a request of bounded time.
 STREAM_RANGE = 8 << 20
 
@@ -359,10 +362,17 @@ class S3Store(StoreBase):
         # returns every object the folder has after ``after``, and perhaps more, filtered here.
         offset = full + after if after else None
         found: list[ObjectInfo] = []
+        seen: set[str] = set()
         try:
             for batch in obstore.list(self._client(), prefix=directory or None, offset=offset, chunk_size=1000):
                 for meta in batch:
                     path = meta["path"]
+                    if path in seen:  # else a store that repeats its pages is listed for ever, in memory
+                        raise RepositoryUnavailable(
+                            f"{self._where()} listed {path[len(self._prefix):]} twice while listing {prefix or '/'}: "
+                            "its listing repeats itself (a store or proxy that ignores S3's continuation token?); "
+                            "check the endpoint")
+                    seen.add(path)
                     if path.startswith(full) and after_in_folder(path, full, after):
                         found.append(ObjectInfo(path[len(self._prefix):], int(meta["size"]),
                                                 _aware(meta["last_modified"]), meta.get("e_tag")))
@@ -374,13 +384,25 @@ class S3Store(StoreBase):
 
     def folders(self, prefix: str = "") -> tuple[str, ...]:
         full = self._prefix + check_folder(prefix)
+        limit = FOLDER_PAGES * self._pace.limit(SMALL_REQUEST)
         try:
-            listing = obstore.list_with_delimiter(self._client(), prefix=full.rstrip("/") or None)
+            listing = asyncio.run(self._folders_within(full.rstrip("/") or None, limit))
+        except TimeoutError:
+            raise RepositoryUnavailable(
+                f"{self._where()} did not finish listing the folders under {prefix or '/'} in {limit:.0f} s "
+                f"({FOLDER_PAGES} pages' time): a store whose listing repeats itself, or one too slow; check the endpoint"
+            ) from None
         except (BaseError, OSError) as exc:
             self._raise(exc, "listing", prefix or "/")
         self._bucket_seen = True
         return tuple(sorted(path[len(full):].strip("/") for path in listing["common_prefixes"]
                             if path.startswith(full)))
+
+    async def _folders_within(self, prefix: str | None, limit: float) -> ListResult[Sequence[ObjectMeta]]:
+        """obstore's delimiter listing follows every page inside one call: with a time limit,
+        since a store that repeats its pages would keep it (and its memory) growing for ever.
+        Cancelling the call on time out drops obstore's request."""
+        return await asyncio.wait_for(obstore.list_with_delimiter_async(self._client(), prefix=prefix), limit)
 
     def delete(self, key: str) -> None:
         path = self._prefix + check_key(key)
@@ -599,6 +621,8 @@ def _reason(exc: BaseException, code: str | None, limits: str = "") -> str:
         return f"the store did not answer in time, or sent its answer too slowly ({limits or 'timeout'})"
     if "IncompleteBody" in text:
         return "the store closed the connection before its answer was complete (fewer bytes than it announced)"
+    if "NotPartial" in text or "non-partial response" in text:
+        return "the store answered a request for a range with the whole object (it ignores Range, which lifeboat reads by)"
     status = _STATUS.search(text)
     if status:  # an answer without an S3 error document: a proxy's, or a failing server's
         return f"the store answered HTTP {status.group(1)}{status.group(2) or ''}"

@@ -203,3 +203,34 @@ def test_a_storm_of_server_errors_ends_after_the_retries_saying_what_the_store_a
     assert said in str(caught.value) and "\n" not in str(caught.value)
     assert time.monotonic() - started < 10
     assert len(fake.requests) >= 2, "retried"
+
+
+def test_a_listing_whose_pages_repeat_for_ever_is_given_up(fake: FakeS3) -> None:
+    """A store (or proxy) that ignores the continuation token and says "truncated" every time:
+    list and folders requested the same page for ever, holding all of it in memory."""
+    for i in range(1001):
+        fake.put(f"a/k{i:04d}/m", b"x")
+    fake.repeat_pages = True
+    store = fake.store(Pace(min_rate=8 * MiB, allowance=0.3, idle=1.0))  # folders: 10 pages' time, 4 s
+
+    with pytest.raises(RepositoryUnavailable, match="listed a/k0000/m twice while listing a/: its listing repeats"):
+        list(store.list("a/"))
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable, match=r"did not finish listing the folders under a/ in 4 s"):
+        store.folders("a/")
+    assert time.monotonic() - started < 10
+    time.sleep(0.5)  # the page asked for as the call was abandoned
+    asked = len(fake.requests)
+    time.sleep(1)
+    assert len(fake.requests) == asked, "the abandoned listing stopped asking"
+
+
+def test_a_store_that_ignores_range_requests_is_named_so(fake: FakeS3) -> None:
+    """Every read is by ranges now (get_stream too): obstore's "Received non-partial response when
+    range requested" is said in lifeboat's words."""
+    fake.put("a/key", b"x" * 100)
+    fake.ignore_range = True
+
+    with pytest.raises(RepositoryUnavailable) as caught:
+        fake.store(QUICK).get_bytes("a/key")
+    assert "answered a request for a range with the whole object (it ignores Range" in str(caught.value)
