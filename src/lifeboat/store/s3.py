@@ -517,6 +517,15 @@ class S3Store(StoreBase):
                 f"{self._where()} refused our credentials ({code or 'access denied'}) while "
                 f"{action} {key}; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
             ) from None
+        unlisted = _INVALID_PATH.search(str(exc))
+        if unlisted:
+            # obstore refuses a whole listing for one key it cannot parse ("a//b", "a/./b"): put
+            # there by another tool, never by lifeboat. Retrying cannot help; removing it does.
+            raise OperationFailed(
+                f"{self._where()} holds an object lifeboat's S3 client cannot list, {unlisted.group(1)[:200]!r} "
+                f"(an empty, '.' or '..' segment in its name), so {action} {key} failed; "
+                "lifeboat never writes such names: remove or rename that object"
+            ) from None
         if isinstance(exc, BaseError) and self._uploads_access is None and _CREDENTIAL_SERVICES.search(str(exc)):
             # No keys given: obstore asked the instance (or container) metadata service for some.
             raise RepositoryUnavailable(
@@ -638,6 +647,7 @@ def _reason(exc: BaseException, code: str | None, limits: str = "") -> str:
 
 
 _URL = re.compile(r"https?://\S+")
+_INVALID_PATH = re.compile(r'Encountered object with invalid path: (?:Error parsing )?Path "([^"\n]*)"')
 _STATUS = re.compile(r"non-2xx status code: (\d{3})( [A-Za-z][A-Za-z ]{0,40}[A-Za-z])?")
 # reqwest's timeouts (the whole request's, or one read's), as obstore's message shows them.
 _TIMED_OUT = re.compile(r"kind: Timeout\b|\bTimedOut\b|operation timed out")

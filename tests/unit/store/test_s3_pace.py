@@ -234,3 +234,19 @@ def test_a_store_that_ignores_range_requests_is_named_so(fake: FakeS3) -> None:
     with pytest.raises(RepositoryUnavailable) as caught:
         fake.store(QUICK).get_bytes("a/key")
     assert "answered a request for a range with the whole object (it ignores Range" in str(caught.value)
+
+
+@pytest.mark.parametrize("odd", ["p/clusters//x", "p/clusters/prod/backups/./x"])
+def test_an_object_named_so_the_s3_client_cannot_list_it_is_named_with_what_to_do(fake: FakeS3, odd: str) -> None:
+    """Another tool's object with an empty or '.' segment makes obstore refuse the whole listing:
+    every list, backup and prune failed 'check the endpoint and network' (exit 2), for ever."""
+    from lifeboat.errors import OperationFailed
+
+    fake.put("p/clusters/prod/manifests/20261201T000000Z-aaaaaa.json", b"{}")
+    fake.put(odd, b"")
+
+    with pytest.raises(OperationFailed) as caught:
+        list(fake.store(QUICK, "p").list(""))
+    message = str(caught.value)
+    assert f"holds an object lifeboat's S3 client cannot list, '{odd}'" in message
+    assert "remove or rename that object" in message and "\n" not in message
