@@ -11,6 +11,7 @@ with ``prefix``, ``delimiter``, ``start-after``, ``continuation-token``, pages o
 * ``short_length``: announce a Content-Length this many bytes shorter than the body;
 * ``read_drip``: seconds to wait before reading each ``piece`` bytes of a request's body;
 * ``refuse``: (status, S3 error code) to answer every request with;
+* ``deny_under``: answer writes of keys under this prefix 403 AccessDenied (a narrow policy);
 * ``ignore_range``: answer a ranged GET with the whole object (200);
 * ``repeat_pages``: answer every listing with its first page, "truncated", forever;
 * ``honour_if_none_match``: False to overwrite on ``PUT`` with ``If-None-Match: *``, as some
@@ -49,6 +50,7 @@ class FakeS3:
         self.refuse: tuple[int, str] | None = None
         self.repeat_pages = False
         self.ignore_range = False
+        self.deny_under: str | None = None
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -169,6 +171,10 @@ def _handler(fake: FakeS3) -> type[http.server.BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:
             key, _ = self._target()
             if self._refused():
+                return
+            if fake.deny_under is not None and key.startswith(fake.deny_under):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self._error(403, "AccessDenied")
                 return
             length = int(self.headers.get("Content-Length", "0"))
             data = bytearray()

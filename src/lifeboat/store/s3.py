@@ -39,6 +39,7 @@ import asyncio
 import builtins
 import datetime as dt
 import itertools
+import logging
 import os
 import re
 import secrets
@@ -85,6 +86,8 @@ PARTS_IN_FLIGHT = 1
 DEFAULT_REGION = "us-east-1"
 # obstore's default: path-style requests to the region's endpoint.
 AWS_ENDPOINT = "https://s3.{region}.amazonaws.com"
+
+log = logging.getLogger("lifeboat.store")
 
 # Requests up to this size (HEAD, DELETE, a listing page of 1000 keys, a manifest) share one
 # client, and so one time limit (see :class:`~lifeboat.store.pace.Pace`).
@@ -461,20 +464,31 @@ class S3Store(StoreBase):
             )
 
     def _probe_create_only(self) -> bool:
-        """Whether a second create-only write of one new object is refused, as it must be."""
+        """Whether a second create-only write of one new object is refused, as it must be.
+
+        Credentials allowed to write only lifeboat's own objects (a policy naming ``clusters/*``)
+        may not write the probe: then the store is trusted, with a warning, as before the probe.
+        """
         key = f"{PROBE_FOLDER}create-only-{secrets.token_hex(8)}"
         path = self._prefix + key
         try:
             obstore.put(self._client(), path, b"first", use_multipart=False, mode="create")
-            try:
-                obstore.put(self._client(), path, b"second", use_multipart=False, mode="create")
-            except (AlreadyExistsError, PreconditionError):
+        except (BaseError, OSError) as exc:
+            if isinstance(exc, PermissionDeniedError) or _s3_code(exc) == "AccessDenied":
+                log.warning("could not check that %s refuses to overwrite with If-None-Match: * (writing %s%s was "
+                            "denied); trusting it. Allow s3:PutObject and s3:DeleteObject on %s%s* to have it checked",
+                            self._where(), self._prefix, key, self._prefix, PROBE_FOLDER)
                 return True
-            return False
+            self._raise(exc, "writing", key)
+        try:
+            obstore.put(self._client(), path, b"second", use_multipart=False, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return True
         except (BaseError, OSError) as exc:
             self._raise(exc, "writing", key)
         finally:
             self.delete(key)
+        return False
 
     def _require_bucket(self) -> None:
         """Raise RepositoryUnavailable if the bucket is missing (checked once per store).

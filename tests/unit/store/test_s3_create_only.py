@@ -75,3 +75,19 @@ def test_a_probe_left_behind_does_not_make_an_empty_location_look_taken(fake: Fa
 
     BackupRepository.open(fake.store(PACE), create=True)
     assert "lifeboat-repository.json" in fake.objects
+
+
+def test_credentials_that_may_not_write_the_probe_keep_working_with_a_warning(
+        fake: FakeS3, caplog: pytest.LogCaptureFixture) -> None:
+    """A policy allowing writes under clusters/* only: the probe (this change) must not stop backups."""
+    fake.deny_under = f"p/{PROBE_FOLDER}"
+    store = fake.store(PACE, "p")
+
+    with caplog.at_level("WARNING", logger="lifeboat.store"):
+        store.put_bytes("clusters/prod/manifests/one.json", b"first", create_only=True)
+    with pytest.raises(AlreadyExists):
+        store.put_bytes("clusters/prod/manifests/one.json", b"second", create_only=True)
+
+    (warning,) = [r.getMessage() for r in caplog.records if "If-None-Match" in r.getMessage()]
+    assert "was denied" in warning and f"p/{PROBE_FOLDER}*" in warning
+    assert probe_writes(fake) == 1
