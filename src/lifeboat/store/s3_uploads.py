@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.client import HTTPConnection, HTTPException, HTTPSConnection, IncompleteRead
-from typing import NoReturn
-from urllib.parse import urlsplit
+from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection, IncompleteRead
+from typing import Any, NoReturn
 
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import OperationFailed, RepositoryUnavailable, Unsupported
@@ -161,18 +162,79 @@ class MultipartUploads:
         raise RepositoryUnavailable(f"{self._where} failed while {action}: {shown}")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A signed request is valid for one host and path: a redirect is an answer, not a hop."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+class _Connections:
+    """The sockets one request opens (to the store, or to its proxy), for the watcher to shut.
+
+    Kept as each connects: urllib detaches the socket from its connection once the headers
+    are read, and the body is read from it after that.
+    """
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def http(self, host: str, **options: Any) -> HTTPConnection:
+        return self._kept(HTTPConnection(host, **options))
+
+    def https(self, host: str, **options: Any) -> HTTPConnection:
+        return self._kept(HTTPSConnection(host, **options))
+
+    def _kept(self, connection: HTTPConnection) -> HTTPConnection:
+        connect = connection.connect
+
+        def connect_kept() -> None:
+            connect()
+            with self._lock:
+                self._sockets.append(connection.sock)
+
+        connection.connect = connect_kept  # type: ignore[method-assign]
+        return connection
+
+    def shut(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed already
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def http_open(self, req: urllib.request.Request) -> HTTPResponse:
+        return self.do_open(self._connections.http, req)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def https_open(self, req: urllib.request.Request) -> HTTPResponse:
+        return self.do_open(self._connections.https, req, context=self._context)  # type: ignore[attr-defined]
+
+
 def send_http(method: str, url: str, headers: Mapping[str, str], *, pace: Pace = DEFAULT_PACE,
               clock: Clock = _CLOCK) -> tuple[int, bytes]:
     """Send one request without a body; the status and at most :data:`MAX_BODY` bytes of the answer.
 
     Within ``pace``: the answer must come at ``pace.min_rate`` after ``pace.allowance`` seconds
     (a watcher shuts the connection down when it falls behind) and never pause ``pace.idle``
-    seconds (the socket's timeout). A redirect is an answer, not a hop: a signed request is
-    valid for one host and path.
+    seconds (the socket's timeout). urllib's proxy settings (``HTTPS_PROXY``, ``NO_PROXY``)
+    apply; a redirect is returned, not followed.
     """
-    parts = urlsplit(url)
-    kind = HTTPSConnection if parts.scheme == "https" else HTTPConnection
-    connection = kind(parts.hostname or "", parts.port, timeout=pace.idle)
+    connections = _Connections()
+    opener = urllib.request.build_opener(_NoRedirect(), _WatchedHTTP(connections), _WatchedHTTPS(connections))
     received = [0]
     done = threading.Event()
     late = threading.Event()
@@ -182,37 +244,43 @@ def send_http(method: str, url: str, headers: Mapping[str, str], *, pace: Pace =
         while not clock.wait(min(1.0, pace.allowance), done):
             if clock.monotonic() - started > pace.limit(received[0]):
                 late.set()
-                if connection.sock is not None:
-                    connection.sock.shutdown(socket.SHUT_RDWR)
+                connections.shut()
                 return
 
     watcher = threading.Thread(target=watch, name="s3-request-pace", daemon=True)
     watcher.start()
+    refused: urllib.error.HTTPError | None = None  # held: dropping it closes the response
     try:
-        connection.request(method, f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}",
-                           headers=dict(headers))
-        response = connection.getresponse()
-        body = bytearray()
-        while len(body) <= MAX_BODY:
-            piece = response.read1(1 << 16)
-            if not piece:
-                break
-            body += piece
-            received[0] = len(body)
-        if late.is_set() or (len(body) <= MAX_BODY and response.length):
-            # The watcher shut the connection, or it closed before the announced Content-Length.
-            raise IncompleteRead(bytes(body[:0]), response.length)
-        return response.status, bytes(body)
+        try:
+            response: HTTPResponse = opener.open(urllib.request.Request(url, method=method, headers=dict(headers)),
+                                                 timeout=pace.idle)
+            status = response.status
+        except urllib.error.HTTPError as answer:
+            refused = answer
+            response, status = answer.fp, answer.code  # type: ignore[assignment]  # the HTTPResponse itself
+        with response:
+            body = bytearray()
+            while len(body) <= MAX_BODY:
+                piece = response.read1(1 << 16)
+                if not piece:
+                    break
+                body += piece
+                received[0] = len(body)
+            if late.is_set() or (len(body) <= MAX_BODY and response.length):
+                # The watcher shut the connection, or it closed before the announced Content-Length.
+                raise IncompleteRead(bytes(body[:0]), response.length)
+        return status, bytes(body)
     except (OSError, HTTPException) as exc:
         if late.is_set():
             raise TimeoutError(f"the store sent its answer too slowly ({pace.describe(received[0])})") from exc
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
             raise TimeoutError(f"the store sent nothing for {pace.idle:g} s") from exc
         raise
     finally:
         done.set()
-        connection.close()
         watcher.join()
+        if refused is not None:
+            refused.close()
 
 
 def _document(body: bytes | None, expect: str, where: str, action: str) -> ElementTree.Element:

@@ -250,3 +250,24 @@ def test_an_object_named_so_the_s3_client_cannot_list_it_is_named_with_what_to_d
     message = str(caught.value)
     assert f"holds an object lifeboat's S3 client cannot list, '{odd}'" in message
     assert "remove or rename that object" in message and "\n" not in message
+
+
+def test_the_requests_lifeboat_signs_itself_go_through_the_configured_proxy_within_the_pace(
+        fake: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made with http.client directly (an earlier form of this change), they ignored HTTP(S)_PROXY,
+    which urllib, and so prune's multipart listing, had always honoured."""
+    from lifeboat.store.s3_uploads import send_http
+
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake.endpoint)  # the fake serves absolute-URL requests as a proxy would
+    fake.put("a/key", b"x" * 2000)
+    url = f"http://s3.example.invalid/{fake.bucket}/a/key"
+
+    assert send_http("GET", url, {}, pace=QUICK) == (200, b"x" * 2000)
+    assert fake.requests[-1] == ("GET", url)
+    fake.drip, fake.piece = 0.05, 1
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="too slowly"):
+        send_http("GET", url, {}, pace=QUICK)
+    assert time.monotonic() - started < 5
