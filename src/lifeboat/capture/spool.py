@@ -34,6 +34,16 @@ class SpoolFull(OperationFailed):
     read-only, failing). The message completes "the repository was unavailable and ..."."""
 
 
+class SpoolUnreadable(OperationFailed):
+    """A spooled segment could not be read back (EIO, a damaged disk): it and what its chain
+    spooled after it were set aside (``.unreadable-*``), as they can never be uploaded in order."""
+
+    def __init__(self, message: str, chain: str, name: str) -> None:
+        super().__init__(message)
+        self.chain = chain
+        self.name = name
+
+
 class SpoolInUse(OperationFailed):
     """Another process holds the spool directory."""
 
@@ -95,6 +105,17 @@ class Spool:
                 fsync_dir(self.directory)
             self._bytes = self._stored_bytes()
 
+    def _set_aside(self, paths: list[Path]) -> None:
+        """Rename ``paths`` out of the spool's sight (kept for a look), best effort."""
+        with self._lock:
+            for path in paths:
+                try:
+                    size = path.stat().st_size
+                    path.rename(path.with_name(".unreadable-" + path.name))
+                except OSError:
+                    continue  # the next drain meets it again, and says so again
+                self._bytes -= size
+
     def release(self) -> None:
         """Let another process hold the spool (what is spooled stays)."""
         if self._held is not None:
@@ -153,9 +174,14 @@ class Spool:
         done = 0
         with self._lock:
             spooled = self._files()
-        for path in spooled:  # only a drain removes files: these stay until it does
+        for index, path in enumerate(spooled):  # only a drain removes files: these stay until it does
             _sequence, chain, name = path.name.split(".", 2)
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                self._set_aside([p for p in spooled[index:] if p.name.split(".", 2)[1] == chain])
+                raise SpoolUnreadable(f"the segment spooled as {path} could not be read back "
+                                      f"({exc.strerror or exc})", chain, name) from None
             upload(chain, name, data)
             with self._lock:
                 path.unlink()
