@@ -206,6 +206,11 @@ class BackupRepository:
             raise UsageError(f"{self.store.url}: {MARKER_KEY} names format {version}, which no lifeboat wrote")
         return LAYOUTS[version]
 
+    def require_create_only(self) -> None:
+        """Refuse (UsageError) a store that would let a manifest be written over; for a writer to
+        call before it uploads anything (the manifest's own create-only write would find it last)."""
+        self.store.require_create_only()
+
     def object_key(self, manifest: Manifest, name: str) -> str:
         return backup_object_key(manifest.cluster, manifest.id, name)
 

@@ -250,7 +250,7 @@ class S3Store(StoreBase):
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
         path = self._prefix + check_key(key)
         if create_only:
-            self._require_create_only()
+            self.require_create_only()
         try:
             obstore.put(
                 self._client(len(data)), path, data, use_multipart=False,
@@ -450,7 +450,7 @@ class S3Store(StoreBase):
             raise UsageError(f"{upload.name} is not a multipart upload lifeboat can abort in {self._url}")
         uploads.abort(self._prefix + check_key(upload.name), upload.upload_id)
 
-    def _require_create_only(self) -> None:
+    def require_create_only(self) -> None:
         """Refuse (UsageError) when the store overwrites despite ``If-None-Match: *`` (probed once)."""
         with self._probe_lock:
             if self._create_only is None:

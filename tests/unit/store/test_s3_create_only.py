@@ -8,6 +8,7 @@ is a real HTTP server on loopback (tests/support/fake_s3.py).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,22 @@ def test_credentials_that_may_not_write_the_probe_keep_working_with_a_warning(
     (warning,) = [r.getMessage() for r in caplog.records if "If-None-Match" in r.getMessage()]
     assert "was denied" in warning and f"p/{PROBE_FOLDER}*" in warning
     assert probe_writes(fake) == 1
+
+
+def test_a_backup_into_a_store_that_overwrites_is_refused_before_it_uploads_anything(
+        fake: FakeS3, tmp_path: Path) -> None:
+    """The manifest is the first create-only write of a backup: found out only there, the store
+    had first taken the whole snapshot, then the backup failed and removed it."""
+    from lifeboat.backup.pipeline import BackupOptions, take_backup
+    from lifeboat.etcd.memory import member_urls
+    from tests.unit.capture.test_capture_loop import SnapshottingEtcd
+    from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
+
+    fake.put("lifeboat-repository.json", b'{"format": "lifeboat-repository", "version": 2}')
+    fake.honour_if_none_match = False
+    repo = BackupRepository.open(fake.store(PACE))
+    options = BackupOptions(cluster="prod", endpoints=(member_urls(1)[0],), capture_files=False, tmp_dir=tmp_path)
+
+    with pytest.raises(UsageError, match="ignores If-None-Match"):
+        take_backup(SnapshottingEtcd(build_db(tmp_path / "base.db", [4])), repo, options)
+    assert [path for method, path in fake.requests if method == "PUT" and "/clusters/" in path] == []
