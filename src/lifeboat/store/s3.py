@@ -17,7 +17,8 @@ Guarantees, as S3 gives them:
   rule removes them).
 * Every request is given up when it goes slower than :class:`~lifeboat.store.pace.Pace`
   allows for its size (see there), and requests are of bounded size: parts of
-  :data:`PART_SIZE`, ``get_stream`` ranges of :data:`STREAM_RANGE`, listing pages of 1000 keys.
+  :data:`PART_SIZE`, ``get_stream`` ranges of :data:`STREAM_RANGE` (the first of
+  :data:`SMALL_REQUEST`), listing pages of 1000 keys.
 * ``incomplete_uploads`` lists the multipart uploads in progress under the prefix (those a
   killed backup left), and ``remove_incomplete`` aborts one; obstore cannot, so
   :mod:`lifeboat.store.s3_uploads` signs these requests itself. That needs the explicit keys
@@ -263,14 +264,16 @@ class S3Store(StoreBase):
         return ObjectInfo(key, len(data))
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        """The object as :data:`STREAM_RANGE` ranges, each one request of bounded time.
+        """The object as ranges, each one request of bounded time: the first :data:`SMALL_REQUEST`
+        (the whole of a manifest, a marker, most segments: a small request's time limit), then
+        :data:`STREAM_RANGE` each.
 
         One GET of a whole object could not be given a time limit that both stops a dripping
         store and lets a large object through a slow link. Every range after the first must
         come from the same version of the object (``If-Match`` its ETag).
         """
         path = self._prefix + check_key(key)
-        first = self._range_of(path, key, 0, "")  # a missing key raises here, before iteration
+        first = self._range_of(path, key, 0, "", SMALL_REQUEST)  # a missing key raises here, before iteration
         return self._stream(path, key, first, chunk_size)
 
     def _stream(self, path: str, key: str, first: _Range, chunk_size: int) -> Iterator[bytes]:
@@ -281,11 +284,11 @@ class S3Store(StoreBase):
             following = piece.start + len(piece.data)
             if following >= piece.size:
                 return
-            piece = self._range_of(path, key, following, first.etag)
+            piece = self._range_of(path, key, following, first.etag, STREAM_RANGE)
 
-    def _range_of(self, path: str, key: str, start: int, etag: str) -> _Range:
-        """Bytes ``start`` to ``start`` + :data:`STREAM_RANGE` of the object (with ``etag``, of that version)."""
-        found = self._fetch(path, key, start, start + STREAM_RANGE, etag)
+    def _range_of(self, path: str, key: str, start: int, etag: str, length: int) -> _Range:
+        """Bytes ``start`` to ``start`` + ``length`` of the object (with ``etag``, of that version)."""
+        found = self._fetch(path, key, start, start + length, etag)
         if found is None:  # S3 refuses any range of an empty object
             if start == 0:
                 return self._empty(key)

@@ -15,7 +15,7 @@ import pytest
 from lifeboat.errors import RepositoryUnavailable
 from lifeboat.store import ObjectStore
 from lifeboat.store.pace import Pace
-from lifeboat.store.s3 import STREAM_RANGE
+from lifeboat.store.s3 import SMALL_REQUEST, STREAM_RANGE
 from tests.support.fake_s3 import FakeS3, fake_s3
 
 MiB = 1 << 20
@@ -52,6 +52,18 @@ def test_an_answer_dripped_a_byte_at_a_time_is_given_up_within_the_pace(fake: Fa
     message = str(caught.value)
     assert "did not answer in time, or sent its answer too slowly" in message
     assert "\n" not in message and "fake-secret" not in message
+
+
+def test_a_small_object_dripped_is_given_up_at_a_small_requests_limit_not_a_large_ranges(fake: FakeS3) -> None:
+    """Every read started with an 8 MiB range, so a manifest or the marker waited 8 MiB's time per try."""
+    fake.put("a/manifest.json", b"{}" * 1000)
+    fake.drip, fake.piece = 0.05, 1
+    pace = Pace(min_rate=MiB, allowance=0.5, idle=1.0)  # a small request 1.5 s, an 8 MiB range 8.5 s
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryUnavailable, match="too slowly"):
+        fake.store(pace).get_bytes("a/manifest.json")
+    assert time.monotonic() - started < 4 * pace.limit(SMALL_REQUEST) + 3
 
 
 def test_an_answer_that_stops_midway_is_given_up_after_the_idle_time(fake: FakeS3) -> None:
@@ -121,7 +133,7 @@ def test_a_range_shorter_than_asked_mid_object_is_refused_not_taken_for_the_obje
 def test_an_object_replaced_between_two_ranges_of_one_read_is_refused(fake: FakeS3) -> None:
     fake.put("a/big", b"1" * (STREAM_RANGE + 10))
     stream = fake.store(QUICK).get_stream("a/big", chunk_size=STREAM_RANGE)
-    assert next(stream) == b"1" * STREAM_RANGE
+    assert next(stream) == b"1" * SMALL_REQUEST  # the first range
     fake.put("a/big", b"2" * (STREAM_RANGE + 10))
 
     with pytest.raises(Exception, match="was replaced while it was being read"):
