@@ -181,7 +181,7 @@ class ObjectStore(Protocol):
         ...
 
     def require_create_only(self) -> None:
-        """Raise :class:`~lifeboat.errors.UsageError` when this store would let a create-only write replace an object."""
+        """Raise :class:`~lifeboat.errors.UsageError` when a create-only write here could replace an object."""
         ...
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:

@@ -68,7 +68,8 @@ from lifeboat.errors import (
     UsageError,
 )
 from lifeboat.store.base import (
-    PROBE_FOLDER, IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing, check_prefix,
+    PROBE_FOLDER, IncompleteUpload, ObjectInfo, StoreBase, after_in_folder, check_folder, check_key, check_listing,
+    check_prefix,
 )
 from lifeboat.store.pace import DEFAULT_PACE, Pace
 from lifeboat.store.sigv4 import AwsCredentials
@@ -396,7 +397,8 @@ class S3Store(StoreBase):
         except TimeoutError:
             raise RepositoryUnavailable(
                 f"{self._where()} did not finish listing the folders under {prefix or '/'} in {limit:.0f} s "
-                f"({FOLDER_PAGES} pages' time): a store whose listing repeats itself, or one too slow; check the endpoint"
+                f"({FOLDER_PAGES} pages' time): a store whose listing repeats itself, or one too slow; "
+                "check the endpoint"
             ) from None
         except (BaseError, OSError) as exc:
             self._raise(exc, "listing", prefix or "/")
@@ -648,7 +650,8 @@ def _reason(exc: BaseException, code: str | None, limits: str = "") -> str:
     if "IncompleteBody" in text:
         return "the store closed the connection before its answer was complete (fewer bytes than it announced)"
     if "NotPartial" in text or "non-partial response" in text:
-        return "the store answered a request for a range with the whole object (it ignores Range, which lifeboat reads by)"
+        return ("the store answered a request for a range with the whole object "
+                "(it ignores Range, which lifeboat reads by)")
     status = _STATUS.search(text)
     if status:  # an answer without an S3 error document: a proxy's, or a failing server's
         return f"the store answered HTTP {status.group(1)}{status.group(2) or ''}"
