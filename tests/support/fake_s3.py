@@ -6,6 +6,7 @@ with ``prefix``, ``delimiter``, ``start-after``, ``continuation-token``, pages o
 ``max-keys`` keys, 1000 by default). What it does wrong is set on the instance:
 
 * ``drip``: seconds to wait before each ``piece`` bytes of every answer's body (a trickle);
+* ``link_rate``: bytes per second that all answers' bodies share (a slow link, not a slow store);
 * ``stall_after``: bytes of a body after which it stops sending, holding the connection;
 * ``cut_after``: bytes of a body after which it closes the connection (a truncated body);
 * ``short_length``: announce a Content-Length this many bytes shorter than the body;
@@ -41,6 +42,8 @@ class FakeS3:
         self.bucket = bucket
         self.objects: dict[str, tuple[bytes, str, datetime]] = {}
         self.drip = 0.0
+        self.link_rate: int | None = None
+        self._link_free = 0.0  # when the shared link has sent what it was given (monotonic)
         self.piece = 1 << 16
         self.stall_after: int | None = None
         self.cut_after: int | None = None
@@ -67,6 +70,16 @@ class FakeS3:
     def put(self, key: str, data: bytes) -> None:
         with self._lock:
             self.objects[key] = (data, f'"{hashlib.md5(data).hexdigest()}"', datetime.now(timezone.utc))
+
+    def _through_link(self, size: int) -> None:
+        """Wait for ``size`` bytes' turn on the shared link."""
+        if self.link_rate is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._link_free = max(now, self._link_free) + size / self.link_rate
+            done = self._link_free
+        time.sleep(max(0.0, done - now))
 
     def close(self) -> None:
         self._closing.set()
@@ -144,6 +157,7 @@ def _handler(fake: FakeS3) -> type[http.server.BaseHTTPRequestHandler]:
                         return
                     if fake.drip:
                         time.sleep(fake.drip)
+                    fake._through_link(min(fake.piece, len(body) - sent))
                     limit = min(x for x in (len(body), sent + fake.piece, fake.stall_after or len(body),
                                             fake.cut_after or len(body)) if x > sent)
                     self.wfile.write(body[sent:limit])

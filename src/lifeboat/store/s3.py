@@ -96,6 +96,9 @@ log = logging.getLogger("lifeboat.store")
 SMALL_REQUEST = 1 << 20
 # A folder listing (one obstore call, however many pages) may take this many pages' time.
 FOLDER_PAGES = 10
+# get_range's callers read this many ranges at once (a restore's RANGES_IN_FLIGHT): each is
+# given the time of as many, since they share one link.
+RANGES_SHARING = 4
 # get_stream reads an object as ranges of this size, each a request of bounded time.
 STREAM_RANGE = 8 << 20
 
@@ -297,18 +300,20 @@ class S3Store(StoreBase):
                                         "range, though its first answer said the object was longer; check the endpoint")
         return found
 
-    def _fetch(self, path: str, key: str, start: int, end: int, etag: str = "") -> _Range | None:
+    def _fetch(self, path: str, key: str, start: int, end: int, etag: str = "", *,
+               budget: int = 0) -> _Range | None:
         """Bytes ``start`` to ``end`` of the object, checked to be what was asked; None when all lie past its end.
 
         With ``etag``, of that version only. A store or proxy whose Content-Length or
         Content-Range disagrees with the bytes it sent is refused, never taken for the object's
         end: a short range would be a gap in what a restore decompresses, blamed on the backup.
+        The request is given the time of ``budget`` bytes (at least the range's) at the Pace.
         """
         options: GetOptions = {"range": (start, end)}
         if etag:
             options["if_match"] = etag
         try:
-            result = obstore.get(self._client(end - start), path, options=options)
+            result = obstore.get(self._client(max(budget, end - start)), path, options=options)
             # A view, not a copy: each copy of a 4 MiB range is a fresh mapping to fault in.
             data = memoryview(result.bytes())
             size, begun = int(result.meta["size"]), result.range[0]
@@ -318,7 +323,7 @@ class S3Store(StoreBase):
         except (BaseError, OSError) as exc:
             if _past_the_end(exc):
                 return None
-            self._raise(exc, "reading", key, end - start)
+            self._raise(exc, "reading", key, max(budget, end - start))
         expected = max(min(end, size) - start, 0)
         if begun != start or len(data) != expected:
             raise RepositoryUnavailable(
@@ -346,7 +351,9 @@ class S3Store(StoreBase):
             if self.stat(key) is None:
                 raise self._not_found(key)
             return b""
-        found = self._fetch(path, key, start, end)
+        # Ranges are read several at once (a restore reads 4), sharing the link: each is given
+        # the time of RANGES_SHARING of them, so that a link at the Pace's rate carries them all.
+        found = self._fetch(path, key, start, end, budget=(end - start) * RANGES_SHARING)
         return b"" if found is None else found.data
 
     def stat(self, key: str) -> ObjectInfo | None:

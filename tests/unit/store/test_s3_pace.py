@@ -283,3 +283,22 @@ def test_the_requests_lifeboat_signs_itself_go_through_the_configured_proxy_with
     with pytest.raises(TimeoutError, match="too slowly"):
         send_http("GET", url, {}, pace=QUICK)
     assert time.monotonic() - started < 5
+
+
+def test_ranges_read_at_once_on_a_slow_link_are_each_given_the_time_they_share(fake: FakeS3) -> None:
+    """A restore reads 4 ranges at once: on a link just above the Pace's rate each got a quarter of
+    it and timed out, where one at a time would have arrived. (Here obstore's retries, which read
+    on from where a range broke off, still bring the bytes; with real limits every try lasts past
+    obstore's 30 s retry_timeout, so none is retried: hence the count of requests.)"""
+    from lifeboat.catalog.streams import ranged
+
+    data = bytes(range(256)) * (4 * MiB // 256)
+    fake.put("a/snapshot", data)
+    fake.link_rate, fake.piece = 2 * MiB, 32 << 10  # 2 MiB/s for every answer together: 2 s for the 4
+    pace = Pace(min_rate=MiB, allowance=0.5, idle=2.0)  # a 1 MiB range: 1.5 s alone, 4.5 s as one of 4
+    store = fake.store(pace)
+
+    got = b"".join(bytes(chunk) for chunk in ranged(lambda start, end: store.get_range("a/snapshot", start, end),
+                                                     len(data), MiB, 4))
+    assert got == data
+    assert len([path for method, path in fake.requests if method == "GET"]) == 4, "no range timed out"
