@@ -36,7 +36,6 @@ Guarantees, as S3 gives them:
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import datetime as dt
 import itertools
@@ -400,6 +399,9 @@ class S3Store(StoreBase):
         full = self._prefix + check_folder(prefix)
         limit = FOLDER_PAGES * self._pace.limit(SMALL_REQUEST)
         try:
+            # Imported here: asyncio brings ssl, which the chain survey's child must not load.
+            import asyncio
+
             listing = asyncio.run(self._folders_within(full.rstrip("/") or None, limit))
         except TimeoutError:
             raise RepositoryUnavailable(
@@ -417,6 +419,8 @@ class S3Store(StoreBase):
         """obstore's delimiter listing follows every page inside one call: with a time limit,
         since a store that repeats its pages would keep it (and its memory) growing for ever.
         Cancelling the call on time out drops obstore's request."""
+        import asyncio
+
         return await asyncio.wait_for(obstore.list_with_delimiter_async(self._client(), prefix=prefix), limit)
 
     def delete(self, key: str) -> None:
