@@ -310,3 +310,32 @@ def test_concurrent_create_only_writers_have_exactly_one_winner(store: ObjectSto
 
     assert len(winners) == 1
     assert store.get_bytes("race/manifest.json") == f"writer-{winners[0]}".encode()
+
+
+def test_listings_past_one_page_of_1000_keys_miss_nothing(store: ObjectStore) -> None:
+    """S3 answers 1,000 keys a page: every listing form must follow the pages to the end."""
+    folders = [f"f{i:04d}" for i in range(1100)]
+    keys = [f"p/{f}/m" for f in folders] + [f"p/{folders[7]}/x{i:04d}" for i in range(1050)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: store.put_bytes(key, b"x"), keys))
+
+    assert [o.key for o in store.list("p/")] == sorted(keys)
+    assert store.folders("p/") == tuple(folders)
+    assert [o.key for o in store.list("p/", after=folders[5])] == sorted(k for k in keys if k > f"p/{folders[6]}")
+    assert [o.key for o in store.list(f"p/{folders[7]}/x")] == sorted(k for k in keys if "/x" in k)
+
+
+def test_punctuation_in_prefixes_and_listing_starts_is_taken_literally(store: ObjectStore) -> None:
+    """'+' is a space in a form-encoded query, ':' '@' ',' '=' are reserved in URLs: a store or client
+    that decoded them would list the wrong folder or start from the wrong place."""
+    keys = ["c/a+b/1", "c/a+b=c/1", "c/a,b@c:d/1", "c/a=b/1"]
+    for key in keys:
+        store.put_bytes(key, b"x")
+
+    assert [o.key for o in store.list("c/a+b")] == ["c/a+b/1", "c/a+b=c/1"]
+    assert [o.key for o in store.list("c/", after="a+b")] == ["c/a+b=c/1", "c/a,b@c:d/1", "c/a=b/1"]
+    assert store.folders("c/") == ("a+b", "a+b=c", "a,b@c:d", "a=b")
+    assert store.folders("c/a,b@c:d/") == ()
+    assert store.stat("c/a,b@c:d/1") is not None and store.get_range("c/a+b=c/1", 0, 1) == b"x"
+    store.delete("c/a+b/1")
+    assert store.stat("c/a+b/1") is None and store.stat("c/a+b=c/1") is not None

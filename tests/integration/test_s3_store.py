@@ -121,3 +121,17 @@ def test_streamed_upload_keeps_memory_well_under_object_size(s3_repo: str) -> No
     budget_mib = (PARTS_IN_FLIGHT + 1) * PART_SIZE / MiB + 6
     assert growth_mib < budget_mib, f"peak RSS grew {growth_mib:.0f} MiB for a 200 MiB upload"
     assert open_store(s3_repo).stat("big") is not None
+
+
+def test_a_killed_upload_of_a_key_with_punctuation_is_listed_and_aborted(seaweed: S3Endpoint, s3_repo: str) -> None:
+    """The requests lifeboat signs itself encode '+', '=', ',', '@' and ':' in the path and the
+    prefix query; a wrong encoding is a SignatureDoesNotMatch or an upload never found."""
+    prefix = s3_repo.removeprefix(f"s3://{seaweed.bucket}/")
+    name = "clusters/c+1/backups/2026-12-04T10:00:00Z_a+b=c,d@e/snapshot.db.zst"
+    upload_id = seaweed.start_multipart_upload(f"{prefix}/{name}", b"p" * 1024)
+    store = open_store(s3_repo)
+
+    (found,) = store.incomplete_uploads("clusters/")
+    assert (found.name, found.upload_id, found.size) == (name, upload_id, 1024)
+    store.remove_incomplete(found)
+    assert store.incomplete_uploads("clusters/") == []

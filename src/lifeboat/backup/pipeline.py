@@ -108,6 +108,7 @@ def take_backup(
     """
     now = now or repo.clock.now
     check_cluster_name(options.cluster)
+    repo.require_create_only()
     started = now()
     backup_id = new_backup_id(started)
     source = choose_source_member(etcd, options.endpoints)
@@ -178,6 +179,7 @@ def commit_snapshot_file(
     """
     now = now or repo.clock.now
     check_cluster_name(options.cluster)
+    repo.require_create_only()
     started = now()
     draft = _Draft(repo, options, new_backup_id(started))
     try:

@@ -236,6 +236,13 @@ class Capture:
         return self._uploader
 
     def run(self) -> CaptureStatus:
+        self.spool.claim()
+        try:
+            return self._run()
+        finally:
+            self.spool.release()
+
+    def _run(self) -> CaptureStatus:
         self._uploader = Uploader(self.chains, self.options.cluster, self.spool, max_queued_bytes=UPLOAD_QUEUE_BYTES,
                                   retry_interval=self.options.retry_interval, fence=self.fence, note=self._note)
         try:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from lifeboat.capture.spool import Spool, SpoolFull
+from lifeboat.capture.spool import Spool, SpoolFull, SpoolUnreadable
 from lifeboat.catalog.chains import ChainStore, Heartbeat, parse_segment_name
 from lifeboat.errors import AlreadyExists, OperationFailed, RepositoryUnavailable
 from lifeboat.waits import condition_wait_for
@@ -210,6 +210,13 @@ class Uploader:
                     self._write_heartbeat(*beat)
                 else:
                     self.spool.drain(self._upload_spooled)
+            except SpoolUnreadable as lost:  # the chain has a hole there: it ends before the lost segment
+                ref = parse_segment_name(lost.name)
+                with self._changed:
+                    self._failure = SpoolOverflow(f"{lost}", lost.chain, ref.first_revision - 1 if ref else 0)
+                    self._spooled = len(self.spool)
+                    self._changed.notify_all()
+                continue
             except (RepositoryUnavailable, OperationFailed) as exc:  # NotLeading too; a full disk, a 500
                 self._failed(exc, wait=not closing)
                 if closing:

@@ -16,6 +16,7 @@ again a manifest that listing shows with the same key, size and version as one r
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,7 +46,7 @@ from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import (
     AlreadyExists, IntegrityError, NoRepository, NotFound, OperationFailed, UsageError,
 )
-from lifeboat.store.base import IncompleteUpload, ObjectInfo, ObjectStore
+from lifeboat.store.base import PROBE_FOLDER, IncompleteUpload, ObjectInfo, ObjectStore
 from lifeboat.waits import finished, mapped
 
 # What this lifeboat creates; it reads and writes every format in LAYOUTS.
@@ -162,7 +163,7 @@ class BackupRepository:
         return repo
 
     def _create_marker(self) -> None:
-        if next(iter(self.store.list("")), None) is not None:
+        if any(not obj.key.startswith(PROBE_FOLDER) for obj in itertools.islice(self.store.list(""), 2)):
             # Another agent may have created the repository since we found no marker.
             try:
                 self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
@@ -204,6 +205,11 @@ class BackupRepository:
         if version not in LAYOUTS:
             raise UsageError(f"{self.store.url}: {MARKER_KEY} names format {version}, which no lifeboat wrote")
         return LAYOUTS[version]
+
+    def require_create_only(self) -> None:
+        """Refuse (UsageError) a store that would let a manifest be written over; for a writer to
+        call before it uploads anything (the manifest's own create-only write would find it last)."""
+        self.store.require_create_only()
 
     def object_key(self, manifest: Manifest, name: str) -> str:
         return backup_object_key(manifest.cluster, manifest.id, name)

@@ -55,6 +55,9 @@ from typing import Protocol
 from lifeboat.errors import AlreadyExists, NotFound, UsageError
 
 MAX_KEY_LENGTH = 1024
+# Where a store writes the probes it checks its server with (an S3 store's create-only probe):
+# each lives for a request or two and is removed; not repository content.
+PROBE_FOLDER = ".lifeboat-bucket-probe/"
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=@,:/")
 
 
@@ -151,6 +154,9 @@ class StoreBase:
         """The URL this store was opened from, without credentials."""
         return self._url
 
+    def require_create_only(self) -> None:
+        """Nothing to check: a local or memory store refuses an overwrite by itself."""
+
     def _not_found(self, key: str) -> NotFound:
         return NotFound(f"object {key} not found in {self._url}")
 
@@ -172,6 +178,10 @@ class ObjectStore(Protocol):
 
     def put_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> ObjectInfo:
         """Write a small object; with ``create_only`` fail if it exists."""
+        ...
+
+    def require_create_only(self) -> None:
+        """Raise :class:`~lifeboat.errors.UsageError` when a create-only write here could replace an object."""
         ...
 
     def get_stream(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:

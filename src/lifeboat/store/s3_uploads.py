@@ -24,24 +24,27 @@ asked for, so a server that ignored ``prefix`` still cannot make us touch anothe
 
 from __future__ import annotations
 
+import socket
+import threading
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.client import HTTPException
-from typing import NoReturn
+from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection, IncompleteRead
+from typing import Any, NoReturn
 
-from lifeboat.clock import SystemClock
+from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import OperationFailed, RepositoryUnavailable, Unsupported
+from lifeboat.store.pace import DEFAULT_PACE, Pace
 from lifeboat.store.sigv4 import AwsCredentials, encode_path, encode_query, sign
 
 # (method, url, headers) -> (HTTP status, body). The real one is :func:`send_http`.
 Transport = Callable[[str, str, Mapping[str, str]], tuple[int, bytes]]
 
 MAX_BODY = 8 << 20  # a page of 1000 uploads is about 400 KB of XML
-TIMEOUT = 60.0
+_CLOCK = SystemClock()
 _CREDENTIAL_CODES = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken")
 _UNSUPPORTED_CODES = ("NotImplemented", "MethodNotAllowed")
 
@@ -149,6 +152,10 @@ class MultipartUploads:
                               "s3:AbortMultipartUpload)")
         if code == "NoSuchBucket":
             raise RepositoryUnavailable(f"{self._where} does not exist; create it or fix the repository URL")
+        if code == "RequestTimeTooSkewed":
+            raise RepositoryUnavailable(f"{self._where} refused the time of our request (RequestTimeTooSkewed) "
+                                        f"while {action}: this machine's clock is off the store's by more than "
+                                        "S3 allows (15 minutes); synchronise it (NTP)")
         if code in _CREDENTIAL_CODES or status in (401, 403):
             raise RepositoryUnavailable(f"{self._where} refused our credentials ({shown}) while {action}; "
                                         "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
@@ -162,18 +169,118 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+class _Connections:
+    """The sockets one request opens (to the store, or to its proxy), for the watcher to shut.
+
+    Kept as each connects: urllib detaches the socket from its connection once the headers
+    are read, and the body is read from it after that.
+    """
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def http(self, host: str, **options: Any) -> HTTPConnection:
+        return self._kept(HTTPConnection(host, **options))
+
+    def https(self, host: str, **options: Any) -> HTTPConnection:
+        return self._kept(HTTPSConnection(host, **options))
+
+    def _kept(self, connection: HTTPConnection) -> HTTPConnection:
+        connect = connection.connect
+
+        def connect_kept() -> None:
+            connect()
+            with self._lock:
+                self._sockets.append(connection.sock)
+
+        connection.connect = connect_kept  # type: ignore[method-assign]
+        return connection
+
+    def shut(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed already
 
 
-def send_http(method: str, url: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
-    """Send one request without a body; the status and at most :data:`MAX_BODY` bytes of the answer."""
-    request = urllib.request.Request(url, method=method, headers=dict(headers))
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def http_open(self, req: urllib.request.Request) -> HTTPResponse:
+        return self.do_open(self._connections.http, req)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def https_open(self, req: urllib.request.Request) -> HTTPResponse:
+        return self.do_open(self._connections.https, req, context=self._context)  # type: ignore[attr-defined]
+
+
+def send_http(method: str, url: str, headers: Mapping[str, str], *, pace: Pace = DEFAULT_PACE,
+              clock: Clock = _CLOCK) -> tuple[int, bytes]:
+    """Send one request without a body; the status and at most :data:`MAX_BODY` bytes of the answer.
+
+    Within ``pace``: the answer must come at ``pace.min_rate`` after ``pace.allowance`` seconds
+    (a watcher shuts the connection down when it falls behind) and never pause ``pace.idle``
+    seconds (the socket's timeout). urllib's proxy settings (``HTTPS_PROXY``, ``NO_PROXY``)
+    apply; a redirect is returned, not followed.
+    """
+    connections = _Connections()
+    opener = urllib.request.build_opener(_NoRedirect(), _WatchedHTTP(connections), _WatchedHTTPS(connections))
+    received = [0]
+    done = threading.Event()
+    late = threading.Event()
+    started = clock.monotonic()
+
+    def watch() -> None:
+        while not clock.wait(min(1.0, pace.allowance), done):
+            if clock.monotonic() - started > pace.limit(received[0]):
+                late.set()
+                connections.shut()
+                return
+
+    watcher = threading.Thread(target=watch, name="s3-request-pace", daemon=True)
+    watcher.start()
+    refused: urllib.error.HTTPError | None = None  # held: dropping it closes the response
     try:
-        with _OPENER.open(request, timeout=TIMEOUT) as response:
-            return int(response.status), response.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as answer:
-        with answer:
-            return answer.code, answer.read(MAX_BODY + 1)
+        try:
+            response: HTTPResponse = opener.open(urllib.request.Request(url, method=method, headers=dict(headers)),
+                                                 timeout=pace.idle)
+            status = response.status
+        except urllib.error.HTTPError as answer:
+            refused = answer
+            response, status = answer.fp, answer.code  # type: ignore[assignment]  # the HTTPResponse itself
+        with response:
+            body = bytearray()
+            while len(body) <= MAX_BODY:
+                piece = response.read1(1 << 16)
+                if not piece:
+                    break
+                body += piece
+                received[0] = len(body)
+            if late.is_set() or (len(body) <= MAX_BODY and response.length):
+                # The watcher shut the connection, or it closed before the announced Content-Length.
+                raise IncompleteRead(bytes(body[:0]), response.length)
+        return status, bytes(body)
+    except (OSError, HTTPException) as exc:
+        if late.is_set():
+            raise TimeoutError(f"the store sent its answer too slowly ({pace.describe(received[0])})") from exc
+        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+            raise TimeoutError(f"the store sent nothing for {pace.idle:g} s") from exc
+        raise
+    finally:
+        done.set()
+        watcher.join()
+        if refused is not None:
+            refused.close()
 
 
 def _document(body: bytes | None, expect: str, where: str, action: str) -> ElementTree.Element:

@@ -94,7 +94,7 @@ def test_segments_wait_in_the_spool_while_the_repository_is_down_and_go_up_in_or
     assert refs[0].first_revision == 2 and refs[-1].last_revision == revisions[-1]
     assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:]))
     assert build_timeline("prod", [BASE], [listing]).gaps == ()
-    assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []
+    assert [p.name for p in tmp_path.joinpath("spool", "prod").iterdir()] == [".lock"]
 
 
 def test_an_idle_capture_records_a_heartbeat_once_etcd_vouches_for_its_revision(tmp_path: Path) -> None:
@@ -175,7 +175,8 @@ def test_a_full_spool_ends_the_chain_with_a_gap_and_a_new_base_starts_the_next(t
     assert first.info.chain == BASE.id and first.gap is not None
     assert "spool filled up" in first.gap.reason and first.gap.last_revision == 1
     assert second.gap is None and status.gaps == 1
-    assert list((tmp_path / "spool" / "prod").iterdir()) == [], "nothing is left behind in memory or spool"
+    left = [p.name for p in (tmp_path / "spool" / "prod").iterdir()]
+    assert left == [".lock"], "nothing is left behind in memory or spool"
 
 
 KEY_A, KEY_B = (str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2))
@@ -383,7 +384,7 @@ def test_a_hanging_store_neither_stops_capture_nor_fills_its_memory(
     assert refs[0].first_revision == 2
     assert all(b.first_revision == a.last_revision + 1 for a, b in zip(refs, refs[1:])), "no gap, no duplicate"
     assert build_timeline("prod", [BASE], [chains.chains("prod")[0]]).gaps == ()
-    assert list(tmp_path.joinpath("spool", "prod").iterdir()) == []
+    assert [p.name for p in tmp_path.joinpath("spool", "prod").iterdir()] == [".lock"]
 
 
 class BlackHoleStore(MemoryStore):
