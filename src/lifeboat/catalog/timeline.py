@@ -88,10 +88,26 @@ class TimelineGap:
 
 
 @dataclass(frozen=True)
+class Unplaced:
+    """A backup taken of the cluster inside a chain's revisions whose times do not fit capture's:
+    not a base of the chain (and retention does not fold the chain into it)."""
+
+    backup: str
+    chain: str
+    reason: str
+
+    def text(self) -> str:
+        return (f"backup {self.backup} is not a base of capture chain {self.chain}, though taken inside its "
+                f"revisions: {self.reason} (a clock off capture's, or the cluster restored since?); restores to "
+                "later points replay from an older base, and retention does not fold the chain into it")
+
+
+@dataclass(frozen=True)
 class Timeline:
     cluster: str
     windows: tuple[Window, ...]  # by first revision
     gaps: tuple[TimelineGap, ...]
+    unplaced: tuple[Unplaced, ...] = ()
 
     def window_end(self, manifest: Manifest) -> Window | None:
         """The window that starts at ``manifest`` (its chain, or itself alone)."""
@@ -157,12 +173,16 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     windows: list[Window] = []
     holes: dict[int, tuple[str, bool]] = {}  # chain end revision -> why the chain stops there, missing segments
     chained: set[str] = set()
+    unplaced: list[Unplaced] = []
     own_bases = {listing.info.base_backup for listing in chains}
     others = [m for m in complete.values() if m.id not in own_bases]  # no chain's own base is another's later one
     for listing in chains:
         at = SegmentsAt(listing.segments)
         base = complete.get(listing.info.base_backup)
         written = later_bases(listing, others, base, at)
+        recipients = None if base is None else base.recipients
+        unplaced += (Unplaced(m.id, listing.info.chain, why) for m in others
+                     if (why := times_misfit(m, listing, recipients, at)) is not None)
         if base is not None:
             start = (listing.info.base_revision, manifest_time(base))
         elif written:  # the chain's own base is gone: its oldest later base folded it
@@ -199,7 +219,8 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             t = manifest_time(m)
             windows.append(Window(m, m.snapshot.revision, m.snapshot.revision, t, t))
     windows.sort(key=lambda w: (w.first_revision, w.last_revision))
-    return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)))
+    return Timeline(cluster, tuple(windows), tuple(_gaps(windows, holes)),
+                    tuple(u for u in unplaced if u.backup not in chained))
 
 
 def later_bases(listing: ChainListing, manifests: Iterable[Manifest], base: Manifest | None,
@@ -237,32 +258,59 @@ def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequen
     there: the identity that reads the chain reads it), and not be written from a chain
     (:data:`SYNTHETIC_CHAIN`; those are judged by that label). ``at``: the chain's segments.
     """
+    seen = _seen_around(m, listing, recipients, at)
+    return seen is not None and _misfit(m, *seen) is None
+
+
+def times_misfit(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None, at: SegmentsAt) -> str | None:
+    """Why backup ``m``, which would be a later base of ``listing``'s chain by everything else
+    :func:`taken_while_capturing` asks, is not one: its times do not fit when capture saw its
+    revision (a clock off capture's by more than :data:`PASSING_SLACK`, or a cluster restored
+    under the same id). None when it is one, or not a candidate at all."""
+    seen = _seen_around(m, listing, recipients, at)
+    return None if seen is None else _misfit(m, *seen)
+
+
+def _seen_around(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None,
+                 at: SegmentsAt) -> tuple[datetime, datetime] | None:
+    """When capture first saw the revision ``m``'s state is at, and at the latest its next one;
+    None when ``m`` is no candidate for a later base of the chain (see :func:`taken_while_capturing`)."""
     revision = start_revision(m)
     if (STATE_REVISION not in m.labels or SYNTHETIC_CHAIN in m.labels
             or m.source.cluster_id != listing.info.cluster_id
             or not listing.info.base_revision < revision <= at.last_revision):
-        return False
+        return None
     holding = at.holding(revision)
     if not holding:
-        return False
+        return None
     if recipients is not None:
         if sorted(m.recipients) != sorted(recipients):
-            return False
+            return None
     elif (m.encryption is not None) != holding[0].encrypted:
-        return False
+        return None
     # Every segment holding a revision was first seen no later than it, last seen no earlier.
     seen_first = max(s.first_seen for s in holding)
     following = at.holding(revision + 1)
     if following:
-        seen_next = min(s.last_seen for s in following)
-    elif revision == at.last_revision:
-        beat = listing.heartbeat
-        seen_next = max(s.last_seen for s in holding)
-        if beat is not None and beat.revision == revision:
-            seen_next = max(seen_next, beat.seen)
-    else:
-        return False  # the revisions after it are missing
-    return manifest_time(m) >= seen_first - PASSING_SLACK and started_time(m) <= seen_next + PASSING_SLACK
+        return seen_first, min(s.last_seen for s in following)
+    if revision != at.last_revision:
+        return None  # the revisions after it are missing
+    beat = listing.heartbeat
+    seen_next = max(s.last_seen for s in holding)
+    if beat is not None and beat.revision == revision:
+        seen_next = max(seen_next, beat.seen)
+    return seen_first, seen_next
+
+
+def _misfit(m: Manifest, seen_first: datetime, seen_next: datetime) -> str | None:
+    finished, started = manifest_time(m), started_time(m)
+    if finished < seen_first - PASSING_SLACK:
+        return (f"it finished at {_text(finished)}, {(seen_first - finished).total_seconds():.0f} s before capture "
+                f"saw revision {start_revision(m)} it holds")
+    if started > seen_next + PASSING_SLACK:
+        return (f"it started at {_text(started)}, {(started - seen_next).total_seconds():.0f} s after capture saw "
+                f"the revision after {start_revision(m)}, which it does not hold")
+    return None
 
 
 def _complete(manifest: Manifest) -> bool:

@@ -19,7 +19,7 @@ from lifeboat.catalog.timeline import Timeline, TimelineGap, Window, build_timel
 from lifeboat.cli.point import only_cluster, point_target, resolve_point
 from lifeboat.errors import NotFound, OperationFailed, UsageError
 from lifeboat.cli.connect import age_identities, cluster_name, etcd_settings, open_repository, resolved_config
-from lifeboat.cli.output import emit_json, table
+from lifeboat.cli.output import emit_json, printable, table
 from lifeboat.clock import SystemClock
 from lifeboat.etcd import EtcdClient
 from lifeboat.waits import SERVICE_SIGNALS, stop_on_signals
@@ -145,6 +145,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         table(("FROM REVISION", "TO REVISION", "FROM", "TO", "BASE", "LATER BASES", "SEGMENTS", "STATE"),
               [(w.first_revision, w.last_revision, _time(w.first_time), _time(w.last_time), w.base.id,
                 len(w.bases()) - 1, len(w.segments), _state(w)) for w in t.windows])
+        for unplaced in t.unplaced:
+            print(printable(f"note: {unplaced.text()}"))
         if t.gaps:
             print("gaps:")
             table(("AFTER REVISION", "BEFORE REVISION", "FROM", "TO", "REASON"),
@@ -179,6 +181,7 @@ def timeline_json(t: Timeline) -> dict[str, Any]:
     return {
         "cluster": t.cluster, "windows": [window_json(w) for w in t.windows],
         "gaps": [gap_json(g) for g in t.gaps],
+        "unplaced": [{"backup": u.backup, "chain": u.chain, "reason": u.reason} for u in t.unplaced],
     }
 
 

@@ -138,6 +138,8 @@ def plan_prune(
     chains = [listing for c in clusters for listing in store.chains(c)]
     timelines = [build_timeline(c, [m for m in manifests.values() if m.cluster == c],
                                 [listing for listing in chains if listing.info.cluster == c]) for c in clusters]
+    for unplaced in (u for t in timelines for u in t.unplaced):
+        _log.warning("%s", unplaced.text())
     retention = keep_open_chain_bases(keep_window_bases(retention, policies, timelines, now), timelines, now,
                                       orphan_grace)
     found_orphans = find_orphans(repo, cluster)

@@ -273,6 +273,23 @@ def test_a_backup_not_shown_to_hold_the_chains_state_is_not_a_start_of_its_windo
     assert point_at_revision(timeline, 255).base.id == B1.id, why
 
 
+@pytest.mark.parametrize("backup, words", [
+    (taken("20261201T030100Z-cccccc", 200, 60, 61), ["started at 2026-12-01T03:01:00.000Z", "48 s after capture saw "
+                                                    "the revision after 200"]),
+    (taken("20261201T025900Z-cccccc", 250, -60, -59), ["finished at 2026-12-01T02:59:01.000Z", "69 s before capture "
+                                                      "saw revision 250"]),
+])
+def test_a_backup_whose_times_do_not_fit_captures_is_said_and_no_other_is(backup: object, words: list[str]) -> None:
+    scheduled = taken("20261201T030005Z-dddddd", 150, 2.5, 3)  # a later base: not said
+    other = taken("20261201T030005Z-eeeeee", 200, 4.5, 6).model_copy(  # not of this etcd cluster: not said
+        update={"source": B1.source.model_copy(update={"cluster_id": "c2"})})
+    timeline = build_timeline("prod", [B1, backup, scheduled, other], [chain(B1, CAPTURING)])  # type: ignore[list-item]
+    (unplaced,) = timeline.unplaced
+    assert (unplaced.backup, unplaced.chain) == (backup.id, B1.id)  # type: ignore[attr-defined]
+    assert all(w in unplaced.reason for w in words), unplaced.reason
+    assert "not a base of capture chain" in unplaced.text() and "clock" in unplaced.text()
+
+
 def test_a_backup_written_from_the_chain_is_a_synthetic_base_not_a_passing_one() -> None:
     folded = synthetic("20261201T030005Z-ssssss", 200, 6, B1, seen="2026-12-01T03:00:04.000Z")
     (window,) = build_timeline("prod", [B1, folded], [chain(B1, CAPTURING)]).windows

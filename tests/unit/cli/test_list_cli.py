@@ -135,6 +135,32 @@ def test_a_synthetic_backup_shows_the_window_end_of_the_chain_it_was_written_fro
     assert ends[synthetic.id]["capturing"] is True
 
 
+def test_a_backup_whose_times_do_not_fit_captures_is_named_by_timeline_and_prune(
+        cli: Cli, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Taken inside a chain's revisions on a host whose clock is 20 minutes off capture's: it is
+    no base of the chain and retention does not fold the chain into it; said, not left silent."""
+    from lifeboat.catalog.timeline import STATE_REVISION
+
+    repo, base = chained_backup(tmp_path, segments=3, seen=NOW - timedelta(minutes=30))
+    skewed = store_backup(repo, NOW - timedelta(minutes=10), commit=False)
+    revision = base.snapshot.revision + 2
+    skewed = skewed.model_copy(update={
+        "labels": {STATE_REVISION: str(revision)},
+        "source": skewed.source.model_copy(update={"cluster_id": "c1"}),
+        "snapshot": skewed.snapshot.model_copy(update={"revision": revision})})
+    repo.commit(skewed)
+    flags = ("--repo", str(tmp_path / "repo"))
+
+    code, out, err = cli("timeline", *flags)
+    assert code == 0, err
+    assert f"note: backup {skewed.id} is not a base of capture chain {base.id}" in out and "clock" in out
+    (shown,) = cli.json("timeline", *flags)
+    assert [u["backup"] for u in shown["unplaced"]] == [skewed.id]  # type: ignore[index]
+    code, _out, err = cli("prune", *flags, "--keep-last", "5", "--dry-run")
+    assert code == 0, err
+    assert f"backup {skewed.id} is not a base of capture chain {base.id}" in caplog.text
+
+
 def chained_backup(tmp_path: Path, *, segments: int, seen: datetime) -> tuple[BackupRepository, Manifest]:
     """A local repository holding a backup an hour old and its open chain of ``segments``
     segments of one revision each, the first seen at ``seen``."""
