@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from lifeboat.capture import CaptureStatus
+from lifeboat.errors import LifeboatError
 
 log = logging.getLogger("lifeboat.agent")
 
@@ -48,7 +49,9 @@ class CaptureSupervisor:
         def run() -> None:
             try:
                 self._run(stop, status)
-            except Exception:  # the next cycle starts it again; the error is in the log
+            except LifeboatError as exc:  # etcd or the store away, the spool another process's: said in one line
+                log.error("capture failed: %s; the next cycle starts it again", exc, extra={"event": "capture_failed"})
+            except Exception:  # a bug: the traceback too; the next cycle starts it again
                 log.exception("capture failed", extra={"event": "capture_failed"})
 
         self._thread = threading.Thread(target=run, name="lifeboat-capture", daemon=True)

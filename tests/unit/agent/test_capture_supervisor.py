@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+
+import pytest
 
 from lifeboat.agent.capture import CaptureSupervisor
 from lifeboat.agent.metrics import AgentMetrics
@@ -68,3 +71,23 @@ def test_capture_running_is_0_on_a_capturing_agent_before_it_leads_and_absent_wi
     enabled.capture(supervisor.status, lambda: supervisor.running)
     assert "lifeboat_capture_running 0.0" in enabled.render()
     assert "lifeboat_capture_running" not in AgentMetrics("prod", "b", "0", FakeClock(at(10))).render()
+
+
+def test_a_capture_that_failed_for_a_known_reason_is_logged_in_one_line_without_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A spool another process holds fails every cycle's capture: one line each, not a traceback."""
+    from lifeboat.capture.spool import SpoolInUse
+
+    ended = threading.Event()
+
+    def run(stop: threading.Event, status: CaptureStatus) -> None:
+        ended.set()
+        raise SpoolInUse("the capture spool /x is in use by another process (pid 7)")
+
+    supervisor = CaptureSupervisor(run)
+    with caplog.at_level(logging.ERROR, logger="lifeboat"):
+        supervisor.lead(True)
+        assert ended.wait(5)
+        supervisor.stop()
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "capture_failed"]
+    assert "in use by another process (pid 7)" in record.getMessage() and record.exc_info is None
