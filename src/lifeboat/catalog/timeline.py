@@ -7,7 +7,7 @@ Anything between windows is a gap, with the reason the chain recorded, or "not c
 
 A chain's window starts at its own base backup. Its later bases are the full backups written
 from the chain (synthetic) and those taken of the cluster while the chain captured it (a
-scheduled one, say: :func:`taken_while_capturing`): a point after one replays only the events
+scheduled one, say: :func:`later_bases`): a point after one replays only the events
 after it, not the whole chain from its base. Once retention has deleted the chain's base (and
 the segments before a later base), the window starts at the oldest remaining later base,
 which folded everything before it.
@@ -50,12 +50,20 @@ class Window:
     chain: ChainListing | None = None
     segments: tuple[SegmentRef, ...] = ()  # the unbroken run used, in order
     capturing: bool = False  # the chain has no end recorded: capture may still extend it
-    synthetic: tuple[Manifest, ...] = ()  # full backups written from this chain (later bases)
-    passing: tuple[Manifest, ...] = ()  # full backups taken while the chain captured (later bases)
-    later: tuple[Base, ...] = ()  # the two above as bases, by revision
+    later: tuple[Base, ...] = ()  # later bases: written from the chain or taken while it captured, by revision
 
     def covers(self, revision: int) -> bool:
         return self.first_revision <= revision <= self.last_revision
+
+    @property
+    def synthetic(self) -> tuple[Manifest, ...]:
+        """The later bases written from the chain (``synthesize``)."""
+        return tuple(b.manifest for b in self.later if SYNTHETIC_CHAIN in b.manifest.labels)
+
+    @property
+    def passing(self) -> tuple[Manifest, ...]:
+        """The later bases taken while the chain captured."""
+        return tuple(b.manifest for b in self.later if SYNTHETIC_CHAIN not in b.manifest.labels)
 
     def bases(self) -> tuple[Base, ...]:
         """Every full backup a restore inside this window can start from, oldest first: the
@@ -179,10 +187,8 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
     for listing in chains:
         at = SegmentsAt(listing.segments)
         base = complete.get(listing.info.base_backup)
-        written = later_bases(listing, others, base, at)
-        recipients = None if base is None else base.recipients
-        unplaced += (Unplaced(m.id, listing.info.chain, why) for m in others
-                     if (why := times_misfit(m, listing, recipients, at)) is not None)
+        written, misfits = later_bases(listing, others, base, at)
+        unplaced += misfits
         if base is not None:
             start = (listing.info.base_revision, manifest_time(base))
         elif written:  # the chain's own base is gone: its oldest later base folded it
@@ -198,9 +204,7 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
             chained.add(base.id)
             window, hole = _chain_window(base, start, listing)
             own = [m for m in written if window.covers(start_revision(m))]
-            window = replace(window, synthetic=tuple(m for m in own if SYNTHETIC_CHAIN in m.labels),
-                             passing=tuple(m for m in own if SYNTHETIC_CHAIN not in m.labels),
-                             later=tuple(at.base(m) for m in own))
+            window = replace(window, later=tuple(at.base(m) for m in own))
             chained.update(m.id for m in own)
             windows.append(window)
             if hole:
@@ -224,57 +228,50 @@ def build_timeline(cluster: str, manifests: Sequence[Manifest], chains: Sequence
 
 
 def later_bases(listing: ChainListing, manifests: Iterable[Manifest], base: Manifest | None,
-                at: SegmentsAt) -> list[Manifest]:
-    """The complete full backups of ``manifests`` a restore in ``listing``'s chain can start from
-    besides its own base ``base`` (None: deleted): those ``synthesize`` wrote from the chain and
-    those taken while it captured, by the revision their state is at. ``at``: its segments."""
+                at: SegmentsAt) -> tuple[list[Manifest], list[Unplaced]]:
+    """The full backups of ``manifests`` a restore in ``listing``'s chain can start from besides
+    its own base ``base`` (None: deleted), by the revision their state is at; and those that
+    would be one but for their times. ``at``: the chain's segments.
+
+    Those ``synthesize`` wrote from the chain (:data:`SYNTHETIC_CHAIN`), and those taken while
+    it captured: a backup holds the state the chain reached at R, the revision its state is at,
+    only if it was taken of the same etcd cluster while the chain's revision was R: etcd's
+    cluster id says the first, the times the second. R is :data:`STATE_REVISION`, which older
+    backups do not record (their last row can be below it, when a compaction removed the
+    tombstones after it: their state then lacks keys a point between the two holds), so they
+    are not taken. R must be after the chain's base and held by a segment; the backup must
+    have finished no earlier than capture first saw R and started no later than capture saw
+    R+1 (to the seen times of the segments holding them, give or take :data:`PASSING_SLACK`; at
+    the chain's newest revision, its last heartbeat there): else it is :class:`Unplaced`. A
+    cluster restored from an older backup can keep its id and go through revisions the chain
+    saw again, with other contents: its backups were taken after the chain saw those
+    revisions. It must be encrypted as the chain is (to the recipients of ``base``, when it is
+    still there: the identity that reads the chain reads it).
+    """
     recipients = None if base is None else base.recipients
-    return sorted((m for m in manifests if _complete(m) and (m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain
-                                                             or taken_while_capturing(m, listing, recipients, at))),
-                  key=start_revision)
+    found: list[Manifest] = []
+    unplaced: list[Unplaced] = []
+    for m in manifests:
+        if m.labels.get(SYNTHETIC_CHAIN) == listing.info.chain:
+            found.append(m)
+        elif (seen := _seen_around(m, listing, recipients, at)) is not None:
+            why = _misfit(m, *seen)
+            if why is None:
+                found.append(m)
+            else:
+                unplaced.append(Unplaced(m.id, listing.info.chain, why))
+    return sorted(found, key=start_revision), unplaced
 
 
 # How far a backup's clock and capture's may disagree (with capture's lag) and a backup still
-# count as taken while the chain captured: see :func:`taken_while_capturing`.
+# count as taken while the chain captured: see :func:`later_bases`.
 PASSING_SLACK = timedelta(seconds=5)
-
-
-def taken_while_capturing(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None,
-                          at: SegmentsAt) -> bool:
-    """Whether full backup ``m`` holds the state ``listing``'s chain reached at the revision
-    ``m``'s state is at, so that a restore to a later point of the chain can start from it.
-
-    Only if it was taken of the same etcd cluster while the chain's revision was that one,
-    R: etcd's cluster id says the first, the times the second. R is the revision its state is
-    at (:data:`STATE_REVISION`), which older backups do not record (their last row can be below
-    it, when a compaction removed the tombstones after it: their state then lacks keys a point
-    between the two holds), so they are not taken. R must be after the chain's base and held
-    by a segment; ``m`` must have finished no earlier than capture first saw R and started no
-    later than capture saw R+1 (to the seen times of the segments holding them, give or take
-    :data:`PASSING_SLACK`; at the chain's newest revision, its last heartbeat there). A cluster
-    restored from an older backup can keep its id and go through revisions the chain saw again,
-    with other contents: its backups were taken after the chain saw those revisions. It must
-    be encrypted as the chain is (to ``recipients``, the chain's base's, when the base is still
-    there: the identity that reads the chain reads it), and not be written from a chain
-    (:data:`SYNTHETIC_CHAIN`; those are judged by that label). ``at``: the chain's segments.
-    """
-    seen = _seen_around(m, listing, recipients, at)
-    return seen is not None and _misfit(m, *seen) is None
-
-
-def times_misfit(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None, at: SegmentsAt) -> str | None:
-    """Why backup ``m``, which would be a later base of ``listing``'s chain by everything else
-    :func:`taken_while_capturing` asks, is not one: its times do not fit when capture saw its
-    revision (a clock off capture's by more than :data:`PASSING_SLACK`, or a cluster restored
-    under the same id). None when it is one, or not a candidate at all."""
-    seen = _seen_around(m, listing, recipients, at)
-    return None if seen is None else _misfit(m, *seen)
 
 
 def _seen_around(m: Manifest, listing: ChainListing, recipients: Sequence[str] | None,
                  at: SegmentsAt) -> tuple[datetime, datetime] | None:
     """When capture first saw the revision ``m``'s state is at, and at the latest its next one;
-    None when ``m`` is no candidate for a later base of the chain (see :func:`taken_while_capturing`)."""
+    None when ``m`` is no candidate for a later base of the chain (see :func:`later_bases`)."""
     revision = start_revision(m)
     if (STATE_REVISION not in m.labels or SYNTHETIC_CHAIN in m.labels
             or m.source.cluster_id != listing.info.cluster_id

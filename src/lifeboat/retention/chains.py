@@ -14,7 +14,7 @@ it captured. The rules:
   are deleted, its segments that end at or before S go too, except the chain's newest segment
   (capture continues after it) and, for a backup taken while the chain captured, the segment
   holding S (the timeline reads its seen times to know the backup for the chain's:
-  :func:`~lifeboat.catalog.timeline.taken_while_capturing`). The timeline then starts the
+  :func:`~lifeboat.catalog.timeline.later_bases`). The timeline then starts the
   window at S.
 * A chain none of whose bases is retained goes whole (segments first, ``chain.json`` last).
   A chain with no base left at all (deleted by hand, say) goes once older than the orphan
