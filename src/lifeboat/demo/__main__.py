@@ -5,7 +5,10 @@ Three etcd 3.5.1 members over mTLS on loopback, each on its own node root under
 ``var/lib/etcd``), each run by a small stand-in for the kubelet. The demo writes
 Kubernetes-like data, takes an encrypted backup with zero etcd flags, proves it with a drill,
 then loses two members and their disks, shows ``lifeboat status`` saying quorum is lost,
-restores all three nodes from the one backup, and checks that every key is back.
+restores all three nodes from the one backup, and checks that every key is back. Then it runs
+``lifeboat capture``, edits a few objects, deletes a namespace by mistake, and brings that
+namespace back as it was a second before (``lifeboat k8s undelete --to-time``), checking that
+it is exactly as it was and that no other key changed.
 Everything it starts is stopped at the end, whatever happens.
 """
 
@@ -15,6 +18,7 @@ import json
 import random
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +37,7 @@ from lifeboat.etcd.local import LocalEtcd, ReservedPort
 WORK = Path("demo-work")
 LIFEBOAT = [sys.executable, "-m", "lifeboat.cli.main"]
 CLOCK = SystemClock()  # the demo runs real processes on real time
+NAMESPACE = "team-03"  # the one deleted by mistake and brought back
 KINDS = ("pods", "configmaps", "secrets", "serviceaccounts", "services/specs", "deployments", "replicasets")
 
 
@@ -40,11 +45,17 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
-def run(*args: str, ok: tuple[int, ...] = (0,)) -> str:
+def run(*args: str, ok: tuple[int, ...] = (0,), head: int | None = None, resume: str = "") -> str:
+    """Run lifeboat, show its output and return it. With ``head``, a long output is shown as its
+    first ``head`` lines, then from the first line starting with ``resume`` on."""
     shown = " ".join(shlex.quote(a) for a in ("lifeboat", *args))
     print(f"$ {shown}", flush=True)
     done = subprocess.run([*LIFEBOAT, *args], capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
+    out = done.stdout.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(out) if resume and line.startswith(resume)), len(out))
+    if head is not None and end > head + 1:
+        out = [*out[:head], f"  ... {end - head} lines more\n", *out[end:]]
+    sys.stdout.write("".join(out))
     if done.returncode not in ok:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"demo: '{shown}' failed with exit code {done.returncode}")
@@ -159,6 +170,7 @@ class Story:
         self.disaster()
         self.restore_everything()
         self.prove(before)
+        self.capture_and_undo()
         print(f"\nDemo finished in {CLOCK.monotonic() - self.started:.0f}s.")
         return 0
 
@@ -175,6 +187,7 @@ class Story:
         identity = pyrage.x25519.Identity.generate()
         self.key_file.write_text(f"# demo key: keep real ones somewhere safer than the backup\n{identity}\n")
         self.key_file.chmod(0o600)
+        self.recipient = str(identity.to_public())
         say("Backup from node-0 with zero etcd flags: endpoint and certificate come from its etcd static pod")
         run("backup", "--root", str(self.nodes[0].root), "--repo", self.repo, "--cluster", "demo",
             "--encrypt-to", str(identity.to_public()))
@@ -261,6 +274,80 @@ class Story:
         print(f"node-0's old data dir was kept, not deleted: {', '.join(moved)}")
         if not same:
             raise SystemExit("demo: the restored keyspace differs from the one backed up")
+
+    def capture_and_undo(self) -> None:
+        say("Continuous capture: every change is in the repository within about a second")
+        argv = ["capture", "--root", str(self.nodes[0].root), "--repo", self.repo, "--cluster", "demo",
+                "--encrypt-to", self.recipient]
+        print("$ " + " ".join(shlex.quote(a) for a in ("lifeboat", *argv)) + " &")
+        log_path = WORK / "logs" / "capture.log"
+        with log_path.open("w") as log:
+            capture = subprocess.Popen([*LIFEBOAT, *argv], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_captured(capture, keyspace(self.nodes, self.pki)[0], log_path)
+            edited = sorted(k for k in self.namespace_keys(NAMESPACE) if k.startswith(b"/registry/configmaps/"))[:5]
+            with client(self.nodes, self.pki) as c:
+                for round_ in range(3):  # the team keeps working: three edits of a few ConfigMaps
+                    for key, value in self.namespace_keys(NAMESPACE).items():
+                        if key in edited:
+                            body = json.loads(value)
+                            body["data"]["edit"] = round_
+                            c.put(key, json.dumps(body).encode())
+            CLOCK.sleep(1.2)
+            point = CLOCK.now().astimezone().isoformat(timespec="seconds")
+            kept = self.namespace_keys(NAMESPACE)
+            print(f"{point}: namespace {NAMESPACE} holds {len(kept)} objects (some ConfigMaps just edited)")
+            CLOCK.sleep(1.2)
+            say(f"A mistake: namespace {NAMESPACE} is deleted with everything in it")
+            with client(self.nodes, self.pki) as c:
+                for key in sorted(kept):
+                    c.delete_range(key)
+            revision, everything = keyspace(self.nodes, self.pki)
+            print(f"deleted {len(kept)} objects; {len(everything)} keys left in the cluster")
+            self._wait_captured(capture, revision, log_path)
+            run("timeline", "--repo", self.repo)
+            say(f"Bring {NAMESPACE} back as it was at {point}, without rolling anything else back")
+            run("k8s", "undelete", "--from", "latest", "--to-time", point, "-n", NAMESPACE, "--apply",
+                "--root", str(self.nodes[0].root), "--repo", self.repo, "--identity", str(self.key_file),
+                head=6, resume="wrote ")
+            back = self.namespace_keys(NAMESPACE)
+            others = {k: v for k, v in keyspace(self.nodes, self.pki)[1].items() if k not in back}
+            same = back == kept and others == everything
+            print(f"{NAMESPACE}: {len(back)} objects back, each as it was at {point}: {back == kept}; "
+                  f"every other key untouched: {others == everything}")
+            if not same:
+                raise SystemExit(f"demo: {NAMESPACE} did not come back as it was")
+        finally:
+            capture.send_signal(signal.SIGTERM)
+            code = capture.wait(timeout=60)
+            print(f"capture stopped (SIGTERM commits what it has): exit code {code}; its log: {log_path}")
+        if code != 0:
+            raise SystemExit(f"demo: lifeboat capture exited {code}; see {log_path}")
+
+    def namespace_keys(self, namespace: str) -> dict[bytes, bytes]:
+        """The namespace's object and every object in it, as stored now."""
+        inside = f"/{namespace}/".encode()
+        own = f"/registry/namespaces/{namespace}".encode()
+        return {k: v for k, v in keyspace(self.nodes, self.pki)[1].items() if inside in k or k == own}
+
+    def _wait_captured(self, capture: subprocess.Popen[bytes], revision: int, log_path: Path,
+                       timeout: float = 60) -> None:
+        """Until capture's segments reach ``revision`` (the timeline's open window ends at or after it)."""
+        def reached() -> bool | None:
+            if capture.poll() is not None:
+                return False
+            done = subprocess.run([*LIFEBOAT, "timeline", "--repo", self.repo, "-o", "json"],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                return None
+            found = json.loads(done.stdout)
+            clusters = found if isinstance(found, list) else [found]
+            ends = [w["last_revision"] for t in clusters for w in t["windows"] if w["capturing"]]
+            return True if ends and max(ends) >= revision else None
+
+        if not wait_for(CLOCK, reached, timeout, 0.3):
+            tail = "\n".join(log_path.read_text().splitlines()[-5:])
+            raise SystemExit(f"demo: capture did not reach revision {revision}:\n{tail}")
 
 
 if __name__ == "__main__":
