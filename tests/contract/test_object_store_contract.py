@@ -237,6 +237,17 @@ def test_delete_removes_and_is_idempotent(store: ObjectStore) -> None:
         store.get_bytes("a/b/c")
 
 
+def test_delete_many_removes_exactly_the_keys_named_across_batches(store: ObjectStore) -> None:
+    names = [f"c/segments/{i:05d}" for i in range(1005)]  # more than one S3 request's 1,000
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda name: store.put_bytes(name, b"x"), [*names, "c/chain.json", "c/segments0"]))
+
+    store.delete_many([*names[:1003], "c/segments/never-existed"])
+    store.delete_many([])
+
+    assert [o.key for o in store.list("c/")] == ["c/chain.json", "c/segments/01003", "c/segments/01004", "c/segments0"]
+
+
 def test_ranges_of_an_object_read_in_parallel_join_to_the_object(store: ObjectStore) -> None:
     data = bytes(range(256)) * 40_000  # 10 MB
     store.put_stream("big/obj", (data[i:i + MiB] for i in range(0, len(data), MiB)))

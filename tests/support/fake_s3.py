@@ -15,6 +15,8 @@ with ``prefix``, ``delimiter``, ``start-after``, ``continuation-token``, pages o
 * ``deny_under``: answer writes of keys under this prefix 403 AccessDenied (a narrow policy);
 * ``ignore_range``: answer a ranged GET with the whole object (200);
 * ``repeat_pages``: answer every listing with its first page, "truncated", forever;
+* ``most_deleted``: the most keys one DeleteObjects may name; more are answered 400 MalformedXML
+  (as S3 answers more than 1,000);
 * ``honour_if_none_match``: False to overwrite on ``PUT`` with ``If-None-Match: *``, as some
   S3-compatible stores do.
 """
@@ -54,6 +56,7 @@ class FakeS3:
         self.repeat_pages = False
         self.ignore_range = False
         self.deny_under: str | None = None
+        self.most_deleted: int | None = None
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -252,6 +255,9 @@ def _handler(fake: FakeS3) -> type[http.server.BaseHTTPRequestHandler]:
                 self._error(501, "NotImplemented")
                 return
             keys = [unquote_xml(k) for k in re.findall(r"<Key>(.*?)</Key>", body.decode())]
+            if fake.most_deleted is not None and len(keys) > fake.most_deleted:
+                self._error(400, "MalformedXML")
+                return
             with fake._lock:
                 for key in keys:
                     fake.objects.pop(key, None)

@@ -46,7 +46,8 @@ PACK_RECORDS_BYTES = 4 << 20
 SMALL_BYTES = 1 << 20  # a segment this large as stored is left as it is
 MIN_AGE = timedelta(minutes=5)
 DELETE_AFTER = timedelta(minutes=30)
-THREADS = 8  # segments fetched, or deleted, at once (each is one request)
+THREADS = 8  # segments fetched at once (each is one request)
+DELETE_BATCH = 1000  # segments deleted in one call (one request on S3), between looks at ``stop``
 
 
 @dataclass(frozen=True)
@@ -170,14 +171,14 @@ class Packer:
         with ThreadPoolExecutor(THREADS, thread_name_prefix="pack") as pool:
             for plan in self.plan(cluster, now):
                 result.waiting += plan.waiting
-                self._delete_held(plan, result, pool, halted)
+                self._delete_held(plan, result, halted)
                 for run in plan.runs:
                     if halted():
                         return result
                     self._pack(plan.listing, run, result, pool)
         return result
 
-    def _delete_held(self, plan: PackPlan, result: PackResult, pool: ThreadPoolExecutor,
+    def _delete_held(self, plan: PackPlan, result: PackResult,
                      halted: Callable[[], bool]) -> None:
         cluster, chain = plan.listing.info.cluster, plan.listing.info.chain
         checked: dict[str, bool] = {}
@@ -185,17 +186,14 @@ class Packer:
             if holder.name not in checked and not halted():
                 checked[holder.name] = self._check(cluster, chain, holder, result)
         gone = [ref for ref, holder in plan.held if checked.get(holder.name)]
-
-        def delete(ref: SegmentRef) -> bool:
+        # In any order: each one's revisions are in a checked pack. A batch a request where the
+        # store deletes many at once (S3).
+        for start in range(0, len(gone), DELETE_BATCH):
             if halted():
-                return False
-            self.chains.delete_segments(cluster, chain, [ref])
-            return True
-
-        # In any order: each one's revisions are in a checked pack. A few at a time: a day's
-        # segments handed to the pool at once are as many futures held at once.
-        for start in range(0, len(gone), 4 * THREADS):
-            result.deleted += sum(pool.map(delete, gone[start:start + 4 * THREADS]))
+                return
+            batch = gone[start:start + DELETE_BATCH]
+            self.chains.delete_segments(cluster, chain, batch)
+            result.deleted += len(batch)
 
     def _check(self, cluster: str, chain: str, pack: SegmentRef, result: PackResult) -> bool:
         """Whether ``pack`` reads back whole (else what it holds stays, and the refusal is noted):

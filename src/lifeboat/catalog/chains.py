@@ -419,16 +419,14 @@ class ChainStore:
         return segment
 
     def delete_segments(self, cluster: str, chain: str, refs: Sequence[SegmentRef]) -> None:
-        """Delete these segments, oldest first, so an interruption leaves the chain's tail whole."""
-        for ref in sorted(refs):
-            self.store.delete(segment_key(cluster, chain, ref.name))
+        """Delete these segments, oldest first (by the store's batches: an interruption leaves
+        the chain's tail whole)."""
+        self.store.delete_many([segment_key(cluster, chain, ref.name) for ref in sorted(refs)])
 
     def delete_chain(self, cluster: str, chain: str) -> None:
         """Segments and end marks first, ``chain.json`` last (re-runnable)."""
         prefix = chain_prefix(cluster, chain)
-        for obj in list(self.store.list(prefix)):
-            if obj.key != prefix + CHAIN_NAME:
-                self.store.delete(obj.key)
+        self.store.delete_many([obj.key for obj in self.store.list(prefix) if obj.key != prefix + CHAIN_NAME])
         self.store.delete(prefix + CHAIN_NAME)
 
 

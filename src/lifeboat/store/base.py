@@ -38,6 +38,9 @@ Contract, checked by ``tests/contract/`` against every backend:
   (became visible), by the store's own clock, timezone-aware. Prune measures how old an
   uncommitted backup's objects are by it, so a backup still being written is left alone.
 * ``delete`` of a missing key is not an error (deletes are retried after interruptions).
+  ``delete_many`` deletes many keys in as few requests as the store allows (S3: 1,000 a
+  request), batch after batch in the order given: interrupted, it has deleted some of the batch
+  under way and none after it.
 * Unreachable store, bad credentials or a missing bucket raise
   :class:`~lifeboat.errors.RepositoryUnavailable`; a full disk raises
   :class:`~lifeboat.errors.OperationFailed`.
@@ -47,7 +50,7 @@ from __future__ import annotations
 
 import builtins
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -163,6 +166,14 @@ class StoreBase:
     def _already_exists(self, key: str) -> AlreadyExists:
         return AlreadyExists(f"object {key} already exists in {self._url}; it was left unchanged")
 
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One by one, in order: a local or memory store has no request to save."""
+        for key in keys:
+            self.delete(key)
+
 
 class ObjectStore(Protocol):
     """A flat namespace of immutable objects. See the module docstring for the contract."""
@@ -210,6 +221,10 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every one of ``keys`` (missing ones are not an error), in batches in the order given."""
         ...
 
     def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:

@@ -98,6 +98,7 @@ FOLDER_PAGES = 10
 # get_range's callers read this many ranges at once (a restore's RANGES_IN_FLIGHT): each is
 # given the time of as many, since they share one link.
 RANGES_SHARING = 4
+DELETES_PER_REQUEST = 1000  # S3's most for one DeleteObjects request
 # get_stream reads an object as ranges of this size, each a request of bounded time.
 STREAM_RANGE = 8 << 20
 
@@ -422,6 +423,24 @@ class S3Store(StoreBase):
         import asyncio
 
         return await asyncio.wait_for(obstore.list_with_delimiter_async(self._client(), prefix=prefix), limit)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """S3's DeleteObjects, up to 1,000 keys a request (a chain of a week's segments is a few
+        hundred requests instead of 600,000). A batch the store refuses (a key it will not
+        delete, a request that failed) is deleted again one key a request, whose errors name the
+        key and the reason."""
+        checked = [check_key(key) for key in keys]
+        for start in range(0, len(checked), DELETES_PER_REQUEST):
+            batch = checked[start:start + DELETES_PER_REQUEST]
+            if len(batch) > 1:
+                try:
+                    obstore.delete(self._client(), [self._prefix + key for key in batch])
+                    continue
+                except (BaseError, OSError) as exc:
+                    log.debug("%s refused deleting %d keys in one request (%s); deleting them one by one",
+                               self._url, len(batch), type(exc).__name__)
+            for key in batch:
+                self.delete(key)
 
     def delete(self, key: str) -> None:
         path = self._prefix + check_key(key)

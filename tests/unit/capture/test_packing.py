@@ -11,6 +11,7 @@ import pyrage
 import pytest
 import zstandard
 
+from lifeboat.capture import packing
 from lifeboat.capture.packing import Packer, PackResult, filled, merged, plan_chain
 from lifeboat.catalog.age_keys import Identity, load_identities, parse_recipient
 from lifeboat.catalog.chains import ChainInfo, ChainStore, SegmentRef, segment_name
@@ -386,8 +387,9 @@ def test_packs_that_overlap_in_part_keep_every_revision_and_what_they_hold_goes(
     assert replayed == [r for s in written for r in s.revisions]
 
 
-def test_a_pass_asked_to_stop_ends_before_its_next_pack_or_deletion() -> None:
+def test_a_pass_asked_to_stop_ends_before_its_next_pack_or_deletion(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
+    monkeypatch.setattr(packing, "DELETE_BATCH", 2)  # a deletion under way: a batch of 2 (one S3 request)
     clock = FakeClock(T0 + HOUR)
     store = MemoryStore(clock=clock)
     small_chain(store, 10)
@@ -406,4 +408,4 @@ def test_a_pass_asked_to_stop_ends_before_its_next_pack_or_deletion() -> None:
 
     store.delete = delete_then_stop  # type: ignore[method-assign]
     result = work.run(CLUSTER, clock.now(), stop)
-    assert 1 <= result.deleted < 9 and len(listed(store)) == len(before) + 1 - result.deleted
+    assert result.deleted == 2 and len(listed(store)) == len(before) + 1 - result.deleted
