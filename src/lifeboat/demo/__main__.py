@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pyrage
@@ -293,11 +294,15 @@ class Story:
                             body = json.loads(value)
                             body["data"]["edit"] = round_
                             c.put(key, json.dumps(body).encode())
-            CLOCK.sleep(1.2)
-            point = CLOCK.now().astimezone().isoformat(timespec="seconds")
-            kept = self.namespace_keys(NAMESPACE)
+            edited_at, kept = keyspace(self.nodes, self.pki)[0], self.namespace_keys(NAMESPACE)
+            # The point: a whole second after capture has seen the edits (however loaded the
+            # machine), and before the mistake.
+            self._wait_captured(capture, edited_at, log_path)
+            now = CLOCK.now().astimezone()
+            moment = now.replace(microsecond=0) + timedelta(seconds=1)
+            point = moment.isoformat()
+            CLOCK.sleep((moment - now).total_seconds() + 0.5)
             print(f"{point}: namespace {NAMESPACE} holds {len(kept)} objects (some ConfigMaps just edited)")
-            CLOCK.sleep(1.2)
             say(f"A mistake: namespace {NAMESPACE} is deleted with everything in it")
             with client(self.nodes, self.pki) as c:
                 for key in sorted(kept):
