@@ -324,7 +324,11 @@ class Story:
                 raise SystemExit(f"demo: {NAMESPACE} did not come back as it was")
         finally:
             capture.send_signal(signal.SIGTERM)
-            code = capture.wait(timeout=60)
+            try:
+                code = capture.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                capture.kill()  # nothing the demo started may outlive it
+                code = capture.wait()
             print(f"capture stopped (SIGTERM commits what it has): exit code {code}; its log: {log_path}")
         if code != 0:
             raise SystemExit(f"demo: lifeboat capture exited {code}; see {log_path}")
