@@ -15,7 +15,7 @@ from lifeboat.waits import SERVICE_SIGNALS, stop_on_signals
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    """run scheduled backups, pruning and drills (one active agent per cluster)"""
+    """run scheduled backups, pruning, drills and continuous capture (one active agent per cluster)"""
     path = config_file(args)
     if path is None:
         raise UsageError(f"the agent needs a config file: pass --config FILE or set ${CONFIG_ENV}")

@@ -19,10 +19,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    """run scheduled backups, pruning and drills (one active agent per cluster)
+    """run scheduled backups, pruning, drills and continuous capture (one active agent per cluster)
 
     Run until SIGTERM: back up on schedules.backup, prune by the retention policies after each
-    backup, drill on schedules.drill. Run one agent per control-plane node: they elect one active
+    backup, drill on schedules.drill; with capture.enabled, capture every change of etcd as
+    'lifeboat capture' does and pack its small segments after each backup. Run one agent per
+    control-plane node: they elect one active
     agent per cluster through an etcd lease, and another takes over within one agent.lease-ttl if it
     dies. Serves /metrics, /healthz and /readyz on agent.listen. SIGTERM (or SIGINT, SIGHUP) abandons
     a backup in flight (no manifest is written), gives up the lease and exits 0.
