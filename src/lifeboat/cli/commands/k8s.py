@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("object", metavar="KIND/NAME", help="e.g. pod/web-0, deployments.apps/web, "
                    "or a full etcd key /registry/...")
     p.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
-    p.add_argument("--show-secrets", action="store_true", help="print Secret data too")
+    p.add_argument("--show-secrets", action="store_true", help="print Secret data and annotation values too")
     add_source_flags(p)
 
     p = add_command(verbs, common, "diff", cmd_diff)

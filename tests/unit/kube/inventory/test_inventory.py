@@ -156,6 +156,28 @@ def test_a_json_secret_whose_values_are_not_in_a_data_object_is_still_redacted()
     assert object_document(entry)["object"]["type"] == REDACTED
 
 
+def test_a_secrets_annotations_are_named_never_shown() -> None:
+    """Any annotation of a Secret may hold secret material: `k8s get` hid only kubectl's
+    last-applied-configuration, in the decoded metadata and in a JSON Secret's document."""
+    doc = {"apiVersion": "v1", "kind": "Secret", "data": {"password": "c2VjcmV0"},
+           "metadata": {"name": "s", "namespace": "x", "labels": {"app": "web"},
+                        "annotations": {"example.com/token": "TOKEN-1"},
+                        "managedFields": [{"manager": "TOKEN-2"}], "extra": "TOKEN-3"}}
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps(doc).encode())])
+    shown = object_document(entry)
+    assert "TOKEN" not in json.dumps(shown)
+    assert shown["metadata"]["annotations"] == {"example.com/token": REDACTED}
+    assert shown["object"]["metadata"] == {"name": "s", "namespace": "x", "labels": {"app": "web"},
+                                           "annotations": {"example.com/token": REDACTED},
+                                           "managedFields": REDACTED, "extra": REDACTED}
+    assert "TOKEN-1" in json.dumps(object_document(entry, show_secrets=True))
+    require_fixtures()  # a protobuf Secret as kube-apiserver stores it: annotationsKey=annotationsValue
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", renamed(fixture("core.v1.Secret"), "s", "x", "u"))])
+    assert object_document(entry)["metadata"]["annotations"] == {"annotationsKey": REDACTED}
+    (entry,) = decode_entries([KV(b"/registry/configmaps/x/c", renamed(fixture("core.v1.ConfigMap"), "c", "x", "u"))])
+    assert object_document(entry)["metadata"]["annotations"] == {"annotationsKey": "annotationsValue"}
+
+
 TERMINATING = (b'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x","uid":"u-x",'
                b'"deletionTimestamp":"2026-11-30T10:00:00Z"},"status":{"phase":"Terminating"}}')
 CONFIGMAP = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"x","uid":"u-c"}}'
