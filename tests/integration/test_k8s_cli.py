@@ -108,6 +108,24 @@ def test_ls_objects_of_a_namespace_and_kind_show_metadata_never_secret_values(
     assert secret_data not in out and "dataKey" not in out
 
 
+def test_ls_and_diff_of_a_kind_no_source_knows_say_so_instead_of_zero_objects(
+    cli: Cli, backed_up: tuple[EtcdMember, list[str]], pki: Pki,
+) -> None:
+    """`k8s ls --kind bogus` printed "0 objects" and exited 0, as if the kind existed and was empty."""
+    cluster, repo = backed_up
+    code, out, err = cli("k8s", "ls", "latest", *repo, "--kind", "bogus")
+    assert code == 1 and "kind 'bogus' is no built-in resource" in err and "lifeboat k8s ls" in err, (out, err)
+    code, _out, err = cli("k8s", "ls", "latest", *repo, "-n", "team-a", "--kind", "bogus", "-o", "json")
+    assert code == 1 and "'bogus'" in err
+    code, _out, err = cli("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "bogus")
+    assert code == 1 and "'bogus'" in err and "live" in err
+    # A built-in resource with no object, and a custom one held elsewhere (in the source), are answers.
+    for kind, namespace in (("pvc", "team-a"), ("widgets", "no-such-namespace"), ("Widget", "no-such-namespace")):
+        doc = cli.json("k8s", "ls", "latest", *repo, "-n", namespace, "--kind", kind)
+        assert doc["objects_total"] == 0
+    assert cli.json("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "widgets")["changes"] == []
+
+
 def test_get_shows_json_objects_in_full_and_protobuf_ones_with_metadata_and_bytes(
     cli: Cli, backed_up: tuple[EtcdMember, list[str]], keyspace: Keyspace,
 ) -> None:

@@ -47,6 +47,14 @@ def test_kind_query_accepts_resources_singulars_short_names_and_kinds(text: str,
 def test_kind_query_does_not_match_another_group_or_resource() -> None:
     assert not KindQuery.parse("deployments.extensions").matches(parse_registry_key(b"/registry/deployments/ns/a"))
     assert not KindQuery.parse("pods").matches(parse_registry_key(b"/registry/configmaps/ns/a"), "ConfigMap")
+
+
+@pytest.mark.parametrize("text, built_in", [
+    ("pods", True), ("Pod", True), ("po", True), ("deployments.apps", True), ("deploy", True),
+    ("deployments.extensions", False), ("bogus", False), ("widgets", False), ("Widget", False),
+])
+def test_a_kind_query_knows_the_built_in_resources(text: str, built_in: bool) -> None:
+    assert KindQuery.parse(text).built_in is built_in
     with pytest.raises(UsageError):
         KindQuery.parse("pods/web")
 
