@@ -213,12 +213,12 @@ class RecordingStore(MemoryStore):
         self.deleted.append(key)
 
 
-def test_delete_removes_data_first_and_the_manifest_last() -> None:
+def test_delete_removes_data_first_then_the_manifest_and_its_pin_last() -> None:
     store = RecordingStore()
     repo = BackupRepository.open(store, create=True)
     m = stored(repo, manifest(new_backup_id(T0)))
     repo.delete(m)
-    assert store.deleted[-1] == repo.manifest_key(m)
+    assert store.deleted[-2:] == [repo.manifest_key(m), repo.layout.pin_key(m.cluster, m.id)]
     assert store.deleted[0].endswith("/snapshot.db.zst")
     assert list(repo.manifests()) == []
 
