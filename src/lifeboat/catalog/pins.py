@@ -62,7 +62,12 @@ class Pin:
         try:
             return cls.from_json(data, where)
         except IntegrityError as exc:
-            return cls("unknown", "unknown", f"{exc}; still treated as pinned until 'lifeboat unpin' removes it")
+            return cls.damaged(exc)
+
+    @classmethod
+    def damaged(cls, problem: IntegrityError) -> Pin:
+        """The pin of a backup whose pin is there but damaged (``problem``): it still pins it."""
+        return cls("unknown", "unknown", f"{problem}; still treated as pinned until 'lifeboat unpin' removes it")
 
 
 @dataclass(frozen=True)

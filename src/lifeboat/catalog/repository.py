@@ -41,6 +41,7 @@ from lifeboat.catalog.layout import (
 from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.manifest_cache import CachedEntries, ManifestCache
 from lifeboat.catalog.pins import DeletionClaim, Pin, read_pin_record
+from lifeboat.catalog.records import MANIFEST_MAX, SMALL_RECORD_MAX, read_record
 from lifeboat.catalog.streams import Chunk, ranged
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import (
@@ -150,7 +151,7 @@ class BackupRepository:
         """
         repo = cls(store, clock, cache)
         try:
-            marker = store.get_bytes(MARKER_KEY)
+            marker = repo._marker()
         except NotFound:
             if not create:  # a mistyped --repo, or a mount that is not there: unavailable (exit 2)
                 raise NoRepository(
@@ -166,7 +167,7 @@ class BackupRepository:
         if any(not obj.key.startswith(PROBE_FOLDER) for obj in itertools.islice(self.store.list(""), 2)):
             # Another agent may have created the repository since we found no marker.
             try:
-                self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
+                self.layout = self._check_marker(self._marker())
                 return
             except NotFound:
                 pass
@@ -185,7 +186,10 @@ class BackupRepository:
             self.store.put_bytes(MARKER_KEY, json.dumps(marker).encode(), create_only=True)
         except AlreadyExists:
             # Another agent created it at the same moment: theirs is as good as ours.
-            self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
+            self.layout = self._check_marker(self._marker())
+
+    def _marker(self) -> bytes:
+        return read_record(self.store, MARKER_KEY, SMALL_RECORD_MAX, "repository marker")
 
     def _check_marker(self, data: bytes) -> Layout:
         """The layout of the format the marker names; a UsageError for a newer or unknown one."""
@@ -345,9 +349,11 @@ class BackupRepository:
         """The manifest of one backup, a damaged one with why, or None when it does not exist."""
         key = self.layout.manifest_key(cluster, backup_id)
         try:
-            data = self.store.get_bytes(key)
+            data = read_record(self.store, key, MANIFEST_MAX, "manifest")
         except NotFound:
             return None
+        except IntegrityError as exc:
+            return DamagedManifest(cluster, backup_id, key, str(exc))
         try:
             manifest = Manifest.from_json(data, where=f"{self.store.url}/{key}")
             if (manifest.cluster, manifest.id) != (cluster, backup_id):
@@ -562,9 +568,12 @@ class BackupRepository:
 
     def _pin_record(self, key: str) -> Pin | DeletionClaim | None:
         try:
-            return read_pin_record(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
+            data = read_record(self.store, key, SMALL_RECORD_MAX, "pin")
         except NotFound:
             return None
+        except IntegrityError as exc:
+            return Pin.damaged(exc)
+        return read_pin_record(data, where=f"{self.store.url}/{key}")
 
     def _remove_data(self, cluster: str, backup_id: str) -> None:
         """Remove what the backup's folder holds, but a manifest or pin kept there (format 1)."""

@@ -47,7 +47,7 @@ def keys(repo: BackupRepository) -> list[str]:
     return sorted(o.key for o in repo.store.list(""))
 
 
-@pytest.mark.parametrize("operation", ["delete", "get_bytes", "list", "stat"])
+@pytest.mark.parametrize("operation", ["delete", "get_range", "list", "stat"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_a_prune_stopped_at_any_store_call_loses_nothing_restorable_and_the_next_finishes_it(
         scenario: str, operation: str) -> None:

@@ -25,7 +25,7 @@ from lifeboat.store import MemoryStore
 from lifeboat.store.local import LocalStore
 from tests.unit.retention.test_prune import NOW, daily
 
-_CALLS = ("put_bytes", "get_bytes", "stat", "list", "delete")
+_CALLS = ("put_bytes", "get_bytes", "get_range", "stat", "list", "delete")
 
 
 class Interleaving:
