@@ -278,6 +278,30 @@ def test_snapshot_file_source_is_recognised_as_its_own_cluster(
     assert [o["name"] for o in listed["objects"]] == ["jobs-0", "jobs-1"]
 
 
+def test_undelete_does_not_write_values_the_live_kube_apiserver_could_not_decrypt(
+    cli: Cli, backed_up: tuple[EtcdMember, list[str]], pki: Pki, tmp_path: Path, encryption_config: Path,
+) -> None:
+    """`k8s undelete --apply` wrote a Secret encrypted with a key the live kube-apiserver's
+    configuration no longer holds (rotated away): an object kube-apiserver cannot read."""
+    cluster, repo = backed_up
+    flags = etcd_flags(cluster, pki)
+    secret = b"/registry/secrets/team-a/db-password"
+    rotated = tmp_path / "rotated.yaml"
+    rotated.write_text(encryption_config_yaml().replace("name: key1", "name: key2").replace(
+        base64.b64encode(bytes(range(32))).decode(), base64.b64encode(bytes(32)).decode()))
+    with client_for(cluster, pki) as client:
+        client.delete_range(secret)
+        args = ["k8s", "undelete", "--from", "latest", "-n", "team-a", "--kind", "secret", *repo, *flags]
+        code, out, err = cli(*args, "--apply", "--encryption-config", str(rotated))
+        assert code == 0, err
+        assert client.get(secret) is None
+        assert "aescbc key 'key1'" in out and "could not read it back" in out and "wrote 0 objects" in out
+        doc = cli.json(*args, "--apply")  # unchecked: written, and said so
+        assert doc["written"] == [secret.decode()] and client.get(secret) is not None
+        (step,) = [s for s in doc["steps"] if s["key"] == secret.decode()]
+        assert any("--encryption-config" in n for n in step["notes"])
+
+
 def test_ls_live_lists_undecodable_objects_with_their_error_and_the_rest(
     cli: Cli, cluster: EtcdMember, pki: Pki, tmp_path: Path, keyspace: Keyspace,
 ) -> None:
