@@ -296,6 +296,8 @@ def test_undelete_does_not_write_values_the_live_kube_apiserver_could_not_decryp
         assert code == 0, err
         assert client.get(secret) is None
         assert "aescbc key 'key1'" in out and "could not read it back" in out and "wrote 0 objects" in out
+        code, _out, err = cli(*args)
+        assert code == 0 and "warning: 1 of the objects to write are encrypted at rest" in err
         doc = cli.json(*args, "--apply")  # unchecked: written, and said so
         assert doc["written"] == [secret.decode()] and client.get(secret) is not None
         (step,) = [s for s in doc["steps"] if s["key"] == secret.decode()]
