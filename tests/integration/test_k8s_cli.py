@@ -124,6 +124,8 @@ def test_ls_and_diff_of_a_kind_no_source_knows_say_so_instead_of_zero_objects(
         doc = cli.json("k8s", "ls", "latest", *repo, "-n", namespace, "--kind", kind)
         assert doc["objects_total"] == 0
     assert cli.json("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "widgets")["changes"] == []
+    code, _out, err = cli("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "Widget")
+    assert code == 3 and "give the resource instead" in err
 
 
 def test_get_shows_json_objects_in_full_and_protobuf_ones_with_metadata_and_bytes(

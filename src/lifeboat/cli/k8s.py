@@ -72,6 +72,9 @@ def _check_kind_known(kind: KindQuery, sources: list[ObjectSource],
     probably mistyped (or a custom resource the sources do not hold), which is said."""
     if kind.built_in or any(holds_kind(s.key_values(), kind, encryption, by_key_only) for s in sources):
         return
+    if by_key_only and any(holds_kind(s.key_values(), kind, encryption) for s in sources):
+        raise UsageError(f"--kind {kind.text!r} names a kind; diff matches keys by resource: give the "
+                         "resource instead (its plural, e.g. widgets.example.com)")
     where = " nor ".join(s.description for s in sources)
     raise NotFound(f"kind {kind.text!r} is no built-in resource and no object of it is in {where}; "
                    "`lifeboat k8s ls SOURCE` lists the resources a source holds")
