@@ -542,7 +542,7 @@ class BackupRepository:
         self.store.delete(self.manifest_key(backup))
         self.store.delete(self.layout.pin_key(backup.cluster, backup.id))
 
-    def claim_deletion(self, manifest: Manifest, claim: DeletionClaim, stale_after: timedelta) -> str | None:
+    def claim_deletion(self, manifest: BackupRef, claim: DeletionClaim, stale_after: timedelta) -> str | None:
         """Take the backup for deletion by writing ``claim`` where its pin would be: None when
         taken, else why it must be left alone (pinned, or another prune deleting or done with it).
 
