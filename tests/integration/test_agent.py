@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,10 +134,10 @@ def test_three_agents_make_exactly_one_backup_per_tick(etcd: EtcdCluster, s3_rep
 class AgentProcess:
     """``lifeboat agent`` as a process; its config listens on port 0 and :meth:`url` reads back the bound address."""
 
-    def __init__(self, name: str, config: Path) -> None:
+    def __init__(self, name: str, config: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self._url: str | None = None
-        env = {**os.environ, "LIFEBOAT_AGENT_ID": name}
+        env = {**os.environ, **(env or {}), "LIFEBOAT_AGENT_ID": name}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lifeboat.cli.main", "agent", "--config", str(config), "--log-format", "json"],
             env=env, stderr=subprocess.PIPE, text=True,
@@ -283,6 +284,48 @@ def test_sigterm_mid_backup_leaves_no_manifest_and_exits_0(
     assert manifests(s3_repo, cluster) == []
     assert backup_objects(s3_repo, cluster) == []
     assert leader(etcd, cluster) is None
+
+
+def test_sigterm_mid_drill_stops_the_drill_cleans_up_and_exits_at_once(
+    etcd: EtcdCluster, release35: EtcdRelease, tmp_path: Path
+) -> None:
+    """SIGTERM during a scheduled drill waited for the whole drill (the throwaway etcd's start
+    alone may take a minute or more) before the agent stopped."""
+    cluster = "sigterm-drill"
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    assert release35.etcdutl is not None
+    shutil.copy(release35.etcdutl, tools / "etcdutl")
+    pid_file = tmp_path / "throwaway-etcd.pid"
+    # An etcd that starts and never serves: the drill waits for it (by its db's size, a minute or more).
+    fake = tools / "etcd"
+    fake.write_text(f'#!/bin/sh\ncase "$1" in --version) exec {release35.etcd} --version;; esac\n'
+                    f'echo $$ > {pid_file}\nexec sleep 600\n')
+    fake.chmod(0o755)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster)
+    data["schedules"] = {"backup": "@yearly", "drill": "* * * * *"}
+    data["backup"] = {"capture-files": False, "tmp-dir": str(spool)}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(data))
+    agent = AgentProcess("solo", path, {"PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"})
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 120, "the throwaway etcd to start")
+        etcd_pid = int(pid_file.read_text())
+        sent = time.monotonic()
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(30) == 0
+        took = time.monotonic() - sent
+    finally:
+        agent.stop()
+    events = agent.wait_output()
+    assert "drill_started" in events and "drill_finished" not in events, events
+    assert took < 5 + SCHEDULING_ALLOWANCE, took
+    assert any(line.get("reason") == "abandoned" for line in agent.lines), agent.lines
+    with pytest.raises(ProcessLookupError):
+        os.kill(etcd_pid, 0)
+    assert list(spool.iterdir()) == []
 
 
 def yearly_agent(etcd: EtcdCluster, tmp_path: Path, cluster: str, listen: str = "127.0.0.1:0") -> AgentProcess:

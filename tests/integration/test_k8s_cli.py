@@ -108,6 +108,26 @@ def test_ls_objects_of_a_namespace_and_kind_show_metadata_never_secret_values(
     assert secret_data not in out and "dataKey" not in out
 
 
+def test_ls_and_diff_of_a_kind_no_source_knows_say_so_instead_of_zero_objects(
+    cli: Cli, backed_up: tuple[EtcdMember, list[str]], pki: Pki,
+) -> None:
+    """`k8s ls --kind bogus` printed "0 objects" and exited 0, as if the kind existed and was empty."""
+    cluster, repo = backed_up
+    code, out, err = cli("k8s", "ls", "latest", *repo, "--kind", "bogus")
+    assert code == 1 and "kind 'bogus' is no built-in resource" in err and "lifeboat k8s ls" in err, (out, err)
+    code, _out, err = cli("k8s", "ls", "latest", *repo, "-n", "team-a", "--kind", "bogus", "-o", "json")
+    assert code == 1 and "'bogus'" in err
+    code, _out, err = cli("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "bogus")
+    assert code == 1 and "'bogus'" in err and "live" in err
+    # A built-in resource with no object, and a custom one held elsewhere (in the source), are answers.
+    for kind, namespace in (("pvc", "team-a"), ("widgets", "no-such-namespace"), ("Widget", "no-such-namespace")):
+        doc = cli.json("k8s", "ls", "latest", *repo, "-n", namespace, "--kind", kind)
+        assert doc["objects_total"] == 0
+    assert cli.json("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "widgets")["changes"] == []
+    code, _out, err = cli("k8s", "diff", "latest", "live", *repo, *etcd_flags(cluster, pki), "--kind", "Widget")
+    assert code == 3 and "give the resource instead" in err
+
+
 def test_get_shows_json_objects_in_full_and_protobuf_ones_with_metadata_and_bytes(
     cli: Cli, backed_up: tuple[EtcdMember, list[str]], keyspace: Keyspace,
 ) -> None:
@@ -137,6 +157,21 @@ def test_get_keeps_secret_data_out_unless_show_secrets(
     shown = cli.json(*args, "--show-secrets")
     plain = keyspace.secret_plaintexts[b"/registry/secrets/team-a/db-password"]
     assert base64.b64decode(shown["decrypted_base64"]) == plain
+    assert shown["metadata"]["annotations"] == {"annotationsKey": "annotationsValue"}
+
+
+def test_get_names_a_secrets_annotations_never_their_values_in_any_format(
+    cli: Cli, backed_up: tuple[EtcdMember, list[str]], encryption_config: Path,
+) -> None:
+    """Any annotation of a Secret may carry secret material (kubectl apply's
+    last-applied-configuration holds its data): `k8s get` printed every one but that."""
+    _cluster, repo = backed_up
+    args = ["k8s", "get", "latest", "secret/db-password", "-n", "team-a", *repo,
+            "--encryption-config", str(encryption_config)]
+    for output in ("table", "json", "yaml"):
+        code, out, err = cli(*args, "-o", output)
+        assert code == 0, err
+        assert "annotationsKey" in out and "annotationsValue" not in out, (output, out)
 
 
 def test_get_rejects_a_key_outside_the_registry(cli: Cli, backed_up: tuple[EtcdMember, list[str]]) -> None:
@@ -243,6 +278,32 @@ def test_snapshot_file_source_is_recognised_as_its_own_cluster(
     assert "dry run: nothing written; 1 objects would be written" in out and "never overwritten" in out
     listed = cli.json("k8s", "ls", str(snapshot), "-n", "kube-system", "--kind", "jobs")
     assert [o["name"] for o in listed["objects"]] == ["jobs-0", "jobs-1"]
+
+
+def test_undelete_does_not_write_values_the_live_kube_apiserver_could_not_decrypt(
+    cli: Cli, backed_up: tuple[EtcdMember, list[str]], pki: Pki, tmp_path: Path, encryption_config: Path,
+) -> None:
+    """`k8s undelete --apply` wrote a Secret encrypted with a key the live kube-apiserver's
+    configuration no longer holds (rotated away): an object kube-apiserver cannot read."""
+    cluster, repo = backed_up
+    flags = etcd_flags(cluster, pki)
+    secret = b"/registry/secrets/team-a/db-password"
+    rotated = tmp_path / "rotated.yaml"
+    rotated.write_text(encryption_config_yaml().replace("name: key1", "name: key2").replace(
+        base64.b64encode(bytes(range(32))).decode(), base64.b64encode(bytes(32)).decode()))
+    with client_for(cluster, pki) as client:
+        client.delete_range(secret)
+        args = ["k8s", "undelete", "--from", "latest", "-n", "team-a", "--kind", "secret", *repo, *flags]
+        code, out, err = cli(*args, "--apply", "--encryption-config", str(rotated))
+        assert code == 0, err
+        assert client.get(secret) is None
+        assert "aescbc key 'key1'" in out and "could not read it back" in out and "wrote 0 objects" in out
+        code, _out, err = cli(*args)
+        assert code == 0 and "warning: 1 of the objects to write are encrypted at rest" in err
+        doc = cli.json(*args, "--apply")  # unchecked: written, and said so
+        assert doc["written"] == [secret.decode()] and client.get(secret) is not None
+        (step,) = [s for s in doc["steps"] if s["key"] == secret.decode()]
+        assert any("--encryption-config" in n for n in step["notes"])
 
 
 def test_ls_live_lists_undecodable_objects_with_their_error_and_the_rest(

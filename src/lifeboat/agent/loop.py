@@ -70,7 +70,7 @@ class Jobs:
 
     backup: BackupRun
     prune: Callable[[], int] | None = None
-    drill: Callable[[], bool] | None = None
+    drill: Callable[[threading.Event], bool] | None = None  # stops (DrillStopped) once the event is set
     pack: Callable[[threading.Event], PackResult] | None = None  # capture's small segments, after prune
     capture: CaptureSupervisor | None = None  # continuous capture, while this agent leads
 
@@ -267,10 +267,14 @@ class Agent:
         tick = due_tick(self.settings.drill_cron, now, record.tick if record else None)
         if tick is None or not self.drill_backoff.ready(self.clock.monotonic()):
             return
+        log.info("drill for tick %s starting", tick.isoformat(), extra={"event": "drill_started"})
         try:
             with self._renewing():
-                passed = self.jobs.drill()
-        except LifeboatError:
+                passed = self.jobs.drill(self.stop)
+        except LifeboatError as exc:
+            if self.stop.is_set():
+                # Stopped by our own stop: its etcd and files are gone; the tick is done again later.
+                raise Abandoned(f"drill for tick {tick.isoformat()} abandoned: the agent is stopping") from exc
             self.drill_backoff.failed(self.clock.monotonic())
             raise
         self.drill_backoff.succeeded()

@@ -49,7 +49,7 @@ HEALTH_THRESHOLD = 600.0
 MAX_INTERVAL = 5.0
 
 Prune = Callable[[], int]
-DrillRun = Callable[[], bool]
+DrillRun = Callable[[threading.Event], bool]
 
 
 def agent_id(environ: Mapping[str, str]) -> str:
@@ -203,12 +203,12 @@ def _pack_job(config: LifeboatConfig, open_repo: _Repository,
 def _drill_job(config: LifeboatConfig, open_repo: _Repository) -> DrillRun:
     identities = load_identities([str(p) for p in config.encryption.identity_files])
 
-    def drill() -> bool:
+    def drill(stop: threading.Event) -> bool:
         repo = open_repo()
         manifest = repo.find("latest", config.cluster)
         # The data dir written as 'lifeboat restore' writes it by default.
         report = run_drill(repo, manifest, identities or None, tmp_dir=config.backup.tmp_dir,
-                           choose_writer=lambda tool: native_or(tool, choice=None))
+                           choose_writer=lambda tool: native_or(tool, choice=None), stop=stop)
         failure = report.first_failure()
         if failure is not None:
             log.error("drill of backup %s failed: %s: %s", manifest.id, failure.name, failure.detail,

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from lifeboat.catalog.age_keys import Identity, Recipient
 from lifeboat.catalog.codec import compressed_frames, decrypting, encrypting, frames_decompressed
 from lifeboat.catalog.ids import check_backup_id, check_cluster_name
-from lifeboat.catalog.records import record_json
+from lifeboat.catalog.records import SMALL_RECORD_MAX, read_record, record_json
 from lifeboat.catalog.layout import (
     CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, SEGMENTS_DIR, chain_object_key, chain_prefix, chains_prefix, segment_key,
 )
@@ -335,7 +335,7 @@ class ChainStore:
             return None
         base = chain_prefix(cluster, chain)
         where = f"{self.store.url}/{base}{CHAIN_NAME}"
-        info = ChainInfo.from_json(self.store.get_bytes(base + CHAIN_NAME), where)
+        info = ChainInfo.from_json(read_record(self.store, base + CHAIN_NAME, SMALL_RECORD_MAX, "chain record"), where)
         if (info.cluster, info.chain) != (cluster, chain):
             # A copied folder: judged and deleted by the name it gives, it would take that chain with it.
             raise IntegrityError(f"chain record {where} names chain {info.chain} of cluster {info.cluster}, "
@@ -347,17 +347,18 @@ class ChainStore:
         gap_data = self._get(base + GAP_NAME) if GAP_NAME in present else None
         gap = Gap.from_json(gap_data, base + GAP_NAME) if gap_data is not None else None
         beat = None
-        if HEARTBEAT_NAME in present and (beat_data := self._get(base + HEARTBEAT_NAME)) is not None:
+        if HEARTBEAT_NAME in present:
             try:
-                beat = Heartbeat.from_json(beat_data, base + HEARTBEAT_NAME)
+                beat_data = self._get(base + HEARTBEAT_NAME)
+                beat = Heartbeat.from_json(beat_data, base + HEARTBEAT_NAME) if beat_data is not None else None
             except IntegrityError as exc:  # it only dates an idle stretch: the chain is whole without it
                 _log.warning("%s; it is ignored", exc)
         return ChainListing(info, tuple(segments), gap, beat)
 
     def _get(self, key: str) -> bytes | None:
-        """The object's bytes, or None when it went since the listing (the chain is being deleted)."""
+        """The record's bytes, or None when it went since the listing (the chain is being deleted)."""
         try:
-            return self.store.get_bytes(key)
+            return read_record(self.store, key, SMALL_RECORD_MAX, "chain record")
         except NotFound:
             return None
 

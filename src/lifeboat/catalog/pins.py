@@ -1,8 +1,12 @@
 """Pins: a small object per pinned backup (see :mod:`.layout`) that retention never deletes.
 
 Manifests are immutable (written once, create-only), so a pin cannot be a manifest field.
-A pin is only written for a backup whose manifest exists; deleting a backup removes its
-pin after the data objects, before the manifest.
+A prune that deletes a backup first writes a :class:`DeletionClaim` where its pin would be,
+create-only: a pin written first makes the prune skip the backup, a claim written first makes
+``lifeboat pin`` refuse it, and a second prune leaves it to the first. Deleting a backup removes
+its data objects, then its manifest, and its pin or claim last; a pin written once the claim is
+gone finds no manifest and is taken back. An older lifeboat reads a claim as a damaged pin, which
+keeps the backup.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from datetime import UTC
 from lifeboat.catalog.records import record_json
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import IntegrityError
+
+_CLAIMED_AT = "deleting_since"
 
 @dataclass(frozen=True)
 class Pin:
@@ -56,4 +62,36 @@ class Pin:
         try:
             return cls.from_json(data, where)
         except IntegrityError as exc:
-            return cls("unknown", "unknown", f"{exc}; still treated as pinned until 'lifeboat unpin' removes it")
+            return cls.damaged(exc)
+
+    @classmethod
+    def damaged(cls, problem: IntegrityError) -> Pin:
+        """The pin of a backup whose pin is there but damaged (``problem``): it still pins it."""
+        return cls("unknown", "unknown", f"{problem}; still treated as pinned until 'lifeboat unpin' removes it")
+
+
+@dataclass(frozen=True)
+class DeletionClaim:
+    """A prune deleting the backup: since when (RFC 3339 UTC) and who runs it."""
+
+    deleting_since: str
+    deleting_by: str
+
+    @classmethod
+    def now(cls, *, clock: Clock | None = None) -> DeletionClaim:
+        pin = Pin.now(clock=clock)
+        return cls(pin.pinned_at, pin.pinned_by)
+
+    def to_json(self) -> bytes:
+        return record_json(asdict(self))
+
+
+def read_pin_record(data: bytes, where: str) -> Pin | DeletionClaim:
+    """What a pin's key holds: a pin (a damaged one too, see :meth:`Pin.read`) or a prune's claim."""
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raw = None
+    if isinstance(raw, dict) and _CLAIMED_AT in raw and "pinned_at" not in raw:
+        return DeletionClaim(str(raw[_CLAIMED_AT]), str(raw.get("deleting_by", "")))
+    return Pin.read(data, where)

@@ -40,7 +40,8 @@ from lifeboat.catalog.layout import (
 )
 from lifeboat.catalog.manifest import BackupStatus, BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.manifest_cache import CachedEntries, ManifestCache
-from lifeboat.catalog.pins import Pin
+from lifeboat.catalog.pins import DeletionClaim, Pin, read_pin_record
+from lifeboat.catalog.records import MANIFEST_MAX, SMALL_RECORD_MAX, read_record
 from lifeboat.catalog.streams import Chunk, ranged
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.errors import (
@@ -150,7 +151,7 @@ class BackupRepository:
         """
         repo = cls(store, clock, cache)
         try:
-            marker = store.get_bytes(MARKER_KEY)
+            marker = repo._marker()
         except NotFound:
             if not create:  # a mistyped --repo, or a mount that is not there: unavailable (exit 2)
                 raise NoRepository(
@@ -166,7 +167,7 @@ class BackupRepository:
         if any(not obj.key.startswith(PROBE_FOLDER) for obj in itertools.islice(self.store.list(""), 2)):
             # Another agent may have created the repository since we found no marker.
             try:
-                self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
+                self.layout = self._check_marker(self._marker())
                 return
             except NotFound:
                 pass
@@ -185,7 +186,10 @@ class BackupRepository:
             self.store.put_bytes(MARKER_KEY, json.dumps(marker).encode(), create_only=True)
         except AlreadyExists:
             # Another agent created it at the same moment: theirs is as good as ours.
-            self.layout = self._check_marker(self.store.get_bytes(MARKER_KEY))
+            self.layout = self._check_marker(self._marker())
+
+    def _marker(self) -> bytes:
+        return read_record(self.store, MARKER_KEY, SMALL_RECORD_MAX, "repository marker")
 
     def _check_marker(self, data: bytes) -> Layout:
         """The layout of the format the marker names; a UsageError for a newer or unknown one."""
@@ -345,9 +349,11 @@ class BackupRepository:
         """The manifest of one backup, a damaged one with why, or None when it does not exist."""
         key = self.layout.manifest_key(cluster, backup_id)
         try:
-            data = self.store.get_bytes(key)
+            data = read_record(self.store, key, MANIFEST_MAX, "manifest")
         except NotFound:
             return None
+        except IntegrityError as exc:
+            return DamagedManifest(cluster, backup_id, key, str(exc))
         try:
             manifest = Manifest.from_json(data, where=f"{self.store.url}/{key}")
             if (manifest.cluster, manifest.id) != (cluster, backup_id):
@@ -530,10 +536,44 @@ class BackupRepository:
         return names[0] if names else None
 
     def delete(self, backup: BackupRef) -> None:
-        """Delete the backup's data objects first, then its pin, and its manifest last (re-runnable)."""
+        """Delete the backup's data objects first, then its manifest, then its pin or deletion
+        claim (re-runnable): while the claim is there no pin can be written (see :mod:`.pins`)."""
         self._remove_data(backup.cluster, backup.id)
-        self.store.delete(self.layout.pin_key(backup.cluster, backup.id))
         self.store.delete(self.manifest_key(backup))
+        self.store.delete(self.layout.pin_key(backup.cluster, backup.id))
+
+    def claim_deletion(self, manifest: BackupRef, claim: DeletionClaim, stale_after: timedelta) -> str | None:
+        """Take the backup for deletion by writing ``claim`` where its pin would be: None when
+        taken, else why it must be left alone (pinned, or another prune deleting or done with it).
+
+        A claim older than ``stale_after`` (by the store's clock) was left by an interrupted prune
+        and is taken over.
+        """
+        key = self.layout.pin_key(manifest.cluster, manifest.id)
+        try:
+            self.store.put_bytes(key, claim.to_json(), create_only=True)
+        except AlreadyExists:
+            found = self._pin_record(key)
+            if isinstance(found, Pin):
+                return "pinned since planned"
+            info = self.store.stat(key)
+            if found is None or info is None or info.modified is None \
+                    or self.clock.now() - info.modified < stale_after:
+                return "being deleted by another prune"
+            self.store.put_bytes(key, claim.to_json())
+        if self.store.stat(self.manifest_key(manifest)) is None:
+            self.store.delete(key)
+            return "already deleted by another prune"
+        return None
+
+    def _pin_record(self, key: str) -> Pin | DeletionClaim | None:
+        try:
+            data = read_record(self.store, key, SMALL_RECORD_MAX, "pin")
+        except NotFound:
+            return None
+        except IntegrityError as exc:
+            return Pin.damaged(exc)
+        return read_pin_record(data, where=f"{self.store.url}/{key}")
 
     def _remove_data(self, cluster: str, backup_id: str) -> None:
         """Remove what the backup's folder holds, but a manifest or pin kept there (format 1)."""
@@ -543,37 +583,50 @@ class BackupRepository:
                 self.store.delete(obj.key)
 
     def pin(self, manifest: Manifest, pin: Pin) -> None:
-        """Pin a committed backup (replacing an earlier pin's who/when/why)."""
+        """Pin a committed backup (replacing an earlier pin's who/when/why).
+
+        Refused (OperationFailed) while a prune deletes it, NotFound once it is gone: a pin
+        never stays behind for a deleted backup (see :mod:`.pins`).
+        """
+        key = self.layout.pin_key(manifest.cluster, manifest.id)
+        gone = NotFound(f"backup {manifest.id} of cluster {manifest.cluster} no longer exists")
+        try:
+            self.store.put_bytes(key, pin.to_json(), create_only=True)
+        except AlreadyExists:
+            found = self._pin_record(key)
+            if isinstance(found, DeletionClaim):
+                raise OperationFailed(
+                    f"backup {manifest.id} of cluster {manifest.cluster} is being deleted by a prune "
+                    f"(since {found.deleting_since}, by {found.deleting_by}); it was not pinned (if no prune runs, "
+                    f"finish the deletion with 'lifeboat delete {manifest.id}')") from None
+            if found is None:
+                raise gone from None  # its deletion removed the claim just now
+            self.store.put_bytes(key, pin.to_json())
         if self.store.stat(self.manifest_key(manifest)) is None:
-            raise NotFound(f"backup {manifest.id} of cluster {manifest.cluster} no longer exists")
-        self.store.put_bytes(self.layout.pin_key(manifest.cluster, manifest.id), pin.to_json())
+            self.store.delete(key)
+            raise gone
 
     def unpin(self, manifest: Manifest) -> bool:
-        """Remove the pin; False when the backup was not pinned."""
+        """Remove the pin; False when the backup was not pinned (a prune's claim is left alone)."""
         key = self.layout.pin_key(manifest.cluster, manifest.id)
-        if self.store.stat(key) is None:
+        if not isinstance(self._pin_record(key), Pin):
             return False
         self.store.delete(key)
         return True
 
     def pin_of(self, backup: BackupRef) -> Pin | None:
-        """The backup's pin, read now (not cached), or None."""
-        key = self.layout.pin_key(backup.cluster, backup.id)
-        try:
-            return Pin.read(self.store.get_bytes(key), where=f"{self.store.url}/{key}")
-        except NotFound:
-            return None
+        """The backup's pin, read now (not cached), or None (a prune's deletion claim is no pin)."""
+        found = self._pin_record(self.layout.pin_key(backup.cluster, backup.id))
+        return found if isinstance(found, Pin) else None
 
     def pins(self, cluster: str | None = None) -> dict[tuple[str, str], Pin]:
         """Every pin, by (cluster, backup id), from listings of keys."""
         found: dict[tuple[str, str], Pin] = {}
         for name, obj in list(self._commit_objects(cluster)):
             if name.is_pin:
-                try:
-                    data = self.store.get_bytes(obj.key)
-                except NotFound:
-                    continue  # unpinned while we listed
-                found[(name.cluster, name.backup_id)] = Pin.read(data, where=f"{self.store.url}/{obj.key}")
+                pin = self._pin_record(obj.key)  # None: unpinned while we listed
+                if isinstance(pin, Pin):
+                    found[(name.cluster, name.backup_id)] = pin
         return found
 
     def incomplete_uploads(self) -> list[IncompleteUpload]:
@@ -596,6 +649,8 @@ class BackupRepository:
         if self.store.stat(self.layout.manifest_key(cluster, backup_id)) is not None:
             return
         self._remove_data(cluster, backup_id)
+        # A pin or deletion claim an interrupted delete left after the manifest.
+        self.store.delete(self.layout.pin_key(cluster, backup_id))
 
 
 def started_time(manifest: Manifest) -> datetime:

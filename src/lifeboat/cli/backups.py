@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ from lifeboat.catalog.manifest import BackupSummary, DamagedManifest, Manifest
 from lifeboat.catalog.repository import BackupRepository, Listing
 from lifeboat.catalog.segments import seen_text
 from lifeboat.catalog.timeline import build_timeline, cluster_timeline
-from lifeboat.catalog.pins import Pin
+from lifeboat.catalog.pins import DeletionClaim, Pin
 from lifeboat.cli.connect import (
     age_identities, cluster_name, etcd_settings, open_repository, resolved_config, temp_dir,
 )
@@ -25,7 +25,7 @@ from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, h
 from lifeboat.cli.point import resolve_point
 from lifeboat.config.values import read_retention_duration
 from lifeboat.durable import install_durably, part_path
-from lifeboat.errors import IntegrityError, UsageError
+from lifeboat.errors import IntegrityError, OperationFailed, UsageError
 
 if TYPE_CHECKING:
     from lifeboat.catalog.age_keys import Identity
@@ -345,6 +345,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("not deleted")
             return 1
+    if not args.force:
+        # Claimed as a prune claims it: a pin given since the check above wins, and none can be
+        # given while the backup is deleted.
+        why_not = repo.claim_deletion(manifest, DeletionClaim.now(clock=repo.clock), stale_after=timedelta(0))
+        if why_not is not None:
+            reason = "it was pinned meanwhile" if why_not.startswith("pinned") else why_not
+            raise OperationFailed(f"backup {manifest.id} was not deleted: {reason}")
     repo.delete(manifest)
     if args.output == "json":
         emit_json({"deleted": manifest.id, "cluster": manifest.cluster})

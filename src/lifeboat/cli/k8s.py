@@ -15,8 +15,8 @@ from lifeboat.cli.k8s_source import encryption_config, open_source
 from lifeboat.cli.output import emit_json, human_size, printable, table
 from lifeboat.errors import NotFound, UsageError
 from lifeboat.kube.inventory import (
-    REGISTRY_PREFIX, Entry, KindQuery, decode_entries, diff_keys, filter_changes, keys_in_namespace,
-    StoredKeyValue, select, summarize, summarize_keys,
+    REGISTRY_PREFIX, Entry, KindQuery, ObjectSource, decode_entries, diff_keys, filter_changes, holds_kind,
+    keys_in_namespace, StoredKeyValue, select, summarize, summarize_keys,
 )
 from lifeboat.kube.inventory.views import object_document, object_row
 from lifeboat.kube.objects import EncryptionConfiguration, decode_value, parse_registry_key
@@ -38,6 +38,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 kvs = keys_in_namespace(kvs, args.namespace)
             chosen = list(select(decode_entries(kvs, encryption), args.namespace, kind))
             summary, failed = summarize(chosen), [e for e in chosen if e.obj.error is not None]
+            if not chosen and kind is not None:
+                _check_kind_known(kind, [source], encryption)
         else:
             chosen = []
             summary, failed = summarize_keys(kvs, encryption)
@@ -62,6 +64,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for err in errors:
         print(printable(f"error: {err['key']}: {err['error']}"), file=sys.stderr)
     return 0
+
+
+def _check_kind_known(kind: KindQuery, sources: list[ObjectSource],
+                      encryption: EncryptionConfiguration | None, by_key_only: bool = False) -> None:
+    """No object of ``kind`` is found: fine for a built-in resource; otherwise the kind is
+    probably mistyped (or a custom resource the sources do not hold), which is said."""
+    if kind.built_in or any(holds_kind(s.key_values(), kind, encryption, by_key_only) for s in sources):
+        return
+    if by_key_only and any(holds_kind(s.key_values(), kind, encryption) for s in sources):
+        raise UsageError(f"--kind {kind.text!r} names a kind; diff matches keys by resource: give the "
+                         "resource instead (its plural, e.g. widgets.example.com)")
+    where = " nor ".join(s.description for s in sources)
+    raise NotFound(f"kind {kind.text!r} is no built-in resource and no object of it is in {where}; "
+                   "`lifeboat k8s ls SOURCE` lists the resources a source holds")
 
 
 def _print_objects(entries: list[Entry]) -> None:
@@ -155,6 +171,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         a = open_source(args.a, args, stack)
         b = open_source(args.b, args, stack)
         changes = list(filter_changes(diff_keys(a.key_values(), b.key_values()), args.namespace, kind))
+        if not changes and kind is not None:
+            _check_kind_known(kind, [a, b], None, by_key_only=True)
         names = (a.description, b.description)
     changes.sort(key=lambda c: (c.namespace or "", c.resource, c.name))
     counts = {t: sum(c.change == t for c in changes) for t in ("added", "removed", "changed")}

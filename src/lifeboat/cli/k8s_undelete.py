@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from contextlib import ExitStack
 from typing import Any
 
@@ -43,7 +44,7 @@ def cmd_undelete(args: argparse.Namespace) -> int:
         live_keys = {kv.key for kv in client.range_all(REGISTRY_PREFIX, prefix=True, keys_only=True)}
         entries = decode_entries(keys_in_namespace(source.key_values(), args.namespace), encryption)
         plan = plan_undelete(entries, live_keys, args.namespace, kind=kind, name=args.name,
-                             source_name=source.description)
+                             source_name=source.description, live_encryption=encryption)
         result = execute_plan(plan, client.put_if_absent) if args.apply else None
         _report(args, source.description, plan, result)
     return 0
@@ -99,6 +100,11 @@ def _report(args: argparse.Namespace, source: str, plan: UndeletePlan,
         detail = "; ".join(([s.reason] if s.reason else []) + list(s.notes))
         rows.append((s.action, s.entry.resource, s.entry.name, s.entry.kv.mod_revision, detail))
     table(("ACTION", "RESOURCE", "NAME", "MOD-REV", "REASON / NOTES"), rows)
+    unchecked = sum(s.entry.obj.encryption is not None for s in plan.writes) if args.encryption_config is None else 0
+    if unchecked:
+        print(f"warning: {unchecked} of the objects to write are encrypted at rest; without --encryption-config "
+              "(the live kube-apiserver's) lifeboat cannot check that kube-apiserver holds their keys",
+              file=sys.stderr)
     if result is None:
         print(f"dry run: nothing written; {len(plan.writes)} objects would be written, "
               f"{len(plan.skips)} skipped. Run again with --apply to write them.")

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -195,8 +195,10 @@ class LocalEtcd:
         return EtcdClient(ConnectionSettings((self.client_url,), tls, dial_timeout=2.0,
                                              command_timeout=10.0))
 
-    def wait_ready(self, timeout: float, clock: Clock | None = None, tls: TlsConfig | None = None) -> None:
+    def wait_ready(self, timeout: float, clock: Clock | None = None, tls: TlsConfig | None = None,
+                   check: Callable[[], None] = lambda: None) -> None:
         """Wait until etcd answers and has elected itself leader; OperationFailed if not.
+        ``check`` is called before each poll (it raises to stop the wait).
 
         Each poll asks through a new client: a gRPC channel whose connection was refused (etcd
         not listening yet) tries again only after its reconnect backoff, 0.5 s growing to 5 s,
@@ -204,6 +206,7 @@ class LocalEtcd:
         """
 
         def ready() -> bool:
+            check()
             if not self.running:
                 raise OperationFailed(f"etcd {self.name} exited before it was ready: {self.last_log_line()}")
             with self.client(tls) as client:

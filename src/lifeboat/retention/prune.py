@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from lifeboat.catalog.manifest import Manifest
+from lifeboat.catalog.pins import DeletionClaim
 from lifeboat.catalog.timeline import SYNTHETIC_SEEN, build_timeline, seen_time
 from lifeboat.catalog.orphans import Orphan, find_orphans
 from lifeboat.catalog.repository import BackupRepository
@@ -36,6 +37,10 @@ _log = logging.getLogger(__name__)
 
 ORPHAN_GRACE = timedelta(hours=24)
 """Longer than any backup upload takes, so a running backup's objects are never orphans."""
+
+CLAIM_STALE = timedelta(minutes=15)
+"""Far longer than deleting one backup's few objects takes: a prune's deletion claim this old
+was left by a prune that was interrupted, and the next prune takes the deletion over."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ def plan_prune(
     found_orphans = find_orphans(repo, cluster)
     orphans = tuple(_judge_orphan(o, now, orphan_grace) for o in found_orphans)
     unreadable = frozenset({(d.cluster, d.id) for d in scanned.damaged}
-                           | {(o.cluster, o.backup_id) for o in found_orphans})
+                           | {(o.cluster, o.backup_id) for o in found_orphans if not o.pin_only})
     try:
         uploads, unlisted = repo.incomplete_uploads(), ""
     except Unsupported as exc:
@@ -201,8 +206,9 @@ def apply_prune(
 ) -> PruneResult:
     """Carry out ``plan``; ``on_step(what, id)`` is told of each deletion as it finishes.
 
-    A pin is checked again just before each deletion, so a backup pinned after the plan
-    was made survives. A failure stops the prune; running it again completes it.
+    Each backup is claimed for deletion first (see :mod:`lifeboat.catalog.pins`): one pinned
+    after the plan was made survives, one another prune deletes is left to it and reported by
+    that one only. A failure stops the prune; running it again completes it.
     """
     result = PruneResult([], [], [])
     store = repo.chain_store
@@ -213,11 +219,13 @@ def apply_prune(
             result.chains_removed.append(chain.listing.info.chain)
             result.bytes_freed += sum(s.size for s in chain.listing.segments)
             on_step("deleted capture chain", chain.listing.info.chain)
+    claim = DeletionClaim.now(clock=repo.clock)
     for decision in plan.deletions:
         manifest = plan.manifest_of(decision)
-        if repo.pin_of(manifest) is not None:
+        why_not = repo.claim_deletion(manifest, claim, stale_after=CLAIM_STALE)
+        if why_not is not None:
             result.skipped.append(manifest.id)
-            on_step("skipped (pinned since planned)", manifest.id)
+            on_step(f"skipped ({why_not})", manifest.id)
             continue
         repo.delete(manifest)
         result.deleted.append(manifest.id)
@@ -272,6 +280,9 @@ def _record(manifest: Manifest, pinned: bool) -> BackupRecord:
 def _judge_orphan(orphan: Orphan, now: datetime, grace: timedelta) -> OrphanDecision:
     # Its newest object's time, not the backup's start: a long upload finishes long after the
     # start its id records, and the manifest follows the last object.
+    if orphan.pin_only:
+        return OrphanDecision(True, "no manifest, only its pin or a prune's deletion claim: left by a delete "
+                              "interrupted after the manifest", orphan=orphan)
     age = now - orphan.last_written
     hours = f"{grace.total_seconds() / 3600:g}h"
     if age < grace:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import Clock, SystemClock
-from lifeboat.errors import LifeboatError, NoRoom
+from lifeboat.errors import LifeboatError, NoRoom, OperationFailed
 from lifeboat.etcd import EtcdClient
 from lifeboat.etcd.binaries import RestoreTool, SnapshotRestore, find_etcd_server, find_restore_tool
 from lifeboat.etcd.data_dir import WAL_SEGMENT_BYTES
@@ -146,6 +147,17 @@ class SnapshotFacts:
     leased_keys: int = 0
 
 
+class DrillStopped(OperationFailed):
+    """The drill was asked to stop (the agent is stopping); its etcd is stopped and its files removed."""
+
+
+def _stop_check(stop: threading.Event | None) -> Callable[[], None]:
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise DrillStopped("drill stopped before it finished: asked to stop")
+    return check
+
+
 def run_drill(
     repo: BackupRepository, manifest: Manifest, identities: Sequence[Identity] | None, *,
     choose_writer: ChooseWriter,
@@ -159,6 +171,7 @@ def run_drill(
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
     clock: Clock | None = None,
+    stop: threading.Event | None = None,
 ) -> DrillReport:
     """Drill ``manifest``'s backup; the report says what failed (nothing is raised for that).
 
@@ -180,8 +193,16 @@ def run_drill(
     meanwhile): the disk, not the backup. DecryptionError when no identity given opens it:
     the configuration, not the backup.
     Phases are timed, and the throwaway etcd waited for, on ``clock`` (the system's by default).
+    Once ``stop`` is set, DrillStopped is raised at the next downloaded piece, phase or poll of
+    the throwaway etcd: the etcd is stopped and the temp dir removed on the way out.
     """
     clock = clock or SystemClock()
+    check = _stop_check(stop)
+
+    def fetched(stage: str, done: int) -> None:
+        check()
+        progress(stage, done)
+
     version = manifest.source.etcd_version
     tool = find_restore_tool(restore_tool, etcd_binary=etcd_binary, snapshot_version=version)
     server = find_etcd_server(etcd_binary, tool=tool, snapshot_version=version)
@@ -195,7 +216,7 @@ def run_drill(
         snapshot = work / "snapshot.db"
         started = clock.monotonic()
         verified = verify_backup(repo, manifest, identities, tmp_dir=work,
-                                 keep_snapshot=snapshot, progress=progress)
+                                 keep_snapshot=snapshot, progress=fetched)
         report = DrillReport(
             manifest.id, verified,
             phases=[Phase("fetch and verify", round(clock.monotonic() - started, 3))],
@@ -205,6 +226,7 @@ def run_drill(
         if not report.verify.ok:
             return report
         revision = manifest.snapshot.revision
+        check()
         if replay is not None:
             try:
                 with report.timed("replay capture", clock):
@@ -217,8 +239,9 @@ def run_drill(
                 return report
         if ready_timeout is None:
             ready_timeout = ready_timeout_for(snapshot.stat().st_size)
+        check()
         _restore_and_check(report, tool, writer, server.path, snapshot, revision,
-                           work, sample_size, ready_timeout, clock)
+                           work, sample_size, ready_timeout, clock, check)
     return report
 
 
@@ -246,26 +269,29 @@ def drill_extra_bytes(snapshot_size: int) -> int:
 
 def _restore_and_check(
     report: DrillReport, tool: RestoreTool, writer: DataDirWriter, etcd_binary: Path, snapshot: Path,
-    revision: int, work: Path, sample_size: int, ready_timeout: float, clock: Clock,
+    revision: int, work: Path, sample_size: int, ready_timeout: float, clock: Clock, check: Callable[[], None],
 ) -> None:
     try:
         with report.timed("read snapshot offline", clock):
             facts = read_snapshot_facts(snapshot, revision, sample_size)
         etcd = LocalEtcd(etcd_binary, DRILL_MEMBER, work / "data", work / "etcd.log")
+        check()
         with report.timed("restore", clock):
             writer.run(_member_restore(snapshot, etcd))
         report.add("restore", True, f"{_writer_name(writer, tool)} restored into a temp dir")
+        check()
         with etcd:
             with report.timed("start etcd", clock):
-                etcd.wait_ready(ready_timeout, clock)
+                etcd.wait_ready(ready_timeout, clock, check=check)
             with report.timed("check", clock), etcd.client() as client:
                 check_restored(report, client, etcd.client_url, facts)
             with report.timed("stop etcd", clock):
                 etcd.stop()
         shutil.rmtree(etcd.data_dir)  # room for the bumped restore
-        _bumped_restore(report, tool, writer, etcd_binary, snapshot, facts, work, ready_timeout, clock)
-    except NoRoom:
-        raise  # the disk filled meanwhile, not a fault of the backup: exit 5
+        check()
+        _bumped_restore(report, tool, writer, etcd_binary, snapshot, facts, work, ready_timeout, clock, check)
+    except (NoRoom, DrillStopped):
+        raise  # the disk filled meanwhile (exit 5), or asked to stop: neither is a fault of the backup
     except LifeboatError as exc:
         report.add("drill", False, str(exc))
 
@@ -275,7 +301,8 @@ def _writer_name(writer: DataDirWriter, tool: RestoreTool) -> str:
 
 
 def _bumped_restore(report: DrillReport, tool: RestoreTool, writer: DataDirWriter, etcd_binary: Path,
-                    snapshot: Path, facts: SnapshotFacts, work: Path, ready_timeout: float, clock: Clock) -> None:
+                    snapshot: Path, facts: SnapshotFacts, work: Path, ready_timeout: float, clock: Clock,
+                    check: Callable[[], None]) -> None:
     """Restore again with the revision bump a real restore applies, and check etcd honours it.
 
     The first restore keeps the snapshot's revision so HashKV can be compared exactly; this
@@ -295,9 +322,10 @@ def _bumped_restore(report: DrillReport, tool: RestoreTool, writer: DataDirWrite
         else:
             bump_restored_db(etcd.data_dir / "member" / "snap" / "db", SUGGESTED_BUMP)
             who = "lifeboat"
+    check()
     with etcd:
         with report.timed("start bumped etcd", clock):
-            etcd.wait_ready(ready_timeout, clock)
+            etcd.wait_ready(ready_timeout, clock, check=check)
         with report.timed("check bumped", clock), etcd.client() as client:
             check_bumped(report, client, etcd.client_url, facts, who)
         etcd.stop()

@@ -20,6 +20,7 @@ from lifeboat.clock import FakeClock
 from lifeboat.config import load_config
 from lifeboat.errors import DecryptionError, IntegrityError, RepositoryUnavailable, UsageError
 from lifeboat.etcd.memory import MemoryEtcd
+from lifeboat.verify.drill import DrillStopped
 
 T0 = datetime(2024, 3, 1, 10, 0, 30, tzinfo=timezone.utc)
 EVERY_MINUTE = "* * * * *"
@@ -71,7 +72,7 @@ class World:
 
 
 def make_world(count: int = 3, config: Callable[[str], str] = lambda n: "same",
-               drill: Callable[[], bool] | None = None, prune: Callable[[], int] | None = None,
+               drill: Callable[[threading.Event], bool] | None = None, prune: Callable[[], int] | None = None,
                backup_cron: str = EVERY_MINUTE, start: datetime = T0,
                pack: Callable[[threading.Event], PackResult] | None = None) -> World:
     clock = FakeClock(start)
@@ -337,12 +338,31 @@ def test_a_prune_longer_than_the_lease_keeps_the_leadership() -> None:
 
 def test_drills_run_on_their_own_schedule_and_a_failed_drill_is_reported() -> None:
     results = iter([False, True])
-    w = make_world(1, drill=lambda: next(results))
+    w = make_world(1, drill=lambda stop: next(results))
     w.run_for(6 * 60)
     text = w.agents["node-0"].metrics.render()
     assert 'lifeboat_drills_total{result="fail"} 1' in text
     assert 'lifeboat_drills_total{result="pass"} 1' in text
     assert "lifeboat_drill_last_result 1" in text
+
+
+def test_a_drill_is_given_the_agents_stop_and_one_stopped_by_it_leaves_its_tick_undone() -> None:
+    """SIGTERM during a drill waited for the whole drill: the drill had no way to learn of it."""
+    given: list[threading.Event] = []
+
+    def drill(stop: threading.Event) -> bool:
+        given.append(stop)
+        stop.set()  # SIGTERM arrives mid-drill
+        raise DrillStopped("drill stopped before it finished: asked to stop")
+
+    w = make_world(1, drill=drill)
+    agent = w.agents["node-0"]
+    w.cycle_all()
+    assert given == [agent.stop]
+    assert agent.election.last_tick("drill") is None
+    text = agent.metrics.render()
+    assert 'lifeboat_drills_total{result="fail"} 1' not in text and 'lifeboat_drills_total{result="pass"} 1' not in text
+    assert agent.drill_backoff.ready(agent.clock.monotonic())
 
 
 def test_interval_longer_than_a_third_of_the_ttl_is_refused() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from lifeboat.catalog.chains import ChainInfo, ChainStore, DamagedSegment, Gap, Heartbeat, segment_named
 from lifeboat.catalog.layout import CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME, chain_object_key
+from lifeboat.catalog.records import SMALL_RECORD_MAX
 from lifeboat.catalog.segments import Predecessor
 from lifeboat.errors import IntegrityError
 from lifeboat.store.base import ObjectInfo
@@ -18,6 +19,7 @@ from lifeboat.store.memory import MemoryStore
 from tests.unit.catalog.capture_records import put, segment
 
 CLUSTER = "prod"
+WHEN = datetime(2026, 12, 1, tzinfo=timezone.utc)
 GOOD, DAMAGED = "20261201T030000Z-aaaaaa", "20261201T040000Z-bbbbbb"
 
 
@@ -52,6 +54,31 @@ def test_a_damaged_heartbeat_is_ignored_and_its_chain_kept(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING):
         (chain,) = store.chains(CLUSTER)
     assert chain.heartbeat is None and "heartbeat" in caplog.text
+
+
+@pytest.mark.parametrize("record", [CHAIN_NAME, GAP_NAME, HEARTBEAT_NAME])
+def test_a_chain_record_larger_than_any_real_one_is_damaged_and_not_read_whole(
+        caplog: pytest.LogCaptureFixture, record: str) -> None:
+    """chain.json, gap.json and heartbeat.json were read whole, whatever their size."""
+    memory = MemoryStore()
+    store = ChainStore(memory)
+    started(store, GOOD, 10)
+    key = chain_object_key(CLUSTER, GOOD, record)
+    if record == CHAIN_NAME:
+        valid = memory.get_bytes(key)
+    elif record == GAP_NAME:
+        valid = Gap("stopped", 10, WHEN).to_json()
+    else:
+        valid = Heartbeat(10, WHEN).to_json()
+    memory.put_bytes(key, valid + b" " * SMALL_RECORD_MAX)
+    read: list[int] = []
+    get_range = memory.get_range
+    memory.get_range = lambda k, start, end: (read.append(end - start), get_range(k, start, end))[1]  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        chains = store.chains(CLUSTER)
+    assert f"larger than {SMALL_RECORD_MAX:,} bytes" in caplog.text
+    assert [c.info.chain for c in chains] == ([GOOD] if record == HEARTBEAT_NAME else [])
+    assert read and max(read) <= SMALL_RECORD_MAX + 1
 
 
 class DeletedWhileListed(MemoryStore):

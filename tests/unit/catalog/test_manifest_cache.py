@@ -35,9 +35,9 @@ def test_a_second_listing_downloads_no_manifest_and_shows_the_same_backups(tmp_p
     made = half_hourly(store, 300)
 
     first = cached_repo(store, tmp_path).scan()
-    assert store.calls["get_bytes"] == 300
+    assert store.calls["get_range"] == 300
     second = cached_repo(store, tmp_path).scan()
-    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 2  # the manifests and the pins
+    assert store.calls["get_range"] == 0 and store.calls["list"] == 2  # the manifests and the pins
     assert second.backups == first.backups == tuple(made)
 
 
@@ -51,7 +51,7 @@ def test_a_deleted_backup_is_never_shown_from_the_cache(tmp_path: Path) -> None:
 
     listing = cached_repo(store, tmp_path).scan()
     assert [m.id for m in listing.backups] == [m.id for i, m in enumerate(made) if i not in (4, 9)]
-    assert store.calls["get_bytes"] == 0
+    assert store.calls["get_range"] == 0
 
 
 def test_a_manifest_replaced_under_its_key_is_downloaded_again(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_a_manifest_replaced_under_its_key_is_downloaded_again(tmp_path: Path) -
     store.put_bytes(key, replacement)
 
     listing = cached_repo(store, tmp_path).scan()
-    assert store.calls["get_bytes"] == 1
+    assert store.calls["get_range"] == 1
     assert listing.backups[3].tool_version == "9.9.9"
     assert listing.backups[:3] + listing.backups[4:] == tuple(made[:3] + made[4:])
 
@@ -81,7 +81,7 @@ def test_a_damaged_manifest_is_reported_damaged_every_time(tmp_path: Path) -> No
         listing = cached_repo(store, tmp_path).scan()
         assert [d.id for d in listing.damaged] == [made[2].id]
         assert made[2].id not in [m.id for m in listing.backups]
-    assert store.calls["get_bytes"] == 1  # read again, never cached
+    assert store.calls["get_range"] == 1  # read again, never cached
 
 
 def test_a_backup_whose_manifest_becomes_damaged_is_no_longer_shown_as_readable(tmp_path: Path) -> None:
@@ -102,9 +102,9 @@ def test_a_corrupt_cache_file_costs_downloads_and_is_replaced(tmp_path: Path, ga
     (tmp_path / CACHE_FILE).write_bytes(garbage)
 
     assert cached_repo(store, tmp_path).scan().backups == tuple(made)
-    assert store.calls["get_bytes"] == 30
+    assert store.calls["get_range"] == 30
     assert cached_repo(store, tmp_path).scan().backups == tuple(made)
-    assert store.calls["get_bytes"] == 0
+    assert store.calls["get_range"] == 0
 
 
 def test_a_damaged_or_misfiled_cache_entry_is_downloaded_instead_of_shown(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_a_damaged_or_misfiled_cache_entry_is_downloaded_instead_of_shown(tmp_pa
     db.close()
 
     assert cached_repo(store, tmp_path).scan().backups == tuple(made)
-    assert store.calls["get_bytes"] == 2
+    assert store.calls["get_range"] == 2
 
 
 def test_a_cache_of_another_repository_is_not_used(tmp_path: Path) -> None:
@@ -131,9 +131,9 @@ def test_a_cache_of_another_repository_is_not_used(tmp_path: Path) -> None:
     cached_repo(theirs, tmp_path).scan()
 
     assert cached_repo(ours, tmp_path).scan().backups == (mine,)
-    assert ours.calls["get_bytes"] == 1
+    assert ours.calls["get_range"] == 1
     assert cached_repo(theirs, tmp_path).scan().backups == (other,)
-    assert theirs.calls["get_bytes"] == 0
+    assert theirs.calls["get_range"] == 0
 
 
 def test_two_listings_filling_the_cache_at_once_both_see_every_backup(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_two_listings_filling_the_cache_at_once_both_see_every_backup(tmp_path: 
 
     assert seen == [tuple(made)] * 3
     assert cached_repo(store, tmp_path).scan().backups == tuple(made)
-    assert store.calls["get_bytes"] == 0
+    assert store.calls["get_range"] == 0
 
 
 def test_a_cache_another_writer_holds_is_passed_over_not_waited_for_forever(tmp_path: Path) -> None:
@@ -167,12 +167,12 @@ def test_a_cache_another_writer_holds_is_passed_over_not_waited_for_forever(tmp_
         started = time.monotonic()
         assert cached_repo(store, tmp_path).scan().backups == tuple(made)
         assert time.monotonic() - started < 30
-        assert store.calls["get_bytes"] == 5
+        assert store.calls["get_range"] == 5
     finally:
         holder.rollback()
         holder.close()
     cached_repo(store, tmp_path).scan()
-    assert store.calls["get_bytes"] == 5  # nothing was kept while the other writer held it
+    assert store.calls["get_range"] == 5  # nothing was kept while the other writer held it
 
 
 def test_a_full_listing_forgets_backups_that_are_gone(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ def test_an_unwritable_cache_directory_only_costs_downloads(tmp_path: Path) -> N
     (tmp_path / "file").write_text("in the way")
 
     assert cached_repo(store, tmp_path / "file" / "cache").scan().backups == tuple(made)
-    assert store.calls["get_bytes"] == 3
+    assert store.calls["get_range"] == 3
 
 
 def test_the_cache_directory_is_lifeboats_own_variable_else_xdgs() -> None:
@@ -273,9 +273,9 @@ def test_a_warm_summary_listing_downloads_nothing_and_counts_the_files(tmp_path:
     made = with_files(store, 300)
 
     first = summaries(cached_repo(store, tmp_path))
-    assert store.calls["get_bytes"] == 300
+    assert store.calls["get_range"] == 300
     second = summaries(cached_repo(store, tmp_path))
-    assert store.calls["get_bytes"] == 0 and store.calls["list"] == 2  # the manifests and the pins
+    assert store.calls["get_range"] == 0 and store.calls["list"] == 2  # the manifests and the pins
     assert second == first == tuple(BackupSummary.of(m) for m in made)
     assert {b.files for b in second} == {2} and all(not b.manifest.files for b in second)
 
@@ -286,7 +286,7 @@ def test_a_full_listing_fills_the_summaries_list_reads(tmp_path: Path) -> None:
     cached_repo(store, tmp_path).scan()  # prune and the agent read whole manifests
 
     assert summaries(cached_repo(store, tmp_path)) == tuple(BackupSummary.of(m) for m in made)
-    assert store.calls["get_bytes"] == 0
+    assert store.calls["get_range"] == 0
 
 
 def test_the_summary_cache_never_shows_a_deleted_backup(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_the_summary_cache_never_shows_a_deleted_backup(tmp_path: Path) -> None:
         shown = summaries(cached_repo(store, tmp_path), last)
         expected = [m.id for i, m in enumerate(made) if i not in (4, 9, 19)]
         assert [b.id for b in shown] == expected[-last:] if last else expected
-        assert store.calls["get_bytes"] == 0
+        assert store.calls["get_range"] == 0
 
 
 def test_the_summary_cache_never_hides_a_new_backup(tmp_path: Path) -> None:
@@ -311,7 +311,7 @@ def test_the_summary_cache_never_hides_a_new_backup(tmp_path: Path) -> None:
 
     shown = summaries(cached_repo(store, tmp_path))
     assert [b.id for b in shown] == [older.id] + [m.id for m in made] + [newer.id]
-    assert store.calls["get_bytes"] == 2
+    assert store.calls["get_range"] == 2
     assert summaries(cached_repo(store, tmp_path), last=1) == (BackupSummary.of(newer),)
 
 
@@ -323,7 +323,7 @@ def test_a_manifest_replaced_under_its_key_is_summarised_afresh(tmp_path: Path) 
     rewrite_manifest(repo, replacement)
 
     shown = summaries(cached_repo(store, tmp_path))
-    assert store.calls["get_bytes"] == 1
+    assert store.calls["get_range"] == 1
     assert shown[3].manifest.tool_version == "9.9.9"
 
 
@@ -339,7 +339,7 @@ def test_a_damaged_or_misfiled_summary_row_is_downloaded_instead_of_shown(tmp_pa
     db.close()
 
     assert summaries(cached_repo(store, tmp_path)) == tuple(BackupSummary.of(m) for m in made)
-    assert store.calls["get_bytes"] == 4
+    assert store.calls["get_range"] == 4
 
 
 def test_a_full_listing_forgets_gone_backups_summaries_too(tmp_path: Path) -> None:

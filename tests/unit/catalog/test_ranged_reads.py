@@ -74,7 +74,7 @@ def test_a_large_backup_object_is_read_as_ranges_and_a_small_one_as_one_stream()
     m = stored(repo, manifest(new_backup_id(T0)))
     big = bytes(range(256)) * ((5 * RANGE_SIZE) // 256 + 7)
     store.put_bytes(repo.object_key(m, "snapshot.db.zst"), big)
-
+    store.calls.clear()  # opening the repository read its marker
     assert b"".join(repo.read_object(m, "snapshot.db.zst")) == big
     assert store.calls["get_range"] == 6 and store.calls["get_stream"] == 0
     store.put_bytes(repo.object_key(m, "snapshot.db.zst"), b"small")

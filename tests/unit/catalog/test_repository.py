@@ -9,6 +9,7 @@ from lifeboat.catalog.ids import is_backup_id, new_backup_id
 from lifeboat.catalog.layout import MARKER_KEY, backup_prefix
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from lifeboat.catalog.pins import Pin
+from lifeboat.catalog.records import MANIFEST_MAX, SMALL_RECORD_MAX
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.clock import FakeClock
 from lifeboat.errors import (
@@ -109,6 +110,59 @@ def test_latest_skips_failed_backups_and_missing_ids_are_not_found() -> None:
         repo.find(new_backup_id(T0 + timedelta(days=3)))
     with pytest.raises(UsageError):
         repo.find("not-an-id")
+
+
+class ReadCountingStore(MemoryStore):
+    """Counts the bytes every read returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes_read = 0
+
+    def get_bytes(self, key: str) -> bytes:
+        data = super().get_bytes(key)
+        self.bytes_read += len(data)
+        return data
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        data = super().get_range(key, start, end)
+        self.bytes_read += len(data)
+        return data
+
+
+def padded(record: bytes, size: int) -> bytes:
+    """``record`` made ``size`` bytes long with JSON whitespace: still a valid record when read whole."""
+    return record + b" " * (size - len(record))
+
+
+def test_a_record_larger_than_any_real_one_is_damaged_and_not_read_whole() -> None:
+    """A planted 2 GB "manifest" made list/prune/timeline read it all into memory (a manifest,
+    pin or chain record was read whole, whatever its size)."""
+    store = ReadCountingStore()
+    repo = BackupRepository.open(store, create=True)
+    big, small = (stored(repo, manifest(new_backup_id(T0 + timedelta(hours=h)))) for h in (0, 1))
+    repo.pin(small, Pin.now("keep"))
+    key = repo.manifest_key(big)
+    store.put_bytes(key, padded(big.to_json(), MANIFEST_MAX + 4096), create_only=False)
+    pin_key = repo.layout.pin_key(small.cluster, small.id)
+    store.put_bytes(pin_key, padded(Pin.now("keep").to_json(), SMALL_RECORD_MAX + 4096))
+    store.bytes_read = 0
+    listing = repo.scan()
+    assert [m.id for m in listing.backups] == [small.id]
+    [damaged] = listing.damaged
+    assert damaged.id == big.id and f"larger than {MANIFEST_MAX:,} bytes" in damaged.reason
+    # A pin that size still pins its backup, as a damaged pin does.
+    pin = listing.pins[("prod", small.id)]
+    assert pin.pinned_by == "unknown" and "larger than" in pin.reason and "still treated as pinned" in pin.reason
+    assert store.bytes_read <= MANIFEST_MAX + SMALL_RECORD_MAX + 2 + 64 * 1024
+    with pytest.raises(IntegrityError, match="larger than"):
+        repo.find(big.id)
+    # The repository marker too: read no further than the cap, and refused.
+    store.put_bytes(MARKER_KEY, padded(store.get_bytes(MARKER_KEY), SMALL_RECORD_MAX + 4096))
+    store.bytes_read = 0
+    with pytest.raises(IntegrityError, match="repository marker .* larger than"):
+        BackupRepository.open(store)
+    assert store.bytes_read <= SMALL_RECORD_MAX + 1
 
 
 def test_a_malformed_manifest_is_listed_as_damaged_and_refused_by_id() -> None:
@@ -213,12 +267,12 @@ class RecordingStore(MemoryStore):
         self.deleted.append(key)
 
 
-def test_delete_removes_data_first_and_the_manifest_last() -> None:
+def test_delete_removes_data_first_then_the_manifest_and_its_pin_last() -> None:
     store = RecordingStore()
     repo = BackupRepository.open(store, create=True)
     m = stored(repo, manifest(new_backup_id(T0)))
     repo.delete(m)
-    assert store.deleted[-1] == repo.manifest_key(m)
+    assert store.deleted[-2:] == [repo.manifest_key(m), repo.layout.pin_key(m.cluster, m.id)]
     assert store.deleted[0].endswith("/snapshot.db.zst")
     assert list(repo.manifests()) == []
 
@@ -265,7 +319,7 @@ def test_latest_reads_one_manifest_and_lists_only_recent_keys() -> None:
 
     assert repo.find("latest") == made[-1]
     assert repo.find("latest", "prod") == made[-1]
-    assert store.calls["get_bytes"] == 2  # one manifest each time, of 1,000
+    assert store.calls["get_range"] == 2  # one manifest each time, of 1,000
     assert store.listed <= 2 * 2 * 2 * 48  # two days of backups (manifest + data object), twice
 
 
@@ -279,7 +333,7 @@ def test_latest_passes_over_newer_damaged_and_failed_backups_reading_only_those(
     store.calls.clear()
 
     assert repo.find("latest") == made[-2]
-    assert store.calls["get_bytes"] == 3
+    assert store.calls["get_range"] == 3
     assert failed.id > damaged.id > made[-2].id
 
 
@@ -289,7 +343,7 @@ def test_latest_widens_its_search_when_recent_days_hold_no_complete_backup() -> 
     repo = repository_at(store, T0 + timedelta(days=400))  # nothing for a year: still found
 
     assert repo.find("latest") == made[-1]
-    assert store.calls["get_bytes"] == 1
+    assert store.calls["get_range"] == 1
     with pytest.raises(NotFound, match="no complete backup of cluster dev"):
         repo.find("latest", "dev")
 
@@ -307,9 +361,9 @@ def test_a_backup_asked_for_by_id_is_one_read_of_its_manifest() -> None:
     repo = repository_at(store, T0)
 
     assert repo.find(made[10].id, "prod") == made[10]
-    assert store.calls["get_bytes"] == 1 and store.calls["list"] == 0
+    assert store.calls["get_range"] == 1 and store.calls["list"] == 0
     assert repo.find(made[500].id) == made[500]  # no cluster given: one read in each cluster
-    assert store.calls["get_bytes"] == 3 and store.calls["folders"] == 1 and store.calls["list"] == 0
+    assert store.calls["get_range"] == 3 and store.calls["folders"] == 1 and store.calls["list"] == 0
     assert repo.find(half_hourly_dev[0].id) == half_hourly_dev[0]
 
 
@@ -319,11 +373,11 @@ def test_listing_the_last_backups_or_those_since_a_time_reads_only_their_manifes
     repo = repository_at(store, T0)
 
     assert [m.id for m in repo.scan(last=5).backups] == [m.id for m in made[-5:]]
-    assert store.calls["get_bytes"] == 5
+    assert store.calls["get_range"] == 5
     store.calls.clear()
     store.listed = 0
     assert [m.id for m in repo.scan(since=T0 - timedelta(hours=2)).backups] == [m.id for m in made[-5:]]
-    assert store.calls["get_bytes"] == 5 and store.listed == 5  # their manifests' keys only
+    assert store.calls["get_range"] == 5 and store.listed == 5  # their manifests' keys only
     assert repo.scan(since=T0 + timedelta(seconds=1)).backups == ()
 
 
@@ -339,7 +393,7 @@ def test_listing_the_last_backups_lists_only_recent_keys_and_widens_when_they_ar
     assert store.listed <= 2 * 48 + 40 * 48  # two days, then forty
     store.listed = 0
     assert [m.id for m in repo.scan(last=5000).backups] == [m.id for m in made]
-    assert store.calls["get_bytes"] == 20 + 300 + 1000
+    assert store.calls["get_range"] == 20 + 300 + 1000
     # Since a time within the first window: one listing (manifests, pins) from that time,
     # however many are asked.
     store.calls.clear()
@@ -395,9 +449,9 @@ class _MarkerWrittenBetweenReadAndList(MemoryStore):
 
     raced = False
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_range(self, key: str, start: int, end: int) -> bytes:
         try:
-            return super().get_bytes(key)
+            return super().get_range(key, start, end)
         except NotFound:
             if key == MARKER_KEY and not self.raced:
                 self.raced = True

@@ -114,6 +114,24 @@ def test_pin_is_listed_shown_kept_by_prune_and_refused_by_delete(run: Run, repo_
     assert listed(repo_dir) == [ids[4]]
 
 
+def test_a_pin_given_while_delete_runs_keeps_the_backup(run: Run, repo_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lifeboat delete ID` checked for a pin, then deleted the backup and the pin given meanwhile."""
+    ids = five_backups(repo_dir)
+    repo = ["--repo", str(repo_dir)]
+    assert run("pin", ids[0], "--reason", "keep", *repo)[0] == 0
+    with monkeypatch.context() as m:
+        m.setattr(BackupRepository, "pin_of", lambda self, backup: None)  # checked just before the pin came
+        code, _, err = run("delete", ids[0], "--yes", *repo)
+    assert code == 1 and f"backup {ids[0]} was not deleted: it was pinned meanwhile" in err
+    assert ids[0] in listed(repo_dir)
+    pin = BackupRepository.open(open_store(str(repo_dir))).pin_of(BackupRepository.open(
+        open_store(str(repo_dir))).find(ids[0]))
+    assert pin is not None and pin.reason == "keep"
+    assert run("delete", ids[1], "--yes", *repo)[0] == 0 and ids[1] not in listed(repo_dir)
+    assert sorted(os.listdir(repo_dir / "clusters" / "prod" / "pins")) == [f"{ids[0]}.json"]
+
+
 def test_delete_with_force_removes_a_pinned_backup(run: Run, repo_dir: Path) -> None:
     ids = five_backups(repo_dir)
     assert run("pin", ids[1], "--repo", str(repo_dir))[0] == 0

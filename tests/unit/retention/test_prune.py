@@ -107,16 +107,21 @@ def test_backup_pinned_after_planning_is_not_deleted(repo: BackupRepository) -> 
     assert [m.id for m in repo.manifests()] == [backups[0].id, backups[2].id]
 
 
-def test_deleting_a_backup_removes_its_pin_before_its_manifest(repo: BackupRepository) -> None:
+def test_deleting_a_backup_removes_its_pin_last_and_a_pin_left_alone_pins_nothing(repo: BackupRepository) -> None:
+    """The pin (or a prune's deletion claim) goes after the manifest: while it is there no pin can
+    be written for a backup being deleted."""
     backup = daily(repo, 1)[0]
     repo.pin(backup, Pin.now())
     store = repo.store
     assert isinstance(store, MemoryStore)
-    store.inject(Fault("delete", key_prefix=repo.manifest_key(backup)))
+    pin_key = repo.layout.pin_key(backup.cluster, backup.id)
+    store.inject(Fault("delete", key_prefix=pin_key))
     with pytest.raises(RepositoryUnavailable):
         repo.delete(backup)
-    # Only the marker and the manifest are left: data objects and the pin went first.
-    assert store.keys() == [repo.manifest_key(backup), "lifeboat-repository.json"]
+    assert store.keys() == [pin_key, "lifeboat-repository.json"]
+    assert list(repo.manifests()) == [] and repo.committed() == []
+    repo.delete(backup)  # re-runnable
+    assert store.keys() == ["lifeboat-repository.json"]
 
 
 def test_old_orphans_are_removed_and_young_ones_kept(repo: BackupRepository) -> None:

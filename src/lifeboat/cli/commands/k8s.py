@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("object", metavar="KIND/NAME", help="e.g. pod/web-0, deployments.apps/web, "
                    "or a full etcd key /registry/...")
     p.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
-    p.add_argument("--show-secrets", action="store_true", help="print Secret data too")
+    p.add_argument("--show-secrets", action="store_true", help="print Secret data and annotation values too")
     add_source_flags(p)
 
     p = add_command(verbs, common, "diff", cmd_diff)
@@ -128,7 +128,8 @@ def cmd_undelete(args: argparse.Namespace) -> int:
     Write the exact stored bytes of a namespace's objects from SOURCE back into the live etcd: the
     Namespace object first, owners before what they own, each key only if it is absent (a
     create-only transaction: nothing that exists is overwritten). A dry run by default; --apply
-    writes. Refuses when SOURCE is from another etcd cluster.
+    writes. Refuses when SOURCE is from another etcd cluster. With --encryption-config (the live
+    kube-apiserver's), a value encrypted at rest with a key it does not hold is skipped, with why.
     """
     from lifeboat.cli import k8s_undelete
 

@@ -11,6 +11,7 @@ from lifeboat.kube.inventory.listing import (
     Entry,
     ResourceSummary,
     decode_entries,
+    holds_kind,
     select,
     keys_in_namespace,
     summarize,
@@ -37,6 +38,6 @@ __all__ = [
     "REGISTRY_PREFIX", "Change", "ClusterIdentity", "Entry", "KindQuery", "LiveEtcdSource",
     "ObjectSource", "ResourceSummary", "SnapshotFileSource", "StoredKeyValue",
     "UndeletePlan", "UndeleteResult", "UndeleteStep", "decode_entries",
-    "diff_keys", "execute_plan", "filter_changes", "plan_undelete", "resource_label",
+    "diff_keys", "execute_plan", "filter_changes", "holds_kind", "plan_undelete", "resource_label",
     "keys_in_namespace", "same_cluster", "select", "summarize", "summarize_keys",
 ]

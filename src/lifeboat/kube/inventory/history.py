@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from lifeboat.kube.inventory.views import LAST_APPLIED, secret_field_shown
+from lifeboat.kube.inventory.views import secret_field_shown
 from lifeboat.kube.objects.stored import StoredObject, holds_secret
 
 # Fields that change on every write and say nothing about what the writer changed.
@@ -97,8 +97,10 @@ def _meta_changes(before: StoredObject, after: StoredObject, secret: bool) -> It
     if a is None or b is None:
         return
     yield from _map_changes("label", a.labels, b.labels, _nothing_hidden)
+    # Any annotation of a Secret may hold secret material (kubectl's last-applied-configuration
+    # holds its data): which changed is said, never their values.
     yield from _map_changes("annotation", a.annotations, b.annotations,
-                            _is_last_applied if secret else _nothing_hidden)
+                            _all_hidden if secret else _nothing_hidden)
     for name in ("generation", "uid", "deletion_timestamp", "finalizers"):
         old, new = getattr(a, name), getattr(b, name)
         if old != new:
@@ -107,8 +109,8 @@ def _meta_changes(before: StoredObject, after: StoredObject, secret: bool) -> It
         yield f"metadata.ownerReferences: {len(a.owner_references)} → {len(b.owner_references)}"
 
 
-def _is_last_applied(key: str) -> bool:
-    return key == LAST_APPLIED
+def _all_hidden(key: str) -> bool:
+    return True
 
 
 def _map_changes(what: str, old: Mapping[str, str], new: Mapping[str, str],

@@ -61,6 +61,7 @@ def _by_name(table: str) -> dict[str, tuple[str, str]]:
 
 
 _ALIASES = _by_name(_BUILT_IN_NAMES)
+_BUILT_IN = frozenset(_ALIASES.values())
 
 
 def resource_label(resource: ResourceKey) -> str:
@@ -89,6 +90,11 @@ class KindQuery:
         if group and name in _ALIASES and _ALIASES[name][0] == group:
             return cls(text, _ALIASES[name][1], group)
         return cls(text, name, group or None)
+
+    @property
+    def built_in(self) -> bool:
+        """Whether this names a resource every cluster knows (then no object of it is no mistake)."""
+        return any(resource == self.name and self.group in (None, group) for group, resource in _BUILT_IN)
 
     def matches(self, resource: ResourceKey | None, kind: str = "") -> bool:
         """Whether a key's resource, or the kind stored in its object, is the one asked for."""

@@ -81,6 +81,18 @@ def select(
         yield e
 
 
+def holds_kind(kvs: Iterable[StoredKeyValue], kind: KindQuery, encryption: EncryptionConfiguration | None = None,
+               by_key_only: bool = False) -> bool:
+    """Whether any key is of ``kind``'s resource or (unless ``by_key_only``) holds an object of that kind."""
+    for kv in kvs:
+        parsed = parse_registry_key(kv.key)
+        if kind.matches(parsed):
+            return True
+        if not by_key_only and kind.matches(parsed, decode_value(kv.key, kv.value, encryption).kind):
+            return True
+    return False
+
+
 def _is_namespace_object(entry: Entry, namespace: str) -> bool:
     r = entry.obj.resource
     return r is not None and r.group == "" and r.resource == "namespaces" and r.name == namespace

@@ -15,6 +15,7 @@ from typing import Literal
 from lifeboat.errors import NotFound, OperationFailed
 from lifeboat.kube.inventory.kinds import KindQuery
 from lifeboat.kube.inventory.listing import Entry, select
+from lifeboat.kube.objects import EncryptionConfiguration, unreadable_reason
 
 Action = Literal["write", "skip"]
 
@@ -22,6 +23,12 @@ EXISTS = "exists in the live cluster; never overwritten"
 LEASED = "was attached to an etcd lease (expiring object such as an Event); not restored"
 UNRECOGNISED = "key layout not recognised; not restored (write it by hand if needed)"
 APPEARED = "appeared in the live cluster after planning; left as it is"
+UNREADABLE = ("the live kube-apiserver (whose configuration --encryption-config gives) could not read it back; "
+              "add that key to its encryption configuration (as a later provider), restart it and run undelete again")
+ENCRYPTED_UNCHECKED = ("stored encrypted at rest with {provider} key {key!r}, written as stored: kube-apiserver reads "
+                       "it only if its encryption configuration still holds that key (pass it with --encryption-config "
+                       "to have this checked)")
+KMS_UNCHECKED = "encrypted with a KMS plugin the live configuration has; whether the plugin still holds its key is not checked"
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,14 @@ class UndeleteResult:
 def plan_undelete(
     source: Iterable[Entry], live_keys: set[bytes], namespace: str, *,
     kind: KindQuery | None = None, name: str | None = None, source_name: str = "the source",
+    live_encryption: EncryptionConfiguration | None = None,
 ) -> UndeletePlan:
     """Which of ``namespace``'s objects in ``source`` to write back, in order.
 
     The Namespace object is always part of the plan (skipped when it exists). Raises
-    NotFound when the source holds neither the namespace nor any object in it.
+    NotFound when the source holds neither the namespace nor any object in it. A value
+    encrypted at rest is skipped when ``live_encryption`` (the live kube-apiserver's
+    configuration) could not read it, and noted as unchecked without one.
     """
     in_namespace = list(select(source, namespace))
     if not in_namespace:
@@ -80,10 +90,13 @@ def plan_undelete(
         what = " ".join(x for x in (kind.text if kind else "", name or "") if x)
         raise NotFound(f"no {what} in namespace {namespace!r} of {source_name}")
     restored_uids = {e.uid for e in ns_entries + chosen if e.uid}
-    steps = [_step(e, live_keys, restored_uids) for e in ns_entries]
+    def step(entry: Entry) -> UndeleteStep:
+        return _step(entry, live_keys, restored_uids, live_encryption)
+
+    steps = [step(e) for e in ns_entries]
     _refuse_a_terminating_namespace(steps, namespace, source_name)
     by_uid = {e.uid: e for e in chosen if e.uid}
-    steps += sorted((_step(e, live_keys, restored_uids) for e in chosen),
+    steps += sorted((step(e) for e in chosen),
                     key=lambda s: (_owner_depth(s.entry, by_uid), s.key))
     return UndeletePlan(namespace, tuple(steps))
 
@@ -103,14 +116,26 @@ def _refuse_a_terminating_namespace(steps: Sequence[UndeleteStep], namespace: st
             )
 
 
-def _step(entry: Entry, live_keys: set[bytes], restored_uids: set[str]) -> UndeleteStep:
+def _step(entry: Entry, live_keys: set[bytes], restored_uids: set[str],
+          live_encryption: EncryptionConfiguration | None) -> UndeleteStep:
     if entry.kv.key in live_keys:
         return UndeleteStep(entry, "skip", EXISTS)
     if entry.kv.lease:
         return UndeleteStep(entry, "skip", LEASED)
-    if entry.obj.resource is None or not entry.obj.resource.recognised:
+    resource = entry.obj.resource
+    if resource is None or not resource.recognised:
         return UndeleteStep(entry, "skip", UNRECOGNISED)
-    return UndeleteStep(entry, "write", notes=_notes(entry, restored_uids))
+    notes = _notes(entry, restored_uids)
+    info = entry.obj.encryption
+    if info is not None and live_encryption is None:
+        notes += (ENCRYPTED_UNCHECKED.format(provider=info.provider, key=info.key_name),)
+    elif info is not None and live_encryption is not None:
+        why = unreadable_reason(entry.kv.value, entry.kv.key, live_encryption, resource.group, resource.resource)
+        if why is not None:
+            return UndeleteStep(entry, "skip", f"{why}: {UNREADABLE}")
+        if info.provider == "kms":
+            notes += (KMS_UNCHECKED,)
+    return UndeleteStep(entry, "write", notes=notes)
 
 
 def _notes(entry: Entry, restored_uids: set[str]) -> tuple[str, ...]:

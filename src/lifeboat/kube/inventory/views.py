@@ -11,8 +11,9 @@ from lifeboat.kube.inventory.listing import Entry
 from lifeboat.kube.objects import ObjectMeta
 
 REDACTED = "<redacted: pass --show-secrets>"
-# kubectl apply keeps the whole applied object, Secret data included, in this annotation.
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# kubectl apply keeps the whole applied object, Secret data included, in the annotation
+# kubectl.kubernetes.io/last-applied-configuration; any other annotation of a Secret may hold
+# secret material too, so a Secret's annotation values are all redacted (their names are kept).
 
 
 def _time(value: datetime | None) -> str | None:
@@ -45,10 +46,8 @@ def object_row(entry: Entry) -> dict[str, Any]:
     }
 
 
-def metadata_document(meta: ObjectMeta, redact_last_applied: bool) -> dict[str, Any]:
-    annotations = dict(meta.annotations)
-    if redact_last_applied and LAST_APPLIED in annotations:
-        annotations[LAST_APPLIED] = REDACTED
+def metadata_document(meta: ObjectMeta, redact_annotations: bool) -> dict[str, Any]:
+    annotations = {k: REDACTED for k in meta.annotations} if redact_annotations else dict(meta.annotations)
     return {
         "name": meta.name,
         "generateName": meta.generate_name or None,
@@ -123,15 +122,23 @@ def _nesting(doc: Any) -> int:
 
 def secret_field_shown(path: str) -> bool:
     """Whether a JSON Secret's field at ``path`` (``data.password``, ``metadata.labels.app``) may
-    be shown: only its type and metadata, never kubectl's copy of the applied object."""
-    if path.startswith(f"metadata.annotations.{LAST_APPLIED}"):
-        return False
-    return path in _SECRET_PLAIN_FIELDS or path.startswith("metadata.")
+    be shown: only its type and the parts of its metadata that hold no values of its own (never
+    an annotation's value)."""
+    top, _, rest = path.partition(".")
+    if top == "metadata":
+        return rest.partition(".")[0] in _SECRET_PLAIN_METADATA
+    return path in _SECRET_PLAIN_FIELDS
 
 
 # A Secret's fields that hold no secret value. Any other field is redacted whatever its shape:
 # a value written straight into etcd need not follow the Secret schema.
 _SECRET_PLAIN_FIELDS = ("apiVersion", "kind", "type", "immutable")
+# The members of a Secret's metadata shown as they are; annotations keep their names only, and
+# anything else (managedFields included: a value written straight into etcd may put anything
+# there) is redacted.
+_SECRET_PLAIN_METADATA = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion",
+                          "generation", "creationTimestamp", "deletionTimestamp",
+                          "deletionGracePeriodSeconds", "labels", "ownerReferences", "finalizers")
 
 
 def _redact_json_secret(doc: Any) -> Any:
@@ -145,8 +152,14 @@ def _redact_json_secret(doc: Any) -> Any:
             out[name] = {k: REDACTED for k in value}
         else:
             out[name] = REDACTED
-    meta = out.get("metadata")
-    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) \
-            and LAST_APPLIED in meta["annotations"]:
-        out["metadata"] = {**meta, "annotations": {**meta["annotations"], LAST_APPLIED: REDACTED}}
+    if isinstance(out.get("metadata"), dict):
+        out["metadata"] = {name: _redact_secret_metadata(name, value) for name, value in out["metadata"].items()}
+    elif "metadata" in out:
+        out["metadata"] = REDACTED
     return out
+
+
+def _redact_secret_metadata(name: str, value: Any) -> Any:
+    if name == "annotations" and isinstance(value, dict):
+        return {k: REDACTED for k in value}
+    return value if name in _SECRET_PLAIN_METADATA else REDACTED

@@ -13,6 +13,7 @@ from lifeboat.kube.objects.encryption import (
     decrypt_value,
     identify_encryption,
     load_encryption_configuration,
+    unreadable_reason,
 )
 from lifeboat.kube.objects.envelope import PROTOBUF_MAGIC, Envelope, decode_envelope
 from lifeboat.kube.objects.keys import DEFAULT_PREFIX, ResourceKey, parse_registry_key
@@ -47,4 +48,5 @@ __all__ = [
     "metadata_from_raw",
     "object_meta_from_json",
     "parse_registry_key",
+    "unreadable_reason",
 ]

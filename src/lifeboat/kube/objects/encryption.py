@@ -177,6 +177,39 @@ def decrypt_value(
     )
 
 
+def unreadable_reason(value: bytes, etcd_key: bytes, config: EncryptionConfiguration,
+                      group: str, resource: str) -> str | None:
+    """Why a kube-apiserver started with ``config`` could not read the stored ``value`` of
+    ``resource.group`` (None: it could, or it is a KMS value whose plugin it has, whose key
+    cannot be checked offline).
+
+    kube-apiserver reads a resource with the providers of the first rule covering it, and
+    each provider with its own keys only: a key kept under another rule does not help.
+    """
+    info = identify_encryption(value)
+    if info is None:
+        return None
+    what = f"encrypted at rest with {info.provider} key {info.key_name!r}"
+    label = f"{resource}.{group}" if group else resource
+    rule = next((r for r in config.rules if r.applies_to(group, resource)), None)
+    if rule is None:
+        return f"{what}, but no rule of the encryption configuration covers {label}"
+    if info.provider == "kms":
+        if any(p.kind == "kms" and p.name == info.key_name for p in rule.providers):
+            return None
+        return f"{what}, but the encryption configuration's rule for {label} has no KMS plugin of that name"
+    for entry in rule.providers:
+        for key in entry.keys if entry.kind == info.provider else ():
+            prefix = f"k8s:enc:{info.provider}:v1:{key.name}:".encode()
+            try:
+                if value.startswith(prefix) and _try_decrypt(info.provider, key.secret, value[len(prefix):],
+                                                             etcd_key) is not None:
+                    return None
+            except IntegrityError:
+                return f"{what}, but the value is corrupt"
+    return f"{what}, which the encryption configuration's rule for {label} does not hold"
+
+
 def _candidate_keys(
     value: bytes,
     provider: str,

@@ -89,10 +89,36 @@ def test_a_protobuf_secrets_applied_configuration_is_named_never_shown() -> None
     changes = describe_change(before, after)
     assert f"annotation {applied}: (value not shown) → (value not shown)" in changes, changes
     assert not any("c2VjcmV0" in line for line in changes)
-    note = "example.com/note"
-    shown = describe_change(decode_value(SECRET, annotated(stored, note, "a")),
-                            decode_value(SECRET, annotated(stored, note, "b")))
+
+
+
+def test_every_annotation_of_a_secret_is_named_never_shown() -> None:
+    """Any annotation of a Secret may hold secret material: `k8s history` hid only kubectl's
+    last-applied-configuration and printed every other one's old and new value."""
+    require_fixtures()
+    stored = renamed(fixture("core.v1.Secret"), "s1", "team-a", "u1")
+    note = "example.com/token"
+    changes = describe_change(decode_value(SECRET, annotated(stored, note, "TOKEN-A")),
+                              decode_value(SECRET, annotated(stored, note, "TOKEN-B")))
+    assert f"annotation {note}: (value not shown) → (value not shown)" in changes, changes
+    assert not any("TOKEN" in line for line in changes)
+    # Added and removed ones too; another kind's annotations are shown as before.
+    added = describe_change(decode_value(SECRET, stored), decode_value(SECRET, annotated(stored, note, "TOKEN-A")))
+    assert f"annotation {note}=(value not shown) added" in added, added
+    configmap = renamed(fixture("core.v1.ConfigMap"), "c1", "team-a", "u1")
+    key = b"/registry/configmaps/team-a/c1"
+    shown = describe_change(decode_value(key, annotated(configmap, note, "a")),
+                            decode_value(key, annotated(configmap, note, "b")))
     assert f'annotation {note}: "a" → "b"' in shown, shown
+
+    def json_version(n: int) -> bytes:
+        return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": "s1", "labels": {"v": str(n)}, "annotations": {note: f"TOKEN-{n}"},
+            "extra": f"TOKEN-{n}"}}).encode()
+    changes = describe_change(decode_value(SECRET, json_version(1)), decode_value(SECRET, json_version(2)))
+    assert changes == (f"metadata.annotations.{note}: (value not shown) → (value not shown)",
+                       "metadata.extra: (value not shown) → (value not shown)",
+                       'metadata.labels.v: "1" → "2"'), changes
 
 
 def test_a_secrets_values_outside_data_objects_are_named_never_shown() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
+
+import yaml
 
 import pytest
 
@@ -12,11 +15,12 @@ from lifeboat.kube.inventory import (
     ClusterIdentity, KindQuery, decode_entries, diff_keys,
     execute_plan, plan_undelete, same_cluster, summarize, summarize_keys,
 )
-from lifeboat.kube.inventory.undelete import UNRECOGNISED
+from lifeboat.kube.inventory.undelete import UNRECOGNISED, UndeleteStep
+from lifeboat.kube.objects import EncryptionConfiguration
 from lifeboat.kube.inventory.views import REDACTED, object_document
 from lifeboat.kube.objects import parse_registry_key
 from lifeboat.snapshot import cluster_id_from_members
-from tests.support.k8s_keyspace import Owner, build_keyspace, fixture, renamed
+from tests.support.k8s_keyspace import AESCBC_KEY_NAME, AESCBC_SECRET, Owner, aescbc, build_keyspace, fixture, renamed
 from tests.unit.kube.objects.fixtures import require_fixtures
 
 
@@ -47,6 +51,14 @@ def test_kind_query_accepts_resources_singulars_short_names_and_kinds(text: str,
 def test_kind_query_does_not_match_another_group_or_resource() -> None:
     assert not KindQuery.parse("deployments.extensions").matches(parse_registry_key(b"/registry/deployments/ns/a"))
     assert not KindQuery.parse("pods").matches(parse_registry_key(b"/registry/configmaps/ns/a"), "ConfigMap")
+
+
+@pytest.mark.parametrize("text, built_in", [
+    ("pods", True), ("Pod", True), ("po", True), ("deployments.apps", True), ("deploy", True),
+    ("deployments.extensions", False), ("bogus", False), ("widgets", False), ("Widget", False),
+])
+def test_a_kind_query_knows_the_built_in_resources(text: str, built_in: bool) -> None:
+    assert KindQuery.parse(text).built_in is built_in
     with pytest.raises(UsageError):
         KindQuery.parse("pods/web")
 
@@ -108,6 +120,48 @@ def test_undelete_plan_notes_owners_that_are_not_restored() -> None:
     assert step.action == "write" and any("ReplicaSet/gone" in n for n in step.notes)
 
 
+def _config(rules: str) -> EncryptionConfiguration:
+    return EncryptionConfiguration.from_document(yaml.safe_load(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n" + rules))
+
+
+def _aescbc_rule(resources: str, name: str, secret: bytes) -> str:
+    return (f"- resources: [{resources}]\n  providers:\n  - aescbc:\n      keys:\n"
+            f"      - name: {name}\n        secret: {base64.b64encode(secret).decode()}\n  - identity: {{}}\n")
+
+
+def test_undelete_skips_a_value_the_live_kube_apiserver_could_not_decrypt() -> None:
+    """`k8s undelete --apply` wrote values encrypted at rest with a key the live kube-apiserver's
+    encryption configuration no longer holds (rotated away, another cluster's key): objects it
+    cannot read, written as if restored."""
+    require_fixtures()
+    key = b"/registry/secrets/x/s"
+    value = aescbc(renamed(fixture("core.v1.Secret"), "s", "x", "uid-s"))
+
+    def step(live: EncryptionConfiguration | None) -> UndeleteStep:
+        plan = plan_undelete(decode_entries(kvs({key: value}), live), set(), "x", live_encryption=live)
+        (only,) = plan.steps
+        return only
+
+    holds = _config(_aescbc_rule("secrets", AESCBC_KEY_NAME, AESCBC_SECRET))
+    assert step(holds).action == "write" and step(holds).notes == ()
+    rotated = _config(_aescbc_rule("secrets", "key2", bytes(32)))
+    other_secret = _config(_aescbc_rule("secrets", AESCBC_KEY_NAME, bytes(32)))
+    # kube-apiserver reads secrets with the first rule covering them only, whatever later rules hold.
+    elsewhere = _config(_aescbc_rule("secrets", "key2", bytes(32)) + _aescbc_rule("configmaps", AESCBC_KEY_NAME,
+                                                                                     AESCBC_SECRET))
+    for live in (rotated, other_secret, elsewhere):
+        skipped = step(live)
+        assert skipped.action == "skip", live
+        assert skipped.reason.startswith("encrypted at rest with aescbc key 'key1', which the encryption "
+                                         "configuration's rule for secrets does not hold: the live kube-apiserver")
+    uncovered = step(_config(_aescbc_rule("configmaps", AESCBC_KEY_NAME, AESCBC_SECRET)))
+    assert uncovered.action == "skip" and "no rule of the encryption configuration covers secrets" in uncovered.reason
+    # Without the live configuration nothing can be checked: written, and said so on the step.
+    unchecked = step(None)
+    assert unchecked.action == "write" and any("pass it with --encryption-config" in n for n in unchecked.notes)
+
+
 def test_undelete_plan_rejects_a_namespace_the_source_does_not_hold() -> None:
     require_fixtures()
     with pytest.raises(NotFound, match="'zzz' is not in"):
@@ -154,6 +208,28 @@ def test_a_json_secret_whose_values_are_not_in_a_data_object_is_still_redacted()
     # A field kept for what it says of the Secret keeps only a plain value.
     (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps({**doc, "type": {"t": "VALUE-4"}}).encode())])
     assert object_document(entry)["object"]["type"] == REDACTED
+
+
+def test_a_secrets_annotations_are_named_never_shown() -> None:
+    """Any annotation of a Secret may hold secret material: `k8s get` hid only kubectl's
+    last-applied-configuration, in the decoded metadata and in a JSON Secret's document."""
+    doc = {"apiVersion": "v1", "kind": "Secret", "data": {"password": "c2VjcmV0"},
+           "metadata": {"name": "s", "namespace": "x", "labels": {"app": "web"},
+                        "annotations": {"example.com/token": "TOKEN-1"},
+                        "managedFields": [{"manager": "TOKEN-2"}], "extra": "TOKEN-3"}}
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", json.dumps(doc).encode())])
+    shown = object_document(entry)
+    assert "TOKEN" not in json.dumps(shown)
+    assert shown["metadata"]["annotations"] == {"example.com/token": REDACTED}
+    assert shown["object"]["metadata"] == {"name": "s", "namespace": "x", "labels": {"app": "web"},
+                                           "annotations": {"example.com/token": REDACTED},
+                                           "managedFields": REDACTED, "extra": REDACTED}
+    assert "TOKEN-1" in json.dumps(object_document(entry, show_secrets=True))
+    require_fixtures()  # a protobuf Secret as kube-apiserver stores it: annotationsKey=annotationsValue
+    (entry,) = decode_entries([KV(b"/registry/secrets/x/s", renamed(fixture("core.v1.Secret"), "s", "x", "u"))])
+    assert object_document(entry)["metadata"]["annotations"] == {"annotationsKey": REDACTED}
+    (entry,) = decode_entries([KV(b"/registry/configmaps/x/c", renamed(fixture("core.v1.ConfigMap"), "c", "x", "u"))])
+    assert object_document(entry)["metadata"]["annotations"] == {"annotationsKey": "annotationsValue"}
 
 
 TERMINATING = (b'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x","uid":"u-x",'
