@@ -37,6 +37,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return Backend(open_store("memory://contract"), lambda: [])
     if request.param == "local":
         root = tmp_path / "repo"
+        root.mkdir()  # made by a repository's marker, the only object written at its top
         store = open_store(f"file://{root}")
 
         def temp_files() -> list[str]:

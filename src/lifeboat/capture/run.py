@@ -517,8 +517,11 @@ class Capture:
         except BackendUnavailable:
             return
         if unmounted:
-            self._note(f"the repository {self.repo.store.url} does not hold its marker: not mounted? "
-                       f"capture goes on with chain {position.info.chain}")
+            url = self.repo.store.url
+            self._note(f"the repository {url} does not hold its marker: not mounted? capture goes on with "
+                       f"chain {position.info.chain}; its segments wait in the local spool until the marker is back")
+            self.uploader.hold_while(lambda: self.repo.store.stat(MARKER_KEY) is None,
+                                     f"the repository {url} does not hold its marker (a disk or share not mounted?)")
         elif not there:
             raise ChainGone(f"capture chain {position.info.chain} was deleted from the repository while capture "
                             f"wrote it (at revision {position.previous.last_revision}); taking a new base backup "

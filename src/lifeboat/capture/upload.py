@@ -81,6 +81,7 @@ class Uploader:
         self._down = False  # the last upload failed: the outage was noted, the next success ends it
         self._retry_now = False  # flush or close asks a waiting retry not to wait out retry_interval
         self._heartbeat: tuple[str, Heartbeat] | None = None  # chain and heartbeat to write once nothing waits
+        self._held: tuple[Callable[[], bool], str] | None = None  # see hold_while
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="capture-upload", daemon=True)
         self._thread.start()
@@ -126,6 +127,15 @@ class Uploader:
                 names = self.spool.names()[:1]
         ref = parse_segment_name(names[0]) if names else None
         return ref.first_seen if ref is not None else None
+
+    def hold_while(self, absent: Callable[[], bool], why: str) -> None:
+        """Upload nothing while ``absent()`` says the repository is not there (asked before each
+        try, every ``retry_interval``): what is handed over waits in the spool meanwhile. For a
+        repository whose marker is gone (a share not mounted), where a write would land on the
+        mount point and be hidden once the share is back."""
+        with self._changed:
+            self._held = (absent, why)
+            self._changed.notify_all()
 
     def check(self) -> None:
         """Raise what the uploader ran into (as :meth:`submit` would) without handing anything over."""
@@ -200,10 +210,16 @@ class Uploader:
                     return
                 head = self._queue[0] if self._queue else None
                 beat = self._heartbeat if head is None and not self._spooled else None
-                closing = self._closing
+                closing, held = self._closing, self._held
             try:
                 if self.fence is not None and not self.fence():
                     raise NotLeading("this agent no longer leads; its segments wait in the spool")
+                if held is not None:
+                    if held[0]():
+                        raise RepositoryUnavailable(held[1])
+                    with self._changed:
+                        if self._held is held:
+                            self._held = None
                 if head is not None:
                     self._put(head)
                 elif beat is not None:

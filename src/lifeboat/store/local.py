@@ -8,6 +8,12 @@ name, are removed on failure and never appear in a listing.
 
 A key and a key below it (``a`` and ``a/b``) cannot both exist here, as a name cannot be a
 file and a directory at once; writing the second raises :class:`OperationFailed`.
+
+The directory itself is made only by writing an object at its top (the repository's marker,
+when lifeboat creates a repository). A key below a folder is never written while the directory
+is not there: that is a disk or network share not mounted (or a directory moved away), and its
+objects must not land on the mount point, hidden once the share is back; such a write raises
+:class:`RepositoryUnavailable`.
 """
 
 from __future__ import annotations
@@ -100,6 +106,10 @@ class LocalStore(StoreBase):
 
     def _put(self, key: str, chunks: Iterable[bytes], *, create_only: bool) -> ObjectInfo:
         path = self._path(key)
+        if "/" in key and not self._root.is_dir():
+            raise RepositoryUnavailable(
+                f"{self._url} is not there (a disk or share not mounted, or the directory moved); "
+                f"{key} was not written")
         fd, temp = self._temp_file(path.parent, key)
         published = False
         try:

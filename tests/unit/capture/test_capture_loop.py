@@ -626,6 +626,37 @@ def test_a_chain_deleted_under_the_capture_is_left_for_a_new_base_and_chain(tmp_
     assert status.gaps == 1 and any("was deleted from the repository" in e for e in status.errors)
 
 
+def test_a_repository_not_mounted_gets_no_segments_until_its_marker_is_back(tmp_path: Path) -> None:
+    """Its marker gone (a share not mounted), capture said so and went on uploading: on a real
+    mount point its segments landed on the local disk, hidden once the share was back, and the
+    chain had a hole there. They wait in the spool now, and go up once the marker is back."""
+    store, repo, etcd, status, capture = capture_of_resumable(tmp_path)
+    chain_key = f"clusters/prod/chains/{BASE.id}/chain.json"
+    with capturing(capture):
+        first = [etcd.put(f"/registry/k{i}", b"v") for i in range(5)][-1]
+        until(lambda: status.last_revision == first)
+        record, marker = store.get_bytes(chain_key), store.get_bytes("lifeboat-repository.json")
+        store.delete(chain_key)
+        store.delete("lifeboat-repository.json")  # as a mount point without its disk shows it
+        until(lambda: any("does not hold its marker" in e for e in status.errors))
+        uploaded = {o.key for o in store.list("clusters/prod/chains/")}
+        later = [etcd.put(f"/registry/m{i}", b"v") for i in range(5)][-1]
+        until(lambda: status.last_revision == later)
+        time.sleep(0.3)  # several upload retries
+        assert {o.key for o in store.list("clusters/prod/chains/")} == uploaded
+        assert status.spooled > 0
+        store.put_bytes("lifeboat-repository.json", marker)  # the share is back
+        store.put_bytes(chain_key, record)
+        until(lambda: status.spooled == 0)
+    (listing,) = ChainStore(store).chains("prod")
+    assert listing.info.chain == BASE.id and status.gaps == 0 and status.bases == 0
+    covered = listing.info.base_revision
+    for ref in listing.segments:
+        assert ref.first_revision == covered + 1
+        covered = ref.last_revision
+    assert covered >= later
+
+
 @pytest.mark.parametrize("folded", [False, True], ids=["base deleted", "base folded into a synthetic backup"])
 def test_a_chain_whose_base_is_deleted_under_the_capture_is_closed_for_a_new_base(
         tmp_path: Path, folded: bool) -> None:

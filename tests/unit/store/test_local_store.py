@@ -17,6 +17,7 @@ from lifeboat.store.local import TEMP_PREFIX
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
+    (tmp_path / "repo").mkdir()
     return LocalStore(tmp_path / "repo")
 
 
@@ -116,7 +117,6 @@ def test_a_symlink_inside_the_root_cannot_lead_a_key_outside(
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    store.root.mkdir()
     (store.root / "link").symlink_to(outside)
 
     with pytest.raises(UsageError, match="outside the repository"):
@@ -182,3 +182,24 @@ def test_reading_a_missing_root_finds_nothing(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         store.get_stream("k")
     assert not (tmp_path / "not-yet").exists()
+
+
+def test_a_directory_that_is_not_there_is_made_by_its_top_object_only(tmp_path: Path) -> None:
+    # Before, a write below a folder made the whole directory again: with the share holding the
+    # repository not mounted, a running capture wrote its segments onto the mount point, where
+    # the share hid them once it was back.
+    share = tmp_path / "mnt"
+    share.mkdir()
+    store = LocalStore(share / "lifeboat")
+
+    with pytest.raises(RepositoryUnavailable) as refused:
+        store.put_bytes("clusters/prod/chains/c1/segments/0001.seg", b"x", create_only=True)
+    assert "not there" in str(refused.value) and "\n" not in str(refused.value)
+    assert list(share.iterdir()) == []
+
+    store.put_bytes("lifeboat-repository.json", b"{}", create_only=True)  # creating a repository
+    store.put_bytes("clusters/prod/chains/c1/segments/0001.seg", b"x", create_only=True)
+    (share / "lifeboat").rename(share / "moved")
+    with pytest.raises(RepositoryUnavailable):
+        store.put_stream("clusters/prod/backups/1/snapshot.db.zst", [b"y"])
+    assert list(share.iterdir()) == [share / "moved"]
