@@ -118,7 +118,7 @@ class BackupSection(Section):
     @classmethod
     def _zstd_level(cls, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 19:
-            raise ValueError(f"must be an integer from 1 to 19, got {value!r}")
+            raise ValueError(f"must be an integer from 1 to 19, got {shown(value)}")
         return value
 
     @field_validator("labels")
@@ -250,7 +250,7 @@ class LifeboatConfig(Section):
     def _cluster_name(cls, value: str) -> str:
         if not CLUSTER_NAME.fullmatch(value):
             raise ValueError(
-                f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {value!r}"
+                f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {shown(value)}"
             )
         return value
 

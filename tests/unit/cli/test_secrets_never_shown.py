@@ -165,3 +165,54 @@ def test_an_identity_file_that_is_not_a_small_regular_file_is_refused_unread(
     code, output = run("verify", "latest", "--repo", str(tmp_path / "repo"), "--identity", str(path))
     wanted = "larger than 1 MiB" if kind == "huge" else "is not a regular file"
     assert code == 3 and f"identity file {path} " in output and wanted in output
+
+
+@pytest.mark.parametrize("key, yaml_value", [
+    ("cluster", "cluster: '{secret}'"),
+    ("backup.zstd-level", "backup: {{zstd-level: '{secret}'}}"),
+    ("etcd.dial-timeout", "etcd: {{dial-timeout: '{secret}'}}"),
+    ("schedules.backup", "schedules: {{backup: '{secret}'}}"),
+    ("retention.keep-within", "retention: {{keep-within: '{secret}'}}"),
+])
+def test_an_identity_pasted_into_any_config_value_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, key: str, yaml_value: str) -> None:
+    """Not only recipients and identity files: a key pasted under the wrong key (a cluster name,
+    a number, a duration, a cron expression) was echoed whole in the message."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(yaml_value.format(secret=secret) + "\n")
+    code, output = run("config", "validate", str(config))
+    assert code == 3 and key in output
+    assert_no_part_of(secret, output)
+
+
+@pytest.mark.parametrize("flags", [
+    ("list", "--cluster", "{secret}"),
+    ("prune", "--keep-within", "{secret}"),
+    ("backup", "--dial-timeout", "{secret}"),
+    ("backup", "--zstd-level", "{secret}"),
+    ("backup", "--endpoints", "{secret}"),
+    ("list", "--since", "{secret}"),
+    ("verify", "{secret}"),
+])
+def test_an_identity_pasted_into_any_flag_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, flags: tuple[str, ...]) -> None:
+    args = [arg.format(secret=secret) for arg in flags]
+    code, output = run(*args, "--repo", str(tmp_path / "repo"))
+    assert code in (2, 3), output  # refused, or (no repository, an endpoint not found) failed on it
+    assert_no_part_of(secret, output)
+
+
+def test_an_identity_in_the_cluster_variable_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFEBOAT_CLUSTER", secret)
+    code, output = run("list", "--repo", str(tmp_path / "repo"))
+    assert code == 3 and "LIFEBOAT_CLUSTER" in output
+    assert_no_part_of(secret, output)
+
+
+def test_a_huge_bad_config_value_is_not_echoed_whole(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text("cluster: '" + "a" * 500_000 + "'\nbackup: {zstd-level: '" + "9" * 500_000 + "'}\n")
+    code, output = run("config", "validate", str(config))
+    assert code == 3 and "cluster" in output and "zstd-level" in output
+    assert len(output) < 2000
