@@ -7,11 +7,15 @@
 * the file kube-apiserver's ``--encryption-provider-config`` names, wherever it is;
 * for every symlink among these, what it points to (a captured link alone restores nothing).
 
+What cannot be captured is logged as a warning and left out: a FIFO, socket or device in these
+trees (reading one could block or never end), and what a symlink points to when that is a
+directory (its files are not captured: only the link is) or nothing.
 Reading and archiving them is the catalog's (:mod:`lifeboat.catalog.file_archive`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -20,6 +24,8 @@ from pathlib import Path
 from lifeboat.errors import OperationFailed
 from lifeboat.kube.paths import KUBELET_CONFIG, KUBERNETES_DIR, MANIFESTS_DIR, PKI_DIR, normalize_host_path, on_host
 from lifeboat.kube.static_pods import apiserver_flags
+
+_log = logging.getLogger(__name__)
 
 
 def control_plane_paths(root: Path) -> list[str]:
@@ -53,6 +59,14 @@ def in_captured_tree(path: str) -> bool:
     return (path.startswith(PKI_DIR + "/") or path == KUBELET_CONFIG
             or (directory == KUBERNETES_DIR and name.endswith(".conf") and not name.startswith("."))
             or (directory == MANIFESTS_DIR and bool(name) and not name.startswith(".")))
+
+
+def holds_private_key(path: str) -> bool:
+    """Whether the clean absolute host ``path`` is one kubeadm writes a private key to: a ``.key``
+    file of the PKI tree (CAs, service-account signing key) or a kubeconfig (``client-key-data``)."""
+    directory, _, name = path.rpartition("/")
+    return ((path.startswith(PKI_DIR + "/") and name.endswith(".key"))
+            or (directory == KUBERNETES_DIR and name.endswith(".conf")))
 
 
 def link_target_path(path: str, target: str) -> str:
@@ -95,7 +109,7 @@ def _tree(root: Path, top: str) -> Iterator[str]:
             if os.path.islink(here / name):
                 yield _host_path_of(root, here / name)
         for name in sorted(filenames):
-            if _is_file_or_link(root, here / name):
+            if _capturable(root, here / name):
                 yield _host_path_of(root, here / name)
 
 
@@ -108,7 +122,7 @@ def _entries(root: Path, directory: str, wanted: Callable[[str], bool]) -> Itera
     except OSError as exc:
         raise _read_failure(directory, exc) from exc
     for name in names:
-        if not name.startswith(".") and wanted(name) and _is_file_or_link(root, base / name):
+        if not name.startswith(".") and wanted(name) and _capturable(root, base / name):
             yield f"{directory}/{name}"
 
 
@@ -120,6 +134,30 @@ def _is_file_or_link(root: Path, path: Path) -> bool:
     except OSError as exc:
         raise _read_failure(_host_path_of(root, path), exc) from exc
     return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def _capturable(root: Path, path: Path) -> bool:
+    """Whether ``path`` (in a captured tree) is a file or symlink; a FIFO, socket or device is noted."""
+    if _is_file_or_link(root, path):
+        return True
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    if not stat.S_ISDIR(mode):
+        _log.warning("control-plane file %s is a %s, not a regular file: not captured",
+                     _host_path_of(root, path), _file_type(mode))
+    return False
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "directory" if stat.S_ISDIR(mode) else "special file"
 
 
 def _host_path_of(root: Path, local: Path) -> str:
@@ -134,7 +172,16 @@ def _link_target(root: Path, path: str) -> str | None:
     except OSError:  # not a symlink, or gone
         return None
     resolved = link_target_path(path, target)
-    return resolved if _is_file_or_link(root, on_host(root, resolved)) else None
+    if _is_file_or_link(root, on_host(root, resolved)):
+        return resolved
+    try:
+        what = f"a {_file_type(os.stat(on_host(root, resolved)).st_mode)}"
+    except OSError:
+        what = "nothing (it does not exist)"
+    extra = ", not the files in it: back them up yourself" if what == "a directory" else ""
+    _log.warning("control-plane symlink %s points to %s, which is %s: only the link is captured%s",
+                 path, resolved, what, extra)
+    return None
 
 
 

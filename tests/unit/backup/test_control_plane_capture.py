@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tarfile
@@ -321,3 +322,50 @@ def test_extraction_refuses_paths_that_leave_the_destination(
         extract_archive(evil_archive(*members), dest)
     assert not (tmp_path / "escape.txt").exists()
     assert not Path("/etc/escape.txt").exists()
+
+
+def test_a_directory_or_dangling_symlink_is_captured_as_a_link_with_a_note_naming_what_is_not(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    outside = node.root / "srv/etcd-pki"
+    outside.mkdir(parents=True)
+    (outside / "server.key").write_text("key")
+    os.symlink("/srv/etcd-pki", node.host("/etc/kubernetes/pki/etcd-moved"))
+    os.symlink("/etc/kubernetes/pki/gone.crt", node.host("/etc/kubernetes/pki/dangling.crt"))
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert "/srv/etcd-pki/server.key" not in {entry.path for entry in entries}
+    notes = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("/etc/kubernetes/pki/etcd-moved points to /srv/etcd-pki, which is a directory" in note
+               and "not the files in it" in note for note in notes), notes
+    assert any("/etc/kubernetes/pki/dangling.crt points to /etc/kubernetes/pki/gone.crt, which is nothing" in note
+               for note in notes), notes
+
+
+def test_fifos_sockets_and_devices_in_the_captured_trees_are_skipped_with_a_note(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    os.mkfifo(node.host("/etc/kubernetes/pki/front-proxy.crt.fifo"))
+    os.mkfifo(node.host("/etc/kubernetes/manifests/kube-controller-manager.yaml"))
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(node.host("/etc/kubernetes/pki/s.sock")))
+        with caplog.at_level("WARNING"):
+            _archive, entries = archive_of(node)
+    finally:
+        sock.close()
+    assert {entry.path for entry in entries} == node.expected_files()
+    notes = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "/etc/kubernetes/pki/front-proxy.crt.fifo is a FIFO, not a regular file: not captured" in notes
+    assert "/etc/kubernetes/manifests/kube-controller-manager.yaml is a FIFO" in notes
+    assert "/etc/kubernetes/pki/s.sock is a socket" in notes
+
+
+def test_a_private_key_every_user_can_read_is_captured_with_a_note(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    node.host("/etc/kubernetes/pki/etcd/peer.key").chmod(0o644)
+    node.host("/etc/kubernetes/admin.conf").chmod(0o604)
+    node.host("/etc/kubernetes/pki/ca.crt").chmod(0o644)
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert {entry.path for entry in entries} == node.expected_files()
+    noted = {r.args[0] for r in caplog.records if r.levelname == "WARNING" and "private key" in r.getMessage()}
+    assert noted == {"/etc/kubernetes/pki/etcd/peer.key", "/etc/kubernetes/admin.conf"}
