@@ -270,7 +270,8 @@ class BackupRepository:
         First every object the manifest names must be in the store with the size it records:
         something (a prune with a short orphan grace, an operator, a lifecycle rule) may have
         removed or replaced one while the backup ran, and a manifest must never commit a
-        backup whose data is gone. Such a backup fails (OperationFailed) and is not committed.
+        backup whose data is gone. Such a backup fails (OperationFailed) and is not committed,
+        as does one whose manifest would not read back (text that is no UTF-8).
         """
         key = self.layout.manifest_key(check_cluster_name(manifest.cluster), manifest.id)
         for obj in manifest.objects:
@@ -282,7 +283,13 @@ class BackupRepository:
                     "its manifest was to be written (removed while the backup ran, e.g. by a prune "
                     "with a short orphan grace?); the backup was not committed"
                 )
-        self.store.put_bytes(key, manifest.to_json(), create_only=True)
+        data = manifest.to_json()
+        try:
+            Manifest.from_json(data, key)
+        except IntegrityError as exc:
+            raise OperationFailed(f"the manifest of backup {manifest.id} would not read back ({exc}); "
+                                  "the backup was not committed (a bug: please report it)") from None
+        self.store.put_bytes(key, data, create_only=True)
 
     def clusters(self) -> tuple[str, ...]:
         """The clusters that have (or had) objects in the repository, from one folder listing."""

@@ -129,6 +129,10 @@ def plain_text_problem(value: str, limit: int) -> str | None:
     label), or None: one line of at most ``limit`` characters a terminal shows as they are."""
     if UNSHOWABLE.search(value):
         return "holds a control character (a newline, an escape sequence or a direction override); give one line of text"
+    try:
+        value.encode("utf-8")  # a byte the command line gave that is no UTF-8 (a surrogate escape)
+    except UnicodeEncodeError:
+        return "holds bytes that are not UTF-8 text (Latin-1?); give UTF-8 text"
     if len(value) > limit:
         return f"is {len(value)} characters long; at most {limit}"
     return None

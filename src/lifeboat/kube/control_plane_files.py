@@ -8,8 +8,9 @@
 * for every symlink among these, what it points to (a captured link alone restores nothing).
 
 What cannot be captured is logged as a warning and left out: a FIFO, socket or device in these
-trees (reading one could block or never end), and what a symlink points to when that is a
-directory (its files are not captured: only the link is) or nothing.
+trees (reading one could block or never end), a file or symlink whose name or target is not
+UTF-8, and what a symlink points to when that is a directory (its files are not captured: only
+the link is) or nothing.
 Reading and archiving them is the catalog's (:mod:`lifeboat.catalog.file_archive`).
 """
 
@@ -49,7 +50,7 @@ def control_plane_paths(root: Path) -> list[str]:
         target = _link_target(root, path)
         if target is not None:
             pending.append(target)
-    return sorted(found)
+    return sorted(path for path in found if _recordable(root, path))
 
 
 def in_captured_tree(path: str) -> bool:
@@ -136,6 +137,31 @@ def _is_file_or_link(root: Path, path: Path) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
+def _recordable(root: Path, path: str) -> bool:
+    """Whether a backup's manifest can record ``path`` (and a symlink's target): as UTF-8 text.
+
+    A name of other bytes (os.fsdecode's surrogate escapes) would make the manifest unreadable,
+    and the backup with it; such a file or symlink is left out, with a warning.
+    """
+    try:
+        target = os.readlink(on_host(root, path))
+    except OSError:
+        target = ""
+    for text, what in ((path, "name"), (target, "target")):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            _log.warning("control-plane file %s: its %s is not UTF-8 text: not captured (a manifest records "
+                         "names as UTF-8); rename it", _shown_path(path), what)
+            return False
+    return True
+
+
+def _shown_path(path: str) -> str:
+    """``path`` as text, a byte that is not UTF-8 written as its escape (``\\xff``)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _capturable(root: Path, path: Path) -> bool:
     """Whether ``path`` (in a captured tree) is a file or symlink; a FIFO, socket or device is noted."""
     if _is_file_or_link(root, path):
@@ -146,7 +172,7 @@ def _capturable(root: Path, path: Path) -> bool:
         return False
     if not stat.S_ISDIR(mode):
         _log.warning("control-plane file %s is a %s, not a regular file: not captured",
-                     _host_path_of(root, path), _file_type(mode))
+                     _shown_path(_host_path_of(root, path)), _file_type(mode))
     return False
 
 
@@ -180,7 +206,7 @@ def _link_target(root: Path, path: str) -> str | None:
         what = "nothing (it does not exist)"
     extra = ", not the files in it: back them up yourself" if what == "a directory" else ""
     _log.warning("control-plane symlink %s points to %s, which is %s: only the link is captured%s",
-                 path, resolved, what, extra)
+                 _shown_path(path), _shown_path(resolved), what, extra)
     return None
 
 

@@ -20,8 +20,10 @@ import pytest
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.backup.control_plane import capture, collect
 from lifeboat.catalog.file_archive import CapturedFile, extract_archive, verify_archive, write_archive
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from tests.support.binaries import tool
 from tests.support.kubeadm_node import APISERVER_YAML, KubeadmNode, make_kubeadm_node, write
+from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
 BIG = "/etc/kubernetes/pki/big-bundle.crt"
 
@@ -369,3 +371,26 @@ def test_a_private_key_every_user_can_read_is_captured_with_a_note(
     assert {entry.path for entry in entries} == node.expected_files()
     noted = {r.args[0] for r in caplog.records if r.levelname == "WARNING" and "private key" in r.getMessage()}
     assert noted == {"/etc/kubernetes/pki/etcd/peer.key", "/etc/kubernetes/admin.conf"}
+
+
+def test_a_file_or_symlink_whose_name_is_not_utf8_is_left_out_with_a_note_and_the_manifest_reads_back(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    pki = os.fsencode(node.host("/etc/kubernetes/pki"))
+    with open(pki + b"/caf\xe9.crt", "wb") as latin1:
+        latin1.write(b"cert")
+    os.symlink(b"/etc/kubernetes/pki/ca\xff.crt", pki + b"/link.crt")
+    os.symlink(b"ca.crt", pki + b"/link\xfe.crt")
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert {entry.path for entry in entries} == node.expected_files()
+    notes = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "/etc/kubernetes/pki/caf\\xe9.crt: its name is not UTF-8" in notes
+    assert "/etc/kubernetes/pki/link.crt: its target is not UTF-8" in notes
+    assert "/etc/kubernetes/pki/link\\xfe.crt: its name is not UTF-8" in notes
+    manifest = Manifest(
+        id="20261204T000000Z-abcdef", cluster="c", status=BackupStatus.COMPLETE,
+        started_at="2026-12-04T00:00:00Z", finished_at="2026-12-04T00:00:01Z", tool_version="t",
+        source=SOURCE, snapshot=snapshot_info(), compression="zstd:1", encryption=None, recipients=(),
+        objects=(stored_object(), stored_object("control-plane.tar.zst")), files=tuple(entries),
+    )
+    assert Manifest.from_json(manifest.to_json(), "here").files == tuple(entries)

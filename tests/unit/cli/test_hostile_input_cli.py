@@ -105,6 +105,21 @@ def test_a_label_a_terminal_would_act_on_or_too_long_is_refused(cli: Cli, tmp_pa
     assert code == 3 and err.count("\n") == 1 and "label" in err and "\x1b" not in err and "\x07" not in err
 
 
+@pytest.mark.parametrize("label", ["k=caf\udce9", "k\udcff=v"])
+def test_a_label_that_is_not_utf8_is_refused_before_a_backup_commits_a_manifest_nobody_can_read(
+        cli: Cli, tmp_path: Path, label: str) -> None:
+    """A shell passes `--label k=$'\\xe9'` (Latin-1) as a byte that is no UTF-8: the backup said it
+    committed, and every later list, verify and restore found its manifest damaged."""
+    code, _out, err = cli("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1", "--label", label)
+    assert code == 3 and err.count("\n") == 1 and "label" in err and "not UTF-8" in err
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_pin_reason_that_is_not_utf8_is_refused_unstored(cli: Cli, tmp_path: Path) -> None:
+    code, out, err = cli("pin", "20261201T000000Z-aaaaaa", "--repo", str(tmp_path / "repo"), "--reason", "caf\udce9")
+    assert code == 3 and out == "" and err.count("\n") == 1 and "--reason" in err and "not UTF-8" in err
+
+
 @pytest.mark.parametrize("label", ["lifeboat.tick=2026-12-04T19:00:00+00:00",
                                    "lifeboat.synthetic-seen=2020-01-01T00:00:00Z"])
 def test_a_label_named_as_lifeboats_own_is_refused(cli: Cli, tmp_path: Path, label: str) -> None:
