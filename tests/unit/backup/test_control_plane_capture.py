@@ -11,6 +11,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +20,9 @@ import pytest
 
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.backup.control_plane import capture, collect
-from lifeboat.catalog.file_archive import CapturedFile, extract_archive, verify_archive, write_archive
+from lifeboat.catalog.file_archive import (
+    CapturedFile, archive_files, extract_archive, verify_archive, write_archive,
+)
 from lifeboat.catalog.manifest import BackupStatus, Manifest
 from tests.support.binaries import tool
 from tests.support.kubeadm_node import APISERVER_YAML, KubeadmNode, make_kubeadm_node, write
@@ -394,3 +397,41 @@ def test_a_file_or_symlink_whose_name_is_not_utf8_is_left_out_with_a_note_and_th
         objects=(stored_object(), stored_object("control-plane.tar.zst")), files=tuple(entries),
     )
     assert Manifest.from_json(manifest.to_json(), "here").files == tuple(entries)
+
+
+def test_a_file_replaced_by_a_fifo_just_before_it_is_opened_fails_instead_of_hanging(
+        node: KubeadmNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the check that a path is a regular file and its open, it may become a FIFO:
+    opening that for reading waited for a writer that never comes, and the backup hung."""
+    path = node.host("/etc/kubernetes/pki/ca.crt")
+    regular = os.lstat(path)
+    path.unlink()
+    os.mkfifo(path)
+    real_lstat = os.lstat
+    checked: list[str] = []
+
+    def lstat_before_the_swap(p: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(p) == str(path) and not checked:
+            checked.append(str(p))
+            return regular  # what the check saw, a moment before the swap
+        return real_lstat(p, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("lifeboat.catalog.file_archive.os.lstat", lstat_before_the_swap)
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            archive_files(node.root, ["/etc/kubernetes/pki/ca.crt"], io.BytesIO())
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(path, "wb"):  # a writer: lets the stuck open return, so the thread ends
+            pass
+        worker.join(10)
+        pytest.fail("capturing a file that became a FIFO hung in open()")
+    assert isinstance(result[0], OperationFailed) and "/etc/kubernetes/pki/ca.crt" in str(result[0])
