@@ -257,8 +257,11 @@ class _Draft:
 
     def store_files(self, tmp: Path) -> tuple[BackupObject | None, list[CapturedFile]]:
         archive = tmp / "control-plane.tar"
-        with private_file(archive) as out:
-            entries = capture(self.options.root, out)
+        try:
+            with private_file(archive) as out:
+                entries = capture(self.options.root, out)
+        except OSError as exc:  # writing the spool: reading a file fails as OperationFailed
+            raise _spool_error(exc, archive, "the control-plane files") from None
         if not entries:
             return None, []
         digest = Digest()
@@ -323,10 +326,10 @@ class _SnapshotReceiver:
         self.on_complete()
 
 
-def _spool_error(exc: OSError, spool: Path) -> OperationFailed:
+def _spool_error(exc: OSError, spool: Path, what: str = "the snapshot") -> OperationFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OperationFailed(f"temp dir {spool.parent.parent} is full; free space or {ROOM_HINT}")
-    return OperationFailed(f"cannot write the snapshot to {spool}: {exc.strerror}")
+    return OperationFailed(f"cannot write {what} to {spool}: {exc.strerror}")
 
 
 def _trailer_checked(path: Path, digest: SnapshotDigest) -> Iterator[bytes]:
