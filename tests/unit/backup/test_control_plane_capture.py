@@ -435,3 +435,17 @@ def test_a_file_replaced_by_a_fifo_just_before_it_is_opened_fails_instead_of_han
         worker.join(10)
         pytest.fail("capturing a file that became a FIFO hung in open()")
     assert isinstance(result[0], OperationFailed) and "/etc/kubernetes/pki/ca.crt" in str(result[0])
+
+
+def test_a_file_far_larger_than_any_control_plane_file_is_captured_with_a_note(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    large = 16 << 20  # a CA bundle of every public root is under 1 MiB
+    with open(node.host("/etc/kubernetes/pki/core.dump"), "wb") as dump:
+        dump.truncate(large + 1)  # sparse: no disk taken
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert "/etc/kubernetes/pki/core.dump" in {entry.path for entry in entries}
+    noted = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert noted == [f"control-plane file /etc/kubernetes/pki/core.dump is {large >> 20} MiB, far more than a "
+                     "certificate, key, kubeconfig or manifest takes: captured, but every backup stores it; if it "
+                     "does not belong there, move it out of the tree"]
