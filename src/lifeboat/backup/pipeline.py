@@ -97,8 +97,12 @@ def take_backup(
     inspect: Callable[[Path], object] = lambda snapshot: None,
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
+    committed: Callable[[Manifest], object] = lambda manifest: None,
 ) -> Manifest:
     """Take one backup and commit it; returns the committed manifest.
+
+    ``committed`` is told the manifest the moment it is written, before anything else can
+    interrupt (a SIGTERM from then on no longer undoes the backup).
 
     ``inspect`` is called with the raw snapshot file once it is complete and checked, while
     it still exists (capture reads its compaction marks there). The snapshot is spooled in
@@ -138,8 +142,10 @@ def take_backup(
             labels={**options.labels, STATE_REVISION: str(state_revision)},
         )
         repo.commit(manifest)
+        committed(manifest)
     except BaseException:
-        draft.discard()
+        if draft.discard():  # interrupted after the manifest was written: the backup stands
+            committed(manifest)
         raise
     if previous is not None and previous.source.cluster_id != manifest.source.cluster_id:
         _log.warning(
@@ -269,13 +275,14 @@ class _Draft:
                           hashing(_read_file(archive), digest), digest)
         return obj, entries
 
-    def discard(self) -> None:
+    def discard(self) -> bool:
+        """Remove what was uploaded; True when the backup turned out committed (left alone)."""
         if not self.written:
-            return
+            return False
         try:
-            self.repo.discard_objects(self.options.cluster, self.backup_id)
+            return self.repo.discard_objects(self.options.cluster, self.backup_id)
         except Exception:  # the original failure matters more; leftovers have no manifest
-            pass
+            return False
 
 
 class _SnapshotReceiver:

@@ -594,15 +594,16 @@ class BackupRepository:
     def remove_incomplete(self, upload: IncompleteUpload) -> None:
         self.store.remove_incomplete(upload)
 
-    def discard_objects(self, cluster: str, backup_id: str) -> None:
+    def discard_objects(self, cluster: str, backup_id: str) -> bool:
         """Remove the data objects of a backup that was never committed (best effort).
 
-        A backup whose manifest exists is left alone: an interruption (SIGTERM) can land after
-        the manifest was written but before the writer knew it.
+        A backup whose manifest exists is left alone, and True returned: an interruption
+        (SIGTERM) can land after the manifest was written but before the writer knew it.
         """
         if self.store.stat(self.layout.manifest_key(cluster, backup_id)) is not None:
-            return
+            return True
         self._remove_data(cluster, backup_id)
+        return False
 
 
 def started_time(manifest: Manifest) -> datetime:

@@ -146,8 +146,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"lifeboat: interrupted; {_left_behind(args)}", file=sys.stderr)
         return 130
-    except Terminated:
-        print(f"lifeboat: terminated (SIGTERM); {_left_behind(args)}", file=sys.stderr)
+    except Terminated as exc:
+        print(f"lifeboat: terminated (SIGTERM); {str(exc) or _left_behind(args)}", file=sys.stderr)
         # The services exit 0 on SIGTERM (docs/agent.md, continuous-capture.md) whenever it comes:
         # also before their own signal handling is set up (loading config and modules), when a
         # `systemctl stop` right after a start would otherwise mark the unit failed.
