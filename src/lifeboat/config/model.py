@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from lifeboat.config.rules import (
-    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, ENDPOINT_CREDENTIALS, LABEL_MAX, RESERVED_LABEL_PREFIX, holds_credentials,
+    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, LABEL_MAX, RESERVED_LABEL_PREFIX, endpoint_problem,
     plain_text_problem, repository_url_given,
 )
 from lifeboat.config.secrets import identity_path, public_recipient, shown
@@ -63,8 +63,9 @@ class EtcdSection(Section):
     def _some_endpoint(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("must name at least one endpoint, e.g. https://127.0.0.1:2379")
-        if value is not None and any(holds_credentials(url) for url in value):
-            raise ValueError(ENDPOINT_CREDENTIALS)
+        for url in value or ():
+            if (problem := endpoint_problem(url)) is not None:
+                raise ValueError(problem)
         return value
 
 

@@ -59,6 +59,30 @@ ENDPOINT_CREDENTIALS = (f"an endpoint {ETCD_URL_CREDENTIALS}; etcd knows a clien
                         "(--cert, --key)")
 
 
+def endpoint_problem(text: str) -> str | None:
+    """Why ``text`` is not an etcd client URL (``https://host:port``, ``http://host:port`` or a
+    bare ``host:port``), or None. ``config validate`` and every command check the same way."""
+    raw = text.strip()
+    if not raw:
+        return "an endpoint is empty; give URLs like https://10.0.0.1:2379"
+    if holds_credentials(raw):
+        return ENDPOINT_CREDENTIALS
+    has_scheme = "://" in raw
+    try:
+        parts = urlsplit(raw if has_scheme else f"//{raw}")
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        return f"{shown(raw)} is not host:port or a URL ({exc})"
+    scheme = parts.scheme.lower() if has_scheme else None
+    if scheme not in (None, "http", "https"):
+        return f"{shown(raw)} uses scheme {shown(scheme)}; use https:// or http://"
+    if not parts.hostname:
+        return f"{shown(raw)} names no host; give URLs like https://10.0.0.1:2379"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{shown(raw)} has a path; give only scheme, host and port"
+    return None
+
+
 def holds_credentials(url: str) -> bool:
     """True when ``url`` (``scheme://authority/...`` or a bare ``host:port``) has ``user[:password]@``."""
     authority = url.strip().partition("://")[2] if "://" in url else url.strip()

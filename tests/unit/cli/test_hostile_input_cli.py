@@ -557,3 +557,16 @@ def test_a_data_dir_with_a_control_character_is_refused_not_restored_into_beside
                          "--data-dir", f"{tmp_path}/etcd{suffix}")
     assert code == 3, out + err
     assert err.count("\n") == 1 and "control character" in err, err
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "ftp://10.0.0.1:2379", "https://10.0.0.1:2379/v3", "http://:2379"])
+def test_config_validate_refuses_an_etcd_endpoint_every_command_would_refuse_naming_the_key(
+        cli: Cli, tmp_path: Path, endpoint: str) -> None:
+    """`config validate` said valid, and then every command refused it as a bad "--endpoints"
+    that nobody had typed."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"etcd: {{endpoints: ['{endpoint}']}}\n")
+    code, _out, err = cli("config", "validate", str(config))
+    assert code == 3 and f"{config}: etcd.endpoints: " in err and err.count("\n") == 1
+    code, _out, err = cli("status", "--config", str(config))
+    assert code == 3 and f"{config}: etcd.endpoints: " in err and "--endpoints" not in err
