@@ -87,6 +87,12 @@ def _encryption_config(root: Path) -> str | None:
             f"kube-apiserver's --encryption-provider-config names {host_path}, which does not exist;"
             " restore that file or fix the manifest before backing up"
         )
+    if not _is_file_or_link(root, flags.encryption_provider_config):
+        kind = _file_type(os.lstat(flags.encryption_provider_config).st_mode)
+        raise OperationFailed(
+            f"kube-apiserver's --encryption-provider-config names {host_path}, which is a {kind}, not a file;"
+            " fix the manifest before backing up"
+        )
     return host_path
 
 

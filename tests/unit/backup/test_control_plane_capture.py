@@ -449,3 +449,18 @@ def test_a_file_far_larger_than_any_control_plane_file_is_captured_with_a_note(
     assert noted == [f"control-plane file /etc/kubernetes/pki/core.dump is {large >> 20} MiB, far more than a "
                      "certificate, key, kubeconfig or manifest takes: captured, but every backup stores it; if it "
                      "does not belong there, move it out of the tree"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "FIFO"])
+def test_encryption_config_named_as_a_directory_or_fifo_fails_saying_so_not_that_it_changed(
+        node: KubeadmNode, kind: str) -> None:
+    """It said "changed (it is no longer a regular file); run the backup again": every run failed so."""
+    target = "/etc/kubernetes/enc" if kind == "directory" else "/etc/kubernetes/enc/pipe"
+    if kind == "FIFO":
+        os.mkfifo(node.host(target))
+    manifest = node.host("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    manifest.write_text(manifest.read_text().replace("/etc/kubernetes/enc/enc.yaml", target))
+    with pytest.raises(OperationFailed) as raised:
+        archive_of(node)
+    assert str(raised.value) == (f"kube-apiserver's --encryption-provider-config names {target}, which is a {kind},"
+                                 " not a file; fix the manifest before backing up")
