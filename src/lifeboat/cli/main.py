@@ -141,7 +141,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except LifeboatError as exc:
         print(f"lifeboat: error: {printable(without_secrets(str(exc)))}", file=sys.stderr)
         if args.verbose:
-            traceback.print_exc()
+            _print_traceback()
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"lifeboat: interrupted; {_left_behind(args)}", file=sys.stderr)
@@ -178,8 +178,13 @@ def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
     print(f"lifeboat: unexpected error: {type(exc).__name__}: {printable(without_secrets(str(exc)))} "
           "(a bug: please report it, with the output of -v)", file=sys.stderr)
     if args.verbose:
-        traceback.print_exc()
+        _print_traceback()
     return EXIT_UNEXPECTED
+
+
+def _print_traceback() -> None:
+    """The traceback of the exception being handled (-v), with no private key in it."""
+    print(without_secrets(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _reader_gone(stream: TextIO) -> bool:

@@ -33,6 +33,9 @@ class PrintableFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         return printable(without_secrets(super().formatMessage(record)))
 
+    def formatException(self, ei: Any) -> str:
+        return without_secrets(super().formatException(ei))
+
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout

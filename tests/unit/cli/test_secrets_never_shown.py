@@ -202,6 +202,20 @@ def test_an_identity_pasted_into_any_flag_is_refused_without_its_value(
     assert_no_part_of(secret, output)
 
 
+@pytest.mark.parametrize("flags", [("verify", "{secret}"), ("list", "--since", "{secret}"),
+                                   ("backup", "--endpoints", "{secret}")])
+def test_a_traceback_of_v_shows_no_private_key_either(
+        run: Run, tmp_path: Path, secret: str, flags: tuple[str, ...]) -> None:
+    """-v prints the traceback after the error line: its last line repeats the message, which the
+    error line had hidden the key from."""
+    repo = tmp_path / "repo"
+    if flags[0] != "backup":
+        run("backup", "--repo", str(repo), "--endpoints", "127.0.0.1:1")  # creates the repository, fails after
+    code, output = run(*[arg.format(secret=secret) for arg in flags], "-v", "--repo", str(repo))
+    assert code in (2, 3) and "Traceback" in output, output
+    assert_no_part_of(secret, output)
+
+
 def test_an_identity_in_the_cluster_variable_is_refused_without_its_value(
         run: Run, tmp_path: Path, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIFEBOAT_CLUSTER", secret)
