@@ -153,7 +153,13 @@ class _StoppableStream(Iterator[bytes]):
     def __init__(self, chunks: Iterator[bytes], stop: threading.Event) -> None:
         self._chunks, self._stop = chunks, stop
         self._ended = threading.Event()
-        if getattr(chunks, "cancel", None) is not None:
+        self._watching = False
+
+    def _start_watching(self) -> None:
+        # At the first read, not before: whoever reads a stream closes it (a stream never read
+        # would leave its watcher polling until the agent stops).
+        self._watching = True
+        if getattr(self._chunks, "cancel", None) is not None:
             threading.Thread(target=self._watch, name="lifeboat-snapshot-stop", daemon=True).start()
 
     def _watch(self) -> None:
@@ -163,6 +169,8 @@ class _StoppableStream(Iterator[bytes]):
                 return
 
     def __next__(self) -> bytes:
+        if not self._watching:
+            self._start_watching()
         if self._stop.is_set():
             self.close()
             raise Abandoned("backup abandoned mid-upload: the agent is stopping")

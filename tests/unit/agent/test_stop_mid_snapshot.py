@@ -92,3 +92,11 @@ def test_a_stream_that_ends_on_its_own_leaves_no_watcher_behind() -> None:
             break
         threading.Event().wait(0.02)
     assert threading.active_count() <= before
+
+
+def test_a_stream_never_read_starts_no_watcher() -> None:
+    """A backup that fails before it reads the stream (no room, an encoder that cannot start)
+    never closes it: a watcher started with it would poll until the agent stops, one per failure."""
+    before = threading.active_count()
+    _StoppableSource(_FrozenEtcd(), threading.Event()).snapshot("e")  # type: ignore[arg-type]
+    assert threading.active_count() == before
