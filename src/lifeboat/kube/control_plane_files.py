@@ -96,12 +96,40 @@ def _encryption_config(root: Path) -> str | None:
     return host_path
 
 
+def _captured_directory(root: Path, directory: str) -> Path | None:
+    """Where the captured ``directory`` (pki, manifests) is read under ``root``; None if it points nowhere.
+
+    A symlink there is followed when the kernel takes it where the host would. Under a root
+    other than ``/`` (a container that mounts the host's /etc/kubernetes at /host) an absolute
+    target is taken outside that root, and a target the container lacks is nothing: that fails
+    the capture, since a backup that said it succeeded without the PKI would be found out at a
+    restore. On the host itself, a symlink to nothing is only noted.
+    """
+    base = on_host(root, directory)
+    if not os.path.islink(base):
+        return base
+    target = link_target_path(directory, os.readlink(base))
+    followed = os.path.realpath(base)
+    if followed == os.path.realpath(on_host(root, target)) and os.path.isdir(followed):
+        return base
+    if root.resolve() != Path("/"):
+        raise OperationFailed(
+            f"{directory} is a symlink to {target}, which lifeboat cannot follow under root {root} as the host "
+            f"does (the target is absolute, or not there): its files would not be captured; make {base} the "
+            f"directory itself (mount the host's {target} there)"
+        )
+    _log.warning("%s is a symlink to %s, which is not a directory: nothing in it is captured", directory, target)
+    return None
+
+
 def _tree(root: Path, top: str) -> Iterator[str]:
     def fail(exc: OSError) -> None:
         where = _host_path_of(root, Path(exc.filename)) if exc.filename else top
         raise _read_failure(where, exc)
 
-    base = on_host(root, top)
+    base = _captured_directory(root, top)
+    if base is None:
+        return
     try:
         if not stat.S_ISDIR(os.stat(base).st_mode):
             return
@@ -121,7 +149,9 @@ def _tree(root: Path, top: str) -> Iterator[str]:
 
 
 def _entries(root: Path, directory: str, wanted: Callable[[str], bool]) -> Iterator[str]:
-    base = on_host(root, directory)
+    base = _captured_directory(root, directory)
+    if base is None:
+        return
     try:
         names = sorted(os.listdir(base))
     except FileNotFoundError:

@@ -464,3 +464,33 @@ def test_encryption_config_named_as_a_directory_or_fifo_fails_saying_so_not_that
         archive_of(node)
     assert str(raised.value) == (f"kube-apiserver's --encryption-provider-config names {target}, which is a {kind},"
                                  " not a file; fix the manifest before backing up")
+
+
+@pytest.mark.parametrize("directory", ["/etc/kubernetes/pki", "/etc/kubernetes/manifests"])
+@pytest.mark.parametrize("how", ["absolute", "relative to a directory the root lacks"])
+def test_a_captured_directory_that_is_a_symlink_out_of_the_root_fails_naming_it(
+        node: KubeadmNode, directory: str, how: str) -> None:
+    """/etc/kubernetes/pki -> /data/pki on the host, captured in a container with --root /host: the
+    kernel followed the link outside the root, found nothing, and the backup succeeded without
+    a single certificate or key, without a word."""
+    moved = node.host("/data" + directory)
+    moved.parent.mkdir(parents=True)
+    node.host(directory).rename(moved)
+    if how == "absolute":
+        os.symlink(f"/data{directory}", node.host(directory))
+    else:
+        shutil.rmtree(moved)  # the container mounts /etc/kubernetes only
+        os.symlink(f"../../data{directory}", node.host(directory))
+    with pytest.raises(OperationFailed) as raised:
+        collect(node.root)
+    assert str(raised.value).startswith(
+        f"{directory} is a symlink to /data{directory}, which lifeboat cannot follow under root {node.root}")
+
+
+def test_a_captured_directory_that_is_a_relative_symlink_inside_the_root_is_captured_through_it(
+        node: KubeadmNode) -> None:
+    moved = node.host("/data/etc/kubernetes/pki")
+    moved.parent.mkdir(parents=True)
+    node.host("/etc/kubernetes/pki").rename(moved)
+    os.symlink("../../data/etc/kubernetes/pki", node.host("/etc/kubernetes/pki"))
+    assert {entry.path for entry in collect(node.root)} == node.expected_files()
