@@ -230,3 +230,21 @@ def test_a_huge_bad_config_value_is_not_echoed_whole(run: Run, tmp_path: Path) -
     code, output = run("config", "validate", str(config))
     assert code == 3 and "cluster" in output and "zstd-level" in output
     assert len(output) < 2000
+
+
+@pytest.mark.parametrize("label", ["token={secret}", "{secret}=x"])
+def test_a_label_holding_a_private_key_is_refused_before_it_is_stored_in_the_clear(
+        run: Run, tmp_path: Path, secret: str, label: str) -> None:
+    """Labels go into the manifest, which is never encrypted (nor is a pin's reason): a key given
+    there was stored in the clear in the repository, for anyone who can list it."""
+    code, output = run("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1",
+                       "--label", label.format(secret=secret))
+    assert code == 3 and "label" in output and "private key" in output
+    assert_no_part_of(secret, output)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_pin_reason_holding_a_private_key_is_refused(run: Run, tmp_path: Path, secret: str) -> None:
+    code, output = run("pin", "20261201T000000Z-aaaaaa", "--repo", str(tmp_path / "repo"), "--reason", secret)
+    assert code == 3 and "--reason" in output and "private key" in output
+    assert_no_part_of(secret, output)
