@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path, PurePath
 from urllib.parse import urlsplit
 
-from lifeboat.config.secrets import looks_like_secret, shown
+from lifeboat.config.secrets import holds_private_key, shown
 from lifeboat.errors import UsageError
 
 # The variables naming the config file and the manifest cache's directory (their flags,
@@ -153,7 +153,7 @@ def plain_text_problem(value: str, limit: int) -> str | None:
     label), or None: one line of at most ``limit`` characters a terminal shows as they are."""
     if UNSHOWABLE.search(value):
         return "holds a control character (a newline, an escape sequence or a direction override); give one line of text"
-    if looks_like_secret(value):  # labels and pin reasons are stored in the clear, and shown
+    if holds_private_key(value):  # labels and pin reasons are stored in the clear, and shown
         return "looks like a private key (not shown); it would be stored in the clear: leave it out"
     try:
         value.encode("utf-8")  # a byte the command line gave that is no UTF-8 (a surrogate escape)

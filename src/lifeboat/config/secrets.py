@@ -29,6 +29,12 @@ _SECRET_TEXT = re.compile(
 )
 
 
+def holds_private_key(text: str) -> bool:
+    """True when free text (a label, a pin's reason) holds an age identity or a PEM key block;
+    unlike :func:`looks_like_secret`, words such as "private key" alone are not one."""
+    return _SECRET_TEXT.search(text) is not None
+
+
 def without_secrets(text: str) -> str:
     """``text`` with every private key in it replaced by a placeholder.
 

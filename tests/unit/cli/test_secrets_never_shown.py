@@ -248,3 +248,12 @@ def test_a_pin_reason_holding_a_private_key_is_refused(run: Run, tmp_path: Path,
     code, output = run("pin", "20261201T000000Z-aaaaaa", "--repo", str(tmp_path / "repo"), "--reason", secret)
     assert code == 3 and "--reason" in output and "private key" in output
     assert_no_part_of(secret, output)
+
+
+def test_a_pin_reason_that_only_mentions_a_private_key_is_kept(run: Run, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    run("backup", "--repo", str(repo), "--endpoints", "127.0.0.1:1")  # creates the repository, fails after
+    code, output = run("pin", "20261201T000000Z-aaaaaa", "--repo", str(repo),
+                       "--reason", "before the CA private key rotation")
+    assert "private key (not shown)" not in output and "looks like a private key" not in output, output
+    assert code != 3, output
