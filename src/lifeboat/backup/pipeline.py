@@ -118,6 +118,7 @@ def take_backup(
     source = choose_source_member(etcd, options.endpoints)
     previous = _newest_backup(repo, options.cluster)
     draft = _Draft(repo, options, backup_id, inspect)
+    manifest: Manifest | None = None
     try:
         with spool_dir("backup", options.tmp_dir) as tmp:
             require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
@@ -144,7 +145,7 @@ def take_backup(
         repo.commit(manifest)
         committed(manifest)
     except BaseException:
-        if draft.discard():  # interrupted after the manifest was written: the backup stands
+        if draft.discard() and manifest is not None:  # interrupted after the manifest was written: it stands
             committed(manifest)
         raise
     if previous is not None and previous.source.cluster_id != manifest.source.cluster_id:
