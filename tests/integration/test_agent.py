@@ -325,6 +325,44 @@ def test_sigterm_mid_drill_stops_the_drill_cleans_up_and_exits_at_once(
     assert any(line.get("reason") == "abandoned" for line in agent.lines), agent.lines
     with pytest.raises(ProcessLookupError):
         os.kill(etcd_pid, 0)
+
+
+def test_sigterm_while_etcd_froze_mid_snapshot_abandons_the_backup_at_once(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """The stop flag was looked at between chunks only: with etcd frozen mid-stream the agent
+    waited for gRPC's keepalive to give up (about 70 s), past the 30 s deploy/ grants it."""
+    cluster = "frozen"
+    with EtcdClient(ConnectionSettings.from_flags(",".join(etcd.endpoints))) as client:
+        if client.status(etcd.endpoints[0]).db_size < 48 << 20:
+            load_keys(client, ((f"/bulk/{i:07d}".encode(), os.urandom(2048)) for i in range(24_000)))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    data = config_data(etcd, (tmp_path / "repo").as_uri(), cluster)
+    data["backup"] = {"capture-files": False, "tmp-dir": str(spool)}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(data))
+    agent = AgentProcess("solo", path)
+    try:
+        wait_for(lambda: any(p.stat().st_size > 1 << 20 for p in spool.glob("lifeboat-*/snapshot.db")), 60,
+                 "the backup to spool a MiB")
+        for member in etcd.members:
+            member.pause()
+        try:
+            time.sleep(3)  # what gRPC had buffered is read; the stream now waits on etcd
+            signalled = time.monotonic()
+            agent.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "cycle_failed" in agent.events(), 60, "the backup to be abandoned")
+            abandoned_after = time.monotonic() - signalled
+        finally:
+            for member in etcd.members:
+                member.resume()
+        assert agent.proc.wait(30) == 0
+    finally:
+        agent.stop()
+    assert abandoned_after < 10, f"abandoned {abandoned_after:.1f} s after SIGTERM"
+    assert any(line.get("reason") == "abandoned" for line in agent.lines), agent.lines
+    assert manifests((tmp_path / "repo").as_uri(), cluster) == []
     assert list(spool.iterdir()) == []
 
 

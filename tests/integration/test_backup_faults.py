@@ -13,7 +13,7 @@ import pytest
 from lifeboat.backup.pipeline import BackupOptions, take_backup
 from lifeboat.catalog.manifest import Manifest
 from lifeboat.catalog.repository import BackupRepository
-from lifeboat.errors import IntegrityError, OperationFailed, RepositoryUnavailable
+from lifeboat.errors import EtcdUnavailable, IntegrityError, OperationFailed, RepositoryUnavailable
 from lifeboat.etcd import ConnectionSettings, EtcdClient
 from lifeboat.etcdapi.model import Alarm, MemberList, MemberStatus
 from lifeboat.store import open_store
@@ -245,3 +245,20 @@ def test_a_backup_started_before_the_newest_one_says_this_hosts_clock_is_behind(
     assert behind.snapshot.revision > newest.snapshot.revision
     assert f"backup {behind.id} started before backup {newest.id}" in caplog.text, caplog.text
     assert "clock" in caplog.text and repo.latest("c").id == newest.id
+
+
+def test_a_snapshot_stream_cut_by_etcd_dying_says_how_far_it_got_not_that_no_endpoint_answered(
+        release35: EtcdRelease, tmp_path: Path) -> None:
+    with EtcdCluster(release35, tmp_path / "dying") as cluster:
+        dying = cluster.first()
+        with EtcdClient(ConnectionSettings((dying.client_url,))) as client:
+            load_keys(client, numbered("/registry/configmaps/ns/cm-", 6000, 4096))
+            stream = client.snapshot(dying.client_url)
+            next(stream)
+            dying.kill()
+            with pytest.raises(EtcdUnavailable) as raised:
+                for _ in stream:
+                    pass
+    message = str(raised.value)
+    assert message.startswith(f"snapshot from {dying.client_url}: etcd stopped sending after "), message
+    assert "no etcd endpoint answered" not in message and "check that etcd is running and retry" in message

@@ -134,13 +134,64 @@ class _StoppableSource:
         return self._etcd.alarms()
 
     def snapshot(self, endpoint: str) -> Iterator[bytes]:
-        chunks = self._etcd.snapshot(endpoint)
+        return _StoppableStream(self._etcd.snapshot(endpoint), self._stop)
+
+
+# How often a snapshot stream's watcher looks whether the stream has ended by itself.
+_WATCH_INTERVAL = 0.2
+
+
+class _StoppableStream(Iterator[bytes]):
+    """A snapshot stream that ``stop`` ends, also while it waits on a stalled etcd.
+
+    Between chunks the flag is looked at; a read that waits (etcd frozen, a slow disk) is
+    cancelled by a watcher thread the moment ``stop`` is set, as the CLI's SIGTERM does:
+    gRPC's keepalive would take about 70 s to give up, past the 30 s systemd and Kubernetes
+    grant the agent before SIGKILL (deploy/). ``cancel`` passes on to the stream too.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], stop: threading.Event) -> None:
+        self._chunks, self._stop = chunks, stop
+        self._ended = threading.Event()
+        self._watching = False
+
+    def _start_watching(self) -> None:
+        # At the first read, not before: whoever reads a stream closes it (a stream never read
+        # would leave its watcher polling until the agent stops).
+        self._watching = True
+        if getattr(self._chunks, "cancel", None) is not None:
+            threading.Thread(target=self._watch, name="lifeboat-snapshot-stop", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._ended.is_set():
+            if self._stop.wait(_WATCH_INTERVAL):
+                self.cancel()
+                return
+
+    def __next__(self) -> bytes:
+        if not self._watching:
+            self._start_watching()
+        if self._stop.is_set():
+            self.close()
+            raise Abandoned("backup abandoned mid-upload: the agent is stopping")
         try:
-            for chunk in chunks:
-                if self._stop.is_set():
-                    raise Abandoned("backup abandoned mid-upload: the agent is stopping")
-                yield chunk
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            return next(self._chunks)
+        except StopIteration:
+            self._ended.set()
+            raise
+        except Exception as exc:
+            self.close()
+            if self._stop.is_set():
+                raise Abandoned("backup abandoned mid-upload: the agent is stopping") from exc
+            raise
+
+    def cancel(self) -> None:
+        cancel = getattr(self._chunks, "cancel", None)
+        if cancel is not None:
+            cancel()
+
+    def close(self) -> None:
+        self._ended.set()
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()

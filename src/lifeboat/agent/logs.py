@@ -12,6 +12,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Literal
 
+from lifeboat.config.secrets import without_secrets
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -21,14 +23,25 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": without_secrets(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+                line[key] = _field(value)
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = without_secrets(self.formatException(record.exc_info))
         return json.dumps(line)
+
+
+def _field(value: object) -> object:
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return without_secrets(str(value))
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return without_secrets(super().format(record))
 
 
 def configure_logging(form: Literal["json", "text"], verbose: bool = False) -> None:
@@ -37,7 +50,7 @@ def configure_logging(form: Literal["json", "text"], verbose: bool = False) -> N
     if form == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -97,8 +97,12 @@ def take_backup(
     inspect: Callable[[Path], object] = lambda snapshot: None,
     free_space: FreeSpace = free_bytes,
     room: RoomReport = lambda need: None,
+    committed: Callable[[Manifest], object] = lambda manifest: None,
 ) -> Manifest:
     """Take one backup and commit it; returns the committed manifest.
+
+    ``committed`` is told the manifest the moment it is written, before anything else can
+    interrupt (a SIGTERM from then on no longer undoes the backup).
 
     ``inspect`` is called with the raw snapshot file once it is complete and checked, while
     it still exists (capture reads its compaction marks there). The snapshot is spooled in
@@ -114,6 +118,7 @@ def take_backup(
     source = choose_source_member(etcd, options.endpoints)
     previous = _newest_backup(repo, options.cluster)
     draft = _Draft(repo, options, backup_id, inspect)
+    manifest: Manifest | None = None
     try:
         with spool_dir("backup", options.tmp_dir) as tmp:
             require_room(Path(tmp).parent, source.status.db_size + source.status.db_size // 20,
@@ -138,8 +143,10 @@ def take_backup(
             labels={**options.labels, STATE_REVISION: str(state_revision)},
         )
         repo.commit(manifest)
+        committed(manifest)
     except BaseException:
-        draft.discard()
+        if draft.discard() and manifest is not None:  # interrupted after the manifest was written: it stands
+            committed(manifest)
         raise
     if previous is not None and previous.source.cluster_id != manifest.source.cluster_id:
         _log.warning(
@@ -257,8 +264,11 @@ class _Draft:
 
     def store_files(self, tmp: Path) -> tuple[BackupObject | None, list[CapturedFile]]:
         archive = tmp / "control-plane.tar"
-        with private_file(archive) as out:
-            entries = capture(self.options.root, out)
+        try:
+            with private_file(archive) as out:
+                entries = capture(self.options.root, out)
+        except OSError as exc:  # writing the spool: reading a file fails as OperationFailed
+            raise _spool_error(exc, archive, "the control-plane files") from None
         if not entries:
             return None, []
         digest = Digest()
@@ -266,13 +276,14 @@ class _Draft:
                           hashing(_read_file(archive), digest), digest)
         return obj, entries
 
-    def discard(self) -> None:
+    def discard(self) -> bool:
+        """Remove what was uploaded; True when the backup turned out committed (left alone)."""
         if not self.written:
-            return
+            return False
         try:
-            self.repo.discard_objects(self.options.cluster, self.backup_id)
+            return self.repo.discard_objects(self.options.cluster, self.backup_id)
         except Exception:  # the original failure matters more; leftovers have no manifest
-            pass
+            return False
 
 
 class _SnapshotReceiver:
@@ -323,10 +334,10 @@ class _SnapshotReceiver:
         self.on_complete()
 
 
-def _spool_error(exc: OSError, spool: Path) -> OperationFailed:
+def _spool_error(exc: OSError, spool: Path, what: str = "the snapshot") -> OperationFailed:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OperationFailed(f"temp dir {spool.parent.parent} is full; free space or {ROOM_HINT}")
-    return OperationFailed(f"cannot write the snapshot to {spool}: {exc.strerror}")
+    return OperationFailed(f"cannot write {what} to {spool}: {exc.strerror}")
 
 
 def _trailer_checked(path: Path, digest: SnapshotDigest) -> Iterator[bytes]:

@@ -136,14 +136,16 @@ def _read_member(
             return _read_link(local, path, before, names, consume)
         if not stat.S_ISREG(before.st_mode):
             raise _changed(path, "(it is no longer a regular file)")
-        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a path swapped for a FIFO since the lstat would otherwise block the open
+        # until a writer comes (the check below then finds it replaced); a regular file ignores it.
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise _vanished(path) from exc
     except OSError as exc:
         raise _read_failure(path, exc) from exc
     try:
         opened = os.fstat(fd)
-        if (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
             raise _changed(path, "(it was replaced)")
         reader = _HashingReader(fd, opened.st_size, path)
         # Errors writing to the archive's stream belong to the caller and pass through as they are.

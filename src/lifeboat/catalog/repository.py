@@ -274,7 +274,8 @@ class BackupRepository:
         First every object the manifest names must be in the store with the size it records:
         something (a prune with a short orphan grace, an operator, a lifecycle rule) may have
         removed or replaced one while the backup ran, and a manifest must never commit a
-        backup whose data is gone. Such a backup fails (OperationFailed) and is not committed.
+        backup whose data is gone. Such a backup fails (OperationFailed) and is not committed,
+        as does one whose manifest would not read back (text that is no UTF-8).
         """
         key = self.layout.manifest_key(check_cluster_name(manifest.cluster), manifest.id)
         for obj in manifest.objects:
@@ -286,7 +287,13 @@ class BackupRepository:
                     "its manifest was to be written (removed while the backup ran, e.g. by a prune "
                     "with a short orphan grace?); the backup was not committed"
                 )
-        self.store.put_bytes(key, manifest.to_json(), create_only=True)
+        data = manifest.to_json()
+        try:
+            Manifest.from_json(data, key)
+        except IntegrityError as exc:
+            raise OperationFailed(f"the manifest of backup {manifest.id} would not read back ({exc}); "
+                                  "the backup was not committed (a bug: please report it)") from None
+        self.store.put_bytes(key, data, create_only=True)
 
     def clusters(self) -> tuple[str, ...]:
         """The clusters that have (or had) objects in the repository, from one folder listing."""
@@ -640,17 +647,18 @@ class BackupRepository:
     def remove_incomplete(self, upload: IncompleteUpload) -> None:
         self.store.remove_incomplete(upload)
 
-    def discard_objects(self, cluster: str, backup_id: str) -> None:
+    def discard_objects(self, cluster: str, backup_id: str) -> bool:
         """Remove the data objects of a backup that was never committed (best effort).
 
-        A backup whose manifest exists is left alone: an interruption (SIGTERM) can land after
-        the manifest was written but before the writer knew it.
+        A backup whose manifest exists is left alone, and True returned: an interruption
+        (SIGTERM) can land after the manifest was written but before the writer knew it.
         """
         if self.store.stat(self.layout.manifest_key(cluster, backup_id)) is not None:
-            return
+            return True
         self._remove_data(cluster, backup_id)
         # A pin or deletion claim an interrupted delete left after the manifest.
         self.store.delete(self.layout.pin_key(cluster, backup_id))
+        return False
 
 
 def started_time(manifest: Manifest) -> datetime:

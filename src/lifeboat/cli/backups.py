@@ -25,7 +25,7 @@ from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, h
 from lifeboat.cli.point import resolve_point
 from lifeboat.config.values import read_retention_duration
 from lifeboat.durable import install_durably, part_path
-from lifeboat.errors import IntegrityError, OperationFailed, UsageError
+from lifeboat.errors import IntegrityError, OperationFailed, Terminated, UsageError
 
 if TYPE_CHECKING:
     from lifeboat.catalog.age_keys import Identity
@@ -47,8 +47,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
     repo = open_repository(args, create=True)
     options = replace(options, endpoints=resolved.settings.endpoints)
     progress, room = Progress(), RoomNotes(args.output == "json")
-    with EtcdClient(resolved.settings) as etcd:
-        manifest = take_backup(etcd, repo, options, progress=progress, room=room)
+    written: list[Manifest] = []
+    try:
+        with EtcdClient(resolved.settings) as etcd:
+            manifest = take_backup(etcd, repo, options, progress=progress, room=room, committed=written.append)
+    except Terminated:
+        if written:  # the signal came after the manifest: nothing is undone
+            raise Terminated(f"backup {written[0].id} was committed to {repo.url} before the signal; "
+                             "see 'lifeboat show' (its report was cut short)") from None
+        raise
     progress.finish()
     if args.output == "json":
         emit_json({**manifest.to_dict(), "disk": room.to_json()})

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import traceback
+import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -18,6 +19,7 @@ from typing import TextIO
 
 from lifeboat import __version__
 from lifeboat.cli.malloc import tune_malloc
+from lifeboat.config.secrets import without_secrets
 from lifeboat.errors import EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, LifeboatError, Terminated
 
 # 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
@@ -76,6 +78,13 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors show no private key (they quote the value given)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        super().error(without_secrets(message))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or only of ``command`` when one module registers it."""
     common = argparse.ArgumentParser(add_help=False)
@@ -83,7 +92,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         help="output format (default: table)")
     common.add_argument("-v", "--verbose", action="store_true",
                         help="log progress and show tracebacks of unexpected errors")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lifeboat", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -130,15 +139,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         _discard_stdout()
         return code
     except LifeboatError as exc:
-        print(f"lifeboat: error: {printable(str(exc))}", file=sys.stderr)
+        print(f"lifeboat: error: {printable(without_secrets(str(exc)))}", file=sys.stderr)
         if args.verbose:
-            traceback.print_exc()
+            _print_traceback()
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"lifeboat: interrupted; {_left_behind(args)}", file=sys.stderr)
         return 130
-    except Terminated:
-        print(f"lifeboat: terminated (SIGTERM); {_left_behind(args)}", file=sys.stderr)
+    except Terminated as exc:
+        print(f"lifeboat: terminated (SIGTERM); {str(exc) or _left_behind(args)}", file=sys.stderr)
         # The services exit 0 on SIGTERM (docs/agent.md, continuous-capture.md) whenever it comes:
         # also before their own signal handling is set up (loading config and modules), when a
         # `systemctl stop` right after a start would otherwise mark the unit failed.
@@ -166,11 +175,16 @@ def _left_behind(args: argparse.Namespace) -> str:
 def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
     from lifeboat.cli.output import printable
 
-    print(f"lifeboat: unexpected error: {type(exc).__name__}: {printable(str(exc))} "
+    print(f"lifeboat: unexpected error: {type(exc).__name__}: {printable(without_secrets(str(exc)))} "
           "(a bug: please report it, with the output of -v)", file=sys.stderr)
     if args.verbose:
-        traceback.print_exc()
+        _print_traceback()
     return EXIT_UNEXPECTED
+
+
+def _print_traceback() -> None:
+    """The traceback of the exception being handled (-v), with no private key in it."""
+    print(without_secrets(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _reader_gone(stream: TextIO) -> bool:

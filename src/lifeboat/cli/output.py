@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from lifeboat.clock import Clock, SystemClock
 from lifeboat.config.rules import UNSHOWABLE
+from lifeboat.config.secrets import without_secrets
 from lifeboat.disk import RoomNeeded
 
 
@@ -30,7 +31,10 @@ class PrintableFormatter(logging.Formatter):
     """Log messages on one line each, as :func:`printable` shows them (a traceback after them as it is)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return printable(super().formatMessage(record))
+        return printable(without_secrets(super().formatMessage(record)))
+
+    def formatException(self, ei: Any) -> str:
+        return without_secrets(super().formatException(ei))
 
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:

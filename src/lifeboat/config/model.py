@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from lifeboat.config.rules import (
-    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, ENDPOINT_CREDENTIALS, LABEL_MAX, RESERVED_LABEL_PREFIX, holds_credentials,
+    CLUSTER_NAME, DEFAULT_ZSTD_LEVEL, LABEL_MAX, RESERVED_LABEL_PREFIX, endpoint_problem,
     plain_text_problem, repository_url_given,
 )
 from lifeboat.config.secrets import identity_path, public_recipient, shown
@@ -63,8 +63,9 @@ class EtcdSection(Section):
     def _some_endpoint(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("must name at least one endpoint, e.g. https://127.0.0.1:2379")
-        if value is not None and any(holds_credentials(url) for url in value):
-            raise ValueError(ENDPOINT_CREDENTIALS)
+        for url in value or ():
+            if (problem := endpoint_problem(url)) is not None:
+                raise ValueError(problem)
         return value
 
 
@@ -118,7 +119,7 @@ class BackupSection(Section):
     @classmethod
     def _zstd_level(cls, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 19:
-            raise ValueError(f"must be an integer from 1 to 19, got {value!r}")
+            raise ValueError(f"must be an integer from 1 to 19, got {shown(value)}")
         return value
 
     @field_validator("labels")
@@ -250,7 +251,7 @@ class LifeboatConfig(Section):
     def _cluster_name(cls, value: str) -> str:
         if not CLUSTER_NAME.fullmatch(value):
             raise ValueError(
-                f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {value!r}"
+                f"must be 1-63 lowercase letters, digits, '.', '_' or '-', got {shown(value)}"
             )
         return value
 

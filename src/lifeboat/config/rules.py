@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path, PurePath
 from urllib.parse import urlsplit
 
-from lifeboat.config.secrets import shown
+from lifeboat.config.secrets import holds_private_key, shown
 from lifeboat.errors import UsageError
 
 # The variables naming the config file and the manifest cache's directory (their flags,
@@ -57,6 +57,30 @@ ETCD_URL_CREDENTIALS = ("holds a user or password (user:password@, not shown); e
                         "in a URL: give scheme, host and port only")
 ENDPOINT_CREDENTIALS = (f"an endpoint {ETCD_URL_CREDENTIALS}; etcd knows a client by its certificate "
                         "(--cert, --key)")
+
+
+def endpoint_problem(text: str) -> str | None:
+    """Why ``text`` is not an etcd client URL (``https://host:port``, ``http://host:port`` or a
+    bare ``host:port``), or None. ``config validate`` and every command check the same way."""
+    raw = text.strip()
+    if not raw:
+        return "an endpoint is empty; give URLs like https://10.0.0.1:2379"
+    if holds_credentials(raw):
+        return ENDPOINT_CREDENTIALS
+    has_scheme = "://" in raw
+    try:
+        parts = urlsplit(raw if has_scheme else f"//{raw}")
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        return f"{shown(raw)} is not host:port or a URL ({exc})"
+    scheme = parts.scheme.lower() if has_scheme else None
+    if scheme not in (None, "http", "https"):
+        return f"{shown(raw)} uses scheme {shown(scheme)}; use https:// or http://"
+    if not parts.hostname:
+        return f"{shown(raw)} names no host; give URLs like https://10.0.0.1:2379"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{shown(raw)} has a path; give only scheme, host and port"
+    return None
 
 
 def holds_credentials(url: str) -> bool:
@@ -129,6 +153,12 @@ def plain_text_problem(value: str, limit: int) -> str | None:
     label), or None: one line of at most ``limit`` characters a terminal shows as they are."""
     if UNSHOWABLE.search(value):
         return "holds a control character (a newline, an escape sequence or a direction override); give one line of text"
+    if holds_private_key(value):  # labels and pin reasons are stored in the clear, and shown
+        return "looks like a private key (not shown); it would be stored in the clear: leave it out"
+    try:
+        value.encode("utf-8")  # a byte the command line gave that is no UTF-8 (a surrogate escape)
+    except UnicodeEncodeError:
+        return "holds bytes that are not UTF-8 text (Latin-1?); give UTF-8 text"
     if len(value) > limit:
         return f"is {len(value)} characters long; at most {limit}"
     return None

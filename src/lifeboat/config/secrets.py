@@ -20,6 +20,30 @@ def looks_like_secret(text: str) -> bool:
     return _SECRET.search(text) is not None
 
 
+# The text of a private key inside a longer message: an age identity (Bech32, in either case) or a
+# PEM / OpenSSH block from its BEGIN line to its END line, or to the end of the text when cut.
+_SECRET_TEXT = re.compile(
+    r"AGE-SECRET-KEY-1[0-9A-Z]*|AGE-PLUGIN-[A-Z0-9]+-1[0-9A-Z]*"
+    r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def holds_private_key(text: str) -> bool:
+    """True when free text (a label, a pin's reason) holds an age identity or a PEM key block;
+    unlike :func:`looks_like_secret`, words such as "private key" alone are not one."""
+    return _SECRET_TEXT.search(text) is not None
+
+
+def without_secrets(text: str) -> str:
+    """``text`` with every private key in it replaced by a placeholder.
+
+    The last guard of every error and log line: a message that quotes what the user gave
+    (a cluster name, a duration, a backup id) must not show a key pasted there by mistake.
+    """
+    return _SECRET_TEXT.sub("(a private key, not shown)", text)
+
+
 def shown(value: object, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, or a placeholder when it looks like a secret."""
     text = repr(value)

@@ -45,7 +45,7 @@ def parse_wait(value: object) -> float:
 
 def _check_not_too_long(seconds: float, value: object) -> None:
     if not seconds <= LONGEST_DURATION.total_seconds():  # also refuses nan
-        raise ValueError(f"must be at most {LONGEST_DURATION.days // 365} years, got {value!r}")
+        raise ValueError(f"must be at most {LONGEST_DURATION.days // 365} years, got {shown(value)}")
 
 
 def _positive_amount(value: object, kind: type[int] | type[float], pattern: re.Pattern[str],
@@ -56,9 +56,9 @@ def _positive_amount(value: object, kind: type[int] | type[float], pattern: re.P
     elif isinstance(value, str) and (match := pattern.fullmatch(value.strip().lower())):
         amount = kind(match.group(1)) * units[match.group(2) or default_unit]
     else:
-        raise ValueError(f"must be {example}, got {value!r}")
+        raise ValueError(f"must be {example}, got {shown(value)}")
     if amount <= 0:
-        raise ValueError(f"must be {zero}, got {value!r}")
+        raise ValueError(f"must be {zero}, got {shown(value)}")
     return amount
 
 
@@ -74,7 +74,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     else:
         bad_host = ":" in host or "[" in host or "]" in host
     if not sep or bad_host or not _PORT.fullmatch(port) or int(port) > 65535:
-        raise ValueError(f"must be HOST:PORT ([ADDRESS]:PORT for IPv6), e.g. 0.0.0.0:9847 or [::]:9847, got {value!r}")
+        raise ValueError(f"must be HOST:PORT ([ADDRESS]:PORT for IPv6), e.g. 0.0.0.0:9847 or [::]:9847, got {shown(value)}")
     return host, int(port)
 
 
@@ -129,21 +129,21 @@ def check_retention_duration(value: object) -> str:
     """A retention duration: a whole number followed by h, d or w (``36h``, ``7d``, ``2w``)."""
     duration = read_retention_duration(value)
     if duration is None or not isinstance(value, str):
-        raise ValueError(f"must be a whole number followed by h, d or w (e.g. 7d), got {value!r}")
+        raise ValueError(f"must be a whole number followed by h, d or w (e.g. 7d), got {shown(value)}")
     if not duration:
-        raise ValueError(f"must be longer than zero, got {value!r}")
+        raise ValueError(f"must be longer than zero, got {shown(value)}")
     return value.strip().lower()
 
 
 def check_positive_count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be a positive integer, got {value!r}")
+        raise ValueError(f"must be a positive integer, got {shown(value)}")
     return value
 
 
 def check_count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"must be a whole number of 0 or more, got {value!r}")
+        raise ValueError(f"must be a whole number of 0 or more, got {shown(value)}")
     return value
 
 
@@ -169,23 +169,23 @@ def cron_fields(value: object) -> str:
     refused too. Raises ``ValueError`` with a message for operators.
     """
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a cron expression such as '0 3 * * *' or '@daily', got {value!r}")
+        raise ValueError(f"must be a cron expression such as '0 3 * * *' or '@daily', got {shown(value)}")
     text = " ".join(value.split())
     if text.startswith("@"):
         if text.lower() not in CRON_NICKNAMES:
-            raise ValueError(f"{value!r} is not a cron nickname; use one of "
+            raise ValueError(f"{shown(value)} is not a cron nickname; use one of "
                              f"{', '.join(CRON_NICKNAMES)} or five fields")
         return CRON_NICKNAMES[text.lower()]
     if len(text.split()) != 5:
         raise ValueError(
-            f"must be a cron expression of five fields (minute hour day month weekday), got {value!r}"
+            f"must be a cron expression of five fields (minute hour day month weekday), got {shown(value)}"
         )
     try:
         croniter(text, _CRON_PROBE).get_next(datetime)
     except (CroniterBadCronError, CroniterNotAlphaError, ValueError, KeyError):
-        raise ValueError(f"is not a valid cron expression: {value!r}") from None
+        raise ValueError(f"is not a valid cron expression: {shown(value)}") from None
     except CroniterBadDateError:
-        raise ValueError(f"never fires: {value!r}") from None
+        raise ValueError(f"never fires: {shown(value)}") from None
     return text
 
 

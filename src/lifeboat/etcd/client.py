@@ -36,7 +36,7 @@ from lifeboat.errors import OperationFailed
 from lifeboat.etcd import decode
 from lifeboat.etcd import txn as txn_messages
 from lifeboat.etcd.channels import EndpointPool, Stubs
-from lifeboat.etcd.failures import RevisionCompacted, translate
+from lifeboat.etcd.failures import RevisionCompacted, broke_off
 from lifeboat.etcd.keys import Key, as_bytes, key_range
 from lifeboat.etcdapi.model import Alarm, HashKV, KeyValue, Member, MemberList, MemberStatus, RangePage
 from lifeboat.etcdapi.model import LeaseTimeToLive as LeaseTtl
@@ -324,15 +324,16 @@ class SnapshotStream(Iterator[bytes]):
             self._call = call = _services.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest())
             if self._cancelled:  # cancelled before the call existed
                 call.cancel()
-            complete = False
+            complete, received = False, 0
             try:
                 for response in call:
                     if response.blob:
+                        received += len(response.blob)
                         yield response.blob
                     # etcd counts down remaining_bytes; 0 comes with the last chunk (the trailer).
                     complete = response.remaining_bytes == 0
             except grpc.RpcError as error:
-                raise translate(f"snapshot from {url}", url, error) from None
+                raise broke_off(f"snapshot from {url}", url, received, error) from None
             finally:
                 call.cancel()
         finally:

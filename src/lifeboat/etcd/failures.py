@@ -152,6 +152,20 @@ def translate(what: str, endpoint: str, error: RpcErrorLike) -> LifeboatError:
     return OperationFailed(f"{what} failed on etcd at {endpoint}: {code}: {_short(details)}")
 
 
+def broke_off(what: str, endpoint: str, received: int, error: RpcErrorLike) -> LifeboatError:
+    """The error for a stream that failed after ``received`` bytes: etcd answered, then stopped.
+
+    A connection lost or given up on mid-stream (etcd killed, frozen, the network gone) is
+    unavailable, but "no endpoint answered" would be wrong: it says how far the stream got.
+    """
+    if received == 0 or classify(error) not in (Kind.UNREACHABLE, Kind.TIMEOUT):
+        return translate(what, endpoint, error)
+    return EtcdUnavailable(
+        f"{what}: etcd stopped sending after {received >> 20} MiB "
+        f"({_code_name(error)}: {_short(_details(error))}); check that etcd is running and retry"
+    )
+
+
 def write_timed_out(what: str, endpoint: str, timeout: float) -> EtcdUnavailable:
     return EtcdUnavailable(
         f"{what}: etcd at {endpoint} did not answer within --command-timeout {timeout:g}s; "

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lifeboat.config.rules import ENDPOINT_CREDENTIALS, holds_credentials
+from lifeboat.config.rules import endpoint_problem
 from lifeboat.errors import UsageError
 from lifeboat.etcd.certificates import pem_certificates, validity_problem
 from lifeboat.regular_files import read_small
@@ -38,24 +38,13 @@ class Endpoint:
 def parse_endpoint(text: str) -> Endpoint:
     """Parse ``https://host:port``, ``http://host:port`` or bare ``host:port``."""
     raw = text.strip()
-    if not raw:
-        raise UsageError("--endpoints: an endpoint is empty; give URLs like https://10.0.0.1:2379")
-    if holds_credentials(raw):
-        raise UsageError(f"--endpoints: {ENDPOINT_CREDENTIALS}")
+    problem = endpoint_problem(raw)
+    if problem is not None:
+        raise UsageError(f"--endpoints: {problem}")
     has_scheme = "://" in raw
-    try:
-        parts = urlsplit(raw if has_scheme else f"//{raw}")
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"--endpoints: {raw!r} is not host:port or a URL ({exc})") from None
-    scheme = parts.scheme.lower() if has_scheme else None
-    if scheme not in (None, "http", "https"):
-        raise UsageError(f"--endpoints: {raw!r} uses scheme {scheme!r}; use https:// or http://")
-    if not parts.hostname:
-        raise UsageError(f"--endpoints: {raw!r} names no host; give URLs like https://10.0.0.1:2379")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"--endpoints: {raw!r} has a path; give only scheme, host and port")
-    return Endpoint(url=raw, host=parts.hostname, port=port or DEFAULT_CLIENT_PORT, scheme=scheme)
+    parts = urlsplit(raw if has_scheme else f"//{raw}")
+    return Endpoint(url=raw, host=parts.hostname or "", port=parts.port or DEFAULT_CLIENT_PORT,
+                    scheme=parts.scheme.lower() if has_scheme else None)
 
 
 @dataclass(frozen=True)

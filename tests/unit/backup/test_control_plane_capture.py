@@ -6,10 +6,12 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -18,9 +20,13 @@ import pytest
 
 from lifeboat.errors import IntegrityError, OperationFailed
 from lifeboat.backup.control_plane import capture, collect
-from lifeboat.catalog.file_archive import CapturedFile, extract_archive, verify_archive, write_archive
+from lifeboat.catalog.file_archive import (
+    CapturedFile, archive_files, extract_archive, verify_archive, write_archive,
+)
+from lifeboat.catalog.manifest import BackupStatus, Manifest
 from tests.support.binaries import tool
 from tests.support.kubeadm_node import APISERVER_YAML, KubeadmNode, make_kubeadm_node, write
+from tests.support.manifests import SOURCE, snapshot_info, stored_object
 
 BIG = "/etc/kubernetes/pki/big-bundle.crt"
 
@@ -321,3 +327,170 @@ def test_extraction_refuses_paths_that_leave_the_destination(
         extract_archive(evil_archive(*members), dest)
     assert not (tmp_path / "escape.txt").exists()
     assert not Path("/etc/escape.txt").exists()
+
+
+def test_a_directory_or_dangling_symlink_is_captured_as_a_link_with_a_note_naming_what_is_not(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    outside = node.root / "srv/etcd-pki"
+    outside.mkdir(parents=True)
+    (outside / "server.key").write_text("key")
+    os.symlink("/srv/etcd-pki", node.host("/etc/kubernetes/pki/etcd-moved"))
+    os.symlink("/etc/kubernetes/pki/gone.crt", node.host("/etc/kubernetes/pki/dangling.crt"))
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert "/srv/etcd-pki/server.key" not in {entry.path for entry in entries}
+    notes = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("/etc/kubernetes/pki/etcd-moved points to /srv/etcd-pki, which is a directory" in note
+               and "not the files in it" in note for note in notes), notes
+    assert any("/etc/kubernetes/pki/dangling.crt points to /etc/kubernetes/pki/gone.crt, which is nothing" in note
+               for note in notes), notes
+
+
+def test_fifos_sockets_and_devices_in_the_captured_trees_are_skipped_with_a_note(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    os.mkfifo(node.host("/etc/kubernetes/pki/front-proxy.crt.fifo"))
+    os.mkfifo(node.host("/etc/kubernetes/manifests/kube-controller-manager.yaml"))
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(node.host("/etc/kubernetes/pki/s.sock")))
+        with caplog.at_level("WARNING"):
+            _archive, entries = archive_of(node)
+    finally:
+        sock.close()
+    assert {entry.path for entry in entries} == node.expected_files()
+    notes = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "/etc/kubernetes/pki/front-proxy.crt.fifo is a FIFO, not a regular file: not captured" in notes
+    assert "/etc/kubernetes/manifests/kube-controller-manager.yaml is a FIFO" in notes
+    assert "/etc/kubernetes/pki/s.sock is a socket" in notes
+
+
+def test_a_private_key_every_user_can_read_is_captured_with_a_note(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    node.host("/etc/kubernetes/pki/etcd/peer.key").chmod(0o644)
+    node.host("/etc/kubernetes/admin.conf").chmod(0o604)
+    node.host("/etc/kubernetes/pki/ca.crt").chmod(0o644)
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert {entry.path for entry in entries} == node.expected_files()
+    noted = {r.args[0] for r in caplog.records if r.levelname == "WARNING" and "private key" in r.getMessage()}
+    assert noted == {"/etc/kubernetes/pki/etcd/peer.key", "/etc/kubernetes/admin.conf"}
+
+
+def test_a_file_or_symlink_whose_name_is_not_utf8_is_left_out_with_a_note_and_the_manifest_reads_back(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    pki = os.fsencode(node.host("/etc/kubernetes/pki"))
+    with open(pki + b"/caf\xe9.crt", "wb") as latin1:
+        latin1.write(b"cert")
+    os.symlink(b"/etc/kubernetes/pki/ca\xff.crt", pki + b"/link.crt")
+    os.symlink(b"ca.crt", pki + b"/link\xfe.crt")
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert {entry.path for entry in entries} == node.expected_files()
+    notes = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "/etc/kubernetes/pki/caf\\xe9.crt: its name is not UTF-8" in notes
+    assert "/etc/kubernetes/pki/link.crt: its target is not UTF-8" in notes
+    assert "/etc/kubernetes/pki/link\\xfe.crt: its name is not UTF-8" in notes
+    manifest = Manifest(
+        id="20261204T000000Z-abcdef", cluster="c", status=BackupStatus.COMPLETE,
+        started_at="2026-12-04T00:00:00Z", finished_at="2026-12-04T00:00:01Z", tool_version="t",
+        source=SOURCE, snapshot=snapshot_info(), compression="zstd:1", encryption=None, recipients=(),
+        objects=(stored_object(), stored_object("control-plane.tar.zst")), files=tuple(entries),
+    )
+    assert Manifest.from_json(manifest.to_json(), "here").files == tuple(entries)
+
+
+def test_a_file_replaced_by_a_fifo_just_before_it_is_opened_fails_instead_of_hanging(
+        node: KubeadmNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the check that a path is a regular file and its open, it may become a FIFO:
+    opening that for reading waited for a writer that never comes, and the backup hung."""
+    path = node.host("/etc/kubernetes/pki/ca.crt")
+    regular = os.lstat(path)
+    path.unlink()
+    os.mkfifo(path)
+    real_lstat = os.lstat
+    checked: list[str] = []
+
+    def lstat_before_the_swap(p: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(p) == str(path) and not checked:
+            checked.append(str(p))
+            return regular  # what the check saw, a moment before the swap
+        return real_lstat(p, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("lifeboat.catalog.file_archive.os.lstat", lstat_before_the_swap)
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            archive_files(node.root, ["/etc/kubernetes/pki/ca.crt"], io.BytesIO())
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(path, "wb"):  # a writer: lets the stuck open return, so the thread ends
+            pass
+        worker.join(10)
+        pytest.fail("capturing a file that became a FIFO hung in open()")
+    assert isinstance(result[0], OperationFailed) and "/etc/kubernetes/pki/ca.crt" in str(result[0])
+
+
+def test_a_file_far_larger_than_any_control_plane_file_is_captured_with_a_note(
+        node: KubeadmNode, caplog: pytest.LogCaptureFixture) -> None:
+    large = 16 << 20  # a CA bundle of every public root is under 1 MiB
+    with open(node.host("/etc/kubernetes/pki/core.dump"), "wb") as dump:
+        dump.truncate(large + 1)  # sparse: no disk taken
+    with caplog.at_level("WARNING"):
+        _archive, entries = archive_of(node)
+    assert "/etc/kubernetes/pki/core.dump" in {entry.path for entry in entries}
+    noted = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert noted == [f"control-plane file /etc/kubernetes/pki/core.dump is {large >> 20} MiB, far more than a "
+                     "certificate, key, kubeconfig or manifest takes: captured, but every backup stores it; if it "
+                     "does not belong there, move it out of the tree"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "FIFO"])
+def test_encryption_config_named_as_a_directory_or_fifo_fails_saying_so_not_that_it_changed(
+        node: KubeadmNode, kind: str) -> None:
+    """It said "changed (it is no longer a regular file); run the backup again": every run failed so."""
+    target = "/etc/kubernetes/enc" if kind == "directory" else "/etc/kubernetes/enc/pipe"
+    if kind == "FIFO":
+        os.mkfifo(node.host(target))
+    manifest = node.host("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    manifest.write_text(manifest.read_text().replace("/etc/kubernetes/enc/enc.yaml", target))
+    with pytest.raises(OperationFailed) as raised:
+        archive_of(node)
+    assert str(raised.value) == (f"kube-apiserver's --encryption-provider-config names {target}, which is a {kind},"
+                                 " not a file; fix the manifest before backing up")
+
+
+@pytest.mark.parametrize("directory", ["/etc/kubernetes/pki", "/etc/kubernetes/manifests"])
+@pytest.mark.parametrize("how", ["absolute", "relative to a directory the root lacks"])
+def test_a_captured_directory_that_is_a_symlink_out_of_the_root_fails_naming_it(
+        node: KubeadmNode, directory: str, how: str) -> None:
+    """/etc/kubernetes/pki -> /data/pki on the host, captured in a container with --root /host: the
+    kernel followed the link outside the root, found nothing, and the backup succeeded without
+    a single certificate or key, without a word."""
+    moved = node.host("/data" + directory)
+    moved.parent.mkdir(parents=True)
+    node.host(directory).rename(moved)
+    if how == "absolute":
+        os.symlink(f"/data{directory}", node.host(directory))
+    else:
+        shutil.rmtree(moved)  # the container mounts /etc/kubernetes only
+        os.symlink(f"../../data{directory}", node.host(directory))
+    with pytest.raises(OperationFailed) as raised:
+        collect(node.root)
+    assert str(raised.value).startswith(
+        f"{directory} is a symlink to /data{directory}, which lifeboat cannot follow under root {node.root}")
+
+
+def test_a_captured_directory_that_is_a_relative_symlink_inside_the_root_is_captured_through_it(
+        node: KubeadmNode) -> None:
+    moved = node.host("/data/etc/kubernetes/pki")
+    moved.parent.mkdir(parents=True)
+    node.host("/etc/kubernetes/pki").rename(moved)
+    os.symlink("../../data/etc/kubernetes/pki", node.host("/etc/kubernetes/pki"))
+    assert {entry.path for entry in collect(node.root)} == node.expected_files()

@@ -444,6 +444,17 @@ def test_commit_refuses_a_manifest_whose_objects_are_gone_or_changed(tamper: obj
 
 
 
+def test_commit_refuses_a_manifest_that_would_not_read_back() -> None:
+    """Text that is no UTF-8 (a file name or label the OS gave as bytes) made a manifest that
+    JSON readers refuse: the backup said it committed, and was damaged for every later command."""
+    repo = BackupRepository.open(MemoryStore(), create=True)
+    m = manifest(new_backup_id(T0)).model_copy(update={"labels": {"site": "caf\udce9"}})
+    repo.store.put_bytes(repo.object_key(m, "snapshot.db.zst"), b"x" * 100)
+    with pytest.raises(OperationFailed, match=f"manifest of backup {m.id} would not read back.*not committed"):
+        repo.commit(m)
+    assert repo.store.stat(repo.manifest_key(m)) is None
+
+
 class _MarkerWrittenBetweenReadAndList(MemoryStore):
     """Another agent creates the repository right after this one found no marker."""
 

@@ -105,6 +105,21 @@ def test_a_label_a_terminal_would_act_on_or_too_long_is_refused(cli: Cli, tmp_pa
     assert code == 3 and err.count("\n") == 1 and "label" in err and "\x1b" not in err and "\x07" not in err
 
 
+@pytest.mark.parametrize("label", ["k=caf\udce9", "k\udcff=v"])
+def test_a_label_that_is_not_utf8_is_refused_before_a_backup_commits_a_manifest_nobody_can_read(
+        cli: Cli, tmp_path: Path, label: str) -> None:
+    """A shell passes `--label k=$'\\xe9'` (Latin-1) as a byte that is no UTF-8: the backup said it
+    committed, and every later list, verify and restore found its manifest damaged."""
+    code, _out, err = cli("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1", "--label", label)
+    assert code == 3 and err.count("\n") == 1 and "label" in err and "not UTF-8" in err
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_pin_reason_that_is_not_utf8_is_refused_unstored(cli: Cli, tmp_path: Path) -> None:
+    code, out, err = cli("pin", "20261201T000000Z-aaaaaa", "--repo", str(tmp_path / "repo"), "--reason", "caf\udce9")
+    assert code == 3 and out == "" and err.count("\n") == 1 and "--reason" in err and "not UTF-8" in err
+
+
 @pytest.mark.parametrize("label", ["lifeboat.tick=2026-12-04T19:00:00+00:00",
                                    "lifeboat.synthetic-seen=2020-01-01T00:00:00Z"])
 def test_a_label_named_as_lifeboats_own_is_refused(cli: Cli, tmp_path: Path, label: str) -> None:
@@ -542,3 +557,16 @@ def test_a_data_dir_with_a_control_character_is_refused_not_restored_into_beside
                          "--data-dir", f"{tmp_path}/etcd{suffix}")
     assert code == 3, out + err
     assert err.count("\n") == 1 and "control character" in err, err
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "ftp://10.0.0.1:2379", "https://10.0.0.1:2379/v3", "http://:2379"])
+def test_config_validate_refuses_an_etcd_endpoint_every_command_would_refuse_naming_the_key(
+        cli: Cli, tmp_path: Path, endpoint: str) -> None:
+    """`config validate` said valid, and then every command refused it as a bad "--endpoints"
+    that nobody had typed."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(f"etcd: {{endpoints: ['{endpoint}']}}\n")
+    code, _out, err = cli("config", "validate", str(config))
+    assert code == 3 and f"{config}: etcd.endpoints: " in err and err.count("\n") == 1
+    code, _out, err = cli("status", "--config", str(config))
+    assert code == 3 and f"{config}: etcd.endpoints: " in err and "--endpoints" not in err

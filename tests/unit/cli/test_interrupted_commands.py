@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,44 @@ def test_a_service_terminated_before_its_loop_runs_exits_0_as_documented(
     after a start marked the unit failed."""
     code, err = interrupted(service, Terminated, capsys)
     assert code == 0 and err == "lifeboat: terminated (SIGTERM); stopped\n"
+
+
+def test_a_backup_terminated_after_its_manifest_was_written_says_it_is_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM between the manifest's write and the report said "an interrupted backup leaves no
+    manifest": the backup was committed and listed, and the operator was told it was undone."""
+    from lifeboat.catalog.repository import BackupRepository
+    from lifeboat.cli.main import main
+    from lifeboat.etcd.memory import member_urls
+    from tests.unit.capture.test_capture_loop import SnapshottingEtcd
+    from tests.unit.snapshot.test_bbolt_synthetic import build as build_db
+
+    etcd = SnapshottingEtcd(build_db(tmp_path / "base.db", [4]))
+
+    class _Client:
+        def __init__(self, settings: object) -> None:
+            pass
+
+        def __enter__(self) -> SnapshottingEtcd:
+            return etcd
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    real_commit = BackupRepository.commit
+
+    def commit_then_sigterm(self: BackupRepository, manifest: object) -> None:
+        real_commit(self, manifest)  # type: ignore[arg-type]
+        raise Terminated()
+
+    monkeypatch.setattr("lifeboat.etcd.EtcdClient", _Client)
+    monkeypatch.setattr(BackupRepository, "commit", commit_then_sigterm)
+    for var in ("LIFEBOAT_CONFIG", "LIFEBOAT_REPO", "LIFEBOAT_CLUSTER", "ETCDCTL_ENDPOINTS"):
+        monkeypatch.delenv(var, raising=False)
+    repo = tmp_path / "repo"
+    code = main(["backup", "--repo", str(repo), "--endpoints", member_urls(1)[0], "--no-files",
+                 "--tmp-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    [manifest] = list((repo / "clusters/default/manifests").glob("*.json"))
+    assert code == 143 and err.count("\n") == 1
+    assert f"backup {manifest.stem} was committed" in err and "no manifest" not in err

@@ -165,3 +165,95 @@ def test_an_identity_file_that_is_not_a_small_regular_file_is_refused_unread(
     code, output = run("verify", "latest", "--repo", str(tmp_path / "repo"), "--identity", str(path))
     wanted = "larger than 1 MiB" if kind == "huge" else "is not a regular file"
     assert code == 3 and f"identity file {path} " in output and wanted in output
+
+
+@pytest.mark.parametrize("key, yaml_value", [
+    ("cluster", "cluster: '{secret}'"),
+    ("backup.zstd-level", "backup: {{zstd-level: '{secret}'}}"),
+    ("etcd.dial-timeout", "etcd: {{dial-timeout: '{secret}'}}"),
+    ("schedules.backup", "schedules: {{backup: '{secret}'}}"),
+    ("retention.keep-within", "retention: {{keep-within: '{secret}'}}"),
+])
+def test_an_identity_pasted_into_any_config_value_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, key: str, yaml_value: str) -> None:
+    """Not only recipients and identity files: a key pasted under the wrong key (a cluster name,
+    a number, a duration, a cron expression) was echoed whole in the message."""
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text(yaml_value.format(secret=secret) + "\n")
+    code, output = run("config", "validate", str(config))
+    assert code == 3 and key in output
+    assert_no_part_of(secret, output)
+
+
+@pytest.mark.parametrize("flags", [
+    ("list", "--cluster", "{secret}"),
+    ("prune", "--keep-within", "{secret}"),
+    ("backup", "--dial-timeout", "{secret}"),
+    ("backup", "--zstd-level", "{secret}"),
+    ("backup", "--endpoints", "{secret}"),
+    ("list", "--since", "{secret}"),
+    ("verify", "{secret}"),
+])
+def test_an_identity_pasted_into_any_flag_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, flags: tuple[str, ...]) -> None:
+    args = [arg.format(secret=secret) for arg in flags]
+    code, output = run(*args, "--repo", str(tmp_path / "repo"))
+    assert code in (2, 3), output  # refused, or (no repository, an endpoint not found) failed on it
+    assert_no_part_of(secret, output)
+
+
+@pytest.mark.parametrize("flags", [("verify", "{secret}"), ("list", "--since", "{secret}"),
+                                   ("backup", "--endpoints", "{secret}")])
+def test_a_traceback_of_v_shows_no_private_key_either(
+        run: Run, tmp_path: Path, secret: str, flags: tuple[str, ...]) -> None:
+    """-v prints the traceback after the error line: its last line repeats the message, which the
+    error line had hidden the key from."""
+    repo = tmp_path / "repo"
+    if flags[0] != "backup":
+        run("backup", "--repo", str(repo), "--endpoints", "127.0.0.1:1")  # creates the repository, fails after
+    code, output = run(*[arg.format(secret=secret) for arg in flags], "-v", "--repo", str(repo))
+    assert code in (2, 3) and "Traceback" in output, output
+    assert_no_part_of(secret, output)
+
+
+def test_an_identity_in_the_cluster_variable_is_refused_without_its_value(
+        run: Run, tmp_path: Path, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFEBOAT_CLUSTER", secret)
+    code, output = run("list", "--repo", str(tmp_path / "repo"))
+    assert code == 3 and "LIFEBOAT_CLUSTER" in output
+    assert_no_part_of(secret, output)
+
+
+def test_a_huge_bad_config_value_is_not_echoed_whole(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "lifeboat.yaml"
+    config.write_text("cluster: '" + "a" * 500_000 + "'\nbackup: {zstd-level: '" + "9" * 500_000 + "'}\n")
+    code, output = run("config", "validate", str(config))
+    assert code == 3 and "cluster" in output and "zstd-level" in output
+    assert len(output) < 2000
+
+
+@pytest.mark.parametrize("label", ["token={secret}", "{secret}=x"])
+def test_a_label_holding_a_private_key_is_refused_before_it_is_stored_in_the_clear(
+        run: Run, tmp_path: Path, secret: str, label: str) -> None:
+    """Labels go into the manifest, which is never encrypted (nor is a pin's reason): a key given
+    there was stored in the clear in the repository, for anyone who can list it."""
+    code, output = run("backup", "--repo", str(tmp_path / "repo"), "--endpoints", "127.0.0.1:1",
+                       "--label", label.format(secret=secret))
+    assert code == 3 and "label" in output and "private key" in output
+    assert_no_part_of(secret, output)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_pin_reason_holding_a_private_key_is_refused(run: Run, tmp_path: Path, secret: str) -> None:
+    code, output = run("pin", "20261201T000000Z-aaaaaa", "--repo", str(tmp_path / "repo"), "--reason", secret)
+    assert code == 3 and "--reason" in output and "private key" in output
+    assert_no_part_of(secret, output)
+
+
+def test_a_pin_reason_that_only_mentions_a_private_key_is_kept(run: Run, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    run("backup", "--repo", str(repo), "--endpoints", "127.0.0.1:1")  # creates the repository, fails after
+    code, output = run("pin", "20261201T000000Z-aaaaaa", "--repo", str(repo),
+                       "--reason", "before the CA private key rotation")
+    assert "private key (not shown)" not in output and "looks like a private key" not in output, output
+    assert code != 3, output
