@@ -68,6 +68,10 @@ def open_store(url: str, environ: Mapping[str, str] = os.environ) -> ObjectStore
             f"repository URL {scheme}://... must not contain credentials; "
             "use the AWS_* environment variables instead"
         )
+    if parts.query or parts.fragment:
+        # s3://bucket/prefix?region=... was read as s3://bucket/prefix: the setting silently ignored.
+        raise UsageError(f"repository URL {scheme}://... must not have a '?' or '#' part (it would be ignored); "
+                         "S3 settings come from the AWS_* environment variables")
     if scheme == "file":
         return _open_file(url, parts.netloc, parts.path)
     if scheme == "s3":

@@ -58,6 +58,16 @@ def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
     assert "AWS_" in str(caught.value)
 
 
+@pytest.mark.parametrize("url", ["s3://bucket/prefix?region=eu-west-1&secret=topsecret", "s3://bucket/p#topsecret",
+                                 "file:///var/backups/lifeboat?topsecret"])
+def test_a_query_or_fragment_in_the_url_is_refused_not_ignored_and_not_echoed(url: str) -> None:
+    # Before, s3://bucket/prefix?region=... opened s3://bucket/prefix with the region ignored.
+    with pytest.raises(UsageError) as caught:
+        open_store(url, NO_AWS)
+
+    assert "topsecret" not in str(caught.value) and "ignored" in str(caught.value)
+
+
 def test_endpoint_credentials_never_reach_messages() -> None:
     assert _without_credentials("http://user:pw@127.0.0.1:9000/") == "http://127.0.0.1:9000/"
     assert _without_credentials("https://s3.example.com") == "https://s3.example.com"
