@@ -149,7 +149,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         elif base != dest:
             os.replace(base, dest)
         return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
-    work = dest.with_name(dest.name + ".segments")
+    work = staging_dir(dest)
     if base_snapshot is None:
         # Before the survey stages anything: the base it fetches and the segments beside it.
         require_verify_room(point.base, dest.parent, dest, extra=point.segment_bytes,
@@ -204,6 +204,11 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         chain.close()
     return PointSnapshot(dest, point, facts.events, len(point.segments), len(leases), clock.monotonic() - started,
                          survey_wait)
+
+
+def staging_dir(dest: Path) -> Path:
+    """Where the segments replayed into ``dest`` are staged while it is built."""
+    return dest.with_name(dest.name + ".segments")
 
 
 def relisted(repo: BackupRepository, point: RestorePoint, without: frozenset[str] = frozenset()) -> RestorePoint | None:
