@@ -3,6 +3,7 @@ and sha256: a point restore refuses them as damaged, never applies them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.catalog.layout import segment_key
-from lifeboat.errors import IntegrityError
+from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.etcd import EtcdClient
 from lifeboat.catalog.timeline import RestorePoint
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
@@ -141,3 +142,33 @@ def test_a_segment_re_encoded_with_its_records_moved_or_repeated_restores_etcds_
         assert "damaged" in str(refused), refused
         return
     assert list(iter_latest(built)) == list(iter_latest(sound))
+
+
+@pytest.mark.parametrize("release", ["3.5"], indirect=True)
+@pytest.mark.parametrize("shift", [2, -2], ids=["raised", "lowered"])
+def test_a_chain_record_naming_another_base_revision_is_refused_not_replayed_past_events(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, shift: int) -> None:
+    """chain.json rewritten (valid JSON) with its base revision moved: the events between the
+    base's true revision and the one named would be skipped (raised) or refused (lowered)."""
+    repo_dir = tmp_path / "repo"
+    repo = open_repository(repo_dir)
+    with capture_started(client, repo, capture_options("prod", etcd.client_url, tmp_path / "spool",
+                                                       flush_interval=0.2)) as status:
+        history = write_history(client, 2)
+        wait_for(lambda: status.last_revision >= history.revisions[-1])
+    [listing] = repo.chain_store.chains("prod")
+    record = next(repo_dir.rglob("chain.json"))
+    fields = json.loads(record.read_text())
+    fields["base_revision"] += shift
+    record.write_text(json.dumps(fields))
+    revision = history.revisions[1]  # the events the raised one would skip: put a, put b
+    expected = [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+                for kv in client.range_all(b"\0", b"\0", revision=revision)]
+    try:
+        point = find_point(repo, "prod", PointTarget(revision=revision), None)
+        built = build_point_snapshot(repo, point, None, tmp_path / "point.db").path
+    except (IntegrityError, UsageError):
+        assert not (tmp_path / "point.db").exists()
+        return  # refused: never a wrong state
+    assert [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+            for kv in iter_latest(built)] == expected, f"base revision {listing.info.base_revision} + {shift}"
