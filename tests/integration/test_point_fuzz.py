@@ -18,10 +18,13 @@ from lifeboat.catalog.repository import BackupRepository
 from lifeboat.etcd import EtcdClient
 from lifeboat.pitr import PointTarget, build_point_snapshot, find_point
 from lifeboat.snapshot import iter_latest
+from lifeboat.store import open_store
+from tests.support.binaries import weed
 from tests.support.capture_workload import capture_options, capture_started, open_repository, wait_for
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
 from tests.support.point_fuzz import CaptureProcess, Row, Workload, differences, fuzz_kills, fuzz_seed
+from tests.support.seaweed import SeaweedServer
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +118,15 @@ def captured_to(repo: BackupRepository) -> int:
     return max((ref.last_revision for listing in listings for ref in listing.segments), default=0)
 
 
+def one_whole_chain_exact_everywhere(repo: BackupRepository, w: Workload, tmp_path: Path, seed: str) -> None:
+    """One chain, no gap, each segment starting right after the one before; every revision exact."""
+    [listing] = repo.chain_store.chains("prod")
+    assert listing.gap is None, seed
+    ranges = [(ref.first_revision, ref.last_revision) for ref in listing.segments]
+    assert all(later[0] == earlier[1] + 1 for earlier, later in zip(ranges, ranges[1:])), f"{ranges}; {seed}"
+    every_revision_exact(repo, w, tmp_path, seed)
+
+
 def test_capture_killed_or_stopped_at_random_points_leaves_one_chain_without_gap_or_duplicate_exact_everywhere(
         etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
     """SIGKILL and SIGTERM at random moments of a workload with 1 MiB values (mid-segment, mid-upload)."""
@@ -140,9 +152,46 @@ def test_capture_killed_or_stopped_at_random_points_leaves_one_chain_without_gap
         wait_for(lambda: captured_to(repo) >= w.recorded_to, timeout=60)
     finally:
         capture.close()
-    seed = f"seed {w.seed}, ops {w.ops}, stops {capture.ended}"
-    [listing] = repo.chain_store.chains("prod")
-    assert listing.gap is None, seed
-    ranges = [(ref.first_revision, ref.last_revision) for ref in listing.segments]
-    assert all(later[0] == earlier[1] + 1 for earlier, later in zip(ranges, ranges[1:])), f"{ranges}; {seed}"
-    every_revision_exact(repo, w, tmp_path, seed)
+    one_whole_chain_exact_everywhere(repo, w, tmp_path, f"seed {w.seed}, ops {w.ops}, stops {capture.ended}")
+
+
+def spooled(spool: Path) -> list[str]:
+    return [p.name for p in spool.glob("prod/*") if not p.name.startswith(".") and not p.name.endswith(".part")]
+
+
+@pytest.mark.parametrize("release", ["3.5"], indirect=True)
+def test_capture_killed_while_segments_wait_in_its_spool_uploads_them_after_restart_and_every_revision_is_exact(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
+    """The object store stops; capture spools; it is SIGKILLed with segments in the spool; the
+    store comes back and capture is started again: the spool is uploaded in order, no gap."""
+    with SeaweedServer(weed(), tmp_path / "seaweed") as seaweed:
+        s3 = seaweed.s3()
+        url = f"s3://{s3.bucket}/spooled"
+        repo = BackupRepository.open(open_store(url, s3.env()), create=True)
+        client.put(b"/before/base", b"in the base")
+        w = Workload(client, fuzz_seed(), big_values=1)
+        capture = CaptureProcess(etcd.client_url, url, str(tmp_path), env=s3.env())
+        try:
+            capture.start()
+            wait_for(lambda: bool(repo.chain_store.chains("prod")), timeout=60)
+            w.start()
+            for _ in range(10):
+                w.step()
+            seaweed.stop()
+            for _ in range(30):
+                w.step()
+                time.sleep(0.1)
+            wait_for(lambda: bool(spooled(tmp_path / "spool")), timeout=60)
+            capture.stop(signal.SIGKILL)
+            in_spool = spooled(tmp_path / "spool")
+            w.step()
+            seaweed.start()
+            capture.start()
+            for _ in range(10):
+                w.step()
+            w.record()
+            wait_for(lambda: captured_to(repo) >= w.recorded_to, timeout=90)
+        finally:
+            capture.close()
+        assert spooled(tmp_path / "spool") == []
+        one_whole_chain_exact_everywhere(repo, w, tmp_path, f"seed {w.seed}, ops {w.ops}, spooled {in_spool}")

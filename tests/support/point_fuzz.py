@@ -164,7 +164,9 @@ def fuzz_seed() -> int:
 class CaptureProcess:
     """``lifeboat capture`` as a process of its own, killed and started again at will."""
 
-    def __init__(self, endpoint: str, repo: str, workdir: str, flush: str = "200ms") -> None:
+    def __init__(self, endpoint: str, repo: str, workdir: str, flush: str = "200ms",
+                 env: dict[str, str] | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
         config = os.path.join(workdir, "lifeboat.yaml")
         with open(config, "w") as out:
             out.write("agent:\n  lease-ttl: 2s\n")
@@ -179,7 +181,7 @@ class CaptureProcess:
         """Start capture; a run refused because the killed one's lock has not expired yet is started again."""
         deadline = time.monotonic() + 30
         while True:
-            self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log)
+            self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log, env=self.env)
             try:
                 code = self.process.wait(timeout=1.5)
             except subprocess.TimeoutExpired:
