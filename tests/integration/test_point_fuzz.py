@@ -23,7 +23,7 @@ from tests.support.binaries import weed
 from tests.support.capture_workload import capture_options, capture_started, open_repository, wait_for
 from tests.support.cli import Cli
 from tests.support.etcd import EtcdMember
-from tests.support.point_fuzz import CaptureProcess, Row, Workload, differences, fuzz_kills, fuzz_seed
+from tests.support.point_fuzz import CaptureProcess, Row, Workload, differences, fuzz_kills, fuzz_seed, fuzz_steps
 from tests.support.seaweed import SeaweedServer
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_every_revision_of_a_seeded_random_workload_restores_exactly_as_etcds_ra
                               segment_max_bytes=1 << 20)
     with capture_started(client, repo, options) as status:
         w.start()
-        run_workload(etcd, client, w, cli, repo_dir, steps=45,
+        run_workload(etcd, client, w, cli, repo_dir, steps=fuzz_steps(),
                      caught_up=lambda: wait_for(lambda: status.last_revision >= w.recorded_to, timeout=60))
         wait_for(lambda: status.last_revision >= w.recorded_to, timeout=60)
     seed = f"seed {w.seed}, ops {w.ops}"

@@ -205,3 +205,8 @@ class CaptureProcess:
 def fuzz_kills() -> int:
     """How many times capture is stopped in a run: ``LIFEBOAT_FUZZ_KILLS`` or a few."""
     return int(os.environ.get("LIFEBOAT_FUZZ_KILLS", "4"))
+
+
+def fuzz_steps() -> int:
+    """How many random operations the differential run makes: ``LIFEBOAT_FUZZ_STEPS`` or 45."""
+    return int(os.environ.get("LIFEBOAT_FUZZ_STEPS", "45"))
