@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-from lifeboat.errors import OperationFailed
+from lifeboat.errors import OperationFailed, UsageError
 
 # linux/fcntl.h and linux/fs.h: renameat2's "current directory" and its flag that refuses an
 # existing target.
@@ -64,7 +64,8 @@ def writing_to(path: Path, leftovers: Callable[[Path], list[Path]] = lambda part
     :class:`TargetInUse`, naming the holder's pid, means a live run holds it; once held, what a
     killed run left (``.part``, and the paths ``leftovers`` names for a part, such as staging
     directories) can be no live run's and is removed before anything is written. ``.part`` is
-    removed on the way out, and the lock file with it.
+    removed on the way out, and the lock file with it. A directory that takes no lock file
+    (not writable, a pseudo file system) is a :class:`~lifeboat.errors.UsageError`.
     """
     lock = path.with_name(f".{path.name}.lock")
     fd = _locked(lock, path)
@@ -87,7 +88,11 @@ def writing_to(path: Path, leftovers: Callable[[Path], list[Path]] = lambda part
 def _locked(lock: Path, path: Path) -> int:
     """An fd of ``lock`` holding its ``flock``, the file still at that name once locked."""
     while True:
-        fd = flock_or_holder(lock)
+        try:
+            fd = flock_or_holder(lock)
+        except OSError as exc:  # a directory this user may not write, a read-only or pseudo file system
+            raise UsageError(f"cannot write {path}: {exc.strerror} ({lock.name} beside it); give a path in a "
+                             "directory this user may write") from None
         if isinstance(fd, str):
             raise TargetInUse(f"{path} is being written by another process (pid {fd or 'unknown'}, holding "
                               f"{lock.name}); wait for it to end, or give another path")

@@ -127,3 +127,13 @@ def test_what_a_killed_save_left_beside_the_file_is_removed_by_the_next_run(tmp_
                  "--save-snapshot", str(saved)])
     assert code == EXIT_FAILED  # not etcd's snapshot (see above): what matters is what is left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+@pytest.mark.parametrize("target", ["/proc/self/saved.db", "/sys/kernel/saved.db"])
+def test_a_saved_name_in_a_directory_that_takes_no_file_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
+    m = backup_in(tmp_path / "repo")
+    capsys.readouterr()
+    code = main(["verify", m.id, "--repo", str(tmp_path / "repo"), "--cluster", "prod", "--save-snapshot", target])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and f"cannot write {target}" in err, err
