@@ -84,25 +84,10 @@ def version_of(body: bytes, value_at: int, value_end: int) -> int:
 
 # A put's mvccpb.KeyValue after its key field, as etcd writes it (fields in order, zeros left
 # out; create and mod revisions never are): create_revision, mod_revision (group 1), version,
-# and the value's length (group 2) if it has a value; each a varint of at most 10 bytes.
-_PUT_FIELDS = re.compile(rb"\x10[\x80-\xff]{0,9}[\x00-\x7f]\x18([\x80-\xff]{0,9}[\x00-\x7f])"
+# and the value's length (group 2) if it has a value; each a varint of at most 10 bytes. The
+# value is followed by the lease's field (:func:`lease_field`), or nothing.
+PUT_FIELDS = re.compile(rb"\x10[\x80-\xff]{0,9}[\x00-\x7f]\x18([\x80-\xff]{0,9}[\x00-\x7f])"
                          rb"(?:\x20[\x80-\xff]{0,9}[\x00-\x7f])?(?:\x2a([\x80-\xff]{0,9}[\x00-\x7f]))?", re.DOTALL)
-
-
-def put_fields(body: bytes | bytearray, key_end: int, value_end: int) -> tuple[int, bytes]:
-    """The mod revision of a put's KeyValue whose key field ends at ``key_end``, and its bytes
-    after the value field: its lease's field (:func:`lease_field`), or nothing when it has none.
-    ValueError when it is not laid out as etcd writes it."""
-    found = _PUT_FIELDS.match(body, key_end, value_end)
-    if found is None:
-        raise ValueError("a put's value has no create or mod revision where etcd writes them")
-    pos = found.end()
-    size = found.group(2)
-    if size is not None:
-        pos += _varint_of(size)
-    if pos > value_end:
-        raise ValueError("a put's value runs past its record")
-    return _varint_of(found.group(1)), bytes(body[pos:value_end])
 
 
 def lease_field(lease: int) -> bytes:
@@ -110,7 +95,8 @@ def lease_field(lease: int) -> bytes:
     return b"\x30" + write_varint(lease & 0xFFFFFFFFFFFFFFFF) if lease else b""
 
 
-def _varint_of(data: bytes) -> int:
+def varint_value(data: bytes) -> int:
+    """The number a varint's bytes (as :data:`PUT_FIELDS` finds them) say."""
     number = 0
     for shift, byte in enumerate(data):
         number |= (byte & 0x7F) << (7 * shift)

@@ -54,7 +54,9 @@ from zlib import crc32
 from lifeboat.catalog.chains import DamagedSegment
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
-from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of, lease_field, put_fields
+from lifeboat.catalog.segment_records import (
+    DELETE, HEAD, HEAD_SIZE, PUT, PUT_FIELDS, key_of, lease_field, varint_value,
+)
 from lifeboat.catalog.segments import JSON_LINES_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.wire import MalformedValue, read_varint, write_varint
@@ -571,6 +573,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
     low_of = _MAIN_REVISION_LOW.unpack_from
     main_of = _MAIN_REVISION.unpack_from
     lease_fields: dict[int, bytes] = {}
+    put_match, varint_of = PUT_FIELDS.match, varint_value
     pending = list(runs)
     # A buffer for each read in flight, and one for the run whose rows are being taken.
     free = [FrameBuffer() for _ in range(min(READ_AHEAD + 1, len(pending)))]
@@ -612,7 +615,18 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                         field = lease_fields.get(lease)
                         if field is None:
                             field = lease_fields[lease] = lease_field(lease)
-                        if _put_differs(data, key_end, value_at + length, main_of(revision)[0], field):
+                        # Its value names the head's revision and lease, laid out as etcd writes it.
+                        found = put_match(data, key_end, value_at + length)
+                        value_at_end: bytes | bytearray = b""
+                        if found is None:
+                            mod_revision = -1
+                        else:
+                            mod, value_size = found.groups()
+                            tail = found.end() + (varint_of(value_size) if value_size is not None else 0)
+                            mod_revision, value_at_end = varint_of(mod), data[tail:value_at + length]
+                            if tail > value_at + length:  # a value's length past the record
+                                mod_revision = -1
+                        if mod_revision != main_of(revision)[0] or value_at_end != field:
                             raise IntegrityError(f"{run.segment or run.path}: the record at byte {start} of its "
                                                  "records is damaged: its value names another revision or lease "
                                                  "than its head and index; a point before this segment still "
@@ -624,16 +638,6 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())
             free.append(buffer)  # every row of this run was taken (copied)
-
-
-def _put_differs(data: bytes | bytearray, key_end: int, value_end: int, revision: int, lease: bytes) -> bool:
-    """Whether a put's value names another revision or lease (its field: :func:`lease_field`)
-    than its record's head, or is not laid out as etcd writes it."""
-    try:
-        mod_revision, lease_bytes = put_fields(data, key_end, value_end)
-    except ValueError:
-        return True
-    return mod_revision != revision or lease_bytes != lease
 
 
 def _run_bytes(run: RowRun, buffer: FrameBuffer) -> bytes | bytearray:
