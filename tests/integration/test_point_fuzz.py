@@ -96,6 +96,14 @@ def test_every_revision_of_a_seeded_random_workload_restores_exactly_as_etcds_ra
         point = find_point(repo, "prod", PointTarget(moment=moment), None)
         before = max((r for t, r in w.returned if t <= moment - timedelta(seconds=2)), default=w.first)
         assert before <= point.revision <= at, f"{moment}: revision {point.revision}, etcd was at {at}; {seed}"
+    # --to-time through the command: the snapshot of the revision that time maps to.
+    moment = w.returned[len(w.returned) // 2][0]
+    mapped = find_point(repo, "prod", PointTarget(moment=moment), None).revision
+    saved = tmp_path / "at-time.db"
+    code, _out, err = cli("verify", "--to-time", moment.isoformat(), "--save-snapshot", str(saved),
+                          "--repo", str(repo_dir))
+    assert code == 0, err
+    assert rows_of(saved) == w.states[mapped], f"verify --to-time {moment.isoformat()} (revision {mapped}); {seed}"
     # The commands: verify's saved snapshot, and a restore plan, at a few revisions.
     for revision in sorted(w.states)[1::len(w.states) // 3]:
         saved = tmp_path / f"saved-{revision}.db"
