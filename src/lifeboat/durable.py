@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+
+from lifeboat.errors import OperationFailed, UsageError
 
 # linux/fcntl.h and linux/fs.h: renameat2's "current directory" and its flag that refuses an
 # existing target.
@@ -43,6 +48,78 @@ def replace_durably(path: Path, data: bytes) -> None:
 def part_path(path: Path) -> Path:
     """``<path>.part``: where a file is written before :func:`install_durably` renames it to ``path``."""
     return path.with_name(path.name + ".part")
+
+
+class TargetInUse(OperationFailed):
+    """Another process is writing the same file (it holds the file's ``.<name>.lock``)."""
+
+
+@contextmanager
+def writing_to(path: Path, leftovers: Callable[[Path], list[Path]] = lambda part: []) -> Iterator[Path]:
+    """Hold ``path`` for this process while it writes ``<path>.part`` (yielded) to install it.
+
+    Two processes writing one ``path`` would write one ``.part`` file, and each could rename
+    the other's half-written bytes onto ``path``. The claim is an ``flock`` on ``.<name>.lock``
+    beside ``path``, which the kernel drops when the process ends however it ends (kill -9), so
+    :class:`TargetInUse`, naming the holder's pid, means a live run holds it; once held, what a
+    killed run left (``.part``, and the paths ``leftovers`` names for a part, such as staging
+    directories) can be no live run's and is removed before anything is written. ``.part`` is
+    removed on the way out, and the lock file with it. A directory that takes no lock file
+    (not writable, a pseudo file system) is a :class:`~lifeboat.errors.UsageError`.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    fd = _locked(lock, path)
+    part = part_path(path)
+    try:
+        for stale in (part, *leftovers(part)):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
+        yield part
+    finally:
+        part.unlink(missing_ok=True)
+        # Removed while locked: a run that opened this lock file before and locks it after
+        # finds it unlinked, and opens the path again (_locked).
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _locked(lock: Path, path: Path) -> int:
+    """An fd of ``lock`` holding its ``flock``, the file still at that name once locked."""
+    while True:
+        try:
+            fd = flock_or_holder(lock)
+        except OSError as exc:  # a directory this user may not write, a read-only or pseudo file system
+            raise UsageError(f"cannot write {path}: {exc.strerror} ({lock.name} beside it); give a path in a "
+                             "directory this user may write") from None
+        if isinstance(fd, str):
+            raise TargetInUse(f"{path} is being written by another process (pid {fd or 'unknown'}, holding "
+                              f"{lock.name}); wait for it to end, or give another path")
+        try:
+            held, named = os.fstat(fd), os.stat(lock, follow_symlinks=False)
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder finished and removed it between our open and our lock
+
+
+def flock_or_holder(lock: Path) -> int | str:
+    """An fd of the file ``lock`` (created owner-only) holding an exclusive ``flock`` on it, or,
+    when another process holds it, what that one wrote in it (its pid; "" if nothing yet)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        return holder
+    return fd
 
 
 def install_durably(part: Path, path: Path) -> None:

@@ -259,6 +259,49 @@ def test_a_points_snapshot_is_not_saved_without_asking_and_not_over_a_file_when_
     assert saved.read_bytes() == b"an older file, left as it was" and not part_path(saved).exists()
 
 
+# ``verify --to-revision R --save-snapshot FILE`` stopped in its replay (segments surveyed and
+# staged, FILE.part at the base's revision): it says so in the file $STOPPED and waits to be killed.
+_STOPPED_SAVING_A_POINT = """
+import os, sys, time
+import lifeboat.pitr.point as point
+def stop(*args, **kw):
+    open(os.environ["STOPPED"], "w").close()
+    time.sleep(600)
+point.commit_in_place = stop
+from lifeboat.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_points_snapshot_saved_by_two_runs_at_once_or_after_a_killed_run_is_whole_and_exact(
+        etcd: EtcdMember, client: EtcdClient, tmp_path: Path, cli: Cli) -> None:
+    """Two runs wrote one FILE.part (each could rename the other's half file onto FILE); a run
+    killed with -9 mid-replay left FILE.part and its staged segments for good."""
+    import signal
+    import sys
+    _repo, history = captured_history(etcd, client, tmp_path, 3)
+    revision, saved, stopped = history.revisions[4], tmp_path / "point.db", tmp_path / "stopped"
+    argv = ["verify", "--to-revision", str(revision), "--save-snapshot", str(saved), "--repo", str(tmp_path / "repo")]
+    first = subprocess.Popen([sys.executable, "-c", _STOPPED_SAVING_A_POINT, *argv], stderr=subprocess.PIPE,
+                             env={**os.environ, "STOPPED": str(stopped)})
+    try:
+        wait_for(lambda: stopped.exists() or first.poll() is not None, timeout=60)
+        assert stopped.exists(), first.stderr.read() if first.stderr else ""
+        code, _out, err = cli(*argv)
+        assert code == 1 and err.count("\n") == 1, err
+        assert f"{saved} is being written by another process (pid {first.pid}" in err
+        assert part_path(saved).exists() and not saved.exists()  # the first run's, left alone
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert not saved.exists()
+    assert part_path(saved).exists() and (tmp_path / "point.db.part.segments").is_dir()  # what -9 leaves
+    code, _out, err = cli(*argv)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("point", ".point"))) == ["point.db"]
+    assert restored_state(saved) == source_state(client, revision)
+
+
 def test_etcd_serving_a_point_snapshot_answers_as_the_source_at_the_point_and_refuses_older_revisions(
         release: EtcdRelease, etcd: EtcdMember, client: EtcdClient, tmp_path: Path) -> None:
     """No bump here: the history between the base and the point was not written, so etcd must

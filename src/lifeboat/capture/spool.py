@@ -18,14 +18,12 @@ capture also removes the ``.part`` files a killed one left (no live writer can o
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lifeboat.durable import fsync_dir
+from lifeboat.durable import flock_or_holder, fsync_dir
 from lifeboat.errors import OperationFailed, UsageError
 
 
@@ -82,18 +80,12 @@ class Spool:
 
         Raises :class:`SpoolInUse` naming the other process when one holds it.
         """
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        fd = flock_or_holder(self.directory / LOCK_NAME)
+        if isinstance(fd, str):
             raise SpoolInUse(
-                f"the capture spool {self.directory} is in use by another process (pid {holder or 'unknown'}): "
+                f"the capture spool {self.directory} is in use by another process (pid {fd or 'unknown'}): "
                 "two captures on one spool would replace and upload each other's segments; stop it, or give "
-                "each capture a spool of its own (--spool-dir, capture.spool-dir)") from None
+                "each capture a spool of its own (--spool-dir, capture.spool-dir)")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._held = fd

@@ -22,11 +22,12 @@ so that finding the leases held at a point needs no protobuf decoding.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 
 from lifeboat.etcdapi.model import EventType, KeyValue, WatchEvent
-from lifeboat.etcdapi.wire import read_varint
+from lifeboat.etcdapi.wire import read_varint, write_varint
 from lifeboat.snapshot.mvcc import KEY_TAG, decode_key_value
 from lifeboat.snapshot.replay import encode_key_value, tombstone_value
 
@@ -79,6 +80,27 @@ def version_of(body: bytes, value_at: int, value_end: int) -> int:
     if pos + 1 < value_end and body[pos] == 0x20 and body[pos + 1] < 0x80:
         return body[pos + 1]
     return decode_key_value(body, value_at, value_end).version
+
+
+# A put's mvccpb.KeyValue after its key field, as etcd writes it (fields in order, zeros left
+# out; create and mod revisions never are): create_revision, mod_revision (group 1), version,
+# and the value's length (group 2) if it has a value; each a varint of at most 10 bytes. The
+# value is followed by the lease's field (:func:`lease_field`), or nothing.
+PUT_FIELDS = re.compile(rb"\x10[\x80-\xff]{0,9}[\x00-\x7f]\x18([\x80-\xff]{0,9}[\x00-\x7f])"
+                         rb"(?:\x20[\x80-\xff]{0,9}[\x00-\x7f])?(?:\x2a([\x80-\xff]{0,9}[\x00-\x7f]))?", re.DOTALL)
+
+
+def lease_field(lease: int) -> bytes:
+    """A KeyValue's lease field (6) as etcd writes it: nothing for no lease."""
+    return b"\x30" + write_varint(lease & 0xFFFFFFFFFFFFFFFF) if lease else b""
+
+
+def varint_value(data: bytes) -> int:
+    """The number a varint's bytes (as :data:`PUT_FIELDS` finds them) say."""
+    number = 0
+    for shift, byte in enumerate(data):
+        number |= (byte & 0x7F) << (7 * shift)
+    return number
 
 
 def iter_records(body: bytes) -> Iterator[tuple[int, int, bytes, int, int, int]]:

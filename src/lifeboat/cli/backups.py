@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from lifeboat.cli.drills import check_drill_flags
 from lifeboat.cli.output import Progress, RoomNotes, StreamedTable, emit_json, human_size, printable, table
 from lifeboat.cli.point import resolve_point
 from lifeboat.config.values import read_retention_duration
-from lifeboat.durable import install_durably, part_path
+from lifeboat.durable import install_durably, writing_to
 from lifeboat.errors import IntegrityError, OperationFailed, Terminated, UsageError
 
 if TYPE_CHECKING:
@@ -317,19 +318,18 @@ def _verified_and_saved(repo: BackupRepository, manifest: Manifest, identities: 
                         args: argparse.Namespace, progress: Progress, room: RoomNotes) -> VerifyReport:
     """The report of ``verify_backup``; with ``--save-snapshot FILE`` the snapshot is written as
     ``FILE.part`` and renamed to FILE, fsynced, only once verified: a download that failed or was
-    interrupted leaves no file at FILE that looks complete (an existing one is left as it was)."""
+    interrupted leaves no file at FILE that looks complete (an existing one is left as it was).
+    One run at a time writes FILE (:func:`~lifeboat.durable.writing_to`)."""
+    from lifeboat.pitr.point import staging_dir
     from lifeboat.verify.backup import verify_backup
 
     saved: Path | None = args.save_snapshot
-    part = part_path(saved) if saved is not None else None
-    try:
+    # A point's run killed while saving to the same FILE left its staged segments too.
+    with writing_to(saved, lambda part: [staging_dir(part)]) if saved is not None else nullcontext() as part:
         report = verify_backup(repo, manifest, identities, tmp_dir=temp_dir(args), keep_snapshot=part,
                                progress=progress, room=room)
         if saved is not None and part is not None and report.ok:
             install_durably(part, saved)
-    finally:
-        if part is not None:
-            part.unlink(missing_ok=True)
     return report
 
 

@@ -20,7 +20,7 @@ from lifeboat.errors import IntegrityError, UsageError
 from lifeboat.pitr.replay import compaction_marks, lease_rows, stored_rows
 from lifeboat.pitr.survey import ChainSurvey
 from lifeboat.pitr.survey_run import Progress
-from lifeboat.snapshot.mvcc import read_lease_ids
+from lifeboat.snapshot.mvcc import read_lease_ids, read_meta
 from lifeboat.snapshot.writer import BucketChanges, Replayed, commit_in_place, write_db
 from lifeboat.verify.backup import require_verify_room, verify_backup
 
@@ -146,10 +146,16 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
             survey.close()
         if base_snapshot is None:
             _fetch_base(repo, point, identities, base)
-        elif base != dest:
+        try:
+            _check_base_revision(point, base)
+        except IntegrityError:
+            if base_snapshot is None:
+                dest.unlink(missing_ok=True)  # this call's own download
+            raise
+        if base != dest:
             os.replace(base, dest)
         return PointSnapshot(dest, point, 0, 0, 0, clock.monotonic() - started)
-    work = dest.with_name(dest.name + ".segments")
+    work = staging_dir(dest)
     if base_snapshot is None:
         # Before the survey stages anything: the base it fetches and the segments beside it.
         require_verify_room(point.base, dest.parent, dest, extra=point.segment_bytes,
@@ -159,6 +165,7 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
         try:
             if base_snapshot is None:
                 _fetch_base(repo, point, identities, base)
+            _check_base_revision(point, base)
             surveyed = clock.monotonic()
             listings, damaged = 0, frozenset[str]()
             while True:
@@ -206,6 +213,11 @@ def build_point_snapshot(repo: BackupRepository, point: RestorePoint, identities
                          survey_wait)
 
 
+def staging_dir(dest: Path) -> Path:
+    """Where the segments replayed into ``dest`` are staged while it is built."""
+    return dest.with_name(dest.name + ".segments")
+
+
 def relisted(repo: BackupRepository, point: RestorePoint, without: frozenset[str] = frozenset()) -> RestorePoint | None:
     """``point`` (same base, same revision) with its segments as the repository lists them now,
     leaving out those named in ``without`` (found damaged), or None when that is not a
@@ -243,6 +255,19 @@ def damaged_one(point: RestorePoint | Timeline, damage: DamagedSegment) -> str |
 
 def _chain_id(point: RestorePoint) -> str:
     return point.window.chain.info.chain if point.window.chain is not None else "-"
+
+
+def _check_base_revision(point: RestorePoint, base: Path) -> None:
+    """IntegrityError unless the fetched base holds the state at least up to the revision the
+    events are replayed after: one below it (a chain record naming a later revision than its
+    base's, hand-edited or damaged but still JSON) would have the events in between skipped."""
+    assert point.base.snapshot is not None
+    held = read_meta(base).state_revision(point.base.snapshot.revision)
+    if held < point.base_revision:
+        chain = _chain_id(point)
+        raise IntegrityError(f"base backup {point.base.id} holds the state at revision {held}, but chain {chain} "
+                             f"says its events start after revision {point.base_revision}: the chain's record "
+                             "(chain.json) is damaged; nothing was replayed")
 
 
 def _fetch_base(repo: BackupRepository, point: RestorePoint, identities: Sequence[Identity] | None,

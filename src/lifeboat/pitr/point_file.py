@@ -5,7 +5,9 @@ and verified, the chain's events up to R are replayed into it offline (as a rest
 does), and the result is checked before it is put at FILE: its bbolt structure, etcd's sha256
 trailer, and that etcd would serve it at revision R. It is written as ``FILE.part`` and
 renamed to FILE (fsynced) only once every check passed; a failed or interrupted run leaves
-FILE as it was.
+FILE as it was. One run at a time writes FILE (:func:`~lifeboat.durable.writing_to`): another
+is refused at once, and what a killed one left (``FILE.part``, its staged segments) is removed
+first.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 from lifeboat.catalog.age_keys import Identity
 from lifeboat.catalog.repository import BackupRepository
 from lifeboat.catalog.timeline import RestorePoint
-from lifeboat.durable import install_durably, part_path
-from lifeboat.pitr.point import PointSnapshot, build_point_snapshot
+from lifeboat.durable import install_durably, writing_to
+from lifeboat.pitr.point import PointSnapshot, build_point_snapshot, staging_dir
 from lifeboat.snapshot import snapshot_status
 from lifeboat.snapshot.check import check_snapshot
 from lifeboat.snapshot.mvcc import read_meta
@@ -37,17 +39,15 @@ def save_point_snapshot(repo: BackupRepository, point: RestorePoint, identities:
     """Build ``point``'s snapshot beside ``dest``, check it, and put it at ``dest`` if sound.
 
     A base or segment that fails its checks raises (IntegrityError), as a restore's would; room
-    is checked before anything is downloaded (NoRoom)."""
-    part = part_path(dest)
-    try:
+    is checked before anything is downloaded (NoRoom); another run writing ``dest`` is refused
+    (:class:`~lifeboat.durable.TargetInUse`)."""
+    with writing_to(dest, leftovers=lambda part: [staging_dir(part)]) as part:
         built = build_point_snapshot(repo, point, identities, part)
         report = VerifyReport(point.base.id, list(_checks(part, point.revision)))
         if not report.ok:
             return SavedPoint(report, built, None)
         install_durably(part, dest)
         return SavedPoint(report, built, dest)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def _checks(path: Path, revision: int) -> Sequence[Check]:

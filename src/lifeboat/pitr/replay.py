@@ -54,7 +54,9 @@ from zlib import crc32
 from lifeboat.catalog.chains import DamagedSegment
 from lifeboat.catalog.codec import FrameBuffer
 from lifeboat.catalog.segment_index import CREATED, DELETED, SegmentIndex
-from lifeboat.catalog.segment_records import DELETE, HEAD, HEAD_SIZE, PUT, key_of
+from lifeboat.catalog.segment_records import (
+    DELETE, HEAD, HEAD_SIZE, PUT, PUT_FIELDS, key_of, lease_field, varint_value,
+)
 from lifeboat.catalog.segments import JSON_LINES_VERSION, SegmentHeader, check_counts
 from lifeboat.errors import IntegrityError
 from lifeboat.etcdapi.wire import MalformedValue, read_varint, write_varint
@@ -66,8 +68,10 @@ from lifeboat.snapshot.replay import encode_fields, lease_row, tombstone_value
 # lease is restored (lessor.go, Lease.refresh), so 1 s means "expire as soon as etcd can".
 UNKNOWN_LEASE_TTL = 1
 
-# A record's head as the second pass reads it: the revision key, the kind, the value's size.
-_ROW_HEAD = struct.Struct(">17sB8xI")
+# A record's head as the second pass reads it: the revision key, the kind, the lease, the value's size.
+_ROW_HEAD = struct.Struct(">17sBqI")
+_MAIN_REVISION = struct.Struct(">Q")
+_LEASE = struct.Struct(">q")
 _MAIN_REVISION_LOW = struct.Struct(">4xI")  # the low half of the main revision, a revision key's first 8 bytes
 _REVISION_LOW = 0xFFFFFFFF
 _KEY_FIELD_TAG = bytes((KEY_TAG,))
@@ -234,7 +238,7 @@ def compile_rows(segments: Iterable[StagedSegment], base_id: str, base_revision:
     # A key holds a lease at the point when its newest record there is the one that named it.
     slots = survey.lease_slots
     facts.leases = {slots[packed & _SLOT_MASK] for packed in kept if packed & _SLOT_MASK}
-    return facts, _runs(sources, kept, keys, facts)
+    return facts, _runs(sources, kept, keys, facts, slots)
 
 
 def _surveyed(survey: _Survey, staged: StagedSegment, after: int, up_to: int, number: int, facts: ReplayFacts,
@@ -276,7 +280,8 @@ _SLOT_MASK = (1 << _SLOT_BITS) - 1
 _START_MASK = 0xFFFFFFFF
 
 
-def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: ReplayFacts) -> list[RowRun]:
+def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: ReplayFacts,
+          slots: list[int]) -> list[RowRun]:
     """The kept records (packed as above, ascending; ``keys``, theirs) grouped by segment; the
     leases that kept records of indexed segments name are added to ``facts.leases``, what they
     write to ``facts.written_bytes``."""
@@ -298,15 +303,17 @@ def _runs(sources: list[_Source], kept: list[int], keys: list[bytes], facts: Rep
             seeds = map(_REVISION_LOW.__and__, map(source.revisions.__getitem__, records))
             offsets = source.offsets
             starts = list(map(offsets.__getitem__, records))
-            facts.leases.update(filter(None, map(source.leases.__getitem__, records)))
+            leases: Iterable[int] = list(map(source.leases.__getitem__, records))
+            facts.leases.update(filter(None, leases))
             # A record ends where the next one starts, the last where the records end.
             ends = offsets[1:]
             ends.append(source.body_end - source.body_offset)
             pages.add(map(sub, map(ends.__getitem__, records), starts))
         else:  # a version 1 or 2 segment's record sizes are not read here: all of them, pages half full
             unread += 2 * (source.body_end - source.body_offset)
+            leases = map(slots.__getitem__, map(_SLOT_MASK.__and__, kept[at:end]))
         runs.append(RowRun(source.path, source.body_offset, source.body_end, array("I", starts), source.compressed,
-                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end], seeds)),
+                           source.raw_size, source.frame_at, array("I", map(_key_sum, keys[at:end], seeds, leases)),
                            indexed, source.segment))
         at = end
     facts.written_bytes = pages.bytes() + unread
@@ -486,15 +493,16 @@ def _varint_size(number: int) -> int:
     return 1 if number < 0x80 else (number.bit_length() + 6) // 7
 
 
-def _key_sum(key: bytes, seed: int = 0) -> int:
+def _key_sum(key: bytes, seed: int = 0, lease: int = 0) -> int:
     """The CRC-32 of how an ``mvccpb.KeyValue`` holding ``key`` starts: the key's field (its
-    tag, its length as a varint, the key), started from ``seed`` instead of 0.
+    tag, its length as a varint, the key), started from ``seed`` instead of 0, then of the
+    ``lease`` the record's head names (8 bytes, as the head holds it).
 
     Seeded with the low 32 bits of the record's main revision, the sum is another for the same
     key at another revision (the CRC of bytes of one length is a one-to-one function of its
     starting value), so one number per row checks both; a segment's revisions are far fewer
-    than 2**32 apart."""
-    return crc32(key, crc32(write_varint(len(key)), crc32(_KEY_FIELD_TAG, seed)))
+    than 2**32 apart. The lease is the one the survey made the lease rows from."""
+    return crc32(_LEASE.pack(lease), crc32(key, crc32(write_varint(len(key)), crc32(_KEY_FIELD_TAG, seed))))
 
 
 def _key_field_end(data: memoryview, value_at: int, value_end: int) -> int:
@@ -555,9 +563,17 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
     The next runs' segments are read and decompressed in threads (zstd releases the GIL), each
     into a buffer of its own, while this one's rows are taken: decompressing is most of this
     pass, and two threads keep the second core busy with it. Every row is a copy of its bytes,
-    so a row the writer still holds is never changed by a later segment's."""
+    so a row the writer still holds is never changed by a later segment's.
+
+    A row is written only as etcd wrote it: a put's value names the record's revision and
+    lease, which are the index's (the lease rows were made from the index's leases), and a
+    delete's value holds only its key. A segment re-encoded with such a record changed is
+    refused, as reading it whole refuses it."""
     unpack = _ROW_HEAD.unpack_from
     low_of = _MAIN_REVISION_LOW.unpack_from
+    main_of = _MAIN_REVISION.unpack_from
+    lease_fields: dict[int, bytes] = {}
+    put_match, varint_of = PUT_FIELDS.match, varint_value
     pending = list(runs)
     # A buffer for each read in flight, and one for the run whose rows are being taken.
     free = [FrameBuffer() for _ in range(min(READ_AHEAD + 1, len(pending)))]
@@ -577,7 +593,7 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
             by_revision = run.by_revision
             with memoryview(data) as view:
                 for start, key_sum in zip(run.starts, run.key_sums):
-                    revision, kind, length = unpack(data, offset - HEAD_SIZE + start)
+                    revision, kind, lease, length = unpack(data, offset - HEAD_SIZE + start)
                     value_at = offset + start
                     # An index's offset names a record's head: never a row from elsewhere.
                     if revision[8] != _MARK or (kind != _PUT_BYTE and kind != _DELETE_BYTE) \
@@ -589,12 +605,35 @@ def stored_rows(runs: Iterable[RowRun]) -> Iterator[tuple[bytes, bytes]]:
                     size = data[value_at + 1]
                     key_end = value_at + 2 + size if size < 0x80 else \
                         _key_field_end(view, value_at, value_at + length)
-                    if key_end > value_at + length or \
-                            crc32(view[value_at:key_end], low_of(revision)[0] if by_revision else 0) != key_sum:
+                    if key_end > value_at + length or crc32(data[offset - HEAD_SIZE + start + 18:value_at - 4], crc32(
+                            view[value_at:key_end], low_of(revision)[0] if by_revision else 0)) != key_sum:
                         raise IntegrityError(f"{run.segment or run.path}: the record at byte {start} of its records "
                                              "is not the one its index describes (another key or revision): its "
                                              "index and records disagree (a writer's bug to report, or a segment "
                                              "lifeboat did not write); a point before this segment still restores")
+                    if kind == _PUT_BYTE:
+                        field = lease_fields.get(lease)
+                        if field is None:
+                            field = lease_fields[lease] = lease_field(lease)
+                        # Its value names the head's revision and lease, laid out as etcd writes it.
+                        found = put_match(data, key_end, value_at + length)
+                        value_at_end: bytes | bytearray = b""
+                        if found is None:
+                            mod_revision = -1
+                        else:
+                            mod, value_size = found.groups()
+                            tail = found.end() + (varint_of(value_size) if value_size is not None else 0)
+                            mod_revision, value_at_end = varint_of(mod), data[tail:value_at + length]
+                            if tail > value_at + length:  # a value's length past the record
+                                mod_revision = -1
+                        if mod_revision != main_of(revision)[0] or value_at_end != field:
+                            raise IntegrityError(f"{run.segment or run.path}: the record at byte {start} of its "
+                                                 "records is damaged: its value names another revision or lease "
+                                                 "than its head and index; a point before this segment still "
+                                                 "restores")
+                    elif key_end != value_at + length or lease:
+                        raise IntegrityError(f"{run.segment or run.path}: the delete at byte {start} of its records "
+                                             "is damaged: its value holds more than its key, or it names a lease")
                     # A delete's row key ends with etcd's tombstone mark, the record's kind byte.
                     yield (revision + _TOMBSTONE if kind == _DELETE_BYTE else revision,
                            view[value_at:value_at + length].tobytes())

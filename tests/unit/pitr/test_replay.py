@@ -453,9 +453,12 @@ def test_the_key_field_a_row_is_checked_by_is_the_one_etcd_writes(size: int) -> 
     key = b"k" * size
     value = encode_fields(key, 11, 11, 1, b"v", 0)
     end = replay._key_field_end(memoryview(value), 0, len(value))
-    assert value[end - size:end] == key and replay._key_sum(key) == zlib.crc32(value[:end])
+    no_lease = bytes(8)  # then the lease as the record's head holds it: 8 bytes, big-endian
+    assert value[end - size:end] == key and replay._key_sum(key) == zlib.crc32(no_lease, zlib.crc32(value[:end]))
     # Seeded with a revision's low half: the same bytes' CRC from that start, another per revision.
-    assert replay._key_sum(key, 11) == zlib.crc32(value[:end], 11) != replay._key_sum(key, 12)
+    assert replay._key_sum(key, 11) == zlib.crc32(no_lease, zlib.crc32(value[:end], 11)) != replay._key_sum(key, 12)
+    # And another per lease.
+    assert replay._key_sum(key, 11, 0x7777) == zlib.crc32((0x7777).to_bytes(8, "big"), zlib.crc32(value[:end], 11))
 
 
 def test_a_long_keys_length_cut_off_is_past_the_value() -> None:
