@@ -105,6 +105,13 @@ def kubernetes_like_objects(count: int) -> list[tuple[bytes, bytes]]:
     return items
 
 
+def in_namespace(keys: dict[bytes, bytes], namespace: str) -> dict[bytes, bytes]:
+    """Of ``keys``, the namespace's own object and every object in it."""
+    inside = f"/{namespace}/".encode()
+    own = f"/registry/namespaces/{namespace}".encode()
+    return {k: v for k, v in keys.items() if inside in k or k == own}
+
+
 def client(nodes: list[Node], pki: Pki) -> EtcdClient:
     tls = TlsConfig(pki.ca, pki.client.cert, pki.client.key)
     return EtcdClient(ConnectionSettings(tuple(n.etcd.client_url for n in nodes), tls))
@@ -285,16 +292,17 @@ class Story:
         with log_path.open("w") as log:
             capture = subprocess.Popen([*LIFEBOAT, *argv], stdout=log, stderr=subprocess.STDOUT)
         try:
-            self._wait_captured(capture, keyspace(self.nodes, self.pki)[0], log_path)
-            edited = sorted(k for k in self.namespace_keys(NAMESPACE) if k.startswith(b"/registry/configmaps/"))[:5]
+            started_at, start = keyspace(self.nodes, self.pki)
+            self._wait_captured(capture, started_at, log_path)
+            edited = sorted(k for k in in_namespace(start, NAMESPACE) if k.startswith(b"/registry/configmaps/"))[:5]
             with client(self.nodes, self.pki) as c:
                 for round_ in range(3):  # the team keeps working: three edits of a few ConfigMaps
-                    for key, value in self.namespace_keys(NAMESPACE).items():
-                        if key in edited:
-                            body = json.loads(value)
-                            body["data"]["edit"] = round_
-                            c.put(key, json.dumps(body).encode())
-            edited_at, kept = keyspace(self.nodes, self.pki)[0], self.namespace_keys(NAMESPACE)
+                    for key in edited:
+                        body = json.loads(start[key])
+                        body["data"]["edit"] = round_
+                        c.put(key, json.dumps(body).encode())
+            edited_at, at_point = keyspace(self.nodes, self.pki)
+            kept = in_namespace(at_point, NAMESPACE)
             # The point: a whole second after capture has seen the edits (however loaded the
             # machine), and before the mistake.
             self._wait_captured(capture, edited_at, log_path)
@@ -315,8 +323,9 @@ class Story:
             run("k8s", "undelete", "--from", "latest", "--to-time", point, "-n", NAMESPACE, "--apply",
                 "--root", str(self.nodes[0].root), "--repo", self.repo, "--identity", str(self.key_file),
                 head=6, resume="wrote ")
-            back = self.namespace_keys(NAMESPACE)
-            others = {k: v for k, v in keyspace(self.nodes, self.pki)[1].items() if k not in back}
+            after = keyspace(self.nodes, self.pki)[1]
+            back = in_namespace(after, NAMESPACE)
+            others = {k: v for k, v in after.items() if k not in back}
             same = back == kept and others == everything
             print(f"{NAMESPACE}: {len(back)} objects back, each as it was at {point}: {back == kept}; "
                   f"every other key untouched: {others == everything}")
@@ -332,12 +341,6 @@ class Story:
             print(f"capture stopped (SIGTERM commits what it has): exit code {code}; its log: {log_path}")
         if code != 0:
             raise SystemExit(f"demo: lifeboat capture exited {code}; see {log_path}")
-
-    def namespace_keys(self, namespace: str) -> dict[bytes, bytes]:
-        """The namespace's object and every object in it, as stored now."""
-        inside = f"/{namespace}/".encode()
-        own = f"/registry/namespaces/{namespace}".encode()
-        return {k: v for k, v in keyspace(self.nodes, self.pki)[1].items() if inside in k or k == own}
 
     def _wait_captured(self, capture: subprocess.Popen[bytes], revision: int, log_path: Path,
                        timeout: float = 60) -> None:
